@@ -1,0 +1,5 @@
+import sys
+
+from bayesmix.cli import main
+
+sys.exit(main())

@@ -1,0 +1,398 @@
+"""The run table: the one input structure of bayesmix.
+
+A proxy run has an id, proportions over named training domains, optionally a model size
+(``n_params``, non-embedding parameters) and a training amount (``step`` and/or ``tokens``), and
+losses (nats per token) on named validation domains. A run may have several checkpoints: one
+record per (run, step).
+
+The documented tidy layout (CSV, Parquet or a pandas DataFrame), one row per record::
+
+    run, [n_params], [step], [tokens], mix.<train_domain>..., loss.<eval_domain>...
+
+``mix.*`` columns are proportions (each record sums to 1 within ``SUM_TOLERANCE``); ``loss.*``
+cells may be empty (missing losses stay missing, they are never filled in).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayesmix import errors
+
+MIX_PREFIX = "mix."
+LOSS_PREFIX = "loss."
+META_COLUMNS = ("n_params", "step", "tokens")
+#: Largest allowed |sum(proportions) - 1| before a record is rejected (RegMix rounds to 3 decimals,
+#: so its rows are off by up to about 0.004). Pass ``renormalize=True`` to accept and rescale.
+SUM_TOLERANCE = 0.01
+
+
+def _normalise_name(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _check_domain_names(names: Sequence[str], kind: str, column_prefix: str, source: str | None):
+    """Reject empty names and names that collide after case/punctuation folding (likely typos)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if not name or name != name.strip():
+            raise errors.DomainNameError(
+                f"{kind} domain name {name!r} is empty or has surrounding spaces",
+                source=source, column=column_prefix + name, hint="rename the column")
+        if "/" in name:
+            raise errors.DomainNameError(
+                f"{kind} domain name {name!r} contains '/', which NetCDF names cannot hold",
+                source=source, column=column_prefix + name, hint="rename the column")
+        key = _normalise_name(name)
+        if key in seen:
+            raise errors.DomainNameError(
+                f"{kind} domains {seen[key]!r} and {name!r} differ only in case or punctuation",
+                source=source, column=column_prefix + name,
+                hint="use one spelling for one domain")
+        seen[key] = name
+
+
+def check_known_domains(names: Iterable[str], known: Sequence[str], kind: str,
+                        source: str | None = None) -> None:
+    """Raise DomainNameError for a name not in ``known``, suggesting the closest known name."""
+    known = list(known)
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+            raise errors.DomainNameError(f"unknown {kind} domain {name!r}", source=source,
+                                         hint=hint)
+
+
+class RunTable:
+    """Validated proxy-run records. Immutable by convention: methods return new tables.
+
+    Build with :meth:`from_frame` (validates) or a loader in :mod:`bayesmix.loaders`.
+    Views: :meth:`to_tidy` (the documented layout), :meth:`to_long` (one row per loss),
+    :meth:`to_xarray` (dims run, train_domain, eval_domain[, step]).
+    """
+
+    def __init__(self, records: pd.DataFrame, train_domains: Sequence[str],
+                 eval_domains: Sequence[str], source: str | None = None):
+        self._records = records.reset_index(drop=True)
+        self.train_domains = tuple(train_domains)
+        self.eval_domains = tuple(eval_domains)
+        self.source = source
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, *, source: str | None = None,
+                   row_numbers: Sequence[int] | None = None, renormalize: bool = False,
+                   tolerance: float = SUM_TOLERANCE, report: list[str] | None = None) -> RunTable:
+        """Validate a DataFrame in the documented tidy layout and return a RunTable.
+
+        ``row_numbers`` gives the line number of each row in ``source`` for error messages
+        (default: CSV line numbers, header on line 1). ``renormalize`` rescales proportions that
+        sum within 0.5 of 1 to exactly 1 instead of rejecting them; a line saying by how much is
+        appended to ``report`` (a list) when given.
+        """
+        if frame is None or len(frame) == 0:
+            raise errors.EmptyInputError("no data rows", source=source,
+                                         hint="a run table needs at least one run")
+        frame = frame.copy()
+        frame.columns = [str(c) for c in frame.columns]
+        if row_numbers is None:
+            row_numbers = list(range(2, len(frame) + 2))
+        rows = list(row_numbers)
+
+        if "run" not in frame.columns:
+            raise errors.FormatError(
+                "no 'run' column", source=source,
+                hint="the tidy layout is run, [n_params], [step], [tokens], mix.<domain>..., "
+                     "loss.<domain>...")
+        mix_cols = [c for c in frame.columns if c.startswith(MIX_PREFIX)]
+        loss_cols = [c for c in frame.columns if c.startswith(LOSS_PREFIX)]
+        if not mix_cols:
+            raise errors.FormatError("no 'mix.<domain>' proportion columns", source=source,
+                                     hint="name each proportion column mix.<training domain>")
+        if not loss_cols:
+            raise errors.FormatError("no 'loss.<domain>' columns", source=source,
+                                     hint="name each loss column loss.<validation domain>")
+        known = {"run", *META_COLUMNS, *mix_cols, *loss_cols}
+        extra = [c for c in frame.columns if c not in known]
+        if extra:
+            close = difflib.get_close_matches(extra[0], sorted(known - {"run"}), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                "allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>")
+            raise errors.FormatError(f"unknown column {extra[0]!r}", source=source,
+                                     column=extra[0], hint=hint)
+        train = [c[len(MIX_PREFIX):] for c in mix_cols]
+        evals = [c[len(LOSS_PREFIX):] for c in loss_cols]
+        _check_domain_names(train, "training", MIX_PREFIX, source)
+        _check_domain_names(evals, "validation", LOSS_PREFIX, source)
+
+        # run ids: non-empty strings
+        run_ids = []
+        for i, v in enumerate(frame["run"].tolist()):
+            if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "":
+                raise errors.MissingValueError("run id is empty", source=source, row=rows[i],
+                                               column="run", hint="give every record a run id")
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            run_ids.append(str(v).strip())
+        frame["run"] = run_ids
+
+        numeric_cols = [c for c in (*META_COLUMNS, *mix_cols, *loss_cols) if c in frame.columns]
+        for col in numeric_cols:
+            frame[col] = _to_numeric(frame[col], col, source, rows, run_ids)
+
+        for col in mix_cols:
+            vals = frame[col].to_numpy()
+            for i in np.flatnonzero(np.isnan(vals)):
+                raise errors.MissingValueError(
+                    "proportion is missing", source=source, row=rows[i], run=run_ids[i],
+                    column=col, hint="write 0 for a domain the run did not train on")
+            for i in np.flatnonzero(vals < 0):
+                raise errors.NegativeProportionError(
+                    f"proportion {vals[i]:g} is negative", source=source, row=rows[i],
+                    run=run_ids[i], column=col, hint="proportions must be >= 0")
+        mix = frame[mix_cols].to_numpy(dtype=float)
+        sums = mix.sum(axis=1)
+        bad = np.abs(sums - 1.0) > tolerance
+        if renormalize:
+            hopeless = np.flatnonzero(np.abs(sums - 1.0) > 0.5)
+            for i in hopeless:
+                raise errors.ProportionSumError(
+                    f"proportions sum to {sums[i]:.6g}, too far from 1 to renormalise",
+                    source=source, row=rows[i], run=run_ids[i],
+                    hint="check that the mix.* columns hold shares, not token counts")
+            frame[mix_cols] = mix / sums[:, None]
+            if report is not None:
+                dev = np.abs(sums - 1.0)
+                report.append(f"renormalised {int((dev > 0).sum())} of {len(sums)} records; "
+                              f"largest change in sum {dev.max():.4g}")
+        else:
+            for i in np.flatnonzero(bad):
+                raise errors.ProportionSumError(
+                    f"proportions sum to {sums[i]:.6g}, not 1 (tolerance {tolerance:g})",
+                    source=source, row=rows[i], run=run_ids[i],
+                    hint="fix the shares or pass renormalize=True (CLI: --renormalize)")
+
+        for col in ("n_params", "tokens", "step"):
+            if col in frame.columns:
+                vals = frame[col].to_numpy()
+                for i in np.flatnonzero(~np.isfinite(vals) & ~np.isnan(vals) | (vals <= 0)):
+                    raise errors.NonNumericError(
+                        f"{col} must be a positive finite number, got {vals[i]:g}",
+                        source=source, row=rows[i], run=run_ids[i], column=col)
+
+        loss = frame[loss_cols].to_numpy(dtype=float)
+        for i, j in zip(*np.nonzero(np.isinf(loss))):
+            raise errors.NonFiniteLossError(
+                f"loss {loss[i, j]} is not finite", source=source, row=rows[i], run=run_ids[i],
+                column=loss_cols[j], hint="leave the cell empty if the loss is unknown")
+        for i, j in zip(*np.nonzero(loss <= 0)):
+            raise errors.NonPositiveLossError(
+                f"loss {loss[i, j]:g} is not positive", source=source, row=rows[i],
+                run=run_ids[i], column=loss_cols[j],
+                hint="losses are cross-entropies in nats per token, always > 0")
+        for i in np.flatnonzero(np.isnan(loss).all(axis=1)):
+            raise errors.NoLossesError(
+                "record has no loss on any validation domain", source=source, row=rows[i],
+                run=run_ids[i], hint="drop the record or fill in at least one loss")
+
+        key = ["run", "step"] if "step" in frame.columns else ["run"]
+        dup = frame.duplicated(subset=key, keep="first").to_numpy()
+        for i in np.flatnonzero(dup):
+            what = f"run {run_ids[i]!r}" + (
+                f" at step {frame['step'].iloc[i]:g}" if "step" in frame.columns else "")
+            raise errors.DuplicateRunError(
+                f"{what} appears twice", source=source, row=rows[i], column=key[-1],
+                hint="give each run a unique id" + (" and step" if len(key) == 2 else ""))
+        per_run = [c for c in ("n_params", *mix_cols) if c in frame.columns]
+        if len(key) == 2:
+            for col in per_run:
+                spread = frame.groupby("run", sort=False)[col].agg(lambda s: s.max() - s.min())
+                bad_runs = spread[spread > 1e-9]
+                if len(bad_runs):
+                    run = bad_runs.index[0]
+                    i = run_ids.index(run)
+                    raise errors.InconsistentMixtureError(
+                        f"{col} differs between checkpoints of the same run", source=source,
+                        row=rows[i], run=run, column=col,
+                        hint="a run has one mixture and one model size; use another run id")
+        ordered = ["run", *[c for c in META_COLUMNS if c in frame.columns], *mix_cols, *loss_cols]
+        return cls(frame[ordered], train, evals, source=source)
+
+    # ------------------------------------------------------------------ basic facts
+    @property
+    def has_steps(self) -> bool:
+        return "step" in self._records.columns
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """Run ids in first-seen order (one per run, whatever its number of checkpoints)."""
+        return tuple(pd.unique(self._records["run"]))
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.runs)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        return (f"RunTable({self.n_runs} runs, {len(self)} records, "
+                f"{len(self.train_domains)} training x {len(self.eval_domains)} validation domains"
+                + (f", from {self.source}" if self.source else "") + ")")
+
+    @property
+    def mixtures(self) -> pd.DataFrame:
+        """Proportions per run: DataFrame (index ``run``, columns training domains)."""
+        cols = [MIX_PREFIX + d for d in self.train_domains]
+        out = self._records.drop_duplicates("run")[["run", *cols]].set_index("run")
+        out.columns = list(self.train_domains)
+        out.columns.name = "train_domain"
+        return out
+
+    @property
+    def losses(self) -> pd.DataFrame:
+        """Losses per record: DataFrame (index ``run`` [and ``step``], columns eval domains)."""
+        key = ["run", "step"] if self.has_steps else ["run"]
+        cols = [LOSS_PREFIX + d for d in self.eval_domains]
+        out = self._records[[*key, *cols]].set_index(key)
+        out.columns = list(self.eval_domains)
+        out.columns.name = "eval_domain"
+        return out
+
+    def column(self, name: str) -> pd.Series | None:
+        """A meta column (``n_params``, ``step``, ``tokens``) per record, or None if absent."""
+        return self._records[name] if name in self._records.columns else None
+
+    # ------------------------------------------------------------------ selections
+    def final(self) -> RunTable:
+        """The last checkpoint of every run (the table itself when there are no steps)."""
+        if not self.has_steps:
+            return self
+        idx = self._records.groupby("run", sort=False)["step"].idxmax()
+        return self._subset(self._records.loc[sorted(idx)])
+
+    def at_step(self, step: float) -> RunTable:
+        """Records at exactly ``step``; runs without that checkpoint are dropped."""
+        if not self.has_steps:
+            raise errors.FormatError("this run table has no steps", source=self.source,
+                                     column="step")
+        sel = self._records[self._records["step"] == step]
+        if sel.empty:
+            raise errors.EmptyInputError(f"no record at step {step:g}", source=self.source)
+        return self._subset(sel)
+
+    def select(self, runs: Iterable[str]) -> RunTable:
+        """Records of the given runs, in the given order."""
+        runs = [str(r) for r in runs]
+        missing = [r for r in runs if r not in set(self._records["run"])]
+        if missing:
+            raise errors.FormatError(f"unknown run {missing[0]!r}", source=self.source)
+        order = {r: i for i, r in enumerate(runs)}
+        sel = self._records[self._records["run"].isin(order)]
+        sel = sel.iloc[np.argsort(sel["run"].map(order).to_numpy(), kind="stable")]
+        return self._subset(sel)
+
+    def _subset(self, records: pd.DataFrame) -> RunTable:
+        return RunTable(records, self.train_domains, self.eval_domains, source=self.source)
+
+    def concat(self, other: RunTable) -> RunTable:
+        """Append another table with the same domains; re-validated (duplicates are errors)."""
+        if set(other.train_domains) != set(self.train_domains):
+            raise errors.DomainNameError(
+                "training domains differ: "
+                f"{sorted(set(self.train_domains) ^ set(other.train_domains))}",
+                source=other.source, hint="both tables need the same mix.* columns")
+        tidy = pd.concat([self.to_tidy(), other.to_tidy()], ignore_index=True)
+        return RunTable.from_frame(tidy, source=other.source or self.source)
+
+    # ------------------------------------------------------------------ views
+    def to_tidy(self) -> pd.DataFrame:
+        """The documented tidy layout (a copy): round-trips exactly through from_frame."""
+        return self._records.copy()
+
+    def to_long(self) -> pd.DataFrame:
+        """One row per observed loss: run, [n_params, step, tokens], eval_domain, loss."""
+        meta = ["run", *[c for c in META_COLUMNS if c in self._records.columns]]
+        cols = [LOSS_PREFIX + d for d in self.eval_domains]
+        long = self._records[meta + cols].melt(id_vars=meta, var_name="eval_domain",
+                                               value_name="loss")
+        long["eval_domain"] = long["eval_domain"].str.slice(len(LOSS_PREFIX))
+        return long.dropna(subset=["loss"]).reset_index(drop=True)
+
+    def to_xarray(self) -> xr.Dataset:
+        """Dataset with ``proportions (run, train_domain)`` and ``loss (run, eval_domain[, step])``.
+
+        With steps, ``loss`` and ``tokens`` have a ``step`` dim (NaN where a run has no such
+        checkpoint); ``n_params`` has dim ``run``.
+        """
+        mix = self.mixtures
+        coords = {"run": list(mix.index), "train_domain": list(self.train_domains),
+                  "eval_domain": list(self.eval_domains)}
+        data = {"proportions": (("run", "train_domain"), mix.to_numpy(dtype=float))}
+        rec = self._records
+        if "n_params" in rec.columns:
+            data["n_params"] = (("run",), rec.drop_duplicates("run").set_index("run")
+                                .loc[coords["run"], "n_params"].to_numpy(dtype=float))
+        cols = [LOSS_PREFIX + d for d in self.eval_domains]
+        if self.has_steps:
+            steps = np.sort(rec["step"].dropna().unique())
+            coords["step"] = steps
+            loss = np.full((len(coords["run"]), len(self.eval_domains), len(steps)), np.nan)
+            tokens = np.full((len(coords["run"]), len(steps)), np.nan)
+            ri = pd.Index(coords["run"]).get_indexer(rec["run"])
+            si = pd.Index(steps).get_indexer(rec["step"])
+            ok = si >= 0
+            loss[ri[ok], :, si[ok]] = rec.loc[ok, cols].to_numpy(dtype=float)
+            data["loss"] = (("run", "eval_domain", "step"), loss)
+            if "tokens" in rec.columns:
+                tokens[ri[ok], si[ok]] = rec.loc[ok, "tokens"].to_numpy(dtype=float)
+                data["tokens"] = (("run", "step"), tokens)
+        else:
+            data["loss"] = (("run", "eval_domain"), rec[cols].to_numpy(dtype=float))
+            if "tokens" in rec.columns:
+                data["tokens"] = (("run",), rec["tokens"].to_numpy(dtype=float))
+        ds = xr.Dataset(data, coords=coords)
+        ds["loss"].attrs["units"] = "nats per token"
+        return ds
+
+    def summary(self) -> dict:
+        """Counts and ranges for ``bayesmix validate``: a plain dict (JSON-friendly)."""
+        rec = self._records
+        loss = rec[[LOSS_PREFIX + d for d in self.eval_domains]]
+        mix = self.mixtures
+        out = {
+            "source": self.source,
+            "runs": self.n_runs,
+            "records": len(rec),
+            "train_domains": list(self.train_domains),
+            "eval_domains": list(self.eval_domains),
+            "missing_losses": int(loss.isna().to_numpy().sum()),
+            "proportion_range": {d: [float(mix[d].min()), float(mix[d].max())]
+                                 for d in self.train_domains},
+        }
+        if "n_params" in rec.columns:
+            out["sizes"] = sorted(float(v) for v in rec["n_params"].dropna().unique())
+        if self.has_steps:
+            steps = np.sort(rec["step"].dropna().unique())
+            out["steps"] = {"count": len(steps), "min": float(steps.min()),
+                            "max": float(steps.max())}
+        return out
+
+
+def _to_numeric(series: pd.Series, col: str, source, rows, run_ids) -> pd.Series:
+    """Convert a column to float, raising NonNumericError at the first text cell."""
+    out = pd.to_numeric(series, errors="coerce")
+    bad = out.isna() & series.notna() & (series.astype(str).str.strip() != "")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise errors.NonNumericError(
+            f"{series.iloc[i]!r} is not a number", source=source, row=rows[i], run=run_ids[i],
+            column=col, hint="write numbers with a '.' decimal point, leave unknown cells empty")
+    return out.astype(float)

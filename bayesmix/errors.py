@@ -1,0 +1,100 @@
+"""Named errors for bad input. Each says where (file, row or run, column) and what to do.
+
+Every error is a ``BayesmixError`` (a ``ValueError``); the CLI prints ``str(err)`` as one line and
+exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class BayesmixError(ValueError):
+    """Base class: a one-line, user-facing message built from location parts and a hint."""
+
+    def __init__(self, problem: str, *, source: str | None = None, row: int | None = None,
+                 run: str | None = None, column: str | None = None, hint: str | None = None):
+        self.problem, self.source, self.row, self.run = problem, source, row, run
+        self.column, self.hint = column, hint
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = []
+        if self.source:
+            where.append(str(self.source))
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.run is not None:
+            where.append(f"run {self.run!r}")
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        msg = (", ".join(where) + ": " if where else "") + self.problem
+        if self.hint:
+            msg += f" ({self.hint})"
+        return msg.replace("\n", " ")
+
+
+class EmptyInputError(BayesmixError):
+    """The file or table has no data rows."""
+
+
+class UnreadableFileError(BayesmixError):
+    """The file does not exist, cannot be opened, or cannot be parsed in its format."""
+
+
+class FormatError(BayesmixError):
+    """The file parses but is not in a layout bayesmix knows (missing or unknown columns)."""
+
+
+class NonNumericError(BayesmixError):
+    """Text where a number is expected."""
+
+
+class MissingValueError(BayesmixError):
+    """A proportion or other required value is missing."""
+
+
+class NegativeProportionError(BayesmixError):
+    """A mixture proportion is below zero."""
+
+
+class ProportionSumError(BayesmixError):
+    """A run's proportions do not sum to 1 within the tolerance."""
+
+
+class InconsistentMixtureError(BayesmixError):
+    """The same run has different proportions (or model sizes) at different checkpoints."""
+
+
+class NonFiniteLossError(BayesmixError):
+    """A loss is inf or nan where a value was given."""
+
+
+class NonPositiveLossError(BayesmixError):
+    """A loss is zero or negative: cross-entropy losses are positive."""
+
+
+class DuplicateRunError(BayesmixError):
+    """The same run id (or run id and step) appears twice."""
+
+
+class DomainNameError(BayesmixError):
+    """A domain name is unknown, misspelt, or inconsistent between files."""
+
+
+class NoLossesError(BayesmixError):
+    """A run has no loss on any validation domain."""
+
+
+class SpecError(BayesmixError):
+    """A model specification (TOML) or prior is invalid."""
+
+
+class PosteriorFileError(BayesmixError):
+    """A posterior NetCDF file is missing, unreadable, or not written by bayesmix."""
+
+
+class InfeasibleError(BayesmixError):
+    """Mixture constraints admit no mixture."""
+
+
+class LedgerError(BayesmixError):
+    """An experiment ledger is missing, corrupt, or asked to do something its state forbids."""
