@@ -1,0 +1,114 @@
+"""The feasible set of mixtures: the simplex cut by per-domain lower and upper shares.
+
+Minimum, maximum and fixed shares and availability caps all become a box ``lower <= r <= upper``
+intersected with ``sum(r) = 1``. A cap from data availability is
+``r_j <= tokens_available_j * max_epochs / target_tokens`` (all in tokens).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bayesmix.data import check_known_domains
+from bayesmix.errors import InfeasibleError
+
+#: Slack when checking that a mixture satisfies the constraints (shares are rounded in reports).
+FEASIBILITY_ATOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Box-constrained simplex over ``domains``; ``lower``/``upper`` are arrays of shape (M,)."""
+
+    domains: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @classmethod
+    def build(cls, domains: Sequence[str], *, min_share: Mapping[str, float] | None = None,
+              max_share: Mapping[str, float] | None = None,
+              fixed: Mapping[str, float] | None = None,
+              tokens_available: Mapping[str, float] | None = None, max_epochs: float = 1.0,
+              target_tokens: float | None = None) -> Constraints:
+        """Combine every kind of constraint; raise InfeasibleError naming the conflict."""
+        domains = tuple(domains)
+        m = len(domains)
+        lower, upper = np.zeros(m), np.ones(m)
+        idx = {d: i for i, d in enumerate(domains)}
+        why_lo = ["" for _ in domains]
+        why_hi = ["" for _ in domains]
+
+        def _apply(values, kind):
+            if not values:
+                return
+            check_known_domains(values, domains, "training")
+            for d, v in values.items():
+                v = float(v)
+                if not 0.0 <= v <= 1.0:
+                    raise InfeasibleError(f"{kind} share {v:g} for {d!r} is outside [0, 1]")
+                i = idx[d]
+                if kind in ("minimum", "fixed") and v > lower[i]:
+                    lower[i], why_lo[i] = v, f"{kind} share {v:g}"
+                if kind in ("maximum", "fixed", "cap") and v < upper[i]:
+                    upper[i], why_hi[i] = v, f"{kind} share {v:g}"
+
+        _apply(min_share, "minimum")
+        _apply(max_share, "maximum")
+        _apply(fixed, "fixed")
+        if tokens_available:
+            if not target_tokens or target_tokens <= 0:
+                raise InfeasibleError("token caps need a positive target_tokens",
+                                      hint="give the target run's training tokens")
+            if max_epochs <= 0:
+                raise InfeasibleError(f"max_epochs must be > 0, got {max_epochs:g}")
+            caps = {}
+            for d, tok in tokens_available.items():
+                if tok < 0:
+                    raise InfeasibleError(f"tokens available for {d!r} is negative ({tok:g})")
+                caps[d] = min(1.0, tok * max_epochs / target_tokens)
+            _apply(caps, "cap")
+        for i, d in enumerate(domains):
+            if lower[i] > upper[i] + FEASIBILITY_ATOL:
+                raise InfeasibleError(
+                    f"domain {d!r}: {why_lo[i]} exceeds {why_hi[i]}",
+                    hint="relax one of the two constraints")
+        if lower.sum() > 1 + FEASIBILITY_ATOL:
+            parts = ", ".join(f"{d}>={lower[i]:g}" for i, d in enumerate(domains) if lower[i] > 0)
+            raise InfeasibleError(f"minimum/fixed shares sum to {lower.sum():.4g} > 1 ({parts})",
+                                  hint="lower some minimum or fixed shares")
+        if upper.sum() < 1 - FEASIBILITY_ATOL:
+            parts = ", ".join(f"{d}<={upper[i]:.4g}" for i, d in enumerate(domains) if upper[i] < 1)
+            raise InfeasibleError(f"maximum shares and caps sum to {upper.sum():.4g} < 1 ({parts})",
+                                  hint="raise a maximum, allow more epochs, or add data")
+        return cls(domains, lower, np.minimum(upper, 1.0))
+
+    @classmethod
+    def unconstrained(cls, domains: Sequence[str]) -> Constraints:
+        return cls.build(domains)
+
+    def contains(self, r: np.ndarray, atol: float = FEASIBILITY_ATOL) -> np.ndarray:
+        """Boolean per mixture (shape r.shape[:-1]): on the simplex and inside the box."""
+        r = np.asarray(r, float)
+        return ((np.abs(r.sum(axis=-1) - 1.0) <= atol)
+                & np.all(r >= self.lower - atol, axis=-1)
+                & np.all(r <= self.upper + atol, axis=-1))
+
+    def to_dict(self) -> dict:
+        return {"domains": list(self.domains), "lower": self.lower.tolist(),
+                "upper": self.upper.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Constraints:
+        return cls(tuple(d["domains"]), np.asarray(d["lower"], float),
+                   np.asarray(d["upper"], float))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, s: str) -> Constraints:
+        return cls.from_dict(json.loads(s))
