@@ -1,0 +1,269 @@
+"""The fitted posterior: predict unseen mixtures, summarise intervals, save and load.
+
+A ``Posterior`` wraps an ``xarray.DataTree`` with the groups ``posterior`` and ``sample_stats``
+(from the sampler), ``observed_data`` (losses, dims run x eval_domain) and ``fit_data`` (the run
+table it was fitted to); the root attrs hold the model specification, the diagnostics report and
+package versions as JSON strings. One NetCDF file holds all of it, so ``az.summary`` and
+arviz-plots read a saved posterior directly, and another process can reload and extend it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayesmix import __version__, errors
+from bayesmix.data import RunTable
+from bayesmix.diagnostics import Diagnostics
+from bayesmix.laws import get_law
+from bayesmix.mixtures import as_mixtures, domain_weights
+from bayesmix.spec import ModelSpec
+
+FORMAT = "bayesmix-posterior/1"
+_VERSIONED = ("bayesmix", "pymc", "pytensor", "nutpie", "arviz-base", "arviz-stats", "numpy",
+              "xarray")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@dataclass
+class Prediction:
+    """Posterior of the mean loss and posterior predictive loss of some mixtures.
+
+    Both are DataArrays with dims (chain, draw, mixture, eval_domain), in nats per token.
+    """
+
+    mean: xr.DataArray
+    predictive: xr.DataArray
+    mixtures: pd.DataFrame
+
+    def aggregate(self, weights: np.ndarray, kind: str = "predictive") -> xr.DataArray:
+        """Weighted sum over eval_domain with normalised weights (K,): dims (chain, draw, mixture).
+
+        Draws with a missing domain propagate NaN; the predictive aggregate adds each domain's
+        noise draw, weighted.
+        """
+        da = self.predictive if kind == "predictive" else self.mean
+        w = xr.DataArray(np.asarray(weights, float), dims="eval_domain",
+                         coords={"eval_domain": da.eval_domain})
+        return (da * w).sum("eval_domain")
+
+    def intervals(self, prob: float = 0.9, *, weights: np.ndarray | None = None,
+                  kind: str = "predictive") -> pd.DataFrame:
+        """Tidy table: mixture, eval_domain, mean, median, lower, upper (equal-tailed ``prob``).
+
+        With ``weights``, rows with ``eval_domain == "overall"`` hold the aggregate loss.
+        """
+        if not 0 < prob < 1:
+            raise errors.BayesmixError(f"interval probability must be in (0, 1), got {prob}")
+        if kind not in ("predictive", "mean"):
+            raise errors.BayesmixError(f"kind must be 'predictive' or 'mean', got {kind!r}")
+        da = self.predictive if kind == "predictive" else self.mean
+        frames = [_interval_table(da, prob)]
+        if weights is not None:
+            agg = self.aggregate(weights, kind).expand_dims(eval_domain=["overall"], axis=-1)
+            frames.append(_interval_table(agg, prob))
+        out = pd.concat(frames, ignore_index=True)
+        out = out.sort_values(["mixture", "eval_domain"], kind="stable",
+                              key=lambda s: s.map({m: i for i, m in enumerate(
+                                  list(self.mixtures.index) + list(da.eval_domain.values)
+                                  + ["overall"])}))
+        return out.reset_index(drop=True)
+
+
+def _interval_table(da: xr.DataArray, prob: float) -> pd.DataFrame:
+    stacked = da.stack(sample=("chain", "draw")).transpose("mixture", "eval_domain", "sample")
+    v = stacked.values
+    lo, med, hi = np.nanquantile(v, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=-1)
+    mix, dom = np.meshgrid(da.mixture.values, da.eval_domain.values, indexing="ij")
+    return pd.DataFrame({"mixture": mix.ravel(), "eval_domain": dom.ravel(),
+                         "mean": np.nanmean(v, axis=-1).ravel(), "median": med.ravel(),
+                         "lower": lo.ravel(), "upper": hi.ravel()})
+
+
+class Posterior:
+    """A fitted mixing law. Build with :func:`bayesmix.fit.fit` or :meth:`Posterior.load`."""
+
+    def __init__(self, tree: xr.DataTree):
+        attrs = tree.attrs
+        if attrs.get("bayesmix_format") != FORMAT:
+            raise errors.PosteriorFileError("not a bayesmix posterior (missing format attribute)",
+                                            hint="fit one with 'bayesmix fit'")
+        self.tree = tree
+        self.spec = ModelSpec.from_json(attrs["bayesmix_model_spec"])
+        self.diagnostics = Diagnostics.from_json(attrs["bayesmix_diagnostics"])
+        post = tree["posterior"]
+        self.train_domains = tuple(str(v) for v in post["train_domain"].values)
+        self.eval_domains = tuple(str(v) for v in post["eval_domain"].values)
+        self.law = get_law(self.spec.law)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_fit(cls, tree: xr.DataTree, spec: ModelSpec, runs: RunTable,
+                 diagnostics: Diagnostics, settings: dict) -> Posterior:
+        """Assemble the stored layout from a sampler's DataTree and the fit's inputs."""
+        keep = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats")}
+        stats = keep["sample_stats"]
+        keep["sample_stats"] = stats[[v for v in stats.data_vars if stats[v].dtype != object]]
+        fit_data = runs.to_xarray()
+        keep["observed_data"] = xr.Dataset({"loss": fit_data["loss"]})
+        keep["fit_data"] = _encode_fit_data(runs)
+        out = xr.DataTree.from_dict(keep)
+        out.attrs.update({
+            "bayesmix_format": FORMAT,
+            "bayesmix_model_spec": spec.to_json(),
+            "bayesmix_diagnostics": diagnostics.to_json(),
+            "bayesmix_settings": json.dumps(settings, sort_keys=True),
+            "bayesmix_versions": json.dumps(package_versions(), sort_keys=True),
+        })
+        return cls(out)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def diagnostics_warning(self) -> str | None:
+        """One line naming the failed checks, or None when the fit passed the gate."""
+        return self.diagnostics.warning()
+
+    @property
+    def settings(self) -> dict:
+        return json.loads(self.tree.attrs.get("bayesmix_settings", "{}"))
+
+    @property
+    def versions(self) -> dict:
+        return json.loads(self.tree.attrs.get("bayesmix_versions", "{}"))
+
+    @property
+    def n_samples(self) -> int:
+        post = self.tree["posterior"]
+        return int(post.sizes["chain"] * post.sizes["draw"])
+
+    def fit_data(self) -> RunTable:
+        """The run table this posterior was fitted to (exactly as validated)."""
+        return _decode_fit_data(self.tree["fit_data"].to_dataset())
+
+    def law_params(self, flat: bool = True) -> dict[str, np.ndarray]:
+        """Law parameters as NumPy arrays: m, rho (S, K), t (S, K, M), sigma (S, K).
+
+        ``flat`` merges chain and draw into one leading sample axis S; otherwise (chain, draw).
+        """
+        post = self.tree["posterior"]
+        out = {}
+        for name in (*self.law.PARAMS, "sigma"):
+            da = post[name]
+            order = ["chain", "draw"] + [d for d in ("eval_domain", "train_domain") if d in da.dims]
+            arr = da.transpose(*order).values
+            out[name] = arr.reshape((-1,) + arr.shape[2:]) if flat else arr
+        return out
+
+    def __repr__(self) -> str:
+        status = "passed" if self.diagnostics.ok else "FAILED diagnostics"
+        return (f"Posterior(model={self.spec.name!r}, {len(self.train_domains)} training x "
+                f"{len(self.eval_domains)} validation domains, {self.n_samples} draws, {status})")
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, mixtures, *, seed: int | None = 0) -> Prediction:
+        """Posterior mean loss and posterior predictive loss of ``mixtures``.
+
+        ``mixtures``: anything :func:`bayesmix.mixtures.as_mixtures` takes. Returns DataArrays
+        with dims (chain, draw, mixture, eval_domain). The predictive adds the fitted noise
+        (Normal or Student-t, per validation domain), drawn with ``seed``.
+        """
+        mix = as_mixtures(mixtures, self.train_domains)
+        p = self.law_params(flat=False)
+        mean = self.law.mean_loss(mix.to_numpy(), p)  # (chain, draw, n, K)
+        rng = np.random.default_rng(seed)
+        lik = self.spec.likelihood
+        if lik["family"] == "student_t":
+            noise = rng.standard_t(float(lik["nu"]), size=mean.shape)
+        else:
+            noise = rng.standard_normal(size=mean.shape)
+        pred = mean + noise * p["sigma"][:, :, None, :]
+        post = self.tree["posterior"]
+        coords = {"chain": post["chain"].values, "draw": post["draw"].values,
+                  "mixture": list(mix.index), "eval_domain": list(self.eval_domains)}
+        dims = ("chain", "draw", "mixture", "eval_domain")
+        attrs = {"units": "nats per token"}
+        return Prediction(mean=xr.DataArray(mean, coords, dims, name="mean_loss", attrs=attrs),
+                          predictive=xr.DataArray(pred, coords, dims, name="loss", attrs=attrs),
+                          mixtures=mix)
+
+    def intervals(self, mixtures, prob: float = 0.9, *, weights=None, kind: str = "predictive",
+                  allow_subset: bool = False, seed: int | None = 0) -> pd.DataFrame:
+        """Tidy intervals (mixture, eval_domain, mean, median, lower, upper) for ``mixtures``.
+
+        ``weights``: ``{domain: weight}`` or a JSON file; adds ``eval_domain == "overall"`` rows.
+        """
+        w = None if weights is None else domain_weights(weights, self.eval_domains,
+                                                        allow_subset=allow_subset)
+        return self.predict(mixtures, seed=seed).intervals(prob, weights=w, kind=kind)
+
+    # ------------------------------------------------------------------ storage
+    def save(self, path: str | Path) -> Path:
+        """Write one NetCDF file (atomically: a failed write leaves any old file intact)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            self.tree.to_netcdf(tmp, engine="h5netcdf")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Posterior:
+        """Read a posterior written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise errors.PosteriorFileError("file not found", source=str(path),
+                                            hint="fit one with 'bayesmix fit RUNS -o FILE'")
+        try:
+            tree = xr.open_datatree(path, engine="h5netcdf").load()
+        except Exception as err:  # h5py/netCDF raise many types for a damaged file
+            raise errors.PosteriorFileError(f"cannot read NetCDF: {type(err).__name__}",
+                                            source=str(path)) from None
+        try:
+            return cls(tree)
+        except errors.PosteriorFileError as err:
+            raise errors.PosteriorFileError(err.problem, source=str(path), hint=err.hint) from None
+        except (KeyError, ValueError) as err:
+            raise errors.PosteriorFileError(f"incomplete bayesmix posterior ({err})",
+                                            source=str(path)) from None
+
+
+def _encode_fit_data(runs: RunTable) -> xr.Dataset:
+    """The run table as a Dataset with a ``record`` dim (NetCDF-safe; names keep their order)."""
+    tidy = runs.to_tidy()
+    ds = xr.Dataset({c: (("record",), tidy[c].to_numpy(dtype=str if c == "run" else float))
+                     for c in tidy.columns})
+    ds.attrs["columns"] = json.dumps(list(tidy.columns))
+    ds.attrs["train_domains"] = json.dumps(list(runs.train_domains))
+    ds.attrs["eval_domains"] = json.dumps(list(runs.eval_domains))
+    ds.attrs["source"] = runs.source or ""
+    return ds
+
+
+def _decode_fit_data(ds: xr.Dataset) -> RunTable:
+    cols = json.loads(ds.attrs["columns"])
+    tidy = pd.DataFrame({c: ds[c].values for c in cols})
+    tidy["run"] = tidy["run"].astype(str)
+    return RunTable(tidy, json.loads(ds.attrs["train_domains"]),
+                    json.loads(ds.attrs["eval_domains"]), source=ds.attrs.get("source") or None)

@@ -1,0 +1,180 @@
+"""Model specifications: declarative TOML files in ``models/``, loaded by name or path.
+
+A specification names the law, the likelihood, the hierarchy options and the priors. ``extends``
+inherits from another specification (tables merge, keys override). The resolved specification is
+stored as JSON with every saved posterior, so a posterior always knows the model it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bayesmix.errors import SpecError
+from bayesmix.priors import Prior
+
+_TOP_KEYS = {"name", "description", "law", "extends", "likelihood", "hierarchy", "priors"}
+_LIKELIHOOD_KEYS = {"family", "nu"}
+_HIERARCHY_KEYS = {"diagonal"}
+FAMILIES = ("normal", "student_t")
+#: Priors each law needs (all must be given after ``extends`` is resolved).
+LAW_PRIORS = {
+    "m4": ("m", "rho_logit_mu", "rho_logit_sigma", "t_mu", "t_sigma", "diag_mu", "diag_sigma",
+           "log_sigma_mu", "log_sigma_sigma"),
+}
+
+
+def models_dir() -> Path:
+    """The shipped specifications: inside the wheel, or ``models/`` of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "models", here.parent / "models"):
+        if candidate.is_dir():
+            return candidate
+    raise SpecError("cannot find the shipped models/ folder", hint="reinstall bayesmix")
+
+
+def available_models() -> list[str]:
+    return sorted(p.stem for p in models_dir().glob("*.toml"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model specification (plain data; see ``models/default.toml``)."""
+
+    name: str
+    description: str
+    law: str
+    likelihood: dict
+    hierarchy: dict
+    priors: dict[str, Prior]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "law": self.law,
+                "likelihood": dict(self.likelihood), "hierarchy": dict(self.hierarchy),
+                "priors": {k: p.to_dict() for k, p in self.priors.items()}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str) -> ModelSpec:
+        return _resolve(json.loads(s), source="stored specification")
+
+    def with_priors(self, **priors: Prior | Mapping) -> ModelSpec:
+        """A copy with some priors replaced (user priors override the defaults)."""
+        d = self.to_dict()
+        for k, p in priors.items():
+            d["priors"][k] = p.to_dict() if isinstance(p, Prior) else dict(p)
+        return _resolve(d, source="with_priors")
+
+    def __str__(self) -> str:
+        lines = [f"model {self.name!r}: {self.description}",
+                 f"  law: {self.law}",
+                 "  likelihood: " + ", ".join(f"{k}={v}" for k, v in self.likelihood.items()),
+                 "  hierarchy: " + ", ".join(f"{k}={v}" for k, v in self.hierarchy.items()),
+                 "  priors:"]
+        lines += [f"    {k} ~ {p}" for k, p in self.priors.items()]
+        return "\n".join(lines)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SpecError("model file not found", source=str(path),
+                        hint=f"shipped models: {', '.join(available_models())}") from None
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise SpecError(f"cannot read model specification: {err}", source=str(path)) from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _raw(name_or_path: str | Path, seen: tuple = ()) -> tuple[dict, str]:
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or Path(text).is_file():
+        path = Path(text)
+    else:
+        path = models_dir() / f"{text}.toml"
+        if not path.is_file():
+            raise SpecError(f"unknown model {text!r}",
+                            hint=f"shipped models: {', '.join(available_models())}, "
+                                 "or give a .toml file")
+    raw = _read_toml(path)
+    parent = raw.pop("extends", None)
+    if parent is not None:
+        if parent in seen:
+            raise SpecError(f"'extends' loops through {parent!r}", source=str(path))
+        if parent.endswith(".toml") and not Path(parent).is_absolute():
+            parent_ref: str | Path = path.parent / parent  # relative to the extending file
+        else:
+            parent_ref = parent
+        base, _ = _raw(parent_ref, seen + (parent,))
+        raw = _merge(base, raw)
+    return raw, str(path)
+
+
+def load_spec(name_or_path: str | Path | ModelSpec = "default") -> ModelSpec:
+    """Load a shipped specification by name (``"default"``) or a TOML file by path."""
+    if isinstance(name_or_path, ModelSpec):
+        return name_or_path
+    raw, source = _raw(name_or_path)
+    return _resolve(raw, source)
+
+
+def _resolve(raw: dict, source: str) -> ModelSpec:
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise SpecError(f"unknown key {sorted(unknown)[0]!r}", source=source,
+                        hint=f"allowed: {', '.join(sorted(_TOP_KEYS - {'extends'}))}")
+    law = raw.get("law", "m4")
+    if law not in LAW_PRIORS:
+        raise SpecError(f"unknown law {law!r}", source=source,
+                        hint=f"known: {', '.join(LAW_PRIORS)}")
+    lik = dict(raw.get("likelihood", {}))
+    if set(lik) - _LIKELIHOOD_KEYS:
+        raise SpecError(f"unknown likelihood key {sorted(set(lik) - _LIKELIHOOD_KEYS)[0]!r}",
+                        source=source, hint="allowed: family, nu")
+    lik.setdefault("family", "student_t")
+    if lik["family"] not in FAMILIES:
+        raise SpecError(f"unknown likelihood family {lik['family']!r}", source=source,
+                        hint=f"use one of {', '.join(FAMILIES)}")
+    if lik["family"] == "student_t":
+        nu = lik.setdefault("nu", 4.0)
+        if not isinstance(nu, (int, float)) or nu <= 0:
+            raise SpecError(f"likelihood nu must be a positive number, got {nu!r}", source=source)
+    hier = dict(raw.get("hierarchy", {}))
+    if set(hier) - _HIERARCHY_KEYS:
+        raise SpecError(f"unknown hierarchy key {sorted(set(hier) - _HIERARCHY_KEYS)[0]!r}",
+                        source=source, hint="allowed: diagonal")
+    hier.setdefault("diagonal", "auto")
+    if hier["diagonal"] not in ("auto", "on", "off"):
+        raise SpecError(f"hierarchy diagonal must be auto, on or off, got {hier['diagonal']!r}",
+                        source=source)
+    raw_priors = raw.get("priors", {})
+    needed = LAW_PRIORS[law]
+    extra = set(raw_priors) - set(needed)
+    if extra:
+        raise SpecError(f"unknown prior {sorted(extra)[0]!r} for law {law}", source=source,
+                        hint=f"priors: {', '.join(needed)}")
+    missing = [k for k in needed if k not in raw_priors]
+    if missing:
+        raise SpecError(f"missing prior {missing[0]!r}", source=source,
+                        hint="copy models/default.toml and edit it, or use 'extends'")
+    priors = {}
+    for k in needed:
+        try:
+            priors[k] = Prior.from_dict(raw_priors[k], name=k)
+        except SpecError as err:
+            raise SpecError(err.problem, source=source, hint=err.hint) from None
+    return ModelSpec(name=str(raw.get("name", Path(source).stem)),
+                     description=str(raw.get("description", "")), law=law, likelihood=lik,
+                     hierarchy=hier, priors=priors)
