@@ -10,7 +10,9 @@ The documented tidy layout (CSV, Parquet or a pandas DataFrame), one row per rec
     run, [n_params], [step], [tokens], mix.<train_domain>..., loss.<eval_domain>...
 
 ``mix.*`` columns are proportions (each record sums to 1 within ``SUM_TOLERANCE``); ``loss.*``
-cells may be empty (missing losses stay missing, they are never filled in).
+cells may be empty (missing losses stay missing, they are never filled in). ``step`` and
+``tokens`` may be 0: the checkpoint a run starts from (continual pre-training); drop such records
+before fitting a power law in steps or tokens.
 """
 
 from __future__ import annotations
@@ -113,20 +115,23 @@ class RunTable:
                      "loss.<domain>...")
         mix_cols = [c for c in frame.columns if c.startswith(MIX_PREFIX)]
         loss_cols = [c for c in frame.columns if c.startswith(LOSS_PREFIX)]
+        known = {"run", *META_COLUMNS, *mix_cols, *loss_cols}
+        extra = [c for c in frame.columns if c not in known]
+        if extra:
+            # candidates: known columns, and the name with a corrected prefix (los.x -> loss.x)
+            rest = extra[0].split(".", 1)[-1]
+            candidates = sorted((known - {"run"}) | {MIX_PREFIX + rest, LOSS_PREFIX + rest})
+            close = difflib.get_close_matches(extra[0], candidates, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                "allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>")
+            raise errors.FormatError(f"unknown column {extra[0]!r}", source=source,
+                                     column=extra[0], hint=hint)
         if not mix_cols:
             raise errors.FormatError("no 'mix.<domain>' proportion columns", source=source,
                                      hint="name each proportion column mix.<training domain>")
         if not loss_cols:
             raise errors.FormatError("no 'loss.<domain>' columns", source=source,
                                      hint="name each loss column loss.<validation domain>")
-        known = {"run", *META_COLUMNS, *mix_cols, *loss_cols}
-        extra = [c for c in frame.columns if c not in known]
-        if extra:
-            close = difflib.get_close_matches(extra[0], sorted(known - {"run"}), n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                "allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>")
-            raise errors.FormatError(f"unknown column {extra[0]!r}", source=source,
-                                     column=extra[0], hint=hint)
         train = [c[len(MIX_PREFIX):] for c in mix_cols]
         evals = [c[len(LOSS_PREFIX):] for c in loss_cols]
         _check_domain_names(train, "training", MIX_PREFIX, source)
@@ -182,9 +187,13 @@ class RunTable:
         for col in ("n_params", "tokens", "step"):
             if col in frame.columns:
                 vals = frame[col].to_numpy()
-                for i in np.flatnonzero(~np.isfinite(vals) & ~np.isnan(vals) | (vals <= 0)):
+                # step/tokens 0 is a run's starting checkpoint (continual pre-training); a model
+                # size must be positive.
+                too_small = vals <= 0 if col == "n_params" else vals < 0
+                kind = "positive" if col == "n_params" else "non-negative"
+                for i in np.flatnonzero((~np.isfinite(vals) & ~np.isnan(vals)) | too_small):
                     raise errors.NonNumericError(
-                        f"{col} must be a positive finite number, got {vals[i]:g}",
+                        f"{col} must be a {kind} finite number, got {vals[i]:g}",
                         source=source, row=rows[i], run=run_ids[i], column=col)
 
         loss = frame[loss_cols].to_numpy(dtype=float)

@@ -98,3 +98,11 @@ class InfeasibleError(BayesmixError):
 
 class LedgerError(BayesmixError):
     """An experiment ledger is missing, corrupt, or asked to do something its state forbids."""
+
+
+class UnmatchedRunError(BayesmixError):
+    """A run appears in one file of a pair (e.g. RegMix mixtures + losses) but not the other."""
+
+
+class SimulationError(BayesmixError):
+    """``bayesmix.simulate`` was given settings it cannot simulate (e.g. no domains, bad sizes)."""
