@@ -14,6 +14,6 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def shared_data() -> Path:
     """Path to the shared real data (RegMix, Ye et al.); skips the test when it is absent."""
     if not (SHARED_DATA / "regmix").is_dir() or not (SHARED_DATA / "mixinglaws").is_dir():
-        pytest.skip(f"real data not found at ../shared/data (looked for {SHARED_DATA.name}/"
-                    "regmix and mixinglaws next to the repository)")
+        pytest.skip("real data absent: ../shared/data/regmix and ../shared/data/mixinglaws "
+                    "(relative to the repository root) are needed for this test")
     return SHARED_DATA
