@@ -122,6 +122,7 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
     train_domains, eval_domains = list(train_domains), list(eval_domains)
     pairs = diagonal_pairs(spec, train_domains, eval_domains)
     n_eval, n_train = len(eval_domains), len(train_domains)
+    centered = spec.hierarchy.get("parameterization", "centered") == "centered"
     coords = {"train_domain": train_domains, "eval_domain": eval_domains,
               "run": list(data.runs), "obs": np.arange(len(data.y))}
     if pairs:
@@ -140,18 +141,30 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
 
         rho_logit_mu = pr["rho_logit_mu"].create("rho_logit_mu")
         rho_logit_sigma = pr["rho_logit_sigma"].create("rho_logit_sigma")
-        rho_z = pm.Normal("rho_z", 0.0, 1.0, dims="eval_domain")
-        rho = pm.Deterministic("rho", pm.math.sigmoid(rho_logit_mu + rho_logit_sigma * rho_z),
-                               dims="eval_domain")
+        if centered:
+            rho_logit = pm.Normal("rho_logit", rho_logit_mu, rho_logit_sigma, dims="eval_domain")
+        else:
+            rho_z = pm.Normal("rho_z", 0.0, 1.0, dims="eval_domain")
+            rho_logit = rho_logit_mu + rho_logit_sigma * rho_z
+        rho = pm.Deterministic("rho", pm.math.sigmoid(rho_logit), dims="eval_domain")
 
         t_mu = pr["t_mu"].create("t_mu", dims="train_domain")
         t_sigma = pr["t_sigma"].create("t_sigma")
-        t_z = pm.ZeroSumNormal("t_z", sigma=1.0, dims=("eval_domain", "train_domain"),
-                               n_zerosum_axes=1)
-        t = t_mu[None, :] + t_sigma * t_z
+        # Deviations sum to zero over training domains (identifiability) and over validation
+        # domains (so t_mu is exactly the mean row and does not trade off against them).
+        zs_axes = 2 if n_eval > 1 else 1
+        if centered:
+            t_dev = pm.ZeroSumNormal("t_dev", sigma=t_sigma, dims=("eval_domain", "train_domain"),
+                                     n_zerosum_axes=zs_axes)
+        else:
+            t_z = pm.ZeroSumNormal("t_z", sigma=1.0, dims=("eval_domain", "train_domain"),
+                                   n_zerosum_axes=zs_axes)
+            t_dev = t_sigma * t_z
+        t = t_mu[None, :] + t_dev
         if pairs:
             diag_mu = pr["diag_mu"].create("diag_mu")
             diag_sigma = pr["diag_sigma"].create("diag_sigma")
+            # Always non-centred: a handful of diagonal entries inform diag_sigma weakly.
             diag_z = pm.Normal("diag_z", 0.0, 1.0, dims="diag_domain")
             diag = pm.Deterministic("diag", diag_mu + diag_sigma * diag_z, dims="diag_domain")
             # Each diagonal effect adds d to t_ij and keeps the row's sum at zero.
@@ -164,8 +177,11 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
 
         ls_mu = pr["log_sigma_mu"].create("log_sigma_mu", data={"mu": log_sigma_loc})
         ls_sigma = pr["log_sigma_sigma"].create("log_sigma_sigma")
+        # Always non-centred: noise scales of similar domains pull log_sigma_sigma towards 0,
+        # where a centred prior forms a funnel (measured: divergences concentrate there).
         ls_z = pm.Normal("log_sigma_z", 0.0, 1.0, dims="eval_domain")
-        sigma = pm.Deterministic("sigma", pt.exp(ls_mu + ls_sigma * ls_z), dims="eval_domain")
+        log_sigma = ls_mu + ls_sigma * ls_z
+        sigma = pm.Deterministic("sigma", pt.exp(log_sigma), dims="eval_domain")
 
         pm.Deterministic("c", m * (1.0 - rho), dims="eval_domain")
         pm.Deterministic("k", m * rho, dims="eval_domain")

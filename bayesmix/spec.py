@@ -18,7 +18,7 @@ from bayesmix.priors import Prior
 
 _TOP_KEYS = {"name", "description", "law", "extends", "likelihood", "hierarchy", "priors"}
 _LIKELIHOOD_KEYS = {"family", "nu"}
-_HIERARCHY_KEYS = {"diagonal"}
+_HIERARCHY_KEYS = {"diagonal", "parameterization"}
 FAMILIES = ("normal", "student_t")
 #: Priors each law needs (all must be given after ``extends`` is resolved).
 LAW_PRIORS = {
@@ -154,8 +154,12 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
     hier = dict(raw.get("hierarchy", {}))
     if set(hier) - _HIERARCHY_KEYS:
         raise SpecError(f"unknown hierarchy key {sorted(set(hier) - _HIERARCHY_KEYS)[0]!r}",
-                        source=source, hint="allowed: diagonal")
+                        source=source, hint="allowed: diagonal, parameterization")
     hier.setdefault("diagonal", "auto")
+    hier.setdefault("parameterization", "centered")
+    if hier["parameterization"] not in ("centered", "noncentered"):
+        raise SpecError("hierarchy parameterization must be centered or noncentered, got "
+                        f"{hier['parameterization']!r}", source=source)
     if hier["diagonal"] not in ("auto", "on", "off"):
         raise SpecError(f"hierarchy diagonal must be auto, on or off, got {hier['diagonal']!r}",
                         source=source)
