@@ -106,3 +106,11 @@ class UnmatchedRunError(BayesmixError):
 
 class SimulationError(BayesmixError):
     """``bayesmix.simulate`` was given settings it cannot simulate (e.g. no domains, bad sizes)."""
+
+
+class DesignError(InfeasibleError):
+    """The feasible set cannot hold the requested number of distinct design mixtures."""
+
+
+class OptionError(BayesmixError):
+    """A command-line option has a malformed value (e.g. not DOMAIN=NUMBER)."""

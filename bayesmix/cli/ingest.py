@@ -1,0 +1,55 @@
+"""``bayesmix ingest``: record run results in an experiment ledger.
+
+Results files are read and validated like any run table (tidy CSV/Parquet, RegMix pairs, Ye et
+al. logs). Their runs must be in the ledger (or ``--import-unknown`` adds them as external runs),
+with the proposed mixtures. Ingesting the same results again changes nothing; a different value
+for a stored loss is refused unless ``--replace``. All files are recorded in one transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bayesmix.ledger import Ledger
+from bayesmix.loaders import FORMATS, load
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "ingest", help="record run results in an experiment ledger",
+        description=__doc__.split("\n\n")[0].removeprefix("``bayesmix ingest``: "),
+        epilog="example:\n  bayesmix ingest --ledger exp.db results/round0.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ledger", required=True, metavar="EXP.db", help="the experiment ledger")
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="result files or directories")
+    p.add_argument("--format", choices=FORMATS, help="format of the files (default: detect)")
+    p.add_argument("--renormalize", action="store_true",
+                   help="rescale proportions that do not sum to 1")
+    p.add_argument("--import-unknown", action="store_true",
+                   help="add runs the ledger does not know as external runs (else an error)")
+    p.add_argument("--replace", action="store_true",
+                   help="overwrite stored values that differ (else the whole input is refused)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    with Ledger.open(args.ledger) as ledger:
+        report: list[str] = []
+        table = load(args.results, args.format, renormalize=args.renormalize, report=report,
+                     expected_domains={"train": ledger.train_domains,
+                                       "eval": ledger.eval_domains})
+        for line in report:
+            print(f"note: {line}")
+        summary = ledger.record_results(
+            table, unknown="import" if args.import_unknown else "error",
+            on_conflict="replace" if args.replace else "error")
+        print(summary.describe())
+        for label, runs in (("completed", summary.completed), ("added", summary.added_runs)):
+            if runs:
+                shown = ", ".join(runs[:20]) + (f", ... ({len(runs)} in all)"
+                                                if len(runs) > 20 else "")
+                print(f"{label}: {shown}")
+        counts = ledger.summary()["by_status"]
+        print("ledger now: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return 0

@@ -1,0 +1,170 @@
+"""``bayesmix init``: create an experiment ledger, optionally with an initial design.
+
+The ledger's domains come from ``--domains``/``--eval-domains`` or from existing run results
+(``--runs``, imported as completed runs). Constraints (minimum, maximum, fixed shares, token caps)
+are checked for feasibility before anything is written. ``--initial-design N`` records N proposed
+runs spread over the feasible set (round 0) and writes them to a CSV or JSON file for the
+training jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from bayesmix import design, errors
+from bayesmix.constraints import Constraints
+from bayesmix.data import check_known_domains
+from bayesmix.ledger import Ledger, check_proposals_path, write_proposals
+from bayesmix.loaders import FORMATS, load
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "init", help="create an experiment ledger (domains, constraints, initial design)",
+        description=__doc__.split("\n\n")[0].removeprefix("``bayesmix init``: "),
+        epilog="examples:\n"
+               "  bayesmix init --ledger exp.db --domains web,code,books --max-share code=0.3 "
+               "--initial-design 16 --seed 1\n"
+               "  bayesmix init --ledger exp.db --runs past_runs.csv --initial-design 8",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ledger", required=True, metavar="EXP.db", help="ledger file to create")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--domains", metavar="D1,D2,...", help="training domains, comma-separated")
+    src.add_argument("--runs", nargs="+", metavar="RUNS",
+                     help="existing run results to import; they define the domains")
+    p.add_argument("--eval-domains", metavar="D1,D2,...",
+                   help="validation domains (default: the training domains; not with --runs)")
+    p.add_argument("--format", choices=FORMATS, help="format of --runs files (default: detect)")
+    p.add_argument("--renormalize", action="store_true",
+                   help="rescale --runs proportions that do not sum to 1")
+    p.add_argument("--min-share", action="append", default=[], metavar="DOMAIN=SHARE",
+                   help="minimum share of a training domain (repeatable, or comma-separated)")
+    p.add_argument("--max-share", action="append", default=[], metavar="DOMAIN=SHARE",
+                   help="maximum share of a training domain")
+    p.add_argument("--fixed", action="append", default=[], metavar="DOMAIN=SHARE",
+                   help="fixed share of a training domain")
+    p.add_argument("--tokens-available", action="append", default=[], metavar="DOMAIN=TOKENS",
+                   help="unique tokens available in a domain (caps its share with "
+                        "--max-epochs and --target-tokens)")
+    p.add_argument("--max-epochs", type=float, default=1.0, metavar="E",
+                   help="passes allowed over a domain's data (default 1)")
+    p.add_argument("--target-tokens", type=float, metavar="T",
+                   help="training tokens of the target run (needed with --tokens-available)")
+    p.add_argument("--target", action="append", default=[], metavar="EVAL_DOMAIN=WEIGHT",
+                   help="weight of a validation domain in the objective (stored in settings)")
+    p.add_argument("--initial-design", type=int, metavar="N",
+                   help="propose N space-filling mixtures (round 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial design (default 0)")
+    p.add_argument("--method", choices=design.METHODS, default="sobol",
+                   help="sobol (quasi-random, default) or dirichlet (RegMix)")
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="Dirichlet concentration of the design (default 1: uniform)")
+    p.add_argument("--min-distance", type=float, metavar="D",
+                   help="smallest distance between design mixtures "
+                        f"(default {design.DEFAULT_MIN_DISTANCE})")
+    p.add_argument("--out", metavar="FILE.csv|FILE.json",
+                   help="where to write the proposals (default: <ledger>-round0.csv)")
+    p.set_defaults(func=run)
+    return p
+
+
+def parse_pairs(values: list[str], option: str, convert=float) -> dict:
+    """``["a=0.1", "b=0.2,c=0.3"]`` -> ``{"a": 0.1, "b": 0.2, "c": 0.3}``; OptionError if
+    malformed or a name is given twice."""
+    out: dict = {}
+    for value in values:
+        for item in value.split(","):
+            name, sep, text = item.partition("=")
+            name, text = name.strip(), text.strip()
+            if not sep or not name or not text:
+                raise errors.OptionError(f"{option} {item!r} is not NAME=VALUE",
+                                         hint=f"e.g. {option} web=0.1")
+            try:
+                val = convert(text)
+            except ValueError:
+                raise errors.OptionError(f"{option} {item!r}: {text!r} is not a valid value",
+                                         hint=f"e.g. {option} web=0.1") from None
+            if isinstance(val, float) and not math.isfinite(val):
+                raise errors.OptionError(f"{option} {item!r}: value must be finite")
+            if name in out:
+                raise errors.OptionError(f"{option} gives {name!r} twice")
+            out[name] = val
+    return out
+
+
+def split_names(text: str, option: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise errors.OptionError(f"{option} {text!r} has an empty name",
+                                 hint=f"e.g. {option} web,code,books")
+    return names
+
+
+def run(args) -> int:
+    ledger_path = Path(args.ledger)
+    if ledger_path.exists():
+        raise errors.LedgerError("a file already exists here; refusing to overwrite it",
+                                 source=str(ledger_path),
+                                 hint="choose a new path, or use bayesmix status/ingest on it")
+    out = None
+    if args.initial_design is not None:
+        out = Path(args.out) if args.out else ledger_path.with_name(
+            ledger_path.stem + "-round0.csv")
+        check_proposals_path(out)
+    elif args.out:
+        raise errors.OptionError("--out needs --initial-design N")
+
+    table = None
+    if args.runs:
+        if args.eval_domains:
+            raise errors.OptionError("--eval-domains cannot be combined with --runs",
+                                     hint="the run files define the validation domains")
+        report: list[str] = []
+        table = load(args.runs, args.format, renormalize=args.renormalize, report=report)
+        for line in report:
+            print(f"note: {line}")
+        train, evals = list(table.train_domains), list(table.eval_domains)
+    else:
+        train = split_names(args.domains, "--domains")
+        evals = split_names(args.eval_domains, "--eval-domains") if args.eval_domains else train
+
+    tokens = parse_pairs(args.tokens_available, "--tokens-available")
+    constraints = Constraints.build(
+        train, min_share=parse_pairs(args.min_share, "--min-share"),
+        max_share=parse_pairs(args.max_share, "--max-share"),
+        fixed=parse_pairs(args.fixed, "--fixed"), tokens_available=tokens,
+        max_epochs=args.max_epochs, target_tokens=args.target_tokens)
+    settings: dict = {}
+    weights = parse_pairs(args.target, "--target")
+    if weights:
+        check_known_domains(weights, evals, "validation")
+        if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
+            raise errors.OptionError("--target weights must be >= 0 and not all 0")
+        settings["target_weights"] = weights
+    if tokens:
+        settings["token_caps"] = {"tokens_available": tokens, "max_epochs": args.max_epochs,
+                                  "target_tokens": args.target_tokens}
+
+    mixtures = None
+    if args.initial_design is not None:
+        existing = table.mixtures[list(train)].to_numpy() if table is not None else None
+        mixtures = design.initial_design(
+            constraints, args.initial_design, seed=args.seed, method=args.method,
+            alpha=args.alpha, min_distance=args.min_distance, existing=existing)
+        settings["initial_design"] = {"n": args.initial_design, "seed": args.seed,
+                                      "method": args.method, "alpha": args.alpha,
+                                      "min_distance": args.min_distance}
+
+    with Ledger.create(ledger_path, train, evals, constraints, settings) as ledger:
+        print(f"created {ledger_path}: {len(train)} training domains ({', '.join(train)}), "
+              f"{len(evals)} validation domains")
+        if table is not None:
+            print(f"imported: {ledger.import_runs(table).describe()}")
+        if mixtures is not None:
+            ids = ledger.add_proposals(mixtures, f"initial-{args.method}", 0)
+            frame = ledger.runs("proposed")
+            write_proposals(frame[frame["run"].isin(ids)], out)
+            print(f"proposed {len(ids)} runs ({ids[0]} to {ids[-1]}), written to {out}")
+    return 0

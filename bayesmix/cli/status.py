@@ -1,0 +1,89 @@
+"""``bayesmix status``: show an experiment ledger (or change run statuses with ``--set``).
+
+Shows the domains, the constraints, the settings, counts of runs by status and by round, and the
+runs table. ``--set RUN=STATUS`` marks runs running, failed, abandoned or proposed (retry) first;
+``--json`` prints everything as one JSON object instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pandas as pd
+
+from bayesmix.cli.init import parse_pairs
+from bayesmix.data import MIX_PREFIX
+from bayesmix.ledger import STATUSES, Ledger
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "status", help="show an experiment ledger; mark runs running/failed/abandoned",
+        description=__doc__.split("\n\n")[0].removeprefix("``bayesmix status``: "),
+        epilog="examples:\n  bayesmix status --ledger exp.db\n"
+               "  bayesmix status --ledger exp.db --set r0003=running --set r0004=failed",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ledger", required=True, metavar="EXP.db", help="the experiment ledger")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    settable = ", ".join(s for s in STATUSES if s != "completed")
+    p.add_argument("--set", action="append", default=[], metavar="RUN=STATUS",
+                   help=f"change a run's status first ({settable}; repeatable)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    changes = parse_pairs(args.set, "--set", convert=str)
+    with Ledger.open(args.ledger) as ledger:
+        for run_id, status in changes.items():
+            ledger.set_status(run_id, status)
+            if not args.json:
+                print(f"{run_id}: now {status}")
+        summary = ledger.summary()
+        runs = ledger.runs()
+    if args.json:
+        records = json.loads(runs.to_json(orient="records", double_precision=15))
+        print(json.dumps({**summary, "run_list": records}, indent=2))
+        return 0
+    print(render(summary, runs))
+    return 0
+
+
+def render(summary: dict, runs: pd.DataFrame) -> str:
+    """Human-readable status: a few lines of facts, then tables by round and by run."""
+    lines = [f"ledger: {summary['ledger']} (created {summary['created']})",
+             f"training domains ({len(summary['train_domains'])}): "
+             + ", ".join(summary["train_domains"]),
+             f"validation domains ({len(summary['eval_domains'])}): "
+             + ", ".join(summary["eval_domains"])]
+    bounds = []
+    for d, b in summary["constraints"].items():
+        if b["min"] == b["max"]:
+            bounds.append(f"{d} = {b['min']:.4g}")
+            continue
+        if b["min"] > 0:
+            bounds.append(f"{d} >= {b['min']:.4g}")
+        if b["max"] < 1:
+            bounds.append(f"{d} <= {b['max']:.4g}")
+    lines.append("constraints: " + (", ".join(bounds) if bounds else "none (whole simplex)"))
+    if summary["settings"]:
+        lines.append("settings: " + json.dumps(summary["settings"], sort_keys=True))
+    counts = ", ".join(f"{n} {s}" for s, n in summary["by_status"].items() if n) or "none yet"
+    lines.append(f"runs: {summary['runs']} ({counts}); {summary['external_runs']} external; "
+                 f"{summary['recorded_losses']} losses in {summary['recorded_checkpoints']} "
+                 f"checkpoints; current round {summary['current_round']}")
+    if summary["runs"]:
+        by_round = pd.DataFrame(summary["by_round"]).T.reindex(columns=list(STATUSES))
+        by_round = by_round.fillna(0).astype(int)
+        by_round.insert(0, "round", by_round.index)
+        lines += ["", "runs by round:", by_round.to_string(index=False)]
+        mix_cols = [c for c in runs.columns if c.startswith(MIX_PREFIX)]
+        table = runs[["run", "round", "strategy", "status", "checkpoints"]].copy()
+        for col in ("n_params", "steps", "tokens"):
+            if runs[col].notna().any():
+                table[col] = runs[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+        for col in mix_cols:
+            table[col.removeprefix(MIX_PREFIX)] = runs[col].map(lambda v: f"{v:.3f}")
+        lines += ["", "runs:", table.to_string(index=False)]
+    return "\n".join(lines)

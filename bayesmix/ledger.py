@@ -1,0 +1,829 @@
+"""The experiment ledger: one SQLite file per mixture experiment.
+
+It holds what an active-learning loop must never lose: the training and validation domains, the
+constraints, free-form settings (e.g. target weights), every proposed run (id, mixture, optional
+model size and training amount, strategy, round, the posterior it came from with a content hash),
+each run's status, and its results (losses per validation domain per step).
+
+Every write is one ``BEGIN IMMEDIATE`` transaction on a WAL-mode database with a busy timeout, so
+a process killed mid-write leaves the ledger as it was before that write, and concurrent writers
+queue instead of interleaving. Unique constraints (run id; run, step, validation domain) guard
+against duplicates even if the Python checks were bypassed.
+
+Run statuses and their allowed changes (:data:`TRANSITIONS`)::
+
+    proposed  -> running | failed | abandoned | completed*
+    running   -> proposed | failed | abandoned | completed*
+    failed    -> proposed          (retry)
+    abandoned -> proposed          (revive)
+    completed -> (final)
+
+``*`` only by recording results (:meth:`Ledger.record_results`), never by hand.
+
+Recording results is idempotent: a loss already stored with the same value (relative tolerance
+:data:`VALUE_RTOL`) is left alone. A different value is a conflict: by default the whole file is
+rejected and nothing is written; with ``on_conflict="replace"`` the new value overwrites the old
+one and is counted as replaced.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bayesmix import errors
+from bayesmix.constraints import Constraints
+from bayesmix.data import (LOSS_PREFIX, MIX_PREFIX, RunTable, _check_domain_names,
+                           check_known_domains)
+
+SCHEMA_VERSION = 1
+APPLICATION = "bayesmix-ledger"
+STATUSES = ("proposed", "running", "completed", "failed", "abandoned")
+#: Allowed status changes (see the module docstring); ``completed`` only via recorded results.
+TRANSITIONS = {
+    "proposed": ("running", "failed", "abandoned", "completed"),
+    "running": ("proposed", "failed", "abandoned", "completed"),
+    "failed": ("proposed",),
+    "abandoned": ("proposed",),
+    "completed": (),
+}
+#: Largest difference in any share between a proposed mixture and the mixture reported with its
+#: results (results files often round shares to 3 or 4 decimals).
+MIXTURE_ATOL = 1e-3
+#: Relative tolerance under which a re-recorded value (loss, tokens, n_params) counts as the same.
+VALUE_RTOL = 1e-9
+#: Seconds a writer waits for another writer's transaction before giving up.
+BUSY_TIMEOUT_S = 60.0
+IMPORTED = "imported"
+EXTERNAL = "external"
+
+_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (
+    seq INTEGER PRIMARY KEY,
+    run TEXT NOT NULL UNIQUE,
+    round INTEGER NOT NULL CHECK (round >= 0),
+    strategy TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+    external INTEGER NOT NULL DEFAULT 0,
+    mixture TEXT NOT NULL,
+    n_params REAL,
+    steps REAL,
+    tokens REAL,
+    posterior_path TEXT,
+    posterior_hash TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE TABLE results (
+    run TEXT NOT NULL REFERENCES runs (run),
+    step REAL,
+    eval_domain TEXT NOT NULL,
+    loss REAL NOT NULL CHECK (loss > 0),
+    tokens REAL,
+    source TEXT,
+    recorded TEXT NOT NULL
+);
+CREATE UNIQUE INDEX results_key ON results (run, ifnull(step, -1), eval_domain);
+"""
+
+
+@dataclass
+class IngestSummary:
+    """What one :meth:`Ledger.record_results` or :meth:`Ledger.import_runs` call changed."""
+
+    source: str | None
+    runs: int = 0                                    #: runs in the input
+    completed: list[str] = field(default_factory=list)   #: proposed/running runs now completed
+    added_runs: list[str] = field(default_factory=list)  #: runs new to the ledger (imported)
+    checkpoints_added: int = 0                       #: (run, step) records with a new loss
+    losses_added: int = 0
+    losses_unchanged: int = 0
+    values_replaced: int = 0                         #: losses/tokens/n_params overwritten
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.losses_added or self.values_replaced or self.added_runs
+                    or self.completed)
+
+    def describe(self) -> str:
+        """One line for people: what changed."""
+        parts = [f"read {_count(self.runs, 'run')}"]
+        if self.completed:
+            parts.append(f"{len(self.completed)} newly completed")
+        if self.added_runs:
+            parts.append(f"{len(self.added_runs)} added as new runs")
+        parts.append(f"{_count(self.losses_added, 'loss', 'losses')} added in "
+                     f"{_count(self.checkpoints_added, 'checkpoint')}")
+        parts.append(f"{self.losses_unchanged} already recorded")
+        if self.values_replaced:
+            parts.append(f"{_count(self.values_replaced, 'value')} replaced")
+        return (f"{self.source}: " if self.source else "") + ", ".join(parts)
+
+
+class Ledger:
+    """An open experiment ledger. Build with :meth:`create` or :meth:`open`; close when done
+    (also a context manager). One connection per process: do not share across ``fork``."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path):
+        self._con = connection
+        self.path = path
+        meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+        self.train_domains: tuple[str, ...] = tuple(json.loads(meta["train_domains"]))
+        self.eval_domains: tuple[str, ...] = tuple(json.loads(meta["eval_domains"]))
+        self.constraints = Constraints.from_json(meta["constraints"])
+        self.settings: dict = json.loads(meta["settings"])
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(cls, path: str | os.PathLike, train_domains: Sequence[str],
+               eval_domains: Sequence[str], constraints: Constraints | None = None,
+               settings: Mapping | None = None) -> Ledger:
+        """Write a new, empty ledger at ``path`` and open it; never overwrites an existing file.
+
+        ``constraints`` default to the plain simplex over ``train_domains``; ``settings`` is any
+        JSON-serialisable mapping (e.g. ``{"target_weights": {"web": 1.0}}``).
+        """
+        path = Path(path)
+        if path.exists():
+            raise errors.LedgerError("a file already exists here; refusing to overwrite it",
+                                     source=str(path), hint="choose a new path or delete it")
+        if not path.parent.is_dir():
+            raise errors.LedgerError(f"directory {str(path.parent)!r} does not exist",
+                                     source=str(path))
+        train, evals = [str(d) for d in train_domains], [str(d) for d in eval_domains]
+        for names, kind, prefix in ((train, "training", MIX_PREFIX),
+                                    (evals, "validation", LOSS_PREFIX)):
+            if not names:
+                raise errors.DomainNameError(f"no {kind} domains given", source=str(path))
+            if len(set(names)) != len(names):
+                dup = next(d for d in names if names.count(d) > 1)
+                raise errors.DomainNameError(f"{kind} domain {dup!r} is listed twice",
+                                             source=str(path))
+            _check_domain_names(names, kind, prefix, str(path))
+        constraints = _align_constraints(constraints, train, str(path))
+        try:
+            settings_json = json.dumps(dict(settings or {}), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise errors.LedgerError(f"settings are not JSON-serialisable: {err}",
+                                     source=str(path)) from None
+        now = _now()
+        meta = {"application": APPLICATION, "schema_version": str(SCHEMA_VERSION),
+                "created": now, "train_domains": json.dumps(train),
+                "eval_domains": json.dumps(evals), "constraints": constraints.to_json(),
+                "settings": settings_json, "next_run_number": "1"}
+        # Build the file under a temporary name, then link it into place: the ledger appears
+        # complete or not at all, and os.link fails instead of overwriting a concurrent create.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            con = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                con.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+                con.execute("BEGIN")
+                con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+                con.execute("COMMIT")
+                con.execute("PRAGMA journal_mode=WAL")
+            finally:
+                con.close()
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise errors.LedgerError("a file already exists here; refusing to overwrite it",
+                                         source=str(path)) from None
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    os.unlink(tmp + suffix)
+                except FileNotFoundError:
+                    pass
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Ledger:
+        """Open an existing ledger; LedgerError if missing, not a ledger, or another schema."""
+        path = Path(path)
+        if not path.is_file():
+            raise errors.LedgerError("no ledger file here", source=str(path),
+                                     hint="create one with `bayesmix init --ledger PATH ...`")
+        with open(path, "rb") as fh:
+            header = fh.read(16)
+        if header != b"SQLite format 3\x00":
+            raise errors.LedgerError("not a bayesmix ledger (not an SQLite database)",
+                                     source=str(path))
+        try:
+            con = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True,
+                                  timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("PRAGMA foreign_keys=ON")
+            has_meta = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                   "name = 'meta'").fetchone()
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall()) if has_meta else {}
+        except sqlite3.DatabaseError as err:
+            raise errors.LedgerError(f"cannot read the ledger: {err}", source=str(path)) from None
+        if meta.get("application") != APPLICATION:
+            con.close()
+            raise errors.LedgerError("not a bayesmix ledger (an SQLite file without its tables)",
+                                     source=str(path))
+        if meta.get("schema_version") != str(SCHEMA_VERSION):
+            con.close()
+            raise errors.LedgerError(
+                f"ledger schema version {meta.get('schema_version')} is not the version "
+                f"{SCHEMA_VERSION} this bayesmix reads", source=str(path),
+                hint="use the bayesmix version that wrote it")
+        return cls(con, path)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.path)!r})"
+
+    @contextmanager
+    def _write(self):
+        """One write transaction: takes the write lock up front (waits up to the busy
+        timeout), commits on success, rolls back on any exception."""
+        try:
+            self._con.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as err:
+            raise errors.LedgerError(f"cannot lock the ledger for writing: {err}",
+                                     source=str(self.path),
+                                     hint="another process holds it; try again") from None
+        try:
+            yield self._con
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    @contextmanager
+    def _read(self):
+        """One read transaction: a consistent snapshot across several queries."""
+        self._con.execute("BEGIN")
+        try:
+            yield self._con
+        finally:
+            self._con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ proposals
+    def add_proposals(self, mixtures: np.ndarray | pd.DataFrame, strategy: str, round: int, *,
+                      posterior: str | os.PathLike | None = None,
+                      n_params: float | Sequence[float] | None = None,
+                      steps: float | Sequence[float] | None = None,
+                      tokens: float | Sequence[float] | None = None) -> list[str]:
+        """Record proposed runs atomically and return their new ids (``r0001``, ...).
+
+        ``mixtures`` is (n, M) in :attr:`train_domains` order, or a DataFrame with one column
+        per training domain. Each must satisfy the ledger's constraints. ``posterior`` is the
+        file the proposals came from (its path and SHA-256 are stored). ``n_params``, ``steps``,
+        ``tokens`` (the planned model size and training amount) are one value or one per run.
+        """
+        mix = self._mixture_array(mixtures)
+        n = len(mix)
+        if not isinstance(strategy, str) or not strategy.strip():
+            raise errors.LedgerError("a proposal needs a non-empty strategy name")
+        if isinstance(round, bool) or not isinstance(round, (int, np.integer)) or round < 0:
+            raise errors.LedgerError(f"round must be an integer >= 0, got {round!r}")
+        inside = self.constraints.contains(mix)
+        for i in np.flatnonzero(~inside):
+            raise errors.InfeasibleError(
+                f"proposal {i + 1} ({_fmt_mix(mix[i], self.train_domains)}) "
+                f"{self._violation(mix[i])}", source=str(self.path),
+                hint="proposals must satisfy the ledger's constraints")
+        extras = {name: _per_run(value, n, name)
+                  for name, value in (("n_params", n_params), ("steps", steps),
+                                      ("tokens", tokens))}
+        post_path = post_hash = None
+        if posterior is not None:
+            post_path, post_hash = str(posterior), file_hash(posterior)
+        now = _now()
+        ids: list[str] = []
+        with self._write() as con:
+            number = int(con.execute("SELECT value FROM meta WHERE key = 'next_run_number'")
+                         .fetchone()[0])
+            taken = {r for (r,) in con.execute("SELECT run FROM runs")}
+            for i in range(n):
+                while (run := f"r{number:04d}") in taken:
+                    number += 1
+                number += 1
+                ids.append(run)
+                con.execute(
+                    "INSERT INTO runs (run, round, strategy, status, external, mixture, n_params,"
+                    " steps, tokens, posterior_path, posterior_hash, created, updated) "
+                    "VALUES (?, ?, ?, 'proposed', 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run, int(round), strategy, _mix_json(mix[i]), extras["n_params"][i],
+                     extras["steps"][i], extras["tokens"][i], post_path, post_hash, now, now))
+            con.execute("UPDATE meta SET value = ? WHERE key = 'next_run_number'", (str(number),))
+        return ids
+
+    def set_status(self, run: str, status: str) -> None:
+        """Change one run's status; LedgerError for an unknown run or a forbidden change.
+
+        Setting the same status again does nothing. ``completed`` cannot be set by hand: a run
+        becomes completed when its results are recorded.
+        """
+        if status not in STATUSES:
+            raise errors.LedgerError(f"unknown status {status!r}", run=run,
+                                     hint=f"use one of {', '.join(STATUSES)}")
+        with self._write() as con:
+            row = con.execute("SELECT status FROM runs WHERE run = ?", (run,)).fetchone()
+            if row is None:
+                raise self._unknown_run(con, run)
+            old = row[0]
+            if old == status:
+                return
+            if status == "completed":
+                raise errors.LedgerError(
+                    f"cannot mark a run completed by hand (it is {old})", run=run,
+                    source=str(self.path),
+                    hint="runs become completed when their results are recorded (bayesmix ingest)")
+            if status not in TRANSITIONS[old]:
+                allowed = [s for s in TRANSITIONS[old] if s != "completed"]
+                raise errors.LedgerError(
+                    f"cannot change status from {old} to {status}", run=run,
+                    source=str(self.path),
+                    hint=(f"from {old} a run may go to {', '.join(allowed)}" if allowed
+                          else f"{old} is final"))
+            con.execute("UPDATE runs SET status = ?, updated = ? WHERE run = ?",
+                        (status, _now(), run))
+
+    # ------------------------------------------------------------------ results
+    def record_results(self, table: RunTable, *, unknown: str = "error",
+                       on_conflict: str = "error") -> IngestSummary:
+        """Record the losses in ``table`` for runs of this ledger, in one transaction.
+
+        Checks that the table's training domains are the ledger's, its validation domains are
+        known, each run's mixture matches the proposed one (within :data:`MIXTURE_ATOL`) and the
+        run is not failed or abandoned (set it back to proposed first). Proposed and running runs
+        become completed. Runs the ledger does not know are an error (``unknown="error"``) or
+        are added as completed runs with strategy ``"external"`` in the current round, flagged
+        external (``unknown="import"``). Idempotent; conflicting values are rejected or replaced
+        (``on_conflict="error" | "replace"``), see the module docstring.
+        """
+        return self._ingest(table, unknown=unknown, on_conflict=on_conflict, imported=False)
+
+    def import_runs(self, table: RunTable, *, on_conflict: str = "error") -> IngestSummary:
+        """Add past runs (status completed, strategy ``"imported"``, round 0, flagged external).
+
+        Runs already in the ledger are treated as by :meth:`record_results`, so importing the
+        same table twice changes nothing.
+        """
+        return self._ingest(table, unknown="import", on_conflict=on_conflict, imported=True)
+
+    def _ingest(self, table: RunTable, *, unknown: str, on_conflict: str,
+                imported: bool) -> IngestSummary:
+        if unknown not in ("error", "import"):
+            raise ValueError(f"unknown must be 'error' or 'import', got {unknown!r}")
+        if on_conflict not in ("error", "replace"):
+            raise ValueError(f"on_conflict must be 'error' or 'replace', got {on_conflict!r}")
+        source = table.source or "results"
+        check_known_domains(table.train_domains, self.train_domains, "training", source)
+        missing = [d for d in self.train_domains if d not in table.train_domains]
+        if missing:
+            raise errors.DomainNameError(
+                f"no proportion column for training domain {missing[0]!r}", source=source,
+                column=MIX_PREFIX + missing[0], hint="results need every mix.<domain> column "
+                f"of the ledger: {', '.join(self.train_domains)}")
+        check_known_domains(table.eval_domains, self.eval_domains, "validation", source)
+
+        mixtures = table.mixtures[list(self.train_domains)]
+        tidy = table.to_tidy()
+        has_steps = table.has_steps
+        n_params = (tidy.drop_duplicates("run").set_index("run")["n_params"]
+                    if "n_params" in tidy.columns else None)
+        summary = IngestSummary(source=table.source, runs=table.n_runs)
+        conflicts: list[str] = []
+        now = _now()
+
+        def conflict(what: str, old: float, new: float) -> bool:
+            """Record a conflict; True if the new value should be written."""
+            if on_conflict == "replace":
+                summary.values_replaced += 1
+                return True
+            conflicts.append(f"{what}: ledger has {old:.10g}, {source} has {new:.10g}")
+            return False
+
+        with self._write() as con:
+            stored_steps = con.execute("SELECT count(step), count(*) FROM results").fetchone()
+            if stored_steps[1] and bool(stored_steps[0]) != has_steps:
+                raise errors.LedgerError(
+                    "this ledger records losses " + ("per step" if stored_steps[0] else
+                                                     "without steps")
+                    + " but the results " + ("have" if has_steps else "have no")
+                    + " 'step' column", source=source,
+                    hint="keep one layout for all results of an experiment")
+            known = {row[0]: row for row in con.execute(
+                "SELECT run, status, mixture, n_params FROM runs")}
+            new_runs = [r for r in table.runs if r not in known]
+            if new_runs and unknown == "error":
+                close = difflib.get_close_matches(new_runs[0], list(known), n=1, cutoff=0.6)
+                raise errors.LedgerError(
+                    f"{len(new_runs)} run(s) not in the ledger, first {new_runs[0]!r}",
+                    source=source, hint=(f"did you mean {close[0]!r}? " if close else "")
+                    + "pass --import-unknown (unknown='import') to add them as external runs")
+            for run in table.runs:
+                if run not in known:
+                    continue
+                _, status, mix_json, old_np = known[run]
+                if status in ("failed", "abandoned"):
+                    raise errors.LedgerError(
+                        f"run is marked {status}; results cannot be recorded for it",
+                        source=source, run=run, hint="set it back to proposed first "
+                        f"(bayesmix status --set {run}=proposed)")
+                diff = np.abs(np.asarray(json.loads(mix_json)) - mixtures.loc[run].to_numpy())
+                if diff.max() > MIXTURE_ATOL:
+                    j = int(diff.argmax())
+                    raise errors.InconsistentMixtureError(
+                        f"share of {self.train_domains[j]!r} is "
+                        f"{mixtures.loc[run].iloc[j]:.6g} but the ledger proposed "
+                        f"{json.loads(mix_json)[j]:.6g}", source=source, run=run,
+                        column=MIX_PREFIX + self.train_domains[j],
+                        hint="a run trained on another mixture needs another run id")
+                new_np = None if n_params is None else n_params.get(run)
+                if new_np is not None and not math.isnan(new_np):
+                    if old_np is None:
+                        con.execute("UPDATE runs SET n_params = ? WHERE run = ?", (new_np, run))
+                    elif not _same(old_np, new_np) and conflict(f"run {run!r} n_params",
+                                                                old_np, new_np):
+                        con.execute("UPDATE runs SET n_params = ? WHERE run = ?", (new_np, run))
+            round_new = 0 if imported else int(
+                con.execute("SELECT ifnull(max(round), 0) FROM runs").fetchone()[0])
+            for run in new_runs:
+                np_value = None if n_params is None else n_params.get(run)
+                con.execute(
+                    "INSERT INTO runs (run, round, strategy, status, external, mixture, n_params,"
+                    " created, updated) VALUES (?, ?, ?, 'completed', 1, ?, ?, ?, ?)",
+                    (run, round_new, IMPORTED if imported else EXTERNAL,
+                     _mix_json(mixtures.loc[run].to_numpy()), _none_if_nan(np_value), now, now))
+                summary.added_runs.append(run)
+
+            stored = {}
+            for run, step, dom, loss, tok in con.execute(
+                    "SELECT run, step, eval_domain, loss, tokens FROM results"):
+                stored[(run, step, dom)] = (loss, tok)
+            touched: set[str] = set()
+            for rec in tidy.to_dict("records"):
+                run = rec["run"]
+                step = float(rec["step"]) if has_steps else None
+                tok = _none_if_nan(rec.get("tokens"))
+                added_here = False
+                for dom in table.eval_domains:
+                    loss = float(rec[LOSS_PREFIX + dom])
+                    if math.isnan(loss):
+                        continue
+                    where = f"run {run!r}" + (f" step {step:g}" if has_steps else "") + \
+                        f" {LOSS_PREFIX}{dom}"
+                    old = stored.get((run, step, dom))
+                    if old is None:
+                        con.execute(
+                            "INSERT INTO results (run, step, eval_domain, loss, tokens, source, "
+                            "recorded) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (run, step, dom, loss, tok, table.source, now))
+                        summary.losses_added += 1
+                        added_here = True
+                        continue
+                    old_loss, old_tok = old
+                    write = False
+                    if not _same(old_loss, loss):
+                        write = conflict(where, old_loss, loss)
+                    if tok is not None and old_tok is not None and not _same(old_tok, tok):
+                        write = conflict(where.rsplit(" ", 1)[0] + " tokens", old_tok, tok) or write
+                    if write or (tok is not None and old_tok is None):
+                        con.execute(
+                            "UPDATE results SET loss = ?, tokens = ?, source = ?, recorded = ? "
+                            "WHERE run = ? AND ifnull(step, -1) = ifnull(?, -1) "
+                            "AND eval_domain = ?", (loss, tok, table.source, now, run, step, dom))
+                    if not write:
+                        summary.losses_unchanged += 1
+                if added_here:
+                    summary.checkpoints_added += 1
+                touched.add(run)
+            if conflicts:
+                more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+                raise errors.LedgerError(
+                    f"conflicting values, nothing recorded: {conflicts[0]}{more}", source=source,
+                    hint="fix the file, or pass --replace (on_conflict='replace') to overwrite")
+            for run in sorted(touched):
+                if run in known and known[run][1] in ("proposed", "running"):
+                    con.execute("UPDATE runs SET status = 'completed', updated = ? WHERE run = ?",
+                                (now, run))
+                    summary.completed.append(run)
+        order = {r: i for i, r in enumerate(table.runs)}
+        summary.completed.sort(key=order.get)
+        return summary
+
+    # ------------------------------------------------------------------ views
+    def runs(self, status: str | Iterable[str] | None = None) -> pd.DataFrame:
+        """Runs in the order they were added, one row each: run, round, strategy, status,
+        external, n_params, steps, tokens, posterior, posterior_hash, created, updated,
+        checkpoints (records with results), mix.<train domain>..."""
+        wanted = self._status_filter(status)
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT r.run, r.round, r.strategy, r.status, r.external, r.n_params, r.steps, "
+                "r.tokens, r.posterior_path, r.posterior_hash, r.created, r.updated, "
+                "(SELECT count(DISTINCT ifnull(step, -1)) FROM results s WHERE s.run = r.run), "
+                "r.mixture FROM runs r ORDER BY r.seq").fetchall()
+        cols = ["run", "round", "strategy", "status", "external", "n_params", "steps", "tokens",
+                "posterior", "posterior_hash", "created", "updated", "checkpoints"]
+        rows = [row for row in rows if wanted is None or row[3] in wanted]
+        frame = pd.DataFrame([row[:-1] for row in rows], columns=cols)
+        frame = frame.astype({"round": int, "external": bool, "checkpoints": int,
+                              "n_params": float, "steps": float, "tokens": float})
+        mix = np.array([json.loads(row[-1]) for row in rows], float).reshape(
+            len(rows), len(self.train_domains))
+        for j, d in enumerate(self.train_domains):
+            frame[MIX_PREFIX + d] = mix[:, j]
+        return frame
+
+    def pending(self) -> pd.DataFrame:
+        """Mixtures of proposed and running runs: DataFrame (index ``run``, columns training
+        domains), e.g. to condition the next batch on runs still in flight."""
+        frame = self.runs(("proposed", "running"))
+        out = frame.set_index("run")[[MIX_PREFIX + d for d in self.train_domains]]
+        out.columns = list(self.train_domains)
+        out.columns.name = "train_domain"
+        return out
+
+    def run_table(self, status: str | Iterable[str] | None = "completed") -> RunTable:
+        """Recorded results as a validated :class:`RunTable` (the tidy layout of data.py).
+
+        One record per (run, step); columns run, [n_params], [step], [tokens], mix.*, loss.*
+        for every domain of the ledger (missing losses stay empty). Only completed runs have
+        results. LedgerError when nothing has been recorded.
+        """
+        wanted = self._status_filter(status)
+        with self._read() as con:
+            runs = {row[0]: row for row in con.execute(
+                "SELECT run, status, n_params, mixture, seq FROM runs")}
+            results = con.execute("SELECT run, step, eval_domain, loss, tokens FROM results "
+                                  "ORDER BY run, ifnull(step, -1)").fetchall()
+        results = [r for r in results if wanted is None or runs[r[0]][1] in wanted]
+        if not results:
+            raise errors.LedgerError("the ledger has no recorded results"
+                                     + (f" for {status} runs" if isinstance(status, str) else ""),
+                                     source=str(self.path),
+                                     hint="record results with `bayesmix ingest`")
+        has_steps = results[0][1] is not None
+        records: dict[tuple, dict] = {}
+        for run, step, dom, loss, tok in results:
+            rec = records.setdefault((runs[run][4], step if step is not None else 0.0, run), {
+                "run": run, "step": step, "tokens": tok, "n_params": runs[run][2],
+                **{MIX_PREFIX + d: v for d, v in zip(self.train_domains,
+                                                     json.loads(runs[run][3]))}})
+            rec[LOSS_PREFIX + dom] = loss
+            if tok is not None:
+                rec["tokens"] = tok
+        frame = pd.DataFrame([records[k] for k in sorted(records)])
+        for d in self.eval_domains:
+            if LOSS_PREFIX + d not in frame.columns:
+                frame[LOSS_PREFIX + d] = np.nan
+        meta = [c for c, keep in (("n_params", frame["n_params"].notna().any()),
+                                  ("step", has_steps),
+                                  ("tokens", frame["tokens"].notna().any())) if keep]
+        frame = frame[["run", *meta, *[MIX_PREFIX + d for d in self.train_domains],
+                       *[LOSS_PREFIX + d for d in self.eval_domains]]]
+        return RunTable.from_frame(frame, source=str(self.path))
+
+    def current_round(self) -> int:
+        """The highest round of any run (0 for an empty ledger)."""
+        with self._read() as con:
+            return int(con.execute("SELECT ifnull(max(round), 0) FROM runs").fetchone()[0])
+
+    def summary(self) -> dict:
+        """Plain dict (JSON-friendly): domains, constraints, settings, counts by status and by
+        round, number of recorded losses, current round."""
+        with self._read() as con:
+            by_status = dict(con.execute("SELECT status, count(*) FROM runs GROUP BY status"))
+            by_round: dict[str, dict[str, int]] = {}
+            for rnd, status, count in con.execute(
+                    "SELECT round, status, count(*) FROM runs GROUP BY round, status "
+                    "ORDER BY round"):
+                by_round.setdefault(str(rnd), {})[status] = count
+            strategies = dict(con.execute(
+                "SELECT strategy, count(*) FROM runs GROUP BY strategy ORDER BY min(seq)"))
+            n_losses, n_checkpoints = con.execute(
+                "SELECT count(*), count(DISTINCT run || '@' || ifnull(step, -1)) FROM results"
+            ).fetchone()
+            external = con.execute("SELECT count(*) FROM runs WHERE external").fetchone()[0]
+            created = con.execute("SELECT value FROM meta WHERE key = 'created'").fetchone()[0]
+            current = int(con.execute("SELECT ifnull(max(round), 0) FROM runs").fetchone()[0])
+        c = self.constraints
+        return {
+            "ledger": str(self.path),
+            "schema_version": SCHEMA_VERSION,
+            "created": created,
+            "train_domains": list(self.train_domains),
+            "eval_domains": list(self.eval_domains),
+            "constraints": {d: {"min": float(c.lower[i]), "max": float(c.upper[i])}
+                            for i, d in enumerate(c.domains)},
+            "settings": self.settings,
+            "runs": int(sum(by_status.values())),
+            "by_status": {s: int(by_status.get(s, 0)) for s in STATUSES},
+            "by_round": by_round,
+            "by_strategy": strategies,
+            "external_runs": int(external),
+            "recorded_losses": int(n_losses),
+            "recorded_checkpoints": int(n_checkpoints),
+            "current_round": current,
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _mixture_array(self, mixtures) -> np.ndarray:
+        m = len(self.train_domains)
+        if isinstance(mixtures, pd.DataFrame):
+            cols = [str(c).removeprefix(MIX_PREFIX) for c in mixtures.columns]
+            check_known_domains(cols, self.train_domains, "training", str(self.path))
+            absent = [d for d in self.train_domains if d not in cols]
+            if absent:
+                raise errors.DomainNameError(f"proposals have no column for domain {absent[0]!r}",
+                                             source=str(self.path))
+            frame = mixtures.copy()
+            frame.columns = cols
+            mixtures = frame[list(self.train_domains)].to_numpy(dtype=float)
+        mix = np.asarray(mixtures, dtype=float)
+        if mix.ndim == 1 and mix.size == m:
+            mix = mix[None]
+        if mix.ndim != 2 or mix.shape[1] != m or len(mix) == 0:
+            raise errors.LedgerError(f"proposals must be an array (n, {m}) with n >= 1, one "
+                                     f"column per training domain; got shape {mix.shape}")
+        if not np.all(np.isfinite(mix)):
+            raise errors.LedgerError("proposals contain non-finite shares")
+        return mix
+
+    def _violation(self, r: np.ndarray) -> str:
+        c = self.constraints
+        if abs(r.sum() - 1.0) > 1e-6:
+            return f"sums to {r.sum():.6g}, not 1"
+        j = int(np.argmax(np.maximum(c.lower - r, r - c.upper)))
+        d = self.train_domains[j]
+        if r[j] < c.lower[j]:
+            return f"gives {d!r} {r[j]:.6g}, below its minimum {c.lower[j]:.6g}"
+        return f"gives {d!r} {r[j]:.6g}, above its maximum {c.upper[j]:.6g}"
+
+    def _unknown_run(self, con, run: str) -> errors.LedgerError:
+        ids = [r for (r,) in con.execute("SELECT run FROM runs")]
+        close = difflib.get_close_matches(run, ids, n=1, cutoff=0.6)
+        return errors.LedgerError("no such run in the ledger", source=str(self.path), run=run,
+                                  hint=f"did you mean {close[0]!r}?" if close else
+                                  "see `bayesmix status` for the run ids")
+
+    @staticmethod
+    def _status_filter(status) -> set[str] | None:
+        if status is None:
+            return None
+        wanted = {status} if isinstance(status, str) else set(status)
+        bad = wanted - set(STATUSES)
+        if bad:
+            raise errors.LedgerError(f"unknown status {sorted(bad)[0]!r}",
+                                     hint=f"use one of {', '.join(STATUSES)}")
+        return wanted
+
+
+# ---------------------------------------------------------------------------------- proposals file
+def write_proposals(runs: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write proposed runs for the training jobs: CSV or JSON (list of objects) by extension.
+
+    ``runs`` is a frame from :meth:`Ledger.runs` (or any frame with run, round, strategy and
+    mix.<domain> columns). Written columns: run, round, strategy, [n_params, steps, tokens when
+    given], mix.<domain>... Shares are written at full precision. The file is replaced
+    atomically (temporary file, then ``os.replace``).
+    """
+    path = check_proposals_path(path)
+    kind = path.suffix.lower()
+    missing = [c for c in ("run", "round", "strategy") if c not in runs.columns]
+    mix_cols = [c for c in runs.columns if str(c).startswith(MIX_PREFIX)]
+    if missing or not mix_cols:
+        raise errors.FormatError(f"proposals lack column {(missing or ['mix.<domain>'])[0]!r}",
+                                 source=str(path))
+    extra = [c for c in ("n_params", "steps", "tokens")
+             if c in runs.columns and runs[c].notna().any()]
+    out = runs[["run", "round", "strategy", *extra, *mix_cols]].reset_index(drop=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            if kind == ".csv":
+                out.to_csv(fh, index=False)
+            else:
+                records = [{k: _json_value(v) for k, v in row.items()}
+                           for row in out.to_dict("records")]
+                json.dump(records, fh, indent=2)
+                fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def check_proposals_path(path: str | os.PathLike) -> Path:
+    """OptionError unless ``path`` ends in .csv or .json and its directory exists (check before
+    writing anything else, so bad output paths fail early)."""
+    path = Path(path)
+    kind = path.suffix.lower()
+    if kind not in (".csv", ".json"):
+        raise errors.OptionError(f"cannot write proposals as {kind or 'a file without suffix'}",
+                                 source=str(path), hint="name the file .csv or .json")
+    if not path.parent.is_dir():
+        raise errors.OptionError(f"directory {str(path.parent)!r} does not exist",
+                                 source=str(path))
+    return path
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of a file's bytes (identifies the posterior a proposal came from)."""
+    path = Path(path)
+    if not path.is_file():
+        raise errors.PosteriorFileError("posterior file not found", source=str(path))
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------- small helpers
+def _align_constraints(constraints: Constraints | None, train: list[str],
+                       source: str) -> Constraints:
+    if constraints is None:
+        return Constraints.unconstrained(train)
+    if set(constraints.domains) != set(train) or len(constraints.domains) != len(train):
+        raise errors.DomainNameError(
+            f"constraints are over domains {list(constraints.domains)}, not the training "
+            f"domains {train}", source=source)
+    idx = [constraints.domains.index(d) for d in train]
+    return Constraints(tuple(train), np.asarray(constraints.lower)[idx],
+                       np.asarray(constraints.upper)[idx])
+
+
+def _per_run(value, n: int, name: str) -> list[float | None]:
+    if value is None:
+        return [None] * n
+    vals = np.broadcast_to(np.asarray(value, float), (n,)) if np.ndim(value) == 0 else (
+        np.asarray(value, float))
+    if vals.shape != (n,) or not np.all(np.isfinite(vals) & (vals > 0)):
+        raise errors.LedgerError(f"{name} must be one positive number or {n} of them")
+    return [float(v) for v in vals]
+
+
+def _mix_json(r: np.ndarray) -> str:
+    return json.dumps([float(v) for v in r])
+
+
+def _fmt_mix(r: np.ndarray, domains: Sequence[str]) -> str:
+    return ", ".join(f"{d}={v:.4g}" for d, v in zip(domains, r))
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(float(a), float(b), rel_tol=VALUE_RTOL, abs_tol=0.0)
+
+
+def _none_if_nan(v):
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _json_value(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if math.isnan(v) else float(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
