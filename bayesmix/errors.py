@@ -114,3 +114,7 @@ class DesignError(InfeasibleError):
 
 class OptionError(BayesmixError):
     """A command-line option has a malformed value (e.g. not DOMAIN=NUMBER)."""
+
+
+class ObjectiveError(BayesmixError):
+    """An optimisation objective, its weights or its baseline mixture is invalid."""

@@ -1,0 +1,115 @@
+"""``bayesmix optimize POSTERIOR.nc``: choose the mixture for the big run and report on it.
+
+Prints the decision report (recommended mixture, predicted losses with intervals, the baseline's,
+the probability of beating it, the spread of the per-draw optima; a failed-diagnostics warning
+first). ``-o FILE.json|FILE.csv`` also writes it. Bad input: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bayesmix import errors
+from bayesmix.optimize import DEFAULT_PROB, OBJECTIVES
+
+_EPILOG = """examples:
+  bayesmix optimize post.nc --weights valid_weight.json --weights-subset
+  bayesmix optimize post.nc --target Github --objective quantile:0.9 -o report.json
+  bayesmix optimize post.nc --max-share code=0.3 --tokens-available books=2e9 \\
+      --max-epochs 4 --target-tokens 1e11 --objective beat-baseline --baseline web=0.6,code=0.4
+
+objectives: mean (posterior expected loss), quantile:Q (Q-quantile over draws), cvar:Q (mean of
+the worst 1-Q of draws), beat-baseline (maximise P(loss < baseline's loss))."""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "optimize", help="choose the mixture under uncertainty and constraints",
+        description=__doc__.split("\n\n")[0].removeprefix("``bayesmix optimize POSTERIOR.nc``: "),
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior saved by bayesmix fit")
+    agg = p.add_mutually_exclusive_group()
+    agg.add_argument("--weights", metavar="FILE.json",
+                     help="validation-domain weights {domain: weight} (default: equal weights)")
+    agg.add_argument("--target", metavar="DOMAIN", help="optimise one validation domain's loss")
+    p.add_argument("--weights-subset", action="store_true",
+                   help="ignore weighted domains the posterior lacks (renormalise the rest)")
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--baseline", metavar="D=SHARE,...",
+                      help="baseline mixture to compare with (default: uniform); unnamed "
+                           "domains get 0")
+    base.add_argument("--baseline-file", metavar="FILE.json",
+                      help="baseline from a JSON {domain: share} or an earlier report")
+    p.add_argument("--min-share", action="append", default=[], metavar="DOMAIN=SHARE",
+                   help="minimum share of a training domain (repeatable, or comma-separated)")
+    p.add_argument("--max-share", action="append", default=[], metavar="DOMAIN=SHARE",
+                   help="maximum share of a training domain")
+    p.add_argument("--fixed", action="append", default=[], metavar="DOMAIN=SHARE",
+                   help="fixed share of a training domain")
+    p.add_argument("--tokens-available", action="append", default=[], metavar="DOMAIN=TOKENS",
+                   help="unique tokens available in a domain (caps its share at "
+                        "TOKENS x max-epochs / target-tokens)")
+    p.add_argument("--max-epochs", type=float, default=1.0, metavar="E",
+                   help="passes allowed over a domain's data (default 1)")
+    p.add_argument("--target-tokens", type=float, metavar="T",
+                   help="training tokens of the target run (needed with --tokens-available)")
+    p.add_argument("--objective", default="mean", metavar="|".join(OBJECTIVES),
+                   help="mean (default), quantile:Q, cvar:Q or beat-baseline")
+    p.add_argument("--prob", type=float, default=DEFAULT_PROB,
+                   help=f"mass of the reported intervals (default {DEFAULT_PROB})")
+    p.add_argument("-o", "--out", metavar="FILE.json|FILE.csv", help="also write the report")
+    p.add_argument("--draws-optima", action="store_true",
+                   help="include every draw's optimal mixture in the -o file")
+    p.add_argument("--starts", type=int, default=8, help="optimiser starts (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random starts (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from bayesmix.cli.init import parse_pairs
+    from bayesmix.constraints import Constraints
+    from bayesmix.posterior import Posterior
+    from bayesmix.report import decide
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.suffix.lower() not in (".json", ".csv"):
+            raise errors.OptionError(f"-o {args.out!r}: cannot write a report as "
+                                     f"{out.suffix or 'a file without suffix'}",
+                                     hint="use a .json or .csv file name")
+        if not out.parent.is_dir():
+            raise errors.OptionError(f"-o {args.out!r}: directory {str(out.parent)!r} does "
+                                     "not exist")
+    elif args.draws_optima:
+        raise errors.OptionError("--draws-optima needs -o FILE.json|FILE.csv")
+    if args.weights_subset and not args.weights:
+        raise errors.OptionError("--weights-subset needs --weights FILE.json")
+    if args.starts < 1:
+        raise errors.OptionError(f"--starts must be >= 1, got {args.starts}")
+
+    if not args.quiet:
+        print(f"[optimize] loading {args.posterior}", file=sys.stderr, flush=True)
+    posterior = Posterior.load(args.posterior)
+    constraints = Constraints.build(
+        posterior.train_domains, min_share=parse_pairs(args.min_share, "--min-share"),
+        max_share=parse_pairs(args.max_share, "--max-share"),
+        fixed=parse_pairs(args.fixed, "--fixed"),
+        tokens_available=parse_pairs(args.tokens_available, "--tokens-available"),
+        max_epochs=args.max_epochs, target_tokens=args.target_tokens)
+    baseline = args.baseline_file
+    if args.baseline is not None:
+        baseline = parse_pairs([args.baseline], "--baseline")
+    report = decide(posterior, weights=args.weights, target=args.target,
+                    constraints=constraints, objective=args.objective, baseline=baseline,
+                    prob=args.prob, allow_subset=args.weights_subset, n_starts=args.starts,
+                    seed=args.seed, progress=not args.quiet)
+    report.source = args.posterior
+    print(report.to_text())
+    if out is not None:
+        report.save(out, include_draw_optima=args.draws_optima)
+        print(f"wrote {out}")
+    return 0

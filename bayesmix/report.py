@@ -1,0 +1,437 @@
+"""The decision report: which mixture to train the big run on, and how sure we are.
+
+:func:`decide` runs the whole decision on a fitted posterior (or on :class:`LawDraws`): resolve
+the validation-domain weights, the constraints and the baseline, choose the mixture
+(:func:`bayesmix.optimize.minimize_objective`), compute every draw's own optimum
+(:func:`bayesmix.optimize.draw_optima`), and compare recommendation and baseline draw by draw.
+The result is a :class:`DecisionReport` of tidy DataFrames, printable as a table
+(:meth:`DecisionReport.to_text`) and saved as JSON or CSV (:meth:`DecisionReport.save`).
+
+Loss intervals are equal-tailed with mass ``prob`` over posterior draws. "mean/median/lower/upper"
+describe the law's expected loss (uncertainty about the law); with a Posterior the report adds
+``pred_lower``/``pred_upper``, the posterior predictive interval of one run's measured loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayesmix import errors
+from bayesmix.constraints import Constraints
+from bayesmix.data import check_known_domains
+from bayesmix.optimize import (DEFAULT_PROB, LawDraws, Objective, aggregate_loss, as_law_draws,
+                               check_constraints, check_prob, draw_optima, minimize_objective,
+                               optima_dataarray, optimum_spread)
+
+#: Name of the aggregate row in loss tables (as in ``Prediction.intervals``).
+OVERALL = "overall"
+REPORT_FORMAT = "bayesmix-decision/1"
+
+
+# ------------------------------------------------------------------------------ inputs
+def resolve_weights(eval_domains: Sequence[str], weights=None, target: str | None = None, *,
+                    allow_subset: bool = False) -> tuple[np.ndarray, str]:
+    """Normalised weights (K,) over ``eval_domains`` and a one-line description.
+
+    ``weights``: ``{domain: weight}``, a JSON file of that, or an array (K,); names match up to
+    case and punctuation (:func:`bayesmix.mixtures.domain_weights`). ``target``: one validation
+    domain gets all the weight. Neither: equal weights.
+    """
+    from bayesmix.mixtures import domain_weights
+
+    eval_domains = list(eval_domains)
+    if weights is not None and target is not None:
+        raise errors.ObjectiveError("give either weights or a target domain, not both")
+    if target is not None:
+        check_known_domains([target], eval_domains, "validation")
+        w = np.zeros(len(eval_domains))
+        w[eval_domains.index(target)] = 1.0
+        return w, f"target domain {target}"
+    if weights is None:
+        return np.full(len(eval_domains), 1.0 / len(eval_domains)), \
+            f"equal weights over the {len(eval_domains)} validation domains"
+    if isinstance(weights, (str, Path, Mapping)):
+        w = domain_weights(weights, eval_domains, allow_subset=allow_subset)
+        where = f" from {weights}" if isinstance(weights, (str, Path)) else ""
+        return w, f"explicit weights{where}"
+    w = np.asarray(weights, float).reshape(-1)
+    if w.shape != (len(eval_domains),) or not np.all(np.isfinite(w)) or np.any(w < 0) \
+            or w.sum() <= 0:
+        raise errors.ObjectiveError(f"weights must be {len(eval_domains)} finite numbers >= 0, "
+                                    "not all zero", hint=f"order: {', '.join(eval_domains)}")
+    return w / w.sum(), "explicit weights"
+
+
+def resolve_baseline(train_domains: Sequence[str], baseline=None, *,
+                     source: str | None = None) -> tuple[np.ndarray, str]:
+    """The baseline mixture (M,) and a label. None: the uniform mixture.
+
+    ``baseline``: ``{domain: share}`` (unnamed domains get 0; shares must sum to 1 within the
+    run-table tolerance and are rescaled to exactly 1), an array (M,), or a JSON file holding
+    such a mapping or a bayesmix decision report (its recommended mixture).
+    """
+    from bayesmix.mixtures import as_mixtures
+
+    train_domains = list(train_domains)
+    if baseline is None:
+        return np.full(len(train_domains), 1.0 / len(train_domains)), "uniform"
+    label = "given"
+    if isinstance(baseline, (str, Path)):
+        source = str(baseline)
+        baseline, label = _read_baseline_file(Path(baseline)), f"from {baseline}"
+    if isinstance(baseline, Mapping):
+        check_known_domains(baseline, train_domains, "training", source=source)
+        full = {d: baseline.get(d, 0.0) for d in train_domains}
+        frame = as_mixtures({"baseline": full}, train_domains, source=source)
+    else:
+        frame = as_mixtures(np.asarray(baseline, float)[None, :], train_domains, source=source)
+    return frame.to_numpy()[0], label
+
+
+def _read_baseline_file(path: Path) -> Mapping:
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise errors.UnreadableFileError("file not found", source=str(path)) from None
+    except (OSError, ValueError) as err:
+        raise errors.UnreadableFileError(f"not JSON: {err}", source=str(path)) from None
+    if isinstance(obj, Mapping) and obj.get("format") == REPORT_FORMAT:
+        return {r["train_domain"]: r["share"] for r in obj["recommendation"]}
+    if not isinstance(obj, Mapping) or not obj:
+        raise errors.FormatError("a baseline file must hold a JSON object {domain: share} or a "
+                                 "bayesmix decision report", source=str(path))
+    return obj
+
+
+# ------------------------------------------------------------------------------ the report
+@dataclass
+class DecisionReport:
+    """Everything needed to decide, as tidy tables (shares are fractions, losses nats/token).
+
+    * ``recommendation``: train_domain, share, baseline, min_allowed, max_allowed.
+    * ``losses``: mixture (recommended/baseline), eval_domain (``overall`` = weighted
+      aggregate), weight, mean, median, lower, upper [, pred_lower, pred_upper].
+    * ``comparison``: eval_domain, improvement mean/lower/upper (baseline minus recommended:
+      positive means the recommendation is better), p_better (share of draws where it is).
+    * ``optimum_spread``: train_domain, mean, median, lower, upper of the per-draw optima.
+    * ``draw_optima``: DataArray (sample, train_domain), or None when not computed.
+    """
+
+    recommendation: pd.DataFrame
+    losses: pd.DataFrame
+    comparison: pd.DataFrame
+    optimum_spread: pd.DataFrame | None
+    draw_optima: xr.DataArray | None
+    p_beats_baseline: float
+    objective: str
+    objective_description: str
+    objective_value: float
+    weights_description: str
+    baseline_label: str
+    prob: float
+    n_samples: int
+    constraints: Constraints
+    diagnostics_warning: str | None = None
+    source: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mixture(self) -> pd.Series:
+        """The recommended shares, indexed by training domain."""
+        return self.recommendation.set_index("train_domain")["share"]
+
+    # ---------------------------------------------------------------------- text
+    def to_text(self, digits: int = 4) -> str:
+        """A readable report; a failed-diagnostics warning comes first and loud."""
+        pct = f"{self.prob:.0%}"
+        out = []
+        if self.diagnostics_warning:
+            bar = "!" * 78
+            out += [bar, f"WARNING: {self.diagnostics_warning}",
+                    "The intervals and the recommendation below may be wrong; refit (more "
+                    "draws, more tuning, or a better model) before relying on them.", bar, ""]
+        out.append(f"Decision report ({self.source or 'posterior'}, {self.n_samples} draws)")
+        out.append(f"objective: {self.objective_description} [{self.objective}] = "
+                   f"{self.objective_value:.{digits}f}")
+        out.append(f"aggregate: {self.weights_description}; baseline: {self.baseline_label}")
+        out.append("")
+
+        rec = self.recommendation.copy()
+        cols = {"train_domain": "train_domain", "share": "recommended", "baseline": "baseline",
+                "min_allowed": "min", "max_allowed": "max"}
+        table = rec[list(cols)].rename(columns=cols)
+        if self.optimum_spread is not None:
+            sp = self.optimum_spread.set_index("train_domain")
+            table[f"per-draw optimum median [{pct}]"] = [
+                f"{sp.at[d, 'median']:.3f} [{sp.at[d, 'lower']:.3f}, {sp.at[d, 'upper']:.3f}]"
+                for d in table["train_domain"]]
+        out.append("Mixture (shares of training tokens)")
+        out.append(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        out.append("")
+
+        out.append(f"Loss (nats/token): posterior mean [{pct} interval of the expected loss]")
+        loss = self.losses.set_index(["mixture", "eval_domain"])
+        cmp = self.comparison.set_index("eval_domain")
+        rows = []
+        for dom in cmp.index:
+            r, b = loss.loc[("recommended", dom)], loss.loc[("baseline", dom)]
+            c = cmp.loc[dom]
+            rows.append({
+                "eval_domain": dom, "weight": r["weight"],
+                "recommended": _fmt_interval(r, digits), "baseline": _fmt_interval(b, digits),
+                "improvement": f"{c['improvement_mean']:+.{digits}f} "
+                               f"[{c['improvement_lower']:+.{digits}f}, "
+                               f"{c['improvement_upper']:+.{digits}f}]",
+                "P(better)": f"{c['p_better']:.3f}"})
+        out.append(pd.DataFrame(rows).to_string(index=False,
+                                                float_format=lambda v: f"{v:.3f}"))
+        if "pred_lower" in self.losses:
+            o = loss.loc[("recommended", OVERALL)]
+            out.append(f"{pct} predictive interval of one run's measured overall loss with the "
+                       f"recommendation: [{o['pred_lower']:.{digits}f}, "
+                       f"{o['pred_upper']:.{digits}f}]")
+        out.append("")
+        out.append(f"P(recommended beats baseline on the overall loss) = "
+                   f"{self.p_beats_baseline:.3f}")
+        for note in self.notes:
+            out.append(f"note: {note}")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    # ---------------------------------------------------------------------- JSON / CSV
+    def to_dict(self, include_draw_optima: bool = False) -> dict:
+        """JSON-ready dict: tables as lists of records, NaN as null."""
+        out = {
+            "format": REPORT_FORMAT,
+            "diagnostics_warning": self.diagnostics_warning,
+            "source": self.source,
+            "objective": self.objective,
+            "objective_description": self.objective_description,
+            "objective_value": self.objective_value,
+            "weights": self.weights_description,
+            "baseline": self.baseline_label,
+            "p_beats_baseline": self.p_beats_baseline,
+            "prob": self.prob,
+            "n_samples": self.n_samples,
+            "constraints": self.constraints.to_dict(),
+            "notes": list(self.notes),
+            "recommendation": _records(self.recommendation),
+            "losses": _records(self.losses),
+            "comparison": _records(self.comparison),
+            "optimum_spread": (None if self.optimum_spread is None
+                               else _records(self.optimum_spread)),
+        }
+        if include_draw_optima and self.draw_optima is not None:
+            out["draw_optima"] = {
+                "train_domains": [str(d) for d in self.draw_optima["train_domain"].values],
+                "shares": self.draw_optima.transpose("sample", "train_domain").values.tolist()}
+        return out
+
+    def to_json(self, include_draw_optima: bool = False) -> str:
+        return json.dumps(self.to_dict(include_draw_optima), indent=2)
+
+    def to_frame(self, include_draw_optima: bool = False) -> pd.DataFrame:
+        """One long tidy table (the CSV layout): section, mixture, domain, statistic, value, text.
+
+        Numbers are in ``value``; rows of section ``meta`` carry text (objective, weights,
+        diagnostics warning, notes) in ``text``.
+        """
+        parts = []
+
+        def add(section, frame, domain_col, stats, mixture):
+            stats = [s for s in stats if s in frame]
+            long = frame.melt(id_vars=[domain_col] + (["mixture"] if mixture is None else []),
+                              value_vars=stats, var_name="statistic", value_name="value")
+            long = long.rename(columns={domain_col: "domain"})
+            if mixture is not None:
+                long["mixture"] = mixture
+            long["section"] = section
+            parts.append(long)
+
+        rec = self.recommendation
+        add("mixture", rec, "train_domain", ["share"], "recommended")
+        add("mixture", rec.rename(columns={"baseline": "share", "share": "_"}), "train_domain",
+            ["share"], "baseline")
+        add("mixture", rec, "train_domain", ["min_allowed", "max_allowed"], "constraint")
+        add("loss", self.losses, "eval_domain",
+            ["weight", "mean", "median", "lower", "upper", "pred_lower", "pred_upper"], None)
+        add("comparison", self.comparison, "eval_domain",
+            ["improvement_mean", "improvement_lower", "improvement_upper", "p_better"],
+            "recommended vs baseline")
+        if self.optimum_spread is not None:
+            add("optimum_spread", self.optimum_spread, "train_domain",
+                ["mean", "median", "lower", "upper"], "per-draw optimum")
+        if include_draw_optima and self.draw_optima is not None:
+            da = self.draw_optima
+            frame = da.to_dataframe().reset_index()
+            parts.append(pd.DataFrame({"section": "draw_optimum",
+                                       "mixture": "draw " + frame["sample"].astype(str),
+                                       "domain": frame["train_domain"], "statistic": "share",
+                                       "value": frame[da.name]}))
+        meta = [("objective_value", self.objective_value, self.objective),
+                ("p_beats_baseline", self.p_beats_baseline, self.baseline_label),
+                ("prob", self.prob, ""), ("n_samples", float(self.n_samples), ""),
+                ("objective", math.nan, self.objective_description),
+                ("weights", math.nan, self.weights_description)]
+        if self.diagnostics_warning:
+            meta.append(("diagnostics_warning", math.nan, self.diagnostics_warning))
+        meta += [("note", math.nan, n) for n in self.notes]
+        parts.append(pd.DataFrame({"section": "meta", "mixture": "", "domain": "",
+                                   "statistic": [m[0] for m in meta],
+                                   "value": [m[1] for m in meta],
+                                   "text": [m[2] for m in meta]}))
+        out = pd.concat(parts, ignore_index=True)
+        out["text"] = out["text"].fillna("") if "text" in out else ""
+        return out[["section", "mixture", "domain", "statistic", "value", "text"]]
+
+    def save(self, path: str | Path, include_draw_optima: bool = False) -> Path:
+        """Write ``.json`` or ``.csv`` (by suffix) atomically; returns the path."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            text = self.to_json(include_draw_optima)
+        elif suffix == ".csv":
+            text = self.to_frame(include_draw_optima).to_csv(index=False)
+        else:
+            raise errors.FormatError(f"cannot write a report as {suffix or 'no suffix'!r}",
+                                     source=str(path), hint="use a .json or .csv file name")
+        _atomic_write(path, text)
+        return path
+
+
+def _fmt_interval(row, digits):
+    return (f"{row['mean']:.{digits}f} [{row['lower']:.{digits}f}, "
+            f"{row['upper']:.{digits}f}]")
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    recs = frame.to_dict(orient="records")
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else
+                 (v.item() if hasattr(v, "item") else v)) for k, v in r.items()} for r in recs]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ------------------------------------------------------------------------------ deciding
+def decide(source, *, weights=None, target: str | None = None,
+           constraints: Constraints | None = None, objective: Objective | str = "mean",
+           baseline=None, prob: float = DEFAULT_PROB, allow_subset: bool = False,
+           per_draw: bool = True, n_starts: int = 8, seed: int = 0,
+           progress: bool = False) -> DecisionReport:
+    """Choose the mixture for ``source`` (a Posterior or LawDraws) and report on it.
+
+    ``weights``/``target``: how validation losses aggregate (see :func:`resolve_weights`);
+    ``constraints``: over the posterior's training domains (None = the plain simplex);
+    ``objective``: ``mean``, ``quantile:Q``, ``cvar:Q`` or ``beat-baseline``; ``baseline``: the
+    comparison mixture (default uniform, see :func:`resolve_baseline`); ``per_draw``: also
+    compute the optimum of every draw (the spread of the optimum).
+    """
+    def say(msg):
+        if progress:
+            print(f"[optimize] {msg}", file=sys.stderr, flush=True)
+
+    prob = check_prob(prob)
+    objective = Objective.parse(objective)
+    draws = as_law_draws(source)
+    posterior = None if isinstance(source, LawDraws) else source
+    constraints = check_constraints(constraints, draws.train_domains)
+    w, w_desc = resolve_weights(draws.eval_domains, weights, target, allow_subset=allow_subset)
+    base, base_label = resolve_baseline(draws.train_domains, baseline)
+    notes = []
+    zero = [d for d, v in zip(draws.eval_domains, w) if v == 0]
+    if zero and target is None:
+        notes.append(f"weight 0 (not in the weights) for: {', '.join(zero)}")
+    if not constraints.contains(base):
+        notes.append("the baseline mixture is outside the constraints")
+
+    optima_da, spread, starts = None, None, None
+    if per_draw:
+        say(f"per-draw optima of {draws.n_samples} draws")
+        t0 = time.perf_counter()
+        optima, ok = draw_optima(draws.params, constraints, w)
+        say(f"per-draw optima done in {time.perf_counter() - t0:.2f} s")
+        if not ok.all():
+            notes.append(f"{int((~ok).sum())} of {len(ok)} per-draw optima hit the iteration "
+                         "limit (kept, feasible, possibly slightly off)")
+        optima_da = optima_dataarray(optima, draws.train_domains)
+        spread = optimum_spread(optima_da, prob=prob)
+        starts = optima.mean(axis=0)[None, :]
+    say(f"optimising the {objective} objective")
+    best = minimize_objective(draws.params, constraints, w, objective,
+                              baseline=base if objective.needs_baseline else None,
+                              n_starts=n_starts, extra_starts=starts, seed=seed)
+    if not best.converged:
+        notes.append(f"the optimiser reported: {best.message} (best feasible start kept)")
+
+    recommendation = pd.DataFrame({
+        "train_domain": list(draws.train_domains), "share": best.mixture, "baseline": base,
+        "min_allowed": constraints.lower, "max_allowed": constraints.upper})
+    losses, comparison, p_beat = _compare(draws, w, best.mixture, base, prob, posterior, seed)
+    say("done")
+    return DecisionReport(
+        recommendation=recommendation, losses=losses, comparison=comparison,
+        optimum_spread=spread, draw_optima=optima_da, p_beats_baseline=p_beat,
+        objective=str(objective), objective_description=objective.describe(),
+        objective_value=best.value, weights_description=w_desc, baseline_label=base_label,
+        prob=prob, n_samples=draws.n_samples, constraints=constraints,
+        diagnostics_warning=draws.diagnostics_warning, source=draws.source, notes=notes)
+
+
+def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed):
+    """Loss intervals of both mixtures per domain and overall, and their paired comparison."""
+    from bayesmix.laws import m4
+
+    mixes = np.vstack([rec, base])
+    per_domain = m4.mean_loss(mixes, draws.params)  # (S, 2, K)
+    overall = aggregate_loss(draws.params, mixes, w)[..., None]  # (S, 2, 1)
+    values = np.concatenate([per_domain, overall], axis=-1)
+    domains = list(draws.eval_domains) + [OVERALL]
+    weights = list(w) + [1.0]
+    q = [(1 - prob) / 2, 0.5, (1 + prob) / 2]
+    rows = []
+    for j, name in enumerate(("recommended", "baseline")):
+        lo, med, hi = np.quantile(values[:, j], q, axis=0)
+        for i, dom in enumerate(domains):
+            rows.append({"mixture": name, "eval_domain": dom, "weight": weights[i],
+                         "mean": values[:, j, i].mean(), "median": med[i], "lower": lo[i],
+                         "upper": hi[i]})
+    losses = pd.DataFrame(rows)
+    if posterior is not None:
+        pred = posterior.predict(pd.DataFrame(mixes, columns=list(draws.train_domains),
+                                              index=["recommended", "baseline"]), seed=seed)
+        stack = pred.predictive.stack(sample=("chain", "draw")).transpose(
+            "sample", "mixture", "eval_domain").values
+        stack = np.concatenate([stack, (stack @ w)[..., None]], axis=-1)
+        lo, hi = np.nanquantile(stack, [q[0], q[2]], axis=0)  # (2, K+1)
+        losses["pred_lower"] = lo.reshape(-1)
+        losses["pred_upper"] = hi.reshape(-1)
+    diff = values[:, 1] - values[:, 0]  # baseline - recommended: > 0 means recommended better
+    lo, hi = np.quantile(diff, [q[0], q[2]], axis=0)
+    comparison = pd.DataFrame({"eval_domain": domains, "improvement_mean": diff.mean(axis=0),
+                               "improvement_lower": lo, "improvement_upper": hi,
+                               "p_better": (diff > 0).mean(axis=0)})
+    return losses, comparison, float(comparison["p_better"].iloc[-1])
