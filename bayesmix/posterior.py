@@ -80,10 +80,13 @@ class Prediction:
             agg = self.aggregate(weights, kind).expand_dims(eval_domain=["overall"], axis=-1)
             frames.append(_interval_table(agg, prob))
         out = pd.concat(frames, ignore_index=True)
+        # Input order of mixtures, then of domains; one order per column, because a mixture
+        # may be named like a domain (e.g. "web" for a web-heavy mixture).
+        order = {"mixture": {m: i for i, m in enumerate(self.mixtures.index)},
+                 "eval_domain": {d: i for i, d in enumerate([*da.eval_domain.values,
+                                                             "overall"])}}
         out = out.sort_values(["mixture", "eval_domain"], kind="stable",
-                              key=lambda s: s.map({m: i for i, m in enumerate(
-                                  list(self.mixtures.index) + list(da.eval_domain.values)
-                                  + ["overall"])}))
+                              key=lambda s: s.map(order[s.name]))
         return out.reset_index(drop=True)
 
 
