@@ -110,14 +110,14 @@ def structure_key(spec: ModelSpec, train_domains, eval_domains) -> str:
 def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -> pm.Model:
     """The PyMC model of ``spec`` (law M4, hierarchical across validation domains).
 
-    Free variables: m [eval], rho_logit_mu, rho_logit_sigma, rho_z [eval], t_mu [train],
-    t_sigma, t_z [eval, train] (zero-sum over train), diag_* (matched domains), log_sigma_*.
-    Deterministics: rho, t, c, k, sigma (all with named dims).
+    Free variables: m [eval], rho_logit_mu, rho_logit_sigma, rho_logit [eval], b_mu [train],
+    b_sigma, b_raw [eval, train], diag_mu (when domains match), log_sigma_mu, log_sigma_sigma,
+    log_sigma_z [eval]. Deterministics: rho, b, t, c, k, sigma (all with named dims).
     """
     law = get_law(spec.law)
     pr = spec.priors
-    if pr["t_mu"].dist != "ZeroSumNormal":
-        raise errors.SpecError("prior t_mu must be a ZeroSumNormal (rows of t sum to zero for "
+    if pr["b_mu"].dist != "ZeroSumNormal":
+        raise errors.SpecError("prior b_mu must be a ZeroSumNormal (rows of t sum to zero for "
                                "identifiability)", hint="keep dist = \"ZeroSumNormal\"")
     train_domains, eval_domains = list(train_domains), list(eval_domains)
     pairs = diagonal_pairs(spec, train_domains, eval_domains)
@@ -145,34 +145,34 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
             rho_logit = pm.Normal("rho_logit", rho_logit_mu, rho_logit_sigma, dims="eval_domain")
         else:
             rho_z = pm.Normal("rho_z", 0.0, 1.0, dims="eval_domain")
-            rho_logit = rho_logit_mu + rho_logit_sigma * rho_z
+            rho_logit = pm.Deterministic("rho_logit", rho_logit_mu + rho_logit_sigma * rho_z,
+                                         dims="eval_domain")
         rho = pm.Deterministic("rho", pm.math.sigmoid(rho_logit), dims="eval_domain")
 
-        t_mu = pr["t_mu"].create("t_mu", dims="train_domain")
-        t_sigma = pr["t_sigma"].create("t_sigma")
-        # Deviations sum to zero over training domains (identifiability) and over validation
-        # domains (so t_mu is exactly the mean row and does not trade off against them).
-        zs_axes = 2 if n_eval > 1 else 1
-        if centered:
-            t_dev = pm.ZeroSumNormal("t_dev", sigma=t_sigma, dims=("eval_domain", "train_domain"),
-                                     n_zerosum_axes=zs_axes)
-        else:
-            t_z = pm.ZeroSumNormal("t_z", sigma=1.0, dims=("eval_domain", "train_domain"),
-                                   n_zerosum_axes=zs_axes)
-            t_dev = t_sigma * t_z
-        t = t_mu[None, :] + t_dev
+        b_mu = pr["b_mu"].create("b_mu", dims="train_domain")
+        b_sigma = pr["b_sigma"].create("b_sigma")
+        # Slopes b (eval_domain x train_domain): b_ij ~ Normal(b_mu_j + diag_mu [i matches j],
+        # b_sigma). The diagonal effect shifts the prior mean of matching entries; it shares
+        # b_sigma with the rest (a separate diagonal scale, learned from a handful of entries,
+        # made a funnel: measured divergences at small values). Rows are centred to sum to zero
+        # (only differences within a row reach the likelihood), then t = b / rho: b is the
+        # relative slope of the loss at the uniform mixture, which the data pin even when the
+        # curvature (rho) is uncertain - sampling (rho, t) directly made a curved ridge.
+        loc = b_mu[None, :]
         if pairs:
             diag_mu = pr["diag_mu"].create("diag_mu")
-            diag_sigma = pr["diag_sigma"].create("diag_sigma")
-            # Always non-centred: a handful of diagonal entries inform diag_sigma weakly.
-            diag_z = pm.Normal("diag_z", 0.0, 1.0, dims="diag_domain")
-            diag = pm.Deterministic("diag", diag_mu + diag_sigma * diag_z, dims="diag_domain")
-            # Each diagonal effect adds d to t_ij and keeps the row's sum at zero.
-            basis = np.zeros((len(pairs), n_eval, n_train))
-            for q, (i, j) in enumerate(pairs):
-                basis[q, i, :] = -1.0 / n_train
-                basis[q, i, j] += 1.0
-            t = t + pt.tensordot(diag, basis, axes=1)
+            mask = np.zeros((n_eval, n_train))
+            for i, j in pairs:
+                mask[i, j] = 1.0
+            loc = loc + diag_mu * mask
+        if centered:
+            b_raw = pm.Normal("b_raw", loc, b_sigma, dims=("eval_domain", "train_domain"))
+        else:
+            b_z = pm.Normal("b_z", 0.0, 1.0, dims=("eval_domain", "train_domain"))
+            b_raw = loc + b_sigma * b_z
+        b = pm.Deterministic("b", b_raw - b_raw.mean(axis=1, keepdims=True),
+                             dims=("eval_domain", "train_domain"))
+        t = b / rho[:, None]
         t = pm.Deterministic("t", t, dims=("eval_domain", "train_domain"))
 
         ls_mu = pr["log_sigma_mu"].create("log_sigma_mu", data={"mu": log_sigma_loc})

@@ -22,8 +22,8 @@ _HIERARCHY_KEYS = {"diagonal", "parameterization"}
 FAMILIES = ("normal", "student_t")
 #: Priors each law needs (all must be given after ``extends`` is resolved).
 LAW_PRIORS = {
-    "m4": ("m", "rho_logit_mu", "rho_logit_sigma", "t_mu", "t_sigma", "diag_mu", "diag_sigma",
-           "log_sigma_mu", "log_sigma_sigma"),
+    "m4": ("m", "rho_logit_mu", "rho_logit_sigma", "b_mu", "b_sigma", "diag_mu", "log_sigma_mu",
+           "log_sigma_sigma"),
 }
 
 
