@@ -1,0 +1,143 @@
+"""``bayesmix fit RUNS... -o POSTERIOR.nc``: fit a mixing law to proxy runs with MCMC.
+
+Loads the run files (any format ``bayesmix validate`` reads), keeps one record per run (the last
+checkpoint, or ``--step``) of one model size (``--size`` when the files hold several), samples the
+model (``--model``: a shipped name or a TOML file) and saves the posterior as one NetCDF file,
+atomically. Prints the model, the runs used and the diagnostics table. A fit that fails the
+diagnostics gate is still saved (exit status 0) with the report stored in the file, and a loud
+warning goes to stderr. ``--list-models`` and ``--show-model NAME`` describe the specifications.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import numpy as np
+
+from bayesmix import errors
+from bayesmix.cli._output import check_output, loud_warning
+from bayesmix.loaders import FORMATS, load, parse_size, size_label
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "fit", help="fit a mixing law to run results (MCMC) and save the posterior",
+        description=__doc__.split("\n\n")[1],
+        epilog="examples:\n"
+               "  bayesmix fit runs.csv -o posterior.nc --seed 1\n"
+               "  bayesmix fit ../data/3Mix/410M.txt -o p.nc --model normal --draws 2000\n"
+               "  bayesmix fit ../data/5Mix -o p70m.nc --size 70M --step 30000\n"
+               "  bayesmix fit --list-models\n"
+               "  bayesmix fit --show-model default   # copy the file it names, edit, --model",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="*", metavar="RUNS", help="run files or directories")
+    p.add_argument("-o", "--output", metavar="POSTERIOR.nc", help="where to save the posterior")
+    p.add_argument("--model", default="default", metavar="NAME|FILE.toml",
+                   help="shipped model name or a specification file (default: default)")
+    p.add_argument("--format", choices=FORMATS, help="input format (detected when omitted)")
+    p.add_argument("--renormalize", action="store_true",
+                   help="rescale proportions to sum to 1 instead of rejecting them")
+    p.add_argument("--step", type=float, metavar="S",
+                   help="fit the checkpoint at this step (default: each run's last)")
+    p.add_argument("--size", metavar="N",
+                   help="model size to fit when the runs hold several (e.g. 70M, 1.4B, 7e7)")
+    p.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
+    p.add_argument("--tune", type=int, default=1000, help="tuning steps per chain (default 1000)")
+    p.add_argument("--chains", type=int, default=4, help="chains (default 4)")
+    p.add_argument("--seed", type=int, help="random seed (default: fresh randomness)")
+    p.add_argument("--sampler", choices=("nutpie", "pymc"), default="nutpie",
+                   help="NUTS implementation (default nutpie)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--list-models", action="store_true",
+                   help="list the shipped model specifications and exit")
+    p.add_argument("--show-model", metavar="NAME|FILE.toml",
+                   help="print a resolved model specification and exit")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from bayesmix.spec import available_models, load_spec, models_dir
+
+    if args.list_models:
+        for name in available_models():
+            print(f"{name:<14} {load_spec(name).description}")
+        return 0
+    if args.show_model:
+        print(load_spec(args.show_model))
+        if args.show_model in available_models():
+            print(f"file: {models_dir() / (args.show_model + '.toml')}")
+        return 0
+    if not args.runs:
+        raise errors.OptionError("no run files given", hint="bayesmix fit RUNS... -o FILE.nc")
+    if not args.output:
+        raise errors.OptionError("no output file given", hint="add -o POSTERIOR.nc")
+    out = check_output(args.output)
+    spec = load_spec(args.model)  # a bad specification fails before the data is read
+    table = load(args.runs, args.format, renormalize=args.renormalize)
+    n_loaded = table.n_runs
+    if args.size is not None:
+        table = select_size(table, parse_size_option(args.size))
+
+    from bayesmix.fit import fit
+
+    post = fit(table, spec, step=args.step, draws=args.draws, tune=args.tune,
+               chains=args.chains, seed=args.seed, sampler=args.sampler,
+               progress=not args.quiet, warn=False)
+    post.save(out)
+    print(summary(post, n_loaded, out))
+    loud_warning(post.diagnostics_warning,
+                 f"the posterior was saved to {out} with this report stored in it.")
+    return 0
+
+
+def parse_size_option(text: str) -> float:
+    """``--size``: ``70M``, ``1.4B``, ``350K`` or a plain number of parameters."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        if not re.fullmatch(r"\d+(\.\d+)?[KMBT]", text, flags=re.I):
+            raise errors.OptionError(f"--size {text!r} is not a model size",
+                                     hint="write e.g. 70M, 1.4B or 7e7") from None
+        value = parse_size(text)
+    if not value > 0:
+        raise errors.OptionError(f"--size must be positive, got {text!r}")
+    return value
+
+
+def select_size(table, size: float):
+    """The runs of ``table`` whose model size is ``size`` (relative tolerance 1e-6)."""
+    sizes = table.column("n_params")
+    if sizes is None:
+        raise errors.FormatError("--size given but the runs have no model size (n_params)",
+                                 source=table.source, hint="drop --size")
+    match = np.isclose(sizes.to_numpy(dtype=float), size, rtol=1e-6)
+    if not match.any():
+        known = ", ".join(size_label(v) for v in sorted(sizes.dropna().unique()))
+        raise errors.FormatError(f"no runs of size {size_label(size)}", source=table.source,
+                                 column="n_params", hint=f"sizes present: {known}")
+    runs = table.to_tidy()["run"][match]
+    return table.select(dict.fromkeys(runs))
+
+
+def summary(post, n_loaded: int, path) -> str:
+    """What was fitted and how the sampler did, in a few lines."""
+    data = post.fit_data()
+    losses = data.losses.to_numpy(dtype=float)
+    s = post.settings
+    lines = [f"model:       {post.spec.name} ({post.spec.description})",
+             f"runs used:   {data.n_runs} of {n_loaded} loaded, {len(post.train_domains)} "
+             f"training x {len(post.eval_domains)} validation domains, "
+             f"{int(np.isfinite(losses).sum())} losses ({int(np.isnan(losses).sum())} missing)"]
+    sizes = data.column("n_params")
+    if sizes is not None:
+        lines.append(f"model size:  {size_label(float(sizes.iloc[0]))}")
+    if s.get("step") is not None:
+        lines.append(f"step:        {s['step']:g}")
+    lines += [f"sampler:     {s['sampler']}, {s['chains']} chains x {s['draws']} draws after "
+              f"{s['tune']} tuning, seed {s['seed']}",
+              f"time:        compile {s['compile_s']:.1f} s, sampling {s['sample_s']:.1f} s",
+              "", post.diagnostics.table(), "", f"saved:       {path}"]
+    return "\n".join(lines)
