@@ -350,9 +350,11 @@ class _Criterion:
 class Optimum:
     """The chosen mixture and how it was found.
 
-    ``mixture`` (M,) is feasible; ``value`` is the objective there (loss units, or a probability
-    for beat-baseline); ``starts`` the objective reached from each start (for multi-start
-    diagnostics); ``temperature`` the surrogate bandwidth actually used (beat-baseline only).
+    ``mixture`` (M,) is feasible; ``value`` is the objective there (loss units, or the exact
+    probability for beat-baseline); ``starts`` the optimised criterion reached from each start
+    (for multi-start diagnostics; the smooth surrogate for beat-baseline); ``temperature`` the
+    surrogate bandwidth actually used (beat-baseline only); ``converged``/``message``: whether
+    SLSQP reported success from the start that won, and its message when it did not.
     """
 
     mixture: np.ndarray
@@ -436,7 +438,7 @@ def minimize_objective(draws: Mapping[str, np.ndarray], constraints: Constraints
                                                                  constraints, seed)
     crit = _Criterion(objective, const, a, t, baseline, temperature)
 
-    best, values, ok_all, messages = None, [], True, []
+    best, values = None, []
     for x0 in starts:
         x, ok, msg = _slsqp(crit, np.asarray(x0, float), constraints)
         x = ensure_feasible(x, constraints)
@@ -445,17 +447,14 @@ def minimize_objective(draws: Mapping[str, np.ndarray], constraints: Constraints
             x = np.asarray(x0, float)
         v = float(crit(x)[0])
         values.append(v)
-        ok_all &= ok
-        if not ok:
-            messages.append(msg)
         if best is None or v < best[0]:
-            best = (v, x)
-    x = ensure_feasible(best[1], constraints)
+            best = (v, x, ok, msg)
+    _, x, ok, msg = best
+    x = ensure_feasible(x, constraints)
     sign = -1.0 if objective.sense == "max" else 1.0
     return Optimum(mixture=x, value=crit.value(x), objective=objective,
                    train_domains=tuple(constraints.domains), starts=[sign * v for v in values],
-                   temperature=temperature, converged=ok_all,
-                   message="; ".join(sorted(set(messages))))
+                   temperature=temperature, converged=ok, message="" if ok else msg)
 
 
 def _beat_temperature(const, a, t, baseline, mean_opt, constraints, seed) -> float:

@@ -58,6 +58,8 @@ def test_optimize_writes_a_feasible_json_report(posterior_path, tmp_path, capsys
     optima = np.array(rep["draw_optima"]["shares"])
     assert optima.shape == (200, 3) and c.contains(optima, atol=1e-12).all()
     assert rep["objective"] == "quantile:0.9"
+    for row in rep["losses"]:  # a Posterior adds the predictive interval of one measured run
+        assert row["pred_lower"] < row["mean"] < row["pred_upper"]
     assert rep["diagnostics_warning"]  # 2 x 100 draws do not pass the gate: it must say so
     assert out.splitlines()[1].startswith("WARNING: ")
 
