@@ -9,6 +9,7 @@ observations: the likelihood runs over the observed (run, eval_domain) pairs onl
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +71,8 @@ def prepare_data(runs: RunTable) -> ModelData:
     losses = runs.losses.to_numpy(dtype=float)  # (run, eval_domain), NaN = missing
     run_idx, eval_idx = np.nonzero(~np.isnan(losses))
     y = losses[run_idx, eval_idx]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty domains are reported below
         mean = np.nanmean(losses, axis=0)
         spread = np.nanstd(losses, axis=0)
     empty = np.isnan(mean)

@@ -109,7 +109,12 @@ class Posterior:
             raise errors.PosteriorFileError("not a bayesmix posterior (missing format attribute)",
                                             hint="fit one with 'bayesmix fit'")
         self.tree = tree
-        self.spec = ModelSpec.from_json(attrs["bayesmix_model_spec"])
+        try:
+            self.spec = ModelSpec.from_json(attrs["bayesmix_model_spec"])
+        except errors.SpecError as err:
+            raise errors.PosteriorFileError(
+                f"its model specification does not fit this bayesmix ({err.problem})",
+                hint="it was written by another version of bayesmix: refit it") from None
         self.diagnostics = Diagnostics.from_json(attrs["bayesmix_diagnostics"])
         post = tree["posterior"]
         self.train_domains = tuple(str(v) for v in post["train_domain"].values)

@@ -58,7 +58,8 @@ def main() -> None:
         data = prepare_data(runs)
         start = time.perf_counter()
         with build_naive_model(runs.train_domains, runs.eval_domains, data):
-            tree = pm.sample(draws=1000, tune=1000, chains=4, random_seed=1, nuts_sampler="pymc",
+            tree = pm.sample(draws=1000, tune=1000, chains=4, cores=2, random_seed=1,
+                             nuts_sampler="pymc",
                              progressbar=False, compute_convergence_checks=False)
         naive = time.perf_counter() - start
         stats = tree["sample_stats"]
