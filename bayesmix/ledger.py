@@ -69,6 +69,8 @@ VALUE_RTOL = 1e-9
 BUSY_TIMEOUT_S = 60.0
 IMPORTED = "imported"
 EXTERNAL = "external"
+#: Prefix of the meta keys holding the fit record of each round of proposals.
+_FIT_KEY = "fit:round"
 
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -291,13 +293,16 @@ class Ledger:
                       posterior: str | os.PathLike | None = None,
                       n_params: float | Sequence[float] | None = None,
                       steps: float | Sequence[float] | None = None,
-                      tokens: float | Sequence[float] | None = None) -> list[str]:
+                      tokens: float | Sequence[float] | None = None,
+                      fit: Mapping | None = None) -> list[str]:
         """Record proposed runs atomically and return their new ids (``r0001``, ...).
 
         ``mixtures`` is (n, M) in :attr:`train_domains` order, or a DataFrame with one column
         per training domain. Each must satisfy the ledger's constraints. ``posterior`` is the
         file the proposals came from (its path and SHA-256 are stored). ``n_params``, ``steps``,
         ``tokens`` (the planned model size and training amount) are one value or one per run.
+        ``fit`` (JSON-serialisable mapping, e.g. the posterior's path, hash and diagnostics
+        warning) is stored for this round in the same transaction; see :meth:`fit_records`.
         """
         mix = self._mixture_array(mixtures)
         n = len(mix)
@@ -314,6 +319,13 @@ class Ledger:
         extras = {name: _per_run(value, n, name)
                   for name, value in (("n_params", n_params), ("steps", steps),
                                       ("tokens", tokens))}
+        fit_json = None
+        if fit is not None:
+            try:
+                fit_json = json.dumps(dict(fit), sort_keys=True, allow_nan=False)
+            except (TypeError, ValueError) as err:
+                raise errors.LedgerError(f"fit record is not JSON-serialisable: {err}",
+                                         source=str(self.path)) from None
         post_path = post_hash = None
         if posterior is not None:
             post_path, post_hash = str(posterior), file_hash(posterior)
@@ -335,7 +347,17 @@ class Ledger:
                     (run, int(round), strategy, _mix_json(mix[i]), extras["n_params"][i],
                      extras["steps"][i], extras["tokens"][i], post_path, post_hash, now, now))
             con.execute("UPDATE meta SET value = ? WHERE key = 'next_run_number'", (str(number),))
+            if fit_json is not None:
+                con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                            (f"{_FIT_KEY}{int(round)}", fit_json))
         return ids
+
+    def fit_records(self) -> dict[int, dict]:
+        """The fit records stored with proposals (``add_proposals(fit=...)``), by round."""
+        with self._read() as con:
+            rows = con.execute("SELECT key, value FROM meta WHERE key LIKE ?",
+                               (_FIT_KEY + "%",)).fetchall()
+        return dict(sorted((int(k[len(_FIT_KEY):]), json.loads(v)) for k, v in rows))
 
     def set_status(self, run: str, status: str) -> None:
         """Change one run's status; LedgerError for an unknown run or a forbidden change.

@@ -7,7 +7,9 @@ The main job on built-in data, end to end (well under a minute on 2 cores):
 2. fit the default hierarchical model with MCMC (progress bar shown) and print its diagnostics;
 3. predict 90 % intervals of the loss of unseen mixtures, next to the true noise-free losses,
    and the overall loss with equal domain weights;
-4. save the posterior (out/demo_posterior.nc, readable by ArviZ) and two plots to out/.
+4. save the posterior (out/demo_posterior.nc, readable by ArviZ) and two plots to out/;
+5. a few rounds of active learning through the ``bayesmix`` command (init -> propose ->
+   simulated training -> ingest -> propose), in out/active_learning/.
 
 Run with `make demo`. Each step is a small function so the demo can grow (choosing the mixture,
 proposing the next runs) without being rewritten.
@@ -142,6 +144,68 @@ def main() -> None:
         print(f"  {path.relative_to(OUT.parent)}")
     print("open the posterior in ArviZ: xarray.open_datatree('out/demo_posterior.nc', "
           "engine='h5netcdf'), then arviz_stats.summary(tree, var_names=['m', 't'])")
+
+    active_learning_rounds(truth)
+
+
+def active_learning_rounds(truth: Truth, rounds: int = 3, batch: int = 6, seed: int = 5,
+                           out: Path = OUT / "active_learning") -> None:
+    """A few rounds of the experiment loop through the ``bayesmix`` command, in this process
+    (so every refit reuses the model compiled above): init -> propose -> train -> ingest ->
+    propose ... Training is simulated: the true law's loss plus noise (sd 0.02). Each round
+    prints the proposals and how good the current recommendation (posterior-mean optimum) is
+    under the true law."""
+    import os
+    import shutil
+
+    from bayesmix.acquire import Belief
+    from bayesmix.cli import main as bayesmix
+    from bayesmix.constraints import Constraints
+    from bayesmix.ledger import Ledger
+    from bayesmix.optimize import draw_optima, minimize_objective
+
+    def run(*argv):
+        code = bayesmix([str(a) for a in argv])  # same as the shell command
+        if code != 0:
+            raise SystemExit(f"bayesmix {argv[0]} failed with status {code}")
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    ledger = Path(os.path.relpath(out / "exp.db"))  # relative paths read better in the output
+    rng = np.random.default_rng(seed)
+    # the true best mixture under the constraints (equal weights on the validation domains)
+    cons = Constraints.build(DOMAINS, max_share={"web": 0.5}, min_share={"wiki": 0.05})
+    w = np.ones(len(DOMAINS))
+    best = draw_optima({k: truth[k][None] for k in ("m", "rho", "t")}, cons, w)[0][0]
+    best_loss = truth.true_loss(best).mean()
+
+    print(f"\nactive learning: {rounds} rounds of {batch} runs, web <= 0.5, wiki >= 0.05 "
+          f"(true best mixture: overall loss {best_loss:.4f})")
+    run("init", "--ledger", ledger, "--domains", ",".join(DOMAINS), "--max-share", "web=0.5",
+        "--min-share", "wiki=0.05")
+    run("propose", "--ledger", ledger, "-n", 8, "--seed", seed, "--quiet")
+    for r in range(1, rounds + 1):
+        with Ledger.open(ledger) as led:
+            pending = led.runs("proposed")
+        mix = pending[[f"mix.{d}" for d in DOMAINS]].to_numpy()
+        loss = truth.true_loss(mix) + rng.normal(0.0, 0.02, (len(mix), len(DOMAINS)))
+        results = pending[["run", *[f"mix.{d}" for d in DOMAINS]]].copy()
+        for i, d in enumerate(truth["eval_domains"]):
+            results[f"loss.{d}"] = loss[:, i]
+        results.to_csv(ledger.parent / f"results-{r}.csv", index=False)
+        print(f"\n-- round {r}: {len(results)} simulated runs finished")
+        run("ingest", "--ledger", ledger, ledger.parent / f"results-{r}.csv")
+        strategy = "bald" if r == 1 else "thompson"
+        run("propose", "--ledger", ledger, "-n", batch, "--strategy", strategy, "--draws", 600,
+            "--tune", 600, "--chains", 2, "--seed", seed + r, "--quiet")
+        post = Posterior.load(out / f"exp.posterior-round{r}.nc")
+        belief = Belief.from_posterior(post)
+        rec = minimize_objective(belief.params, cons, belief.weights, "mean").mixture
+        regret = truth.true_loss(rec).mean() - best_loss
+        shares = ", ".join(f"{d} {v:.2f}" for d, v in zip(DOMAINS, rec))
+        print(f"recommendation after {post.fit_data().n_runs} runs: {shares}; true overall "
+              f"loss {truth.true_loss(rec).mean():.4f} (regret {regret:.4f} nats)")
+    print(f"ledger, posteriors and proposals: {out.relative_to(OUT.parent)}/")
 
 
 if __name__ == "__main__":

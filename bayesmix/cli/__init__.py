@@ -15,7 +15,8 @@ from bayesmix import __version__
 from bayesmix.errors import BayesmixError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ["validate", "init", "ingest", "status", "optimize", "fit", "predict", "diagnose"]
+COMMANDS = ["validate", "init", "ingest", "status", "optimize", "fit", "predict", "diagnose",
+            "propose"]
 
 
 def build_parser() -> argparse.ArgumentParser:
