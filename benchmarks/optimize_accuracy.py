@@ -31,7 +31,8 @@ import numpy as np
 
 from bayesmix.constraints import Constraints
 from bayesmix.fit import fit
-from bayesmix.optimize import centre, draw_optima, minimize_objective, solve_exp_sum
+from bayesmix.optimize import (centre, draw_optima, exp_terms, minimize_objective,
+                               solve_exp_sum)
 from bayesmix.report import decide
 from bayesmix.simulate import simulate
 
@@ -44,9 +45,7 @@ TIMING_DRAWS = 4000
 def true_optimum(truth, w, c: Constraints) -> tuple[np.ndarray, float]:
     """Exact optimum of the noise-free overall loss under ``c`` (one convex problem)."""
     params = {k: np.asarray(truth[k])[None] for k in ("m", "rho", "t")}
-    from bayesmix.optimize import exp_terms
-
-    const, a, t = exp_terms(params, w)
+    _, a, t = exp_terms(params, w)
     x, ok = solve_exp_sum(a, t, c.lower, c.upper, x0=centre(c), tol=1e-12, max_iter=200)
     assert ok.all()
     return x[0], float(true_loss(truth, w, x[0]))
