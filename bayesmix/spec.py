@@ -24,6 +24,8 @@ FAMILIES = ("normal", "student_t")
 LAW_PRIORS = {
     "m4": ("m", "rho_logit_mu", "rho_logit_sigma", "b_mu", "b_sigma", "diag_mu", "log_sigma_mu",
            "log_sigma_sigma"),
+    "m4log": ("m", "rho_logit_mu", "rho_logit_sigma", "b_mu", "b_sigma", "diag_mu", "v_mu",
+              "v_sigma", "diag_v_mu", "log_sigma_mu", "log_sigma_sigma"),
 }
 
 

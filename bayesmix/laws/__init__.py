@@ -5,9 +5,9 @@ training domains), ``params`` maps names to arrays with matching leading dims, `
 or ``pytensor.tensor``. The same function builds the PyMC model and predicts over posterior draws.
 """
 
-from bayesmix.laws import m4
+from bayesmix.laws import m4, m4log
 
-LAWS = {"m4": m4}
+LAWS = {"m4": m4, "m4log": m4log}
 
 
 def get_law(name: str):
