@@ -8,7 +8,8 @@ The main job on built-in data, end to end (well under a minute on 2 cores):
 3. predict 90 % intervals of the loss of unseen mixtures, next to the true noise-free losses,
    and the overall loss with equal domain weights;
 4. save the posterior (out/demo_posterior.nc, readable by ArviZ) and two plots to out/;
-5. a few rounds of active learning through the ``bayesmix`` command (init -> propose ->
+5. choose the mixture for the big run under constraints (decision report);
+6. a few rounds of active learning through the ``bayesmix`` command (init -> propose ->
    simulated training -> ingest -> propose), in out/active_learning/.
 
 Run with `make demo`. Each step is a small function so the demo can grow (choosing the mixture,
@@ -145,7 +146,27 @@ def main() -> None:
     print("open the posterior in ArviZ: xarray.open_datatree('out/demo_posterior.nc', "
           "engine='h5netcdf'), then arviz_stats.summary(tree, var_names=['m', 't'])")
 
+    choose_mixture(post, truth)
     active_learning_rounds(truth)
+
+
+def choose_mixture(post: Posterior, truth: Truth) -> None:
+    """The decision: the mixture minimising posterior expected loss (equal weights) with at most
+    half web data and at least 5 % wiki, its intervals, P(beats uniform), spread of the optimum;
+    then its true loss against the true constrained optimum."""
+    from bayesmix.constraints import Constraints
+    from bayesmix.optimize import draw_optima
+    from bayesmix.report import decide
+
+    cons = Constraints.build(DOMAINS, max_share={"web": 0.5}, min_share={"wiki": 0.05})
+    report = decide(post, constraints=cons, objective="mean")
+    print("\nchoosing the mixture for the big run (web <= 0.5, wiki >= 0.05, equal weights)")
+    print(report.to_text())
+    rec = report.mixture[DOMAINS].to_numpy()
+    best = draw_optima({k: truth[k][None] for k in ("m", "rho", "t")}, cons,
+                       np.ones(len(DOMAINS)))[0][0]
+    print(f"true overall loss of the recommendation {truth.true_loss(rec).mean():.4f}; of the "
+          f"true constrained optimum {truth.true_loss(best).mean():.4f}")
 
 
 def active_learning_rounds(truth: Truth, rounds: int = 3, batch: int = 6, seed: int = 5,
@@ -196,8 +217,8 @@ def active_learning_rounds(truth: Truth, rounds: int = 3, batch: int = 6, seed: 
         print(f"\n-- round {r}: {len(results)} simulated runs finished")
         run("ingest", "--ledger", ledger, ledger.parent / f"results-{r}.csv")
         strategy = "bald" if r == 1 else "thompson"
-        run("propose", "--ledger", ledger, "-n", batch, "--strategy", strategy, "--draws", 600,
-            "--tune", 600, "--chains", 2, "--seed", seed + r, "--quiet")
+        run("propose", "--ledger", ledger, "-n", batch, "--strategy", strategy, "--draws", 1000,
+            "--tune", 1000, "--chains", 4, "--seed", seed + r, "--quiet")
         post = Posterior.load(out / f"exp.posterior-round{r}.nc")
         belief = Belief.from_posterior(post)
         rec = minimize_objective(belief.params, cons, belief.weights, "mean").mixture
