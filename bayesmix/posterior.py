@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix import __version__, errors
+from bayesmix import errors
 from bayesmix.data import RunTable
 from bayesmix.diagnostics import Diagnostics
 from bayesmix.laws import get_law

@@ -10,11 +10,11 @@ training jobs.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from bayesmix import design, errors
-from bayesmix.constraints import Constraints
+from bayesmix.cli._options import (add_constraint_arguments, constraints_from_args,
+                                   parse_pairs)
 from bayesmix.data import check_known_domains
 from bayesmix.ledger import Ledger, check_proposals_path, write_proposals
 from bayesmix.loaders import FORMATS, load
@@ -39,19 +39,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, help="format of --runs files (default: detect)")
     p.add_argument("--renormalize", action="store_true",
                    help="rescale --runs proportions that do not sum to 1")
-    p.add_argument("--min-share", action="append", default=[], metavar="DOMAIN=SHARE",
-                   help="minimum share of a training domain (repeatable, or comma-separated)")
-    p.add_argument("--max-share", action="append", default=[], metavar="DOMAIN=SHARE",
-                   help="maximum share of a training domain")
-    p.add_argument("--fixed", action="append", default=[], metavar="DOMAIN=SHARE",
-                   help="fixed share of a training domain")
-    p.add_argument("--tokens-available", action="append", default=[], metavar="DOMAIN=TOKENS",
-                   help="unique tokens available in a domain (caps its share with "
-                        "--max-epochs and --target-tokens)")
-    p.add_argument("--max-epochs", type=float, default=1.0, metavar="E",
-                   help="passes allowed over a domain's data (default 1)")
-    p.add_argument("--target-tokens", type=float, metavar="T",
-                   help="training tokens of the target run (needed with --tokens-available)")
+    add_constraint_arguments(p)
     p.add_argument("--target", action="append", default=[], metavar="EVAL_DOMAIN=WEIGHT",
                    help="weight of a validation domain in the objective (stored in settings)")
     p.add_argument("--initial-design", type=int, metavar="N",
@@ -68,30 +56,6 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="where to write the proposals (default: <ledger>-round0.csv)")
     p.set_defaults(func=run)
     return p
-
-
-def parse_pairs(values: list[str], option: str, convert=float) -> dict:
-    """``["a=0.1", "b=0.2,c=0.3"]`` -> ``{"a": 0.1, "b": 0.2, "c": 0.3}``; OptionError if
-    malformed or a name is given twice."""
-    out: dict = {}
-    for value in values:
-        for item in value.split(","):
-            name, sep, text = item.partition("=")
-            name, text = name.strip(), text.strip()
-            if not sep or not name or not text:
-                raise errors.OptionError(f"{option} {item!r} is not NAME=VALUE",
-                                         hint=f"e.g. {option} web=0.1")
-            try:
-                val = convert(text)
-            except ValueError:
-                raise errors.OptionError(f"{option} {item!r}: {text!r} is not a valid value",
-                                         hint=f"e.g. {option} web=0.1") from None
-            if isinstance(val, float) and not math.isfinite(val):
-                raise errors.OptionError(f"{option} {item!r}: value must be finite")
-            if name in out:
-                raise errors.OptionError(f"{option} gives {name!r} twice")
-            out[name] = val
-    return out
 
 
 def split_names(text: str, option: str) -> list[str]:
@@ -131,11 +95,7 @@ def run(args) -> int:
         evals = split_names(args.eval_domains, "--eval-domains") if args.eval_domains else train
 
     tokens = parse_pairs(args.tokens_available, "--tokens-available")
-    constraints = Constraints.build(
-        train, min_share=parse_pairs(args.min_share, "--min-share"),
-        max_share=parse_pairs(args.max_share, "--max-share"),
-        fixed=parse_pairs(args.fixed, "--fixed"), tokens_available=tokens,
-        max_epochs=args.max_epochs, target_tokens=args.target_tokens)
+    constraints = constraints_from_args(args, train)
     settings: dict = {}
     weights = parse_pairs(args.target, "--target")
     if weights:

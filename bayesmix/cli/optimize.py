@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from bayesmix import errors
+from bayesmix.cli._options import add_constraint_arguments, constraints_from_args, parse_pairs
 from bayesmix.optimize import DEFAULT_PROB, OBJECTIVES
 
 _EPILOG = """examples:
@@ -42,19 +43,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                            "domains get 0")
     base.add_argument("--baseline-file", metavar="FILE.json",
                       help="baseline from a JSON {domain: share} or an earlier report")
-    p.add_argument("--min-share", action="append", default=[], metavar="DOMAIN=SHARE",
-                   help="minimum share of a training domain (repeatable, or comma-separated)")
-    p.add_argument("--max-share", action="append", default=[], metavar="DOMAIN=SHARE",
-                   help="maximum share of a training domain")
-    p.add_argument("--fixed", action="append", default=[], metavar="DOMAIN=SHARE",
-                   help="fixed share of a training domain")
-    p.add_argument("--tokens-available", action="append", default=[], metavar="DOMAIN=TOKENS",
-                   help="unique tokens available in a domain (caps its share at "
-                        "TOKENS x max-epochs / target-tokens)")
-    p.add_argument("--max-epochs", type=float, default=1.0, metavar="E",
-                   help="passes allowed over a domain's data (default 1)")
-    p.add_argument("--target-tokens", type=float, metavar="T",
-                   help="training tokens of the target run (needed with --tokens-available)")
+    add_constraint_arguments(p)
     p.add_argument("--objective", default="mean", metavar="|".join(OBJECTIVES),
                    help="mean (default), quantile:Q, cvar:Q or beat-baseline")
     p.add_argument("--prob", type=float, default=DEFAULT_PROB,
@@ -70,8 +59,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from bayesmix.cli.init import parse_pairs
-    from bayesmix.constraints import Constraints
     from bayesmix.posterior import Posterior
     from bayesmix.report import decide
 
@@ -94,12 +81,7 @@ def run(args) -> int:
     if not args.quiet:
         print(f"[optimize] loading {args.posterior}", file=sys.stderr, flush=True)
     posterior = Posterior.load(args.posterior)
-    constraints = Constraints.build(
-        posterior.train_domains, min_share=parse_pairs(args.min_share, "--min-share"),
-        max_share=parse_pairs(args.max_share, "--max-share"),
-        fixed=parse_pairs(args.fixed, "--fixed"),
-        tokens_available=parse_pairs(args.tokens_available, "--tokens-available"),
-        max_epochs=args.max_epochs, target_tokens=args.target_tokens)
+    constraints = constraints_from_args(args, posterior.train_domains)
     baseline = args.baseline_file
     if args.baseline is not None:
         baseline = parse_pairs([args.baseline], "--baseline")

@@ -12,7 +12,7 @@ import json
 
 import pandas as pd
 
-from bayesmix.cli.init import parse_pairs
+from bayesmix.cli._options import parse_pairs
 from bayesmix.data import MIX_PREFIX
 from bayesmix.ledger import STATUSES, Ledger
 

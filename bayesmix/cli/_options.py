@@ -1,0 +1,62 @@
+"""Options shared by several subcommands (not a subcommand): NAME=VALUE pairs and constraints."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+
+from bayesmix import errors
+from bayesmix.constraints import Constraints
+
+
+def parse_pairs(values: list[str], option: str, convert=float) -> dict:
+    """``["a=0.1", "b=0.2,c=0.3"]`` -> ``{"a": 0.1, "b": 0.2, "c": 0.3}``; OptionError if
+    malformed or a name is given twice."""
+    out: dict = {}
+    for value in values:
+        for item in value.split(","):
+            name, sep, text = item.partition("=")
+            name, text = name.strip(), text.strip()
+            if not sep or not name or not text:
+                raise errors.OptionError(f"{option} {item!r} is not NAME=VALUE",
+                                         hint=f"e.g. {option} web=0.1")
+            try:
+                val = convert(text)
+            except ValueError:
+                raise errors.OptionError(f"{option} {item!r}: {text!r} is not a valid value",
+                                         hint=f"e.g. {option} web=0.1") from None
+            if isinstance(val, float) and not math.isfinite(val):
+                raise errors.OptionError(f"{option} {item!r}: value must be finite")
+            if name in out:
+                raise errors.OptionError(f"{option} gives {name!r} twice")
+            out[name] = val
+    return out
+
+
+def add_constraint_arguments(p: argparse.ArgumentParser) -> None:
+    """--min-share, --max-share, --fixed, --tokens-available, --max-epochs, --target-tokens."""
+    p.add_argument("--min-share", action="append", default=[], metavar="DOMAIN=SHARE",
+                   help="minimum share of a training domain (repeatable, or comma-separated)")
+    p.add_argument("--max-share", action="append", default=[], metavar="DOMAIN=SHARE",
+                   help="maximum share of a training domain")
+    p.add_argument("--fixed", action="append", default=[], metavar="DOMAIN=SHARE",
+                   help="fixed share of a training domain")
+    p.add_argument("--tokens-available", action="append", default=[], metavar="DOMAIN=TOKENS",
+                   help="unique tokens available in a domain (caps its share at "
+                        "TOKENS x max-epochs / target-tokens)")
+    p.add_argument("--max-epochs", type=float, default=1.0, metavar="E",
+                   help="passes allowed over a domain's data (default 1)")
+    p.add_argument("--target-tokens", type=float, metavar="T",
+                   help="training tokens of the target run (needed with --tokens-available)")
+
+
+def constraints_from_args(args, train_domains: Sequence[str]) -> Constraints:
+    """The Constraints given by :func:`add_constraint_arguments` options (InfeasibleError names
+    any conflict)."""
+    return Constraints.build(
+        train_domains, min_share=parse_pairs(args.min_share, "--min-share"),
+        max_share=parse_pairs(args.max_share, "--max-share"),
+        fixed=parse_pairs(args.fixed, "--fixed"),
+        tokens_available=parse_pairs(args.tokens_available, "--tokens-available"),
+        max_epochs=args.max_epochs, target_tokens=args.target_tokens)
