@@ -93,10 +93,16 @@ def _read_toml(path: Path) -> dict:
         raise SpecError(f"cannot read model specification: {err}", source=str(path)) from None
 
 
-def _merge(base: dict, over: dict) -> dict:
+def _merge(base: dict, over: dict, depth: int = 0) -> dict:
+    """``over`` on top of ``base``; tables merge, except that a prior (a table inside
+    ``priors``) is replaced whole: its parameters depend on its distribution."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        prior_table = depth == 1
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not prior_table:
+            out[k] = _merge(out[k], v, depth + 1 if (depth or k == "priors") else 0)
+        else:
+            out[k] = v
     return out
 
 

@@ -228,3 +228,14 @@ def test_fit_with_missing_losses_predicts_every_domain(simulated_fit):
     # 0.05 nats of the truth (noise sd is 0.02; the full-data posterior sd of m is ~0.005)
     truth = simulated_fit.truth.true_loss(np.full(4, 0.25))
     assert np.abs(pred.mean.mean(("chain", "draw")).values[0] - truth).max() < 0.05
+
+
+def test_extending_file_replaces_a_prior_whole(tmp_path):
+    # A prior's parameters depend on its distribution: a child that switches HalfNormal to
+    # Gamma must not inherit the parent's `sigma` (merging the two tables would be an error).
+    (tmp_path / "child.toml").write_text(
+        'name = "child"\nextends = "default"\n[priors]\n'
+        'b_sigma = { dist = "Gamma", alpha = 2.0, beta = 4.0 }\n')
+    spec = load_spec(tmp_path / "child.toml")
+    assert spec.priors["b_sigma"] == Prior("Gamma", {"alpha": 2.0, "beta": 4.0})
+    assert spec.priors["m"] == load_spec("default").priors["m"]
