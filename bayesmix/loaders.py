@@ -428,20 +428,16 @@ def _load_regmix_pair(mix_path: Path, loss_path: Path, renormalize, tolerance,
     # column names: domain names and where each came from
     col_of: dict[str, tuple[Path, str]] = {}
     rename_mix, rename_loss = {}, {}
-    for col in mix.columns[mix.columns != "index"]:
-        new = MIX_PREFIX + regmix_domain(col)
-        if new in col_of:
-            raise errors.DomainNameError(
-                f"two columns name training domain {new[len(MIX_PREFIX):]!r}",
-                source=str(mix_path), column=col, hint="each domain needs one column")
-        rename_mix[col], col_of[new] = new, (mix_path, col)
-    for col in loss.columns[loss.columns != "index"]:
-        new = LOSS_PREFIX + regmix_domain(col)
-        if new in col_of:
-            raise errors.DomainNameError(
-                f"two columns name validation domain {new[len(LOSS_PREFIX):]!r}",
-                source=str(loss_path), column=col, hint="each domain needs one column")
-        rename_loss[col], col_of[new] = new, (loss_path, col)
+    for frame, prefix, kind, path, rename in ((mix, MIX_PREFIX, "training", mix_path, rename_mix),
+                                              (loss, LOSS_PREFIX, "validation", loss_path,
+                                               rename_loss)):
+        for col in frame.columns[frame.columns != "index"]:
+            new = prefix + regmix_domain(col)
+            if new in col_of:
+                raise errors.DomainNameError(
+                    f"two columns name {kind} domain {new[len(prefix):]!r}",
+                    source=str(path), column=col, hint="each domain needs one column")
+            rename[col], col_of[new] = new, (path, col)
     train = [c[len(MIX_PREFIX):] for c in rename_mix.values()]
     evals = [c[len(LOSS_PREFIX):] for c in rename_loss.values()]
     _check_partner_names(train, evals, loss_path, rename_loss)
