@@ -83,8 +83,8 @@ def fit(runs: RunTable, model: str | ModelSpec = "default", *, step: float | Non
     spec = load_spec(model)
     if priors:
         spec = spec.with_priors(**priors)
-    table = select_for_fit(runs, step=step)
-    data = prepare_data(table)
+    table = select_for_fit(runs, step=step, law=spec.law)
+    data = prepare_data(table, spec.law)
     start = time.perf_counter()
     pm_model, compiled = _model_for(spec, table, data, sampler)
     compile_s = time.perf_counter() - start

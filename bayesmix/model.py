@@ -18,7 +18,7 @@ import pytensor.tensor as pt
 
 from bayesmix import errors
 from bayesmix.data import RunTable, _normalise_name
-from bayesmix.laws import get_law
+from bayesmix.laws import BuildContext, get_law
 from bayesmix.spec import ModelSpec
 
 
@@ -27,8 +27,9 @@ class ModelData:
     """Arrays fed to the model's ``pm.Data`` containers (shapes in brackets).
 
     r [run, train_domain] proportions; y [obs] observed losses; run_idx, eval_idx [obs] positions;
-    m_mu, m_sigma [eval_domain] data-scaled prior of the loss at the uniform mixture;
-    log_sigma_loc [] data-scaled centre of the log noise scale.
+    loss_mean, loss_scale [eval_domain] mean observed loss and 2 x its spread (for priors scaled
+    to the data); log_sigma_loc [] data-scaled centre of the log noise scale; n_params, tokens
+    [run] model size and training tokens, present when the law takes them as inputs.
     """
 
     runs: tuple[str, ...]
@@ -36,25 +37,32 @@ class ModelData:
     y: np.ndarray
     run_idx: np.ndarray
     eval_idx: np.ndarray
-    m_mu: np.ndarray
-    m_sigma: np.ndarray
+    loss_mean: np.ndarray
+    loss_scale: np.ndarray
     log_sigma_loc: float
+    n_params: np.ndarray | None = None
+    tokens: np.ndarray | None = None
 
     def as_dict(self) -> dict:
-        return {"r": self.r, "y": self.y, "run_idx": self.run_idx, "eval_idx": self.eval_idx,
-                "m_mu": self.m_mu, "m_sigma": self.m_sigma,
-                "log_sigma_loc": np.asarray(self.log_sigma_loc)}
+        out = {"r": self.r, "y": self.y, "run_idx": self.run_idx, "eval_idx": self.eval_idx,
+               "loss_mean": self.loss_mean, "loss_scale": self.loss_scale,
+               "log_sigma_loc": np.asarray(self.log_sigma_loc)}
+        for key in ("n_params", "tokens"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
-def select_for_fit(runs: RunTable, *, step: float | None = None) -> RunTable:
+def select_for_fit(runs: RunTable, *, step: float | None = None, law=None) -> RunTable:
     """The records the mixing law is fitted to: one per run (last checkpoint, or ``step``).
 
-    The mixing law has no size or step term, so runs of several model sizes cannot be pooled:
-    select one size first.
+    A law without a model-size input cannot pool runs of several model sizes: select one size
+    first. A law that takes ``n_params`` (see :attr:`bayesmix.laws.Law.inputs`) may.
     """
     table = runs.at_step(step) if step is not None else runs.final()
     sizes = table.column("n_params")
-    if sizes is not None and sizes.nunique() > 1:
+    takes_size = law is not None and "n_params" in get_law(law).inputs
+    if sizes is not None and sizes.nunique() > 1 and not takes_size:
         values = ", ".join(f"{v:g}" for v in sorted(sizes.unique()))
         raise errors.FormatError(
             f"runs of several model sizes ({values}) cannot share one mixing law",
@@ -63,8 +71,12 @@ def select_for_fit(runs: RunTable, *, step: float | None = None) -> RunTable:
     return table
 
 
-def prepare_data(runs: RunTable) -> ModelData:
-    """Flatten a run table (one record per run) into the arrays of :class:`ModelData`."""
+def prepare_data(runs: RunTable, law=None) -> ModelData:
+    """Flatten a run table (one record per run) into the arrays of :class:`ModelData`.
+
+    ``law`` (a name or Law): its extra inputs (``n_params``, ``tokens``) are taken from the table
+    and must be present for every run.
+    """
     if runs.has_steps and len(runs) != runs.n_runs:
         runs = runs.final()
     mix = runs.mixtures
@@ -83,10 +95,21 @@ def prepare_data(runs: RunTable) -> ModelData:
                                    hint="drop the column or add runs that measure it")
     floor = 0.02 * mean
     spread = np.where(np.isfinite(spread) & (spread > floor), spread, floor)
+    extra = {}
+    for key in () if law is None else get_law(law).inputs:
+        if key == "r":
+            continue
+        col = runs.column(key)
+        values = None if col is None else col.to_numpy(dtype=float)
+        if values is None or not np.all(np.isfinite(values) & (values > 0)):
+            raise errors.FormatError(f"law {get_law(law).name!r} needs {key} for every run",
+                                     source=runs.source, column=key,
+                                     hint=f"add a positive '{key}' column to the runs")
+        extra[key] = values
     return ModelData(runs=tuple(mix.index), r=mix.to_numpy(dtype=float), y=y,
                      run_idx=run_idx.astype(np.int64), eval_idx=eval_idx.astype(np.int64),
-                     m_mu=mean, m_sigma=2.0 * spread,
-                     log_sigma_loc=float(np.log(0.25 * np.median(spread))))
+                     loss_mean=mean, loss_scale=2.0 * spread,
+                     log_sigma_loc=float(np.log(0.25 * np.median(spread))), **extra)
 
 
 def diagonal_pairs(spec: ModelSpec, train_domains, eval_domains) -> list[tuple[int, int]]:
@@ -110,99 +133,54 @@ def structure_key(spec: ModelSpec, train_domains, eval_domains) -> str:
 
 
 def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -> pm.Model:
-    """The PyMC model of ``spec`` (law M4, hierarchical across validation domains).
+    """The PyMC model of ``spec``: the law's parameter block, the noise model, the likelihood.
 
-    Free variables: m [eval], rho_logit_mu, rho_logit_sigma, rho_logit [eval], b_mu [train],
-    b_sigma, b_raw [eval, train], diag_mu (when domains match), log_sigma_mu, log_sigma_sigma,
-    log_sigma_z [eval]. Deterministics: rho, b, t, c, k, sigma (all with named dims).
+    The law (:meth:`bayesmix.laws.Law.build`) creates its parameters with named dims; the noise
+    scales sigma [eval_domain] are pooled on the log scale; the likelihood (Normal or
+    Student-t) runs over the observed (run, eval_domain) pairs.
     """
     law = get_law(spec.law)
-    pr = spec.priors
-    if pr["b_mu"].dist != "ZeroSumNormal":
-        raise errors.SpecError("prior b_mu must be a ZeroSumNormal (rows of t sum to zero for "
-                               "identifiability)", hint="keep dist = \"ZeroSumNormal\"")
     train_domains, eval_domains = list(train_domains), list(eval_domains)
     pairs = diagonal_pairs(spec, train_domains, eval_domains)
-    n_eval, n_train = len(eval_domains), len(train_domains)
-    centered = spec.hierarchy.get("parameterization", "centered") == "centered"
     coords = {"train_domain": train_domains, "eval_domain": eval_domains,
               "run": list(data.runs), "obs": np.arange(len(data.y))}
+    mask = None
     if pairs:
-        coords["diag_domain"] = [eval_domains[i] for i, _ in pairs]
+        mask = np.zeros((len(eval_domains), len(train_domains)))
+        for i, j in pairs:
+            mask[i, j] = 1.0
 
     with pm.Model(coords=coords) as model:
-        r = pm.Data("r", data.r, dims=("run", "train_domain"))
+        inputs = {"r": pm.Data("r", data.r, dims=("run", "train_domain"))}
+        for key in law.inputs:
+            if key != "r":
+                inputs[key] = pm.Data(key, getattr(data, key), dims="run")
         y = pm.Data("y", data.y, dims="obs")
         run_idx = pm.Data("run_idx", data.run_idx, dims="obs")
         eval_idx = pm.Data("eval_idx", data.eval_idx, dims="obs")
-        m_mu = pm.Data("m_mu", data.m_mu, dims="eval_domain")
-        m_sigma = pm.Data("m_sigma", data.m_sigma, dims="eval_domain")
+        ctx = BuildContext(
+            priors=spec.priors, hierarchy=spec.hierarchy, train_domains=tuple(train_domains),
+            eval_domains=tuple(eval_domains), diagonal=mask,
+            loss_mean=pm.Data("loss_mean", data.loss_mean, dims="eval_domain"),
+            loss_scale=pm.Data("loss_scale", data.loss_scale, dims="eval_domain"),
+            inputs=inputs)
         log_sigma_loc = pm.Data("log_sigma_loc", np.asarray(data.log_sigma_loc))
 
-        m = pr["m"].create("m", dims="eval_domain", data={"mu": m_mu, "sigma": m_sigma})
+        params = law.build(ctx)
+        missing = [p for p in law.param_names if p not in params or p not in model.named_vars]
+        if missing:
+            raise errors.SpecError(f"law {law.name!r} did not create its parameter "
+                                   f"{missing[0]!r} as a model variable",
+                                   hint="name it with pm.Deterministic(name, ..., dims=...)")
 
-        rho_logit_mu = pr["rho_logit_mu"].create("rho_logit_mu")
-        rho_logit_sigma = pr["rho_logit_sigma"].create("rho_logit_sigma")
-        if centered:
-            rho_logit = pm.Normal("rho_logit", rho_logit_mu, rho_logit_sigma, dims="eval_domain")
-        else:
-            rho_z = pm.Normal("rho_z", 0.0, 1.0, dims="eval_domain")
-            rho_logit = pm.Deterministic("rho_logit", rho_logit_mu + rho_logit_sigma * rho_z,
-                                         dims="eval_domain")
-        rho = pm.Deterministic("rho", pm.math.sigmoid(rho_logit), dims="eval_domain")
-
-        b_mu = pr["b_mu"].create("b_mu", dims="train_domain")
-        b_sigma = pr["b_sigma"].create("b_sigma")
-        # Slopes b (eval_domain x train_domain): b_ij ~ Normal(b_mu_j + diag_mu [i matches j],
-        # b_sigma). The diagonal effect shifts the prior mean of matching entries; it shares
-        # b_sigma with the rest (a separate diagonal scale, learned from a handful of entries,
-        # made a funnel: measured divergences at small values). Rows are centred to sum to zero
-        # (only differences within a row reach the likelihood), then t = b / rho: b is the
-        # relative slope of the loss at the uniform mixture, which the data pin even when the
-        # curvature (rho) is uncertain - sampling (rho, t) directly made a curved ridge.
-        loc = b_mu[None, :]
-        if pairs:
-            diag_mu = pr["diag_mu"].create("diag_mu")
-            mask = np.zeros((n_eval, n_train))
-            for i, j in pairs:
-                mask[i, j] = 1.0
-            loc = loc + diag_mu * mask
-        if centered:
-            b_raw = pm.Normal("b_raw", loc, b_sigma, dims=("eval_domain", "train_domain"))
-        else:
-            b_z = pm.Normal("b_z", 0.0, 1.0, dims=("eval_domain", "train_domain"))
-            b_raw = loc + b_sigma * b_z
-        b = pm.Deterministic("b", b_raw - b_raw.mean(axis=1, keepdims=True),
-                             dims=("eval_domain", "train_domain"))
-        t = pm.Deterministic("t", b / rho[:, None], dims=("eval_domain", "train_domain"))
-        params = {"m": m, "rho": rho, "t": t}
-        if "u" in law.PARAMS:
-            # Log-share slopes v = rho u, pooled like b (no zero-sum: the centred log shares do
-            # not sum to a constant on the simplex, so nothing aliases with m).
-            v_mu = pr["v_mu"].create("v_mu", dims="train_domain")
-            v_sigma = pr["v_sigma"].create("v_sigma")
-            v_loc = v_mu[None, :]
-            if pairs:
-                v_loc = v_loc + pr["diag_v_mu"].create("diag_v_mu") * mask
-            # Non-centred: where shares never reach zero the data say little about v, v_sigma
-            # heads to 0 and a centred v funnels (measured: E-BFMI 0.2, R-hat 1.02 on M4 data).
-            v_z = pm.Normal("v_z", 0.0, 1.0, dims=("eval_domain", "train_domain"))
-            v = pm.Deterministic("v", v_loc + v_sigma * v_z, dims=("eval_domain", "train_domain"))
-            params["u"] = pm.Deterministic("u", v / rho[:, None],
-                                           dims=("eval_domain", "train_domain"))
-
-        ls_mu = pr["log_sigma_mu"].create("log_sigma_mu", data={"mu": log_sigma_loc})
-        ls_sigma = pr["log_sigma_sigma"].create("log_sigma_sigma")
+        ls_mu = ctx.prior("log_sigma_mu", mu=log_sigma_loc)
+        ls_sigma = ctx.prior("log_sigma_sigma")
         # Always non-centred: noise scales of similar domains pull log_sigma_sigma towards 0,
         # where a centred prior forms a funnel (measured: divergences concentrate there).
         ls_z = pm.Normal("log_sigma_z", 0.0, 1.0, dims="eval_domain")
-        log_sigma = ls_mu + ls_sigma * ls_z
-        sigma = pm.Deterministic("sigma", pt.exp(log_sigma), dims="eval_domain")
+        sigma = pm.Deterministic("sigma", pt.exp(ls_mu + ls_sigma * ls_z), dims="eval_domain")
 
-        pm.Deterministic("c", m * (1.0 - rho), dims="eval_domain")
-        pm.Deterministic("k", m * rho, dims="eval_domain")
-
-        mean = law.mean_loss(r, params, pt)  # (run, eval_domain)
+        mean = law.mean(inputs, params, pt)  # (run, eval_domain)
         mu = mean[run_idx, eval_idx]
         if spec.likelihood["family"] == "student_t":
             pm.StudentT("loss", nu=float(spec.likelihood["nu"]), mu=mu, sigma=sigma[eval_idx],
@@ -221,10 +199,10 @@ def build_naive_model(train_domains, eval_domains, data: ModelData) -> pm.Model:
     with pm.Model(coords=coords) as model:
         r = pm.Data("r", data.r)
         y = pm.Data("y", data.y)
-        c = pm.HalfNormal("c", sigma=2.0 * data.m_mu, dims="eval_domain")
-        k = pm.HalfNormal("k", sigma=data.m_mu, dims="eval_domain")
+        c = pm.HalfNormal("c", sigma=2.0 * data.loss_mean, dims="eval_domain")
+        k = pm.HalfNormal("k", sigma=data.loss_mean, dims="eval_domain")
         t = pm.Normal("t", 0.0, 2.0, dims=("eval_domain", "train_domain"))
-        sigma = pm.HalfNormal("sigma", sigma=data.m_sigma, dims="eval_domain")
+        sigma = pm.HalfNormal("sigma", sigma=data.loss_scale, dims="eval_domain")
         mean = c[None, :] + k[None, :] * pt.exp(r @ t.T)
         pm.Normal("loss", mu=mean[data.run_idx, data.eval_idx], sigma=sigma[data.eval_idx],
                   observed=y)

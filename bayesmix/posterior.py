@@ -166,13 +166,14 @@ class Posterior:
         return _decode_fit_data(self.tree["fit_data"].to_dataset())
 
     def law_params(self, flat: bool = True) -> dict[str, np.ndarray]:
-        """Law parameters as NumPy arrays: m, rho (S, K), t (S, K, M), sigma (S, K).
+        """The law's parameters (:attr:`Law.params`, e.g. M4's m, rho (S, K), t (S, K, M)) and
+        the noise scales sigma (S, K), as NumPy arrays.
 
         ``flat`` merges chain and draw into one leading sample axis S; otherwise (chain, draw).
         """
         post = self.tree["posterior"]
         out = {}
-        for name in (*self.law.PARAMS, "sigma"):
+        for name in (*self.law.param_names, "sigma"):
             da = post[name]
             order = ["chain", "draw"] + [d for d in ("eval_domain", "train_domain") if d in da.dims]
             arr = da.transpose(*order).values
@@ -185,16 +186,19 @@ class Posterior:
                 f"{len(self.eval_domains)} validation domains, {self.n_samples} draws, {status})")
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, mixtures, *, seed: int | None = 0) -> Prediction:
+    def predict(self, mixtures, *, n_params=None, tokens=None,
+                seed: int | None = 0) -> Prediction:
         """Posterior mean loss and posterior predictive loss of ``mixtures``.
 
-        ``mixtures``: anything :func:`bayesmix.mixtures.as_mixtures` takes. Returns DataArrays
-        with dims (chain, draw, mixture, eval_domain). The predictive adds the fitted noise
-        (Normal or Student-t, per validation domain), drawn with ``seed``.
+        ``mixtures``: anything :func:`bayesmix.mixtures.as_mixtures` takes. ``n_params`` and
+        ``tokens`` (a number, or one per mixture) are needed when the law takes them as inputs.
+        Returns DataArrays with dims (chain, draw, mixture, eval_domain). The predictive adds
+        the fitted noise (Normal or Student-t, per validation domain), drawn with ``seed``.
         """
         mix = as_mixtures(mixtures, self.train_domains)
         p = self.law_params(flat=False)
-        mean = self.law.mean_loss(mix.to_numpy(), p)  # (chain, draw, n, K)
+        mean = self.law.predict(mix.to_numpy(), p, n_params=n_params,
+                                tokens=tokens)  # (chain, draw, n, K)
         rng = np.random.default_rng(seed)
         lik = self.spec.likelihood
         if lik["family"] == "student_t":

@@ -1,6 +1,8 @@
 """Model specifications: declarative TOML files in ``models/``, loaded by name or path.
 
-A specification names the law, the likelihood, the hierarchy options and the priors. ``extends``
+A specification names the law (a registered :class:`bayesmix.laws.Law`), the likelihood, the
+hierarchy options and the priors. Priors default to the law's own (:attr:`Law.priors`) and the
+noise model's (:data:`NOISE_PRIORS`); a specification lists only those it changes. ``extends``
 inherits from another specification (tables merge, keys override). The resolved specification is
 stored as JSON with every saved posterior, so a posterior always knows the model it came from.
 """
@@ -20,13 +22,20 @@ _TOP_KEYS = {"name", "description", "law", "extends", "likelihood", "hierarchy",
 _LIKELIHOOD_KEYS = {"family", "nu"}
 _HIERARCHY_KEYS = {"diagonal", "parameterization"}
 FAMILIES = ("normal", "student_t")
-#: Priors each law needs (all must be given after ``extends`` is resolved).
-LAW_PRIORS = {
-    "m4": ("m", "rho_logit_mu", "rho_logit_sigma", "b_mu", "b_sigma", "diag_mu", "log_sigma_mu",
-           "log_sigma_sigma"),
-    "m4log": ("m", "rho_logit_mu", "rho_logit_sigma", "b_mu", "b_sigma", "diag_mu", "v_mu",
-              "v_sigma", "diag_v_mu", "log_sigma_mu", "log_sigma_sigma"),
+#: Priors of the noise model, shared by every law: sigma_i = exp(log_sigma_mu + log_sigma_sigma
+#: z_i), log_sigma_mu centred on log(0.25 x the typical spread of the losses) (data-scaled).
+NOISE_PRIORS = {
+    "log_sigma_mu": {"dist": "Normal", "mu": "data", "sigma": 1.5},
+    "log_sigma_sigma": {"dist": "HalfNormal", "sigma": 0.5},
 }
+
+
+def default_priors(law_name: str) -> dict[str, dict]:
+    """Every prior a specification with this law has unless it overrides them: the law's
+    own defaults, then the noise model's."""
+    from bayesmix.laws import get_law
+
+    return {**get_law(law_name).priors, **NOISE_PRIORS}
 
 
 def models_dir() -> Path:
@@ -71,6 +80,21 @@ class ModelSpec:
         for k, p in priors.items():
             d["priors"][k] = p.to_dict() if isinstance(p, Prior) else dict(p)
         return _resolve(d, source="with_priors")
+
+    def to_toml(self) -> str:
+        """The resolved specification as a complete TOML file (every prior written out)."""
+        def value(v):
+            return json.dumps(v) if isinstance(v, str) else repr(v)
+
+        lines = [f"name = {value(self.name)}", f"description = {value(self.description)}",
+                 f"law = {value(self.law)}", "", "[likelihood]"]
+        lines += [f"{k} = {value(v)}" for k, v in self.likelihood.items()]
+        lines += ["", "[hierarchy]"] + [f"{k} = {value(v)}" for k, v in self.hierarchy.items()]
+        lines += ["", "[priors]"]
+        for k, p in self.priors.items():
+            inner = ", ".join(f"{a} = {value(b)}" for a, b in p.to_dict().items())
+            lines.append(f"{k} = {{ {inner} }}")
+        return "\n".join(lines) + "\n"
 
     def __str__(self) -> str:
         lines = [f"model {self.name!r}: {self.description}",
@@ -143,10 +167,11 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
     if unknown:
         raise SpecError(f"unknown key {sorted(unknown)[0]!r}", source=source,
                         hint=f"allowed: {', '.join(sorted(_TOP_KEYS - {'extends'}))}")
-    law = raw.get("law", "m4")
-    if law not in LAW_PRIORS:
-        raise SpecError(f"unknown law {law!r}", source=source,
-                        hint=f"known: {', '.join(LAW_PRIORS)}")
+    law = str(raw.get("law", "m4"))
+    try:
+        needed = default_priors(law)
+    except SpecError as err:
+        raise SpecError(err.problem, source=source, hint=err.hint) from None
     lik = dict(raw.get("likelihood", {}))
     if set(lik) - _LIKELIHOOD_KEYS:
         raise SpecError(f"unknown likelihood key {sorted(set(lik) - _LIKELIHOOD_KEYS)[0]!r}",
@@ -172,19 +197,14 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
         raise SpecError(f"hierarchy diagonal must be auto, on or off, got {hier['diagonal']!r}",
                         source=source)
     raw_priors = raw.get("priors", {})
-    needed = LAW_PRIORS[law]
     extra = set(raw_priors) - set(needed)
     if extra:
         raise SpecError(f"unknown prior {sorted(extra)[0]!r} for law {law}", source=source,
                         hint=f"priors: {', '.join(needed)}")
-    missing = [k for k in needed if k not in raw_priors]
-    if missing:
-        raise SpecError(f"missing prior {missing[0]!r}", source=source,
-                        hint="copy models/default.toml and edit it, or use 'extends'")
     priors = {}
     for k in needed:
         try:
-            priors[k] = Prior.from_dict(raw_priors[k], name=k)
+            priors[k] = Prior.from_dict(raw_priors.get(k, needed[k]), name=k)
         except SpecError as err:
             raise SpecError(err.problem, source=source, hint=err.hint) from None
     return ModelSpec(name=str(raw.get("name", Path(source).stem)),

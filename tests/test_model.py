@@ -14,7 +14,8 @@ from bayesmix import errors
 from bayesmix.data import RunTable
 from bayesmix.model import build_model, diagonal_pairs, prepare_data, structure_key
 from bayesmix.priors import Prior
-from bayesmix.spec import LAW_PRIORS, ModelSpec, available_models, load_spec, models_dir
+from bayesmix.laws import get_law
+from bayesmix.spec import NOISE_PRIORS, ModelSpec, available_models, load_spec, models_dir
 
 
 # ------------------------------------------------------------------------------ specifications
@@ -24,8 +25,10 @@ def test_shipped_specifications_load_by_name():
     raw = tomllib.loads((models_dir() / "default.toml").read_text())
     assert spec.name == "default" and spec.law == raw["law"] == "m4"
     assert spec.likelihood["family"] == raw["likelihood"]["family"]
-    assert set(spec.priors) == set(LAW_PRIORS["m4"]) == set(raw["priors"])
-    for name, table in raw["priors"].items():  # every prior exactly as the file writes it
+    # priors the file does not give are the law's and the noise model's defaults
+    defaults = {**get_law("m4").priors, **NOISE_PRIORS}
+    assert set(spec.priors) == set(defaults)
+    for name, table in {**defaults, **raw.get("priors", {})}.items():
         assert spec.priors[name] == Prior.from_dict(table), name
     assert spec.priors["m"].uses_data()  # "data" = scaled to the data by the model builder
 
@@ -89,8 +92,8 @@ def test_user_priors_override_defaults_and_reach_the_model():
     ('extends = "default"\n[priors]\nm = { dist = "Normal", loc = 1 }\n', "no parameter 'loc'"),
     ('extends = "default"\n[priors]\ngamma = { dist = "Normal" }\n', "unknown prior 'gamma'"),
     ('extends = "default"\n[priors]\nm = 3.0\n', "needs a table with a 'dist' key"),
-    ('law = "m4"\n[priors]\nm = { dist = "Normal", mu = "data", sigma = "data" }\n',
-     "missing prior"),
+    ('law = "m4log"\n[priors]\nw_mu = { dist = "Normal", mu = 0, sigma = 1 }\n',
+     "unknown prior 'w_mu' for law m4log"),
     ('extends = "default"\n[hierarchy]\ndiagonal = "yes"\n', "diagonal must be auto, on or off"),
     ('law = "m7"\n', "unknown law 'm7'"),
 ])

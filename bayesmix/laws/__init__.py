@@ -1,20 +1,88 @@
-"""Law families. Each module writes its formula once, for any array namespace.
+"""Law families: the extension point of bayesmix (see :mod:`bayesmix.laws.base`).
 
-A law module defines ``mean_loss(r, params, xp)``: ``r`` has shape (..., n, M) (mixtures over M
-training domains), ``params`` maps names to arrays with matching leading dims, ``xp`` is ``numpy``
-or ``pytensor.tensor``. The same function builds the PyMC model and predicts over posterior draws.
+Every module in this package that defines a :class:`~bayesmix.laws.base.Law` subclass with a
+``name`` is imported and registered on first use, so a new law is one file here plus one TOML
+specification in ``models/``. Laws defined elsewhere are added with :func:`register` (or named in
+a specification as ``law = "package.module:ClassName"``).
 """
 
-from bayesmix.laws import m4, m4log
+from __future__ import annotations
 
-LAWS = {"m4": m4, "m4log": m4log}
+import importlib
+import pkgutil
+
+from bayesmix.laws.base import INPUTS, BuildContext, Law, Param
+
+__all__ = ["INPUTS", "BuildContext", "Law", "Param", "available_laws", "get_law", "register"]
+
+_REGISTRY: dict[str, Law] = {}
+_DISCOVERED = False
 
 
-def get_law(name: str):
-    """The law module called ``name`` (e.g. ``"m4"``)."""
+def register(law: Law | type[Law], *, replace: bool = False) -> Law:
+    """Add a law (an instance or a class) to the registry under its ``name``; returns it.
+
+    Usable as a class decorator. A different law under a taken name is refused unless
+    ``replace``.
+    """
     from bayesmix.errors import SpecError
 
-    try:
-        return LAWS[name]
-    except KeyError:
-        raise SpecError(f"unknown law {name!r}", hint=f"known laws: {', '.join(LAWS)}") from None
+    instance = law() if isinstance(law, type) else law
+    if not isinstance(instance, Law) or not instance.name:
+        raise SpecError(f"{law!r} is not a Law with a name")
+    if not instance.params or "r" not in instance.inputs:
+        raise SpecError(f"law {instance.name!r} must declare params and take the input 'r'")
+    old = _REGISTRY.get(instance.name)
+    if old is not None and type(old) is not type(instance) and not replace:
+        raise SpecError(f"a different law is already registered as {instance.name!r}",
+                        hint="choose another name or pass replace=True")
+    _REGISTRY[instance.name] = instance
+    return law
+
+
+def _discover() -> None:
+    """Import every module of this package and register the laws they define."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    for info in pkgutil.iter_modules(__path__):
+        if info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for obj in vars(module).values():
+            if (isinstance(obj, type) and issubclass(obj, Law) and obj is not Law
+                    and obj.__module__ == module.__name__ and obj.name
+                    and obj.name not in _REGISTRY):
+                _REGISTRY[obj.name] = obj()
+
+
+def available_laws() -> dict[str, Law]:
+    """Registered laws by name."""
+    _discover()
+    return dict(_REGISTRY)
+
+
+def get_law(name: str | Law) -> Law:
+    """The law called ``name`` (e.g. ``"m4"``), or ``"module:Class"`` imported on demand."""
+    from bayesmix.errors import SpecError
+
+    if isinstance(name, Law):
+        return name
+    _discover()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in str(name):
+        module_name, _, attr = str(name).partition(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise SpecError(f"cannot import law {name!r}: {err}") from None
+        instance = obj() if isinstance(obj, type) else obj
+        if not isinstance(instance, Law):
+            raise SpecError(f"{name!r} is not a bayesmix Law")
+        _REGISTRY[name] = instance
+        return instance
+    raise SpecError(f"unknown law {name!r}",
+                    hint=f"known laws: {', '.join(sorted(_REGISTRY))}; a law defined elsewhere "
+                         "is registered with bayesmix.laws.register or named 'module:Class'")
