@@ -1,10 +1,24 @@
 """The fitted posterior: predict unseen mixtures, summarise intervals, save and load.
 
 A ``Posterior`` wraps an ``xarray.DataTree`` with the groups ``posterior`` and ``sample_stats``
-(from the sampler), ``observed_data`` (losses, dims run x eval_domain) and ``fit_data`` (the run
-table it was fitted to); the root attrs hold the model specification, the diagnostics report and
-package versions as JSON strings. One NetCDF file holds all of it, so ``az.summary`` and
-arviz-plots read a saved posterior directly, and another process can reload and extend it.
+(from the sampler), ``observed_data`` (losses, dims run x eval_domain), ``log_likelihood`` (see
+below) and ``fit_data`` (the run table it was fitted to); the root attrs hold the model
+specification, the diagnostics report and package versions as JSON strings. One NetCDF file
+holds all of it, so ``az.summary``, arviz-plots and ``arviz_stats.loo``/``compare`` read a saved
+posterior directly, and another process can reload and extend it.
+
+The ``log_likelihood`` group (computed in NumPy from the law's mean, ``sigma`` and the
+likelihood family, so any law works without PyMC) has two variables:
+
+* ``loss`` (chain, draw, obs): log density of each observed (run, eval_domain) loss, in the
+  model's order of observations (coords ``obs_run``, ``obs_eval_domain`` name each one);
+* ``run_loss`` (chain, draw, run): the sum over a run's observed validation domains, i.e. the
+  joint log density of one run's losses. A new mixture is what a user predicts, so this is the
+  unit for model comparison (leave-one-run-out).
+
+With two variables ArviZ has no default: pass ``var_name``, e.g.
+``arviz_stats.loo(tree, var_name="run_loss")`` (``bayesmix compare`` uses ``run_loss`` unless
+told ``--var loss``). Files written before the group existed get it computed on load.
 """
 
 from __future__ import annotations
@@ -19,12 +33,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import stats
 
 from bayesmix import errors
 from bayesmix.data import RunTable
 from bayesmix.diagnostics import Diagnostics
 from bayesmix.laws import get_law
 from bayesmix.mixtures import as_mixtures, domain_weights
+from bayesmix.model import prepare_data
 from bayesmix.spec import ModelSpec
 
 FORMAT = "bayesmix-posterior/1"
@@ -120,6 +136,9 @@ class Posterior:
         self.train_domains = tuple(str(v) for v in post["train_domain"].values)
         self.eval_domains = tuple(str(v) for v in post["eval_domain"].values)
         self.law = get_law(self.spec.law)
+        if "log_likelihood" not in tree.children:
+            # Fresh from the sampler, or a file written before the group existed.
+            tree["log_likelihood"] = xr.DataTree(self.log_likelihood())
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -132,6 +151,8 @@ class Posterior:
         fit_data = runs.to_xarray()
         keep["observed_data"] = xr.Dataset({"loss": fit_data["loss"]})
         keep["fit_data"] = _encode_fit_data(runs)
+        # The log_likelihood group is added by __init__, from the stored fit_data, so a fresh
+        # posterior and a reloaded one compute it from exactly the same numbers.
         out = xr.DataTree.from_dict(keep)
         out.attrs.update({
             "bayesmix_format": FORMAT,
@@ -179,6 +200,64 @@ class Posterior:
             arr = da.transpose(*order).values
             out[name] = arr.reshape((-1,) + arr.shape[2:]) if flat else arr
         return out
+
+    def log_likelihood(self, runs: RunTable | None = None) -> xr.Dataset:
+        """Pointwise log-likelihood of observed losses under every posterior draw.
+
+        ``runs``: the table to score (default: the fit data, which is what the stored
+        ``log_likelihood`` group holds); any table with this posterior's domains works, e.g.
+        held-out runs. One record per run is scored (the last checkpoint, as in a fit).
+        Returns a Dataset with
+
+        * ``loss`` (chain, draw, obs): log p(y | draw) of each observed (run, eval_domain)
+          loss, in the model's order (row-major over run x eval_domain, missing pairs
+          skipped; coords ``obs_run`` and ``obs_eval_domain`` name each observation);
+        * ``run_loss`` (chain, draw, run): its sum over each run's observed domains.
+
+        Log densities of losses measured in nats per token (so in units of log(1 / (nats per
+        token))); the likelihood is the specification's Normal or Student-t with the fitted
+        per-domain noise scale ``sigma``.
+        """
+        table = self.fit_data() if runs is None else runs
+        if (tuple(table.train_domains) != self.train_domains
+                or tuple(table.eval_domains) != self.eval_domains):
+            raise errors.DomainNameError(
+                "runs to score have other domains than the posterior",
+                source=table.source, hint=f"training {list(self.train_domains)}, validation "
+                                          f"{list(self.eval_domains)}")
+        data = prepare_data(table, self.law)
+        p = self.law_params(flat=False)
+        mean = self.law.predict(data.r, p, n_params=data.n_params,
+                                tokens=data.tokens)  # (chain, draw, run, K)
+        mu = mean[:, :, data.run_idx, data.eval_idx]  # (chain, draw, obs)
+        sigma = p["sigma"][:, :, data.eval_idx]
+        lik = self.spec.likelihood
+        if lik["family"] == "student_t":
+            loglik = stats.t.logpdf(data.y, df=float(lik["nu"]), loc=mu, scale=sigma)
+        else:
+            loglik = stats.norm.logpdf(data.y, loc=mu, scale=sigma)
+        # Observations are sorted by run and every run has at least one (RunTable rejects a
+        # record without losses), so each run's block starts where run_idx changes.
+        starts = np.flatnonzero(np.r_[True, np.diff(data.run_idx) != 0])
+        assert len(starts) == len(data.runs), "every run must have an observed loss"
+        run_loglik = np.add.reduceat(loglik, starts, axis=-1)  # (chain, draw, run)
+        post = self.tree["posterior"]
+        sample = {"chain": post["chain"].values, "draw": post["draw"].values}
+        obs_coords = {"obs": np.arange(len(data.y)),
+                      "obs_run": ("obs", np.asarray(data.runs, dtype=str)[data.run_idx]),
+                      "obs_eval_domain": ("obs", np.asarray(self.eval_domains,
+                                                            dtype=str)[data.eval_idx])}
+        units = "log density of a loss in nats per token"
+        return xr.Dataset(
+            {"loss": xr.DataArray(loglik, {**sample, **obs_coords}, ("chain", "draw", "obs"),
+                                  attrs={"units": units,
+                                         "description": "per observed (run, eval_domain)"}),
+             "run_loss": xr.DataArray(run_loglik, {**sample, "run": list(data.runs)},
+                                      ("chain", "draw", "run"),
+                                      attrs={"units": units,
+                                             "description": "sum over a run's observed "
+                                                            "validation domains"})},
+            attrs={"likelihood": json.dumps(lik, sort_keys=True)})
 
     def __repr__(self) -> str:
         status = "passed" if self.diagnostics.ok else "FAILED diagnostics"

@@ -187,7 +187,8 @@ def test_arviz_reads_the_file_directly(post, saved_posterior, tmp_path):
     import arviz_plots
 
     tree = xr.open_datatree(saved_posterior, engine="h5netcdf")
-    assert {"posterior", "sample_stats", "observed_data", "fit_data"} <= set(tree.children)
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood",
+            "fit_data"} <= set(tree.children)
     summary = arviz_stats.summary(tree, var_names=["m", "t"], round_to="none")
     assert "m[Pile-CC]" in summary.index and "t[Github, ArXiv]" in summary.index
     assert summary.loc["m[Books3]", "mean"] == pytest.approx(
