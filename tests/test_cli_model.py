@@ -20,6 +20,7 @@ from bayesmix.cli import main
 from bayesmix.diagnostics import Diagnostics
 from bayesmix.posterior import Posterior
 from bayesmix.simulate import simulate
+from bayesmix.spec import load_spec
 
 
 def bayesmix(*args, timeout=600) -> subprocess.CompletedProcess:
@@ -105,15 +106,23 @@ def test_fit_in_process_selects_a_size_and_reuses_the_compiled_model(tmp_path, c
     assert "no runs of size 1B (sizes present: 70M, 160M)" in capsys.readouterr().err
 
 
-def test_list_and_show_models(capsys):
+def test_list_and_show_models(capsys, tmp_path):
     assert main(["fit", "--list-models"]) == 0
     out = capsys.readouterr().out
-    for name in ("default", "normal", "noncentered"):
+    for name in ("default", "normal", "noncentered", "logshare"):
         assert any(line.startswith(name + " ") for line in out.splitlines())
+    laws = out.split("laws (")[1]
+    for name in ("m4", "m4log"):
+        assert any(line.startswith(name + " ") for line in laws.splitlines())
     assert main(["fit", "--show-model", "normal"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("model 'normal'") and "family=normal" in out
-    assert "file: " in out and out.strip().endswith("normal.toml")
+    assert "file: " in out and "normal.toml" in out
+    # the TOML it prints is a complete specification: it loads back to the same model
+    toml_text = out[out.index('name = "normal"'):]
+    path = tmp_path / "copy.toml"
+    path.write_text(toml_text)
+    assert load_spec(path) == load_spec("normal")
 
 
 # ------------------------------------------------------------------------------ predict

@@ -61,13 +61,22 @@ def run(args) -> int:
     from bayesmix.spec import available_models, load_spec, models_dir
 
     if args.list_models:
+        from bayesmix.laws import available_laws
+
         for name in available_models():
-            print(f"{name:<14} {load_spec(name).description}")
+            spec = load_spec(name)
+            print(f"{name:<14} law {spec.law:<11} {spec.description}")
+        print("\nlaws (a specification's law = \"...\"):")
+        for name, law in sorted(available_laws().items()):
+            print(f"{name:<14} {law.description}")
         return 0
     if args.show_model:
-        print(load_spec(args.show_model))
+        spec = load_spec(args.show_model)
+        print(spec)
         if args.show_model in available_models():
             print(f"file: {models_dir() / (args.show_model + '.toml')}")
+        print("\n# every prior written out: save this, edit it, pass it with --model FILE.toml")
+        print(spec.to_toml(), end="")
         return 0
     if not args.runs:
         raise errors.OptionError("no run files given", hint="bayesmix fit RUNS... -o FILE.nc")

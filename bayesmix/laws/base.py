@@ -203,7 +203,13 @@ class Law:
         return f"<law {self.name!r}: {self.description}>"
 
     def __getstate__(self):
-        return {"name": self.name}
+        # the compiled gradient and its lock cannot be pickled; they are rebuilt on demand
+        return {k: v for k, v in self.__dict__.items() if k not in ("_compiled", "_lock")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._compiled = None
+        self._lock = threading.Lock()
 
 
 def _n_draws(law: Law, params: Mapping) -> int:
