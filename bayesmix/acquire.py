@@ -1,17 +1,20 @@
 """Active learning: which proxy runs to train next, chosen from posterior draws.
 
-Pipeline: a :class:`Belief` (posterior draws of the M4 law, its noise scales and the objective's
-validation-domain weights) -> :class:`Candidates` (a cloud of mixtures inside the feasible set,
-or a finite pool of runs one could train) -> a strategy's ``propose`` -> a :class:`Batch` of
-``q`` mixtures. No Gaussian process: every quantity is computed from the draws.
+Pipeline: a :class:`Belief` (posterior draws of the mixing law - any :class:`bayesmix.laws.Law`:
+losses come from its mean, optima from :mod:`bayesmix.optimize` - its noise scales and the
+objective's validation-domain weights) -> :class:`Candidates` (a cloud of mixtures inside the
+feasible set, or a finite pool of runs one could train) -> a strategy's ``propose`` -> a
+:class:`Batch` of ``q`` mixtures. No Gaussian process: every quantity is computed from the draws.
 
 Strategies (:func:`get_strategy`, names in :data:`STRATEGIES`):
 
 * ``thompson`` - posterior (Thompson) sampling: for a random posterior draw s, propose the
   candidate minimising that draw's objective ``f_s(r) = sum_i w_i L_si(r)``. In continuous mode
-  the candidates include every draw's exact optimum over the feasible set
-  (:func:`bayesmix.optimize.draw_optima`), so the proposal is the per-draw optimum itself unless
-  the diversity guard rules it out. Batches use a fresh draw per run (parallel Thompson sampling).
+  the candidates include every draw's optimum over the feasible set
+  (:func:`bayesmix.optimize.draw_optima`: exact for M4, batched projected gradients with
+  several starts per draw for other laws), so the proposal is the per-draw optimum itself
+  unless the diversity guard rules it out. Batches use a fresh draw per run (parallel Thompson
+  sampling).
 * ``optimum-info`` - information about where the optimum is. The per-draw optima are grouped by
   k-means into G groups (:data:`DEFAULT_GROUPS`); g(s) is draw s's group, p_g the share of draws
   in it. For a candidate x the observation is ``y = f(x) + noise``; its mutual information with
@@ -58,7 +61,7 @@ refine locally around their best candidates. Every proposal is checked with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,9 +70,9 @@ import pandas as pd
 from bayesmix import design, errors
 from bayesmix.constraints import Constraints
 from bayesmix.data import MIX_PREFIX
-from bayesmix.laws import m4
-from bayesmix.optimize import (LawDraws, aggregate_loss, check_constraints, draw_optima,
-                               ensure_feasible, feasible_points, minimize_objective, project)
+from bayesmix.laws import Law
+from bayesmix.optimize import (LawDraws, check_constraints, draw_optima, ensure_feasible,
+                               feasible_points, minimize_objective, project)
 
 #: Strategy names accepted by :func:`get_strategy` (and ``bayesmix propose --strategy``).
 STRATEGIES = ("thompson", "optimum-info", "bald", "random")
@@ -97,9 +100,13 @@ REFINE_RADII = (0.01, 0.03, 0.1)
 class Belief:
     """Posterior draws an acquisition works on.
 
-    ``params``: M4 draws m, rho (S, K), t (S, K, M); ``sigma`` (S, K) noise scales (nats);
-    ``weights`` (K,) the objective's validation-domain weights (normalised here);
-    ``noise_factor``: variance of the unit noise (1 for Normal, nu / (nu - 2) for Student-t).
+    ``params``: draws of the law's parameters with a leading sample axis S (M4: m, rho (S, K),
+    t (S, K, M)); ``sigma`` (S, K) noise scales (nats); ``weights`` (K,) the objective's
+    validation-domain weights (normalised here); ``noise_factor``: variance of the unit noise
+    (1 for Normal, nu / (nu - 2) for Student-t); ``law``: the mixing law (a
+    :class:`bayesmix.laws.Law` or its name; default M4); ``inputs``: fixed values of the law's
+    extra inputs (``n_params``, ``tokens``) when it takes them. ``draws`` is the validated
+    :class:`bayesmix.optimize.LawDraws` every computation goes through.
     """
 
     params: dict
@@ -110,17 +117,24 @@ class Belief:
     noise_factor: float = 1.0
     diagnostics_warning: str | None = None
     weights_description: str = ""
+    law: Law | str | None = None
+    inputs: Mapping = field(default_factory=dict)
+    draws: LawDraws = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         draws = LawDraws(self.params, self.train_domains, self.eval_domains,
-                         self.diagnostics_warning)
+                         self.diagnostics_warning, law=self.law, inputs=self.inputs)
+        object.__setattr__(self, "draws", draws)
+        object.__setattr__(self, "law", draws.law)
+        object.__setattr__(self, "inputs", draws.inputs)
         object.__setattr__(self, "params", draws.params)
         object.__setattr__(self, "train_domains", draws.train_domains)
         object.__setattr__(self, "eval_domains", draws.eval_domains)
         sigma = np.asarray(self.sigma, float)
-        if sigma.shape != draws.params["m"].shape or not np.all(np.isfinite(sigma)):
+        expected = (draws.n_samples, len(draws.eval_domains))
+        if sigma.shape != expected or not np.all(np.isfinite(sigma)):
             raise errors.FormatError(f"sigma draws have shape {sigma.shape}; expected "
-                                     f"{draws.params['m'].shape}, finite")
+                                     f"{expected} (draws x validation domains), finite")
         object.__setattr__(self, "sigma", sigma)
         w = np.asarray(self.weights, float).reshape(-1)
         if w.shape != (len(self.eval_domains),) or not np.all(np.isfinite(w)) \
@@ -130,13 +144,15 @@ class Belief:
 
     @classmethod
     def from_posterior(cls, posterior, *, weights=None, target: str | None = None,
-                       max_draws: int | None = DEFAULT_MAX_DRAWS) -> Belief:
-        """Draws of a fitted Posterior; ``weights``/``target`` as in
+                       max_draws: int | None = DEFAULT_MAX_DRAWS,
+                       inputs: Mapping | None = None) -> Belief:
+        """Draws of a fitted Posterior (any law); ``weights``/``target`` as in
         :func:`bayesmix.report.resolve_weights` (default: equal weights). ``max_draws`` thins
-        evenly over chains and draws (None keeps all)."""
+        evenly over chains and draws (None keeps all); ``inputs``: the law's extra inputs
+        (``n_params``, ``tokens``) when it takes them."""
         from bayesmix.report import resolve_weights
 
-        draws = LawDraws.from_posterior(posterior)
+        draws = LawDraws.from_posterior(posterior, inputs=inputs)
         w, desc = resolve_weights(draws.eval_domains, weights, target)
         sigma = posterior.law_params()["sigma"]
         lik = posterior.spec.likelihood
@@ -147,19 +163,19 @@ class Belief:
         keep = _thin(draws.n_samples, max_draws)
         return cls({k: v[keep] for k, v in draws.params.items()}, sigma[keep], w,
                    draws.train_domains, draws.eval_domains, factor,
-                   posterior.diagnostics_warning, desc)
+                   posterior.diagnostics_warning, desc, law=draws.law, inputs=draws.inputs)
 
     @property
     def n_samples(self) -> int:
-        return self.params["m"].shape[0]
+        return self.draws.n_samples
 
     def domain_loss(self, mixtures) -> np.ndarray:
-        """Mean loss per draw, mixture and validation domain: (S, n, K)."""
-        return m4.mean_loss(np.atleast_2d(np.asarray(mixtures, float)), self.params)
+        """Mean loss per draw, mixture and validation domain (S, n, K): the law's mean."""
+        return self.draws.mean_loss(mixtures)
 
     def loss(self, mixtures) -> np.ndarray:
         """The objective (weighted mean loss) per draw and mixture: (S, n)."""
-        return aggregate_loss(self.params, mixtures, self.weights)
+        return self.domain_loss(mixtures) @ self.weights
 
     def noise_var(self) -> np.ndarray:
         """Noise variance of one run's measured loss per validation domain (K,), nats^2."""
@@ -170,8 +186,9 @@ class Belief:
         return float(np.sum(self.weights ** 2 * self.noise_var()))
 
     def optima(self, constraints: Constraints) -> np.ndarray:
-        """Every draw's optimal mixture over the feasible set (S, M)."""
-        return draw_optima(self.params, constraints, self.weights)[0]
+        """Every draw's optimal mixture over the feasible set (S, M) (exact for M4, batched
+        projected gradients for other laws: :func:`bayesmix.optimize.draw_optima`)."""
+        return draw_optima(self.draws, constraints, self.weights)[0]
 
 
 def _thin(n: int, max_draws: int | None) -> np.ndarray:
@@ -276,7 +293,7 @@ class Candidates:
         if belief is not None:
             check_constraints(constraints, belief.train_domains)
             optima = belief.optima(constraints)
-            best = minimize_objective(belief.params, constraints, belief.weights, "mean",
+            best = minimize_objective(belief.draws, constraints, belief.weights, "mean",
                                       n_starts=2, extra_starts=optima.mean(axis=0)[None],
                                       seed=seed).mixture
             centres = np.vstack([best[None], optima])

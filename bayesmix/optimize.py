@@ -1,23 +1,27 @@
 """Choosing the mixture under uncertainty: constrained optimisation over posterior draws.
 
 For one posterior draw s and validation-domain weights w (normalised, shape (K,)) the aggregate
-loss of a mixture r is ``f_s(r) = sum_i w_i L_si(r)`` with the M4 law of
-:mod:`bayesmix.laws.m4`. Written with the paper's coefficients (``m4.to_ck``) it is a constant
-plus a sum of exponentials, ``f_s(r) = sum_i w_i c_si + sum_i w_i k_si exp(t_si . r)``; with
-``k > 0`` (always: ``k = m rho``, m > 0, rho in (0, 1)) it is convex in r. Everything here works
-on that form:
+loss of a mixture r is ``f_s(r) = sum_i w_i L_si(r)``, where ``L`` is the posterior's mixing law
+(any :class:`bayesmix.laws.Law`). Everything here needs only the law's interface:
+:meth:`Law.mean` for losses, :meth:`Law.value_grad` for ``f_s`` and its gradient in r at once
+for every draw, :meth:`Law.draw_optima` for an exact per-draw solver when the law has one (M4:
+a constant plus a sum of exponentials, solved by :func:`solve_exp_sum`), and ``Law.convex``
+to decide how many starts a search needs.
 
 * :func:`minimize_objective` - one mixture for a whole posterior: minimise the posterior mean of
-  f (convex), a posterior quantile or CVaR of f, or maximise the probability of beating a
-  baseline mixture; SLSQP with analytic gradients and multi-start from feasible points.
-* :func:`draw_optima` - the optimum of every draw at once (batched projected Newton on the
-  box-constrained simplex, pure NumPy): the posterior of the optimum's location.
+  f, a posterior quantile or CVaR of f, or maximise the probability of beating a baseline
+  mixture; SLSQP with the law's gradients and multi-start from feasible points. For a
+  non-convex law it uses more starts and reports how many reached the best value
+  (:attr:`Optimum.n_agree`), so a fragile optimum shows.
+* :func:`draw_optima` - the optimum of every draw at once: the posterior of the optimum's
+  location. The law's exact solver when it has one, else batched projected gradients over all
+  draws (:func:`solve_projected_gradient`, several starts per draw for a non-convex law).
 * :func:`project` - exact Euclidean projection onto ``{lower <= r <= upper, sum r = 1}``.
 
-Draws are a plain dict ``{"m": (S, K), "rho": (S, K), "t": (S, K, M)}`` (S = chain x draw), so
-the core is independent of how they were produced; :class:`LawDraws` adds domain names and the
-posterior's diagnostics warning. Every returned mixture is projected onto the feasible set and
-checked with :meth:`Constraints.contains`.
+Draws are a :class:`LawDraws` (the law, its parameter draws with a leading sample axis S, domain
+names, the posterior's diagnostics warning) or, for M4 and backwards compatibility, a plain dict
+``{"m": (S, K), "rho": (S, K), "t": (S, K, M)}`` (any law with ``law=``). Every returned mixture
+is projected onto the feasible set and checked with :meth:`Constraints.contains`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from scipy import special
 
 from bayesmix import errors
 from bayesmix.constraints import Constraints
+from bayesmix.laws import INPUTS, Law, get_law
 from bayesmix.laws import m4
 
 #: Objective kinds accepted by :meth:`Objective.parse`.
@@ -42,87 +47,228 @@ DEFAULT_PROB = 0.9
 #: Default fraction of the posterior sd of the improvement used as the logistic bandwidth of the
 #: beat-baseline surrogate (see :class:`Objective`).
 BEAT_BANDWIDTH = 0.25
+#: SLSQP starts of :func:`minimize_objective` for a convex law (the objective may still be
+#: non-convex: quantiles, beat-baseline) and for a non-convex law, where local optima are real.
+DEFAULT_STARTS = 8
+NONCONVEX_STARTS = 24
+#: Starts whose final objective is within ``AGREE_RTOL * max(1, |best|)`` of the best count as
+#: having reached it. SLSQP stops at ftol 1e-13 on a smooth objective, so starts that reach the
+#: same optimum agree to far better than 1e-6; distinct local optima differ by much more.
+AGREE_RTOL = 1e-6
+#: Starts per draw of the generic per-draw solver for a non-convex law (the centre of the
+#: feasible set plus random feasible points); a convex law needs one.
+NONCONVEX_DRAW_STARTS = 4
+#: Generic per-draw solver: stop when the projected-gradient residual ``max|x - P(x - g)|`` is
+#: below PG_TOL (zero exactly at a KKT point; with curvature of order 1 nat per unit share^2,
+#: as for losses of a few nats, the share error is of the same order), or after PG_MAX_ITER.
+PG_TOL = 1e-9
+PG_MAX_ITER = 2000
 
 
 # ---------------------------------------------------------------------------------------- draws
-def check_draws(draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Validate an M4 draws dict and return float64 copies: m, rho (S, K), t (S, K, M)."""
-    missing = [p for p in m4.PARAMS if p not in draws]
+def _law_label(law: Law) -> str:
+    return law.name.upper()
+
+
+def _expected_shape(param) -> str:
+    letters = {"eval_domain": "K", "train_domain": "M"}
+    return "(" + ", ".join(["S", *(letters[d] for d in param.dims)]) + ")"
+
+
+def check_draws(draws: Mapping[str, np.ndarray], law: Law | str | None = None
+                ) -> dict[str, np.ndarray]:
+    """Validate draws of ``law``'s parameters (default M4) and return float64 copies.
+
+    Every parameter of :attr:`Law.params` must be present with a leading sample axis S > 0 and
+    then its declared dims: (S, K) for ``eval_domain``, (S, M) for ``train_domain``, (S, K, M)
+    for both (one S, K and M across parameters), all values finite. Other keys (e.g. ``sigma``)
+    are ignored. M4: m, rho (S, K), t (S, K, M).
+    """
+    law = get_law("m4" if law is None else law)
+    names = law.param_names
+    missing = [p for p in names if p not in draws]
     if missing:
-        raise errors.FormatError(f"posterior draws lack the M4 parameter(s) {', '.join(missing)}",
-                                 hint="choosing a mixture needs m, rho and t draws")
-    m, rho, t = (np.asarray(draws[p], dtype=float) for p in m4.PARAMS)
-    if m.ndim != 2 or rho.shape != m.shape or t.ndim != 3 or t.shape[:2] != m.shape:
         raise errors.FormatError(
-            f"draws have shapes m {m.shape}, rho {rho.shape}, t {t.shape}; expected "
-            "(S, K), (S, K), (S, K, M) with one leading sample axis")
-    if m.shape[0] == 0:
-        raise errors.EmptyInputError("no posterior draws")
-    if not (np.isfinite(m).all() and np.isfinite(rho).all() and np.isfinite(t).all()):
-        raise errors.FormatError("posterior draws contain NaN or inf")
-    return {"m": m, "rho": rho, "t": t}
+            f"posterior draws lack the {_law_label(law)} parameter(s) {', '.join(missing)}",
+            hint=f"law {law.name!r} needs draws of {', '.join(names)}")
+    out = {p: np.asarray(draws[p], dtype=float) for p in names}
+    sizes: dict[str, set] = {"sample": set(), "eval_domain": set(), "train_domain": set()}
+    ranks_ok = all(out[p.name].ndim == 1 + len(p.dims) for p in law.params)
+    if ranks_ok:
+        for p in law.params:
+            for dim, n in zip(("sample", *p.dims), out[p.name].shape):
+                sizes[dim].add(n)
+    if not ranks_ok or any(len(v) > 1 for v in sizes.values()):
+        got = ", ".join(f"{p} {out[p].shape}" for p in names)
+        want = ", ".join(_expected_shape(p) for p in law.params)
+        raise errors.FormatError(
+            f"draws have shapes {got}; expected {want} with one leading sample axis (S draws, "
+            "K validation, M training domains)")
+    if out[names[0]].shape[0] == 0:
+        raise errors.FormatError("no posterior draws (the sample axis is empty)",
+                                 hint="give at least one draw of every parameter")
+    bad = [p for p in names if not np.isfinite(out[p]).all()]
+    if bad:
+        raise errors.FormatError(f"posterior draws of {', '.join(bad)} contain NaN or inf",
+                                 hint="drop those draws or refit")
+    return out
+
+
+def _check_inputs(law: Law, inputs: Mapping | None) -> dict[str, float]:
+    """The fixed extra inputs (``n_params``, ``tokens``) the decision is made at, as floats.
+
+    Keys the law does not take are dropped; values must be positive numbers."""
+    out = {}
+    for key, value in dict(inputs or {}).items():
+        if key not in INPUTS or key == "r":
+            raise errors.OptionError(f"unknown law input {key!r}",
+                                     hint="inputs are n_params (parameters) and tokens")
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not (np.isfinite(v) and v > 0):
+            raise errors.OptionError(f"law input {key} must be a positive number, got {value!r}")
+        if key in law.inputs:
+            out[key] = v
+    return out
+
+
+def _require_inputs(law: Law, inputs: Mapping) -> None:
+    missing = [k for k in law.inputs if k != "r" and k not in inputs]
+    if missing:
+        raise errors.OptionError(
+            f"law {law.name!r} needs {missing[0]} (of the run the mixture is chosen for) to "
+            "compare mixtures",
+            hint=f"give LawDraws(..., inputs={{{missing[0]!r}: value}})")
 
 
 @dataclass(frozen=True)
 class LawDraws:
-    """M4 draws with the names of their axes: ``params`` m, rho (S, K), t (S, K, M)."""
+    """Posterior draws of a law with the names of their axes.
+
+    ``params``: the law's parameters, leading sample axis S (M4: m, rho (S, K), t (S, K, M));
+    ``law``: a :class:`Law` or its name (default M4, for draws built from a plain dict);
+    ``inputs``: fixed values of the law's extra inputs (``n_params``, ``tokens``) at which
+    mixtures are compared, for laws that take them.
+    """
 
     params: dict
     train_domains: tuple[str, ...]
     eval_domains: tuple[str, ...]
     diagnostics_warning: str | None = None
     source: str | None = None
+    law: Law | str | None = None
+    inputs: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
-        p = check_draws(self.params)
+        law = get_law("m4" if self.law is None else self.law)
+        p = check_draws(self.params, law)
+        object.__setattr__(self, "law", law)
         object.__setattr__(self, "params", p)
         object.__setattr__(self, "train_domains", tuple(self.train_domains))
         object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
-        s, k, m = p["t"].shape
-        if (k, m) != (len(self.eval_domains), len(self.train_domains)):
-            raise errors.FormatError(
-                f"draws are over {k} validation x {m} training domains but "
-                f"{len(self.eval_domains)} x {len(self.train_domains)} names were given")
+        object.__setattr__(self, "inputs", _check_inputs(law, self.inputs))
+        names = {"eval_domain": len(self.eval_domains), "train_domain": len(self.train_domains)}
+        for par in law.params:
+            shape = p[par.name].shape[1:]
+            want = tuple(names[d] for d in par.dims)
+            if shape != want:
+                raise errors.FormatError(
+                    f"draws of {par.name} are {shape} per draw ({', '.join(par.dims)}) but "
+                    f"{names['eval_domain']} validation x {names['train_domain']} training "
+                    "domain names were given")
 
     @property
     def n_samples(self) -> int:
-        return self.params["m"].shape[0]
+        return self.params[self.law.param_names[0]].shape[0]
+
+    def mean_loss(self, mixtures) -> np.ndarray:
+        """Mean loss per draw, mixture and validation domain: (S, n, K) for mixtures (n, M)."""
+        return domain_loss(self, mixtures)
+
+    def select(self, index) -> LawDraws:
+        """The draws at ``index`` (an int array or slice along the sample axis)."""
+        return LawDraws({k: v[index] for k, v in self.params.items()}, self.train_domains,
+                        self.eval_domains, self.diagnostics_warning, self.source, self.law,
+                        self.inputs)
 
     @classmethod
-    def from_posterior(cls, posterior, source: str | None = None) -> LawDraws:
-        """Draws of a fitted :class:`bayesmix.posterior.Posterior` (M4 law only)."""
-        law = getattr(getattr(posterior, "spec", None), "law", "m4")
-        if law != "m4":
-            raise errors.SpecError(f"choosing a mixture needs the M4 law, the posterior uses "
-                                   f"{law!r}", source=source)
+    def from_posterior(cls, posterior, source: str | None = None, *,
+                       inputs: Mapping | None = None) -> LawDraws:
+        """Draws of a fitted :class:`bayesmix.posterior.Posterior`, whatever its law."""
+        law = getattr(posterior, "law", None)
+        if law is None:
+            law = get_law(getattr(getattr(posterior, "spec", None), "law", "m4"))
         params = posterior.law_params()
-        return cls({p: params[p] for p in m4.PARAMS}, posterior.train_domains,
-                   posterior.eval_domains, posterior.diagnostics_warning, source)
+        return cls({p: params[p] for p in law.param_names if p in params},
+                   posterior.train_domains, posterior.eval_domains,
+                   posterior.diagnostics_warning, source, law, inputs or {})
 
 
-def as_law_draws(source) -> LawDraws:
+def as_law_draws(source, law: Law | str | None = None) -> LawDraws:
     """Accept a :class:`LawDraws` or anything with ``law_params()`` and domain names."""
     if isinstance(source, LawDraws):
         return source
     if hasattr(source, "law_params"):
         return LawDraws.from_posterior(source)
     raise TypeError("expected a Posterior or LawDraws; wrap a plain draws dict as "
-                    "LawDraws(params, train_domains, eval_domains)")
+                    "LawDraws(params, train_domains, eval_domains, law=...)")
 
 
-def aggregate_loss(draws: Mapping[str, np.ndarray], mixtures, weights) -> np.ndarray:
+def _unpack(draws, law: Law | str | None = None) -> tuple[Law, dict, dict]:
+    """(law, params, inputs) of a LawDraws or Posterior, or of a plain draws dict under
+    ``law`` (default M4). Checks that the law's extra inputs are given."""
+    if isinstance(draws, LawDraws) or hasattr(draws, "law_params"):
+        draws = as_law_draws(draws)
+        if law is not None and get_law(law) is not draws.law:
+            raise errors.SpecError(f"draws are of law {draws.law.name!r}, not "
+                                   f"{get_law(law).name!r}")
+        law, params, inputs = draws.law, draws.params, draws.inputs
+    else:
+        law = get_law("m4" if law is None else law)
+        params, inputs = check_draws(draws, law), {}
+    _require_inputs(law, inputs)
+    return law, params, inputs
+
+
+def _n_draws(law: Law, params: Mapping) -> int:
+    return params[law.param_names[0]].shape[0]
+
+
+def _dim_size(law: Law, params: Mapping, dim: str) -> int | None:
+    """Size of ``dim`` in the draws (None when no parameter has it)."""
+    for p in law.params:
+        if dim in p.dims:
+            return params[p.name].shape[1 + p.dims.index(dim)]
+    return None
+
+
+def _predict(law: Law, params: Mapping, r: np.ndarray, inputs: Mapping) -> np.ndarray:
+    """Law mean (S, n, K) of mixtures r (n, M), extra inputs repeated for every mixture."""
+    extra = {k: np.full(r.shape[:-1], v) for k, v in inputs.items()}
+    return law.predict(r, params, **extra)
+
+
+def domain_loss(draws, mixtures, *, law: Law | str | None = None) -> np.ndarray:
+    """Mean loss ``L_si(r)`` per draw, mixture and validation domain: (S, n, K)."""
+    law, params, inputs = _unpack(draws, law)
+    return _predict(law, params, np.atleast_2d(np.asarray(mixtures, float)), inputs)
+
+
+def aggregate_loss(draws, mixtures, weights, *, law: Law | str | None = None) -> np.ndarray:
     """Aggregate mean loss ``sum_i w_i L_si(r)`` (S, n) of mixtures (n, M); weights (K,)."""
-    p = check_draws(draws)
-    r = np.atleast_2d(np.asarray(mixtures, float))
-    return m4.mean_loss(r, p) @ np.asarray(weights, float)
+    return domain_loss(draws, mixtures, law=law) @ np.asarray(weights, float)
 
 
 def exp_terms(draws: Mapping[str, np.ndarray], weights) -> tuple[np.ndarray, ...]:
-    """``(const (S,), a (S, K), t (S, K, M))`` with ``f_s(r) = const_s + sum_i a_si e^{t_si . r}``.
+    """M4 only: ``(const (S,), a (S, K), t (S, K, M))`` with
+    ``f_s(r) = const_s + sum_i a_si e^{t_si . r}``.
 
     ``a = w k`` and ``const = w . c`` from the paper's coefficients of :func:`m4.to_ck`.
     """
-    c, k, t = m4.to_ck(check_draws(draws))
+    params = draws.params if isinstance(draws, LawDraws) else draws
+    c, k, t = m4.to_ck(check_draws(params, "m4"))
     w = np.asarray(weights, float)
     return c @ w, k * w, t
 
@@ -306,22 +452,46 @@ def _order_weights(kind: str, level: float, n: int) -> np.ndarray:
     return np.clip(upper - lower, 0, None) / (1 - level)
 
 
-class _Criterion:
-    """Scalar objective (to minimise) and its gradient at r, from per-draw values f_s(r)."""
+class _DrawValues:
+    """Per-draw aggregate loss ``f_s(r) = sum_i w_i L_si(r)`` and its gradient in r, from
+    :meth:`Law.value_grad` (analytic or PyTensor-compiled, whatever the law provides).
 
-    def __init__(self, objective: Objective, const, a, t, baseline=None, temperature=None):
-        self.objective, self.const, self.a, self.t = objective, const, a, t
-        s = len(const)
-        self.order_w = (_order_weights(objective.kind, objective.level, s)
+    ``params``: the law's draws (leading axis S); ``weights`` (K,) normalised; ``inputs``: the
+    law's fixed extra inputs. Calling it at one mixture r (M,) gives (f (S,), g (S, M)).
+    """
+
+    def __init__(self, law: Law, params: Mapping, weights, inputs: Mapping | None = None):
+        self.law, self.params = law, params
+        self.weights = np.asarray(weights, float)
+        self.inputs = dict(inputs or {})
+        self.n_draws = _n_draws(law, params)
+
+    def __call__(self, r) -> tuple[np.ndarray, np.ndarray]:
+        r = np.asarray(r, float)[None, :]  # one mixture shared by every draw: (1, M)
+        f, g = self.law.value_grad(r, self.params, self.weights, **self.inputs)
+        return np.asarray(f)[:, 0], np.asarray(g)[:, 0, :]
+
+
+class _Criterion:
+    """Scalar objective (to minimise) and its gradient at r, from per-draw values f_s(r).
+
+    ``values``: a :class:`_DrawValues` (f (S,), g (S, M) at one r); ``baseline`` (M,) for
+    beat-baseline, with the surrogate's ``temperature`` (loss units).
+    """
+
+    def __init__(self, objective: Objective, values: _DrawValues, baseline=None,
+                 temperature=None):
+        self.objective, self.values = objective, values
+        self.order_w = (_order_weights(objective.kind, objective.level, values.n_draws)
                         if objective.kind in ("quantile", "cvar") else None)
         self.base_values = None
         if baseline is not None:
-            self.base_values = const + _exp_value_grad(a, t, np.asarray(baseline, float))[0]
+            self.base_values = values(np.asarray(baseline, float))[0]
         self.temperature = temperature
 
     def draws(self, r):
-        f, g = _exp_value_grad(self.a, self.t, r)
-        return self.const + f, g
+        """Per-draw values f (S,) and gradients (S, M) at r."""
+        return self.values(r)
 
     def __call__(self, r):
         """(value to minimise, gradient (M,))."""
@@ -352,9 +522,11 @@ class Optimum:
 
     ``mixture`` (M,) is feasible; ``value`` is the objective there (loss units, or the exact
     probability for beat-baseline); ``starts`` the optimised criterion reached from each start
-    (for multi-start diagnostics; the smooth surrogate for beat-baseline); ``temperature`` the
-    surrogate bandwidth actually used (beat-baseline only); ``converged``/``message``: whether
-    SLSQP reported success from the start that won, and its message when it did not.
+    (the smooth surrogate for beat-baseline); ``temperature`` the surrogate bandwidth actually
+    used (beat-baseline only); ``converged``/``message``: whether SLSQP reported success from
+    the start that won, and its message when it did not; ``n_agree``: how many starts reached
+    the best value (within :data:`AGREE_RTOL`); ``convex``: whether the law is convex (when it
+    is not, starts that disagree mean local optima and a possibly fragile choice).
     """
 
     mixture: np.ndarray
@@ -365,6 +537,25 @@ class Optimum:
     temperature: float | None = None
     converged: bool = True
     message: str = ""
+    n_agree: int = 1
+    convex: bool = True
+
+    @property
+    def n_starts(self) -> int:
+        return max(len(self.starts), 1)
+
+    @property
+    def fragile(self) -> bool:
+        """A non-convex law whose starts did not all reach the best value."""
+        return not self.convex and self.n_agree < self.n_starts
+
+    def status(self) -> str:
+        """One line: did SLSQP converge at the winning start, how many starts agree."""
+        conv = ("SLSQP converged" if self.converged
+                else f"SLSQP did not converge ({self.message or 'no message'})")
+        kind = "" if self.convex else " (the law is not convex)"
+        return (f"{conv} at the best start; {self.n_agree} of {self.n_starts} starts reached "
+                f"the best value{kind}")
 
     def as_series(self) -> pd.Series:
         return pd.Series(self.mixture, index=pd.Index(self.train_domains, name="train_domain"),
@@ -398,32 +589,57 @@ def _slsqp(fun, x0, constraints: Constraints, maxiter=500):
     return full(res.x), bool(res.success), str(res.message)
 
 
-def minimize_objective(draws: Mapping[str, np.ndarray], constraints: Constraints, weights,
+def _exact_mean_optimum(law: Law, params: Mapping, w, lower, upper) -> np.ndarray | None:
+    """The posterior-mean optimum from the law's exact per-draw solver, or None.
+
+    The posterior mean of f is ``sum_s sum_i (w_i / S) L_si(r)``. When each validation domain's
+    loss depends only on its own parameters (every parameter's first dim is ``eval_domain``)
+    that is one "draw" whose S*K validation domains are the draws' domains side by side, with
+    weights w / S (M4: a sum of S*K exponentials). Laws with other parameters, extra inputs or
+    no exact solver give None.
+    """
+    if set(law.inputs) != {"r"} or any(p.dims[:1] != ("eval_domain",) for p in law.params):
+        return None
+    s = _n_draws(law, params)
+    folded = {p: v.reshape((1, -1) + v.shape[2:]) for p, v in params.items()}
+    out = law.draw_optima(folded, np.tile(w, s) / s, lower, upper)
+    return None if out is None else np.asarray(out[0], float)[0]
+
+
+def minimize_objective(draws, constraints: Constraints, weights,
                        objective: Objective | str = "mean", *, baseline=None,
-                       n_starts: int = 8, extra_starts=None, seed=0) -> Optimum:
+                       n_starts: int | None = None, extra_starts=None, seed=0,
+                       law: Law | str | None = None) -> Optimum:
     """The feasible mixture optimising ``objective`` over the draws' aggregate loss.
 
-    ``weights`` (K,) over validation domains (normalised here); ``baseline`` (M,) is needed for
-    beat-baseline. Starts: the posterior-mean optimum (exact, from the batched convex solver),
-    the centre of the feasible set, the baseline projected onto it, ``extra_starts`` (n, M) and
-    random feasible points, ``n_starts`` in all at least. Each SLSQP result is projected onto the
-    feasible set and the best by the smooth objective is returned.
+    ``draws``: a :class:`LawDraws` (or Posterior), or a plain dict of ``law``'s draws (default
+    M4). ``weights`` (K,) over validation domains (normalised here); ``baseline`` (M,) is needed
+    for beat-baseline. Starts: the posterior-mean optimum (exact, when the law has a fast
+    per-draw solver; otherwise, for objectives other than the mean, SLSQP on the mean from the
+    best start), the centre of the feasible set, the baseline projected onto it,
+    ``extra_starts`` (n, M) and random feasible points, ``n_starts`` in all at least (default
+    :data:`DEFAULT_STARTS`, :data:`NONCONVEX_STARTS` for a non-convex law). Each SLSQP result is
+    projected onto the feasible set and the best by the smooth objective is returned, with how
+    many starts reached it (:attr:`Optimum.n_agree`).
     """
     objective = Objective.parse(objective)
-    w = _normalise_weights(weights, check_draws(draws)["m"].shape[1])
-    const, a, t = exp_terms(draws, w)
-    if t.shape[2] != len(constraints.domains):
-        raise errors.DomainNameError(f"draws have {t.shape[2]} training domains, constraints "
+    law, params, inputs = _unpack(draws, law)
+    w = _normalise_weights(weights, _dim_size(law, params, "eval_domain"))
+    m = _dim_size(law, params, "train_domain")
+    if m is not None and m != len(constraints.domains):
+        raise errors.DomainNameError(f"draws have {m} training domains, constraints "
                                      f"{len(constraints.domains)}")
     if objective.needs_baseline and baseline is None:
         raise errors.ObjectiveError("objective beat-baseline needs a baseline mixture",
                                     hint="give --baseline or baseline=")
+    if n_starts is None:
+        n_starts = DEFAULT_STARTS if law.convex else NONCONVEX_STARTS
     lo, hi = constraints.lower, constraints.upper
+    values = _DrawValues(law, params, w, inputs)
 
-    # The posterior mean is itself a sum of S*K exponentials: solve it exactly as one "draw".
-    s, k, m = t.shape
-    mean_opt = solve_exp_sum(a.reshape(1, s * k) / s, t.reshape(1, s * k, m), lo, hi)[0][0]
-    starts = [mean_opt, centre(constraints)]
+    mean_opt = _exact_mean_optimum(law, params, w, lo, hi)
+    starts = [] if mean_opt is None else [mean_opt]
+    starts.append(centre(constraints))
     if baseline is not None:
         starts.append(project(np.asarray(baseline, float), lo, hi))
     if extra_starts is not None:
@@ -431,46 +647,61 @@ def minimize_objective(draws: Mapping[str, np.ndarray], constraints: Constraints
     n_random = max(0, n_starts - len(starts))
     if n_random:
         starts.extend(feasible_points(constraints, n_random, seed))
+    if mean_opt is None and objective.kind != "mean":
+        # No exact mean optimum: approximate it by SLSQP from the start with the lowest
+        # posterior mean (a good start for risk objectives, and beat-baseline's reference).
+        mean_crit = _Criterion(Objective("mean"), values)
+        first = min(starts, key=lambda x: mean_crit(x)[0])
+        mean_opt = ensure_feasible(_slsqp(mean_crit, np.asarray(first, float), constraints)[0],
+                                   constraints)
+        starts.insert(0, mean_opt)
 
     temperature = None
     if objective.kind == "beat-baseline":
-        temperature = objective.temperature or _beat_temperature(const, a, t, baseline, mean_opt,
+        reference = mean_opt if mean_opt is not None else starts[0]
+        temperature = objective.temperature or _beat_temperature(values, baseline, reference,
                                                                  constraints, seed)
-    crit = _Criterion(objective, const, a, t, baseline, temperature)
+    crit = _Criterion(objective, values, baseline, temperature)
 
-    best, values = None, []
+    results = []
     for x0 in starts:
-        x, ok, msg = _slsqp(crit, np.asarray(x0, float), constraints)
+        x0 = np.asarray(x0, float)
+        x, ok, msg = _slsqp(crit, x0, constraints)
         x = ensure_feasible(x, constraints)
         # SLSQP may stop early; never return something worse than its own start.
         if crit(x)[0] > crit(x0)[0]:
-            x = np.asarray(x0, float)
-        v = float(crit(x)[0])
-        values.append(v)
-        if best is None or v < best[0]:
-            best = (v, x, ok, msg)
-    _, x, ok, msg = best
+            x = x0
+        results.append((float(crit(x)[0]), x, ok, msg))
+    best = min(range(len(results)), key=lambda i: results[i][0])  # first of equals
+    v_best, x, ok, msg = results[best]
+    tol = AGREE_RTOL * max(1.0, abs(v_best))
+    n_agree = sum(v <= v_best + tol for v, *_ in results)
     x = ensure_feasible(x, constraints)
     sign = -1.0 if objective.sense == "max" else 1.0
     return Optimum(mixture=x, value=crit.value(x), objective=objective,
-                   train_domains=tuple(constraints.domains), starts=[sign * v for v in values],
-                   temperature=temperature, converged=ok, message="" if ok else msg)
+                   train_domains=tuple(constraints.domains),
+                   starts=[sign * v for v, *_ in results], temperature=temperature,
+                   converged=ok, message="" if ok else msg, n_agree=int(n_agree),
+                   convex=bool(law.convex))
 
 
-def _beat_temperature(const, a, t, baseline, mean_opt, constraints, seed) -> float:
-    """Default logistic bandwidth for beat-baseline (see :class:`Objective`), in loss units."""
-    base = const + _exp_value_grad(a, t, np.asarray(baseline, float))[0]
-    candidates = np.vstack([mean_opt[None], feasible_points(constraints, 16, seed)])
+def _beat_temperature(values: _DrawValues, baseline, reference, constraints, seed) -> float:
+    """Default logistic bandwidth for beat-baseline (see :class:`Objective`), in loss units:
+    :data:`BEAT_BANDWIDTH` times the sd over draws of the improvement at ``reference`` (the
+    posterior-mean optimum), or at random feasible points where that sd vanishes."""
+    base = values(np.asarray(baseline, float))[0]
+    candidates = np.vstack([np.asarray(reference, float)[None],
+                            feasible_points(constraints, 16, seed)])
     for r in candidates:
-        sd = np.std(base - (const + _exp_value_grad(a, t, r)[0]))
+        sd = np.std(base - values(r)[0])
         if sd > 1e-12:
             return BEAT_BANDWIDTH * float(sd)
     return 1e-6 * float(np.mean(np.abs(base)))
 
 
-def _normalise_weights(weights, k: int) -> np.ndarray:
+def _normalise_weights(weights, k: int | None) -> np.ndarray:
     w = np.asarray(weights, float).reshape(-1)
-    if w.shape != (k,):
+    if k is not None and w.shape != (k,):
         raise errors.ObjectiveError(f"{w.size} weights for {k} validation domains")
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise errors.ObjectiveError("validation-domain weights must be finite, >= 0 and not "
@@ -565,14 +796,221 @@ def _newton_line_search(a, t, x, f, g, d, lo, hi):
     return out
 
 
-def draw_optima(draws: Mapping[str, np.ndarray], constraints: Constraints, weights, *,
-                tol: float = 1e-10, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """The feasible mixture minimising each draw's aggregate loss: (r (S, M), converged (S,))."""
-    w = _normalise_weights(weights, check_draws(draws)["m"].shape[1])
-    _, a, t = exp_terms(draws, w)
-    x, ok = solve_exp_sum(a, t, constraints.lower, constraints.upper, x0=centre(constraints),
-                          tol=tol, max_iter=max_iter)
-    return ensure_feasible(x, constraints, "per-draw optimum"), ok
+#: Armijo's sufficient-decrease fraction, the most halvings of one line search, and how many
+#: past values the non-monotone test compares with (Grippo-Lampariello-Lucidi memory).
+_ARMIJO = 1e-4
+_HALVINGS = 40
+_MEMORY = 10
+#: Smallest Barzilai-Borwein step (shares per unit gradient); the largest is the step that
+#: moves some share by 2 before projection (more than the simplex's diameter, sqrt 2).
+_STEP_MIN = 1e-12
+#: Iterations of plain projected gradients before a problem still running also takes Newton
+#: steps, and the finite-difference step (in shares) of their Hessian.
+NEWTON_AFTER = 10
+_FD_STEP = 1e-6
+
+
+def solve_projected_gradient(fun, x0, lower, upper, *, tol: float = PG_TOL,
+                             max_iter: int = PG_MAX_ITER, newton_after: int = NEWTON_AFTER
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise P smooth functions over the box-simplex at once (NumPy, batched over problems).
+
+    ``fun(rows, x)`` -> (f (n,), g (n, M)): problems ``rows`` (n,) evaluated at x (n, M);
+    ``x0`` (P, M) starts (projected first). Every iteration, for every live problem:
+
+    1. a spectral projected-gradient step (Birgin, Martinez & Raydan 2000): along the
+       projection arc ``x(a) = P(x - a g)``, a starting at the Barzilai-Borwein value
+       ``s.s / s.y`` of the last move (s, y: change of x and of g; scale-free, long where the
+       function is flat), capped at the step that moves some share by 2 (the cap itself where
+       the last move saw no positive curvature), and
+       halving until the non-monotone Armijo test ``f(x(a)) <= max(last 10 f) + 1e-4 g.(x(a) -
+       x)`` holds (non-monotone, so BB steps pass through narrow valleys; monotone, against f
+       itself, once Newton steps start, which it would otherwise undo). This also finds which
+       shares sit on a bound;
+    2. after ``newton_after`` iterations (problems that are not done by then are the
+       ill-conditioned ones, e.g. m4log's log shares near zero, where gradient steps crawl):
+       a Newton step on the shares strictly inside their bounds, keeping their sum, from a
+       finite-difference Hessian of ``fun``'s gradient (M extra gradients in one call), with
+       absolute eigenvalues where the function is not convex, kept when it passes Armijo's test
+       along the projection arc.
+
+    A problem stops, converged, when its projected-gradient residual ``max_j |x - P(x - g)|_j``
+    is <= ``tol`` (zero exactly at a KKT point of the box-simplex); it stops unconverged when
+    no step passes the test or after ``max_iter`` iterations. Returns (x (P, M), converged
+    (P,)), x the best point each unconverged problem visited.
+    """
+    lo, hi = np.asarray(lower, float), np.asarray(upper, float)
+    x = project(np.asarray(x0, float), lo, hi)
+    n = len(x)
+    f, g = fun(np.arange(n), x)
+    f, g = np.array(f, float), np.array(g, float)
+    history = np.repeat(f[:, None], _MEMORY, axis=1)  # last values, for the non-monotone test
+    best_x, best_f = x.copy(), f.copy()
+    # First step: move the largest share by at most 0.1.
+    step = 0.1 / _gradient_size(g)
+    converged = np.zeros(n, bool)
+    live = np.arange(n)
+    for it in range(max_iter):
+        residual = np.abs(x[live] - project(x[live] - g[live], lo, hi)).max(axis=1)
+        done = residual <= tol
+        converged[live[done]] = True
+        live = live[~done]
+        if live.size == 0:
+            break
+        newton = it >= newton_after
+        # with Newton steps the gradient step turns monotone: a non-monotone one would undo them
+        reference = f[live] if newton else history[live].max(axis=1)
+        xn, fn, gn, moved = _arc_search(fun, live, x[live], g[live], g[live], step[live], lo,
+                                        hi, reference)
+        if newton:
+            xn, fn, gn = _newton_step(fun, live, xn, fn, gn, lo, hi)
+        s, y = xn - x[live], gn - g[live]
+        sy, ss = (s * y).sum(axis=1), (s * s).sum(axis=1)
+        cap = 2.0 / _gradient_size(gn)
+        step[live] = np.clip(np.where(sy > 0, ss / np.where(sy > 0, sy, 1.0), cap),
+                             _STEP_MIN, cap)
+        x[live], f[live], g[live] = xn, fn, gn
+        history[live, it % _MEMORY] = fn
+        better = live[fn < best_f[live]]
+        best_x[better], best_f[better] = x[better], f[better]
+        live = live[moved]  # no step passed: stop there (unconverged)
+    # A converged problem's last point is its stationary point; otherwise keep the best seen.
+    return np.where(converged[:, None], x, best_x), converged
+
+
+def _gradient_size(g):
+    """Largest component of g (n, M) along the simplex (g minus its mean), floored at 1e-12."""
+    return np.maximum(np.abs(g - g.mean(axis=1, keepdims=True)).max(axis=1), 1e-12)
+
+
+def _arc_search(fun, rows, x, direction, g, step, lo, hi, reference):
+    """Backtracking along the projection arc ``x(a) = P(x - a direction)``, a = step, step/2,
+    ..., for every problem in ``rows`` at once; accept when ``f(x(a)) <= reference + 1e-4
+    g.(x(a) - x)`` with g the gradient at x (reference: the largest recent value for the
+    non-monotone test, f itself for a monotone one).
+
+    Returns the new points, values, gradients and whether each moved (problems where no
+    halving passed keep x, with its value and gradient re-evaluated)."""
+    x_new, g_new = x.copy(), g.copy()
+    f_new = np.full(len(rows), np.nan)
+    moved = np.zeros(len(rows), bool)
+    a = np.array(step, float)
+    slack = 8 * np.finfo(float).eps * np.abs(reference)  # rounding of f
+    todo = np.arange(len(rows))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(_HALVINGS):
+            cand = project(x[todo] - a[todo, None] * direction[todo], lo, hi)
+            fc, gc = fun(rows[todo], cand)
+            decrease = np.einsum("nm,nm->n", g[todo], cand - x[todo])
+            ok = np.isfinite(fc) & np.all(np.isfinite(gc), axis=1)
+            ok &= fc <= reference[todo] + _ARMIJO * decrease + slack[todo]
+            take = todo[ok]
+            x_new[take], f_new[take], g_new[take] = cand[ok], fc[ok], gc[ok]
+            moved[take] = True
+            todo = todo[~ok]
+            if todo.size == 0:
+                break
+            a[todo] *= 0.5
+    if todo.size:
+        f_new[todo], g_new[todo] = fun(rows[todo], x[todo])
+    return x_new, f_new, g_new, moved
+
+
+def _newton_step(fun, rows, x, f, g, lo, hi):
+    """One Newton step on the free shares (strictly inside their bounds, their sum kept) of
+    every problem, kept where Armijo's test along the projection arc passes and f decreases
+    (else x stays). Hessian: forward differences of the gradient along each share (h =
+    :data:`_FD_STEP`), symmetrised, restricted to the shares strictly inside their bounds, with
+    its eigenvalues replaced by their absolute values (floored at 1e-8 x the largest diagonal
+    entry) so the step is a descent direction even where the function is not convex
+    ("saddle-free" Newton). Returns (x, f, g)."""
+    n, m = x.shape
+    eye = np.eye(m)
+    probe = (x[:, None, :] + _FD_STEP * eye).reshape(n * m, m)  # row j of problem i: x_i + h e_j
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, gp = fun(np.repeat(rows, m), probe)
+        h = (np.asarray(gp).reshape(n, m, m) - g[:, None, :]) / _FD_STEP
+    h = 0.5 * (h + np.swapaxes(h, 1, 2))
+    free = (x > lo + 1e-12) & (x < hi - 1e-12)
+    both = free[:, :, None] & free[:, None, :]
+    h = np.where(both, h, 0.0)
+    # A gradient that failed just off the feasible set (e.g. a log of a negative share): no
+    # Newton step for that problem (d = 0 below); its gradient steps carry on.
+    broken = ~np.all(np.isfinite(h), axis=(1, 2))
+    h[broken] = 0.0
+    scale = np.maximum(np.abs(np.diagonal(h, axis1=1, axis2=2)).max(axis=1), 1e-12)
+    # Fixed shares get the scale on the diagonal (their step is 0 anyway). Each eigenvalue is
+    # replaced by its absolute value, floored at 1e-8 scale: positive definite, and a direction
+    # of negative curvature keeps its own scale (one strongly concave share, as m4log has near
+    # a zero share, would otherwise shrink the step in every direction).
+    h += eye * np.where(free, 0.0, scale[:, None])[:, :, None]
+    lam, vec = np.linalg.eigh(h)
+    lam = np.maximum(np.abs(lam), 1e-8 * scale[:, None])
+    kkt = np.zeros((n, m + 1, m + 1))
+    kkt[:, :m, :m] = np.matmul(vec * lam[:, None, :], np.swapaxes(vec, 1, 2))
+    kkt[:, :m, m] = free
+    kkt[:, m, :m] = free
+    kkt[:, m, m] = free.sum(axis=1) == 0
+    rhs = np.zeros((n, m + 1, 1))
+    rhs[:, :m, 0] = np.where(free, -g, 0.0)
+    d = np.linalg.solve(kkt, rhs)[:, :m, 0]
+    d[broken] = 0.0
+    xn, fn, gn, moved = _arc_search(fun, rows, x, -d, g, np.ones(n), lo, hi, f)
+    keep = moved & (fn < f)
+    return (np.where(keep[:, None], xn, x), np.where(keep, fn, f),
+            np.where(keep[:, None], gn, g))
+
+
+def _generic_draw_optima(law: Law, params: Mapping, w, inputs: Mapping,
+                         constraints: Constraints, *, n_starts: int | None, seed, tol: float,
+                         max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-draw optima by batched projected gradients (:func:`solve_projected_gradient`) on
+    :meth:`Law.value_grad`: ``n_starts`` starts per draw (default 1, the centre of the feasible
+    set, for a convex law; :data:`NONCONVEX_DRAW_STARTS` otherwise, the others random feasible
+    points), each draw keeping its best. Returns (r (S, M), converged (S,))."""
+    s = _n_draws(law, params)
+    m = len(constraints.domains)
+    if n_starts is None:
+        n_starts = 1 if law.convex else NONCONVEX_DRAW_STARTS
+    starts = [np.broadcast_to(centre(constraints), (s, m))]
+    if n_starts > 1:
+        starts.append(feasible_points(constraints, s * (n_starts - 1), seed))
+    x0 = np.vstack(starts)  # (n_starts * S, M); problem row k*S + i is draw i from start k
+
+    def fun(rows, x):
+        sub = {p: v[rows % s] for p, v in params.items()}
+        f, g = law.value_grad(x[:, None, :], sub, w, **inputs)
+        return np.asarray(f)[:, 0], np.asarray(g)[:, 0, :]
+
+    x, ok = solve_projected_gradient(fun, x0, constraints.lower, constraints.upper, tol=tol,
+                                     max_iter=max_iter)
+    f = fun(np.arange(len(x)), x)[0].reshape(n_starts, s)
+    pick = np.argmin(np.where(np.isfinite(f), f, np.inf), axis=0)  # the best start per draw
+    rows = pick * s + np.arange(s)
+    return x[rows], ok[rows]
+
+
+def draw_optima(draws, constraints: Constraints, weights, *, law: Law | str | None = None,
+                n_starts: int | None = None, seed=0, tol: float = PG_TOL,
+                max_iter: int = PG_MAX_ITER) -> tuple[np.ndarray, np.ndarray]:
+    """The feasible mixture minimising each draw's aggregate loss: (r (S, M), converged (S,)).
+
+    ``draws``: a :class:`LawDraws` (or Posterior), or a plain dict of ``law``'s draws (default
+    M4). The law's exact solver (:meth:`Law.draw_optima`, from the centre of the feasible set)
+    when it has one and the law takes no extra inputs; otherwise batched projected gradients
+    (``n_starts``, ``seed``, ``tol``, ``max_iter`` apply to that path only).
+    """
+    law, params, inputs = _unpack(draws, law)
+    w = _normalise_weights(weights, _dim_size(law, params, "eval_domain"))
+    lo, hi = constraints.lower, constraints.upper
+    out = None
+    if set(law.inputs) == {"r"}:
+        out = law.draw_optima(params, w, lo, hi, x0=centre(constraints))
+    if out is None:
+        out = _generic_draw_optima(law, params, w, inputs, constraints, n_starts=n_starts,
+                                   seed=seed, tol=tol, max_iter=max_iter)
+    x, ok = out
+    return ensure_feasible(x, constraints, "per-draw optimum"), np.asarray(ok, bool)
 
 
 def optima_dataarray(optima: np.ndarray, train_domains: Sequence[str]) -> xr.DataArray:

@@ -3,9 +3,12 @@
 :func:`decide` runs the whole decision on a fitted posterior (or on :class:`LawDraws`): resolve
 the validation-domain weights, the constraints and the baseline, choose the mixture
 (:func:`bayesmix.optimize.minimize_objective`), compute every draw's own optimum
-(:func:`bayesmix.optimize.draw_optima`), and compare recommendation and baseline draw by draw.
-The result is a :class:`DecisionReport` of tidy DataFrames, printable as a table
-(:meth:`DecisionReport.to_text`) and saved as JSON or CSV (:meth:`DecisionReport.save`).
+(:func:`bayesmix.optimize.draw_optima`), and compare recommendation and baseline draw by draw. Any
+mixing law works: losses come from the posterior's law (:meth:`bayesmix.laws.Law.mean`), the
+optimiser from its gradient; the report says whether the optimiser converged and, for a non-convex
+law, how many of its starts reached the best value. The result is a :class:`DecisionReport` of
+tidy DataFrames, printable as a table (:meth:`DecisionReport.to_text`) and saved as JSON or CSV
+(:meth:`DecisionReport.save`).
 
 Loss intervals are equal-tailed with mass ``prob`` over posterior draws. "mean/median/lower/upper"
 describe the law's expected loss (uncertainty about the law); with a Posterior the report adds
@@ -14,6 +17,7 @@ describe the law's expected loss (uncertainty about the law); with a Posterior t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,7 +35,7 @@ import xarray as xr
 from bayesmix import errors
 from bayesmix.constraints import Constraints
 from bayesmix.data import check_known_domains
-from bayesmix.optimize import (DEFAULT_PROB, LawDraws, Objective, aggregate_loss, as_law_draws,
+from bayesmix.optimize import (DEFAULT_PROB, LawDraws, Objective, as_law_draws,
                                check_constraints, check_prob, draw_optima, minimize_objective,
                                optima_dataarray, optimum_spread)
 
@@ -127,6 +131,8 @@ class DecisionReport:
       positive means the recommendation is better), p_better (share of draws where it is).
     * ``optimum_spread``: train_domain, mean, median, lower, upper of the per-draw optima.
     * ``draw_optima``: DataArray (sample, train_domain), or None when not computed.
+    * ``law``: the mixing law's name; ``optimizer_status``: one line on how the optimiser
+      ended (SLSQP converged or not at the winning start, how many starts reached the best).
     """
 
     recommendation: pd.DataFrame
@@ -146,6 +152,8 @@ class DecisionReport:
     diagnostics_warning: str | None = None
     source: str | None = None
     notes: list[str] = field(default_factory=list)
+    law: str = ""
+    optimizer_status: str = ""
 
     @property
     def mixture(self) -> pd.Series:
@@ -162,9 +170,13 @@ class DecisionReport:
             out += [bar, f"WARNING: {self.diagnostics_warning}",
                     "The intervals and the recommendation below may be wrong; refit (more "
                     "draws, more tuning, or a better model) before relying on them.", bar, ""]
-        out.append(f"Decision report ({self.source or 'posterior'}, {self.n_samples} draws)")
+        law = f"law {self.law}, " if self.law else ""
+        out.append(f"Decision report ({self.source or 'posterior'}, {law}{self.n_samples} "
+                   "draws)")
         out.append(f"objective: {self.objective_description} [{self.objective}] = "
                    f"{self.objective_value:.{digits}f}")
+        if self.optimizer_status:
+            out.append(f"optimiser: {self.optimizer_status}")
         out.append(f"aggregate: {self.weights_description}; baseline: {self.baseline_label}")
         out.append("")
 
@@ -219,9 +231,11 @@ class DecisionReport:
             "format": REPORT_FORMAT,
             "diagnostics_warning": self.diagnostics_warning,
             "source": self.source,
+            "law": self.law,
             "objective": self.objective,
             "objective_description": self.objective_description,
             "objective_value": self.objective_value,
+            "optimizer_status": self.optimizer_status,
             "weights": self.weights_description,
             "baseline": self.baseline_label,
             "p_beats_baseline": self.p_beats_baseline,
@@ -286,7 +300,8 @@ class DecisionReport:
                 ("p_beats_baseline", self.p_beats_baseline, self.baseline_label),
                 ("prob", self.prob, ""), ("n_samples", float(self.n_samples), ""),
                 ("objective", math.nan, self.objective_description),
-                ("weights", math.nan, self.weights_description)]
+                ("weights", math.nan, self.weights_description),
+                ("law", math.nan, self.law), ("optimizer", math.nan, self.optimizer_status)]
         if self.diagnostics_warning:
             meta.append(("diagnostics_warning", math.nan, self.diagnostics_warning))
         meta += [("note", math.nan, n) for n in self.notes]
@@ -340,15 +355,17 @@ def _atomic_write(path: Path, text: str) -> None:
 def decide(source, *, weights=None, target: str | None = None,
            constraints: Constraints | None = None, objective: Objective | str = "mean",
            baseline=None, prob: float = DEFAULT_PROB, allow_subset: bool = False,
-           per_draw: bool = True, n_starts: int = 8, seed: int = 0,
-           progress: bool = False) -> DecisionReport:
-    """Choose the mixture for ``source`` (a Posterior or LawDraws) and report on it.
+           per_draw: bool = True, n_starts: int | None = None, seed: int = 0,
+           progress: bool = False, inputs: Mapping | None = None) -> DecisionReport:
+    """Choose the mixture for ``source`` (a Posterior or LawDraws, any law) and report on it.
 
     ``weights``/``target``: how validation losses aggregate (see :func:`resolve_weights`);
     ``constraints``: over the posterior's training domains (None = the plain simplex);
     ``objective``: ``mean``, ``quantile:Q``, ``cvar:Q`` or ``beat-baseline``; ``baseline``: the
     comparison mixture (default uniform, see :func:`resolve_baseline`); ``per_draw``: also
-    compute the optimum of every draw (the spread of the optimum).
+    compute the optimum of every draw (the spread of the optimum); ``n_starts``: optimiser
+    starts (default: more for a non-convex law, see :func:`minimize_objective`); ``inputs``:
+    ``{"n_params": N, "tokens": D}`` of the run the mixture is for, when the law takes them.
     """
     def say(msg):
         if progress:
@@ -357,6 +374,8 @@ def decide(source, *, weights=None, target: str | None = None,
     prob = check_prob(prob)
     objective = Objective.parse(objective)
     draws = as_law_draws(source)
+    if inputs is not None:
+        draws = dataclasses.replace(draws, inputs=inputs)
     posterior = None if isinstance(source, LawDraws) else source
     constraints = check_constraints(constraints, draws.train_domains)
     w, w_desc = resolve_weights(draws.eval_domains, weights, target, allow_subset=allow_subset)
@@ -372,20 +391,26 @@ def decide(source, *, weights=None, target: str | None = None,
     if per_draw:
         say(f"per-draw optima of {draws.n_samples} draws")
         t0 = time.perf_counter()
-        optima, ok = draw_optima(draws.params, constraints, w)
+        optima, ok = draw_optima(draws, constraints, w, seed=seed)
         say(f"per-draw optima done in {time.perf_counter() - t0:.2f} s")
         if not ok.all():
-            notes.append(f"{int((~ok).sum())} of {len(ok)} per-draw optima hit the iteration "
-                         "limit (kept, feasible, possibly slightly off)")
+            notes.append(f"{int((~ok).sum())} of {len(ok)} per-draw optima did not converge "
+                         "(kept, feasible, possibly slightly off; the optimum spread may be "
+                         "a little wide)")
         optima_da = optima_dataarray(optima, draws.train_domains)
         spread = optimum_spread(optima_da, prob=prob)
         starts = optima.mean(axis=0)[None, :]
     say(f"optimising the {objective} objective")
-    best = minimize_objective(draws.params, constraints, w, objective,
+    best = minimize_objective(draws, constraints, w, objective,
                               baseline=base if objective.needs_baseline else None,
                               n_starts=n_starts, extra_starts=starts, seed=seed)
     if not best.converged:
         notes.append(f"the optimiser reported: {best.message} (best feasible start kept)")
+    if best.fragile:
+        notes.append(f"law {draws.law.name!r} is not convex and only {best.n_agree} of "
+                     f"{best.n_starts} optimiser starts reached the best value (the others "
+                     "stopped at local optima): the recommendation may be fragile; rerun with "
+                     "more starts (--starts) and a few seeds to check it")
 
     recommendation = pd.DataFrame({
         "train_domain": list(draws.train_domains), "share": best.mixture, "baseline": base,
@@ -398,16 +423,15 @@ def decide(source, *, weights=None, target: str | None = None,
         objective=str(objective), objective_description=objective.describe(),
         objective_value=best.value, weights_description=w_desc, baseline_label=base_label,
         prob=prob, n_samples=draws.n_samples, constraints=constraints,
-        diagnostics_warning=draws.diagnostics_warning, source=draws.source, notes=notes)
+        diagnostics_warning=draws.diagnostics_warning, source=draws.source, notes=notes,
+        law=draws.law.name, optimizer_status=best.status())
 
 
 def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed):
     """Loss intervals of both mixtures per domain and overall, and their paired comparison."""
-    from bayesmix.laws import m4
-
     mixes = np.vstack([rec, base])
-    per_domain = m4.mean_loss(mixes, draws.params)  # (S, 2, K)
-    overall = aggregate_loss(draws.params, mixes, w)[..., None]  # (S, 2, 1)
+    per_domain = draws.mean_loss(mixes)  # (S, 2, K), from the law's mean
+    overall = (per_domain @ w)[..., None]  # (S, 2, 1)
     values = np.concatenate([per_domain, overall], axis=-1)
     domains = list(draws.eval_domains) + [OVERALL]
     weights = list(w) + [1.0]
@@ -422,7 +446,8 @@ def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed):
     losses = pd.DataFrame(rows)
     if posterior is not None:
         pred = posterior.predict(pd.DataFrame(mixes, columns=list(draws.train_domains),
-                                              index=["recommended", "baseline"]), seed=seed)
+                                              index=["recommended", "baseline"]), seed=seed,
+                                 **draws.inputs)
         stack = pred.predictive.stack(sample=("chain", "draw")).transpose(
             "sample", "mixture", "eval_domain").values
         stack = np.concatenate([stack, (stack @ w)[..., None]], axis=-1)

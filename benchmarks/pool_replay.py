@@ -39,7 +39,6 @@ from bayesmix import acquire
 from bayesmix.data import RunTable
 from bayesmix.design import select_random
 from bayesmix.fit import fit
-from bayesmix.laws import m4
 from bayesmix.loaders import load
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "regmix"
@@ -82,7 +81,7 @@ def replay(pool: RunTable, strategy: str, start: np.ndarray, args, seed: int, sa
             post = fit(pool.select(runs[used]), args.model, draws=args.draws, tune=args.tune,
                        chains=args.chains, seed=seed * 1000 + rnd, warn=False)
         fit_s = time.perf_counter() - t0
-        mean = m4.mean_loss(x, post.law_params())[..., 0].mean(axis=0)   # (N,)
+        mean = post.law.predict(x, post.law_params())[..., 0].mean(axis=0)   # (N,)
         rec = int(np.argmin(mean))
         regret = float(y[rec] / best - 1.0)
         rest = np.setdiff1d(np.arange(len(y)), used)

@@ -16,10 +16,10 @@ from scipy import special
 
 from bayesmix import errors
 from bayesmix.constraints import Constraints
-from bayesmix.laws import m4
-from bayesmix.optimize import (LawDraws, Objective, _Criterion, aggregate_loss, check_draws,
-                               draw_optima, exp_terms, minimize_objective, optima_dataarray,
-                               optimum_spread, project)
+from bayesmix.laws import get_law, m4
+from bayesmix.optimize import (LawDraws, Objective, _Criterion, _DrawValues, aggregate_loss,
+                               check_draws, draw_optima, exp_terms, minimize_objective,
+                               optima_dataarray, optimum_spread, project)
 from bayesmix.report import DecisionReport, decide, resolve_baseline, resolve_weights
 
 
@@ -94,11 +94,11 @@ def test_project_matches_a_quadratic_program_and_is_exactly_feasible(lower, uppe
 
 def test_criterion_gradients_match_finite_differences():
     d = make_draws(300, 3, 4, seed=4)
-    const, a, t = exp_terms(d, np.ones(3) / 3)
+    values = _DrawValues(get_law("m4"), check_draws(d), np.ones(3) / 3)
     base = np.array([0.4, 0.3, 0.2, 0.1])
     r = np.array([0.1, 0.2, 0.3, 0.4])
     for obj in ("mean", "quantile:0.9", "cvar:0.8", "beat-baseline"):
-        crit = _Criterion(Objective.parse(obj), const, a, t, base, temperature=0.05)
+        crit = _Criterion(Objective.parse(obj), values, base, temperature=0.05)
         _, g = crit(r)
         h = 1e-6
         fd = np.array([(crit(r + h * e)[0] - crit(r - h * e)[0]) / (2 * h) for e in np.eye(4)])

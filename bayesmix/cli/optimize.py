@@ -2,7 +2,9 @@
 
 Prints the decision report (recommended mixture, predicted losses with intervals, the baseline's,
 the probability of beating it, the spread of the per-draw optima; a failed-diagnostics warning
-first). ``-o FILE.json|FILE.csv`` also writes it. Bad input: one line on stderr, exit status 2.
+first). Any mixing law works; the report's ``optimiser:`` line says whether SLSQP converged and
+how many starts reached the best value (a non-convex law gets more starts and a note when they
+disagree). ``-o FILE.json|FILE.csv`` also writes it. Bad input: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from bayesmix import errors
 from bayesmix.cli._options import add_constraint_arguments, constraints_from_args, parse_pairs
-from bayesmix.optimize import DEFAULT_PROB, OBJECTIVES
+from bayesmix.optimize import DEFAULT_PROB, DEFAULT_STARTS, NONCONVEX_STARTS, OBJECTIVES
 
 _EPILOG = """examples:
   bayesmix optimize post.nc --weights valid_weight.json --weights-subset
@@ -51,7 +53,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", metavar="FILE.json|FILE.csv", help="also write the report")
     p.add_argument("--draws-optima", action="store_true",
                    help="include every draw's optimal mixture in the -o file")
-    p.add_argument("--starts", type=int, default=8, help="optimiser starts (default 8)")
+    p.add_argument("--starts", type=int, default=None,
+                   help=f"optimiser starts (default {DEFAULT_STARTS}, {NONCONVEX_STARTS} for a "
+                        "non-convex law)")
     p.add_argument("--seed", type=int, default=0, help="seed of random starts (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
@@ -75,7 +79,7 @@ def run(args) -> int:
         raise errors.OptionError("--draws-optima needs -o FILE.json|FILE.csv")
     if args.weights_subset and not args.weights:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
-    if args.starts < 1:
+    if args.starts is not None and args.starts < 1:
         raise errors.OptionError(f"--starts must be >= 1, got {args.starts}")
 
     if not args.quiet:

@@ -80,7 +80,10 @@ def _say(args, msg: str) -> None:
 
 
 def _check_options(args) -> None:
+    """Every option checked before any work: a bad value, an unknown strategy or an unknown or
+    invalid model specification (law, priors) fails here with one line, not after MCMC."""
     from bayesmix.acquire import get_strategy
+    from bayesmix.spec import load_spec
 
     if args.n < 1:
         raise errors.OptionError(f"-n must be >= 1, got {args.n}")
@@ -92,6 +95,7 @@ def _check_options(args) -> None:
     if not args.cost_power >= 0:
         raise errors.OptionError(f"--cost-power must be >= 0, got {args.cost_power}")
     get_strategy(args.strategy)  # unknown names fail here, before any work
+    load_spec(args.model)  # unknown model or law, bad priors: before any fit
 
 
 def results_digest(table) -> str:
