@@ -15,11 +15,16 @@ mixture), rho_i ~ U(0.2, 0.4) (so c = 60-80 % of it), t_ij ~ N(0, 1) plus N(-2, 
 training and validation domain share a name (``diag_effect``), each row then centred to sum 0.
 Noise: N(0, sigma_i) per record and domain, or sigma_i * Student-t(df) (redrawn in the rare case
 it would make a loss non-positive).
+
+:func:`simulate_law` does the same for any registered law (:mod:`bayesmix.laws`): the true
+parameters are one draw from the law's own PyMC block under its priors, so each law can be
+checked on data it should recover; it returns a :class:`LawTruth`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -196,6 +201,231 @@ def simulate(train_domains: int | Sequence[str] = 5,
         frame[LOSS_PREFIX + name] = loss[:, i]
     table = RunTable.from_frame(pd.DataFrame(frame), source=f"simulate(seed={seed})")
     return table, truth
+
+
+@dataclass(frozen=True)
+class LawTruth:
+    """The true law of :func:`simulate_law`: a law, one draw of its parameters, the noise.
+
+    ``params``: the law's parameters (:attr:`Law.params`) as NumPy arrays with their declared
+    dims (``m`` (K,), ``w`` (K, M), ...); ``sigma`` (K,) noise scales (nats); ``spec``: the
+    name of the specification whose priors were drawn from.
+    """
+
+    law: object  # bayesmix.laws.Law
+    spec: str
+    params: dict
+    sigma: np.ndarray
+    train_domains: tuple[str, ...]
+    eval_domains: tuple[str, ...]
+    noise: str = "gaussian"
+    student_t_df: float | None = None
+
+    def true_loss(self, mixtures, *, n_params=None, tokens=None):
+        """Noise-free losses of mixtures under the true law.
+
+        ``mixtures``: (n, M) or (M,) in ``train_domains`` order, or a DataFrame with those
+        columns. ``n_params``/``tokens`` (scalars or (n,)) when the law takes them. Returns
+        (n, K) / (K,) NumPy, or a DataFrame (same index, columns ``eval_domains``).
+        """
+        r, index, single = _as_mixture_array(mixtures, self.train_domains)
+        n = r.shape[0]
+        extra = {k: None if v is None else np.broadcast_to(np.asarray(v, float), (n,))
+                 for k, v in (("n_params", n_params), ("tokens", tokens))}
+        loss = np.asarray(self.law.predict(r, self.params, **extra), float)
+        if index is not None:
+            out = pd.DataFrame(loss, index=index, columns=list(self.eval_domains))
+            out.columns.name = "eval_domain"
+            return out
+        return loss[0] if single else loss
+
+    def to_dataset(self) -> xr.Dataset:
+        """The parameters and sigma with named dims ``eval_domain``/``train_domain``."""
+        coords = {"eval_domain": list(self.eval_domains),
+                  "train_domain": list(self.train_domains)}
+        data = {p.name: (p.dims, self.params[p.name]) for p in self.law.params}
+        data["sigma"] = (("eval_domain",), self.sigma)
+        attrs = {"law": self.law.name, "spec": self.spec, "noise": self.noise}
+        if self.student_t_df is not None:
+            attrs["student_t_df"] = self.student_t_df
+        return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def simulate_law(law_or_spec, train_domains: int | Sequence[str] = 4,
+                 eval_domains: int | Sequence[str] | None = None, n_runs: int = 40, *,
+                 seed: int, noise_sd: float | Sequence[float] = 0.02,
+                 student_t_df: float | None = None, design: str | np.ndarray = "dirichlet",
+                 concentration: float = 1.0, zero_fraction: float = 0.0,
+                 corner_fraction: float = 0.0, loss_mean: float | Sequence[float] = 3.0,
+                 loss_scale: float | Sequence[float] = 0.5, n_params=None, tokens=None,
+                 truth: LawTruth | None = None) -> tuple[RunTable, LawTruth]:
+    """Proxy runs from a random instance of any law; returns the run table and the truth.
+
+    The truth is one draw of the law's parameters from its own PyMC block
+    (:meth:`Law.build`, via :func:`bayesmix.model.build_model`) under the priors of
+    ``law_or_spec``: a :class:`~bayesmix.spec.ModelSpec`, a shipped specification name or TOML
+    path, a registered law name or a :class:`~bayesmix.laws.Law` (then the law's default
+    priors). Priors written as ``"data"`` use ``loss_mean`` and ``loss_scale`` (nats; a number
+    or one per validation domain) in place of the observed mean loss and 2 x its spread, so
+    e.g. ``m ~ Normal(3, 0.5)`` by default. Prior draws vary a lot by design (that is what a
+    law must be able to recover); pass a specification with tighter priors for tamer truths.
+
+    Domains as in :func:`simulate` (validation defaults to the training domains, so the
+    diagonal effect is on). Mixtures: ``design`` ``"dirichlet"`` (symmetric, ``concentration``)
+    or an (n, M) array; ``zero_fraction``: each share is dropped with this probability (at
+    least one domain is kept) and the rest is Dirichlet again - a sparse swarm as RegMix draws
+    with many domains; ``corner_fraction`` as in :func:`simulate`. ``n_params``/``tokens``
+    (a number or one per run) are required when the law takes them. Noise: Gaussian with sd
+    ``noise_sd`` per validation domain, or ``noise_sd`` x Student-t(``student_t_df``); a
+    non-positive loss is redrawn. ``truth``: a :class:`LawTruth` from an earlier call to reuse
+    instead of drawing a new one (e.g. held-out runs of the same law; its law and domains must
+    match). Same ``seed``, same output.
+    """
+    import pymc as pm
+
+    from bayesmix.laws import get_law
+    from bayesmix.model import ModelData, build_model
+
+    rng = np.random.default_rng(seed)
+    spec = _spec_for(law_or_spec)
+    law = get_law(spec.law)
+    train = _names(train_domains, "d", "training")
+    evals = _eval_names(eval_domains, train)
+    n_train, n_eval = len(train), len(evals)
+    sigma = np.broadcast_to(np.asarray(noise_sd, float), (n_eval,)).copy()
+    if (sigma < 0).any() or not np.isfinite(sigma).all():
+        raise errors.SimulationError("noise_sd must be finite and >= 0")
+    if student_t_df is not None and not student_t_df > 0:
+        raise errors.SimulationError("student_t_df must be > 0")
+    if not 0 <= zero_fraction < 1:
+        raise errors.SimulationError("zero_fraction must be in [0, 1)")
+    level = np.broadcast_to(np.asarray(loss_mean, float), (n_eval,)).copy()
+    spread = np.broadcast_to(np.asarray(loss_scale, float), (n_eval,)).copy()
+    if not (np.all(level > 0) and np.all(spread > 0)):
+        raise errors.SimulationError("loss_mean and loss_scale must be positive")
+
+    mixtures = _design(design, n_runs, n_train, concentration, corner_fraction, rng)
+    if isinstance(design, str) and zero_fraction > 0:
+        mixtures = _sparsify(mixtures, zero_fraction, concentration, rng)
+    n = len(mixtures)
+    extra = {}
+    for key, value in (("n_params", n_params), ("tokens", tokens)):
+        if key in law.inputs:
+            if value is None:
+                raise errors.SimulationError(f"law {law.name!r} takes {key}: give {key}=")
+            extra[key] = np.broadcast_to(np.asarray(value, float), (n,)).copy()
+            if not np.all(extra[key] > 0):
+                raise errors.SimulationError(f"{key} must be positive")
+
+    noise = "student_t" if student_t_df is not None else "gaussian"
+    if truth is not None:
+        if truth.law.name != law.name or (truth.train_domains, truth.eval_domains) != (
+                tuple(train), tuple(evals)):
+            raise errors.SimulationError("truth= comes from another law or other domains",
+                                         hint=f"truth: law {truth.law.name!r}, domains "
+                                              f"{truth.train_domains} -> {truth.eval_domains}")
+        truth = LawTruth(law=law, spec=truth.spec, params=truth.params, sigma=sigma,
+                         train_domains=tuple(train), eval_domains=tuple(evals), noise=noise,
+                         student_t_df=student_t_df)
+    else:
+        # the truth: one prior draw of the law's block (the likelihood's data are placeholders)
+        run_idx, eval_idx = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n_eval),
+                                                            indexing="ij"))
+        data = ModelData(runs=tuple(f"r{i}" for i in range(n)), r=mixtures,
+                         y=level[eval_idx].copy(), run_idx=run_idx, eval_idx=eval_idx,
+                         loss_mean=level, loss_scale=spread,
+                         log_sigma_loc=float(np.log(max(float(np.median(sigma)), 1e-6))),
+                         **extra)
+        model = build_model(spec, train, evals, data)
+        draws = pm.draw([model[p] for p in law.param_names],
+                        random_seed=int(rng.integers(2**31 - 1)))
+        params = {p: np.asarray(v, float) for p, v in zip(law.param_names, draws, strict=True)}
+        truth = LawTruth(law=law, spec=spec.name, params=params, sigma=sigma,
+                         train_domains=tuple(train), eval_domains=tuple(evals), noise=noise,
+                         student_t_df=student_t_df)
+
+    mean = truth.true_loss(mixtures, **extra)
+    if not (np.all(np.isfinite(mean)) and np.all(mean > 0)):
+        raise errors.SimulationError(f"the drawn {law.name!r} law gives non-positive or "
+                                     "non-finite losses", hint="try another seed or tighter "
+                                     "priors")
+    loss = mean + _noise(rng, mean.shape, sigma, student_t_df)
+    while (bad := loss <= 0).any():
+        loss[bad] = (mean + _noise(rng, mean.shape, sigma, student_t_df))[bad]
+
+    width = len(str(n - 1))
+    frame = {"run": [f"r{i:0{width}d}" for i in range(n)], **extra}
+    for j, name in enumerate(train):
+        frame[MIX_PREFIX + name] = mixtures[:, j]
+    for i, name in enumerate(evals):
+        frame[LOSS_PREFIX + name] = loss[:, i]
+    table = RunTable.from_frame(pd.DataFrame(frame),
+                                source=f"simulate_law({law.name!r}, seed={seed})")
+    return table, truth
+
+
+def _spec_for(law_or_spec):
+    """A ModelSpec from a spec, a spec name/path, a law name or a Law (its default priors)."""
+    from bayesmix.laws import Law, available_laws, get_law
+    from bayesmix.priors import Prior
+    from bayesmix.spec import ModelSpec, available_models, default_priors, load_spec
+
+    if isinstance(law_or_spec, ModelSpec):
+        return law_or_spec
+    text = None if isinstance(law_or_spec, Law) else str(law_or_spec)
+    if text is not None and (text in available_models() or text.endswith(".toml")):
+        return load_spec(text)
+    if text is not None and text not in available_laws() and ":" not in text:
+        raise errors.SimulationError(f"{text!r} is neither a law nor a model specification",
+                                     hint=f"laws: {', '.join(sorted(available_laws()))}; "
+                                          f"models: {', '.join(available_models())}")
+    law = get_law(law_or_spec)
+    priors = {k: Prior.from_dict(v, name=k) for k, v in default_priors(law.name).items()}
+    return ModelSpec(name=law.name, description=law.description, law=law.name,
+                     likelihood={"family": "normal"},
+                     hierarchy={"diagonal": "auto", "parameterization": "centered"},
+                     priors=priors)
+
+
+def _eval_names(eval_domains, train: list[str]) -> list[str]:
+    if eval_domains is None:
+        return list(train)
+    if isinstance(eval_domains, int):
+        if eval_domains < 1:
+            raise errors.SimulationError("eval_domains must be at least 1")
+        return list(train[:eval_domains]) + [f"e{j}" for j in
+                                             range(len(train) + 1, eval_domains + 1)]
+    return _names(eval_domains, "e", "validation")
+
+
+def _sparsify(mix: np.ndarray, zero_fraction: float, concentration: float, rng) -> np.ndarray:
+    """Drop each share with probability ``zero_fraction`` (keeping at least one domain) and
+    redraw the kept ones from the symmetric Dirichlet."""
+    keep = rng.random(mix.shape) >= zero_fraction
+    for i in np.flatnonzero(~keep.any(axis=1)):
+        keep[i, rng.integers(mix.shape[1])] = True
+    g = rng.gamma(float(concentration), 1.0, mix.shape) * keep
+    return g / g.sum(axis=1, keepdims=True)
+
+
+def _as_mixture_array(mixtures, train_domains) -> tuple[np.ndarray, object, bool]:
+    """(n, M) array, the DataFrame index (or None) and whether a single mixture was given."""
+    index = None
+    if isinstance(mixtures, pd.DataFrame):
+        missing = [d for d in train_domains if d not in mixtures.columns]
+        if missing:
+            raise errors.DomainNameError(f"no column for training domain {missing[0]!r}",
+                                         column=missing[0],
+                                         hint="columns must be the training domains")
+        index = mixtures.index
+        mixtures = mixtures[list(train_domains)]
+    r = np.asarray(mixtures, float)
+    single = r.ndim == 1
+    r = np.atleast_2d(r)
+    if r.shape[-1] != len(train_domains):
+        raise errors.SimulationError(f"mixtures have {r.shape[-1]} shares, the law has "
+                                     f"{len(train_domains)} training domains")
+    return r, index, single
 
 
 def _names(spec, prefix: str, kind: str) -> list[str]:

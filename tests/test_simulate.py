@@ -1,4 +1,5 @@
-"""Simulator: seeded, right shapes, noise-free losses follow M4, noise of the stated size."""
+"""Simulator: seeded, right shapes, noise-free losses follow M4, noise of the stated size;
+``simulate_law`` does the same for any registered law."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import pandas as pd
 import pytest
 
 from bayesmix import errors
-from bayesmix.laws import m4
-from bayesmix.simulate import simulate
+from bayesmix.laws import available_laws, get_law, m4
+from bayesmix.simulate import simulate, simulate_law
+from bayesmix.spec import load_spec
 
 
 def test_same_seed_same_data_other_seed_other_data():
@@ -118,3 +120,75 @@ def test_corner_mixtures_and_explicit_design():
 def test_bad_settings_raise_simulation_error(kwargs):
     with pytest.raises(errors.SimulationError):
         simulate(seed=0, **kwargs)
+
+
+# ---------------------------------------------------------------------------------- simulate_law
+@pytest.mark.parametrize("law_name", sorted(available_laws()))
+def test_simulate_law_draws_a_truth_the_table_follows(law_name):
+    law = get_law(law_name)
+    table, truth = simulate_law(law_name, ["web", "code", "math"], ["code", "books"], 15,
+                                seed=4, noise_sd=0.0)
+    assert truth.law is law and table.n_runs == 15
+    assert table.train_domains == ("web", "code", "math")
+    assert table.eval_domains == ("code", "books")
+    sizes = {"eval_domain": 2, "train_domain": 3}
+    ds = truth.to_dataset()
+    for p in law.params:  # every parameter, with its declared dims
+        assert truth.params[p.name].shape == tuple(sizes[d] for d in p.dims), p.name
+        assert ds[p.name].dims == p.dims
+    mix = table.mixtures.to_numpy()
+    losses = table.losses.to_numpy()
+    np.testing.assert_allclose(losses, law.predict(mix, truth.params), rtol=1e-12)
+    np.testing.assert_allclose(truth.true_loss(mix), losses, rtol=1e-12)
+    np.testing.assert_allclose(truth.true_loss(mix[0]), losses[0], rtol=1e-12)
+    df = truth.true_loss(table.mixtures)
+    assert list(df.index) == list(table.runs) and list(df.columns) == ["code", "books"]
+    assert np.all(losses > 0)
+
+
+def test_simulate_law_seeded_sparse_and_noisy():
+    a, ta = simulate_law("additive", 6, n_runs=300, seed=1, zero_fraction=0.5, noise_sd=0.02)
+    b, tb = simulate_law("additive", 6, n_runs=300, seed=1, zero_fraction=0.5, noise_sd=0.02)
+    pd.testing.assert_frame_equal(a.to_tidy(), b.to_tidy())
+    for key in ta.params:
+        np.testing.assert_array_equal(ta.params[key], tb.params[key])
+    mix = a.mixtures.to_numpy()
+    np.testing.assert_allclose(mix.sum(axis=1), 1.0)
+    assert (mix > 0).any(axis=1).all()
+    # each share is dropped with probability 0.5 (a run keeps one at least): 1800 shares, so
+    # the zero fraction is 0.5 +- 0.012 (1 sd); +-0.06 is 5 sd
+    assert abs((mix == 0).mean() - 0.5) < 0.06
+    resid = (a.losses.to_numpy() - ta.true_loss(mix)).ravel()
+    # 1800 residuals: the sample sd is within 1.7 % (1 sd) of 0.02; 10 % is about 6 sd
+    assert resid.std(ddof=1) == pytest.approx(0.02, rel=0.10)
+    c, _ = simulate_law("additive", 6, n_runs=300, seed=2, zero_fraction=0.5)
+    assert not np.allclose(a.losses.to_numpy(), c.losses.to_numpy())
+    # held-out runs of the same truth: new mixtures, same parameters
+    d, td = simulate_law("additive", 6, n_runs=20, seed=3, truth=ta, noise_sd=0.0)
+    assert td.params is ta.params
+    np.testing.assert_allclose(d.losses.to_numpy(), ta.true_loss(d.mixtures.to_numpy()))
+    with pytest.raises(errors.SimulationError):
+        simulate_law("powershare", 6, n_runs=5, seed=3, truth=ta)
+
+
+def test_simulate_law_uses_the_priors_of_a_spec():
+    """A specification's priors (here a nearly fixed m) are what the truth is drawn from."""
+    spec = load_spec("powershare").with_priors(m={"dist": "Normal", "mu": 2.5, "sigma": 1e-6})
+    _, truth = simulate_law(spec, 4, n_runs=5, seed=0)
+    np.testing.assert_allclose(truth.params["m"], 2.5, atol=1e-4)
+    # data-scaled priors take loss_mean / loss_scale: m ~ Normal(10, 1e-6 ...) here
+    _, t2 = simulate_law("powershare", 4, n_runs=5, seed=0, loss_mean=10.0, loss_scale=1e-6)
+    np.testing.assert_allclose(t2.params["m"], 10.0, atol=1e-4)
+    # a shipped specification by name, a law by name and a Law object all work
+    assert simulate_law("default", 3, n_runs=4, seed=0)[1].law.name == "m4"
+    assert simulate_law(get_law("m4"), 3, n_runs=4, seed=0)[1].law.name == "m4"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"law_or_spec": "nosuchlaw"}, {"law_or_spec": "m4", "noise_sd": -1.0},
+    {"law_or_spec": "m4", "zero_fraction": 1.0}, {"law_or_spec": "m4", "loss_scale": 0.0},
+    {"law_or_spec": "m4", "train_domains": 1},
+])
+def test_simulate_law_bad_settings_raise_simulation_error(kwargs):
+    with pytest.raises(errors.SimulationError):
+        simulate_law(seed=0, **kwargs)
