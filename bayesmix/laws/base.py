@@ -96,6 +96,9 @@ class Law:
     priors: Mapping[str, Mapping] = {}
     #: True when ``sum_i w_i L_i(r)`` is convex in r for every draw (w >= 0).
     convex: bool = False
+    #: Name of a parameter that equals the mean loss at the uniform mixture (e.g. M4's ``m``),
+    #: or None when the law has none; tests check the promise for every law that makes it.
+    uniform_loss_param: str | None = None
     #: Fewest runs a fit should have (fewer: the fit warns that the law is barely identified).
     min_runs: int = 2
 

@@ -118,6 +118,7 @@ class M4(Law):
     )
     priors = M4_PRIORS
     convex = True
+    uniform_loss_param = "m"  # rows of t sum to zero: t . r = 0 at the uniform mixture
     min_runs = 4
 
     def mean(self, inputs, params, xp=np):
