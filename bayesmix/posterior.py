@@ -128,9 +128,14 @@ class Posterior:
         try:
             self.spec = ModelSpec.from_json(attrs["bayesmix_model_spec"])
         except errors.SpecError as err:
+            if err.problem.startswith("unknown law"):
+                hint = ("a law defined outside bayesmix must be registered first "
+                        "(import its module, or bayesmix.laws.register)")
+            else:
+                hint = "it was written by another version of bayesmix: refit it"
             raise errors.PosteriorFileError(
                 f"its model specification does not fit this bayesmix ({err.problem})",
-                hint="it was written by another version of bayesmix: refit it") from None
+                hint=hint) from None
         self.diagnostics = Diagnostics.from_json(attrs["bayesmix_diagnostics"])
         post = tree["posterior"]
         self.train_domains = tuple(str(v) for v in post["train_domain"].values)

@@ -115,7 +115,7 @@ def test_decide_on_a_law_defined_outside_the_package(plane_fit):
 def test_propose_on_a_law_defined_outside_the_package(plane_fit, strategy):
     _, runs, post = plane_fit
     cons = Constraints.build(post.train_domains, max_share={"Pile-CC": 0.6})
-    belief = acquire.Belief.from_posterior(post, target="Pile-CC")
+    belief = acquire.Belief.from_posterior(post, target="Pile-CC", max_draws=64)
     batch = acquire.propose(belief, 4, strategy=strategy, constraints=cons,
                             existing=runs.mixtures.to_numpy(float), seed=2)
     assert batch.mixtures.shape == (4, len(SIM_DOMAINS))
@@ -144,3 +144,18 @@ def test_cli_fit_optimize_and_propose_with_the_spec_file(plane_fit, tmp_path, ca
     with Ledger.open(ledger) as book:
         proposed = book.runs("proposed")
     assert len(proposed) == 3
+
+
+def test_a_posterior_of_an_unregistered_law_names_the_fix(plane_fit, tmp_path):
+    """In a process that never registered the law, loading its posterior says what to do."""
+    import subprocess
+    import sys
+
+    _, _, post = plane_fit
+    path = post.save(tmp_path / "plane.nc")
+    code = ("import sys\nfrom bayesmix.posterior import Posterior\nfrom bayesmix import errors\n"
+            "try:\n    Posterior.load(sys.argv[1])\nexcept errors.PosteriorFileError as e:\n"
+            "    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert "unknown law 'toy-plane'" in done.stdout and "register" in done.stdout
