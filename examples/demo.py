@@ -8,8 +8,9 @@ The main job on built-in data, end to end (well under a minute on 2 cores):
 3. predict 90 % intervals of the loss of unseen mixtures, next to the true noise-free losses,
    and the overall loss with equal domain weights;
 4. save the posterior (out/demo_posterior.nc, readable by ArviZ) and two plots to out/;
-5. choose the mixture for the big run under constraints (decision report);
-6. a few rounds of active learning through the ``bayesmix`` command (init -> propose ->
+5. compare the M4 law with the additive law by leave-one-run-out predictive density;
+6. choose the mixture for the big run under constraints (decision report);
+7. a few rounds of active learning through the ``bayesmix`` command (init -> propose ->
    simulated training -> ingest -> propose), in out/active_learning/.
 
 Run with `make demo`. Each step is a small function so the demo can grow (choosing the mixture,
@@ -146,8 +147,23 @@ def main() -> None:
     print("open the posterior in ArviZ: xarray.open_datatree('out/demo_posterior.nc', "
           "engine='h5netcdf'), then arviz_stats.summary(tree, var_names=['m', 't'])")
 
+    compare_laws(runs, post)
     choose_mixture(post, truth)
     active_learning_rounds(truth)
+
+
+def compare_laws(runs, post: Posterior) -> None:
+    """Fit a second law (the additive one) to the same runs and rank both by leave-one-run-out
+    predictive density (PSIS-LOO on each posterior's log_likelihood group). The truth is M4,
+    so M4 should come first."""
+    from bayesmix.compare import compare
+
+    other = fit(runs, "additive", draws=500, tune=700, chains=4, seed=1, warn=False)
+    table = compare({"m4 (default)": post, "additive": other})
+    print("\ncomparing laws on the same runs (PSIS-LOO, leave one run out; higher elpd is "
+          "better)")
+    cols = ["model", "rank", "elpd_loo", "se", "elpd_diff", "dse", "n_high_pareto_k"]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
 
 
 def choose_mixture(post: Posterior, truth: Truth) -> None:
