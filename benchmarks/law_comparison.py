@@ -15,7 +15,9 @@ Data sets (real data from ../shared/data, or --data):
   that none of the shipped laws is; scored on 64 unseen sparse mixtures, plus a check that no
   law predicts absurd losses (the posterior mean must stay within the observed range widened by
   its width on each side, and the 95% predictive upper bound below 3x the largest observed loss)
-  for unseen mixtures, the uniform mixture and single-domain mixtures.
+  for unseen mixtures, the uniform mixture and single-domain mixtures. ``sparse24_ok`` is yes
+  when no law predicts absurd losses; each law's line says whether its fit passed the
+  diagnostics gate and, if not, which checks failed.
 
 Per law and data set one line: Spearman (Pile-CC for RegMix; mean over validation domains
 elsewhere), MAE (nats per token, all domains), coverage90 (share of held-out losses inside the
@@ -253,7 +255,7 @@ def sparse24(laws, kw, results) -> bool:
     for law in laws:
         if (law, "sparse24") in results:
             m = results[(law, "sparse24")]
-            all_ok &= bool(m["gate"]) and "ABSURD" not in m.get("why", "")
+            all_ok &= "ABSURD" not in m.get("why", "")
             print(line(law, "sparse24", m) + " [saved]", flush=True)
             continue
         post, secs = fitted(train, law, kw)
@@ -270,7 +272,7 @@ def sparse24(laws, kw, results) -> bool:
                        f"97.5% up to {upper.max():.2f} (observed {obs.min():.2f}-{obs.max():.2f})")
         m.update(fit_s=secs, gate=post.diagnostics.ok, elpd=elpd_loo(post), why="; ".join(why))
         results[(law, "sparse24")] = m
-        all_ok &= not absurd and post.diagnostics.ok
+        all_ok &= not absurd  # a failed gate is printed with its reasons on the line
         print(line(law, "sparse24", m), flush=True)
     return all_ok
 
