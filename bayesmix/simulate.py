@@ -136,11 +136,7 @@ def simulate(train_domains: int | Sequence[str] = 5,
         evals = _names(eval_domains, "e", "validation")
     n_train, n_eval = len(train), len(evals)
 
-    sigma = np.broadcast_to(np.asarray(noise_sd, float), (n_eval,)).copy()
-    if (sigma < 0).any() or not np.isfinite(sigma).all():
-        raise errors.SimulationError("noise_sd must be finite and >= 0")
-    if student_t_df is not None and not student_t_df > 0:
-        raise errors.SimulationError("student_t_df must be > 0")
+    sigma = _noise_scales(noise_sd, n_eval, student_t_df)
 
     # the law
     m = rng.uniform(2.0, 4.0, n_eval)
@@ -292,11 +288,7 @@ def simulate_law(law_or_spec, train_domains: int | Sequence[str] = 4,
     train = _names(train_domains, "d", "training")
     evals = _eval_names(eval_domains, train)
     n_train, n_eval = len(train), len(evals)
-    sigma = np.broadcast_to(np.asarray(noise_sd, float), (n_eval,)).copy()
-    if (sigma < 0).any() or not np.isfinite(sigma).all():
-        raise errors.SimulationError("noise_sd must be finite and >= 0")
-    if student_t_df is not None and not student_t_df > 0:
-        raise errors.SimulationError("student_t_df must be > 0")
+    sigma = _noise_scales(noise_sd, n_eval, student_t_df)
     if not 0 <= zero_fraction < 1:
         raise errors.SimulationError("zero_fraction must be in [0, 1)")
     level = np.broadcast_to(np.asarray(loss_mean, float), (n_eval,)).copy()
@@ -464,6 +456,16 @@ def _design(design, n_runs, n_train, concentration, corner_fraction, rng) -> np.
     if (mix < 0).any() or not np.allclose(mix.sum(axis=1), 1.0, atol=1e-9):
         raise errors.SimulationError("design rows must be non-negative and sum to 1")
     return mix
+
+
+def _noise_scales(noise_sd, n_eval: int, student_t_df) -> np.ndarray:
+    """Noise sd per validation domain (n_eval,), checked; and a valid Student-t df."""
+    sigma = np.broadcast_to(np.asarray(noise_sd, float), (n_eval,)).copy()
+    if (sigma < 0).any() or not np.isfinite(sigma).all():
+        raise errors.SimulationError("noise_sd must be finite and >= 0")
+    if student_t_df is not None and not student_t_df > 0:
+        raise errors.SimulationError("student_t_df must be > 0")
+    return sigma
 
 
 def _noise(rng, shape, sigma, df) -> np.ndarray:
