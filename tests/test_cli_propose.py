@@ -131,6 +131,8 @@ def test_pool_proposals_before_any_result(tmp_path):
     (["-n", 2, "--out", "next.txt"], ["next.txt", "name the file .csv or .json"]),
     (["-n", 2, "--pool", "bad_pool.csv"], ["bad_pool.csv", "unknown training domain 'web'"]),
     (["-n", 2, "--ledger", "missing.db"], ["missing.db", "no ledger file here"]),
+    # the model is checked before anything is fitted or recorded
+    (["-n", 2, "--model", "m7"], ["unknown model 'm7'"]),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, fragments):
     done = bayesmix("init", "--ledger", "exp.db", "--domains", ",".join(SIM_DOMAINS),
