@@ -23,6 +23,7 @@ test: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) benchmarks/fit_speed.py
 	$(PY) benchmarks/regmix_accuracy.py --train 512
+	$(PY) benchmarks/law_comparison.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
