@@ -1,0 +1,148 @@
+"""``bayesmix critical-share POSTERIOR.nc --original D --new D``: continual pre-training.
+
+The critical share is the largest share of the NEW training domain at which the ORIGINAL domain's
+loss after continued training stays at or below its loss at the start (the step-0 checkpoint), or
+at most --tolerance nats above it. It is computed for every posterior draw from the fitted mixing
+law, along the line from all-original to all-new (other training domains held at --other-share,
+default 0), and printed as median, mean and equal-tailed interval with the matching share of the
+original domain and the number of draws at a boundary (loss within the limit even at the largest
+share, or above it at every share). -o writes the tidy table (CSV or JSON by extension,
+atomically); --plot draws the loss curve. A posterior that failed its diagnostics gate is
+announced loudly on stderr.
+
+What "the original domain's loss" is: with --weights FILE.json ({validation domain: weight}, e.g.
+the Pile token shares) --original names the TRAINING domain (e.g. Pile) and its loss is the
+weighted aggregate over the validation domains. Without --weights, --original names one
+VALIDATION domain (e.g. Github); the training domain that gives up share is the one of the same
+name, or else the only training domain besides --new.
+
+The start loss: bayesmix fit keeps only the fitted checkpoint of each run, so give the runs file
+(--runs, the file the posterior was fitted to: its step-0 records, which must agree between runs)
+or the number (--start-loss, in nats per token, of the original loss as defined above).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bayesmix import errors
+from bayesmix.cli._options import parse_pairs
+from bayesmix.cli._output import TABLE_SUFFIXES, check_output, loud_warning, write_table
+from bayesmix.loaders import FORMATS
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parts = __doc__.split("\n\n")
+    p = subparsers.add_parser(
+        "critical-share",
+        help="continual pre-training: largest share of a new domain that keeps the original "
+             "domain's loss at its start",
+        description="\n\n".join(parts[1:]),
+        epilog="examples:\n"
+               "  bayesmix fit ct/70M.txt --step 10000 -o ct.nc\n"
+               "  bayesmix critical-share ct.nc --original Pile --new Python --runs ct/70M.txt "
+               "--weights valid_weight.json -o critical.csv --plot critical.png\n"
+               "  bayesmix critical-share ct.nc --original Github --new Python --start-loss "
+               "1.5653 --tolerance 0.01",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior from `bayesmix fit`")
+    p.add_argument("--original", required=True, metavar="DOMAIN",
+                   help="with --weights: the training domain whose aggregate loss must not "
+                        "rise (e.g. Pile); without: a validation domain (e.g. Github)")
+    p.add_argument("--new", required=True, metavar="DOMAIN",
+                   help="the training domain added by continued training (e.g. Python)")
+    p.add_argument("--runs", metavar="RUNS_FILE",
+                   help="run file with the step-0 records (the start loss)")
+    p.add_argument("--format", choices=FORMATS, help="format of --runs (detected when omitted)")
+    p.add_argument("--start-loss", type=float, metavar="X",
+                   help="the original loss at the start, nats per token (instead of --runs)")
+    p.add_argument("--weights", metavar="FILE.json",
+                   help="validation-domain weights {domain: weight} of the original loss")
+    p.add_argument("--tolerance", type=float, default=0.0, metavar="NATS",
+                   help="nats the original loss may rise above its start (default 0)")
+    p.add_argument("--prob", type=float, default=0.9,
+                   help="probability mass of the equal-tailed intervals (default 0.9)")
+    p.add_argument("--other-share", action="append", default=[], metavar="DOMAIN=SHARE",
+                   help="fixed share of a third training domain (repeatable; default 0)")
+    p.add_argument("-o", "--output", metavar="FILE.csv|FILE.json",
+                   help="write the tidy table here (CSV or JSON by extension)")
+    p.add_argument("--plot", metavar="FIG.png",
+                   help="draw the loss curve, start and critical share (PNG, PDF or SVG)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _check_outputs(args) -> None:
+    """Output paths are checked before any work: valid, distinct, never an input."""
+    from bayesmix.continual import PLOT_SUFFIXES
+
+    inputs = {Path(p).resolve(): opt for p, opt in ((args.posterior, "POSTERIOR.nc"),
+                                                    (args.runs, "--runs"),
+                                                    (args.weights, "--weights")) if p}
+    outputs = {}
+    for path, option, suffixes in ((args.output, "-o", TABLE_SUFFIXES),
+                                   (args.plot, "--plot", PLOT_SUFFIXES)):
+        if not path:
+            continue
+        check_output(path, suffixes, option)
+        resolved = Path(path).resolve()
+        if resolved in inputs:
+            raise errors.OptionError(f"{option} {path} is the input {inputs[resolved]}: "
+                                     "refusing to overwrite an input",
+                                     hint="choose another output file")
+        if resolved in outputs:
+            raise errors.OptionError(f"{option} {path} is also the {outputs[resolved]} output")
+        outputs[resolved] = option
+
+
+def run(args) -> int:
+    from bayesmix.continual import critical_share
+    from bayesmix.loaders import load
+    from bayesmix.posterior import Posterior
+
+    _check_outputs(args)
+    if args.runs and args.start_loss is not None:
+        raise errors.OptionError("give either --runs or --start-loss, not both")
+    if args.format and not args.runs:
+        raise errors.OptionError("--format needs --runs RUNS_FILE")
+    if not 0 < args.prob < 1:
+        raise errors.OptionError(f"--prob must be between 0 and 1, got {args.prob:g}")
+    if not args.tolerance >= 0:
+        raise errors.OptionError(f"--tolerance must be >= 0 nats, got {args.tolerance:g}")
+    other = parse_pairs(args.other_share, "--other-share")
+    post = Posterior.load(args.posterior)
+    runs = load(args.runs, args.format) if args.runs else None
+    result = critical_share(post, original=args.original, new=args.new,
+                            start_loss=args.start_loss, runs=runs, weights=args.weights,
+                            tolerance=args.tolerance, prob=args.prob, other_shares=other)
+    loud_warning(post.diagnostics_warning)  # after the input checks: errors stay one line
+    print(format_result(result))
+    print()
+    print(result.to_text(warning=False))
+    if args.output:
+        write_table(result.to_frame(), args.output)
+        print(f"\nwritten: {args.output}")
+    if args.plot:
+        result.plot(args.plot)
+        print(f"{'' if args.output else chr(10)}plot: {args.plot}")
+    return 0
+
+
+def format_result(result) -> str:
+    """The two shares with their intervals and the boundary counts, aligned."""
+    pct = f"{result.prob:.0%}"
+    head = (f"critical share ({result.law} law, {result.n_draws} draws"
+            + (f", step {result.fit_step:g}" if result.fit_step is not None else "")
+            + f"; start loss {result.start_loss:.4f} nats/token, tolerance "
+            f"{result.tolerance:g}): median [{pct} interval], mean")
+    lines = [head]
+    for role, dom, med, (lo, hi), mean in (
+            ("new", result.new, result.median, result.interval, result.mean),
+            ("original", result.original, result.original_median, result.original_interval,
+             result.original_mean)):
+        lines.append(f"  {dom + ' (' + role + ')':<24} {med:.4f} [{lo:.4f}, {hi:.4f}]  "
+                     f"{mean:.4f}")
+    lines.append(f"  boundary draws: {result.n_at_max} at share {result.x_max:g} (within the "
+                 f"limit even there), {result.n_at_zero} at share 0 (above it at every share)")
+    return "\n".join(lines)
