@@ -118,3 +118,11 @@ class OptionError(BayesmixError):
 
 class ObjectiveError(BayesmixError):
     """An optimisation objective, its weights or its baseline mixture is invalid."""
+
+
+class ExtrapolationError(BayesmixError):
+    """A prediction asked for a model size or token count far outside the fitted range."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """A prediction at a model size or token count outside the fitted range (within limits)."""

@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
@@ -26,10 +27,14 @@ from bayesmix.spec import ModelSpec
 class ModelData:
     """Arrays fed to the model's ``pm.Data`` containers (shapes in brackets).
 
-    r [run, train_domain] proportions; y [obs] observed losses; run_idx, eval_idx [obs] positions;
+    One row per *record* (a run at one checkpoint). r [record, train_domain] proportions;
+    y [obs] observed losses; run_idx, eval_idx [obs] record and validation-domain positions;
     loss_mean, loss_scale [eval_domain] mean observed loss and 2 x its spread (for priors scaled
     to the data); log_sigma_loc [] data-scaled centre of the log noise scale; n_params, tokens
-    [run] model size and training tokens, present when the law takes them as inputs.
+    [record] model size and training tokens, present when the law takes them as inputs.
+    ``runs`` labels the records: the run ids when there is one record per run, else
+    ``"<run>@<step>"``; then ``run_ids`` are the distinct runs and ``record_run`` [record] the
+    run of each record (checkpoints of one run share a run effect, see :func:`build_model`).
     """
 
     runs: tuple[str, ...]
@@ -42,24 +47,58 @@ class ModelData:
     log_sigma_loc: float
     n_params: np.ndarray | None = None
     tokens: np.ndarray | None = None
+    run_ids: tuple[str, ...] | None = None
+    record_run: np.ndarray | None = None
+
+    @property
+    def multi_record(self) -> bool:
+        """True when some run enters with several checkpoints (dims ``record`` and ``run``)."""
+        return self.record_run is not None
+
+    @property
+    def record_dim(self) -> str:
+        return "record" if self.multi_record else "run"
 
     def as_dict(self) -> dict:
         out = {"r": self.r, "y": self.y, "run_idx": self.run_idx, "eval_idx": self.eval_idx,
                "loss_mean": self.loss_mean, "loss_scale": self.loss_scale,
                "log_sigma_loc": np.asarray(self.log_sigma_loc)}
-        for key in ("n_params", "tokens"):
+        for key in ("n_params", "tokens", "record_run"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
 
 
-def select_for_fit(runs: RunTable, *, step: float | None = None, law=None) -> RunTable:
-    """The records the mixing law is fitted to: one per run (last checkpoint, or ``step``).
+def uses_checkpoints(law) -> bool:
+    """A law with a training-tokens input is fitted to every checkpoint of every run."""
+    return law is not None and "tokens" in get_law(law).inputs
 
+
+def select_for_fit(runs: RunTable, *, step: float | None = None, law=None,
+                   max_step: float | None = None) -> RunTable:
+    """The records the law is fitted to.
+
+    A law without a tokens input: one record per run (the last checkpoint, or ``step``). A law
+    that takes ``tokens`` (see :attr:`bayesmix.laws.Law.inputs`): every checkpoint with tokens
+    > 0 (step-0 records of continued runs carry no training), up to ``max_step`` when given.
     A law without a model-size input cannot pool runs of several model sizes: select one size
-    first. A law that takes ``n_params`` (see :attr:`bayesmix.laws.Law.inputs`) may.
+    first. A law that takes ``n_params`` may.
     """
-    table = runs.at_step(step) if step is not None else runs.final()
+    if uses_checkpoints(law) and step is None:
+        table = runs
+        tokens = runs.column("tokens")
+        if tokens is not None:
+            keep = tokens.to_numpy(dtype=float) > 0
+            if max_step is not None and runs.has_steps:
+                keep &= runs.column("step").to_numpy(dtype=float) <= max_step
+            if not keep.any():
+                raise errors.EmptyInputError(
+                    "no checkpoint with tokens > 0" + (
+                        f" at or below step {max_step:g}" if max_step is not None else ""),
+                    source=runs.source, column="tokens", hint="check --max-step")
+            table = runs._subset(runs._records[keep])
+    else:
+        table = runs.at_step(step) if step is not None else runs.final()
     sizes = table.column("n_params")
     takes_size = law is not None and "n_params" in get_law(law).inputs
     if sizes is not None and sizes.nunique() > 1 and not takes_size:
@@ -67,20 +106,23 @@ def select_for_fit(runs: RunTable, *, step: float | None = None, law=None) -> Ru
         raise errors.FormatError(
             f"runs of several model sizes ({values}) cannot share one mixing law",
             source=runs.source, column="n_params",
-            hint="fit one size at a time (CLI: --size N)")
+            hint="fit one size at a time (CLI: --size N), or use a law over model size "
+                 "and tokens (--model scaling)")
     return table
 
 
 def prepare_data(runs: RunTable, law=None) -> ModelData:
-    """Flatten a run table (one record per run) into the arrays of :class:`ModelData`.
+    """Flatten a run table into the arrays of :class:`ModelData`.
 
     ``law`` (a name or Law): its extra inputs (``n_params``, ``tokens``) are taken from the table
-    and must be present for every run.
+    and must be present for every record. A law without a tokens input gets one record per run
+    (the last checkpoint); a law with one gets every record of the table.
     """
-    if runs.has_steps and len(runs) != runs.n_runs:
+    if runs.has_steps and len(runs) != runs.n_runs and not uses_checkpoints(law):
         runs = runs.final()
-    mix = runs.mixtures
-    losses = runs.losses.to_numpy(dtype=float)  # (run, eval_domain), NaN = missing
+    records = runs.to_tidy()
+    mix = records[[f"mix.{d}" for d in runs.train_domains]]
+    losses = runs.losses.to_numpy(dtype=float)  # (record, eval_domain), NaN = missing
     run_idx, eval_idx = np.nonzero(~np.isnan(losses))
     y = losses[run_idx, eval_idx]
     with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -106,7 +148,16 @@ def prepare_data(runs: RunTable, law=None) -> ModelData:
                                      source=runs.source, column=key,
                                      hint=f"add a positive '{key}' column to the runs")
         extra[key] = values
-    return ModelData(runs=tuple(mix.index), r=mix.to_numpy(dtype=float), y=y,
+    run_col = records["run"].astype(str).to_numpy()
+    labels = tuple(run_col)
+    if len(set(labels)) < len(labels):  # several checkpoints per run
+        run_ids = tuple(pd.unique(run_col))
+        position = {r: i for i, r in enumerate(run_ids)}
+        extra["run_ids"] = run_ids
+        extra["record_run"] = np.array([position[r] for r in run_col], dtype=np.int64)
+        steps = records["step"].to_numpy(dtype=float)
+        labels = tuple(f"{r}@{s:g}" for r, s in zip(run_col, steps, strict=True))
+    return ModelData(runs=labels, r=mix.to_numpy(dtype=float), y=y,
                      run_idx=run_idx.astype(np.int64), eval_idx=eval_idx.astype(np.int64),
                      loss_mean=mean, loss_scale=2.0 * spread,
                      log_sigma_loc=float(np.log(0.25 * np.median(spread))), **extra)
@@ -126,9 +177,11 @@ def diagonal_pairs(spec: ModelSpec, train_domains, eval_domains) -> list[tuple[i
     return pairs
 
 
-def structure_key(spec: ModelSpec, train_domains, eval_domains) -> str:
+def structure_key(spec: ModelSpec, train_domains, eval_domains,
+                  multi_record: bool = False) -> str:
     """Identifies a model structure: equal keys can share one compiled model."""
-    text = "|".join([spec.to_json(), ",".join(train_domains), ",".join(eval_domains)])
+    text = "|".join([spec.to_json(), ",".join(train_domains), ",".join(eval_domains),
+                     "records" if multi_record else "runs"])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -142,8 +195,11 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
     law = get_law(spec.law)
     train_domains, eval_domains = list(train_domains), list(eval_domains)
     pairs = diagonal_pairs(spec, train_domains, eval_domains)
+    rec = data.record_dim
     coords = {"train_domain": train_domains, "eval_domain": eval_domains,
-              "run": list(data.runs), "obs": np.arange(len(data.y))}
+              rec: list(data.runs), "obs": np.arange(len(data.y))}
+    if data.multi_record:
+        coords["run"] = list(data.run_ids)
     mask = None
     if pairs:
         mask = np.zeros((len(eval_domains), len(train_domains)))
@@ -151,10 +207,10 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
             mask[i, j] = 1.0
 
     with pm.Model(coords=coords) as model:
-        inputs = {"r": pm.Data("r", data.r, dims=("run", "train_domain"))}
+        inputs = {"r": pm.Data("r", data.r, dims=(rec, "train_domain"))}
         for key in law.inputs:
             if key != "r":
-                inputs[key] = pm.Data(key, getattr(data, key), dims="run")
+                inputs[key] = pm.Data(key, getattr(data, key), dims=rec)
         y = pm.Data("y", data.y, dims="obs")
         run_idx = pm.Data("run_idx", data.run_idx, dims="obs")
         eval_idx = pm.Data("eval_idx", data.eval_idx, dims="obs")
@@ -180,14 +236,41 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
         ls_z = pm.Normal("log_sigma_z", 0.0, 1.0, dims="eval_domain")
         sigma = pm.Deterministic("sigma", pt.exp(ls_mu + ls_sigma * ls_z), dims="eval_domain")
 
-        mean = law.mean(inputs, params, pt)  # (run, eval_domain)
+        mean = law.mean(inputs, params, pt)  # (record, eval_domain)
         mu = mean[run_idx, eval_idx]
+        if data.multi_record:
+            record_run = pm.Data("record_run", data.record_run, dims=rec)
+            if run_effect_on(spec):
+                mu = mu + _run_effect(ctx, data, log_sigma_loc)[record_run[run_idx], eval_idx]
         if spec.likelihood["family"] == "student_t":
             pm.StudentT("loss", nu=float(spec.likelihood["nu"]), mu=mu, sigma=sigma[eval_idx],
                         observed=y, dims="obs")
         else:
             pm.Normal("loss", mu=mu, sigma=sigma[eval_idx], observed=y, dims="obs")
     return model
+
+
+def run_effect_on(spec: ModelSpec) -> bool:
+    """Whether checkpoints of one run share a run effect (hierarchy ``run_effect``, default on)."""
+    return spec.hierarchy.get("run_effect", "on") == "on"
+
+
+def _run_effect(ctx: BuildContext, data: ModelData, log_sigma_loc):
+    """Offsets (run, eval_domain) shared by every checkpoint of a run.
+
+    Checkpoints of one training run are not independent draws around the law: a run that is
+    luckier or unluckier than the law says stays so along its learning curve. Without this term
+    the likelihood counts 10-20 checkpoints as 10-20 independent confirmations and the intervals
+    shrink accordingly. ``run_sigma`` [eval_domain] (nats/token), pooled on the log scale like
+    ``sigma``; non-centred. A prediction for a new run adds a fresh offset (see
+    :meth:`bayesmix.posterior.Posterior.predict`).
+    """
+    mu = ctx.prior("log_run_sigma_mu", mu=log_sigma_loc)
+    sd = ctx.prior("log_run_sigma_sigma")
+    z_dom = pm.Normal("log_run_sigma_z", 0.0, 1.0, dims="eval_domain")
+    run_sigma = pm.Deterministic("run_sigma", pt.exp(mu + sd * z_dom), dims="eval_domain")
+    z = pm.Normal("run_z", 0.0, 1.0, dims=("run", "eval_domain"))
+    return pm.Deterministic("run_effect", z * run_sigma, dims=("run", "eval_domain"))
 
 
 def build_naive_model(train_domains, eval_domains, data: ModelData) -> pm.Model:

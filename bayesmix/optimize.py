@@ -71,7 +71,7 @@ def _law_label(law: Law) -> str:
 
 
 def _expected_shape(param) -> str:
-    letters = {"eval_domain": "K", "train_domain": "M"}
+    letters = {"eval_domain": "K", "latent": "L", "train_domain": "M"}
     return "(" + ", ".join(["S", *(letters[d] for d in param.dims)]) + ")"
 
 
@@ -92,7 +92,8 @@ def check_draws(draws: Mapping[str, np.ndarray], law: Law | str | None = None
             f"posterior draws lack the {_law_label(law)} parameter(s) {', '.join(missing)}",
             hint=f"law {law.name!r} needs draws of {', '.join(names)}")
     out = {p: np.asarray(draws[p], dtype=float) for p in names}
-    sizes: dict[str, set] = {"sample": set(), "eval_domain": set(), "train_domain": set()}
+    sizes: dict[str, set] = {"sample": set(), "eval_domain": set(), "latent": set(),
+                             "train_domain": set()}
     ranks_ok = all(out[p.name].ndim == 1 + len(p.dims) for p in law.params)
     if ranks_ok:
         for p in law.params:
@@ -169,7 +170,8 @@ class LawDraws:
         object.__setattr__(self, "train_domains", tuple(self.train_domains))
         object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
         object.__setattr__(self, "inputs", _check_inputs(law, self.inputs))
-        names = {"eval_domain": len(self.eval_domains), "train_domain": len(self.train_domains)}
+        names = {"eval_domain": len(self.eval_domains), "train_domain": len(self.train_domains),
+                 "latent": _dim_size(law, p, "latent")}  # latent domains: as many as drawn
         for par in law.params:
             shape = p[par.name].shape[1:]
             want = tuple(names[d] for d in par.dims)
@@ -996,21 +998,32 @@ def draw_optima(draws, constraints: Constraints, weights, *, law: Law | str | No
     """The feasible mixture minimising each draw's aggregate loss: (r (S, M), converged (S,)).
 
     ``draws``: a :class:`LawDraws` (or Posterior), or a plain dict of ``law``'s draws (default
-    M4). The law's exact solver (:meth:`Law.draw_optima`, from the centre of the feasible set)
-    when it has one and the law takes no extra inputs; otherwise batched projected gradients
+    M4). The law's exact solver (:meth:`Law.draw_optima`, from the centre of the feasible set,
+    at the draws' fixed extra inputs) when it has one; otherwise batched projected gradients
     (``n_starts``, ``seed``, ``tol``, ``max_iter`` apply to that path only).
     """
     law, params, inputs = _unpack(draws, law)
     w = _normalise_weights(weights, _dim_size(law, params, "eval_domain"))
     lo, hi = constraints.lower, constraints.upper
     out = None
-    if set(law.inputs) == {"r"}:
-        out = law.draw_optima(params, w, lo, hi, x0=centre(constraints))
+    if not inputs or _takes_inputs(law.draw_optima, inputs):
+        out = law.draw_optima(params, w, lo, hi, x0=centre(constraints), **inputs)
     if out is None:
         out = _generic_draw_optima(law, params, w, inputs, constraints, n_starts=n_starts,
                                    seed=seed, tol=tol, max_iter=max_iter)
     x, ok = out
     return ensure_feasible(x, constraints, "per-draw optimum"), np.asarray(ok, bool)
+
+
+def _takes_inputs(fn, inputs: Mapping) -> bool:
+    """Whether a law's ``draw_optima`` accepts the extra inputs (laws written before inputs
+    existed do not: they get the generic solver instead)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return True
+    return set(inputs) <= {p.name for p in params}
 
 
 def optima_dataarray(optima: np.ndarray, train_domains: Sequence[str]) -> xr.DataArray:

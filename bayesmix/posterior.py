@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -116,6 +117,9 @@ def _interval_table(da: xr.DataArray, prob: float) -> pd.DataFrame:
                          "lower": lo.ravel(), "upper": hi.ravel()})
 
 
+#: Predictions more than this factor beyond the fitted model sizes / tokens are refused.
+MAX_EXTRAPOLATION = 10.0
+
 class Posterior:
     """A fitted mixing law. Build with :func:`bayesmix.fit.fit` or :meth:`Posterior.load`."""
 
@@ -199,9 +203,11 @@ class Posterior:
         """
         post = self.tree["posterior"]
         out = {}
-        for name in (*self.law.param_names, "sigma"):
+        extra = ("sigma", "run_sigma") if "run_sigma" in post else ("sigma",)
+        for name in (*self.law.param_names, *extra):
             da = post[name]
-            order = ["chain", "draw"] + [d for d in ("eval_domain", "train_domain") if d in da.dims]
+            order = ["chain", "draw"] + [d for d in ("eval_domain", "latent", "train_domain")
+                                          if d in da.dims]
             arr = da.transpose(*order).values
             out[name] = arr.reshape((-1,) + arr.shape[2:]) if flat else arr
         return out
@@ -211,13 +217,16 @@ class Posterior:
 
         ``runs``: the table to score (default: the fit data, which is what the stored
         ``log_likelihood`` group holds); any table with this posterior's domains works, e.g.
-        held-out runs. One record per run is scored (the last checkpoint, as in a fit).
+        held-out runs. The records a fit of this law uses are scored (one per run, the last
+        checkpoint; every checkpoint for laws over training tokens).
         Returns a Dataset with
 
         * ``loss`` (chain, draw, obs): log p(y | draw) of each observed (run, eval_domain)
           loss, in the model's order (row-major over run x eval_domain, missing pairs
-          skipped; coords ``obs_run`` and ``obs_eval_domain`` name each observation);
-        * ``run_loss`` (chain, draw, run): its sum over each run's observed domains.
+          skipped; coords ``obs_run`` and ``obs_eval_domain`` name each observation); only
+          when there is one record per run;
+        * ``run_loss`` (chain, draw, run): its sum over each run's observed domains (and
+          checkpoints; fitted runs conditional on their run effect, others with it as noise).
 
         Log densities of losses measured in nats per token (so in units of log(1 / (nats per
         token))); the likelihood is the specification's Normal or Student-t with the fitted
@@ -233,36 +242,51 @@ class Posterior:
         data = prepare_data(table, self.law)
         p = self.law_params(flat=False)
         mean = self.law.predict(data.r, p, n_params=data.n_params,
-                                tokens=data.tokens)  # (chain, draw, run, K)
+                                tokens=data.tokens)  # (chain, draw, record, K)
         mu = mean[:, :, data.run_idx, data.eval_idx]  # (chain, draw, obs)
         sigma = p["sigma"][:, :, data.eval_idx]
+        post = self.tree["posterior"]
+        run_of_obs = (np.asarray(data.run_ids, dtype=str)[data.record_run[data.run_idx]]
+                      if data.multi_record else np.asarray(data.runs, dtype=str)[data.run_idx])
+        if "run_effect" in post:
+            # Checkpoints of a fitted run: conditional on its run effect. A run the posterior
+            # has no effect for: the effect is one more Normal term in the noise scale.
+            fitted = {str(v): i for i, v in enumerate(post["run"].values)}
+            known = np.array([r in fitted for r in run_of_obs])
+            eff = post["run_effect"].transpose("chain", "draw", "run", "eval_domain").values
+            pos = np.array([fitted.get(r, 0) for r in run_of_obs])
+            mu = mu + np.where(known, eff[:, :, pos, data.eval_idx], 0.0)
+            sigma = np.where(known, sigma, np.hypot(sigma, p["run_sigma"][:, :, data.eval_idx]))
         lik = self.spec.likelihood
         if lik["family"] == "student_t":
             loglik = stats.t.logpdf(data.y, df=float(lik["nu"]), loc=mu, scale=sigma)
         else:
             loglik = stats.norm.logpdf(data.y, loc=mu, scale=sigma)
-        # Observations are sorted by run and every run has at least one (RunTable rejects a
-        # record without losses), so each run's block starts where run_idx changes.
-        starts = np.flatnonzero(np.r_[True, np.diff(data.run_idx) != 0])
-        assert len(starts) == len(data.runs), "every run must have an observed loss"
-        run_loglik = np.add.reduceat(loglik, starts, axis=-1)  # (chain, draw, run)
-        post = self.tree["posterior"]
+        # Sum each run's observations (all its checkpoints when several enter the fit).
+        run_names = list(pd.unique(run_of_obs))
+        group = pd.Index(run_names).get_indexer(run_of_obs)
+        run_loglik = np.zeros(loglik.shape[:2] + (len(run_names),))
+        np.add.at(run_loglik, (slice(None), slice(None), group), loglik)  # (chain, draw, run)
         sample = {"chain": post["chain"].values, "draw": post["draw"].values}
         obs_coords = {"obs": np.arange(len(data.y)),
-                      "obs_run": ("obs", np.asarray(data.runs, dtype=str)[data.run_idx]),
+                      "obs_run": ("obs", run_of_obs),
                       "obs_eval_domain": ("obs", np.asarray(self.eval_domains,
                                                             dtype=str)[data.eval_idx])}
         units = "log density of a loss in nats per token"
-        return xr.Dataset(
-            {"loss": xr.DataArray(loglik, {**sample, **obs_coords}, ("chain", "draw", "obs"),
-                                  attrs={"units": units,
-                                         "description": "per observed (run, eval_domain)"}),
-             "run_loss": xr.DataArray(run_loglik, {**sample, "run": list(data.runs)},
-                                      ("chain", "draw", "run"),
-                                      attrs={"units": units,
-                                             "description": "sum over a run's observed "
-                                                            "validation domains"})},
-            attrs={"likelihood": json.dumps(lik, sort_keys=True)})
+        out = {"run_loss": xr.DataArray(run_loglik, {**sample, "run": run_names},
+                                        ("chain", "draw", "run"),
+                                        attrs={"units": units,
+                                               "description": "sum over a run's observed "
+                                                              "validation domains"})}
+        if not data.multi_record:
+            # With several checkpoints per run the observations of a run are correlated (they
+            # share its run effect): leaving one out is not a prediction task, and the array
+            # (draws x every checkpoint x domain) grows large. Only run_loss is kept then.
+            out["loss"] = xr.DataArray(loglik, {**sample, **obs_coords},
+                                       ("chain", "draw", "obs"),
+                                       attrs={"units": units,
+                                              "description": "per observed (run, eval_domain)"})
+        return xr.Dataset(out, attrs={"likelihood": json.dumps(lik, sort_keys=True)})
 
     def __repr__(self) -> str:
         status = "passed" if self.diagnostics.ok else "FAILED diagnostics"
@@ -270,16 +294,69 @@ class Posterior:
                 f"{len(self.eval_domains)} validation domains, {self.n_samples} draws, {status})")
 
     # ------------------------------------------------------------------ prediction
+    def scale_range(self) -> dict[str, tuple[float, float]]:
+        """Fitted range ``{input: (min, max)}`` of the law's extra inputs (n_params, tokens)."""
+        table = self.fit_data()
+        out = {}
+        for key in self.law.inputs:
+            col = None if key == "r" else table.column(key)
+            if col is not None:
+                values = col.to_numpy(dtype=float)
+                values = values[np.isfinite(values) & (values > 0)]
+                if values.size:
+                    out[key] = (float(values.min()), float(values.max()))
+        return out
+
+    def check_scale(self, *, n_params=None, tokens=None,
+                    max_extrapolation: float = MAX_EXTRAPOLATION) -> list[str]:
+        """Compare a target scale with the fitted range.
+
+        Returns one message per input outside the fitted range (empty when inside) and raises
+        :class:`~bayesmix.errors.ExtrapolationError` when a value lies more than
+        ``max_extrapolation`` times beyond it (default 10: a power law fitted over less than a
+        decade says little about two decades on; pass ``float("inf")`` to allow anything).
+        """
+        messages = []
+        names = {"n_params": "model size (parameters)", "tokens": "training tokens"}
+        for key, value in (("n_params", n_params), ("tokens", tokens)):
+            if value is None or key not in self.scale_range():
+                continue
+            lo, hi = self.scale_range()[key]
+            for v in np.atleast_1d(np.asarray(value, float)):
+                if not np.isfinite(v) or v <= 0:
+                    raise errors.OptionError(f"{key} must be a positive number, got {v:g}")
+                factor = v / hi if v > hi else (lo / v if v < lo else 1.0)
+                if factor <= 1.0:
+                    continue
+                where = "above the largest" if v > hi else "below the smallest"
+                text = (f"{names[key]} {v:.3g} is {factor:.2g}x {where} fitted "
+                        f"({lo:.3g} to {hi:.3g})")
+                if factor > max_extrapolation:
+                    raise errors.ExtrapolationError(
+                        f"{text}: more than {max_extrapolation:g}x outside the fitted range",
+                        hint=f"fit runs closer to the target, or allow it explicitly "
+                             f"(max_extrapolation=, CLI --max-extrapolation)")
+                messages.append(text + ": extrapolating, intervals rest on the law's form")
+        return list(dict.fromkeys(messages))
+
     def predict(self, mixtures, *, n_params=None, tokens=None,
-                seed: int | None = 0) -> Prediction:
+                seed: int | None = 0, max_extrapolation: float = MAX_EXTRAPOLATION,
+                warn: bool = True) -> Prediction:
         """Posterior mean loss and posterior predictive loss of ``mixtures``.
 
         ``mixtures``: anything :func:`bayesmix.mixtures.as_mixtures` takes. ``n_params`` and
-        ``tokens`` (a number, or one per mixture) are needed when the law takes them as inputs.
+        ``tokens`` (a number, or one per mixture) are needed when the law takes them as inputs;
+        outside the fitted range an ``ExtrapolationWarning`` gives the numbers (``warn``), more
+        than ``max_extrapolation`` times outside is refused (:meth:`check_scale`).
         Returns DataArrays with dims (chain, draw, mixture, eval_domain). The predictive adds
-        the fitted noise (Normal or Student-t, per validation domain), drawn with ``seed``.
+        the fitted noise (Normal or Student-t, per validation domain), drawn with ``seed``, and
+        for laws fitted to every checkpoint a new run's offset (Normal, ``run_sigma``).
         """
         mix = as_mixtures(mixtures, self.train_domains)
+        for text in self.check_scale(n_params=n_params, tokens=tokens,
+                                     max_extrapolation=max_extrapolation):
+            if warn:
+                warnings.warn(text, errors.ExtrapolationWarning, stacklevel=2)
         p = self.law_params(flat=False)
         mean = self.law.predict(mix.to_numpy(), p, n_params=n_params,
                                 tokens=tokens)  # (chain, draw, n, K)
@@ -290,6 +367,8 @@ class Posterior:
         else:
             noise = rng.standard_normal(size=mean.shape)
         pred = mean + noise * p["sigma"][:, :, None, :]
+        if "run_sigma" in p:
+            pred = pred + rng.standard_normal(size=mean.shape) * p["run_sigma"][:, :, None, :]
         post = self.tree["posterior"]
         coords = {"chain": post["chain"].values, "draw": post["draw"].values,
                   "mixture": list(mix.index), "eval_domain": list(self.eval_domains)}
@@ -300,14 +379,18 @@ class Posterior:
                           mixtures=mix)
 
     def intervals(self, mixtures, prob: float = 0.9, *, weights=None, kind: str = "predictive",
-                  allow_subset: bool = False, seed: int | None = 0) -> pd.DataFrame:
+                  allow_subset: bool = False, seed: int | None = 0, n_params=None,
+                  tokens=None, max_extrapolation: float = MAX_EXTRAPOLATION) -> pd.DataFrame:
         """Tidy intervals (mixture, eval_domain, mean, median, lower, upper) for ``mixtures``.
 
         ``weights``: ``{domain: weight}`` or a JSON file; adds ``eval_domain == "overall"`` rows.
+        ``n_params``/``tokens``: the scale to predict at, for laws that take them.
         """
         w = None if weights is None else domain_weights(weights, self.eval_domains,
                                                         allow_subset=allow_subset)
-        return self.predict(mixtures, seed=seed).intervals(prob, weights=w, kind=kind)
+        pred = self.predict(mixtures, seed=seed, n_params=n_params, tokens=tokens,
+                            max_extrapolation=max_extrapolation)
+        return pred.intervals(prob, weights=w, kind=kind)
 
     # ------------------------------------------------------------------ storage
     def save(self, path: str | Path) -> Path:

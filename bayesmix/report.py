@@ -154,6 +154,11 @@ class DecisionReport:
     notes: list[str] = field(default_factory=list)
     law: str = ""
     optimizer_status: str = ""
+    #: The decision at the proxies' scale vs the target's (:mod:`bayesmix.scale`), when the law
+    #: takes model size and tokens and a target scale was given.
+    scale_shift: object | None = None
+    #: The scale the decision is made at ({"n_params": N, "tokens": D}), or empty.
+    inputs: dict = field(default_factory=dict)
 
     @property
     def mixture(self) -> pd.Series:
@@ -177,6 +182,8 @@ class DecisionReport:
                    f"{self.objective_value:.{digits}f}")
         if self.optimizer_status:
             out.append(f"optimiser: {self.optimizer_status}")
+        if self.scale_shift is not None:
+            out.append(self.scale_shift.to_text())
         out.append(f"aggregate: {self.weights_description}; baseline: {self.baseline_label}")
         out.append("")
 
@@ -243,6 +250,8 @@ class DecisionReport:
             "n_samples": self.n_samples,
             "constraints": self.constraints.to_dict(),
             "notes": list(self.notes),
+            "inputs": dict(self.inputs),
+            "scale_shift": None if self.scale_shift is None else self.scale_shift.to_dict(),
             "recommendation": _records(self.recommendation),
             "losses": _records(self.losses),
             "comparison": _records(self.comparison),
@@ -356,7 +365,8 @@ def decide(source, *, weights=None, target: str | None = None,
            constraints: Constraints | None = None, objective: Objective | str = "mean",
            baseline=None, prob: float = DEFAULT_PROB, allow_subset: bool = False,
            per_draw: bool = True, n_starts: int | None = None, seed: int = 0,
-           progress: bool = False, inputs: Mapping | None = None) -> DecisionReport:
+           progress: bool = False, inputs: Mapping | None = None,
+           proxy_inputs: Mapping | None = None) -> DecisionReport:
     """Choose the mixture for ``source`` (a Posterior or LawDraws, any law) and report on it.
 
     ``weights``/``target``: how validation losses aggregate (see :func:`resolve_weights`);
@@ -365,7 +375,10 @@ def decide(source, *, weights=None, target: str | None = None,
     comparison mixture (default uniform, see :func:`resolve_baseline`); ``per_draw``: also
     compute the optimum of every draw (the spread of the optimum); ``n_starts``: optimiser
     starts (default: more for a non-convex law, see :func:`minimize_objective`); ``inputs``:
-    ``{"n_params": N, "tokens": D}`` of the run the mixture is for, when the law takes them.
+    ``{"n_params": N, "tokens": D}`` of the run the mixture is for, when the law takes them;
+    then the report also says whether the recommendation moves between the proxies' scale
+    (``proxy_inputs``, default :func:`bayesmix.scale.proxy_scale`) and that target, with the
+    probability (``DecisionReport.scale_shift``).
     """
     def say(msg):
         if progress:
@@ -416,8 +429,18 @@ def decide(source, *, weights=None, target: str | None = None,
         "train_domain": list(draws.train_domains), "share": best.mixture, "baseline": base,
         "min_allowed": constraints.lower, "max_allowed": constraints.upper})
     losses, comparison, p_beat = _compare(draws, w, best.mixture, base, prob, posterior, seed)
+    shift = None
+    if draws.inputs and {"n_params", "tokens"} <= set(draws.law.inputs):
+        from bayesmix.scale import proxy_scale, scale_shift
+
+        if proxy_inputs is None and posterior is not None:
+            proxy_inputs = proxy_scale(posterior)
+        if proxy_inputs is not None:
+            say("comparing with the decision at the proxies' scale")
+            shift = scale_shift(draws, constraints, w, target=draws.inputs,
+                                proxy=proxy_inputs, prob=prob, seed=seed)
     say("done")
-    return DecisionReport(
+    return DecisionReport(scale_shift=shift, inputs=dict(draws.inputs),
         recommendation=recommendation, losses=losses, comparison=comparison,
         optimum_spread=spread, draw_optima=optima_da, p_beats_baseline=p_beat,
         objective=str(objective), objective_description=objective.describe(),

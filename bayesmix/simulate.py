@@ -356,6 +356,50 @@ def simulate_law(law_or_spec, train_domains: int | Sequence[str] = 4,
     return table, truth
 
 
+def simulate_checkpoints(truth: LawTruth, mixtures, sizes: Sequence[float],
+                         steps: Sequence[float], *, seed: int, run_sd: float = 0.0,
+                         tokens_per_step: float = TOKENS_PER_STEP,
+                         run_prefix: str = "") -> RunTable:
+    """Learning curves of a law over model size and tokens (e.g. ``simulate_law("scaling")``'s
+    truth): every mixture trained at every size in ``sizes`` (parameters) and recorded at every
+    step in ``steps`` (tokens = step x ``tokens_per_step``).
+
+    Each run (mixture x size) gets one offset per validation domain, Normal(0, ``run_sd``),
+    shared by all its checkpoints (runs are luckier or unluckier than the law, all along), plus
+    independent noise with the truth's ``sigma`` per checkpoint. Run ids ``<prefix><size>_<i>``.
+    """
+    if "tokens" not in truth.law.inputs or "n_params" not in truth.law.inputs:
+        raise errors.SimulationError(f"law {truth.law.name!r} does not take model size and "
+                                     "tokens", hint="use the 'scaling' law's truth")
+    rng = np.random.default_rng(seed)
+    r, _, _ = _as_mixture_array(mixtures, truth.train_domains)
+    rows = []
+    width = len(str(len(r) - 1))
+    for size in sizes:
+        for i, mix in enumerate(r):
+            offset = rng.normal(0.0, run_sd, len(truth.eval_domains)) if run_sd > 0 else 0.0
+            for step in steps:
+                tokens = float(step) * float(tokens_per_step)
+                mean = truth.true_loss(mix[None, :], n_params=float(size), tokens=tokens)[0]
+                loss = mean + offset + _noise(rng, mean.shape, truth.sigma, truth.student_t_df)
+                rows.append({"run": f"{run_prefix}{_size_label(size)}_{i:0{width}d}",
+                             "n_params": float(size), "step": float(step), "tokens": tokens,
+                             **{MIX_PREFIX + d: mix[j] for j, d in enumerate(truth.train_domains)},
+                             **{LOSS_PREFIX + d: loss[k]
+                                for k, d in enumerate(truth.eval_domains)}})
+    frame = pd.DataFrame(rows)
+    if (frame[[LOSS_PREFIX + d for d in truth.eval_domains]] <= 0).any().any():
+        raise errors.SimulationError("simulated a non-positive loss",
+                                     hint="use smaller noise or another seed")
+    return RunTable.from_frame(frame, source=f"simulate_checkpoints(seed={seed})")
+
+
+def _size_label(size: float) -> str:
+    from bayesmix.loaders import size_label
+
+    return size_label(size)
+
+
 def _spec_for(law_or_spec):
     """A ModelSpec from a spec, a spec name/path, a law name or a Law (its default priors)."""
     from bayesmix.laws import Law, available_laws, get_law

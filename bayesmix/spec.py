@@ -20,7 +20,9 @@ from bayesmix.priors import Prior
 
 _TOP_KEYS = {"name", "description", "law", "extends", "likelihood", "hierarchy", "priors"}
 _LIKELIHOOD_KEYS = {"family", "nu"}
-_HIERARCHY_KEYS = {"diagonal", "parameterization"}
+_HIERARCHY_KEYS = {"diagonal", "parameterization", "run_effect", "latent"}
+#: Most latent domains a law with a ``latent`` dim may have (``hierarchy.latent``).
+MAX_LATENT = 20
 FAMILIES = ("normal", "student_t")
 #: Priors of the noise model, shared by every law: sigma_i = exp(log_sigma_mu + log_sigma_sigma
 #: z_i), log_sigma_mu centred on log(0.25 x the typical spread of the losses) (data-scaled).
@@ -30,12 +32,22 @@ NOISE_PRIORS = {
 }
 
 
+#: The run effect of laws fitted to every checkpoint (see :func:`bayesmix.model._run_effect`):
+#: log run_sigma_i ~ Normal(log_run_sigma_mu, log_run_sigma_sigma), centred on the data's noise.
+RUN_EFFECT_PRIORS = {
+    "log_run_sigma_mu": {"dist": "Normal", "mu": "data", "sigma": 1.5},
+    "log_run_sigma_sigma": {"dist": "HalfNormal", "sigma": 0.5},
+}
+
+
 def default_priors(law_name: str) -> dict[str, dict]:
     """Every prior a specification with this law has unless it overrides them: the law's
     own defaults, then the noise model's."""
     from bayesmix.laws import get_law
 
-    return {**get_law(law_name).priors, **NOISE_PRIORS}
+    law = get_law(law_name)
+    extra = RUN_EFFECT_PRIORS if "tokens" in law.inputs else {}
+    return {**law.priors, **NOISE_PRIORS, **extra}
 
 
 def models_dir() -> Path:
@@ -162,6 +174,22 @@ def load_spec(name_or_path: str | Path | ModelSpec = "default") -> ModelSpec:
     return _resolve(raw, source)
 
 
+def _check_latent(hier: dict, law: str, source: str) -> None:
+    """``hierarchy.latent``: the number of latent domains of a law with a ``latent`` dim (e.g.
+    ``implicit``), a whole number from 1 to MAX_LATENT; refused for other laws."""
+    if "latent" not in hier:
+        return
+    from bayesmix.laws import get_law
+
+    if not any("latent" in p.dims for p in get_law(law).params):
+        raise SpecError(f"hierarchy latent applies only to laws with latent domains, not {law}",
+                        source=source, hint="remove it, or use law = \"implicit\"")
+    k = hier["latent"]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_LATENT:
+        raise SpecError(f"hierarchy latent must be a whole number from 1 to {MAX_LATENT}, "
+                        f"got {k!r}", source=source)
+
+
 def _resolve(raw: dict, source: str) -> ModelSpec:
     unknown = set(raw) - _TOP_KEYS
     if unknown:
@@ -187,7 +215,7 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
     hier = dict(raw.get("hierarchy", {}))
     if set(hier) - _HIERARCHY_KEYS:
         raise SpecError(f"unknown hierarchy key {sorted(set(hier) - _HIERARCHY_KEYS)[0]!r}",
-                        source=source, hint="allowed: diagonal, parameterization")
+                        source=source, hint="allowed: " + ", ".join(sorted(_HIERARCHY_KEYS)))
     hier.setdefault("diagonal", "auto")
     hier.setdefault("parameterization", "centered")
     if hier["parameterization"] not in ("centered", "noncentered"):
@@ -196,6 +224,10 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
     if hier["diagonal"] not in ("auto", "on", "off"):
         raise SpecError(f"hierarchy diagonal must be auto, on or off, got {hier['diagonal']!r}",
                         source=source)
+    _check_latent(hier, law, source)
+    if hier.get("run_effect", "on") not in ("on", "off"):
+        raise SpecError("hierarchy run_effect must be on or off, got "
+                        f"{hier['run_effect']!r}", source=source)
     raw_priors = raw.get("priors", {})
     extra = set(raw_priors) - set(needed)
     if extra:

@@ -126,7 +126,7 @@ def test_model_builds_with_the_declared_dims(law_name):
     sizes = {"eval_domain": len(runs.eval_domains), "train_domain": len(runs.train_domains)}
     params = some_params(law_name, 1)
     for p in law.params:
-        assert model.named_vars_to_dims[p.name] == p.dims, p.name
+        assert model.named_vars_to_dims.get(p.name, ()) == p.dims, p.name  # scalars: no dims
         assert params[p.name].shape[1:] == tuple(sizes[d] for d in p.dims), p.name
 
 
@@ -221,7 +221,7 @@ def test_convex_laws_are_midpoint_convex(law_name):
 #: Laws whose prior draws are known to break the bound (reported, not fixed here): M4's
 #: t = b / rho is unbounded as rho -> 0, so exp(t . r) at a corner reaches 1e10 (m4) and, with
 #: the log-share term, 1e41 (m4log) for a few prior draws; about half the draws exceed 10 x.
-UNBOUNDED = {"m4", "m4log"}
+UNBOUNDED = {"m4", "m4log", "scaling"}  # scaling: M4 on the reducible loss
 
 
 @pytest.mark.parametrize("law_name", [

@@ -60,3 +60,39 @@ def constraints_from_args(args, train_domains: Sequence[str]) -> Constraints:
         fixed=parse_pairs(args.fixed, "--fixed"),
         tokens_available=parse_pairs(args.tokens_available, "--tokens-available"),
         max_epochs=args.max_epochs, target_tokens=args.target_tokens)
+
+
+def add_scale_arguments(p: argparse.ArgumentParser) -> None:
+    """--n-params/--tokens/--max-extrapolation: the scale of the target run (laws over scale)."""
+    g = p.add_argument_group("target scale (laws over model size and tokens, e.g. --model "
+                             "scaling)")
+    g.add_argument("--n-params", type=float, metavar="N",
+                   help="model size of the target run in parameters (e.g. 1e9)")
+    g.add_argument("--tokens", type=float, metavar="D",
+                   help="training tokens of the target run (e.g. 1e11)")
+    g.add_argument("--max-extrapolation", type=float, default=10.0, metavar="X",
+                   help="refuse a target more than X times beyond the fitted sizes or tokens "
+                        "(default 10; a warning with the numbers below that)")
+
+
+def scale_from_args(args, law) -> dict[str, float]:
+    """``{"n_params": N, "tokens": D}`` from the options, checked against the law's inputs."""
+    given = {"n_params": args.n_params, "tokens": args.tokens}
+    takes = [k for k in ("n_params", "tokens") if k in law.inputs]
+    for key, value in given.items():
+        flag = "--" + key.replace("_", "-")
+        if value is not None and key not in law.inputs:
+            raise errors.OptionError(f"{flag}: law {law.name!r} has no {key} input",
+                                     hint="fit a law over model size and tokens "
+                                          "(bayesmix fit --model scaling) to predict at scale")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise errors.OptionError(f"{flag} must be a positive number, got {value:g}")
+    missing = [k for k in takes if given[k] is None]
+    if missing:
+        flags = " and ".join("--" + k.replace("_", "-") for k in missing)
+        raise errors.OptionError(f"law {law.name!r} predicts at a model size and token count: "
+                                 f"give {flags}", hint="e.g. --n-params 1e9 --tokens 1e11")
+    if not args.max_extrapolation > 1:
+        raise errors.OptionError(f"--max-extrapolation must be > 1, got "
+                                 f"{args.max_extrapolation:g}")
+    return {k: float(given[k]) for k in takes}

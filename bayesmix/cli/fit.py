@@ -1,7 +1,9 @@
 """``bayesmix fit RUNS... -o POSTERIOR.nc``: fit a mixing law to proxy runs with MCMC.
 
 Loads the run files (any format ``bayesmix validate`` reads), keeps one record per run (the last
-checkpoint, or ``--step``) of one model size (``--size`` when the files hold several), samples the
+checkpoint, or ``--step``) of one model size (``--size`` when the files hold several) - or, for a
+law over model size and tokens (``--model scaling``), every checkpoint of every size given
+(``--size 70M,160M``, ``--max-step``) - samples the
 model (``--model``: a shipped name or a TOML file) and saves the posterior as one NetCDF file,
 atomically. Prints the model, the runs used and the diagnostics table. A fit that fails the
 diagnostics gate is still saved (exit status 0) with the report stored in the file, and a loud
@@ -40,8 +42,12 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="rescale proportions to sum to 1 instead of rejecting them")
     p.add_argument("--step", type=float, metavar="S",
                    help="fit the checkpoint at this step (default: each run's last)")
-    p.add_argument("--size", metavar="N",
-                   help="model size to fit when the runs hold several (e.g. 70M, 1.4B, 7e7)")
+    p.add_argument("--size", metavar="N[,N...]",
+                   help="model size(s) to fit when the runs hold several (e.g. 70M, 1.4B, 7e7; "
+                        "a comma-separated list for laws over model size, --model scaling)")
+    p.add_argument("--max-step", type=float, metavar="S",
+                   help="laws over tokens (--model scaling) take every checkpoint; only those "
+                        "at or below this step")
     p.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
     p.add_argument("--tune", type=int, default=1000, help="tuning steps per chain (default 1000)")
     p.add_argument("--chains", type=int, default=4, help="chains (default 4)")
@@ -87,11 +93,16 @@ def run(args) -> int:
     table = load(args.runs, args.format, renormalize=args.renormalize)
     n_loaded = table.n_runs
     if args.size is not None:
-        table = select_size(table, parse_size_option(args.size))
+        table = select_size(table, [parse_size_option(v) for v in args.size.split(",")])
+    if args.max_step is not None and args.step is not None:
+        raise errors.OptionError("--step and --max-step exclude each other",
+                                 hint="--step fits one checkpoint per run; --max-step bounds "
+                                      "the checkpoints a law over tokens takes")
 
     from bayesmix.fit import fit
 
-    post = fit(table, spec, step=args.step, draws=args.draws, tune=args.tune,
+    post = fit(table, spec, step=args.step, max_step=args.max_step, draws=args.draws,
+               tune=args.tune,
                chains=args.chains, seed=args.seed, sampler=args.sampler,
                progress=not args.quiet, warn=False)
     post.save(out)
@@ -116,17 +127,22 @@ def parse_size_option(text: str) -> float:
     return value
 
 
-def select_size(table, size: float):
-    """The runs of ``table`` whose model size is ``size`` (relative tolerance 1e-6)."""
+def select_size(table, size):
+    """The runs of ``table`` whose model size is ``size`` (a number or a list of numbers;
+    relative tolerance 1e-6)."""
     sizes = table.column("n_params")
     if sizes is None:
         raise errors.FormatError("--size given but the runs have no model size (n_params)",
                                  source=table.source, hint="drop --size")
-    match = np.isclose(sizes.to_numpy(dtype=float), size, rtol=1e-6)
-    if not match.any():
-        known = ", ".join(size_label(v) for v in sorted(sizes.dropna().unique()))
-        raise errors.FormatError(f"no runs of size {size_label(size)}", source=table.source,
-                                 column="n_params", hint=f"sizes present: {known}")
+    values = sizes.to_numpy(dtype=float)
+    match = np.zeros(len(values), bool)
+    for one in np.atleast_1d(np.asarray(size, float)):
+        hit = np.isclose(values, one, rtol=1e-6)
+        if not hit.any():
+            known = ", ".join(size_label(v) for v in sorted(sizes.dropna().unique()))
+            raise errors.FormatError(f"no runs of size {size_label(one)}", source=table.source,
+                                     column="n_params", hint=f"sizes present: {known}")
+        match |= hit
     runs = table.to_tidy()["run"][match]
     return table.select(dict.fromkeys(runs))
 
@@ -142,9 +158,15 @@ def summary(post, n_loaded: int, path) -> str:
              f"{int(np.isfinite(losses).sum())} losses ({int(np.isnan(losses).sum())} missing)"]
     sizes = data.column("n_params")
     if sizes is not None:
-        lines.append(f"model size:  {size_label(float(sizes.iloc[0]))}")
+        lines.append("model size:  " + ", ".join(size_label(float(v))
+                                                 for v in sorted(sizes.unique())))
     if s.get("step") is not None:
         lines.append(f"step:        {s['step']:g}")
+    if len(data) > data.n_runs and post.law.inputs != ("r",):
+        steps = data.column("step")
+        lines.append(f"checkpoints: {len(data)} records"
+                     + (f", steps {steps.min():g} to {steps.max():g}" if steps is not None
+                        else ""))
     lines += [f"sampler:     {s['sampler']}, {s['chains']} chains x {s['draws']} draws after "
               f"{s['tune']} tuning, seed {s['seed']}",
               f"time:        compile {s['compile_s']:.1f} s, sampling {s['sample_s']:.1f} s",

@@ -5,6 +5,9 @@ the probability of beating it, the spread of the per-draw optima; a failed-diagn
 first). Any mixing law works; the report's ``optimiser:`` line says whether SLSQP converged and
 how many starts reached the best value (a non-convex law gets more starts and a note when they
 disagree). ``-o FILE.json|FILE.csv`` also writes it. Bad input: one line on stderr, exit status 2.
+For a law over model size and tokens (``--model scaling``) ``--n-params N --tokens D`` say which
+run the mixture is for; the report then says whether the recommendation moves between the
+proxies' scale and that target, with the probability over posterior draws.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ import sys
 from pathlib import Path
 
 from bayesmix import errors
-from bayesmix.cli._options import add_constraint_arguments, constraints_from_args, parse_pairs
+from bayesmix.cli._options import (
+    add_constraint_arguments,
+    add_scale_arguments,
+    constraints_from_args,
+    parse_pairs,
+    scale_from_args,
+)
 from bayesmix.optimize import DEFAULT_PROB, DEFAULT_STARTS, NONCONVEX_STARTS, OBJECTIVES
 
 _EPILOG = """examples:
@@ -58,6 +67,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "non-convex law)")
     p.add_argument("--seed", type=int, default=0, help="seed of random starts (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_scale_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -85,6 +95,9 @@ def run(args) -> int:
     if not args.quiet:
         print(f"[optimize] loading {args.posterior}", file=sys.stderr, flush=True)
     posterior = Posterior.load(args.posterior)
+    scale = scale_from_args(args, posterior.law)
+    for text in posterior.check_scale(**scale, max_extrapolation=args.max_extrapolation):
+        print(f"bayesmix optimize: warning: {text}", file=sys.stderr)
     constraints = constraints_from_args(args, posterior.train_domains)
     baseline = args.baseline_file
     if args.baseline is not None:
@@ -92,7 +105,7 @@ def run(args) -> int:
     report = decide(posterior, weights=args.weights, target=args.target,
                     constraints=constraints, objective=args.objective, baseline=baseline,
                     prob=args.prob, allow_subset=args.weights_subset, n_starts=args.starts,
-                    seed=args.seed, progress=not args.quiet)
+                    seed=args.seed, progress=not args.quiet, inputs=scale or None)
     report.source = args.posterior
     print(report.to_text())
     if out is not None:

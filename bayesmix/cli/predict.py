@@ -7,13 +7,19 @@ share}}``). Prints, and with ``-o`` writes (CSV or JSON by extension, atomically
 ``--kind predictive`` (default) includes the noise of a new run; ``--kind mean`` is the posterior
 of the law's mean loss. ``--weights FILE.json`` ({domain: weight}) adds ``overall`` rows with the
 weighted loss. A posterior that failed its diagnostics gate is announced loudly on stderr.
+For a law over model size and tokens (``--model scaling``), ``--n-params N --tokens D`` give the
+target run's scale: outside the fitted range a warning gives the numbers, more than
+``--max-extrapolation`` (default 10) times beyond it is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
 from bayesmix import errors
+from bayesmix.cli._options import add_scale_arguments, scale_from_args
 from bayesmix.cli._output import TABLE_SUFFIXES, check_output, loud_warning, write_table
 
 
@@ -25,7 +31,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                "  bayesmix predict posterior.nc candidates.csv -o intervals.csv\n"
                "  bayesmix predict posterior.nc candidates.json --prob 0.8 --kind mean\n"
                "  bayesmix predict posterior.nc candidates.csv --weights valid_weight.json "
-               "--weights-subset",
+               "--weights-subset\n"
+               "  bayesmix predict scaling.nc candidates.csv --n-params 1e9 --tokens 1e11",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior from `bayesmix fit`")
     p.add_argument("mixtures", metavar="MIXTURES", help="CSV, Parquet or JSON file of mixtures")
@@ -43,6 +50,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "domains it has)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the predictive noise draws (default 0)")
+    add_scale_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -58,10 +66,19 @@ def run(args) -> int:
     if not 0 < args.prob < 1:
         raise errors.OptionError(f"--prob must be between 0 and 1, got {args.prob:g}")
     post = Posterior.load(args.posterior)
+    scale = scale_from_args(args, post.law)
     mixtures = read_mixtures(args.mixtures, post.train_domains)
-    table = post.intervals(mixtures, args.prob, weights=args.weights, kind=args.kind,
-                           allow_subset=args.weights_subset, seed=args.seed)
+    extrapolating = post.check_scale(**scale, max_extrapolation=args.max_extrapolation)
+    with warnings.catch_warnings():  # printed below, once, as one line each
+        warnings.simplefilter("ignore", errors.ExtrapolationWarning)
+        table = post.intervals(mixtures, args.prob, weights=args.weights, kind=args.kind,
+                               allow_subset=args.weights_subset, seed=args.seed, **scale,
+                               max_extrapolation=args.max_extrapolation)
     loud_warning(post.diagnostics_warning)  # after the input checks: errors stay one line
+    for text in extrapolating:
+        print(f"bayesmix predict: warning: {text}", file=sys.stderr)
+    if scale:
+        print(f"target scale: {scale['n_params']:.3g} parameters, {scale['tokens']:.3g} tokens")
     what = ("posterior predictive loss of a new run" if args.kind == "predictive"
             else "posterior mean loss")
     print(f"{args.prob:.0%} equal-tailed intervals of the {what} (nats per token), "

@@ -33,7 +33,7 @@ import numpy as np
 #: Inputs a law may declare. ``r`` is always required.
 INPUTS = ("r", "n_params", "tokens")
 #: Dims a parameter may have (in this order).
-PARAM_DIMS = ("eval_domain", "train_domain")
+PARAM_DIMS = ("eval_domain", "latent", "train_domain")
 
 
 @dataclass(frozen=True)
@@ -192,9 +192,10 @@ class Law:
                                                    on_unused_input="ignore")
             return self._compiled
 
-    def draw_optima(self, params, weights, lower, upper, x0=None):
+    def draw_optima(self, params, weights, lower, upper, x0=None, **inputs):
         """Exact per-draw optima (r (S, M), converged (S,)) or None when the law has no fast
-        path (then :mod:`bayesmix.optimize` uses batched projected gradients)."""
+        path (then :mod:`bayesmix.optimize` uses batched projected gradients). ``inputs``: the
+        law's fixed extra inputs (``n_params``, ``tokens``) when it takes any."""
         return None
 
     def describe_params(self) -> str:
