@@ -126,22 +126,24 @@ def test_bad_settings_raise_simulation_error(kwargs):
 @pytest.mark.parametrize("law_name", sorted(available_laws()))
 def test_simulate_law_draws_a_truth_the_table_follows(law_name):
     law = get_law(law_name)
+    scale = {k: v for k, v in (("n_params", 1e8), ("tokens", 1e10)) if k in law.inputs}
     table, truth = simulate_law(law_name, ["web", "code", "math"], ["code", "books"], 15,
-                                seed=4, noise_sd=0.0)
+                                seed=4, noise_sd=0.0, **scale)
     assert truth.law is law and table.n_runs == 15
     assert table.train_domains == ("web", "code", "math")
     assert table.eval_domains == ("code", "books")
-    sizes = {"eval_domain": 2, "train_domain": 3}
+    latent = truth.params.get("s", np.zeros((2, 0))).shape[-1]  # K latent domains (implicit)
+    sizes = {"eval_domain": 2, "train_domain": 3, "latent": latent}
     ds = truth.to_dataset()
     for p in law.params:  # every parameter, with its declared dims
         assert truth.params[p.name].shape == tuple(sizes[d] for d in p.dims), p.name
         assert ds[p.name].dims == p.dims
     mix = table.mixtures.to_numpy()
     losses = table.losses.to_numpy()
-    np.testing.assert_allclose(losses, law.predict(mix, truth.params), rtol=1e-12)
-    np.testing.assert_allclose(truth.true_loss(mix), losses, rtol=1e-12)
-    np.testing.assert_allclose(truth.true_loss(mix[0]), losses[0], rtol=1e-12)
-    df = truth.true_loss(table.mixtures)
+    np.testing.assert_allclose(losses, law.predict(mix, truth.params, **scale), rtol=1e-12)
+    np.testing.assert_allclose(truth.true_loss(mix, **scale), losses, rtol=1e-12)
+    np.testing.assert_allclose(truth.true_loss(mix[0], **scale), losses[0], rtol=1e-12)
+    df = truth.true_loss(table.mixtures, **scale)
     assert list(df.index) == list(table.runs) and list(df.columns) == ["code", "books"]
     assert np.all(losses > 0)
 

@@ -105,6 +105,18 @@ def pooled_matrix(ctx, name: str, loc, scale, *, centered: bool):
     return pm.Deterministic(name, loc + scale * z, dims=dims)
 
 
+def slope_block(ctx, rho):
+    """M4's zero-sum relative slopes ``b`` (pooled per training domain, diagonal effect) and
+    ``t = b / rho``: shared by every law whose mixture term is M4's ``exp(t_i . r)``."""
+    loc = ctx.prior("b_mu", dims="train_domain")[None, :]
+    if ctx.diagonal is not None:
+        loc = loc + ctx.prior("diag_mu") * ctx.diagonal
+    b_raw = pooled_matrix(ctx, "b_raw", loc, ctx.prior("b_sigma"), centered=ctx.centered)
+    b = pm.Deterministic("b", b_raw - b_raw.mean(axis=1, keepdims=True),
+                         dims=("eval_domain", "train_domain"))
+    return pm.Deterministic("t", b / rho[:, None], dims=("eval_domain", "train_domain"))
+
+
 class M4(Law):
     """Ye et al.'s M4 (see the module docstring)."""
 
@@ -141,13 +153,7 @@ class M4(Law):
                             "identifiability)", hint="keep dist = \"ZeroSumNormal\"")
         m, rho = level_block(ctx)
         pm.Deterministic("k", m * rho, dims="eval_domain")
-        loc = ctx.prior("b_mu", dims="train_domain")[None, :]
-        if ctx.diagonal is not None:
-            loc = loc + ctx.prior("diag_mu") * ctx.diagonal
-        b_raw = pooled_matrix(ctx, "b_raw", loc, ctx.prior("b_sigma"), centered=ctx.centered)
-        b = pm.Deterministic("b", b_raw - b_raw.mean(axis=1, keepdims=True),
-                             dims=("eval_domain", "train_domain"))
-        t = pm.Deterministic("t", b / rho[:, None], dims=("eval_domain", "train_domain"))
+        t = slope_block(ctx, rho)
         return {"m": m, "rho": rho, "t": t}
 
     def value_grad(self, r, params, weights, *, n_params=None, tokens=None):

@@ -44,7 +44,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayesmix.laws.base import Law, Param
-from bayesmix.laws.m4 import M4_PRIORS, exponent, pooled_matrix
+from bayesmix.laws.m4 import M4_PRIORS, exponent, slope_block
 
 #: Epoch AI's replication of Chinchilla (total loss): centres of the priors below.
 CHINCHILLA = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366}
@@ -153,13 +153,7 @@ class Scaling(Law):
         pm.Potential("exponent_prior", -0.5 * (
             pt.sum(((pt.log(alpha) - np.log(CHINCHILLA["alpha"])) / EXPONENT_PRIOR_SD) ** 2)
             + pt.sum(((pt.log(beta) - np.log(CHINCHILLA["beta"])) / EXPONENT_PRIOR_SD) ** 2)))
-        loc = ctx.prior("b_mu", dims="train_domain")[None, :]
-        if ctx.diagonal is not None:
-            loc = loc + ctx.prior("diag_mu") * ctx.diagonal
-        b_raw = pooled_matrix(ctx, "b_raw", loc, ctx.prior("b_sigma"), centered=ctx.centered)
-        b = pm.Deterministic("b", b_raw - b_raw.mean(axis=1, keepdims=True),
-                             dims=("eval_domain", "train_domain"))
-        t = pm.Deterministic("t", b / rho[:, None], dims=("eval_domain", "train_domain"))
+        t = slope_block(ctx, rho)
         return {"E": e_, "A": a, "alpha": alpha, "B": b_, "beta": beta, "t": t,
                 "n_ref": n_ref, "d_ref": d_ref}
 
