@@ -318,10 +318,11 @@ class Posterior:
         """
         messages = []
         names = {"n_params": "model size (parameters)", "tokens": "training tokens"}
+        ranges = self.scale_range() if (n_params, tokens) != (None, None) else {}
         for key, value in (("n_params", n_params), ("tokens", tokens)):
-            if value is None or key not in self.scale_range():
+            if value is None or key not in ranges:
                 continue
-            lo, hi = self.scale_range()[key]
+            lo, hi = ranges[key]
             for v in np.atleast_1d(np.asarray(value, float)):
                 if not np.isfinite(v) or v <= 0:
                     raise errors.OptionError(f"{key} must be a positive number, got {v:g}")

@@ -366,7 +366,8 @@ def decide(source, *, weights=None, target: str | None = None,
            baseline=None, prob: float = DEFAULT_PROB, allow_subset: bool = False,
            per_draw: bool = True, n_starts: int | None = None, seed: int = 0,
            progress: bool = False, inputs: Mapping | None = None,
-           proxy_inputs: Mapping | None = None) -> DecisionReport:
+           proxy_inputs: Mapping | None = None,
+           max_extrapolation: float = 10.0) -> DecisionReport:
     """Choose the mixture for ``source`` (a Posterior or LawDraws, any law) and report on it.
 
     ``weights``/``target``: how validation losses aggregate (see :func:`resolve_weights`);
@@ -378,7 +379,8 @@ def decide(source, *, weights=None, target: str | None = None,
     ``{"n_params": N, "tokens": D}`` of the run the mixture is for, when the law takes them;
     then the report also says whether the recommendation moves between the proxies' scale
     (``proxy_inputs``, default :func:`bayesmix.scale.proxy_scale`) and that target, with the
-    probability (``DecisionReport.scale_shift``).
+    probability (``DecisionReport.scale_shift``). A target outside the fitted range is noted in
+    the report; more than ``max_extrapolation`` times beyond it is refused.
     """
     def say(msg):
         if progress:
@@ -399,6 +401,8 @@ def decide(source, *, weights=None, target: str | None = None,
         notes.append(f"weight 0 (not in the weights) for: {', '.join(zero)}")
     if not constraints.contains(base):
         notes.append("the baseline mixture is outside the constraints")
+    if posterior is not None and draws.inputs:
+        notes += posterior.check_scale(**draws.inputs, max_extrapolation=max_extrapolation)
 
     optima_da, spread, starts = None, None, None
     if per_draw:
@@ -428,7 +432,8 @@ def decide(source, *, weights=None, target: str | None = None,
     recommendation = pd.DataFrame({
         "train_domain": list(draws.train_domains), "share": best.mixture, "baseline": base,
         "min_allowed": constraints.lower, "max_allowed": constraints.upper})
-    losses, comparison, p_beat = _compare(draws, w, best.mixture, base, prob, posterior, seed)
+    losses, comparison, p_beat = _compare(draws, w, best.mixture, base, prob, posterior, seed,
+                                          max_extrapolation)
     shift = None
     if draws.inputs and {"n_params", "tokens"} <= set(draws.law.inputs):
         from bayesmix.scale import proxy_scale, scale_shift
@@ -450,7 +455,7 @@ def decide(source, *, weights=None, target: str | None = None,
         law=draws.law.name, optimizer_status=best.status())
 
 
-def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed):
+def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed, max_extrapolation=10.0):
     """Loss intervals of both mixtures per domain and overall, and their paired comparison."""
     mixes = np.vstack([rec, base])
     per_domain = draws.mean_loss(mixes)  # (S, 2, K), from the law's mean
@@ -470,7 +475,8 @@ def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed):
     if posterior is not None:
         pred = posterior.predict(pd.DataFrame(mixes, columns=list(draws.train_domains),
                                               index=["recommended", "baseline"]), seed=seed,
-                                 **draws.inputs)
+                                 warn=False, max_extrapolation=max_extrapolation,
+                                 **draws.inputs)  # decide() notes extrapolation
         stack = pred.predictive.stack(sample=("chain", "draw")).transpose(
             "sample", "mixture", "eval_domain").values
         stack = np.concatenate([stack, (stack @ w)[..., None]], axis=-1)

@@ -96,8 +96,7 @@ def run(args) -> int:
         print(f"[optimize] loading {args.posterior}", file=sys.stderr, flush=True)
     posterior = Posterior.load(args.posterior)
     scale = scale_from_args(args, posterior.law)
-    for text in posterior.check_scale(**scale, max_extrapolation=args.max_extrapolation):
-        print(f"bayesmix optimize: warning: {text}", file=sys.stderr)
+    posterior.check_scale(**scale, max_extrapolation=args.max_extrapolation)  # fail early
     constraints = constraints_from_args(args, posterior.train_domains)
     baseline = args.baseline_file
     if args.baseline is not None:
@@ -105,7 +104,8 @@ def run(args) -> int:
     report = decide(posterior, weights=args.weights, target=args.target,
                     constraints=constraints, objective=args.objective, baseline=baseline,
                     prob=args.prob, allow_subset=args.weights_subset, n_starts=args.starts,
-                    seed=args.seed, progress=not args.quiet, inputs=scale or None)
+                    seed=args.seed, progress=not args.quiet, inputs=scale or None,
+                    max_extrapolation=args.max_extrapolation)
     report.source = args.posterior
     print(report.to_text())
     if out is not None:
