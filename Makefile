@@ -24,6 +24,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/fit_speed.py
 	$(PY) benchmarks/regmix_accuracy.py --train 512
 	$(PY) benchmarks/law_comparison.py
+	$(PY) benchmarks/scale_transfer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
