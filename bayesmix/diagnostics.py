@@ -12,7 +12,6 @@ import json
 import warnings
 from dataclasses import asdict, dataclass, field
 
-import arviz_stats
 import numpy as np
 import xarray as xr
 
@@ -92,6 +91,9 @@ def _worst(ds: xr.Dataset, pick) -> tuple[float, str]:
 def diagnose(tree, *, rhat_max: float = RHAT_MAX, ess_per_chain: float = ESS_PER_CHAIN,
              bfmi_min: float = BFMI_MIN) -> Diagnostics:
     """Run the gate on a fitted DataTree (groups ``posterior`` and ``sample_stats``)."""
+    import arviz_stats  # imported when first needed (about 1.8 s): commands that never
+    # diagnose a fit (predict, optimize on a saved posterior) do not pay it
+
     post = tree["posterior"].to_dataset()
     stats = tree["sample_stats"].to_dataset()
     chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])

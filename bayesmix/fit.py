@@ -3,19 +3,22 @@
 NUTS through nutpie by default (PyMC's own sampler selectable). The compiled model is cached per
 model structure (specification, training and validation domains) for the life of the process:
 a refit with new data of the same structure swaps the ``pm.Data`` values and skips compilation.
+Across processes, :mod:`bayesmix.compile_cache` keeps the compiled machine code on disk, so a
+fresh process fitting a known structure loads it instead of compiling.
 Every fit passes through the diagnostics gate; a failed gate warns and is stored with the
 posterior.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Mapping
 
 import pymc as pm
 
-from bayesmix import errors
+from bayesmix import compile_cache, errors
 from bayesmix.data import RunTable
 from bayesmix.diagnostics import ConvergenceWarning, diagnose
 from bayesmix.model import build_model, prepare_data, select_for_fit, structure_key
@@ -30,25 +33,34 @@ _COMPILED: dict[str, tuple[pm.Model, object]] = {}
 
 
 def clear_cache() -> None:
-    """Forget compiled models (e.g. to measure compilation time)."""
+    """Forget the compiled models of this process (the on-disk cache stays: to time a real
+    compilation, set ``BAYESMIX_NO_COMPILE_CACHE=1`` or call ``compile_cache.clear()``)."""
     _COMPILED.clear()
+    compile_cache.forget()
 
 
 def compiled_count() -> int:
-    """How many model structures are compiled in this process."""
+    """How many model structures are compiled (or loaded compiled) in this process."""
     return sum(1 for _, c in _COMPILED.values() if c is not None)
 
 
-def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str):
+def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progress: bool = False):
+    """(pm.Model, nutpie compiled model with ``data`` or None): from this process's cache,
+    else built and compiled (or loaded from :mod:`bayesmix.compile_cache`)."""
     key = structure_key(spec, runs.train_domains, runs.eval_domains, data.multi_record)
     model, compiled = _COMPILED.get(key, (None, None))
     if model is None:
         model = build_model(spec, runs.train_domains, runs.eval_domains, data)
     if sampler == "nutpie":
-        import nutpie
-
         if compiled is None:
-            compiled = nutpie.compile_pymc_model(model)
+            def announce():
+                where = (f"; stored in {compile_cache.cache_dir()}" if compile_cache.enabled()
+                         else "")
+                print(f"compiling the model (once per model structure{where}) ...",
+                      file=sys.stderr, flush=True)
+
+            compiled = compile_cache.compile_model(model, structure=key,
+                                                   on_compile=announce if progress else None)
         _COMPILED[key] = (model, compiled)
         return model, compiled.with_data(**data.as_dict())
     _COMPILED[key] = (model, compiled)
@@ -57,6 +69,28 @@ def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str):
                     coords={data.record_dim: list(data.runs), "obs": range(len(data.y)),
                             **({"run": list(data.run_ids)} if data.multi_record else {})})
     return model, None
+
+
+class _LineProgress:
+    """nutpie progress callback writing one line to stderr every ``every`` seconds: draws done
+    of all chains (tuning included), elapsed time and the remaining time at the mean rate
+    so far (tuning draws are slower, so early estimates run high)."""
+
+    def __init__(self, every: float = 10.0):
+        self.every, self.start, self.last = every, time.perf_counter(), 0.0
+
+    def __call__(self, chains) -> None:
+        now = time.perf_counter() - self.start
+        done = sum(c.finished_draws for c in chains)
+        total = sum(c.total_draws for c in chains)
+        if done < total and now - self.last < self.every:
+            return
+        self.last = now
+        eta = f"{now * (total - done) / done:.0f} s" if done else "?"
+        divergences = sum(c.divergences for c in chains)
+        print(f"sampling: {done}/{total} draws ({100 * done / max(total, 1):.0f}%), "
+              f"{divergences} divergent, elapsed {now:.0f} s, remaining ~{eta}",
+              file=sys.stderr, flush=True)
 
 
 def fit(runs: RunTable, model: str | ModelSpec = "default", *, step: float | None = None,
@@ -90,15 +124,19 @@ def fit(runs: RunTable, model: str | ModelSpec = "default", *, step: float | Non
     table = select_for_fit(runs, step=step, law=spec.law, max_step=max_step)
     data = prepare_data(table, spec.law)
     start = time.perf_counter()
-    pm_model, compiled = _model_for(spec, table, data, sampler)
+    pm_model, compiled = _model_for(spec, table, data, sampler, progress)
     compile_s = time.perf_counter() - start
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=RuntimeWarning)
         if compiled is not None:
             import nutpie
 
+            # on a terminal nutpie draws per-chain bars with elapsed and remaining time; when
+            # stderr is not a terminal (logs, CI) its bar is invisible, so print lines instead
+            lines = _LineProgress() if progress and not sys.stderr.isatty() else None
             tree = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
-                                 progress_bar=progress, save_warmup=False,
+                                 progress_bar=progress and lines is None, save_warmup=False,
+                                 progress_callback=lines, progress_rate=500,
                                  adaptation=adaptation, target_accept=target_accept)
         else:
             with pm_model:

@@ -60,7 +60,7 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from bayesmix import errors
+from bayesmix import compile_cache, errors
 from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable
 from bayesmix.diagnostics import ConvergenceWarning, Diagnostics, diagnose
 from bayesmix.loaders import TOKENS_PER_STEP, size_label
@@ -559,7 +559,7 @@ def _run_stage(data: CurveData, *, draws, tune, chains, seed, progress, warn) ->
     start = time.perf_counter()
     compiled = _COMPILED.get(key)
     if compiled is None:
-        compiled = nutpie.compile_pymc_model(_build_curve_model(data))
+        compiled = compile_cache.compile_model(_build_curve_model(data), structure=key)
         _COMPILED[key] = compiled
     compiled = compiled.with_data(**_values(data))
     compile_s = time.perf_counter() - start

@@ -85,3 +85,20 @@ def check_objective_gradients(values, label: str = "") -> None:
         h = 1e-6
         fd = np.array([(crit(r + h * e)[0] - crit(r - h * e)[0]) / (2 * h) for e in np.eye(4)])
         np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-7, err_msg=f"{label} {obj}")
+
+
+# ---------------------------------------------------------------------------------- compile cache
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache_dir(tmp_path_factory):
+    """Every test (and every subprocess it starts) uses a temporary compile cache, never the
+    user's cache directory: ``BAYESMIX_CACHE_DIR`` points into pytest's tmp dir."""
+    import os
+
+    path = tmp_path_factory.mktemp("compile-cache")
+    old = os.environ.get("BAYESMIX_CACHE_DIR")
+    os.environ["BAYESMIX_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("BAYESMIX_CACHE_DIR", None)
+    else:
+        os.environ["BAYESMIX_CACHE_DIR"] = old

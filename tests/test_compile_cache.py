@@ -1,0 +1,171 @@
+"""The compile cache across processes (bayesmix.compile_cache): a reloaded compilation computes
+what a fresh one does, keys change with versions / model / structure, racing processes both
+succeed, and a fit from a loaded model is the fit from a compiled one.
+
+Subprocesses build the tiny model below (imported from this file) in their own interpreter, so
+"fresh process" means a real one. The conftest points ``BAYESMIX_CACHE_DIR`` at a tmp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bayesmix import compile_cache
+
+HERE = Path(__file__).resolve().parent
+
+#: Child process: compile (or load) the tiny model with ``n_obs`` observations, print the
+#: cache counters and the log density and gradient at a fixed point as JSON.
+CHILD = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from bayesmix import compile_cache
+from test_compile_cache import tiny_model
+compiled = compile_cache.compile_model(tiny_model(int(sys.argv[2])), structure="tiny")
+logp, grad = compile_cache.logp_and_grad(compiled, np.linspace(-0.3, 0.4, compiled.n_dim))
+print(json.dumps({**compile_cache.stats, "logp": logp, "grad": grad.tolist()}))
+"""
+
+
+def tiny_model(n_obs: int = 6, prior_sd: float = 1.0):
+    """A two-coefficient regression with a noise scale and one deterministic (n_dim 3)."""
+    import pymc as pm
+
+    rng = np.random.default_rng(n_obs)
+    with pm.Model(coords={"coef": ["a", "b"]}) as model:
+        x = pm.Data("x", rng.normal(size=n_obs))
+        y = pm.Data("y", rng.normal(size=n_obs))
+        b = pm.Normal("b", 0.0, prior_sd, dims="coef")
+        s = pm.HalfNormal("s", 1.0)
+        pm.Deterministic("b_sum", b.sum())
+        pm.Normal("obs", b[0] + b[1] * x, s, observed=y)
+    return model
+
+
+def _env(cache: Path) -> dict:
+    env = {**os.environ, "BAYESMIX_CACHE_DIR": str(cache)}
+    env.pop("BAYESMIX_NO_COMPILE_CACHE", None)
+    return env
+
+
+def _start(cache: Path, n_obs: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(HERE), str(n_obs)],
+                            env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_reloaded_compilation_matches_a_fresh_one(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = _result(_start(cache, 6))
+    assert (first["misses"], first["stores"], first["hits"]) == (1, 1, 0)
+    assert len(list((cache / "compiled").glob("*.nbm"))) == 1
+    # a fresh process with other data of the same structure (9 observations, not 6) loads it
+    second = _result(_start(cache, 9))
+    assert (second["hits"], second["misses"]) == (1, 0)
+
+    # the same model compiled from scratch here, cache off (and nothing written)
+    monkeypatch.setenv("BAYESMIX_CACHE_DIR", str(tmp_path / "unused"))
+    monkeypatch.setenv("BAYESMIX_NO_COMPILE_CACHE", "1")
+    fresh = compile_cache.compile_model(tiny_model(9), structure="tiny")
+    assert not (tmp_path / "unused").exists()
+    x = np.linspace(-0.3, 0.4, fresh.n_dim)
+    logp, grad = compile_cache.logp_and_grad(fresh, x)
+    assert np.isfinite(logp) and np.all(grad != 0)
+    np.testing.assert_allclose(second["logp"], logp, rtol=1e-12)
+    np.testing.assert_allclose(second["grad"], grad, rtol=1e-12)
+    # and loaded into this process from disk, then fed new data through with_data
+    monkeypatch.delenv("BAYESMIX_NO_COMPILE_CACHE")
+    monkeypatch.setenv("BAYESMIX_CACHE_DIR", str(cache))
+    monkeypatch.setattr(compile_cache, "_LOADED", {})
+    hits = compile_cache.stats["hits"]
+    loaded = compile_cache.compile_model(tiny_model(6), structure="tiny")
+    assert compile_cache.stats["hits"] == hits + 1
+    data = tiny_model(9)
+    loaded = loaded.with_data(x=data["x"].get_value(), y=data["y"].get_value())
+    np.testing.assert_allclose(compile_cache.logp_and_grad(loaded, x)[0], logp, rtol=1e-12)
+
+
+def test_key_changes_with_versions_model_and_structure(monkeypatch):
+    key = compile_cache.model_key(tiny_model(6), "tiny")
+    assert compile_cache.model_key(tiny_model(6), "tiny") == key  # rebuilt: same key
+    assert compile_cache.model_key(tiny_model(9), "tiny") == key  # data size is not in it
+    assert compile_cache.model_key(tiny_model(6, prior_sd=2.0), "tiny") != key  # new prior
+    assert compile_cache.model_key(tiny_model(6), "other structure") != key
+    real = compile_cache.versions()
+    monkeypatch.setattr(compile_cache, "versions", lambda: {**real, "pymc": "0.0.1"})
+    assert compile_cache.model_key(tiny_model(6), "tiny") != key
+
+
+def test_shipped_specifications_have_stable_keys(simulated_fit):
+    """Two builds of each shipped model give one key (no memory addresses in the graph
+    fingerprint), so a fresh process finds its entry."""
+    from bayesmix.laws import get_law
+    from bayesmix.model import build_model, prepare_data, structure_key
+    from bayesmix.spec import available_models, load_spec
+
+    runs = simulated_fit.runs
+    checked = 0
+    for name in available_models():
+        spec = load_spec(name)
+        if get_law(spec.law).inputs != ("r",):
+            continue  # laws over model size / tokens need other run tables
+        data = prepare_data(runs, spec.law)
+        structure = structure_key(spec, runs.train_domains, runs.eval_domains)
+        keys = {compile_cache.model_key(build_model(spec, runs.train_domains,
+                                                    runs.eval_domains, data), structure)
+                for _ in range(2)}
+        assert len(keys) == 1, name
+        checked += 1
+    assert checked >= 3
+
+
+def test_two_processes_compiling_at_once_both_succeed(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    procs = [_start(cache, 6), _start(cache, 6)]
+    results = [_result(p) for p in procs]
+    for r in results:
+        assert r["hits"] + r["misses"] == 1 and np.isfinite(r["logp"])
+    assert results[0]["logp"] == results[1]["logp"]
+    assert len(list((cache / "compiled").glob("*.nbm"))) == 1
+    assert not list((cache / "compiled").glob("*.tmp"))  # no half-written files left
+    monkeypatch.setenv("BAYESMIX_CACHE_DIR", str(cache))
+    monkeypatch.setattr(compile_cache, "_LOADED", {})
+    hits = compile_cache.stats["hits"]
+    loaded = compile_cache.compile_model(tiny_model(6), structure="tiny")
+    assert compile_cache.stats["hits"] == hits + 1
+    x = np.linspace(-0.3, 0.4, loaded.n_dim)
+    assert compile_cache.logp_and_grad(loaded, x)[0] == results[0]["logp"]
+
+
+def test_fit_from_a_cached_model_is_the_fit_from_a_compiled_one(simulated_fit, monkeypatch):
+    """The suite's fixture compiled and stored the default model; with this process's caches
+    emptied, the same fit loads it from disk and reproduces the draws exactly."""
+    import bayesmix.fit as fit_module
+    from conftest import FIT_KW
+
+    assert compile_cache.entries()  # the fixture's fit stored its compiled model
+    monkeypatch.setattr(fit_module, "_COMPILED", {})
+    monkeypatch.setattr(compile_cache, "_LOADED", {})
+    hits, misses = compile_cache.stats["hits"], compile_cache.stats["misses"]
+    post = fit_module.fit(simulated_fit.runs, "default", warn=False, **FIT_KW)
+    assert compile_cache.stats["hits"] == hits + 1
+    assert compile_cache.stats["misses"] == misses
+    before = simulated_fit.posterior.tree["posterior"]
+    after = post.tree["posterior"]
+    for name in ("m", "rho", "t"):
+        np.testing.assert_allclose(after[name].values, before[name].values, rtol=1e-10)
+    assert post.diagnostics.divergences == simulated_fit.posterior.diagnostics.divergences
