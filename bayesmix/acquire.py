@@ -31,7 +31,7 @@ Strategies (:func:`get_strategy`, names in :data:`STRATEGIES`):
   ``1/2 log(1 + var_s(L_si(x)) / n_i)`` (the information a Gaussian observation with noise
   variance n_i carries about a Gaussian mean), summed over domains as if they were independent.
 * ``random`` - RegMix's design: Dirichlet(1) draws inside the feasible set (continuous) or
-  uniform choice among the unused pool rows.
+  random choice among the unused pool rows (weighted by inverse cost when costs differ, below).
 
 Batches and pending runs. Runs proposed or running but without results ("pending") and the runs
 already chosen for the batch are handled in two ways. (1) A diversity guard: no proposal lies
@@ -47,9 +47,22 @@ pending run lose information and the next pick goes elsewhere.
 
 Costs. When candidates differ in model size N (parameters) or training tokens D, a run's cost is
 taken as proportional to N x D (steps stand in for tokens when tokens are absent), normalised so
-the cheapest candidate costs 1, and the score strategies pick the largest
-``information / cost ** cost_power`` (default power 1: information per unit of compute).
-Thompson and random ignore costs (they are not information measures).
+the cheapest candidate costs 1, and every strategy trades value against cost with the same
+``cost_power`` p (default 1; p = 0 ignores costs and gives the cost-blind strategies):
+
+* the score strategies pick the largest ``information / cost ** p`` (information per unit of
+  compute);
+* Thompson sampling, for its draw s, picks the largest improvement per unit of compute,
+  ``(f_s(best) - f_s(x)) / cost ** p``, where ``f_s(best)`` is the draw's objective at the best
+  run already completed, pending or chosen (the worst candidate when there is none) - the
+  expected-improvement-per-cost rule of Snoek et al. (2012) evaluated on one posterior sample.
+  When the draw sees no improvement anywhere it takes the smallest deficit x cost
+  (``(f_s(x) - f_s(best)) * cost ** p``); exact ties go to the cheaper run. With equal costs
+  this is plain Thompson sampling (the draw's optimum);
+* random selection draws pool rows with probability proportional to ``cost ** -p``, without
+  replacement (Efraimidis & Spirakis keys): with p = 1 each candidate receives the same expected
+  compute instead of the same expected number of runs, so a baseline with mixed sizes does not
+  spend its budget on the few large runs.
 
 Continuous candidates (:meth:`Candidates.continuous`): scrambled Sobol points uniform on the
 feasible set and sparse Dirichlet(0.3) points (both :func:`bayesmix.design.initial_design`), the
@@ -504,13 +517,17 @@ class Strategy:
 
 
 class RandomSelection(Strategy):
-    """RegMix's design: Dirichlet(``alpha``) mixtures in the feasible set (continuous) or
-    uniform random pool rows; the diversity guard applies."""
+    """RegMix's design: Dirichlet(``alpha``) mixtures in the feasible set (continuous) or random
+    pool rows, drawn with probability proportional to ``cost ** -cost_power`` when the pool's
+    costs differ (uniform otherwise); the diversity guard applies."""
 
     name = "random"
 
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 1.0, cost_power: float = 1.0):
+        if not cost_power >= 0:
+            raise errors.OptionError(f"cost_power must be >= 0, got {cost_power}")
         self.alpha = float(alpha)
+        self.cost_power = float(cost_power)
 
     def propose(self, belief, candidates, q, *, pending=None, existing=None,
                 min_distance=DEFAULT_MIN_DISTANCE, seed=0) -> Batch:
@@ -524,7 +541,14 @@ class RandomSelection(Strategy):
             cands = Candidates(mix, candidates.train_domains, constraints=candidates.constraints)
             return Batch(self.name, mix, np.arange(q), np.full(q, np.nan), cands)
         guard = _Guard(candidates, taken, min_distance)
-        order = np.random.default_rng(seed).permutation(len(candidates))
+        rng = np.random.default_rng(seed)
+        cost = candidates.cost
+        if cost is None or self.cost_power == 0 or np.all(cost == cost[0]):
+            order = rng.permutation(len(candidates))
+        else:
+            # weighted sampling without replacement: sort by u^(1/w), w = cost^-p
+            keys = np.log(rng.uniform(size=len(candidates))) * cost ** self.cost_power
+            order = np.argsort(-keys, kind="stable")
         chosen = []
         for j in order:
             if len(chosen) == q:
@@ -536,14 +560,21 @@ class RandomSelection(Strategy):
             raise _short(self.name, len(chosen), q, min_distance)
         idx = np.asarray(chosen)
         return Batch(self.name, candidates.mixtures[idx], idx, np.full(q, np.nan), candidates,
-                     None if candidates.cost is None else candidates.cost[idx])
+                     None if cost is None else cost[idx])
 
 
 class ThompsonSampling(Strategy):
     """Posterior sampling: each run of the batch is the allowed candidate minimising the
-    objective of one random posterior draw (a new draw per run)."""
+    objective of one random posterior draw (a new draw per run). When candidates differ in cost
+    it is the largest improvement of that draw's objective over the best run so far per unit of
+    cost (``cost ** cost_power``; module docstring); with equal costs, the draw's optimum."""
 
     name = "thompson"
+
+    def __init__(self, cost_power: float = 1.0):
+        if not cost_power >= 0:
+            raise errors.OptionError(f"cost_power must be >= 0, got {cost_power}")
+        self.cost_power = float(cost_power)
 
     def propose(self, belief, candidates, q, *, pending=None, existing=None,
                 min_distance=DEFAULT_MIN_DISTANCE, seed=0) -> Batch:
@@ -551,6 +582,12 @@ class ThompsonSampling(Strategy):
         m = len(candidates.train_domains)
         taken = np.vstack([_as_matrix(pending, m), _as_matrix(existing, m)])
         values = belief.loss(candidates.mixtures)                      # (S, N)
+        cost = candidates.cost
+        aware = cost is not None and self.cost_power > 0 and not np.all(cost == cost[0])
+        factor = cost ** self.cost_power if aware else None
+        # the best objective per draw among runs done or in flight (updated as runs are chosen)
+        best = (belief.loss(taken).min(axis=1) if aware and len(taken)
+                else np.full(belief.n_samples, np.inf))
         guard = _Guard(candidates, taken, min_distance)
         rng = np.random.default_rng(seed)
         order = np.concatenate([rng.permutation(belief.n_samples)
@@ -559,16 +596,33 @@ class ThompsonSampling(Strategy):
         for s in order[:q]:
             if not guard.allowed.any():
                 break
-            v = np.where(guard.allowed, values[s], np.inf)
-            j = int(np.argmin(v))
+            if not aware:
+                j = int(np.argmin(np.where(guard.allowed, values[s], np.inf)))
+            else:
+                j = _cost_aware_pick(values[s], best[s], factor, guard.allowed)
             chosen.append(j)
             scores.append(float(values[s, j]))
             guard.take(j)
+            if aware:
+                best = np.minimum(best, values[:, j])
         if len(chosen) < q:
             raise _short(self.name, len(chosen), q, min_distance)
         idx = np.asarray(chosen)
         return Batch(self.name, candidates.mixtures[idx], idx, np.asarray(scores), candidates,
-                     None if candidates.cost is None else candidates.cost[idx])
+                     None if cost is None else cost[idx])
+
+
+def _cost_aware_pick(values: np.ndarray, best: float, factor: np.ndarray,
+                     allowed: np.ndarray) -> int:
+    """Thompson's choice with costs for one draw: the largest improvement over ``best`` per
+    unit of cost (``factor`` = cost^p); when no allowed candidate improves, the smallest
+    deficit x cost; exact ties to the cheapest, then the first listed."""
+    ref = best if np.isfinite(best) else float(np.max(values[allowed]))
+    gain = ref - values
+    score = np.where(gain > 0, gain / factor, gain * factor)
+    score = np.where(allowed, score, -np.inf)
+    top = np.flatnonzero(score == score.max())
+    return int(top[np.argmin(factor[top])])
 
 
 class ScoreStrategy(Strategy):
@@ -784,9 +838,10 @@ def propose(belief: Belief, q: int, *, strategy: str | Strategy = "thompson",
 
 def initial_batch(constraints: Constraints, q: int, *, pool: Candidates | None = None,
                   pending=None, existing=None, min_distance: float | None = None,
-                  seed: int | None = 0) -> Batch:
+                  seed: int | None = 0, cost_power: float = 1.0) -> Batch:
     """A batch before any result: space-filling Sobol points in the feasible set
-    (design.initial_design), or random rows of ``pool``, away from pending/existing runs
+    (design.initial_design), or random rows of ``pool`` (weighted by ``cost ** -cost_power``
+    when their costs differ, see :class:`RandomSelection`), away from pending/existing runs
     (by ``min_distance``, default the initial designs' ``design.DEFAULT_MIN_DISTANCE``)."""
     q = _check_q(q)
     dist = design.DEFAULT_MIN_DISTANCE if min_distance is None else float(min_distance)
@@ -798,8 +853,8 @@ def initial_batch(constraints: Constraints, q: int, *, pool: Candidates | None =
         batch = Batch("initial-sobol", mix, np.arange(q), np.full(q, np.nan),
                       Candidates(mix, tuple(constraints.domains), constraints=constraints))
     else:
-        batch = RandomSelection().propose(None, pool, q, pending=pending, existing=existing,
-                                          min_distance=dist, seed=seed)
+        batch = RandomSelection(cost_power=cost_power).propose(
+            None, pool, q, pending=pending, existing=existing, min_distance=dist, seed=seed)
         batch.strategy = "initial-random"
         batch.notes.extend(pool.notes)
     _verify(batch.mixtures, constraints)

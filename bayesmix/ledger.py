@@ -20,6 +20,21 @@ Run statuses and their allowed changes (:data:`TRANSITIONS`)::
 
 ``*`` only by recording results (:meth:`Ledger.record_results`), never by hand.
 
+Concurrent proposers. :meth:`Ledger.add_proposals` with ``round=None`` allocates the next round
+inside its write transaction and, with ``min_distance``, re-checks every proposal against every
+pending and completed run as they are at that moment (runs another process recorded while this
+one was choosing included): two proposers never share a round, and a batch that came too close
+to runs recorded meanwhile is refused whole (:class:`ProposalConflictError`, nothing written) so
+the caller can choose again.
+
+Files. Posterior paths are stored relative to the ledger's folder (so the ledger and its
+posteriors can be moved together and used from any working directory); entries written by older
+versions (relative to the working directory of the time) are still found
+(:meth:`Ledger.resolve_path`). Each round whose proposals are handed off in a file records the
+file's path and whether it was written, so a round whose file was lost (process killed between
+the ledger write and the file) is reported and can be rewritten from the ledger
+(:meth:`Ledger.handoff_frame`, ``bayesmix export``).
+
 Recording results is idempotent: a loss already stored with the same value (relative tolerance
 :data:`VALUE_RTOL`) is left alone. A different value is a conflict: by default the whole file is
 rejected and nothing is written; with ``on_conflict="replace"`` the new value overwrites the old
@@ -35,7 +50,7 @@ import math
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -71,6 +86,18 @@ IMPORTED = "imported"
 EXTERNAL = "external"
 #: Prefix of the meta keys holding the fit record of each round of proposals.
 _FIT_KEY = "fit:round"
+#: Meta key of the record of the most recent fit (written when the fit is saved, before any
+#: proposal, so a fit is reused even if its proposals were never recorded).
+_LAST_FIT_KEY = "fit:last"
+#: Prefix of the meta keys holding each round's hand-off file ({"path", "written"}).
+_HANDOFF_KEY = "handoff:round"
+#: Statuses a new proposal must keep its distance from.
+_OCCUPIED = ("proposed", "running", "completed")
+
+
+class ProposalConflictError(errors.LedgerError):
+    """A proposal came within the minimum distance of a run recorded while it was being chosen
+    (e.g. by a concurrent proposer); nothing was recorded."""
 
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -289,12 +316,15 @@ class Ledger:
             self._con.execute("COMMIT")
 
     # ------------------------------------------------------------------ proposals
-    def add_proposals(self, mixtures: np.ndarray | pd.DataFrame, strategy: str, round: int, *,
+    def add_proposals(self, mixtures: np.ndarray | pd.DataFrame, strategy: str,
+                      round: int | None = None, *,
                       posterior: str | os.PathLike | None = None,
                       n_params: float | Sequence[float] | None = None,
                       steps: float | Sequence[float] | None = None,
                       tokens: float | Sequence[float] | None = None,
-                      fit: Mapping | None = None) -> list[str]:
+                      fit: Mapping | None = None, min_distance: float | None = None,
+                      handoff: str | os.PathLike | Callable[[int], str | os.PathLike] | None
+                      = None) -> list[str]:
         """Record proposed runs atomically and return their new ids (``r0001``, ...).
 
         ``mixtures`` is (n, M) in :attr:`train_domains` order, or a DataFrame with one column
@@ -303,13 +333,27 @@ class Ledger:
         ``tokens`` (the planned model size and training amount) are one value or one per run.
         ``fit`` (JSON-serialisable mapping, e.g. the posterior's path, hash and diagnostics
         warning) is stored for this round in the same transaction; see :meth:`fit_records`.
+
+        ``round=None`` allocates the next round (0 in an empty ledger, else the highest + 1)
+        inside the write transaction; read it back with :meth:`runs`. ``min_distance``
+        (Euclidean, in shares): refuse the whole batch (:class:`ProposalConflictError`, nothing
+        written) when a proposal lies closer than this to another of the batch or to any
+        proposed, running or completed run at the moment of writing. ``handoff``: the file the
+        proposals will be written to, or a callable giving it from the round (stored for the
+        round; see :meth:`mark_handoff_written`).
+        The posterior's path is stored relative to the ledger's folder.
         """
         mix = self._mixture_array(mixtures)
         n = len(mix)
         if not isinstance(strategy, str) or not strategy.strip():
             raise errors.LedgerError("a proposal needs a non-empty strategy name")
-        if isinstance(round, bool) or not isinstance(round, (int, np.integer)) or round < 0:
+        if round is not None and (isinstance(round, bool) or
+                                  not isinstance(round, (int, np.integer)) or round < 0):
             raise errors.LedgerError(f"round must be an integer >= 0, got {round!r}")
+        if min_distance is not None and not (np.isfinite(min_distance) and min_distance >= 0):
+            raise errors.LedgerError(f"min_distance must be >= 0, got {min_distance!r}")
+        if min_distance:
+            self._check_spread(mix, float(min_distance))
         inside = self.constraints.contains(mix)
         for i in np.flatnonzero(~inside):
             raise errors.InfeasibleError(
@@ -328,10 +372,20 @@ class Ledger:
                                          source=str(self.path)) from None
         post_path = post_hash = None
         if posterior is not None:
-            post_path, post_hash = str(posterior), file_hash(posterior)
+            post_path, post_hash = self.relative_path(posterior), file_hash(posterior)
         now = _now()
         ids: list[str] = []
         with self._write() as con:
+            if round is None:
+                count, top = con.execute("SELECT count(*), ifnull(max(round), 0) FROM runs"
+                                         ).fetchone()
+                round = 0 if count == 0 else int(top) + 1
+            if min_distance:
+                self._check_distances(con, mix, float(min_distance))
+            if callable(handoff):
+                handoff = handoff(int(round))
+            handoff_json = None if handoff is None else json.dumps(
+                {"path": self.relative_path(handoff), "written": False})
             number = int(con.execute("SELECT value FROM meta WHERE key = 'next_run_number'")
                          .fetchone()[0])
             taken = {r for (r,) in con.execute("SELECT run FROM runs")}
@@ -350,7 +404,150 @@ class Ledger:
             if fit_json is not None:
                 con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                             (f"{_FIT_KEY}{int(round)}", fit_json))
+            if handoff_json is not None:
+                con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                            (f"{_HANDOFF_KEY}{int(round)}", handoff_json))
         return ids
+
+    def _check_spread(self, mix: np.ndarray, dist: float) -> None:
+        """Proposals of one batch at least ``dist`` apart (a caller's bug otherwise)."""
+        for i in range(1, len(mix)):
+            d = np.sqrt(((mix[:i] - mix[i]) ** 2).sum(axis=1))
+            if d.min() < dist - 1e-9:
+                raise errors.LedgerError(
+                    f"proposals {int(d.argmin()) + 1} and {i + 1} are {d.min():.4g} apart, "
+                    f"closer than the minimum distance {dist:g}", source=str(self.path))
+
+    def _check_distances(self, con, mix: np.ndarray, dist: float) -> None:
+        """Inside the write transaction: every proposal at least ``dist`` from every proposed,
+        running or completed run as the ledger is now; ProposalConflictError otherwise."""
+        marks = ", ".join("?" * len(_OCCUPIED))
+        rows = con.execute(f"SELECT run, round, status, mixture FROM runs WHERE status IN "
+                           f"({marks}) ORDER BY seq", _OCCUPIED).fetchall()
+        if not rows:
+            return
+        taken = np.array([json.loads(r[3]) for r in rows], float)
+        d = np.sqrt(((mix[:, None, :] - taken[None]) ** 2).sum(axis=2))     # (n, k)
+        i, k = np.unravel_index(int(np.argmin(d)), d.shape)
+        if d[i, k] < dist - 1e-9:
+            run, rnd, status = rows[k][:3]
+            raise ProposalConflictError(
+                f"proposal {i + 1} ({_fmt_mix(mix[i], self.train_domains)}) is {d[i, k]:.4g} "
+                f"from run {run!r} ({status}, round {rnd}), closer than the minimum distance "
+                f"{dist:g}; nothing recorded", source=str(self.path),
+                hint="another proposer probably recorded runs while this batch was being "
+                     "chosen: propose again (the new runs will be taken into account)")
+
+    # ------------------------------------------------------------------ files next to the ledger
+    @property
+    def folder(self) -> Path:
+        """The ledger's folder (absolute): stored file paths are relative to it."""
+        return Path(os.path.abspath(self.path)).parent
+
+    def relative_path(self, path: str | os.PathLike) -> str:
+        """``path`` (absolute or relative to the working directory) as stored in the ledger:
+        relative to the ledger's folder (absolute when on another drive)."""
+        full = os.path.abspath(path)
+        try:
+            return Path(os.path.relpath(full, self.folder)).as_posix()
+        except ValueError:          # another drive (Windows)
+            return full
+
+    def resolve_path(self, stored: str | None, file_hash_: str | None = None) -> Path | None:
+        """The file a stored path names: relative to the ledger's folder (this version), else
+        relative to the working directory or next to the ledger under its file name (entries of
+        older versions, written relative to the working directory of the time). With
+        ``file_hash_`` the first candidate with that content wins. None when no candidate
+        exists (or matches)."""
+        if not stored:
+            return None
+        p = Path(stored)
+        candidates = [p] if p.is_absolute() else [self.folder / p, Path(os.path.abspath(p)),
+                                                  self.folder / p.name]
+        for c in candidates:
+            if c.is_file() and (file_hash_ is None or file_hash(c) == file_hash_):
+                return Path(os.path.normpath(c))
+        return None
+
+    def _shown_path(self, stored: str | None, cache: dict) -> str | None:
+        if stored is None:
+            return None
+        if stored not in cache:
+            found = self.resolve_path(stored)
+            cache[stored] = str(found if found is not None else
+                                Path(os.path.normpath(self.folder / stored)))
+        return cache[stored]
+
+    # ------------------------------------------------------------------ fits and hand-offs
+    def record_fit(self, record: Mapping) -> None:
+        """Store the record of the most recent fit (JSON-serialisable mapping: posterior path
+        relative to the ledger's folder, its hash, the results digest, settings, diagnostics)."""
+        try:
+            text = json.dumps(dict(record), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise errors.LedgerError(f"fit record is not JSON-serialisable: {err}",
+                                     source=str(self.path)) from None
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        (_LAST_FIT_KEY, text))
+
+    def last_fit(self) -> dict | None:
+        """The most recent fit record (:meth:`record_fit`), else the record stored with the
+        latest round of proposals (ledgers of older versions), else None."""
+        with self._read() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (_LAST_FIT_KEY,)).fetchone()
+        if row is not None:
+            return json.loads(row[0])
+        records = self.fit_records()
+        return records[max(records)] if records else None
+
+    def handoffs(self) -> dict[int, dict]:
+        """Each round's hand-off file, by round: {"path": relative to the ledger's folder,
+        "written": bool}."""
+        with self._read() as con:
+            rows = con.execute("SELECT key, value FROM meta WHERE key LIKE ?",
+                               (_HANDOFF_KEY + "%",)).fetchall()
+        return dict(sorted((int(k[len(_HANDOFF_KEY):]), json.loads(v)) for k, v in rows))
+
+    def mark_handoff_written(self, round: int, path: str | os.PathLike | None = None) -> None:
+        """Record that round ``round``'s proposals were written (to ``path``, default the file
+        recorded with them)."""
+        key = f"{_HANDOFF_KEY}{int(round)}"
+        with self._write() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            stored = json.loads(row[0])["path"] if row else None
+            rel = self.relative_path(path) if path is not None else stored
+            if rel is None:
+                return
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        (key, json.dumps({"path": rel, "written": True})))
+
+    def missing_handoffs(self) -> dict[int, str]:
+        """Rounds whose hand-off file was never written (the process stopped between recording
+        the runs and writing the file): {round: path relative to the ledger's folder}."""
+        return {r: h["path"] for r, h in self.handoffs().items() if not h.get("written")}
+
+    def handoff_frame(self, round: int) -> pd.DataFrame:
+        """The proposals of round ``round`` as written for the training jobs (the frame
+        :func:`write_proposals` takes): every run proposed in that round, whatever its status
+        now, in the order recorded; runs imported or ingested from outside are left out.
+        LedgerError when the round has none."""
+        runs = self.runs()
+        frame = runs[(runs["round"] == int(round)) & ~runs["external"]]
+        if frame.empty:
+            rounds = sorted(set(runs.loc[~runs["external"], "round"].tolist()))
+            raise errors.LedgerError(
+                f"round {round} has no proposed runs", source=str(self.path),
+                hint=(f"rounds with proposals: {', '.join(map(str, rounds))}" if rounds
+                      else "nothing has been proposed yet"))
+        return frame.reset_index(drop=True)
+
+    def next_round(self) -> int:
+        """The round the next batch of proposals would get (0 in an empty ledger)."""
+        with self._read() as con:
+            count, top = con.execute("SELECT count(*), ifnull(max(round), 0) FROM runs"
+                                     ).fetchone()
+        return 0 if count == 0 else int(top) + 1
 
     def fit_records(self) -> dict[int, dict]:
         """The fit records stored with proposals (``add_proposals(fit=...)``), by round."""
@@ -558,8 +755,9 @@ class Ledger:
     # ------------------------------------------------------------------ views
     def runs(self, status: str | Iterable[str] | None = None) -> pd.DataFrame:
         """Runs in the order they were added, one row each: run, round, strategy, status,
-        external, n_params, steps, tokens, posterior, posterior_hash, created, updated,
-        checkpoints (records with results), mix.<train domain>..."""
+        external, n_params, steps, tokens, posterior (absolute path, found from the ledger's
+        folder), posterior_hash, created, updated, checkpoints (records with results),
+        mix.<train domain>..."""
         wanted = self._status_filter(status)
         with self._read() as con:
             rows = con.execute(
@@ -570,6 +768,8 @@ class Ledger:
         cols = ["run", "round", "strategy", "status", "external", "n_params", "steps", "tokens",
                 "posterior", "posterior_hash", "created", "updated", "checkpoints"]
         rows = [row for row in rows if wanted is None or row[3] in wanted]
+        cache: dict = {}
+        rows = [(*row[:8], self._shown_path(row[8], cache), *row[9:]) for row in rows]
         frame = pd.DataFrame([row[:-1] for row in rows], columns=cols)
         frame = frame.astype({"round": int, "external": bool, "checkpoints": int,
                               "n_params": float, "steps": float, "tokens": float})
@@ -764,17 +964,40 @@ def write_proposals(runs: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-def check_proposals_path(path: str | os.PathLike) -> Path:
-    """OptionError unless ``path`` ends in .csv or .json and its directory exists (check before
-    writing anything else, so bad output paths fail early)."""
+def check_proposals_path(path: str | os.PathLike, *, overwrite: bool = True,
+                         inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """OptionError unless ``path`` can take the proposals: it ends in .csv or .json, is not a
+    folder, its folder exists and is writable (a probe file is created and removed), it is none
+    of ``inputs`` (e.g. the ledger, the candidate pool) and, unless ``overwrite``, no file is
+    there yet. Check before writing anything else, so bad output paths fail early."""
     path = Path(path)
     kind = path.suffix.lower()
     if kind not in (".csv", ".json"):
         raise errors.OptionError(f"cannot write proposals as {kind or 'a file without suffix'}",
                                  source=str(path), hint="name the file .csv or .json")
+    if path.is_dir():
+        raise errors.OptionError("this is a folder, not a file", source=str(path),
+                                 hint="give a file name ending in .csv or .json")
     if not path.parent.is_dir():
         raise errors.OptionError(f"directory {str(path.parent)!r} does not exist",
                                  source=str(path))
+    full = os.path.abspath(path)
+    for other in inputs:
+        if other is not None and os.path.abspath(other) == full:
+            raise errors.OptionError("this file is an input of the command; refusing to "
+                                     "overwrite it", source=str(path),
+                                     hint="write the proposals to another file")
+    if not overwrite and path.exists():
+        raise errors.OptionError("a file already exists here; refusing to overwrite it",
+                                 source=str(path),
+                                 hint="choose another name, move the file, or pass --force")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as err:
+        raise errors.OptionError(f"cannot write in directory {str(path.parent)!r}: "
+                                 f"{err.strerror or err}", source=str(path)) from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from bayesmix.ledger import Ledger
-from bayesmix.loaders import FORMATS, load
+from bayesmix.loaders import FORMATS
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -34,22 +33,23 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    with Ledger.open(args.ledger) as ledger:
-        report: list[str] = []
-        table = load(args.results, args.format, renormalize=args.renormalize, report=report,
-                     expected_domains={"train": ledger.train_domains,
-                                       "eval": ledger.eval_domains})
+    from bayesmix.experiment import Experiment
+
+    exp = Experiment(args.ledger)
+    report: list[str] = []
+    try:
+        summary = exp.ingest(args.results, format=args.format, renormalize=args.renormalize,
+                             import_unknown=args.import_unknown, replace=args.replace,
+                             report=report)
+    finally:
         for line in report:
             print(f"note: {line}")
-        summary = ledger.record_results(
-            table, unknown="import" if args.import_unknown else "error",
-            on_conflict="replace" if args.replace else "error")
-        print(summary.describe())
-        for label, runs in (("completed", summary.completed), ("added", summary.added_runs)):
-            if runs:
-                shown = ", ".join(runs[:20]) + (f", ... ({len(runs)} in all)"
-                                                if len(runs) > 20 else "")
-                print(f"{label}: {shown}")
-        counts = ledger.summary()["by_status"]
-        print("ledger now: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    print(summary.describe())
+    for label, runs in (("completed", summary.completed), ("added", summary.added_runs)):
+        if runs:
+            shown = ", ".join(runs[:20]) + (f", ... ({len(runs)} in all)"
+                                            if len(runs) > 20 else "")
+            print(f"{label}: {shown}")
+    counts = exp.status()["by_status"]
+    print("ledger now: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return 0

@@ -16,7 +16,7 @@ from bayesmix import design, errors
 from bayesmix.cli._options import (add_constraint_arguments, constraints_from_args,
                                    parse_pairs)
 from bayesmix.data import check_known_domains
-from bayesmix.ledger import Ledger, check_proposals_path, write_proposals
+from bayesmix.ledger import check_proposals_path
 from bayesmix.loaders import FORMATS, load
 
 
@@ -67,6 +67,8 @@ def split_names(text: str, option: str) -> list[str]:
 
 
 def run(args) -> int:
+    from bayesmix.experiment import Experiment
+
     ledger_path = Path(args.ledger)
     if ledger_path.exists():
         raise errors.LedgerError("a file already exists here; refusing to overwrite it",
@@ -76,7 +78,7 @@ def run(args) -> int:
     if args.initial_design is not None:
         out = Path(args.out) if args.out else ledger_path.with_name(
             ledger_path.stem + "-round0.csv")
-        check_proposals_path(out)
+        check_proposals_path(out, inputs=[ledger_path, *(args.runs or [])])
     elif args.out:
         raise errors.OptionError("--out needs --initial-design N")
 
@@ -102,29 +104,21 @@ def run(args) -> int:
         check_known_domains(weights, evals, "validation")
         if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
             raise errors.OptionError("--target weights must be >= 0 and not all 0")
-        settings["target_weights"] = weights
     if tokens:
         settings["token_caps"] = {"tokens_available": tokens, "max_epochs": args.max_epochs,
                                   "target_tokens": args.target_tokens}
 
-    mixtures = None
-    if args.initial_design is not None:
-        existing = table.mixtures[list(train)].to_numpy() if table is not None else None
-        mixtures = design.initial_design(
-            constraints, args.initial_design, seed=args.seed, method=args.method,
-            alpha=args.alpha, min_distance=args.min_distance, existing=existing)
-        settings["initial_design"] = {"n": args.initial_design, "seed": args.seed,
-                                      "method": args.method, "alpha": args.alpha,
-                                      "min_distance": args.min_distance}
-
-    with Ledger.create(ledger_path, train, evals, constraints, settings) as ledger:
-        print(f"created {ledger_path}: {len(train)} training domains ({', '.join(train)}), "
-              f"{len(evals)} validation domains")
-        if table is not None:
-            print(f"imported: {ledger.import_runs(table).describe()}")
-        if mixtures is not None:
-            ids = ledger.add_proposals(mixtures, f"initial-{args.method}", 0)
-            frame = ledger.runs("proposed")
-            write_proposals(frame[frame["run"].isin(ids)], out)
-            print(f"proposed {len(ids)} runs ({ids[0]} to {ids[-1]}), written to {out}")
+    exp = Experiment.create(
+        ledger_path, None if table is not None else train,
+        None if table is not None else evals, constraints, runs=table, target=weights or None,
+        settings=settings, initial_design=args.initial_design, design_method=args.method,
+        design_alpha=args.alpha, design_min_distance=args.min_distance, out=out,
+        seed=args.seed)
+    print(f"created {ledger_path}: {len(train)} training domains ({', '.join(train)}), "
+          f"{len(evals)} validation domains")
+    if exp.last_ingest is not None:
+        print(f"imported: {exp.last_ingest.describe()}")
+    if exp.last_proposals is not None:
+        ids = exp.last_proposals["run"].tolist()
+        print(f"proposed {len(ids)} runs ({ids[0]} to {ids[-1]}), written to {out}")
     return 0

@@ -4,19 +4,22 @@ With no completed runs it proposes a space-filling initial design (or random poo
 Otherwise it refits the model when results arrived since the last fit (the posterior is saved
 next to the ledger as ``<ledger>.posterior-round<N>.nc``; an unchanged ledger reuses the last
 one), chooses ``-n`` runs with the chosen strategy, accounting for runs still pending, records
-them in the ledger (one transaction, with the posterior's path and hash) and writes them as CSV
-or JSON for the training jobs. A posterior that failed its diagnostics is reported loudly and
-recorded with the proposals.
+them in the ledger (one transaction that allocates the round and re-checks the distances, with
+the posterior's path and hash) and writes them as CSV or JSON for the training jobs (the file
+is checked before any fit; ``bayesmix export`` writes any round's file again). A posterior that
+failed its diagnostics is reported loudly and recorded with the proposals. The work is done by
+:meth:`bayesmix.experiment.Experiment.propose`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
-from pathlib import Path
+import warnings
+from contextlib import contextmanager
 
 from bayesmix import errors
+from bayesmix.experiment import results_digest, shown_path  # noqa: F401 - re-exported
 
 _EPILOG = """strategies:
   thompson      posterior sampling: each run is the optimum of one posterior draw (default)
@@ -31,7 +34,8 @@ examples:
   bayesmix propose --ledger exp.db -n 8 --draws 500 --tune 500 --chains 2 --seed 3
 
 A pool file lists candidate runs: mix.<domain> (or bare domain) columns, optional run,
-n_params and steps/tokens (then information is divided by the cost n_params x tokens)."""
+n_params and steps/tokens (then every strategy weighs the cost n_params x tokens: information
+/ cost^P, Thompson's improvement / cost^P, random rows drawn with probability ~ cost^-P)."""
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -48,6 +52,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and proposals")
     p.add_argument("--out", metavar="FILE.csv|FILE.json",
                    help="where to write the proposals (default: <ledger>-round<N>.csv)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the proposals file if it exists (else refused before any work)")
     p.add_argument("--pool", metavar="POOL.csv",
                    help="choose among these candidate runs instead of the whole feasible set")
     p.add_argument("--model", default="default", help="model name or TOML file (default)")
@@ -68,7 +74,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, metavar="N",
                    help=f"size of the continuous candidate cloud (default {DEFAULT_CANDIDATES})")
     p.add_argument("--cost-power", type=float, default=1.0, metavar="P",
-                   help="information / cost^P for pools with n_params/tokens (default 1)")
+                   help="weight of cost (n_params x tokens) for pools with sizes, every "
+                        "strategy; 0 ignores cost (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
     return p
@@ -98,72 +105,6 @@ def _check_options(args) -> None:
     load_spec(args.model)  # unknown model or law, bad priors: before any fit
 
 
-def results_digest(table) -> str:
-    """``sha256:<hex>`` of a run table's tidy CSV: changes whenever a result is added."""
-    text = table.to_tidy().to_csv(index=False, float_format="%.17g")
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def _read_pool(path: str, ledger):
-    import pandas as pd
-
-    from bayesmix.acquire import Candidates
-
-    p = Path(path)
-    try:
-        if p.suffix.lower() == ".json":
-            frame = pd.read_json(p)
-        elif p.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(p)
-        else:
-            frame = pd.read_csv(p)
-    except FileNotFoundError:
-        raise errors.UnreadableFileError("file not found", source=str(p)) from None
-    except (OSError, ValueError) as err:
-        raise errors.UnreadableFileError(f"cannot read the pool: {err}".splitlines()[0],
-                                         source=str(p)) from None
-    if "tokens" not in frame.columns and "steps" not in frame.columns and "step" in frame:
-        frame = frame.rename(columns={"step": "steps"})
-    return Candidates.pool(frame, ledger.train_domains, constraints=ledger.constraints,
-                           source=str(p))
-
-
-def _posterior(args, ledger, table, round_no: int):
-    """The posterior for this round: the last one if nothing changed, else a new fit.
-
-    Returns (posterior, path, record) where record is what the ledger stores with the round.
-    """
-    from bayesmix.fit import fit
-    from bayesmix.ledger import file_hash
-    from bayesmix.posterior import Posterior
-
-    digest = results_digest(table)
-    settings = {"model": args.model, "draws": args.draws, "tune": args.tune,
-                "chains": args.chains}
-    records = ledger.fit_records()
-    if records and not args.refit:
-        last = records[max(records)]
-        path = Path(last.get("posterior", ""))
-        same = last.get("results_digest") == digest and all(
-            last.get(k) == v for k, v in settings.items())
-        if same and path.is_file() and file_hash(path) == last.get("posterior_hash"):
-            _say(args, f"no new results since round {max(records)}: reusing {path}")
-            post = Posterior.load(path)
-            return post, path, {**last, "reused": True}
-    path = Path(ledger.path).with_name(f"{Path(ledger.path).stem}.posterior-round{round_no}.nc")
-    _say(args, f"fitting {args.model!r} to {table.n_runs} completed runs "
-               f"({args.chains} chains x {args.draws} draws after {args.tune} tuning)")
-    post = fit(table, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
-               seed=args.seed, progress=not args.quiet, warn=False)
-    post.save(path)
-    _say(args, f"posterior saved to {path}")
-    record = {"posterior": str(path), "posterior_hash": file_hash(path),
-              "results_digest": digest, "n_runs": table.n_runs, "reused": False,
-              "diagnostics_ok": post.diagnostics.ok,
-              "diagnostics_warning": post.diagnostics_warning, **settings}
-    return post, path, record
-
-
 def _loud(warning: str) -> None:
     bar = "!" * 78
     print(f"{bar}\nWARNING: {warning}\nThe proposals below come from a posterior that failed "
@@ -171,82 +112,49 @@ def _loud(warning: str) -> None:
           f"better model) before relying on them.\n{bar}", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def banner_warnings():
+    """Inside: a ConvergenceWarning is printed as the loud banner (every time), other warnings
+    as usual."""
+    from bayesmix.diagnostics import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConvergenceWarning)
+        default = warnings.showwarning
+
+        def show(message, category, *rest, **kw):
+            if issubclass(category, ConvergenceWarning):
+                _loud(str(message))
+            else:
+                default(message, category, *rest, **kw)
+        warnings.showwarning = show
+        yield
+
+
 def run(args) -> int:
-    from bayesmix import acquire
-    from bayesmix.ledger import Ledger, check_proposals_path, write_proposals
+    from bayesmix.experiment import Experiment
 
     _check_options(args)
-    with Ledger.open(args.ledger) as ledger:
-        all_runs = ledger.runs()
-        round_no = ledger.current_round() + 1 if len(all_runs) else 0
-        ledger_path = Path(args.ledger)
-        out = Path(args.out) if args.out else ledger_path.with_name(
-            f"{ledger_path.stem}-round{round_no}.csv")
-        check_proposals_path(out)
-        pool = _read_pool(args.pool, ledger) if args.pool else None
-        for note in () if pool is None else pool.notes:
-            print(f"note: {note}")
-        pending = ledger.pending().to_numpy(float)
-        completed = ledger.runs("completed")
-        done = completed[[f"mix.{d}" for d in ledger.train_domains]].to_numpy(float)
-        constraints = ledger.constraints
-
-        post_path, record, strategy = None, None, args.strategy
-        if len(completed) == 0:
-            _say(args, "no completed runs yet: proposing an initial design")
-            batch = acquire.initial_batch(constraints, args.n, pool=pool, pending=pending,
-                                          min_distance=args.min_distance, seed=args.seed)
-            strategy = batch.strategy
-        else:
-            table = ledger.run_table()
-            post, post_path, record = _posterior(args, ledger, table, round_no)
-            if post.diagnostics_warning:
-                _loud(post.diagnostics_warning)
-            if tuple(post.train_domains) != tuple(ledger.train_domains):
-                raise errors.DomainNameError("the posterior's training domains differ from "
-                                             "the ledger's", source=str(post_path))
-            if args.target:
-                weights, target = None, args.target
-            elif args.weights:
-                weights, target = args.weights, None
-            else:
-                target, weights = None, ledger.settings.get("target_weights") or None
-            belief = acquire.Belief.from_posterior(post, weights=weights, target=target)
-            _say(args, f"choosing {args.n} runs by {args.strategy} ({belief.n_samples} draws; "
-                       f"objective: {belief.weights_description}; {len(pending)} pending, "
-                       f"{len(done)} completed)")
-            batch = acquire.propose(belief, args.n, strategy=args.strategy,
-                                    constraints=constraints, pool=pool, pending=pending,
-                                    existing=done, min_distance=args.min_distance,
-                                    n_candidates=args.candidates, seed=args.seed,
-                                    **({"cost_power": args.cost_power}
-                                       if args.strategy in ("bald", "optimum-info") else {}))
-            strategy = batch.strategy
-            record = {**record, "strategy": strategy, "seed": args.seed,
-                      "objective": belief.weights_description}
-            if batch.ids is not None:
-                record["pool"] = str(args.pool)
-        for note in batch.notes:
-            if pool is None or note not in pool.notes:
-                print(f"note: {note}")
-        if record is not None and batch.ids is not None:
-            record["pool_rows"] = [str(i) for i in batch.ids]
-        ids = ledger.add_proposals(batch.mixtures, strategy, round_no, posterior=post_path,
-                                   n_params=batch.planned("n_params"),
-                                   steps=batch.planned("steps"), tokens=batch.planned("tokens"),
-                                   fit=record)
-        frame = ledger.runs("proposed")
-        frame = frame[frame["run"].isin(ids)]
-        write_proposals(frame, out)
-
-    shown = batch.frame()
-    shown.insert(0, "run", ids)
+    exp = Experiment(args.ledger, model=args.model, draws=args.draws, tune=args.tune,
+                     chains=args.chains, seed=args.seed, progress=not args.quiet,
+                     log=lambda msg: _say(args, msg))
+    with banner_warnings():
+        frame = exp.propose(args.n, args.strategy, pool=args.pool,
+                            out=args.out if args.out else True, force=args.force,
+                            target=args.target, weights=args.weights,
+                            min_distance=args.min_distance, candidates=args.candidates,
+                            cost_power=args.cost_power, refit=args.refit, seed=args.seed)
+    info = frame.attrs
+    for note in info["notes"]:
+        print(f"note: {note}")
+    ids = frame["run"].tolist()
+    shown = frame.drop(columns=["round", "strategy"])
     shown.columns = [str(c).removeprefix("mix.") for c in shown.columns]
-    print(f"round {round_no}: proposed {len(ids)} runs by {strategy} ({ids[0]} to {ids[-1]}), "
-          f"written to {out}")
-    if post_path is not None:
-        print(f"posterior: {post_path}" + (" (FAILED diagnostics)"
-                                           if record and record.get("diagnostics_warning")
-                                           else ""))
+    print(f"round {info['round']}: proposed {len(ids)} runs by {info['strategy']} ({ids[0]} to "
+          f"{ids[-1]}), written to {info['path']}")
+    if info["posterior"] is not None:
+        failed = info["fit"] and info["fit"].get("diagnostics_warning")
+        print(f"posterior: {shown_path(info['posterior'])}"
+              + (" (FAILED diagnostics)" if failed else ""))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0

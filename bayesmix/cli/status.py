@@ -14,7 +14,7 @@ import pandas as pd
 
 from bayesmix.cli._options import parse_pairs
 from bayesmix.data import MIX_PREFIX
-from bayesmix.ledger import STATUSES, Ledger
+from bayesmix.ledger import STATUSES
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -34,14 +34,16 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from bayesmix.experiment import Experiment
+
     changes = parse_pairs(args.set, "--set", convert=str)
-    with Ledger.open(args.ledger) as ledger:
-        for run_id, status in changes.items():
-            ledger.set_status(run_id, status)
-            if not args.json:
-                print(f"{run_id}: now {status}")
-        summary = ledger.summary()
-        runs = ledger.runs()
+    exp = Experiment(args.ledger)
+    for run_id, status in changes.items():
+        exp.set_status(run_id, status)
+        if not args.json:
+            print(f"{run_id}: now {status}")
+    summary = exp.status()
+    runs = exp.runs()
     if args.json:
         records = json.loads(runs.to_json(orient="records", double_precision=15))
         print(json.dumps({**summary, "run_list": records}, indent=2))
@@ -73,6 +75,9 @@ def render(summary: dict, runs: pd.DataFrame) -> str:
     lines.append(f"runs: {summary['runs']} ({counts}); {summary['external_runs']} external; "
                  f"{summary['recorded_losses']} losses in {summary['recorded_checkpoints']} "
                  f"checkpoints; current round {summary['current_round']}")
+    for rnd, path in summary.get("missing_handoffs", {}).items():
+        lines.append(f"round {rnd}: proposals file {path} was never written (recreate it with "
+                     f"`bayesmix export --ledger {summary['ledger']} --round {rnd}`)")
     if summary["runs"]:
         by_round = pd.DataFrame(summary["by_round"]).T.reindex(columns=list(STATUSES))
         by_round = by_round.fillna(0).astype(int)
