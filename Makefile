@@ -4,12 +4,18 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv benchmarks clean
+.PHONY: demo test test-fast venv benchmarks clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { interp=$$(tools/find-python) && echo "creating $(VENV) with $$interp" && $$interp -m venv $(VENV); }
 	$(PY) -m pip install -qq --upgrade pip
 	$(PY) -m pip install -qq -e '.[dev]'
+	@# headless Chromium for tests/test_report_browser.py: Debian's package when none is found
+	@# (root with apt-get only; failures ignored: the test then skips and says why)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	    } >/dev/null 2>&1; } || true
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -19,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# everything but the tests marked slow (MCMC fits); `make test` still runs them all
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/fit_speed.py

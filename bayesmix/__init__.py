@@ -3,11 +3,129 @@
 Pipeline: run table (``bayesmix.data``) -> model specification (``bayesmix.spec``) -> MCMC fit
 (``bayesmix.fit``) -> posterior (``bayesmix.posterior``) -> decide (``optimize``, ``acquire``)
 -> ledger -> new runs.
+
+The public API, one name per step (imported on first use, so ``import bayesmix`` stays light):
+
+==================  ======================================================================
+``load``            read run results (tidy CSV/Parquet, RegMix, Ye et al. logs) into a RunTable
+``simulate``        draw a run table from a known M4 law (returns the table and the Truth)
+``fit``             fit a mixing law with MCMC -> ``Posterior``
+``Posterior``       predict, intervals, save; ``Posterior.load(path)`` reads a saved one
+``Constraints``     the feasible mixtures (share limits, token availability)
+``decide``          the decision -> ``DecisionReport`` (recommendation, intervals, spread)
+``Experiment``      the active-learning loop over a ledger (create, propose, ingest, ...)
+``propose``         one round of proposals for a ledger (``Experiment(...).propose``)
+``write_report``    the self-contained HTML report of a posterior [+ decision, ledger]
+==================  ======================================================================
+
+``bayesmix.report`` is the submodule holding ``decide`` and ``DecisionReport`` (a function
+of that name would be replaced by the submodule whenever it is imported); the HTML report is
+``write_report``, ``Posterior.report()`` or ``DecisionReport.to_html()``.
+
+Examples
+--------
+>>> import bayesmix as bm
+>>> runs, truth = bm.simulate(["web", "code", "books"], n_runs=12, seed=0)
+>>> runs.n_runs, runs.train_domains
+(12, ('web', 'code', 'books'))
+>>> cons = bm.Constraints.build(["web", "code", "books"], max_share={"code": 0.3})
+>>> bool(cons.contains([0.5, 0.2, 0.3])), bool(cons.contains([0.2, 0.5, 0.3]))
+(True, False)
+
+Fitting runs MCMC (about a minute the first time a model structure is compiled):
+
+>>> post = bm.fit(runs, draws=500, tune=500, chains=2, seed=1)  # doctest: +SKIP
+>>> rec = bm.decide(post, constraints=cons)                     # doctest: +SKIP
+>>> print(rec.to_text())                                        # doctest: +SKIP
+>>> bm.write_report("report.html", post, decision=rec)          # doctest: +SKIP
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 from bayesmix.errors import BayesmixError
 from bayesmix.data import RunTable
 
-__all__ = ["BayesmixError", "RunTable", "__version__"]
+#: Public names loaded on first access: name -> (module, attribute).
+_LAZY = {
+    "load": ("bayesmix.loaders", "load"),
+    "simulate": ("bayesmix.simulate", "simulate"),
+    "fit": ("bayesmix.fit", "fit"),
+    "Posterior": ("bayesmix.posterior", "Posterior"),
+    "Constraints": ("bayesmix.constraints", "Constraints"),
+    "decide": ("bayesmix.report", "decide"),
+    "DecisionReport": ("bayesmix.report", "DecisionReport"),
+    "Experiment": ("bayesmix.experiment", "Experiment"),
+    "write_report": ("bayesmix.html_report", "write_report"),
+}
+
+__all__ = ["BayesmixError", "Constraints", "DecisionReport", "Experiment", "Posterior",
+           "RunTable", "__version__", "decide", "fit", "load", "propose", "simulate",
+           "write_report"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
+    from bayesmix.constraints import Constraints
+    from bayesmix.experiment import Experiment
+    from bayesmix.fit import fit
+    from bayesmix.html_report import write_report
+    from bayesmix.loaders import load
+    from bayesmix.posterior import Posterior
+    from bayesmix.report import DecisionReport, decide
+    from bayesmix.simulate import simulate
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'bayesmix' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def propose(ledger, n: int = 8, strategy: str = "thompson", *, model: str = "default",
+            draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
+            progress: bool = False, **options):
+    """Propose the next ``n`` runs of an experiment and record them in its ledger.
+
+    A shortcut for ``Experiment(ledger, model=..., draws=..., ...).propose(n, strategy,
+    **options)``: refits the posterior only when results changed since the last fit.
+
+    Parameters
+    ----------
+    ledger : str or path
+        The experiment's ledger (created by ``Experiment.create`` or ``bayesmix init``).
+    n : int
+        Runs to propose.
+    strategy : {"thompson", "optimum-info", "bald", "random"}
+        Acquisition strategy (an initial design when no run is completed yet).
+    model, draws, tune, chains, seed, progress
+        Fit settings of the posterior (see :func:`bayesmix.fit.fit`).
+    **options
+        Passed to :meth:`bayesmix.experiment.Experiment.propose` (``out``, ``pool``,
+        ``target``, ``weights``, ``min_distance``, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The proposed runs (run, round, strategy, mix.<domain>...), as recorded.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> exp = bm.Experiment.create("exp.db", ["web", "code"])   # doctest: +SKIP
+    >>> bm.propose("exp.db", 4)                                 # doctest: +SKIP
+    """
+    from bayesmix.experiment import Experiment
+
+    exp = Experiment(ledger, model=model, draws=draws, tune=tune, chains=chains, seed=seed,
+                     progress=progress)
+    return exp.propose(n, strategy, **options)

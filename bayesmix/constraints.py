@@ -8,6 +8,7 @@ intersected with ``sum(r) = 1``. A cap from data availability is
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -60,15 +61,20 @@ class Constraints:
         _apply(max_share, "maximum")
         _apply(fixed, "fixed")
         if tokens_available:
-            if not target_tokens or target_tokens <= 0:
+            # NaN compares False with everything: test for the good case, not the bad one
+            if not (target_tokens is not None and math.isfinite(target_tokens)
+                    and target_tokens > 0):
                 raise InfeasibleError("token caps need a positive target_tokens",
                                       hint="give the target run's training tokens")
-            if max_epochs <= 0:
-                raise InfeasibleError(f"max_epochs must be > 0, got {max_epochs:g}")
+            if not (math.isfinite(max_epochs) and max_epochs > 0):
+                raise InfeasibleError(f"max_epochs must be a finite number > 0, got "
+                                      f"{max_epochs:g}")
             caps = {}
             for d, tok in tokens_available.items():
-                if tok < 0:
-                    raise InfeasibleError(f"tokens available for {d!r} is negative ({tok:g})")
+                tok = float(tok)
+                if not (math.isfinite(tok) and tok >= 0):
+                    raise InfeasibleError(f"tokens available for {d!r} must be a finite "
+                                          f"number >= 0, got {tok:g}")
                 caps[d] = min(1.0, tok * max_epochs / target_tokens)
             _apply(caps, "cap")
         for i, d in enumerate(domains):

@@ -20,8 +20,6 @@ or is given as a number (``start_loss=``, CLI ``--start-loss``).
 from __future__ import annotations
 
 import difflib
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -232,23 +230,11 @@ class CriticalShare:
                      f"[{clo:.3f}, {chi:.3f}]", fontsize=10)
         ax.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        try:
+        from bayesmix.io import atomic_path
+
+        with atomic_path(path, suffix=True) as tmp:  # the one atomic writer (WriteError)
             fig.savefig(tmp)
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _convergence(da: xr.DataArray, which: str) -> float:

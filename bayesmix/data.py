@@ -13,6 +13,20 @@ The documented tidy layout (CSV, Parquet or a pandas DataFrame), one row per rec
 cells may be empty (missing losses stay missing, they are never filled in). ``step`` and
 ``tokens`` may be 0: the checkpoint a run starts from (continual pre-training); drop such records
 before fitting a power law in steps or tokens.
+
+One plausibility rule for losses, in every loader and in ``validate`` (:func:`check_loss`):
+
+* an empty cell or ``nan`` (any spelling pandas reads as missing: ``NaN``, ``NA``, ``null``...)
+  is a **missing** loss: kept as NaN, left out of the likelihood;
+* ``inf`` / ``-inf`` is an **error** (a diverged or broken evaluation, not an unknown value);
+* a loss must be ``> 0`` (cross-entropy) and ``<= max_loss`` (default :data:`MAX_LOSS`, 100
+  nats per token; raise it with ``max_loss=`` or the CLI's ``--max-loss``, up to
+  :data:`MAX_LOSS_LIMIT`). A uniform guess over a 50k-token vocabulary costs ln(50257) = 10.8
+  nats per token and untrained models start near it, so a loss above 100 is a unit mistake
+  (a sum over tokens, bits times a factor, a perplexity) or a corrupt cell.
+
+Domain names may not be empty, have surrounding spaces, or contain ``/`` (NetCDF), ``,`` or
+``=`` (the CLI's ``--max-share NAME=VALUE,NAME=VALUE`` lists could not name them).
 """
 
 from __future__ import annotations
@@ -33,6 +47,79 @@ META_COLUMNS = ("n_params", "step", "tokens")
 #: Largest allowed |sum(proportions) - 1| before a record is rejected (RegMix rounds to 3 decimals,
 #: so its rows are off by up to about 0.004). Pass ``renormalize=True`` to accept and rescale.
 SUM_TOLERANCE = 0.01
+#: Default plausibility bound on a loss, nats per token (see the module docstring).
+MAX_LOSS = 100.0
+#: Largest bound a user may set: beyond it the likelihood's arithmetic is no longer sound.
+MAX_LOSS_LIMIT = 1e6
+#: Characters a domain name may not hold, with the reason (named in the error).
+_FORBIDDEN_NAME_CHARS = {"/": "NetCDF names cannot hold it",
+                         ",": "--max-share NAME=VALUE,NAME=VALUE lists could not name it",
+                         "=": "--max-share NAME=VALUE lists could not name it"}
+
+
+def check_max_loss(value, option: str = "max_loss") -> float:
+    """``value`` as a float when it is a usable loss bound (finite, > 0, <= MAX_LOSS_LIMIT)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not (math.isfinite(v) and 0 < v <= MAX_LOSS_LIMIT):
+        raise errors.OptionError(f"{option} must be a number in (0, {MAX_LOSS_LIMIT:g}] nats "
+                                 f"per token, got {value!r}",
+                                 hint=f"the default is {MAX_LOSS:g}")
+    return v
+
+
+def check_tolerance(value, option: str = "tolerance") -> float:
+    """``value`` as a float when it is a usable proportion-sum tolerance (finite, >= 0)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not (math.isfinite(v) and v >= 0):
+        raise errors.OptionError(f"{option} must be a finite number >= 0, got {value!r}",
+                                 hint=f"the default is {SUM_TOLERANCE:g}; a NaN or infinite "
+                                      "tolerance would switch the check off")
+    return v
+
+
+def check_loss(value, *, max_loss: float = MAX_LOSS, source: str | None = None,
+               row: int | None = None, run: str | None = None,
+               column: str | None = None) -> float:
+    """One loss cell under the plausibility rule: a float, NaN for a missing loss (None, empty
+    text, NaN); NonFiniteLossError / NonPositiveLossError / ImplausibleLossError otherwise.
+    Text that is not a number is a NonNumericError. Used by loaders and the ledger's ingest."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return math.nan
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise errors.NonNumericError(f"{value!r} is not a number", source=source, row=row,
+                                     run=run, column=column,
+                                     hint="write the loss in nats per token, or leave it empty "
+                                          "when unknown") from None
+    if math.isnan(v):
+        return v
+    _raise_for_loss(v, max_loss, source, row, run, column)
+    return v
+
+
+def _raise_for_loss(v: float, max_loss: float, source, row, run, column) -> None:
+    """Raise the named error for a non-NaN loss ``v`` that breaks the rule."""
+    if math.isinf(v):
+        raise errors.NonFiniteLossError(
+            f"loss {v} is not finite", source=source, row=row, run=run, column=column,
+            hint="leave the cell empty (or nan) if the loss is unknown")
+    if v <= 0:
+        raise errors.NonPositiveLossError(
+            f"loss {v:g} is not positive", source=source, row=row, run=run, column=column,
+            hint="losses are cross-entropies in nats per token, always > 0")
+    if v > max_loss:
+        raise errors.ImplausibleLossError(
+            f"loss {v:g} is above the plausible maximum of {max_loss:g} nats per token",
+            source=source, row=row, run=run, column=column,
+            hint="losses are mean nats per token (not sums, bits or perplexities); raise the "
+                 "bound with --max-loss if the value is real")
 
 
 def _normalise_name(name: str) -> str:
@@ -47,10 +134,12 @@ def _check_domain_names(names: Sequence[str], kind: str, column_prefix: str, sou
             raise errors.DomainNameError(
                 f"{kind} domain name {name!r} is empty or has surrounding spaces",
                 source=source, column=column_prefix + name, hint="rename the column")
-        if "/" in name:
-            raise errors.DomainNameError(
-                f"{kind} domain name {name!r} contains '/', which NetCDF names cannot hold",
-                source=source, column=column_prefix + name, hint="rename the column")
+        for ch, why in _FORBIDDEN_NAME_CHARS.items():
+            if ch in name:
+                raise errors.DomainNameError(
+                    f"{kind} domain name {name!r} contains {ch!r} ({why})",
+                    source=source, column=column_prefix + name,
+                    hint="rename the column, e.g. with '_' instead")
         key = _normalise_name(name)
         if key in seen:
             raise errors.DomainNameError(
@@ -58,6 +147,15 @@ def _check_domain_names(names: Sequence[str], kind: str, column_prefix: str, sou
                 source=source, column=column_prefix + name,
                 hint="use one spelling for one domain")
         seen[key] = name
+
+
+def check_domain_names(names: Sequence[str], kind: str = "training",
+                       source: str | None = None) -> None:
+    """The domain-name rule (not empty, no surrounding spaces, no '/', ',' or '=', no two
+    names equal up to case and punctuation) for names given outside a run table (e.g.
+    ``bayesmix init --domains``); DomainNameError naming the first offender."""
+    prefix = MIX_PREFIX if kind == "training" else LOSS_PREFIX
+    _check_domain_names([str(n) for n in names], kind, prefix, source)
 
 
 def check_known_domains(names: Iterable[str], known: Sequence[str], kind: str,
@@ -91,14 +189,19 @@ class RunTable:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, *, source: str | None = None,
                    row_numbers: Sequence[int] | None = None, renormalize: bool = False,
-                   tolerance: float = SUM_TOLERANCE, report: list[str] | None = None) -> RunTable:
+                   tolerance: float = SUM_TOLERANCE, report: list[str] | None = None,
+                   max_loss: float = MAX_LOSS) -> RunTable:
         """Validate a DataFrame in the documented tidy layout and return a RunTable.
 
         ``row_numbers`` gives the line number of each row in ``source`` for error messages
         (default: CSV line numbers, header on line 1). ``renormalize`` rescales proportions that
         sum within 0.5 of 1 to exactly 1 instead of rejecting them; a line saying by how much is
-        appended to ``report`` (a list) when given.
+        appended to ``report`` (a list) when given. ``max_loss``: the plausibility bound on
+        losses (nats per token; see the module docstring for the whole rule).
         """
+        if not tolerance >= 0:  # NaN or negative would switch the sum check off
+            check_tolerance(tolerance)
+        max_loss = check_max_loss(max_loss)
         if frame is None or len(frame) == 0:
             raise errors.EmptyInputError("no data rows", source=source,
                                          hint="a run table needs at least one run")
@@ -197,15 +300,10 @@ class RunTable:
                         source=source, row=rows[i], run=run_ids[i], column=col)
 
         loss = frame[loss_cols].to_numpy(dtype=float)
-        for i, j in zip(*np.nonzero(np.isinf(loss))):
-            raise errors.NonFiniteLossError(
-                f"loss {loss[i, j]} is not finite", source=source, row=rows[i], run=run_ids[i],
-                column=loss_cols[j], hint="leave the cell empty if the loss is unknown")
-        for i, j in zip(*np.nonzero(loss <= 0)):
-            raise errors.NonPositiveLossError(
-                f"loss {loss[i, j]:g} is not positive", source=source, row=rows[i],
-                run=run_ids[i], column=loss_cols[j],
-                hint="losses are cross-entropies in nats per token, always > 0")
+        for test in (np.isinf(loss), loss <= 0, loss > max_loss):  # NaN: missing, allowed
+            for i, j in zip(*np.nonzero(test)):
+                _raise_for_loss(float(loss[i, j]), max_loss, source, rows[i], run_ids[i],
+                                loss_cols[j])
         for i in np.flatnonzero(np.isnan(loss).all(axis=1)):
             raise errors.NoLossesError(
                 "record has no loss on any validation domain", source=source, row=rows[i],
@@ -319,7 +417,9 @@ class RunTable:
                 f"{sorted(set(self.train_domains) ^ set(other.train_domains))}",
                 source=other.source, hint="both tables need the same mix.* columns")
         tidy = pd.concat([self.to_tidy(), other.to_tidy()], ignore_index=True)
-        return RunTable.from_frame(tidy, source=other.source or self.source)
+        # both tables passed their own loss bound already
+        return RunTable.from_frame(tidy, source=other.source or self.source,
+                                   max_loss=MAX_LOSS_LIMIT)
 
     # ------------------------------------------------------------------ views
     def to_tidy(self) -> pd.DataFrame:

@@ -126,3 +126,20 @@ class ExtrapolationError(BayesmixError):
 
 class ExtrapolationWarning(UserWarning):
     """A prediction at a model size or token count outside the fitted range (within limits)."""
+
+
+class ImplausibleLossError(BayesmixError):
+    """A loss is finite and positive but above the plausibility bound (``--max-loss``)."""
+
+
+class TooFewRunsError(BayesmixError):
+    """Fewer runs than the law needs to be identified (:attr:`bayesmix.laws.Law.min_runs`)."""
+
+
+class OutputPathError(OptionError):
+    """An output path is unusable: an input file, an existing result without ``--force``, a
+    folder that cannot be written."""
+
+
+class WriteError(BayesmixError):
+    """Writing an output file failed (permissions, full disk); nothing was replaced."""

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -42,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
-from bayesmix.data import MIX_PREFIX, RunTable, check_known_domains
+from bayesmix.data import MAX_LOSS, MIX_PREFIX, RunTable, check_known_domains
 from bayesmix.diagnostics import ConvergenceWarning
 from bayesmix.ledger import (IngestSummary, Ledger, ProposalConflictError,
                              check_proposals_path, file_hash, write_proposals)
@@ -222,8 +221,13 @@ class Experiment:
 
     def set_status(self, run: str, status: str) -> None:
         """Mark a run running, failed, abandoned or proposed again."""
+        self.set_statuses({run: status})
+
+    def set_statuses(self, changes: Mapping[str, str]) -> list[str]:
+        """Several status changes ({run: status}), all or nothing: each is checked before any
+        is written (:meth:`bayesmix.ledger.Ledger.set_statuses`). Returns the changed runs."""
         with self._open() as led:
-            led.set_status(run, status)
+            return led.set_statuses(changes)
 
     def proposals(self, round: int) -> pd.DataFrame:
         """Round ``round``'s proposals as handed off (run, round, strategy, [n_params, steps,
@@ -247,12 +251,14 @@ class Experiment:
     # ------------------------------------------------------------------ results
     def ingest(self, results, *, format: str | None = None, renormalize: bool = False,
                import_unknown: bool = False, replace: bool = False,
-               report: list[str] | None = None) -> IngestSummary:
+               report: list[str] | None = None, max_loss: float = MAX_LOSS) -> IngestSummary:
         """Record results: a RunTable, a DataFrame in the tidy layout, or file/directory
         path(s) in any format ``bayesmix validate`` reads. Runs must be in the ledger with their
         proposed mixtures (``import_unknown`` adds others as external runs); the same results
         twice change nothing; a different value for a stored loss is refused unless
-        ``replace``. ``report`` receives the loaders' notes."""
+        ``replace``. ``report`` receives the loaders' notes. ``max_loss``: the plausibility
+        bound on losses (nats per token, :mod:`bayesmix.data`); a loss above it, not finite or
+        not positive is refused and nothing is recorded."""
         from bayesmix.loaders import load
 
         with self._open() as led:
@@ -260,13 +266,14 @@ class Experiment:
                 table = results
             elif isinstance(results, pd.DataFrame):
                 table = RunTable.from_frame(results, source="results", renormalize=renormalize,
-                                            report=report)
+                                            report=report, max_loss=max_loss)
             else:
                 table = load(results, format, renormalize=renormalize, report=report,
                              expected_domains={"train": led.train_domains,
-                                               "eval": led.eval_domains})
+                                               "eval": led.eval_domains}, max_loss=max_loss)
             summary = led.record_results(table, unknown="import" if import_unknown else "error",
-                                         on_conflict="replace" if replace else "error")
+                                         on_conflict="replace" if replace else "error",
+                                         max_loss=max_loss)
         self.last_ingest = summary
         return summary
 
@@ -387,6 +394,7 @@ class Experiment:
             notes = [f"round {r}'s runs are recorded but their file {p} was never written "
                      f"(interrupted?): recreate it with `bayesmix export --ledger {self.path} "
                      f"--round {r}`" for r, p in led.missing_handoffs().items()]
+            led.check_writable()        # a read-only or locked ledger: now, not after a fit
             planned = led.next_round()
             explicit = out if out not in (None, True, False) else None
             if out is True or explicit is not None:
@@ -537,7 +545,9 @@ def _read_pool(pool, led: Ledger):
 def _save_new(post, folder: Path, stem: str) -> Path:
     """Save ``post`` as ``<folder>/<stem>.nc`` (or ``<stem>-2.nc``, ``-3``... when taken):
     the name is reserved with an exclusive create, so two processes never write one file and
-    no posterior another proposal refers to is overwritten."""
+    no posterior another proposal refers to is overwritten; :meth:`Posterior.save` then
+    replaces the empty file atomically (bayesmix.io's writer, mode 0666 & ~umask). A folder
+    that cannot be written is a one-line WriteError."""
     k = 1
     while True:
         path = folder / (f"{stem}.nc" if k == 1 else f"{stem}-{k}.nc")
@@ -546,17 +556,18 @@ def _save_new(post, folder: Path, stem: str) -> Path:
         except FileExistsError:
             k += 1
             continue
+        except OSError as err:
+            raise errors.WriteError(f"cannot save the posterior ({err.strerror or err})",
+                                    source=str(path),
+                                    hint="the ledger's folder must be writable") from None
         os.close(fd)
         break
-    tmp = folder / f".{stem}.{secrets.token_hex(4)}.nc"
     try:
-        post.save(tmp)
-        os.replace(tmp, path)
+        post.save(path)
     except BaseException:
-        for p in (tmp, path):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
         raise
     return path

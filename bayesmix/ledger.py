@@ -38,7 +38,18 @@ the ledger write and the file) is reported and can be rewritten from the ledger
 Recording results is idempotent: a loss already stored with the same value (relative tolerance
 :data:`VALUE_RTOL`) is left alone. A different value is a conflict: by default the whole file is
 rejected and nothing is written; with ``on_conflict="replace"`` the new value overwrites the old
-one and is counted as replaced.
+one and is counted as replaced. Every stored loss obeys :func:`bayesmix.data.check_loss` (finite,
+positive, at most ``max_loss``).
+
+Failures are one line (:class:`~bayesmix.errors.LedgerError`) and change nothing: a read-only
+ledger (file or folder), a ledger locked for longer than the busy timeout, and a ledger edited by
+hand or damaged (a ``meta`` or ``runs.mixture`` cell that is not JSON, mixtures whose length
+disagrees with the domain list, results for an unknown validation domain:
+:class:`DamagedLedgerError`, naming the file, table, row and column; checked when it is opened).
+
+Fault injection. Every write transaction calls :func:`_fault_point` at named points (after the
+write lock is taken, between its statements, just before ``COMMIT``); it does nothing, and tests
+replace it to crash a writer or to stop it inside its transaction deterministically.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -61,8 +73,9 @@ import pandas as pd
 
 from bayesmix import errors
 from bayesmix.constraints import Constraints
-from bayesmix.data import (LOSS_PREFIX, MIX_PREFIX, RunTable, _check_domain_names,
-                           check_known_domains)
+from bayesmix.data import (LOSS_PREFIX, MAX_LOSS, MIX_PREFIX, RunTable, _check_domain_names,
+                           check_known_domains, check_loss, check_max_loss)
+from bayesmix.io import atomic_write_text, same_file
 
 SCHEMA_VERSION = 1
 APPLICATION = "bayesmix-ledger"
@@ -98,6 +111,27 @@ _OCCUPIED = ("proposed", "running", "completed")
 class ProposalConflictError(errors.LedgerError):
     """A proposal came within the minimum distance of a run recorded while it was being chosen
     (e.g. by a concurrent proposer); nothing was recorded."""
+
+
+class DamagedLedgerError(errors.LedgerError):
+    """A cell of the ledger cannot be what bayesmix wrote (edited by hand or damaged): names the
+    file, table, row and column."""
+
+
+def _fault_point(name: str) -> None:
+    """Fault-injection hook: called at named points inside every write transaction
+    (``"<operation>:begin"`` once the write lock is held, ``"<operation>:commit"`` just before
+    ``COMMIT``, and a few points between statements, e.g. ``"add_proposals:inserted"``). Does
+    nothing; tests monkeypatch it to raise (a writer dying mid-transaction) or to wait on a
+    ``threading.Event`` (a writer stopped while holding the lock)."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """The connection :meth:`Ledger.open` uses (read-write when the file allows it; SQLite
+    falls back to read-only on a write-protected file). Tests may replace it, e.g. with
+    ``mode=ro`` to get a read-only ledger even as root."""
+    return sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True,
+                           timeout=BUSY_TIMEOUT_S, isolation_level=None)
 
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -171,10 +205,88 @@ class Ledger:
         self._con = connection
         self.path = path
         meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-        self.train_domains: tuple[str, ...] = tuple(json.loads(meta["train_domains"]))
-        self.eval_domains: tuple[str, ...] = tuple(json.loads(meta["eval_domains"]))
-        self.constraints = Constraints.from_json(meta["constraints"])
-        self.settings: dict = json.loads(meta["settings"])
+        self.train_domains: tuple[str, ...] = self._meta_domains(meta, "train_domains")
+        self.eval_domains: tuple[str, ...] = self._meta_domains(meta, "eval_domains")
+        self.constraints = self._meta_constraints(meta)
+        self.settings: dict = self._meta_json(meta, "settings", dict, "an object")
+        self._check_cells()
+
+    # ------------------------------------------------------------------ damaged cells
+    def _damaged(self, table: str, row: str, column: str, problem: str) -> DamagedLedgerError:
+        return DamagedLedgerError(
+            f"table {table}, {row}, column {column!r}: {problem}", source=str(self.path),
+            hint="the ledger was edited by hand or damaged; restore it from a backup or fix "
+                 "that cell")
+
+    def _meta_json(self, meta: dict, key: str, kind: type, what: str):
+        """The JSON value of meta key ``key`` (of type ``kind``), or DamagedLedgerError."""
+        if key not in meta:
+            raise self._damaged("meta", f"key {key!r}", "value", "the row is missing")
+        try:
+            value = json.loads(meta[key])
+        except (ValueError, TypeError) as err:
+            raise self._damaged("meta", f"key {key!r}", "value",
+                                f"not JSON ({err})") from None
+        if not isinstance(value, kind):
+            raise self._damaged("meta", f"key {key!r}", "value",
+                                f"JSON but not {what}: {meta[key][:60]!r}")
+        return value
+
+    def _meta_domains(self, meta: dict, key: str) -> tuple[str, ...]:
+        names = self._meta_json(meta, key, list, "a list of domain names")
+        if not names or not all(isinstance(n, str) and n for n in names) \
+                or len(set(names)) != len(names):
+            raise self._damaged("meta", f"key {key!r}", "value",
+                                f"not a list of distinct domain names: {meta[key][:60]!r}")
+        return tuple(names)
+
+    def _meta_constraints(self, meta: dict) -> Constraints:
+        raw = self._meta_json(meta, "constraints", dict, "an object")
+        try:
+            cons = Constraints.from_dict(raw)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
+            problem = err.problem if isinstance(err, errors.BayesmixError) else str(err)
+            raise self._damaged("meta", "key 'constraints'", "value",
+                                f"not a valid constraint set ({problem})") from None
+        if sorted(cons.domains) != sorted(self.train_domains):
+            raise self._damaged("meta", "key 'constraints'", "value",
+                                f"constraints are over domains {list(cons.domains)} but "
+                                f"meta train_domains lists {list(self.train_domains)}")
+        return cons
+
+    def _mixture(self, run: str, text) -> list[float]:
+        """A ``runs.mixture`` cell: a JSON list of one finite share per training domain."""
+        try:
+            mix = json.loads(text)
+        except (ValueError, TypeError) as err:
+            raise self._damaged("runs", f"run {run!r}", "mixture",
+                                f"not JSON ({err})") from None
+        m = len(self.train_domains)
+        if not (isinstance(mix, list) and all(isinstance(v, (int, float)) and
+                                              not isinstance(v, bool) and math.isfinite(v)
+                                              for v in mix)):
+            raise self._damaged("runs", f"run {run!r}", "mixture",
+                                f"not a list of numbers: {str(text)[:60]!r}")
+        if len(mix) != m:
+            raise self._damaged("runs", f"run {run!r}", "mixture",
+                                f"{len(mix)} shares but the ledger has {m} training domains "
+                                f"({', '.join(self.train_domains)})")
+        return [float(v) for v in mix]
+
+    def _check_cells(self) -> None:
+        """Every run's mixture readable and as long as the domain list; every result for a
+        known validation domain (DamagedLedgerError otherwise)."""
+        with self._read() as con:
+            rows = con.execute("SELECT run, mixture FROM runs ORDER BY seq").fetchall()
+            doms = con.execute("SELECT run, eval_domain FROM results GROUP BY eval_domain"
+                               ).fetchall()
+        for run, text in rows:
+            self._mixture(run, text)
+        for run, dom in doms:
+            if dom not in self.eval_domains:
+                raise self._damaged("results", f"run {run!r}", "eval_domain",
+                                    f"{dom!r} is not one of the ledger's validation domains "
+                                    f"({', '.join(self.eval_domains)})")
 
     # ------------------------------------------------------------------ create / open
     @classmethod
@@ -194,6 +306,10 @@ class Ledger:
             raise errors.LedgerError(f"directory {str(path.parent)!r} does not exist",
                                      source=str(path))
         train, evals = [str(d) for d in train_domains], [str(d) for d in eval_domains]
+        if len(train) == 1:
+            raise errors.DomainNameError(
+                f"only one training domain ({train[0]!r}): a mixture needs at least 2",
+                source=str(path), hint="list every training domain, e.g. --domains web,code")
         for names, kind, prefix in ((train, "training", MIX_PREFIX),
                                     (evals, "validation", LOSS_PREFIX)):
             if not names:
@@ -216,8 +332,14 @@ class Ledger:
                 "settings": settings_json, "next_run_number": "1"}
         # Build the file under a temporary name, then link it into place: the ledger appears
         # complete or not at all, and os.link fails instead of overwriting a concurrent create.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        # (mode 0666 & ~umask like bayesmix.io's writer; linked, not replaced, so not atomic_path)
+        tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"))
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as err:
+            raise errors.LedgerError(f"cannot create the ledger ({err.strerror or err})",
+                                     source=str(path), hint="choose a folder you can write to"
+                                     ) from None
         try:
             con = sqlite3.connect(tmp, isolation_level=None)
             try:
@@ -254,8 +376,7 @@ class Ledger:
             raise errors.LedgerError("not a bayesmix ledger (not an SQLite database)",
                                      source=str(path))
         try:
-            con = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True,
-                                  timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            con = _connect(path)
             con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
@@ -265,7 +386,7 @@ class Ledger:
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall()) if has_meta else {}
         except sqlite3.DatabaseError as err:
             raise errors.LedgerError(f"cannot read the ledger: {err}", source=str(path)) from None
-        if meta.get("application") != APPLICATION:
+        if not isinstance(meta, dict) or meta.get("application") != APPLICATION:
             con.close()
             raise errors.LedgerError("not a bayesmix ledger (an SQLite file without its tables)",
                                      source=str(path))
@@ -275,7 +396,11 @@ class Ledger:
                 f"ledger schema version {meta.get('schema_version')} is not the version "
                 f"{SCHEMA_VERSION} this bayesmix reads", source=str(path),
                 hint="use the bayesmix version that wrote it")
-        return cls(con, path)
+        try:
+            return cls(con, path)
+        except BaseException:
+            con.close()
+            raise
 
     def close(self) -> None:
         self._con.close()
@@ -290,21 +415,61 @@ class Ledger:
         return f"Ledger({str(self.path)!r})"
 
     @contextmanager
-    def _write(self):
+    def _write(self, operation: str = "write"):
         """One write transaction: takes the write lock up front (waits up to the busy
-        timeout), commits on success, rolls back on any exception."""
+        timeout), commits on success, rolls back on any exception. SQLite's errors (read-only
+        file, lock timeout, disk full) become one-line LedgerErrors; nothing is changed.
+        Calls :func:`_fault_point` with ``"<operation>:begin"`` and ``"<operation>:commit"``."""
         try:
             self._con.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as err:
-            raise errors.LedgerError(f"cannot lock the ledger for writing: {err}",
-                                     source=str(self.path),
-                                     hint="another process holds it; try again") from None
+            raise self._write_failed(err) from None
         try:
+            _fault_point(f"{operation}:begin")
             yield self._con
+            _fault_point(f"{operation}:commit")
+            self._con.execute("COMMIT")
+        except sqlite3.OperationalError as err:
+            self._rollback()
+            raise self._write_failed(err) from None
         except BaseException:
-            self._con.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._con.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._con.in_transaction:
+            try:
+                self._con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def _write_failed(self, err: sqlite3.Error) -> errors.LedgerError:
+        """The one-line error for a failed write (nothing was changed)."""
+        text = str(err)
+        if "readonly" in text or "read-only" in text:
+            return errors.LedgerError(
+                "the ledger is read-only: nothing was changed", source=str(self.path),
+                hint="make the file and its folder writable (the folder holds the ledger's "
+                     "-wal and -shm files), or work on a copy")
+        if "locked" in text or "busy" in text:
+            return errors.LedgerError(
+                f"cannot lock the ledger for writing ({text}): nothing was changed",
+                source=str(self.path), hint="another process holds it; try again")
+        return errors.LedgerError(f"cannot write the ledger ({text}): nothing was changed",
+                                  source=str(self.path),
+                                  hint="check free disk space and the file's permissions")
+
+    def check_writable(self) -> None:
+        """LedgerError (one line) unless this process can write the ledger now: a write is
+        tried and rolled back. Call it before long work (a fit) whose result must be
+        recorded."""
+        try:
+            self._con.execute("BEGIN IMMEDIATE")
+            self._con.execute("UPDATE meta SET value = value WHERE key = 'application'")
+        except sqlite3.OperationalError as err:
+            self._rollback()
+            raise self._write_failed(err) from None
+        self._rollback()
 
     @contextmanager
     def _read(self):
@@ -375,7 +540,7 @@ class Ledger:
             post_path, post_hash = self.relative_path(posterior), file_hash(posterior)
         now = _now()
         ids: list[str] = []
-        with self._write() as con:
+        with self._write("add_proposals") as con:
             if round is None:
                 count, top = con.execute("SELECT count(*), ifnull(max(round), 0) FROM runs"
                                          ).fetchone()
@@ -400,6 +565,7 @@ class Ledger:
                     "VALUES (?, ?, ?, 'proposed', 0, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (run, int(round), strategy, _mix_json(mix[i]), extras["n_params"][i],
                      extras["steps"][i], extras["tokens"][i], post_path, post_hash, now, now))
+            _fault_point("add_proposals:inserted")
             con.execute("UPDATE meta SET value = ? WHERE key = 'next_run_number'", (str(number),))
             if fit_json is not None:
                 con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -426,7 +592,7 @@ class Ledger:
                            f"({marks}) ORDER BY seq", _OCCUPIED).fetchall()
         if not rows:
             return
-        taken = np.array([json.loads(r[3]) for r in rows], float)
+        taken = np.array([self._mixture(r[0], r[3]) for r in rows], float)
         d = np.sqrt(((mix[:, None, :] - taken[None]) ** 2).sum(axis=2))     # (n, k)
         i, k = np.unravel_index(int(np.argmin(d)), d.shape)
         if d[i, k] < dist - 1e-9:
@@ -487,7 +653,7 @@ class Ledger:
         except (TypeError, ValueError) as err:
             raise errors.LedgerError(f"fit record is not JSON-serialisable: {err}",
                                      source=str(self.path)) from None
-        with self._write() as con:
+        with self._write("record_fit") as con:
             con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                         (_LAST_FIT_KEY, text))
 
@@ -497,7 +663,7 @@ class Ledger:
         with self._read() as con:
             row = con.execute("SELECT value FROM meta WHERE key = ?", (_LAST_FIT_KEY,)).fetchone()
         if row is not None:
-            return json.loads(row[0])
+            return self._meta_record(_LAST_FIT_KEY, row[0])
         records = self.fit_records()
         return records[max(records)] if records else None
 
@@ -507,15 +673,16 @@ class Ledger:
         with self._read() as con:
             rows = con.execute("SELECT key, value FROM meta WHERE key LIKE ?",
                                (_HANDOFF_KEY + "%",)).fetchall()
-        return dict(sorted((int(k[len(_HANDOFF_KEY):]), json.loads(v)) for k, v in rows))
+        return dict(sorted((self._meta_round(k, _HANDOFF_KEY), self._meta_record(k, v))
+                           for k, v in rows))
 
     def mark_handoff_written(self, round: int, path: str | os.PathLike | None = None) -> None:
         """Record that round ``round``'s proposals were written (to ``path``, default the file
         recorded with them)."""
         key = f"{_HANDOFF_KEY}{int(round)}"
-        with self._write() as con:
+        with self._write("mark_handoff") as con:
             row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            stored = json.loads(row[0])["path"] if row else None
+            stored = self._meta_record(key, row[0]).get("path") if row else None
             rel = self.relative_path(path) if path is not None else stored
             if rel is None:
                 return
@@ -554,7 +721,18 @@ class Ledger:
         with self._read() as con:
             rows = con.execute("SELECT key, value FROM meta WHERE key LIKE ?",
                                (_FIT_KEY + "%",)).fetchall()
-        return dict(sorted((int(k[len(_FIT_KEY):]), json.loads(v)) for k, v in rows))
+        return dict(sorted((self._meta_round(k, _FIT_KEY), self._meta_record(k, v))
+                           for k, v in rows))
+
+    def _meta_record(self, key: str, text: str) -> dict:
+        return self._meta_json({key: text}, key, dict, "an object")
+
+    def _meta_round(self, key: str, prefix: str) -> int:
+        try:
+            return int(key[len(prefix):])
+        except ValueError:
+            raise self._damaged("meta", f"key {key!r}", "key",
+                                f"not {prefix}<round number>") from None
 
     def set_status(self, run: str, status: str) -> None:
         """Change one run's status; LedgerError for an unknown run or a forbidden change.
@@ -562,34 +740,56 @@ class Ledger:
         Setting the same status again does nothing. ``completed`` cannot be set by hand: a run
         becomes completed when its results are recorded.
         """
-        if status not in STATUSES:
-            raise errors.LedgerError(f"unknown status {status!r}", run=run,
-                                     hint=f"use one of {', '.join(STATUSES)}")
-        with self._write() as con:
-            row = con.execute("SELECT status FROM runs WHERE run = ?", (run,)).fetchone()
-            if row is None:
-                raise self._unknown_run(con, run)
-            old = row[0]
-            if old == status:
-                return
-            if status == "completed":
-                raise errors.LedgerError(
-                    f"cannot mark a run completed by hand (it is {old})", run=run,
-                    source=str(self.path),
-                    hint="runs become completed when their results are recorded (bayesmix ingest)")
-            if status not in TRANSITIONS[old]:
-                allowed = [s for s in TRANSITIONS[old] if s != "completed"]
-                raise errors.LedgerError(
-                    f"cannot change status from {old} to {status}", run=run,
-                    source=str(self.path),
-                    hint=(f"from {old} a run may go to {', '.join(allowed)}" if allowed
-                          else f"{old} is final"))
-            con.execute("UPDATE runs SET status = ?, updated = ? WHERE run = ?",
-                        (status, _now(), run))
+        self.set_statuses({run: status})
+
+    def set_statuses(self, changes: Mapping[str, str]) -> list[str]:
+        """Change several runs' statuses, all or nothing: every change is checked (known run,
+        known status, allowed transition, see :meth:`set_status`) before any is written, in one
+        transaction. Returns the runs whose status changed."""
+        changes = {str(r): s for r, s in dict(changes).items()}
+        for run, status in changes.items():
+            if status not in STATUSES:
+                raise errors.LedgerError(f"unknown status {status!r}", run=run,
+                                         source=str(self.path),
+                                         hint=f"use one of {', '.join(STATUSES)}; nothing was "
+                                              "changed")
+        changed: list[str] = []
+        with self._write("set_status") as con:
+            current = dict(con.execute("SELECT run, status FROM runs"))
+            for run, status in changes.items():
+                if run not in current:
+                    err = self._unknown_run(con, run)
+                    err.hint = (err.hint or "") + "; nothing was changed"
+                    raise type(err)(err.problem, source=err.source, run=err.run,
+                                    hint=err.hint)
+                old = current[run]
+                if old == status:
+                    continue
+                if status == "completed":
+                    raise errors.LedgerError(
+                        f"cannot mark a run completed by hand (it is {old})", run=run,
+                        source=str(self.path),
+                        hint="runs become completed when their results are recorded "
+                             "(bayesmix ingest); nothing was changed")
+                if status not in TRANSITIONS[old]:
+                    allowed = [s for s in TRANSITIONS[old] if s != "completed"]
+                    raise errors.LedgerError(
+                        f"cannot change status from {old} to {status}", run=run,
+                        source=str(self.path),
+                        hint=(f"from {old} a run may go to {', '.join(allowed)}" if allowed
+                              else f"{old} is final") + "; nothing was changed")
+                changed.append(run)
+            now = _now()
+            for i, run in enumerate(changed):
+                if i:
+                    _fault_point("set_status:updated")
+                con.execute("UPDATE runs SET status = ?, updated = ? WHERE run = ?",
+                            (changes[run], now, run))
+        return changed
 
     # ------------------------------------------------------------------ results
     def record_results(self, table: RunTable, *, unknown: str = "error",
-                       on_conflict: str = "error") -> IngestSummary:
+                       on_conflict: str = "error", max_loss: float = MAX_LOSS) -> IngestSummary:
         """Record the losses in ``table`` for runs of this ledger, in one transaction.
 
         Checks that the table's training domains are the ledger's, its validation domains are
@@ -598,25 +798,31 @@ class Ledger:
         become completed. Runs the ledger does not know are an error (``unknown="error"``) or
         are added as completed runs with strategy ``"external"`` in the current round, flagged
         external (``unknown="import"``). Idempotent; conflicting values are rejected or replaced
-        (``on_conflict="error" | "replace"``), see the module docstring.
+        (``on_conflict="error" | "replace"``), see the module docstring. Every loss is checked
+        with :func:`bayesmix.data.check_loss` (finite, > 0, at most ``max_loss`` nats per
+        token) before anything is written.
         """
-        return self._ingest(table, unknown=unknown, on_conflict=on_conflict, imported=False)
+        return self._ingest(table, unknown=unknown, on_conflict=on_conflict, imported=False,
+                            max_loss=max_loss)
 
-    def import_runs(self, table: RunTable, *, on_conflict: str = "error") -> IngestSummary:
+    def import_runs(self, table: RunTable, *, on_conflict: str = "error",
+                    max_loss: float = MAX_LOSS) -> IngestSummary:
         """Add past runs (status completed, strategy ``"imported"``, round 0, flagged external).
 
         Runs already in the ledger are treated as by :meth:`record_results`, so importing the
         same table twice changes nothing.
         """
-        return self._ingest(table, unknown="import", on_conflict=on_conflict, imported=True)
+        return self._ingest(table, unknown="import", on_conflict=on_conflict, imported=True,
+                            max_loss=max_loss)
 
     def _ingest(self, table: RunTable, *, unknown: str, on_conflict: str,
-                imported: bool) -> IngestSummary:
+                imported: bool, max_loss: float = MAX_LOSS) -> IngestSummary:
         if unknown not in ("error", "import"):
             raise ValueError(f"unknown must be 'error' or 'import', got {unknown!r}")
         if on_conflict not in ("error", "replace"):
             raise ValueError(f"on_conflict must be 'error' or 'replace', got {on_conflict!r}")
         source = table.source or "results"
+        max_loss = check_max_loss(max_loss)
         check_known_domains(table.train_domains, self.train_domains, "training", source)
         missing = [d for d in self.train_domains if d not in table.train_domains]
         if missing:
@@ -629,6 +835,10 @@ class Ledger:
         mixtures = table.mixtures[list(self.train_domains)]
         tidy = table.to_tidy()
         has_steps = table.has_steps
+        for rec in tidy.to_dict("records"):              # every loss, before any write
+            for dom in table.eval_domains:
+                check_loss(rec[LOSS_PREFIX + dom], max_loss=max_loss, source=source,
+                           run=str(rec["run"]), column=LOSS_PREFIX + dom)
         n_params = (tidy.drop_duplicates("run").set_index("run")["n_params"]
                     if "n_params" in tidy.columns else None)
         summary = IngestSummary(source=table.source, runs=table.n_runs)
@@ -643,7 +853,7 @@ class Ledger:
             conflicts.append(f"{what}: ledger has {old:.10g}, {source} has {new:.10g}")
             return False
 
-        with self._write() as con:
+        with self._write("ingest") as con:
             stored_steps = con.execute("SELECT count(step), count(*) FROM results").fetchone()
             if stored_steps[1] and bool(stored_steps[0]) != has_steps:
                 raise errors.LedgerError(
@@ -670,13 +880,14 @@ class Ledger:
                         f"run is marked {status}; results cannot be recorded for it",
                         source=source, run=run, hint="set it back to proposed first "
                         f"(bayesmix status --set {run}=proposed)")
-                diff = np.abs(np.asarray(json.loads(mix_json)) - mixtures.loc[run].to_numpy())
+                proposed = self._mixture(run, mix_json)
+                diff = np.abs(np.asarray(proposed) - mixtures.loc[run].to_numpy())
                 if diff.max() > MIXTURE_ATOL:
                     j = int(diff.argmax())
                     raise errors.InconsistentMixtureError(
                         f"share of {self.train_domains[j]!r} is "
                         f"{mixtures.loc[run].iloc[j]:.6g} but the ledger proposed "
-                        f"{json.loads(mix_json)[j]:.6g}", source=source, run=run,
+                        f"{proposed[j]:.6g}", source=source, run=run,
                         column=MIX_PREFIX + self.train_domains[j],
                         hint="a run trained on another mixture needs another run id")
                 new_np = None if n_params is None else n_params.get(run)
@@ -738,6 +949,7 @@ class Ledger:
                 if added_here:
                     summary.checkpoints_added += 1
                 touched.add(run)
+            _fault_point("ingest:inserted")
             if conflicts:
                 more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
                 raise errors.LedgerError(
@@ -773,7 +985,7 @@ class Ledger:
         frame = pd.DataFrame([row[:-1] for row in rows], columns=cols)
         frame = frame.astype({"round": int, "external": bool, "checkpoints": int,
                               "n_params": float, "steps": float, "tokens": float})
-        mix = np.array([json.loads(row[-1]) for row in rows], float).reshape(
+        mix = np.array([self._mixture(row[0], row[-1]) for row in rows], float).reshape(
             len(rows), len(self.train_domains))
         for j, d in enumerate(self.train_domains):
             frame[MIX_PREFIX + d] = mix[:, j]
@@ -813,7 +1025,7 @@ class Ledger:
             rec = records.setdefault((runs[run][4], step if step is not None else 0.0, run), {
                 "run": run, "step": step, "tokens": tok, "n_params": runs[run][2],
                 **{MIX_PREFIX + d: v for d, v in zip(self.train_domains,
-                                                     json.loads(runs[run][3]))}})
+                                                     self._mixture(run, runs[run][3]))}})
             rec[LOSS_PREFIX + dom] = loss
             if tok is not None:
                 rec["tokens"] = tok
@@ -930,7 +1142,8 @@ def write_proposals(runs: pd.DataFrame, path: str | os.PathLike) -> Path:
     ``runs`` is a frame from :meth:`Ledger.runs` (or any frame with run, round, strategy and
     mix.<domain> columns). Written columns: run, round, strategy, [n_params, steps, tokens when
     given], mix.<domain>... Shares are written at full precision. The file is replaced
-    atomically (temporary file, then ``os.replace``).
+    atomically by :func:`bayesmix.io.atomic_write_text` (mode 0666 & ~umask; a failed write is
+    a WriteError and leaves any old file).
     """
     path = check_proposals_path(path)
     kind = path.suffix.lower()
@@ -942,26 +1155,12 @@ def write_proposals(runs: pd.DataFrame, path: str | os.PathLike) -> Path:
     extra = [c for c in ("n_params", "steps", "tokens")
              if c in runs.columns and runs[c].notna().any()]
     out = runs[["run", "round", "strategy", *extra, *mix_cols]].reset_index(drop=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            if kind == ".csv":
-                out.to_csv(fh, index=False)
-            else:
-                records = [{k: _json_value(v) for k, v in row.items()}
-                           for row in out.to_dict("records")]
-                json.dump(records, fh, indent=2)
-                fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    if kind == ".csv":
+        text = out.to_csv(index=False, lineterminator="\n")
+    else:
+        records = [{k: _json_value(v) for k, v in row.items()} for row in out.to_dict("records")]
+        text = json.dumps(records, indent=2) + "\n"
+    return atomic_write_text(path, text)
 
 
 def check_proposals_path(path: str | os.PathLike, *, overwrite: bool = True,
@@ -981,9 +1180,8 @@ def check_proposals_path(path: str | os.PathLike, *, overwrite: bool = True,
     if not path.parent.is_dir():
         raise errors.OptionError(f"directory {str(path.parent)!r} does not exist",
                                  source=str(path))
-    full = os.path.abspath(path)
     for other in inputs:
-        if other is not None and os.path.abspath(other) == full:
+        if other is not None and same_file(path, other):
             raise errors.OptionError("this file is an input of the command; refusing to "
                                      "overwrite it", source=str(path),
                                      hint="write the proposals to another file")

@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
-from bayesmix.data import (LOSS_PREFIX, MIX_PREFIX, SUM_TOLERANCE, RunTable,
-                           check_known_domains)
+from bayesmix.data import (LOSS_PREFIX, MAX_LOSS, MAX_LOSS_LIMIT, MIX_PREFIX, SUM_TOLERANCE,
+                           RunTable, check_known_domains, check_loss, check_max_loss,
+                           check_tolerance)
 
 FORMATS = ("tidy", "regmix", "mixinglaws")
 #: Ye et al. train with 1,048,576 tokens per optimiser step (batch 512 x 2048 tokens).
@@ -46,7 +47,8 @@ def load(paths: PathLike | Sequence[PathLike], format: str | None = None, *,
          renormalize: bool = False, tolerance: float = SUM_TOLERANCE,
          report: list[str] | None = None,
          expected_domains: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-         tokens_per_step: float = TOKENS_PER_STEP, start_checkpoint: bool = True) -> RunTable:
+         tokens_per_step: float = TOKENS_PER_STEP, start_checkpoint: bool = True,
+         max_loss: float = MAX_LOSS) -> RunTable:
     """Load run results from files or directories into one validated RunTable.
 
     ``paths``: a file, a directory (its files in a known format are used, others skipped with a
@@ -58,8 +60,15 @@ def load(paths: PathLike | Sequence[PathLike], format: str | None = None, *,
     ``tokens_per_step`` and ``start_checkpoint`` apply to Ye et al. logs: ``tokens = step *
     tokens_per_step``; the continual pre-training logs (``ct/``) start every run from one
     checkpoint (``pythia_70m_step20000``), loaded as each run's record at step 0 (tokens 0) unless
-    ``start_checkpoint=False``.
+    ``start_checkpoint=False``. ``max_loss``: the plausibility bound on losses, nats per token
+    (the rule, including empty/nan = missing and inf = error, is in :mod:`bayesmix.data`).
     """
+    tolerance = check_tolerance(tolerance)
+    max_loss = check_max_loss(max_loss)
+    if not (isinstance(tokens_per_step, (int, float)) and math.isfinite(tokens_per_step)
+            and tokens_per_step > 0):
+        raise errors.OptionError(f"tokens_per_step must be a positive number, got "
+                                 f"{tokens_per_step!r}")
     if format is not None and format not in FORMATS:
         raise errors.FormatError(f"unknown format {format!r}",
                                  hint=f"use one of: {', '.join(FORMATS)}")
@@ -68,13 +77,13 @@ def load(paths: PathLike | Sequence[PathLike], format: str | None = None, *,
     fmt = format or files[0][1]
     paths_only = [p for p, _ in files]
     if fmt == "tidy":
-        parts = [_load_tidy(p, renormalize, tolerance, notes) for p in paths_only]
+        parts = [_load_tidy(p, renormalize, tolerance, notes, max_loss) for p in paths_only]
     elif fmt == "regmix":
-        parts = [_load_regmix_pair(m, l, renormalize, tolerance, notes)
+        parts = [_load_regmix_pair(m, l, renormalize, tolerance, notes, max_loss)
                  for m, l in _pair_regmix(paths_only)]
     else:
-        parts = [_load_ye(p, renormalize, tolerance, notes, tokens_per_step, start_checkpoint)
-                 for p in paths_only]
+        parts = [_load_ye(p, renormalize, tolerance, notes, tokens_per_step, start_checkpoint,
+                          max_loss) for p in paths_only]
         parts.sort(key=lambda t: float(t.column("n_params").min()))
     table = _combine(parts)
     _check_expected(table, expected_domains)
@@ -85,12 +94,14 @@ def load(paths: PathLike | Sequence[PathLike], format: str | None = None, *,
 
 def from_dataframe(frame: pd.DataFrame, *, source: str = "DataFrame", renormalize: bool = False,
                    tolerance: float = SUM_TOLERANCE, report: list[str] | None = None,
-                   expected_domains: Sequence[str] | Mapping[str, Sequence[str]] | None = None
-                   ) -> RunTable:
+                   expected_domains: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+                   max_loss: float = MAX_LOSS) -> RunTable:
     """Validate a DataFrame in the tidy layout; errors name ``row`` = position + 1."""
     notes: list[str] = []
+    tolerance = check_tolerance(tolerance)
     table = RunTable.from_frame(frame, source=source, row_numbers=range(1, len(frame) + 1),
-                                renormalize=renormalize, tolerance=tolerance, report=notes)
+                                renormalize=renormalize, tolerance=tolerance, report=notes,
+                                max_loss=max_loss)
     _check_never_together(table.to_tidy(), source, list(range(1, len(frame) + 1)))
     _check_expected(table, expected_domains)
     if report is not None:
@@ -261,7 +272,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------- tidy
-def _load_tidy(path: Path, renormalize, tolerance, notes) -> RunTable:
+def _load_tidy(path: Path, renormalize, tolerance, notes, max_loss) -> RunTable:
     if _is_parquet(path):
         frame = _read_parquet(path)
         rows = list(range(1, len(frame) + 1))
@@ -274,7 +285,8 @@ def _load_tidy(path: Path, renormalize, tolerance, notes) -> RunTable:
             hint="the tidy layout is run, [n_params], [step], [tokens], mix.<domain>..., "
                  "loss.<domain>...")
     table = RunTable.from_frame(frame, source=str(path), row_numbers=rows,
-                                renormalize=renormalize, tolerance=tolerance, report=notes)
+                                renormalize=renormalize, tolerance=tolerance, report=notes,
+                                max_loss=max_loss)
     _check_never_together(table.to_tidy(), str(path), rows)
     return table
 
@@ -398,7 +410,7 @@ def _regmix_ids(path: Path, frame: pd.DataFrame, lines: np.ndarray) -> list[str]
 
 
 def _load_regmix_pair(mix_path: Path, loss_path: Path, renormalize, tolerance,
-                      notes) -> RunTable:
+                      notes, max_loss) -> RunTable:
     mix, mix_lines = _read_text_table(mix_path, "index")
     loss, loss_lines = _read_text_table(loss_path, "index")
     for path, frame in ((mix_path, mix), (loss_path, loss)):
@@ -454,7 +466,8 @@ def _load_regmix_pair(mix_path: Path, loss_path: Path, renormalize, tolerance,
     try:
         table = RunTable.from_frame(merged, source=str(mix_path),
                                     row_numbers=[int(x) for x in mix_lines],
-                                    renormalize=renormalize, tolerance=tolerance, report=notes)
+                                    renormalize=renormalize, tolerance=tolerance, report=notes,
+                                    max_loss=max_loss)
     except errors.BayesmixError as err:
         raise _relocate_regmix(err, col_of, mix_path, loss_path, mix_line, loss_line) from None
     _check_never_together(table.to_tidy(), str(loss_path), [loss_line[r] for r in table.runs])
@@ -465,7 +478,8 @@ def _load_regmix_pair(mix_path: Path, loss_path: Path, renormalize, tolerance,
 def _relocate_regmix(err, col_of, mix_path, loss_path, mix_line, loss_line):
     """Point an error raised on the merged frame at the file, row and column it came from."""
     loss_side = (err.column or "").startswith(LOSS_PREFIX) or isinstance(
-        err, (errors.NonFiniteLossError, errors.NonPositiveLossError, errors.NoLossesError))
+        err, (errors.NonFiniteLossError, errors.NonPositiveLossError,
+              errors.ImplausibleLossError, errors.NoLossesError))
     path = loss_path if loss_side else mix_path
     column = col_of.get(err.column, (path, err.column))[1] if err.column else None
     row = None
@@ -527,7 +541,7 @@ def _ye_train_domains(group: str, n: int, source: str, line: int) -> tuple[str, 
 
 
 def _load_ye(path: Path, renormalize, tolerance, notes, tokens_per_step,
-             start_checkpoint) -> RunTable:
+             start_checkpoint, max_loss) -> RunTable:
     source = str(path)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -546,7 +560,7 @@ def _load_ye(path: Path, renormalize, tolerance, notes, tokens_per_step,
     start_size = None
     train_names: tuple[str, ...] | None = None
     train_line = 0
-    n_last = n_dup = 0
+    n_last = n_dup = n_missing = 0
     for line_no, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -556,20 +570,11 @@ def _load_ye(path: Path, renormalize, tolerance, notes, tokens_per_step,
                 f"expected 3 tab-separated fields, found {len(fields)}", source=source,
                 row=line_no, hint="lines are checkpoint_path<TAB>validation_file<TAB>loss")
         ckpt, valid, loss_text = (f.strip() for f in fields)
-        try:
-            loss = float(loss_text)
-        except ValueError:
-            raise errors.NonNumericError(f"{loss_text!r} is not a number", source=source,
-                                         row=line_no, column="loss",
-                                         hint="the third field is the loss in nats") from None
-        if not math.isfinite(loss):
-            raise errors.NonFiniteLossError(f"loss {loss_text} is not finite", source=source,
-                                            row=line_no, column="loss",
-                                            hint="drop the line if the loss is unknown")
-        if loss <= 0:
-            raise errors.NonPositiveLossError(
-                f"loss {loss:g} is not positive", source=source, row=line_no, column="loss",
-                hint="losses are cross-entropies in nats per token, always > 0")
+        # the one rule of bayesmix.data: nan = missing (the line is skipped), inf = error
+        loss = check_loss(loss_text, max_loss=max_loss, source=source, row=line_no,
+                          column="loss")
+        missing = math.isnan(loss)
+        n_missing += missing
         domain = ye_validation_domain(valid)
         if not domain or "/" in domain:
             raise errors.FormatError(f"cannot read a validation domain from {valid!r}",
@@ -587,7 +592,8 @@ def _load_ye(path: Path, renormalize, tolerance, notes, tokens_per_step,
                     "two different starting checkpoints in one file", source=source,
                     row=line_no, column="checkpoint_path", hint="split the file")
             start_size = size
-            _put_loss(start, domain, loss, line_no, source, "the starting checkpoint")
+            if not missing:
+                _put_loss(start, domain, loss, line_no, source, "the starting checkpoint")
             continue
         if parts[-1] == "last":
             n_last += 1
@@ -633,7 +639,8 @@ def _load_ye(path: Path, renormalize, tolerance, notes, tokens_per_step,
                 f"{'-'.join(f'{p:g}' for p in rec['props'])} on row {rec['line']}",
                 source=source, row=line_no, column="checkpoint_path",
                 hint="one run id, one mixture")
-        if _put_loss(rec["losses"], domain, loss, line_no, source, f"run {run!r} step {step}"):
+        if not missing and _put_loss(rec["losses"], domain, loss, line_no, source,
+                                     f"run {run!r} step {step}"):
             n_dup += 1
 
     if start and start_checkpoint:
@@ -656,8 +663,14 @@ def _load_ye(path: Path, renormalize, tolerance, notes, tokens_per_step,
         notes.append(f"{source}: skipped {n_last} lines of 'last' checkpoints (no step number)")
     if n_dup:
         notes.append(f"{source}: dropped {n_dup} repeated lines with identical losses")
+    if n_missing:
+        notes.append(f"{source}: {n_missing} lines with a nan loss read as missing losses")
 
     evals = sorted({d for rec in records.values() for d in rec["losses"]}, key=str.lower)
+    if not evals:
+        raise errors.NoLossesError("every loss in the file is nan (missing)", source=source,
+                                   row=min(rec["line"] for rec in records.values()),
+                                   column="loss", hint="a run file needs at least one loss")
     ordered = sorted(records.items(),  # by size, mixture id (numerically), step
                      key=lambda kv: (kv[1]["size"], _natural(kv[1]["tag"]), kv[0][1]))
     rows = {"run": [], "n_params": [], "step": [], "tokens": []}
@@ -678,7 +691,8 @@ def _load_ye(path: Path, renormalize, tolerance, notes, tokens_per_step,
         lines.append(rec["line"])
     frame = pd.DataFrame(rows)
     table = RunTable.from_frame(frame, source=source, row_numbers=lines,
-                                renormalize=renormalize, tolerance=tolerance, report=notes)
+                                renormalize=renormalize, tolerance=tolerance, report=notes,
+                                max_loss=max_loss)
     _check_never_together(table.to_tidy(), source, lines)
     return table
 
@@ -802,4 +816,5 @@ def _combine(parts: list[RunTable]) -> RunTable:
     tidy = pd.concat([f.reindex(columns=columns + list(dict.fromkeys(extra))) for f in frames],
                      ignore_index=True)
     source = ", ".join(str(p.source) for p in parts)
-    return RunTable.from_frame(tidy, source=source, tolerance=math.inf)
+    # every part passed its own checks (sum tolerance, loss bound) already
+    return RunTable.from_frame(tidy, source=source, tolerance=math.inf, max_loss=MAX_LOSS_LIMIT)

@@ -4,7 +4,10 @@
 ``mixture``/``run`` id column), a mapping ``{name: {domain: share}}``, or an array (n, M); it
 returns a DataFrame (index ``mixture``, columns training domains) whose rows sum to 1.
 ``domain_weights`` turns ``{domain: weight}`` (e.g. Pile token shares) into a vector over the
-posterior's validation domains, matching names up to case and punctuation.
+posterior's validation domains, matching names up to case and punctuation (two keys that match
+one name, e.g. ``web`` and ``WEB``, are an error); weights of any finite size are normalised
+without overflow. A JSON mapping of mixtures must give every training domain a share, like the
+CSV form.
 """
 
 from __future__ import annotations
@@ -37,8 +40,22 @@ def as_mixtures(obj, train_domains: Sequence[str], *, source: str | None = None,
             if c in df.columns:
                 df = df.drop(columns=c)
     elif isinstance(obj, Mapping):
-        df = pd.DataFrame.from_dict({str(k): dict(v) for k, v in obj.items()}, orient="index")
-        df = df.fillna(0.0)
+        rows = {}
+        for name, shares in obj.items():
+            if not isinstance(shares, Mapping):
+                raise errors.FormatError(
+                    f"mixture {name!r} is not an object {{domain: share}}", source=source,
+                    hint='write {"name": {"domain": share, ...}, ...}')
+            for key in shares:
+                _check_known_column(str(key), train_domains, source)
+            absent = [d for d in train_domains if d not in shares]
+            if absent:  # like a missing column or an empty cell in the CSV form
+                raise errors.MissingValueError(
+                    f"mixture {str(name)!r} gives no share for training domain {absent[0]!r}",
+                    source=source, run=str(name), column=absent[0],
+                    hint="give every training domain a share (0 if unused)")
+            rows[str(name)] = dict(shares)
+        df = pd.DataFrame.from_dict(rows, orient="index")
     else:
         arr = np.atleast_2d(np.asarray(obj, dtype=float))
         if arr.shape[-1] != len(train_domains):
@@ -51,12 +68,7 @@ def as_mixtures(obj, train_domains: Sequence[str], *, source: str | None = None,
     if len(df) == 0:
         raise errors.EmptyInputError("no mixtures given", source=source)
     for c in df.columns:
-        if c not in train_domains:
-            close = difflib.get_close_matches(c, train_domains, n=1, cutoff=0.6)
-            raise errors.DomainNameError(
-                f"unknown training domain {c!r}", source=source, column=c,
-                hint=f"did you mean {close[0]!r}?" if close else
-                f"the posterior's domains: {', '.join(train_domains)}")
+        _check_known_column(c, train_domains, source)
     missing = [d for d in train_domains if d not in df.columns]
     if missing:
         raise errors.FormatError(f"no share given for training domain {missing[0]!r}",
@@ -90,6 +102,15 @@ def as_mixtures(obj, train_domains: Sequence[str], *, source: str | None = None,
         raise errors.ProportionSumError(f"shares sum to {sums[i]:.6g}, not 1", source=source,
                                         run=df.index[i])
     return pd.DataFrame(arr / sums[:, None], index=df.index, columns=df.columns)
+
+
+def _check_known_column(name: str, train_domains: list[str], source: str | None) -> None:
+    if name not in train_domains:
+        close = difflib.get_close_matches(name, train_domains, n=1, cutoff=0.6)
+        raise errors.DomainNameError(
+            f"unknown training domain {name!r}", source=source, column=name,
+            hint=f"did you mean {close[0]!r}?" if close else
+            f"the posterior's domains: {', '.join(train_domains)}")
 
 
 def read_mixtures(path: str | Path, train_domains: Sequence[str]) -> pd.DataFrame:
@@ -132,6 +153,15 @@ def domain_weights(weights, eval_domains: Sequence[str], *, allow_subset: bool =
         raise errors.FormatError("weights must be a non-empty mapping {domain: weight}",
                                  source=source)
     index = {_normalise_name(d): i for i, d in enumerate(eval_domains)}
+    spelt: dict[str, str] = {}
+    for name in weights:
+        key = _normalise_name(str(name))
+        if key in spelt:
+            raise errors.DomainNameError(
+                f"weights name {spelt[key]!r} and {str(name)!r}, which differ only in case or "
+                "punctuation", source=source, column=str(name),
+                hint="give each validation domain one weight")
+        spelt[key] = str(name)
     out = np.zeros(len(eval_domains))
     for name, w in weights.items():
         try:
@@ -152,8 +182,9 @@ def domain_weights(weights, eval_domains: Sequence[str], *, allow_subset: bool =
                 source=source, column=str(name),
                 hint=(f"did you mean {close[0]!r}? " if close else "")
                 + "or allow a subset (CLI: --weights-subset)")
-        out[i] += w
-    if out.sum() <= 0:
+        out[i] = w
+    if not out.max() > 0:
         raise errors.FormatError("no positive weight on any validation domain of the posterior",
                                  source=source)
+    out = out / out.max()  # first to at most 1: a sum of huge weights would overflow to inf
     return out / out.sum()

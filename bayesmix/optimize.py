@@ -41,7 +41,7 @@ from bayesmix.laws import INPUTS, Law, get_law
 from bayesmix.laws import m4
 
 #: Objective kinds accepted by :meth:`Objective.parse`.
-OBJECTIVES = ("mean", "quantile", "cvar", "beat-baseline")
+OBJECTIVES = ("mean", "quantile", "cvar", "beat-baseline", "minimax")
 #: Default probability mass of the equal-tailed intervals in summaries.
 DEFAULT_PROB = 0.9
 #: Default fraction of the posterior sd of the improvement used as the logistic bandwidth of the
@@ -385,6 +385,9 @@ class Objective:
       improvements small against the posterior's uncertainty count about half, so the surrogate
       prefers clear wins over arbitrarily small ones near the baseline (where the exact
       probability can approach 1 with a negligible gain). Reports give the exact probability.
+    * ``minimax``: minimise the worst validation domain's expected excess over the baseline,
+      ``max_d (E L_d(r) - E L_d(b))`` over domains with weight > 0, exactly (epigraph form, see
+      :mod:`bayesmix.guarantees`); the baseline defaults to the uniform mixture.
     """
 
     kind: str = "mean"
@@ -394,7 +397,8 @@ class Objective:
     def __post_init__(self):
         if self.kind not in OBJECTIVES:
             raise errors.ObjectiveError(f"unknown objective {self.kind!r}",
-                                        hint="use mean, quantile:Q, cvar:Q or beat-baseline")
+                                        hint="use mean, quantile:Q, cvar:Q, beat-baseline or "
+                                             "minimax")
         if self.kind in ("quantile", "cvar"):
             if self.level is None or not 0.0 < float(self.level) < 1.0:
                 raise errors.ObjectiveError(
@@ -426,6 +430,12 @@ class Objective:
         return self.kind == "beat-baseline"
 
     @property
+    def uses_baseline(self) -> bool:
+        """beat-baseline and minimax compare with a baseline mixture (minimax: uniform when
+        none is given)."""
+        return self.kind in ("beat-baseline", "minimax")
+
+    @property
     def sense(self) -> str:
         """``"min"`` or ``"max"``: what the reported objective value wants."""
         return "max" if self.kind == "beat-baseline" else "min"
@@ -437,6 +447,8 @@ class Objective:
             return f"mean of the worst {1 - self.level:.3g} of draws of the aggregate loss"
         if self.kind == "beat-baseline":
             return "probability of a lower aggregate loss than the baseline"
+        if self.kind == "minimax":
+            return "worst validation domain's expected loss change vs the baseline"
         return "posterior mean of the aggregate loss"
 
     def __str__(self) -> str:
@@ -637,6 +649,9 @@ def minimize_objective(draws, constraints: Constraints, weights,
     if n_starts is None:
         n_starts = DEFAULT_STARTS if law.convex else NONCONVEX_STARTS
     lo, hi = constraints.lower, constraints.upper
+    if objective.kind == "minimax":  # exact epigraph SLSQP (bayesmix.guarantees)
+        return _minimax_optimum(law, params, inputs, w, constraints, baseline, extra_starts,
+                                seed, objective)
     values = _DrawValues(law, params, w, inputs)
 
     mean_opt = _exact_mean_optimum(law, params, w, lo, hi)
@@ -684,6 +699,21 @@ def minimize_objective(draws, constraints: Constraints, weights,
                    train_domains=tuple(constraints.domains),
                    starts=[sign * v for v, *_ in results], temperature=temperature,
                    converged=ok, message="" if ok else msg, n_agree=int(n_agree),
+                   convex=bool(law.convex))
+
+
+def _minimax_optimum(law, params, inputs, w, constraints, baseline, extra_starts, seed,
+                     objective) -> Optimum:
+    from bayesmix.guarantees import _excess_pieces, _minimax_plain
+
+    m = len(constraints.domains)
+    base = np.full(m, 1.0 / m) if baseline is None else np.asarray(baseline, float)
+    x = ensure_feasible(_minimax_plain(law, params, inputs, w, base, constraints,
+                                       extra_starts, seed), constraints)
+    pieces, _ = _excess_pieces(law, params, inputs, w, base)
+    value = float(np.max(pieces(x)[0]))
+    return Optimum(mixture=x, value=value, objective=objective,
+                   train_domains=tuple(constraints.domains), starts=[value],
                    convex=bool(law.convex))
 
 

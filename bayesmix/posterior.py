@@ -1,9 +1,12 @@
 """The fitted posterior: predict unseen mixtures, summarise intervals, save and load.
 
 A ``Posterior`` wraps an ``xarray.DataTree`` with the groups ``posterior`` and ``sample_stats``
-(from the sampler), ``observed_data`` (losses, dims run x eval_domain), ``log_likelihood`` (see
-below) and ``fit_data`` (the run table it was fitted to); the root attrs hold the model
-specification, the diagnostics report and package versions as JSON strings. One NetCDF file
+(from the sampler; variables carry ``units`` and ``description`` attrs), ``observed_data``,
+``posterior_predictive`` (both ``loss`` (run, eval_domain), so ``arviz_plots.plot_ppc_dist``
+pairs them) and ``constant_data`` (``proportions`` (run, train_domain) [, n_params, tokens]), see
+:func:`data_groups`, ``log_likelihood`` (see below) and ``fit_data`` (the run table it was fitted
+to); the root attrs hold the model specification, the diagnostics report and package versions
+as JSON strings. Files written before the data groups existed load as they are. One NetCDF file
 holds all of it, so ``az.summary``, arviz-plots and ``arviz_stats.loo``/``compare`` read a saved
 posterior directly, and another process can reload and extend it.
 
@@ -24,8 +27,6 @@ told ``--var loss``). Files written before the group existed get it computed on 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -39,6 +40,7 @@ from scipy import stats
 from bayesmix import errors
 from bayesmix.data import RunTable
 from bayesmix.diagnostics import Diagnostics
+from bayesmix.io import atomic_path
 from bayesmix.laws import get_law
 from bayesmix.mixtures import as_mixtures, domain_weights
 from bayesmix.model import prepare_data
@@ -119,16 +121,95 @@ def _interval_table(da: xr.DataArray, prob: float) -> pd.DataFrame:
 
 #: Predictions more than this factor beyond the fitted model sizes / tokens are refused.
 MAX_EXTRAPOLATION = 10.0
+#: Root attributes holding JSON objects; the first two must be present.
+_JSON_ATTRS = ("bayesmix_model_spec", "bayesmix_diagnostics", "bayesmix_settings",
+               "bayesmix_versions")
+_REQUIRED_ATTRS = ("bayesmix_model_spec", "bayesmix_diagnostics")
+#: Bytes of (chain x draw x mixture x domain) float64 arrays that ``intervals`` holds at once;
+#: more mixtures are predicted in chunks (same numbers, bounded memory).
+CHUNK_BYTES = 32 * 2**20
+
+
+def _damaged(problem: str) -> errors.PosteriorFileError:
+    return errors.PosteriorFileError(f"the file is damaged: {problem}",
+                                     hint="refit it with 'bayesmix fit', or restore a copy")
+
+
+def _check_format(value) -> None:
+    """The format attribute: this format, else a named reason (missing, newer, foreign)."""
+    if value is None:
+        raise errors.PosteriorFileError("not a bayesmix posterior (missing format attribute)",
+                                        hint="fit one with 'bayesmix fit'")
+    if not isinstance(value, str):
+        raise _damaged(f"format attribute {value!r} is not text")
+    if value == FORMAT:
+        return
+    family, _, number = value.partition("/")
+    mine = int(FORMAT.rpartition("/")[2])
+    if family == FORMAT.partition("/")[0] and number.isdigit() and int(number) > mine:
+        raise errors.PosteriorFileError(
+            f"written by a newer bayesmix format {value} (this bayesmix reads {FORMAT})",
+            hint="upgrade bayesmix to read it")
+    raise errors.PosteriorFileError(f"not a bayesmix posterior (format attribute {value!r})",
+                                    hint="fit one with 'bayesmix fit'")
+
+
+def _json_attr(attrs, name: str, required: bool) -> None:
+    """A root attribute that must hold a JSON object (as text)."""
+    if name not in attrs:
+        if required:
+            raise _damaged(f"attribute {name!r} is missing")
+        return
+    value = attrs[name]
+    if not isinstance(value, str):
+        raise _damaged(f"attribute {name!r} is a {type(value).__name__}, not JSON text")
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        raise _damaged(f"attribute {name!r} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise _damaged(f"attribute {name!r} is not a JSON object")
+
+
+def _check_groups(tree: xr.DataTree, law) -> None:
+    """The groups and variables every reader needs: the law's parameters and sigma (with the
+    domain coordinates) in ``posterior``, and the run table in ``fit_data``."""
+    if "posterior" not in tree.children:
+        raise _damaged("group 'posterior' is missing")
+    post = tree["posterior"]
+    for coord in ("chain", "draw", "train_domain", "eval_domain"):
+        if coord not in post.coords and coord not in post.dims:
+            raise _damaged(f"coordinate {coord!r} of group 'posterior' is missing")
+    for name in (*law.param_names, "sigma"):
+        if name not in post.data_vars:
+            raise _damaged(f"variable {name!r} of group 'posterior' is missing")
+    if "fit_data" not in tree.children:
+        raise _damaged("group 'fit_data' is missing")
+    fit_data = tree["fit_data"]
+    for name in ("columns", "train_domains", "eval_domains"):
+        try:
+            value = json.loads(fit_data.attrs[name])
+        except (KeyError, TypeError, ValueError):
+            raise _damaged(f"attribute {name!r} of group 'fit_data' is missing or not JSON"
+                           ) from None
+        if not isinstance(value, list):
+            raise _damaged(f"attribute {name!r} of group 'fit_data' is not a list")
+    missing = [c for c in json.loads(fit_data.attrs["columns"]) if c not in fit_data.data_vars]
+    if missing:
+        raise _damaged(f"variable {missing[0]!r} of group 'fit_data' is missing")
+
 
 class Posterior:
     """A fitted mixing law. Build with :func:`bayesmix.fit.fit` or :meth:`Posterior.load`."""
 
     def __init__(self, tree: xr.DataTree):
         attrs = tree.attrs
-        if attrs.get("bayesmix_format") != FORMAT:
-            raise errors.PosteriorFileError("not a bayesmix posterior (missing format attribute)",
-                                            hint="fit one with 'bayesmix fit'")
+        _check_format(attrs.get("bayesmix_format"))
+        for name in _JSON_ATTRS:
+            _json_attr(attrs, name, required=name in _REQUIRED_ATTRS)
         self.tree = tree
+        #: The file this posterior was loaded from (None when built in memory); errors name it.
+        self.source: str | None = None
         try:
             self.spec = ModelSpec.from_json(attrs["bayesmix_model_spec"])
         except errors.SpecError as err:
@@ -140,11 +221,17 @@ class Posterior:
             raise errors.PosteriorFileError(
                 f"its model specification does not fit this bayesmix ({err.problem})",
                 hint=hint) from None
-        self.diagnostics = Diagnostics.from_json(attrs["bayesmix_diagnostics"])
+        try:
+            self.diagnostics = Diagnostics.from_json(attrs["bayesmix_diagnostics"])
+        except (TypeError, ValueError) as err:
+            raise errors.PosteriorFileError(
+                f"the file is damaged: attribute 'bayesmix_diagnostics' is not a diagnostics "
+                f"report ({type(err).__name__})", hint="refit, or restore the file") from None
+        self.law = get_law(self.spec.law)
+        _check_groups(tree, self.law)
         post = tree["posterior"]
         self.train_domains = tuple(str(v) for v in post["train_domain"].values)
         self.eval_domains = tuple(str(v) for v in post["eval_domain"].values)
-        self.law = get_law(self.spec.law)
         if "log_likelihood" not in tree.children:
             # Fresh from the sampler, or a file written before the group existed.
             tree["log_likelihood"] = xr.DataTree(self.log_likelihood())
@@ -157,8 +244,11 @@ class Posterior:
         keep = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats")}
         stats = keep["sample_stats"]
         keep["sample_stats"] = stats[[v for v in stats.data_vars if stats[v].dtype != object]]
-        fit_data = runs.to_xarray()
-        keep["observed_data"] = xr.Dataset({"loss": fit_data["loss"]})
+        law = get_law(spec.law)
+        keep["posterior"] = describe_variables(keep["posterior"], law)
+        # observed_data, constant_data, posterior_predictive: ArviZ's layout, one row per run
+        keep.update(data_groups(keep["posterior"], law, spec.likelihood, runs,
+                                seed=settings.get("seed")))
         keep["fit_data"] = _encode_fit_data(runs)
         # The log_likelihood group is added by __init__, from the stored fit_data, so a fresh
         # posterior and a reloaded one compute it from exactly the same numbers.
@@ -354,22 +444,13 @@ class Posterior:
         for laws fitted to every checkpoint a new run's offset (Normal, ``run_sigma``).
         """
         mix = as_mixtures(mixtures, self.train_domains)
+        self.check_finite()
         for text in self.check_scale(n_params=n_params, tokens=tokens,
                                      max_extrapolation=max_extrapolation):
             if warn:
                 warnings.warn(text, errors.ExtrapolationWarning, stacklevel=2)
         p = self.law_params(flat=False)
-        mean = self.law.predict(mix.to_numpy(), p, n_params=n_params,
-                                tokens=tokens)  # (chain, draw, n, K)
-        rng = np.random.default_rng(seed)
-        lik = self.spec.likelihood
-        if lik["family"] == "student_t":
-            noise = rng.standard_t(float(lik["nu"]), size=mean.shape)
-        else:
-            noise = rng.standard_normal(size=mean.shape)
-        pred = mean + noise * p["sigma"][:, :, None, :]
-        if "run_sigma" in p:
-            pred = pred + rng.standard_normal(size=mean.shape) * p["run_sigma"][:, :, None, :]
+        mean, pred = self._draw(mix.to_numpy(), p, n_params, tokens, _streams(seed, len(mix)))
         post = self.tree["posterior"]
         coords = {"chain": post["chain"].values, "draw": post["draw"].values,
                   "mixture": list(mix.index), "eval_domain": list(self.eval_domains)}
@@ -379,57 +460,194 @@ class Posterior:
                           predictive=xr.DataArray(pred, coords, dims, name="loss", attrs=attrs),
                           mixtures=mix)
 
+    def _draw(self, r: np.ndarray, p: dict, n_params, tokens,
+              streams: list[np.random.Generator] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and predictive loss (chain, draw, n, K) of mixtures ``r`` (n, M); mixture i's
+        noise comes from ``streams[i]`` alone, so a chunk of mixtures gets the same numbers as
+        the whole set. ``streams=None``: the mean only (returned twice, no noise drawn)."""
+        mean = self.law.predict(r, p, n_params=n_params, tokens=tokens)  # (chain, draw, n, K)
+        if streams is None:
+            return mean, mean
+        lik = self.spec.likelihood
+        shape = mean.shape[:2] + mean.shape[3:]  # (chain, draw, K)
+        noise = np.empty((len(streams),) + shape)  # one mixture's draws contiguous
+        for i, rng in enumerate(streams):
+            if lik["family"] == "student_t":
+                noise[i] = rng.standard_t(float(lik["nu"]), size=shape)
+            else:
+                noise[i] = rng.standard_normal(size=shape)
+            noise[i] *= p["sigma"]
+            if "run_sigma" in p:
+                noise[i] += rng.standard_normal(size=shape) * p["run_sigma"]
+        return mean, mean + noise.transpose(1, 2, 0, 3)
+
+    def nonfinite_draws(self) -> dict[str, int]:
+        """``{variable: count}`` of NaN or inf values in the law's parameters and noise scales
+        (empty for a sound posterior; a damaged or hand-edited file may have some)."""
+        post = self.tree["posterior"]
+        names = [*self.law.param_names, "sigma", *(["run_sigma"] if "run_sigma" in post else [])]
+        out = {}
+        for name in names:
+            n = int((~np.isfinite(np.asarray(post[name].values, dtype=float))).sum())
+            if n:
+                out[name] = n
+        return out
+
+    def check_finite(self) -> None:
+        """Refuse a posterior with NaN or inf draws (PosteriorFileError naming the variables):
+        predictions would silently skip or spread them."""
+        bad = self.nonfinite_draws()
+        if bad:
+            what = ", ".join(f"{name} ({n} values)" for name, n in bad.items())
+            raise errors.PosteriorFileError(f"posterior draws of {what} are NaN or inf",
+                                            source=self.source,
+                                            hint="the file is damaged: refit it")
+
     def intervals(self, mixtures, prob: float = 0.9, *, weights=None, kind: str = "predictive",
                   allow_subset: bool = False, seed: int | None = 0, n_params=None,
-                  tokens=None, max_extrapolation: float = MAX_EXTRAPOLATION) -> pd.DataFrame:
+                  tokens=None, max_extrapolation: float = MAX_EXTRAPOLATION,
+                  chunk_size: int | None = None) -> pd.DataFrame:
         """Tidy intervals (mixture, eval_domain, mean, median, lower, upper) for ``mixtures``.
 
         ``weights``: ``{domain: weight}`` or a JSON file; adds ``eval_domain == "overall"`` rows.
         ``n_params``/``tokens``: the scale to predict at, for laws that take them.
+        Mixtures are predicted ``chunk_size`` at a time (default: as many as fit in
+        :data:`CHUNK_BYTES`); the table is the same for any chunk size.
         """
         w = None if weights is None else domain_weights(weights, self.eval_domains,
                                                         allow_subset=allow_subset)
-        pred = self.predict(mixtures, seed=seed, n_params=n_params, tokens=tokens,
-                            max_extrapolation=max_extrapolation)
-        return pred.intervals(prob, weights=w, kind=kind)
+        mix = as_mixtures(mixtures, self.train_domains)
+        self.check_finite()
+        for text in self.check_scale(n_params=n_params, tokens=tokens,
+                                     max_extrapolation=max_extrapolation):
+            warnings.warn(text, errors.ExtrapolationWarning, stacklevel=2)
+        if not 0 < prob < 1:
+            raise errors.BayesmixError(f"interval probability must be in (0, 1), got {prob}")
+        if kind not in ("predictive", "mean"):
+            raise errors.BayesmixError(f"kind must be 'predictive' or 'mean', got {kind!r}")
+        # Chunks of mixtures keep memory bounded (chain x draw x chunk x K floats, a few times);
+        # each mixture's noise has its own stream, so the numbers do not depend on the chunking.
+        p = self.law_params(flat=False)
+        n = len(mix)
+        per_mixture = 8 * self.n_samples * len(self.eval_domains)
+        size = chunk_size or max(1, CHUNK_BYTES // max(per_mixture, 1))
+        streams = _streams(seed, n)
+        lo_q, hi_q = (1 - prob) / 2, (1 + prob) / 2
+        domains = list(self.eval_domains) + (["overall"] if w is not None else [])
+        frames = []
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            mean, pred = self._draw(mix.iloc[start:stop].to_numpy(), p,
+                                    _rows(n_params, start, stop, n), _rows(tokens, start, stop, n),
+                                    streams[start:stop] if kind == "predictive" else None)
+            v = pred.reshape((-1,) + pred.shape[2:])  # (sample, mixture, K)
+            del mean, pred
+            if w is not None:
+                v = np.concatenate([v, (v @ w)[..., None]], axis=-1)  # + overall
+            frames.append(_summary_frame(v, list(mix.index[start:stop]), domains, lo_q, hi_q))
+        return pd.concat(frames, ignore_index=True)
+
+    # ------------------------------------------------------------------ report
+    def report(self, path: str | Path | None = None, *, decision=None, ledger=None,
+               ternary=None, prob: float = 0.9, force: bool = False):
+        """The self-contained HTML report of this posterior (:mod:`bayesmix.html_report`).
+
+        Returns the page as text, or with ``path`` writes it (atomically; an existing file
+        only with ``force``) and returns the path. ``decision``: a DecisionReport or its JSON
+        file; ``ledger``: an experiment ledger; ``ternary``: three training domains.
+        """
+        from bayesmix import html_report
+
+        options = {"decision": decision, "ledger": ledger, "ternary": ternary, "prob": prob}
+        if path is None:
+            return html_report.build_html(self, **options)
+        return html_report.write_report(path, self, force=force, **options)
 
     # ------------------------------------------------------------------ storage
     def save(self, path: str | Path) -> Path:
-        """Write one NetCDF file (atomically: a failed write leaves any old file intact)."""
+        """Write one NetCDF file with :mod:`bayesmix.io`'s atomic writer (mode 0666 & ~umask;
+        a failed write is a WriteError and leaves any old file intact)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        try:
-            self.tree.to_netcdf(tmp, engine="h5netcdf")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:
+            try:
+                self.tree.to_netcdf(tmp, engine="h5netcdf")
+            except OSError as err:
+                raise errors.WriteError(f"cannot write the posterior ({err.strerror or err})",
+                                        source=str(path),
+                                        hint="check the folder's permissions and free space; "
+                                             "nothing was replaced") from None
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Posterior:
-        """Read a posterior written by :meth:`save`."""
+        """Read a posterior written by :meth:`save`. A missing, foreign, damaged (unreadable,
+        attributes of the wrong type, variables deleted) or newer-format file is a
+        PosteriorFileError naming the file and what is wrong."""
         path = Path(path)
         if not path.is_file():
             raise errors.PosteriorFileError("file not found", source=str(path),
                                             hint="fit one with 'bayesmix fit RUNS -o FILE'")
         try:
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+        except OSError as err:
+            raise errors.PosteriorFileError(f"cannot open the file ({err.strerror or err})",
+                                            source=str(path), hint="check its permissions"
+                                            ) from None
+        if head != b"\x89HDF\r\n\x1a\n":
+            raise errors.PosteriorFileError(
+                "cannot read NetCDF: " + ("the file is empty" if not head else
+                                          "no NetCDF-4/HDF5 signature (damaged, or not a "
+                                          "posterior)"),
+                source=str(path), hint="give a posterior saved by 'bayesmix fit'")
+        try:
             tree = xr.open_datatree(path, engine="h5netcdf").load()
         except Exception as err:  # h5py/netCDF raise many types for a damaged file
-            raise errors.PosteriorFileError(f"cannot read NetCDF: {type(err).__name__}",
-                                            source=str(path)) from None
+            raise errors.PosteriorFileError(
+                f"the file is damaged: cannot read NetCDF ({type(err).__name__})",
+                source=str(path), hint="refit it with 'bayesmix fit', or restore a copy"
+                ) from None
         try:
-            return cls(tree)
+            post = cls(tree)
+            post.source = str(path)
+            return post
         except errors.PosteriorFileError as err:
             raise errors.PosteriorFileError(err.problem, source=str(path), hint=err.hint) from None
-        except (KeyError, ValueError) as err:
-            raise errors.PosteriorFileError(f"incomplete bayesmix posterior ({err})",
-                                            source=str(path)) from None
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+            raise errors.PosteriorFileError(
+                f"the file is damaged or incomplete ({type(err).__name__}: {err})",
+                source=str(path), hint="refit it with 'bayesmix fit', or restore a copy"
+                ) from None
+
+
+def _summary_frame(v: np.ndarray, mixtures: list, domains: list, lo_q: float,
+                   hi_q: float) -> pd.DataFrame:
+    """Rows (mixture, domain) of mean, median and equal-tailed bounds over the sample axis of
+    ``v`` (sample, mixture, domain); NaN draws are left out as in :meth:`Prediction.intervals`."""
+    if np.isnan(v).any():
+        lo, med, hi = np.nanquantile(v, [lo_q, 0.5, hi_q], axis=0)
+        avg = np.nanmean(v, axis=0)
+    else:  # the same numbers, without nanquantile's slice-by-slice loop
+        lo, med, hi = np.quantile(v, [lo_q, 0.5, hi_q], axis=0)
+        avg = v.mean(axis=0)
+    mix, dom = np.meshgrid(np.asarray(mixtures, dtype=object), np.asarray(domains, dtype=object),
+                           indexing="ij")
+    return pd.DataFrame({"mixture": mix.ravel(), "eval_domain": dom.ravel(),
+                         "mean": avg.ravel(), "median": med.ravel(), "lower": lo.ravel(),
+                         "upper": hi.ravel()})
+
+
+def _streams(seed: int | None, n: int) -> list[np.random.Generator]:
+    """One independent random stream per mixture, all from ``seed`` (None: fresh entropy)."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def _rows(value, start: int, stop: int, n: int):
+    """Rows ``start:stop`` of a per-mixture input (n values); a single value as it is."""
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    return arr[start:stop] if arr.ndim >= 1 and arr.shape[0] == n and n > 1 else value
 
 
 def _encode_fit_data(runs: RunTable) -> xr.Dataset:
@@ -450,3 +668,107 @@ def _decode_fit_data(ds: xr.Dataset) -> RunTable:
     tidy["run"] = tidy["run"].astype(str)
     return RunTable(tidy, json.loads(ds.attrs["train_domains"]),
                     json.loads(ds.attrs["eval_domains"]), source=ds.attrs.get("source") or None)
+
+
+# ---------------------------------------------------------------------- ArviZ groups
+#: Units and meaning of the variables every posterior has besides the law's parameters.
+_NOISE_ATTRS = {
+    "sigma": ("nats per token", "noise sd of one measured loss, per validation domain"),
+    "run_sigma": ("nats per token", "sd of a run's shared offset across its checkpoints"),
+    "run_effect": ("nats per token", "offset of each fitted run's losses (all checkpoints)"),
+}
+
+
+def describe_variables(ds: xr.Dataset, law) -> xr.Dataset:
+    """``ds`` (a ``posterior`` group) with ``units`` and ``description`` attrs on the law's
+    parameters (from :attr:`Law.params`) and the noise scales; attrs already set are kept."""
+    info = {p.name: (p.units, p.description) for p in law.params}
+    info.update({k: v for k, v in _NOISE_ATTRS.items() if k not in info})
+    ds = ds.copy()
+    for name, (units, description) in info.items():
+        if name in ds.data_vars:
+            attrs = dict(ds[name].attrs)
+            attrs.setdefault("units", units or "dimensionless")
+            attrs.setdefault("description", description)
+            ds[name].attrs = attrs
+    return ds
+
+
+def _draw_params(post: xr.Dataset, names) -> dict[str, np.ndarray]:
+    """Posterior draws of ``names`` as arrays (chain, draw, [eval_domain, latent,
+    train_domain]): the layout :meth:`Law.predict` takes."""
+    out = {}
+    for name in names:
+        da = post[name]
+        order = ["chain", "draw"] + [d for d in ("eval_domain", "latent", "train_domain")
+                                      if d in da.dims]
+        out[name] = da.transpose(*order).values
+    return out
+
+
+def data_groups(post: xr.Dataset, law, likelihood: dict, runs: RunTable, *,
+                seed: int | None = 0) -> dict[str, xr.Dataset]:
+    """ArviZ's data groups for a fit to ``runs``: ``observed_data``, ``constant_data`` and
+    ``posterior_predictive``, one row per run (its last checkpoint: the record a law without a
+    tokens input is fitted to; for laws fitted to every checkpoint, the last one of each run).
+
+    * ``observed_data.loss`` (run, eval_domain): measured loss, NaN where missing;
+    * ``posterior_predictive.loss`` (chain, draw, run, eval_domain): a replicate of that
+      measurement per draw (the law's mean + the noise model, + the run's fitted offset for laws
+      with run effects), drawn with ``seed``; same dims and coords as the observed loss, so
+      ``arviz_plots.plot_ppc_dist(tree)`` pairs them;
+    * ``constant_data``: ``proportions`` (run, train_domain) and, when the table has them,
+      ``n_params`` and ``tokens`` (run).
+
+    ``post``: the ``posterior`` group (chain and draw coords are taken from it); ``law``: a Law;
+    ``likelihood``: the specification's likelihood table.
+    """
+    table = runs.final()
+    data = prepare_data(table, law)
+    run_ids = [str(r) for r in table.runs]
+    extra = [n for n in ("sigma", "run_sigma") if n in post.data_vars]
+    p = _draw_params(post, [*law.param_names, *extra])
+    mean = law.predict(data.r, p, n_params=data.n_params, tokens=data.tokens)  # (C, S, run, K)
+    rng = np.random.default_rng(seed)
+    if likelihood.get("family") == "student_t":
+        noise = rng.standard_t(float(likelihood["nu"]), size=mean.shape)
+    else:
+        noise = rng.standard_normal(size=mean.shape)
+    pred = mean + noise * p["sigma"][:, :, None, :]
+    if "run_effect" in post.data_vars:
+        # fitted runs keep their own offset; a run the posterior has none for gets a new one
+        fitted = {str(v): i for i, v in enumerate(post["run"].values)}
+        eff = post["run_effect"].transpose("chain", "draw", "run", "eval_domain").values
+        for j, run in enumerate(run_ids):
+            if run in fitted:
+                pred[:, :, j, :] += eff[:, :, fitted[run], :]
+            else:
+                pred[:, :, j, :] += (rng.standard_normal(size=pred.shape[:2] + pred.shape[3:])
+                                     * p["run_sigma"])
+    coords = {"run": run_ids, "eval_domain": [str(d) for d in table.eval_domains]}
+    sample = {"chain": post["chain"].values, "draw": post["draw"].values}
+    checkpoint = ("each run's last checkpoint" if table.has_steps or runs.has_steps
+                  else "one record per run")
+    observed = xr.DataArray(table.losses.to_numpy(dtype=float), coords, ("run", "eval_domain"),
+                            attrs={"units": "nats per token",
+                                   "description": f"measured validation loss ({checkpoint})"})
+    predictive = xr.DataArray(pred, {**sample, **coords}, ("chain", "draw", "run",
+                                                           "eval_domain"),
+                              attrs={"units": "nats per token",
+                                     "description": "replicated measurement: the law's mean "
+                                                    "plus the fitted noise (and run offset) "
+                                                    "per draw"})
+    const = {"proportions": xr.DataArray(
+        data.r, {"run": run_ids, "train_domain": [str(d) for d in table.train_domains]},
+        ("run", "train_domain"),
+        attrs={"units": "share of training tokens",
+               "description": "training mixture of each run (rows sum to 1)"})}
+    for key, units, description in (("n_params", "parameters", "model size"),
+                                    ("tokens", "tokens", "training tokens seen")):
+        col = table.column(key)
+        if col is not None and np.isfinite(col.to_numpy(dtype=float)).any():
+            const[key] = xr.DataArray(col.to_numpy(dtype=float), {"run": run_ids}, ("run",),
+                                      attrs={"units": units, "description": description})
+    return {"observed_data": xr.Dataset({"loss": observed}),
+            "constant_data": xr.Dataset(const),
+            "posterior_predictive": xr.Dataset({"loss": predictive})}

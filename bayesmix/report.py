@@ -20,9 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,9 +126,14 @@ class DecisionReport:
     * ``losses``: mixture (recommended/baseline), eval_domain (``overall`` = weighted
       aggregate), weight, mean, median, lower, upper [, pred_lower, pred_upper].
     * ``comparison``: eval_domain, improvement mean/lower/upper (baseline minus recommended:
-      positive means the recommendation is better), p_better (share of draws where it is).
+      positive means the recommendation is better), p_better (share of draws where it is),
+      p_worse (share of draws where the recommendation's loss is higher).
     * ``optimum_spread``: train_domain, mean, median, lower, upper of the per-draw optima.
     * ``draw_optima``: DataArray (sample, train_domain), or None when not computed.
+    * ``guarantees``: one row per (expanded) chance constraint: guarantee, kind, domain, bound,
+      prob_required, prob_achieved (exact, on the draws), met; None without guarantees.
+      ``unguaranteed_value``: the objective at the optimum without the guarantees (the price
+      of the guarantees is the difference).
     * ``law``: the mixing law's name; ``optimizer_status``: one line on how the optimiser
       ended (SLSQP converged or not at the winning start, how many starts reached the best).
     """
@@ -159,6 +162,9 @@ class DecisionReport:
     scale_shift: object | None = None
     #: The scale the decision is made at ({"n_params": N, "tokens": D}), or empty.
     inputs: dict = field(default_factory=dict)
+    #: Chance constraints and their exact probabilities (:mod:`bayesmix.guarantees`), or None.
+    guarantees: pd.DataFrame | None = None
+    unguaranteed_value: float | None = None
 
     @property
     def mixture(self) -> pd.Series:
@@ -213,7 +219,8 @@ class DecisionReport:
                 "improvement": f"{c['improvement_mean']:+.{digits}f} "
                                f"[{c['improvement_lower']:+.{digits}f}, "
                                f"{c['improvement_upper']:+.{digits}f}]",
-                "P(better)": f"{c['p_better']:.3f}"})
+                "P(better)": f"{c['p_better']:.3f}",
+                "P(worse)": f"{c['p_worse']:.3f}" if "p_worse" in c else ""})
         out.append(pd.DataFrame(rows).to_string(index=False,
                                                 float_format=lambda v: f"{v:.3f}"))
         if "pred_lower" in self.losses:
@@ -222,6 +229,19 @@ class DecisionReport:
                        f"recommendation: [{o['pred_lower']:.{digits}f}, "
                        f"{o['pred_upper']:.{digits}f}]")
         out.append("")
+        if self.guarantees is not None and len(self.guarantees):
+            out.append("Guarantees (probability over posterior draws, checked exactly; no-worse "
+                       "is paired per draw against the baseline)")
+            g = self.guarantees
+            out.append(pd.DataFrame({
+                "guarantee": g["guarantee"], "required": g["prob_required"],
+                "achieved": g["prob_achieved"],
+                "met": np.where(g["met"], "yes", "NO")}).to_string(
+                    index=False, float_format=lambda v: f"{v:.3f}"))
+            if self.unguaranteed_value is not None:
+                out.append(f"price of the guarantees: objective {self.objective_value:.{digits}f}"
+                           f" vs {self.unguaranteed_value:.{digits}f} without them")
+            out.append("")
         out.append(f"P(recommended beats baseline on the overall loss) = "
                    f"{self.p_beats_baseline:.3f}")
         for note in self.notes:
@@ -257,6 +277,8 @@ class DecisionReport:
             "comparison": _records(self.comparison),
             "optimum_spread": (None if self.optimum_spread is None
                                else _records(self.optimum_spread)),
+            "guarantees": (None if self.guarantees is None else _records(self.guarantees)),
+            "unguaranteed_value": self.unguaranteed_value,
         }
         if include_draw_optima and self.draw_optima is not None:
             out["draw_optima"] = {
@@ -293,8 +315,18 @@ class DecisionReport:
         add("loss", self.losses, "eval_domain",
             ["weight", "mean", "median", "lower", "upper", "pred_lower", "pred_upper"], None)
         add("comparison", self.comparison, "eval_domain",
-            ["improvement_mean", "improvement_lower", "improvement_upper", "p_better"],
+            ["improvement_mean", "improvement_lower", "improvement_upper", "p_better",
+             "p_worse"],
             "recommended vs baseline")
+        if self.guarantees is not None and len(self.guarantees):
+            g = self.guarantees.assign(met=self.guarantees["met"].astype(float))
+            long = g.melt(id_vars=["guarantee", "domain"],
+                          value_vars=["bound", "prob_required", "prob_achieved", "met"],
+                          var_name="statistic", value_name="value")
+            parts.append(pd.DataFrame({"section": "guarantee", "mixture": "recommended",
+                                       "domain": long["domain"],
+                                       "statistic": long["statistic"],
+                                       "value": long["value"], "text": long["guarantee"]}))
         if self.optimum_spread is not None:
             add("optimum_spread", self.optimum_spread, "train_domain",
                 ["mean", "median", "lower", "upper"], "per-draw optimum")
@@ -321,6 +353,18 @@ class DecisionReport:
         out = pd.concat(parts, ignore_index=True)
         out["text"] = out["text"].fillna("") if "text" in out else ""
         return out[["section", "mixture", "domain", "statistic", "value", "text"]]
+
+    def to_html(self, posterior, path: str | Path | None = None, *, ledger=None, ternary=None,
+                force: bool = False):
+        """The HTML report of ``posterior`` with this decision (:mod:`bayesmix.html_report`):
+        the page as text, or written to ``path`` (an existing file only with ``force``) and
+        the path returned. ``posterior``: the Posterior (or its file) this report came from."""
+        from bayesmix import html_report
+
+        options = {"decision": self, "ledger": ledger, "ternary": ternary, "prob": self.prob}
+        if path is None:
+            return html_report.build_html(posterior, **options)
+        return html_report.write_report(path, posterior, force=force, **options)
 
     def save(self, path: str | Path, include_draw_optima: bool = False) -> Path:
         """Write ``.json`` or ``.csv`` (by suffix) atomically; returns the path."""
@@ -349,15 +393,10 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """The one atomic writer (mode 0666 & ~umask; WriteError on failure)."""
+    from bayesmix.io import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 # ------------------------------------------------------------------------------ deciding
@@ -367,13 +406,18 @@ def decide(source, *, weights=None, target: str | None = None,
            per_draw: bool = True, n_starts: int | None = None, seed: int = 0,
            progress: bool = False, inputs: Mapping | None = None,
            proxy_inputs: Mapping | None = None,
-           max_extrapolation: float = 10.0) -> DecisionReport:
+           max_extrapolation: float = 10.0, guarantees=None) -> DecisionReport:
     """Choose the mixture for ``source`` (a Posterior or LawDraws, any law) and report on it.
 
     ``weights``/``target``: how validation losses aggregate (see :func:`resolve_weights`);
     ``constraints``: over the posterior's training domains (None = the plain simplex);
-    ``objective``: ``mean``, ``quantile:Q``, ``cvar:Q`` or ``beat-baseline``; ``baseline``: the
-    comparison mixture (default uniform, see :func:`resolve_baseline`); ``per_draw``: also
+    ``objective``: ``mean``, ``quantile:Q``, ``cvar:Q``, ``beat-baseline`` or ``minimax`` (the
+    worst domain's expected change vs the baseline); ``baseline``: the
+    comparison mixture (default uniform, see :func:`resolve_baseline`); ``guarantees``: chance
+    constraints per validation domain (:class:`bayesmix.guarantees.Guarantee` or strings
+    ``"no-worse:DOMAIN=TOL@PROB"``, ``"max-loss:DOMAIN=VALUE@PROB"``; ``all`` for every domain),
+    met exactly on the draws, else :class:`bayesmix.guarantees.GuaranteeError` names the binding
+    one; ``per_draw``: also
     compute the optimum of every draw (the spread of the optimum); ``n_starts``: optimiser
     starts (default: more for a non-convex law, see :func:`minimize_objective`); ``inputs``:
     ``{"n_params": N, "tokens": D}`` of the run the mixture is for, when the law takes them;
@@ -418,9 +462,28 @@ def decide(source, *, weights=None, target: str | None = None,
         spread = optimum_spread(optima_da, prob=prob)
         starts = optima.mean(axis=0)[None, :]
     say(f"optimising the {objective} objective")
-    best = minimize_objective(draws, constraints, w, objective,
-                              baseline=base if objective.needs_baseline else None,
-                              n_starts=n_starts, extra_starts=starts, seed=seed)
+    g_table, free_value = None, None
+    if guarantees:
+        from bayesmix.guarantees import minimize_guaranteed
+        from bayesmix.optimize import Optimum
+
+        say("with guarantees (chance constraints, checked exactly on the draws)")
+        got = minimize_guaranteed(draws, constraints, w, objective, guarantees=guarantees,
+                                  baseline=base, extra_starts=starts, seed=seed,
+                                  n_starts=n_starts or 4)
+        g_table, free_value = got.table(), got.unguaranteed_value
+        best = Optimum(mixture=got.mixture, value=got.value, objective=objective,
+                       train_domains=tuple(draws.train_domains), starts=[got.value],
+                       convex=bool(draws.law.convex))
+        status = (f"SLSQP with {len(got.guarantees)} chance constraint(s) (Harrell-Davis "
+                  f"quantiles) from {got.n_starts} starts; every guarantee checked exactly on "
+                  f"the {draws.n_samples} draws")
+    else:
+        best = minimize_objective(draws, constraints, w, objective,
+                                  baseline=base if objective.uses_baseline else None,
+                                  n_starts=n_starts, extra_starts=starts, seed=seed)
+        status = (best.status() if objective.kind != "minimax" else
+                  "SLSQP on the epigraph form (exact max over validation domains)")
     if not best.converged:
         notes.append(f"the optimiser reported: {best.message} (best feasible start kept)")
     if best.fragile:
@@ -452,7 +515,8 @@ def decide(source, *, weights=None, target: str | None = None,
         objective_value=best.value, weights_description=w_desc, baseline_label=base_label,
         prob=prob, n_samples=draws.n_samples, constraints=constraints,
         diagnostics_warning=draws.diagnostics_warning, source=draws.source, notes=notes,
-        law=draws.law.name, optimizer_status=best.status())
+        law=draws.law.name, optimizer_status=status, guarantees=g_table,
+        unguaranteed_value=free_value)
 
 
 def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed, max_extrapolation=10.0):
@@ -487,5 +551,6 @@ def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed, max_extrapola
     lo, hi = np.quantile(diff, [q[0], q[2]], axis=0)
     comparison = pd.DataFrame({"eval_domain": domains, "improvement_mean": diff.mean(axis=0),
                                "improvement_lower": lo, "improvement_upper": hi,
-                               "p_better": (diff > 0).mean(axis=0)})
+                               "p_better": (diff > 0).mean(axis=0),
+                               "p_worse": (diff < 0).mean(axis=0)})
     return losses, comparison, float(comparison["p_better"].iloc[-1])

@@ -11,7 +11,9 @@ The main job on built-in data, end to end (well under a minute on 2 cores):
 5. compare the M4 law with the additive law by leave-one-run-out predictive density;
 6. choose the mixture for the big run under constraints (decision report);
 7. a few rounds of active learning through the ``bayesmix`` command (init -> propose ->
-   simulated training -> ingest -> propose), in out/active_learning/.
+   simulated training -> ingest -> propose), in out/active_learning/;
+8. one self-contained HTML report of all of it (out/demo_report.html: diagnostics, predictive
+   check, slope heatmap, loss across the simplex, the decision, the loop's progress).
 
 Run with `make demo`. Each step is a small function so the demo can grow (choosing the mixture,
 proposing the next runs) without being rewritten.
@@ -148,8 +150,16 @@ def main() -> None:
           "engine='h5netcdf'), then arviz_stats.summary(tree, var_names=['m', 't'])")
 
     compare_laws(runs, post)
-    choose_mixture(post, truth)
-    active_learning_rounds(truth)
+    decision = choose_mixture(post, truth)
+    ledger = active_learning_rounds(truth)
+    path = write_html_report(post, decision, ledger)
+    print(f"\nreport (open in a browser): {path.relative_to(OUT.parent)}")
+
+
+def write_html_report(post: Posterior, decision, ledger: Path, out: Path = OUT) -> Path:
+    """The HTML report of the posterior, the decision and the experiment ledger; the demo owns
+    out/, so an older report is replaced."""
+    return post.report(out / "demo_report.html", decision=decision, ledger=ledger, force=True)
 
 
 def compare_laws(runs, post: Posterior) -> None:
@@ -166,7 +176,7 @@ def compare_laws(runs, post: Posterior) -> None:
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
 
 
-def choose_mixture(post: Posterior, truth: Truth) -> None:
+def choose_mixture(post: Posterior, truth: Truth):
     """The decision: the mixture minimising posterior expected loss (equal weights) with at most
     half web data and at least 5 % wiki, its intervals, P(beats uniform), spread of the optimum;
     then its true loss against the true constrained optimum."""
@@ -183,10 +193,11 @@ def choose_mixture(post: Posterior, truth: Truth) -> None:
                        np.ones(len(DOMAINS)))[0][0]
     print(f"true overall loss of the recommendation {truth.true_loss(rec).mean():.4f}; of the "
           f"true constrained optimum {truth.true_loss(best).mean():.4f}")
+    return report
 
 
 def active_learning_rounds(truth: Truth, rounds: int = 3, batch: int = 6, seed: int = 5,
-                           out: Path = OUT / "active_learning") -> None:
+                           out: Path = OUT / "active_learning") -> Path:
     """A few rounds of the experiment loop through the ``bayesmix`` command, in this process
     (so every refit reuses the model compiled above): init -> propose -> train -> ingest ->
     propose ... Training is simulated: the true law's loss plus noise (sd 0.02). Each round
@@ -243,6 +254,7 @@ def active_learning_rounds(truth: Truth, rounds: int = 3, batch: int = 6, seed: 
         print(f"recommendation after {post.fit_data().n_runs} runs: {shares}; true overall "
               f"loss {truth.true_loss(rec).mean():.4f} (regret {regret:.4f} nats)")
     print(f"ledger, posteriors and proposals: {out.relative_to(OUT.parent)}/")
+    return out / "exp.db"
 
 
 if __name__ == "__main__":

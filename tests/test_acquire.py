@@ -58,6 +58,7 @@ def _min_to(x, y):
 
 
 # --------------------------------------------------------------------------- constraints
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_continuous_proposals_respect_every_constraint(belief, constraints, strategy):
     batch = acquire.propose(belief, 6, strategy=strategy, constraints=constraints, seed=1,
@@ -72,6 +73,7 @@ def test_continuous_proposals_respect_every_constraint(belief, constraints, stra
     assert (x[:, 1] <= 0.3 + 1e-9).all()                             # Books3 token cap
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_pool_proposals_are_feasible_pool_rows(belief, constraints, pool_frame, strategy):
     pool = acquire.Candidates.pool(pool_frame, belief.train_domains, constraints=constraints)
@@ -86,6 +88,7 @@ def test_pool_proposals_are_feasible_pool_rows(belief, constraints, pool_frame, 
     assert len(set(batch.ids)) == 5
 
 
+@pytest.mark.slow
 def test_a_single_feasible_mixture_is_proposed_once_then_refused(belief):
     """All shares fixed: the cloud collapses to one point; a second run would duplicate it."""
     pinned = Constraints.build(belief.train_domains, fixed={"Github": 0.4, "Books3": 0.3,
@@ -97,6 +100,7 @@ def test_a_single_feasible_mixture_is_proposed_once_then_refused(belief):
 
 
 # ------------------------------------------------------------------------- batches, pending
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("mode", ["continuous", "pool"])
 def test_batches_have_no_near_duplicates_and_avoid_pending(belief, constraints, pool_frame,
@@ -134,6 +138,7 @@ def test_ensemble_update_is_the_gaussian_posterior_covariance():
     np.testing.assert_array_equal(ens.mean, mean_before)  # the believer keeps the mean
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["bald", "optimum-info"])
 def test_pending_runs_lower_the_information_near_them(belief, strategy):
     """Conditioning (not only the distance guard): a pending run removes information at its own
@@ -182,6 +187,7 @@ def test_kmeans_recovers_separated_groups():
 
 
 # --------------------------------------------------------------------------------- costs
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["bald", "optimum-info"])
 def test_cost_aware_choice_prefers_the_cheaper_run(belief, strategy):
     """Two candidates with the same mixture (hence exactly the same information) but 4x
@@ -240,6 +246,7 @@ def test_thompson_concentrates_near_the_optimum_with_a_sharp_posterior():
 
 
 # ------------------------------------------------------------------------- entry points
+@pytest.mark.slow
 def test_initial_batch_continuous_and_pool(constraints, pool_frame, belief):
     pending = initial_design(constraints, 4, seed=11)
     batch = acquire.initial_batch(constraints, 8, pending=pending, seed=1)
@@ -251,6 +258,7 @@ def test_initial_batch_continuous_and_pool(constraints, pool_frame, belief):
     assert constraints.contains(batch.mixtures).all()
 
 
+@pytest.mark.slow
 def test_bad_requests_raise_named_errors(belief):
     with pytest.raises(errors.OptionError, match="unknown strategy 'ucb'"):
         acquire.get_strategy("ucb")
@@ -263,6 +271,7 @@ def test_bad_requests_raise_named_errors(belief):
         acquire.Candidates.pool(pd.DataFrame({"web": [1.0]}), belief.train_domains)
 
 
+@pytest.mark.slow
 def test_ledger_stores_the_fit_record_with_the_proposals(tmp_path):
     with Ledger.create(tmp_path / "exp.db", ["a", "b"], ["a"]) as ledger:
         record = {"posterior": "p.nc", "diagnostics_warning": "R-hat 1.2", "n_runs": 8}

@@ -18,9 +18,13 @@ from conftest import SIM_DOMAINS
 
 from bayesmix.cli import main
 from bayesmix.diagnostics import Diagnostics
+from bayesmix.fit import compiled_count
 from bayesmix.posterior import Posterior
 from bayesmix.simulate import simulate
 from bayesmix.spec import load_spec
+
+#: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
+pytestmark = pytest.mark.slow
 
 
 def bayesmix(*args, timeout=600) -> subprocess.CompletedProcess:
@@ -96,13 +100,14 @@ def test_fit_in_process_selects_a_size_and_reuses_the_compiled_model(tmp_path, c
     assert main(args) == 2  # two sizes and no --size: one line naming the way out
     err = capsys.readouterr().err
     assert "several model sizes (7e+07, 1.6e+08)" in err and "--size" in err
+    compiled_before = compiled_count()
     assert main([*args, "--size", "160M"]) == 0
     captured = capsys.readouterr()
     assert "runs used:   12 of 24 loaded" in captured.out and "model size:  160M" in captured.out
     post = Posterior.load(tmp_path / "p.nc")
     assert set(post.fit_data().column("n_params")) == {1.6e8}
-    assert post.settings["compile_s"] < 1.0  # same structure as the session's fixture
-    assert main([*args, "--size", "1B"]) == 2
+    assert compiled_count() == compiled_before  # same structure as the session's fixture
+    assert main([*args, "--size", "1B", "--force"]) == 2  # p.nc exists now: --force
     assert "no runs of size 1B (sizes present: 70M, 160M)" in capsys.readouterr().err
 
 

@@ -14,6 +14,9 @@ from bayesmix.constraints import Constraints
 from bayesmix.optimize import aggregate_loss
 from bayesmix.report import decide
 
+#: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
+pytestmark = pytest.mark.slow
+
 TRAIN = ["web", "code", "books"]
 
 

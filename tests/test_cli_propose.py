@@ -44,6 +44,7 @@ def min_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)).min())
 
 
+@pytest.mark.slow
 def test_init_propose_ingest_propose_cycle(tmp_path):
     done = bayesmix("init", "--ledger", "exp.db", "--domains", ",".join(SIM_DOMAINS),
                     "--max-share", "Pile-CC=0.6", "--min-share", "ArXiv=0.05",
@@ -128,7 +129,7 @@ def test_pool_proposals_before_any_result(tmp_path):
 @pytest.mark.parametrize("args, fragments", [
     (["-n", 4, "--strategy", "ucb"], ["unknown strategy 'ucb'", "thompson"]),
     (["-n", 0], ["-n must be >= 1"]),
-    (["-n", 2, "--out", "next.txt"], ["next.txt", "name the file .csv or .json"]),
+    (["-n", 2, "--out", "next.txt"], ["next.txt", "a file ending in .csv or .json"]),
     (["-n", 2, "--pool", "bad_pool.csv"], ["bad_pool.csv", "unknown training domain 'web'"]),
     (["-n", 2, "--ledger", "missing.db"], ["missing.db", "no ledger file here"]),
     # the model is checked before anything is fitted or recorded

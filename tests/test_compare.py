@@ -69,6 +69,7 @@ def files(post, normal, saved_posterior, tmp_path_factory):
 
 
 # ------------------------------------------------------------------------ log-likelihood group
+@pytest.mark.slow
 def test_log_likelihood_group_is_stored_with_named_dims(post):
     ll = post.tree["log_likelihood"]
     observed = post.tree["observed_data"]["loss"]
@@ -89,6 +90,7 @@ def test_log_likelihood_group_is_stored_with_named_dims(post):
                                rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["post", "normal"])
 def test_log_likelihood_matches_pymc(which, request):
     """NumPy (scipy.stats) against PyMC's own log-likelihood of the model, same draws."""
@@ -106,6 +108,7 @@ def test_log_likelihood_matches_pymc(which, request):
     np.testing.assert_allclose(ours.values, ref.values, rtol=0, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_log_likelihood_survives_save_and_load(post, saved_posterior):
     stored = xr.open_datatree(saved_posterior, engine="h5netcdf")
     assert "log_likelihood" in stored.children
@@ -116,6 +119,7 @@ def test_log_likelihood_survives_save_and_load(post, saved_posterior):
                                 post.tree["log_likelihood"].to_dataset())
 
 
+@pytest.mark.slow
 def test_files_without_the_group_get_it_on_load(post, tmp_path):
     tree = post.tree.copy(deep=True)
     del tree["log_likelihood"]
@@ -125,6 +129,7 @@ def test_files_without_the_group_get_it_on_load(post, tmp_path):
                                 post.tree["log_likelihood"].to_dataset())
 
 
+@pytest.mark.slow
 def test_arviz_loo_reads_the_file_with_a_var_name(saved_posterior):
     import arviz_stats
 
@@ -140,6 +145,7 @@ def test_arviz_loo_reads_the_file_with_a_var_name(saved_posterior):
     tree.close()
 
 
+@pytest.mark.slow
 def test_log_likelihood_rejects_runs_of_other_domains(post):
     from bayesmix.simulate import simulate
 
@@ -149,6 +155,7 @@ def test_log_likelihood_rejects_runs_of_other_domains(post):
 
 
 # ------------------------------------------------------------------------ PSIS-LOO table
+@pytest.mark.slow
 def test_compare_ranks_by_elpd_with_the_documented_columns(post, normal):
     import arviz_stats
 
@@ -181,6 +188,7 @@ def test_compare_ranks_by_elpd_with_the_documented_columns(post, normal):
     assert by_loss.attrs["n_units"] == 160
 
 
+@pytest.mark.slow
 def test_compare_refuses_other_data_and_bad_arguments(post, normal):
     runs = post.fit_data()
     changed = with_fit_data(post, changed_loss(runs))
@@ -212,6 +220,7 @@ def test_folds_are_a_seeded_partition_of_the_runs():
             make_folds(ids, bad)
 
 
+@pytest.mark.slow
 def test_kfold_gives_finite_metrics_per_law_and_domain(post, normal):
     lines = []
     result = kfold({"default": post, "normal": normal}, log=lines.append, **KFOLD_KW)
@@ -237,6 +246,7 @@ def test_kfold_gives_finite_metrics_per_law_and_domain(post, normal):
     assert (points["lower"] < points["mean"]).all() and (points["mean"] < points["upper"]).all()
 
 
+@pytest.mark.slow
 def test_kfold_of_a_specification_needs_runs(post):
     with pytest.raises(errors.BayesmixError, match="needs the runs"):
         kfold({"default": "default"}, k=2)
@@ -245,6 +255,7 @@ def test_kfold_of_a_specification_needs_runs(post):
 
 
 # ------------------------------------------------------------------------ the command
+@pytest.mark.slow
 def test_cli_compare_with_kfold_writes_one_row_per_law(files, tmp_path, capsys):
     out = tmp_path / "table.csv"
     code = main(["compare", str(files["default"]), str(files["normal"]), "--kfold", "2",
@@ -265,6 +276,7 @@ def test_cli_compare_with_kfold_writes_one_row_per_law(files, tmp_path, capsys):
     assert np.isfinite(table[["elpd_loo", "kfold_mae", "kfold_coverage"]].to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_cli_compare_runs_kfold_where_pareto_k_is_high(files, capsys, monkeypatch):
     import bayesmix.cli.compare as cli_compare
 
@@ -283,6 +295,7 @@ def test_cli_compare_runs_kfold_where_pareto_k_is_high(files, capsys, monkeypatc
     assert ("check with --kfold 2" in text) == high
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["{default}"], "at least two posterior files"),
     (["{default}", "{default}"], "given twice"),
@@ -298,6 +311,7 @@ def test_cli_compare_bad_input_is_one_line(files, args, message, capsys):
     assert len(err) == 1 and err[0].startswith("bayesmix compare: error:") and message in err[0]
 
 
+@pytest.mark.slow
 def test_cli_refuses_posteriors_of_different_data(files):
     done = subprocess.run([sys.executable, "-m", "bayesmix", "compare", str(files["default"]),
                            str(files["normal"]), str(files["other"])],

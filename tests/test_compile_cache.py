@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bayesmix import compile_cache
 
@@ -68,6 +69,7 @@ def _result(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_reloaded_compilation_matches_a_fresh_one(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = _result(_start(cache, 6))
@@ -110,6 +112,7 @@ def test_key_changes_with_versions_model_and_structure(monkeypatch):
     assert compile_cache.model_key(tiny_model(6), "tiny") != key
 
 
+@pytest.mark.slow
 def test_shipped_specifications_have_stable_keys(simulated_fit):
     """Two builds of each shipped model give one key (no memory addresses in the graph
     fingerprint), so a fresh process finds its entry."""
@@ -133,6 +136,7 @@ def test_shipped_specifications_have_stable_keys(simulated_fit):
     assert checked >= 3
 
 
+@pytest.mark.slow
 def test_two_processes_compiling_at_once_both_succeed(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     procs = [_start(cache, 6), _start(cache, 6)]
@@ -151,6 +155,7 @@ def test_two_processes_compiling_at_once_both_succeed(tmp_path, monkeypatch):
     assert compile_cache.logp_and_grad(loaded, x)[0] == results[0]["logp"]
 
 
+@pytest.mark.slow
 def test_fit_from_a_cached_model_is_the_fit_from_a_compiled_one(simulated_fit, monkeypatch):
     """The suite's fixture compiled and stored the default model; with this process's caches
     emptied, the same fit loads it from disk and reproduces the draws exactly."""

@@ -84,6 +84,7 @@ def test_the_simulation_has_the_stated_critical_share():
 
 
 # ------------------------------------------------------------------------------ (a) recovery
+@pytest.mark.slow
 def test_critical_share_recovers_the_truth(ct_sim):
     runs, post, _ = ct_sim
     cs = critical_share(post, original="Orig", new="New", runs=runs)
@@ -112,6 +113,7 @@ def test_critical_share_recovers_the_truth(ct_sim):
     np.testing.assert_allclose(at_x, cs.start_loss, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_weighted_original_loss_and_a_third_validation_domain(ct_sim):
     runs, post, _ = ct_sim
     # Orig with weights {Orig: 1, Side: 1}: the aggregate crosses its start at TRUE_X too.
@@ -132,6 +134,7 @@ def test_weighted_original_loss_and_a_third_validation_domain(ct_sim):
     assert (tol.draws.values > base.draws.values).all()
 
 
+@pytest.mark.slow
 def test_tidy_table_text_and_plot(ct_sim, tmp_path):
     runs, post, _ = ct_sim
     cs = critical_share(post, original="Orig", new="New", runs=runs, prob=0.8)
@@ -161,6 +164,7 @@ def test_tidy_table_text_and_plot(ct_sim, tmp_path):
 
 
 # ------------------------------------------------------------------------------ (b) boundaries
+@pytest.mark.slow
 def test_boundary_draws_are_reported(ct_sim):
     _, post, _ = ct_sim
     # A start far above every curve: the condition holds along the whole line -> x = 1.
@@ -175,6 +179,7 @@ def test_boundary_draws_are_reported(ct_sim):
     assert "600 exceed it at every share" in str(low)
 
 
+@pytest.mark.slow
 def test_bad_inputs_name_the_way_out(ct_sim):
     runs, post, _ = ct_sim
     # the fit data holds only step 10000: no start loss without runs or a number
@@ -197,6 +202,7 @@ def test_bad_inputs_name_the_way_out(ct_sim):
 
 
 # ------------------------------------------------------------------------------ (c) the CLI
+@pytest.mark.slow
 def test_cli_end_to_end(ct_sim, tmp_path):
     runs, post, d = ct_sim
     out, fig = tmp_path / "critical.csv", tmp_path / "critical.png"
@@ -216,6 +222,7 @@ def test_cli_end_to_end(ct_sim, tmp_path):
     assert ("WARNING" in done.stderr) == (post.diagnostics_warning is not None)
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line(ct_sim, capsys):
     _, _, d = ct_sim
     base = ["critical-share", str(d / "posterior.nc"), "--original", "Orig",
@@ -232,6 +239,7 @@ def test_cli_bad_input_is_one_line(ct_sim, capsys):
 
 
 # ------------------------------------------------------------------------------ (d) real data
+@pytest.mark.slow
 def test_real_continual_runs(shared_data):
     """Ye et al.'s 70M continual runs (Pile + Python, 5 runs), default model at step 10000, Pile
     loss = the Pile-token-share aggregate of its 22 validation domains."""

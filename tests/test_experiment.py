@@ -90,6 +90,7 @@ def fitted(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- the whole loop
+@pytest.mark.slow
 def test_experiment_cycle_without_the_cli(fitted, tmp_path, no_fit):
     folder, first, second = fitted["folder"], fitted["first"], fitted["second"]
     # round 0: an initial design, written for the training jobs, no posterior
@@ -139,6 +140,7 @@ def test_experiment_cycle_without_the_cli(fitted, tmp_path, no_fit):
     assert status["missing_handoffs"] == {}
 
 
+@pytest.mark.slow
 def test_new_results_trigger_a_refit_and_only_then(fitted, tmp_path, monkeypatch):
     """Ingesting a result changes the digest: the next posterior() fits (counted, not run)."""
     import bayesmix.fit
@@ -165,6 +167,7 @@ def test_new_results_trigger_a_refit_and_only_then(fitted, tmp_path, monkeypatch
     assert names == ["exp.posterior-round1.nc", "exp.posterior-round2.nc"]
 
 
+@pytest.mark.slow
 def test_posterior_paths_are_relative_to_the_ledger(fitted, tmp_path, monkeypatch, no_fit):
     moved = copy_experiment(fitted["folder"], tmp_path / "moved")
     (tmp_path / "elsewhere").mkdir()
@@ -233,6 +236,7 @@ def _run_two(experiments, **kwargs):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["initial", "posterior"])
 def test_two_concurrent_proposers(fitted, tmp_path, monkeypatch, stage, no_fit):
     """Two proposers with the same seed read the same ledger, choose the same batch, and
@@ -390,6 +394,7 @@ def test_a_failed_write_after_recording_names_the_way_back(tmp_path, monkeypatch
 
 
 # --------------------------------------------------------------------------- other laws
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["logshare"])
 def test_propose_on_another_law(tmp_path, model):
     """propose (Thompson and BALD) and recommend on an M4 + log-share posterior."""

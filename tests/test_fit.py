@@ -18,6 +18,9 @@ from bayesmix.fit import compiled_count, fit
 from bayesmix.posterior import Posterior
 from bayesmix.simulate import simulate
 
+#: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
+pytestmark = pytest.mark.slow
+
 
 def _z(draws, truth):
     """(posterior mean - truth) / posterior sd over the sample dims."""
@@ -113,9 +116,8 @@ def test_one_compilation_per_structure(simulated_fit):
     post_a = fit(runs_a, warn=False, **FIT_KW)
     post_b = fit(runs_b, warn=False, **FIT_KW)
     assert compiled_count() == before
-    # compile_s of a refit times the cache lookup and the data swap only: milliseconds, where
-    # the fixture's first compilation took seconds (not asserted: timing is not a test)
-    assert post_a.settings["compile_s"] < 1.0 and post_b.settings["compile_s"] < 1.0
+    # the compile counter proves the cache; compile_s is recorded but, being a timing, not tested
+    assert "compile_s" in post_a.settings and "compile_s" in post_b.settings
     # the refits really used their own data
     assert post_b.tree["observed_data"].sizes["run"] == 50
     assert post_a.fit_data().runs == runs_a.runs

@@ -66,6 +66,7 @@ def held_out_mae(post, mixtures) -> float:
 
 
 # ---------------------------------------------------------------------------------- accuracy
+@pytest.mark.slow
 def test_two_latent_domains_predict_held_out_mixtures_better_than_one(fitted):
     _, held_out, choice = fitted
     mae1 = held_out_mae(choice.posteriors[1], held_out)
@@ -81,6 +82,7 @@ def test_two_latent_domains_predict_held_out_mixtures_better_than_one(fitted):
     assert mae1 - mae2 > 0.02
 
 
+@pytest.mark.slow
 def test_loo_chooses_two_latent_domains(fitted):
     runs, _, choice = fitted
     assert choice.k == 2
@@ -96,6 +98,7 @@ def test_loo_chooses_two_latent_domains(fitted):
 
 
 # ---------------------------------------------------------------------------------- labels
+@pytest.mark.slow
 def test_latent_domains_are_ordered_by_weight_in_every_draw(fitted):
     _, _, choice = fitted
     post = choice.posteriors[2]
@@ -120,6 +123,7 @@ def test_latent_domains_are_ordered_by_weight_in_every_draw(fitted):
 
 
 # ---------------------------------------------------------------------------------- pipeline
+@pytest.mark.slow
 def test_fit_predict_optimize_and_save(fitted, tmp_path):
     _, held_out, choice = fitted
     post = choice.posteriors[2]
@@ -147,6 +151,7 @@ def test_fit_predict_optimize_and_save(fitted, tmp_path):
     assert true_overall(rec)[0] - true_overall(grid).min() < 1e-3
 
 
+@pytest.mark.slow
 def test_exact_per_draw_optima_match_the_generic_solver(fitted):
     """The law's exact solver (one exponential per latent domain) and bayesmix's generic
     projected-gradient solver on the same 40 draws reach the same mixtures."""
@@ -165,6 +170,7 @@ def test_exact_per_draw_optima_match_the_generic_solver(fitted):
     np.testing.assert_allclose(f_exact, f_generic, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_cli_compare_reads_the_implicit_posteriors(fitted, tmp_path, capsys):
     from bayesmix.cli import main
 
@@ -278,6 +284,7 @@ def test_bad_latent_key_is_one_line(tmp_path, text, words):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_choose_latent_refuses_a_single_k():
     runs = aggregate_losses(latent_table(6, seed=0), WEIGHTS)
     with pytest.raises(errors.OptionError, match="at least two different K"):

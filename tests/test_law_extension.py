@@ -74,6 +74,7 @@ def test_the_registry_finds_the_law_by_name():
     assert isinstance(get_law("toy-plane"), PlaneLaw)
 
 
+@pytest.mark.slow
 def test_fit_and_predict_a_law_defined_outside_the_package(plane_fit, tmp_path):
     path, runs, post = plane_fit
     assert post.spec.law == "toy-plane" and isinstance(post.law, PlaneLaw)
@@ -91,6 +92,7 @@ def test_fit_and_predict_a_law_defined_outside_the_package(plane_fit, tmp_path):
     np.testing.assert_allclose(again.law_params()["b"], params["b"])
 
 
+@pytest.mark.slow
 def test_decide_on_a_law_defined_outside_the_package(plane_fit):
     _, _, post = plane_fit
     cons = Constraints.build(post.train_domains, max_share={"Github": 0.5},
@@ -111,6 +113,7 @@ def test_decide_on_a_law_defined_outside_the_package(plane_fit):
     assert report.draw_optima is not None and cons.contains(report.draw_optima.values).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["thompson", "optimum-info", "bald", "random"])
 def test_propose_on_a_law_defined_outside_the_package(plane_fit, strategy):
     _, runs, post = plane_fit
@@ -122,6 +125,7 @@ def test_propose_on_a_law_defined_outside_the_package(plane_fit, strategy):
     assert cons.contains(batch.mixtures).all()
 
 
+@pytest.mark.slow
 def test_cli_fit_optimize_and_propose_with_the_spec_file(plane_fit, tmp_path, capsys):
     from bayesmix.cli import main
 
@@ -146,6 +150,7 @@ def test_cli_fit_optimize_and_propose_with_the_spec_file(plane_fit, tmp_path, ca
     assert len(proposed) == 3
 
 
+@pytest.mark.slow
 def test_a_posterior_of_an_unregistered_law_names_the_fix(plane_fit, tmp_path):
     """In a process that never registered the law, loading its posterior says what to do."""
     import subprocess

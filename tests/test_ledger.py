@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pandas as pd
@@ -366,65 +365,63 @@ def test_write_proposals(ledger, tmp_path, suffix):
 
 
 # ---------------------------------------------------------------------------------- crash safety
+# Deterministic fault injection: bayesmix.ledger._fault_point is called at named points inside
+# every write transaction; the writer below kills itself (SIGKILL, no cleanup) at a chosen point
+# of its (k+1)-th write, so exactly k writes were committed.
 WRITER = textwrap.dedent("""
+    import os
+    import signal
     import sys
     import numpy as np
     import pandas as pd
+    import bayesmix.ledger as ledger_module
     from bayesmix.data import RunTable
     from bayesmix.ledger import Ledger
 
-    path, mode, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    path, mode, batch, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    point, writes = sys.argv[5], int(sys.argv[6])
+    seen = {"n": 0}
+
+    def fault(name):
+        if name == point:
+            seen["n"] += 1
+            if seen["n"] > writes:
+                os.kill(os.getpid(), signal.SIGKILL)
+    ledger_module._fault_point = fault
     led = Ledger.open(path)
-    rng = np.random.default_rng(int(sys.argv[4]))
-    i = 0
-    while True:
+    rng = np.random.default_rng(seed)
+    for i in range(writes + 1):
         mix = rng.dirichlet(np.ones(3), size=batch)
         if mode == "proposals":
             led.add_proposals(mix, "loop", i)
         else:   # import a batch of external runs, each with two checkpoints
-            runs = [f"{sys.argv[4]}-{i}-{k}" for k in range(batch)]
+            runs = [f"{seed}-{i}-{k}" for k in range(batch)]
             frame = pd.DataFrame({"run": np.repeat(runs, 2), "step": [1.0, 2.0] * batch})
             for j, d in enumerate(["web", "code", "books"]):
                 frame["mix." + d] = np.repeat(mix[:, j], 2)
             frame["loss.web"] = rng.uniform(2, 4, 2 * batch)
             frame["loss.code"] = rng.uniform(2, 4, 2 * batch)
             led.record_results(RunTable.from_frame(frame), unknown="import")
-        i += 1
-        if i == 1:
-            print("started", flush=True)
+    print("not killed", flush=True)
 """)
-
-
-def _spawn_writer(tmp_path, path, mode, batch, seed):
-    script = tmp_path / "writer.py"
-    script.write_text(WRITER)
-    return subprocess.Popen([sys.executable, str(script), str(path), mode, str(batch), str(seed)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _count_runs(path) -> int:
-    con = sqlite3.connect(path, timeout=30)
-    try:
-        return con.execute("SELECT count(*) FROM runs").fetchone()[0]
-    finally:
-        con.close()
 
 
 @pytest.mark.parametrize("mode, batch", [("proposals", 7), ("results", 40)])
 def test_ledger_survives_a_killed_writer(tmp_path, mode, batch):
     path = tmp_path / "exp.db"
     Ledger.create(path, TRAIN, EVAL).close()
-    for kill in range(3):
-        proc = _spawn_writer(tmp_path, path, mode, batch, seed=kill)
-        assert proc.stdout.readline().strip() == "started", proc.stderr.read()
-        target = _count_runs(path) + 3 * batch
-        deadline = time.monotonic() + 60
-        while _count_runs(path) < target and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.003 * kill)                   # vary where in a write the kill lands
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    op = "add_proposals" if mode == "proposals" else "ingest"
+    points = [f"{op}:begin", f"{op}:{'inserted'}", f"{op}:commit"]
+    committed = 0
+    for kill, point in enumerate(points):
+        writes = kill + 1                      # this many writes commit, the next one dies
+        proc = subprocess.run([sys.executable, str(script), str(path), mode, str(batch),
+                               str(kill), point, str(writes)], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+        committed += writes
 
         con = sqlite3.connect(path)
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -432,9 +429,9 @@ def test_ledger_survives_a_killed_writer(tmp_path, mode, batch):
         with Ledger.open(path) as led:
             runs = led.runs()
             assert runs["run"].is_unique
-            # every write is one whole batch: no half-written batch survives
+            # exactly the committed writes, each one whole batch; the killed one left nothing
             written = runs[runs["strategy"] != "after"]
-            assert len(written) % batch == 0 and len(written) >= (kill + 1) * 3 * batch
+            assert len(written) == committed * batch
             np.testing.assert_allclose(
                 runs[["mix.web", "mix.code", "mix.books"]].sum(axis=1), 1.0, atol=1e-12)
             if mode == "proposals":
@@ -449,24 +446,15 @@ def test_ledger_survives_a_killed_writer(tmp_path, mode, batch):
                 assert len(table) == 2 * len(runs) and table.losses.notna().all().all()
 
 
-INGESTER = textwrap.dedent("""
-    import sys
-    import time
-    from bayesmix.ledger import Ledger
+def test_two_writers_ingesting_overlapping_results(tmp_path, monkeypatch):
+    """Writer A is stopped inside its transaction (holding the write lock, its rows inserted)
+    while writer B starts the same kind of write; B waits for the lock and then sees A's rows:
+    every loss is added exactly once. Deterministic: the hook blocks A on an Event."""
+    import threading
+
+    import bayesmix.ledger as ledger_module
     from bayesmix.loaders import load
 
-    path, results, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    table = load(results)
-    led = Ledger.open(path)
-    while time.time() < start:
-        time.sleep(0.001)
-    for _ in range(5):
-        s = led.record_results(table, unknown="import")
-        print(s.losses_added, len(s.added_runs), len(s.completed), flush=True)
-""")
-
-
-def test_two_processes_ingesting_overlapping_results(tmp_path):
     path = tmp_path / "exp.db"
     rng = np.random.default_rng(3)
     mixes = rng.dirichlet(np.ones(3), size=60)
@@ -483,19 +471,44 @@ def test_two_processes_ingesting_overlapping_results(tmp_path):
     b = frame.iloc[list(range(20, 50)) + list(range(55, 60))]
     a.to_csv(tmp_path / "a.csv", index=False)
     b.to_csv(tmp_path / "b.csv", index=False)
-    script = tmp_path / "ingest.py"
-    script.write_text(INGESTER)
-    start = time.time() + 3.0        # both processes start writing at the same moment
-    procs = [subprocess.Popen([sys.executable, str(script), str(path), str(tmp_path / f),
-                               str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for f in ("a.csv", "b.csv")]
-    outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err
-    # across both processes, every loss was added exactly once and every run added/completed once
-    totals = np.array([[int(v) for v in line.split()] for out, _ in outs
-                       for line in out.split("\n") if line]).sum(axis=0)
-    assert totals.tolist() == [120, 10, 50]
+
+    a_inside, release_a, b_starting = threading.Event(), threading.Event(), threading.Event()
+
+    def fault(name):
+        if name == "ingest:inserted" and threading.current_thread().name == "A" \
+                and not a_inside.is_set():
+            a_inside.set()
+            assert release_a.wait(60)
+    monkeypatch.setattr(ledger_module, "_fault_point", fault)
+    results: dict[str, list] = {"A": [], "B": []}
+    failures: list[BaseException] = []
+
+    def work(file):
+        try:
+            table = load(tmp_path / file)
+            with Ledger.open(path) as led:
+                if threading.current_thread().name == "B":
+                    assert a_inside.wait(60)    # A holds the lock with its rows written
+                    b_starting.set()
+                for _ in range(3):
+                    s = led.record_results(table, unknown="import")
+                    results[threading.current_thread().name].append(
+                        [s.losses_added, len(s.added_runs), len(s.completed)])
+        except BaseException as err:           # noqa: BLE001 - reported below
+            failures.append(err)
+
+    threads = [threading.Thread(target=work, args=(f,), name=n)
+               for n, f in (("A", "a.csv"), ("B", "b.csv"))]
+    for t in threads:
+        t.start()
+    assert b_starting.wait(60)
+    release_a.set()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures
+    # A's first write added everything in a.csv; B then added only what A had not
+    assert results["A"][0] == [100, 10, 40]
+    assert np.array(results["A"] + results["B"]).sum(axis=0).tolist() == [120, 10, 50]
     with Ledger.open(path) as led:
         runs = led.runs()
         assert len(runs) == 60 and runs["run"].is_unique

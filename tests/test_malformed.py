@@ -156,8 +156,11 @@ CASES = [
     ("ye-text-loss", lambda t: ye(t, ye_line(MIX5, 1000, "Github", 2.0),
                                   ye_line(MIX5, 1000, "ArXiv", "two")), {},
      errors.NonNumericError, ["70M.txt", "row 2", "'loss'", "'two'"]),
-    ("ye-nan-loss", lambda t: ye(t, ye_line(MIX5, 1000, "Github", "nan")), {},
+    # nan is a missing loss (the data.py rule), inf an error
+    ("ye-inf-loss", lambda t: ye(t, ye_line(MIX5, 1000, "Github", "inf")), {},
      errors.NonFiniteLossError, ["70M.txt", "row 1", "'loss'"]),
+    ("ye-only-nan-losses", lambda t: ye(t, ye_line(MIX5, 1000, "Github", "nan")), {},
+     errors.NoLossesError, ["70M.txt", "row 1", "'loss'", "missing"]),
     ("ye-bad-checkpoint", lambda t: ye(t, ye_line(MIX5, 1000, "Github", 2.0),
                                        ye_line("70M_1-0.2-zero-0.6", 1000, "ArXiv", 2.1)), {},
      errors.FormatError, ["70M.txt", "row 2", "'checkpoint_path'"]),

@@ -138,6 +138,7 @@ def test_model_dims_and_coords_are_named():
     assert dims["r"] == ("run", "train_domain")
 
 
+@pytest.mark.slow
 def test_rows_of_t_sum_to_zero_in_every_draw(simulated_fit):
     t = simulated_fit.posterior.tree["posterior"]["t"]
     assert t.dims == ("chain", "draw", "eval_domain", "train_domain")
@@ -216,6 +217,7 @@ def test_a_domain_without_any_loss_is_refused():
         prepare_data(RunTable.from_frame(tidy))
 
 
+@pytest.mark.slow
 def test_fit_with_missing_losses_predicts_every_domain(simulated_fit):
     from bayesmix.fit import fit
 

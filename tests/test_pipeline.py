@@ -40,6 +40,7 @@ def nested(sim):
     return nested_fit(runs, target_n_params=TARGET_N, target_steps=TARGET_S, warn=False, **KW)
 
 
+@pytest.mark.slow
 def test_intervals_cover_held_out_mixtures_at_the_target_scale(sim, nested):
     runs, truth = sim
     rng = np.random.default_rng(11)
@@ -67,6 +68,7 @@ def test_intervals_cover_held_out_mixtures_at_the_target_scale(sim, nested):
     assert float(np.abs(proxy_final - mean).mean()) > 0.3  # the target really is extrapolated
 
 
+@pytest.mark.slow
 def test_pooled_posterior_is_one_ordinary_posterior(nested, tmp_path):
     post = nested
     n_chains = KW["imputations"] * KW["chains"]
@@ -96,6 +98,7 @@ def test_pooled_posterior_is_one_ordinary_posterior(nested, tmp_path):
     assert back.tree.attrs["bayesmix_pipeline"] == post.tree.attrs["bayesmix_pipeline"]
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(sim, tmp_path, capsys):
     runs, _ = sim
     src = tmp_path / "runs.csv"
@@ -113,6 +116,7 @@ def test_cli_end_to_end(sim, tmp_path, capsys):
     assert json.loads(post.tree.attrs["bayesmix_pipeline"])["target"]["n_params"] == 4e8
 
 
+@pytest.mark.slow
 def test_cli_bad_target_step_is_one_line(sim, tmp_path, capsys):
     runs, _ = sim
     src = tmp_path / "runs.csv"
@@ -125,6 +129,7 @@ def test_cli_bad_target_step_is_one_line(sim, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_never_overwrites_an_input(sim, tmp_path, capsys):
     runs, _ = sim
     src = tmp_path / "runs.csv"
@@ -136,6 +141,7 @@ def test_cli_never_overwrites_an_input(sim, tmp_path, capsys):
     assert src.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_one_model_size_is_refused(sim):
     from bayesmix.pipeline import PipelineError, nested_fit
 

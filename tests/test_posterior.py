@@ -18,6 +18,9 @@ from conftest import SHARED_DATA, SIM_DOMAINS
 from bayesmix import errors
 from bayesmix.posterior import Posterior
 
+#: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
+pytestmark = pytest.mark.slow
+
 UNIFORM = dict.fromkeys(SIM_DOMAINS, 0.25)
 MIXTURES = {"uniform": UNIFORM,
             "code_heavy": {"Github": 0.7, "Books3": 0.1, "Pile-CC": 0.1, "ArXiv": 0.1},

@@ -116,6 +116,7 @@ def test_the_optimum_moves_with_scale_only_when_domains_scale_differently():
 
 
 # ------------------------------------------------------------------------- the fit
+@pytest.mark.slow
 def test_joint_fit_recovers_the_truth(scaling_fit):
     """Tolerances: 2 x 300 draws on 144 checkpoints with noise 0.01 pin E, A, B within a few
     hundredths (posterior sds measured 0.02-0.03) and the exponents within 0.05 (sds about
@@ -135,6 +136,7 @@ def test_joint_fit_recovers_the_truth(scaling_fit):
     assert set(ll.data_vars) == {"run_loss"} and ll.sizes["run"] == 36
 
 
+@pytest.mark.slow
 def test_prediction_at_a_larger_held_out_scale_is_covered(scaling_fit):
     """30 unseen mixtures trained at 4e8 parameters (4x the largest proxy) for 32k steps (2x
     the longest): the 90% predictive intervals should cover about 90% of the 90 (run, domain)
@@ -153,6 +155,7 @@ def test_prediction_at_a_larger_held_out_scale_is_covered(scaling_fit):
     assert np.median(hi - lo) < obs.std(axis=0).mean()
 
 
+@pytest.mark.slow
 def test_far_extrapolation_is_refused_with_numbers(scaling_fit):
     _, post = scaling_fit
     with pytest.raises(errors.ExtrapolationError, match=r"model size .*above the largest"):
@@ -165,6 +168,7 @@ def test_far_extrapolation_is_refused_with_numbers(scaling_fit):
 
 
 # ------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_predict_and_optimize_at_a_target_scale(scaling_path, tmp_path, capsys):
     mixtures = tmp_path / "mix.csv"
     mixtures.write_text("mixture,a,b,c\nm1,0.2,0.3,0.5\nm2,0.6,0.2,0.2\n")
@@ -187,6 +191,7 @@ def test_cli_predict_and_optimize_at_a_target_scale(scaling_path, tmp_path, caps
     assert "Recommended mixture at the proxies' scale" in text and "P(a draw's optimum" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("argv", "fragment"), [
     (["--n-params", "1e8"], "give --tokens"),
     ([], "give --n-params and --tokens"),
@@ -202,6 +207,7 @@ def test_cli_scale_errors_are_one_line(scaling_path, tmp_path, capsys, argv, fra
     assert fragment in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_scale_options_on_a_law_without_scale(tmp_path, capsys, simulated_fit):
     path = simulated_fit.posterior.save(tmp_path / "m4.nc")
     mixtures = tmp_path / "mix.csv"
@@ -211,6 +217,7 @@ def test_cli_scale_options_on_a_law_without_scale(tmp_path, capsys, simulated_fi
     assert code == 2 and "law 'm4' has no n_params input" in err
 
 
+@pytest.mark.slow
 def test_cli_fit_takes_every_checkpoint_of_several_sizes(tmp_path, capsys, scaling_fit):
     """``fit --model scaling --size 20M,50M --max-step 8000`` (tiny MCMC, same structure as the
     session fit, so no new compilation)."""

@@ -17,7 +17,7 @@ from bayesmix.errors import BayesmixError
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = ["validate", "init", "ingest", "status", "optimize", "fit", "predict", "diagnose",
-            "compare", "propose", "export", "critical_share", "pipeline"]
+            "compare", "propose", "export", "critical_share", "pipeline", "frontier", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from bayesmix import errors
 from bayesmix.constraints import Constraints
+from bayesmix.data import MAX_LOSS, check_max_loss
 
 
 def parse_pairs(values: list[str], option: str, convert=float) -> dict:
@@ -32,6 +33,19 @@ def parse_pairs(values: list[str], option: str, convert=float) -> dict:
                 raise errors.OptionError(f"{option} gives {name!r} twice")
             out[name] = val
     return out
+
+
+def add_max_loss_argument(p: argparse.ArgumentParser) -> None:
+    """``--max-loss``: the plausibility bound on losses (see :mod:`bayesmix.data`)."""
+    p.add_argument("--max-loss", type=float, default=MAX_LOSS, metavar="NATS",
+                   help=f"refuse losses above this many nats per token (default {MAX_LOSS:g}: "
+                        "higher is a unit mistake, e.g. a sum over tokens; empty or nan cells "
+                        "are missing losses, inf an error)")
+
+
+def max_loss_from_args(args) -> float:
+    """``--max-loss`` checked (finite, > 0, at most the library's limit)."""
+    return check_max_loss(args.max_loss, "--max-loss")
 
 
 def add_constraint_arguments(p: argparse.ArgumentParser) -> None:

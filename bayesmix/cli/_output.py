@@ -1,67 +1,57 @@
 """Output helpers shared by the model subcommands (fit, predict, diagnose): not a subcommand.
 
-Atomic table writes (CSV or JSON chosen by extension), the loud diagnostics warning on stderr,
-and JSON-safe conversion of numbers (NaN and inf become null).
+Output-path checks and atomic table writes (CSV or JSON chosen by extension), both from
+:mod:`bayesmix.io`; the loud diagnostics warning on stderr; JSON-safe conversion of numbers
+(NaN and inf become null).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
-import os
 import sys
-import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from bayesmix import errors
+from bayesmix.io import atomic_write_text, check_output_path
 
 TABLE_SUFFIXES = (".csv", ".json")
 
 
+def add_force_argument(p: argparse.ArgumentParser) -> None:
+    """``--force``: replace an existing output file (never an input)."""
+    p.add_argument("--force", action="store_true",
+                   help="replace existing output files (inputs are never overwritten)")
+
+
 def check_output(path: str | Path, suffixes: tuple[str, ...] | None = None,
-                 option: str = "-o") -> Path:
-    """Fail before any work when ``path`` cannot be an output file (a directory, a file as
-    parent folder, or an unsupported extension)."""
-    path = Path(path)
-    if path.is_dir():
-        raise errors.OptionError(f"{option} {path} is a directory", hint="give a file name")
-    parent = next((p for p in path.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise errors.OptionError(f"{option} {path}: {parent} is a file, not a folder")
-    if suffixes is not None and path.suffix.lower() not in suffixes:
-        raise errors.OptionError(f"{option} {path}: unknown output format {path.suffix!r}",
-                                 hint=f"use a file ending in {' or '.join(suffixes)}")
-    return path
+                 option: str = "-o", *, inputs: Iterable = (), force: bool = False) -> Path:
+    """Fail before any work when ``path`` cannot be an output file: a directory, a file as
+    parent folder, an unsupported extension, one of ``inputs``, an existing file without
+    ``force``, a folder this user cannot write (:func:`bayesmix.io.check_output_path`)."""
+    return check_output_path(path, inputs=inputs, force=force, option=option,
+                             suffixes=suffixes)
+
+
+def table_text(df: pd.DataFrame, path: str | Path) -> str:
+    """``df`` as CSV, or as JSON records when ``path`` ends in .json."""
+    if Path(path).suffix.lower() == ".json":
+        return json.dumps(json_safe(df.to_dict(orient="records")), indent=2) + "\n"
+    return df.to_csv(index=False)
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` as CSV or JSON records (by extension), atomically: temp file + os.replace."""
-    path = check_output(path, TABLE_SUFFIXES)
-    if path.suffix.lower() == ".json":
-        text = json.dumps(json_safe(df.to_dict(orient="records")), indent=2) + "\n"
-    else:
-        text = df.to_csv(index=False)
-    return write_text(text, path)
+    """Write ``df`` as CSV or JSON records (by extension), atomically (check the path first
+    with :func:`check_output`)."""
+    return write_text(table_text(df, path), path)
 
 
 def write_text(text: str, path: str | Path) -> Path:
-    """Write ``text`` atomically: a failed write leaves any old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write ``text`` atomically: a failed write leaves any old file intact (WriteError)."""
+    return atomic_write_text(path, text)
 
 
 def loud_warning(message: str | None, note: str | None = None) -> None:

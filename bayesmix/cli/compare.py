@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from bayesmix import errors
-from bayesmix.cli._output import TABLE_SUFFIXES, check_output, write_table
+from bayesmix.cli._output import TABLE_SUFFIXES, add_force_argument, check_output, write_table
 
 #: Folds of the K-fold run started by high Pareto k when ``--kfold`` is not given.
 AUTO_KFOLD = 5
@@ -49,6 +49,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE.csv|FILE.json",
                    help="write the table (one row per law; K-fold columns when run)")
     p.add_argument("--quiet", action="store_true", help="no K-fold progress lines")
+    add_force_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -58,7 +59,7 @@ def run(args) -> int:
     from bayesmix.posterior import Posterior
 
     if args.output:
-        check_output(args.output, TABLE_SUFFIXES)
+        check_output(args.output, TABLE_SUFFIXES, inputs=args.posteriors, force=args.force)
     if len(args.posteriors) < 2:
         raise errors.OptionError("compare needs at least two posterior files",
                                  hint="bayesmix compare A.nc B.nc")

@@ -24,11 +24,12 @@ or the number (--start-loss, in nats per token, of the original loss as defined 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from bayesmix import errors
-from bayesmix.cli._options import parse_pairs
-from bayesmix.cli._output import TABLE_SUFFIXES, check_output, loud_warning, write_table
+from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args, parse_pairs
+from bayesmix.cli._output import (TABLE_SUFFIXES, add_force_argument, check_output,
+                                  loud_warning, write_table)
+from bayesmix.io import check_distinct_outputs
 from bayesmix.loaders import FORMATS
 
 
@@ -69,31 +70,23 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="write the tidy table here (CSV or JSON by extension)")
     p.add_argument("--plot", metavar="FIG.png",
                    help="draw the loss curve, start and critical share (PNG, PDF or SVG)")
+    add_max_loss_argument(p)
+    add_force_argument(p)
     p.set_defaults(func=run)
     return p
 
 
 def _check_outputs(args) -> None:
-    """Output paths are checked before any work: valid, distinct, never an input."""
+    """Output paths are checked before any work: valid, distinct, never an input, an existing
+    file only with --force, a folder that can be written."""
     from bayesmix.continual import PLOT_SUFFIXES
 
-    inputs = {Path(p).resolve(): opt for p, opt in ((args.posterior, "POSTERIOR.nc"),
-                                                    (args.runs, "--runs"),
-                                                    (args.weights, "--weights")) if p}
-    outputs = {}
+    inputs = [p for p in (args.posterior, args.runs, args.weights) if p]
     for path, option, suffixes in ((args.output, "-o", TABLE_SUFFIXES),
                                    (args.plot, "--plot", PLOT_SUFFIXES)):
-        if not path:
-            continue
-        check_output(path, suffixes, option)
-        resolved = Path(path).resolve()
-        if resolved in inputs:
-            raise errors.OptionError(f"{option} {path} is the input {inputs[resolved]}: "
-                                     "refusing to overwrite an input",
-                                     hint="choose another output file")
-        if resolved in outputs:
-            raise errors.OptionError(f"{option} {path} is also the {outputs[resolved]} output")
-        outputs[resolved] = option
+        if path:
+            check_output(path, suffixes, option, inputs=inputs, force=args.force)
+    check_distinct_outputs([("-o", args.output), ("--plot", args.plot)])
 
 
 def run(args) -> int:
@@ -111,8 +104,10 @@ def run(args) -> int:
     if not args.tolerance >= 0:
         raise errors.OptionError(f"--tolerance must be >= 0 nats, got {args.tolerance:g}")
     other = parse_pairs(args.other_share, "--other-share")
+    max_loss = max_loss_from_args(args)
     post = Posterior.load(args.posterior)
-    runs = load(args.runs, args.format) if args.runs else None
+    post.check_finite()
+    runs = load(args.runs, args.format, max_loss=max_loss) if args.runs else None
     result = critical_share(post, original=args.original, new=args.new,
                             start_loss=args.start_loss, runs=runs, weights=args.weights,
                             tolerance=args.tolerance, prob=args.prob, other_shares=other)

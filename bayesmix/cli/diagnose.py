@@ -4,8 +4,8 @@ Prints the diagnostics gate stored at fit time (divergences, tree depth, E-BFMI,
 a summary of the law's parameters (m, rho, t, sigma, c, k: mean, sd, 90 % equal-tailed interval,
 ESS, R-hat, MCSE; from arviz-stats). ``--json`` prints one JSON object instead.
 
-Exit status: 0 when the posterior passed the gate, 1 when it failed (so scripts can stop), 2 for
-bad input (missing or non-bayesmix file).
+Exit status: 0 when the posterior passed the gate, 1 when it failed or holds NaN/inf draws (a
+damaged file; so scripts can stop), 2 for bad input (missing, damaged or non-bayesmix file).
 """
 
 from __future__ import annotations
@@ -43,10 +43,19 @@ def run(args) -> int:
     post = Posterior.load(args.posterior)
     table = parameter_summary(post)
     d = post.diagnostics
-    status = 0 if d.ok else 1
+    warning = d.warning()
+    bad = post.nonfinite_draws()
+    if bad:  # the stored gate passed before the file was damaged: say so, fail
+        damaged = ("the file is damaged: posterior draws of "
+                   + ", ".join(f"{name} ({n} values)" for name, n in bad.items())
+                   + " are NaN or inf; refit it")
+        warning = f"{damaged}; {warning}" if warning else damaged
+    ok = d.ok and not bad
+    status = 0 if ok else 1
     if args.json:
-        out = {"posterior": str(args.posterior), "model": post.spec.name, "ok": d.ok,
-               "warning": d.warning(), "diagnostics": asdict(d), "settings": post.settings,
+        out = {"posterior": str(args.posterior), "model": post.spec.name, "ok": ok,
+               "warning": warning, "nonfinite_draws": bad, "diagnostics": asdict(d),
+               "settings": post.settings,
                "summary": [{"parameter": name, **row}
                            for name, row in table.to_dict(orient="index").items()]}
         print(json.dumps(json_safe(out), indent=2))
@@ -61,7 +70,7 @@ def run(args) -> int:
     print(d.table())
     print(f"\nparameters ({CI_PROB:.0%} equal-tailed intervals)")
     print(format_summary(table))
-    loud_warning(d.warning())
+    loud_warning(warning)
     return status
 
 

@@ -29,10 +29,13 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from bayesmix import errors
+    from bayesmix.cli._output import TABLE_SUFFIXES, check_output
     from bayesmix.experiment import Experiment
 
     if args.round < 0:
         raise errors.OptionError(f"--round must be >= 0, got {args.round}")
+    if args.out:
+        check_output(args.out, TABLE_SUFFIXES, "-o", force=args.force, inputs=[args.ledger])
     exp = Experiment(args.ledger)
     path = exp.export(args.round, args.out, force=args.force)
     runs = exp.proposals(args.round)["run"].tolist()

@@ -18,7 +18,8 @@ import re
 import numpy as np
 
 from bayesmix import errors
-from bayesmix.cli._output import check_output, loud_warning
+from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
+from bayesmix.cli._output import add_force_argument, check_output, loud_warning
 from bayesmix.loaders import FORMATS, load, parse_size, size_label
 
 
@@ -55,6 +56,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("nutpie", "pymc"), default="nutpie",
                    help="NUTS implementation (default nutpie)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_max_loss_argument(p)
+    add_force_argument(p)
     p.add_argument("--list-models", action="store_true",
                    help="list the shipped model specifications and exit")
     p.add_argument("--show-model", metavar="NAME|FILE.toml",
@@ -88,9 +91,14 @@ def run(args) -> int:
         raise errors.OptionError("no run files given", hint="bayesmix fit RUNS... -o FILE.nc")
     if not args.output:
         raise errors.OptionError("no output file given", hint="add -o POSTERIOR.nc")
-    out = check_output(args.output)
+    # every check that can fail does so before the MCMC: output path, options, data, run count
+    out = check_output(args.output, inputs=args.runs, force=args.force)
+    max_loss = max_loss_from_args(args)
+    for name in ("draws", "tune", "chains"):
+        if getattr(args, name) < 1:
+            raise errors.OptionError(f"--{name} must be >= 1, got {getattr(args, name)}")
     spec = load_spec(args.model)  # a bad specification fails before the data is read
-    table = load(args.runs, args.format, renormalize=args.renormalize)
+    table = load(args.runs, args.format, renormalize=args.renormalize, max_loss=max_loss)
     n_loaded = table.n_runs
     if args.size is not None:
         table = select_size(table, [parse_size_option(v) for v in args.size.split(",")])
@@ -98,6 +106,8 @@ def run(args) -> int:
         raise errors.OptionError("--step and --max-step exclude each other",
                                  hint="--step fits one checkpoint per run; --max-step bounds "
                                       "the checkpoints a law over tokens takes")
+
+    check_enough_runs(table, spec, step=args.step, max_step=args.max_step)
 
     from bayesmix.fit import fit
 
@@ -110,6 +120,20 @@ def run(args) -> int:
     loud_warning(post.diagnostics_warning,
                  f"the posterior was saved to {out} with this report stored in it.")
     return 0
+
+
+def check_enough_runs(table, spec, *, step=None, max_step=None) -> None:
+    """Refuse a fit with fewer runs than the law needs (:attr:`Law.min_runs`), before MCMC."""
+    from bayesmix.laws import get_law
+    from bayesmix.model import select_for_fit
+
+    law = get_law(spec.law)
+    used = select_for_fit(table, step=step, law=spec.law, max_step=max_step)
+    if used.n_runs < law.min_runs:
+        raise errors.TooFewRunsError(
+            f"law {law.name!r} needs at least {law.min_runs} runs to be fitted; "
+            f"{used.n_runs} given", source=table.source,
+            hint="add runs, or choose a law that needs fewer (bayesmix fit --list-models)")
 
 
 def parse_size_option(text: str) -> float:

@@ -3,13 +3,16 @@
 Results files are read and validated like any run table (tidy CSV/Parquet, RegMix pairs, Ye et
 al. logs). Their runs must be in the ledger (or ``--import-unknown`` adds them as external runs),
 with the proposed mixtures. Ingesting the same results again changes nothing; a different value
-for a stored loss is refused unless ``--replace``. All files are recorded in one transaction.
+for a stored loss is refused unless ``--replace``; a loss that is not finite, not positive or
+above ``--max-loss`` is refused. All files are recorded in one transaction, or nothing is (a
+read-only ledger too).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
 from bayesmix.loaders import FORMATS
 
 
@@ -28,6 +31,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="add runs the ledger does not know as external runs (else an error)")
     p.add_argument("--replace", action="store_true",
                    help="overwrite stored values that differ (else the whole input is refused)")
+    add_max_loss_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -35,12 +39,13 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from bayesmix.experiment import Experiment
 
+    max_loss = max_loss_from_args(args)
     exp = Experiment(args.ledger)
     report: list[str] = []
     try:
         summary = exp.ingest(args.results, format=args.format, renormalize=args.renormalize,
                              import_unknown=args.import_unknown, replace=args.replace,
-                             report=report)
+                             report=report, max_loss=max_loss)
     finally:
         for line in report:
             print(f"note: {line}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from bayesmix import design, errors
 from bayesmix.cli._options import (add_constraint_arguments, constraints_from_args,
                                    parse_pairs)
-from bayesmix.data import check_known_domains
+from bayesmix.data import check_domain_names, check_known_domains
 from bayesmix.ledger import check_proposals_path
 from bayesmix.loaders import FORMATS, load
 
@@ -70,6 +70,13 @@ def run(args) -> int:
     from bayesmix.experiment import Experiment
 
     ledger_path = Path(args.ledger)
+    if args.domains is not None:      # names checked before any file is read or written
+        names = split_names(args.domains, "--domains")
+        if len(names) < 2:
+            raise errors.OptionError(
+                f"--domains {args.domains!r} names one training domain: a mixture needs at "
+                "least 2", hint="e.g. --domains web,code,books")
+        check_domain_names(names, "training", source="--domains")
     if ledger_path.exists():
         raise errors.LedgerError("a file already exists here; refusing to overwrite it",
                                  source=str(ledger_path),
@@ -95,6 +102,8 @@ def run(args) -> int:
     else:
         train = split_names(args.domains, "--domains")
         evals = split_names(args.eval_domains, "--eval-domains") if args.eval_domains else train
+        check_domain_names(evals, "validation",
+                           source="--eval-domains" if args.eval_domains else "--domains")
 
     tokens = parse_pairs(args.tokens_available, "--tokens-available")
     constraints = constraints_from_args(args, train)

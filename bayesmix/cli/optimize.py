@@ -8,6 +8,12 @@ disagree). ``-o FILE.json|FILE.csv`` also writes it. Bad input: one line on stde
 For a law over model size and tokens (``--model scaling``) ``--n-params N --tokens D`` say which
 run the mixture is for; the report then says whether the recommendation moves between the
 proxies' scale and that target, with the probability over posterior draws.
+Guarantees (chance constraints over posterior draws, met exactly on the draws):
+``--no-worse DOMAIN=TOL@PROB`` (``all=TOL@PROB`` for every validation domain) asks that the
+domain's loss be at most TOL nats above the baseline's with probability PROB (paired per draw);
+``--max-loss DOMAIN=VALUE@PROB`` that it be at most VALUE nats per token. When no mixture meets
+them, one line names the binding guarantee and the best probability reachable (exit status 2).
+``--objective minimax`` minimises the worst validation domain's expected change vs the baseline.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from bayesmix.cli._options import (
     parse_pairs,
     scale_from_args,
 )
+from bayesmix.cli._output import add_force_argument, check_output
 from bayesmix.optimize import DEFAULT_PROB, DEFAULT_STARTS, NONCONVEX_STARTS, OBJECTIVES
 
 _EPILOG = """examples:
@@ -31,9 +38,12 @@ _EPILOG = """examples:
   bayesmix optimize post.nc --target Github --objective quantile:0.9 -o report.json
   bayesmix optimize post.nc --max-share code=0.3 --tokens-available books=2e9 \\
       --max-epochs 4 --target-tokens 1e11 --objective beat-baseline --baseline web=0.6,code=0.4
+  bayesmix optimize post.nc --target Github --no-worse all=0.01@0.9 --baseline-file today.json
+  bayesmix optimize post.nc --objective minimax --max-loss ArXiv=2.1@0.95
 
 objectives: mean (posterior expected loss), quantile:Q (Q-quantile over draws), cvar:Q (mean of
-the worst 1-Q of draws), beat-baseline (maximise P(loss < baseline's loss))."""
+the worst 1-Q of draws), beat-baseline (maximise P(loss < baseline's loss)), minimax (minimise
+the worst validation domain's expected loss change vs the baseline)."""
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -56,7 +66,14 @@ def register(subparsers) -> argparse.ArgumentParser:
                       help="baseline from a JSON {domain: share} or an earlier report")
     add_constraint_arguments(p)
     p.add_argument("--objective", default="mean", metavar="|".join(OBJECTIVES),
-                   help="mean (default), quantile:Q, cvar:Q or beat-baseline")
+                   help="mean (default), quantile:Q, cvar:Q, beat-baseline or minimax")
+    p.add_argument("--no-worse", action="append", default=[], metavar="DOMAIN=TOL@PROB",
+                   help="guarantee: DOMAIN's loss at most TOL nats above the baseline's with "
+                        "probability PROB (paired per draw; DOMAIN 'all' = every validation "
+                        "domain; repeatable)")
+    p.add_argument("--max-loss", action="append", default=[], metavar="DOMAIN=VALUE@PROB",
+                   help="guarantee: DOMAIN's loss at most VALUE nats per token with probability "
+                        "PROB (repeatable)")
     p.add_argument("--prob", type=float, default=DEFAULT_PROB,
                    help=f"mass of the reported intervals (default {DEFAULT_PROB})")
     p.add_argument("-o", "--out", metavar="FILE.json|FILE.csv", help="also write the report")
@@ -67,6 +84,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "non-convex law)")
     p.add_argument("--seed", type=int, default=0, help="seed of random starts (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_force_argument(p)
     add_scale_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -76,12 +94,15 @@ def run(args) -> int:
     from bayesmix.posterior import Posterior
     from bayesmix.report import decide
 
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        if out.suffix.lower() not in (".json", ".csv"):
+    out = None
+    if args.out:  # before any work: format, folder writable, not an input, --force to replace
+        suffix = Path(args.out).suffix
+        if suffix.lower() not in (".json", ".csv"):
             raise errors.OptionError(f"-o {args.out!r}: cannot write a report as "
-                                     f"{out.suffix or 'a file without suffix'}",
+                                     f"{suffix or 'a file without suffix'}",
                                      hint="use a .json or .csv file name")
+        out = check_output(args.out, (".json", ".csv"), force=args.force,
+                           inputs=(args.posterior, args.weights, args.baseline_file))
         if not out.parent.is_dir():
             raise errors.OptionError(f"-o {args.out!r}: directory {str(out.parent)!r} does "
                                      "not exist")
@@ -91,10 +112,14 @@ def run(args) -> int:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
     if args.starts is not None and args.starts < 1:
         raise errors.OptionError(f"--starts must be >= 1, got {args.starts}")
+    from bayesmix.guarantees import parse_guarantees
+
+    guarantees = parse_guarantees(args.no_worse, args.max_loss)  # malformed: fail before work
 
     if not args.quiet:
         print(f"[optimize] loading {args.posterior}", file=sys.stderr, flush=True)
     posterior = Posterior.load(args.posterior)
+    posterior.check_finite()  # NaN draws: refused, never silently optimised over
     scale = scale_from_args(args, posterior.law)
     posterior.check_scale(**scale, max_extrapolation=args.max_extrapolation)  # fail early
     constraints = constraints_from_args(args, posterior.train_domains)
@@ -105,7 +130,7 @@ def run(args) -> int:
                     constraints=constraints, objective=args.objective, baseline=baseline,
                     prob=args.prob, allow_subset=args.weights_subset, n_starts=args.starts,
                     seed=args.seed, progress=not args.quiet, inputs=scale or None,
-                    max_extrapolation=args.max_extrapolation)
+                    max_extrapolation=args.max_extrapolation, guarantees=guarantees)
     report.source = args.posterior
     print(report.to_text())
     if out is not None:

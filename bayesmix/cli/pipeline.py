@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from pathlib import Path
 
 from bayesmix import errors
-from bayesmix.cli._output import check_output, loud_warning
+from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
+from bayesmix.cli._output import add_force_argument, check_output, loud_warning
 from bayesmix.loaders import FORMATS, load, size_label
 
 
@@ -54,6 +54,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="chains per fit (default 2; the saved posterior has J x chains)")
     p.add_argument("--seed", type=int, help="random seed (default: fresh randomness)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_max_loss_argument(p)
+    add_force_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -62,15 +64,15 @@ def run(args) -> int:
     from bayesmix.cli.fit import parse_size_option
     from bayesmix.spec import load_spec
 
-    out = check_output(args.output)
-    _check_not_input(out, args.runs)
+    out = check_output(args.output, inputs=args.runs, force=args.force)
+    max_loss = max_loss_from_args(args)
     n_params = parse_size_option(args.n_params)
     if not args.steps > 0:
         raise errors.OptionError(f"--steps must be positive, got {args.steps:g}")
     if args.imputations < 1:
         raise errors.OptionError(f"--imputations must be >= 1, got {args.imputations}")
     load_spec(args.model)  # a bad specification fails before the data is read
-    table = load(args.runs, args.format)
+    table = load(args.runs, args.format, max_loss=max_loss)
 
     from bayesmix.pipeline import gate_warnings, nested_fit, pipeline_record
 
@@ -86,16 +88,6 @@ def run(args) -> int:
         loud_warning(line, f"the posterior was saved to {out} with every stage's report "
                            "stored in it (attribute bayesmix_pipeline).")
     return 0
-
-
-def _check_not_input(out: Path, inputs) -> None:
-    """Refuse an output path that is one of the input files (or inside an input folder)."""
-    target = out.resolve()
-    for item in inputs:
-        path = Path(item).resolve()
-        if target == path or (path.is_dir() and path in target.parents):
-            raise errors.OptionError(f"-o {out} would overwrite input {item}",
-                                     hint="write the posterior somewhere else")
 
 
 def _status(report: dict) -> str:

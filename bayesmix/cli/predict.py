@@ -6,7 +6,9 @@ share}}``). Prints, and with ``-o`` writes (CSV or JSON by extension, atomically
 ``mixture, eval_domain, mean, median, lower, upper`` of equal-tailed intervals, in nats per token.
 ``--kind predictive`` (default) includes the noise of a new run; ``--kind mean`` is the posterior
 of the law's mean loss. ``--weights FILE.json`` ({domain: weight}) adds ``overall`` rows with the
-weighted loss. A posterior that failed its diagnostics gate is announced loudly on stderr.
+weighted loss (weights are normalised; two keys for one domain, e.g. web and WEB, are refused).
+An existing -o file is replaced only with --force; an input never is. A posterior that failed
+its diagnostics gate is announced loudly on stderr; one with NaN draws is refused.
 For a law over model size and tokens (``--model scaling``), ``--n-params N --tokens D`` give the
 target run's scale: outside the fitted range a warning gives the numbers, more than
 ``--max-extrapolation`` (default 10) times beyond it is refused.
@@ -20,7 +22,8 @@ import warnings
 
 from bayesmix import errors
 from bayesmix.cli._options import add_scale_arguments, scale_from_args
-from bayesmix.cli._output import TABLE_SUFFIXES, check_output, loud_warning, write_table
+from bayesmix.cli._output import (TABLE_SUFFIXES, add_force_argument, check_output,
+                                  loud_warning, write_table)
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -50,6 +53,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "domains it has)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the predictive noise draws (default 0)")
+    add_force_argument(p)
     add_scale_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -59,8 +63,9 @@ def run(args) -> int:
     from bayesmix.mixtures import read_mixtures
     from bayesmix.posterior import Posterior
 
-    if args.output:
-        check_output(args.output, TABLE_SUFFIXES)
+    if args.output:  # before any work: never an input, never an old result without --force
+        check_output(args.output, TABLE_SUFFIXES,
+                     inputs=(args.posterior, args.mixtures, args.weights), force=args.force)
     if args.weights_subset and not args.weights:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
     if not 0 < args.prob < 1:

@@ -19,6 +19,7 @@ import warnings
 from contextlib import contextmanager
 
 from bayesmix import errors
+from bayesmix.cli._output import TABLE_SUFFIXES, check_output
 from bayesmix.experiment import results_digest, shown_path  # noqa: F401 - re-exported
 
 _EPILOG = """strategies:
@@ -135,6 +136,9 @@ def run(args) -> int:
     from bayesmix.experiment import Experiment
 
     _check_options(args)
+    if args.out:      # before any fit: not an input, not an existing file without --force
+        check_output(args.out, TABLE_SUFFIXES, "--out", force=args.force,
+                     inputs=[args.ledger, args.pool, args.weights])
     exp = Experiment(args.ledger, model=args.model, draws=args.draws, tune=args.tune,
                      chains=args.chains, seed=args.seed, progress=not args.quiet,
                      log=lambda msg: _say(args, msg))

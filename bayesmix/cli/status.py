@@ -2,7 +2,8 @@
 
 Shows the domains, the constraints, the settings, counts of runs by status and by round, and the
 runs table. ``--set RUN=STATUS`` marks runs running, failed, abandoned or proposed (retry) first;
-``--json`` prints everything as one JSON object instead.
+``--json`` prints everything as one JSON object instead. Several ``--set`` are all or nothing:
+every change is checked before any is written.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ def run(args) -> int:
 
     changes = parse_pairs(args.set, "--set", convert=str)
     exp = Experiment(args.ledger)
-    for run_id, status in changes.items():
-        exp.set_status(run_id, status)
+    if changes:
+        exp.set_statuses(changes)
         if not args.json:
-            print(f"{run_id}: now {status}")
+            for run_id, status in changes.items():
+                print(f"{run_id}: now {status}")
     summary = exp.status()
     runs = exp.runs()
     if args.json:

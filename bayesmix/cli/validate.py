@@ -11,7 +11,8 @@ import json
 
 import numpy as np
 
-from bayesmix.data import SUM_TOLERANCE, RunTable
+from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
+from bayesmix.data import SUM_TOLERANCE, RunTable, check_tolerance
 from bayesmix.loaders import FORMATS, TOKENS_PER_STEP, load, size_label
 
 
@@ -20,7 +21,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         "validate", help="check run files and summarise them",
         description="Load run results (tidy CSV/Parquet, a RegMix mixture + loss CSV pair, or "
                     "Ye et al. TSV logs), check them, and print runs, domains, sizes, steps, "
-                    "missing losses and proportion ranges.")
+                    "missing losses and proportion ranges. Losses must be positive and at most "
+                    "--max-loss nats per token; empty or nan cells are missing losses, inf is "
+                    "an error. Domain names may not contain '/', ',' or '='.")
     p.add_argument("files", nargs="+", metavar="FILE", help="files or directories")
     p.add_argument("--format", choices=FORMATS, help="input format (detected when omitted)")
     p.add_argument("--renormalize", action="store_true",
@@ -29,6 +32,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help=f"allowed |sum of proportions - 1| (default {SUM_TOLERANCE})")
     p.add_argument("--tokens-per-step", type=float, default=TOKENS_PER_STEP,
                    help=f"Ye et al. logs: tokens per step (default {TOKENS_PER_STEP})")
+    add_max_loss_argument(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
     return p
@@ -36,8 +40,11 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     notes: list[str] = []
+    tolerance = check_tolerance(args.tolerance, "--tolerance")
+    max_loss = max_loss_from_args(args)
     table = load(args.files, args.format, renormalize=args.renormalize,
-                 tolerance=args.tolerance, report=notes, tokens_per_step=args.tokens_per_step)
+                 tolerance=tolerance, report=notes, tokens_per_step=args.tokens_per_step,
+                 max_loss=max_loss)
     summary = summarize(table)
     if args.json:
         print(json.dumps({**summary, "notes": notes}, indent=2))
