@@ -810,3 +810,15 @@ def test_ledger_and_proposal_files_get_the_umask_mode(tmp_path):
     for p in (path, out):
         assert stat.S_IMODE(p.stat().st_mode) == 0o640, p
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_init_initial_design_never_replaces_an_existing_round0_file(tmp_path, capsys):
+    out = tmp_path / "round0.csv"
+    out.write_text("results a user keeps\n")
+    before = digest(out)
+    argv = ["init", "--ledger", tmp_path / "exp.db", "--domains", "web,code,books",
+            "--initial-design", 4, "--out", out]
+    assert_one_line_error(*lcli(capsys, *argv), "already exists", "--force")
+    assert digest(out) == before and not (tmp_path / "exp.db").exists()
+    assert cli(capsys, *argv, "--force")[0] == 0
+    assert digest(out) != before and (tmp_path / "exp.db").exists()

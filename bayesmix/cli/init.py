@@ -15,6 +15,7 @@ from pathlib import Path
 from bayesmix import design, errors
 from bayesmix.cli._options import (add_constraint_arguments, constraints_from_args,
                                    parse_pairs)
+from bayesmix.cli._output import add_force_argument
 from bayesmix.data import check_domain_names, check_known_domains
 from bayesmix.ledger import check_proposals_path
 from bayesmix.loaders import FORMATS, load
@@ -54,6 +55,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                         f"(default {design.DEFAULT_MIN_DISTANCE})")
     p.add_argument("--out", metavar="FILE.csv|FILE.json",
                    help="where to write the proposals (default: <ledger>-round0.csv)")
+    add_force_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -85,7 +87,8 @@ def run(args) -> int:
     if args.initial_design is not None:
         out = Path(args.out) if args.out else ledger_path.with_name(
             ledger_path.stem + "-round0.csv")
-        check_proposals_path(out, inputs=[ledger_path, *(args.runs or [])])
+        check_proposals_path(out, overwrite=args.force,
+                             inputs=[ledger_path, *(args.runs or [])])
     elif args.out:
         raise errors.OptionError("--out needs --initial-design N")
 
