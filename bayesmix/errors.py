@@ -143,3 +143,23 @@ class OutputPathError(OptionError):
 
 class WriteError(BayesmixError):
     """Writing an output file failed (permissions, full disk); nothing was replaced."""
+
+
+class GuaranteeError(InfeasibleError):
+    """No mixture meets the guarantees on the posterior draws. ``guarantee``: the binding one;
+    ``best_prob``: the highest probability of it reachable; ``mixture``: where (M,)."""
+
+    def __init__(self, problem: str, *, guarantee=None, best_prob: float | None = None,
+                 mixture=None, hint: str | None = None):
+        super().__init__(problem, hint=hint)
+        self.guarantee, self.best_prob, self.mixture = guarantee, best_prob, mixture
+
+
+class ProposalConflictError(LedgerError):
+    """A proposal came within the minimum distance of a run recorded while it was being chosen
+    (e.g. by a concurrent proposer); nothing was recorded."""
+
+
+class DamagedLedgerError(LedgerError):
+    """A cell of the ledger cannot be what bayesmix wrote (edited by hand or damaged): names the
+    file, table, row and column."""

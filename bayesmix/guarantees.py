@@ -47,10 +47,25 @@ from scipy import special
 from bayesmix import errors
 from bayesmix.constraints import Constraints
 from bayesmix.data import check_known_domains
-from bayesmix.optimize import (DEFAULT_PROB, LawDraws, Objective, _beat_temperature, _Criterion,
-                               _DrawValues, _normalise_weights, _order_weights, _predict, _unpack,
-                               as_law_draws, centre, check_constraints, ensure_feasible,
-                               feasible_points, minimize_objective, project)
+from bayesmix.optimize import (
+    DEFAULT_PROB,
+    LawDraws,
+    Objective,
+    _beat_temperature,
+    _Criterion,
+    _DrawValues,
+    _normalise_weights,
+    _order_weights,
+    _predict,
+    _unpack,
+    as_law_draws,
+    centre,
+    check_constraints,
+    ensure_feasible,
+    feasible_points,
+    minimize_objective,
+    project,
+)
 
 #: Guarantee kinds: relative to the baseline (paired per draw) or absolute.
 KINDS = ("no-worse", "max-loss")
@@ -76,14 +91,7 @@ FRONTIER_STEPS = 9
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
-class GuaranteeError(errors.InfeasibleError):
-    """No mixture meets the guarantees on the posterior draws. ``guarantee``: the binding one;
-    ``best_prob``: the highest probability of it reachable; ``mixture``: where (M,)."""
-
-    def __init__(self, problem: str, *, guarantee=None, best_prob: float | None = None,
-                 mixture=None, hint: str | None = None):
-        super().__init__(problem, hint=hint)
-        self.guarantee, self.best_prob, self.mixture = guarantee, best_prob, mixture
+GuaranteeError = errors.GuaranteeError  # re-exported: bayesmix.guarantees.GuaranteeError
 
 
 # ------------------------------------------------------------------------------ guarantees

@@ -65,7 +65,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +73,16 @@ import pandas as pd
 
 from bayesmix import errors
 from bayesmix.constraints import Constraints
-from bayesmix.data import (LOSS_PREFIX, MAX_LOSS, MIX_PREFIX, RunTable, _check_domain_names,
-                           check_known_domains, check_loss, check_max_loss)
+from bayesmix.data import (
+    LOSS_PREFIX,
+    MAX_LOSS,
+    MIX_PREFIX,
+    RunTable,
+    _check_domain_names,
+    check_known_domains,
+    check_loss,
+    check_max_loss,
+)
 from bayesmix.io import atomic_write_text, same_file
 
 SCHEMA_VERSION = 1
@@ -108,14 +116,9 @@ _HANDOFF_KEY = "handoff:round"
 _OCCUPIED = ("proposed", "running", "completed")
 
 
-class ProposalConflictError(errors.LedgerError):
-    """A proposal came within the minimum distance of a run recorded while it was being chosen
-    (e.g. by a concurrent proposer); nothing was recorded."""
-
-
-class DamagedLedgerError(errors.LedgerError):
-    """A cell of the ledger cannot be what bayesmix wrote (edited by hand or damaged): names the
-    file, table, row and column."""
+# re-exported: bayesmix.ledger.ProposalConflictError / DamagedLedgerError
+ProposalConflictError = errors.ProposalConflictError
+DamagedLedgerError = errors.DamagedLedgerError
 
 
 def _fault_point(name: str) -> None:
@@ -1269,4 +1272,4 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
