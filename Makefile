@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv benchmarks clean
+.PHONY: demo test test-fast lint venv benchmarks clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { interp=$$(tools/find-python) && echo "creating $(VENV) with $$interp" && $$interp -m venv $(VENV); }
@@ -23,8 +23,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+# lint first: ruff (style, bugs) on all Python code, mypy (types) on the package
+test: $(STAMP) lint
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bayesmix tests examples benchmarks
+	$(VENV)/bin/mypy
 
 # everything but the tests marked slow (MCMC fits); `make test` still runs them all
 test-fast: $(STAMP)

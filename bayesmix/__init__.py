@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from bayesmix.errors import BayesmixError
 from bayesmix.data import RunTable
+from bayesmix.errors import BayesmixError
 
 #: Public names loaded on first access: name -> (module, attribute).
 _LAZY = {

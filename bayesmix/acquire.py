@@ -84,8 +84,15 @@ from bayesmix import design, errors
 from bayesmix.constraints import Constraints
 from bayesmix.data import MIX_PREFIX
 from bayesmix.laws import Law
-from bayesmix.optimize import (LawDraws, check_constraints, draw_optima, ensure_feasible,
-                               feasible_points, minimize_objective, project)
+from bayesmix.optimize import (
+    LawDraws,
+    check_constraints,
+    draw_optima,
+    ensure_feasible,
+    feasible_points,
+    minimize_objective,
+    project,
+)
 
 #: Strategy names accepted by :func:`get_strategy` (and ``bayesmix propose --strategy``).
 STRATEGIES = ("thompson", "optimum-info", "bald", "random")
@@ -319,7 +326,10 @@ class Candidates:
     def select(self, index) -> Candidates:
         """The candidates at ``index`` (an int array), same kind."""
         index = np.asarray(index, int)
-        pick = (lambda a: None if a is None else np.asarray(a)[index])
+
+        def pick(a):
+            return None if a is None else np.asarray(a)[index]
+
         ids = None if self.ids is None else tuple(np.asarray(self.ids, dtype=object)[index])
         return Candidates(self.mixtures[index], self.train_domains, ids, pick(self.n_params),
                           pick(self.steps), pick(self.tokens), self.constraints, self.notes)
@@ -328,6 +338,7 @@ class Candidates:
         """This cloud plus ``mixtures`` (continuous candidates only)."""
         if self.is_pool:
             raise errors.DesignError("a finite pool cannot be extended")
+        assert self.constraints is not None  # continuous clouds are built from constraints
         mix = ensure_feasible(np.vstack([self.mixtures, mixtures]), self.constraints,
                               "candidate mixture")
         return Candidates(mix, self.train_domains, constraints=self.constraints,
@@ -549,7 +560,7 @@ class RandomSelection(Strategy):
             # weighted sampling without replacement: sort by u^(1/w), w = cost^-p
             keys = np.log(rng.uniform(size=len(candidates))) * cost ** self.cost_power
             order = np.argsort(-keys, kind="stable")
-        chosen = []
+        chosen: list[int] = []
         for j in order:
             if len(chosen) == q:
                 break
@@ -599,6 +610,7 @@ class ThompsonSampling(Strategy):
             if not aware:
                 j = int(np.argmin(np.where(guard.allowed, values[s], np.inf)))
             else:
+                assert factor is not None  # set when aware
                 j = _cost_aware_pick(values[s], best[s], factor, guard.allowed)
             chosen.append(j)
             scores.append(float(values[s, j]))

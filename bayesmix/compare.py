@@ -22,6 +22,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -227,8 +228,10 @@ def kfold(models: Mapping[str, Posterior | ModelSpec | str], runs: RunTable | No
 
     summary, by_domain, pointwise = [], [], []
     for name, model in models.items():
-        post = model if isinstance(model, Posterior) else None
-        spec = post.spec if post else load_spec(model)
+        if isinstance(model, Posterior):
+            post, spec = model, model.spec
+        else:
+            post, spec = None, load_spec(model)
         fit_kw = _fit_settings(post, draws=draws, tune=tune, chains=chains)
         table = select_for_fit(runs, law=spec.law)  # one record per run, as a fit uses
         inputs = prepare_data(table, spec.law)
@@ -296,7 +299,8 @@ def _score_fold(refit: Posterior, table: RunTable, held: list[str], inputs, posi
     observations (coords ``obs_run``, ``obs_eval_domain``).
     """
     idx = [position[r] for r in held]
-    extra = {key: None if getattr(inputs, key) is None else getattr(inputs, key)[idx]
+    extra: dict[str, Any] = {key: None if getattr(inputs, key) is None
+                             else getattr(inputs, key)[idx]
              for key in ("n_params", "tokens")}
     pred = refit.predict(table.mixtures.loc[held], seed=seed, **extra)
     mean = pred.mean.mean(("chain", "draw")).transpose("mixture", "eval_domain").values

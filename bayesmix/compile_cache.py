@@ -1,14 +1,14 @@
 """Compiled models persisted across processes, so a fresh process does not recompile.
 
-What costs the time in a fresh process (fit_speed problem, measured on an idle machine):
-pytensor's graph rewriting ~1.5 s; numba compiling pytensor's logp/gradient and expansion
-functions ~25 s with an empty pytensor cache (pytensor then caches them in its own compiledir);
-numba compiling nutpie's C-callback wrappers around them ~9 s in every process (they close
-over per-compile random names and data, so numba's own cache never hits). This module stores the finished machine code of nutpie's two
-C callbacks (logp + gradient, and the expansion to all model variables: numba's object code
-plus the numba environments they reference) with the layout nutpie needs (variable names,
-shapes, shared-variable order), and rebuilds nutpie's compiled model around a freshly built
-``pm.Model`` (initial-point function, data pointers, coordinates) without any numba compilation.
+What costs the time in a fresh process (fit_speed problem, measured on an idle machine): pytensor's
+graph rewriting ~1.5 s; numba compiling pytensor's logp/gradient and expansion functions ~25 s with
+an empty pytensor cache (pytensor then caches them in its own compiledir); numba compiling nutpie's
+C-callback wrappers around them ~9 s in every process (they close over per-compile random names and
+data, so numba's own cache never hits). This module stores the finished machine code of nutpie's two
+C callbacks (logp + gradient, and the expansion to all model variables: numba's object code plus the
+numba environments they reference) with the layout nutpie needs (variable names, shapes,
+shared-variable order), and rebuilds nutpie's compiled model around a freshly built ``pm.Model``
+(initial-point function, data pointers, coordinates) without any numba compilation.
 
 Key: sha256 of the caller's structure string, a fingerprint of the model's logp and
 deterministics graph (ops, constants, variable types: a changed law or prior is a new key),
@@ -83,8 +83,8 @@ def versions() -> dict[str, str]:
         from bayesmix import __version__
 
         out["bayesmix"] = __version__
-    from numba.core.registry import cpu_target
     import pytensor
+    from numba.core.registry import cpu_target
 
     out["python"] = sys.version
     out["machine"] = platform.machine()
@@ -140,7 +140,7 @@ def _graph(model):
     outputs = [model.logp(), *model.unobserved_value_vars]
     h = hashlib.sha256()
     ids: dict = {}
-    shared: dict[str, list] = {}
+    shared: dict[str | None, list] = {}
 
     def ident(v) -> int:
         if v not in ids:

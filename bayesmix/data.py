@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -242,9 +243,9 @@ class RunTable:
 
         # run ids: non-empty strings
         run_ids = []
-        for i, v in enumerate(frame["run"].tolist()):
+        for k, v in enumerate(frame["run"].tolist()):
             if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "":
-                raise errors.MissingValueError("run id is empty", source=source, row=rows[i],
+                raise errors.MissingValueError("run id is empty", source=source, row=rows[k],
                                                column="run", hint="give every record a run id")
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
@@ -324,10 +325,10 @@ class RunTable:
                 bad_runs = spread[spread > 1e-9]
                 if len(bad_runs):
                     run = bad_runs.index[0]
-                    i = run_ids.index(run)
+                    first = run_ids.index(run)
                     raise errors.InconsistentMixtureError(
                         f"{col} differs between checkpoints of the same run", source=source,
-                        row=rows[i], run=run, column=col,
+                        row=rows[first], run=run, column=col,
                         hint="a run has one mixture and one model size; use another run id")
         ordered = ["run", *[c for c in META_COLUMNS if c in frame.columns], *mix_cols, *loss_cols]
         return cls(frame[ordered], train, evals, source=source)
@@ -442,9 +443,11 @@ class RunTable:
         checkpoint); ``n_params`` has dim ``run``.
         """
         mix = self.mixtures
-        coords = {"run": list(mix.index), "train_domain": list(self.train_domains),
-                  "eval_domain": list(self.eval_domains)}
-        data = {"proportions": (("run", "train_domain"), mix.to_numpy(dtype=float))}
+        coords: dict[str, Any] = {"run": list(mix.index),
+                                  "train_domain": list(self.train_domains),
+                                  "eval_domain": list(self.eval_domains)}
+        data: dict[str, tuple] = {
+            "proportions": (("run", "train_domain"), mix.to_numpy(dtype=float))}
         rec = self._records
         if "n_params" in rec.columns:
             data["n_params"] = (("run",), rec.drop_duplicates("run").set_index("run")
@@ -476,7 +479,7 @@ class RunTable:
         rec = self._records
         loss = rec[[LOSS_PREFIX + d for d in self.eval_domains]]
         mix = self.mixtures
-        out = {
+        out: dict[str, Any] = {
             "source": self.source,
             "runs": self.n_runs,
             "records": len(rec),

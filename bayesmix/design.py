@@ -25,6 +25,7 @@ than ``min_distance`` (Euclidean, in shares) to a kept or an ``existing`` mixtur
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -63,11 +64,12 @@ def initial_design(constraints: Constraints, n: int, *, seed: int | None,
         raise DesignError(f"the number of design mixtures must be a positive integer, got {n!r}")
     if method not in METHODS:
         raise DesignError(f"unknown design method {method!r}", hint=f"use one of {METHODS}")
-    alpha = np.broadcast_to(np.asarray(alpha, float), (m,)) if np.ndim(alpha) == 0 else (
-        np.asarray(list(alpha), float))
-    if alpha.shape != (m,) or not np.all(np.isfinite(alpha) & (alpha > 0)):
+    given: Any = alpha  # a number, or any iterable of one per domain
+    conc: np.ndarray = (np.broadcast_to(np.asarray(given, float), (m,)) if np.ndim(given) == 0
+                        else np.asarray(list(given), float))
+    if conc.shape != (m,) or not np.all(np.isfinite(conc) & (conc > 0)):
         raise DesignError(f"alpha must be a positive number or {m} positive numbers (one per "
-                          f"training domain), got {alpha.tolist()}")
+                          f"training domain), got {conc.tolist()}")
     dist = DEFAULT_MIN_DISTANCE if min_distance is None else float(min_distance)
     if not np.isfinite(dist) or dist < 0:
         raise DesignError(f"min_distance must be >= 0, got {min_distance!r}")
@@ -79,7 +81,7 @@ def initial_design(constraints: Constraints, n: int, *, seed: int | None,
                           f"training domain, got shape {existing.shape}")
     budget = max(100_000, 200 * n) if max_candidates is None else int(max_candidates)
 
-    from scipy.stats import qmc   # imported here: scipy.stats costs most of the CLI start-up time
+    from scipy.stats import qmc  # imported here: scipy.stats costs most of the CLI start-up time
 
     rng = np.random.default_rng(seed)
     free = np.flatnonzero(upper - lower > FEASIBILITY_ATOL)
@@ -100,7 +102,7 @@ def initial_design(constraints: Constraints, n: int, *, seed: int | None,
         return kept
 
     head = np.minimum(upper[free] - lower[free], mass)     # room above the minimum, per domain
-    a = alpha[free]
+    a = conc[free]
     k = free.size
     sampler = qmc.Sobol(d=k - 1, scramble=True, rng=rng) if method == "sobol" else None
     kept = np.empty((0, m))

@@ -84,7 +84,7 @@ def _worst(ds: xr.Dataset, pick) -> tuple[float, str]:
             idx = np.unravel_index(flat, vals.shape)
             labels = [str(da[d].values[i]) if d in da.coords else str(i)
                       for d, i in zip(da.dims, idx)]
-            best_val, best_name = val, name + (f"[{', '.join(labels)}]" if labels else "")
+            best_val, best_name = val, str(name) + (f"[{', '.join(labels)}]" if labels else "")
     return (float("nan") if best_val is None else best_val), best_name
 
 

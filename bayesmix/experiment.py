@@ -43,8 +43,14 @@ import pandas as pd
 from bayesmix import errors
 from bayesmix.data import MAX_LOSS, MIX_PREFIX, RunTable, check_known_domains
 from bayesmix.diagnostics import ConvergenceWarning
-from bayesmix.ledger import (IngestSummary, Ledger, ProposalConflictError,
-                             check_proposals_path, file_hash, write_proposals)
+from bayesmix.ledger import (
+    IngestSummary,
+    Ledger,
+    ProposalConflictError,
+    check_proposals_path,
+    file_hash,
+    write_proposals,
+)
 
 #: How many times a batch is chosen again when a concurrent proposer recorded runs too close to
 #: it while it was being chosen.
@@ -120,7 +126,6 @@ class Experiment:
         before the file is created. ``options`` go to :class:`Experiment`.
         """
         from bayesmix import design
-
         from bayesmix.spec import load_spec
 
         path = Path(ledger_path)
@@ -396,7 +401,7 @@ class Experiment:
                      f"--round {r}`" for r, p in led.missing_handoffs().items()]
             led.check_writable()        # a read-only or locked ledger: now, not after a fit
             planned = led.next_round()
-            explicit = out if out not in (None, True, False) else None
+            explicit = None if out is None or isinstance(out, bool) else out
             if out is True or explicit is not None:
                 first = Path(explicit) if explicit is not None else self._default_handoff(planned)
                 check_proposals_path(first, overwrite=force, inputs=[self.path, pool_path])
@@ -417,7 +422,7 @@ class Experiment:
                 belief = acquire.Belief.from_posterior(post, weights=w, target=t)
             dist = min_distance if min_distance is not None else (
                 design.DEFAULT_MIN_DISTANCE if belief is None else acquire.DEFAULT_MIN_DISTANCE)
-            handoff = None
+            handoff: Path | Callable[[int], Path] | None = None
             if explicit is not None:
                 handoff = Path(explicit)
             elif out is True:
@@ -443,7 +448,7 @@ class Experiment:
                                             pending=pending, existing=done,
                                             min_distance=min_distance, n_candidates=n_cand,
                                             seed=seed, cost_power=cost_power)
-                    round_record = {**record, "strategy": batch.strategy, "seed": seed,
+                    round_record = {**(record or {}), "strategy": batch.strategy, "seed": seed,
                                     "objective": belief.weights_description}
                     if batch.ids is not None:
                         round_record["pool"] = str(pool_path) if pool_path else "candidates"

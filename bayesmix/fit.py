@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 import pymc as pm
 
@@ -29,7 +30,7 @@ from bayesmix.spec import ModelSpec, load_spec
 SAMPLERS = ("nutpie", "pymc")
 
 # structure key -> (pm.Model, nutpie compiled model or None)
-_COMPILED: dict[str, tuple[pm.Model, object]] = {}
+_COMPILED: dict[str, tuple[pm.Model, Any]] = {}  # Any: nutpie's compiled model
 
 
 def clear_cache() -> None:
@@ -153,5 +154,5 @@ def fit(runs: RunTable, model: str | ModelSpec = "default", *, step: float | Non
                 "sample_s": round(sample_s, 3)}
     post = Posterior.from_fit(tree, spec, table, report, settings)
     if warn and not report.ok:
-        warnings.warn(report.warning(), ConvergenceWarning, stacklevel=2)
+        warnings.warn(str(report.warning()), ConvergenceWarning, stacklevel=2)
     return post

@@ -38,6 +38,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -408,11 +409,11 @@ def _criterion_pieces(objective: Objective, law, params, inputs, w, baseline, co
     crit = _Criterion(objective, values, baseline if objective.needs_baseline else None,
                       temperature)
 
-    def pieces(r):
+    def crit_pieces(r):
         v, g = crit(r)
         return np.array([v]), np.asarray(g)[None, :]
 
-    return pieces, crit.value
+    return crit_pieces, crit.value
 
 
 def solve(pieces, chance: _ChanceSet | None, constraints: Constraints, starts, *,
@@ -858,22 +859,23 @@ def frontier(source, *, target: str, guards, tolerances=None, probs=None,
         if x is not None and prev is not None and chance.ok(prev) \
                 and _worst(pieces, x) > prev_v:
             x = prev  # monotone: the tighter point's mixture is feasible here and better
-        row = {sweep: v, "feasible": x is not None}
+        row: dict[str, Any] = {sweep: v, "feasible": x is not None}
         if x is None:
             rows.append(row)
             continue
-        loss = tdv.at(x)[:, 0, 0]
-        lo, hi = np.quantile(loss, [(1 - prob) / 2, (1 + prob) / 2])
-        p = chance.probs(x)
-        slack = p - chance.level
+        target_loss = tdv.at(x)[:, 0, 0]
+        lo, hi = np.quantile(target_loss, [(1 - prob) / 2, (1 + prob) / 2])
+        probs_x = chance.probs(x)
+        slack = probs_x - chance.level
         k = int(np.argmin(slack))
-        row.update({"target_loss": float(loss.mean()), "target_lower": float(lo),
-                    "target_upper": float(hi), "price": float(loss.mean()) - free_loss,
-                    "gain": (prev_v - float(loss.mean())) if prev is not None else np.nan,
-                    "tightest": expanded[k].label(), "tightest_prob": float(p[k])})
+        mean_loss = float(target_loss.mean())
+        row.update({"target_loss": mean_loss, "target_lower": float(lo),
+                    "target_upper": float(hi), "price": mean_loss - free_loss,
+                    "gain": (prev_v - mean_loss) if prev is not None else np.nan,
+                    "tightest": expanded[k].label(), "tightest_prob": float(probs_x[k])})
         row.update({f"share.{d}": float(s) for d, s in zip(draws.train_domains, x)})
         rows.append(row)
-        prev, prev_v = x, float(loss.mean())
+        prev, prev_v = x, mean_loss
     table = pd.DataFrame(rows)
     for col in ("target_loss", "target_lower", "target_upper", "price", "gain", "tightest",
                 "tightest_prob", *[f"share.{d}" for d in draws.train_domains]):

@@ -672,8 +672,8 @@ def _section_decision(view: _View) -> tuple[str, str, str]:
             color="0.92", height=0.8, label="allowed range")
     if rep.draw_optima is not None:
         opt = rep.draw_optima.transpose("sample", "train_domain").values
-        parts_ = ax.violinplot([opt[:, j] for j in range(m)], positions=ypos, orientation="horizontal",
-                               showextrema=False, widths=0.8)
+        parts_ = ax.violinplot([opt[:, j] for j in range(m)], positions=ypos,
+                               orientation="horizontal", showextrema=False, widths=0.8)
         for body in parts_["bodies"]:
             body.set_alpha(0.35)
     if rep.optimum_spread is not None:

@@ -487,9 +487,9 @@ class Ledger:
     def add_proposals(self, mixtures: np.ndarray | pd.DataFrame, strategy: str,
                       round: int | None = None, *,
                       posterior: str | os.PathLike | None = None,
-                      n_params: float | Sequence[float] | None = None,
-                      steps: float | Sequence[float] | None = None,
-                      tokens: float | Sequence[float] | None = None,
+                      n_params: float | Sequence[float] | np.ndarray | None = None,
+                      steps: float | Sequence[float] | np.ndarray | None = None,
+                      tokens: float | Sequence[float] | np.ndarray | None = None,
                       fit: Mapping | None = None, min_distance: float | None = None,
                       handoff: str | os.PathLike | Callable[[int], str | os.PathLike] | None
                       = None) -> list[str]:
@@ -523,10 +523,10 @@ class Ledger:
         if min_distance:
             self._check_spread(mix, float(min_distance))
         inside = self.constraints.contains(mix)
-        for i in np.flatnonzero(~inside):
+        for bad in np.flatnonzero(~inside):
             raise errors.InfeasibleError(
-                f"proposal {i + 1} ({_fmt_mix(mix[i], self.train_domains)}) "
-                f"{self._violation(mix[i])}", source=str(self.path),
+                f"proposal {bad + 1} ({_fmt_mix(mix[bad], self.train_domains)}) "
+                f"{self._violation(mix[bad])}", source=str(self.path),
                 hint="proposals must satisfy the ledger's constraints")
         extras = {name: _per_run(value, n, name)
                   for name, value in (("n_params", n_params), ("steps", steps),
@@ -964,7 +964,7 @@ class Ledger:
                                 (now, run))
                     summary.completed.append(run)
         order = {r: i for i, r in enumerate(table.runs)}
-        summary.completed.sort(key=order.get)
+        summary.completed.sort(key=order.__getitem__)
         return summary
 
     # ------------------------------------------------------------------ views
@@ -1167,7 +1167,7 @@ def write_proposals(runs: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def check_proposals_path(path: str | os.PathLike, *, overwrite: bool = True,
-                         inputs: Iterable[str | os.PathLike] = ()) -> Path:
+                         inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
     """OptionError unless ``path`` can take the proposals: it ends in .csv or .json, is not a
     folder, its folder exists and is writable (a probe file is created and removed), it is none
     of ``inputs`` (e.g. the ledger, the candidate pool) and, unless ``overwrite``, no file is

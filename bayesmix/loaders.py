@@ -30,9 +30,18 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
-from bayesmix.data import (LOSS_PREFIX, MAX_LOSS, MAX_LOSS_LIMIT, MIX_PREFIX, SUM_TOLERANCE,
-                           RunTable, check_known_domains, check_loss, check_max_loss,
-                           check_tolerance)
+from bayesmix.data import (
+    LOSS_PREFIX,
+    MAX_LOSS,
+    MAX_LOSS_LIMIT,
+    MIX_PREFIX,
+    SUM_TOLERANCE,
+    RunTable,
+    check_known_domains,
+    check_loss,
+    check_max_loss,
+    check_tolerance,
+)
 
 FORMATS = ("tidy", "regmix", "mixinglaws")
 #: Ye et al. train with 1,048,576 tokens per optimiser step (batch 512 x 2048 tokens).
@@ -79,12 +88,12 @@ def load(paths: PathLike | Sequence[PathLike], format: str | None = None, *,
     if fmt == "tidy":
         parts = [_load_tidy(p, renormalize, tolerance, notes, max_loss) for p in paths_only]
     elif fmt == "regmix":
-        parts = [_load_regmix_pair(m, l, renormalize, tolerance, notes, max_loss)
-                 for m, l in _pair_regmix(paths_only)]
+        parts = [_load_regmix_pair(mix, loss, renormalize, tolerance, notes, max_loss)
+                 for mix, loss in _pair_regmix(paths_only)]
     else:
         parts = [_load_ye(p, renormalize, tolerance, notes, tokens_per_step, start_checkpoint,
                           max_loss) for p in paths_only]
-        parts.sort(key=lambda t: float(t.column("n_params").min()))
+        parts.sort(key=_smallest_size)
     table = _combine(parts)
     _check_expected(table, expected_domains)
     if report is not None:
@@ -107,6 +116,13 @@ def from_dataframe(frame: pd.DataFrame, *, source: str = "DataFrame", renormaliz
     if report is not None:
         report.extend(notes)
     return table
+
+
+def _smallest_size(table: RunTable) -> float:
+    """The smallest model size of a Ye et al. table (its loader always sets n_params)."""
+    sizes = table.column("n_params")
+    assert sizes is not None
+    return float(sizes.min())
 
 
 def detect_format(path: PathLike) -> str | None:
@@ -256,7 +272,7 @@ def _read_text_table(path: Path, id_column: str) -> tuple[pd.DataFrame, np.ndarr
         detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise errors.UnreadableFileError(f"not a well-formed CSV file: {detail}", source=source,
                                          hint="check the quotes and that each line has as "
-                                              "many fields as the header")
+                                              "many fields as the header") from None
     lines = np.arange(len(frame)) + 2
     blank = frame.isna().all(axis=1).to_numpy()
     return frame.loc[~blank].reset_index(drop=True), lines[~blank]
@@ -268,7 +284,8 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, ImportError) as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise errors.UnreadableFileError(f"not a readable Parquet file: {detail}",
-                                         source=str(path), hint="write it again with to_parquet")
+                                         source=str(path), hint="write it again with to_parquet"
+                                         ) from None
 
 
 # ---------------------------------------------------------------------------------- tidy
@@ -326,7 +343,8 @@ def _pair_key(path: Path) -> str:
 
 def _pair_regmix(paths: list[Path]) -> list[tuple[Path, Path]]:
     """Split files into (mixtures, losses) pairs by their columns and names."""
-    mixtures, losses = [], []
+    mixtures: list[Path] = []
+    losses: list[Path] = []
     for path in paths:
         header = _csv_header(path)
         role = _regmix_role(path, pd.DataFrame(columns=header))
@@ -339,7 +357,7 @@ def _pair_regmix(paths: list[Path]) -> list[tuple[Path, Path]]:
             hint="pass both, e.g. train_mixture_1m.csv train_pile_loss_1m.csv")
     if len(mixtures) == 1 and len(losses) == 1:
         return [(mixtures[0], losses[0])]
-    by_key = {}
+    by_key: dict[str, list[Path]] = {}
     for path in losses:
         by_key.setdefault(_pair_key(path), []).append(path)
     pairs = []
@@ -351,7 +369,7 @@ def _pair_regmix(paths: list[Path]) -> list[tuple[Path, Path]]:
                 hint="name pairs alike (train_mixture_1m.csv + train_pile_loss_1m.csv) or load "
                      "one pair at a time")
         pairs.append((mix, partner[0]))
-    unused = set(losses) - {l for _, l in pairs}
+    unused = set(losses) - {loss for _, loss in pairs}
     if unused:
         raise errors.FormatError("no mixture file for this loss file", source=str(min(unused)),
                                  hint="pass its mixture file too")
@@ -393,7 +411,8 @@ def _run_prefix(mix_path: Path) -> str:
 
 
 def _regmix_ids(path: Path, frame: pd.DataFrame, lines: np.ndarray) -> list[str]:
-    ids, first_line = [], {}
+    ids: list[str] = []
+    first_line: dict[str, int] = {}
     for value, line in zip(frame["index"].tolist(), lines):
         text = "" if value is None or (isinstance(value, float) and math.isnan(value)) \
             else str(value).strip()
@@ -439,7 +458,8 @@ def _load_regmix_pair(mix_path: Path, loss_path: Path, renormalize, tolerance,
 
     # column names: domain names and where each came from
     col_of: dict[str, tuple[Path, str]] = {}
-    rename_mix, rename_loss = {}, {}
+    rename_mix: dict[str, str] = {}
+    rename_loss: dict[str, str] = {}
     for frame, prefix, kind, path, rename in ((mix, MIX_PREFIX, "training", mix_path, rename_mix),
                                               (loss, LOSS_PREFIX, "validation", loss_path,
                                                rename_loss)):
@@ -644,7 +664,7 @@ def _load_ye(path: Path, renormalize, tolerance, notes, tokens_per_step,
             n_dup += 1
 
     if start and start_checkpoint:
-        runs = {}
+        runs: dict[str, dict] = {}
         for (run, _), rec in records.items():
             runs.setdefault(run, rec)
         for run, rec in runs.items():
@@ -673,7 +693,8 @@ def _load_ye(path: Path, renormalize, tolerance, notes, tokens_per_step,
                                    column="loss", hint="a run file needs at least one loss")
     ordered = sorted(records.items(),  # by size, mixture id (numerically), step
                      key=lambda kv: (kv[1]["size"], _natural(kv[1]["tag"]), kv[0][1]))
-    rows = {"run": [], "n_params": [], "step": [], "tokens": []}
+    assert train_names is not None  # set by the first record
+    rows: dict[str, list] = {"run": [], "n_params": [], "step": [], "tokens": []}
     for name in train_names:
         rows[MIX_PREFIX + name] = []
     for name in evals:
@@ -782,8 +803,8 @@ def _combine(parts: list[RunTable]) -> RunTable:
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
-    where: dict[tuple, str] = {}
-    mixture_of: dict[str, tuple[tuple, str]] = {}
+    where: dict[tuple, str | None] = {}
+    mixture_of: dict[str, tuple[tuple, str | None]] = {}
     for part in parts:
         for kind, a, b in (("training", first.train_domains, part.train_domains),
                            ("validation", first.eval_domains, part.eval_domains)):
@@ -796,7 +817,7 @@ def _combine(parts: list[RunTable]) -> RunTable:
         has_step = "step" in tidy.columns
         mix = tidy[[MIX_PREFIX + d for d in first.train_domains]].to_numpy()
         for i, run in enumerate(tidy["run"]):
-            key = (run, tidy["step"].iloc[i]) if has_step else (run,)
+            key: tuple = (run, tidy["step"].iloc[i]) if has_step else (run,)
             if key in where:
                 at = f" at step {key[1]:g}" if has_step else ""
                 raise errors.DuplicateRunError(

@@ -89,8 +89,9 @@ def select_for_fit(runs: RunTable, *, step: float | None = None, law=None,
         tokens = runs.column("tokens")
         if tokens is not None:
             keep = tokens.to_numpy(dtype=float) > 0
-            if max_step is not None and runs.has_steps:
-                keep &= runs.column("step").to_numpy(dtype=float) <= max_step
+            steps = runs.column("step")
+            if max_step is not None and steps is not None:
+                keep &= steps.to_numpy(dtype=float) <= max_step
             if not keep.any():
                 raise errors.EmptyInputError(
                     "no checkpoint with tokens > 0" + (
@@ -199,6 +200,7 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
     coords = {"train_domain": train_domains, "eval_domain": eval_domains,
               rec: list(data.runs), "obs": np.arange(len(data.y))}
     if data.multi_record:
+        assert data.run_ids is not None  # multi_record means run_ids were set
         coords["run"] = list(data.run_ids)
     mask = None
     if pairs:

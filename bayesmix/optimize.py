@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,8 +38,7 @@ from scipy import special
 
 from bayesmix import errors
 from bayesmix.constraints import Constraints
-from bayesmix.laws import INPUTS, Law, get_law
-from bayesmix.laws import m4
+from bayesmix.laws import INPUTS, Law, get_law, m4
 
 #: Objective kinds accepted by :meth:`Objective.parse`.
 OBJECTIVES = ("mean", "quantile", "cvar", "beat-baseline", "minimax")
@@ -159,7 +159,8 @@ class LawDraws:
     eval_domains: tuple[str, ...]
     diagnostics_warning: str | None = None
     source: str | None = None
-    law: Law | str | None = None
+    #: a Law, its name or None (M4) when built; always the Law after ``__post_init__``
+    law: Any = None
     inputs: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
@@ -226,12 +227,12 @@ def _unpack(draws, law: Law | str | None = None) -> tuple[Law, dict, dict]:
         if law is not None and get_law(law) is not draws.law:
             raise errors.SpecError(f"draws are of law {draws.law.name!r}, not "
                                    f"{get_law(law).name!r}")
-        law, params, inputs = draws.law, draws.params, draws.inputs
+        the_law, params, inputs = draws.law, draws.params, dict(draws.inputs)
     else:
-        law = get_law("m4" if law is None else law)
-        params, inputs = check_draws(draws, law), {}
-    _require_inputs(law, inputs)
-    return law, params, inputs
+        the_law = get_law("m4" if law is None else law)
+        params, inputs = check_draws(draws, the_law), {}
+    _require_inputs(the_law, inputs)
+    return the_law, params, inputs
 
 
 def _n_draws(law: Law, params: Mapping) -> int:
@@ -310,7 +311,8 @@ def project(y, lower, upper) -> np.ndarray:
     order = np.argsort(breaks, axis=1, kind="stable")
     breaks = np.take_along_axis(breaks, order, axis=1)
     n_free = np.cumsum(np.take_along_axis(kind, order, axis=1), axis=1)
-    total = np.empty_like(breaks)  # sum of clip(y - lam) at each breakpoint: sum(upper) .. sum(lower)
+    # sum of clip(y - lam) at each breakpoint: sum(upper) .. sum(lower)
+    total = np.empty_like(breaks)
     total[:, 0] = hi.sum(axis=1)
     total[:, 1:] = total[:, :1] - np.cumsum(n_free[:, :-1] * np.diff(breaks, axis=1), axis=1)
     j = np.clip((total >= 1.0).sum(axis=1) - 1, 0, 2 * m - 1)
@@ -441,10 +443,11 @@ class Objective:
         return "max" if self.kind == "beat-baseline" else "min"
 
     def describe(self) -> str:
+        level = float("nan") if self.level is None else self.level
         if self.kind == "quantile":
-            return f"{self.level:g}-quantile of the aggregate loss over draws"
+            return f"{level:g}-quantile of the aggregate loss over draws"
         if self.kind == "cvar":
-            return f"mean of the worst {1 - self.level:.3g} of draws of the aggregate loss"
+            return f"mean of the worst {1 - level:.3g} of draws of the aggregate loss"
         if self.kind == "beat-baseline":
             return "probability of a lower aggregate loss than the baseline"
         if self.kind == "minimax":
@@ -497,7 +500,8 @@ class _Criterion:
                  temperature=None):
         self.objective, self.values = objective, values
         self.order_w = (_order_weights(objective.kind, objective.level, values.n_draws)
-                        if objective.kind in ("quantile", "cvar") else None)
+                        if objective.kind in ("quantile", "cvar")
+                        and objective.level is not None else None)
         self.base_values = None
         if baseline is not None:
             self.base_values = values(np.asarray(baseline, float))[0]
@@ -1076,6 +1080,8 @@ def optimum_spread(optima, train_domains: Sequence[str] | None = None,
     if isinstance(optima, xr.DataArray):
         train_domains = [str(d) for d in optima["train_domain"].values]
         optima = optima.transpose("sample", "train_domain").values
+    if train_domains is None:
+        raise ValueError("optimum_spread: give train_domains with an array of optima")
     v = np.asarray(optima, float)
     lo, med, hi = np.quantile(v, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
     return pd.DataFrame({"train_domain": list(train_domains), "mean": v.mean(axis=0),

@@ -53,6 +53,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,7 @@ TARGET_ACCEPT = 0.9
 ADAPTATION = "low_rank"
 
 # structure key -> nutpie compiled model (one per model structure for the process)
-_COMPILED: dict[str, object] = {}
+_COMPILED: dict[str, Any] = {}  # Any: nutpie's compiled model
 
 
 class PipelineError(errors.BayesmixError):
@@ -180,7 +181,8 @@ class Design:
 
 
 # ---------------------------------------------------------------------------------- curves
-def _curves(kind: str, series: Sequence[str], groups: Sequence[float], refs: np.ndarray,
+def _curves(kind: str, series: Sequence[str], groups: Sequence[float] | np.ndarray,
+            refs: np.ndarray,
             eval_domains: Sequence[str], values: np.ndarray, obs_series: np.ndarray,
             obs_group: np.ndarray, obs_point: np.ndarray, obs_record: np.ndarray,
             n_records: int, log_exponent_loc: float, log_reducible_loc: float,
@@ -420,7 +422,7 @@ def predict_curves(fit: StageFit, point: float, samples: np.ndarray,
     out = np.full((n_s, n_series, n_dom), np.nan)
     out[:, d.curve_series, d.curve_eval] = curve_val
     dim = "run" if d.kind == "step" else "mixture"
-    coords = {dim: list(d.series), "eval_domain": list(d.eval_domains)}
+    coords: dict[str, Any] = {dim: list(d.series), "eval_domain": list(d.eval_domains)}
     if d.kind == "step":
         coords["n_params"] = (dim, d.series_size)
     return xr.DataArray(out, dims=("draw", dim, "eval_domain"), coords=coords,
@@ -641,8 +643,11 @@ def mixture_design(table: RunTable) -> Design:
     if None in suffixes or len(set(suffixes)) != len(suffixes):
         labels = [f"mix{i}" for i in range(len(groups))]
     else:
-        labels = suffixes
-    run_mixture, run_size, kept, dropped = {}, {}, [], []
+        labels = [str(s) for s in suffixes]  # no None here
+    run_mixture: dict = {}
+    run_size: dict = {}
+    kept: list = []
+    dropped: list = []
     for label, members in zip(labels, groups.values()):
         for r in members:
             run_mixture[r] = label
@@ -732,7 +737,9 @@ def nested_fit(runs: RunTable, *, target_n_params: float, target_steps: float,
     if len(design.sizes) < 2:
         raise PipelineError("the mixtures run at several sizes span fewer than 2 sizes",
                             source=runs.source, column="n_params")
-    min_step = float(table.column("step").min())
+    steps = table.column("step")
+    assert steps is not None  # _proxy_records refuses runs without steps
+    min_step = float(steps.min())
     if s_star < min_step:
         raise PipelineError(f"target step {s_star:g} is below the fitted checkpoints "
                             f"(first step {min_step:g})", source=runs.source, column="step",
@@ -741,7 +748,8 @@ def nested_fit(runs: RunTable, *, target_n_params: float, target_steps: float,
     ss = np.random.SeedSequence(seed)
     seeds = iter(int(s) for s in ss.generate_state(2 + 2 * imputations))
     rng = np.random.default_rng(ss.spawn(1)[0])
-    stage_kw = {"draws": draws, "tune": tune, "chains": chains, "progress": progress}
+    stage_kw: dict[str, Any] = {"draws": draws, "tune": tune, "chains": chains,
+                                "progress": progress}
 
     # stage 1: one fit of every learning curve (or the one given)
     seed1 = next(seeds)
@@ -770,7 +778,7 @@ def nested_fit(runs: RunTable, *, target_n_params: float, target_steps: float,
     tables = [_target_table(loss, design.mixtures, n_star, s_star, tps, j, notes)
               for j, loss in enumerate(target_losses)]
     posts = []
-    for j, tab in enumerate(tables):
+    for tab in tables:
         posts.append(fit_mixing_law(tab, spec, draws=draws, tune=tune, chains=chains,
                                     seed=next(seeds), progress=progress, warn=False))
 

@@ -230,8 +230,8 @@ class Posterior:
         self.law = get_law(self.spec.law)
         _check_groups(tree, self.law)
         post = tree["posterior"]
-        self.train_domains = tuple(str(v) for v in post["train_domain"].values)
-        self.eval_domains = tuple(str(v) for v in post["eval_domain"].values)
+        self.train_domains = tuple(str(v) for v in post.coords["train_domain"].values)
+        self.eval_domains = tuple(str(v) for v in post.coords["eval_domain"].values)
         if "log_likelihood" not in tree.children:
             # Fresh from the sampler, or a file written before the group existed.
             tree["log_likelihood"] = xr.DataTree(self.log_likelihood())
@@ -336,12 +336,15 @@ class Posterior:
         mu = mean[:, :, data.run_idx, data.eval_idx]  # (chain, draw, obs)
         sigma = p["sigma"][:, :, data.eval_idx]
         post = self.tree["posterior"]
-        run_of_obs = (np.asarray(data.run_ids, dtype=str)[data.record_run[data.run_idx]]
-                      if data.multi_record else np.asarray(data.runs, dtype=str)[data.run_idx])
+        if data.multi_record:
+            assert data.record_run is not None  # set with several records per run
+            run_of_obs = np.asarray(data.run_ids, dtype=str)[data.record_run[data.run_idx]]
+        else:
+            run_of_obs = np.asarray(data.runs, dtype=str)[data.run_idx]
         if "run_effect" in post:
             # Checkpoints of a fitted run: conditional on its run effect. A run the posterior
             # has no effect for: the effect is one more Normal term in the noise scale.
-            fitted = {str(v): i for i, v in enumerate(post["run"].values)}
+            fitted = {str(v): i for i, v in enumerate(post.coords["run"].values)}
             known = np.array([r in fitted for r in run_of_obs])
             eff = post["run_effect"].transpose("chain", "draw", "run", "eval_domain").values
             pos = np.array([fitted.get(r, 0) for r in run_of_obs])
@@ -356,7 +359,8 @@ class Posterior:
         run_names = list(pd.unique(run_of_obs))
         group = pd.Index(run_names).get_indexer(run_of_obs)
         run_loglik = np.zeros(loglik.shape[:2] + (len(run_names),))
-        np.add.at(run_loglik, (slice(None), slice(None), group), loglik)  # (chain, draw, run)
+        # (chain, draw, run); numpy's stubs type ufunc.at's indices too narrowly (no tuples)
+        np.add.at(run_loglik, (slice(None), slice(None), group), loglik)  # type: ignore[arg-type]
         sample = {"chain": post["chain"].values, "draw": post["draw"].values}
         obs_coords = {"obs": np.arange(len(data.y)),
                       "obs_run": ("obs", run_of_obs),
@@ -425,8 +429,8 @@ class Posterior:
                 if factor > max_extrapolation:
                     raise errors.ExtrapolationError(
                         f"{text}: more than {max_extrapolation:g}x outside the fitted range",
-                        hint=f"fit runs closer to the target, or allow it explicitly "
-                             f"(max_extrapolation=, CLI --max-extrapolation)")
+                        hint="fit runs closer to the target, or allow it explicitly "
+                             "(max_extrapolation=, CLI --max-extrapolation)")
                 messages.append(text + ": extrapolating, intervals rest on the law's form")
         return list(dict.fromkeys(messages))
 

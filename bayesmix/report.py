@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,9 +34,21 @@ import xarray as xr
 from bayesmix import errors
 from bayesmix.constraints import Constraints
 from bayesmix.data import check_known_domains
-from bayesmix.optimize import (DEFAULT_PROB, LawDraws, Objective, as_law_draws,
-                               check_constraints, check_prob, draw_optima, minimize_objective,
-                               optima_dataarray, optimum_spread)
+
+if TYPE_CHECKING:  # scale imports optimize; imported lazily at run time
+    from bayesmix.scale import ScaleShift
+from bayesmix.optimize import (
+    DEFAULT_PROB,
+    LawDraws,
+    Objective,
+    as_law_draws,
+    check_constraints,
+    check_prob,
+    draw_optima,
+    minimize_objective,
+    optima_dataarray,
+    optimum_spread,
+)
 
 #: Name of the aggregate row in loss tables (as in ``Prediction.intervals``).
 OVERALL = "overall"
@@ -159,7 +172,7 @@ class DecisionReport:
     optimizer_status: str = ""
     #: The decision at the proxies' scale vs the target's (:mod:`bayesmix.scale`), when the law
     #: takes model size and tokens and a target scale was given.
-    scale_shift: object | None = None
+    scale_shift: ScaleShift | None = None
     #: The scale the decision is made at ({"n_params": N, "tokens": D}), or empty.
     inputs: dict = field(default_factory=dict)
     #: Chance constraints and their exact probabilities (:mod:`bayesmix.guarantees`), or None.

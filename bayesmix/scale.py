@@ -57,8 +57,7 @@ class ScaleShift:
             return f"N={d['n_params']:.3g} params, D={d['tokens']:.3g} tokens"
 
         verdict = ("MOVES with scale" if self.changes
-                   else "does not move with scale (within {:.2f} per share)".format(
-                       self.threshold))
+                   else f"does not move with scale (within {self.threshold:.2f} per share)")
         lines = [f"Recommended mixture at the proxies' scale ({scale(self.proxy_inputs)}) vs "
                  f"the target ({scale(self.target_inputs)}): it {verdict}; largest share "
                  f"change {self.max_share_change:.{digits}f}.",

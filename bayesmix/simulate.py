@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ import xarray as xr
 
 from bayesmix import errors
 from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable
-from bayesmix.laws import m4
+from bayesmix.laws import Law, m4
 from bayesmix.loaders import TOKENS_PER_STEP, size_label
 
 #: Defaults of the size/step power law (a_n + a_d < 1 keeps losses positive at any scale).
@@ -96,7 +97,8 @@ class Truth(dict):
         """The law's parameters with named dims ``eval_domain`` and ``train_domain``."""
         coords = {"eval_domain": list(self["eval_domains"]),
                   "train_domain": list(self["train_domains"])}
-        data = {name: (("eval_domain",), self[name]) for name in ("m", "rho", "c", "k", "sigma")}
+        data: dict[str, tuple] = {name: (("eval_domain",), self[name])
+                                  for name in ("m", "rho", "c", "k", "sigma")}
         data["t"] = (("eval_domain", "train_domain"), self["t"])
         attrs = {k: v for k, v in self.items()
                  if k not in data and k not in ("train_domains", "eval_domains")
@@ -152,10 +154,10 @@ def simulate(train_domains: int | Sequence[str] = 5,
     # the design
     mixtures = _design(design, n_runs, n_train, concentration, corner_fraction, rng)
 
-    sizes_ = [float(s) for s in sizes] if sizes is not None else [None]
+    sizes_: list[Any] = [float(s) for s in sizes] if sizes is not None else [None]
     if sizes is not None and (not sizes_ or min(sizes_) <= 0):
         raise errors.SimulationError("sizes must be positive numbers of parameters")
-    steps_ = [int(s) for s in steps] if steps is not None else [None]
+    steps_: list[Any] = [int(s) for s in steps] if steps is not None else [None]
     if steps is not None and (not steps_ or min(steps_) <= 0):
         raise errors.SimulationError("steps must be positive integers")
     law = dict(SCALE_DEFAULTS, **(scale or {}))
@@ -185,10 +187,10 @@ def simulate(train_domains: int | Sequence[str] = 5,
     while (bad := loss <= 0).any():  # only reachable with very heavy tails
         loss[bad] = (mean + _noise(rng, mean.shape, sigma, student_t_df))[bad]
 
-    frame = {"run": [row[0] for row in rows]}
+    frame: dict[str, Any] = {"run": [row[0] for row in rows]}
     if sizes is not None:
         frame["n_params"] = n_all
-    if steps is not None:
+    if s_all is not None:
         frame["step"] = s_all
         frame["tokens"] = s_all * float(tokens_per_step)
     for j, name in enumerate(train):
@@ -208,7 +210,7 @@ class LawTruth:
     name of the specification whose priors were drawn from.
     """
 
-    law: object  # bayesmix.laws.Law
+    law: Law
     spec: str
     params: dict
     sigma: np.ndarray
@@ -241,7 +243,7 @@ class LawTruth:
                   "train_domain": list(self.train_domains)}
         data = {p.name: (p.dims, self.params[p.name]) for p in self.law.params}
         data["sigma"] = (("eval_domain",), self.sigma)
-        attrs = {"law": self.law.name, "spec": self.spec, "noise": self.noise}
+        attrs: dict[str, Any] = {"law": self.law.name, "spec": self.spec, "noise": self.noise}
         if self.student_t_df is not None:
             attrs["student_t_df"] = self.student_t_df
         return xr.Dataset(data, coords=coords, attrs=attrs)
@@ -300,7 +302,7 @@ def simulate_law(law_or_spec, train_domains: int | Sequence[str] = 4,
     if isinstance(design, str) and zero_fraction > 0:
         mixtures = _sparsify(mixtures, zero_fraction, concentration, rng)
     n = len(mixtures)
-    extra = {}
+    extra: dict[str, Any] = {}
     for key, value in (("n_params", n_params), ("tokens", tokens)):
         if key in law.inputs:
             if value is None:

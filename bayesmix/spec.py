@@ -26,7 +26,7 @@ MAX_LATENT = 20
 FAMILIES = ("normal", "student_t")
 #: Priors of the noise model, shared by every law: sigma_i = exp(log_sigma_mu + log_sigma_sigma
 #: z_i), log_sigma_mu centred on log(0.25 x the typical spread of the losses) (data-scaled).
-NOISE_PRIORS = {
+NOISE_PRIORS: dict[str, dict] = {
     "log_sigma_mu": {"dist": "Normal", "mu": "data", "sigma": 1.5},
     "log_sigma_sigma": {"dist": "HalfNormal", "sigma": 0.5},
 }
@@ -34,7 +34,7 @@ NOISE_PRIORS = {
 
 #: The run effect of laws fitted to every checkpoint (see :func:`bayesmix.model._run_effect`):
 #: log run_sigma_i ~ Normal(log_run_sigma_mu, log_run_sigma_sigma), centred on the data's noise.
-RUN_EFFECT_PRIORS = {
+RUN_EFFECT_PRIORS: dict[str, dict] = {
     "log_run_sigma_mu": {"dist": "Normal", "mu": "data", "sigma": 1.5},
     "log_run_sigma_sigma": {"dist": "HalfNormal", "sigma": 0.5},
 }
@@ -47,7 +47,7 @@ def default_priors(law_name: str) -> dict[str, dict]:
 
     law = get_law(law_name)
     extra = RUN_EFFECT_PRIORS if "tokens" in law.inputs else {}
-    return {**law.priors, **NOISE_PRIORS, **extra}
+    return {**{k: dict(v) for k, v in law.priors.items()}, **NOISE_PRIORS, **extra}
 
 
 def models_dir() -> Path:

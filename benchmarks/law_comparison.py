@@ -410,7 +410,8 @@ def main() -> None:
         return "nan" if m is None else f"{m[key]:.4f}"
 
     print(f"wall_s={time.perf_counter() - start:.0f}")
-    print(f"law_comparison laws={','.join(laws)} regmix64_best_spearman={fmt('regmix64', 'spearman')} "
+    print(f"law_comparison laws={','.join(laws)} "
+          f"regmix64_best_spearman={fmt('regmix64', 'spearman')} "
           f"regmix512_best_spearman={fmt('regmix512', 'spearman')} "
           f"ye3mix_best_mae={fmt('ye3mix', 'mae')} "
           f"coverage90_min={min(covs) if covs else float('nan'):.3f} "

@@ -31,8 +31,7 @@ import numpy as np
 
 from bayesmix.constraints import Constraints
 from bayesmix.fit import fit
-from bayesmix.optimize import (centre, draw_optima, exp_terms, minimize_objective,
-                               solve_exp_sum)
+from bayesmix.optimize import centre, draw_optima, exp_terms, minimize_objective, solve_exp_sum
 from bayesmix.report import decide
 from bayesmix.simulate import simulate
 
@@ -90,7 +89,8 @@ def main() -> None:
             many = {k: params[k][pick] for k in ("m", "rho", "t")}
             observed = runs.losses[list(post.eval_domains)].to_numpy() @ w
             mixes = runs.mixtures[train].to_numpy()
-            for name, c in (("none", Constraints.build(train)), ("caps", caps_for(truth, w, train))):
+            cases = (("none", Constraints.build(train)), ("caps", caps_for(truth, w, train)))
+            for name, c in cases:
                 _, best_true = true_optimum(truth, w, c)
                 rep = decide(post, constraints=c)
                 rec = rep.mixture.to_numpy()

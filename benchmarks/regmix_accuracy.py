@@ -52,7 +52,8 @@ def main() -> None:
         post = fit(train, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
                    seed=args.seed)
     d = post.diagnostics
-    print(f"model {post.spec.name!r} (law {post.spec.law}) fitted on {train.n_runs} runs: compile {post.settings['compile_s']:.1f} s, sampling "
+    print(f"model {post.spec.name!r} (law {post.spec.law}) fitted on {train.n_runs} runs: "
+          f"compile {post.settings['compile_s']:.1f} s, sampling "
           f"{post.settings['sample_s']:.1f} s; divergences {d.divergences}, min bulk ESS "
           f"{d.min_ess_bulk:.0f}, max R-hat {d.max_rhat:.3f}", flush=True)
     if post.diagnostics_warning:

@@ -12,7 +12,6 @@ import pandas as pd
 from bayesmix.ledger import Ledger
 
 
-
 def bayesmix(*args, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bayesmix", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=120)

@@ -18,8 +18,14 @@ import xarray as xr
 
 from bayesmix import errors
 from bayesmix.cli import main
-from bayesmix.compare import (COMPARE_COLUMNS, IncomparableError, compare, data_difference,
-                              kfold, make_folds)
+from bayesmix.compare import (
+    COMPARE_COLUMNS,
+    IncomparableError,
+    compare,
+    data_difference,
+    kfold,
+    make_folds,
+)
 from bayesmix.fit import fit
 from bayesmix.model import build_model, prepare_data
 from bayesmix.posterior import Posterior

@@ -159,8 +159,9 @@ def test_two_processes_compiling_at_once_both_succeed(tmp_path, monkeypatch):
 def test_fit_from_a_cached_model_is_the_fit_from_a_compiled_one(simulated_fit, monkeypatch):
     """The suite's fixture compiled and stored the default model; with this process's caches
     emptied, the same fit loads it from disk and reproduces the draws exactly."""
-    import bayesmix.fit as fit_module
     from conftest import FIT_KW
+
+    import bayesmix.fit as fit_module
 
     assert compile_cache.entries()  # the fixture's fit stored its compiled model
     monkeypatch.setattr(fit_module, "_COMPILED", {})

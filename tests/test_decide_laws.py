@@ -21,10 +21,9 @@ import functools
 import numpy as np
 import pymc as pm
 import pytest
+from conftest import check_objective_gradients
 from scipy import optimize as sopt
 from scipy import special
-
-from conftest import check_objective_gradients
 
 from bayesmix import acquire, errors
 from bayesmix.constraints import Constraints
@@ -32,8 +31,16 @@ from bayesmix.design import initial_design
 from bayesmix.laws import Law, Param, available_laws, get_law
 from bayesmix.laws.m4 import M4
 from bayesmix.model import ModelData, build_model
-from bayesmix.optimize import (DEFAULT_STARTS, NONCONVEX_STARTS, LawDraws, Objective,
-                               _DrawValues, aggregate_loss, draw_optima, minimize_objective)
+from bayesmix.optimize import (
+    DEFAULT_STARTS,
+    NONCONVEX_STARTS,
+    LawDraws,
+    Objective,
+    _DrawValues,
+    aggregate_loss,
+    draw_optima,
+    minimize_objective,
+)
 from bayesmix.report import decide
 from bayesmix.spec import load_spec
 
@@ -111,7 +118,7 @@ def names(prefix, n):
     return [f"{prefix}{j}" for j in range(n)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _prior_draws(law_name: str, k: int, m: int, n: int, seed: int) -> dict:
     """``n`` prior draws of ``law_name``'s parameters from its PyMC block (cached)."""
     import tempfile
@@ -180,7 +187,7 @@ W3 = np.array([0.5, 0.3, 0.2])
 BASELINE3 = np.array([0.2, 0.2, 0.6])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lattice_losses(law_name: str) -> tuple[np.ndarray, np.ndarray]:
     """The 0.005 lattice on 3 domains and every draw's aggregate loss there (S, n)."""
     grid = simplex_lattice(LATTICE)
@@ -268,7 +275,10 @@ def test_generic_per_draw_optima_agree_with_the_exact_solver_and_scipy(generic, 
         np.testing.assert_allclose(x_pg, x_exact, atol=1e-6)
     for s in range(0, 150, 30):  # independent reference: SLSQP on one draw, tight tolerance
         one = {p: v[s] for p, v in exact.params.items()}
-        fun = lambda r: float(exact.law.predict(r[None], one)[0] @ w)  # noqa: E731
+
+        def fun(r, one=one):
+            return float(exact.law.predict(r[None], one)[0] @ w)
+
         ref = sopt.minimize(fun, np.full(m, 1 / m), method="SLSQP",
                             bounds=list(zip(c.lower, c.upper)),
                             constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1}],

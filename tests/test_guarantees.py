@@ -15,22 +15,29 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+# the continual-pre-training simulator of tests/test_continual.py (imported, not copied)
+from test_continual import EVALS, TRAIN, TRUE_C, TRUE_K, TRUE_T, TRUE_X, simulate_continual
+
 from bayesmix import errors
 from bayesmix.cli import main
 from bayesmix.constraints import Constraints
 from bayesmix.continual import critical_share
 from bayesmix.diagnostics import Diagnostics
-from bayesmix.guarantees import (Guarantee, GuaranteeError, critical_share_at_prob,
-                                 domain_changes, frontier, guaranteed_critical_share,
-                                 minimize_guaranteed, parse_guarantees)
+from bayesmix.guarantees import (
+    Guarantee,
+    GuaranteeError,
+    critical_share_at_prob,
+    domain_changes,
+    frontier,
+    guaranteed_critical_share,
+    minimize_guaranteed,
+    parse_guarantees,
+)
 from bayesmix.laws import m4
 from bayesmix.optimize import LawDraws, minimize_objective
 from bayesmix.posterior import Posterior
 from bayesmix.report import decide
 from bayesmix.simulate import simulate
-
-# the continual-pre-training simulator of tests/test_continual.py (imported, not copied)
-from test_continual import EVALS, TRAIN, TRUE_C, TRUE_K, TRUE_T, TRUE_X, simulate_continual
 
 S = 400
 

@@ -743,7 +743,8 @@ def _damage(path: Path, sql: str) -> None:
      ["table runs", "run 'r0003'", "column 'mixture'", "2 shares", "3 training domains"]),
     ("UPDATE meta SET value = '[\"web\", \"code\"]' WHERE key = 'train_domains'",
      ["table meta", "key 'constraints'", "train_domains"]),
-    ("UPDATE results SET eval_domain = 'wbe' WHERE eval_domain = 'web'", ["table results", "'wbe'"]),
+    ("UPDATE results SET eval_domain = 'wbe' WHERE eval_domain = 'web'",
+     ["table results", "'wbe'"]),
 ])
 def test_hand_edited_or_damaged_ledger_cells_are_named_errors(tmp_path, capsys, sql, fragments):
     path, ids, mix = small_ledger(tmp_path)

@@ -8,8 +8,16 @@ import pytest
 
 from bayesmix import errors
 from bayesmix.data import SUM_TOLERANCE
-from bayesmix.loaders import (TOKENS_PER_STEP, detect_format, from_dataframe, load, parse_size,
-                              regmix_domain, size_label, ye_validation_domain)
+from bayesmix.loaders import (
+    TOKENS_PER_STEP,
+    detect_format,
+    from_dataframe,
+    load,
+    parse_size,
+    regmix_domain,
+    size_label,
+    ye_validation_domain,
+)
 from bayesmix.simulate import simulate
 
 FIVE = ("academic", "prose", "dialogue", "symbolic", "internet")

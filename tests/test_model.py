@@ -12,9 +12,9 @@ from conftest import FIT_KW, SIM_DOMAINS, simulate_runs
 
 from bayesmix import errors
 from bayesmix.data import RunTable
+from bayesmix.laws import get_law
 from bayesmix.model import build_model, diagonal_pairs, prepare_data, structure_key
 from bayesmix.priors import Prior
-from bayesmix.laws import get_law
 from bayesmix.spec import NOISE_PRIORS, ModelSpec, available_models, load_spec, models_dir
 
 

@@ -11,17 +11,26 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import check_objective_gradients
 from scipy import optimize as sopt
 from scipy import special
-
-from conftest import check_objective_gradients
 
 from bayesmix import errors
 from bayesmix.constraints import Constraints
 from bayesmix.laws import get_law, m4
-from bayesmix.optimize import (LawDraws, Objective, _DrawValues, aggregate_loss,
-                               check_draws, draw_optima, exp_terms, minimize_objective,
-                               optima_dataarray, optimum_spread, project)
+from bayesmix.optimize import (
+    LawDraws,
+    Objective,
+    _DrawValues,
+    aggregate_loss,
+    check_draws,
+    draw_optima,
+    exp_terms,
+    minimize_objective,
+    optima_dataarray,
+    optimum_spread,
+    project,
+)
 from bayesmix.report import DecisionReport, decide, resolve_baseline, resolve_weights
 
 
@@ -85,8 +94,9 @@ def test_project_matches_a_quadratic_program_and_is_exactly_feasible(lower, uppe
         if not free.any():
             ref = lower
         else:
-            ref = sopt.minimize(lambda z: 0.5 * ((z - y[i]) ** 2).sum(), (lower + upper) / 2,
-                                jac=lambda z: z - y[i], method="SLSQP",
+            ref = sopt.minimize(lambda z, yi=y[i]: 0.5 * ((z - yi) ** 2).sum(),
+                                (lower + upper) / 2, jac=lambda z, yi=y[i]: z - yi,
+                                method="SLSQP",
                                 bounds=list(zip(lower, upper)),
                                 constraints=[{"type": "eq", "fun": lambda z: z.sum() - 1}],
                                 options={"ftol": 1e-15}).x
@@ -125,7 +135,8 @@ def test_every_output_is_feasible(case, objective):
         assert c.contains(x, atol=1e-12).all()
         assert np.all(x >= c.lower) and np.all(x <= c.upper)  # bounds hold exactly
         fixed = c.lower == c.upper
-        np.testing.assert_array_equal(x[:, fixed], np.broadcast_to(c.lower[fixed], x[:, fixed].shape))
+        np.testing.assert_array_equal(x[:, fixed],
+                                      np.broadcast_to(c.lower[fixed], x[:, fixed].shape))
     assert ok.all()
 
 

@@ -152,7 +152,7 @@ def test_pile_weights_file_applies_to_the_matching_domains(post):
 # ------------------------------------------------------------------------------ the file
 def test_netcdf_round_trip_in_another_process(post, saved_posterior, tmp_path):
     out = tmp_path / "draws.npz"
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import json, sys
         import numpy as np
         from bayesmix.posterior import Posterior
@@ -161,9 +161,9 @@ def test_netcdf_round_trip_in_another_process(post, saved_posterior, tmp_path):
         np.savez(sys.argv[3], mean=pred.mean.values, predictive=pred.predictive.values,
                  table=p.intervals(json.loads(sys.argv[2]), 0.9, seed=9)[
                      ["mean", "median", "lower", "upper"]].to_numpy())
-        print(json.dumps({{"spec": p.spec.to_json(), "settings": p.settings,
+        print(json.dumps({"spec": p.spec.to_json(), "settings": p.settings,
                           "diagnostics": p.diagnostics.to_json(),
-                          "domains": [p.train_domains, p.eval_domains]}}))
+                          "domains": [p.train_domains, p.eval_domains]}))
     """)
     done = subprocess.run([sys.executable, "-c", code, str(saved_posterior),
                            json.dumps(MIXTURES), str(out)],

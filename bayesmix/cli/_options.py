@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from bayesmix import errors
 from bayesmix.constraints import Constraints
@@ -89,7 +90,7 @@ def add_scale_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 10; a warning with the numbers below that)")
 
 
-def scale_from_args(args, law) -> dict[str, float]:
+def scale_from_args(args, law) -> dict[str, Any]:
     """``{"n_params": N, "tokens": D}`` from the options, checked against the law's inputs."""
     given = {"n_params": args.n_params, "tokens": args.tokens}
     takes = [k for k in ("n_params", "tokens") if k in law.inputs]

@@ -27,8 +27,13 @@ import argparse
 
 from bayesmix import errors
 from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args, parse_pairs
-from bayesmix.cli._output import (TABLE_SUFFIXES, add_force_argument, check_output,
-                                  loud_warning, write_table)
+from bayesmix.cli._output import (
+    TABLE_SUFFIXES,
+    add_force_argument,
+    check_output,
+    loud_warning,
+    write_table,
+)
 from bayesmix.io import check_distinct_outputs
 from bayesmix.loaders import FORMATS
 

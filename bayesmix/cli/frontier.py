@@ -27,8 +27,13 @@ from bayesmix.cli._options import (
     parse_pairs,
     scale_from_args,
 )
-from bayesmix.cli._output import (TABLE_SUFFIXES, add_force_argument, check_output,
-                                  loud_warning, write_table)
+from bayesmix.cli._output import (
+    TABLE_SUFFIXES,
+    add_force_argument,
+    check_output,
+    loud_warning,
+    write_table,
+)
 from bayesmix.optimize import DEFAULT_PROB
 
 #: Most points a sweep may have (each is one constrained optimisation).

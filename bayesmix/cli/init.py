@@ -13,8 +13,7 @@ import argparse
 from pathlib import Path
 
 from bayesmix import design, errors
-from bayesmix.cli._options import (add_constraint_arguments, constraints_from_args,
-                                   parse_pairs)
+from bayesmix.cli._options import add_constraint_arguments, constraints_from_args, parse_pairs
 from bayesmix.cli._output import add_force_argument
 from bayesmix.data import check_domain_names, check_known_domains
 from bayesmix.ledger import check_proposals_path

@@ -83,7 +83,9 @@ def run(args) -> int:
                           tune=args.tune, chains=args.chains, seed=args.seed,
                           progress=not args.quiet, max_step=args.max_step, warn=False)
     post.save(out)
-    print(summary(post, pipeline_record(post), out))
+    record = pipeline_record(post)
+    assert record is not None  # nested_fit records it
+    print(summary(post, record, out))
     for line in gate_warnings(post):
         loud_warning(line, f"the posterior was saved to {out} with every stage's report "
                            "stored in it (attribute bayesmix_pipeline).")

@@ -22,8 +22,13 @@ import warnings
 
 from bayesmix import errors
 from bayesmix.cli._options import add_scale_arguments, scale_from_args
-from bayesmix.cli._output import (TABLE_SUFFIXES, add_force_argument, check_output,
-                                  loud_warning, write_table)
+from bayesmix.cli._output import (
+    TABLE_SUFFIXES,
+    add_force_argument,
+    check_output,
+    loud_warning,
+    write_table,
+)
 
 
 def register(subparsers) -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ _REGISTRY: dict[str, Law] = {}
 _DISCOVERED = False
 
 
-def register(law: Law | type[Law], *, replace: bool = False) -> Law:
+def register[L: (Law, type[Law])](law: L, *, replace: bool = False) -> L:
     """Add a law (an instance or a class) to the registry under its ``name``; returns it.
 
     Usable as a class decorator. A different law under a taken name is refused unless

@@ -135,7 +135,7 @@ def from_paper(s, c, k, t) -> dict:
 
 
 #: Priors of the implicit block (a specification overrides any of them by name).
-IMPLICIT_PRIORS = {
+IMPLICIT_PRIORS: dict[str, dict] = {
     # level and reducible fraction exactly as M4's (data-scaled m, rho pooled on the logit)
     "m": m4.M4_PRIORS["m"],
     "rho_logit_mu": m4.M4_PRIORS["rho_logit_mu"],

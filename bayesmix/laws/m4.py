@@ -62,7 +62,7 @@ def from_ck(c, k, t):
 
 
 #: Priors of the M4 block (a specification overrides any of them by name).
-M4_PRIORS = {
+M4_PRIORS: dict[str, dict] = {
     # m_i ~ Normal(mean loss of domain i, 2 x its spread across runs)
     "m": {"dist": "Normal", "mu": "data", "sigma": "data"},
     # logit(rho_i) ~ Normal(rho_logit_mu, rho_logit_sigma): partial pooling of the reducible
@@ -122,7 +122,7 @@ class M4(Law):
 
     name = "m4"
     description = "M4 (Ye et al.): L_i = c_i + k_i exp(t_i . r), zero-sum rows of t"
-    params = (
+    params: tuple[Param, ...] = (
         Param("m", ("eval_domain",), "nats/token", "loss at the uniform mixture (c + k)"),
         Param("rho", ("eval_domain",), "", "reducible fraction k / m, in (0, 1)"),
         Param("t", ("eval_domain", "train_domain"), "per unit share",

@@ -97,7 +97,7 @@ def mean_loss(r, params, xp=np):
 
 
 #: Priors of the simplex weights w (shared with :mod:`bayesmix.laws.additive`).
-WEIGHT_PRIORS = {
+WEIGHT_PRIORS: dict[str, dict] = {
     # logit_ij ~ Normal(w_mu_j + diag_w_mu [i matches j], w_sigma), w_i. = softmax_j(logit_i.).
     # w_mu is zero-sum: a constant added to every logit leaves the softmax unchanged.
     # A logit spread of 1 lets weights differ by a factor of about e within a row.

@@ -49,7 +49,7 @@ from bayesmix.laws.m4 import M4_PRIORS, exponent, slope_block
 #: Epoch AI's replication of Chinchilla (total loss): centres of the priors below.
 CHINCHILLA = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366}
 
-SCALING_PRIORS = {
+SCALING_PRIORS: dict[str, dict] = {
     "m": M4_PRIORS["m"],
     "b_mu": M4_PRIORS["b_mu"],
     "b_sigma": M4_PRIORS["b_sigma"],
