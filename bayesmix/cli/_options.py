@@ -111,3 +111,25 @@ def scale_from_args(args, law) -> dict[str, Any]:
         raise errors.OptionError(f"--max-extrapolation must be > 1, got "
                                  f"{args.max_extrapolation:g}")
     return {k: float(given[k]) for k in takes}
+
+
+def add_aggregate_arguments(p: argparse.ArgumentParser) -> None:
+    """``--weights FILE.json`` | ``--target DOMAIN`` and ``--weights-subset``: how validation
+    losses aggregate into the loss a decision minimises (optimize, report)."""
+    agg = p.add_mutually_exclusive_group()
+    agg.add_argument("--weights", metavar="FILE.json",
+                     help="validation-domain weights {domain: weight} (default: equal weights)")
+    agg.add_argument("--target", metavar="DOMAIN", help="optimise one validation domain's loss")
+    p.add_argument("--weights-subset", action="store_true",
+                   help="ignore weighted domains the posterior lacks (renormalise the rest)")
+
+
+def add_baseline_arguments(p: argparse.ArgumentParser) -> None:
+    """``--baseline D=SHARE,...`` | ``--baseline-file FILE.json``: the mixture a decision is
+    compared with (optimize, frontier)."""
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--baseline", metavar="D=SHARE,...",
+                      help="baseline mixture to compare with (default: uniform); unnamed "
+                           "domains get 0")
+    base.add_argument("--baseline-file", metavar="FILE.json",
+                      help="baseline from a JSON {domain: share} or an earlier report")

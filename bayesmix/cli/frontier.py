@@ -21,6 +21,7 @@ import numpy as np
 
 from bayesmix import errors
 from bayesmix.cli._options import (
+    add_baseline_arguments,
     add_constraint_arguments,
     add_scale_arguments,
     constraints_from_args,
@@ -68,11 +69,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                             "steps of TOL/4)")
     sweep.add_argument("--probs", metavar="P1,P2,..",
                        help="sweep the guards' probability instead (tolerances as given)")
-    base = p.add_mutually_exclusive_group()
-    base.add_argument("--baseline", metavar="D=SHARE,...",
-                      help="baseline mixture (default uniform); unnamed domains get 0")
-    base.add_argument("--baseline-file", metavar="FILE.json",
-                      help="baseline from a JSON {domain: share} or an earlier report")
+    add_baseline_arguments(p)
     add_constraint_arguments(p)
     p.add_argument("--prob", type=float, default=DEFAULT_PROB,
                    help=f"mass of the target loss intervals (default {DEFAULT_PROB})")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from bayesmix import errors
 from bayesmix.cli._options import (
+    add_aggregate_arguments,
+    add_baseline_arguments,
     add_constraint_arguments,
     add_scale_arguments,
     constraints_from_args,
@@ -52,18 +54,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0].removeprefix("``bayesmix optimize POSTERIOR.nc``: "),
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior saved by bayesmix fit")
-    agg = p.add_mutually_exclusive_group()
-    agg.add_argument("--weights", metavar="FILE.json",
-                     help="validation-domain weights {domain: weight} (default: equal weights)")
-    agg.add_argument("--target", metavar="DOMAIN", help="optimise one validation domain's loss")
-    p.add_argument("--weights-subset", action="store_true",
-                   help="ignore weighted domains the posterior lacks (renormalise the rest)")
-    base = p.add_mutually_exclusive_group()
-    base.add_argument("--baseline", metavar="D=SHARE,...",
-                      help="baseline mixture to compare with (default: uniform); unnamed "
-                           "domains get 0")
-    base.add_argument("--baseline-file", metavar="FILE.json",
-                      help="baseline from a JSON {domain: share} or an earlier report")
+    add_aggregate_arguments(p)
+    add_baseline_arguments(p)
     add_constraint_arguments(p)
     p.add_argument("--objective", default="mean", metavar="|".join(OBJECTIVES),
                    help="mean (default), quantile:Q, cvar:Q, beat-baseline or minimax")

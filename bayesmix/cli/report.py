@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bayesmix import errors
 from bayesmix.cli._options import (
+    add_aggregate_arguments,
     add_constraint_arguments,
     add_scale_arguments,
     constraints_from_args,
@@ -49,12 +50,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--decide", action="store_true",
                    help="compute the decision here (implied by --weights, --target, "
                         "--objective, --baseline or a constraint)")
-    agg = p.add_mutually_exclusive_group()
-    agg.add_argument("--weights", metavar="FILE.json",
-                     help="validation-domain weights {domain: weight} (default: equal weights)")
-    agg.add_argument("--target", metavar="DOMAIN", help="optimise one validation domain's loss")
-    p.add_argument("--weights-subset", action="store_true",
-                   help="ignore weighted domains the posterior lacks (renormalise the rest)")
+    add_aggregate_arguments(p)
     p.add_argument("--objective", metavar="|".join(OBJECTIVES),
                    help="decision objective (default mean): mean, quantile:Q, cvar:Q, "
                         "beat-baseline")
