@@ -698,7 +698,9 @@ class ScoreStrategy(Strategy):
         for _ in range(q):
             if not guard.allowed.any():
                 break
-            eff = np.where(guard.allowed, score / divisor, -np.inf)
+            eff = np.where(guard.allowed & np.isfinite(score), score / divisor, -np.inf)
+            if not np.isfinite(eff).any():
+                break                   # every allowed candidate's score is NaN or infinite
             j = int(np.argmax(eff))
             chosen.append(j)
             scores.append(float(score[j]))
@@ -761,8 +763,10 @@ def group_information(values: np.ndarray, groups: np.ndarray, noise: float) -> n
     labels; ``noise``: noise variance. Gaussian moment approximation (module docstring):
     ``1/2 log(V + n) - sum_g p_g 1/2 log(V_g + n)``, clipped to ``[0, H(g)]`` because no
     observation can tell more than the entropy of the labels (the Gaussian approximation
-    overshoots when groups are far apart). A 1e-9 x variance term breaks ties when every draw
-    is in one group (then the information is 0 everywhere).
+    overshoots when groups are far apart). A ``1e-9 log(1 + V / n)`` term breaks ties when every
+    draw is in one group (then the information is 0 everywhere); it grows only logarithmically,
+    so draws with absurd predictions (variances of 1e200 from a wild posterior) cannot outweigh
+    the information itself, as a term linear in V did.
     """
     values = np.asarray(values, float)
     groups = np.asarray(groups)
@@ -774,7 +778,8 @@ def group_information(values: np.ndarray, groups: np.ndarray, noise: float) -> n
         p = len(part) / len(values)
         within += p * 0.5 * np.log(part.var(axis=0) + noise)
         entropy -= p * np.log(p)
-    return np.clip(total - within, 0.0, entropy) + 1e-9 * values.var(axis=0)
+    spread = values.var(axis=0) / noise if noise > 0 else values.var(axis=0)
+    return np.clip(total - within, 0.0, entropy) + 1e-9 * np.log1p(spread)
 
 
 def kmeans(points: np.ndarray, k: int, *, seed=0, iters: int = 25) -> np.ndarray:

@@ -280,3 +280,17 @@ def test_ledger_stores_the_fit_record_with_the_proposals(tmp_path):
             ledger.add_proposals(np.array([[0.2, 0.8]]), "thompson", 2, fit={"x": object()})
         assert ledger.fit_records() == {1: record}
         assert len(ledger.runs()) == 1          # the failed call wrote nothing
+
+
+def test_group_information_is_not_swamped_by_absurd_draws():
+    """A wild posterior (a few draws predicting 1e120 nats) must not turn optimum-information
+    into maximum variance: the tie-breaker grows only logarithmically with the variance."""
+    from bayesmix.acquire import group_information
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1], 50)
+    informative = np.where(groups == 0, 0.0, 1.0) + 0.01 * rng.standard_normal(100)
+    wild = 0.01 * rng.standard_normal(100)
+    wild[[0, 50]] = 1e120     # one absurd draw in each group: no information about the group
+    score = group_information(np.column_stack([informative, wild]), groups, noise=1e-4)
+    assert score[0] > 0.5 > score[1]
