@@ -379,6 +379,23 @@ def parse_strategies(text: str) -> list[str]:
     return strategies
 
 
+def summarize_file(args, settings, seeds, strategies, name: str, note: str) -> None:
+    """``--summarize CSV``: the figures of an earlier (possibly unfinished) run, no fitting."""
+    start = time.perf_counter()
+    frame = latest(read_done(args.summarize, settings), seeds, strategies, args.budget)
+    print(f"summary of {args.summarize} (wall_s below is the summary's, not the run's)")
+    summarize(frame, strategies, args.budget, time.perf_counter() - start, name, note)
+
+
+def resume(args, settings) -> tuple[list, set]:
+    """Rows already in ``--csv`` with these settings, and the finished (seed, strategy) pairs."""
+    done = read_done(args.csv, settings)
+    finished = complete_pairs(done, args.budget)
+    if finished:
+        print(f"{args.csv}: {len(finished)} (seed, strategy) pairs already done, skipped")
+    return ([] if done.empty else done.to_dict("records")), finished
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the RegMix CSVs")
@@ -392,10 +409,7 @@ def main() -> None:
             "run trained so far")
     wall = time.perf_counter()
     if args.summarize:
-        frame = latest(read_done(args.summarize, settings), seeds, strategies, args.budget)
-        print(f"summary of {args.summarize} (wall_s below is the summary's, not the run's)")
-        summarize(frame, strategies, args.budget, time.perf_counter() - wall, "pool_replay",
-                  note)
+        summarize_file(args, settings, seeds, strategies, "pool_replay", note)
         return
     if not (args.data / "train_mixture_1m.csv").is_file():
         raise SystemExit(f"RegMix data not found in {args.data} (pass --data)")
@@ -409,11 +423,7 @@ def main() -> None:
           f"{', '.join(strategies)}; seeds {seeds[0]}..{seeds[-1]}; start {args.start}, batches "
           f"of {args.batch}, budget {args.budget}; model {spec.name} (law {spec.law}), MCMC "
           f"{args.chains} x {args.draws} after {args.tune}", flush=True)
-    done = read_done(args.csv, settings)
-    finished = complete_pairs(done, args.budget)
-    if finished:
-        print(f"{args.csv}: {len(finished)} (seed, strategy) pairs already done, skipped")
-    rows = [] if done.empty else done.to_dict("records")
+    rows, finished = resume(args, settings)
     first_fit: dict = {}
     for seed in seeds:
         start = select_random(x, args.start, seed=seed)

@@ -59,13 +59,13 @@ from pool_replay import (  # noqa: E402
     GPEI,
     append_rows,
     common_args,
-    complete_pairs,
     latest,
     model_spec,
     parse_strategies,
-    read_done,
+    resume,
     settings_of,
     summarize,
+    summarize_file,
 )
 
 from bayesmix import acquire  # noqa: E402
@@ -207,10 +207,7 @@ def main() -> None:
             "the trained run with the lowest true objective")
     wall = time.perf_counter()
     if args.summarize:
-        frame = latest(read_done(args.summarize, settings), seeds, strategies, args.budget)
-        print(f"summary of {args.summarize} (wall_s below is the summary's, not the run's)")
-        summarize(frame, strategies, args.budget, time.perf_counter() - wall, "sim_replay",
-                  note)
+        summarize_file(args, settings, seeds, strategies, "sim_replay", note)
         return
     spec = model_spec(args.model, args.parameterization)
     print(f"simulated M4 laws: {args.domains} training = validation domains, equal-weight "
@@ -219,11 +216,7 @@ def main() -> None:
           f"seeds {seeds[0]}..{seeds[-1]}; start {args.start}, batches of {args.batch}, budget "
           f"{args.budget}; model {spec.name} (law {spec.law}), MCMC {args.chains} x "
           f"{args.draws} after {args.tune}", flush=True)
-    done = read_done(args.csv, settings)
-    finished = complete_pairs(done, args.budget)
-    if finished:
-        print(f"{args.csv}: {len(finished)} (seed, strategy) pairs already done, skipped")
-    rows = [] if done.empty else done.to_dict("records")
+    rows, finished = resume(args, settings)
     first_fit: dict = {}
     for seed in seeds:
         prob = Problem(seed, args.domains, args.sigma0)
