@@ -102,3 +102,50 @@ def compile_cache_dir(tmp_path_factory):
         os.environ.pop("BAYESMIX_CACHE_DIR", None)
     else:
         os.environ["BAYESMIX_CACHE_DIR"] = old
+
+
+# ------------------------------------------------------------------------- shared test helpers
+def train_simulated(proposals, runs, seed: int):
+    """What the training jobs report for proposed ``runs``: the true losses of the simulator
+    behind :func:`simulate_runs` plus noise (sd 0.02)."""
+    import numpy as np
+
+    mix = [f"mix.{d}" for d in SIM_DOMAINS]
+    _, truth = simulate_runs()
+    out = proposals[proposals["run"].isin(runs)][["run", *mix]].reset_index(drop=True)
+    loss = truth.true_loss(out[mix].to_numpy())
+    loss = loss + np.random.default_rng(seed).normal(0.0, 0.02, loss.shape)
+    for i, d in enumerate(truth["eval_domains"]):
+        out[f"loss.{d}"] = loss[:, i]
+    return out
+
+
+def m4_posterior(m, rho, t, runs, *, sigma: float, train=None, evals=None):
+    """A default-model (M4) Posterior holding the given draws, no sampler: ``m``, ``rho``
+    (chains, draws, K), ``t`` (chains, draws, K, M), the noise sd ``sigma``, ``runs`` as fit
+    data (``train``/``evals``: the domain order of the draws, default the runs'); diagnostics
+    that pass the gate."""
+    import numpy as np
+    import xarray as xr
+
+    from bayesmix.diagnostics import Diagnostics
+    from bayesmix.posterior import Posterior
+    from bayesmix.spec import load_spec
+
+    chains, draws, k, _ = t.shape
+    coords = {"chain": np.arange(chains), "draw": np.arange(draws),
+              "eval_domain": list(runs.eval_domains if evals is None else evals),
+              "train_domain": list(runs.train_domains if train is None else train)}
+    post = xr.Dataset({
+        "m": (("chain", "draw", "eval_domain"), m),
+        "rho": (("chain", "draw", "eval_domain"), rho),
+        "t": (("chain", "draw", "eval_domain", "train_domain"), t),
+        "sigma": (("chain", "draw", "eval_domain"), np.full((chains, draws, k), sigma)),
+    }, coords=coords)
+    stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros((chains, draws), bool))},
+                       coords={"chain": coords["chain"], "draw": coords["draw"]})
+    tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
+    diag = Diagnostics(chains=chains, draws=draws, divergences=0, treedepth_hits=0,
+                       min_bfmi=1.0, max_rhat=1.0, min_ess_bulk=500.0, min_ess_tail=500.0)
+    return Posterior.from_fit(tree, load_spec("default"), runs, diag,
+                              {"draws": draws, "chains": chains})

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SIM_DOMAINS, simulate_runs
+from conftest import SIM_DOMAINS, train_simulated
 
 from bayesmix.constraints import Constraints
 from bayesmix.ledger import Ledger, file_hash
@@ -29,15 +29,7 @@ def bayesmix(*args, cwd, timeout=600) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def train(proposals: pd.DataFrame, runs, seed: int) -> pd.DataFrame:
-    """What the training jobs report: the simulator's true losses plus noise (sd 0.02)."""
-    _, truth = simulate_runs()
-    out = proposals[proposals["run"].isin(runs)][["run", *MIX]].reset_index(drop=True)
-    loss = truth.true_loss(out[MIX].to_numpy())
-    loss = loss + np.random.default_rng(seed).normal(0.0, 0.02, loss.shape)
-    for i, d in enumerate(truth["eval_domains"]):
-        out[f"loss.{d}"] = loss[:, i]
-    return out
+train = train_simulated
 
 
 def min_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SIM_DOMAINS, simulate_runs
+from conftest import SIM_DOMAINS, simulate_runs, train_simulated
 
 from bayesmix import acquire, errors
 from bayesmix.constraints import Constraints
@@ -39,15 +39,7 @@ MIX = [f"mix.{d}" for d in SIM_DOMAINS]
 FIT = {"draws": 100, "tune": 150, "chains": 2, "seed": 3}
 
 
-def train(proposals: pd.DataFrame, runs, seed: int) -> pd.DataFrame:
-    """What the training jobs report: the simulator's true losses plus noise (sd 0.02)."""
-    _, truth = simulate_runs()
-    out = proposals[proposals["run"].isin(runs)][["run", *MIX]].reset_index(drop=True)
-    loss = truth.true_loss(out[MIX].to_numpy())
-    loss = loss + np.random.default_rng(seed).normal(0.0, 0.02, loss.shape)
-    for i, d in enumerate(truth["eval_domains"]):
-        out[f"loss.{d}"] = loss[:, i]
-    return out
+train = train_simulated
 
 
 def pairwise_min(x: np.ndarray) -> float:

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
+from conftest import m4_posterior
 
 # the continual-pre-training simulator of tests/test_continual.py (imported, not copied)
 from test_continual import EVALS, TRAIN, TRUE_C, TRUE_K, TRUE_T, TRUE_X, simulate_continual
@@ -22,7 +22,6 @@ from bayesmix import errors
 from bayesmix.cli import main
 from bayesmix.constraints import Constraints
 from bayesmix.continual import critical_share
-from bayesmix.diagnostics import Diagnostics
 from bayesmix.guarantees import (
     Guarantee,
     GuaranteeError,
@@ -63,27 +62,11 @@ def five():
 
 def fake_posterior(params: dict, runs, train, evals, chains=2):
     """A default-model Posterior holding ``params`` (S, ...) as its draws, ``runs`` as fit data."""
-    draws = params["m"].shape[0] // chains
-    shape = (chains, draws)
-    coords = {"chain": np.arange(chains), "draw": np.arange(draws),
-              "eval_domain": list(evals), "train_domain": list(train)}
-    k = len(evals)
-    post = xr.Dataset({
-        "m": (("chain", "draw", "eval_domain"), params["m"].reshape(shape + (k,))),
-        "rho": (("chain", "draw", "eval_domain"), params["rho"].reshape(shape + (k,))),
-        "t": (("chain", "draw", "eval_domain", "train_domain"),
-              params["t"].reshape(shape + (k, len(train)))),
-        "sigma": (("chain", "draw", "eval_domain"), np.full(shape + (k,), 0.01)),
-    }, coords=coords)
-    stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros(shape, bool))},
-                       coords={"chain": coords["chain"], "draw": coords["draw"]})
-    tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
-    diag = Diagnostics(chains=chains, draws=draws, divergences=0, treedepth_hits=0,
-                       min_bfmi=1.0, max_rhat=1.0, min_ess_bulk=500.0, min_ess_tail=500.0)
-    from bayesmix.spec import load_spec
-
-    return Posterior.from_fit(tree, load_spec("default"), runs, diag,
-                              {"draws": draws, "chains": chains})
+    shape = (chains, params["m"].shape[0] // chains)
+    k, n_train = len(evals), len(train)
+    return m4_posterior(params["m"].reshape(shape + (k,)), params["rho"].reshape(shape + (k,)),
+                        params["t"].reshape(shape + (k, n_train)), runs, sigma=0.01,
+                        train=train, evals=evals)
 
 
 def exact_probs(draws, r, baseline, guarantees):

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from conftest import m4_posterior
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +30,6 @@ from bayesmix import errors
 from bayesmix.cli import main
 from bayesmix.constraints import Constraints
 from bayesmix.data import MAX_LOSS, RunTable
-from bayesmix.diagnostics import Diagnostics
 from bayesmix.loaders import load
 from bayesmix.optimize import LawDraws, minimize_objective
 from bayesmix.posterior import Posterior
@@ -69,25 +69,9 @@ def fake_posterior(n_runs: int = 12, seed: int = 3, chains: int = 2, draws: int 
     shape = (chains, draws)
     t = truth["t"][None, None] + rng.normal(0, 0.01, shape + (k, m))
     t -= t.mean(-1, keepdims=True)  # rows sum to zero, like the fitted law's
-    coords = {"chain": np.arange(chains), "draw": np.arange(draws),
-              "eval_domain": list(DOMAINS), "train_domain": list(DOMAINS)}
-    post = xr.Dataset({
-        "m": (("chain", "draw", "eval_domain"),
-              truth["m"] * (1 + rng.normal(0, 0.005, shape + (k,)))),
-        "rho": (("chain", "draw", "eval_domain"),
-                np.clip(truth["rho"] + rng.normal(0, 0.01, shape + (k,)), 0.05, 0.95)),
-        "t": (("chain", "draw", "eval_domain", "train_domain"), t),
-        "sigma": (("chain", "draw", "eval_domain"), np.full(shape + (k,), 0.02)),
-    }, coords=coords)
-    stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros(shape, bool))},
-                       coords={"chain": coords["chain"], "draw": coords["draw"]})
-    tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
-    diag = Diagnostics(chains=chains, draws=draws, divergences=0, treedepth_hits=0,
-                       min_bfmi=1.0, max_rhat=1.0, min_ess_bulk=500.0, min_ess_tail=500.0)
-    from bayesmix.spec import load_spec
-
-    return Posterior.from_fit(tree, load_spec("default"), runs, diag,
-                              {"draws": draws, "chains": chains}), runs
+    level = truth["m"] * (1 + rng.normal(0, 0.005, shape + (k,)))
+    rho = np.clip(truth["rho"] + rng.normal(0, 0.01, shape + (k,)), 0.05, 0.95)
+    return m4_posterior(level, rho, t, runs, sigma=0.02, train=DOMAINS, evals=DOMAINS), runs
 
 
 @pytest.fixture(scope="module")
