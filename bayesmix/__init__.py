@@ -15,12 +15,11 @@ The public API, one name per step (imported on first use, so ``import bayesmix``
 ``decide``          the decision -> ``DecisionReport`` (recommendation, intervals, spread)
 ``Experiment``      the active-learning loop over a ledger (create, propose, ingest, ...)
 ``propose``         one round of proposals for a ledger (``Experiment(...).propose``)
-``write_report``    the self-contained HTML report of a posterior [+ decision, ledger]
+``report``          the self-contained HTML report of a posterior [+ decision, ledger]
 ==================  ======================================================================
 
-``bayesmix.report`` is the submodule holding ``decide`` and ``DecisionReport`` (a function
-of that name would be replaced by the submodule whenever it is imported); the HTML report is
-``write_report``, ``Posterior.report()`` or ``DecisionReport.to_html()``.
+``report`` is also reachable as ``write_report``, ``Posterior.report()`` and
+``DecisionReport.to_html()``; ``decide`` and ``DecisionReport`` live in ``bayesmix.decision``.
 
 Examples
 --------
@@ -37,7 +36,7 @@ Fitting runs MCMC (about a minute the first time a model structure is compiled):
 >>> post = bm.fit(runs, draws=500, tune=500, chains=2, seed=1)  # doctest: +SKIP
 >>> rec = bm.decide(post, constraints=cons)                     # doctest: +SKIP
 >>> print(rec.to_text())                                        # doctest: +SKIP
->>> bm.write_report("report.html", post, decision=rec)          # doctest: +SKIP
+>>> bm.report("report.html", post, decision=rec)                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -57,24 +56,26 @@ _LAZY = {
     "fit": ("bayesmix.fit", "fit"),
     "Posterior": ("bayesmix.posterior", "Posterior"),
     "Constraints": ("bayesmix.constraints", "Constraints"),
-    "decide": ("bayesmix.report", "decide"),
-    "DecisionReport": ("bayesmix.report", "DecisionReport"),
+    "decide": ("bayesmix.decision", "decide"),
+    "DecisionReport": ("bayesmix.decision", "DecisionReport"),
     "Experiment": ("bayesmix.experiment", "Experiment"),
     "write_report": ("bayesmix.html_report", "write_report"),
+    "report": ("bayesmix.html_report", "write_report"),
 }
 
 __all__ = ["BayesmixError", "Constraints", "DecisionReport", "Experiment", "Posterior",
-           "RunTable", "__version__", "decide", "fit", "load", "propose", "simulate",
-           "write_report"]
+           "RunTable", "__version__", "decide", "fit", "load", "propose", "report",
+           "simulate", "write_report"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from bayesmix.constraints import Constraints
+    from bayesmix.decision import DecisionReport, decide
     from bayesmix.experiment import Experiment
     from bayesmix.fit import fit
     from bayesmix.html_report import write_report
+    from bayesmix.html_report import write_report as report
     from bayesmix.loaders import load
     from bayesmix.posterior import Posterior
-    from bayesmix.report import DecisionReport, decide
     from bayesmix.simulate import simulate
 
 

@@ -167,10 +167,10 @@ class Belief:
                        max_draws: int | None = DEFAULT_MAX_DRAWS,
                        inputs: Mapping | None = None) -> Belief:
         """Draws of a fitted Posterior (any law); ``weights``/``target`` as in
-        :func:`bayesmix.report.resolve_weights` (default: equal weights). ``max_draws`` thins
+        :func:`bayesmix.decision.resolve_weights` (default: equal weights). ``max_draws`` thins
         evenly over chains and draws (None keeps all); ``inputs``: the law's extra inputs
         (``n_params``, ``tokens``) when it takes them."""
-        from bayesmix.report import resolve_weights
+        from bayesmix.decision import resolve_weights
 
         draws = LawDraws.from_posterior(posterior, inputs=inputs)
         w, desc = resolve_weights(draws.eval_domains, weights, target)

@@ -342,10 +342,10 @@ class Experiment:
     def recommend(self, *, weights=None, target: str | None = None, refit: bool = False,
                   **options):
         """The mixture to train, from the current posterior (refitted only when results
-        changed): :func:`bayesmix.report.decide` under the ledger's constraints, objective
+        changed): :func:`bayesmix.decision.decide` under the ledger's constraints, objective
         weights from the ledger (``target``/``weights`` override). ``options`` go to
         ``decide`` (objective, baseline, prob, seed, ...). Returns a DecisionReport."""
-        from bayesmix.report import decide
+        from bayesmix.decision import decide
 
         with self._open() as led:
             post, path, _ = self._posterior(led, refit=refit, round_no=led.next_round())

@@ -805,7 +805,7 @@ def frontier(source, *, target: str, guards, tolerances=None, probs=None,
     previous mixture, which stays feasible, so the target loss never rises."""
     import dataclasses
 
-    from bayesmix.report import resolve_baseline, resolve_weights
+    from bayesmix.decision import resolve_baseline, resolve_weights
 
     draws = as_law_draws(source)
     if inputs is not None:

@@ -77,7 +77,7 @@ def build_html(posterior, *, decision=None, ledger=None, ternary=None, prob: flo
     """The report as one HTML document (text).
 
     ``posterior``: a :class:`~bayesmix.posterior.Posterior` or a path to one; ``decision``: a
-    :class:`~bayesmix.report.DecisionReport` or the path of one saved as JSON (None: no
+    :class:`~bayesmix.decision.DecisionReport` or the path of one saved as JSON (None: no
     decision section; the simplex views then start from the posterior-mean optimum with equal
     weights, without constraints); ``ledger``: an experiment ledger (path) for the progress
     section; ``ternary``: three training domains (list or ``"a,b,c"``; default the three
@@ -106,12 +106,12 @@ def build_html(posterior, *, decision=None, ledger=None, ternary=None, prob: flo
 
 
 def load_decision(path):
-    """A :class:`~bayesmix.report.DecisionReport` from a JSON file written by
+    """A :class:`~bayesmix.decision.DecisionReport` from a JSON file written by
     ``bayesmix optimize -o FILE.json`` (:meth:`DecisionReport.save`)."""
     import xarray as xr
 
     from bayesmix.constraints import Constraints
-    from bayesmix.report import REPORT_FORMAT, DecisionReport
+    from bayesmix.decision import REPORT_FORMAT, DecisionReport
 
     path = Path(path)
     try:
@@ -697,10 +697,10 @@ def _section_decision(view: _View) -> tuple[str, str, str]:
 # ------------------------------------------------------------------------------ 6. ledger
 def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
     from bayesmix.constraints import Constraints
+    from bayesmix.decision import resolve_weights
     from bayesmix.ledger import Ledger
     from bayesmix.optimize import LawDraws, minimize_objective
     from bayesmix.posterior import Posterior
-    from bayesmix.report import resolve_weights
 
     with Ledger.open(ledger) as led:
         runs = led.runs()

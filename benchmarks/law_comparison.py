@@ -50,9 +50,9 @@ from scipy.stats import spearmanr
 from bayesmix import acquire
 from bayesmix.constraints import Constraints
 from bayesmix.data import RunTable
+from bayesmix.decision import decide
 from bayesmix.fit import fit
 from bayesmix.loaders import load
-from bayesmix.report import decide
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 #: law -> shipped specification fitted for it

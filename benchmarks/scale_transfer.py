@@ -129,7 +129,7 @@ def transfer_nested(*, max_step=30000.0, draws=300, tune=300, chains=2, seed=1,
 
 def scale_decision(post, weights, *, n_params=1e9, tokens=100_000 * 2**20, seed=0):
     """The mean-loss decision at 1B x 100k steps, and whether it moves from the proxies'."""
-    from bayesmix.report import decide
+    from bayesmix.decision import decide
 
     return decide(post, weights=dict(zip(post.eval_domains, weights, strict=True)),
                   inputs={"n_params": n_params, "tokens": tokens}, seed=seed)

@@ -181,8 +181,8 @@ def choose_mixture(post: Posterior, truth: Truth):
     half web data and at least 5 % wiki, its intervals, P(beats uniform), spread of the optimum;
     then its true loss against the true constrained optimum."""
     from bayesmix.constraints import Constraints
+    from bayesmix.decision import decide
     from bayesmix.optimize import draw_optima
-    from bayesmix.report import decide
 
     cons = Constraints.build(DOMAINS, max_share={"web": 0.5}, min_share={"wiki": 0.05})
     report = decide(post, constraints=cons, objective="mean")

@@ -11,8 +11,8 @@ import pytest
 
 from bayesmix.cli import main
 from bayesmix.constraints import Constraints
+from bayesmix.decision import decide
 from bayesmix.optimize import aggregate_loss
-from bayesmix.report import decide
 
 #: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
 pytestmark = pytest.mark.slow

@@ -27,6 +27,7 @@ from scipy import special
 
 from bayesmix import acquire, errors
 from bayesmix.constraints import Constraints
+from bayesmix.decision import decide
 from bayesmix.design import initial_design
 from bayesmix.laws import Law, Param, available_laws, get_law
 from bayesmix.laws.m4 import M4
@@ -41,7 +42,6 @@ from bayesmix.optimize import (
     draw_optima,
     minimize_objective,
 )
-from bayesmix.report import decide
 from bayesmix.spec import load_spec
 
 LAWS = sorted(available_laws())

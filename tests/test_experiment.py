@@ -27,10 +27,10 @@ from conftest import SIM_DOMAINS, simulate_runs, train_simulated
 
 from bayesmix import acquire, errors
 from bayesmix.constraints import Constraints
+from bayesmix.decision import DecisionReport
 from bayesmix.diagnostics import ConvergenceWarning
 from bayesmix.experiment import Experiment
 from bayesmix.ledger import Ledger
-from bayesmix.report import DecisionReport
 from bayesmix.simulate import simulate
 
 #: 2 x 100 draws rarely pass the gate; the tests check the warning where it matters.

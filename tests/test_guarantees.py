@@ -22,6 +22,7 @@ from bayesmix import errors
 from bayesmix.cli import main
 from bayesmix.constraints import Constraints
 from bayesmix.continual import critical_share
+from bayesmix.decision import decide
 from bayesmix.guarantees import (
     Guarantee,
     GuaranteeError,
@@ -35,7 +36,6 @@ from bayesmix.guarantees import (
 from bayesmix.laws import m4
 from bayesmix.optimize import LawDraws, minimize_objective
 from bayesmix.posterior import Posterior
-from bayesmix.report import decide
 from bayesmix.simulate import simulate
 
 S = 400

@@ -248,7 +248,7 @@ def unwritable_dir(tmp_path, monkeypatch):
 def test_output_into_an_unwritable_folder_fails_before_computing(posterior_files, unwritable_dir,
                                                                  capsys, monkeypatch):
     d = posterior_files
-    import bayesmix.report as report
+    import bayesmix.decision as report
 
     def never(*args, **kwargs):
         raise AssertionError("computed before checking the output folder")
@@ -284,8 +284,8 @@ def test_write_errors_are_one_line_and_leave_the_old_file(posterior_files, tmp_p
 
 def test_one_atomic_writer_gives_files_the_umask_mode(tmp_path):
     from bayesmix.cli._output import write_table
+    from bayesmix.decision import decide
     from bayesmix.io import atomic_write_text
-    from bayesmix.report import decide
 
     post, _ = fake_posterior()
     old = os.umask(0o027)

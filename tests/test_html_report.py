@@ -32,9 +32,9 @@ def report_inputs(simulated_fit, saved_posterior, tmp_path_factory):
     """A saved decision (with per-draw optima) and a ledger with one proposal round from the
     fixture's runs (one small refit, same structure: no new compilation)."""
     from bayesmix.constraints import Constraints
+    from bayesmix.decision import decide
     from bayesmix.diagnostics import ConvergenceWarning
     from bayesmix.experiment import Experiment
-    from bayesmix.report import decide
 
     d = tmp_path_factory.mktemp("report")
     cons = Constraints.build(list(SIM_DOMAINS), max_share={"Github": 0.5})

@@ -18,11 +18,11 @@ from bayesmix import errors
 from bayesmix.aggregate import aggregate_losses, choose_latent, latent_spec
 from bayesmix.constraints import Constraints
 from bayesmix.data import RunTable
+from bayesmix.decision import decide
 from bayesmix.laws import get_law, m4
 from bayesmix.laws.implicit import from_paper, to_paper
 from bayesmix.optimize import LawDraws, _generic_draw_optima
 from bayesmix.posterior import Posterior
-from bayesmix.report import decide
 from bayesmix.spec import load_spec
 
 TRAIN = ("web", "code", "books")

@@ -16,9 +16,9 @@ from conftest import SIM_DOMAINS, simulate_runs
 
 from bayesmix import acquire
 from bayesmix.constraints import Constraints
+from bayesmix.decision import decide
 from bayesmix.laws import Law, Param, get_law, register
 from bayesmix.posterior import Posterior
-from bayesmix.report import decide
 
 
 class PlaneLaw(Law):

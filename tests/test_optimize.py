@@ -17,6 +17,7 @@ from scipy import special
 
 from bayesmix import errors
 from bayesmix.constraints import Constraints
+from bayesmix.decision import DecisionReport, decide, resolve_baseline, resolve_weights
 from bayesmix.laws import get_law, m4
 from bayesmix.optimize import (
     LawDraws,
@@ -31,7 +32,6 @@ from bayesmix.optimize import (
     optimum_spread,
     project,
 )
-from bayesmix.report import DecisionReport, decide, resolve_baseline, resolve_weights
 
 
 def make_draws(s, k, m, seed=0, t_scale=1.5, jitter=0.3):

@@ -83,8 +83,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from bayesmix.decision import decide
     from bayesmix.posterior import Posterior
-    from bayesmix.report import decide
 
     out = None
     if args.out:  # before any work: format, folder writable, not an input, --force to replace

@@ -104,7 +104,7 @@ def run(args) -> int:
     posterior = Posterior.load(args.posterior)
     posterior.check_finite()
     if decide_here:
-        from bayesmix.report import decide
+        from bayesmix.decision import decide
 
         scale = scale_from_args(args, posterior.law)
         constraints = constraints_from_args(args, posterior.train_domains)
