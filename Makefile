@@ -23,11 +23,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-# lint first: ruff (style, bugs) on all Python code, mypy (types) on the package
+# lint first: ruff (formatting, style, bugs) on all Python code, mypy (types) on the package;
+# `$(VENV)/bin/ruff format bayesmix tests examples benchmarks` fixes what the format check finds
 test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff format --check bayesmix tests examples benchmarks
 	$(VENV)/bin/ruff check bayesmix tests examples benchmarks
 	$(VENV)/bin/mypy
 

@@ -63,9 +63,22 @@ _LAZY = {
     "report": ("bayesmix.html_report", "write_report"),
 }
 
-__all__ = ["BayesmixError", "Constraints", "DecisionReport", "Experiment", "Posterior",
-           "RunTable", "__version__", "decide", "fit", "load", "propose", "report",
-           "simulate", "write_report"]
+__all__ = [
+    "BayesmixError",
+    "Constraints",
+    "DecisionReport",
+    "Experiment",
+    "Posterior",
+    "RunTable",
+    "__version__",
+    "decide",
+    "fit",
+    "load",
+    "propose",
+    "report",
+    "simulate",
+    "write_report",
+]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from bayesmix.constraints import Constraints
@@ -92,9 +105,19 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-def propose(ledger, n: int = 8, strategy: str = "thompson", *, model: str = "default",
-            draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
-            progress: bool = False, **options):
+def propose(
+    ledger,
+    n: int = 8,
+    strategy: str = "thompson",
+    *,
+    model: str = "default",
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int = 0,
+    progress: bool = False,
+    **options,
+):
     """Propose the next ``n`` runs of an experiment and record them in its ledger.
 
     A shortcut for ``Experiment(ledger, model=..., draws=..., ...).propose(n, strategy,
@@ -127,6 +150,7 @@ def propose(ledger, n: int = 8, strategy: str = "thompson", *, model: str = "def
     """
     from bayesmix.experiment import Experiment
 
-    exp = Experiment(ledger, model=model, draws=draws, tune=tune, chains=chains, seed=seed,
-                     progress=progress)
+    exp = Experiment(
+        ledger, model=model, draws=draws, tune=tune, chains=chains, seed=seed, progress=progress
+    )
     return exp.propose(n, strategy, **options)

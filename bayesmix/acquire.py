@@ -142,8 +142,14 @@ class Belief:
     draws: LawDraws = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        draws = LawDraws(self.params, self.train_domains, self.eval_domains,
-                         self.diagnostics_warning, law=self.law, inputs=self.inputs)
+        draws = LawDraws(
+            self.params,
+            self.train_domains,
+            self.eval_domains,
+            self.diagnostics_warning,
+            law=self.law,
+            inputs=self.inputs,
+        )
         object.__setattr__(self, "draws", draws)
         object.__setattr__(self, "law", draws.law)
         object.__setattr__(self, "inputs", draws.inputs)
@@ -153,19 +159,31 @@ class Belief:
         sigma = np.asarray(self.sigma, float)
         expected = (draws.n_samples, len(draws.eval_domains))
         if sigma.shape != expected or not np.all(np.isfinite(sigma)):
-            raise errors.FormatError(f"sigma draws have shape {sigma.shape}; expected "
-                                     f"{expected} (draws x validation domains), finite")
+            raise errors.FormatError(
+                f"sigma draws have shape {sigma.shape}; expected "
+                f"{expected} (draws x validation domains), finite"
+            )
         object.__setattr__(self, "sigma", sigma)
         w = np.asarray(self.weights, float).reshape(-1)
-        if w.shape != (len(self.eval_domains),) or not np.all(np.isfinite(w)) \
-                or np.any(w < 0) or w.sum() <= 0:
+        if (
+            w.shape != (len(self.eval_domains),)
+            or not np.all(np.isfinite(w))
+            or np.any(w < 0)
+            or w.sum() <= 0
+        ):
             raise errors.ObjectiveError(f"need {len(self.eval_domains)} weights >= 0, not all 0")
         object.__setattr__(self, "weights", w / w.sum())
 
     @classmethod
-    def from_posterior(cls, posterior, *, weights=None, target: str | None = None,
-                       max_draws: int | None = DEFAULT_MAX_DRAWS,
-                       inputs: Mapping | None = None) -> Belief:
+    def from_posterior(
+        cls,
+        posterior,
+        *,
+        weights=None,
+        target: str | None = None,
+        max_draws: int | None = DEFAULT_MAX_DRAWS,
+        inputs: Mapping | None = None,
+    ) -> Belief:
         """Draws of a fitted Posterior (any law); ``weights``/``target`` as in
         :func:`bayesmix.decision.resolve_weights` (default: equal weights). ``max_draws`` thins
         evenly over chains and draws (None keeps all); ``inputs``: the law's extra inputs
@@ -181,9 +199,18 @@ class Belief:
             nu = float(lik["nu"])
             factor = nu / (nu - 2.0) if nu > 2 else 3.0  # infinite variance: a wide stand-in
         keep = _thin(draws.n_samples, max_draws)
-        return cls({k: v[keep] for k, v in draws.params.items()}, sigma[keep], w,
-                   draws.train_domains, draws.eval_domains, factor,
-                   posterior.diagnostics_warning, desc, law=draws.law, inputs=draws.inputs)
+        return cls(
+            {k: v[keep] for k, v in draws.params.items()},
+            sigma[keep],
+            w,
+            draws.train_domains,
+            draws.eval_domains,
+            factor,
+            posterior.diagnostics_warning,
+            desc,
+            law=draws.law,
+            inputs=draws.inputs,
+        )
 
     @property
     def n_samples(self) -> int:
@@ -199,11 +226,11 @@ class Belief:
 
     def noise_var(self) -> np.ndarray:
         """Noise variance of one run's measured loss per validation domain (K,), nats^2."""
-        return self.noise_factor * np.mean(self.sigma ** 2, axis=0)
+        return self.noise_factor * np.mean(self.sigma**2, axis=0)
 
     def objective_noise_var(self) -> float:
         """Noise variance of the measured objective (independent noise per domain)."""
-        return float(np.sum(self.weights ** 2 * self.noise_var()))
+        return float(np.sum(self.weights**2 * self.noise_var()))
 
     def optima(self, constraints: Constraints) -> np.ndarray:
         """Every draw's optimal mixture over the feasible set (S, M) (exact for M4, batched
@@ -257,8 +284,14 @@ class Candidates:
         return cost / cost.min()
 
     @classmethod
-    def pool(cls, pool, train_domains: Sequence[str], *,
-             constraints: Constraints | None = None, source: str | None = None) -> Candidates:
+    def pool(
+        cls,
+        pool,
+        train_domains: Sequence[str],
+        *,
+        constraints: Constraints | None = None,
+        source: str | None = None,
+    ) -> Candidates:
         """A finite pool: a DataFrame (columns ``mix.<domain>`` or domain names, optional
         ``run``, ``n_params``, ``steps``, ``tokens``) or an array (N, M). Rows outside
         ``constraints`` are dropped (with a note); none left is an InfeasibleError."""
@@ -273,12 +306,18 @@ class Candidates:
                     if not np.all(np.isfinite(values) & (values > 0)):
                         row = int(np.flatnonzero(~(np.isfinite(values) & (values > 0)))[0])
                         raise errors.NonNumericError(
-                            f"{col} must be a positive number in every row", source=source,
-                            row=row + 2, column=col)
+                            f"{col} must be a positive number in every row",
+                            source=source,
+                            row=row + 2,
+                            column=col,
+                        )
                     extra[col] = values
             if "step" in pool.columns and "steps" not in extra:
-                raise errors.FormatError("a candidate pool names training amounts 'steps' "
-                                         "(planned), not 'step'", source=source, column="step")
+                raise errors.FormatError(
+                    "a candidate pool names training amounts 'steps' (planned), not 'step'",
+                    source=source,
+                    column="step",
+                )
         frame = as_mixtures(pool, train_domains, source=source)
         mix = frame.to_numpy(float)
         ids = tuple(frame.index)
@@ -287,39 +326,69 @@ class Candidates:
             constraints = check_constraints(constraints, train_domains)
             inside = constraints.contains(mix)
             if not inside.any():
-                raise errors.InfeasibleError("no pool mixture satisfies the constraints",
-                                             source=source,
-                                             hint="relax the constraints or add candidates")
+                raise errors.InfeasibleError(
+                    "no pool mixture satisfies the constraints",
+                    source=source,
+                    hint="relax the constraints or add candidates",
+                )
             if not inside.all():
-                notes.append(f"{int((~inside).sum())} of {len(mix)} pool mixtures violate the "
-                             "constraints and were dropped")
+                notes.append(
+                    f"{int((~inside).sum())} of {len(mix)} pool mixtures violate the "
+                    "constraints and were dropped"
+                )
             mix, ids = mix[inside], tuple(np.asarray(ids, dtype=object)[inside])
             extra = {k: v[inside] for k, v in extra.items()}
-        return cls(mix, train_domains, ids, extra.get("n_params"), extra.get("steps"),
-                   extra.get("tokens"), None, tuple(notes))
+        return cls(
+            mix,
+            train_domains,
+            ids,
+            extra.get("n_params"),
+            extra.get("steps"),
+            extra.get("tokens"),
+            None,
+            tuple(notes),
+        )
 
     @classmethod
-    def continuous(cls, constraints: Constraints, n: int = DEFAULT_CANDIDATES, *,
-                   belief: Belief | None = None, seed: int | None = 0) -> Candidates:
+    def continuous(
+        cls,
+        constraints: Constraints,
+        n: int = DEFAULT_CANDIDATES,
+        *,
+        belief: Belief | None = None,
+        seed: int | None = 0,
+    ) -> Candidates:
         """A cloud of ~``n`` feasible mixtures (see the module docstring); with ``belief``, its
         per-draw optima, its posterior-mean optimum and points around them are included."""
         if n < 1:
             raise errors.OptionError(f"the number of candidates must be >= 1, got {n}")
         m = len(constraints.domains)
         rng = np.random.default_rng(seed)
-        parts = [_design_points(constraints, max(1, n // 2), seed, "sobol", 1.0),
-                 _design_points(constraints, max(1, n // 4), seed, "dirichlet", 0.3),
-                 project(np.eye(m), constraints.lower, constraints.upper)]
+        parts = [
+            _design_points(constraints, max(1, n // 2), seed, "sobol", 1.0),
+            _design_points(constraints, max(1, n // 4), seed, "dirichlet", 0.3),
+            project(np.eye(m), constraints.lower, constraints.upper),
+        ]
         if belief is not None:
             check_constraints(constraints, belief.train_domains)
             optima = belief.optima(constraints)
-            best = minimize_objective(belief.draws, constraints, belief.weights, "mean",
-                                      n_starts=2, extra_starts=optima.mean(axis=0)[None],
-                                      seed=seed).mixture
+            best = minimize_objective(
+                belief.draws,
+                constraints,
+                belief.weights,
+                "mean",
+                n_starts=2,
+                extra_starts=optima.mean(axis=0)[None],
+                seed=seed,
+            ).mixture
             centres = np.vstack([best[None], optima])
             n_local = max(0, n - sum(len(p) for p in parts))
-            parts += [centres, _around(centres[rng.integers(0, len(centres), n_local)],
-                                       constraints, rng, REFINE_RADII)]
+            parts += [
+                centres,
+                _around(
+                    centres[rng.integers(0, len(centres), n_local)], constraints, rng, REFINE_RADII
+                ),
+            ]
         mix = ensure_feasible(np.vstack(parts), constraints, "candidate mixture")
         return cls(mix, tuple(constraints.domains), constraints=constraints)
 
@@ -331,26 +400,41 @@ class Candidates:
             return None if a is None else np.asarray(a)[index]
 
         ids = None if self.ids is None else tuple(np.asarray(self.ids, dtype=object)[index])
-        return Candidates(self.mixtures[index], self.train_domains, ids, pick(self.n_params),
-                          pick(self.steps), pick(self.tokens), self.constraints, self.notes)
+        return Candidates(
+            self.mixtures[index],
+            self.train_domains,
+            ids,
+            pick(self.n_params),
+            pick(self.steps),
+            pick(self.tokens),
+            self.constraints,
+            self.notes,
+        )
 
     def extended(self, mixtures: np.ndarray) -> Candidates:
         """This cloud plus ``mixtures`` (continuous candidates only)."""
         if self.is_pool:
             raise errors.DesignError("a finite pool cannot be extended")
         assert self.constraints is not None  # continuous clouds are built from constraints
-        mix = ensure_feasible(np.vstack([self.mixtures, mixtures]), self.constraints,
-                              "candidate mixture")
-        return Candidates(mix, self.train_domains, constraints=self.constraints,
-                          notes=self.notes)
+        mix = ensure_feasible(
+            np.vstack([self.mixtures, mixtures]), self.constraints, "candidate mixture"
+        )
+        return Candidates(mix, self.train_domains, constraints=self.constraints, notes=self.notes)
 
 
 def _design_points(constraints, n, seed, method, alpha) -> np.ndarray:
     """``n`` feasible points from design.initial_design (no distance guard); projected
     Dirichlet points when the box leaves a single mixture or is too tight to fill."""
     try:
-        return design.initial_design(constraints, n, seed=seed, method=method, alpha=alpha,
-                                     min_distance=0.0, max_candidates=max(20_000, 4 * n))
+        return design.initial_design(
+            constraints,
+            n,
+            seed=seed,
+            method=method,
+            alpha=alpha,
+            min_distance=0.0,
+            max_candidates=max(20_000, 4 * n),
+        )
     except errors.DesignError:
         return feasible_points(constraints, n, seed)
 
@@ -368,8 +452,7 @@ def _around(centres: np.ndarray, constraints: Constraints, rng, radii) -> np.nda
 
 # ------------------------------------------------------------------------------------- batch
 #: Name of the score column of :meth:`Batch.frame` per strategy.
-SCORE_NAMES = {"thompson": "draw_objective", "optimum-info": "information",
-               "bald": "information"}
+SCORE_NAMES = {"thompson": "draw_objective", "optimum-info": "information", "bald": "information"}
 
 
 @dataclass
@@ -454,8 +537,9 @@ class _Guard:
     def __init__(self, candidates: Candidates, taken: np.ndarray, min_distance: float):
         self.x = candidates.mixtures
         self.dist = float(min_distance)
-        self.allowed = _distance(self.x, taken) >= self.dist if self.dist > 0 else (
-            np.ones(len(self.x), bool))
+        self.allowed = (
+            _distance(self.x, taken) >= self.dist if self.dist > 0 else (np.ones(len(self.x), bool))
+        )
         if candidates.is_pool and len(taken):
             # a pool row that was already run is never proposed again, whatever the distance
             self.allowed &= _distance(self.x, taken) > 1e-12
@@ -476,7 +560,8 @@ def _short(what: str, got: int, q: int, min_distance: float) -> errors.DesignErr
     return errors.DesignError(
         f"{what}: found only {got} of {q} candidates at least {min_distance:g} apart and from "
         "the pending and completed runs",
-        hint="ask for fewer runs, lower the minimum distance, or give a larger pool")
+        hint="ask for fewer runs, lower the minimum distance, or give a larger pool",
+    )
 
 
 # -------------------------------------------------------------------------------- ensemble
@@ -497,12 +582,12 @@ class Ensemble:
     @property
     def variance(self) -> np.ndarray:
         """(N, D) posterior variance of each column's mean loss."""
-        return np.mean(self.anom ** 2, axis=0)
+        return np.mean(self.anom**2, axis=0)
 
     def condition(self, j: int) -> None:
         """Observe column ``j`` (every channel, independent noise): shrink the anomalies."""
-        a_j = self.anom[:, j, :]                                  # (S, D)
-        v_j = np.mean(a_j ** 2, axis=0)                           # (D,)
+        a_j = self.anom[:, j, :]  # (S, D)
+        v_j = np.mean(a_j**2, axis=0)  # (D,)
         cov = np.einsum("sd,snd->nd", a_j, self.anom) / len(a_j)  # (N, D)
         total = v_j + self.noise
         gain = cov / total
@@ -518,9 +603,17 @@ class Strategy:
 
     name = "strategy"
 
-    def propose(self, belief: Belief | None, candidates: Candidates, q: int, *, pending=None,
-                existing=None, min_distance: float = DEFAULT_MIN_DISTANCE,
-                seed: int | None = 0) -> Batch:
+    def propose(
+        self,
+        belief: Belief | None,
+        candidates: Candidates,
+        q: int,
+        *,
+        pending=None,
+        existing=None,
+        min_distance: float = DEFAULT_MIN_DISTANCE,
+        seed: int | None = 0,
+    ) -> Batch:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -540,15 +633,30 @@ class RandomSelection(Strategy):
         self.alpha = float(alpha)
         self.cost_power = float(cost_power)
 
-    def propose(self, belief, candidates, q, *, pending=None, existing=None,
-                min_distance=DEFAULT_MIN_DISTANCE, seed=0) -> Batch:
+    def propose(
+        self,
+        belief,
+        candidates,
+        q,
+        *,
+        pending=None,
+        existing=None,
+        min_distance=DEFAULT_MIN_DISTANCE,
+        seed=0,
+    ) -> Batch:
         q = _check_q(q)
         m = len(candidates.train_domains)
         taken = np.vstack([_as_matrix(pending, m), _as_matrix(existing, m)])
         if not candidates.is_pool:
-            mix = design.initial_design(candidates.constraints, q, seed=seed, method="dirichlet",
-                                        alpha=self.alpha, min_distance=min_distance,
-                                        existing=taken)
+            mix = design.initial_design(
+                candidates.constraints,
+                q,
+                seed=seed,
+                method="dirichlet",
+                alpha=self.alpha,
+                min_distance=min_distance,
+                existing=taken,
+            )
             cands = Candidates(mix, candidates.train_domains, constraints=candidates.constraints)
             return Batch(self.name, mix, np.arange(q), np.full(q, np.nan), cands)
         guard = _Guard(candidates, taken, min_distance)
@@ -558,7 +666,7 @@ class RandomSelection(Strategy):
             order = rng.permutation(len(candidates))
         else:
             # weighted sampling without replacement: sort by u^(1/w), w = cost^-p
-            keys = np.log(rng.uniform(size=len(candidates))) * cost ** self.cost_power
+            keys = np.log(rng.uniform(size=len(candidates))) * cost**self.cost_power
             order = np.argsort(-keys, kind="stable")
         chosen: list[int] = []
         for j in order:
@@ -570,8 +678,14 @@ class RandomSelection(Strategy):
         if len(chosen) < q:
             raise _short(self.name, len(chosen), q, min_distance)
         idx = np.asarray(chosen)
-        return Batch(self.name, candidates.mixtures[idx], idx, np.full(q, np.nan), candidates,
-                     None if cost is None else cost[idx])
+        return Batch(
+            self.name,
+            candidates.mixtures[idx],
+            idx,
+            np.full(q, np.nan),
+            candidates,
+            None if cost is None else cost[idx],
+        )
 
 
 class ThompsonSampling(Strategy):
@@ -587,22 +701,35 @@ class ThompsonSampling(Strategy):
             raise errors.OptionError(f"cost_power must be >= 0, got {cost_power}")
         self.cost_power = float(cost_power)
 
-    def propose(self, belief, candidates, q, *, pending=None, existing=None,
-                min_distance=DEFAULT_MIN_DISTANCE, seed=0) -> Batch:
+    def propose(
+        self,
+        belief,
+        candidates,
+        q,
+        *,
+        pending=None,
+        existing=None,
+        min_distance=DEFAULT_MIN_DISTANCE,
+        seed=0,
+    ) -> Batch:
         q = _check_q(q)
         m = len(candidates.train_domains)
         taken = np.vstack([_as_matrix(pending, m), _as_matrix(existing, m)])
-        values = belief.loss(candidates.mixtures)                      # (S, N)
+        values = belief.loss(candidates.mixtures)  # (S, N)
         cost = candidates.cost
         aware = cost is not None and self.cost_power > 0 and not np.all(cost == cost[0])
-        factor = cost ** self.cost_power if aware else None
+        factor = cost**self.cost_power if aware else None
         # the best objective per draw among runs done or in flight (updated as runs are chosen)
-        best = (belief.loss(taken).min(axis=1) if aware and len(taken)
-                else np.full(belief.n_samples, np.inf))
+        best = (
+            belief.loss(taken).min(axis=1)
+            if aware and len(taken)
+            else np.full(belief.n_samples, np.inf)
+        )
         guard = _Guard(candidates, taken, min_distance)
         rng = np.random.default_rng(seed)
-        order = np.concatenate([rng.permutation(belief.n_samples)
-                                for _ in range(-(-q // belief.n_samples))])
+        order = np.concatenate(
+            [rng.permutation(belief.n_samples) for _ in range(-(-q // belief.n_samples))]
+        )
         chosen, scores = [], []
         for s in order[:q]:
             if not guard.allowed.any():
@@ -620,12 +747,19 @@ class ThompsonSampling(Strategy):
         if len(chosen) < q:
             raise _short(self.name, len(chosen), q, min_distance)
         idx = np.asarray(chosen)
-        return Batch(self.name, candidates.mixtures[idx], idx, np.asarray(scores), candidates,
-                     None if cost is None else cost[idx])
+        return Batch(
+            self.name,
+            candidates.mixtures[idx],
+            idx,
+            np.asarray(scores),
+            candidates,
+            None if cost is None else cost[idx],
+        )
 
 
-def _cost_aware_pick(values: np.ndarray, best: float, factor: np.ndarray,
-                     allowed: np.ndarray) -> int:
+def _cost_aware_pick(
+    values: np.ndarray, best: float, factor: np.ndarray, allowed: np.ndarray
+) -> int:
     """Thompson's choice with costs for one draw: the largest improvement over ``best`` per
     unit of cost (``factor`` = cost^p); when no allowed candidate improves, the smallest
     deficit x cost; exact ties to the cheapest, then the first listed."""
@@ -650,8 +784,7 @@ class ScoreStrategy(Strategy):
         self.refine = refine
 
     # subclasses: build the state for columns X (candidates then pending) and score it
-    def _prepare(self, belief: Belief, candidates: Candidates, existing: np.ndarray,
-                 seed) -> None:
+    def _prepare(self, belief: Belief, candidates: Candidates, existing: np.ndarray, seed) -> None:
         """Hook: anything computed once per proposal (e.g. the optimum groups)."""
 
     def _ensemble(self, belief: Belief, x: np.ndarray) -> Ensemble:
@@ -660,8 +793,9 @@ class ScoreStrategy(Strategy):
     def _score(self, ens: Ensemble) -> np.ndarray:
         raise NotImplementedError
 
-    def scores(self, belief: Belief, candidates: Candidates, *, pending=None,
-               existing=None, seed=0) -> np.ndarray:
+    def scores(
+        self, belief: Belief, candidates: Candidates, *, pending=None, existing=None, seed=0
+    ) -> np.ndarray:
         """Information of each candidate (N,) given the pending runs (nats)."""
         m = len(candidates.train_domains)
         pend, done = _as_matrix(pending, m), _as_matrix(existing, m)
@@ -675,8 +809,17 @@ class ScoreStrategy(Strategy):
             ens.condition(j)
         return ens, self._score(ens)[: len(candidates)]
 
-    def propose(self, belief, candidates, q, *, pending=None, existing=None,
-                min_distance=DEFAULT_MIN_DISTANCE, seed=0) -> Batch:
+    def propose(
+        self,
+        belief,
+        candidates,
+        q,
+        *,
+        pending=None,
+        existing=None,
+        min_distance=DEFAULT_MIN_DISTANCE,
+        seed=0,
+    ) -> Batch:
         q = _check_q(q)
         m = len(candidates.train_domains)
         pend, done = _as_matrix(pending, m), _as_matrix(existing, m)
@@ -686,13 +829,17 @@ class ScoreStrategy(Strategy):
             guard = _Guard(candidates, np.vstack([pend, done]), min_distance)
             top = np.argsort(np.where(guard.allowed, -score, np.inf))[:REFINE_TOP]
             rng = np.random.default_rng(seed)
-            local = _around(np.repeat(candidates.mixtures[top], REFINE_POINTS, axis=0),
-                            candidates.constraints, rng, REFINE_RADII)
+            local = _around(
+                np.repeat(candidates.mixtures[top], REFINE_POINTS, axis=0),
+                candidates.constraints,
+                rng,
+                REFINE_RADII,
+            )
             candidates = candidates.extended(local)
             ens, score = self._scores(belief, candidates, pend)
         n = len(candidates)
         cost = candidates.cost
-        divisor = np.ones(n) if cost is None else cost ** self.cost_power
+        divisor = np.ones(n) if cost is None else cost**self.cost_power
         guard = _Guard(candidates, np.vstack([pend, done]), min_distance)
         chosen, scores = [], []
         for _ in range(q):
@@ -700,7 +847,7 @@ class ScoreStrategy(Strategy):
                 break
             eff = np.where(guard.allowed & np.isfinite(score), score / divisor, -np.inf)
             if not np.isfinite(eff).any():
-                break                   # every allowed candidate's score is NaN or infinite
+                break  # every allowed candidate's score is NaN or infinite
             j = int(np.argmax(eff))
             chosen.append(j)
             scores.append(float(score[j]))
@@ -710,8 +857,14 @@ class ScoreStrategy(Strategy):
         if len(chosen) < q:
             raise _short(self.name, len(chosen), q, min_distance)
         idx = np.asarray(chosen)
-        return Batch(self.name, candidates.mixtures[idx], idx, np.asarray(scores), candidates,
-                     None if cost is None else cost[idx])
+        return Batch(
+            self.name,
+            candidates.mixtures[idx],
+            idx,
+            np.asarray(scores),
+            candidates,
+            None if cost is None else cost[idx],
+        )
 
 
 class BALD(ScoreStrategy):
@@ -732,8 +885,9 @@ class OptimumInfo(ScoreStrategy):
 
     name = "optimum-info"
 
-    def __init__(self, n_groups: int = DEFAULT_GROUPS, cost_power: float = 1.0,
-                 refine: bool = True):
+    def __init__(
+        self, n_groups: int = DEFAULT_GROUPS, cost_power: float = 1.0, refine: bool = True
+    ):
         super().__init__(cost_power, refine)
         if isinstance(n_groups, bool) or int(n_groups) < 2:
             raise errors.OptionError(f"n_groups must be >= 2, got {n_groups}")
@@ -810,8 +964,12 @@ def kmeans(points: np.ndarray, k: int, *, seed=0, iters: int = 25) -> np.ndarray
     return np.unique(labels, return_inverse=True)[1]
 
 
-_STRATEGIES = {"thompson": ThompsonSampling, "optimum-info": OptimumInfo, "bald": BALD,
-               "random": RandomSelection}
+_STRATEGIES = {
+    "thompson": ThompsonSampling,
+    "optimum-info": OptimumInfo,
+    "bald": BALD,
+    "random": RandomSelection,
+}
 
 
 def get_strategy(name: str | Strategy, **options) -> Strategy:
@@ -821,17 +979,27 @@ def get_strategy(name: str | Strategy, **options) -> Strategy:
         return name
     key = str(name).strip().lower().replace("_", "-")
     if key not in _STRATEGIES:
-        raise errors.OptionError(f"unknown strategy {name!r}",
-                                 hint=f"use one of {', '.join(STRATEGIES)}")
+        raise errors.OptionError(
+            f"unknown strategy {name!r}", hint=f"use one of {', '.join(STRATEGIES)}"
+        )
     return _STRATEGIES[key](**options)
 
 
 # ------------------------------------------------------------------------------ entry points
-def propose(belief: Belief, q: int, *, strategy: str | Strategy = "thompson",
-            constraints: Constraints | None = None, pool: Candidates | None = None,
-            pending=None, existing=None, min_distance: float | None = None,
-            n_candidates: int = DEFAULT_CANDIDATES, seed: int | None = 0,
-            **options) -> Batch:
+def propose(
+    belief: Belief,
+    q: int,
+    *,
+    strategy: str | Strategy = "thompson",
+    constraints: Constraints | None = None,
+    pool: Candidates | None = None,
+    pending=None,
+    existing=None,
+    min_distance: float | None = None,
+    n_candidates: int = DEFAULT_CANDIDATES,
+    seed: int | None = 0,
+    **options,
+) -> Batch:
     """Propose ``q`` runs from ``belief``: over ``pool`` when given, else over the feasible set
     of ``constraints`` (the plain simplex when None). ``pending``/``existing``: mixtures (k, M)
     of runs in flight / with results. Every proposal satisfies the constraints."""
@@ -842,20 +1010,30 @@ def propose(belief: Belief, q: int, *, strategy: str | Strategy = "thompson",
     constraints = check_constraints(constraints, belief.train_domains)
     if pool is None:
         needs_belief = not isinstance(strat, RandomSelection)
-        pool = Candidates.continuous(constraints, n_candidates,
-                                     belief=belief if needs_belief else None, seed=seed)
+        pool = Candidates.continuous(
+            constraints, n_candidates, belief=belief if needs_belief else None, seed=seed
+        )
     elif tuple(pool.train_domains) != tuple(belief.train_domains):
         raise errors.DomainNameError("the pool's training domains differ from the posterior's")
-    batch = strat.propose(belief, pool, q, pending=pending, existing=existing,
-                          min_distance=dist, seed=seed)
+    batch = strat.propose(
+        belief, pool, q, pending=pending, existing=existing, min_distance=dist, seed=seed
+    )
     batch.notes.extend(pool.notes)
     _verify(batch.mixtures, constraints)
     return batch
 
 
-def initial_batch(constraints: Constraints, q: int, *, pool: Candidates | None = None,
-                  pending=None, existing=None, min_distance: float | None = None,
-                  seed: int | None = 0, cost_power: float = 1.0) -> Batch:
+def initial_batch(
+    constraints: Constraints,
+    q: int,
+    *,
+    pool: Candidates | None = None,
+    pending=None,
+    existing=None,
+    min_distance: float | None = None,
+    seed: int | None = 0,
+    cost_power: float = 1.0,
+) -> Batch:
     """A batch before any result: space-filling Sobol points in the feasible set
     (design.initial_design), or random rows of ``pool`` (weighted by ``cost ** -cost_power``
     when their costs differ, see :class:`RandomSelection`), away from pending/existing runs
@@ -865,13 +1043,20 @@ def initial_batch(constraints: Constraints, q: int, *, pool: Candidates | None =
     m = len(constraints.domains)
     taken = np.vstack([_as_matrix(pending, m), _as_matrix(existing, m)])
     if pool is None:
-        mix = design.initial_design(constraints, q, seed=seed, method="sobol",
-                                    min_distance=dist, existing=taken)
-        batch = Batch("initial-sobol", mix, np.arange(q), np.full(q, np.nan),
-                      Candidates(mix, tuple(constraints.domains), constraints=constraints))
+        mix = design.initial_design(
+            constraints, q, seed=seed, method="sobol", min_distance=dist, existing=taken
+        )
+        batch = Batch(
+            "initial-sobol",
+            mix,
+            np.arange(q),
+            np.full(q, np.nan),
+            Candidates(mix, tuple(constraints.domains), constraints=constraints),
+        )
     else:
         batch = RandomSelection(cost_power=cost_power).propose(
-            None, pool, q, pending=pending, existing=existing, min_distance=dist, seed=seed)
+            None, pool, q, pending=pending, existing=existing, min_distance=dist, seed=seed
+        )
         batch.strategy = "initial-random"
         batch.notes.extend(pool.notes)
     _verify(batch.mixtures, constraints)
@@ -883,5 +1068,6 @@ def _verify(mixtures: np.ndarray, constraints: Constraints) -> None:
     if not np.all(inside):
         raise errors.InfeasibleError(
             f"proposal {int(np.flatnonzero(~inside)[0]) + 1} violates the constraints "
-            "(numerical failure)", hint="report this with the constraints used")
-
+            "(numerical failure)",
+            hint="report this with the constraints used",
+        )

@@ -29,9 +29,15 @@ from bayesmix.spec import ModelSpec, load_spec
 MISSING = ("error", "drop")
 
 
-def aggregate_losses(runs: RunTable, weights, name: str = "overall", *,
-                     allow_subset: bool = False, missing: str = "error",
-                     report: list[str] | None = None) -> RunTable:
+def aggregate_losses(
+    runs: RunTable,
+    weights,
+    name: str = "overall",
+    *,
+    allow_subset: bool = False,
+    missing: str = "error",
+    report: list[str] | None = None,
+) -> RunTable:
     """The run table with one loss column ``loss.<name> = sum_i w_i loss_i`` instead of its
     per-domain losses (every record; mixtures, model size, steps and tokens kept).
 
@@ -44,36 +50,46 @@ def aggregate_losses(runs: RunTable, weights, name: str = "overall", *,
     saying how many to ``report`` (a list), when given.
     """
     if missing not in MISSING:
-        raise errors.OptionError(f"missing must be one of {', '.join(MISSING)}, got "
-                                 f"{missing!r}")
+        raise errors.OptionError(f"missing must be one of {', '.join(MISSING)}, got {missing!r}")
     try:
         w = domain_weights(weights, runs.eval_domains, allow_subset=allow_subset)
     except errors.DomainNameError as err:  # its message speaks of a posterior's domains
         raise errors.DomainNameError(
             f"weighted domain {err.column!r} is not a validation domain of the runs",
-            source=err.source or runs.source, column=err.column,
-            hint=(err.hint or "").replace("--weights-subset", "allow_subset=True")) from None
+            source=err.source or runs.source,
+            column=err.column,
+            hint=(err.hint or "").replace("--weights-subset", "allow_subset=True"),
+        ) from None
     used = np.flatnonzero(w > 0)
-    losses = runs.losses.to_numpy(dtype=float)[:, used]                  # (record, used)
+    losses = runs.losses.to_numpy(dtype=float)[:, used]  # (record, used)
     tidy = runs.to_tidy()
     lacking = np.isnan(losses).any(axis=1)
     if lacking.any():
         i = int(np.flatnonzero(lacking)[0])
         dom = runs.eval_domains[used[int(np.flatnonzero(np.isnan(losses[i]))[0])]]
         where = f"run {tidy['run'].iloc[i]!r}" + (
-            f" at step {tidy['step'].iloc[i]:g}" if runs.has_steps else "")
+            f" at step {tidy['step'].iloc[i]:g}" if runs.has_steps else ""
+        )
         if missing == "error":
             raise errors.MissingValueError(
                 f"{where} has no loss on weighted domain {dom!r}: cannot aggregate",
-                source=runs.source, run=str(tidy["run"].iloc[i]), column=LOSS_PREFIX + dom,
-                hint="drop such records with missing=\"drop\", or give the domain weight 0")
+                source=runs.source,
+                run=str(tidy["run"].iloc[i]),
+                column=LOSS_PREFIX + dom,
+                hint='drop such records with missing="drop", or give the domain weight 0',
+            )
         if lacking.all():
-            raise errors.NoLossesError("no record has a loss on every weighted domain",
-                                       source=runs.source, column=LOSS_PREFIX + dom,
-                                       hint="check the weights' domain names")
+            raise errors.NoLossesError(
+                "no record has a loss on every weighted domain",
+                source=runs.source,
+                column=LOSS_PREFIX + dom,
+                hint="check the weights' domain names",
+            )
         if report is not None:
-            report.append(f"dropped {int(lacking.sum())} of {len(lacking)} records lacking a "
-                          f"weighted loss (first: {where}, domain {dom!r})")
+            report.append(
+                f"dropped {int(lacking.sum())} of {len(lacking)} records lacking a "
+                f"weighted loss (first: {where}, domain {dom!r})"
+            )
     keep = ~lacking
     meta = [c for c in tidy.columns if not c.startswith(LOSS_PREFIX)]
     frame = tidy.loc[keep, meta].copy()
@@ -106,9 +122,15 @@ class LatentChoice:
     posteriors: dict
 
 
-def choose_latent(runs: RunTable, ks: Sequence[int] = (1, 2, 3, 5), *,
-                  model: str | ModelSpec = "implicit", tolerance_se: float = 1.0,
-                  var_name: str = "run_loss", **fit_kw) -> LatentChoice:
+def choose_latent(
+    runs: RunTable,
+    ks: Sequence[int] = (1, 2, 3, 5),
+    *,
+    model: str | ModelSpec = "implicit",
+    tolerance_se: float = 1.0,
+    var_name: str = "run_loss",
+    **fit_kw,
+) -> LatentChoice:
     """Fit ``model`` with each number of latent domains in ``ks`` and choose K by PSIS-LOO.
 
     ``runs``: a table of aggregate losses (:func:`aggregate_losses`); ``fit_kw`` go to

@@ -37,8 +37,20 @@ from bayesmix.spec import ModelSpec, load_spec
 #: The log-likelihood variables a saved posterior holds (see :mod:`bayesmix.posterior`).
 VAR_NAMES = ("run_loss", "loss")
 #: Columns of :func:`compare`'s table, in order.
-COMPARE_COLUMNS = ["model", "spec", "rank", "elpd_loo", "se", "elpd_diff", "dse", "p_loo",
-                   "weight", "n_high_pareto_k", "max_pareto_k", "warning"]
+COMPARE_COLUMNS = [
+    "model",
+    "spec",
+    "rank",
+    "elpd_loo",
+    "se",
+    "elpd_diff",
+    "dse",
+    "p_loo",
+    "weight",
+    "n_high_pareto_k",
+    "max_pareto_k",
+    "warning",
+]
 
 
 class IncomparableError(errors.BayesmixError):
@@ -54,8 +66,10 @@ def data_difference(a: RunTable, b: RunTable) -> str | None:
     if a.eval_domains != b.eval_domains:
         return "validation domains differ"
     if set(a.runs) != set(b.runs):
-        return f"runs differ ({a.n_runs} vs {b.n_runs} runs, {len(set(a.runs) ^ set(b.runs))} " \
-               "not in both)"
+        return (
+            f"runs differ ({a.n_runs} vs {b.n_runs} runs, {len(set(a.runs) ^ set(b.runs))} "
+            "not in both)"
+        )
     if a.runs != b.runs:
         return "the same runs in another order"
     ta, tb = a.to_tidy(), b.to_tidy()
@@ -77,9 +91,11 @@ def check_same_data(posteriors: Mapping[str, Posterior]) -> RunTable:
     for name in names[1:]:
         why = data_difference(first, posteriors[name].fit_data())
         if why:
-            raise IncomparableError(f"{names[0]} and {name} were fitted to different data "
-                                    f"({why}) and cannot be compared",
-                                    hint="fit every law to the same runs")
+            raise IncomparableError(
+                f"{names[0]} and {name} were fitted to different data "
+                f"({why}) and cannot be compared",
+                hint="fit every law to the same runs",
+            )
     return first
 
 
@@ -96,8 +112,9 @@ def loo(posterior: Posterior, var_name: str = "run_loss"):
         return arviz_stats.loo(posterior.tree, var_name=var_name, pointwise=True)
 
 
-def compare(posteriors: Mapping[str, Posterior], var_name: str = "run_loss", *,
-            method: str = "stacking") -> pd.DataFrame:
+def compare(
+    posteriors: Mapping[str, Posterior], var_name: str = "run_loss", *, method: str = "stacking"
+) -> pd.DataFrame:
     """ELPD table of posteriors fitted to the same data, best first (PSIS-LOO via ArviZ).
 
     ``posteriors``: ``{name: Posterior}`` (at least two). ``var_name``: ``"run_loss"`` (leave
@@ -119,8 +136,7 @@ def compare(posteriors: Mapping[str, Posterior], var_name: str = "run_loss", *,
     import arviz_stats
 
     if len(posteriors) < 2:
-        raise errors.BayesmixError(f"compare needs at least two posteriors, got "
-                                   f"{len(posteriors)}")
+        raise errors.BayesmixError(f"compare needs at least two posteriors, got {len(posteriors)}")
     _check_var_name(var_name)
     check_same_data(posteriors)
     elpds = {name: loo(post, var_name) for name, post in posteriors.items()}
@@ -134,28 +150,46 @@ def compare(posteriors: Mapping[str, Posterior], var_name: str = "run_loss", *,
         n_high = int(np.sum(k > res.good_k))
         notes = []
         if n_high:
-            notes.append(f"{n_high} of {k.size} Pareto k > {res.good_k:.2f}: PSIS-LOO "
-                         "unreliable, check with K-fold")
+            notes.append(
+                f"{n_high} of {k.size} Pareto k > {res.good_k:.2f}: PSIS-LOO "
+                "unreliable, check with K-fold"
+            )
         if post.diagnostics_warning:
             notes.append("failed the MCMC diagnostics gate")
         row = table.loc[name]
-        rows.append({"model": str(name), "spec": post.spec.name, "rank": int(row["rank"]),
-                     "elpd_loo": float(row["elpd"]), "se": float(row["se"]),
-                     "elpd_diff": float(row["elpd_diff"]), "dse": float(row["dse"]),
-                     "p_loo": float(row["p"]), "weight": float(row["weight"]),
-                     "n_high_pareto_k": n_high, "max_pareto_k": float(k.max()),
-                     "warning": "; ".join(notes)})
+        rows.append(
+            {
+                "model": str(name),
+                "spec": post.spec.name,
+                "rank": int(row["rank"]),
+                "elpd_loo": float(row["elpd"]),
+                "se": float(row["se"]),
+                "elpd_diff": float(row["elpd_diff"]),
+                "dse": float(row["dse"]),
+                "p_loo": float(row["p"]),
+                "weight": float(row["weight"]),
+                "n_high_pareto_k": n_high,
+                "max_pareto_k": float(k.max()),
+                "warning": "; ".join(notes),
+            }
+        )
     out = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
-    out.attrs.update({"var_name": var_name,
-                      "n_units": int(next(iter(elpds.values())).n_data_points),
-                      "pareto_k_threshold": {n: float(e.good_k) for n, e in elpds.items()}})
+    out.attrs.update(
+        {
+            "var_name": var_name,
+            "n_units": int(next(iter(elpds.values())).n_data_points),
+            "pareto_k_threshold": {n: float(e.good_k) for n, e in elpds.items()},
+        }
+    )
     return out
 
 
 def _check_var_name(var_name: str) -> None:
     if var_name not in VAR_NAMES:
-        raise errors.OptionError(f"unknown log-likelihood variable {var_name!r}",
-                                 hint=f"use one of {', '.join(VAR_NAMES)}")
+        raise errors.OptionError(
+            f"unknown log-likelihood variable {var_name!r}",
+            hint=f"use one of {', '.join(VAR_NAMES)}",
+        )
 
 
 # ---------------------------------------------------------------------------------- K-fold
@@ -189,16 +223,26 @@ def make_folds(run_ids, k: int, seed: int | None = 0) -> list[list[str]]:
     run_ids = [str(r) for r in run_ids]
     k = int(k)
     if not 2 <= k <= len(run_ids):
-        raise errors.OptionError(f"K-fold needs 2 <= K <= number of runs ({len(run_ids)}), "
-                                 f"got K = {k}")
+        raise errors.OptionError(
+            f"K-fold needs 2 <= K <= number of runs ({len(run_ids)}), got K = {k}"
+        )
     perm = np.random.default_rng(seed).permutation(len(run_ids))
     return [[run_ids[i] for i in part] for part in np.array_split(perm, k)]
 
 
-def kfold(models: Mapping[str, Posterior | ModelSpec | str], runs: RunTable | None = None, *,
-          k: int = 5, seed: int | None = 0, draws: int | None = None, tune: int | None = None,
-          chains: int | None = None, prob: float = 0.9, quiet: bool = False,
-          log: Callable[[str], None] | None = None) -> KFoldResult:
+def kfold(
+    models: Mapping[str, Posterior | ModelSpec | str],
+    runs: RunTable | None = None,
+    *,
+    k: int = 5,
+    seed: int | None = 0,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    prob: float = 0.9,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> KFoldResult:
     """Refit each model on K-1 folds of runs and score its predictions of the held-out runs.
 
     ``models``: ``{name: Posterior | ModelSpec | spec name or TOML path}``. A posterior
@@ -221,8 +265,9 @@ def kfold(models: Mapping[str, Posterior | ModelSpec | str], runs: RunTable | No
     posts = {n: m for n, m in models.items() if isinstance(m, Posterior)}
     if runs is None:
         if len(posts) != len(models):
-            raise errors.BayesmixError("kfold of a model specification needs the runs",
-                                       hint="pass runs=RunTable")
+            raise errors.BayesmixError(
+                "kfold of a model specification needs the runs", hint="pass runs=RunTable"
+            )
         runs = check_same_data(posts)
     folds = make_folds(runs.runs, k, seed)
 
@@ -241,40 +286,62 @@ def kfold(models: Mapping[str, Posterior | ModelSpec | str], runs: RunTable | No
             held_set = set(held)
             train = table.select([r for r in table.runs if r not in held_set])
             start = time.perf_counter()
-            say(f"kfold {name}: fold {i + 1}/{len(folds)}: fitting {train.n_runs} runs, "
-                f"predicting {len(held)} held out")
-            refit = fit(train, spec, seed=None if seed is None else seed + i, warn=False,
-                        **fit_kw)
+            say(
+                f"kfold {name}: fold {i + 1}/{len(folds)}: fitting {train.n_runs} runs, "
+                f"predicting {len(held)} held out"
+            )
+            refit = fit(train, spec, seed=None if seed is None else seed + i, warn=False, **fit_kw)
             failed += not refit.diagnostics.ok
             # Scored on the whole table (the held-out runs alone may lack a domain), then cut.
             ll = refit.log_likelihood(table)
             loss_ll = ll["loss"].isel(obs=np.isin(ll["obs_run"].values, held))
-            rows.append(_score_fold(refit, table, held, inputs, position, loss_ll, prob, seed,
-                                    fold=i))
+            rows.append(
+                _score_fold(refit, table, held, inputs, position, loss_ll, prob, seed, fold=i)
+            )
             run_lpd.append(_log_mean_density(ll["run_loss"].sel(run=held), "run"))
-            say(f"kfold {name}: fold {i + 1}/{len(folds)} done in "
-                f"{time.perf_counter() - start:.1f} s")
+            say(
+                f"kfold {name}: fold {i + 1}/{len(folds)} done in "
+                f"{time.perf_counter() - start:.1f} s"
+            )
         points = pd.concat(rows, ignore_index=True)
         points.insert(0, "model", name)
         pointwise.append(points)
         lpd = np.concatenate(run_lpd)
-        summary.append({"model": name, "spec": spec.name, "folds": len(folds),
-                        "n_runs": table.n_runs, "n_obs": len(points),
-                        **_metrics(points, by_run=True),
-                        "elpd_kfold": float(lpd.sum()),
-                        "se": float(np.sqrt(lpd.size * np.var(lpd, ddof=1))),
-                        "failed_fits": failed})
+        summary.append(
+            {
+                "model": name,
+                "spec": spec.name,
+                "folds": len(folds),
+                "n_runs": table.n_runs,
+                "n_obs": len(points),
+                **_metrics(points, by_run=True),
+                "elpd_kfold": float(lpd.sum()),
+                "se": float(np.sqrt(lpd.size * np.var(lpd, ddof=1))),
+                "failed_fits": failed,
+            }
+        )
         for dom in table.eval_domains:
             sub = points[points["eval_domain"] == dom]
-            by_domain.append({"model": name, "eval_domain": dom, "n_obs": len(sub),
-                              **_metrics(sub, by_run=False),
-                              "elpd_kfold": float(sub["lpd"].sum())})
+            by_domain.append(
+                {
+                    "model": name,
+                    "eval_domain": dom,
+                    "n_obs": len(sub),
+                    **_metrics(sub, by_run=False),
+                    "elpd_kfold": float(sub["lpd"].sum()),
+                }
+            )
     summary = pd.DataFrame(summary)
     by_domain = pd.DataFrame(by_domain)
     for df in (summary, by_domain):
         df.attrs["prob"] = prob
-    return KFoldResult(summary=summary, by_domain=by_domain,
-                       pointwise=pd.concat(pointwise, ignore_index=True), folds=folds, prob=prob)
+    return KFoldResult(
+        summary=summary,
+        by_domain=by_domain,
+        pointwise=pd.concat(pointwise, ignore_index=True),
+        folds=folds,
+        prob=prob,
+    )
 
 
 def _fit_settings(post: Posterior | None, *, draws, tune, chains) -> dict:
@@ -291,21 +358,34 @@ def _fit_settings(post: Posterior | None, *, draws, tune, chains) -> dict:
     return out
 
 
-def _score_fold(refit: Posterior, table: RunTable, held: list[str], inputs, position: dict,
-                loss_ll, prob: float, seed: int | None, fold: int) -> pd.DataFrame:
+def _score_fold(
+    refit: Posterior,
+    table: RunTable,
+    held: list[str],
+    inputs,
+    position: dict,
+    loss_ll,
+    prob: float,
+    seed: int | None,
+    fold: int,
+) -> pd.DataFrame:
     """One row per observed held-out loss: loss, posterior mean, predictive interval, lpd.
 
     ``loss_ll``: the refit's log-likelihood ``loss`` (chain, draw, obs) of the held-out
     observations (coords ``obs_run``, ``obs_eval_domain``).
     """
     idx = [position[r] for r in held]
-    extra: dict[str, Any] = {key: None if getattr(inputs, key) is None
-                             else getattr(inputs, key)[idx]
-             for key in ("n_params", "tokens")}
+    extra: dict[str, Any] = {
+        key: None if getattr(inputs, key) is None else getattr(inputs, key)[idx]
+        for key in ("n_params", "tokens")
+    }
     pred = refit.predict(table.mixtures.loc[held], seed=seed, **extra)
     mean = pred.mean.mean(("chain", "draw")).transpose("mixture", "eval_domain").values
-    draws = pred.predictive.stack(sample=("chain", "draw")).transpose(
-        "mixture", "eval_domain", "sample").values
+    draws = (
+        pred.predictive.stack(sample=("chain", "draw"))
+        .transpose("mixture", "eval_domain", "sample")
+        .values
+    )
     lower, upper = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=-1)
     lpd = _log_mean_density(loss_ll, "obs")
     lpd_of = dict(zip(zip(loss_ll["obs_run"].values, loss_ll["obs_eval_domain"].values), lpd))
@@ -315,9 +395,18 @@ def _score_fold(refit: Posterior, table: RunTable, held: list[str], inputs, posi
         for j, dom in enumerate(table.eval_domains):
             if np.isnan(observed[i, j]):
                 continue
-            rows.append({"fold": fold, "run": run, "eval_domain": dom, "loss": observed[i, j],
-                         "mean": mean[i, j], "lower": lower[i, j], "upper": upper[i, j],
-                         "lpd": lpd_of[(run, dom)]})
+            rows.append(
+                {
+                    "fold": fold,
+                    "run": run,
+                    "eval_domain": dom,
+                    "loss": observed[i, j],
+                    "mean": mean[i, j],
+                    "lower": lower[i, j],
+                    "upper": upper[i, j],
+                    "lpd": lpd_of[(run, dom)],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -334,8 +423,11 @@ def _metrics(points: pd.DataFrame, *, by_run: bool) -> dict:
     err = (points["loss"] - points["mean"]).abs()
     inside = (points["lower"] <= points["loss"]) & (points["loss"] <= points["upper"])
     pairs = points.groupby("run", sort=False)[["loss", "mean"]].mean() if by_run else points
-    return {"mae": float(err.mean()), "spearman": _spearman(pairs["mean"], pairs["loss"]),
-            "coverage": float(inside.mean())}
+    return {
+        "mae": float(err.mean()),
+        "spearman": _spearman(pairs["mean"], pairs["loss"]),
+        "coverage": float(inside.mean()),
+    }
 
 
 def _spearman(x, y) -> float:

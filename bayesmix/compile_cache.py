@@ -175,10 +175,19 @@ def model_key(model, structure: str = "") -> str:
 
 
 def _key(structure: str, fingerprint: str, shapes: dict) -> str:
-    text = json.dumps({"format": FORMAT, "structure": structure, "graph": fingerprint,
-                       "shapes": {k: [int(n) for n in np.atleast_1d(v)] if np.ndim(v) else []
-                                  for k, v in shapes.items()},
-                       "versions": versions()}, sort_keys=True)
+    text = json.dumps(
+        {
+            "format": FORMAT,
+            "structure": structure,
+            "graph": fingerprint,
+            "shapes": {
+                k: [int(n) for n in np.atleast_1d(v)] if np.ndim(v) else []
+                for k, v in shapes.items()
+            },
+            "versions": versions(),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -256,13 +265,20 @@ def _entry(compiled) -> dict | None:
         expand = _cfunc_state(compiled.compiled_expand_func)
         if logp is None or expand is None:
             return None
-        return {"format": FORMAT, "logp": logp, "expand": expand,
-                "functions": (compiled.compiled_logp_func, compiled.compiled_expand_func),
-                "n_dim": int(compiled.n_dim), "n_expanded": int(compiled.n_expanded),
-                "shape_info": compiled.shape_info,
-                "reparameterized_names": list(compiled.reparameterized_names or []),
-                "shared": [(var.name, key, var.ndim, str(compiled.shared_data[key].dtype))
-                           for var, key in compiled.shared_var_keys.items()]}
+        return {
+            "format": FORMAT,
+            "logp": logp,
+            "expand": expand,
+            "functions": (compiled.compiled_logp_func, compiled.compiled_expand_func),
+            "n_dim": int(compiled.n_dim),
+            "n_expanded": int(compiled.n_expanded),
+            "shape_info": compiled.shape_info,
+            "reparameterized_names": list(compiled.reparameterized_names or []),
+            "shared": [
+                (var.name, key, var.ndim, str(compiled.shared_data[key].dtype))
+                for var, key in compiled.shared_var_keys.items()
+            ],
+        }
     except Exception:  # noqa: BLE001 - nutpie or numba internals changed: no caching
         return None
 
@@ -281,8 +297,12 @@ def _write(path: Path, entry: dict) -> bool:
     except Exception as err:  # noqa: BLE001 - a cache that cannot be written is not fatal
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        warnings.warn(f"compile cache {path.parent} not written ({err}); set {ENV_DIR} to a "
-                      f"writable directory or {ENV_OFF}=1", CompileCacheWarning, stacklevel=3)
+        warnings.warn(
+            f"compile cache {path.parent} not written ({err}); set {ENV_DIR} to a "
+            f"writable directory or {ENV_OFF}=1",
+            CompileCacheWarning,
+            stacklevel=3,
+        )
         return False
 
 
@@ -316,7 +336,8 @@ def _assemble(entry: dict, model, shared: dict):
             ctx.refresh()  # installs numba's runtime symbols (NRT_Allocate, ...) if needed
             entry["functions"] = tuple(
                 _LoadedCFunc(ctx.codegen().unserialize_library(state[0]), state[1], state[2])
-                for state in (entry["logp"], entry["expand"]))
+                for state in (entry["logp"], entry["expand"])
+            )
         logp_fn, expand_fn = entry["functions"]
         data = {}
         for var, key in keys.items():
@@ -326,21 +347,36 @@ def _assemble(entry: dict, model, shared: dict):
         names, _, shapes = entry["shape_info"]
         n_free = len(model.free_RVs)
         # as nutpie.compile_pymc_model does with its default options
-        point_fn = make_initial_point_fn(model=model, overrides=None,
-                                         default_strategy="support_point",
-                                         jitter_rvs=set(model.free_RVs), return_transformed=True)
-        point_fn = cp._rv_dict_to_flat_array_wrapper(cp._wrap_with_lock(point_fn),
-                                                    names=names[:n_free], shapes=shapes[:n_free])
-        dims, coords = cp._prepare_dims_and_coords(model, entry["shape_info"],
-                                                   entry["reparameterized_names"])
+        point_fn = make_initial_point_fn(
+            model=model,
+            overrides=None,
+            default_strategy="support_point",
+            jitter_rvs=set(model.free_RVs),
+            return_transformed=True,
+        )
+        point_fn = cp._rv_dict_to_flat_array_wrapper(
+            cp._wrap_with_lock(point_fn), names=names[:n_free], shapes=shapes[:n_free]
+        )
+        dims, coords = cp._prepare_dims_and_coords(
+            model, entry["shape_info"], entry["reparameterized_names"]
+        )
         return cp.CompiledPyMCModel(
-            _n_dim=entry["n_dim"], dims=dims, _coords=coords,
+            _n_dim=entry["n_dim"],
+            dims=dims,
+            _coords=coords,
             _shapes={name: tuple(shape) for name, _, shape in zip(*entry["shape_info"])},
-            compiled_logp_func=logp_fn, compiled_expand_func=expand_fn,
-            initial_point_func=point_fn, shared_data=data, shared_var_keys=keys,
-            user_data=cp.make_user_data(keys, data), n_expanded=entry["n_expanded"],
-            shape_info=entry["shape_info"], logp_func=None, expand_func=None,
-            reparameterized_names=entry["reparameterized_names"])
+            compiled_logp_func=logp_fn,
+            compiled_expand_func=expand_fn,
+            initial_point_func=point_fn,
+            shared_data=data,
+            shared_var_keys=keys,
+            user_data=cp.make_user_data(keys, data),
+            n_expanded=entry["n_expanded"],
+            shape_info=entry["shape_info"],
+            logp_func=None,
+            expand_func=None,
+            reparameterized_names=entry["reparameterized_names"],
+        )
     except Exception:  # noqa: BLE001 - an entry that does not load is a miss
         return None
 
@@ -353,14 +389,31 @@ def logp_and_grad(compiled, x) -> tuple[float, np.ndarray]:
         raise ValueError(f"x must have shape ({compiled.n_dim},), got {x.shape}")
     ptr = ctypes.POINTER(ctypes.c_double)
     fn = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ptr, ptr, ptr, ctypes.c_void_p)(
-        compiled.compiled_logp_func.address)
+        compiled.compiled_logp_func.address
+    )
     grad, logp = np.zeros_like(x), np.zeros(())
-    code = fn(len(x), x.ctypes.data_as(ptr), grad.ctypes.data_as(ptr), logp.ctypes.data_as(ptr),
-              compiled.user_data.ctypes.data)
+    code = fn(
+        len(x),
+        x.ctypes.data_as(ptr),
+        grad.ctypes.data_as(ptr),
+        logp.ctypes.data_as(ptr),
+        compiled.user_data.ctypes.data,
+    )
     if code not in (0, 3, 4):  # 3, 4: non-finite gradient or density, still returned
         raise RuntimeError(f"logp function returned error code {code}")
     return float(logp), grad
 
 
-__all__ = ["CompileCacheWarning", "cache_dir", "clear", "compile_model", "enabled", "entries",
-           "forget", "logp_and_grad", "model_key", "stats", "versions"]
+__all__ = [
+    "CompileCacheWarning",
+    "cache_dir",
+    "clear",
+    "compile_model",
+    "enabled",
+    "entries",
+    "forget",
+    "logp_and_grad",
+    "model_key",
+    "stats",
+    "versions",
+]

@@ -30,11 +30,17 @@ class Constraints:
     upper: np.ndarray
 
     @classmethod
-    def build(cls, domains: Sequence[str], *, min_share: Mapping[str, float] | None = None,
-              max_share: Mapping[str, float] | None = None,
-              fixed: Mapping[str, float] | None = None,
-              tokens_available: Mapping[str, float] | None = None, max_epochs: float = 1.0,
-              target_tokens: float | None = None) -> Constraints:
+    def build(
+        cls,
+        domains: Sequence[str],
+        *,
+        min_share: Mapping[str, float] | None = None,
+        max_share: Mapping[str, float] | None = None,
+        fixed: Mapping[str, float] | None = None,
+        tokens_available: Mapping[str, float] | None = None,
+        max_epochs: float = 1.0,
+        target_tokens: float | None = None,
+    ) -> Constraints:
         """Combine every kind of constraint; raise InfeasibleError naming the conflict."""
         domains = tuple(domains)
         m = len(domains)
@@ -62,34 +68,42 @@ class Constraints:
         _apply(fixed, "fixed")
         if tokens_available:
             # NaN compares False with everything: test for the good case, not the bad one
-            if not (target_tokens is not None and math.isfinite(target_tokens)
-                    and target_tokens > 0):
-                raise InfeasibleError("token caps need a positive target_tokens",
-                                      hint="give the target run's training tokens")
+            if not (
+                target_tokens is not None and math.isfinite(target_tokens) and target_tokens > 0
+            ):
+                raise InfeasibleError(
+                    "token caps need a positive target_tokens",
+                    hint="give the target run's training tokens",
+                )
             if not (math.isfinite(max_epochs) and max_epochs > 0):
-                raise InfeasibleError(f"max_epochs must be a finite number > 0, got "
-                                      f"{max_epochs:g}")
+                raise InfeasibleError(f"max_epochs must be a finite number > 0, got {max_epochs:g}")
             caps = {}
             for d, tok in tokens_available.items():
                 tok = float(tok)
                 if not (math.isfinite(tok) and tok >= 0):
-                    raise InfeasibleError(f"tokens available for {d!r} must be a finite "
-                                          f"number >= 0, got {tok:g}")
+                    raise InfeasibleError(
+                        f"tokens available for {d!r} must be a finite number >= 0, got {tok:g}"
+                    )
                 caps[d] = min(1.0, tok * max_epochs / target_tokens)
             _apply(caps, "cap")
         for i, d in enumerate(domains):
             if lower[i] > upper[i] + FEASIBILITY_ATOL:
                 raise InfeasibleError(
                     f"domain {d!r}: {why_lo[i]} exceeds {why_hi[i]}",
-                    hint="relax one of the two constraints")
+                    hint="relax one of the two constraints",
+                )
         if lower.sum() > 1 + FEASIBILITY_ATOL:
             parts = ", ".join(f"{d}>={lower[i]:g}" for i, d in enumerate(domains) if lower[i] > 0)
-            raise InfeasibleError(f"minimum/fixed shares sum to {lower.sum():.4g} > 1 ({parts})",
-                                  hint="lower some minimum or fixed shares")
+            raise InfeasibleError(
+                f"minimum/fixed shares sum to {lower.sum():.4g} > 1 ({parts})",
+                hint="lower some minimum or fixed shares",
+            )
         if upper.sum() < 1 - FEASIBILITY_ATOL:
             parts = ", ".join(f"{d}<={upper[i]:.4g}" for i, d in enumerate(domains) if upper[i] < 1)
-            raise InfeasibleError(f"maximum shares and caps sum to {upper.sum():.4g} < 1 ({parts})",
-                                  hint="raise a maximum, allow more epochs, or add data")
+            raise InfeasibleError(
+                f"maximum shares and caps sum to {upper.sum():.4g} < 1 ({parts})",
+                hint="raise a maximum, allow more epochs, or add data",
+            )
         return cls(domains, lower, np.minimum(upper, 1.0))
 
     @classmethod
@@ -99,18 +113,24 @@ class Constraints:
     def contains(self, r: np.ndarray, atol: float = FEASIBILITY_ATOL) -> np.ndarray:
         """Boolean per mixture (shape r.shape[:-1]): on the simplex and inside the box."""
         r = np.asarray(r, float)
-        return ((np.abs(r.sum(axis=-1) - 1.0) <= atol)
-                & np.all(r >= self.lower - atol, axis=-1)
-                & np.all(r <= self.upper + atol, axis=-1))
+        return (
+            (np.abs(r.sum(axis=-1) - 1.0) <= atol)
+            & np.all(r >= self.lower - atol, axis=-1)
+            & np.all(r <= self.upper + atol, axis=-1)
+        )
 
     def to_dict(self) -> dict:
-        return {"domains": list(self.domains), "lower": self.lower.tolist(),
-                "upper": self.upper.tolist()}
+        return {
+            "domains": list(self.domains),
+            "lower": self.lower.tolist(),
+            "upper": self.upper.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Constraints:
-        return cls(tuple(d["domains"]), np.asarray(d["lower"], float),
-                   np.asarray(d["upper"], float))
+        return cls(
+            tuple(d["domains"]), np.asarray(d["lower"], float), np.asarray(d["upper"], float)
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

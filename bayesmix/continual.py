@@ -135,19 +135,34 @@ class CriticalShare:
         """Tidy table, one row per training domain (role ``new``, then ``original``): shares
         as fractions of training tokens, the start loss and tolerance in nats per token."""
         rows = []
-        for role, dom, da in (("new", self.new, self.draws),
-                              ("original", self.original, self.original_draws)):
+        for role, dom, da in (
+            ("new", self.new, self.draws),
+            ("original", self.original, self.original_draws),
+        ):
             lo, hi = _interval(da, self.prob)
-            rows.append({"quantity": "critical_share", "role": role, "train_domain": dom,
-                         "mean": float(da.mean()), "median": float(da.median()),
-                         "lower": lo, "upper": hi, "prob": self.prob,
-                         "original_loss": self.loss_label, "start_loss": self.start_loss,
-                         "tolerance": self.tolerance, "n_draws": self.n_draws,
-                         "n_at_max": self.n_at_max, "n_at_zero": self.n_at_zero,
-                         "rhat": _convergence(da, "rhat"),
-                         "ess_bulk": _convergence(da, "ess"),
-                         "fit_step": self.fit_step, "law": self.law,
-                         "diagnostics_ok": self.diagnostics_warning is None})
+            rows.append(
+                {
+                    "quantity": "critical_share",
+                    "role": role,
+                    "train_domain": dom,
+                    "mean": float(da.mean()),
+                    "median": float(da.median()),
+                    "lower": lo,
+                    "upper": hi,
+                    "prob": self.prob,
+                    "original_loss": self.loss_label,
+                    "start_loss": self.start_loss,
+                    "tolerance": self.tolerance,
+                    "n_draws": self.n_draws,
+                    "n_at_max": self.n_at_max,
+                    "n_at_zero": self.n_at_zero,
+                    "rhat": _convergence(da, "rhat"),
+                    "ess_bulk": _convergence(da, "ess"),
+                    "fit_step": self.fit_step,
+                    "law": self.law,
+                    "diagnostics_ok": self.diagnostics_warning is None,
+                }
+            )
         return pd.DataFrame(rows)
 
     def __str__(self) -> str:
@@ -161,34 +176,50 @@ class CriticalShare:
         lo, hi = self.interval
         olo, ohi = self.original_interval
         step = f" after step {self.fit_step:g}" if self.fit_step is not None else ""
-        limit = ("at or below" if self.tolerance == 0
-                 else f"at most {self.tolerance:g} nats above")
-        text = (f"Critical share of {self.new}{step}: median {self.median:.3f}, mean "
-                f"{self.mean:.3f}, {pct} interval [{lo:.3f}, {hi:.3f}] (share of training "
-                f"tokens); the matching {self.original} share is {self.original_median:.3f} "
-                f"[{olo:.3f}, {ohi:.3f}]. It is the largest {self.new} share at which the law's "
-                f"expected loss of {self.loss_label} stays {limit} its start {self.start_loss:.4f} "
-                f"nats per token ({self.start_source}), computed for each of {self.n_draws} "
-                f"draws of the {self.law} law")
+        limit = "at or below" if self.tolerance == 0 else f"at most {self.tolerance:g} nats above"
+        text = (
+            f"Critical share of {self.new}{step}: median {self.median:.3f}, mean "
+            f"{self.mean:.3f}, {pct} interval [{lo:.3f}, {hi:.3f}] (share of training "
+            f"tokens); the matching {self.original} share is {self.original_median:.3f} "
+            f"[{olo:.3f}, {ohi:.3f}]. It is the largest {self.new} share at which the law's "
+            f"expected loss of {self.loss_label} stays {limit} its start {self.start_loss:.4f} "
+            f"nats per token ({self.start_source}), computed for each of {self.n_draws} "
+            f"draws of the {self.law} law"
+        )
         if self.other_shares:
             text += ", other domains held at " + ", ".join(
-                f"{d}={s:g}" for d, s in self.other_shares.items())
-        text += (f". {self.n_at_max} draw(s) are within the limit even at {self.new} share "
-                 f"{self.x_max:g} (critical share {self.x_max:g}), {self.n_at_zero} exceed it "
-                 f"at every share (critical share 0).")
+                f"{d}={s:g}" for d, s in self.other_shares.items()
+            )
+        text += (
+            f". {self.n_at_max} draw(s) are within the limit even at {self.new} share "
+            f"{self.x_max:g} (critical share {self.x_max:g}), {self.n_at_zero} exceed it "
+            f"at every share (critical share 0)."
+        )
         if np.isfinite(self.rhat) or np.isfinite(self.ess_bulk):
-            text += (f" Convergence of the critical share itself: R-hat {self.rhat:.3f}, bulk "
-                     f"ESS {self.ess_bulk:.0f}.")
+            text += (
+                f" Convergence of the critical share itself: R-hat {self.rhat:.3f}, bulk "
+                f"ESS {self.ess_bulk:.0f}."
+            )
         rng = self.observed_range
         if rng is not None:
             text += f" The fitted runs span {self.new} shares {rng[0]:.3f}-{rng[1]:.3f}"
-            text += ("; outside that range the law extrapolates." if not
-                     rng[0] <= self.median <= rng[1] else ".")
+            text += (
+                "; outside that range the law extrapolates."
+                if not rng[0] <= self.median <= rng[1]
+                else "."
+            )
         if warning and self.diagnostics_warning:
             bar = "!" * 78
-            text = "\n".join([bar, f"WARNING: {self.diagnostics_warning}",
-                              "The critical share below may be wrong; refit (more draws, more "
-                              "tuning, or a better model) before relying on it.", bar, text])
+            text = "\n".join(
+                [
+                    bar,
+                    f"WARNING: {self.diagnostics_warning}",
+                    "The critical share below may be wrong; refit (more draws, more "
+                    "tuning, or a better model) before relying on it.",
+                    bar,
+                    text,
+                ]
+            )
         return text
 
     # ---------------------------------------------------------------------- plot
@@ -200,34 +231,59 @@ class CriticalShare:
 
         path = Path(path)
         if path.suffix.lower() not in PLOT_SUFFIXES:
-            raise errors.OptionError(f"{path}: unknown figure format {path.suffix!r}",
-                                     hint=f"use a file ending in {' or '.join(PLOT_SUFFIXES)}")
+            raise errors.OptionError(
+                f"{path}: unknown figure format {path.suffix!r}",
+                hint=f"use a file ending in {' or '.join(PLOT_SUFFIXES)}",
+            )
         x = self.curve["new_share"].values
         flat = self.curve.stack(sample=("chain", "draw")).transpose("new_share", "sample").values
         lo, hi = np.quantile(flat, [(1 - self.prob) / 2, (1 + self.prob) / 2], axis=1)
         fig = Figure(figsize=(6.4, 4.4))
         ax = fig.add_subplot()
         clo, chi = self.interval
-        ax.axvspan(clo, chi, color="tab:orange", alpha=0.2,
-                   label=f"critical share, {self.prob:.0%} interval")
+        ax.axvspan(
+            clo,
+            chi,
+            color="tab:orange",
+            alpha=0.2,
+            label=f"critical share, {self.prob:.0%} interval",
+        )
         ax.axvline(self.median, color="tab:orange", lw=1, label="critical share, median")
-        ax.fill_between(x, lo, hi, color="tab:blue", alpha=0.25,
-                        label=f"{self.prob:.0%} band of the expected loss")
+        ax.fill_between(
+            x,
+            lo,
+            hi,
+            color="tab:blue",
+            alpha=0.25,
+            label=f"{self.prob:.0%} band of the expected loss",
+        )
         ax.plot(x, flat.mean(axis=1), color="tab:blue", label="posterior mean")
         ax.axhline(self.start_loss, color="black", ls="--", lw=1, label="start (step 0)")
         if self.tolerance > 0:
-            ax.axhline(self.start_loss + self.tolerance, color="black", ls=":", lw=1,
-                       label=f"start + {self.tolerance:g}")
+            ax.axhline(
+                self.start_loss + self.tolerance,
+                color="black",
+                ls=":",
+                lw=1,
+                label=f"start + {self.tolerance:g}",
+            )
         on = self.observed[self.observed["on_line"]]
         if not on.empty:
             step = f" (step {self.fit_step:g})" if self.fit_step is not None else ""
-            ax.scatter(on["new_share"], on["loss"], color="black", zorder=3, s=18,
-                       label=f"fitted runs{step}")
+            ax.scatter(
+                on["new_share"],
+                on["loss"],
+                color="black",
+                zorder=3,
+                s=18,
+                label=f"fitted runs{step}",
+            )
         ax.set_xlabel(f"share of {self.new} (fraction of training tokens)")
         ax.set_ylabel(f"{self.loss_name} loss (nats per token)")
         ax.set_xlim(0, self.x_max)
-        ax.set_title(f"Critical share of {self.new}: {self.median:.3f} "
-                     f"[{clo:.3f}, {chi:.3f}]", fontsize=10)
+        ax.set_title(
+            f"Critical share of {self.new}: {self.median:.3f} [{clo:.3f}, {chi:.3f}]", fontsize=10
+        )
         ax.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
         from bayesmix.io import atomic_path
@@ -256,8 +312,9 @@ def _interval(da: xr.DataArray, prob: float) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------ inputs
-def original_loss_weights(posterior, original: str, new: str, weights=None
-                          ) -> tuple[np.ndarray, str, str, str]:
+def original_loss_weights(
+    posterior, original: str, new: str, weights=None
+) -> tuple[np.ndarray, str, str, str]:
     """What "the original domain's loss" means, and which training domain gives up share.
 
     Returns (weights (K,) over the posterior's validation domains, summing to 1; the original
@@ -271,14 +328,18 @@ def original_loss_weights(posterior, original: str, new: str, weights=None
 
     train, evals = list(posterior.train_domains), list(posterior.eval_domains)
     if new not in train:
-        raise errors.DomainNameError(f"new domain {new!r} is not a training domain of the "
-                                     "posterior", hint=_suggest(new, train))
+        raise errors.DomainNameError(
+            f"new domain {new!r} is not a training domain of the posterior",
+            hint=_suggest(new, train),
+        )
     if weights is not None:
         if original not in train:
             raise errors.DomainNameError(
                 f"original domain {original!r} is not a training domain of the posterior (with "
                 "weights, the original domain is the training domain whose aggregate loss the "
-                "weights define)", hint=_suggest(original, train))
+                "weights define)",
+                hint=_suggest(original, train),
+            )
         w = domain_weights(weights, evals)
         where = f" from {weights}" if isinstance(weights, (str, Path)) else ""
         n = int((w > 0).sum())
@@ -290,11 +351,15 @@ def original_loss_weights(posterior, original: str, new: str, weights=None
             if original in train:
                 raise errors.DomainNameError(
                     f"original domain {original!r} is a training domain without a validation "
-                    "domain of that name", hint="give the weights of its validation domains "
-                    "(CLI: --weights FILE.json) or name one validation domain")
+                    "domain of that name",
+                    hint="give the weights of its validation domains "
+                    "(CLI: --weights FILE.json) or name one validation domain",
+                )
             raise errors.DomainNameError(
                 f"original domain {original!r} is neither a validation nor a training domain "
-                "of the posterior", hint=_suggest(original, evals + train))
+                "of the posterior",
+                hint=_suggest(original, evals + train),
+            )
         w = np.zeros(len(evals))
         w[evals.index(original)] = 1.0
         name = label = original
@@ -308,11 +373,13 @@ def original_loss_weights(posterior, original: str, new: str, weights=None
             raise errors.DomainNameError(
                 f"validation domain {original!r} has no training domain of the same name and "
                 f"there are {len(train)} training domains: which one gives up share is unclear",
-                hint="name the training domain and give --weights with all weight on "
-                     f"{original!r}")
+                hint=f"name the training domain and give --weights with all weight on {original!r}",
+            )
     if giver == new:
-        raise errors.DomainNameError(f"original and new domain are the same ({new!r})",
-                                     hint="the new domain is the one continued training adds")
+        raise errors.DomainNameError(
+            f"original and new domain are the same ({new!r})",
+            hint="the new domain is the one continued training adds",
+        )
     return w, giver, name, label
 
 
@@ -327,47 +394,66 @@ def start_loss_from_runs(runs: RunTable, weights: np.ndarray, eval_domains) -> f
     checkpoint: within :data:`START_AGREEMENT` nats)."""
     hint = "give the start loss as a number instead (start_loss=; CLI: --start-loss X)"
     if not runs.has_steps:
-        raise errors.FormatError("the runs have no steps, so no step-0 (starting checkpoint) "
-                                 "records", source=runs.source, column="step", hint=hint)
+        raise errors.FormatError(
+            "the runs have no steps, so no step-0 (starting checkpoint) records",
+            source=runs.source,
+            column="step",
+            hint=hint,
+        )
     tidy = runs.to_tidy()
     rec = tidy[tidy["step"] == 0]
     if rec.empty:
         steps = sorted(tidy["step"].dropna().unique())
         raise errors.EmptyInputError(
             f"no step-0 records (the starting checkpoint); the first step is {steps[0]:g}",
-            source=runs.source, column="step", hint=hint)
+            source=runs.source,
+            column="step",
+            hint=hint,
+        )
     used = [(d, wi) for d, wi in zip(eval_domains, weights) if wi > 0]
     for d, _ in used:
         if d not in runs.eval_domains:
-            raise errors.DomainNameError(f"no loss of validation domain {d!r}",
-                                         source=runs.source, column=f"loss.{d}",
-                                         hint="the runs file must be the one the posterior "
-                                              "was fitted to")
+            raise errors.DomainNameError(
+                f"no loss of validation domain {d!r}",
+                source=runs.source,
+                column=f"loss.{d}",
+                hint="the runs file must be the one the posterior was fitted to",
+            )
     values = rec[[f"loss.{d}" for d, _ in used]].to_numpy(dtype=float)
     loss = values @ np.array([wi for _, wi in used])
     if np.isnan(loss).any():
         i = int(np.flatnonzero(np.isnan(loss))[0])
         d = used[int(np.flatnonzero(np.isnan(values[i]))[0])][0]
-        raise errors.MissingValueError("step-0 loss is missing", source=runs.source,
-                                       run=str(rec["run"].iloc[i]), column=f"loss.{d}",
-                                       hint=hint)
+        raise errors.MissingValueError(
+            "step-0 loss is missing",
+            source=runs.source,
+            run=str(rec["run"].iloc[i]),
+            column=f"loss.{d}",
+            hint=hint,
+        )
     spread = float(loss.max() - loss.min())
     if spread > START_AGREEMENT:
-        raise errors.FormatError(f"step-0 losses differ between runs by {spread:.3g} nats: "
-                                 "they do not start from one checkpoint", source=runs.source,
-                                 column="step", hint=hint)
+        raise errors.FormatError(
+            f"step-0 losses differ between runs by {spread:.3g} nats: "
+            "they do not start from one checkpoint",
+            source=runs.source,
+            column="step",
+            hint=hint,
+        )
     return float(loss.mean())
 
 
 def _start(posterior, start_loss, runs, w) -> tuple[float, str]:
     if start_loss is not None and runs is not None:
-        raise errors.OptionError("give either a start loss or the runs with step-0 records, "
-                                 "not both")
+        raise errors.OptionError(
+            "give either a start loss or the runs with step-0 records, not both"
+        )
     if start_loss is not None:
         value = float(start_loss)
         if not np.isfinite(value) or value <= 0:
-            raise errors.OptionError(f"start loss must be a positive number of nats, got "
-                                     f"{start_loss!r}")
+            raise errors.OptionError(
+                f"start loss must be a positive number of nats, got {start_loss!r}"
+            )
         return value, "given"
     if runs is not None:
         value = start_loss_from_runs(runs, w, posterior.eval_domains)
@@ -380,7 +466,8 @@ def _start(posterior, start_loss, runs, w) -> tuple[float, str]:
     raise errors.OptionError(
         f"no start loss: the posterior keeps only the records it was fitted to{at}",
         hint="give the runs file with its step-0 records (runs=; CLI: --runs RUNS_FILE) or the "
-             "start loss (start_loss=; CLI: --start-loss X)")
+        "start loss (start_loss=; CLI: --start-loss X)",
+    )
 
 
 def _line(train, giver: str, new: str, other_shares) -> tuple[np.ndarray, np.ndarray, float]:
@@ -388,17 +475,22 @@ def _line(train, giver: str, new: str, other_shares) -> tuple[np.ndarray, np.nda
     other = dict(other_shares or {})
     for d, s in other.items():
         if d not in train:
-            raise errors.DomainNameError(f"other share: {d!r} is not a training domain",
-                                         hint=_suggest(d, train))
+            raise errors.DomainNameError(
+                f"other share: {d!r} is not a training domain", hint=_suggest(d, train)
+            )
         if d in (giver, new):
-            raise errors.OptionError(f"other share: {d!r} is the original or the new domain; "
-                                     "only the remaining training domains are held fixed")
+            raise errors.OptionError(
+                f"other share: {d!r} is the original or the new domain; "
+                "only the remaining training domains are held fixed"
+            )
         if not (np.isfinite(s) and 0 <= s <= 1):
             raise errors.OptionError(f"other share of {d!r} must be in [0, 1], got {s!r}")
     x_max = 1.0 - float(sum(other.values()))
     if x_max <= 0:
-        raise errors.OptionError(f"other shares sum to {1 - x_max:g}: nothing is left for the "
-                                 "original and the new domain")
+        raise errors.OptionError(
+            f"other shares sum to {1 - x_max:g}: nothing is left for the "
+            "original and the new domain"
+        )
     base = np.array([other.get(d, 0.0) for d in train], float)
     base[train.index(giver)] = x_max
     direction = np.zeros(len(train))
@@ -419,18 +511,28 @@ def _law_inputs(posterior) -> dict:
         col = fit.column(key)
         values = None if col is None else np.unique(col.to_numpy(dtype=float))
         if values is None or len(values) != 1:
-            raise errors.OptionError(f"law {posterior.law.name!r} takes {key} and the fitted "
-                                     f"runs do not share one value of it",
-                                     hint="fit one model size at one step")
+            raise errors.OptionError(
+                f"law {posterior.law.name!r} takes {key} and the fitted "
+                f"runs do not share one value of it",
+                hint="fit one model size at one step",
+            )
         out[key] = float(values[0])
     return out
 
 
 # ------------------------------------------------------------------------------ the computation
-def critical_share(posterior, *, original: str, new: str, start_loss: float | None = None,
-                   runs: RunTable | None = None, weights=None, tolerance: float = 0.0,
-                   prob: float = 0.9, other_shares: Mapping[str, float] | None = None
-                   ) -> CriticalShare:
+def critical_share(
+    posterior,
+    *,
+    original: str,
+    new: str,
+    start_loss: float | None = None,
+    runs: RunTable | None = None,
+    weights=None,
+    tolerance: float = 0.0,
+    prob: float = 0.9,
+    other_shares: Mapping[str, float] | None = None,
+) -> CriticalShare:
     """The critical share of ``new`` per posterior draw (see the module docstring).
 
     ``original``: with ``weights`` ({validation domain: weight} or a JSON file), the training
@@ -465,8 +567,9 @@ def critical_share(posterior, *, original: str, new: str, start_loss: float | No
     grid = np.linspace(0.0, x_max, GRID_POINTS)
     r_grid = base[None, :] + grid[:, None] * direction[None, :]
     r_grid[:, train.index(giver)] = np.clip(r_grid[:, train.index(giver)], 0.0, None)
-    curve = np.concatenate([loss(r_grid, np.arange(i, min(i + CHUNK, n)))
-                            for i in range(0, n, CHUNK)])  # (S, G)
+    curve = np.concatenate(
+        [loss(r_grid, np.arange(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK)]
+    )  # (S, G)
     ok = curve <= limit
     at_max = ok[:, -1]
     at_zero = ~ok.any(axis=1)
@@ -486,26 +589,51 @@ def critical_share(posterior, *, original: str, new: str, start_loss: float | No
     chains, draws = post["chain"].values, post["draw"].values
     shape = (len(chains), len(draws))
     sample = {"chain": chains, "draw": draws}
-    share_da = xr.DataArray(x.reshape(shape), sample, ("chain", "draw"), name="critical_share",
-                            attrs={"units": UNITS, "train_domain": new})
-    orig_da = xr.DataArray((x_max - x).reshape(shape), sample, ("chain", "draw"),
-                           name="critical_original_share",
-                           attrs={"units": UNITS, "train_domain": giver})
-    curve_da = xr.DataArray(curve.reshape(shape + (GRID_POINTS,)),
-                            {**sample, "new_share": grid}, ("chain", "draw", "new_share"),
-                            name="original_loss",
-                            attrs={"units": "nats per token", "original_loss": label})
+    share_da = xr.DataArray(
+        x.reshape(shape),
+        sample,
+        ("chain", "draw"),
+        name="critical_share",
+        attrs={"units": UNITS, "train_domain": new},
+    )
+    orig_da = xr.DataArray(
+        (x_max - x).reshape(shape),
+        sample,
+        ("chain", "draw"),
+        name="critical_original_share",
+        attrs={"units": UNITS, "train_domain": giver},
+    )
+    curve_da = xr.DataArray(
+        curve.reshape(shape + (GRID_POINTS,)),
+        {**sample, "new_share": grid},
+        ("chain", "draw", "new_share"),
+        name="original_loss",
+        attrs={"units": "nats per token", "original_loss": label},
+    )
     fit = posterior.fit_data()
     steps = fit.column("step")
     return CriticalShare(
-        draws=share_da, original_draws=orig_da, curve=curve_da,
-        observed=_observed(fit, train, w, giver, new, base), original=giver, new=new,
-        loss_name=name, loss_label=label, start_loss=start, start_source=start_source,
-        tolerance=float(tolerance), prob=prob, n_at_max=int(at_max.sum()),
-        n_at_zero=int(at_zero.sum()), x_max=x_max, law=law.name,
+        draws=share_da,
+        original_draws=orig_da,
+        curve=curve_da,
+        observed=_observed(fit, train, w, giver, new, base),
+        original=giver,
+        new=new,
+        loss_name=name,
+        loss_label=label,
+        start_loss=start,
+        start_source=start_source,
+        tolerance=float(tolerance),
+        prob=prob,
+        n_at_max=int(at_max.sum()),
+        n_at_zero=int(at_zero.sum()),
+        x_max=x_max,
+        law=law.name,
         other_shares={d: float(s) for d, s in (other_shares or {}).items()},
         fit_step=float(steps.max()) if steps is not None else None,
-        diagnostics_warning=posterior.diagnostics_warning, source=fit.source)
+        diagnostics_warning=posterior.diagnostics_warning,
+        source=fit.source,
+    )
 
 
 def _observed(fit: RunTable, train, w, giver, new, base) -> pd.DataFrame:
@@ -518,5 +646,11 @@ def _observed(fit: RunTable, train, w, giver, new, base) -> pd.DataFrame:
     loss = losses[:, used] @ w[used]
     fixed = [j for j, d in enumerate(train) if d not in (giver, new)]
     on = np.all(np.abs(mix.to_numpy(dtype=float)[:, fixed] - base[fixed]) <= 1e-6, axis=1)
-    return pd.DataFrame({"run": list(mix.index), "new_share": mix[new].to_numpy(dtype=float),
-                         "loss": loss, "on_line": on})
+    return pd.DataFrame(
+        {
+            "run": list(mix.index),
+            "new_share": mix[new].to_numpy(dtype=float),
+            "loss": loss,
+            "on_line": on,
+        }
+    )

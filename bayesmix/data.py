@@ -53,9 +53,11 @@ MAX_LOSS = 100.0
 #: Largest bound a user may set: beyond it the likelihood's arithmetic is no longer sound.
 MAX_LOSS_LIMIT = 1e6
 #: Characters a domain name may not hold, with the reason (named in the error).
-_FORBIDDEN_NAME_CHARS = {"/": "NetCDF names cannot hold it",
-                         ",": "--max-share NAME=VALUE,NAME=VALUE lists could not name it",
-                         "=": "--max-share NAME=VALUE lists could not name it"}
+_FORBIDDEN_NAME_CHARS = {
+    "/": "NetCDF names cannot hold it",
+    ",": "--max-share NAME=VALUE,NAME=VALUE lists could not name it",
+    "=": "--max-share NAME=VALUE lists could not name it",
+}
 
 
 def check_max_loss(value, option: str = "max_loss") -> float:
@@ -65,9 +67,10 @@ def check_max_loss(value, option: str = "max_loss") -> float:
     except (TypeError, ValueError):
         v = math.nan
     if not (math.isfinite(v) and 0 < v <= MAX_LOSS_LIMIT):
-        raise errors.OptionError(f"{option} must be a number in (0, {MAX_LOSS_LIMIT:g}] nats "
-                                 f"per token, got {value!r}",
-                                 hint=f"the default is {MAX_LOSS:g}")
+        raise errors.OptionError(
+            f"{option} must be a number in (0, {MAX_LOSS_LIMIT:g}] nats per token, got {value!r}",
+            hint=f"the default is {MAX_LOSS:g}",
+        )
     return v
 
 
@@ -78,15 +81,23 @@ def check_tolerance(value, option: str = "tolerance") -> float:
     except (TypeError, ValueError):
         v = math.nan
     if not (math.isfinite(v) and v >= 0):
-        raise errors.OptionError(f"{option} must be a finite number >= 0, got {value!r}",
-                                 hint=f"the default is {SUM_TOLERANCE:g}; a NaN or infinite "
-                                      "tolerance would switch the check off")
+        raise errors.OptionError(
+            f"{option} must be a finite number >= 0, got {value!r}",
+            hint=f"the default is {SUM_TOLERANCE:g}; a NaN or infinite "
+            "tolerance would switch the check off",
+        )
     return v
 
 
-def check_loss(value, *, max_loss: float = MAX_LOSS, source: str | None = None,
-               row: int | None = None, run: str | None = None,
-               column: str | None = None) -> float:
+def check_loss(
+    value,
+    *,
+    max_loss: float = MAX_LOSS,
+    source: str | None = None,
+    row: int | None = None,
+    run: str | None = None,
+    column: str | None = None,
+) -> float:
     """One loss cell under the plausibility rule: a float, NaN for a missing loss (None, empty
     text, NaN); NonFiniteLossError / NonPositiveLossError / ImplausibleLossError otherwise.
     Text that is not a number is a NonNumericError. Used by loaders and the ledger's ingest."""
@@ -95,10 +106,14 @@ def check_loss(value, *, max_loss: float = MAX_LOSS, source: str | None = None,
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise errors.NonNumericError(f"{value!r} is not a number", source=source, row=row,
-                                     run=run, column=column,
-                                     hint="write the loss in nats per token, or leave it empty "
-                                          "when unknown") from None
+        raise errors.NonNumericError(
+            f"{value!r} is not a number",
+            source=source,
+            row=row,
+            run=run,
+            column=column,
+            hint="write the loss in nats per token, or leave it empty when unknown",
+        ) from None
     if math.isnan(v):
         return v
     _raise_for_loss(v, max_loss, source, row, run, column)
@@ -109,18 +124,32 @@ def _raise_for_loss(v: float, max_loss: float, source, row, run, column) -> None
     """Raise the named error for a non-NaN loss ``v`` that breaks the rule."""
     if math.isinf(v):
         raise errors.NonFiniteLossError(
-            f"loss {v} is not finite", source=source, row=row, run=run, column=column,
-            hint="leave the cell empty (or nan) if the loss is unknown")
+            f"loss {v} is not finite",
+            source=source,
+            row=row,
+            run=run,
+            column=column,
+            hint="leave the cell empty (or nan) if the loss is unknown",
+        )
     if v <= 0:
         raise errors.NonPositiveLossError(
-            f"loss {v:g} is not positive", source=source, row=row, run=run, column=column,
-            hint="losses are cross-entropies in nats per token, always > 0")
+            f"loss {v:g} is not positive",
+            source=source,
+            row=row,
+            run=run,
+            column=column,
+            hint="losses are cross-entropies in nats per token, always > 0",
+        )
     if v > max_loss:
         raise errors.ImplausibleLossError(
             f"loss {v:g} is above the plausible maximum of {max_loss:g} nats per token",
-            source=source, row=row, run=run, column=column,
+            source=source,
+            row=row,
+            run=run,
+            column=column,
             hint="losses are mean nats per token (not sums, bits or perplexities); raise the "
-                 "bound with --max-loss if the value is real")
+            "bound with --max-loss if the value is real",
+        )
 
 
 def _normalise_name(name: str) -> str:
@@ -134,24 +163,32 @@ def _check_domain_names(names: Sequence[str], kind: str, column_prefix: str, sou
         if not name or name != name.strip():
             raise errors.DomainNameError(
                 f"{kind} domain name {name!r} is empty or has surrounding spaces",
-                source=source, column=column_prefix + name, hint="rename the column")
+                source=source,
+                column=column_prefix + name,
+                hint="rename the column",
+            )
         for ch, why in _FORBIDDEN_NAME_CHARS.items():
             if ch in name:
                 raise errors.DomainNameError(
                     f"{kind} domain name {name!r} contains {ch!r} ({why})",
-                    source=source, column=column_prefix + name,
-                    hint="rename the column, e.g. with '_' instead")
+                    source=source,
+                    column=column_prefix + name,
+                    hint="rename the column, e.g. with '_' instead",
+                )
         key = _normalise_name(name)
         if key in seen:
             raise errors.DomainNameError(
                 f"{kind} domains {seen[key]!r} and {name!r} differ only in case or punctuation",
-                source=source, column=column_prefix + name,
-                hint="use one spelling for one domain")
+                source=source,
+                column=column_prefix + name,
+                hint="use one spelling for one domain",
+            )
         seen[key] = name
 
 
-def check_domain_names(names: Sequence[str], kind: str = "training",
-                       source: str | None = None) -> None:
+def check_domain_names(
+    names: Sequence[str], kind: str = "training", source: str | None = None
+) -> None:
     """The domain-name rule (not empty, no surrounding spaces, no '/', ',' or '=', no two
     names equal up to case and punctuation) for names given outside a run table (e.g.
     ``bayesmix init --domains``); DomainNameError naming the first offender."""
@@ -159,16 +196,18 @@ def check_domain_names(names: Sequence[str], kind: str = "training",
     _check_domain_names([str(n) for n in names], kind, prefix, source)
 
 
-def check_known_domains(names: Iterable[str], known: Sequence[str], kind: str,
-                        source: str | None = None) -> None:
+def check_known_domains(
+    names: Iterable[str], known: Sequence[str], kind: str, source: str | None = None
+) -> None:
     """Raise DomainNameError for a name not in ``known``, suggesting the closest known name."""
     known = list(known)
     for name in names:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-            raise errors.DomainNameError(f"unknown {kind} domain {name!r}", source=source,
-                                         hint=hint)
+            raise errors.DomainNameError(
+                f"unknown {kind} domain {name!r}", source=source, hint=hint
+            )
 
 
 class RunTable:
@@ -179,8 +218,13 @@ class RunTable:
     :meth:`to_xarray` (dims run, train_domain, eval_domain[, step]).
     """
 
-    def __init__(self, records: pd.DataFrame, train_domains: Sequence[str],
-                 eval_domains: Sequence[str], source: str | None = None):
+    def __init__(
+        self,
+        records: pd.DataFrame,
+        train_domains: Sequence[str],
+        eval_domains: Sequence[str],
+        source: str | None = None,
+    ):
         self._records = records.reset_index(drop=True)
         self.train_domains = tuple(train_domains)
         self.eval_domains = tuple(eval_domains)
@@ -188,10 +232,17 @@ class RunTable:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, *, source: str | None = None,
-                   row_numbers: Sequence[int] | None = None, renormalize: bool = False,
-                   tolerance: float = SUM_TOLERANCE, report: list[str] | None = None,
-                   max_loss: float = MAX_LOSS) -> RunTable:
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        *,
+        source: str | None = None,
+        row_numbers: Sequence[int] | None = None,
+        renormalize: bool = False,
+        tolerance: float = SUM_TOLERANCE,
+        report: list[str] | None = None,
+        max_loss: float = MAX_LOSS,
+    ) -> RunTable:
         """Validate a DataFrame in the documented tidy layout and return a RunTable.
 
         ``row_numbers`` gives the line number of each row in ``source`` for error messages
@@ -204,8 +255,9 @@ class RunTable:
             check_tolerance(tolerance)
         max_loss = check_max_loss(max_loss)
         if frame is None or len(frame) == 0:
-            raise errors.EmptyInputError("no data rows", source=source,
-                                         hint="a run table needs at least one run")
+            raise errors.EmptyInputError(
+                "no data rows", source=source, hint="a run table needs at least one run"
+            )
         frame = frame.copy()
         frame.columns = [str(c) for c in frame.columns]
         if row_numbers is None:
@@ -214,9 +266,11 @@ class RunTable:
 
         if "run" not in frame.columns:
             raise errors.FormatError(
-                "no 'run' column", source=source,
+                "no 'run' column",
+                source=source,
                 hint="the tidy layout is run, [n_params], [step], [tokens], mix.<domain>..., "
-                     "loss.<domain>...")
+                "loss.<domain>...",
+            )
         mix_cols = [c for c in frame.columns if c.startswith(MIX_PREFIX)]
         loss_cols = [c for c in frame.columns if c.startswith(LOSS_PREFIX)]
         known = {"run", *META_COLUMNS, *mix_cols, *loss_cols}
@@ -226,18 +280,28 @@ class RunTable:
             rest = extra[0].split(".", 1)[-1]
             candidates = sorted((known - {"run"}) | {MIX_PREFIX + rest, LOSS_PREFIX + rest})
             close = difflib.get_close_matches(extra[0], candidates, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                "allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>")
-            raise errors.FormatError(f"unknown column {extra[0]!r}", source=source,
-                                     column=extra[0], hint=hint)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else ("allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>")
+            )
+            raise errors.FormatError(
+                f"unknown column {extra[0]!r}", source=source, column=extra[0], hint=hint
+            )
         if not mix_cols:
-            raise errors.FormatError("no 'mix.<domain>' proportion columns", source=source,
-                                     hint="name each proportion column mix.<training domain>")
+            raise errors.FormatError(
+                "no 'mix.<domain>' proportion columns",
+                source=source,
+                hint="name each proportion column mix.<training domain>",
+            )
         if not loss_cols:
-            raise errors.FormatError("no 'loss.<domain>' columns", source=source,
-                                     hint="name each loss column loss.<validation domain>")
-        train = [c[len(MIX_PREFIX):] for c in mix_cols]
-        evals = [c[len(LOSS_PREFIX):] for c in loss_cols]
+            raise errors.FormatError(
+                "no 'loss.<domain>' columns",
+                source=source,
+                hint="name each loss column loss.<validation domain>",
+            )
+        train = [c[len(MIX_PREFIX) :] for c in mix_cols]
+        evals = [c[len(LOSS_PREFIX) :] for c in loss_cols]
         _check_domain_names(train, "training", MIX_PREFIX, source)
         _check_domain_names(evals, "validation", LOSS_PREFIX, source)
 
@@ -245,8 +309,13 @@ class RunTable:
         run_ids = []
         for k, v in enumerate(frame["run"].tolist()):
             if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "":
-                raise errors.MissingValueError("run id is empty", source=source, row=rows[k],
-                                               column="run", hint="give every record a run id")
+                raise errors.MissingValueError(
+                    "run id is empty",
+                    source=source,
+                    row=rows[k],
+                    column="run",
+                    hint="give every record a run id",
+                )
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
             run_ids.append(str(v).strip())
@@ -260,12 +329,22 @@ class RunTable:
             vals = frame[col].to_numpy()
             for i in np.flatnonzero(np.isnan(vals)):
                 raise errors.MissingValueError(
-                    "proportion is missing", source=source, row=rows[i], run=run_ids[i],
-                    column=col, hint="write 0 for a domain the run did not train on")
+                    "proportion is missing",
+                    source=source,
+                    row=rows[i],
+                    run=run_ids[i],
+                    column=col,
+                    hint="write 0 for a domain the run did not train on",
+                )
             for i in np.flatnonzero(vals < 0):
                 raise errors.NegativeProportionError(
-                    f"proportion {vals[i]:g} is negative", source=source, row=rows[i],
-                    run=run_ids[i], column=col, hint="proportions must be >= 0")
+                    f"proportion {vals[i]:g} is negative",
+                    source=source,
+                    row=rows[i],
+                    run=run_ids[i],
+                    column=col,
+                    hint="proportions must be >= 0",
+                )
         mix = frame[mix_cols].to_numpy(dtype=float)
         sums = mix.sum(axis=1)
         bad = np.abs(sums - 1.0) > tolerance
@@ -274,19 +353,27 @@ class RunTable:
             for i in hopeless:
                 raise errors.ProportionSumError(
                     f"proportions sum to {sums[i]:.6g}, too far from 1 to renormalise",
-                    source=source, row=rows[i], run=run_ids[i],
-                    hint="check that the mix.* columns hold shares, not token counts")
+                    source=source,
+                    row=rows[i],
+                    run=run_ids[i],
+                    hint="check that the mix.* columns hold shares, not token counts",
+                )
             frame[mix_cols] = mix / sums[:, None]
             if report is not None:
                 dev = np.abs(sums - 1.0)
-                report.append(f"renormalised {int((dev > 0).sum())} of {len(sums)} records; "
-                              f"largest change in sum {dev.max():.4g}")
+                report.append(
+                    f"renormalised {int((dev > 0).sum())} of {len(sums)} records; "
+                    f"largest change in sum {dev.max():.4g}"
+                )
         else:
             for i in np.flatnonzero(bad):
                 raise errors.ProportionSumError(
                     f"proportions sum to {sums[i]:.6g}, not 1 (tolerance {tolerance:g})",
-                    source=source, row=rows[i], run=run_ids[i],
-                    hint="fix the shares or pass renormalize=True (CLI: --renormalize)")
+                    source=source,
+                    row=rows[i],
+                    run=run_ids[i],
+                    hint="fix the shares or pass renormalize=True (CLI: --renormalize)",
+                )
 
         for col in ("n_params", "tokens", "step"):
             if col in frame.columns:
@@ -298,26 +385,40 @@ class RunTable:
                 for i in np.flatnonzero((~np.isfinite(vals) & ~np.isnan(vals)) | too_small):
                     raise errors.NonNumericError(
                         f"{col} must be a {kind} finite number, got {vals[i]:g}",
-                        source=source, row=rows[i], run=run_ids[i], column=col)
+                        source=source,
+                        row=rows[i],
+                        run=run_ids[i],
+                        column=col,
+                    )
 
         loss = frame[loss_cols].to_numpy(dtype=float)
         for test in (np.isinf(loss), loss <= 0, loss > max_loss):  # NaN: missing, allowed
             for i, j in zip(*np.nonzero(test)):
-                _raise_for_loss(float(loss[i, j]), max_loss, source, rows[i], run_ids[i],
-                                loss_cols[j])
+                _raise_for_loss(
+                    float(loss[i, j]), max_loss, source, rows[i], run_ids[i], loss_cols[j]
+                )
         for i in np.flatnonzero(np.isnan(loss).all(axis=1)):
             raise errors.NoLossesError(
-                "record has no loss on any validation domain", source=source, row=rows[i],
-                run=run_ids[i], hint="drop the record or fill in at least one loss")
+                "record has no loss on any validation domain",
+                source=source,
+                row=rows[i],
+                run=run_ids[i],
+                hint="drop the record or fill in at least one loss",
+            )
 
         key = ["run", "step"] if "step" in frame.columns else ["run"]
         dup = frame.duplicated(subset=key, keep="first").to_numpy()
         for i in np.flatnonzero(dup):
             what = f"run {run_ids[i]!r}" + (
-                f" at step {frame['step'].iloc[i]:g}" if "step" in frame.columns else "")
+                f" at step {frame['step'].iloc[i]:g}" if "step" in frame.columns else ""
+            )
             raise errors.DuplicateRunError(
-                f"{what} appears twice", source=source, row=rows[i], column=key[-1],
-                hint="give each run a unique id" + (" and step" if len(key) == 2 else ""))
+                f"{what} appears twice",
+                source=source,
+                row=rows[i],
+                column=key[-1],
+                hint="give each run a unique id" + (" and step" if len(key) == 2 else ""),
+            )
         per_run = [c for c in ("n_params", *mix_cols) if c in frame.columns]
         if len(key) == 2:
             for col in per_run:
@@ -327,9 +428,13 @@ class RunTable:
                     run = bad_runs.index[0]
                     first = run_ids.index(run)
                     raise errors.InconsistentMixtureError(
-                        f"{col} differs between checkpoints of the same run", source=source,
-                        row=rows[first], run=run, column=col,
-                        hint="a run has one mixture and one model size; use another run id")
+                        f"{col} differs between checkpoints of the same run",
+                        source=source,
+                        row=rows[first],
+                        run=run,
+                        column=col,
+                        hint="a run has one mixture and one model size; use another run id",
+                    )
         ordered = ["run", *[c for c in META_COLUMNS if c in frame.columns], *mix_cols, *loss_cols]
         return cls(frame[ordered], train, evals, source=source)
 
@@ -351,9 +456,12 @@ class RunTable:
         return len(self._records)
 
     def __repr__(self) -> str:
-        return (f"RunTable({self.n_runs} runs, {len(self)} records, "
-                f"{len(self.train_domains)} training x {len(self.eval_domains)} validation domains"
-                + (f", from {self.source}" if self.source else "") + ")")
+        return (
+            f"RunTable({self.n_runs} runs, {len(self)} records, "
+            f"{len(self.train_domains)} training x {len(self.eval_domains)} validation domains"
+            + (f", from {self.source}" if self.source else "")
+            + ")"
+        )
 
     @property
     def mixtures(self) -> pd.DataFrame:
@@ -389,8 +497,9 @@ class RunTable:
     def at_step(self, step: float) -> RunTable:
         """Records at exactly ``step``; runs without that checkpoint are dropped."""
         if not self.has_steps:
-            raise errors.FormatError("this run table has no steps", source=self.source,
-                                     column="step")
+            raise errors.FormatError(
+                "this run table has no steps", source=self.source, column="step"
+            )
         sel = self._records[self._records["step"] == step]
         if sel.empty:
             raise errors.EmptyInputError(f"no record at step {step:g}", source=self.source)
@@ -416,11 +525,14 @@ class RunTable:
             raise errors.DomainNameError(
                 "training domains differ: "
                 f"{sorted(set(self.train_domains) ^ set(other.train_domains))}",
-                source=other.source, hint="both tables need the same mix.* columns")
+                source=other.source,
+                hint="both tables need the same mix.* columns",
+            )
         tidy = pd.concat([self.to_tidy(), other.to_tidy()], ignore_index=True)
         # both tables passed their own loss bound already
-        return RunTable.from_frame(tidy, source=other.source or self.source,
-                                   max_loss=MAX_LOSS_LIMIT)
+        return RunTable.from_frame(
+            tidy, source=other.source or self.source, max_loss=MAX_LOSS_LIMIT
+        )
 
     # ------------------------------------------------------------------ views
     def to_tidy(self) -> pd.DataFrame:
@@ -431,8 +543,9 @@ class RunTable:
         """One row per observed loss: run, [n_params, step, tokens], eval_domain, loss."""
         meta = ["run", *[c for c in META_COLUMNS if c in self._records.columns]]
         cols = [LOSS_PREFIX + d for d in self.eval_domains]
-        long = self._records[meta + cols].melt(id_vars=meta, var_name="eval_domain",
-                                               value_name="loss")
+        long = self._records[meta + cols].melt(
+            id_vars=meta, var_name="eval_domain", value_name="loss"
+        )
         long["eval_domain"] = long["eval_domain"].str.slice(len(LOSS_PREFIX))
         return long.dropna(subset=["loss"]).reset_index(drop=True)
 
@@ -443,15 +556,23 @@ class RunTable:
         checkpoint); ``n_params`` has dim ``run``.
         """
         mix = self.mixtures
-        coords: dict[str, Any] = {"run": list(mix.index),
-                                  "train_domain": list(self.train_domains),
-                                  "eval_domain": list(self.eval_domains)}
+        coords: dict[str, Any] = {
+            "run": list(mix.index),
+            "train_domain": list(self.train_domains),
+            "eval_domain": list(self.eval_domains),
+        }
         data: dict[str, tuple] = {
-            "proportions": (("run", "train_domain"), mix.to_numpy(dtype=float))}
+            "proportions": (("run", "train_domain"), mix.to_numpy(dtype=float))
+        }
         rec = self._records
         if "n_params" in rec.columns:
-            data["n_params"] = (("run",), rec.drop_duplicates("run").set_index("run")
-                                .loc[coords["run"], "n_params"].to_numpy(dtype=float))
+            data["n_params"] = (
+                ("run",),
+                rec.drop_duplicates("run")
+                .set_index("run")
+                .loc[coords["run"], "n_params"]
+                .to_numpy(dtype=float),
+            )
         cols = [LOSS_PREFIX + d for d in self.eval_domains]
         if self.has_steps:
             steps = np.sort(rec["step"].dropna().unique())
@@ -486,15 +607,19 @@ class RunTable:
             "train_domains": list(self.train_domains),
             "eval_domains": list(self.eval_domains),
             "missing_losses": int(loss.isna().to_numpy().sum()),
-            "proportion_range": {d: [float(mix[d].min()), float(mix[d].max())]
-                                 for d in self.train_domains},
+            "proportion_range": {
+                d: [float(mix[d].min()), float(mix[d].max())] for d in self.train_domains
+            },
         }
         if "n_params" in rec.columns:
             out["sizes"] = sorted(float(v) for v in rec["n_params"].dropna().unique())
         if self.has_steps:
             steps = np.sort(rec["step"].dropna().unique())
-            out["steps"] = {"count": len(steps), "min": float(steps.min()),
-                            "max": float(steps.max())}
+            out["steps"] = {
+                "count": len(steps),
+                "min": float(steps.min()),
+                "max": float(steps.max()),
+            }
         return out
 
 
@@ -505,6 +630,11 @@ def _to_numeric(series: pd.Series, col: str, source, rows, run_ids) -> pd.Series
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise errors.NonNumericError(
-            f"{series.iloc[i]!r} is not a number", source=source, row=rows[i], run=run_ids[i],
-            column=col, hint="write numbers with a '.' decimal point, leave unknown cells empty")
+            f"{series.iloc[i]!r} is not a number",
+            source=source,
+            row=rows[i],
+            run=run_ids[i],
+            column=col,
+            hint="write numbers with a '.' decimal point, leave unknown cells empty",
+        )
     return out.astype(float)

@@ -56,8 +56,13 @@ REPORT_FORMAT = "bayesmix-decision/1"
 
 
 # ------------------------------------------------------------------------------ inputs
-def resolve_weights(eval_domains: Sequence[str], weights=None, target: str | None = None, *,
-                    allow_subset: bool = False) -> tuple[np.ndarray, str]:
+def resolve_weights(
+    eval_domains: Sequence[str],
+    weights=None,
+    target: str | None = None,
+    *,
+    allow_subset: bool = False,
+) -> tuple[np.ndarray, str]:
     """Normalised weights (K,) over ``eval_domains`` and a one-line description.
 
     ``weights``: ``{domain: weight}``, a JSON file of that, or an array (K,); names match up to
@@ -75,22 +80,30 @@ def resolve_weights(eval_domains: Sequence[str], weights=None, target: str | Non
         w[eval_domains.index(target)] = 1.0
         return w, f"target domain {target}"
     if weights is None:
-        return np.full(len(eval_domains), 1.0 / len(eval_domains)), \
-            f"equal weights over the {len(eval_domains)} validation domains"
+        return np.full(
+            len(eval_domains), 1.0 / len(eval_domains)
+        ), f"equal weights over the {len(eval_domains)} validation domains"
     if isinstance(weights, (str, Path, Mapping)):
         w = domain_weights(weights, eval_domains, allow_subset=allow_subset)
         where = f" from {weights}" if isinstance(weights, (str, Path)) else ""
         return w, f"explicit weights{where}"
     w = np.asarray(weights, float).reshape(-1)
-    if w.shape != (len(eval_domains),) or not np.all(np.isfinite(w)) or np.any(w < 0) \
-            or w.sum() <= 0:
-        raise errors.ObjectiveError(f"weights must be {len(eval_domains)} finite numbers >= 0, "
-                                    "not all zero", hint=f"order: {', '.join(eval_domains)}")
+    if (
+        w.shape != (len(eval_domains),)
+        or not np.all(np.isfinite(w))
+        or np.any(w < 0)
+        or w.sum() <= 0
+    ):
+        raise errors.ObjectiveError(
+            f"weights must be {len(eval_domains)} finite numbers >= 0, not all zero",
+            hint=f"order: {', '.join(eval_domains)}",
+        )
     return w / w.sum(), "explicit weights"
 
 
-def resolve_baseline(train_domains: Sequence[str], baseline=None, *,
-                     source: str | None = None) -> tuple[np.ndarray, str]:
+def resolve_baseline(
+    train_domains: Sequence[str], baseline=None, *, source: str | None = None
+) -> tuple[np.ndarray, str]:
     """The baseline mixture (M,) and a label. None: the uniform mixture.
 
     ``baseline``: ``{domain: share}`` (unnamed domains get 0; shares must sum to 1 within the
@@ -125,8 +138,10 @@ def _read_baseline_file(path: Path) -> Mapping:
     if isinstance(obj, Mapping) and obj.get("format") == REPORT_FORMAT:
         return {r["train_domain"]: r["share"] for r in obj["recommendation"]}
     if not isinstance(obj, Mapping) or not obj:
-        raise errors.FormatError("a baseline file must hold a JSON object {domain: share} or a "
-                                 "bayesmix decision report", source=str(path))
+        raise errors.FormatError(
+            "a baseline file must hold a JSON object {domain: share} or a bayesmix decision report",
+            source=str(path),
+        )
     return obj
 
 
@@ -191,14 +206,20 @@ class DecisionReport:
         out = []
         if self.diagnostics_warning:
             bar = "!" * 78
-            out += [bar, f"WARNING: {self.diagnostics_warning}",
-                    "The intervals and the recommendation below may be wrong; refit (more "
-                    "draws, more tuning, or a better model) before relying on them.", bar, ""]
+            out += [
+                bar,
+                f"WARNING: {self.diagnostics_warning}",
+                "The intervals and the recommendation below may be wrong; refit (more "
+                "draws, more tuning, or a better model) before relying on them.",
+                bar,
+                "",
+            ]
         law = f"law {self.law}, " if self.law else ""
-        out.append(f"Decision report ({self.source or 'posterior'}, {law}{self.n_samples} "
-                   "draws)")
-        out.append(f"objective: {self.objective_description} [{self.objective}] = "
-                   f"{self.objective_value:.{digits}f}")
+        out.append(f"Decision report ({self.source or 'posterior'}, {law}{self.n_samples} draws)")
+        out.append(
+            f"objective: {self.objective_description} [{self.objective}] = "
+            f"{self.objective_value:.{digits}f}"
+        )
         if self.optimizer_status:
             out.append(f"optimiser: {self.optimizer_status}")
         if self.scale_shift is not None:
@@ -207,14 +228,20 @@ class DecisionReport:
         out.append("")
 
         rec = self.recommendation.copy()
-        cols = {"train_domain": "train_domain", "share": "recommended", "baseline": "baseline",
-                "min_allowed": "min", "max_allowed": "max"}
+        cols = {
+            "train_domain": "train_domain",
+            "share": "recommended",
+            "baseline": "baseline",
+            "min_allowed": "min",
+            "max_allowed": "max",
+        }
         table = rec[list(cols)].rename(columns=cols)
         if self.optimum_spread is not None:
             sp = self.optimum_spread.set_index("train_domain")
             table[f"per-draw optimum median [{pct}]"] = [
                 f"{sp.at[d, 'median']:.3f} [{sp.at[d, 'lower']:.3f}, {sp.at[d, 'upper']:.3f}]"
-                for d in table["train_domain"]]
+                for d in table["train_domain"]
+            ]
         out.append("Mixture (shares of training tokens)")
         out.append(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         out.append("")
@@ -226,37 +253,53 @@ class DecisionReport:
         for dom in cmp.index:
             r, b = loss.loc[("recommended", dom)], loss.loc[("baseline", dom)]
             c = cmp.loc[dom]
-            rows.append({
-                "eval_domain": dom, "weight": r["weight"],
-                "recommended": _fmt_interval(r, digits), "baseline": _fmt_interval(b, digits),
-                "improvement": f"{c['improvement_mean']:+.{digits}f} "
-                               f"[{c['improvement_lower']:+.{digits}f}, "
-                               f"{c['improvement_upper']:+.{digits}f}]",
-                "P(better)": f"{c['p_better']:.3f}",
-                "P(worse)": f"{c['p_worse']:.3f}" if "p_worse" in c else ""})
-        out.append(pd.DataFrame(rows).to_string(index=False,
-                                                float_format=lambda v: f"{v:.3f}"))
+            rows.append(
+                {
+                    "eval_domain": dom,
+                    "weight": r["weight"],
+                    "recommended": _fmt_interval(r, digits),
+                    "baseline": _fmt_interval(b, digits),
+                    "improvement": f"{c['improvement_mean']:+.{digits}f} "
+                    f"[{c['improvement_lower']:+.{digits}f}, "
+                    f"{c['improvement_upper']:+.{digits}f}]",
+                    "P(better)": f"{c['p_better']:.3f}",
+                    "P(worse)": f"{c['p_worse']:.3f}" if "p_worse" in c else "",
+                }
+            )
+        out.append(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if "pred_lower" in self.losses:
             o = loss.loc[("recommended", OVERALL)]
-            out.append(f"{pct} predictive interval of one run's measured overall loss with the "
-                       f"recommendation: [{o['pred_lower']:.{digits}f}, "
-                       f"{o['pred_upper']:.{digits}f}]")
+            out.append(
+                f"{pct} predictive interval of one run's measured overall loss with the "
+                f"recommendation: [{o['pred_lower']:.{digits}f}, "
+                f"{o['pred_upper']:.{digits}f}]"
+            )
         out.append("")
         if self.guarantees is not None and len(self.guarantees):
-            out.append("Guarantees (probability over posterior draws, checked exactly; no-worse "
-                       "is paired per draw against the baseline)")
+            out.append(
+                "Guarantees (probability over posterior draws, checked exactly; no-worse "
+                "is paired per draw against the baseline)"
+            )
             g = self.guarantees
-            out.append(pd.DataFrame({
-                "guarantee": g["guarantee"], "required": g["prob_required"],
-                "achieved": g["prob_achieved"],
-                "met": np.where(g["met"], "yes", "NO")}).to_string(
-                    index=False, float_format=lambda v: f"{v:.3f}"))
+            out.append(
+                pd.DataFrame(
+                    {
+                        "guarantee": g["guarantee"],
+                        "required": g["prob_required"],
+                        "achieved": g["prob_achieved"],
+                        "met": np.where(g["met"], "yes", "NO"),
+                    }
+                ).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+            )
             if self.unguaranteed_value is not None:
-                out.append(f"price of the guarantees: objective {self.objective_value:.{digits}f}"
-                           f" vs {self.unguaranteed_value:.{digits}f} without them")
+                out.append(
+                    f"price of the guarantees: objective {self.objective_value:.{digits}f}"
+                    f" vs {self.unguaranteed_value:.{digits}f} without them"
+                )
             out.append("")
-        out.append(f"P(recommended beats baseline on the overall loss) = "
-                   f"{self.p_beats_baseline:.3f}")
+        out.append(
+            f"P(recommended beats baseline on the overall loss) = {self.p_beats_baseline:.3f}"
+        )
         for note in self.notes:
             out.append(f"note: {note}")
         return "\n".join(out)
@@ -288,15 +331,17 @@ class DecisionReport:
             "recommendation": _records(self.recommendation),
             "losses": _records(self.losses),
             "comparison": _records(self.comparison),
-            "optimum_spread": (None if self.optimum_spread is None
-                               else _records(self.optimum_spread)),
+            "optimum_spread": (
+                None if self.optimum_spread is None else _records(self.optimum_spread)
+            ),
             "guarantees": (None if self.guarantees is None else _records(self.guarantees)),
             "unguaranteed_value": self.unguaranteed_value,
         }
         if include_draw_optima and self.draw_optima is not None:
             out["draw_optima"] = {
                 "train_domains": [str(d) for d in self.draw_optima["train_domain"].values],
-                "shares": self.draw_optima.transpose("sample", "train_domain").values.tolist()}
+                "shares": self.draw_optima.transpose("sample", "train_domain").values.tolist(),
+            }
         return out
 
     def to_json(self, include_draw_optima: bool = False) -> str:
@@ -312,8 +357,12 @@ class DecisionReport:
 
         def add(section, frame, domain_col, stats, mixture):
             stats = [s for s in stats if s in frame]
-            long = frame.melt(id_vars=[domain_col] + (["mixture"] if mixture is None else []),
-                              value_vars=stats, var_name="statistic", value_name="value")
+            long = frame.melt(
+                id_vars=[domain_col] + (["mixture"] if mixture is None else []),
+                value_vars=stats,
+                var_name="statistic",
+                value_name="value",
+            )
             long = long.rename(columns={domain_col: "domain"})
             if mixture is not None:
                 long["mixture"] = mixture
@@ -322,53 +371,108 @@ class DecisionReport:
 
         rec = self.recommendation
         add("mixture", rec, "train_domain", ["share"], "recommended")
-        add("mixture", rec.rename(columns={"baseline": "share", "share": "_"}), "train_domain",
-            ["share"], "baseline")
+        add(
+            "mixture",
+            rec.rename(columns={"baseline": "share", "share": "_"}),
+            "train_domain",
+            ["share"],
+            "baseline",
+        )
         add("mixture", rec, "train_domain", ["min_allowed", "max_allowed"], "constraint")
-        add("loss", self.losses, "eval_domain",
-            ["weight", "mean", "median", "lower", "upper", "pred_lower", "pred_upper"], None)
-        add("comparison", self.comparison, "eval_domain",
-            ["improvement_mean", "improvement_lower", "improvement_upper", "p_better",
-             "p_worse"],
-            "recommended vs baseline")
+        add(
+            "loss",
+            self.losses,
+            "eval_domain",
+            ["weight", "mean", "median", "lower", "upper", "pred_lower", "pred_upper"],
+            None,
+        )
+        add(
+            "comparison",
+            self.comparison,
+            "eval_domain",
+            ["improvement_mean", "improvement_lower", "improvement_upper", "p_better", "p_worse"],
+            "recommended vs baseline",
+        )
         if self.guarantees is not None and len(self.guarantees):
             g = self.guarantees.assign(met=self.guarantees["met"].astype(float))
-            long = g.melt(id_vars=["guarantee", "domain"],
-                          value_vars=["bound", "prob_required", "prob_achieved", "met"],
-                          var_name="statistic", value_name="value")
-            parts.append(pd.DataFrame({"section": "guarantee", "mixture": "recommended",
-                                       "domain": long["domain"],
-                                       "statistic": long["statistic"],
-                                       "value": long["value"], "text": long["guarantee"]}))
+            long = g.melt(
+                id_vars=["guarantee", "domain"],
+                value_vars=["bound", "prob_required", "prob_achieved", "met"],
+                var_name="statistic",
+                value_name="value",
+            )
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "section": "guarantee",
+                        "mixture": "recommended",
+                        "domain": long["domain"],
+                        "statistic": long["statistic"],
+                        "value": long["value"],
+                        "text": long["guarantee"],
+                    }
+                )
+            )
         if self.optimum_spread is not None:
-            add("optimum_spread", self.optimum_spread, "train_domain",
-                ["mean", "median", "lower", "upper"], "per-draw optimum")
+            add(
+                "optimum_spread",
+                self.optimum_spread,
+                "train_domain",
+                ["mean", "median", "lower", "upper"],
+                "per-draw optimum",
+            )
         if include_draw_optima and self.draw_optima is not None:
             da = self.draw_optima
             frame = da.to_dataframe().reset_index()
-            parts.append(pd.DataFrame({"section": "draw_optimum",
-                                       "mixture": "draw " + frame["sample"].astype(str),
-                                       "domain": frame["train_domain"], "statistic": "share",
-                                       "value": frame[da.name]}))
-        meta = [("objective_value", self.objective_value, self.objective),
-                ("p_beats_baseline", self.p_beats_baseline, self.baseline_label),
-                ("prob", self.prob, ""), ("n_samples", float(self.n_samples), ""),
-                ("objective", math.nan, self.objective_description),
-                ("weights", math.nan, self.weights_description),
-                ("law", math.nan, self.law), ("optimizer", math.nan, self.optimizer_status)]
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "section": "draw_optimum",
+                        "mixture": "draw " + frame["sample"].astype(str),
+                        "domain": frame["train_domain"],
+                        "statistic": "share",
+                        "value": frame[da.name],
+                    }
+                )
+            )
+        meta = [
+            ("objective_value", self.objective_value, self.objective),
+            ("p_beats_baseline", self.p_beats_baseline, self.baseline_label),
+            ("prob", self.prob, ""),
+            ("n_samples", float(self.n_samples), ""),
+            ("objective", math.nan, self.objective_description),
+            ("weights", math.nan, self.weights_description),
+            ("law", math.nan, self.law),
+            ("optimizer", math.nan, self.optimizer_status),
+        ]
         if self.diagnostics_warning:
             meta.append(("diagnostics_warning", math.nan, self.diagnostics_warning))
         meta += [("note", math.nan, n) for n in self.notes]
-        parts.append(pd.DataFrame({"section": "meta", "mixture": "", "domain": "",
-                                   "statistic": [m[0] for m in meta],
-                                   "value": [m[1] for m in meta],
-                                   "text": [m[2] for m in meta]}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "section": "meta",
+                    "mixture": "",
+                    "domain": "",
+                    "statistic": [m[0] for m in meta],
+                    "value": [m[1] for m in meta],
+                    "text": [m[2] for m in meta],
+                }
+            )
+        )
         out = pd.concat(parts, ignore_index=True)
         out["text"] = out["text"].fillna("") if "text" in out else ""
         return out[["section", "mixture", "domain", "statistic", "value", "text"]]
 
-    def to_html(self, posterior, path: str | Path | None = None, *, ledger=None, ternary=None,
-                force: bool = False):
+    def to_html(
+        self,
+        posterior,
+        path: str | Path | None = None,
+        *,
+        ledger=None,
+        ternary=None,
+        force: bool = False,
+    ):
         """The HTML report of ``posterior`` with this decision (:mod:`bayesmix.html_report`):
         the page as text, or written to ``path`` (an existing file only with ``force``) and
         the path returned. ``posterior``: the Posterior (or its file) this report came from."""
@@ -388,21 +492,32 @@ class DecisionReport:
         elif suffix == ".csv":
             text = self.to_frame(include_draw_optima).to_csv(index=False)
         else:
-            raise errors.FormatError(f"cannot write a report as {suffix or 'no suffix'!r}",
-                                     source=str(path), hint="use a .json or .csv file name")
+            raise errors.FormatError(
+                f"cannot write a report as {suffix or 'no suffix'!r}",
+                source=str(path),
+                hint="use a .json or .csv file name",
+            )
         _atomic_write(path, text)
         return path
 
 
 def _fmt_interval(row, digits):
-    return (f"{row['mean']:.{digits}f} [{row['lower']:.{digits}f}, "
-            f"{row['upper']:.{digits}f}]")
+    return f"{row['mean']:.{digits}f} [{row['lower']:.{digits}f}, {row['upper']:.{digits}f}]"
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     recs = frame.to_dict(orient="records")
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else
-                 (v.item() if hasattr(v, "item") else v)) for k, v in r.items()} for r in recs]
+    return [
+        {
+            k: (
+                None
+                if isinstance(v, float) and not math.isfinite(v)
+                else (v.item() if hasattr(v, "item") else v)
+            )
+            for k, v in r.items()
+        }
+        for r in recs
+    ]
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -413,13 +528,25 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 # ------------------------------------------------------------------------------ deciding
-def decide(source, *, weights=None, target: str | None = None,
-           constraints: Constraints | None = None, objective: Objective | str = "mean",
-           baseline=None, prob: float = DEFAULT_PROB, allow_subset: bool = False,
-           per_draw: bool = True, n_starts: int | None = None, seed: int = 0,
-           progress: bool = False, inputs: Mapping | None = None,
-           proxy_inputs: Mapping | None = None,
-           max_extrapolation: float = 10.0, guarantees=None) -> DecisionReport:
+def decide(
+    source,
+    *,
+    weights=None,
+    target: str | None = None,
+    constraints: Constraints | None = None,
+    objective: Objective | str = "mean",
+    baseline=None,
+    prob: float = DEFAULT_PROB,
+    allow_subset: bool = False,
+    per_draw: bool = True,
+    n_starts: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    inputs: Mapping | None = None,
+    proxy_inputs: Mapping | None = None,
+    max_extrapolation: float = 10.0,
+    guarantees=None,
+) -> DecisionReport:
     """Choose the mixture for ``source`` (a Posterior or LawDraws, any law) and report on it.
 
     ``weights``/``target``: how validation losses aggregate (see :func:`resolve_weights`);
@@ -439,6 +566,7 @@ def decide(source, *, weights=None, target: str | None = None,
     probability (``DecisionReport.scale_shift``). A target outside the fitted range is noted in
     the report; more than ``max_extrapolation`` times beyond it is refused.
     """
+
     def say(msg):
         if progress:
             print(f"[optimize] {msg}", file=sys.stderr, flush=True)
@@ -468,9 +596,11 @@ def decide(source, *, weights=None, target: str | None = None,
         optima, ok = draw_optima(draws, constraints, w, seed=seed)
         say(f"per-draw optima done in {time.perf_counter() - t0:.2f} s")
         if not ok.all():
-            notes.append(f"{int((~ok).sum())} of {len(ok)} per-draw optima did not converge "
-                         "(kept, feasible, possibly slightly off; the optimum spread may be "
-                         "a little wide)")
+            notes.append(
+                f"{int((~ok).sum())} of {len(ok)} per-draw optima did not converge "
+                "(kept, feasible, possibly slightly off; the optimum spread may be "
+                "a little wide)"
+            )
         optima_da = optima_dataarray(optima, draws.train_domains)
         spread = optimum_spread(optima_da, prob=prob)
         starts = optima.mean(axis=0)[None, :]
@@ -481,35 +611,69 @@ def decide(source, *, weights=None, target: str | None = None,
         from bayesmix.optimize import Optimum
 
         say("with guarantees (chance constraints, checked exactly on the draws)")
-        got = minimize_guaranteed(draws, constraints, w, objective, guarantees=guarantees,
-                                  baseline=base, extra_starts=starts, seed=seed,
-                                  n_starts=n_starts or 4)
+        got = minimize_guaranteed(
+            draws,
+            constraints,
+            w,
+            objective,
+            guarantees=guarantees,
+            baseline=base,
+            extra_starts=starts,
+            seed=seed,
+            n_starts=n_starts or 4,
+        )
         g_table, free_value = got.table(), got.unguaranteed_value
-        best = Optimum(mixture=got.mixture, value=got.value, objective=objective,
-                       train_domains=tuple(draws.train_domains), starts=[got.value],
-                       convex=bool(draws.law.convex))
-        status = (f"SLSQP with {len(got.guarantees)} chance constraint(s) (Harrell-Davis "
-                  f"quantiles) from {got.n_starts} starts; every guarantee checked exactly on "
-                  f"the {draws.n_samples} draws")
+        best = Optimum(
+            mixture=got.mixture,
+            value=got.value,
+            objective=objective,
+            train_domains=tuple(draws.train_domains),
+            starts=[got.value],
+            convex=bool(draws.law.convex),
+        )
+        status = (
+            f"SLSQP with {len(got.guarantees)} chance constraint(s) (Harrell-Davis "
+            f"quantiles) from {got.n_starts} starts; every guarantee checked exactly on "
+            f"the {draws.n_samples} draws"
+        )
     else:
-        best = minimize_objective(draws, constraints, w, objective,
-                                  baseline=base if objective.uses_baseline else None,
-                                  n_starts=n_starts, extra_starts=starts, seed=seed)
-        status = (best.status() if objective.kind != "minimax" else
-                  "SLSQP on the epigraph form (exact max over validation domains)")
+        best = minimize_objective(
+            draws,
+            constraints,
+            w,
+            objective,
+            baseline=base if objective.uses_baseline else None,
+            n_starts=n_starts,
+            extra_starts=starts,
+            seed=seed,
+        )
+        status = (
+            best.status()
+            if objective.kind != "minimax"
+            else "SLSQP on the epigraph form (exact max over validation domains)"
+        )
     if not best.converged:
         notes.append(f"the optimiser reported: {best.message} (best feasible start kept)")
     if best.fragile:
-        notes.append(f"law {draws.law.name!r} is not convex and only {best.n_agree} of "
-                     f"{best.n_starts} optimiser starts reached the best value (the others "
-                     "stopped at local optima): the recommendation may be fragile; rerun with "
-                     "more starts (--starts) and a few seeds to check it")
+        notes.append(
+            f"law {draws.law.name!r} is not convex and only {best.n_agree} of "
+            f"{best.n_starts} optimiser starts reached the best value (the others "
+            "stopped at local optima): the recommendation may be fragile; rerun with "
+            "more starts (--starts) and a few seeds to check it"
+        )
 
-    recommendation = pd.DataFrame({
-        "train_domain": list(draws.train_domains), "share": best.mixture, "baseline": base,
-        "min_allowed": constraints.lower, "max_allowed": constraints.upper})
-    losses, comparison, p_beat = _compare(draws, w, best.mixture, base, prob, posterior, seed,
-                                          max_extrapolation)
+    recommendation = pd.DataFrame(
+        {
+            "train_domain": list(draws.train_domains),
+            "share": best.mixture,
+            "baseline": base,
+            "min_allowed": constraints.lower,
+            "max_allowed": constraints.upper,
+        }
+    )
+    losses, comparison, p_beat = _compare(
+        draws, w, best.mixture, base, prob, posterior, seed, max_extrapolation
+    )
     shift = None
     if draws.inputs and {"n_params", "tokens"} <= set(draws.law.inputs):
         from bayesmix.scale import proxy_scale, scale_shift
@@ -518,18 +682,35 @@ def decide(source, *, weights=None, target: str | None = None,
             proxy_inputs = proxy_scale(posterior)
         if proxy_inputs is not None:
             say("comparing with the decision at the proxies' scale")
-            shift = scale_shift(draws, constraints, w, target=draws.inputs,
-                                proxy=proxy_inputs, prob=prob, seed=seed)
+            shift = scale_shift(
+                draws, constraints, w, target=draws.inputs, proxy=proxy_inputs, prob=prob, seed=seed
+            )
     say("done")
-    return DecisionReport(scale_shift=shift, inputs=dict(draws.inputs),
-        recommendation=recommendation, losses=losses, comparison=comparison,
-        optimum_spread=spread, draw_optima=optima_da, p_beats_baseline=p_beat,
-        objective=str(objective), objective_description=objective.describe(),
-        objective_value=best.value, weights_description=w_desc, baseline_label=base_label,
-        prob=prob, n_samples=draws.n_samples, constraints=constraints,
-        diagnostics_warning=draws.diagnostics_warning, source=draws.source, notes=notes,
-        law=draws.law.name, optimizer_status=status, guarantees=g_table,
-        unguaranteed_value=free_value)
+    return DecisionReport(
+        scale_shift=shift,
+        inputs=dict(draws.inputs),
+        recommendation=recommendation,
+        losses=losses,
+        comparison=comparison,
+        optimum_spread=spread,
+        draw_optima=optima_da,
+        p_beats_baseline=p_beat,
+        objective=str(objective),
+        objective_description=objective.describe(),
+        objective_value=best.value,
+        weights_description=w_desc,
+        baseline_label=base_label,
+        prob=prob,
+        n_samples=draws.n_samples,
+        constraints=constraints,
+        diagnostics_warning=draws.diagnostics_warning,
+        source=draws.source,
+        notes=notes,
+        law=draws.law.name,
+        optimizer_status=status,
+        guarantees=g_table,
+        unguaranteed_value=free_value,
+    )
 
 
 def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed, max_extrapolation=10.0):
@@ -545,25 +726,47 @@ def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed, max_extrapola
     for j, name in enumerate(("recommended", "baseline")):
         lo, med, hi = np.quantile(values[:, j], q, axis=0)
         for i, dom in enumerate(domains):
-            rows.append({"mixture": name, "eval_domain": dom, "weight": weights[i],
-                         "mean": values[:, j, i].mean(), "median": med[i], "lower": lo[i],
-                         "upper": hi[i]})
+            rows.append(
+                {
+                    "mixture": name,
+                    "eval_domain": dom,
+                    "weight": weights[i],
+                    "mean": values[:, j, i].mean(),
+                    "median": med[i],
+                    "lower": lo[i],
+                    "upper": hi[i],
+                }
+            )
     losses = pd.DataFrame(rows)
     if posterior is not None:
-        pred = posterior.predict(pd.DataFrame(mixes, columns=list(draws.train_domains),
-                                              index=["recommended", "baseline"]), seed=seed,
-                                 warn=False, max_extrapolation=max_extrapolation,
-                                 **draws.inputs)  # decide() notes extrapolation
-        stack = pred.predictive.stack(sample=("chain", "draw")).transpose(
-            "sample", "mixture", "eval_domain").values
+        pred = posterior.predict(
+            pd.DataFrame(
+                mixes, columns=list(draws.train_domains), index=["recommended", "baseline"]
+            ),
+            seed=seed,
+            warn=False,
+            max_extrapolation=max_extrapolation,
+            **draws.inputs,
+        )  # decide() notes extrapolation
+        stack = (
+            pred.predictive.stack(sample=("chain", "draw"))
+            .transpose("sample", "mixture", "eval_domain")
+            .values
+        )
         stack = np.concatenate([stack, (stack @ w)[..., None]], axis=-1)
         lo, hi = np.nanquantile(stack, [q[0], q[2]], axis=0)  # (2, K+1)
         losses["pred_lower"] = lo.reshape(-1)
         losses["pred_upper"] = hi.reshape(-1)
     diff = values[:, 1] - values[:, 0]  # baseline - recommended: > 0 means recommended better
     lo, hi = np.quantile(diff, [q[0], q[2]], axis=0)
-    comparison = pd.DataFrame({"eval_domain": domains, "improvement_mean": diff.mean(axis=0),
-                               "improvement_lower": lo, "improvement_upper": hi,
-                               "p_better": (diff > 0).mean(axis=0),
-                               "p_worse": (diff < 0).mean(axis=0)})
+    comparison = pd.DataFrame(
+        {
+            "eval_domain": domains,
+            "improvement_mean": diff.mean(axis=0),
+            "improvement_lower": lo,
+            "improvement_upper": hi,
+            "p_better": (diff > 0).mean(axis=0),
+            "p_worse": (diff < 0).mean(axis=0),
+        }
+    )
     return losses, comparison, float(comparison["p_better"].iloc[-1])

@@ -45,10 +45,17 @@ STALL_BATCHES = 8
 MIN_ACCEPTANCE = 0.01
 
 
-def initial_design(constraints: Constraints, n: int, *, seed: int | None,
-                   method: str = "sobol", alpha: float | Iterable[float] = 1.0,
-                   min_distance: float | None = None, existing: np.ndarray | None = None,
-                   max_candidates: int | None = None) -> np.ndarray:
+def initial_design(
+    constraints: Constraints,
+    n: int,
+    *,
+    seed: int | None,
+    method: str = "sobol",
+    alpha: float | Iterable[float] = 1.0,
+    min_distance: float | None = None,
+    existing: np.ndarray | None = None,
+    max_candidates: int | None = None,
+) -> np.ndarray:
     """``n`` distinct mixtures (array (n, M), columns in ``constraints.domains`` order).
 
     Every row sums to 1 and lies in the box; no two rows, and no row and a row of ``existing``
@@ -65,11 +72,16 @@ def initial_design(constraints: Constraints, n: int, *, seed: int | None,
     if method not in METHODS:
         raise DesignError(f"unknown design method {method!r}", hint=f"use one of {METHODS}")
     given: Any = alpha  # a number, or any iterable of one per domain
-    conc: np.ndarray = (np.broadcast_to(np.asarray(given, float), (m,)) if np.ndim(given) == 0
-                        else np.asarray(list(given), float))
+    conc: np.ndarray = (
+        np.broadcast_to(np.asarray(given, float), (m,))
+        if np.ndim(given) == 0
+        else np.asarray(list(given), float)
+    )
     if conc.shape != (m,) or not np.all(np.isfinite(conc) & (conc > 0)):
-        raise DesignError(f"alpha must be a positive number or {m} positive numbers (one per "
-                          f"training domain), got {conc.tolist()}")
+        raise DesignError(
+            f"alpha must be a positive number or {m} positive numbers (one per "
+            f"training domain), got {conc.tolist()}"
+        )
     dist = DEFAULT_MIN_DISTANCE if min_distance is None else float(min_distance)
     if not np.isfinite(dist) or dist < 0:
         raise DesignError(f"min_distance must be >= 0, got {min_distance!r}")
@@ -77,8 +89,10 @@ def initial_design(constraints: Constraints, n: int, *, seed: int | None,
     if existing.size == 0:
         existing = np.empty((0, m))
     if existing.ndim != 2 or existing.shape[1] != m or not np.all(np.isfinite(existing)):
-        raise DesignError(f"existing mixtures must be a finite array (k, {m}), one column per "
-                          f"training domain, got shape {existing.shape}")
+        raise DesignError(
+            f"existing mixtures must be a finite array (k, {m}), one column per "
+            f"training domain, got shape {existing.shape}"
+        )
     budget = max(100_000, 200 * n) if max_candidates is None else int(max_candidates)
 
     from scipy.stats import qmc  # imported here: scipy.stats costs most of the CLI start-up time
@@ -96,12 +110,13 @@ def initial_design(constraints: Constraints, n: int, *, seed: int | None,
         if len(kept) < n:
             raise DesignError(
                 f"the constraints leave a single feasible mixture ({_fmt(point, constraints)}); "
-                f"cannot place {n} distinct ones" + (
-                    " (and it is within min_distance of an existing run)" if not len(kept) else ""),
-                hint="relax the minimum/fixed shares or caps")
+                f"cannot place {n} distinct ones"
+                + (" (and it is within min_distance of an existing run)" if not len(kept) else ""),
+                hint="relax the minimum/fixed shares or caps",
+            )
         return kept
 
-    head = np.minimum(upper[free] - lower[free], mass)     # room above the minimum, per domain
+    head = np.minimum(upper[free] - lower[free], mass)  # room above the minimum, per domain
     a = conc[free]
     k = free.size
     sampler = qmc.Sobol(d=k - 1, scramble=True, rng=rng) if method == "sobol" else None
@@ -136,12 +151,14 @@ def initial_design(constraints: Constraints, n: int, *, seed: int | None,
             + (f" and from {len(existing)} existing runs" if len(existing) else "")
             + f" in the feasible set after {drawn} candidates",
             hint="ask for fewer mixtures, lower min_distance (CLI: --min-distance), or relax the "
-                 "constraints")
+            "constraints",
+        )
     return kept
 
 
-def select_random(pool: np.ndarray, q: int, *, seed: int | None,
-                  exclude: Iterable[int] | None = None) -> np.ndarray:
+def select_random(
+    pool: np.ndarray, q: int, *, seed: int | None, exclude: Iterable[int] | None = None
+) -> np.ndarray:
     """Indices of ``q`` rows of ``pool`` (N, M) chosen uniformly without replacement.
 
     The random baseline of pool-based evaluation: rows listed in ``exclude`` (already run) are
@@ -156,8 +173,10 @@ def select_random(pool: np.ndarray, q: int, *, seed: int | None,
         raise DesignError(f"exclude holds an index outside the pool of {n_pool} rows")
     left = np.setdiff1d(np.arange(n_pool), excluded)
     if q > left.size:
-        raise DesignError(f"cannot select {q} runs: only {left.size} of {n_pool} pool rows are "
-                          "not excluded", hint="select fewer runs or use a larger pool")
+        raise DesignError(
+            f"cannot select {q} runs: only {left.size} of {n_pool} pool rows are not excluded",
+            hint="select fewer runs or use a larger pool",
+        )
     return np.random.default_rng(seed).choice(left, size=q, replace=False)
 
 
@@ -172,7 +191,7 @@ def _stick_breaking(u: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     from scipy import stats
 
     n, k = len(u), len(alpha)
-    rest = np.cumsum(alpha[::-1])[::-1]                   # sum of alpha[j:]
+    rest = np.cumsum(alpha[::-1])[::-1]  # sum of alpha[j:]
     x = np.empty((n, k))
     left = np.ones(n)
     for j in range(k - 1):
@@ -183,8 +202,9 @@ def _stick_breaking(u: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return x
 
 
-def _bounded_stick_breaking(u: np.ndarray, head: np.ndarray, mass: float, alpha: np.ndarray,
-                            rng: np.random.Generator) -> np.ndarray:
+def _bounded_stick_breaking(
+    u: np.ndarray, head: np.ndarray, mass: float, alpha: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Map uniforms (N, K-1) to points (N, K) with ``0 <= x <= head`` summing to ``mass``.
 
     Domains are visited in a random order per point; each share is drawn from the Beta inverse
@@ -193,10 +213,10 @@ def _bounded_stick_breaking(u: np.ndarray, head: np.ndarray, mass: float, alpha:
     from scipy import stats
 
     n, k = len(u), len(head)
-    order = np.argsort(rng.random((n, k)), axis=1)        # a random permutation per point
+    order = np.argsort(rng.random((n, k)), axis=1)  # a random permutation per point
     h = head[order]
     a = alpha[order]
-    room_after = np.cumsum(h[:, ::-1], axis=1)[:, ::-1] - h   # sum of head over later domains
+    room_after = np.cumsum(h[:, ::-1], axis=1)[:, ::-1] - h  # sum of head over later domains
     alpha_after = np.cumsum(a[:, ::-1], axis=1)[:, ::-1] - a
     x = np.empty((n, k))
     left = np.full(n, mass)

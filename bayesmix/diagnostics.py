@@ -59,14 +59,16 @@ class Diagnostics:
         return cls(**json.loads(s))
 
     def table(self) -> str:
-        lines = [f"chains x draws       {self.chains} x {self.draws}",
-                 f"divergences          {self.divergences}",
-                 f"max tree depth hits  {self.treedepth_hits}",
-                 f"min E-BFMI           {self.min_bfmi:.3f}",
-                 f"max R-hat            {self.max_rhat:.4f}  ({self.worst_rhat})",
-                 f"min bulk ESS         {self.min_ess_bulk:.0f}  ({self.worst_ess})",
-                 f"min tail ESS         {self.min_ess_tail:.0f}",
-                 "status               " + ("PASSED" if self.ok else "FAILED")]
+        lines = [
+            f"chains x draws       {self.chains} x {self.draws}",
+            f"divergences          {self.divergences}",
+            f"max tree depth hits  {self.treedepth_hits}",
+            f"min E-BFMI           {self.min_bfmi:.3f}",
+            f"max R-hat            {self.max_rhat:.4f}  ({self.worst_rhat})",
+            f"min bulk ESS         {self.min_ess_bulk:.0f}  ({self.worst_ess})",
+            f"min tail ESS         {self.min_ess_tail:.0f}",
+            "status               " + ("PASSED" if self.ok else "FAILED"),
+        ]
         lines += [f"  failed: {f}" for f in self.failed]
         return "\n".join(lines)
 
@@ -82,14 +84,20 @@ def _worst(ds: xr.Dataset, pick) -> tuple[float, str]:
         val = float(vals.ravel()[flat])
         if best_val is None or pick(np.array([best_val, val])) == 1:
             idx = np.unravel_index(flat, vals.shape)
-            labels = [str(da[d].values[i]) if d in da.coords else str(i)
-                      for d, i in zip(da.dims, idx)]
+            labels = [
+                str(da[d].values[i]) if d in da.coords else str(i) for d, i in zip(da.dims, idx)
+            ]
             best_val, best_name = val, str(name) + (f"[{', '.join(labels)}]" if labels else "")
     return (float("nan") if best_val is None else best_val), best_name
 
 
-def diagnose(tree, *, rhat_max: float = RHAT_MAX, ess_per_chain: float = ESS_PER_CHAIN,
-             bfmi_min: float = BFMI_MIN) -> Diagnostics:
+def diagnose(
+    tree,
+    *,
+    rhat_max: float = RHAT_MAX,
+    ess_per_chain: float = ESS_PER_CHAIN,
+    bfmi_min: float = BFMI_MIN,
+) -> Diagnostics:
     """Run the gate on a fitted DataTree (groups ``posterior`` and ``sample_stats``)."""
     import arviz_stats  # imported when first needed (about 1.8 s): commands that never
     # diagnose a fit (predict, optimize on a saved posterior) do not pay it
@@ -99,8 +107,9 @@ def diagnose(tree, *, rhat_max: float = RHAT_MAX, ess_per_chain: float = ESS_PER
     chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])
     post = post[[v for v in post.data_vars if post[v].dtype.kind == "f"]]
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
-    depth_name = next((n for n in ("maxdepth_reached", "reached_max_treedepth") if n in stats),
-                      None)
+    depth_name = next(
+        (n for n in ("maxdepth_reached", "reached_max_treedepth") if n in stats), None
+    )
     treedepth = int(stats[depth_name].sum()) if depth_name else 0
     min_bfmi = float("nan")
     if "energy" in stats:
@@ -131,7 +140,16 @@ def diagnose(tree, *, rhat_max: float = RHAT_MAX, ess_per_chain: float = ESS_PER
         failed.append(f"bulk ESS {min_bulk:.0f} < {ess_min:.0f} at {worst_ess}")
     if min_tail < ess_min:
         failed.append(f"tail ESS {min_tail:.0f} < {ess_min:.0f}")
-    return Diagnostics(chains=chains, draws=draws, divergences=divergences,
-                       treedepth_hits=treedepth, min_bfmi=min_bfmi, max_rhat=max_rhat,
-                       min_ess_bulk=min_bulk, min_ess_tail=min_tail, worst_rhat=worst_rhat,
-                       worst_ess=worst_ess, failed=failed)
+    return Diagnostics(
+        chains=chains,
+        draws=draws,
+        divergences=divergences,
+        treedepth_hits=treedepth,
+        min_bfmi=min_bfmi,
+        max_rhat=max_rhat,
+        min_ess_bulk=min_bulk,
+        min_ess_tail=min_tail,
+        worst_rhat=worst_rhat,
+        worst_ess=worst_ess,
+        failed=failed,
+    )

@@ -10,8 +10,16 @@ from __future__ import annotations
 class BayesmixError(ValueError):
     """Base class: a one-line, user-facing message built from location parts and a hint."""
 
-    def __init__(self, problem: str, *, source: str | None = None, row: int | None = None,
-                 run: str | None = None, column: str | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        problem: str,
+        *,
+        source: str | None = None,
+        row: int | None = None,
+        run: str | None = None,
+        column: str | None = None,
+        hint: str | None = None,
+    ):
         self.problem, self.source, self.row, self.run = problem, source, row, run
         self.column, self.hint = column, hint
         super().__init__(self._format())
@@ -149,8 +157,15 @@ class GuaranteeError(InfeasibleError):
     """No mixture meets the guarantees on the posterior draws. ``guarantee``: the binding one;
     ``best_prob``: the highest probability of it reachable; ``mixture``: where (M,)."""
 
-    def __init__(self, problem: str, *, guarantee=None, best_prob: float | None = None,
-                 mixture=None, hint: str | None = None):
+    def __init__(
+        self,
+        problem: str,
+        *,
+        guarantee=None,
+        best_prob: float | None = None,
+        mixture=None,
+        hint: str | None = None,
+    ):
         super().__init__(problem, hint=hint)
         self.guarantee, self.best_prob, self.mixture = guarantee, best_prob, mixture
 

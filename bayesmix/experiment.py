@@ -83,37 +83,56 @@ class Experiment:
     ``log``: a callable receiving one line per step (e.g. ``print``), or None for silence.
     """
 
-    def __init__(self, ledger_path: str | os.PathLike, *, model: str = "default",
-                 draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
-                 progress: bool = False, log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        ledger_path: str | os.PathLike,
+        *,
+        model: str = "default",
+        draws: int = 1000,
+        tune: int = 1000,
+        chains: int = 4,
+        seed: int = 0,
+        progress: bool = False,
+        log: Callable[[str], None] | None = None,
+    ):
         from bayesmix.spec import load_spec
 
         for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise errors.OptionError(f"{name} must be an integer >= 1, got {value!r}")
-        load_spec(model)      # an unknown model or law, bad priors: now, not after MCMC
+        load_spec(model)  # an unknown model or law, bad priors: now, not after MCMC
         self.path = Path(ledger_path)
         self.model, self.draws, self.tune, self.chains = model, int(draws), int(tune), int(chains)
         self.seed, self.progress, self.log = seed, progress, log
-        Ledger.open(self.path).close()          # a missing or foreign file fails here
+        Ledger.open(self.path).close()  # a missing or foreign file fails here
         #: The frame returned by the last :meth:`propose` (or the design of :meth:`create`).
         self.last_proposals: pd.DataFrame | None = None
         #: What the last :meth:`ingest` (or the import of :meth:`create`) changed.
         self.last_ingest: IngestSummary | None = None
-        self._cache: tuple[str, str, object] | None = None     # (path, hash, Posterior)
+        self._cache: tuple[str, str, object] | None = None  # (path, hash, Posterior)
 
     def __repr__(self) -> str:
         return f"Experiment({str(self.path)!r}, model={self.model!r})"
 
     # ------------------------------------------------------------------ create
     @classmethod
-    def create(cls, ledger_path: str | os.PathLike, train_domains: Sequence[str] | None = None,
-               eval_domains: Sequence[str] | None = None, constraints=None, *,
-               runs: RunTable | None = None, target: Mapping[str, float] | None = None,
-               settings: Mapping | None = None, initial_design: int | None = None,
-               design_method: str = "sobol", design_alpha: float = 1.0,
-               design_min_distance: float | None = None, out: str | os.PathLike | bool | None
-               = None, **options) -> Experiment:
+    def create(
+        cls,
+        ledger_path: str | os.PathLike,
+        train_domains: Sequence[str] | None = None,
+        eval_domains: Sequence[str] | None = None,
+        constraints=None,
+        *,
+        runs: RunTable | None = None,
+        target: Mapping[str, float] | None = None,
+        settings: Mapping | None = None,
+        initial_design: int | None = None,
+        design_method: str = "sobol",
+        design_alpha: float = 1.0,
+        design_min_distance: float | None = None,
+        out: str | os.PathLike | bool | None = None,
+        **options,
+    ) -> Experiment:
         """Create the ledger (never overwriting a file) and return its Experiment.
 
         Domains come from ``train_domains``/``eval_domains`` (validation defaults to training)
@@ -130,14 +149,17 @@ class Experiment:
 
         path = Path(ledger_path)
         if path.exists():
-            raise errors.LedgerError("a file already exists here; refusing to overwrite it",
-                                     source=str(path),
-                                     hint="choose a new path, or open it with Experiment(path)")
+            raise errors.LedgerError(
+                "a file already exists here; refusing to overwrite it",
+                source=str(path),
+                hint="choose a new path, or open it with Experiment(path)",
+            )
         load_spec(options.get("model", "default"))
         if runs is not None:
             if train_domains is not None or eval_domains is not None:
-                raise errors.OptionError("give the domains or the runs, not both",
-                                         hint="the runs define the domains")
+                raise errors.OptionError(
+                    "give the domains or the runs, not both", hint="the runs define the domains"
+                )
             train, evals = list(runs.train_domains), list(runs.eval_domains)
         else:
             if not train_domains:
@@ -154,11 +176,18 @@ class Experiment:
         out_path = None
         if initial_design is None:
             if out:
-                raise errors.OptionError("an output file needs an initial design",
-                                         hint="pass initial_design=N (--initial-design N)")
+                raise errors.OptionError(
+                    "an output file needs an initial design",
+                    hint="pass initial_design=N (--initial-design N)",
+                )
         else:
-            out_path = (path.with_name(f"{path.stem}-round0.csv") if out is True
-                        else Path(out) if out else None)
+            out_path = (
+                path.with_name(f"{path.stem}-round0.csv")
+                if out is True
+                else Path(out)
+                if out
+                else None
+            )
             if out_path is not None:
                 check_proposals_path(out_path, inputs=[path])
         mixtures = None
@@ -168,18 +197,27 @@ class Experiment:
             cons = constraints if constraints is not None else Constraints.unconstrained(train)
             existing = runs.mixtures[list(cons.domains)].to_numpy() if runs is not None else None
             mixtures = design.initial_design(
-                cons, initial_design, seed=options.get("seed", 0), method=design_method,
-                alpha=design_alpha, min_distance=design_min_distance, existing=existing)
+                cons,
+                initial_design,
+                seed=options.get("seed", 0),
+                method=design_method,
+                alpha=design_alpha,
+                min_distance=design_min_distance,
+                existing=existing,
+            )
             mixtures = pd.DataFrame(mixtures, columns=list(cons.domains))
-            settings["initial_design"] = {"n": initial_design, "seed": options.get("seed", 0),
-                                          "method": design_method, "alpha": design_alpha,
-                                          "min_distance": design_min_distance}
+            settings["initial_design"] = {
+                "n": initial_design,
+                "seed": options.get("seed", 0),
+                "method": design_method,
+                "alpha": design_alpha,
+                "min_distance": design_min_distance,
+            }
         with Ledger.create(path, train, evals, constraints, settings) as led:
             summary = led.import_runs(runs) if runs is not None else None
             ids = None
             if mixtures is not None:
-                ids = led.add_proposals(mixtures, f"initial-{design_method}", 0,
-                                        handoff=out_path)
+                ids = led.add_proposals(mixtures, f"initial-{design_method}", 0, handoff=out_path)
         exp = cls(path, **options)
         exp.last_ingest = summary
         if ids is not None:
@@ -189,9 +227,18 @@ class Experiment:
                 if out_path is not None:
                     write_proposals(frame, out_path)
                     led.mark_handoff_written(0)
-            exp.last_proposals = _proposal_frame(frame, None, {
-                "round": 0, "strategy": f"initial-{design_method}", "path": out_path,
-                "posterior": None, "notes": [], "fit": None})
+            exp.last_proposals = _proposal_frame(
+                frame,
+                None,
+                {
+                    "round": 0,
+                    "strategy": f"initial-{design_method}",
+                    "path": out_path,
+                    "posterior": None,
+                    "notes": [],
+                    "fit": None,
+                },
+            )
         return exp
 
     # ------------------------------------------------------------------ plumbing
@@ -203,8 +250,7 @@ class Experiment:
             self.log(msg)
 
     def _settings(self) -> dict:
-        return {"model": self.model, "draws": self.draws, "tune": self.tune,
-                "chains": self.chains}
+        return {"model": self.model, "draws": self.draws, "tune": self.tune, "chains": self.chains}
 
     def _default_handoff(self, round_no: int) -> Path:
         return self.path.with_name(f"{self.path.stem}-round{round_no}.csv")
@@ -215,8 +261,7 @@ class Experiment:
         ``missing_handoffs``: {round: file} of rounds whose hand-off file was never written."""
         with self._open() as led:
             summary = led.summary()
-            summary["missing_handoffs"] = {str(r): p for r, p in
-                                           led.missing_handoffs().items()}
+            summary["missing_handoffs"] = {str(r): p for r, p in led.missing_handoffs().items()}
         return summary
 
     def runs(self, status=None) -> pd.DataFrame:
@@ -240,8 +285,9 @@ class Experiment:
         with self._open() as led:
             return led.handoff_frame(round)
 
-    def export(self, round: int, path: str | os.PathLike | None = None, *,
-               force: bool = False) -> Path:
+    def export(
+        self, round: int, path: str | os.PathLike | None = None, *, force: bool = False
+    ) -> Path:
         """Write round ``round``'s hand-off file again from the ledger (same format as
         :meth:`propose` writes; default ``<ledger>-round<N>.csv``); an existing file is
         replaced only with ``force``. Returns the path."""
@@ -254,9 +300,17 @@ class Experiment:
         return out
 
     # ------------------------------------------------------------------ results
-    def ingest(self, results, *, format: str | None = None, renormalize: bool = False,
-               import_unknown: bool = False, replace: bool = False,
-               report: list[str] | None = None, max_loss: float = MAX_LOSS) -> IngestSummary:
+    def ingest(
+        self,
+        results,
+        *,
+        format: str | None = None,
+        renormalize: bool = False,
+        import_unknown: bool = False,
+        replace: bool = False,
+        report: list[str] | None = None,
+        max_loss: float = MAX_LOSS,
+    ) -> IngestSummary:
         """Record results: a RunTable, a DataFrame in the tidy layout, or file/directory
         path(s) in any format ``bayesmix validate`` reads. Runs must be in the ledger with their
         proposed mixtures (``import_unknown`` adds others as external runs); the same results
@@ -270,15 +324,28 @@ class Experiment:
             if isinstance(results, RunTable):
                 table = results
             elif isinstance(results, pd.DataFrame):
-                table = RunTable.from_frame(results, source="results", renormalize=renormalize,
-                                            report=report, max_loss=max_loss)
+                table = RunTable.from_frame(
+                    results,
+                    source="results",
+                    renormalize=renormalize,
+                    report=report,
+                    max_loss=max_loss,
+                )
             else:
-                table = load(results, format, renormalize=renormalize, report=report,
-                             expected_domains={"train": led.train_domains,
-                                               "eval": led.eval_domains}, max_loss=max_loss)
-            summary = led.record_results(table, unknown="import" if import_unknown else "error",
-                                         on_conflict="replace" if replace else "error",
-                                         max_loss=max_loss)
+                table = load(
+                    results,
+                    format,
+                    renormalize=renormalize,
+                    report=report,
+                    expected_domains={"train": led.train_domains, "eval": led.eval_domains},
+                    max_loss=max_loss,
+                )
+            summary = led.record_results(
+                table,
+                unknown="import" if import_unknown else "error",
+                on_conflict="replace" if replace else "error",
+                max_loss=max_loss,
+            )
         self.last_ingest = summary
         return summary
 
@@ -298,8 +365,12 @@ class Experiment:
         digest = results_digest(table)
         settings = self._settings()
         last = led.last_fit()
-        if last is not None and not refit and last.get("results_digest") == digest and all(
-                last.get(k) == v for k, v in settings.items()):
+        if (
+            last is not None
+            and not refit
+            and last.get("results_digest") == digest
+            and all(last.get(k) == v for k, v in settings.items())
+        ):
             path = led.resolve_path(last.get("posterior"), last.get("posterior_hash"))
             if path is not None:
                 self._say(f"no new results since the last fit: reusing {shown_path(path)}")
@@ -309,16 +380,32 @@ class Experiment:
                 return post, path, record
         from bayesmix.fit import fit
 
-        self._say(f"fitting {self.model!r} to {table.n_runs} completed runs "
-                  f"({self.chains} chains x {self.draws} draws after {self.tune} tuning)")
-        post = fit(table, self.model, draws=self.draws, tune=self.tune, chains=self.chains,
-                   seed=self.seed, progress=self.progress, warn=False)
+        self._say(
+            f"fitting {self.model!r} to {table.n_runs} completed runs "
+            f"({self.chains} chains x {self.draws} draws after {self.tune} tuning)"
+        )
+        post = fit(
+            table,
+            self.model,
+            draws=self.draws,
+            tune=self.tune,
+            chains=self.chains,
+            seed=self.seed,
+            progress=self.progress,
+            warn=False,
+        )
         path = _save_new(post, led.folder, f"{Path(led.path).stem}.posterior-round{round_no}")
         self._say(f"posterior saved to {shown_path(path)}")
-        record = {"posterior": led.relative_path(path), "posterior_hash": file_hash(path),
-                  "results_digest": digest, "n_runs": table.n_runs, "reused": False,
-                  "diagnostics_ok": post.diagnostics.ok,
-                  "diagnostics_warning": post.diagnostics_warning, **settings}
+        record = {
+            "posterior": led.relative_path(path),
+            "posterior_hash": file_hash(path),
+            "results_digest": digest,
+            "n_runs": table.n_runs,
+            "reused": False,
+            "diagnostics_ok": post.diagnostics.ok,
+            "diagnostics_warning": post.diagnostics_warning,
+            **settings,
+        }
         led.record_fit(record)
         self._cache = (str(path), record["posterior_hash"], post)
         self._warn(post)
@@ -339,8 +426,7 @@ class Experiment:
             warnings.warn(post.diagnostics_warning, ConvergenceWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ decide
-    def recommend(self, *, weights=None, target: str | None = None, refit: bool = False,
-                  **options):
+    def recommend(self, *, weights=None, target: str | None = None, refit: bool = False, **options):
         """The mixture to train, from the current posterior (refitted only when results
         changed): :func:`bayesmix.decision.decide` under the ledger's constraints, objective
         weights from the ledger (``target``/``weights`` override). ``options`` go to
@@ -353,15 +439,25 @@ class Experiment:
             constraints = led.constraints
             if weights is None and target is None:
                 weights = led.settings.get("target_weights") or None
-        return decide(post, weights=weights, target=target, constraints=constraints,
-                      **options)
+        return decide(post, weights=weights, target=target, constraints=constraints, **options)
 
     # ------------------------------------------------------------------ propose
-    def propose(self, n: int = 8, strategy: str = "thompson", *, pool=None,
-                out: str | os.PathLike | bool | None = None, force: bool = False,
-                target: str | None = None, weights=None, min_distance: float | None = None,
-                candidates: int | None = None, cost_power: float = 1.0, refit: bool = False,
-                seed: int | None = None) -> pd.DataFrame:
+    def propose(
+        self,
+        n: int = 8,
+        strategy: str = "thompson",
+        *,
+        pool=None,
+        out: str | os.PathLike | bool | None = None,
+        force: bool = False,
+        target: str | None = None,
+        weights=None,
+        min_distance: float | None = None,
+        candidates: int | None = None,
+        cost_power: float = 1.0,
+        refit: bool = False,
+        seed: int | None = None,
+    ) -> pd.DataFrame:
         """Choose ``n`` runs, record them in the ledger and return them.
 
         With no completed run: an initial design (Sobol points, or random ``pool`` rows).
@@ -396,10 +492,13 @@ class Experiment:
         pool_path = pool if isinstance(pool, (str, os.PathLike)) else None
 
         with self._open() as led:
-            notes = [f"round {r}'s runs are recorded but their file {p} was never written "
-                     f"(interrupted?): recreate it with `bayesmix export --ledger {self.path} "
-                     f"--round {r}`" for r, p in led.missing_handoffs().items()]
-            led.check_writable()        # a read-only or locked ledger: now, not after a fit
+            notes = [
+                f"round {r}'s runs are recorded but their file {p} was never written "
+                f"(interrupted?): recreate it with `bayesmix export --ledger {self.path} "
+                f"--round {r}`"
+                for r, p in led.missing_handoffs().items()
+            ]
+            led.check_writable()  # a read-only or locked ledger: now, not after a fit
             planned = led.next_round()
             explicit = None if out is None or isinstance(out, bool) else out
             if out is True or explicit is not None:
@@ -420,8 +519,13 @@ class Experiment:
                 else:
                     w, t = led.settings.get("target_weights") or None, None
                 belief = acquire.Belief.from_posterior(post, weights=w, target=t)
-            dist = min_distance if min_distance is not None else (
-                design.DEFAULT_MIN_DISTANCE if belief is None else acquire.DEFAULT_MIN_DISTANCE)
+            dist = (
+                min_distance
+                if min_distance is not None
+                else (
+                    design.DEFAULT_MIN_DISTANCE if belief is None else acquire.DEFAULT_MIN_DISTANCE
+                )
+            )
             handoff: Path | Callable[[int], Path] | None = None
             if explicit is not None:
                 handoff = Path(explicit)
@@ -434,52 +538,81 @@ class Experiment:
                 done = completed[[MIX_PREFIX + d for d in led.train_domains]].to_numpy(float)
                 if belief is None:
                     self._say("no completed runs yet: proposing an initial design")
-                    batch = acquire.initial_batch(led.constraints, n, pool=cands,
-                                                  pending=pending, existing=done,
-                                                  min_distance=min_distance, seed=seed,
-                                                  cost_power=cost_power)
+                    batch = acquire.initial_batch(
+                        led.constraints,
+                        n,
+                        pool=cands,
+                        pending=pending,
+                        existing=done,
+                        min_distance=min_distance,
+                        seed=seed,
+                        cost_power=cost_power,
+                    )
                     round_record = None
                 else:
-                    self._say(f"choosing {n} runs by {strategy} ({belief.n_samples} draws; "
-                              f"objective: {belief.weights_description}; {len(pending)} "
-                              f"pending, {len(done)} completed)")
-                    batch = acquire.propose(belief, n, strategy=strategy,
-                                            constraints=led.constraints, pool=cands,
-                                            pending=pending, existing=done,
-                                            min_distance=min_distance, n_candidates=n_cand,
-                                            seed=seed, cost_power=cost_power)
-                    round_record = {**(record or {}), "strategy": batch.strategy, "seed": seed,
-                                    "objective": belief.weights_description}
+                    self._say(
+                        f"choosing {n} runs by {strategy} ({belief.n_samples} draws; "
+                        f"objective: {belief.weights_description}; {len(pending)} "
+                        f"pending, {len(done)} completed)"
+                    )
+                    batch = acquire.propose(
+                        belief,
+                        n,
+                        strategy=strategy,
+                        constraints=led.constraints,
+                        pool=cands,
+                        pending=pending,
+                        existing=done,
+                        min_distance=min_distance,
+                        n_candidates=n_cand,
+                        seed=seed,
+                        cost_power=cost_power,
+                    )
+                    round_record = {
+                        **(record or {}),
+                        "strategy": batch.strategy,
+                        "seed": seed,
+                        "objective": belief.weights_description,
+                    }
                     if batch.ids is not None:
                         round_record["pool"] = str(pool_path) if pool_path else "candidates"
                         round_record["pool_rows"] = [str(i) for i in batch.ids]
                 try:
                     ids = led.add_proposals(
-                        batch.mixtures, batch.strategy, None, posterior=post_path,
-                        n_params=batch.planned("n_params"), steps=batch.planned("steps"),
-                        tokens=batch.planned("tokens"), fit=round_record, min_distance=dist,
-                        handoff=handoff)
+                        batch.mixtures,
+                        batch.strategy,
+                        None,
+                        posterior=post_path,
+                        n_params=batch.planned("n_params"),
+                        steps=batch.planned("steps"),
+                        tokens=batch.planned("tokens"),
+                        fit=round_record,
+                        min_distance=dist,
+                        handoff=handoff,
+                    )
                     break
                 except ProposalConflictError as err:
                     if attempt == PROPOSE_ATTEMPTS - 1:
                         raise
-                    self._say(f"{err.problem}: another proposer recorded runs meanwhile; "
-                              "choosing again with them pending")
+                    self._say(
+                        f"{err.problem}: another proposer recorded runs meanwhile; "
+                        "choosing again with them pending"
+                    )
             notes += [note for note in batch.notes if note not in notes]
             runs = led.runs()
             mine = runs[runs["run"].isin(ids)].reset_index(drop=True)
             round_no = int(mine["round"].iloc[0])
             if round_no != planned:
-                notes.append(f"another proposer recorded round {planned} meanwhile: these runs "
-                             f"are round {round_no}")
+                notes.append(
+                    f"another proposer recorded round {planned} meanwhile: these runs "
+                    f"are round {round_no}"
+                )
             written = None
             if handoff is not None:
                 written = handoff(round_no) if callable(handoff) else handoff
                 try:
-                    if explicit is None and round_no != planned and written.exists() \
-                            and not force:
-                        raise errors.OptionError("a file already exists here",
-                                                 source=str(written))
+                    if explicit is None and round_no != planned and written.exists() and not force:
+                        raise errors.OptionError("a file already exists here", source=str(written))
                     write_proposals(mine, written)
                 except (OSError, errors.BayesmixError) as err:
                     raise errors.LedgerError(
@@ -487,12 +620,21 @@ class Experiment:
                         f"their file {written} could not be written: {err}",
                         source=str(self.path),
                         hint=f"write it with `bayesmix export --ledger {self.path} --round "
-                             f"{round_no} -o FILE.csv`") from None
+                        f"{round_no} -o FILE.csv`",
+                    ) from None
                 led.mark_handoff_written(round_no)
-        frame = _proposal_frame(mine, batch, {
-            "round": round_no, "strategy": batch.strategy, "path": written,
-            "posterior": post_path, "notes": notes,
-            "fit": round_record})
+        frame = _proposal_frame(
+            mine,
+            batch,
+            {
+                "round": round_no,
+                "strategy": batch.strategy,
+                "path": written,
+                "posterior": post_path,
+                "notes": notes,
+                "fit": round_record,
+            },
+        )
         self.last_proposals = frame
         return frame
 
@@ -502,8 +644,15 @@ def _proposal_frame(runs: pd.DataFrame, batch, attrs: dict) -> pd.DataFrame:
     """run, round, strategy + the batch's own columns (score, cost, sizes, mix.*)."""
     if batch is None:
         extra = [c for c in ("n_params", "steps", "tokens") if runs[c].notna().any()]
-        frame = runs[["run", "round", "strategy", *extra,
-                      *[c for c in runs.columns if str(c).startswith(MIX_PREFIX)]]].copy()
+        frame = runs[
+            [
+                "run",
+                "round",
+                "strategy",
+                *extra,
+                *[c for c in runs.columns if str(c).startswith(MIX_PREFIX)],
+            ]
+        ].copy()
     else:
         frame = batch.frame()
         frame.insert(0, "strategy", runs["strategy"].to_numpy())
@@ -516,8 +665,9 @@ def _proposal_frame(runs: pd.DataFrame, batch, attrs: dict) -> pd.DataFrame:
 
 def _check_domains(post, led: Ledger, path) -> None:
     if tuple(post.train_domains) != tuple(led.train_domains):
-        raise errors.DomainNameError("the posterior's training domains differ from the ledger's",
-                                     source=str(path))
+        raise errors.DomainNameError(
+            "the posterior's training domains differ from the ledger's", source=str(path)
+        )
 
 
 def _read_pool(pool, led: Ledger):
@@ -540,8 +690,9 @@ def _read_pool(pool, led: Ledger):
         except FileNotFoundError:
             raise errors.UnreadableFileError("file not found", source=str(p)) from None
         except (OSError, ValueError) as err:
-            raise errors.UnreadableFileError(f"cannot read the pool: {err}".splitlines()[0],
-                                             source=str(p)) from None
+            raise errors.UnreadableFileError(
+                f"cannot read the pool: {err}".splitlines()[0], source=str(p)
+            ) from None
     if "tokens" not in frame.columns and "steps" not in frame.columns and "step" in frame:
         frame = frame.rename(columns={"step": "steps"})
     return Candidates.pool(frame, led.train_domains, constraints=led.constraints, source=source)
@@ -562,9 +713,11 @@ def _save_new(post, folder: Path, stem: str) -> Path:
             k += 1
             continue
         except OSError as err:
-            raise errors.WriteError(f"cannot save the posterior ({err.strerror or err})",
-                                    source=str(path),
-                                    hint="the ledger's folder must be writable") from None
+            raise errors.WriteError(
+                f"cannot save the posterior ({err.strerror or err})",
+                source=str(path),
+                hint="the ledger's folder must be writable",
+            ) from None
         os.close(fd)
         break
     try:

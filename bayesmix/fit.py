@@ -54,21 +54,32 @@ def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progress: bo
         model = build_model(spec, runs.train_domains, runs.eval_domains, data)
     if sampler == "nutpie":
         if compiled is None:
-            def announce():
-                where = (f"; stored in {compile_cache.cache_dir()}" if compile_cache.enabled()
-                         else "")
-                print(f"compiling the model (once per model structure{where}) ...",
-                      file=sys.stderr, flush=True)
 
-            compiled = compile_cache.compile_model(model, structure=key,
-                                                   on_compile=announce if progress else None)
+            def announce():
+                where = (
+                    f"; stored in {compile_cache.cache_dir()}" if compile_cache.enabled() else ""
+                )
+                print(
+                    f"compiling the model (once per model structure{where}) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+            compiled = compile_cache.compile_model(
+                model, structure=key, on_compile=announce if progress else None
+            )
         _COMPILED[key] = (model, compiled)
         return model, compiled.with_data(**data.as_dict())
     _COMPILED[key] = (model, compiled)
     with model:
-        pm.set_data({k: v for k, v in data.as_dict().items()},
-                    coords={data.record_dim: list(data.runs), "obs": range(len(data.y)),
-                            **({"run": list(data.run_ids)} if data.multi_record else {})})
+        pm.set_data(
+            {k: v for k, v in data.as_dict().items()},
+            coords={
+                data.record_dim: list(data.runs),
+                "obs": range(len(data.y)),
+                **({"run": list(data.run_ids)} if data.multi_record else {}),
+            },
+        )
     return model, None
 
 
@@ -89,17 +100,31 @@ class _LineProgress:
         self.last = now
         eta = f"{now * (total - done) / done:.0f} s" if done else "?"
         divergences = sum(c.divergences for c in chains)
-        print(f"sampling: {done}/{total} draws ({100 * done / max(total, 1):.0f}%), "
-              f"{divergences} divergent, elapsed {now:.0f} s, remaining ~{eta}",
-              file=sys.stderr, flush=True)
+        print(
+            f"sampling: {done}/{total} draws ({100 * done / max(total, 1):.0f}%), "
+            f"{divergences} divergent, elapsed {now:.0f} s, remaining ~{eta}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
-def fit(runs: RunTable, model: str | ModelSpec = "default", *, step: float | None = None,
-        max_step: float | None = None,
-        draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int | None = None,
-        sampler: str = "nutpie", progress: bool = False, adaptation: str = "low_rank",
-        target_accept: float = 0.95,
-        priors: Mapping[str, Prior | Mapping] | None = None, warn: bool = True) -> Posterior:
+def fit(
+    runs: RunTable,
+    model: str | ModelSpec = "default",
+    *,
+    step: float | None = None,
+    max_step: float | None = None,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int | None = None,
+    sampler: str = "nutpie",
+    progress: bool = False,
+    adaptation: str = "low_rank",
+    target_accept: float = 0.95,
+    priors: Mapping[str, Prior | Mapping] | None = None,
+    warn: bool = True,
+) -> Posterior:
     """Fit ``model`` (a shipped name, a TOML path, or a ModelSpec) to ``runs``.
 
     One record per run enters the fit (the last checkpoint, or ``step``), except for laws over
@@ -114,8 +139,9 @@ def fit(runs: RunTable, model: str | ModelSpec = "default", *, step: float | Non
     stored with the posterior either way).
     """
     if sampler not in SAMPLERS:
-        raise errors.BayesmixError(f"unknown sampler {sampler!r}",
-                                   hint=f"use one of {', '.join(SAMPLERS)}")
+        raise errors.BayesmixError(
+            f"unknown sampler {sampler!r}", hint=f"use one of {', '.join(SAMPLERS)}"
+        )
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if int(value) < 1:
             raise errors.BayesmixError(f"{name} must be >= 1, got {value}")
@@ -135,23 +161,46 @@ def fit(runs: RunTable, model: str | ModelSpec = "default", *, step: float | Non
             # on a terminal nutpie draws per-chain bars with elapsed and remaining time; when
             # stderr is not a terminal (logs, CI) its bar is invisible, so print lines instead
             lines = _LineProgress() if progress and not sys.stderr.isatty() else None
-            tree = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
-                                 progress_bar=progress and lines is None, save_warmup=False,
-                                 progress_callback=lines, progress_rate=500,
-                                 adaptation=adaptation, target_accept=target_accept)
+            tree = nutpie.sample(
+                compiled,
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                seed=seed,
+                progress_bar=progress and lines is None,
+                save_warmup=False,
+                progress_callback=lines,
+                progress_rate=500,
+                adaptation=adaptation,
+                target_accept=target_accept,
+            )
         else:
             with pm_model:
-                tree = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed,
-                                 nuts_sampler="pymc", progressbar=progress,
-                                 target_accept=target_accept,
-                                 compute_convergence_checks=False)
+                tree = pm.sample(
+                    draws=draws,
+                    tune=tune,
+                    chains=chains,
+                    random_seed=seed,
+                    nuts_sampler="pymc",
+                    progressbar=progress,
+                    target_accept=target_accept,
+                    compute_convergence_checks=False,
+                )
     sample_s = time.perf_counter() - start - compile_s
     report = diagnose(tree)
-    settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed,
-                "sampler": sampler, "adaptation": adaptation if sampler == "nutpie" else None,
-                "target_accept": target_accept, "step": step, "max_step": max_step,
-                "compile_s": round(compile_s, 3),
-                "sample_s": round(sample_s, 3)}
+    settings = {
+        "draws": draws,
+        "tune": tune,
+        "chains": chains,
+        "seed": seed,
+        "sampler": sampler,
+        "adaptation": adaptation if sampler == "nutpie" else None,
+        "target_accept": target_accept,
+        "step": step,
+        "max_step": max_step,
+        "compile_s": round(compile_s, 3),
+        "sample_s": round(sample_s, 3),
+    }
     post = Posterior.from_fit(tree, spec, table, report, settings)
     if warn and not report.ok:
         warnings.warn(str(report.warning()), ConvergenceWarning, stacklevel=2)

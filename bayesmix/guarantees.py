@@ -115,11 +115,13 @@ class Guarantee:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise errors.OptionError(f"unknown guarantee kind {self.kind!r}",
-                                     hint="use no-worse or max-loss")
+            raise errors.OptionError(
+                f"unknown guarantee kind {self.kind!r}", hint="use no-worse or max-loss"
+            )
         if not (isinstance(self.prob, (int, float)) and 0.0 < float(self.prob) < 1.0):
-            raise errors.OptionError(f"{self.label()}: probability must be in (0, 1)",
-                                     hint="e.g. @0.9")
+            raise errors.OptionError(
+                f"{self.label()}: probability must be in (0, 1)", hint="e.g. @0.9"
+            )
         if not math.isfinite(float(self.bound)):
             raise errors.OptionError(f"{self.label()}: the bound must be a finite number")
         if self.kind == "max-loss" and not float(self.bound) > 0:
@@ -130,8 +132,13 @@ class Guarantee:
         return f"{self.kind} {self.domain}={self.bound:g}@{self.prob:g}"
 
     def replace(self, *, bound: float | None = None, prob: float | None = None) -> Guarantee:
-        return Guarantee(self.kind, self.domain, self.bound if bound is None else float(bound),
-                         self.prob if prob is None else float(prob), self.weights)
+        return Guarantee(
+            self.kind,
+            self.domain,
+            self.bound if bound is None else float(bound),
+            self.prob if prob is None else float(prob),
+            self.weights,
+        )
 
     @classmethod
     def parse(cls, text: str, kind: str) -> list[Guarantee]:
@@ -144,25 +151,28 @@ class Guarantee:
             name, rest = name.strip(), rest.strip()
             value, at, prob = rest.partition("@")
             if not sep or not name or not value.strip() or (at and not prob.strip()):
-                raise errors.OptionError(f"{option} {item.strip()!r} is not DOMAIN=BOUND@PROB",
-                                         hint=f"e.g. {option} all=0.01@0.9")
+                raise errors.OptionError(
+                    f"{option} {item.strip()!r} is not DOMAIN=BOUND@PROB",
+                    hint=f"e.g. {option} all=0.01@0.9",
+                )
             try:
                 bound = float(value)
                 p = float(prob) if at else DEFAULT_GUARANTEE_PROB
             except ValueError:
-                raise errors.OptionError(f"{option} {item.strip()!r}: bound and probability "
-                                         "must be numbers", hint=f"e.g. {option} all=0.01@0.9"
-                                         ) from None
+                raise errors.OptionError(
+                    f"{option} {item.strip()!r}: bound and probability must be numbers",
+                    hint=f"e.g. {option} all=0.01@0.9",
+                ) from None
             try:
                 out.append(cls(kind, name, bound, p))
             except errors.OptionError as err:
-                raise errors.OptionError(f"{option} {item.strip()!r}: {err.problem}",
-                                         hint=err.hint) from None
+                raise errors.OptionError(
+                    f"{option} {item.strip()!r}: {err.problem}", hint=err.hint
+                ) from None
         return out
 
 
-def parse_guarantees(no_worse: Sequence[str] = (), max_loss: Sequence[str] = ()
-                     ) -> list[Guarantee]:
+def parse_guarantees(no_worse: Sequence[str] = (), max_loss: Sequence[str] = ()) -> list[Guarantee]:
     """The guarantees of repeated ``--no-worse`` and ``--max-loss`` option values."""
     out = []
     for text in no_worse or ():
@@ -181,8 +191,10 @@ def as_guarantees(guarantees) -> list[Guarantee]:
         else:
             kind, sep, rest = str(g).partition(":")
             if not sep:
-                raise errors.OptionError(f"guarantee {g!r} is not KIND:DOMAIN=BOUND@PROB",
-                                         hint="e.g. no-worse:all=0.01@0.9")
+                raise errors.OptionError(
+                    f"guarantee {g!r} is not KIND:DOMAIN=BOUND@PROB",
+                    hint="e.g. no-worse:all=0.01@0.9",
+                )
             out += Guarantee.parse(rest, kind.strip().lower())
     return out
 
@@ -306,9 +318,15 @@ def _slsqp(pieces, x0, constraints: Constraints, ineq=None, maxiter: int = MAXIT
         x[free] = z[:nf]
         return x
 
-    cons = [{"type": "eq", "fun": lambda z: z[:nf].sum() + fixed_sum - 1.0,
-             "jac": lambda z: np.concatenate([np.ones(nf), np.zeros(z.size - nf)])}]
+    cons = [
+        {
+            "type": "eq",
+            "fun": lambda z: z[:nf].sum() + fixed_sum - 1.0,
+            "jac": lambda z: np.concatenate([np.ones(nf), np.zeros(z.size - nf)]),
+        }
+    ]
     if epi:
+
         def f(z):
             return z[nf], np.concatenate([np.zeros(nf), [1.0]])
 
@@ -323,6 +341,7 @@ def _slsqp(pieces, x0, constraints: Constraints, ineq=None, maxiter: int = MAXIT
         z0 = np.concatenate([x0[free], [v0.max()]])
         bounds = list(zip(lo[free], hi[free])) + [(None, None)]
     else:
+
         def f(z):
             v, g = pieces(full(z))
             return float(np.atleast_1d(v)[0]), np.atleast_2d(g)[0][free]
@@ -330,14 +349,22 @@ def _slsqp(pieces, x0, constraints: Constraints, ineq=None, maxiter: int = MAXIT
         z0 = x0[free]
         bounds = list(zip(lo[free], hi[free]))
     if ineq is not None:
+
         def ineq_j(z):
             jac = ineq(full(z))[1][:, free]
             return np.hstack([jac, np.zeros((jac.shape[0], z.size - nf))])
 
         cons.append({"type": "ineq", "fun": lambda z: ineq(full(z))[0], "jac": ineq_j})
     with np.errstate(over="ignore", invalid="ignore"):
-        res = sopt.minimize(f, z0, jac=True, method="SLSQP", bounds=bounds, constraints=cons,
-                            options={"maxiter": maxiter, "ftol": 1e-12})
+        res = sopt.minimize(
+            f,
+            z0,
+            jac=True,
+            method="SLSQP",
+            bounds=bounds,
+            constraints=cons,
+            options={"maxiter": maxiter, "ftol": 1e-12},
+        )
     x = full(res.x)
     if not np.all(np.isfinite(x)):
         return x0
@@ -373,11 +400,29 @@ class GuaranteedOptimum:
         prob_achieved (exact, on the draws), met."""
         rows = []
         for g, p in zip(self.guarantees, self.probs):
-            rows.append({"guarantee": g.label(), "kind": g.kind, "domain": g.domain,
-                         "bound": g.bound, "prob_required": g.prob, "prob_achieved": float(p),
-                         "met": bool(p >= g.prob - 1e-12)})
-        return pd.DataFrame(rows, columns=["guarantee", "kind", "domain", "bound",
-                                           "prob_required", "prob_achieved", "met"])
+            rows.append(
+                {
+                    "guarantee": g.label(),
+                    "kind": g.kind,
+                    "domain": g.domain,
+                    "bound": g.bound,
+                    "prob_required": g.prob,
+                    "prob_achieved": float(p),
+                    "met": bool(p >= g.prob - 1e-12),
+                }
+            )
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "guarantee",
+                "kind",
+                "domain",
+                "bound",
+                "prob_required",
+                "prob_achieved",
+                "met",
+            ],
+        )
 
 
 def _excess_pieces(law, params, inputs, w, baseline):
@@ -394,8 +439,9 @@ def _excess_pieces(law, params, inputs, w, baseline):
     return pieces, keep
 
 
-def _criterion_pieces(objective: Objective, law, params, inputs, w, baseline, constraints,
-                      reference, seed):
+def _criterion_pieces(
+    objective: Objective, law, params, inputs, w, baseline, constraints, reference, seed
+):
     """The objective as pieces (r -> (v (1,), G (1, M)), or per domain for minimax) and a
     function giving the reported value."""
     if objective.kind == "minimax":
@@ -404,10 +450,12 @@ def _criterion_pieces(objective: Objective, law, params, inputs, w, baseline, co
     values = _DrawValues(law, params, w, inputs)
     temperature = None
     if objective.kind == "beat-baseline":
-        temperature = objective.temperature or _beat_temperature(values, baseline, reference,
-                                                                 constraints, seed)
-    crit = _Criterion(objective, values, baseline if objective.needs_baseline else None,
-                      temperature)
+        temperature = objective.temperature or _beat_temperature(
+            values, baseline, reference, constraints, seed
+        )
+    crit = _Criterion(
+        objective, values, baseline if objective.needs_baseline else None, temperature
+    )
 
     def crit_pieces(r):
         v, g = crit(r)
@@ -416,17 +464,18 @@ def _criterion_pieces(objective: Objective, law, params, inputs, w, baseline, co
     return crit_pieces, crit.value
 
 
-def solve(pieces, chance: _ChanceSet | None, constraints: Constraints, starts, *,
-          anchor=None) -> tuple[np.ndarray, np.ndarray]:
+def solve(
+    pieces, chance: _ChanceSet | None, constraints: Constraints, starts, *, anchor=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Minimise ``max pieces`` over the share constraints with every guarantee of ``chance``
     exactly met on the draws. ``starts`` (n, M): SLSQP starts; ``anchor``: the optimum without
     guarantees (polishing target). Returns (mixture (M,), margins (J,)); raises
     :class:`GuaranteeError` when nothing feasible is found."""
-    starts = [project(np.asarray(s, float), constraints.lower, constraints.upper)
-              for s in starts]
+    starts = [project(np.asarray(s, float), constraints.lower, constraints.upper) for s in starts]
     if chance is None or len(chance) == 0:
-        best = min((_slsqp(pieces, s, constraints) for s in starts),
-                   key=lambda r: _worst(pieces, r))
+        best = min(
+            (_slsqp(pieces, s, constraints) for s in starts), key=lambda r: _worst(pieces, r)
+        )
         return ensure_feasible(best, constraints), np.zeros(0)
     feasible = [s for s in starts if chance.ok(s)]
     if not feasible:
@@ -463,6 +512,7 @@ def _ineq(chance: _ChanceSet):
     def fn(r):
         q, dq = chance.smooth(r)
         return -(q + chance.margin), -dq
+
     return fn
 
 
@@ -509,6 +559,7 @@ def _phase_one(chance: _ChanceSet, constraints: Constraints, starts) -> np.ndarr
     Minimises the largest smooth quantile ``max_j q_j`` (epigraph SLSQP) from every start, with
     the margin tightening of :func:`solve`; then, if still infeasible, maximises the binding
     guarantee's probability while the others hold."""
+
     def pieces(r):
         return chance.smooth(r)
 
@@ -538,22 +589,27 @@ def _phase_one(chance: _ChanceSet, constraints: Constraints, starts) -> np.ndarr
     gap = chance.level - probs
     j = int(np.argmax(gap))
     others = [i for i in range(len(chance)) if i != j]
-    prob, where, with_others = _best_probability(chance, j, others, constraints,
-                                                 [best, *starts])
+    prob, where, with_others = _best_probability(chance, j, others, constraints, [best, *starts])
     if prob >= chance.level[j] - 1e-12 and where is not None and chance.ok(where):
         return where
     g = chance.guarantees[j]
     hint = "lower its probability, raise its bound, or relax the share constraints"
     if not others:
-        problem = (f"guarantee {g.label()} cannot be met: the highest probability reachable "
-                   f"is {prob:.3f} (required {g.prob:g})")
+        problem = (
+            f"guarantee {g.label()} cannot be met: the highest probability reachable "
+            f"is {prob:.3f} (required {g.prob:g})"
+        )
     elif with_others:
-        problem = (f"guarantee {g.label()} cannot be met while the other guarantees hold: the "
-                   f"highest probability reachable is {prob:.3f} (required {g.prob:g})")
+        problem = (
+            f"guarantee {g.label()} cannot be met while the other guarantees hold: the "
+            f"highest probability reachable is {prob:.3f} (required {g.prob:g})"
+        )
     else:
-        problem = (f"the guarantees cannot all hold: {g.label()} falls short most (probability "
-                   f"{probs[j]:.3f} where they come closest, at most {prob:.3f} on its own; "
-                   f"required {g.prob:g})")
+        problem = (
+            f"the guarantees cannot all hold: {g.label()} falls short most (probability "
+            f"{probs[j]:.3f} where they come closest, at most {prob:.3f} on its own; "
+            f"required {g.prob:g})"
+        )
         hint = "drop or loosen some guarantees"
     raise GuaranteeError(problem, guarantee=g, best_prob=prob, mixture=where, hint=hint)
 
@@ -577,12 +633,14 @@ def _best_probability(chance: _ChanceSet, j: int, others: list[int], constraints
             return True
         return bool(np.all(chance.shortfall(r)[idx] <= EXACT_ATOL))
 
-    for idx in ([others, []] if others else [[]]):
+    for idx in [others, []] if others else [[]]:
         sub = None
         if idx:
+
             def sub(r, idx=idx):
                 q, dq = chance.smooth(r)
                 return -q[idx], -dq[idx]
+
         found = []
         for x0 in starts:
             for x in (x0, _slsqp(pieces, x0, constraints, ineq=sub)):
@@ -595,9 +653,18 @@ def _best_probability(chance: _ChanceSet, j: int, others: list[int], constraints
 
 
 # ------------------------------------------------------------------------------ one decision
-def minimize_guaranteed(draws, constraints: Constraints | None, weights,
-                        objective: Objective | str = "mean", *, guarantees=(), baseline=None,
-                        extra_starts=None, n_starts: int = 4, seed=0) -> GuaranteedOptimum:
+def minimize_guaranteed(
+    draws,
+    constraints: Constraints | None,
+    weights,
+    objective: Objective | str = "mean",
+    *,
+    guarantees=(),
+    baseline=None,
+    extra_starts=None,
+    n_starts: int = 4,
+    seed=0,
+) -> GuaranteedOptimum:
     """The feasible mixture optimising ``objective`` (mean, quantile:Q, cvar:Q, beat-baseline
     or minimax) with every guarantee met exactly on the draws.
 
@@ -614,29 +681,38 @@ def minimize_guaranteed(draws, constraints: Constraints | None, weights,
     constraints = check_constraints(constraints, draws.train_domains)
     m = len(draws.train_domains)
     w = _normalise_weights(weights, len(draws.eval_domains))
-    base = (np.full(m, 1.0 / m) if baseline is None else np.asarray(baseline, float))
+    base = np.full(m, 1.0 / m) if baseline is None else np.asarray(baseline, float)
     if objective.kind == "minimax":
         plain = _minimax_plain(law, params, inputs, w, base, constraints, extra_starts, seed)
         anchor = plain
     else:
-        anchor = minimize_objective(draws, constraints, w, objective,
-                                    baseline=base if objective.needs_baseline else None,
-                                    extra_starts=extra_starts, seed=seed).mixture
-    pieces, value = _criterion_pieces(objective, law, params, inputs, w, base, constraints,
-                                      anchor, seed)
+        anchor = minimize_objective(
+            draws,
+            constraints,
+            w,
+            objective,
+            baseline=base if objective.needs_baseline else None,
+            extra_starts=extra_starts,
+            seed=seed,
+        ).mixture
+    pieces, value = _criterion_pieces(
+        objective, law, params, inputs, w, base, constraints, anchor, seed
+    )
     starts = [anchor, base, centre(constraints)]
     if extra_starts is not None:
         starts += list(np.atleast_2d(extra_starts))
     if len(starts) < n_starts:
         starts += list(feasible_points(constraints, n_starts - len(starts), seed))
     expanded, wg = expand(guarantees, draws.eval_domains)
-    chance = (_ChanceSet(law, params, inputs, expanded, wg, base) if expanded else None)
+    chance = _ChanceSet(law, params, inputs, expanded, wg, base) if expanded else None
     if chance is None:
-        return GuaranteedOptimum(anchor, value(anchor), [], np.zeros(0), np.zeros(0), anchor,
-                                 value(anchor), len(starts))
+        return GuaranteedOptimum(
+            anchor, value(anchor), [], np.zeros(0), np.zeros(0), anchor, value(anchor), len(starts)
+        )
     x, margins = solve(pieces, chance, constraints, starts, anchor=anchor)
-    return GuaranteedOptimum(x, value(x), expanded, chance.probs(x), margins, anchor,
-                             value(anchor), len(starts))
+    return GuaranteedOptimum(
+        x, value(x), expanded, chance.probs(x), margins, anchor, value(anchor), len(starts)
+    )
 
 
 def _minimax_plain(law, params, inputs, w, base, constraints, extra_starts, seed):
@@ -657,9 +733,15 @@ def domain_changes(draws, recommended, baseline, prob: float = DEFAULT_PROB) -> 
     loss = draws.mean_loss(np.vstack([recommended, baseline]))  # (S, 2, K)
     diff = loss[:, 0] - loss[:, 1]
     lo, hi = np.quantile(diff, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
-    return pd.DataFrame({"eval_domain": list(draws.eval_domains),
-                         "change_mean": diff.mean(axis=0), "change_lower": lo,
-                         "change_upper": hi, "p_worse": (diff > 0).mean(axis=0)})
+    return pd.DataFrame(
+        {
+            "eval_domain": list(draws.eval_domains),
+            "change_mean": diff.mean(axis=0),
+            "change_lower": lo,
+            "change_upper": hi,
+            "p_worse": (diff > 0).mean(axis=0),
+        }
+    )
 
 
 # ------------------------------------------------------------------------------ continual
@@ -679,11 +761,18 @@ class GuaranteedShare:
     original: str
 
 
-def guaranteed_critical_share(posterior, *, original: str, new: str, start_loss=None,
-                              runs=None, weights=None, tolerance: float = 0.0,
-                              prob: float = DEFAULT_GUARANTEE_PROB,
-                              other_shares: Mapping[str, float] | None = None
-                              ) -> GuaranteedShare:
+def guaranteed_critical_share(
+    posterior,
+    *,
+    original: str,
+    new: str,
+    start_loss=None,
+    runs=None,
+    weights=None,
+    tolerance: float = 0.0,
+    prob: float = DEFAULT_GUARANTEE_PROB,
+    other_shares: Mapping[str, float] | None = None,
+) -> GuaranteedShare:
     """Continual pre-training through the guarantee machinery: maximise the new domain's
     share subject to ``max-loss original=start+tolerance@prob`` (the original loss as in
     :func:`bayesmix.continual.critical_share`, other training domains held at
@@ -700,8 +789,13 @@ def guaranteed_critical_share(posterior, *, original: str, new: str, start_loss=
     draws = LawDraws.from_posterior(posterior, inputs=inputs)
     fixed = {d: float(base[i]) for i, d in enumerate(train) if d not in (giver, new)}
     c = Constraints.build(train, fixed=fixed)
-    g = Guarantee("max-loss", label, start + float(tolerance), float(prob),
-                  weights=dict(zip(posterior.eval_domains, w)))
+    g = Guarantee(
+        "max-loss",
+        label,
+        start + float(tolerance),
+        float(prob),
+        weights=dict(zip(posterior.eval_domains, w)),
+    )
     expanded, wg = expand([g], draws.eval_domains)
     law, params, inp = _unpack(draws)
     chance = _ChanceSet(law, params, inp, expanded, wg, base)
@@ -716,10 +810,17 @@ def guaranteed_critical_share(posterior, *, original: str, new: str, start_loss=
     top = np.clip(top, 0, None)
     x, _ = solve(pieces, chance, c, [base, 0.5 * (base + top), top], anchor=top)
     share = float(x[j])
-    return GuaranteedShare(share=share, original_share=float(x[train.index(giver)]),
-                           mixture=x, prob=float(prob),
-                           prob_achieved=float(chance.probs(x)[0]), start_loss=start,
-                           tolerance=float(tolerance), new=new, original=giver)
+    return GuaranteedShare(
+        share=share,
+        original_share=float(x[train.index(giver)]),
+        mixture=x,
+        prob=float(prob),
+        prob_achieved=float(chance.probs(x)[0]),
+        start_loss=start,
+        tolerance=float(tolerance),
+        new=new,
+        original=giver,
+    )
 
 
 def critical_share_at_prob(cs, prob: float) -> float:
@@ -754,14 +855,26 @@ class Frontier:
     source: str | None = None
 
     def to_text(self) -> str:
-        cols = [self.sweep, "feasible", "target_loss", "target_lower", "target_upper", "price",
-                "gain", "tightest", "tightest_prob"]
+        cols = [
+            self.sweep,
+            "feasible",
+            "target_loss",
+            "target_lower",
+            "target_upper",
+            "price",
+            "gain",
+            "tightest",
+            "tightest_prob",
+        ]
         shares = [c for c in self.table if c.startswith("share.")]
-        out = [f"Frontier of {self.target}'s expected loss ({self.source or 'posterior'}): "
-               f"guards {', '.join(g.label() for g in self.guards)}, sweeping {self.sweep}; "
-               f"without guarantees {self.unguaranteed_loss:.4f} nats/token"]
-        out.append(self.table[cols + shares].to_string(
-            index=False, float_format=lambda v: f"{v:.4f}"))
+        out = [
+            f"Frontier of {self.target}'s expected loss ({self.source or 'posterior'}): "
+            f"guards {', '.join(g.label() for g in self.guards)}, sweeping {self.sweep}; "
+            f"without guarantees {self.unguaranteed_loss:.4f} nats/token"
+        ]
+        out.append(
+            self.table[cols + shares].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+        )
         return "\n".join(out)
 
     def plot(self, path) -> Path:
@@ -772,19 +885,28 @@ class Frontier:
 
         path = Path(path)
         if path.suffix.lower() not in PLOT_SUFFIXES:
-            raise errors.OptionError(f"{path}: unknown figure format {path.suffix!r}",
-                                     hint=f"use a file ending in {' or '.join(PLOT_SUFFIXES)}")
+            raise errors.OptionError(
+                f"{path}: unknown figure format {path.suffix!r}",
+                hint=f"use a file ending in {' or '.join(PLOT_SUFFIXES)}",
+            )
         t = self.table[self.table["feasible"]]
         fig = Figure(figsize=(6.4, 4.4))
         ax = fig.add_subplot()
-        ax.fill_between(t[self.sweep], t["target_lower"], t["target_upper"], alpha=0.25,
-                        color="tab:blue", label=f"{self.interval_prob:.0%} interval")
-        ax.plot(t[self.sweep], t["target_loss"], "o-", color="tab:blue",
-                label="posterior mean")
-        ax.axhline(self.unguaranteed_loss, color="black", ls="--", lw=1,
-                   label="without guarantees")
-        ax.set_xlabel("tolerance (nats per token above the baseline)" if self.sweep ==
-                      "tolerance" else "required probability")
+        ax.fill_between(
+            t[self.sweep],
+            t["target_lower"],
+            t["target_upper"],
+            alpha=0.25,
+            color="tab:blue",
+            label=f"{self.interval_prob:.0%} interval",
+        )
+        ax.plot(t[self.sweep], t["target_loss"], "o-", color="tab:blue", label="posterior mean")
+        ax.axhline(self.unguaranteed_loss, color="black", ls="--", lw=1, label="without guarantees")
+        ax.set_xlabel(
+            "tolerance (nats per token above the baseline)"
+            if self.sweep == "tolerance"
+            else "required probability"
+        )
         ax.set_ylabel(f"{self.target} expected loss (nats per token)")
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -793,10 +915,19 @@ class Frontier:
         return path
 
 
-def frontier(source, *, target: str, guards, tolerances=None, probs=None,
-             constraints: Constraints | None = None, baseline=None,
-             inputs: Mapping | None = None, prob: float = DEFAULT_PROB, seed: int = 0
-             ) -> Frontier:
+def frontier(
+    source,
+    *,
+    target: str,
+    guards,
+    tolerances=None,
+    probs=None,
+    constraints: Constraints | None = None,
+    baseline=None,
+    inputs: Mapping | None = None,
+    prob: float = DEFAULT_PROB,
+    seed: int = 0,
+) -> Frontier:
     """The trade-off frontier: minimise ``target``'s posterior expected loss subject to
     ``guards`` with their tolerance set to each of ``tolerances`` (no-worse guards; max-loss
     guards stay fixed), or their probability set to each of ``probs``. Default: tolerances
@@ -813,8 +944,9 @@ def frontier(source, *, target: str, guards, tolerances=None, probs=None,
     constraints = check_constraints(constraints, draws.train_domains)
     guards = as_guarantees(guards)
     if not guards:
-        raise errors.OptionError("the frontier needs at least one guard",
-                                 hint="e.g. --guard all=0.01@0.9")
+        raise errors.OptionError(
+            "the frontier needs at least one guard", hint="e.g. --guard all=0.01@0.9"
+        )
     if tolerances is not None and probs is not None:
         raise errors.OptionError("sweep tolerances or probabilities, not both")
     w, _ = resolve_weights(draws.eval_domains, None, target)
@@ -827,8 +959,10 @@ def frontier(source, *, target: str, guards, tolerances=None, probs=None,
     else:
         tols = [g.bound for g in guards if g.kind == "no-worse"]
         if not tols:
-            raise errors.OptionError("a tolerance sweep needs a no-worse guard",
-                                     hint="add --guard DOMAIN=TOL@PROB or sweep --probs")
+            raise errors.OptionError(
+                "a tolerance sweep needs a no-worse guard",
+                hint="add --guard DOMAIN=TOL@PROB or sweep --probs",
+            )
         if tolerances is None:
             top = max(tols) if max(tols) > 0 else 0.01
             tolerances = np.linspace(0.0, 2 * top, FRONTIER_STEPS)
@@ -847,8 +981,12 @@ def frontier(source, *, target: str, guards, tolerances=None, probs=None,
 
     rows, prev, prev_v = [], None, np.inf
     for v in values:
-        gs = [g.replace(bound=v) if sweep == "tolerance" and g.kind == "no-worse"
-              else (g.replace(prob=v) if sweep == "prob" else g) for g in guards]
+        gs = [
+            g.replace(bound=v)
+            if sweep == "tolerance" and g.kind == "no-worse"
+            else (g.replace(prob=v) if sweep == "prob" else g)
+            for g in guards
+        ]
         expanded, wg = expand(gs, draws.eval_domains)
         chance = _ChanceSet(law, params, inp, expanded, wg, base)
         starts = ([prev] if prev is not None else []) + [anchor, base, centre(constraints)]
@@ -856,8 +994,7 @@ def frontier(source, *, target: str, guards, tolerances=None, probs=None,
             x, _ = solve(pieces, chance, constraints, starts, anchor=anchor)
         except GuaranteeError:
             x = None
-        if x is not None and prev is not None and chance.ok(prev) \
-                and _worst(pieces, x) > prev_v:
+        if x is not None and prev is not None and chance.ok(prev) and _worst(pieces, x) > prev_v:
             x = prev  # monotone: the tighter point's mixture is feasible here and better
         row: dict[str, Any] = {sweep: v, "feasible": x is not None}
         if x is None:
@@ -869,22 +1006,46 @@ def frontier(source, *, target: str, guards, tolerances=None, probs=None,
         slack = probs_x - chance.level
         k = int(np.argmin(slack))
         mean_loss = float(target_loss.mean())
-        row.update({"target_loss": mean_loss, "target_lower": float(lo),
-                    "target_upper": float(hi), "price": mean_loss - free_loss,
-                    "gain": (prev_v - mean_loss) if prev is not None else np.nan,
-                    "tightest": expanded[k].label(), "tightest_prob": float(probs_x[k])})
+        row.update(
+            {
+                "target_loss": mean_loss,
+                "target_lower": float(lo),
+                "target_upper": float(hi),
+                "price": mean_loss - free_loss,
+                "gain": (prev_v - mean_loss) if prev is not None else np.nan,
+                "tightest": expanded[k].label(),
+                "tightest_prob": float(probs_x[k]),
+            }
+        )
         row.update({f"share.{d}": float(s) for d, s in zip(draws.train_domains, x)})
         rows.append(row)
         prev, prev_v = x, mean_loss
     table = pd.DataFrame(rows)
-    for col in ("target_loss", "target_lower", "target_upper", "price", "gain", "tightest",
-                "tightest_prob", *[f"share.{d}" for d in draws.train_domains]):
+    for col in (
+        "target_loss",
+        "target_lower",
+        "target_upper",
+        "price",
+        "gain",
+        "tightest",
+        "tightest_prob",
+        *[f"share.{d}" for d in draws.train_domains],
+    ):
         if col not in table:
             table[col] = np.nan
     feas = table[table["feasible"]]["target_loss"].to_numpy()
     if np.any(np.diff(feas) > 1e-12):  # by construction this cannot happen
-        raise errors.InfeasibleError("frontier is not monotone (internal error)",
-                                     hint="report this with the posterior and guards")
+        raise errors.InfeasibleError(
+            "frontier is not monotone (internal error)",
+            hint="report this with the posterior and guards",
+        )
     table = table.sort_values(sweep, kind="stable").reset_index(drop=True)
-    return Frontier(table=table, target=target, sweep=sweep, guards=guards,
-                    unguaranteed_loss=free_loss, interval_prob=prob, source=draws.source)
+    return Frontier(
+        table=table,
+        target=target,
+        sweep=sweep,
+        guards=guards,
+        unguaranteed_loss=free_loss,
+        interval_prob=prob,
+        source=draws.source,
+    )

@@ -52,9 +52,19 @@ DPI = 90
 
 
 # ------------------------------------------------------------------------------ entry points
-def write_report(path, posterior, *, decision=None, ledger=None, ternary=None,
-                 prob: float = 0.9, title: str | None = None, force: bool = False,
-                 inputs: Iterable = (), option: str = "-o") -> Path:
+def write_report(
+    path,
+    posterior,
+    *,
+    decision=None,
+    ledger=None,
+    ternary=None,
+    prob: float = 0.9,
+    title: str | None = None,
+    force: bool = False,
+    inputs: Iterable = (),
+    option: str = "-o",
+) -> Path:
     """Write the report to ``path`` (``.html``), atomically; returns the path.
 
     Refused before any work (:class:`~bayesmix.errors.OutputPathError`): a path that is one of
@@ -63,17 +73,30 @@ def write_report(path, posterior, *, decision=None, ledger=None, ternary=None,
     """
     from bayesmix.io import atomic_write_text, check_output_path
 
-    sources = [*inputs, getattr(posterior, "source", None), ledger,
-               decision if isinstance(decision, (str, Path)) else None]
-    out = check_output_path(path, inputs=sources, force=force, option=option,
-                            suffixes=(".html", ".htm"))
-    text = build_html(posterior, decision=decision, ledger=ledger, ternary=ternary, prob=prob,
-                      title=title)
+    sources = [
+        *inputs,
+        getattr(posterior, "source", None),
+        ledger,
+        decision if isinstance(decision, (str, Path)) else None,
+    ]
+    out = check_output_path(
+        path, inputs=sources, force=force, option=option, suffixes=(".html", ".htm")
+    )
+    text = build_html(
+        posterior, decision=decision, ledger=ledger, ternary=ternary, prob=prob, title=title
+    )
     return atomic_write_text(out, text)
 
 
-def build_html(posterior, *, decision=None, ledger=None, ternary=None, prob: float = 0.9,
-               title: str | None = None) -> str:
+def build_html(
+    posterior,
+    *,
+    decision=None,
+    ledger=None,
+    ternary=None,
+    prob: float = 0.9,
+    title: str | None = None,
+) -> str:
     """The report as one HTML document (text).
 
     ``posterior``: a :class:`~bayesmix.posterior.Posterior` or a path to one; ``decision``: a
@@ -95,8 +118,12 @@ def build_html(posterior, *, decision=None, ledger=None, ternary=None, prob: flo
     view = _View(post, decision, prob)
     abc = _ternary_domains(ternary, view)
 
-    sections = [_section_fit(view), _section_ppc(view), _section_heatmap(view),
-                _section_simplex(view, abc)]
+    sections = [
+        _section_fit(view),
+        _section_ppc(view),
+        _section_heatmap(view),
+        _section_simplex(view, abc),
+    ]
     if decision is not None:
         sections.append(_section_decision(view))
     if ledger is not None:
@@ -119,12 +146,15 @@ def load_decision(path):
     except FileNotFoundError:
         raise errors.UnreadableFileError("file not found", source=str(path)) from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise errors.UnreadableFileError(f"not JSON ({type(err).__name__})",
-                                         source=str(path)) from None
+        raise errors.UnreadableFileError(
+            f"not JSON ({type(err).__name__})", source=str(path)
+        ) from None
     if not isinstance(obj, dict) or obj.get("format") != REPORT_FORMAT:
-        raise errors.FormatError(f"not a bayesmix decision report (format {REPORT_FORMAT})",
-                                 source=str(path),
-                                 hint="write one with 'bayesmix optimize POSTERIOR -o FILE.json'")
+        raise errors.FormatError(
+            f"not a bayesmix decision report (format {REPORT_FORMAT})",
+            source=str(path),
+            hint="write one with 'bayesmix optimize POSTERIOR -o FILE.json'",
+        )
     try:
         optima = None
         if obj.get("draw_optima"):
@@ -135,22 +165,30 @@ def load_decision(path):
         spread = obj.get("optimum_spread")
         return DecisionReport(
             recommendation=pd.DataFrame(obj["recommendation"]),
-            losses=pd.DataFrame(obj["losses"]), comparison=pd.DataFrame(obj["comparison"]),
+            losses=pd.DataFrame(obj["losses"]),
+            comparison=pd.DataFrame(obj["comparison"]),
             optimum_spread=None if spread is None else pd.DataFrame(spread),
             draw_optima=optima if isinstance(optima, xr.DataArray) else None,
-            p_beats_baseline=float(obj["p_beats_baseline"]), objective=obj["objective"],
+            p_beats_baseline=float(obj["p_beats_baseline"]),
+            objective=obj["objective"],
             objective_description=obj["objective_description"],
-            objective_value=float(obj["objective_value"]), weights_description=obj["weights"],
-            baseline_label=obj["baseline"], prob=float(obj["prob"]),
+            objective_value=float(obj["objective_value"]),
+            weights_description=obj["weights"],
+            baseline_label=obj["baseline"],
+            prob=float(obj["prob"]),
             n_samples=int(obj["n_samples"]),
             constraints=Constraints.from_dict(obj["constraints"]),
-            diagnostics_warning=obj.get("diagnostics_warning"), source=obj.get("source"),
-            notes=list(obj.get("notes") or []), law=obj.get("law") or "",
+            diagnostics_warning=obj.get("diagnostics_warning"),
+            source=obj.get("source"),
+            notes=list(obj.get("notes") or []),
+            law=obj.get("law") or "",
             optimizer_status=obj.get("optimizer_status") or "",
-            inputs=dict(obj.get("inputs") or {}))
+            inputs=dict(obj.get("inputs") or {}),
+        )
     except (KeyError, TypeError, ValueError) as err:
-        raise errors.FormatError(f"damaged decision report ({type(err).__name__}: {err})",
-                                 source=str(path)) from None
+        raise errors.FormatError(
+            f"damaged decision report ({type(err).__name__}: {err})", source=str(path)
+        ) from None
 
 
 def _check_same_domains(decision, post) -> None:
@@ -158,7 +196,9 @@ def _check_same_domains(decision, post) -> None:
     if got != list(post.train_domains):
         raise errors.DomainNameError(
             "the decision's training domains differ from the posterior's",
-            source=decision.source, hint=f"posterior: {', '.join(post.train_domains)}")
+            source=decision.source,
+            hint=f"posterior: {', '.join(post.train_domains)}",
+        )
 
 
 # ------------------------------------------------------------------------------ shared state
@@ -193,12 +233,14 @@ class _View:
         else:
             self.weights = np.full(len(self.eval), 1.0 / len(self.eval))
             self.constraints = Constraints.unconstrained(self.train)
-            self.mixture = minimize_objective(self.draws, self.constraints, self.weights,
-                                              "mean").mixture
+            self.mixture = minimize_objective(
+                self.draws, self.constraints, self.weights, "mean"
+            ).mixture
             self.label = "posterior-mean optimum (equal weights, no constraints)"
             self.weights_text = f"equal weights over the {len(self.eval)} validation domains"
-        self.scale_text = ("" if not inputs else " at " + ", ".join(
-            f"{k} {v:.3g}" for k, v in inputs.items()))
+        self.scale_text = (
+            "" if not inputs else " at " + ", ".join(f"{k} {v:.3g}" for k, v in inputs.items())
+        )
 
     def overall(self, mixtures: np.ndarray) -> np.ndarray:
         """Aggregate expected loss (S, n) of mixtures (n, M) under the thinned draws."""
@@ -206,8 +248,10 @@ class _View:
 
 
 def _decision_weights(decision, eval_domains) -> np.ndarray:
-    rows = decision.losses[(decision.losses["mixture"] == "recommended")
-                           & (decision.losses["eval_domain"].isin(eval_domains))]
+    rows = decision.losses[
+        (decision.losses["mixture"] == "recommended")
+        & (decision.losses["eval_domain"].isin(eval_domains))
+    ]
     w = rows.set_index("eval_domain")["weight"].reindex(eval_domains).fillna(0.0)
     w = w.to_numpy(dtype=float)
     return w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
@@ -241,21 +285,27 @@ def _page(title: str, view: _View, sections: list[tuple[str, str, str]]) -> str:
     nav = " ".join(f'<a href="#{key}">{_esc(head)}</a>' for key, head, _ in sections)
     warn = ""
     if post.diagnostics_warning:
-        warn = (f'<p class="warn"><b>The fit failed its diagnostics gate:</b> '
-                f"{_esc(post.diagnostics_warning)}. Predictions and decisions below may be "
-                "wrong; refit with more tuning or draws.</p>")
-    body = "\n".join(f'<section id="{key}"><h2>{_esc(head)}</h2>\n{content}\n</section>'
-                     for key, head, content in sections)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            f"<h1>{_esc(title)}</h1>\n"
-            f"<p>Law <b>{_esc(post.law.name)}</b> ({_esc(post.law.description)}), model "
-            f"<b>{_esc(post.spec.name)}</b>; {len(view.train)} training x {len(view.eval)} "
-            f"validation domains; {post.fit_data().n_runs} runs; {post.n_samples} posterior "
-            f"draws. Losses in nats per token; intervals are equal-tailed with mass "
-            f"{view.prob:.0%}. bayesmix {__version__}.</p>\n{warn}\n<nav>{nav}</nav>\n"
-            f"{body}\n</body>\n</html>\n")
+        warn = (
+            f'<p class="warn"><b>The fit failed its diagnostics gate:</b> '
+            f"{_esc(post.diagnostics_warning)}. Predictions and decisions below may be "
+            "wrong; refit with more tuning or draws.</p>"
+        )
+    body = "\n".join(
+        f'<section id="{key}"><h2>{_esc(head)}</h2>\n{content}\n</section>'
+        for key, head, content in sections
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<h1>{_esc(title)}</h1>\n"
+        f"<p>Law <b>{_esc(post.law.name)}</b> ({_esc(post.law.description)}), model "
+        f"<b>{_esc(post.spec.name)}</b>; {len(view.train)} training x {len(view.eval)} "
+        f"validation domains; {post.fit_data().n_runs} runs; {post.n_samples} posterior "
+        f"draws. Losses in nats per token; intervals are equal-tailed with mass "
+        f"{view.prob:.0%}. bayesmix {__version__}.</p>\n{warn}\n<nav>{nav}</nav>\n"
+        f"{body}\n</body>\n</html>\n"
+    )
 
 
 def _table(frame: pd.DataFrame, digits: int = 4) -> str:
@@ -277,9 +327,11 @@ def _figure(fig, name: str, caption: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return (f'<figure data-figure="{_esc(name)}"><img alt="{_esc(caption)}" '
-            f'src="data:image/png;base64,{data}">'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+    return (
+        f'<figure data-figure="{_esc(name)}"><img alt="{_esc(caption)}" '
+        f'src="data:image/png;base64,{data}">'
+        f"<figcaption>{_esc(caption)}</figcaption></figure>"
+    )
 
 
 def _new_figure(width: float, height: float):
@@ -301,25 +353,43 @@ def _fontsize(n: int) -> float:
 # ------------------------------------------------------------------------------ 1. the fit
 def _section_fit(view: _View) -> tuple[str, str, str]:
     d = view.post.diagnostics
-    status = ('<span class="ok">passed</span>' if d.ok
-              else '<span class="bad">FAILED</span>')
-    gate = pd.DataFrame({
-        "check": ["chains x draws", "divergences", "max tree depth hits", "min E-BFMI",
-                  "max R-hat", "min bulk ESS", "min tail ESS"],
-        "value": [f"{d.chains} x {d.draws}", str(d.divergences), str(d.treedepth_hits),
-                  f"{d.min_bfmi:.3f}", f"{d.max_rhat:.4f} ({d.worst_rhat})",
-                  f"{d.min_ess_bulk:.0f} ({d.worst_ess})", f"{d.min_ess_tail:.0f}"]})
+    status = '<span class="ok">passed</span>' if d.ok else '<span class="bad">FAILED</span>'
+    gate = pd.DataFrame(
+        {
+            "check": [
+                "chains x draws",
+                "divergences",
+                "max tree depth hits",
+                "min E-BFMI",
+                "max R-hat",
+                "min bulk ESS",
+                "min tail ESS",
+            ],
+            "value": [
+                f"{d.chains} x {d.draws}",
+                str(d.divergences),
+                str(d.treedepth_hits),
+                f"{d.min_bfmi:.3f}",
+                f"{d.max_rhat:.4f} ({d.worst_rhat})",
+                f"{d.min_ess_bulk:.0f} ({d.worst_ess})",
+                f"{d.min_ess_tail:.0f}",
+            ],
+        }
+    )
     parts = [f"<p>Diagnostics gate: {status}.</p>", _table(gate)]
     if d.failed:
         parts.append("<ul>" + "".join(f"<li>{_esc(f)}</li>" for f in d.failed) + "</ul>")
     worst = _worst_parameters(view.post)
     if worst is not None and len(worst):
-        shown = worst.head(WORST_ROWS)[["parameter", "mean", "sd", "r_hat", "ess_bulk",
-                                        "ess_tail", "units"]].copy()
+        shown = worst.head(WORST_ROWS)[
+            ["parameter", "mean", "sd", "r_hat", "ess_bulk", "ess_tail", "units"]
+        ].copy()
         for col in ("ess_bulk", "ess_tail"):
             shown[col] = shown[col].map(lambda v: "–" if not np.isfinite(v) else f"{v:.0f}")
-        parts.append(f"<p>The {len(shown)} parameters with the worst R-hat or bulk ESS "
-                     f"(of {len(worst)} scalar elements):</p>")
+        parts.append(
+            f"<p>The {len(shown)} parameters with the worst R-hat or bulk ESS "
+            f"(of {len(worst)} scalar elements):</p>"
+        )
         parts.append(_table(shown, 3))
         parts.append(_trace_rank_figure(view.post, worst.head(TRACE_PARAMS)))
     return "fit", "Fit and diagnostics", "\n".join(parts)
@@ -343,19 +413,40 @@ def _worst_parameters(post) -> pd.DataFrame | None:
         other = [x for x in da.dims if x not in ("chain", "draw")]
         values = da.transpose("chain", "draw", *other).values
         flat = values.reshape(values.shape[:2] + (-1,))
-        labels = [""] if not other else [
-            "[" + ", ".join(str(da[dim].values[i]) if dim in da.coords else str(i)
-                            for dim, i in zip(other, idx)) + "]"
-            for idx in np.ndindex(*[da.sizes[x] for x in other])]
-        r = (np.full(flat.shape[-1], np.nan) if rhat is None
-             else np.asarray(rhat[name].transpose(*other).values, float).reshape(-1))
+        labels = (
+            [""]
+            if not other
+            else [
+                "["
+                + ", ".join(
+                    str(da[dim].values[i]) if dim in da.coords else str(i)
+                    for dim, i in zip(other, idx)
+                )
+                + "]"
+                for idx in np.ndindex(*[da.sizes[x] for x in other])
+            ]
+        )
+        r = (
+            np.full(flat.shape[-1], np.nan)
+            if rhat is None
+            else np.asarray(rhat[name].transpose(*other).values, float).reshape(-1)
+        )
         b = np.asarray(bulk[name].transpose(*other).values, float).reshape(-1)
         t = np.asarray(tail[name].transpose(*other).values, float).reshape(-1)
         for i, lab in enumerate(labels):
-            rows.append({"parameter": name + lab, "variable": name, "index": i,
-                         "mean": float(np.mean(flat[..., i])), "sd": float(np.std(flat[..., i])),
-                         "r_hat": r[i], "ess_bulk": b[i], "ess_tail": t[i],
-                         "units": da.attrs.get("units", "")})
+            rows.append(
+                {
+                    "parameter": name + lab,
+                    "variable": name,
+                    "index": i,
+                    "mean": float(np.mean(flat[..., i])),
+                    "sd": float(np.std(flat[..., i])),
+                    "r_hat": r[i],
+                    "ess_bulk": b[i],
+                    "ess_tail": t[i],
+                    "units": da.attrs.get("units", ""),
+                }
+            )
     if not rows:
         return None
     frame = pd.DataFrame(rows)
@@ -378,8 +469,10 @@ def _trace_rank_figure(post, worst: pd.DataFrame) -> str:
         ax_t, ax_r = axes[row]
         for c in range(x.shape[0]):
             ax_t.plot(x[c], lw=0.6, alpha=0.8, label=f"chain {c}")
-        ax_t.set_title(f"{w['parameter']}: trace (R-hat {w['r_hat']:.3f}, bulk ESS "
-                       f"{w['ess_bulk']:.0f})", fontsize=9)
+        ax_t.set_title(
+            f"{w['parameter']}: trace (R-hat {w['r_hat']:.3f}, bulk ESS {w['ess_bulk']:.0f})",
+            fontsize=9,
+        )
         ax_t.set_xlabel("draw", fontsize=8)
         ranks = pd.Series(x.ravel()).rank().to_numpy().reshape(x.shape)
         bins = np.linspace(0.5, x.size + 0.5, 21)
@@ -391,9 +484,12 @@ def _trace_rank_figure(post, worst: pd.DataFrame) -> str:
         ax_r.set_xlabel("rank over all chains", fontsize=8)
         for ax in (ax_t, ax_r):
             ax.tick_params(labelsize=7)
-    return _figure(fig, "trace-rank",
-                   "Trace (left) and rank histograms per chain (right) of the worst "
-                   "parameters; the dashed line is the count expected if the chains mix.")
+    return _figure(
+        fig,
+        "trace-rank",
+        "Trace (left) and rank histograms per chain (right) of the worst "
+        "parameters; the dashed line is the count expected if the chains mix.",
+    )
 
 
 # ------------------------------------------------------------------------------ 2. PPC
@@ -408,8 +504,9 @@ def _ppc_arrays(post):
         pred = tree["posterior_predictive"]["loss"]
         if obs.dims == ("run", "eval_domain"):
             return obs, pred
-    groups = data_groups(tree["posterior"].to_dataset(), post.law, post.spec.likelihood,
-                         post.fit_data(), seed=0)
+    groups = data_groups(
+        tree["posterior"].to_dataset(), post.law, post.spec.likelihood, post.fit_data(), seed=0
+    )
     return groups["observed_data"]["loss"], groups["posterior_predictive"]["loss"]
 
 
@@ -430,29 +527,41 @@ def _section_ppc(view: _View) -> tuple[str, str, str]:
         ok = np.isfinite(y[:, i])
         yi, mi, li, hi_ = y[ok, i], med[ok, i], lo[ok, i], hi[ok, i]
         covered = float(np.mean((li <= yi) & (yi <= hi_))) if ok.any() else float("nan")
-        ax.errorbar(yi, mi, yerr=[mi - li, hi_ - mi], fmt="o", ms=2.5, lw=0.6, alpha=0.6,
-                    color="tab:blue")
+        ax.errorbar(
+            yi, mi, yerr=[mi - li, hi_ - mi], fmt="o", ms=2.5, lw=0.6, alpha=0.6, color="tab:blue"
+        )
         if ok.any():
             ends = [min(yi.min(), li.min()), max(yi.max(), hi_.max())]
             ax.plot(ends, ends, color="k", lw=0.8, ls="--")
         ax.set_title(f"{dom}: {covered:.0%} covered", fontsize=8)
         ax.tick_params(labelsize=6)
-        table.append({"eval_domain": dom, "runs": int(ok.sum()),
-                      f"coverage of {view.prob:.0%} interval": covered,
-                      "mean |observed - median|": float(np.mean(np.abs(yi - mi)))
-                      if ok.any() else float("nan")})
+        table.append(
+            {
+                "eval_domain": dom,
+                "runs": int(ok.sum()),
+                f"coverage of {view.prob:.0%} interval": covered,
+                "mean |observed - median|": float(np.mean(np.abs(yi - mi)))
+                if ok.any()
+                else float("nan"),
+            }
+        )
     for ax in axes.flat[k:]:
         ax.set_visible(False)
     fig.supxlabel("observed loss (nats per token)", fontsize=9)
     fig.supylabel("replicated loss: median and interval", fontsize=9)
-    fig_html = _figure(fig, "ppc",
-                       f"Posterior predictive check: each fitted run's measured loss (x) "
-                       f"against the {view.prob:.0%} interval of its replicate under the "
-                       "posterior (y), per validation domain; points near the dashed line and "
-                       f"about {view.prob:.0%} of intervals crossing it mean the law and the "
-                       "noise model describe the runs.")
-    text = ("<p>Replicates come from the file's <code>posterior_predictive</code> group (or "
-            "are drawn now for older files): the law's mean plus the fitted noise.</p>")
+    fig_html = _figure(
+        fig,
+        "ppc",
+        f"Posterior predictive check: each fitted run's measured loss (x) "
+        f"against the {view.prob:.0%} interval of its replicate under the "
+        "posterior (y), per validation domain; points near the dashed line and "
+        f"about {view.prob:.0%} of intervals crossing it mean the law and the "
+        "noise model describe the runs.",
+    )
+    text = (
+        "<p>Replicates come from the file's <code>posterior_predictive</code> group (or "
+        "are drawn now for older files): the law's mean plus the fitted noise.</p>"
+    )
     return "ppc", "Posterior predictive check", text + fig_html + _table(pd.DataFrame(table), 3)
 
 
@@ -469,10 +578,12 @@ def _matrix_param(post) -> str | None:
 def _section_heatmap(view: _View) -> tuple[str, str, str]:
     name = _matrix_param(view.post)
     if name is None:
-        return ("slopes", "Slope matrix",
-                f"<p>Law {_esc(view.post.law.name)} has no validation x training matrix.</p>")
-    da = view.post.tree["posterior"][name].transpose("chain", "draw", "eval_domain",
-                                                      "train_domain")
+        return (
+            "slopes",
+            "Slope matrix",
+            f"<p>Law {_esc(view.post.law.name)} has no validation x training matrix.</p>",
+        )
+    da = view.post.tree["posterior"][name].transpose("chain", "draw", "eval_domain", "train_domain")
     draws = da.values.reshape((-1,) + da.shape[2:])
     mean, sd = draws.mean(0), draws.std(0)
     signed = name == "t"
@@ -482,8 +593,13 @@ def _section_heatmap(view: _View) -> tuple[str, str, str]:
     fig = _new_figure(max(5.0, cell * m + 2.5), max(2.5, cell * k * 0.8 + 1.5))
     ax = fig.subplots()
     lim = float(np.nanmax(np.abs(mean))) or 1.0
-    image = ax.imshow(mean, cmap="RdBu_r" if signed else "viridis", aspect="auto",
-                      vmin=-lim if signed else None, vmax=lim if signed else None)
+    image = ax.imshow(
+        mean,
+        cmap="RdBu_r" if signed else "viridis",
+        aspect="auto",
+        vmin=-lim if signed else None,
+        vmax=lim if signed else None,
+    )
     fig.colorbar(image, ax=ax, shrink=0.8, label=f"posterior mean of {name}")
     ax.set_xticks(range(m), view.train, rotation=90, fontsize=_fontsize(m))
     ax.set_yticks(range(k), view.eval, fontsize=_fontsize(k))
@@ -496,26 +612,42 @@ def _section_heatmap(view: _View) -> tuple[str, str, str]:
         size = 7 if cells <= ANNOTATE_TWO else 5.5
         for i in range(k):
             for j in range(m):
-                text = (f"{mean[i, j]:.2f}\n{extra[i, j]:.2f}" if cells <= ANNOTATE_TWO
-                        else f"{extra[i, j]:.2f}")
+                text = (
+                    f"{mean[i, j]:.2f}\n{extra[i, j]:.2f}"
+                    if cells <= ANNOTATE_TWO
+                    else f"{extra[i, j]:.2f}"
+                )
                 shade = abs(mean[i, j]) / lim > 0.6 if signed else False
-                ax.text(j, i, text, ha="center", va="center", fontsize=size,
-                        color="white" if shade else "black")
-    note = {True: f"cells show the mean and {what}",
-            False: f"cells show {what}"}[cells <= ANNOTATE_TWO]
-    caption = (f"Posterior mean of {name} (validation x training domain)"
-               + (f"; {note}." if cells <= ANNOTATE_ONE else
-                  f"; {k} x {m} cells are too small to annotate: {what} is the second "
-                  "panel."))
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=size,
+                    color="white" if shade else "black",
+                )
+    note = {True: f"cells show the mean and {what}", False: f"cells show {what}"}[
+        cells <= ANNOTATE_TWO
+    ]
+    caption = f"Posterior mean of {name} (validation x training domain)" + (
+        f"; {note}."
+        if cells <= ANNOTATE_ONE
+        else f"; {k} x {m} cells are too small to annotate: {what} is the second panel."
+    )
     if signed:
-        caption += (" Negative (blue): more of that training domain lowers that validation "
-                    "loss.")
+        caption += " Negative (blue): more of that training domain lowers that validation loss."
     out = [_figure(fig, "slopes", caption)]
     if cells > ANNOTATE_ONE:
         fig2 = _new_figure(max(5.0, cell * m + 2.5), max(2.5, cell * k * 0.8 + 1.5))
         ax2 = fig2.subplots()
-        im2 = ax2.imshow(extra, cmap="PuOr_r" if signed else "magma", aspect="auto",
-                         vmin=0 if signed else None, vmax=1 if signed else None)
+        im2 = ax2.imshow(
+            extra,
+            cmap="PuOr_r" if signed else "magma",
+            aspect="auto",
+            vmin=0 if signed else None,
+            vmax=1 if signed else None,
+        )
         fig2.colorbar(im2, ax=ax2, shrink=0.8, label=what)
         ax2.set_xticks(range(m), view.train, rotation=90, fontsize=_fontsize(m))
         ax2.set_yticks(range(k), view.eval, fontsize=_fontsize(k))
@@ -561,14 +693,20 @@ def _section_simplex(view: _View, abc) -> tuple[str, str, str]:
         ax.set_visible(False)
     fig.supxlabel("share of that training domain (others keep their proportions)", fontsize=9)
     fig.supylabel(f"expected loss{view.scale_text}", fontsize=9)
-    lines = _figure(fig, "simplex-lines",
-                    f"Expected aggregate loss ({view.weights_text}) along the line through "
-                    f"the {view.label} (red dot) and each training domain's vertex: share 0 "
-                    f"on the left, the pure domain on the right; band: {view.prob:.0%} "
-                    "interval over posterior draws; dotted: that domain's share limits.")
-    parts = [f"<p>Starting point: the {_esc(view.label)}: "
-             + ", ".join(f"{_esc(d)} {v:.3f}" for d, v in zip(view.train, r)) + ".</p>",
-             lines]
+    lines = _figure(
+        fig,
+        "simplex-lines",
+        f"Expected aggregate loss ({view.weights_text}) along the line through "
+        f"the {view.label} (red dot) and each training domain's vertex: share 0 "
+        f"on the left, the pure domain on the right; band: {view.prob:.0%} "
+        "interval over posterior draws; dotted: that domain's share limits.",
+    )
+    parts = [
+        f"<p>Starting point: the {_esc(view.label)}: "
+        + ", ".join(f"{_esc(d)} {v:.3f}" for d, v in zip(view.train, r))
+        + ".</p>",
+        lines,
+    ]
     if abc is not None:
         parts.append(_ternary_figure(view, abc))
     else:
@@ -586,11 +724,16 @@ def _ternary_domains(ternary, view: _View):
     if ternary is None:
         top = np.argsort(-view.mixture, kind="stable")[:3]
         return [view.train[i] for i in sorted(top)]
-    names = ([s.strip() for s in ternary.split(",")] if isinstance(ternary, str)
-             else [str(s) for s in ternary])
+    names = (
+        [s.strip() for s in ternary.split(",")]
+        if isinstance(ternary, str)
+        else [str(s) for s in ternary]
+    )
     if len(names) != 3 or len(set(names)) != 3:
-        raise errors.OptionError(f"--ternary needs three different training domains, got "
-                                 f"{','.join(names)!r}", hint="e.g. --ternary web,code,books")
+        raise errors.OptionError(
+            f"--ternary needs three different training domains, got {','.join(names)!r}",
+            hint="e.g. --ternary web,code,books",
+        )
     check_known_domains(names, view.train, "training")
     return names
 
@@ -609,8 +752,7 @@ def _ternary_figure(view: _View, abc) -> str:
     if inside <= 0:
         return "<p>No ternary view: the three domains have no share in the starting point.</p>"
     n = 30
-    bary = np.array([(i, j, n - i - j) for i in range(n + 1) for j in range(n + 1 - i)],
-                    float) / n
+    bary = np.array([(i, j, n - i - j) for i in range(n + 1) for j in range(n + 1 - i)], float) / n
     mix = np.repeat(r[None, :], len(bary), axis=0)
     mix[:, idx] = inside * bary
     values = view.overall(mix)  # (S, n)
@@ -630,33 +772,50 @@ def _ternary_figure(view: _View, abc) -> str:
         s = opt[:, idx].sum(1)
         opt = opt[s > 0]
         optima_xy = _ternary_xy(opt[:, idx] / s[s > 0, None])
-    for ax, z, label, cmap in ((axes[0], values.mean(0), "posterior mean", "viridis"),
-                               (axes[1], values.std(0), "posterior sd", "magma")):
+    for ax, z, label, cmap in (
+        (axes[0], values.mean(0), "posterior mean", "viridis"),
+        (axes[1], values.std(0), "posterior sd", "magma"),
+    ):
         cs = ax.tricontourf(tri, z, levels=14, cmap=cmap)
         fig.colorbar(cs, ax=ax, shrink=0.8, label=f"expected loss: {label}")
         ax.plot([0, 1, 0.5, 0], [0, 0, math.sqrt(3) / 2, 0], color="k", lw=0.8)
         if optima_xy is not None:
-            ax.plot(*optima_xy, ".", color="orange", ms=2, alpha=0.5,
-                    label="per-draw optima")
-        ax.scatter(*runs_xy, s=8 + 40 * share[keep], facecolors="none", edgecolors="white",
-                   linewidths=0.8, label="fitted runs")
-        ax.plot(*here, "*", color="red", ms=13, markeredgecolor="k",
-                label=view.label.split(" (")[0])
-        for (px, py), name, ha in (((0, 0), abc[0], "right"), ((1, 0), abc[1], "left"),
-                                   ((0.5, math.sqrt(3) / 2), abc[2], "center")):
+            ax.plot(*optima_xy, ".", color="orange", ms=2, alpha=0.5, label="per-draw optima")
+        ax.scatter(
+            *runs_xy,
+            s=8 + 40 * share[keep],
+            facecolors="none",
+            edgecolors="white",
+            linewidths=0.8,
+            label="fitted runs",
+        )
+        ax.plot(
+            *here, "*", color="red", ms=13, markeredgecolor="k", label=view.label.split(" (")[0]
+        )
+        for (px, py), name, ha in (
+            ((0, 0), abc[0], "right"),
+            ((1, 0), abc[1], "left"),
+            ((0.5, math.sqrt(3) / 2), abc[2], "center"),
+        ):
             ax.text(px, py + (0.03 if ha == "center" else -0.04), name, ha=ha, fontsize=9)
         ax.set_aspect("equal")
         ax.axis("off")
     axes[0].legend(loc="upper left", fontsize=7, framealpha=0.8)
     others = [d for d in view.train if d not in abc]
-    rest = (f" The other {len(others)} domains keep their shares of the starting point "
-            f"({1 - inside:.3f} in all)." if others else "")
-    return _figure(fig, "ternary",
-                   f"Expected aggregate loss over mixtures of {', '.join(abc)} "
-                   f"(a slice of the simplex through the {view.label}, red star).{rest} "
-                   "Circles: fitted runs projected onto the slice (size: their share of these "
-                   "three domains)" + ("; orange: per-draw optima" if optima_xy is not None
-                                       else "") + ".")
+    rest = (
+        f" The other {len(others)} domains keep their shares of the starting point "
+        f"({1 - inside:.3f} in all)."
+        if others
+        else ""
+    )
+    return _figure(
+        fig,
+        "ternary",
+        f"Expected aggregate loss over mixtures of {', '.join(abc)} "
+        f"(a slice of the simplex through the {view.label}, red star).{rest} "
+        "Circles: fitted runs projected onto the slice (size: their share of these "
+        "three domains)" + ("; orange: per-draw optima" if optima_xy is not None else "") + ".",
+    )
 
 
 # ------------------------------------------------------------------------------ 5. decision
@@ -668,18 +827,35 @@ def _section_decision(view: _View) -> tuple[str, str, str]:
     fig = _new_figure(8, 0.3 * m + 1.3)
     ax = fig.subplots()
     ypos = np.arange(m)[::-1]
-    ax.barh(ypos, rec["max_allowed"] - rec["min_allowed"], left=rec["min_allowed"],
-            color="0.92", height=0.8, label="allowed range")
+    ax.barh(
+        ypos,
+        rec["max_allowed"] - rec["min_allowed"],
+        left=rec["min_allowed"],
+        color="0.92",
+        height=0.8,
+        label="allowed range",
+    )
     if rep.draw_optima is not None:
         opt = rep.draw_optima.transpose("sample", "train_domain").values
-        parts_ = ax.violinplot([opt[:, j] for j in range(m)], positions=ypos,
-                               orientation="horizontal", showextrema=False, widths=0.8)
+        parts_ = ax.violinplot(
+            [opt[:, j] for j in range(m)],
+            positions=ypos,
+            orientation="horizontal",
+            showextrema=False,
+            widths=0.8,
+        )
         for body in parts_["bodies"]:
             body.set_alpha(0.35)
     if rep.optimum_spread is not None:
         sp = rep.optimum_spread.set_index("train_domain").reindex(rec["train_domain"])
-        ax.hlines(ypos, sp["lower"], sp["upper"], color="tab:blue", lw=2,
-                  label=f"per-draw optimum, {rep.prob:.0%} interval")
+        ax.hlines(
+            ypos,
+            sp["lower"],
+            sp["upper"],
+            color="tab:blue",
+            lw=2,
+            label=f"per-draw optimum, {rep.prob:.0%} interval",
+        )
         ax.plot(sp["median"], ypos, "|", color="tab:blue", ms=10)
     ax.plot(rec["share"], ypos, "o", color="tab:red", label="recommended")
     ax.plot(rec["baseline"], ypos, "x", color="k", label=f"baseline ({rep.baseline_label})")
@@ -687,10 +863,15 @@ def _section_decision(view: _View) -> tuple[str, str, str]:
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of training tokens")
     fig.legend(fontsize=7, loc="outside lower center", ncol=4)
-    parts.append(_figure(fig, "optimum-spread",
-                         "The recommended mixture (red), the baseline (x) and how uncertain the "
-                         "optimum is: where each posterior draw's own optimum puts each "
-                         "training domain (violin and interval); grey: allowed range."))
+    parts.append(
+        _figure(
+            fig,
+            "optimum-spread",
+            "The recommended mixture (red), the baseline (x) and how uncertain the "
+            "optimum is: where each posterior draw's own optimum puts each "
+            "training domain (violin and interval); grey: allowed range.",
+        )
+    )
     return "decision", "Decision", "\n".join(parts)
 
 
@@ -710,17 +891,23 @@ def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
             table = None
         constraints = led.constraints
         target = led.settings.get("target_weights") or None
-    w, w_text = resolve_weights(view.eval, target, allow_subset=True) if target else (
-        np.full(len(view.eval), 1.0 / len(view.eval)),
-        f"equal weights over the {len(view.eval)} validation domains")
+    w, w_text = (
+        resolve_weights(view.eval, target, allow_subset=True)
+        if target
+        else (
+            np.full(len(view.eval), 1.0 / len(view.eval)),
+            f"equal weights over the {len(view.eval)} validation domains",
+        )
+    )
     observed = pd.Series(dtype=float)
     if table is not None:
         final = table.final().losses
         final = final.reindex(columns=view.eval)
         ok = final.notna().all(axis=1).to_numpy()
-        observed = pd.Series(final.to_numpy(dtype=float)[ok] @ w,
-                             index=[str(i[0]) if isinstance(i, tuple) else str(i)
-                                    for i in final.index[ok]])
+        observed = pd.Series(
+            final.to_numpy(dtype=float)[ok] @ w,
+            index=[str(i[0]) if isinstance(i, tuple) else str(i) for i in final.index[ok]],
+        )
     round_of = runs.set_index("run")["round"]
     rows = []
     q = [(1 - view.prob) / 2, (1 + view.prob) / 2]
@@ -728,56 +915,89 @@ def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
         these = runs[runs["round"] == rnd]
         done = [r for r in observed.index if round_of.get(r, -1) <= rnd]
         best = float(observed[done].min()) if done else float("nan")
-        row = {"round": int(rnd), "proposed": int(len(these)),
-               "completed": int((these["status"] == "completed").sum()),
-               "strategy": ", ".join(sorted(set(these["strategy"].astype(str)))),
-               "best observed so far": best, "posterior": "", "recommendation": "",
-               "expected loss": float("nan"), "lower": float("nan"), "upper": float("nan")}
+        row = {
+            "round": int(rnd),
+            "proposed": int(len(these)),
+            "completed": int((these["status"] == "completed").sum()),
+            "strategy": ", ".join(sorted(set(these["strategy"].astype(str)))),
+            "best observed so far": best,
+            "posterior": "",
+            "recommendation": "",
+            "expected loss": float("nan"),
+            "lower": float("nan"),
+            "upper": float("nan"),
+        }
         paths = [p for p in these["posterior"].dropna().unique() if p]
         path = next((Path(p) for p in paths if Path(p).is_file()), None)
         if path is not None:
             try:
                 post = Posterior.load(path)
-                cons = constraints if tuple(constraints.domains) == post.train_domains \
+                cons = (
+                    constraints
+                    if tuple(constraints.domains) == post.train_domains
                     else Constraints.unconstrained(post.train_domains)
+                )
                 draws = LawDraws.from_posterior(post, inputs=view.inputs or None)
                 step = max(1, math.ceil(draws.n_samples / CURVE_DRAWS))
                 draws = draws.select(slice(None, None, step))
                 best_mix = minimize_objective(draws, cons, w, "mean").mixture
                 vals = draws.mean_loss(best_mix[None, :])[:, 0, :] @ w
                 lo, hi = np.quantile(vals, q)
-                row.update({"posterior": path.name,
-                            "recommendation": ", ".join(
-                                f"{d} {v:.2f}" for d, v in zip(post.train_domains, best_mix)),
-                            "expected loss": float(vals.mean()), "lower": float(lo),
-                            "upper": float(hi)})
+                row.update(
+                    {
+                        "posterior": path.name,
+                        "recommendation": ", ".join(
+                            f"{d} {v:.2f}" for d, v in zip(post.train_domains, best_mix)
+                        ),
+                        "expected loss": float(vals.mean()),
+                        "lower": float(lo),
+                        "upper": float(hi),
+                    }
+                )
             except errors.BayesmixError as err:
                 row["posterior"] = f"{path.name}: {err}"
         rows.append(row)
     frame = pd.DataFrame(rows)
-    parts = [f"<p>Ledger {_esc(Path(ledger).name)}: {len(runs)} runs in {len(frame)} rounds; "
-             f"aggregate loss with {_esc(w_text)}. Each round's recommendation is the "
-             "posterior-mean optimum (ledger constraints) of the posterior its proposals came "
-             "from, i.e. fitted to the runs of earlier rounds.</p>"]
+    parts = [
+        f"<p>Ledger {_esc(Path(ledger).name)}: {len(runs)} runs in {len(frame)} rounds; "
+        f"aggregate loss with {_esc(w_text)}. Each round's recommendation is the "
+        "posterior-mean optimum (ledger constraints) of the posterior its proposals came "
+        "from, i.e. fitted to the runs of earlier rounds.</p>"
+    ]
     if len(frame):
         fig = _new_figure(7.5, 3.6)
         ax = fig.subplots()
-        ax.step(frame["round"], frame["best observed so far"], where="post", color="k",
-                label="best observed (runs of rounds <= r)")
+        ax.step(
+            frame["round"],
+            frame["best observed so far"],
+            where="post",
+            color="k",
+            label="best observed (runs of rounds <= r)",
+        )
         has = frame["expected loss"].notna()
         if has.any():
             f = frame[has]
-            ax.errorbar(f["round"], f["expected loss"],
-                        yerr=[f["expected loss"] - f["lower"], f["upper"] - f["expected loss"]],
-                        fmt="o", color="tab:red", capsize=3,
-                        label=f"recommendation: expected loss, {view.prob:.0%} interval")
+            ax.errorbar(
+                f["round"],
+                f["expected loss"],
+                yerr=[f["expected loss"] - f["lower"], f["upper"] - f["expected loss"]],
+                fmt="o",
+                color="tab:red",
+                capsize=3,
+                label=f"recommendation: expected loss, {view.prob:.0%} interval",
+            )
         ax.set_xlabel("round")
         ax.set_ylabel("aggregate loss (nats per token)")
         ax.set_xticks(frame["round"].tolist())
         ax.legend(fontsize=8)
-        parts.append(_figure(fig, "ledger-progress",
-                             "The loop's progress: best observed aggregate loss so far (black) "
-                             "and each round's recommendation with its interval (red)."))
+        parts.append(
+            _figure(
+                fig,
+                "ledger-progress",
+                "The loop's progress: best observed aggregate loss so far (black) "
+                "and each round's recommendation with its interval (red).",
+            )
+        )
     parts.append(_table(frame, 4))
     return "ledger", "Active-learning progress", "\n".join(parts)
 

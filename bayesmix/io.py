@@ -29,9 +29,11 @@ def _temp_name(path: Path) -> Path:
 
 def _write_error(path: Path, err: OSError) -> errors.WriteError:
     reason = err.strerror or type(err).__name__
-    return errors.WriteError(f"cannot write the file ({reason})", source=str(path),
-                             hint="check the folder's permissions and free space; nothing was "
-                                  "replaced")
+    return errors.WriteError(
+        f"cannot write the file ({reason})",
+        source=str(path),
+        hint="check the folder's permissions and free space; nothing was replaced",
+    )
 
 
 @contextlib.contextmanager
@@ -97,9 +99,14 @@ def same_file(a: PathLike, b: PathLike) -> bool:
         return False
 
 
-def check_output_path(path: PathLike, *, inputs: Iterable[PathLike | None] = (),
-                      force: bool = False, option: str = "-o",
-                      suffixes: tuple[str, ...] | None = None) -> Path:
+def check_output_path(
+    path: PathLike,
+    *,
+    inputs: Iterable[PathLike | None] = (),
+    force: bool = False,
+    option: str = "-o",
+    suffixes: tuple[str, ...] | None = None,
+) -> Path:
     """Check an output path before any work; return it as a Path.
 
     Refused (:class:`~bayesmix.errors.OutputPathError`, one line): a folder; a file whose
@@ -110,14 +117,16 @@ def check_output_path(path: PathLike, *, inputs: Iterable[PathLike | None] = (),
     """
     path = Path(path)
     if str(path) == "" or path.name in ("", ".", ".."):
-        raise errors.OutputPathError(f"{option} {str(path)!r} is not a file name",
-                                     hint="give a file name")
+        raise errors.OutputPathError(
+            f"{option} {str(path)!r} is not a file name", hint="give a file name"
+        )
     if path.is_dir():
         raise errors.OutputPathError(f"{option} {path} is a directory", hint="give a file name")
     if suffixes is not None and path.suffix.lower() not in suffixes:
-        raise errors.OutputPathError(f"{option} {path}: unknown output format "
-                                     f"{path.suffix or '(no suffix)'!r}",
-                                     hint=f"use a file ending in {' or '.join(suffixes)}")
+        raise errors.OutputPathError(
+            f"{option} {path}: unknown output format {path.suffix or '(no suffix)'!r}",
+            hint=f"use a file ending in {' or '.join(suffixes)}",
+        )
     for item in inputs:
         if item is None:
             continue
@@ -128,20 +137,25 @@ def check_output_path(path: PathLike, *, inputs: Iterable[PathLike | None] = (),
         except (OSError, RuntimeError):
             pass
         if inside or same_file(path, inp):
-            raise errors.OutputPathError(f"{option} {path} would overwrite input {item}: "
-                                         "refusing to overwrite an input",
-                                         hint="write the output somewhere else")
+            raise errors.OutputPathError(
+                f"{option} {path} would overwrite input {item}: refusing to overwrite an input",
+                hint="write the output somewhere else",
+            )
     if path.exists() and not force:
-        raise errors.OutputPathError(f"{option} {path} already exists",
-                                     hint="pass --force to replace it, or choose another name")
+        raise errors.OutputPathError(
+            f"{option} {path} already exists",
+            hint="pass --force to replace it, or choose another name",
+        )
     parent = next((p for p in path.absolute().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise errors.OutputPathError(f"{option} {path}: {parent} is a file, not a folder")
     if parent is not None:
         problem = _probe(parent)
         if problem:
-            raise errors.OutputPathError(f"{option} {path}: cannot write in folder {parent} "
-                                         f"({problem})", hint="choose a folder you can write to")
+            raise errors.OutputPathError(
+                f"{option} {path}: cannot write in folder {parent} ({problem})",
+                hint="choose a folder you can write to",
+            )
     return path
 
 

@@ -24,8 +24,13 @@ from bayesmix import errors
 from bayesmix.data import MIX_PREFIX, SUM_TOLERANCE, _normalise_name
 
 
-def as_mixtures(obj, train_domains: Sequence[str], *, source: str | None = None,
-                tolerance: float = SUM_TOLERANCE) -> pd.DataFrame:
+def as_mixtures(
+    obj,
+    train_domains: Sequence[str],
+    *,
+    source: str | None = None,
+    tolerance: float = SUM_TOLERANCE,
+) -> pd.DataFrame:
     """Validated mixtures as a DataFrame (index ``mixture``, columns ``train_domains``)."""
     train_domains = list(train_domains)
     if isinstance(obj, pd.DataFrame):
@@ -34,7 +39,7 @@ def as_mixtures(obj, train_domains: Sequence[str], *, source: str | None = None,
         id_col = next((c for c in ("mixture", "run") if c in df.columns), None)
         if id_col:
             df = df.set_index(id_col)
-        df.columns = [c[len(MIX_PREFIX):] if c.startswith(MIX_PREFIX) else c for c in df.columns]
+        df.columns = [c[len(MIX_PREFIX) :] if c.startswith(MIX_PREFIX) else c for c in df.columns]
         df = df[[c for c in df.columns if not c.startswith("loss.")]]
         for c in ("n_params", "step", "tokens", "round", "strategy", "status"):
             if c in df.columns:
@@ -44,16 +49,21 @@ def as_mixtures(obj, train_domains: Sequence[str], *, source: str | None = None,
         for name, shares in obj.items():
             if not isinstance(shares, Mapping):
                 raise errors.FormatError(
-                    f"mixture {name!r} is not an object {{domain: share}}", source=source,
-                    hint='write {"name": {"domain": share, ...}, ...}')
+                    f"mixture {name!r} is not an object {{domain: share}}",
+                    source=source,
+                    hint='write {"name": {"domain": share, ...}, ...}',
+                )
             for key in shares:
                 _check_known_column(str(key), train_domains, source)
             absent = [d for d in train_domains if d not in shares]
             if absent:  # like a missing column or an empty cell in the CSV form
                 raise errors.MissingValueError(
                     f"mixture {str(name)!r} gives no share for training domain {absent[0]!r}",
-                    source=source, run=str(name), column=absent[0],
-                    hint="give every training domain a share (0 if unused)")
+                    source=source,
+                    run=str(name),
+                    column=absent[0],
+                    hint="give every training domain a share (0 if unused)",
+                )
             rows[str(name)] = dict(shares)
         df = pd.DataFrame.from_dict(rows, orient="index")
     else:
@@ -61,46 +71,62 @@ def as_mixtures(obj, train_domains: Sequence[str], *, source: str | None = None,
         if arr.shape[-1] != len(train_domains):
             raise errors.FormatError(
                 f"mixtures have {arr.shape[-1]} shares but the posterior has "
-                f"{len(train_domains)} training domains", source=source,
-                hint=f"order: {', '.join(train_domains)}")
-        df = pd.DataFrame(arr, columns=train_domains,
-                          index=[f"mix{i}" for i in range(len(arr))])
+                f"{len(train_domains)} training domains",
+                source=source,
+                hint=f"order: {', '.join(train_domains)}",
+            )
+        df = pd.DataFrame(arr, columns=train_domains, index=[f"mix{i}" for i in range(len(arr))])
     if len(df) == 0:
         raise errors.EmptyInputError("no mixtures given", source=source)
     for c in df.columns:
         _check_known_column(c, train_domains, source)
     missing = [d for d in train_domains if d not in df.columns]
     if missing:
-        raise errors.FormatError(f"no share given for training domain {missing[0]!r}",
-                                 source=source, column=missing[0],
-                                 hint="give every training domain a share (0 if unused)")
+        raise errors.FormatError(
+            f"no share given for training domain {missing[0]!r}",
+            source=source,
+            column=missing[0],
+            hint="give every training domain a share (0 if unused)",
+        )
     df = df[train_domains]
     df.index = [str(i) for i in df.index]
     df.index.name = "mixture"
     df.columns.name = "train_domain"
     if df.index.duplicated().any():
-        raise errors.DuplicateRunError(f"mixture {df.index[df.index.duplicated()][0]!r} "
-                                       "appears twice", source=source)
+        raise errors.DuplicateRunError(
+            f"mixture {df.index[df.index.duplicated()][0]!r} appears twice", source=source
+        )
     values = df.apply(pd.to_numeric, errors="coerce")
     bad = values.isna() & df.notna()
     if bad.to_numpy().any():
         i, j = np.argwhere(bad.to_numpy())[0]
-        raise errors.NonNumericError(f"{df.iat[i, j]!r} is not a number", source=source,
-                                     run=df.index[i], column=df.columns[j])
+        raise errors.NonNumericError(
+            f"{df.iat[i, j]!r} is not a number",
+            source=source,
+            run=df.index[i],
+            column=df.columns[j],
+        )
     arr = values.to_numpy(dtype=float)
     if np.isnan(arr).any():
         i, j = np.argwhere(np.isnan(arr))[0]
-        raise errors.MissingValueError("share is missing", source=source, run=df.index[i],
-                                       column=df.columns[j], hint="write 0 for an unused domain")
+        raise errors.MissingValueError(
+            "share is missing",
+            source=source,
+            run=df.index[i],
+            column=df.columns[j],
+            hint="write 0 for an unused domain",
+        )
     if (arr < 0).any():
         i, j = np.argwhere(arr < 0)[0]
-        raise errors.NegativeProportionError(f"share {arr[i, j]:g} is negative", source=source,
-                                             run=df.index[i], column=df.columns[j])
+        raise errors.NegativeProportionError(
+            f"share {arr[i, j]:g} is negative", source=source, run=df.index[i], column=df.columns[j]
+        )
     sums = arr.sum(axis=1)
     if (np.abs(sums - 1) > tolerance).any():
         i = int(np.flatnonzero(np.abs(sums - 1) > tolerance)[0])
-        raise errors.ProportionSumError(f"shares sum to {sums[i]:.6g}, not 1", source=source,
-                                        run=df.index[i])
+        raise errors.ProportionSumError(
+            f"shares sum to {sums[i]:.6g}, not 1", source=source, run=df.index[i]
+        )
     return pd.DataFrame(arr / sums[:, None], index=df.index, columns=df.columns)
 
 
@@ -108,9 +134,13 @@ def _check_known_column(name: str, train_domains: list[str], source: str | None)
     if name not in train_domains:
         close = difflib.get_close_matches(name, train_domains, n=1, cutoff=0.6)
         raise errors.DomainNameError(
-            f"unknown training domain {name!r}", source=source, column=name,
-            hint=f"did you mean {close[0]!r}?" if close else
-            f"the posterior's domains: {', '.join(train_domains)}")
+            f"unknown training domain {name!r}",
+            source=source,
+            column=name,
+            hint=f"did you mean {close[0]!r}?"
+            if close
+            else f"the posterior's domains: {', '.join(train_domains)}",
+        )
 
 
 def read_mixtures(path: str | Path, train_domains: Sequence[str]) -> pd.DataFrame:
@@ -127,13 +157,15 @@ def read_mixtures(path: str | Path, train_domains: Sequence[str]) -> pd.DataFram
     except FileNotFoundError:
         raise errors.UnreadableFileError("file not found", source=str(path)) from None
     except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise errors.UnreadableFileError(f"cannot read mixtures: {err}".splitlines()[0],
-                                         source=str(path)) from None
+        raise errors.UnreadableFileError(
+            f"cannot read mixtures: {err}".splitlines()[0], source=str(path)
+        ) from None
     return as_mixtures(df, train_domains, source=str(path))
 
 
-def domain_weights(weights, eval_domains: Sequence[str], *, allow_subset: bool = False,
-                   source: str | None = None) -> np.ndarray:
+def domain_weights(
+    weights, eval_domains: Sequence[str], *, allow_subset: bool = False, source: str | None = None
+) -> np.ndarray:
     """Normalised weights (K,) over ``eval_domains`` from ``{domain: weight}`` or a JSON path.
 
     Names match up to case and punctuation (``Pile-CC`` = ``pile_cc``). A weighted domain the
@@ -147,11 +179,13 @@ def domain_weights(weights, eval_domains: Sequence[str], *, allow_subset: bool =
         except FileNotFoundError:
             raise errors.UnreadableFileError("file not found", source=source) from None
         except (OSError, ValueError) as err:
-            raise errors.UnreadableFileError(f"not a JSON object of weights: {err}",
-                                             source=source) from None
+            raise errors.UnreadableFileError(
+                f"not a JSON object of weights: {err}", source=source
+            ) from None
     if not isinstance(weights, Mapping) or not weights:
-        raise errors.FormatError("weights must be a non-empty mapping {domain: weight}",
-                                 source=source)
+        raise errors.FormatError(
+            "weights must be a non-empty mapping {domain: weight}", source=source
+        )
     index = {_normalise_name(d): i for i, d in enumerate(eval_domains)}
     spelt: dict[str, str] = {}
     for name in weights:
@@ -159,19 +193,24 @@ def domain_weights(weights, eval_domains: Sequence[str], *, allow_subset: bool =
         if key in spelt:
             raise errors.DomainNameError(
                 f"weights name {spelt[key]!r} and {str(name)!r}, which differ only in case or "
-                "punctuation", source=source, column=str(name),
-                hint="give each validation domain one weight")
+                "punctuation",
+                source=source,
+                column=str(name),
+                hint="give each validation domain one weight",
+            )
         spelt[key] = str(name)
     out = np.zeros(len(eval_domains))
     for name, w in weights.items():
         try:
             w = float(w)
         except (TypeError, ValueError):
-            raise errors.NonNumericError(f"weight {w!r} is not a number", source=source,
-                                         column=str(name)) from None
+            raise errors.NonNumericError(
+                f"weight {w!r} is not a number", source=source, column=str(name)
+            ) from None
         if not np.isfinite(w) or w < 0:
-            raise errors.FormatError(f"weight {w:g} must be finite and >= 0", source=source,
-                                     column=str(name))
+            raise errors.FormatError(
+                f"weight {w:g} must be finite and >= 0", source=source, column=str(name)
+            )
         i = index.get(_normalise_name(str(name)))
         if i is None:
             if allow_subset:
@@ -179,12 +218,15 @@ def domain_weights(weights, eval_domains: Sequence[str], *, allow_subset: bool =
             close = difflib.get_close_matches(str(name), list(eval_domains), n=1, cutoff=0.6)
             raise errors.DomainNameError(
                 f"weighted domain {name!r} is not a validation domain of the posterior",
-                source=source, column=str(name),
+                source=source,
+                column=str(name),
                 hint=(f"did you mean {close[0]!r}? " if close else "")
-                + "or allow a subset (CLI: --weights-subset)")
+                + "or allow a subset (CLI: --weights-subset)",
+            )
         out[i] = w
     if not out.max() > 0:
-        raise errors.FormatError("no positive weight on any validation domain of the posterior",
-                                 source=source)
+        raise errors.FormatError(
+            "no positive weight on any validation domain of the posterior", source=source
+        )
     out = out / out.max()  # first to at most 1: a sum of huge weights would overflow to inf
     return out / out.sum()

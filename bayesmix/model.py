@@ -60,9 +60,15 @@ class ModelData:
         return "record" if self.multi_record else "run"
 
     def as_dict(self) -> dict:
-        out = {"r": self.r, "y": self.y, "run_idx": self.run_idx, "eval_idx": self.eval_idx,
-               "loss_mean": self.loss_mean, "loss_scale": self.loss_scale,
-               "log_sigma_loc": np.asarray(self.log_sigma_loc)}
+        out = {
+            "r": self.r,
+            "y": self.y,
+            "run_idx": self.run_idx,
+            "eval_idx": self.eval_idx,
+            "loss_mean": self.loss_mean,
+            "loss_scale": self.loss_scale,
+            "log_sigma_loc": np.asarray(self.log_sigma_loc),
+        }
         for key in ("n_params", "tokens", "record_run"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -74,8 +80,9 @@ def uses_checkpoints(law) -> bool:
     return law is not None and "tokens" in get_law(law).inputs
 
 
-def select_for_fit(runs: RunTable, *, step: float | None = None, law=None,
-                   max_step: float | None = None) -> RunTable:
+def select_for_fit(
+    runs: RunTable, *, step: float | None = None, law=None, max_step: float | None = None
+) -> RunTable:
     """The records the law is fitted to.
 
     A law without a tokens input: one record per run (the last checkpoint, or ``step``). A law
@@ -94,9 +101,12 @@ def select_for_fit(runs: RunTable, *, step: float | None = None, law=None,
                 keep &= steps.to_numpy(dtype=float) <= max_step
             if not keep.any():
                 raise errors.EmptyInputError(
-                    "no checkpoint with tokens > 0" + (
-                        f" at or below step {max_step:g}" if max_step is not None else ""),
-                    source=runs.source, column="tokens", hint="check --max-step")
+                    "no checkpoint with tokens > 0"
+                    + (f" at or below step {max_step:g}" if max_step is not None else ""),
+                    source=runs.source,
+                    column="tokens",
+                    hint="check --max-step",
+                )
             table = runs._subset(runs._records[keep])
     else:
         table = runs.at_step(step) if step is not None else runs.final()
@@ -106,9 +116,11 @@ def select_for_fit(runs: RunTable, *, step: float | None = None, law=None,
         values = ", ".join(f"{v:g}" for v in sorted(sizes.unique()))
         raise errors.FormatError(
             f"runs of several model sizes ({values}) cannot share one mixing law",
-            source=runs.source, column="n_params",
+            source=runs.source,
+            column="n_params",
             hint="fit one size at a time (CLI: --size N), or use a law over model size "
-                 "and tokens (--model scaling)")
+            "and tokens (--model scaling)",
+        )
     return table
 
 
@@ -133,9 +145,12 @@ def prepare_data(runs: RunTable, law=None) -> ModelData:
     empty = np.isnan(mean)
     if empty.any():
         dom = runs.eval_domains[int(np.flatnonzero(empty)[0])]
-        raise errors.NoLossesError(f"validation domain {dom!r} has no observed loss",
-                                   source=runs.source, column=f"loss.{dom}",
-                                   hint="drop the column or add runs that measure it")
+        raise errors.NoLossesError(
+            f"validation domain {dom!r} has no observed loss",
+            source=runs.source,
+            column=f"loss.{dom}",
+            hint="drop the column or add runs that measure it",
+        )
     floor = 0.02 * mean
     spread = np.where(np.isfinite(spread) & (spread > floor), spread, floor)
     extra = {}
@@ -145,9 +160,12 @@ def prepare_data(runs: RunTable, law=None) -> ModelData:
         col = runs.column(key)
         values = None if col is None else col.to_numpy(dtype=float)
         if values is None or not np.all(np.isfinite(values) & (values > 0)):
-            raise errors.FormatError(f"law {get_law(law).name!r} needs {key} for every run",
-                                     source=runs.source, column=key,
-                                     hint=f"add a positive '{key}' column to the runs")
+            raise errors.FormatError(
+                f"law {get_law(law).name!r} needs {key} for every run",
+                source=runs.source,
+                column=key,
+                hint=f"add a positive '{key}' column to the runs",
+            )
         extra[key] = values
     run_col = records["run"].astype(str).to_numpy()
     labels = tuple(run_col)
@@ -158,10 +176,17 @@ def prepare_data(runs: RunTable, law=None) -> ModelData:
         extra["record_run"] = np.array([position[r] for r in run_col], dtype=np.int64)
         steps = records["step"].to_numpy(dtype=float)
         labels = tuple(f"{r}@{s:g}" for r, s in zip(run_col, steps, strict=True))
-    return ModelData(runs=labels, r=mix.to_numpy(dtype=float), y=y,
-                     run_idx=run_idx.astype(np.int64), eval_idx=eval_idx.astype(np.int64),
-                     loss_mean=mean, loss_scale=2.0 * spread,
-                     log_sigma_loc=float(np.log(0.25 * np.median(spread))), **extra)
+    return ModelData(
+        runs=labels,
+        r=mix.to_numpy(dtype=float),
+        y=y,
+        run_idx=run_idx.astype(np.int64),
+        eval_idx=eval_idx.astype(np.int64),
+        loss_mean=mean,
+        loss_scale=2.0 * spread,
+        log_sigma_loc=float(np.log(0.25 * np.median(spread))),
+        **extra,
+    )
 
 
 def diagonal_pairs(spec: ModelSpec, train_domains, eval_domains) -> list[tuple[int, int]]:
@@ -170,19 +195,29 @@ def diagonal_pairs(spec: ModelSpec, train_domains, eval_domains) -> list[tuple[i
     if mode == "off":
         return []
     train = {_normalise_name(d): j for j, d in enumerate(train_domains)}
-    pairs = [(i, train[_normalise_name(d)]) for i, d in enumerate(eval_domains)
-             if _normalise_name(d) in train]
+    pairs = [
+        (i, train[_normalise_name(d)])
+        for i, d in enumerate(eval_domains)
+        if _normalise_name(d) in train
+    ]
     if mode == "on" and not pairs:
-        raise errors.SpecError("hierarchy diagonal = \"on\" but no validation domain name "
-                               "matches a training domain", hint="use \"auto\" or \"off\"")
+        raise errors.SpecError(
+            'hierarchy diagonal = "on" but no validation domain name matches a training domain',
+            hint='use "auto" or "off"',
+        )
     return pairs
 
 
-def structure_key(spec: ModelSpec, train_domains, eval_domains,
-                  multi_record: bool = False) -> str:
+def structure_key(spec: ModelSpec, train_domains, eval_domains, multi_record: bool = False) -> str:
     """Identifies a model structure: equal keys can share one compiled model."""
-    text = "|".join([spec.to_json(), ",".join(train_domains), ",".join(eval_domains),
-                     "records" if multi_record else "runs"])
+    text = "|".join(
+        [
+            spec.to_json(),
+            ",".join(train_domains),
+            ",".join(eval_domains),
+            "records" if multi_record else "runs",
+        ]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -197,8 +232,12 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
     train_domains, eval_domains = list(train_domains), list(eval_domains)
     pairs = diagonal_pairs(spec, train_domains, eval_domains)
     rec = data.record_dim
-    coords = {"train_domain": train_domains, "eval_domain": eval_domains,
-              rec: list(data.runs), "obs": np.arange(len(data.y))}
+    coords = {
+        "train_domain": train_domains,
+        "eval_domain": eval_domains,
+        rec: list(data.runs),
+        "obs": np.arange(len(data.y)),
+    }
     if data.multi_record:
         assert data.run_ids is not None  # multi_record means run_ids were set
         coords["run"] = list(data.run_ids)
@@ -217,19 +256,24 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
         run_idx = pm.Data("run_idx", data.run_idx, dims="obs")
         eval_idx = pm.Data("eval_idx", data.eval_idx, dims="obs")
         ctx = BuildContext(
-            priors=spec.priors, hierarchy=spec.hierarchy, train_domains=tuple(train_domains),
-            eval_domains=tuple(eval_domains), diagonal=mask,
+            priors=spec.priors,
+            hierarchy=spec.hierarchy,
+            train_domains=tuple(train_domains),
+            eval_domains=tuple(eval_domains),
+            diagonal=mask,
             loss_mean=pm.Data("loss_mean", data.loss_mean, dims="eval_domain"),
             loss_scale=pm.Data("loss_scale", data.loss_scale, dims="eval_domain"),
-            inputs=inputs)
+            inputs=inputs,
+        )
         log_sigma_loc = pm.Data("log_sigma_loc", np.asarray(data.log_sigma_loc))
 
         params = law.build(ctx)
         missing = [p for p in law.param_names if p not in params or p not in model.named_vars]
         if missing:
-            raise errors.SpecError(f"law {law.name!r} did not create its parameter "
-                                   f"{missing[0]!r} as a model variable",
-                                   hint="name it with pm.Deterministic(name, ..., dims=...)")
+            raise errors.SpecError(
+                f"law {law.name!r} did not create its parameter {missing[0]!r} as a model variable",
+                hint="name it with pm.Deterministic(name, ..., dims=...)",
+            )
 
         ls_mu = ctx.prior("log_sigma_mu", mu=log_sigma_loc)
         ls_sigma = ctx.prior("log_sigma_sigma")
@@ -245,8 +289,14 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
             if run_effect_on(spec):
                 mu = mu + _run_effect(ctx, data, log_sigma_loc)[record_run[run_idx], eval_idx]
         if spec.likelihood["family"] == "student_t":
-            pm.StudentT("loss", nu=float(spec.likelihood["nu"]), mu=mu, sigma=sigma[eval_idx],
-                        observed=y, dims="obs")
+            pm.StudentT(
+                "loss",
+                nu=float(spec.likelihood["nu"]),
+                mu=mu,
+                sigma=sigma[eval_idx],
+                observed=y,
+                dims="obs",
+            )
         else:
             pm.Normal("loss", mu=mu, sigma=sigma[eval_idx], observed=y, dims="obs")
     return model
@@ -289,6 +339,7 @@ def build_naive_model(train_domains, eval_domains, data: ModelData) -> pm.Model:
         t = pm.Normal("t", 0.0, 2.0, dims=("eval_domain", "train_domain"))
         sigma = pm.HalfNormal("sigma", sigma=data.loss_scale, dims="eval_domain")
         mean = c[None, :] + k[None, :] * pt.exp(r @ t.T)
-        pm.Normal("loss", mu=mean[data.run_idx, data.eval_idx], sigma=sigma[data.eval_idx],
-                  observed=y)
+        pm.Normal(
+            "loss", mu=mean[data.run_idx, data.eval_idx], sigma=sigma[data.eval_idx], observed=y
+        )
     return model

@@ -75,8 +75,9 @@ def _expected_shape(param) -> str:
     return "(" + ", ".join(["S", *(letters[d] for d in param.dims)]) + ")"
 
 
-def check_draws(draws: Mapping[str, np.ndarray], law: Law | str | None = None
-                ) -> dict[str, np.ndarray]:
+def check_draws(
+    draws: Mapping[str, np.ndarray], law: Law | str | None = None
+) -> dict[str, np.ndarray]:
     """Validate draws of ``law``'s parameters (default M4) and return float64 copies.
 
     Every parameter of :attr:`Law.params` must be present with a leading sample axis S > 0 and
@@ -90,10 +91,15 @@ def check_draws(draws: Mapping[str, np.ndarray], law: Law | str | None = None
     if missing:
         raise errors.FormatError(
             f"posterior draws lack the {_law_label(law)} parameter(s) {', '.join(missing)}",
-            hint=f"law {law.name!r} needs draws of {', '.join(names)}")
+            hint=f"law {law.name!r} needs draws of {', '.join(names)}",
+        )
     out = {p: np.asarray(draws[p], dtype=float) for p in names}
-    sizes: dict[str, set] = {"sample": set(), "eval_domain": set(), "latent": set(),
-                             "train_domain": set()}
+    sizes: dict[str, set] = {
+        "sample": set(),
+        "eval_domain": set(),
+        "latent": set(),
+        "train_domain": set(),
+    }
     ranks_ok = all(out[p.name].ndim == 1 + len(p.dims) for p in law.params)
     if ranks_ok:
         for p in law.params:
@@ -104,14 +110,19 @@ def check_draws(draws: Mapping[str, np.ndarray], law: Law | str | None = None
         want = ", ".join(_expected_shape(p) for p in law.params)
         raise errors.FormatError(
             f"draws have shapes {got}; expected {want} with one leading sample axis (S draws, "
-            "K validation, M training domains)")
+            "K validation, M training domains)"
+        )
     if out[names[0]].shape[0] == 0:
-        raise errors.FormatError("no posterior draws (the sample axis is empty)",
-                                 hint="give at least one draw of every parameter")
+        raise errors.FormatError(
+            "no posterior draws (the sample axis is empty)",
+            hint="give at least one draw of every parameter",
+        )
     bad = [p for p in names if not np.isfinite(out[p]).all()]
     if bad:
-        raise errors.FormatError(f"posterior draws of {', '.join(bad)} contain NaN or inf",
-                                 hint="drop those draws or refit")
+        raise errors.FormatError(
+            f"posterior draws of {', '.join(bad)} contain NaN or inf",
+            hint="drop those draws or refit",
+        )
     return out
 
 
@@ -122,8 +133,9 @@ def _check_inputs(law: Law, inputs: Mapping | None) -> dict[str, float]:
     out = {}
     for key, value in dict(inputs or {}).items():
         if key not in INPUTS or key == "r":
-            raise errors.OptionError(f"unknown law input {key!r}",
-                                     hint="inputs are n_params (parameters) and tokens")
+            raise errors.OptionError(
+                f"unknown law input {key!r}", hint="inputs are n_params (parameters) and tokens"
+            )
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -141,7 +153,8 @@ def _require_inputs(law: Law, inputs: Mapping) -> None:
         raise errors.OptionError(
             f"law {law.name!r} needs {missing[0]} (of the run the mixture is chosen for) to "
             "compare mixtures",
-            hint=f"give LawDraws(..., inputs={{{missing[0]!r}: value}})")
+            hint=f"give LawDraws(..., inputs={{{missing[0]!r}: value}})",
+        )
 
 
 @dataclass(frozen=True)
@@ -171,8 +184,11 @@ class LawDraws:
         object.__setattr__(self, "train_domains", tuple(self.train_domains))
         object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
         object.__setattr__(self, "inputs", _check_inputs(law, self.inputs))
-        names = {"eval_domain": len(self.eval_domains), "train_domain": len(self.train_domains),
-                 "latent": _dim_size(law, p, "latent")}  # latent domains: as many as drawn
+        names = {
+            "eval_domain": len(self.eval_domains),
+            "train_domain": len(self.train_domains),
+            "latent": _dim_size(law, p, "latent"),
+        }  # latent domains: as many as drawn
         for par in law.params:
             shape = p[par.name].shape[1:]
             want = tuple(names[d] for d in par.dims)
@@ -180,7 +196,8 @@ class LawDraws:
                 raise errors.FormatError(
                     f"draws of {par.name} are {shape} per draw ({', '.join(par.dims)}) but "
                     f"{names['eval_domain']} validation x {names['train_domain']} training "
-                    "domain names were given")
+                    "domain names were given"
+                )
 
     @property
     def n_samples(self) -> int:
@@ -192,21 +209,34 @@ class LawDraws:
 
     def select(self, index) -> LawDraws:
         """The draws at ``index`` (an int array or slice along the sample axis)."""
-        return LawDraws({k: v[index] for k, v in self.params.items()}, self.train_domains,
-                        self.eval_domains, self.diagnostics_warning, self.source, self.law,
-                        self.inputs)
+        return LawDraws(
+            {k: v[index] for k, v in self.params.items()},
+            self.train_domains,
+            self.eval_domains,
+            self.diagnostics_warning,
+            self.source,
+            self.law,
+            self.inputs,
+        )
 
     @classmethod
-    def from_posterior(cls, posterior, source: str | None = None, *,
-                       inputs: Mapping | None = None) -> LawDraws:
+    def from_posterior(
+        cls, posterior, source: str | None = None, *, inputs: Mapping | None = None
+    ) -> LawDraws:
         """Draws of a fitted :class:`bayesmix.posterior.Posterior`, whatever its law."""
         law = getattr(posterior, "law", None)
         if law is None:
             law = get_law(getattr(getattr(posterior, "spec", None), "law", "m4"))
         params = posterior.law_params()
-        return cls({p: params[p] for p in law.param_names if p in params},
-                   posterior.train_domains, posterior.eval_domains,
-                   posterior.diagnostics_warning, source, law, inputs or {})
+        return cls(
+            {p: params[p] for p in law.param_names if p in params},
+            posterior.train_domains,
+            posterior.eval_domains,
+            posterior.diagnostics_warning,
+            source,
+            law,
+            inputs or {},
+        )
 
 
 def as_law_draws(source, law: Law | str | None = None) -> LawDraws:
@@ -215,8 +245,10 @@ def as_law_draws(source, law: Law | str | None = None) -> LawDraws:
         return source
     if hasattr(source, "law_params"):
         return LawDraws.from_posterior(source)
-    raise TypeError("expected a Posterior or LawDraws; wrap a plain draws dict as "
-                    "LawDraws(params, train_domains, eval_domains, law=...)")
+    raise TypeError(
+        "expected a Posterior or LawDraws; wrap a plain draws dict as "
+        "LawDraws(params, train_domains, eval_domains, law=...)"
+    )
 
 
 def _unpack(draws, law: Law | str | None = None) -> tuple[Law, dict, dict]:
@@ -225,8 +257,9 @@ def _unpack(draws, law: Law | str | None = None) -> tuple[Law, dict, dict]:
     if isinstance(draws, LawDraws) or hasattr(draws, "law_params"):
         draws = as_law_draws(draws)
         if law is not None and get_law(law) is not draws.law:
-            raise errors.SpecError(f"draws are of law {draws.law.name!r}, not "
-                                   f"{get_law(law).name!r}")
+            raise errors.SpecError(
+                f"draws are of law {draws.law.name!r}, not {get_law(law).name!r}"
+            )
         the_law, params, inputs = draws.law, draws.params, dict(draws.inputs)
     else:
         the_law = get_law("m4" if law is None else law)
@@ -351,8 +384,10 @@ def ensure_feasible(r, constraints: Constraints, what: str = "mixture") -> np.nd
     x = project(r, constraints.lower, constraints.upper)
     ok = constraints.contains(x)
     if not np.all(ok):
-        raise errors.InfeasibleError(f"{what} could not be made feasible (numerical failure)",
-                                     hint="report this with the constraints used")
+        raise errors.InfeasibleError(
+            f"{what} could not be made feasible (numerical failure)",
+            hint="report this with the constraints used",
+        )
     return x
 
 
@@ -365,7 +400,8 @@ def check_constraints(constraints: Constraints | None, train_domains: Sequence[s
         raise errors.DomainNameError(
             f"constraints are over training domains ({', '.join(constraints.domains)}) but the "
             f"posterior's are ({', '.join(train_domains)})",
-            hint="build the constraints with Constraints.build(posterior.train_domains, ...)")
+            hint="build the constraints with Constraints.build(posterior.train_domains, ...)",
+        )
     return constraints
 
 
@@ -398,14 +434,16 @@ class Objective:
 
     def __post_init__(self):
         if self.kind not in OBJECTIVES:
-            raise errors.ObjectiveError(f"unknown objective {self.kind!r}",
-                                        hint="use mean, quantile:Q, cvar:Q, beat-baseline or "
-                                             "minimax")
+            raise errors.ObjectiveError(
+                f"unknown objective {self.kind!r}",
+                hint="use mean, quantile:Q, cvar:Q, beat-baseline or minimax",
+            )
         if self.kind in ("quantile", "cvar"):
             if self.level is None or not 0.0 < float(self.level) < 1.0:
                 raise errors.ObjectiveError(
                     f"objective {self.kind} needs a level in (0, 1), got {self.level}",
-                    hint=f"e.g. {self.kind}:0.9")
+                    hint=f"e.g. {self.kind}:0.9",
+                )
         elif self.level is not None:
             raise errors.ObjectiveError(f"objective {self.kind} takes no level")
         if self.temperature is not None and not float(self.temperature) > 0:
@@ -422,8 +460,9 @@ class Objective:
             try:
                 value = float(level)
             except ValueError:
-                raise errors.ObjectiveError(f"objective level {level!r} is not a number",
-                                            hint="e.g. quantile:0.9") from None
+                raise errors.ObjectiveError(
+                    f"objective level {level!r} is not a number", hint="e.g. quantile:0.9"
+                ) from None
             return cls(kind, value)
         return cls(kind)
 
@@ -496,12 +535,13 @@ class _Criterion:
     beat-baseline, with the surrogate's ``temperature`` (loss units).
     """
 
-    def __init__(self, objective: Objective, values: _DrawValues, baseline=None,
-                 temperature=None):
+    def __init__(self, objective: Objective, values: _DrawValues, baseline=None, temperature=None):
         self.objective, self.values = objective, values
-        self.order_w = (_order_weights(objective.kind, objective.level, values.n_draws)
-                        if objective.kind in ("quantile", "cvar")
-                        and objective.level is not None else None)
+        self.order_w = (
+            _order_weights(objective.kind, objective.level, values.n_draws)
+            if objective.kind in ("quantile", "cvar") and objective.level is not None
+            else None
+        )
         self.base_values = None
         if baseline is not None:
             self.base_values = values(np.asarray(baseline, float))[0]
@@ -569,15 +609,21 @@ class Optimum:
 
     def status(self) -> str:
         """One line: did SLSQP converge at the winning start, how many starts agree."""
-        conv = ("SLSQP converged" if self.converged
-                else f"SLSQP did not converge ({self.message or 'no message'})")
+        conv = (
+            "SLSQP converged"
+            if self.converged
+            else f"SLSQP did not converge ({self.message or 'no message'})"
+        )
         kind = "" if self.convex else " (the law is not convex)"
-        return (f"{conv} at the best start; {self.n_agree} of {self.n_starts} starts reached "
-                f"the best value{kind}")
+        return (
+            f"{conv} at the best start; {self.n_agree} of {self.n_starts} starts reached "
+            f"the best value{kind}"
+        )
 
     def as_series(self) -> pd.Series:
-        return pd.Series(self.mixture, index=pd.Index(self.train_domains, name="train_domain"),
-                         name="share")
+        return pd.Series(
+            self.mixture, index=pd.Index(self.train_domains, name="train_domain"), name="share"
+        )
 
 
 def _slsqp(fun, x0, constraints: Constraints, maxiter=500):
@@ -599,11 +645,20 @@ def _slsqp(fun, x0, constraints: Constraints, maxiter=500):
 
     fixed_sum = base[~free].sum()
     res = sopt.minimize(
-        f, x0[free], jac=True, method="SLSQP",
+        f,
+        x0[free],
+        jac=True,
+        method="SLSQP",
         bounds=list(zip(lo[free], hi[free])),
-        constraints=[{"type": "eq", "fun": lambda z: z.sum() + fixed_sum - 1.0,
-                      "jac": lambda z: np.ones_like(z)}],
-        options={"maxiter": maxiter, "ftol": 1e-13})
+        constraints=[
+            {
+                "type": "eq",
+                "fun": lambda z: z.sum() + fixed_sum - 1.0,
+                "jac": lambda z: np.ones_like(z),
+            }
+        ],
+        options={"maxiter": maxiter, "ftol": 1e-13},
+    )
     return full(res.x), bool(res.success), str(res.message)
 
 
@@ -624,10 +679,18 @@ def _exact_mean_optimum(law: Law, params: Mapping, w, lower, upper) -> np.ndarra
     return None if out is None else np.asarray(out[0], float)[0]
 
 
-def minimize_objective(draws, constraints: Constraints, weights,
-                       objective: Objective | str = "mean", *, baseline=None,
-                       n_starts: int | None = None, extra_starts=None, seed=0,
-                       law: Law | str | None = None) -> Optimum:
+def minimize_objective(
+    draws,
+    constraints: Constraints,
+    weights,
+    objective: Objective | str = "mean",
+    *,
+    baseline=None,
+    n_starts: int | None = None,
+    extra_starts=None,
+    seed=0,
+    law: Law | str | None = None,
+) -> Optimum:
     """The feasible mixture optimising ``objective`` over the draws' aggregate loss.
 
     ``draws``: a :class:`LawDraws` (or Posterior), or a plain dict of ``law``'s draws (default
@@ -645,17 +708,20 @@ def minimize_objective(draws, constraints: Constraints, weights,
     w = _normalise_weights(weights, _dim_size(law, params, "eval_domain"))
     m = _dim_size(law, params, "train_domain")
     if m is not None and m != len(constraints.domains):
-        raise errors.DomainNameError(f"draws have {m} training domains, constraints "
-                                     f"{len(constraints.domains)}")
+        raise errors.DomainNameError(
+            f"draws have {m} training domains, constraints {len(constraints.domains)}"
+        )
     if objective.needs_baseline and baseline is None:
-        raise errors.ObjectiveError("objective beat-baseline needs a baseline mixture",
-                                    hint="give --baseline or baseline=")
+        raise errors.ObjectiveError(
+            "objective beat-baseline needs a baseline mixture", hint="give --baseline or baseline="
+        )
     if n_starts is None:
         n_starts = DEFAULT_STARTS if law.convex else NONCONVEX_STARTS
     lo, hi = constraints.lower, constraints.upper
     if objective.kind == "minimax":  # exact epigraph SLSQP (bayesmix.guarantees)
-        return _minimax_optimum(law, params, inputs, w, constraints, baseline, extra_starts,
-                                seed, objective)
+        return _minimax_optimum(
+            law, params, inputs, w, constraints, baseline, extra_starts, seed, objective
+        )
     values = _DrawValues(law, params, w, inputs)
 
     mean_opt = _exact_mean_optimum(law, params, w, lo, hi)
@@ -673,15 +739,17 @@ def minimize_objective(draws, constraints: Constraints, weights,
         # posterior mean (a good start for risk objectives, and beat-baseline's reference).
         mean_crit = _Criterion(Objective("mean"), values)
         first = min(starts, key=lambda x: mean_crit(x)[0])
-        mean_opt = ensure_feasible(_slsqp(mean_crit, np.asarray(first, float), constraints)[0],
-                                   constraints)
+        mean_opt = ensure_feasible(
+            _slsqp(mean_crit, np.asarray(first, float), constraints)[0], constraints
+        )
         starts.insert(0, mean_opt)
 
     temperature = None
     if objective.kind == "beat-baseline":
         reference = mean_opt if mean_opt is not None else starts[0]
-        temperature = objective.temperature or _beat_temperature(values, baseline, reference,
-                                                                 constraints, seed)
+        temperature = objective.temperature or _beat_temperature(
+            values, baseline, reference, constraints, seed
+        )
     crit = _Criterion(objective, values, baseline, temperature)
 
     results = []
@@ -699,26 +767,40 @@ def minimize_objective(draws, constraints: Constraints, weights,
     n_agree = sum(v <= v_best + tol for v, *_ in results)
     x = ensure_feasible(x, constraints)
     sign = -1.0 if objective.sense == "max" else 1.0
-    return Optimum(mixture=x, value=crit.value(x), objective=objective,
-                   train_domains=tuple(constraints.domains),
-                   starts=[sign * v for v, *_ in results], temperature=temperature,
-                   converged=ok, message="" if ok else msg, n_agree=int(n_agree),
-                   convex=bool(law.convex))
+    return Optimum(
+        mixture=x,
+        value=crit.value(x),
+        objective=objective,
+        train_domains=tuple(constraints.domains),
+        starts=[sign * v for v, *_ in results],
+        temperature=temperature,
+        converged=ok,
+        message="" if ok else msg,
+        n_agree=int(n_agree),
+        convex=bool(law.convex),
+    )
 
 
-def _minimax_optimum(law, params, inputs, w, constraints, baseline, extra_starts, seed,
-                     objective) -> Optimum:
+def _minimax_optimum(
+    law, params, inputs, w, constraints, baseline, extra_starts, seed, objective
+) -> Optimum:
     from bayesmix.guarantees import _excess_pieces, _minimax_plain
 
     m = len(constraints.domains)
     base = np.full(m, 1.0 / m) if baseline is None else np.asarray(baseline, float)
-    x = ensure_feasible(_minimax_plain(law, params, inputs, w, base, constraints,
-                                       extra_starts, seed), constraints)
+    x = ensure_feasible(
+        _minimax_plain(law, params, inputs, w, base, constraints, extra_starts, seed), constraints
+    )
     pieces, _ = _excess_pieces(law, params, inputs, w, base)
     value = float(np.max(pieces(x)[0]))
-    return Optimum(mixture=x, value=value, objective=objective,
-                   train_domains=tuple(constraints.domains), starts=[value],
-                   convex=bool(law.convex))
+    return Optimum(
+        mixture=x,
+        value=value,
+        objective=objective,
+        train_domains=tuple(constraints.domains),
+        starts=[value],
+        convex=bool(law.convex),
+    )
 
 
 def _beat_temperature(values: _DrawValues, baseline, reference, constraints, seed) -> float:
@@ -726,8 +808,9 @@ def _beat_temperature(values: _DrawValues, baseline, reference, constraints, see
     :data:`BEAT_BANDWIDTH` times the sd over draws of the improvement at ``reference`` (the
     posterior-mean optimum), or at random feasible points where that sd vanishes."""
     base = values(np.asarray(baseline, float))[0]
-    candidates = np.vstack([np.asarray(reference, float)[None],
-                            feasible_points(constraints, 16, seed)])
+    candidates = np.vstack(
+        [np.asarray(reference, float)[None], feasible_points(constraints, 16, seed)]
+    )
     for r in candidates:
         sd = np.std(base - values(r)[0])
         if sd > 1e-12:
@@ -740,8 +823,9 @@ def _normalise_weights(weights, k: int | None) -> np.ndarray:
     if k is not None and w.shape != (k,):
         raise errors.ObjectiveError(f"{w.size} weights for {k} validation domains")
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise errors.ObjectiveError("validation-domain weights must be finite, >= 0 and not "
-                                    "all zero")
+        raise errors.ObjectiveError(
+            "validation-domain weights must be finite, >= 0 and not all zero"
+        )
     return w / w.sum()
 
 
@@ -791,8 +875,9 @@ def solve_exp_sum(a, t, lower, upper, *, x0=None, tol: float = 1e-10, max_iter: 
         both = free[:, :, None] & free[:, None, :]
         scale = np.trace(hp, axis1=1, axis2=2) / m + 1e-300
         kkt = np.zeros((n, m + 1, m + 1))
-        kkt[:, :m, :m] = np.where(both, hp, 0.0) + eye * np.where(
-            free, 1e-10 * scale[:, None], 1.0)[:, :, None]
+        kkt[:, :m, :m] = (
+            np.where(both, hp, 0.0) + eye * np.where(free, 1e-10 * scale[:, None], 1.0)[:, :, None]
+        )
         kkt[:, :m, m] = free
         kkt[:, m, :m] = free
         kkt[:, m, m] = free.sum(axis=1) == 0
@@ -813,6 +898,7 @@ def _newton_line_search(a, t, x, f, g, d, lo, hi):
     The full step is tried first for every draw; the shorter ones only where it failed (near the
     optimum the full Newton step almost always passes). Draws where no step passes keep ``x``.
     """
+
     def trial(rows, steps):
         cand = project(x[rows, None, :] + steps[None, :, None] * d[rows, None, :], lo, hi)
         fc, _ = _exp_value_grad(a[rows, None], t[rows, None], cand)
@@ -846,9 +932,16 @@ NEWTON_AFTER = 10
 _FD_STEP = 1e-6
 
 
-def solve_projected_gradient(fun, x0, lower, upper, *, tol: float = PG_TOL,
-                             max_iter: int = PG_MAX_ITER, newton_after: int = NEWTON_AFTER
-                             ) -> tuple[np.ndarray, np.ndarray]:
+def solve_projected_gradient(
+    fun,
+    x0,
+    lower,
+    upper,
+    *,
+    tol: float = PG_TOL,
+    max_iter: int = PG_MAX_ITER,
+    newton_after: int = NEWTON_AFTER,
+) -> tuple[np.ndarray, np.ndarray]:
     """Minimise P smooth functions over the box-simplex at once (NumPy, batched over problems).
 
     ``fun(rows, x)`` -> (f (n,), g (n, M)): problems ``rows`` (n,) evaluated at x (n, M);
@@ -896,15 +989,15 @@ def solve_projected_gradient(fun, x0, lower, upper, *, tol: float = PG_TOL,
         newton = it >= newton_after
         # with Newton steps the gradient step turns monotone: a non-monotone one would undo them
         reference = f[live] if newton else history[live].max(axis=1)
-        xn, fn, gn, moved = _arc_search(fun, live, x[live], g[live], g[live], step[live], lo,
-                                        hi, reference)
+        xn, fn, gn, moved = _arc_search(
+            fun, live, x[live], g[live], g[live], step[live], lo, hi, reference
+        )
         if newton:
             xn, fn, gn = _newton_step(fun, live, xn, fn, gn, lo, hi)
         s, y = xn - x[live], gn - g[live]
         sy, ss = (s * y).sum(axis=1), (s * s).sum(axis=1)
         cap = 2.0 / _gradient_size(gn)
-        step[live] = np.clip(np.where(sy > 0, ss / np.where(sy > 0, sy, 1.0), cap),
-                             _STEP_MIN, cap)
+        step[live] = np.clip(np.where(sy > 0, ss / np.where(sy > 0, sy, 1.0), cap), _STEP_MIN, cap)
         x[live], f[live], g[live] = xn, fn, gn
         history[live, it % _MEMORY] = fn
         better = live[fn < best_f[live]]
@@ -993,13 +1086,21 @@ def _newton_step(fun, rows, x, f, g, lo, hi):
     d[broken] = 0.0
     xn, fn, gn, moved = _arc_search(fun, rows, x, -d, g, np.ones(n), lo, hi, f)
     keep = moved & (fn < f)
-    return (np.where(keep[:, None], xn, x), np.where(keep, fn, f),
-            np.where(keep[:, None], gn, g))
+    return (np.where(keep[:, None], xn, x), np.where(keep, fn, f), np.where(keep[:, None], gn, g))
 
 
-def _generic_draw_optima(law: Law, params: Mapping, w, inputs: Mapping,
-                         constraints: Constraints, *, n_starts: int | None, seed, tol: float,
-                         max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+def _generic_draw_optima(
+    law: Law,
+    params: Mapping,
+    w,
+    inputs: Mapping,
+    constraints: Constraints,
+    *,
+    n_starts: int | None,
+    seed,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-draw optima by batched projected gradients (:func:`solve_projected_gradient`) on
     :meth:`Law.value_grad`: ``n_starts`` starts per draw (default 1, the centre of the feasible
     set, for a convex law; :data:`NONCONVEX_DRAW_STARTS` otherwise, the others random feasible
@@ -1018,17 +1119,26 @@ def _generic_draw_optima(law: Law, params: Mapping, w, inputs: Mapping,
         f, g = law.value_grad(x[:, None, :], sub, w, **inputs)
         return np.asarray(f)[:, 0], np.asarray(g)[:, 0, :]
 
-    x, ok = solve_projected_gradient(fun, x0, constraints.lower, constraints.upper, tol=tol,
-                                     max_iter=max_iter)
+    x, ok = solve_projected_gradient(
+        fun, x0, constraints.lower, constraints.upper, tol=tol, max_iter=max_iter
+    )
     f = fun(np.arange(len(x)), x)[0].reshape(n_starts, s)
     pick = np.argmin(np.where(np.isfinite(f), f, np.inf), axis=0)  # the best start per draw
     rows = pick * s + np.arange(s)
     return x[rows], ok[rows]
 
 
-def draw_optima(draws, constraints: Constraints, weights, *, law: Law | str | None = None,
-                n_starts: int | None = None, seed=0, tol: float = PG_TOL,
-                max_iter: int = PG_MAX_ITER) -> tuple[np.ndarray, np.ndarray]:
+def draw_optima(
+    draws,
+    constraints: Constraints,
+    weights,
+    *,
+    law: Law | str | None = None,
+    n_starts: int | None = None,
+    seed=0,
+    tol: float = PG_TOL,
+    max_iter: int = PG_MAX_ITER,
+) -> tuple[np.ndarray, np.ndarray]:
     """The feasible mixture minimising each draw's aggregate loss: (r (S, M), converged (S,)).
 
     ``draws``: a :class:`LawDraws` (or Posterior), or a plain dict of ``law``'s draws (default
@@ -1043,8 +1153,17 @@ def draw_optima(draws, constraints: Constraints, weights, *, law: Law | str | No
     if not inputs or _takes_inputs(law.draw_optima, inputs):
         out = law.draw_optima(params, w, lo, hi, x0=centre(constraints), **inputs)
     if out is None:
-        out = _generic_draw_optima(law, params, w, inputs, constraints, n_starts=n_starts,
-                                   seed=seed, tol=tol, max_iter=max_iter)
+        out = _generic_draw_optima(
+            law,
+            params,
+            w,
+            inputs,
+            constraints,
+            n_starts=n_starts,
+            seed=seed,
+            tol=tol,
+            max_iter=max_iter,
+        )
     x, ok = out
     return ensure_feasible(x, constraints, "per-draw optimum"), np.asarray(ok, bool)
 
@@ -1063,14 +1182,18 @@ def _takes_inputs(fn, inputs: Mapping) -> bool:
 def optima_dataarray(optima: np.ndarray, train_domains: Sequence[str]) -> xr.DataArray:
     """Per-draw optima as a DataArray with dims (sample, train_domain)."""
     optima = np.asarray(optima, float)
-    return xr.DataArray(optima, dims=("sample", "train_domain"),
-                        coords={"sample": np.arange(optima.shape[0]),
-                                "train_domain": list(train_domains)},
-                        name="optimal_share", attrs={"units": "share of training tokens"})
+    return xr.DataArray(
+        optima,
+        dims=("sample", "train_domain"),
+        coords={"sample": np.arange(optima.shape[0]), "train_domain": list(train_domains)},
+        name="optimal_share",
+        attrs={"units": "share of training tokens"},
+    )
 
 
-def optimum_spread(optima, train_domains: Sequence[str] | None = None,
-                   prob: float = DEFAULT_PROB) -> pd.DataFrame:
+def optimum_spread(
+    optima, train_domains: Sequence[str] | None = None, prob: float = DEFAULT_PROB
+) -> pd.DataFrame:
     """Tidy table of the optimum's location: train_domain, mean, median, lower, upper.
 
     ``optima``: (S, M) array (then give ``train_domains``) or the DataArray of
@@ -1084,8 +1207,15 @@ def optimum_spread(optima, train_domains: Sequence[str] | None = None,
         raise ValueError("optimum_spread: give train_domains with an array of optima")
     v = np.asarray(optima, float)
     lo, med, hi = np.quantile(v, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
-    return pd.DataFrame({"train_domain": list(train_domains), "mean": v.mean(axis=0),
-                         "median": med, "lower": lo, "upper": hi})
+    return pd.DataFrame(
+        {
+            "train_domain": list(train_domains),
+            "mean": v.mean(axis=0),
+            "median": med,
+            "lower": lo,
+            "upper": hi,
+        }
+    )
 
 
 def check_prob(prob: float) -> float:

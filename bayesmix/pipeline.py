@@ -112,9 +112,12 @@ class StageFit:
 
     def report(self) -> dict:
         """JSON-friendly summary: settings, timings, the gate's figures and failures."""
-        return {"settings": self.settings, "compile_s": round(self.compile_s, 3),
-                "sample_s": round(self.sample_s, 3),
-                "diagnostics": json.loads(self.diagnostics.to_json())}
+        return {
+            "settings": self.settings,
+            "compile_s": round(self.compile_s, 3),
+            "sample_s": round(self.sample_s, 3),
+            "diagnostics": json.loads(self.diagnostics.to_json()),
+        }
 
 
 @dataclass(frozen=True)
@@ -181,12 +184,23 @@ class Design:
 
 
 # ---------------------------------------------------------------------------------- curves
-def _curves(kind: str, series: Sequence[str], groups: Sequence[float] | np.ndarray,
-            refs: np.ndarray,
-            eval_domains: Sequence[str], values: np.ndarray, obs_series: np.ndarray,
-            obs_group: np.ndarray, obs_point: np.ndarray, obs_record: np.ndarray,
-            n_records: int, log_exponent_loc: float, log_reducible_loc: float,
-            series_size: np.ndarray, tokens_per_step: float) -> CurveData:
+def _curves(
+    kind: str,
+    series: Sequence[str],
+    groups: Sequence[float] | np.ndarray,
+    refs: np.ndarray,
+    eval_domains: Sequence[str],
+    values: np.ndarray,
+    obs_series: np.ndarray,
+    obs_group: np.ndarray,
+    obs_point: np.ndarray,
+    obs_record: np.ndarray,
+    n_records: int,
+    log_exponent_loc: float,
+    log_reducible_loc: float,
+    series_size: np.ndarray,
+    tokens_per_step: float,
+) -> CurveData:
     """CurveData from a (point, K) loss matrix whose row i is series ``obs_series[i]`` at step /
     size ``obs_point[i]`` (group ``obs_group[i]``, record ``obs_record[i]``)."""
     n_series, n_dom = len(series), len(eval_domains)
@@ -204,18 +218,31 @@ def _curves(kind: str, series: Sequence[str], groups: Sequence[float] | np.ndarr
     observed[curve_series, curve_eval] = True
     loc, scale = _level_prior(values)
     return CurveData(
-        kind=kind, series=tuple(series), groups=tuple(float(g) for g in groups),
-        eval_domains=tuple(eval_domains), refs=np.asarray(refs, float),
-        curve_series=curve_series.astype(np.int64), curve_eval=curve_eval.astype(np.int64),
-        curve_group=curve_group, curve_offset=offset, curve_n=n,
+        kind=kind,
+        series=tuple(series),
+        groups=tuple(float(g) for g in groups),
+        eval_domains=tuple(eval_domains),
+        refs=np.asarray(refs, float),
+        curve_series=curve_series.astype(np.int64),
+        curve_eval=curve_eval.astype(np.int64),
+        curve_group=curve_group,
+        curve_offset=offset,
+        curve_n=n,
         curve_sy=np.bincount(obs_curve, yc, len(keys)),
-        curve_syy=np.bincount(obs_curve, yc ** 2, len(keys)), y=y,
+        curve_syy=np.bincount(obs_curve, yc**2, len(keys)),
+        y=y,
         obs_curve=obs_curve.astype(np.int64),
         log_ratio=np.log(np.asarray(refs, float)[obs_group[row]] / obs_point[row]),
-        record_idx=obs_record[row].astype(np.int64), n_records=int(n_records),
-        observed=observed, level_loc=loc, level_scale=scale,
-        log_exponent_loc=float(log_exponent_loc), log_reducible_loc=float(log_reducible_loc),
-        series_size=np.asarray(series_size, float), tokens_per_step=float(tokens_per_step))
+        record_idx=obs_record[row].astype(np.int64),
+        n_records=int(n_records),
+        observed=observed,
+        level_loc=loc,
+        level_scale=scale,
+        log_exponent_loc=float(log_exponent_loc),
+        log_reducible_loc=float(log_reducible_loc),
+        series_size=np.asarray(series_size, float),
+        tokens_per_step=float(tokens_per_step),
+    )
 
 
 def _level_prior(losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -235,20 +262,28 @@ def _geomean(x) -> float:
 
 def _values(d: CurveData) -> dict:
     """What changes between refits of one structure (``pm.Data``)."""
-    return {"y_centred": d.y - d.curve_offset[d.obs_curve], "log_ratio": d.log_ratio,
-            "curve_sy": d.curve_sy, "curve_syy": d.curve_syy,
-            "level_mean": d.level_loc[d.curve_eval] - d.curve_offset,
-            "level_sd": d.level_scale[d.curve_eval],
-            "log_reducible_loc": np.asarray(d.log_reducible_loc),
-            "log_exponent_loc": np.asarray(d.log_exponent_loc)}
+    return {
+        "y_centred": d.y - d.curve_offset[d.obs_curve],
+        "log_ratio": d.log_ratio,
+        "curve_sy": d.curve_sy,
+        "curve_syy": d.curve_syy,
+        "level_mean": d.level_loc[d.curve_eval] - d.curve_offset,
+        "level_sd": d.level_scale[d.curve_eval],
+        "log_reducible_loc": np.asarray(d.log_reducible_loc),
+        "log_exponent_loc": np.asarray(d.log_exponent_loc),
+    }
 
 
 def _build_curve_model(d: CurveData) -> pm.Model:
     """The collapsed curve model of :func:`fit_step_law` / :func:`fit_size_law`."""
     n_groups = len(d.groups)
     label = size_label if d.kind == "step" else (lambda g: f"{g:g}")
-    coords = {"eval_domain": list(d.eval_domains), "group": [label(g) for g in d.groups],
-              "curve": np.arange(len(d.curve_n)), "obs": np.arange(len(d.y))}
+    coords = {
+        "eval_domain": list(d.eval_domains),
+        "group": [label(g) for g in d.groups],
+        "curve": np.arange(len(d.curve_n)),
+        "obs": np.arange(len(d.y)),
+    }
     v = _values(d)
     ce, cg, oc = d.curve_eval, d.curve_group, d.obs_curve
     with pm.Model(coords=coords) as model:
@@ -267,9 +302,12 @@ def _build_curve_model(d: CurveData) -> pm.Model:
         e_mu = pm.Normal("log_exponent_mu", exp_loc, 0.5)
         e_dom = pm.Normal("log_exponent_domain", e_mu, 0.3, dims="eval_domain")
         if n_groups > 1:
-            log_e = pm.Normal("log_exponent", e_dom[None, :] + _group_effect("log_exponent",
-                                                                             n_groups, 0.5),
-                              0.2, dims=("group", "eval_domain"))
+            log_e = pm.Normal(
+                "log_exponent",
+                e_dom[None, :] + _group_effect("log_exponent", n_groups, 0.5),
+                0.2,
+                dims=("group", "eval_domain"),
+            )
         else:
             log_e = e_dom[None, :]
         exponent = pm.Deterministic("exponent", pt.exp(log_e), dims=("group", "eval_domain"))
@@ -279,27 +317,37 @@ def _build_curve_model(d: CurveData) -> pm.Model:
         log_rm = r_dom[None, :]
         if n_groups > 1:
             log_rm = log_rm + _group_effect("log_R", n_groups, 1.0)
-        r_mean = pm.Deterministic("R_mean", pt.exp(log_rm) * pt.ones((n_groups, 1)),
-                                  dims=("group", "eval_domain"))
+        r_mean = pm.Deterministic(
+            "R_mean", pt.exp(log_rm) * pt.ones((n_groups, 1)), dims=("group", "eval_domain")
+        )
         # spread of R across the curves of a (group, domain), relative to its mean; log-normal
         # (a HalfNormal let a chain wander to cv -> 0, where the curves' R are pinned to the
         # mean and NUTS hit its maximum depth on every draw)
-        r_cv = pm.Deterministic("R_cv", pt.exp(pm.Normal("log_R_cv", math.log(0.25), 0.75,
-                                                         dims="eval_domain")),
-                                dims="eval_domain")
-        log_sigma = pm.Normal("log_sigma", pm.Normal("log_sigma_mu", math.log(0.02), 1.0),
-                              1.0, dims="eval_domain")
+        r_cv = pm.Deterministic(
+            "R_cv",
+            pt.exp(pm.Normal("log_R_cv", math.log(0.25), 0.75, dims="eval_domain")),
+            dims="eval_domain",
+        )
+        log_sigma = pm.Normal(
+            "log_sigma", pm.Normal("log_sigma_mu", math.log(0.02), 1.0), 1.0, dims="eval_domain"
+        )
         sigma = pm.Deterministic("sigma", pt.exp(log_sigma), dims="eval_domain")
 
         xo = pt.expm1(exponent[cg[oc], ce[oc]] * x)
         n_curve = len(d.curve_n)
         sx = pt.zeros(n_curve)[oc].inc(xo)
-        sxx = pt.zeros(n_curve)[oc].inc(xo ** 2)
+        sxx = pt.zeros(n_curve)[oc].inc(xo**2)
         sxy = pt.zeros(n_curve)[oc].inc(xo * yc)
         m_r = r_mean[cg, ce]
         s_r = r_cv[ce] * m_r
-        pm.Potential("loss", pt.sum(_collapsed_loglik(
-            pt, d.curve_n, sx, sxx, sy, sxy, syy, sigma[ce], m_level, s_level, m_r, s_r)))
+        pm.Potential(
+            "loss",
+            pt.sum(
+                _collapsed_loglik(
+                    pt, d.curve_n, sx, sxx, sy, sxy, syy, sigma[ce], m_level, s_level, m_r, s_r
+                )
+            ),
+        )
     return model
 
 
@@ -316,12 +364,12 @@ def _group_effect(name: str, n_groups: int, scale: float) -> pt.TensorVariable:
 def _posterior_2x2(xp, n, sx, sxx, sy, sxy, sigma, m1, s1, m2, s2):
     """Posterior precision (a11, a12, a22) and precision-weighted mean (b1, b2) of the two
     linear parameters (level, R) of each curve: Normal priors N(m, s^2), Normal noise sigma."""
-    w = 1.0 / sigma ** 2
-    a11 = 1.0 / s1 ** 2 + n * w
+    w = 1.0 / sigma**2
+    a11 = 1.0 / s1**2 + n * w
     a12 = sx * w
-    a22 = 1.0 / s2 ** 2 + sxx * w
-    b1 = m1 / s1 ** 2 + sy * w
-    b2 = m2 / s2 ** 2 + sxy * w
+    a22 = 1.0 / s2**2 + sxx * w
+    b1 = m1 / s1**2 + sy * w
+    b2 = m2 / s2**2 + sxy * w
     return a11, a12, a22, b1, b2
 
 
@@ -332,15 +380,20 @@ def _collapsed_loglik(xp, n, sx, sxx, sy, sxy, syy, sigma, m1, s1, m2, s2):
     marginal written with the 2 x 2 posterior precision A and b (Woodbury), from per-curve sums.
     """
     a11, a12, a22, b1, b2 = _posterior_2x2(xp, n, sx, sxx, sy, sxy, sigma, m1, s1, m2, s2)
-    det = a11 * a22 - a12 ** 2
-    quad = (a22 * b1 ** 2 - 2.0 * a12 * b1 * b2 + a11 * b2 ** 2) / det
-    return (-0.5 * n * xp.log(2.0 * np.pi * sigma ** 2) - xp.log(s1) - xp.log(s2)
-            - 0.5 * xp.log(det)
-            - 0.5 * (syy / sigma ** 2 + m1 ** 2 / s1 ** 2 + m2 ** 2 / s2 ** 2 - quad))
+    det = a11 * a22 - a12**2
+    quad = (a22 * b1**2 - 2.0 * a12 * b1 * b2 + a11 * b2**2) / det
+    return (
+        -0.5 * n * xp.log(2.0 * np.pi * sigma**2)
+        - xp.log(s1)
+        - xp.log(s2)
+        - 0.5 * xp.log(det)
+        - 0.5 * (syy / sigma**2 + m1**2 / s1**2 + m2**2 / s2**2 - quad)
+    )
 
 
-def curve_draws(fit: StageFit, samples: np.ndarray, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray]:
+def curve_draws(
+    fit: StageFit, samples: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(level, R) of every curve for posterior samples (sample, curve): drawn from their exact
     conditional Normal given each sample's exponents, noise and priors; level in nats per token
     (offset added back)."""
@@ -357,16 +410,26 @@ def curve_draws(fit: StageFit, samples: np.ndarray, rng: np.random.Generator
         sums[0, i] = np.bincount(d.obs_curve, xo[i], n_curve)
         sums[1, i] = np.bincount(d.obs_curve, xo[i] ** 2, n_curve)
         sums[2, i] = np.bincount(d.obs_curve, xo[i] * v["y_centred"], n_curve)
-    a11, a12, a22, b1, b2 = _posterior_2x2(np, d.curve_n, sums[0], sums[1], d.curve_sy,
-                                           sums[2], sigma, v["level_mean"], v["level_sd"],
-                                           m_r, s_r)
-    det = a11 * a22 - a12 ** 2
+    a11, a12, a22, b1, b2 = _posterior_2x2(
+        np,
+        d.curve_n,
+        sums[0],
+        sums[1],
+        d.curve_sy,
+        sums[2],
+        sigma,
+        v["level_mean"],
+        v["level_sd"],
+        m_r,
+        s_r,
+    )
+    det = a11 * a22 - a12**2
     c11, c12, c22 = a22 / det, -a12 / det, a11 / det  # covariance = A^-1
     mean1 = c11 * b1 + c12 * b2
     mean2 = c12 * b1 + c22 * b2
     l11 = np.sqrt(c11)
     l21 = c12 / l11
-    l22 = np.sqrt(np.clip(c22 - l21 ** 2, 0.0, None))
+    l22 = np.sqrt(np.clip(c22 - l21**2, 0.0, None))
     z1, z2 = rng.standard_normal((2,) + mean1.shape)
     return d.curve_offset + mean1 + l11 * z1, mean2 + l21 * z1 + l22 * z2
 
@@ -390,8 +453,13 @@ def shock_sd(d: CurveData, residuals: np.ndarray, sigma: np.ndarray) -> np.ndarr
     return np.sqrt(np.clip(excess, 0.0, None))
 
 
-def predict_curves(fit: StageFit, point: float, samples: np.ndarray,
-                   rng: np.random.Generator, kind: str = "predictive") -> xr.DataArray:
+def predict_curves(
+    fit: StageFit,
+    point: float,
+    samples: np.ndarray,
+    rng: np.random.Generator,
+    kind: str = "predictive",
+) -> xr.DataArray:
     """Losses of every series at step / size ``point`` for posterior ``samples`` (indices into
     the flattened chain x draw): DataArray (draw, series, eval_domain), nats per token; the
     series dim is ``run`` (stage 1) or ``mixture`` (stage 2).
@@ -412,22 +480,33 @@ def predict_curves(fit: StageFit, point: float, samples: np.ndarray,
     n_s, n_series, n_dom = len(samples), len(d.series), len(d.eval_domains)
     if kind == "predictive":
         sigma = fit.flat("sigma")[samples]  # (S, K)
-        xo = np.expm1(fit.flat("exponent")[samples][:, d.curve_group[d.obs_curve],
-                                                    d.curve_eval[d.obs_curve]] * d.log_ratio)
+        xo = np.expm1(
+            fit.flat("exponent")[samples][:, d.curve_group[d.obs_curve], d.curve_eval[d.obs_curve]]
+            * d.log_ratio
+        )
         resid = d.y - (level[:, d.obs_curve] + r[:, d.obs_curve] * xo)
         tau = shock_sd(d, resid, sigma)
         shock = tau[:, None] * rng.standard_normal((n_s, n_series))
-        curve_val = (curve_val + shock[:, d.curve_series]
-                     + sigma[:, d.curve_eval] * rng.standard_normal(curve_val.shape))
+        curve_val = (
+            curve_val
+            + shock[:, d.curve_series]
+            + sigma[:, d.curve_eval] * rng.standard_normal(curve_val.shape)
+        )
     out = np.full((n_s, n_series, n_dom), np.nan)
     out[:, d.curve_series, d.curve_eval] = curve_val
     dim = "run" if d.kind == "step" else "mixture"
     coords: dict[str, Any] = {dim: list(d.series), "eval_domain": list(d.eval_domains)}
     if d.kind == "step":
         coords["n_params"] = (dim, d.series_size)
-    return xr.DataArray(out, dims=("draw", dim, "eval_domain"), coords=coords,
-                        attrs={"units": "nats per token",
-                               ("step" if d.kind == "step" else "n_params"): float(point)})
+    return xr.DataArray(
+        out,
+        dims=("draw", dim, "eval_domain"),
+        coords=coords,
+        attrs={
+            "units": "nats per token",
+            ("step" if d.kind == "step" else "n_params"): float(point),
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------- stage 1
@@ -438,8 +517,12 @@ def step_data(table: RunTable) -> CurveData:
     runs = tuple(table.runs)
     order = {r: i for i, r in enumerate(runs)}
     tidy = tidy.assign(_r=tidy["run"].map(order)).sort_values(["_r", "step"], kind="stable")
-    n_params = (tidy.drop_duplicates("run").set_index("run")["n_params"]
-                .loc[list(runs)].to_numpy(dtype=float))
+    n_params = (
+        tidy.drop_duplicates("run")
+        .set_index("run")["n_params"]
+        .loc[list(runs)]
+        .to_numpy(dtype=float)
+    )
     sizes = np.unique(n_params)
     run_size = np.searchsorted(sizes, n_params)
     record_run = tidy["_r"].to_numpy(dtype=np.int64)
@@ -447,19 +530,44 @@ def step_data(table: RunTable) -> CurveData:
     record_size = run_size[record_run]
     refs = np.array([_geomean(step[record_size == g]) for g in range(len(sizes))])
     tokens = tidy["tokens"].to_numpy(dtype=float) if "tokens" in tidy.columns else None
-    tps = (float(np.median(tokens / step)) if tokens is not None
-           and np.all(np.isfinite(tokens)) else float(TOKENS_PER_STEP))
+    tps = (
+        float(np.median(tokens / step))
+        if tokens is not None and np.all(np.isfinite(tokens))
+        else float(TOKENS_PER_STEP)
+    )
     b_tokens = CHINCHILLA["B"] ** (1.0 / CHINCHILLA["beta"])
     reducible = CHINCHILLA["beta"] * (math.log(b_tokens) - math.log(_geomean(step) * tps))
     values = tidy[[LOSS_PREFIX + d for d in table.eval_domains]].to_numpy(dtype=float)
-    return _curves("step", runs, sizes, refs, table.eval_domains, values, record_run,
-                   record_size, step, np.arange(len(step)), len(step),
-                   math.log(CHINCHILLA["beta"]), reducible, n_params, tps)
+    return _curves(
+        "step",
+        runs,
+        sizes,
+        refs,
+        table.eval_domains,
+        values,
+        record_run,
+        record_size,
+        step,
+        np.arange(len(step)),
+        len(step),
+        math.log(CHINCHILLA["beta"]),
+        reducible,
+        n_params,
+        tps,
+    )
 
 
-def fit_step_law(runs: RunTable, *, max_step: float | None = None, draws: int = 500,
-                 tune: int = 500, chains: int = 2, seed: int | None = None,
-                 progress: bool = False, warn: bool = True) -> StageFit:
+def fit_step_law(
+    runs: RunTable,
+    *,
+    max_step: float | None = None,
+    draws: int = 500,
+    tune: int = 500,
+    chains: int = 2,
+    seed: int | None = None,
+    progress: bool = False,
+    warn: bool = True,
+) -> StageFit:
     """Stage 1: the step law ``L(S) = E + (B / S)^beta`` for every (run, validation domain).
 
     Every checkpoint with 0 < step <= ``max_step`` enters. Per curve (run r of model size g,
@@ -493,8 +601,15 @@ def fit_step_law(runs: RunTable, *, max_step: float | None = None, draws: int = 
     Returns a :class:`StageFit`; :func:`predict_curves` draws its losses at any step.
     """
     table, _ = _proxy_records(runs, max_step)
-    return _run_stage(step_data(table), draws=draws, tune=tune, chains=chains, seed=seed,
-                      progress=progress, warn=warn)
+    return _run_stage(
+        step_data(table),
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        progress=progress,
+        warn=warn,
+    )
 
 
 # ---------------------------------------------------------------------------------- stage 2
@@ -503,24 +618,42 @@ def size_data(losses: xr.DataArray, design: Design) -> CurveData:
     curve per (mixture, validation domain) over the model sizes; one exponent per domain."""
     mixtures = tuple(design.mixtures.index)
     mix_of = {m: i for i, m in enumerate(mixtures)}
-    runs = [str(r) for r in losses["run"].values
-            if design.run_mixture.get(str(r)) in mix_of]
+    runs = [str(r) for r in losses["run"].values if design.run_mixture.get(str(r)) in mix_of]
     vals = losses.sel(run=runs).transpose("run", "eval_domain").values
     size = np.array([design.run_size[r] for r in runs])
     size_ref = _geomean(design.sizes)
     a_params = CHINCHILLA["A"] ** (1.0 / CHINCHILLA["alpha"])
     reducible = CHINCHILLA["alpha"] * (math.log(a_params) - math.log(size_ref))
-    return _curves("size", mixtures, (size_ref,), np.array([size_ref]),
-                   [str(v) for v in losses["eval_domain"].values], vals,
-                   np.array([mix_of[design.run_mixture[r]] for r in runs]),
-                   np.zeros(len(runs), np.int64), size, np.arange(len(runs)), len(runs),
-                   math.log(CHINCHILLA["alpha"]), reducible, np.full(len(mixtures), np.nan),
-                   TOKENS_PER_STEP)
+    return _curves(
+        "size",
+        mixtures,
+        (size_ref,),
+        np.array([size_ref]),
+        [str(v) for v in losses["eval_domain"].values],
+        vals,
+        np.array([mix_of[design.run_mixture[r]] for r in runs]),
+        np.zeros(len(runs), np.int64),
+        size,
+        np.arange(len(runs)),
+        len(runs),
+        math.log(CHINCHILLA["alpha"]),
+        reducible,
+        np.full(len(mixtures), np.nan),
+        TOKENS_PER_STEP,
+    )
 
 
-def fit_size_law(losses: xr.DataArray, design: Design, *, draws: int = 500, tune: int = 500,
-                 chains: int = 2, seed: int | None = None, progress: bool = False,
-                 warn: bool = True) -> StageFit:
+def fit_size_law(
+    losses: xr.DataArray,
+    design: Design,
+    *,
+    draws: int = 500,
+    tune: int = 500,
+    chains: int = 2,
+    seed: int | None = None,
+    progress: bool = False,
+    warn: bool = True,
+) -> StageFit:
     """Stage 2: ``L(N) = E + (A / N)^alpha`` per (mixture, validation domain) across sizes.
 
     ``losses``: one stage-1 draw (run, eval_domain) at the target step. The model of
@@ -531,13 +664,31 @@ def fit_size_law(losses: xr.DataArray, design: Design, *, draws: int = 500, tune
     predictive the same way. Compiled once per structure (mixtures, sizes, domains, missing
     pattern); refits swap the data.
     """
-    return _run_stage(size_data(losses, design), draws=draws, tune=tune, chains=chains,
-                      seed=seed, progress=progress, warn=warn)
+    return _run_stage(
+        size_data(losses, design),
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        progress=progress,
+        warn=warn,
+    )
 
 
 # ---------------------------------------------------------------------------------- sampling
-_STRUCTURE = ("kind", "series", "groups", "eval_domains", "curve_series", "curve_eval",
-              "curve_group", "curve_n", "obs_curve", "record_idx", "n_records")
+_STRUCTURE = (
+    "kind",
+    "series",
+    "groups",
+    "eval_domains",
+    "curve_series",
+    "curve_eval",
+    "curve_group",
+    "curve_n",
+    "obs_curve",
+    "record_idx",
+    "n_records",
+)
 
 
 def _structure_key(d: CurveData) -> str:
@@ -546,8 +697,11 @@ def _structure_key(d: CurveData) -> str:
     for name in _STRUCTURE:
         value = getattr(d, name)
         h.update(name.encode())
-        h.update(np.ascontiguousarray(value).tobytes() + str(value.shape).encode()
-                 if isinstance(value, np.ndarray) else repr(value).encode())
+        h.update(
+            np.ascontiguousarray(value).tobytes() + str(value.shape).encode()
+            if isinstance(value, np.ndarray)
+            else repr(value).encode()
+        )
     return h.hexdigest()[:16]
 
 
@@ -567,15 +721,36 @@ def _run_stage(data: CurveData, *, draws, tune, chains, seed, progress, warn) ->
     compile_s = time.perf_counter() - start
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=RuntimeWarning)
-        tree = nutpie.sample(compiled, draws=int(draws), tune=int(tune), chains=int(chains),
-                             seed=seed, progress_bar=progress, save_warmup=False,
-                             adaptation=ADAPTATION, target_accept=TARGET_ACCEPT)
+        tree = nutpie.sample(
+            compiled,
+            draws=int(draws),
+            tune=int(tune),
+            chains=int(chains),
+            seed=seed,
+            progress_bar=progress,
+            save_warmup=False,
+            adaptation=ADAPTATION,
+            target_accept=TARGET_ACCEPT,
+        )
     sample_s = time.perf_counter() - start - compile_s
     report = diagnose(tree)
-    settings = {"draws": int(draws), "tune": int(tune), "chains": int(chains), "seed": seed,
-                "sampler": "nutpie", "adaptation": ADAPTATION, "target_accept": TARGET_ACCEPT}
-    fit = StageFit(posterior=tree["posterior"].to_dataset(), data=data, diagnostics=report,
-                   settings=settings, compile_s=compile_s, sample_s=sample_s)
+    settings = {
+        "draws": int(draws),
+        "tune": int(tune),
+        "chains": int(chains),
+        "seed": seed,
+        "sampler": "nutpie",
+        "adaptation": ADAPTATION,
+        "target_accept": TARGET_ACCEPT,
+    }
+    fit = StageFit(
+        posterior=tree["posterior"].to_dataset(),
+        data=data,
+        diagnostics=report,
+        settings=settings,
+        compile_s=compile_s,
+        sample_s=sample_s,
+    )
     if warn and not report.ok:
         stage = "stage 1 (step law)" if data.kind == "step" else "stage 2 (size law)"
         warnings.warn(f"{stage}: {report.warning()}", ConvergenceWarning, stacklevel=3)
@@ -594,18 +769,26 @@ def _proxy_records(runs: RunTable, max_step: float | None) -> tuple[RunTable, li
     if not isinstance(runs, RunTable):
         raise PipelineError("runs must be a RunTable (load it with bayesmix.loaders.load)")
     if not runs.has_steps:
-        raise PipelineError("the runs have no 'step' column: the step law needs checkpoints",
-                            source=runs.source, column="step",
-                            hint="add the training step of every record")
+        raise PipelineError(
+            "the runs have no 'step' column: the step law needs checkpoints",
+            source=runs.source,
+            column="step",
+            hint="add the training step of every record",
+        )
     if runs.column("n_params") is None:
-        raise PipelineError("the runs have no 'n_params' column: the size law needs model "
-                            "sizes", source=runs.source, column="n_params",
-                            hint="add the model size of every run")
+        raise PipelineError(
+            "the runs have no 'n_params' column: the size law needs model sizes",
+            source=runs.source,
+            column="n_params",
+            hint="add the model size of every run",
+        )
     tidy = runs.to_tidy()
     keep = tidy["step"].to_numpy() > 0
     if (~keep).any():
-        notes.append(f"left out {int((~keep).sum())} records at step 0 (a power law in steps "
-                     "is undefined there)")
+        notes.append(
+            f"left out {int((~keep).sum())} records at step 0 (a power law in steps "
+            "is undefined there)"
+        )
     if max_step is not None:
         if not max_step > 0:
             raise PipelineError(f"max_step must be positive, got {max_step:g}")
@@ -614,9 +797,13 @@ def _proxy_records(runs: RunTable, max_step: float | None) -> tuple[RunTable, li
             notes.append(f"left out {int(late.sum())} records after step {max_step:g}")
         keep &= tidy["step"].to_numpy() <= max_step
     if not keep.any():
-        raise PipelineError("no checkpoint left to fit" + (
-            f" at steps <= {max_step:g}" if max_step is not None else ""), source=runs.source,
-            column="step", hint="raise --max-step" if max_step is not None else None)
+        raise PipelineError(
+            "no checkpoint left to fit"
+            + (f" at steps <= {max_step:g}" if max_step is not None else ""),
+            source=runs.source,
+            column="step",
+            hint="raise --max-step" if max_step is not None else None,
+        )
     sel = tidy[keep]
     table = RunTable(sel, runs.train_domains, runs.eval_domains, source=runs.source)
     return table, notes
@@ -630,8 +817,7 @@ def mixture_design(table: RunTable) -> Design:
     fewer than 2 sizes cannot inform a size law: they are listed in ``dropped``.
     """
     mix = table.mixtures
-    sizes_by_run = (table.to_tidy().drop_duplicates("run").set_index("run")["n_params"]
-                    .astype(float))
+    sizes_by_run = table.to_tidy().drop_duplicates("run").set_index("run")["n_params"].astype(float)
     keys = [tuple(np.round(row, 6)) for row in mix.to_numpy(dtype=float)]
     groups: dict[tuple, list[str]] = {}
     for run, key in zip(mix.index, keys):
@@ -656,10 +842,16 @@ def mixture_design(table: RunTable) -> Design:
         (kept if n_sizes >= 2 else dropped).append((label, members[0]))
     frame = mix.loc[[first for _, first in kept]]
     frame.index = pd.Index([label for label, _ in kept], name="mixture")
-    sizes = tuple(sorted({run_size[r] for label, _ in kept
-                          for r in run_mixture if run_mixture[r] == label}))
-    return Design(run_mixture=run_mixture, run_size=run_size, mixtures=frame, sizes=sizes,
-                  dropped=tuple(label for label, _ in dropped))
+    sizes = tuple(
+        sorted({run_size[r] for label, _ in kept for r in run_mixture if run_mixture[r] == label})
+    )
+    return Design(
+        run_mixture=run_mixture,
+        run_size=run_size,
+        mixtures=frame,
+        sizes=sizes,
+        dropped=tuple(label for label, _ in dropped),
+    )
 
 
 def _check_target(name: str, value) -> float:
@@ -673,11 +865,22 @@ def _check_target(name: str, value) -> float:
 
 
 # ---------------------------------------------------------------------------------- the pipeline
-def nested_fit(runs: RunTable, *, target_n_params: float, target_steps: float,
-               imputations: int = 4, spec="default", draws: int = 500, tune: int = 500,
-               chains: int = 2, seed: int | None = None, progress: bool = False,
-               max_step: float | None = None, step_fit: StageFit | None = None,
-               warn: bool = True) -> Posterior:
+def nested_fit(
+    runs: RunTable,
+    *,
+    target_n_params: float,
+    target_steps: float,
+    imputations: int = 4,
+    spec="default",
+    draws: int = 500,
+    tune: int = 500,
+    chains: int = 2,
+    seed: int | None = None,
+    progress: bool = False,
+    max_step: float | None = None,
+    step_fit: StageFit | None = None,
+    warn: bool = True,
+) -> Posterior:
     """The mixing law at a target model size and step, fitted through the nested pipeline.
 
     ``runs``: proxy checkpoints with ``n_params`` and ``step`` (every checkpoint with
@@ -713,8 +916,11 @@ def nested_fit(runs: RunTable, *, target_n_params: float, target_steps: float,
     wall = time.perf_counter()
     n_star = _check_target("target_n_params", target_n_params)
     s_star = _check_target("target_steps", target_steps)
-    if isinstance(imputations, bool) or not isinstance(imputations, (int, np.integer)) \
-            or imputations < 1:
+    if (
+        isinstance(imputations, bool)
+        or not isinstance(imputations, (int, np.integer))
+        or imputations < 1
+    ):
         raise PipelineError(f"imputations must be a whole number >= 1, got {imputations!r}")
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if int(value) < 1:
@@ -726,30 +932,48 @@ def nested_fit(runs: RunTable, *, target_n_params: float, target_steps: float,
     if len(all_sizes) < 2:
         raise PipelineError(
             f"the proxy runs have {len(all_sizes)} model size ({size_label(all_sizes[0])}); "
-            "a size law needs at least 2", source=runs.source, column="n_params",
-            hint="add runs of another model size")
+            "a size law needs at least 2",
+            source=runs.source,
+            column="n_params",
+            hint="add runs of another model size",
+        )
     if design.dropped:
-        notes.append(f"dropped {len(design.dropped)} mixture(s) present at one model size only "
-                     f"(they still inform stage 1): {', '.join(design.dropped)}")
+        notes.append(
+            f"dropped {len(design.dropped)} mixture(s) present at one model size only "
+            f"(they still inform stage 1): {', '.join(design.dropped)}"
+        )
     if len(design.mixtures) == 0:
-        raise PipelineError("no mixture was run at 2 or more model sizes", source=runs.source,
-                            hint="run the same proportions at several sizes")
+        raise PipelineError(
+            "no mixture was run at 2 or more model sizes",
+            source=runs.source,
+            hint="run the same proportions at several sizes",
+        )
     if len(design.sizes) < 2:
-        raise PipelineError("the mixtures run at several sizes span fewer than 2 sizes",
-                            source=runs.source, column="n_params")
+        raise PipelineError(
+            "the mixtures run at several sizes span fewer than 2 sizes",
+            source=runs.source,
+            column="n_params",
+        )
     steps = table.column("step")
     assert steps is not None  # _proxy_records refuses runs without steps
     min_step = float(steps.min())
     if s_star < min_step:
-        raise PipelineError(f"target step {s_star:g} is below the fitted checkpoints "
-                            f"(first step {min_step:g})", source=runs.source, column="step",
-                            hint="the step law extrapolates forwards only")
+        raise PipelineError(
+            f"target step {s_star:g} is below the fitted checkpoints (first step {min_step:g})",
+            source=runs.source,
+            column="step",
+            hint="the step law extrapolates forwards only",
+        )
 
     ss = np.random.SeedSequence(seed)
     seeds = iter(int(s) for s in ss.generate_state(2 + 2 * imputations))
     rng = np.random.default_rng(ss.spawn(1)[0])
-    stage_kw: dict[str, Any] = {"draws": draws, "tune": tune, "chains": chains,
-                                "progress": progress}
+    stage_kw: dict[str, Any] = {
+        "draws": draws,
+        "tune": tune,
+        "chains": chains,
+        "progress": progress,
+    }
 
     # stage 1: one fit of every learning curve (or the one given)
     seed1 = next(seeds)
@@ -757,64 +981,100 @@ def nested_fit(runs: RunTable, *, target_n_params: float, target_steps: float,
     if step_fit is None:
         step_fit = _run_stage(step_data(table), seed=seed1, warn=False, **stage_kw)
     else:
-        if (set(step_fit.data.series) != set(design.run_mixture)
-                or step_fit.data.n_records != len(table)):
-            raise PipelineError("step_fit was fitted to other checkpoints than these runs",
-                                hint="fit stage 1 on the same runs and max_step")
+        if set(step_fit.data.series) != set(design.run_mixture) or step_fit.data.n_records != len(
+            table
+        ):
+            raise PipelineError(
+                "step_fit was fitted to other checkpoints than these runs",
+                hint="fit stage 1 on the same runs and max_step",
+            )
     picks1 = _pick(step_fit.n_samples, imputations, rng)
     stage1_losses = predict_curves(step_fit, s_star, picks1, rng)  # (J, run, K)
 
     # stage 2: one size-law fit per imputation (compiled once, data swapped)
     size_fits, target_losses = [], []
     for j in range(imputations):
-        sf = fit_size_law(stage1_losses.isel(draw=j), design, seed=next(seeds), warn=False,
-                          **stage_kw)
+        sf = fit_size_law(
+            stage1_losses.isel(draw=j), design, seed=next(seeds), warn=False, **stage_kw
+        )
         size_fits.append(sf)
         pick = _pick(sf.n_samples, 1, rng)
         target_losses.append(predict_curves(sf, n_star, pick, rng).isel(draw=0))
 
     # stage 3: the mixing law on each imputed table at (N*, S*)
     tps = step_fit.data.tokens_per_step
-    tables = [_target_table(loss, design.mixtures, n_star, s_star, tps, j, notes)
-              for j, loss in enumerate(target_losses)]
+    tables = [
+        _target_table(loss, design.mixtures, n_star, s_star, tps, j, notes)
+        for j, loss in enumerate(target_losses)
+    ]
     posts = []
     for tab in tables:
-        posts.append(fit_mixing_law(tab, spec, draws=draws, tune=tune, chains=chains,
-                                    seed=next(seeds), progress=progress, warn=False))
+        posts.append(
+            fit_mixing_law(
+                tab,
+                spec,
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                seed=next(seeds),
+                progress=progress,
+                warn=False,
+            )
+        )
 
     # pool
     imputed = xr.concat(target_losses, dim="imputation").assign_coords(
-        imputation=np.arange(1, imputations + 1))
-    mean_table = _target_table(imputed.mean("imputation"), design.mixtures, n_star, s_star,
-                               tps, None, [])
+        imputation=np.arange(1, imputations + 1)
+    )
+    mean_table = _target_table(
+        imputed.mean("imputation"), design.mixtures, n_star, s_star, tps, None, []
+    )
     record = {
-        "target": {"n_params": n_star, "steps": s_star, "tokens": s_star * tps,
-                   "tokens_per_step": tps},
-        "imputations": int(imputations), "seed": seed, "entropy": str(ss.entropy),
+        "target": {
+            "n_params": n_star,
+            "steps": s_star,
+            "tokens": s_star * tps,
+            "tokens_per_step": tps,
+        },
+        "imputations": int(imputations),
+        "seed": seed,
+        "entropy": str(ss.entropy),
         "spec": spec.name,
-        "proxies": {"runs": len(step_fit.data.series), "records": step_fit.data.n_records,
-                    "sizes": list(step_fit.data.groups),
-                    "mixtures": list(design.mixtures.index),
-                    "dropped_mixtures": list(design.dropped), "max_step": max_step,
-                    "step_range": list(step_fit.data.point_range),
-                    "step_refs": list(step_fit.data.refs),
-                    "size_ref": float(size_fits[0].data.refs[0])},
+        "proxies": {
+            "runs": len(step_fit.data.series),
+            "records": step_fit.data.n_records,
+            "sizes": list(step_fit.data.groups),
+            "mixtures": list(design.mixtures.index),
+            "dropped_mixtures": list(design.dropped),
+            "max_step": max_step,
+            "step_range": list(step_fit.data.point_range),
+            "step_refs": list(step_fit.data.refs),
+            "size_ref": float(size_fits[0].data.refs[0]),
+        },
         "stage1": {**step_fit.report(), "reused": step_fit_given},
         "stage2": [sf.report() for sf in size_fits],
-        "stage3": [{"settings": p.settings, "compile_s": p.settings.get("compile_s"),
-                    "sample_s": p.settings.get("sample_s"),
-                    "diagnostics": json.loads(p.diagnostics.to_json())} for p in posts],
+        "stage3": [
+            {
+                "settings": p.settings,
+                "compile_s": p.settings.get("compile_s"),
+                "sample_s": p.settings.get("sample_s"),
+                "diagnostics": json.loads(p.diagnostics.to_json()),
+            }
+            for p in posts
+        ],
         "notes": notes,
     }
     record["timings"] = {
         "stage1_s": round(step_fit.compile_s + step_fit.sample_s, 3),
         "stage2_s": round(sum(sf.compile_s + sf.sample_s for sf in size_fits), 3),
-        "stage3_s": round(sum(p.settings["compile_s"] + p.settings["sample_s"] for p in posts),
-                          3),
-        "wall_s": round(time.perf_counter() - wall, 3)}
-    record["gate"] = {"stage1_ok": step_fit.diagnostics.ok,
-                      "stage2_ok": [sf.diagnostics.ok for sf in size_fits],
-                      "stage3_ok": [p.diagnostics.ok for p in posts]}
+        "stage3_s": round(sum(p.settings["compile_s"] + p.settings["sample_s"] for p in posts), 3),
+        "wall_s": round(time.perf_counter() - wall, 3),
+    }
+    record["gate"] = {
+        "stage1_ok": step_fit.diagnostics.ok,
+        "stage2_ok": [sf.diagnostics.ok for sf in size_fits],
+        "stage3_ok": [p.diagnostics.ok for p in posts],
+    }
     post = _pool(posts, spec, mean_table, imputed, record)
     if warn:
         for line in gate_warnings(post):
@@ -827,28 +1087,43 @@ def _pick(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(n, size=k, replace=k > n)
 
 
-def _target_table(losses: xr.DataArray, mixtures: pd.DataFrame, n_star: float, s_star: float,
-                  tps: float, j: int | None, notes: list[str]) -> RunTable:
+def _target_table(
+    losses: xr.DataArray,
+    mixtures: pd.DataFrame,
+    n_star: float,
+    s_star: float,
+    tps: float,
+    j: int | None,
+    notes: list[str],
+) -> RunTable:
     """A run table of one record per mixture at (n_star, s_star) with the given losses."""
     vals = losses.sel(mixture=list(mixtures.index)).transpose("mixture", "eval_domain").values
     bad = vals <= 0
     if bad.any():  # a non-positive loss is not a loss; cannot happen with sane fits
-        notes.append(f"imputation {j + 1 if j is not None else '?'}: {int(bad.sum())} imputed "
-                     "losses <= 0 raised to 1e-3")
+        notes.append(
+            f"imputation {j + 1 if j is not None else '?'}: {int(bad.sum())} imputed "
+            "losses <= 0 raised to 1e-3"
+        )
         vals = np.where(bad, 1e-3, vals)
-    frame = {"run": list(mixtures.index), "n_params": n_star, "step": s_star,
-             "tokens": s_star * tps}
+    frame = {
+        "run": list(mixtures.index),
+        "n_params": n_star,
+        "step": s_star,
+        "tokens": s_star * tps,
+    }
     for d in mixtures.columns:
         frame[MIX_PREFIX + d] = mixtures[d].to_numpy(dtype=float)
     for i, d in enumerate(losses["eval_domain"].values):
         frame[LOSS_PREFIX + str(d)] = vals[:, i]
-    source = ("nested pipeline, imputation mean" if j is None
-              else f"nested pipeline, imputation {j + 1}")
+    source = (
+        "nested pipeline, imputation mean" if j is None else f"nested pipeline, imputation {j + 1}"
+    )
     return RunTable.from_frame(pd.DataFrame(frame), source=source)
 
 
-def _pool(posts: list[Posterior], spec, mean_table: RunTable, imputed: xr.DataArray,
-          record: dict) -> Posterior:
+def _pool(
+    posts: list[Posterior], spec, mean_table: RunTable, imputed: xr.DataArray, record: dict
+) -> Posterior:
     """One Posterior from the J stage-3 posteriors: chains concatenated and renumbered."""
     n_chain = posts[0].tree["posterior"].sizes["chain"]
     groups = {}
@@ -857,24 +1132,36 @@ def _pool(posts: list[Posterior], spec, mean_table: RunTable, imputed: xr.DataAr
         ds = xr.concat(parts, dim="chain", combine_attrs="drop_conflicts")
         n = ds.sizes["chain"]
         groups[name] = ds.assign_coords(
-            chain=np.arange(n), imputation=("chain", np.repeat(np.arange(1, len(posts) + 1),
-                                                              n_chain)))
+            chain=np.arange(n),
+            imputation=("chain", np.repeat(np.arange(1, len(posts) + 1), n_chain)),
+        )
     diag = union_diagnostics([p.diagnostics for p in posts])
     settings = dict(posts[0].settings)
-    settings.update({
-        "chains": int(groups["posterior"].sizes["chain"]), "seed": record["seed"],
-        "compile_s": round(sum(p.settings["compile_s"] for p in posts), 3),
-        "sample_s": round(sum(p.settings["sample_s"] for p in posts), 3),
-        "pipeline": "nested", "imputations": record["imputations"],
-        "target_n_params": record["target"]["n_params"],
-        "target_steps": record["target"]["steps"],
-        "target_tokens": record["target"]["tokens"]})
+    settings.update(
+        {
+            "chains": int(groups["posterior"].sizes["chain"]),
+            "seed": record["seed"],
+            "compile_s": round(sum(p.settings["compile_s"] for p in posts), 3),
+            "sample_s": round(sum(p.settings["sample_s"] for p in posts), 3),
+            "pipeline": "nested",
+            "imputations": record["imputations"],
+            "target_n_params": record["target"]["n_params"],
+            "target_steps": record["target"]["steps"],
+            "target_tokens": record["target"]["tokens"],
+        }
+    )
     post = Posterior.from_fit(xr.DataTree.from_dict(groups), spec, mean_table, diag, settings)
-    post.tree["imputed_data"] = xr.DataTree(xr.Dataset(
-        {"loss": imputed.rename(mixture="run").assign_attrs(
-            units="nats per token",
-            description="stage-3 data of each imputation: stage-2 predictive draws at the "
-                        "target size and step")}))
+    post.tree["imputed_data"] = xr.DataTree(
+        xr.Dataset(
+            {
+                "loss": imputed.rename(mixture="run").assign_attrs(
+                    units="nats per token",
+                    description="stage-3 data of each imputation: stage-2 predictive draws at the "
+                    "target size and step",
+                )
+            }
+        )
+    )
     post.tree.attrs["bayesmix_pipeline"] = json.dumps(_json_safe(record), sort_keys=True)
     return post
 
@@ -882,6 +1169,7 @@ def _pool(posts: list[Posterior], spec, mean_table: RunTable, imputed: xr.DataAr
 def union_diagnostics(reports: Sequence[Diagnostics]) -> Diagnostics:
     """The worst figures of several fits' gate reports and all their failures (prefixed with
     ``imputation j``); chains add up."""
+
     def key_max(r):
         return r.max_rhat if math.isfinite(r.max_rhat) else -math.inf
 
@@ -889,15 +1177,18 @@ def union_diagnostics(reports: Sequence[Diagnostics]) -> Diagnostics:
     je = min(range(len(reports)), key=lambda j: reports[j].min_ess_bulk)
     bfmi = [r.min_bfmi for r in reports if math.isfinite(r.min_bfmi)]
     return Diagnostics(
-        chains=sum(r.chains for r in reports), draws=reports[0].draws,
+        chains=sum(r.chains for r in reports),
+        draws=reports[0].draws,
         divergences=sum(r.divergences for r in reports),
         treedepth_hits=sum(r.treedepth_hits for r in reports),
-        min_bfmi=min(bfmi) if bfmi else float("nan"), max_rhat=reports[jr].max_rhat,
+        min_bfmi=min(bfmi) if bfmi else float("nan"),
+        max_rhat=reports[jr].max_rhat,
         min_ess_bulk=reports[je].min_ess_bulk,
         min_ess_tail=min(r.min_ess_tail for r in reports),
         worst_rhat=f"imputation {jr + 1}: {reports[jr].worst_rhat}",
         worst_ess=f"imputation {je + 1}: {reports[je].worst_ess}",
-        failed=[f"imputation {j + 1}: {f}" for j, r in enumerate(reports) for f in r.failed])
+        failed=[f"imputation {j + 1}: {f}" for j, r in enumerate(reports) for f in r.failed],
+    )
 
 
 def pipeline_record(post: Posterior) -> dict | None:
@@ -915,15 +1206,22 @@ def gate_warnings(post: Posterior) -> list[str]:
     lines = []
     s1 = rec["stage1"]["diagnostics"]
     if s1["failed"]:
-        lines.append("nested pipeline stage 1 (step law) did not pass its diagnostics: "
-                     + "; ".join(s1["failed"]))
+        lines.append(
+            "nested pipeline stage 1 (step law) did not pass its diagnostics: "
+            + "; ".join(s1["failed"])
+        )
     for name, reports in (("2 (size law)", rec["stage2"]), ("3 (mixing law)", rec["stage3"])):
-        bad = [(j, r["diagnostics"]["failed"]) for j, r in enumerate(reports)
-               if r["diagnostics"]["failed"]]
+        bad = [
+            (j, r["diagnostics"]["failed"])
+            for j, r in enumerate(reports)
+            if r["diagnostics"]["failed"]
+        ]
         if bad:
-            lines.append(f"nested pipeline stage {name} did not pass its diagnostics in "
-                         f"{len(bad)} of {len(reports)} imputations: "
-                         + "; ".join(f"imputation {j + 1}: {f[0]}" for j, f in bad))
+            lines.append(
+                f"nested pipeline stage {name} did not pass its diagnostics in "
+                f"{len(bad)} of {len(reports)} imputations: "
+                + "; ".join(f"imputation {j + 1}: {f[0]}" for j, f in bad)
+            )
     return lines
 
 
@@ -939,7 +1237,22 @@ def _json_safe(obj):
     return obj
 
 
-__all__ = ["CHINCHILLA", "CurveData", "Design", "PipelineError", "StageFit", "curve_draws",
-           "fit_size_law", "fit_step_law", "gate_warnings", "mixture_design", "nested_fit",
-           "pipeline_record", "predict_curves", "shock_sd", "size_data", "step_data",
-           "union_diagnostics"]
+__all__ = [
+    "CHINCHILLA",
+    "CurveData",
+    "Design",
+    "PipelineError",
+    "StageFit",
+    "curve_draws",
+    "fit_size_law",
+    "fit_step_law",
+    "gate_warnings",
+    "mixture_design",
+    "nested_fit",
+    "pipeline_record",
+    "predict_curves",
+    "shock_sd",
+    "size_data",
+    "step_data",
+    "union_diagnostics",
+]

@@ -47,8 +47,16 @@ from bayesmix.model import prepare_data
 from bayesmix.spec import ModelSpec
 
 FORMAT = "bayesmix-posterior/1"
-_VERSIONED = ("bayesmix", "pymc", "pytensor", "nutpie", "arviz-base", "arviz-stats", "numpy",
-              "xarray")
+_VERSIONED = (
+    "bayesmix",
+    "pymc",
+    "pytensor",
+    "nutpie",
+    "arviz-base",
+    "arviz-stats",
+    "numpy",
+    "xarray",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -79,12 +87,14 @@ class Prediction:
         noise draw, weighted.
         """
         da = self.predictive if kind == "predictive" else self.mean
-        w = xr.DataArray(np.asarray(weights, float), dims="eval_domain",
-                         coords={"eval_domain": da.eval_domain})
+        w = xr.DataArray(
+            np.asarray(weights, float), dims="eval_domain", coords={"eval_domain": da.eval_domain}
+        )
         return (da * w).sum("eval_domain")
 
-    def intervals(self, prob: float = 0.9, *, weights: np.ndarray | None = None,
-                  kind: str = "predictive") -> pd.DataFrame:
+    def intervals(
+        self, prob: float = 0.9, *, weights: np.ndarray | None = None, kind: str = "predictive"
+    ) -> pd.DataFrame:
         """Tidy table: mixture, eval_domain, mean, median, lower, upper (equal-tailed ``prob``).
 
         With ``weights``, rows with ``eval_domain == "overall"`` hold the aggregate loss.
@@ -101,11 +111,13 @@ class Prediction:
         out = pd.concat(frames, ignore_index=True)
         # Input order of mixtures, then of domains; one order per column, because a mixture
         # may be named like a domain (e.g. "web" for a web-heavy mixture).
-        order = {"mixture": {m: i for i, m in enumerate(self.mixtures.index)},
-                 "eval_domain": {d: i for i, d in enumerate([*da.eval_domain.values,
-                                                             "overall"])}}
-        out = out.sort_values(["mixture", "eval_domain"], kind="stable",
-                              key=lambda s: s.map(order[s.name]))
+        order = {
+            "mixture": {m: i for i, m in enumerate(self.mixtures.index)},
+            "eval_domain": {d: i for i, d in enumerate([*da.eval_domain.values, "overall"])},
+        }
+        out = out.sort_values(
+            ["mixture", "eval_domain"], kind="stable", key=lambda s: s.map(order[s.name])
+        )
         return out.reset_index(drop=True)
 
 
@@ -114,16 +126,27 @@ def _interval_table(da: xr.DataArray, prob: float) -> pd.DataFrame:
     v = stacked.values
     lo, med, hi = np.nanquantile(v, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=-1)
     mix, dom = np.meshgrid(da.mixture.values, da.eval_domain.values, indexing="ij")
-    return pd.DataFrame({"mixture": mix.ravel(), "eval_domain": dom.ravel(),
-                         "mean": np.nanmean(v, axis=-1).ravel(), "median": med.ravel(),
-                         "lower": lo.ravel(), "upper": hi.ravel()})
+    return pd.DataFrame(
+        {
+            "mixture": mix.ravel(),
+            "eval_domain": dom.ravel(),
+            "mean": np.nanmean(v, axis=-1).ravel(),
+            "median": med.ravel(),
+            "lower": lo.ravel(),
+            "upper": hi.ravel(),
+        }
+    )
 
 
 #: Predictions more than this factor beyond the fitted model sizes / tokens are refused.
 MAX_EXTRAPOLATION = 10.0
 #: Root attributes holding JSON objects; the first two must be present.
-_JSON_ATTRS = ("bayesmix_model_spec", "bayesmix_diagnostics", "bayesmix_settings",
-               "bayesmix_versions")
+_JSON_ATTRS = (
+    "bayesmix_model_spec",
+    "bayesmix_diagnostics",
+    "bayesmix_settings",
+    "bayesmix_versions",
+)
 _REQUIRED_ATTRS = ("bayesmix_model_spec", "bayesmix_diagnostics")
 #: Bytes of (chain x draw x mixture x domain) float64 arrays that ``intervals`` holds at once;
 #: more mixtures are predicted in chunks (same numbers, bounded memory).
@@ -131,15 +154,18 @@ CHUNK_BYTES = 32 * 2**20
 
 
 def _damaged(problem: str) -> errors.PosteriorFileError:
-    return errors.PosteriorFileError(f"the file is damaged: {problem}",
-                                     hint="refit it with 'bayesmix fit', or restore a copy")
+    return errors.PosteriorFileError(
+        f"the file is damaged: {problem}", hint="refit it with 'bayesmix fit', or restore a copy"
+    )
 
 
 def _check_format(value) -> None:
     """The format attribute: this format, else a named reason (missing, newer, foreign)."""
     if value is None:
-        raise errors.PosteriorFileError("not a bayesmix posterior (missing format attribute)",
-                                        hint="fit one with 'bayesmix fit'")
+        raise errors.PosteriorFileError(
+            "not a bayesmix posterior (missing format attribute)",
+            hint="fit one with 'bayesmix fit'",
+        )
     if not isinstance(value, str):
         raise _damaged(f"format attribute {value!r} is not text")
     if value == FORMAT:
@@ -149,9 +175,11 @@ def _check_format(value) -> None:
     if family == FORMAT.partition("/")[0] and number.isdigit() and int(number) > mine:
         raise errors.PosteriorFileError(
             f"written by a newer bayesmix format {value} (this bayesmix reads {FORMAT})",
-            hint="upgrade bayesmix to read it")
-    raise errors.PosteriorFileError(f"not a bayesmix posterior (format attribute {value!r})",
-                                    hint="fit one with 'bayesmix fit'")
+            hint="upgrade bayesmix to read it",
+        )
+    raise errors.PosteriorFileError(
+        f"not a bayesmix posterior (format attribute {value!r})", hint="fit one with 'bayesmix fit'"
+    )
 
 
 def _json_attr(attrs, name: str, required: bool) -> None:
@@ -190,8 +218,9 @@ def _check_groups(tree: xr.DataTree, law) -> None:
         try:
             value = json.loads(fit_data.attrs[name])
         except (KeyError, TypeError, ValueError):
-            raise _damaged(f"attribute {name!r} of group 'fit_data' is missing or not JSON"
-                           ) from None
+            raise _damaged(
+                f"attribute {name!r} of group 'fit_data' is missing or not JSON"
+            ) from None
         if not isinstance(value, list):
             raise _damaged(f"attribute {name!r} of group 'fit_data' is not a list")
     missing = [c for c in json.loads(fit_data.attrs["columns"]) if c not in fit_data.data_vars]
@@ -214,19 +243,23 @@ class Posterior:
             self.spec = ModelSpec.from_json(attrs["bayesmix_model_spec"])
         except errors.SpecError as err:
             if err.problem.startswith("unknown law"):
-                hint = ("a law defined outside bayesmix must be registered first "
-                        "(import its module, or bayesmix.laws.register)")
+                hint = (
+                    "a law defined outside bayesmix must be registered first "
+                    "(import its module, or bayesmix.laws.register)"
+                )
             else:
                 hint = "it was written by another version of bayesmix: refit it"
             raise errors.PosteriorFileError(
-                f"its model specification does not fit this bayesmix ({err.problem})",
-                hint=hint) from None
+                f"its model specification does not fit this bayesmix ({err.problem})", hint=hint
+            ) from None
         try:
             self.diagnostics = Diagnostics.from_json(attrs["bayesmix_diagnostics"])
         except (TypeError, ValueError) as err:
             raise errors.PosteriorFileError(
                 f"the file is damaged: attribute 'bayesmix_diagnostics' is not a diagnostics "
-                f"report ({type(err).__name__})", hint="refit, or restore the file") from None
+                f"report ({type(err).__name__})",
+                hint="refit, or restore the file",
+            ) from None
         self.law = get_law(self.spec.law)
         _check_groups(tree, self.law)
         post = tree["posterior"]
@@ -238,8 +271,14 @@ class Posterior:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_fit(cls, tree: xr.DataTree, spec: ModelSpec, runs: RunTable,
-                 diagnostics: Diagnostics, settings: dict) -> Posterior:
+    def from_fit(
+        cls,
+        tree: xr.DataTree,
+        spec: ModelSpec,
+        runs: RunTable,
+        diagnostics: Diagnostics,
+        settings: dict,
+    ) -> Posterior:
         """Assemble the stored layout from a sampler's DataTree and the fit's inputs."""
         keep = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats")}
         stats = keep["sample_stats"]
@@ -247,19 +286,22 @@ class Posterior:
         law = get_law(spec.law)
         keep["posterior"] = describe_variables(keep["posterior"], law)
         # observed_data, constant_data, posterior_predictive: ArviZ's layout, one row per run
-        keep.update(data_groups(keep["posterior"], law, spec.likelihood, runs,
-                                seed=settings.get("seed")))
+        keep.update(
+            data_groups(keep["posterior"], law, spec.likelihood, runs, seed=settings.get("seed"))
+        )
         keep["fit_data"] = _encode_fit_data(runs)
         # The log_likelihood group is added by __init__, from the stored fit_data, so a fresh
         # posterior and a reloaded one compute it from exactly the same numbers.
         out = xr.DataTree.from_dict(keep)
-        out.attrs.update({
-            "bayesmix_format": FORMAT,
-            "bayesmix_model_spec": spec.to_json(),
-            "bayesmix_diagnostics": diagnostics.to_json(),
-            "bayesmix_settings": json.dumps(settings, sort_keys=True),
-            "bayesmix_versions": json.dumps(package_versions(), sort_keys=True),
-        })
+        out.attrs.update(
+            {
+                "bayesmix_format": FORMAT,
+                "bayesmix_model_spec": spec.to_json(),
+                "bayesmix_diagnostics": diagnostics.to_json(),
+                "bayesmix_settings": json.dumps(settings, sort_keys=True),
+                "bayesmix_versions": json.dumps(package_versions(), sort_keys=True),
+            }
+        )
         return cls(out)
 
     # ------------------------------------------------------------------ facts
@@ -296,8 +338,9 @@ class Posterior:
         extra = ("sigma", "run_sigma") if "run_sigma" in post else ("sigma",)
         for name in (*self.law.param_names, *extra):
             da = post[name]
-            order = ["chain", "draw"] + [d for d in ("eval_domain", "latent", "train_domain")
-                                          if d in da.dims]
+            order = ["chain", "draw"] + [
+                d for d in ("eval_domain", "latent", "train_domain") if d in da.dims
+            ]
             arr = da.transpose(*order).values
             out[name] = arr.reshape((-1,) + arr.shape[2:]) if flat else arr
         return out
@@ -323,16 +366,20 @@ class Posterior:
         per-domain noise scale ``sigma``.
         """
         table = self.fit_data() if runs is None else runs
-        if (tuple(table.train_domains) != self.train_domains
-                or tuple(table.eval_domains) != self.eval_domains):
+        if (
+            tuple(table.train_domains) != self.train_domains
+            or tuple(table.eval_domains) != self.eval_domains
+        ):
             raise errors.DomainNameError(
                 "runs to score have other domains than the posterior",
-                source=table.source, hint=f"training {list(self.train_domains)}, validation "
-                                          f"{list(self.eval_domains)}")
+                source=table.source,
+                hint=f"training {list(self.train_domains)}, validation {list(self.eval_domains)}",
+            )
         data = prepare_data(table, self.law)
         p = self.law_params(flat=False)
-        mean = self.law.predict(data.r, p, n_params=data.n_params,
-                                tokens=data.tokens)  # (chain, draw, record, K)
+        mean = self.law.predict(
+            data.r, p, n_params=data.n_params, tokens=data.tokens
+        )  # (chain, draw, record, K)
         mu = mean[:, :, data.run_idx, data.eval_idx]  # (chain, draw, obs)
         sigma = p["sigma"][:, :, data.eval_idx]
         post = self.tree["posterior"]
@@ -362,30 +409,41 @@ class Posterior:
         # (chain, draw, run); numpy's stubs type ufunc.at's indices too narrowly (no tuples)
         np.add.at(run_loglik, (slice(None), slice(None), group), loglik)  # type: ignore[arg-type]
         sample = {"chain": post["chain"].values, "draw": post["draw"].values}
-        obs_coords = {"obs": np.arange(len(data.y)),
-                      "obs_run": ("obs", run_of_obs),
-                      "obs_eval_domain": ("obs", np.asarray(self.eval_domains,
-                                                            dtype=str)[data.eval_idx])}
+        obs_coords = {
+            "obs": np.arange(len(data.y)),
+            "obs_run": ("obs", run_of_obs),
+            "obs_eval_domain": ("obs", np.asarray(self.eval_domains, dtype=str)[data.eval_idx]),
+        }
         units = "log density of a loss in nats per token"
-        out = {"run_loss": xr.DataArray(run_loglik, {**sample, "run": run_names},
-                                        ("chain", "draw", "run"),
-                                        attrs={"units": units,
-                                               "description": "sum over a run's observed "
-                                                              "validation domains"})}
+        out = {
+            "run_loss": xr.DataArray(
+                run_loglik,
+                {**sample, "run": run_names},
+                ("chain", "draw", "run"),
+                attrs={
+                    "units": units,
+                    "description": "sum over a run's observed validation domains",
+                },
+            )
+        }
         if not data.multi_record:
             # With several checkpoints per run the observations of a run are correlated (they
             # share its run effect): leaving one out is not a prediction task, and the array
             # (draws x every checkpoint x domain) grows large. Only run_loss is kept then.
-            out["loss"] = xr.DataArray(loglik, {**sample, **obs_coords},
-                                       ("chain", "draw", "obs"),
-                                       attrs={"units": units,
-                                              "description": "per observed (run, eval_domain)"})
+            out["loss"] = xr.DataArray(
+                loglik,
+                {**sample, **obs_coords},
+                ("chain", "draw", "obs"),
+                attrs={"units": units, "description": "per observed (run, eval_domain)"},
+            )
         return xr.Dataset(out, attrs={"likelihood": json.dumps(lik, sort_keys=True)})
 
     def __repr__(self) -> str:
         status = "passed" if self.diagnostics.ok else "FAILED diagnostics"
-        return (f"Posterior(model={self.spec.name!r}, {len(self.train_domains)} training x "
-                f"{len(self.eval_domains)} validation domains, {self.n_samples} draws, {status})")
+        return (
+            f"Posterior(model={self.spec.name!r}, {len(self.train_domains)} training x "
+            f"{len(self.eval_domains)} validation domains, {self.n_samples} draws, {status})"
+        )
 
     # ------------------------------------------------------------------ prediction
     def scale_range(self) -> dict[str, tuple[float, float]]:
@@ -401,8 +459,9 @@ class Posterior:
                     out[key] = (float(values.min()), float(values.max()))
         return out
 
-    def check_scale(self, *, n_params=None, tokens=None,
-                    max_extrapolation: float = MAX_EXTRAPOLATION) -> list[str]:
+    def check_scale(
+        self, *, n_params=None, tokens=None, max_extrapolation: float = MAX_EXTRAPOLATION
+    ) -> list[str]:
         """Compare a target scale with the fitted range.
 
         Returns one message per input outside the fitted range (empty when inside) and raises
@@ -424,19 +483,28 @@ class Posterior:
                 if factor <= 1.0:
                     continue
                 where = "above the largest" if v > hi else "below the smallest"
-                text = (f"{names[key]} {v:.3g} is {factor:.2g}x {where} fitted "
-                        f"({lo:.3g} to {hi:.3g})")
+                text = (
+                    f"{names[key]} {v:.3g} is {factor:.2g}x {where} fitted ({lo:.3g} to {hi:.3g})"
+                )
                 if factor > max_extrapolation:
                     raise errors.ExtrapolationError(
                         f"{text}: more than {max_extrapolation:g}x outside the fitted range",
                         hint="fit runs closer to the target, or allow it explicitly "
-                             "(max_extrapolation=, CLI --max-extrapolation)")
+                        "(max_extrapolation=, CLI --max-extrapolation)",
+                    )
                 messages.append(text + ": extrapolating, intervals rest on the law's form")
         return list(dict.fromkeys(messages))
 
-    def predict(self, mixtures, *, n_params=None, tokens=None,
-                seed: int | None = 0, max_extrapolation: float = MAX_EXTRAPOLATION,
-                warn: bool = True) -> Prediction:
+    def predict(
+        self,
+        mixtures,
+        *,
+        n_params=None,
+        tokens=None,
+        seed: int | None = 0,
+        max_extrapolation: float = MAX_EXTRAPOLATION,
+        warn: bool = True,
+    ) -> Prediction:
         """Posterior mean loss and posterior predictive loss of ``mixtures``.
 
         ``mixtures``: anything :func:`bayesmix.mixtures.as_mixtures` takes. ``n_params`` and
@@ -449,23 +517,31 @@ class Posterior:
         """
         mix = as_mixtures(mixtures, self.train_domains)
         self.check_finite()
-        for text in self.check_scale(n_params=n_params, tokens=tokens,
-                                     max_extrapolation=max_extrapolation):
+        for text in self.check_scale(
+            n_params=n_params, tokens=tokens, max_extrapolation=max_extrapolation
+        ):
             if warn:
                 warnings.warn(text, errors.ExtrapolationWarning, stacklevel=2)
         p = self.law_params(flat=False)
         mean, pred = self._draw(mix.to_numpy(), p, n_params, tokens, _streams(seed, len(mix)))
         post = self.tree["posterior"]
-        coords = {"chain": post["chain"].values, "draw": post["draw"].values,
-                  "mixture": list(mix.index), "eval_domain": list(self.eval_domains)}
+        coords = {
+            "chain": post["chain"].values,
+            "draw": post["draw"].values,
+            "mixture": list(mix.index),
+            "eval_domain": list(self.eval_domains),
+        }
         dims = ("chain", "draw", "mixture", "eval_domain")
         attrs = {"units": "nats per token"}
-        return Prediction(mean=xr.DataArray(mean, coords, dims, name="mean_loss", attrs=attrs),
-                          predictive=xr.DataArray(pred, coords, dims, name="loss", attrs=attrs),
-                          mixtures=mix)
+        return Prediction(
+            mean=xr.DataArray(mean, coords, dims, name="mean_loss", attrs=attrs),
+            predictive=xr.DataArray(pred, coords, dims, name="loss", attrs=attrs),
+            mixtures=mix,
+        )
 
-    def _draw(self, r: np.ndarray, p: dict, n_params, tokens,
-              streams: list[np.random.Generator] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(
+        self, r: np.ndarray, p: dict, n_params, tokens, streams: list[np.random.Generator] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Mean and predictive loss (chain, draw, n, K) of mixtures ``r`` (n, M); mixture i's
         noise comes from ``streams[i]`` alone, so a chunk of mixtures gets the same numbers as
         the whole set. ``streams=None``: the mean only (returned twice, no noise drawn)."""
@@ -503,14 +579,26 @@ class Posterior:
         bad = self.nonfinite_draws()
         if bad:
             what = ", ".join(f"{name} ({n} values)" for name, n in bad.items())
-            raise errors.PosteriorFileError(f"posterior draws of {what} are NaN or inf",
-                                            source=self.source,
-                                            hint="the file is damaged: refit it")
+            raise errors.PosteriorFileError(
+                f"posterior draws of {what} are NaN or inf",
+                source=self.source,
+                hint="the file is damaged: refit it",
+            )
 
-    def intervals(self, mixtures, prob: float = 0.9, *, weights=None, kind: str = "predictive",
-                  allow_subset: bool = False, seed: int | None = 0, n_params=None,
-                  tokens=None, max_extrapolation: float = MAX_EXTRAPOLATION,
-                  chunk_size: int | None = None) -> pd.DataFrame:
+    def intervals(
+        self,
+        mixtures,
+        prob: float = 0.9,
+        *,
+        weights=None,
+        kind: str = "predictive",
+        allow_subset: bool = False,
+        seed: int | None = 0,
+        n_params=None,
+        tokens=None,
+        max_extrapolation: float = MAX_EXTRAPOLATION,
+        chunk_size: int | None = None,
+    ) -> pd.DataFrame:
         """Tidy intervals (mixture, eval_domain, mean, median, lower, upper) for ``mixtures``.
 
         ``weights``: ``{domain: weight}`` or a JSON file; adds ``eval_domain == "overall"`` rows.
@@ -518,12 +606,16 @@ class Posterior:
         Mixtures are predicted ``chunk_size`` at a time (default: as many as fit in
         :data:`CHUNK_BYTES`); the table is the same for any chunk size.
         """
-        w = None if weights is None else domain_weights(weights, self.eval_domains,
-                                                        allow_subset=allow_subset)
+        w = (
+            None
+            if weights is None
+            else domain_weights(weights, self.eval_domains, allow_subset=allow_subset)
+        )
         mix = as_mixtures(mixtures, self.train_domains)
         self.check_finite()
-        for text in self.check_scale(n_params=n_params, tokens=tokens,
-                                     max_extrapolation=max_extrapolation):
+        for text in self.check_scale(
+            n_params=n_params, tokens=tokens, max_extrapolation=max_extrapolation
+        ):
             warnings.warn(text, errors.ExtrapolationWarning, stacklevel=2)
         if not 0 < prob < 1:
             raise errors.BayesmixError(f"interval probability must be in (0, 1), got {prob}")
@@ -541,9 +633,13 @@ class Posterior:
         frames = []
         for start in range(0, n, size):
             stop = min(start + size, n)
-            mean, pred = self._draw(mix.iloc[start:stop].to_numpy(), p,
-                                    _rows(n_params, start, stop, n), _rows(tokens, start, stop, n),
-                                    streams[start:stop] if kind == "predictive" else None)
+            mean, pred = self._draw(
+                mix.iloc[start:stop].to_numpy(),
+                p,
+                _rows(n_params, start, stop, n),
+                _rows(tokens, start, stop, n),
+                streams[start:stop] if kind == "predictive" else None,
+            )
             v = pred.reshape((-1,) + pred.shape[2:])  # (sample, mixture, K)
             del mean, pred
             if w is not None:
@@ -552,8 +648,16 @@ class Posterior:
         return pd.concat(frames, ignore_index=True)
 
     # ------------------------------------------------------------------ report
-    def report(self, path: str | Path | None = None, *, decision=None, ledger=None,
-               ternary=None, prob: float = 0.9, force: bool = False):
+    def report(
+        self,
+        path: str | Path | None = None,
+        *,
+        decision=None,
+        ledger=None,
+        ternary=None,
+        prob: float = 0.9,
+        force: bool = False,
+    ):
         """The self-contained HTML report of this posterior (:mod:`bayesmix.html_report`).
 
         Returns the page as text, or with ``path`` writes it (atomically; an existing file
@@ -576,10 +680,11 @@ class Posterior:
             try:
                 self.tree.to_netcdf(tmp, engine="h5netcdf")
             except OSError as err:
-                raise errors.WriteError(f"cannot write the posterior ({err.strerror or err})",
-                                        source=str(path),
-                                        hint="check the folder's permissions and free space; "
-                                             "nothing was replaced") from None
+                raise errors.WriteError(
+                    f"cannot write the posterior ({err.strerror or err})",
+                    source=str(path),
+                    hint="check the folder's permissions and free space; nothing was replaced",
+                ) from None
         return path
 
     @classmethod
@@ -589,28 +694,37 @@ class Posterior:
         PosteriorFileError naming the file and what is wrong."""
         path = Path(path)
         if not path.is_file():
-            raise errors.PosteriorFileError("file not found", source=str(path),
-                                            hint="fit one with 'bayesmix fit RUNS -o FILE'")
+            raise errors.PosteriorFileError(
+                "file not found", source=str(path), hint="fit one with 'bayesmix fit RUNS -o FILE'"
+            )
         try:
             with open(path, "rb") as fh:
                 head = fh.read(8)
         except OSError as err:
-            raise errors.PosteriorFileError(f"cannot open the file ({err.strerror or err})",
-                                            source=str(path), hint="check its permissions"
-                                            ) from None
+            raise errors.PosteriorFileError(
+                f"cannot open the file ({err.strerror or err})",
+                source=str(path),
+                hint="check its permissions",
+            ) from None
         if head != b"\x89HDF\r\n\x1a\n":
             raise errors.PosteriorFileError(
-                "cannot read NetCDF: " + ("the file is empty" if not head else
-                                          "no NetCDF-4/HDF5 signature (damaged, or not a "
-                                          "posterior)"),
-                source=str(path), hint="give a posterior saved by 'bayesmix fit'")
+                "cannot read NetCDF: "
+                + (
+                    "the file is empty"
+                    if not head
+                    else "no NetCDF-4/HDF5 signature (damaged, or not a posterior)"
+                ),
+                source=str(path),
+                hint="give a posterior saved by 'bayesmix fit'",
+            )
         try:
             tree = xr.open_datatree(path, engine="h5netcdf").load()
         except Exception as err:  # h5py/netCDF raise many types for a damaged file
             raise errors.PosteriorFileError(
                 f"the file is damaged: cannot read NetCDF ({type(err).__name__})",
-                source=str(path), hint="refit it with 'bayesmix fit', or restore a copy"
-                ) from None
+                source=str(path),
+                hint="refit it with 'bayesmix fit', or restore a copy",
+            ) from None
         try:
             post = cls(tree)
             post.source = str(path)
@@ -620,12 +734,14 @@ class Posterior:
         except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
             raise errors.PosteriorFileError(
                 f"the file is damaged or incomplete ({type(err).__name__}: {err})",
-                source=str(path), hint="refit it with 'bayesmix fit', or restore a copy"
-                ) from None
+                source=str(path),
+                hint="refit it with 'bayesmix fit', or restore a copy",
+            ) from None
 
 
-def _summary_frame(v: np.ndarray, mixtures: list, domains: list, lo_q: float,
-                   hi_q: float) -> pd.DataFrame:
+def _summary_frame(
+    v: np.ndarray, mixtures: list, domains: list, lo_q: float, hi_q: float
+) -> pd.DataFrame:
     """Rows (mixture, domain) of mean, median and equal-tailed bounds over the sample axis of
     ``v`` (sample, mixture, domain); NaN draws are left out as in :meth:`Prediction.intervals`."""
     if np.isnan(v).any():
@@ -634,11 +750,19 @@ def _summary_frame(v: np.ndarray, mixtures: list, domains: list, lo_q: float,
     else:  # the same numbers, without nanquantile's slice-by-slice loop
         lo, med, hi = np.quantile(v, [lo_q, 0.5, hi_q], axis=0)
         avg = v.mean(axis=0)
-    mix, dom = np.meshgrid(np.asarray(mixtures, dtype=object), np.asarray(domains, dtype=object),
-                           indexing="ij")
-    return pd.DataFrame({"mixture": mix.ravel(), "eval_domain": dom.ravel(),
-                         "mean": avg.ravel(), "median": med.ravel(), "lower": lo.ravel(),
-                         "upper": hi.ravel()})
+    mix, dom = np.meshgrid(
+        np.asarray(mixtures, dtype=object), np.asarray(domains, dtype=object), indexing="ij"
+    )
+    return pd.DataFrame(
+        {
+            "mixture": mix.ravel(),
+            "eval_domain": dom.ravel(),
+            "mean": avg.ravel(),
+            "median": med.ravel(),
+            "lower": lo.ravel(),
+            "upper": hi.ravel(),
+        }
+    )
 
 
 def _streams(seed: int | None, n: int) -> list[np.random.Generator]:
@@ -657,8 +781,12 @@ def _rows(value, start: int, stop: int, n: int):
 def _encode_fit_data(runs: RunTable) -> xr.Dataset:
     """The run table as a Dataset with a ``record`` dim (NetCDF-safe; names keep their order)."""
     tidy = runs.to_tidy()
-    ds = xr.Dataset({c: (("record",), tidy[c].to_numpy(dtype=str if c == "run" else float))
-                     for c in tidy.columns})
+    ds = xr.Dataset(
+        {
+            c: (("record",), tidy[c].to_numpy(dtype=str if c == "run" else float))
+            for c in tidy.columns
+        }
+    )
     ds.attrs["columns"] = json.dumps(list(tidy.columns))
     ds.attrs["train_domains"] = json.dumps(list(runs.train_domains))
     ds.attrs["eval_domains"] = json.dumps(list(runs.eval_domains))
@@ -670,8 +798,12 @@ def _decode_fit_data(ds: xr.Dataset) -> RunTable:
     cols = json.loads(ds.attrs["columns"])
     tidy = pd.DataFrame({c: ds[c].values for c in cols})
     tidy["run"] = tidy["run"].astype(str)
-    return RunTable(tidy, json.loads(ds.attrs["train_domains"]),
-                    json.loads(ds.attrs["eval_domains"]), source=ds.attrs.get("source") or None)
+    return RunTable(
+        tidy,
+        json.loads(ds.attrs["train_domains"]),
+        json.loads(ds.attrs["eval_domains"]),
+        source=ds.attrs.get("source") or None,
+    )
 
 
 # ---------------------------------------------------------------------- ArviZ groups
@@ -704,14 +836,16 @@ def _draw_params(post: xr.Dataset, names) -> dict[str, np.ndarray]:
     out = {}
     for name in names:
         da = post[name]
-        order = ["chain", "draw"] + [d for d in ("eval_domain", "latent", "train_domain")
-                                      if d in da.dims]
+        order = ["chain", "draw"] + [
+            d for d in ("eval_domain", "latent", "train_domain") if d in da.dims
+        ]
         out[name] = da.transpose(*order).values
     return out
 
 
-def data_groups(post: xr.Dataset, law, likelihood: dict, runs: RunTable, *,
-                seed: int | None = 0) -> dict[str, xr.Dataset]:
+def data_groups(
+    post: xr.Dataset, law, likelihood: dict, runs: RunTable, *, seed: int | None = 0
+) -> dict[str, xr.Dataset]:
     """ArviZ's data groups for a fit to ``runs``: ``observed_data``, ``constant_data`` and
     ``posterior_predictive``, one row per run (its last checkpoint: the record a law without a
     tokens input is fitted to; for laws fitted to every checkpoint, the last one of each run).
@@ -747,32 +881,59 @@ def data_groups(post: xr.Dataset, law, likelihood: dict, runs: RunTable, *,
             if run in fitted:
                 pred[:, :, j, :] += eff[:, :, fitted[run], :]
             else:
-                pred[:, :, j, :] += (rng.standard_normal(size=pred.shape[:2] + pred.shape[3:])
-                                     * p["run_sigma"])
+                pred[:, :, j, :] += (
+                    rng.standard_normal(size=pred.shape[:2] + pred.shape[3:]) * p["run_sigma"]
+                )
     coords = {"run": run_ids, "eval_domain": [str(d) for d in table.eval_domains]}
     sample = {"chain": post["chain"].values, "draw": post["draw"].values}
-    checkpoint = ("each run's last checkpoint" if table.has_steps or runs.has_steps
-                  else "one record per run")
-    observed = xr.DataArray(table.losses.to_numpy(dtype=float), coords, ("run", "eval_domain"),
-                            attrs={"units": "nats per token",
-                                   "description": f"measured validation loss ({checkpoint})"})
-    predictive = xr.DataArray(pred, {**sample, **coords}, ("chain", "draw", "run",
-                                                           "eval_domain"),
-                              attrs={"units": "nats per token",
-                                     "description": "replicated measurement: the law's mean "
-                                                    "plus the fitted noise (and run offset) "
-                                                    "per draw"})
-    const = {"proportions": xr.DataArray(
-        data.r, {"run": run_ids, "train_domain": [str(d) for d in table.train_domains]},
-        ("run", "train_domain"),
-        attrs={"units": "share of training tokens",
-               "description": "training mixture of each run (rows sum to 1)"})}
-    for key, units, description in (("n_params", "parameters", "model size"),
-                                    ("tokens", "tokens", "training tokens seen")):
+    checkpoint = (
+        "each run's last checkpoint" if table.has_steps or runs.has_steps else "one record per run"
+    )
+    observed = xr.DataArray(
+        table.losses.to_numpy(dtype=float),
+        coords,
+        ("run", "eval_domain"),
+        attrs={
+            "units": "nats per token",
+            "description": f"measured validation loss ({checkpoint})",
+        },
+    )
+    predictive = xr.DataArray(
+        pred,
+        {**sample, **coords},
+        ("chain", "draw", "run", "eval_domain"),
+        attrs={
+            "units": "nats per token",
+            "description": "replicated measurement: the law's mean "
+            "plus the fitted noise (and run offset) "
+            "per draw",
+        },
+    )
+    const = {
+        "proportions": xr.DataArray(
+            data.r,
+            {"run": run_ids, "train_domain": [str(d) for d in table.train_domains]},
+            ("run", "train_domain"),
+            attrs={
+                "units": "share of training tokens",
+                "description": "training mixture of each run (rows sum to 1)",
+            },
+        )
+    }
+    for key, units, description in (
+        ("n_params", "parameters", "model size"),
+        ("tokens", "tokens", "training tokens seen"),
+    ):
         col = table.column(key)
         if col is not None and np.isfinite(col.to_numpy(dtype=float)).any():
-            const[key] = xr.DataArray(col.to_numpy(dtype=float), {"run": run_ids}, ("run",),
-                                      attrs={"units": units, "description": description})
-    return {"observed_data": xr.Dataset({"loss": observed}),
-            "constant_data": xr.Dataset(const),
-            "posterior_predictive": xr.Dataset({"loss": predictive})}
+            const[key] = xr.DataArray(
+                col.to_numpy(dtype=float),
+                {"run": run_ids},
+                ("run",),
+                attrs={"units": units, "description": description},
+            )
+    return {
+        "observed_data": xr.Dataset({"loss": observed}),
+        "constant_data": xr.Dataset(const),
+        "posterior_predictive": xr.Dataset({"loss": predictive}),
+    }

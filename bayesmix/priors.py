@@ -39,16 +39,20 @@ class Prior:
 
     def __post_init__(self):
         if self.dist not in DISTRIBUTIONS:
-            raise SpecError(f"unknown distribution {self.dist!r}",
-                            hint=f"use one of {', '.join(DISTRIBUTIONS)}")
+            raise SpecError(
+                f"unknown distribution {self.dist!r}", hint=f"use one of {', '.join(DISTRIBUTIONS)}"
+            )
         allowed = DISTRIBUTIONS[self.dist]
         for k, v in self.params.items():
             if k not in allowed:
-                raise SpecError(f"{self.dist} has no parameter {k!r}",
-                                hint=f"{self.dist} takes {', '.join(allowed)}")
+                raise SpecError(
+                    f"{self.dist} has no parameter {k!r}",
+                    hint=f"{self.dist} takes {', '.join(allowed)}",
+                )
             if v != DATA and not isinstance(v, (int, float)):
-                raise SpecError(f"parameter {k!r} of {self.dist} must be a number or \"data\", "
-                                f"got {v!r}")
+                raise SpecError(
+                    f'parameter {k!r} of {self.dist} must be a number or "data", got {v!r}'
+                )
 
     @classmethod
     def from_dict(cls, d: Mapping, name: str = "prior") -> Prior:
@@ -75,8 +79,10 @@ class Prior:
         for k, v in self.params.items():
             if v == DATA:
                 if not data or k not in data:
-                    raise SpecError(f"prior {name!r}: parameter {k!r} cannot be scaled to the "
-                                    "data", hint="give a number instead of \"data\"")
+                    raise SpecError(
+                        f"prior {name!r}: parameter {k!r} cannot be scaled to the data",
+                        hint='give a number instead of "data"',
+                    )
                 v = data[k]
             params[k] = v
         return getattr(pm, self.dist)(name, **params, dims=dims, **kwargs)

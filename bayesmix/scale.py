@@ -56,23 +56,39 @@ class ScaleShift:
         def scale(d):
             return f"N={d['n_params']:.3g} params, D={d['tokens']:.3g} tokens"
 
-        verdict = ("MOVES with scale" if self.changes
-                   else f"does not move with scale (within {self.threshold:.2f} per share)")
-        lines = [f"Recommended mixture at the proxies' scale ({scale(self.proxy_inputs)}) vs "
-                 f"the target ({scale(self.target_inputs)}): it {verdict}; largest share "
-                 f"change {self.max_share_change:.{digits}f}.",
-                 f"  P(a draw's optimum moves by > {self.threshold:.2f}) = {self.p_moves:.2f};"
-                 f" P(target optimum better at target scale) = {self.p_target_better:.2f};"
-                 f" cost of deciding at the proxies' scale: {self.cost_mean:.4f} "
-                 f"[{self.cost_lower:.4f}, {self.cost_upper:.4f}] nats ({self.prob:.0%})",
-                 self.mixtures.to_string(index=False,
-                                         float_format=lambda v: f"{v:.{digits}f}")]
+        verdict = (
+            "MOVES with scale"
+            if self.changes
+            else f"does not move with scale (within {self.threshold:.2f} per share)"
+        )
+        lines = [
+            f"Recommended mixture at the proxies' scale ({scale(self.proxy_inputs)}) vs "
+            f"the target ({scale(self.target_inputs)}): it {verdict}; largest share "
+            f"change {self.max_share_change:.{digits}f}.",
+            f"  P(a draw's optimum moves by > {self.threshold:.2f}) = {self.p_moves:.2f};"
+            f" P(target optimum better at target scale) = {self.p_target_better:.2f};"
+            f" cost of deciding at the proxies' scale: {self.cost_mean:.4f} "
+            f"[{self.cost_lower:.4f}, {self.cost_upper:.4f}] nats ({self.prob:.0%})",
+            self.mixtures.to_string(index=False, float_format=lambda v: f"{v:.{digits}f}"),
+        ]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in (
-            "proxy_inputs", "target_inputs", "max_share_change", "p_moves", "p_target_better",
-            "cost_mean", "cost_lower", "cost_upper", "threshold", "prob")}
+        out = {
+            k: getattr(self, k)
+            for k in (
+                "proxy_inputs",
+                "target_inputs",
+                "max_share_change",
+                "p_moves",
+                "p_target_better",
+                "cost_mean",
+                "cost_lower",
+                "cost_upper",
+                "threshold",
+                "prob",
+            )
+        }
         out["mixtures"] = self.mixtures.to_dict(orient="records")
         return out
 
@@ -90,9 +106,17 @@ def proxy_scale(posterior) -> dict[str, float]:
     return out
 
 
-def scale_shift(draws: LawDraws, constraints: Constraints, weights, *, target: Mapping,
-                proxy: Mapping, threshold: float = DEFAULT_THRESHOLD, prob: float = 0.9,
-                seed: int = 0) -> ScaleShift:
+def scale_shift(
+    draws: LawDraws,
+    constraints: Constraints,
+    weights,
+    *,
+    target: Mapping,
+    proxy: Mapping,
+    threshold: float = DEFAULT_THRESHOLD,
+    prob: float = 0.9,
+    seed: int = 0,
+) -> ScaleShift:
     """Compare the mean-loss decision at ``proxy`` and ``target`` scales (``{"n_params": N,
     "tokens": D}``) for ``draws`` of a law over size and tokens; ``weights`` (K,) normalised."""
     import dataclasses
@@ -107,10 +131,19 @@ def scale_shift(draws: LawDraws, constraints: Constraints, weights, *, target: M
     losses = at_target.mean_loss(np.vstack([r_proxy, r_target])) @ np.asarray(weights, float)
     cost = losses[:, 0] - losses[:, 1]  # (S,): proxy optimum minus target optimum, at target
     lo, hi = np.quantile(cost, [(1 - prob) / 2, (1 + prob) / 2])
-    table = pd.DataFrame({"train_domain": list(draws.train_domains), "proxy": r_proxy,
-                          "target": r_target})
-    return ScaleShift(proxy_inputs=dict(proxy), target_inputs=dict(target), mixtures=table,
-                      max_share_change=float(np.abs(r_target - r_proxy).max()),
-                      p_moves=float(moves.mean()), p_target_better=float((cost > 0).mean()),
-                      cost_mean=float(cost.mean()), cost_lower=float(lo), cost_upper=float(hi),
-                      threshold=threshold, prob=prob)
+    table = pd.DataFrame(
+        {"train_domain": list(draws.train_domains), "proxy": r_proxy, "target": r_target}
+    )
+    return ScaleShift(
+        proxy_inputs=dict(proxy),
+        target_inputs=dict(target),
+        mixtures=table,
+        max_share_change=float(np.abs(r_target - r_proxy).max()),
+        p_moves=float(moves.mean()),
+        p_target_better=float((cost > 0).mean()),
+        cost_mean=float(cost.mean()),
+        cost_lower=float(lo),
+        cost_upper=float(hi),
+        threshold=threshold,
+        prob=prob,
+    )

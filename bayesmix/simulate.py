@@ -72,9 +72,11 @@ class Truth(dict):
         if isinstance(mixtures, pd.DataFrame):
             missing = [d for d in self["train_domains"] if d not in mixtures.columns]
             if missing:
-                raise errors.DomainNameError(f"no column for training domain {missing[0]!r}",
-                                             column=missing[0],
-                                             hint="columns must be the training domains")
+                raise errors.DomainNameError(
+                    f"no column for training domain {missing[0]!r}",
+                    column=missing[0],
+                    hint="columns must be the training domains",
+                )
             index = mixtures.index
             mixtures = mixtures[list(self["train_domains"])]
         r = np.asarray(mixtures, float)
@@ -83,7 +85,8 @@ class Truth(dict):
         if r.shape[-1] != len(self["train_domains"]):
             raise errors.SimulationError(
                 f"mixtures have {r.shape[-1]} shares, the law has "
-                f"{len(self['train_domains'])} training domains")
+                f"{len(self['train_domains'])} training domains"
+            )
         loss = m4.mean_loss(r, self)
         s = np.asarray(self.scale_factor(n_params, step), float)
         loss = loss * (s[:, None] if s.ndim == 1 else s)
@@ -95,25 +98,39 @@ class Truth(dict):
 
     def to_dataset(self) -> xr.Dataset:
         """The law's parameters with named dims ``eval_domain`` and ``train_domain``."""
-        coords = {"eval_domain": list(self["eval_domains"]),
-                  "train_domain": list(self["train_domains"])}
-        data: dict[str, tuple] = {name: (("eval_domain",), self[name])
-                                  for name in ("m", "rho", "c", "k", "sigma")}
+        coords = {
+            "eval_domain": list(self["eval_domains"]),
+            "train_domain": list(self["train_domains"]),
+        }
+        data: dict[str, tuple] = {
+            name: (("eval_domain",), self[name]) for name in ("m", "rho", "c", "k", "sigma")
+        }
         data["t"] = (("eval_domain", "train_domain"), self["t"])
-        attrs = {k: v for k, v in self.items()
-                 if k not in data and k not in ("train_domains", "eval_domains")
-                 and v is not None}
+        attrs = {
+            k: v
+            for k, v in self.items()
+            if k not in data and k not in ("train_domains", "eval_domains") and v is not None
+        }
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
-def simulate(train_domains: int | Sequence[str] = 5,
-             eval_domains: int | Sequence[str] | None = None, n_runs: int = 40, *,
-             seed: int, noise_sd: float | Sequence[float] = 0.02,
-             student_t_df: float | None = None, sizes: Sequence[float] | None = None,
-             steps: Sequence[int] | None = None, design: str | np.ndarray = "dirichlet",
-             concentration: float = 1.0, corner_fraction: float = 0.0, diag_effect: bool = True,
-             tokens_per_step: float = TOKENS_PER_STEP, scale: dict | None = None,
-             ) -> tuple[RunTable, Truth]:
+def simulate(
+    train_domains: int | Sequence[str] = 5,
+    eval_domains: int | Sequence[str] | None = None,
+    n_runs: int = 40,
+    *,
+    seed: int,
+    noise_sd: float | Sequence[float] = 0.02,
+    student_t_df: float | None = None,
+    sizes: Sequence[float] | None = None,
+    steps: Sequence[int] | None = None,
+    design: str | np.ndarray = "dirichlet",
+    concentration: float = 1.0,
+    corner_fraction: float = 0.0,
+    diag_effect: bool = True,
+    tokens_per_step: float = TOKENS_PER_STEP,
+    scale: dict | None = None,
+) -> tuple[RunTable, Truth]:
     """Draw a run table of proxy runs from a random M4 law; return it with the true law.
 
     ``train_domains``/``eval_domains``: a count or names (validation defaults to the training
@@ -132,8 +149,9 @@ def simulate(train_domains: int | Sequence[str] = 5,
     elif isinstance(eval_domains, int):
         if eval_domains < 1:
             raise errors.SimulationError("eval_domains must be at least 1")
-        evals = list(train[:eval_domains]) + [f"e{j}" for j in
-                                              range(len(train) + 1, eval_domains + 1)]
+        evals = list(train[:eval_domains]) + [
+            f"e{j}" for j in range(len(train) + 1, eval_domains + 1)
+        ]
     else:
         evals = _names(eval_domains, "e", "validation")
     n_train, n_eval = len(train), len(evals)
@@ -163,13 +181,22 @@ def simulate(train_domains: int | Sequence[str] = 5,
     law = dict(SCALE_DEFAULTS, **(scale or {}))
     if law["a_n"] + law["a_d"] >= 1:
         raise errors.SimulationError("scale a_n + a_d must be < 1 to keep losses positive")
-    truth = Truth(m=m, rho=rho, t=t, c=c, k=k, sigma=sigma, train_domains=tuple(train),
-                  eval_domains=tuple(evals),
-                  noise="student_t" if student_t_df is not None else "gaussian",
-                  student_t_df=student_t_df, tokens_per_step=float(tokens_per_step),
-                  n_ref=min(sizes_) if sizes is not None else None,
-                  d_ref=max(steps_) * float(tokens_per_step) if steps is not None else None,
-                  **law)
+    truth = Truth(
+        m=m,
+        rho=rho,
+        t=t,
+        c=c,
+        k=k,
+        sigma=sigma,
+        train_domains=tuple(train),
+        eval_domains=tuple(evals),
+        noise="student_t" if student_t_df is not None else "gaussian",
+        student_t_df=student_t_df,
+        tokens_per_step=float(tokens_per_step),
+        n_ref=min(sizes_) if sizes is not None else None,
+        d_ref=max(steps_) * float(tokens_per_step) if steps is not None else None,
+        **law,
+    )
 
     # the records: every mixture at every size, every step
     width = len(str(len(mixtures) - 1))
@@ -228,8 +255,10 @@ class LawTruth:
         """
         r, index, single = _as_mixture_array(mixtures, self.train_domains)
         n = r.shape[0]
-        extra = {k: None if v is None else np.broadcast_to(np.asarray(v, float), (n,))
-                 for k, v in (("n_params", n_params), ("tokens", tokens))}
+        extra = {
+            k: None if v is None else np.broadcast_to(np.asarray(v, float), (n,))
+            for k, v in (("n_params", n_params), ("tokens", tokens))
+        }
         loss = np.asarray(self.law.predict(r, self.params, **extra), float)
         if index is not None:
             out = pd.DataFrame(loss, index=index, columns=list(self.eval_domains))
@@ -239,8 +268,7 @@ class LawTruth:
 
     def to_dataset(self) -> xr.Dataset:
         """The parameters and sigma with named dims ``eval_domain``/``train_domain``."""
-        coords = {"eval_domain": list(self.eval_domains),
-                  "train_domain": list(self.train_domains)}
+        coords = {"eval_domain": list(self.eval_domains), "train_domain": list(self.train_domains)}
         data = {p.name: (p.dims, self.params[p.name]) for p in self.law.params}
         data["sigma"] = (("eval_domain",), self.sigma)
         attrs: dict[str, Any] = {"law": self.law.name, "spec": self.spec, "noise": self.noise}
@@ -249,14 +277,25 @@ class LawTruth:
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
-def simulate_law(law_or_spec, train_domains: int | Sequence[str] = 4,
-                 eval_domains: int | Sequence[str] | None = None, n_runs: int = 40, *,
-                 seed: int, noise_sd: float | Sequence[float] = 0.02,
-                 student_t_df: float | None = None, design: str | np.ndarray = "dirichlet",
-                 concentration: float = 1.0, zero_fraction: float = 0.0,
-                 corner_fraction: float = 0.0, loss_mean: float | Sequence[float] = 3.0,
-                 loss_scale: float | Sequence[float] = 0.5, n_params=None, tokens=None,
-                 truth: LawTruth | None = None) -> tuple[RunTable, LawTruth]:
+def simulate_law(
+    law_or_spec,
+    train_domains: int | Sequence[str] = 4,
+    eval_domains: int | Sequence[str] | None = None,
+    n_runs: int = 40,
+    *,
+    seed: int,
+    noise_sd: float | Sequence[float] = 0.02,
+    student_t_df: float | None = None,
+    design: str | np.ndarray = "dirichlet",
+    concentration: float = 1.0,
+    zero_fraction: float = 0.0,
+    corner_fraction: float = 0.0,
+    loss_mean: float | Sequence[float] = 3.0,
+    loss_scale: float | Sequence[float] = 0.5,
+    n_params=None,
+    tokens=None,
+    truth: LawTruth | None = None,
+) -> tuple[RunTable, LawTruth]:
     """Proxy runs from a random instance of any law; returns the run table and the truth.
 
     The truth is one draw of the law's parameters from its own PyMC block
@@ -314,35 +353,62 @@ def simulate_law(law_or_spec, train_domains: int | Sequence[str] = 4,
     noise = "student_t" if student_t_df is not None else "gaussian"
     if truth is not None:
         if truth.law.name != law.name or (truth.train_domains, truth.eval_domains) != (
-                tuple(train), tuple(evals)):
-            raise errors.SimulationError("truth= comes from another law or other domains",
-                                         hint=f"truth: law {truth.law.name!r}, domains "
-                                              f"{truth.train_domains} -> {truth.eval_domains}")
-        truth = LawTruth(law=law, spec=truth.spec, params=truth.params, sigma=sigma,
-                         train_domains=tuple(train), eval_domains=tuple(evals), noise=noise,
-                         student_t_df=student_t_df)
+            tuple(train),
+            tuple(evals),
+        ):
+            raise errors.SimulationError(
+                "truth= comes from another law or other domains",
+                hint=f"truth: law {truth.law.name!r}, domains "
+                f"{truth.train_domains} -> {truth.eval_domains}",
+            )
+        truth = LawTruth(
+            law=law,
+            spec=truth.spec,
+            params=truth.params,
+            sigma=sigma,
+            train_domains=tuple(train),
+            eval_domains=tuple(evals),
+            noise=noise,
+            student_t_df=student_t_df,
+        )
     else:
         # the truth: one prior draw of the law's block (the likelihood's data are placeholders)
-        run_idx, eval_idx = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n_eval),
-                                                            indexing="ij"))
-        data = ModelData(runs=tuple(f"r{i}" for i in range(n)), r=mixtures,
-                         y=level[eval_idx].copy(), run_idx=run_idx, eval_idx=eval_idx,
-                         loss_mean=level, loss_scale=spread,
-                         log_sigma_loc=float(np.log(max(float(np.median(sigma)), 1e-6))),
-                         **extra)
+        run_idx, eval_idx = (
+            a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n_eval), indexing="ij")
+        )
+        data = ModelData(
+            runs=tuple(f"r{i}" for i in range(n)),
+            r=mixtures,
+            y=level[eval_idx].copy(),
+            run_idx=run_idx,
+            eval_idx=eval_idx,
+            loss_mean=level,
+            loss_scale=spread,
+            log_sigma_loc=float(np.log(max(float(np.median(sigma)), 1e-6))),
+            **extra,
+        )
         model = build_model(spec, train, evals, data)
-        draws = pm.draw([model[p] for p in law.param_names],
-                        random_seed=int(rng.integers(2**31 - 1)))
+        draws = pm.draw(
+            [model[p] for p in law.param_names], random_seed=int(rng.integers(2**31 - 1))
+        )
         params = {p: np.asarray(v, float) for p, v in zip(law.param_names, draws, strict=True)}
-        truth = LawTruth(law=law, spec=spec.name, params=params, sigma=sigma,
-                         train_domains=tuple(train), eval_domains=tuple(evals), noise=noise,
-                         student_t_df=student_t_df)
+        truth = LawTruth(
+            law=law,
+            spec=spec.name,
+            params=params,
+            sigma=sigma,
+            train_domains=tuple(train),
+            eval_domains=tuple(evals),
+            noise=noise,
+            student_t_df=student_t_df,
+        )
 
     mean = truth.true_loss(mixtures, **extra)
     if not (np.all(np.isfinite(mean)) and np.all(mean > 0)):
-        raise errors.SimulationError(f"the drawn {law.name!r} law gives non-positive or "
-                                     "non-finite losses", hint="try another seed or tighter "
-                                     "priors")
+        raise errors.SimulationError(
+            f"the drawn {law.name!r} law gives non-positive or non-finite losses",
+            hint="try another seed or tighter priors",
+        )
     loss = mean + _noise(rng, mean.shape, sigma, student_t_df)
     while (bad := loss <= 0).any():
         loss[bad] = (mean + _noise(rng, mean.shape, sigma, student_t_df))[bad]
@@ -353,15 +419,23 @@ def simulate_law(law_or_spec, train_domains: int | Sequence[str] = 4,
         frame[MIX_PREFIX + name] = mixtures[:, j]
     for i, name in enumerate(evals):
         frame[LOSS_PREFIX + name] = loss[:, i]
-    table = RunTable.from_frame(pd.DataFrame(frame),
-                                source=f"simulate_law({law.name!r}, seed={seed})")
+    table = RunTable.from_frame(
+        pd.DataFrame(frame), source=f"simulate_law({law.name!r}, seed={seed})"
+    )
     return table, truth
 
 
-def simulate_checkpoints(truth: LawTruth, mixtures, sizes: Sequence[float],
-                         steps: Sequence[float], *, seed: int, run_sd: float = 0.0,
-                         tokens_per_step: float = TOKENS_PER_STEP,
-                         run_prefix: str = "") -> RunTable:
+def simulate_checkpoints(
+    truth: LawTruth,
+    mixtures,
+    sizes: Sequence[float],
+    steps: Sequence[float],
+    *,
+    seed: int,
+    run_sd: float = 0.0,
+    tokens_per_step: float = TOKENS_PER_STEP,
+    run_prefix: str = "",
+) -> RunTable:
     """Learning curves of a law over model size and tokens (e.g. ``simulate_law("scaling")``'s
     truth): every mixture trained at every size in ``sizes`` (parameters) and recorded at every
     step in ``steps`` (tokens = step x ``tokens_per_step``).
@@ -371,8 +445,10 @@ def simulate_checkpoints(truth: LawTruth, mixtures, sizes: Sequence[float],
     independent noise with the truth's ``sigma`` per checkpoint. Run ids ``<prefix><size>_<i>``.
     """
     if "tokens" not in truth.law.inputs or "n_params" not in truth.law.inputs:
-        raise errors.SimulationError(f"law {truth.law.name!r} does not take model size and "
-                                     "tokens", hint="use the 'scaling' law's truth")
+        raise errors.SimulationError(
+            f"law {truth.law.name!r} does not take model size and tokens",
+            hint="use the 'scaling' law's truth",
+        )
     rng = np.random.default_rng(seed)
     r, _, _ = _as_mixture_array(mixtures, truth.train_domains)
     rows = []
@@ -384,15 +460,21 @@ def simulate_checkpoints(truth: LawTruth, mixtures, sizes: Sequence[float],
                 tokens = float(step) * float(tokens_per_step)
                 mean = truth.true_loss(mix[None, :], n_params=float(size), tokens=tokens)[0]
                 loss = mean + offset + _noise(rng, mean.shape, truth.sigma, truth.student_t_df)
-                rows.append({"run": f"{run_prefix}{_size_label(size)}_{i:0{width}d}",
-                             "n_params": float(size), "step": float(step), "tokens": tokens,
-                             **{MIX_PREFIX + d: mix[j] for j, d in enumerate(truth.train_domains)},
-                             **{LOSS_PREFIX + d: loss[k]
-                                for k, d in enumerate(truth.eval_domains)}})
+                rows.append(
+                    {
+                        "run": f"{run_prefix}{_size_label(size)}_{i:0{width}d}",
+                        "n_params": float(size),
+                        "step": float(step),
+                        "tokens": tokens,
+                        **{MIX_PREFIX + d: mix[j] for j, d in enumerate(truth.train_domains)},
+                        **{LOSS_PREFIX + d: loss[k] for k, d in enumerate(truth.eval_domains)},
+                    }
+                )
     frame = pd.DataFrame(rows)
     if (frame[[LOSS_PREFIX + d for d in truth.eval_domains]] <= 0).any().any():
-        raise errors.SimulationError("simulated a non-positive loss",
-                                     hint="use smaller noise or another seed")
+        raise errors.SimulationError(
+            "simulated a non-positive loss", hint="use smaller noise or another seed"
+        )
     return RunTable.from_frame(frame, source=f"simulate_checkpoints(seed={seed})")
 
 
@@ -414,15 +496,21 @@ def _spec_for(law_or_spec):
     if text is not None and (text in available_models() or text.endswith(".toml")):
         return load_spec(text)
     if text is not None and text not in available_laws() and ":" not in text:
-        raise errors.SimulationError(f"{text!r} is neither a law nor a model specification",
-                                     hint=f"laws: {', '.join(sorted(available_laws()))}; "
-                                          f"models: {', '.join(available_models())}")
+        raise errors.SimulationError(
+            f"{text!r} is neither a law nor a model specification",
+            hint=f"laws: {', '.join(sorted(available_laws()))}; "
+            f"models: {', '.join(available_models())}",
+        )
     law = get_law(law_or_spec)
     priors = {k: Prior.from_dict(v, name=k) for k, v in default_priors(law.name).items()}
-    return ModelSpec(name=law.name, description=law.description, law=law.name,
-                     likelihood={"family": "normal"},
-                     hierarchy={"diagonal": "auto", "parameterization": "centered"},
-                     priors=priors)
+    return ModelSpec(
+        name=law.name,
+        description=law.description,
+        law=law.name,
+        likelihood={"family": "normal"},
+        hierarchy={"diagonal": "auto", "parameterization": "centered"},
+        priors=priors,
+    )
 
 
 def _eval_names(eval_domains, train: list[str]) -> list[str]:
@@ -431,8 +519,9 @@ def _eval_names(eval_domains, train: list[str]) -> list[str]:
     if isinstance(eval_domains, int):
         if eval_domains < 1:
             raise errors.SimulationError("eval_domains must be at least 1")
-        return list(train[:eval_domains]) + [f"e{j}" for j in
-                                             range(len(train) + 1, eval_domains + 1)]
+        return list(train[:eval_domains]) + [
+            f"e{j}" for j in range(len(train) + 1, eval_domains + 1)
+        ]
     return _names(eval_domains, "e", "validation")
 
 
@@ -452,17 +541,20 @@ def _as_mixture_array(mixtures, train_domains) -> tuple[np.ndarray, object, bool
     if isinstance(mixtures, pd.DataFrame):
         missing = [d for d in train_domains if d not in mixtures.columns]
         if missing:
-            raise errors.DomainNameError(f"no column for training domain {missing[0]!r}",
-                                         column=missing[0],
-                                         hint="columns must be the training domains")
+            raise errors.DomainNameError(
+                f"no column for training domain {missing[0]!r}",
+                column=missing[0],
+                hint="columns must be the training domains",
+            )
         index = mixtures.index
         mixtures = mixtures[list(train_domains)]
     r = np.asarray(mixtures, float)
     single = r.ndim == 1
     r = np.atleast_2d(r)
     if r.shape[-1] != len(train_domains):
-        raise errors.SimulationError(f"mixtures have {r.shape[-1]} shares, the law has "
-                                     f"{len(train_domains)} training domains")
+        raise errors.SimulationError(
+            f"mixtures have {r.shape[-1]} shares, the law has {len(train_domains)} training domains"
+        )
     return r, index, single
 
 
@@ -484,8 +576,9 @@ def _names(spec, prefix: str, kind: str) -> list[str]:
 def _design(design, n_runs, n_train, concentration, corner_fraction, rng) -> np.ndarray:
     if isinstance(design, str):
         if design != "dirichlet":
-            raise errors.SimulationError(f"unknown design {design!r}",
-                                         hint="use 'dirichlet' or pass an (n, M) array")
+            raise errors.SimulationError(
+                f"unknown design {design!r}", hint="use 'dirichlet' or pass an (n, M) array"
+            )
         if n_runs < 1:
             raise errors.SimulationError("n_runs must be at least 1")
         if not 0 <= corner_fraction <= 1:

@@ -75,9 +75,14 @@ class ModelSpec:
     priors: dict[str, Prior]
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "law": self.law,
-                "likelihood": dict(self.likelihood), "hierarchy": dict(self.hierarchy),
-                "priors": {k: p.to_dict() for k, p in self.priors.items()}}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "law": self.law,
+            "likelihood": dict(self.likelihood),
+            "hierarchy": dict(self.hierarchy),
+            "priors": {k: p.to_dict() for k, p in self.priors.items()},
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -95,11 +100,17 @@ class ModelSpec:
 
     def to_toml(self) -> str:
         """The resolved specification as a complete TOML file (every prior written out)."""
+
         def value(v):
             return json.dumps(v) if isinstance(v, str) else repr(v)
 
-        lines = [f"name = {value(self.name)}", f"description = {value(self.description)}",
-                 f"law = {value(self.law)}", "", "[likelihood]"]
+        lines = [
+            f"name = {value(self.name)}",
+            f"description = {value(self.description)}",
+            f"law = {value(self.law)}",
+            "",
+            "[likelihood]",
+        ]
         lines += [f"{k} = {value(v)}" for k, v in self.likelihood.items()]
         lines += ["", "[hierarchy]"] + [f"{k} = {value(v)}" for k, v in self.hierarchy.items()]
         lines += ["", "[priors]"]
@@ -109,11 +120,13 @@ class ModelSpec:
         return "\n".join(lines) + "\n"
 
     def __str__(self) -> str:
-        lines = [f"model {self.name!r}: {self.description}",
-                 f"  law: {self.law}",
-                 "  likelihood: " + ", ".join(f"{k}={v}" for k, v in self.likelihood.items()),
-                 "  hierarchy: " + ", ".join(f"{k}={v}" for k, v in self.hierarchy.items()),
-                 "  priors:"]
+        lines = [
+            f"model {self.name!r}: {self.description}",
+            f"  law: {self.law}",
+            "  likelihood: " + ", ".join(f"{k}={v}" for k, v in self.likelihood.items()),
+            "  hierarchy: " + ", ".join(f"{k}={v}" for k, v in self.hierarchy.items()),
+            "  priors:",
+        ]
         lines += [f"    {k} ~ {p}" for k, p in self.priors.items()]
         return "\n".join(lines)
 
@@ -123,8 +136,11 @@ def _read_toml(path: Path) -> dict:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise SpecError("model file not found", source=str(path),
-                        hint=f"shipped models: {', '.join(available_models())}") from None
+        raise SpecError(
+            "model file not found",
+            source=str(path),
+            hint=f"shipped models: {', '.join(available_models())}",
+        ) from None
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise SpecError(f"cannot read model specification: {err}", source=str(path)) from None
 
@@ -149,9 +165,10 @@ def _raw(name_or_path: str | Path, seen: tuple = ()) -> tuple[dict, str]:
     else:
         path = models_dir() / f"{text}.toml"
         if not path.is_file():
-            raise SpecError(f"unknown model {text!r}",
-                            hint=f"shipped models: {', '.join(available_models())}, "
-                                 "or give a .toml file")
+            raise SpecError(
+                f"unknown model {text!r}",
+                hint=f"shipped models: {', '.join(available_models())}, or give a .toml file",
+            )
     raw = _read_toml(path)
     parent = raw.pop("extends", None)
     if parent is not None:
@@ -182,19 +199,27 @@ def _check_latent(hier: dict, law: str, source: str) -> None:
     from bayesmix.laws import get_law
 
     if not any("latent" in p.dims for p in get_law(law).params):
-        raise SpecError(f"hierarchy latent applies only to laws with latent domains, not {law}",
-                        source=source, hint="remove it, or use law = \"implicit\"")
+        raise SpecError(
+            f"hierarchy latent applies only to laws with latent domains, not {law}",
+            source=source,
+            hint='remove it, or use law = "implicit"',
+        )
     k = hier["latent"]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_LATENT:
-        raise SpecError(f"hierarchy latent must be a whole number from 1 to {MAX_LATENT}, "
-                        f"got {k!r}", source=source)
+        raise SpecError(
+            f"hierarchy latent must be a whole number from 1 to {MAX_LATENT}, got {k!r}",
+            source=source,
+        )
 
 
 def _resolve(raw: dict, source: str) -> ModelSpec:
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise SpecError(f"unknown key {sorted(unknown)[0]!r}", source=source,
-                        hint=f"allowed: {', '.join(sorted(_TOP_KEYS - {'extends'}))}")
+        raise SpecError(
+            f"unknown key {sorted(unknown)[0]!r}",
+            source=source,
+            hint=f"allowed: {', '.join(sorted(_TOP_KEYS - {'extends'}))}",
+        )
     law = str(raw.get("law", "m4"))
     try:
         needed = default_priors(law)
@@ -202,43 +227,65 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
         raise SpecError(err.problem, source=source, hint=err.hint) from None
     lik = dict(raw.get("likelihood", {}))
     if set(lik) - _LIKELIHOOD_KEYS:
-        raise SpecError(f"unknown likelihood key {sorted(set(lik) - _LIKELIHOOD_KEYS)[0]!r}",
-                        source=source, hint="allowed: family, nu")
+        raise SpecError(
+            f"unknown likelihood key {sorted(set(lik) - _LIKELIHOOD_KEYS)[0]!r}",
+            source=source,
+            hint="allowed: family, nu",
+        )
     lik.setdefault("family", "student_t")
     if lik["family"] not in FAMILIES:
-        raise SpecError(f"unknown likelihood family {lik['family']!r}", source=source,
-                        hint=f"use one of {', '.join(FAMILIES)}")
+        raise SpecError(
+            f"unknown likelihood family {lik['family']!r}",
+            source=source,
+            hint=f"use one of {', '.join(FAMILIES)}",
+        )
     if lik["family"] == "student_t":
         nu = lik.setdefault("nu", 4.0)
         if not isinstance(nu, (int, float)) or nu <= 0:
             raise SpecError(f"likelihood nu must be a positive number, got {nu!r}", source=source)
     hier = dict(raw.get("hierarchy", {}))
     if set(hier) - _HIERARCHY_KEYS:
-        raise SpecError(f"unknown hierarchy key {sorted(set(hier) - _HIERARCHY_KEYS)[0]!r}",
-                        source=source, hint="allowed: " + ", ".join(sorted(_HIERARCHY_KEYS)))
+        raise SpecError(
+            f"unknown hierarchy key {sorted(set(hier) - _HIERARCHY_KEYS)[0]!r}",
+            source=source,
+            hint="allowed: " + ", ".join(sorted(_HIERARCHY_KEYS)),
+        )
     hier.setdefault("diagonal", "auto")
     hier.setdefault("parameterization", "centered")
     if hier["parameterization"] not in ("centered", "noncentered"):
-        raise SpecError("hierarchy parameterization must be centered or noncentered, got "
-                        f"{hier['parameterization']!r}", source=source)
+        raise SpecError(
+            "hierarchy parameterization must be centered or noncentered, got "
+            f"{hier['parameterization']!r}",
+            source=source,
+        )
     if hier["diagonal"] not in ("auto", "on", "off"):
-        raise SpecError(f"hierarchy diagonal must be auto, on or off, got {hier['diagonal']!r}",
-                        source=source)
+        raise SpecError(
+            f"hierarchy diagonal must be auto, on or off, got {hier['diagonal']!r}", source=source
+        )
     _check_latent(hier, law, source)
     if hier.get("run_effect", "on") not in ("on", "off"):
-        raise SpecError("hierarchy run_effect must be on or off, got "
-                        f"{hier['run_effect']!r}", source=source)
+        raise SpecError(
+            f"hierarchy run_effect must be on or off, got {hier['run_effect']!r}", source=source
+        )
     raw_priors = raw.get("priors", {})
     extra = set(raw_priors) - set(needed)
     if extra:
-        raise SpecError(f"unknown prior {sorted(extra)[0]!r} for law {law}", source=source,
-                        hint=f"priors: {', '.join(needed)}")
+        raise SpecError(
+            f"unknown prior {sorted(extra)[0]!r} for law {law}",
+            source=source,
+            hint=f"priors: {', '.join(needed)}",
+        )
     priors = {}
     for k in needed:
         try:
             priors[k] = Prior.from_dict(raw_priors.get(k, needed[k]), name=k)
         except SpecError as err:
             raise SpecError(err.problem, source=source, hint=err.hint) from None
-    return ModelSpec(name=str(raw.get("name", Path(source).stem)),
-                     description=str(raw.get("description", "")), law=law, likelihood=lik,
-                     hierarchy=hier, priors=priors)
+    return ModelSpec(
+        name=str(raw.get("name", Path(source).stem)),
+        description=str(raw.get("description", "")),
+        law=law,
+        likelihood=lik,
+        hierarchy=hier,
+        priors=priors,
+    )

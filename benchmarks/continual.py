@@ -34,26 +34,42 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 STEP = 10000
 
 
-def run(draws: int = 1000, tune: int = 1000, chains: int = 2, seed: int = 1,
-        model: str = "default", data: Path = DEFAULT_DATA, prob: float = 0.9) -> dict:
+def run(
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 2,
+    seed: int = 1,
+    model: str = "default",
+    data: Path = DEFAULT_DATA,
+    prob: float = 0.9,
+) -> dict:
     """Fit ``model`` at step 10000 and compute the critical share of Python (see module doc)."""
     runs = load(Path(data) / "ct" / "70M.txt")
     weights = Path(data) / "pipeline" / "valid_weight.json"
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        post = fit(runs, model, step=STEP, draws=draws, tune=tune, chains=chains, seed=seed,
-                   warn=False)
-    cs = compute_critical_share(post, original="Pile", new="Python", runs=runs,
-                                weights=str(weights), prob=prob)
+        post = fit(
+            runs, model, step=STEP, draws=draws, tune=tune, chains=chains, seed=seed, warn=False
+        )
+    cs = compute_critical_share(
+        post, original="Pile", new="Python", runs=runs, weights=str(weights), prob=prob
+    )
     wall = time.perf_counter() - start
     lo, hi = cs.interval
     glo, ghi = cs.original_interval
-    return {"critical_share": cs.median, "lo": lo, "hi": hi,
-            "critical_general_share": cs.original_median, "wall_s": wall,
-            "general_lo": glo, "general_hi": ghi,
-            "diagnostics_ok": post.diagnostics.ok,
-            "diagnostics_warning": post.diagnostics_warning, "model": model}
+    return {
+        "critical_share": cs.median,
+        "lo": lo,
+        "hi": hi,
+        "critical_general_share": cs.original_median,
+        "wall_s": wall,
+        "general_lo": glo,
+        "general_hi": ghi,
+        "diagnostics_ok": post.diagnostics.ok,
+        "diagnostics_warning": post.diagnostics_warning,
+        "model": model,
+    }
 
 
 def main() -> None:
@@ -62,28 +78,43 @@ def main() -> None:
     ap.add_argument("--tune", type=int, default=1000)
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--models", nargs="+", default=["default"],
-                    help="model specifications to fit (the last line reports the first)")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                    help="the mixinglaws folder (default ../shared/data/mixinglaws)")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=["default"],
+        help="model specifications to fit (the last line reports the first)",
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="the mixinglaws folder (default ../shared/data/mixinglaws)",
+    )
     args = ap.parse_args()
 
     results = []
-    print(f"{'model':<12} {'Python share [90%]':<26} {'Pile share [90%]':<26} "
-          f"{'gate':<7} wall_s", flush=True)
+    print(
+        f"{'model':<12} {'Python share [90%]':<26} {'Pile share [90%]':<26} {'gate':<7} wall_s",
+        flush=True,
+    )
     for model in args.models:
         r = run(args.draws, args.tune, args.chains, args.seed, model, args.data)
         results.append(r)
-        print(f"{model:<12} {r['critical_share']:.4f} [{r['lo']:.4f}, {r['hi']:.4f}]"
-              f"{'':<5} {r['critical_general_share']:.4f} [{r['general_lo']:.4f}, "
-              f"{r['general_hi']:.4f}]{'':<5} {'ok' if r['diagnostics_ok'] else 'FAILED':<7} "
-              f"{r['wall_s']:.1f}", flush=True)
+        print(
+            f"{model:<12} {r['critical_share']:.4f} [{r['lo']:.4f}, {r['hi']:.4f}]"
+            f"{'':<5} {r['critical_general_share']:.4f} [{r['general_lo']:.4f}, "
+            f"{r['general_hi']:.4f}]{'':<5} {'ok' if r['diagnostics_ok'] else 'FAILED':<7} "
+            f"{r['wall_s']:.1f}",
+            flush=True,
+        )
         if r["diagnostics_warning"]:
             print(f"{'':<12} {r['diagnostics_warning']}", flush=True)
     print("Ye et al.: critical general share about 0.29 (Python about 0.71)")
     r = results[0]
-    print(f"continual critical_share={r['critical_share']:.4f} [{r['lo']:.4f},{r['hi']:.4f}] "
-          f"general_share={r['critical_general_share']:.4f} wall_s={r['wall_s']:.1f}")
+    print(
+        f"continual critical_share={r['critical_share']:.4f} [{r['lo']:.4f},{r['hi']:.4f}] "
+        f"general_share={r['critical_general_share']:.4f} wall_s={r['wall_s']:.1f}"
+    )
 
 
 if __name__ == "__main__":

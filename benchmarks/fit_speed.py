@@ -42,37 +42,54 @@ def main() -> None:
     post = fit(runs, draws=1000, tune=1000, chains=4, seed=1)
     wall = time.perf_counter() - start
     d = post.diagnostics
-    print(f"first fit: {wall:.1f} s (compile {post.settings['compile_s']:.1f} s, sampling "
-          f"{post.settings['sample_s']:.1f} s); divergences {d.divergences}, "
-          f"min bulk ESS {d.min_ess_bulk:.0f}, max R-hat {d.max_rhat:.4f}", flush=True)
+    print(
+        f"first fit: {wall:.1f} s (compile {post.settings['compile_s']:.1f} s, sampling "
+        f"{post.settings['sample_s']:.1f} s); divergences {d.divergences}, "
+        f"min bulk ESS {d.min_ess_bulk:.0f}, max R-hat {d.max_rhat:.4f}",
+        flush=True,
+    )
 
     start = time.perf_counter()
     post2 = fit(runs2, draws=1000, tune=1000, chains=4, seed=2)
     refit = time.perf_counter() - start
     d2 = post2.diagnostics
-    print(f"refit:     {refit:.1f} s; divergences {d2.divergences}, min bulk ESS "
-          f"{d2.min_ess_bulk:.0f}", flush=True)
+    print(
+        f"refit:     {refit:.1f} s; divergences {d2.divergences}, min bulk ESS "
+        f"{d2.min_ess_bulk:.0f}",
+        flush=True,
+    )
 
     naive = float("nan")
     if not args.skip_naive:
         data = prepare_data(runs)
         start = time.perf_counter()
         with build_naive_model(runs.train_domains, runs.eval_domains, data):
-            tree = pm.sample(draws=1000, tune=1000, chains=4, cores=2, random_seed=1,
-                             nuts_sampler="pymc",
-                             progressbar=False, compute_convergence_checks=False)
+            tree = pm.sample(
+                draws=1000,
+                tune=1000,
+                chains=4,
+                cores=2,
+                random_seed=1,
+                nuts_sampler="pymc",
+                progressbar=False,
+                compute_convergence_checks=False,
+            )
         naive = time.perf_counter() - start
         stats = tree["sample_stats"]
         depth_hits = int(stats["reached_max_treedepth"].sum())
-        print(f"naive:     {naive:.1f} s (PyMC NUTS, unconstrained c, k, t); max tree depth in "
-              f"{depth_hits} of 4000 draws, divergences {int(stats['diverging'].sum())}",
-              flush=True)
+        print(
+            f"naive:     {naive:.1f} s (PyMC NUTS, unconstrained c, k, t); max tree depth in "
+            f"{depth_hits} of 4000 draws, divergences {int(stats['diverging'].sum())}",
+            flush=True,
+        )
 
     min_ess = min(d.min_ess_bulk, d2.min_ess_bulk)
     divergences = d.divergences + d2.divergences
     ratio = naive / wall if np.isfinite(naive) else float("nan")
-    print(f"fit_speed wall_s={wall:.1f} refit_s={refit:.1f} naive_wall_s={naive:.1f} "
-          f"ratio={ratio:.1f} min_ess_bulk={min_ess:.0f} divergences={divergences}")
+    print(
+        f"fit_speed wall_s={wall:.1f} refit_s={refit:.1f} naive_wall_s={naive:.1f} "
+        f"ratio={ratio:.1f} min_ess_bulk={min_ess:.0f} divergences={divergences}"
+    )
 
 
 if __name__ == "__main__":

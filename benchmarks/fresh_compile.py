@@ -47,8 +47,9 @@ print(json.dumps({"compile_s": time.perf_counter() - start, "ready_at": time.tim
 
 def run_child(env: dict) -> dict:
     started_at, start = time.time(), time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - start
     result["ready_s"] = result["ready_at"] - started_at
@@ -57,8 +58,11 @@ def run_child(env: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--keep-pytensor-cache", action="store_true",
-                    help="cold run with pytensor's own compile cache (default: an empty one)")
+    ap.add_argument(
+        "--keep-pytensor-cache",
+        action="store_true",
+        help="cold run with pytensor's own compile cache (default: an empty one)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bayesmix-fresh-compile-") as tmp:
         env = {**os.environ, "BAYESMIX_CACHE_DIR": str(Path(tmp) / "cache")}
@@ -66,22 +70,33 @@ def main() -> None:
         cold_env = dict(env)
         if not args.keep_pytensor_cache:
             cold_env["PYTENSOR_FLAGS"] = ",".join(
-                filter(None, [env.get("PYTENSOR_FLAGS", ""),
-                              f"base_compiledir={Path(tmp) / 'pytensor'}"]))
+                filter(
+                    None,
+                    [env.get("PYTENSOR_FLAGS", ""), f"base_compiledir={Path(tmp) / 'pytensor'}"],
+                )
+            )
         cold = run_child(cold_env)
-        print(f"cold: compile {cold['compile_s']:.1f} s, ready {cold['ready_s']:.1f} s, "
-              f"process {cold['process_s']:.1f} s "
-              f"(misses {cold['misses']}, stores {cold['stores']})", flush=True)
+        print(
+            f"cold: compile {cold['compile_s']:.1f} s, ready {cold['ready_s']:.1f} s, "
+            f"process {cold['process_s']:.1f} s "
+            f"(misses {cold['misses']}, stores {cold['stores']})",
+            flush=True,
+        )
         warm = run_child(env)
-        print(f"warm: compile {warm['compile_s']:.1f} s, ready {warm['ready_s']:.1f} s, "
-              f"process {warm['process_s']:.1f} s "
-              f"(hits {warm['hits']})", flush=True)
+        print(
+            f"warm: compile {warm['compile_s']:.1f} s, ready {warm['ready_s']:.1f} s, "
+            f"process {warm['process_s']:.1f} s "
+            f"(hits {warm['hits']})",
+            flush=True,
+        )
         files = sorted((Path(tmp) / "cache").rglob("*.nbm"))
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"cache: {len(files)} entry, {size_mb:.2f} MB")
-    print(f"fresh_compile cold_s={cold['compile_s']:.1f} warm_s={warm['compile_s']:.1f} "
-          f"cold_ready_s={cold['ready_s']:.1f} warm_ready_s={warm['ready_s']:.1f} "
-          f"entry_mb={size_mb:.2f}")
+    print(
+        f"fresh_compile cold_s={cold['compile_s']:.1f} warm_s={warm['compile_s']:.1f} "
+        f"cold_ready_s={cold['ready_s']:.1f} warm_ready_s={warm['ready_s']:.1f} "
+        f"entry_mb={size_mb:.2f}"
+    )
 
 
 if __name__ == "__main__":

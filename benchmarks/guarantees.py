@@ -58,17 +58,22 @@ def requests(draws: LawDraws, w_mean, base, c):
     worst = int(np.argmax(loss[:, 0].mean(axis=0) - loss[:, 1].mean(axis=0)))
     value = float(np.quantile(loss[:, 1, worst], 0.95))
     d = draws.eval_domains[worst]
-    return [("mean+no-worse", w_mean, [Guarantee("no-worse", "all", 0.01, PROB)]),
-            ("target+no-worse", target, [Guarantee("no-worse", "all", 0.005, PROB)]),
-            ("mean+max-loss", w_mean, [Guarantee("max-loss", d, value, PROB)])]
+    return [
+        ("mean+no-worse", w_mean, [Guarantee("no-worse", "all", 0.01, PROB)]),
+        ("target+no-worse", target, [Guarantee("no-worse", "all", 0.005, PROB)]),
+        ("mean+max-loss", w_mean, [Guarantee("max-loss", d, value, PROB)]),
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20, help="problems per size (default 20)")
-    ap.add_argument("--large-seeds", type=int, default=None,
-                    help="problems of the 17-domain size (default: --seeds; its fits take "
-                         "about 10x longer)")
+    ap.add_argument(
+        "--large-seeds",
+        type=int,
+        default=None,
+        help="problems of the 17-domain size (default: --seeds; its fits take about 10x longer)",
+    )
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--draws", type=int, default=300, help="draws = tuning steps per chain")
     ap.add_argument("--sizes", default="5,17", help="training-domain counts to run (5, 17)")
@@ -84,8 +89,9 @@ def main() -> None:
         for seed in range(n_seeds):
             runs, truth = simulate(n_train, n_eval, n_runs=n_runs, seed=seed, noise_sd=0.02)
             t0 = time.perf_counter()
-            post = fit(runs, draws=args.draws, tune=args.draws, chains=args.chains, seed=seed,
-                       warn=False)
+            post = fit(
+                runs, draws=args.draws, tune=args.draws, chains=args.chains, seed=seed, warn=False
+            )
             fit_s = time.perf_counter() - t0
             draws = LawDraws.from_posterior(post)
             train, evals = list(post.train_domains), list(post.eval_domains)
@@ -97,13 +103,23 @@ def main() -> None:
                 t1 = time.perf_counter()
                 free = minimize_objective(draws, c, w).mixture
                 try:
-                    got = minimize_guaranteed(draws, c, w, guarantees=gs, baseline=base,
-                                              seed=seed)
+                    got = minimize_guaranteed(draws, c, w, guarantees=gs, baseline=base, seed=seed)
                 except GuaranteeError as err:
-                    print(f"[{n_train:>2} domains, seed {seed:>2}, {name}] INFEASIBLE: {err}",
-                          flush=True)
-                    rows.append({"domains": n_train, "seed": seed, "request": name,
-                                 "bad": 1, "kept": [], "binding": [], "price": np.nan})
+                    print(
+                        f"[{n_train:>2} domains, seed {seed:>2}, {name}] INFEASIBLE: {err}",
+                        flush=True,
+                    )
+                    rows.append(
+                        {
+                            "domains": n_train,
+                            "seed": seed,
+                            "request": name,
+                            "bad": 1,
+                            "kept": [],
+                            "binding": [],
+                            "price": np.nan,
+                        }
+                    )
                     continue
                 solve_s = time.perf_counter() - t1
                 true_rec = truth.true_loss(got.mixture)
@@ -113,24 +129,33 @@ def main() -> None:
                     limit = true_base[d] + g.bound if g.kind == "no-worse" else g.bound
                     kept.append(bool(true_rec[d] <= limit + 1e-12))
                     binding.append(bool(p < BINDING_BELOW))
-                ok = bool(c.contains(got.mixture)) and bool(np.all(
-                    got.probs >= np.array([g.prob for g in got.guarantees]) - 1e-12))
+                ok = bool(c.contains(got.mixture)) and bool(
+                    np.all(got.probs >= np.array([g.prob for g in got.guarantees]) - 1e-12)
+                )
                 price = float(true_rec @ w - truth.true_loss(free) @ w)
-                row = {"domains": n_train, "seed": seed, "request": name, "bad": int(not ok),
-                       "kept": kept, "binding": binding, "price": price,
-                       "diagnostics_ok": post.diagnostics.ok}
+                row = {
+                    "domains": n_train,
+                    "seed": seed,
+                    "request": name,
+                    "bad": int(not ok),
+                    "kept": kept,
+                    "binding": binding,
+                    "price": price,
+                    "diagnostics_ok": post.diagnostics.ok,
+                }
                 rows.append(row)
                 nb = int(np.sum(binding))
                 kb = int(np.sum(np.array(kept) & np.array(binding)))
-                print(f"[{n_train:>2} domains, seed {seed:>2}, {name:<15}] kept "
-                      f"{int(np.sum(kept))}/{len(kept)} (binding {kb}/{nb}) price {price:+.5f}"
-                      f" | min P on draws {got.probs.min():.3f} | solve {solve_s:.1f} s, fit "
-                      f"{fit_s:.0f} s, diagnostics {'ok' if post.diagnostics.ok else 'FAILED'}",
-                      flush=True)
+                print(
+                    f"[{n_train:>2} domains, seed {seed:>2}, {name:<15}] kept "
+                    f"{int(np.sum(kept))}/{len(kept)} (binding {kb}/{nb}) price {price:+.5f}"
+                    f" | min P on draws {got.probs.min():.3f} | solve {solve_s:.1f} s, fit "
+                    f"{fit_s:.0f} s, diagnostics {'ok' if post.diagnostics.ok else 'FAILED'}",
+                    flush=True,
+                )
 
     def rate(sel, binding_only=False):
-        k = [kk for r in sel for kk, b in zip(r["kept"], r["binding"])
-             if b or not binding_only]
+        k = [kk for r in sel for kk, b in zip(r["kept"], r["binding"]) if b or not binding_only]
         return (np.mean(k) if k else np.nan), len(k)
 
     for n_train, *_ in SIZES:
@@ -140,17 +165,21 @@ def main() -> None:
                 continue
             k_all, n_all = rate(sel)
             k_b, n_b = rate(sel, True)
-            print(f"summary {n_train:>2} domains {name:<15}: kept {k_all:.3f} of {n_all} "
-                  f"guarantees, binding ones {k_b:.3f} of {n_b} | price median "
-                  f"{np.nanmedian([r['price'] for r in sel]):.5f} | infeasible "
-                  f"{sum(r['bad'] for r in sel)}/{len(sel)}")
+            print(
+                f"summary {n_train:>2} domains {name:<15}: kept {k_all:.3f} of {n_all} "
+                f"guarantees, binding ones {k_b:.3f} of {n_b} | price median "
+                f"{np.nanmedian([r['price'] for r in sel]):.5f} | infeasible "
+                f"{sum(r['bad'] for r in sel)}/{len(sel)}"
+            )
     k_all, _ = rate(rows)
     k_b, n_b = rate(rows, True)
     n_bad = sum(r["bad"] for r in rows)
     print(f"binding guarantees kept {k_b:.3f} of {n_b}")
-    print(f"guarantees kept={k_all:.3f} requested={PROB} "
-          f"price_median={np.nanmedian([r['price'] for r in rows]):.5f} "
-          f"feasible={'all' if n_bad == 0 else f'{n_bad}_bad'}")
+    print(
+        f"guarantees kept={k_all:.3f} requested={PROB} "
+        f"price_median={np.nanmedian([r['price'] for r in rows]):.5f} "
+        f"feasible={'all' if n_bad == 0 else f'{n_bad}_bad'}"
+    )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def least_squares_implicit(r_fit, y_fit, r_test, k: int, starts: int = 30, seed:
     m = r_fit.shape[1]
 
     def law(p, r):
-        a, t = p[1:1 + k], p[1 + k:].reshape(k, m)
+        a, t = p[1 : 1 + k], p[1 + k :].reshape(k, m)
         return p[0] + np.exp(a[None, :] + r @ t.T).sum(-1)
 
     rng = np.random.default_rng(seed)
@@ -87,13 +87,23 @@ def least_squares_implicit(r_fit, y_fit, r_test, k: int, starts: int = 30, seed:
 def overall_scores(samples: np.ndarray, mean: np.ndarray, observed: np.ndarray) -> dict:
     """MAE of ``mean`` (n,) and 90% coverage of the predictive ``samples`` (S, n)."""
     lo, hi = np.quantile(samples, [(1 - PROB) / 2, (1 + PROB) / 2], axis=0)
-    return {"mae": float(np.abs(mean - observed).mean()),
-            "coverage90": float(((observed >= lo) & (observed <= hi)).mean()),
-            "pred": mean.tolist(), "lower": lo.tolist(), "upper": hi.tolist()}
+    return {
+        "mae": float(np.abs(mean - observed).mean()),
+        "coverage90": float(((observed >= lo) & (observed <= hi)).mean()),
+        "pred": mean.tolist(),
+        "lower": lo.tolist(),
+        "upper": hi.tolist(),
+    }
 
 
-def run(draws: int = 500, tune: int = 500, chains: int = 2, seed: int = 0,
-        data: Path | str = DEFAULT_DATA, ks=KS) -> dict:
+def run(
+    draws: int = 500,
+    tune: int = 500,
+    chains: int = 2,
+    seed: int = 0,
+    data: Path | str = DEFAULT_DATA,
+    ks=KS,
+) -> dict:
     """Fit both ways and score the held-out overall losses (see the module docstring).
 
     Returns a dict with ``implicit_mae``, ``explicit_mae`` (nats per token), ``implicit_k``
@@ -118,8 +128,12 @@ def run(draws: int = 500, tune: int = 500, chains: int = 2, seed: int = 0,
     w = domain_weights(weights_file, explicit.eval_domains)
     pred = explicit.predict(test_runs.mixtures, seed=seed)
     mean = pred.aggregate(w, "mean").mean(("chain", "draw")).values
-    samples = pred.aggregate(w, "predictive").stack(sample=("chain", "draw")).transpose(
-        "sample", "mixture").values
+    samples = (
+        pred.aggregate(w, "predictive")
+        .stack(sample=("chain", "draw"))
+        .transpose("sample", "mixture")
+        .values
+    )
     out_explicit = overall_scores(samples, mean, observed)
 
     log(f"implicit: K in {tuple(ks)} on the overall loss of {fit_runs.n_runs} runs")
@@ -130,30 +144,53 @@ def run(draws: int = 500, tune: int = 500, chains: int = 2, seed: int = 0,
     for k, post in choice.posteriors.items():
         p = post.predict(test_runs.mixtures, seed=seed)
         by_k[k] = overall_scores(
-            p.predictive.isel(eval_domain=0).stack(sample=("chain", "draw"))
-            .transpose("sample", "mixture").values,
-            p.mean.isel(eval_domain=0).mean(("chain", "draw")).values, observed)
-        by_k[k].update(gate=post.diagnostics.ok, why=post.diagnostics_warning or "",
-                       fit_s=post.settings["compile_s"] + post.settings["sample_s"])
+            p.predictive.isel(eval_domain=0)
+            .stack(sample=("chain", "draw"))
+            .transpose("sample", "mixture")
+            .values,
+            p.mean.isel(eval_domain=0).mean(("chain", "draw")).values,
+            observed,
+        )
+        by_k[k].update(
+            gate=post.diagnostics.ok,
+            why=post.diagnostics_warning or "",
+            fit_s=post.settings["compile_s"] + post.settings["sample_s"],
+        )
     y_fit = aggregate_losses(fit_runs, weights_file).losses["overall"].to_numpy(float)
     least_squares = {}
     for k in ks:
-        inside, held_pred = least_squares_implicit(fit_runs.mixtures.to_numpy(float), y_fit,
-                                                   test_runs.mixtures.to_numpy(float), k)
-        least_squares[k] = {"mae_in_sample": float(np.abs(inside - y_fit).mean()),
-                            "mae": float(np.abs(held_pred - observed).mean())}
-    loo = choice.table[["latent", "elpd_loo", "se", "elpd_diff", "dse", "p_loo",
-                        "n_high_pareto_k"]]
-    return {"implicit_mae": by_k[choice.k]["mae"], "explicit_mae": out_explicit["mae"],
-            "implicit_k": choice.k, "coverage90_implicit": by_k[choice.k]["coverage90"],
-            "coverage90_explicit": out_explicit["coverage90"],
-            "wall_s": time.perf_counter() - start, "implicit_by_k": by_k,
-            "explicit": out_explicit, "explicit_gate": explicit.diagnostics.ok,
-            "explicit_why": explicit.diagnostics_warning or "",
-            "loo": loo.to_dict("records"), "least_squares_by_k": least_squares,
-            "held_out": held, "observed": observed.tolist(),
-            "settings": {"draws": draws, "tune": tune, "chains": chains, "seed": seed,
-                         "step": STEP, "split_seed": SPLIT_SEED}}
+        inside, held_pred = least_squares_implicit(
+            fit_runs.mixtures.to_numpy(float), y_fit, test_runs.mixtures.to_numpy(float), k
+        )
+        least_squares[k] = {
+            "mae_in_sample": float(np.abs(inside - y_fit).mean()),
+            "mae": float(np.abs(held_pred - observed).mean()),
+        }
+    loo = choice.table[["latent", "elpd_loo", "se", "elpd_diff", "dse", "p_loo", "n_high_pareto_k"]]
+    return {
+        "implicit_mae": by_k[choice.k]["mae"],
+        "explicit_mae": out_explicit["mae"],
+        "implicit_k": choice.k,
+        "coverage90_implicit": by_k[choice.k]["coverage90"],
+        "coverage90_explicit": out_explicit["coverage90"],
+        "wall_s": time.perf_counter() - start,
+        "implicit_by_k": by_k,
+        "explicit": out_explicit,
+        "explicit_gate": explicit.diagnostics.ok,
+        "explicit_why": explicit.diagnostics_warning or "",
+        "loo": loo.to_dict("records"),
+        "least_squares_by_k": least_squares,
+        "held_out": held,
+        "observed": observed.tolist(),
+        "settings": {
+            "draws": draws,
+            "tune": tune,
+            "chains": chains,
+            "seed": seed,
+            "step": STEP,
+            "split_seed": SPLIT_SEED,
+        },
+    }
 
 
 def main(argv=None) -> None:
@@ -162,42 +199,62 @@ def main(argv=None) -> None:
     ap.add_argument("--tune", type=int, default=500)
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                    help="the mixinglaws folder (default ../shared/data/mixinglaws)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="the mixinglaws folder (default ../shared/data/mixinglaws)",
+    )
     args = ap.parse_args(argv)
     if not (args.data / "5Mix" / "70M.txt").is_file():
         sys.exit(f"data not found: {args.data / '5Mix' / '70M.txt'}")
     res = run(args.draws, args.tune, args.chains, args.seed, args.data)
-    print(f"5Mix 70M, step {STEP}: fit {26 - N_HELD_OUT} runs, held out {N_HELD_OUT} "
-          f"({', '.join(res['held_out'])}); overall = Pile token-share weighted loss")
+    print(
+        f"5Mix 70M, step {STEP}: fit {26 - N_HELD_OUT} runs, held out {N_HELD_OUT} "
+        f"({', '.join(res['held_out'])}); overall = Pile token-share weighted loss"
+    )
     print(f"{'method':<16} {'mae':>8} {'cover90':>8} {'reference':>10}  gate")
     e = res["explicit"]
-    print(f"{'explicit (M4)':<16} {e['mae']:8.4f} {e['coverage90']:8.2f} "
-          f"{REFERENCE['explicit']:10.4f}  "
-          f"{'passed' if res['explicit_gate'] else 'FAILED: ' + res['explicit_why']}")
+    print(
+        f"{'explicit (M4)':<16} {e['mae']:8.4f} {e['coverage90']:8.2f} "
+        f"{REFERENCE['explicit']:10.4f}  "
+        f"{'passed' if res['explicit_gate'] else 'FAILED: ' + res['explicit_why']}"
+    )
     for k, m in res["implicit_by_k"].items():
         mark = " (LOO)" if k == res["implicit_k"] else ""
-        print(f"{f'implicit K={k}{mark}':<16} {m['mae']:8.4f} {m['coverage90']:8.2f} "
-              f"{REFERENCE['implicit'].get(k, float('nan')):10.4f}  "
-              f"{'passed' if m['gate'] else 'FAILED: ' + m['why']}")
+        print(
+            f"{f'implicit K={k}{mark}':<16} {m['mae']:8.4f} {m['coverage90']:8.2f} "
+            f"{REFERENCE['implicit'].get(k, float('nan')):10.4f}  "
+            f"{'passed' if m['gate'] else 'FAILED: ' + m['why']}"
+        )
     for k, m in res["least_squares_by_k"].items():
-        print(f"{f'least sq. K={k}':<16} {m['mae']:8.4f} {'':>8} "
-              f"{REFERENCE['implicit'].get(k, float('nan')):10.4f}  "
-              f"(paper's method; in-sample MAE {m['mae_in_sample']:.4f})")
+        print(
+            f"{f'least sq. K={k}':<16} {m['mae']:8.4f} {'':>8} "
+            f"{REFERENCE['implicit'].get(k, float('nan')):10.4f}  "
+            f"(paper's method; in-sample MAE {m['mae_in_sample']:.4f})"
+        )
     print("held-out overall losses and posterior means:")
-    print(f"  {'run':<8} {'observed':>9} {'explicit':>9} "
-          + " ".join(f"{f'K={k}':>9}" for k in res["implicit_by_k"]))
+    print(
+        f"  {'run':<8} {'observed':>9} {'explicit':>9} "
+        + " ".join(f"{f'K={k}':>9}" for k in res["implicit_by_k"])
+    )
     for i, run_id in enumerate(res["held_out"]):
-        print(f"  {run_id:<8} {res['observed'][i]:9.4f} {e['pred'][i]:9.4f} "
-              + " ".join(f"{m['pred'][i]:9.4f}" for m in res["implicit_by_k"].values()))
+        print(
+            f"  {run_id:<8} {res['observed'][i]:9.4f} {e['pred'][i]:9.4f} "
+            + " ".join(f"{m['pred'][i]:9.4f}" for m in res["implicit_by_k"].values())
+        )
     print("PSIS-LOO (leave one run out):")
     for row in res["loo"]:
-        print(f"  K={row['latent']}: elpd_loo {row['elpd_loo']:.1f} (se {row['se']:.1f}), "
-              f"diff {row['elpd_diff']:.1f} (dse {row['dse']:.1f}), p_loo {row['p_loo']:.1f}, "
-              f"high Pareto k {row['n_high_pareto_k']}")
-    print(f"implicit_aggregation implicit_mae={res['implicit_mae']:.4f} "
-          f"explicit_mae={res['explicit_mae']:.4f} k={res['implicit_k']} "
-          f"wall_s={res['wall_s']:.0f}")
+        print(
+            f"  K={row['latent']}: elpd_loo {row['elpd_loo']:.1f} (se {row['se']:.1f}), "
+            f"diff {row['elpd_diff']:.1f} (dse {row['dse']:.1f}), p_loo {row['p_loo']:.1f}, "
+            f"high Pareto k {row['n_high_pareto_k']}"
+        )
+    print(
+        f"implicit_aggregation implicit_mae={res['implicit_mae']:.4f} "
+        f"explicit_mae={res['explicit_mae']:.4f} k={res['implicit_k']} "
+        f"wall_s={res['wall_s']:.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,7 @@ from bayesmix.loaders import load
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 #: law -> shipped specification fitted for it
-SPECS = {"m4": "default", "m4log": "logshare", "powershare": "powershare",
-         "additive": "additive"}
+SPECS = {"m4": "default", "m4log": "logshare", "powershare": "powershare", "additive": "additive"}
 
 
 def log(msg: str) -> None:
@@ -84,8 +83,11 @@ def score(post, test: RunTable, truth=None, seed: int = 0):
     """
     pred = post.predict(test.mixtures, seed=seed)
     mean = pred.mean.mean(("chain", "draw")).transpose("mixture", "eval_domain").values
-    draws = pred.predictive.stack(sample=("chain", "draw")).transpose(
-        "mixture", "eval_domain", "sample").values
+    draws = (
+        pred.predictive.stack(sample=("chain", "draw"))
+        .transpose("mixture", "eval_domain", "sample")
+        .values
+    )
     lo, hi = np.quantile(draws, [0.05, 0.95], axis=-1)
     if truth is None:
         truth = test.losses.loc[list(test.mixtures.index), list(post.eval_domains)].to_numpy()
@@ -97,17 +99,25 @@ def metrics(mean, lo, hi, truth, spearman_col: int | None = None) -> dict:
     if spearman_col is not None:
         rho = float(spearmanr(mean[:, spearman_col], truth[:, spearman_col]).statistic)
     else:
-        rho = float(np.nanmean([spearmanr(mean[:, i], truth[:, i]).statistic
-                                for i in range(truth.shape[1])]))
-    return {"spearman": rho, "mae": float(np.abs(mean - truth)[ok].mean()),
-            "coverage90": float(((truth >= lo) & (truth <= hi))[ok].mean())}
+        rho = float(
+            np.nanmean(
+                [spearmanr(mean[:, i], truth[:, i]).statistic for i in range(truth.shape[1])]
+            )
+        )
+    return {
+        "spearman": rho,
+        "mae": float(np.abs(mean - truth)[ok].mean()),
+        "coverage90": float(((truth >= lo) & (truth <= hi))[ok].mean()),
+    }
 
 
 def line(law: str, dataset: str, m: dict) -> str:
-    return (f"{law:<11} {dataset:<12} spearman={m['spearman']:.4f} mae={m['mae']:.4f} "
-            f"coverage90={m['coverage90']:.3f} elpd_loo={m.get('elpd', math.nan):.1f} "
-            f"fit_s={m['fit_s']:.1f} gate={'passed' if m['gate'] else 'FAILED'}"
-            + (f" ({m['why']})" if m.get("why") else ""))
+    return (
+        f"{law:<11} {dataset:<12} spearman={m['spearman']:.4f} mae={m['mae']:.4f} "
+        f"coverage90={m['coverage90']:.3f} elpd_loo={m.get('elpd', math.nan):.1f} "
+        f"fit_s={m['fit_s']:.1f} gate={'passed' if m['gate'] else 'FAILED'}"
+        + (f" ({m['why']})" if m.get("why") else "")
+    )
 
 
 def fitted(runs, law, kw):
@@ -132,8 +142,12 @@ def regmix(data: Path, n_train: int, laws, kw, results, posteriors, need_posteri
         post, secs = fitted(train, law, kw)
         mean, lo, hi, truth = score(post, test)
         m = metrics(mean, lo, hi, truth, post.eval_domains.index("pile_cc"))
-        m.update(fit_s=secs, gate=post.diagnostics.ok, elpd=elpd_loo(post),
-                 why=post.diagnostics_warning or "")
+        m.update(
+            fit_s=secs,
+            gate=post.diagnostics.ok,
+            elpd=elpd_loo(post),
+            why=post.diagnostics_warning or "",
+        )
         results[(law, name)] = m
         posteriors[(law, name)] = post
         print(line(law, name, m), flush=True)
@@ -166,10 +180,13 @@ def ye3mix(data: Path, laws, kw, results, folds: int = 4, seed: int = 0):
         truth = table.losses.loc[list(runs), list(table.eval_domains)].to_numpy()
         m = metrics(mean, lo, hi, truth)
         per_domain = np.nanmean(np.abs(mean - truth), axis=0)
-        m.update(fit_s=secs, gate=all(gates), elpd=math.nan,
-                 why=", ".join(f"MAE {d} {v:.4f}" for d, v in zip(table.eval_domains,
-                                                                   per_domain))
-                 + ("" if all(gates) else f"; gate failed in {gates.count(False)} folds"))
+        m.update(
+            fit_s=secs,
+            gate=all(gates),
+            elpd=math.nan,
+            why=", ".join(f"MAE {d} {v:.4f}" for d, v in zip(table.eval_domains, per_domain))
+            + ("" if all(gates) else f"; gate failed in {gates.count(False)} folds"),
+        )
         results[(law, "ye3mix")] = m
         print(line(law, "ye3mix", m), flush=True)
 
@@ -189,10 +206,14 @@ def simulated(laws, kw, results, seed: int = 0):
             losses = runs.losses.to_numpy(float)
             if np.nanmax(losses) <= 3 * np.nanmedian(losses):
                 break
-        test_runs, _ = simulate_law(SPECS[truth_law], domains, domains, n_runs=64,
-                                    seed=s + 1000, truth=truth)
-        print(f"sim-{truth_law}: truth from seed {s}, losses {np.nanmin(losses):.2f}-"
-              f"{np.nanmax(losses):.2f}", flush=True)
+        test_runs, _ = simulate_law(
+            SPECS[truth_law], domains, domains, n_runs=64, seed=s + 1000, truth=truth
+        )
+        print(
+            f"sim-{truth_law}: truth from seed {s}, losses {np.nanmin(losses):.2f}-"
+            f"{np.nanmax(losses):.2f}",
+            flush=True,
+        )
         target = truth.true_loss(test_runs.mixtures.to_numpy(float))
         maes = {}
         for law in laws:
@@ -202,8 +223,12 @@ def simulated(laws, kw, results, seed: int = 0):
             post, secs = fitted(runs, law, kw)
             mean, lo, hi, tgt = score(post, test_runs, target)
             m = metrics(mean, lo, hi, tgt)
-            m.update(fit_s=secs, gate=post.diagnostics.ok, elpd=elpd_loo(post),
-                     why=post.diagnostics_warning or "")
+            m.update(
+                fit_s=secs,
+                gate=post.diagnostics.ok,
+                elpd=elpd_loo(post),
+                why=post.diagnostics_warning or "",
+            )
             results[(law, f"sim-{truth_law}")] = m
             maes[law] = m["mae"]
             print(line(law, f"sim-{truth_law}", m), flush=True)
@@ -264,12 +289,18 @@ def sparse24(laws, kw, results) -> bool:
         pred = post.predict(np.vstack([test.mixtures.to_numpy(float), probes]))
         pm_ = pred.mean.mean(("chain", "draw")).values
         upper = np.quantile(pred.predictive.values, 0.975, axis=(0, 1))
-        absurd = (not np.all(np.isfinite(pm_)) or pm_.min() < lo_ok or pm_.max() > hi_ok
-                  or upper.max() > 3 * obs.max())
+        absurd = (
+            not np.all(np.isfinite(pm_))
+            or pm_.min() < lo_ok
+            or pm_.max() > hi_ok
+            or upper.max() > 3 * obs.max()
+        )
         why = [post.diagnostics_warning] if post.diagnostics_warning else []
         if absurd:
-            why.append(f"ABSURD predictions: mean in [{pm_.min():.2f}, {pm_.max():.2f}], "
-                       f"97.5% up to {upper.max():.2f} (observed {obs.min():.2f}-{obs.max():.2f})")
+            why.append(
+                f"ABSURD predictions: mean in [{pm_.min():.2f}, {pm_.max():.2f}], "
+                f"97.5% up to {upper.max():.2f} (observed {obs.min():.2f}-{obs.max():.2f})"
+            )
         m.update(fit_s=secs, gate=post.diagnostics.ok, elpd=elpd_loo(post), why="; ".join(why))
         results[(law, "sparse24")] = m
         all_ok &= not absurd  # a failed gate is printed with its reasons on the line
@@ -282,8 +313,10 @@ def decisions(posteriors, laws, results) -> tuple[bool, bool]:
     for law in laws:
         saved = results.get((law, "decisions"))
         if saved is not None and (law, "regmix64") not in posteriors:
-            print(f"{law:<11} decide ok={saved['decide']} propose ok={saved['propose']} "
-                  "[saved]", flush=True)
+            print(
+                f"{law:<11} decide ok={saved['decide']} propose ok={saved['propose']} [saved]",
+                flush=True,
+            )
             continue
         decide_ok, propose_ok = True, True
         post = posteriors.get((law, "regmix64"))
@@ -296,9 +329,12 @@ def decisions(posteriors, laws, results) -> tuple[bool, bool]:
             rep = decide(post, target="pile_cc", constraints=cons)
             rec = rep.recommendation["share"].to_numpy()
             good = bool(cons.contains(rec)) and np.isfinite(rep.objective_value)
-            print(f"{law:<11} decide       ok={good} loss={rep.objective_value:.4f} "
-                  f"p_beats_uniform={rep.p_beats_baseline:.2f} s={time.perf_counter() - start:.1f}"
-                  + (f" notes: {'; '.join(rep.notes)}" if rep.notes else ""), flush=True)
+            print(
+                f"{law:<11} decide       ok={good} loss={rep.objective_value:.4f} "
+                f"p_beats_uniform={rep.p_beats_baseline:.2f} s={time.perf_counter() - start:.1f}"
+                + (f" notes: {'; '.join(rep.notes)}" if rep.notes else ""),
+                flush=True,
+            )
             decide_ok &= good
         except Exception as err:  # report and go on: the flag says no
             print(f"{law:<11} decide       FAILED: {type(err).__name__}: {err}", flush=True)
@@ -306,19 +342,25 @@ def decisions(posteriors, laws, results) -> tuple[bool, bool]:
         belief = acquire.Belief.from_posterior(post, target="pile_cc")
         for strategy in acquire.STRATEGIES:
             try:
-                batch = acquire.propose(belief, 4, strategy=strategy, constraints=cons,
-                                        existing=post.fit_data().mixtures.to_numpy(float),
-                                        seed=1)
+                batch = acquire.propose(
+                    belief,
+                    4,
+                    strategy=strategy,
+                    constraints=cons,
+                    existing=post.fit_data().mixtures.to_numpy(float),
+                    seed=1,
+                )
                 good = bool(cons.contains(batch.mixtures).all()) and len(batch) == 4
             except Exception as err:
-                print(f"{law:<11} propose      {strategy} FAILED: {type(err).__name__}: {err}",
-                      flush=True)
+                print(
+                    f"{law:<11} propose      {strategy} FAILED: {type(err).__name__}: {err}",
+                    flush=True,
+                )
                 good = False
             propose_ok &= good
         print(f"{law:<11} propose      every strategy ok={propose_ok}", flush=True)
         results[(law, "decisions")] = {"decide": bool(decide_ok), "propose": bool(propose_ok)}
-    flags = [results.get((law, "decisions"), {"decide": False, "propose": False})
-             for law in laws]
+    flags = [results.get((law, "decisions"), {"decide": False, "propose": False}) for law in laws]
     return all(f["decide"] for f in flags), all(f["propose"] for f in flags)
 
 
@@ -332,11 +374,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny fits (smoke run, not figures)")
     ap.add_argument("--skip-512", action="store_true", help="leave out RegMix with 512 runs")
-    ap.add_argument("--only", default="regmix64,regmix512,ye3mix,sim,sparse24",
-                    help="comma-separated data sets to run")
-    ap.add_argument("--save", type=Path, metavar="FILE.json",
-                    help="keep results here and skip (law, data set) pairs it already holds "
-                         "(a long run can be resumed, or split over laws)")
+    ap.add_argument(
+        "--only",
+        default="regmix64,regmix512,ye3mix,sim,sparse24",
+        help="comma-separated data sets to run",
+    )
+    ap.add_argument(
+        "--save",
+        type=Path,
+        metavar="FILE.json",
+        help="keep results here and skip (law, data set) pairs it already holds "
+        "(a long run can be resumed, or split over laws)",
+    )
     args = ap.parse_args()
     laws = [x.strip() for x in args.laws.split(",") if x.strip()]
     kw = {"draws": args.draws, "tune": args.tune, "chains": args.chains, "seed": args.seed}
@@ -356,6 +405,7 @@ def main() -> None:
             tmp = args.save.with_suffix(".tmp")
             tmp.write_text(json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
             tmp.replace(args.save)
+
     have_real = (args.data / "regmix").is_dir() and (args.data / "mixinglaws").is_dir()
     if not have_real:
         log(f"real data not found in {args.data}: running the simulated sets only")
@@ -393,31 +443,39 @@ def main() -> None:
 
     covs = []
     summary = {}
-    for dataset, key, sense in (("regmix64", "spearman", "max"), ("regmix512", "spearman", "max"),
-                                ("ye3mix", "mae", "min")):
+    for dataset, key, sense in (
+        ("regmix64", "spearman", "max"),
+        ("regmix512", "spearman", "max"),
+        ("ye3mix", "mae", "min"),
+    ):
         law, m = best(dataset, key, sense)
         summary[dataset] = (law, m)
         if m is not None:
             covs.append(m["coverage90"])
-            print(f"best on {dataset}: {law} ({key} {m[key]:.4f}, coverage90 "
-                  f"{m['coverage90']:.3f})")
+            print(
+                f"best on {dataset}: {law} ({key} {m[key]:.4f}, coverage90 {m['coverage90']:.3f})"
+            )
     if own_best:
-        print("own truth recovered best: " + ", ".join(f"{k}={'yes' if v else 'no'}"
-                                                        for k, v in own_best.items()))
+        print(
+            "own truth recovered best: "
+            + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in own_best.items())
+        )
 
     def fmt(dataset, key):
         m = summary.get(dataset, (None, None))[1]
         return "nan" if m is None else f"{m[key]:.4f}"
 
     print(f"wall_s={time.perf_counter() - start:.0f}")
-    print(f"law_comparison laws={','.join(laws)} "
-          f"regmix64_best_spearman={fmt('regmix64', 'spearman')} "
-          f"regmix512_best_spearman={fmt('regmix512', 'spearman')} "
-          f"ye3mix_best_mae={fmt('ye3mix', 'mae')} "
-          f"coverage90_min={min(covs) if covs else float('nan'):.3f} "
-          f"sparse24_ok={'yes' if sparse_ok else 'no'} "
-          f"decide_all_laws={'yes' if decide_ok else 'no'} "
-          f"propose_all_laws={'yes' if propose_ok else 'no'}")
+    print(
+        f"law_comparison laws={','.join(laws)} "
+        f"regmix64_best_spearman={fmt('regmix64', 'spearman')} "
+        f"regmix512_best_spearman={fmt('regmix512', 'spearman')} "
+        f"ye3mix_best_mae={fmt('ye3mix', 'mae')} "
+        f"coverage90_min={min(covs) if covs else float('nan'):.3f} "
+        f"sparse24_ok={'yes' if sparse_ok else 'no'} "
+        f"decide_all_laws={'yes' if decide_ok else 'no'} "
+        f"propose_all_laws={'yes' if propose_ok else 'no'}"
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,15 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 PROXY_SIZES = ("70M", "160M", "305M", "410M")
 
 
-def run(max_step: float = 30000, imputations: int = 4, draws: int = 300, tune: int = 300,
-        chains: int = 2, seed: int = 1, data: Path = DEFAULT_DATA) -> dict:
+def run(
+    max_step: float = 30000,
+    imputations: int = 4,
+    draws: int = 300,
+    tune: int = 300,
+    chains: int = 2,
+    seed: int = 1,
+    data: Path = DEFAULT_DATA,
+) -> dict:
     """Fit the proxies, predict the 1B runs; returns the figures, a per-run table (run, step,
     observed, mean, lo90, hi90 of the overall loss, coverage of its 22 domains), the gate
     warnings and per-target timings."""
@@ -50,13 +57,24 @@ def run(max_step: float = 30000, imputations: int = 4, draws: int = 300, tune: i
     domains = list(proxies.eval_domains)
     w = domain_weights(str(weights_path), domains)
 
-    step_fit = fit_step_law(proxies, max_step=max_step, draws=draws, tune=tune, chains=chains,
-                            seed=seed, warn=False)
+    step_fit = fit_step_law(
+        proxies, max_step=max_step, draws=draws, tune=tune, chains=chains, seed=seed, warn=False
+    )
     rows, covered, notes, timings = [], [], [], []
     for (n_params, step), group in tidy.groupby(["n_params", "step"], sort=True):
-        post = nested_fit(proxies, target_n_params=n_params, target_steps=step,
-                          imputations=imputations, draws=draws, tune=tune, chains=chains,
-                          seed=seed, max_step=max_step, step_fit=step_fit, warn=False)
+        post = nested_fit(
+            proxies,
+            target_n_params=n_params,
+            target_steps=step,
+            imputations=imputations,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            seed=seed,
+            max_step=max_step,
+            step_fit=step_fit,
+            warn=False,
+        )
         notes += [f"target step {step:g}: {line}" for line in gate_warnings(post)]
         timings.append({"step": step, **pipeline_record(post)["timings"]})
         runs = list(group.index)
@@ -70,17 +88,31 @@ def run(max_step: float = 30000, imputations: int = 4, draws: int = 300, tune: i
             ok = ~np.isnan(obs)
             overall = float(obs[ok] @ (w[ok] / w[ok].sum()))
             o = sub.loc["overall"]
-            rows.append({"run": run, "step": step, "observed": overall, "mean": o["mean"],
-                         "lo90": o["lower"], "hi90": o["upper"],
-                         "coverage_domains": float(inside[ok].mean())})
+            rows.append(
+                {
+                    "run": run,
+                    "step": step,
+                    "observed": overall,
+                    "mean": o["mean"],
+                    "lo90": o["lower"],
+                    "hi90": o["upper"],
+                    "coverage_domains": float(inside[ok].mean()),
+                }
+            )
     table = pd.DataFrame(rows)
     err = (table["mean"] - table["observed"]).abs()
     rho = float(spearmanr(table["mean"], table["observed"]).statistic)
-    return {"n_target_runs": len(table), "mae_overall": float(err.mean()),
-            "coverage90": float(np.mean(covered)), "spearman_overall": rho,
-            "wall_s": time.perf_counter() - start, "table": table, "gate_warnings": notes,
-            "stage1_s": round(step_fit.compile_s + step_fit.sample_s, 1),
-            "targets": timings}
+    return {
+        "n_target_runs": len(table),
+        "mae_overall": float(err.mean()),
+        "coverage90": float(np.mean(covered)),
+        "spearman_overall": rho,
+        "wall_s": time.perf_counter() - start,
+        "table": table,
+        "gate_warnings": notes,
+        "stage1_s": round(step_fit.compile_s + step_fit.sample_s, 1),
+        "targets": timings,
+    }
 
 
 def main() -> None:
@@ -91,26 +123,38 @@ def main() -> None:
     ap.add_argument("--tune", type=int, default=300)
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                    help="the mixinglaws folder (5Mix/, pipeline/)")
+    ap.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="the mixinglaws folder (5Mix/, pipeline/)"
+    )
     args = ap.parse_args()
     if not (args.data / "5Mix" / "1B.txt").is_file():
         raise SystemExit(f"Ye et al. data not found in {args.data} (pass --data)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = run(args.max_step, args.imputations, args.draws, args.tune, args.chains,
-                  args.seed, args.data)
+        out = run(
+            args.max_step,
+            args.imputations,
+            args.draws,
+            args.tune,
+            args.chains,
+            args.seed,
+            args.data,
+        )
     with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
         print(out["table"].to_string(index=False))
     print(f"stage 1: {out['stage1_s']} s (shared by every target)")
     for t in out["targets"]:
-        print(f"target step {t['step']:g}: stage 2 {t['stage2_s']:.1f} s, stage 3 "
-              f"{t['stage3_s']:.1f} s")
+        print(
+            f"target step {t['step']:g}: stage 2 {t['stage2_s']:.1f} s, stage 3 "
+            f"{t['stage3_s']:.1f} s"
+        )
     for line in out["gate_warnings"]:
         print(f"WARNING: {line}")
-    print(f"nested_pipeline n_target_runs={out['n_target_runs']} "
-          f"mae_overall={out['mae_overall']:.4f} coverage90={out['coverage90']:.3f} "
-          f"spearman_overall={out['spearman_overall']:.3f} wall_s={out['wall_s']:.1f}")
+    print(
+        f"nested_pipeline n_target_runs={out['n_target_runs']} "
+        f"mae_overall={out['mae_overall']:.4f} coverage90={out['coverage90']:.3f} "
+        f"spearman_overall={out['spearman_overall']:.3f} wall_s={out['wall_s']:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ def caps_for(truth, w, train) -> Constraints:
     r, _ = true_optimum(truth, w, Constraints.build(train))
     top = np.argsort(r)[-2:]
     tokens = {train[j]: 0.5 * r[j] * TARGET_TOKENS / MAX_EPOCHS for j in top}
-    return Constraints.build(train, tokens_available=tokens, max_epochs=MAX_EPOCHS,
-                             target_tokens=TARGET_TOKENS)
+    return Constraints.build(
+        train, tokens_available=tokens, max_epochs=MAX_EPOCHS, target_tokens=TARGET_TOKENS
+    )
 
 
 def main() -> None:
@@ -79,8 +80,7 @@ def main() -> None:
         for seed in range(args.seeds):
             runs, truth = simulate(n_train, n_eval, n_runs=n_runs, seed=seed, noise_sd=0.02)
             t0 = time.perf_counter()
-            post = fit(runs, draws=n_draws, tune=n_draws, chains=args.chains, seed=seed,
-                       warn=False)
+            post = fit(runs, draws=n_draws, tune=n_draws, chains=args.chains, seed=seed, warn=False)
             fit_s = time.perf_counter() - t0
             train = list(post.train_domains)
             w = np.full(n_eval, 1.0 / n_eval)
@@ -98,27 +98,43 @@ def main() -> None:
                 t1 = time.perf_counter()
                 optima, ok = draw_optima(many, c, w)
                 opt_s = time.perf_counter() - t1
-                bad = int(not c.contains(rec)) + int(not c.contains(q_rec)) \
-                    + int((~c.contains(optima)).sum()) \
+                bad = (
+                    int(not c.contains(rec))
+                    + int(not c.contains(q_rec))
+                    + int((~c.contains(optima)).sum())
                     + int((~c.contains(rep.draw_optima.values)).sum())
+                )
                 feasible_runs = c.contains(mixes)
-                best_run = (true_loss(truth, w, mixes[feasible_runs][
-                    np.argmin(observed[feasible_runs])]) - best_true
-                    if feasible_runs.any() else np.nan)
-                row = {"domains": n_train, "seed": seed, "constraints": name,
-                       "regret": float(true_loss(truth, w, rec)) - best_true,
-                       "regret_q90": float(true_loss(truth, w, q_rec)) - best_true,
-                       "regret_uniform": float(true_loss(truth, w, centre(c))) - best_true,
-                       "regret_best_run": float(best_run), "bad": bad,
-                       "draws_per_s": TIMING_DRAWS / opt_s, "unconverged": int((~ok).sum()),
-                       "fit_s": fit_s, "diagnostics_ok": post.diagnostics.ok}
+                best_run = (
+                    true_loss(truth, w, mixes[feasible_runs][np.argmin(observed[feasible_runs])])
+                    - best_true
+                    if feasible_runs.any()
+                    else np.nan
+                )
+                row = {
+                    "domains": n_train,
+                    "seed": seed,
+                    "constraints": name,
+                    "regret": float(true_loss(truth, w, rec)) - best_true,
+                    "regret_q90": float(true_loss(truth, w, q_rec)) - best_true,
+                    "regret_uniform": float(true_loss(truth, w, centre(c))) - best_true,
+                    "regret_best_run": float(best_run),
+                    "bad": bad,
+                    "draws_per_s": TIMING_DRAWS / opt_s,
+                    "unconverged": int((~ok).sum()),
+                    "fit_s": fit_s,
+                    "diagnostics_ok": post.diagnostics.ok,
+                }
                 rows.append(row)
-                print(f"[{n_train:>2} domains, seed {seed:>2}, {name:<4}] "
-                      f"regret {row['regret']:.5f} (q90 {row['regret_q90']:.5f}, uniform "
-                      f"{row['regret_uniform']:.4f}, best run {row['regret_best_run']:.4f}) "
-                      f"infeasible {bad} | {TIMING_DRAWS} draw optima {opt_s:.2f} s "
-                      f"({row['unconverged']} unconverged) | fit {fit_s:.0f} s, diagnostics "
-                      f"{'ok' if row['diagnostics_ok'] else 'FAILED'}", flush=True)
+                print(
+                    f"[{n_train:>2} domains, seed {seed:>2}, {name:<4}] "
+                    f"regret {row['regret']:.5f} (q90 {row['regret_q90']:.5f}, uniform "
+                    f"{row['regret_uniform']:.4f}, best run {row['regret_best_run']:.4f}) "
+                    f"infeasible {bad} | {TIMING_DRAWS} draw optima {opt_s:.2f} s "
+                    f"({row['unconverged']} unconverged) | fit {fit_s:.0f} s, diagnostics "
+                    f"{'ok' if row['diagnostics_ok'] else 'FAILED'}",
+                    flush=True,
+                )
 
     regret = np.array([r["regret"] for r in rows])
     for n_train, *_ in SIZES:
@@ -126,20 +142,25 @@ def main() -> None:
             sel = [r for r in rows if r["domains"] == n_train and r["constraints"] == name]
             if not sel:
                 continue
-            g = {k: np.array([r[k] for r in sel], float) for k in sel[0] if k not in
-                 ("constraints",)}
-            print(f"summary {n_train:>2} domains {name:<4}: regret median "
-                  f"{np.median(g['regret']):.5f} p90 {np.quantile(g['regret'], 0.9):.5f} | "
-                  f"q90 objective median {np.median(g['regret_q90']):.5f} | uniform median "
-                  f"{np.median(g['regret_uniform']):.4f} | best run median "
-                  f"{np.nanmedian(g['regret_best_run']):.4f} | draws/s median "
-                  f"{np.median(g['draws_per_s']):.0f} | diagnostics passed "
-                  f"{int(g['diagnostics_ok'].sum())}/{len(sel)}")
+            g = {
+                k: np.array([r[k] for r in sel], float) for k in sel[0] if k not in ("constraints",)
+            }
+            print(
+                f"summary {n_train:>2} domains {name:<4}: regret median "
+                f"{np.median(g['regret']):.5f} p90 {np.quantile(g['regret'], 0.9):.5f} | "
+                f"q90 objective median {np.median(g['regret_q90']):.5f} | uniform median "
+                f"{np.median(g['regret_uniform']):.4f} | best run median "
+                f"{np.nanmedian(g['regret_best_run']):.4f} | draws/s median "
+                f"{np.median(g['draws_per_s']):.0f} | diagnostics passed "
+                f"{int(g['diagnostics_ok'].sum())}/{len(sel)}"
+            )
     n_bad = sum(r["bad"] for r in rows)
     speed = np.median([r["draws_per_s"] for r in rows])
-    print(f"optimize_accuracy median_regret={np.median(regret):.5f} "
-          f"p90_regret={np.quantile(regret, 0.9):.5f} "
-          f"feasible={'all' if n_bad == 0 else f'{n_bad}_bad'} draws_per_s={speed:.0f}")
+    print(
+        f"optimize_accuracy median_regret={np.median(regret):.5f} "
+        f"p90_regret={np.quantile(regret, 0.9):.5f} "
+        f"feasible={'all' if n_bad == 0 else f'{n_bad}_bad'} draws_per_s={speed:.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -85,8 +85,16 @@ GP = "gp-ei"
 REPORT_AT = (24, 32, 48, 64, 96, 128)
 TOL = 0.001
 #: Settings that must match for rows of a CSV to be reused.
-SETTINGS = ("model", "parameterization", "draws", "tune", "chains", "start", "batch",
-            "min_distance")
+SETTINGS = (
+    "model",
+    "parameterization",
+    "draws",
+    "tune",
+    "chains",
+    "start",
+    "batch",
+    "min_distance",
+)
 
 
 def load_pool(folder: Path) -> RunTable:
@@ -103,9 +111,11 @@ def model_spec(name: str, parameterization: str):
     spec = load_spec(name)
     if spec.hierarchy.get("parameterization") == parameterization:
         return spec
-    return dataclasses.replace(spec, name=f"{spec.name}-{parameterization}",
-                               hierarchy={**spec.hierarchy,
-                                          "parameterization": parameterization})
+    return dataclasses.replace(
+        spec,
+        name=f"{spec.name}-{parameterization}",
+        hierarchy={**spec.hierarchy, "parameterization": parameterization},
+    )
 
 
 # ------------------------------------------------------------------------------- GP baseline
@@ -122,12 +132,12 @@ class GPEI:
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
         m = x.shape[1]
-        kernel = (ConstantKernel(1.0, (1e-3, 1e3))
-                  * Matern(np.full(m, 0.3), (1e-2, 1e2), nu=2.5)
-                  + WhiteKernel(1e-2, (1e-6, 1.0)))
-        self.gp = GaussianProcessRegressor(kernel, normalize_y=True,
-                                           n_restarts_optimizer=self.restarts,
-                                           random_state=self.seed)
+        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(
+            np.full(m, 0.3), (1e-2, 1e2), nu=2.5
+        ) + WhiteKernel(1e-2, (1e-6, 1.0))
+        self.gp = GaussianProcessRegressor(
+            kernel, normalize_y=True, n_restarts_optimizer=self.restarts, random_state=self.seed
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning at a length-scale bound
             self.gp.fit(x, y)
@@ -159,8 +169,9 @@ class GPEI:
 
 
 # ------------------------------------------------------------------------------------ replay
-def replay(pool: RunTable, strategy: str, start: np.ndarray, args, seed: int, say,
-           spec, first_fit: dict) -> list[dict]:
+def replay(
+    pool: RunTable, strategy: str, start: np.ndarray, args, seed: int, say, spec, first_fit: dict
+) -> list[dict]:
     """One strategy, one seed: the rounds' figures. ``first_fit`` caches the seed's first
     posterior (same runs, same seed for every bayesmix strategy)."""
     x = pool.mixtures.to_numpy(float)
@@ -181,26 +192,44 @@ def replay(pool: RunTable, strategy: str, start: np.ndarray, args, seed: int, sa
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    post = fit(pool.select(runs[used]), spec, draws=args.draws,
-                               tune=args.tune, chains=args.chains, seed=seed * 1000 + rnd,
-                               warn=False)
+                    post = fit(
+                        pool.select(runs[used]),
+                        spec,
+                        draws=args.draws,
+                        tune=args.tune,
+                        chains=args.chains,
+                        seed=seed * 1000 + rnd,
+                        warn=False,
+                    )
                 if rnd == 0:
                     first_fit[seed] = post
             with np.errstate(over="ignore", invalid="ignore"):
-                pred = post.law.predict(x, post.law_params())[..., 0]            # (S, N)
+                pred = post.law.predict(x, post.law_params())[..., 0]  # (S, N)
             mean, middle = pred.mean(axis=0), np.median(pred, axis=0)
-            diag = {"divergences": post.diagnostics.divergences,
-                    "max_rhat": post.diagnostics.max_rhat}
+            diag = {
+                "divergences": post.diagnostics.divergences,
+                "max_rhat": post.diagnostics.max_rhat,
+            }
         model_s = time.perf_counter() - t0
         rec = int(np.argmin(mean))
         regret = float(y[rec] / best - 1.0)
         rest = np.setdiff1d(np.arange(len(y)), used)
         mae = float(np.mean(np.abs(middle[rest] - y[rest])))
         seen = float(y[used].min() / best - 1.0)
-        row = {"seed": seed, "strategy": strategy, "round": rnd, "n_runs": len(used),
-               "rec_regret": regret, "best_regret": seen, "mae": mae, "model_s": model_s,
-               "select_s": np.nan, "bad_scores": 0, "divergences": diag.get("divergences", np.nan),
-               "max_rhat": diag.get("max_rhat", np.nan)}
+        row = {
+            "seed": seed,
+            "strategy": strategy,
+            "round": rnd,
+            "n_runs": len(used),
+            "rec_regret": regret,
+            "best_regret": seen,
+            "mae": mae,
+            "model_s": model_s,
+            "select_s": np.nan,
+            "bad_scores": 0,
+            "divergences": diag.get("divergences", np.nan),
+            "max_rhat": diag.get("max_rhat", np.nan),
+        }
         rows.append(row)
         if len(used) >= args.budget:
             say(_progress(row))
@@ -210,15 +239,22 @@ def replay(pool: RunTable, strategy: str, start: np.ndarray, args, seed: int, sa
         if strategy == GP:
             picked = rest[gp.propose(x[used], y[used], x[rest], q)]
         else:
-            cands = acquire.Candidates(x[rest], pool.train_domains,
-                                       ids=tuple(str(i) for i in rest))
+            cands = acquire.Candidates(x[rest], pool.train_domains, ids=tuple(str(i) for i in rest))
             belief = acquire.Belief.from_posterior(post, target=DOMAIN)
             batch = acquire.get_strategy(strategy).propose(
-                belief, cands, q, existing=x[used], min_distance=args.min_distance,
-                seed=seed * 1000 + rnd)
+                belief,
+                cands,
+                q,
+                existing=x[used],
+                min_distance=args.min_distance,
+                seed=seed * 1000 + rnd,
+            )
             picked = [int(i) for i in batch.ids]
-            row["bad_scores"] = int((~np.isfinite(batch.score)).sum()) \
-                if strategy in ("bald", "optimum-info") else 0
+            row["bad_scores"] = (
+                int((~np.isfinite(batch.score)).sum())
+                if strategy in ("bald", "optimum-info")
+                else 0
+            )
         row["select_s"] = time.perf_counter() - t1
         say(_progress(row))
         used += [int(i) for i in picked]
@@ -226,10 +262,12 @@ def replay(pool: RunTable, strategy: str, start: np.ndarray, args, seed: int, sa
 
 
 def _progress(row: dict) -> str:
-    return (f"seed {row['seed']} {row['strategy']:>12} n={row['n_runs']:3d} "
-            f"rec_regret={row['rec_regret']:7.3%} best_regret={row['best_regret']:7.3%} "
-            f"mae={row['mae']:8.4f} model={row['model_s']:5.1f}s select={row['select_s']:4.1f}s "
-            f"bad_scores={row['bad_scores']}")
+    return (
+        f"seed {row['seed']} {row['strategy']:>12} n={row['n_runs']:3d} "
+        f"rec_regret={row['rec_regret']:7.3%} best_regret={row['best_regret']:7.3%} "
+        f"mae={row['mae']:8.4f} model={row['model_s']:5.1f}s select={row['select_s']:4.1f}s "
+        f"bad_scores={row['bad_scores']}"
+    )
 
 
 # ------------------------------------------------------------------------------- CSV, resume
@@ -249,8 +287,11 @@ def read_done(path: Path | None, settings: dict) -> pd.DataFrame:
     keep = np.ones(len(frame), bool)
     for k, v in settings.items():
         col = frame[k]
-        keep &= (np.isclose(col.astype(float), float(v)) if isinstance(v, (int, float))
-                 else col.astype(str) == str(v))
+        keep &= (
+            np.isclose(col.astype(float), float(v))
+            if isinstance(v, (int, float))
+            else col.astype(str) == str(v)
+        )
     if not keep.all():
         print(f"{path}: {int((~keep).sum())} rows written with other settings are ignored")
     return frame[keep]
@@ -266,8 +307,7 @@ def complete_pairs(frame: pd.DataFrame, budget: int) -> set:
 
 def append_rows(path: Path, rows: list[dict], settings: dict, budget: int) -> None:
     frame = pd.DataFrame(rows).assign(**settings, budget=budget)
-    frame.to_csv(path, mode="a", index=False, header=not path.is_file()
-                 or path.stat().st_size == 0)
+    frame.to_csv(path, mode="a", index=False, header=not path.is_file() or path.stat().st_size == 0)
 
 
 def latest(frame: pd.DataFrame, seeds, strategies, budget: int) -> pd.DataFrame:
@@ -277,8 +317,11 @@ def latest(frame: pd.DataFrame, seeds, strategies, budget: int) -> pd.DataFrame:
     for (seed, strategy), g in frame.groupby(["seed", "strategy"]):
         if seed not in seeds or strategy not in strategies:
             continue
-        g = g[g["budget"] == g.loc[g["budget"] >= budget, "budget"].min()] \
-            if (g["budget"] >= budget).any() else g.iloc[0:0]
+        g = (
+            g[g["budget"] == g.loc[g["budget"] >= budget, "budget"].min()]
+            if (g["budget"] >= budget).any()
+            else g.iloc[0:0]
+        )
         g = g.drop_duplicates("n_runs", keep="last")
         parts.append(g[g["n_runs"] <= budget])
     return pd.concat(parts) if parts else frame.iloc[0:0]
@@ -304,18 +347,26 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}" if np.isfinite(v) else "nan"
 
 
-def summarize(frame: pd.DataFrame, strategies: list[str], budget: int, wall: float,
-              tag: str, regret_note: str) -> None:
+def summarize(
+    frame: pd.DataFrame, strategies: list[str], budget: int, wall: float, tag: str, regret_note: str
+) -> None:
     """Median curves per strategy, per-seed runs to 0.1 %, and the last line."""
     strategies = [s for s in strategies if s in set(frame["strategy"])]
     seeds = sorted(frame["seed"].unique())
     at = [b for b in REPORT_AT if b <= budget]
     print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); {regret_note}")
-    for col, title in (("rec_regret", "recommendation's regret"),
-                       ("best_regret", "best-trained regret")):
+    for col, title in (
+        ("rec_regret", "recommendation's regret"),
+        ("best_regret", "best-trained regret"),
+    ):
         for stat in ("median", "mean"):
-            table = frame[frame["n_runs"].isin(at)].groupby(["strategy", "n_runs"])[col] \
-                .agg(stat).unstack("n_runs").reindex(strategies)
+            table = (
+                frame[frame["n_runs"].isin(at)]
+                .groupby(["strategy", "n_runs"])[col]
+                .agg(stat)
+                .unstack("n_runs")
+                .reindex(strategies)
+            )
             print(f"{stat} {title} at budget (runs):")
             print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     mae = frame[frame["n_runs"].isin(at)].groupby(["strategy", "n_runs"])["mae"].median()
@@ -331,9 +382,12 @@ def summarize(frame: pd.DataFrame, strategies: list[str], budget: int, wall: flo
             fi.append(first_within(n, r, TOL, budget))
         stays[s], firsts[s] = np.asarray(st), np.asarray(fi)
         secs = frame.loc[frame["strategy"] == s, ["model_s", "select_s"]].sum().sum()
-        print(f"{s:>12}: runs_to_0p1pct (stays) median {np.median(st):g} per seed {st}; "
-              f"first within 0.1% median {np.median(fi):g} per seed {fi}; "
-              f"model+select {secs:.0f} s")
+        print(
+            f"{s:>12}: runs_to_0p1pct (stays) median {np.median(st):g} per seed {st}; "
+            f"first within 0.1% median {np.median(fi):g} per seed {fi}; "
+            f"model+select {secs:.0f} s"
+        )
+
     def med(s, col, n):
         rows = (frame["strategy"] == s) & (frame["n_runs"] == n)
         return float(frame.loc[rows, col].median())
@@ -342,8 +396,10 @@ def summarize(frame: pd.DataFrame, strategies: list[str], budget: int, wall: flo
     rec = ",".join(f"{s}:{_fmt(med(s, 'rec_regret', n32))}" for s in strategies)
     seen = ",".join(f"{s}:{_fmt(med(s, 'best_regret', n32))}" for s in strategies)
     runs = ",".join(f"{s}:{np.median(stays[s]):g}" for s in strategies)
-    print(f"{tag} rec_regret_at_{n32}={rec} best_regret_at_{n32}={seen} "
-          f"runs_to_0p1pct={runs} wall_s={wall:.0f}")
+    print(
+        f"{tag} rec_regret_at_{n32}={rec} best_regret_at_{n32}={seen} "
+        f"runs_to_0p1pct={runs} wall_s={wall:.0f}"
+    )
 
 
 # ------------------------------------------------------------------------------------- main
@@ -351,23 +407,34 @@ def common_args(ap: argparse.ArgumentParser, model: str, parameterization: str) 
     """Options shared with sim_replay.py."""
     ap.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
     ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--strategies", default=",".join([*acquire.STRATEGIES, GP]),
-                    help=f"comma-separated, from {', '.join([*acquire.STRATEGIES, GP])} "
-                         "(default: all)")
+    ap.add_argument(
+        "--strategies",
+        default=",".join([*acquire.STRATEGIES, GP]),
+        help=f"comma-separated, from {', '.join([*acquire.STRATEGIES, GP])} (default: all)",
+    )
     ap.add_argument("--start", type=int, default=16, help="random runs to start from")
     ap.add_argument("--batch", type=int, default=8, help="runs per round")
     ap.add_argument("--budget", type=int, default=128, help="runs in all")
     ap.add_argument("--model", default=model, help=f"model specification (default {model})")
-    ap.add_argument("--parameterization", default=parameterization,
-                    choices=("centered", "noncentered"))
+    ap.add_argument(
+        "--parameterization", default=parameterization, choices=("centered", "noncentered")
+    )
     ap.add_argument("--draws", type=int, default=300)
     ap.add_argument("--tune", type=int, default=300)
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--min-distance", type=float, default=acquire.DEFAULT_MIN_DISTANCE)
-    ap.add_argument("--csv", type=Path, help="append each (seed, strategy)'s rounds here; "
-                    "pairs already there (same settings) are skipped")
-    ap.add_argument("--summarize", type=Path, metavar="CSV",
-                    help="only summarise a CSV written by --csv (no fitting)")
+    ap.add_argument(
+        "--csv",
+        type=Path,
+        help="append each (seed, strategy)'s rounds here; "
+        "pairs already there (same settings) are skipped",
+    )
+    ap.add_argument(
+        "--summarize",
+        type=Path,
+        metavar="CSV",
+        help="only summarise a CSV written by --csv (no fitting)",
+    )
     ap.add_argument("--quiet", action="store_true", help="no per-round progress")
 
 
@@ -405,8 +472,10 @@ def main() -> None:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     settings = settings_of(args)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    note = ("regrets relative: true loss / pool's best - 1 (Pile-CC); best-trained = the best "
-            "run trained so far")
+    note = (
+        "regrets relative: true loss / pool's best - 1 (Pile-CC); best-trained = the best "
+        "run trained so far"
+    )
     wall = time.perf_counter()
     if args.summarize:
         summarize_file(args, settings, seeds, strategies, "pool_replay", note)
@@ -417,12 +486,15 @@ def main() -> None:
     y = pool.losses[DOMAIN].to_numpy(float)
     x = pool.mixtures.to_numpy(float)
     spec = model_spec(args.model, args.parameterization)
-    print(f"pool: {pool.n_runs} runs, {len(pool.train_domains)} training domains; best "
-          f"{DOMAIN} loss {y.min():.4f}, {int((y <= y.min() * (1 + TOL)).sum())} run(s) within "
-          f"0.1% of it, {int((y <= y.min() * 1.01).sum())} within 1%; strategies "
-          f"{', '.join(strategies)}; seeds {seeds[0]}..{seeds[-1]}; start {args.start}, batches "
-          f"of {args.batch}, budget {args.budget}; model {spec.name} (law {spec.law}), MCMC "
-          f"{args.chains} x {args.draws} after {args.tune}", flush=True)
+    print(
+        f"pool: {pool.n_runs} runs, {len(pool.train_domains)} training domains; best "
+        f"{DOMAIN} loss {y.min():.4f}, {int((y <= y.min() * (1 + TOL)).sum())} run(s) within "
+        f"0.1% of it, {int((y <= y.min() * 1.01).sum())} within 1%; strategies "
+        f"{', '.join(strategies)}; seeds {seeds[0]}..{seeds[-1]}; start {args.start}, batches "
+        f"of {args.batch}, budget {args.budget}; model {spec.name} (law {spec.law}), MCMC "
+        f"{args.chains} x {args.draws} after {args.tune}",
+        flush=True,
+    )
     rows, finished = resume(args, settings)
     first_fit: dict = {}
     for seed in seeds:

@@ -32,9 +32,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", type=int, default=512, help="number of training runs (<= 512)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the RegMix CSVs")
-    ap.add_argument("--model", default="logshare",
-                    help="model name or TOML file (default: logshare; RegMix's Dirichlet "
-                         "mixtures leave many domains at zero share, which plain M4 underfits)")
+    ap.add_argument(
+        "--model",
+        default="logshare",
+        help="model name or TOML file (default: logshare; RegMix's Dirichlet "
+        "mixtures leave many domains at zero share, which plain M4 underfits)",
+    )
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--tune", type=int, default=1000)
     ap.add_argument("--chains", type=int, default=4)
@@ -49,21 +52,28 @@ def main() -> None:
     train = train.select(train.runs[: args.train])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        post = fit(train, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
-                   seed=args.seed)
+        post = fit(
+            train, args.model, draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed
+        )
     d = post.diagnostics
-    print(f"model {post.spec.name!r} (law {post.spec.law}) fitted on {train.n_runs} runs: "
-          f"compile {post.settings['compile_s']:.1f} s, sampling "
-          f"{post.settings['sample_s']:.1f} s; divergences {d.divergences}, min bulk ESS "
-          f"{d.min_ess_bulk:.0f}, max R-hat {d.max_rhat:.3f}", flush=True)
+    print(
+        f"model {post.spec.name!r} (law {post.spec.law}) fitted on {train.n_runs} runs: "
+        f"compile {post.settings['compile_s']:.1f} s, sampling "
+        f"{post.settings['sample_s']:.1f} s; divergences {d.divergences}, min bulk ESS "
+        f"{d.min_ess_bulk:.0f}, max R-hat {d.max_rhat:.3f}",
+        flush=True,
+    )
     if post.diagnostics_warning:
         print(f"WARNING: {post.diagnostics_warning}", flush=True)
 
     pred = post.predict(test.mixtures, seed=args.seed)
     truth = test.losses.loc[list(test.mixtures.index), list(post.eval_domains)].to_numpy()
     mean = pred.mean.mean(("chain", "draw")).transpose("mixture", "eval_domain").values
-    draws = pred.predictive.stack(sample=("chain", "draw")).transpose(
-        "mixture", "eval_domain", "sample").values
+    draws = (
+        pred.predictive.stack(sample=("chain", "draw"))
+        .transpose("mixture", "eval_domain", "sample")
+        .values
+    )
     lo, hi = np.quantile(draws, [0.05, 0.95], axis=-1)
     ok = ~np.isnan(truth)
     coverage = float(((truth >= lo) & (truth <= hi))[ok].mean())
@@ -72,11 +82,15 @@ def main() -> None:
     rho = float(spearmanr(mean[:, j], truth[:, j]).statistic)
     per_domain = np.nanmean(np.abs(mean - truth), axis=0)
     worst = int(np.argmax(per_domain))
-    print(f"per-domain MAE: min {per_domain.min():.4f}, max {per_domain.max():.4f} "
-          f"({post.eval_domains[worst]})")
+    print(
+        f"per-domain MAE: min {per_domain.min():.4f}, max {per_domain.max():.4f} "
+        f"({post.eval_domains[worst]})"
+    )
     wall = time.perf_counter() - start
-    print(f"regmix_accuracy n_train={train.n_runs} spearman_pile_cc={rho:.4f} mae={mae:.4f} "
-          f"coverage90={coverage:.3f} wall_s={wall:.1f}")
+    print(
+        f"regmix_accuracy n_train={train.n_runs} spearman_pile_cc={rho:.4f} mae={mae:.4f} "
+        f"coverage90={coverage:.3f} wall_s={wall:.1f}"
+    )
 
 
 if __name__ == "__main__":

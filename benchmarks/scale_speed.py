@@ -39,9 +39,11 @@ import numpy as np  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "regmix"
 #: draws per chain after tuning, and tuning draws, per case (chosen so min bulk ESS >= 400)
-SETTINGS = {"a": {"chains": 4, "tune": 300, "draws": 250},
-            "b": {"chains": 4, "tune": 300, "draws": 250},
-            "c": {"chains": 4, "tune": 1000, "draws": 1000}}
+SETTINGS = {
+    "a": {"chains": 4, "tune": 300, "draws": 250},
+    "b": {"chains": 4, "tune": 300, "draws": 250},
+    "c": {"chains": 4, "tune": 1000, "draws": 1000},
+}
 RESULT = "case_result"
 
 
@@ -65,12 +67,14 @@ def profile(post, wall: float) -> str:
     """One line: wall, compile, sampling, grad ms, steps per draw, chains x draws, gate."""
     d, s = post.diagnostics, post.settings
     steps = post.tree["sample_stats"]["n_steps"].values
-    return (f"fit {wall:.1f} s = compile {s['compile_s']:.1f} s + sampling {s['sample_s']:.1f} s; "
-            f"grad eval {grad_ms(post):.3f} ms; steps/draw {steps.mean():.0f} "
-            f"(median {np.median(steps):.0f}); {d.chains} x {d.draws} draws after "
-            f"{s['tune']} tuning; min bulk ESS {d.min_ess_bulk:.0f} ({d.worst_ess}), max R-hat "
-            f"{d.max_rhat:.3f}, divergences {d.divergences}; gate "
-            f"{'passed' if d.ok else 'FAILED: ' + '; '.join(d.failed)}")
+    return (
+        f"fit {wall:.1f} s = compile {s['compile_s']:.1f} s + sampling {s['sample_s']:.1f} s; "
+        f"grad eval {grad_ms(post):.3f} ms; steps/draw {steps.mean():.0f} "
+        f"(median {np.median(steps):.0f}); {d.chains} x {d.draws} draws after "
+        f"{s['tune']} tuning; min bulk ESS {d.min_ess_bulk:.0f} ({d.worst_ess}), max R-hat "
+        f"{d.max_rhat:.3f}, divergences {d.divergences}; gate "
+        f"{'passed' if d.ok else 'FAILED: ' + '; '.join(d.failed)}"
+    )
 
 
 def gate(post) -> str:
@@ -97,8 +101,11 @@ def case_a(args) -> dict:
     mean = pred.mean.mean(("chain", "draw")).transpose("mixture", "eval_domain").values
     j = post.eval_domains.index("pile_cc")
     rho = float(spearmanr(mean[:, j], truth[:, j]).statistic)
-    return {"regmix512_s": f"{wall:.1f}", "regmix512_gate": gate(post),
-            "regmix512_spearman": f"{rho:.4f}"}
+    return {
+        "regmix512_s": f"{wall:.1f}",
+        "regmix512_gate": gate(post),
+        "regmix512_spearman": f"{rho:.4f}",
+    }
 
 
 #: Priors of the swarm case: the logshare defaults are scaled for about 17 domains; with 64, a
@@ -122,8 +129,16 @@ def case_b(args) -> dict:
     runs = None
     for seed in range(args.seed, args.seed + 100):  # a tame truth, as a real swarm's would be
         try:
-            runs, _ = simulate_law(spec, 64, 16, n_runs=512, seed=seed, noise_sd=0.02,
-                                   zero_fraction=0.85, concentration=1.0)
+            runs, _ = simulate_law(
+                spec,
+                64,
+                16,
+                n_runs=512,
+                seed=seed,
+                noise_sd=0.02,
+                zero_fraction=0.85,
+                concentration=1.0,
+            )
         except errors.BayesmixError:  # a prior draw with absurd losses: next seed
             runs = None
             continue
@@ -134,8 +149,11 @@ def case_b(args) -> dict:
     if runs is None:
         raise SystemExit("no tame swarm truth in 100 seeds")
     zeros = float((runs.mixtures.to_numpy() == 0).mean())
-    print(f"[b] swarm (seed {seed}): {runs.n_runs} runs, {len(runs.train_domains)} x "
-          f"{len(runs.eval_domains)} domains, {100 * zeros:.0f}% of shares zero", flush=True)
+    print(
+        f"[b] swarm (seed {seed}): {runs.n_runs} runs, {len(runs.train_domains)} x "
+        f"{len(runs.eval_domains)} domains, {100 * zeros:.0f}% of shares zero",
+        flush=True,
+    )
     start = time.perf_counter()
     post = fit(runs, spec, seed=args.seed, warn=False, **SETTINGS["b"])
     wall = time.perf_counter() - start
@@ -147,14 +165,17 @@ def case_c_fit(args) -> dict:
     from bayesmix.fit import fit
     from bayesmix.simulate import simulate
 
-    runs, _ = simulate(["web", "code", "books", "papers", "wiki"], n_runs=40, seed=11,
-                       noise_sd=0.02)
+    runs, _ = simulate(
+        ["web", "code", "books", "papers", "wiki"], n_runs=40, seed=11, noise_sd=0.02
+    )
     imported = time.perf_counter() - T_IMPORT
     start = time.perf_counter()
     post = fit(runs, seed=1, warn=False, **SETTINGS["c"])
     wall = time.perf_counter() - start
-    print(f"[c] fit_speed problem, fresh process: imports {imported:.1f} s; "
-          f"{profile(post, wall)}", flush=True)
+    print(
+        f"[c] fit_speed problem, fresh process: imports {imported:.1f} s; {profile(post, wall)}",
+        flush=True,
+    )
     return {"fresh_process_s": f"{wall:.1f}", "fresh_import_s": f"{imported:.1f}"}
 
 
@@ -169,8 +190,16 @@ CASES = {"a": case_a, "b": case_b, "c": case_c, "c-fit": case_c_fit}
 
 
 def _subprocess(case: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--case", case, "--seed", str(args.seed),
-           "--data", str(args.data)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--case",
+        case,
+        "--seed",
+        str(args.seed),
+        "--data",
+        str(args.data),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     result = {}
     for line in proc.stdout.splitlines():
@@ -198,10 +227,20 @@ def main() -> None:
     out = {}
     for case in ("a", "b", "c"):
         out.update(_subprocess(case, args))
-    print("scale_speed " + " ".join(
-        f"{k}={out.get(k, 'nan')}" for k in ("regmix512_s", "regmix512_gate",
-                                             "regmix512_spearman", "swarm64_s", "swarm64_gate",
-                                             "fresh_process_s")))
+    print(
+        "scale_speed "
+        + " ".join(
+            f"{k}={out.get(k, 'nan')}"
+            for k in (
+                "regmix512_s",
+                "regmix512_gate",
+                "regmix512_spearman",
+                "swarm64_s",
+                "swarm64_gate",
+                "fresh_process_s",
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

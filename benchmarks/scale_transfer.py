@@ -59,8 +59,9 @@ def load_data(max_step: float | None):
     return proxies, target, weights
 
 
-def transfer(*, max_step=30000.0, draws=500, tune=500, chains=2, seed=1, progress=False,
-             model="scaling") -> dict:
+def transfer(
+    *, max_step=30000.0, draws=500, tune=500, chains=2, seed=1, progress=False, model="scaling"
+) -> dict:
     """Fit the proxies, predict the 1B runs; returns the figures and the per-run table."""
     from bayesmix.errors import ExtrapolationWarning
     from bayesmix.fit import fit
@@ -68,8 +69,17 @@ def transfer(*, max_step=30000.0, draws=500, tune=500, chains=2, seed=1, progres
 
     t0 = time.perf_counter()
     proxies, target, weights = load_data(max_step)
-    post = fit(proxies, model, max_step=max_step, draws=draws, tune=tune, chains=chains,
-               seed=seed, progress=progress, warn=False)
+    post = fit(
+        proxies,
+        model,
+        max_step=max_step,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        progress=progress,
+        warn=False,
+    )
     fit_s = time.perf_counter() - t0
     w = domain_weights(weights, post.eval_domains)
     mix = target.mixtures
@@ -79,8 +89,11 @@ def transfer(*, max_step=30000.0, draws=500, tune=500, chains=2, seed=1, progres
         pred = post.predict(mix, n_params=1e9, tokens=tokens, seed=seed)
     notes = sorted({str(c.message) for c in caught})
     observed = target.losses.to_numpy(dtype=float)  # (run, K)
-    stack = pred.predictive.stack(sample=("chain", "draw")).transpose(
-        "sample", "mixture", "eval_domain").values  # (S, n, K)
+    stack = (
+        pred.predictive.stack(sample=("chain", "draw"))
+        .transpose("sample", "mixture", "eval_domain")
+        .values
+    )  # (S, n, K)
     lo, hi = np.quantile(stack, [0.05, 0.95], axis=0)
     ok = np.isfinite(observed)
     covered = (lo <= observed) & (observed <= hi)
@@ -88,24 +101,38 @@ def transfer(*, max_step=30000.0, draws=500, tune=500, chains=2, seed=1, progres
     obs_overall = observed @ w
     mean_overall = overall.mean(axis=0)
     o_lo, o_hi = np.quantile(overall, [0.05, 0.95], axis=0)
-    rows = [{"run": run, "step": float(s), "observed": float(obs_overall[i]),
-             "predicted": float(mean_overall[i]), "lo90": float(o_lo[i]),
-             "hi90": float(o_hi[i])}
-            for i, (run, s) in enumerate(zip(mix.index, target.column("step"), strict=True))]
+    rows = [
+        {
+            "run": run,
+            "step": float(s),
+            "observed": float(obs_overall[i]),
+            "predicted": float(mean_overall[i]),
+            "lo90": float(o_lo[i]),
+            "hi90": float(o_hi[i]),
+        }
+        for i, (run, s) in enumerate(zip(mix.index, target.column("step"), strict=True))
+    ]
     per_domain_mae = float(np.abs(pred.mean.mean(("chain", "draw")).values - observed)[ok].mean())
     return {
-        "posterior": post, "rows": rows, "notes": notes, "weights": w,
-        "n_target_runs": len(mix), "mae_overall": float(np.abs(mean_overall - obs_overall).mean()),
+        "posterior": post,
+        "rows": rows,
+        "notes": notes,
+        "weights": w,
+        "n_target_runs": len(mix),
+        "mae_overall": float(np.abs(mean_overall - obs_overall).mean()),
         "coverage90": float(covered[ok].mean()),
         "coverage90_overall": float(((o_lo <= obs_overall) & (obs_overall <= o_hi)).mean()),
         "spearman_overall": float(stats.spearmanr(mean_overall, obs_overall)[0]),
-        "mae_domain": per_domain_mae, "fit_s": fit_s, "wall_s": time.perf_counter() - t0,
+        "mae_domain": per_domain_mae,
+        "fit_s": fit_s,
+        "wall_s": time.perf_counter() - t0,
         "diagnostics": post.diagnostics_warning,
     }
 
 
-def transfer_nested(*, max_step=30000.0, draws=300, tune=300, chains=2, seed=1,
-                    imputations=4) -> dict:
+def transfer_nested(
+    *, max_step=30000.0, draws=300, tune=300, chains=2, seed=1, imputations=4
+) -> dict:
     """The nested pipeline (benchmarks/nested_pipeline.py) in this benchmark's terms."""
     import nested_pipeline
 
@@ -113,44 +140,80 @@ def transfer_nested(*, max_step=30000.0, draws=300, tune=300, chains=2, seed=1,
         warnings.simplefilter("ignore")
         out = nested_pipeline.run(max_step, imputations, draws, tune, chains, seed, DATA)
     table = out["table"]
-    rows = [{"run": r.run, "step": float(r.step), "observed": float(r.observed),
-             "predicted": float(r.mean), "lo90": float(r.lo90), "hi90": float(r.hi90)}
-            for r in table.itertuples()]
+    rows = [
+        {
+            "run": r.run,
+            "step": float(r.step),
+            "observed": float(r.observed),
+            "predicted": float(r.mean),
+            "lo90": float(r.lo90),
+            "hi90": float(r.hi90),
+        }
+        for r in table.itertuples()
+    ]
     inside = (table["lo90"] <= table["observed"]) & (table["observed"] <= table["hi90"])
-    return {"rows": rows, "notes": [], "n_target_runs": out["n_target_runs"],
-            "mae_overall": out["mae_overall"], "coverage90": out["coverage90"],
-            "coverage90_overall": float(inside.mean()),
-            "spearman_overall": out["spearman_overall"], "mae_domain": float("nan"),
-            "wall_s": out["wall_s"], "diagnostics": "; ".join(out["gate_warnings"]),
-            "fit_line": (f"fit: nested pipeline, stage 1 {out['stage1_s']} s, then stages 2-3 "
-                         f"per target step ({imputations} imputations, {draws} draws x "
-                         f"{chains} chains)")}
+    return {
+        "rows": rows,
+        "notes": [],
+        "n_target_runs": out["n_target_runs"],
+        "mae_overall": out["mae_overall"],
+        "coverage90": out["coverage90"],
+        "coverage90_overall": float(inside.mean()),
+        "spearman_overall": out["spearman_overall"],
+        "mae_domain": float("nan"),
+        "wall_s": out["wall_s"],
+        "diagnostics": "; ".join(out["gate_warnings"]),
+        "fit_line": (
+            f"fit: nested pipeline, stage 1 {out['stage1_s']} s, then stages 2-3 "
+            f"per target step ({imputations} imputations, {draws} draws x "
+            f"{chains} chains)"
+        ),
+    }
 
 
 def scale_decision(post, weights, *, n_params=1e9, tokens=100_000 * 2**20, seed=0):
     """The mean-loss decision at 1B x 100k steps, and whether it moves from the proxies'."""
     from bayesmix.decision import decide
 
-    return decide(post, weights=dict(zip(post.eval_domains, weights, strict=True)),
-                  inputs={"n_params": n_params, "tokens": tokens}, seed=seed)
+    return decide(
+        post,
+        weights=dict(zip(post.eval_domains, weights, strict=True)),
+        inputs={"n_params": n_params, "tokens": tokens},
+        seed=seed,
+    )
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--max-step", type=float, default=30000.0,
-                    help="proxy checkpoints at or below this step (default 30000; 0 = all)")
+    ap.add_argument(
+        "--max-step",
+        type=float,
+        default=30000.0,
+        help="proxy checkpoints at or below this step (default 30000; 0 = all)",
+    )
     ap.add_argument("--draws", type=int, default=300)
     ap.add_argument("--tune", type=int, default=300)
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--method", choices=("nested", "joint"), default="nested",
-                    help="nested pipeline (default) or the joint scaling law")
-    ap.add_argument("--imputations", type=int, default=4,
-                    help="nested: draws of the imputed target losses (default 4)")
+    ap.add_argument(
+        "--method",
+        choices=("nested", "joint"),
+        default="nested",
+        help="nested pipeline (default) or the joint scaling law",
+    )
+    ap.add_argument(
+        "--imputations",
+        type=int,
+        default=4,
+        help="nested: draws of the imputed target losses (default 4)",
+    )
     ap.add_argument("--model", default="scaling", help="joint: the model specification")
     ap.add_argument("--quick", action="store_true", help="small MCMC everywhere (smoke run)")
-    ap.add_argument("--only-scale", action="store_true",
-                    help="skip the aggregation and continual pre-training parts")
+    ap.add_argument(
+        "--only-scale",
+        action="store_true",
+        help="skip the aggregation and continual pre-training parts",
+    )
     ap.add_argument("--save", metavar="FILE.nc", help="also save the proxies' posterior")
     args = ap.parse_args(argv)
     if not (DATA / "5Mix").is_dir():
@@ -160,19 +223,33 @@ def main(argv=None) -> int:
         args.draws, args.tune = 150, 200
     start = time.perf_counter()
     if args.method == "nested":
-        res = transfer_nested(max_step=args.max_step or None, draws=args.draws, tune=args.tune,
-                              chains=args.chains, seed=args.seed, imputations=args.imputations)
+        res = transfer_nested(
+            max_step=args.max_step or None,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            seed=args.seed,
+            imputations=args.imputations,
+        )
         print(res["fit_line"])
     else:
-        res = transfer(max_step=args.max_step or None, draws=args.draws, tune=args.tune,
-                       chains=args.chains, seed=args.seed, progress=not args.quick,
-                       model=args.model)
+        res = transfer(
+            max_step=args.max_step or None,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            seed=args.seed,
+            progress=not args.quick,
+            model=args.model,
+        )
         post = res["posterior"]
         if args.save:
             post.save(args.save)
-        print(f"fit: {post.spec.name}, {len(post.fit_data())} checkpoints of "
-              f"{post.fit_data().n_runs} proxy runs ({', '.join(PROXY_SIZES)}), steps <= "
-              f"{args.max_step:g}, {post.n_samples} draws, {res['fit_s']:.0f} s")
+        print(
+            f"fit: {post.spec.name}, {len(post.fit_data())} checkpoints of "
+            f"{post.fit_data().n_runs} proxy runs ({', '.join(PROXY_SIZES)}), steps <= "
+            f"{args.max_step:g}, {post.n_samples} draws, {res['fit_s']:.0f} s"
+        )
     if res["diagnostics"]:
         print(f"WARNING: {res['diagnostics']}")
     for note in res["notes"]:
@@ -180,45 +257,56 @@ def main(argv=None) -> int:
     print(f"\n{'run':<8} {'step':>7} {'observed':>9} {'predicted':>9} {'90% interval':>18}")
     for r in res["rows"]:
         inside = "" if r["lo90"] <= r["observed"] <= r["hi90"] else "  (outside)"
-        print(f"{r['run']:<8} {r['step']:>7.0f} {r['observed']:>9.4f} {r['predicted']:>9.4f} "
-              f"[{r['lo90']:.4f}, {r['hi90']:.4f}]{inside}")
-    print(f"per-domain MAE {res['mae_domain']:.4f}; overall coverage "
-          f"{res['coverage90_overall']:.2f}")
+        print(
+            f"{r['run']:<8} {r['step']:>7.0f} {r['observed']:>9.4f} {r['predicted']:>9.4f} "
+            f"[{r['lo90']:.4f}, {r['hi90']:.4f}]{inside}"
+        )
+    print(
+        f"per-domain MAE {res['mae_domain']:.4f}; overall coverage {res['coverage90_overall']:.2f}"
+    )
     if args.method == "joint":
         report = scale_decision(res["posterior"], res["weights"], seed=args.seed)
         print("\n" + report.scale_shift.to_text())
 
-    extra = {"implicit_mae": float("nan"), "explicit_mae": float("nan"),
-             "critical": "nan[nan,nan]"}
+    extra = {"implicit_mae": float("nan"), "explicit_mae": float("nan"), "critical": "nan[nan,nan]"}
     if not args.only_scale:
-        kw = {"draws": 300 if args.quick else args.draws,
-              "tune": 300 if args.quick else args.tune, "chains": args.chains,
-              "seed": args.seed}
+        kw = {
+            "draws": 300 if args.quick else args.draws,
+            "tune": 300 if args.quick else args.tune,
+            "chains": args.chains,
+            "seed": args.seed,
+        }
         try:
             import implicit_aggregation
 
             agg = implicit_aggregation.run(**kw)
             extra["implicit_mae"], extra["explicit_mae"] = agg["implicit_mae"], agg["explicit_mae"]
-            print(f"\nimplicit aggregation (5Mix 70M, 30k steps, 20 fit / 6 held out): "
-                  f"implicit K={agg['implicit_k']} MAE {agg['implicit_mae']:.4f}, explicit "
-                  f"MAE {agg['explicit_mae']:.4f}")
+            print(
+                f"\nimplicit aggregation (5Mix 70M, 30k steps, 20 fit / 6 held out): "
+                f"implicit K={agg['implicit_k']} MAE {agg['implicit_mae']:.4f}, explicit "
+                f"MAE {agg['explicit_mae']:.4f}"
+            )
         except ImportError as err:
             print(f"implicit aggregation skipped: {err}")
         try:
             import continual
 
             ct = continual.run(**kw)
-            extra["critical"] = (f"{ct['critical_share']:.3f}[{ct['lo']:.3f},{ct['hi']:.3f}]")
-            print(f"continual pre-training: critical Python share {extra['critical']}, "
-                  f"general share {ct['critical_general_share']:.3f}")
+            extra["critical"] = f"{ct['critical_share']:.3f}[{ct['lo']:.3f},{ct['hi']:.3f}]"
+            print(
+                f"continual pre-training: critical Python share {extra['critical']}, "
+                f"general share {ct['critical_general_share']:.3f}"
+            )
         except ImportError as err:
             print(f"continual pre-training skipped: {err}")
     wall = time.perf_counter() - start
-    print(f"\nscale_transfer method={args.method} n_target_runs={res['n_target_runs']} "
-          f"mae_overall={res['mae_overall']:.4f} coverage90={res['coverage90']:.3f} "
-          f"spearman_overall={res['spearman_overall']:.3f} "
-          f"implicit_mae={extra['implicit_mae']:.4f} explicit_mae={extra['explicit_mae']:.4f} "
-          f"critical_share={extra['critical']} transfer_s={res['wall_s']:.0f} wall_s={wall:.0f}")
+    print(
+        f"\nscale_transfer method={args.method} n_target_runs={res['n_target_runs']} "
+        f"mae_overall={res['mae_overall']:.4f} coverage90={res['coverage90']:.3f} "
+        f"spearman_overall={res['spearman_overall']:.3f} "
+        f"implicit_mae={extra['implicit_mae']:.4f} explicit_mae={extra['explicit_mae']:.4f} "
+        f"critical_share={extra['critical']} transfer_s={res['wall_s']:.0f} wall_s={wall:.0f}"
+    )
     return 0
 
 

@@ -119,8 +119,17 @@ class Problem:
         return RunTable.from_frame(pd.DataFrame(frame), source="sim_replay")
 
 
-def replay(prob: Problem, strategy: str, start: np.ndarray, start_loss: np.ndarray, args,
-           seed: int, say, spec, first_fit: dict) -> list[dict]:
+def replay(
+    prob: Problem,
+    strategy: str,
+    start: np.ndarray,
+    start_loss: np.ndarray,
+    args,
+    seed: int,
+    say,
+    spec,
+    first_fit: dict,
+) -> list[dict]:
     """One strategy, one seed: the rounds' figures (regrets relative to the exact optimum)."""
     rng = np.random.default_rng(40_000 + seed * 100 + len(strategy))
     x, loss = start.copy(), start_loss.copy()
@@ -130,8 +139,9 @@ def replay(prob: Problem, strategy: str, start: np.ndarray, start_loss: np.ndarr
         obj = loss @ prob.weights
         if strategy == GP:
             gp = GPEI(seed * 1000 + rnd).fit(x, obj)
-            cloud = acquire.Candidates.continuous(prob.simplex, 4096,
-                                                  seed=seed * 1000 + rnd + 500).mixtures
+            cloud = acquire.Candidates.continuous(
+                prob.simplex, 4096, seed=seed * 1000 + rnd + 500
+            ).mixtures
             cloud = np.vstack([cloud, x])
             rec = cloud[int(np.argmin(gp.mean(cloud)))]
             pred_test = gp.mean(prob.test)
@@ -142,25 +152,42 @@ def replay(prob: Problem, strategy: str, start: np.ndarray, start_loss: np.ndarr
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    post = fit(prob.table(x, loss), spec, draws=args.draws, tune=args.tune,
-                               chains=args.chains, seed=seed * 1000 + rnd, warn=False)
+                    post = fit(
+                        prob.table(x, loss),
+                        spec,
+                        draws=args.draws,
+                        tune=args.tune,
+                        chains=args.chains,
+                        seed=seed * 1000 + rnd,
+                        warn=False,
+                    )
                 if rnd == 0:
                     first_fit[seed] = post
             belief = acquire.Belief.from_posterior(post, weights=prob.weights)
-            rec = minimize_objective(belief.draws, prob.simplex, prob.weights, "mean",
-                                     seed=seed).mixture
+            rec = minimize_objective(
+                belief.draws, prob.simplex, prob.weights, "mean", seed=seed
+            ).mixture
             with np.errstate(over="ignore", invalid="ignore"):
                 pred_test = np.median(belief.loss(prob.test), axis=0)
-            diag = {"divergences": post.diagnostics.divergences,
-                    "max_rhat": post.diagnostics.max_rhat}
+            diag = {
+                "divergences": post.diagnostics.divergences,
+                "max_rhat": post.diagnostics.max_rhat,
+            }
         model_s = time.perf_counter() - t0
-        row = {"seed": seed, "strategy": strategy, "round": rnd, "n_runs": len(x),
-               "rec_regret": float(prob.f(rec[None])[0] / prob.f_star - 1.0),
-               "best_regret": float(prob.f(x).min() / prob.f_star - 1.0),
-               "mae": float(np.mean(np.abs(pred_test - prob.f(prob.test)))),
-               "model_s": model_s, "select_s": np.nan, "bad_scores": 0,
-               "divergences": diag.get("divergences", np.nan),
-               "max_rhat": diag.get("max_rhat", np.nan)}
+        row = {
+            "seed": seed,
+            "strategy": strategy,
+            "round": rnd,
+            "n_runs": len(x),
+            "rec_regret": float(prob.f(rec[None])[0] / prob.f_star - 1.0),
+            "best_regret": float(prob.f(x).min() / prob.f_star - 1.0),
+            "mae": float(np.mean(np.abs(pred_test - prob.f(prob.test)))),
+            "model_s": model_s,
+            "select_s": np.nan,
+            "bad_scores": 0,
+            "divergences": diag.get("divergences", np.nan),
+            "max_rhat": diag.get("max_rhat", np.nan),
+        }
         rows.append(row)
         if len(x) >= args.budget:
             say(_progress(row))
@@ -168,13 +195,20 @@ def replay(prob: Problem, strategy: str, start: np.ndarray, start_loss: np.ndarr
         q = min(args.batch, args.budget - len(x))
         t1 = time.perf_counter()
         if strategy == GP:
-            cands = acquire.Candidates.continuous(prob.simplex, 2048,
-                                                  seed=seed * 1000 + rnd).mixtures
+            cands = acquire.Candidates.continuous(
+                prob.simplex, 2048, seed=seed * 1000 + rnd
+            ).mixtures
             new = cands[gp.propose(x, obj, cands, q)]
         else:
-            batch = acquire.propose(belief, q, strategy=strategy, constraints=prob.simplex,
-                                    existing=x, min_distance=args.min_distance,
-                                    seed=seed * 1000 + rnd)
+            batch = acquire.propose(
+                belief,
+                q,
+                strategy=strategy,
+                constraints=prob.simplex,
+                existing=x,
+                min_distance=args.min_distance,
+                seed=seed * 1000 + rnd,
+            )
             new = batch.mixtures
             if strategy in ("bald", "optimum-info"):
                 row["bad_scores"] = int((~np.isfinite(batch.score)).sum())
@@ -186,45 +220,57 @@ def replay(prob: Problem, strategy: str, start: np.ndarray, start_loss: np.ndarr
 
 
 def _progress(row: dict) -> str:
-    return (f"seed {row['seed']} {row['strategy']:>12} n={row['n_runs']:3d} "
-            f"rec_regret={row['rec_regret']:7.3%} best_regret={row['best_regret']:7.3%} "
-            f"mae={row['mae']:7.4f} model={row['model_s']:5.1f}s "
-            f"select={row['select_s']:4.1f}s bad_scores={row['bad_scores']}")
+    return (
+        f"seed {row['seed']} {row['strategy']:>12} n={row['n_runs']:3d} "
+        f"rec_regret={row['rec_regret']:7.3%} best_regret={row['best_regret']:7.3%} "
+        f"mae={row['mae']:7.4f} model={row['model_s']:5.1f}s "
+        f"select={row['select_s']:4.1f}s bad_scores={row['bad_scores']}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domains", type=int, default=8, help="training (= validation) domains")
-    ap.add_argument("--sigma0", type=float, default=0.02,
-                    help="noise sd (nats) at the balanced mixture; 25x at a one-domain one")
+    ap.add_argument(
+        "--sigma0",
+        type=float,
+        default=0.02,
+        help="noise sd (nats) at the balanced mixture; 25x at a one-domain one",
+    )
     common_args(ap, "default", "centered")
     args = ap.parse_args()
     strategies = parse_strategies(args.strategies)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     settings = {**settings_of(args), **{k: getattr(args, k) for k in SETTINGS_SIM}}
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    note = ("regrets relative and exact: true objective / true optimum - 1; best-trained = "
-            "the trained run with the lowest true objective")
+    note = (
+        "regrets relative and exact: true objective / true optimum - 1; best-trained = "
+        "the trained run with the lowest true objective"
+    )
     wall = time.perf_counter()
     if args.summarize:
         summarize_file(args, settings, seeds, strategies, "sim_replay", note)
         return
     spec = model_spec(args.model, args.parameterization)
-    print(f"simulated M4 laws: {args.domains} training = validation domains, equal-weight "
-          f"objective, noise sd {args.sigma0:g} nats at the balanced mixture -> "
-          f"{25 * args.sigma0:g} at a one-domain one; strategies {', '.join(strategies)}; "
-          f"seeds {seeds[0]}..{seeds[-1]}; start {args.start}, batches of {args.batch}, budget "
-          f"{args.budget}; model {spec.name} (law {spec.law}), MCMC {args.chains} x "
-          f"{args.draws} after {args.tune}", flush=True)
+    print(
+        f"simulated M4 laws: {args.domains} training = validation domains, equal-weight "
+        f"objective, noise sd {args.sigma0:g} nats at the balanced mixture -> "
+        f"{25 * args.sigma0:g} at a one-domain one; strategies {', '.join(strategies)}; "
+        f"seeds {seeds[0]}..{seeds[-1]}; start {args.start}, batches of {args.batch}, budget "
+        f"{args.budget}; model {spec.name} (law {spec.law}), MCMC {args.chains} x "
+        f"{args.draws} after {args.tune}",
+        flush=True,
+    )
     rows, finished = resume(args, settings)
     first_fit: dict = {}
     for seed in seeds:
         prob = Problem(seed, args.domains, args.sigma0)
-        start = np.random.default_rng(50_000 + seed).dirichlet(np.ones(args.domains),
-                                                                args.start)
+        start = np.random.default_rng(50_000 + seed).dirichlet(np.ones(args.domains), args.start)
         start_loss = prob.run(start, np.random.default_rng(60_000 + seed))
-        say(f"seed {seed}: optimum {np.round(prob.optimum, 3).tolist()} f* {prob.f_star:.4f}; "
-            f"best of the start {prob.f(start).min() / prob.f_star - 1:.3%} above it")
+        say(
+            f"seed {seed}: optimum {np.round(prob.optimum, 3).tolist()} f* {prob.f_star:.4f}; "
+            f"best of the start {prob.f(start).min() / prob.f_star - 1:.3%} above it"
+        )
         for strategy in strategies:
             if (seed, strategy) in finished:
                 continue

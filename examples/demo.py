@@ -38,18 +38,24 @@ PROB = 0.9
 def simulate_experiment(seed: int = 2024, n_runs: int = 32):
     """Proxy runs from a known law: a RunTable and the Truth (noise sd 0.02 nats per token)."""
     runs, truth = simulate(DOMAINS, n_runs=n_runs, seed=seed, noise_sd=0.02)
-    print(f"simulated {runs.n_runs} proxy runs: {len(runs.train_domains)} training x "
-          f"{len(runs.eval_domains)} validation domains ({', '.join(DOMAINS)})")
+    print(
+        f"simulated {runs.n_runs} proxy runs: {len(runs.train_domains)} training x "
+        f"{len(runs.eval_domains)} validation domains ({', '.join(DOMAINS)})"
+    )
     return runs, truth
 
 
-def fit_law(runs, *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1
-            ) -> Posterior:
+def fit_law(
+    runs, *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1
+) -> Posterior:
     """The default hierarchical M4 model fitted with nutpie (progress bar on)."""
-    print(f"\nfitting the default model: {chains} chains x {draws} draws after {tune} tuning "
-          "(the first fit compiles the model)")
-    post = fit(runs, "default", draws=draws, tune=tune, chains=chains, seed=seed,
-               progress=True, warn=False)
+    print(
+        f"\nfitting the default model: {chains} chains x {draws} draws after {tune} tuning "
+        "(the first fit compiles the model)"
+    )
+    post = fit(
+        runs, "default", draws=draws, tune=tune, chains=chains, seed=seed, progress=True, warn=False
+    )
     s = post.settings
     print(f"compile {s['compile_s']:.1f} s, sampling {s['sample_s']:.1f} s")
     return post
@@ -64,15 +70,18 @@ def print_diagnostics(post: Posterior) -> None:
 
 def candidate_mixtures() -> pd.DataFrame:
     """Unseen mixtures to evaluate: uniform and three plausible alternatives."""
-    rows = {"uniform": [0.2, 0.2, 0.2, 0.2, 0.2],
-            "web_heavy": [0.6, 0.1, 0.1, 0.1, 0.1],
-            "code_and_papers": [0.15, 0.35, 0.1, 0.3, 0.1],
-            "no_wiki": [0.3, 0.2, 0.25, 0.25, 0.0]}
+    rows = {
+        "uniform": [0.2, 0.2, 0.2, 0.2, 0.2],
+        "web_heavy": [0.6, 0.1, 0.1, 0.1, 0.1],
+        "code_and_papers": [0.15, 0.35, 0.1, 0.3, 0.1],
+        "no_wiki": [0.3, 0.2, 0.25, 0.25, 0.0],
+    }
     return pd.DataFrame.from_dict(rows, orient="index", columns=DOMAINS)
 
 
-def predicted_vs_true(post: Posterior, truth: Truth, mixtures: pd.DataFrame,
-                      weights: dict[str, float] | None = None) -> pd.DataFrame:
+def predicted_vs_true(
+    post: Posterior, truth: Truth, mixtures: pd.DataFrame, weights: dict[str, float] | None = None
+) -> pd.DataFrame:
     """Intervals of the law's mean loss per mixture and domain, with the true noise-free loss.
 
     With ``weights`` the ``overall`` rows hold the weighted loss (true: the same weighting).
@@ -104,8 +113,7 @@ def save_outputs(post: Posterior, truth: Truth, out: Path = OUT) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [post.save(out / "demo_posterior.nc")]
 
-    pc = arviz_plots.plot_forest(post.tree, var_names=["t"], combined=True,
-                                 backend="matplotlib")
+    pc = arviz_plots.plot_forest(post.tree, var_names=["t"], combined=True, backend="matplotlib")
     pc.savefig(out / "demo_forest_t.png")
     paths.append(out / "demo_forest_t.png")
 
@@ -114,14 +122,22 @@ def save_outputs(post: Posterior, truth: Truth, out: Path = OUT) -> list[Path]:
     table = post.predict(new).intervals(PROB, kind="mean")
     true = truth.true_loss(new).ravel()  # same order as the table: mixture-major
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.errorbar(true, table["median"] - true, yerr=[table["median"] - table["lower"],
-                                                    table["upper"] - table["median"]],
-                fmt="o", ms=3, alpha=0.6, elinewidth=0.8)
+    ax.errorbar(
+        true,
+        table["median"] - true,
+        yerr=[table["median"] - table["lower"], table["upper"] - table["median"]],
+        fmt="o",
+        ms=3,
+        alpha=0.6,
+        elinewidth=0.8,
+    )
     ax.axhline(0.0, color="k", ls="--", lw=0.8)
     covered = ((table["lower"] <= true) & (true <= table["upper"])).mean()
-    ax.set(xlabel="true loss (nats per token)",
-           ylabel=f"predicted - true, {PROB:.0%} interval",
-           title=f"40 unseen mixtures x {len(DOMAINS)} domains: {covered:.0%} covered")
+    ax.set(
+        xlabel="true loss (nats per token)",
+        ylabel=f"predicted - true, {PROB:.0%} interval",
+        title=f"40 unseen mixtures x {len(DOMAINS)} domains: {covered:.0%} covered",
+    )
     fig.tight_layout()
     fig.savefig(out / "demo_predicted_vs_true.png", dpi=120)
     plt.close(fig)
@@ -134,10 +150,13 @@ def main() -> None:
     post = fit_law(runs)
     print_diagnostics(post)
 
-    print(f"\n{PROB:.0%} intervals of the mean loss of unseen mixtures (nats per token), "
-          "next to the true noise-free loss")
-    table = predicted_vs_true(post, truth, candidate_mixtures(),
-                              weights=dict.fromkeys(DOMAINS, 1.0))
+    print(
+        f"\n{PROB:.0%} intervals of the mean loss of unseen mixtures (nats per token), "
+        "next to the true noise-free loss"
+    )
+    table = predicted_vs_true(
+        post, truth, candidate_mixtures(), weights=dict.fromkeys(DOMAINS, 1.0)
+    )
     print_predictions(table[table["eval_domain"] != "overall"])
 
     print("\noverall loss, equal weights on the 5 validation domains")
@@ -146,8 +165,10 @@ def main() -> None:
     print("\nwritten:")
     for path in save_outputs(post, truth):
         print(f"  {path.relative_to(OUT.parent)}")
-    print("open the posterior in ArviZ: xarray.open_datatree('out/demo_posterior.nc', "
-          "engine='h5netcdf'), then arviz_stats.summary(tree, var_names=['m', 't'])")
+    print(
+        "open the posterior in ArviZ: xarray.open_datatree('out/demo_posterior.nc', "
+        "engine='h5netcdf'), then arviz_stats.summary(tree, var_names=['m', 't'])"
+    )
 
     compare_laws(runs, post)
     decision = choose_mixture(post, truth)
@@ -170,8 +191,7 @@ def compare_laws(runs, post: Posterior) -> None:
 
     other = fit(runs, "additive", draws=500, tune=700, chains=4, seed=1, warn=False)
     table = compare({"m4 (default)": post, "additive": other})
-    print("\ncomparing laws on the same runs (PSIS-LOO, leave one run out; higher elpd is "
-          "better)")
+    print("\ncomparing laws on the same runs (PSIS-LOO, leave one run out; higher elpd is better)")
     cols = ["model", "rank", "elpd_loo", "se", "elpd_diff", "dse", "n_high_pareto_k"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
 
@@ -189,15 +209,23 @@ def choose_mixture(post: Posterior, truth: Truth):
     print("\nchoosing the mixture for the big run (web <= 0.5, wiki >= 0.05, equal weights)")
     print(report.to_text())
     rec = report.mixture[DOMAINS].to_numpy()
-    best = draw_optima({k: truth[k][None] for k in ("m", "rho", "t")}, cons,
-                       np.ones(len(DOMAINS)))[0][0]
-    print(f"true overall loss of the recommendation {truth.true_loss(rec).mean():.4f}; of the "
-          f"true constrained optimum {truth.true_loss(best).mean():.4f}")
+    best = draw_optima({k: truth[k][None] for k in ("m", "rho", "t")}, cons, np.ones(len(DOMAINS)))[
+        0
+    ][0]
+    print(
+        f"true overall loss of the recommendation {truth.true_loss(rec).mean():.4f}; of the "
+        f"true constrained optimum {truth.true_loss(best).mean():.4f}"
+    )
     return report
 
 
-def active_learning_rounds(truth: Truth, rounds: int = 3, batch: int = 6, seed: int = 5,
-                           out: Path = OUT / "active_learning") -> Path:
+def active_learning_rounds(
+    truth: Truth,
+    rounds: int = 3,
+    batch: int = 6,
+    seed: int = 5,
+    out: Path = OUT / "active_learning",
+) -> Path:
     """A few rounds of the experiment loop through the ``bayesmix`` command, in this process
     (so every refit reuses the model compiled above): init -> propose -> train -> ingest ->
     propose ... Training is simulated: the true law's loss plus noise (sd 0.02). Each round
@@ -227,10 +255,21 @@ def active_learning_rounds(truth: Truth, rounds: int = 3, batch: int = 6, seed: 
     best = draw_optima({k: truth[k][None] for k in ("m", "rho", "t")}, cons, w)[0][0]
     best_loss = truth.true_loss(best).mean()
 
-    print(f"\nactive learning: {rounds} rounds of {batch} runs, web <= 0.5, wiki >= 0.05 "
-          f"(true best mixture: overall loss {best_loss:.4f})")
-    run("init", "--ledger", ledger, "--domains", ",".join(DOMAINS), "--max-share", "web=0.5",
-        "--min-share", "wiki=0.05")
+    print(
+        f"\nactive learning: {rounds} rounds of {batch} runs, web <= 0.5, wiki >= 0.05 "
+        f"(true best mixture: overall loss {best_loss:.4f})"
+    )
+    run(
+        "init",
+        "--ledger",
+        ledger,
+        "--domains",
+        ",".join(DOMAINS),
+        "--max-share",
+        "web=0.5",
+        "--min-share",
+        "wiki=0.05",
+    )
     run("propose", "--ledger", ledger, "-n", 8, "--seed", seed, "--quiet")
     for r in range(1, rounds + 1):
         with Ledger.open(ledger) as led:
@@ -244,15 +283,33 @@ def active_learning_rounds(truth: Truth, rounds: int = 3, batch: int = 6, seed: 
         print(f"\n-- round {r}: {len(results)} simulated runs finished")
         run("ingest", "--ledger", ledger, ledger.parent / f"results-{r}.csv")
         strategy = "bald" if r == 1 else "thompson"
-        run("propose", "--ledger", ledger, "-n", batch, "--strategy", strategy, "--draws", 1000,
-            "--tune", 1000, "--chains", 4, "--seed", seed + r, "--quiet")
+        run(
+            "propose",
+            "--ledger",
+            ledger,
+            "-n",
+            batch,
+            "--strategy",
+            strategy,
+            "--draws",
+            1000,
+            "--tune",
+            1000,
+            "--chains",
+            4,
+            "--seed",
+            seed + r,
+            "--quiet",
+        )
         post = Posterior.load(out / f"exp.posterior-round{r}.nc")
         belief = Belief.from_posterior(post)
         rec = minimize_objective(belief.params, cons, belief.weights, "mean").mixture
         regret = truth.true_loss(rec).mean() - best_loss
         shares = ", ".join(f"{d} {v:.2f}" for d, v in zip(DOMAINS, rec))
-        print(f"recommendation after {post.fit_data().n_runs} runs: {shares}; true overall "
-              f"loss {truth.true_loss(rec).mean():.4f} (regret {regret:.4f} nats)")
+        print(
+            f"recommendation after {post.fit_data().n_runs} runs: {shares}; true overall "
+            f"loss {truth.true_loss(rec).mean():.4f} (regret {regret:.4f} nats)"
+        )
     print(f"ledger, posteriors and proposals: {out.relative_to(OUT.parent)}/")
     return out / "exp.db"
 

@@ -24,8 +24,12 @@ DOMAINS = ["web", "code", "books", "wiki"]
 
 # %% options
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument("--out", type=Path, default=HERE.parent / "out" / "examples",
-                help="folder for the ledger, hand-off files and posteriors")
+ap.add_argument(
+    "--out",
+    type=Path,
+    default=HERE.parent / "out" / "examples",
+    help="folder for the ledger, hand-off files and posteriors",
+)
 ap.add_argument("--draws", type=int, default=100)
 ap.add_argument("--tune", type=int, default=150)
 ap.add_argument("--chains", type=int, default=2)
@@ -58,8 +62,16 @@ def train(proposals: pd.DataFrame) -> pd.DataFrame:
 # (validation losses weighted 0.4 web, 0.3 code, 0.2 books, 0.1 wiki)
 cons = bm.Constraints.build(DOMAINS, max_share={"web": 0.4}, min_share={"books": 0.1})
 target = {"web": 0.4, "code": 0.3, "books": 0.2, "wiki": 0.1}
-exp = bm.Experiment.create(ledger, DOMAINS, constraints=cons, target=target,
-                           draws=args.draws, tune=args.tune, chains=args.chains, seed=1)
+exp = bm.Experiment.create(
+    ledger,
+    DOMAINS,
+    constraints=cons,
+    target=target,
+    draws=args.draws,
+    tune=args.tune,
+    chains=args.chains,
+    seed=1,
+)
 print(f"created {ledger.name}")
 
 # %% round 0: a space-filling initial design (no posterior yet), trained and ingested
@@ -72,13 +84,13 @@ print(f"ingested {len(summary.completed)} results")
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # few draws: the diagnostics gate would warn
     second = exp.propose(4, out=True, seed=2)
-    print(f"round {second.attrs['round']}: proposed {len(second)} runs "
-          f"({second.attrs['strategy']})")
+    print(
+        f"round {second.attrs['round']}: proposed {len(second)} runs ({second.attrs['strategy']})"
+    )
     exp.ingest(train(second))
     print("status:", exp.status()["by_status"])
 
     # %% recommend: the mixture for the big run, from the posterior refitted on all 16 runs
     rec = exp.recommend(per_draw=False)
 print(rec.to_text())
-print("recommended mixture: "
-      + ", ".join(f"{d} {share:.3f}" for d, share in rec.mixture.items()))
+print("recommended mixture: " + ", ".join(f"{d} {share:.3f}" for d, share in rec.mixture.items()))

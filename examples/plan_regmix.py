@@ -23,8 +23,12 @@ DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "regmix"
 # %% options
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the RegMix CSVs")
-ap.add_argument("--out", type=Path, default=HERE.parent / "out" / "examples",
-                help="folder for the posterior and the decision")
+ap.add_argument(
+    "--out",
+    type=Path,
+    default=HERE.parent / "out" / "examples",
+    help="folder for the posterior and the decision",
+)
 ap.add_argument("--runs", type=int, default=32, help="proxy runs to fit (<= 512)")
 ap.add_argument("--draws", type=int, default=100)
 ap.add_argument("--tune", type=int, default=100)
@@ -40,22 +44,24 @@ args.out.mkdir(parents=True, exist_ok=True)
 # %% load: one RunTable of mixtures (mix.*) and validation losses (loss.*)
 runs = bm.load(files)
 runs = runs.select(runs.runs[: args.runs])
-print(f"loaded {runs.n_runs} runs: {len(runs.train_domains)} training x "
-      f"{len(runs.eval_domains)} validation domains")
+print(
+    f"loaded {runs.n_runs} runs: {len(runs.train_domains)} training x "
+    f"{len(runs.eval_domains)} validation domains"
+)
 
 # %% fit a small posterior (few draws: fast, not converged; the gate's warning is silenced)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    post = bm.fit(runs, "default", draws=args.draws, tune=args.tune, chains=args.chains,
-                  seed=1)
+    post = bm.fit(runs, "default", draws=args.draws, tune=args.tune, chains=args.chains, seed=1)
 path = post.save(args.out / "regmix_posterior.nc")
 print(f"posterior: {post.n_samples} draws, saved to {path}")
 
 # %% decide: expected Pile-CC loss (validation domain pile_cc), no domain above 30 %
-cons = bm.Constraints.build(runs.train_domains,
-                            max_share={d: 0.3 for d in runs.train_domains})
+cons = bm.Constraints.build(runs.train_domains, max_share={d: 0.3 for d in runs.train_domains})
 rec = bm.decide(post, target="pile_cc", constraints=cons, per_draw=False)
 print(rec.to_text())
 top = rec.mixture.sort_values(ascending=False).head(5)
-print("recommended mixture (top 5 shares): "
-      + ", ".join(f"{d} {share:.3f}" for d, share in top.items()))
+print(
+    "recommended mixture (top 5 shares): "
+    + ", ".join(f"{d} {share:.3f}" for d, share in top.items())
+)

@@ -26,10 +26,18 @@ HERE = Path(__file__).resolve().parent
 
 # %% options
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument("--out", type=Path, default=HERE.parent / "out" / "examples",
-                help="folder for the posterior file and the plot")
-ap.add_argument("--posterior", type=Path, default=None,
-                help="a saved posterior (.nc) to read instead of fitting one")
+ap.add_argument(
+    "--out",
+    type=Path,
+    default=HERE.parent / "out" / "examples",
+    help="folder for the posterior file and the plot",
+)
+ap.add_argument(
+    "--posterior",
+    type=Path,
+    default=None,
+    help="a saved posterior (.nc) to read instead of fitting one",
+)
 ap.add_argument("--draws", type=int, default=100)
 ap.add_argument("--tune", type=int, default=150)
 ap.add_argument("--chains", type=int, default=2)

@@ -16,8 +16,10 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def shared_data() -> Path:
     """Path to the shared real data (RegMix, Ye et al.); skips the test when it is absent."""
     if not (SHARED_DATA / "regmix").is_dir() or not (SHARED_DATA / "mixinglaws").is_dir():
-        pytest.skip("real data absent: ../shared/data/regmix and ../shared/data/mixinglaws "
-                    "(relative to the repository root) are needed for this test")
+        pytest.skip(
+            "real data absent: ../shared/data/regmix and ../shared/data/mixinglaws "
+            "(relative to the repository root) are needed for this test"
+        )
     return SHARED_DATA
 
 
@@ -37,8 +39,8 @@ FIT_KW = {"draws": 300, "tune": 300, "chains": 2, "seed": 11}
 class SimulatedFit:
     """A run table simulated from a known law, that law, and the posterior fitted to the table."""
 
-    runs: object      # bayesmix.RunTable
-    truth: object     # bayesmix.simulate.Truth
+    runs: object  # bayesmix.RunTable
+    truth: object  # bayesmix.simulate.Truth
     posterior: object  # bayesmix.posterior.Posterior
 
 
@@ -133,19 +135,36 @@ def m4_posterior(m, rho, t, runs, *, sigma: float, train=None, evals=None):
     from bayesmix.spec import load_spec
 
     chains, draws, k, _ = t.shape
-    coords = {"chain": np.arange(chains), "draw": np.arange(draws),
-              "eval_domain": list(runs.eval_domains if evals is None else evals),
-              "train_domain": list(runs.train_domains if train is None else train)}
-    post = xr.Dataset({
-        "m": (("chain", "draw", "eval_domain"), m),
-        "rho": (("chain", "draw", "eval_domain"), rho),
-        "t": (("chain", "draw", "eval_domain", "train_domain"), t),
-        "sigma": (("chain", "draw", "eval_domain"), np.full((chains, draws, k), sigma)),
-    }, coords=coords)
-    stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros((chains, draws), bool))},
-                       coords={"chain": coords["chain"], "draw": coords["draw"]})
+    coords = {
+        "chain": np.arange(chains),
+        "draw": np.arange(draws),
+        "eval_domain": list(runs.eval_domains if evals is None else evals),
+        "train_domain": list(runs.train_domains if train is None else train),
+    }
+    post = xr.Dataset(
+        {
+            "m": (("chain", "draw", "eval_domain"), m),
+            "rho": (("chain", "draw", "eval_domain"), rho),
+            "t": (("chain", "draw", "eval_domain", "train_domain"), t),
+            "sigma": (("chain", "draw", "eval_domain"), np.full((chains, draws, k), sigma)),
+        },
+        coords=coords,
+    )
+    stats = xr.Dataset(
+        {"diverging": (("chain", "draw"), np.zeros((chains, draws), bool))},
+        coords={"chain": coords["chain"], "draw": coords["draw"]},
+    )
     tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
-    diag = Diagnostics(chains=chains, draws=draws, divergences=0, treedepth_hits=0,
-                       min_bfmi=1.0, max_rhat=1.0, min_ess_bulk=500.0, min_ess_tail=500.0)
-    return Posterior.from_fit(tree, load_spec("default"), runs, diag,
-                              {"draws": draws, "chains": chains})
+    diag = Diagnostics(
+        chains=chains,
+        draws=draws,
+        divergences=0,
+        treedepth_hits=0,
+        min_bfmi=1.0,
+        max_rhat=1.0,
+        min_ess_bulk=500.0,
+        min_ess_tail=500.0,
+    )
+    return Posterior.from_fit(
+        tree, load_spec("default"), runs, diag, {"draws": draws, "chains": chains}
+    )

@@ -28,10 +28,15 @@ def belief(simulated_fit):
 def constraints(belief):
     """Every kind of constraint at once: minimum, maximum, fixed share and a token cap
     (Books3: 3e9 tokens x 1 epoch / 1e10 target tokens = 0.3)."""
-    return Constraints.build(belief.train_domains, min_share={"Github": 0.1},
-                             max_share={"Pile-CC": 0.5}, fixed={"ArXiv": 0.05},
-                             tokens_available={"Books3": 3e9}, max_epochs=1.0,
-                             target_tokens=1e10)
+    return Constraints.build(
+        belief.train_domains,
+        min_share={"Github": 0.1},
+        max_share={"Pile-CC": 0.5},
+        fixed={"ArXiv": 0.05},
+        tokens_available={"Books3": 3e9},
+        max_epochs=1.0,
+        target_tokens=1e10,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +66,17 @@ def _min_to(x, y):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_continuous_proposals_respect_every_constraint(belief, constraints, strategy):
-    batch = acquire.propose(belief, 6, strategy=strategy, constraints=constraints, seed=1,
-                            n_candidates=512)
+    batch = acquire.propose(
+        belief, 6, strategy=strategy, constraints=constraints, seed=1, n_candidates=512
+    )
     assert batch.mixtures.shape == (6, 4)
     assert constraints.contains(batch.mixtures).all()
     x = batch.mixtures
     np.testing.assert_allclose(x.sum(axis=1), 1.0, atol=1e-9)
-    np.testing.assert_allclose(x[:, 3], 0.05, atol=1e-9)          # ArXiv fixed
-    assert (x[:, 0] >= 0.1 - 1e-9).all()                             # Github minimum
-    assert (x[:, 2] <= 0.5 + 1e-9).all()                             # Pile-CC maximum
-    assert (x[:, 1] <= 0.3 + 1e-9).all()                             # Books3 token cap
+    np.testing.assert_allclose(x[:, 3], 0.05, atol=1e-9)  # ArXiv fixed
+    assert (x[:, 0] >= 0.1 - 1e-9).all()  # Github minimum
+    assert (x[:, 2] <= 0.5 + 1e-9).all()  # Pile-CC maximum
+    assert (x[:, 1] <= 0.3 + 1e-9).all()  # Books3 token cap
 
 
 @pytest.mark.slow
@@ -80,19 +86,21 @@ def test_pool_proposals_are_feasible_pool_rows(belief, constraints, pool_frame, 
     inside = constraints.contains(pool_frame.iloc[:, 1:].to_numpy())
     assert len(pool) == inside.sum() < len(pool_frame)
     assert any("violate the constraints" in n for n in pool.notes)
-    batch = acquire.propose(belief, 5, strategy=strategy, constraints=constraints, pool=pool,
-                            seed=2)
+    batch = acquire.propose(
+        belief, 5, strategy=strategy, constraints=constraints, pool=pool, seed=2
+    )
     assert constraints.contains(batch.mixtures).all()
     rows = pool_frame.set_index("run").loc[batch.ids].to_numpy()
-    np.testing.assert_allclose(batch.mixtures, rows)                # exactly the pool rows
+    np.testing.assert_allclose(batch.mixtures, rows)  # exactly the pool rows
     assert len(set(batch.ids)) == 5
 
 
 @pytest.mark.slow
 def test_a_single_feasible_mixture_is_proposed_once_then_refused(belief):
     """All shares fixed: the cloud collapses to one point; a second run would duplicate it."""
-    pinned = Constraints.build(belief.train_domains, fixed={"Github": 0.4, "Books3": 0.3,
-                                                            "Pile-CC": 0.2, "ArXiv": 0.1})
+    pinned = Constraints.build(
+        belief.train_domains, fixed={"Github": 0.4, "Books3": 0.3, "Pile-CC": 0.2, "ArXiv": 0.1}
+    )
     batch = acquire.propose(belief, 1, strategy="thompson", constraints=pinned)
     np.testing.assert_allclose(batch.mixtures[0], [0.4, 0.3, 0.2, 0.1], atol=1e-9)
     with pytest.raises(errors.DesignError, match="found only 1 of 2"):
@@ -103,20 +111,29 @@ def test_a_single_feasible_mixture_is_proposed_once_then_refused(belief):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("mode", ["continuous", "pool"])
-def test_batches_have_no_near_duplicates_and_avoid_pending(belief, constraints, pool_frame,
-                                                           simulated_fit, strategy, mode):
+def test_batches_have_no_near_duplicates_and_avoid_pending(
+    belief, constraints, pool_frame, simulated_fit, strategy, mode
+):
     pool = None
     if mode == "pool":
-        pool = acquire.Candidates.pool(pool_frame, belief.train_domains,
-                                       constraints=constraints)
-        pending = pool.mixtures[:10]        # pending runs are pool rows: never proposed again
+        pool = acquire.Candidates.pool(pool_frame, belief.train_domains, constraints=constraints)
+        pending = pool.mixtures[:10]  # pending runs are pool rows: never proposed again
     else:
         pending = initial_design(constraints, 10, seed=9)
     existing = simulated_fit.runs.mixtures.to_numpy()
     dist = 0.08
-    batch = acquire.propose(belief, 6, strategy=strategy, constraints=constraints, pool=pool,
-                            pending=pending, existing=existing, min_distance=dist, seed=5,
-                            n_candidates=512)
+    batch = acquire.propose(
+        belief,
+        6,
+        strategy=strategy,
+        constraints=constraints,
+        pool=pool,
+        pending=pending,
+        existing=existing,
+        min_distance=dist,
+        seed=5,
+        n_candidates=512,
+    )
     assert _pairwise_min(batch.mixtures) >= dist - 1e-12
     assert _min_to(batch.mixtures, pending) >= dist - 1e-12
     assert _min_to(batch.mixtures, existing) >= dist - 1e-12
@@ -169,9 +186,10 @@ def test_group_information_estimator():
     separating = np.where(groups == 0, 0.0, 1.0) + 0.05 * rng.standard_normal(400)
     blind = rng.standard_normal(400)
     shifted = np.where(groups == 0, 0.0, 0.1) + 0.05 * rng.standard_normal(400)
-    info = acquire.group_information(np.column_stack([separating, blind, shifted]), groups,
-                                     noise=0.01)
-    assert info[0] == pytest.approx(np.log(2), rel=1e-6)   # capped at H(g)
+    info = acquire.group_information(
+        np.column_stack([separating, blind, shifted]), groups, noise=0.01
+    )
+    assert info[0] == pytest.approx(np.log(2), rel=1e-6)  # capped at H(g)
     assert info[1] < 0.01
     assert 0.05 < info[2] < info[0]
 
@@ -194,10 +212,14 @@ def test_cost_aware_choice_prefers_the_cheaper_run(belief, strategy):
     different cost (n_params x tokens): the cost-aware choice takes the cheap one, the
     cost-blind one (cost_power=0) takes the first listed, the expensive one."""
     mix = np.array([0.5, 0.2, 0.2, 0.1])
-    frame = pd.DataFrame({"run": ["big", "small", "other"],
-                          "n_params": [4e6, 1e6, 1e6], "tokens": [1e9, 1e9, 1e9],
-                          **{f"mix.{d}": [mix[j], mix[j], 0.25]
-                             for j, d in enumerate(belief.train_domains)}})
+    frame = pd.DataFrame(
+        {
+            "run": ["big", "small", "other"],
+            "n_params": [4e6, 1e6, 1e6],
+            "tokens": [1e9, 1e9, 1e9],
+            **{f"mix.{d}": [mix[j], mix[j], 0.25] for j, d in enumerate(belief.train_domains)},
+        }
+    )
     pool = acquire.Candidates.pool(frame, belief.train_domains)
     np.testing.assert_allclose(pool.cost, [4.0, 1.0, 1.0])
     scores = acquire.get_strategy(strategy).scores(belief, pool)
@@ -217,8 +239,13 @@ def _sharp_belief(truth, n_draws=200, jitter=0.005, seed=0):
     t = truth["t"] + jitter * rng.standard_normal((n_draws, *truth["t"].shape))
     t -= t.mean(axis=-1, keepdims=True)
     sigma = np.full(m.shape, 0.01)
-    return acquire.Belief({"m": m, "rho": rho, "t": t}, sigma, np.ones(len(truth["m"])),
-                          truth["train_domains"], truth["eval_domains"])
+    return acquire.Belief(
+        {"m": m, "rho": rho, "t": t},
+        sigma,
+        np.ones(len(truth["m"])),
+        truth["train_domains"],
+        truth["eval_domains"],
+    )
 
 
 def test_thompson_concentrates_near_the_optimum_with_a_sharp_posterior():
@@ -227,10 +254,10 @@ def test_thompson_concentrates_near_the_optimum_with_a_sharp_posterior():
     cons = Constraints.build(truth["train_domains"], max_share={"d1": 0.6})
     true_params = {k: truth[k][None] for k in ("m", "rho", "t")}
     best = draw_optima(true_params, cons, np.ones(5))[0][0]
-    ts = acquire.propose(belief, 4, strategy="thompson", constraints=cons, seed=3,
-                         min_distance=0.01)
-    rnd = acquire.propose(belief, 4, strategy="random", constraints=cons, seed=3,
-                          min_distance=0.01)
+    ts = acquire.propose(
+        belief, 4, strategy="thompson", constraints=cons, seed=3, min_distance=0.01
+    )
+    rnd = acquire.propose(belief, 4, strategy="random", constraints=cons, seed=3, min_distance=0.01)
     d_ts = np.sqrt(((ts.mixtures - best) ** 2).sum(1))
     d_rnd = np.sqrt(((rnd.mixtures - best) ** 2).sum(1))
     # jitter 0.5% on the parameters moves the per-draw optima by a few hundredths of a share;
@@ -266,7 +293,7 @@ def test_bad_requests_raise_named_errors(belief):
         acquire.propose(belief, 0)
     tiny = acquire.Candidates.pool(np.full((3, 4), 0.25), belief.train_domains)
     with pytest.raises(errors.DesignError, match="found only 1 of 2"):
-        acquire.propose(belief, 2, strategy="bald", pool=tiny)   # three identical rows
+        acquire.propose(belief, 2, strategy="bald", pool=tiny)  # three identical rows
     with pytest.raises(errors.DomainNameError, match="unknown training domain"):
         acquire.Candidates.pool(pd.DataFrame({"web": [1.0]}), belief.train_domains)
 
@@ -279,7 +306,7 @@ def test_ledger_stores_the_fit_record_with_the_proposals(tmp_path):
         with pytest.raises(errors.LedgerError, match="not JSON-serialisable"):
             ledger.add_proposals(np.array([[0.2, 0.8]]), "thompson", 2, fit={"x": object()})
         assert ledger.fit_records() == {1: record}
-        assert len(ledger.runs()) == 1          # the failed call wrote nothing
+        assert len(ledger.runs()) == 1  # the failed call wrote nothing
 
 
 def test_group_information_is_not_swamped_by_absurd_draws():
@@ -291,6 +318,6 @@ def test_group_information_is_not_swamped_by_absurd_draws():
     groups = np.repeat([0, 1], 50)
     informative = np.where(groups == 0, 0.0, 1.0) + 0.01 * rng.standard_normal(100)
     wild = 0.01 * rng.standard_normal(100)
-    wild[[0, 50]] = 1e120     # one absurd draw in each group: no information about the group
+    wild[[0, 50]] = 1e120  # one absurd draw in each group: no information about the group
     score = group_information(np.column_stack([informative, wild]), groups, noise=1e-4)
     assert score[0] > 0.5 > score[1]

@@ -45,15 +45,37 @@ def run_cli(capsys, *argv):
 def test_optimize_writes_a_feasible_json_report(posterior_path, tmp_path, capsys):
     out_path = tmp_path / "report.json"
     code, out, err = run_cli(
-        capsys, posterior_path, "--max-share", "code=0.3", "--min-share", "web=0.1",
-        "--tokens-available", "books=15e9", "--max-epochs", "4", "--target-tokens", "1e11",
-        "--objective", "quantile:0.9", "-o", out_path, "--draws-optima", "--quiet")
+        capsys,
+        posterior_path,
+        "--max-share",
+        "code=0.3",
+        "--min-share",
+        "web=0.1",
+        "--tokens-available",
+        "books=15e9",
+        "--max-epochs",
+        "4",
+        "--target-tokens",
+        "1e11",
+        "--objective",
+        "quantile:0.9",
+        "-o",
+        out_path,
+        "--draws-optima",
+        "--quiet",
+    )
     assert code == 0, err
     assert err == ""  # --quiet
     assert "Mixture (shares of training tokens)" in out and f"wrote {out_path}" in out
     rep = json.loads(out_path.read_text())
-    c = Constraints.build(TRAIN, max_share={"code": 0.3}, min_share={"web": 0.1},
-                          tokens_available={"books": 15e9}, max_epochs=4, target_tokens=1e11)
+    c = Constraints.build(
+        TRAIN,
+        max_share={"code": 0.3},
+        min_share={"web": 0.1},
+        tokens_available={"books": 15e9},
+        max_epochs=4,
+        target_tokens=1e11,
+    )
     shares = np.array([r["share"] for r in rep["recommendation"]])
     assert c.contains(shares, atol=1e-12)
     # books' cap (15e9 tokens x 4 epochs / 1e11 = 0.6) binds: this posterior wants more books
@@ -73,16 +95,31 @@ def test_cli_matches_the_python_api(posterior_path, tmp_path, capsys):
     weights = tmp_path / "w.json"
     weights.write_text(json.dumps({"Web": 2, "code": 1, "books": 1, "ArXiv": 5}))
     out_path = tmp_path / "r.csv"
-    code, out, err = run_cli(capsys, posterior_path, "--weights", weights, "--weights-subset",
-                             "--baseline", "web=0.5,code=0.5", "--objective", "beat-baseline",
-                             "-o", out_path)
+    code, out, err = run_cli(
+        capsys,
+        posterior_path,
+        "--weights",
+        weights,
+        "--weights-subset",
+        "--baseline",
+        "web=0.5,code=0.5",
+        "--objective",
+        "beat-baseline",
+        "-o",
+        out_path,
+    )
     assert code == 0, err
     assert "[optimize] loading" in err  # progress lines go to stderr
     csv = pd.read_csv(out_path, keep_default_na=False)
     rec = csv.query("section == 'mixture' and mixture == 'recommended'")
     post = Posterior.load(posterior_path)
-    api = decide(post, weights={"Web": 2, "code": 1, "books": 1, "ArXiv": 5}, allow_subset=True,
-                 baseline={"web": 0.5, "code": 0.5}, objective="beat-baseline")
+    api = decide(
+        post,
+        weights={"Web": 2, "code": 1, "books": 1, "ArXiv": 5},
+        allow_subset=True,
+        baseline={"web": 0.5, "code": 0.5},
+        objective="beat-baseline",
+    )
     np.testing.assert_allclose(rec["value"].astype(float), api.mixture.to_numpy(), atol=1e-12)
     # The reported probability is the share of draws where the recommendation wins (recomputed).
     params = post.law_params()
@@ -92,20 +129,25 @@ def test_cli_matches_the_python_api(posterior_path, tmp_path, capsys):
     assert float(meta.loc["p_beats_baseline", "value"]) == pytest.approx(np.mean(lr < lb))
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--min-share", "code=0.7", "--max-share", "code=0.3"],
-     "domain 'code': minimum share 0.7 exceeds maximum share 0.3"),
-    (["--fixed", "web=0.6,books=0.6"], "sum to 1.2"),
-    (["--tokens-available", "code=1e9"], "token caps need a positive target_tokens"),
-    (["--target", "Code"], "unknown validation domain 'Code' (did you mean 'code'?)"),
-    (["--objective", "quantile:2"], "needs a level in (0, 1)"),
-    (["--max-share", "cod=0.2"], "unknown training domain 'cod'"),
-    (["--max-share", "code"], "is not NAME=VALUE"),
-    (["--baseline", "web=0.5,code=0.2"], "sum to 0.7"),
-    (["-o", "report.txt"], "cannot write a report as .txt"),
-    (["--draws-optima"], "--draws-optima needs -o"),
-    (["--weights-subset"], "--weights-subset needs --weights"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (
+            ["--min-share", "code=0.7", "--max-share", "code=0.3"],
+            "domain 'code': minimum share 0.7 exceeds maximum share 0.3",
+        ),
+        (["--fixed", "web=0.6,books=0.6"], "sum to 1.2"),
+        (["--tokens-available", "code=1e9"], "token caps need a positive target_tokens"),
+        (["--target", "Code"], "unknown validation domain 'Code' (did you mean 'code'?)"),
+        (["--objective", "quantile:2"], "needs a level in (0, 1)"),
+        (["--max-share", "cod=0.2"], "unknown training domain 'cod'"),
+        (["--max-share", "code"], "is not NAME=VALUE"),
+        (["--baseline", "web=0.5,code=0.2"], "sum to 0.7"),
+        (["-o", "report.txt"], "cannot write a report as .txt"),
+        (["--draws-optima"], "--draws-optima needs -o"),
+        (["--weights-subset"], "--weights-subset needs --weights"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(posterior_path, capsys, argv, message):
     code, out, err = run_cli(capsys, posterior_path, "--quiet", *argv)
     assert code == 2

@@ -25,8 +25,13 @@ MIX = [f"mix.{d}" for d in SIM_DOMAINS]
 
 
 def bayesmix(*args, cwd, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bayesmix", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bayesmix", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 train = train_simulated
@@ -38,9 +43,20 @@ def min_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.slow
 def test_init_propose_ingest_propose_cycle(tmp_path):
-    done = bayesmix("init", "--ledger", "exp.db", "--domains", ",".join(SIM_DOMAINS),
-                    "--max-share", "Pile-CC=0.6", "--min-share", "ArXiv=0.05",
-                    "--target", "Pile-CC=1", cwd=tmp_path)
+    done = bayesmix(
+        "init",
+        "--ledger",
+        "exp.db",
+        "--domains",
+        ",".join(SIM_DOMAINS),
+        "--max-share",
+        "Pile-CC=0.6",
+        "--min-share",
+        "ArXiv=0.05",
+        "--target",
+        "Pile-CC=1",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
 
     # no results yet: an initial design, no fit
@@ -56,8 +72,24 @@ def test_init_propose_ingest_propose_cycle(tmp_path):
     assert done.returncode == 0, done.stderr
 
     # results arrived: fit (small MCMC), propose 4 runs away from the completed and pending
-    done = bayesmix("propose", "--ledger", "exp.db", "-n", 4, "--draws", 100, "--tune", 150,
-                    "--chains", 2, "--seed", 2, "--out", "next.json", cwd=tmp_path)
+    done = bayesmix(
+        "propose",
+        "--ledger",
+        "exp.db",
+        "-n",
+        4,
+        "--draws",
+        100,
+        "--tune",
+        150,
+        "--chains",
+        2,
+        "--seed",
+        2,
+        "--out",
+        "next.json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "round 1: proposed 4 runs by thompson" in done.stdout
     post_path = tmp_path / "exp.posterior-round1.nc"
@@ -78,11 +110,25 @@ def test_init_propose_ingest_propose_cycle(tmp_path):
     assert ("WARNING: posterior did not pass" in done.stderr) == (not record["diagnostics_ok"])
     x = proposals[MIX].to_numpy()
     assert constraints.contains(x).all()
-    assert min_distance(x, first[MIX].to_numpy()) >= 0.05   # completed and pending runs
+    assert min_distance(x, first[MIX].to_numpy()) >= 0.05  # completed and pending runs
 
     # nothing new: the posterior is reused (no fit), round-1 runs now count as pending
-    done = bayesmix("propose", "--ledger", "exp.db", "-n", 3, "--draws", 100, "--tune", 150,
-                    "--chains", 2, "--strategy", "optimum-info", cwd=tmp_path)
+    done = bayesmix(
+        "propose",
+        "--ledger",
+        "exp.db",
+        "-n",
+        3,
+        "--draws",
+        100,
+        "--tune",
+        150,
+        "--chains",
+        2,
+        "--strategy",
+        "optimum-info",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "reusing exp.posterior-round1.nc" in done.stderr
     assert not (tmp_path / "exp.posterior-round2.nc").exists()
@@ -96,8 +142,16 @@ def test_init_propose_ingest_propose_cycle(tmp_path):
 def test_pool_proposals_before_any_result(tmp_path):
     """A pool with sizes and token counts: infeasible rows are dropped, the chosen rows are
     recorded with their planned n_params and tokens."""
-    done = bayesmix("init", "--ledger", "exp.db", "--domains", ",".join(SIM_DOMAINS),
-                    "--max-share", "Github=0.3", cwd=tmp_path)
+    done = bayesmix(
+        "init",
+        "--ledger",
+        "exp.db",
+        "--domains",
+        ",".join(SIM_DOMAINS),
+        "--max-share",
+        "Github=0.3",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     rng = np.random.default_rng(0)
     mix = rng.dirichlet(np.ones(4), 40)
@@ -114,22 +168,24 @@ def test_pool_proposals_before_any_result(tmp_path):
     assert (out["strategy"] == "initial-random").all()
     assert out["n_params"].eq(1e6).all() and out["tokens"].isin([1e9, 2e9]).all()
     rows = [int(np.argmin(np.abs(mix - r).sum(1))) for r in out[MIX].to_numpy()]
-    np.testing.assert_allclose(out[MIX].to_numpy(), mix[rows])    # exactly pool rows
+    np.testing.assert_allclose(out[MIX].to_numpy(), mix[rows])  # exactly pool rows
     assert feasible[rows].all() and len(set(rows)) == 5
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["-n", 4, "--strategy", "ucb"], ["unknown strategy 'ucb'", "thompson"]),
-    (["-n", 0], ["-n must be >= 1"]),
-    (["-n", 2, "--out", "next.txt"], ["next.txt", "a file ending in .csv or .json"]),
-    (["-n", 2, "--pool", "bad_pool.csv"], ["bad_pool.csv", "unknown training domain 'web'"]),
-    (["-n", 2, "--ledger", "missing.db"], ["missing.db", "no ledger file here"]),
-    # the model is checked before anything is fitted or recorded
-    (["-n", 2, "--model", "m7"], ["unknown model 'm7'"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["-n", 4, "--strategy", "ucb"], ["unknown strategy 'ucb'", "thompson"]),
+        (["-n", 0], ["-n must be >= 1"]),
+        (["-n", 2, "--out", "next.txt"], ["next.txt", "a file ending in .csv or .json"]),
+        (["-n", 2, "--pool", "bad_pool.csv"], ["bad_pool.csv", "unknown training domain 'web'"]),
+        (["-n", 2, "--ledger", "missing.db"], ["missing.db", "no ledger file here"]),
+        # the model is checked before anything is fitted or recorded
+        (["-n", 2, "--model", "m7"], ["unknown model 'm7'"]),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path, args, fragments):
-    done = bayesmix("init", "--ledger", "exp.db", "--domains", ",".join(SIM_DOMAINS),
-                    cwd=tmp_path)
+    done = bayesmix("init", "--ledger", "exp.db", "--domains", ",".join(SIM_DOMAINS), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     pd.DataFrame({"web": [1.0]}).to_csv(tmp_path / "bad_pool.csv", index=False)
     argv = ["propose", *(["--ledger", "exp.db"] if "--ledger" not in args else []), *args]
@@ -140,4 +196,4 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, fragments):
     for fragment in fragments:
         assert fragment in lines[0]
     with Ledger.open(tmp_path / "exp.db") as ledger:
-        assert len(ledger.runs()) == 0                # nothing recorded
+        assert len(ledger.runs()) == 0  # nothing recorded

@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def bayesmix(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bayesmix", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bayesmix", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_one_line_error(proc, *fragments):
@@ -39,13 +44,15 @@ def test_regmix_pair_summary(shared_data):
     assert "training:      17 domains" in out and "validation:    13 domains" in out
     assert "missing:       0 of 6656 losses" in out
     # the proportion table has one line per training domain with its min and max share
-    assert any(line.split()[:1] == ["pile_cc"] and len(line.split()) == 3
-               for line in out.splitlines())
+    assert any(
+        line.split()[:1] == ["pile_cc"] and len(line.split()) == 3 for line in out.splitlines()
+    )
 
 
 def test_ye_json_summary(shared_data):
-    proc = bayesmix("validate", "--json", "--format", "mixinglaws",
-                    shared_data / "mixinglaws" / "5Mix")
+    proc = bayesmix(
+        "validate", "--json", "--format", "mixinglaws", shared_data / "mixinglaws" / "5Mix"
+    )
     assert proc.returncode == 0, proc.stderr
     s = json.loads(proc.stdout)
     assert len(s["train_domains"]) == 5 and len(s["eval_domains"]) == 22
@@ -73,13 +80,16 @@ def test_renormalize_flag(tmp_path):
     assert "note: renormalised 1 of 1 records" in proc.stdout
 
 
-@pytest.mark.parametrize("content, fragments", [
-    (None, ["missing.csv", "not found"]),
-    (b"\x89PNG\x00\x00\xff\xfe", ["bad.csv", "UTF-8"]),
-    (b"run,mix.a,mix.b,loss.a\nr1,0.5,0.5,abc\n", ["bad.csv", "row 2", "'loss.a'"]),
-    (b"run,mix.a,mix.b,loss.a\nr1,0.5,0.5,2,7\n", ["bad.csv", "row 2", "5 fields"]),
-    (b"", ["bad.csv", "empty"]),
-])
+@pytest.mark.parametrize(
+    "content, fragments",
+    [
+        (None, ["missing.csv", "not found"]),
+        (b"\x89PNG\x00\x00\xff\xfe", ["bad.csv", "UTF-8"]),
+        (b"run,mix.a,mix.b,loss.a\nr1,0.5,0.5,abc\n", ["bad.csv", "row 2", "'loss.a'"]),
+        (b"run,mix.a,mix.b,loss.a\nr1,0.5,0.5,2,7\n", ["bad.csv", "row 2", "5 fields"]),
+        (b"", ["bad.csv", "empty"]),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(tmp_path, content, fragments):
     if content is None:
         path = tmp_path / "missing.csv"
@@ -92,5 +102,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path, content, fragments):
 def test_wrong_format_option(tmp_path):
     path = tmp_path / "runs.csv"
     path.write_text("run,mix.a,mix.b,loss.a\nr1,0.5,0.5,2.0\n")
-    assert_one_line_error(bayesmix("validate", "--format", "mixinglaws", path),
-                          "runs.csv", "row 1", "3 tab-separated fields")
+    assert_one_line_error(
+        bayesmix("validate", "--format", "mixinglaws", path),
+        "runs.csv",
+        "row 1",
+        "3 tab-separated fields",
+    )

@@ -92,8 +92,9 @@ def test_log_likelihood_group_is_stored_with_named_dims(post):
     assert list(ll["obs_eval_domain"].values) == list(observed["eval_domain"].values[doms])
     # run_loss is the sum of a run's losses (same terms, possibly summed in another order)
     by_run = ll["loss"].groupby(ll["obs_run"].rename("run")).sum().sel(run=ll["run"])
-    np.testing.assert_allclose(ll["run_loss"].values, by_run.transpose(*ll["run_loss"].dims),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        ll["run_loss"].values, by_run.transpose(*ll["run_loss"].dims), rtol=1e-12
+    )
 
 
 @pytest.mark.slow
@@ -102,11 +103,13 @@ def test_log_likelihood_matches_pymc(which, request):
     """NumPy (scipy.stats) against PyMC's own log-likelihood of the model, same draws."""
     p = request.getfixturevalue(which)
     table = p.fit_data()
-    model = build_model(p.spec, table.train_domains, table.eval_domains,
-                        prepare_data(table, p.spec.law))
+    model = build_model(
+        p.spec, table.train_domains, table.eval_domains, prepare_data(table, p.spec.law)
+    )
     tree = xr.DataTree.from_dict({"posterior": p.tree["posterior"].to_dataset()})
-    ref = pm.compute_log_likelihood(tree, model=model, var_names=["loss"],
-                                    extend_inferencedata=False, progressbar=False)["loss"]
+    ref = pm.compute_log_likelihood(
+        tree, model=model, var_names=["loss"], extend_inferencedata=False, progressbar=False
+    )["loss"]
     ours = p.tree["log_likelihood"]["loss"]
     assert ref.dims == ours.dims and ref.shape == ours.shape
     # Same float64 formula up to rounding: PyTensor writes the Student-t log density with
@@ -121,8 +124,9 @@ def test_log_likelihood_survives_save_and_load(post, saved_posterior):
     assert stored["log_likelihood"]["run_loss"].dims == ("chain", "draw", "run")
     stored.close()
     loaded = Posterior.load(saved_posterior)
-    xr.testing.assert_identical(loaded.tree["log_likelihood"].to_dataset(),
-                                post.tree["log_likelihood"].to_dataset())
+    xr.testing.assert_identical(
+        loaded.tree["log_likelihood"].to_dataset(), post.tree["log_likelihood"].to_dataset()
+    )
 
 
 @pytest.mark.slow
@@ -131,8 +135,9 @@ def test_files_without_the_group_get_it_on_load(post, tmp_path):
     del tree["log_likelihood"]
     tree.to_netcdf(tmp_path / "old.nc", engine="h5netcdf")  # as written before the group
     loaded = Posterior.load(tmp_path / "old.nc")
-    xr.testing.assert_identical(loaded.tree["log_likelihood"].to_dataset(),
-                                post.tree["log_likelihood"].to_dataset())
+    xr.testing.assert_identical(
+        loaded.tree["log_likelihood"].to_dataset(), post.tree["log_likelihood"].to_dataset()
+    )
 
 
 @pytest.mark.slow
@@ -175,8 +180,7 @@ def test_compare_ranks_by_elpd_with_the_documented_columns(post, normal):
     best = table.loc[0, "elpd_loo"]
     np.testing.assert_allclose(table["elpd_diff"], table["elpd_loo"] - best, atol=1e-9)
     assert table["weight"].sum() == pytest.approx(1.0)
-    assert dict(zip(table["model"], table["spec"])) == {"default": "default",
-                                                        "normal": "normal"}
+    assert dict(zip(table["model"], table["spec"])) == {"default": "default", "normal": "normal"}
     assert table.attrs["var_name"] == "run_loss" and table.attrs["n_units"] == 40
     for _, row in table.iterrows():  # the numbers are ArviZ's, on the stored group
         with warnings.catch_warnings():
@@ -198,14 +202,17 @@ def test_compare_ranks_by_elpd_with_the_documented_columns(post, normal):
 def test_compare_refuses_other_data_and_bad_arguments(post, normal):
     runs = post.fit_data()
     changed = with_fit_data(post, changed_loss(runs))
-    with pytest.raises(IncomparableError, match="default and changed were fitted to "
-                                                "different data .values of 'loss.Github'"):
+    with pytest.raises(
+        IncomparableError,
+        match="default and changed were fitted to different data .values of 'loss.Github'",
+    ):
         compare({"default": post, "changed": changed})
     fewer = with_fit_data(post, runs.select(runs.runs[:30]))
     with pytest.raises(IncomparableError, match="runs differ .40 vs 30 runs"):
         compare({"normal": normal, "fewer": fewer})
     assert data_difference(runs, runs.select(reversed(runs.runs))) == (
-        "the same runs in another order")
+        "the same runs in another order"
+    )
     assert data_difference(runs, post.fit_data()) is None
     with pytest.raises(errors.BayesmixError, match="at least two"):
         compare({"default": post})
@@ -232,8 +239,19 @@ def test_kfold_gives_finite_metrics_per_law_and_domain(post, normal):
     result = kfold({"default": post, "normal": normal}, log=lines.append, **KFOLD_KW)
     assert len(lines) == 2 * 2 * 2  # start and end line per fold and law
     s = result.summary
-    assert list(s.columns) == ["model", "spec", "folds", "n_runs", "n_obs", "mae", "spearman",
-                               "coverage", "elpd_kfold", "se", "failed_fits"]
+    assert list(s.columns) == [
+        "model",
+        "spec",
+        "folds",
+        "n_runs",
+        "n_obs",
+        "mae",
+        "spearman",
+        "coverage",
+        "elpd_kfold",
+        "se",
+        "failed_fits",
+    ]
     assert list(s["model"]) == ["default", "normal"] and (s["n_obs"] == 160).all()
     numbers = s[["mae", "spearman", "coverage", "elpd_kfold", "se"]].to_numpy()
     assert np.isfinite(numbers).all()
@@ -264,9 +282,26 @@ def test_kfold_of_a_specification_needs_runs(post):
 @pytest.mark.slow
 def test_cli_compare_with_kfold_writes_one_row_per_law(files, tmp_path, capsys):
     out = tmp_path / "table.csv"
-    code = main(["compare", str(files["default"]), str(files["normal"]), "--kfold", "2",
-                 "--draws", "100", "--tune", "100", "--chains", "1", "--seed", "1",
-                 "-o", str(out), "--quiet"])
+    code = main(
+        [
+            "compare",
+            str(files["default"]),
+            str(files["normal"]),
+            "--kfold",
+            "2",
+            "--draws",
+            "100",
+            "--tune",
+            "100",
+            "--chains",
+            "1",
+            "--seed",
+            "1",
+            "-o",
+            str(out),
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.err == ""  # --quiet: no progress lines
@@ -277,8 +312,13 @@ def test_cli_compare_with_kfold_writes_one_row_per_law(files, tmp_path, capsys):
     table = pd.read_csv(out)
     assert len(table) == 2
     assert set(table["model"]) == {str(files["default"]), str(files["normal"])}
-    assert {*COMPARE_COLUMNS, "kfold_mae", "kfold_spearman", "kfold_coverage",
-            "kfold_elpd_kfold"} <= set(table.columns)
+    assert {
+        *COMPARE_COLUMNS,
+        "kfold_mae",
+        "kfold_spearman",
+        "kfold_coverage",
+        "kfold_elpd_kfold",
+    } <= set(table.columns)
     assert np.isfinite(table[["elpd_loo", "kfold_mae", "kfold_coverage"]].to_numpy()).all()
 
 
@@ -287,12 +327,28 @@ def test_cli_compare_runs_kfold_where_pareto_k_is_high(files, capsys, monkeypatc
     import bayesmix.cli.compare as cli_compare
 
     monkeypatch.setattr(cli_compare, "AUTO_KFOLD", 2)  # keep the automatic K-fold small
-    code = main(["compare", str(files["default"]), str(files["normal"]),
-                 "--draws", "50", "--tune", "50", "--chains", "1", "--quiet"])
+    code = main(
+        [
+            "compare",
+            str(files["default"]),
+            str(files["normal"]),
+            "--draws",
+            "50",
+            "--tune",
+            "50",
+            "--chains",
+            "1",
+            "--quiet",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0
-    high = compare({"a": Posterior.load(files["default"]),
-                    "b": Posterior.load(files["normal"])})["n_high_pareto_k"].sum() > 0
+    high = (
+        compare({"a": Posterior.load(files["default"]), "b": Posterior.load(files["normal"])})[
+            "n_high_pareto_k"
+        ].sum()
+        > 0
+    )
     assert ("Pareto k is high: checking with 2-fold" in text) == high
     assert ("2-fold cross-validation by held-out runs" in text) == high
     code = main(["compare", str(files["default"]), str(files["normal"]), "--kfold", "0"])
@@ -302,14 +358,17 @@ def test_cli_compare_runs_kfold_where_pareto_k_is_high(files, capsys, monkeypatc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", [
-    (["{default}"], "at least two posterior files"),
-    (["{default}", "{default}"], "given twice"),
-    (["{default}", "{normal}", "--kfold", "1"], "--kfold must be 0"),
-    (["{default}", "{normal}", "--draws", "0"], "--draws must be >= 1"),
-    (["{default}", "missing.nc"], "missing.nc: file not found"),
-    (["{default}", "{normal}", "-o", "table.txt"], "unknown output format"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{default}"], "at least two posterior files"),
+        (["{default}", "{default}"], "given twice"),
+        (["{default}", "{normal}", "--kfold", "1"], "--kfold must be 0"),
+        (["{default}", "{normal}", "--draws", "0"], "--draws must be >= 1"),
+        (["{default}", "missing.nc"], "missing.nc: file not found"),
+        (["{default}", "{normal}", "-o", "table.txt"], "unknown output format"),
+    ],
+)
 def test_cli_compare_bad_input_is_one_line(files, args, message, capsys):
     argv = ["compare", *[a.format(**{k: str(v) for k, v in files.items()}) for a in args]]
     assert main(argv) == 2
@@ -319,9 +378,20 @@ def test_cli_compare_bad_input_is_one_line(files, args, message, capsys):
 
 @pytest.mark.slow
 def test_cli_refuses_posteriors_of_different_data(files):
-    done = subprocess.run([sys.executable, "-m", "bayesmix", "compare", str(files["default"]),
-                           str(files["normal"]), str(files["other"])],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bayesmix",
+            "compare",
+            str(files["default"]),
+            str(files["normal"]),
+            str(files["other"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr

@@ -58,9 +58,13 @@ def _env(cache: Path) -> dict:
 
 
 def _start(cache: Path, n_obs: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(HERE), str(n_obs)],
-                            env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(HERE), str(n_obs)],
+        env=_env(cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _result(proc: subprocess.Popen) -> dict:
@@ -128,9 +132,12 @@ def test_shipped_specifications_have_stable_keys(simulated_fit):
             continue  # laws over model size / tokens need other run tables
         data = prepare_data(runs, spec.law)
         structure = structure_key(spec, runs.train_domains, runs.eval_domains)
-        keys = {compile_cache.model_key(build_model(spec, runs.train_domains,
-                                                    runs.eval_domains, data), structure)
-                for _ in range(2)}
+        keys = {
+            compile_cache.model_key(
+                build_model(spec, runs.train_domains, runs.eval_domains, data), structure
+            )
+            for _ in range(2)
+        }
         assert len(keys) == 1, name
         checked += 1
     assert checked >= 3

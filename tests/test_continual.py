@@ -58,8 +58,15 @@ def simulate_continual(seed: int = 3) -> RunTable:
     rows = []
     for i, x in enumerate(SHARES):
         for step, losses in ((0, start), (10000, final[i])):
-            rows.append({"run": f"ct{i}", "step": float(step), "mix.Orig": 1 - x, "mix.New": x,
-                         **{f"loss.{d}": v for d, v in zip(EVALS, losses)}})
+            rows.append(
+                {
+                    "run": f"ct{i}",
+                    "step": float(step),
+                    "mix.Orig": 1 - x,
+                    "mix.New": x,
+                    **{f"loss.{d}": v for d, v in zip(EVALS, losses)},
+                }
+            )
     return RunTable.from_frame(pd.DataFrame(rows), source="simulated continual runs")
 
 
@@ -89,8 +96,9 @@ def test_critical_share_recovers_the_truth(ct_sim):
     runs, post, _ = ct_sim
     cs = critical_share(post, original="Orig", new="New", runs=runs)
     lo, hi = cs.interval
-    print(f"\nsimulated: critical share of New {cs.median:.4f} [{lo:.4f}, {hi:.4f}], "
-          f"truth {TRUE_X}")
+    print(
+        f"\nsimulated: critical share of New {cs.median:.4f} [{lo:.4f}, {hi:.4f}], truth {TRUE_X}"
+    )
     assert lo <= TRUE_X <= hi
     # The start is known exactly and the Orig loss rises 0.44 nats per unit share at TRUE_X,
     # so the noise of the fitted curve there (about NOISE_SD * sqrt(3 parameters / 6 runs) =
@@ -117,8 +125,9 @@ def test_critical_share_recovers_the_truth(ct_sim):
 def test_weighted_original_loss_and_a_third_validation_domain(ct_sim):
     runs, post, _ = ct_sim
     # Orig with weights {Orig: 1, Side: 1}: the aggregate crosses its start at TRUE_X too.
-    agg = critical_share(post, original="Orig", new="New", runs=runs,
-                         weights={"Orig": 1.0, "Side": 1.0})
+    agg = critical_share(
+        post, original="Orig", new="New", runs=runs, weights={"Orig": 1.0, "Side": 1.0}
+    )
     lo, hi = agg.interval
     assert lo <= TRUE_X <= hi and agg.loss_name == "Orig aggregate"
     start = true_loss(TRUE_X)[0]
@@ -206,10 +215,28 @@ def test_bad_inputs_name_the_way_out(ct_sim):
 def test_cli_end_to_end(ct_sim, tmp_path):
     runs, post, d = ct_sim
     out, fig = tmp_path / "critical.csv", tmp_path / "critical.png"
-    done = subprocess.run([sys.executable, "-m", "bayesmix", "critical-share",
-                           str(d / "posterior.nc"), "--original", "Orig", "--new", "New",
-                           "--runs", str(d / "runs.csv"), "-o", str(out), "--plot", str(fig)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bayesmix",
+            "critical-share",
+            str(d / "posterior.nc"),
+            "--original",
+            "Orig",
+            "--new",
+            "New",
+            "--runs",
+            str(d / "runs.csv"),
+            "-o",
+            str(out),
+            "--plot",
+            str(fig),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "New (new)" in done.stdout and "Orig (original)" in done.stdout
     assert "boundary draws: 0 at share 1" in done.stdout
@@ -225,8 +252,14 @@ def test_cli_end_to_end(ct_sim, tmp_path):
 @pytest.mark.slow
 def test_cli_bad_input_is_one_line(ct_sim, capsys):
     _, _, d = ct_sim
-    base = ["critical-share", str(d / "posterior.nc"), "--original", "Orig",
-            "--runs", str(d / "runs.csv")]
+    base = [
+        "critical-share",
+        str(d / "posterior.nc"),
+        "--original",
+        "Orig",
+        "--runs",
+        str(d / "runs.csv"),
+    ]
     assert main([*base, "--new", "Python"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bayesmix critical-share: error: ")
@@ -251,9 +284,11 @@ def test_real_continual_runs(shared_data):
     weights = shared_data / "mixinglaws" / "pipeline" / "valid_weight.json"
     cs = critical_share(post, original="Pile", new="Python", runs=runs, weights=str(weights))
     lo, hi = cs.interval
-    print(f"\nreal ct 70M: critical Python share {cs.median:.4f} [{lo:.4f}, {hi:.4f}], "
-          f"general (Pile) share {cs.original_median:.4f} "
-          f"(Ye et al.: about 0.71 Python / 0.29 Pile)")
+    print(
+        f"\nreal ct 70M: critical Python share {cs.median:.4f} [{lo:.4f}, {hi:.4f}], "
+        f"general (Pile) share {cs.original_median:.4f} "
+        f"(Ye et al.: about 0.71 Python / 0.29 Pile)"
+    )
     assert 0.0 <= lo < hi <= 1.0
     assert len(json.loads(weights.read_text())) == 22
     assert cs.start_loss == pytest.approx(2.8734, abs=1e-4)  # the paper's 2.8734 before

@@ -14,10 +14,16 @@ from bayesmix.data import RunTable, check_known_domains
 
 def frame(**overrides) -> pd.DataFrame:
     """Two runs x two checkpoints, 2 training and 2 validation domains; one loss missing."""
-    base = {"run": ["a", "a", "b", "b"], "n_params": [7e7] * 4,
-            "step": [1000.0, 2000.0, 1000.0, 2000.0], "tokens": [1e9, 2e9, 1e9, 2e9],
-            "mix.web": [0.25, 0.25, 0.5, 0.5], "mix.code": [0.75, 0.75, 0.5, 0.5],
-            "loss.web": [3.0, 2.8, 2.9, np.nan], "loss.code": [1.5, 1.4, 1.7, 1.6]}
+    base = {
+        "run": ["a", "a", "b", "b"],
+        "n_params": [7e7] * 4,
+        "step": [1000.0, 2000.0, 1000.0, 2000.0],
+        "tokens": [1e9, 2e9, 1e9, 2e9],
+        "mix.web": [0.25, 0.25, 0.5, 0.5],
+        "mix.code": [0.75, 0.75, 0.5, 0.5],
+        "loss.web": [3.0, 2.8, 2.9, np.nan],
+        "loss.code": [1.5, 1.4, 1.7, 1.6],
+    }
     base.update(overrides)
     return pd.DataFrame(base)
 
@@ -70,8 +76,7 @@ def test_concat_and_duplicates(table):
     with pytest.raises(errors.DuplicateRunError):
         table.concat(table)
     with pytest.raises(errors.DomainNameError, match="training domains differ"):
-        table.concat(RunTable.from_frame(
-            frame().rename(columns={"mix.web": "mix.books"})))
+        table.concat(RunTable.from_frame(frame().rename(columns={"mix.web": "mix.books"})))
 
 
 def test_summary_is_json_ready(table):
@@ -89,8 +94,7 @@ def test_round_trip_through_tidy(table):
 
 
 def test_step_zero_is_a_start_checkpoint_but_negative_is_not():
-    start = RunTable.from_frame(frame(step=[0.0, 2000.0, 0.0, 2000.0],
-                                      tokens=[0.0, 2e9, 0.0, 2e9]))
+    start = RunTable.from_frame(frame(step=[0.0, 2000.0, 0.0, 2000.0], tokens=[0.0, 2e9, 0.0, 2e9]))
     assert start.at_step(0).n_runs == 2
     assert start.final().column("step").tolist() == [2000.0, 2000.0]
     with pytest.raises(errors.NonNumericError, match="row 2.*'step'.*non-negative"):

@@ -76,7 +76,7 @@ class SizedM4(PyTensorM4):
     inputs = ("r", "n_params")
 
     def mean(self, inputs, params, xp=np):
-        factor = 1.0 + (inputs["n_params"] / 1e9) ** -0.1            # (..., n)
+        factor = 1.0 + (inputs["n_params"] / 1e9) ** -0.1  # (..., n)
         return super().mean(inputs, params, xp) * factor[..., None]
 
 
@@ -93,24 +93,33 @@ class TwoWells(Law):
 
     name = "two-wells-test"
     description = "tilted double well (test law)"
-    params = (Param("m", ("eval_domain",)), Param("c", ("eval_domain",)),
-              Param("e", ("eval_domain",)), Param("p", ("eval_domain", "train_domain")))
+    params = (
+        Param("m", ("eval_domain",)),
+        Param("c", ("eval_domain",)),
+        Param("e", ("eval_domain",)),
+        Param("p", ("eval_domain", "train_domain")),
+    )
     convex = False
 
     def mean(self, inputs, params, xp=np):
-        x = xp.matmul(inputs["r"], xp.swapaxes(params["p"], -1, -2))    # (..., n, K)
+        x = xp.matmul(inputs["r"], xp.swapaxes(params["p"], -1, -2))  # (..., n, K)
         g = (x - 0.1) ** 2 * (x - 0.7) ** 2
         return params["m"][..., None, :] + params["c"][..., None, :] * (
-            g + params["e"][..., None, :] * x)
+            g + params["e"][..., None, :] * x
+        )
 
 
 def two_wells_draws(s=60, k=2, m=3, seed=0):
     rng = np.random.default_rng(seed)
     p = np.zeros((s, k, m))
-    p[..., 0] = 1.0                      # every validation domain cares about share 0
+    p[..., 0] = 1.0  # every validation domain cares about share 0
     p += rng.normal(0, 0.02, p.shape)
-    return {"m": 2.5 + rng.normal(0, 0.05, (s, k)), "c": 20 + rng.normal(0, 1, (s, k)),
-            "e": -0.004 + rng.normal(0, 0.0005, (s, k)), "p": p}
+    return {
+        "m": 2.5 + rng.normal(0, 0.05, (s, k)),
+        "c": 20 + rng.normal(0, 1, (s, k)),
+        "e": -0.004 + rng.normal(0, 0.0005, (s, k)),
+        "p": p,
+    }
 
 
 # ------------------------------------------------------------------------------ draws of a law
@@ -131,12 +140,20 @@ def _prior_draws(law_name: str, k: int, m: int, n: int, seed: int) -> dict:
         spec = load_spec(path)
     runs = 8
     rng = np.random.default_rng(seed)
-    extra = {key: np.full(runs, 1e8 if key == "n_params" else 1e10)
-             for key in law.inputs if key != "r"}
-    data = ModelData(runs=tuple(names("run", runs)), r=rng.dirichlet(np.ones(m), runs),
-                     y=np.full(runs * k, 2.5), run_idx=np.repeat(np.arange(runs), k),
-                     eval_idx=np.tile(np.arange(k), runs), loss_mean=np.full(k, 2.5),
-                     loss_scale=np.full(k, 0.2), log_sigma_loc=float(np.log(0.02)), **extra)
+    extra = {
+        key: np.full(runs, 1e8 if key == "n_params" else 1e10) for key in law.inputs if key != "r"
+    }
+    data = ModelData(
+        runs=tuple(names("run", runs)),
+        r=rng.dirichlet(np.ones(m), runs),
+        y=np.full(runs * k, 2.5),
+        run_idx=np.repeat(np.arange(runs), k),
+        eval_idx=np.tile(np.arange(k), runs),
+        loss_mean=np.full(k, 2.5),
+        loss_scale=np.full(k, 0.2),
+        log_sigma_loc=float(np.log(0.02)),
+        **extra,
+    )
     model = build_model(spec, names("d", m), names("v", k), data)
     values = pm.draw([model[p] for p in law.param_names], draws=n, random_seed=seed)
     return dict(zip(law.param_names, (np.asarray(v, float) for v in values)))
@@ -151,7 +168,7 @@ def law_draws(law_name: str, s: int = 200, k: int = 3, m: int = 3, seed: int = 0
     probe = np.vstack([np.eye(m), np.full(m, 1.0 / m)])
     inputs = {key: 1e8 if key == "n_params" else 1e10 for key in law.inputs if key != "r"}
     loss = law.predict(probe, prior, **{key: np.full(len(probe), v) for key, v in inputs.items()})
-    spread = (loss.max(axis=1) - loss.min(axis=1)).mean(axis=1)         # (S,)
+    spread = (loss.max(axis=1) - loss.min(axis=1)).mean(axis=1)  # (S,)
     c = int(np.argsort(spread)[len(spread) // 2])
     params = {p: (1 - LAMBDA) * v[c] + LAMBDA * v for p, v in prior.items()}
     return LawDraws(params, names("d", m), names("v", k), law=law, inputs=inputs)
@@ -202,8 +219,9 @@ def _lattice_score(draws, objective, grid_losses, best):
     if objective.kind == "mean":
         return grid_losses.mean(axis=0), mine.mean()
     if objective.kind == "quantile":
-        return hd_quantile(grid_losses, objective.level), hd_quantile(mine[:, None],
-                                                                      objective.level)[0]
+        return hd_quantile(grid_losses, objective.level), hd_quantile(
+            mine[:, None], objective.level
+        )[0]
     base = aggregate_loss(draws, BASELINE3, W3)
     surrogate = lambda f: -special.expit((base - f) / best.temperature).mean(axis=0)  # noqa: E731
     return surrogate(grid_losses), float(surrogate(mine[:, None])[0])
@@ -244,8 +262,9 @@ def test_optimum_agrees_with_a_lattice_for_every_law(law_name, objective, constr
     assert min_to(best.mixture[None], near) <= 0.02
     if constrained and obj.kind == "mean" and draws.law.convex:
         assert best.mixture[j] == pytest.approx(cap, abs=1e-7)  # the cap binds
-    assert best.n_agree >= 1 and len(best.starts) >= (DEFAULT_STARTS if draws.law.convex
-                                                       else NONCONVEX_STARTS)
+    assert best.n_agree >= 1 and len(best.starts) >= (
+        DEFAULT_STARTS if draws.law.convex else NONCONVEX_STARTS
+    )
 
 
 # ------------------------------------------------------------------------------ (b) per-draw
@@ -257,8 +276,13 @@ def test_generic_per_draw_optima_agree_with_the_exact_solver_and_scipy(generic, 
     k, m = (3, 6) if case == "wide" else (6, 5)
     exact = law_draws("m4", s=150, k=k, m=m, seed=3)
     slow = LawDraws(exact.params, exact.train_domains, exact.eval_domains, law=generic)
-    spec = {"constrained": {"min_share": {"d0": 0.25}, "max_share": {"d1": 0.02, "d3": 0.1},
-                            "fixed": {"d4": 0.15}}}.get(case, {})
+    spec = {
+        "constrained": {
+            "min_share": {"d0": 0.25},
+            "max_share": {"d1": 0.02, "d3": 0.1},
+            "fixed": {"d4": 0.15},
+        }
+    }.get(case, {})
     c = Constraints.build(exact.train_domains, **spec)
     w = np.arange(1, k + 1) / np.arange(1, k + 1).sum()
     x_exact, ok_exact = draw_optima(exact, c, w)
@@ -279,23 +303,27 @@ def test_generic_per_draw_optima_agree_with_the_exact_solver_and_scipy(generic, 
         def fun(r, one=one):
             return float(exact.law.predict(r[None], one)[0] @ w)
 
-        ref = sopt.minimize(fun, np.full(m, 1 / m), method="SLSQP",
-                            bounds=list(zip(c.lower, c.upper)),
-                            constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1}],
-                            options={"ftol": 1e-15, "maxiter": 1000})
+        ref = sopt.minimize(
+            fun,
+            np.full(m, 1 / m),
+            method="SLSQP",
+            bounds=list(zip(c.lower, c.upper)),
+            constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1}],
+            options={"ftol": 1e-15, "maxiter": 1000},
+        )
         # SLSQP with numerical gradients stops ~1e-10 from the optimum; ours may only be better
         assert f_pg[s] <= ref.fun + 1e-9
 
 
 @pytest.mark.parametrize("law_name", LAWS)
 def test_per_draw_optima_of_every_law_are_draw_wise_lattice_optima(law_name):
-    draws = law_draws(law_name).select(np.arange(0, 200, 10))          # 20 draws
+    draws = law_draws(law_name).select(np.arange(0, 200, 10))  # 20 draws
     c = Constraints.build(draws.train_domains, max_share={"d2": 0.5})
     optima, ok = draw_optima(draws, c, W3)
     assert ok.all() and c.contains(optima, atol=1e-12).all()
     grid = simplex_lattice(LATTICE)
     grid = grid[c.contains(grid)]
-    lattice = aggregate_loss(draws, grid, W3)                           # (S, n)
+    lattice = aggregate_loss(draws, grid, W3)  # (S, n)
     mine = np.einsum("ssk,k->s", draws.mean_loss(optima)[:, :, :], W3)
     # As in the lattice test: never worse than the best lattice point, up to rounding.
     assert np.all(mine <= lattice.min(axis=1) + 1e-9)
@@ -311,9 +339,9 @@ def test_a_non_convex_law_gets_multi_start_and_a_fragility_report():
     lattice = aggregate_loss(draws, grid, w)
     best = minimize_objective(draws, c, w, "mean")
     assert best.mixture[0] == pytest.approx(grid[np.argmin(lattice.mean(axis=0))][0], abs=0.02)
-    assert best.mixture[0] > 0.6                # the deep well, not the centre's shallow one
+    assert best.mixture[0] > 0.6  # the deep well, not the centre's shallow one
     assert len(best.starts) == NONCONVEX_STARTS and not best.convex
-    assert 1 <= best.n_agree < best.n_starts and best.fragile   # some starts end in the other
+    assert 1 <= best.n_agree < best.n_starts and best.fragile  # some starts end in the other
     # One start from the centre finds the shallow well: the multi-start is what finds the deep.
     single = minimize_objective(draws, c, w, "mean", n_starts=1)
     assert single.mixture[0] < 0.3 and single.value > best.value
@@ -342,8 +370,9 @@ def _draws_for(name):
         d = law_draws("m4", s=300, k=3, m=4)
         return LawDraws(d.params, d.train_domains, d.eval_domains, law=PyTensorM4())
     if name == "two-wells":
-        return LawDraws(two_wells_draws(s=300, k=3, m=4), names("d", 4), names("v", 3),
-                        law=TwoWells())
+        return LawDraws(
+            two_wells_draws(s=300, k=3, m=4), names("d", 4), names("v", 3), law=TwoWells()
+        )
     return law_draws(name, s=300, k=3, m=4)
 
 
@@ -354,8 +383,9 @@ def test_every_objective_gradient_matches_finite_differences(name):
     draws = _draws_for(name)
     values = _DrawValues(draws.law, draws.params, np.array([0.2, 0.3, 0.5]), draws.inputs)
     f, _ = values(np.full(4, 0.25))
-    np.testing.assert_allclose(f, aggregate_loss(draws, np.full(4, 0.25), [0.2, 0.3, 0.5])[:, 0],
-                               rtol=1e-12)  # value_grad's value is the law's mean, aggregated
+    np.testing.assert_allclose(
+        f, aggregate_loss(draws, np.full(4, 0.25), [0.2, 0.3, 0.5])[:, 0], rtol=1e-12
+    )  # value_grad's value is the law's mean, aggregated
     check_objective_gradients(values, name)
 
 
@@ -364,8 +394,9 @@ def test_every_objective_gradient_matches_finite_differences(name):
 def m4log_belief():
     draws = law_draws("m4log", s=200, k=3, m=4, seed=1)
     sigma = np.full((draws.n_samples, 3), 0.02)
-    return acquire.Belief(draws.params, sigma, [0.2, 0.3, 0.5], draws.train_domains,
-                          draws.eval_domains, law="m4log")
+    return acquire.Belief(
+        draws.params, sigma, [0.2, 0.3, 0.5], draws.train_domains, draws.eval_domains, law="m4log"
+    )
 
 
 @pytest.mark.parametrize("mode", ["continuous", "pool"])
@@ -376,19 +407,29 @@ def test_propose_works_for_a_non_m4_law(m4log_belief, strategy, mode):
     c = Constraints.build(belief.train_domains, min_share={"d0": 0.05}, max_share={"d1": 0.5})
     pool = None
     if mode == "pool":
-        pool = acquire.Candidates.pool(initial_design(c, 150, seed=2), belief.train_domains,
-                                       constraints=c)
+        pool = acquire.Candidates.pool(
+            initial_design(c, 150, seed=2), belief.train_domains, constraints=c
+        )
         pending = pool.mixtures[:5]
     else:
         pending = initial_design(c, 5, seed=3)
     existing = initial_design(c, 6, seed=4)
     dist = 0.06
-    batch = acquire.propose(belief, 5, strategy=strategy, constraints=c, pool=pool,
-                            pending=pending, existing=existing, min_distance=dist, seed=1,
-                            n_candidates=512)
+    batch = acquire.propose(
+        belief,
+        5,
+        strategy=strategy,
+        constraints=c,
+        pool=pool,
+        pending=pending,
+        existing=existing,
+        min_distance=dist,
+        seed=1,
+        n_candidates=512,
+    )
     assert batch.mixtures.shape == (5, 4)
     assert c.contains(batch.mixtures, atol=1e-12).all()
-    assert pairwise_min(batch.mixtures) >= dist - 1e-12          # no near-duplicates
+    assert pairwise_min(batch.mixtures) >= dist - 1e-12  # no near-duplicates
     assert min_to(batch.mixtures, pending) >= dist - 1e-12
     assert min_to(batch.mixtures, existing) >= dist - 1e-12
     if strategy != "random":
@@ -398,7 +439,7 @@ def test_propose_works_for_a_non_m4_law(m4log_belief, strategy, mode):
 def test_belief_uses_the_law_for_losses_and_optima(m4log_belief):
     belief = m4log_belief
     x = np.array([[0.7, 0.1, 0.1, 0.1], [0.0, 0.5, 0.25, 0.25]])
-    expected = get_law("m4log").predict(x, belief.params)              # (S, 2, K)
+    expected = get_law("m4log").predict(x, belief.params)  # (S, 2, K)
     np.testing.assert_allclose(belief.domain_loss(x), expected, rtol=1e-12)
     np.testing.assert_allclose(belief.loss(x), expected @ belief.weights, rtol=1e-12)
     c = Constraints.build(belief.train_domains)
@@ -419,8 +460,7 @@ def test_decide_reports_any_law(law_name):
     assert c.contains(rec, atol=1e-12)
     lr, lb = aggregate_loss(draws, np.vstack([rec, np.full(3, 1 / 3)]), np.full(3, 1 / 3)).T
     assert report.p_beats_baseline == pytest.approx(np.mean(lr < lb))
-    overall = report.losses.set_index(["mixture", "eval_domain"]).loc[("recommended",
-                                                                       "overall")]
+    overall = report.losses.set_index(["mixture", "eval_domain"]).loc[("recommended", "overall")]
     assert overall["mean"] == pytest.approx(lr.mean())
     assert report.law == law_name and report.optimizer_status.startswith("SLSQP")
     assert report.draw_optima.shape == (200, 3)
@@ -432,37 +472,57 @@ def test_a_law_with_an_extra_input_decides_like_m4():
     """SizedM4 (a test-file law taking n_params) scales every loss by one positive factor, so
     its optimum is M4's and its objective value is M4's times the factor."""
     m4_draws = law_draws("m4", s=200, k=3, m=3, seed=5)
-    sized = LawDraws(m4_draws.params, m4_draws.train_domains, m4_draws.eval_domains,
-                     law=SizedM4(), inputs={"n_params": 1e8})
+    sized = LawDraws(
+        m4_draws.params,
+        m4_draws.train_domains,
+        m4_draws.eval_domains,
+        law=SizedM4(),
+        inputs={"n_params": 1e8},
+    )
     c = Constraints.build(m4_draws.train_domains, max_share={"d1": 0.3})
     ref = decide(m4_draws, constraints=c, objective="quantile:0.9")
     mine = decide(sized, constraints=c, objective="quantile:0.9")
-    factor = 1.0 + 0.1 ** -0.1
+    factor = 1.0 + 0.1**-0.1
     # SLSQP stops at ftol 1e-13 on both; a flat optimum moves the location by up to ~1e-6
     np.testing.assert_allclose(mine.mixture, ref.mixture, atol=1e-5)
     assert mine.objective_value == pytest.approx(factor * ref.objective_value, rel=1e-9)
     np.testing.assert_allclose(mine.draw_optima.values, ref.draw_optima.values, atol=1e-5)
     with pytest.raises(errors.OptionError, match="needs n_params"):
-        decide(LawDraws(m4_draws.params, m4_draws.train_domains, m4_draws.eval_domains,
-                        law=SizedM4()), constraints=c)
+        decide(
+            LawDraws(m4_draws.params, m4_draws.train_domains, m4_draws.eval_domains, law=SizedM4()),
+            constraints=c,
+        )
 
 
 # ------------------------------------------------------------------------------ (d) bad draws
 def _m4log_params(s=5, k=2, m=3):
-    return {"m": np.full((s, k), 2.5), "rho": np.full((s, k), 0.3),
-            "t": np.zeros((s, k, m)), "u": np.zeros((s, k, m))}
+    return {
+        "m": np.full((s, k), 2.5),
+        "rho": np.full((s, k), 0.3),
+        "t": np.zeros((s, k, m)),
+        "u": np.zeros((s, k, m)),
+    }
 
 
-@pytest.mark.parametrize("change,match", [
-    (lambda p: p.pop("u"), r"lack the M4LOG parameter\(s\) u \(law 'm4log' needs draws of "
-                           "m, rho, t, u"),
-    (lambda p: p.update(t=np.zeros((5, 2))), r"t \(5, 2\).*expected \(S, K\), \(S, K\), "
-                                              r"\(S, K, M\), \(S, K, M\)"),
-    (lambda p: p.update(rho=np.full((5, 3), 0.3)), "expected"),
-    (lambda p: p.update(u=np.zeros((4, 2, 3))), "one leading sample axis"),
-    (lambda p: p.update(m=np.full((5, 2), np.nan)), "draws of m contain NaN or inf"),
-    (lambda p: p.update({k: v[:0] for k, v in p.items()}), "no posterior draws"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (
+            lambda p: p.pop("u"),
+            r"lack the M4LOG parameter\(s\) u \(law 'm4log' needs draws of "
+            "m, rho, t, u",
+        ),
+        (
+            lambda p: p.update(t=np.zeros((5, 2))),
+            r"t \(5, 2\).*expected \(S, K\), \(S, K\), "
+            r"\(S, K, M\), \(S, K, M\)",
+        ),
+        (lambda p: p.update(rho=np.full((5, 3), 0.3)), "expected"),
+        (lambda p: p.update(u=np.zeros((4, 2, 3))), "one leading sample axis"),
+        (lambda p: p.update(m=np.full((5, 2), np.nan)), "draws of m contain NaN or inf"),
+        (lambda p: p.update({k: v[:0] for k, v in p.items()}), "no posterior draws"),
+    ],
+)
 def test_law_draws_reject_malformed_draws_in_one_line(change, match):
     params = _m4log_params()
     change(params)
@@ -472,18 +532,23 @@ def test_law_draws_reject_malformed_draws_in_one_line(change, match):
 
 
 def test_law_draws_check_domain_names_and_inputs():
-    with pytest.raises(errors.FormatError, match=r"draws of m are \(2,\) per draw "
-                                                 r"\(eval_domain\) but 3 validation x 3 "
-                                                 "training domain names"):
+    with pytest.raises(
+        errors.FormatError,
+        match=r"draws of m are \(2,\) per draw "
+        r"\(eval_domain\) but 3 validation x 3 "
+        "training domain names",
+    ):
         LawDraws(_m4log_params(), names("d", 3), names("v", 3), law="m4log")
     with pytest.raises(errors.SpecError, match="unknown law 'm5'"):
         LawDraws(_m4log_params(), names("d", 3), names("v", 2), law="m5")
     with pytest.raises(errors.OptionError, match="n_params must be a positive number"):
-        LawDraws(_m4log_params(), names("d", 3), names("v", 2), law="m4log",
-                 inputs={"n_params": -1})
+        LawDraws(
+            _m4log_params(), names("d", 3), names("v", 2), law="m4log", inputs={"n_params": -1}
+        )
     with pytest.raises(errors.FormatError, match=r"sigma draws have shape \(5, 3\)"):
-        acquire.Belief(_m4log_params(), np.ones((5, 3)), [1, 1], names("d", 3), names("v", 2),
-                       law="m4log")
+        acquire.Belief(
+            _m4log_params(), np.ones((5, 3)), [1, 1], names("d", 3), names("v", 2), law="m4log"
+        )
     # a plain dict still means M4, and the M4 draws of an m4log dict are accepted as M4
     plain = LawDraws({k: v for k, v in _m4log_params().items()}, names("d", 3), names("v", 2))
     assert plain.law.name == "m4" and set(plain.params) == {"m", "rho", "t"}
@@ -496,9 +561,18 @@ def test_propose_cli_rejects_an_unknown_model_before_fitting(tmp_path):
 
     from bayesmix.cli import propose
 
-    args = argparse.Namespace(n=2, draws=10, tune=10, chains=1, candidates=10,
-                              min_distance=None, cost_power=1.0, strategy="thompson",
-                              model="no-such-model", ledger=str(tmp_path / "none.db"))
+    args = argparse.Namespace(
+        n=2,
+        draws=10,
+        tune=10,
+        chains=1,
+        candidates=10,
+        min_distance=None,
+        cost_power=1.0,
+        strategy="thompson",
+        model="no-such-model",
+        ledger=str(tmp_path / "none.db"),
+    )
     with pytest.raises(errors.SpecError, match="unknown model 'no-such-model'"):
         propose._check_options(args)
     bad = tmp_path / "bad.toml"

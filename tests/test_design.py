@@ -20,17 +20,23 @@ def pairwise_min(x: np.ndarray) -> float:
 @pytest.mark.parametrize("method", ["sobol", "dirichlet"])
 def test_design_respects_every_constraint_type(method):
     # code is capped by availability: 2e9 tokens * 2 epochs / 1e10 target tokens = 0.4
-    c = Constraints.build(DOMAINS, min_share={"web": 0.2}, max_share={"books": 0.15},
-                          fixed={"math": 0.1}, tokens_available={"code": 2e9}, max_epochs=2,
-                          target_tokens=1e10)
+    c = Constraints.build(
+        DOMAINS,
+        min_share={"web": 0.2},
+        max_share={"books": 0.15},
+        fixed={"math": 0.1},
+        tokens_available={"code": 2e9},
+        max_epochs=2,
+        target_tokens=1e10,
+    )
     x = initial_design(c, 64, seed=7, method=method)
     assert x.shape == (64, 5)
     np.testing.assert_allclose(x.sum(axis=1), 1.0, atol=1e-12)
     assert (x >= 0).all()
-    assert (x[:, 0] >= 0.2).all()                       # minimum
-    assert (x[:, 2] <= 0.15).all()                      # maximum
+    assert (x[:, 0] >= 0.2).all()  # minimum
+    assert (x[:, 2] <= 0.15).all()  # maximum
     np.testing.assert_allclose(x[:, 3], 0.1, atol=1e-12)  # fixed
-    assert (x[:, 1] <= 0.4 + 1e-12).all()               # token cap
+    assert (x[:, 1] <= 0.4 + 1e-12).all()  # token cap
     assert c.contains(x).all()
     assert pairwise_min(x) >= DEFAULT_MIN_DISTANCE
     # the caps bind somewhere: the design reaches near the edges of the box, not just the middle
@@ -59,8 +65,7 @@ def test_min_distance_and_existing_runs_are_respected():
 def test_sobol_design_is_uniform_on_the_simplex():
     # Dirichlet(1) marginals are Beta(1, 3) with mean 1/4; for 512 iid points the standard error
     # of a mean is 0.19/sqrt(512) = 0.0085, and a Sobol design is closer still: 0.02 is > 2 s.e.
-    x = initial_design(Constraints.unconstrained(["a", "b", "c", "d"]), 512, seed=0,
-                       min_distance=0)
+    x = initial_design(Constraints.unconstrained(["a", "b", "c", "d"]), 512, seed=0, min_distance=0)
     np.testing.assert_allclose(x.mean(axis=0), 0.25, atol=0.02)
     # P(share > 0.5) = (1 - 0.5)^3 = 0.125 under Beta(1, 3); s.e. 0.015 for iid points
     np.testing.assert_allclose((x > 0.5).mean(axis=0), 0.125, atol=0.03)
@@ -72,8 +77,7 @@ def test_rejection_keeps_the_distribution_inside_a_loose_box():
     # with numpy's Dirichlet sampler (400k draws, s.e. < 0.002). P(a > 0.25) is 0.77 there,
     # while a bounded stick-breaking fill gives about 0.68; the design's s.e. for 400 points is
     # at most 0.021 (iid), so 0.04 separates the two.
-    c = Constraints.build(["a", "b", "c", "d"], max_share={"a": 0.9, "b": 0.2, "c": 0.5,
-                                                           "d": 0.5})
+    c = Constraints.build(["a", "b", "c", "d"], max_share={"a": 0.9, "b": 0.2, "c": 0.5, "d": 0.5})
     ref = np.random.default_rng(99).dirichlet(np.ones(4), size=400_000)
     ref = ref[c.contains(ref)]
     x = initial_design(c, 400, seed=5, min_distance=0)
@@ -119,15 +123,18 @@ def test_infeasible_constraints_are_reported_before_any_design():
         Constraints.build(["a", "b"], min_share={"a": 0.6, "b": 0.6})
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n": 0}, "positive integer"),
-    ({"n": 2.5}, "positive integer"),
-    ({"method": "grid"}, "unknown design method"),
-    ({"alpha": -1.0}, "alpha"),
-    ({"alpha": [1.0, 2.0]}, "alpha"),
-    ({"min_distance": -0.1}, "min_distance"),
-    ({"existing": np.ones((2, 2))}, "existing"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n": 0}, "positive integer"),
+        ({"n": 2.5}, "positive integer"),
+        ({"method": "grid"}, "unknown design method"),
+        ({"alpha": -1.0}, "alpha"),
+        ({"alpha": [1.0, 2.0]}, "alpha"),
+        ({"min_distance": -0.1}, "min_distance"),
+        ({"existing": np.ones((2, 2))}, "existing"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     c = Constraints.unconstrained(["a", "b", "c"])
     args = {"n": 4, **kwargs}

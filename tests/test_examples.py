@@ -21,8 +21,9 @@ pytestmark = pytest.mark.slow
 
 def run_example(name: str, *args: str) -> str:
     """Run examples/<name> with ``args``; fail with its output unless it exits 0."""
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -36,14 +37,17 @@ def test_plan_regmix(tmp_path):
     assert (tmp_path / "regmix_posterior.nc").is_file()
     assert "Decision report" in out
     assert "recommended mixture (top 5 shares):" in out
-    shares = [float(part.split()[-1]) for part in
-              out.split("recommended mixture (top 5 shares): ")[1].splitlines()[0].split(", ")]
+    shares = [
+        float(part.split()[-1])
+        for part in out.split("recommended mixture (top 5 shares): ")[1].splitlines()[0].split(", ")
+    ]
     assert len(shares) == 5 and all(0.0 <= s <= 0.3 + 1e-6 for s in shares)  # the 30 % cap
 
 
 def test_plan_regmix_without_data(tmp_path):
-    out = run_example("plan_regmix.py", "--out", str(tmp_path), "--data",
-                      str(tmp_path / "no_such_folder"))
+    out = run_example(
+        "plan_regmix.py", "--out", str(tmp_path), "--data", str(tmp_path / "no_such_folder")
+    )
     assert "RegMix data not found" in out and "skipping" in out
     assert not (tmp_path / "regmix_posterior.nc").exists()
 
@@ -72,6 +76,11 @@ def test_read_in_arviz(tmp_path):
     png = tmp_path / "arviz_ppc.png"
     assert png.is_file() and png.stat().st_size > 1000
     # the saved posterior is read again through --posterior, without refitting
-    again = run_example("read_in_arviz.py", "--out", str(tmp_path / "again"), "--posterior",
-                        str(tmp_path / "arviz_posterior.nc"))
+    again = run_example(
+        "read_in_arviz.py",
+        "--out",
+        str(tmp_path / "again"),
+        "--posterior",
+        str(tmp_path / "arviz_posterior.nc"),
+    )
     assert "elpd_loo" in again and (tmp_path / "again" / "arviz_ppc.png").is_file()

@@ -60,6 +60,7 @@ def no_fit(monkeypatch):
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a fit was started; the saved posterior should have been reused")
+
     monkeypatch.setattr(bayesmix.fit, "fit", forbidden)
 
 
@@ -69,16 +70,23 @@ def fitted(tmp_path_factory):
     what each step returned."""
     folder = tmp_path_factory.mktemp("experiment")
     cons = Constraints.build(SIM_DOMAINS, max_share={"Pile-CC": 0.6}, min_share={"ArXiv": 0.05})
-    exp = Experiment.create(folder / "exp.db", SIM_DOMAINS, constraints=cons,
-                            target={"Pile-CC": 1.0}, **FIT)
+    exp = Experiment.create(
+        folder / "exp.db", SIM_DOMAINS, constraints=cons, target={"Pile-CC": 1.0}, **FIT
+    )
     first = exp.propose(12, out=True, seed=1)
     summary = exp.ingest(train(first, first["run"][:10], seed=0))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         second = exp.propose(4, out=True, seed=2)
     conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
-    return {"folder": folder, "first": first, "second": second, "ingest": summary,
-            "warnings": conv, "constraints": cons}
+    return {
+        "folder": folder,
+        "first": first,
+        "second": second,
+        "ingest": summary,
+        "warnings": conv,
+        "constraints": cons,
+    }
 
 
 # --------------------------------------------------------------------------- the whole loop
@@ -97,15 +105,19 @@ def test_experiment_cycle_without_the_cli(fitted, tmp_path, no_fit):
     record = second.attrs["fit"]
     assert second.attrs["round"] == 1 and (second["strategy"] == "thompson").all()
     assert record["reused"] is False and record["n_runs"] == 10
-    assert record["posterior"] == "exp.posterior-round1.nc"     # relative to the ledger
+    assert record["posterior"] == "exp.posterior-round1.nc"  # relative to the ledger
     assert "draw_objective" in second.columns
     assert bool(fitted["warnings"]) == (not record["diagnostics_ok"])
     if fitted["warnings"]:
         assert str(fitted["warnings"][0].message) == record["diagnostics_warning"]
     assert fitted["constraints"].contains(second[MIX].to_numpy()).all()
     everything = np.vstack([first[MIX].to_numpy(), second[MIX].to_numpy()])
-    assert np.sqrt(((second[MIX].to_numpy()[:, None] - first[MIX].to_numpy()[None]) ** 2)
-                   .sum(-1)).min() >= 0.05
+    assert (
+        np.sqrt(
+            ((second[MIX].to_numpy()[:, None] - first[MIX].to_numpy()[None]) ** 2).sum(-1)
+        ).min()
+        >= 0.05
+    )
 
     # on a copy: no new result -> the posterior is reused (a fit would fail the test)
     exp = Experiment(copy_experiment(folder, tmp_path / "copy"), **FIT)
@@ -144,17 +156,18 @@ def test_new_results_trigger_a_refit_and_only_then(fitted, tmp_path, monkeypatch
     def counting(*args, **kwargs):
         calls.append(args[0].n_runs)
         return real_fit(*args, **kwargs)
+
     monkeypatch.setattr(bayesmix.fit, "fit", counting)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         exp.posterior()
-        assert calls == []                                   # unchanged: reused
+        assert calls == []  # unchanged: reused
         first = fitted["first"]
         exp.ingest(train(first, first["run"][10:12], seed=1))
         post = exp.posterior()
         assert calls == [12] and post.fit_data().n_runs == 12
         exp.posterior()
-        assert calls == [12]                                 # the new fit is reused in turn
+        assert calls == [12]  # the new fit is reused in turn
     names = sorted(p.name for p in (tmp_path / "copy").glob("*.nc"))
     assert names == ["exp.posterior-round1.nc", "exp.posterior-round2.nc"]
 
@@ -167,20 +180,19 @@ def test_posterior_paths_are_relative_to_the_ledger(fitted, tmp_path, monkeypatc
     exp = Experiment("../moved/exp.db", **FIT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        exp.posterior()                                       # found from another directory
+        exp.posterior()  # found from another directory
     runs = exp.runs()
     posterior = tmp_path / "moved" / "exp.posterior-round1.nc"
     assert set(runs.loc[runs["round"] == 1, "posterior"]) == {str(posterior)}
 
     # an entry written by an older version: relative to the working directory of the time
     con = sqlite3.connect(moved)
-    record = json.loads(con.execute("SELECT value FROM meta WHERE key = 'fit:last'")
-                        .fetchone()[0])
+    record = json.loads(con.execute("SELECT value FROM meta WHERE key = 'fit:last'").fetchone()[0])
     record["posterior"] = "moved/exp.posterior-round1.nc"
     con.execute("UPDATE meta SET value = ? WHERE key = 'fit:last'", (json.dumps(record),))
     con.commit()
     con.close()
-    for cwd in (tmp_path, tmp_path / "elsewhere"):    # cwd-relative, then next to the ledger
+    for cwd in (tmp_path, tmp_path / "elsewhere"):  # cwd-relative, then next to the ledger
         monkeypatch.chdir(cwd)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -206,6 +218,7 @@ def _barrier_on_first_call(monkeypatch, name):
             seen.add(me)
             barrier.wait()
         return batch
+
     monkeypatch.setattr(acquire, name, wrapped)
 
 
@@ -217,8 +230,9 @@ def _run_two(experiments, **kwargs):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 results[i] = experiments[i].propose(**kwargs)
-        except BaseException as err:      # noqa: BLE001 - reported by the test
+        except BaseException as err:  # noqa: BLE001 - reported by the test
             failures.append(err)
+
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
@@ -266,8 +280,9 @@ def test_two_concurrent_proposers(fitted, tmp_path, monkeypatch, stage, no_fit):
         assert handoff["run"].tolist() == f["run"].tolist()
     x = new[MIX].to_numpy()
     assert pairwise_min(x) >= 0.05
-    others = runs[runs["run"].isin(before["run"]) & runs["status"].isin(
-        ["proposed", "running", "completed"])][MIX].to_numpy()
+    others = runs[
+        runs["run"].isin(before["run"]) & runs["status"].isin(["proposed", "running", "completed"])
+    ][MIX].to_numpy()
     if len(others):
         assert np.sqrt(((x[:, None] - others[None]) ** 2).sum(-1)).min() >= 0.05
 
@@ -275,8 +290,11 @@ def test_two_concurrent_proposers(fitted, tmp_path, monkeypatch, stage, no_fit):
 def test_ledger_refuses_a_batch_too_close_to_runs_recorded_meanwhile(tmp_path):
     with Ledger.create(tmp_path / "exp.db", ["a", "b"], ["a"]) as led:
         led.add_proposals([[0.5, 0.5]], "x", None, min_distance=0.05)
-        with pytest.raises(errors.LedgerError, match=r"0\.0002828 from run 'r0001'.*nothing "
-                                                     r"recorded.*propose again"):
+        with pytest.raises(
+            errors.LedgerError,
+            match=r"0\.0002828 from run 'r0001'.*nothing "
+            r"recorded.*propose again",
+        ):
             led.add_proposals([[0.2, 0.8], [0.5002, 0.4998]], "x", None, min_distance=0.05)
         with pytest.raises(errors.LedgerError, match="closer than the minimum distance"):
             led.add_proposals([[0.2, 0.8], [0.2001, 0.7999]], "x", None, min_distance=0.05)
@@ -297,16 +315,26 @@ KILLED = textwrap.dedent("""
 
 
 def bayesmix(*args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bayesmix", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bayesmix", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_killed_before_the_handoff_file_then_export(tmp_path):
     Experiment.create(tmp_path / "exp.db", ["web", "code", "books"], ["web", "code"])
     script = tmp_path / "killed.py"
     script.write_text(KILLED)
-    proc = subprocess.run([sys.executable, str(script), "exp.db"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), "exp.db"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not (tmp_path / "exp-round0.csv").exists()
     exp = Experiment(tmp_path / "exp.db")
@@ -317,8 +345,10 @@ def test_killed_before_the_handoff_file_then_export(tmp_path):
     # the next proposal says so; status too
     nxt = exp.propose(3, out=True, seed=4)
     assert nxt.attrs["round"] == 1
-    assert any("round 0's runs are recorded but their file exp-round0.csv was never written"
-               in n for n in nxt.attrs["notes"])
+    assert any(
+        "round 0's runs are recorded but their file exp-round0.csv was never written" in n
+        for n in nxt.attrs["notes"]
+    )
     done = bayesmix("status", "--ledger", "exp.db", cwd=tmp_path)
     assert "round 0: proposals file exp-round0.csv was never written" in done.stdout
 
@@ -329,19 +359,22 @@ def test_killed_before_the_handoff_file_then_export(tmp_path):
     back = pd.read_csv(tmp_path / "exp-round0.csv")
     assert back["run"].tolist() == runs["run"].tolist()
     assert list(back.columns) == ["run", "round", "strategy", "mix.web", "mix.code", "mix.books"]
-    np.testing.assert_array_equal(back[["mix.web", "mix.code", "mix.books"]].to_numpy(),
-                                  runs[["mix.web", "mix.code", "mix.books"]].to_numpy())
+    np.testing.assert_array_equal(
+        back[["mix.web", "mix.code", "mix.books"]].to_numpy(),
+        runs[["mix.web", "mix.code", "mix.books"]].to_numpy(),
+    )
     assert exp.status()["missing_handoffs"] == {}
     # a file propose wrote and its export are the same bytes
-    done = bayesmix("export", "--ledger", "exp.db", "--round", 1, "-o", "again.csv",
-                    cwd=tmp_path)
+    done = bayesmix("export", "--ledger", "exp.db", "--round", 1, "-o", "again.csv", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "again.csv").read_bytes() == (tmp_path / "exp-round1.csv").read_bytes()
     # refusals: an existing file without --force, a round without proposals
     done = bayesmix("export", "--ledger", "exp.db", "--round", 1, cwd=tmp_path)
     assert done.returncode == 2 and "already exists" in done.stderr and "--force" in done.stderr
-    assert bayesmix("export", "--ledger", "exp.db", "--round", 1, "--force",
-                    cwd=tmp_path).returncode == 0
+    assert (
+        bayesmix("export", "--ledger", "exp.db", "--round", 1, "--force", cwd=tmp_path).returncode
+        == 0
+    )
     done = bayesmix("export", "--ledger", "exp.db", "--round", 7, cwd=tmp_path)
     assert done.returncode == 2 and "round 7 has no proposed runs" in done.stderr
     assert "rounds with proposals: 0, 1" in done.stderr
@@ -349,24 +382,27 @@ def test_killed_before_the_handoff_file_then_export(tmp_path):
 
 def test_output_is_checked_before_any_work(tmp_path):
     exp = Experiment.create(tmp_path / "exp.db", ["web", "code"], ["web"])
-    exp.propose(2, out=True)                                   # exp-round0.csv
+    exp.propose(2, out=True)  # exp-round0.csv
     (tmp_path / "folder.csv").mkdir()
-    pd.DataFrame({"web": [0.1, 0.9], "code": [0.9, 0.1]}).to_csv(tmp_path / "pool.csv",
-                                                                 index=False)
-    cases = [({"out": tmp_path / "exp-round0.csv"}, "already exists"),
-             ({"out": tmp_path / "folder.csv"}, "is a folder"),
-             ({"out": tmp_path / "pool.csv", "pool": tmp_path / "pool.csv"}, "an input"),
-             ({"out": tmp_path / "no" / "x.csv"}, "does not exist")]
+    pd.DataFrame({"web": [0.1, 0.9], "code": [0.9, 0.1]}).to_csv(tmp_path / "pool.csv", index=False)
+    cases = [
+        ({"out": tmp_path / "exp-round0.csv"}, "already exists"),
+        ({"out": tmp_path / "folder.csv"}, "is a folder"),
+        ({"out": tmp_path / "pool.csv", "pool": tmp_path / "pool.csv"}, "an input"),
+        ({"out": tmp_path / "no" / "x.csv"}, "does not exist"),
+    ]
     for kwargs, fragment in cases:
         with pytest.raises(errors.OptionError, match=fragment):
             exp.propose(2, **kwargs)
-    assert len(exp.runs()) == 2                                # nothing recorded
-    done = bayesmix("propose", "--ledger", "exp.db", "-n", 2, "--out", "exp-round0.csv",
-                    cwd=tmp_path)
+    assert len(exp.runs()) == 2  # nothing recorded
+    done = bayesmix(
+        "propose", "--ledger", "exp.db", "-n", 2, "--out", "exp-round0.csv", cwd=tmp_path
+    )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "already exists" in done.stderr and "--force" in done.stderr
-    done = bayesmix("propose", "--ledger", "exp.db", "-n", 2, "--out", "exp-round0.csv",
-                    "--force", cwd=tmp_path)
+    done = bayesmix(
+        "propose", "--ledger", "exp.db", "-n", 2, "--out", "exp-round0.csv", "--force", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert pd.read_csv(tmp_path / "exp-round0.csv")["round"].tolist() == [1, 1]
 
@@ -378,9 +414,13 @@ def test_a_failed_write_after_recording_names_the_way_back(tmp_path, monkeypatch
 
     def fail(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
+
     monkeypatch.setattr(ex, "write_proposals", fail)
-    with pytest.raises(errors.LedgerError, match=r"r0001 to r0002 are recorded as round 0 "
-                                                 r"but.*bayesmix export --ledger .* --round 0"):
+    with pytest.raises(
+        errors.LedgerError,
+        match=r"r0001 to r0002 are recorded as round 0 "
+        r"but.*bayesmix export --ledger .* --round 0",
+    ):
         exp.propose(2, out=True)
     assert exp.status()["missing_handoffs"] == {"0": "exp-round0.csv"}
 
@@ -392,8 +432,7 @@ def test_propose_on_another_law(tmp_path, model):
     """propose (Thompson and BALD) and recommend on an M4 + log-share posterior."""
     runs, _ = simulate_runs(n_runs=20)
     cons = Constraints.build(SIM_DOMAINS, max_share={"Pile-CC": 0.6})
-    exp = Experiment.create(tmp_path / "exp.db", runs=runs, constraints=cons, model=model,
-                            **FIT)
+    exp = Experiment.create(tmp_path / "exp.db", runs=runs, constraints=cons, model=model, **FIT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ts = exp.propose(3, "thompson", out=True)
@@ -415,8 +454,13 @@ def _belief(seed=21):
     rho = np.clip(truth["rho"] + 0.01 * rng.standard_normal(m.shape), 0.05, 0.95)
     t = truth["t"] + 0.01 * rng.standard_normal((100, *truth["t"].shape))
     t -= t.mean(axis=-1, keepdims=True)
-    return acquire.Belief({"m": m, "rho": rho, "t": t}, np.full(m.shape, 0.01), np.ones(4),
-                          truth["train_domains"], truth["eval_domains"])
+    return acquire.Belief(
+        {"m": m, "rho": rho, "t": t},
+        np.full(m.shape, 0.01),
+        np.ones(4),
+        truth["train_domains"],
+        truth["eval_domains"],
+    )
 
 
 def test_cost_aware_thompson_prefers_cheap_runs_when_values_tie():
@@ -424,24 +468,37 @@ def test_cost_aware_thompson_prefers_cheap_runs_when_values_tie():
     domains = belief.train_domains
     best = belief.optima(Constraints.unconstrained(domains)).mean(axis=0)
     far = np.full(4, 0.25)
-    frame = pd.DataFrame({"run": ["big", "small", "far"], "n_params": [4e6, 1e6, 1e6],
-                          "tokens": [1e9, 1e9, 1e9],
-                          **{f"mix.{d}": [best[j], best[j], far[j]]
-                             for j, d in enumerate(domains)}})
+    frame = pd.DataFrame(
+        {
+            "run": ["big", "small", "far"],
+            "n_params": [4e6, 1e6, 1e6],
+            "tokens": [1e9, 1e9, 1e9],
+            **{f"mix.{d}": [best[j], best[j], far[j]] for j, d in enumerate(domains)},
+        }
+    )
     pool = acquire.Candidates.pool(frame, domains)
     assert np.all(belief.loss(pool.mixtures)[:, 0] < belief.loss(pool.mixtures)[:, 2])
     worse = np.array([[0.7, 0.1, 0.1, 0.1]])
-    for existing in (None, worse):          # no run yet; a worse run already done
+    for existing in (None, worse):  # no run yet; a worse run already done
         for seed in range(5):
-            aware = acquire.propose(belief, 1, strategy="thompson", pool=pool, seed=seed,
-                                    existing=existing)
-            blind = acquire.propose(belief, 1, strategy="thompson", pool=pool, seed=seed,
-                                    existing=existing, cost_power=0.0)
+            aware = acquire.propose(
+                belief, 1, strategy="thompson", pool=pool, seed=seed, existing=existing
+            )
+            blind = acquire.propose(
+                belief,
+                1,
+                strategy="thompson",
+                pool=pool,
+                seed=seed,
+                existing=existing,
+                cost_power=0.0,
+            )
             assert aware.ids == ["small"] and aware.cost[0] == 1.0
-            assert blind.ids == ["big"]       # the cost-blind rule keeps the first listed
+            assert blind.ids == ["big"]  # the cost-blind rule keeps the first listed
     # a batch of two: the cheap run, then (its dear replicate being too close) the far one
-    batch = acquire.propose(belief, 2, strategy="thompson", pool=pool, existing=worse,
-                            min_distance=0.01)
+    batch = acquire.propose(
+        belief, 2, strategy="thompson", pool=pool, existing=worse, min_distance=0.01
+    )
     assert batch.ids == ["small", "far"]
 
 
@@ -450,19 +507,33 @@ def test_cost_weighted_random_selection():
     first pick with probability 0.8 (0.5 when costs are ignored)."""
     rng = np.random.default_rng(0)
     mix = rng.dirichlet(np.ones(3), 40)
-    frame = pd.DataFrame({"mix.a": mix[:, 0], "mix.b": mix[:, 1], "mix.c": mix[:, 2],
-                          "n_params": np.repeat([1e6, 4e6], 20), "tokens": 1e9})
+    frame = pd.DataFrame(
+        {
+            "mix.a": mix[:, 0],
+            "mix.b": mix[:, 1],
+            "mix.c": mix[:, 2],
+            "n_params": np.repeat([1e6, 4e6], 20),
+            "tokens": 1e9,
+        }
+    )
     pool = acquire.Candidates.pool(frame, ["a", "b", "c"])
     belief = None
     picks = {}
     for power in (1.0, 0.0):
         strat = acquire.get_strategy("random", cost_power=power)
-        cheap = [strat.propose(belief, pool, 1, seed=s, min_distance=0.0).index[0] < 20
-                 for s in range(2000)]
+        cheap = [
+            strat.propose(belief, pool, 1, seed=s, min_distance=0.0).index[0] < 20
+            for s in range(2000)
+        ]
         picks[power] = float(np.mean(cheap))
     # binomial sd over 2000 seeds: 0.009 (p = 0.8), 0.011 (p = 0.5)
     assert 0.77 < picks[1.0] < 0.83 and 0.465 < picks[0.0] < 0.535, picks
     # the initial design from a pool is cost-weighted the same way
-    first = [acquire.initial_batch(Constraints.unconstrained(["a", "b", "c"]), 1, pool=pool,
-                                   seed=s).index[0] < 20 for s in range(300)]
+    first = [
+        acquire.initial_batch(
+            Constraints.unconstrained(["a", "b", "c"]), 1, pool=pool, seed=s
+        ).index[0]
+        < 20
+        for s in range(300)
+    ]
     assert np.mean(first) > 0.7

@@ -51,8 +51,9 @@ def test_posterior_of_t_recovers_the_true_interactions(simulated_fit):
     assert np.corrcoef(mean.ravel(), truth["t"].ravel())[0, 1] > 0.9
     clear = np.abs(np.diag(truth["t"])) > 0.5
     assert clear.any()
-    np.testing.assert_array_equal(np.sign(np.diag(mean))[clear],
-                                  np.sign(np.diag(truth["t"]))[clear])
+    np.testing.assert_array_equal(
+        np.sign(np.diag(mean))[clear], np.sign(np.diag(truth["t"]))[clear]
+    )
 
 
 def test_loss_at_new_mixtures_covers_the_truth(simulated_fit):

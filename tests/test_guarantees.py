@@ -47,9 +47,11 @@ def jittered(m, rho, t, n=S, seed=0, sd=(0.01, 0.02, 0.1)):
     k, mm = np.shape(t)
     out_t = np.asarray(t)[None] + rng.normal(0, sd[2], (n, k, mm))
     out_t -= out_t.mean(-1, keepdims=True)
-    return {"m": np.asarray(m)[None] * (1 + rng.normal(0, sd[0], (n, k))),
-            "rho": np.clip(np.asarray(rho)[None] + rng.normal(0, sd[1], (n, k)), 0.05, 0.95),
-            "t": out_t}
+    return {
+        "m": np.asarray(m)[None] * (1 + rng.normal(0, sd[0], (n, k))),
+        "rho": np.clip(np.asarray(rho)[None] + rng.normal(0, sd[1], (n, k)), 0.05, 0.95),
+        "t": out_t,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +66,15 @@ def fake_posterior(params: dict, runs, train, evals, chains=2):
     """A default-model Posterior holding ``params`` (S, ...) as its draws, ``runs`` as fit data."""
     shape = (chains, params["m"].shape[0] // chains)
     k, n_train = len(evals), len(train)
-    return m4_posterior(params["m"].reshape(shape + (k,)), params["rho"].reshape(shape + (k,)),
-                        params["t"].reshape(shape + (k, n_train)), runs, sigma=0.01,
-                        train=train, evals=evals)
+    return m4_posterior(
+        params["m"].reshape(shape + (k,)),
+        params["rho"].reshape(shape + (k,)),
+        params["t"].reshape(shape + (k, n_train)),
+        runs,
+        sigma=0.01,
+        train=train,
+        evals=evals,
+    )
 
 
 def exact_probs(draws, r, baseline, guarantees):
@@ -83,10 +91,17 @@ def exact_probs(draws, r, baseline, guarantees):
 # ------------------------------------------------------------------------------ parsing
 def test_guarantee_options_parse_and_refuse_nonsense():
     gs = parse_guarantees(["all=0.01@0.9", "d2=0.02"], ["d3=2.5@0.95"])
-    assert [g.label() for g in gs] == ["no-worse all=0.01@0.9", "no-worse d2=0.02@0.9",
-                                       "max-loss d3=2.5@0.95"]
-    for bad, match in (("d1", "not DOMAIN=BOUND@PROB"), ("d1=x@0.9", "must be numbers"),
-                       ("d1=0.01@1.5", "probability must be in"), ("d1=0.01@", "not DOMAIN")):
+    assert [g.label() for g in gs] == [
+        "no-worse all=0.01@0.9",
+        "no-worse d2=0.02@0.9",
+        "max-loss d3=2.5@0.95",
+    ]
+    for bad, match in (
+        ("d1", "not DOMAIN=BOUND@PROB"),
+        ("d1=x@0.9", "must be numbers"),
+        ("d1=0.01@1.5", "probability must be in"),
+        ("d1=0.01@", "not DOMAIN"),
+    ):
         with pytest.raises(errors.OptionError, match=match):
             parse_guarantees([bad])
     with pytest.raises(errors.OptionError, match="loss bound must be > 0"):
@@ -115,8 +130,7 @@ def test_chance_constraints_hold_exactly_on_the_draws(five):
     assert d1[0] < d1[1] < d1[2]
     assert got.value == pytest.approx(d1[1]) and got.unguaranteed_value == pytest.approx(d1[0])
     # "all" expands to one guarantee per validation domain
-    again = minimize_guaranteed(five, c, w, guarantees=["no-worse:all=0.01@0.9"],
-                                baseline=base)
+    again = minimize_guaranteed(five, c, w, guarantees=["no-worse:all=0.01@0.9"], baseline=base)
     assert [g.domain for g in again.guarantees] == list(five.eval_domains)
     assert np.all(again.probs >= 0.9)
 
@@ -124,8 +138,11 @@ def test_chance_constraints_hold_exactly_on_the_draws(five):
 def test_an_impossible_guarantee_names_itself_and_the_best_probability(five):
     c = Constraints.build(five.train_domains)
     w = np.full(5, 0.2)
-    with pytest.raises(GuaranteeError, match=r"guarantee max-loss d1=0\.5@0\.9 cannot be met: "
-                                             r"the highest probability reachable is 0\.000"):
+    with pytest.raises(
+        GuaranteeError,
+        match=r"guarantee max-loss d1=0\.5@0\.9 cannot be met: "
+        r"the highest probability reachable is 0\.000",
+    ):
         minimize_guaranteed(five, c, w, guarantees=["max-loss:d1=0.5@0.9"])
     # a bound some draws can meet but not 90% of them: the best probability is reported, and
     # it is the largest fraction of draws below the bound (at the mixture returned)
@@ -149,23 +166,30 @@ def test_guarantees_work_for_another_law_at_a_target_scale():
     k = m = 3
     t = np.array([[-1.5, 1.0, 0.5], [0.8, -1.6, 0.8], [0.6, 0.4, -1.0]])
     t = t[None] + rng.normal(0, 0.1, (S, k, m))
-    params = {"E": 1.7 + rng.normal(0, 0.01, (S, k)), "A": 0.8 + rng.normal(0, 0.02, (S, k)),
-              "alpha": np.full((S, k), 0.3), "B": 0.6 + rng.normal(0, 0.02, (S, k)),
-              "beta": np.full((S, k), 0.3), "t": t - t.mean(-1, keepdims=True),
-              "n_ref": np.full(S, 1e8), "d_ref": np.full(S, 1e10)}
+    params = {
+        "E": 1.7 + rng.normal(0, 0.01, (S, k)),
+        "A": 0.8 + rng.normal(0, 0.02, (S, k)),
+        "alpha": np.full((S, k), 0.3),
+        "B": 0.6 + rng.normal(0, 0.02, (S, k)),
+        "beta": np.full((S, k), 0.3),
+        "t": t - t.mean(-1, keepdims=True),
+        "n_ref": np.full(S, 1e8),
+        "d_ref": np.full(S, 1e10),
+    }
     names = ("web", "code", "books")
-    draws = LawDraws(params, names, names, law="scaling",
-                     inputs={"n_params": 1e9, "tokens": 1e11})
+    draws = LawDraws(params, names, names, law="scaling", inputs={"n_params": 1e9, "tokens": 1e11})
     c = Constraints.build(names)
     base = np.array([0.6, 0.2, 0.2])
-    got = minimize_guaranteed(draws, c, np.eye(3)[1], guarantees=["no-worse:all=0.005@0.9"],
-                              baseline=base)
+    got = minimize_guaranteed(
+        draws, c, np.eye(3)[1], guarantees=["no-worse:all=0.005@0.9"], baseline=base
+    )
     gs = got.guarantees
     probs = exact_probs(draws, got.mixture, base, gs)
     assert np.all(probs >= 0.9) and probs.min() <= 0.9 + 2 / S
     # decide() at the target scale reports the guarantees and each domain's change
-    rep = decide(draws, target="code", guarantees=["no-worse:all=0.005@0.9"], baseline=base,
-                 per_draw=False)
+    rep = decide(
+        draws, target="code", guarantees=["no-worse:all=0.005@0.9"], baseline=base, per_draw=False
+    )
     assert rep.guarantees["met"].all() and (rep.guarantees["prob_achieved"] >= 0.9).all()
     assert "Guarantees" in rep.to_text() and "P(worse)" in rep.to_text()
 
@@ -176,15 +200,16 @@ def test_minimax_on_a_symmetric_problem_returns_the_symmetric_mixture():
     base_t = np.array([[-2.0, 1.2, 0.8], [0.8, -2.0, 1.2], [1.2, 0.8, -2.0]])
     p = jittered(np.full(3, 3.0), np.full(3, 0.3), base_t, n=100, seed=4)
     perm = [np.roll(np.arange(3), s) for s in range(3)]
-    sym = {"m": np.concatenate([p["m"][:, q] for q in perm]),
-           "rho": np.concatenate([p["rho"][:, q] for q in perm]),
-           "t": np.concatenate([p["t"][:, q][:, :, q] for q in perm])}
+    sym = {
+        "m": np.concatenate([p["m"][:, q] for q in perm]),
+        "rho": np.concatenate([p["rho"][:, q] for q in perm]),
+        "t": np.concatenate([p["t"][:, q][:, :, q] for q in perm]),
+    }
     names = ("a", "b", "c")
     draws = LawDraws(sym, names, names)
     c = Constraints.build(names)
     # from an asymmetric start and with unequal weights (minimax uses only which are > 0)
-    got = minimize_objective(draws, c, [0.7, 0.2, 0.1], "minimax",
-                             extra_starts=[[0.8, 0.1, 0.1]])
+    got = minimize_objective(draws, c, [0.7, 0.2, 0.1], "minimax", extra_starts=[[0.8, 0.1, 0.1]])
     np.testing.assert_allclose(got.mixture, np.full(3, 1 / 3), atol=1e-5)
 
 
@@ -208,8 +233,13 @@ def test_minimax_balances_the_worst_domains(five):
 # ------------------------------------------------------------------------------ frontier
 def test_frontier_is_monotone(five):
     c = Constraints.build(five.train_domains)
-    front = frontier(five, target="d1", guards=["no-worse:all=0.01@0.9"], constraints=c,
-                     tolerances=np.linspace(0, 0.03, 7))
+    front = frontier(
+        five,
+        target="d1",
+        guards=["no-worse:all=0.01@0.9"],
+        constraints=c,
+        tolerances=np.linspace(0, 0.03, 7),
+    )
     t = front.table
     assert list(t["tolerance"]) == pytest.approx(list(np.linspace(0, 0.03, 7)))
     assert t["feasible"].all()  # tolerance 0: the baseline itself is feasible
@@ -219,8 +249,9 @@ def test_frontier_is_monotone(five):
     shares = t[[f"share.{d}" for d in five.train_domains]].to_numpy()
     np.testing.assert_allclose(shares.sum(axis=1), 1.0)
     # the probability sweep: more certainty never lowers the loss
-    byp = frontier(five, target="d1", guards=["no-worse:all=0.01@0.9"],
-                   probs=[0.5, 0.7, 0.9, 0.97]).table
+    byp = frontier(
+        five, target="d1", guards=["no-worse:all=0.01@0.9"], probs=[0.5, 0.7, 0.9, 0.97]
+    ).table
     assert list(byp["prob"]) == [0.5, 0.7, 0.9, 0.97]
     assert np.all(np.diff(byp["target_loss"]) >= -1e-12)
 
@@ -232,13 +263,17 @@ def test_critical_share_from_both_routes_agrees():
     truth = m4.from_ck(c, k, t)
     p = jittered(truth["m"], truth["rho"], truth["t"], n=S, seed=6, sd=(0.002, 0.01, 0.05))
     post = fake_posterior(p, runs.at_step(10000), TRAIN, EVALS)
-    for kw in ({}, {"tolerance": 0.01, "prob": 0.8},
-               {"weights": {"Orig": 1.0, "Side": 1.0}, "prob": 0.95}):
+    for kw in (
+        {},
+        {"tolerance": 0.01, "prob": 0.8},
+        {"weights": {"Orig": 1.0, "Side": 1.0}, "prob": 0.95},
+    ):
         prob = kw.pop("prob", 0.9)
         cs = critical_share(post, original="Orig", new="New", runs=runs, prob=prob, **kw)
         by_draws = critical_share_at_prob(cs, prob)
-        by_guarantee = guaranteed_critical_share(post, original="Orig", new="New", runs=runs,
-                                                 prob=prob, **kw)
+        by_guarantee = guaranteed_critical_share(
+            post, original="Orig", new="New", runs=runs, prob=prob, **kw
+        )
         assert by_guarantee.share == pytest.approx(by_draws, abs=1e-7), kw
         assert by_guarantee.prob_achieved >= prob
         assert by_guarantee.original_share == pytest.approx(1 - by_guarantee.share)
@@ -262,10 +297,22 @@ def cli(capsys, *argv):
 
 def test_cli_optimize_no_worse_end_to_end(posterior_file, tmp_path, capsys):
     out_path = tmp_path / "report.json"
-    code, out, err = cli(capsys, "optimize", posterior_file, "--target", "code",
-                         "--no-worse", "all=0.01@0.9", "--max-loss", "web=3.9@0.8",
-                         "--baseline", "web=0.4,code=0.2,books=0.2,math=0.2", "-o", out_path,
-                         "--quiet")
+    code, out, err = cli(
+        capsys,
+        "optimize",
+        posterior_file,
+        "--target",
+        "code",
+        "--no-worse",
+        "all=0.01@0.9",
+        "--max-loss",
+        "web=3.9@0.8",
+        "--baseline",
+        "web=0.4,code=0.2,books=0.2,math=0.2",
+        "-o",
+        out_path,
+        "--quiet",
+    )
     assert code == 0, err
     assert "Guarantees" in out and "price of the guarantees" in out and "P(worse)" in out
     rep = json.loads(out_path.read_text())
@@ -280,21 +327,41 @@ def test_cli_optimize_no_worse_end_to_end(posterior_file, tmp_path, capsys):
     assert all(g["met"] for g in rep["guarantees"])
     assert all("p_worse" in row for row in rep["comparison"])
     # an impossible guarantee: one line naming it, exit 2
-    code, out, err = cli(capsys, "optimize", posterior_file, "--target", "code",
-                         "--max-loss", "web=0.5@0.9", "--quiet")
+    code, out, err = cli(
+        capsys,
+        "optimize",
+        posterior_file,
+        "--target",
+        "code",
+        "--max-loss",
+        "web=0.5@0.9",
+        "--quiet",
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "max-loss web=0.5@0.9 cannot be met" in err and "highest probability" in err
     code, out, err = cli(capsys, "optimize", posterior_file, "--no-worse", "web0.01")
     assert code == 2 and "--no-worse 'web0.01' is not DOMAIN=BOUND@PROB" in err
-    code, out, err = cli(capsys, "optimize", posterior_file, "--no-worse", "Web=0.01",
-                         "--quiet")
+    code, out, err = cli(capsys, "optimize", posterior_file, "--no-worse", "Web=0.01", "--quiet")
     assert code == 2 and "unknown validation domain 'Web'" in err
 
 
 def test_cli_frontier_end_to_end(posterior_file, tmp_path, capsys):
     table, fig = tmp_path / "front.csv", tmp_path / "front.png"
-    args = ["frontier", posterior_file, "--target", "code", "--guard", "all=0.01@0.9",
-            "--tolerances", "0:0.02:0.005", "-o", table, "--plot", fig, "--quiet"]
+    args = [
+        "frontier",
+        posterior_file,
+        "--target",
+        "code",
+        "--guard",
+        "all=0.01@0.9",
+        "--tolerances",
+        "0:0.02:0.005",
+        "-o",
+        table,
+        "--plot",
+        fig,
+        "--quiet",
+    ]
     code, out, err = cli(capsys, *args)
     assert code == 0, err
     front = pd.read_csv(table)
@@ -309,8 +376,20 @@ def test_cli_frontier_end_to_end(posterior_file, tmp_path, capsys):
     code, _, err = cli(capsys, *args, "--force")
     assert code == 0, err
     js = tmp_path / "front.json"
-    code, _, err = cli(capsys, "frontier", posterior_file, "--target", "code", "--guard",
-                       "all=0.01", "--probs", "0.6,0.9", "-o", js, "--quiet")
+    code, _, err = cli(
+        capsys,
+        "frontier",
+        posterior_file,
+        "--target",
+        "code",
+        "--guard",
+        "all=0.01",
+        "--probs",
+        "0.6,0.9",
+        "-o",
+        js,
+        "--quiet",
+    )
     assert code == 0, err
     rows = json.loads(js.read_text())
     assert [r["prob"] for r in rows] == [0.6, 0.9]

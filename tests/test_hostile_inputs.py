@@ -81,8 +81,9 @@ def posterior_files(tmp_path_factory):
     post, runs = fake_posterior()
     post.save(d / "post.nc")
     runs.to_tidy().to_csv(d / "runs.csv", index=False)
-    mixtures = pd.DataFrame({"mixture": ["a", "b"], "web": [0.5, 0.2], "code": [0.3, 0.3],
-                             "books": [0.2, 0.5]})
+    mixtures = pd.DataFrame(
+        {"mixture": ["a", "b"], "web": [0.5, 0.2], "code": [0.3, 0.3], "books": [0.2, 0.5]}
+    )
     mixtures.to_csv(d / "mixtures.csv", index=False)
     (d / "weights.json").write_text(json.dumps({"web": 0.5, "code": 0.3, "books": 0.2}))
     return d
@@ -94,8 +95,10 @@ def write_tidy(path: Path, rows: list[str], header: str = "run,mix.a,mix.b,loss.
 
 
 def ye_line(run: str, step, domain: str, loss) -> str:
-    return (f"ckpts/Pile100B//{run}/{step}\tdata/pythia-pile.valid.domains//"
-            f"pythia-pile.valid.{domain}.bin\t{loss}")
+    return (
+        f"ckpts/Pile100B//{run}/{step}\tdata/pythia-pile.valid.domains//"
+        f"pythia-pile.valid.{domain}.bin\t{loss}"
+    )
 
 
 # ---------------------------------------------------------------------------------- losses
@@ -104,21 +107,30 @@ def test_loss_of_1e308_is_refused_by_validate_fit_and_every_loader(tmp_path, cap
     before = digest(runs)
     for argv in (["validate", runs], ["fit", runs, "-o", tmp_path / "p.nc"]):
         code, _, err = cli(capsys, *argv)
-        assert_one_line_error(code, err, "runs.csv", "row 2", "column 'loss.b'", "1e+308",
-                              "--max-loss")
+        assert_one_line_error(
+            code, err, "runs.csv", "row 2", "column 'loss.b'", "1e+308", "--max-loss"
+        )
     assert digest(runs) == before and not (tmp_path / "p.nc").exists()
     # RegMix pair: the loss file, its row and its own column name
     (tmp_path / "rm").mkdir()
     (tmp_path / "rm" / "train_mixture_1m.csv").write_text("index,train_a,train_b\n1,0.5,0.5\n")
     (tmp_path / "rm" / "train_pile_loss_1m.csv").write_text(
-        "index,metric/a_val_loss,metric/b_val_loss\n1,2.0,1e308\n")
-    with pytest.raises(errors.ImplausibleLossError, match=r"train_pile_loss_1m.csv, row 2.*"
-                                                          r"'metric/b_val_loss'"):
+        "index,metric/a_val_loss,metric/b_val_loss\n1,2.0,1e308\n"
+    )
+    with pytest.raises(
+        errors.ImplausibleLossError,
+        match=r"train_pile_loss_1m.csv, row 2.*"
+        r"'metric/b_val_loss'",
+    ):
         load(tmp_path / "rm")
     # Ye et al. logs: the line of the loss
     ye = tmp_path / "70M.txt"
-    ye.write_text(ye_line("70M_1-0.2-0.2-0.2-0.2-0.2", 1000, "Github", 2.0) + "\n"
-                  + ye_line("70M_1-0.2-0.2-0.2-0.2-0.2", 1000, "ArXiv", 1e308) + "\n")
+    ye.write_text(
+        ye_line("70M_1-0.2-0.2-0.2-0.2-0.2", 1000, "Github", 2.0)
+        + "\n"
+        + ye_line("70M_1-0.2-0.2-0.2-0.2-0.2", 1000, "ArXiv", 1e308)
+        + "\n"
+    )
     with pytest.raises(errors.ImplausibleLossError, match="70M.txt, row 2, column 'loss'"):
         load(ye)
     # the bound is the user's to raise (within a sane limit), and a raised bound is honoured
@@ -134,16 +146,25 @@ def test_loss_of_1e308_is_refused_by_validate_fit_and_every_loader(tmp_path, cap
 
 def test_nan_cells_are_missing_and_inf_cells_are_errors_in_every_loader(tmp_path):
     # tidy CSV: empty and nan (any spelling) are missing; inf and -inf are errors
-    ok = write_tidy(tmp_path / "ok.csv", ["r1,0.5,0.5,2.0,", "r2,0.3,0.7,nan,2.2",
-                                          "r3,0.2,0.8,NaN,2.4", "r4,0.1,0.9,2.5,NA"])
+    ok = write_tidy(
+        tmp_path / "ok.csv",
+        ["r1,0.5,0.5,2.0,", "r2,0.3,0.7,nan,2.2", "r3,0.2,0.8,NaN,2.4", "r4,0.1,0.9,2.5,NA"],
+    )
     assert load(ok).summary()["missing_losses"] == 4
     for cell in ("inf", "-inf", "Infinity"):
         bad = write_tidy(tmp_path / "bad.csv", ["r1,0.5,0.5,2.0,2.1", f"r2,0.3,0.7,{cell},2.2"])
         with pytest.raises(errors.NonFiniteLossError, match="row 3.*'loss.a'"):
             load(bad)
     # Parquet (a DataFrame's NaN and inf)
-    frame = pd.DataFrame({"run": ["r1", "r2"], "mix.a": [0.5, 0.3], "mix.b": [0.5, 0.7],
-                          "loss.a": [2.0, np.nan], "loss.b": [2.1, 2.2]})
+    frame = pd.DataFrame(
+        {
+            "run": ["r1", "r2"],
+            "mix.a": [0.5, 0.3],
+            "mix.b": [0.5, 0.7],
+            "loss.a": [2.0, np.nan],
+            "loss.b": [2.1, 2.2],
+        }
+    )
     frame.to_parquet(tmp_path / "ok.parquet")
     assert load(tmp_path / "ok.parquet").summary()["missing_losses"] == 1
     frame.loc[1, "loss.a"] = np.inf
@@ -153,15 +174,24 @@ def test_nan_cells_are_missing_and_inf_cells_are_errors_in_every_loader(tmp_path
     # Ye et al.: a nan line is a missing loss (noted), an inf line an error
     run = "70M_1-0.2-0.2-0.2-0.2-0.2"
     ye = tmp_path / "70M.txt"
-    ye.write_text("\n".join([ye_line(run, 1000, "Github", 2.0), ye_line(run, 1000, "ArXiv", "nan"),
-                             ye_line(run, 2000, "Github", 1.9),
-                             ye_line(run, 2000, "ArXiv", 2.4)]) + "\n")
+    ye.write_text(
+        "\n".join(
+            [
+                ye_line(run, 1000, "Github", 2.0),
+                ye_line(run, 1000, "ArXiv", "nan"),
+                ye_line(run, 2000, "Github", 1.9),
+                ye_line(run, 2000, "ArXiv", 2.4),
+            ]
+        )
+        + "\n"
+    )
     notes: list[str] = []
     table = load(ye, report=notes)
     assert table.summary()["missing_losses"] == 1
     assert any("nan loss read as missing" in n for n in notes)
-    ye.write_text(ye_line(run, 1000, "Github", 2.0) + "\n" + ye_line(run, 1000, "ArXiv", "inf")
-                  + "\n")
+    ye.write_text(
+        ye_line(run, 1000, "Github", 2.0) + "\n" + ye_line(run, 1000, "ArXiv", "inf") + "\n"
+    )
     with pytest.raises(errors.NonFiniteLossError, match="row 2"):
         load(ye)
 
@@ -200,8 +230,17 @@ def test_predict_output_onto_an_input_is_refused(posterior_files, capsys):
     d = posterior_files
     for target in ("mixtures.csv", "weights.json"):
         hashes = {p: digest(p) for p in d.iterdir()}
-        code, _, err = cli(capsys, "predict", d / "post.nc", d / "mixtures.csv", "--weights",
-                           d / "weights.json", "-o", d / target, "--force")
+        code, _, err = cli(
+            capsys,
+            "predict",
+            d / "post.nc",
+            d / "mixtures.csv",
+            "--weights",
+            d / "weights.json",
+            "-o",
+            d / target,
+            "--force",
+        )
         assert_one_line_error(code, err, "would overwrite input", target)
         assert {p: digest(p) for p in d.iterdir()} == hashes
 
@@ -211,19 +250,30 @@ def test_existing_results_are_not_overwritten_without_force(posterior_files, tmp
     out = tmp_path / "intervals.csv"
     out.write_text("an earlier result\n")
     before = digest(out)
-    commands = [["predict", d / "post.nc", d / "mixtures.csv", "-o", out],
-                ["optimize", d / "post.nc", "--quiet", "-o", out],
-                ["fit", d / "runs.csv", "-o", out],
-                ["pipeline", d / "runs.csv", "--n-params", "1B", "--steps", "10", "-o", out],
-                ["compare", d / "post.nc", d / "post.nc", "-o", out],
-                ["critical-share", d / "post.nc", "--original", "web", "--new", "code",
-                 "--start-loss", "3", "-o", out]]
+    commands = [
+        ["predict", d / "post.nc", d / "mixtures.csv", "-o", out],
+        ["optimize", d / "post.nc", "--quiet", "-o", out],
+        ["fit", d / "runs.csv", "-o", out],
+        ["pipeline", d / "runs.csv", "--n-params", "1B", "--steps", "10", "-o", out],
+        ["compare", d / "post.nc", d / "post.nc", "-o", out],
+        [
+            "critical-share",
+            d / "post.nc",
+            "--original",
+            "web",
+            "--new",
+            "code",
+            "--start-loss",
+            "3",
+            "-o",
+            out,
+        ],
+    ]
     for argv in commands:
         code, _, err = cli(capsys, *argv)
         assert_one_line_error(code, err, "already exists", "--force")
         assert digest(out) == before
-    code, _, err = cli(capsys, "predict", d / "post.nc", d / "mixtures.csv", "-o", out,
-                       "--force")
+    code, _, err = cli(capsys, "predict", d / "post.nc", d / "mixtures.csv", "-o", out, "--force")
     assert code == 0, err
     assert pd.read_csv(out).columns[0] == "mixture"
 
@@ -239,14 +289,16 @@ def unwritable_dir(tmp_path, monkeypatch):
         import bayesmix.io as bio
 
         real = bio._probe
-        monkeypatch.setattr(bio, "_probe", lambda f: "Permission denied"
-                            if Path(f) == folder else real(f))
+        monkeypatch.setattr(
+            bio, "_probe", lambda f: "Permission denied" if Path(f) == folder else real(f)
+        )
     yield folder
     folder.chmod(0o755)
 
 
-def test_output_into_an_unwritable_folder_fails_before_computing(posterior_files, unwritable_dir,
-                                                                 capsys, monkeypatch):
+def test_output_into_an_unwritable_folder_fails_before_computing(
+    posterior_files, unwritable_dir, capsys, monkeypatch
+):
     d = posterior_files
     import bayesmix.decision as report
 
@@ -255,16 +307,18 @@ def test_output_into_an_unwritable_folder_fails_before_computing(posterior_files
 
     monkeypatch.setattr(report, "decide", never)
     monkeypatch.setattr(Posterior, "intervals", never)
-    for argv in (["optimize", d / "post.nc", "--quiet", "-o", unwritable_dir / "r.json"],
-                 ["predict", d / "post.nc", d / "mixtures.csv", "-o",
-                  unwritable_dir / "i.csv"]):
+    for argv in (
+        ["optimize", d / "post.nc", "--quiet", "-o", unwritable_dir / "r.json"],
+        ["predict", d / "post.nc", d / "mixtures.csv", "-o", unwritable_dir / "i.csv"],
+    ):
         code, _, err = cli(capsys, *argv)
         assert_one_line_error(code, err, "cannot write in folder", "Permission denied")
     assert list(unwritable_dir.iterdir()) == []
 
 
-def test_write_errors_are_one_line_and_leave_the_old_file(posterior_files, tmp_path, capsys,
-                                                          monkeypatch):
+def test_write_errors_are_one_line_and_leave_the_old_file(
+    posterior_files, tmp_path, capsys, monkeypatch
+):
     d = posterior_files
     out = tmp_path / "intervals.csv"
     out.write_text("an earlier result\n")
@@ -275,8 +329,7 @@ def test_write_errors_are_one_line_and_leave_the_old_file(posterior_files, tmp_p
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(bio.os, "replace", full_disk)
-    code, _, err = cli(capsys, "predict", d / "post.nc", d / "mixtures.csv", "-o", out,
-                       "--force")
+    code, _, err = cli(capsys, "predict", d / "post.nc", d / "mixtures.csv", "-o", out, "--force")
     assert_one_line_error(code, err, "intervals.csv", "No space left on device")
     assert digest(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["intervals.csv"]  # no temporary left
@@ -290,10 +343,12 @@ def test_one_atomic_writer_gives_files_the_umask_mode(tmp_path):
     post, _ = fake_posterior()
     old = os.umask(0o027)
     try:
-        paths = [atomic_write_text(tmp_path / "a.txt", "x"),
-                 write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.csv"),
-                 post.save(tmp_path / "p.nc"),
-                 decide(post, per_draw=False).save(tmp_path / "r.json")]
+        paths = [
+            atomic_write_text(tmp_path / "a.txt", "x"),
+            write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.csv"),
+            post.save(tmp_path / "p.nc"),
+            decide(post, per_draw=False).save(tmp_path / "r.json"),
+        ]
     finally:
         os.umask(old)
     for path in paths:
@@ -306,11 +361,20 @@ def test_predict_huge_weights_are_normalised_without_overflow(posterior_files, c
     d = posterior_files
     huge = d / "huge.json"
     huge.write_text(json.dumps({"web": 1e308, "code": 6e307, "books": 4e307}))
-    code, out_huge, err = cli(capsys, "predict", d / "post.nc", d / "mixtures.csv",
-                              "--weights", huge, "--kind", "mean")
+    code, out_huge, err = cli(
+        capsys, "predict", d / "post.nc", d / "mixtures.csv", "--weights", huge, "--kind", "mean"
+    )
     assert code == 0, err
-    code, out_plain, _ = cli(capsys, "predict", d / "post.nc", d / "mixtures.csv",
-                             "--weights", d / "weights.json", "--kind", "mean")
+    code, out_plain, _ = cli(
+        capsys,
+        "predict",
+        d / "post.nc",
+        d / "mixtures.csv",
+        "--weights",
+        d / "weights.json",
+        "--kind",
+        "mean",
+    )
     overall = [ln for ln in out_huge.splitlines() if "overall" in ln]
     assert len(overall) == 2 and "0.0000" not in " ".join(overall)
     assert overall == [ln for ln in out_plain.splitlines() if "overall" in ln]
@@ -320,8 +384,10 @@ def test_weight_keys_differing_only_in_case_are_an_error_naming_both(posterior_f
     d = posterior_files
     bad = d / "case.json"
     bad.write_text(json.dumps({"web": 0.3, "WEB": 0.3, "code": 0.2, "books": 0.2}))
-    for argv in (["predict", d / "post.nc", d / "mixtures.csv", "--weights", bad],
-                 ["optimize", d / "post.nc", "--quiet", "--weights", bad]):
+    for argv in (
+        ["predict", d / "post.nc", d / "mixtures.csv", "--weights", bad],
+        ["optimize", d / "post.nc", "--quiet", "--weights", bad],
+    ):
         before = digest(bad)
         code, _, err = cli(capsys, *argv)
         assert_one_line_error(code, err, "'web'", "'WEB'", "case or punctuation")
@@ -346,8 +412,9 @@ def test_predict_json_with_missing_domains_is_refused_like_csv(posterior_files, 
 @pytest.mark.parametrize("name", ["bo,oks", "bo=oks"])
 def test_domain_names_with_comma_or_equals_are_refused_by_validate(tmp_path, capsys, name):
     runs = tmp_path / "runs.csv"
-    pd.DataFrame({"run": ["r1"], f"mix.{name}": [0.5], "mix.web": [0.5],
-                  "loss.web": [2.0]}).to_csv(runs, index=False)
+    pd.DataFrame({"run": ["r1"], f"mix.{name}": [0.5], "mix.web": [0.5], "loss.web": [2.0]}).to_csv(
+        runs, index=False
+    )
     before = digest(runs)
     code, _, err = cli(capsys, "validate", runs)
     assert_one_line_error(code, err, f"column 'mix.{name}'", repr(name[2]))
@@ -378,10 +445,12 @@ def test_damaged_posteriors_are_named_errors(posterior_files, tmp_path, capsys):
     def no_fit_data(tree):
         del tree["fit_data"]
 
-    cases = {"wrong_type.nc": (wrong_type, "'bayesmix_diagnostics'"),
-             "not_json.nc": (not_json, "'bayesmix_diagnostics' is not valid JSON"),
-             "deleted.nc": (deleted, "variable 't' of group 'posterior' is missing"),
-             "no_fit_data.nc": (no_fit_data, "group 'fit_data' is missing")}
+    cases = {
+        "wrong_type.nc": (wrong_type, "'bayesmix_diagnostics'"),
+        "not_json.nc": (not_json, "'bayesmix_diagnostics' is not valid JSON"),
+        "deleted.nc": (deleted, "variable 't' of group 'posterior' is missing"),
+        "no_fit_data.nc": (no_fit_data, "group 'fit_data' is missing"),
+    }
     for name, (change, fragment) in cases.items():
         path = damaged_copy(src, tmp_path / name, change)
         before = digest(path)
@@ -414,8 +483,7 @@ def test_posterior_with_nan_draws_fails_diagnose_and_predict(posterior_files, tm
     assert digest(path) == before
 
 
-def test_byte_flipped_posterior_says_damaged_and_names_the_file(posterior_files, tmp_path,
-                                                                capsys):
+def test_byte_flipped_posterior_says_damaged_and_names_the_file(posterior_files, tmp_path, capsys):
     data = bytearray((posterior_files / "post.nc").read_bytes())
     for offset in (0, 64):  # the signature, then the superblock's addresses
         flipped = bytearray(data)
@@ -435,9 +503,9 @@ def test_future_version_posterior_asks_for_an_upgrade(posterior_files, tmp_path,
 
     path = damaged_copy(posterior_files / "post.nc", tmp_path / "future.nc", future)
     code, _, err = cli(capsys, "diagnose", path)
-    line = assert_one_line_error(code, err, "future.nc",
-                                 "written by a newer bayesmix format bayesmix-posterior/7",
-                                 "upgrade")
+    line = assert_one_line_error(
+        code, err, "future.nc", "written by a newer bayesmix format bayesmix-posterior/7", "upgrade"
+    )
     assert "missing format attribute" not in line
 
 
@@ -462,8 +530,9 @@ def test_predict_on_many_mixtures_is_chunked_with_identical_results(monkeypatch)
         # same noise draws per mixture; the law's matrix products may round differently for
         # another batch shape (last bits only), so the printed table is identical
         assert table[["mixture", "eval_domain"]].equals(whole[["mixture", "eval_domain"]])
-        np.testing.assert_allclose(table.iloc[:, 2:].to_numpy(), whole.iloc[:, 2:].to_numpy(),
-                                   rtol=1e-13, atol=0)
+        np.testing.assert_allclose(
+            table.iloc[:, 2:].to_numpy(), whole.iloc[:, 2:].to_numpy(), rtol=1e-13, atol=0
+        )
         assert table.to_csv(float_format="%.6f") == whole.to_csv(float_format="%.6f")
 
     for size in (1, 7, 40):
@@ -473,17 +542,22 @@ def test_predict_on_many_mixtures_is_chunked_with_identical_results(monkeypatch)
     same(post.intervals(mix, weights=weights, seed=5))
     # and the unchunked Prediction has the same draws
     pred = post.predict(mix, seed=5).intervals(0.9, kind="predictive")
-    np.testing.assert_allclose(pred["median"].to_numpy(),
-                               whole[whole["eval_domain"] != "overall"]["median"].to_numpy(),
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        pred["median"].to_numpy(),
+        whole[whole["eval_domain"] != "overall"]["median"].to_numpy(),
+        rtol=1e-13,
+    )
 
 
 # ---------------------------------------------------------------------------------- properties
-NAME = st.text(alphabet=string.ascii_letters + string.digits + "_-.,= /é", min_size=0,
-               max_size=6)
-CELL = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5).map(str),
-                 st.sampled_from(["", "nan", "inf", "-inf", "NA", "x", "1e308", "0.5", "1,5",
-                                  '"', "é", "0x10", " 2 "]))
+NAME = st.text(alphabet=string.ascii_letters + string.digits + "_-.,= /é", min_size=0, max_size=6)
+CELL = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-5, 5).map(str),
+    st.sampled_from(
+        ["", "nan", "inf", "-inf", "NA", "x", "1e308", "0.5", "1,5", '"', "é", "0x10", " 2 "]
+    ),
+)
 ENCODING = st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16", "cp1252"])
 
 
@@ -492,12 +566,15 @@ def tables(draw):
     """A CSV text that looks more or less like a tidy run table."""
     n_mix = draw(st.integers(0, 3))
     n_loss = draw(st.integers(0, 3))
-    header = (["run"] if draw(st.booleans()) or n_mix == 0 else ["id"]) \
-        + [f"mix.{draw(NAME)}" for _ in range(n_mix)] \
-        + [f"loss.{draw(NAME)}" for _ in range(n_loss)] \
+    header = (
+        (["run"] if draw(st.booleans()) or n_mix == 0 else ["id"])
+        + [f"mix.{draw(NAME)}" for _ in range(n_mix)]
+        + [f"loss.{draw(NAME)}" for _ in range(n_loss)]
         + draw(st.lists(st.sampled_from(["step", "n_params", "tokens", "extra"]), max_size=2))
-    rows = draw(st.lists(st.lists(CELL, min_size=len(header), max_size=len(header) + 1),
-                         max_size=5))
+    )
+    rows = draw(
+        st.lists(st.lists(CELL, min_size=len(header), max_size=len(header) + 1), max_size=5)
+    )
     lines = [",".join(header)] + [",".join(str(c) for c in row) for row in rows]
     return "\n".join(lines) + draw(st.sampled_from(["\n", "", "\r\n"]))
 
@@ -513,9 +590,14 @@ def near_valid_tables(draw):
     rows = []
     for i in range(draw(st.integers(1, 3))):
         share = draw(st.floats(0, 1))
-        cells = {"run": f"r{i}", "step": str(1000 * (i + 1)), "n_params": "7e7",
-                 "tokens": str(1e9 * (i + 1)), f"mix.{names[0]}": repr(share),
-                 f"mix.{names[1]}": repr(1 - share)}
+        cells = {
+            "run": f"r{i}",
+            "step": str(1000 * (i + 1)),
+            "n_params": "7e7",
+            "tokens": str(1e9 * (i + 1)),
+            f"mix.{names[0]}": repr(share),
+            f"mix.{names[1]}": repr(1 - share),
+        }
         row = [cells.get(c, repr(draw(st.floats(0.5, 5)))) for c in header]
         rows.append(row)
     for _ in range(draw(st.integers(0, 2))):  # spoil a cell
@@ -553,9 +635,14 @@ def test_random_tables_through_loaders_and_validate_raise_only_bayesmix_errors(t
 
 
 @settings(max_examples=60, deadline=None)
-@given(frame=st.lists(st.tuples(st.text(max_size=3), st.floats(), st.floats(), st.floats()),
-                      min_size=0, max_size=4),
-       fmt=st.sampled_from(["parquet", "regmix", "ye"]))
+@given(
+    frame=st.lists(
+        st.tuples(st.text(max_size=3), st.floats(), st.floats(), st.floats()),
+        min_size=0,
+        max_size=4,
+    ),
+    fmt=st.sampled_from(["parquet", "regmix", "ye"]),
+)
 def test_random_parquet_regmix_and_ye_files_raise_only_bayesmix_errors(frame, fmt):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -570,8 +657,10 @@ def test_random_parquet_regmix_and_ye_files_raise_only_bayesmix_errors(frame, fm
             (tmp / "train_pile_loss_1m.csv").write_text(loss)
             paths = [tmp / "train_mixture_1m.csv", tmp / "train_pile_loss_1m.csv"]
         else:
-            lines = [ye_line(f"70M_{i}-{abs(a):g}-{abs(b):g}", 1000, name or "x", c)
-                     for i, (name, a, b, c) in enumerate(frame)]
+            lines = [
+                ye_line(f"70M_{i}-{abs(a):g}-{abs(b):g}", 1000, name or "x", c)
+                for i, (name, a, b, c) in enumerate(frame)
+            ]
             (tmp / "70M.txt").write_text("\n".join(lines) + "\n")
             paths = [tmp / "70M.txt"]
         try:
@@ -584,18 +673,28 @@ SHARE = st.one_of(st.floats(-0.2, 1.2), st.sampled_from([0.0, 1.0, float("nan")]
 
 
 @settings(max_examples=60, deadline=None)
-@given(mins=st.dictionaries(st.sampled_from(DOMAINS), SHARE, max_size=3),
-       maxs=st.dictionaries(st.sampled_from(DOMAINS), SHARE, max_size=3),
-       fixed=st.dictionaries(st.sampled_from(DOMAINS), SHARE, max_size=2),
-       tokens=st.dictionaries(st.sampled_from(DOMAINS),
-                              st.one_of(st.floats(0, 1e12), st.just(float("nan"))), max_size=2),
-       objective=st.sampled_from(["mean", "quantile:0.9", "cvar:0.8"]))
-def test_random_constraints_give_a_feasible_mixture_or_a_named_conflict(mins, maxs, fixed,
-                                                                        tokens, objective):
+@given(
+    mins=st.dictionaries(st.sampled_from(DOMAINS), SHARE, max_size=3),
+    maxs=st.dictionaries(st.sampled_from(DOMAINS), SHARE, max_size=3),
+    fixed=st.dictionaries(st.sampled_from(DOMAINS), SHARE, max_size=2),
+    tokens=st.dictionaries(
+        st.sampled_from(DOMAINS), st.one_of(st.floats(0, 1e12), st.just(float("nan"))), max_size=2
+    ),
+    objective=st.sampled_from(["mean", "quantile:0.9", "cvar:0.8"]),
+)
+def test_random_constraints_give_a_feasible_mixture_or_a_named_conflict(
+    mins, maxs, fixed, tokens, objective
+):
     draws = _law_draws()
     try:
-        constraints = Constraints.build(DOMAINS, min_share=mins, max_share=maxs, fixed=fixed,
-                                        tokens_available=tokens, target_tokens=1e11)
+        constraints = Constraints.build(
+            DOMAINS,
+            min_share=mins,
+            max_share=maxs,
+            fixed=fixed,
+            tokens_available=tokens,
+            target_tokens=1e11,
+        )
     except errors.InfeasibleError as err:
         assert str(err) and "\n" not in str(err)
         return
@@ -651,8 +750,13 @@ def test_ingest_of_a_loss_of_1e308_is_refused_and_nothing_stored(tmp_path, capsy
     path, ids, mix = small_ledger(tmp_path)
     res = results_csv(tmp_path / "res.csv", ids, mix, loss=1e308)
     before = digest(path)
-    line = assert_one_line_error(*lcli(capsys, "ingest", "--ledger", path, res), "res.csv",
-                                 "row 4", "loss.code", "plausible maximum")
+    line = assert_one_line_error(
+        *lcli(capsys, "ingest", "--ledger", path, res),
+        "res.csv",
+        "row 4",
+        "loss.code",
+        "plausible maximum",
+    )
     assert "--max-loss" in line
     assert digest(path) == before
     # a loss above the default bound is stored only when --max-loss allows it
@@ -679,13 +783,19 @@ def test_ingest_status_set_and_propose_on_a_read_only_ledger(tmp_path, capsys, m
     import bayesmix.ledger as ledger_module
 
     # SQLite's mode=ro is what it does for a write-protected file (chmod does not stop root)
-    monkeypatch.setattr(ledger_module, "_connect", lambda p: sqlite3.connect(
-        p.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None))
-    for argv in (("ingest", "--ledger", path, res),
-                 ("status", "--ledger", path, "--set", f"{ids[0]}=running"),
-                 ("propose", "--ledger", path, "-n", 2, "--quiet")):
-        assert_one_line_error(*lcli(capsys, *argv), str(path), "read-only",
-                              "nothing was changed")
+    monkeypatch.setattr(
+        ledger_module,
+        "_connect",
+        lambda p: sqlite3.connect(
+            p.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None
+        ),
+    )
+    for argv in (
+        ("ingest", "--ledger", path, res),
+        ("status", "--ledger", path, "--set", f"{ids[0]}=running"),
+        ("propose", "--ledger", path, "-n", 2, "--quiet"),
+    ):
+        assert_one_line_error(*lcli(capsys, *argv), str(path), "read-only", "nothing was changed")
         assert digest(path) == before
     assert not list(tmp_path.glob("exp-round*.csv"))
 
@@ -696,13 +806,23 @@ def test_status_set_with_one_bad_change_is_all_or_nothing(tmp_path, capsys):
     path, ids, _ = small_ledger(tmp_path)
     before = digest(path)
     for bad in ("missing=failed", f"{ids[1]}=completed", f"{ids[1]}=done"):
-        assert_one_line_error(*lcli(capsys, "status", "--ledger", path, "--set",
-                                   f"{ids[0]}=running", "--set", bad), "nothing was changed")
+        assert_one_line_error(
+            *lcli(capsys, "status", "--ledger", path, "--set", f"{ids[0]}=running", "--set", bad),
+            "nothing was changed",
+        )
         assert digest(path) == before
     with Ledger.open(path) as led:
         assert set(led.runs()["status"]) == {"proposed"}
-    code, out, _ = cli(capsys, "status", "--ledger", path, "--set", f"{ids[0]}=running",
-                       "--set", f"{ids[1]}=failed")
+    code, out, _ = cli(
+        capsys,
+        "status",
+        "--ledger",
+        path,
+        "--set",
+        f"{ids[0]}=running",
+        "--set",
+        f"{ids[1]}=failed",
+    )
     assert code == 0 and f"{ids[0]}: now running" in out
     with Ledger.open(path) as led:
         assert led.runs()["status"].tolist() == ["running", "failed", "proposed"]
@@ -718,40 +838,68 @@ def _damage(path: Path, sql: str) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("sql, fragments", [
-    ("UPDATE runs SET mixture = '[0.5, 0.5' WHERE run = 'r0002'",
-     ["table runs", "run 'r0002'", "column 'mixture'", "not JSON"]),
-    ("UPDATE meta SET value = '{min: 0}' WHERE key = 'constraints'",
-     ["table meta", "key 'constraints'", "not JSON"]),
-    ("UPDATE runs SET mixture = '[0.5, 0.5]' WHERE run = 'r0003'",
-     ["table runs", "run 'r0003'", "column 'mixture'", "2 shares", "3 training domains"]),
-    ("UPDATE meta SET value = '[\"web\", \"code\"]' WHERE key = 'train_domains'",
-     ["table meta", "key 'constraints'", "train_domains"]),
-    ("UPDATE results SET eval_domain = 'wbe' WHERE eval_domain = 'web'",
-     ["table results", "'wbe'"]),
-])
+@pytest.mark.parametrize(
+    "sql, fragments",
+    [
+        (
+            "UPDATE runs SET mixture = '[0.5, 0.5' WHERE run = 'r0002'",
+            ["table runs", "run 'r0002'", "column 'mixture'", "not JSON"],
+        ),
+        (
+            "UPDATE meta SET value = '{min: 0}' WHERE key = 'constraints'",
+            ["table meta", "key 'constraints'", "not JSON"],
+        ),
+        (
+            "UPDATE runs SET mixture = '[0.5, 0.5]' WHERE run = 'r0003'",
+            ["table runs", "run 'r0003'", "column 'mixture'", "2 shares", "3 training domains"],
+        ),
+        (
+            "UPDATE meta SET value = '[\"web\", \"code\"]' WHERE key = 'train_domains'",
+            ["table meta", "key 'constraints'", "train_domains"],
+        ),
+        (
+            "UPDATE results SET eval_domain = 'wbe' WHERE eval_domain = 'web'",
+            ["table results", "'wbe'"],
+        ),
+    ],
+)
 def test_hand_edited_or_damaged_ledger_cells_are_named_errors(tmp_path, capsys, sql, fragments):
     path, ids, mix = small_ledger(tmp_path)
-    assert cli(capsys, "ingest", "--ledger", path, results_csv(tmp_path / "r.csv", ids[:1],
-                                                               mix[:1]))[0] == 0
+    assert (
+        cli(capsys, "ingest", "--ledger", path, results_csv(tmp_path / "r.csv", ids[:1], mix[:1]))[
+            0
+        ]
+        == 0
+    )
     _damage(path, sql)
     before = digest(path)
-    for argv in (("status", "--ledger", path), ("status", "--ledger", path, "--json"),
-                 ("export", "--ledger", path, "--round", 0, "-o", tmp_path / "x.csv"),
-                 ("propose", "--ledger", path, "-n", 1, "--quiet")):
+    for argv in (
+        ("status", "--ledger", path),
+        ("status", "--ledger", path, "--json"),
+        ("export", "--ledger", path, "--round", 0, "-o", tmp_path / "x.csv"),
+        ("propose", "--ledger", path, "-n", 1, "--quiet"),
+    ):
         line = assert_one_line_error(*lcli(capsys, *argv), str(path), *fragments)
         assert "edited by hand or damaged" in line
         assert digest(path) == before
     assert not (tmp_path / "x.csv").exists()
 
 
-@pytest.mark.parametrize("domains, fragment", [("a", "at least 2"), ("web", "at least 2"),
-                                               ("web,bo,oks", None), ("web,bo=oks", "bo=oks"),
-                                               ("web,Web", "Web")])
-def test_init_with_fewer_than_two_domains_or_bad_names_is_refused(tmp_path, capsys, domains,
-                                                                   fragment):
+@pytest.mark.parametrize(
+    "domains, fragment",
+    [
+        ("a", "at least 2"),
+        ("web", "at least 2"),
+        ("web,bo,oks", None),
+        ("web,bo=oks", "bo=oks"),
+        ("web,Web", "Web"),
+    ],
+)
+def test_init_with_fewer_than_two_domains_or_bad_names_is_refused(
+    tmp_path, capsys, domains, fragment
+):
     argv = ["init", "--ledger", tmp_path / "exp.db", "--domains", domains]
-    if fragment is None:                 # split on the comma: three fine names
+    if fragment is None:  # split on the comma: three fine names
         assert cli(capsys, *argv)[0] == 0
         return
     assert_one_line_error(*lcli(capsys, *argv), fragment)
@@ -760,8 +908,19 @@ def test_init_with_fewer_than_two_domains_or_bad_names_is_refused(tmp_path, caps
 
     with pytest.raises(errors.DomainNameError, match="at least 2"):
         Ledger.create(tmp_path / "lib.db", ["a"], ["a"])
-    assert_one_line_error(*lcli(capsys, "init", "--ledger", tmp_path / "e.db", "--domains",
-                               "web,code", "--eval-domains", "x/y"), "x/y")
+    assert_one_line_error(
+        *lcli(
+            capsys,
+            "init",
+            "--ledger",
+            tmp_path / "e.db",
+            "--domains",
+            "web,code",
+            "--eval-domains",
+            "x/y",
+        ),
+        "x/y",
+    )
 
 
 def test_propose_out_and_export_o_never_overwrite_an_input_or_existing_file(tmp_path, capsys):
@@ -770,16 +929,34 @@ def test_propose_out_and_export_o_never_overwrite_an_input_or_existing_file(tmp_
     pd.DataFrame({d: [0.2, 0.3, 0.5] for d in DOMAINS}).to_csv(pool, index=False)
     before, pool_before = digest(path), digest(pool)
     for argv, fragment in (
-            (("propose", "--ledger", path, "-n", 1, "--out", path, "--quiet"), ".csv or .json"),
-            (("propose", "--ledger", path, "-n", 1, "--pool", pool, "--out", pool,
-              "--force", "--quiet"), "input"),
-            (("export", "--ledger", path, "--round", 0, "-o", pool), "already exists"),
-            (("export", "--ledger", path, "--round", 0, "-o", path), ".csv or .json")):
+        (("propose", "--ledger", path, "-n", 1, "--out", path, "--quiet"), ".csv or .json"),
+        (
+            (
+                "propose",
+                "--ledger",
+                path,
+                "-n",
+                1,
+                "--pool",
+                pool,
+                "--out",
+                pool,
+                "--force",
+                "--quiet",
+            ),
+            "input",
+        ),
+        (("export", "--ledger", path, "--round", 0, "-o", pool), "already exists"),
+        (("export", "--ledger", path, "--round", 0, "-o", path), ".csv or .json"),
+    ):
         assert_one_line_error(*lcli(capsys, *argv), fragment)
     assert digest(path) == before and digest(pool) == pool_before
     assert cli(capsys, "export", "--ledger", path, "--round", 0, "-o", tmp_path / "r0.csv")[0] == 0
-    assert_one_line_error(*lcli(capsys, "export", "--ledger", path, "--round", 0, "-o",
-                               tmp_path / "r0.csv"), "already exists", "--force")
+    assert_one_line_error(
+        *lcli(capsys, "export", "--ledger", path, "--round", 0, "-o", tmp_path / "r0.csv"),
+        "already exists",
+        "--force",
+    )
 
 
 def test_ledger_and_proposal_files_get_the_umask_mode(tmp_path):
@@ -801,8 +978,17 @@ def test_init_initial_design_never_replaces_an_existing_round0_file(tmp_path, ca
     out = tmp_path / "round0.csv"
     out.write_text("results a user keeps\n")
     before = digest(out)
-    argv = ["init", "--ledger", tmp_path / "exp.db", "--domains", "web,code,books",
-            "--initial-design", 4, "--out", out]
+    argv = [
+        "init",
+        "--ledger",
+        tmp_path / "exp.db",
+        "--domains",
+        "web,code,books",
+        "--initial-design",
+        4,
+        "--out",
+        out,
+    ]
     assert_one_line_error(*lcli(capsys, *argv), "already exists", "--force")
     assert digest(out) == before and not (tmp_path / "exp.db").exists()
     assert cli(capsys, *argv, "--force")[0] == 0

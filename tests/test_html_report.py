@@ -17,13 +17,23 @@ from tests.conftest import SIM_DOMAINS
 
 pytestmark = pytest.mark.slow  # uses the suite's fitted posterior
 
-ALL_FIGURES = {"trace-rank", "ppc", "slopes", "simplex-lines", "ternary", "optimum-spread",
-               "ledger-progress"}
+ALL_FIGURES = {
+    "trace-rank",
+    "ppc",
+    "slopes",
+    "simplex-lines",
+    "ternary",
+    "optimum-spread",
+    "ledger-progress",
+}
 
 
 def _pngs(text: str) -> dict[str, bytes]:
-    found = re.findall(r'data-figure="([^"]+)"><img alt="[^"]*" '
-                       r'src="data:image/png;base64,([^"]+)"', text)
+    found = re.findall(
+        r'data-figure="([^"]+)"><img alt="[^"]*" '
+        r'src="data:image/png;base64,([^"]+)"',
+        text,
+    )
     return {name: base64.b64decode(data) for name, data in found}
 
 
@@ -40,22 +50,43 @@ def report_inputs(simulated_fit, saved_posterior, tmp_path_factory):
     cons = Constraints.build(list(SIM_DOMAINS), max_share={"Github": 0.5})
     decision = decide(simulated_fit.posterior, constraints=cons)
     decision.save(d / "decision.json", include_draw_optima=True)
-    exp = Experiment.create(d / "exp.db", runs=simulated_fit.runs, constraints=cons,
-                            draws=100, tune=150, chains=2, seed=3)
+    exp = Experiment.create(
+        d / "exp.db",
+        runs=simulated_fit.runs,
+        constraints=cons,
+        draws=100,
+        tune=150,
+        chains=2,
+        seed=3,
+    )
     with warnings.catch_warnings():  # 2 x 100 draws do not pass the gate; not tested here
         warnings.simplefilter("ignore", ConvergenceWarning)
         exp.propose(4, strategy="thompson")
-    return {"posterior": saved_posterior, "decision": d / "decision.json",
-            "ledger": d / "exp.db", "report": decision}
+    return {
+        "posterior": saved_posterior,
+        "decision": d / "decision.json",
+        "ledger": d / "exp.db",
+        "report": decision,
+    }
 
 
 @pytest.fixture(scope="session")
 def full_report(report_inputs, tmp_path_factory):
     """The demo-like report (posterior + decision + ledger) written by the command."""
     out = tmp_path_factory.mktemp("full") / "report.html"
-    code = main(["report", str(report_inputs["posterior"]), "--decision",
-                 str(report_inputs["decision"]), "--ledger", str(report_inputs["ledger"]),
-                 "-o", str(out), "--quiet"])
+    code = main(
+        [
+            "report",
+            str(report_inputs["posterior"]),
+            "--decision",
+            str(report_inputs["decision"]),
+            "--ledger",
+            str(report_inputs["ledger"]),
+            "-o",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     return out
 
@@ -89,8 +120,7 @@ def test_api_wrappers_return_the_same_page(simulated_fit, report_inputs, tmp_pat
     post = simulated_fit.posterior
     text = post.report()
     assert set(figure_names(text)) == ALL_FIGURES - {"optimum-spread", "ledger-progress"}
-    path = report_inputs["report"].to_html(post, tmp_path / "d.html", ternary="Github,ArXiv,"
-                                                                             "Books3")
+    path = report_inputs["report"].to_html(post, tmp_path / "d.html", ternary="Github,ArXiv,Books3")
     assert set(figure_names(path.read_text())) == ALL_FIGURES - {"ledger-progress"}
     assert "mixtures of Github, ArXiv, Books3" in path.read_text()
 
@@ -113,27 +143,58 @@ def test_output_checks(report_inputs, tmp_path, capsys):
     assert "json" in capsys.readouterr().err  # wrong suffix named
     html_input = tmp_path / "in.html"
     html_input.write_text("{}")
-    assert main(["report", post, "--decision", str(html_input), "-o", str(html_input),
-                 "--force", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "report",
+                post,
+                "--decision",
+                str(html_input),
+                "-o",
+                str(html_input),
+                "--force",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "overwrite input" in capsys.readouterr().err
     assert html_input.read_text() == "{}"
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--ternary", "Github,Books3"], "three different training domains"),
-    (["--ternary", "Github,Books3,Wiki"], "Wiki"),
-    (["--decision", "DECISION", "--max-share", "Github=0.5"], "give one or the other"),
-    (["--decision", "POSTERIOR"], "not JSON"),
-    (["--ledger", "missing.db"], "not found"),
-    (["--prob", "1.5"], "prob"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--ternary", "Github,Books3"], "three different training domains"),
+        (["--ternary", "Github,Books3,Wiki"], "Wiki"),
+        (["--decision", "DECISION", "--max-share", "Github=0.5"], "give one or the other"),
+        (["--decision", "POSTERIOR"], "not JSON"),
+        (["--ledger", "missing.db"], "not found"),
+        (["--prob", "1.5"], "prob"),
+    ],
+)
 def test_bad_options_give_one_line(report_inputs, tmp_path, capsys, argv, message):
-    argv = [str(report_inputs["decision"]) if a == "DECISION" else
-            str(report_inputs["posterior"]) if a == "POSTERIOR" else
-            str(tmp_path / a) if a.endswith(".db") else a for a in argv]
-    code = main(["report", str(report_inputs["posterior"]), "-o", str(tmp_path / "x.html"),
-                 "--quiet", *argv])
+    argv = [
+        str(report_inputs["decision"])
+        if a == "DECISION"
+        else str(report_inputs["posterior"])
+        if a == "POSTERIOR"
+        else str(tmp_path / a)
+        if a.endswith(".db")
+        else a
+        for a in argv
+    ]
+    code = main(
+        [
+            "report",
+            str(report_inputs["posterior"]),
+            "-o",
+            str(tmp_path / "x.html"),
+            "--quiet",
+            *argv,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "x.html").exists()
@@ -143,8 +204,22 @@ def test_decision_computed_by_the_command(report_inputs, tmp_path):
     from bayesmix.html_report import figure_names
 
     out = tmp_path / "r.html"
-    assert main(["report", str(report_inputs["posterior"]), "-o", str(out), "--quiet",
-                 "--max-share", "Github=0.3", "--target", "ArXiv"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(report_inputs["posterior"]),
+                "-o",
+                str(out),
+                "--quiet",
+                "--max-share",
+                "Github=0.3",
+                "--target",
+                "ArXiv",
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
     assert "optimum-spread" in figure_names(text) and "target domain ArXiv" in text
 
@@ -165,16 +240,25 @@ def _fake_posterior(n_train: int, n_eval: int, seed: int = 0):
     t = truth["t"][None, None] + 0.05 * rng.standard_normal((c, s, k, m))
     t -= t.mean(-1, keepdims=True)
     ev, tr = list(runs.eval_domains), list(runs.train_domains)
-    post = xr.Dataset({
-        "m": (("chain", "draw", "eval_domain"), truth["m"] + 0.01 * rng.standard_normal((c, s, k))),
-        "rho": (("chain", "draw", "eval_domain"),
-                np.clip(truth["rho"] + 0.01 * rng.standard_normal((c, s, k)), 0.05, 0.95)),
-        "t": (("chain", "draw", "eval_domain", "train_domain"), t),
-        "sigma": (("chain", "draw", "eval_domain"), np.full((c, s, k), 0.02))},
-        coords={"chain": np.arange(c), "draw": np.arange(s), "eval_domain": ev,
-                "train_domain": tr})
-    stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros((c, s), bool))},
-                       coords={"chain": np.arange(c), "draw": np.arange(s)})
+    post = xr.Dataset(
+        {
+            "m": (
+                ("chain", "draw", "eval_domain"),
+                truth["m"] + 0.01 * rng.standard_normal((c, s, k)),
+            ),
+            "rho": (
+                ("chain", "draw", "eval_domain"),
+                np.clip(truth["rho"] + 0.01 * rng.standard_normal((c, s, k)), 0.05, 0.95),
+            ),
+            "t": (("chain", "draw", "eval_domain", "train_domain"), t),
+            "sigma": (("chain", "draw", "eval_domain"), np.full((c, s, k), 0.02)),
+        },
+        coords={"chain": np.arange(c), "draw": np.arange(s), "eval_domain": ev, "train_domain": tr},
+    )
+    stats = xr.Dataset(
+        {"diverging": (("chain", "draw"), np.zeros((c, s), bool))},
+        coords={"chain": np.arange(c), "draw": np.arange(s)},
+    )
     tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
     return Posterior.from_fit(tree, load_spec("default"), runs, diagnose(tree), {"seed": 0})
 

@@ -46,9 +46,14 @@ def latent_table(n: int, seed: int, noise: float = NOISE) -> RunTable:
     rng = np.random.default_rng(seed)
     r = rng.dirichlet(np.ones(len(TRAIN)), n)
     loss = m4.mean_loss(r, m4.from_ck(C, K, T)) + rng.normal(0.0, noise, (n, 2))
-    frame = pd.DataFrame({"run": [f"s{seed}_{i}" for i in range(n)],
-                          **{f"mix.{d}": r[:, j] for j, d in enumerate(TRAIN)},
-                          "loss.A": loss[:, 0], "loss.B": loss[:, 1]})
+    frame = pd.DataFrame(
+        {
+            "run": [f"s{seed}_{i}" for i in range(n)],
+            **{f"mix.{d}": r[:, j] for j, d in enumerate(TRAIN)},
+            "loss.A": loss[:, 0],
+            "loss.B": loss[:, 1],
+        }
+    )
     return RunTable.from_frame(frame, source=f"latent_table(seed={seed})")
 
 
@@ -106,7 +111,7 @@ def test_latent_domains_are_ordered_by_weight_in_every_draw(fitted):
     s = params["s"]
     assert s.shape == (post.n_samples, 1, 2)
     assert params["t"].shape == (post.n_samples, 1, 2, len(TRAIN))
-    assert np.all(np.diff(s, axis=-1) <= 0)              # the ordering, every draw
+    assert np.all(np.diff(s, axis=-1) <= 0)  # the ordering, every draw
     np.testing.assert_allclose(s.sum(-1), 1.0, rtol=1e-12)
     # the raw rows the sampler moved are stored sorted too (by their weight logit)
     raw = post.tree["posterior"]["latent_z"].sel(latent_coef="s_logit").values
@@ -145,8 +150,13 @@ def test_fit_predict_optimize_and_save(fitted, tmp_path):
     # set on a 0.005 lattice): the loss is flat to first order at the optimum, so errors of
     # the fitted law (held-out MAE 0.0015) cost far less there; measured 2e-5 (seeds 5, 6),
     # 1e-3 leaves 50x room
-    grid = np.array([(a, b, 1 - a - b) for a in np.arange(0, 1.0001, 0.005)
-                     for b in np.arange(0, 1.0001 - a, 0.005)])
+    grid = np.array(
+        [
+            (a, b, 1 - a - b)
+            for a in np.arange(0, 1.0001, 0.005)
+            for b in np.arange(0, 1.0001 - a, 0.005)
+        ]
+    )
     grid = np.clip(grid, 0.0, 1.0)[cons.contains(np.clip(grid, 0.0, 1.0))]
     assert true_overall(rec)[0] - true_overall(grid).min() < 1e-3
 
@@ -160,8 +170,9 @@ def test_exact_per_draw_optima_match_the_generic_solver(fitted):
     params = {k: v[::15] for k, v in choice.posteriors[2].law_params().items()}
     cons = Constraints.build(TRAIN, max_share={"code": 0.6}, min_share={"web": 0.05})
     exact, ok = law.draw_optima(params, np.ones(1), cons.lower, cons.upper)
-    generic, ok2 = _generic_draw_optima(law, params, np.ones(1), {}, cons, n_starts=None,
-                                        seed=0, tol=1e-10, max_iter=5000)
+    generic, ok2 = _generic_draw_optima(
+        law, params, np.ones(1), {}, cons, n_starts=None, seed=0, tol=1e-10, max_iter=5000
+    )
     assert ok.all() and ok2.all() and cons.contains(exact).all()
     # both stop at share changes below 1e-9-1e-10; where the loss is flat along the optimum
     # (slopes near zero) mixtures may differ more, so the tolerance is on the loss: 1e-9 nats
@@ -188,7 +199,7 @@ def test_paper_form_and_identified_form_agree():
     from_paper(...), and to_paper(...) gives back a paper form with the same losses."""
     rng = np.random.default_rng(0)
     law = get_law("implicit")
-    s = rng.dirichlet(np.ones(3), 2)                   # 2 aggregate columns, 3 latent domains
+    s = rng.dirichlet(np.ones(3), 2)  # 2 aggregate columns, 3 latent domains
     c, k = rng.uniform(1.5, 3.0, (2, 3)), rng.uniform(0.2, 1.5, (2, 3))
     t = rng.normal(0.0, 2.0, (2, 3, 4))
     r = rng.dirichlet(np.ones(4), 9)
@@ -198,26 +209,39 @@ def test_paper_form_and_identified_form_agree():
     assert np.all(np.diff(params["s"], axis=-1) <= 0)
     np.testing.assert_allclose(params["t"].sum(-1), 0.0, atol=1e-12)
     back = to_paper(params)
-    again = np.einsum("ek,nek->ne", back["s"],
-                      back["c"] + back["k"] * np.exp(np.einsum("nj,ekj->nek", r, back["t"])))
+    again = np.einsum(
+        "ek,nek->ne",
+        back["s"],
+        back["c"] + back["k"] * np.exp(np.einsum("nj,ekj->nek", r, back["t"])),
+    )
     np.testing.assert_allclose(again, paper, rtol=1e-12)
 
 
 def test_one_latent_domain_is_m4():
     rng = np.random.default_rng(1)
-    m4_params = {"m": rng.uniform(2, 3, (5, 2)), "rho": rng.uniform(0.1, 0.6, (5, 2)),
-                 "t": rng.normal(0, 1, (5, 2, 3))}
+    m4_params = {
+        "m": rng.uniform(2, 3, (5, 2)),
+        "rho": rng.uniform(0.1, 0.6, (5, 2)),
+        "t": rng.normal(0, 1, (5, 2, 3)),
+    }
     params = {**m4_params, "s": np.ones((5, 2, 1)), "t": m4_params["t"][:, :, None, :]}
     r = rng.dirichlet(np.ones(3), 7)
-    np.testing.assert_allclose(get_law("implicit").predict(r, params),
-                               get_law("m4").predict(r, m4_params), rtol=1e-12)
+    np.testing.assert_allclose(
+        get_law("implicit").predict(r, params), get_law("m4").predict(r, m4_params), rtol=1e-12
+    )
 
 
 # ---------------------------------------------------------------------------------- aggregate
 def small_table(**losses) -> RunTable:
-    frame = pd.DataFrame({"run": ["a", "a", "b"], "step": [100, 200, 200],
-                          "mix.web": [0.5, 0.5, 0.2], "mix.code": [0.5, 0.5, 0.8],
-                          **{f"loss.{k}": v for k, v in losses.items()}})
+    frame = pd.DataFrame(
+        {
+            "run": ["a", "a", "b"],
+            "step": [100, 200, 200],
+            "mix.web": [0.5, 0.5, 0.2],
+            "mix.code": [0.5, 0.5, 0.8],
+            **{f"loss.{k}": v for k, v in losses.items()},
+        }
+    )
     return RunTable.from_frame(frame, source="runs.csv")
 
 
@@ -226,9 +250,10 @@ def test_aggregate_losses_weights_every_record():
     out = aggregate_losses(runs, {"Web": 3, "code": 1}, name="total")  # names fold case
     assert out.eval_domains == ("total",) and out.train_domains == runs.train_domains
     # weights are normalised (3/4, 1/4); wiki has weight 0, so its missing loss is no problem
-    np.testing.assert_allclose(out.losses["total"].to_numpy(),
-                               [0.75 * 3.0 + 0.25 * 2.0, 0.75 * 2.8 + 0.25 * 1.9,
-                                0.75 * 3.2 + 0.25 * 1.5])
+    np.testing.assert_allclose(
+        out.losses["total"].to_numpy(),
+        [0.75 * 3.0 + 0.25 * 2.0, 0.75 * 2.8 + 0.25 * 1.9, 0.75 * 3.2 + 0.25 * 1.5],
+    )
     pd.testing.assert_frame_equal(out.mixtures, runs.mixtures)
     assert list(out.column("step")) == [100, 200, 200]
 
@@ -244,16 +269,19 @@ def test_aggregate_losses_missing_loss_is_one_line_naming_run_and_column():
     report: list[str] = []
     out = aggregate_losses(runs, {"web": 1, "code": 1}, missing="drop", report=report)
     assert len(out) == 2 and report == [
-        "dropped 1 of 3 records lacking a weighted loss (first: run 'a' at step 200, "
-        "domain 'web')"]
+        "dropped 1 of 3 records lacking a weighted loss (first: run 'a' at step 200, domain 'web')"
+    ]
 
 
-@pytest.mark.parametrize(("weights", "kwargs", "error", "words"), [
-    ({"wiki": 1.0}, {}, errors.DomainNameError, "'wiki' is not a validation domain"),
-    ({"web": -1.0}, {}, errors.FormatError, "must be finite and >= 0"),
-    ({"web": 1.0}, {"missing": "skip"}, errors.OptionError, "missing must be one of"),
-    ({"web": 1.0}, {"missing": "drop"}, errors.NoLossesError, "no record has a loss"),
-])
+@pytest.mark.parametrize(
+    ("weights", "kwargs", "error", "words"),
+    [
+        ({"wiki": 1.0}, {}, errors.DomainNameError, "'wiki' is not a validation domain"),
+        ({"web": -1.0}, {}, errors.FormatError, "must be finite and >= 0"),
+        ({"web": 1.0}, {"missing": "skip"}, errors.OptionError, "missing must be one of"),
+        ({"web": 1.0}, {"missing": "drop"}, errors.NoLossesError, "no record has a loss"),
+    ],
+)
 def test_aggregate_losses_bad_input_is_one_line(weights, kwargs, error, words):
     runs = small_table(web=[np.nan, np.nan, np.nan], code=[2.0, 1.9, 1.5])
     with pytest.raises(error) as err:
@@ -263,18 +291,24 @@ def test_aggregate_losses_bad_input_is_one_line(weights, kwargs, error, words):
 
 # ---------------------------------------------------------------------------------- specs
 def test_shipped_specs_and_latent_key():
-    assert [load_spec(n).hierarchy["latent"] for n in ("implicit", "implicit1", "implicit3")] \
-        == [5, 1, 3]
+    assert [load_spec(n).hierarchy["latent"] for n in ("implicit", "implicit1", "implicit3")] == [
+        5,
+        1,
+        3,
+    ]
     spec = latent_spec(4)
     assert spec.hierarchy["latent"] == 4 and spec.name == "implicit-K4" and spec.law == "implicit"
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ('law = "implicit"\n[hierarchy]\nlatent = 0\n', "whole number from 1 to 20, got 0"),
-    ('law = "implicit"\n[hierarchy]\nlatent = "3"\n', "whole number from 1 to 20, got '3'"),
-    ('law = "implicit"\n[hierarchy]\nlatent = true\n', "whole number from 1 to 20, got True"),
-    ('law = "m4"\n[hierarchy]\nlatent = 2\n', "applies only to laws with latent domains"),
-])
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('law = "implicit"\n[hierarchy]\nlatent = 0\n', "whole number from 1 to 20, got 0"),
+        ('law = "implicit"\n[hierarchy]\nlatent = "3"\n', "whole number from 1 to 20, got '3'"),
+        ('law = "implicit"\n[hierarchy]\nlatent = true\n', "whole number from 1 to 20, got True"),
+        ('law = "m4"\n[hierarchy]\nlatent = 2\n', "applies only to laws with latent domains"),
+    ],
+)
 def test_bad_latent_key_is_one_line(tmp_path, text, words):
     path = tmp_path / "spec.toml"
     path.write_text(text)

@@ -31,10 +31,14 @@ class PlaneLaw(Law):
 
     name = "toy-plane"
     description = "test law: a plane in the shares"
-    params = (Param("m", ("eval_domain",), "nats/token", "loss at the uniform mixture"),
-              Param("b", ("eval_domain", "train_domain"), "nats/token per share", "slopes"))
-    priors = {"m": {"dist": "Normal", "mu": "data", "sigma": "data"},
-              "b_scale": {"dist": "HalfNormal", "sigma": 1.0}}
+    params = (
+        Param("m", ("eval_domain",), "nats/token", "loss at the uniform mixture"),
+        Param("b", ("eval_domain", "train_domain"), "nats/token per share", "slopes"),
+    )
+    priors = {
+        "m": {"dist": "Normal", "mu": "data", "sigma": "data"},
+        "b_scale": {"dist": "HalfNormal", "sigma": 1.0},
+    }
 
     def mean(self, inputs, params, xp=np):
         r = inputs["r"]
@@ -48,12 +52,12 @@ class PlaneLaw(Law):
         return {"m": m, "b": pm.Deterministic("b", b, dims=("eval_domain", "train_domain"))}
 
 
-SPEC = '''name = "plane"
+SPEC = """name = "plane"
 description = "a plane in the shares (test)"
 law = "toy-plane"
 [likelihood]
 family = "normal"
-'''
+"""
 FIT_KW = {"draws": 200, "tune": 300, "chains": 2, "seed": 3}
 
 
@@ -95,8 +99,9 @@ def test_fit_and_predict_a_law_defined_outside_the_package(plane_fit, tmp_path):
 @pytest.mark.slow
 def test_decide_on_a_law_defined_outside_the_package(plane_fit):
     _, _, post = plane_fit
-    cons = Constraints.build(post.train_domains, max_share={"Github": 0.5},
-                             min_share={"ArXiv": 0.1})
+    cons = Constraints.build(
+        post.train_domains, max_share={"Github": 0.5}, min_share={"ArXiv": 0.1}
+    )
     report = decide(post, constraints=cons, target="Pile-CC")
     rec = report.recommendation.set_index("train_domain")["share"].to_numpy()
     assert cons.contains(rec)
@@ -119,8 +124,14 @@ def test_propose_on_a_law_defined_outside_the_package(plane_fit, strategy):
     _, runs, post = plane_fit
     cons = Constraints.build(post.train_domains, max_share={"Pile-CC": 0.6})
     belief = acquire.Belief.from_posterior(post, target="Pile-CC", max_draws=64)
-    batch = acquire.propose(belief, 4, strategy=strategy, constraints=cons,
-                            existing=runs.mixtures.to_numpy(float), seed=2)
+    batch = acquire.propose(
+        belief,
+        4,
+        strategy=strategy,
+        constraints=cons,
+        existing=runs.mixtures.to_numpy(float),
+        seed=2,
+    )
     assert batch.mixtures.shape == (4, len(SIM_DOMAINS))
     assert cons.contains(batch.mixtures).all()
 
@@ -133,16 +144,54 @@ def test_cli_fit_optimize_and_propose_with_the_spec_file(plane_fit, tmp_path, ca
     runs_csv = tmp_path / "runs.csv"
     runs.to_tidy().to_csv(runs_csv, index=False)
     out = tmp_path / "p.nc"
-    assert main(["fit", str(runs_csv), "-o", str(out), "--model", str(path), "--draws", "100",
-                 "--tune", "200", "--chains", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(runs_csv),
+                "-o",
+                str(out),
+                "--model",
+                str(path),
+                "--draws",
+                "100",
+                "--tune",
+                "200",
+                "--chains",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["optimize", str(out), "--target", "Pile-CC"]) == 0
     assert "recommended" in capsys.readouterr().out.lower()
     # the experiment loop: a ledger started from the runs, one round proposed with the law
     ledger = tmp_path / "exp.db"
     assert main(["init", "--ledger", str(ledger), "--runs", str(runs_csv)]) == 0
-    assert main(["propose", "--ledger", str(ledger), "-n", "3", "--model", str(path),
-                 "--draws", "100", "--tune", "200", "--chains", "2", "--quiet",
-                 "--target", "Pile-CC"]) == 0
+    assert (
+        main(
+            [
+                "propose",
+                "--ledger",
+                str(ledger),
+                "-n",
+                "3",
+                "--model",
+                str(path),
+                "--draws",
+                "100",
+                "--tune",
+                "200",
+                "--chains",
+                "2",
+                "--quiet",
+                "--target",
+                "Pile-CC",
+            ]
+        )
+        == 0
+    )
     from bayesmix.ledger import Ledger
 
     with Ledger.open(ledger) as book:
@@ -158,9 +207,12 @@ def test_a_posterior_of_an_unregistered_law_names_the_fix(plane_fit, tmp_path):
 
     _, _, post = plane_fit
     path = post.save(tmp_path / "plane.nc")
-    code = ("import sys\nfrom bayesmix.posterior import Posterior\nfrom bayesmix import errors\n"
-            "try:\n    Posterior.load(sys.argv[1])\nexcept errors.PosteriorFileError as e:\n"
-            "    print(e)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys\nfrom bayesmix.posterior import Posterior\nfrom bayesmix import errors\n"
+        "try:\n    Posterior.load(sys.argv[1])\nexcept errors.PosteriorFileError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
     assert "unknown law 'toy-plane'" in done.stdout and "register" in done.stdout

@@ -123,8 +123,11 @@ def test_declarations_are_consistent(law_name):
 def test_model_builds_with_the_declared_dims(law_name):
     law = get_law(law_name)
     _, runs, model = built(law_name)
-    sizes = {"eval_domain": len(runs.eval_domains), "train_domain": len(runs.train_domains),
-             "latent": len(model.coords.get("latent", ()))}
+    sizes = {
+        "eval_domain": len(runs.eval_domains),
+        "train_domain": len(runs.train_domains),
+        "latent": len(model.coords.get("latent", ())),
+    }
     params = some_params(law_name, 1)
     for p in law.params:
         assert model.named_vars_to_dims.get(p.name, ()) == p.dims, p.name  # scalars: no dims
@@ -225,10 +228,18 @@ def test_convex_laws_are_midpoint_convex(law_name):
 UNBOUNDED = {"m4", "m4log", "scaling", "implicit"}  # scaling: M4 on the reducible loss
 
 
-@pytest.mark.parametrize("law_name", [
-    pytest.param(name, marks=pytest.mark.xfail(name in UNBOUNDED, strict=True,
-                                               reason="exponential law, unbounded prior"))
-    for name in LAWS])
+@pytest.mark.parametrize(
+    "law_name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                name in UNBOUNDED, strict=True, reason="exponential law, unbounded prior"
+            ),
+        )
+        for name in LAWS
+    ],
+)
 def test_losses_at_zero_shares_stay_bounded(law_name):
     """design.md: what a zero share can do must be bounded. Corners (one domain only), each
     domain left out, and sparse mixtures stay below 10 x the uniform-mixture loss for every
@@ -257,9 +268,12 @@ def test_bound_at_zero_shares_holds_at_the_extremes(law_name, power):
     m = len(TRAIN)
     sizes = {"eval_domain": 1, "train_domain": m}
     values = {"m": 2.0, "rho": 1.0, power: 1.0}
-    params = {p.name: np.eye(1, m) if p.name == "w"  # all of w_0. on training domain 0
-              else np.full(tuple(sizes[d] for d in p.dims), values[p.name])
-              for p in law.params}
+    params = {
+        p.name: np.eye(1, m)
+        if p.name == "w"  # all of w_0. on training domain 0
+        else np.full(tuple(sizes[d] for d in p.dims), values[p.name])
+        for p in law.params
+    }
     r = np.eye(m)[1:]  # every corner but domain 0's: domain 0 absent
     loss = law.predict(r, params)
     # q_0 = 0.1 / 1.1 = 1/11 exactly, so the worst case is 11 m (up to rounding)

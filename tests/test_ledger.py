@@ -26,8 +26,9 @@ EVAL = ["web", "code"]
 @pytest.fixture
 def ledger(tmp_path):
     c = Constraints.build(TRAIN, max_share={"code": 0.5})
-    with Ledger.create(tmp_path / "exp.db", TRAIN, EVAL, c, {"target_weights": {"web": 1.0}}) \
-            as led:
+    with Ledger.create(
+        tmp_path / "exp.db", TRAIN, EVAL, c, {"target_weights": {"web": 1.0}}
+    ) as led:
         yield led
 
 
@@ -56,7 +57,7 @@ def test_create_refuses_to_overwrite(tmp_path, ledger):
     with pytest.raises(errors.LedgerError, match="refusing to overwrite"):
         Ledger.create(ledger.path, TRAIN, EVAL)
     assert ledger.path.read_bytes() == before
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]   # no temp files left
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temp files left
 
 
 def test_create_validates_domains_and_constraints(tmp_path):
@@ -79,7 +80,7 @@ def test_create_validates_domains_and_constraints(tmp_path):
 def test_open_errors(tmp_path, ledger):
     with pytest.raises(errors.LedgerError, match="no ledger file"):
         Ledger.open(tmp_path / "missing.db")
-    assert not (tmp_path / "missing.db").exists()      # opening never creates a file
+    assert not (tmp_path / "missing.db").exists()  # opening never creates a file
     text = tmp_path / "runs.csv"
     text.write_text("run,mix.a\n")
     with pytest.raises(errors.LedgerError, match="not an SQLite database"):
@@ -109,13 +110,15 @@ def test_reopen_keeps_domains_constraints_settings(ledger):
 def test_add_proposals_ids_and_exact_mixtures(ledger, tmp_path):
     posterior = tmp_path / "post.nc"
     posterior.write_bytes(b"some posterior bytes")
-    ids = ledger.add_proposals(MIX[:2], "thompson", 1, posterior=posterior, n_params=7e7,
-                               steps=[1000, 2000])
+    ids = ledger.add_proposals(
+        MIX[:2], "thompson", 1, posterior=posterior, n_params=7e7, steps=[1000, 2000]
+    )
     assert ids == ["r0001", "r0002"]
     ledger.close()
     led = Ledger.open(ledger.path)
-    ids2 = led.add_proposals(pd.DataFrame(MIX[2:], columns=["books", "code", "web"][::-1]),
-                             "random", 2)
+    ids2 = led.add_proposals(
+        pd.DataFrame(MIX[2:], columns=["books", "code", "web"][::-1]), "random", 2
+    )
     assert ids2 == ["r0003"]
     runs = led.runs()
     assert runs["run"].tolist() == ["r0001", "r0002", "r0003"]
@@ -125,16 +128,23 @@ def test_add_proposals_ids_and_exact_mixtures(ledger, tmp_path):
     expected_hash = "sha256:" + hashlib.sha256(b"some posterior bytes").hexdigest()
     assert runs["posterior_hash"].tolist()[:2] == [expected_hash] * 2
     assert runs["posterior"][0] == str(posterior) and runs["posterior"].isna()[2]
-    assert runs["n_params"].tolist()[:2] == [7e7, 7e7] and runs["steps"].tolist()[:2] == [1000,
-                                                                                          2000]
-    pd.testing.assert_frame_equal(led.pending(), pd.DataFrame(
-        MIX, index=pd.Index(ids + ids2, name="run"),
-        columns=pd.Index(TRAIN, name="train_domain")))
+    assert runs["n_params"].tolist()[:2] == [7e7, 7e7] and runs["steps"].tolist()[:2] == [
+        1000,
+        2000,
+    ]
+    pd.testing.assert_frame_equal(
+        led.pending(),
+        pd.DataFrame(
+            MIX,
+            index=pd.Index(ids + ids2, name="run"),
+            columns=pd.Index(TRAIN, name="train_domain"),
+        ),
+    )
     led.close()
 
 
 def test_add_proposals_is_all_or_nothing(ledger, tmp_path):
-    bad = np.vstack([MIX[:2], [[0.2, 0.7, 0.1]]])          # code 0.7 > its maximum 0.5
+    bad = np.vstack([MIX[:2], [[0.2, 0.7, 0.1]]])  # code 0.7 > its maximum 0.5
     with pytest.raises(errors.InfeasibleError, match="proposal 3.*'code' 0.7, above its maximum"):
         ledger.add_proposals(bad, "x", 0)
     with pytest.raises(errors.InfeasibleError, match="sums to 0.9"):
@@ -146,7 +156,7 @@ def test_add_proposals_is_all_or_nothing(ledger, tmp_path):
     with pytest.raises(errors.LedgerError, match="shape"):
         ledger.add_proposals(np.ones((2, 4)) / 4, "x", 0)
     assert len(ledger.runs()) == 0
-    assert ledger.add_proposals(MIX[:1], "x", 0) == ["r0001"]   # no id was used up
+    assert ledger.add_proposals(MIX[:1], "x", 0) == ["r0001"]  # no id was used up
 
 
 def test_generated_ids_skip_imported_ones(ledger):
@@ -178,7 +188,7 @@ def test_status_transitions(ledger, old):
         (run,) = ledger.add_proposals(MIX[:1], "x", 0)
         _bring_to(ledger, run, old, MIX[0])
         if new == old:
-            ledger.set_status(run, new)                    # a no-op, not an error
+            ledger.set_status(run, new)  # a no-op, not an error
         elif new in ALLOWED[old]:
             ledger.set_status(run, new)
         else:
@@ -224,9 +234,11 @@ def test_conflicting_values_are_refused_atomically_or_replaced(ledger):
     ledger.record_results(results(ids[:1], MIX[:1], [[3.0, 2.0]]))
     # r0002 is new and fine, r0001's web loss conflicts: nothing at all may be written
     clash = results(ids[:2], MIX[:2], [[3.1, 2.0], [3.3, 2.2]])
-    with pytest.raises(errors.LedgerError,
-                       match=r"conflicting values, nothing recorded: run 'r0001' loss.web: "
-                             r"ledger has 3, results.csv has 3.1"):
+    with pytest.raises(
+        errors.LedgerError,
+        match=r"conflicting values, nothing recorded: run 'r0001' loss.web: "
+        r"ledger has 3, results.csv has 3.1",
+    ):
         ledger.record_results(clash)
     assert ledger.runs()["status"].tolist() == ["completed", "proposed", "proposed"]
     assert ledger.summary()["recorded_losses"] == 2
@@ -237,8 +249,9 @@ def test_conflicting_values_are_refused_atomically_or_replaced(ledger):
 
 def test_results_are_checked_against_the_ledger(ledger):
     ids = ledger.add_proposals(MIX, "x", 0)
-    with pytest.raises(errors.InconsistentMixtureError, match="'web' is 0.45 but the ledger "
-                                                              "proposed 0.5"):
+    with pytest.raises(
+        errors.InconsistentMixtureError, match="'web' is 0.45 but the ledger proposed 0.5"
+    ):
         ledger.record_results(results(ids[:1], [[0.45, 0.35, 0.2]], [[3.0, 2.0]]))
     # rounding to 4 decimals is within MIXTURE_ATOL
     ledger.record_results(results(ids[2:], [[0.4, 0.1, 0.5]], [[3.0, 2.0]]))
@@ -247,14 +260,15 @@ def test_results_are_checked_against_the_ledger(ledger):
     ledger.set_status(ids[1], "failed")
     with pytest.raises(errors.LedgerError, match="marked failed.*set it back to proposed"):
         ledger.record_results(results(ids[1:2], MIX[1:2], [[3.0, 2.0]]))
-    frame = results(ids[:1], MIX[:1], [[3.0, 2.0]]).to_tidy().rename(
-        columns={"loss.code": "loss.cod"})
+    frame = (
+        results(ids[:1], MIX[:1], [[3.0, 2.0]]).to_tidy().rename(columns={"loss.code": "loss.cod"})
+    )
     with pytest.raises(errors.DomainNameError, match="unknown validation domain 'cod'.*'code'"):
         ledger.record_results(RunTable.from_frame(frame))
-    frame = pd.DataFrame({"run": ["r0001"], "mix.web": [0.7], "mix.code": [0.3],
-                          "loss.web": [3.0]})
-    with pytest.raises(errors.DomainNameError, match="no proportion column for training domain "
-                                                     "'books'"):
+    frame = pd.DataFrame({"run": ["r0001"], "mix.web": [0.7], "mix.code": [0.3], "loss.web": [3.0]})
+    with pytest.raises(
+        errors.DomainNameError, match="no proportion column for training domain 'books'"
+    ):
         ledger.record_results(RunTable.from_frame(frame))
     assert ledger.summary()["recorded_losses"] == 2
 
@@ -266,14 +280,23 @@ def test_unknown_runs_can_be_imported_as_external(ledger):
     assert s.added_runs == ["ext1"] and s.completed == []
     run = ledger.runs().set_index("run").loc["ext1"]
     assert (run["status"], run["strategy"], run["round"], run["external"]) == (
-        "completed", "external", 3, True)
+        "completed",
+        "external",
+        3,
+        True,
+    )
 
 
 def test_steps_checkpoints_and_layout(ledger):
     ids = ledger.add_proposals(MIX[:2], "x", 0)
-    t1 = results([ids[0], ids[0], ids[1]], [MIX[0], MIX[0], MIX[1]],
-                 [[3.5, 2.5], [3.0, 2.0], [3.4, 2.4]], steps=[1000, 2000, 1000],
-                 tokens=[1e9, 2e9, 1e9], n_params=[7e7, 7e7, 7e7])
+    t1 = results(
+        [ids[0], ids[0], ids[1]],
+        [MIX[0], MIX[0], MIX[1]],
+        [[3.5, 2.5], [3.0, 2.0], [3.4, 2.4]],
+        steps=[1000, 2000, 1000],
+        tokens=[1e9, 2e9, 1e9],
+        n_params=[7e7, 7e7, 7e7],
+    )
     s = ledger.record_results(t1)
     assert s.checkpoints_added == 3 and s.losses_added == 6
     s = ledger.record_results(results([ids[1]], [MIX[1]], [[3.1, 2.1]], steps=[2000]))
@@ -281,29 +304,40 @@ def test_steps_checkpoints_and_layout(ledger):
     out = ledger.run_table()
     assert out.has_steps
     tidy = out.to_tidy()
-    assert tidy[["run", "step"]].values.tolist() == [[ids[0], 1000], [ids[0], 2000],
-                                                     [ids[1], 1000], [ids[1], 2000]]
+    assert tidy[["run", "step"]].values.tolist() == [
+        [ids[0], 1000],
+        [ids[0], 2000],
+        [ids[1], 1000],
+        [ids[1], 2000],
+    ]
     assert tidy["n_params"].tolist() == [7e7] * 4
     assert tidy["tokens"].tolist()[:3] == [1e9, 2e9, 1e9] and np.isnan(tidy["tokens"][3])
     assert ledger.runs()["checkpoints"].tolist() == [2, 2]
     with pytest.raises(errors.LedgerError, match="per step but the results have no 'step'"):
         ledger.record_results(results([ids[1]], [MIX[1]], [[3.1, 2.1]]))
-    with pytest.raises(errors.LedgerError,
-                       match="n_params: ledger has 70000000, results.csv has 160000000"):
-        ledger.record_results(results([ids[1]], [MIX[1]], [[3.1, 2.1]], steps=[2000],
-                                      n_params=[1.6e8]))
+    with pytest.raises(
+        errors.LedgerError, match="n_params: ledger has 70000000, results.csv has 160000000"
+    ):
+        ledger.record_results(
+            results([ids[1]], [MIX[1]], [[3.1, 2.1]], steps=[2000], n_params=[1.6e8])
+        )
 
 
 def test_import_export_round_trip(ledger):
     rng = np.random.default_rng(1)
     mixes = rng.dirichlet(np.ones(3), size=6)
-    table = results([f"old{i}" for i in range(6) for _ in range(2)], np.repeat(mixes, 2, 0),
-                    rng.uniform(2, 4, size=(12, 2)), steps=[500, 1000] * 6,
-                    n_params=[7e7] * 6 + [1.6e8] * 6, tokens=[5e8, 1e9] * 6,
-                    source="past.csv")
+    table = results(
+        [f"old{i}" for i in range(6) for _ in range(2)],
+        np.repeat(mixes, 2, 0),
+        rng.uniform(2, 4, size=(12, 2)),
+        steps=[500, 1000] * 6,
+        n_params=[7e7] * 6 + [1.6e8] * 6,
+        tokens=[5e8, 1e9] * 6,
+        source="past.csv",
+    )
     s = ledger.import_runs(table)
     assert len(s.added_runs) == 6 and s.losses_added == 24
-    assert not ledger.import_runs(table).changed              # importing twice changes nothing
+    assert not ledger.import_runs(table).changed  # importing twice changes nothing
     runs = ledger.runs()
     assert set(runs["strategy"]) == {"imported"} and set(runs["status"]) == {"completed"}
     assert runs["external"].all() and set(runs["round"]) == {0}
@@ -315,8 +349,10 @@ def test_import_export_round_trip(ledger):
 def test_regmix_round_trip(tmp_path, shared_data):
     regmix = shared_data / "regmix"
     from bayesmix.loaders import load
-    table = load([regmix / "train_mixture_1m.csv", regmix / "train_pile_loss_1m.csv"],
-                 renormalize=True)
+
+    table = load(
+        [regmix / "train_mixture_1m.csv", regmix / "train_pile_loss_1m.csv"], renormalize=True
+    )
     with Ledger.create(tmp_path / "r.db", table.train_domains, table.eval_domains) as led:
         led.import_runs(table)
         out = led.run_table()
@@ -335,13 +371,20 @@ def test_summary_counts(ledger):
     ledger.set_status(ids[1], "abandoned")
     ledger.add_proposals(MIX[:1], "thompson", 1)
     s = ledger.summary()
-    assert s["by_status"] == {"proposed": 2, "running": 1, "completed": 0, "failed": 0,
-                              "abandoned": 1}
-    assert s["by_round"] == {"0": {"abandoned": 1, "proposed": 1, "running": 1},
-                             "1": {"proposed": 1}}
+    assert s["by_status"] == {
+        "proposed": 2,
+        "running": 1,
+        "completed": 0,
+        "failed": 0,
+        "abandoned": 1,
+    }
+    assert s["by_round"] == {
+        "0": {"abandoned": 1, "proposed": 1, "running": 1},
+        "1": {"proposed": 1},
+    }
     assert s["by_strategy"] == {"initial-sobol": 3, "thompson": 1}
     assert s["current_round"] == 1 and s["constraints"]["code"] == {"min": 0.0, "max": 0.5}
-    assert json.loads(json.dumps(s)) == s                     # JSON-friendly
+    assert json.loads(json.dumps(s)) == s  # JSON-friendly
     assert ledger.runs("proposed")["run"].tolist() == [ids[2], "r0004"]
     assert ledger.pending().index.tolist() == [ids[0], ids[2], "r0004"]
 
@@ -349,12 +392,19 @@ def test_summary_counts(ledger):
 # ---------------------------------------------------------------------------------- proposals file
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
 def test_write_proposals(ledger, tmp_path, suffix):
-    mixes = np.vstack([MIX, [[1 / 3, 1 / 7, 1 - 1 / 3 - 1 / 7]]])   # shares without short decimals
+    mixes = np.vstack([MIX, [[1 / 3, 1 / 7, 1 - 1 / 3 - 1 / 7]]])  # shares without short decimals
     ledger.add_proposals(mixes, "initial-sobol", 0, n_params=7e7)
     path = write_proposals(ledger.runs(), tmp_path / f"props{suffix}")
     back = pd.read_csv(path) if suffix == ".csv" else pd.DataFrame(json.loads(path.read_text()))
-    assert list(back.columns) == ["run", "round", "strategy", "n_params", "mix.web", "mix.code",
-                                  "mix.books"]
+    assert list(back.columns) == [
+        "run",
+        "round",
+        "strategy",
+        "n_params",
+        "mix.web",
+        "mix.code",
+        "mix.books",
+    ]
     np.testing.assert_array_equal(back[["mix.web", "mix.code", "mix.books"]].to_numpy(), mixes)
     assert back["run"].tolist() == ["r0001", "r0002", "r0003", "r0004"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -416,10 +466,22 @@ def test_ledger_survives_a_killed_writer(tmp_path, mode, batch):
     points = [f"{op}:begin", f"{op}:{'inserted'}", f"{op}:commit"]
     committed = 0
     for kill, point in enumerate(points):
-        writes = kill + 1                      # this many writes commit, the next one dies
-        proc = subprocess.run([sys.executable, str(script), str(path), mode, str(batch),
-                               str(kill), point, str(writes)], capture_output=True, text=True,
-                              timeout=300)
+        writes = kill + 1  # this many writes commit, the next one dies
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(script),
+                str(path),
+                mode,
+                str(batch),
+                str(kill),
+                point,
+                str(writes),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
         committed += writes
 
@@ -433,7 +495,8 @@ def test_ledger_survives_a_killed_writer(tmp_path, mode, batch):
             written = runs[runs["strategy"] != "after"]
             assert len(written) == committed * batch
             np.testing.assert_allclose(
-                runs[["mix.web", "mix.code", "mix.books"]].sum(axis=1), 1.0, atol=1e-12)
+                runs[["mix.web", "mix.code", "mix.books"]].sum(axis=1), 1.0, atol=1e-12
+            )
             if mode == "proposals":
                 n = len(runs)
                 assert runs["run"].tolist() == [f"r{i:04d}" for i in range(1, n + 1)]
@@ -475,10 +538,14 @@ def test_two_writers_ingesting_overlapping_results(tmp_path, monkeypatch):
     a_inside, release_a, b_starting = threading.Event(), threading.Event(), threading.Event()
 
     def fault(name):
-        if name == "ingest:inserted" and threading.current_thread().name == "A" \
-                and not a_inside.is_set():
+        if (
+            name == "ingest:inserted"
+            and threading.current_thread().name == "A"
+            and not a_inside.is_set()
+        ):
             a_inside.set()
             assert release_a.wait(60)
+
     monkeypatch.setattr(ledger_module, "_fault_point", fault)
     results: dict[str, list] = {"A": [], "B": []}
     failures: list[BaseException] = []
@@ -488,17 +555,20 @@ def test_two_writers_ingesting_overlapping_results(tmp_path, monkeypatch):
             table = load(tmp_path / file)
             with Ledger.open(path) as led:
                 if threading.current_thread().name == "B":
-                    assert a_inside.wait(60)    # A holds the lock with its rows written
+                    assert a_inside.wait(60)  # A holds the lock with its rows written
                     b_starting.set()
                 for _ in range(3):
                     s = led.record_results(table, unknown="import")
                     results[threading.current_thread().name].append(
-                        [s.losses_added, len(s.added_runs), len(s.completed)])
-        except BaseException as err:           # noqa: BLE001 - reported below
+                        [s.losses_added, len(s.added_runs), len(s.completed)]
+                    )
+        except BaseException as err:  # noqa: BLE001 - reported below
             failures.append(err)
 
-    threads = [threading.Thread(target=work, args=(f,), name=n)
-               for n, f in (("A", "a.csv"), ("B", "b.csv"))]
+    threads = [
+        threading.Thread(target=work, args=(f,), name=n)
+        for n, f in (("A", "a.csv"), ("B", "b.csv"))
+    ]
     for t in threads:
         t.start()
     assert b_starting.wait(60)
@@ -517,8 +587,9 @@ def test_two_writers_ingesting_overlapping_results(tmp_path, monkeypatch):
         out = led.run_table()
         assert len(out) == 60
         expected = frame.set_index("run")[["loss.web", "loss.code"]]
-        np.testing.assert_array_equal(out.losses.loc[expected.index].to_numpy(),
-                                      expected.to_numpy())
+        np.testing.assert_array_equal(
+            out.losses.loc[expected.index].to_numpy(), expected.to_numpy()
+        )
     con = sqlite3.connect(path)
     assert con.execute("SELECT count(*) FROM results").fetchone()[0] == 120
     con.close()

@@ -18,12 +18,16 @@ from bayesmix.ledger import STATUSES, TRANSITIONS, Ledger
 TRAIN = ["web", "code", "books"]
 EVAL = ["web", "code"]
 
-OPS = st.lists(st.one_of(
-    st.tuples(st.just("propose"), st.integers(1, 3), st.integers(0, 2**16)),
-    st.tuples(st.just("ingest"), st.integers(0, 20), st.sampled_from([2.5, 3.0, 1e308, -1.0])),
-    st.tuples(st.just("status"), st.integers(0, 20), st.sampled_from(STATUSES)),
-    st.tuples(st.just("status2"), st.integers(0, 20), st.sampled_from(STATUSES)),
-), min_size=1, max_size=12)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("propose"), st.integers(1, 3), st.integers(0, 2**16)),
+        st.tuples(st.just("ingest"), st.integers(0, 20), st.sampled_from([2.5, 3.0, 1e308, -1.0])),
+        st.tuples(st.just("status"), st.integers(0, 20), st.sampled_from(STATUSES)),
+        st.tuples(st.just("status2"), st.integers(0, 20), st.sampled_from(STATUSES)),
+    ),
+    min_size=1,
+    max_size=12,
+)
 
 
 def check_invariants(led: Ledger) -> None:
@@ -31,7 +35,7 @@ def check_invariants(led: Ledger) -> None:
     assert runs["run"].is_unique
     assert set(runs["status"]) <= set(STATUSES)
     rounds = sorted(set(runs.loc[~runs["external"], "round"]))
-    assert rounds == list(range(len(rounds)))                   # rounds contiguous from 0
+    assert rounds == list(range(len(rounds)))  # rounds contiguous from 0
     mix = runs[[f"mix.{d}" for d in TRAIN]].to_numpy()
     np.testing.assert_allclose(mix.sum(axis=1), 1.0, atol=1e-9)
     assert ((runs["checkpoints"] > 0) == (runs["status"] == "completed")).all()
@@ -40,7 +44,7 @@ def check_invariants(led: Ledger) -> None:
         assert np.isfinite(losses.to_numpy()).all() and (losses.to_numpy() > 0).all()
         assert (losses.to_numpy() <= 100).all()
     handoffs = led.handoffs()
-    assert set(handoffs) <= set(runs["round"])                  # every record names a round
+    assert set(handoffs) <= set(runs["round"])  # every record names a round
     for rnd in handoffs:
         assert not led.handoff_frame(rnd).empty
 
@@ -58,29 +62,38 @@ def test_random_operation_sequences_keep_the_ledger_invariants(ops):
                 try:
                     if op == "propose":
                         mix = np.random.default_rng(b).dirichlet(np.ones(3), size=a)
-                        new = led.add_proposals(mix, "random", None, min_distance=0.0,
-                                                handoff=lambda r: Path(d) / f"r{r}.csv")
+                        new = led.add_proposals(
+                            mix,
+                            "random",
+                            None,
+                            min_distance=0.0,
+                            handoff=lambda r: Path(d) / f"r{r}.csv",
+                        )
                         assert len(new) == a and not set(new) & set(ids)
                     elif op == "ingest" and ids:
                         row = runs.iloc[a % len(ids)]
-                        frame = pd.DataFrame({"run": [row["run"]],
-                                              **{f"mix.{t}": [row[f"mix.{t}"]] for t in TRAIN},
-                                              "loss.web": [b], "loss.code": [2.0]})
+                        frame = pd.DataFrame(
+                            {
+                                "run": [row["run"]],
+                                **{f"mix.{t}": [row[f"mix.{t}"]] for t in TRAIN},
+                                "loss.web": [b],
+                                "loss.code": [2.0],
+                            }
+                        )
                         table = RunTable.from_frame(frame, max_loss=1e308)
                         led.record_results(table)
-                        assert b <= 100 and row["status"] in ("proposed", "running",
-                                                              "completed")
+                        assert b <= 100 and row["status"] in ("proposed", "running", "completed")
                     elif op in ("status", "status2") and ids:
                         run = ids[a % len(ids)]
                         changes = {run: b}
-                        if op == "status2":           # one good and one unknown run
+                        if op == "status2":  # one good and one unknown run
                             changes["missing"] = "failed"
                         led.set_statuses(changes)
                         old = dict(before)[run]
                         assert op == "status" and (b == old or b in TRANSITIONS[old])
                         assert b != "completed" or old == "completed"
                 except errors.BayesmixError:
-                    if op != "propose":               # a refused change changed nothing
+                    if op != "propose":  # a refused change changed nothing
                         after = led.runs()[["run", "status"]].to_numpy().tolist()
                         assert after == before
                 check_invariants(led)

@@ -91,8 +91,9 @@ def test_ye_five_domain_set(shared_data, five_mix):
     assert len(proxy_mixtures) == 26
     # the 26 mixtures are exactly those listed in 5Mix/proportions.txt
     listed = (shared_data / "mixinglaws" / "5Mix" / "proportions.txt").read_text().split()
-    assert proxy_mixtures == {tuple(np.round([float(x) for x in ln.split("-")], 8))
-                              for ln in listed}
+    assert proxy_mixtures == {
+        tuple(np.round([float(x) for x in ln.split("-")], 8)) for ln in listed
+    }
     assert t.n_runs - len(proxy_runs) == 6  # 1B.txt holds 6 runs
     steps = t.column("step")
     assert steps.nunique() >= 10 and steps.min() == 3000 and steps.max() == 100000
@@ -157,8 +158,10 @@ def test_ye_continual_pretraining_start_checkpoint(shared_data):
 def test_name_helpers():
     assert regmix_domain("train_the_pile_pile_cc") == "pile_cc"
     assert regmix_domain("metric/the_pile_pile_cc_val_loss") == "pile_cc"
-    assert ye_validation_domain("x/pythia-pile.valid.domains//pythia-pile.valid.Pile-CC.bin") \
+    assert (
+        ye_validation_domain("x/pythia-pile.valid.domains//pythia-pile.valid.Pile-CC.bin")
         == "Pile-CC"
+    )
     assert ye_validation_domain("x/ct_valid//starcoder.python.valid.bin") == "Python"
     assert parse_size("70M") == 7e7 and parse_size("1B") == 1e9 and parse_size("1.4b") == 1.4e9
     assert size_label(3.05e8) == "305M" and size_label(1e9) == "1B"
@@ -202,8 +205,9 @@ def test_tidy_blank_lines_keep_line_numbers(tmp_path):
 
 def test_format_detected_by_content_not_extension(tmp_path):
     path = tmp_path / "log.csv"
-    path.write_text("ckpts/Pile100B//70M_1-0.2-0.2-0.2-0.2-0.2/1000\t"
-                    "v/pythia-pile.valid.Github.bin\t2.5\n")
+    path.write_text(
+        "ckpts/Pile100B//70M_1-0.2-0.2-0.2-0.2-0.2/1000\tv/pythia-pile.valid.Github.bin\t2.5\n"
+    )
     assert detect_format(path) == "mixinglaws"
     t = load(path, tokens_per_step=1000)
     assert t.runs == ("70M_1",) and t.column("tokens").tolist() == [1e6]
@@ -228,9 +232,9 @@ def test_renormalize_rescales_and_reports(tmp_path):
 
 def test_regmix_rounding_within_default_tolerance(tmp_path):
     (tmp_path / "MIXTURES.csv").write_text(
-        "index,train_the_pile_github,train_the_pile_pile_cc\n1,0.497,0.499\n2,0.3,0.7\n")
-    (tmp_path / "LOSSES.csv").write_text(
-        "index,metric/the_pile_github_val_loss\n2,2.5\n1,2.0\n")
+        "index,train_the_pile_github,train_the_pile_pile_cc\n1,0.497,0.499\n2,0.3,0.7\n"
+    )
+    (tmp_path / "LOSSES.csv").write_text("index,metric/the_pile_github_val_loss\n2,2.5\n1,2.0\n")
     files = [tmp_path / "LOSSES.csv", tmp_path / "MIXTURES.csv"]
     t = load(files)
     assert t.runs == ("1", "2")  # no 'mixture' prefix in the file name: the plain index
@@ -257,8 +261,9 @@ def test_directory_with_nothing_to_load(tmp_path):
 
 def test_same_file_twice_is_a_duplicate(tmp_path):
     path = tmp_path / "70M.txt"
-    path.write_text("ckpts/Pile100B//70M_1-0.2-0.2-0.2-0.2-0.2/1000\t"
-                    "v/pythia-pile.valid.Github.bin\t2.5\n")
+    path.write_text(
+        "ckpts/Pile100B//70M_1-0.2-0.2-0.2-0.2-0.2/1000\tv/pythia-pile.valid.Github.bin\t2.5\n"
+    )
     other = tmp_path / "copy" / "70M.txt"
     other.parent.mkdir()
     other.write_text(path.read_text())

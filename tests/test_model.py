@@ -45,9 +45,11 @@ def test_load_by_path_and_extends_inherit_the_parent():
 def test_user_file_extends_a_shipped_model_and_a_relative_file(tmp_path):
     (tmp_path / "base.toml").write_text(
         'name = "base"\nextends = "default"\n[likelihood]\nnu = 7.0\n'
-        '[priors]\nrho_logit_sigma = { dist = "HalfNormal", sigma = 0.3 }\n')
+        '[priors]\nrho_logit_sigma = { dist = "HalfNormal", sigma = 0.3 }\n'
+    )
     (tmp_path / "child.toml").write_text(
-        'name = "child"\nextends = "base.toml"\n[hierarchy]\ndiagonal = "off"\n')
+        'name = "child"\nextends = "base.toml"\n[hierarchy]\ndiagonal = "off"\n'
+    )
     spec = load_spec(tmp_path / "child.toml")
     default = load_spec("default")
     assert spec.name == "child"
@@ -56,15 +58,18 @@ def test_user_file_extends_a_shipped_model_and_a_relative_file(tmp_path):
     assert spec.priors["rho_logit_sigma"] == Prior("HalfNormal", {"sigma": 0.3})
     assert spec.priors["m"] == default.priors["m"]
     assert {k: p for k, p in spec.priors.items() if k != "rho_logit_sigma"} == {
-        k: p for k, p in default.priors.items() if k != "rho_logit_sigma"}
+        k: p for k, p in default.priors.items() if k != "rho_logit_sigma"
+    }
     assert "rho_logit_sigma ~ HalfNormal(sigma=0.3)" in str(spec)
 
 
 def test_user_priors_override_defaults_and_reach_the_model():
     default = load_spec("default")
     original = default.priors["rho_logit_sigma"]
-    spec = default.with_priors(rho_logit_sigma=Prior("HalfNormal", {"sigma": 0.3}),
-                               rho_logit_mu={"dist": "Normal", "mu": -2.0, "sigma": 0.5})
+    spec = default.with_priors(
+        rho_logit_sigma=Prior("HalfNormal", {"sigma": 0.3}),
+        rho_logit_mu={"dist": "Normal", "mu": -2.0, "sigma": 0.5},
+    )
     assert spec.priors["rho_logit_sigma"].params == {"sigma": 0.3}
     assert spec.priors["rho_logit_mu"].params == {"mu": -2.0, "sigma": 0.5}
     assert default.priors["rho_logit_sigma"] == original  # the original is unchanged
@@ -82,21 +87,31 @@ def test_user_priors_override_defaults_and_reach_the_model():
         default.with_priors(rho_logit_sigma={"dist": "Foo"})
 
 
-@pytest.mark.parametrize("text, message", [
-    ('name = "x"\nlaw = "m4\n', "cannot read model specification"),           # TOML syntax
-    ('extends = "default"\ncolour = "red"\n', "unknown key 'colour'"),
-    ('extends = "default"\n[likelihood]\nfamily = "cauchy"\n', "unknown likelihood family"),
-    ('extends = "default"\n[likelihood]\ndf = 3\n', "unknown likelihood key 'df'"),
-    ('extends = "default"\n[priors]\nm = { dist = "Nromal", mu = 1, sigma = 1 }\n',
-     "unknown distribution 'Nromal'"),
-    ('extends = "default"\n[priors]\nm = { dist = "Normal", loc = 1 }\n', "no parameter 'loc'"),
-    ('extends = "default"\n[priors]\ngamma = { dist = "Normal" }\n', "unknown prior 'gamma'"),
-    ('extends = "default"\n[priors]\nm = 3.0\n', "needs a table with a 'dist' key"),
-    ('law = "m4log"\n[priors]\nw_mu = { dist = "Normal", mu = 0, sigma = 1 }\n',
-     "unknown prior 'w_mu' for law m4log"),
-    ('extends = "default"\n[hierarchy]\ndiagonal = "yes"\n', "diagonal must be auto, on or off"),
-    ('law = "m7"\n', "unknown law 'm7'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('name = "x"\nlaw = "m4\n', "cannot read model specification"),  # TOML syntax
+        ('extends = "default"\ncolour = "red"\n', "unknown key 'colour'"),
+        ('extends = "default"\n[likelihood]\nfamily = "cauchy"\n', "unknown likelihood family"),
+        ('extends = "default"\n[likelihood]\ndf = 3\n', "unknown likelihood key 'df'"),
+        (
+            'extends = "default"\n[priors]\nm = { dist = "Nromal", mu = 1, sigma = 1 }\n',
+            "unknown distribution 'Nromal'",
+        ),
+        ('extends = "default"\n[priors]\nm = { dist = "Normal", loc = 1 }\n', "no parameter 'loc'"),
+        ('extends = "default"\n[priors]\ngamma = { dist = "Normal" }\n', "unknown prior 'gamma'"),
+        ('extends = "default"\n[priors]\nm = 3.0\n', "needs a table with a 'dist' key"),
+        (
+            'law = "m4log"\n[priors]\nw_mu = { dist = "Normal", mu = 0, sigma = 1 }\n',
+            "unknown prior 'w_mu' for law m4log",
+        ),
+        (
+            'extends = "default"\n[hierarchy]\ndiagonal = "yes"\n',
+            "diagonal must be auto, on or off",
+        ),
+        ('law = "m7"\n', "unknown law 'm7'"),
+    ],
+)
 def test_bad_specification_is_a_spec_error_naming_the_file(tmp_path, text, message):
     path = tmp_path / "my_model.toml"
     path.write_text(text)
@@ -123,8 +138,7 @@ def _model(train, evals, spec="default", n_runs=10, seed=0):
     from bayesmix.simulate import simulate
 
     runs, _ = simulate(list(train), list(evals), n_runs=n_runs, seed=seed)
-    return build_model(load_spec(spec), runs.train_domains, runs.eval_domains,
-                       prepare_data(runs))
+    return build_model(load_spec(spec), runs.train_domains, runs.eval_domains, prepare_data(runs))
 
 
 def test_model_dims_and_coords_are_named():
@@ -148,12 +162,15 @@ def test_rows_of_t_sum_to_zero_in_every_draw(simulated_fit):
     assert np.abs(prior_t.sum(axis=-1)).max() < 1e-10
 
 
-@pytest.mark.parametrize("evals, expected", [
-    (SIM_DOMAINS, [(0, 0), (1, 1), (2, 2), (3, 3)]),  # every validation domain matches
-    (["e1", "e2", "e3"], []),                         # none matches: no diagonal term
-    (["wiki", "Books3"], [(1, 1)]),                   # only the matching one
-    (["github", "pile_cc"], [(0, 0), (1, 2)]),        # up to case and punctuation
-])
+@pytest.mark.parametrize(
+    "evals, expected",
+    [
+        (SIM_DOMAINS, [(0, 0), (1, 1), (2, 2), (3, 3)]),  # every validation domain matches
+        (["e1", "e2", "e3"], []),  # none matches: no diagonal term
+        (["wiki", "Books3"], [(1, 1)]),  # only the matching one
+        (["github", "pile_cc"], [(0, 0), (1, 2)]),  # up to case and punctuation
+    ],
+)
 def test_diagonal_term_exactly_when_names_match(evals, expected):
     spec = load_spec("default")
     assert diagonal_pairs(spec, SIM_DOMAINS, evals) == expected  # (eval index, train index)
@@ -182,7 +199,9 @@ def test_structure_key_separates_structures_not_data():
     assert key != structure_key(spec, SIM_DOMAINS, SIM_DOMAINS[:3])
     assert key != structure_key(
         spec.with_priors(rho_logit_sigma={"dist": "HalfNormal", "sigma": 2.0}),
-        SIM_DOMAINS, SIM_DOMAINS)
+        SIM_DOMAINS,
+        SIM_DOMAINS,
+    )
 
 
 # ------------------------------------------------------------------------------ missing losses
@@ -240,7 +259,8 @@ def test_extending_file_replaces_a_prior_whole(tmp_path):
     # Gamma must not inherit the parent's `sigma` (merging the two tables would be an error).
     (tmp_path / "child.toml").write_text(
         'name = "child"\nextends = "default"\n[priors]\n'
-        'b_sigma = { dist = "Gamma", alpha = 2.0, beta = 4.0 }\n')
+        'b_sigma = { dist = "Gamma", alpha = 2.0, beta = 4.0 }\n'
+    )
     spec = load_spec(tmp_path / "child.toml")
     assert spec.priors["b_sigma"] == Prior("Gamma", {"alpha": 2.0, "beta": 4.0})
     assert spec.priors["m"] == load_spec("default").priors["m"]

@@ -59,11 +59,15 @@ def simplex_lattice(n):
 def scipy_draw_optimum(a, t, lo, hi):
     """Reference: SLSQP on one draw's sum of exponentials, tight tolerance."""
     m = t.shape[1]
-    res = sopt.minimize(lambda r: (a * np.exp(t @ r)).sum(), np.full(m, 1 / m),
-                        jac=lambda r: t.T @ (a * np.exp(t @ r)), method="SLSQP",
-                        bounds=list(zip(lo, hi)),
-                        constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1}],
-                        options={"ftol": 1e-15, "maxiter": 1000})
+    res = sopt.minimize(
+        lambda r: (a * np.exp(t @ r)).sum(),
+        np.full(m, 1 / m),
+        jac=lambda r: t.T @ (a * np.exp(t @ r)),
+        method="SLSQP",
+        bounds=list(zip(lo, hi)),
+        constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1}],
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
     return res.x, res.fun
 
 
@@ -79,11 +83,14 @@ def test_exp_terms_reproduce_the_m4_law():
     np.testing.assert_allclose(aggregate_loss(d, r, w), m4.mean_loss(r, d) @ w, rtol=1e-12)
 
 
-@pytest.mark.parametrize("lower,upper", [
-    (np.zeros(6), np.ones(6)),
-    (np.array([0.1, 0, 0, 0.2, 0, 0]), np.array([1, 0.05, 1, 0.2, 0.5, 1.0])),
-    (np.array([0.3, 0.1, 0.1, 0.1, 0.1, 0.3]), np.array([0.3, 0.1, 0.1, 0.1, 0.1, 0.3])),
-])
+@pytest.mark.parametrize(
+    "lower,upper",
+    [
+        (np.zeros(6), np.ones(6)),
+        (np.array([0.1, 0, 0, 0.2, 0, 0]), np.array([1, 0.05, 1, 0.2, 0.5, 1.0])),
+        (np.array([0.3, 0.1, 0.1, 0.1, 0.1, 0.3]), np.array([0.3, 0.1, 0.1, 0.1, 0.1, 0.3])),
+    ],
+)
 def test_project_matches_a_quadratic_program_and_is_exactly_feasible(lower, upper):
     y = np.random.default_rng(3).normal(0.15, 0.4, (20, 6))
     x = project(y, lower, upper)
@@ -94,12 +101,15 @@ def test_project_matches_a_quadratic_program_and_is_exactly_feasible(lower, uppe
         if not free.any():
             ref = lower
         else:
-            ref = sopt.minimize(lambda z, yi=y[i]: 0.5 * ((z - yi) ** 2).sum(),
-                                (lower + upper) / 2, jac=lambda z, yi=y[i]: z - yi,
-                                method="SLSQP",
-                                bounds=list(zip(lower, upper)),
-                                constraints=[{"type": "eq", "fun": lambda z: z.sum() - 1}],
-                                options={"ftol": 1e-15}).x
+            ref = sopt.minimize(
+                lambda z, yi=y[i]: 0.5 * ((z - yi) ** 2).sum(),
+                (lower + upper) / 2,
+                jac=lambda z, yi=y[i]: z - yi,
+                method="SLSQP",
+                bounds=list(zip(lower, upper)),
+                constraints=[{"type": "eq", "fun": lambda z: z.sum() - 1}],
+                options={"ftol": 1e-15},
+            ).x
         np.testing.assert_allclose(x[i], ref, atol=1e-7)  # SLSQP's own accuracy
     np.testing.assert_allclose(project(x, lower, upper), x, atol=1e-15)  # idempotent
 
@@ -117,8 +127,14 @@ CONSTRAINT_CASES = {
     "max": {"max_share": {"d1": 0.02, "d2": 0.05, "d4": 0.1}},
     "fixed": {"fixed": {"d2": 0.25}},
     "caps": {"tokens_available": {"d1": 1e9, "d4": 3e9}, "max_epochs": 2, "target_tokens": 1e11},
-    "combined": {"min_share": {"d0": 0.1}, "max_share": {"d3": 0.2}, "fixed": {"d5": 0.15},
-                 "tokens_available": {"d1": 2e9}, "max_epochs": 4, "target_tokens": 1e11},
+    "combined": {
+        "min_share": {"d0": 0.1},
+        "max_share": {"d3": 0.2},
+        "fixed": {"d5": 0.15},
+        "tokens_available": {"d1": 2e9},
+        "max_epochs": 4,
+        "target_tokens": 1e11,
+    },
     "tight": {"min_share": {d: 0.16 for d in domains(6)}},
 }
 
@@ -135,8 +151,9 @@ def test_every_output_is_feasible(case, objective):
         assert c.contains(x, atol=1e-12).all()
         assert np.all(x >= c.lower) and np.all(x <= c.upper)  # bounds hold exactly
         fixed = c.lower == c.upper
-        np.testing.assert_array_equal(x[:, fixed],
-                                      np.broadcast_to(c.lower[fixed], x[:, fixed].shape))
+        np.testing.assert_array_equal(
+            x[:, fixed], np.broadcast_to(c.lower[fixed], x[:, fixed].shape)
+        )
     assert ok.all()
 
 
@@ -188,8 +205,9 @@ def test_three_domain_optimum_agrees_with_a_lattice(objective, constrained):
     else:  # the smooth surrogate the optimiser maximises, negated, at its own temperature
         base_loss = aggregate_loss(d, base, w)
         score = -special.expit((base_loss - losses) / best.temperature).mean(axis=0)
-        mine = -special.expit((base_loss - aggregate_loss(d, best.mixture, w))
-                              / best.temperature).mean()
+        mine = -special.expit(
+            (base_loss - aggregate_loss(d, best.mixture, w)) / best.temperature
+        ).mean()
     # Never worse than the best lattice point (the continuum optimum can only be better).
     assert mine <= score.min() + 1e-10
     # Close to the lattice's best point: within a few lattice steps (0.005 each); the objective
@@ -213,13 +231,16 @@ def test_risk_aware_objectives_trade_mean_for_tail():
 
 
 # ------------------------------------------------------------------------------ per-draw optima
-@pytest.mark.parametrize("k,m,case", [(6, 5, "max"), (13, 17, "simplex"), (1, 6, "min"),
-                                      (3, 6, "combined")])
+@pytest.mark.parametrize(
+    "k,m,case", [(6, 5, "max"), (13, 17, "simplex"), (1, 6, "min"), (3, 6, "combined")]
+)
 def test_per_draw_optima_agree_with_scipy(k, m, case):
     d = make_draws(200, k, m, seed=9)
     names = domains(m)
-    spec = {key: {n: v for n, v in val.items() if n in names} if isinstance(val, dict) else val
-            for key, val in CONSTRAINT_CASES[case].items()}
+    spec = {
+        key: {n: v for n, v in val.items() if n in names} if isinstance(val, dict) else val
+        for key, val in CONSTRAINT_CASES[case].items()
+    }
     c = Constraints.build(names, **spec)
     w = np.ones(k) / k
     optima, ok = draw_optima(d, c, w)
@@ -253,8 +274,9 @@ def test_infeasible_constraints_name_the_conflict():
     with pytest.raises(errors.InfeasibleError, match="sum to 1.2"):
         Constraints.build(domains(3), min_share={"d0": 0.6, "d2": 0.6})
     with pytest.raises(errors.InfeasibleError, match="caps sum to"):
-        Constraints.build(domains(2), tokens_available={"d0": 1e9, "d1": 1e9}, max_epochs=1,
-                          target_tokens=1e11)
+        Constraints.build(
+            domains(2), tokens_available={"d0": 1e9, "d1": 1e9}, max_epochs=1, target_tokens=1e11
+        )
 
 
 def test_constraints_over_other_domains_are_rejected():
@@ -263,11 +285,16 @@ def test_constraints_over_other_domains_are_rejected():
         decide(draws, constraints=Constraints.build(["x", "y", "z"]), per_draw=False)
 
 
-@pytest.mark.parametrize("text,match", [("median", "unknown objective"),
-                                        ("quantile", "needs a level"),
-                                        ("quantile:1.5", "needs a level"),
-                                        ("quantile:abc", "not a number"),
-                                        ("mean:0.5", "takes no level")])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("median", "unknown objective"),
+        ("quantile", "needs a level"),
+        ("quantile:1.5", "needs a level"),
+        ("quantile:abc", "not a number"),
+        ("mean:0.5", "takes no level"),
+    ],
+)
 def test_bad_objectives_are_rejected(text, match):
     with pytest.raises(errors.ObjectiveError, match=match):
         Objective.parse(text)
@@ -328,11 +355,21 @@ def test_baseline_resolution(tmp_path):
 # ------------------------------------------------------------------------------ the report
 @pytest.fixture(scope="module")
 def report() -> DecisionReport:
-    draws = LawDraws(make_draws(800, 3, 4, seed=11), domains(4), ["Github", "Pile-CC", "Books3"],
-                     diagnostics_warning="2 divergences", source="synthetic")
+    draws = LawDraws(
+        make_draws(800, 3, 4, seed=11),
+        domains(4),
+        ["Github", "Pile-CC", "Books3"],
+        diagnostics_warning="2 divergences",
+        source="synthetic",
+    )
     c = Constraints.build(draws.train_domains, max_share={"d1": 0.2})
-    return decide(draws, weights={"Github": 0.2, "Pile-CC": 0.5, "Books3": 0.3}, constraints=c,
-                  baseline={"d0": 0.1, "d1": 0.2, "d2": 0.3, "d3": 0.4}, prob=0.8)
+    return decide(
+        draws,
+        weights={"Github": 0.2, "Pile-CC": 0.5, "Books3": 0.3},
+        constraints=c,
+        baseline={"d0": 0.1, "d1": 0.2, "d2": 0.3, "d3": 0.4},
+        prob=0.8,
+    )
 
 
 def test_report_numbers_match_an_independent_computation(report):

@@ -88,13 +88,15 @@ def test_pooled_posterior_is_one_ordinary_posterior(nested, tmp_path):
     imputed = post.tree["imputed_data"]["loss"]
     assert imputed.sizes["imputation"] == 4
     assert float(imputed.std("imputation").mean()) > 0
-    np.testing.assert_allclose(post.fit_data().losses.to_numpy(),
-                               imputed.mean("imputation").values, rtol=1e-12)
+    np.testing.assert_allclose(
+        post.fit_data().losses.to_numpy(), imputed.mean("imputation").values, rtol=1e-12
+    )
     # saved and reloaded, it predicts exactly the same
     path = post.save(tmp_path / "target.nc")
     back = Posterior.load(path)
-    np.testing.assert_allclose(back.intervals([[0.2, 0.3, 0.5]])["mean"],
-                               post.intervals([[0.2, 0.3, 0.5]])["mean"])
+    np.testing.assert_allclose(
+        back.intervals([[0.2, 0.3, 0.5]])["mean"], post.intervals([[0.2, 0.3, 0.5]])["mean"]
+    )
     assert back.tree.attrs["bayesmix_pipeline"] == post.tree.attrs["bayesmix_pipeline"]
 
 
@@ -104,9 +106,29 @@ def test_cli_end_to_end(sim, tmp_path, capsys):
     src = tmp_path / "runs.csv"
     runs.to_tidy().to_csv(src, index=False)
     out = tmp_path / "target.nc"
-    code = main(["pipeline", str(src), "--n-params", "400M", "--steps", str(TARGET_S), "-o",
-                 str(out), "--imputations", "2", "--draws", "150", "--tune", "300",
-                 "--chains", "2", "--seed", "4", "--quiet"])
+    code = main(
+        [
+            "pipeline",
+            str(src),
+            "--n-params",
+            "400M",
+            "--steps",
+            str(TARGET_S),
+            "-o",
+            str(out),
+            "--imputations",
+            "2",
+            "--draws",
+            "150",
+            "--tune",
+            "300",
+            "--chains",
+            "2",
+            "--seed",
+            "4",
+            "--quiet",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0
     assert "stage 1 (step law):" in text and "stage 2 (size law):" in text
@@ -135,8 +157,7 @@ def test_cli_never_overwrites_an_input(sim, tmp_path, capsys):
     src = tmp_path / "runs.csv"
     runs.to_tidy().to_csv(src, index=False)
     before = src.read_bytes()
-    code = main(["pipeline", str(src), "--n-params", "400M", "--steps", "16000", "-o",
-                 str(src)])
+    code = main(["pipeline", str(src), "--n-params", "400M", "--steps", "16000", "-o", str(src)])
     assert code == 2 and "would overwrite input" in capsys.readouterr().err
     assert src.read_bytes() == before
 

@@ -22,9 +22,11 @@ from bayesmix.posterior import Posterior
 pytestmark = pytest.mark.slow
 
 UNIFORM = dict.fromkeys(SIM_DOMAINS, 0.25)
-MIXTURES = {"uniform": UNIFORM,
-            "code_heavy": {"Github": 0.7, "Books3": 0.1, "Pile-CC": 0.1, "ArXiv": 0.1},
-            "no_code": {"Github": 0.0, "Books3": 0.3, "Pile-CC": 0.4, "ArXiv": 0.3}}
+MIXTURES = {
+    "uniform": UNIFORM,
+    "code_heavy": {"Github": 0.7, "Books3": 0.1, "Pile-CC": 0.1, "ArXiv": 0.1},
+    "no_code": {"Github": 0.0, "Books3": 0.3, "Pile-CC": 0.4, "ArXiv": 0.3},
+}
 COLUMNS = ["mixture", "eval_domain", "mean", "median", "lower", "upper"]
 
 
@@ -48,8 +50,9 @@ def test_predict_returns_named_draws_per_mixture_and_domain(post):
     r = np.array([MIXTURES["code_heavy"][d] for d in post.train_domains])
     m, rho, t = p["m"][1, 7], p["rho"][1, 7], p["t"][1, 7]
     expected = m * (1 - rho + rho * np.exp(t @ r))
-    np.testing.assert_allclose(pred.mean.sel(mixture="code_heavy").values[1, 7], expected,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        pred.mean.sel(mixture="code_heavy").values[1, 7], expected, rtol=1e-12
+    )
     # the predictive adds noise: wider than the mean, centred on it
     spread = pred.predictive.std(("chain", "draw")) / pred.mean.std(("chain", "draw"))
     assert float(spread.min()) > 1.0
@@ -122,21 +125,26 @@ def test_overall_rows_are_the_weighted_sum_of_draws(post):
     for i, name in enumerate(MIXTURES):
         assert overall.loc[name, "mean"] == pytest.approx(by_hand[:, i].mean(), rel=1e-12)
         assert overall.loc[name, "median"] == pytest.approx(np.median(by_hand[:, i]), rel=1e-12)
-        assert overall.loc[name, "lower"] == pytest.approx(np.quantile(by_hand[:, i], 0.1),
-                                                           rel=1e-12)
-        assert overall.loc[name, "upper"] == pytest.approx(np.quantile(by_hand[:, i], 0.9),
-                                                           rel=1e-12)
+        assert overall.loc[name, "lower"] == pytest.approx(
+            np.quantile(by_hand[:, i], 0.1), rel=1e-12
+        )
+        assert overall.loc[name, "upper"] == pytest.approx(
+            np.quantile(by_hand[:, i], 0.9), rel=1e-12
+        )
     # per-domain rows are unchanged by adding weights
     plain = post.intervals(MIXTURES, 0.8, seed=5)
-    pd.testing.assert_frame_equal(table[table["eval_domain"] != "overall"].reset_index(drop=True),
-                                  plain)
+    pd.testing.assert_frame_equal(
+        table[table["eval_domain"] != "overall"].reset_index(drop=True), plain
+    )
 
 
 def test_pile_weights_file_applies_to_the_matching_domains(post):
     path = SHARED_DATA / "mixinglaws" / "pipeline" / "valid_weight.json"
     if not path.is_file():
-        pytest.skip("real data absent: ../shared/data/mixinglaws/pipeline/valid_weight.json "
-                    "(relative to the repository root) is needed for this test")
+        pytest.skip(
+            "real data absent: ../shared/data/mixinglaws/pipeline/valid_weight.json "
+            "(relative to the repository root) is needed for this test"
+        )
     shares = json.loads(path.read_text())
     with pytest.raises(errors.DomainNameError, match="weights-subset"):
         post.intervals(MIXTURES, weights=path)  # 22 Pile domains, the posterior has 4
@@ -165,9 +173,12 @@ def test_netcdf_round_trip_in_another_process(post, saved_posterior, tmp_path):
                           "diagnostics": p.diagnostics.to_json(),
                           "domains": [p.train_domains, p.eval_domains]}))
     """)
-    done = subprocess.run([sys.executable, "-c", code, str(saved_posterior),
-                           json.dumps(MIXTURES), str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(saved_posterior), json.dumps(MIXTURES), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     facts = json.loads(done.stdout)
     got = np.load(out)
@@ -190,12 +201,14 @@ def test_arviz_reads_the_file_directly(post, saved_posterior, tmp_path):
     import arviz_plots
 
     tree = xr.open_datatree(saved_posterior, engine="h5netcdf")
-    assert {"posterior", "sample_stats", "observed_data", "log_likelihood",
-            "fit_data"} <= set(tree.children)
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood", "fit_data"} <= set(
+        tree.children
+    )
     summary = arviz_stats.summary(tree, var_names=["m", "t"], round_to="none")
     assert "m[Pile-CC]" in summary.index and "t[Github, ArXiv]" in summary.index
     assert summary.loc["m[Books3]", "mean"] == pytest.approx(
-        float(post.tree["posterior"]["m"].sel(eval_domain="Books3").mean()), rel=1e-12)
+        float(post.tree["posterior"]["m"].sel(eval_domain="Books3").mean()), rel=1e-12
+    )
     assert {"ess_bulk", "r_hat"} <= set(summary.columns)
     az = pytest.importorskip("arviz")
     assert az.summary(tree, var_names=["rho"], round_to="none").shape[0] == len(SIM_DOMAINS)
@@ -233,10 +246,12 @@ def test_damaged_or_foreign_files_are_posterior_file_errors(saved_posterior, tmp
     cut.write_bytes(data[: len(data) // 2])
     foreign = tmp_path / "foreign.nc"
     xr.Dataset({"x": ("a", np.arange(3.0))}).to_netcdf(foreign, engine="h5netcdf")
-    for path, message in ((tmp_path / "missing.nc", "file not found"),
-                          (text, "cannot read NetCDF"),
-                          (cut, "cannot read NetCDF"),
-                          (foreign, "not a bayesmix posterior")):
+    for path, message in (
+        (tmp_path / "missing.nc", "file not found"),
+        (text, "cannot read NetCDF"),
+        (cut, "cannot read NetCDF"),
+        (foreign, "not a bayesmix posterior"),
+    ):
         with pytest.raises(errors.PosteriorFileError, match=message) as err:
             Posterior.load(path)
         assert str(path) in str(err.value)

@@ -31,8 +31,12 @@ def test_groups_share_dims_and_coords(simulated_fit):
 def test_replicates_cover_the_measurements(simulated_fit):
     tree = simulated_fit.posterior.tree
     obs = tree["observed_data"]["loss"].values
-    draws = tree["posterior_predictive"]["loss"].stack(s=("chain", "draw")).transpose(
-        "s", "run", "eval_domain").values
+    draws = (
+        tree["posterior_predictive"]["loss"]
+        .stack(s=("chain", "draw"))
+        .transpose("s", "run", "eval_domain")
+        .values
+    )
     lo, hi = np.quantile(draws, [0.05, 0.95], axis=0)
     covered = ((lo <= obs) & (obs <= hi)).mean()
     # 160 measurements from the law the model assumes: 90% intervals cover about 90%
@@ -47,8 +51,11 @@ def test_variables_carry_units_and_descriptions(simulated_fit):
         assert ds[param.name].attrs["description"] == param.description
         assert ds[param.name].attrs["units"] == (param.units or "dimensionless")
     assert ds["sigma"].attrs["units"] == "nats per token"
-    for group, name in (("observed_data", "loss"), ("posterior_predictive", "loss"),
-                        ("constant_data", "proportions")):
+    for group, name in (
+        ("observed_data", "loss"),
+        ("posterior_predictive", "loss"),
+        ("constant_data", "proportions"),
+    ):
         attrs = post.tree[group][name].attrs
         assert attrs["units"] and attrs["description"]
 
@@ -68,8 +75,10 @@ def test_plot_ppc_dist_reads_a_saved_file(saved_posterior, tmp_path):
     assert (tmp_path / "ppc.png").stat().st_size > 1000
     back = Posterior.load(saved_posterior)
     assert back.tree["posterior"]["t"].attrs["units"] == "per unit share"
-    xr.testing.assert_identical(back.tree["posterior_predictive"].to_dataset(),
-                                tree["posterior_predictive"].to_dataset().load())
+    xr.testing.assert_identical(
+        back.tree["posterior_predictive"].to_dataset(),
+        tree["posterior_predictive"].to_dataset().load(),
+    )
 
 
 def test_sample_coords_come_from_the_data(simulated_fit):
@@ -77,14 +86,19 @@ def test_sample_coords_come_from_the_data(simulated_fit):
     from bayesmix.posterior import Posterior
 
     post = simulated_fit.posterior
-    groups = {name: post.tree[name].to_dataset().assign_coords(chain=[5, 6])
-              for name in ("posterior", "sample_stats")}
-    groups["posterior"] = groups["posterior"].isel(draw=slice(0, 50)).assign_coords(
-        draw=np.arange(100, 150))
-    groups["sample_stats"] = groups["sample_stats"].isel(draw=slice(0, 50)).assign_coords(
-        draw=np.arange(100, 150))
-    again = Posterior.from_fit(xr.DataTree.from_dict(groups), post.spec, post.fit_data(),
-                               post.diagnostics, post.settings)
+    groups = {
+        name: post.tree[name].to_dataset().assign_coords(chain=[5, 6])
+        for name in ("posterior", "sample_stats")
+    }
+    groups["posterior"] = (
+        groups["posterior"].isel(draw=slice(0, 50)).assign_coords(draw=np.arange(100, 150))
+    )
+    groups["sample_stats"] = (
+        groups["sample_stats"].isel(draw=slice(0, 50)).assign_coords(draw=np.arange(100, 150))
+    )
+    again = Posterior.from_fit(
+        xr.DataTree.from_dict(groups), post.spec, post.fit_data(), post.diagnostics, post.settings
+    )
     pred = again.tree["posterior_predictive"]["loss"]
     assert list(pred["chain"].values) == [5, 6]
     assert list(pred["draw"].values) == list(range(100, 150))
@@ -120,7 +134,8 @@ def test_data_groups_follow_the_likelihood(simulated_fit, family):
 
     post = simulated_fit.posterior
     lik = {"family": family, "nu": 3.0}
-    groups = data_groups(post.tree["posterior"].to_dataset(), post.law, lik, post.fit_data(),
-                         seed=1)
+    groups = data_groups(
+        post.tree["posterior"].to_dataset(), post.law, lik, post.fit_data(), seed=1
+    )
     pred = groups["posterior_predictive"]["loss"].values
     assert np.isfinite(pred).all() and pred.shape[2:] == (40, 4)

@@ -29,22 +29,29 @@ def _launch(playwright):
         try:
             return playwright.chromium.launch(headless=True, args=["--no-sandbox"], **kwargs)
         except Exception as err:  # noqa: BLE001 - any launch failure means "no browser here"
-            errors.append(f"{kwargs.get('executable_path', 'playwright chromium')}: "
-                          f"{str(err).splitlines()[0]}")
-    pytest.skip("no headless Chromium could be started (install Debian's chromium, or run "
-                "`python -m playwright install chromium`): " + "; ".join(errors))
+            errors.append(
+                f"{kwargs.get('executable_path', 'playwright chromium')}: "
+                f"{str(err).splitlines()[0]}"
+            )
+    pytest.skip(
+        "no headless Chromium could be started (install Debian's chromium, or run "
+        "`python -m playwright install chromium`): " + "; ".join(errors)
+    )
 
 
 def test_report_renders_in_chromium(full_report, tmp_path):  # noqa: F811
     sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'")
+        "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'"
+    )
     console_errors, page_errors, external = [], [], []
     with sync_api.sync_playwright() as p:
         browser = _launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda msg: console_errors.append(msg.text)
-                    if msg.type == "error" else None)
+            page.on(
+                "console",
+                lambda msg: console_errors.append(msg.text) if msg.type == "error" else None,
+            )
             page.on("pageerror", lambda err: page_errors.append(str(err)))
 
             def route(r):  # the report must not need the network
@@ -65,7 +72,8 @@ def test_report_renders_in_chromium(full_report, tmp_path):  # noqa: F811
                             width: img ? img.naturalWidth : 0,
                             height: img ? img.naturalHeight : 0,
                             shownWidth: box.width, shownHeight: box.height};
-                })""")
+                })""",
+            )
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
             title = page.title()

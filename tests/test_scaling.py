@@ -20,11 +20,16 @@ from bayesmix.simulate import LawTruth, simulate_checkpoints
 DOMAINS = ("a", "b", "c")
 #: A tame truth in Chinchilla's orders of magnitude (n_ref 5e7 parameters, d_ref 5e9 tokens);
 #: each domain's reducible loss shrinks at its own rate.
-TRUTH = {"E": np.array([1.5, 2.0, 2.5]), "A": np.array([0.8, 0.6, 0.7]),
-         "alpha": np.array([0.35, 0.3, 0.4]), "B": np.array([0.5, 0.4, 0.45]),
-         "beta": np.array([0.37, 0.35, 0.3]),
-         "t": np.array([[-1.0, 0.5, 0.5], [0.5, -1.0, 0.5], [0.3, 0.3, -0.6]]),
-         "n_ref": np.array(5e7), "d_ref": np.array(5e9)}
+TRUTH = {
+    "E": np.array([1.5, 2.0, 2.5]),
+    "A": np.array([0.8, 0.6, 0.7]),
+    "alpha": np.array([0.35, 0.3, 0.4]),
+    "B": np.array([0.5, 0.4, 0.45]),
+    "beta": np.array([0.37, 0.35, 0.3]),
+    "t": np.array([[-1.0, 0.5, 0.5], [0.5, -1.0, 0.5], [0.3, 0.3, -0.6]]),
+    "n_ref": np.array(5e7),
+    "d_ref": np.array(5e9),
+}
 SIZES = (2e7, 5e7, 1e8)
 STEPS = (2000, 4000, 8000, 16000)
 TOKENS_PER_STEP = 2**20
@@ -67,8 +72,9 @@ def test_a_law_over_tokens_takes_every_checkpoint_and_others_the_last():
     assert data.multi_record and data.record_dim == "record"
     assert len(data.run_ids) == 36 and data.r.shape == (144, 3)
     assert data.runs[0].endswith("@2000")
-    assert np.all(np.asarray(data.run_ids)[data.record_run] ==
-                  [label.split("@")[0] for label in data.runs])
+    assert np.all(
+        np.asarray(data.run_ids)[data.record_run] == [label.split("@")[0] for label in data.runs]
+    )
     # a law without tokens: one record per run, and several sizes are refused
     with pytest.raises(errors.FormatError, match="several model sizes"):
         select_for_fit(runs, law="m4")
@@ -81,10 +87,12 @@ def test_simulated_checkpoints_follow_the_truth():
     t = LawTruth(get_law("scaling"), "scaling", TRUTH, np.full(3, 1e-9), DOMAINS, DOMAINS)
     runs = simulate_checkpoints(t, np.array([[0.2, 0.3, 0.5]]), [1e8], [1000, 3000], seed=0)
     tidy = runs.to_tidy()
-    expect = t.true_loss(np.array([[0.2, 0.3, 0.5]] * 2), n_params=1e8,
-                         tokens=np.array([1000, 3000]) * TOKENS_PER_STEP)
-    np.testing.assert_allclose(tidy[["loss.a", "loss.b", "loss.c"]].to_numpy(), expect,
-                               atol=1e-6)
+    expect = t.true_loss(
+        np.array([[0.2, 0.3, 0.5]] * 2),
+        n_params=1e8,
+        tokens=np.array([1000, 3000]) * TOKENS_PER_STEP,
+    )
+    np.testing.assert_allclose(tidy[["loss.a", "loss.b", "loss.c"]].to_numpy(), expect, atol=1e-6)
 
 
 def _draws(params: dict, s: int = 4) -> LawDraws:
@@ -101,8 +109,7 @@ def test_the_optimum_moves_with_scale_only_when_domains_scale_differently():
     w = np.full(3, 1 / 3)
     c = Constraints.build(list(DOMAINS))
     small, big = {"n_params": 2e7, "tokens": 2e9}, {"n_params": 1e10, "tokens": 1e12}
-    same = {**TRUTH, "alpha": np.full(3, 0.35), "beta": np.full(3, 0.35),
-            "B": 0.6 * TRUTH["A"]}
+    same = {**TRUTH, "alpha": np.full(3, 0.35), "beta": np.full(3, 0.35), "B": 0.6 * TRUTH["A"]}
     flat = scale_shift(_draws(same), c, w, target=big, proxy=small)
     assert flat.max_share_change < 1e-3 and not flat.changes and flat.p_moves == 0.0
     moving = {**TRUTH, "alpha": np.array([0.1, 0.6, 0.6]), "beta": np.array([0.1, 0.6, 0.6])}
@@ -173,8 +180,19 @@ def test_cli_predict_and_optimize_at_a_target_scale(scaling_path, tmp_path, caps
     mixtures = tmp_path / "mix.csv"
     mixtures.write_text("mixture,a,b,c\nm1,0.2,0.3,0.5\nm2,0.6,0.2,0.2\n")
     out = tmp_path / "intervals.csv"
-    code = main(["predict", str(scaling_path), str(mixtures), "--n-params", "2e8",
-                 "--tokens", "3e10", "-o", str(out)])
+    code = main(
+        [
+            "predict",
+            str(scaling_path),
+            str(mixtures),
+            "--n-params",
+            "2e8",
+            "--tokens",
+            "3e10",
+            "-o",
+            str(out),
+        ]
+    )
     text, err = capsys.readouterr()
     assert code == 0, err
     assert "target scale: 2e+08 parameters, 3e+10 tokens" in text
@@ -184,20 +202,24 @@ def test_cli_predict_and_optimize_at_a_target_scale(scaling_path, tmp_path, caps
     table = pd.read_csv(out)
     assert len(table) == 6 and (table["lower"] < table["upper"]).all()
 
-    code = main(["optimize", str(scaling_path), "--n-params", "1e8", "--tokens", "1.6e10",
-                 "--quiet"])
+    code = main(
+        ["optimize", str(scaling_path), "--n-params", "1e8", "--tokens", "1.6e10", "--quiet"]
+    )
     text, err = capsys.readouterr()
     assert code == 0, err
     assert "Recommended mixture at the proxies' scale" in text and "P(a draw's optimum" in text
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("argv", "fragment"), [
-    (["--n-params", "1e8"], "give --tokens"),
-    ([], "give --n-params and --tokens"),
-    (["--n-params", "1e12", "--tokens", "1e10"], "more than 10x outside"),
-    (["--n-params", "-5", "--tokens", "1e10"], "must be a positive number"),
-])
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--n-params", "1e8"], "give --tokens"),
+        ([], "give --n-params and --tokens"),
+        (["--n-params", "1e12", "--tokens", "1e10"], "more than 10x outside"),
+        (["--n-params", "-5", "--tokens", "1e10"], "must be a positive number"),
+    ],
+)
 def test_cli_scale_errors_are_one_line(scaling_path, tmp_path, capsys, argv, fragment):
     mixtures = tmp_path / "mix.csv"
     mixtures.write_text("a,b,c\n0.2,0.3,0.5\n")
@@ -225,13 +247,45 @@ def test_cli_fit_takes_every_checkpoint_of_several_sizes(tmp_path, capsys, scali
     path = tmp_path / "runs.csv"
     runs.to_tidy().to_csv(path, index=False)
     out = tmp_path / "post.nc"
-    code = main(["fit", str(path), "-o", str(out), "--model", "scaling", "--size", "20M,50M",
-                 "--max-step", "8000", "--draws", "20", "--tune", "20", "--chains", "1",
-                 "--seed", "1", "--quiet"])
+    code = main(
+        [
+            "fit",
+            str(path),
+            "-o",
+            str(out),
+            "--model",
+            "scaling",
+            "--size",
+            "20M,50M",
+            "--max-step",
+            "8000",
+            "--draws",
+            "20",
+            "--tune",
+            "20",
+            "--chains",
+            "1",
+            "--seed",
+            "1",
+            "--quiet",
+        ]
+    )
     text, _ = capsys.readouterr()
     assert code == 0
     assert "model size:  20M, 50M" in text and "checkpoints: 72 records, steps 2000 to 8000" in text
-    code = main(["fit", str(path), "-o", str(tmp_path / "x.nc"), "--model", "scaling",
-                 "--step", "2000", "--max-step", "8000"])
+    code = main(
+        [
+            "fit",
+            str(path),
+            "-o",
+            str(tmp_path / "x.nc"),
+            "--model",
+            "scaling",
+            "--step",
+            "2000",
+            "--max-step",
+            "8000",
+        ]
+    )
     _, err = capsys.readouterr()
     assert code == 2 and "exclude each other" in err

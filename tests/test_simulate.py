@@ -66,8 +66,7 @@ def test_noise_free_losses_follow_the_law():
 
 
 def test_noise_free_scale_law():
-    table, truth = simulate(3, 3, 5, seed=8, noise_sd=0.0, sizes=[7e7, 4.1e8],
-                            steps=[1000, 4000])
+    table, truth = simulate(3, 3, 5, seed=8, noise_sd=0.0, sizes=[7e7, 4.1e8], steps=[1000, 4000])
     tidy = table.to_tidy()
     r = tidy[[f"mix.{d}" for d in table.train_domains]].to_numpy()
     got = tidy[[f"loss.{d}" for d in table.eval_domains]].to_numpy()
@@ -111,12 +110,21 @@ def test_corner_mixtures_and_explicit_design():
     np.testing.assert_array_equal(t2.mixtures.to_numpy(), design)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"train_domains": 1}, {"train_domains": ["a", "a"]}, {"noise_sd": -0.1},
-    {"design": "latin"}, {"n_runs": 0}, {"sizes": [0.0]}, {"steps": [-5]},
-    {"student_t_df": 0}, {"scale": {"a_n": 0.6, "a_d": 0.5}},
-    {"design": np.array([[0.5, 0.6]]), "train_domains": 2},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"train_domains": 1},
+        {"train_domains": ["a", "a"]},
+        {"noise_sd": -0.1},
+        {"design": "latin"},
+        {"n_runs": 0},
+        {"sizes": [0.0]},
+        {"steps": [-5]},
+        {"student_t_df": 0},
+        {"scale": {"a_n": 0.6, "a_d": 0.5}},
+        {"design": np.array([[0.5, 0.6]]), "train_domains": 2},
+    ],
+)
 def test_bad_settings_raise_simulation_error(kwargs):
     with pytest.raises(errors.SimulationError):
         simulate(seed=0, **kwargs)
@@ -127,8 +135,9 @@ def test_bad_settings_raise_simulation_error(kwargs):
 def test_simulate_law_draws_a_truth_the_table_follows(law_name):
     law = get_law(law_name)
     scale = {k: v for k, v in (("n_params", 1e8), ("tokens", 1e10)) if k in law.inputs}
-    table, truth = simulate_law(law_name, ["web", "code", "math"], ["code", "books"], 15,
-                                seed=4, noise_sd=0.0, **scale)
+    table, truth = simulate_law(
+        law_name, ["web", "code", "math"], ["code", "books"], 15, seed=4, noise_sd=0.0, **scale
+    )
     assert truth.law is law and table.n_runs == 15
     assert table.train_domains == ("web", "code", "math")
     assert table.eval_domains == ("code", "books")
@@ -186,11 +195,16 @@ def test_simulate_law_uses_the_priors_of_a_spec():
     assert simulate_law(get_law("m4"), 3, n_runs=4, seed=0)[1].law.name == "m4"
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"law_or_spec": "nosuchlaw"}, {"law_or_spec": "m4", "noise_sd": -1.0},
-    {"law_or_spec": "m4", "zero_fraction": 1.0}, {"law_or_spec": "m4", "loss_scale": 0.0},
-    {"law_or_spec": "m4", "train_domains": 1},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"law_or_spec": "nosuchlaw"},
+        {"law_or_spec": "m4", "noise_sd": -1.0},
+        {"law_or_spec": "m4", "zero_fraction": 1.0},
+        {"law_or_spec": "m4", "loss_scale": 0.0},
+        {"law_or_spec": "m4", "train_domains": 1},
+    ],
+)
 def test_simulate_law_bad_settings_raise_simulation_error(kwargs):
     with pytest.raises(errors.SimulationError):
         simulate_law(seed=0, **kwargs)

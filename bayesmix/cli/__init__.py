@@ -16,15 +16,31 @@ from bayesmix import __version__
 from bayesmix.errors import BayesmixError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ["validate", "init", "ingest", "status", "optimize", "fit", "predict", "diagnose",
-            "compare", "propose", "export", "critical_share", "pipeline", "frontier", "report"]
+COMMANDS = [
+    "validate",
+    "init",
+    "ingest",
+    "status",
+    "optimize",
+    "fit",
+    "predict",
+    "diagnose",
+    "compare",
+    "propose",
+    "export",
+    "critical_share",
+    "pipeline",
+    "frontier",
+    "report",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayesmix",
         description="Bayesian data-mixing laws: fit proxy runs, predict, choose the mixture, "
-                    "propose the next runs.")
+        "propose the next runs.",
+    )
     parser.add_argument("--version", action="version", version=f"bayesmix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

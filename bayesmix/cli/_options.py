@@ -21,13 +21,16 @@ def parse_pairs(values: list[str], option: str, convert=float) -> dict:
             name, sep, text = item.partition("=")
             name, text = name.strip(), text.strip()
             if not sep or not name or not text:
-                raise errors.OptionError(f"{option} {item!r} is not NAME=VALUE",
-                                         hint=f"e.g. {option} web=0.1")
+                raise errors.OptionError(
+                    f"{option} {item!r} is not NAME=VALUE", hint=f"e.g. {option} web=0.1"
+                )
             try:
                 val = convert(text)
             except ValueError:
-                raise errors.OptionError(f"{option} {item!r}: {text!r} is not a valid value",
-                                         hint=f"e.g. {option} web=0.1") from None
+                raise errors.OptionError(
+                    f"{option} {item!r}: {text!r} is not a valid value",
+                    hint=f"e.g. {option} web=0.1",
+                ) from None
             if isinstance(val, float) and not math.isfinite(val):
                 raise errors.OptionError(f"{option} {item!r}: value must be finite")
             if name in out:
@@ -38,10 +41,15 @@ def parse_pairs(values: list[str], option: str, convert=float) -> dict:
 
 def add_max_loss_argument(p: argparse.ArgumentParser) -> None:
     """``--max-loss``: the plausibility bound on losses (see :mod:`bayesmix.data`)."""
-    p.add_argument("--max-loss", type=float, default=MAX_LOSS, metavar="NATS",
-                   help=f"refuse losses above this many nats per token (default {MAX_LOSS:g}: "
-                        "higher is a unit mistake, e.g. a sum over tokens; empty or nan cells "
-                        "are missing losses, inf an error)")
+    p.add_argument(
+        "--max-loss",
+        type=float,
+        default=MAX_LOSS,
+        metavar="NATS",
+        help=f"refuse losses above this many nats per token (default {MAX_LOSS:g}: "
+        "higher is a unit mistake, e.g. a sum over tokens; empty or nan cells "
+        "are missing losses, inf an error)",
+    )
 
 
 def max_loss_from_args(args) -> float:
@@ -51,43 +59,84 @@ def max_loss_from_args(args) -> float:
 
 def add_constraint_arguments(p: argparse.ArgumentParser) -> None:
     """--min-share, --max-share, --fixed, --tokens-available, --max-epochs, --target-tokens."""
-    p.add_argument("--min-share", action="append", default=[], metavar="DOMAIN=SHARE",
-                   help="minimum share of a training domain (repeatable, or comma-separated)")
-    p.add_argument("--max-share", action="append", default=[], metavar="DOMAIN=SHARE",
-                   help="maximum share of a training domain")
-    p.add_argument("--fixed", action="append", default=[], metavar="DOMAIN=SHARE",
-                   help="fixed share of a training domain")
-    p.add_argument("--tokens-available", action="append", default=[], metavar="DOMAIN=TOKENS",
-                   help="unique tokens available in a domain (caps its share at "
-                        "TOKENS x max-epochs / target-tokens)")
-    p.add_argument("--max-epochs", type=float, default=1.0, metavar="E",
-                   help="passes allowed over a domain's data (default 1)")
-    p.add_argument("--target-tokens", type=float, metavar="T",
-                   help="training tokens of the target run (needed with --tokens-available)")
+    p.add_argument(
+        "--min-share",
+        action="append",
+        default=[],
+        metavar="DOMAIN=SHARE",
+        help="minimum share of a training domain (repeatable, or comma-separated)",
+    )
+    p.add_argument(
+        "--max-share",
+        action="append",
+        default=[],
+        metavar="DOMAIN=SHARE",
+        help="maximum share of a training domain",
+    )
+    p.add_argument(
+        "--fixed",
+        action="append",
+        default=[],
+        metavar="DOMAIN=SHARE",
+        help="fixed share of a training domain",
+    )
+    p.add_argument(
+        "--tokens-available",
+        action="append",
+        default=[],
+        metavar="DOMAIN=TOKENS",
+        help="unique tokens available in a domain (caps its share at "
+        "TOKENS x max-epochs / target-tokens)",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=float,
+        default=1.0,
+        metavar="E",
+        help="passes allowed over a domain's data (default 1)",
+    )
+    p.add_argument(
+        "--target-tokens",
+        type=float,
+        metavar="T",
+        help="training tokens of the target run (needed with --tokens-available)",
+    )
 
 
 def constraints_from_args(args, train_domains: Sequence[str]) -> Constraints:
     """The Constraints given by :func:`add_constraint_arguments` options (InfeasibleError names
     any conflict)."""
     return Constraints.build(
-        train_domains, min_share=parse_pairs(args.min_share, "--min-share"),
+        train_domains,
+        min_share=parse_pairs(args.min_share, "--min-share"),
         max_share=parse_pairs(args.max_share, "--max-share"),
         fixed=parse_pairs(args.fixed, "--fixed"),
         tokens_available=parse_pairs(args.tokens_available, "--tokens-available"),
-        max_epochs=args.max_epochs, target_tokens=args.target_tokens)
+        max_epochs=args.max_epochs,
+        target_tokens=args.target_tokens,
+    )
 
 
 def add_scale_arguments(p: argparse.ArgumentParser) -> None:
     """--n-params/--tokens/--max-extrapolation: the scale of the target run (laws over scale)."""
-    g = p.add_argument_group("target scale (laws over model size and tokens, e.g. --model "
-                             "scaling)")
-    g.add_argument("--n-params", type=float, metavar="N",
-                   help="model size of the target run in parameters (e.g. 1e9)")
-    g.add_argument("--tokens", type=float, metavar="D",
-                   help="training tokens of the target run (e.g. 1e11)")
-    g.add_argument("--max-extrapolation", type=float, default=10.0, metavar="X",
-                   help="refuse a target more than X times beyond the fitted sizes or tokens "
-                        "(default 10; a warning with the numbers below that)")
+    g = p.add_argument_group("target scale (laws over model size and tokens, e.g. --model scaling)")
+    g.add_argument(
+        "--n-params",
+        type=float,
+        metavar="N",
+        help="model size of the target run in parameters (e.g. 1e9)",
+    )
+    g.add_argument(
+        "--tokens", type=float, metavar="D", help="training tokens of the target run (e.g. 1e11)"
+    )
+    g.add_argument(
+        "--max-extrapolation",
+        type=float,
+        default=10.0,
+        metavar="X",
+        help="refuse a target more than X times beyond the fitted sizes or tokens "
+        "(default 10; a warning with the numbers below that)",
+    )
 
 
 def scale_from_args(args, law) -> dict[str, Any]:
@@ -97,19 +146,22 @@ def scale_from_args(args, law) -> dict[str, Any]:
     for key, value in given.items():
         flag = "--" + key.replace("_", "-")
         if value is not None and key not in law.inputs:
-            raise errors.OptionError(f"{flag}: law {law.name!r} has no {key} input",
-                                     hint="fit a law over model size and tokens "
-                                          "(bayesmix fit --model scaling) to predict at scale")
+            raise errors.OptionError(
+                f"{flag}: law {law.name!r} has no {key} input",
+                hint="fit a law over model size and tokens "
+                "(bayesmix fit --model scaling) to predict at scale",
+            )
         if value is not None and not (math.isfinite(value) and value > 0):
             raise errors.OptionError(f"{flag} must be a positive number, got {value:g}")
     missing = [k for k in takes if given[k] is None]
     if missing:
         flags = " and ".join("--" + k.replace("_", "-") for k in missing)
-        raise errors.OptionError(f"law {law.name!r} predicts at a model size and token count: "
-                                 f"give {flags}", hint="e.g. --n-params 1e9 --tokens 1e11")
+        raise errors.OptionError(
+            f"law {law.name!r} predicts at a model size and token count: give {flags}",
+            hint="e.g. --n-params 1e9 --tokens 1e11",
+        )
     if not args.max_extrapolation > 1:
-        raise errors.OptionError(f"--max-extrapolation must be > 1, got "
-                                 f"{args.max_extrapolation:g}")
+        raise errors.OptionError(f"--max-extrapolation must be > 1, got {args.max_extrapolation:g}")
     return {k: float(given[k]) for k in takes}
 
 
@@ -117,19 +169,30 @@ def add_aggregate_arguments(p: argparse.ArgumentParser) -> None:
     """``--weights FILE.json`` | ``--target DOMAIN`` and ``--weights-subset``: how validation
     losses aggregate into the loss a decision minimises (optimize, report)."""
     agg = p.add_mutually_exclusive_group()
-    agg.add_argument("--weights", metavar="FILE.json",
-                     help="validation-domain weights {domain: weight} (default: equal weights)")
+    agg.add_argument(
+        "--weights",
+        metavar="FILE.json",
+        help="validation-domain weights {domain: weight} (default: equal weights)",
+    )
     agg.add_argument("--target", metavar="DOMAIN", help="optimise one validation domain's loss")
-    p.add_argument("--weights-subset", action="store_true",
-                   help="ignore weighted domains the posterior lacks (renormalise the rest)")
+    p.add_argument(
+        "--weights-subset",
+        action="store_true",
+        help="ignore weighted domains the posterior lacks (renormalise the rest)",
+    )
 
 
 def add_baseline_arguments(p: argparse.ArgumentParser) -> None:
     """``--baseline D=SHARE,...`` | ``--baseline-file FILE.json``: the mixture a decision is
     compared with (optimize, frontier)."""
     base = p.add_mutually_exclusive_group()
-    base.add_argument("--baseline", metavar="D=SHARE,...",
-                      help="baseline mixture to compare with (default: uniform); unnamed "
-                           "domains get 0")
-    base.add_argument("--baseline-file", metavar="FILE.json",
-                      help="baseline from a JSON {domain: share} or an earlier report")
+    base.add_argument(
+        "--baseline",
+        metavar="D=SHARE,...",
+        help="baseline mixture to compare with (default: uniform); unnamed domains get 0",
+    )
+    base.add_argument(
+        "--baseline-file",
+        metavar="FILE.json",
+        help="baseline from a JSON {domain: share} or an earlier report",
+    )

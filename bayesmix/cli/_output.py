@@ -23,17 +23,25 @@ TABLE_SUFFIXES = (".csv", ".json")
 
 def add_force_argument(p: argparse.ArgumentParser) -> None:
     """``--force``: replace an existing output file (never an input)."""
-    p.add_argument("--force", action="store_true",
-                   help="replace existing output files (inputs are never overwritten)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace existing output files (inputs are never overwritten)",
+    )
 
 
-def check_output(path: str | Path, suffixes: tuple[str, ...] | None = None,
-                 option: str = "-o", *, inputs: Iterable = (), force: bool = False) -> Path:
+def check_output(
+    path: str | Path,
+    suffixes: tuple[str, ...] | None = None,
+    option: str = "-o",
+    *,
+    inputs: Iterable = (),
+    force: bool = False,
+) -> Path:
     """Fail before any work when ``path`` cannot be an output file: a directory, a file as
     parent folder, an unsupported extension, one of ``inputs``, an existing file without
     ``force``, a folder this user cannot write (:func:`bayesmix.io.check_output_path`)."""
-    return check_output_path(path, inputs=inputs, force=force, option=option,
-                             suffixes=suffixes)
+    return check_output_path(path, inputs=inputs, force=force, option=option, suffixes=suffixes)
 
 
 def table_text(df: pd.DataFrame, path: str | Path) -> str:
@@ -59,9 +67,12 @@ def loud_warning(message: str | None, note: str | None = None) -> None:
     if not message:
         return
     bar = "!" * 78
-    lines = [bar, f"WARNING: {message}",
-             "WARNING: predictions and decisions drawn from this posterior may be wrong; refit "
-             "with more --tune/--draws (see `bayesmix diagnose`)."]
+    lines = [
+        bar,
+        f"WARNING: {message}",
+        "WARNING: predictions and decisions drawn from this posterior may be wrong; refit "
+        "with more --tune/--draws (see `bayesmix diagnose`).",
+    ]
     if note:
         lines.append(f"WARNING: {note}")
     print("\n".join([*lines, bar]), file=sys.stderr)

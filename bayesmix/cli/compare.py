@@ -24,30 +24,51 @@ COVERAGE_PROB = 0.9
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "compare", help="compare fitted laws: PSIS-LOO ELPD table, K-fold by held-out runs",
+        "compare",
+        help="compare fitted laws: PSIS-LOO ELPD table, K-fold by held-out runs",
         description=__doc__.split("\n\n")[1],
         epilog="examples:\n"
-               "  bayesmix compare m4.nc logshare.nc normal.nc\n"
-               "  bayesmix compare m4.nc logshare.nc --var loss -o elpd.csv\n"
-               "  bayesmix compare m4.nc logshare.nc --kfold 5 --draws 500 --seed 1",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("posteriors", nargs="+", metavar="POSTERIOR.nc",
-                   help="two or more posteriors from `bayesmix fit`, fitted to the same runs")
-    p.add_argument("--var", choices=("run_loss", "loss"), default="run_loss",
-                   help="unit left out: run_loss, a run with all its losses (default), or "
-                        "loss, one (run, validation domain) loss")
-    p.add_argument("--kfold", type=int, metavar="K",
-                   help=f"run K-fold cross-validation by held-out runs (default: {AUTO_KFOLD} "
-                        "folds when a Pareto k is high; 0: never)")
-    p.add_argument("--draws", type=int, help="draws per chain of each K-fold refit "
-                                             "(default: as the posterior was fitted)")
-    p.add_argument("--tune", type=int, help="tuning steps per chain of each refit (default: "
-                                            "as fitted)")
+        "  bayesmix compare m4.nc logshare.nc normal.nc\n"
+        "  bayesmix compare m4.nc logshare.nc --var loss -o elpd.csv\n"
+        "  bayesmix compare m4.nc logshare.nc --kfold 5 --draws 500 --seed 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "posteriors",
+        nargs="+",
+        metavar="POSTERIOR.nc",
+        help="two or more posteriors from `bayesmix fit`, fitted to the same runs",
+    )
+    p.add_argument(
+        "--var",
+        choices=("run_loss", "loss"),
+        default="run_loss",
+        help="unit left out: run_loss, a run with all its losses (default), or "
+        "loss, one (run, validation domain) loss",
+    )
+    p.add_argument(
+        "--kfold",
+        type=int,
+        metavar="K",
+        help=f"run K-fold cross-validation by held-out runs (default: {AUTO_KFOLD} "
+        "folds when a Pareto k is high; 0: never)",
+    )
+    p.add_argument(
+        "--draws",
+        type=int,
+        help="draws per chain of each K-fold refit (default: as the posterior was fitted)",
+    )
+    p.add_argument(
+        "--tune", type=int, help="tuning steps per chain of each refit (default: as fitted)"
+    )
     p.add_argument("--chains", type=int, help="chains of each refit (default: as fitted)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the folds and refits (default 0)")
-    p.add_argument("-o", "--output", metavar="FILE.csv|FILE.json",
-                   help="write the table (one row per law; K-fold columns when run)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and refits (default 0)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.csv|FILE.json",
+        help="write the table (one row per law; K-fold columns when run)",
+    )
     p.add_argument("--quiet", action="store_true", help="no K-fold progress lines")
     add_force_argument(p)
     p.set_defaults(func=run)
@@ -61,8 +82,9 @@ def run(args) -> int:
     if args.output:
         check_output(args.output, TABLE_SUFFIXES, inputs=args.posteriors, force=args.force)
     if len(args.posteriors) < 2:
-        raise errors.OptionError("compare needs at least two posterior files",
-                                 hint="bayesmix compare A.nc B.nc")
+        raise errors.OptionError(
+            "compare needs at least two posterior files", hint="bayesmix compare A.nc B.nc"
+        )
     seen = set()
     for path in args.posteriors:
         if path in seen:
@@ -77,13 +99,20 @@ def run(args) -> int:
 
     posts = {path: Posterior.load(path) for path in args.posteriors}
     table = compare(posts, var_name=args.var)  # refuses posteriors of different data
-    unit = ("one run (all its validation losses)" if args.var == "run_loss"
-            else "one (run, validation domain) loss")
-    print(f"PSIS-LOO comparison of {len(posts)} posteriors, leaving out {unit} at a time "
-          f"({table.attrs['n_units']} units, log-likelihood variable {args.var!r})")
-    print("elpd_loo: expected log predictive density of held-out losses (log densities of "
-          "losses in nats per token); higher is better. A difference within about 2 dse is "
-          "noise.\n")
+    unit = (
+        "one run (all its validation losses)"
+        if args.var == "run_loss"
+        else "one (run, validation domain) loss"
+    )
+    print(
+        f"PSIS-LOO comparison of {len(posts)} posteriors, leaving out {unit} at a time "
+        f"({table.attrs['n_units']} units, log-likelihood variable {args.var!r})"
+    )
+    print(
+        "elpd_loo: expected log predictive density of held-out losses (log densities of "
+        "losses in nats per token); higher is better. A difference within about 2 dse is "
+        "noise.\n"
+    )
     print(format_compare(table))
     notes = table[table["warning"] != ""]
     if len(notes):
@@ -96,18 +125,31 @@ def run(args) -> int:
     out = table
     if k:
         if args.kfold is None:
-            print(f"\nPareto k is high: checking with {k}-fold cross-validation by held-out "
-                  "runs (--kfold 0 skips it)")
-        result = kfold(posts, k=k, seed=args.seed, draws=args.draws, tune=args.tune,
-                       chains=args.chains, prob=COVERAGE_PROB, quiet=args.quiet)
-        print(f"\n{k}-fold cross-validation by held-out runs (folds seeded {args.seed}): "
-              f"MAE (nats per token), Spearman of the mean loss over domains, "
-              f"{COVERAGE_PROB:.0%} predictive interval coverage, held-out elpd\n")
+            print(
+                f"\nPareto k is high: checking with {k}-fold cross-validation by held-out "
+                "runs (--kfold 0 skips it)"
+            )
+        result = kfold(
+            posts,
+            k=k,
+            seed=args.seed,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            prob=COVERAGE_PROB,
+            quiet=args.quiet,
+        )
+        print(
+            f"\n{k}-fold cross-validation by held-out runs (folds seeded {args.seed}): "
+            f"MAE (nats per token), Spearman of the mean loss over domains, "
+            f"{COVERAGE_PROB:.0%} predictive interval coverage, held-out elpd\n"
+        )
         print(format_kfold(result.summary))
         print("\nper validation domain:\n")
         print(format_kfold(result.by_domain))
         kf = result.summary.drop(columns=["spec"]).rename(
-            columns=lambda c: c if c == "model" else f"kfold_{c}")
+            columns=lambda c: c if c == "model" else f"kfold_{c}"
+        )
         out = table.merge(kf, on="model", how="left")
     elif high_k:
         print(f"\nPareto k is high: check with --kfold {AUTO_KFOLD}")
@@ -120,7 +162,8 @@ def run(args) -> int:
 def format_compare(table) -> str:
     """The ELPD table as aligned text (warnings are printed below it)."""
     shown = table.drop(columns=["warning"]).rename(
-        columns={"n_high_pareto_k": "high_k", "max_pareto_k": "max_k"})
+        columns={"n_high_pareto_k": "high_k", "max_pareto_k": "max_k"}
+    )
     fmt = {c: (lambda v: f"{v:.2f}") for c in ("elpd_loo", "se", "elpd_diff", "dse", "max_k")}
     fmt.update({"p_loo": lambda v: f"{v:.1f}", "weight": lambda v: f"{v:.3f}"})
     return shown.to_string(index=False, formatters=fmt)
@@ -128,8 +171,13 @@ def format_compare(table) -> str:
 
 def format_kfold(table) -> str:
     """A K-fold table as aligned text (4 decimals for errors, 3 for rank and coverage)."""
-    fmt = {"mae": lambda v: f"{v:.4f}", "spearman": lambda v: f"{v:.3f}",
-           "coverage": lambda v: f"{v:.3f}", "elpd_kfold": lambda v: f"{v:.2f}",
-           "se": lambda v: f"{v:.2f}"}
-    return table.to_string(index=False, formatters={k: f for k, f in fmt.items()
-                                                    if k in table.columns})
+    fmt = {
+        "mae": lambda v: f"{v:.4f}",
+        "spearman": lambda v: f"{v:.3f}",
+        "coverage": lambda v: f"{v:.3f}",
+        "elpd_kfold": lambda v: f"{v:.2f}",
+        "se": lambda v: f"{v:.2f}",
+    }
+    return table.to_string(
+        index=False, formatters={k: f for k, f in fmt.items() if k in table.columns}
+    )

@@ -43,38 +43,76 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "critical-share",
         help="continual pre-training: largest share of a new domain that keeps the original "
-             "domain's loss at its start",
+        "domain's loss at its start",
         description="\n\n".join(parts[1:]),
         epilog="examples:\n"
-               "  bayesmix fit ct/70M.txt --step 10000 -o ct.nc\n"
-               "  bayesmix critical-share ct.nc --original Pile --new Python --runs ct/70M.txt "
-               "--weights valid_weight.json -o critical.csv --plot critical.png\n"
-               "  bayesmix critical-share ct.nc --original Github --new Python --start-loss "
-               "1.5653 --tolerance 0.01",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  bayesmix fit ct/70M.txt --step 10000 -o ct.nc\n"
+        "  bayesmix critical-share ct.nc --original Pile --new Python --runs ct/70M.txt "
+        "--weights valid_weight.json -o critical.csv --plot critical.png\n"
+        "  bayesmix critical-share ct.nc --original Github --new Python --start-loss "
+        "1.5653 --tolerance 0.01",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior from `bayesmix fit`")
-    p.add_argument("--original", required=True, metavar="DOMAIN",
-                   help="with --weights: the training domain whose aggregate loss must not "
-                        "rise (e.g. Pile); without: a validation domain (e.g. Github)")
-    p.add_argument("--new", required=True, metavar="DOMAIN",
-                   help="the training domain added by continued training (e.g. Python)")
-    p.add_argument("--runs", metavar="RUNS_FILE",
-                   help="run file with the step-0 records (the start loss)")
+    p.add_argument(
+        "--original",
+        required=True,
+        metavar="DOMAIN",
+        help="with --weights: the training domain whose aggregate loss must not "
+        "rise (e.g. Pile); without: a validation domain (e.g. Github)",
+    )
+    p.add_argument(
+        "--new",
+        required=True,
+        metavar="DOMAIN",
+        help="the training domain added by continued training (e.g. Python)",
+    )
+    p.add_argument(
+        "--runs", metavar="RUNS_FILE", help="run file with the step-0 records (the start loss)"
+    )
     p.add_argument("--format", choices=FORMATS, help="format of --runs (detected when omitted)")
-    p.add_argument("--start-loss", type=float, metavar="X",
-                   help="the original loss at the start, nats per token (instead of --runs)")
-    p.add_argument("--weights", metavar="FILE.json",
-                   help="validation-domain weights {domain: weight} of the original loss")
-    p.add_argument("--tolerance", type=float, default=0.0, metavar="NATS",
-                   help="nats the original loss may rise above its start (default 0)")
-    p.add_argument("--prob", type=float, default=0.9,
-                   help="probability mass of the equal-tailed intervals (default 0.9)")
-    p.add_argument("--other-share", action="append", default=[], metavar="DOMAIN=SHARE",
-                   help="fixed share of a third training domain (repeatable; default 0)")
-    p.add_argument("-o", "--output", metavar="FILE.csv|FILE.json",
-                   help="write the tidy table here (CSV or JSON by extension)")
-    p.add_argument("--plot", metavar="FIG.png",
-                   help="draw the loss curve, start and critical share (PNG, PDF or SVG)")
+    p.add_argument(
+        "--start-loss",
+        type=float,
+        metavar="X",
+        help="the original loss at the start, nats per token (instead of --runs)",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="FILE.json",
+        help="validation-domain weights {domain: weight} of the original loss",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        metavar="NATS",
+        help="nats the original loss may rise above its start (default 0)",
+    )
+    p.add_argument(
+        "--prob",
+        type=float,
+        default=0.9,
+        help="probability mass of the equal-tailed intervals (default 0.9)",
+    )
+    p.add_argument(
+        "--other-share",
+        action="append",
+        default=[],
+        metavar="DOMAIN=SHARE",
+        help="fixed share of a third training domain (repeatable; default 0)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.csv|FILE.json",
+        help="write the tidy table here (CSV or JSON by extension)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FIG.png",
+        help="draw the loss curve, start and critical share (PNG, PDF or SVG)",
+    )
     add_max_loss_argument(p)
     add_force_argument(p)
     p.set_defaults(func=run)
@@ -87,8 +125,10 @@ def _check_outputs(args) -> None:
     from bayesmix.continual import PLOT_SUFFIXES
 
     inputs = [p for p in (args.posterior, args.runs, args.weights) if p]
-    for path, option, suffixes in ((args.output, "-o", TABLE_SUFFIXES),
-                                   (args.plot, "--plot", PLOT_SUFFIXES)):
+    for path, option, suffixes in (
+        (args.output, "-o", TABLE_SUFFIXES),
+        (args.plot, "--plot", PLOT_SUFFIXES),
+    ):
         if path:
             check_output(path, suffixes, option, inputs=inputs, force=args.force)
     check_distinct_outputs([("-o", args.output), ("--plot", args.plot)])
@@ -113,9 +153,17 @@ def run(args) -> int:
     post = Posterior.load(args.posterior)
     post.check_finite()
     runs = load(args.runs, args.format, max_loss=max_loss) if args.runs else None
-    result = critical_share(post, original=args.original, new=args.new,
-                            start_loss=args.start_loss, runs=runs, weights=args.weights,
-                            tolerance=args.tolerance, prob=args.prob, other_shares=other)
+    result = critical_share(
+        post,
+        original=args.original,
+        new=args.new,
+        start_loss=args.start_loss,
+        runs=runs,
+        weights=args.weights,
+        tolerance=args.tolerance,
+        prob=args.prob,
+        other_shares=other,
+    )
     loud_warning(post.diagnostics_warning)  # after the input checks: errors stay one line
     print(format_result(result))
     print()
@@ -132,17 +180,26 @@ def run(args) -> int:
 def format_result(result) -> str:
     """The two shares with their intervals and the boundary counts, aligned."""
     pct = f"{result.prob:.0%}"
-    head = (f"critical share ({result.law} law, {result.n_draws} draws"
-            + (f", step {result.fit_step:g}" if result.fit_step is not None else "")
-            + f"; start loss {result.start_loss:.4f} nats/token, tolerance "
-            f"{result.tolerance:g}): median [{pct} interval], mean")
+    head = (
+        f"critical share ({result.law} law, {result.n_draws} draws"
+        + (f", step {result.fit_step:g}" if result.fit_step is not None else "")
+        + f"; start loss {result.start_loss:.4f} nats/token, tolerance "
+        f"{result.tolerance:g}): median [{pct} interval], mean"
+    )
     lines = [head]
     for role, dom, med, (lo, hi), mean in (
-            ("new", result.new, result.median, result.interval, result.mean),
-            ("original", result.original, result.original_median, result.original_interval,
-             result.original_mean)):
-        lines.append(f"  {dom + ' (' + role + ')':<24} {med:.4f} [{lo:.4f}, {hi:.4f}]  "
-                     f"{mean:.4f}")
-    lines.append(f"  boundary draws: {result.n_at_max} at share {result.x_max:g} (within the "
-                 f"limit even there), {result.n_at_zero} at share 0 (above it at every share)")
+        ("new", result.new, result.median, result.interval, result.mean),
+        (
+            "original",
+            result.original,
+            result.original_median,
+            result.original_interval,
+            result.original_mean,
+        ),
+    ):
+        lines.append(f"  {dom + ' (' + role + ')':<24} {med:.4f} [{lo:.4f}, {hi:.4f}]  {mean:.4f}")
+    lines.append(
+        f"  boundary draws: {result.n_at_max} at share {result.x_max:g} (within the "
+        f"limit even there), {result.n_at_zero} at share 0 (above it at every share)"
+    )
     return "\n".join(lines)

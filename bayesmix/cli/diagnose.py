@@ -26,11 +26,13 @@ CI_PROB = 0.9
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "diagnose", help="convergence report and parameter summary of a saved posterior",
+        "diagnose",
+        help="convergence report and parameter summary of a saved posterior",
         description=__doc__.split("\n\n")[1] + "\n\n" + __doc__.split("\n\n")[2],
         epilog="examples:\n  bayesmix diagnose posterior.nc\n"
-               "  bayesmix diagnose posterior.nc --json | jq .diagnostics",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  bayesmix diagnose posterior.nc --json | jq .diagnostics",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior from `bayesmix fit`")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -46,26 +48,37 @@ def run(args) -> int:
     warning = d.warning()
     bad = post.nonfinite_draws()
     if bad:  # the stored gate passed before the file was damaged: say so, fail
-        damaged = ("the file is damaged: posterior draws of "
-                   + ", ".join(f"{name} ({n} values)" for name, n in bad.items())
-                   + " are NaN or inf; refit it")
+        damaged = (
+            "the file is damaged: posterior draws of "
+            + ", ".join(f"{name} ({n} values)" for name, n in bad.items())
+            + " are NaN or inf; refit it"
+        )
         warning = f"{damaged}; {warning}" if warning else damaged
     ok = d.ok and not bad
     status = 0 if ok else 1
     if args.json:
-        out = {"posterior": str(args.posterior), "model": post.spec.name, "ok": ok,
-               "warning": warning, "nonfinite_draws": bad, "diagnostics": asdict(d),
-               "settings": post.settings,
-               "summary": [{"parameter": name, **row}
-                           for name, row in table.to_dict(orient="index").items()]}
+        out = {
+            "posterior": str(args.posterior),
+            "model": post.spec.name,
+            "ok": ok,
+            "warning": warning,
+            "nonfinite_draws": bad,
+            "diagnostics": asdict(d),
+            "settings": post.settings,
+            "summary": [
+                {"parameter": name, **row} for name, row in table.to_dict(orient="index").items()
+            ],
+        }
         print(json.dumps(json_safe(out), indent=2))
         return status
     s = post.settings
     print(repr(post))
     print(f"model {post.spec.name!r}: {post.spec.description}")
     if s:
-        print(f"sampler {s.get('sampler')}: {s.get('chains')} chains x {s.get('draws')} draws "
-              f"after {s.get('tune')} tuning, seed {s.get('seed')}")
+        print(
+            f"sampler {s.get('sampler')}: {s.get('chains')} chains x {s.get('draws')} draws "
+            f"after {s.get('tune')} tuning, seed {s.get('seed')}"
+        )
     print("\ndiagnostics gate")
     print(d.table())
     print(f"\nparameters ({CI_PROB:.0%} equal-tailed intervals)")
@@ -81,12 +94,14 @@ def parameter_summary(post):
     names = [n for n in MAIN_PARAMS if n in post.tree["posterior"].data_vars]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # R-hat/ESS warnings: the gate already reports them
-        return arviz_stats.summary(post.tree, var_names=names, round_to="none",
-                                   ci_prob=CI_PROB, ci_kind="eti")
+        return arviz_stats.summary(
+            post.tree, var_names=names, round_to="none", ci_prob=CI_PROB, ci_kind="eti"
+        )
 
 
 def format_summary(table) -> str:
     """Aligned text: 4 decimals for values, integers for ESS, 3 decimals for R-hat."""
+
     def fmt(col):
         if col.startswith("ess"):
             return lambda v: "nan" if np.isnan(v) else f"{v:.0f}"

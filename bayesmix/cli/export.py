@@ -13,15 +13,21 @@ import argparse
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "export", help="write a round's proposals file again from the ledger",
+        "export",
+        help="write a round's proposals file again from the ledger",
         description=__doc__.split("\n\n")[0].removeprefix("``bayesmix export``: "),
         epilog="examples:\n  bayesmix export --ledger exp.db --round 4\n"
-               "  bayesmix export --ledger exp.db --round 4 -o round4.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  bayesmix export --ledger exp.db --round 4 -o round4.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--ledger", required=True, metavar="EXP.db", help="the experiment ledger")
     p.add_argument("--round", required=True, type=int, metavar="N", help="the round to export")
-    p.add_argument("-o", "--out", metavar="FILE.csv|FILE.json",
-                   help="where to write (default: <ledger>-round<N>.csv next to the ledger)")
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="FILE.csv|FILE.json",
+        help="where to write (default: <ledger>-round<N>.csv next to the ledger)",
+    )
     p.add_argument("--force", action="store_true", help="replace the file if it exists")
     p.set_defaults(func=run)
     return p

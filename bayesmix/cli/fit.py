@@ -25,43 +25,71 @@ from bayesmix.loaders import FORMATS, load, parse_size, size_label
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "fit", help="fit a mixing law to run results (MCMC) and save the posterior",
+        "fit",
+        help="fit a mixing law to run results (MCMC) and save the posterior",
         description=__doc__.split("\n\n")[1],
         epilog="examples:\n"
-               "  bayesmix fit runs.csv -o posterior.nc --seed 1\n"
-               "  bayesmix fit ../data/3Mix/410M.txt -o p.nc --model normal --draws 2000\n"
-               "  bayesmix fit ../data/5Mix -o p70m.nc --size 70M --step 30000\n"
-               "  bayesmix fit --list-models\n"
-               "  bayesmix fit --show-model default   # copy the file it names, edit, --model",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  bayesmix fit runs.csv -o posterior.nc --seed 1\n"
+        "  bayesmix fit ../data/3Mix/410M.txt -o p.nc --model normal --draws 2000\n"
+        "  bayesmix fit ../data/5Mix -o p70m.nc --size 70M --step 30000\n"
+        "  bayesmix fit --list-models\n"
+        "  bayesmix fit --show-model default   # copy the file it names, edit, --model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("runs", nargs="*", metavar="RUNS", help="run files or directories")
     p.add_argument("-o", "--output", metavar="POSTERIOR.nc", help="where to save the posterior")
-    p.add_argument("--model", default="default", metavar="NAME|FILE.toml",
-                   help="shipped model name or a specification file (default: default)")
+    p.add_argument(
+        "--model",
+        default="default",
+        metavar="NAME|FILE.toml",
+        help="shipped model name or a specification file (default: default)",
+    )
     p.add_argument("--format", choices=FORMATS, help="input format (detected when omitted)")
-    p.add_argument("--renormalize", action="store_true",
-                   help="rescale proportions to sum to 1 instead of rejecting them")
-    p.add_argument("--step", type=float, metavar="S",
-                   help="fit the checkpoint at this step (default: each run's last)")
-    p.add_argument("--size", metavar="N[,N...]",
-                   help="model size(s) to fit when the runs hold several (e.g. 70M, 1.4B, 7e7; "
-                        "a comma-separated list for laws over model size, --model scaling)")
-    p.add_argument("--max-step", type=float, metavar="S",
-                   help="laws over tokens (--model scaling) take every checkpoint; only those "
-                        "at or below this step")
+    p.add_argument(
+        "--renormalize",
+        action="store_true",
+        help="rescale proportions to sum to 1 instead of rejecting them",
+    )
+    p.add_argument(
+        "--step",
+        type=float,
+        metavar="S",
+        help="fit the checkpoint at this step (default: each run's last)",
+    )
+    p.add_argument(
+        "--size",
+        metavar="N[,N...]",
+        help="model size(s) to fit when the runs hold several (e.g. 70M, 1.4B, 7e7; "
+        "a comma-separated list for laws over model size, --model scaling)",
+    )
+    p.add_argument(
+        "--max-step",
+        type=float,
+        metavar="S",
+        help="laws over tokens (--model scaling) take every checkpoint; only those "
+        "at or below this step",
+    )
     p.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
     p.add_argument("--tune", type=int, default=1000, help="tuning steps per chain (default 1000)")
     p.add_argument("--chains", type=int, default=4, help="chains (default 4)")
     p.add_argument("--seed", type=int, help="random seed (default: fresh randomness)")
-    p.add_argument("--sampler", choices=("nutpie", "pymc"), default="nutpie",
-                   help="NUTS implementation (default nutpie)")
+    p.add_argument(
+        "--sampler",
+        choices=("nutpie", "pymc"),
+        default="nutpie",
+        help="NUTS implementation (default nutpie)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_max_loss_argument(p)
     add_force_argument(p)
-    p.add_argument("--list-models", action="store_true",
-                   help="list the shipped model specifications and exit")
-    p.add_argument("--show-model", metavar="NAME|FILE.toml",
-                   help="print a resolved model specification and exit")
+    p.add_argument(
+        "--list-models", action="store_true", help="list the shipped model specifications and exit"
+    )
+    p.add_argument(
+        "--show-model",
+        metavar="NAME|FILE.toml",
+        help="print a resolved model specification and exit",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -75,7 +103,7 @@ def run(args) -> int:
         for name in available_models():
             spec = load_spec(name)
             print(f"{name:<14} law {spec.law:<11} {spec.description}")
-        print("\nlaws (a specification's law = \"...\"):")
+        print('\nlaws (a specification\'s law = "..."):')
         for name, law in sorted(available_laws().items()):
             print(f"{name:<14} {law.description}")
         return 0
@@ -103,22 +131,34 @@ def run(args) -> int:
     if args.size is not None:
         table = select_size(table, [parse_size_option(v) for v in args.size.split(",")])
     if args.max_step is not None and args.step is not None:
-        raise errors.OptionError("--step and --max-step exclude each other",
-                                 hint="--step fits one checkpoint per run; --max-step bounds "
-                                      "the checkpoints a law over tokens takes")
+        raise errors.OptionError(
+            "--step and --max-step exclude each other",
+            hint="--step fits one checkpoint per run; --max-step bounds "
+            "the checkpoints a law over tokens takes",
+        )
 
     check_enough_runs(table, spec, step=args.step, max_step=args.max_step)
 
     from bayesmix.fit import fit
 
-    post = fit(table, spec, step=args.step, max_step=args.max_step, draws=args.draws,
-               tune=args.tune,
-               chains=args.chains, seed=args.seed, sampler=args.sampler,
-               progress=not args.quiet, warn=False)
+    post = fit(
+        table,
+        spec,
+        step=args.step,
+        max_step=args.max_step,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        seed=args.seed,
+        sampler=args.sampler,
+        progress=not args.quiet,
+        warn=False,
+    )
     post.save(out)
     print(summary(post, n_loaded, out))
-    loud_warning(post.diagnostics_warning,
-                 f"the posterior was saved to {out} with this report stored in it.")
+    loud_warning(
+        post.diagnostics_warning, f"the posterior was saved to {out} with this report stored in it."
+    )
     return 0
 
 
@@ -132,8 +172,10 @@ def check_enough_runs(table, spec, *, step=None, max_step=None) -> None:
     if used.n_runs < law.min_runs:
         raise errors.TooFewRunsError(
             f"law {law.name!r} needs at least {law.min_runs} runs to be fitted; "
-            f"{used.n_runs} given", source=table.source,
-            hint="add runs, or choose a law that needs fewer (bayesmix fit --list-models)")
+            f"{used.n_runs} given",
+            source=table.source,
+            hint="add runs, or choose a law that needs fewer (bayesmix fit --list-models)",
+        )
 
 
 def parse_size_option(text: str) -> float:
@@ -143,8 +185,9 @@ def parse_size_option(text: str) -> float:
         value = float(text)
     except ValueError:
         if not re.fullmatch(r"\d+(\.\d+)?[KMBT]", text, flags=re.I):
-            raise errors.OptionError(f"--size {text!r} is not a model size",
-                                     hint="write e.g. 70M, 1.4B or 7e7") from None
+            raise errors.OptionError(
+                f"--size {text!r} is not a model size", hint="write e.g. 70M, 1.4B or 7e7"
+            ) from None
         value = parse_size(text)
     if not value > 0:
         raise errors.OptionError(f"--size must be positive, got {text!r}")
@@ -156,16 +199,23 @@ def select_size(table, size):
     relative tolerance 1e-6)."""
     sizes = table.column("n_params")
     if sizes is None:
-        raise errors.FormatError("--size given but the runs have no model size (n_params)",
-                                 source=table.source, hint="drop --size")
+        raise errors.FormatError(
+            "--size given but the runs have no model size (n_params)",
+            source=table.source,
+            hint="drop --size",
+        )
     values = sizes.to_numpy(dtype=float)
     match = np.zeros(len(values), bool)
     for one in np.atleast_1d(np.asarray(size, float)):
         hit = np.isclose(values, one, rtol=1e-6)
         if not hit.any():
             known = ", ".join(size_label(v) for v in sorted(sizes.dropna().unique()))
-            raise errors.FormatError(f"no runs of size {size_label(one)}", source=table.source,
-                                     column="n_params", hint=f"sizes present: {known}")
+            raise errors.FormatError(
+                f"no runs of size {size_label(one)}",
+                source=table.source,
+                column="n_params",
+                hint=f"sizes present: {known}",
+            )
         match |= hit
     runs = table.to_tidy()["run"][match]
     return table.select(dict.fromkeys(runs))
@@ -176,23 +226,32 @@ def summary(post, n_loaded: int, path) -> str:
     data = post.fit_data()
     losses = data.losses.to_numpy(dtype=float)
     s = post.settings
-    lines = [f"model:       {post.spec.name} ({post.spec.description})",
-             f"runs used:   {data.n_runs} of {n_loaded} loaded, {len(post.train_domains)} "
-             f"training x {len(post.eval_domains)} validation domains, "
-             f"{int(np.isfinite(losses).sum())} losses ({int(np.isnan(losses).sum())} missing)"]
+    lines = [
+        f"model:       {post.spec.name} ({post.spec.description})",
+        f"runs used:   {data.n_runs} of {n_loaded} loaded, {len(post.train_domains)} "
+        f"training x {len(post.eval_domains)} validation domains, "
+        f"{int(np.isfinite(losses).sum())} losses ({int(np.isnan(losses).sum())} missing)",
+    ]
     sizes = data.column("n_params")
     if sizes is not None:
-        lines.append("model size:  " + ", ".join(size_label(float(v))
-                                                 for v in sorted(sizes.unique())))
+        lines.append(
+            "model size:  " + ", ".join(size_label(float(v)) for v in sorted(sizes.unique()))
+        )
     if s.get("step") is not None:
         lines.append(f"step:        {s['step']:g}")
     if len(data) > data.n_runs and post.law.inputs != ("r",):
         steps = data.column("step")
-        lines.append(f"checkpoints: {len(data)} records"
-                     + (f", steps {steps.min():g} to {steps.max():g}" if steps is not None
-                        else ""))
-    lines += [f"sampler:     {s['sampler']}, {s['chains']} chains x {s['draws']} draws after "
-              f"{s['tune']} tuning, seed {s['seed']}",
-              f"time:        compile {s['compile_s']:.1f} s, sampling {s['sample_s']:.1f} s",
-              "", post.diagnostics.table(), "", f"saved:       {path}"]
+        lines.append(
+            f"checkpoints: {len(data)} records"
+            + (f", steps {steps.min():g} to {steps.max():g}" if steps is not None else "")
+        )
+    lines += [
+        f"sampler:     {s['sampler']}, {s['chains']} chains x {s['draws']} draws after "
+        f"{s['tune']} tuning, seed {s['seed']}",
+        f"time:        compile {s['compile_s']:.1f} s, sampling {s['sample_s']:.1f} s",
+        "",
+        post.diagnostics.table(),
+        "",
+        f"saved:       {path}",
+    ]
     return "\n".join(lines)

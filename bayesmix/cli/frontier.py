@@ -44,35 +44,60 @@ MAX_POINTS = 200
 def register(subparsers) -> argparse.ArgumentParser:
     parts = __doc__.split("\n\n")
     p = subparsers.add_parser(
-        "frontier", help="trade-off frontier: best target loss against a guarantee's tolerance",
+        "frontier",
+        help="trade-off frontier: best target loss against a guarantee's tolerance",
         description=parts[1],
         epilog="examples:\n"
-               "  bayesmix frontier post.nc --target Github --guard all=0.01@0.9 -o front.csv "
-               "--plot front.png\n"
-               "  bayesmix frontier post.nc --target Github --guard all=0.005 "
-               "--tolerances 0:0.03:0.005\n"
-               "  bayesmix frontier post.nc --target Github --guard all=0.01 --probs "
-               "0.5,0.7,0.8,0.9,0.95",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  bayesmix frontier post.nc --target Github --guard all=0.01@0.9 -o front.csv "
+        "--plot front.png\n"
+        "  bayesmix frontier post.nc --target Github --guard all=0.005 "
+        "--tolerances 0:0.03:0.005\n"
+        "  bayesmix frontier post.nc --target Github --guard all=0.01 --probs "
+        "0.5,0.7,0.8,0.9,0.95",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior saved by bayesmix fit")
-    p.add_argument("--target", required=True, metavar="DOMAIN",
-                   help="the validation domain whose expected loss is minimised")
-    p.add_argument("--guard", action="append", default=[], required=True,
-                   metavar="DOMAIN=TOL@PROB",
-                   help="no-worse guard (DOMAIN 'all' = every validation domain; @PROB "
-                        "default 0.9; repeatable)")
-    p.add_argument("--max-loss", action="append", default=[], metavar="DOMAIN=VALUE@PROB",
-                   help="fixed absolute guard: DOMAIN's loss at most VALUE with probability PROB")
+    p.add_argument(
+        "--target",
+        required=True,
+        metavar="DOMAIN",
+        help="the validation domain whose expected loss is minimised",
+    )
+    p.add_argument(
+        "--guard",
+        action="append",
+        default=[],
+        required=True,
+        metavar="DOMAIN=TOL@PROB",
+        help="no-worse guard (DOMAIN 'all' = every validation domain; @PROB "
+        "default 0.9; repeatable)",
+    )
+    p.add_argument(
+        "--max-loss",
+        action="append",
+        default=[],
+        metavar="DOMAIN=VALUE@PROB",
+        help="fixed absolute guard: DOMAIN's loss at most VALUE with probability PROB",
+    )
     sweep = p.add_mutually_exclusive_group()
-    sweep.add_argument("--tolerances", metavar="T1,T2,..|START:STOP:STEP",
-                       help="tolerances (nats) of the no-worse guards (default 0 to 2 TOL in "
-                            "steps of TOL/4)")
-    sweep.add_argument("--probs", metavar="P1,P2,..",
-                       help="sweep the guards' probability instead (tolerances as given)")
+    sweep.add_argument(
+        "--tolerances",
+        metavar="T1,T2,..|START:STOP:STEP",
+        help="tolerances (nats) of the no-worse guards (default 0 to 2 TOL in steps of TOL/4)",
+    )
+    sweep.add_argument(
+        "--probs",
+        metavar="P1,P2,..",
+        help="sweep the guards' probability instead (tolerances as given)",
+    )
     add_baseline_arguments(p)
     add_constraint_arguments(p)
-    p.add_argument("--prob", type=float, default=DEFAULT_PROB,
-                   help=f"mass of the target loss intervals (default {DEFAULT_PROB})")
+    p.add_argument(
+        "--prob",
+        type=float,
+        default=DEFAULT_PROB,
+        help=f"mass of the target loss intervals (default {DEFAULT_PROB})",
+    )
     p.add_argument("-o", "--out", metavar="FILE.csv|FILE.json", help="write the table")
     p.add_argument("--plot", metavar="FIG.png", help="draw the frontier (PNG, PDF or SVG)")
     p.add_argument("--seed", type=int, default=0, help="seed of random starts (default 0)")
@@ -96,14 +121,17 @@ def parse_sweep(text: str, option: str) -> list[float]:
         else:
             values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise errors.OptionError(f"{option} {text!r} is not a list of numbers or "
-                                 "START:STOP:STEP with STEP > 0",
-                                 hint=f"e.g. {option} 0:0.03:0.005") from None
+        raise errors.OptionError(
+            f"{option} {text!r} is not a list of numbers or START:STOP:STEP with STEP > 0",
+            hint=f"e.g. {option} 0:0.03:0.005",
+        ) from None
     if not values or not np.all(np.isfinite(values)):
         raise errors.OptionError(f"{option} {text!r}: give finite numbers")
     if len(values) > MAX_POINTS:
-        raise errors.OptionError(f"{option} {text!r} has {len(values)} points (at most "
-                                 f"{MAX_POINTS})", hint="use a larger step")
+        raise errors.OptionError(
+            f"{option} {text!r} has {len(values)} points (at most {MAX_POINTS})",
+            hint="use a larger step",
+        )
     return values
 
 
@@ -119,8 +147,7 @@ def run(args) -> int:
     if args.plot:
         from bayesmix.guarantees import PLOT_SUFFIXES
 
-        plot = check_output(args.plot, PLOT_SUFFIXES, "--plot", inputs=inputs,
-                            force=args.force)
+        plot = check_output(args.plot, PLOT_SUFFIXES, "--plot", inputs=inputs, force=args.force)
     check_distinct_outputs([("-o", out), ("--plot", plot)])
     guards = []
     for text in args.guard:
@@ -145,9 +172,18 @@ def run(args) -> int:
     loud_warning(posterior.diagnostics_warning)
     if not args.quiet:
         print("[frontier] solving", file=sys.stderr, flush=True)
-    front = frontier(posterior, target=args.target, guards=guards, tolerances=tolerances,
-                     probs=probs, constraints=constraints, baseline=baseline,
-                     inputs=scale or None, prob=args.prob, seed=args.seed)
+    front = frontier(
+        posterior,
+        target=args.target,
+        guards=guards,
+        tolerances=tolerances,
+        probs=probs,
+        constraints=constraints,
+        baseline=baseline,
+        inputs=scale or None,
+        prob=args.prob,
+        seed=args.seed,
+    )
     front.source = args.posterior
     print(front.to_text())
     if out is not None:

@@ -18,19 +18,28 @@ from bayesmix.loaders import FORMATS
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "ingest", help="record run results in an experiment ledger",
+        "ingest",
+        help="record run results in an experiment ledger",
         description=__doc__.split("\n\n")[0].removeprefix("``bayesmix ingest``: "),
         epilog="example:\n  bayesmix ingest --ledger exp.db results/round0.csv",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--ledger", required=True, metavar="EXP.db", help="the experiment ledger")
     p.add_argument("results", nargs="+", metavar="RESULTS", help="result files or directories")
     p.add_argument("--format", choices=FORMATS, help="format of the files (default: detect)")
-    p.add_argument("--renormalize", action="store_true",
-                   help="rescale proportions that do not sum to 1")
-    p.add_argument("--import-unknown", action="store_true",
-                   help="add runs the ledger does not know as external runs (else an error)")
-    p.add_argument("--replace", action="store_true",
-                   help="overwrite stored values that differ (else the whole input is refused)")
+    p.add_argument(
+        "--renormalize", action="store_true", help="rescale proportions that do not sum to 1"
+    )
+    p.add_argument(
+        "--import-unknown",
+        action="store_true",
+        help="add runs the ledger does not know as external runs (else an error)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite stored values that differ (else the whole input is refused)",
+    )
     add_max_loss_argument(p)
     p.set_defaults(func=run)
     return p
@@ -43,17 +52,22 @@ def run(args) -> int:
     exp = Experiment(args.ledger)
     report: list[str] = []
     try:
-        summary = exp.ingest(args.results, format=args.format, renormalize=args.renormalize,
-                             import_unknown=args.import_unknown, replace=args.replace,
-                             report=report, max_loss=max_loss)
+        summary = exp.ingest(
+            args.results,
+            format=args.format,
+            renormalize=args.renormalize,
+            import_unknown=args.import_unknown,
+            replace=args.replace,
+            report=report,
+            max_loss=max_loss,
+        )
     finally:
         for line in report:
             print(f"note: {line}")
     print(summary.describe())
     for label, runs in (("completed", summary.completed), ("added", summary.added_runs)):
         if runs:
-            shown = ", ".join(runs[:20]) + (f", ... ({len(runs)} in all)"
-                                            if len(runs) > 20 else "")
+            shown = ", ".join(runs[:20]) + (f", ... ({len(runs)} in all)" if len(runs) > 20 else "")
             print(f"{label}: {shown}")
     counts = exp.status()["by_status"]
     print("ledger now: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))

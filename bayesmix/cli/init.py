@@ -22,38 +22,68 @@ from bayesmix.loaders import FORMATS, load
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "init", help="create an experiment ledger (domains, constraints, initial design)",
+        "init",
+        help="create an experiment ledger (domains, constraints, initial design)",
         description=__doc__.split("\n\n")[0].removeprefix("``bayesmix init``: "),
         epilog="examples:\n"
-               "  bayesmix init --ledger exp.db --domains web,code,books --max-share code=0.3 "
-               "--initial-design 16 --seed 1\n"
-               "  bayesmix init --ledger exp.db --runs past_runs.csv --initial-design 8",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  bayesmix init --ledger exp.db --domains web,code,books --max-share code=0.3 "
+        "--initial-design 16 --seed 1\n"
+        "  bayesmix init --ledger exp.db --runs past_runs.csv --initial-design 8",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--ledger", required=True, metavar="EXP.db", help="ledger file to create")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--domains", metavar="D1,D2,...", help="training domains, comma-separated")
-    src.add_argument("--runs", nargs="+", metavar="RUNS",
-                     help="existing run results to import; they define the domains")
-    p.add_argument("--eval-domains", metavar="D1,D2,...",
-                   help="validation domains (default: the training domains; not with --runs)")
+    src.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="RUNS",
+        help="existing run results to import; they define the domains",
+    )
+    p.add_argument(
+        "--eval-domains",
+        metavar="D1,D2,...",
+        help="validation domains (default: the training domains; not with --runs)",
+    )
     p.add_argument("--format", choices=FORMATS, help="format of --runs files (default: detect)")
-    p.add_argument("--renormalize", action="store_true",
-                   help="rescale --runs proportions that do not sum to 1")
+    p.add_argument(
+        "--renormalize", action="store_true", help="rescale --runs proportions that do not sum to 1"
+    )
     add_constraint_arguments(p)
-    p.add_argument("--target", action="append", default=[], metavar="EVAL_DOMAIN=WEIGHT",
-                   help="weight of a validation domain in the objective (stored in settings)")
-    p.add_argument("--initial-design", type=int, metavar="N",
-                   help="propose N space-filling mixtures (round 0)")
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="EVAL_DOMAIN=WEIGHT",
+        help="weight of a validation domain in the objective (stored in settings)",
+    )
+    p.add_argument(
+        "--initial-design", type=int, metavar="N", help="propose N space-filling mixtures (round 0)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the initial design (default 0)")
-    p.add_argument("--method", choices=design.METHODS, default="sobol",
-                   help="sobol (quasi-random, default) or dirichlet (RegMix)")
-    p.add_argument("--alpha", type=float, default=1.0,
-                   help="Dirichlet concentration of the design (default 1: uniform)")
-    p.add_argument("--min-distance", type=float, metavar="D",
-                   help="smallest distance between design mixtures "
-                        f"(default {design.DEFAULT_MIN_DISTANCE})")
-    p.add_argument("--out", metavar="FILE.csv|FILE.json",
-                   help="where to write the proposals (default: <ledger>-round0.csv)")
+    p.add_argument(
+        "--method",
+        choices=design.METHODS,
+        default="sobol",
+        help="sobol (quasi-random, default) or dirichlet (RegMix)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=1.0,
+        help="Dirichlet concentration of the design (default 1: uniform)",
+    )
+    p.add_argument(
+        "--min-distance",
+        type=float,
+        metavar="D",
+        help=f"smallest distance between design mixtures (default {design.DEFAULT_MIN_DISTANCE})",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE.csv|FILE.json",
+        help="where to write the proposals (default: <ledger>-round0.csv)",
+    )
     add_force_argument(p)
     p.set_defaults(func=run)
     return p
@@ -62,8 +92,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 def split_names(text: str, option: str) -> list[str]:
     names = [n.strip() for n in text.split(",")]
     if not all(names):
-        raise errors.OptionError(f"{option} {text!r} has an empty name",
-                                 hint=f"e.g. {option} web,code,books")
+        raise errors.OptionError(
+            f"{option} {text!r} has an empty name", hint=f"e.g. {option} web,code,books"
+        )
     return names
 
 
@@ -71,31 +102,36 @@ def run(args) -> int:
     from bayesmix.experiment import Experiment
 
     ledger_path = Path(args.ledger)
-    if args.domains is not None:      # names checked before any file is read or written
+    if args.domains is not None:  # names checked before any file is read or written
         names = split_names(args.domains, "--domains")
         if len(names) < 2:
             raise errors.OptionError(
-                f"--domains {args.domains!r} names one training domain: a mixture needs at "
-                "least 2", hint="e.g. --domains web,code,books")
+                f"--domains {args.domains!r} names one training domain: a mixture needs at least 2",
+                hint="e.g. --domains web,code,books",
+            )
         check_domain_names(names, "training", source="--domains")
     if ledger_path.exists():
-        raise errors.LedgerError("a file already exists here; refusing to overwrite it",
-                                 source=str(ledger_path),
-                                 hint="choose a new path, or use bayesmix status/ingest on it")
+        raise errors.LedgerError(
+            "a file already exists here; refusing to overwrite it",
+            source=str(ledger_path),
+            hint="choose a new path, or use bayesmix status/ingest on it",
+        )
     out = None
     if args.initial_design is not None:
-        out = Path(args.out) if args.out else ledger_path.with_name(
-            ledger_path.stem + "-round0.csv")
-        check_proposals_path(out, overwrite=args.force,
-                             inputs=[ledger_path, *(args.runs or [])])
+        out = (
+            Path(args.out) if args.out else ledger_path.with_name(ledger_path.stem + "-round0.csv")
+        )
+        check_proposals_path(out, overwrite=args.force, inputs=[ledger_path, *(args.runs or [])])
     elif args.out:
         raise errors.OptionError("--out needs --initial-design N")
 
     table = None
     if args.runs:
         if args.eval_domains:
-            raise errors.OptionError("--eval-domains cannot be combined with --runs",
-                                     hint="the run files define the validation domains")
+            raise errors.OptionError(
+                "--eval-domains cannot be combined with --runs",
+                hint="the run files define the validation domains",
+            )
         report: list[str] = []
         table = load(args.runs, args.format, renormalize=args.renormalize, report=report)
         for line in report:
@@ -104,8 +140,9 @@ def run(args) -> int:
     else:
         train = split_names(args.domains, "--domains")
         evals = split_names(args.eval_domains, "--eval-domains") if args.eval_domains else train
-        check_domain_names(evals, "validation",
-                           source="--eval-domains" if args.eval_domains else "--domains")
+        check_domain_names(
+            evals, "validation", source="--eval-domains" if args.eval_domains else "--domains"
+        )
 
     tokens = parse_pairs(args.tokens_available, "--tokens-available")
     constraints = constraints_from_args(args, train)
@@ -116,17 +153,31 @@ def run(args) -> int:
         if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
             raise errors.OptionError("--target weights must be >= 0 and not all 0")
     if tokens:
-        settings["token_caps"] = {"tokens_available": tokens, "max_epochs": args.max_epochs,
-                                  "target_tokens": args.target_tokens}
+        settings["token_caps"] = {
+            "tokens_available": tokens,
+            "max_epochs": args.max_epochs,
+            "target_tokens": args.target_tokens,
+        }
 
     exp = Experiment.create(
-        ledger_path, None if table is not None else train,
-        None if table is not None else evals, constraints, runs=table, target=weights or None,
-        settings=settings, initial_design=args.initial_design, design_method=args.method,
-        design_alpha=args.alpha, design_min_distance=args.min_distance, out=out,
-        seed=args.seed)
-    print(f"created {ledger_path}: {len(train)} training domains ({', '.join(train)}), "
-          f"{len(evals)} validation domains")
+        ledger_path,
+        None if table is not None else train,
+        None if table is not None else evals,
+        constraints,
+        runs=table,
+        target=weights or None,
+        settings=settings,
+        initial_design=args.initial_design,
+        design_method=args.method,
+        design_alpha=args.alpha,
+        design_min_distance=args.min_distance,
+        out=out,
+        seed=args.seed,
+    )
+    print(
+        f"created {ledger_path}: {len(train)} training domains ({', '.join(train)}), "
+        f"{len(evals)} validation domains"
+    )
     if exp.last_ingest is not None:
         print(f"imported: {exp.last_ingest.describe()}")
     if exp.last_proposals is not None:

@@ -50,30 +50,58 @@ the worst validation domain's expected loss change vs the baseline)."""
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "optimize", help="choose the mixture under uncertainty and constraints",
+        "optimize",
+        help="choose the mixture under uncertainty and constraints",
         description=__doc__.split("\n\n")[0].removeprefix("``bayesmix optimize POSTERIOR.nc``: "),
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior saved by bayesmix fit")
     add_aggregate_arguments(p)
     add_baseline_arguments(p)
     add_constraint_arguments(p)
-    p.add_argument("--objective", default="mean", metavar="|".join(OBJECTIVES),
-                   help="mean (default), quantile:Q, cvar:Q, beat-baseline or minimax")
-    p.add_argument("--no-worse", action="append", default=[], metavar="DOMAIN=TOL@PROB",
-                   help="guarantee: DOMAIN's loss at most TOL nats above the baseline's with "
-                        "probability PROB (paired per draw; DOMAIN 'all' = every validation "
-                        "domain; repeatable)")
-    p.add_argument("--max-loss", action="append", default=[], metavar="DOMAIN=VALUE@PROB",
-                   help="guarantee: DOMAIN's loss at most VALUE nats per token with probability "
-                        "PROB (repeatable)")
-    p.add_argument("--prob", type=float, default=DEFAULT_PROB,
-                   help=f"mass of the reported intervals (default {DEFAULT_PROB})")
+    p.add_argument(
+        "--objective",
+        default="mean",
+        metavar="|".join(OBJECTIVES),
+        help="mean (default), quantile:Q, cvar:Q, beat-baseline or minimax",
+    )
+    p.add_argument(
+        "--no-worse",
+        action="append",
+        default=[],
+        metavar="DOMAIN=TOL@PROB",
+        help="guarantee: DOMAIN's loss at most TOL nats above the baseline's with "
+        "probability PROB (paired per draw; DOMAIN 'all' = every validation "
+        "domain; repeatable)",
+    )
+    p.add_argument(
+        "--max-loss",
+        action="append",
+        default=[],
+        metavar="DOMAIN=VALUE@PROB",
+        help="guarantee: DOMAIN's loss at most VALUE nats per token with probability "
+        "PROB (repeatable)",
+    )
+    p.add_argument(
+        "--prob",
+        type=float,
+        default=DEFAULT_PROB,
+        help=f"mass of the reported intervals (default {DEFAULT_PROB})",
+    )
     p.add_argument("-o", "--out", metavar="FILE.json|FILE.csv", help="also write the report")
-    p.add_argument("--draws-optima", action="store_true",
-                   help="include every draw's optimal mixture in the -o file")
-    p.add_argument("--starts", type=int, default=None,
-                   help=f"optimiser starts (default {DEFAULT_STARTS}, {NONCONVEX_STARTS} for a "
-                        "non-convex law)")
+    p.add_argument(
+        "--draws-optima",
+        action="store_true",
+        help="include every draw's optimal mixture in the -o file",
+    )
+    p.add_argument(
+        "--starts",
+        type=int,
+        default=None,
+        help=f"optimiser starts (default {DEFAULT_STARTS}, {NONCONVEX_STARTS} for a "
+        "non-convex law)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of random starts (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_force_argument(p)
@@ -90,14 +118,20 @@ def run(args) -> int:
     if args.out:  # before any work: format, folder writable, not an input, --force to replace
         suffix = Path(args.out).suffix
         if suffix.lower() not in (".json", ".csv"):
-            raise errors.OptionError(f"-o {args.out!r}: cannot write a report as "
-                                     f"{suffix or 'a file without suffix'}",
-                                     hint="use a .json or .csv file name")
-        out = check_output(args.out, (".json", ".csv"), force=args.force,
-                           inputs=(args.posterior, args.weights, args.baseline_file))
+            raise errors.OptionError(
+                f"-o {args.out!r}: cannot write a report as {suffix or 'a file without suffix'}",
+                hint="use a .json or .csv file name",
+            )
+        out = check_output(
+            args.out,
+            (".json", ".csv"),
+            force=args.force,
+            inputs=(args.posterior, args.weights, args.baseline_file),
+        )
         if not out.parent.is_dir():
-            raise errors.OptionError(f"-o {args.out!r}: directory {str(out.parent)!r} does "
-                                     "not exist")
+            raise errors.OptionError(
+                f"-o {args.out!r}: directory {str(out.parent)!r} does not exist"
+            )
     elif args.draws_optima:
         raise errors.OptionError("--draws-optima needs -o FILE.json|FILE.csv")
     if args.weights_subset and not args.weights:
@@ -118,11 +152,22 @@ def run(args) -> int:
     baseline = args.baseline_file
     if args.baseline is not None:
         baseline = parse_pairs([args.baseline], "--baseline")
-    report = decide(posterior, weights=args.weights, target=args.target,
-                    constraints=constraints, objective=args.objective, baseline=baseline,
-                    prob=args.prob, allow_subset=args.weights_subset, n_starts=args.starts,
-                    seed=args.seed, progress=not args.quiet, inputs=scale or None,
-                    max_extrapolation=args.max_extrapolation, guarantees=guarantees)
+    report = decide(
+        posterior,
+        weights=args.weights,
+        target=args.target,
+        constraints=constraints,
+        objective=args.objective,
+        baseline=baseline,
+        prob=args.prob,
+        allow_subset=args.weights_subset,
+        n_starts=args.starts,
+        seed=args.seed,
+        progress=not args.quiet,
+        inputs=scale or None,
+        max_extrapolation=args.max_extrapolation,
+        guarantees=guarantees,
+    )
     report.source = args.posterior
     print(report.to_text())
     if out is not None:

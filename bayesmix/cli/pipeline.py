@@ -23,35 +23,70 @@ from bayesmix.loaders import FORMATS, load, size_label
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "pipeline", help="fit the mixing law at a target size and step from smaller, shorter "
-                         "proxy runs (nested scaling laws, uncertainty carried by draws)",
+        "pipeline",
+        help="fit the mixing law at a target size and step from smaller, shorter "
+        "proxy runs (nested scaling laws, uncertainty carried by draws)",
         description=__doc__.split("\n\n")[1],
         epilog="examples:\n"
-               "  bayesmix pipeline ../data/5Mix/70M.txt ../data/5Mix/160M.txt "
-               "../data/5Mix/410M.txt \\\n"
-               "      --n-params 1B --steps 100000 --max-step 30000 -o target.nc --seed 1\n"
-               "  bayesmix predict target.nc --mixtures new.csv",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", metavar="RUNS",
-                   help="run files or directories (checkpoints with model sizes and steps)")
-    p.add_argument("-o", "--output", required=True, metavar="POSTERIOR.nc",
-                   help="where to save the target-scale posterior")
-    p.add_argument("--n-params", required=True, metavar="N",
-                   help="target model size (e.g. 1B, 1.4B, 1e9)")
-    p.add_argument("--steps", required=True, type=float, metavar="S",
-                   help="target training steps (tokens = steps x the runs' tokens per step)")
-    p.add_argument("--imputations", type=int, default=4, metavar="J",
-                   help="draws passed between stages (J stage-2 and stage-3 fits; default 4)")
-    p.add_argument("--model", default="default", metavar="NAME|FILE.toml",
-                   help="mixing-law specification of stage 3 (default: default)")
-    p.add_argument("--max-step", type=float, metavar="S",
-                   help="fit only checkpoints up to this step (default: all)")
+        "  bayesmix pipeline ../data/5Mix/70M.txt ../data/5Mix/160M.txt "
+        "../data/5Mix/410M.txt \\\n"
+        "      --n-params 1B --steps 100000 --max-step 30000 -o target.nc --seed 1\n"
+        "  bayesmix predict target.nc --mixtures new.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUNS",
+        help="run files or directories (checkpoints with model sizes and steps)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="POSTERIOR.nc",
+        help="where to save the target-scale posterior",
+    )
+    p.add_argument(
+        "--n-params", required=True, metavar="N", help="target model size (e.g. 1B, 1.4B, 1e9)"
+    )
+    p.add_argument(
+        "--steps",
+        required=True,
+        type=float,
+        metavar="S",
+        help="target training steps (tokens = steps x the runs' tokens per step)",
+    )
+    p.add_argument(
+        "--imputations",
+        type=int,
+        default=4,
+        metavar="J",
+        help="draws passed between stages (J stage-2 and stage-3 fits; default 4)",
+    )
+    p.add_argument(
+        "--model",
+        default="default",
+        metavar="NAME|FILE.toml",
+        help="mixing-law specification of stage 3 (default: default)",
+    )
+    p.add_argument(
+        "--max-step",
+        type=float,
+        metavar="S",
+        help="fit only checkpoints up to this step (default: all)",
+    )
     p.add_argument("--format", choices=FORMATS, help="input format (detected when omitted)")
-    p.add_argument("--draws", type=int, default=500, help="draws per chain, every stage "
-                                                          "(default 500)")
+    p.add_argument(
+        "--draws", type=int, default=500, help="draws per chain, every stage (default 500)"
+    )
     p.add_argument("--tune", type=int, default=500, help="tuning steps per chain (default 500)")
-    p.add_argument("--chains", type=int, default=2,
-                   help="chains per fit (default 2; the saved posterior has J x chains)")
+    p.add_argument(
+        "--chains",
+        type=int,
+        default=2,
+        help="chains per fit (default 2; the saved posterior has J x chains)",
+    )
     p.add_argument("--seed", type=int, help="random seed (default: fresh randomness)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_max_loss_argument(p)
@@ -78,17 +113,30 @@ def run(args) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the gates are printed below, loudly
-        post = nested_fit(table, target_n_params=n_params, target_steps=args.steps,
-                          imputations=args.imputations, spec=args.model, draws=args.draws,
-                          tune=args.tune, chains=args.chains, seed=args.seed,
-                          progress=not args.quiet, max_step=args.max_step, warn=False)
+        post = nested_fit(
+            table,
+            target_n_params=n_params,
+            target_steps=args.steps,
+            imputations=args.imputations,
+            spec=args.model,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            seed=args.seed,
+            progress=not args.quiet,
+            max_step=args.max_step,
+            warn=False,
+        )
     post.save(out)
     record = pipeline_record(post)
     assert record is not None  # nested_fit records it
     print(summary(post, record, out))
     for line in gate_warnings(post):
-        loud_warning(line, f"the posterior was saved to {out} with every stage's report "
-                           "stored in it (attribute bayesmix_pipeline).")
+        loud_warning(
+            line,
+            f"the posterior was saved to {out} with every stage's report "
+            "stored in it (attribute bayesmix_pipeline).",
+        )
     return 0
 
 
@@ -110,18 +158,26 @@ def summary(post, rec: dict, path) -> str:
         f"imputations: {rec['imputations']} (stage 3 model {rec['spec']!r}), seed {rec['seed']}",
         "",
         f"stage 1 (step law):   compile {s1['compile_s']:.1f} s, sampling "
-        f"{s1['sample_s']:.1f} s; {_status(s1['diagnostics'])}"]
+        f"{s1['sample_s']:.1f} s; {_status(s1['diagnostics'])}",
+    ]
     for name, key in (("stage 2 (size law)", "stage2"), ("stage 3 (mixing law)", "stage3")):
         reports = rec[key]
         compile_s = sum(r["compile_s"] or 0.0 for r in reports)
         sample_s = sum(r["sample_s"] or 0.0 for r in reports)
-        lines.append(f"{name + ':':<22}{len(reports)} fits, compile {compile_s:.1f} s, "
-                     f"sampling {sample_s:.1f} s")
-        lines += [f"  imputation {j + 1}: {_status(r['diagnostics'])}"
-                  for j, r in enumerate(reports)]
+        lines.append(
+            f"{name + ':':<22}{len(reports)} fits, compile {compile_s:.1f} s, "
+            f"sampling {sample_s:.1f} s"
+        )
+        lines += [
+            f"  imputation {j + 1}: {_status(r['diagnostics'])}" for j, r in enumerate(reports)
+        ]
     lines.append(f"total:       {rec['timings']['wall_s']:.1f} s")
     lines += [f"note:        {n}" for n in rec["notes"]]
-    lines += ["", "pooled stage-3 posterior (worst of the imputations):",
-              post.diagnostics.table(), "", f"saved:       {path}"]
+    lines += [
+        "",
+        "pooled stage-3 posterior (worst of the imputations):",
+        post.diagnostics.table(),
+        "",
+        f"saved:       {path}",
+    ]
     return "\n".join(lines)
-

@@ -33,31 +33,50 @@ from bayesmix.cli._output import (
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "predict", help="loss intervals of mixtures from a saved posterior",
+        "predict",
+        help="loss intervals of mixtures from a saved posterior",
         description=__doc__.split("\n\n")[1],
         epilog="examples:\n"
-               "  bayesmix predict posterior.nc candidates.csv -o intervals.csv\n"
-               "  bayesmix predict posterior.nc candidates.json --prob 0.8 --kind mean\n"
-               "  bayesmix predict posterior.nc candidates.csv --weights valid_weight.json "
-               "--weights-subset\n"
-               "  bayesmix predict scaling.nc candidates.csv --n-params 1e9 --tokens 1e11",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  bayesmix predict posterior.nc candidates.csv -o intervals.csv\n"
+        "  bayesmix predict posterior.nc candidates.json --prob 0.8 --kind mean\n"
+        "  bayesmix predict posterior.nc candidates.csv --weights valid_weight.json "
+        "--weights-subset\n"
+        "  bayesmix predict scaling.nc candidates.csv --n-params 1e9 --tokens 1e11",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior from `bayesmix fit`")
     p.add_argument("mixtures", metavar="MIXTURES", help="CSV, Parquet or JSON file of mixtures")
-    p.add_argument("-o", "--output", metavar="FILE.csv|FILE.json",
-                   help="write the interval table here (CSV or JSON by extension)")
-    p.add_argument("--prob", type=float, default=0.9,
-                   help="probability mass of the equal-tailed intervals (default 0.9)")
-    p.add_argument("--kind", choices=("predictive", "mean"), default="predictive",
-                   help="predictive: loss of a new run, with noise (default); mean: the law's "
-                        "mean loss")
-    p.add_argument("--weights", metavar="FILE.json",
-                   help="validation-domain weights {domain: weight}: adds 'overall' rows")
-    p.add_argument("--weights-subset", action="store_true",
-                   help="allow weights for domains the posterior lacks (renormalised over the "
-                        "domains it has)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the predictive noise draws (default 0)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.csv|FILE.json",
+        help="write the interval table here (CSV or JSON by extension)",
+    )
+    p.add_argument(
+        "--prob",
+        type=float,
+        default=0.9,
+        help="probability mass of the equal-tailed intervals (default 0.9)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("predictive", "mean"),
+        default="predictive",
+        help="predictive: loss of a new run, with noise (default); mean: the law's mean loss",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="FILE.json",
+        help="validation-domain weights {domain: weight}: adds 'overall' rows",
+    )
+    p.add_argument(
+        "--weights-subset",
+        action="store_true",
+        help="allow weights for domains the posterior lacks (renormalised over the domains it has)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the predictive noise draws (default 0)"
+    )
     add_force_argument(p)
     add_scale_arguments(p)
     p.set_defaults(func=run)
@@ -69,8 +88,12 @@ def run(args) -> int:
     from bayesmix.posterior import Posterior
 
     if args.output:  # before any work: never an input, never an old result without --force
-        check_output(args.output, TABLE_SUFFIXES,
-                     inputs=(args.posterior, args.mixtures, args.weights), force=args.force)
+        check_output(
+            args.output,
+            TABLE_SUFFIXES,
+            inputs=(args.posterior, args.mixtures, args.weights),
+            force=args.force,
+        )
     if args.weights_subset and not args.weights:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
     if not 0 < args.prob < 1:
@@ -81,18 +104,30 @@ def run(args) -> int:
     extrapolating = post.check_scale(**scale, max_extrapolation=args.max_extrapolation)
     with warnings.catch_warnings():  # printed below, once, as one line each
         warnings.simplefilter("ignore", errors.ExtrapolationWarning)
-        table = post.intervals(mixtures, args.prob, weights=args.weights, kind=args.kind,
-                               allow_subset=args.weights_subset, seed=args.seed, **scale,
-                               max_extrapolation=args.max_extrapolation)
+        table = post.intervals(
+            mixtures,
+            args.prob,
+            weights=args.weights,
+            kind=args.kind,
+            allow_subset=args.weights_subset,
+            seed=args.seed,
+            **scale,
+            max_extrapolation=args.max_extrapolation,
+        )
     loud_warning(post.diagnostics_warning)  # after the input checks: errors stay one line
     for text in extrapolating:
         print(f"bayesmix predict: warning: {text}", file=sys.stderr)
     if scale:
         print(f"target scale: {scale['n_params']:.3g} parameters, {scale['tokens']:.3g} tokens")
-    what = ("posterior predictive loss of a new run" if args.kind == "predictive"
-            else "posterior mean loss")
-    print(f"{args.prob:.0%} equal-tailed intervals of the {what} (nats per token), "
-          f"{post.n_samples} draws of {args.posterior}")
+    what = (
+        "posterior predictive loss of a new run"
+        if args.kind == "predictive"
+        else "posterior mean loss"
+    )
+    print(
+        f"{args.prob:.0%} equal-tailed intervals of the {what} (nats per token), "
+        f"{post.n_samples} draws of {args.posterior}"
+    )
     print(format_intervals(table))
     if args.output:
         write_table(table, args.output)

@@ -43,40 +43,76 @@ def register(subparsers) -> argparse.ArgumentParser:
     from bayesmix.acquire import DEFAULT_CANDIDATES, DEFAULT_MIN_DISTANCE, STRATEGIES
 
     p = subparsers.add_parser(
-        "propose", help="propose the next proxy runs (active learning) and record them",
+        "propose",
+        help="propose the next proxy runs (active learning) and record them",
         description=__doc__.split("\n\n")[0].removeprefix("``bayesmix propose``: "),
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--ledger", required=True, metavar="EXP.db", help="the experiment ledger")
     p.add_argument("-n", type=int, default=8, metavar="N", help="runs to propose (default 8)")
-    p.add_argument("--strategy", default="thompson", metavar="|".join(STRATEGIES),
-                   help="acquisition strategy (default thompson)")
+    p.add_argument(
+        "--strategy",
+        default="thompson",
+        metavar="|".join(STRATEGIES),
+        help="acquisition strategy (default thompson)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and proposals")
-    p.add_argument("--out", metavar="FILE.csv|FILE.json",
-                   help="where to write the proposals (default: <ledger>-round<N>.csv)")
-    p.add_argument("--force", action="store_true",
-                   help="replace the proposals file if it exists (else refused before any work)")
-    p.add_argument("--pool", metavar="POOL.csv",
-                   help="choose among these candidate runs instead of the whole feasible set")
+    p.add_argument(
+        "--out",
+        metavar="FILE.csv|FILE.json",
+        help="where to write the proposals (default: <ledger>-round<N>.csv)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the proposals file if it exists (else refused before any work)",
+    )
+    p.add_argument(
+        "--pool",
+        metavar="POOL.csv",
+        help="choose among these candidate runs instead of the whole feasible set",
+    )
     p.add_argument("--model", default="default", help="model name or TOML file (default)")
     p.add_argument("--draws", type=int, default=1000, help="MCMC draws per chain (default 1000)")
     p.add_argument("--tune", type=int, default=1000, help="MCMC tuning steps (default 1000)")
     p.add_argument("--chains", type=int, default=4, help="MCMC chains (default 4)")
-    p.add_argument("--refit", action="store_true",
-                   help="refit even when no result arrived since the last fit")
+    p.add_argument(
+        "--refit", action="store_true", help="refit even when no result arrived since the last fit"
+    )
     obj = p.add_mutually_exclusive_group()
-    obj.add_argument("--target", metavar="EVAL_DOMAIN",
-                     help="optimise one validation domain (default: the ledger's target "
-                          "weights, else equal weights)")
-    obj.add_argument("--weights", metavar="FILE.json",
-                     help="validation-domain weights {domain: weight}")
-    p.add_argument("--min-distance", type=float, default=None, metavar="D",
-                   help="smallest distance between a proposal and any other run (default "
-                        f"{DEFAULT_MIN_DISTANCE})")
-    p.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, metavar="N",
-                   help=f"size of the continuous candidate cloud (default {DEFAULT_CANDIDATES})")
-    p.add_argument("--cost-power", type=float, default=1.0, metavar="P",
-                   help="weight of cost (n_params x tokens) for pools with sizes, every "
-                        "strategy; 0 ignores cost (default 1)")
+    obj.add_argument(
+        "--target",
+        metavar="EVAL_DOMAIN",
+        help="optimise one validation domain (default: the ledger's target "
+        "weights, else equal weights)",
+    )
+    obj.add_argument(
+        "--weights", metavar="FILE.json", help="validation-domain weights {domain: weight}"
+    )
+    p.add_argument(
+        "--min-distance",
+        type=float,
+        default=None,
+        metavar="D",
+        help="smallest distance between a proposal and any other run (default "
+        f"{DEFAULT_MIN_DISTANCE})",
+    )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=DEFAULT_CANDIDATES,
+        metavar="N",
+        help=f"size of the continuous candidate cloud (default {DEFAULT_CANDIDATES})",
+    )
+    p.add_argument(
+        "--cost-power",
+        type=float,
+        default=1.0,
+        metavar="P",
+        help="weight of cost (n_params x tokens) for pools with sizes, every "
+        "strategy; 0 ignores cost (default 1)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
     return p
@@ -108,9 +144,13 @@ def _check_options(args) -> None:
 
 def _loud(warning: str) -> None:
     bar = "!" * 78
-    print(f"{bar}\nWARNING: {warning}\nThe proposals below come from a posterior that failed "
-          f"its diagnostics; they may be poorly chosen. Refit with more draws/tuning (or a "
-          f"better model) before relying on them.\n{bar}", file=sys.stderr, flush=True)
+    print(
+        f"{bar}\nWARNING: {warning}\nThe proposals below come from a posterior that failed "
+        f"its diagnostics; they may be poorly chosen. Refit with more draws/tuning (or a "
+        f"better model) before relying on them.\n{bar}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 @contextmanager
@@ -128,6 +168,7 @@ def banner_warnings():
                 _loud(str(message))
             else:
                 default(message, category, *rest, **kw)
+
         warnings.showwarning = show
         yield
 
@@ -136,29 +177,54 @@ def run(args) -> int:
     from bayesmix.experiment import Experiment
 
     _check_options(args)
-    if args.out:      # before any fit: not an input, not an existing file without --force
-        check_output(args.out, TABLE_SUFFIXES, "--out", force=args.force,
-                     inputs=[args.ledger, args.pool, args.weights])
-    exp = Experiment(args.ledger, model=args.model, draws=args.draws, tune=args.tune,
-                     chains=args.chains, seed=args.seed, progress=not args.quiet,
-                     log=lambda msg: _say(args, msg))
+    if args.out:  # before any fit: not an input, not an existing file without --force
+        check_output(
+            args.out,
+            TABLE_SUFFIXES,
+            "--out",
+            force=args.force,
+            inputs=[args.ledger, args.pool, args.weights],
+        )
+    exp = Experiment(
+        args.ledger,
+        model=args.model,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        seed=args.seed,
+        progress=not args.quiet,
+        log=lambda msg: _say(args, msg),
+    )
     with banner_warnings():
-        frame = exp.propose(args.n, args.strategy, pool=args.pool,
-                            out=args.out if args.out else True, force=args.force,
-                            target=args.target, weights=args.weights,
-                            min_distance=args.min_distance, candidates=args.candidates,
-                            cost_power=args.cost_power, refit=args.refit, seed=args.seed)
+        frame = exp.propose(
+            args.n,
+            args.strategy,
+            pool=args.pool,
+            out=args.out if args.out else True,
+            force=args.force,
+            target=args.target,
+            weights=args.weights,
+            min_distance=args.min_distance,
+            candidates=args.candidates,
+            cost_power=args.cost_power,
+            refit=args.refit,
+            seed=args.seed,
+        )
     info = frame.attrs
     for note in info["notes"]:
         print(f"note: {note}")
     ids = frame["run"].tolist()
     shown = frame.drop(columns=["round", "strategy"])
     shown.columns = [str(c).removeprefix("mix.") for c in shown.columns]
-    print(f"round {info['round']}: proposed {len(ids)} runs by {info['strategy']} ({ids[0]} to "
-          f"{ids[-1]}), written to {info['path']}")
+    print(
+        f"round {info['round']}: proposed {len(ids)} runs by {info['strategy']} ({ids[0]} to "
+        f"{ids[-1]}), written to {info['path']}"
+    )
     if info["posterior"] is not None:
         failed = info["fit"] and info["fit"].get("diagnostics_warning")
-        print(f"posterior: {shown_path(info['posterior'])}"
-              + (" (FAILED diagnostics)" if failed else ""))
+        print(
+            f"posterior: {shown_path(info['posterior'])}"
+            + (" (FAILED diagnostics)" if failed else "")
+        )
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0

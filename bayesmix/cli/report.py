@@ -39,30 +39,55 @@ Without -o the report goes next to the posterior, as POSTERIOR.html."""
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "report", help="write a self-contained HTML report (fit, checks, decision, loop)",
+        "report",
+        help="write a self-contained HTML report (fit, checks, decision, loop)",
         description=__doc__.split("\n\n")[0].removeprefix("``bayesmix report POSTERIOR.nc``: "),
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior saved by bayesmix fit")
-    p.add_argument("-o", "--out", metavar="FILE.html",
-                   help="the report (default: the posterior's name with .html)")
-    p.add_argument("--decision", metavar="FILE.json",
-                   help="a decision report written by 'bayesmix optimize -o FILE.json'")
-    p.add_argument("--decide", action="store_true",
-                   help="compute the decision here (implied by --weights, --target, "
-                        "--objective, --baseline or a constraint)")
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="FILE.html",
+        help="the report (default: the posterior's name with .html)",
+    )
+    p.add_argument(
+        "--decision",
+        metavar="FILE.json",
+        help="a decision report written by 'bayesmix optimize -o FILE.json'",
+    )
+    p.add_argument(
+        "--decide",
+        action="store_true",
+        help="compute the decision here (implied by --weights, --target, "
+        "--objective, --baseline or a constraint)",
+    )
     add_aggregate_arguments(p)
-    p.add_argument("--objective", metavar="|".join(OBJECTIVES),
-                   help="decision objective (default mean): mean, quantile:Q, cvar:Q, "
-                        "beat-baseline")
-    p.add_argument("--baseline", metavar="D=SHARE,...",
-                   help="baseline mixture to compare with (default: uniform)")
+    p.add_argument(
+        "--objective",
+        metavar="|".join(OBJECTIVES),
+        help="decision objective (default mean): mean, quantile:Q, cvar:Q, beat-baseline",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="D=SHARE,...",
+        help="baseline mixture to compare with (default: uniform)",
+    )
     add_constraint_arguments(p)
     p.add_argument("--ledger", metavar="EXP.db", help="an experiment ledger: progress per round")
-    p.add_argument("--ternary", metavar="A,B,C",
-                   help="three training domains for the ternary view (default: the three "
-                        "largest shares of the recommendation)")
-    p.add_argument("--prob", type=float, default=DEFAULT_PROB,
-                   help=f"mass of the intervals (default {DEFAULT_PROB})")
+    p.add_argument(
+        "--ternary",
+        metavar="A,B,C",
+        help="three training domains for the ternary view (default: the three "
+        "largest shares of the recommendation)",
+    )
+    p.add_argument(
+        "--prob",
+        type=float,
+        default=DEFAULT_PROB,
+        help=f"mass of the intervals (default {DEFAULT_PROB})",
+    )
     p.add_argument("--title", help="the report's title")
     p.add_argument("--seed", type=int, default=0, help="seed of the optimiser's random starts")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -74,8 +99,15 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def _wants_decision(args) -> bool:
     constraints = (args.min_share, args.max_share, args.fixed, args.tokens_available)
-    return bool(args.decide or args.weights or args.target or args.objective or args.baseline
-                or any(constraints) or args.target_tokens is not None)
+    return bool(
+        args.decide
+        or args.weights
+        or args.target
+        or args.objective
+        or args.baseline
+        or any(constraints)
+        or args.target_tokens is not None
+    )
 
 
 def run(args) -> int:
@@ -88,9 +120,11 @@ def run(args) -> int:
 
     decide_here = _wants_decision(args)
     if args.decision and decide_here:
-        raise errors.OptionError("--decision FILE.json reads a decision; the decision options "
-                                 "(--decide, --weights, --target, --objective, --baseline, "
-                                 "constraints) compute one: give one or the other")
+        raise errors.OptionError(
+            "--decision FILE.json reads a decision; the decision options "
+            "(--decide, --weights, --target, --objective, --baseline, "
+            "constraints) compute one: give one or the other"
+        )
     if args.weights_subset and not args.weights:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
     out_path = args.out or str(Path(args.posterior).with_suffix(".html"))
@@ -110,15 +144,31 @@ def run(args) -> int:
         constraints = constraints_from_args(args, posterior.train_domains)
         baseline = parse_pairs([args.baseline], "--baseline") if args.baseline else None
         say("deciding")
-        decision = decide(posterior, weights=args.weights, target=args.target,
-                          constraints=constraints, objective=args.objective or "mean",
-                          baseline=baseline, prob=args.prob, allow_subset=args.weights_subset,
-                          seed=args.seed, inputs=scale or None,
-                          max_extrapolation=args.max_extrapolation)
+        decision = decide(
+            posterior,
+            weights=args.weights,
+            target=args.target,
+            constraints=constraints,
+            objective=args.objective or "mean",
+            baseline=baseline,
+            prob=args.prob,
+            allow_subset=args.weights_subset,
+            seed=args.seed,
+            inputs=scale or None,
+            max_extrapolation=args.max_extrapolation,
+        )
         decision.source = args.posterior
     say("drawing the figures")
-    path = write_report(out, posterior, decision=decision, ledger=args.ledger,
-                        ternary=args.ternary, prob=args.prob, title=args.title, force=args.force,
-                        inputs=inputs)
+    path = write_report(
+        out,
+        posterior,
+        decision=decision,
+        ledger=args.ledger,
+        ternary=args.ternary,
+        prob=args.prob,
+        title=args.title,
+        force=args.force,
+        inputs=inputs,
+    )
     print(f"wrote {path}")
     return 0

@@ -20,16 +20,23 @@ from bayesmix.ledger import STATUSES
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "status", help="show an experiment ledger; mark runs running/failed/abandoned",
+        "status",
+        help="show an experiment ledger; mark runs running/failed/abandoned",
         description=__doc__.split("\n\n")[0].removeprefix("``bayesmix status``: "),
         epilog="examples:\n  bayesmix status --ledger exp.db\n"
-               "  bayesmix status --ledger exp.db --set r0003=running --set r0004=failed",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  bayesmix status --ledger exp.db --set r0003=running --set r0004=failed",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--ledger", required=True, metavar="EXP.db", help="the experiment ledger")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     settable = ", ".join(s for s in STATUSES if s != "completed")
-    p.add_argument("--set", action="append", default=[], metavar="RUN=STATUS",
-                   help=f"change a run's status first ({settable}; repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="RUN=STATUS",
+        help=f"change a run's status first ({settable}; repeatable)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -56,11 +63,13 @@ def run(args) -> int:
 
 def render(summary: dict, runs: pd.DataFrame) -> str:
     """Human-readable status: a few lines of facts, then tables by round and by run."""
-    lines = [f"ledger: {summary['ledger']} (created {summary['created']})",
-             f"training domains ({len(summary['train_domains'])}): "
-             + ", ".join(summary["train_domains"]),
-             f"validation domains ({len(summary['eval_domains'])}): "
-             + ", ".join(summary["eval_domains"])]
+    lines = [
+        f"ledger: {summary['ledger']} (created {summary['created']})",
+        f"training domains ({len(summary['train_domains'])}): "
+        + ", ".join(summary["train_domains"]),
+        f"validation domains ({len(summary['eval_domains'])}): "
+        + ", ".join(summary["eval_domains"]),
+    ]
     bounds = []
     for d, b in summary["constraints"].items():
         if b["min"] == b["max"]:
@@ -74,12 +83,16 @@ def render(summary: dict, runs: pd.DataFrame) -> str:
     if summary["settings"]:
         lines.append("settings: " + json.dumps(summary["settings"], sort_keys=True))
     counts = ", ".join(f"{n} {s}" for s, n in summary["by_status"].items() if n) or "none yet"
-    lines.append(f"runs: {summary['runs']} ({counts}); {summary['external_runs']} external; "
-                 f"{summary['recorded_losses']} losses in {summary['recorded_checkpoints']} "
-                 f"checkpoints; current round {summary['current_round']}")
+    lines.append(
+        f"runs: {summary['runs']} ({counts}); {summary['external_runs']} external; "
+        f"{summary['recorded_losses']} losses in {summary['recorded_checkpoints']} "
+        f"checkpoints; current round {summary['current_round']}"
+    )
     for rnd, path in summary.get("missing_handoffs", {}).items():
-        lines.append(f"round {rnd}: proposals file {path} was never written (recreate it with "
-                     f"`bayesmix export --ledger {summary['ledger']} --round {rnd}`)")
+        lines.append(
+            f"round {rnd}: proposals file {path} was never written (recreate it with "
+            f"`bayesmix export --ledger {summary['ledger']} --round {rnd}`)"
+        )
     if summary["runs"]:
         by_round = pd.DataFrame(summary["by_round"]).T.reindex(columns=list(STATUSES))
         by_round = by_round.fillna(0).astype(int)

@@ -18,20 +18,33 @@ from bayesmix.loaders import FORMATS, TOKENS_PER_STEP, load, size_label
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "validate", help="check run files and summarise them",
+        "validate",
+        help="check run files and summarise them",
         description="Load run results (tidy CSV/Parquet, a RegMix mixture + loss CSV pair, or "
-                    "Ye et al. TSV logs), check them, and print runs, domains, sizes, steps, "
-                    "missing losses and proportion ranges. Losses must be positive and at most "
-                    "--max-loss nats per token; empty or nan cells are missing losses, inf is "
-                    "an error. Domain names may not contain '/', ',' or '='.")
+        "Ye et al. TSV logs), check them, and print runs, domains, sizes, steps, "
+        "missing losses and proportion ranges. Losses must be positive and at most "
+        "--max-loss nats per token; empty or nan cells are missing losses, inf is "
+        "an error. Domain names may not contain '/', ',' or '='.",
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="files or directories")
     p.add_argument("--format", choices=FORMATS, help="input format (detected when omitted)")
-    p.add_argument("--renormalize", action="store_true",
-                   help="rescale proportions to sum to 1 instead of rejecting them")
-    p.add_argument("--tolerance", type=float, default=SUM_TOLERANCE,
-                   help=f"allowed |sum of proportions - 1| (default {SUM_TOLERANCE})")
-    p.add_argument("--tokens-per-step", type=float, default=TOKENS_PER_STEP,
-                   help=f"Ye et al. logs: tokens per step (default {TOKENS_PER_STEP})")
+    p.add_argument(
+        "--renormalize",
+        action="store_true",
+        help="rescale proportions to sum to 1 instead of rejecting them",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=SUM_TOLERANCE,
+        help=f"allowed |sum of proportions - 1| (default {SUM_TOLERANCE})",
+    )
+    p.add_argument(
+        "--tokens-per-step",
+        type=float,
+        default=TOKENS_PER_STEP,
+        help=f"Ye et al. logs: tokens per step (default {TOKENS_PER_STEP})",
+    )
     add_max_loss_argument(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -42,9 +55,15 @@ def run(args) -> int:
     notes: list[str] = []
     tolerance = check_tolerance(args.tolerance, "--tolerance")
     max_loss = max_loss_from_args(args)
-    table = load(args.files, args.format, renormalize=args.renormalize,
-                 tolerance=tolerance, report=notes, tokens_per_step=args.tokens_per_step,
-                 max_loss=max_loss)
+    table = load(
+        args.files,
+        args.format,
+        renormalize=args.renormalize,
+        tolerance=tolerance,
+        report=notes,
+        tokens_per_step=args.tokens_per_step,
+        max_loss=max_loss,
+    )
     summary = summarize(table)
     if args.json:
         print(json.dumps({**summary, "notes": notes}, indent=2))
@@ -60,19 +79,24 @@ def summarize(table: RunTable) -> dict:
     out = table.summary()
     losses = table.losses
     out["loss_cells"] = int(losses.size)
-    out["loss_range"] = {d: [float(np.nanmin(losses[d])), float(np.nanmax(losses[d]))]
-                         if losses[d].notna().any() else [None, None]
-                         for d in table.eval_domains}
+    out["loss_range"] = {
+        d: [float(np.nanmin(losses[d])), float(np.nanmax(losses[d]))]
+        if losses[d].notna().any()
+        else [None, None]
+        for d in table.eval_domains
+    }
     return out
 
 
 def format_summary(s: dict) -> str:
     """A readable multi-line summary of :func:`summarize` output."""
-    lines = [f"source:        {s['source']}",
-             f"runs:          {s['runs']}",
-             f"records:       {s['records']}",
-             f"training:      {len(s['train_domains'])} domains",
-             f"validation:    {len(s['eval_domains'])} domains"]
+    lines = [
+        f"source:        {s['source']}",
+        f"runs:          {s['runs']}",
+        f"records:       {s['records']}",
+        f"training:      {len(s['train_domains'])} domains",
+        f"validation:    {len(s['eval_domains'])} domains",
+    ]
     if "sizes" in s:
         lines.append("sizes:         " + ", ".join(size_label(v) for v in s["sizes"]))
     if "steps" in s:

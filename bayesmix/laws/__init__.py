@@ -34,8 +34,10 @@ def register[L: (Law, type[Law])](law: L, *, replace: bool = False) -> L:
         raise SpecError(f"law {instance.name!r} must declare params and take the input 'r'")
     old = _REGISTRY.get(instance.name)
     if old is not None and type(old) is not type(instance) and not replace:
-        raise SpecError(f"a different law is already registered as {instance.name!r}",
-                        hint="choose another name or pass replace=True")
+        raise SpecError(
+            f"a different law is already registered as {instance.name!r}",
+            hint="choose another name or pass replace=True",
+        )
     _REGISTRY[instance.name] = instance
     return law
 
@@ -51,9 +53,14 @@ def _discover() -> None:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         for obj in vars(module).values():
-            if (isinstance(obj, type) and issubclass(obj, Law) and obj is not Law
-                    and obj.__module__ == module.__name__ and obj.name
-                    and obj.name not in _REGISTRY):
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, Law)
+                and obj is not Law
+                and obj.__module__ == module.__name__
+                and obj.name
+                and obj.name not in _REGISTRY
+            ):
                 _REGISTRY[obj.name] = obj()
 
 
@@ -83,6 +90,8 @@ def get_law(name: str | Law) -> Law:
             raise SpecError(f"{name!r} is not a bayesmix Law")
         _REGISTRY[name] = instance
         return instance
-    raise SpecError(f"unknown law {name!r}",
-                    hint=f"known laws: {', '.join(sorted(_REGISTRY))}; a law defined elsewhere "
-                         "is registered with bayesmix.laws.register or named 'module:Class'")
+    raise SpecError(
+        f"unknown law {name!r}",
+        hint=f"known laws: {', '.join(sorted(_REGISTRY))}; a law defined elsewhere "
+        "is registered with bayesmix.laws.register or named 'module:Class'",
+    )

@@ -56,8 +56,8 @@ PARAMS = ("m", "rho", "gamma", "w")
 def effective_data(r, gamma, w, xp=np):
     """``S_i = sum_j w_ij q_j^gamma_j`` (..., n, K) for ``gamma`` (..., M), ``w`` (..., K, M):
     1 at the uniform mixture, >= 1/11 always."""
-    qg = relative_share(r, xp) ** gamma[..., None, :]                    # (..., n, M)
-    return xp.matmul(qg, xp.swapaxes(w, -1, -2))                         # (..., n, K)
+    qg = relative_share(r, xp) ** gamma[..., None, :]  # (..., n, M)
+    return xp.matmul(qg, xp.swapaxes(w, -1, -2))  # (..., n, K)
 
 
 def mean_loss(r, params, xp=np):
@@ -80,20 +80,25 @@ class Additive(Law):
     """Shukor et al.'s additive law at one scale (see the module docstring)."""
 
     name = "additive"
-    description = ("additive law (Shukor et al.): L_i = m_i (1 - rho_i + rho_i / "
-                   "sum_j w_ij q_j^gamma_j), q_j = (M r_j + 0.1) / 1.1")
+    description = (
+        "additive law (Shukor et al.): L_i = m_i (1 - rho_i + rho_i / "
+        "sum_j w_ij q_j^gamma_j), q_j = (M r_j + 0.1) / 1.1"
+    )
     params = (
         Param("m", ("eval_domain",), "nats/token", "loss at the uniform mixture"),
         Param("rho", ("eval_domain",), "", "reducible fraction of m, in (0, 1)"),
-        Param("gamma", ("train_domain",), "",
-              "power of training domain j's relative share, in (0, 1)"),
-        Param("w", ("eval_domain", "train_domain"), "",
-              "weight of training domain j in validation domain i's effective data (rows sum "
-              "to 1)"),
+        Param(
+            "gamma", ("train_domain",), "", "power of training domain j's relative share, in (0, 1)"
+        ),
+        Param(
+            "w",
+            ("eval_domain", "train_domain"),
+            "",
+            "weight of training domain j in validation domain i's effective data (rows sum to 1)",
+        ),
     )
     priors = {
-        **{k: v for k, v in m4.M4_PRIORS.items()
-           if k in ("m", "rho_logit_mu", "rho_logit_sigma")},
+        **{k: v for k, v in m4.M4_PRIORS.items() if k in ("m", "rho_logit_mu", "rho_logit_sigma")},
         **WEIGHT_PRIORS,
         # gamma_j = sigmoid(gamma_logit_j): median 0.5, 95 % of the prior within 0.12-0.88.
         "gamma_logit": {"dist": "Normal", "mu": 0.0, "sigma": 1.0},
@@ -120,9 +125,9 @@ class Additive(Law):
         r = np.asarray(r, float)
         m, rho, gamma, w = (np.asarray(params[p], float) for p in PARAMS)
         v = np.asarray(weights, float)
-        a = (v * m * rho)[..., None, :]                                  # (S, 1, K)
-        qg = relative_share(r) ** gamma[..., None, :]                    # (S, n, M)
-        s = np.matmul(qg, np.swapaxes(w, -1, -2))                        # (S, n, K)
+        a = (v * m * rho)[..., None, :]  # (S, 1, K)
+        qg = relative_share(r) ** gamma[..., None, :]  # (S, n, M)
+        s = np.matmul(qg, np.swapaxes(w, -1, -2))  # (S, n, K)
         f = (v * m * (1.0 - rho)).sum(-1)[..., None] + (a / s).sum(-1)  # (S, n)
         g = -gamma[..., None, :] * qg / (r + share_eps(r.shape[-1])) * np.matmul(a / s**2, w)
         return f, g

@@ -47,9 +47,12 @@ class Param:
 
     def __post_init__(self):
         if any(d not in PARAM_DIMS for d in self.dims) or list(self.dims) != sorted(
-                self.dims, key=PARAM_DIMS.index):
-            raise ValueError(f"parameter {self.name!r}: dims must be a subsequence of "
-                             f"{PARAM_DIMS}, got {self.dims}")
+            self.dims, key=PARAM_DIMS.index
+        ):
+            raise ValueError(
+                f"parameter {self.name!r}: dims must be a subsequence of "
+                f"{PARAM_DIMS}, got {self.dims}"
+            )
 
 
 @dataclass
@@ -144,8 +147,10 @@ class Law:
             if key == "r":
                 continue
             if given[key] is None:
-                raise OptionError(f"law {self.name!r} needs {key} to predict a loss",
-                                  hint=f"give {key}= (CLI: --{key.replace('_', '-')})")
+                raise OptionError(
+                    f"law {self.name!r} needs {key} to predict a loss",
+                    hint=f"give {key}= (CLI: --{key.replace('_', '-')})",
+                )
             out[key] = given[key]
         return out
 
@@ -178,8 +183,10 @@ class Law:
 
                 r = pt.tensor3("r")
                 w = pt.vector("w")
-                ps = {p.name: pt.tensor(p.name, shape=(None,) * (1 + len(p.dims)))
-                      for p in self.params}
+                ps = {
+                    p.name: pt.tensor(p.name, shape=(None,) * (1 + len(p.dims)))
+                    for p in self.params
+                }
                 inputs = {"r": r}
                 extra = []
                 for key in self.inputs:
@@ -188,8 +195,9 @@ class Law:
                         extra.append(inputs[key])
                 f = (self.mean(inputs, ps, pt) * w).sum(axis=-1)  # (S, n)
                 g = pytensor.grad(f.sum(), r)
-                self._compiled = pytensor.function([r, w, *ps.values(), *extra], [f, g],
-                                                   on_unused_input="ignore")
+                self._compiled = pytensor.function(
+                    [r, w, *ps.values(), *extra], [f, g], on_unused_input="ignore"
+                )
             return self._compiled
 
     def draw_optima(self, params, weights, lower, upper, x0=None, **inputs):
@@ -200,8 +208,9 @@ class Law:
 
     def describe_params(self) -> str:
         """One line per parameter: name [dims] units - meaning."""
-        return "\n".join(f"{p.name} [{', '.join(p.dims)}] {p.units}: {p.description}"
-                         for p in self.params)
+        return "\n".join(
+            f"{p.name} [{', '.join(p.dims)}] {p.units}: {p.description}" for p in self.params
+        )
 
     def __repr__(self) -> str:
         return f"<law {self.name!r}: {self.description}>"

@@ -94,7 +94,7 @@ class SortedRows(Transform):
 def exponent(r, t, xp=np):
     """``t_k . r`` for every mixture, aggregate column and latent domain: (..., n, E, K) for
     ``r`` (..., n, M) and ``t`` (..., E, K, M)."""
-    x = xp.matmul(xp.expand_dims(r, -3), xp.swapaxes(t, -1, -2))   # (..., E, n, K)
+    x = xp.matmul(xp.expand_dims(r, -3), xp.swapaxes(t, -1, -2))  # (..., E, n, K)
     return xp.swapaxes(x, -3, -2)
 
 
@@ -111,8 +111,12 @@ def to_paper(params) -> dict:
     over k: one representative of the identified law), ``t`` (..., E, K, M)."""
     m, rho, s = (np.asarray(params[p], float) for p in ("m", "rho", "s"))
     ones = np.ones_like(s)
-    return {"s": s, "c": (m * (1.0 - rho))[..., None] * ones, "k": (m * rho)[..., None] * ones,
-            "t": np.asarray(params["t"], float)}
+    return {
+        "s": s,
+        "c": (m * (1.0 - rho))[..., None] * ones,
+        "k": (m * rho)[..., None] * ones,
+        "t": np.asarray(params["t"], float),
+    }
 
 
 def from_paper(s, c, k, t) -> dict:
@@ -130,8 +134,12 @@ def from_paper(s, c, k, t) -> dict:
     m = (s * c).sum(axis=-1) + total
     weights = a / total[..., None]
     order = np.argsort(-weights, axis=-1, kind="stable")
-    return {"m": m, "rho": total / m, "s": np.take_along_axis(weights, order, axis=-1),
-            "t": np.take_along_axis(t, order[..., None], axis=-2)}
+    return {
+        "m": m,
+        "rho": total / m,
+        "s": np.take_along_axis(weights, order, axis=-1),
+        "t": np.take_along_axis(t, order[..., None], axis=-2),
+    }
 
 
 #: Priors of the implicit block (a specification overrides any of them by name).
@@ -153,16 +161,26 @@ class Implicit(Law):
     """Implicit domain aggregation (see the module docstring)."""
 
     name = "implicit"
-    description = ("implicit aggregation (Ye et al.): L = sum_k s_k (c_k + k_k exp(t_k . r)), "
-                   "K latent M4 domains")
+    description = (
+        "implicit aggregation (Ye et al.): L = sum_k s_k (c_k + k_k exp(t_k . r)), "
+        "K latent M4 domains"
+    )
     params = (
         Param("m", ("eval_domain",), "nats/token", "aggregate loss at the uniform mixture"),
         Param("rho", ("eval_domain",), "", "reducible fraction of that loss, in (0, 1)"),
-        Param("s", ("eval_domain", "latent"), "",
-              "share of the reducible loss carried by latent domain k (on the simplex, "
-              "ordered: s_0 >= s_1 >= ...)"),
-        Param("t", ("eval_domain", "latent", "train_domain"), "per unit share",
-              "effect of training share j on latent domain k (rows sum to 0; < 0 helps)"),
+        Param(
+            "s",
+            ("eval_domain", "latent"),
+            "",
+            "share of the reducible loss carried by latent domain k (on the simplex, "
+            "ordered: s_0 >= s_1 >= ...)",
+        ),
+        Param(
+            "t",
+            ("eval_domain", "latent", "train_domain"),
+            "per unit share",
+            "effect of training share j on latent domain k (rows sum to 0; < 0 helps)",
+        ),
     )
     priors = IMPLICIT_PRIORS
     convex = True
@@ -181,8 +199,10 @@ class Implicit(Law):
         from bayesmix.errors import SpecError
 
         if ctx.priors["b_mu"].dist != "ZeroSumNormal":
-            raise SpecError("prior b_mu must be a ZeroSumNormal (rows of t sum to zero for "
-                            "identifiability)", hint="keep dist = \"ZeroSumNormal\"")
+            raise SpecError(
+                "prior b_mu must be a ZeroSumNormal (rows of t sum to zero for identifiability)",
+                hint='keep dist = "ZeroSumNormal"',
+            )
         k = latent_count(ctx.hierarchy)
         model = pm.modelcontext(None)
         model.add_coord("latent", list(range(k)))
@@ -201,16 +221,23 @@ class Implicit(Law):
             # shipped implicit specs; see models/implicit.toml for the measurements).
             b_sigma = ctx.prior("b_sigma")
             slope_sd = b_sigma if ctx.centered else 1.0
-            scale = pt.concatenate([pt.ones(1) * S_LOGIT_SD,
-                                    pt.ones(len(ctx.train_domains)) * slope_sd])
-            raw = pm.Normal("latent_z", 0.0, scale,
-                            dims=("eval_domain", "latent", "latent_coef"), transform=SortedRows())
+            scale = pt.concatenate(
+                [pt.ones(1) * S_LOGIT_SD, pt.ones(len(ctx.train_domains)) * slope_sd]
+            )
+            raw = pm.Normal(
+                "latent_z",
+                0.0,
+                scale,
+                dims=("eval_domain", "latent", "latent_coef"),
+                transform=SortedRows(),
+            )
             s = pm.Deterministic("s", pm.math.softmax(raw[..., 0], axis=-1), dims=dims2)
             z = raw[..., 1:]
             z = z - z.mean(axis=-1, keepdims=True)
             z = z - z.mean(axis=-2, keepdims=True)
-            b = pm.Deterministic("b", b_mu[:, None, :] + (1.0 if ctx.centered else b_sigma) * z,
-                                 dims=dims3)
+            b = pm.Deterministic(
+                "b", b_mu[:, None, :] + (1.0 if ctx.centered else b_sigma) * z, dims=dims3
+            )
         t = pm.Deterministic("t", b / rho[:, None, None], dims=dims3)
         return {"m": m, "rho": rho, "s": s, "t": t}
 
@@ -221,8 +248,8 @@ class Implicit(Law):
         m, rho, s, t = (np.asarray(params[p], float) for p in PARAMS)
         w = np.asarray(weights, float)
         a = ((w * m * rho)[..., None] * s)[..., None, :, :] * np.exp(exponent(r, t))
-        f = (w * m * (1.0 - rho)).sum(-1)[..., None] + a.sum((-1, -2))     # (S, n)
-        g = np.einsum("...nek,...ekj->...nj", a, t)                          # (S, n, M)
+        f = (w * m * (1.0 - rho)).sum(-1)[..., None] + a.sum((-1, -2))  # (S, n)
+        g = np.einsum("...nek,...ekj->...nj", a, t)  # (S, n, M)
         return f, g
 
     def draw_optima(self, params, weights, lower, upper, x0=None, **inputs):
@@ -232,7 +259,6 @@ class Implicit(Law):
         from bayesmix.optimize import solve_exp_sum
 
         m, rho, s, t = (np.asarray(params[p], float) for p in PARAMS)
-        a = (np.asarray(weights, float) * m * rho)[..., None] * s            # (S, E, K)
+        a = (np.asarray(weights, float) * m * rho)[..., None] * s  # (S, E, K)
         n = a.shape[0]
-        return solve_exp_sum(a.reshape(n, -1), t.reshape(n, -1, t.shape[-1]), lower, upper,
-                             x0=x0)
+        return solve_exp_sum(a.reshape(n, -1), t.reshape(n, -1, t.shape[-1]), lower, upper, x0=x0)

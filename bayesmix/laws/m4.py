@@ -112,8 +112,9 @@ def slope_block(ctx, rho):
     if ctx.diagonal is not None:
         loc = loc + ctx.prior("diag_mu") * ctx.diagonal
     b_raw = pooled_matrix(ctx, "b_raw", loc, ctx.prior("b_sigma"), centered=ctx.centered)
-    b = pm.Deterministic("b", b_raw - b_raw.mean(axis=1, keepdims=True),
-                         dims=("eval_domain", "train_domain"))
+    b = pm.Deterministic(
+        "b", b_raw - b_raw.mean(axis=1, keepdims=True), dims=("eval_domain", "train_domain")
+    )
     return pm.Deterministic("t", b / rho[:, None], dims=("eval_domain", "train_domain"))
 
 
@@ -125,8 +126,12 @@ class M4(Law):
     params: tuple[Param, ...] = (
         Param("m", ("eval_domain",), "nats/token", "loss at the uniform mixture (c + k)"),
         Param("rho", ("eval_domain",), "", "reducible fraction k / m, in (0, 1)"),
-        Param("t", ("eval_domain", "train_domain"), "per unit share",
-              "effect of training share j on validation loss i (rows sum to 0; < 0 helps)"),
+        Param(
+            "t",
+            ("eval_domain", "train_domain"),
+            "per unit share",
+            "effect of training share j on validation loss i (rows sum to 0; < 0 helps)",
+        ),
     )
     priors = M4_PRIORS
     convex = True
@@ -149,8 +154,10 @@ class M4(Law):
         if pr["b_mu"].dist != "ZeroSumNormal":
             from bayesmix.errors import SpecError
 
-            raise SpecError("prior b_mu must be a ZeroSumNormal (rows of t sum to zero for "
-                            "identifiability)", hint="keep dist = \"ZeroSumNormal\"")
+            raise SpecError(
+                "prior b_mu must be a ZeroSumNormal (rows of t sum to zero for identifiability)",
+                hint='keep dist = "ZeroSumNormal"',
+            )
         m, rho = level_block(ctx)
         pm.Deterministic("k", m * rho, dims="eval_domain")
         t = slope_block(ctx, rho)
@@ -161,9 +168,9 @@ class M4(Law):
         r = np.asarray(r, float)
         m, rho, t = (np.asarray(params[p], float) for p in PARAMS)
         w = np.asarray(weights, float)
-        e = (w * m * rho)[..., None, :] * np.exp(exponent(r, t))         # (S, n, K)
-        f = (w * m * (1.0 - rho)).sum(-1)[..., None] + e.sum(-1)         # (S, n)
-        return f, np.matmul(e, t)                                        # (S, n, M)
+        e = (w * m * rho)[..., None, :] * np.exp(exponent(r, t))  # (S, n, K)
+        f = (w * m * (1.0 - rho)).sum(-1)[..., None] + e.sum(-1)  # (S, n)
+        return f, np.matmul(e, t)  # (S, n, M)
 
     def draw_optima(self, params, weights, lower, upper, x0=None):
         """Exact per-draw optima: the weighted loss is a constant plus a sum of exponentials

@@ -49,8 +49,12 @@ class M4Log(m4.M4):
     name = "m4log"
     description = "M4 + log shares: L_i = c_i + k_i exp(t_i . r + u_i . g(r))"
     params = m4.M4.params + (
-        Param("u", ("eval_domain", "train_domain"), "per unit log share",
-              "effect of the log share of training domain j on validation loss i"),
+        Param(
+            "u",
+            ("eval_domain", "train_domain"),
+            "per unit log share",
+            "effect of the log share of training domain j on validation loss i",
+        ),
     )
     priors = {
         **m4.M4_PRIORS,
@@ -74,8 +78,9 @@ class M4Log(m4.M4):
         if ctx.diagonal is not None:
             loc = loc + ctx.prior("diag_v_mu") * ctx.diagonal
         v = m4.pooled_matrix(ctx, "v", loc, ctx.prior("v_sigma"), centered=False)
-        params["u"] = pm.Deterministic("u", v / params["rho"][:, None],
-                                       dims=("eval_domain", "train_domain"))
+        params["u"] = pm.Deterministic(
+            "u", v / params["rho"][:, None], dims=("eval_domain", "train_domain")
+        )
         return params
 
     def value_grad(self, r, params, weights, *, n_params=None, tokens=None):
@@ -83,7 +88,7 @@ class M4Log(m4.M4):
         r = np.asarray(r, float)
         m, rho, t, u = (np.asarray(params[p], float) for p in ("m", "rho", "t", "u"))
         w = np.asarray(weights, float)
-        e = (w * m * rho)[..., None, :] * np.exp(exponent(r, t, u))      # (S, n, K)
+        e = (w * m * rho)[..., None, :] * np.exp(exponent(r, t, u))  # (S, n, K)
         f = (w * m * (1.0 - rho)).sum(-1)[..., None] + e.sum(-1)
         g = np.matmul(e, t) + np.matmul(e, u) / (r + EPS)
         return f, g

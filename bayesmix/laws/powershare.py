@@ -154,15 +154,24 @@ class PowerShare(Law):
     """Power law in the effective share (see the module docstring)."""
 
     name = "powershare"
-    description = ("power law in the shares (BiMix): L_i = m_i (sum_j w_ij q_j)^-alpha_i, "
-                   "q_j = (M r_j + 0.1) / 1.1")
+    description = (
+        "power law in the shares (BiMix): L_i = m_i (sum_j w_ij q_j)^-alpha_i, "
+        "q_j = (M r_j + 0.1) / 1.1"
+    )
     params = (
         Param("m", ("eval_domain",), "nats/token", "loss at the uniform mixture"),
-        Param("alpha", ("eval_domain",), "",
-              "power of validation domain i's effective relative share, in (0, 1)"),
-        Param("w", ("eval_domain", "train_domain"), "",
-              "weight of training domain j in validation domain i's effective share (rows "
-              "sum to 1)"),
+        Param(
+            "alpha",
+            ("eval_domain",),
+            "",
+            "power of validation domain i's effective relative share, in (0, 1)",
+        ),
+        Param(
+            "w",
+            ("eval_domain", "train_domain"),
+            "",
+            "weight of training domain j in validation domain i's effective share (rows sum to 1)",
+        ),
     )
     priors = {
         "m": m4.M4_PRIORS["m"],
@@ -196,10 +205,10 @@ class PowerShare(Law):
         ``df/dr_j = M / (1 + EPS) * sum_i -v_i m_i alpha_i x_i^(-alpha_i - 1) w_ij``."""
         r = np.asarray(r, float)
         m, alpha, w = (np.asarray(params[p], float) for p in PARAMS)
-        a = (np.asarray(weights, float) * m)[..., None, :]               # (S, 1, K)
+        a = (np.asarray(weights, float) * m)[..., None, :]  # (S, 1, K)
         alpha = alpha[..., None, :]
-        x = effective_share(r, w)                                        # (S, n, K)
-        f = (a * x**-alpha).sum(-1)                                      # (S, n)
-        dx = -a * alpha * x ** (-alpha - 1.0)                            # (S, n, K)
-        g = np.matmul(dx, w) * (r.shape[-1] / (1.0 + EPS))               # (S, n, M)
+        x = effective_share(r, w)  # (S, n, K)
+        f = (a * x**-alpha).sum(-1)  # (S, n)
+        dx = -a * alpha * x ** (-alpha - 1.0)  # (S, n, K)
+        g = np.matmul(dx, w) * (r.shape[-1] / (1.0 + EPS))  # (S, n, M)
         return f, g

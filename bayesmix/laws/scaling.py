@@ -81,10 +81,12 @@ def chinchilla(n_params, tokens, xp=np):
 
 def mean_loss(inputs, params, xp=np):
     """Expected loss (..., n, K) at mixtures ``r`` (..., n, M), sizes and tokens (..., n)."""
-    size = (inputs["n_params"] / params["n_ref"][..., None])[..., None]   # (..., n, 1)
+    size = (inputs["n_params"] / params["n_ref"][..., None])[..., None]  # (..., n, 1)
     data = (inputs["tokens"] / params["d_ref"][..., None])[..., None]
-    reducible = (params["A"][..., None, :] * size ** -params["alpha"][..., None, :]
-                 + params["B"][..., None, :] * data ** -params["beta"][..., None, :])
+    reducible = (
+        params["A"][..., None, :] * size ** -params["alpha"][..., None, :]
+        + params["B"][..., None, :] * data ** -params["beta"][..., None, :]
+    )
     return params["E"][..., None, :] + xp.exp(exponent(inputs["r"], params["t"], xp)) * reducible
 
 
@@ -92,19 +94,23 @@ class Scaling(Law):
     """M4 mixing term on Chinchilla's reducible loss (see the module docstring)."""
 
     name = "scaling"
-    description = ("joint law over size, tokens and mixture: "
-                   "E_i + exp(t_i . r) (A_i (N/n_ref)^-alpha_i + B_i (D/d_ref)^-beta_i)")
+    description = (
+        "joint law over size, tokens and mixture: "
+        "E_i + exp(t_i . r) (A_i (N/n_ref)^-alpha_i + B_i (D/d_ref)^-beta_i)"
+    )
     inputs = ("r", "n_params", "tokens")
     params = (
         Param("E", ("eval_domain",), "nats/token", "irreducible loss (infinite N and D)"),
-        Param("A", ("eval_domain",), "nats/token",
-              "size term at n_ref and the uniform mixture"),
+        Param("A", ("eval_domain",), "nats/token", "size term at n_ref and the uniform mixture"),
         Param("alpha", ("eval_domain",), "", "model-size exponent"),
-        Param("B", ("eval_domain",), "nats/token",
-              "data term at d_ref and the uniform mixture"),
+        Param("B", ("eval_domain",), "nats/token", "data term at d_ref and the uniform mixture"),
         Param("beta", ("eval_domain",), "", "training-tokens exponent"),
-        Param("t", ("eval_domain", "train_domain"), "per unit share",
-              "effect of training share j on the reducible loss of domain i (rows sum to 0)"),
+        Param(
+            "t",
+            ("eval_domain", "train_domain"),
+            "per unit share",
+            "effect of training share j on the reducible loss of domain i (rows sum to 0)",
+        ),
         Param("n_ref", (), "parameters", "reference model size (geometric mean of the fit's)"),
         Param("d_ref", (), "tokens", "reference training tokens (geometric mean of the fit's)"),
     )
@@ -138,27 +144,42 @@ class Scaling(Law):
             return mu + sd * pm.Normal(f"{name}_z", 0.0, 1.0, dims=dom)
 
         g_size = pm.Deterministic(
-            "g_size", m * pt.exp(pooled("log_g_size", pt.log(ref_g_size / ref_loss))), dims=dom)
+            "g_size", m * pt.exp(pooled("log_g_size", pt.log(ref_g_size / ref_loss))), dims=dom
+        )
         g_data = pm.Deterministic(
-            "g_data", m * pt.exp(pooled("log_g_data", pt.log(ref_g_data / ref_loss))), dims=dom)
+            "g_data", m * pt.exp(pooled("log_g_data", pt.log(ref_g_data / ref_loss))), dims=dom
+        )
         e = pm.math.sigmoid(pooled("e_logit", pt.log(ref_e / (1.0 - ref_e))))
-        phi = pm.Deterministic("phi", pm.math.sigmoid(
-            pooled("phi_logit", pt.log(ref_phi / (1.0 - ref_phi)))), dims=dom)
+        phi = pm.Deterministic(
+            "phi", pm.math.sigmoid(pooled("phi_logit", pt.log(ref_phi / (1.0 - ref_phi)))), dims=dom
+        )
         e_ = pm.Deterministic("E", e * m, dims=dom)
         rho = pm.Deterministic("rho", 1.0 - e, dims=dom)
         a = pm.Deterministic("A", rho * m * phi, dims=dom)
         b_ = pm.Deterministic("B", rho * m * (1.0 - phi), dims=dom)
         alpha = pm.Deterministic("alpha", g_size / a, dims=dom)
         beta = pm.Deterministic("beta", g_data / b_, dims=dom)
-        pm.Potential("exponent_prior", -0.5 * (
-            pt.sum(((pt.log(alpha) - np.log(CHINCHILLA["alpha"])) / EXPONENT_PRIOR_SD) ** 2)
-            + pt.sum(((pt.log(beta) - np.log(CHINCHILLA["beta"])) / EXPONENT_PRIOR_SD) ** 2)))
+        pm.Potential(
+            "exponent_prior",
+            -0.5
+            * (
+                pt.sum(((pt.log(alpha) - np.log(CHINCHILLA["alpha"])) / EXPONENT_PRIOR_SD) ** 2)
+                + pt.sum(((pt.log(beta) - np.log(CHINCHILLA["beta"])) / EXPONENT_PRIOR_SD) ** 2)
+            ),
+        )
         t = slope_block(ctx, rho)
-        return {"E": e_, "A": a, "alpha": alpha, "B": b_, "beta": beta, "t": t,
-                "n_ref": n_ref, "d_ref": d_ref}
+        return {
+            "E": e_,
+            "A": a,
+            "alpha": alpha,
+            "B": b_,
+            "beta": beta,
+            "t": t,
+            "n_ref": n_ref,
+            "d_ref": d_ref,
+        }
 
-    def draw_optima(self, params, weights, lower, upper, x0=None, *, n_params=None,
-                    tokens=None):
+    def draw_optima(self, params, weights, lower, upper, x0=None, *, n_params=None, tokens=None):
         """Exact per-draw optima at one scale: M4 with ``k_i`` the reducible loss there."""
         if n_params is None or tokens is None:
             return None
@@ -166,7 +187,9 @@ class Scaling(Law):
 
         size = float(n_params) / np.asarray(params["n_ref"], float)[..., None]
         data = float(tokens) / np.asarray(params["d_ref"], float)[..., None]
-        k = (np.asarray(params["A"]) * size ** -np.asarray(params["alpha"])
-             + np.asarray(params["B"]) * data ** -np.asarray(params["beta"]))
-        return solve_exp_sum(k * np.asarray(weights, float), np.asarray(params["t"], float),
-                             lower, upper, x0=x0)
+        k = np.asarray(params["A"]) * size ** -np.asarray(params["alpha"]) + np.asarray(
+            params["B"]
+        ) * data ** -np.asarray(params["beta"])
+        return solve_exp_sum(
+            k * np.asarray(weights, float), np.asarray(params["t"], float), lower, upper, x0=x0
+        )
