@@ -114,6 +114,8 @@ _LAST_FIT_KEY = "fit:last"
 _HANDOFF_KEY = "handoff:round"
 #: Statuses a new proposal must keep its distance from.
 _OCCUPIED = ("proposed", "running", "completed")
+#: Prefix of the meta keys holding each launched run's job record (see :meth:`Ledger.claim`).
+_JOB_KEY = "job:"
 
 
 # re-exported: bayesmix.ledger.ProposalConflictError / DamagedLedgerError
@@ -922,6 +924,87 @@ class Ledger:
                     (changes[run], now, run),
                 )
         return changed
+
+    # ------------------------------------------------------------------ jobs (bayesmix run)
+    def claim(self, run: str, owner: Mapping, *, stale: bool = False) -> dict | None:
+        """Mark ``run`` running for ``owner`` (``{"host", "pid", ...}``) in one transaction and
+        return its job record (``attempts`` counts launches, this one included; ``owner``,
+        ``started``, ``heartbeat``: UTC ISO times; ``history``: one line per earlier attempt).
+
+        Only a proposed run is claimed (``stale=True``: also a running one, taken over from a
+        dead runner); None when another runner changed it first, so two runners never launch
+        the same run."""
+        with self._write("claim") as con:
+            row = con.execute("SELECT status FROM runs WHERE run = ?", (run,)).fetchone()
+            allowed = ("proposed", "running") if stale else ("proposed",)
+            if row is None or row[0] not in allowed:
+                return None
+            job = self._job(con, run)
+            now = _now()
+            job.update(
+                attempts=int(job.get("attempts", 0)) + 1,
+                owner=dict(owner),
+                started=now,
+                heartbeat=now,
+            )
+            con.execute("UPDATE runs SET status = 'running', updated = ? WHERE run = ?", (now, run))
+            self._put_job(con, run, job)
+        return job
+
+    def release(
+        self, run: str, status: str, note: str | None = None, *, refund: bool = False
+    ) -> None:
+        """End ``run``'s current attempt: status ``proposed`` (to be launched again) or
+        ``failed``, with ``note`` (e.g. the job's stderr tail) added to its job record's
+        history. ``refund``: the attempt does not count (interrupted by the user). A run that is
+        no longer running (completed meanwhile) is left as it is."""
+        if status not in ("proposed", "failed"):
+            raise ValueError(f"release to proposed or failed, not {status!r}")
+        with self._write("release") as con:
+            row = con.execute("SELECT status FROM runs WHERE run = ?", (run,)).fetchone()
+            if row is None or row[0] != "running":
+                return
+            job = self._job(con, run)
+            if note:
+                job.setdefault("history", []).append(f"attempt {job.get('attempts', 0)}: {note}")
+            if refund:
+                job["attempts"] = max(0, int(job.get("attempts", 1)) - 1)
+            job.pop("owner", None)
+            con.execute(
+                "UPDATE runs SET status = ?, updated = ? WHERE run = ?", (status, _now(), run)
+            )
+            self._put_job(con, run, job)
+
+    def heartbeat(self, runs: Iterable[str]) -> None:
+        """Refresh the heartbeat of these running runs' job records (a live runner's sign)."""
+        runs = list(runs)
+        if not runs:
+            return
+        with self._write("heartbeat") as con:
+            now = _now()
+            for run in runs:
+                job = self._job(con, run)
+                if job:
+                    job["heartbeat"] = now
+                    self._put_job(con, run, job)
+
+    def jobs(self) -> dict[str, dict]:
+        """Every launched run's job record, by run id."""
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT key, value FROM meta WHERE key LIKE ?", (_JOB_KEY + "%",)
+            ).fetchall()
+        return {k[len(_JOB_KEY) :]: self._meta_record(k, v) for k, v in rows}
+
+    def _job(self, con, run: str) -> dict:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", (_JOB_KEY + run,)).fetchone()
+        return self._meta_record(_JOB_KEY + run, row[0]) if row else {}
+
+    def _put_job(self, con, run: str, job: dict) -> None:
+        con.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            (_JOB_KEY + run, json.dumps(job, sort_keys=True)),
+        )
 
     # ------------------------------------------------------------------ results
     def record_results(

@@ -27,6 +27,7 @@ COMMANDS = [
     "diagnose",
     "compare",
     "propose",
+    "run",
     "export",
     "critical_share",
     "pipeline",

@@ -1,0 +1,158 @@
+"""``bayesmix run``: run the active-learning loop: launch proposed runs, ingest, propose again.
+
+For each proposed run the command template is filled in (``{run}``, ``{mixture_json}``,
+``{mixture_file}``, ``{out}``, shell-quoted) and run in ``<workdir>/<run>/`` on this machine
+(``--executor local``, ``--parallel`` at a time) or as Ray tasks (``--executor ray``, on
+``--ray-address`` or a local Ray instance). The job writes its losses to ``{out}`` (a run table
+``bayesmix ingest`` reads, e.g. a tidy CSV); they are recorded, failures are retried
+``--retries`` times, then the next batch is proposed, for ``--rounds`` rounds. Ctrl-C stops the
+jobs and leaves the ledger consistent; running the same command again resumes. The work is done
+by :class:`bayesmix.runner.Runner`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from bayesmix import errors
+from bayesmix.runner import DEFAULT_STALE_AFTER_S, PLACEHOLDERS
+
+_EPILOG = (
+    """examples:
+  bayesmix run --ledger exp.db --rounds 3 -n 8 --parallel 2 \\
+      --command 'python train.py --run {run} --mixture-file {mixture_file} --out {out}'
+  bayesmix run --ledger exp.db --executor ray --ray-address 10.0.0.5:6379 --parallel 16 \\
+      --command 'python train.py --mix {mixture_json} --out {out}'
+
+placeholders: """
+    + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    + """ (shell-quoted when filled in).
+Each run's folder <workdir>/<run>/ holds mixture.json, stdout.log, stderr.log and result.csv.
+A run left running by a runner that died is taken back at once when that process is gone from
+this host, otherwise after --stale-after seconds without a heartbeat (default 600).
+Exit status: 0 when every round finished with no run failed, 1 when some run failed after its
+retries, 2 for bad input, 130 when interrupted."""
+)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    from bayesmix.acquire import STRATEGIES
+    from bayesmix.executors import EXECUTORS
+
+    p = subparsers.add_parser(
+        "run",
+        help="run the loop: launch proposed runs with your training command, ingest, propose",
+        description=__doc__.split("\n\n")[0].removeprefix("``bayesmix run``: "),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--ledger", required=True, metavar="EXP.db", help="the experiment ledger")
+    p.add_argument(
+        "--command", required=True, metavar="TEMPLATE", help="the training command template"
+    )
+    p.add_argument("--executor", default="local", choices=EXECUTORS, help="default local")
+    p.add_argument("--ray-address", metavar="HOST:PORT", help="an existing Ray cluster")
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="jobs at a time (1)")
+    p.add_argument("--rounds", type=int, default=1, metavar="R", help="rounds to run (1)")
+    p.add_argument("--retries", type=int, default=1, metavar="K", help="relaunches (1)")
+    p.add_argument("-n", type=int, default=8, metavar="N", help="runs per new batch (8)")
+    p.add_argument(
+        "--strategy", default="thompson", metavar="|".join(STRATEGIES), help="default thompson"
+    )
+    p.add_argument("--timeout", type=float, metavar="S", help="seconds per launch (no limit)")
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=DEFAULT_STALE_AFTER_S,
+        metavar="S",
+        help="take back a dead runner's runs after S s without heartbeat (600)",
+    )
+    p.add_argument("--workdir", metavar="DIR", help="runs' folders (default <ledger>-runs)")
+    p.add_argument("--model", default="default", help="model name or TOML file (default)")
+    p.add_argument("--draws", type=int, default=1000, help="MCMC draws per chain (1000)")
+    p.add_argument("--tune", type=int, default=1000, help="MCMC tuning steps (1000)")
+    p.add_argument("--chains", type=int, default=4, help="MCMC chains (4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of fits and proposals")
+    obj = p.add_mutually_exclusive_group()
+    obj.add_argument("--target", metavar="EVAL_DOMAIN", help="optimise one validation domain")
+    obj.add_argument("--weights", metavar="FILE.json", help="validation-domain weights")
+    p.add_argument("--min-distance", type=float, metavar="D", help="between proposals")
+    p.add_argument(
+        "--no-recommend", action="store_true", help="do not fit and recommend at the end"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+    return p
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args) -> int:
+    from bayesmix.cli.propose import banner_warnings
+    from bayesmix.executors import get_executor
+    from bayesmix.experiment import Experiment
+    from bayesmix.runner import Runner, check_template
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"[run] {msg}", file=sys.stderr, flush=True)
+
+    check_template(args.command)
+    for name in ("parallel", "rounds", "n", "draws", "tune", "chains"):
+        if getattr(args, name) < 1:
+            flag = "-n" if name == "n" else f"--{name}"
+            raise errors.OptionError(f"{flag} must be >= 1, got {getattr(args, name)}")
+    if args.retries < 0:
+        raise errors.OptionError(f"--retries must be >= 0, got {args.retries}")
+    opts: dict = {}
+    if args.target:
+        opts["target"] = args.target
+    if args.weights:
+        opts["weights"] = args.weights  # a JSON file; read and checked by propose
+    if args.min_distance is not None:
+        opts["min_distance"] = args.min_distance
+    exp = Experiment(
+        args.ledger,
+        model=args.model,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        seed=args.seed,
+        progress=not args.quiet,
+        log=say,
+    )
+    executor = get_executor(args.executor, args.parallel, args.ray_address)
+    runner = Runner(
+        exp,
+        args.command,
+        executor,
+        workdir=args.workdir,
+        retries=args.retries,
+        batch=args.n,
+        strategy=args.strategy,
+        propose_options=opts,
+        timeout_s=args.timeout,
+        stale_after_s=args.stale_after,
+        log=say,
+    )
+    old = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
+    try:
+        with banner_warnings():
+            summary = runner.run(args.rounds, recommend=not args.no_recommend)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    print(summary.describe())
+    if summary.interrupted:
+        print(
+            "bayesmix run: interrupted; the ledger is consistent (runs in flight are proposed "
+            "again): run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    if summary.recommendation is not None:
+        print(summary.recommendation.to_text())
+    return 1 if summary.failed else 0
