@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint venv benchmarks clean
+.PHONY: demo real-loop test test-fast lint venv benchmarks clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { interp=$$(tools/find-python) && echo "creating $(VENV) with $$interp" && $$interp -m venv $(VENV); }
@@ -22,6 +22,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
+
+# the loop with real (tiny) training: bayesmix run launches examples/tiny_trainer.py per run
+real-loop: $(STAMP)
+	$(PY) examples/real_loop.py
 
 # lint first: ruff (formatting, style, bugs) on all Python code, mypy (types) on the package;
 # `$(VENV)/bin/ruff format bayesmix tests examples benchmarks` fixes what the format check finds
