@@ -38,6 +38,8 @@ EXECUTORS = ("local", "ray")
 STDERR_TAIL_CHARS = 2000
 #: Seconds between SIGTERM and SIGKILL when a job is stopped.
 KILL_GRACE_S = 5.0
+#: Seconds between checks of a running job (exit, timeout, cancellation).
+POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -144,11 +146,15 @@ def run_job(job: Job, on_start=None) -> JobResult:
             return JobResult(job.run, None, 0.0, f"{err}", host=socket.gethostname())
         if on_start is not None:
             on_start(proc)
-        try:
-            proc.wait(timeout=job.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            stop_process(proc)
+        # polled, not one blocking wait: Ray cancels a task by raising KeyboardInterrupt
+        # between Python bytecodes, which a blocking waitpid would never reach
+        deadline = None if job.timeout_s is None else time.monotonic() + job.timeout_s
+        while proc.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = True
+                stop_process(proc)
+                break
+            time.sleep(POLL_S)
     elapsed = time.perf_counter() - t0
     tail = _tail(folder / "stderr.log", start)
     text = None
@@ -268,7 +274,7 @@ class RayExecutor:
             except Exception as err:  # ConnectionError, RuntimeError, ...: one line
                 where = address or "a local instance"
                 raise errors.OptionError(f"cannot start Ray on {where}: {err}") from None
-        self._task = ray.remote(num_cpus=1, max_retries=0)(run_job)
+        self._task = ray.remote(num_cpus=1, max_retries=0)(_ray_job)
         self._refs: dict[str, object] = {}
 
     def __repr__(self) -> str:
@@ -281,15 +287,34 @@ class RayExecutor:
         return future
 
     def cancel_all(self) -> None:
-        for ref in self._refs.values():
+        """Ask every task to stop (KeyboardInterrupt in the task, which stops its job's
+        process group) and wait for them up to :data:`KILL_GRACE_S` + 5 s."""
+        refs = list(self._refs.values())
+        for ref in refs:
             try:
-                self._ray.cancel(ref, force=True)
+                self._ray.cancel(ref, force=False)
             except Exception:
                 pass
+        try:
+            self._ray.wait(refs, num_returns=len(refs), timeout=KILL_GRACE_S + 5.0)
+        except Exception:
+            pass
 
     def shutdown(self) -> None:
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _ray_job(job: Job) -> JobResult:
+    """:func:`run_job` inside a Ray task: when the task is cancelled (a KeyboardInterrupt
+    raised in it), the job's process group is stopped too instead of outliving the task."""
+    procs: list[subprocess.Popen] = []
+    try:
+        return run_job(job, on_start=procs.append)
+    except BaseException:
+        for proc in procs:
+            stop_process(proc)
+        raise
 
 
 def get_executor(name: str, parallel: int = 1, address: str | None = None) -> Executor:

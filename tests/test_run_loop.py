@@ -299,3 +299,32 @@ def test_the_loop_on_a_local_ray_instance(loop, tmp_path):
     summary = r.run(1, recommend=False)
     assert len(summary.completed) == 3 and summary.retried == 3
     assert set(statuses(exp).values()) == {"completed"}
+
+
+def test_cancelling_ray_jobs_stops_their_processes(tmp_path):
+    pytest.importorskip("ray", reason="Ray is the optional extra bayesmix[ray]")
+    from bayesmix.executors import RayExecutor
+
+    executor = RayExecutor(parallel=1)
+    try:
+        folder = tmp_path / "r1"
+        job = Job("r1", "sleep 300 & echo $! > child.pid; wait", str(folder),
+                  str(folder / "mixture.json"), "{}", str(folder / "result.csv"))  # fmt: skip
+        future = executor.submit(job)
+        for _ in range(300):  # until the job's child process runs
+            if (folder / "child.pid").is_file() and (folder / "child.pid").read_text().strip():
+                break
+            time.sleep(0.1)
+        pid = int((folder / "child.pid").read_text())
+        assert Path(f"/proc/{pid}").exists()
+        executor.cancel_all()
+        time.sleep(0.5)
+        # the job's whole process group is gone (or a zombie awaiting its reaper), not orphaned
+        gone = (
+            not Path(f"/proc/{pid}").exists()
+            or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        )
+        assert gone
+        del future  # its result is a TaskCancelledError; the loop never reads it
+    finally:
+        executor.shutdown()
