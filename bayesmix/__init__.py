@@ -21,10 +21,14 @@ The public API, one name per step (imported on first use, so ``import bayesmix``
 ``report`` is also reachable as ``write_report``, ``Posterior.report()`` and
 ``DecisionReport.to_html()``; ``decide`` and ``DecisionReport`` live in ``bayesmix.decision``.
 
+Argument names follow PyMC and ArviZ: ``random_seed``, ``progressbar``, ``ci_prob`` (interval
+mass) and ``ci_kind`` ("eti" equal-tailed, the default, or "hdi"); the former ``seed``,
+``progress`` and ``prob`` still work for one release with a ``FutureWarning``.
+
 Examples
 --------
 >>> import bayesmix as bm
->>> runs, truth = bm.simulate(["web", "code", "books"], n_runs=12, seed=0)
+>>> runs, truth = bm.simulate(["web", "code", "books"], n_runs=12, random_seed=0)
 >>> runs.n_runs, runs.train_domains
 (12, ('web', 'code', 'books'))
 >>> cons = bm.Constraints.build(["web", "code", "books"], max_share={"code": 0.3})
@@ -33,19 +37,22 @@ Examples
 
 Fitting runs MCMC (about a minute the first time a model structure is compiled):
 
->>> post = bm.fit(runs, draws=500, tune=500, chains=2, seed=1)  # doctest: +SKIP
->>> rec = bm.decide(post, constraints=cons)                     # doctest: +SKIP
->>> print(rec.to_text())                                        # doctest: +SKIP
->>> bm.report("report.html", post, decision=rec)                # doctest: +SKIP
+>>> post = bm.fit(runs, draws=500, tune=500, chains=2, random_seed=1)  # doctest: +SKIP
+>>> rec = bm.decide(post, constraints=cons)                            # doctest: +SKIP
+>>> print(rec.to_text())                                               # doctest: +SKIP
+>>> bm.report("report.html", post, decision=rec)                       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data import RunTable
 from bayesmix.errors import BayesmixError
 
@@ -92,6 +99,25 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from bayesmix.simulate import simulate
 
 
+#: Public functions named like the submodule that defines them (``bayesmix.fit.fit``).
+_SHADOWED = ("fit", "simulate")
+
+
+class _Package(types.ModuleType):
+    """The ``bayesmix`` module, keeping ``bayesmix.fit`` and ``bayesmix.simulate`` the public
+    functions: importing a submodule binds it as an attribute of its package (``import
+    bayesmix.fit`` anywhere would otherwise turn ``bm.fit`` into the module). Reach the modules
+    with ``from bayesmix.fit import ...`` or ``importlib.import_module("bayesmix.fit")``."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         module, attr = _LAZY[name]
@@ -105,6 +131,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
+@renamed_kwargs(**SEED, **PROGRESS)
 def propose(
     ledger,
     n: int = 8,
@@ -114,8 +141,8 @@ def propose(
     draws: int = 1000,
     tune: int = 1000,
     chains: int = 4,
-    seed: int = 0,
-    progress: bool = False,
+    random_seed: int = 0,
+    progressbar: bool = False,
     **options,
 ):
     """Propose the next ``n`` runs of an experiment and record them in its ledger.
@@ -127,15 +154,21 @@ def propose(
     ----------
     ledger : str or path
         The experiment's ledger (created by ``Experiment.create`` or ``bayesmix init``).
-    n : int
+    n : int, default 8
         Runs to propose.
-    strategy : {"thompson", "optimum-info", "bald", "random"}
+    strategy : {"thompson", "optimum-info", "bald", "random"}, default "thompson"
         Acquisition strategy (an initial design when no run is completed yet).
-    model, draws, tune, chains, seed, progress
-        Fit settings of the posterior (see :func:`bayesmix.fit.fit`).
+    model : str, default "default"
+        Model specification of the posterior (see :func:`bayesmix.fit`).
+    draws, tune, chains : int
+        MCMC settings of a refit.
+    random_seed : int, default 0
+        Seed of the fit and the proposal (``seed`` is its deprecated name).
+    progressbar : bool, default False
+        Show the sampler's progress (``progress`` is its deprecated name).
     **options
-        Passed to :meth:`bayesmix.experiment.Experiment.propose` (``out``, ``pool``,
-        ``target``, ``weights``, ``min_distance``, ...).
+        Passed to :meth:`bayesmix.Experiment.propose` (``out``, ``pool``, ``target``,
+        ``weights``, ``min_distance``, ...).
 
     Returns
     -------
@@ -151,6 +184,12 @@ def propose(
     from bayesmix.experiment import Experiment
 
     exp = Experiment(
-        ledger, model=model, draws=draws, tune=tune, chains=chains, seed=seed, progress=progress
+        ledger,
+        model=model,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        random_seed=random_seed,
+        progressbar=progressbar,
     )
     return exp.propose(n, strategy, **options)

@@ -81,6 +81,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import design, errors
+from bayesmix._compat import SEED, renamed_kwargs
 from bayesmix.constraints import Constraints
 from bayesmix.data import MIX_PREFIX
 from bayesmix.laws import Law
@@ -350,19 +351,22 @@ class Candidates:
         )
 
     @classmethod
+    @renamed_kwargs(**SEED)
     def continuous(
         cls,
         constraints: Constraints,
         n: int = DEFAULT_CANDIDATES,
         *,
         belief: Belief | None = None,
-        seed: int | None = 0,
+        random_seed: int | None = 0,
     ) -> Candidates:
         """A cloud of ~``n`` feasible mixtures (see the module docstring); with ``belief``, its
-        per-draw optima, its posterior-mean optimum and points around them are included."""
+        per-draw optima, its posterior-mean optimum and points around them are included.
+        Drawn with ``random_seed``."""
         if n < 1:
             raise errors.OptionError(f"the number of candidates must be >= 1, got {n}")
         m = len(constraints.domains)
+        seed = random_seed
         rng = np.random.default_rng(seed)
         parts = [
             _design_points(constraints, max(1, n // 2), seed, "sobol", 1.0),
@@ -379,7 +383,7 @@ class Candidates:
                 "mean",
                 n_starts=2,
                 extra_starts=optima.mean(axis=0)[None],
-                seed=seed,
+                random_seed=seed,
             ).mixture
             centres = np.vstack([best[None], optima])
             n_local = max(0, n - sum(len(p) for p in parts))
@@ -986,6 +990,7 @@ def get_strategy(name: str | Strategy, **options) -> Strategy:
 
 
 # ------------------------------------------------------------------------------ entry points
+@renamed_kwargs(**SEED)
 def propose(
     belief: Belief,
     q: int,
@@ -997,12 +1002,14 @@ def propose(
     existing=None,
     min_distance: float | None = None,
     n_candidates: int = DEFAULT_CANDIDATES,
-    seed: int | None = 0,
+    random_seed: int | None = 0,
     **options,
 ) -> Batch:
     """Propose ``q`` runs from ``belief``: over ``pool`` when given, else over the feasible set
     of ``constraints`` (the plain simplex when None). ``pending``/``existing``: mixtures (k, M)
-    of runs in flight / with results. Every proposal satisfies the constraints."""
+    of runs in flight / with results. Every proposal satisfies the constraints. Same
+    ``random_seed``, same batch."""
+    seed = random_seed
     strat = get_strategy(strategy, **options)
     dist = DEFAULT_MIN_DISTANCE if min_distance is None else float(min_distance)
     if not np.isfinite(dist) or dist < 0:
@@ -1011,7 +1018,7 @@ def propose(
     if pool is None:
         needs_belief = not isinstance(strat, RandomSelection)
         pool = Candidates.continuous(
-            constraints, n_candidates, belief=belief if needs_belief else None, seed=seed
+            constraints, n_candidates, belief=belief if needs_belief else None, random_seed=seed
         )
     elif tuple(pool.train_domains) != tuple(belief.train_domains):
         raise errors.DomainNameError("the pool's training domains differ from the posterior's")
@@ -1023,6 +1030,7 @@ def propose(
     return batch
 
 
+@renamed_kwargs(**SEED)
 def initial_batch(
     constraints: Constraints,
     q: int,
@@ -1031,13 +1039,15 @@ def initial_batch(
     pending=None,
     existing=None,
     min_distance: float | None = None,
-    seed: int | None = 0,
+    random_seed: int | None = 0,
     cost_power: float = 1.0,
 ) -> Batch:
     """A batch before any result: space-filling Sobol points in the feasible set
     (design.initial_design), or random rows of ``pool`` (weighted by ``cost ** -cost_power``
     when their costs differ, see :class:`RandomSelection`), away from pending/existing runs
-    (by ``min_distance``, default the initial designs' ``design.DEFAULT_MIN_DISTANCE``)."""
+    (by ``min_distance``, default the initial designs' ``design.DEFAULT_MIN_DISTANCE``).
+    Same ``random_seed``, same batch."""
+    seed = random_seed
     q = _check_q(q)
     dist = design.DEFAULT_MIN_DISTANCE if min_distance is None else float(min_distance)
     m = len(constraints.domains)

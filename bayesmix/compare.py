@@ -31,6 +31,7 @@ from scipy.special import logsumexp
 
 from bayesmix import errors
 from bayesmix.data import RunTable
+from bayesmix.optimize import credible_interval
 from bayesmix.posterior import Posterior
 from bayesmix.spec import ModelSpec, load_spec
 
@@ -290,7 +291,13 @@ def kfold(
                 f"kfold {name}: fold {i + 1}/{len(folds)}: fitting {train.n_runs} runs, "
                 f"predicting {len(held)} held out"
             )
-            refit = fit(train, spec, seed=None if seed is None else seed + i, warn=False, **fit_kw)
+            refit = fit(
+                train,
+                spec,
+                random_seed=None if seed is None else seed + i,
+                warn=False,
+                **fit_kw,
+            )
             failed += not refit.diagnostics.ok
             # Scored on the whole table (the held-out runs alone may lack a domain), then cut.
             ll = refit.log_likelihood(table)
@@ -379,14 +386,14 @@ def _score_fold(
         key: None if getattr(inputs, key) is None else getattr(inputs, key)[idx]
         for key in ("n_params", "tokens")
     }
-    pred = refit.predict(table.mixtures.loc[held], seed=seed, **extra)
+    pred = refit.predict(table.mixtures.loc[held], random_seed=seed, **extra)
     mean = pred.mean.mean(("chain", "draw")).transpose("mixture", "eval_domain").values
     draws = (
         pred.predictive.stack(sample=("chain", "draw"))
         .transpose("mixture", "eval_domain", "sample")
         .values
     )
-    lower, upper = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=-1)
+    lower, upper = credible_interval(draws, prob, axis=-1)
     lpd = _log_mean_density(loss_ll, "obs")
     lpd_of = dict(zip(zip(loss_ll["obs_run"].values, loss_ll["obs_eval_domain"].values), lpd))
     observed = table.select(held).losses.to_numpy(dtype=float)  # (held run, eval_domain)

@@ -23,7 +23,27 @@ FEASIBILITY_ATOL = 1e-6
 
 @dataclass(frozen=True)
 class Constraints:
-    """Box-constrained simplex over ``domains``; ``lower``/``upper`` are arrays of shape (M,)."""
+    """The feasible mixtures: the simplex over ``domains`` within per-domain share bounds.
+
+    Build with :meth:`build` (share limits, fixed shares, token availability) or
+    :meth:`unconstrained`.
+
+    Parameters
+    ----------
+    domains : tuple of str
+        Training domain names (M).
+    lower, upper : numpy.ndarray
+        Smallest and largest share of each domain, shape (M,).
+
+    Examples
+    --------
+    >>> from bayesmix import Constraints
+    >>> cons = Constraints.build(["web", "code", "books"], max_share={"code": 0.3})
+    >>> cons.upper.tolist()
+    [1.0, 0.3, 1.0]
+    >>> cons.contains([[0.5, 0.2, 0.3], [0.2, 0.5, 0.3]]).tolist()
+    [True, False]
+    """
 
     domains: tuple[str, ...]
     lower: np.ndarray
@@ -41,7 +61,35 @@ class Constraints:
         max_epochs: float = 1.0,
         target_tokens: float | None = None,
     ) -> Constraints:
-        """Combine every kind of constraint; raise InfeasibleError naming the conflict."""
+        """Combine every kind of constraint into one feasible set.
+
+        Parameters
+        ----------
+        domains : sequence of str
+            Training domain names.
+        min_share, max_share, fixed : mapping, optional
+            ``{domain: share}`` lower bounds, upper bounds and fixed shares.
+        tokens_available : mapping, optional
+            ``{domain: tokens}`` available; with ``target_tokens`` and ``max_epochs`` a
+            domain's share is capped at ``tokens * max_epochs / target_tokens``.
+        max_epochs : float, default 1
+            Passes allowed over a domain's data.
+        target_tokens : float, optional
+            Training tokens of the target run.
+
+        Returns
+        -------
+        Constraints
+            The feasible set; an InfeasibleError names the conflict when it is empty.
+
+        Examples
+        --------
+        >>> from bayesmix import Constraints
+        >>> cons = Constraints.build(["web", "code"], tokens_available={"code": 1e9},
+        ...                          target_tokens=1e10)
+        >>> cons.upper.tolist()
+        [1.0, 0.1]
+        """
         domains = tuple(domains)
         m = len(domains)
         lower, upper = np.zeros(m), np.ones(m)
@@ -111,7 +159,26 @@ class Constraints:
         return cls.build(domains)
 
     def contains(self, r: np.ndarray, atol: float = FEASIBILITY_ATOL) -> np.ndarray:
-        """Boolean per mixture (shape r.shape[:-1]): on the simplex and inside the box."""
+        """Whether mixtures are feasible: on the simplex and inside the box.
+
+        Parameters
+        ----------
+        r : array_like
+            Mixtures (..., M).
+        atol : float
+            Tolerance of the sum and the bounds.
+
+        Returns
+        -------
+        numpy.ndarray
+            Booleans of shape ``r.shape[:-1]``.
+
+        Examples
+        --------
+        >>> from bayesmix import Constraints
+        >>> Constraints.unconstrained(["a", "b"]).contains([0.4, 0.6])
+        np.True_
+        """
         r = np.asarray(r, float)
         return (
             (np.abs(r.sum(axis=-1) - 1.0) <= atol)

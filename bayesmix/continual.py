@@ -31,6 +31,7 @@ import xarray as xr
 
 from bayesmix import errors
 from bayesmix.data import RunTable, _normalise_name
+from bayesmix.optimize import credible_interval
 
 #: Points of the grid over [0, x_max] on which every draw's curve is evaluated first; the last
 #: crossing found on it is then refined by bisection (a crossing between two grid points
@@ -237,7 +238,7 @@ class CriticalShare:
             )
         x = self.curve["new_share"].values
         flat = self.curve.stack(sample=("chain", "draw")).transpose("new_share", "sample").values
-        lo, hi = np.quantile(flat, [(1 - self.prob) / 2, (1 + self.prob) / 2], axis=1)
+        lo, hi = credible_interval(flat, self.prob, axis=1)
         fig = Figure(figsize=(6.4, 4.4))
         ax = fig.add_subplot()
         clo, chi = self.interval
@@ -307,7 +308,7 @@ def _convergence(da: xr.DataArray, which: str) -> float:
 
 
 def _interval(da: xr.DataArray, prob: float) -> tuple[float, float]:
-    lo, hi = np.quantile(da.values.ravel(), [(1 - prob) / 2, (1 + prob) / 2])
+    lo, hi = credible_interval(da.values.ravel(), prob)
     return float(lo), float(hi)
 
 

@@ -213,9 +213,30 @@ def check_known_domains(
 class RunTable:
     """Validated proxy-run records. Immutable by convention: methods return new tables.
 
-    Build with :meth:`from_frame` (validates) or a loader in :mod:`bayesmix.loaders`.
+    Build with :meth:`from_frame` (validates) or :func:`bayesmix.load`; the constructor takes
+    records that are already valid.
     Views: :meth:`to_tidy` (the documented layout), :meth:`to_long` (one row per loss),
     :meth:`to_xarray` (dims run, train_domain, eval_domain[, step]).
+
+    Parameters
+    ----------
+    records : pandas.DataFrame
+        One row per record in the tidy layout (run, [n_params], [step], [tokens],
+        mix.<domain>..., loss.<domain>...).
+    train_domains, eval_domains : sequence of str
+        Training and validation domain names.
+    source : str, optional
+        Where the records came from (named in errors).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from bayesmix import RunTable
+    >>> frame = pd.DataFrame({"run": ["a", "b"], "mix.web": [0.5, 1.0], "mix.code": [0.5, 0.0],
+    ...                       "loss.web": [3.1, 2.9]})
+    >>> runs = RunTable.from_frame(frame)
+    >>> runs.n_runs, runs.train_domains, runs.eval_domains
+    (2, ('web', 'code'), ('web',))
     """
 
     def __init__(
@@ -245,11 +266,38 @@ class RunTable:
     ) -> RunTable:
         """Validate a DataFrame in the documented tidy layout and return a RunTable.
 
-        ``row_numbers`` gives the line number of each row in ``source`` for error messages
-        (default: CSV line numbers, header on line 1). ``renormalize`` rescales proportions that
-        sum within 0.5 of 1 to exactly 1 instead of rejecting them; a line saying by how much is
-        appended to ``report`` (a list) when given. ``max_loss``: the plausibility bound on
-        losses (nats per token; see the module docstring for the whole rule).
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            run, [n_params], [step], [tokens], mix.<domain>..., loss.<domain>...
+        source : str, optional
+            Where it came from (named in errors).
+        row_numbers : sequence of int, optional
+            The line number of each row in ``source`` for error messages (default: CSV line
+            numbers, header on line 1).
+        renormalize : bool, default False
+            Rescale proportions that sum within 0.5 of 1 to exactly 1 instead of rejecting
+            sums off by more than ``tolerance``.
+        report : list, optional
+            Receives a line saying by how much proportions were rescaled.
+        max_loss : float
+            The plausibility bound on losses (nats per token; see the module docstring).
+
+        Returns
+        -------
+        RunTable
+            The validated table; bad input is a BayesmixError naming row and column.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from bayesmix import RunTable
+        >>> frame = pd.DataFrame({"run": ["a"], "mix.web": [0.7], "mix.code": [0.2],
+        ...                       "loss.web": [3.0]})
+        >>> RunTable.from_frame(frame)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        bayesmix.errors.ProportionSumError: row 2, run 'a': ...
         """
         if not tolerance >= 0:  # NaN or negative would switch the sum check off
             check_tolerance(tolerance)

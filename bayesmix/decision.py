@@ -10,9 +10,11 @@ law, how many of its starts reached the best value. The result is a :class:`Deci
 tidy DataFrames, printable as a table (:meth:`DecisionReport.to_text`) and saved as JSON or CSV
 (:meth:`DecisionReport.save`).
 
-Loss intervals are equal-tailed with mass ``prob`` over posterior draws. "mean/median/lower/upper"
-describe the law's expected loss (uncertainty about the law); with a Posterior the report adds
-``pred_lower``/``pred_upper``, the posterior predictive interval of one run's measured loss.
+Loss intervals have mass ``ci_prob`` over posterior draws, equal-tailed by default
+(``ci_kind="hdi"``: highest density; :func:`bayesmix.optimize.credible_interval`).
+"mean/median/lower/upper" describe the law's expected loss (uncertainty about the law); with a
+Posterior the report adds ``pred_lower``/``pred_upper``, the posterior predictive interval of one
+run's measured loss.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix import errors
+from bayesmix._compat import CI_PROB, PROGRESS, SEED, renamed_kwargs
 from bayesmix.constraints import Constraints
 from bayesmix.data import check_known_domains
 
@@ -42,8 +45,10 @@ from bayesmix.optimize import (
     LawDraws,
     Objective,
     as_law_draws,
+    check_ci_kind,
     check_constraints,
     check_prob,
+    credible_interval,
     draw_optima,
     minimize_objective,
     optima_dataarray,
@@ -150,20 +155,59 @@ def _read_baseline_file(path: Path) -> Mapping:
 class DecisionReport:
     """Everything needed to decide, as tidy tables (shares are fractions, losses nats/token).
 
-    * ``recommendation``: train_domain, share, baseline, min_allowed, max_allowed.
-    * ``losses``: mixture (recommended/baseline), eval_domain (``overall`` = weighted
-      aggregate), weight, mean, median, lower, upper [, pred_lower, pred_upper].
-    * ``comparison``: eval_domain, improvement mean/lower/upper (baseline minus recommended:
-      positive means the recommendation is better), p_better (share of draws where it is),
-      p_worse (share of draws where the recommendation's loss is higher).
-    * ``optimum_spread``: train_domain, mean, median, lower, upper of the per-draw optima.
-    * ``draw_optima``: DataArray (sample, train_domain), or None when not computed.
-    * ``guarantees``: one row per (expanded) chance constraint: guarantee, kind, domain, bound,
-      prob_required, prob_achieved (exact, on the draws), met; None without guarantees.
-      ``unguaranteed_value``: the objective at the optimum without the guarantees (the price
-      of the guarantees is the difference).
-    * ``law``: the mixing law's name; ``optimizer_status``: one line on how the optimiser
-      ended (SLSQP converged or not at the winning start, how many starts reached the best).
+    Built by :func:`decide` (or read back by :func:`bayesmix.html_report.load_decision`);
+    ``print(report)`` shows it as text, :meth:`save` writes JSON or CSV, :meth:`to_html` the
+    HTML report.
+
+    Parameters
+    ----------
+    recommendation : pandas.DataFrame
+        train_domain, share, baseline, min_allowed, max_allowed.
+    losses : pandas.DataFrame
+        mixture (recommended/baseline), eval_domain (``overall`` = weighted aggregate), weight,
+        mean, median, lower, upper [, pred_lower, pred_upper].
+    comparison : pandas.DataFrame
+        eval_domain, improvement mean/lower/upper (baseline minus recommended: positive means
+        the recommendation is better), p_better (share of draws where it is), p_worse (share
+        of draws where the recommendation's loss is higher).
+    optimum_spread : pandas.DataFrame or None
+        train_domain, mean, median, lower, upper of the per-draw optima.
+    draw_optima : xarray.DataArray or None
+        Every draw's optimum (sample, train_domain), or None when not computed.
+    p_beats_baseline : float
+        Posterior probability that the recommendation's overall loss is lower.
+    objective, objective_description : str
+        The objective (``mean``, ``quantile:0.9``, ...) and its description.
+    objective_value : float
+        The objective at the recommendation.
+    weights_description, baseline_label : str
+        How validation losses were weighted; which baseline was compared.
+    prob : float
+        Mass of every interval (the ``ci_prob`` of :func:`decide`).
+    n_samples : int
+        Posterior draws used.
+    constraints : Constraints
+        The feasible set.
+    diagnostics_warning, source, notes, law, optimizer_status
+        The posterior's failed checks (or None), its file, notes, the mixing law's name and
+        one line on how the optimiser ended (SLSQP converged or not at the winning start, how
+        many starts reached the best).
+    scale_shift, inputs
+        The decision at the proxies' vs the target's scale, and the target scale.
+    guarantees : pandas.DataFrame or None
+        One row per (expanded) chance constraint: guarantee, kind, domain, bound,
+        prob_required, prob_achieved (exact, on the draws), met; ``unguaranteed_value``: the
+        objective without the guarantees (the price of the guarantees is the difference).
+    ci_kind : {"eti", "hdi"}
+        Interval kind of every interval.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> rec = bm.decide(post)                     # doctest: +SKIP
+    >>> rec.mixture                               # doctest: +SKIP
+    >>> print(rec)                                # doctest: +SKIP
+    >>> rec.save("decision.json")                 # doctest: +SKIP
     """
 
     recommendation: pd.DataFrame
@@ -193,6 +237,8 @@ class DecisionReport:
     #: Chance constraints and their exact probabilities (:mod:`bayesmix.guarantees`), or None.
     guarantees: pd.DataFrame | None = None
     unguaranteed_value: float | None = None
+    #: Interval kind of every interval in the report: "eti" (equal-tailed) or "hdi".
+    ci_kind: str = "eti"
 
     @property
     def mixture(self) -> pd.Series:
@@ -201,8 +247,19 @@ class DecisionReport:
 
     # ---------------------------------------------------------------------- text
     def to_text(self, digits: int = 4) -> str:
-        """A readable report; a failed-diagnostics warning comes first and loud."""
-        pct = f"{self.prob:.0%}"
+        """The report as readable text; a failed-diagnostics warning comes first and loud.
+
+        Parameters
+        ----------
+        digits : int, default 4
+            Decimals of losses.
+
+        Returns
+        -------
+        str
+            Objective, mixture table, loss table with intervals, guarantees, notes.
+        """
+        pct = f"{self.prob:.0%}" + (" HDI" if self.ci_kind == "hdi" else "")
         out = []
         if self.diagnostics_warning:
             bar = "!" * 78
@@ -323,6 +380,7 @@ class DecisionReport:
             "baseline": self.baseline_label,
             "p_beats_baseline": self.p_beats_baseline,
             "prob": self.prob,
+            "ci_kind": self.ci_kind,
             "n_samples": self.n_samples,
             "constraints": self.constraints.to_dict(),
             "notes": list(self.notes),
@@ -473,18 +531,54 @@ class DecisionReport:
         ternary=None,
         force: bool = False,
     ):
-        """The HTML report of ``posterior`` with this decision (:mod:`bayesmix.html_report`):
-        the page as text, or written to ``path`` (an existing file only with ``force``) and
-        the path returned. ``posterior``: the Posterior (or its file) this report came from."""
+        """The HTML report of ``posterior`` with this decision (:mod:`bayesmix.html_report`).
+
+        Parameters
+        ----------
+        posterior : Posterior or path
+            The posterior (or its file) this decision came from.
+        path : str or path, optional
+            Where to write the page (an existing file only with ``force``).
+        ledger : path, optional
+            An experiment ledger for the progress section.
+        ternary : sequence of str or str, optional
+            Three training domains for the ternary view.
+        force : bool, default False
+            Replace an existing file.
+
+        Returns
+        -------
+        str or pathlib.Path
+            The page as text without ``path``, else the path written.
+        """
         from bayesmix import html_report
 
-        options = {"decision": self, "ledger": ledger, "ternary": ternary, "prob": self.prob}
+        options = {
+            "decision": self,
+            "ledger": ledger,
+            "ternary": ternary,
+            "ci_prob": self.prob,
+            "ci_kind": self.ci_kind,
+        }
         if path is None:
             return html_report.build_html(posterior, **options)
         return html_report.write_report(path, posterior, force=force, **options)
 
     def save(self, path: str | Path, include_draw_optima: bool = False) -> Path:
-        """Write ``.json`` or ``.csv`` (by suffix) atomically; returns the path."""
+        """Write the report as JSON or CSV (by suffix), atomically.
+
+        Parameters
+        ----------
+        path : str or path
+            A ``.json`` file (:meth:`to_json`) or ``.csv`` file (:meth:`to_frame`'s table).
+        include_draw_optima : bool, default False
+            Also write every draw's optimum.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+        """
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix == ".json":
@@ -528,6 +622,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 # ------------------------------------------------------------------------------ deciding
+@renamed_kwargs(**CI_PROB, **SEED, **PROGRESS)
 def decide(
     source,
     *,
@@ -536,42 +631,101 @@ def decide(
     constraints: Constraints | None = None,
     objective: Objective | str = "mean",
     baseline=None,
-    prob: float = DEFAULT_PROB,
+    ci_prob: float = DEFAULT_PROB,
+    ci_kind: str = "eti",
     allow_subset: bool = False,
     per_draw: bool = True,
     n_starts: int | None = None,
-    seed: int = 0,
-    progress: bool = False,
+    random_seed: int = 0,
+    progressbar: bool = False,
     inputs: Mapping | None = None,
     proxy_inputs: Mapping | None = None,
     max_extrapolation: float = 10.0,
     guarantees=None,
 ) -> DecisionReport:
-    """Choose the mixture for ``source`` (a Posterior or LawDraws, any law) and report on it.
+    """Choose the mixture to train on and report how sure the choice is.
 
-    ``weights``/``target``: how validation losses aggregate (see :func:`resolve_weights`);
-    ``constraints``: over the posterior's training domains (None = the plain simplex);
-    ``objective``: ``mean``, ``quantile:Q``, ``cvar:Q``, ``beat-baseline`` or ``minimax`` (the
-    worst domain's expected change vs the baseline); ``baseline``: the
-    comparison mixture (default uniform, see :func:`resolve_baseline`); ``guarantees``: chance
-    constraints per validation domain (:class:`bayesmix.guarantees.Guarantee` or strings
-    ``"no-worse:DOMAIN=TOL@PROB"``, ``"max-loss:DOMAIN=VALUE@PROB"``; ``all`` for every domain),
-    met exactly on the draws, else :class:`bayesmix.guarantees.GuaranteeError` names the binding
-    one; ``per_draw``: also
-    compute the optimum of every draw (the spread of the optimum); ``n_starts``: optimiser
-    starts (default: more for a non-convex law, see :func:`minimize_objective`); ``inputs``:
-    ``{"n_params": N, "tokens": D}`` of the run the mixture is for, when the law takes them;
-    then the report also says whether the recommendation moves between the proxies' scale
-    (``proxy_inputs``, default :func:`bayesmix.scale.proxy_scale`) and that target, with the
-    probability (``DecisionReport.scale_shift``). A target outside the fitted range is noted in
-    the report; more than ``max_extrapolation`` times beyond it is refused.
+    Parameters
+    ----------
+    source : Posterior or LawDraws
+        A fitted posterior (any law) or draws of a law (:class:`bayesmix.optimize.LawDraws`).
+    weights : mapping, path or array_like, optional
+        How validation losses aggregate: ``{domain: weight}``, a JSON file of that, or an
+        array (K,) (see :func:`resolve_weights`); default equal weights.
+    target : str, optional
+        One validation domain gets all the weight (instead of ``weights``).
+    constraints : Constraints, optional
+        Feasible mixtures over the training domains (default: the plain simplex).
+    objective : str or Objective, default "mean"
+        ``mean``, ``quantile:Q``, ``cvar:Q``, ``beat-baseline`` or ``minimax`` (the worst
+        domain's expected change vs the baseline).
+    baseline : mapping, array_like or path, optional
+        The comparison mixture (default uniform, see :func:`resolve_baseline`).
+    ci_prob : float, default 0.9
+        Mass of every interval in the report (``prob`` is its deprecated name).
+    ci_kind : {"eti", "hdi"}, default "eti"
+        Equal-tailed or highest density intervals.
+    allow_subset : bool, default False
+        Allow ``weights`` naming only some validation domains.
+    per_draw : bool, default True
+        Also compute every draw's optimum (the spread of the optimum).
+    n_starts : int, optional
+        Optimiser starts (default: more for a non-convex law, see
+        :func:`bayesmix.optimize.minimize_objective`).
+    random_seed : int, default 0
+        Seed of the optimiser's random starts and the predictive draws (``seed`` is its
+        deprecated name).
+    progressbar : bool, default False
+        Print progress lines to stderr (``progress`` is its deprecated name).
+    inputs : mapping, optional
+        ``{"n_params": N, "tokens": D}`` of the run the mixture is for, when the law takes
+        them; the report then also says whether the recommendation moves between the proxies'
+        scale (``proxy_inputs``, default :func:`bayesmix.scale.proxy_scale`) and that target.
+    proxy_inputs : mapping, optional
+        The proxies' scale for that comparison.
+    max_extrapolation : float, default 10
+        A target more than this factor outside the fitted range is refused (less is noted).
+    guarantees : sequence, optional
+        Chance constraints per validation domain (:class:`bayesmix.guarantees.Guarantee` or
+        strings ``"no-worse:DOMAIN=TOL@PROB"``, ``"max-loss:DOMAIN=VALUE@PROB"``; ``all`` for
+        every domain), met exactly on the draws, else
+        :class:`bayesmix.guarantees.GuaranteeError` names the binding one.
+
+    Returns
+    -------
+    DecisionReport
+        Recommendation, loss intervals of it and the baseline, their paired comparison, the
+        spread of the optimum and notes (``print(report)`` shows it as text).
+
+    Examples
+    --------
+    Decide on draws of a known law (here 100 draws close to a simulated truth; a fitted
+    ``bm.Posterior`` is used the same way):
+
+    >>> import numpy as np
+    >>> import bayesmix as bm
+    >>> from bayesmix.optimize import LawDraws
+    >>> runs, truth = bm.simulate(["web", "code", "books"], n_runs=12, random_seed=0)
+    >>> rng = np.random.default_rng(1)
+    >>> params = {k: truth[k] * rng.normal(1, 0.02, (100, *np.shape(truth[k])))
+    ...           for k in ("m", "rho", "t")}
+    >>> draws = LawDraws(params, runs.train_domains, runs.eval_domains)
+    >>> cons = bm.Constraints.build(runs.train_domains, max_share={"code": 0.3})
+    >>> rec = bm.decide(draws, constraints=cons, random_seed=0)
+    >>> bool(cons.contains(rec.mixture.to_numpy()))
+    True
+    >>> round(float(rec.mixture.sum()), 6)
+    1.0
+    >>> rec.losses.columns.tolist()
+    ['mixture', 'eval_domain', 'weight', 'mean', 'median', 'lower', 'upper']
     """
 
     def say(msg):
-        if progress:
+        if progressbar:
             print(f"[optimize] {msg}", file=sys.stderr, flush=True)
 
-    prob = check_prob(prob)
+    prob = check_prob(ci_prob)
+    check_ci_kind(ci_kind)
     objective = Objective.parse(objective)
     draws = as_law_draws(source)
     if inputs is not None:
@@ -593,7 +747,7 @@ def decide(
     if per_draw:
         say(f"per-draw optima of {draws.n_samples} draws")
         t0 = time.perf_counter()
-        optima, ok = draw_optima(draws, constraints, w, seed=seed)
+        optima, ok = draw_optima(draws, constraints, w, random_seed=random_seed)
         say(f"per-draw optima done in {time.perf_counter() - t0:.2f} s")
         if not ok.all():
             notes.append(
@@ -602,7 +756,7 @@ def decide(
                 "a little wide)"
             )
         optima_da = optima_dataarray(optima, draws.train_domains)
-        spread = optimum_spread(optima_da, prob=prob)
+        spread = optimum_spread(optima_da, ci_prob=prob, ci_kind=ci_kind)
         starts = optima.mean(axis=0)[None, :]
     say(f"optimising the {objective} objective")
     g_table, free_value = None, None
@@ -619,7 +773,7 @@ def decide(
             guarantees=guarantees,
             baseline=base,
             extra_starts=starts,
-            seed=seed,
+            random_seed=random_seed,
             n_starts=n_starts or 4,
         )
         g_table, free_value = got.table(), got.unguaranteed_value
@@ -645,7 +799,7 @@ def decide(
             baseline=base if objective.uses_baseline else None,
             n_starts=n_starts,
             extra_starts=starts,
-            seed=seed,
+            random_seed=random_seed,
         )
         status = (
             best.status()
@@ -672,7 +826,7 @@ def decide(
         }
     )
     losses, comparison, p_beat = _compare(
-        draws, w, best.mixture, base, prob, posterior, seed, max_extrapolation
+        draws, w, best.mixture, base, prob, ci_kind, posterior, random_seed, max_extrapolation
     )
     shift = None
     if draws.inputs and {"n_params", "tokens"} <= set(draws.law.inputs):
@@ -683,7 +837,13 @@ def decide(
         if proxy_inputs is not None:
             say("comparing with the decision at the proxies' scale")
             shift = scale_shift(
-                draws, constraints, w, target=draws.inputs, proxy=proxy_inputs, prob=prob, seed=seed
+                draws,
+                constraints,
+                w,
+                target=draws.inputs,
+                proxy=proxy_inputs,
+                ci_prob=prob,
+                random_seed=random_seed,
             )
     say("done")
     return DecisionReport(
@@ -710,10 +870,11 @@ def decide(
         optimizer_status=status,
         guarantees=g_table,
         unguaranteed_value=free_value,
+        ci_kind=ci_kind,
     )
 
 
-def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed, max_extrapolation=10.0):
+def _compare(draws: LawDraws, w, rec, base, prob, ci_kind, posterior, seed, max_extrapolation=10.0):
     """Loss intervals of both mixtures per domain and overall, and their paired comparison."""
     mixes = np.vstack([rec, base])
     per_domain = draws.mean_loss(mixes)  # (S, 2, K), from the law's mean
@@ -721,10 +882,10 @@ def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed, max_extrapola
     values = np.concatenate([per_domain, overall], axis=-1)
     domains = list(draws.eval_domains) + [OVERALL]
     weights = list(w) + [1.0]
-    q = [(1 - prob) / 2, 0.5, (1 + prob) / 2]
     rows = []
     for j, name in enumerate(("recommended", "baseline")):
-        lo, med, hi = np.quantile(values[:, j], q, axis=0)
+        lo, hi = credible_interval(values[:, j], prob, ci_kind=ci_kind)
+        med = np.quantile(values[:, j], 0.5, axis=0)
         for i, dom in enumerate(domains):
             rows.append(
                 {
@@ -743,7 +904,7 @@ def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed, max_extrapola
             pd.DataFrame(
                 mixes, columns=list(draws.train_domains), index=["recommended", "baseline"]
             ),
-            seed=seed,
+            random_seed=seed,
             warn=False,
             max_extrapolation=max_extrapolation,
             **draws.inputs,
@@ -754,11 +915,11 @@ def _compare(draws: LawDraws, w, rec, base, prob, posterior, seed, max_extrapola
             .values
         )
         stack = np.concatenate([stack, (stack @ w)[..., None]], axis=-1)
-        lo, hi = np.nanquantile(stack, [q[0], q[2]], axis=0)  # (2, K+1)
+        lo, hi = credible_interval(stack, prob, ci_kind=ci_kind, skipna=True)  # (2, K+1)
         losses["pred_lower"] = lo.reshape(-1)
         losses["pred_upper"] = hi.reshape(-1)
     diff = values[:, 1] - values[:, 0]  # baseline - recommended: > 0 means recommended better
-    lo, hi = np.quantile(diff, [q[0], q[2]], axis=0)
+    lo, hi = credible_interval(diff, prob, ci_kind=ci_kind)
     comparison = pd.DataFrame(
         {
             "eval_domain": domains,

@@ -8,7 +8,39 @@ from __future__ import annotations
 
 
 class BayesmixError(ValueError):
-    """Base class: a one-line, user-facing message built from location parts and a hint."""
+    """Base class: a one-line, user-facing message built from location parts and a hint.
+
+    Parameters
+    ----------
+    problem : str
+        What is wrong.
+    source : str, optional
+        The file (or other input) it is in.
+    row : int, optional
+        The line number in ``source``.
+    run : str, optional
+        The run id.
+    column : str, optional
+        The column name.
+    hint : str, optional
+        What to do about it.
+
+    Returns
+    -------
+    BayesmixError
+        ``str(err)`` is the one line ``"<source>, row <row>, run <run>, column <column>:
+        <problem> (<hint>)"``, absent parts left out; the parts stay attributes.
+
+    Examples
+    --------
+    >>> from bayesmix import BayesmixError
+    >>> err = BayesmixError("not a number", source="runs.csv", row=3, column="loss.web",
+    ...                     hint="use a decimal point")
+    >>> str(err)
+    "runs.csv, row 3, column 'loss.web': not a number (use a decimal point)"
+    >>> isinstance(err, ValueError), err.row
+    (True, 3)
+    """
 
     def __init__(
         self,

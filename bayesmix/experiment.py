@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
+from bayesmix._compat import PROGRESS, SEED, rename_kwargs, renamed_kwargs
 from bayesmix.data import MAX_LOSS, MIX_PREFIX, RunTable, check_known_domains
 from bayesmix.diagnostics import ConvergenceWarning
 from bayesmix.ledger import (
@@ -78,11 +79,36 @@ def shown_path(path: str | os.PathLike) -> str:
 class Experiment:
     """One experiment ledger and the settings its posteriors are fitted with.
 
-    ``model``: model name or TOML file; ``draws``/``tune``/``chains``: MCMC per refit;
-    ``seed``: default seed of fits and proposals; ``progress``: show the sampler's progress;
-    ``log``: a callable receiving one line per step (e.g. ``print``), or None for silence.
+    Open an existing ledger with ``Experiment(path)``, create one with :meth:`create`; then
+    :meth:`propose`, :meth:`ingest`, :meth:`recommend`, :meth:`status` and :meth:`export` run
+    the active-learning loop (the ``bayesmix propose/ingest/status/export`` commands).
+
+    Parameters
+    ----------
+    ledger_path : str or path
+        The experiment's SQLite ledger (a missing or foreign file is an error).
+    model : str, default "default"
+        Model specification name or TOML file fitted at each refit.
+    draws, tune, chains : int
+        MCMC settings of each refit.
+    random_seed : int, default 0
+        Default seed of fits and proposals (``seed`` is its deprecated name).
+    progressbar : bool, default False
+        Show the sampler's progress (``progress`` is its deprecated name).
+    log : callable, optional
+        Receives one line per step (e.g. ``print``); None for silence.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> exp = bm.Experiment.create("exp.db", ["web", "code"], initial_design=4)  # doctest: +SKIP
+    >>> exp.last_proposals                                           # doctest: +SKIP
+    >>> exp.ingest("results/round0.csv")                             # doctest: +SKIP
+    >>> exp.propose(4, strategy="thompson", out=True)                # doctest: +SKIP
+    >>> print(exp.recommend())                                       # doctest: +SKIP
     """
 
+    @renamed_kwargs(**SEED, **PROGRESS)
     def __init__(
         self,
         ledger_path: str | os.PathLike,
@@ -91,8 +117,8 @@ class Experiment:
         draws: int = 1000,
         tune: int = 1000,
         chains: int = 4,
-        seed: int = 0,
-        progress: bool = False,
+        random_seed: int = 0,
+        progressbar: bool = False,
         log: Callable[[str], None] | None = None,
     ):
         from bayesmix.spec import load_spec
@@ -103,7 +129,7 @@ class Experiment:
         load_spec(model)  # an unknown model or law, bad priors: now, not after MCMC
         self.path = Path(ledger_path)
         self.model, self.draws, self.tune, self.chains = model, int(draws), int(tune), int(chains)
-        self.seed, self.progress, self.log = seed, progress, log
+        self.random_seed, self.progressbar, self.log = random_seed, progressbar, log
         Ledger.open(self.path).close()  # a missing or foreign file fails here
         #: The frame returned by the last :meth:`propose` (or the design of :meth:`create`).
         self.last_proposals: pd.DataFrame | None = None
@@ -135,17 +161,45 @@ class Experiment:
     ) -> Experiment:
         """Create the ledger (never overwriting a file) and return its Experiment.
 
-        Domains come from ``train_domains``/``eval_domains`` (validation defaults to training)
-        or from ``runs`` (a RunTable of past runs, imported as completed). ``constraints``: a
-        :class:`bayesmix.constraints.Constraints` over the training domains (default: the
-        simplex). ``target``: validation-domain weights of the objective (stored in settings).
-        ``initial_design=N`` records N space-filling mixtures as round 0 (``design_method``
-        sobol or dirichlet, away from ``runs``) and, with ``out`` (a path, or True for
-        ``<ledger>-round0.csv``), writes them for the training jobs. Everything is checked
-        before the file is created. ``options`` go to :class:`Experiment`.
+        Everything is checked before the file is created.
+
+        Parameters
+        ----------
+        ledger_path : str or path
+            The ledger to create.
+        train_domains, eval_domains : sequence of str, optional
+            Domain names (validation defaults to training); or give ``runs``.
+        constraints : Constraints, optional
+            Feasible mixtures over the training domains (default: the simplex).
+        runs : RunTable, optional
+            Past runs, imported as completed; they define the domains.
+        target : mapping, optional
+            Validation-domain weights of the objective (stored in the settings).
+        settings : mapping, optional
+            More settings to store.
+        initial_design : int, optional
+            Record this many space-filling mixtures as round 0 (``design_method`` sobol or
+            dirichlet, ``design_alpha``, at least ``design_min_distance`` from ``runs``).
+        out : str, path or bool, optional
+            Also write the initial design for the training jobs (a path, or True for
+            ``<ledger>-round0.csv``).
+        **options
+            Passed to :class:`Experiment` (model, draws, tune, chains, random_seed,
+            progressbar, log).
+
+        Returns
+        -------
+        Experiment
+            The new experiment (``last_proposals``: the initial design, if any).
+
+        Examples
+        --------
+        >>> exp = Experiment.create("exp.db", ["web", "code"], initial_design=4)  # doctest: +SKIP
         """
         from bayesmix import design
         from bayesmix.spec import load_spec
+
+        options = rename_kwargs("Experiment.create", options, {**SEED, **PROGRESS})
 
         path = Path(ledger_path)
         if path.exists():
@@ -199,7 +253,7 @@ class Experiment:
             mixtures = design.initial_design(
                 cons,
                 initial_design,
-                seed=options.get("seed", 0),
+                seed=options.get("random_seed", 0),
                 method=design_method,
                 alpha=design_alpha,
                 min_distance=design_min_distance,
@@ -208,7 +262,7 @@ class Experiment:
             mixtures = pd.DataFrame(mixtures, columns=list(cons.domains))
             settings["initial_design"] = {
                 "n": initial_design,
-                "seed": options.get("seed", 0),
+                "seed": options.get("random_seed", 0),
                 "method": design_method,
                 "alpha": design_alpha,
                 "min_distance": design_min_distance,
@@ -311,13 +365,36 @@ class Experiment:
         report: list[str] | None = None,
         max_loss: float = MAX_LOSS,
     ) -> IngestSummary:
-        """Record results: a RunTable, a DataFrame in the tidy layout, or file/directory
-        path(s) in any format ``bayesmix validate`` reads. Runs must be in the ledger with their
-        proposed mixtures (``import_unknown`` adds others as external runs); the same results
-        twice change nothing; a different value for a stored loss is refused unless
-        ``replace``. ``report`` receives the loaders' notes. ``max_loss``: the plausibility
-        bound on losses (nats per token, :mod:`bayesmix.data`); a loss above it, not finite or
-        not positive is refused and nothing is recorded."""
+        """Record results of proposed runs.
+
+        Runs must be in the ledger with their proposed mixtures; the same results twice change
+        nothing.
+
+        Parameters
+        ----------
+        results : RunTable, DataFrame, path or list of paths
+            A RunTable, a DataFrame in the tidy layout, or file/directory path(s) in any
+            format ``bayesmix validate`` reads (``format``, ``renormalize`` as for
+            :func:`bayesmix.load`).
+        import_unknown : bool, default False
+            Add runs the ledger does not know as external runs.
+        replace : bool, default False
+            Allow a different value for a stored loss (else refused).
+        report : list, optional
+            Receives the loaders' notes.
+        max_loss : float
+            Plausibility bound on losses (nats per token, :mod:`bayesmix.data`); a loss above
+            it, not finite or not positive is refused and nothing is recorded.
+
+        Returns
+        -------
+        IngestSummary
+            What changed (runs completed, values added, unchanged).
+
+        Examples
+        --------
+        >>> exp.ingest("results/round0.csv")  # doctest: +SKIP
+        """
         from bayesmix.loaders import load
 
         with self._open() as led:
@@ -390,8 +467,8 @@ class Experiment:
             draws=self.draws,
             tune=self.tune,
             chains=self.chains,
-            seed=self.seed,
-            progress=self.progress,
+            random_seed=self.random_seed,
+            progressbar=self.progressbar,
             warn=False,
         )
         path = _save_new(post, led.folder, f"{Path(led.path).stem}.posterior-round{round_no}")
@@ -427,10 +504,28 @@ class Experiment:
 
     # ------------------------------------------------------------------ decide
     def recommend(self, *, weights=None, target: str | None = None, refit: bool = False, **options):
-        """The mixture to train, from the current posterior (refitted only when results
-        changed): :func:`bayesmix.decision.decide` under the ledger's constraints, objective
-        weights from the ledger (``target``/``weights`` override). ``options`` go to
-        ``decide`` (objective, baseline, prob, seed, ...). Returns a DecisionReport."""
+        """The mixture to train, from the current posterior (refitted only when results changed).
+
+        Parameters
+        ----------
+        weights : mapping or path, optional
+            Validation-domain weights (default: the ledger's target weights).
+        target : str, optional
+            One validation domain gets all the weight.
+        refit : bool, default False
+            Fit even when the results did not change.
+        **options
+            Passed to :func:`bayesmix.decide` (objective, baseline, ci_prob, random_seed, ...).
+
+        Returns
+        -------
+        DecisionReport
+            :func:`bayesmix.decide` under the ledger's constraints.
+
+        Examples
+        --------
+        >>> print(exp.recommend())  # doctest: +SKIP
+        """
         from bayesmix.decision import decide
 
         with self._open() as led:
@@ -442,6 +537,7 @@ class Experiment:
         return decide(post, weights=weights, target=target, constraints=constraints, **options)
 
     # ------------------------------------------------------------------ propose
+    @renamed_kwargs(**SEED)
     def propose(
         self,
         n: int = 8,
@@ -456,25 +552,50 @@ class Experiment:
         candidates: int | None = None,
         cost_power: float = 1.0,
         refit: bool = False,
-        seed: int | None = None,
+        random_seed: int | None = None,
     ) -> pd.DataFrame:
         """Choose ``n`` runs, record them in the ledger and return them.
 
         With no completed run: an initial design (Sobol points, or random ``pool`` rows).
-        Otherwise the current posterior (:meth:`posterior`; ``refit`` forces a fit) and
-        ``strategy`` (thompson, optimum-info, bald, random; :mod:`bayesmix.acquire`), away from
-        the pending and completed runs by ``min_distance`` (default 0.05; 0.01 for initial
-        designs). ``pool``: candidate runs (a path, a DataFrame, or
-        :class:`bayesmix.acquire.Candidates`); their costs (n_params x tokens) weigh in with
-        ``cost_power``. Objective: ``target`` or ``weights``, else the ledger's target weights,
-        else equal weights. ``out``: also write the hand-off file (a .csv/.json path, or True
-        for ``<ledger>-round<N>.csv``); it is checked before any fit and an existing file is
-        replaced only with ``force``.
+        Otherwise the current posterior (:meth:`posterior`) and ``strategy``.
 
-        Returns a DataFrame: run, round, strategy, [candidate], [information |
-        draw_objective], [cost, n_params, steps, tokens], mix.<domain>...; ``frame.attrs``
-        holds round, strategy, path (hand-off file or None), posterior (path or None), notes
-        and fit (the record stored with the round).
+        Parameters
+        ----------
+        n : int, default 8
+            Runs to propose.
+        strategy : {"thompson", "optimum-info", "bald", "random"}, default "thompson"
+            Acquisition strategy (:mod:`bayesmix.acquire`).
+        pool : path, DataFrame or Candidates, optional
+            Candidate runs to choose from; their costs (n_params x tokens) weigh in with
+            ``cost_power``.
+        out : str, path or bool, optional
+            Also write the hand-off file (a .csv/.json path, or True for
+            ``<ledger>-round<N>.csv``); checked before any fit, an existing file is replaced
+            only with ``force``.
+        target, weights : optional
+            The objective: one validation domain, or weights (default: the ledger's target
+            weights, else equal weights).
+        min_distance : float, optional
+            Least distance to pending and completed runs (default 0.05; 0.01 for initial
+            designs).
+        candidates : int, optional
+            Size of the continuous candidate cloud.
+        refit : bool, default False
+            Fit even when the results did not change.
+        random_seed : int, optional
+            Seed of the proposal (default: the experiment's; ``seed`` is its deprecated name).
+
+        Returns
+        -------
+        pandas.DataFrame
+            run, round, strategy, [candidate], [information | draw_objective], [cost,
+            n_params, steps, tokens], mix.<domain>...; ``frame.attrs`` holds round, strategy,
+            path (hand-off file or None), posterior (path or None), notes and fit (the record
+            stored with the round).
+
+        Examples
+        --------
+        >>> exp.propose(8, strategy="thompson", out=True)  # doctest: +SKIP
         """
         from bayesmix import acquire, design
 
@@ -488,7 +609,7 @@ class Experiment:
         if n_cand < 1:
             raise errors.OptionError(f"--candidates must be >= 1, got {n_cand}")
         acquire.get_strategy(strategy)
-        seed = self.seed if seed is None else seed
+        seed = self.random_seed if random_seed is None else random_seed
         pool_path = pool if isinstance(pool, (str, os.PathLike)) else None
 
         with self._open() as led:
@@ -545,7 +666,7 @@ class Experiment:
                         pending=pending,
                         existing=done,
                         min_distance=min_distance,
-                        seed=seed,
+                        random_seed=seed,
                         cost_power=cost_power,
                     )
                     round_record = None
@@ -565,7 +686,7 @@ class Experiment:
                         existing=done,
                         min_distance=min_distance,
                         n_candidates=n_cand,
-                        seed=seed,
+                        random_seed=seed,
                         cost_power=cost_power,
                     )
                     round_record = {

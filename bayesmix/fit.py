@@ -20,6 +20,7 @@ from typing import Any
 import pymc as pm
 
 from bayesmix import compile_cache, errors
+from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data import RunTable
 from bayesmix.diagnostics import ConvergenceWarning, diagnose
 from bayesmix.model import build_model, prepare_data, select_for_fit, structure_key
@@ -45,7 +46,7 @@ def compiled_count() -> int:
     return sum(1 for _, c in _COMPILED.values() if c is not None)
 
 
-def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progress: bool = False):
+def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progressbar: bool = False):
     """(pm.Model, nutpie compiled model with ``data`` or None): from this process's cache,
     else built and compiled (or loaded from :mod:`bayesmix.compile_cache`)."""
     key = structure_key(spec, runs.train_domains, runs.eval_domains, data.multi_record)
@@ -66,7 +67,7 @@ def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progress: bo
                 )
 
             compiled = compile_cache.compile_model(
-                model, structure=key, on_compile=announce if progress else None
+                model, structure=key, on_compile=announce if progressbar else None
             )
         _COMPILED[key] = (model, compiled)
         return model, compiled.with_data(**data.as_dict())
@@ -108,6 +109,7 @@ class _LineProgress:
         )
 
 
+@renamed_kwargs(**SEED, **PROGRESS)
 def fit(
     runs: RunTable,
     model: str | ModelSpec = "default",
@@ -117,26 +119,60 @@ def fit(
     draws: int = 1000,
     tune: int = 1000,
     chains: int = 4,
-    seed: int | None = None,
+    random_seed: int | None = None,
     sampler: str = "nutpie",
-    progress: bool = False,
+    progressbar: bool = False,
     adaptation: str = "low_rank",
     target_accept: float = 0.95,
     priors: Mapping[str, Prior | Mapping] | None = None,
     warn: bool = True,
 ) -> Posterior:
-    """Fit ``model`` (a shipped name, a TOML path, or a ModelSpec) to ``runs``.
+    """Fit a mixing law to a run table with MCMC (NUTS) and check the fit.
 
-    One record per run enters the fit (the last checkpoint, or ``step``), except for laws over
-    training tokens (``--model scaling``), which take every checkpoint (up to ``max_step`` when
-    given; see :func:`bayesmix.model.select_for_fit`). ``priors`` overrides
-    priors of the specification by name. ``adaptation`` is nutpie's mass-matrix adaptation:
-    "low_rank" (default; measured on the 5 x 5 synthetic case: about 15 leapfrog steps per draw,
-    several times fewer than "diag") or "diag". ``target_accept`` 0.95: at 0.9 a few draws per
-    thousand diverged in the tail of the noise-scale hierarchy (measured on 5 seeds); at 0.95
-    none did, for about 30% more steps. Returns a :class:`Posterior`; if the diagnostics gate
-    fails, a ``ConvergenceWarning`` lists what failed (``warn=False`` silences it; the report is
-    stored with the posterior either way).
+    Parameters
+    ----------
+    runs : RunTable
+        The proxy runs (:func:`bayesmix.load`). One record per run enters the fit (the last
+        checkpoint, or ``step``), except for laws over training tokens (``"scaling"``), which
+        take every checkpoint up to ``max_step`` (:func:`bayesmix.model.select_for_fit`).
+    model : str or ModelSpec, default "default"
+        A shipped specification name (``default``, ``additive``, ...), a TOML path or a
+        ModelSpec.
+    step, max_step : float, optional
+        The checkpoint to fit, or the last checkpoint for laws over tokens.
+    draws, tune, chains : int
+        MCMC draws per chain after ``tune`` tuning steps, and the number of chains.
+    random_seed : int, optional
+        Seed of the sampler (None: fresh randomness; ``seed`` is its deprecated name).
+    sampler : {"nutpie", "pymc"}, default "nutpie"
+        The NUTS implementation.
+    progressbar : bool, default False
+        Show the sampler's progress (a bar on a terminal, else a line every 10 s; ``progress``
+        is its deprecated name).
+    adaptation : {"low_rank", "diag"}, default "low_rank"
+        nutpie's mass-matrix adaptation ("low_rank": about 15 leapfrog steps per draw on the
+        5 x 5 synthetic case, several times fewer than "diag").
+    target_accept : float, default 0.95
+        At 0.9 a few draws per thousand diverged in the tail of the noise-scale hierarchy
+        (measured on 5 seeds); at 0.95 none did, for about 30% more steps.
+    priors : mapping, optional
+        Priors of the specification to override, by name.
+    warn : bool, default True
+        Warn (``ConvergenceWarning``, listing what failed) when the diagnostics gate fails;
+        the report is stored with the posterior either way.
+
+    Returns
+    -------
+    Posterior
+        The fitted law with its data and diagnostics report.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> runs, truth = bm.simulate(["web", "code", "books"], n_runs=16, random_seed=0)
+    >>> post = bm.fit(runs, draws=300, tune=300, chains=2, random_seed=1)  # doctest: +SKIP
+    >>> post.diagnostics.ok                                                # doctest: +SKIP
+    True
     """
     if sampler not in SAMPLERS:
         raise errors.BayesmixError(
@@ -151,7 +187,7 @@ def fit(
     table = select_for_fit(runs, step=step, law=spec.law, max_step=max_step)
     data = prepare_data(table, spec.law)
     start = time.perf_counter()
-    pm_model, compiled = _model_for(spec, table, data, sampler, progress)
+    pm_model, compiled = _model_for(spec, table, data, sampler, progressbar)
     compile_s = time.perf_counter() - start
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=RuntimeWarning)
@@ -160,14 +196,14 @@ def fit(
 
             # on a terminal nutpie draws per-chain bars with elapsed and remaining time; when
             # stderr is not a terminal (logs, CI) its bar is invisible, so print lines instead
-            lines = _LineProgress() if progress and not sys.stderr.isatty() else None
+            lines = _LineProgress() if progressbar and not sys.stderr.isatty() else None
             tree = nutpie.sample(
                 compiled,
                 draws=draws,
                 tune=tune,
                 chains=chains,
-                seed=seed,
-                progress_bar=progress and lines is None,
+                seed=random_seed,
+                progress_bar=progressbar and lines is None,
                 save_warmup=False,
                 progress_callback=lines,
                 progress_rate=500,
@@ -180,9 +216,9 @@ def fit(
                     draws=draws,
                     tune=tune,
                     chains=chains,
-                    random_seed=seed,
+                    random_seed=random_seed,
                     nuts_sampler="pymc",
-                    progressbar=progress,
+                    progressbar=progressbar,
                     target_accept=target_accept,
                     compute_convergence_checks=False,
                 )
@@ -192,7 +228,7 @@ def fit(
         "draws": draws,
         "tune": tune,
         "chains": chains,
-        "seed": seed,
+        "seed": random_seed,  # the stored settings keep their key (files of older versions)
         "sampler": sampler,
         "adaptation": adaptation if sampler == "nutpie" else None,
         "target_accept": target_accept,
@@ -203,5 +239,6 @@ def fit(
     }
     post = Posterior.from_fit(tree, spec, table, report, settings)
     if warn and not report.ok:
-        warnings.warn(str(report.warning()), ConvergenceWarning, stacklevel=2)
+        # stacklevel 3: past the renamed_kwargs wrapper
+        warnings.warn(str(report.warning()), ConvergenceWarning, stacklevel=3)
     return post

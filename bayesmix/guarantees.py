@@ -46,6 +46,7 @@ from scipy import optimize as sopt
 from scipy import special
 
 from bayesmix import errors
+from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.constraints import Constraints
 from bayesmix.data import check_known_domains
 from bayesmix.optimize import (
@@ -62,6 +63,7 @@ from bayesmix.optimize import (
     as_law_draws,
     centre,
     check_constraints,
+    credible_interval,
     ensure_feasible,
     feasible_points,
     minimize_objective,
@@ -653,6 +655,7 @@ def _best_probability(chance: _ChanceSet, j: int, others: list[int], constraints
 
 
 # ------------------------------------------------------------------------------ one decision
+@renamed_kwargs(**SEED)
 def minimize_guaranteed(
     draws,
     constraints: Constraints | None,
@@ -663,7 +666,7 @@ def minimize_guaranteed(
     baseline=None,
     extra_starts=None,
     n_starts: int = 4,
-    seed=0,
+    random_seed=0,
 ) -> GuaranteedOptimum:
     """The feasible mixture optimising ``objective`` (mean, quantile:Q, cvar:Q, beat-baseline
     or minimax) with every guarantee met exactly on the draws.
@@ -674,7 +677,9 @@ def minimize_guaranteed(
     optimum without guarantees, the baseline, the centre of the feasible set, ``extra_starts``,
     random feasible points up to ``n_starts``. Raises :class:`GuaranteeError` (one line: the
     binding guarantee and its best reachable probability) when no mixture meets them.
+    ``random_seed`` draws the random starts.
     """
+    seed = random_seed
     objective = Objective.parse(objective)
     draws = as_law_draws(draws)
     law, params, inputs = _unpack(draws)
@@ -693,7 +698,7 @@ def minimize_guaranteed(
             objective,
             baseline=base if objective.needs_baseline else None,
             extra_starts=extra_starts,
-            seed=seed,
+            random_seed=seed,
         ).mixture
     pieces, value = _criterion_pieces(
         objective, law, params, inputs, w, base, constraints, anchor, seed
@@ -724,15 +729,18 @@ def _minimax_plain(law, params, inputs, w, base, constraints, extra_starts, seed
     return solve(pieces, None, constraints, starts)[0]
 
 
-def domain_changes(draws, recommended, baseline, prob: float = DEFAULT_PROB) -> pd.DataFrame:
+@renamed_kwargs(**CI_PROB)
+def domain_changes(
+    draws, recommended, baseline, ci_prob: float = DEFAULT_PROB, *, ci_kind: str = "eti"
+) -> pd.DataFrame:
     """Each validation domain's change of expected loss from the baseline to the
     recommendation, per draw paired: eval_domain, change_mean, change_lower, change_upper
-    (equal-tailed, mass ``prob``; negative = better), p_worse (share of draws where the
-    recommendation's loss is higher)."""
+    (interval of mass ``ci_prob``, equal-tailed or ``ci_kind="hdi"``; negative = better),
+    p_worse (share of draws where the recommendation's loss is higher)."""
     draws = as_law_draws(draws)
     loss = draws.mean_loss(np.vstack([recommended, baseline]))  # (S, 2, K)
     diff = loss[:, 0] - loss[:, 1]
-    lo, hi = np.quantile(diff, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+    lo, hi = credible_interval(diff, ci_prob, ci_kind=ci_kind)
     return pd.DataFrame(
         {
             "eval_domain": list(draws.eval_domains),
@@ -915,6 +923,7 @@ class Frontier:
         return path
 
 
+@renamed_kwargs(**CI_PROB, **SEED)
 def frontier(
     source,
     *,
@@ -925,15 +934,16 @@ def frontier(
     constraints: Constraints | None = None,
     baseline=None,
     inputs: Mapping | None = None,
-    prob: float = DEFAULT_PROB,
-    seed: int = 0,
+    ci_prob: float = DEFAULT_PROB,
+    random_seed: int = 0,
 ) -> Frontier:
     """The trade-off frontier: minimise ``target``'s posterior expected loss subject to
     ``guards`` with their tolerance set to each of ``tolerances`` (no-worse guards; max-loss
     guards stay fixed), or their probability set to each of ``probs``. Default: tolerances
     ``0, TOL/4, ..., 2 TOL`` (TOL the largest no-worse bound). Points are solved from the
     tightest to the loosest (tolerance up, probability down), each warm-started from the
-    previous mixture, which stays feasible, so the target loss never rises."""
+    previous mixture, which stays feasible, so the target loss never rises. Target-loss
+    intervals have mass ``ci_prob`` (equal-tailed); ``random_seed`` draws the random starts."""
     import dataclasses
 
     from bayesmix.decision import resolve_baseline, resolve_weights
@@ -971,7 +981,7 @@ def frontier(
             if not math.isfinite(t):
                 raise errors.OptionError("tolerances must be finite numbers")
     law, params, inp = _unpack(draws)
-    anchor = minimize_objective(draws, constraints, w, "mean", seed=seed).mixture
+    anchor = minimize_objective(draws, constraints, w, "mean", random_seed=random_seed).mixture
     tdv = _DomainValues(law, params, inp, w[None, :])
     free_loss = float(tdv.at(anchor)[:, 0, 0].mean())
 
@@ -1001,7 +1011,7 @@ def frontier(
             rows.append(row)
             continue
         target_loss = tdv.at(x)[:, 0, 0]
-        lo, hi = np.quantile(target_loss, [(1 - prob) / 2, (1 + prob) / 2])
+        lo, hi = credible_interval(target_loss, ci_prob)
         probs_x = chance.probs(x)
         slack = probs_x - chance.level
         k = int(np.argmin(slack))
@@ -1046,6 +1056,6 @@ def frontier(
         sweep=sweep,
         guards=guards,
         unguaranteed_loss=free_loss,
-        interval_prob=prob,
+        interval_prob=ci_prob,
         source=draws.source,
     )

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
+from bayesmix._compat import CI_PROB, renamed_kwargs
 
 #: At most this many posterior draws enter the curves and the ternary view (thinned evenly).
 CURVE_DRAWS = 400
@@ -52,6 +53,7 @@ DPI = 90
 
 
 # ------------------------------------------------------------------------------ entry points
+@renamed_kwargs(**CI_PROB)
 def write_report(
     path,
     posterior,
@@ -59,17 +61,61 @@ def write_report(
     decision=None,
     ledger=None,
     ternary=None,
-    prob: float = 0.9,
+    ci_prob: float = 0.9,
+    ci_kind: str = "eti",
     title: str | None = None,
     force: bool = False,
     inputs: Iterable = (),
     option: str = "-o",
 ) -> Path:
-    """Write the report to ``path`` (``.html``), atomically; returns the path.
+    """Write the self-contained HTML report of a posterior [+ decision, ledger], atomically.
 
-    Refused before any work (:class:`~bayesmix.errors.OutputPathError`): a path that is one of
-    ``inputs`` (the posterior, decision and ledger files are always added), or that exists
-    without ``force``. Other arguments as :func:`build_html`.
+    One HTML file (figures embedded, no network needed): the diagnostics gate with trace/rank
+    plots of the worst parameters, a posterior predictive check per validation domain, the
+    slope heatmap, the loss along lines through the simplex and a ternary slice, the decision
+    with the spread of the optimum, and the loop's progress per round.
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.html`` file to write. Refused before any work
+        (:class:`~bayesmix.errors.OutputPathError`) when it is one of ``inputs`` (the
+        posterior, decision and ledger files are always added), or exists without ``force``.
+    posterior : Posterior or path
+        A fitted posterior or its NetCDF file.
+    decision : DecisionReport or path, optional
+        A decision (or its JSON file) for the decision section; without one the simplex
+        views start from the posterior-mean optimum with equal weights, no constraints.
+    ledger : path, optional
+        An experiment ledger for the progress section.
+    ternary : sequence of str or str, optional
+        Three training domains (list or ``"a,b,c"``; default the three largest shares of the
+        recommendation).
+    ci_prob : float, default 0.9
+        Mass of the intervals (``prob`` is its deprecated name).
+    ci_kind : {"eti", "hdi"}, default "eti"
+        Equal-tailed or highest density intervals.
+    title : str, optional
+        The page title.
+    force : bool, default False
+        Replace an existing file.
+    inputs : iterable of paths, optional
+        More input files the output must not overwrite.
+    option : str, default "-o"
+        The option name used in error messages.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> post = bm.Posterior.load("posterior.nc")                 # doctest: +SKIP
+    >>> rec = bm.decide(post)                                    # doctest: +SKIP
+    >>> bm.report("report.html", post, decision=rec)             # doctest: +SKIP
+    PosixPath('report.html')
     """
     from bayesmix.io import atomic_write_text, check_output_path
 
@@ -83,39 +129,40 @@ def write_report(
         path, inputs=sources, force=force, option=option, suffixes=(".html", ".htm")
     )
     text = build_html(
-        posterior, decision=decision, ledger=ledger, ternary=ternary, prob=prob, title=title
+        posterior,
+        decision=decision,
+        ledger=ledger,
+        ternary=ternary,
+        ci_prob=ci_prob,
+        ci_kind=ci_kind,
+        title=title,
     )
     return atomic_write_text(out, text)
 
 
+@renamed_kwargs(**CI_PROB)
 def build_html(
     posterior,
     *,
     decision=None,
     ledger=None,
     ternary=None,
-    prob: float = 0.9,
+    ci_prob: float = 0.9,
+    ci_kind: str = "eti",
     title: str | None = None,
 ) -> str:
-    """The report as one HTML document (text).
-
-    ``posterior``: a :class:`~bayesmix.posterior.Posterior` or a path to one; ``decision``: a
-    :class:`~bayesmix.decision.DecisionReport` or the path of one saved as JSON (None: no
-    decision section; the simplex views then start from the posterior-mean optimum with equal
-    weights, without constraints); ``ledger``: an experiment ledger (path) for the progress
-    section; ``ternary``: three training domains (list or ``"a,b,c"``; default the three
-    largest shares of the recommendation); ``prob``: mass of the intervals.
-    """
-    from bayesmix.optimize import check_prob
+    """The report as one HTML document (text); arguments as :func:`write_report`."""
+    from bayesmix.optimize import check_ci_kind, check_prob
     from bayesmix.posterior import Posterior
 
-    check_prob(prob)
+    check_prob(ci_prob)
+    check_ci_kind(ci_kind)
     post = posterior if isinstance(posterior, Posterior) else Posterior.load(posterior)
     if isinstance(decision, (str, Path)):
         decision = load_decision(decision)
     if decision is not None:
         _check_same_domains(decision, post)
-    view = _View(post, decision, prob)
+    view = _View(post, decision, ci_prob, ci_kind)
     abc = _ternary_domains(ternary, view)
 
     sections = [
@@ -176,6 +223,7 @@ def load_decision(path):
             weights_description=obj["weights"],
             baseline_label=obj["baseline"],
             prob=float(obj["prob"]),
+            ci_kind=obj.get("ci_kind") or "eti",
             n_samples=int(obj["n_samples"]),
             constraints=Constraints.from_dict(obj["constraints"]),
             diagnostics_warning=obj.get("diagnostics_warning"),
@@ -206,11 +254,11 @@ class _View:
     """What several sections share: the posterior, thinned law draws, weights, the
     recommended mixture and the constraints."""
 
-    def __init__(self, post, decision, prob: float):
+    def __init__(self, post, decision, ci_prob: float, ci_kind: str = "eti"):
         from bayesmix.constraints import Constraints
         from bayesmix.optimize import LawDraws, minimize_objective
 
-        self.post, self.decision, self.prob = post, decision, prob
+        self.post, self.decision, self.prob, self.ci_kind = post, decision, ci_prob, ci_kind
         self.train = list(post.train_domains)
         self.eval = list(post.eval_domains)
         inputs = {}
@@ -505,16 +553,22 @@ def _ppc_arrays(post):
         if obs.dims == ("run", "eval_domain"):
             return obs, pred
     groups = data_groups(
-        tree["posterior"].to_dataset(), post.law, post.spec.likelihood, post.fit_data(), seed=0
+        tree["posterior"].to_dataset(),
+        post.law,
+        post.spec.likelihood,
+        post.fit_data(),
+        random_seed=0,
     )
     return groups["observed_data"]["loss"], groups["posterior_predictive"]["loss"]
 
 
 def _section_ppc(view: _View) -> tuple[str, str, str]:
     obs, pred = _ppc_arrays(view.post)
-    q = [(1 - view.prob) / 2, 0.5, (1 + view.prob) / 2]
+    from bayesmix.optimize import credible_interval
+
     stacked = pred.stack(sample=("chain", "draw")).transpose("sample", "run", "eval_domain")
-    lo, med, hi = np.quantile(stacked.values, q, axis=0)  # (run, K)
+    lo, hi = credible_interval(stacked.values, view.prob, ci_kind=view.ci_kind)  # (run, K)
+    med = np.quantile(stacked.values, 0.5, axis=0)
     y = obs.transpose("run", "eval_domain").values
     domains = [str(d) for d in obs["eval_domain"].values]
     k = len(domains)
@@ -668,8 +722,9 @@ def _through(r: np.ndarray, j: int, shares: np.ndarray) -> np.ndarray:
 
 
 def _section_simplex(view: _View, abc) -> tuple[str, str, str]:
+    from bayesmix.optimize import credible_interval
+
     r, m = view.mixture, len(view.train)
-    q = [(1 - view.prob) / 2, (1 + view.prob) / 2]
     xs = np.linspace(0.0, 1.0, 41)
     rows, cols = _grid(m, 8)
     fig = _new_figure(2.3 * cols + 0.5, 1.9 * rows + 0.6)
@@ -679,7 +734,7 @@ def _section_simplex(view: _View, abc) -> tuple[str, str, str]:
     for j, dom in enumerate(view.train):
         ax = axes.flat[j]
         values = view.overall(_through(r, j, xs))  # (S, n)
-        lo, hi = np.quantile(values, q, axis=0)
+        lo, hi = credible_interval(values, view.prob, ci_kind=view.ci_kind)
         ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.25, lw=0)
         ax.plot(xs, values.mean(0), color="tab:blue", lw=1.2)
         ax.plot([r[j]], [at_r], "o", color="tab:red", ms=4)
@@ -880,7 +935,7 @@ def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
     from bayesmix.constraints import Constraints
     from bayesmix.decision import resolve_weights
     from bayesmix.ledger import Ledger
-    from bayesmix.optimize import LawDraws, minimize_objective
+    from bayesmix.optimize import LawDraws, credible_interval, minimize_objective
     from bayesmix.posterior import Posterior
 
     with Ledger.open(ledger) as led:
@@ -910,7 +965,6 @@ def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
         )
     round_of = runs.set_index("run")["round"]
     rows = []
-    q = [(1 - view.prob) / 2, (1 + view.prob) / 2]
     for rnd in sorted(runs["round"].unique()):
         these = runs[runs["round"] == rnd]
         done = [r for r in observed.index if round_of.get(r, -1) <= rnd]
@@ -942,7 +996,7 @@ def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
                 draws = draws.select(slice(None, None, step))
                 best_mix = minimize_objective(draws, cons, w, "mean").mixture
                 vals = draws.mean_loss(best_mix[None, :])[:, 0, :] @ w
-                lo, hi = np.quantile(vals, q)
+                lo, hi = credible_interval(vals, view.prob, ci_kind=view.ci_kind)
                 row.update(
                     {
                         "posterior": path.name,

@@ -66,17 +66,43 @@ def load(
 ) -> RunTable:
     """Load run results from files or directories into one validated RunTable.
 
-    ``paths``: a file, a directory (its files in a known format are used, others skipped with a
-    note) or a list of them. ``format``: one of :data:`FORMATS`, detected when None.
-    ``renormalize``: rescale proportions to sum to 1 instead of rejecting sums off by more than
-    ``tolerance``. ``report``: a list that receives one line per note. ``expected_domains``:
-    allowed domain names, a list for both kinds or ``{"train": [...], "eval": [...]}``; an
-    unknown name raises DomainNameError with the closest allowed name.
-    ``tokens_per_step`` and ``start_checkpoint`` apply to Ye et al. logs: ``tokens = step *
-    tokens_per_step``; the continual pre-training logs (``ct/``) start every run from one
-    checkpoint (``pythia_70m_step20000``), loaded as each run's record at step 0 (tokens 0) unless
-    ``start_checkpoint=False``. ``max_loss``: the plausibility bound on losses, nats per token
-    (the rule, including empty/nan = missing and inf = error, is in :mod:`bayesmix.data`).
+    Parameters
+    ----------
+    paths : path or sequence of paths
+        A file, a directory (its files in a known format are used, others skipped with a
+        note) or a list of them.
+    format : {"tidy", "regmix", "mixinglaws"}, optional
+        One of :data:`FORMATS`; detected from the content when None.
+    renormalize : bool, default False
+        Rescale proportions to sum to 1 instead of rejecting sums off by more than
+        ``tolerance``.
+    report : list, optional
+        Receives one line per note.
+    expected_domains : sequence or mapping, optional
+        Allowed domain names, a list for both kinds or ``{"train": [...], "eval": [...]}``;
+        an unknown name raises DomainNameError with the closest allowed name.
+    tokens_per_step, start_checkpoint
+        Ye et al. logs: ``tokens = step * tokens_per_step``; the continual pre-training logs
+        (``ct/``) start every run from one checkpoint (``pythia_70m_step20000``), loaded as
+        each run's record at step 0 (tokens 0) unless ``start_checkpoint=False``.
+    max_loss : float
+        The plausibility bound on losses, nats per token (the rule, including empty/nan =
+        missing and inf = error, is in :mod:`bayesmix.data`).
+
+    Returns
+    -------
+    RunTable
+        The validated runs; bad input is a BayesmixError naming the file, row and column.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> import bayesmix as bm
+    >>> runs, _ = bm.simulate(["web", "code"], n_runs=4, random_seed=0)
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "runs.csv"
+    >>> runs.to_tidy().to_csv(path, index=False)
+    >>> bm.load(path).n_runs
+    4
     """
     tolerance = check_tolerance(tolerance)
     max_loss = check_max_loss(max_loss)

@@ -37,13 +37,16 @@ from scipy import optimize as sopt
 from scipy import special
 
 from bayesmix import errors
+from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.constraints import Constraints
 from bayesmix.laws import INPUTS, Law, get_law, m4
 
 #: Objective kinds accepted by :meth:`Objective.parse`.
 OBJECTIVES = ("mean", "quantile", "cvar", "beat-baseline", "minimax")
-#: Default probability mass of the equal-tailed intervals in summaries.
+#: Default probability mass of the intervals in summaries (``ci_prob``).
 DEFAULT_PROB = 0.9
+#: Interval kinds of :func:`credible_interval`: equal-tailed (default) or highest density.
+CI_KINDS = ("eti", "hdi")
 #: Default fraction of the posterior sd of the improvement used as the logistic bandwidth of the
 #: beat-baseline surrogate (see :class:`Objective`).
 BEAT_BANDWIDTH = 0.25
@@ -372,9 +375,11 @@ def centre(constraints: Constraints) -> np.ndarray:
     return project(np.full(m, 1.0 / m), constraints.lower, constraints.upper)
 
 
-def feasible_points(constraints: Constraints, n: int, seed=0) -> np.ndarray:
-    """``n`` feasible mixtures (n, M): uniform Dirichlet draws projected onto the feasible set."""
-    rng = np.random.default_rng(seed)
+@renamed_kwargs(**SEED)
+def feasible_points(constraints: Constraints, n: int, random_seed=0) -> np.ndarray:
+    """``n`` feasible mixtures (n, M): uniform Dirichlet draws projected onto the feasible set
+    (drawn with ``random_seed``)."""
+    rng = np.random.default_rng(random_seed)
     m = len(constraints.domains)
     return project(rng.dirichlet(np.ones(m), size=n), constraints.lower, constraints.upper)
 
@@ -679,6 +684,7 @@ def _exact_mean_optimum(law: Law, params: Mapping, w, lower, upper) -> np.ndarra
     return None if out is None else np.asarray(out[0], float)[0]
 
 
+@renamed_kwargs(**SEED)
 def minimize_objective(
     draws,
     constraints: Constraints,
@@ -688,7 +694,7 @@ def minimize_objective(
     baseline=None,
     n_starts: int | None = None,
     extra_starts=None,
-    seed=0,
+    random_seed=0,
     law: Law | str | None = None,
 ) -> Optimum:
     """The feasible mixture optimising ``objective`` over the draws' aggregate loss.
@@ -701,7 +707,7 @@ def minimize_objective(
     ``extra_starts`` (n, M) and random feasible points, ``n_starts`` in all at least (default
     :data:`DEFAULT_STARTS`, :data:`NONCONVEX_STARTS` for a non-convex law). Each SLSQP result is
     projected onto the feasible set and the best by the smooth objective is returned, with how
-    many starts reached it (:attr:`Optimum.n_agree`).
+    many starts reached it (:attr:`Optimum.n_agree`). ``random_seed`` draws the random starts.
     """
     objective = Objective.parse(objective)
     law, params, inputs = _unpack(draws, law)
@@ -720,7 +726,7 @@ def minimize_objective(
     lo, hi = constraints.lower, constraints.upper
     if objective.kind == "minimax":  # exact epigraph SLSQP (bayesmix.guarantees)
         return _minimax_optimum(
-            law, params, inputs, w, constraints, baseline, extra_starts, seed, objective
+            law, params, inputs, w, constraints, baseline, extra_starts, random_seed, objective
         )
     values = _DrawValues(law, params, w, inputs)
 
@@ -733,7 +739,7 @@ def minimize_objective(
         starts.extend(project(np.atleast_2d(extra_starts), lo, hi))
     n_random = max(0, n_starts - len(starts))
     if n_random:
-        starts.extend(feasible_points(constraints, n_random, seed))
+        starts.extend(feasible_points(constraints, n_random, random_seed))
     if mean_opt is None and objective.kind != "mean":
         # No exact mean optimum: approximate it by SLSQP from the start with the lowest
         # posterior mean (a good start for risk objectives, and beat-baseline's reference).
@@ -748,7 +754,7 @@ def minimize_objective(
     if objective.kind == "beat-baseline":
         reference = mean_opt if mean_opt is not None else starts[0]
         temperature = objective.temperature or _beat_temperature(
-            values, baseline, reference, constraints, seed
+            values, baseline, reference, constraints, random_seed
         )
     crit = _Criterion(objective, values, baseline, temperature)
 
@@ -1128,6 +1134,7 @@ def _generic_draw_optima(
     return x[rows], ok[rows]
 
 
+@renamed_kwargs(**SEED)
 def draw_optima(
     draws,
     constraints: Constraints,
@@ -1135,7 +1142,7 @@ def draw_optima(
     *,
     law: Law | str | None = None,
     n_starts: int | None = None,
-    seed=0,
+    random_seed=0,
     tol: float = PG_TOL,
     max_iter: int = PG_MAX_ITER,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1144,7 +1151,7 @@ def draw_optima(
     ``draws``: a :class:`LawDraws` (or Posterior), or a plain dict of ``law``'s draws (default
     M4). The law's exact solver (:meth:`Law.draw_optima`, from the centre of the feasible set,
     at the draws' fixed extra inputs) when it has one; otherwise batched projected gradients
-    (``n_starts``, ``seed``, ``tol``, ``max_iter`` apply to that path only).
+    (``n_starts``, ``random_seed``, ``tol``, ``max_iter`` apply to that path only).
     """
     law, params, inputs = _unpack(draws, law)
     w = _normalise_weights(weights, _dim_size(law, params, "eval_domain"))
@@ -1160,7 +1167,7 @@ def draw_optima(
             inputs,
             constraints,
             n_starts=n_starts,
-            seed=seed,
+            seed=random_seed,
             tol=tol,
             max_iter=max_iter,
         )
@@ -1191,34 +1198,114 @@ def optima_dataarray(optima: np.ndarray, train_domains: Sequence[str]) -> xr.Dat
     )
 
 
+@renamed_kwargs(**CI_PROB)
 def optimum_spread(
-    optima, train_domains: Sequence[str] | None = None, prob: float = DEFAULT_PROB
+    optima,
+    train_domains: Sequence[str] | None = None,
+    ci_prob: float = DEFAULT_PROB,
+    *,
+    ci_kind: str = "eti",
 ) -> pd.DataFrame:
     """Tidy table of the optimum's location: train_domain, mean, median, lower, upper.
 
     ``optima``: (S, M) array (then give ``train_domains``) or the DataArray of
-    :func:`optima_dataarray`; intervals are equal-tailed with mass ``prob``.
+    :func:`optima_dataarray`; intervals of mass ``ci_prob`` by :func:`credible_interval`
+    (``ci_kind`` "eti" equal-tailed, or "hdi").
     """
-    check_prob(prob)
+    check_prob(ci_prob)
     if isinstance(optima, xr.DataArray):
         train_domains = [str(d) for d in optima["train_domain"].values]
         optima = optima.transpose("sample", "train_domain").values
     if train_domains is None:
         raise ValueError("optimum_spread: give train_domains with an array of optima")
     v = np.asarray(optima, float)
-    lo, med, hi = np.quantile(v, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
+    lo, hi = credible_interval(v, ci_prob, ci_kind=ci_kind)
     return pd.DataFrame(
         {
             "train_domain": list(train_domains),
             "mean": v.mean(axis=0),
-            "median": med,
+            "median": np.quantile(v, 0.5, axis=0),
             "lower": lo,
             "upper": hi,
         }
     )
 
 
-def check_prob(prob: float) -> float:
-    if not 0.0 < float(prob) < 1.0:
-        raise errors.ObjectiveError(f"interval probability must be in (0, 1), got {prob}")
-    return float(prob)
+def check_prob(ci_prob: float) -> float:
+    """``ci_prob`` as a float, or an ObjectiveError when it is not in (0, 1)."""
+    if not 0.0 < float(ci_prob) < 1.0:
+        raise errors.ObjectiveError(f"interval probability must be in (0, 1), got {ci_prob}")
+    return float(ci_prob)
+
+
+def check_ci_kind(ci_kind: str) -> str:
+    """``ci_kind`` if it is one of :data:`CI_KINDS`, else an OptionError."""
+    if ci_kind not in CI_KINDS:
+        raise errors.OptionError(
+            f"unknown interval kind {ci_kind!r}",
+            hint="use 'eti' (equal-tailed) or 'hdi' (highest density)",
+        )
+    return ci_kind
+
+
+def credible_interval(
+    values,
+    ci_prob: float = DEFAULT_PROB,
+    *,
+    axis: int = 0,
+    ci_kind: str = "eti",
+    skipna: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of the interval of mass ``ci_prob`` over ``axis`` of ``values``.
+
+    The one place bayesmix computes intervals over posterior draws, by arviz-stats:
+    ``ci_kind="eti"`` the equal-tailed interval (:func:`arviz_stats.eti`: the
+    ``(1 - ci_prob) / 2`` and ``(1 + ci_prob) / 2`` quantiles, linear interpolation, as
+    ``numpy.quantile``), ``"hdi"`` the highest density interval (:func:`arviz_stats.hdi`, the
+    shortest interval holding ``ci_prob`` of the draws). ``skipna`` leaves NaN draws out.
+
+    Parameters
+    ----------
+    values : array_like
+        Draws, with the sample axis ``axis`` (e.g. (S,) or (S, n, K)).
+    ci_prob : float, default 0.9
+        Probability mass of the interval, in (0, 1).
+    axis : int, default 0
+        The sample axis, reduced.
+    ci_kind : {"eti", "hdi"}, default "eti"
+        Equal-tailed or highest density interval.
+    skipna : bool, default False
+        Leave NaN draws out (else a NaN draw makes the bounds NaN for "eti").
+
+    Returns
+    -------
+    lower, upper : numpy.ndarray or numpy.float64
+        The bounds, each of the shape of ``values`` without ``axis`` (scalars for 1-D input).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesmix.optimize import credible_interval
+    >>> draws = np.arange(101.0)
+    >>> credible_interval(draws, 0.5)
+    (np.float64(25.0), np.float64(75.0))
+    >>> lo, hi = credible_interval(np.stack([draws, 2 * draws], axis=1), 0.5)
+    >>> lo.tolist(), hi.tolist()
+    ([25.0, 50.0], [75.0, 150.0])
+    >>> skewed = np.concatenate([np.zeros(80), np.arange(1.0, 21.0)])  # 80% of draws at 0
+    >>> [round(float(b), 2) for b in credible_interval(skewed, 0.8)]
+    [0.0, 10.1]
+    >>> [float(b) for b in credible_interval(skewed, 0.8, ci_kind="hdi")]
+    [0.0, 1.0]
+    """
+    import arviz_stats  # about 0.3 s: imported when the first interval is computed
+
+    ci_prob = check_prob(ci_prob)
+    check_ci_kind(ci_kind)
+    arr = np.asarray(values, dtype=float)
+    if ci_kind == "eti":
+        bounds = arviz_stats.eti(arr, ci_prob, axis=axis, skipna=skipna)
+    else:
+        bounds = arviz_stats.hdi(arr, ci_prob, axis=axis, skipna=skipna)
+    bounds = np.asarray(bounds)  # (..., 2): lower, upper last
+    return bounds[..., 0][()], bounds[..., 1][()]  # [()]: a scalar for 1-D values

@@ -62,6 +62,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from bayesmix import compile_cache, errors
+from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable
 from bayesmix.diagnostics import ConvergenceWarning, Diagnostics, diagnose
 from bayesmix.loaders import TOKENS_PER_STEP, size_label
@@ -557,6 +558,7 @@ def step_data(table: RunTable) -> CurveData:
     )
 
 
+@renamed_kwargs(**SEED, **PROGRESS)
 def fit_step_law(
     runs: RunTable,
     *,
@@ -564,8 +566,8 @@ def fit_step_law(
     draws: int = 500,
     tune: int = 500,
     chains: int = 2,
-    seed: int | None = None,
-    progress: bool = False,
+    random_seed: int | None = None,
+    progressbar: bool = False,
     warn: bool = True,
 ) -> StageFit:
     """Stage 1: the step law ``L(S) = E + (B / S)^beta`` for every (run, validation domain).
@@ -606,8 +608,8 @@ def fit_step_law(
         draws=draws,
         tune=tune,
         chains=chains,
-        seed=seed,
-        progress=progress,
+        random_seed=random_seed,
+        progressbar=progressbar,
         warn=warn,
     )
 
@@ -643,6 +645,7 @@ def size_data(losses: xr.DataArray, design: Design) -> CurveData:
     )
 
 
+@renamed_kwargs(**SEED, **PROGRESS)
 def fit_size_law(
     losses: xr.DataArray,
     design: Design,
@@ -650,8 +653,8 @@ def fit_size_law(
     draws: int = 500,
     tune: int = 500,
     chains: int = 2,
-    seed: int | None = None,
-    progress: bool = False,
+    random_seed: int | None = None,
+    progressbar: bool = False,
     warn: bool = True,
 ) -> StageFit:
     """Stage 2: ``L(N) = E + (A / N)^alpha`` per (mixture, validation domain) across sizes.
@@ -669,8 +672,8 @@ def fit_size_law(
         draws=draws,
         tune=tune,
         chains=chains,
-        seed=seed,
-        progress=progress,
+        random_seed=random_seed,
+        progressbar=progressbar,
         warn=warn,
     )
 
@@ -705,7 +708,7 @@ def _structure_key(d: CurveData) -> str:
     return h.hexdigest()[:16]
 
 
-def _run_stage(data: CurveData, *, draws, tune, chains, seed, progress, warn) -> StageFit:
+def _run_stage(data: CurveData, *, draws, tune, chains, random_seed, progressbar, warn) -> StageFit:
     import nutpie
 
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
@@ -726,8 +729,8 @@ def _run_stage(data: CurveData, *, draws, tune, chains, seed, progress, warn) ->
             draws=int(draws),
             tune=int(tune),
             chains=int(chains),
-            seed=seed,
-            progress_bar=progress,
+            seed=random_seed,
+            progress_bar=progressbar,
             save_warmup=False,
             adaptation=ADAPTATION,
             target_accept=TARGET_ACCEPT,
@@ -738,7 +741,7 @@ def _run_stage(data: CurveData, *, draws, tune, chains, seed, progress, warn) ->
         "draws": int(draws),
         "tune": int(tune),
         "chains": int(chains),
-        "seed": seed,
+        "seed": random_seed,
         "sampler": "nutpie",
         "adaptation": ADAPTATION,
         "target_accept": TARGET_ACCEPT,
@@ -753,7 +756,8 @@ def _run_stage(data: CurveData, *, draws, tune, chains, seed, progress, warn) ->
     )
     if warn and not report.ok:
         stage = "stage 1 (step law)" if data.kind == "step" else "stage 2 (size law)"
-        warnings.warn(f"{stage}: {report.warning()}", ConvergenceWarning, stacklevel=3)
+        # stacklevel 4: past fit_step_law/fit_size_law and their renamed_kwargs wrapper
+        warnings.warn(f"{stage}: {report.warning()}", ConvergenceWarning, stacklevel=4)
     return fit
 
 
@@ -865,6 +869,7 @@ def _check_target(name: str, value) -> float:
 
 
 # ---------------------------------------------------------------------------------- the pipeline
+@renamed_kwargs(**SEED, **PROGRESS)
 def nested_fit(
     runs: RunTable,
     *,
@@ -875,8 +880,8 @@ def nested_fit(
     draws: int = 500,
     tune: int = 500,
     chains: int = 2,
-    seed: int | None = None,
-    progress: bool = False,
+    random_seed: int | None = None,
+    progressbar: bool = False,
     max_step: float | None = None,
     step_fit: StageFit | None = None,
     warn: bool = True,
@@ -888,9 +893,9 @@ def nested_fit(
     ``target_steps`` (optimiser steps; tokens = steps x the runs' tokens per step, 1,048,576
     when the runs have no tokens) are the scale to predict. ``imputations`` J, ``spec`` (the
     stage-3 specification, any name or TOML path :func:`bayesmix.fit.fit` takes),
-    ``draws``/``tune``/``chains`` (every stage), ``seed`` (None: fresh randomness; the entropy
-    used is recorded). ``step_fit``: a stage-1 fit from :func:`fit_step_law` on the same runs to
-    reuse (e.g. one stage 1 for several target steps).
+    ``draws``/``tune``/``chains`` (every stage), ``random_seed`` (None: fresh randomness; the
+    entropy used is recorded), ``progressbar``. ``step_fit``: a stage-1 fit from
+    :func:`fit_step_law` on the same runs to reuse (e.g. one stage 1 for several target steps).
 
     Rules: fewer than 2 model sizes, or a target step below the fitted checkpoints, raise
     :class:`PipelineError`; a mixture present at fewer than 2 sizes is dropped from stages 2-3
@@ -965,21 +970,21 @@ def nested_fit(
             hint="the step law extrapolates forwards only",
         )
 
-    ss = np.random.SeedSequence(seed)
+    ss = np.random.SeedSequence(random_seed)
     seeds = iter(int(s) for s in ss.generate_state(2 + 2 * imputations))
     rng = np.random.default_rng(ss.spawn(1)[0])
     stage_kw: dict[str, Any] = {
         "draws": draws,
         "tune": tune,
         "chains": chains,
-        "progress": progress,
+        "progressbar": progressbar,
     }
 
     # stage 1: one fit of every learning curve (or the one given)
     seed1 = next(seeds)
     step_fit_given = step_fit is not None
     if step_fit is None:
-        step_fit = _run_stage(step_data(table), seed=seed1, warn=False, **stage_kw)
+        step_fit = _run_stage(step_data(table), random_seed=seed1, warn=False, **stage_kw)
     else:
         if set(step_fit.data.series) != set(design.run_mixture) or step_fit.data.n_records != len(
             table
@@ -995,7 +1000,7 @@ def nested_fit(
     size_fits, target_losses = [], []
     for j in range(imputations):
         sf = fit_size_law(
-            stage1_losses.isel(draw=j), design, seed=next(seeds), warn=False, **stage_kw
+            stage1_losses.isel(draw=j), design, random_seed=next(seeds), warn=False, **stage_kw
         )
         size_fits.append(sf)
         pick = _pick(sf.n_samples, 1, rng)
@@ -1016,8 +1021,8 @@ def nested_fit(
                 draws=draws,
                 tune=tune,
                 chains=chains,
-                seed=next(seeds),
-                progress=progress,
+                random_seed=next(seeds),
+                progressbar=progressbar,
                 warn=False,
             )
         )
@@ -1037,7 +1042,7 @@ def nested_fit(
             "tokens_per_step": tps,
         },
         "imputations": int(imputations),
-        "seed": seed,
+        "seed": random_seed,
         "entropy": str(ss.entropy),
         "spec": spec.name,
         "proxies": {
@@ -1078,7 +1083,8 @@ def nested_fit(
     post = _pool(posts, spec, mean_table, imputed, record)
     if warn:
         for line in gate_warnings(post):
-            warnings.warn(line, ConvergenceWarning, stacklevel=2)
+            # stacklevel 3: past the renamed_kwargs wrapper
+            warnings.warn(line, ConvergenceWarning, stacklevel=3)
     return post
 
 

@@ -38,12 +38,14 @@ import xarray as xr
 from scipy import stats
 
 from bayesmix import errors
+from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.data import RunTable
 from bayesmix.diagnostics import Diagnostics
 from bayesmix.io import atomic_path
 from bayesmix.laws import get_law
 from bayesmix.mixtures import as_mixtures, domain_weights
 from bayesmix.model import prepare_data
+from bayesmix.optimize import check_ci_kind, credible_interval
 from bayesmix.spec import ModelSpec
 
 FORMAT = "bayesmix-posterior/1"
@@ -92,22 +94,45 @@ class Prediction:
         )
         return (da * w).sum("eval_domain")
 
+    @renamed_kwargs(**CI_PROB)
     def intervals(
-        self, prob: float = 0.9, *, weights: np.ndarray | None = None, kind: str = "predictive"
+        self,
+        ci_prob: float = 0.9,
+        *,
+        weights: np.ndarray | None = None,
+        kind: str = "predictive",
+        ci_kind: str = "eti",
     ) -> pd.DataFrame:
-        """Tidy table: mixture, eval_domain, mean, median, lower, upper (equal-tailed ``prob``).
+        """Tidy table of the predicted losses' intervals over draws.
 
-        With ``weights``, rows with ``eval_domain == "overall"`` hold the aggregate loss.
+        Parameters
+        ----------
+        ci_prob : float, default 0.9
+            Probability mass of the intervals, in (0, 1) (``prob`` is its deprecated name).
+        weights : array_like, optional
+            Normalised weights (K,) over the validation domains: adds rows with
+            ``eval_domain == "overall"`` for the aggregate loss.
+        kind : {"predictive", "mean"}, default "predictive"
+            One run's measured loss, or the law's expected loss.
+        ci_kind : {"eti", "hdi"}, default "eti"
+            Equal-tailed or highest density intervals
+            (:func:`bayesmix.optimize.credible_interval`).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns mixture, eval_domain, mean, median, lower, upper (nats per token).
         """
-        if not 0 < prob < 1:
-            raise errors.BayesmixError(f"interval probability must be in (0, 1), got {prob}")
+        if not 0 < ci_prob < 1:
+            raise errors.BayesmixError(f"interval probability must be in (0, 1), got {ci_prob}")
         if kind not in ("predictive", "mean"):
             raise errors.BayesmixError(f"kind must be 'predictive' or 'mean', got {kind!r}")
+        check_ci_kind(ci_kind)
         da = self.predictive if kind == "predictive" else self.mean
-        frames = [_interval_table(da, prob)]
+        frames = [_interval_table(da, ci_prob, ci_kind)]
         if weights is not None:
             agg = self.aggregate(weights, kind).expand_dims(eval_domain=["overall"], axis=-1)
-            frames.append(_interval_table(agg, prob))
+            frames.append(_interval_table(agg, ci_prob, ci_kind))
         out = pd.concat(frames, ignore_index=True)
         # Input order of mixtures, then of domains; one order per column, because a mixture
         # may be named like a domain (e.g. "web" for a web-heavy mixture).
@@ -121,17 +146,18 @@ class Prediction:
         return out.reset_index(drop=True)
 
 
-def _interval_table(da: xr.DataArray, prob: float) -> pd.DataFrame:
+def _interval_table(da: xr.DataArray, ci_prob: float, ci_kind: str = "eti") -> pd.DataFrame:
+    """Rows (mixture, eval_domain) of mean, median and bounds over the draws (NaN left out)."""
     stacked = da.stack(sample=("chain", "draw")).transpose("mixture", "eval_domain", "sample")
     v = stacked.values
-    lo, med, hi = np.nanquantile(v, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=-1)
+    lo, hi = credible_interval(v, ci_prob, axis=-1, ci_kind=ci_kind, skipna=True)
     mix, dom = np.meshgrid(da.mixture.values, da.eval_domain.values, indexing="ij")
     return pd.DataFrame(
         {
             "mixture": mix.ravel(),
             "eval_domain": dom.ravel(),
             "mean": np.nanmean(v, axis=-1).ravel(),
-            "median": med.ravel(),
+            "median": np.nanquantile(v, 0.5, axis=-1).ravel(),
             "lower": lo.ravel(),
             "upper": hi.ravel(),
         }
@@ -229,7 +255,40 @@ def _check_groups(tree: xr.DataTree, law) -> None:
 
 
 class Posterior:
-    """A fitted mixing law. Build with :func:`bayesmix.fit.fit` or :meth:`Posterior.load`."""
+    """A fitted mixing law: posterior draws, the data and the diagnostics, in one DataTree.
+
+    Build one with :func:`bayesmix.fit` or read a saved one with :meth:`Posterior.load`; the
+    constructor checks a tree in the stored layout (see the module docstring).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        Groups ``posterior``, ``sample_stats``, ``fit_data`` [, ``observed_data``,
+        ``posterior_predictive``, ``constant_data``, ``log_likelihood``] and the root attributes
+        ``bayesmix_format``, ``bayesmix_model_spec``, ``bayesmix_diagnostics``.
+
+    Attributes
+    ----------
+    tree : xarray.DataTree
+        The ArviZ-readable data (``arviz_stats.summary(post.tree)`` works).
+    spec : ModelSpec
+        The model specification fitted; ``law`` its mixing law.
+    diagnostics : Diagnostics
+        The diagnostics gate's report (``diagnostics.ok``, ``diagnostics.table()``).
+    train_domains, eval_domains : tuple of str
+        Training and validation domain names.
+    source : str or None
+        The file it was loaded from.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> runs, _ = bm.simulate(["web", "code"], n_runs=12, random_seed=0)
+    >>> post = bm.fit(runs, draws=300, tune=300, chains=2, random_seed=1)  # doctest: +SKIP
+    >>> post.intervals({"even": {"web": 0.5, "code": 0.5}})               # doctest: +SKIP
+    >>> post.save("posterior.nc")                                          # doctest: +SKIP
+    >>> post = bm.Posterior.load("posterior.nc")                           # doctest: +SKIP
+    """
 
     def __init__(self, tree: xr.DataTree):
         attrs = tree.attrs
@@ -287,7 +346,9 @@ class Posterior:
         keep["posterior"] = describe_variables(keep["posterior"], law)
         # observed_data, constant_data, posterior_predictive: ArviZ's layout, one row per run
         keep.update(
-            data_groups(keep["posterior"], law, spec.likelihood, runs, seed=settings.get("seed"))
+            data_groups(
+                keep["posterior"], law, spec.likelihood, runs, random_seed=settings.get("seed")
+            )
         )
         keep["fit_data"] = _encode_fit_data(runs)
         # The log_likelihood group is added by __init__, from the stored fit_data, so a fresh
@@ -495,25 +556,47 @@ class Posterior:
                 messages.append(text + ": extrapolating, intervals rest on the law's form")
         return list(dict.fromkeys(messages))
 
+    @renamed_kwargs(**SEED)
     def predict(
         self,
         mixtures,
         *,
         n_params=None,
         tokens=None,
-        seed: int | None = 0,
+        random_seed: int | None = 0,
         max_extrapolation: float = MAX_EXTRAPOLATION,
         warn: bool = True,
     ) -> Prediction:
         """Posterior mean loss and posterior predictive loss of ``mixtures``.
 
-        ``mixtures``: anything :func:`bayesmix.mixtures.as_mixtures` takes. ``n_params`` and
-        ``tokens`` (a number, or one per mixture) are needed when the law takes them as inputs;
-        outside the fitted range an ``ExtrapolationWarning`` gives the numbers (``warn``), more
-        than ``max_extrapolation`` times outside is refused (:meth:`check_scale`).
-        Returns DataArrays with dims (chain, draw, mixture, eval_domain). The predictive adds
-        the fitted noise (Normal or Student-t, per validation domain), drawn with ``seed``, and
-        for laws fitted to every checkpoint a new run's offset (Normal, ``run_sigma``).
+        Parameters
+        ----------
+        mixtures : mapping, DataFrame or array_like
+            Anything :func:`bayesmix.mixtures.as_mixtures` takes: ``{name: {domain: share}}``,
+            a DataFrame with one column per training domain, or an array (n, M).
+        n_params, tokens : float or array_like, optional
+            Model size and training tokens (a number, or one per mixture), needed when the law
+            takes them as inputs. Outside the fitted range an ``ExtrapolationWarning`` gives
+            the numbers; more than ``max_extrapolation`` times outside is refused
+            (:meth:`check_scale`).
+        random_seed : int or None, default 0
+            Seed of the predictive noise (``seed`` is its deprecated name).
+        max_extrapolation : float, default 10
+            Largest factor beyond the fitted scale range that is allowed.
+        warn : bool, default True
+            Warn (``ExtrapolationWarning``) when extrapolating.
+
+        Returns
+        -------
+        Prediction
+            ``.mean`` and ``.predictive``: DataArrays (chain, draw, mixture, eval_domain) in
+            nats per token. The predictive adds the fitted noise (Normal or Student-t, per
+            validation domain) and, for laws fitted to every checkpoint, a new run's offset.
+
+        Examples
+        --------
+        >>> pred = post.predict({"even": {"web": 0.5, "code": 0.5}})  # doctest: +SKIP
+        >>> pred.predictive.sizes                                      # doctest: +SKIP
         """
         mix = as_mixtures(mixtures, self.train_domains)
         self.check_finite()
@@ -521,9 +604,12 @@ class Posterior:
             n_params=n_params, tokens=tokens, max_extrapolation=max_extrapolation
         ):
             if warn:
-                warnings.warn(text, errors.ExtrapolationWarning, stacklevel=2)
+                # stacklevel 3: past the renamed_kwargs wrapper
+                warnings.warn(text, errors.ExtrapolationWarning, stacklevel=3)
         p = self.law_params(flat=False)
-        mean, pred = self._draw(mix.to_numpy(), p, n_params, tokens, _streams(seed, len(mix)))
+        mean, pred = self._draw(
+            mix.to_numpy(), p, n_params, tokens, _streams(random_seed, len(mix))
+        )
         post = self.tree["posterior"]
         coords = {
             "chain": post["chain"].values,
@@ -585,26 +671,58 @@ class Posterior:
                 hint="the file is damaged: refit it",
             )
 
+    @renamed_kwargs(**SEED, **CI_PROB)
     def intervals(
         self,
         mixtures,
-        prob: float = 0.9,
+        ci_prob: float = 0.9,
         *,
         weights=None,
         kind: str = "predictive",
         allow_subset: bool = False,
-        seed: int | None = 0,
+        random_seed: int | None = 0,
         n_params=None,
         tokens=None,
         max_extrapolation: float = MAX_EXTRAPOLATION,
         chunk_size: int | None = None,
+        ci_kind: str = "eti",
     ) -> pd.DataFrame:
-        """Tidy intervals (mixture, eval_domain, mean, median, lower, upper) for ``mixtures``.
+        """Tidy intervals of the predicted loss of ``mixtures``, per validation domain.
 
-        ``weights``: ``{domain: weight}`` or a JSON file; adds ``eval_domain == "overall"`` rows.
-        ``n_params``/``tokens``: the scale to predict at, for laws that take them.
-        Mixtures are predicted ``chunk_size`` at a time (default: as many as fit in
-        :data:`CHUNK_BYTES`); the table is the same for any chunk size.
+        Parameters
+        ----------
+        mixtures : mapping, DataFrame or array_like
+            The mixtures to predict (as :meth:`predict` takes them).
+        ci_prob : float, default 0.9
+            Probability mass of the intervals, in (0, 1) (``prob`` is its deprecated name).
+        weights : mapping or path, optional
+            ``{domain: weight}`` or a JSON file of that: adds rows with
+            ``eval_domain == "overall"`` for the weighted aggregate loss.
+        kind : {"predictive", "mean"}, default "predictive"
+            One run's measured loss (with noise), or the law's expected loss.
+        allow_subset : bool, default False
+            Allow ``weights`` naming only some validation domains (the others get 0).
+        random_seed : int or None, default 0
+            Seed of the predictive noise (``seed`` is its deprecated name).
+        n_params, tokens : float or array_like, optional
+            The scale to predict at, for laws that take them (see :meth:`predict`).
+        max_extrapolation : float, default 10
+            Largest factor beyond the fitted scale range that is allowed.
+        chunk_size : int, optional
+            Mixtures predicted at a time (default: as many as fit in :data:`CHUNK_BYTES`);
+            the table is the same for any chunk size.
+        ci_kind : {"eti", "hdi"}, default "eti"
+            Equal-tailed or highest density intervals
+            (:func:`bayesmix.optimize.credible_interval`).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per (mixture, eval_domain): mean, median, lower, upper (nats per token).
+
+        Examples
+        --------
+        >>> post.intervals({"even": {"web": 0.5, "code": 0.5}}, ci_prob=0.9)  # doctest: +SKIP
         """
         w = (
             None
@@ -616,19 +734,20 @@ class Posterior:
         for text in self.check_scale(
             n_params=n_params, tokens=tokens, max_extrapolation=max_extrapolation
         ):
-            warnings.warn(text, errors.ExtrapolationWarning, stacklevel=2)
-        if not 0 < prob < 1:
-            raise errors.BayesmixError(f"interval probability must be in (0, 1), got {prob}")
+            # stacklevel 3: past the renamed_kwargs wrapper
+            warnings.warn(text, errors.ExtrapolationWarning, stacklevel=3)
+        if not 0 < ci_prob < 1:
+            raise errors.BayesmixError(f"interval probability must be in (0, 1), got {ci_prob}")
         if kind not in ("predictive", "mean"):
             raise errors.BayesmixError(f"kind must be 'predictive' or 'mean', got {kind!r}")
+        check_ci_kind(ci_kind)
         # Chunks of mixtures keep memory bounded (chain x draw x chunk x K floats, a few times);
         # each mixture's noise has its own stream, so the numbers do not depend on the chunking.
         p = self.law_params(flat=False)
         n = len(mix)
         per_mixture = 8 * self.n_samples * len(self.eval_domains)
         size = chunk_size or max(1, CHUNK_BYTES // max(per_mixture, 1))
-        streams = _streams(seed, n)
-        lo_q, hi_q = (1 - prob) / 2, (1 + prob) / 2
+        streams = _streams(random_seed, n)
         domains = list(self.eval_domains) + (["overall"] if w is not None else [])
         frames = []
         for start in range(0, n, size):
@@ -644,10 +763,11 @@ class Posterior:
             del mean, pred
             if w is not None:
                 v = np.concatenate([v, (v @ w)[..., None]], axis=-1)  # + overall
-            frames.append(_summary_frame(v, list(mix.index[start:stop]), domains, lo_q, hi_q))
+            frames.append(_summary_frame(v, list(mix.index[start:stop]), domains, ci_prob, ci_kind))
         return pd.concat(frames, ignore_index=True)
 
     # ------------------------------------------------------------------ report
+    @renamed_kwargs(**CI_PROB)
     def report(
         self,
         path: str | Path | None = None,
@@ -655,26 +775,70 @@ class Posterior:
         decision=None,
         ledger=None,
         ternary=None,
-        prob: float = 0.9,
+        ci_prob: float = 0.9,
+        ci_kind: str = "eti",
         force: bool = False,
     ):
         """The self-contained HTML report of this posterior (:mod:`bayesmix.html_report`).
 
-        Returns the page as text, or with ``path`` writes it (atomically; an existing file
-        only with ``force``) and returns the path. ``decision``: a DecisionReport or its JSON
-        file; ``ledger``: an experiment ledger; ``ternary``: three training domains.
+        Parameters
+        ----------
+        path : str or path, optional
+            Where to write the page (atomically; an existing file only with ``force``).
+        decision : DecisionReport or path, optional
+            A decision (or its JSON file) for the decision section.
+        ledger : path, optional
+            An experiment ledger for the progress section.
+        ternary : sequence of str or str, optional
+            Three training domains for the ternary view.
+        ci_prob : float, default 0.9
+            Mass of the intervals (``prob`` is its deprecated name).
+        ci_kind : {"eti", "hdi"}, default "eti"
+            Equal-tailed or highest density intervals.
+        force : bool, default False
+            Replace an existing file.
+
+        Returns
+        -------
+        str or pathlib.Path
+            The page as text without ``path``, else the path written.
+
+        Examples
+        --------
+        >>> post.report("report.html")  # doctest: +SKIP
         """
         from bayesmix import html_report
 
-        options = {"decision": decision, "ledger": ledger, "ternary": ternary, "prob": prob}
+        options = {
+            "decision": decision,
+            "ledger": ledger,
+            "ternary": ternary,
+            "ci_prob": ci_prob,
+            "ci_kind": ci_kind,
+        }
         if path is None:
             return html_report.build_html(self, **options)
         return html_report.write_report(path, self, force=force, **options)
 
     # ------------------------------------------------------------------ storage
     def save(self, path: str | Path) -> Path:
-        """Write one NetCDF file with :mod:`bayesmix.io`'s atomic writer (mode 0666 & ~umask;
-        a failed write is a WriteError and leaves any old file intact)."""
+        """Write one NetCDF file with :mod:`bayesmix.io`'s atomic writer.
+
+        Parameters
+        ----------
+        path : str or path
+            The file to write (mode 0666 & ~umask); a failed write is a WriteError and leaves
+            any old file intact.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+
+        Examples
+        --------
+        >>> post.save("posterior.nc")  # doctest: +SKIP
+        """
         path = Path(path)
         with atomic_path(path) as tmp:
             try:
@@ -689,9 +853,28 @@ class Posterior:
 
     @classmethod
     def load(cls, path: str | Path) -> Posterior:
-        """Read a posterior written by :meth:`save`. A missing, foreign, damaged (unreadable,
-        attributes of the wrong type, variables deleted) or newer-format file is a
-        PosteriorFileError naming the file and what is wrong."""
+        """Read a posterior written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path
+            A NetCDF file written by :meth:`save` (or ``bayesmix fit -o``).
+
+        Returns
+        -------
+        Posterior
+            With ``source`` set to ``path``. A missing, foreign, damaged (unreadable,
+            attributes of the wrong type, variables deleted) or newer-format file is a
+            PosteriorFileError naming the file and what is wrong.
+
+        Examples
+        --------
+        >>> import bayesmix as bm
+        >>> bm.Posterior.load("missing.nc")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        bayesmix.errors.PosteriorFileError: missing.nc: file not found (...)
+        """
         path = Path(path)
         if not path.is_file():
             raise errors.PosteriorFileError(
@@ -740,16 +923,14 @@ class Posterior:
 
 
 def _summary_frame(
-    v: np.ndarray, mixtures: list, domains: list, lo_q: float, hi_q: float
+    v: np.ndarray, mixtures: list, domains: list, ci_prob: float, ci_kind: str = "eti"
 ) -> pd.DataFrame:
-    """Rows (mixture, domain) of mean, median and equal-tailed bounds over the sample axis of
+    """Rows (mixture, domain) of mean, median and interval bounds over the sample axis of
     ``v`` (sample, mixture, domain); NaN draws are left out as in :meth:`Prediction.intervals`."""
-    if np.isnan(v).any():
-        lo, med, hi = np.nanquantile(v, [lo_q, 0.5, hi_q], axis=0)
-        avg = np.nanmean(v, axis=0)
-    else:  # the same numbers, without nanquantile's slice-by-slice loop
-        lo, med, hi = np.quantile(v, [lo_q, 0.5, hi_q], axis=0)
-        avg = v.mean(axis=0)
+    nan = bool(np.isnan(v).any())  # without NaN: the same numbers, without nan-loops
+    lo, hi = credible_interval(v, ci_prob, axis=0, ci_kind=ci_kind, skipna=nan)
+    med = np.nanquantile(v, 0.5, axis=0) if nan else np.quantile(v, 0.5, axis=0)
+    avg = np.nanmean(v, axis=0) if nan else v.mean(axis=0)
     mix, dom = np.meshgrid(
         np.asarray(mixtures, dtype=object), np.asarray(domains, dtype=object), indexing="ij"
     )
@@ -843,8 +1024,9 @@ def _draw_params(post: xr.Dataset, names) -> dict[str, np.ndarray]:
     return out
 
 
+@renamed_kwargs(**SEED)
 def data_groups(
-    post: xr.Dataset, law, likelihood: dict, runs: RunTable, *, seed: int | None = 0
+    post: xr.Dataset, law, likelihood: dict, runs: RunTable, *, random_seed: int | None = 0
 ) -> dict[str, xr.Dataset]:
     """ArviZ's data groups for a fit to ``runs``: ``observed_data``, ``constant_data`` and
     ``posterior_predictive``, one row per run (its last checkpoint: the record a law without a
@@ -853,7 +1035,7 @@ def data_groups(
     * ``observed_data.loss`` (run, eval_domain): measured loss, NaN where missing;
     * ``posterior_predictive.loss`` (chain, draw, run, eval_domain): a replicate of that
       measurement per draw (the law's mean + the noise model, + the run's fitted offset for laws
-      with run effects), drawn with ``seed``; same dims and coords as the observed loss, so
+      with run effects), drawn with ``random_seed``; same dims and coords as the observed loss, so
       ``arviz_plots.plot_ppc_dist(tree)`` pairs them;
     * ``constant_data``: ``proportions`` (run, train_domain) and, when the table has them,
       ``n_params`` and ``tokens`` (run).
@@ -867,7 +1049,7 @@ def data_groups(
     extra = [n for n in ("sigma", "run_sigma") if n in post.data_vars]
     p = _draw_params(post, [*law.param_names, *extra])
     mean = law.predict(data.r, p, n_params=data.n_params, tokens=data.tokens)  # (C, S, run, K)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_seed)
     if likelihood.get("family") == "student_t":
         noise = rng.standard_t(float(likelihood["nu"]), size=mean.shape)
     else:

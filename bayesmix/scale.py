@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.constraints import Constraints
-from bayesmix.optimize import LawDraws, draw_optima, minimize_objective
+from bayesmix.optimize import LawDraws, credible_interval, draw_optima, minimize_objective
 
 #: A per-draw optimum "moves" when some share changes by more than this (share of tokens).
 DEFAULT_THRESHOLD = 0.02
@@ -106,6 +107,7 @@ def proxy_scale(posterior) -> dict[str, float]:
     return out
 
 
+@renamed_kwargs(**CI_PROB, **SEED)
 def scale_shift(
     draws: LawDraws,
     constraints: Constraints,
@@ -114,23 +116,29 @@ def scale_shift(
     target: Mapping,
     proxy: Mapping,
     threshold: float = DEFAULT_THRESHOLD,
-    prob: float = 0.9,
-    seed: int = 0,
+    ci_prob: float = 0.9,
+    random_seed: int = 0,
 ) -> ScaleShift:
     """Compare the mean-loss decision at ``proxy`` and ``target`` scales (``{"n_params": N,
-    "tokens": D}``) for ``draws`` of a law over size and tokens; ``weights`` (K,) normalised."""
+    "tokens": D}``) for ``draws`` of a law over size and tokens; ``weights`` (K,) normalised.
+    The cost interval has mass ``ci_prob`` (equal-tailed); ``random_seed`` seeds the
+    optimiser's random starts."""
     import dataclasses
 
     at_proxy = dataclasses.replace(draws, inputs=dict(proxy))
     at_target = dataclasses.replace(draws, inputs=dict(target))
-    r_proxy = minimize_objective(at_proxy, constraints, weights, "mean", seed=seed).mixture
-    r_target = minimize_objective(at_target, constraints, weights, "mean", seed=seed).mixture
-    opt_proxy, _ = draw_optima(at_proxy, constraints, weights, seed=seed)
-    opt_target, _ = draw_optima(at_target, constraints, weights, seed=seed)
+    r_proxy = minimize_objective(
+        at_proxy, constraints, weights, "mean", random_seed=random_seed
+    ).mixture
+    r_target = minimize_objective(
+        at_target, constraints, weights, "mean", random_seed=random_seed
+    ).mixture
+    opt_proxy, _ = draw_optima(at_proxy, constraints, weights, random_seed=random_seed)
+    opt_target, _ = draw_optima(at_target, constraints, weights, random_seed=random_seed)
     moves = np.abs(opt_target - opt_proxy).max(axis=1) > threshold
     losses = at_target.mean_loss(np.vstack([r_proxy, r_target])) @ np.asarray(weights, float)
     cost = losses[:, 0] - losses[:, 1]  # (S,): proxy optimum minus target optimum, at target
-    lo, hi = np.quantile(cost, [(1 - prob) / 2, (1 + prob) / 2])
+    lo, hi = credible_interval(cost, ci_prob)
     table = pd.DataFrame(
         {"train_domain": list(draws.train_domains), "proxy": r_proxy, "target": r_target}
     )
@@ -145,5 +153,5 @@ def scale_shift(
         cost_lower=float(lo),
         cost_upper=float(hi),
         threshold=threshold,
-        prob=prob,
+        prob=ci_prob,
     )

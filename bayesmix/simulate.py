@@ -32,6 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix import errors
+from bayesmix._compat import SEED, renamed_kwargs
 from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable
 from bayesmix.laws import Law, m4
 from bayesmix.loaders import TOKENS_PER_STEP, size_label
@@ -114,12 +115,13 @@ class Truth(dict):
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
+@renamed_kwargs(**SEED)
 def simulate(
     train_domains: int | Sequence[str] = 5,
     eval_domains: int | Sequence[str] | None = None,
     n_runs: int = 40,
     *,
-    seed: int,
+    random_seed: int,
     noise_sd: float | Sequence[float] = 0.02,
     student_t_df: float | None = None,
     sizes: Sequence[float] | None = None,
@@ -133,16 +135,49 @@ def simulate(
 ) -> tuple[RunTable, Truth]:
     """Draw a run table of proxy runs from a random M4 law; return it with the true law.
 
-    ``train_domains``/``eval_domains``: a count or names (validation defaults to the training
-    domains, so every validation domain has a matching training domain; a larger count adds
-    ``e<j>`` domains). ``n_runs``: mixtures per model size. ``design``: ``"dirichlet"``
-    (symmetric Dirichlet with ``concentration``, as RegMix draws them) or an (n, M) array of
-    mixtures; ``corner_fraction`` of the drawn mixtures sit near a corner (95 % one domain).
-    ``sizes`` (parameters) and ``steps``: every mixture is run at every size and recorded at
-    every step, with the power law of the module docstring (``scale`` overrides
-    :data:`SCALE_DEFAULTS`). Same ``seed``, same output.
+    Parameters
+    ----------
+    train_domains : int or sequence of str, default 5
+        A count (names ``d1``, ``d2``, ...) or the training domain names.
+    eval_domains : int or sequence of str, optional
+        Validation domains: default the training domains (each validation domain then has a
+        matching training domain); a larger count adds ``e<j>`` domains.
+    n_runs : int, default 40
+        Mixtures per model size.
+    random_seed : int
+        Seed of everything drawn: same seed, same output (``seed`` is its deprecated name).
+    noise_sd : float or sequence of float, default 0.02
+        Noise sd per validation domain (nats per token).
+    student_t_df : float, optional
+        Student-t noise with these degrees of freedom (scaled by ``noise_sd``).
+    sizes, steps : sequence, optional
+        Model sizes (parameters) and steps: every mixture is run at every size and recorded
+        at every step, with the power law of the module docstring (``scale`` overrides
+        :data:`SCALE_DEFAULTS`; ``tokens_per_step`` converts steps to tokens).
+    design : "dirichlet" or ndarray, default "dirichlet"
+        Symmetric Dirichlet mixtures with ``concentration`` (as RegMix draws them), or an
+        (n, M) array of mixtures; ``corner_fraction`` of the drawn mixtures sit near a corner
+        (95 % one domain).
+    diag_effect : bool, default True
+        Training on a domain lowers the loss of the validation domain of the same name.
+
+    Returns
+    -------
+    runs : RunTable
+        The simulated proxy runs.
+    truth : Truth
+        The true law (a dict usable as M4 parameters; ``truth.true_loss(mixtures)``).
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> runs, truth = bm.simulate(["web", "code"], n_runs=6, random_seed=0)
+    >>> runs.n_runs, runs.train_domains, runs.eval_domains
+    (6, ('web', 'code'), ('web', 'code'))
+    >>> truth.true_loss([[0.5, 0.5]]).shape  # (mixtures, validation domains)
+    (1, 2)
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_seed)
     train = _names(train_domains, "d", "training")
     if eval_domains is None:
         evals = list(train)
@@ -224,7 +259,7 @@ def simulate(
         frame[MIX_PREFIX + name] = r_all[:, j]
     for i, name in enumerate(evals):
         frame[LOSS_PREFIX + name] = loss[:, i]
-    table = RunTable.from_frame(pd.DataFrame(frame), source=f"simulate(seed={seed})")
+    table = RunTable.from_frame(pd.DataFrame(frame), source=f"simulate(random_seed={random_seed})")
     return table, truth
 
 
@@ -277,13 +312,14 @@ class LawTruth:
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
+@renamed_kwargs(**SEED)
 def simulate_law(
     law_or_spec,
     train_domains: int | Sequence[str] = 4,
     eval_domains: int | Sequence[str] | None = None,
     n_runs: int = 40,
     *,
-    seed: int,
+    random_seed: int,
     noise_sd: float | Sequence[float] = 0.02,
     student_t_df: float | None = None,
     design: str | np.ndarray = "dirichlet",
@@ -316,14 +352,14 @@ def simulate_law(
     ``noise_sd`` per validation domain, or ``noise_sd`` x Student-t(``student_t_df``); a
     non-positive loss is redrawn. ``truth``: a :class:`LawTruth` from an earlier call to reuse
     instead of drawing a new one (e.g. held-out runs of the same law; its law and domains must
-    match). Same ``seed``, same output.
+    match). Same ``random_seed``, same output.
     """
     import pymc as pm
 
     from bayesmix.laws import get_law
     from bayesmix.model import ModelData, build_model
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_seed)
     spec = _spec_for(law_or_spec)
     law = get_law(spec.law)
     train = _names(train_domains, "d", "training")
@@ -420,18 +456,19 @@ def simulate_law(
     for i, name in enumerate(evals):
         frame[LOSS_PREFIX + name] = loss[:, i]
     table = RunTable.from_frame(
-        pd.DataFrame(frame), source=f"simulate_law({law.name!r}, seed={seed})"
+        pd.DataFrame(frame), source=f"simulate_law({law.name!r}, random_seed={random_seed})"
     )
     return table, truth
 
 
+@renamed_kwargs(**SEED)
 def simulate_checkpoints(
     truth: LawTruth,
     mixtures,
     sizes: Sequence[float],
     steps: Sequence[float],
     *,
-    seed: int,
+    random_seed: int,
     run_sd: float = 0.0,
     tokens_per_step: float = TOKENS_PER_STEP,
     run_prefix: str = "",
@@ -443,13 +480,14 @@ def simulate_checkpoints(
     Each run (mixture x size) gets one offset per validation domain, Normal(0, ``run_sd``),
     shared by all its checkpoints (runs are luckier or unluckier than the law, all along), plus
     independent noise with the truth's ``sigma`` per checkpoint. Run ids ``<prefix><size>_<i>``.
+    Same ``random_seed``, same output.
     """
     if "tokens" not in truth.law.inputs or "n_params" not in truth.law.inputs:
         raise errors.SimulationError(
             f"law {truth.law.name!r} does not take model size and tokens",
             hint="use the 'scaling' law's truth",
         )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_seed)
     r, _, _ = _as_mixture_array(mixtures, truth.train_domains)
     rows = []
     width = len(str(len(r) - 1))
@@ -475,7 +513,7 @@ def simulate_checkpoints(
         raise errors.SimulationError(
             "simulated a non-positive loss", hint="use smaller noise or another seed"
         )
-    return RunTable.from_frame(frame, source=f"simulate_checkpoints(seed={seed})")
+    return RunTable.from_frame(frame, source=f"simulate_checkpoints(random_seed={random_seed})")
 
 
 def _size_label(size: float) -> str:

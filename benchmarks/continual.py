@@ -50,7 +50,14 @@ def run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         post = fit(
-            runs, model, step=STEP, draws=draws, tune=tune, chains=chains, seed=seed, warn=False
+            runs,
+            model,
+            step=STEP,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=seed,
+            warn=False,
         )
     cs = compute_critical_share(
         post, original="Pile", new="Python", runs=runs, weights=str(weights), prob=prob

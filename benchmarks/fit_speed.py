@@ -34,12 +34,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
 
-    runs, _ = simulate(DOMAINS, n_runs=40, seed=args.seed, noise_sd=0.02)
-    runs2, _ = simulate(DOMAINS, n_runs=40, seed=args.seed + 1, noise_sd=0.02)
+    runs, _ = simulate(DOMAINS, n_runs=40, random_seed=args.seed, noise_sd=0.02)
+    runs2, _ = simulate(DOMAINS, n_runs=40, random_seed=args.seed + 1, noise_sd=0.02)
     warnings.simplefilter("ignore")
 
     start = time.perf_counter()
-    post = fit(runs, draws=1000, tune=1000, chains=4, seed=1)
+    post = fit(runs, draws=1000, tune=1000, chains=4, random_seed=1)
     wall = time.perf_counter() - start
     d = post.diagnostics
     print(
@@ -50,7 +50,7 @@ def main() -> None:
     )
 
     start = time.perf_counter()
-    post2 = fit(runs2, draws=1000, tune=1000, chains=4, seed=2)
+    post2 = fit(runs2, draws=1000, tune=1000, chains=4, random_seed=2)
     refit = time.perf_counter() - start
     d2 = post2.diagnostics
     print(

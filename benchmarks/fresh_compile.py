@@ -34,7 +34,9 @@ from bayesmix.model import prepare_data, select_for_fit
 from bayesmix.simulate import simulate
 from bayesmix.spec import load_spec
 
-runs, _ = simulate(["web", "code", "books", "papers", "wiki"], n_runs=40, seed=11, noise_sd=0.02)
+runs, _ = simulate(
+    ["web", "code", "books", "papers", "wiki"], n_runs=40, random_seed=11, noise_sd=0.02
+)
 spec = load_spec("default")
 table = select_for_fit(runs, law=spec.law)
 data = prepare_data(table, spec.law)

@@ -87,10 +87,15 @@ def main() -> None:
             continue
         n_seeds = args.seeds if n_train < 17 or args.large_seeds is None else args.large_seeds
         for seed in range(n_seeds):
-            runs, truth = simulate(n_train, n_eval, n_runs=n_runs, seed=seed, noise_sd=0.02)
+            runs, truth = simulate(n_train, n_eval, n_runs=n_runs, random_seed=seed, noise_sd=0.02)
             t0 = time.perf_counter()
             post = fit(
-                runs, draws=args.draws, tune=args.draws, chains=args.chains, seed=seed, warn=False
+                runs,
+                draws=args.draws,
+                tune=args.draws,
+                chains=args.chains,
+                random_seed=seed,
+                warn=False,
             )
             fit_s = time.perf_counter() - t0
             draws = LawDraws.from_posterior(post)
@@ -103,7 +108,9 @@ def main() -> None:
                 t1 = time.perf_counter()
                 free = minimize_objective(draws, c, w).mixture
                 try:
-                    got = minimize_guaranteed(draws, c, w, guarantees=gs, baseline=base, seed=seed)
+                    got = minimize_guaranteed(
+                        draws, c, w, guarantees=gs, baseline=base, random_seed=seed
+                    )
                 except GuaranteeError as err:
                     print(
                         f"[{n_train:>2} domains, seed {seed:>2}, {name}] INFEASIBLE: {err}",

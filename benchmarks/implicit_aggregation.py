@@ -119,14 +119,14 @@ def run(
     fit_ids, held = split(list(table.runs))
     fit_runs, test_runs = table.select(fit_ids), table.select(held)
     observed = aggregate_losses(test_runs, weights_file).losses["overall"].to_numpy(float)
-    fit_kw = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "warn": False}
+    fit_kw = {"draws": draws, "tune": tune, "chains": chains, "random_seed": seed, "warn": False}
 
     log(f"explicit: default (M4) on {fit_runs.n_runs} runs x {len(table.eval_domains)} domains")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         explicit = fit(fit_runs, "default", **fit_kw)
     w = domain_weights(weights_file, explicit.eval_domains)
-    pred = explicit.predict(test_runs.mixtures, seed=seed)
+    pred = explicit.predict(test_runs.mixtures, random_seed=seed)
     mean = pred.aggregate(w, "mean").mean(("chain", "draw")).values
     samples = (
         pred.aggregate(w, "predictive")
@@ -142,7 +142,7 @@ def run(
         choice = choose_latent(aggregate_losses(fit_runs, weights_file), ks, **fit_kw)
     by_k = {}
     for k, post in choice.posteriors.items():
-        p = post.predict(test_runs.mixtures, seed=seed)
+        p = post.predict(test_runs.mixtures, random_seed=seed)
         by_k[k] = overall_scores(
             p.predictive.isel(eval_domain=0)
             .stack(sample=("chain", "draw"))

@@ -81,7 +81,7 @@ def score(post, test: RunTable, truth=None, seed: int = 0):
 
     ``truth`` (n, K): noise-free losses when known (simulations), else the measured ones.
     """
-    pred = post.predict(test.mixtures, seed=seed)
+    pred = post.predict(test.mixtures, random_seed=seed)
     mean = pred.mean.mean(("chain", "draw")).transpose("mixture", "eval_domain").values
     draws = (
         pred.predictive.stack(sample=("chain", "draw"))
@@ -202,12 +202,12 @@ def simulated(laws, kw, results, seed: int = 0):
         # is near 0: losses of 1e4 seen). Keep the first seed whose runs look like a proxy
         # experiment: the largest loss at most 3x the median one.
         for s in range(seed, seed + 50):
-            runs, truth = simulate_law(SPECS[truth_law], domains, domains, n_runs=48, seed=s)
+            runs, truth = simulate_law(SPECS[truth_law], domains, domains, n_runs=48, random_seed=s)
             losses = runs.losses.to_numpy(float)
             if np.nanmax(losses) <= 3 * np.nanmedian(losses):
                 break
         test_runs, _ = simulate_law(
-            SPECS[truth_law], domains, domains, n_runs=64, seed=s + 1000, truth=truth
+            SPECS[truth_law], domains, domains, n_runs=64, random_seed=s + 1000, truth=truth
         )
         print(
             f"sim-{truth_law}: truth from seed {s}, losses {np.nanmin(losses):.2f}-"
@@ -348,7 +348,7 @@ def decisions(posteriors, laws, results) -> tuple[bool, bool]:
                     strategy=strategy,
                     constraints=cons,
                     existing=post.fit_data().mixtures.to_numpy(float),
-                    seed=1,
+                    random_seed=1,
                 )
                 good = bool(cons.contains(batch.mixtures).all()) and len(batch) == 4
             except Exception as err:
@@ -388,9 +388,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     laws = [x.strip() for x in args.laws.split(",") if x.strip()]
-    kw = {"draws": args.draws, "tune": args.tune, "chains": args.chains, "seed": args.seed}
+    kw = {"draws": args.draws, "tune": args.tune, "chains": args.chains, "random_seed": args.seed}
     if args.quick:
-        kw = {"draws": 60, "tune": 100, "chains": 2, "seed": args.seed}
+        kw = {"draws": 60, "tune": 100, "chains": 2, "random_seed": args.seed}
     only = set(args.only.split(","))
     if args.skip_512:
         only.discard("regmix512")

@@ -58,7 +58,13 @@ def run(
     w = domain_weights(str(weights_path), domains)
 
     step_fit = fit_step_law(
-        proxies, max_step=max_step, draws=draws, tune=tune, chains=chains, seed=seed, warn=False
+        proxies,
+        max_step=max_step,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        random_seed=seed,
+        warn=False,
     )
     rows, covered, notes, timings = [], [], [], []
     for (n_params, step), group in tidy.groupby(["n_params", "step"], sort=True):
@@ -70,7 +76,7 @@ def run(
             draws=draws,
             tune=tune,
             chains=chains,
-            seed=seed,
+            random_seed=seed,
             max_step=max_step,
             step_fit=step_fit,
             warn=False,

@@ -78,9 +78,11 @@ def main() -> None:
         if n_train not in wanted:
             continue
         for seed in range(args.seeds):
-            runs, truth = simulate(n_train, n_eval, n_runs=n_runs, seed=seed, noise_sd=0.02)
+            runs, truth = simulate(n_train, n_eval, n_runs=n_runs, random_seed=seed, noise_sd=0.02)
             t0 = time.perf_counter()
-            post = fit(runs, draws=n_draws, tune=n_draws, chains=args.chains, seed=seed, warn=False)
+            post = fit(
+                runs, draws=n_draws, tune=n_draws, chains=args.chains, random_seed=seed, warn=False
+            )
             fit_s = time.perf_counter() - t0
             train = list(post.train_domains)
             w = np.full(n_eval, 1.0 / n_eval)

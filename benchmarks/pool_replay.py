@@ -198,7 +198,7 @@ def replay(
                         draws=args.draws,
                         tune=args.tune,
                         chains=args.chains,
-                        seed=seed * 1000 + rnd,
+                        random_seed=seed * 1000 + rnd,
                         warn=False,
                     )
                 if rnd == 0:

@@ -53,7 +53,12 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         post = fit(
-            train, args.model, draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed
+            train,
+            args.model,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            random_seed=args.seed,
         )
     d = post.diagnostics
     print(
@@ -66,7 +71,7 @@ def main() -> None:
     if post.diagnostics_warning:
         print(f"WARNING: {post.diagnostics_warning}", flush=True)
 
-    pred = post.predict(test.mixtures, seed=args.seed)
+    pred = post.predict(test.mixtures, random_seed=args.seed)
     truth = test.losses.loc[list(test.mixtures.index), list(post.eval_domains)].to_numpy()
     mean = pred.mean.mean(("chain", "draw")).transpose("mixture", "eval_domain").values
     draws = (

@@ -76,8 +76,8 @@ def transfer(
         draws=draws,
         tune=tune,
         chains=chains,
-        seed=seed,
-        progress=progress,
+        random_seed=seed,
+        progressbar=progress,
         warn=False,
     )
     fit_s = time.perf_counter() - t0
@@ -86,7 +86,7 @@ def transfer(
     tokens = target.column("tokens").to_numpy(dtype=float)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ExtrapolationWarning)
-        pred = post.predict(mix, n_params=1e9, tokens=tokens, seed=seed)
+        pred = post.predict(mix, n_params=1e9, tokens=tokens, random_seed=seed)
     notes = sorted({str(c.message) for c in caught})
     observed = target.losses.to_numpy(dtype=float)  # (run, K)
     stack = (
@@ -179,7 +179,7 @@ def scale_decision(post, weights, *, n_params=1e9, tokens=100_000 * 2**20, seed=
         post,
         weights=dict(zip(post.eval_domains, weights, strict=True)),
         inputs={"n_params": n_params, "tokens": tokens},
-        seed=seed,
+        random_seed=seed,
     )
 
 

@@ -82,7 +82,7 @@ class Problem:
     """One seed's truth: the law, the objective's weights, the exact optimum, the noise."""
 
     def __init__(self, seed: int, n_domains: int, sigma0: float):
-        _, self.truth = simulate(n_domains, n_runs=1, seed=10_000 + seed)
+        _, self.truth = simulate(n_domains, n_runs=1, random_seed=10_000 + seed)
         self.domains = tuple(self.truth["train_domains"])
         self.evals = tuple(self.truth["eval_domains"])
         self.weights = np.full(len(self.evals), 1.0 / len(self.evals))
@@ -140,7 +140,7 @@ def replay(
         if strategy == GP:
             gp = GPEI(seed * 1000 + rnd).fit(x, obj)
             cloud = acquire.Candidates.continuous(
-                prob.simplex, 4096, seed=seed * 1000 + rnd + 500
+                prob.simplex, 4096, random_seed=seed * 1000 + rnd + 500
             ).mixtures
             cloud = np.vstack([cloud, x])
             rec = cloud[int(np.argmin(gp.mean(cloud)))]
@@ -158,14 +158,14 @@ def replay(
                         draws=args.draws,
                         tune=args.tune,
                         chains=args.chains,
-                        seed=seed * 1000 + rnd,
+                        random_seed=seed * 1000 + rnd,
                         warn=False,
                     )
                 if rnd == 0:
                     first_fit[seed] = post
             belief = acquire.Belief.from_posterior(post, weights=prob.weights)
             rec = minimize_objective(
-                belief.draws, prob.simplex, prob.weights, "mean", seed=seed
+                belief.draws, prob.simplex, prob.weights, "mean", random_seed=seed
             ).mixture
             with np.errstate(over="ignore", invalid="ignore"):
                 pred_test = np.median(belief.loss(prob.test), axis=0)
@@ -196,7 +196,7 @@ def replay(
         t1 = time.perf_counter()
         if strategy == GP:
             cands = acquire.Candidates.continuous(
-                prob.simplex, 2048, seed=seed * 1000 + rnd
+                prob.simplex, 2048, random_seed=seed * 1000 + rnd
             ).mixtures
             new = cands[gp.propose(x, obj, cands, q)]
         else:
@@ -207,7 +207,7 @@ def replay(
                 constraints=prob.simplex,
                 existing=x,
                 min_distance=args.min_distance,
-                seed=seed * 1000 + rnd,
+                random_seed=seed * 1000 + rnd,
             )
             new = batch.mixtures
             if strategy in ("bald", "optimum-info"):

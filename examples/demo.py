@@ -37,7 +37,7 @@ PROB = 0.9
 
 def simulate_experiment(seed: int = 2024, n_runs: int = 32):
     """Proxy runs from a known law: a RunTable and the Truth (noise sd 0.02 nats per token)."""
-    runs, truth = simulate(DOMAINS, n_runs=n_runs, seed=seed, noise_sd=0.02)
+    runs, truth = simulate(DOMAINS, n_runs=n_runs, random_seed=seed, noise_sd=0.02)
     print(
         f"simulated {runs.n_runs} proxy runs: {len(runs.train_domains)} training x "
         f"{len(runs.eval_domains)} validation domains ({', '.join(DOMAINS)})"
@@ -54,7 +54,14 @@ def fit_law(
         "(the first fit compiles the model)"
     )
     post = fit(
-        runs, "default", draws=draws, tune=tune, chains=chains, seed=seed, progress=True, warn=False
+        runs,
+        "default",
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        random_seed=seed,
+        progressbar=True,
+        warn=False,
     )
     s = post.settings
     print(f"compile {s['compile_s']:.1f} s, sampling {s['sample_s']:.1f} s")
@@ -189,7 +196,7 @@ def compare_laws(runs, post: Posterior) -> None:
     so M4 should come first."""
     from bayesmix.compare import compare
 
-    other = fit(runs, "additive", draws=500, tune=700, chains=4, seed=1, warn=False)
+    other = fit(runs, "additive", draws=500, tune=700, chains=4, random_seed=1, warn=False)
     table = compare({"m4 (default)": post, "additive": other})
     print("\ncomparing laws on the same runs (PSIS-LOO, leave one run out; higher elpd is better)")
     cols = ["model", "rank", "elpd_loo", "se", "elpd_diff", "dse", "n_high_pareto_k"]

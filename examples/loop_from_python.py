@@ -43,7 +43,7 @@ if ledger.exists():  # a fresh ledger per run of the example (Experiment.create 
             old.unlink()
 
 # %% the "cluster": a known law; training a mixture = its true loss plus noise (sd 0.02)
-_, truth = bm.simulate(DOMAINS, n_runs=2, seed=7)
+_, truth = bm.simulate(DOMAINS, n_runs=2, random_seed=7)
 rng = np.random.default_rng(0)
 
 
@@ -70,12 +70,12 @@ exp = bm.Experiment.create(
     draws=args.draws,
     tune=args.tune,
     chains=args.chains,
-    seed=1,
+    random_seed=1,
 )
 print(f"created {ledger.name}")
 
 # %% round 0: a space-filling initial design (no posterior yet), trained and ingested
-first = exp.propose(12, out=True, seed=1)
+first = exp.propose(12, out=True, random_seed=1)
 print(f"round {first.attrs['round']}: proposed {len(first)} runs ({first.attrs['strategy']})")
 summary = exp.ingest(train(first))
 print(f"ingested {len(summary.completed)} results")
@@ -83,7 +83,7 @@ print(f"ingested {len(summary.completed)} results")
 # %% round 1: fits the posterior and proposes by Thompson sampling
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # few draws: the diagnostics gate would warn
-    second = exp.propose(4, out=True, seed=2)
+    second = exp.propose(4, out=True, random_seed=2)
     print(
         f"round {second.attrs['round']}: proposed {len(second)} runs ({second.attrs['strategy']})"
     )

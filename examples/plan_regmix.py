@@ -52,7 +52,9 @@ print(
 # %% fit a small posterior (few draws: fast, not converged; the gate's warning is silenced)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    post = bm.fit(runs, "default", draws=args.draws, tune=args.tune, chains=args.chains, seed=1)
+    post = bm.fit(
+        runs, "default", draws=args.draws, tune=args.tune, chains=args.chains, random_seed=1
+    )
 path = post.save(args.out / "regmix_posterior.nc")
 print(f"posterior: {post.n_samples} draws, saved to {path}")
 

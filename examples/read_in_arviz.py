@@ -48,10 +48,10 @@ args.out.mkdir(parents=True, exist_ok=True)
 if args.posterior is not None:
     path = args.posterior
 else:
-    runs, _ = bm.simulate(["web", "code", "books"], n_runs=20, seed=0)
+    runs, _ = bm.simulate(["web", "code", "books"], n_runs=20, random_seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # few draws: the diagnostics gate would warn
-        post = bm.fit(runs, draws=args.draws, tune=args.tune, chains=args.chains, seed=1)
+        post = bm.fit(runs, draws=args.draws, tune=args.tune, chains=args.chains, random_seed=1)
     path = post.save(args.out / "arviz_posterior.nc")
 post = bm.Posterior.load(path)
 tree = post.tree  # an xarray DataTree: what ArviZ 1.x functions take

@@ -32,7 +32,7 @@ SIM_SEED = 7
 #: floor is 100 per chain on every parameter, hyperparameters included), but the law's parameters
 #: m, rho, t mix well at this size, which is what the tests use. Other fits of this structure in
 #: the session reuse the compiled model (a few seconds each).
-FIT_KW = {"draws": 300, "tune": 300, "chains": 2, "seed": 11}
+FIT_KW = {"draws": 300, "tune": 300, "chains": 2, "random_seed": 11}
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def simulate_runs(seed: int = SIM_SEED, n_runs: int = 40):
     """Runs of the fixture's structure (same domains) from a law drawn with ``seed``."""
     from bayesmix.simulate import simulate
 
-    return simulate(list(SIM_DOMAINS), n_runs=n_runs, seed=seed)
+    return simulate(list(SIM_DOMAINS), n_runs=n_runs, random_seed=seed)
 
 
 @pytest.fixture(scope="session")

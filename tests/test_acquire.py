@@ -67,7 +67,7 @@ def _min_to(x, y):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_continuous_proposals_respect_every_constraint(belief, constraints, strategy):
     batch = acquire.propose(
-        belief, 6, strategy=strategy, constraints=constraints, seed=1, n_candidates=512
+        belief, 6, strategy=strategy, constraints=constraints, random_seed=1, n_candidates=512
     )
     assert batch.mixtures.shape == (6, 4)
     assert constraints.contains(batch.mixtures).all()
@@ -87,7 +87,7 @@ def test_pool_proposals_are_feasible_pool_rows(belief, constraints, pool_frame, 
     assert len(pool) == inside.sum() < len(pool_frame)
     assert any("violate the constraints" in n for n in pool.notes)
     batch = acquire.propose(
-        belief, 5, strategy=strategy, constraints=constraints, pool=pool, seed=2
+        belief, 5, strategy=strategy, constraints=constraints, pool=pool, random_seed=2
     )
     assert constraints.contains(batch.mixtures).all()
     rows = pool_frame.set_index("run").loc[batch.ids].to_numpy()
@@ -131,7 +131,7 @@ def test_batches_have_no_near_duplicates_and_avoid_pending(
         pending=pending,
         existing=existing,
         min_distance=dist,
-        seed=5,
+        random_seed=5,
         n_candidates=512,
     )
     assert _pairwise_min(batch.mixtures) >= dist - 1e-12
@@ -249,15 +249,17 @@ def _sharp_belief(truth, n_draws=200, jitter=0.005, seed=0):
 
 
 def test_thompson_concentrates_near_the_optimum_with_a_sharp_posterior():
-    _, truth = simulate(5, n_runs=4, seed=21)
+    _, truth = simulate(5, n_runs=4, random_seed=21)
     belief = _sharp_belief(truth)
     cons = Constraints.build(truth["train_domains"], max_share={"d1": 0.6})
     true_params = {k: truth[k][None] for k in ("m", "rho", "t")}
     best = draw_optima(true_params, cons, np.ones(5))[0][0]
     ts = acquire.propose(
-        belief, 4, strategy="thompson", constraints=cons, seed=3, min_distance=0.01
+        belief, 4, strategy="thompson", constraints=cons, random_seed=3, min_distance=0.01
     )
-    rnd = acquire.propose(belief, 4, strategy="random", constraints=cons, seed=3, min_distance=0.01)
+    rnd = acquire.propose(
+        belief, 4, strategy="random", constraints=cons, random_seed=3, min_distance=0.01
+    )
     d_ts = np.sqrt(((ts.mixtures - best) ** 2).sum(1))
     d_rnd = np.sqrt(((rnd.mixtures - best) ** 2).sum(1))
     # jitter 0.5% on the parameters moves the per-draw optima by a few hundredths of a share;
@@ -276,11 +278,11 @@ def test_thompson_concentrates_near_the_optimum_with_a_sharp_posterior():
 @pytest.mark.slow
 def test_initial_batch_continuous_and_pool(constraints, pool_frame, belief):
     pending = initial_design(constraints, 4, seed=11)
-    batch = acquire.initial_batch(constraints, 8, pending=pending, seed=1)
+    batch = acquire.initial_batch(constraints, 8, pending=pending, random_seed=1)
     assert batch.strategy == "initial-sobol" and constraints.contains(batch.mixtures).all()
     assert _min_to(batch.mixtures, pending) >= 0.01
     pool = acquire.Candidates.pool(pool_frame, belief.train_domains, constraints=constraints)
-    batch = acquire.initial_batch(constraints, 8, pool=pool, seed=1)
+    batch = acquire.initial_batch(constraints, 8, pool=pool, random_seed=1)
     assert batch.strategy == "initial-random" and len(set(batch.ids)) == 8
     assert constraints.contains(batch.mixtures).all()
 

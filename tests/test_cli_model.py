@@ -119,7 +119,7 @@ def test_fit_failing_the_gate_warns_loudly_and_stores_the_report(cli_fit):
 def test_fit_in_process_selects_a_size_and_reuses_the_compiled_model(
     tmp_path, capsys, simulated_fit
 ):
-    runs, _ = simulate(list(SIM_DOMAINS), n_runs=12, seed=3, sizes=[7e7, 1.6e8])
+    runs, _ = simulate(list(SIM_DOMAINS), n_runs=12, random_seed=3, sizes=[7e7, 1.6e8])
     runs.to_tidy().to_csv(tmp_path / "sized.csv", index=False)
     args = [
         "fit",
@@ -196,7 +196,7 @@ def test_predict_writes_the_interval_table(cli_fit, files):
     post = Posterior.load(out)
     mixtures = pd.read_csv(files / "mixtures.csv")
     expected = post.intervals(
-        mixtures, 0.8, weights=files / "weights.json", allow_subset=True, seed=4
+        mixtures, 0.8, weights=files / "weights.json", allow_subset=True, random_seed=4
     )
     np.testing.assert_allclose(
         table[["mean", "median", "lower", "upper"]].to_numpy(),

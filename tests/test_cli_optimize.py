@@ -29,10 +29,10 @@ def posterior_path(tmp_path_factory):
     from bayesmix.fit import fit
     from bayesmix.simulate import simulate
 
-    runs, _ = simulate(TRAIN, n_runs=24, seed=3, noise_sd=0.02)
+    runs, _ = simulate(TRAIN, n_runs=24, random_seed=3, noise_sd=0.02)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tiny runs fail the diagnostics gate; that is expected
-        post = fit(runs, draws=100, tune=100, chains=2, seed=3)
+        post = fit(runs, draws=100, tune=100, chains=2, random_seed=3)
     return post.save(tmp_path_factory.mktemp("optimize") / "post.nc")
 
 

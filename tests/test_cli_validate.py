@@ -62,7 +62,7 @@ def test_ye_json_summary(shared_data):
 
 
 def test_simulated_tidy_file(tmp_path):
-    table, _ = simulate(3, 3, 8, seed=1, sizes=[7e7], steps=[100, 200])
+    table, _ = simulate(3, 3, 8, random_seed=1, sizes=[7e7], steps=[100, 200])
     path = tmp_path / "runs.csv"
     table.to_tidy().to_csv(path, index=False)
     proc = bayesmix("validate", path)

@@ -31,7 +31,7 @@ from bayesmix.model import build_model, prepare_data
 from bayesmix.posterior import Posterior
 
 #: The second law's fit: as small as the brief allows, shared by the module.
-NORMAL_KW = {"draws": 200, "tune": 200, "chains": 2, "seed": 12}
+NORMAL_KW = {"draws": 200, "tune": 200, "chains": 2, "random_seed": 12}
 #: K-fold refits: tiny (only finiteness and plumbing are tested).
 KFOLD_KW = {"k": 2, "draws": 100, "tune": 100, "chains": 1, "seed": 1}
 
@@ -160,7 +160,7 @@ def test_arviz_loo_reads_the_file_with_a_var_name(saved_posterior):
 def test_log_likelihood_rejects_runs_of_other_domains(post):
     from bayesmix.simulate import simulate
 
-    other, _ = simulate(["Github", "Books3", "ArXiv"], n_runs=5, seed=1)
+    other, _ = simulate(["Github", "Books3", "ArXiv"], n_runs=5, random_seed=1)
     with pytest.raises(errors.DomainNameError, match="other domains"):
         post.log_likelihood(other)
 

@@ -36,7 +36,7 @@ SHARES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.95)
 TRUE_X = 0.72
 #: Run-to-run noise sd of a final loss (nats per token).
 NOISE_SD = 0.004
-FIT_KW = {"draws": 300, "tune": 300, "chains": 2, "seed": 5}
+FIT_KW = {"draws": 300, "tune": 300, "chains": 2, "random_seed": 5}
 
 
 def true_loss(x) -> np.ndarray:

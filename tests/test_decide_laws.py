@@ -424,7 +424,7 @@ def test_propose_works_for_a_non_m4_law(m4log_belief, strategy, mode):
         pending=pending,
         existing=existing,
         min_distance=dist,
-        seed=1,
+        random_seed=1,
         n_candidates=512,
     )
     assert batch.mixtures.shape == (5, 4)
@@ -455,7 +455,7 @@ def test_belief_uses_the_law_for_losses_and_optima(m4log_belief):
 def test_decide_reports_any_law(law_name):
     draws = law_draws(law_name, s=200, k=3, m=3)
     c = Constraints.build(draws.train_domains, max_share={"d0": 0.6})
-    report = decide(draws, constraints=c, objective="quantile:0.9", prob=0.8)
+    report = decide(draws, constraints=c, objective="quantile:0.9", ci_prob=0.8)
     rec = report.mixture.to_numpy()
     assert c.contains(rec, atol=1e-12)
     lr, lb = aggregate_loss(draws, np.vstack([rec, np.full(3, 1 / 3)]), np.full(3, 1 / 3)).T

@@ -10,6 +10,7 @@ so copies find it and reuse it without fitting).
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import signal
@@ -36,7 +37,7 @@ from bayesmix.simulate import simulate
 #: 2 x 100 draws rarely pass the gate; the tests check the warning where it matters.
 pytestmark = pytest.mark.filterwarnings("ignore::bayesmix.diagnostics.ConvergenceWarning")
 MIX = [f"mix.{d}" for d in SIM_DOMAINS]
-FIT = {"draws": 100, "tune": 150, "chains": 2, "seed": 3}
+FIT = {"draws": 100, "tune": 150, "chains": 2, "random_seed": 3}
 
 
 train = train_simulated
@@ -56,12 +57,12 @@ def copy_experiment(src, dst):
 @pytest.fixture
 def no_fit(monkeypatch):
     """Any MCMC fit inside the test fails it: the posterior must be reused."""
-    import bayesmix.fit
+    fit_module = importlib.import_module("bayesmix.fit")  # bayesmix.fit is the function
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a fit was started; the saved posterior should have been reused")
 
-    monkeypatch.setattr(bayesmix.fit, "fit", forbidden)
+    monkeypatch.setattr(fit_module, "fit", forbidden)
 
 
 @pytest.fixture(scope="session")
@@ -73,11 +74,11 @@ def fitted(tmp_path_factory):
     exp = Experiment.create(
         folder / "exp.db", SIM_DOMAINS, constraints=cons, target={"Pile-CC": 1.0}, **FIT
     )
-    first = exp.propose(12, out=True, seed=1)
+    first = exp.propose(12, out=True, random_seed=1)
     summary = exp.ingest(train(first, first["run"][:10], seed=0))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        second = exp.propose(4, out=True, seed=2)
+        second = exp.propose(4, out=True, random_seed=2)
     conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     return {
         "folder": folder,
@@ -147,17 +148,17 @@ def test_experiment_cycle_without_the_cli(fitted, tmp_path, no_fit):
 @pytest.mark.slow
 def test_new_results_trigger_a_refit_and_only_then(fitted, tmp_path, monkeypatch):
     """Ingesting a result changes the digest: the next posterior() fits (counted, not run)."""
-    import bayesmix.fit
+    fit_module = importlib.import_module("bayesmix.fit")  # bayesmix.fit is the function
 
     exp = Experiment(copy_experiment(fitted["folder"], tmp_path / "copy"), **FIT)
     calls = []
-    real_fit = bayesmix.fit.fit
+    real_fit = fit_module.fit
 
     def counting(*args, **kwargs):
         calls.append(args[0].n_runs)
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(bayesmix.fit, "fit", counting)
+    monkeypatch.setattr(fit_module, "fit", counting)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         exp.posterior()
@@ -260,7 +261,7 @@ def test_two_concurrent_proposers(fitted, tmp_path, monkeypatch, stage, no_fit):
         start = led.next_round()
     logs: list[str] = []
     exps = [Experiment(path, log=logs.append, **FIT), Experiment(path, log=logs.append, **FIT)]
-    frames = _run_two(exps, n=4, strategy="thompson", out=True, seed=5, min_distance=0.05)
+    frames = _run_two(exps, n=4, strategy="thompson", out=True, random_seed=5, min_distance=0.05)
     # same seed, same ledger: the same batch, so the second writer had to choose again
     assert sum("choosing again with them pending" in line for line in logs) == 1
 
@@ -310,7 +311,7 @@ KILLED = textwrap.dedent("""
     def die(*args, **kwargs):            # the window between the ledger write and the file
         os.kill(os.getpid(), signal.SIGKILL)
     ex.write_proposals = die
-    ex.Experiment(sys.argv[1]).propose(5, out=True, seed=2)
+    ex.Experiment(sys.argv[1]).propose(5, out=True, random_seed=2)
 """)
 
 
@@ -343,7 +344,7 @@ def test_killed_before_the_handoff_file_then_export(tmp_path):
     assert runs["run"].tolist() == [f"r{i:04d}" for i in range(1, 6)]
 
     # the next proposal says so; status too
-    nxt = exp.propose(3, out=True, seed=4)
+    nxt = exp.propose(3, out=True, random_seed=4)
     assert nxt.attrs["round"] == 1
     assert any(
         "round 0's runs are recorded but their file exp-round0.csv was never written" in n
@@ -448,7 +449,7 @@ def test_propose_on_another_law(tmp_path, model):
 # --------------------------------------------------------------------------- costs
 def _belief(seed=21):
     """Draws around a known 4-domain law (no MCMC)."""
-    _, truth = simulate(4, n_runs=4, seed=seed)
+    _, truth = simulate(4, n_runs=4, random_seed=seed)
     rng = np.random.default_rng(0)
     m = truth["m"] * (1 + 0.01 * rng.standard_normal((100, 4)))
     rho = np.clip(truth["rho"] + 0.01 * rng.standard_normal(m.shape), 0.05, 0.95)
@@ -482,14 +483,14 @@ def test_cost_aware_thompson_prefers_cheap_runs_when_values_tie():
     for existing in (None, worse):  # no run yet; a worse run already done
         for seed in range(5):
             aware = acquire.propose(
-                belief, 1, strategy="thompson", pool=pool, seed=seed, existing=existing
+                belief, 1, strategy="thompson", pool=pool, random_seed=seed, existing=existing
             )
             blind = acquire.propose(
                 belief,
                 1,
                 strategy="thompson",
                 pool=pool,
-                seed=seed,
+                random_seed=seed,
                 existing=existing,
                 cost_power=0.0,
             )
@@ -531,7 +532,7 @@ def test_cost_weighted_random_selection():
     # the initial design from a pool is cost-weighted the same way
     first = [
         acquire.initial_batch(
-            Constraints.unconstrained(["a", "b", "c"]), 1, pool=pool, seed=s
+            Constraints.unconstrained(["a", "b", "c"]), 1, pool=pool, random_seed=s
         ).index[0]
         < 20
         for s in range(300)

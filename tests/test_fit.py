@@ -99,7 +99,7 @@ def test_predictive_intervals_cover_new_noisy_runs_at_the_nominal_rate(simulated
     rng = np.random.default_rng(5)
     new = rng.dirichlet(np.ones(4), 100)
     observed = truth.true_loss(new) + rng.normal(0, truth["sigma"], (100, 4))
-    table = post.predict(new, seed=1).intervals(0.9, kind="predictive")
+    table = post.predict(new, random_seed=1).intervals(0.9, kind="predictive")
     obs = observed.ravel()
     rate = np.mean((table["lower"].to_numpy() <= obs) & (obs <= table["upper"].to_numpy()))
     # Here the fresh noise (sd 0.02) dominates the interval width, so the 400 checks are nearly
@@ -129,7 +129,7 @@ def test_gate_catches_a_broken_fit_and_the_report_survives_save_load(simulated_f
     # 20 draws after 5 tuning steps: the sampler has not adapted and 2 x 20 draws cannot reach
     # the gate's 200 effective draws.
     with pytest.warns(ConvergenceWarning, match="did not pass its diagnostics") as caught:
-        post = fit(simulated_fit.runs, draws=20, tune=5, chains=2, seed=3)
+        post = fit(simulated_fit.runs, draws=20, tune=5, chains=2, random_seed=3)
     d = post.diagnostics
     assert not d.ok and post.diagnostics_warning
     assert any("bulk ESS" in f for f in d.failed)
@@ -145,7 +145,7 @@ def test_gate_catches_a_broken_fit_and_the_report_survives_save_load(simulated_f
 def test_warn_false_is_silent_but_stores_the_report(simulated_fit):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        post = fit(simulated_fit.runs, draws=20, tune=5, chains=2, seed=4, warn=False)
+        post = fit(simulated_fit.runs, draws=20, tune=5, chains=2, random_seed=4, warn=False)
     assert not post.diagnostics.ok
 
 
@@ -155,6 +155,6 @@ def test_bad_settings_and_several_sizes_are_refused(simulated_fit):
         fit(simulated_fit.runs, sampler="stan")
     with pytest.raises(errors.BayesmixError, match="draws must be >= 1"):
         fit(simulated_fit.runs, draws=0)
-    sized, _ = simulate(list(SIM_DOMAINS), n_runs=6, seed=1, sizes=[7e7, 1.6e8])
+    sized, _ = simulate(list(SIM_DOMAINS), n_runs=6, random_seed=1, sizes=[7e7, 1.6e8])
     with pytest.raises(errors.FormatError, match=r"several model sizes.*--size"):
         fit(sized)

@@ -57,7 +57,7 @@ def jittered(m, rho, t, n=S, seed=0, sd=(0.01, 0.02, 0.1)):
 @pytest.fixture(scope="module")
 def five():
     """Draws around a simulated 5 x 5 M4 law (the truth of simulate(seed=1))."""
-    _, truth = simulate(5, 5, n_runs=10, seed=1)
+    _, truth = simulate(5, 5, n_runs=10, random_seed=1)
     p = jittered(truth["m"], truth["rho"], truth["t"])
     return LawDraws(p, truth["train_domains"], truth["eval_domains"], source="five")
 
@@ -283,7 +283,7 @@ def test_critical_share_from_both_routes_agrees():
 # ------------------------------------------------------------------------------ CLI
 @pytest.fixture(scope="module")
 def posterior_file(tmp_path_factory):
-    runs, truth = simulate(["web", "code", "books", "math"], n_runs=12, seed=5)
+    runs, truth = simulate(["web", "code", "books", "math"], n_runs=12, random_seed=5)
     p = jittered(truth["m"], truth["rho"], truth["t"], n=300, seed=5)
     post = fake_posterior(p, runs, truth["train_domains"], truth["eval_domains"])
     return post.save(tmp_path_factory.mktemp("guarantees") / "post.nc")

@@ -63,7 +63,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
 def fake_posterior(n_runs: int = 12, seed: int = 3, chains: int = 2, draws: int = 60):
     """A default-model (M4) Posterior whose draws scatter around a simulated law, with the
     simulated runs as its fit data: every reader works on it, and no sampler runs."""
-    runs, truth = simulate(list(DOMAINS), n_runs=n_runs, seed=seed)
+    runs, truth = simulate(list(DOMAINS), n_runs=n_runs, random_seed=seed)
     rng = np.random.default_rng(seed)
     k, m = len(DOMAINS), len(DOMAINS)
     shape = (chains, draws)
@@ -524,7 +524,7 @@ def test_predict_on_many_mixtures_is_chunked_with_identical_results(monkeypatch)
     post, _ = fake_posterior()
     mix = np.random.default_rng(0).dirichlet(np.ones(3), 40)
     weights = {"web": 1.0, "code": 1.0, "books": 2.0}
-    whole = post.intervals(mix, weights=weights, seed=5)
+    whole = post.intervals(mix, weights=weights, random_seed=5)
 
     def same(table):
         # same noise draws per mixture; the law's matrix products may round differently for
@@ -536,12 +536,12 @@ def test_predict_on_many_mixtures_is_chunked_with_identical_results(monkeypatch)
         assert table.to_csv(float_format="%.6f") == whole.to_csv(float_format="%.6f")
 
     for size in (1, 7, 40):
-        same(post.intervals(mix, weights=weights, seed=5, chunk_size=size))
+        same(post.intervals(mix, weights=weights, random_seed=5, chunk_size=size))
     # the default chunk follows CHUNK_BYTES: a tiny budget gives one mixture per chunk
     monkeypatch.setattr(posterior_module, "CHUNK_BYTES", 1)
-    same(post.intervals(mix, weights=weights, seed=5))
+    same(post.intervals(mix, weights=weights, random_seed=5))
     # and the unchunked Prediction has the same draws
-    pred = post.predict(mix, seed=5).intervals(0.9, kind="predictive")
+    pred = post.predict(mix, random_seed=5).intervals(0.9, kind="predictive")
     np.testing.assert_allclose(
         pred["median"].to_numpy(),
         whole[whole["eval_domain"] != "overall"]["median"].to_numpy(),

@@ -57,7 +57,7 @@ def report_inputs(simulated_fit, saved_posterior, tmp_path_factory):
         draws=100,
         tune=150,
         chains=2,
-        seed=3,
+        random_seed=3,
     )
     with warnings.catch_warnings():  # 2 x 100 draws do not pass the gate; not tested here
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -233,7 +233,7 @@ def _fake_posterior(n_train: int, n_eval: int, seed: int = 0):
     from bayesmix.simulate import simulate
     from bayesmix.spec import load_spec
 
-    runs, truth = simulate(n_train, n_eval, n_runs=3 * n_train, seed=seed)
+    runs, truth = simulate(n_train, n_eval, n_runs=3 * n_train, random_seed=seed)
     rng = np.random.default_rng(seed)
     c, s = 2, 50
     k, m = len(runs.eval_domains), len(runs.train_domains)

@@ -32,7 +32,7 @@ K = np.array([1.2, 1.0])
 T = np.array([[0.0, -3.0, 0.0], [0.0, 0.0, -3.0]])
 WEIGHTS = {"A": 0.6, "B": 0.4}
 NOISE = 0.01
-FIT_KW = {"draws": 300, "tune": 300, "chains": 2, "seed": 5, "warn": False}
+FIT_KW = {"draws": 300, "tune": 300, "chains": 2, "random_seed": 5, "warn": False}
 
 
 def true_overall(r) -> np.ndarray:
@@ -132,7 +132,7 @@ def test_latent_domains_are_ordered_by_weight_in_every_draw(fitted):
 def test_fit_predict_optimize_and_save(fitted, tmp_path):
     _, held_out, choice = fitted
     post = choice.posteriors[2]
-    table = post.intervals(pd.DataFrame(held_out[:3], columns=TRAIN), prob=0.9)
+    table = post.intervals(pd.DataFrame(held_out[:3], columns=TRAIN), ci_prob=0.9)
     assert list(table["eval_domain"].unique()) == ["overall"] and len(table) == 3
     assert (table["lower"] <= table["mean"]).all() and (table["mean"] <= table["upper"]).all()
     again = Posterior.load(post.save(tmp_path / "implicit.nc"))

@@ -58,7 +58,7 @@ law = "toy-plane"
 [likelihood]
 family = "normal"
 """
-FIT_KW = {"draws": 200, "tune": 300, "chains": 2, "seed": 3}
+FIT_KW = {"draws": 200, "tune": 300, "chains": 2, "random_seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_propose_on_a_law_defined_outside_the_package(plane_fit, strategy):
         strategy=strategy,
         constraints=cons,
         existing=runs.mixtures.to_numpy(float),
-        seed=2,
+        random_seed=2,
     )
     assert batch.mixtures.shape == (4, len(SIM_DOMAINS))
     assert cons.contains(batch.mixtures).all()

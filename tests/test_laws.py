@@ -55,7 +55,7 @@ def built(law_name: str):
         kw["sizes"] = [7e7, 1.6e8]
     if "tokens" in law.inputs:
         kw["steps"] = [1000, 2000]
-    runs, _ = simulate(list(TRAIN), list(EVAL), 12, seed=0, **kw)
+    runs, _ = simulate(list(TRAIN), list(EVAL), 12, random_seed=0, **kw)
     spec = load_spec(specs_of(law_name)[0])
     model = build_model(spec, runs.train_domains, runs.eval_domains, prepare_data(runs, law))
     return spec, runs, model

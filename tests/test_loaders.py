@@ -170,7 +170,7 @@ def test_name_helpers():
 # ------------------------------------------------------------------ tidy round trips
 @pytest.fixture(scope="module")
 def simulated():
-    table, _ = simulate(3, 4, 6, seed=11, sizes=[7e7, 1.6e8], steps=[1000, 2000])
+    table, _ = simulate(3, 4, 6, random_seed=11, sizes=[7e7, 1.6e8], steps=[1000, 2000])
     tidy = table.to_tidy()
     tidy.loc[3, "loss.d2"] = np.nan  # a missing loss must survive the round trip
     return tidy

@@ -137,7 +137,7 @@ def _model(train, evals, spec="default", n_runs=10, seed=0):
     """A model over simulated runs with the given domain names (built, never sampled)."""
     from bayesmix.simulate import simulate
 
-    runs, _ = simulate(list(train), list(evals), n_runs=n_runs, seed=seed)
+    runs, _ = simulate(list(train), list(evals), n_runs=n_runs, random_seed=seed)
     return build_model(load_spec(spec), runs.train_domains, runs.eval_domains, prepare_data(runs))
 
 

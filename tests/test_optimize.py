@@ -260,7 +260,7 @@ def test_optimum_spread_table_and_dataarray():
     optima, _ = draw_optima(d, c, np.ones(4) / 4)
     da = optima_dataarray(optima, domains(5))
     assert da.dims == ("sample", "train_domain") and da.shape == (300, 5)
-    table = optimum_spread(da, prob=0.8)
+    table = optimum_spread(da, ci_prob=0.8)
     assert list(table.columns) == ["train_domain", "mean", "median", "lower", "upper"]
     np.testing.assert_allclose(table["lower"], np.quantile(optima, 0.1, axis=0))
     np.testing.assert_allclose(table["mean"], optima.mean(axis=0))
@@ -368,7 +368,7 @@ def report() -> DecisionReport:
         weights={"Github": 0.2, "Pile-CC": 0.5, "Books3": 0.3},
         constraints=c,
         baseline={"d0": 0.1, "d1": 0.2, "d2": 0.3, "d3": 0.4},
-        prob=0.8,
+        ci_prob=0.8,
     )
 
 

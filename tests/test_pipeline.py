@@ -23,13 +23,13 @@ STEPS = [1000, 2000, 4000, 8000]
 #: Held out on both axes: 3.2 x the largest proxy size, 2 x the longest proxy step.
 TARGET_N, TARGET_S = 4e8, 16000
 #: Small MCMC, one compile per structure; J = 4 imputations x 2 chains.
-KW = {"imputations": 4, "draws": 250, "tune": 300, "chains": 2, "seed": 3}
+KW = {"imputations": 4, "draws": 250, "tune": 300, "chains": 2, "random_seed": 3}
 
 
 @pytest.fixture(scope="session")
 def sim():
     """14 mixtures x 3 sizes x 4 steps from a known M4 law with power laws in N and D."""
-    return simulate(DOMAINS, n_runs=14, seed=5, sizes=SIZES, steps=STEPS, noise_sd=0.01)
+    return simulate(DOMAINS, n_runs=14, random_seed=5, sizes=SIZES, steps=STEPS, noise_sd=0.01)
 
 
 @pytest.fixture(scope="session")

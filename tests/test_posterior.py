@@ -61,9 +61,9 @@ def test_predict_returns_named_draws_per_mixture_and_domain(post):
 
 
 def test_predictive_draws_follow_the_seed(post):
-    a = post.predict(MIXTURES, seed=3).predictive
-    b = post.predict(MIXTURES, seed=3).predictive
-    c = post.predict(MIXTURES, seed=4).predictive
+    a = post.predict(MIXTURES, random_seed=3).predictive
+    b = post.predict(MIXTURES, random_seed=3).predictive
+    c = post.predict(MIXTURES, random_seed=4).predictive
     np.testing.assert_array_equal(a.values, b.values)
     assert not np.array_equal(a.values, c.values)
 
@@ -87,7 +87,9 @@ def test_interval_table_is_tidy_and_ordered(post):
     assert (table["lower"] <= table["median"]).all() and (table["median"] <= table["upper"]).all()
     assert (table["lower"] < table["mean"]).all() and (table["mean"] < table["upper"]).all()
     # the numbers are quantiles of the predictive draws (seed 0 is the default)
-    draws = post.predict(MIXTURES, seed=0).predictive.sel(mixture="no_code", eval_domain="ArXiv")
+    draws = post.predict(MIXTURES, random_seed=0).predictive.sel(
+        mixture="no_code", eval_domain="ArXiv"
+    )
     row = table.set_index(["mixture", "eval_domain"]).loc[("no_code", "ArXiv")]
     assert row["lower"] == pytest.approx(np.quantile(draws.values, 0.05))
     assert row["upper"] == pytest.approx(np.quantile(draws.values, 0.95))
@@ -116,10 +118,10 @@ def test_intervals_widen_with_probability_and_with_noise(post):
 
 def test_overall_rows_are_the_weighted_sum_of_draws(post):
     weights = {"Github": 1.0, "Books3": 2.0, "Pile-CC": 3.0, "ArXiv": 4.0}
-    table = post.intervals(MIXTURES, 0.8, weights=weights, seed=5)
+    table = post.intervals(MIXTURES, 0.8, weights=weights, random_seed=5)
     assert len(table) == len(MIXTURES) * (len(SIM_DOMAINS) + 1)
     overall = table[table["eval_domain"] == "overall"].set_index("mixture")
-    draws = post.predict(MIXTURES, seed=5).predictive  # (chain, draw, mixture, eval_domain)
+    draws = post.predict(MIXTURES, random_seed=5).predictive  # (chain, draw, mixture, eval_domain)
     w = np.array([1.0, 2.0, 3.0, 4.0]) / 10.0
     by_hand = np.einsum("cdmk,k->cdm", draws.values, w).reshape(-1, len(MIXTURES))
     for i, name in enumerate(MIXTURES):
@@ -132,7 +134,7 @@ def test_overall_rows_are_the_weighted_sum_of_draws(post):
             np.quantile(by_hand[:, i], 0.9), rel=1e-12
         )
     # per-domain rows are unchanged by adding weights
-    plain = post.intervals(MIXTURES, 0.8, seed=5)
+    plain = post.intervals(MIXTURES, 0.8, random_seed=5)
     pd.testing.assert_frame_equal(
         table[table["eval_domain"] != "overall"].reset_index(drop=True), plain
     )
@@ -148,10 +150,10 @@ def test_pile_weights_file_applies_to_the_matching_domains(post):
     shares = json.loads(path.read_text())
     with pytest.raises(errors.DomainNameError, match="weights-subset"):
         post.intervals(MIXTURES, weights=path)  # 22 Pile domains, the posterior has 4
-    table = post.intervals(MIXTURES, 0.9, weights=path, allow_subset=True, seed=2)
+    table = post.intervals(MIXTURES, 0.9, weights=path, allow_subset=True, random_seed=2)
     w = np.array([shares[d] for d in SIM_DOMAINS])
     w = w / w.sum()  # renormalised over the 4 domains present
-    draws = post.predict(MIXTURES, seed=2).predictive.values
+    draws = post.predict(MIXTURES, random_seed=2).predictive.values
     by_hand = np.einsum("cdmk,k->cdm", draws, w).reshape(-1, len(MIXTURES)).mean(axis=0)
     overall = table[table["eval_domain"] == "overall"]["mean"].to_numpy()
     np.testing.assert_allclose(overall, by_hand, rtol=1e-12)
@@ -165,9 +167,9 @@ def test_netcdf_round_trip_in_another_process(post, saved_posterior, tmp_path):
         import numpy as np
         from bayesmix.posterior import Posterior
         p = Posterior.load(sys.argv[1])
-        pred = p.predict(json.loads(sys.argv[2]), seed=9)
+        pred = p.predict(json.loads(sys.argv[2]), random_seed=9)
         np.savez(sys.argv[3], mean=pred.mean.values, predictive=pred.predictive.values,
-                 table=p.intervals(json.loads(sys.argv[2]), 0.9, seed=9)[
+                 table=p.intervals(json.loads(sys.argv[2]), 0.9, random_seed=9)[
                      ["mean", "median", "lower", "upper"]].to_numpy())
         print(json.dumps({"spec": p.spec.to_json(), "settings": p.settings,
                           "diagnostics": p.diagnostics.to_json(),
@@ -182,10 +184,10 @@ def test_netcdf_round_trip_in_another_process(post, saved_posterior, tmp_path):
     assert done.returncode == 0, done.stderr
     facts = json.loads(done.stdout)
     got = np.load(out)
-    pred = post.predict(MIXTURES, seed=9)
+    pred = post.predict(MIXTURES, random_seed=9)
     np.testing.assert_array_equal(got["mean"], pred.mean.values)
     np.testing.assert_array_equal(got["predictive"], pred.predictive.values)
-    table = post.intervals(MIXTURES, 0.9, seed=9)[["mean", "median", "lower", "upper"]]
+    table = post.intervals(MIXTURES, 0.9, random_seed=9)[["mean", "median", "lower", "upper"]]
     np.testing.assert_array_equal(got["table"], table.to_numpy())
     assert facts["spec"] == post.spec.to_json()
     assert facts["settings"] == post.settings

@@ -135,7 +135,7 @@ def test_data_groups_follow_the_likelihood(simulated_fit, family):
     post = simulated_fit.posterior
     lik = {"family": family, "nu": 3.0}
     groups = data_groups(
-        post.tree["posterior"].to_dataset(), post.law, lik, post.fit_data(), seed=1
+        post.tree["posterior"].to_dataset(), post.law, lik, post.fit_data(), random_seed=1
     )
     pred = groups["posterior_predictive"]["loss"].values
     assert np.isfinite(pred).all() and pred.shape[2:] == (40, 4)

@@ -43,7 +43,7 @@ def truth() -> LawTruth:
 def proxy_runs(seed: int = 1, n_mix: int = 12):
     rng = np.random.default_rng(seed)
     mix = rng.dirichlet(np.ones(3), n_mix)
-    return simulate_checkpoints(truth(), mix, SIZES, STEPS, seed=seed, run_sd=RUN_SD)
+    return simulate_checkpoints(truth(), mix, SIZES, STEPS, random_seed=seed, run_sd=RUN_SD)
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,7 @@ def scaling_fit():
     runs = proxy_runs()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 2 x 300 draws do not pass the gate's ESS floor
-        post = fit(runs, "scaling", draws=300, tune=300, chains=2, seed=1)
+        post = fit(runs, "scaling", draws=300, tune=300, chains=2, random_seed=1)
     return runs, post
 
 
@@ -85,7 +85,7 @@ def test_a_law_over_tokens_takes_every_checkpoint_and_others_the_last():
 def test_simulated_checkpoints_follow_the_truth():
     """Noise-free (run_sd 0, tiny noise) checkpoints equal the law's value at that scale."""
     t = LawTruth(get_law("scaling"), "scaling", TRUTH, np.full(3, 1e-9), DOMAINS, DOMAINS)
-    runs = simulate_checkpoints(t, np.array([[0.2, 0.3, 0.5]]), [1e8], [1000, 3000], seed=0)
+    runs = simulate_checkpoints(t, np.array([[0.2, 0.3, 0.5]]), [1e8], [1000, 3000], random_seed=0)
     tidy = runs.to_tidy()
     expect = t.true_loss(
         np.array([[0.2, 0.3, 0.5]] * 2),
@@ -151,7 +151,7 @@ def test_prediction_at_a_larger_held_out_scale_is_covered(scaling_fit):
     _, post = scaling_fit
     rng = np.random.default_rng(99)
     mix = rng.dirichlet(np.ones(3), 30)
-    held = simulate_checkpoints(truth(), mix, [4e8], [32000], seed=5, run_sd=RUN_SD)
+    held = simulate_checkpoints(truth(), mix, [4e8], [32000], random_seed=5, run_sd=RUN_SD)
     with pytest.warns(errors.ExtrapolationWarning, match="4x above the largest fitted"):
         pred = post.predict(mix, n_params=4e8, tokens=32000 * TOKENS_PER_STEP)
     lo, hi = pred.predictive.quantile([0.05, 0.95], ("chain", "draw")).values

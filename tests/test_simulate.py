@@ -14,17 +14,17 @@ from bayesmix.spec import load_spec
 
 
 def test_same_seed_same_data_other_seed_other_data():
-    a, ta = simulate(seed=3, sizes=[7e7, 1.6e8], steps=[1000, 3000])
-    b, tb = simulate(seed=3, sizes=[7e7, 1.6e8], steps=[1000, 3000])
+    a, ta = simulate(random_seed=3, sizes=[7e7, 1.6e8], steps=[1000, 3000])
+    b, tb = simulate(random_seed=3, sizes=[7e7, 1.6e8], steps=[1000, 3000])
     pd.testing.assert_frame_equal(a.to_tidy(), b.to_tidy())
     for key in ("m", "rho", "t", "sigma"):
         np.testing.assert_array_equal(ta[key], tb[key])
-    c, _ = simulate(seed=4, sizes=[7e7, 1.6e8], steps=[1000, 3000])
+    c, _ = simulate(random_seed=4, sizes=[7e7, 1.6e8], steps=[1000, 3000])
     assert not np.allclose(a.losses.to_numpy(), c.losses.to_numpy())
 
 
 def test_shapes_and_names():
-    table, truth = simulate(4, 6, 10, seed=1, sizes=[7e7, 1.6e8, 4.1e8], steps=[1000, 2000])
+    table, truth = simulate(4, 6, 10, random_seed=1, sizes=[7e7, 1.6e8, 4.1e8], steps=[1000, 2000])
     assert table.n_runs == 30 and len(table) == 60
     assert table.train_domains == ("d1", "d2", "d3", "d4")
     assert table.eval_domains == ("d1", "d2", "d3", "d4", "e5", "e6")
@@ -33,12 +33,12 @@ def test_shapes_and_names():
     assert truth["train_domains"] == table.train_domains
     ds = truth.to_dataset()
     assert ds["t"].dims == ("eval_domain", "train_domain")
-    names, _ = simulate(["web", "code"], ["code", "math"], 3, seed=0)
+    names, _ = simulate(["web", "code"], ["code", "math"], 3, random_seed=0)
     assert names.train_domains == ("web", "code") and names.eval_domains == ("code", "math")
 
 
 def test_law_parameters_are_realistic():
-    table, truth = simulate(8, n_runs=50, seed=5)
+    table, truth = simulate(8, n_runs=50, random_seed=5)
     np.testing.assert_allclose(truth["t"].sum(axis=1), 0.0, atol=1e-12)  # zero-sum rows
     assert np.all((truth["c"] / truth["m"] >= 0.6) & (truth["c"] / truth["m"] <= 0.8))
     assert np.all((truth["m"] >= 2) & (truth["m"] <= 4))
@@ -51,7 +51,7 @@ def test_law_parameters_are_realistic():
 
 
 def test_noise_free_losses_follow_the_law():
-    table, truth = simulate(5, 3, 20, seed=2, noise_sd=0.0)
+    table, truth = simulate(5, 3, 20, random_seed=2, noise_sd=0.0)
     r = table.mixtures.to_numpy()
     expected = m4.mean_loss(r, {k: truth[k] for k in m4.PARAMS})
     np.testing.assert_allclose(table.losses.to_numpy(), expected, rtol=1e-12)
@@ -66,7 +66,9 @@ def test_noise_free_losses_follow_the_law():
 
 
 def test_noise_free_scale_law():
-    table, truth = simulate(3, 3, 5, seed=8, noise_sd=0.0, sizes=[7e7, 4.1e8], steps=[1000, 4000])
+    table, truth = simulate(
+        3, 3, 5, random_seed=8, noise_sd=0.0, sizes=[7e7, 4.1e8], steps=[1000, 4000]
+    )
     tidy = table.to_tidy()
     r = tidy[[f"mix.{d}" for d in table.train_domains]].to_numpy()
     got = tidy[[f"loss.{d}" for d in table.eval_domains]].to_numpy()
@@ -81,7 +83,7 @@ def test_noise_free_scale_law():
 
 
 def test_gaussian_noise_sd():
-    table, truth = simulate(5, 5, 400, seed=6, noise_sd=0.02)
+    table, truth = simulate(5, 5, 400, random_seed=6, noise_sd=0.02)
     resid = (table.losses.to_numpy() - truth.true_loss(table.mixtures.to_numpy())).ravel()
     # 2000 residuals: the sample sd has a standard error of sd / sqrt(2 n) = 1.6 %, so a 10 %
     # band is about 6 standard errors wide; the mean's standard error is 0.02 / sqrt(2000).
@@ -90,7 +92,7 @@ def test_gaussian_noise_sd():
 
 
 def test_student_t_noise_scale_and_tails():
-    table, truth = simulate(5, 5, 400, seed=7, noise_sd=0.02, student_t_df=3)
+    table, truth = simulate(5, 5, 400, random_seed=7, noise_sd=0.02, student_t_df=3)
     resid = (table.losses.to_numpy() - truth.true_loss(table.mixtures.to_numpy())).ravel()
     assert truth["noise"] == "student_t" and truth["student_t_df"] == 3
     # median |T_3| is 0.7649; with 2000 draws the sample median of |resid| is within ~4 %
@@ -102,11 +104,11 @@ def test_student_t_noise_scale_and_tails():
 
 
 def test_corner_mixtures_and_explicit_design():
-    table, _ = simulate(4, n_runs=20, seed=9, corner_fraction=0.25)
+    table, _ = simulate(4, n_runs=20, random_seed=9, corner_fraction=0.25)
     top = table.mixtures.max(axis=1).to_numpy()
     assert (top >= 0.95).sum() >= 5
     design = np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
-    t2, _ = simulate(3, seed=1, design=design)
+    t2, _ = simulate(3, random_seed=1, design=design)
     np.testing.assert_array_equal(t2.mixtures.to_numpy(), design)
 
 
@@ -127,7 +129,7 @@ def test_corner_mixtures_and_explicit_design():
 )
 def test_bad_settings_raise_simulation_error(kwargs):
     with pytest.raises(errors.SimulationError):
-        simulate(seed=0, **kwargs)
+        simulate(random_seed=0, **kwargs)
 
 
 # ---------------------------------------------------------------------------------- simulate_law
@@ -136,7 +138,13 @@ def test_simulate_law_draws_a_truth_the_table_follows(law_name):
     law = get_law(law_name)
     scale = {k: v for k, v in (("n_params", 1e8), ("tokens", 1e10)) if k in law.inputs}
     table, truth = simulate_law(
-        law_name, ["web", "code", "math"], ["code", "books"], 15, seed=4, noise_sd=0.0, **scale
+        law_name,
+        ["web", "code", "math"],
+        ["code", "books"],
+        15,
+        random_seed=4,
+        noise_sd=0.0,
+        **scale,
     )
     assert truth.law is law and table.n_runs == 15
     assert table.train_domains == ("web", "code", "math")
@@ -158,8 +166,8 @@ def test_simulate_law_draws_a_truth_the_table_follows(law_name):
 
 
 def test_simulate_law_seeded_sparse_and_noisy():
-    a, ta = simulate_law("additive", 6, n_runs=300, seed=1, zero_fraction=0.5, noise_sd=0.02)
-    b, tb = simulate_law("additive", 6, n_runs=300, seed=1, zero_fraction=0.5, noise_sd=0.02)
+    a, ta = simulate_law("additive", 6, n_runs=300, random_seed=1, zero_fraction=0.5, noise_sd=0.02)
+    b, tb = simulate_law("additive", 6, n_runs=300, random_seed=1, zero_fraction=0.5, noise_sd=0.02)
     pd.testing.assert_frame_equal(a.to_tidy(), b.to_tidy())
     for key in ta.params:
         np.testing.assert_array_equal(ta.params[key], tb.params[key])
@@ -172,27 +180,27 @@ def test_simulate_law_seeded_sparse_and_noisy():
     resid = (a.losses.to_numpy() - ta.true_loss(mix)).ravel()
     # 1800 residuals: the sample sd is within 1.7 % (1 sd) of 0.02; 10 % is about 6 sd
     assert resid.std(ddof=1) == pytest.approx(0.02, rel=0.10)
-    c, _ = simulate_law("additive", 6, n_runs=300, seed=2, zero_fraction=0.5)
+    c, _ = simulate_law("additive", 6, n_runs=300, random_seed=2, zero_fraction=0.5)
     assert not np.allclose(a.losses.to_numpy(), c.losses.to_numpy())
     # held-out runs of the same truth: new mixtures, same parameters
-    d, td = simulate_law("additive", 6, n_runs=20, seed=3, truth=ta, noise_sd=0.0)
+    d, td = simulate_law("additive", 6, n_runs=20, random_seed=3, truth=ta, noise_sd=0.0)
     assert td.params is ta.params
     np.testing.assert_allclose(d.losses.to_numpy(), ta.true_loss(d.mixtures.to_numpy()))
     with pytest.raises(errors.SimulationError):
-        simulate_law("powershare", 6, n_runs=5, seed=3, truth=ta)
+        simulate_law("powershare", 6, n_runs=5, random_seed=3, truth=ta)
 
 
 def test_simulate_law_uses_the_priors_of_a_spec():
     """A specification's priors (here a nearly fixed m) are what the truth is drawn from."""
     spec = load_spec("powershare").with_priors(m={"dist": "Normal", "mu": 2.5, "sigma": 1e-6})
-    _, truth = simulate_law(spec, 4, n_runs=5, seed=0)
+    _, truth = simulate_law(spec, 4, n_runs=5, random_seed=0)
     np.testing.assert_allclose(truth.params["m"], 2.5, atol=1e-4)
     # data-scaled priors take loss_mean / loss_scale: m ~ Normal(10, 1e-6 ...) here
-    _, t2 = simulate_law("powershare", 4, n_runs=5, seed=0, loss_mean=10.0, loss_scale=1e-6)
+    _, t2 = simulate_law("powershare", 4, n_runs=5, random_seed=0, loss_mean=10.0, loss_scale=1e-6)
     np.testing.assert_allclose(t2.params["m"], 10.0, atol=1e-4)
     # a shipped specification by name, a law by name and a Law object all work
-    assert simulate_law("default", 3, n_runs=4, seed=0)[1].law.name == "m4"
-    assert simulate_law(get_law("m4"), 3, n_runs=4, seed=0)[1].law.name == "m4"
+    assert simulate_law("default", 3, n_runs=4, random_seed=0)[1].law.name == "m4"
+    assert simulate_law(get_law("m4"), 3, n_runs=4, random_seed=0)[1].law.name == "m4"
 
 
 @pytest.mark.parametrize(
@@ -207,4 +215,4 @@ def test_simulate_law_uses_the_priors_of_a_spec():
 )
 def test_simulate_law_bad_settings_raise_simulation_error(kwargs):
     with pytest.raises(errors.SimulationError):
-        simulate_law(seed=0, **kwargs)
+        simulate_law(random_seed=0, **kwargs)

@@ -149,9 +149,9 @@ def run(args) -> int:
         draws=args.draws,
         tune=args.tune,
         chains=args.chains,
-        seed=args.seed,
+        random_seed=args.seed,
         sampler=args.sampler,
-        progress=not args.quiet,
+        progressbar=not args.quiet,
         warn=False,
     )
     post.save(out)

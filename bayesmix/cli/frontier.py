@@ -181,8 +181,8 @@ def run(args) -> int:
         constraints=constraints,
         baseline=baseline,
         inputs=scale or None,
-        prob=args.prob,
-        seed=args.seed,
+        ci_prob=args.prob,
+        random_seed=args.seed,
     )
     front.source = args.posterior
     print(front.to_text())

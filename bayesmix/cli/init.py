@@ -172,7 +172,7 @@ def run(args) -> int:
         design_alpha=args.alpha,
         design_min_distance=args.min_distance,
         out=out,
-        seed=args.seed,
+        random_seed=args.seed,
     )
     print(
         f"created {ledger_path}: {len(train)} training domains ({', '.join(train)}), "

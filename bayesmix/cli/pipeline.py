@@ -122,8 +122,8 @@ def run(args) -> int:
             draws=args.draws,
             tune=args.tune,
             chains=args.chains,
-            seed=args.seed,
-            progress=not args.quiet,
+            random_seed=args.seed,
+            progressbar=not args.quiet,
             max_step=args.max_step,
             warn=False,
         )

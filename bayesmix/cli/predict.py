@@ -110,7 +110,7 @@ def run(args) -> int:
             weights=args.weights,
             kind=args.kind,
             allow_subset=args.weights_subset,
-            seed=args.seed,
+            random_seed=args.seed,
             **scale,
             max_extrapolation=args.max_extrapolation,
         )

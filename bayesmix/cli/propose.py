@@ -191,8 +191,8 @@ def run(args) -> int:
         draws=args.draws,
         tune=args.tune,
         chains=args.chains,
-        seed=args.seed,
-        progress=not args.quiet,
+        random_seed=args.seed,
+        progressbar=not args.quiet,
         log=lambda msg: _say(args, msg),
     )
     with banner_warnings():
@@ -208,7 +208,7 @@ def run(args) -> int:
             candidates=args.candidates,
             cost_power=args.cost_power,
             refit=args.refit,
-            seed=args.seed,
+            random_seed=args.seed,
         )
     info = frame.attrs
     for note in info["notes"]:

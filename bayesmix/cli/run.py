@@ -121,8 +121,8 @@ def run(args) -> int:
         draws=args.draws,
         tune=args.tune,
         chains=args.chains,
-        seed=args.seed,
-        progress=not args.quiet,
+        random_seed=args.seed,
+        progressbar=not args.quiet,
         log=say,
     )
     executor = get_executor(args.executor, args.parallel, args.ray_address)
