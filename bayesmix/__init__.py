@@ -1,7 +1,7 @@
 """bayesmix: choose a language model's pre-training data mixture as a Bayesian decision.
 
 Pipeline: run table (``bayesmix.data``) -> model specification (``bayesmix.spec``) -> MCMC fit
-(``bayesmix.fit``) -> posterior (``bayesmix.posterior``) -> decide (``optimize``, ``acquire``)
+(``bayesmix.fitting``) -> posterior (``bayesmix.posterior``) -> decide (``optimize``, ``acquire``)
 -> ledger -> new runs.
 
 The public API, one name per step (imported on first use, so ``import bayesmix`` stays light):
@@ -46,8 +46,6 @@ Fitting runs MCMC (about a minute the first time a model structure is compiled):
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -59,8 +57,8 @@ from bayesmix.errors import BayesmixError
 #: Public names loaded on first access: name -> (module, attribute).
 _LAZY = {
     "load": ("bayesmix.loaders", "load"),
-    "simulate": ("bayesmix.simulate", "simulate"),
-    "fit": ("bayesmix.fit", "fit"),
+    "simulate": ("bayesmix.simulation", "simulate"),
+    "fit": ("bayesmix.fitting", "fit"),
     "Posterior": ("bayesmix.posterior", "Posterior"),
     "Constraints": ("bayesmix.constraints", "Constraints"),
     "decide": ("bayesmix.decision", "decide"),
@@ -91,31 +89,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from bayesmix.constraints import Constraints
     from bayesmix.decision import DecisionReport, decide
     from bayesmix.experiment import Experiment
-    from bayesmix.fit import fit
+    from bayesmix.fitting import fit
     from bayesmix.html_report import write_report
     from bayesmix.html_report import write_report as report
     from bayesmix.loaders import load
     from bayesmix.posterior import Posterior
-    from bayesmix.simulate import simulate
-
-
-#: Public functions named like the submodule that defines them (``bayesmix.fit.fit``).
-_SHADOWED = ("fit", "simulate")
-
-
-class _Package(types.ModuleType):
-    """The ``bayesmix`` module, keeping ``bayesmix.fit`` and ``bayesmix.simulate`` the public
-    functions: importing a submodule binds it as an attribute of its package (``import
-    bayesmix.fit`` anywhere would otherwise turn ``bm.fit`` into the module). Reach the modules
-    with ``from bayesmix.fit import ...`` or ``importlib.import_module("bayesmix.fit")``."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _SHADOWED and isinstance(value, types.ModuleType):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+    from bayesmix.simulation import simulate
 
 
 def __getattr__(name: str):

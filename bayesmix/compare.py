@@ -251,11 +251,11 @@ def kfold(
     posteriors must share it); a specification needs ``runs``. Folds are by run, the same for
     every model (:func:`make_folds` with ``seed``), so the comparison is paired.
     ``draws``/``tune``/``chains``: per refit; None takes a posterior's own settings (sampler
-    settings too), or :func:`bayesmix.fit.fit`'s defaults for a specification. The fit of fold
+    settings too), or :func:`bayesmix.fitting.fit`'s defaults for a specification. The fit of fold
     ``i`` uses seed ``seed + i``. Refits of one specification share one compiled model.
     Progress lines go to ``log`` (default: stderr) unless ``quiet``.
     """
-    from bayesmix.fit import fit
+    from bayesmix.fitting import fit
     from bayesmix.model import prepare_data, select_for_fit
 
     if not models:

@@ -15,7 +15,7 @@ deterministics graph (ops, constants, variable types: a changed law or prior is 
 the shapes of every sampled and derived variable, the CPU target, pytensor's fastmath flag and
 the versions of bayesmix, pymc, pytensor, nutpie, numba, llvmlite, numpy and Python. Data
 *sizes* (number of runs, observations) are not in the key: the compiled functions read them
-at run time, like the in-process cache in :mod:`bayesmix.fit` relies on.
+at run time, like the in-process cache in :mod:`bayesmix.fitting` relies on.
 
 Storage: one file ``<key>.nbm`` (pickle) per entry in :func:`cache_dir` (``BAYESMIX_CACHE_DIR``,
 else the user cache dir of platformdirs), written to a temporary file and renamed, so processes

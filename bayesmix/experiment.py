@@ -455,7 +455,7 @@ class Experiment:
                 record = {**last, "posterior": led.relative_path(path), "reused": True}
                 self._warn(post)
                 return post, path, record
-        from bayesmix.fit import fit
+        from bayesmix.fitting import fit
 
         self._say(
             f"fitting {self.model!r} to {table.n_runs} completed runs "

@@ -10,12 +10,12 @@ each stage reaches the next as posterior draws (multiple imputation):
 2. **Size** (:func:`fit_size_law`, per (mixture, validation domain) across the proxy sizes,
    fitted to one draw of the stage-1 output): ``L(N) = E + (A / N)^alpha``. Output: draws of
    each mixture's loss at the target size ``N*`` (and step ``S*``).
-3. **Mixing law**: the repository's :func:`bayesmix.fit.fit` (any specification, default
+3. **Mixing law**: the repository's :func:`bayesmix.fitting.fit` (any specification, default
    ``"default"``) on a run table of the stage-2 draws at (N*, S*), one record per mixture.
 
 :func:`nested_fit` takes J draws of the stage-1 output, fits stage 2 once per draw (one compiled
 model, data swapped), takes one stage-2 posterior draw per fit to make J stage-3 data sets, fits
-stage 3 on each (compiled once by bayesmix.fit) and pools the J stage-3 posteriors by
+stage 3 on each (compiled once by bayesmix.fitting) and pools the J stage-3 posteriors by
 concatenating their chains into one :class:`~bayesmix.posterior.Posterior`: an ordinary
 mixing-law posterior at the target scale, so ``predict``/``intervals``/``optimize``/``decide``
 work on it unchanged. The imputations are posterior *predictive* draws (fitted noise included):
@@ -71,7 +71,7 @@ from bayesmix.posterior import Posterior
 #: Chinchilla, Epoch AI's replication (Besiroglu et al. 2024): L = E + A / N^alpha + B / D^beta
 #: with N in parameters and D in tokens (total loss, nats per token).
 CHINCHILLA = {"E": 1.82, "A": 482.0, "alpha": 0.35, "B": 2085.0, "beta": 0.37}
-#: Sampler settings of stages 1 and 2 (stage 3 uses bayesmix.fit's own).
+#: Sampler settings of stages 1 and 2 (stage 3 uses bayesmix.fitting's own).
 TARGET_ACCEPT = 0.9
 ADAPTATION = "low_rank"
 
@@ -892,7 +892,7 @@ def nested_fit(
     0 < step <= ``max_step`` enters stage 1). ``target_n_params`` (parameters) and
     ``target_steps`` (optimiser steps; tokens = steps x the runs' tokens per step, 1,048,576
     when the runs have no tokens) are the scale to predict. ``imputations`` J, ``spec`` (the
-    stage-3 specification, any name or TOML path :func:`bayesmix.fit.fit` takes),
+    stage-3 specification, any name or TOML path :func:`bayesmix.fitting.fit` takes),
     ``draws``/``tune``/``chains`` (every stage), ``random_seed`` (None: fresh randomness; the
     entropy used is recorded), ``progressbar``. ``step_fit``: a stage-1 fit from
     :func:`fit_step_law` on the same runs to reuse (e.g. one stage 1 for several target steps).
@@ -915,7 +915,7 @@ def nested_fit(
     fitted to the true target-scale runs gives 0.05). Intervals of ``kind="mean"`` are
     narrower.
     """
-    from bayesmix.fit import fit as fit_mixing_law
+    from bayesmix.fitting import fit as fit_mixing_law
     from bayesmix.spec import load_spec
 
     wall = time.perf_counter()

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 from bayesmix.continual import critical_share as compute_critical_share
-from bayesmix.fit import fit
+from bayesmix.fitting import fit
 from bayesmix.loaders import load
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mixinglaws"

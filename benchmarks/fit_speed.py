@@ -21,9 +21,9 @@ import warnings
 import numpy as np
 import pymc as pm
 
-from bayesmix.fit import fit
+from bayesmix.fitting import fit
 from bayesmix.model import build_naive_model, prepare_data
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 DOMAINS = ["web", "code", "books", "papers", "wiki"]
 

@@ -3,7 +3,7 @@
 Runs a child process twice with the same empty temporary ``BAYESMIX_CACHE_DIR``: the first
 (cold) compiles the model with nutpie and stores it, the second (warm) loads it. Each child
 simulates the fit_speed data (5 x 5 domains, 40 runs), builds the model and gets nutpie's
-compiled model as ``bayesmix.fit`` does, then exits without sampling. By default the cold run
+compiled model as ``bayesmix.fitting`` does, then exits without sampling. By default the cold run
 also gets an empty temporary pytensor compiledir (a machine that never compiled anything);
 ``--keep-pytensor-cache`` uses pytensor's own per-operation cache instead (``~/.pytensor``).
 
@@ -29,9 +29,9 @@ CHILD = """
 import json, time, warnings
 warnings.simplefilter("ignore")
 from bayesmix import compile_cache
-from bayesmix.fit import _model_for
+from bayesmix.fitting import _model_for
 from bayesmix.model import prepare_data, select_for_fit
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 from bayesmix.spec import load_spec
 
 runs, _ = simulate(

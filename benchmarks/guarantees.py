@@ -1,7 +1,7 @@
 """Do per-domain guarantees hold for the TRUE law? Simulated problems with a known M4 law.
 
 For every seed and size (5 training x 5 validation domains from 32 runs; 17 x 13 from 64 runs),
-:func:`bayesmix.simulate.simulate` draws a random M4 law and noisy proxy runs, the default model
+:func:`bayesmix.simulation.simulate` draws a random M4 law and noisy proxy runs, the default model
 is fitted with the real MCMC (2 chains x 300 draws by default), and
 :func:`bayesmix.guarantees.minimize_guaranteed` chooses a mixture under three requests
 (baseline: the uniform mixture):
@@ -38,10 +38,10 @@ import warnings
 import numpy as np
 
 from bayesmix.constraints import Constraints
-from bayesmix.fit import fit
+from bayesmix.fitting import fit
 from bayesmix.guarantees import Guarantee, GuaranteeError, minimize_guaranteed
 from bayesmix.optimize import LawDraws, minimize_objective
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 #: (training domains, validation domains, proxy runs)
 SIZES = [(5, 5, 32), (17, 13, 64)]

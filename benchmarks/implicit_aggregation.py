@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from bayesmix.aggregate import aggregate_losses, choose_latent
-from bayesmix.fit import fit
+from bayesmix.fitting import fit
 from bayesmix.loaders import load
 from bayesmix.mixtures import domain_weights
 

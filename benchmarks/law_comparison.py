@@ -51,7 +51,7 @@ from bayesmix import acquire
 from bayesmix.constraints import Constraints
 from bayesmix.data import RunTable
 from bayesmix.decision import decide
-from bayesmix.fit import fit
+from bayesmix.fitting import fit
 from bayesmix.loaders import load
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -193,7 +193,7 @@ def ye3mix(data: Path, laws, kw, results, folds: int = 4, seed: int = 0):
 
 def simulated(laws, kw, results, seed: int = 0):
     """Each law's own truth, every law fitted to it; True where the own law scored best."""
-    from bayesmix.simulate import simulate_law
+    from bayesmix.simulation import simulate_law
 
     domains = ["web", "code", "books", "papers", "wiki"]
     own_best = {}

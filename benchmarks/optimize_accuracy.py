@@ -1,7 +1,7 @@
 """Regret of the recommended mixture on simulated problems with a known optimum.
 
 For every seed and size (5 training x 5 validation domains from 32 runs; 17 x 13, the RegMix
-shape, from 64 runs) :func:`bayesmix.simulate.simulate` draws a random M4 law and noisy proxy
+shape, from 64 runs) :func:`bayesmix.simulation.simulate` draws a random M4 law and noisy proxy
 runs, the default model is fitted with the real MCMC (small: 2 chains), and
 :func:`bayesmix.decision.decide` picks the mixture minimising the posterior expected overall loss
 (equal weights over validation domains) under two constraint sets:
@@ -31,9 +31,9 @@ import numpy as np
 
 from bayesmix.constraints import Constraints
 from bayesmix.decision import decide
-from bayesmix.fit import fit
+from bayesmix.fitting import fit
 from bayesmix.optimize import centre, draw_optima, exp_terms, minimize_objective, solve_exp_sum
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 #: (training domains, validation domains, proxy runs, MCMC draws = tuning steps per chain)
 SIZES = [(5, 5, 32, 500), (17, 13, 64, 400)]

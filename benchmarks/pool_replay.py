@@ -74,7 +74,7 @@ import pandas as pd
 from bayesmix import acquire
 from bayesmix.data import RunTable
 from bayesmix.design import select_random
-from bayesmix.fit import fit
+from bayesmix.fitting import fit
 from bayesmix.loaders import load
 from bayesmix.spec import load_spec
 

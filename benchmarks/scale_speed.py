@@ -50,7 +50,7 @@ RESULT = "case_result"
 
 def grad_ms(post) -> float:
     """One logp + gradient evaluation of the fitted model, in ms, at a posterior draw."""
-    fit_module = importlib.import_module("bayesmix.fit")  # bayesmix.fit is the function
+    fit_module = importlib.import_module("bayesmix.fitting")
 
     compiled = next((c for _, c in fit_module._COMPILED.values() if c is not None), None)
     if compiled is None:
@@ -86,7 +86,7 @@ def gate(post) -> str:
 def case_a(args) -> dict:
     from scipy.stats import spearmanr
 
-    from bayesmix.fit import fit
+    from bayesmix.fitting import fit
     from bayesmix.loaders import load
 
     if not (args.data / "train_mixture_1m.csv").is_file():
@@ -122,8 +122,8 @@ SWARM_PRIORS = {
 
 def case_b(args) -> dict:
     from bayesmix import errors
-    from bayesmix.fit import fit
-    from bayesmix.simulate import simulate_law
+    from bayesmix.fitting import fit
+    from bayesmix.simulation import simulate_law
     from bayesmix.spec import load_spec
 
     spec = load_spec("logshare").with_priors(**SWARM_PRIORS)
@@ -163,8 +163,8 @@ def case_b(args) -> dict:
 
 
 def case_c_fit(args) -> dict:
-    from bayesmix.fit import fit
-    from bayesmix.simulate import simulate
+    from bayesmix.fitting import fit
+    from bayesmix.simulation import simulate
 
     runs, _ = simulate(
         ["web", "code", "books", "papers", "wiki"], n_runs=40, random_seed=11, noise_sd=0.02

@@ -64,7 +64,7 @@ def transfer(
 ) -> dict:
     """Fit the proxies, predict the 1B runs; returns the figures and the per-run table."""
     from bayesmix.errors import ExtrapolationWarning
-    from bayesmix.fit import fit
+    from bayesmix.fitting import fit
     from bayesmix.mixtures import domain_weights
 
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Active learning replayed on a simulated law with known truth and heteroscedastic noise.
 
-Setting (issue 11, item 5). Per seed, a random M4 law (:func:`bayesmix.simulate.simulate`:
+Setting (issue 11, item 5). Per seed, a random M4 law (:func:`bayesmix.simulation.simulate`:
 ``--domains`` training domains, the same validation domains) is the truth; the objective is the
 equal-weight mean of the validation losses. Its exact optimum over the simplex comes from
 :func:`bayesmix.optimize.minimize_objective` on the true parameters (one draw; M4's exact
@@ -71,9 +71,9 @@ from pool_replay import (  # noqa: E402
 from bayesmix import acquire  # noqa: E402
 from bayesmix.constraints import Constraints  # noqa: E402
 from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable  # noqa: E402
-from bayesmix.fit import fit  # noqa: E402
+from bayesmix.fitting import fit  # noqa: E402
 from bayesmix.optimize import minimize_objective  # noqa: E402
-from bayesmix.simulate import simulate  # noqa: E402
+from bayesmix.simulation import simulate  # noqa: E402
 
 SETTINGS_SIM = ("domains", "sigma0")
 

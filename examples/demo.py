@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayesmix.fit import fit
+from bayesmix.fitting import fit
 from bayesmix.posterior import Posterior
-from bayesmix.simulate import Truth, simulate
+from bayesmix.simulation import Truth, simulate
 
 DOMAINS = ["web", "code", "books", "papers", "wiki"]
 OUT = Path(__file__).resolve().parents[1] / "out"

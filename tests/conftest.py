@@ -40,13 +40,13 @@ class SimulatedFit:
     """A run table simulated from a known law, that law, and the posterior fitted to the table."""
 
     runs: object  # bayesmix.RunTable
-    truth: object  # bayesmix.simulate.Truth
+    truth: object  # bayesmix.simulation.Truth
     posterior: object  # bayesmix.posterior.Posterior
 
 
 def simulate_runs(seed: int = SIM_SEED, n_runs: int = 40):
     """Runs of the fixture's structure (same domains) from a law drawn with ``seed``."""
-    from bayesmix.simulate import simulate
+    from bayesmix.simulation import simulate
 
     return simulate(list(SIM_DOMAINS), n_runs=n_runs, random_seed=seed)
 
@@ -54,7 +54,7 @@ def simulate_runs(seed: int = SIM_SEED, n_runs: int = 40):
 @pytest.fixture(scope="session")
 def simulated_fit() -> SimulatedFit:
     """The suite's one fitted posterior (default model; compiled once per session)."""
-    from bayesmix.fit import fit
+    from bayesmix.fitting import fit
 
     runs, truth = simulate_runs()
     post = fit(runs, "default", warn=False, **FIT_KW)

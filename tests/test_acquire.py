@@ -13,7 +13,7 @@ from bayesmix.constraints import Constraints
 from bayesmix.design import initial_design
 from bayesmix.ledger import Ledger
 from bayesmix.optimize import draw_optima
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 STRATEGIES = acquire.STRATEGIES
 

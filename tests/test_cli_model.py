@@ -18,9 +18,9 @@ from conftest import SIM_DOMAINS
 
 from bayesmix.cli import main
 from bayesmix.diagnostics import Diagnostics
-from bayesmix.fit import compiled_count
+from bayesmix.fitting import compiled_count
 from bayesmix.posterior import Posterior
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 from bayesmix.spec import load_spec
 
 #: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.

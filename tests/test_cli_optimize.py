@@ -26,8 +26,8 @@ def posterior_path(tmp_path_factory):
 
     Few draws (2 chains x 100): this checks plumbing and feasibility, not statistics.
     """
-    from bayesmix.fit import fit
-    from bayesmix.simulate import simulate
+    from bayesmix.fitting import fit
+    from bayesmix.simulation import simulate
 
     runs, _ = simulate(TRAIN, n_runs=24, random_seed=3, noise_sd=0.02)
     with warnings.catch_warnings():

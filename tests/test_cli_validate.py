@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ from bayesmix.compare import (
     kfold,
     make_folds,
 )
-from bayesmix.fit import fit
+from bayesmix.fitting import fit
 from bayesmix.model import build_model, prepare_data
 from bayesmix.posterior import Posterior
 
@@ -158,7 +158,7 @@ def test_arviz_loo_reads_the_file_with_a_var_name(saved_posterior):
 
 @pytest.mark.slow
 def test_log_likelihood_rejects_runs_of_other_domains(post):
-    from bayesmix.simulate import simulate
+    from bayesmix.simulation import simulate
 
     other, _ = simulate(["Github", "Books3", "ArXiv"], n_runs=5, random_seed=1)
     with pytest.raises(errors.DomainNameError, match="other domains"):

@@ -169,7 +169,7 @@ def test_fit_from_a_cached_model_is_the_fit_from_a_compiled_one(simulated_fit, m
     emptied, the same fit loads it from disk and reproduces the draws exactly."""
     from conftest import FIT_KW
 
-    fit_module = importlib.import_module("bayesmix.fit")  # bayesmix.fit is the function
+    fit_module = importlib.import_module("bayesmix.fitting")
 
     assert compile_cache.entries()  # the fixture's fit stored its compiled model
     monkeypatch.setattr(fit_module, "_COMPILED", {})

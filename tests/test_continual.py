@@ -73,7 +73,7 @@ def simulate_continual(seed: int = 3) -> RunTable:
 @pytest.fixture(scope="session")
 def ct_sim(tmp_path_factory):
     """(runs, posterior, folder with runs.csv and posterior.nc)."""
-    from bayesmix.fit import fit
+    from bayesmix.fitting import fit
 
     runs = simulate_continual()
     post = fit(runs, "default", step=10000, warn=False, **FIT_KW)
@@ -276,7 +276,7 @@ def test_cli_bad_input_is_one_line(ct_sim, capsys):
 def test_real_continual_runs(shared_data):
     """Ye et al.'s 70M continual runs (Pile + Python, 5 runs), default model at step 10000, Pile
     loss = the Pile-token-share aggregate of its 22 validation domains."""
-    from bayesmix.fit import fit
+    from bayesmix.fitting import fit
     from bayesmix.loaders import load
 
     runs = load(shared_data / "mixinglaws" / "ct" / "70M.txt")

@@ -32,7 +32,7 @@ from bayesmix.decision import DecisionReport
 from bayesmix.diagnostics import ConvergenceWarning
 from bayesmix.experiment import Experiment
 from bayesmix.ledger import Ledger
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 #: 2 x 100 draws rarely pass the gate; the tests check the warning where it matters.
 pytestmark = pytest.mark.filterwarnings("ignore::bayesmix.diagnostics.ConvergenceWarning")
@@ -57,7 +57,7 @@ def copy_experiment(src, dst):
 @pytest.fixture
 def no_fit(monkeypatch):
     """Any MCMC fit inside the test fails it: the posterior must be reused."""
-    fit_module = importlib.import_module("bayesmix.fit")  # bayesmix.fit is the function
+    fit_module = importlib.import_module("bayesmix.fitting")
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a fit was started; the saved posterior should have been reused")
@@ -148,7 +148,7 @@ def test_experiment_cycle_without_the_cli(fitted, tmp_path, no_fit):
 @pytest.mark.slow
 def test_new_results_trigger_a_refit_and_only_then(fitted, tmp_path, monkeypatch):
     """Ingesting a result changes the digest: the next posterior() fits (counted, not run)."""
-    fit_module = importlib.import_module("bayesmix.fit")  # bayesmix.fit is the function
+    fit_module = importlib.import_module("bayesmix.fitting")
 
     exp = Experiment(copy_experiment(fitted["folder"], tmp_path / "copy"), **FIT)
     calls = []

@@ -14,9 +14,9 @@ from conftest import FIT_KW, SIM_DOMAINS, simulate_runs
 
 from bayesmix import errors
 from bayesmix.diagnostics import ConvergenceWarning
-from bayesmix.fit import compiled_count, fit
+from bayesmix.fitting import compiled_count, fit
 from bayesmix.posterior import Posterior
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 #: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
 pytestmark = pytest.mark.slow

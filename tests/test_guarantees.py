@@ -36,7 +36,7 @@ from bayesmix.guarantees import (
 from bayesmix.laws import m4
 from bayesmix.optimize import LawDraws, minimize_objective
 from bayesmix.posterior import Posterior
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 S = 400
 

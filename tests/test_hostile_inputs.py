@@ -33,7 +33,7 @@ from bayesmix.data import MAX_LOSS, RunTable
 from bayesmix.loaders import load
 from bayesmix.optimize import LawDraws, minimize_objective
 from bayesmix.posterior import Posterior
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 DOMAINS = ("web", "code", "books")
 

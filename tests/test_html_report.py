@@ -230,7 +230,7 @@ def _fake_posterior(n_train: int, n_eval: int, seed: int = 0):
     enough to draw the report at realistic domain counts."""
     from bayesmix.diagnostics import diagnose
     from bayesmix.posterior import Posterior
-    from bayesmix.simulate import simulate
+    from bayesmix.simulation import simulate
     from bayesmix.spec import load_spec
 
     runs, truth = simulate(n_train, n_eval, n_runs=3 * n_train, random_seed=seed)

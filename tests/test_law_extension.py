@@ -66,7 +66,7 @@ def plane_fit(tmp_path_factory):
     register(PlaneLaw)
     path = tmp_path_factory.mktemp("plane") / "plane.toml"
     path.write_text(SPEC)
-    from bayesmix.fit import fit
+    from bayesmix.fitting import fit
 
     runs, truth = simulate_runs()
     post = fit(runs, str(path), warn=False, **FIT_KW)

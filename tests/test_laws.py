@@ -19,7 +19,7 @@ import pytest
 
 from bayesmix.laws import available_laws, get_law
 from bayesmix.model import build_model, prepare_data
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 from bayesmix.spec import available_models, load_spec
 
 LAWS = sorted(available_laws())

@@ -18,7 +18,7 @@ from bayesmix.loaders import (
     size_label,
     ye_validation_domain,
 )
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 FIVE = ("academic", "prose", "dialogue", "symbolic", "internet")
 

@@ -15,7 +15,7 @@ import pytest
 
 from bayesmix.cli import main
 from bayesmix.posterior import Posterior
-from bayesmix.simulate import simulate
+from bayesmix.simulation import simulate
 
 DOMAINS = ["Github", "Books3", "Pile-CC"]
 SIZES = [2e7, 5e7, 1.25e8]

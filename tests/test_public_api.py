@@ -52,16 +52,24 @@ def _sections(doc: str) -> set[str]:
 
 # ------------------------------------------------------------------------------ names
 def test_every_public_name_resolves_even_after_importing_submodules():
-    """``import bayesmix.fit`` binds the submodule on the package; bm.fit stays the function."""
-    import bayesmix.fit  # noqa: F401
-    import bayesmix.simulate  # noqa: F401
+    """Importing a submodule binds it on the package: no submodule may be named like a public
+    name (``bayesmix/fit.py`` would turn ``bm.fit`` into the module after ``import
+    bayesmix.fit``), so every public name stays what it is after every submodule is imported."""
+    import importlib.util
+    import pkgutil
+
+    for name in bm.__all__:
+        assert importlib.util.find_spec(f"bayesmix.{name}") is None, name
+    for info in pkgutil.walk_packages(bm.__path__, "bayesmix."):
+        if ".cli" not in info.name and not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
 
     assert bm.__version__ and sorted(bm.__all__) == bm.__all__
     for name, obj in _public():
         assert callable(obj), name
         assert not inspect.ismodule(obj), name
-    assert bm.fit is importlib.import_module("bayesmix.fit").fit
-    assert bm.simulate is importlib.import_module("bayesmix.simulate").simulate
+    assert bm.fit is importlib.import_module("bayesmix.fitting").fit
+    assert bm.simulate is importlib.import_module("bayesmix.simulation").simulate
     assert bm.report is bm.write_report
     assert set(dir(bm)) >= set(bm.__all__)
 
@@ -126,8 +134,8 @@ def _decorated():
 def test_renamed_arguments_cover_the_public_entry_points():
     found = _decorated()
     for name in (
-        "bayesmix.fit.fit",
-        "bayesmix.simulate.simulate",
+        "bayesmix.fitting.fit",
+        "bayesmix.simulation.simulate",
         "bayesmix.decision.decide",
         "bayesmix.propose",
         "bayesmix.html_report.write_report",

@@ -15,7 +15,7 @@ from bayesmix.cli import main
 from bayesmix.laws import get_law
 from bayesmix.model import prepare_data, select_for_fit
 from bayesmix.optimize import LawDraws
-from bayesmix.simulate import LawTruth, simulate_checkpoints
+from bayesmix.simulation import LawTruth, simulate_checkpoints
 
 DOMAINS = ("a", "b", "c")
 #: A tame truth in Chinchilla's orders of magnitude (n_ref 5e7 parameters, d_ref 5e9 tokens);
@@ -48,7 +48,7 @@ def proxy_runs(seed: int = 1, n_mix: int = 12):
 
 @pytest.fixture(scope="session")
 def scaling_fit():
-    from bayesmix.fit import fit
+    from bayesmix.fitting import fit
 
     runs = proxy_runs()
     with warnings.catch_warnings():

@@ -9,7 +9,7 @@ import pytest
 
 from bayesmix import errors
 from bayesmix.laws import available_laws, get_law, m4
-from bayesmix.simulate import simulate, simulate_law
+from bayesmix.simulation import simulate, simulate_law
 from bayesmix.spec import load_spec
 
 

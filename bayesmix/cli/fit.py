@@ -139,7 +139,7 @@ def run(args) -> int:
 
     check_enough_runs(table, spec, step=args.step, max_step=args.max_step)
 
-    from bayesmix.fit import fit
+    from bayesmix.fitting import fit
 
     post = fit(
         table,
