@@ -759,8 +759,103 @@ class Experiment:
         self.last_proposals = frame
         return frame
 
+    # ---------------------------------------------------------------------------------- helpers
+    # ------------------------------------------------------------------ run
+    def run(
+        self,
+        command: str,
+        *,
+        rounds: int = 1,
+        n: int = 8,
+        strategy: str = "thompson",
+        executor: str = "local",
+        parallel: int = 1,
+        ray_address: str | None = None,
+        retries: int = 1,
+        timeout: float | None = None,
+        stale_after: float | None = None,
+        workdir: str | os.PathLike | None = None,
+        env: Mapping[str, str] | None = None,
+        recommend: bool = True,
+        **propose_options,
+    ):
+        """Run the loop: launch the proposed runs with ``command``, ingest, propose again.
 
-# ---------------------------------------------------------------------------------- helpers
+        The Python side of ``bayesmix run`` (:mod:`bayesmix.runner`): each round launches the
+        ledger's proposed runs (or proposes ``n`` new ones first), at most ``parallel`` at a
+        time, retries failures ``retries`` times, and records the results; Ctrl-C stops the
+        jobs and leaves the ledger consistent (run again to resume).
+
+        Parameters
+        ----------
+        command : str
+            Shell command template with ``{run}``, ``{mixture_json}``, ``{mixture_file}`` and
+            ``{out}`` (the result file the job writes: a run table ``ingest`` reads).
+        rounds : int, default 1
+            Rounds to run.
+        n : int, default 8
+            Runs per newly proposed batch.
+        strategy : str, default "thompson"
+            Acquisition strategy of new batches (:meth:`propose`).
+        executor : {"local", "ray"}, default "local"
+            Where jobs run; ``"ray"`` needs the ``ray`` extra.
+        parallel : int, default 1
+            Jobs at a time (local processes, or Ray CPUs of a local instance).
+        ray_address : str, optional
+            An existing Ray cluster (default: a local instance on 127.0.0.1).
+        retries : int, default 1
+            Extra launches of a failing run before it is marked failed.
+        timeout : float, optional
+            Seconds per launch (default: no limit).
+        stale_after : float, optional
+            Seconds without heartbeat after which a dead runner's running runs are taken
+            back (default :data:`bayesmix.runner.DEFAULT_STALE_AFTER_S`).
+        workdir : path, optional
+            The runs' folders (default ``<ledger stem>-runs`` next to the ledger).
+        env : mapping, optional
+            Extra environment variables of the jobs.
+        recommend : bool, default True
+            Fit and recommend at the end (:meth:`recommend`).
+        **propose_options
+            Passed to :meth:`propose` (``target``, ``weights``, ``min_distance``, ``pool``...).
+
+        Returns
+        -------
+        bayesmix.runner.RunSummary
+            Rounds done, runs completed and failed, retries, ``interrupted``, and the
+            ``recommendation`` (a DecisionReport, or None).
+
+        Examples
+        --------
+        >>> summary = exp.run("python train.py --mixture-file {mixture_file} --out {out}",
+        ...                   rounds=3, n=8, parallel=2)  # doctest: +SKIP
+        >>> print(summary.describe())  # doctest: +SKIP
+        """
+        from bayesmix.executors import get_executor
+        from bayesmix.runner import DEFAULT_STALE_AFTER_S, Runner
+
+        runner_exec = get_executor(executor, parallel, ray_address)
+        try:
+            loop = Runner(
+                self,
+                command,
+                runner_exec,
+                workdir=workdir,
+                retries=retries,
+                batch=n,
+                strategy=strategy,
+                propose_options=propose_options,
+                timeout_s=timeout,
+                stale_after_s=DEFAULT_STALE_AFTER_S if stale_after is None else stale_after,
+                env=env,
+                log=self.log,
+            )
+        except BaseException:
+            runner_exec.shutdown()
+            raise
+        return loop.run(rounds, recommend=recommend)
+
+
 def _proposal_frame(runs: pd.DataFrame, batch, attrs: dict) -> pd.DataFrame:
     """run, round, strategy + the batch's own columns (score, cost, sizes, mix.*)."""
     if batch is None:
