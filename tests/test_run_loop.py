@@ -149,6 +149,12 @@ def test_retries_run_out_then_the_run_is_failed_with_its_stderr(loop):
     jobs = runs_frame(exp.path)
     assert list(jobs["attempts"]) == [2, 2]
     assert all("CUDA out of memory (fake)" in n for n in jobs["last_note"])
+    shown = subprocess.run(
+        [sys.executable, "-m", "bayesmix", "status", "--ledger", str(exp.path)],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "2 needed retries or failed" in shown and "CUDA out of memory (fake)" in shown
     with Ledger.open(exp.path) as led, pytest.raises(errors.LedgerError, match="no recorded"):
         led.run_table(None)  # no result recorded for a failed run
 

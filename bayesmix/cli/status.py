@@ -51,18 +51,24 @@ def run(args) -> int:
         if not args.json:
             for run_id, status in changes.items():
                 print(f"{run_id}: now {status}")
+    from bayesmix.runner import runs_frame
+
     summary = exp.status()
     runs = exp.runs()
+    jobs = runs_frame(args.ledger)
     if args.json:
         records = json.loads(runs.to_json(orient="records", double_precision=15))
-        print(json.dumps({**summary, "run_list": records}, indent=2))
+        job_list = json.loads(jobs.to_json(orient="records"))
+        print(json.dumps({**summary, "run_list": records, "jobs": job_list}, indent=2))
         return 0
-    print(render(summary, runs))
+    print(render(summary, runs, jobs))
     return 0
 
 
-def render(summary: dict, runs: pd.DataFrame) -> str:
-    """Human-readable status: a few lines of facts, then tables by round and by run."""
+def render(summary: dict, runs: pd.DataFrame, jobs: pd.DataFrame | None = None) -> str:
+    """Human-readable status: a few lines of facts, then tables by round and by run, then the
+    launches of ``bayesmix run`` that needed more than one attempt or failed (with the last
+    note: why, e.g. the job's stderr tail)."""
     lines = [
         f"ledger: {summary['ledger']} (created {summary['created']})",
         f"training domains ({len(summary['train_domains'])}): "
@@ -106,4 +112,12 @@ def render(summary: dict, runs: pd.DataFrame) -> str:
         for col in mix_cols:
             table[col.removeprefix(MIX_PREFIX)] = runs[col].map(lambda v: f"{v:.3f}")
         lines += ["", "runs:", table.to_string(index=False)]
+    if jobs is not None and len(jobs):
+        trouble = jobs[(jobs["attempts"] > 1) | (jobs["status"] == "failed")].copy()
+        lines.append(
+            f"\nbayesmix run launched {len(jobs)} run(s); {len(trouble)} needed retries or failed"
+        )
+        if len(trouble):
+            trouble["last_note"] = trouble["last_note"].str.slice(0, 110)
+            lines += [trouble.to_string(index=False)]
     return "\n".join(lines)
