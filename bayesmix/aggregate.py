@@ -134,8 +134,8 @@ def choose_latent(
     """Fit ``model`` with each number of latent domains in ``ks`` and choose K by PSIS-LOO.
 
     ``runs``: a table of aggregate losses (:func:`aggregate_losses`); ``fit_kw`` go to
-    :func:`bayesmix.fitting.fit` (draws, tune, chains, random_seed, step, warn, ...). The chosen K is the
-    smallest whose ELPD is within ``tolerance_se`` standard errors of the best one
+    :func:`bayesmix.fitting.fit` (draws, tune, chains, random_seed, step, warn, ...). The chosen
+    K is the smallest whose ELPD is within ``tolerance_se`` standard errors of the best one
     (``elpd_diff >= -tolerance_se * dse``; 0 picks the best ELPD): latent domains beyond what
     the data support cost parameters for no better predictions. Rows whose fits failed the
     diagnostics gate or whose Pareto k is high say so in ``warning``.
