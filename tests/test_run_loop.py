@@ -340,8 +340,10 @@ def test_experiment_run_is_the_same_loop_from_python(loop, tmp_path):
     exp, command = loop
     lines: list[str] = []
     exp.log = lines.append
-    summary = exp.run(command, rounds=1, n=3, parallel=2, recommend=False,
-                      workdir=tmp_path / "jobs", env={"FAKE_FAIL_ONCE_DIR": str(tmp_path)})  # fmt: skip
+    once = {"FAKE_FAIL_ONCE_DIR": str(tmp_path)}
+    summary = exp.run(
+        command, rounds=1, n=3, parallel=2, recommend=False, workdir=tmp_path / "jobs", env=once
+    )
     assert len(summary.completed) == 3 and summary.retried == 3 and not summary.interrupted
     assert {p.name for p in (tmp_path / "jobs").iterdir()} == set(summary.completed)
     assert any("launched" in line for line in lines) and "3 run(s) completed" in lines[-1]
