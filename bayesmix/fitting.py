@@ -53,35 +53,36 @@ def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progressbar:
     model, compiled = _COMPILED.get(key, (None, None))
     if model is None:
         model = build_model(spec, runs.train_domains, runs.eval_domains, data)
-    if sampler == "nutpie":
-        if compiled is None:
+    if sampler == "nutpie" and compiled is None:
 
-            def announce():
-                where = (
-                    f"; stored in {compile_cache.cache_dir()}" if compile_cache.enabled() else ""
-                )
-                print(
-                    f"compiling the model (once per model structure{where}) ...",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-            compiled = compile_cache.compile_model(
-                model, structure=key, on_compile=announce if progressbar else None
+        def announce():
+            where = f"; stored in {compile_cache.cache_dir()}" if compile_cache.enabled() else ""
+            print(
+                f"compiling the model (once per model structure{where}) ...",
+                file=sys.stderr,
+                flush=True,
             )
-        _COMPILED[key] = (model, compiled)
-        return model, compiled.with_data(**data.as_dict())
+
+        compiled = compile_cache.compile_model(
+            model, structure=key, on_compile=announce if progressbar else None
+        )
     _COMPILED[key] = (model, compiled)
+    values = data.as_dict()
+    # The model's pm.Data: PyMC's sampler reads them, and so does nutpie's start of the chains
+    # (its initial point function is compiled from the model; its density is not).
     with model:
         pm.set_data(
-            {k: v for k, v in data.as_dict().items()},
+            values,
             coords={
                 data.record_dim: list(data.runs),
                 "obs": range(len(data.y)),
                 **({"run": list(data.run_ids)} if data.multi_record else {}),
             },
         )
-    return model, None
+    if sampler != "nutpie":
+        return model, None
+    used = {var.name for var in compiled.shared_var_keys}  # pm.Data the density reads
+    return model, compiled.with_data(**{k: v for k, v in values.items() if k in used})
 
 
 class _LineProgress:

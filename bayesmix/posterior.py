@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import stats
+from scipy import special
 
 from bayesmix import errors
 from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
@@ -459,10 +459,7 @@ class Posterior:
             mu = mu + np.where(known, eff[:, :, pos, data.eval_idx], 0.0)
             sigma = np.where(known, sigma, np.hypot(sigma, p["run_sigma"][:, :, data.eval_idx]))
         lik = self.spec.likelihood
-        if lik["family"] == "student_t":
-            loglik = stats.t.logpdf(data.y, df=float(lik["nu"]), loc=mu, scale=sigma)
-        else:
-            loglik = stats.norm.logpdf(data.y, loc=mu, scale=sigma)
+        loglik = _log_density(data.y, mu, sigma, lik)
         # Sum each run's observations (all its checkpoints when several enter the fit).
         run_names = list(pd.unique(run_of_obs))
         group = pd.Index(run_names).get_indexer(run_of_obs)
@@ -1022,6 +1019,18 @@ def _draw_params(post: xr.Dataset, names) -> dict[str, np.ndarray]:
         ]
         out[name] = da.transpose(*order).values
     return out
+
+
+def _log_density(y, mu, sigma, likelihood: dict) -> np.ndarray:
+    """Log density of ``y`` under the Normal or Student-t likelihood (location ``mu``, scale
+    ``sigma``; broadcast), in NumPy: scipy.stats' logpdf took 12 s of a 15 s posterior
+    assembly on RegMix 512 (3,000 draws x 6,656 losses)."""
+    z = (y - mu) / sigma
+    if likelihood["family"] == "student_t":
+        nu = float(likelihood["nu"])
+        const = special.gammaln((nu + 1) / 2) - special.gammaln(nu / 2) - 0.5 * np.log(nu * np.pi)
+        return const - np.log(sigma) - (nu + 1) / 2 * np.log1p(z * z / nu)
+    return -0.5 * z * z - np.log(sigma) - 0.5 * np.log(2 * np.pi)
 
 
 @renamed_kwargs(**SEED)

@@ -200,6 +200,15 @@ class Law:
                 )
             return self._compiled
 
+    def data_arrays(self, r, losses, loss_mean, loss_scale) -> Mapping[str, np.ndarray]:
+        """Arrays the law's PyMC block derives from the data, by ``pm.Data`` name (default
+        none): :func:`bayesmix.model.build_model` creates them as ``pm.Data`` in
+        ``ctx.inputs`` and every refit refreshes them, so a compiled model stays valid. Inputs:
+        ``r`` (record, train_domain) shares, ``losses`` (record, eval_domain) with NaN where
+        missing, ``loss_mean`` and ``loss_scale`` (eval_domain). E.g. m4log's whitening matrix
+        and chains' start."""
+        return {}
+
     def draw_optima(self, params, weights, lower, upper, x0=None, **inputs):
         """Exact per-draw optima (r (S, M), converged (S,)) or None when the law has no fast
         path (then :mod:`bayesmix.optimize` uses batched projected gradients). ``inputs``: the
