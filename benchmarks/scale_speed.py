@@ -50,11 +50,9 @@ RESULT = "case_result"
 
 def grad_ms(post) -> float:
     """One logp + gradient evaluation of the fitted model, in ms, at a posterior draw."""
-    fit_module = importlib.import_module("bayesmix.fitting")
-
     from bayesmix import compile_cache
 
-    fit_module = importlib.import_module("bayesmix.fit")  # the module, not bm.fit
+    fit_module = importlib.import_module("bayesmix.fitting")
     compiled = next((c for _, c in fit_module._COMPILED.values() if c is not None), None)
     if compiled is None:
         return float("nan")
