@@ -39,6 +39,15 @@ def parse_pairs(values: list[str], option: str, convert=float) -> dict:
     return out
 
 
+def add_refit_arguments(p: argparse.ArgumentParser) -> None:
+    """--model, --draws, --tune, --chains: how an experiment's posterior is refitted when results
+    arrived (``bayesmix propose``, ``bayesmix run``)."""
+    p.add_argument("--model", default="default", help="model name or TOML file (default)")
+    p.add_argument("--draws", type=int, default=1000, help="MCMC draws per chain (default 1000)")
+    p.add_argument("--tune", type=int, default=1000, help="MCMC tuning steps (default 1000)")
+    p.add_argument("--chains", type=int, default=4, help="MCMC chains (default 4)")
+
+
 def add_max_loss_argument(p: argparse.ArgumentParser) -> None:
     """``--max-loss``: the plausibility bound on losses (see :mod:`bayesmix.data`)."""
     p.add_argument(

@@ -41,6 +41,7 @@ n_params and steps/tokens (then every strategy weighs the cost n_params x tokens
 
 def register(subparsers) -> argparse.ArgumentParser:
     from bayesmix.acquire import DEFAULT_CANDIDATES, DEFAULT_MIN_DISTANCE, STRATEGIES
+    from bayesmix.cli._options import add_refit_arguments
 
     p = subparsers.add_parser(
         "propose",
@@ -73,10 +74,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         metavar="POOL.csv",
         help="choose among these candidate runs instead of the whole feasible set",
     )
-    p.add_argument("--model", default="default", help="model name or TOML file (default)")
-    p.add_argument("--draws", type=int, default=1000, help="MCMC draws per chain (default 1000)")
-    p.add_argument("--tune", type=int, default=1000, help="MCMC tuning steps (default 1000)")
-    p.add_argument("--chains", type=int, default=4, help="MCMC chains (default 4)")
+    add_refit_arguments(p)
     p.add_argument(
         "--refit", action="store_true", help="refit even when no result arrived since the last fit"
     )

@@ -39,6 +39,7 @@ retries, 2 for bad input, 130 when interrupted."""
 
 def register(subparsers) -> argparse.ArgumentParser:
     from bayesmix.acquire import STRATEGIES
+    from bayesmix.cli._options import add_refit_arguments
     from bayesmix.executors import EXECUTORS
 
     p = subparsers.add_parser(
@@ -70,10 +71,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="take back a dead runner's runs after S s without heartbeat (600)",
     )
     p.add_argument("--workdir", metavar="DIR", help="runs' folders (default <ledger>-runs)")
-    p.add_argument("--model", default="default", help="model name or TOML file (default)")
-    p.add_argument("--draws", type=int, default=1000, help="MCMC draws per chain (1000)")
-    p.add_argument("--tune", type=int, default=1000, help="MCMC tuning steps (1000)")
-    p.add_argument("--chains", type=int, default=4, help="MCMC chains (4)")
+    add_refit_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed of fits and proposals")
     obj = p.add_mutually_exclusive_group()
     obj.add_argument("--target", metavar="EVAL_DOMAIN", help="optimise one validation domain")
