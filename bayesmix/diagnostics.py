@@ -1,9 +1,10 @@
 """The diagnostics gate run after every fit: divergences, tree depth, E-BFMI, R-hat, ESS.
 
-The figures come from arviz-stats (R-hat, bulk and tail ESS, E-BFMI) and the sampler statistics
-(divergences, tree-depth hits). A fit that fails any check is not an error: it is reported loudly
-(a ``ConvergenceWarning``) and the report is stored with the posterior so that every decision
-drawn from it can say so.
+The figures are arviz-stats' estimators (rank-normalised split R-hat, bulk and tail ESS,
+computed here for every scalar at once; E-BFMI from arviz-stats itself) and the sampler
+statistics (divergences, tree-depth hits). A fit that fails any check is not an error: it is
+reported loudly (a ``ConvergenceWarning``) and the report is stored with the posterior so that
+every decision drawn from it can say so.
 """
 
 from __future__ import annotations
@@ -73,22 +74,136 @@ class Diagnostics:
         return "\n".join(lines)
 
 
-def _worst(ds: xr.Dataset, pick) -> tuple[float, str]:
-    """The extreme value over every variable and element of ``ds`` and where it is."""
-    best_val, best_name = None, ""
-    for name, da in ds.data_vars.items():
+# ------------------------------------------------------------------ vectorised R-hat and ESS
+# The same estimators as arviz-stats (rank-normalised split R-hat; bulk and tail ESS with
+# Geyer's initial monotone sequence; Vehtari et al. 2021), computed for every scalar at once
+# over an array (P, chain, draw). arviz-stats evaluates them one scalar at a time in Python:
+# 9.4 s of an 81 s RegMix 512 fit went there (1,901 scalars, profiled). tests/test_diagnostics
+# checks these against arviz-stats to 1e-9.
+
+
+def _split_chains(x: np.ndarray) -> np.ndarray:
+    """(P, chain, draw) -> (P, 2 chain, draw // 2): first and last halves of every chain."""
+    half = x.shape[2] // 2
+    return np.concatenate([x[:, :, :half], x[:, :, x.shape[2] - half :]], axis=1)
+
+
+def _z_scale(x: np.ndarray) -> np.ndarray:
+    """Rank-normalise each parameter over all its chains and draws (Blom's offset 3/8)."""
+    from scipy import special, stats
+
+    flat = x.reshape(x.shape[0], -1)
+    # ranks by sorting every row once (scipy's rankdata over an axis took 1.7 s for 1,901 x
+    # 4,000); rows with ties take scipy's average ranks
+    order = np.argsort(flat, axis=1)
+    ordered = np.take_along_axis(flat, order, axis=1)
+    rank = np.argsort(order, axis=1).astype(float) + 1.0
+    tied = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    if tied.any():
+        rank[tied] = stats.rankdata(flat[tied], method="average", axis=1)
+    return special.ndtri((rank - 0.375) / (flat.shape[1] + 0.25)).reshape(x.shape)
+
+
+def _rhat_plain(x: np.ndarray) -> np.ndarray:
+    """Gelman-Rubin R-hat of (P, chain, draw) (no split, no ranks)."""
+    n = x.shape[2]
+    between = n * np.var(x.mean(axis=2), axis=1, ddof=1)
+    within = np.var(x, axis=2, ddof=1).mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt((between / within + n - 1) / n)
+
+
+def rhat_rank(x: np.ndarray) -> np.ndarray:
+    """Rank-normalised split R-hat, the larger of the bulk and the folded (tail) one: (P,)."""
+    split = _split_chains(x)
+    folded = np.abs(split - np.median(split.reshape(len(split), -1), axis=1)[:, None, None])
+    out = np.maximum(_rhat_plain(_z_scale(split)), _rhat_plain(_z_scale(folded)))
+    return np.where(np.isnan(x).any(axis=(1, 2)), np.nan, out)
+
+
+def _ess(x: np.ndarray) -> np.ndarray:
+    """Effective sample size of (P, chain, draw), chains already split: autocovariance by FFT,
+    Geyer's initial positive sequence truncated at the first non-positive pair sum, made
+    monotone (a running minimum of the pair sums)."""
+    from scipy.fft import next_fast_len
+
+    n_par, m, n = x.shape
+    centred = x - x.mean(axis=2, keepdims=True)
+    size = next_fast_len(2 * n)
+    f = np.fft.rfft(centred, n=size, axis=2)
+    acov = np.fft.irfft(f * np.conjugate(f), n=size, axis=2)[:, :, :n] / n
+    mean_acov = acov.mean(axis=1)  # (P, n)
+    mean_var = mean_acov[:, 0] * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if m > 1:
+        var_plus = var_plus + np.var(x.mean(axis=2), axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = 1.0 - (mean_var[:, None] - mean_acov) / var_plus[:, None]
+    rho[:, 0] = 1.0
+    n_pairs = n // 2
+    pairs = rho[:, 0 : 2 * n_pairs : 2] + rho[:, 1 : 2 * n_pairs : 2]  # (P, n_pairs)
+    # pairs 1, 2, ... are read while the previous pair sum is positive and 2k - 1 < n - 3
+    k_cap = max(0, (n - 3) // 2)  # the last pair arviz-stats' loop may read
+    stop = np.where((pairs <= 0) | np.isnan(pairs), 1, 0)[:, : k_cap + 1]
+    first_bad = np.where(stop.any(axis=1), stop.argmax(axis=1), k_cap + 1)
+    k_last = np.minimum(first_bad, k_cap)  # (P,)
+    monotone = np.minimum.accumulate(np.where(np.isnan(pairs), 0.0, pairs), axis=1)
+    csum = np.concatenate([np.zeros((n_par, 1)), np.cumsum(monotone, axis=1)], axis=1)
+    head = csum[np.arange(n_par), k_last]  # sum of pairs 0 .. k_last - 1
+    idx = np.arange(n_par)
+    even = rho[idx, 2 * k_last]
+    last_pair = pairs[idx, k_last]
+    last = np.where((k_last == 0) | (last_pair >= 0) | (even > 0), even, 0.0)
+    tau = -1.0 + 2.0 * head + last
+    total = m * n
+    tau = np.maximum(tau, 1.0 / np.log10(total))
+    out = total / tau
+    out = np.where(np.isnan(rho[:, : 2 * n_pairs]).any(axis=1), np.nan, out)
+    constant = (x.max(axis=(1, 2)) - x.min(axis=(1, 2))) < np.finfo(float).resolution
+    return np.where(constant, float(total), out)
+
+
+def ess_bulk(x: np.ndarray) -> np.ndarray:
+    """Bulk ESS (rank-normalised split chains) of every parameter of (P, chain, draw): (P,)."""
+    out = _ess(_z_scale(_split_chains(x)))
+    return np.where(np.isnan(x).any(axis=(1, 2)), np.nan, out)
+
+
+def ess_tail(x: np.ndarray, prob: float) -> np.ndarray:
+    """Tail ESS: the smaller ESS of the indicators x <= q at the quantiles (1 - prob) and prob
+    (prob as arviz-stats' ``ci_prob``), split chains: (P,)."""
+    lo, hi = sorted((prob, 1.0 - prob))
+    flat = x.reshape(len(x), -1)
+    out = np.full(len(x), np.inf)
+    for q in (lo, hi):
+        cut = np.quantile(flat, q, axis=1)
+        out = np.minimum(out, _ess(_split_chains((x <= cut[:, None, None]).astype(float))))
+    return np.where(np.isnan(x).any(axis=(1, 2)), np.nan, out)
+
+
+def _stack(post: xr.Dataset) -> tuple[np.ndarray, list[str]]:
+    """Every float scalar of the posterior as rows of (P, chain, draw), with its label
+    (``name[coord, ...]`` as in ArviZ summaries)."""
+    rows, labels = [], []
+    for name, da in post.data_vars.items():
+        other = [d for d in da.dims if d not in ("chain", "draw")]
+        da = da.transpose("chain", "draw", *other)
         vals = np.asarray(da.values, dtype=float)
-        if vals.size == 0 or np.all(np.isnan(vals)):
-            continue
-        flat = int(pick(np.nan_to_num(vals, nan=np.nan).ravel()))
-        val = float(vals.ravel()[flat])
-        if best_val is None or pick(np.array([best_val, val])) == 1:
-            idx = np.unravel_index(flat, vals.shape)
-            labels = [
-                str(da[d].values[i]) if d in da.coords else str(i) for d, i in zip(da.dims, idx)
-            ]
-            best_val, best_name = val, str(name) + (f"[{', '.join(labels)}]" if labels else "")
-    return (float("nan") if best_val is None else best_val), best_name
+        rows.append(vals.reshape(vals.shape[0], vals.shape[1], -1).transpose(2, 0, 1))
+        for idx in np.ndindex(*vals.shape[2:]):
+            parts = [str(da[d].values[i]) if d in da.coords else str(i) for d, i in zip(other, idx)]
+            labels.append(str(name) + (f"[{', '.join(parts)}]" if parts else ""))
+    if not rows:
+        return np.zeros((0, 0, 0)), []
+    return np.concatenate(rows, axis=0), labels
+
+
+def _extreme(values: np.ndarray, labels: list[str], pick) -> tuple[float, str]:
+    """The extreme finite value of ``values`` and its label (NaN, "" when there is none)."""
+    if values.size == 0 or np.all(np.isnan(values)):
+        return float("nan"), ""
+    i = int(pick(values))
+    return float(values[i]), labels[i]
 
 
 def diagnose(
@@ -116,14 +231,18 @@ def diagnose(
         bfmi = arviz_stats.bfmi(tree)
         values = bfmi["energy"].values if hasattr(bfmi, "__getitem__") else np.asarray(bfmi)
         min_bfmi = float(np.min(np.asarray(values, dtype=float)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rhat = arviz_stats.rhat(post) if chains > 1 else None
-        ess_bulk = arviz_stats.ess(post, method="bulk")
-        ess_tail = arviz_stats.ess(post, method="tail")
-    max_rhat, worst_rhat = _worst(rhat, np.nanargmax) if rhat is not None else (float("nan"), "")
-    min_bulk, worst_ess = _worst(ess_bulk, np.nanargmin)
-    min_tail, _ = _worst(ess_tail, np.nanargmin)
+    from arviz_stats.validate import validate_ci_prob
+
+    x, labels = _stack(post)
+    max_rhat, worst_rhat = float("nan"), ""
+    min_bulk, worst_ess, min_tail = float("nan"), "", float("nan")
+    if x.size and draws >= 4:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if chains > 1:
+                max_rhat, worst_rhat = _extreme(rhat_rank(x), labels, np.nanargmax)
+            min_bulk, worst_ess = _extreme(ess_bulk(x), labels, np.nanargmin)
+            min_tail, _ = _extreme(ess_tail(x, validate_ci_prob(None)), labels, np.nanargmin)
 
     failed = []
     n = chains * draws
