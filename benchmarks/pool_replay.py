@@ -178,6 +178,28 @@ class GPEI:
 
 
 # ------------------------------------------------------------------------------------ replay
+def fit_round(table: RunTable, spec, args, seed: int, rnd: int, first_fit: dict):
+    """The posterior of one round: round 0 is the same for every bayesmix strategy of a seed
+    (same runs, same seed), so it is fitted once and kept in ``first_fit``; the diagnostics
+    banner is silenced (every row records divergences and R-hat instead)."""
+    if rnd == 0 and seed in first_fit:
+        return first_fit[seed]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = fit(
+            table,
+            spec,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            random_seed=seed * 1000 + rnd,
+            warn=False,
+        )
+    if rnd == 0:
+        first_fit[seed] = post
+    return post
+
+
 def recommend(mean: np.ndarray, y: np.ndarray, used: list[int]) -> int:
     """The pool run with the lowest expected recorded loss: the predicted mean for runs not
     trained, the recorded loss itself for runs trained (it is observed, so its posterior is that
@@ -205,22 +227,7 @@ def replay(
             gp = GPEI(seed * 1000 + rnd).fit(x[used], y[used])
             mean = middle = gp.mean(x)
         else:
-            if rnd == 0 and seed in first_fit:
-                post = first_fit[seed]
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    post = fit(
-                        pool.select(runs[used]),
-                        spec,
-                        draws=args.draws,
-                        tune=args.tune,
-                        chains=args.chains,
-                        random_seed=seed * 1000 + rnd,
-                        warn=False,
-                    )
-                if rnd == 0:
-                    first_fit[seed] = post
+            post = fit_round(pool.select(runs[used]), spec, args, seed, rnd, first_fit)
             with np.errstate(over="ignore", invalid="ignore"):
                 pred = post.law.predict(x, post.law_params())[..., 0]  # (S, N)
             mean, middle = pred.mean(axis=0), np.median(pred, axis=0)

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +58,7 @@ from pool_replay import (  # noqa: E402
     GPEI,
     append_rows,
     common_args,
+    fit_round,
     latest,
     model_spec,
     parse_strategies,
@@ -71,7 +71,6 @@ from pool_replay import (  # noqa: E402
 from bayesmix import acquire  # noqa: E402
 from bayesmix.constraints import Constraints  # noqa: E402
 from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable  # noqa: E402
-from bayesmix.fitting import fit  # noqa: E402
 from bayesmix.optimize import minimize_objective  # noqa: E402
 from bayesmix.simulation import simulate  # noqa: E402
 
@@ -147,22 +146,7 @@ def replay(
             pred_test = gp.mean(prob.test)
             diag = {}
         else:
-            if rnd == 0 and seed in first_fit:
-                post = first_fit[seed]
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    post = fit(
-                        prob.table(x, loss),
-                        spec,
-                        draws=args.draws,
-                        tune=args.tune,
-                        chains=args.chains,
-                        random_seed=seed * 1000 + rnd,
-                        warn=False,
-                    )
-                if rnd == 0:
-                    first_fit[seed] = post
+            post = fit_round(prob.table(x, loss), spec, args, seed, rnd, first_fit)
             belief = acquire.Belief.from_posterior(post, weights=prob.weights)
             rec = minimize_objective(
                 belief.draws, prob.simplex, prob.weights, "mean", random_seed=seed
