@@ -60,6 +60,30 @@ PROPOSE_ATTEMPTS = 3
 FIT_SETTINGS = ("model", "draws", "tune", "chains")
 
 
+def best_trained_run(table: RunTable, *, weights=None, target: str | None = None) -> dict | None:
+    """The recorded run with the lowest weighted loss (last checkpoint of each run), as
+    ``{"run", "loss", "mixture"}`` (mixture: {train_domain: share}); runs missing a loss of a
+    weighted domain are skipped; None when no run is left. Weights as :func:`bayesmix.decide`
+    resolves them (equal when neither ``weights`` nor ``target`` is given)."""
+    from bayesmix.decision import resolve_weights
+
+    final = table.final()
+    w, _ = resolve_weights(final.eval_domains, weights, target)
+    losses = final.losses[list(final.eval_domains)].to_numpy(float)
+    used = w > 0
+    ok = ~np.isnan(losses[:, used]).any(axis=1)
+    if not ok.any():
+        return None
+    score = np.where(ok, np.nan_to_num(losses) @ w, np.inf)
+    i = int(np.argmin(score))
+    mix = final.mixtures.iloc[i]
+    return {
+        "run": str(final.runs[i]),
+        "loss": float(score[i]),
+        "mixture": {str(d): float(v) for d, v in mix.items()},
+    }
+
+
 def results_digest(table: RunTable) -> str:
     """``sha256:<hex>`` of a run table's tidy CSV: changes whenever a result is added."""
     text = table.to_tidy().to_csv(index=False, float_format="%.17g")
@@ -516,6 +540,10 @@ class Experiment:
             Fit even when the results did not change.
         **options
             Passed to :func:`bayesmix.decide` (objective, baseline, ci_prob, random_seed, ...).
+            Without ``baseline`` the baseline is the best run trained so far (lowest recorded
+            loss under the same weights, last checkpoint of each run): the report's
+            ``p_beats_baseline`` and comparison then say whether the recommendation is
+            expected to beat a run you already have. With no usable recorded run: uniform.
 
         Returns
         -------
@@ -534,7 +562,17 @@ class Experiment:
             constraints = led.constraints
             if weights is None and target is None:
                 weights = led.settings.get("target_weights") or None
-        return decide(post, weights=weights, target=target, constraints=constraints, **options)
+            best = None
+            if "baseline" not in options:
+                best = best_trained_run(led.run_table(), weights=weights, target=target)
+                if best is not None:
+                    options["baseline"] = best["mixture"]
+        report = decide(post, weights=weights, target=target, constraints=constraints, **options)
+        if best is not None:
+            report.baseline_label = (
+                f"best trained run {best['run']} (recorded loss {best['loss']:.4f})"
+            )
+        return report
 
     # ------------------------------------------------------------------ propose
     @renamed_kwargs(**SEED)

@@ -138,11 +138,45 @@ def test_experiment_cycle_without_the_cli(fitted, tmp_path, no_fit):
     report = exp.recommend(per_draw=False)
     assert isinstance(report, DecisionReport)
     assert fitted["constraints"].contains(report.mixture.to_numpy()[None])[0]
+    # compared with the best run already trained (Pile-CC is the ledger's target)
+    with Ledger.open(tmp_path / "copy" / "exp.db") as led:
+        done = led.run_table()
+    best = done.losses["Pile-CC"].idxmin()
+    assert report.baseline_label.startswith(f"best trained run {best} ")
+    base = report.recommendation.set_index("train_domain")["baseline"]
+    np.testing.assert_allclose(base[list(done.train_domains)], done.mixtures.loc[best], atol=1e-9)
     weights = report.losses.drop_duplicates("eval_domain").set_index("eval_domain")["weight"]
     assert weights["Pile-CC"] == 1.0 and weights[["Github", "Books3", "ArXiv"]].eq(0).all()
     status = exp.status()
     assert status["by_status"]["completed"] == 10 and status["by_status"]["proposed"] == 9
     assert status["missing_handoffs"] == {}
+
+
+def test_best_trained_run_under_the_weights():
+    """The baseline Experiment.recommend compares with: the lowest weighted recorded loss,
+    last checkpoint of each run, skipping runs without a loss the weights need."""
+    from bayesmix.data import RunTable
+    from bayesmix.experiment import best_trained_run
+
+    frame = pd.DataFrame(
+        {
+            "run": ["a", "b", "c", "c"],
+            "step": [100, 100, 50, 100],
+            "mix.web": [0.5, 0.2, 0.9, 0.9],
+            "mix.code": [0.5, 0.8, 0.1, 0.1],
+            "loss.web": [3.0, 3.4, 2.0, 2.9],  # c's first checkpoint is not its last
+            "loss.code": [2.0, 1.0, 9.0, np.nan],
+        }
+    )
+    table = RunTable.from_frame(frame)
+    # equal weights: a 2.5, b 2.2, c missing code -> b
+    assert best_trained_run(table)["run"] == "b"
+    only_web = best_trained_run(table, target="web")
+    assert only_web["run"] == "c" and only_web["loss"] == pytest.approx(2.9)
+    assert only_web["mixture"] == {"web": 0.9, "code": 0.1}
+    assert best_trained_run(table, weights={"web": 3, "code": 1})["run"] == "a"  # 2.75 < 2.8
+    gone = RunTable.from_frame(frame.assign(**{"loss.code": np.nan}))
+    assert best_trained_run(gone) is None
 
 
 @pytest.mark.slow
