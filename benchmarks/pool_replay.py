@@ -58,9 +58,10 @@ Last line (medians over seeds; regrets relative)::
     pool_replay rec_regret_at_32=NAME:MED,... best_regret_at_32=NAME:MED,...
         runs_to_0p1pct=NAME:MED,... wall_s=..
 
-Measured on 2 cores shared with other work (load 6-9): 15-60 s per logshare refit: 2 seeds x
-5 strategies to 48 runs took 877 s, the full run takes 10-20 hours. Run (full, 10 seeds, budget 128;
-resumable)::
+Measured (2026-12-01, 2 cores): 10 seeds x 5 strategies to 128 runs took about 77 minutes
+in 2 processes (thompson,random,gp-ei and bald,optimum-info; seeds split across processes with
+``--first-seed``/``--seeds`` and their CSVs concatenated), 5-15 s per logshare refit. Run (full,
+10 seeds, budget 128; resumable)::
 
     .venv/bin/python benchmarks/pool_replay.py --csv pool_replay.csv
 
