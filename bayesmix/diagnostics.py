@@ -181,29 +181,37 @@ def ess_tail(x: np.ndarray, prob: float) -> np.ndarray:
     return np.where(np.isnan(x).any(axis=(1, 2)), np.nan, out)
 
 
-def _stack(post: xr.Dataset) -> tuple[np.ndarray, list[str]]:
-    """Every float scalar of the posterior as rows of (P, chain, draw), with its label
-    (``name[coord, ...]`` as in ArviZ summaries)."""
-    rows, labels = [], []
+def _stack(post: xr.Dataset) -> tuple[np.ndarray, list[tuple[str, xr.DataArray, int]]]:
+    """Every float scalar of the posterior as rows of (P, chain, draw), and per variable
+    (name, DataArray, first row) so that a row's label is built only when it is reported."""
+    rows, where, offset = [], [], 0
     for name, da in post.data_vars.items():
         other = [d for d in da.dims if d not in ("chain", "draw")]
         da = da.transpose("chain", "draw", *other)
         vals = np.asarray(da.values, dtype=float)
         rows.append(vals.reshape(vals.shape[0], vals.shape[1], -1).transpose(2, 0, 1))
-        for idx in np.ndindex(*vals.shape[2:]):
-            parts = [str(da[d].values[i]) if d in da.coords else str(i) for d, i in zip(other, idx)]
-            labels.append(str(name) + (f"[{', '.join(parts)}]" if parts else ""))
+        where.append((str(name), da, offset))
+        offset += rows[-1].shape[0]
     if not rows:
         return np.zeros((0, 0, 0)), []
-    return np.concatenate(rows, axis=0), labels
+    return np.concatenate(rows, axis=0), where
 
 
-def _extreme(values: np.ndarray, labels: list[str], pick) -> tuple[float, str]:
+def _label(where: list[tuple[str, xr.DataArray, int]], row: int) -> str:
+    """``name[coord, ...]`` (as in ArviZ summaries) of row ``row`` of :func:`_stack`."""
+    name, da, offset = next(w for w in reversed(where) if w[2] <= row)
+    other = da.dims[2:]
+    idx = np.unravel_index(row - offset, da.shape[2:]) if other else ()
+    parts = [str(da[d].values[i]) if d in da.coords else str(i) for d, i in zip(other, idx)]
+    return name + (f"[{', '.join(parts)}]" if parts else "")
+
+
+def _extreme(values: np.ndarray, where, pick) -> tuple[float, str]:
     """The extreme finite value of ``values`` and its label (NaN, "" when there is none)."""
     if values.size == 0 or np.all(np.isnan(values)):
         return float("nan"), ""
     i = int(pick(values))
-    return float(values[i]), labels[i]
+    return float(values[i]), _label(where, i)
 
 
 def diagnose(
@@ -233,16 +241,16 @@ def diagnose(
         min_bfmi = float(np.min(np.asarray(values, dtype=float)))
     from arviz_stats.validate import validate_ci_prob
 
-    x, labels = _stack(post)
+    x, where = _stack(post)
     max_rhat, worst_rhat = float("nan"), ""
     min_bulk, worst_ess, min_tail = float("nan"), "", float("nan")
     if x.size and draws >= 4:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if chains > 1:
-                max_rhat, worst_rhat = _extreme(rhat_rank(x), labels, np.nanargmax)
-            min_bulk, worst_ess = _extreme(ess_bulk(x), labels, np.nanargmin)
-            min_tail, _ = _extreme(ess_tail(x, validate_ci_prob(None)), labels, np.nanargmin)
+                max_rhat, worst_rhat = _extreme(rhat_rank(x), where, np.nanargmax)
+            min_bulk, worst_ess = _extreme(ess_bulk(x), where, np.nanargmin)
+            min_tail, _ = _extreme(ess_tail(x, validate_ci_prob(None)), where, np.nanargmin)
 
     failed = []
     n = chains * draws

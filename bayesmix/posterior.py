@@ -443,37 +443,36 @@ class Posterior:
         )  # (chain, draw, record, K)
         post = self.tree["posterior"]
         lik = self.spec.likelihood
-        n_rec, n_dom = mean.shape[2], mean.shape[3]
-        full_grid = (
-            "run_effect" not in post
-            and len(data.y) == n_rec * n_dom
-            and np.array_equal(data.run_idx, np.repeat(np.arange(n_rec), n_dom))
-            and np.array_equal(data.eval_idx, np.tile(np.arange(n_dom), n_rec))
-        )
-        if full_grid:
-            # every (record, domain) observed, row-major: broadcast instead of gathering two
-            # (chain, draw, obs) copies (1.5 s of memory traffic on RegMix 512 x 13 x 4,000)
-            y_grid = np.asarray(data.y, dtype=float).reshape(n_rec, n_dom)
-            sigma_grid = p["sigma"][:, :, None, :]
-            loglik = _log_density(y_grid, mean, sigma_grid, lik).reshape(mean.shape[:2] + (-1,))
-        else:
-            mu = mean[:, :, data.run_idx, data.eval_idx]  # (chain, draw, obs)
-            sigma = p["sigma"][:, :, data.eval_idx]
         if data.multi_record:
             assert data.record_run is not None  # set with several records per run
             run_of_obs = np.asarray(data.run_ids, dtype=str)[data.record_run[data.run_idx]]
         else:
             run_of_obs = np.asarray(data.runs, dtype=str)[data.run_idx]
-        if not full_grid and "run_effect" in post:
-            # Checkpoints of a fitted run: conditional on its run effect. A run the posterior
-            # has no effect for: the effect is one more Normal term in the noise scale.
-            fitted = {str(v): i for i, v in enumerate(post.coords["run"].values)}
-            known = np.array([r in fitted for r in run_of_obs])
-            eff = post["run_effect"].transpose("chain", "draw", "run", "eval_domain").values
-            pos = np.array([fitted.get(r, 0) for r in run_of_obs])
-            mu = mu + np.where(known, eff[:, :, pos, data.eval_idx], 0.0)
-            sigma = np.where(known, sigma, np.hypot(sigma, p["run_sigma"][:, :, data.eval_idx]))
-        if not full_grid:
+        n_rec, n_dom = mean.shape[2], mean.shape[3]
+        if (
+            "run_effect" not in post
+            and len(data.y) == n_rec * n_dom
+            and np.array_equal(data.run_idx, np.repeat(np.arange(n_rec), n_dom))
+            and np.array_equal(data.eval_idx, np.tile(np.arange(n_dom), n_rec))
+        ):
+            # every (record, domain) observed, row-major: broadcast instead of gathering two
+            # (chain, draw, obs) copies (1.5 s of memory traffic on RegMix 512 x 13 x 4,000)
+            y_grid = np.asarray(data.y, dtype=float).reshape(n_rec, n_dom)
+            loglik = _log_density(y_grid, mean, p["sigma"][:, :, None, :], lik)
+            loglik = loglik.reshape(mean.shape[:2] + (-1,))
+        else:
+            mu = mean[:, :, data.run_idx, data.eval_idx]  # (chain, draw, obs)
+            sigma = p["sigma"][:, :, data.eval_idx]
+            if "run_effect" in post:
+                # Checkpoints of a fitted run: conditional on its run effect. A run the
+                # posterior has no effect for: the effect is one more Normal term in the noise.
+                fitted = {str(v): i for i, v in enumerate(post.coords["run"].values)}
+                known = np.array([r in fitted for r in run_of_obs])
+                eff = post["run_effect"].transpose("chain", "draw", "run", "eval_domain").values
+                pos = np.array([fitted.get(r, 0) for r in run_of_obs])
+                mu = mu + np.where(known, eff[:, :, pos, data.eval_idx], 0.0)
+                run_sigma = p["run_sigma"][:, :, data.eval_idx]
+                sigma = np.where(known, sigma, np.hypot(sigma, run_sigma))
             loglik = _log_density(data.y, mu, sigma, lik)
         # Sum each run's observations (all its checkpoints when several enter the fit).
         run_names = list(pd.unique(run_of_obs))
