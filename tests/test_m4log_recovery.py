@@ -50,3 +50,48 @@ def test_logshare_predicts_new_mixtures_of_the_known_law(logshare_fit):
     # (noise sd 0.02); as in test_fit's M4 check, |z| < 5 and MAE < 0.02
     assert np.abs((mean - true) / sd).max() < 5
     assert np.abs(mean - true).mean() < 0.02
+
+
+def test_the_curvature_shear_changes_the_sampling_variables_not_the_model():
+    """The block samples ``beta + a / rho`` (m4log.shear) instead of the slopes ``beta``: a shear
+    with unit Jacobian, so at the same law parameters the model's density must be the same
+    whatever the shear ``a``. Checked by moving one point of the model with a = 0 to the model
+    with the data's shear (same slopes, rho and everything else) and comparing the log density.
+    """
+    import pymc as pm
+    import pytensor
+
+    from bayesmix.laws import m4log
+    from bayesmix.model import build_model, prepare_data
+    from bayesmix.spec import load_spec
+
+    runs, _ = simulate_runs(n_runs=30)
+    spec = load_spec("logshare")
+    data = prepare_data(runs, spec.law)
+    a = data.law_data[m4log.SHEAR]
+    assert np.abs(a).max() > 1e-3  # the data's shear is not trivially zero
+    model = build_model(spec, runs.train_domains, runs.eval_domains, data)
+    rng = np.random.default_rng(3)
+    with model:
+        point = {
+            k: v + 0.1 * rng.normal(size=np.shape(v)) for k, v in model.initial_point().items()
+        }
+        logp = model.compile_logp()
+        w = data.law_data[m4log.WHITEN]
+        rho = 1.0 / (1.0 + np.exp(-point["rho_logit"]))  # (K,)
+        pm.set_data({m4log.SHEAR: np.zeros_like(a)})
+        unsheared = logp(point)
+        # the same slopes beta = gamma W' under shear a: gamma_a W' = beta + a / rho
+        moved = dict(point)
+        moved["slopes_white"] = point["slopes_white"] + np.linalg.solve(w, (a / rho[:, None]).T).T
+        pm.set_data({m4log.SHEAR: a})
+        sheared = logp(moved)
+        # and the model's slopes (a deterministic of the sampled variables) are the same too
+        (slopes,) = model.replace_rvs_by_values([model["slopes"]])
+        beta = pytensor.function(model.value_vars, slopes, on_unused_input="ignore")
+        args = [moved[v.name] for v in model.value_vars]
+        same_slopes = beta(*args)
+        pm.set_data({m4log.SHEAR: np.zeros_like(a)})
+        np.testing.assert_allclose(same_slopes, beta(*[point[v.name] for v in model.value_vars]))
+    # float64 rounding of sums over a few hundred terms
+    assert abs(sheared - unsheared) < 1e-8 * max(1.0, abs(unsheared))
