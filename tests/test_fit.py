@@ -158,3 +158,34 @@ def test_bad_settings_and_several_sizes_are_refused(simulated_fit):
     sized, _ = simulate(list(SIM_DOMAINS), n_runs=6, random_seed=1, sizes=[7e7, 1.6e8])
     with pytest.raises(errors.FormatError, match=r"several model sizes.*--size"):
         fit(sized)
+
+
+def test_large_models_update_the_low_rank_mass_matrix_less_often(simulated_fit, monkeypatch):
+    """Models of >= LARGE_DIM dimensions estimate nutpie's low-rank mass matrix every 60 tuning
+    draws instead of nutpie's 20 (each estimate is cubic in the dimension: 1.6 s at 509). The
+    installed nutpie must honour the setting, and a fit must sample through that path."""
+    import nutpie
+
+    from bayesmix import fitting
+
+    assert fitting.update_freq(509, "low_rank") == fitting.LARGE_UPDATE_FREQ == 60
+    assert fitting.update_freq(509, "diag") is None  # diag has no low-rank estimates
+    assert fitting.update_freq(fitting.LARGE_DIM - 1, "low_rank") is None
+    settings = fitting.low_rank_settings(1, 60)
+    assert settings is not None, "this nutpie cannot set mass_matrix_update_freq"
+    assert settings.as_dict()["settings"]["adapt_options"]["mass_matrix_update_freq"] == 60
+
+    # the suite's small model counts as large here; nutpie.sample must not be the path taken
+    def refuse(*args, **kwargs):
+        raise AssertionError("nutpie.sample called: the update frequency was not applied")
+
+    monkeypatch.setattr(fitting, "LARGE_DIM", 1)
+    monkeypatch.setattr(nutpie, "sample", refuse)
+    runs, _ = simulate_runs()
+    post = fit(runs, "default", warn=False, **{**FIT_KW, "draws": 100, "tune": 100})
+    assert post.settings["mass_matrix_update_freq"] == 60
+    posterior = post.tree["posterior"]
+    assert (posterior.sizes["chain"], posterior.sizes["draw"]) == (FIT_KW["chains"], 100)
+    assert np.isfinite(posterior["m"].values).all()
+    # and the default path for small models records nutpie's default
+    assert simulated_fit.posterior.settings["mass_matrix_update_freq"] is None
