@@ -95,3 +95,35 @@ def test_the_curvature_shear_changes_the_sampling_variables_not_the_model():
         np.testing.assert_allclose(same_slopes, beta(*[point[v.name] for v in model.value_vars]))
     # float64 rounding of sums over a few hundred terms
     assert abs(sheared - unsheared) < 1e-8 * max(1.0, abs(unsheared))
+
+
+def test_hyper_start_finds_the_curvature_of_noise_free_losses_and_the_model_starts_there():
+    """m4log.hyper_start: on losses computed exactly from the block's form (level from the mean
+    loss, curvature rho at the features' centre, slopes beta, no shear) the grid search returns
+    the true rho_logit (a grid point), and the built model's chains start at the data's starts
+    (rho_logit, and b_sigma, v_sigma above the funnel's neck)."""
+    from bayesmix.laws import m4log
+    from bayesmix.model import build_model, prepare_data
+    from bayesmix.spec import load_spec
+
+    rng = np.random.default_rng(4)
+    r = rng.dirichlet(np.ones(4), 80)
+    fc = m4log.features(r) - m4log.features(r).mean(axis=0)
+    beta = rng.normal(0.0, 0.15, size=(3, fc.shape[1]))
+    true_logit = np.array([-1.5, 0.0, 1.2])  # on the grid (step 0.1)
+    rho = 1.0 / (1.0 + np.exp(-true_logit))
+    e = np.exp(fc @ beta.T / rho)  # (n, K)
+    losses = 3.0 * (1.0 - rho + rho * e) / (1.0 - rho + rho * e.mean(axis=0))
+    got, scales = m4log.hyper_start(r, losses, beta, np.zeros_like(beta))
+    np.testing.assert_allclose(got, true_logit, atol=1e-9)
+    assert np.all(scales > 0)
+
+    runs, _ = simulate_runs(n_runs=30)
+    spec = load_spec("logshare")
+    data = prepare_data(runs, spec.law)
+    model = build_model(spec, runs.train_domains, runs.eval_domains, data)
+    point = model.initial_point()
+    np.testing.assert_allclose(point["rho_logit"], data.law_data[m4log.RHO_START])
+    b0, v0 = data.law_data[m4log.SCALE_START]
+    np.testing.assert_allclose(point["b_sigma_log__"], np.log(b0))
+    np.testing.assert_allclose(point["v_sigma_log__"], np.log(v0))
