@@ -109,8 +109,9 @@ def update_freq(n_dim: int, adaptation: str) -> int | None:
 
 
 def _sample_nutpie(compiled, *, adaptation: str, **kwargs):
-    """``nutpie.sample(compiled, adaptation=..., **kwargs)``, with the low-rank mass matrix
-    updated every :func:`update_freq` tuning draws where that differs from nutpie's default.
+    """(tree, update frequency used or None): ``nutpie.sample(compiled, adaptation=...,
+    **kwargs)``, with the low-rank mass matrix updated every :func:`update_freq` tuning draws
+    where that differs from nutpie's default.
 
     nutpie's ``sample`` does not take that setting, so this builds the sampler the way
     ``nutpie.sample`` does (settings object, then its background sampler). If the installed
@@ -120,11 +121,11 @@ def _sample_nutpie(compiled, *, adaptation: str, **kwargs):
     freq = update_freq(compiled.n_dim, adaptation)
     started = _low_rank_sampler(compiled, freq, **kwargs) if freq else None
     if started is None:
-        return nutpie.sample(compiled, adaptation=adaptation, **kwargs)
+        return nutpie.sample(compiled, adaptation=adaptation, **kwargs), None
     try:
-        return started.wait()
+        return started.wait(), freq
     except KeyboardInterrupt:  # as nutpie.sample: keep the draws so far
-        return started.abort()
+        return started.abort(), freq
     except BaseException:
         started.cancel()
         raise
@@ -150,17 +151,20 @@ def low_rank_settings(seed, freq: int):
 def _low_rank_sampler(compiled, freq, *, draws, tune, chains, seed, target_accept, **kwargs):
     """A started nutpie background sampler (None if this nutpie cannot be driven so)."""
     settings = low_rank_settings(seed, freq)
+    if settings is None:
+        return None
     try:
         from nutpie.sample import _BackgroundSampler
     except ImportError:
         return None
-    if settings is None:
-        return None
     settings.update(
         {"num_tune": tune, "num_draws": draws, "num_chains": chains, "target_accept": target_accept}
     )
-    cores = min(chains, os.cpu_count() or 1)
-    return _BackgroundSampler(compiled, settings, np.zeros(compiled.n_dim), cores, **kwargs)
+    # as nutpie.sample: the CPUs this process may use (Python >= 3.13), else all of them
+    available = getattr(os, "process_cpu_count", os.cpu_count)() or 1
+    return _BackgroundSampler(
+        compiled, settings, np.zeros(compiled.n_dim), min(chains, available), **kwargs
+    )
 
 
 class _LineProgress:
@@ -274,7 +278,7 @@ def fit(
             # on a terminal nutpie draws per-chain bars with elapsed and remaining time; when
             # stderr is not a terminal (logs, CI) its bar is invisible, so print lines instead
             lines = _LineProgress() if progressbar and not sys.stderr.isatty() else None
-            tree = _sample_nutpie(
+            tree, freq_used = _sample_nutpie(
                 compiled,
                 draws=draws,
                 tune=tune,
@@ -288,6 +292,7 @@ def fit(
                 target_accept=target_accept,
             )
         else:
+            freq_used = None
             with pm_model:
                 tree = pm.sample(
                     draws=draws,
@@ -308,7 +313,7 @@ def fit(
         "seed": random_seed,  # the stored settings keep their key (files of older versions)
         "sampler": sampler,
         "adaptation": adaptation if sampler == "nutpie" else None,
-        "mass_matrix_update_freq": update_freq(compiled.n_dim, adaptation) if compiled else None,
+        "mass_matrix_update_freq": freq_used,  # None: nutpie's default
         "target_accept": target_accept,
         "step": step,
         "max_step": max_step,
