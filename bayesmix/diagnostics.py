@@ -10,6 +10,7 @@ every decision drawn from it can say so.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import asdict, dataclass, field
 
@@ -147,13 +148,13 @@ def _ess(x: np.ndarray) -> np.ndarray:
     """Effective sample size of (P, chain, draw), chains already split: autocovariance by FFT,
     Geyer's initial positive sequence truncated at the first non-positive pair sum, made
     monotone (a running minimum of the pair sums)."""
-    from scipy.fft import next_fast_len
+    from scipy import fft  # twice as fast as numpy.fft here (pocketfft C++, measured)
 
     n_par, m, n = x.shape
     centred = x - x.mean(axis=2, keepdims=True)
-    size = next_fast_len(2 * n)
-    f = np.fft.rfft(centred, n=size, axis=2)
-    acov = np.fft.irfft(f * np.conjugate(f), n=size, axis=2)[:, :, :n] / n
+    size = fft.next_fast_len(2 * n)
+    f = fft.rfft(centred, n=size, axis=2)
+    acov = fft.irfft(f * np.conjugate(f), n=size, axis=2)[:, :, :n] / n
     mean_acov = acov.mean(axis=1)  # (P, n)
     mean_var = mean_acov[:, 0] * n / (n - 1.0)
     var_plus = mean_var * (n - 1.0) / n
@@ -204,9 +205,18 @@ def ess_tail(x: np.ndarray, prob: float) -> np.ndarray:
     return np.where(np.isnan(x).any(axis=(1, 2)), np.nan, out)
 
 
-def _stack(post: xr.Dataset) -> tuple[np.ndarray, list[tuple[str, xr.DataArray, int]]]:
-    """Every float scalar of the posterior as rows of (P, chain, draw), and per variable
-    (name, DataArray, first row) so that a row's label is built only when it is reported."""
+#: Scalars per block of the gate's arrays: 64 x 4 chains x 1,500 draws is 3 MB per temporary.
+#: Why blocks: the gate's dozen full-size temporaries (91 MB each at 1,901 scalars x 6,000
+#: draws) cost more to map fresh than to compute; on this VM a fresh 320 MB array took 0.2-3 s
+#: to first touch (transparent huge-page compaction) against 0.04 s to fill once mapped. Block
+#: temporaries are reused from the heap. Measured in docs/speed.md, Round 5.
+BLOCK_ELEMENTS = 400_000
+
+
+def _stack(post: xr.Dataset) -> tuple[list[np.ndarray], list[tuple[str, xr.DataArray, int]]]:
+    """Every float scalar of the posterior as rows (P_v, chain, draw) per variable (views, not
+    copies), and per variable (name, DataArray, first row) so that a row's label is built only
+    when it is reported."""
     rows, where, offset = [], [], 0
     for name, da in post.data_vars.items():
         other = [d for d in da.dims if d not in ("chain", "draw")]
@@ -215,9 +225,45 @@ def _stack(post: xr.Dataset) -> tuple[np.ndarray, list[tuple[str, xr.DataArray, 
         rows.append(vals.reshape(vals.shape[0], vals.shape[1], -1).transpose(2, 0, 1))
         where.append((str(name), da, offset))
         offset += rows[-1].shape[0]
-    if not rows:
-        return np.zeros((0, 0, 0)), []
-    return np.concatenate(rows, axis=0), where
+    return rows, where
+
+
+def _blocks(rows: list[np.ndarray], block_elements: int):
+    """(first row, contiguous block (B, chain, draw)) over the rows of every variable, B rows
+    of at most ``block_elements`` values (at least one row)."""
+    offset = 0
+    for arr in rows:
+        per_row = max(1, arr.shape[1] * arr.shape[2])
+        size = max(1, block_elements // per_row)
+        for start in range(0, arr.shape[0], size):
+            yield offset + start, np.ascontiguousarray(arr[start : start + size])
+        offset += arr.shape[0]
+
+
+def scalar_checks(
+    rows: list[np.ndarray], prob: float, block_elements: int = BLOCK_ELEMENTS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """R-hat (NaN with one chain), bulk ESS and tail ESS of every row of ``rows`` (as
+    :func:`_stack` returns), each (P,), computed block by block (see :data:`BLOCK_ELEMENTS`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n_rows = sum(arr.shape[0] for arr in rows)
+    rhat, bulk, tail = (np.full(n_rows, np.nan) for _ in range(3))
+
+    def one(start: int, x: np.ndarray) -> None:
+        stop = start + len(x)
+        z_split = _z_scale(_split_chains(x))  # shared by R-hat and bulk ESS
+        if x.shape[1] > 1:
+            rhat[start:stop] = rhat_rank(x, z_split)
+        bulk[start:stop] = ess_bulk(x, z_split)
+        tail[start:stop] = ess_tail(x, prob)
+
+    # blocks in threads: sorting, FFTs and ufuncs release the GIL (1.7x on 2 cores, measured)
+    workers = min(getattr(os, "process_cpu_count", os.cpu_count)() or 1, 8)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for job in [pool.submit(one, start, x) for start, x in _blocks(rows, block_elements)]:
+            job.result()
+    return rhat, bulk, tail
 
 
 def _label(where: list[tuple[str, xr.DataArray, int]], row: int) -> str:
@@ -264,17 +310,17 @@ def diagnose(
         min_bfmi = float(np.min(np.asarray(values, dtype=float)))
     from arviz_stats.validate import validate_ci_prob
 
-    x, where = _stack(post)
+    rows, where = _stack(post)
     max_rhat, worst_rhat = float("nan"), ""
     min_bulk, worst_ess, min_tail = float("nan"), "", float("nan")
-    if x.size and draws >= 4:
+    if where and draws >= 4:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            z_split = _z_scale(_split_chains(x))  # shared by R-hat and bulk ESS
-            if chains > 1:
-                max_rhat, worst_rhat = _extreme(rhat_rank(x, z_split), where, np.nanargmax)
-            min_bulk, worst_ess = _extreme(ess_bulk(x, z_split), where, np.nanargmin)
-            min_tail, _ = _extreme(ess_tail(x, validate_ci_prob(None)), where, np.nanargmin)
+            rhat, bulk, tail = scalar_checks(rows, validate_ci_prob(None))
+        if chains > 1:
+            max_rhat, worst_rhat = _extreme(rhat, where, np.nanargmax)
+        min_bulk, worst_ess = _extreme(bulk, where, np.nanargmin)
+        min_tail, _ = _extreme(tail, where, np.nanargmin)
 
     failed = []
     n = chains * draws

@@ -99,3 +99,22 @@ def test_average_ranks_match_scipy_on_heavily_tied_rows():
     np.put_along_axis(ranks, order, np.arange(1.0, x.shape[1] + 1.0)[None, :], axis=1)
     _average_ties(ranks, np.take_along_axis(x, order, axis=1), order)
     np.testing.assert_array_equal(ranks, stats.rankdata(x, method="average", axis=1))
+
+
+@pytest.mark.parametrize("block_elements", [1, 700, 10**9])
+def test_block_by_block_checks_equal_whole_array_ones(block_elements):
+    """The gate computes R-hat and ESS in blocks of rows across variables (in threads); every
+    blocking, from one row per block to one block per variable, gives the figures of the
+    whole stacked array (same operations per row, so exactly equal)."""
+    rng = np.random.default_rng(3)
+    rows = [
+        _ar1(rng, 5, 4, 120, 0.6),
+        _ar1(rng, 1, 4, 120, 0.9),
+        rng.standard_normal((7, 4, 120)),
+    ]
+    whole = np.concatenate(rows)
+    prob = validate_ci_prob(None)
+    rhat, bulk, tail = diagnostics.scalar_checks(rows, prob, block_elements=block_elements)
+    np.testing.assert_allclose(rhat, diagnostics.rhat_rank(whole), rtol=1e-12)
+    np.testing.assert_allclose(bulk, diagnostics.ess_bulk(whole), rtol=1e-12)
+    np.testing.assert_allclose(tail, diagnostics.ess_tail(whole, prob), rtol=1e-12)
