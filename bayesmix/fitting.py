@@ -11,11 +11,12 @@ posterior.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -167,6 +168,29 @@ def _low_rank_sampler(compiled, freq, *, draws, tune, chains, seed, target_accep
     )
 
 
+@contextlib.contextmanager
+def ordinary_pages() -> Iterator[None]:
+    """Within the block, NumPy does not ask the kernel for transparent huge pages for large
+    arrays (its ``madvise(MADV_HUGEPAGE)``); NumPy's setting is restored on leaving.
+
+    Why: where the kernel compacts memory to serve such a fault (THP defrag "madvise", as on
+    the 2-core VM of docs/speed.md), the first touch of a fresh 320 MB array took 1.5-3.2 s
+    against 0.2 s with ordinary pages, and a fit's posterior assembly makes several (the
+    predictive and log-likelihood groups of RegMix 512 x 6,000 draws: 10.4-10.7 s with huge
+    pages, 4.1 s without; Round 5). A no-op where NumPy lacks the switch.
+    """
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # another NumPy layout: leave its setting alone
+        yield
+        return
+    before = _set_madvise_hugepage(False)
+    try:
+        yield
+    finally:
+        _set_madvise_hugepage(before)
+
+
 class _LineProgress:
     """nutpie progress callback writing one line to stderr every ``every`` seconds: draws done
     of all chains (tuning included), elapsed time and the remaining time at the mean rate
@@ -272,55 +296,56 @@ def fit(
     start = time.perf_counter()
     pm_model, compiled = _model_for(spec, table, data, sampler, progressbar)
     compile_s = time.perf_counter() - start
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=RuntimeWarning)
-        if compiled is not None:
-            # on a terminal nutpie draws per-chain bars with elapsed and remaining time; when
-            # stderr is not a terminal (logs, CI) its bar is invisible, so print lines instead
-            lines = _LineProgress() if progressbar and not sys.stderr.isatty() else None
-            tree, freq_used = _sample_nutpie(
-                compiled,
-                draws=draws,
-                tune=tune,
-                chains=chains,
-                seed=random_seed,
-                progress_bar=progressbar and lines is None,
-                save_warmup=False,
-                progress_callback=lines,
-                progress_rate=500,
-                adaptation=adaptation,
-                target_accept=target_accept,
-            )
-        else:
-            freq_used = None
-            with pm_model:
-                tree = pm.sample(
+    with ordinary_pages():  # the sampler's trace, the gate and the posterior's groups
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            if compiled is not None:
+                # on a terminal nutpie draws per-chain bars with elapsed and remaining time; when
+                # stderr is not a terminal (logs, CI) its bar is invisible, so print lines instead
+                lines = _LineProgress() if progressbar and not sys.stderr.isatty() else None
+                tree, freq_used = _sample_nutpie(
+                    compiled,
                     draws=draws,
                     tune=tune,
                     chains=chains,
-                    random_seed=random_seed,
-                    nuts_sampler="pymc",
-                    progressbar=progressbar,
+                    seed=random_seed,
+                    progress_bar=progressbar and lines is None,
+                    save_warmup=False,
+                    progress_callback=lines,
+                    progress_rate=500,
+                    adaptation=adaptation,
                     target_accept=target_accept,
-                    compute_convergence_checks=False,
                 )
-    sample_s = time.perf_counter() - start - compile_s
-    report = diagnose(tree)
-    settings = {
-        "draws": draws,
-        "tune": tune,
-        "chains": chains,
-        "seed": random_seed,  # the stored settings keep their key (files of older versions)
-        "sampler": sampler,
-        "adaptation": adaptation if sampler == "nutpie" else None,
-        "mass_matrix_update_freq": freq_used,  # None: nutpie's default
-        "target_accept": target_accept,
-        "step": step,
-        "max_step": max_step,
-        "compile_s": round(compile_s, 3),
-        "sample_s": round(sample_s, 3),
-    }
-    post = Posterior.from_fit(tree, spec, table, report, settings)
+            else:
+                freq_used = None
+                with pm_model:
+                    tree = pm.sample(
+                        draws=draws,
+                        tune=tune,
+                        chains=chains,
+                        random_seed=random_seed,
+                        nuts_sampler="pymc",
+                        progressbar=progressbar,
+                        target_accept=target_accept,
+                        compute_convergence_checks=False,
+                    )
+        sample_s = time.perf_counter() - start - compile_s
+        report = diagnose(tree)
+        settings = {
+            "draws": draws,
+            "tune": tune,
+            "chains": chains,
+            "seed": random_seed,  # the stored settings keep their key (files of older versions)
+            "sampler": sampler,
+            "adaptation": adaptation if sampler == "nutpie" else None,
+            "mass_matrix_update_freq": freq_used,  # None: nutpie's default
+            "target_accept": target_accept,
+            "step": step,
+            "max_step": max_step,
+            "compile_s": round(compile_s, 3),
+            "sample_s": round(sample_s, 3),
+        }
+        post = Posterior.from_fit(tree, spec, table, report, settings)
     if warn and not report.ok:
         # stacklevel 3: past the renamed_kwargs wrapper
         warnings.warn(str(report.warning()), ConvergenceWarning, stacklevel=3)

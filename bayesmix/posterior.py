@@ -40,7 +40,7 @@ from scipy import special
 from bayesmix import errors
 from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.data import RunTable
-from bayesmix.diagnostics import Diagnostics
+from bayesmix.diagnostics import BLOCK_ELEMENTS, Diagnostics
 from bayesmix.io import atomic_path
 from bayesmix.laws import get_law
 from bayesmix.mixtures import as_mixtures, domain_weights
@@ -438,9 +438,6 @@ class Posterior:
             )
         data = prepare_data(table, self.law)
         p = self.law_params(flat=False)
-        mean = self.law.predict(
-            data.r, p, n_params=data.n_params, tokens=data.tokens
-        )  # (chain, draw, record, K)
         post = self.tree["posterior"]
         lik = self.spec.likelihood
         if data.multi_record:
@@ -448,32 +445,42 @@ class Posterior:
             run_of_obs = np.asarray(data.run_ids, dtype=str)[data.record_run[data.run_idx]]
         else:
             run_of_obs = np.asarray(data.runs, dtype=str)[data.run_idx]
-        n_rec, n_dom = mean.shape[2], mean.shape[3]
-        if (
+        n_rec, n_dom = data.r.shape[-2], len(self.eval_domains)
+        # every (record, domain) observed, row-major: broadcast instead of gathering two
+        # (draw, obs) copies (1.5 s of memory traffic on RegMix 512 x 13 x 4,000)
+        grid = (
             "run_effect" not in post
             and len(data.y) == n_rec * n_dom
             and np.array_equal(data.run_idx, np.repeat(np.arange(n_rec), n_dom))
             and np.array_equal(data.eval_idx, np.tile(np.arange(n_dom), n_rec))
-        ):
-            # every (record, domain) observed, row-major: broadcast instead of gathering two
-            # (chain, draw, obs) copies (1.5 s of memory traffic on RegMix 512 x 13 x 4,000)
-            y_grid = np.asarray(data.y, dtype=float).reshape(n_rec, n_dom)
-            loglik = _log_density(y_grid, mean, p["sigma"][:, :, None, :], lik)
-            loglik = loglik.reshape(mean.shape[:2] + (-1,))
-        else:
-            mu = mean[:, :, data.run_idx, data.eval_idx]  # (chain, draw, obs)
-            sigma = p["sigma"][:, :, data.eval_idx]
-            if "run_effect" in post:
-                # Checkpoints of a fitted run: conditional on its run effect. A run the
-                # posterior has no effect for: the effect is one more Normal term in the noise.
-                fitted = {str(v): i for i, v in enumerate(post.coords["run"].values)}
-                known = np.array([r in fitted for r in run_of_obs])
-                eff = post["run_effect"].transpose("chain", "draw", "run", "eval_domain").values
-                pos = np.array([fitted.get(r, 0) for r in run_of_obs])
-                mu = mu + np.where(known, eff[:, :, pos, data.eval_idx], 0.0)
-                run_sigma = p["run_sigma"][:, :, data.eval_idx]
-                sigma = np.where(known, sigma, np.hypot(sigma, run_sigma))
-            loglik = _log_density(data.y, mu, sigma, lik)
+        )
+        y_grid = np.asarray(data.y, dtype=float).reshape(n_rec, n_dom) if grid else None
+        if "run_effect" in post:
+            # Checkpoints of a fitted run: conditional on its run effect. A run the posterior
+            # has no effect for: the effect is one more Normal term in the noise.
+            fitted = {str(v): i for i, v in enumerate(post.coords["run"].values)}
+            known = np.array([r in fitted for r in run_of_obs])
+            pos = np.array([fitted.get(r, 0) for r in run_of_obs])
+            p["run_effect"] = (
+                post["run_effect"].transpose("chain", "draw", "run", "eval_domain").values
+            )
+        n_chain, n_draw = p["sigma"].shape[:2]
+        loglik = np.empty((n_chain * n_draw, len(data.y)))
+        for block, pb in _sample_blocks(p, max(n_rec * n_dom, len(data.y))):
+            mean = self.law.predict(
+                data.r, pb, n_params=data.n_params, tokens=data.tokens
+            )  # (B, record, K)
+            if y_grid is not None:
+                dens = _log_density(y_grid, mean, pb["sigma"][:, None, :], lik)
+                loglik[block] = dens.reshape(len(dens), -1)
+                continue
+            mu = mean[:, data.run_idx, data.eval_idx]  # (B, obs)
+            sigma = pb["sigma"][:, data.eval_idx]
+            if "run_effect" in pb:
+                mu = mu + np.where(known, pb["run_effect"][:, pos, data.eval_idx], 0.0)
+                sigma = np.where(known, sigma, np.hypot(sigma, pb["run_sigma"][:, data.eval_idx]))
+            loglik[block] = _log_density(data.y, mu, sigma, lik)
+        loglik = loglik.reshape(n_chain, n_draw, -1)
         # Sum each run's observations (all its checkpoints when several enter the fit).
         run_names = list(pd.unique(run_of_obs))
         group = pd.Index(run_names).get_indexer(run_of_obs)
@@ -1040,6 +1047,21 @@ def _draw_params(post: xr.Dataset, names) -> dict[str, np.ndarray]:
     return out
 
 
+def _sample_blocks(params: dict[str, np.ndarray], per_sample: int):
+    """(slice, params of those samples) over blocks of the samples of ``params`` (arrays
+    (chain, draw, ...), flattened to one sample axis), each block ``per_sample`` x B values
+    of at most about :data:`~bayesmix.diagnostics.BLOCK_ELEMENTS`. Why: the predictive and
+    log-likelihood groups are (chain, draw, run, eval_domain); computed whole, each of their
+    half-dozen temporaries is a fresh array of that size (320 MB on RegMix 512 x 6,000 draws),
+    which cost more to map than to compute (docs/speed.md, Round 5)."""
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in params.items()}
+    n = len(next(iter(flat.values())))
+    size = max(1, BLOCK_ELEMENTS // max(per_sample, 1))
+    for start in range(0, n, size):
+        block = slice(start, min(start + size, n))
+        yield block, {k: v[block] for k, v in flat.items()}
+
+
 def _log_density(y, mu, sigma, likelihood: dict) -> np.ndarray:
     """Log density of ``y`` under the Normal or Student-t likelihood (location ``mu``, scale
     ``sigma``; broadcast), in NumPy: scipy.stats' logpdf took 12 s of a 15 s posterior
@@ -1087,15 +1109,19 @@ def data_groups(
     run_ids = [str(r) for r in table.runs]
     extra = [n for n in ("sigma", "run_sigma") if n in post.data_vars]
     p = _draw_params(post, [*law.param_names, *extra])
-    mean = law.predict(data.r, p, n_params=data.n_params, tokens=data.tokens)  # (C, S, run, K)
+    n_chain, n_draw = p["sigma"].shape[:2]
     rng = np.random.default_rng(random_seed)
-    if likelihood.get("family") == "student_t":
-        noise = rng.standard_t(float(likelihood["nu"]), size=mean.shape)
-    else:
-        noise = rng.standard_normal(size=mean.shape)
-    noise *= p["sigma"][:, :, None, :]  # in place: no full-size temporaries
-    noise += mean
-    pred = noise
+    pred = np.empty((n_chain * n_draw, len(run_ids), len(table.eval_domains)))
+    for block, pb in _sample_blocks(p, pred[0].size):
+        mean = law.predict(data.r, pb, n_params=data.n_params, tokens=data.tokens)  # (B, run, K)
+        if likelihood.get("family") == "student_t":
+            noise = rng.standard_t(float(likelihood["nu"]), size=mean.shape)
+        else:
+            noise = rng.standard_normal(size=mean.shape)
+        noise *= pb["sigma"][:, None, :]  # in place: no temporaries of the block's size
+        noise += mean
+        pred[block] = noise
+    pred = pred.reshape((n_chain, n_draw) + pred.shape[1:])
     if "run_effect" in post.data_vars:
         # fitted runs keep their own offset; a run the posterior has none for gets a new one
         fitted = {str(v): i for i, v in enumerate(post["run"].values)}

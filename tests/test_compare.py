@@ -118,6 +118,33 @@ def test_log_likelihood_matches_pymc(which, request):
 
 
 @pytest.mark.slow
+def test_groups_computed_in_blocks_of_draws_equal_whole_ones(post, monkeypatch):
+    """The log-likelihood and posterior-predictive groups are computed over blocks of draws
+    (docs/speed.md, Round 5); one draw per block gives the same numbers as one block for all
+    (the same operations per draw, and the noise drawn from one stream in the same order)."""
+    from bayesmix import posterior as posterior_module
+
+    table = post.fit_data()
+    groups = {}
+    for block in (1, 10**9):
+        monkeypatch.setattr(posterior_module, "BLOCK_ELEMENTS", block)
+        ll = post.log_likelihood(table)
+        pp = posterior_module.data_groups(
+            post.tree["posterior"].to_dataset(),
+            post.law,
+            post.spec.likelihood,
+            table,
+            random_seed=3,
+        )["posterior_predictive"]
+        groups[block] = (ll, pp)
+    (ll_1, pp_1), (ll_all, pp_all) = groups[1], groups[10**9]
+    assert ll_1["loss"].shape == ll_all["loss"].shape
+    np.testing.assert_allclose(ll_1["loss"].values, ll_all["loss"].values, rtol=1e-12)
+    np.testing.assert_allclose(ll_1["run_loss"].values, ll_all["run_loss"].values, rtol=1e-12)
+    np.testing.assert_allclose(pp_1["loss"].values, pp_all["loss"].values, rtol=1e-12)
+
+
+@pytest.mark.slow
 def test_log_likelihood_survives_save_and_load(post, saved_posterior):
     stored = xr.open_datatree(saved_posterior, engine="h5netcdf")
     assert "log_likelihood" in stored.children

@@ -189,3 +189,22 @@ def test_large_models_update_the_low_rank_mass_matrix_less_often(simulated_fit, 
     assert np.isfinite(posterior["m"].values).all()
     # and the default path for small models records nutpie's default
     assert simulated_fit.posterior.settings["mass_matrix_update_freq"] is None
+
+
+def test_ordinary_pages_switches_numpy_huge_pages_off_and_restores_them():
+    """fit() assembles its posterior with NumPy's huge-page advice off (a speed setting,
+    docs/speed.md Round 5); NumPy's own setting comes back afterwards, also after an error."""
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    from bayesmix.fitting import ordinary_pages
+
+    original = _set_madvise_hugepage(True)
+    try:
+        with ordinary_pages():
+            assert _set_madvise_hugepage(False) is False  # off inside the block
+        assert _set_madvise_hugepage(True) is True  # restored on leaving
+        with pytest.raises(RuntimeError), ordinary_pages():
+            raise RuntimeError("boom")
+        assert _set_madvise_hugepage(True) is True  # restored after an error too
+    finally:
+        _set_madvise_hugepage(original)
