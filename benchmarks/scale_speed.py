@@ -11,11 +11,13 @@ Cases, each in a fresh Python process (``--case a|b|c`` runs one in this process
   drawn from the ``logshare`` law (the law that handles zero shares) under priors scaled for 64
   domains (``SWARM_PRIORS``; the first seed whose largest loss is at most 3.5x the median),
   fitted with the same specification; time to a gate-passing posterior;
-* ``c`` the fit_speed problem (benchmarks/fit_speed.py: 5 x 5 domains, 40 runs, ``default``,
-  4 chains x 1000 draws after 1000 tuning) fitted in a fresh process after an earlier process
-  fitted it (whatever a cross-process compile cache holds then): ``fit()`` time in the second
-  process (its import time is printed separately). Fewer draws do not pass the gate: at 4 x 500
-  after 500, R-hat 1.017 at ``log_sigma_sigma`` (min bulk ESS 435), for 0.4 s less sampling.
+* ``c`` the fit_speed problem (benchmarks/fit_speed.py: 5 x 5 domains, 40 runs, ``default``)
+  fitted in a fresh process after an earlier process fitted it (whatever a cross-process
+  compile cache holds then): ``fit()`` time in the second process (its import time is printed
+  separately), 4 chains x 1000 draws after 300 tuning (fit_speed's own run tunes 1000). At
+  seeds 1-3 min bulk ESS 1075-1303, R-hat <= 1.0042 (docs/speed.md, Round 5). Fewer draws save
+  little and risk the gate: at 4 x 500 after 500, R-hat 1.017 at ``log_sigma_sigma``; at 200
+  tuning draws one divergence (seed 2).
 
 Each case prints its profile: compile seconds, one logp + gradient evaluation in ms (the
 compiled function called from Python, so a few microseconds of call overhead included), mean
@@ -44,7 +46,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 SETTINGS = {
     "a": {"chains": 4, "tune": 300, "draws": 1500, "target_accept": 0.85},
     "b": {"chains": 4, "tune": 300, "draws": 250},
-    "c": {"chains": 4, "tune": 1000, "draws": 1000},
+    "c": {"chains": 4, "tune": 300, "draws": 1000},
 }
 RESULT = "case_result"
 
