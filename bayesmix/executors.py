@@ -307,7 +307,10 @@ class RayExecutor:
 
 def _ray_job(job: Job) -> JobResult:
     """:func:`run_job` inside a Ray task: when the task is cancelled (a KeyboardInterrupt
-    raised in it), the job's process group is stopped too instead of outliving the task."""
+    raised in it), the job's process group is stopped too instead of outliving the task.
+    Ray raises that interrupt through SIGINT, which a worker ignores when the driver was
+    started with SIGINT ignored (``bayesmix run ... &`` from a script), so it is re-armed."""
+    _rearm_sigint()
     procs: list[subprocess.Popen] = []
     try:
         return run_job(job, on_start=procs.append)
@@ -315,6 +318,16 @@ def _ray_job(job: Job) -> JobResult:
         for proc in procs:
             stop_process(proc)
         raise
+
+
+def _rearm_sigint() -> None:
+    """Make SIGINT raise KeyboardInterrupt again in this (worker) process if it is ignored;
+    nothing off the main thread, where handlers cannot be set."""
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread
+        pass
 
 
 def get_executor(name: str, parallel: int = 1, address: str | None = None) -> Executor:

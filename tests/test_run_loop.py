@@ -191,12 +191,20 @@ def test_a_job_killed_mid_way_leaves_the_run_failed(loop, tmp_path):
     assert summary.completed == [run] and statuses(exp) == {run: "completed"}
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_leaves_the_ledger_consistent_and_a_restart_resumes(loop, tmp_path):
     exp, command = loop
     env = {**os.environ, "FAKE_SLEEP": "60"}
     args = [sys.executable, "-m", "bayesmix", "run", "--ledger", str(exp.path), "-n", "3",
             "--parallel", "2", "--no-recommend", "--command", command]  # fmt: skip
-    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child, as from a terminal: a suite started in the
+    # background (`make test &`) ignores SIGINT, and children inherit that
+    proc = subprocess.Popen(
+        args, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
     for _ in range(600):  # until two jobs run (the third waits for a slot)
         time.sleep(0.1)
         if list(statuses(exp).values()).count("running") == 2:
