@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bayesmix.nutpie_loader import import_nutpie
+
 ENV_DIR = "BAYESMIX_CACHE_DIR"
 ENV_OFF = "BAYESMIX_NO_COMPILE_CACHE"
 #: Bump when the entry layout changes.
@@ -168,6 +170,7 @@ def _graph(model):
 def model_key(model, structure: str = "") -> str:
     """The cache key of ``model`` (see the module docstring); ``structure`` is the caller's
     own identity of the model (e.g. :func:`bayesmix.model.structure_key`)."""
+    import_nutpie()
     from nutpie.compile_pymc import _compute_shapes
 
     fingerprint, _ = _graph(model)
@@ -197,7 +200,7 @@ def compile_model(model, structure: str = "", on_compile=None):
     from the cache when an entry with this key exists, else compiled and stored. The result
     holds ``model``'s current data; swap data with ``.with_data(...)`` as usual.
     ``on_compile()`` is called just before a real compilation (e.g. to say it takes a while)."""
-    import nutpie
+    nutpie = import_nutpie()
 
     if not enabled():
         stats["misses"] += 1
@@ -325,6 +328,7 @@ def _read(path: Path) -> dict | None:
 def _assemble(entry: dict, model, shared: dict):
     """nutpie's ``CompiledPyMCModel`` for ``model`` from a stored entry; None if it does not
     fit ``model`` (then the caller compiles)."""
+    import_nutpie()
     from nutpie import compile_pymc as cp
     from pymc.initial_point import make_initial_point_fn
 

@@ -27,6 +27,7 @@ from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data import RunTable
 from bayesmix.diagnostics import ConvergenceWarning, diagnose
 from bayesmix.model import build_model, prepare_data, select_for_fit, structure_key
+from bayesmix.nutpie_loader import import_nutpie
 from bayesmix.posterior import Posterior
 from bayesmix.priors import Prior
 from bayesmix.spec import ModelSpec, load_spec
@@ -117,7 +118,7 @@ def _sample_nutpie(compiled, *, adaptation: str, **kwargs):
     nutpie's ``sample`` does not take that setting, so this builds the sampler the way
     ``nutpie.sample`` does (settings object, then its background sampler). If the installed
     nutpie lacks those pieces, it falls back to ``nutpie.sample`` with the default."""
-    import nutpie
+    nutpie = import_nutpie()
 
     freq = update_freq(compiled.n_dim, adaptation)
     started = _low_rank_sampler(compiled, freq, **kwargs) if freq else None
@@ -136,6 +137,7 @@ def low_rank_settings(seed, freq: int):
     """nutpie's low-rank NUTS settings with the mass matrix estimated every ``freq`` tuning
     draws, or None if this nutpie has no way to set it."""
     try:
+        import_nutpie()
         from nutpie import _lib
 
         settings = _lib.PyNutsSettings.LowRank(seed)
@@ -155,6 +157,7 @@ def _low_rank_sampler(compiled, freq, *, draws, tune, chains, seed, target_accep
     if settings is None:
         return None
     try:
+        import_nutpie()
         from nutpie.sample import _BackgroundSampler
     except ImportError:
         return None

@@ -66,6 +66,7 @@ from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable
 from bayesmix.diagnostics import ConvergenceWarning, Diagnostics, diagnose
 from bayesmix.loaders import TOKENS_PER_STEP, size_label
+from bayesmix.nutpie_loader import import_nutpie
 from bayesmix.posterior import Posterior
 
 #: Chinchilla, Epoch AI's replication (Besiroglu et al. 2024): L = E + A / N^alpha + B / D^beta
@@ -709,7 +710,7 @@ def _structure_key(d: CurveData) -> str:
 
 
 def _run_stage(data: CurveData, *, draws, tune, chains, random_seed, progressbar, warn) -> StageFit:
-    import nutpie
+    nutpie = import_nutpie()
 
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if int(value) < 1:

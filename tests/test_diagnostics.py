@@ -84,6 +84,24 @@ def test_gate_names_the_worst_scalar():
     assert not report.ok and any("bulk ESS" in f for f in report.failed)
 
 
+def test_gate_e_bfmi_is_arviz_stats_bfmi():
+    """The gate's E-BFMI (own code, no arviz-stats import) equals arviz-stats' per chain, and a
+    chain whose energy barely moves between draws fails the gate on it."""
+    import arviz_stats
+    import xarray as xr
+
+    rng = np.random.default_rng(3)
+    energy = np.stack([rng.standard_normal(300), _ar1(rng, 1, 1, 300, 0.97)[0, 0]])
+    stats = xr.Dataset({"energy": (("chain", "draw"), energy)})
+    post = xr.Dataset({"a": (("chain", "draw"), rng.standard_normal((2, 300)))})
+    tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
+    expected = arviz_stats.bfmi(tree)["energy"].values
+    np.testing.assert_allclose(diagnostics.bfmi(energy), expected, rtol=1e-12)
+    report = diagnostics.diagnose(tree)
+    assert report.min_bfmi == pytest.approx(expected.min(), rel=1e-12)
+    assert expected.min() < diagnostics.BFMI_MIN and any("E-BFMI" in f for f in report.failed)
+
+
 def test_average_ranks_match_scipy_on_heavily_tied_rows():
     """The vectorised tie handling of the rank transform equals scipy's average ranks (every
     folded row has a tie, so this path runs on every fit)."""

@@ -208,3 +208,46 @@ def test_ordinary_pages_switches_numpy_huge_pages_off_and_restores_them():
         assert _set_madvise_hugepage(True) is True  # restored after an error too
     finally:
         _set_madvise_hugepage(original)
+
+
+#: A fresh interpreter fits the suite's structure (loaded from the session's compile cache) and
+#: reports which heavy modules the fit imported and what nutpie's ``arviz`` name resolves to.
+FRESH_FIT = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, sys.argv[1])
+from conftest import FIT_KW, simulate_runs
+from bayesmix import compile_cache
+from bayesmix.fitting import fit
+post = fit(simulate_runs()[0], "default", warn=False, **{**FIT_KW, "draws": 40, "tune": 40})
+heavy = [m for m in ("arviz", "arviz_stats", "arviz_plots", "matplotlib") if m in sys.modules]
+import arviz
+forward = sys.modules["nutpie.sample"].arviz  # nutpie.sample is also nutpie's function
+print(json.dumps({
+    "heavy": heavy, "hits": compile_cache.stats["hits"],
+    "draws": int(post.tree["posterior"].sizes["draw"]), "bfmi": post.diagnostics.min_bfmi,
+    "base": forward.from_dict is arviz.from_dict, "other": forward.ess is arviz.ess,
+    "real": arviz.__name__ == "arviz" and hasattr(arviz, "__file__"),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_a_fresh_process_fits_without_importing_arviz_stats_or_plots(simulated_fit):
+    """Case c of issue 10: a fit in a new process imports neither arviz-stats nor arviz-plots
+    (1.5-2 s there, through nutpie's ``import arviz``); nutpie's ``arviz`` still answers every
+    name (arviz-base's converters, anything else from the real ArviZ, imported on demand)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH_FIT, str(tests)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["heavy"] == [] and out["hits"] == 1  # the session fixture compiled it
+    assert out["draws"] == 40 and 0 < out["bfmi"] < 10
+    assert out["base"] and out["other"] and out["real"]
