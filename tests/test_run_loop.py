@@ -191,8 +191,13 @@ def test_a_job_killed_mid_way_leaves_the_run_failed(loop, tmp_path):
     assert summary.completed == [run] and statuses(exp) == {run: "completed"}
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _with_default_sigint(args: list[str]) -> list[str]:
+    """``args`` run with SIGINT at its default, as from a terminal: a suite started in the
+    background (``make test &``) ignores SIGINT, and children inherit that. The same pid: a
+    small Python sets SIGINT and then execs ``args`` (no ``preexec_fn``: unsafe with threads)."""
+    code = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    code += "os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", code, *args]
 
 
 def test_ctrl_c_leaves_the_ledger_consistent_and_a_restart_resumes(loop, tmp_path):
@@ -200,11 +205,7 @@ def test_ctrl_c_leaves_the_ledger_consistent_and_a_restart_resumes(loop, tmp_pat
     env = {**os.environ, "FAKE_SLEEP": "60"}
     args = [sys.executable, "-m", "bayesmix", "run", "--ledger", str(exp.path), "-n", "3",
             "--parallel", "2", "--no-recommend", "--command", command]  # fmt: skip
-    # SIGINT at its default in the child, as from a terminal: a suite started in the
-    # background (`make test &`) ignores SIGINT, and children inherit that
-    proc = subprocess.Popen(
-        args, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint
-    )
+    proc = subprocess.Popen(_with_default_sigint(args), env=env, stderr=subprocess.PIPE, text=True)
     for _ in range(600):  # until two jobs run (the third waits for a slot)
         time.sleep(0.1)
         if list(statuses(exp).values()).count("running") == 2:
