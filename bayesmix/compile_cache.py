@@ -327,8 +327,8 @@ def _read(path: Path) -> dict | None:
 
 def _assemble(entry: dict, model, shared: dict):
     """nutpie's ``CompiledPyMCModel`` for ``model`` from a stored entry; None if it does not
-    fit ``model`` (then the caller compiles)."""
-    import_nutpie()
+    fit ``model`` (then the caller compiles). Called after :func:`compile_model` imported
+    nutpie."""
     from nutpie import compile_pymc as cp
     from pymc.initial_point import make_initial_point_fn
 

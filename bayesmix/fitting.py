@@ -156,8 +156,7 @@ def _low_rank_sampler(compiled, freq, *, draws, tune, chains, seed, target_accep
     settings = low_rank_settings(seed, freq)
     if settings is None:
         return None
-    try:
-        import_nutpie()
+    try:  # nutpie already imported by _sample_nutpie
         from nutpie.sample import _BackgroundSampler
     except ImportError:
         return None
