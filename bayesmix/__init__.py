@@ -16,6 +16,7 @@ The public API, one name per step (imported on first use, so ``import bayesmix``
 ``Experiment``      the active-learning loop over a ledger (create, propose, ingest, ...)
 ``propose``         one round of proposals for a ledger (``Experiment(...).propose``)
 ``report``          the self-contained HTML report of a posterior [+ decision, ledger]
+``backtest``        refit with the largest size / latest steps held out: how well scaling up works
 ==================  ======================================================================
 
 ``report`` is also reachable as ``write_report``, ``Posterior.report()`` and
@@ -66,6 +67,7 @@ _LAZY = {
     "Experiment": ("bayesmix.experiment", "Experiment"),
     "write_report": ("bayesmix.html_report", "write_report"),
     "report": ("bayesmix.html_report", "write_report"),
+    "backtest": ("bayesmix.backtesting", "backtest"),
 }
 
 __all__ = [
@@ -76,6 +78,7 @@ __all__ = [
     "Posterior",
     "RunTable",
     "__version__",
+    "backtest",
     "decide",
     "fit",
     "load",
@@ -86,6 +89,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
+    from bayesmix.backtesting import backtest
     from bayesmix.constraints import Constraints
     from bayesmix.decision import DecisionReport, decide
     from bayesmix.experiment import Experiment

@@ -742,6 +742,8 @@ def decide(
         notes.append("the baseline mixture is outside the constraints")
     if posterior is not None and draws.inputs:
         notes += posterior.check_scale(**draws.inputs, max_extrapolation=max_extrapolation)
+    if posterior is not None:
+        notes += _backtest_notes(posterior)
 
     optima_da, spread, starts = None, None, None
     if per_draw:
@@ -872,6 +874,27 @@ def decide(
         unguaranteed_value=free_value,
         ci_kind=ci_kind,
     )
+
+
+def _backtest_notes(posterior) -> list[str]:
+    """The backtest verdict and learned extrapolation error stored with a target-scale
+    posterior (:mod:`bayesmix.backtesting`), or a warning when it extrapolates without one."""
+    from bayesmix.backtesting import stored
+
+    bt = stored(posterior)
+    out = [bt["verdict"]] if bt else []
+    cal = posterior.extrapolation
+    if cal is not None:
+        out.append(
+            cal.describe() + " (in the predictive intervals; the loss and improvement "
+            "intervals are the law's, where a discrepancy shared by both mixtures cancels)"
+        )
+    elif (posterior.settings.get("pipeline") == "nested") and not bt:
+        out.append(
+            "target-scale posterior without backtests: its intervals carry no learned "
+            "extrapolation error (bayesmix backtest)"
+        )
+    return out
 
 
 def _compare(draws: LawDraws, w, rec, base, prob, ci_kind, posterior, seed, max_extrapolation=10.0):

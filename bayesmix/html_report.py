@@ -171,6 +171,9 @@ def build_html(
         _section_heatmap(view),
         _section_simplex(view, abc),
     ]
+    backtest = _section_backtest(view)
+    if backtest is not None:
+        sections.append(backtest)
     if decision is not None:
         sections.append(_section_decision(view))
     if ledger is not None:
@@ -396,6 +399,51 @@ def _grid(n: int, max_cols: int) -> tuple[int, int]:
 def _fontsize(n: int) -> float:
     """Tick-label size for n labels along one axis."""
     return 9.0 if n <= 20 else (7.0 if n <= 40 else 5.5)
+
+
+# ------------------------------------------------------------------------------ backtests
+def _section_backtest(view: _View) -> tuple[str, str, str] | None:
+    """The backtests stored with a target-scale posterior (:mod:`bayesmix.backtesting`):
+    verdict, summary by split and a plot of the held-out errors against the distance."""
+    from bayesmix.backtesting import stored
+
+    bt = stored(view.post)
+    if bt is None:
+        return None
+    parts = [f"<p>{_esc(bt['verdict'])}</p>", _table(pd.DataFrame(bt["summary"]), 3)]
+    cal = view.post.extrapolation
+    if cal is not None:
+        parts.append(f"<p>{_esc(cal.describe())}.</p>")
+    if bt.get("notes"):
+        parts.append("<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in bt["notes"]) + "</ul>")
+    rec = pd.DataFrame(bt.get("records") or {})
+    if len(rec):
+        fig = _new_figure(6.5, 3.2)
+        ax = fig.add_subplot()
+        for name, g in rec.groupby("split", sort=False):
+            x = g["distance"].to_numpy(float)
+            ax.errorbar(
+                x + 0.01 * np.arange(len(g)) / max(len(g), 1),
+                g["error"].to_numpy(float),
+                yerr=[g["mean"] - g["lower"], g["upper"] - g["mean"]],
+                fmt="o",
+                ms=2,
+                elinewidth=0.5,
+                alpha=0.5,
+                label=str(name),
+            )
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xlabel("log-distance beyond the fitted size / tokens")
+        ax.set_ylabel("observed - predicted (nats)")
+        ax.legend(fontsize=8)
+        parts.append(
+            _figure(
+                fig,
+                "backtest",
+                "Held-out proxy losses: error and the predictor's own interval, by split",
+            )
+        )
+    return "backtest", "Backtests: extrapolation within the proxies", "\n".join(parts)
 
 
 # ------------------------------------------------------------------------------ 1. the fit

@@ -41,6 +41,8 @@ from bayesmix import errors
 from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.data import RunTable
 from bayesmix.diagnostics import BLOCK_ELEMENTS, Diagnostics
+from bayesmix.extrapolation import ATTR as EXTRAPOLATION_ATTR
+from bayesmix.extrapolation import Calibration, apply_calibration, log_distance
 from bayesmix.io import atomic_path
 from bayesmix.laws import get_law
 from bayesmix.mixtures import as_mixtures, domain_weights
@@ -649,13 +651,25 @@ class Posterior:
         )
 
     def _draw(
-        self, r: np.ndarray, p: dict, n_params, tokens, streams: list[np.random.Generator] | None
+        self,
+        r: np.ndarray,
+        p: dict,
+        n_params,
+        tokens,
+        streams: list[np.random.Generator],
+        with_noise: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mean and predictive loss (chain, draw, n, K) of mixtures ``r`` (n, M); mixture i's
         noise comes from ``streams[i]`` alone, so a chunk of mixtures gets the same numbers as
-        the whole set. ``streams=None``: the mean only (returned twice, no noise drawn)."""
+        the whole set. ``with_noise=False``: the mean only (returned twice, no noise drawn). With a
+        learned extrapolation error (:attr:`extrapolation`) both include it."""
         mean = self.law.predict(r, p, n_params=n_params, tokens=tokens)  # (chain, draw, n, K)
-        if streams is None:
+        cal = self.extrapolation
+        if not with_noise:
+            if cal is not None:
+                mean, _ = apply_calibration(
+                    mean, mean, cal, self.extrapolation_distance(n_params, tokens)
+                )
             return mean, mean
         lik = self.spec.likelihood
         shape = mean.shape[:2] + mean.shape[3:]  # (chain, draw, K)
@@ -668,7 +682,37 @@ class Posterior:
             noise[i] *= p["sigma"]
             if "run_sigma" in p:
                 noise[i] += rng.standard_normal(size=shape) * p["run_sigma"]
-        return mean, mean + noise.transpose(1, 2, 0, 3)
+        pred = mean + noise.transpose(1, 2, 0, 3)
+        if cal is not None:
+            mean, pred = apply_calibration(
+                mean, pred, cal, self.extrapolation_distance(n_params, tokens)
+            )
+        return mean, pred
+
+    # ------------------------------------------------------------------ extrapolation error
+    @property
+    def extrapolation(self) -> Calibration | None:
+        """The extrapolation error learned from backtests (:mod:`bayesmix.extrapolation`), or
+        None: then target-scale intervals rest on the law's form alone."""
+        text = self.tree.attrs.get(EXTRAPOLATION_ATTR)
+        return Calibration.from_json(text) if text else None
+
+    def with_extrapolation(self, calibration: Calibration | None) -> Posterior:
+        """This posterior with ``calibration`` stored (None removes it); returns self."""
+        if calibration is None:
+            self.tree.attrs.pop(EXTRAPOLATION_ATTR, None)
+        else:
+            self.tree.attrs[EXTRAPOLATION_ATTR] = calibration.to_json()
+        return self
+
+    def extrapolation_distance(self, n_params=None, tokens=None):
+        """Log-distance of a prediction beyond the fitted scale (0 inside it): the
+        calibration's own target for a posterior fitted at a target scale (nested pipeline),
+        else computed from ``n_params``/``tokens`` against :meth:`scale_range`."""
+        cal = self.extrapolation
+        if cal is not None and cal.target_distance is not None:
+            return cal.target_distance
+        return log_distance(n_params, tokens, self.scale_range())
 
     def nonfinite_draws(self) -> dict[str, int]:
         """``{variable: count}`` of NaN or inf values in the law's parameters and noise scales
@@ -780,7 +824,8 @@ class Posterior:
                 p,
                 _rows(n_params, start, stop, n),
                 _rows(tokens, start, stop, n),
-                streams[start:stop] if kind == "predictive" else None,
+                streams[start:stop],
+                with_noise=kind == "predictive",
             )
             v = pred.reshape((-1,) + pred.shape[2:])  # (sample, mixture, K)
             del mean, pred

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from bayesmix.backtesting import attach, target_distance
+from bayesmix.backtesting import backtest as run_backtest
 from bayesmix.loaders import load
 from bayesmix.mixtures import domain_weights
 from bayesmix.pipeline import fit_step_law, gate_warnings, nested_fit, pipeline_record
@@ -40,15 +42,19 @@ PROXY_SIZES = ("70M", "160M", "305M", "410M")
 def run(
     max_step: float = 30000,
     imputations: int = 4,
-    draws: int = 300,
-    tune: int = 300,
+    draws: int = 500,
+    tune: int = 500,
     chains: int = 2,
     seed: int = 1,
     data: Path = DEFAULT_DATA,
+    backtest: bool = True,
 ) -> dict:
     """Fit the proxies, predict the 1B runs; returns the figures, a per-run table (run, step,
     observed, mean, lo90, hi90 of the overall loss, coverage of its 22 domains), the gate
-    warnings and per-target timings."""
+    warnings and per-target timings. With ``backtest``, the backtests within the proxies
+    (bayesmix.backtesting, same settings) run first and every target's posterior carries the
+    extrapolation error they learned (at that target's distance); ``pairs`` then compares
+    the predicted difference of every two 1B runs at one step with the observed one."""
     start = time.perf_counter()
     weights_path = data / "pipeline" / "valid_weight.json"
     proxies = load([data / "5Mix" / f"{s}.txt" for s in PROXY_SIZES])
@@ -56,6 +62,18 @@ def run(
     tidy = targets.to_tidy().set_index("run")
     domains = list(proxies.eval_domains)
     w = domain_weights(str(weights_path), domains)
+    bt = None
+    if backtest:
+        bt = run_backtest(
+            proxies,
+            max_step=max_step,
+            imputations=imputations,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=seed,
+            weights=str(weights_path),
+        )
 
     step_fit = fit_step_law(
         proxies,
@@ -66,7 +84,9 @@ def run(
         random_seed=seed,
         warn=False,
     )
-    rows, covered, notes, timings = [], [], [], []
+    rows, covered, notes, timings, gates, pairs = [], [], [], [], [step_fit.diagnostics.ok], []
+    if not step_fit.diagnostics.ok:
+        notes.append("stage 1: " + "; ".join(step_fit.diagnostics.failed))
     for (n_params, step), group in tidy.groupby(["n_params", "step"], sort=True):
         post = nested_fit(
             proxies,
@@ -82,9 +102,19 @@ def run(
             warn=False,
         )
         notes += [f"target step {step:g}: {line}" for line in gate_warnings(post)]
+        gates.append(not gate_warnings(post))
         timings.append({"step": step, **pipeline_record(post)["timings"]})
+        if bt is not None:
+            attach(
+                post,
+                bt,
+                target_distance=target_distance(
+                    proxies, n_params=n_params, steps=step, max_step=max_step
+                ),
+            )
         runs = list(group.index)
         iv = post.intervals(targets.mixtures.loc[runs], 0.9, weights=str(weights_path))
+        pairs += _pairs(post, targets.mixtures.loc[runs], group, domains, w, seed)
         for run in runs:
             sub = iv[iv["mixture"] == run].set_index("eval_domain")
             obs = group.loc[run, [f"loss.{d}" for d in domains]].to_numpy(dtype=float)
@@ -108,7 +138,14 @@ def run(
     table = pd.DataFrame(rows)
     err = (table["mean"] - table["observed"]).abs()
     rho = float(spearmanr(table["mean"], table["observed"]).statistic)
+    long = table[table["step"] > max_step] if max_step else table.iloc[:0]
+    inside = (table["lo90"] <= table["observed"]) & (table["observed"] <= table["hi90"])
     return {
+        "backtest": bt,
+        "pairs": pd.DataFrame(pairs),
+        "stage_gates_ok": all(gates) and (bt is None or bt.gates_ok),
+        "long_runs_inside": int(inside[long.index].sum()),
+        "n_long_runs": len(long),
         "n_target_runs": len(table),
         "mae_overall": float(err.mean()),
         "coverage90": float(np.mean(covered)),
@@ -121,17 +158,46 @@ def run(
     }
 
 
+def _pairs(post, mixtures, group, domains, w, seed) -> list[dict]:
+    """Every two 1B runs at one target: the predicted difference of their overall losses
+    (predictive: each run's own noise; a discrepancy shared by both cancels) against the
+    observed one."""
+    pred = post.predict(mixtures, random_seed=seed, warn=False)
+    overall = pred.aggregate(w).stack(sample=("chain", "draw")).transpose("sample", "mixture")
+    obs = group[[f"loss.{d}" for d in domains]].to_numpy(dtype=float) @ w
+    names = list(mixtures.index)
+    out = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            diff = overall.values[:, i] - overall.values[:, j]
+            lo, hi = np.quantile(diff, [0.05, 0.95])
+            seen = float(obs[i] - obs[j])
+            out.append(
+                {
+                    "pair": f"{names[i]} - {names[j]}",
+                    "observed": seen,
+                    "mean": float(diff.mean()),
+                    "lo90": float(lo),
+                    "hi90": float(hi),
+                    "p_lower": float((diff < 0).mean()),
+                    "inside": bool(lo <= seen <= hi),
+                }
+            )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-step", type=float, default=30000)
     ap.add_argument("--imputations", type=int, default=4)
-    ap.add_argument("--draws", type=int, default=300)
-    ap.add_argument("--tune", type=int, default=300)
+    ap.add_argument("--draws", type=int, default=500)
+    ap.add_argument("--tune", type=int, default=500)
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
         "--data", type=Path, default=DEFAULT_DATA, help="the mixinglaws folder (5Mix/, pipeline/)"
     )
+    ap.add_argument("--no-backtest", action="store_true", help="skip the backtests")
     args = ap.parse_args()
     if not (args.data / "5Mix" / "1B.txt").is_file():
         raise SystemExit(f"Ye et al. data not found in {args.data} (pass --data)")
@@ -145,9 +211,25 @@ def main() -> None:
             args.chains,
             args.seed,
             args.data,
+            backtest=not args.no_backtest,
         )
+    print_run(out)
+    print(
+        f"nested_pipeline n_target_runs={out['n_target_runs']} "
+        f"mae_overall={out['mae_overall']:.4f} coverage90={out['coverage90']:.3f} "
+        f"spearman_overall={out['spearman_overall']:.3f} wall_s={out['wall_s']:.1f}"
+    )
+
+
+def print_run(out: dict) -> None:
+    """The per-run table, the backtests, the pairwise differences, timings and gates."""
     with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
         print(out["table"].to_string(index=False))
+        if out["backtest"] is not None:
+            print("\n" + out["backtest"].to_text() + "\n")
+        if len(out["pairs"]):
+            print("differences of two 1B runs at one step (overall loss, 90% interval):")
+            print(out["pairs"].to_string(index=False))
     print(f"stage 1: {out['stage1_s']} s (shared by every target)")
     for t in out["targets"]:
         print(
@@ -156,11 +238,6 @@ def main() -> None:
         )
     for line in out["gate_warnings"]:
         print(f"WARNING: {line}")
-    print(
-        f"nested_pipeline n_target_runs={out['n_target_runs']} "
-        f"mae_overall={out['mae_overall']:.4f} coverage90={out['coverage90']:.3f} "
-        f"spearman_overall={out['spearman_overall']:.3f} wall_s={out['wall_s']:.1f}"
-    )
 
 
 if __name__ == "__main__":

@@ -131,14 +131,18 @@ def transfer(
 
 
 def transfer_nested(
-    *, max_step=30000.0, draws=300, tune=300, chains=2, seed=1, imputations=4
+    *, max_step=30000.0, draws=500, tune=500, chains=2, seed=1, imputations=4, backtest=True
 ) -> dict:
-    """The nested pipeline (benchmarks/nested_pipeline.py) in this benchmark's terms."""
+    """The nested pipeline with its backtests (benchmarks/nested_pipeline.py) in this
+    benchmark's terms."""
     import nested_pipeline
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = nested_pipeline.run(max_step, imputations, draws, tune, chains, seed, DATA)
+        out = nested_pipeline.run(
+            max_step, imputations, draws, tune, chains, seed, DATA, backtest=backtest
+        )
+    nested_pipeline.print_run(out)
     table = out["table"]
     rows = [
         {
@@ -152,6 +156,9 @@ def transfer_nested(
         for r in table.itertuples()
     ]
     inside = (table["lo90"] <= table["observed"]) & (table["observed"] <= table["hi90"])
+    bt = out["backtest"]
+    bt_summary = bt.summary().set_index("split") if bt is not None and len(bt.records) else None
+    pairs = out["pairs"]
     return {
         "rows": rows,
         "notes": [],
@@ -163,6 +170,18 @@ def transfer_nested(
         "mae_domain": float("nan"),
         "wall_s": out["wall_s"],
         "diagnostics": "; ".join(out["gate_warnings"]),
+        "long_runs_inside": out["long_runs_inside"],
+        "n_long_runs": out["n_long_runs"],
+        "backtest_coverage90": (
+            float(bt_summary.loc["all", "calibrated_coverage"])
+            if bt_summary is not None
+            else float("nan")
+        ),
+        "backtest_raw_coverage90": (
+            float(bt_summary.loc["all", "coverage"]) if bt_summary is not None else float("nan")
+        ),
+        "pairs_inside": f"{int(pairs['inside'].sum())}/{len(pairs)}" if len(pairs) else "0/0",
+        "stage_gates": "passed" if out["stage_gates_ok"] else "failed",
         "fit_line": (
             f"fit: nested pipeline, stage 1 {out['stage1_s']} s, then stages 2-3 "
             f"per target step ({imputations} imputations, {draws} draws x "
@@ -191,8 +210,8 @@ def main(argv=None) -> int:
         default=30000.0,
         help="proxy checkpoints at or below this step (default 30000; 0 = all)",
     )
-    ap.add_argument("--draws", type=int, default=300)
-    ap.add_argument("--tune", type=int, default=300)
+    ap.add_argument("--draws", type=int, default=500)
+    ap.add_argument("--tune", type=int, default=500)
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
@@ -215,6 +234,7 @@ def main(argv=None) -> int:
         help="skip the aggregation and continual pre-training parts",
     )
     ap.add_argument("--save", metavar="FILE.nc", help="also save the proxies' posterior")
+    ap.add_argument("--no-backtest", action="store_true", help="nested: skip the backtests")
     args = ap.parse_args(argv)
     if not (DATA / "5Mix").is_dir():
         print(f"scale_transfer: data absent ({DATA.relative_to(ROOT.parent)}); nothing to do")
@@ -230,6 +250,7 @@ def main(argv=None) -> int:
             chains=args.chains,
             seed=args.seed,
             imputations=args.imputations,
+            backtest=not args.no_backtest,
         )
         print(res["fit_line"])
     else:
@@ -305,7 +326,16 @@ def main(argv=None) -> int:
         f"mae_overall={res['mae_overall']:.4f} coverage90={res['coverage90']:.3f} "
         f"spearman_overall={res['spearman_overall']:.3f} "
         f"implicit_mae={extra['implicit_mae']:.4f} explicit_mae={extra['explicit_mae']:.4f} "
-        f"critical_share={extra['critical']} transfer_s={res['wall_s']:.0f} wall_s={wall:.0f}"
+        f"critical_share={extra['critical']} pairs_inside={res.get('pairs_inside', 'nan')} "
+        f"backtest_raw_coverage90={res.get('backtest_raw_coverage90', float('nan')):.3f} "
+        f"transfer_s={res['wall_s']:.0f}"
+    )
+    print(
+        f"scale_transfer n_target_runs={res['n_target_runs']} "
+        f"mae_overall={res['mae_overall']:.4f} coverage90={res['coverage90']:.3f} "
+        f"long_runs_inside={res.get('long_runs_inside', 0)}/{res.get('n_long_runs', 0)} "
+        f"backtest_coverage90={res.get('backtest_coverage90', float('nan')):.3f} "
+        f"stage_gates={res.get('stage_gates', 'failed')} wall_s={wall:.0f}"
     )
     return 0
 

@@ -136,6 +136,18 @@ def test_cli_end_to_end(sim, tmp_path, capsys):
     post = Posterior.load(out)
     assert post.tree["posterior"].sizes["chain"] == 4
     assert json.loads(post.tree.attrs["bayesmix_pipeline"])["target"]["n_params"] == 4e8
+    # the backtest ran by default (4 steps allow no steps split, 3 sizes a size split) and
+    # its learned extrapolation error is stored for the target's distance
+    assert "backtests (nested): 90% intervals covered" in text
+    assert "no steps backtest" in text
+    cal = post.extrapolation
+    assert cal is not None and cal.n_splits == 1
+    assert cal.target_distance == pytest.approx(
+        np.hypot(np.log(TARGET_N / SIZES[-1]), np.log(TARGET_S / STEPS[-1]))
+    )
+    plain = Posterior.load(out).with_extrapolation(None)
+    mix = [[0.2, 0.3, 0.5]]
+    assert not np.allclose(post.intervals(mix)["upper"], plain.intervals(mix)["upper"])
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ COMMANDS = [
     "export",
     "critical_share",
     "pipeline",
+    "backtest",
     "frontier",
     "report",
 ]

@@ -18,6 +18,7 @@ import warnings
 from bayesmix import errors
 from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
+from bayesmix.cli.backtest import add_predictor_arguments
 from bayesmix.loaders import FORMATS, load, size_label
 
 
@@ -88,6 +89,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="chains per fit (default 2; the saved posterior has J x chains)",
     )
     p.add_argument("--seed", type=int, help="random seed (default: fresh randomness)")
+    p.add_argument(
+        "--no-backtest",
+        action="store_true",
+        help="skip the backtests (refits with the largest size and the latest steps held "
+        "out); then the target-scale intervals carry no learned extrapolation error",
+    )
+    add_predictor_arguments(p, method=False)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_max_loss_argument(p)
     add_force_argument(p)
@@ -127,10 +135,45 @@ def run(args) -> int:
             max_step=args.max_step,
             warn=False,
         )
+    bt = None
+    if not args.no_backtest:
+        from bayesmix.backtesting import attach, backtest, target_distance
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bt = backtest(
+                table,
+                method="nested",
+                model=args.model,
+                max_step=args.max_step,
+                step_ratio=args.step_ratio,
+                imputations=args.imputations,
+                draws=args.draws,
+                tune=args.tune,
+                chains=args.chains,
+                random_seed=args.seed,
+                progressbar=not args.quiet,
+            )
+        distance = target_distance(
+            table, n_params=n_params, steps=args.steps, max_step=args.max_step
+        )
+        attach(post, bt, target_distance=distance)
     post.save(out)
     record = pipeline_record(post)
     assert record is not None  # nested_fit records it
     print(summary(post, record, out))
+    if bt is not None:
+        print("\n" + bt.to_text())
+        if not bt.gates_ok:
+            loud_warning(
+                "a backtest fit did not pass its diagnostics gate",
+                "its verdict is stored with the posterior (attribute bayesmix_backtest).",
+            )
+    else:
+        print(
+            "\nno backtest (--no-backtest): the target-scale intervals rest on the laws' "
+            "forms alone, with no learned extrapolation error"
+        )
     for line in gate_warnings(post):
         loud_warning(
             line,

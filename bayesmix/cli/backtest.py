@@ -1,0 +1,119 @@
+"""``bayesmix backtest RUNS... [-o backtest.json]``: how well extrapolating to a larger model
+size or more tokens works, measured within the proxies before the big run.
+
+Refits with the largest proxy size held out, and with the latest checkpoints held out (after
+the last step / --step-ratio), predicts what was held out with the same predictor that predicts
+the target (--method nested: the nested pipeline; joint: one law over size and tokens), and
+prints coverage, bias and MAE by split and distance, with the extrapolation error learned from
+the residuals (what `bayesmix pipeline` adds to its target-scale intervals).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bayesmix import errors
+from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
+from bayesmix.cli._output import add_force_argument, check_output
+from bayesmix.loaders import FORMATS, load
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "backtest",
+        help="check target-scale extrapolation within the proxies (size and steps held out)",
+        description=__doc__.split("\n\n")[1],
+        epilog="examples:\n"
+        "  bayesmix backtest ../data/5Mix/70M.txt ../data/5Mix/160M.txt "
+        "../data/5Mix/305M.txt ../data/5Mix/410M.txt \\\n"
+        "      --max-step 30000 --weights ../data/pipeline/valid_weight.json -o backtest.json\n"
+        "  bayesmix backtest ../data/5Mix --method joint --max-step 30000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs", nargs="+", metavar="RUNS", help="run files or directories")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="save the backtest: .json (summary, splits, calibration, records) or .csv "
+        "(one row per held-out run and validation domain)",
+    )
+    add_predictor_arguments(p)
+    p.add_argument("--format", choices=FORMATS, help="input format (detected when omitted)")
+    p.add_argument(
+        "--weights",
+        metavar="FILE.json",
+        help="validation-domain weights: adds each held-out run's overall loss",
+    )
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_max_loss_argument(p)
+    add_force_argument(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_predictor_arguments(p: argparse.ArgumentParser, *, method: bool = True) -> None:
+    """Options of the backtest's refits (shared with ``bayesmix pipeline``)."""
+    if method:
+        p.add_argument(
+            "--method",
+            choices=("nested", "joint"),
+            default="nested",
+            help="the predictor: nested pipeline (default) or one law over size and tokens",
+        )
+        p.add_argument(
+            "--model",
+            metavar="NAME|FILE.toml",
+            help="mixing-law specification (nested: stage 3, default 'default'; joint: "
+            "default 'scaling')",
+        )
+        p.add_argument(
+            "--max-step", type=float, metavar="S", help="proxy checkpoints up to this step"
+        )
+        p.add_argument(
+            "--imputations", type=int, default=4, metavar="J", help="nested: J (default 4)"
+        )
+        p.add_argument("--draws", type=int, default=500, help="draws per chain (default 500)")
+        p.add_argument("--tune", type=int, default=500, help="tuning steps (default 500)")
+        p.add_argument("--chains", type=int, default=2, help="chains per fit (default 2)")
+    p.add_argument(
+        "--step-ratio",
+        type=float,
+        default=3.0,
+        metavar="R",
+        help="the steps backtest fits checkpoints up to the last step / R (default 3)",
+    )
+
+
+def run(args) -> int:
+    from bayesmix.backtesting import backtest
+
+    out = (
+        check_output(args.output, (".json", ".csv"), inputs=args.runs, force=args.force)
+        if args.output
+        else None
+    )
+    for name in ("imputations", "draws", "tune", "chains"):
+        if getattr(args, name) < 1:
+            raise errors.OptionError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    table = load(args.runs, args.format, max_loss=max_loss_from_args(args))
+    bt = backtest(
+        table,
+        method=args.method,
+        model=args.model,
+        max_step=args.max_step,
+        step_ratio=args.step_ratio,
+        imputations=args.imputations,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        random_seed=args.seed,
+        weights=args.weights,
+        progressbar=not args.quiet,
+    )
+    print(bt.to_text())
+    if out is not None:
+        bt.save(out)
+        print(f"saved:       {out}")
+    return 0

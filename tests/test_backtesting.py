@@ -1,0 +1,125 @@
+"""Backtests within the proxies (bayesmix.backtesting, ``bayesmix backtest``): which splits a
+run table allows, and, on simulated runs whose size and step scaling are known, that both
+splits refit, predict what was held out and learn an extrapolation error.
+
+One CLI run (session fixture, small MCMC) serves the slow tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bayesmix import extrapolation
+from bayesmix.backtesting import plan_splits, target_distance
+from bayesmix.cli import main
+from bayesmix.errors import BayesmixError, OptionError
+from bayesmix.simulation import simulate
+
+DOMAINS = ["Github", "Books3", "Pile-CC"]
+SIZES = [2e7, 5e7, 1.25e8]
+STEPS = [1000, 2000, 3000, 4000, 6000, 9000]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    """10 mixtures x 3 sizes x 6 steps from a known M4 law with power laws in N and D."""
+    return simulate(DOMAINS, n_runs=10, random_seed=7, sizes=SIZES, steps=STEPS, noise_sd=0.01)
+
+
+def test_splits_hold_out_the_largest_size_and_the_latest_steps(sim):
+    runs, _ = sim
+    splits, notes = plan_splits(runs)
+    assert [s.kind for s in splits] == ["size", "steps"] and notes == []
+    size, steps = splits
+    fitted = size.fitted.to_tidy()
+    assert set(fitted["n_params"]) == {2e7, 5e7}
+    held = size.heldout.to_tidy()
+    assert set(held["n_params"]) == {1.25e8} and set(held["step"]) == {9000}
+    assert size.heldout.n_runs == 10
+    assert size.ranges["n_params"] == (2e7, 5e7)
+    # steps: fitted up to 9000 / 3 at every size, the largest size's last checkpoint predicted
+    fitted = steps.fitted.to_tidy()
+    assert fitted["step"].max() == 3000 and set(fitted["n_params"]) == set(SIZES)
+    held = steps.heldout.to_tidy()
+    assert set(held["step"]) == {9000} and set(held["n_params"]) == {1.25e8}
+    assert steps.ranges["tokens"][1] == 3000 * 1_048_576
+
+
+def test_splits_that_cannot_be_made_are_named(sim):
+    runs, _ = sim
+    two_sizes = runs.select([r for r in runs.runs if not r.startswith("125M")])
+    splits, notes = plan_splits(two_sizes, max_step=4000)
+    assert splits == []
+    assert any("no size backtest: 2 model size(s)" in n for n in notes)
+    assert any("no steps backtest: fewer than 3 checkpoints" in n for n in notes)
+    with pytest.raises(OptionError, match="step_ratio"):
+        plan_splits(runs, step_ratio=1.0)
+    final = runs.final()
+    no_steps = type(final)(
+        final.to_tidy().drop(columns=["step", "tokens"]), final.train_domains, final.eval_domains
+    )
+    with pytest.raises(BayesmixError, match="need checkpoints with model sizes"):
+        plan_splits(no_steps)
+
+
+def test_target_distance_is_measured_from_the_fitted_checkpoints(sim):
+    runs, _ = sim
+    u = target_distance(runs, n_params=5e8, steps=27000)
+    assert u == pytest.approx(np.hypot(np.log(5e8 / 1.25e8), np.log(27000 / 9000)))
+    # with max_step the proxies end earlier, so the same target is further away
+    assert target_distance(runs, n_params=5e8, steps=27000, max_step=3000) > u
+    assert target_distance(runs, n_params=1e8, steps=9000) == 0.0
+
+
+@pytest.fixture(scope="module")
+def cli_backtest(sim, tmp_path_factory):
+    runs, _ = sim
+    folder = tmp_path_factory.mktemp("backtest")
+    src = folder / "runs.csv"
+    runs.to_tidy().to_csv(src, index=False)
+    out = folder / "backtest.json"
+    args = ["backtest", str(src), "-o", str(out), "--imputations", "2", "--draws", "150"]
+    args += ["--tune", "300", "--chains", "2", "--seed", "3", "--quiet"]
+    return main(args), out
+
+
+@pytest.mark.slow
+def test_cli_backtest_refits_both_splits_and_learns_the_error(cli_backtest, capsys):
+    code, out = cli_backtest
+    assert code == 0
+    bt = json.loads(out.read_text())
+    summary = {s: i for i, s in enumerate(bt["summary"]["split"])}
+    assert set(summary) == {"size", "steps", "all"}
+    n = bt["summary"]["n"]
+    assert n[summary["size"]] == n[summary["steps"]] == 10 * len(DOMAINS)
+    rec = bt["records"]
+    dist = dict(zip(rec["split"], rec["distance"], strict=True))
+    assert dist["size"] == pytest.approx(np.log(1.25e8 / 5e7))
+    assert dist["steps"] == pytest.approx(np.log(9000 / 3000))
+    # The simulated runs follow the pipeline's own laws: the refits must predict the held-out
+    # losses (which move by 0.1-0.4 nats from the fitted range) within 0.05 nats on average,
+    # and their 90% intervals must hold most of them (30 correlated losses per split: a
+    # shifted exponent moves a whole domain, so coverage moves in steps of a third).
+    for split in ("size", "steps"):
+        assert bt["summary"]["mae"][summary[split]] < 0.05
+        assert bt["summary"]["coverage"][summary[split]] >= 0.6
+    cal = extrapolation.Calibration.from_json(json.dumps(bt["calibration"]))
+    assert cal.n_splits == 2 and cal.n_residuals == 60
+    assert 0.1 < cal.kappa_mean < 5 and cal.tau_mean >= 0
+    assert bt["verdict"].startswith("backtests (nested): 90% intervals covered")
+    assert len(bt["splits"]) == 2 and all(s["seconds"] > 0 for s in bt["splits"])
+
+
+def test_cli_backtest_refuses_bad_options_in_one_line(sim, tmp_path, capsys):
+    runs, _ = sim
+    src = tmp_path / "runs.csv"
+    runs.to_tidy().to_csv(src, index=False)
+    assert main(["backtest", str(src), "--draws", "0"]) == 2
+    assert "--draws must be >= 1" in capsys.readouterr().err
+    assert main(["backtest", str(src), "-o", str(src)]) == 2  # never overwrites an input
+    assert "input" in capsys.readouterr().err
+    assert main(["backtest", str(src), "-o", str(tmp_path / "bt.txt")]) == 2
+    assert ".json" in capsys.readouterr().err
