@@ -540,14 +540,33 @@ def target_distance(
 def attach(post, bt: Backtest, *, target_distance: float | None = None):
     """Store the backtest's summary and calibration on a posterior (returns it): predictions
     then include the learned extrapolation error; ``target_distance`` fixes the distance of a
-    posterior fitted at one target scale (nested pipeline)."""
+    posterior fitted at one target scale (nested pipeline). The stored record's ``target``
+    says how much of the predictive variance at the fitted mixtures is extrapolation error."""
+    record = bt.to_dict(records=True)
     if bt.calibration is not None:
         cal = bt.calibration
         if target_distance is not None:
             cal = cal.with_target(target_distance)
+            record["target"] = {
+                "distance": float(target_distance),
+                "extrapolation_share": extrapolation_share(post, cal),
+            }
         post.with_extrapolation(cal)
-    post.tree.attrs[ATTR] = json.dumps(_json_safe(bt.to_dict(records=True)), sort_keys=True)
+    post.tree.attrs[ATTR] = json.dumps(_json_safe(record), sort_keys=True)
     return post
+
+
+def extrapolation_share(post, cal: extrapolation.Calibration) -> float:
+    """Median share, over the posterior's fitted mixtures and validation domains, of the
+    calibrated predictive variance that is extrapolation error (discrepancy), at the
+    calibration's target distance."""
+    from bayesmix.posterior import Posterior
+
+    plain = Posterior(post.tree.copy()).with_extrapolation(None)
+    pred = plain.predict(post.fit_data().mixtures, warn=False)
+    own = pred.predictive.std(("chain", "draw")).values
+    distance = cal.target_distance or 0.0
+    return float(np.median(extrapolation.width_share(cal, own, distance)))
 
 
 def stored(post) -> dict | None:
@@ -564,6 +583,7 @@ __all__ = [
     "attach",
     "backtest",
     "calibrated_inside",
+    "extrapolation_share",
     "plan_splits",
     "stored",
     "target_distance",

@@ -414,6 +414,13 @@ def _section_backtest(view: _View) -> tuple[str, str, str] | None:
     cal = view.post.extrapolation
     if cal is not None:
         parts.append(f"<p>{_esc(cal.describe())}.</p>")
+    target = bt.get("target")
+    if target:
+        parts.append(
+            f"<p>This posterior's target lies at log-distance {target['distance']:.2f} beyond "
+            f"the proxies: the learned extrapolation error is "
+            f"{100 * target['extrapolation_share']:.0f}% of its predictive variance.</p>"
+        )
     if bt.get("notes"):
         parts.append("<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in bt["notes"]) + "</ul>")
     rec = pd.DataFrame(bt.get("records") or {})

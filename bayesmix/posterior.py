@@ -557,7 +557,7 @@ class Posterior:
         """
         messages = []
         names = {"n_params": "model size (parameters)", "tokens": "training tokens"}
-        ranges = self.scale_range() if (n_params, tokens) != (None, None) else {}
+        ranges = self.scale_range() if n_params is not None or tokens is not None else {}
         for key, value in (("n_params", n_params), ("tokens", tokens)):
             if value is None or key not in ranges:
                 continue

@@ -154,7 +154,7 @@ def test_calibration_round_trips_as_json():
 
 @pytest.mark.slow
 def test_a_calibrated_posterior_widens_with_distance_and_survives_save(simulated_fit, tmp_path):
-    post = Posterior(simulated_fit.tree.copy())
+    post = Posterior(simulated_fit.posterior.tree.copy())
     mixtures = {"a": dict.fromkeys(post.train_domains, 1 / len(post.train_domains))}
     plain = post.intervals(mixtures, 0.9)
     width = lambda t: float((t["upper"] - t["lower"]).mean())  # noqa: E731
@@ -176,3 +176,4 @@ def test_a_calibrated_posterior_widens_with_distance_and_survives_save(simulated
     whole = back.intervals(many, 0.9)
     pd.testing.assert_frame_equal(back.intervals(many, 0.9, chunk_size=2), whole)
     assert back.with_extrapolation(None).extrapolation is None
+    assert simulated_fit.posterior.extrapolation is None  # the shared fixture is untouched

@@ -145,9 +145,22 @@ def test_cli_end_to_end(sim, tmp_path, capsys):
     assert cal.target_distance == pytest.approx(
         np.hypot(np.log(TARGET_N / SIZES[-1]), np.log(TARGET_S / STEPS[-1]))
     )
+    assert "of the predictive variance" in text
     plain = Posterior.load(out).with_extrapolation(None)
     mix = [[0.2, 0.3, 0.5]]
     assert not np.allclose(post.intervals(mix)["upper"], plain.intervals(mix)["upper"])
+    # decisions drawn from it carry the verdict and the learned error in their notes
+    from bayesmix.decision import decide
+
+    notes = decide(post, random_seed=0, per_draw=False).notes
+    assert any(n.startswith("backtests (nested)") for n in notes)
+    assert any("extrapolation error learned from 1 backtest split" in n for n in notes)
+    # the HTML report has the backtest section and its figure
+    from bayesmix.html_report import build_html, figure_names
+
+    page = build_html(post)
+    assert "Backtests: extrapolation within the proxies" in page
+    assert "backtest" in figure_names(page)
 
 
 @pytest.mark.slow

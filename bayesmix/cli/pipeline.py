@@ -164,6 +164,15 @@ def run(args) -> int:
     print(summary(post, record, out))
     if bt is not None:
         print("\n" + bt.to_text())
+        from bayesmix.backtesting import stored
+
+        target = (stored(post) or {}).get("target")
+        if target:
+            print(
+                f"target:      at log-distance {target['distance']:.2f} beyond the proxies; "
+                f"the learned extrapolation error is {100 * target['extrapolation_share']:.0f}% "
+                "of the predictive variance (median over the fitted mixtures and domains)"
+            )
         if not bt.gates_ok:
             loud_warning(
                 "a backtest fit did not pass its diagnostics gate",
