@@ -58,7 +58,8 @@ def compiled_count() -> int:
 def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progressbar: bool = False):
     """(pm.Model, nutpie compiled model with ``data`` or None): from this process's cache,
     else built and compiled (or loaded from :mod:`bayesmix.compile_cache`)."""
-    key = structure_key(spec, runs.train_domains, runs.eval_domains, data.multi_record)
+    n_runs = len(data.run_ids) if data.multi_record and data.run_ids is not None else None
+    key = structure_key(spec, runs.train_domains, runs.eval_domains, data.multi_record, n_runs)
     model, compiled = _COMPILED.get(key, (None, None))
     if model is None:
         model = build_model(spec, runs.train_domains, runs.eval_domains, data)

@@ -242,14 +242,25 @@ def diagonal_pairs(spec: ModelSpec, train_domains, eval_domains) -> list[tuple[i
     return pairs
 
 
-def structure_key(spec: ModelSpec, train_domains, eval_domains, multi_record: bool = False) -> str:
-    """Identifies a model structure: equal keys can share one compiled model."""
+def structure_key(
+    spec: ModelSpec,
+    train_domains,
+    eval_domains,
+    multi_record: bool = False,
+    n_runs: int | None = None,
+) -> str:
+    """Identifies a model structure: equal keys can share one compiled model.
+
+    ``n_runs``: for laws fitted to every checkpoint, the number of runs, which sizes the run
+    effects (a free variable of dims (run, eval_domain)): a compiled model of another number
+    of runs would read and write past its arrays."""
     text = "|".join(
         [
             spec.to_json(),
             ",".join(train_domains),
             ",".join(eval_domains),
             "records" if multi_record else "runs",
+            *([f"n_runs={int(n_runs)}"] if multi_record and n_runs is not None else []),
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]

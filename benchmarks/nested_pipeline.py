@@ -85,6 +85,7 @@ def run(
         warn=False,
     )
     rows, covered, notes, timings, gates, pairs = [], [], [], [], [step_fit.diagnostics.ok], []
+    posts: dict = {}
     if not step_fit.diagnostics.ok:
         notes.append("stage 1: " + "; ".join(step_fit.diagnostics.failed))
     for (n_params, step), group in tidy.groupby(["n_params", "step"], sort=True):
@@ -112,6 +113,7 @@ def run(
                     proxies, n_params=n_params, steps=step, max_step=max_step
                 ),
             )
+        posts[step] = post
         runs = list(group.index)
         iv = post.intervals(targets.mixtures.loc[runs], 0.9, weights=str(weights_path))
         pairs += _pairs(post, targets.mixtures.loc[runs], group, domains, w, seed)
@@ -135,6 +137,7 @@ def run(
                     "coverage_domains": float(inside[ok].mean()),
                 }
             )
+    pairs += _long_pair(posts, data, domains, w, seed)
     table = pd.DataFrame(rows)
     err = (table["mean"] - table["observed"]).abs()
     rho = float(spearmanr(table["mean"], table["observed"]).statistic)
@@ -183,6 +186,25 @@ def _pairs(post, mixtures, group, domains, w, seed) -> list[dict]:
                     "inside": bool(lo <= seen <= hi),
                 }
             )
+    return out
+
+
+def _long_pair(posts: dict, data: Path, domains, w, seed) -> list[dict]:
+    """The two long 1B runs compared where both have a checkpoint (90k steps): predicted
+    difference from the 90k target's posterior against the observed one."""
+    step = 90000.0
+    if step not in posts:
+        return []
+    at = load([data / "5Mix" / "1B.txt"]).to_tidy()
+    at = at[at["step"] == step].set_index("run")
+    long = [r for r in ("1B_998", "1B_999") if r in at.index]
+    if len(long) < 2:
+        return []
+    mix = at.loc[long, [c for c in at.columns if c.startswith("mix.")]]
+    mix.columns = [c[4:] for c in mix.columns]
+    out = _pairs(posts[step], mix, at.loc[long], domains, w, seed)
+    for row in out:
+        row["pair"] += " at 90k"
     return out
 
 

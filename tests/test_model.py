@@ -195,6 +195,12 @@ def test_structure_key_separates_structures_not_data():
     spec = load_spec("default")
     key = structure_key(spec, SIM_DOMAINS, SIM_DOMAINS)
     assert key == structure_key(load_spec("default"), SIM_DOMAINS, SIM_DOMAINS)
+    # laws over every checkpoint size their run effects by the number of runs: another
+    # number of runs is another structure (sharing the compiled model corrupted memory)
+    scaling = load_spec("scaling")
+    assert structure_key(scaling, SIM_DOMAINS, SIM_DOMAINS, True, 20) != structure_key(
+        scaling, SIM_DOMAINS, SIM_DOMAINS, True, 26
+    )
     assert key != structure_key(load_spec("normal"), SIM_DOMAINS, SIM_DOMAINS)
     assert key != structure_key(spec, SIM_DOMAINS, SIM_DOMAINS[:3])
     assert key != structure_key(
