@@ -280,12 +280,12 @@ def calibrated_inside(records: pd.DataFrame, ci_prob: float, n: int = 400) -> np
         train = records[~mask] if len(splits) > 1 else records
         cal = extrapolation.learn(train)
         g = records[mask]
-        k = cal.kappa[rng.integers(len(cal.kappa), size=n)]
-        t = cal.tau[rng.integers(len(cal.tau), size=n)]
+        pick = rng.integers(len(cal.kappa), size=n)
+        k, t, m = cal.kappa[pick], cal.tau[pick], cal.tau_mix[pick]
         s = g["sd"].to_numpy(float)[:, None]
         u = g["distance"].to_numpy(float)[:, None]
-        z = rng.standard_normal((2, len(g), n))
-        draws = k * s * z[0] + t * u * z[1]
+        z = rng.standard_normal((3, len(g), n))
+        draws = k * s * z[0] + t * u * z[1] + m * u * z[2]
         lo, hi = np.quantile(draws, [(1 - ci_prob) / 2, (1 + ci_prob) / 2], axis=1)
         e = g["error"].to_numpy(float)
         out[mask] = (lo <= e) & (e <= hi)

@@ -2,38 +2,41 @@
 
 A posterior fitted on small, short proxies and asked about a large, long run is only as good as
 its extrapolation. Its own intervals say how sure the *law* is, not how well the law's form
-carries to a larger model size or more tokens. :mod:`bayesmix.backtest` measures that within
+carries to a larger model size or more tokens. :mod:`bayesmix.backtesting` measures that within
 the proxies: it refits with the largest size or the latest checkpoints held out and predicts
 them with the same predictor. This module turns the backtest's residuals into a calibration and
 applies it to predictions.
 
-Model, per held-out (record, validation domain), with ``e`` the observed minus the predicted
-mean loss, ``s`` the predictor's own predictive standard deviation and ``u`` the log-distance
-beyond the fitted range::
+Model, per held-out (run r, validation domain k) of one backtest split, with ``e`` the observed
+minus the predicted mean loss, ``s`` the predictor's own predictive standard deviation and ``u``
+the log-distance beyond the fitted range::
 
-    e ~ Normal(0, kappa^2 s^2 + tau^2 u^2),   u = sqrt(log(N / N_max)^2 + log(D / D_max)^2)
+    e[r,k] = kappa s[r,k] z[r,k] + delta[k] u + eta[r,k] u
+    delta[k] ~ Normal(0, tau^2),  eta[r,k] ~ Normal(0, tau_mix^2),  z ~ Normal(0, 1)
+    u = sqrt(log(N / N_max)^2 + log(D / D_max)^2)
 
-where N (parameters) and D (tokens) count only beyond the largest fitted ones. ``kappa``
-rescales the predictor's own spread (< 1: intervals wider than the errors, > 1: narrower);
-``tau`` (nats per token, per unit of log-distance) is the discrepancy that grows with the
-distance. Their posterior is computed on a grid with priors ``log kappa ~ Normal(0, 0.5)`` and
-``tau ~ HalfNormal(0.05)``. The held-out records of one backtest split come from one fit and
-share its extrapolation error: within a (split, domain) the residuals are jointly Normal with
-that shared term (:func:`grid_posterior`; treating them as independent would make the
-posterior of ``tau`` far too narrow). ``rho``, the correlation of that error across domains,
-is estimated by moments and discounts the domains of one split accordingly.
+with N (parameters) and D (tokens) counted only beyond the largest fitted ones. ``kappa``
+rescales the predictor's own spread (< 1: its intervals are wider than its errors, > 1:
+narrower); ``tau`` (nats per token per unit of log-distance) is the error a refit shares with
+all its held-out runs (a wrong exponent moves every mixture), ``tau_mix`` the part that differs
+between mixtures (it is what widens a predicted *difference* between mixtures). Within a
+(split, domain) the residuals are jointly Normal with a rank-one shared part, so the likelihood
+is exact by Sherman-Morrison; the posterior of (kappa, tau, tau_mix) is computed on a grid with
+priors ``log kappa ~ Normal(0, 0.5)``, ``tau ~ HalfNormal(0.05)``, ``tau_mix ~
+HalfNormal(0.03)``. ``rho`` and ``rho_mix``, the correlations of the two errors across
+domains, are estimated by moments; ``rho`` discounts the domains of one split accordingly.
 
-At the target (:func:`apply_calibration`), for posterior sample i: ``predictive = mean + kappa_i
-(predictive - mean) + delta_i`` and ``mean = mean + delta_i``, with ``delta_i ~ Normal(0,
-(tau_i u)^2)`` per domain, correlated ``rho`` across domains and, as in the backtests (one
-refit, one extrapolation error for all its held-out runs), shared by every mixture.
+At the target (:func:`apply_calibration`), for posterior sample j and mixture i:
+``predictive = mean + kappa_j (predictive - mean) + (delta_j + eta_ji) u`` and ``mean = mean +
+(delta_j + eta_ji) u``; ``delta_j`` is shared by every mixture (a fixed stream: like a law
+parameter, it cancels in differences), ``eta_ji`` is drawn from mixture i's own stream.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -42,13 +45,16 @@ from bayesmix import errors
 
 #: Root attribute of a posterior file holding its calibration (JSON).
 ATTR = "bayesmix_extrapolation"
-#: Prior scales: log kappa ~ Normal(0, KAPPA_SD); tau ~ HalfNormal(TAU_SCALE) (nats per token
-#: per unit of log-distance: at u = 1.2, e.g. 30k -> 100k steps, 0.05 is a 0.06-nat error).
+#: Prior scales: log kappa ~ Normal(0, KAPPA_SD); tau ~ HalfNormal(TAU_SCALE), tau_mix ~
+#: HalfNormal(TAU_MIX_SCALE) (nats per token per unit of log-distance: at u = 1.2, e.g. 30k ->
+#: 100k steps, 0.05 is a 0.06-nat error).
 KAPPA_SD = 0.5
 TAU_SCALE = 0.05
-#: Grid of the posterior: kappa log-spaced, tau linear.
-KAPPA_GRID = np.exp(np.linspace(math.log(0.1), math.log(5.0), 70))
-TAU_GRID = np.linspace(0.0, 0.3, 121)
+TAU_MIX_SCALE = 0.03
+#: Grid of the posterior: kappa log-spaced, tau and tau_mix linear.
+KAPPA_GRID = np.exp(np.linspace(math.log(0.1), math.log(5.0), 160))
+TAU_GRID = np.linspace(0.0, 0.3, 76)
+TAU_MIX_GRID = np.linspace(0.0, 0.15, 31)
 #: Posterior samples of (kappa, tau) kept with a calibration.
 N_SAMPLES = 1000
 #: Seed of the discrepancy directions of :func:`apply_calibration` (one per posterior draw).
@@ -57,10 +63,12 @@ DELTA_SEED = 20261206
 
 @dataclass
 class Calibration:
-    """The learned extrapolation error: posterior samples of ``kappa`` (spread factor) and
-    ``tau`` (discrepancy per unit of log-distance, nats per token), ``rho`` (correlation across
-    domains), the figures it was learned from, and the distance of the posterior's own target
-    (``target_distance``; None: computed from the inputs of each prediction)."""
+    """The learned extrapolation error: posterior samples (N_SAMPLES,) of ``kappa`` (spread
+    factor), ``tau`` (error shared by a refit's mixtures) and ``tau_mix`` (error of each
+    mixture), both in nats per token per unit of log-distance; ``rho``, ``rho_mix`` their
+    correlations across domains; the figures they were learned from; and the distance of the
+    posterior's own target (``target_distance``; None: computed from each prediction's
+    inputs)."""
 
     kappa: np.ndarray
     tau: np.ndarray
@@ -68,6 +76,8 @@ class Calibration:
     n_residuals: int
     n_splits: int
     max_distance: float
+    tau_mix: np.ndarray = field(default_factory=lambda: np.zeros(N_SAMPLES))
+    rho_mix: float = 0.0
     target_distance: float | None = None
     target_ranges: dict = field(default_factory=dict)
     source: str = "backtest"
@@ -80,8 +90,12 @@ class Calibration:
     def tau_mean(self) -> float:
         return float(np.mean(self.tau))
 
+    @property
+    def tau_mix_mean(self) -> float:
+        return float(np.mean(self.tau_mix))
+
     def interval(self, name: str, prob: float = 0.9) -> tuple[float, float]:
-        """Equal-tailed interval of ``kappa`` or ``tau``."""
+        """Equal-tailed interval of ``kappa``, ``tau`` or ``tau_mix``."""
         x = getattr(self, name)
         lo, hi = np.quantile(x, [(1 - prob) / 2, (1 + prob) / 2])
         return float(lo), float(hi)
@@ -90,12 +104,14 @@ class Calibration:
         """One line: what was learned and from what."""
         k_lo, k_hi = self.interval("kappa")
         t_lo, t_hi = self.interval("tau")
+        m_lo, m_hi = self.interval("tau_mix")
         text = (
             f"extrapolation error learned from {self.n_splits} backtest split(s) "
             f"({self.n_residuals} held-out losses, up to distance {self.max_distance:.2f}): "
-            f"spread factor {self.kappa_mean:.2f} [{k_lo:.2f}, {k_hi:.2f}], discrepancy "
-            f"{self.tau_mean:.3f} [{t_lo:.3f}, {t_hi:.3f}] nats per unit log-distance, "
-            f"correlation across domains {self.rho:.2f}"
+            f"spread factor {self.kappa_mean:.2f} [{k_lo:.2f}, {k_hi:.2f}]; per unit "
+            f"log-distance, shared error {self.tau_mean:.3f} [{t_lo:.3f}, {t_hi:.3f}] and "
+            f"per-mixture error {self.tau_mix_mean:.3f} [{m_lo:.3f}, {m_hi:.3f}] nats, "
+            f"correlated {self.rho:.2f} / {self.rho_mix:.2f} across domains"
         )
         if self.target_distance is not None:
             text += f"; target at distance {self.target_distance:.2f}"
@@ -103,23 +119,24 @@ class Calibration:
 
     def with_target(self, distance: float, ranges: dict | None = None) -> Calibration:
         """The same calibration for a posterior whose target lies at ``distance``."""
-        out = Calibration(**{**asdict(self), "kappa": self.kappa, "tau": self.tau})
-        out.target_distance = float(distance)
-        out.target_ranges = dict(ranges or {})
-        return out
+        return replace(self, target_distance=float(distance), target_ranges=dict(ranges or {}))
 
     def to_json(self) -> str:
         d = asdict(self)
-        d["kappa"] = [round(float(v), 6) for v in self.kappa]
-        d["tau"] = [round(float(v), 6) for v in self.tau]
+        for name in _ARRAYS:
+            d[name] = [round(float(v), 6) for v in getattr(self, name)]
         return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Calibration:
         d = json.loads(text)
-        d["kappa"] = np.asarray(d["kappa"], float)
-        d["tau"] = np.asarray(d["tau"], float)
+        for name in _ARRAYS:
+            if name in d:
+                d[name] = np.asarray(d[name], float)
         return cls(**d)
+
+
+_ARRAYS = ("kappa", "tau", "tau_mix")
 
 
 def log_distance(n_params=None, tokens=None, ranges: dict | None = None) -> np.ndarray | float:
@@ -153,107 +170,100 @@ def _check_residuals(frame: pd.DataFrame) -> pd.DataFrame:
     return keep
 
 
-def _group_sums(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (split, domain) group: n, sum log s^2, A = sum e^2/s^2, B = sum u e/s^2,
-    C = sum u^2/s^2 (the sufficient statistics of the likelihood in :func:`grid_posterior`)."""
-    s2 = frame["sd"].to_numpy(float) ** 2
-    e = frame["error"].to_numpy(float)
-    u = frame["distance"].to_numpy(float)
-    parts = pd.DataFrame(
-        {
-            "split": frame["split"].to_numpy(),
-            "domain": frame["eval_domain"].to_numpy() if "eval_domain" in frame else "all",
-            "n": 1.0,
-            "logs2": np.log(s2),
-            "A": e**2 / s2,
-            "B": u * e / s2,
-            "C": u**2 / s2,
-            "mean_e": e,
-            "mean_s2": s2,
-            "u": u,
-        }
-    )
-    agg = {c: "sum" for c in ("n", "logs2", "A", "B", "C")}
-    agg.update({"mean_e": "mean", "mean_s2": "mean", "u": "mean"})
-    return parts.groupby(["split", "domain"], sort=False).agg(agg).reset_index()
+def _grouped(frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """Residuals sorted by (split, domain): e, s^2, u, group index, group starts, the split of
+    each group, and the number of groups per split."""
+    dom = frame["eval_domain"] if "eval_domain" in frame.columns else pd.Series("all", frame.index)
+    key = frame["split"].astype(str) + "\x00" + dom.astype(str)
+    codes, uniques = pd.factorize(key, sort=True)
+    order = np.argsort(codes, kind="stable")
+    codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    split_of = np.array([k.split("\x00")[0] for k in uniques])
+    per_split = pd.Series(split_of).map(pd.Series(split_of).value_counts()).to_numpy(float)
+    e = frame["error"].to_numpy(float)[order]
+    s2 = frame["sd"].to_numpy(float)[order] ** 2
+    u = frame["distance"].to_numpy(float)[order]
+    return e, s2, u, codes, starts, split_of, per_split
 
 
-def _loglik(groups: pd.DataFrame, kappa: np.ndarray, tau: np.ndarray, weight) -> np.ndarray:
-    """Log-likelihood on the grid (kappa (a, 1, 1), tau (1, b, 1)) summed over groups."""
-    n, logs2, a, b, c = (groups[k].to_numpy(float) for k in ("n", "logs2", "A", "B", "C"))
-    k2 = kappa**2
-    t2 = tau**2
-    q = 1.0 + t2 * c / k2
-    ll = -0.5 * (n * np.log(k2) + logs2 + np.log(q) + a / k2 - (t2 * b**2 / k2**2) / q)
-    return (weight * ll).sum(-1)
+def grid_posterior(frame: pd.DataFrame, rho: float = 0.0) -> np.ndarray:
+    """Normalised posterior on (KAPPA_GRID, TAU_GRID, TAU_MIX_GRID) from residuals ``frame``
+    (columns split, error, sd, distance [, eval_domain]; one row per held-out (run, domain)).
 
-
-def grid_posterior(
-    frame: pd.DataFrame, rho: float = 0.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(kappa grid, tau grid, normalised posterior (kappa, tau)) from residuals ``frame``
-    (columns split, error, sd, distance [, eval_domain]; one row per held-out (record, domain)).
-
-    Within a (split, domain) group the residuals share the split's discrepancy: e ~ N(0,
-    kappa^2 diag(s^2) + tau^2 u u'), a rank-one update whose likelihood is exact by
-    Sherman-Morrison. Groups of one split are correlated ``rho`` across domains; each counts
-    (1 / (1 + (K - 1) rho)) so that a split's K domains weigh as K effective ones."""
+    Per (split, domain) group, e ~ N(0, diag(kappa^2 s^2 + tau_mix^2 u^2) + tau^2 u u'): the
+    rank-one term is the error the split's runs share, so by Sherman-Morrison the group's
+    log-likelihood needs the sums over its residuals of log D, e^2 / D, u^2 / D and u e / D
+    (D the diagonal). The groups of one split count 1 / (1 + (K - 1) rho) each."""
     frame = _check_residuals(frame)
-    groups = _group_sums(frame)
-    per_split = groups.groupby("split")["domain"].transform("size").to_numpy(float)
+    e, s2, u, _, starts, _, per_split = _grouped(frame)
     weight = 1.0 / (1.0 + (per_split - 1.0) * rho)
-    kappa = KAPPA_GRID[:, None, None]
-    tau = TAU_GRID[None, :, None]
-    logpost = _loglik(groups, kappa, tau, weight)
-    logpost = logpost - 0.5 * (np.log(KAPPA_GRID[:, None]) / KAPPA_SD) ** 2
-    logpost = logpost - 0.5 * (TAU_GRID[None, :] / TAU_SCALE) ** 2
+    k2 = KAPPA_GRID[:, None, None] ** 2
+    m2 = TAU_MIX_GRID[None, :, None] ** 2
+    d = k2 * s2 + m2 * u**2 + 1e-12  # (kappa, tau_mix, residual)
+
+    def sums(x):
+        return np.add.reduceat(x, starts, axis=-1)  # (kappa, tau_mix, group)
+
+    s_log, s_ee, s_uu, s_ue = sums(np.log(d)), sums(e**2 / d), sums(u**2 / d), sums(u * e / d)
+    t2 = TAU_GRID[:, None, None, None] ** 2  # (tau, kappa, tau_mix, group)
+    q = 1.0 + t2 * s_uu
+    ll = -0.5 * (s_log + np.log(q) + s_ee - t2 * s_ue**2 / q)
+    logpost = (ll * weight).sum(-1).transpose(1, 0, 2)  # (kappa, tau, tau_mix)
+    logpost = logpost - 0.5 * (np.log(KAPPA_GRID)[:, None, None] / KAPPA_SD) ** 2
+    logpost = logpost - 0.5 * (TAU_GRID[None, :, None] / TAU_SCALE) ** 2
+    logpost = logpost - 0.5 * (TAU_MIX_GRID[None, None, :] / TAU_MIX_SCALE) ** 2
     post = np.exp(logpost - logpost.max())
-    return KAPPA_GRID, TAU_GRID, post / post.sum()
+    return post / post.sum()
 
 
 def learn(frame: pd.DataFrame, *, random_seed: int | None = 0) -> Calibration:
     """The :class:`Calibration` of backtest residuals ``frame`` (columns split, error, sd,
     distance [, run, eval_domain]; :attr:`bayesmix.backtesting.Backtest.records`).
 
-    Two passes: the posterior with domains independent, the correlation across domains of
-    the split means at its mean, then the posterior with that correlation."""
+    Two passes: the posterior with domains independent, the correlations across domains at
+    its mean, then the posterior with that correlation."""
     frame = _check_residuals(frame)
     rng = np.random.default_rng(random_seed)
-    kg, tg, post = grid_posterior(frame)
-    rho = _domain_correlation(frame, *_means(kg, tg, post))
+    post = grid_posterior(frame)
+    rho, rho_mix = _domain_correlations(frame, *_means(post))
     if rho > 0:
-        kg, tg, post = grid_posterior(frame, rho)
-        rho = _domain_correlation(frame, *_means(kg, tg, post))
+        post = grid_posterior(frame, rho)
+        rho, rho_mix = _domain_correlations(frame, *_means(post))
     flat = rng.choice(post.size, size=N_SAMPLES, p=post.ravel())
-    ik, it = np.unravel_index(flat, post.shape)
-    # jitter within a grid cell so samples are not tied
-    dk = np.diff(np.log(kg)).mean()
-    dt = np.diff(tg).mean()
-    kappa = np.exp(np.log(kg[ik]) + rng.uniform(-0.5, 0.5, N_SAMPLES) * dk)
-    tau = np.clip(tg[it] + rng.uniform(-0.5, 0.5, N_SAMPLES) * dt, 0.0, None)
+    ik, it, im = np.unravel_index(flat, post.shape)
+
+    def jitter(grid, i, log=False):  # spread samples within their grid cell
+        g = np.log(grid) if log else grid
+        x = g[i] + rng.uniform(-0.5, 0.5, len(i)) * np.diff(g).mean()
+        return np.exp(x) if log else np.clip(x, 0.0, None)
+
     return Calibration(
-        kappa=kappa,
-        tau=tau,
+        kappa=jitter(KAPPA_GRID, ik, log=True),
+        tau=jitter(TAU_GRID, it),
+        tau_mix=jitter(TAU_MIX_GRID, im),
         rho=rho,
+        rho_mix=rho_mix,
         n_residuals=int(len(frame)),
         n_splits=int(frame["split"].nunique()),
         max_distance=float(frame["distance"].max()),
     )
 
 
-def _means(kg, tg, post) -> tuple[float, float]:
-    return float((post.sum(1) * kg).sum()), float((post.sum(0) * tg).sum())
+def _means(post: np.ndarray) -> tuple[float, float, float]:
+    """Posterior means of kappa, tau, tau_mix."""
+    return (
+        float((post.sum((1, 2)) * KAPPA_GRID).sum()),
+        float((post.sum((0, 2)) * TAU_GRID).sum()),
+        float((post.sum((0, 1)) * TAU_MIX_GRID).sum()),
+    )
 
 
-def _domain_correlation(frame: pd.DataFrame, kappa: float, tau: float) -> float:
-    """Correlation across domains of the (split, domain) mean residuals, standardised by
-    their variance tau^2 u^2 + kappa^2 mean(s^2) / n: for unit-variance z over K domains,
-    var(mean z) = (1 + (K - 1) rho) / K (moments per split, averaged, clipped to [0, 1])."""
-    groups = _group_sums(_check_residuals(frame))
-    var = tau**2 * groups["u"] ** 2 + kappa**2 * groups["mean_s2"] / groups["n"]
-    z = groups["mean_e"] / np.sqrt(var)
+def _moment_correlation(z: pd.Series, by) -> float:
+    """Correlation across the members of each group of unit-variance z: var(mean z) = (1 +
+    (K - 1) rho) / K, by moments per group, averaged, clipped to [0, 1]."""
     out = []
-    for _, zs in z.groupby(groups["split"]):
+    for _, zs in z.groupby(by):
         k = len(zs)
         m2 = float((zs**2).mean())
         if k > 1 and m2 > 0:
@@ -261,16 +271,42 @@ def _domain_correlation(frame: pd.DataFrame, kappa: float, tau: float) -> float:
     return float(np.clip(np.mean(out), 0.0, 1.0)) if out else 0.0
 
 
+def _domain_correlations(
+    frame: pd.DataFrame, kappa: float, tau: float, tau_mix: float
+) -> tuple[float, float]:
+    """(rho, rho_mix): across domains, of the split-domain mean residuals (the shared error)
+    and of the runs' deviations from them (own spread and per-mixture error)."""
+    if "eval_domain" not in frame.columns:
+        return 0.0, 0.0
+    s2 = frame["sd"] ** 2
+    u2 = frame["distance"] ** 2
+    g = frame.groupby(["split", "eval_domain"], sort=False)
+    n = g["error"].transform("size")
+    mean_e = g["error"].transform("mean")
+    own = kappa**2 * s2 + tau_mix**2 * u2
+    z_shared = mean_e / np.sqrt(tau**2 * u2 + own / n)
+    first = ~frame.duplicated(["split", "eval_domain"])
+    rho = _moment_correlation(z_shared[first], frame.loc[first, "split"])
+    if "run" not in frame.columns:
+        return rho, 0.0
+    z_run = (frame["error"] - mean_e) / np.sqrt(own * np.clip(1 - 1 / n, 1e-9, None))
+    return rho, _moment_correlation(z_run, [frame["split"], frame["run"]])
+
+
 def apply_calibration(
-    mean: np.ndarray, predictive: np.ndarray, calibration: Calibration, distance
+    mean: np.ndarray,
+    predictive: np.ndarray,
+    calibration: Calibration,
+    distance,
+    rngs: list[np.random.Generator] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated (mean, predictive) draws, arrays (chain, draw, n, K) in nats per token.
 
     ``distance``: the log-distance of the prediction (a number, or one per mixture (n,)).
-    Posterior sample j has its own discrepancy direction (K,), drawn from a fixed stream
-    (:data:`DELTA_SEED`), scaled by calibration sample j's tau and the distance: like a law
-    parameter, it is the same for every mixture and every call, so differences between
-    mixtures do not carry it and chunked predictions equal whole ones.
+    Posterior sample j takes calibration sample j modulo its size. The shared error of sample
+    j comes from a fixed stream (:data:`DELTA_SEED`): like a law parameter it is the same for
+    every mixture and call. Mixture i's own error comes from ``rngs[i]`` (None: left out), so
+    a chunk of mixtures gets the same numbers as the whole set.
     """
     chains, draws, n, k = mean.shape
     idx = np.arange(chains * draws) % len(calibration.kappa)
@@ -278,21 +314,30 @@ def apply_calibration(
     tau = calibration.tau[idx].reshape(chains, draws, 1, 1)
     u = np.broadcast_to(np.asarray(distance, float), (n,)).reshape(1, 1, n, 1)
     rng = np.random.default_rng(DELTA_SEED)
-    shared = rng.standard_normal((chains * draws, 1))
-    own = rng.standard_normal((chains * draws, k))
-    rho = calibration.rho
-    z = (math.sqrt(rho) * shared + math.sqrt(1.0 - rho) * own).reshape(chains, draws, 1, k)
-    delta = tau * u * z
-    return mean + delta, mean + kappa * (predictive - mean) + delta
+    z = _correlated(rng, (chains, draws), k, calibration.rho)[:, :, None, :]
+    error = tau * u * z
+    if rngs is not None and np.any(calibration.tau_mix > 0):
+        tau_mix = calibration.tau_mix[idx].reshape(chains, draws, 1)
+        own = np.empty_like(mean)
+        for i, r in enumerate(rngs):
+            own[:, :, i] = tau_mix * _correlated(r, (chains, draws), k, calibration.rho_mix)
+        error = error + own * u
+    return mean + error, mean + kappa * (predictive - mean) + error
+
+
+def _correlated(rng: np.random.Generator, shape: tuple, k: int, rho: float) -> np.ndarray:
+    """Standard Normal draws (*shape, k), correlated rho across the last axis."""
+    shared = rng.standard_normal((*shape, 1))
+    return math.sqrt(rho) * shared + math.sqrt(1.0 - rho) * rng.standard_normal((*shape, k))
 
 
 def width_share(
     calibration: Calibration, own_sd: np.ndarray | float, distance: float
 ) -> np.ndarray | float:
-    """Share of the calibrated predictive variance that comes from extrapolation (the
-    discrepancy), for a prediction with own predictive sd ``own_sd`` at ``distance``."""
+    """Share of the calibrated predictive variance that comes from extrapolation (shared and
+    per-mixture error), for a prediction with own predictive sd ``own_sd`` at ``distance``."""
     k2 = float(np.mean(calibration.kappa**2))
-    t2 = float(np.mean(calibration.tau**2)) * float(distance) ** 2
+    t2 = float(np.mean(calibration.tau**2 + calibration.tau_mix**2)) * float(distance) ** 2
     own = k2 * np.asarray(own_sd, float) ** 2
     return t2 / (own + t2)
 

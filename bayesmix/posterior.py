@@ -668,7 +668,7 @@ class Posterior:
         if not with_noise:
             if cal is not None:
                 mean, _ = apply_calibration(
-                    mean, mean, cal, self.extrapolation_distance(n_params, tokens)
+                    mean, mean, cal, self.extrapolation_distance(n_params, tokens), streams
                 )
             return mean, mean
         lik = self.spec.likelihood
@@ -685,7 +685,7 @@ class Posterior:
         pred = mean + noise.transpose(1, 2, 0, 3)
         if cal is not None:
             mean, pred = apply_calibration(
-                mean, pred, cal, self.extrapolation_distance(n_params, tokens)
+                mean, pred, cal, self.extrapolation_distance(n_params, tokens), streams
             )
         return mean, pred
 

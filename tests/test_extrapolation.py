@@ -17,10 +17,13 @@ from bayesmix.errors import BayesmixError
 from bayesmix.posterior import Posterior
 
 
-def residuals(kappa, tau, *, splits=8, runs=6, domains=12, rho=0.0, seed=0) -> pd.DataFrame:
+def residuals(
+    kappa, tau, *, tau_mix=0.0, splits=8, runs=6, domains=12, rho=0.0, seed=0
+) -> pd.DataFrame:
     """Backtest-like residuals: per split a distance in [0.3, 1.5], per (run, domain) an own
-    sd in [0.01, 0.03]; error = kappa * own + discrepancy shared by the split's runs (the
-    extrapolation error of one refit), correlated rho across domains."""
+    sd in [0.01, 0.03]; error = kappa * own + u * (an error shared by the split's runs, the
+    extrapolation error of one refit, correlated rho across domains + each run's own error
+    tau_mix)."""
     rng = np.random.default_rng(seed)
     rows = []
     for b in range(splits):
@@ -30,7 +33,8 @@ def residuals(kappa, tau, *, splits=8, runs=6, domains=12, rho=0.0, seed=0) -> p
         delta = tau * u * per_domain  # one refit: the same for every held-out run
         for r in range(runs):
             sd = rng.uniform(0.01, 0.03, domains)
-            err = kappa * sd * rng.standard_normal(domains) + delta
+            eta = tau_mix * u * rng.standard_normal(domains)
+            err = kappa * sd * rng.standard_normal(domains) + delta + eta
             for k in range(domains):
                 rows.append(
                     {
@@ -75,9 +79,22 @@ def test_learn_recovers_a_known_spread_factor_and_discrepancy():
 def test_no_discrepancy_in_the_residuals_gives_a_small_one():
     cal = extrapolation.learn(residuals(1.0, 0.0, splits=16, seed=2))
     assert cal.kappa_mean == pytest.approx(1.0, rel=0.15)
-    # the 95th percentile of tau is a few thousandths: a discrepancy of 0.005 nats at
-    # distance 1 would already show in 192 split-domain means of sd ~0.02 / sqrt(6)
+    # the 95th percentiles are a few thousandths: a shared error of 0.005 nats at distance 1
+    # would already show in 192 split-domain means of sd ~0.02 / sqrt(6), a per-mixture one
+    # of 0.01 against own errors of sd ~0.02 in 1,152 residuals at varied distances
     assert np.quantile(cal.tau, 0.95) < 0.006
+    assert np.quantile(cal.tau_mix, 0.95) < 0.012
+
+
+def test_a_per_mixture_error_is_told_apart_from_the_shared_one():
+    cal = extrapolation.learn(residuals(0.8, 0.01, tau_mix=0.03, splits=16, seed=6))
+    # distances vary between splits, so a per-mixture error growing with u separates from
+    # the own spread: the 90% intervals of tau_mix and kappa hold the truth (seeds 0-11: both
+    # held in 10, as two 90% intervals should in about 0.81)
+    lo, hi = cal.interval("tau_mix")
+    assert lo <= 0.03 <= hi and cal.tau_mix_mean == pytest.approx(0.03, rel=0.35)
+    lo, hi = cal.interval("kappa")
+    assert lo <= 0.8 <= hi
 
 
 def test_many_runs_of_one_refit_do_not_pin_the_discrepancy():
@@ -86,7 +103,9 @@ def test_many_runs_of_one_refit_do_not_pin_the_discrepancy():
     few = extrapolation.learn(residuals(1.0, 0.04, splits=2, runs=3, seed=3))
     many = extrapolation.learn(residuals(1.0, 0.04, splits=2, runs=60, seed=3))
     width = lambda c: np.subtract(*c.interval("tau")[::-1])  # noqa: E731
-    assert width(many) > 0.5 * width(few)
+    # 20x the runs: as independent residuals the width would fall by sqrt(20) (to 0.22x);
+    # shared by the refit it falls only by what the runs' own noise added (measured 0.46x)
+    assert width(many) > 0.35 * width(few)
 
 
 def test_correlation_across_domains_is_estimated():
@@ -106,11 +125,12 @@ def test_bad_residuals_are_refused_in_one_line():
         extrapolation.learn(frame)
 
 
-def fixed(kappa, tau, rho=0.0, distance=None) -> extrapolation.Calibration:
+def fixed(kappa, tau, rho=0.0, distance=None, tau_mix=0.0) -> extrapolation.Calibration:
     n = extrapolation.N_SAMPLES
     return extrapolation.Calibration(
         kappa=np.full(n, kappa),
         tau=np.full(n, tau),
+        tau_mix=np.full(n, tau_mix),
         rho=rho,
         n_residuals=1,
         n_splits=1,
@@ -141,6 +161,19 @@ def test_apply_scales_the_own_spread_and_adds_a_shared_discrepancy():
         mean, pred, fixed(0.5, 0.03, rho=0.7), [0.0, 1.0, 2.0]
     )
     np.testing.assert_array_equal(again, m1)
+    # a per-mixture error comes from each mixture's own stream: it does not cancel between
+    # mixtures (sd of a difference at u = 1: sqrt(2) * 0.04, within 6%) and a chunk of
+    # mixtures gets the same numbers as the whole set
+    cal = fixed(1.0, 0.0, tau_mix=0.04)
+    whole, _ = extrapolation.apply_calibration(
+        mean, pred, cal, 1.0, [np.random.default_rng(i) for i in range(3)]
+    )
+    diff = (whole[:, :, 0] - whole[:, :, 1]).ravel()
+    assert diff.std() == pytest.approx(np.sqrt(2) * 0.04, rel=0.06)
+    part, _ = extrapolation.apply_calibration(
+        mean[:, :, 1:], pred[:, :, 1:], cal, 1.0, [np.random.default_rng(i) for i in (1, 2)]
+    )
+    np.testing.assert_array_equal(part, whole[:, :, 1:])
 
 
 def test_calibration_round_trips_as_json():
@@ -148,8 +181,10 @@ def test_calibration_round_trips_as_json():
     back = extrapolation.Calibration.from_json(cal.to_json())
     np.testing.assert_allclose(back.kappa, cal.kappa, atol=1e-6)
     np.testing.assert_allclose(back.tau, cal.tau, atol=1e-6)
+    np.testing.assert_allclose(back.tau_mix, cal.tau_mix, atol=1e-6)
     assert back.rho == cal.rho and back.target_distance == 1.4
-    assert "discrepancy" in back.describe() and "distance 1.40" in back.describe()
+    text = back.describe()
+    assert "shared error" in text and "per-mixture error" in text and "distance 1.40" in text
 
 
 @pytest.mark.slow
