@@ -3,8 +3,9 @@
 Before paying for the big run, refit with part of the proxies held out and predict it with the
 same predictor that will predict the target:
 
-* **size** split: the largest proxy model size is held out; every other size is fitted, and the
-  held-out runs' last checkpoints are predicted (distance ``log(N / N_max fitted)``);
+* **size** splits: the largest proxy model size is held out and its runs' last checkpoints are
+  predicted from every smaller size (``size``) and, with 4 or more sizes, from all but the two
+  largest (``size2``, a longer extrapolation); distance ``log(N / N_max fitted)``;
 * **steps** split: checkpoints after ``S_max / step_ratio`` are held out; the runs of the
   largest size are predicted at their last checkpoint (distance ``log(D / D_max fitted)``).
 
@@ -68,17 +69,25 @@ def _table(frame: pd.DataFrame, runs: RunTable) -> RunTable:
 
 
 def plan_splits(
-    runs: RunTable, *, max_step: float | None = None, step_ratio: float = 3.0
+    runs: RunTable,
+    *,
+    max_step: float | None = None,
+    step_ratio: float = 3.0,
+    size_splits: int = 2,
 ) -> tuple[list[Split], list[str]]:
     """The backtest splits these runs allow, and one note per split that could not be made.
 
     ``max_step``: only checkpoints at or below it are proxies (as in the fit). ``step_ratio``:
-    the steps split fits checkpoints up to ``S_max / step_ratio``.
+    the steps split fits checkpoints up to ``S_max / step_ratio``. ``size_splits``: how many
+    size splits at most (1: the largest size from all others; 2: also from all but the two
+    largest, when there are 4 or more sizes).
     """
     if not isinstance(runs, RunTable):
         raise errors.BayesmixError("runs must be a RunTable (load it with bayesmix.load)")
     if not (math.isfinite(step_ratio) and step_ratio > 1):
         raise errors.OptionError(f"step_ratio must be a number > 1, got {step_ratio!r}")
+    if isinstance(size_splits, bool) or not isinstance(size_splits, int) or size_splits < 0:
+        raise errors.OptionError(f"size_splits must be a whole number >= 0, got {size_splits!r}")
     if not runs.has_steps or runs.column("n_params") is None:
         raise errors.BayesmixError(
             "backtests need checkpoints with model sizes: the runs lack a 'step' or "
@@ -95,21 +104,25 @@ def plan_splits(
     sizes = np.unique(tidy["n_params"].to_numpy(dtype=float))
     last = tidy.loc[tidy.groupby("run", sort=False)["step"].idxmax()]
 
-    # size: the largest size held out
+    # size: the largest size held out, fitted on every smaller size (split "size") and, with
+    # ``size_splits`` 2 and 4 or more sizes, on all but the two largest (split "size2": a
+    # longer extrapolation in size, as the target's usually is)
     if len(sizes) >= 3:
         big = sizes[-1]
-        fitted = tidy[tidy["n_params"] < big]
         held = last[last["n_params"] == big]
-        splits.append(
-            Split(
-                "size",
-                f"size {size_label(big)} held out (fitted {size_label(sizes[0])}-"
-                f"{size_label(sizes[-2])})",
-                _table(fitted, runs),
-                _table(held, runs),
-                _ranges(fitted),
+        for n_out in range(1, min(size_splits, len(sizes) - 2) + 1):
+            top = sizes[-1 - n_out]
+            fitted = tidy[tidy["n_params"] <= top]
+            splits.append(
+                Split(
+                    "size" if n_out == 1 else f"size{n_out}",
+                    f"size {size_label(big)} predicted from {size_label(sizes[0])}-"
+                    f"{size_label(top)}",
+                    _table(fitted, runs),
+                    _table(held, runs),
+                    _ranges(fitted),
+                )
             )
-        )
     else:
         notes.append(
             f"no size backtest: {len(sizes)} model size(s), and holding one out needs 3 "
@@ -126,6 +139,12 @@ def plan_splits(
         big = sizes[-1]
         held = last[(last["n_params"] == big) & (last["step"] > cut)]
         if len(held):
+            notes.append(
+                "assumed: one learning-rate schedule for every checkpoint of a run (the run "
+                "table says nothing of schedules); under a decaying schedule a checkpoint "
+                "before its end sits above the final loss of a run that ends there, and the "
+                "steps split's bias shows how much that moves the extrapolation here"
+            )
             splits.append(
                 Split(
                     "steps",
@@ -368,6 +387,7 @@ def backtest(
     model=None,
     max_step: float | None = None,
     step_ratio: float = 3.0,
+    size_splits: int = 2,
     imputations: int = 4,
     draws: int = 500,
     tune: int = 500,
@@ -388,9 +408,9 @@ def backtest(
     model : str or ModelSpec, optional
         Mixing-law specification (nested: stage 3, default ``"default"``; joint: the law,
         default ``"scaling"``).
-    max_step, step_ratio
+    max_step, step_ratio, size_splits
         Proxy checkpoints at or below ``max_step``; the steps split fits up to
-        ``S_max / step_ratio``.
+        ``S_max / step_ratio``; at most ``size_splits`` size splits (:func:`plan_splits`).
     imputations, draws, tune, chains, random_seed
         Settings of every refit (as :func:`bayesmix.pipeline.nested_fit` /
         :func:`bayesmix.fitting.fit`).
@@ -414,7 +434,9 @@ def backtest(
         raise errors.OptionError(f"ci_prob must be in (0, 1), got {ci_prob}")
     spec = model if model is not None else ("scaling" if method == "joint" else "default")
     start = time.perf_counter()
-    splits, notes = plan_splits(runs, max_step=max_step, step_ratio=step_ratio)
+    splits, notes = plan_splits(
+        runs, max_step=max_step, step_ratio=step_ratio, size_splits=size_splits
+    )
     w = None if weights is None else domain_weights(weights, runs.eval_domains, allow_subset=True)
     fit_kw = {"draws": draws, "tune": tune, "chains": chains}
     lo_q, hi_q = (1 - ci_prob) / 2, (1 + ci_prob) / 2

@@ -32,7 +32,8 @@ def sim():
 def test_splits_hold_out_the_largest_size_and_the_latest_steps(sim):
     runs, _ = sim
     splits, notes = plan_splits(runs)
-    assert [s.kind for s in splits] == ["size", "steps"] and notes == []
+    assert [s.kind for s in splits] == ["size", "steps"]
+    assert len(notes) == 1 and notes[0].startswith("assumed: one learning-rate schedule")
     size, steps = splits
     fitted = size.fitted.to_tidy()
     assert set(fitted["n_params"]) == {2e7, 5e7}
@@ -57,6 +58,11 @@ def test_splits_that_cannot_be_made_are_named(sim):
     assert any("no steps backtest: fewer than 3 checkpoints" in n for n in notes)
     with pytest.raises(OptionError, match="step_ratio"):
         plan_splits(runs, step_ratio=1.0)
+    with pytest.raises(OptionError, match="size_splits"):
+        plan_splits(runs, size_splits=-1)
+    # 3 sizes allow one size split however many are asked for; 0 asks for none
+    assert [s.kind for s in plan_splits(runs, size_splits=3)[0]] == ["size", "steps"]
+    assert [s.kind for s in plan_splits(runs, size_splits=0)[0]] == ["steps"]
     final = runs.final()
     no_steps = type(final)(
         final.to_tidy().drop(columns=["step", "tokens"]), final.train_domains, final.eval_domains
@@ -123,3 +129,13 @@ def test_cli_backtest_refuses_bad_options_in_one_line(sim, tmp_path, capsys):
     assert "input" in capsys.readouterr().err
     assert main(["backtest", str(src), "-o", str(tmp_path / "bt.txt")]) == 2
     assert ".json" in capsys.readouterr().err
+
+
+def test_four_sizes_give_a_second_longer_size_split():
+    runs, _ = simulate(DOMAINS, n_runs=4, random_seed=8, sizes=[2e7, 5e7, 1e8, 2e8], steps=STEPS)
+    splits, _ = plan_splits(runs)
+    kinds = {s.kind: s for s in splits}
+    assert list(kinds) == ["size", "size2", "steps"]
+    assert kinds["size"].ranges["n_params"][1] == 1e8
+    assert kinds["size2"].ranges["n_params"][1] == 5e7  # 2e8 predicted from 2e7-5e7
+    assert set(kinds["size2"].heldout.to_tidy()["n_params"]) == {2e8}

@@ -78,6 +78,14 @@ def add_predictor_arguments(p: argparse.ArgumentParser, *, method: bool = True) 
         p.add_argument("--tune", type=int, default=500, help="tuning steps (default 500)")
         p.add_argument("--chains", type=int, default=2, help="chains per fit (default 2)")
     p.add_argument(
+        "--size-splits",
+        type=int,
+        default=2,
+        metavar="K",
+        help="size backtests: 1 predicts the largest size from all smaller ones, 2 also from "
+        "all but the two largest (4 or more sizes; default 2)",
+    )
+    p.add_argument(
         "--step-ratio",
         type=float,
         default=3.0,
@@ -104,6 +112,7 @@ def run(args) -> int:
         model=args.model,
         max_step=args.max_step,
         step_ratio=args.step_ratio,
+        size_splits=args.size_splits,
         imputations=args.imputations,
         draws=args.draws,
         tune=args.tune,

@@ -147,6 +147,7 @@ def run(args) -> int:
                 model=args.model,
                 max_step=args.max_step,
                 step_ratio=args.step_ratio,
+                size_splits=args.size_splits,
                 imputations=args.imputations,
                 draws=args.draws,
                 tune=args.tune,
