@@ -235,18 +235,21 @@ class Attempt:
             "used": self.used,
         }
 
-    def line(self) -> str:
-        """One line for a summary: settings, seconds, gate figures, what came next."""
-        d = self.diagnostics
-        status = "passed" if d.ok else f"failed {len(d.failed)} check(s)"
-        mark = " (used)" if self.used else ""
-        return (
-            f"attempt {self.number}{mark}: {self.settings.draws} draws after "
-            f"{self.settings.tune} tuning, target_accept {self.settings.target_accept:g}, "
-            f"seed {self.seed}, {self.sample_s:.1f} s; {d.divergences} divergent, max R-hat "
-            f"{d.max_rhat:.3f}, min bulk ESS {d.min_ess_bulk:.0f}; {status}"
-            + (f"; then: {self.next}" if self.next else "")
-        )
+
+def record_line(record: dict) -> str:
+    """One line of an attempt's stored record (:meth:`Attempt.record`): settings, seconds,
+    gate figures, what came next."""
+    rhat = "n/a" if record["max_rhat"] is None else f"{record['max_rhat']:.3f}"
+    ess = "n/a" if record["min_ess_bulk"] is None else f"{record['min_ess_bulk']:.0f}"
+    failed = record["failed"]
+    return (
+        f"attempt {record['attempt']}{' (used)' if record['used'] else ''}: "
+        f"{record['draws']} draws after {record['tune']} tuning, target_accept "
+        f"{record['target_accept']:g}, seed {record['seed']}, {record['sample_s']:.1f} s; "
+        f"{record['divergences']} divergent, max R-hat {rhat}, min bulk ESS {ess}; "
+        + ("passed" if not failed else f"failed {len(failed)} check(s)")
+        + f"; then: {record['next']}"
+    )
 
 
 @dataclass
