@@ -117,6 +117,11 @@ def say_progress(line: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- policy
+def _ceil(x: float) -> int:
+    """The whole number at or above ``x``, ignoring float noise (1000 x 2.4 is 2400)."""
+    return math.ceil(round(x, 6))
+
+
 def _next_rung(target_accept: float) -> float | None:
     return next((t for t in TARGET_ACCEPT_LADDER if t > target_accept + 1e-9), None)
 
@@ -184,8 +189,8 @@ def next_settings(
         tune_factor = max(tune_factor, 1.5)
     new = replace(
         settings,
-        draws=min(MAX_DRAWS, max(settings.draws, math.ceil(settings.draws * draws_factor))),
-        tune=min(MAX_TUNE, max(settings.tune, math.ceil(settings.tune * tune_factor))),
+        draws=min(MAX_DRAWS, max(settings.draws, _ceil(settings.draws * draws_factor))),
+        tune=min(MAX_TUNE, max(settings.tune, _ceil(settings.tune * tune_factor))),
         target_accept=target_accept,
     )
     changes = [
