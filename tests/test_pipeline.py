@@ -37,7 +37,13 @@ def nested(sim):
     from bayesmix.pipeline import nested_fit
 
     runs, _ = sim
-    return nested_fit(runs, target_n_params=TARGET_N, target_steps=TARGET_S, warn=False, **KW)
+    # max_time=0 given explicitly while the environment's default says 600 s: every stage fit
+    # must get the argument (one attempt each), which test_pooled_posterior checks
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BAYESMIX_MAX_TIME", "600")
+        return nested_fit(
+            runs, target_n_params=TARGET_N, target_steps=TARGET_S, warn=False, max_time=0, **KW
+        )
 
 
 @pytest.mark.slow
@@ -83,6 +89,12 @@ def test_pooled_posterior_is_one_ordinary_posterior(nested, tmp_path):
     assert rec["target"]["tokens"] == TARGET_S * 1_048_576
     assert rec["imputations"] == 4 and len(rec["stage2"]) == 4 and len(rec["stage3"]) == 4
     assert {"diagnostics", "compile_s", "sample_s", "settings"} <= set(rec["stage1"])
+    # every stage fit's report holds its attempts, within nested_fit's max_time (0: one each)
+    for stage in [rec["stage1"], *rec["stage2"], *rec["stage3"]]:
+        assert stage["settings"]["max_time"] == 0
+        (attempt,) = stage["settings"]["attempts"]
+        assert attempt["used"] and attempt["draws"] == KW["draws"]
+        assert attempt["failed"] == stage["diagnostics"]["failed"]
     assert post.settings["chains"] == n_chains and post.settings["target_steps"] == TARGET_S
     # J different stage-3 data sets, their mean is the fit data
     imputed = post.tree["imputed_data"]["loss"]
