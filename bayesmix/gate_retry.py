@@ -123,6 +123,7 @@ def _ceil(x: float) -> int:
 
 
 def _next_rung(target_accept: float) -> float | None:
+    """The first value of :data:`TARGET_ACCEPT_LADDER` above ``target_accept``, or None."""
     return next((t for t in TARGET_ACCEPT_LADDER if t > target_accept + 1e-9), None)
 
 
@@ -141,10 +142,10 @@ def next_settings(
     Returns
     -------
     (SamplerSettings, str) or None
-        The next settings and the reason, e.g. ``"bulk ESS 120 < 400: draws 1000 -> 4000,
-        tune 1000 -> 1500"``; None when the gate passed or nothing sensible is left (only
-        divergences, already at the top of :data:`TARGET_ACCEPT_LADDER`; or every setting the
-        failures call for at its bound).
+        The next settings and the reason, e.g. ``"ESS 120 < 400: draws 1000 -> 4000, tune
+        1000 -> 1500"`` (ESS: the smaller of min bulk and min tail ESS); None when the gate
+        passed or nothing sensible is left (only divergences, already at the top of
+        :data:`TARGET_ACCEPT_LADDER`; or every setting the failures call for at its bound).
 
     Notes
     -----
@@ -182,9 +183,9 @@ def next_settings(
     if ess_bad:
         causes.append(f"ESS {ess:.0f} < {floor:.0f}")
     if rhat_bad or ess_bad:
-        shortfall = ESS_MARGIN * floor / ess if ess_bad and ess > 0 else 1.0
-        if ess_bad and ess <= 0:
-            shortfall = MAX_DRAWS_FACTOR
+        shortfall = 1.0  # R-hat alone: the 1.5 below
+        if ess_bad:
+            shortfall = ESS_MARGIN * floor / ess if ess > 0 else MAX_DRAWS_FACTOR
         draws_factor = max(draws_factor, min(MAX_DRAWS_FACTOR, max(1.5, shortfall)))
         tune_factor = max(tune_factor, 1.5)
     new = replace(
