@@ -331,7 +331,9 @@ def sample_to_gate(
     -------
     GateResult
         The first attempt that passed, else the best by :func:`gate_key`; every attempt's
-        record (settings, seed, seconds, gate figures, why it ran, what came next).
+        record (settings, seed, seconds, gate figures, why it ran, what came next). An
+        attempt with fewer draws than asked for (sampling interrupted: nutpie keeps the draws
+        so far on Ctrl-C) is the last.
     """
     max_time = check_max_time(max_time)
     if int(max_attempts) < 1:
@@ -354,6 +356,11 @@ def sample_to_gate(
         del tree, extra  # only the best attempt's draws are kept
         if report.ok:
             attempt.next = "gate passed"
+            break
+        if report.draws < settings.draws:  # nutpie returns the draws so far on Ctrl-C
+            attempt.next = (
+                f"stopped: sampling interrupted ({report.draws} of {settings.draws} draws)"
+            )
             break
         if number >= max_attempts:
             attempt.next = f"stopped: {number} attempts made (at most {max_attempts})"

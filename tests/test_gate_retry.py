@@ -28,12 +28,16 @@ from bayesmix.gate_retry import (
 BASE = SamplerSettings(draws=1000, tune=1000, target_accept=0.95, chains=4)
 
 
+#: ``draws`` of a :func:`report` that :class:`FakeSampler` replaces by the draws asked for.
+AS_ASKED = -1
+
+
 def report(**kw) -> Diagnostics:
-    """A gate report of 4 chains x 1000 draws; passing unless ``kw`` says otherwise (``failed``
-    is filled with one entry per changed figure, as the gate would)."""
+    """A gate report of 4 chains (draws: as the attempt asked); passing unless ``kw`` says
+    otherwise (``failed`` is filled with one entry per changed figure, as the gate would)."""
     good = {
         "chains": 4,
-        "draws": 1000,
+        "draws": AS_ASKED,
         "divergences": 0,
         "treedepth_hits": 0,
         "min_bfmi": 0.9,
@@ -41,7 +45,7 @@ def report(**kw) -> Diagnostics:
         "min_ess_bulk": 900.0,
         "min_ess_tail": 900.0,
     }
-    failed = [f"{k} {v}" for k, v in kw.items() if k in good and v != good[k]]
+    failed = [f"{k} {v}" for k, v in kw.items() if k in good and k != "draws" and v != good[k]]
     return Diagnostics(**{**good, **kw}, failed=failed)
 
 
@@ -134,7 +138,8 @@ class FakeSampler:
         return i, f"extra {i}"
 
     def check(self, tree) -> Diagnostics:
-        return self.reports[tree]
+        r = self.reports[tree]
+        return replace(r, draws=self.calls[tree][0].draws) if r.draws == AS_ASKED else r
 
 
 def drive(fake: FakeSampler, first=BASE, **kw):
@@ -185,6 +190,14 @@ def test_driver_stops_after_max_attempts_and_when_the_policy_gives_up():
     fake = FakeSampler([report(divergences=4)] * 10)
     result = drive(fake, first=top)
     assert len(result.attempts) == 1 and "nothing left" in result.attempts[0].next
+
+
+def test_an_interrupted_attempt_is_the_last():
+    # Ctrl-C during nutpie's sampling returns the draws so far: 400 of 1000 asked for
+    fake = FakeSampler([report(min_ess_bulk=200.0, draws=400)] + [report()] * 3)
+    result = drive(fake)
+    assert len(fake.calls) == 1 and result.used.number == 1
+    assert result.attempts[0].next == "stopped: sampling interrupted (400 of 1000 draws)"
 
 
 def test_driver_keeps_the_best_attempt_when_none_pass():
