@@ -27,6 +27,7 @@ from bayesmix.cli._options import (
     max_time_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
+from bayesmix.gate_retry import record_line
 from bayesmix.loaders import FORMATS, load, parse_size, size_label
 
 
@@ -232,7 +233,8 @@ def select_size(table, size):
 
 
 def summary(post, n_loaded: int, path) -> str:
-    """What was fitted and how the sampler did, in a few lines."""
+    """What was fitted and how the sampler did, in a few lines (every attempt when the fit
+    sampled more than once)."""
     data = post.fit_data()
     losses = data.losses.to_numpy(dtype=float)
     s = post.settings
@@ -260,8 +262,6 @@ def summary(post, n_loaded: int, path) -> str:
         f"{s['tune']} tuning, seed {s['seed']}",
         f"time:        compile {s['compile_s']:.1f} s, sampling {s['sample_s']:.1f} s",
     ]
-    from bayesmix.gate_retry import record_line
-
     attempts = s.get("attempts") or []
     if len(attempts) > 1:
         lines.append(f"attempts:    {len(attempts)} (max_time {s['max_time']:g} s)")
