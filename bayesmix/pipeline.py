@@ -46,6 +46,7 @@ total loss's 1.82.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -1167,18 +1168,21 @@ def _target_table(
 def _pool(
     posts: list[Posterior], spec, mean_table: RunTable, imputed: xr.DataArray, record: dict
 ) -> Posterior:
-    """One Posterior from the J stage-3 posteriors: chains concatenated and renumbered."""
+    """One Posterior from the J stage-3 posteriors: chains concatenated and renumbered. Fits
+    that retried towards their gate (:mod:`bayesmix.gate_retry`) may hold more draws: each
+    imputation keeps the fewest number of draws, evenly spaced, so that all weigh the same."""
     n_chain = posts[0].tree["posterior"].sizes["chain"]
+    n_draw = min(p.tree["posterior"].sizes["draw"] for p in posts)
     groups = {}
     for name in ("posterior", "sample_stats"):
-        parts = [p.tree[name].to_dataset() for p in posts]
+        parts = [_thin(p.tree[name].to_dataset(), n_draw) for p in posts]
         ds = xr.concat(parts, dim="chain", combine_attrs="drop_conflicts")
         n = ds.sizes["chain"]
         groups[name] = ds.assign_coords(
             chain=np.arange(n),
             imputation=("chain", np.repeat(np.arange(1, len(posts) + 1), n_chain)),
         )
-    diag = union_diagnostics([p.diagnostics for p in posts])
+    diag = dataclasses.replace(union_diagnostics([p.diagnostics for p in posts]), draws=n_draw)
     settings = dict(posts[0].settings)
     settings.update(
         {
@@ -1207,6 +1211,13 @@ def _pool(
     )
     post.tree.attrs["bayesmix_pipeline"] = json.dumps(_json_safe(record), sort_keys=True)
     return post
+
+
+def _thin(ds: xr.Dataset, n_draw: int) -> xr.Dataset:
+    """``n_draw`` evenly spaced draws of ``ds`` (all when it has that many), renumbered 0..n-1
+    so that datasets of several fits align along ``draw``."""
+    keep = np.linspace(0, ds.sizes["draw"] - 1, n_draw).round().astype(int)
+    return ds.isel(draw=keep).assign_coords(draw=np.arange(n_draw))
 
 
 def union_diagnostics(reports: Sequence[Diagnostics]) -> Diagnostics:

@@ -192,3 +192,44 @@ def test_mixture_at_one_size_is_dropped_with_a_note(sim):
     design = mixture_design(_proxy_records(runs.select(keep), None)[0])
     assert design.dropped == ("13",)
     assert "13" not in design.mixtures.index and len(design.mixtures) == 13
+
+
+@pytest.mark.slow
+def test_pooling_fits_of_unequal_length_keeps_equal_draws(simulated_fit):
+    """Stage-3 fits that retried towards their gate hold more draws than the others: the pool
+    keeps the fewest, evenly spaced, from each (no NaN padding, equal weight per imputation)."""
+    import xarray as xr
+
+    from bayesmix.pipeline import _pool
+
+    long = simulated_fit.posterior  # 2 chains x 300 draws
+    groups = {n: long.tree[n].to_dataset() for n in ("posterior", "sample_stats")}
+    short = Posterior.from_fit(
+        xr.DataTree.from_dict({n: ds.isel(draw=slice(0, 100)) for n, ds in groups.items()}),
+        long.spec,
+        simulated_fit.runs,
+        long.diagnostics,
+        long.settings,
+    )
+    runs = simulated_fit.runs
+    imputed = xr.DataArray(
+        np.zeros((2, runs.n_runs, len(runs.eval_domains))),
+        dims=("imputation", "mixture", "eval_domain"),
+        coords={"mixture": list(runs.runs), "eval_domain": list(runs.eval_domains)},
+    )
+    record = {
+        "seed": 1,
+        "imputations": 2,
+        "target": {"n_params": 1e9, "steps": 1e4, "tokens": 1e10},
+    }
+    pooled = _pool([long, short], long.spec, runs, imputed, record)
+    post = pooled.tree["posterior"]
+    assert dict(post.sizes)["chain"] == 4 and dict(post.sizes)["draw"] == 100
+    assert pooled.diagnostics.draws == 100
+    pooled.check_finite()  # raised on the NaN padding of unequal draws
+    # imputation 1: 100 of its 300 draws, evenly spaced, first and last kept
+    m_long = long.tree["posterior"]["m"].isel(chain=0).values
+    m_pool = post["m"].isel(chain=0).values
+    np.testing.assert_array_equal(m_pool[0], m_long[0])
+    np.testing.assert_array_equal(m_pool[-1], m_long[-1])
+    np.testing.assert_array_equal(m_pool, m_long[np.linspace(0, 299, 100).round().astype(int)])
