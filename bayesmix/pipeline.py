@@ -1184,9 +1184,11 @@ def _pool(
         )
     diag = dataclasses.replace(union_diagnostics([p.diagnostics for p in posts]), draws=n_draw)
     settings = dict(posts[0].settings)
+    settings.pop("attempts", None)  # each imputation's attempts: in the record's stage3
     settings.update(
         {
             "chains": int(groups["posterior"].sizes["chain"]),
+            "draws": n_draw,
             "seed": record["seed"],
             "compile_s": round(sum(p.settings["compile_s"] for p in posts), 3),
             "sample_s": round(sum(p.settings["sample_s"] for p in posts), 3),

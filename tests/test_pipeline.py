@@ -225,7 +225,8 @@ def test_pooling_fits_of_unequal_length_keeps_equal_draws(simulated_fit):
     pooled = _pool([long, short], long.spec, runs, imputed, record)
     post = pooled.tree["posterior"]
     assert dict(post.sizes)["chain"] == 4 and dict(post.sizes)["draw"] == 100
-    assert pooled.diagnostics.draws == 100
+    assert pooled.diagnostics.draws == 100 and pooled.settings["draws"] == 100
+    assert "attempts" not in pooled.settings  # one imputation's attempts would mislead
     pooled.check_finite()  # raised on the NaN padding of unequal draws
     # imputation 1: 100 of its 300 draws, evenly spaced, first and last kept
     m_long = long.tree["posterior"]["m"].isel(chain=0).values
