@@ -396,6 +396,7 @@ def backtest(
     ci_prob: float = 0.9,
     weights=None,
     progressbar: bool = False,
+    max_time: float | None = None,
 ) -> Backtest:
     """Backtest target-scale prediction within the proxies (see the module docstring).
 
@@ -420,6 +421,9 @@ def backtest(
         Validation-domain weights: adds the overall loss per held-out run.
     progressbar : bool
         One line per split on stderr.
+    max_time : float, optional
+        Seconds each refit may spend sampling again towards its diagnostics gate
+        (:mod:`bayesmix.gate_retry`; None: its default).
 
     Returns
     -------
@@ -438,7 +442,9 @@ def backtest(
         runs, max_step=max_step, step_ratio=step_ratio, size_splits=size_splits
     )
     w = None if weights is None else domain_weights(weights, runs.eval_domains, allow_subset=True)
-    fit_kw = {"draws": draws, "tune": tune, "chains": chains}
+    from bayesmix.gate_retry import check_max_time
+
+    fit_kw = {"draws": draws, "tune": tune, "chains": chains, "max_time": check_max_time(max_time)}
     lo_q, hi_q = (1 - ci_prob) / 2, (1 + ci_prob) / 2
     frames, overall, infos = [], [], []
     for split in splits:

@@ -5,8 +5,9 @@ model structure (specification, training and validation domains) for the life of
 a refit with new data of the same structure swaps the ``pm.Data`` values and skips compilation.
 Across processes, :mod:`bayesmix.compile_cache` keeps the compiled machine code on disk, so a
 fresh process fitting a known structure loads it instead of compiling.
-Every fit passes through the diagnostics gate; a failed gate warns and is stored with the
-posterior.
+Every fit passes through the diagnostics gate; when it fails, the fit samples again with settings
+chosen from what failed, within a time budget (:mod:`bayesmix.gate_retry`); a gate still failed
+warns and is stored with the posterior, with the record of every attempt.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ import pymc as pm
 from bayesmix import compile_cache, errors
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data import RunTable
-from bayesmix.diagnostics import ConvergenceWarning, diagnose
+from bayesmix.diagnostics import ConvergenceWarning
+from bayesmix.gate_retry import (
+    SamplerSettings,
+    attempts_note,
+    check_max_time,
+    sample_to_gate,
+    say_progress,
+)
 from bayesmix.model import build_model, prepare_data, select_for_fit, structure_key
 from bayesmix.nutpie_loader import import_nutpie
 from bayesmix.posterior import Posterior
@@ -236,6 +244,7 @@ def fit(
     target_accept: float = 0.95,
     priors: Mapping[str, Prior | Mapping] | None = None,
     warn: bool = True,
+    max_time: float | None = None,
 ) -> Posterior:
     """Fit a mixing law to a run table with MCMC (NUTS) and check the fit.
 
@@ -270,6 +279,15 @@ def fit(
     warn : bool, default True
         Warn (``ConvergenceWarning``, listing what failed) when the diagnostics gate fails;
         the report is stored with the posterior either way.
+    max_time : float, optional
+        Seconds the fit may spend sampling towards the gate (compilation excluded; None:
+        ``BAYESMIX_MAX_TIME`` if set, else 600). When the gate fails, the fit samples again
+        with settings chosen from what failed (:func:`bayesmix.gate_retry.next_settings`:
+        higher ``target_accept``, longer tuning, more draws) and a seed derived from
+        ``random_seed``, while the next attempt is predicted to fit in the time left (at most
+        4 attempts). 0: one attempt, as before. The passing attempt (else the best) is kept;
+        ``settings`` describe it, ``settings["attempts"]`` records every attempt and
+        ``settings["sample_s"]`` is the sampling time of all of them.
 
     Returns
     -------
@@ -291,6 +309,7 @@ def fit(
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if int(value) < 1:
             raise errors.BayesmixError(f"{name} must be >= 1, got {value}")
+    budget = check_max_time(max_time)
     spec = load_spec(model)
     if priors:
         spec = spec.with_priors(**priors)
@@ -299,57 +318,73 @@ def fit(
     start = time.perf_counter()
     pm_model, compiled = _model_for(spec, table, data, sampler, progressbar)
     compile_s = time.perf_counter() - start
-    with ordinary_pages():  # the sampler's trace, the gate and the posterior's groups
+    # on a terminal nutpie draws per-chain bars with elapsed and remaining time; when stderr is
+    # not a terminal (logs, CI) its bar is invisible, so print lines instead
+    line_progress = progressbar and not sys.stderr.isatty()
+
+    def sample_once(attempt: SamplerSettings, seed: int | None):
+        """One sampling with ``attempt``'s settings: (tree, nutpie's update frequency used)."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=RuntimeWarning)
             if compiled is not None:
-                # on a terminal nutpie draws per-chain bars with elapsed and remaining time; when
-                # stderr is not a terminal (logs, CI) its bar is invisible, so print lines instead
-                lines = _LineProgress() if progressbar and not sys.stderr.isatty() else None
-                tree, freq_used = _sample_nutpie(
+                lines = _LineProgress() if line_progress else None
+                return _sample_nutpie(
                     compiled,
-                    draws=draws,
-                    tune=tune,
-                    chains=chains,
-                    seed=random_seed,
+                    draws=attempt.draws,
+                    tune=attempt.tune,
+                    chains=attempt.chains,
+                    seed=seed,
                     progress_bar=progressbar and lines is None,
                     save_warmup=False,
                     progress_callback=lines,
                     progress_rate=500,
                     adaptation=adaptation,
-                    target_accept=target_accept,
+                    target_accept=attempt.target_accept,
                 )
-            else:
-                freq_used = None
-                with pm_model:
-                    tree = pm.sample(
-                        draws=draws,
-                        tune=tune,
-                        chains=chains,
-                        random_seed=random_seed,
-                        nuts_sampler="pymc",
-                        progressbar=progressbar,
-                        target_accept=target_accept,
-                        compute_convergence_checks=False,
-                    )
-        sample_s = time.perf_counter() - start - compile_s
-        report = diagnose(tree)
+            with pm_model:
+                tree = pm.sample(
+                    draws=attempt.draws,
+                    tune=attempt.tune,
+                    chains=attempt.chains,
+                    random_seed=seed,
+                    nuts_sampler="pymc",
+                    progressbar=progressbar,
+                    target_accept=attempt.target_accept,
+                    compute_convergence_checks=False,
+                )
+            return tree, None
+
+    with ordinary_pages():  # the sampler's trace, the gate and the posterior's groups
+        result = sample_to_gate(
+            sample_once,
+            SamplerSettings(int(draws), int(tune), float(target_accept), int(chains)),
+            max_time=budget,
+            seed=random_seed,
+            progress=say_progress if progressbar else None,
+        )
+        used, report = result.used, result.diagnostics
         settings = {
-            "draws": draws,
-            "tune": tune,
-            "chains": chains,
-            "seed": random_seed,  # the stored settings keep their key (files of older versions)
+            "draws": used.settings.draws,
+            "tune": used.settings.tune,
+            "chains": used.settings.chains,
+            "seed": used.seed,  # the stored settings keep their key (files of older versions)
             "sampler": sampler,
             "adaptation": adaptation if sampler == "nutpie" else None,
-            "mass_matrix_update_freq": freq_used,  # None: nutpie's default
-            "target_accept": target_accept,
+            "mass_matrix_update_freq": result.extra,  # None: nutpie's default
+            "target_accept": used.settings.target_accept,
             "step": step,
             "max_step": max_step,
             "compile_s": round(compile_s, 3),
-            "sample_s": round(sample_s, 3),
+            "sample_s": round(result.sample_s, 3),  # every attempt's sampling
+            "max_time": budget,
+            "attempts": result.records(),
         }
-        post = Posterior.from_fit(tree, spec, table, report, settings)
+        post = Posterior.from_fit(result.tree, spec, table, report, settings)
     if warn and not report.ok:
         # stacklevel 3: past the renamed_kwargs wrapper
-        warnings.warn(str(report.warning()), ConvergenceWarning, stacklevel=3)
+        warnings.warn(
+            f"{report.warning()} ({attempts_note(len(result.attempts), budget)})",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     return post

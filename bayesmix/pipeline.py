@@ -46,6 +46,7 @@ total loss's 1.82.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -64,7 +65,14 @@ import xarray as xr
 from bayesmix import compile_cache, errors
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable
-from bayesmix.diagnostics import ConvergenceWarning, Diagnostics, diagnose
+from bayesmix.diagnostics import ConvergenceWarning, Diagnostics
+from bayesmix.gate_retry import (
+    SamplerSettings,
+    attempts_note,
+    check_max_time,
+    sample_to_gate,
+    say_progress,
+)
 from bayesmix.loaders import TOKENS_PER_STEP, size_label
 from bayesmix.nutpie_loader import import_nutpie
 from bayesmix.posterior import Posterior
@@ -570,6 +578,7 @@ def fit_step_law(
     random_seed: int | None = None,
     progressbar: bool = False,
     warn: bool = True,
+    max_time: float | None = None,
 ) -> StageFit:
     """Stage 1: the step law ``L(S) = E + (B / S)^beta`` for every (run, validation domain).
 
@@ -601,6 +610,10 @@ def fit_step_law(
       checkpoint as independent slightly overstates what the data say about the shared
       hyperparameters.
 
+    ``max_time`` (seconds; None: ``BAYESMIX_MAX_TIME`` or 600; 0: one attempt): budget for
+    sampling again when the gate fails (:func:`bayesmix.gate_retry.sample_to_gate`); the
+    attempts are in ``settings["attempts"]`` and :meth:`StageFit.report`.
+
     Returns a :class:`StageFit`; :func:`predict_curves` draws its losses at any step.
     """
     table, _ = _proxy_records(runs, max_step)
@@ -612,6 +625,7 @@ def fit_step_law(
         random_seed=random_seed,
         progressbar=progressbar,
         warn=warn,
+        max_time=max_time,
     )
 
 
@@ -657,6 +671,7 @@ def fit_size_law(
     random_seed: int | None = None,
     progressbar: bool = False,
     warn: bool = True,
+    max_time: float | None = None,
 ) -> StageFit:
     """Stage 2: ``L(N) = E + (A / N)^alpha`` per (mixture, validation domain) across sizes.
 
@@ -666,7 +681,7 @@ def fit_size_law(
     tell mixtures' exponents apart), ``R[m,k] ~ Normal(Rm_k, cv_k Rm_k)``, level and R
     integrated out. The run-level shock shared by the domains of one proxy run enters the
     predictive the same way. Compiled once per structure (mixtures, sizes, domains, missing
-    pattern); refits swap the data.
+    pattern); refits swap the data. ``max_time`` as in :func:`fit_step_law`.
     """
     return _run_stage(
         size_data(losses, design),
@@ -676,6 +691,7 @@ def fit_size_law(
         random_seed=random_seed,
         progressbar=progressbar,
         warn=warn,
+        max_time=max_time,
     )
 
 
@@ -709,12 +725,15 @@ def _structure_key(d: CurveData) -> str:
     return h.hexdigest()[:16]
 
 
-def _run_stage(data: CurveData, *, draws, tune, chains, random_seed, progressbar, warn) -> StageFit:
+def _run_stage(
+    data: CurveData, *, draws, tune, chains, random_seed, progressbar, warn, max_time=None
+) -> StageFit:
     nutpie = import_nutpie()
 
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if int(value) < 1:
             raise PipelineError(f"{name} must be >= 1, got {value}")
+    budget = check_max_time(max_time)
     key = _structure_key(data)
     start = time.perf_counter()
     compiled = _COMPILED.get(key)
@@ -723,42 +742,55 @@ def _run_stage(data: CurveData, *, draws, tune, chains, random_seed, progressbar
         _COMPILED[key] = compiled
     compiled = compiled.with_data(**_values(data))
     compile_s = time.perf_counter() - start
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=RuntimeWarning)
-        tree = nutpie.sample(
-            compiled,
-            draws=int(draws),
-            tune=int(tune),
-            chains=int(chains),
-            seed=random_seed,
-            progress_bar=progressbar,
-            save_warmup=False,
-            adaptation=ADAPTATION,
-            target_accept=TARGET_ACCEPT,
-        )
-    sample_s = time.perf_counter() - start - compile_s
-    report = diagnose(tree)
+
+    def sample_once(attempt: SamplerSettings, seed: int | None):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            tree = nutpie.sample(
+                compiled,
+                draws=attempt.draws,
+                tune=attempt.tune,
+                chains=attempt.chains,
+                seed=seed,
+                progress_bar=progressbar,
+                save_warmup=False,
+                adaptation=ADAPTATION,
+                target_accept=attempt.target_accept,
+            )
+        return tree, None
+
+    result = sample_to_gate(
+        sample_once,
+        SamplerSettings(int(draws), int(tune), TARGET_ACCEPT, int(chains)),
+        max_time=budget,
+        seed=random_seed,
+        progress=say_progress if progressbar else None,
+    )
+    used, report = result.used, result.diagnostics
     settings = {
-        "draws": int(draws),
-        "tune": int(tune),
-        "chains": int(chains),
-        "seed": random_seed,
+        "draws": used.settings.draws,
+        "tune": used.settings.tune,
+        "chains": used.settings.chains,
+        "seed": used.seed,
         "sampler": "nutpie",
         "adaptation": ADAPTATION,
-        "target_accept": TARGET_ACCEPT,
+        "target_accept": used.settings.target_accept,
+        "max_time": budget,
+        "attempts": result.records(),
     }
     fit = StageFit(
-        posterior=tree["posterior"].to_dataset(),
+        posterior=result.tree["posterior"].to_dataset(),
         data=data,
         diagnostics=report,
         settings=settings,
         compile_s=compile_s,
-        sample_s=sample_s,
+        sample_s=result.sample_s,
     )
     if warn and not report.ok:
         stage = "stage 1 (step law)" if data.kind == "step" else "stage 2 (size law)"
+        note = attempts_note(len(result.attempts), budget)
         # stacklevel 4: past fit_step_law/fit_size_law and their renamed_kwargs wrapper
-        warnings.warn(f"{stage}: {report.warning()}", ConvergenceWarning, stacklevel=4)
+        warnings.warn(f"{stage}: {report.warning()} ({note})", ConvergenceWarning, stacklevel=4)
     return fit
 
 
@@ -886,6 +918,7 @@ def nested_fit(
     max_step: float | None = None,
     step_fit: StageFit | None = None,
     warn: bool = True,
+    max_time: float | None = None,
 ) -> Posterior:
     """The mixing law at a target model size and step, fitted through the nested pipeline.
 
@@ -897,6 +930,8 @@ def nested_fit(
     ``draws``/``tune``/``chains`` (every stage), ``random_seed`` (None: fresh randomness; the
     entropy used is recorded), ``progressbar``. ``step_fit``: a stage-1 fit from
     :func:`fit_step_law` on the same runs to reuse (e.g. one stage 1 for several target steps).
+    ``max_time``: seconds each stage fit may spend sampling again towards its gate (None:
+    ``BAYESMIX_MAX_TIME`` or 600; 0: one attempt each; :mod:`bayesmix.gate_retry`).
 
     Rules: fewer than 2 model sizes, or a target step below the fitted checkpoints, raise
     :class:`PipelineError`; a mixture present at fewer than 2 sizes is dropped from stages 2-3
@@ -979,6 +1014,7 @@ def nested_fit(
         "tune": tune,
         "chains": chains,
         "progressbar": progressbar,
+        "max_time": check_max_time(max_time),  # a bad budget fails before any sampling
     }
 
     # stage 1: one fit of every learning curve (or the one given)
@@ -1025,6 +1061,7 @@ def nested_fit(
                 random_seed=next(seeds),
                 progressbar=progressbar,
                 warn=False,
+                max_time=stage_kw["max_time"],
             )
         )
 
@@ -1131,22 +1168,27 @@ def _target_table(
 def _pool(
     posts: list[Posterior], spec, mean_table: RunTable, imputed: xr.DataArray, record: dict
 ) -> Posterior:
-    """One Posterior from the J stage-3 posteriors: chains concatenated and renumbered."""
+    """One Posterior from the J stage-3 posteriors: chains concatenated and renumbered. Fits
+    that retried towards their gate (:mod:`bayesmix.gate_retry`) may hold more draws: each
+    imputation keeps the fewest number of draws, evenly spaced, so that all weigh the same."""
     n_chain = posts[0].tree["posterior"].sizes["chain"]
+    n_draw = min(p.tree["posterior"].sizes["draw"] for p in posts)
     groups = {}
     for name in ("posterior", "sample_stats"):
-        parts = [p.tree[name].to_dataset() for p in posts]
+        parts = [_thin(p.tree[name].to_dataset(), n_draw) for p in posts]
         ds = xr.concat(parts, dim="chain", combine_attrs="drop_conflicts")
         n = ds.sizes["chain"]
         groups[name] = ds.assign_coords(
             chain=np.arange(n),
             imputation=("chain", np.repeat(np.arange(1, len(posts) + 1), n_chain)),
         )
-    diag = union_diagnostics([p.diagnostics for p in posts])
+    diag = dataclasses.replace(union_diagnostics([p.diagnostics for p in posts]), draws=n_draw)
     settings = dict(posts[0].settings)
+    settings.pop("attempts", None)  # each imputation's attempts: in the record's stage3
     settings.update(
         {
             "chains": int(groups["posterior"].sizes["chain"]),
+            "draws": n_draw,
             "seed": record["seed"],
             "compile_s": round(sum(p.settings["compile_s"] for p in posts), 3),
             "sample_s": round(sum(p.settings["sample_s"] for p in posts), 3),
@@ -1171,6 +1213,13 @@ def _pool(
     )
     post.tree.attrs["bayesmix_pipeline"] = json.dumps(_json_safe(record), sort_keys=True)
     return post
+
+
+def _thin(ds: xr.Dataset, n_draw: int) -> xr.Dataset:
+    """``n_draw`` evenly spaced draws of ``ds`` (all when it has that many), renumbered 0..n-1
+    so that datasets of several fits align along ``draw``."""
+    keep = np.linspace(0, ds.sizes["draw"] - 1, n_draw).round().astype(int)
+    return ds.isel(draw=keep).assign_coords(draw=np.arange(n_draw))
 
 
 def union_diagnostics(reports: Sequence[Diagnostics]) -> Diagnostics:

@@ -3,10 +3,17 @@ and one small posterior fitted to simulated runs, shared by every model test."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+#: One sampling per fit in the suite (no retries towards the gate, bayesmix.gate_retry): most
+#: test fits are deliberately too small to pass the gate, and retrying them would multiply the
+#: suite's MCMC time. Tests of the retries pass ``max_time`` explicitly. Subprocesses (the CLI
+#: tests) inherit it.
+os.environ.setdefault("BAYESMIX_MAX_TIME", "0")
 
 #: ``<repository>/../shared/data``, computed from this file so no machine path is written down.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -37,7 +37,13 @@ def nested(sim):
     from bayesmix.pipeline import nested_fit
 
     runs, _ = sim
-    return nested_fit(runs, target_n_params=TARGET_N, target_steps=TARGET_S, warn=False, **KW)
+    # max_time=0 given explicitly while the environment's default says 600 s: every stage fit
+    # must get the argument (one attempt each), which test_pooled_posterior checks
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BAYESMIX_MAX_TIME", "600")
+        return nested_fit(
+            runs, target_n_params=TARGET_N, target_steps=TARGET_S, warn=False, max_time=0, **KW
+        )
 
 
 @pytest.mark.slow
@@ -83,6 +89,12 @@ def test_pooled_posterior_is_one_ordinary_posterior(nested, tmp_path):
     assert rec["target"]["tokens"] == TARGET_S * 1_048_576
     assert rec["imputations"] == 4 and len(rec["stage2"]) == 4 and len(rec["stage3"]) == 4
     assert {"diagnostics", "compile_s", "sample_s", "settings"} <= set(rec["stage1"])
+    # every stage fit's report holds its attempts, within nested_fit's max_time (0: one each)
+    for stage in [rec["stage1"], *rec["stage2"], *rec["stage3"]]:
+        assert stage["settings"]["max_time"] == 0
+        (attempt,) = stage["settings"]["attempts"]
+        assert attempt["used"] and attempt["draws"] == KW["draws"]
+        assert attempt["failed"] == stage["diagnostics"]["failed"]
     assert post.settings["chains"] == n_chains and post.settings["target_steps"] == TARGET_S
     # J different stage-3 data sets, their mean is the fit data
     imputed = post.tree["imputed_data"]["loss"]
@@ -205,3 +217,45 @@ def test_mixture_at_one_size_is_dropped_with_a_note(sim):
     design = mixture_design(_proxy_records(runs.select(keep), None)[0])
     assert design.dropped == ("13",)
     assert "13" not in design.mixtures.index and len(design.mixtures) == 13
+
+
+@pytest.mark.slow
+def test_pooling_fits_of_unequal_length_keeps_equal_draws(simulated_fit):
+    """Stage-3 fits that retried towards their gate hold more draws than the others: the pool
+    keeps the fewest, evenly spaced, from each (no NaN padding, equal weight per imputation)."""
+    import xarray as xr
+
+    from bayesmix.pipeline import _pool
+
+    long = simulated_fit.posterior  # 2 chains x 300 draws
+    groups = {n: long.tree[n].to_dataset() for n in ("posterior", "sample_stats")}
+    short = Posterior.from_fit(
+        xr.DataTree.from_dict({n: ds.isel(draw=slice(0, 100)) for n, ds in groups.items()}),
+        long.spec,
+        simulated_fit.runs,
+        long.diagnostics,
+        long.settings,
+    )
+    runs = simulated_fit.runs
+    imputed = xr.DataArray(
+        np.zeros((2, runs.n_runs, len(runs.eval_domains))),
+        dims=("imputation", "mixture", "eval_domain"),
+        coords={"mixture": list(runs.runs), "eval_domain": list(runs.eval_domains)},
+    )
+    record = {
+        "seed": 1,
+        "imputations": 2,
+        "target": {"n_params": 1e9, "steps": 1e4, "tokens": 1e10},
+    }
+    pooled = _pool([long, short], long.spec, runs, imputed, record)
+    post = pooled.tree["posterior"]
+    assert dict(post.sizes)["chain"] == 4 and dict(post.sizes)["draw"] == 100
+    assert pooled.diagnostics.draws == 100 and pooled.settings["draws"] == 100
+    assert "attempts" not in pooled.settings  # one imputation's attempts would mislead
+    pooled.check_finite()  # raised on the NaN padding of unequal draws
+    # imputation 1: 100 of its 300 draws, evenly spaced, first and last kept
+    m_long = long.tree["posterior"]["m"].isel(chain=0).values
+    m_pool = post["m"].isel(chain=0).values
+    np.testing.assert_array_equal(m_pool[0], m_long[0])
+    np.testing.assert_array_equal(m_pool[-1], m_long[-1])
+    np.testing.assert_array_equal(m_pool, m_long[np.linspace(0, 299, 100).round().astype(int)])

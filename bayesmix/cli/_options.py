@@ -66,6 +66,29 @@ def max_loss_from_args(args) -> float:
     return check_max_loss(args.max_loss, "--max-loss")
 
 
+def add_max_time_argument(p: argparse.ArgumentParser, per: str = "the fit") -> None:
+    """``--max-time SECONDS``: the budget for sampling again when a fit fails its diagnostics
+    gate (:mod:`bayesmix.gate_retry`)."""
+    from bayesmix.gate_retry import DEFAULT_MAX_TIME, MAX_ATTEMPTS, MAX_TIME_ENV
+
+    p.add_argument(
+        "--max-time",
+        type=float,
+        metavar="SECONDS",
+        help=f"seconds {per} may spend sampling again, with changed settings, while the "
+        f"diagnostics gate fails (at most {MAX_ATTEMPTS} attempts; default "
+        f"{DEFAULT_MAX_TIME:g}, or ${MAX_TIME_ENV}; 0: one attempt, no retry)",
+    )
+
+
+def max_time_from_args(args) -> float | None:
+    """``--max-time`` checked (OptionError unless >= 0), or None (the library's default)."""
+    value = args.max_time
+    if value is not None and not value >= 0:  # NaN too
+        raise errors.OptionError(f"--max-time must be a number of seconds >= 0, got {value:g}")
+    return value
+
+
 def add_constraint_arguments(p: argparse.ArgumentParser) -> None:
     """--min-share, --max-share, --fixed, --tokens-available, --max-epochs, --target-tokens."""
     p.add_argument(

@@ -13,7 +13,12 @@ from __future__ import annotations
 import argparse
 
 from bayesmix import errors
-from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
+from bayesmix.cli._options import (
+    add_max_loss_argument,
+    add_max_time_argument,
+    max_loss_from_args,
+    max_time_from_args,
+)
 from bayesmix.cli._output import add_force_argument, check_output
 from bayesmix.loaders import FORMATS, load
 
@@ -46,6 +51,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="validation-domain weights: adds each held-out run's overall loss",
     )
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    add_max_time_argument(p, per="each refit's stage fit")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_max_loss_argument(p)
     add_force_argument(p)
@@ -120,6 +126,7 @@ def run(args) -> int:
         random_seed=args.seed,
         weights=args.weights,
         progressbar=not args.quiet,
+        max_time=max_time_from_args(args),
     )
     print(bt.to_text())
     if out is not None:

@@ -6,8 +6,10 @@ law over model size and tokens (``--model scaling``), every checkpoint of every 
 (``--size 70M,160M``, ``--max-step``) - samples the
 model (``--model``: a shipped name or a TOML file) and saves the posterior as one NetCDF file,
 atomically. Prints the model, the runs used and the diagnostics table. A fit that fails the
-diagnostics gate is still saved (exit status 0) with the report stored in the file, and a loud
-warning goes to stderr. ``--list-models`` and ``--show-model NAME`` describe the specifications.
+diagnostics gate samples again with changed settings while ``--max-time`` allows (each attempt
+is printed and stored); one that still fails is saved (exit status 0) with the report stored
+in the file, and a loud warning goes to stderr. ``--list-models`` and ``--show-model NAME``
+describe the specifications.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ import re
 import numpy as np
 
 from bayesmix import errors
-from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
+from bayesmix.cli._options import (
+    add_max_loss_argument,
+    add_max_time_argument,
+    max_loss_from_args,
+    max_time_from_args,
+)
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
+from bayesmix.gate_retry import record_line
 from bayesmix.loaders import FORMATS, load, parse_size, size_label
 
 
@@ -79,6 +87,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         default="nutpie",
         help="NUTS implementation (default nutpie)",
     )
+    add_max_time_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_max_loss_argument(p)
     add_force_argument(p)
@@ -122,6 +131,7 @@ def run(args) -> int:
     # every check that can fail does so before the MCMC: output path, options, data, run count
     out = check_output(args.output, inputs=args.runs, force=args.force)
     max_loss = max_loss_from_args(args)
+    max_time = max_time_from_args(args)
     for name in ("draws", "tune", "chains"):
         if getattr(args, name) < 1:
             raise errors.OptionError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -153,6 +163,7 @@ def run(args) -> int:
         sampler=args.sampler,
         progressbar=not args.quiet,
         warn=False,
+        max_time=max_time,
     )
     post.save(out)
     print(summary(post, n_loaded, out))
@@ -222,7 +233,8 @@ def select_size(table, size):
 
 
 def summary(post, n_loaded: int, path) -> str:
-    """What was fitted and how the sampler did, in a few lines."""
+    """What was fitted and how the sampler did, in a few lines (every attempt when the fit
+    sampled more than once)."""
     data = post.fit_data()
     losses = data.losses.to_numpy(dtype=float)
     s = post.settings
@@ -249,6 +261,12 @@ def summary(post, n_loaded: int, path) -> str:
         f"sampler:     {s['sampler']}, {s['chains']} chains x {s['draws']} draws after "
         f"{s['tune']} tuning, seed {s['seed']}",
         f"time:        compile {s['compile_s']:.1f} s, sampling {s['sample_s']:.1f} s",
+    ]
+    attempts = s.get("attempts") or []
+    if len(attempts) > 1:
+        lines.append(f"attempts:    {len(attempts)} (max_time {s['max_time']:g} s)")
+        lines += [f"  {record_line(a)}" for a in attempts]
+    lines += [
         "",
         post.diagnostics.table(),
         "",

@@ -16,7 +16,12 @@ import argparse
 import warnings
 
 from bayesmix import errors
-from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
+from bayesmix.cli._options import (
+    add_max_loss_argument,
+    add_max_time_argument,
+    max_loss_from_args,
+    max_time_from_args,
+)
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
 from bayesmix.cli.backtest import add_predictor_arguments
 from bayesmix.loaders import FORMATS, load, size_label
@@ -96,6 +101,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "out); then the target-scale intervals carry no learned extrapolation error",
     )
     add_predictor_arguments(p, method=False)
+    add_max_time_argument(p, per="each stage fit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_max_loss_argument(p)
     add_force_argument(p)
@@ -109,6 +115,7 @@ def run(args) -> int:
 
     out = check_output(args.output, inputs=args.runs, force=args.force)
     max_loss = max_loss_from_args(args)
+    max_time = max_time_from_args(args)
     n_params = parse_size_option(args.n_params)
     if not args.steps > 0:
         raise errors.OptionError(f"--steps must be positive, got {args.steps:g}")
@@ -134,6 +141,7 @@ def run(args) -> int:
             progressbar=not args.quiet,
             max_step=args.max_step,
             warn=False,
+            max_time=max_time,
         )
     bt = None
     if not args.no_backtest:
@@ -154,6 +162,7 @@ def run(args) -> int:
                 chains=args.chains,
                 random_seed=args.seed,
                 progressbar=not args.quiet,
+                max_time=max_time,
             )
         distance = target_distance(
             table, n_params=n_params, steps=args.steps, max_step=args.max_step
@@ -193,9 +202,12 @@ def run(args) -> int:
     return 0
 
 
-def _status(report: dict) -> str:
+def _status(report: dict, settings: dict | None = None) -> str:
+    """PASSED or FAILED: checks, after how many attempts when more than one was made."""
     failed = report["failed"]
-    return "PASSED" if not failed else "FAILED: " + "; ".join(failed)
+    n = len((settings or {}).get("attempts") or [])
+    tried = f" ({n} attempts)" if n > 1 else ""
+    return ("PASSED" if not failed else "FAILED: " + "; ".join(failed)) + tried
 
 
 def summary(post, rec: dict, path) -> str:
@@ -211,7 +223,7 @@ def summary(post, rec: dict, path) -> str:
         f"imputations: {rec['imputations']} (stage 3 model {rec['spec']!r}), seed {rec['seed']}",
         "",
         f"stage 1 (step law):   compile {s1['compile_s']:.1f} s, sampling "
-        f"{s1['sample_s']:.1f} s; {_status(s1['diagnostics'])}",
+        f"{s1['sample_s']:.1f} s; {_status(s1['diagnostics'], s1['settings'])}",
     ]
     for name, key in (("stage 2 (size law)", "stage2"), ("stage 3 (mixing law)", "stage3")):
         reports = rec[key]
@@ -222,7 +234,8 @@ def summary(post, rec: dict, path) -> str:
             f"sampling {sample_s:.1f} s"
         )
         lines += [
-            f"  imputation {j + 1}: {_status(r['diagnostics'])}" for j, r in enumerate(reports)
+            f"  imputation {j + 1}: {_status(r['diagnostics'], r['settings'])}"
+            for j, r in enumerate(reports)
         ]
     lines.append(f"total:       {rec['timings']['wall_s']:.1f} s")
     lines += [f"note:        {n}" for n in rec["notes"]]

@@ -1,0 +1,311 @@
+"""bayesmix.gate_retry: the policy after a failed diagnostics gate (a pure function), the driver
+that samples again within a time budget (a fake sampler and a fake clock: no MCMC), and one tiny
+real fit that must retry, store its attempts in the file and obey ``max_time=0``."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import pytest
+from conftest import FIT_KW, simulate_runs
+
+from bayesmix import errors
+from bayesmix.diagnostics import ConvergenceWarning, Diagnostics
+from bayesmix.gate_retry import (
+    DEFAULT_MAX_TIME,
+    MAX_ATTEMPTS,
+    MAX_DRAWS,
+    MAX_TUNE,
+    SamplerSettings,
+    attempt_seed,
+    check_max_time,
+    next_settings,
+    record_line,
+    sample_to_gate,
+)
+
+BASE = SamplerSettings(draws=1000, tune=1000, target_accept=0.95, chains=4)
+
+
+#: ``draws`` of a :func:`report` that :class:`FakeSampler` replaces by the draws asked for.
+AS_ASKED = -1
+
+
+def report(**kw) -> Diagnostics:
+    """A gate report of 4 chains (draws: as the attempt asked); passing unless ``kw`` says
+    otherwise (``failed`` is filled with one entry per changed figure, as the gate would)."""
+    good = {
+        "chains": 4,
+        "draws": AS_ASKED,
+        "divergences": 0,
+        "treedepth_hits": 0,
+        "min_bfmi": 0.9,
+        "max_rhat": 1.002,
+        "min_ess_bulk": 900.0,
+        "min_ess_tail": 900.0,
+    }
+    failed = [f"{k} {v}" for k, v in kw.items() if k in good and k != "draws" and v != good[k]]
+    return Diagnostics(**{**good, **kw}, failed=failed)
+
+
+# ------------------------------------------------------------------------------ the policy
+def test_passing_gate_needs_nothing():
+    assert next_settings(report(), BASE) is None
+
+
+def test_divergences_raise_target_accept_and_tuning():
+    new, why = next_settings(report(divergences=3), BASE)
+    assert new == replace(BASE, target_accept=0.98, tune=1500)
+    assert "3 divergences" in why and "target_accept 0.95 -> 0.98" in why
+    new, _ = next_settings(report(divergences=3), new)
+    assert new.target_accept == 0.99 and new.tune == 2250
+    # the pipeline's stages start at 0.9
+    assert (
+        next_settings(report(divergences=1), replace(BASE, target_accept=0.9))[0].target_accept
+        == 0.95
+    )
+
+
+def test_divergences_at_the_top_of_the_ladder_leave_nothing_to_do():
+    assert next_settings(report(divergences=2), replace(BASE, target_accept=0.99)) is None
+
+
+def test_tree_depth_and_low_bfmi_double_the_tuning():
+    for bad in ({"treedepth_hits": 12}, {"min_bfmi": 0.2}):
+        new, why = next_settings(report(**bad), BASE)
+        assert new == replace(BASE, tune=2000), bad
+        assert "tune 1000 -> 2000" in why
+
+
+def test_low_ess_scales_the_draws_by_the_shortfall():
+    floor = 400  # 100 per chain x 4 chains
+    cases = {
+        # ESS just short: at least x1.5
+        350.0: 1500,
+        # 1.2 x 400 / 200 = 2.4
+        200.0: 2400,
+        # 1.2 x 400 / 50 = 9.6: capped at x4
+        50.0: 4000,
+    }
+    for ess, draws in cases.items():
+        assert ess < floor
+        new, why = next_settings(report(min_ess_bulk=ess), BASE)
+        assert new == replace(BASE, draws=draws, tune=1500), ess
+        assert f"draws 1000 -> {draws}" in why
+    # the tail ESS counts too (the smaller one decides)
+    new, _ = next_settings(report(min_ess_tail=200.0), BASE)
+    assert new.draws == 2400
+
+
+def test_rhat_alone_asks_for_half_as_many_draws_again():
+    new, why = next_settings(report(max_rhat=1.03), BASE)
+    assert new == replace(BASE, draws=1500, tune=1500)
+    assert "R-hat 1.030" in why
+
+
+def test_several_failures_take_the_largest_change_of_each_setting():
+    new, why = next_settings(report(divergences=1, treedepth_hits=5, min_ess_bulk=200.0), BASE)
+    assert new == SamplerSettings(draws=2400, tune=2000, target_accept=0.98, chains=4)
+    assert "divergences" in why and "tree-depth" in why and "ESS" in why
+
+
+def test_settings_at_their_bounds_leave_nothing_to_do():
+    top = replace(BASE, draws=MAX_DRAWS, tune=MAX_TUNE)
+    assert next_settings(report(min_ess_bulk=100.0), top) is None
+    # near the bounds: capped, not exceeded
+    near = replace(BASE, draws=MAX_DRAWS - 10, tune=MAX_TUNE - 10)
+    new, _ = next_settings(report(min_ess_bulk=100.0), near)
+    assert (new.draws, new.tune) == (MAX_DRAWS, MAX_TUNE)
+
+
+# ------------------------------------------------------------------------------ the driver
+class FakeSampler:
+    """``sample_once`` for :func:`sample_to_gate`: attempt i returns tree i (the check maps it
+    to ``reports[i]``) and advances a fake clock by ``rate`` seconds per draw, tuning
+    included."""
+
+    def __init__(self, reports, rate=0.01):
+        self.reports, self.rate, self.now, self.calls = list(reports), rate, 0.0, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, settings: SamplerSettings, seed):
+        self.calls.append((settings, seed))
+        self.now += self.rate * settings.total_draws
+        i = len(self.calls) - 1
+        return i, f"extra {i}"
+
+    def check(self, tree) -> Diagnostics:
+        r = self.reports[tree]
+        return replace(r, draws=self.calls[tree][0].draws) if r.draws == AS_ASKED else r
+
+
+def drive(fake: FakeSampler, first=BASE, **kw):
+    kw.setdefault("max_time", 1e9)
+    kw.setdefault("seed", 5)
+    return sample_to_gate(fake, first, check=fake.check, clock=fake.clock, **kw)
+
+
+def test_driver_stops_at_the_first_pass():
+    fake = FakeSampler([report(min_ess_bulk=200.0), report(), report(min_ess_bulk=200.0)])
+    lines: list[str] = []
+    result = drive(fake, progress=lines.append)
+    assert len(fake.calls) == 2
+    assert result.tree == 1 and result.extra == "extra 1" and result.diagnostics.ok
+    assert [a.used for a in result.attempts] == [False, True]
+    # the second attempt used the policy's settings, and the records say why
+    assert fake.calls[1][0] == replace(BASE, draws=2400, tune=1500)
+    rec = result.records()
+    assert rec[0]["next"].startswith("retry: ESS 200 < 400") and rec[1]["next"] == "gate passed"
+    assert rec[1]["why"] == rec[0]["next"].removeprefix("retry: ")
+    assert rec[0]["failed"] == ["min_ess_bulk 200.0"] and rec[1]["draws"] == 2400
+    assert any("attempt 2" in line and "draws 1000 -> 2400" in line for line in lines)
+    assert all(record_line(r).startswith(f"attempt {r['attempt']}") for r in rec)
+
+
+def test_driver_respects_max_time_by_the_predicted_duration():
+    # Attempt 1: 4 chains x 2000 draws x 0.01 s = 80 s. The policy (ESS 200: draws x2.4,
+    # tune x1.5) asks for 4 x (2400 + 1500) = 15,600 draws: 156 s at the same rate.
+    failing = [report(min_ess_bulk=200.0)] * MAX_ATTEMPTS
+    fake = FakeSampler(failing)
+    result = drive(fake, max_time=80 + 155.9)
+    assert len(result.attempts) == 1
+    assert "would take ~156 s" in result.attempts[0].next
+    fake = FakeSampler(failing)
+    result = drive(fake, max_time=80 + 156.1)
+    assert len(result.attempts) == 2
+    # a 0 budget: one attempt, whatever the gate says
+    fake = FakeSampler(failing)
+    assert len(drive(fake, max_time=0).attempts) == 1
+
+
+def test_driver_stops_after_max_attempts_and_when_the_policy_gives_up():
+    fake = FakeSampler([report(min_ess_bulk=200.0)] * 10)
+    result = drive(fake)
+    assert len(result.attempts) == MAX_ATTEMPTS
+    assert "attempts made" in result.attempts[-1].next
+    top = replace(BASE, target_accept=0.99)
+    fake = FakeSampler([report(divergences=4)] * 10)
+    result = drive(fake, first=top)
+    assert len(result.attempts) == 1 and "nothing left" in result.attempts[0].next
+
+
+def test_an_interrupted_attempt_is_the_last():
+    # Ctrl-C during nutpie's sampling returns the draws so far: 400 of 1000 asked for
+    fake = FakeSampler([report(min_ess_bulk=200.0, draws=400)] + [report()] * 3)
+    result = drive(fake)
+    assert len(fake.calls) == 1 and result.used.number == 1
+    assert result.attempts[0].next == "stopped: sampling interrupted (400 of 1000 draws)"
+
+
+def test_driver_keeps_the_best_attempt_when_none_pass():
+    fake = FakeSampler(
+        [
+            report(max_rhat=1.05, min_ess_bulk=300.0),  # 2 failures
+            report(max_rhat=1.03),  # 1 failure, R-hat 1.03
+            report(max_rhat=1.02),  # 1 failure, lowest R-hat: the best
+            report(divergences=1, max_rhat=1.015),  # 2 failures
+        ]
+    )
+    result = drive(fake)
+    assert len(result.attempts) == 4
+    assert result.tree == 2 and result.extra == "extra 2"
+    assert result.used.number == 3 and result.diagnostics.max_rhat == 1.02
+    assert [a.used for a in result.attempts] == [False, False, True, False]
+
+
+def test_seeds_are_distinct_deterministic_and_none_stays_none():
+    failing = [report(min_ess_bulk=200.0)] * MAX_ATTEMPTS
+    fake = FakeSampler(failing)
+    drive(fake, seed=5)
+    seeds = [seed for _, seed in fake.calls]
+    assert seeds[0] == 5 and len(set(seeds)) == MAX_ATTEMPTS
+    again = FakeSampler(failing)
+    drive(again, seed=5)
+    assert [seed for _, seed in again.calls] == seeds
+    other = FakeSampler(failing)
+    drive(other, seed=6)
+    assert set(seed for _, seed in other.calls[1:]).isdisjoint(seeds)
+    fresh = FakeSampler(failing)
+    drive(fresh, seed=None)
+    assert [seed for _, seed in fresh.calls] == [None] * MAX_ATTEMPTS
+    assert attempt_seed(5, 2) == seeds[1]
+
+
+def test_bad_budgets_are_one_line_errors(monkeypatch):
+    for bad in (-1, float("nan"), "10", True):
+        with pytest.raises(errors.BayesmixError, match="max_time must be a number of seconds"):
+            check_max_time(bad)
+    with pytest.raises(errors.BayesmixError, match="max_time"):
+        sample_to_gate(FakeSampler([report()]), BASE, max_time=-5, seed=1)
+    monkeypatch.setenv("BAYESMIX_MAX_TIME", "-3")
+    with pytest.raises(errors.BayesmixError, match="BAYESMIX_MAX_TIME must be"):
+        check_max_time(None)
+    monkeypatch.setenv("BAYESMIX_MAX_TIME", "")
+    assert check_max_time(None) == DEFAULT_MAX_TIME
+    monkeypatch.setenv("BAYESMIX_MAX_TIME", "42")
+    assert check_max_time(None) == 42.0 and check_max_time(0) == 0.0
+
+
+# ------------------------------------------------------------------------------ a real fit
+@pytest.mark.slow
+def test_a_failing_fit_retries_and_stores_its_attempts(simulated_fit, tmp_path, capsys):
+    """The fixture's model structure (compiled once per session), 12 runs, 2 chains x 30
+    draws after 100 tuning steps: bulk ESS cannot reach the gate's 200 from 60 draws (the
+    estimator caps it at 60 x log10(60) = 107), so the first attempt must fail and retry."""
+    from bayesmix.cli.fit import summary
+    from bayesmix.fitting import fit
+    from bayesmix.posterior import Posterior
+
+    runs, _ = simulate_runs(seed=41, n_runs=12)
+    kw = {"draws": 30, "tune": 100, "chains": 2, "random_seed": FIT_KW["random_seed"]}
+    post = fit(runs, warn=False, max_time=120, progressbar=True, **kw)
+    attempts = post.settings["attempts"]
+    assert len(attempts) >= 2
+    assert any("ESS" in f for f in attempts[0]["failed"]) and attempts[0]["draws"] == 30
+    assert attempts[1]["draws"] > 30 and attempts[1]["seed"] != attempts[0]["seed"]
+    assert attempts[0]["next"].startswith("retry: ")
+    assert "gate failed on attempt 1" in capsys.readouterr().err
+    # the top-level settings describe the attempt used
+    used = [a for a in attempts if a["used"]]
+    assert len(used) == 1
+    assert (post.settings["draws"], post.settings["tune"], post.settings["seed"]) == (
+        used[0]["draws"],
+        used[0]["tune"],
+        used[0]["seed"],
+    )
+    assert post.diagnostics.draws == used[0]["draws"]
+    assert post.settings["sample_s"] == pytest.approx(
+        sum(a["sample_s"] for a in attempts), abs=0.01
+    )
+    loaded = Posterior.load(post.save(tmp_path / "retried.nc"))
+    assert loaded.settings["attempts"] == attempts
+    text = summary(loaded, runs.n_runs, tmp_path / "retried.nc")
+    assert f"attempts:    {len(attempts)}" in text and "attempt 1: 30 draws" in text
+
+    # max_time=0: exactly one attempt, as before the retries; the warning says so
+    with pytest.warns(ConvergenceWarning, match=r"\(1 attempt, max_time 0 s\)"):
+        one = fit(runs, max_time=0, **kw)
+    assert len(one.settings["attempts"]) == 1
+    assert one.settings["draws"] == 30 and one.settings["seed"] == kw["random_seed"]
+    assert "attempts:" not in summary(one, runs.n_runs, tmp_path / "x.nc")
+
+
+def test_bad_max_time_fails_before_sampling(simulated_fit, tmp_path, capsys):
+    from bayesmix.cli import main
+    from bayesmix.fitting import fit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing sampled, nothing warned
+        with pytest.raises(errors.BayesmixError, match="max_time must be a number of seconds"):
+            fit(simulated_fit.runs, max_time=-1)
+    runs = tmp_path / "runs.csv"
+    simulated_fit.runs.to_tidy().to_csv(runs, index=False)
+    for command in (["fit"], ["pipeline", "--n-params", "1B", "--steps", "1000"]):
+        args = [*command, str(runs), "-o", str(tmp_path / "p.nc"), "--max-time", "-2"]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--max-time must be a number of seconds >= 0" in err[0]
+    assert not (tmp_path / "p.nc").exists()
