@@ -21,20 +21,18 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from bayesmix import errors, extrapolation
+from bayesmix.backtest_summary import Backtest, empty_records, json_safe
 from bayesmix.data import LOSS_PREFIX, RunTable
-from bayesmix.io import atomic_write_text
+from bayesmix.extrapolation import BACKTEST_ATTR
 from bayesmix.loaders import size_label
 
 METHODS = ("nested", "joint")
-#: Root attribute of a posterior file holding the backtest it was calibrated with (JSON).
-ATTR = "bayesmix_backtest"
 
 
 @dataclass(frozen=True)
@@ -165,164 +163,6 @@ def plan_splits(
     return splits, notes
 
 
-@dataclass
-class Backtest:
-    """Held-out predictions of every split and what they say.
-
-    ``records``: one row per held-out (run, validation domain): split, kind, run,
-    eval_domain, n_params, step, tokens, size_ratio, token_ratio (target over the largest
-    fitted), distance (log-distance beyond the fitted range), observed, mean, sd, lower,
-    upper (``ci_prob`` predictive interval), inside, error (observed - mean); nats per token.
-    ``overall``: the same per run for the weighted aggregate (when weights were given).
-    ``splits``: per split its name, sizes, timings and diagnostics gate.
-    ``calibration``: the extrapolation error learned from ``records``.
-    """
-
-    records: pd.DataFrame
-    overall: pd.DataFrame | None
-    splits: list[dict]
-    notes: list[str]
-    ci_prob: float
-    method: str
-    calibration: extrapolation.Calibration | None = None
-    wall_s: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def gates_ok(self) -> bool:
-        return all(s["gate_ok"] for s in self.splits)
-
-    def summary(self) -> pd.DataFrame:
-        """Per split and for all: n, size_ratio, token_ratio, distance, coverage (of the
-        predictor's own intervals), calibrated_coverage (with the learned extrapolation error,
-        learned without the split when there are 2 or more), bias (mean predicted - observed),
-        mae, width (mean interval width); nats per token."""
-        rec = self.records.copy()
-        rec["calibrated_inside"] = calibrated_inside(rec, self.ci_prob)
-        rows = []
-        for name, g in [*rec.groupby("split", sort=False), ("all", rec)]:
-            rows.append(
-                {
-                    "split": name,
-                    "n": int(len(g)),
-                    "size_ratio": float(g["size_ratio"].max()),
-                    "token_ratio": float(g["token_ratio"].max()),
-                    "distance": float(g["distance"].mean()),
-                    "coverage": float(g["inside"].mean()),
-                    "calibrated_coverage": float(g["calibrated_inside"].mean()),
-                    "bias": float((g["mean"] - g["observed"]).mean()),
-                    "mae": float((g["mean"] - g["observed"]).abs().mean()),
-                    "width": float((g["upper"] - g["lower"]).mean()),
-                }
-            )
-        return pd.DataFrame(rows)
-
-    def verdict(self) -> str:
-        """One line a team reads before the big run."""
-        if self.records.empty:
-            return "no backtest could be made: " + "; ".join(self.notes)
-        s = self.summary().set_index("split")
-        a = s.loc["all"]
-        parts = [
-            f"{r.Index}: coverage {r.coverage:.2f}, bias {r.bias:+.3f}, MAE {r.mae:.3f}"
-            for r in s.drop(index="all").itertuples()
-        ]
-        pct = round(100 * self.ci_prob)
-        text = (
-            f"backtests ({self.method}): {pct}% intervals covered {a['coverage']:.2f} of "
-            f"{int(a['n'])} held-out losses ({'; '.join(parts)}); with the learned "
-            f"extrapolation error {a['calibrated_coverage']:.2f}"
-        )
-        if not self.gates_ok:
-            text += "; WARNING: some backtest fits failed their diagnostics gate"
-        return text
-
-    def to_text(self) -> str:
-        lines = [self.verdict(), ""]
-        with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
-            lines.append(self.summary().to_string(index=False))
-            if self.overall is not None and not self.overall.empty:
-                lines += ["", "overall loss of each held-out run:"]
-                cols = ["split", "run", "observed", "mean", "lower", "upper", "inside"]
-                lines.append(self.overall[cols].to_string(index=False))
-        for s in self.splits:
-            gate = "passed" if s["gate_ok"] else "FAILED: " + "; ".join(s["failed"][:3])
-            lines.append(f"split {s['name']}: {s['seconds']:.0f} s, gate {gate}")
-        if self.calibration is not None:
-            lines.append(self.calibration.describe())
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.to_text()
-
-    def to_dict(self, records: bool = True) -> dict:
-        out = {
-            "format": "bayesmix-backtest/1",
-            "method": self.method,
-            "ci_prob": self.ci_prob,
-            "verdict": self.verdict(),
-            "summary": self.summary().to_dict(orient="list"),
-            "splits": self.splits,
-            "notes": self.notes,
-            "wall_s": round(self.wall_s, 3),
-            "calibration": (
-                json.loads(self.calibration.to_json()) if self.calibration is not None else None
-            ),
-        }
-        if records:
-            out["records"] = self.records.to_dict(orient="list")
-            if self.overall is not None:
-                out["overall"] = self.overall.to_dict(orient="list")
-        return out
-
-    def save(self, path: str | Path) -> Path:
-        """``.csv``: the records table; anything else: JSON with summary, splits, calibration
-        and records. Written atomically."""
-        path = Path(path)
-        if path.suffix.lower() == ".csv":
-            return atomic_write_text(path, self.records.to_csv(index=False))
-        return atomic_write_text(path, json.dumps(_json_safe(self.to_dict()), indent=1))
-
-
-def calibrated_inside(records: pd.DataFrame, ci_prob: float, n: int = 400) -> np.ndarray:
-    """Whether each residual lies inside the ``ci_prob`` interval of the calibrated predictive
-    (Normal approximation of the predictor's spread), with the calibration learned without the
-    residual's split when there are other splits (else from all)."""
-    out = np.zeros(len(records), bool)
-    if records.empty:
-        return out
-    rng = np.random.default_rng(0)
-    splits = records["split"].unique()
-    for name in splits:
-        mask = (records["split"] == name).to_numpy()
-        train = records[~mask] if len(splits) > 1 else records
-        cal = extrapolation.learn(train)
-        g = records[mask]
-        pick = rng.integers(len(cal.kappa), size=n)
-        k, t, m = cal.kappa[pick], cal.tau[pick], cal.tau_mix[pick]
-        s = g["sd"].to_numpy(float)[:, None]
-        u = g["distance"].to_numpy(float)[:, None]
-        z = rng.standard_normal((3, len(g), n))
-        draws = k * s * z[0] + t * u * z[1] + m * u * z[2]
-        lo, hi = np.quantile(draws, [(1 - ci_prob) / 2, (1 + ci_prob) / 2], axis=1)
-        e = g["error"].to_numpy(float)
-        out[mask] = (lo <= e) & (e <= hi)
-    return out
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 # ------------------------------------------------------------------------- predictors
 def _predict_split(split: Split, method: str, spec, fit_kw: dict, imputations: int, seed):
     """Predictive draws (sample, run, K) of the held-out records, and the gate reports."""
@@ -380,6 +220,58 @@ def _stack(pred) -> np.ndarray:
     )
 
 
+def _split_frames(split: Split, held: pd.DataFrame, draws_: np.ndarray, domains, w, q):
+    """The records (one row per held-out (run, domain)) of one split and, with weights ``w``,
+    its overall-loss rows; ``draws_`` (sample, run, K) predictive, ``q`` the interval's
+    quantiles."""
+    observed = held[[LOSS_PREFIX + d for d in domains]].to_numpy(float)
+    n_params = held["n_params"].to_numpy(float)
+    tokens = _tokens(held)
+    dist = extrapolation.log_distance(n_params, tokens, split.ranges)
+    lo, hi = np.nanquantile(draws_, q, axis=0)
+    k = len(domains)
+    frame = pd.DataFrame(
+        {
+            "split": split.kind,
+            "run": np.repeat(held["run"].astype(str).to_numpy(), k),
+            "eval_domain": np.tile(list(domains), len(held)),
+            "n_params": np.repeat(n_params, k),
+            "step": np.repeat(held["step"].to_numpy(float), k),
+            "tokens": np.repeat(tokens, k),
+            "size_ratio": np.repeat(n_params / split.ranges["n_params"][1], k),
+            "token_ratio": np.repeat(tokens / split.ranges["tokens"][1], k),
+            "distance": np.repeat(dist, k),
+            "observed": observed.ravel(),
+            "mean": draws_.mean(0).ravel(),
+            "sd": draws_.std(0).ravel(),
+            "lower": lo.ravel(),
+            "upper": hi.ravel(),
+        }
+    )
+    frame = frame[np.isfinite(frame["observed"])]
+    frame["inside"] = (frame["lower"] <= frame["observed"]) & (frame["observed"] <= frame["upper"])
+    frame["error"] = frame["observed"] - frame["mean"]
+    if w is None:
+        return frame, None
+    ok = np.isfinite(observed)
+    agg = np.nansum(draws_ * w, axis=-1)  # (S, n)
+    obs = np.array([observed[i][ok[i]] @ (w[ok[i]] / w[ok[i]].sum()) for i in range(len(held))])
+    o_lo, o_hi = np.quantile(agg, q, axis=0)
+    overall = pd.DataFrame(
+        {
+            "split": split.kind,
+            "run": held["run"].astype(str).to_numpy(),
+            "distance": dist,
+            "observed": obs,
+            "mean": agg.mean(0),
+            "lower": o_lo,
+            "upper": o_hi,
+            "inside": (o_lo <= obs) & (obs <= o_hi),
+        }
+    )
+    return frame, overall
+
+
 def backtest(
     runs: RunTable,
     *,
@@ -422,8 +314,8 @@ def backtest(
     progressbar : bool
         One line per split on stderr.
     max_time : float, optional
-        Seconds each refit may spend sampling again towards its diagnostics gate
-        (:mod:`bayesmix.gate_retry`; None: its default).
+        Seconds each stage fit of a refit may spend sampling again towards its diagnostics
+        gate (None: :func:`bayesmix.gate_retry.stage_max_time`).
 
     Returns
     -------
@@ -442,9 +334,9 @@ def backtest(
         runs, max_step=max_step, step_ratio=step_ratio, size_splits=size_splits
     )
     w = None if weights is None else domain_weights(weights, runs.eval_domains, allow_subset=True)
-    from bayesmix.gate_retry import check_max_time
+    from bayesmix.gate_retry import stage_max_time
 
-    fit_kw = {"draws": draws, "tune": tune, "chains": chains, "max_time": check_max_time(max_time)}
+    fit_kw = {"draws": draws, "tune": tune, "chains": chains, "max_time": stage_max_time(max_time)}
     lo_q, hi_q = (1 - ci_prob) / 2, (1 + ci_prob) / 2
     frames, overall, infos = [], [], []
     for split in splits:
@@ -463,59 +355,10 @@ def backtest(
             notes.append(f"{split.kind} backtest skipped: {err.problem}")
             continue
         held = split.heldout.to_tidy().reset_index(drop=True)
-        observed = held[[LOSS_PREFIX + d for d in runs.eval_domains]].to_numpy(float)
-        n_params = held["n_params"].to_numpy(float)
-        tokens = _tokens(held)
-        dist = extrapolation.log_distance(n_params, tokens, split.ranges)
-        mean = draws_.mean(0)
-        sd = draws_.std(0)
-        lo, hi = np.nanquantile(draws_, [lo_q, hi_q], axis=0)
-        k = len(runs.eval_domains)
-        frame = pd.DataFrame(
-            {
-                "split": split.kind,
-                "run": np.repeat(held["run"].astype(str).to_numpy(), k),
-                "eval_domain": np.tile(list(runs.eval_domains), len(held)),
-                "n_params": np.repeat(n_params, k),
-                "step": np.repeat(held["step"].to_numpy(float), k),
-                "tokens": np.repeat(tokens, k),
-                "size_ratio": np.repeat(n_params / split.ranges["n_params"][1], k),
-                "token_ratio": np.repeat(tokens / split.ranges["tokens"][1], k),
-                "distance": np.repeat(dist, k),
-                "observed": observed.ravel(),
-                "mean": mean.ravel(),
-                "sd": sd.ravel(),
-                "lower": lo.ravel(),
-                "upper": hi.ravel(),
-            }
-        )
-        frame = frame[np.isfinite(frame["observed"])]
-        frame["inside"] = (frame["lower"] <= frame["observed"]) & (
-            frame["observed"] <= frame["upper"]
-        )
-        frame["error"] = frame["observed"] - frame["mean"]
+        frame, agg = _split_frames(split, held, draws_, runs.eval_domains, w, (lo_q, hi_q))
         frames.append(frame)
-        if w is not None:
-            ok = np.isfinite(observed)
-            agg = np.nansum(draws_ * w, axis=-1)  # (S, n)
-            obs = np.array(
-                [observed[i][ok[i]] @ (w[ok[i]] / w[ok[i]].sum()) for i in range(len(held))]
-            )
-            o_lo, o_hi = np.quantile(agg, [lo_q, hi_q], axis=0)
-            overall.append(
-                pd.DataFrame(
-                    {
-                        "split": split.kind,
-                        "run": held["run"].astype(str).to_numpy(),
-                        "distance": dist,
-                        "observed": obs,
-                        "mean": agg.mean(0),
-                        "lower": o_lo,
-                        "upper": o_hi,
-                        "inside": (o_lo <= obs) & (obs <= o_hi),
-                    }
-                )
-            )
+        if agg is not None:
+            overall.append(agg)
         infos.append(
             {
                 "kind": split.kind,
@@ -528,7 +371,7 @@ def backtest(
                 "failed": [f"{where}: {f}" for where, ok, fl in reports for f in fl],
             }
         )
-    records = pd.concat(frames, ignore_index=True) if frames else _empty_records()
+    records = pd.concat(frames, ignore_index=True) if frames else empty_records()
     cal = extrapolation.learn(records) if len(records) else None
     return Backtest(
         records=records,
@@ -540,12 +383,6 @@ def backtest(
         calibration=cal,
         wall_s=time.perf_counter() - start,
     )
-
-
-def _empty_records() -> pd.DataFrame:
-    cols = ["split", "run", "eval_domain", "distance", "observed", "mean", "sd", "lower"]
-    cols += ["upper", "inside", "error", "size_ratio", "token_ratio", "n_params", "step", "tokens"]
-    return pd.DataFrame({c: [] for c in cols})
 
 
 def target_distance(
@@ -580,7 +417,7 @@ def attach(post, bt: Backtest, *, target_distance: float | None = None):
                 "extrapolation_share": extrapolation_share(post, cal),
             }
         post.with_extrapolation(cal)
-    post.tree.attrs[ATTR] = json.dumps(_json_safe(record), sort_keys=True)
+    post.tree.attrs[BACKTEST_ATTR] = json.dumps(json_safe(record), sort_keys=True)
     return post
 
 
@@ -597,22 +434,13 @@ def extrapolation_share(post, cal: extrapolation.Calibration) -> float:
     return float(np.median(extrapolation.width_share(cal, own, distance)))
 
 
-def stored(post) -> dict | None:
-    """The backtest stored on a posterior (:func:`attach`), or None."""
-    text = post.tree.attrs.get(ATTR)
-    return json.loads(text) if text else None
-
-
 __all__ = [
-    "ATTR",
     "METHODS",
     "Backtest",
     "Split",
     "attach",
     "backtest",
-    "calibrated_inside",
     "extrapolation_share",
     "plan_splits",
-    "stored",
     "target_distance",
 ]

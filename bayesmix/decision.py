@@ -894,7 +894,7 @@ def _calibrated_means(posterior, draws, mixes, w, seed, max_extrapolation) -> np
 def _backtest_notes(posterior) -> list[str]:
     """The backtest verdict and learned extrapolation error stored with a target-scale
     posterior (:mod:`bayesmix.backtesting`), or a warning when it extrapolates without one."""
-    from bayesmix.backtesting import stored
+    from bayesmix.extrapolation import stored_backtest as stored
 
     bt = stored(posterior)
     out = [bt["verdict"]] if bt else []

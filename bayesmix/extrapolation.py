@@ -45,6 +45,9 @@ from bayesmix import errors
 
 #: Root attribute of a posterior file holding its calibration (JSON).
 ATTR = "bayesmix_extrapolation"
+#: Root attribute holding the backtest the calibration was learned from (JSON; written by
+#: :func:`bayesmix.backtesting.attach`).
+BACKTEST_ATTR = "bayesmix_backtest"
 #: Prior scales: log kappa ~ Normal(0, KAPPA_SD); tau ~ HalfNormal(TAU_SCALE), tau_mix ~
 #: HalfNormal(TAU_MIX_SCALE) (nats per token per unit of log-distance: at u = 1.2, e.g. 30k ->
 #: 100k steps, 0.05 is a 0.06-nat error).
@@ -342,8 +345,16 @@ def width_share(
     return t2 / (own + t2)
 
 
+def stored_backtest(post) -> dict | None:
+    """The backtest stored with a posterior (verdict, summary, splits, records), or None."""
+    text = post.tree.attrs.get(BACKTEST_ATTR)
+    return json.loads(text) if text else None
+
+
 __all__ = [
     "ATTR",
+    "BACKTEST_ATTR",
+    "stored_backtest",
     "Calibration",
     "apply_calibration",
     "grid_posterior",

@@ -74,6 +74,12 @@ class SamplerSettings:
 
 
 # ---------------------------------------------------------------------------------- budget
+#: Default seconds each stage fit of :func:`bayesmix.pipeline.nested_fit` may spend sampling
+#: again towards its gate: a target makes 1 + 2 J stage fits (9 at J = 4) and the backtests
+#: three times as many, so the single fit's 600 s would let one pipeline run for hours.
+STAGE_MAX_TIME = 120.0
+
+
 def check_max_time(max_time: float | None) -> float:
     """The time budget in seconds: ``max_time``, or when None the environment's
     ``BAYESMIX_MAX_TIME``, else :data:`DEFAULT_MAX_TIME`. Raises BayesmixError unless it is a
@@ -104,6 +110,14 @@ def attempt_seed(seed: int | None, attempt: int) -> int | None:
     if seed is None or attempt == 1:
         return seed
     return int(np.random.SeedSequence([int(seed) % 2**63, int(attempt)]).generate_state(1)[0])
+
+
+def stage_max_time(max_time: float | None) -> float:
+    """The budget of each stage fit: ``max_time`` checked, or when None the environment's
+    ``BAYESMIX_MAX_TIME`` capped at :data:`STAGE_MAX_TIME` (:func:`check_max_time`)."""
+    if max_time is not None:
+        return check_max_time(max_time)
+    return min(check_max_time(None), STAGE_MAX_TIME)
 
 
 def attempts_note(n_attempts: int, max_time: float) -> str:

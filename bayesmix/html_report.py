@@ -405,7 +405,7 @@ def _fontsize(n: int) -> float:
 def _section_backtest(view: _View) -> tuple[str, str, str] | None:
     """The backtests stored with a target-scale posterior (:mod:`bayesmix.backtesting`):
     verdict, summary by split and a plot of the held-out errors against the distance."""
-    from bayesmix.backtesting import stored
+    from bayesmix.extrapolation import stored_backtest as stored
 
     bt = stored(view.post)
     if bt is None:

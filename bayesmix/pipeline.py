@@ -72,6 +72,7 @@ from bayesmix.gate_retry import (
     check_max_time,
     sample_to_gate,
     say_progress,
+    stage_max_time,
 )
 from bayesmix.loaders import TOKENS_PER_STEP, size_label
 from bayesmix.nutpie_loader import import_nutpie
@@ -931,7 +932,8 @@ def nested_fit(
     entropy used is recorded), ``progressbar``. ``step_fit``: a stage-1 fit from
     :func:`fit_step_law` on the same runs to reuse (e.g. one stage 1 for several target steps).
     ``max_time``: seconds each stage fit may spend sampling again towards its gate (None:
-    ``BAYESMIX_MAX_TIME`` or 600; 0: one attempt each; :mod:`bayesmix.gate_retry`).
+    ``BAYESMIX_MAX_TIME`` or :data:`STAGE_MAX_TIME`; 0: one attempt each;
+    :mod:`bayesmix.gate_retry`).
 
     Rules: fewer than 2 model sizes, or a target step below the fitted checkpoints, raise
     :class:`PipelineError`; a mixture present at fewer than 2 sizes is dropped from stages 2-3
@@ -1014,7 +1016,7 @@ def nested_fit(
         "tune": tune,
         "chains": chains,
         "progressbar": progressbar,
-        "max_time": check_max_time(max_time),  # a bad budget fails before any sampling
+        "max_time": stage_max_time(max_time),  # a bad budget fails before any sampling
     }
 
     # stage 1: one fit of every learning curve (or the one given)

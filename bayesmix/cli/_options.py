@@ -66,10 +66,16 @@ def max_loss_from_args(args) -> float:
     return check_max_loss(args.max_loss, "--max-loss")
 
 
-def add_max_time_argument(p: argparse.ArgumentParser, per: str = "the fit") -> None:
+def add_max_time_argument(
+    p: argparse.ArgumentParser, per: str = "the fit", default: float | None = None
+) -> None:
     """``--max-time SECONDS``: the budget for sampling again when a fit fails its diagnostics
-    gate (:mod:`bayesmix.gate_retry`)."""
+    gate (:mod:`bayesmix.gate_retry`); ``default``: the library's default there, for the help
+    (None: a single fit's)."""
     from bayesmix.gate_retry import DEFAULT_MAX_TIME, MAX_ATTEMPTS, MAX_TIME_ENV
+
+    if default is None:
+        default = DEFAULT_MAX_TIME
 
     p.add_argument(
         "--max-time",
@@ -77,7 +83,7 @@ def add_max_time_argument(p: argparse.ArgumentParser, per: str = "the fit") -> N
         metavar="SECONDS",
         help=f"seconds {per} may spend sampling again, with changed settings, while the "
         f"diagnostics gate fails (at most {MAX_ATTEMPTS} attempts; default "
-        f"{DEFAULT_MAX_TIME:g}, or ${MAX_TIME_ENV}; 0: one attempt, no retry)",
+        f"{default:g}, or ${MAX_TIME_ENV}; 0: one attempt, no retry)",
     )
 
 

@@ -20,6 +20,7 @@ from bayesmix.cli._options import (
     max_time_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output
+from bayesmix.gate_retry import STAGE_MAX_TIME
 from bayesmix.loaders import FORMATS, load
 
 
@@ -51,7 +52,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="validation-domain weights: adds each held-out run's overall loss",
     )
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    add_max_time_argument(p, per="each refit's stage fit")
+    add_max_time_argument(p, per="each refit's stage fit", default=STAGE_MAX_TIME)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_max_loss_argument(p)
     add_force_argument(p)

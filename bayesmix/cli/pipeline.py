@@ -24,6 +24,7 @@ from bayesmix.cli._options import (
 )
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
 from bayesmix.cli.backtest import add_predictor_arguments
+from bayesmix.gate_retry import STAGE_MAX_TIME
 from bayesmix.loaders import FORMATS, load, size_label
 
 
@@ -101,7 +102,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "out); then the target-scale intervals carry no learned extrapolation error",
     )
     add_predictor_arguments(p, method=False)
-    add_max_time_argument(p, per="each stage fit")
+    add_max_time_argument(p, per="each stage fit", default=STAGE_MAX_TIME)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_max_loss_argument(p)
     add_force_argument(p)
@@ -174,7 +175,7 @@ def run(args) -> int:
     print(summary(post, record, out))
     if bt is not None:
         print("\n" + bt.to_text())
-        from bayesmix.backtesting import stored
+        from bayesmix.extrapolation import stored_backtest as stored
 
         target = (stored(post) or {}).get("target")
         if target:
