@@ -915,9 +915,13 @@ def _backtest_notes(posterior) -> list[str]:
 def _compare(draws: LawDraws, w, rec, base, prob, ci_kind, posterior, seed, max_extrapolation=10.0):
     """Loss intervals of both mixtures per domain and overall, and their paired comparison."""
     mixes = np.vstack([rec, base])
-    per_domain = draws.mean_loss(mixes)  # (S, 2, K), from the law's mean
-    overall = (per_domain @ w)[..., None]  # (S, 2, 1)
-    values = np.concatenate([per_domain, overall], axis=-1)
+    if posterior is not None and posterior.extrapolation is not None:
+        # a learned extrapolation error: the expected losses carry it (the per-mixture part
+        # widens the improvement; the part shared by both mixtures cancels in it)
+        values = _calibrated_means(posterior, draws, mixes, w, seed, max_extrapolation)
+    else:
+        per_domain = draws.mean_loss(mixes)  # (S, 2, K), from the law's mean
+        values = np.concatenate([per_domain, (per_domain @ w)[..., None]], axis=-1)
     domains = list(draws.eval_domains) + [OVERALL]
     weights = list(w) + [1.0]
     rows = []
@@ -937,26 +941,6 @@ def _compare(draws: LawDraws, w, rec, base, prob, ci_kind, posterior, seed, max_
                 }
             )
     losses = pd.DataFrame(rows)
-    if posterior is not None and posterior.extrapolation is not None:
-        # a learned extrapolation error: the expected losses carry it (the per-mixture part
-        # widens the improvement; the part shared by both mixtures cancels in it)
-        values = _calibrated_means(posterior, draws, mixes, w, seed, max_extrapolation)
-        rows = []
-        for j, name in enumerate(("recommended", "baseline")):
-            lo, hi = credible_interval(values[:, j], prob, ci_kind=ci_kind)
-            for i, dom in enumerate(domains):
-                rows.append(
-                    {
-                        "mixture": name,
-                        "eval_domain": dom,
-                        "weight": weights[i],
-                        "mean": values[:, j, i].mean(),
-                        "median": float(np.quantile(values[:, j, i], 0.5)),
-                        "lower": lo[i],
-                        "upper": hi[i],
-                    }
-                )
-        losses = pd.DataFrame(rows)
     if posterior is not None:
         pred = posterior.predict(
             pd.DataFrame(

@@ -212,3 +212,28 @@ def test_a_calibrated_posterior_widens_with_distance_and_survives_save(simulated
     pd.testing.assert_frame_equal(back.intervals(many, 0.9, chunk_size=2), whole)
     assert back.with_extrapolation(None).extrapolation is None
     assert simulated_fit.posterior.extrapolation is None  # the shared fixture is untouched
+
+
+@pytest.mark.slow
+def test_decisions_carry_the_per_mixture_error_and_cancel_the_shared_one(simulated_fit):
+    from bayesmix.decision import decide
+
+    def improvement(cal):
+        post = Posterior(simulated_fit.posterior.tree.copy()).with_extrapolation(cal)
+        rec = decide(post, random_seed=0, per_draw=False)
+        row = rec.comparison.set_index("eval_domain").loc["overall"]
+        return rec, float(row["improvement_upper"] - row["improvement_lower"])
+
+    plain, width = improvement(None)
+    shared, width_shared = improvement(fixed(1.0, 0.05, rho=0.5, distance=1.0))
+    # an error shared by both mixtures cancels exactly in their difference ...
+    assert width_shared == pytest.approx(width, rel=1e-9)
+    pd.testing.assert_frame_equal(shared.recommendation, plain.recommendation)
+    # ... but widens each mixture's expected-loss interval
+    lo = plain.losses.set_index(["mixture", "eval_domain"])
+    hi = shared.losses.set_index(["mixture", "eval_domain"])
+    assert float((hi["upper"] - hi["lower"]).min()) > float((lo["upper"] - lo["lower"]).max())
+    # a per-mixture error of 0.03 at distance 1 widens the improvement (sd sqrt(2) 0.03 on the
+    # overall loss of 4 domains correlated 0: at least 0.03 more width at 90%)
+    _, width_mix = improvement(fixed(1.0, 0.0, distance=1.0, tau_mix=0.03))
+    assert width_mix > width + 0.03

@@ -249,6 +249,20 @@ def test_bad_budgets_are_one_line_errors(monkeypatch):
     assert check_max_time(None) == 42.0 and check_max_time(0) == 0.0
 
 
+def test_stage_fits_get_a_smaller_default_budget(monkeypatch):
+    from bayesmix.gate_retry import STAGE_MAX_TIME, stage_max_time
+
+    monkeypatch.delenv("BAYESMIX_MAX_TIME", raising=False)
+    assert stage_max_time(None) == STAGE_MAX_TIME < DEFAULT_MAX_TIME
+    assert stage_max_time(900) == 900.0  # asked for explicitly
+    monkeypatch.setenv("BAYESMIX_MAX_TIME", "0")  # the environment can only lower it
+    assert stage_max_time(None) == 0.0
+    monkeypatch.setenv("BAYESMIX_MAX_TIME", "5000")
+    assert stage_max_time(None) == STAGE_MAX_TIME
+    with pytest.raises(errors.BayesmixError, match="max_time"):
+        stage_max_time(-1)
+
+
 # ------------------------------------------------------------------------------ a real fit
 @pytest.mark.slow
 def test_a_failing_fit_retries_and_stores_its_attempts(simulated_fit, tmp_path, capsys):
