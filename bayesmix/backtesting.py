@@ -321,6 +321,22 @@ def backtest(
     -------
     Backtest
         Records, summary by split and distance, and the learned extrapolation error.
+
+    Examples
+    --------
+    Which splits a run table allows (no MCMC), then the backtest itself:
+
+    >>> import bayesmix as bm
+    >>> from bayesmix.backtesting import plan_splits
+    >>> runs, _ = bm.simulate(["web", "code"], n_runs=6, random_seed=0,
+    ...                       sizes=[2e7, 5e7, 1e8], steps=[1000, 2000, 3000, 6000, 9000])
+    >>> for split in plan_splits(runs)[0]:
+    ...     print(split.name)
+    size 100M predicted from 20M-50M
+    steps after 3000 held out (fitted 1000-3000, 100M runs predicted)
+    >>> bt = bm.backtest(runs, imputations=2, draws=300, tune=300)  # doctest: +SKIP
+    >>> print(bt.verdict())                                          # doctest: +SKIP
+    >>> bt.calibration.describe()                                    # doctest: +SKIP
     """
     from bayesmix.mixtures import domain_weights
 
