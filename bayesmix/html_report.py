@@ -410,7 +410,11 @@ def _section_backtest(view: _View) -> tuple[str, str, str] | None:
     bt = stored(view.post)
     if bt is None:
         return None
-    parts = [f"<p>{_esc(bt['verdict'])}</p>", _table(pd.DataFrame(bt["summary"]), 3)]
+    order = ["split", "n", "size_ratio", "token_ratio", "distance", "coverage"]
+    order += ["calibrated_coverage", "bias", "mae", "width"]
+    summary = pd.DataFrame(bt["summary"])
+    summary = summary[[c for c in order if c in summary.columns]]
+    parts = [f"<p>{_esc(bt['verdict'])}</p>", _table(summary, 3)]
     cal = view.post.extrapolation
     if cal is not None:
         parts.append(f"<p>{_esc(cal.describe())}.</p>")
@@ -425,32 +429,36 @@ def _section_backtest(view: _View) -> tuple[str, str, str] | None:
         parts.append("<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in bt["notes"]) + "</ul>")
     rec = pd.DataFrame(bt.get("records") or {})
     if len(rec):
-        fig = _new_figure(6.5, 3.2)
-        ax = fig.add_subplot()
-        for name, g in rec.groupby("split", sort=False):
-            x = g["distance"].to_numpy(float)
-            ax.errorbar(
-                x + 0.01 * np.arange(len(g)) / max(len(g), 1),
-                g["error"].to_numpy(float),
-                yerr=[g["mean"] - g["lower"], g["upper"] - g["mean"]],
-                fmt="o",
-                ms=2,
-                elinewidth=0.5,
-                alpha=0.5,
-                label=str(name),
-            )
-        ax.axhline(0.0, color="black", lw=0.8)
-        ax.set_xlabel("log-distance beyond the fitted size / tokens")
-        ax.set_ylabel("observed - predicted (nats)")
-        ax.legend(fontsize=8)
-        parts.append(
-            _figure(
-                fig,
-                "backtest",
-                "Held-out proxy losses: error and the predictor's own interval, by split",
-            )
-        )
+        parts.append(_backtest_figure(rec, cal))
     return "backtest", "Backtests: extrapolation within the proxies", "\n".join(parts)
+
+
+def _backtest_figure(rec: pd.DataFrame, cal) -> str:
+    """Held-out errors against their distance (jittered), with the 90% band of the learned
+    error (median own sd of the records) when the posterior has one."""
+    fig = _new_figure(6.5, 3.2)
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)
+    for name, g in rec.groupby("split", sort=False):
+        x = g["distance"].to_numpy(float) + rng.uniform(-0.04, 0.04, len(g))
+        ax.plot(x, g["error"].to_numpy(float), "o", ms=2, alpha=0.35, label=str(name))
+    if cal is not None:
+        u = np.linspace(0.0, max(float(rec["distance"].max()), 0.1) * 1.15, 50)
+        s = float(np.median(rec["sd"]))
+        k2 = float(np.mean(cal.kappa**2))
+        t2 = float(np.mean(cal.tau**2 + cal.tau_mix**2))
+        half = 1.645 * np.sqrt(k2 * s**2 + t2 * u**2)
+        ax.fill_between(u, -half, half, color="grey", alpha=0.2, label="learned 90% band")
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xlabel("log-distance beyond the fitted size / tokens")
+    ax.set_ylabel("observed - predicted (nats)")
+    ax.legend(fontsize=8)
+    return _figure(
+        fig,
+        "backtest",
+        "Held-out proxy losses: error against distance, by split, with the 90% band of the "
+        "learned error (median own spread)",
+    )
 
 
 # ------------------------------------------------------------------------------ 1. the fit
