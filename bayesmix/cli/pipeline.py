@@ -38,7 +38,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "  bayesmix pipeline ../data/5Mix/70M.txt ../data/5Mix/160M.txt "
         "../data/5Mix/410M.txt \\\n"
         "      --n-params 1B --steps 100000 --max-step 30000 -o target.nc --seed 1\n"
-        "  bayesmix predict target.nc --mixtures new.csv",
+        "  bayesmix predict target.nc new.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
