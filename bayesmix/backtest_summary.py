@@ -8,15 +8,15 @@ need none of the fitting machinery.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bayesmix import extrapolation
-from bayesmix.io import atomic_write_text
+from bayesmix.io import atomic_write_text, json_safe
 
 
 @dataclass
@@ -46,13 +46,19 @@ class Backtest:
     def gates_ok(self) -> bool:
         return all(s["gate_ok"] for s in self.splits)
 
+    @cached_property
+    def calibrated(self) -> np.ndarray:
+        """:func:`calibrated_inside` of the records, computed once (a grid posterior per
+        split; summary, verdict, text and save all read it)."""
+        return calibrated_inside(self.records, self.ci_prob)
+
     def summary(self) -> pd.DataFrame:
         """Per split and for all: n, size_ratio, token_ratio, distance, coverage (of the
         predictor's own intervals), calibrated_coverage (with the learned extrapolation error,
         learned without the split when there are 2 or more), bias (mean predicted - observed),
         mae, width (mean interval width); nats per token."""
         rec = self.records.copy()
-        rec["calibrated_inside"] = calibrated_inside(rec, self.ci_prob)
+        rec["calibrated_inside"] = self.calibrated
         rows = []
         for name, g in [*rec.groupby("split", sort=False), ("all", rec)]:
             rows.append(
@@ -165,23 +171,10 @@ def calibrated_inside(records: pd.DataFrame, ci_prob: float, n: int = 400) -> np
     return out
 
 
-def json_safe(obj):
-    """``obj`` with NumPy scalars as Python numbers and NaN / inf as None (for JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def empty_records() -> pd.DataFrame:
     cols = ["split", "run", "eval_domain", "distance", "observed", "mean", "sd", "lower"]
     cols += ["upper", "inside", "error", "size_ratio", "token_ratio", "n_params", "step", "tokens"]
     return pd.DataFrame({c: [] for c in cols})
 
 
-__all__ = ["Backtest", "calibrated_inside", "empty_records", "json_safe"]
+__all__ = ["Backtest", "calibrated_inside", "empty_records"]

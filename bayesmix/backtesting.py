@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors, extrapolation
-from bayesmix.backtest_summary import Backtest, empty_records, json_safe
+from bayesmix.backtest_summary import Backtest, empty_records
 from bayesmix.data import LOSS_PREFIX, RunTable
 from bayesmix.extrapolation import BACKTEST_ATTR
+from bayesmix.io import json_safe
 from bayesmix.loaders import size_label
 
 METHODS = ("nested", "joint")

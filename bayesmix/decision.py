@@ -876,21 +876,6 @@ def decide(
     )
 
 
-def _calibrated_means(posterior, draws, mixes, w, seed, max_extrapolation) -> np.ndarray:
-    """Expected losses (S, 2, K + 1) of two mixtures with the posterior's learned
-    extrapolation error, per domain and overall (last column)."""
-    pred = posterior.predict(
-        pd.DataFrame(mixes, columns=list(draws.train_domains), index=["recommended", "baseline"]),
-        random_seed=seed,
-        warn=False,
-        max_extrapolation=max_extrapolation,
-        **draws.inputs,
-    )
-    mean = pred.mean.stack(sample=("chain", "draw")).transpose("sample", "mixture", "eval_domain")
-    mean = mean.values
-    return np.concatenate([mean, (mean @ w)[..., None]], axis=-1)
-
-
 def _backtest_notes(posterior) -> list[str]:
     """The backtest verdict and learned extrapolation error stored with a target-scale
     posterior (:mod:`bayesmix.backtesting`), or a warning when it extrapolates without one."""
@@ -915,10 +900,26 @@ def _backtest_notes(posterior) -> list[str]:
 def _compare(draws: LawDraws, w, rec, base, prob, ci_kind, posterior, seed, max_extrapolation=10.0):
     """Loss intervals of both mixtures per domain and overall, and their paired comparison."""
     mixes = np.vstack([rec, base])
-    if posterior is not None and posterior.extrapolation is not None:
+
+    def with_overall(da) -> np.ndarray:  # (S, 2, K + 1): per domain, then the weighted sum
+        v = da.stack(sample=("chain", "draw")).transpose("sample", "mixture", "eval_domain")
+        return np.concatenate([v.values, (v.values @ w)[..., None]], axis=-1)
+
+    pred = None
+    if posterior is not None:
+        pred = posterior.predict(
+            pd.DataFrame(
+                mixes, columns=list(draws.train_domains), index=["recommended", "baseline"]
+            ),
+            random_seed=seed,
+            warn=False,
+            max_extrapolation=max_extrapolation,
+            **draws.inputs,
+        )  # decide() notes extrapolation
+    if pred is not None and posterior.extrapolation is not None:
         # a learned extrapolation error: the expected losses carry it (the per-mixture part
         # widens the improvement; the part shared by both mixtures cancels in it)
-        values = _calibrated_means(posterior, draws, mixes, w, seed, max_extrapolation)
+        values = with_overall(pred.mean)
     else:
         per_domain = draws.mean_loss(mixes)  # (S, 2, K), from the law's mean
         values = np.concatenate([per_domain, (per_domain @ w)[..., None]], axis=-1)
@@ -941,24 +942,11 @@ def _compare(draws: LawDraws, w, rec, base, prob, ci_kind, posterior, seed, max_
                 }
             )
     losses = pd.DataFrame(rows)
-    if posterior is not None:
-        pred = posterior.predict(
-            pd.DataFrame(
-                mixes, columns=list(draws.train_domains), index=["recommended", "baseline"]
-            ),
-            random_seed=seed,
-            warn=False,
-            max_extrapolation=max_extrapolation,
-            **draws.inputs,
-        )  # decide() notes extrapolation
-        stack = (
-            pred.predictive.stack(sample=("chain", "draw"))
-            .transpose("sample", "mixture", "eval_domain")
-            .values
+    if pred is not None:
+        lo, hi = credible_interval(
+            with_overall(pred.predictive), prob, ci_kind=ci_kind, skipna=True
         )
-        stack = np.concatenate([stack, (stack @ w)[..., None]], axis=-1)
-        lo, hi = credible_interval(stack, prob, ci_kind=ci_kind, skipna=True)  # (2, K+1)
-        losses["pred_lower"] = lo.reshape(-1)
+        losses["pred_lower"] = lo.reshape(-1)  # (2, K + 1)
         losses["pred_upper"] = hi.reshape(-1)
     diff = values[:, 1] - values[:, 0]  # baseline - recommended: > 0 means recommended better
     lo, hi = credible_interval(diff, prob, ci_kind=ci_kind)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -181,3 +182,16 @@ def check_distinct_outputs(paths: Iterable[tuple[str, PathLike | None]]) -> None
             if same_file(p, other):
                 raise errors.OutputPathError(f"{option} {p} is also the {other_option} output")
         seen.append((option, Path(p)))
+
+
+def json_safe(obj):
+    """``obj`` with NaN/inf floats replaced by None and NumPy scalars made plain (for JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

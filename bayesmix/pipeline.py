@@ -74,6 +74,7 @@ from bayesmix.gate_retry import (
     say_progress,
     stage_max_time,
 )
+from bayesmix.io import json_safe
 from bayesmix.loaders import TOKENS_PER_STEP, size_label
 from bayesmix.nutpie_loader import import_nutpie
 from bayesmix.posterior import Posterior
@@ -1213,7 +1214,7 @@ def _pool(
             }
         )
     )
-    post.tree.attrs["bayesmix_pipeline"] = json.dumps(_json_safe(record), sort_keys=True)
+    post.tree.attrs["bayesmix_pipeline"] = json.dumps(json_safe(record), sort_keys=True)
     return post
 
 
@@ -1281,18 +1282,6 @@ def gate_warnings(post: Posterior) -> list[str]:
                 + "; ".join(f"imputation {j + 1}: {f[0]}" for j, f in bad)
             )
     return lines
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 __all__ = [

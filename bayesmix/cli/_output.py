@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from bayesmix.io import atomic_write_text, check_output_path
+from bayesmix.io import atomic_write_text, check_output_path, json_safe
 
 TABLE_SUFFIXES = (".csv", ".json")
 
@@ -76,16 +75,3 @@ def loud_warning(message: str | None, note: str | None = None) -> None:
     if note:
         lines.append(f"WARNING: {note}")
     print("\n".join([*lines, bar]), file=sys.stderr)
-
-
-def json_safe(obj):
-    """``obj`` with NaN/inf floats replaced by None and NumPy scalars made plain (for JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
