@@ -1,8 +1,8 @@
 """bayesmix: choose a language model's pre-training data mixture as a Bayesian decision.
 
-Pipeline: run table (``bayesmix.data``) -> model specification (``bayesmix.spec``) -> MCMC fit
-(``bayesmix.fitting``) -> posterior (``bayesmix.posterior``) -> decide (``optimize``, ``acquire``)
--> ledger -> new runs.
+Pipeline: run table (``bayesmix.data.table``) -> model specification (``bayesmix.model.spec``) ->
+MCMC fit (``bayesmix.inference.fitting``) -> posterior (``bayesmix.posterior.posterior``) -> decide
+(``optimize``, ``acquire``) -> ledger -> new runs.
 
 The public API, one name per step (imported on first use, so ``import bayesmix`` stays light):
 
@@ -20,7 +20,8 @@ The public API, one name per step (imported on first use, so ``import bayesmix``
 ==================  ======================================================================
 
 ``report`` is also reachable as ``write_report``, ``Posterior.report()`` and
-``DecisionReport.to_html()``; ``decide`` and ``DecisionReport`` live in ``bayesmix.decision``.
+``DecisionReport.to_html()``; ``decide`` and ``DecisionReport`` live in
+``bayesmix.decisions.decision``.
 
 Argument names follow PyMC and ArviZ: ``random_seed``, ``progressbar``, ``ci_prob`` (interval
 mass) and ``ci_kind`` ("eti" equal-tailed, the default, or "hdi"); the former ``seed``,
@@ -52,22 +53,22 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
-from bayesmix.data import RunTable
+from bayesmix.data.table import RunTable
 from bayesmix.errors import BayesmixError
 
 #: Public names loaded on first access: name -> (module, attribute).
 _LAZY = {
-    "load": ("bayesmix.loaders", "load"),
-    "simulate": ("bayesmix.simulation", "simulate"),
-    "fit": ("bayesmix.fitting", "fit"),
-    "Posterior": ("bayesmix.posterior", "Posterior"),
-    "Constraints": ("bayesmix.constraints", "Constraints"),
-    "decide": ("bayesmix.decision", "decide"),
-    "DecisionReport": ("bayesmix.decision", "DecisionReport"),
-    "Experiment": ("bayesmix.experiment", "Experiment"),
-    "write_report": ("bayesmix.html_report", "write_report"),
-    "report": ("bayesmix.html_report", "write_report"),
-    "backtest": ("bayesmix.backtesting", "backtest"),
+    "load": ("bayesmix.data.loaders", "load"),
+    "simulate": ("bayesmix.model.simulation", "simulate"),
+    "fit": ("bayesmix.inference.fitting", "fit"),
+    "Posterior": ("bayesmix.posterior.posterior", "Posterior"),
+    "Constraints": ("bayesmix.data.constraints", "Constraints"),
+    "decide": ("bayesmix.decisions.decision", "decide"),
+    "DecisionReport": ("bayesmix.decisions.decision", "DecisionReport"),
+    "Experiment": ("bayesmix.loop.experiment", "Experiment"),
+    "write_report": ("bayesmix.reporting.html_report", "write_report"),
+    "report": ("bayesmix.reporting.html_report", "write_report"),
+    "backtest": ("bayesmix.scaling.backtesting", "backtest"),
 }
 
 __all__ = [
@@ -89,16 +90,16 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
-    from bayesmix.backtesting import backtest
-    from bayesmix.constraints import Constraints
-    from bayesmix.decision import DecisionReport, decide
-    from bayesmix.experiment import Experiment
-    from bayesmix.fitting import fit
-    from bayesmix.html_report import write_report
-    from bayesmix.html_report import write_report as report
-    from bayesmix.loaders import load
-    from bayesmix.posterior import Posterior
-    from bayesmix.simulation import simulate
+    from bayesmix.data.constraints import Constraints
+    from bayesmix.data.loaders import load
+    from bayesmix.decisions.decision import DecisionReport, decide
+    from bayesmix.inference.fitting import fit
+    from bayesmix.loop.experiment import Experiment
+    from bayesmix.model.simulation import simulate
+    from bayesmix.posterior.posterior import Posterior
+    from bayesmix.reporting.html_report import write_report
+    from bayesmix.reporting.html_report import write_report as report
+    from bayesmix.scaling.backtesting import backtest
 
 
 def __getattr__(name: str):
@@ -164,7 +165,7 @@ def propose(
     >>> exp = bm.Experiment.create("exp.db", ["web", "code"])   # doctest: +SKIP
     >>> bm.propose("exp.db", 4)                                 # doctest: +SKIP
     """
-    from bayesmix.experiment import Experiment
+    from bayesmix.loop.experiment import Experiment
 
     exp = Experiment(
         ledger,

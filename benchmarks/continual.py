@@ -26,9 +26,9 @@ import time
 import warnings
 from pathlib import Path
 
-from bayesmix.continual import critical_share as compute_critical_share
-from bayesmix.fitting import fit
-from bayesmix.loaders import load
+from bayesmix.data.loaders import load
+from bayesmix.decisions.continual import critical_share as compute_critical_share
+from bayesmix.inference.fitting import fit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mixinglaws"
 STEP = 10000

@@ -21,9 +21,9 @@ import warnings
 import numpy as np
 import pymc as pm
 
-from bayesmix.fitting import fit
-from bayesmix.model import build_naive_model, prepare_data
-from bayesmix.simulation import simulate
+from bayesmix.inference.fitting import fit
+from bayesmix.model.model import build_naive_model, prepare_data
+from bayesmix.model.simulation import simulate
 
 DOMAINS = ["web", "code", "books", "papers", "wiki"]
 

@@ -3,8 +3,8 @@
 Runs a child process twice with the same empty temporary ``BAYESMIX_CACHE_DIR``: the first
 (cold) compiles the model with nutpie and stores it, the second (warm) loads it. Each child
 simulates the fit_speed data (5 x 5 domains, 40 runs), builds the model and gets nutpie's
-compiled model as ``bayesmix.fitting`` does, then exits without sampling. By default the cold run
-also gets an empty temporary pytensor compiledir (a machine that never compiled anything);
+compiled model as ``bayesmix.inference.fitting`` does, then exits without sampling. By default the
+cold run also gets an empty temporary pytensor compiledir (a machine that never compiled anything);
 ``--keep-pytensor-cache`` uses pytensor's own per-operation cache instead (``~/.pytensor``).
 
 Figures per run: ``*_s`` the compile step (build + compile or load, what ``fit`` records as
@@ -28,11 +28,11 @@ from pathlib import Path
 CHILD = """
 import json, time, warnings
 warnings.simplefilter("ignore")
-from bayesmix import compile_cache
-from bayesmix.fitting import _model_for
-from bayesmix.model import prepare_data, select_for_fit
-from bayesmix.simulation import simulate
-from bayesmix.spec import load_spec
+from bayesmix.inference import compile_cache
+from bayesmix.inference.fitting import _model_for
+from bayesmix.model.model import prepare_data, select_for_fit
+from bayesmix.model.simulation import simulate
+from bayesmix.model.spec import load_spec
 
 runs, _ = simulate(
     ["web", "code", "books", "papers", "wiki"], n_runs=40, random_seed=11, noise_sd=0.02

@@ -1,9 +1,9 @@
 """Do per-domain guarantees hold for the TRUE law? Simulated problems with a known M4 law.
 
 For every seed and size (5 training x 5 validation domains from 32 runs; 17 x 13 from 64 runs),
-:func:`bayesmix.simulation.simulate` draws a random M4 law and noisy proxy runs, the default model
-is fitted with the real MCMC (2 chains x 300 draws by default), and
-:func:`bayesmix.guarantees.minimize_guaranteed` chooses a mixture under three requests
+:func:`bayesmix.model.simulation.simulate` draws a random M4 law and noisy proxy runs, the default
+model is fitted with the real MCMC (2 chains x 300 draws by default), and
+:func:`bayesmix.decisions.guarantees.minimize_guaranteed` chooses a mixture under three requests
 (baseline: the uniform mixture):
 
 * ``mean+no-worse``: minimise the expected overall loss (equal weights) with
@@ -37,11 +37,11 @@ import warnings
 
 import numpy as np
 
-from bayesmix.constraints import Constraints
-from bayesmix.fitting import fit
-from bayesmix.guarantees import Guarantee, GuaranteeError, minimize_guaranteed
-from bayesmix.optimize import LawDraws, minimize_objective
-from bayesmix.simulation import simulate
+from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.guarantees import Guarantee, GuaranteeError, minimize_guaranteed
+from bayesmix.decisions.optimize import LawDraws, minimize_objective
+from bayesmix.inference.fitting import fit
+from bayesmix.model.simulation import simulate
 
 #: (training domains, validation domains, proxy runs)
 SIZES = [(5, 5, 32), (17, 13, 64)]

@@ -11,7 +11,7 @@ are held out, the other 20 fitted.
   the 6 held-out runs' overall loss predicted as the weighted sum of the per-domain predictions
   (``Prediction.aggregate``: each draw's weighted sum; the predictive adds each domain's noise);
 * implicit: the ``implicit`` law fitted to the overall loss of the 20 runs with K in (1, 3, 5)
-  latent domains; K chosen by PSIS-LOO (:func:`bayesmix.aggregate.choose_latent`, smallest K
+  latent domains; K chosen by PSIS-LOO (:func:`bayesmix.scaling.aggregate.choose_latent`, smallest K
   within 1 SE of the best ELPD). ``implicit_mae`` is the MAE of the K chosen (chosen without
   the held-out runs); every K's MAE is reported too.
 
@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bayesmix.aggregate import aggregate_losses, choose_latent
-from bayesmix.fitting import fit
-from bayesmix.loaders import load
-from bayesmix.mixtures import domain_weights
+from bayesmix.data.loaders import load
+from bayesmix.data.mixtures import domain_weights
+from bayesmix.inference.fitting import fit
+from bayesmix.scaling.aggregate import aggregate_losses, choose_latent
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mixinglaws"
 STEP = 30000

@@ -47,12 +47,12 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from bayesmix import acquire
-from bayesmix.constraints import Constraints
-from bayesmix.data import RunTable
-from bayesmix.decision import decide
-from bayesmix.fitting import fit
-from bayesmix.loaders import load
+from bayesmix.data.constraints import Constraints
+from bayesmix.data.loaders import load
+from bayesmix.data.table import RunTable
+from bayesmix.decisions.decision import decide
+from bayesmix.inference.fitting import fit
+from bayesmix.loop import acquire
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 #: law -> shipped specification fitted for it
@@ -193,7 +193,7 @@ def ye3mix(data: Path, laws, kw, results, folds: int = 4, seed: int = 0):
 
 def simulated(laws, kw, results, seed: int = 0):
     """Each law's own truth, every law fitted to it; True where the own law scored best."""
-    from bayesmix.simulation import simulate_law
+    from bayesmix.model.simulation import simulate_law
 
     domains = ["web", "code", "books", "papers", "wiki"]
     own_best = {}

@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from bayesmix.backtesting import attach, target_distance
-from bayesmix.backtesting import backtest as run_backtest
-from bayesmix.loaders import load
-from bayesmix.mixtures import domain_weights
-from bayesmix.pipeline import fit_step_law, gate_warnings, nested_fit, pipeline_record
+from bayesmix.data.loaders import load
+from bayesmix.data.mixtures import domain_weights
+from bayesmix.scaling.backtesting import attach, target_distance
+from bayesmix.scaling.backtesting import backtest as run_backtest
+from bayesmix.scaling.pipeline import fit_step_law, gate_warnings, nested_fit, pipeline_record
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mixinglaws"
 PROXY_SIZES = ("70M", "160M", "305M", "410M")
@@ -52,7 +52,7 @@ def run(
     """Fit the proxies, predict the 1B runs; returns the figures, a per-run table (run, step,
     observed, mean, lo90, hi90 of the overall loss, coverage of its 22 domains), the gate
     warnings and per-target timings. With ``backtest``, the backtests within the proxies
-    (bayesmix.backtesting, same settings) run first and every target's posterior carries the
+    (bayesmix.scaling.backtesting, same settings) run first and every target's posterior carries the
     extrapolation error they learned (at that target's distance); ``pairs`` then compares
     the predicted difference of every two 1B runs at one step with the observed one."""
     start = time.perf_counter()

@@ -1,10 +1,10 @@
 """Regret of the recommended mixture on simulated problems with a known optimum.
 
 For every seed and size (5 training x 5 validation domains from 32 runs; 17 x 13, the RegMix
-shape, from 64 runs) :func:`bayesmix.simulation.simulate` draws a random M4 law and noisy proxy
-runs, the default model is fitted with the real MCMC (small: 2 chains), and
-:func:`bayesmix.decision.decide` picks the mixture minimising the posterior expected overall loss
-(equal weights over validation domains) under two constraint sets:
+shape, from 64 runs) :func:`bayesmix.model.simulation.simulate` draws a random M4 law and noisy
+proxy runs, the default model is fitted with the real MCMC (small: 2 chains), and
+:func:`bayesmix.decisions.decision.decide` picks the mixture minimising the posterior expected
+overall loss (equal weights over validation domains) under two constraint sets:
 
 * ``none``: the plain simplex;
 * ``caps``: token caps (4 epochs, 1e11 target tokens) that halve the shares of the two domains
@@ -14,7 +14,8 @@ Figures per problem: regret = true loss of the recommendation - true optimal los
 constraints (nats per token, noise-free, from the simulator's law); the same for the 0.9-quantile
 objective, the uniform mixture (projected onto the constraints) and the best observed feasible
 run, for scale; feasibility of the recommendations and of every per-draw optimum; the time of
-:func:`bayesmix.optimize.draw_optima` on 4000 draws (the posterior's draws resampled to 4000).
+:func:`bayesmix.decisions.optimize.draw_optima` on 4000 draws (the posterior's draws resampled to
+4000).
 
 Run: ``.venv/bin/python benchmarks/optimize_accuracy.py`` (``--seeds 3`` for a quick look). The
 last line is ``optimize_accuracy median_regret=.. p90_regret=.. feasible=all draws_per_s=..``
@@ -29,11 +30,17 @@ import warnings
 
 import numpy as np
 
-from bayesmix.constraints import Constraints
-from bayesmix.decision import decide
-from bayesmix.fitting import fit
-from bayesmix.optimize import centre, draw_optima, exp_terms, minimize_objective, solve_exp_sum
-from bayesmix.simulation import simulate
+from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.decision import decide
+from bayesmix.decisions.optimize import (
+    centre,
+    draw_optima,
+    exp_terms,
+    minimize_objective,
+    solve_exp_sum,
+)
+from bayesmix.inference.fitting import fit
+from bayesmix.model.simulation import simulate
 
 #: (training domains, validation domains, proxy runs, MCMC draws = tuning steps per chain)
 SIZES = [(5, 5, 32, 500), (17, 13, 64, 400)]

@@ -7,7 +7,7 @@ of the pool, sees their true (recorded) losses and refits, up to ``--budget`` (1
 
 Strategies:
 
-* the bayesmix strategies (:data:`bayesmix.acquire.STRATEGIES`: thompson, optimum-info, bald)
+* the bayesmix strategies (:data:`bayesmix.loop.acquire.STRATEGIES`: thompson, optimum-info, bald)
   on the posterior of the law that ranks RegMix best, ``logshare`` (law m4log), fitted to the
   Pile-CC column only (a RunTable with just ``loss.pile_cc``), so one compiled model serves every
   refit. Fitted with the non-centred hierarchy (``--parameterization``): with one validation
@@ -81,12 +81,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayesmix import acquire
-from bayesmix.data import RunTable
-from bayesmix.design import select_random
-from bayesmix.fitting import fit
-from bayesmix.loaders import load
-from bayesmix.spec import load_spec
+from bayesmix.data.loaders import load
+from bayesmix.data.table import RunTable
+from bayesmix.inference.fitting import fit
+from bayesmix.loop import acquire
+from bayesmix.loop.design import select_random
+from bayesmix.model.spec import load_spec
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "regmix"
 DOMAIN = "pile_cc"

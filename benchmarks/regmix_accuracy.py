@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from bayesmix.fitting import fit
-from bayesmix.loaders import load
+from bayesmix.data.loaders import load
+from bayesmix.inference.fitting import fit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "regmix"
 

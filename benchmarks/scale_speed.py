@@ -56,9 +56,9 @@ RESULT = "case_result"
 
 def grad_ms(post) -> float:
     """One logp + gradient evaluation of the fitted model, in ms, at a posterior draw."""
-    from bayesmix import compile_cache
+    from bayesmix.inference import compile_cache
 
-    fit_module = importlib.import_module("bayesmix.fitting")
+    fit_module = importlib.import_module("bayesmix.inference.fitting")
     compiled = next((c for _, c in fit_module._COMPILED.values() if c is not None), None)
     if compiled is None:
         return float("nan")
@@ -93,8 +93,8 @@ def gate(post) -> str:
 def case_a(args) -> dict:
     from scipy.stats import spearmanr
 
-    from bayesmix.fitting import fit
-    from bayesmix.loaders import load
+    from bayesmix.data.loaders import load
+    from bayesmix.inference.fitting import fit
 
     if not (args.data / "train_mixture_1m.csv").is_file():
         raise SystemExit(f"RegMix data not found in {args.data} (pass --data)")
@@ -129,9 +129,9 @@ SWARM_PRIORS = {
 
 def case_b(args) -> dict:
     from bayesmix import errors
-    from bayesmix.fitting import fit
-    from bayesmix.simulation import simulate_law
-    from bayesmix.spec import load_spec
+    from bayesmix.inference.fitting import fit
+    from bayesmix.model.simulation import simulate_law
+    from bayesmix.model.spec import load_spec
 
     spec = load_spec("logshare").with_priors(**SWARM_PRIORS)
     runs = None
@@ -170,8 +170,8 @@ def case_b(args) -> dict:
 
 
 def case_c_fit(args) -> dict:
-    from bayesmix.fitting import fit
-    from bayesmix.simulation import simulate
+    from bayesmix.inference.fitting import fit
+    from bayesmix.model.simulation import simulate
 
     runs, _ = simulate(
         ["web", "code", "books", "papers", "wiki"], n_runs=40, random_seed=11, noise_sd=0.02

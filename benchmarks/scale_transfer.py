@@ -9,8 +9,8 @@ domains, checkpoints from 3k steps; one step = 1,048,576 tokens). Two ways from 
 target, both fitted to every proxy checkpoint at or below ``--max-step`` (default 30k, the
 paper's proxy budget):
 
-- ``nested`` (default; ``bayesmix.pipeline``): the paper's pipeline done with draws: a step law
-  per run extrapolated to the target step, a size law to 1B, then M4 on the imputed target-scale
+- ``nested`` (default; ``bayesmix.scaling.pipeline``): the paper's pipeline done with draws: a step
+  law per run extrapolated to the target step, a size law to 1B, then M4 on the imputed target-scale
   losses (``--imputations`` draws of them, posteriors pooled).
 - ``joint`` (``models/scaling.toml``): one posterior of ``L_i(N, D, r)`` (M4 on Chinchilla's
   reducible loss) with run effects; also reports whether the recommended mixture moves between
@@ -51,7 +51,7 @@ TARGET = "1B"
 
 
 def load_data(max_step: float | None):
-    from bayesmix.loaders import load
+    from bayesmix.data.loaders import load
 
     proxies = load([DATA / "5Mix" / f"{s}.txt" for s in PROXY_SIZES])
     target = load(DATA / "5Mix" / f"{TARGET}.txt").final()
@@ -63,9 +63,9 @@ def transfer(
     *, max_step=30000.0, draws=500, tune=500, chains=2, seed=1, progress=False, model="scaling"
 ) -> dict:
     """Fit the proxies, predict the 1B runs; returns the figures and the per-run table."""
+    from bayesmix.data.mixtures import domain_weights
     from bayesmix.errors import ExtrapolationWarning
-    from bayesmix.fitting import fit
-    from bayesmix.mixtures import domain_weights
+    from bayesmix.inference.fitting import fit
 
     t0 = time.perf_counter()
     proxies, target, weights = load_data(max_step)
@@ -192,7 +192,7 @@ def transfer_nested(
 
 def scale_decision(post, weights, *, n_params=1e9, tokens=100_000 * 2**20, seed=0):
     """The mean-loss decision at 1B x 100k steps, and whether it moves from the proxies'."""
-    from bayesmix.decision import decide
+    from bayesmix.decisions.decision import decide
 
     return decide(
         post,

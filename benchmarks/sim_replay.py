@@ -1,9 +1,9 @@
 """Active learning replayed on a simulated law with known truth and heteroscedastic noise.
 
-Setting (issue 11, item 5). Per seed, a random M4 law (:func:`bayesmix.simulation.simulate`:
+Setting (issue 11, item 5). Per seed, a random M4 law (:func:`bayesmix.model.simulation.simulate`:
 ``--domains`` training domains, the same validation domains) is the truth; the objective is the
 equal-weight mean of the validation losses. Its exact optimum over the simplex comes from
-:func:`bayesmix.optimize.minimize_objective` on the true parameters (one draw; M4's exact
+:func:`bayesmix.decisions.optimize.minimize_objective` on the true parameters (one draw; M4's exact
 solver). A run at mixture r measures every validation loss with Gaussian noise whose sd grows
 for extreme mixtures::
 
@@ -19,14 +19,14 @@ The space is continuous. Every strategy starts from the same ``--start`` (16) Di
 mixtures per seed, then picks batches of ``--batch`` (8) up to ``--budget`` (128) runs:
 
 * bayesmix strategies (thompson, optimum-info, bald, random) through
-  :func:`bayesmix.acquire.propose` on the simplex (the library's own continuous candidates: a
+  :func:`bayesmix.loop.acquire.propose` on the simplex (the library's own continuous candidates: a
   fresh Sobol + sparse-Dirichlet cloud each round plus the per-draw optima), on the posterior
   of ``--model`` (default ``default``, the M4 law the truth is drawn from; 2 chains x 300
   draws after 300 tuning, modest on purpose); the recommendation is the posterior-mean optimum
-  (:func:`bayesmix.optimize.minimize_objective`);
+  (:func:`bayesmix.decisions.optimize.minimize_objective`);
 * ``gp-ei``: the scikit-learn GP with expected improvement of ``pool_replay.py`` (kriging
   believer batches), over a fresh candidate cloud each round (2048 points from
-  :meth:`bayesmix.acquire.Candidates.continuous` without a belief: the same Sobol + sparse
+  :meth:`bayesmix.loop.acquire.Candidates.continuous` without a belief: the same Sobol + sparse
   Dirichlet + corners cloud); it is fitted to the measured objective; its recommendation is the
   lowest GP mean among a fresh 4096-point cloud and the runs trained.
 
@@ -68,11 +68,11 @@ from pool_replay import (  # noqa: E402
     summarize_file,
 )
 
-from bayesmix import acquire  # noqa: E402
-from bayesmix.constraints import Constraints  # noqa: E402
-from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable  # noqa: E402
-from bayesmix.optimize import minimize_objective  # noqa: E402
-from bayesmix.simulation import simulate  # noqa: E402
+from bayesmix.data.constraints import Constraints  # noqa: E402
+from bayesmix.data.table import LOSS_PREFIX, MIX_PREFIX, RunTable  # noqa: E402
+from bayesmix.decisions.optimize import minimize_objective  # noqa: E402
+from bayesmix.loop import acquire  # noqa: E402
+from bayesmix.model.simulation import simulate  # noqa: E402
 
 SETTINGS_SIM = ("domains", "sigma0")
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayesmix.fitting import fit
-from bayesmix.posterior import Posterior
-from bayesmix.simulation import Truth, simulate
+from bayesmix.inference.fitting import fit
+from bayesmix.model.simulation import Truth, simulate
+from bayesmix.posterior.posterior import Posterior
 
 DOMAINS = ["web", "code", "books", "papers", "wiki"]
 OUT = Path(__file__).resolve().parents[1] / "out"
@@ -194,7 +194,7 @@ def compare_laws(runs, post: Posterior) -> None:
     """Fit a second law (the additive one) to the same runs and rank both by leave-one-run-out
     predictive density (PSIS-LOO on each posterior's log_likelihood group). The truth is M4,
     so M4 should come first."""
-    from bayesmix.compare import compare
+    from bayesmix.inference.compare import compare
 
     other = fit(runs, "additive", draws=500, tune=700, chains=4, random_seed=1, warn=False)
     table = compare({"m4 (default)": post, "additive": other})
@@ -207,9 +207,9 @@ def choose_mixture(post: Posterior, truth: Truth):
     """The decision: the mixture minimising posterior expected loss (equal weights) with at most
     half web data and at least 5 % wiki, its intervals, P(beats uniform), spread of the optimum;
     then its true loss against the true constrained optimum."""
-    from bayesmix.constraints import Constraints
-    from bayesmix.decision import decide
-    from bayesmix.optimize import draw_optima
+    from bayesmix.data.constraints import Constraints
+    from bayesmix.decisions.decision import decide
+    from bayesmix.decisions.optimize import draw_optima
 
     cons = Constraints.build(DOMAINS, max_share={"web": 0.5}, min_share={"wiki": 0.05})
     report = decide(post, constraints=cons, objective="mean")
@@ -241,11 +241,11 @@ def active_learning_rounds(
     import os
     import shutil
 
-    from bayesmix.acquire import Belief
     from bayesmix.cli import main as bayesmix
-    from bayesmix.constraints import Constraints
-    from bayesmix.ledger import Ledger
-    from bayesmix.optimize import draw_optima, minimize_objective
+    from bayesmix.data.constraints import Constraints
+    from bayesmix.decisions.optimize import draw_optima, minimize_objective
+    from bayesmix.loop.acquire import Belief
+    from bayesmix.loop.ledger import Ledger
 
     def run(*argv):
         code = bayesmix([str(a) for a in argv])  # same as the shell command

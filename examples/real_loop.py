@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import bayesmix as bm
-from bayesmix.ledger import Ledger
+from bayesmix.loop.ledger import Ledger
 
 HERE = Path(__file__).resolve().parent
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-#: One sampling per fit in the suite (no retries towards the gate, bayesmix.gate_retry): most
-#: test fits are deliberately too small to pass the gate, and retrying them would multiply the
+#  One sampling per fit in the suite (no retries towards the gate, bayesmix.inference.gate_retry):
+# most  test fits are deliberately too small to pass the gate, and retrying them would multiply the
 #: suite's MCMC time. Tests of the retries pass ``max_time`` explicitly. Subprocesses (the CLI
 #: tests) inherit it.
 os.environ.setdefault("BAYESMIX_MAX_TIME", "0")
@@ -47,13 +47,13 @@ class SimulatedFit:
     """A run table simulated from a known law, that law, and the posterior fitted to the table."""
 
     runs: object  # bayesmix.RunTable
-    truth: object  # bayesmix.simulation.Truth
-    posterior: object  # bayesmix.posterior.Posterior
+    truth: object  # bayesmix.model.simulation.Truth
+    posterior: object  # bayesmix.posterior.posterior.Posterior
 
 
 def simulate_runs(seed: int = SIM_SEED, n_runs: int = 40):
     """Runs of the fixture's structure (same domains) from a law drawn with ``seed``."""
-    from bayesmix.simulation import simulate
+    from bayesmix.model.simulation import simulate
 
     return simulate(list(SIM_DOMAINS), n_runs=n_runs, random_seed=seed)
 
@@ -61,7 +61,7 @@ def simulate_runs(seed: int = SIM_SEED, n_runs: int = 40):
 @pytest.fixture(scope="session")
 def simulated_fit() -> SimulatedFit:
     """The suite's one fitted posterior (default model; compiled once per session)."""
-    from bayesmix.fitting import fit
+    from bayesmix.inference.fitting import fit
 
     runs, truth = simulate_runs()
     post = fit(runs, "default", warn=False, **FIT_KW)
@@ -84,7 +84,7 @@ def check_objective_gradients(values, label: str = "") -> None:
     """
     import numpy as np
 
-    from bayesmix.optimize import Objective, _Criterion
+    from bayesmix.decisions.optimize import Objective, _Criterion
 
     base = np.array([0.4, 0.3, 0.2, 0.1])
     r = np.array([0.1, 0.2, 0.3, 0.4])
@@ -137,9 +137,9 @@ def m4_posterior(m, rho, t, runs, *, sigma: float, train=None, evals=None):
     import numpy as np
     import xarray as xr
 
-    from bayesmix.diagnostics import Diagnostics
-    from bayesmix.posterior import Posterior
-    from bayesmix.spec import load_spec
+    from bayesmix.model.spec import load_spec
+    from bayesmix.posterior.diagnostics import Diagnostics
+    from bayesmix.posterior.posterior import Posterior
 
     chains, draws, k, _ = t.shape
     coords = {

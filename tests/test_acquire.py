@@ -1,4 +1,4 @@
-"""Acquisition strategies (bayesmix.acquire): constraints, batches, pending runs, costs, and
+"""Acquisition strategies (bayesmix.loop.acquire): constraints, batches, pending runs, costs, and
 whether Thompson sampling finds the optimum. Most tests use the suite's one fitted posterior
 (conftest ``simulated_fit``) or draws built directly around a known law (no MCMC)."""
 
@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix import acquire, errors
-from bayesmix.constraints import Constraints
-from bayesmix.design import initial_design
-from bayesmix.ledger import Ledger
-from bayesmix.optimize import draw_optima
-from bayesmix.simulation import simulate
+from bayesmix import errors
+from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.optimize import draw_optima
+from bayesmix.loop import acquire
+from bayesmix.loop.design import initial_design
+from bayesmix.loop.ledger import Ledger
+from bayesmix.model.simulation import simulate
 
 STRATEGIES = acquire.STRATEGIES
 
@@ -314,7 +315,7 @@ def test_ledger_stores_the_fit_record_with_the_proposals(tmp_path):
 def test_group_information_is_not_swamped_by_absurd_draws():
     """A wild posterior (a few draws predicting 1e120 nats) must not turn optimum-information
     into maximum variance: the tie-breaker grows only logarithmically with the variance."""
-    from bayesmix.acquire import group_information
+    from bayesmix.loop.acquire import group_information
 
     rng = np.random.default_rng(0)
     groups = np.repeat([0, 1], 50)

@@ -1,5 +1,5 @@
-"""Backtests within the proxies (bayesmix.backtesting, ``bayesmix backtest``): which splits a
-run table allows, and, on simulated runs whose size and step scaling are known, that both
+"""Backtests within the proxies (bayesmix.scaling.backtesting, ``bayesmix backtest``): which splits
+a run table allows, and, on simulated runs whose size and step scaling are known, that both
 splits refit, predict what was held out and learn an extrapolation error.
 
 One CLI run (session fixture, small MCMC) serves the slow tests.
@@ -12,11 +12,11 @@ import json
 import numpy as np
 import pytest
 
-from bayesmix import extrapolation
-from bayesmix.backtesting import plan_splits, target_distance
 from bayesmix.cli import main
 from bayesmix.errors import BayesmixError, OptionError
-from bayesmix.simulation import simulate
+from bayesmix.model.simulation import simulate
+from bayesmix.posterior import extrapolation
+from bayesmix.scaling.backtesting import plan_splits, target_distance
 
 DOMAINS = ["Github", "Books3", "Pile-CC"]
 SIZES = [2e7, 5e7, 1.25e8]

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from bayesmix.ledger import Ledger
+from bayesmix.loop.ledger import Ledger
 
 
 def bayesmix(*args, cwd) -> subprocess.CompletedProcess:

@@ -17,11 +17,11 @@ import pytest
 from conftest import SIM_DOMAINS
 
 from bayesmix.cli import main
-from bayesmix.diagnostics import Diagnostics
-from bayesmix.fitting import compiled_count
-from bayesmix.posterior import Posterior
-from bayesmix.simulation import simulate
-from bayesmix.spec import load_spec
+from bayesmix.inference.fitting import compiled_count
+from bayesmix.model.simulation import simulate
+from bayesmix.model.spec import load_spec
+from bayesmix.posterior.diagnostics import Diagnostics
+from bayesmix.posterior.posterior import Posterior
 
 #: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
 pytestmark = pytest.mark.slow

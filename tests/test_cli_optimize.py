@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from bayesmix.cli import main
-from bayesmix.constraints import Constraints
-from bayesmix.decision import decide
-from bayesmix.optimize import aggregate_loss
+from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.decision import decide
+from bayesmix.decisions.optimize import aggregate_loss
 
 #: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
 pytestmark = pytest.mark.slow
@@ -26,8 +26,8 @@ def posterior_path(tmp_path_factory):
 
     Few draws (2 chains x 100): this checks plumbing and feasibility, not statistics.
     """
-    from bayesmix.fitting import fit
-    from bayesmix.simulation import simulate
+    from bayesmix.inference.fitting import fit
+    from bayesmix.model.simulation import simulate
 
     runs, _ = simulate(TRAIN, n_runs=24, random_seed=3, noise_sd=0.02)
     with warnings.catch_warnings():
@@ -90,7 +90,7 @@ def test_optimize_writes_a_feasible_json_report(posterior_path, tmp_path, capsys
 
 
 def test_cli_matches_the_python_api(posterior_path, tmp_path, capsys):
-    from bayesmix.posterior import Posterior
+    from bayesmix.posterior.posterior import Posterior
 
     weights = tmp_path / "w.json"
     weights.write_text(json.dumps({"Web": 2, "code": 1, "books": 1, "ArXiv": 5}))

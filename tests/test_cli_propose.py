@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from conftest import SIM_DOMAINS, train_simulated
 
-from bayesmix.constraints import Constraints
-from bayesmix.ledger import Ledger, file_hash
-from bayesmix.posterior import Posterior
+from bayesmix.data.constraints import Constraints
+from bayesmix.loop.ledger import Ledger, file_hash
+from bayesmix.posterior.posterior import Posterior
 
 MIX = [f"mix.{d}" for d in SIM_DOMAINS]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bayesmix.simulation import simulate
+from bayesmix.model.simulation import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 

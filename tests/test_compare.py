@@ -18,7 +18,7 @@ import xarray as xr
 
 from bayesmix import errors
 from bayesmix.cli import main
-from bayesmix.compare import (
+from bayesmix.inference.compare import (
     COMPARE_COLUMNS,
     IncomparableError,
     compare,
@@ -26,9 +26,9 @@ from bayesmix.compare import (
     kfold,
     make_folds,
 )
-from bayesmix.fitting import fit
-from bayesmix.model import build_model, prepare_data
-from bayesmix.posterior import Posterior
+from bayesmix.inference.fitting import fit
+from bayesmix.model.model import build_model, prepare_data
+from bayesmix.posterior.posterior import Posterior
 
 #: The second law's fit: as small as the brief allows, shared by the module.
 NORMAL_KW = {"draws": 200, "tune": 200, "chains": 2, "random_seed": 12}
@@ -48,7 +48,7 @@ def normal(simulated_fit) -> Posterior:
 
 def with_fit_data(post: Posterior, table) -> Posterior:
     """A copy of ``post`` claiming to be fitted to ``table`` (log-likelihood recomputed)."""
-    from bayesmix.posterior import _encode_fit_data
+    from bayesmix.posterior.posterior import _encode_fit_data
 
     tree = post.tree.copy(deep=True)
     del tree["log_likelihood"]
@@ -58,7 +58,7 @@ def with_fit_data(post: Posterior, table) -> Posterior:
 
 def changed_loss(runs, delta=0.1):
     """``runs`` with the first Github loss shifted by ``delta`` nats."""
-    from bayesmix.data import RunTable
+    from bayesmix.data.table import RunTable
 
     tidy = runs.to_tidy()
     tidy.loc[0, "loss.Github"] += delta
@@ -122,7 +122,7 @@ def test_groups_computed_in_blocks_of_draws_equal_whole_ones(post, monkeypatch):
     """The log-likelihood and posterior-predictive groups are computed over blocks of draws
     (docs/speed.md, Round 5); one draw per block gives the same numbers as one block for all
     (the same operations per draw, and the noise drawn from one stream in the same order)."""
-    from bayesmix import posterior as posterior_module
+    from bayesmix.posterior import posterior as posterior_module
 
     table = post.fit_data()
     groups = {}
@@ -185,7 +185,7 @@ def test_arviz_loo_reads_the_file_with_a_var_name(saved_posterior):
 
 @pytest.mark.slow
 def test_log_likelihood_rejects_runs_of_other_domains(post):
-    from bayesmix.simulation import simulate
+    from bayesmix.model.simulation import simulate
 
     other, _ = simulate(["Github", "Books3", "ArXiv"], n_runs=5, random_seed=1)
     with pytest.raises(errors.DomainNameError, match="other domains"):

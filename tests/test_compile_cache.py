@@ -1,5 +1,5 @@
-"""The compile cache across processes (bayesmix.compile_cache): a reloaded compilation computes
-what a fresh one does, keys change with versions / model / structure, racing processes both
+"""The compile cache across processes (bayesmix.inference.compile_cache): a reloaded compilation
+computes what a fresh one does, keys change with versions / model / structure, racing processes both
 succeed, and a fit from a loaded model is the fit from a compiled one.
 
 Subprocesses build the tiny model below (imported from this file) in their own interpreter, so
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bayesmix import compile_cache
+from bayesmix.inference import compile_cache
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,7 +29,7 @@ import json, sys, warnings
 warnings.simplefilter("ignore")
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from bayesmix import compile_cache
+from bayesmix.inference import compile_cache
 from test_compile_cache import tiny_model
 compiled = compile_cache.compile_model(tiny_model(int(sys.argv[2])), structure="tiny")
 logp, grad = compile_cache.logp_and_grad(compiled, np.linspace(-0.3, 0.4, compiled.n_dim))
@@ -122,8 +122,8 @@ def test_shipped_specifications_have_stable_keys(simulated_fit):
     """Two builds of each shipped model give one key (no memory addresses in the graph
     fingerprint), so a fresh process finds its entry."""
     from bayesmix.laws import get_law
-    from bayesmix.model import build_model, prepare_data, structure_key
-    from bayesmix.spec import available_models, load_spec
+    from bayesmix.model.model import build_model, prepare_data, structure_key
+    from bayesmix.model.spec import available_models, load_spec
 
     runs = simulated_fit.runs
     checked = 0
@@ -169,7 +169,7 @@ def test_fit_from_a_cached_model_is_the_fit_from_a_compiled_one(simulated_fit, m
     emptied, the same fit loads it from disk and reproduces the draws exactly."""
     from conftest import FIT_KW
 
-    fit_module = importlib.import_module("bayesmix.fitting")
+    fit_module = importlib.import_module("bayesmix.inference.fitting")
 
     assert compile_cache.entries()  # the fixture's fit stored its compiled model
     monkeypatch.setattr(fit_module, "_COMPILED", {})

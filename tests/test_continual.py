@@ -1,4 +1,5 @@
-"""Continual pre-training: the critical share (bayesmix.continual, ``bayesmix critical-share``).
+"""Continual pre-training: the critical share (bayesmix.decisions.continual, ``bayesmix
+critical-share``).
 
 Simulated continual runs come from a known two-domain M4 law ("Orig" = the original data,
 "New" = the added domain; validation domains Orig, New and Side), with a start (step-0) loss
@@ -19,8 +20,8 @@ import pytest
 
 from bayesmix import errors
 from bayesmix.cli import main
-from bayesmix.continual import critical_share
-from bayesmix.data import RunTable
+from bayesmix.data.table import RunTable
+from bayesmix.decisions.continual import critical_share
 from bayesmix.laws import m4
 
 TRAIN = ("Orig", "New")
@@ -73,7 +74,7 @@ def simulate_continual(seed: int = 3) -> RunTable:
 @pytest.fixture(scope="session")
 def ct_sim(tmp_path_factory):
     """(runs, posterior, folder with runs.csv and posterior.nc)."""
-    from bayesmix.fitting import fit
+    from bayesmix.inference.fitting import fit
 
     runs = simulate_continual()
     post = fit(runs, "default", step=10000, warn=False, **FIT_KW)
@@ -276,8 +277,8 @@ def test_cli_bad_input_is_one_line(ct_sim, capsys):
 def test_real_continual_runs(shared_data):
     """Ye et al.'s 70M continual runs (Pile + Python, 5 runs), default model at step 10000, Pile
     loss = the Pile-token-share aggregate of its 22 validation domains."""
-    from bayesmix.fitting import fit
-    from bayesmix.loaders import load
+    from bayesmix.data.loaders import load
+    from bayesmix.inference.fitting import fit
 
     runs = load(shared_data / "mixinglaws" / "ct" / "70M.txt")
     post = fit(runs, "default", step=10000, warn=False, **FIT_KW)

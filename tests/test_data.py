@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bayesmix import errors
-from bayesmix.data import RunTable, check_known_domains
+from bayesmix.data.table import RunTable, check_known_domains
 
 
 def frame(**overrides) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Every decision path works for every law: optimum, per-draw optima, acquisition, the report.
 
 Draws are synthetic (no MCMC). For a registered law they come from the law's own PyMC block
-(:func:`bayesmix.model.build_model` with a specification naming the law; prior draws of its
+(:func:`bayesmix.model.model.build_model` with a specification naming the law; prior draws of its
 parameters), so a law added to ``bayesmix/laws/`` is covered here automatically. A prior draw
 is a whole law, and a prior's draws differ wildly; to look like a posterior (draws near one
 law) they are pulled towards one typical draw: ``(1 - LAMBDA) centre + LAMBDA draw``. A convex
@@ -25,14 +25,10 @@ from conftest import check_objective_gradients
 from scipy import optimize as sopt
 from scipy import special
 
-from bayesmix import acquire, errors
-from bayesmix.constraints import Constraints
-from bayesmix.decision import decide
-from bayesmix.design import initial_design
-from bayesmix.laws import Law, Param, available_laws, get_law
-from bayesmix.laws.m4 import M4
-from bayesmix.model import ModelData, build_model
-from bayesmix.optimize import (
+from bayesmix import errors
+from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.decision import decide
+from bayesmix.decisions.optimize import (
     DEFAULT_STARTS,
     NONCONVEX_STARTS,
     LawDraws,
@@ -42,7 +38,12 @@ from bayesmix.optimize import (
     draw_optima,
     minimize_objective,
 )
-from bayesmix.spec import load_spec
+from bayesmix.laws import Law, Param, available_laws, get_law
+from bayesmix.laws.m4 import M4
+from bayesmix.loop import acquire
+from bayesmix.loop.design import initial_design
+from bayesmix.model.model import ModelData, build_model
+from bayesmix.model.spec import load_spec
 
 LAWS = sorted(available_laws())
 #: Pull of each prior draw towards the centre draw (see the module docstring).

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayesmix.constraints import Constraints
-from bayesmix.design import DEFAULT_MIN_DISTANCE, initial_design, select_random
+from bayesmix.data.constraints import Constraints
 from bayesmix.errors import DesignError, InfeasibleError
+from bayesmix.loop.design import DEFAULT_MIN_DISTANCE, initial_design, select_random
 
 DOMAINS = ["web", "code", "books", "math", "wiki"]
 

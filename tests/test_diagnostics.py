@@ -1,4 +1,5 @@
-"""The vectorised R-hat and ESS of bayesmix.diagnostics against arviz-stats' own estimators.
+"""The vectorised R-hat and ESS of bayesmix.posterior.diagnostics against arviz-stats' own
+estimators.
 
 The gate computes rank-normalised split R-hat and bulk / tail ESS for every scalar at once; these
 must be the same numbers arviz-stats gives one scalar at a time (they are the same formulas, so
@@ -12,7 +13,7 @@ import pytest
 from arviz_stats.base import array_stats
 from arviz_stats.validate import validate_ci_prob
 
-from bayesmix import diagnostics
+from bayesmix.posterior import diagnostics
 
 
 def _ar1(rng, n_par: int, chains: int, draws: int, phi: float) -> np.ndarray:
@@ -107,7 +108,7 @@ def test_average_ranks_match_scipy_on_heavily_tied_rows():
     folded row has a tie, so this path runs on every fit)."""
     from scipy import stats
 
-    from bayesmix.diagnostics import _average_ties
+    from bayesmix.posterior.diagnostics import _average_ties
 
     rng = np.random.default_rng(1)
     x = rng.integers(0, 5, size=(50, 37)).astype(float)  # about 7 copies of each value per row

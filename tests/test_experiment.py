@@ -1,4 +1,4 @@
-"""The Experiment API (bayesmix.experiment): the whole active-learning loop without the shell,
+"""The Experiment API (bayesmix.loop.experiment): the whole active-learning loop without the shell,
 concurrent proposers, a proposer killed between the ledger write and the hand-off file, output
 checks, posterior paths relative to the ledger, acquisition on other laws, and cost-aware
 Thompson sampling / random selection.
@@ -26,16 +26,17 @@ import pandas as pd
 import pytest
 from conftest import SIM_DOMAINS, simulate_runs, train_simulated
 
-from bayesmix import acquire, errors
-from bayesmix.constraints import Constraints
-from bayesmix.decision import DecisionReport
-from bayesmix.diagnostics import ConvergenceWarning
-from bayesmix.experiment import Experiment
-from bayesmix.ledger import Ledger
-from bayesmix.simulation import simulate
+from bayesmix import errors
+from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.decision import DecisionReport
+from bayesmix.loop import acquire
+from bayesmix.loop.experiment import Experiment
+from bayesmix.loop.ledger import Ledger
+from bayesmix.model.simulation import simulate
+from bayesmix.posterior.diagnostics import ConvergenceWarning
 
 #: 2 x 100 draws rarely pass the gate; the tests check the warning where it matters.
-pytestmark = pytest.mark.filterwarnings("ignore::bayesmix.diagnostics.ConvergenceWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::bayesmix.posterior.diagnostics.ConvergenceWarning")
 MIX = [f"mix.{d}" for d in SIM_DOMAINS]
 FIT = {"draws": 100, "tune": 150, "chains": 2, "random_seed": 3}
 
@@ -57,7 +58,7 @@ def copy_experiment(src, dst):
 @pytest.fixture
 def no_fit(monkeypatch):
     """Any MCMC fit inside the test fails it: the posterior must be reused."""
-    fit_module = importlib.import_module("bayesmix.fitting")
+    fit_module = importlib.import_module("bayesmix.inference.fitting")
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a fit was started; the saved posterior should have been reused")
@@ -155,8 +156,8 @@ def test_experiment_cycle_without_the_cli(fitted, tmp_path, no_fit):
 def test_best_trained_run_under_the_weights():
     """The baseline Experiment.recommend compares with: the lowest weighted recorded loss,
     last checkpoint of each run, skipping runs without a loss the weights need."""
-    from bayesmix.data import RunTable
-    from bayesmix.experiment import best_trained_run
+    from bayesmix.data.table import RunTable
+    from bayesmix.loop.experiment import best_trained_run
 
     frame = pd.DataFrame(
         {
@@ -182,7 +183,7 @@ def test_best_trained_run_under_the_weights():
 @pytest.mark.slow
 def test_new_results_trigger_a_refit_and_only_then(fitted, tmp_path, monkeypatch):
     """Ingesting a result changes the digest: the next posterior() fits (counted, not run)."""
-    fit_module = importlib.import_module("bayesmix.fitting")
+    fit_module = importlib.import_module("bayesmix.inference.fitting")
 
     exp = Experiment(copy_experiment(fitted["folder"], tmp_path / "copy"), **FIT)
     calls = []
@@ -340,7 +341,7 @@ def test_ledger_refuses_a_batch_too_close_to_runs_recorded_meanwhile(tmp_path):
 # --------------------------------------------------------------------------- hand-off files
 KILLED = textwrap.dedent("""
     import os, signal, sys
-    import bayesmix.experiment as ex
+    import bayesmix.loop.experiment as ex
 
     def die(*args, **kwargs):            # the window between the ledger write and the file
         os.kill(os.getpid(), signal.SIGKILL)
@@ -443,7 +444,7 @@ def test_output_is_checked_before_any_work(tmp_path):
 
 
 def test_a_failed_write_after_recording_names_the_way_back(tmp_path, monkeypatch):
-    import bayesmix.experiment as ex
+    import bayesmix.loop.experiment as ex
 
     exp = Experiment.create(tmp_path / "exp.db", ["web", "code"], ["web"])
 

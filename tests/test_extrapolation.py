@@ -1,5 +1,5 @@
-"""The learned extrapolation error (bayesmix.extrapolation): its grid posterior recovers a known
-spread factor and discrepancy from backtest-like residuals, and applied to predictions it
+"""The learned extrapolation error (bayesmix.posterior.extrapolation): its grid posterior recovers a
+known spread factor and discrepancy from backtest-like residuals, and applied to predictions it
 widens intervals with the distance, keeps the mean's centre, and survives save/load.
 
 No MCMC: residuals are simulated, and the posterior-level tests reuse the session's fitted
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayesmix import extrapolation
 from bayesmix.errors import BayesmixError
-from bayesmix.posterior import Posterior
+from bayesmix.posterior import extrapolation
+from bayesmix.posterior.posterior import Posterior
 
 
 def residuals(
@@ -216,7 +216,7 @@ def test_a_calibrated_posterior_widens_with_distance_and_survives_save(simulated
 
 @pytest.mark.slow
 def test_decisions_carry_the_per_mixture_error_and_cancel_the_shared_one(simulated_fit):
-    from bayesmix.decision import decide
+    from bayesmix.decisions.decision import decide
 
     def improvement(cal):
         post = Posterior(simulated_fit.posterior.tree.copy()).with_extrapolation(cal)

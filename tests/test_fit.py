@@ -13,10 +13,10 @@ import pytest
 from conftest import FIT_KW, SIM_DOMAINS, simulate_runs
 
 from bayesmix import errors
-from bayesmix.diagnostics import ConvergenceWarning
-from bayesmix.fitting import compiled_count, fit
-from bayesmix.posterior import Posterior
-from bayesmix.simulation import simulate
+from bayesmix.inference.fitting import compiled_count, fit
+from bayesmix.model.simulation import simulate
+from bayesmix.posterior.diagnostics import ConvergenceWarning
+from bayesmix.posterior.posterior import Posterior
 
 #: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
 pytestmark = pytest.mark.slow
@@ -166,7 +166,7 @@ def test_large_models_update_the_low_rank_mass_matrix_less_often(simulated_fit, 
     installed nutpie must honour the setting, and a fit must sample through that path."""
     import nutpie
 
-    from bayesmix import fitting
+    from bayesmix.inference import fitting
 
     assert fitting.update_freq(509, "low_rank") == fitting.LARGE_UPDATE_FREQ == 60
     assert fitting.update_freq(509, "diag") is None  # diag has no low-rank estimates
@@ -196,7 +196,7 @@ def test_ordinary_pages_switches_numpy_huge_pages_off_and_restores_them():
     docs/speed.md Round 5); NumPy's own setting comes back afterwards, also after an error."""
     from numpy._core.multiarray import _set_madvise_hugepage
 
-    from bayesmix.fitting import ordinary_pages
+    from bayesmix.inference.fitting import ordinary_pages
 
     original = _set_madvise_hugepage(True)
     try:
@@ -217,8 +217,8 @@ import json, sys, warnings
 warnings.simplefilter("ignore")
 sys.path.insert(0, sys.argv[1])
 from conftest import FIT_KW, simulate_runs
-from bayesmix import compile_cache
-from bayesmix.fitting import fit
+from bayesmix.inference import compile_cache
+from bayesmix.inference.fitting import fit
 post = fit(simulate_runs()[0], "default", warn=False, **{**FIT_KW, "draws": 40, "tune": 40})
 heavy = [m for m in ("arviz", "arviz_stats", "arviz_plots", "matplotlib") if m in sys.modules]
 import arviz

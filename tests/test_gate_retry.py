@@ -1,5 +1,6 @@
-"""bayesmix.gate_retry: the policy after a failed diagnostics gate (a pure function), the driver
-that samples again within a time budget (a fake sampler and a fake clock: no MCMC), and one tiny
+"""bayesmix.inference.gate_retry: the policy after a failed diagnostics gate (a pure function), the
+driver that samples again within a time budget (a fake sampler and a fake clock: no MCMC), and one
+tiny
 real fit that must retry, store its attempts in the file and obey ``max_time=0``."""
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import pytest
 from conftest import FIT_KW, simulate_runs
 
 from bayesmix import errors
-from bayesmix.diagnostics import ConvergenceWarning, Diagnostics
-from bayesmix.gate_retry import (
+from bayesmix.inference.gate_retry import (
     DEFAULT_MAX_TIME,
     MAX_ATTEMPTS,
     MAX_DRAWS,
@@ -24,6 +24,7 @@ from bayesmix.gate_retry import (
     record_line,
     sample_to_gate,
 )
+from bayesmix.posterior.diagnostics import ConvergenceWarning, Diagnostics
 
 BASE = SamplerSettings(draws=1000, tune=1000, target_accept=0.95, chains=4)
 
@@ -250,7 +251,7 @@ def test_bad_budgets_are_one_line_errors(monkeypatch):
 
 
 def test_stage_fits_get_a_smaller_default_budget(monkeypatch):
-    from bayesmix.gate_retry import STAGE_MAX_TIME, stage_max_time
+    from bayesmix.inference.gate_retry import STAGE_MAX_TIME, stage_max_time
 
     monkeypatch.delenv("BAYESMIX_MAX_TIME", raising=False)
     assert stage_max_time(None) == STAGE_MAX_TIME < DEFAULT_MAX_TIME
@@ -270,8 +271,8 @@ def test_a_failing_fit_retries_and_stores_its_attempts(simulated_fit, tmp_path, 
     draws after 100 tuning steps: bulk ESS cannot reach the gate's 200 from 60 draws (the
     estimator caps it at 60 x log10(60) = 107), so the first attempt must fail and retry."""
     from bayesmix.cli.fit import summary
-    from bayesmix.fitting import fit
-    from bayesmix.posterior import Posterior
+    from bayesmix.inference.fitting import fit
+    from bayesmix.posterior.posterior import Posterior
 
     runs, _ = simulate_runs(seed=41, n_runs=12)
     kw = {"draws": 30, "tune": 100, "chains": 2, "random_seed": FIT_KW["random_seed"]}
@@ -309,7 +310,7 @@ def test_a_failing_fit_retries_and_stores_its_attempts(simulated_fit, tmp_path, 
 
 def test_bad_max_time_fails_before_sampling(simulated_fit, tmp_path, capsys):
     from bayesmix.cli import main
-    from bayesmix.fitting import fit
+    from bayesmix.inference.fitting import fit
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing sampled, nothing warned

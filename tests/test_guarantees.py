@@ -1,5 +1,5 @@
-"""Decisions with guarantees (bayesmix.guarantees): chance constraints per validation domain,
-minimax, the frontier, continual pre-training as a special case, and the CLI.
+"""Decisions with guarantees (bayesmix.decisions.guarantees): chance constraints per validation
+domain, minimax, the frontier, continual pre-training as a special case, and the CLI.
 
 No MCMC: posterior draws are built from known parameters with a little jitter (LawDraws), and
 the CLI reads a Posterior assembled from such draws (:meth:`Posterior.from_fit`), so every
@@ -20,10 +20,10 @@ from test_continual import EVALS, TRAIN, TRUE_C, TRUE_K, TRUE_T, TRUE_X, simulat
 
 from bayesmix import errors
 from bayesmix.cli import main
-from bayesmix.constraints import Constraints
-from bayesmix.continual import critical_share
-from bayesmix.decision import decide
-from bayesmix.guarantees import (
+from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.continual import critical_share
+from bayesmix.decisions.decision import decide
+from bayesmix.decisions.guarantees import (
     Guarantee,
     GuaranteeError,
     critical_share_at_prob,
@@ -33,10 +33,10 @@ from bayesmix.guarantees import (
     minimize_guaranteed,
     parse_guarantees,
 )
+from bayesmix.decisions.optimize import LawDraws, minimize_objective
 from bayesmix.laws import m4
-from bayesmix.optimize import LawDraws, minimize_objective
-from bayesmix.posterior import Posterior
-from bayesmix.simulation import simulate
+from bayesmix.model.simulation import simulate
+from bayesmix.posterior.posterior import Posterior
 
 S = 400
 

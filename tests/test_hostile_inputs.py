@@ -28,12 +28,12 @@ from hypothesis import strategies as st
 
 from bayesmix import errors
 from bayesmix.cli import main
-from bayesmix.constraints import Constraints
-from bayesmix.data import MAX_LOSS, RunTable
-from bayesmix.loaders import load
-from bayesmix.optimize import LawDraws, minimize_objective
-from bayesmix.posterior import Posterior
-from bayesmix.simulation import simulate
+from bayesmix.data.constraints import Constraints
+from bayesmix.data.loaders import load
+from bayesmix.data.table import MAX_LOSS, RunTable
+from bayesmix.decisions.optimize import LawDraws, minimize_objective
+from bayesmix.model.simulation import simulate
+from bayesmix.posterior.posterior import Posterior
 
 DOMAINS = ("web", "code", "books")
 
@@ -300,7 +300,7 @@ def test_output_into_an_unwritable_folder_fails_before_computing(
     posterior_files, unwritable_dir, capsys, monkeypatch
 ):
     d = posterior_files
-    import bayesmix.decision as report
+    import bayesmix.decisions.decision as report
 
     def never(*args, **kwargs):
         raise AssertionError("computed before checking the output folder")
@@ -337,7 +337,7 @@ def test_write_errors_are_one_line_and_leave_the_old_file(
 
 def test_one_atomic_writer_gives_files_the_umask_mode(tmp_path):
     from bayesmix.cli._output import write_table
-    from bayesmix.decision import decide
+    from bayesmix.decisions.decision import decide
     from bayesmix.io import atomic_write_text
 
     post, _ = fake_posterior()
@@ -519,7 +519,7 @@ def test_fit_on_too_few_runs_says_how_many_the_law_needs(tmp_path, capsys):
 
 
 def test_predict_on_many_mixtures_is_chunked_with_identical_results(monkeypatch):
-    import bayesmix.posterior as posterior_module
+    import bayesmix.posterior.posterior as posterior_module
 
     post, _ = fake_posterior()
     mix = np.random.default_rng(0).dirichlet(np.ones(3), 40)
@@ -724,7 +724,7 @@ def lcli(capsys, *argv) -> tuple[int, str]:
 
 def small_ledger(folder: Path, n: int = 3):
     """A ledger over DOMAINS with ``n`` proposed runs (r0001...) and their mixtures."""
-    from bayesmix.ledger import Ledger
+    from bayesmix.loop.ledger import Ledger
 
     mix = np.random.default_rng(0).dirichlet(np.ones(3), size=n)
     path = folder / "exp.db"
@@ -745,7 +745,7 @@ def results_csv(path: Path, ids, mix, loss=3.0) -> Path:
 
 
 def test_ingest_of_a_loss_of_1e308_is_refused_and_nothing_stored(tmp_path, capsys):
-    from bayesmix.ledger import Ledger
+    from bayesmix.loop.ledger import Ledger
 
     path, ids, mix = small_ledger(tmp_path)
     res = results_csv(tmp_path / "res.csv", ids, mix, loss=1e308)
@@ -780,7 +780,7 @@ def test_ingest_status_set_and_propose_on_a_read_only_ledger(tmp_path, capsys, m
     before = digest(path)
     import sqlite3
 
-    import bayesmix.ledger as ledger_module
+    import bayesmix.loop.ledger as ledger_module
 
     # SQLite's mode=ro is what it does for a write-protected file (chmod does not stop root)
     monkeypatch.setattr(
@@ -801,7 +801,7 @@ def test_ingest_status_set_and_propose_on_a_read_only_ledger(tmp_path, capsys, m
 
 
 def test_status_set_with_one_bad_change_is_all_or_nothing(tmp_path, capsys):
-    from bayesmix.ledger import Ledger
+    from bayesmix.loop.ledger import Ledger
 
     path, ids, _ = small_ledger(tmp_path)
     before = digest(path)
@@ -904,7 +904,7 @@ def test_init_with_fewer_than_two_domains_or_bad_names_is_refused(
         return
     assert_one_line_error(*lcli(capsys, *argv), fragment)
     assert not (tmp_path / "exp.db").exists()
-    from bayesmix.ledger import Ledger
+    from bayesmix.loop.ledger import Ledger
 
     with pytest.raises(errors.DomainNameError, match="at least 2"):
         Ledger.create(tmp_path / "lib.db", ["a"], ["a"])
@@ -960,7 +960,7 @@ def test_propose_out_and_export_o_never_overwrite_an_input_or_existing_file(tmp_
 
 
 def test_ledger_and_proposal_files_get_the_umask_mode(tmp_path):
-    from bayesmix.ledger import Ledger, write_proposals
+    from bayesmix.loop.ledger import Ledger, write_proposals
 
     old = os.umask(0o027)
     try:

@@ -1,5 +1,6 @@
-"""The HTML report (bayesmix.html_report, ``bayesmix report``): every section and figure from a
-posterior, a decision and a ledger; figures embedded (no network); output-path checks; sizes that
+"""The HTML report (bayesmix.reporting.html_report, ``bayesmix report``): every section and figure
+from a posterior, a decision and a ledger; figures embedded (no network); output-path checks; sizes
+that
 stay readable at 17 x 13 and 64 training domains. The browser check is test_report_browser.py."""
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ def _pngs(text: str) -> dict[str, bytes]:
 def report_inputs(simulated_fit, saved_posterior, tmp_path_factory):
     """A saved decision (with per-draw optima) and a ledger with one proposal round from the
     fixture's runs (one small refit, same structure: no new compilation)."""
-    from bayesmix.constraints import Constraints
-    from bayesmix.decision import decide
-    from bayesmix.diagnostics import ConvergenceWarning
-    from bayesmix.experiment import Experiment
+    from bayesmix.data.constraints import Constraints
+    from bayesmix.decisions.decision import decide
+    from bayesmix.loop.experiment import Experiment
+    from bayesmix.posterior.diagnostics import ConvergenceWarning
 
     d = tmp_path_factory.mktemp("report")
     cons = Constraints.build(list(SIM_DOMAINS), max_share={"Github": 0.5})
@@ -115,7 +116,7 @@ def test_ledger_section_shows_each_round(full_report):
 
 
 def test_api_wrappers_return_the_same_page(simulated_fit, report_inputs, tmp_path):
-    from bayesmix.html_report import figure_names
+    from bayesmix.reporting.html_report import figure_names
 
     post = simulated_fit.posterior
     text = post.report()
@@ -201,7 +202,7 @@ def test_bad_options_give_one_line(report_inputs, tmp_path, capsys, argv, messag
 
 
 def test_decision_computed_by_the_command(report_inputs, tmp_path):
-    from bayesmix.html_report import figure_names
+    from bayesmix.reporting.html_report import figure_names
 
     out = tmp_path / "r.html"
     assert (
@@ -228,10 +229,10 @@ def test_decision_computed_by_the_command(report_inputs, tmp_path):
 def _fake_posterior(n_train: int, n_eval: int, seed: int = 0):
     """A posterior of the default model around a simulated law's true parameters (no MCMC):
     enough to draw the report at realistic domain counts."""
-    from bayesmix.diagnostics import diagnose
-    from bayesmix.posterior import Posterior
-    from bayesmix.simulation import simulate
-    from bayesmix.spec import load_spec
+    from bayesmix.model.simulation import simulate
+    from bayesmix.model.spec import load_spec
+    from bayesmix.posterior.diagnostics import diagnose
+    from bayesmix.posterior.posterior import Posterior
 
     runs, truth = simulate(n_train, n_eval, n_runs=3 * n_train, random_seed=seed)
     rng = np.random.default_rng(seed)
@@ -271,7 +272,7 @@ def test_large_domain_counts_stay_readable(n_train, n_eval):
 
     from matplotlib.image import imread
 
-    from bayesmix.html_report import ANNOTATE_ONE, build_html
+    from bayesmix.reporting.html_report import ANNOTATE_ONE, build_html
 
     post = _fake_posterior(n_train, n_eval)
     text = build_html(post)

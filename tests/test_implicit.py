@@ -3,8 +3,8 @@
 Simulated truth: an overall loss that is a known mixture of TWO latent M4 domains over three
 training domains (web, code, books): latent domain A is helped by code, B by books, with
 weights 0.6 / 0.4. Each latent domain's loss is measured with noise sd 0.01 and the two are
-aggregated with :func:`bayesmix.aggregate.aggregate_losses`, so the overall loss has noise sd
-0.0072. One module fixture fits K = 1 and K = 2 (:func:`choose_latent`, 2 chains x 300 draws,
+aggregated with :func:`bayesmix.scaling.aggregate.aggregate_losses`, so the overall loss has noise
+sd 0.0072. One module fixture fits K = 1 and K = 2 (:func:`choose_latent`, 2 chains x 300 draws,
 one compile per K); every MCMC test uses it.
 """
 
@@ -15,15 +15,15 @@ import pandas as pd
 import pytest
 
 from bayesmix import errors
-from bayesmix.aggregate import aggregate_losses, choose_latent, latent_spec
-from bayesmix.constraints import Constraints
-from bayesmix.data import RunTable
-from bayesmix.decision import decide
+from bayesmix.data.constraints import Constraints
+from bayesmix.data.table import RunTable
+from bayesmix.decisions.decision import decide
+from bayesmix.decisions.optimize import LawDraws, _generic_draw_optima
 from bayesmix.laws import get_law, m4
 from bayesmix.laws.implicit import from_paper, to_paper
-from bayesmix.optimize import LawDraws, _generic_draw_optima
-from bayesmix.posterior import Posterior
-from bayesmix.spec import load_spec
+from bayesmix.model.spec import load_spec
+from bayesmix.posterior.posterior import Posterior
+from bayesmix.scaling.aggregate import aggregate_losses, choose_latent, latent_spec
 
 TRAIN = ("web", "code", "books")
 #: The two latent domains in the paper's form L_k = c_k + k_k exp(t_k . r), and their weights.

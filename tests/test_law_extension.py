@@ -14,11 +14,11 @@ import pymc as pm
 import pytest
 from conftest import SIM_DOMAINS, simulate_runs
 
-from bayesmix import acquire
-from bayesmix.constraints import Constraints
-from bayesmix.decision import decide
+from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.decision import decide
 from bayesmix.laws import Law, Param, get_law, register
-from bayesmix.posterior import Posterior
+from bayesmix.loop import acquire
+from bayesmix.posterior.posterior import Posterior
 
 
 class PlaneLaw(Law):
@@ -66,7 +66,7 @@ def plane_fit(tmp_path_factory):
     register(PlaneLaw)
     path = tmp_path_factory.mktemp("plane") / "plane.toml"
     path.write_text(SPEC)
-    from bayesmix.fitting import fit
+    from bayesmix.inference.fitting import fit
 
     runs, truth = simulate_runs()
     post = fit(runs, str(path), warn=False, **FIT_KW)
@@ -192,7 +192,7 @@ def test_cli_fit_optimize_and_propose_with_the_spec_file(plane_fit, tmp_path, ca
         )
         == 0
     )
-    from bayesmix.ledger import Ledger
+    from bayesmix.loop.ledger import Ledger
 
     with Ledger.open(ledger) as book:
         proposed = book.runs("proposed")
@@ -208,7 +208,8 @@ def test_a_posterior_of_an_unregistered_law_names_the_fix(plane_fit, tmp_path):
     _, _, post = plane_fit
     path = post.save(tmp_path / "plane.nc")
     code = (
-        "import sys\nfrom bayesmix.posterior import Posterior\nfrom bayesmix import errors\n"
+        "import sys\nfrom bayesmix.posterior.posterior import Posterior\n"
+        "from bayesmix import errors\n"
         "try:\n    Posterior.load(sys.argv[1])\nexcept errors.PosteriorFileError as e:\n"
         "    print(e)\n"
     )

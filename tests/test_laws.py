@@ -1,7 +1,7 @@
 """Contract tests of every registered law (:func:`bayesmix.laws.available_laws`), no MCMC.
 
 Parameters come from prior draws of each law's own PyMC block (built by
-:func:`bayesmix.model.build_model` from a shipped specification of that law), so every law is
+:func:`bayesmix.model.model.build_model` from a shipped specification of that law), so every law is
 tested at parameter values its priors consider plausible. Domains: 4 training, 3 validation
 (K != M catches transposed parameters), two of the validation names match training domains so
 the diagonal effect is on.
@@ -18,9 +18,9 @@ import pytensor.tensor as pt
 import pytest
 
 from bayesmix.laws import available_laws, get_law
-from bayesmix.model import build_model, prepare_data
-from bayesmix.simulation import simulate
-from bayesmix.spec import available_models, load_spec
+from bayesmix.model.model import build_model, prepare_data
+from bayesmix.model.simulation import simulate
+from bayesmix.model.spec import available_models, load_spec
 
 LAWS = sorted(available_laws())
 TRAIN = ("Github", "Books3", "Pile-CC", "ArXiv")

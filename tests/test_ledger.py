@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from bayesmix import errors
-from bayesmix.constraints import Constraints
-from bayesmix.data import RunTable
-from bayesmix.ledger import Ledger, write_proposals
+from bayesmix.data.constraints import Constraints
+from bayesmix.data.table import RunTable
+from bayesmix.loop.ledger import Ledger, write_proposals
 
 TRAIN = ["web", "code", "books"]
 EVAL = ["web", "code"]
@@ -165,7 +165,7 @@ def test_generated_ids_skip_imported_ones(ledger):
 
 
 # ---------------------------------------------------------------------------------- statuses
-# The specification, written out independently of bayesmix.ledger.TRANSITIONS.
+# The specification, written out independently of bayesmix.loop.ledger.TRANSITIONS.
 ALLOWED = {
     "proposed": {"running", "failed", "abandoned"},
     "running": {"proposed", "failed", "abandoned"},
@@ -348,7 +348,7 @@ def test_import_export_round_trip(ledger):
 
 def test_regmix_round_trip(tmp_path, shared_data):
     regmix = shared_data / "regmix"
-    from bayesmix.loaders import load
+    from bayesmix.data.loaders import load
 
     table = load(
         [regmix / "train_mixture_1m.csv", regmix / "train_pile_loss_1m.csv"], renormalize=True
@@ -415,7 +415,7 @@ def test_write_proposals(ledger, tmp_path, suffix):
 
 
 # ---------------------------------------------------------------------------------- crash safety
-# Deterministic fault injection: bayesmix.ledger._fault_point is called at named points inside
+# Deterministic fault injection: bayesmix.loop.ledger._fault_point is called at named points inside
 # every write transaction; the writer below kills itself (SIGKILL, no cleanup) at a chosen point
 # of its (k+1)-th write, so exactly k writes were committed.
 WRITER = textwrap.dedent("""
@@ -424,9 +424,9 @@ WRITER = textwrap.dedent("""
     import sys
     import numpy as np
     import pandas as pd
-    import bayesmix.ledger as ledger_module
-    from bayesmix.data import RunTable
-    from bayesmix.ledger import Ledger
+    import bayesmix.loop.ledger as ledger_module
+    from bayesmix.data.table import RunTable
+    from bayesmix.loop.ledger import Ledger
 
     path, mode, batch, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     point, writes = sys.argv[5], int(sys.argv[6])
@@ -515,8 +515,8 @@ def test_two_writers_ingesting_overlapping_results(tmp_path, monkeypatch):
     every loss is added exactly once. Deterministic: the hook blocks A on an Event."""
     import threading
 
-    import bayesmix.ledger as ledger_module
-    from bayesmix.loaders import load
+    import bayesmix.loop.ledger as ledger_module
+    from bayesmix.data.loaders import load
 
     path = tmp_path / "exp.db"
     rng = np.random.default_rng(3)

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bayesmix import errors
-from bayesmix.data import RunTable
-from bayesmix.ledger import STATUSES, TRANSITIONS, Ledger
+from bayesmix.data.table import RunTable
+from bayesmix.loop.ledger import STATUSES, TRANSITIONS, Ledger
 
 TRAIN = ["web", "code", "books"]
 EVAL = ["web", "code"]

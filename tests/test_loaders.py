@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from bayesmix import errors
-from bayesmix.data import SUM_TOLERANCE
-from bayesmix.loaders import (
+from bayesmix.data.loaders import (
     TOKENS_PER_STEP,
     detect_format,
     from_dataframe,
@@ -18,7 +17,8 @@ from bayesmix.loaders import (
     size_label,
     ye_validation_domain,
 )
-from bayesmix.simulation import simulate
+from bayesmix.data.table import SUM_TOLERANCE
+from bayesmix.model.simulation import simulate
 
 FIVE = ("academic", "prose", "dialogue", "symbolic", "internet")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import simulate_runs
 
-from bayesmix.fitting import fit
+from bayesmix.inference.fitting import fit
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,8 @@ def test_the_curvature_shear_changes_the_sampling_variables_not_the_model():
     import pytensor
 
     from bayesmix.laws import m4log
-    from bayesmix.model import build_model, prepare_data
-    from bayesmix.spec import load_spec
+    from bayesmix.model.model import build_model, prepare_data
+    from bayesmix.model.spec import load_spec
 
     runs, _ = simulate_runs(n_runs=30)
     spec = load_spec("logshare")
@@ -103,8 +103,8 @@ def test_hyper_start_finds_the_curvature_of_noise_free_losses_and_the_model_star
     the true rho_logit (a grid point), and the built model's chains start at the data's starts
     (rho_logit, and b_sigma, v_sigma above the funnel's neck)."""
     from bayesmix.laws import m4log
-    from bayesmix.model import build_model, prepare_data
-    from bayesmix.spec import load_spec
+    from bayesmix.model.model import build_model, prepare_data
+    from bayesmix.model.spec import load_spec
 
     rng = np.random.default_rng(4)
     r = rng.dirichlet(np.ones(4), 80)

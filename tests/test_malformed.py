@@ -1,6 +1,6 @@
 """A corpus of malformed inputs: each raises its own named error naming the file, row and column.
 
-Every case writes small files into ``tmp_path`` and loads them with ``bayesmix.loaders.load``;
+Every case writes small files into ``tmp_path`` and loads them with ``bayesmix.data.loaders.load``;
 the test checks the error class, the location fragments in the message, that the message is one
 line, and that a failed load wrote nothing (no new files, no report lines).
 """
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bayesmix import errors
-from bayesmix.loaders import load
+from bayesmix.data.loaders import load
 
 HEADER = "run,mix.a,mix.b,loss.a,loss.b"
 OK1 = "r1,0.5,0.5,2.0,3.0"

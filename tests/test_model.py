@@ -11,11 +11,11 @@ import pytest
 from conftest import FIT_KW, SIM_DOMAINS, simulate_runs
 
 from bayesmix import errors
-from bayesmix.data import RunTable
+from bayesmix.data.table import RunTable
 from bayesmix.laws import get_law
-from bayesmix.model import build_model, diagonal_pairs, prepare_data, structure_key
-from bayesmix.priors import Prior
-from bayesmix.spec import NOISE_PRIORS, ModelSpec, available_models, load_spec, models_dir
+from bayesmix.model.model import build_model, diagonal_pairs, prepare_data, structure_key
+from bayesmix.model.priors import Prior
+from bayesmix.model.spec import NOISE_PRIORS, ModelSpec, available_models, load_spec, models_dir
 
 
 # ------------------------------------------------------------------------------ specifications
@@ -135,7 +135,7 @@ def test_unknown_model_name_missing_file_and_extends_loop(tmp_path):
 # ------------------------------------------------------------------------------ model structure
 def _model(train, evals, spec="default", n_runs=10, seed=0):
     """A model over simulated runs with the given domain names (built, never sampled)."""
-    from bayesmix.simulation import simulate
+    from bayesmix.model.simulation import simulate
 
     runs, _ = simulate(list(train), list(evals), n_runs=n_runs, random_seed=seed)
     return build_model(load_spec(spec), runs.train_domains, runs.eval_domains, prepare_data(runs))
@@ -244,7 +244,7 @@ def test_a_domain_without_any_loss_is_refused():
 
 @pytest.mark.slow
 def test_fit_with_missing_losses_predicts_every_domain(simulated_fit):
-    from bayesmix.fitting import fit
+    from bayesmix.inference.fitting import fit
 
     holed = _with_missing(simulated_fit.runs, 0.25, seed=5)
     post = fit(holed, warn=False, **FIT_KW)  # same structure as the fixture: no recompilation

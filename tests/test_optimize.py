@@ -16,10 +16,9 @@ from scipy import optimize as sopt
 from scipy import special
 
 from bayesmix import errors
-from bayesmix.constraints import Constraints
-from bayesmix.decision import DecisionReport, decide, resolve_baseline, resolve_weights
-from bayesmix.laws import get_law, m4
-from bayesmix.optimize import (
+from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.decision import DecisionReport, decide, resolve_baseline, resolve_weights
+from bayesmix.decisions.optimize import (
     LawDraws,
     Objective,
     _DrawValues,
@@ -32,6 +31,7 @@ from bayesmix.optimize import (
     optimum_spread,
     project,
 )
+from bayesmix.laws import get_law, m4
 
 
 def make_draws(s, k, m, seed=0, t_scale=1.5, jitter=0.3):

@@ -1,6 +1,7 @@
-"""The nested pipeline (bayesmix.pipeline, ``bayesmix pipeline``) on simulated runs whose size and
-step scaling are known: it must predict a larger, longer run of unseen mixtures with calibrated
-intervals, pool J x chains chains into one ordinary posterior, and refuse bad input in one line.
+"""The nested pipeline (bayesmix.scaling.pipeline, ``bayesmix pipeline``) on simulated runs whose
+size and step scaling are known: it must predict a larger, longer run of unseen mixtures with
+calibrated intervals, pool J x chains chains into one ordinary posterior, and refuse bad input in
+one line.
 
 One nested fit (session fixture) serves the library tests; the CLI test refits the same runs
 from a CSV, so every model structure compiles once (stage 1, stage 2, the M4 law).
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 
 from bayesmix.cli import main
-from bayesmix.posterior import Posterior
-from bayesmix.simulation import simulate
+from bayesmix.model.simulation import simulate
+from bayesmix.posterior.posterior import Posterior
 
 DOMAINS = ["Github", "Books3", "Pile-CC"]
 SIZES = [2e7, 5e7, 1.25e8]
@@ -34,7 +35,7 @@ def sim():
 
 @pytest.fixture(scope="session")
 def nested(sim):
-    from bayesmix.pipeline import nested_fit
+    from bayesmix.scaling.pipeline import nested_fit
 
     runs, _ = sim
     # max_time=0 given explicitly while the environment's default says 600 s: every stage fit
@@ -162,13 +163,13 @@ def test_cli_end_to_end(sim, tmp_path, capsys):
     mix = [[0.2, 0.3, 0.5]]
     assert not np.allclose(post.intervals(mix)["upper"], plain.intervals(mix)["upper"])
     # decisions drawn from it carry the verdict and the learned error in their notes
-    from bayesmix.decision import decide
+    from bayesmix.decisions.decision import decide
 
     notes = decide(post, random_seed=0, per_draw=False).notes
     assert any(n.startswith("backtests (nested)") for n in notes)
     assert any("extrapolation error learned from 1 backtest split" in n for n in notes)
     # the HTML report has the backtest section and its figure
-    from bayesmix.html_report import build_html, figure_names
+    from bayesmix.reporting.html_report import build_html, figure_names
 
     page = build_html(post)
     assert "Backtests: extrapolation within the proxies" in page
@@ -201,7 +202,7 @@ def test_cli_never_overwrites_an_input(sim, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_one_model_size_is_refused(sim):
-    from bayesmix.pipeline import PipelineError, nested_fit
+    from bayesmix.scaling.pipeline import PipelineError, nested_fit
 
     runs, _ = sim
     one = runs.select([r for r in runs.runs if r.startswith("20M")])
@@ -210,7 +211,7 @@ def test_one_model_size_is_refused(sim):
 
 
 def test_mixture_at_one_size_is_dropped_with_a_note(sim):
-    from bayesmix.pipeline import _proxy_records, mixture_design
+    from bayesmix.scaling.pipeline import _proxy_records, mixture_design
 
     runs, _ = sim
     keep = [r for r in runs.runs if not (r.endswith("_13") and not r.startswith("20M"))]
@@ -225,7 +226,7 @@ def test_pooling_fits_of_unequal_length_keeps_equal_draws(simulated_fit):
     keeps the fewest, evenly spaced, from each (no NaN padding, equal weight per imputation)."""
     import xarray as xr
 
-    from bayesmix.pipeline import _pool
+    from bayesmix.scaling.pipeline import _pool
 
     long = simulated_fit.posterior  # 2 chains x 300 draws
     groups = {n: long.tree[n].to_dataset() for n in ("posterior", "sample_stats")}

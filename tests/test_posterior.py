@@ -16,7 +16,7 @@ import xarray as xr
 from conftest import SHARED_DATA, SIM_DOMAINS
 
 from bayesmix import errors
-from bayesmix.posterior import Posterior
+from bayesmix.posterior.posterior import Posterior
 
 #: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
 pytestmark = pytest.mark.slow
@@ -165,7 +165,7 @@ def test_netcdf_round_trip_in_another_process(post, saved_posterior, tmp_path):
     code = textwrap.dedent("""
         import json, sys
         import numpy as np
-        from bayesmix.posterior import Posterior
+        from bayesmix.posterior.posterior import Posterior
         p = Posterior.load(sys.argv[1])
         pred = p.predict(json.loads(sys.argv[2]), random_seed=9)
         np.savez(sys.argv[3], mean=pred.mean.values, predictive=pred.predictive.values,

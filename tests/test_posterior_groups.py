@@ -66,7 +66,7 @@ def test_plot_ppc_dist_reads_a_saved_file(saved_posterior, tmp_path):
     matplotlib.use("Agg")
     import arviz_plots
 
-    from bayesmix.posterior import Posterior
+    from bayesmix.posterior.posterior import Posterior
 
     tree = xr.open_datatree(saved_posterior, engine="h5netcdf")
     assert tree["observed_data"]["loss"].dims == ("run", "eval_domain")
@@ -83,7 +83,7 @@ def test_plot_ppc_dist_reads_a_saved_file(saved_posterior, tmp_path):
 
 def test_sample_coords_come_from_the_data(simulated_fit):
     """A sampler tree with other chain/draw labels: the new groups keep those labels."""
-    from bayesmix.posterior import Posterior
+    from bayesmix.posterior.posterior import Posterior
 
     post = simulated_fit.posterior
     groups = {
@@ -107,8 +107,8 @@ def test_sample_coords_come_from_the_data(simulated_fit):
 def test_files_without_the_new_groups_still_load(simulated_fit, tmp_path):
     """A file as written before these groups existed (observed_data only, no attrs) loads,
     predicts, and the report computes its predictive check."""
-    from bayesmix.html_report import _ppc_arrays
-    from bayesmix.posterior import Posterior
+    from bayesmix.posterior.posterior import Posterior
+    from bayesmix.reporting.html_report import _ppc_arrays
 
     tree = simulated_fit.posterior.tree.copy()
     old = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats", "fit_data")}
@@ -130,7 +130,7 @@ def test_files_without_the_new_groups_still_load(simulated_fit, tmp_path):
 @pytest.mark.parametrize("family", ["normal", "student_t"])
 def test_data_groups_follow_the_likelihood(simulated_fit, family):
     """The replicates' noise follows the likelihood family (heavier tails for Student-t)."""
-    from bayesmix.posterior import data_groups
+    from bayesmix.posterior.posterior import data_groups
 
     post = simulated_fit.posterior
     lik = {"family": family, "nu": 3.0}

@@ -20,7 +20,7 @@ from conftest import m4_posterior
 
 import bayesmix as bm
 from bayesmix import errors
-from bayesmix.optimize import LawDraws, credible_interval
+from bayesmix.decisions.optimize import LawDraws, credible_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The main methods of each public class, documented like functions.
@@ -68,8 +68,8 @@ def test_every_public_name_resolves_even_after_importing_submodules():
     for name, obj in _public():
         assert callable(obj), name
         assert not inspect.ismodule(obj), name
-    assert bm.fit is importlib.import_module("bayesmix.fitting").fit
-    assert bm.simulate is importlib.import_module("bayesmix.simulation").simulate
+    assert bm.fit is importlib.import_module("bayesmix.inference.fitting").fit
+    assert bm.simulate is importlib.import_module("bayesmix.model.simulation").simulate
     assert bm.report is bm.write_report
     assert set(dir(bm)) >= set(bm.__all__)
 
@@ -94,7 +94,7 @@ def test_doctests_of_the_public_modules_pass(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     modules = {bm} | {inspect.getmodule(obj) for _, obj in _public()}
     modules.add(importlib.import_module("bayesmix._compat"))
-    modules.add(importlib.import_module("bayesmix.optimize"))  # credible_interval
+    modules.add(importlib.import_module("bayesmix.decisions.optimize"))  # credible_interval
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     for module in sorted(modules, key=lambda m: m.__name__):
         with warnings.catch_warnings():
@@ -117,7 +117,9 @@ def _decorated():
     """(qualified name, function) of every callable in bayesmix with deprecated keywords."""
     found = {}
     names = ["bayesmix"] + [
-        f"bayesmix.{m.name}" for m in pkgutil.iter_modules(bm.__path__) if m.name != "__main__"
+        m.name
+        for m in pkgutil.walk_packages(bm.__path__, "bayesmix.")
+        if not m.name.endswith("__main__")
     ]
     for module in map(importlib.import_module, names):
         for obj in vars(module).values():
@@ -134,16 +136,16 @@ def _decorated():
 def test_renamed_arguments_cover_the_public_entry_points():
     found = _decorated()
     for name in (
-        "bayesmix.fitting.fit",
-        "bayesmix.simulation.simulate",
-        "bayesmix.decision.decide",
+        "bayesmix.inference.fitting.fit",
+        "bayesmix.model.simulation.simulate",
+        "bayesmix.decisions.decision.decide",
         "bayesmix.propose",
-        "bayesmix.html_report.write_report",
-        "bayesmix.posterior.Posterior.intervals",
-        "bayesmix.posterior.Posterior.predict",
-        "bayesmix.posterior.Posterior.report",
-        "bayesmix.experiment.Experiment.__init__",
-        "bayesmix.experiment.Experiment.propose",
+        "bayesmix.reporting.html_report.write_report",
+        "bayesmix.posterior.posterior.Posterior.intervals",
+        "bayesmix.posterior.posterior.Posterior.predict",
+        "bayesmix.posterior.posterior.Posterior.report",
+        "bayesmix.loop.experiment.Experiment.__init__",
+        "bayesmix.loop.experiment.Experiment.propose",
     ):
         assert name in found, name
     for name, fn in found.items():

@@ -1,4 +1,4 @@
-"""``bayesmix run`` and bayesmix.runner: the closed loop with local and Ray executors.
+"""``bayesmix run`` and bayesmix.loop.runner: the closed loop with local and Ray executors.
 
 The jobs are a fake trainer (a few lines of Python written into the test's folder) that
 reports the losses of a fixed M4 law for its mixture, so the loop's bookkeeping is tested
@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 
 from bayesmix import errors
-from bayesmix.executors import Job, LocalExecutor, run_job
-from bayesmix.experiment import Experiment
-from bayesmix.ledger import Ledger
-from bayesmix.runner import Runner, RunSummary, check_template, fill_template, runs_frame
+from bayesmix.loop.executors import Job, LocalExecutor, run_job
+from bayesmix.loop.experiment import Experiment
+from bayesmix.loop.ledger import Ledger
+from bayesmix.loop.runner import Runner, RunSummary, check_template, fill_template, runs_frame
 
-pytestmark = pytest.mark.filterwarnings("ignore::bayesmix.diagnostics.ConvergenceWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::bayesmix.posterior.diagnostics.ConvergenceWarning")
 DOMAINS = ["web", "code", "books"]
 #: The fake trainer's law: L_i(r) = C_i + K_i exp(T_i . r) (M4), fixed numbers.
 C = np.array([2.0, 1.2, 2.4])
@@ -304,7 +304,7 @@ def test_two_rounds_with_a_fit_between_and_a_recommendation(loop):
 # ---------------------------------------------------------------- Ray
 def test_the_loop_on_a_local_ray_instance(loop, tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra bayesmix[ray]")
-    from bayesmix.executors import RayExecutor
+    from bayesmix.loop.executors import RayExecutor
 
     exp, command = loop
     (tmp_path / "once").mkdir()
@@ -318,7 +318,7 @@ def test_the_loop_on_a_local_ray_instance(loop, tmp_path):
 
 def test_cancelling_ray_jobs_stops_their_processes(tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra bayesmix[ray]")
-    from bayesmix.executors import RayExecutor
+    from bayesmix.loop.executors import RayExecutor
 
     executor = RayExecutor(parallel=1)
     try:

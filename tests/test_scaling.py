@@ -12,10 +12,10 @@ import pytest
 
 from bayesmix import errors
 from bayesmix.cli import main
+from bayesmix.decisions.optimize import LawDraws
 from bayesmix.laws import get_law
-from bayesmix.model import prepare_data, select_for_fit
-from bayesmix.optimize import LawDraws
-from bayesmix.simulation import LawTruth, simulate_checkpoints
+from bayesmix.model.model import prepare_data, select_for_fit
+from bayesmix.model.simulation import LawTruth, simulate_checkpoints
 
 DOMAINS = ("a", "b", "c")
 #: A tame truth in Chinchilla's orders of magnitude (n_ref 5e7 parameters, d_ref 5e9 tokens);
@@ -48,7 +48,7 @@ def proxy_runs(seed: int = 1, n_mix: int = 12):
 
 @pytest.fixture(scope="session")
 def scaling_fit():
-    from bayesmix.fitting import fit
+    from bayesmix.inference.fitting import fit
 
     runs = proxy_runs()
     with warnings.catch_warnings():
@@ -103,8 +103,8 @@ def _draws(params: dict, s: int = 4) -> LawDraws:
 def test_the_optimum_moves_with_scale_only_when_domains_scale_differently():
     """Same exponents and same A/B ratio in every domain: every reducible part shrinks by the
     same factor, so the best mixture stays put. Different exponents: it moves."""
-    from bayesmix.constraints import Constraints
-    from bayesmix.scale import scale_shift
+    from bayesmix.data.constraints import Constraints
+    from bayesmix.decisions.scale import scale_shift
 
     w = np.full(3, 1 / 3)
     c = Constraints.build(list(DOMAINS))

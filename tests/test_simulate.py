@@ -9,8 +9,8 @@ import pytest
 
 from bayesmix import errors
 from bayesmix.laws import available_laws, get_law, m4
-from bayesmix.simulation import simulate, simulate_law
-from bayesmix.spec import load_spec
+from bayesmix.model.simulation import simulate, simulate_law
+from bayesmix.model.spec import load_spec
 
 
 def test_same_seed_same_data_other_seed_other_data():

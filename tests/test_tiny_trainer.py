@@ -2,7 +2,8 @@
 
 Its losses are real held-out cross-entropies of a model learned from the sampled mixture: more
 tokens of a domain lower that domain's loss, the other domains' shares move it (transfer), the
-same seed gives the same losses, and the CLI writes one row that ``bayesmix.loaders.load`` reads.
+same seed gives the same losses, and the CLI writes one row that ``bayesmix.data.loaders.load``
+reads.
 
 The trainer is deterministic (fixed seeds, sorted and hashed document order), so every
 comparison below gives the same answer on every run with the same Python; each margin is a
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bayesmix.loaders import load
+from bayesmix.data.loaders import load
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "tiny_trainer.py"
 

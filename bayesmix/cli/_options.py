@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bayesmix import errors
-from bayesmix.constraints import Constraints
-from bayesmix.data import MAX_LOSS, check_max_loss
+from bayesmix.data.constraints import Constraints
+from bayesmix.data.table import MAX_LOSS, check_max_loss
 
 
 def parse_pairs(values: list[str], option: str, convert=float) -> dict:
@@ -49,7 +49,7 @@ def add_refit_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_max_loss_argument(p: argparse.ArgumentParser) -> None:
-    """``--max-loss``: the plausibility bound on losses (see :mod:`bayesmix.data`)."""
+    """``--max-loss``: the plausibility bound on losses (see :mod:`bayesmix.data.table`)."""
     p.add_argument(
         "--max-loss",
         type=float,
@@ -70,9 +70,10 @@ def add_max_time_argument(
     p: argparse.ArgumentParser, per: str = "the fit", default: float | None = None
 ) -> None:
     """``--max-time SECONDS``: the budget for sampling again when a fit fails its diagnostics
-    gate (:mod:`bayesmix.gate_retry`); ``default``: the library's default there, for the help
+    gate (:mod:`bayesmix.inference.gate_retry`); ``default``: the library's default there, for the
+    help
     (None: a single fit's)."""
-    from bayesmix.gate_retry import DEFAULT_MAX_TIME, MAX_ATTEMPTS, MAX_TIME_ENV
+    from bayesmix.inference.gate_retry import DEFAULT_MAX_TIME, MAX_ATTEMPTS, MAX_TIME_ENV
 
     if default is None:
         default = DEFAULT_MAX_TIME

@@ -20,8 +20,8 @@ from bayesmix.cli._options import (
     max_time_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output
-from bayesmix.gate_retry import STAGE_MAX_TIME
-from bayesmix.loaders import FORMATS, load
+from bayesmix.data.loaders import FORMATS, load
+from bayesmix.inference.gate_retry import STAGE_MAX_TIME
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -102,7 +102,7 @@ def add_predictor_arguments(p: argparse.ArgumentParser, *, method: bool = True) 
 
 
 def run(args) -> int:
-    from bayesmix.backtesting import backtest
+    from bayesmix.scaling.backtesting import backtest
 
     out = (
         check_output(args.output, (".json", ".csv"), inputs=args.runs, force=args.force)

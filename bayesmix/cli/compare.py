@@ -76,8 +76,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from bayesmix.compare import compare, kfold
-    from bayesmix.posterior import Posterior
+    from bayesmix.inference.compare import compare, kfold
+    from bayesmix.posterior.posterior import Posterior
 
     if args.output:
         check_output(args.output, TABLE_SUFFIXES, inputs=args.posteriors, force=args.force)

@@ -34,8 +34,8 @@ from bayesmix.cli._output import (
     loud_warning,
     write_table,
 )
+from bayesmix.data.loaders import FORMATS
 from bayesmix.io import check_distinct_outputs
-from bayesmix.loaders import FORMATS
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -122,7 +122,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 def _check_outputs(args) -> None:
     """Output paths are checked before any work: valid, distinct, never an input, an existing
     file only with --force, a folder that can be written."""
-    from bayesmix.continual import PLOT_SUFFIXES
+    from bayesmix.decisions.continual import PLOT_SUFFIXES
 
     inputs = [p for p in (args.posterior, args.runs, args.weights) if p]
     for path, option, suffixes in (
@@ -135,9 +135,9 @@ def _check_outputs(args) -> None:
 
 
 def run(args) -> int:
-    from bayesmix.continual import critical_share
-    from bayesmix.loaders import load
-    from bayesmix.posterior import Posterior
+    from bayesmix.data.loaders import load
+    from bayesmix.decisions.continual import critical_share
+    from bayesmix.posterior.posterior import Posterior
 
     _check_outputs(args)
     if args.runs and args.start_loss is not None:

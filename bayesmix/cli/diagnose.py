@@ -40,7 +40,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from bayesmix.posterior import Posterior
+    from bayesmix.posterior.posterior import Posterior
 
     post = Posterior.load(args.posterior)
     table = parameter_summary(post)

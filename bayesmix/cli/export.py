@@ -36,7 +36,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from bayesmix import errors
     from bayesmix.cli._output import TABLE_SUFFIXES, check_output
-    from bayesmix.experiment import Experiment
+    from bayesmix.loop.experiment import Experiment
 
     if args.round < 0:
         raise errors.OptionError(f"--round must be >= 0, got {args.round}")

@@ -27,8 +27,8 @@ from bayesmix.cli._options import (
     max_time_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
-from bayesmix.gate_retry import record_line
-from bayesmix.loaders import FORMATS, load, parse_size, size_label
+from bayesmix.data.loaders import FORMATS, load, parse_size, size_label
+from bayesmix.inference.gate_retry import record_line
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -104,7 +104,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from bayesmix.spec import available_models, load_spec, models_dir
+    from bayesmix.model.spec import available_models, load_spec, models_dir
 
     if args.list_models:
         from bayesmix.laws import available_laws
@@ -149,7 +149,7 @@ def run(args) -> int:
 
     check_enough_runs(table, spec, step=args.step, max_step=args.max_step)
 
-    from bayesmix.fitting import fit
+    from bayesmix.inference.fitting import fit
 
     post = fit(
         table,
@@ -176,7 +176,7 @@ def run(args) -> int:
 def check_enough_runs(table, spec, *, step=None, max_step=None) -> None:
     """Refuse a fit with fewer runs than the law needs (:attr:`Law.min_runs`), before MCMC."""
     from bayesmix.laws import get_law
-    from bayesmix.model import select_for_fit
+    from bayesmix.model.model import select_for_fit
 
     law = get_law(spec.law)
     used = select_for_fit(table, step=step, law=spec.law, max_step=max_step)

@@ -35,7 +35,7 @@ from bayesmix.cli._output import (
     loud_warning,
     write_table,
 )
-from bayesmix.optimize import DEFAULT_PROB
+from bayesmix.decisions.optimize import DEFAULT_PROB
 
 #: Most points a sweep may have (each is one constrained optimisation).
 MAX_POINTS = 200
@@ -136,16 +136,16 @@ def parse_sweep(text: str, option: str) -> list[float]:
 
 
 def run(args) -> int:
-    from bayesmix.guarantees import Guarantee, frontier
+    from bayesmix.decisions.guarantees import Guarantee, frontier
     from bayesmix.io import check_distinct_outputs
-    from bayesmix.posterior import Posterior
+    from bayesmix.posterior.posterior import Posterior
 
     inputs = (args.posterior, args.baseline_file)
     out = plot = None
     if args.out:  # before any work
         out = check_output(args.out, TABLE_SUFFIXES, "-o", inputs=inputs, force=args.force)
     if args.plot:
-        from bayesmix.guarantees import PLOT_SUFFIXES
+        from bayesmix.decisions.guarantees import PLOT_SUFFIXES
 
         plot = check_output(args.plot, PLOT_SUFFIXES, "--plot", inputs=inputs, force=args.force)
     check_distinct_outputs([("-o", out), ("--plot", plot)])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
-from bayesmix.loaders import FORMATS
+from bayesmix.data.loaders import FORMATS
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from bayesmix.experiment import Experiment
+    from bayesmix.loop.experiment import Experiment
 
     max_loss = max_loss_from_args(args)
     exp = Experiment(args.ledger)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bayesmix import design, errors
+from bayesmix import errors
 from bayesmix.cli._options import add_constraint_arguments, constraints_from_args, parse_pairs
 from bayesmix.cli._output import add_force_argument
-from bayesmix.data import check_domain_names, check_known_domains
-from bayesmix.ledger import check_proposals_path
-from bayesmix.loaders import FORMATS, load
+from bayesmix.data.loaders import FORMATS, load
+from bayesmix.data.table import check_domain_names, check_known_domains
+from bayesmix.loop import design
+from bayesmix.loop.ledger import check_proposals_path
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -99,7 +100,7 @@ def split_names(text: str, option: str) -> list[str]:
 
 
 def run(args) -> int:
-    from bayesmix.experiment import Experiment
+    from bayesmix.loop.experiment import Experiment
 
     ledger_path = Path(args.ledger)
     if args.domains is not None:  # names checked before any file is read or written

@@ -33,7 +33,7 @@ from bayesmix.cli._options import (
     scale_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output
-from bayesmix.optimize import DEFAULT_PROB, DEFAULT_STARTS, NONCONVEX_STARTS, OBJECTIVES
+from bayesmix.decisions.optimize import DEFAULT_PROB, DEFAULT_STARTS, NONCONVEX_STARTS, OBJECTIVES
 
 _EPILOG = """examples:
   bayesmix optimize post.nc --weights valid_weight.json --weights-subset
@@ -111,8 +111,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from bayesmix.decision import decide
-    from bayesmix.posterior import Posterior
+    from bayesmix.decisions.decision import decide
+    from bayesmix.posterior.posterior import Posterior
 
     out = None
     if args.out:  # before any work: format, folder writable, not an input, --force to replace
@@ -138,7 +138,7 @@ def run(args) -> int:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
     if args.starts is not None and args.starts < 1:
         raise errors.OptionError(f"--starts must be >= 1, got {args.starts}")
-    from bayesmix.guarantees import parse_guarantees
+    from bayesmix.decisions.guarantees import parse_guarantees
 
     guarantees = parse_guarantees(args.no_worse, args.max_loss)  # malformed: fail before work
 

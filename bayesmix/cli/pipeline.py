@@ -24,8 +24,8 @@ from bayesmix.cli._options import (
 )
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
 from bayesmix.cli.backtest import add_predictor_arguments
-from bayesmix.gate_retry import STAGE_MAX_TIME
-from bayesmix.loaders import FORMATS, load, size_label
+from bayesmix.data.loaders import FORMATS, load, size_label
+from bayesmix.inference.gate_retry import STAGE_MAX_TIME
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -112,7 +112,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from bayesmix.cli.fit import parse_size_option
-    from bayesmix.spec import load_spec
+    from bayesmix.model.spec import load_spec
 
     out = check_output(args.output, inputs=args.runs, force=args.force)
     max_loss = max_loss_from_args(args)
@@ -125,7 +125,7 @@ def run(args) -> int:
     load_spec(args.model)  # a bad specification fails before the data is read
     table = load(args.runs, args.format, max_loss=max_loss)
 
-    from bayesmix.pipeline import gate_warnings, nested_fit, pipeline_record
+    from bayesmix.scaling.pipeline import gate_warnings, nested_fit, pipeline_record
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the gates are printed below, loudly
@@ -146,7 +146,7 @@ def run(args) -> int:
         )
     bt = None
     if not args.no_backtest:
-        from bayesmix.backtesting import attach, backtest, target_distance
+        from bayesmix.scaling.backtesting import attach, backtest, target_distance
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -175,7 +175,7 @@ def run(args) -> int:
     print(summary(post, record, out))
     if bt is not None:
         print("\n" + bt.to_text())
-        from bayesmix.extrapolation import stored_backtest as stored
+        from bayesmix.posterior.extrapolation import stored_backtest as stored
 
         target = (stored(post) or {}).get("target")
         if target:

@@ -84,8 +84,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from bayesmix.mixtures import read_mixtures
-    from bayesmix.posterior import Posterior
+    from bayesmix.data.mixtures import read_mixtures
+    from bayesmix.posterior.posterior import Posterior
 
     if args.output:  # before any work: never an input, never an old result without --force
         check_output(

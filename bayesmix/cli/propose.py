@@ -8,7 +8,7 @@ them in the ledger (one transaction that allocates the round and re-checks the d
 the posterior's path and hash) and writes them as CSV or JSON for the training jobs (the file
 is checked before any fit; ``bayesmix export`` writes any round's file again). A posterior that
 failed its diagnostics is reported loudly and recorded with the proposals. The work is done by
-:meth:`bayesmix.experiment.Experiment.propose`.
+:meth:`bayesmix.loop.experiment.Experiment.propose`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from bayesmix import errors
 from bayesmix.cli._output import TABLE_SUFFIXES, check_output
-from bayesmix.experiment import results_digest, shown_path  # noqa: F401 - re-exported
+from bayesmix.loop.experiment import results_digest, shown_path  # noqa: F401 - re-exported
 
 _EPILOG = """strategies:
   thompson      posterior sampling: each run is the optimum of one posterior draw (default)
@@ -40,8 +40,8 @@ n_params and steps/tokens (then every strategy weighs the cost n_params x tokens
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from bayesmix.acquire import DEFAULT_CANDIDATES, DEFAULT_MIN_DISTANCE, STRATEGIES
     from bayesmix.cli._options import add_refit_arguments
+    from bayesmix.loop.acquire import DEFAULT_CANDIDATES, DEFAULT_MIN_DISTANCE, STRATEGIES
 
     p = subparsers.add_parser(
         "propose",
@@ -124,8 +124,8 @@ def _say(args, msg: str) -> None:
 def _check_options(args) -> None:
     """Every option checked before any work: a bad value, an unknown strategy or an unknown or
     invalid model specification (law, priors) fails here with one line, not after MCMC."""
-    from bayesmix.acquire import get_strategy
-    from bayesmix.spec import load_spec
+    from bayesmix.loop.acquire import get_strategy
+    from bayesmix.model.spec import load_spec
 
     if args.n < 1:
         raise errors.OptionError(f"-n must be >= 1, got {args.n}")
@@ -155,7 +155,7 @@ def _loud(warning: str) -> None:
 def banner_warnings():
     """Inside: a ConvergenceWarning is printed as the loud banner (every time), other warnings
     as usual."""
-    from bayesmix.diagnostics import ConvergenceWarning
+    from bayesmix.posterior.diagnostics import ConvergenceWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", ConvergenceWarning)
@@ -172,7 +172,7 @@ def banner_warnings():
 
 
 def run(args) -> int:
-    from bayesmix.experiment import Experiment
+    from bayesmix.loop.experiment import Experiment
 
     _check_options(args)
     if args.out:  # before any fit: not an input, not an existing file without --force

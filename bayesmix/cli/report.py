@@ -27,7 +27,7 @@ from bayesmix.cli._options import (
     scale_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output
-from bayesmix.optimize import DEFAULT_PROB, OBJECTIVES
+from bayesmix.decisions.optimize import DEFAULT_PROB, OBJECTIVES
 
 _EPILOG = """examples:
   bayesmix report post.nc -o report.html
@@ -111,8 +111,8 @@ def _wants_decision(args) -> bool:
 
 
 def run(args) -> int:
-    from bayesmix.html_report import load_decision, write_report
-    from bayesmix.posterior import Posterior
+    from bayesmix.posterior.posterior import Posterior
+    from bayesmix.reporting.html_report import load_decision, write_report
 
     def say(msg: str) -> None:
         if not args.quiet:
@@ -138,7 +138,7 @@ def run(args) -> int:
     posterior = Posterior.load(args.posterior)
     posterior.check_finite()
     if decide_here:
-        from bayesmix.decision import decide
+        from bayesmix.decisions.decision import decide
 
         scale = scale_from_args(args, posterior.law)
         constraints = constraints_from_args(args, posterior.train_domains)

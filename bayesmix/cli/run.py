@@ -7,7 +7,7 @@ For each proposed run the command template is filled in (``{run}``, ``{mixture_j
 ``bayesmix ingest`` reads, e.g. a tidy CSV); they are recorded, failures are retried
 ``--retries`` times, then the next batch is proposed, for ``--rounds`` rounds. Ctrl-C stops the
 jobs and leaves the ledger consistent; running the same command again resumes. The work is done
-by :class:`bayesmix.runner.Runner`.
+by :class:`bayesmix.loop.runner.Runner`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import signal
 import sys
 
 from bayesmix import errors
-from bayesmix.runner import DEFAULT_STALE_AFTER_S, PLACEHOLDERS
+from bayesmix.loop.runner import DEFAULT_STALE_AFTER_S, PLACEHOLDERS
 
 _EPILOG = (
     """examples:
@@ -38,9 +38,9 @@ retries, 2 for bad input, 130 when interrupted."""
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from bayesmix.acquire import STRATEGIES
     from bayesmix.cli._options import add_refit_arguments
-    from bayesmix.executors import EXECUTORS
+    from bayesmix.loop.acquire import STRATEGIES
+    from bayesmix.loop.executors import EXECUTORS
 
     p = subparsers.add_parser(
         "run",
@@ -91,9 +91,9 @@ def _interrupt(signum, frame):
 
 def run(args) -> int:
     from bayesmix.cli.propose import banner_warnings
-    from bayesmix.executors import get_executor
-    from bayesmix.experiment import Experiment
-    from bayesmix.runner import Runner, check_template
+    from bayesmix.loop.executors import get_executor
+    from bayesmix.loop.experiment import Experiment
+    from bayesmix.loop.runner import Runner, check_template
 
     def say(msg: str) -> None:
         if not args.quiet:

@@ -14,8 +14,8 @@ import json
 import pandas as pd
 
 from bayesmix.cli._options import parse_pairs
-from bayesmix.data import MIX_PREFIX
-from bayesmix.ledger import STATUSES
+from bayesmix.data.table import MIX_PREFIX
+from bayesmix.loop.ledger import STATUSES
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from bayesmix.experiment import Experiment
+    from bayesmix.loop.experiment import Experiment
 
     changes = parse_pairs(args.set, "--set", convert=str)
     exp = Experiment(args.ledger)
@@ -51,7 +51,7 @@ def run(args) -> int:
         if not args.json:
             for run_id, status in changes.items():
                 print(f"{run_id}: now {status}")
-    from bayesmix.runner import runs_frame
+    from bayesmix.loop.runner import runs_frame
 
     summary = exp.status()
     runs = exp.runs()

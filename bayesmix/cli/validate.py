@@ -12,8 +12,8 @@ import json
 import numpy as np
 
 from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
-from bayesmix.data import SUM_TOLERANCE, RunTable, check_tolerance
-from bayesmix.loaders import FORMATS, TOKENS_PER_STEP, load, size_label
+from bayesmix.data.loaders import FORMATS, TOKENS_PER_STEP, load, size_label
+from bayesmix.data.table import SUM_TOLERANCE, RunTable, check_tolerance
 
 
 def register(subparsers) -> argparse.ArgumentParser:

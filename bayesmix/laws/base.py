@@ -95,7 +95,7 @@ class Law:
     inputs: tuple[str, ...] = ("r",)
     #: Parameters stored in the posterior and passed to :meth:`mean`.
     params: tuple[Param, ...] = ()
-    #: Default priors: name -> ``{"dist": ..., <parameters>}`` (see :mod:`bayesmix.priors`).
+    #: Default priors: name -> ``{"dist": ..., <parameters>}`` (see :mod:`bayesmix.model.priors`).
     priors: Mapping[str, Mapping] = {}
     #: True when ``sum_i w_i L_i(r)`` is convex in r for every draw (w >= 0).
     convex: bool = False
@@ -202,7 +202,7 @@ class Law:
 
     def data_arrays(self, r, losses, loss_mean, loss_scale) -> Mapping[str, np.ndarray]:
         """Arrays the law's PyMC block derives from the data, by ``pm.Data`` name (default
-        none): :func:`bayesmix.model.build_model` creates them as ``pm.Data`` in
+        none): :func:`bayesmix.model.model.build_model` creates them as ``pm.Data`` in
         ``ctx.inputs`` and every refit refreshes them, so a compiled model stays valid. Inputs:
         ``r`` (record, train_domain) shares, ``losses`` (record, eval_domain) with NaN where
         missing, ``loss_mean`` and ``loss_scale`` (eval_domain). E.g. m4log's whitening matrix
@@ -211,7 +211,8 @@ class Law:
 
     def draw_optima(self, params, weights, lower, upper, x0=None, **inputs):
         """Exact per-draw optima (r (S, M), converged (S,)) or None when the law has no fast
-        path (then :mod:`bayesmix.optimize` uses batched projected gradients). ``inputs``: the
+        path (then :mod:`bayesmix.decisions.optimize` uses batched projected gradients). ``inputs``:
+        the
         law's fixed extra inputs (``n_params``, ``tokens``) when it takes any."""
         return None
 

@@ -390,7 +390,11 @@ class M4Log(m4.M4):
         above their own lattice optimum). For every training domain j with ``u_ij > 0`` for some
         weighted i, one start has r_j at its lower bound (the centre projected onto that face),
         and one start has all such shares at their lower bounds."""
-        from bayesmix.optimize import NONCONVEX_DRAW_STARTS, project, solve_projected_gradient
+        from bayesmix.decisions.optimize import (
+            NONCONVEX_DRAW_STARTS,
+            project,
+            solve_projected_gradient,
+        )
 
         u = np.asarray(params["u"], float)
         w = np.asarray(weights, float)

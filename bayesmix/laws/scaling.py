@@ -183,7 +183,7 @@ class Scaling(Law):
         """Exact per-draw optima at one scale: M4 with ``k_i`` the reducible loss there."""
         if n_params is None or tokens is None:
             return None
-        from bayesmix.optimize import solve_exp_sum
+        from bayesmix.decisions.optimize import solve_exp_sum
 
         size = float(n_params) / np.asarray(params["n_ref"], float)[..., None]
         data = float(tokens) / np.asarray(params["d_ref"], float)[..., None]

@@ -1,0 +1,1 @@
+"""Run tables and their sources: RunTable, readers, mixtures, constraints."""

@@ -1,0 +1,1 @@
+"""Decisions over posterior draws: objectives, optimisation, guarantees, scale shift."""

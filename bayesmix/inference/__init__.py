@@ -1,0 +1,1 @@
+"""Fitting: NUTS with nutpie, the gate and its retries, the compile cache, law comparison."""

@@ -1,0 +1,341 @@
+"""Where the training jobs of ``bayesmix run`` execute: this machine or a Ray cluster.
+
+One small interface (:class:`Executor`): ``submit(job) -> Future[JobResult]``,
+``cancel_all()`` (stop every job now: Ctrl-C) and ``shutdown()``. A job is a shell command
+already filled in from the user's template (:class:`Job`); :func:`run_job` runs it the same way
+everywhere: in the run's folder, with the mixture file written first, stdout and stderr kept in
+``stdout.log``/``stderr.log`` there, and returns the exit code, the tail of stderr and the text
+of the result file the job wrote (so a result written on a remote machine comes back to the
+ledger's machine). Adding a scheduler (e.g. Slurm through submitit) means one more class with
+these three methods; the loop (:mod:`bayesmix.loop.runner`) does not change.
+
+* :class:`LocalExecutor`: a pool of ``parallel`` threads, each running one job as a subprocess
+  in its own process group (so Ctrl-C reaches only the runner, which then stops the jobs).
+* :class:`RayExecutor`: one Ray task per job (``num_cpus=1`` each), on the cluster at
+  ``address`` or on a local Ray instance bound to the loopback address. Needs the ``ray``
+  extra (``pip install 'bayesmix[ray]'``). Paths in the template are paths on the worker; the
+  worker needs the training script and its data, not a shared file system for results.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bayesmix import errors
+
+EXECUTORS = ("local", "ray")
+#: Characters of a failed job's stderr kept in the ledger.
+STDERR_TAIL_CHARS = 2000
+#: Seconds between SIGTERM and SIGKILL when a job is stopped.
+KILL_GRACE_S = 5.0
+#: Seconds between checks of a running job (exit, timeout, cancellation).
+POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class Job:
+    """One launch of one run: ``command`` (a shell command, placeholders already filled),
+    ``folder`` (its working folder, created), ``mixture_file`` and ``mixture_json`` (the file
+    the command may read, written before it starts), ``out`` (the result file it must write),
+    ``timeout_s`` (None: no limit), extra environment variables ``env``."""
+
+    run: str
+    command: str
+    folder: str
+    mixture_file: str
+    mixture_json: str
+    out: str
+    timeout_s: float | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    """What became of a job: ``returncode`` (negative: killed by that signal; None: it could not
+    start), ``elapsed_s``, ``stderr_tail``, ``result_text`` (the result file's text, None when
+    the job wrote none), ``timed_out``, ``host``."""
+
+    run: str
+    returncode: int | None
+    elapsed_s: float
+    stderr_tail: str = ""
+    result_text: str | None = None
+    timed_out: bool = False
+    host: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.result_text is not None
+
+    def problem(self) -> str:
+        """One line saying why the job failed (empty when it did not)."""
+        if self.ok:
+            return ""
+        if self.returncode is None:
+            what = "could not start"
+        elif self.timed_out:
+            what = f"timed out after {self.elapsed_s:.0f} s"
+        elif self.returncode < 0 or 128 < self.returncode <= 128 + 64:
+            # negative: the job itself was killed; 129-192: the shell running it reports a
+            # command killed by signal (status - 128), e.g. 137 for SIGKILL
+            number = -self.returncode if self.returncode < 0 else self.returncode - 128
+            try:
+                name = signal.Signals(number).name
+            except ValueError:
+                name = f"signal {number}"
+            what = f"killed by {name}" + (
+                f" (exit status {self.returncode})" if self.returncode > 0 else ""
+            )
+        elif self.returncode != 0:
+            what = f"exited with status {self.returncode}"
+        else:
+            what = "exited 0 but wrote no result file"
+        tail = " | ".join(line for line in self.stderr_tail.strip().splitlines()[-3:] if line)
+        return f"{what}" + (f"; stderr: {tail}" if tail else "")
+
+
+class Executor(Protocol):
+    """Runs jobs somewhere; see the module docstring."""
+
+    def submit(self, job: Job) -> Future[JobResult]: ...
+
+    def cancel_all(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+def run_job(job: Job, on_start=None) -> JobResult:
+    """Run ``job`` here and wait for it: write its mixture file, start the command in its own
+    process group (``on_start(popen)`` is called once it runs), stop it at the timeout, read
+    back stderr's tail and the result file. Never raises for a failing command."""
+    folder = Path(job.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    Path(job.mixture_file).write_text(job.mixture_json + "\n")
+    out = Path(job.out)
+    if out.exists():  # left over from an attempt that failed after writing it
+        out.unlink()
+    t0 = time.perf_counter()
+    timed_out = False
+    env = {**os.environ, **job.env}
+    with open(folder / "stdout.log", "ab") as so, open(folder / "stderr.log", "ab") as se:
+        se.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {job.command}\n".encode())
+        se.flush()
+        start = se.tell()  # this attempt's stderr begins here
+        try:
+            proc = subprocess.Popen(
+                job.command,
+                shell=True,
+                cwd=folder,
+                stdout=so,
+                stderr=se,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as err:
+            return JobResult(job.run, None, 0.0, f"{err}", host=socket.gethostname())
+        if on_start is not None:
+            on_start(proc)
+        # polled, not one blocking wait: Ray cancels a task by raising KeyboardInterrupt
+        # between Python bytecodes, which a blocking waitpid would never reach
+        deadline = None if job.timeout_s is None else time.monotonic() + job.timeout_s
+        while proc.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = True
+                stop_process(proc)
+                break
+            time.sleep(POLL_S)
+    elapsed = time.perf_counter() - t0
+    tail = _tail(folder / "stderr.log", start)
+    text = None
+    if out.is_file():
+        if proc.returncode == 0:
+            text = out.read_text()
+        else:  # a failed attempt's result is not a result: keep it aside, never ingested
+            out.replace(out.with_name(out.name + ".failed"))
+    return JobResult(
+        job.run,
+        proc.returncode,
+        elapsed,
+        tail,
+        text,
+        timed_out=timed_out,
+        host=socket.gethostname(),
+    )
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM to the job's process group, SIGKILL after :data:`KILL_GRACE_S`."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _tail(path: Path, start: int = 0) -> str:
+    """The last :data:`STDERR_TAIL_CHARS` bytes of ``path`` after byte ``start``."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(start, f.seek(0, os.SEEK_END) - STDERR_TAIL_CHARS))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class LocalExecutor:
+    """Jobs as subprocesses of this machine, ``parallel`` at a time."""
+
+    def __init__(self, parallel: int = 1):
+        if parallel < 1:
+            raise errors.OptionError(f"--parallel must be >= 1, got {parallel}")
+        self.parallel = parallel
+        self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="bayesmix-job")
+        self._running: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        self._cancelled = False
+
+    def __repr__(self) -> str:
+        return f"LocalExecutor(parallel={self.parallel})"
+
+    def submit(self, job: Job) -> Future[JobResult]:
+        return self._pool.submit(self._run, job)
+
+    def _run(self, job: Job) -> JobResult:
+        if self._cancelled:
+            return JobResult(job.run, None, 0.0, "cancelled before it started")
+
+        def started(proc: subprocess.Popen) -> None:
+            with self._lock:
+                self._running[job.run] = proc
+            if self._cancelled:  # cancel_all ran between Popen and here
+                stop_process(proc)
+
+        try:
+            return run_job(job, on_start=started)
+        finally:
+            with self._lock:
+                self._running.pop(job.run, None)
+
+    def cancel_all(self) -> None:
+        self._cancelled = True
+        with self._lock:
+            procs = list(self._running.values())
+        threads = [threading.Thread(target=stop_process, args=(p,)) for p in procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    """Jobs as Ray tasks (one CPU each) on the cluster at ``address`` (``ray://host:port`` or
+    ``host:port``), or on a new local Ray instance on 127.0.0.1 with ``parallel`` CPUs."""
+
+    def __init__(self, parallel: int = 1, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise errors.OptionError(
+                "--executor ray needs Ray: pip install 'bayesmix[ray]' (or use --executor local)"
+            ) from None
+        if parallel < 1:
+            raise errors.OptionError(f"--parallel must be >= 1, got {parallel}")
+        self.parallel, self.address = parallel, address
+        self._ray = ray
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            kw: dict = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            try:
+                if address:
+                    ray.init(address=address, **kw)
+                else:
+                    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=parallel, **kw)
+            except Exception as err:  # ConnectionError, RuntimeError, ...: one line
+                where = address or "a local instance"
+                raise errors.OptionError(f"cannot start Ray on {where}: {err}") from None
+        self._task = ray.remote(num_cpus=1, max_retries=0)(_ray_job)
+        self._refs: dict[str, object] = {}
+
+    def __repr__(self) -> str:
+        return f"RayExecutor(parallel={self.parallel}, address={self.address!r})"
+
+    def submit(self, job: Job) -> Future[JobResult]:
+        ref = self._task.remote(job)
+        self._refs[job.run] = ref
+        future: Future[JobResult] = ref.future()  # type: ignore[attr-defined]
+        return future
+
+    def cancel_all(self) -> None:
+        """Ask every task to stop (KeyboardInterrupt in the task, which stops its job's
+        process group) and wait for them up to :data:`KILL_GRACE_S` + 5 s."""
+        refs = list(self._refs.values())
+        for ref in refs:
+            try:
+                self._ray.cancel(ref, force=False)
+            except Exception:
+                pass
+        try:
+            self._ray.wait(refs, num_returns=len(refs), timeout=KILL_GRACE_S + 5.0)
+        except Exception:
+            pass
+
+    def shutdown(self) -> None:
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def _ray_job(job: Job) -> JobResult:
+    """:func:`run_job` inside a Ray task: when the task is cancelled (a KeyboardInterrupt
+    raised in it), the job's process group is stopped too instead of outliving the task.
+    Ray raises that interrupt through SIGINT, which a worker ignores when the driver was
+    started with SIGINT ignored (``bayesmix run ... &`` from a script), so it is re-armed."""
+    _rearm_sigint()
+    procs: list[subprocess.Popen] = []
+    try:
+        return run_job(job, on_start=procs.append)
+    except BaseException:
+        for proc in procs:
+            stop_process(proc)
+        raise
+
+
+def _rearm_sigint() -> None:
+    """Make SIGINT raise KeyboardInterrupt again in this (worker) process if it is ignored;
+    nothing off the main thread, where handlers cannot be set."""
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread
+        pass
+
+
+def get_executor(name: str, parallel: int = 1, address: str | None = None) -> Executor:
+    """The executor called ``name`` (:data:`EXECUTORS`)."""
+    if name == "local":
+        if address:
+            raise errors.OptionError("--ray-address needs --executor ray")
+        return LocalExecutor(parallel)
+    if name == "ray":
+        return RayExecutor(parallel, address)
+    raise errors.OptionError(f"unknown executor {name!r}: use one of {', '.join(EXECUTORS)}")

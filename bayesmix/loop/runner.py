@@ -1,0 +1,393 @@
+"""The closed loop of ``bayesmix run``: launch proposed runs, ingest their losses, propose again.
+
+Each round: runs the ledger holds as ``proposed`` are launched (none: a new batch is proposed
+first, an initial design when nothing is completed yet), at most ``parallel`` at a time, through
+an :class:`~bayesmix.loop.executors.Executor`. A launch fills the user's command template
+(:data:`PLACEHOLDERS`, shell-quoted), marks the run ``running`` with a job record in the ledger
+(:meth:`~bayesmix.loop.ledger.Ledger.claim`: owner host and pid, attempt count, heartbeat), runs the
+command in ``<workdir>/<run>/`` and, when it exits 0 having written its result file (any run
+table format ``bayesmix ingest`` reads; normally a tidy CSV), records the losses: the run
+becomes ``completed``. A failed launch (non-zero exit, killed, timed out, no or bad result
+file) is recorded with its stderr tail and retried up to ``retries`` times; then it is
+``failed``. After R rounds the loop stops (and recommends a mixture).
+
+Interruption and restart. Ctrl-C (SIGINT) stops the jobs (SIGTERM to their process groups,
+SIGKILL after 5 s), records the results that had already arrived, and puts the runs in flight
+back to ``proposed`` without counting the attempt; every ledger write is one transaction, and
+jobs write their result files atomically, so nothing is half-written. A restarted ``run``
+first takes back runs left ``running`` by a runner that died (kill -9, lost machine): at once
+when that runner's process is gone from this host, otherwise once its heartbeat (refreshed
+every :data:`HEARTBEAT_S` s) is older than ``stale_after_s`` (default
+:data:`DEFAULT_STALE_AFTER_S`, 10 minutes). A taken-back run whose result file is already in
+its folder is ingested without training again; otherwise it is launched again (the lost
+attempt counts). Runs set ``running`` by hand (no job record) are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bayesmix import errors
+from bayesmix.io import atomic_write_text
+from bayesmix.loop.executors import Executor, Job, JobResult
+from bayesmix.loop.ledger import Ledger
+
+#: Placeholders of the command template.
+PLACEHOLDERS = ("run", "mixture_json", "mixture_file", "out")
+#: Seconds between heartbeats of a live runner (its running runs' job records).
+HEARTBEAT_S = 30.0
+#: Default seconds without a heartbeat after which another runner takes a running run back.
+DEFAULT_STALE_AFTER_S = 600.0
+_PLACEHOLDER_RE = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def check_template(template: str) -> None:
+    """OptionError unless ``template`` is a non-empty command using only known placeholders
+    (``${VAR}`` shell expansions are left alone) and naming ``{out}``, where the job must
+    write its result."""
+    if not template or not template.strip():
+        raise errors.OptionError("--command is empty: give the training command template")
+    unknown = sorted({m for m in _PLACEHOLDER_RE.findall(template) if m not in PLACEHOLDERS})
+    if unknown:
+        raise errors.OptionError(
+            f"unknown placeholder(s) in --command: {', '.join('{' + u + '}' for u in unknown)}",
+            hint="use " + ", ".join("{" + p + "}" for p in PLACEHOLDERS),
+        )
+    if "{out}" not in template:
+        raise errors.OptionError(
+            "--command must contain {out}: the path where the job writes its results",
+            hint="e.g. --command 'python train.py --mixture-file {mixture_file} --out {out}'",
+        )
+
+
+def fill_template(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with each known placeholder replaced by its shell-quoted value."""
+    return _PLACEHOLDER_RE.sub(
+        lambda m: shlex.quote(str(values[m.group(1)])) if m.group(1) in values else m.group(0),
+        template,
+    )
+
+
+@dataclass
+class RunSummary:
+    """What one call of :meth:`Runner.run` did: rounds done, runs completed and failed (ids),
+    launches retried, runs taken back from dead runners, whether it was interrupted, the
+    recommendation (a DecisionReport, or None) and elapsed seconds."""
+
+    rounds: int = 0
+    completed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    retried: int = 0
+    reclaimed: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    recommendation: Any = None
+    elapsed_s: float = 0.0
+
+    def describe(self) -> str:
+        text = (
+            f"{self.rounds} round(s): {len(self.completed)} run(s) completed, "
+            f"{len(self.failed)} failed, {self.retried} retried launch(es)"
+        )
+        if self.reclaimed:
+            text += f", {len(self.reclaimed)} taken back from a dead runner"
+        return text + (" - interrupted" if self.interrupted else "") + f" ({self.elapsed_s:.0f} s)"
+
+
+class Runner:
+    """Runs the loop of one experiment (see the module docstring).
+
+    ``experiment``: a :class:`~bayesmix.loop.experiment.Experiment` (its model and MCMC settings are
+    used for every refit); ``command``: the template; ``executor``: where jobs run;
+    ``workdir``: the runs' folders (default ``<ledger stem>-runs`` next to the ledger);
+    ``retries``: extra launches of a failing run; ``batch``/``strategy``/``propose_options``:
+    what :meth:`Experiment.propose` gets when a round needs new runs; ``timeout_s``: per
+    launch (None: no limit); ``log``: receives one line per event (None: silent).
+    """
+
+    def __init__(
+        self,
+        experiment,
+        command: str,
+        executor: Executor,
+        *,
+        workdir: str | os.PathLike | None = None,
+        retries: int = 1,
+        batch: int = 8,
+        strategy: str = "thompson",
+        propose_options: Mapping | None = None,
+        timeout_s: float | None = None,
+        stale_after_s: float = DEFAULT_STALE_AFTER_S,
+        env: Mapping[str, str] | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        check_template(command)
+        for name, value, low in (("retries", retries, 0), ("batch", batch, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise errors.OptionError(f"--{name} must be an integer >= {low}, got {value!r}")
+        if timeout_s is not None and not timeout_s > 0:
+            raise errors.OptionError(f"--timeout must be > 0 seconds, got {timeout_s}")
+        if not stale_after_s > 0:
+            raise errors.OptionError(f"--stale-after must be > 0 seconds, got {stale_after_s}")
+        self.exp, self.command, self.executor = experiment, command, executor
+        ledger = Path(experiment.path)
+        self.workdir = Path(
+            workdir if workdir is not None else ledger.with_name(f"{ledger.stem}-runs")
+        ).absolute()
+        self.retries, self.batch, self.strategy = retries, batch, strategy
+        self.propose_options = dict(propose_options or {})
+        self.timeout_s, self.stale_after_s = timeout_s, stale_after_s
+        self.env = dict(env or {})
+        self.log = log
+        self.parallel = int(getattr(executor, "parallel", 1))
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
+
+    # ------------------------------------------------------------------ helpers
+    def _say(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(msg)
+
+    def _folder(self, run: str) -> Path:
+        return self.workdir / run
+
+    def _out(self, run: str) -> Path:
+        return self._folder(run) / "result.csv"
+
+    def _job(self, run: str, mixture: Mapping[str, float]) -> Job:
+        folder = self._folder(run)
+        mix_json = json.dumps({d: float(v) for d, v in mixture.items()})
+        values = {
+            "run": run,
+            "mixture_json": mix_json,
+            "mixture_file": str(folder / "mixture.json"),
+            "out": str(self._out(run)),
+        }
+        return Job(
+            run=run,
+            command=fill_template(self.command, values),
+            folder=str(folder),
+            mixture_file=values["mixture_file"],
+            mixture_json=mix_json,
+            out=values["out"],
+            timeout_s=self.timeout_s,
+            env=self.env,
+        )
+
+    def _mixtures(self, status: str) -> dict[str, dict[str, float]]:
+        with Ledger.open(self.exp.path) as led:
+            frame = led.runs(status)
+            domains = list(led.train_domains)
+        return {
+            str(row["run"]): {d: float(row[f"mix.{d}"]) for d in domains}
+            for _, row in frame.iterrows()
+        }
+
+    def _ingest(self, run: str, path: Path) -> str:
+        """Record the results in ``path``; '' when done, else the one-line problem."""
+        try:
+            summary = self.exp.ingest(path)
+        except errors.BayesmixError as err:
+            return f"its result file could not be recorded: {err}"
+        if run not in summary.completed and run not in self._completed_now():
+            return f"its result file {path} holds no results for run {run}"
+        return ""
+
+    def _completed_now(self) -> set[str]:
+        with Ledger.open(self.exp.path) as led:
+            return set(map(str, led.runs("completed")["run"]))
+
+    # ------------------------------------------------------------------ restart
+    def reclaim_stale(self, summary: RunSummary) -> None:
+        """Take back runs left running by dead runners (module docstring)."""
+        with Ledger.open(self.exp.path) as led:
+            running = set(map(str, led.runs("running")["run"]))
+            jobs = led.jobs()
+        now = datetime.now(UTC)
+        for run in sorted(running):
+            job = jobs.get(run)
+            if not job or "owner" not in job:
+                continue  # set running by hand: someone else's job
+            owner = job["owner"]
+            if owner == self.owner:
+                continue
+            dead = owner.get("host") == self.owner["host"] and not _alive(int(owner.get("pid", 0)))
+            beat = datetime.fromisoformat(str(job.get("heartbeat") or job.get("started")))
+            age = (now - beat).total_seconds()
+            if not dead and age < self.stale_after_s:
+                continue
+            why = (
+                f"its runner (pid {owner.get('pid')} on {owner.get('host')}) died"
+                if dead
+                else f"no heartbeat from its runner for {age:.0f} s"
+            )
+            out = self._out(run)
+            if out.is_file():
+                problem = self._ingest(run, out)
+                if not problem:
+                    self._say(f"{run}: {why}; its result file was there, recorded")
+                    summary.completed.append(run)
+                    summary.reclaimed.append(run)
+                    continue
+            give_up = int(job.get("attempts", 1)) >= 1 + self.retries
+            with Ledger.open(self.exp.path) as led:
+                led.release(run, "failed" if give_up else "proposed", f"lost: {why}")
+            summary.reclaimed.append(run)
+            self._say(f"{run}: {why}; " + ("marked failed" if give_up else "will run again"))
+            if give_up:
+                summary.failed.append(run)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, rounds: int = 1, *, recommend: bool = True) -> RunSummary:
+        """Run ``rounds`` rounds (module docstring); KeyboardInterrupt stops cleanly and
+        returns the summary with ``interrupted`` set. Then, with ``recommend`` and at least
+        one completed run, the recommendation (:meth:`Experiment.recommend`)."""
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise errors.OptionError(f"--rounds must be an integer >= 1, got {rounds!r}")
+        t0 = time.perf_counter()
+        summary = RunSummary()
+        Ledger.open(self.exp.path).check_writable()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        inflight: dict[Future[JobResult], str] = {}
+        try:
+            self.reclaim_stale(summary)
+            for r in range(rounds):
+                todo = self._mixtures("proposed")
+                if not todo:
+                    frame = self.exp.propose(self.batch, self.strategy, **self.propose_options)
+                    self._say(
+                        f"round {frame.attrs.get('round')}: proposed {len(frame)} run(s) "
+                        f"({frame.attrs.get('strategy', self.strategy)})"
+                    )
+                    todo = self._mixtures("proposed")
+                self._say(f"running {len(todo)} run(s): {', '.join(todo)}")
+                self._round(todo, inflight, summary)
+                summary.rounds = r + 1
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            self._stop(inflight, summary)
+        finally:
+            self.executor.shutdown()
+        summary.elapsed_s = time.perf_counter() - t0
+        self._say(summary.describe())
+        if recommend and not summary.interrupted and self._completed_now():
+            summary.recommendation = self.exp.recommend()
+        return summary
+
+    def _round(self, todo: dict, inflight: dict, summary: RunSummary) -> None:
+        queue = list(todo)
+        last_beat = time.monotonic()
+        while queue or inflight:
+            while queue and len(inflight) < self.parallel:
+                run = queue.pop(0)
+                out = self._out(run)
+                if out.is_file() and not self._ingest(run, out):  # finished before a restart
+                    self._say(f"{run}: result file already there, recorded")
+                    summary.completed.append(run)
+                    continue
+                with Ledger.open(self.exp.path) as led:
+                    job = led.claim(run, self.owner)
+                if job is None:
+                    self._say(f"{run}: taken by another runner or changed meanwhile; skipped")
+                    continue
+                inflight[self.executor.submit(self._job(run, todo[run]))] = run
+                self._say(f"{run}: launched (attempt {job['attempts']})")
+            done, _ = wait(list(inflight), timeout=HEARTBEAT_S, return_when=FIRST_COMPLETED)
+            if time.monotonic() - last_beat >= HEARTBEAT_S and inflight:
+                with Ledger.open(self.exp.path) as led:
+                    led.heartbeat(inflight.values())
+                last_beat = time.monotonic()
+            for fut in done:
+                run = inflight.pop(fut)
+                if self._finish(run, fut.result(), summary):
+                    queue.append(run)
+
+    def _finish(self, run: str, result: JobResult, summary: RunSummary) -> bool:
+        """Record one finished launch; True when the run is to be launched again."""
+        problem = result.problem()
+        if not problem:
+            out = self._out(run)
+            assert result.result_text is not None
+            if not out.is_file() or out.read_text() != result.result_text:
+                atomic_write_text(out, result.result_text)  # from a remote worker
+            problem = self._ingest(run, out)
+            if not problem:
+                summary.completed.append(run)
+                self._say(f"{run}: completed in {result.elapsed_s:.1f} s")
+                return False
+        with Ledger.open(self.exp.path) as led:
+            attempts = int(led.jobs().get(run, {}).get("attempts", 1))
+            again = attempts < 1 + self.retries
+            led.release(run, "proposed" if again else "failed", problem)
+        self._say(
+            f"{run}: attempt {attempts} failed ({problem}); "
+            + ("retrying" if again else "marked failed")
+        )
+        if again:
+            summary.retried += 1
+        else:
+            summary.failed.append(run)
+        return again
+
+    def _stop(self, inflight: dict, summary: RunSummary) -> None:
+        """After Ctrl-C: stop the jobs, record results that arrived, release the rest."""
+        self._say("interrupted: stopping the running jobs")
+        self.executor.cancel_all()
+        for fut, run in list(inflight.items()):
+            result = None
+            if fut.done() and not fut.cancelled():
+                try:
+                    result = fut.result()
+                except Exception:
+                    result = None
+            if result is not None and result.ok:
+                self._finish(run, result, summary)
+                continue
+            with Ledger.open(self.exp.path) as led:
+                led.release(run, "proposed", "interrupted by the user", refund=True)
+        inflight.clear()
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def runs_frame(ledger_path: str | os.PathLike) -> pd.DataFrame:
+    """Tidy table of the runs launched by ``bayesmix run``: run, status, attempts, last note."""
+    with Ledger.open(ledger_path) as led:
+        runs = led.runs()
+        jobs = led.jobs()
+    rows = []
+    for run, status in zip(runs["run"], runs["status"]):
+        job = jobs.get(str(run))
+        if job:
+            history = job.get("history", [])
+            rows.append(
+                {
+                    "run": str(run),
+                    "status": status,
+                    "attempts": int(job.get("attempts", 0)),
+                    "last_note": history[-1] if history else "",
+                }
+            )
+    return pd.DataFrame(rows, columns=["run", "status", "attempts", "last_note"])

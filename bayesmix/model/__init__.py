@@ -1,0 +1,1 @@
+"""The model: priors, specifications (models/*.toml), the PyMC model, simulation."""

@@ -1,0 +1,401 @@
+"""Build the PyMC model of a specification for a run table.
+
+Everything that changes between refits of the same experiment (mixtures, losses, data-scaled prior
+constants) enters through ``pm.Data``, so one compiled model serves every refit with the same
+structure (specification, training and validation domains). Missing losses are simply not
+observations: the likelihood runs over the observed (run, eval_domain) pairs only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+
+from bayesmix import errors
+from bayesmix.data.table import RunTable, _normalise_name
+from bayesmix.laws import BuildContext, get_law
+from bayesmix.model.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """Arrays fed to the model's ``pm.Data`` containers (shapes in brackets).
+
+    One row per *record* (a run at one checkpoint). r [record, train_domain] proportions;
+    y [obs] observed losses; run_idx, eval_idx [obs] record and validation-domain positions;
+    loss_mean, loss_scale [eval_domain] mean observed loss and 2 x its spread (for priors scaled
+    to the data); log_sigma_loc [] data-scaled centre of the log noise scale; n_params, tokens
+    [record] model size and training tokens, present when the law takes them as inputs.
+    ``runs`` labels the records: the run ids when there is one record per run, else
+    ``"<run>@<step>"``; then ``run_ids`` are the distinct runs and ``record_run`` [record] the
+    run of each record (checkpoints of one run share a run effect, see :func:`build_model`).
+    ``law_data``: arrays the law derives from the data (:func:`law_arrays`, e.g. m4log's
+    whitening matrix), by ``pm.Data`` name; None = derive them when the model is built.
+    """
+
+    runs: tuple[str, ...]
+    r: np.ndarray
+    y: np.ndarray
+    run_idx: np.ndarray
+    eval_idx: np.ndarray
+    loss_mean: np.ndarray
+    loss_scale: np.ndarray
+    log_sigma_loc: float
+    n_params: np.ndarray | None = None
+    tokens: np.ndarray | None = None
+    run_ids: tuple[str, ...] | None = None
+    record_run: np.ndarray | None = None
+    law_data: dict | None = None
+
+    @property
+    def multi_record(self) -> bool:
+        """True when some run enters with several checkpoints (dims ``record`` and ``run``)."""
+        return self.record_run is not None
+
+    @property
+    def record_dim(self) -> str:
+        return "record" if self.multi_record else "run"
+
+    def as_dict(self) -> dict:
+        out = {
+            "r": self.r,
+            "y": self.y,
+            "run_idx": self.run_idx,
+            "eval_idx": self.eval_idx,
+            "loss_mean": self.loss_mean,
+            "loss_scale": self.loss_scale,
+            "log_sigma_loc": np.asarray(self.log_sigma_loc),
+        }
+        for key in ("n_params", "tokens", "record_run"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        out[NOISE_CENTERING] = noise_centering(self.eval_idx, len(self.loss_mean))
+        out.update(self.law_data or {})
+        return out
+
+
+#: Name of the ``pm.Data`` weight [eval_domain] of the noise scales' centring (see
+#: :func:`noise_centering`).
+NOISE_CENTERING = "noise_centering"
+#: Observed losses of a validation domain from which its noise scale is sampled centred.
+CENTERED_NOISE_MIN_OBS = 100
+
+
+def noise_centering(eval_idx, n_eval: int) -> np.ndarray:
+    """Centring weight w [eval_domain] of the pooled log noise scales: 1 (centred) for a domain
+    with at least :data:`CENTERED_NOISE_MIN_OBS` observed losses, else 0 (non-centred).
+
+    Why: with n losses a domain's log noise scale is pinned to about 1/sqrt(2n) (0.07 at
+    n = 100); then the non-centred form trades the pooled mean off against every pinned offset
+    and mixes slowly (RegMix 512 runs: R-hat 1.23 in ``log_sigma_mu`` after 4 x 250 draws),
+    while with few losses per domain the centred form has a funnel where similar domains pull
+    ``log_sigma_sigma`` towards 0. Data, not structure: a refit may switch it without
+    recompiling."""
+    counts = np.bincount(np.asarray(eval_idx, np.int64), minlength=n_eval)[:n_eval]
+    return (counts >= CENTERED_NOISE_MIN_OBS).astype(float)
+
+
+def law_arrays(law, r, losses, loss_mean, loss_scale) -> dict:
+    """``pm.Data`` arrays a law derives from the data (:meth:`bayesmix.laws.Law.data_arrays`,
+    e.g. m4log's whitening matrix and start): refreshed with every refit."""
+    return {} if law is None else dict(get_law(law).data_arrays(r, losses, loss_mean, loss_scale))
+
+
+def uses_checkpoints(law) -> bool:
+    """A law with a training-tokens input is fitted to every checkpoint of every run."""
+    return law is not None and "tokens" in get_law(law).inputs
+
+
+def select_for_fit(
+    runs: RunTable, *, step: float | None = None, law=None, max_step: float | None = None
+) -> RunTable:
+    """The records the law is fitted to.
+
+    A law without a tokens input: one record per run (the last checkpoint, or ``step``). A law
+    that takes ``tokens`` (see :attr:`bayesmix.laws.Law.inputs`): every checkpoint with tokens
+    > 0 (step-0 records of continued runs carry no training), up to ``max_step`` when given.
+    A law without a model-size input cannot pool runs of several model sizes: select one size
+    first. A law that takes ``n_params`` may.
+    """
+    if uses_checkpoints(law) and step is None:
+        table = runs
+        tokens = runs.column("tokens")
+        if tokens is not None:
+            keep = tokens.to_numpy(dtype=float) > 0
+            steps = runs.column("step")
+            if max_step is not None and steps is not None:
+                keep &= steps.to_numpy(dtype=float) <= max_step
+            if not keep.any():
+                raise errors.EmptyInputError(
+                    "no checkpoint with tokens > 0"
+                    + (f" at or below step {max_step:g}" if max_step is not None else ""),
+                    source=runs.source,
+                    column="tokens",
+                    hint="check --max-step",
+                )
+            table = runs._subset(runs._records[keep])
+    else:
+        table = runs.at_step(step) if step is not None else runs.final()
+    sizes = table.column("n_params")
+    takes_size = law is not None and "n_params" in get_law(law).inputs
+    if sizes is not None and sizes.nunique() > 1 and not takes_size:
+        values = ", ".join(f"{v:g}" for v in sorted(sizes.unique()))
+        raise errors.FormatError(
+            f"runs of several model sizes ({values}) cannot share one mixing law",
+            source=runs.source,
+            column="n_params",
+            hint="fit one size at a time (CLI: --size N), or use a law over model size "
+            "and tokens (--model scaling)",
+        )
+    return table
+
+
+def prepare_data(runs: RunTable, law=None) -> ModelData:
+    """Flatten a run table into the arrays of :class:`ModelData`.
+
+    ``law`` (a name or Law): its extra inputs (``n_params``, ``tokens``) are taken from the table
+    and must be present for every record. A law without a tokens input gets one record per run
+    (the last checkpoint); a law with one gets every record of the table.
+    """
+    if runs.has_steps and len(runs) != runs.n_runs and not uses_checkpoints(law):
+        runs = runs.final()
+    records = runs.to_tidy()
+    mix = records[[f"mix.{d}" for d in runs.train_domains]]
+    losses = runs.losses.to_numpy(dtype=float)  # (record, eval_domain), NaN = missing
+    run_idx, eval_idx = np.nonzero(~np.isnan(losses))
+    y = losses[run_idx, eval_idx]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty domains are reported below
+        mean = np.nanmean(losses, axis=0)
+        spread = np.nanstd(losses, axis=0)
+    empty = np.isnan(mean)
+    if empty.any():
+        dom = runs.eval_domains[int(np.flatnonzero(empty)[0])]
+        raise errors.NoLossesError(
+            f"validation domain {dom!r} has no observed loss",
+            source=runs.source,
+            column=f"loss.{dom}",
+            hint="drop the column or add runs that measure it",
+        )
+    floor = 0.02 * mean
+    spread = np.where(np.isfinite(spread) & (spread > floor), spread, floor)
+    extra = {}
+    for key in () if law is None else get_law(law).inputs:
+        if key == "r":
+            continue
+        col = runs.column(key)
+        values = None if col is None else col.to_numpy(dtype=float)
+        if values is None or not np.all(np.isfinite(values) & (values > 0)):
+            raise errors.FormatError(
+                f"law {get_law(law).name!r} needs {key} for every run",
+                source=runs.source,
+                column=key,
+                hint=f"add a positive '{key}' column to the runs",
+            )
+        extra[key] = values
+    run_col = records["run"].astype(str).to_numpy()
+    labels = tuple(run_col)
+    if len(set(labels)) < len(labels):  # several checkpoints per run
+        run_ids = tuple(pd.unique(run_col))
+        position = {r: i for i, r in enumerate(run_ids)}
+        extra["run_ids"] = run_ids
+        extra["record_run"] = np.array([position[r] for r in run_col], dtype=np.int64)
+        steps = records["step"].to_numpy(dtype=float)
+        labels = tuple(f"{r}@{s:g}" for r, s in zip(run_col, steps, strict=True))
+    r = mix.to_numpy(dtype=float)
+    return ModelData(
+        runs=labels,
+        r=r,
+        y=y,
+        run_idx=run_idx.astype(np.int64),
+        eval_idx=eval_idx.astype(np.int64),
+        loss_mean=mean,
+        loss_scale=2.0 * spread,
+        log_sigma_loc=float(np.log(0.25 * np.median(spread))),
+        law_data=law_arrays(law, r, losses, mean, 2.0 * spread),
+        **extra,
+    )
+
+
+def diagonal_pairs(spec: ModelSpec, train_domains, eval_domains) -> list[tuple[int, int]]:
+    """(eval index, train index) of domains whose names match, when the diagonal is on."""
+    mode = spec.hierarchy.get("diagonal", "auto")
+    if mode == "off":
+        return []
+    train = {_normalise_name(d): j for j, d in enumerate(train_domains)}
+    pairs = [
+        (i, train[_normalise_name(d)])
+        for i, d in enumerate(eval_domains)
+        if _normalise_name(d) in train
+    ]
+    if mode == "on" and not pairs:
+        raise errors.SpecError(
+            'hierarchy diagonal = "on" but no validation domain name matches a training domain',
+            hint='use "auto" or "off"',
+        )
+    return pairs
+
+
+def structure_key(
+    spec: ModelSpec,
+    train_domains,
+    eval_domains,
+    multi_record: bool = False,
+    n_runs: int | None = None,
+) -> str:
+    """Identifies a model structure: equal keys can share one compiled model.
+
+    ``n_runs``: for laws fitted to every checkpoint, the number of runs, which sizes the run
+    effects (a free variable of dims (run, eval_domain)): a compiled model of another number
+    of runs would read and write past its arrays."""
+    text = "|".join(
+        [
+            spec.to_json(),
+            ",".join(train_domains),
+            ",".join(eval_domains),
+            "records" if multi_record else "runs",
+            *([f"n_runs={int(n_runs)}"] if multi_record and n_runs is not None else []),
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -> pm.Model:
+    """The PyMC model of ``spec``: the law's parameter block, the noise model, the likelihood.
+
+    The law (:meth:`bayesmix.laws.Law.build`) creates its parameters with named dims; the noise
+    scales sigma [eval_domain] are pooled on the log scale; the likelihood (Normal or
+    Student-t) runs over the observed (run, eval_domain) pairs.
+    """
+    law = get_law(spec.law)
+    train_domains, eval_domains = list(train_domains), list(eval_domains)
+    pairs = diagonal_pairs(spec, train_domains, eval_domains)
+    rec = data.record_dim
+    coords = {
+        "train_domain": train_domains,
+        "eval_domain": eval_domains,
+        rec: list(data.runs),
+        "obs": np.arange(len(data.y)),
+    }
+    if data.multi_record:
+        assert data.run_ids is not None  # multi_record means run_ids were set
+        coords["run"] = list(data.run_ids)
+    mask = None
+    if pairs:
+        mask = np.zeros((len(eval_domains), len(train_domains)))
+        for i, j in pairs:
+            mask[i, j] = 1.0
+
+    with pm.Model(coords=coords) as model:
+        inputs = {"r": pm.Data("r", data.r, dims=(rec, "train_domain"))}
+        for key in law.inputs:
+            if key != "r":
+                inputs[key] = pm.Data(key, getattr(data, key), dims=rec)
+        law_data = data.law_data
+        if law_data is None:
+            losses = np.full((len(data.r), len(eval_domains)), np.nan)
+            losses[data.run_idx, data.eval_idx] = data.y
+            law_data = law_arrays(law, data.r, losses, data.loss_mean, data.loss_scale)
+        for key, value in law_data.items():
+            inputs[key] = pm.Data(key, value)
+        y = pm.Data("y", data.y, dims="obs")
+        run_idx = pm.Data("run_idx", data.run_idx, dims="obs")
+        eval_idx = pm.Data("eval_idx", data.eval_idx, dims="obs")
+        ctx = BuildContext(
+            priors=spec.priors,
+            hierarchy=spec.hierarchy,
+            train_domains=tuple(train_domains),
+            eval_domains=tuple(eval_domains),
+            diagonal=mask,
+            loss_mean=pm.Data("loss_mean", data.loss_mean, dims="eval_domain"),
+            loss_scale=pm.Data("loss_scale", data.loss_scale, dims="eval_domain"),
+            inputs=inputs,
+        )
+        log_sigma_loc = pm.Data("log_sigma_loc", np.asarray(data.log_sigma_loc))
+
+        params = law.build(ctx)
+        missing = [p for p in law.param_names if p not in params or p not in model.named_vars]
+        if missing:
+            raise errors.SpecError(
+                f"law {law.name!r} did not create its parameter {missing[0]!r} as a model variable",
+                hint="name it with pm.Deterministic(name, ..., dims=...)",
+            )
+
+        ls_mu = ctx.prior("log_sigma_mu", mu=log_sigma_loc)
+        ls_sigma = ctx.prior("log_sigma_sigma")
+        # Partially centred pooling, weight w [eval_domain] from the data (noise_centering):
+        # raw ~ Normal(w mu, sigma^w), log sigma = mu + sigma^(1-w) (raw - w mu), so that
+        # log sigma ~ Normal(mu, sigma) for every w; w = 1 is the centred form, w = 0 the
+        # non-centred one.
+        w = pm.Data(NOISE_CENTERING, noise_centering(data.eval_idx, len(eval_domains)))
+        ls_raw = pm.Normal("log_sigma_raw", w * ls_mu, ls_sigma**w, dims="eval_domain")
+        log_sigma = ls_mu + ls_sigma ** (1.0 - w) * (ls_raw - w * ls_mu)
+        sigma = pm.Deterministic("sigma", pt.exp(log_sigma), dims="eval_domain")
+
+        mean = law.mean(inputs, params, pt)  # (record, eval_domain)
+        mu = mean[run_idx, eval_idx]
+        if data.multi_record:
+            record_run = pm.Data("record_run", data.record_run, dims=rec)
+            if run_effect_on(spec):
+                mu = mu + _run_effect(ctx, data, log_sigma_loc)[record_run[run_idx], eval_idx]
+        if spec.likelihood["family"] == "student_t":
+            pm.StudentT(
+                "loss",
+                nu=float(spec.likelihood["nu"]),
+                mu=mu,
+                sigma=sigma[eval_idx],
+                observed=y,
+                dims="obs",
+            )
+        else:
+            pm.Normal("loss", mu=mu, sigma=sigma[eval_idx], observed=y, dims="obs")
+    return model
+
+
+def run_effect_on(spec: ModelSpec) -> bool:
+    """Whether checkpoints of one run share a run effect (hierarchy ``run_effect``, default on)."""
+    return spec.hierarchy.get("run_effect", "on") == "on"
+
+
+def _run_effect(ctx: BuildContext, data: ModelData, log_sigma_loc):
+    """Offsets (run, eval_domain) shared by every checkpoint of a run.
+
+    Checkpoints of one training run are not independent draws around the law: a run that is
+    luckier or unluckier than the law says stays so along its learning curve. Without this term
+    the likelihood counts 10-20 checkpoints as 10-20 independent confirmations and the intervals
+    shrink accordingly. ``run_sigma`` [eval_domain] (nats/token), pooled on the log scale like
+    ``sigma``; non-centred. A prediction for a new run adds a fresh offset (see
+    :meth:`bayesmix.posterior.posterior.Posterior.predict`).
+    """
+    mu = ctx.prior("log_run_sigma_mu", mu=log_sigma_loc)
+    sd = ctx.prior("log_run_sigma_sigma")
+    z_dom = pm.Normal("log_run_sigma_z", 0.0, 1.0, dims="eval_domain")
+    run_sigma = pm.Deterministic("run_sigma", pt.exp(mu + sd * z_dom), dims="eval_domain")
+    z = pm.Normal("run_z", 0.0, 1.0, dims=("run", "eval_domain"))
+    return pm.Deterministic("run_effect", z * run_sigma, dims=("run", "eval_domain"))
+
+
+def build_naive_model(train_domains, eval_domains, data: ModelData) -> pm.Model:
+    """The plain, unconstrained M4 model (independent c, k, t; Normal noise).
+
+    Only for benchmarks: it shows what the identifiable, hierarchical parameterisation buys.
+    """
+    coords = {"train_domain": list(train_domains), "eval_domain": list(eval_domains)}
+    with pm.Model(coords=coords) as model:
+        r = pm.Data("r", data.r)
+        y = pm.Data("y", data.y)
+        c = pm.HalfNormal("c", sigma=2.0 * data.loss_mean, dims="eval_domain")
+        k = pm.HalfNormal("k", sigma=data.loss_mean, dims="eval_domain")
+        t = pm.Normal("t", 0.0, 2.0, dims=("eval_domain", "train_domain"))
+        sigma = pm.HalfNormal("sigma", sigma=data.loss_scale, dims="eval_domain")
+        mean = c[None, :] + k[None, :] * pt.exp(r @ t.T)
+        pm.Normal(
+            "loss", mu=mean[data.run_idx, data.eval_idx], sigma=sigma[data.eval_idx], observed=y
+        )
+    return model

@@ -1,0 +1,1 @@
+"""The fitted posterior: predictions, intervals, diagnostics, learned extrapolation error."""

@@ -1,0 +1,1 @@
+"""Scaling up: the nested pipeline, backtests, aggregated losses."""
