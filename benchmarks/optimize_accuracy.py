@@ -32,14 +32,9 @@ import numpy as np
 
 from bayesmix.data.constraints import Constraints
 from bayesmix.decisions.decision import decide
-from bayesmix.decisions.optimize import (
-    centre,
-    draw_optima,
-    exp_terms,
-    minimize_objective,
-    solve_exp_sum,
-)
+from bayesmix.decisions.optimize import centre, draw_optima, exp_terms, minimize_objective
 from bayesmix.inference.fitting import fit
+from bayesmix.laws.solvers import solve_exp_sum
 from bayesmix.model.simulation import simulate
 
 #: (training domains, validation domains, proxy runs, MCMC draws = tuning steps per chain)

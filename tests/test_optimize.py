@@ -29,9 +29,9 @@ from bayesmix.decisions.optimize import (
     minimize_objective,
     optima_dataarray,
     optimum_spread,
-    project,
 )
 from bayesmix.laws import get_law, m4
+from bayesmix.laws.solvers import project
 
 
 def make_draws(s, k, m, seed=0, t_scale=1.5, jitter=0.3):

@@ -20,7 +20,8 @@ from conftest import m4_posterior
 
 import bayesmix as bm
 from bayesmix import errors
-from bayesmix.decisions.optimize import LawDraws, credible_interval
+from bayesmix.decisions.optimize import LawDraws
+from bayesmix.posterior.intervals import credible_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The main methods of each public class, documented like functions.
@@ -94,7 +95,7 @@ def test_doctests_of_the_public_modules_pass(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     modules = {bm} | {inspect.getmodule(obj) for _, obj in _public()}
     modules.add(importlib.import_module("bayesmix._compat"))
-    modules.add(importlib.import_module("bayesmix.decisions.optimize"))  # credible_interval
+    modules.add(importlib.import_module("bayesmix.posterior.intervals"))  # credible_interval
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     for module in sorted(modules, key=lambda m: m.__name__):
         with warnings.catch_warnings():

@@ -35,7 +35,7 @@ from bayesmix.cli._output import (
     loud_warning,
     write_table,
 )
-from bayesmix.decisions.optimize import DEFAULT_PROB
+from bayesmix.posterior.intervals import DEFAULT_PROB
 
 #: Most points a sweep may have (each is one constrained optimisation).
 MAX_POINTS = 200

@@ -27,7 +27,8 @@ from bayesmix.cli._options import (
     scale_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output
-from bayesmix.decisions.optimize import DEFAULT_PROB, OBJECTIVES
+from bayesmix.decisions.optimize import OBJECTIVES
+from bayesmix.posterior.intervals import DEFAULT_PROB
 
 _EPILOG = """examples:
   bayesmix report post.nc -o report.html

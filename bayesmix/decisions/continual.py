@@ -31,7 +31,7 @@ import xarray as xr
 
 from bayesmix import errors
 from bayesmix.data.table import RunTable, _normalise_name
-from bayesmix.decisions.optimize import credible_interval
+from bayesmix.posterior.intervals import credible_interval
 
 #: Points of the grid over [0, x_max] on which every draw's curve is evaluated first; the last
 #: crossing found on it is then refined by bisection (a crossing between two grid points

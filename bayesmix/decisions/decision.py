@@ -11,7 +11,7 @@ non-convex law, how many of its starts reached the best value. The result is a
 and saved as JSON or CSV (:meth:`DecisionReport.save`).
 
 Loss intervals have mass ``ci_prob`` over posterior draws, equal-tailed by default
-(``ci_kind="hdi"``: highest density; :func:`bayesmix.decisions.optimize.credible_interval`).
+(``ci_kind="hdi"``: highest density; :func:`bayesmix.posterior.intervals.credible_interval`).
 "mean/median/lower/upper" describe the law's expected loss (uncertainty about the law); with a
 Posterior the report adds ``pred_lower``/``pred_upper``, the posterior predictive interval of one
 run's measured loss.
@@ -41,19 +41,16 @@ from bayesmix.data.table import check_known_domains
 if TYPE_CHECKING:  # scale imports optimize; imported lazily at run time
     from bayesmix.decisions.scale import ScaleShift
 from bayesmix.decisions.optimize import (
-    DEFAULT_PROB,
     LawDraws,
     Objective,
     as_law_draws,
-    check_ci_kind,
     check_constraints,
-    check_prob,
-    credible_interval,
     draw_optima,
     minimize_objective,
     optima_dataarray,
     optimum_spread,
 )
+from bayesmix.posterior.intervals import DEFAULT_PROB, check_ci_kind, check_prob, credible_interval
 
 #: Name of the aggregate row in loss tables (as in ``Prediction.intervals``).
 OVERALL = "overall"

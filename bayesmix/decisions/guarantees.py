@@ -50,7 +50,6 @@ from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import check_known_domains
 from bayesmix.decisions.optimize import (
-    DEFAULT_PROB,
     LawDraws,
     Objective,
     _beat_temperature,
@@ -63,12 +62,12 @@ from bayesmix.decisions.optimize import (
     as_law_draws,
     centre,
     check_constraints,
-    credible_interval,
     ensure_feasible,
     feasible_points,
     minimize_objective,
-    project,
 )
+from bayesmix.laws.solvers import project
+from bayesmix.posterior.intervals import DEFAULT_PROB, credible_interval
 
 #: Guarantee kinds: relative to the baseline (paired per draw) or absolute.
 KINDS = ("no-worse", "max-loss")

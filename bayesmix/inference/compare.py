@@ -31,8 +31,8 @@ from scipy.special import logsumexp
 
 from bayesmix import errors
 from bayesmix.data.table import RunTable
-from bayesmix.decisions.optimize import credible_interval
 from bayesmix.model.spec import ModelSpec, load_spec
+from bayesmix.posterior.intervals import credible_interval
 from bayesmix.posterior.posterior import Posterior
 
 #: The log-likelihood variables a saved posterior holds (see :mod:`bayesmix.posterior.posterior`).

@@ -44,7 +44,7 @@ Normal(0, 1) centred over training domains and over latent domains (so b_mu is t
 The number of latent domains K is the specification's ``hierarchy.latent`` (default
 :data:`DEFAULT_LATENT`); the model gets a ``latent`` dim with coordinates 0..K-1. Convex in r
 (a constant plus a positive sum of exponentials), and every draw's optimum is solved exactly
-by :func:`bayesmix.decisions.optimize.solve_exp_sum`. Several aggregate columns each get their own
+by :func:`bayesmix.laws.solvers.solve_exp_sum`. Several aggregate columns each get their own
 latent domains. The diagonal effect does not apply (latent domains have no names).
 """
 
@@ -57,6 +57,7 @@ from pymc.logprob.transforms import Transform
 
 from bayesmix.laws import m4
 from bayesmix.laws.base import Law, Param
+from bayesmix.laws.solvers import solve_exp_sum
 
 PARAMS = ("m", "rho", "s", "t")
 #: K when a specification does not set ``hierarchy.latent`` (the paper's best K on the Pile).
@@ -255,9 +256,7 @@ class Implicit(Law):
     def draw_optima(self, params, weights, lower, upper, x0=None, **inputs):
         """Exact per-draw optima: the weighted loss is a constant plus ``sum_{e,k}
         w_e m_e rho_e s_ek exp(t_ek . r)``, one exponential per (column, latent domain)
-        (:func:`bayesmix.decisions.optimize.solve_exp_sum`)."""
-        from bayesmix.decisions.optimize import solve_exp_sum
-
+        (:func:`bayesmix.laws.solvers.solve_exp_sum`)."""
         m, rho, s, t = (np.asarray(params[p], float) for p in PARAMS)
         a = (np.asarray(weights, float) * m * rho)[..., None] * s  # (S, E, K)
         n = a.shape[0]

@@ -15,7 +15,7 @@ So ``L_i(r) = m_i * (1 - rho_i + rho_i * exp(t_i . r))``, with ``c = m (1 - rho)
 ``k = m rho``. Shapes: ``r`` (..., n, M); ``m``, ``rho`` (..., K); ``t`` (..., K, M); result
 (..., n, K) in the loss's units (nats per token). For ``k > 0`` the weighted sum over domains is
 convex in r, so every draw's optimum is one convex problem (solved exactly by
-:func:`bayesmix.decisions.optimize.solve_exp_sum`). Use it when every run has some of every domain
+:func:`bayesmix.laws.solvers.solve_exp_sum`). Use it when every run has some of every domain
 (lattices, Ye et al.'s designs); with many zero shares prefer ``m4log`` or ``powershare``.
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 import pymc as pm
 
 from bayesmix.laws.base import Law, Param
+from bayesmix.laws.solvers import solve_exp_sum
 
 PARAMS = ("m", "rho", "t")
 
@@ -174,8 +175,6 @@ class M4(Law):
 
     def draw_optima(self, params, weights, lower, upper, x0=None):
         """Exact per-draw optima: the weighted loss is a constant plus a sum of exponentials
-        (:func:`bayesmix.decisions.optimize.solve_exp_sum`)."""
-        from bayesmix.decisions.optimize import solve_exp_sum
-
+        (:func:`bayesmix.laws.solvers.solve_exp_sum`)."""
         _, k, t = to_ck(params)
         return solve_exp_sum(k * np.asarray(weights, float), t, lower, upper, x0=x0)

@@ -23,6 +23,7 @@ import pytensor.tensor as pt
 
 from bayesmix.laws import m4
 from bayesmix.laws.base import Param
+from bayesmix.laws.solvers import NONCONVEX_DRAW_STARTS, project, solve_projected_gradient
 
 EPS = 1e-3
 #: Dim of the sampled slope coefficients: M-1 zero-sum contrasts of b, then the M entries of v.
@@ -390,12 +391,6 @@ class M4Log(m4.M4):
         above their own lattice optimum). For every training domain j with ``u_ij > 0`` for some
         weighted i, one start has r_j at its lower bound (the centre projected onto that face),
         and one start has all such shares at their lower bounds."""
-        from bayesmix.decisions.optimize import (
-            NONCONVEX_DRAW_STARTS,
-            project,
-            solve_projected_gradient,
-        )
-
         u = np.asarray(params["u"], float)
         w = np.asarray(weights, float)
         lo, hi = np.asarray(lower, float), np.asarray(upper, float)

@@ -45,6 +45,7 @@ import pytensor.tensor as pt
 
 from bayesmix.laws.base import Law, Param
 from bayesmix.laws.m4 import M4_PRIORS, exponent, slope_block
+from bayesmix.laws.solvers import solve_exp_sum
 
 #: Epoch AI's replication of Chinchilla (total loss): centres of the priors below.
 CHINCHILLA = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366}
@@ -183,8 +184,6 @@ class Scaling(Law):
         """Exact per-draw optima at one scale: M4 with ``k_i`` the reducible loss there."""
         if n_params is None or tokens is None:
             return None
-        from bayesmix.decisions.optimize import solve_exp_sum
-
         size = float(n_params) / np.asarray(params["n_ref"], float)[..., None]
         data = float(tokens) / np.asarray(params["d_ref"], float)[..., None]
         k = np.asarray(params["A"]) * size ** -np.asarray(params["alpha"]) + np.asarray(

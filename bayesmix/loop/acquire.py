@@ -91,9 +91,9 @@ from bayesmix.decisions.optimize import (
     ensure_feasible,
     feasible_points,
     minimize_objective,
-    project,
 )
 from bayesmix.laws import Law
+from bayesmix.laws.solvers import project
 from bayesmix.loop import design
 
 #: Strategy names accepted by :func:`get_strategy` (and ``bayesmix propose --strategy``).

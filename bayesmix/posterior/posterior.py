@@ -41,7 +41,6 @@ from bayesmix import errors
 from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.data.mixtures import as_mixtures, domain_weights
 from bayesmix.data.table import RunTable
-from bayesmix.decisions.optimize import check_ci_kind, credible_interval
 from bayesmix.io import atomic_path
 from bayesmix.laws import get_law
 from bayesmix.model.model import prepare_data
@@ -49,6 +48,7 @@ from bayesmix.model.spec import ModelSpec
 from bayesmix.posterior.diagnostics import BLOCK_ELEMENTS, Diagnostics
 from bayesmix.posterior.extrapolation import ATTR as EXTRAPOLATION_ATTR
 from bayesmix.posterior.extrapolation import Calibration, apply_calibration, log_distance
+from bayesmix.posterior.intervals import check_ci_kind, credible_interval
 
 FORMAT = "bayesmix-posterior/1"
 _VERSIONED = (
@@ -118,7 +118,7 @@ class Prediction:
             One run's measured loss, or the law's expected loss.
         ci_kind : {"eti", "hdi"}, default "eti"
             Equal-tailed or highest density intervals
-            (:func:`bayesmix.decisions.optimize.credible_interval`).
+            (:func:`bayesmix.posterior.intervals.credible_interval`).
 
         Returns
         -------
@@ -781,7 +781,7 @@ class Posterior:
             the table is the same for any chunk size.
         ci_kind : {"eti", "hdi"}, default "eti"
             Equal-tailed or highest density intervals
-            (:func:`bayesmix.decisions.optimize.credible_interval`).
+            (:func:`bayesmix.posterior.intervals.credible_interval`).
 
         Returns
         -------

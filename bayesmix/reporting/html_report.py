@@ -152,7 +152,7 @@ def build_html(
     title: str | None = None,
 ) -> str:
     """The report as one HTML document (text); arguments as :func:`write_report`."""
-    from bayesmix.decisions.optimize import check_ci_kind, check_prob
+    from bayesmix.posterior.intervals import check_ci_kind, check_prob
     from bayesmix.posterior.posterior import Posterior
 
     check_prob(ci_prob)
@@ -627,7 +627,7 @@ def _ppc_arrays(post):
 
 def _section_ppc(view: _View) -> tuple[str, str, str]:
     obs, pred = _ppc_arrays(view.post)
-    from bayesmix.decisions.optimize import credible_interval
+    from bayesmix.posterior.intervals import credible_interval
 
     stacked = pred.stack(sample=("chain", "draw")).transpose("sample", "run", "eval_domain")
     lo, hi = credible_interval(stacked.values, view.prob, ci_kind=view.ci_kind)  # (run, K)
@@ -785,7 +785,7 @@ def _through(r: np.ndarray, j: int, shares: np.ndarray) -> np.ndarray:
 
 
 def _section_simplex(view: _View, abc) -> tuple[str, str, str]:
-    from bayesmix.decisions.optimize import credible_interval
+    from bayesmix.posterior.intervals import credible_interval
 
     r, m = view.mixture, len(view.train)
     xs = np.linspace(0.0, 1.0, 41)
@@ -997,8 +997,9 @@ def _section_decision(view: _View) -> tuple[str, str, str]:
 def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
     from bayesmix.data.constraints import Constraints
     from bayesmix.decisions.decision import resolve_weights
-    from bayesmix.decisions.optimize import LawDraws, credible_interval, minimize_objective
+    from bayesmix.decisions.optimize import LawDraws, minimize_objective
     from bayesmix.loop.ledger import Ledger
+    from bayesmix.posterior.intervals import credible_interval
     from bayesmix.posterior.posterior import Posterior
 
     with Ledger.open(ledger) as led:
