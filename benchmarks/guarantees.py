@@ -38,8 +38,9 @@ import warnings
 import numpy as np
 
 from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.draws import LawDraws
 from bayesmix.decisions.guarantees import Guarantee, GuaranteeError, minimize_guaranteed
-from bayesmix.decisions.optimize import LawDraws, minimize_objective
+from bayesmix.decisions.optimize import minimize_objective
 from bayesmix.inference.fitting import fit
 from bayesmix.model.simulation import simulate
 

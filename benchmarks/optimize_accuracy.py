@@ -32,7 +32,9 @@ import numpy as np
 
 from bayesmix.data.constraints import Constraints
 from bayesmix.decisions.decision import decide
-from bayesmix.decisions.optimize import centre, draw_optima, exp_terms, minimize_objective
+from bayesmix.decisions.draws import exp_terms
+from bayesmix.decisions.feasible import centre
+from bayesmix.decisions.optimize import draw_optima, minimize_objective
 from bayesmix.inference.fitting import fit
 from bayesmix.laws.solvers import solve_exp_sum
 from bayesmix.model.simulation import simulate

@@ -76,7 +76,7 @@ def saved_posterior(simulated_fit, tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------------------------- shared checks
 def check_objective_gradients(values, label: str = "") -> None:
-    """Every objective's gradient (``_Criterion`` over per-draw ``values`` on 4 training
+    """Every objective's gradient (``Criterion`` over per-draw ``values`` on 4 training
     domains) against central differences of its own value.
 
     Central differences err by ~h^2 f''' + eps f / h ~ 1e-10 here; sort-based objectives
@@ -84,12 +84,12 @@ def check_objective_gradients(values, label: str = "") -> None:
     """
     import numpy as np
 
-    from bayesmix.decisions.optimize import Objective, _Criterion
+    from bayesmix.decisions.objectives import Criterion, Objective
 
     base = np.array([0.4, 0.3, 0.2, 0.1])
     r = np.array([0.1, 0.2, 0.3, 0.4])
     for obj in ("mean", "quantile:0.9", "cvar:0.8", "beat-baseline"):
-        crit = _Criterion(Objective.parse(obj), values, base, temperature=0.05)
+        crit = Criterion(Objective.parse(obj), values, base, temperature=0.05)
         _, g = crit(r)
         h = 1e-6
         fd = np.array([(crit(r + h * e)[0] - crit(r - h * e)[0]) / (2 * h) for e in np.eye(4)])

@@ -12,7 +12,7 @@ import pytest
 from bayesmix.cli import main
 from bayesmix.data.constraints import Constraints
 from bayesmix.decisions.decision import decide
-from bayesmix.decisions.optimize import aggregate_loss
+from bayesmix.decisions.draws import aggregate_loss
 
 #: Every test here runs MCMC (or uses a fitted fixture): `make test-fast` skips them.
 pytestmark = pytest.mark.slow

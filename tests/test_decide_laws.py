@@ -28,13 +28,11 @@ from scipy import special
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.decisions.decision import decide
+from bayesmix.decisions.draws import LawDraws, aggregate_loss
+from bayesmix.decisions.objectives import DrawValues, Objective
 from bayesmix.decisions.optimize import (
     DEFAULT_STARTS,
     NONCONVEX_STARTS,
-    LawDraws,
-    Objective,
-    _DrawValues,
-    aggregate_loss,
     draw_optima,
     minimize_objective,
 )
@@ -382,7 +380,7 @@ def test_every_objective_gradient_matches_finite_differences(name):
     """The optimiser's criterion (built on Law.value_grad) against central differences of its
     own value, for every objective."""
     draws = _draws_for(name)
-    values = _DrawValues(draws.law, draws.params, np.array([0.2, 0.3, 0.5]), draws.inputs)
+    values = DrawValues(draws.law, draws.params, np.array([0.2, 0.3, 0.5]), draws.inputs)
     f, _ = values(np.full(4, 0.25))
     np.testing.assert_allclose(
         f, aggregate_loss(draws, np.full(4, 0.25), [0.2, 0.3, 0.5])[:, 0], rtol=1e-12

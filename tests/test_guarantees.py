@@ -23,6 +23,7 @@ from bayesmix.cli import main
 from bayesmix.data.constraints import Constraints
 from bayesmix.decisions.continual import critical_share
 from bayesmix.decisions.decision import decide
+from bayesmix.decisions.draws import LawDraws
 from bayesmix.decisions.guarantees import (
     Guarantee,
     GuaranteeError,
@@ -33,7 +34,7 @@ from bayesmix.decisions.guarantees import (
     minimize_guaranteed,
     parse_guarantees,
 )
-from bayesmix.decisions.optimize import LawDraws, minimize_objective
+from bayesmix.decisions.optimize import minimize_objective
 from bayesmix.laws import m4
 from bayesmix.model.simulation import simulate
 from bayesmix.posterior.posterior import Posterior

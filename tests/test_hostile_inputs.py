@@ -31,7 +31,8 @@ from bayesmix.cli import main
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.loaders import load
 from bayesmix.data.table import MAX_LOSS, RunTable
-from bayesmix.decisions.optimize import LawDraws, minimize_objective
+from bayesmix.decisions.draws import LawDraws
+from bayesmix.decisions.optimize import minimize_objective
 from bayesmix.model.simulation import simulate
 from bayesmix.posterior.posterior import Posterior
 

@@ -18,7 +18,8 @@ from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import RunTable
 from bayesmix.decisions.decision import decide
-from bayesmix.decisions.optimize import LawDraws, _generic_draw_optima
+from bayesmix.decisions.draws import LawDraws
+from bayesmix.decisions.optimize import _generic_draw_optima
 from bayesmix.laws import get_law, m4
 from bayesmix.laws.implicit import from_paper, to_paper
 from bayesmix.model.spec import load_spec

@@ -18,14 +18,10 @@ from scipy import special
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.decisions.decision import DecisionReport, decide, resolve_baseline, resolve_weights
+from bayesmix.decisions.draws import LawDraws, aggregate_loss, check_draws, exp_terms
+from bayesmix.decisions.objectives import DrawValues, Objective
 from bayesmix.decisions.optimize import (
-    LawDraws,
-    Objective,
-    _DrawValues,
-    aggregate_loss,
-    check_draws,
     draw_optima,
-    exp_terms,
     minimize_objective,
     optima_dataarray,
     optimum_spread,
@@ -116,7 +112,7 @@ def test_project_matches_a_quadratic_program_and_is_exactly_feasible(lower, uppe
 
 def test_criterion_gradients_match_finite_differences():
     d = make_draws(300, 3, 4, seed=4)
-    values = _DrawValues(get_law("m4"), check_draws(d), np.ones(3) / 3)
+    values = DrawValues(get_law("m4"), check_draws(d), np.ones(3) / 3)
     check_objective_gradients(values, "m4")
 
 

@@ -20,7 +20,7 @@ from conftest import m4_posterior
 
 import bayesmix as bm
 from bayesmix import errors
-from bayesmix.decisions.optimize import LawDraws
+from bayesmix.decisions.draws import LawDraws
 from bayesmix.posterior.intervals import credible_interval
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 
 from bayesmix import errors
 from bayesmix.cli import main
-from bayesmix.decisions.optimize import LawDraws
+from bayesmix.decisions.draws import LawDraws
 from bayesmix.laws import get_law
 from bayesmix.model.model import prepare_data, select_for_fit
 from bayesmix.model.simulation import LawTruth, simulate_checkpoints

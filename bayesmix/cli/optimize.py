@@ -33,7 +33,8 @@ from bayesmix.cli._options import (
     scale_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output
-from bayesmix.decisions.optimize import DEFAULT_STARTS, NONCONVEX_STARTS, OBJECTIVES
+from bayesmix.decisions.objectives import OBJECTIVES
+from bayesmix.decisions.optimize import DEFAULT_STARTS, NONCONVEX_STARTS
 from bayesmix.posterior.intervals import DEFAULT_PROB
 
 _EPILOG = """examples:

@@ -27,7 +27,7 @@ from bayesmix.cli._options import (
     scale_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output
-from bayesmix.decisions.optimize import OBJECTIVES
+from bayesmix.decisions.objectives import OBJECTIVES
 from bayesmix.posterior.intervals import DEFAULT_PROB
 
 _EPILOG = """examples:

@@ -40,11 +40,10 @@ from bayesmix.data.table import check_known_domains
 
 if TYPE_CHECKING:  # scale imports optimize; imported lazily at run time
     from bayesmix.decisions.scale import ScaleShift
+from bayesmix.decisions.draws import LawDraws, as_law_draws
+from bayesmix.decisions.feasible import check_constraints
+from bayesmix.decisions.objectives import Objective
 from bayesmix.decisions.optimize import (
-    LawDraws,
-    Objective,
-    as_law_draws,
-    check_constraints,
     draw_optima,
     minimize_objective,
     optima_dataarray,
@@ -648,7 +647,7 @@ def decide(
     ----------
     source : Posterior or LawDraws
         A fitted posterior (any law) or draws of a law
-        (:class:`bayesmix.decisions.optimize.LawDraws`).
+        (:class:`bayesmix.decisions.draws.LawDraws`).
     weights : mapping, path or array_like, optional
         How validation losses aggregate: ``{domain: weight}``, a JSON file of that, or an
         array (K,) (see :func:`resolve_weights`); default equal weights.
@@ -705,7 +704,7 @@ def decide(
 
     >>> import numpy as np
     >>> import bayesmix as bm
-    >>> from bayesmix.decisions.optimize import LawDraws
+    >>> from bayesmix.decisions.draws import LawDraws
     >>> runs, truth = bm.simulate(["web", "code", "books"], n_runs=12, random_seed=0)
     >>> rng = np.random.default_rng(1)
     >>> params = {k: truth[k] * rng.normal(1, 0.02, (100, *np.shape(truth[k])))

@@ -42,30 +42,35 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize as sopt
 from scipy import special
 
 from bayesmix import errors
 from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import check_known_domains
-from bayesmix.decisions.optimize import (
+from bayesmix.decisions.draws import (
     LawDraws,
-    Objective,
-    _beat_temperature,
-    _Criterion,
-    _DrawValues,
-    _normalise_weights,
-    _order_weights,
-    _predict,
-    _unpack,
     as_law_draws,
-    centre,
-    check_constraints,
-    ensure_feasible,
-    feasible_points,
-    minimize_objective,
+    normalise_weights,
+    unpack_draws,
 )
+from bayesmix.decisions.epigraph import (
+    DomainValues,
+    excess_pieces,
+    minimax_plain,
+    minimise_max,
+    minimise_max_from,
+    worst_piece,
+)
+from bayesmix.decisions.feasible import centre, check_constraints, ensure_feasible, feasible_points
+from bayesmix.decisions.objectives import (
+    Criterion,
+    DrawValues,
+    Objective,
+    beat_temperature,
+    order_weights,
+)
+from bayesmix.decisions.optimize import minimize_objective
 from bayesmix.laws.solvers import project
 from bayesmix.posterior.intervals import DEFAULT_PROB, credible_interval
 
@@ -83,8 +88,6 @@ MARGIN_ROUNDS = 8
 #: Polishing along a segment: grid points, then bisection steps on the exact check.
 POLISH_GRID = 33
 POLISH_BISECT = 50
-#: SLSQP iterations per solve.
-MAXITER = 300
 #: Logistic bandwidth of the probability surrogate used to find the best reachable probability
 #: of an infeasible guarantee, as a fraction of the sd of ``X_sj`` over draws.
 PROB_BANDWIDTH = 0.25
@@ -222,31 +225,6 @@ def expand(guarantees, eval_domains: Sequence[str]) -> tuple[list[Guarantee], np
 
 
 # ------------------------------------------------------------------------------ evaluation
-class _DomainValues:
-    """Per-draw weighted losses ``f_sj(r) = sum_i W_ji L_si(r)`` (S, J) and gradients in r
-    (S, J, M) for weight rows W (J, K), from :meth:`Law.value_grad`; the last r is cached."""
-
-    def __init__(self, law, params, inputs, weights):
-        self.law, self.params, self.inputs = law, params, dict(inputs)
-        self.weights = np.atleast_2d(np.asarray(weights, float))
-        self._key, self._val = None, None
-
-    def __call__(self, r):
-        r = np.asarray(r, float)
-        key = r.tobytes()
-        if key != self._key:
-            fs, gs = [], []
-            for w in self.weights:
-                f, g = self.law.value_grad(r[None, :], self.params, w, **self.inputs)
-                fs.append(np.asarray(f)[:, 0])
-                gs.append(np.asarray(g)[:, 0, :])
-            self._key, self._val = key, (np.stack(fs, axis=1), np.stack(gs, axis=1))
-        return self._val
-
-    def at(self, mixtures) -> np.ndarray:
-        """Values (S, n, J) at mixtures (n, M) without gradients."""
-        r = np.atleast_2d(np.asarray(mixtures, float))
-        return _predict(self.law, self.params, r, self.inputs) @ self.weights.T
 
 
 class _ChanceSet:
@@ -255,7 +233,7 @@ class _ChanceSet:
 
     def __init__(self, law, params, inputs, guarantees, weights, baseline):
         self.guarantees = list(guarantees)
-        self.values = _DomainValues(law, params, inputs, weights)
+        self.values = DomainValues(law, params, inputs, weights)
         base = self.values.at(np.asarray(baseline, float))[:, 0, :]  # (S, J)
         bound = np.array([g.bound for g in self.guarantees], float)
         relative = np.array([g.kind == "no-worse" for g in self.guarantees])
@@ -263,7 +241,7 @@ class _ChanceSet:
         self.level = np.array([g.prob for g in self.guarantees], float)
         s = self.ref.shape[0]
         self.n_draws = s
-        self.order_w = np.stack([_order_weights("quantile", p, s) for p in self.level])
+        self.order_w = np.stack([order_weights("quantile", p, s) for p in self.level])
         #: draws that must satisfy X <= 0, per guarantee
         self.need = np.ceil(self.level * s - 1e-9).astype(int)
         self.margin = np.zeros(len(self.guarantees))
@@ -296,84 +274,6 @@ class _ChanceSet:
 
     def ok(self, r) -> bool:
         return bool(np.all(self.shortfall(r) <= EXACT_ATOL))
-
-
-# ------------------------------------------------------------------------------ SLSQP
-def _slsqp(pieces, x0, constraints: Constraints, ineq=None, maxiter: int = MAXITER):
-    """Minimise ``max_p pieces(r)`` (pieces: r -> (v (P,), G (P, M))) over the feasible set,
-    subject to ``ineq(r) -> (c (J,), C (J, M)) >= 0``, by SLSQP over the free shares (plus the
-    epigraph variable u when P > 1). Returns the point projected onto the share constraints."""
-    lo, hi = constraints.lower, constraints.upper
-    free = hi - lo > 1e-12
-    x0 = project(np.asarray(x0, float), lo, hi)
-    if free.sum() <= 1:
-        return x0
-    nf = int(free.sum())
-    base = x0.copy()
-    fixed_sum = base[~free].sum()
-    v0 = np.atleast_1d(pieces(x0)[0])
-    epi = v0.size > 1
-
-    def full(z):
-        x = base.copy()
-        x[free] = z[:nf]
-        return x
-
-    cons = [
-        {
-            "type": "eq",
-            "fun": lambda z: z[:nf].sum() + fixed_sum - 1.0,
-            "jac": lambda z: np.concatenate([np.ones(nf), np.zeros(z.size - nf)]),
-        }
-    ]
-    if epi:
-
-        def f(z):
-            return z[nf], np.concatenate([np.zeros(nf), [1.0]])
-
-        def epi_c(z):
-            return z[nf] - np.atleast_1d(pieces(full(z))[0])
-
-        def epi_j(z):
-            g = np.atleast_2d(pieces(full(z))[1])[:, free]
-            return np.hstack([-g, np.ones((g.shape[0], 1))])
-
-        cons.append({"type": "ineq", "fun": epi_c, "jac": epi_j})
-        z0 = np.concatenate([x0[free], [v0.max()]])
-        bounds = list(zip(lo[free], hi[free])) + [(None, None)]
-    else:
-
-        def f(z):
-            v, g = pieces(full(z))
-            return float(np.atleast_1d(v)[0]), np.atleast_2d(g)[0][free]
-
-        z0 = x0[free]
-        bounds = list(zip(lo[free], hi[free]))
-    if ineq is not None:
-
-        def ineq_j(z):
-            jac = ineq(full(z))[1][:, free]
-            return np.hstack([jac, np.zeros((jac.shape[0], z.size - nf))])
-
-        cons.append({"type": "ineq", "fun": lambda z: ineq(full(z))[0], "jac": ineq_j})
-    with np.errstate(over="ignore", invalid="ignore"):
-        res = sopt.minimize(
-            f,
-            z0,
-            jac=True,
-            method="SLSQP",
-            bounds=bounds,
-            constraints=cons,
-            options={"maxiter": maxiter, "ftol": 1e-12},
-        )
-    x = full(res.x)
-    if not np.all(np.isfinite(x)):
-        return x0
-    return project(x, lo, hi)
-
-
-def _worst(pieces, r) -> float:
-    return float(np.max(np.atleast_1d(pieces(r)[0])))
 
 
 # ------------------------------------------------------------------------------ the solver
@@ -426,37 +326,21 @@ class GuaranteedOptimum:
         )
 
 
-def _excess_pieces(law, params, inputs, w, baseline):
-    """minimax: expected excess over the baseline per validation domain with weight > 0."""
-    k = len(w)
-    keep = np.flatnonzero(np.asarray(w) > 0)
-    dv = _DomainValues(law, params, inputs, np.eye(k)[keep])
-    base = dv.at(baseline)[:, 0, :].mean(axis=0)
-
-    def pieces(r):
-        f, g = dv(r)
-        return f.mean(axis=0) - base, g.mean(axis=0)
-
-    return pieces, keep
-
-
 def _criterion_pieces(
     objective: Objective, law, params, inputs, w, baseline, constraints, reference, seed
 ):
     """The objective as pieces (r -> (v (1,), G (1, M)), or per domain for minimax) and a
     function giving the reported value."""
     if objective.kind == "minimax":
-        pieces, _ = _excess_pieces(law, params, inputs, w, baseline)
-        return pieces, lambda r: _worst(pieces, r)
-    values = _DrawValues(law, params, w, inputs)
+        pieces, _ = excess_pieces(law, params, inputs, w, baseline)
+        return pieces, lambda r: worst_piece(pieces, r)
+    values = DrawValues(law, params, w, inputs)
     temperature = None
     if objective.kind == "beat-baseline":
-        temperature = objective.temperature or _beat_temperature(
+        temperature = objective.temperature or beat_temperature(
             values, baseline, reference, constraints, seed
         )
-    crit = _Criterion(
-        objective, values, baseline if objective.needs_baseline else None, temperature
-    )
+    crit = Criterion(objective, values, baseline if objective.needs_baseline else None, temperature)
 
     def crit_pieces(r):
         v, g = crit(r)
@@ -472,12 +356,9 @@ def solve(
     exactly met on the draws. ``starts`` (n, M): SLSQP starts; ``anchor``: the optimum without
     guarantees (polishing target). Returns (mixture (M,), margins (J,)); raises
     :class:`GuaranteeError` when nothing feasible is found."""
-    starts = [project(np.asarray(s, float), constraints.lower, constraints.upper) for s in starts]
     if chance is None or len(chance) == 0:
-        best = min(
-            (_slsqp(pieces, s, constraints) for s in starts), key=lambda r: _worst(pieces, r)
-        )
-        return ensure_feasible(best, constraints), np.zeros(0)
+        return minimise_max_from(pieces, constraints, starts), np.zeros(0)
+    starts = [project(np.asarray(s, float), constraints.lower, constraints.upper) for s in starts]
     feasible = [s for s in starts if chance.ok(s)]
     if not feasible:
         feasible = [_phase_one(chance, constraints, starts)]
@@ -488,7 +369,7 @@ def solve(
         chance.margin = np.zeros(len(chance))
         x = x0
         for round_ in range(MARGIN_ROUNDS):
-            x = _slsqp(pieces, x, constraints, ineq=_ineq(chance))
+            x = minimise_max(pieces, x, constraints, ineq=_ineq(chance))
             if round_ == 0:
                 smooth_points.append(x)
             short = chance.shortfall(x)
@@ -499,13 +380,13 @@ def solve(
             bad = short > 0
             chance.margin[bad] += short[bad] + 1e-9
     chance.margin = np.zeros(len(chance))
-    best = min(candidates, key=lambda r: _worst(pieces, r))
+    best = min(candidates, key=lambda r: worst_piece(pieces, r))
     targets = smooth_points + ([anchor] if anchor is not None else [])
     for target in targets:
         best = _polish(pieces, chance, best, np.asarray(target, float))
     best = ensure_feasible(best, constraints)
     if not chance.ok(best):  # projection rounding only; fall back to a checked candidate
-        best = min((c for c in candidates if chance.ok(c)), key=lambda r: _worst(pieces, r))
+        best = min((c for c in candidates if chance.ok(c)), key=lambda r: worst_piece(pieces, r))
     return best, margins
 
 
@@ -531,14 +412,14 @@ def _polish(pieces, chance, r0, r1):
     if np.abs(r1 - r0).max() < 1e-12:
         return r0
     ts = np.linspace(0.0, 1.0, POLISH_GRID)
-    best_t, best_v = 0.0, _worst(pieces, r0)
+    best_t, best_v = 0.0, worst_piece(pieces, r0)
     feas = np.zeros(POLISH_GRID, bool)
     feas[0] = True
     for i, t in enumerate(ts[1:], 1):
         r = r0 + t * (r1 - r0)
         feas[i] = chance.ok(r)
         if feas[i]:
-            v = _worst(pieces, r)
+            v = worst_piece(pieces, r)
             if v < best_v:
                 best_t, best_v = t, v
     i = int(round(best_t * (POLISH_GRID - 1)))
@@ -547,8 +428,8 @@ def _polish(pieces, chance, r0, r1):
         for _ in range(POLISH_BISECT):
             mid = 0.5 * (lo + hi)
             r = r0 + mid * (r1 - r0)
-            if chance.ok(r) and _worst(pieces, r) <= best_v:
-                lo, best_t, best_v = mid, mid, _worst(pieces, r)
+            if chance.ok(r) and worst_piece(pieces, r) <= best_v:
+                lo, best_t, best_v = mid, mid, worst_piece(pieces, r)
             else:
                 hi = mid
     return r0 + best_t * (r1 - r0)
@@ -573,7 +454,7 @@ def _phase_one(chance: _ChanceSet, constraints: Constraints, starts) -> np.ndarr
         x = x0
         chance.margin = np.zeros(len(chance))
         for _ in range(MARGIN_ROUNDS):
-            x = _slsqp(tightened, x, constraints)
+            x = minimise_max(tightened, x, constraints)
             if chance.ok(x):
                 chance.margin = np.zeros(len(chance))
                 return x
@@ -582,7 +463,7 @@ def _phase_one(chance: _ChanceSet, constraints: Constraints, starts) -> np.ndarr
             if not np.any(short[bad] > 1e-12):
                 break
             chance.margin[bad] += short[bad] + 1e-9
-        v = _worst(pieces, x)
+        v = worst_piece(pieces, x)
         if v < best_v:
             best, best_v = x, v
     chance.margin = np.zeros(len(chance))
@@ -644,7 +525,7 @@ def _best_probability(chance: _ChanceSet, j: int, others: list[int], constraints
 
         found = []
         for x0 in starts:
-            for x in (x0, _slsqp(pieces, x0, constraints, ineq=sub)):
+            for x in (x0, minimise_max(pieces, x0, constraints, ineq=sub)):
                 if held(x, idx):
                     found.append((float(chance.probs(x)[j]), x))
         if found:
@@ -681,13 +562,13 @@ def minimize_guaranteed(
     seed = random_seed
     objective = Objective.parse(objective)
     draws = as_law_draws(draws)
-    law, params, inputs = _unpack(draws)
+    law, params, inputs = unpack_draws(draws)
     constraints = check_constraints(constraints, draws.train_domains)
     m = len(draws.train_domains)
-    w = _normalise_weights(weights, len(draws.eval_domains))
+    w = normalise_weights(weights, len(draws.eval_domains))
     base = np.full(m, 1.0 / m) if baseline is None else np.asarray(baseline, float)
     if objective.kind == "minimax":
-        plain = _minimax_plain(law, params, inputs, w, base, constraints, extra_starts, seed)
+        plain = minimax_plain(law, params, inputs, w, base, constraints, extra_starts, seed)
         anchor = plain
     else:
         anchor = minimize_objective(
@@ -717,15 +598,6 @@ def minimize_guaranteed(
     return GuaranteedOptimum(
         x, value(x), expanded, chance.probs(x), margins, anchor, value(anchor), len(starts)
     )
-
-
-def _minimax_plain(law, params, inputs, w, base, constraints, extra_starts, seed):
-    """The minimax mixture without guarantees (epigraph SLSQP from a few starts)."""
-    pieces, _ = _excess_pieces(law, params, inputs, w, base)
-    starts = [base, centre(constraints), *feasible_points(constraints, 2, seed)]
-    if extra_starts is not None:
-        starts += list(np.atleast_2d(extra_starts))
-    return solve(pieces, None, constraints, starts)[0]
 
 
 @renamed_kwargs(**CI_PROB)
@@ -804,7 +676,7 @@ def guaranteed_critical_share(
         weights=dict(zip(posterior.eval_domains, w)),
     )
     expanded, wg = expand([g], draws.eval_domains)
-    law, params, inp = _unpack(draws)
+    law, params, inp = unpack_draws(draws)
     chance = _ChanceSet(law, params, inp, expanded, wg, base)
     j = train.index(new)
 
@@ -980,9 +852,9 @@ def frontier(
         for t in values:
             if not math.isfinite(t):
                 raise errors.OptionError("tolerances must be finite numbers")
-    law, params, inp = _unpack(draws)
+    law, params, inp = unpack_draws(draws)
     anchor = minimize_objective(draws, constraints, w, "mean", random_seed=random_seed).mixture
-    tdv = _DomainValues(law, params, inp, w[None, :])
+    tdv = DomainValues(law, params, inp, w[None, :])
     free_loss = float(tdv.at(anchor)[:, 0, 0].mean())
 
     def pieces(r):
@@ -1004,7 +876,12 @@ def frontier(
             x, _ = solve(pieces, chance, constraints, starts, anchor=anchor)
         except GuaranteeError:
             x = None
-        if x is not None and prev is not None and chance.ok(prev) and _worst(pieces, x) > prev_v:
+        if (
+            x is not None
+            and prev is not None
+            and chance.ok(prev)
+            and worst_piece(pieces, x) > prev_v
+        ):
             x = prev  # monotone: the tighter point's mixture is feasible here and better
         row: dict[str, Any] = {sweep: v, "feasible": x is not None}
         if x is None:

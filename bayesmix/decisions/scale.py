@@ -18,7 +18,8 @@ import pandas as pd
 
 from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.data.constraints import Constraints
-from bayesmix.decisions.optimize import LawDraws, draw_optima, minimize_objective
+from bayesmix.decisions.draws import LawDraws
+from bayesmix.decisions.optimize import draw_optima, minimize_objective
 from bayesmix.posterior.intervals import credible_interval
 
 #: A per-draw optimum "moves" when some share changes by more than this (share of tokens).

@@ -84,14 +84,9 @@ from bayesmix import errors
 from bayesmix._compat import SEED, renamed_kwargs
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import MIX_PREFIX
-from bayesmix.decisions.optimize import (
-    LawDraws,
-    check_constraints,
-    draw_optima,
-    ensure_feasible,
-    feasible_points,
-    minimize_objective,
-)
+from bayesmix.decisions.draws import LawDraws
+from bayesmix.decisions.feasible import check_constraints, ensure_feasible, feasible_points
+from bayesmix.decisions.optimize import draw_optima, minimize_objective
 from bayesmix.laws import Law
 from bayesmix.laws.solvers import project
 from bayesmix.loop import design
@@ -128,7 +123,7 @@ class Belief:
     (1 for Normal, nu / (nu - 2) for Student-t); ``law``: the mixing law (a
     :class:`bayesmix.laws.Law` or its name; default M4); ``inputs``: fixed values of the law's
     extra inputs (``n_params``, ``tokens``) when it takes them. ``draws`` is the validated
-    :class:`bayesmix.decisions.optimize.LawDraws` every computation goes through.
+    :class:`bayesmix.decisions.draws.LawDraws` every computation goes through.
     """
 
     params: dict

@@ -259,7 +259,8 @@ class _View:
 
     def __init__(self, post, decision, ci_prob: float, ci_kind: str = "eti"):
         from bayesmix.data.constraints import Constraints
-        from bayesmix.decisions.optimize import LawDraws, minimize_objective
+        from bayesmix.decisions.draws import LawDraws
+        from bayesmix.decisions.optimize import minimize_objective
 
         self.post, self.decision, self.prob, self.ci_kind = post, decision, ci_prob, ci_kind
         self.train = list(post.train_domains)
@@ -997,7 +998,8 @@ def _section_decision(view: _View) -> tuple[str, str, str]:
 def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
     from bayesmix.data.constraints import Constraints
     from bayesmix.decisions.decision import resolve_weights
-    from bayesmix.decisions.optimize import LawDraws, minimize_objective
+    from bayesmix.decisions.draws import LawDraws
+    from bayesmix.decisions.optimize import minimize_objective
     from bayesmix.loop.ledger import Ledger
     from bayesmix.posterior.intervals import credible_interval
     from bayesmix.posterior.posterior import Posterior
