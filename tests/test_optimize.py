@@ -17,8 +17,9 @@ from scipy import special
 
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
-from bayesmix.decisions.decision import DecisionReport, decide, resolve_baseline, resolve_weights
+from bayesmix.decisions.decision import DecisionReport, decide
 from bayesmix.decisions.draws import LawDraws, aggregate_loss, check_draws, exp_terms
+from bayesmix.decisions.inputs import resolve_baseline, resolve_weights
 from bayesmix.decisions.objectives import DrawValues, Objective
 from bayesmix.decisions.optimize import (
     draw_optima,

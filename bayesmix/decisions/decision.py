@@ -24,7 +24,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,12 +36,12 @@ import xarray as xr
 from bayesmix import errors
 from bayesmix._compat import CI_PROB, PROGRESS, SEED, renamed_kwargs
 from bayesmix.data.constraints import Constraints
-from bayesmix.data.table import check_known_domains
 
 if TYPE_CHECKING:  # scale imports optimize; imported lazily at run time
     from bayesmix.decisions.scale import ScaleShift
 from bayesmix.decisions.draws import LawDraws, as_law_draws
 from bayesmix.decisions.feasible import check_constraints
+from bayesmix.decisions.inputs import REPORT_FORMAT, resolve_baseline, resolve_weights
 from bayesmix.decisions.objectives import Objective
 from bayesmix.decisions.optimize import (
     draw_optima,
@@ -53,97 +53,6 @@ from bayesmix.posterior.intervals import DEFAULT_PROB, check_ci_kind, check_prob
 
 #: Name of the aggregate row in loss tables (as in ``Prediction.intervals``).
 OVERALL = "overall"
-REPORT_FORMAT = "bayesmix-decision/1"
-
-
-# ------------------------------------------------------------------------------ inputs
-def resolve_weights(
-    eval_domains: Sequence[str],
-    weights=None,
-    target: str | None = None,
-    *,
-    allow_subset: bool = False,
-) -> tuple[np.ndarray, str]:
-    """Normalised weights (K,) over ``eval_domains`` and a one-line description.
-
-    ``weights``: ``{domain: weight}``, a JSON file of that, or an array (K,); names match up to
-    case and punctuation (:func:`bayesmix.data.mixtures.domain_weights`). ``target``: one validation
-    domain gets all the weight. Neither: equal weights.
-    """
-    from bayesmix.data.mixtures import domain_weights
-
-    eval_domains = list(eval_domains)
-    if weights is not None and target is not None:
-        raise errors.ObjectiveError("give either weights or a target domain, not both")
-    if target is not None:
-        check_known_domains([target], eval_domains, "validation")
-        w = np.zeros(len(eval_domains))
-        w[eval_domains.index(target)] = 1.0
-        return w, f"target domain {target}"
-    if weights is None:
-        return np.full(
-            len(eval_domains), 1.0 / len(eval_domains)
-        ), f"equal weights over the {len(eval_domains)} validation domains"
-    if isinstance(weights, (str, Path, Mapping)):
-        w = domain_weights(weights, eval_domains, allow_subset=allow_subset)
-        where = f" from {weights}" if isinstance(weights, (str, Path)) else ""
-        return w, f"explicit weights{where}"
-    w = np.asarray(weights, float).reshape(-1)
-    if (
-        w.shape != (len(eval_domains),)
-        or not np.all(np.isfinite(w))
-        or np.any(w < 0)
-        or w.sum() <= 0
-    ):
-        raise errors.ObjectiveError(
-            f"weights must be {len(eval_domains)} finite numbers >= 0, not all zero",
-            hint=f"order: {', '.join(eval_domains)}",
-        )
-    return w / w.sum(), "explicit weights"
-
-
-def resolve_baseline(
-    train_domains: Sequence[str], baseline=None, *, source: str | None = None
-) -> tuple[np.ndarray, str]:
-    """The baseline mixture (M,) and a label. None: the uniform mixture.
-
-    ``baseline``: ``{domain: share}`` (unnamed domains get 0; shares must sum to 1 within the
-    run-table tolerance and are rescaled to exactly 1), an array (M,), or a JSON file holding
-    such a mapping or a bayesmix decision report (its recommended mixture).
-    """
-    from bayesmix.data.mixtures import as_mixtures
-
-    train_domains = list(train_domains)
-    if baseline is None:
-        return np.full(len(train_domains), 1.0 / len(train_domains)), "uniform"
-    label = "given"
-    if isinstance(baseline, (str, Path)):
-        source = str(baseline)
-        baseline, label = _read_baseline_file(Path(baseline)), f"from {baseline}"
-    if isinstance(baseline, Mapping):
-        check_known_domains(baseline, train_domains, "training", source=source)
-        full = {d: baseline.get(d, 0.0) for d in train_domains}
-        frame = as_mixtures({"baseline": full}, train_domains, source=source)
-    else:
-        frame = as_mixtures(np.asarray(baseline, float)[None, :], train_domains, source=source)
-    return frame.to_numpy()[0], label
-
-
-def _read_baseline_file(path: Path) -> Mapping:
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise errors.UnreadableFileError("file not found", source=str(path)) from None
-    except (OSError, ValueError) as err:
-        raise errors.UnreadableFileError(f"not JSON: {err}", source=str(path)) from None
-    if isinstance(obj, Mapping) and obj.get("format") == REPORT_FORMAT:
-        return {r["train_domain"]: r["share"] for r in obj["recommendation"]}
-    if not isinstance(obj, Mapping) or not obj:
-        raise errors.FormatError(
-            "a baseline file must hold a JSON object {domain: share} or a bayesmix decision report",
-            source=str(path),
-        )
-    return obj
 
 
 # ------------------------------------------------------------------------------ the report
@@ -528,8 +437,7 @@ class DecisionReport:
         ternary=None,
         force: bool = False,
     ):
-        """The HTML report of ``posterior`` with this decision
-        (:mod:`bayesmix.reporting.html_report`).
+        """The HTML report of ``posterior`` with this decision (:func:`bayesmix.report`).
 
         Parameters
         ----------
@@ -549,18 +457,18 @@ class DecisionReport:
         str or pathlib.Path
             The page as text without ``path``, else the path written.
         """
-        from bayesmix.reporting import html_report
+        import bayesmix  # the public API: reporting sits above the decisions (ARCHITECTURE.md)
 
-        options = {
-            "decision": self,
-            "ledger": ledger,
-            "ternary": ternary,
-            "ci_prob": self.prob,
-            "ci_kind": self.ci_kind,
-        }
-        if path is None:
-            return html_report.build_html(posterior, **options)
-        return html_report.write_report(path, posterior, force=force, **options)
+        return bayesmix.report(
+            path,
+            posterior,
+            decision=self,
+            ledger=ledger,
+            ternary=ternary,
+            ci_prob=self.prob,
+            ci_kind=self.ci_kind,
+            force=force,
+        )
 
     def save(self, path: str | Path, include_draw_optima: bool = False) -> Path:
         """Write the report as JSON or CSV (by suffix), atomically.

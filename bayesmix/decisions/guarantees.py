@@ -63,6 +63,7 @@ from bayesmix.decisions.epigraph import (
     worst_piece,
 )
 from bayesmix.decisions.feasible import centre, check_constraints, ensure_feasible, feasible_points
+from bayesmix.decisions.inputs import resolve_baseline, resolve_weights
 from bayesmix.decisions.objectives import (
     Criterion,
     DrawValues,
@@ -817,8 +818,6 @@ def frontier(
     previous mixture, which stays feasible, so the target loss never rises. Target-loss
     intervals have mass ``ci_prob`` (equal-tailed); ``random_seed`` draws the random starts."""
     import dataclasses
-
-    from bayesmix.decisions.decision import resolve_baseline, resolve_weights
 
     draws = as_law_draws(source)
     if inputs is not None:

@@ -86,6 +86,7 @@ from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import MIX_PREFIX
 from bayesmix.decisions.draws import LawDraws
 from bayesmix.decisions.feasible import check_constraints, ensure_feasible, feasible_points
+from bayesmix.decisions.inputs import resolve_weights
 from bayesmix.decisions.optimize import draw_optima, minimize_objective
 from bayesmix.laws import Law
 from bayesmix.laws.solvers import project
@@ -182,11 +183,9 @@ class Belief:
         inputs: Mapping | None = None,
     ) -> Belief:
         """Draws of a fitted Posterior (any law); ``weights``/``target`` as in
-        :func:`bayesmix.decisions.decision.resolve_weights` (default: equal weights). ``max_draws``
+        :func:`bayesmix.decisions.inputs.resolve_weights` (default: equal weights). ``max_draws``
         thins evenly over chains and draws (None keeps all); ``inputs``: the law's extra inputs
         (``n_params``, ``tokens``) when it takes them."""
-        from bayesmix.decisions.decision import resolve_weights
-
         draws = LawDraws.from_posterior(posterior, inputs=inputs)
         w, desc = resolve_weights(draws.eval_domains, weights, target)
         sigma = posterior.law_params()["sigma"]

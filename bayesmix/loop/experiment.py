@@ -43,6 +43,7 @@ import pandas as pd
 from bayesmix import errors
 from bayesmix._compat import PROGRESS, SEED, rename_kwargs, renamed_kwargs
 from bayesmix.data.table import MAX_LOSS, MIX_PREFIX, RunTable, check_known_domains
+from bayesmix.decisions.inputs import resolve_weights
 from bayesmix.loop.ledger import (
     IngestSummary,
     Ledger,
@@ -65,8 +66,6 @@ def best_trained_run(table: RunTable, *, weights=None, target: str | None = None
     ``{"run", "loss", "mixture"}`` (mixture: {train_domain: share}); runs missing a loss of a
     weighted domain are skipped; None when no run is left. Weights as :func:`bayesmix.decide`
     resolves them (equal when neither ``weights`` nor ``target`` is given)."""
-    from bayesmix.decisions.decision import resolve_weights
-
     final = table.final()
     w, _ = resolve_weights(final.eval_domains, weights, target)
     losses = final.losses[list(final.eval_domains)].to_numpy(float)

@@ -848,7 +848,7 @@ class Posterior:
         ci_kind: str = "eti",
         force: bool = False,
     ):
-        """The self-contained HTML report of this posterior (:mod:`bayesmix.reporting.html_report`).
+        """The self-contained HTML report of this posterior (:func:`bayesmix.report`).
 
         Parameters
         ----------
@@ -876,18 +876,18 @@ class Posterior:
         --------
         >>> post.report("report.html")  # doctest: +SKIP
         """
-        from bayesmix.reporting import html_report
+        import bayesmix  # the public API: reporting sits above the posterior (ARCHITECTURE.md)
 
-        options = {
-            "decision": decision,
-            "ledger": ledger,
-            "ternary": ternary,
-            "ci_prob": ci_prob,
-            "ci_kind": ci_kind,
-        }
-        if path is None:
-            return html_report.build_html(self, **options)
-        return html_report.write_report(path, self, force=force, **options)
+        return bayesmix.report(
+            path,
+            self,
+            decision=decision,
+            ledger=ledger,
+            ternary=ternary,
+            ci_prob=ci_prob,
+            ci_kind=ci_kind,
+            force=force,
+        )
 
     # ------------------------------------------------------------------ storage
     def save(self, path: str | Path) -> Path:

@@ -55,7 +55,7 @@ DPI = 90
 # ------------------------------------------------------------------------------ entry points
 @renamed_kwargs(**CI_PROB)
 def write_report(
-    path,
+    path: str | Path | None,
     posterior,
     *,
     decision=None,
@@ -67,7 +67,7 @@ def write_report(
     force: bool = False,
     inputs: Iterable = (),
     option: str = "-o",
-) -> Path:
+) -> Path | str:
     """Write the self-contained HTML report of a posterior [+ decision, ledger], atomically.
 
     One HTML file (figures embedded, no network needed): the diagnostics gate with trace/rank
@@ -77,10 +77,11 @@ def write_report(
 
     Parameters
     ----------
-    path : str or path
-        The ``.html`` file to write. Refused before any work
-        (:class:`~bayesmix.errors.OutputPathError`) when it is one of ``inputs`` (the
-        posterior, decision and ledger files are always added), or exists without ``force``.
+    path : str or path, or None
+        The ``.html`` file to write (None: return the page as text, write nothing). Refused
+        before any work (:class:`~bayesmix.errors.OutputPathError`) when it is one of ``inputs``
+        (the posterior, decision and ledger files are always added), or exists without
+        ``force``.
     posterior : Posterior or path
         A fitted posterior or its NetCDF file.
     decision : DecisionReport or path, optional
@@ -106,8 +107,8 @@ def write_report(
 
     Returns
     -------
-    pathlib.Path
-        The file written.
+    pathlib.Path or str
+        The file written, or the page as text when ``path`` is None.
 
     Examples
     --------
@@ -119,6 +120,16 @@ def write_report(
     """
     from bayesmix.io import atomic_write_text, check_output_path
 
+    if path is None:
+        return build_html(
+            posterior,
+            decision=decision,
+            ledger=ledger,
+            ternary=ternary,
+            ci_prob=ci_prob,
+            ci_kind=ci_kind,
+            title=title,
+        )
     sources = [
         *inputs,
         getattr(posterior, "source", None),
@@ -188,7 +199,8 @@ def load_decision(path):
     import xarray as xr
 
     from bayesmix.data.constraints import Constraints
-    from bayesmix.decisions.decision import REPORT_FORMAT, DecisionReport
+    from bayesmix.decisions.decision import DecisionReport
+    from bayesmix.decisions.inputs import REPORT_FORMAT
 
     path = Path(path)
     try:
@@ -997,8 +1009,8 @@ def _section_decision(view: _View) -> tuple[str, str, str]:
 # ------------------------------------------------------------------------------ 6. ledger
 def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
     from bayesmix.data.constraints import Constraints
-    from bayesmix.decisions.decision import resolve_weights
     from bayesmix.decisions.draws import LawDraws
+    from bayesmix.decisions.inputs import resolve_weights
     from bayesmix.decisions.optimize import minimize_objective
     from bayesmix.loop.ledger import Ledger
     from bayesmix.posterior.intervals import credible_interval
