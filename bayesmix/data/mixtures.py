@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
-from bayesmix.data.table import MIX_PREFIX, SUM_TOLERANCE, _normalise_name
+from bayesmix.data.table import MIX_PREFIX, SUM_TOLERANCE, normalise_name
 
 
 def as_mixtures(
@@ -186,10 +186,10 @@ def domain_weights(
         raise errors.FormatError(
             "weights must be a non-empty mapping {domain: weight}", source=source
         )
-    index = {_normalise_name(d): i for i, d in enumerate(eval_domains)}
+    index = {normalise_name(d): i for i, d in enumerate(eval_domains)}
     spelt: dict[str, str] = {}
     for name in weights:
-        key = _normalise_name(str(name))
+        key = normalise_name(str(name))
         if key in spelt:
             raise errors.DomainNameError(
                 f"weights name {spelt[key]!r} and {str(name)!r}, which differ only in case or "
@@ -211,7 +211,7 @@ def domain_weights(
             raise errors.FormatError(
                 f"weight {w:g} must be finite and >= 0", source=source, column=str(name)
             )
-        i = index.get(_normalise_name(str(name)))
+        i = index.get(normalise_name(str(name)))
         if i is None:
             if allow_subset:
                 continue

@@ -152,7 +152,8 @@ def _raise_for_loss(v: float, max_loss: float, source, row, run, column) -> None
         )
 
 
-def _normalise_name(name: str) -> str:
+def normalise_name(name: str) -> str:
+    """``name`` folded for matching: lower case, letters and digits only ("Books-3" -> "books3")."""
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
@@ -175,7 +176,7 @@ def _check_domain_names(names: Sequence[str], kind: str, column_prefix: str, sou
                     column=column_prefix + name,
                     hint="rename the column, e.g. with '_' instead",
                 )
-        key = _normalise_name(name)
+        key = normalise_name(name)
         if key in seen:
             raise errors.DomainNameError(
                 f"{kind} domains {seen[key]!r} and {name!r} differ only in case or punctuation",

@@ -30,7 +30,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix import errors
-from bayesmix.data.table import RunTable, _normalise_name
+from bayesmix.data.table import RunTable, normalise_name
 from bayesmix.posterior.intervals import credible_interval
 
 #: Points of the grid over [0, x_max] on which every draw's curve is evaluated first; the last
@@ -364,7 +364,7 @@ def original_loss_weights(
         w = np.zeros(len(evals))
         w[evals.index(original)] = 1.0
         name = label = original
-        same = [d for d in train if _normalise_name(d) == _normalise_name(original)]
+        same = [d for d in train if normalise_name(d) == normalise_name(original)]
         others = [d for d in train if d != new]
         if same:
             giver = same[0]

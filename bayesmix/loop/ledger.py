@@ -78,7 +78,7 @@ from bayesmix.data.table import (
     MAX_LOSS,
     MIX_PREFIX,
     RunTable,
-    _check_domain_names,
+    check_domain_names,
     check_known_domains,
     check_loss,
     check_max_loss,
@@ -356,10 +356,7 @@ class Ledger:
                 source=str(path),
                 hint="list every training domain, e.g. --domains web,code",
             )
-        for names, kind, prefix in (
-            (train, "training", MIX_PREFIX),
-            (evals, "validation", LOSS_PREFIX),
-        ):
+        for names, kind in ((train, "training"), (evals, "validation")):
             if not names:
                 raise errors.DomainNameError(f"no {kind} domains given", source=str(path))
             if len(set(names)) != len(names):
@@ -367,7 +364,7 @@ class Ledger:
                 raise errors.DomainNameError(
                     f"{kind} domain {dup!r} is listed twice", source=str(path)
                 )
-            _check_domain_names(names, kind, prefix, str(path))
+            check_domain_names(names, kind, str(path))
         constraints = _align_constraints(constraints, train, str(path))
         try:
             settings_json = json.dumps(dict(settings or {}), sort_keys=True, allow_nan=False)

@@ -18,7 +18,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayesmix import errors
-from bayesmix.data.table import RunTable, _normalise_name
+from bayesmix.data.table import RunTable, normalise_name
 from bayesmix.laws import BuildContext, get_law
 from bayesmix.model.spec import ModelSpec
 
@@ -228,11 +228,11 @@ def diagonal_pairs(spec: ModelSpec, train_domains, eval_domains) -> list[tuple[i
     mode = spec.hierarchy.get("diagonal", "auto")
     if mode == "off":
         return []
-    train = {_normalise_name(d): j for j, d in enumerate(train_domains)}
+    train = {normalise_name(d): j for j, d in enumerate(train_domains)}
     pairs = [
-        (i, train[_normalise_name(d)])
+        (i, train[normalise_name(d)])
         for i, d in enumerate(eval_domains)
-        if _normalise_name(d) in train
+        if normalise_name(d) in train
     ]
     if mode == "on" and not pairs:
         raise errors.SpecError(
