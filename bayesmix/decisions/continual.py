@@ -30,7 +30,9 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix import errors
+from bayesmix.data.mixtures import domain_weights
 from bayesmix.data.table import RunTable, normalise_name
+from bayesmix.io import atomic_path
 from bayesmix.posterior.intervals import credible_interval
 
 #: Points of the grid over [0, x_max] on which every draw's curve is evaluated first; the last
@@ -287,8 +289,6 @@ class CriticalShare:
         )
         ax.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
-        from bayesmix.io import atomic_path
-
         with atomic_path(path, suffix=True) as tmp:  # the one atomic writer (WriteError)
             fig.savefig(tmp)
         return path
@@ -325,8 +325,6 @@ def original_loss_weights(
     a validation domain; the training domain giving up share is the one of the same name, or
     else the only training domain besides ``new``.
     """
-    from bayesmix.data.mixtures import domain_weights
-
     train, evals = list(posterior.train_domains), list(posterior.eval_domains)
     if new not in train:
         raise errors.DomainNameError(

@@ -27,7 +27,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,19 +35,21 @@ import xarray as xr
 from bayesmix import errors
 from bayesmix._compat import CI_PROB, PROGRESS, SEED, renamed_kwargs
 from bayesmix.data.constraints import Constraints
-
-if TYPE_CHECKING:  # scale imports optimize; imported lazily at run time
-    from bayesmix.decisions.scale import ScaleShift
 from bayesmix.decisions.draws import LawDraws, as_law_draws
 from bayesmix.decisions.feasible import check_constraints
+from bayesmix.decisions.guarantees import minimize_guaranteed
 from bayesmix.decisions.inputs import REPORT_FORMAT, resolve_baseline, resolve_weights
 from bayesmix.decisions.objectives import Objective
 from bayesmix.decisions.optimize import (
+    Optimum,
     draw_optima,
     minimize_objective,
     optima_dataarray,
     optimum_spread,
 )
+from bayesmix.decisions.scale import ScaleShift, proxy_scale, scale_shift
+from bayesmix.io import atomic_write_text
+from bayesmix.posterior.extrapolation import stored_backtest
 from bayesmix.posterior.intervals import DEFAULT_PROB, check_ci_kind, check_prob, credible_interval
 
 #: Name of the aggregate row in loss tables (as in ``Prediction.intervals``).
@@ -522,8 +523,6 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def _atomic_write(path: Path, text: str) -> None:
     """The one atomic writer (mode 0666 & ~umask; WriteError on failure)."""
-    from bayesmix.io import atomic_write_text
-
     atomic_write_text(path, text)
 
 
@@ -671,9 +670,6 @@ def decide(
     say(f"optimising the {objective} objective")
     g_table, free_value = None, None
     if guarantees:
-        from bayesmix.decisions.guarantees import minimize_guaranteed
-        from bayesmix.decisions.optimize import Optimum
-
         say("with guarantees (chance constraints, checked exactly on the draws)")
         got = minimize_guaranteed(
             draws,
@@ -740,8 +736,6 @@ def decide(
     )
     shift = None
     if draws.inputs and {"n_params", "tokens"} <= set(draws.law.inputs):
-        from bayesmix.decisions.scale import proxy_scale, scale_shift
-
         if proxy_inputs is None and posterior is not None:
             proxy_inputs = proxy_scale(posterior)
         if proxy_inputs is not None:
@@ -788,9 +782,7 @@ def _backtest_notes(posterior) -> list[str]:
     """The backtest verdict and learned extrapolation error stored with a target-scale
     posterior (:mod:`bayesmix.scaling.backtesting`), or a warning when it extrapolates without
     one."""
-    from bayesmix.posterior.extrapolation import stored_backtest as stored
-
-    bt = stored(posterior)
+    bt = stored_backtest(posterior)
     out = [bt["verdict"]] if bt else []
     cal = posterior.extrapolation
     if cal is not None:

@@ -47,7 +47,9 @@ from scipy import special
 from bayesmix import errors
 from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.data.constraints import Constraints
+from bayesmix.data.mixtures import domain_weights
 from bayesmix.data.table import check_known_domains
+from bayesmix.decisions import continual
 from bayesmix.decisions.draws import (
     LawDraws,
     as_law_draws,
@@ -72,6 +74,7 @@ from bayesmix.decisions.objectives import (
     order_weights,
 )
 from bayesmix.decisions.optimize import minimize_objective
+from bayesmix.io import atomic_path
 from bayesmix.laws.solvers import project
 from bayesmix.posterior.intervals import DEFAULT_PROB, credible_interval
 
@@ -207,8 +210,6 @@ def as_guarantees(guarantees) -> list[Guarantee]:
 def expand(guarantees, eval_domains: Sequence[str]) -> tuple[list[Guarantee], np.ndarray]:
     """Guarantees with ``all`` replaced by one per validation domain, and their weights (J, K)
     over ``eval_domains`` (one-hot for a domain; normalised for an aggregate)."""
-    from bayesmix.data.mixtures import domain_weights
-
     eval_domains = list(eval_domains)
     out, rows = [], []
     for g in as_guarantees(guarantees):
@@ -659,8 +660,6 @@ def guaranteed_critical_share(
     ``other_shares``, default 0). Equals the ``1 - prob`` lower order statistic of the per-draw
     critical shares (:func:`critical_share_at_prob`) when each draw's loss rises along the
     line."""
-    from bayesmix.decisions import continual
-
     train = list(posterior.train_domains)
     w, giver, _, label = continual.original_loss_weights(posterior, original, new, weights)
     base, direction, x_max = continual._line(train, giver, new, other_shares)
@@ -761,8 +760,6 @@ class Frontier:
     def plot(self, path) -> Path:
         """Target loss (mean and interval) against the swept value (PNG/PDF/SVG, atomic)."""
         from matplotlib.figure import Figure
-
-        from bayesmix.io import atomic_path
 
         path = Path(path)
         if path.suffix.lower() not in PLOT_SUFFIXES:

@@ -39,8 +39,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayesmix import errors
+from bayesmix import __version__, errors
 from bayesmix._compat import CI_PROB, renamed_kwargs
+from bayesmix.data.constraints import Constraints
+from bayesmix.data.table import check_known_domains
+from bayesmix.decisions.decision import DecisionReport
+from bayesmix.decisions.draws import LawDraws
+from bayesmix.decisions.inputs import REPORT_FORMAT, resolve_weights
+from bayesmix.decisions.optimize import minimize_objective, optima_dataarray
+from bayesmix.decisions.scale import proxy_scale
+from bayesmix.io import atomic_write_text, check_output_path
+from bayesmix.loop.ledger import Ledger
+from bayesmix.posterior.extrapolation import stored_backtest
+from bayesmix.posterior.intervals import check_ci_kind, check_prob, credible_interval
+from bayesmix.posterior.posterior import Posterior, data_groups
 
 #: At most this many posterior draws enter the curves and the ternary view (thinned evenly).
 CURVE_DRAWS = 400
@@ -118,8 +130,6 @@ def write_report(
     >>> bm.report("report.html", post, decision=rec)             # doctest: +SKIP
     PosixPath('report.html')
     """
-    from bayesmix.io import atomic_write_text, check_output_path
-
     if path is None:
         return build_html(
             posterior,
@@ -163,9 +173,6 @@ def build_html(
     title: str | None = None,
 ) -> str:
     """The report as one HTML document (text); arguments as :func:`write_report`."""
-    from bayesmix.posterior.intervals import check_ci_kind, check_prob
-    from bayesmix.posterior.posterior import Posterior
-
     check_prob(ci_prob)
     check_ci_kind(ci_kind)
     post = posterior if isinstance(posterior, Posterior) else Posterior.load(posterior)
@@ -198,10 +205,6 @@ def load_decision(path):
     ``bayesmix optimize -o FILE.json`` (:meth:`DecisionReport.save`)."""
     import xarray as xr
 
-    from bayesmix.data.constraints import Constraints
-    from bayesmix.decisions.decision import DecisionReport
-    from bayesmix.decisions.inputs import REPORT_FORMAT
-
     path = Path(path)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
@@ -221,8 +224,6 @@ def load_decision(path):
         optima = None
         if obj.get("draw_optima"):
             d = obj["draw_optima"]
-            from bayesmix.decisions.optimize import optima_dataarray
-
             optima = optima_dataarray(np.asarray(d["shares"], float), d["train_domains"])
         spread = obj.get("optimum_spread")
         return DecisionReport(
@@ -270,10 +271,6 @@ class _View:
     recommended mixture and the constraints."""
 
     def __init__(self, post, decision, ci_prob: float, ci_kind: str = "eti"):
-        from bayesmix.data.constraints import Constraints
-        from bayesmix.decisions.draws import LawDraws
-        from bayesmix.decisions.optimize import minimize_objective
-
         self.post, self.decision, self.prob, self.ci_kind = post, decision, ci_prob, ci_kind
         self.train = list(post.train_domains)
         self.eval = list(post.eval_domains)
@@ -281,8 +278,6 @@ class _View:
         if decision is not None and decision.inputs:
             inputs = dict(decision.inputs)
         elif set(post.law.inputs) - {"r"}:
-            from bayesmix.decisions.scale import proxy_scale
-
             inputs = {k: v for k, v in proxy_scale(post).items() if k in post.law.inputs}
         self.inputs = inputs
         draws = LawDraws.from_posterior(post, post.source, inputs=inputs)
@@ -343,8 +338,6 @@ def _esc(text) -> str:
 
 
 def _page(title: str, view: _View, sections: list[tuple[str, str, str]]) -> str:
-    from bayesmix import __version__
-
     post = view.post
     nav = " ".join(f'<a href="#{key}">{_esc(head)}</a>' for key, head, _ in sections)
     warn = ""
@@ -418,9 +411,7 @@ def _fontsize(n: int) -> float:
 def _section_backtest(view: _View) -> tuple[str, str, str] | None:
     """The backtests stored with a target-scale posterior (:mod:`bayesmix.scaling.backtesting`):
     verdict, summary by split and a plot of the held-out errors against the distance."""
-    from bayesmix.posterior.extrapolation import stored_backtest as stored
-
-    bt = stored(view.post)
+    bt = stored_backtest(view.post)
     if bt is None:
         return None
     order = ["split", "n", "size_ratio", "token_ratio", "distance", "coverage"]
@@ -620,8 +611,6 @@ def _trace_rank_figure(post, worst: pd.DataFrame) -> str:
 def _ppc_arrays(post):
     """(observed DataArray (run, eval_domain), predictive DataArray (chain, draw, run,
     eval_domain)): the stored groups, or computed for files written before them."""
-    from bayesmix.posterior.posterior import data_groups
-
     tree = post.tree
     if "posterior_predictive" in tree.children and "observed_data" in tree.children:
         obs = tree["observed_data"]["loss"]
@@ -640,8 +629,6 @@ def _ppc_arrays(post):
 
 def _section_ppc(view: _View) -> tuple[str, str, str]:
     obs, pred = _ppc_arrays(view.post)
-    from bayesmix.posterior.intervals import credible_interval
-
     stacked = pred.stack(sample=("chain", "draw")).transpose("sample", "run", "eval_domain")
     lo, hi = credible_interval(stacked.values, view.prob, ci_kind=view.ci_kind)  # (run, K)
     med = np.quantile(stacked.values, 0.5, axis=0)
@@ -798,8 +785,6 @@ def _through(r: np.ndarray, j: int, shares: np.ndarray) -> np.ndarray:
 
 
 def _section_simplex(view: _View, abc) -> tuple[str, str, str]:
-    from bayesmix.posterior.intervals import credible_interval
-
     r, m = view.mixture, len(view.train)
     xs = np.linspace(0.0, 1.0, 41)
     rows, cols = _grid(m, 8)
@@ -846,8 +831,6 @@ def _section_simplex(view: _View, abc) -> tuple[str, str, str]:
 
 
 def _ternary_domains(ternary, view: _View):
-    from bayesmix.data.table import check_known_domains
-
     if len(view.train) < 3:
         if ternary:
             raise errors.OptionError("--ternary needs at least three training domains")
@@ -1008,14 +991,6 @@ def _section_decision(view: _View) -> tuple[str, str, str]:
 
 # ------------------------------------------------------------------------------ 6. ledger
 def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
-    from bayesmix.data.constraints import Constraints
-    from bayesmix.decisions.draws import LawDraws
-    from bayesmix.decisions.inputs import resolve_weights
-    from bayesmix.decisions.optimize import minimize_objective
-    from bayesmix.loop.ledger import Ledger
-    from bayesmix.posterior.intervals import credible_interval
-    from bayesmix.posterior.posterior import Posterior
-
     with Ledger.open(ledger) as led:
         runs = led.runs()
         try:
