@@ -27,7 +27,9 @@ demo: $(STAMP)
 real-loop: $(STAMP)
 	$(PY) examples/real_loop.py
 
-# lint first: ruff (formatting, style, bugs) on all Python code, mypy (types) on the package;
+# lint first: ruff (formatting, style, bugs) on all Python code, mypy (types) on the package,
+# the layer contract (import-linter: layers of ARCHITECTURE.md, no import cycles; contracts in
+# pyproject.toml) and no module importing another's private names (tools/check_imports.py);
 # `$(VENV)/bin/ruff format bayesmix tests examples benchmarks` fixes what the format check finds
 test: $(STAMP) lint
 	$(PY) -m pytest -q
@@ -36,6 +38,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check bayesmix tests examples benchmarks
 	$(VENV)/bin/ruff check bayesmix tests examples benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) tools/check_imports.py
 
 # everything but the tests marked slow (MCMC fits); `make test` still runs them all
 test-fast: $(STAMP)
