@@ -1303,7 +1303,7 @@ class Ledger:
         return out
 
     def run_table(self, status: str | Iterable[str] | None = "completed") -> RunTable:
-        """Recorded results as a validated :class:`RunTable` (the tidy layout of data.py).
+        """Recorded results as a validated :class:`RunTable` (the tidy layout of data/table.py).
 
         One record per (run, step); columns run, [n_params], [step], [tokens], mix.*, loss.*
         for every domain of the ledger (missing losses stay empty). Only completed runs have
