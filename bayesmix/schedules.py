@@ -359,8 +359,8 @@ def declare(tidy: pd.DataFrame, text: str) -> pd.DataFrame:
     last checkpoint. For logs that say nothing of schedules (e.g. Ye et al.'s)."""
     if "step" not in tidy.columns:
         raise ScheduleError("a schedule needs checkpoints: the runs have no 'step' column")
-    probe = Schedule.parse(text, total_steps=1.0)  # checks the text once
     last = tidy.groupby("run", sort=False)["step"].max()
+    probe = Schedule.parse(text, total_steps=float(last.max()))  # checks the text once
     out = tidy.copy()
     for col in SCHEDULE_COLUMNS:
         if col not in out.columns:
