@@ -280,7 +280,9 @@ def test_load_and_fit_take_a_tidy_dataframe():
     pd.testing.assert_frame_equal(loaded.to_tidy(), frame)
     # a DataFrame is validated like a file: the error names the row and column
     bad = frame.assign(**{"mix.web": -frame["mix.web"]})
-    with pytest.raises(bm.errors.NegativeProportionError, match="DataFrame, row 1, run 'r0', column 'mix.web'"):
+    with pytest.raises(
+        bm.errors.NegativeProportionError, match="DataFrame, row 1, run 'r0', column 'mix.web'"
+    ):
         bm.load(bad)
     # bm.fit validates a DataFrame before any sampling (no MCMC runs here)
     with pytest.raises(bm.errors.NegativeProportionError, match="column 'mix.web'"):
