@@ -17,6 +17,7 @@ The public API, one name per step (imported on first use, so ``import bayesmix``
 ``propose``         one round of proposals for a ledger (``Experiment(...).propose``)
 ``report``          the self-contained HTML report of a posterior [+ decision, ledger]
 ``backtest``        refit with the largest size / latest steps held out: how well scaling up works
+``evaluate``        score a posterior on held-out runs: MAE, bias, Spearman, interval coverage
 ==================  ======================================================================
 
 ``report`` is also reachable as ``write_report``, ``Posterior.report()`` and
@@ -69,6 +70,7 @@ _LAZY = {
     "write_report": ("bayesmix.reporting.html_report", "write_report"),
     "report": ("bayesmix.reporting.html_report", "write_report"),
     "backtest": ("bayesmix.scaling.backtesting", "backtest"),
+    "evaluate": ("bayesmix.posterior.evaluation", "evaluate"),
 }
 
 __all__ = [
@@ -81,6 +83,7 @@ __all__ = [
     "__version__",
     "backtest",
     "decide",
+    "evaluate",
     "fit",
     "load",
     "propose",
@@ -96,6 +99,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from bayesmix.inference.fitting import fit
     from bayesmix.loop.experiment import Experiment
     from bayesmix.model.simulation import simulate
+    from bayesmix.posterior.evaluation import evaluate
     from bayesmix.posterior.posterior import Posterior
     from bayesmix.reporting.html_report import write_report
     from bayesmix.reporting.html_report import write_report as report

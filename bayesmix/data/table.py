@@ -695,3 +695,17 @@ def _to_numeric(series: pd.Series, col: str, source, rows, run_ids) -> pd.Series
             hint="write numbers with a '.' decimal point, leave unknown cells empty",
         )
     return out.astype(float)
+
+
+def as_run_table(runs, name: str = "runs") -> RunTable:
+    """``runs`` as a RunTable: a RunTable as it is, a pandas DataFrame in the tidy layout
+    validated (:meth:`RunTable.from_frame`); anything else is a TypeError saying what to pass."""
+    if isinstance(runs, RunTable):
+        return runs
+    if isinstance(runs, pd.DataFrame):
+        return RunTable.from_frame(runs, source="DataFrame")
+    raise TypeError(
+        f"{name} must be a RunTable or a pandas DataFrame in the tidy layout (run, [n_params], "
+        f"[step], [tokens], mix.<domain>..., loss.<domain>...), got {type(runs).__name__}; "
+        "bayesmix.load reads files"
+    )

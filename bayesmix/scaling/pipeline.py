@@ -67,7 +67,7 @@ from bayesmix import errors
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data.loaders import TOKENS_PER_STEP, size_label
 from bayesmix.data.schedules import Schedule, features, resolve_target
-from bayesmix.data.table import LOSS_PREFIX, MIX_PREFIX, RunTable
+from bayesmix.data.table import LOSS_PREFIX, MIX_PREFIX, RunTable, as_run_table
 from bayesmix.inference import compile_cache
 from bayesmix.inference.gate_retry import (
     SamplerSettings,
@@ -882,8 +882,7 @@ def compiled_count() -> int:
 def _proxy_records(runs: RunTable, max_step: float | None) -> tuple[RunTable, list[str]]:
     """The checkpoints stage 1 fits: step > 0 (and <= ``max_step``), model size present."""
     notes: list[str] = []
-    if not isinstance(runs, RunTable):
-        raise PipelineError("runs must be a RunTable (load it with bayesmix.data.loaders.load)")
+    runs = as_run_table(runs)
     if not runs.has_steps:
         raise PipelineError(
             "the runs have no 'step' column: the step law needs checkpoints",
