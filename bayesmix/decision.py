@@ -818,6 +818,9 @@ def decide(
             "more starts (--starts) and a few seeds to check it"
         )
 
+    if posterior is not None:
+        rec_mix = pd.DataFrame([best.mixture], index=["recommended"], columns=draws.train_domains)
+        notes += posterior.mixture_range().notes(rec_mix, "the recommended mixture")
     recommendation = pd.DataFrame(
         {
             "train_domain": list(draws.train_domains),

@@ -758,6 +758,14 @@ class Experiment:
                         "choosing again with them pending"
                     )
             notes += [note for note in batch.notes if note not in notes]
+            if post is not None:
+                check = post.mixture_range().check(batch.mixtures)
+                if not check["inside"].all():
+                    notes.append(
+                        f"{int((~check['inside']).sum())} of {len(check)} proposals lie outside "
+                        "the fitted runs' mixtures (exploration: their predictions rest on the "
+                        "law's form)"
+                    )
             runs = led.runs()
             mine = runs[runs["run"].isin(ids)].reset_index(drop=True)
             round_no = int(mine["round"].iloc[0])

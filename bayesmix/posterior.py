@@ -45,6 +45,7 @@ from bayesmix.extrapolation import ATTR as EXTRAPOLATION_ATTR
 from bayesmix.extrapolation import Calibration, apply_calibration, log_distance
 from bayesmix.io import atomic_path
 from bayesmix.laws import get_law
+from bayesmix.mixture_range import MixtureRange
 from bayesmix.mixtures import as_mixtures, domain_weights
 from bayesmix.model import prepare_data
 from bayesmix.optimize import check_ci_kind, credible_interval
@@ -307,6 +308,7 @@ class Posterior:
         self.tree = tree
         #: The file this posterior was loaded from (None when built in memory); errors name it.
         self.source: str | None = None
+        self._mixture_range: MixtureRange | None = None
         try:
             self.spec = ModelSpec.from_json(attrs["bayesmix_model_spec"])
         except errors.SpecError as err:
@@ -552,6 +554,13 @@ class Posterior:
                     out[key] = (float(values.min()), float(values.max()))
         return out
 
+    def mixture_range(self) -> MixtureRange:
+        """Where the fitted runs lie in the mixture space (share range per training domain,
+        nearest-run distances): :mod:`bayesmix.mixture_range`."""
+        if self._mixture_range is None:
+            self._mixture_range = MixtureRange.of(self.fit_data().final().mixtures)
+        return self._mixture_range
+
     def check_scale(
         self, *, n_params=None, tokens=None, max_extrapolation: float = MAX_EXTRAPOLATION
     ) -> list[str]:
@@ -638,6 +647,11 @@ class Posterior:
             if warn:
                 # stacklevel 3: past the renamed_kwargs wrapper
                 warnings.warn(text, errors.ExtrapolationWarning, stacklevel=3)
+        if warn:
+            outside = self.mixture_range().notes(mix)
+            if outside:
+                more = f" (and {len(outside) - 1} more of {len(mix)})" if len(outside) > 1 else ""
+                warnings.warn(outside[0] + more, errors.ExtrapolationWarning, stacklevel=3)
         p = self.law_params(flat=False)
         mean, pred = self._draw(
             mix.to_numpy(), p, n_params, tokens, _streams(random_seed, len(mix))

@@ -115,7 +115,7 @@ def run(args) -> int:
             max_extrapolation=args.max_extrapolation,
         )
     loud_warning(post.diagnostics_warning)  # after the input checks: errors stay one line
-    for text in extrapolating:
+    for text in extrapolating + post.mixture_range().notes(mixtures):
         print(f"bayesmix predict: warning: {text}", file=sys.stderr)
     if scale:
         print(f"target scale: {scale['n_params']:.3g} parameters, {scale['tokens']:.3g} tokens")
