@@ -923,6 +923,13 @@ class Ledger:
                     "UPDATE runs SET status = ?, updated = ? WHERE run = ?",
                     (changes[run], now, run),
                 )
+                job = self._job(con, run)
+                if changes[run] == "proposed" and job.get("attempts"):
+                    # a retry by hand gets bayesmix run's retries afresh
+                    note = f"set to proposed by hand at {now}: attempt count reset"
+                    job.setdefault("history", []).append(note)
+                    job["attempts"] = 0
+                    self._put_job(con, run, job)
         return changed
 
     # ------------------------------------------------------------------ jobs (bayesmix run)
