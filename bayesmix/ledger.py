@@ -1108,6 +1108,14 @@ class Ledger:
 
         with self._write("ingest") as con:
             stored_steps = con.execute("SELECT count(step), count(*) FROM results").fetchone()
+            if stored_steps[0] and not has_steps:
+                # results without a step column for a ledger recording steps: each run's
+                # planned steps (propose --steps) say which checkpoint they are
+                planned = dict(con.execute("SELECT run, steps FROM runs"))
+                steps = [planned.get(str(r)) for r in tidy["run"]]
+                if all(v is not None for v in steps):
+                    tidy = tidy.assign(step=[float(v) for v in steps if v is not None])
+                    has_steps = True
             if stored_steps[1] and bool(stored_steps[0]) != has_steps:
                 raise errors.LedgerError(
                     "this ledger records losses "
@@ -1116,7 +1124,13 @@ class Ledger:
                     + ("have" if has_steps else "have no")
                     + " 'step' column",
                     source=source,
-                    hint="keep one layout for all results of an experiment",
+                    hint=(
+                        "add a 'step' column (the training step of each result), or propose "
+                        "runs with their planned steps (--steps) so a result without one is "
+                        "taken at its planned step"
+                        if stored_steps[0]
+                        else "keep one layout for all results of an experiment"
+                    ),
                 )
             known = {
                 row[0]: row
