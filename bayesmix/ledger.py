@@ -1126,8 +1126,8 @@ class Ledger:
                     source=source,
                     hint=(
                         "add a 'step' column (the training step of each result), or propose "
-                        "runs with their planned steps (--steps) so a result without one is "
-                        "taken at its planned step"
+                        "runs with planned steps (a pool with a steps column) so a result "
+                        "without one is taken at its planned step"
                         if stored_steps[0]
                         else "keep one layout for all results of an experiment"
                     ),
