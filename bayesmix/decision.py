@@ -246,13 +246,16 @@ class DecisionReport:
         return self.recommendation.set_index("train_domain")["share"]
 
     # ---------------------------------------------------------------------- text
-    def to_text(self, digits: int = 4) -> str:
+    def to_text(self, digits: int = 4, *, banner: bool = True) -> str:
         """The report as readable text; a failed-diagnostics warning comes first and loud.
 
         Parameters
         ----------
         digits : int, default 4
             Decimals of losses.
+        banner : bool, default True
+            Frame a failed-diagnostics warning in a terminal banner of ``!``; False writes it
+            as one plain line (the HTML report shows it as a styled warning of its own).
 
         Returns
         -------
@@ -261,7 +264,9 @@ class DecisionReport:
         """
         pct = f"{self.prob:.0%}" + (" HDI" if self.ci_kind == "hdi" else "")
         out = []
-        if self.diagnostics_warning:
+        if self.diagnostics_warning and not banner:
+            out += [f"WARNING: {self.diagnostics_warning}", ""]
+        elif self.diagnostics_warning:
             bar = "!" * 78
             out += [
                 bar,

@@ -47,10 +47,12 @@ class MixtureRange:
             typical = 0.0
         return cls(tuple(mixtures.columns), r.min(axis=0), r.max(axis=0), r, typical)
 
-    def check(self, mixtures: pd.DataFrame) -> pd.DataFrame:
+    def check(self, mixtures) -> pd.DataFrame:
         """One row per mixture: ``outside`` (domains beyond the share range, "" when none),
         ``nearest`` (total variation to the nearest fitted run), ``far`` (nearest > typical),
-        ``inside`` (neither)."""
+        ``inside`` (neither). ``mixtures``: DataFrame with the training domains as columns,
+        or an (n, M) array in their order."""
+        mixtures = self._frame(mixtures)
         r = mixtures[list(self.train_domains)].to_numpy(float)
         above = r > self.high + SHARE_MARGIN
         below = r < self.low - SHARE_MARGIN
@@ -68,8 +70,14 @@ class MixtureRange:
             }
         )
 
-    def notes(self, mixtures: pd.DataFrame, what: str = "mixture") -> list[str]:
+    def _frame(self, mixtures) -> pd.DataFrame:
+        if isinstance(mixtures, pd.DataFrame):
+            return mixtures
+        return pd.DataFrame(np.atleast_2d(np.asarray(mixtures, float)), columns=self.train_domains)
+
+    def notes(self, mixtures, what: str = "mixture") -> list[str]:
         """One line per mixture outside the fitted runs, with the numbers."""
+        mixtures = self._frame(mixtures)
         table = self.check(mixtures)
         r = mixtures[list(self.train_domains)].to_numpy(float)
         lines = []
