@@ -246,6 +246,15 @@ class DecisionReport:
         return self.recommendation.set_index("train_domain")["share"]
 
     # ---------------------------------------------------------------------- text
+    def _repr_html_(self) -> str:
+        import html
+
+        return (
+            f"<div><pre>{html.escape(self.to_text(banner=False))}</pre>"
+            + self.recommendation.to_html(index=False, float_format=lambda v: f"{v:.4f}")
+            + "</div>"
+        )
+
     def to_text(self, digits: int = 4, *, banner: bool = True) -> str:
         """The report as readable text; a failed-diagnostics warning comes first and loud.
 

@@ -533,6 +533,20 @@ class Posterior:
             )
         return xr.Dataset(out, attrs={"likelihood": json.dumps(lik, sort_keys=True)})
 
+    def _repr_html_(self) -> str:
+        from bayesmix.display import card
+
+        facts = [
+            ("model", f"{self.spec.name} (law {self.law.name})"),
+            ("draws", str(self.n_samples)),
+            ("gate", "passed" if self.diagnostics.ok else f"FAILED: {self.diagnostics_warning}"),
+            ("training domains", ", ".join(self.train_domains)),
+            ("validation domains", ", ".join(self.eval_domains)),
+        ]
+        if self.source:
+            facts.append(("file", str(self.source)))
+        return card("Posterior", facts)
+
     def __repr__(self) -> str:
         status = "passed" if self.diagnostics.ok else "FAILED diagnostics"
         return (
