@@ -90,7 +90,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="nats the original loss may rise above its start (default 0)",
     )
     p.add_argument(
+        "--ci-prob",
         "--prob",
+        dest="prob",
         type=float,
         default=0.9,
         help="probability mass of the equal-tailed intervals (default 0.9)",

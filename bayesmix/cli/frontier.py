@@ -93,12 +93,16 @@ def register(subparsers) -> argparse.ArgumentParser:
     add_baseline_arguments(p)
     add_constraint_arguments(p)
     p.add_argument(
+        "--ci-prob",
         "--prob",
+        dest="prob",
         type=float,
         default=DEFAULT_PROB,
         help=f"mass of the target loss intervals (default {DEFAULT_PROB})",
     )
-    p.add_argument("-o", "--out", metavar="FILE.csv|FILE.json", help="write the table")
+    p.add_argument(
+        "-o", "--output", "--out", dest="out", metavar="FILE.csv|FILE.json", help="write the table"
+    )
     p.add_argument("--plot", metavar="FIG.png", help="draw the frontier (PNG, PDF or SVG)")
     p.add_argument("--seed", type=int, default=0, help="seed of random starts (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -26,6 +26,7 @@ from bayesmix import errors
 from bayesmix.cli._options import (
     add_aggregate_arguments,
     add_baseline_arguments,
+    add_ci_kind_argument,
     add_constraint_arguments,
     add_scale_arguments,
     constraints_from_args,
@@ -86,12 +87,21 @@ def register(subparsers) -> argparse.ArgumentParser:
         "PROB (repeatable)",
     )
     p.add_argument(
+        "--ci-prob",
         "--prob",
+        dest="prob",
         type=float,
         default=DEFAULT_PROB,
         help=f"mass of the reported intervals (default {DEFAULT_PROB})",
     )
-    p.add_argument("-o", "--out", metavar="FILE.json|FILE.csv", help="also write the report")
+    p.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        metavar="FILE.json|FILE.csv",
+        help="also write the report",
+    )
     p.add_argument(
         "--draws-optima",
         action="store_true",
@@ -108,6 +118,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_force_argument(p)
     add_scale_arguments(p)
+    add_ci_kind_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -162,6 +173,7 @@ def run(args) -> int:
         objective=args.objective,
         baseline=baseline,
         ci_prob=args.prob,
+        ci_kind=args.ci_kind,
         allow_subset=args.weights_subset,
         n_starts=args.starts,
         random_seed=args.seed,

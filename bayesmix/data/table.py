@@ -512,6 +512,18 @@ class RunTable:
     def __len__(self) -> int:
         return len(self._records)
 
+    def _repr_html_(self) -> str:
+        from bayesmix.display import card
+
+        facts = [
+            ("runs / records", f"{self.n_runs} / {len(self)}"),
+            ("training domains", ", ".join(self.train_domains)),
+            ("validation domains", ", ".join(self.eval_domains)),
+        ]
+        if self.source:
+            facts.append(("source", str(self.source)))
+        return card("RunTable", facts, self.to_tidy())
+
     def __repr__(self) -> str:
         return (
             f"RunTable({self.n_runs} runs, {len(self)} records, "

@@ -49,6 +49,7 @@ from bayesmix.posterior.diagnostics import BLOCK_ELEMENTS, Diagnostics
 from bayesmix.posterior.extrapolation import ATTR as EXTRAPOLATION_ATTR
 from bayesmix.posterior.extrapolation import Calibration, apply_calibration, log_distance
 from bayesmix.posterior.intervals import check_ci_kind, credible_interval
+from bayesmix.posterior.mixture_range import MixtureRange
 
 FORMAT = "bayesmix-posterior/1"
 _VERSIONED = (
@@ -307,6 +308,7 @@ class Posterior:
         self.tree = tree
         #: The file this posterior was loaded from (None when built in memory); errors name it.
         self.source: str | None = None
+        self._mixture_range: MixtureRange | None = None
         try:
             self.spec = ModelSpec.from_json(attrs["bayesmix_model_spec"])
         except errors.SpecError as err:
@@ -531,6 +533,20 @@ class Posterior:
             )
         return xr.Dataset(out, attrs={"likelihood": json.dumps(lik, sort_keys=True)})
 
+    def _repr_html_(self) -> str:
+        from bayesmix.display import card
+
+        facts = [
+            ("model", f"{self.spec.name} (law {self.law.name})"),
+            ("draws", str(self.n_samples)),
+            ("gate", "passed" if self.diagnostics.ok else f"FAILED: {self.diagnostics_warning}"),
+            ("training domains", ", ".join(self.train_domains)),
+            ("validation domains", ", ".join(self.eval_domains)),
+        ]
+        if self.source:
+            facts.append(("file", str(self.source)))
+        return card("Posterior", facts)
+
     def __repr__(self) -> str:
         status = "passed" if self.diagnostics.ok else "FAILED diagnostics"
         return (
@@ -551,6 +567,13 @@ class Posterior:
                 if values.size:
                     out[key] = (float(values.min()), float(values.max()))
         return out
+
+    def mixture_range(self) -> MixtureRange:
+        """Where the fitted runs lie in the mixture space (share range per training domain,
+        nearest-run distances): :mod:`bayesmix.posterior.mixture_range`."""
+        if self._mixture_range is None:
+            self._mixture_range = MixtureRange.of(self.fit_data().final().mixtures)
+        return self._mixture_range
 
     def check_scale(
         self, *, n_params=None, tokens=None, max_extrapolation: float = MAX_EXTRAPOLATION
@@ -638,6 +661,11 @@ class Posterior:
             if warn:
                 # stacklevel 3: past the renamed_kwargs wrapper
                 warnings.warn(text, errors.ExtrapolationWarning, stacklevel=3)
+        if warn:
+            outside = self.mixture_range().notes(mix)
+            if outside:
+                more = f" (and {len(outside) - 1} more of {len(mix)})" if len(outside) > 1 else ""
+                warnings.warn(outside[0] + more, errors.ExtrapolationWarning, stacklevel=3)
         p = self.law_params(flat=False)
         mean, pred = self._draw(
             mix.to_numpy(), p, n_params, tokens, _streams(random_seed, len(mix))
