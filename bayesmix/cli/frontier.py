@@ -31,8 +31,10 @@ from bayesmix.cli._options import (
 from bayesmix.cli._output import (
     TABLE_SUFFIXES,
     add_force_argument,
+    add_json_argument,
     check_output,
     loud_warning,
+    print_json,
     write_table,
 )
 from bayesmix.posterior.intervals import DEFAULT_PROB
@@ -108,6 +110,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_force_argument(p)
     add_scale_arguments(p)
+    add_json_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -189,7 +192,10 @@ def run(args) -> int:
         random_seed=args.seed,
     )
     front.source = args.posterior
-    print(front.to_text())
+    if args.json:
+        print_json(front.table)
+    else:
+        print(front.to_text())
     if out is not None:
         write_table(front.table, out)
         print(f"wrote {out}")

@@ -33,7 +33,7 @@ from bayesmix.cli._options import (
     parse_pairs,
     scale_from_args,
 )
-from bayesmix.cli._output import add_force_argument, check_output
+from bayesmix.cli._output import add_force_argument, add_json_argument, check_output, print_json
 from bayesmix.decisions.objectives import OBJECTIVES
 from bayesmix.decisions.optimize import DEFAULT_STARTS, NONCONVEX_STARTS
 from bayesmix.posterior.intervals import DEFAULT_PROB
@@ -119,6 +119,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     add_force_argument(p)
     add_scale_arguments(p)
     add_ci_kind_argument(p)
+    add_json_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -183,7 +184,10 @@ def run(args) -> int:
         guarantees=guarantees,
     )
     report.source = args.posterior
-    print(report.to_text())
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(report.to_text())
     if out is not None:
         report.save(out, include_draw_optima=args.draws_optima)
         print(f"wrote {out}")

@@ -25,8 +25,10 @@ from bayesmix.cli._options import add_ci_kind_argument, add_scale_arguments, sca
 from bayesmix.cli._output import (
     TABLE_SUFFIXES,
     add_force_argument,
+    add_json_argument,
     check_output,
     loud_warning,
+    print_json,
     write_table,
 )
 
@@ -82,6 +84,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     add_force_argument(p)
     add_scale_arguments(p)
     add_ci_kind_argument(p)
+    add_json_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -128,6 +131,11 @@ def run(args) -> int:
         if args.kind == "predictive"
         else "posterior mean loss"
     )
+    if args.json:
+        print_json(table)
+        if args.output:
+            write_table(table, args.output)
+        return 0
     print(
         f"{args.prob:.0%} {'equal-tailed' if args.ci_kind == 'eti' else 'highest-density'} "
         f"intervals of the {what} (nats per token), "
