@@ -41,11 +41,28 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-benchmarks: $(STAMP)
+# every script in benchmarks/, each printing its figures and a last key=value line
+# (docs/performance.md has the current figures); many hours on 2 cores, the last ones longest
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -qq -e '.[dev,ray,bench]'
+	@touch $(BENCH_STAMP)
+
+benchmarks: $(BENCH_STAMP)
 	$(PY) benchmarks/fit_speed.py
+	$(PY) benchmarks/fresh_compile.py
+	$(PY) benchmarks/scale_speed.py
 	$(PY) benchmarks/regmix_accuracy.py --train 512
+	$(PY) benchmarks/optimize_accuracy.py
+	$(PY) benchmarks/guarantees.py
+	$(PY) benchmarks/implicit_aggregation.py
+	$(PY) benchmarks/continual.py
+	$(PY) benchmarks/nested_pipeline.py
+	$(PY) benchmarks/scale_transfer.py --method joint --only-scale
 	$(PY) benchmarks/law_comparison.py
-	$(PY) benchmarks/scale_transfer.py
+	$(PY) benchmarks/sim_replay.py
+	$(PY) benchmarks/pool_replay.py
+	$(PY) benchmarks/gate_defaults.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

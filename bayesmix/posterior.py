@@ -1098,7 +1098,7 @@ def _sample_blocks(params: dict[str, np.ndarray], per_sample: int):
     of at most about :data:`~bayesmix.diagnostics.BLOCK_ELEMENTS`. Why: the predictive and
     log-likelihood groups are (chain, draw, run, eval_domain); computed whole, each of their
     half-dozen temporaries is a fresh array of that size (320 MB on RegMix 512 x 6,000 draws),
-    which cost more to map than to compute (docs/speed.md, Round 5)."""
+    which cost more to map than to compute (docs/performance.md)."""
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in params.items()}
     n = len(next(iter(flat.values())))
     size = max(1, BLOCK_ELEMENTS // max(per_sample, 1))

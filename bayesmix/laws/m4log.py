@@ -258,7 +258,7 @@ class M4Log(m4.M4):
         return mean_loss(inputs["r"], params, xp)
 
     def build(self, ctx):
-        """The law's parameters from a block built for fast sampling (docs/speed.md).
+        """The law's parameters from a block built for fast sampling (docs/performance.md).
 
         Written at the centre ``f0`` of the data's features ``F = [r H, g(r)]``
         (:func:`features`; H an orthonormal zero-sum basis, so ``b = H c`` has zero-sum rows):
