@@ -319,6 +319,50 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, load average {load} (1, 5, 15 min)"
 
 
+def fit_all(todo, data: Path, saved: dict, save: Path | None, progress: bool, say) -> list[Result]:
+    """Fit ``todo``'s (data set, law, seed) triples in order, printing one line per fit; data
+    sets whose files are absent are skipped with a message; fits in ``saved`` are not redone
+    and every new one is added to it (and written to ``save``)."""
+    start = time.perf_counter()
+    results: list[Result] = []
+    loaded: dict[str, tuple | None] = {}
+    for i, (name, law, seed) in enumerate(todo, 1):
+        if name not in loaded:
+            try:
+                loaded[name] = DATASETS[name][0](data)
+            except Absent as err:
+                loaded[name] = None
+                print(f"skipped {name}: {err}", flush=True)
+        if loaded[name] is None:
+            continue
+        key = f"{law}|{name}|{seed}"
+        if key in saved:
+            res = Result(**saved[key])
+            results.append(res)
+            print(res.line() + " [saved]", flush=True)
+            continue
+        runs, kw = loaded[name]
+        say(f"[{i}/{len(todo)}] {law} on {name}, seed {seed} ({time.perf_counter() - start:.0f} s)")
+        try:
+            if law == "pipeline":
+                res = fit_pipeline(runs, seed, kw, progress)
+            else:
+                res = fit_law(runs, law, seed, kw, progress)
+        except Exception as err:  # a fit that raises counts as failed; the line says why
+            res = Result(law, name, seed, math.nan, False, math.nan, math.nan, 0, repr(err))
+        res.data = name
+        if kw.get("truth_seed") is not None:
+            res.note = f"truth seed {kw['truth_seed']}" + (f"; {res.note}" if res.note else "")
+        results.append(res)
+        print(res.line(), flush=True)
+        if save:
+            saved[key] = asdict(res)
+            tmp = save.with_suffix(".tmp")
+            tmp.write_text(json.dumps(saved, indent=1))
+            tmp.replace(save)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
@@ -345,44 +389,10 @@ def main(argv: list[str] | None = None) -> None:
         say(f"{len(saved)} saved fits read from {args.save}")
     budget = os.environ.get("BAYESMIX_MAX_TIME", "default")
     print(f"machine: {machine()}; max_time {budget}", flush=True)
-    warnings.simplefilter("ignore")  # the gate is on each line
     start = time.perf_counter()
-    results: list[Result] = []
-    loaded: dict[str, tuple | None] = {}
-    for i, (name, law, seed) in enumerate(todo, 1):
-        if name not in loaded:
-            try:
-                loaded[name] = DATASETS[name][0](args.data)
-            except Absent as err:
-                loaded[name] = None
-                print(f"skipped {name}: {err}", flush=True)
-        if loaded[name] is None:
-            continue
-        key = f"{law}|{name}|{seed}"
-        if key in saved:
-            res = Result(**saved[key])
-            results.append(res)
-            print(res.line() + " [saved]", flush=True)
-            continue
-        runs, kw = loaded[name]
-        say(f"[{i}/{len(todo)}] {law} on {name}, seed {seed} ({time.perf_counter() - start:.0f} s)")
-        try:
-            if law == "pipeline":
-                res = fit_pipeline(runs, seed, kw, progress)
-            else:
-                res = fit_law(runs, law, seed, kw, progress)
-        except Exception as err:  # a fit that raises counts as failed; the line says why
-            res = Result(law, name, seed, math.nan, False, math.nan, math.nan, 0, repr(err))
-        res.data = name
-        if kw.get("truth_seed") is not None:
-            res.note = f"truth seed {kw['truth_seed']}" + (f"; {res.note}" if res.note else "")
-        results.append(res)
-        print(res.line(), flush=True)
-        if args.save:
-            saved[key] = asdict(res)
-            tmp = args.save.with_suffix(".tmp")
-            tmp.write_text(json.dumps(saved, indent=1))
-            tmp.replace(args.save)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the gate is on each line
+        results = fit_all(todo, args.data, saved, args.save, progress, say)
     print(f"wall_s={time.perf_counter() - start:.0f}; machine: {machine()}", flush=True)
     print(summary_line(results), flush=True)
 
