@@ -82,9 +82,8 @@ print(f"ingested {len(summary.completed)} results")
 
 # %% round 1: fits the posterior and proposes by Thompson sampling
 with warnings.catch_warnings():
-    warnings.simplefilter(
-        "ignore"
-    )  # 12-16 runs: a gate warning is possible, and not the point here
+    # 12-16 runs: a failed gate is possible after fit's retries, and not the point here
+    warnings.simplefilter("ignore")
     second = exp.propose(4, out=True, random_seed=2)
     print(
         f"round {second.attrs['round']}: proposed {len(second)} runs ({second.attrs['strategy']})"

@@ -7,7 +7,7 @@ mixtures), the next rounds Thompson sampling on the fitted M4 law; the objective
 held-out loss over the four domains. At the end the recommended mixture is trained too, and
 its measured loss is compared with the best of the random initial runs.
 
-Run: ``.venv/bin/python examples/real_loop.py`` (about 3-5 minutes on 2 cores; ``--rounds``,
+Run: ``.venv/bin/python examples/real_loop.py`` (several minutes on 2 cores; ``--rounds``,
 ``-n``, ``--draws`` change the size). Writes into ``out/real_loop/`` (a fresh ledger each time).
 """
 
