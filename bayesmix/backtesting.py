@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayesmix import errors, extrapolation
+from bayesmix import errors, extrapolation, schedules
 from bayesmix.backtest_summary import Backtest, empty_records
 from bayesmix.data import LOSS_PREFIX, RunTable
 from bayesmix.extrapolation import BACKTEST_ATTR
@@ -137,13 +137,14 @@ def plan_splits(
         fitted = tidy[tidy["step"] <= cut]
         big = sizes[-1]
         held = last[(last["n_params"] == big) & (last["step"] > cut)]
-        if len(held):
+        if len(held) and "schedule" not in tidy.columns:
             notes.append(
-                "assumed: one learning-rate schedule for every checkpoint of a run (the run "
-                "table says nothing of schedules); under a decaying schedule a checkpoint "
-                "before its end sits above the final loss of a run that ends there, and the "
-                "steps split's bias shows how much that moves the extrapolation here"
+                "assumed: a constant learning rate (the run table has no 'schedule' column); "
+                "under a decaying schedule a checkpoint before its end sits above the final "
+                "loss of a run that ends there, and the steps split's bias shows how much "
+                "that moves the extrapolation here"
             )
+        if len(held):
             splits.append(
                 Split(
                     "steps",
@@ -190,7 +191,9 @@ def _predict_split(split: Split, method: str, spec, fit_kw: dict, imputations: i
     out = np.full((0,), np.nan)
     parts: dict[int, np.ndarray] = {}
     reports = [("stage 1", step_fit.diagnostics.ok, list(step_fit.diagnostics.failed))]
-    for (n_params, step), group in held.groupby(["n_params", "step"], sort=True):
+    held = held.assign(_schedule=[schedules.schedule_of(row) for _, row in held.iterrows()])
+    keys = ["n_params", "step", "_schedule"]
+    for (n_params, step, sched), group in held.groupby(keys, sort=False, dropna=False):
         post = nested_fit(
             split.fitted,
             target_n_params=float(n_params),
@@ -200,6 +203,10 @@ def _predict_split(split: Split, method: str, spec, fit_kw: dict, imputations: i
             random_seed=seed,
             step_fit=step_fit,
             warn=False,
+            # the held-out runs' own schedule (a constant rate when unknown: groupby's NaN)
+            target_schedule=sched
+            if isinstance(sched, schedules.Schedule)
+            else schedules.Schedule(),
             **fit_kw,
         )
         lines = gate_warnings(post)

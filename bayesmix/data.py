@@ -12,7 +12,9 @@ The documented tidy layout (CSV, Parquet or a pandas DataFrame), one row per rec
 ``mix.*`` columns are proportions (each record sums to 1 within ``SUM_TOLERANCE``); ``loss.*``
 cells may be empty (missing losses stay missing, they are never filled in). ``step`` and
 ``tokens`` may be 0: the checkpoint a run starts from (continual pre-training); drop such records
-before fitting a power law in steps or tokens.
+before fitting a power law in steps or tokens. Optional columns describe each run's
+learning-rate schedule (``schedule``, ``total_steps``, ``warmup_steps``, ``decay_steps``,
+``min_lr_ratio``; :mod:`bayesmix.schedules`).
 
 One plausibility rule for losses, in every loader and in ``validate`` (:func:`check_loss`):
 
@@ -40,7 +42,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix import errors
+from bayesmix import errors, schedules
 
 MIX_PREFIX = "mix."
 LOSS_PREFIX = "loss."
@@ -321,7 +323,7 @@ class RunTable:
             )
         mix_cols = [c for c in frame.columns if c.startswith(MIX_PREFIX)]
         loss_cols = [c for c in frame.columns if c.startswith(LOSS_PREFIX)]
-        known = {"run", *META_COLUMNS, *mix_cols, *loss_cols}
+        known = {"run", *META_COLUMNS, *schedules.SCHEDULE_COLUMNS, *mix_cols, *loss_cols}
         extra = [c for c in frame.columns if c not in known]
         if extra:
             # candidates: known columns, and the name with a corrected prefix (los.x -> loss.x)
@@ -331,7 +333,10 @@ class RunTable:
             hint = (
                 f"did you mean {close[0]!r}?"
                 if close
-                else ("allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>")
+                else (
+                    "allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>, and "
+                    "the schedule columns " + ", ".join(schedules.SCHEDULE_COLUMNS)
+                )
             )
             raise errors.FormatError(
                 f"unknown column {extra[0]!r}", source=source, column=extra[0], hint=hint
@@ -483,7 +488,9 @@ class RunTable:
                         column=col,
                         hint="a run has one mixture and one model size; use another run id",
                     )
-        ordered = ["run", *[c for c in META_COLUMNS if c in frame.columns], *mix_cols, *loss_cols]
+        frame = schedules.check_columns(frame, source, rows, run_ids)
+        meta = [c for c in (*META_COLUMNS, *schedules.SCHEDULE_COLUMNS) if c in frame.columns]
+        ordered = ["run", *meta, *mix_cols, *loss_cols]
         return cls(frame[ordered], train, evals, source=source)
 
     # ------------------------------------------------------------------ basic facts

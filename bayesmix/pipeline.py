@@ -78,12 +78,16 @@ from bayesmix.io import json_safe
 from bayesmix.loaders import TOKENS_PER_STEP, size_label
 from bayesmix.nutpie_loader import import_nutpie
 from bayesmix.posterior import Posterior
+from bayesmix.schedules import Schedule, features, resolve_target
 
 #: Chinchilla, Epoch AI's replication (Besiroglu et al. 2024): L = E + A / N^alpha + B / D^beta
 #: with N in parameters and D in tokens (total loss, nats per token).
 CHINCHILLA = {"E": 1.82, "A": 482.0, "alpha": 0.35, "B": 2085.0, "beta": 0.37}
 #: Sampler settings of stages 1 and 2 (stage 3 uses bayesmix.fitting's own).
 TARGET_ACCEPT = 0.9
+#: Prior median (log) of the annealing coefficient C per reference length of S2: a cosine
+#: decay to 0.1 x peak gains about 0.1 nats at its end (S2 about 1.3 reference lengths there).
+ANNEAL_LOC = math.log(0.1)
 ADAPTATION = "low_rank"
 
 # structure key -> nutpie compiled model (one per model structure for the process)
@@ -137,7 +141,8 @@ class CurveData:
     """Learning curves (stage 1) or size curves (stage 2), one per (series, validation domain).
 
     A *series* is a proxy run (stage 1) or a mixture (stage 2); a curve's points are its
-    checkpoints (stage 1) or its proxy sizes (stage 2). Curves of one *group* and domain share
+    checkpoints (stage 1, as the forward area S1 of their learning-rate schedule: the step at
+    a constant rate) or its proxy sizes (stage 2). Curves of one *group* and domain share
     an exponent: stage 1 groups runs by model size, stage 2 has one group. ``refs`` (G,): the
     reference step / size of each group (geometric mean of its points), so x = log(ref / point)
     per observation (``log_ratio``). Per curve (C): ``curve_series``, ``curve_eval``,
@@ -173,12 +178,20 @@ class CurveData:
     log_reducible_loc: float
     series_size: np.ndarray
     tokens_per_step: float = float(TOKENS_PER_STEP)
+    anneal: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def point_range(self) -> tuple[float, float]:
-        """Smallest and largest step (stage 1) or size (stage 2) fitted."""
+        """Smallest and largest step (stage 1: in peak-LR steps S1) or size fitted."""
         pts = self.refs[self.curve_group[self.obs_curve]] / np.exp(self.log_ratio)
         return float(pts.min()), float(pts.max())
+
+    @property
+    def annealed(self) -> bool:
+        """Whether some fitted checkpoint comes after its learning rate decayed (stage 1 then
+        has the annealing term ``- C S2``, :mod:`bayesmix.schedules`)."""
+        return self.anneal is not None
 
 
 @dataclass(frozen=True)
@@ -212,9 +225,13 @@ def _curves(
     log_reducible_loc: float,
     series_size: np.ndarray,
     tokens_per_step: float,
+    obs_anneal: np.ndarray | None = None,
+    notes: Sequence[str] = (),
 ) -> CurveData:
     """CurveData from a (point, K) loss matrix whose row i is series ``obs_series[i]`` at step /
-    size ``obs_point[i]`` (group ``obs_group[i]``, record ``obs_record[i]``)."""
+    size ``obs_point[i]`` (group ``obs_group[i]``, record ``obs_record[i]``); ``obs_anneal``:
+    the annealing area S2 of each row (stage 1, None when no rate decayed), stored relative
+    to its group's reference."""
     n_series, n_dom = len(series), len(eval_domains)
     row, col = np.nonzero(~np.isnan(values))
     pair = obs_series[row] * n_dom + col  # curve key
@@ -254,6 +271,12 @@ def _curves(
         log_reducible_loc=float(log_reducible_loc),
         series_size=np.asarray(series_size, float),
         tokens_per_step=float(tokens_per_step),
+        anneal=(
+            None
+            if obs_anneal is None
+            else np.asarray(obs_anneal, float)[row] / np.asarray(refs, float)[obs_group[row]]
+        ),
+        notes=tuple(notes),
     )
 
 
@@ -274,15 +297,16 @@ def _geomean(x) -> float:
 
 def _values(d: CurveData) -> dict:
     """What changes between refits of one structure (``pm.Data``)."""
+    sums = {} if d.annealed else {"curve_sy": d.curve_sy, "curve_syy": d.curve_syy}
     return {
         "y_centred": d.y - d.curve_offset[d.obs_curve],
         "log_ratio": d.log_ratio,
-        "curve_sy": d.curve_sy,
-        "curve_syy": d.curve_syy,
+        **sums,
         "level_mean": d.level_loc[d.curve_eval] - d.curve_offset,
         "level_sd": d.level_scale[d.curve_eval],
         "log_reducible_loc": np.asarray(d.log_reducible_loc),
         "log_exponent_loc": np.asarray(d.log_exponent_loc),
+        **({"anneal": d.anneal} if d.anneal is not None else {}),
     }
 
 
@@ -301,8 +325,9 @@ def _build_curve_model(d: CurveData) -> pm.Model:
     with pm.Model(coords=coords) as model:
         yc = pm.Data("y_centred", v["y_centred"], dims="obs")
         x = pm.Data("log_ratio", v["log_ratio"], dims="obs")
-        sy = pm.Data("curve_sy", v["curve_sy"], dims="curve")
-        syy = pm.Data("curve_syy", v["curve_syy"], dims="curve")
+        if not d.annealed:  # with annealing the sums depend on C: computed below
+            sy = pm.Data("curve_sy", v["curve_sy"], dims="curve")
+            syy = pm.Data("curve_syy", v["curve_syy"], dims="curve")
         m_level = pm.Data("level_mean", v["level_mean"], dims="curve")
         s_level = pm.Data("level_sd", v["level_sd"], dims="curve")
         red_loc = pm.Data("log_reducible_loc", v["log_reducible_loc"])
@@ -345,8 +370,22 @@ def _build_curve_model(d: CurveData) -> pm.Model:
         )
         sigma = pm.Deterministic("sigma", pt.exp(log_sigma), dims="eval_domain")
 
-        xo = pt.expm1(exponent[cg[oc], ce[oc]] * x)
         n_curve = len(d.curve_n)
+        if d.annealed:
+            # - C S2 (Tissue et al. 2024): C per (group, domain) on the scale of the loss at a
+            # decay of one reference length; y + C S2 then follows the power law in S1
+            c_mu = pm.Normal("log_C_mu", ANNEAL_LOC, 1.0)
+            log_c = pm.Normal("log_C_domain", c_mu, 0.5, dims="eval_domain")[None, :]
+            if n_groups > 1:
+                log_c = log_c + _group_effect("log_C", n_groups, 0.5)
+            c_gain = pm.Deterministic(
+                "C", pt.exp(log_c) * pt.ones((n_groups, 1)), dims=("group", "eval_domain")
+            )
+            s2 = pm.Data("anneal", v["anneal"], dims="obs")
+            yc = yc + c_gain[cg[oc], ce[oc]] * s2
+            sy = pt.zeros(n_curve)[oc].inc(yc)
+            syy = pt.zeros(n_curve)[oc].inc(yc**2)
+        xo = pt.expm1(exponent[cg[oc], ce[oc]] * x)
         sx = pt.zeros(n_curve)[oc].inc(xo)
         sxx = pt.zeros(n_curve)[oc].inc(xo**2)
         sxy = pt.zeros(n_curve)[oc].inc(xo * yc)
@@ -416,18 +455,20 @@ def curve_draws(
     m_r = fit.flat("R_mean")[samples][:, d.curve_group, d.curve_eval]
     s_r = fit.flat("R_cv")[samples][:, d.curve_eval] * m_r
     xo = np.expm1(ex[:, d.curve_group[d.obs_curve], d.curve_eval[d.obs_curve]] * d.log_ratio)
+    yc = v["y_centred"] + annealing_gain(fit, samples)  # (S, obs)
     n_curve = len(d.curve_n)
-    sums = np.zeros((3, len(samples), n_curve))
+    sums = np.zeros((4, len(samples), n_curve))
     for i in range(len(samples)):
         sums[0, i] = np.bincount(d.obs_curve, xo[i], n_curve)
         sums[1, i] = np.bincount(d.obs_curve, xo[i] ** 2, n_curve)
-        sums[2, i] = np.bincount(d.obs_curve, xo[i] * v["y_centred"], n_curve)
+        sums[2, i] = np.bincount(d.obs_curve, xo[i] * yc[i], n_curve)
+        sums[3, i] = np.bincount(d.obs_curve, yc[i], n_curve)
     a11, a12, a22, b1, b2 = _posterior_2x2(
         np,
         d.curve_n,
         sums[0],
         sums[1],
-        d.curve_sy,
+        sums[3],
         sums[2],
         sigma,
         v["level_mean"],
@@ -444,6 +485,23 @@ def curve_draws(
     l22 = np.sqrt(np.clip(c22 - l21**2, 0.0, None))
     z1, z2 = rng.standard_normal((2,) + mean1.shape)
     return d.curve_offset + mean1 + l11 * z1, mean2 + l21 * z1 + l22 * z2
+
+
+def annealing_gain(fit: StageFit, samples: np.ndarray, anneal=None) -> np.ndarray:
+    """``C S2`` per sample and observation (S, obs), nats per token: what the annealing of the
+    learning rate took off each fitted checkpoint (0 without the term). ``anneal``: other S2
+    values (relative to the group references) of shape (obs,) or (curve,) to evaluate instead,
+    with ``obs`` replaced by ``curve``."""
+    d = fit.data
+    per_curve = anneal is not None
+    s2 = d.anneal if anneal is None else np.asarray(anneal, float)
+    n_out = len(d.curve_n) if per_curve else len(d.y)
+    if not d.annealed or s2 is None:
+        return np.zeros((len(samples), n_out))
+    c = fit.flat("C")[samples]  # (S, G, K)
+    group = d.curve_group if per_curve else d.curve_group[d.obs_curve]
+    domain = d.curve_eval if per_curve else d.curve_eval[d.obs_curve]
+    return c[:, group, domain] * s2
 
 
 def shock_sd(d: CurveData, residuals: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -471,10 +529,15 @@ def predict_curves(
     samples: np.ndarray,
     rng: np.random.Generator,
     kind: str = "predictive",
+    schedule: Schedule | None = None,
 ) -> xr.DataArray:
     """Losses of every series at step / size ``point`` for posterior ``samples`` (indices into
     the flattened chain x draw): DataArray (draw, series, eval_domain), nats per token; the
     series dim is ``run`` (stage 1) or ``mixture`` (stage 2).
+
+    Stage 1: ``schedule`` is the learning-rate schedule of the run being predicted (None: a
+    constant rate): the curve is read at its forward area S1 and, when the fit has the
+    annealing term, lowered by ``C S2`` (:mod:`bayesmix.schedules`).
 
     ``"mean"``: the curve ``level + R (exp(e x*) - 1)``, x* = log(ref / point), with (level, R)
     drawn from their conditional posterior. ``"predictive"`` adds the noise of a new record:
@@ -487,8 +550,14 @@ def predict_curves(
     d = fit.data
     level, r = curve_draws(fit, samples, rng)  # (S, C)
     ex = fit.flat("exponent")[samples][:, d.curve_group, d.curve_eval]  # (S, C)
-    x_star = np.log(d.refs[d.curve_group] / point)
+    s1_star, s2_star = float(point), 0.0
+    if d.kind == "step" and schedule is not None:
+        s1, s2 = schedule.areas([point])
+        s1_star, s2_star = float(s1[0]), float(s2[0])
+    x_star = np.log(d.refs[d.curve_group] / s1_star)
     curve_val = level + r * np.expm1(ex * x_star)
+    if s2_star > 0:
+        curve_val -= annealing_gain(fit, samples, s2_star / d.refs[d.curve_group])
     n_s, n_series, n_dom = len(samples), len(d.series), len(d.eval_domains)
     if kind == "predictive":
         sigma = fit.flat("sigma")[samples]  # (S, K)
@@ -496,7 +565,9 @@ def predict_curves(
             fit.flat("exponent")[samples][:, d.curve_group[d.obs_curve], d.curve_eval[d.obs_curve]]
             * d.log_ratio
         )
-        resid = d.y - (level[:, d.obs_curve] + r[:, d.obs_curve] * xo)
+        resid = (
+            d.y + annealing_gain(fit, samples) - (level[:, d.obs_curve] + r[:, d.obs_curve] * xo)
+        )
         tau = shock_sd(d, resid, sigma)
         shock = tau[:, None] * rng.standard_normal((n_s, n_series))
         curve_val = (
@@ -539,8 +610,9 @@ def step_data(table: RunTable) -> CurveData:
     run_size = np.searchsorted(sizes, n_params)
     record_run = tidy["_r"].to_numpy(dtype=np.int64)
     step = tidy["step"].to_numpy(dtype=float)
+    s1, s2, notes = features(tidy)
     record_size = run_size[record_run]
-    refs = np.array([_geomean(step[record_size == g]) for g in range(len(sizes))])
+    refs = np.array([_geomean(s1[record_size == g]) for g in range(len(sizes))])
     tokens = tidy["tokens"].to_numpy(dtype=float) if "tokens" in tidy.columns else None
     tps = (
         float(np.median(tokens / step))
@@ -559,13 +631,15 @@ def step_data(table: RunTable) -> CurveData:
         values,
         record_run,
         record_size,
-        step,
+        s1,
         np.arange(len(step)),
         len(step),
         math.log(CHINCHILLA["beta"]),
         reducible,
         n_params,
         tps,
+        s2 if np.any(s2 > 0) else None,
+        notes,
     )
 
 
@@ -710,6 +784,7 @@ _STRUCTURE = (
     "obs_curve",
     "record_idx",
     "n_records",
+    "annealed",
 )
 
 
@@ -921,6 +996,7 @@ def nested_fit(
     step_fit: StageFit | None = None,
     warn: bool = True,
     max_time: float | None = None,
+    target_schedule: Schedule | str | None = None,
 ) -> Posterior:
     """The mixing law at a target model size and step, fitted through the nested pipeline.
 
@@ -934,7 +1010,11 @@ def nested_fit(
     :func:`fit_step_law` on the same runs to reuse (e.g. one stage 1 for several target steps).
     ``max_time``: seconds each stage fit may spend sampling again towards its gate (None:
     ``BAYESMIX_MAX_TIME`` or :data:`STAGE_MAX_TIME`; 0: one attempt each;
-    :mod:`bayesmix.gate_retry`).
+    :mod:`bayesmix.gate_retry`). ``target_schedule``: the target run's learning-rate schedule
+    (a :class:`~bayesmix.schedules.Schedule`, or text such as ``"cosine,warmup=2000"`` whose
+    length defaults to ``target_steps``); None: the proxies' schedule kind ending at the
+    target step when the run table gives one, else a constant rate. What was assumed is in
+    the notes (:mod:`bayesmix.schedules`).
 
     Rules: fewer than 2 model sizes, or a target step below the fitted checkpoints, raise
     :class:`PipelineError`; a mixture present at fewer than 2 sizes is dropped from stages 2-3
@@ -1033,8 +1113,18 @@ def nested_fit(
                 "step_fit was fitted to other checkpoints than these runs",
                 hint="fit stage 1 on the same runs and max_step",
             )
+    notes += [n for n in step_fit.data.notes if n not in notes]
+    try:
+        target_sched, sched_notes = resolve_target(
+            target_schedule, table.to_tidy(), s_star, learned=step_fit.data.annealed
+        )
+    except TypeError as err:
+        raise PipelineError(str(err)) from None
+    notes += sched_notes
     picks1 = _pick(step_fit.n_samples, imputations, rng)
-    stage1_losses = predict_curves(step_fit, s_star, picks1, rng)  # (J, run, K)
+    stage1_losses = predict_curves(
+        step_fit, s_star, picks1, rng, schedule=target_sched
+    )  # (J, run, K)
 
     # stage 2: one size-law fit per imputation (compiled once, data swapped)
     size_fits, target_losses = [], []
@@ -1081,6 +1171,7 @@ def nested_fit(
             "steps": s_star,
             "tokens": s_star * tps,
             "tokens_per_step": tps,
+            "schedule": None if target_sched is None else target_sched.describe(),
         },
         "imputations": int(imputations),
         "seed": random_seed,
@@ -1093,7 +1184,7 @@ def nested_fit(
             "mixtures": list(design.mixtures.index),
             "dropped_mixtures": list(design.dropped),
             "max_step": max_step,
-            "step_range": list(step_fit.data.point_range),
+            "step_range": [min_step, float(steps.max())],
             "step_refs": list(step_fit.data.refs),
             "size_ref": float(size_fits[0].data.refs[0]),
         },

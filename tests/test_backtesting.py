@@ -33,7 +33,7 @@ def test_splits_hold_out_the_largest_size_and_the_latest_steps(sim):
     runs, _ = sim
     splits, notes = plan_splits(runs)
     assert [s.kind for s in splits] == ["size", "steps"]
-    assert len(notes) == 1 and notes[0].startswith("assumed: one learning-rate schedule")
+    assert len(notes) == 1 and notes[0].startswith("assumed: a constant learning rate")
     size, steps = splits
     fitted = size.fitted.to_tidy()
     assert set(fitted["n_params"]) == {2e7, 5e7}

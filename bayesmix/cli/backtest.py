@@ -60,6 +60,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def with_declared_schedule(table, text: str | None):
+    """The run table with ``--schedule`` filled in where its runs have none."""
+    if text is None:
+        return table
+    from bayesmix.data import MAX_LOSS_LIMIT, RunTable
+    from bayesmix.schedules import ScheduleError, declare
+
+    try:
+        tidy = declare(table.to_tidy(), text)
+    except ScheduleError as err:
+        raise errors.OptionError(f"--schedule: {err}") from None
+    return RunTable.from_frame(tidy, source=table.source, max_loss=MAX_LOSS_LIMIT)
+
+
 def add_predictor_arguments(p: argparse.ArgumentParser, *, method: bool = True) -> None:
     """Options of the backtest's refits (shared with ``bayesmix pipeline``)."""
     if method:
@@ -84,6 +98,13 @@ def add_predictor_arguments(p: argparse.ArgumentParser, *, method: bool = True) 
         p.add_argument("--draws", type=int, default=500, help="draws per chain (default 500)")
         p.add_argument("--tune", type=int, default=500, help="tuning steps (default 500)")
         p.add_argument("--chains", type=int, default=2, help="chains per fit (default 2)")
+    p.add_argument(
+        "--schedule",
+        metavar="KIND[,total=N][,warmup=N][,decay=N][,min_lr=X]",
+        help="the proxies' learning-rate schedule where the run files give none (constant, "
+        "cosine, linear, wsd; without total= each run's schedule ends at its last checkpoint), "
+        "e.g. cosine,warmup=2000; default: the files' schedule columns, else a constant rate",
+    )
     p.add_argument(
         "--size-splits",
         type=int,
@@ -112,7 +133,9 @@ def run(args) -> int:
     for name in ("imputations", "draws", "tune", "chains"):
         if getattr(args, name) < 1:
             raise errors.OptionError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    table = load(args.runs, args.format, max_loss=max_loss_from_args(args))
+    table = with_declared_schedule(
+        load(args.runs, args.format, max_loss=max_loss_from_args(args)), args.schedule
+    )
     bt = backtest(
         table,
         method=args.method,

@@ -23,7 +23,7 @@ from bayesmix.cli._options import (
     max_time_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
-from bayesmix.cli.backtest import add_predictor_arguments
+from bayesmix.cli.backtest import add_predictor_arguments, with_declared_schedule
 from bayesmix.gate_retry import STAGE_MAX_TIME
 from bayesmix.loaders import FORMATS, load, size_label
 
@@ -101,6 +101,12 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="skip the backtests (refits with the largest size and the latest steps held "
         "out); then the target-scale intervals carry no learned extrapolation error",
     )
+    p.add_argument(
+        "--target-schedule",
+        metavar="KIND[,warmup=N][,decay=N][,min_lr=X]",
+        help="the target run's learning-rate schedule, ending at --steps unless total= says "
+        "otherwise (default: the proxies' kind when they have one, else a constant rate)",
+    )
     add_predictor_arguments(p, method=False)
     add_max_time_argument(p, per="each stage fit", default=STAGE_MAX_TIME)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -123,7 +129,14 @@ def run(args) -> int:
     if args.imputations < 1:
         raise errors.OptionError(f"--imputations must be >= 1, got {args.imputations}")
     load_spec(args.model)  # a bad specification fails before the data is read
-    table = load(args.runs, args.format, max_loss=max_loss)
+    table = with_declared_schedule(load(args.runs, args.format, max_loss=max_loss), args.schedule)
+    if args.target_schedule is not None:
+        from bayesmix.schedules import Schedule, ScheduleError
+
+        try:
+            Schedule.parse(args.target_schedule, total_steps=args.steps)
+        except ScheduleError as err:
+            raise errors.OptionError(f"--target-schedule: {err}") from None
 
     from bayesmix.pipeline import gate_warnings, nested_fit, pipeline_record
 
@@ -143,6 +156,7 @@ def run(args) -> int:
             max_step=args.max_step,
             warn=False,
             max_time=max_time,
+            target_schedule=args.target_schedule,
         )
     bt = None
     if not args.no_backtest:
@@ -217,7 +231,8 @@ def summary(post, rec: dict, path) -> str:
     s1 = rec["stage1"]
     lines = [
         f"target:      {size_label(t['n_params'])} parameters, {t['steps']:g} steps "
-        f"({t['tokens']:.3g} tokens)",
+        f"({t['tokens']:.3g} tokens), learning rate "
+        f"{t.get('schedule') or 'constant'}",
         f"proxies:     {p['runs']} runs, {p['records']} checkpoints (steps "
         f"{p['step_range'][0]:g}-{p['step_range'][1]:g}), sizes "
         f"{', '.join(size_label(s) for s in p['sizes'])}; {len(p['mixtures'])} mixtures",
