@@ -17,6 +17,7 @@ The public API, one name per step (imported on first use, so ``import bayesmix``
 ``propose``         one round of proposals for a ledger (``Experiment(...).propose``)
 ``report``          the self-contained HTML report of a posterior [+ decision, ledger]
 ``backtest``        refit with the largest size / latest steps held out: how well scaling up works
+``evaluate``        score a posterior on held-out runs: MAE, bias, Spearman, interval coverage
 ==================  ======================================================================
 
 ``report`` is also reachable as ``write_report``, ``Posterior.report()`` and
@@ -68,6 +69,7 @@ _LAZY = {
     "write_report": ("bayesmix.html_report", "write_report"),
     "report": ("bayesmix.html_report", "write_report"),
     "backtest": ("bayesmix.backtesting", "backtest"),
+    "evaluate": ("bayesmix.evaluation", "evaluate"),
 }
 
 __all__ = [
@@ -80,6 +82,7 @@ __all__ = [
     "__version__",
     "backtest",
     "decide",
+    "evaluate",
     "fit",
     "load",
     "propose",
@@ -92,6 +95,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from bayesmix.backtesting import backtest
     from bayesmix.constraints import Constraints
     from bayesmix.decision import DecisionReport, decide
+    from bayesmix.evaluation import evaluate
     from bayesmix.experiment import Experiment
     from bayesmix.fitting import fit
     from bayesmix.html_report import write_report

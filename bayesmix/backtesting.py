@@ -28,7 +28,7 @@ import pandas as pd
 
 from bayesmix import errors, extrapolation, schedules
 from bayesmix.backtest_summary import Backtest, empty_records
-from bayesmix.data import LOSS_PREFIX, RunTable
+from bayesmix.data import LOSS_PREFIX, RunTable, as_run_table
 from bayesmix.extrapolation import BACKTEST_ATTR
 from bayesmix.io import json_safe
 from bayesmix.loaders import size_label
@@ -81,8 +81,7 @@ def plan_splits(
     size splits at most (1: the largest size from all others; 2: also from all but the two
     largest, when there are 4 or more sizes).
     """
-    if not isinstance(runs, RunTable):
-        raise errors.BayesmixError("runs must be a RunTable (load it with bayesmix.load)")
+    runs = as_run_table(runs)
     if not (math.isfinite(step_ratio) and step_ratio > 1):
         raise errors.OptionError(f"step_ratio must be a number > 1, got {step_ratio!r}")
     if isinstance(size_splits, bool) or not isinstance(size_splits, int) or size_splits < 0:

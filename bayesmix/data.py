@@ -510,6 +510,18 @@ class RunTable:
     def __len__(self) -> int:
         return len(self._records)
 
+    def _repr_html_(self) -> str:
+        from bayesmix.display import card
+
+        facts = [
+            ("runs / records", f"{self.n_runs} / {len(self)}"),
+            ("training domains", ", ".join(self.train_domains)),
+            ("validation domains", ", ".join(self.eval_domains)),
+        ]
+        if self.source:
+            facts.append(("source", str(self.source)))
+        return card("RunTable", facts, self.to_tidy())
+
     def __repr__(self) -> str:
         return (
             f"RunTable({self.n_runs} runs, {len(self)} records, "
@@ -693,3 +705,17 @@ def _to_numeric(series: pd.Series, col: str, source, rows, run_ids) -> pd.Series
             hint="write numbers with a '.' decimal point, leave unknown cells empty",
         )
     return out.astype(float)
+
+
+def as_run_table(runs, name: str = "runs") -> RunTable:
+    """``runs`` as a RunTable: a RunTable as it is, a pandas DataFrame in the tidy layout
+    validated (:meth:`RunTable.from_frame`); anything else is a TypeError saying what to pass."""
+    if isinstance(runs, RunTable):
+        return runs
+    if isinstance(runs, pd.DataFrame):
+        return RunTable.from_frame(runs, source="DataFrame")
+    raise TypeError(
+        f"{name} must be a RunTable or a pandas DataFrame in the tidy layout (run, [n_params], "
+        f"[step], [tokens], mix.<domain>..., loss.<domain>...), got {type(runs).__name__}; "
+        "bayesmix.load reads files"
+    )

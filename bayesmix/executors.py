@@ -47,7 +47,8 @@ class Job:
     """One launch of one run: ``command`` (a shell command, placeholders already filled),
     ``folder`` (its working folder, created), ``mixture_file`` and ``mixture_json`` (the file
     the command may read, written before it starts), ``out`` (the result file it must write),
-    ``timeout_s`` (None: no limit), extra environment variables ``env``."""
+    ``timeout_s`` (None: no limit), extra environment variables ``env``, ``cwd`` where the
+    command starts (None, or a directory this host lacks, e.g. on another Ray node: ``folder``)."""
 
     run: str
     command: str
@@ -57,6 +58,7 @@ class Job:
     out: str
     timeout_s: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
 
 
 @dataclass
@@ -135,7 +137,7 @@ def run_job(job: Job, on_start=None) -> JobResult:
             proc = subprocess.Popen(
                 job.command,
                 shell=True,
-                cwd=folder,
+                cwd=job.cwd if job.cwd and Path(job.cwd).is_dir() else folder,
                 stdout=so,
                 stderr=se,
                 stdin=subprocess.DEVNULL,

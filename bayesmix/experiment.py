@@ -42,7 +42,7 @@ import pandas as pd
 
 from bayesmix import errors
 from bayesmix._compat import PROGRESS, SEED, rename_kwargs, renamed_kwargs
-from bayesmix.data import MAX_LOSS, MIX_PREFIX, RunTable, check_known_domains
+from bayesmix.data import LOSS_PREFIX, MAX_LOSS, MIX_PREFIX, RunTable, check_known_domains
 from bayesmix.diagnostics import ConvergenceWarning
 from bayesmix.ledger import (
     IngestSummary,
@@ -163,6 +163,17 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment({str(self.path)!r}, model={self.model!r})"
+
+    def _repr_html_(self) -> str:
+        from bayesmix.display import card
+
+        counts = self.status()["by_status"]
+        facts = [
+            ("ledger", str(self.path)),
+            ("model", str(self.model)),
+            ("runs", ", ".join(f"{n} {s}" for s, n in counts.items() if n)),
+        ]
+        return card("Experiment", facts, self.runs())
 
     # ------------------------------------------------------------------ create
     @classmethod
@@ -342,10 +353,17 @@ class Experiment:
             summary["missing_handoffs"] = {str(r): p for r, p in led.missing_handoffs().items()}
         return summary
 
-    def runs(self, status=None) -> pd.DataFrame:
-        """Runs of the ledger (:meth:`bayesmix.ledger.Ledger.runs`)."""
+    def runs(self, status=None, *, losses: bool = True) -> pd.DataFrame:
+        """Runs of the ledger (:meth:`bayesmix.ledger.Ledger.runs`), with each completed run's
+        losses at its last checkpoint (``loss.<domain>`` columns, empty for the others) unless
+        ``losses=False``."""
         with self._open() as led:
-            return led.runs(status)
+            frame = led.runs(status)
+            if not losses or not (frame["status"] == "completed").any():
+                return frame
+            final = led.run_table("completed").final().to_tidy()
+        cols = [c for c in final.columns if c.startswith(LOSS_PREFIX)]
+        return frame.merge(final[["run", *cols]], on="run", how="left")
 
     def set_status(self, run: str, status: str) -> None:
         """Mark a run running, failed, abandoned or proposed again."""
@@ -758,6 +776,14 @@ class Experiment:
                         "choosing again with them pending"
                     )
             notes += [note for note in batch.notes if note not in notes]
+            if post is not None:
+                check = post.mixture_range().check(batch.mixtures)
+                if not check["inside"].all():
+                    notes.append(
+                        f"{int((~check['inside']).sum())} of {len(check)} proposals lie outside "
+                        "the fitted runs' mixtures (exploration: their predictions rest on the "
+                        "law's form)"
+                    )
             runs = led.runs()
             mine = runs[runs["run"].isin(ids)].reset_index(drop=True)
             round_no = int(mine["round"].iloc[0])

@@ -25,7 +25,7 @@ import pymc as pm
 
 from bayesmix import compile_cache, errors
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
-from bayesmix.data import RunTable
+from bayesmix.data import RunTable, as_run_table
 from bayesmix.diagnostics import ConvergenceWarning
 from bayesmix.gate_retry import (
     SamplerSettings,
@@ -310,6 +310,7 @@ def fit(
         if int(value) < 1:
             raise errors.BayesmixError(f"{name} must be >= 1, got {value}")
     budget = check_max_time(max_time)
+    runs = as_run_table(runs)
     spec = load_spec(model)
     if priors:
         spec = spec.with_priors(**priors)

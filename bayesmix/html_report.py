@@ -794,8 +794,11 @@ def _section_simplex(view: _View, abc) -> tuple[str, str, str]:
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     at_r = view.overall(r[None, :])[:, 0].mean()
     lo_c, hi_c = view.constraints.lower, view.constraints.upper
+    covered = view.post.mixture_range()
     for j, dom in enumerate(view.train):
         ax = axes.flat[j]
+        # the shares the fitted runs covered: outside it the curve is the law's form
+        ax.axvspan(covered.low[j], covered.high[j], color="0.9", lw=0, zorder=0)
         values = view.overall(_through(r, j, xs))  # (S, n)
         lo, hi = credible_interval(values, view.prob, ci_kind=view.ci_kind)
         ax.fill_between(xs, lo, hi, color="tab:blue", alpha=0.25, lw=0)
@@ -817,7 +820,8 @@ def _section_simplex(view: _View, abc) -> tuple[str, str, str]:
         f"Expected aggregate loss ({view.weights_text}) along the line through "
         f"the {view.label} (red dot) and each training domain's vertex: share 0 "
         f"on the left, the pure domain on the right; band: {view.prob:.0%} "
-        "interval over posterior draws; dotted: that domain's share limits.",
+        "interval over posterior draws; dotted: that domain's share limits; grey: the "
+        "shares the fitted runs covered (outside it the curve is the law's form).",
     )
     parts = [
         f"<p>Starting point: the {_esc(view.label)}: "
@@ -899,12 +903,16 @@ def _ternary_figure(view: _View, abc) -> str:
         ax.plot([0, 1, 0.5, 0], [0, 0, math.sqrt(3) / 2, 0], color="k", lw=0.8)
         if optima_xy is not None:
             ax.plot(*optima_xy, ".", color="orange", ms=2, alpha=0.5, label="per-draw optima")
+        # white with a black rim: visible on any colour, and on the triangle's edges (runs
+        # with a zero share of a domain), which clipping and a white rim used to hide
         ax.scatter(
             *runs_xy,
             s=8 + 40 * share[keep],
-            facecolors="none",
-            edgecolors="white",
-            linewidths=0.8,
+            facecolors="white",
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=3,
+            clip_on=False,
             label="fitted runs",
         )
         ax.plot(
@@ -932,14 +940,16 @@ def _ternary_figure(view: _View, abc) -> str:
         f"Expected aggregate loss over mixtures of {', '.join(abc)} "
         f"(a slice of the simplex through the {view.label}, red star).{rest} "
         "Circles: fitted runs projected onto the slice (size: their share of these "
-        "three domains)" + ("; orange: per-draw optima" if optima_xy is not None else "") + ".",
+        "three domains; the region they span is what the data cover)"
+        + ("; orange: per-draw optima" if optima_xy is not None else "")
+        + ".",
     )
 
 
 # ------------------------------------------------------------------------------ 5. decision
 def _section_decision(view: _View) -> tuple[str, str, str]:
     rep = view.decision
-    parts = [f"<pre>{_esc(rep.to_text())}</pre>"]
+    parts = [f"<pre>{_esc(rep.to_text(banner=False))}</pre>"]
     rec = rep.recommendation
     m = len(rec)
     fig = _new_figure(8, 0.3 * m + 1.3)
@@ -1084,13 +1094,18 @@ def _section_ledger(view: _View, ledger) -> tuple[str, str, str]:
     if len(frame):
         fig = _new_figure(7.5, 3.6)
         ax = fig.subplots()
-        ax.step(
+        # a line through each round's value, marked: a post-step ends at the last round and
+        # hid its value
+        ax.plot(
             frame["round"],
             frame["best observed so far"],
-            where="post",
+            "-o",
+            drawstyle="steps-post",
             color="k",
+            ms=4,
             label="best observed (runs of rounds <= r)",
         )
+        ax.set_xlim(frame["round"].min() - 0.5, frame["round"].max() + 0.5)
         has = frame["expected loss"].notna()
         if has.any():
             f = frame[has]

@@ -923,6 +923,13 @@ class Ledger:
                     "UPDATE runs SET status = ?, updated = ? WHERE run = ?",
                     (changes[run], now, run),
                 )
+                job = self._job(con, run)
+                if changes[run] == "proposed" and job.get("attempts"):
+                    # a retry by hand gets bayesmix run's retries afresh
+                    note = f"set to proposed by hand at {now}: attempt count reset"
+                    job.setdefault("history", []).append(note)
+                    job["attempts"] = 0
+                    self._put_job(con, run, job)
         return changed
 
     # ------------------------------------------------------------------ jobs (bayesmix run)
@@ -1101,6 +1108,14 @@ class Ledger:
 
         with self._write("ingest") as con:
             stored_steps = con.execute("SELECT count(step), count(*) FROM results").fetchone()
+            if stored_steps[0] and not has_steps:
+                # results without a step column for a ledger recording steps: each run's
+                # planned steps (propose --steps) say which checkpoint they are
+                planned = dict(con.execute("SELECT run, steps FROM runs"))
+                steps = [planned.get(str(r)) for r in tidy["run"]]
+                if all(v is not None for v in steps):
+                    tidy = tidy.assign(step=[float(v) for v in steps if v is not None])
+                    has_steps = True
             if stored_steps[1] and bool(stored_steps[0]) != has_steps:
                 raise errors.LedgerError(
                     "this ledger records losses "
@@ -1109,7 +1124,13 @@ class Ledger:
                     + ("have" if has_steps else "have no")
                     + " 'step' column",
                     source=source,
-                    hint="keep one layout for all results of an experiment",
+                    hint=(
+                        "add a 'step' column (the training step of each result), or propose "
+                        "runs with planned steps (a pool with a steps column) so a result "
+                        "without one is taken at its planned step"
+                        if stored_steps[0]
+                        else "keep one layout for all results of an experiment"
+                    ),
                 )
             known = {
                 row[0]: row

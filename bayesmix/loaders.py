@@ -68,9 +68,9 @@ def load(
 
     Parameters
     ----------
-    paths : path or sequence of paths
+    paths : path, sequence of paths or pandas.DataFrame
         A file, a directory (its files in a known format are used, others skipped with a
-        note) or a list of them.
+        note), a list of them, or a DataFrame in the tidy layout (validated the same way).
     format : {"tidy", "regmix", "mixinglaws"}, optional
         One of :data:`FORMATS`; detected from the content when None.
     renormalize : bool, default False
@@ -119,6 +119,20 @@ def load(
             f"unknown format {format!r}", hint=f"use one of: {', '.join(FORMATS)}"
         )
     notes: list[str] = []
+    if isinstance(paths, pd.DataFrame):  # the tidy layout, in memory
+        return from_dataframe(
+            paths,
+            renormalize=renormalize,
+            tolerance=tolerance,
+            report=report,
+            expected_domains=expected_domains,
+            max_loss=max_loss,
+        )
+    if not isinstance(paths, (str, os.PathLike, list, tuple)):
+        raise TypeError(
+            "load takes a path, a list of paths or a pandas DataFrame in the tidy layout, got "
+            f"{type(paths).__name__}"
+        )
     files = _collect(paths, format, notes)
     fmt = format or files[0][1]
     paths_only = [p for p, _ in files]

@@ -64,7 +64,7 @@ import xarray as xr
 
 from bayesmix import compile_cache, errors
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
-from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable
+from bayesmix.data import LOSS_PREFIX, MIX_PREFIX, RunTable, as_run_table
 from bayesmix.diagnostics import ConvergenceWarning, Diagnostics
 from bayesmix.gate_retry import (
     SamplerSettings,
@@ -880,8 +880,7 @@ def compiled_count() -> int:
 def _proxy_records(runs: RunTable, max_step: float | None) -> tuple[RunTable, list[str]]:
     """The checkpoints stage 1 fits: step > 0 (and <= ``max_step``), model size present."""
     notes: list[str] = []
-    if not isinstance(runs, RunTable):
-        raise PipelineError("runs must be a RunTable (load it with bayesmix.loaders.load)")
+    runs = as_run_table(runs)
     if not runs.has_steps:
         raise PipelineError(
             "the runs have no 'step' column: the step law needs checkpoints",

@@ -5,11 +5,13 @@ first, an initial design when nothing is completed yet), at most ``parallel`` at
 an :class:`~bayesmix.executors.Executor`. A launch fills the user's command template
 (:data:`PLACEHOLDERS`, shell-quoted), marks the run ``running`` with a job record in the ledger
 (:meth:`~bayesmix.ledger.Ledger.claim`: owner host and pid, attempt count, heartbeat), runs the
-command in ``<workdir>/<run>/`` and, when it exits 0 having written its result file (any run
-table format ``bayesmix ingest`` reads; normally a tidy CSV), records the losses: the run
-becomes ``completed``. A failed launch (non-zero exit, killed, timed out, no or bad result
-file) is recorded with its stderr tail and retried up to ``retries`` times; then it is
-``failed``. After R rounds the loop stops (and recommends a mixture).
+command (from the directory the runner was started in, or ``cwd``; ``{workdir}`` is the run's
+own folder ``<workdir>/<run>/``, which holds its mixture file, logs and result) and, when it
+exits 0 having written its result file (any run table format ``bayesmix ingest`` reads;
+normally a tidy CSV), records the losses: the run becomes ``completed``. A failed launch
+(non-zero exit, killed, timed out, no or bad result file) is recorded with its stderr tail and
+retried up to ``retries`` times; then it is ``failed``. A run set back to ``proposed`` by hand
+gets its retries afresh. After R rounds the loop stops (and recommends a mixture).
 
 Interruption and restart. Ctrl-C (SIGINT) stops the jobs (SIGTERM to their process groups,
 SIGKILL after 5 s), records the results that had already arrived, and puts the runs in flight
@@ -46,7 +48,7 @@ from bayesmix.io import atomic_write_text
 from bayesmix.ledger import Ledger
 
 #: Placeholders of the command template.
-PLACEHOLDERS = ("run", "mixture_json", "mixture_file", "out")
+PLACEHOLDERS = ("run", "mixture_json", "mixture_file", "out", "workdir")
 #: Seconds between heartbeats of a live runner (its running runs' job records).
 HEARTBEAT_S = 30.0
 #: Default seconds without a heartbeat after which another runner takes a running run back.
@@ -111,7 +113,8 @@ class Runner:
 
     ``experiment``: a :class:`~bayesmix.experiment.Experiment` (its model and MCMC settings are
     used for every refit); ``command``: the template; ``executor``: where jobs run;
-    ``workdir``: the runs' folders (default ``<ledger stem>-runs`` next to the ledger);
+    ``workdir``: the runs' folders (default ``<ledger stem>-runs`` next to the ledger); ``cwd``:
+    where commands start (default: the current directory when the Runner is made);
     ``retries``: extra launches of a failing run; ``batch``/``strategy``/``propose_options``:
     what :meth:`Experiment.propose` gets when a round needs new runs; ``timeout_s``: per
     launch (None: no limit); ``log``: receives one line per event (None: silent).
@@ -124,6 +127,7 @@ class Runner:
         executor: Executor,
         *,
         workdir: str | os.PathLike | None = None,
+        cwd: str | os.PathLike | None = None,
         retries: int = 1,
         batch: int = 8,
         strategy: str = "thompson",
@@ -146,6 +150,9 @@ class Runner:
         self.workdir = Path(
             workdir if workdir is not None else ledger.with_name(f"{ledger.stem}-runs")
         ).absolute()
+        self.cwd = Path(cwd if cwd is not None else os.getcwd()).absolute()
+        if not self.cwd.is_dir():
+            raise errors.OptionError(f"--cwd {self.cwd} is not a directory")
         self.retries, self.batch, self.strategy = retries, batch, strategy
         self.propose_options = dict(propose_options or {})
         self.timeout_s, self.stale_after_s = timeout_s, stale_after_s
@@ -173,6 +180,7 @@ class Runner:
             "mixture_json": mix_json,
             "mixture_file": str(folder / "mixture.json"),
             "out": str(self._out(run)),
+            "workdir": str(folder),
         }
         return Job(
             run=run,
@@ -183,6 +191,7 @@ class Runner:
             out=values["out"],
             timeout_s=self.timeout_s,
             env=self.env,
+            cwd=str(self.cwd),
         )
 
     def _mixtures(self, status: str) -> dict[str, dict[str, float]]:

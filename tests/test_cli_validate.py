@@ -108,3 +108,23 @@ def test_wrong_format_option(tmp_path):
         "row 1",
         "3 tab-separated fields",
     )
+
+
+def test_json_lists_every_bad_row(tmp_path):
+    runs, _ = simulate(["web", "code"], n_runs=6, random_seed=0)
+    frame = runs.to_tidy()
+    frame.loc[1, "mix.web"] = -0.5  # row 3 of the file
+    frame.loc[4, "loss.code"] = float("inf")  # row 6
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    proc = bayesmix("validate", "--json", path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["ok"] is False and out["truncated"] is False
+    assert [(e["row"], e["column"]) for e in out["errors"]] == [(3, "mix.web"), (6, "loss.code")]
+    assert all(e["source"] == str(path) and e["problem"] for e in out["errors"])
+    # without --json: the one-line error of the first bad row, as before
+    assert_one_line_error(bayesmix("validate", path), "row 3", "mix.web")
+    good = tmp_path / "good.csv"
+    runs.to_tidy().to_csv(good, index=False)
+    assert json.loads(bayesmix("validate", "--json", good).stdout)["ok"] is True

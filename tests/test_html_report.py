@@ -103,6 +103,10 @@ def test_report_has_every_section_and_figure(full_report):
     assert not re.search(r'(src|href)="(https?:)?//', text)
     assert "@import" not in text and "<script" not in text
     assert "Decision report" in text and "P(recommended beats baseline" in text
+    # the suite's 2 x 300-draw fit fails its gate: the page says so once, styled, without the
+    # terminal's banner of '!'
+    assert 'class="warn"' in text and "!!!!" not in text
+    assert "grey: the shares the fitted runs covered" in text
 
 
 def test_ledger_section_shows_each_round(full_report):

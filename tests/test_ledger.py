@@ -323,6 +323,22 @@ def test_steps_checkpoints_and_layout(ledger):
         )
 
 
+def test_results_without_steps_take_the_planned_steps(ledger):
+    # a ledger recording steps (the first results had a step column) ...
+    first = ledger.add_proposals(MIX[:1], "x", 0)
+    ledger.record_results(results(first, [MIX[0]], [[3.5, 2.5]], steps=[1000]))
+    # ... accepts a result without one for a run proposed with its planned steps
+    (planned,) = ledger.add_proposals(MIX[1:2], "x", 1, steps=[3000])
+    s = ledger.record_results(results([planned], [MIX[1]], [[3.0, 2.0]]))
+    assert s.completed == [planned]
+    tidy = ledger.run_table().to_tidy()
+    assert tidy.loc[tidy["run"] == planned, "step"].tolist() == [3000.0]
+    # without planned steps the error says both ways out
+    (unplanned,) = ledger.add_proposals(MIX[2:3], "x", 2)
+    with pytest.raises(errors.LedgerError, match=r"add a 'step' column .* planned steps"):
+        ledger.record_results(results([unplanned], [MIX[2]], [[3.1, 2.1]]))
+
+
 def test_import_export_round_trip(ledger):
     rng = np.random.default_rng(1)
     mixes = rng.dirichlet(np.ones(3), size=6)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import bayesmix as bm
 from bayesmix import errors
 from bayesmix.data import SUM_TOLERANCE
 from bayesmix.loaders import (
@@ -269,3 +270,24 @@ def test_same_file_twice_is_a_duplicate(tmp_path):
     other.write_text(path.read_text())
     with pytest.raises(errors.DuplicateRunError, match="also in"):
         load([path, other])
+
+
+def test_load_and_fit_take_a_tidy_dataframe():
+    runs, _ = bm.simulate(["web", "code"], n_runs=6, random_seed=0)
+    frame = runs.to_tidy()
+    loaded = bm.load(frame)
+    assert loaded.source == "DataFrame"
+    pd.testing.assert_frame_equal(loaded.to_tidy(), frame)
+    # a DataFrame is validated like a file: the error names the row and column
+    bad = frame.assign(**{"mix.web": -frame["mix.web"]})
+    with pytest.raises(
+        bm.errors.NegativeProportionError, match="DataFrame, row 1, run 'r0', column 'mix.web'"
+    ):
+        bm.load(bad)
+    # bm.fit validates a DataFrame before any sampling (no MCMC runs here)
+    with pytest.raises(bm.errors.NegativeProportionError, match="column 'mix.web'"):
+        bm.fit(bad)
+    with pytest.raises(TypeError, match="a pandas DataFrame in the tidy layout"):
+        bm.load(3)
+    with pytest.raises(TypeError, match="RunTable or a pandas DataFrame"):
+        bm.fit([[0.5, 0.5]])

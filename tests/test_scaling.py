@@ -170,6 +170,8 @@ def test_far_extrapolation_is_refused_with_numbers(scaling_fit):
     assert post.check_scale(n_params=5e7, tokens=5e9) == []
     msgs = post.check_scale(n_params=1e9, tokens=1e10, max_extrapolation=float("inf"))
     assert len(msgs) == 1 and "10x above" in msgs[0]
+    # the joint law is retired beyond the proxies: the message sends users to the pipeline
+    assert "retired for targets beyond the proxies" in msgs[0] and "bayesmix pipeline" in msgs[0]
     with pytest.raises(errors.OptionError, match="needs tokens"):
         post.predict([[0.3, 0.3, 0.4]], n_params=1e8)
 

@@ -32,6 +32,7 @@ COMMANDS = [
     "critical_share",
     "pipeline",
     "backtest",
+    "evaluate",
     "frontier",
     "report",
 ]

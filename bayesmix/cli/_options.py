@@ -234,3 +234,13 @@ def add_baseline_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE.json",
         help="baseline from a JSON {domain: share} or an earlier report",
     )
+
+
+def add_ci_kind_argument(p) -> None:
+    """``--ci-kind eti|hdi``: equal-tailed (default) or highest-density intervals."""
+    p.add_argument(
+        "--ci-kind",
+        choices=("eti", "hdi"),
+        default="eti",
+        help="equal-tailed (default) or highest-density intervals",
+    )

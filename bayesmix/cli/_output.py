@@ -75,3 +75,15 @@ def loud_warning(message: str | None, note: str | None = None) -> None:
     if note:
         lines.append(f"WARNING: {note}")
     print("\n".join([*lines, bar]), file=sys.stderr)
+
+
+def add_json_argument(p: argparse.ArgumentParser) -> None:
+    """``--json``: the result as JSON on stdout instead of text (progress stays on stderr)."""
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
+
+
+def print_json(obj) -> None:
+    """``obj`` (dict, list or DataFrame: its records) as indented JSON, NaN as null."""
+    if isinstance(obj, pd.DataFrame):
+        obj = obj.to_dict(orient="records")
+    print(json.dumps(json_safe(obj), indent=2))

@@ -11,6 +11,7 @@ the residuals (what `bayesmix pipeline` adds to its target-scale intervals).
 from __future__ import annotations
 
 import argparse
+import sys
 
 from bayesmix import errors
 from bayesmix.cli._options import (
@@ -19,7 +20,7 @@ from bayesmix.cli._options import (
     max_loss_from_args,
     max_time_from_args,
 )
-from bayesmix.cli._output import add_force_argument, check_output
+from bayesmix.cli._output import add_force_argument, add_json_argument, check_output, print_json
 from bayesmix.gate_retry import STAGE_MAX_TIME
 from bayesmix.loaders import FORMATS, load
 
@@ -56,6 +57,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_max_loss_argument(p)
     add_force_argument(p)
+    add_json_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -152,8 +154,11 @@ def run(args) -> int:
         progressbar=not args.quiet,
         max_time=max_time_from_args(args),
     )
-    print(bt.to_text())
+    if args.json:
+        print_json(bt.to_dict(records=False))
+    else:
+        print(bt.to_text())
     if out is not None:
         bt.save(out)
-        print(f"saved:       {out}")
+        print(f"saved:       {out}", file=sys.stderr if args.json else sys.stdout)
     return 0

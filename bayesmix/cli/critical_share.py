@@ -30,8 +30,10 @@ from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args, par
 from bayesmix.cli._output import (
     TABLE_SUFFIXES,
     add_force_argument,
+    add_json_argument,
     check_output,
     loud_warning,
+    print_json,
     write_table,
 )
 from bayesmix.io import check_distinct_outputs
@@ -90,7 +92,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="nats the original loss may rise above its start (default 0)",
     )
     p.add_argument(
+        "--ci-prob",
         "--prob",
+        dest="prob",
         type=float,
         default=0.9,
         help="probability mass of the equal-tailed intervals (default 0.9)",
@@ -115,6 +119,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     add_max_loss_argument(p)
     add_force_argument(p)
+    add_json_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -165,9 +170,12 @@ def run(args) -> int:
         other_shares=other,
     )
     loud_warning(post.diagnostics_warning)  # after the input checks: errors stay one line
-    print(format_result(result))
-    print()
-    print(result.to_text(warning=False))
+    if args.json:
+        print_json(result.to_frame())
+    else:
+        print(format_result(result))
+        print()
+        print(result.to_text(warning=False))
     if args.output:
         write_table(result.to_frame(), args.output)
         print(f"\nwritten: {args.output}")

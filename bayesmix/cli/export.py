@@ -24,7 +24,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--round", required=True, type=int, metavar="N", help="the round to export")
     p.add_argument(
         "-o",
+        "--output",
         "--out",
+        dest="out",
         metavar="FILE.csv|FILE.json",
         help="where to write (default: <ledger>-round<N>.csv next to the ledger)",
     )

@@ -31,8 +31,10 @@ from bayesmix.cli._options import (
 from bayesmix.cli._output import (
     TABLE_SUFFIXES,
     add_force_argument,
+    add_json_argument,
     check_output,
     loud_warning,
+    print_json,
     write_table,
 )
 from bayesmix.optimize import DEFAULT_PROB
@@ -93,17 +95,22 @@ def register(subparsers) -> argparse.ArgumentParser:
     add_baseline_arguments(p)
     add_constraint_arguments(p)
     p.add_argument(
+        "--ci-prob",
         "--prob",
+        dest="prob",
         type=float,
         default=DEFAULT_PROB,
         help=f"mass of the target loss intervals (default {DEFAULT_PROB})",
     )
-    p.add_argument("-o", "--out", metavar="FILE.csv|FILE.json", help="write the table")
+    p.add_argument(
+        "-o", "--output", "--out", dest="out", metavar="FILE.csv|FILE.json", help="write the table"
+    )
     p.add_argument("--plot", metavar="FIG.png", help="draw the frontier (PNG, PDF or SVG)")
     p.add_argument("--seed", type=int, default=0, help="seed of random starts (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_force_argument(p)
     add_scale_arguments(p)
+    add_json_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -185,7 +192,10 @@ def run(args) -> int:
         random_seed=args.seed,
     )
     front.source = args.posterior
-    print(front.to_text())
+    if args.json:
+        print_json(front.table)
+    else:
+        print(front.to_text())
     if out is not None:
         write_table(front.table, out)
         print(f"wrote {out}")

@@ -80,7 +80,10 @@ def register(subparsers) -> argparse.ArgumentParser:
         help=f"smallest distance between design mixtures (default {design.DEFAULT_MIN_DISTANCE})",
     )
     p.add_argument(
+        "-o",
+        "--output",
         "--out",
+        dest="out",
         metavar="FILE.csv|FILE.json",
         help="where to write the proposals (default: <ledger>-round0.csv)",
     )

@@ -26,13 +26,14 @@ from bayesmix import errors
 from bayesmix.cli._options import (
     add_aggregate_arguments,
     add_baseline_arguments,
+    add_ci_kind_argument,
     add_constraint_arguments,
     add_scale_arguments,
     constraints_from_args,
     parse_pairs,
     scale_from_args,
 )
-from bayesmix.cli._output import add_force_argument, check_output
+from bayesmix.cli._output import add_force_argument, add_json_argument, check_output, print_json
 from bayesmix.optimize import DEFAULT_PROB, DEFAULT_STARTS, NONCONVEX_STARTS, OBJECTIVES
 
 _EPILOG = """examples:
@@ -84,12 +85,21 @@ def register(subparsers) -> argparse.ArgumentParser:
         "PROB (repeatable)",
     )
     p.add_argument(
+        "--ci-prob",
         "--prob",
+        dest="prob",
         type=float,
         default=DEFAULT_PROB,
         help=f"mass of the reported intervals (default {DEFAULT_PROB})",
     )
-    p.add_argument("-o", "--out", metavar="FILE.json|FILE.csv", help="also write the report")
+    p.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        metavar="FILE.json|FILE.csv",
+        help="also write the report",
+    )
     p.add_argument(
         "--draws-optima",
         action="store_true",
@@ -106,6 +116,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_force_argument(p)
     add_scale_arguments(p)
+    add_ci_kind_argument(p)
+    add_json_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -160,6 +172,7 @@ def run(args) -> int:
         objective=args.objective,
         baseline=baseline,
         ci_prob=args.prob,
+        ci_kind=args.ci_kind,
         allow_subset=args.weights_subset,
         n_starts=args.starts,
         random_seed=args.seed,
@@ -169,7 +182,10 @@ def run(args) -> int:
         guarantees=guarantees,
     )
     report.source = args.posterior
-    print(report.to_text())
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(report.to_text())
     if out is not None:
         report.save(out, include_draw_optima=args.draws_optima)
         print(f"wrote {out}")

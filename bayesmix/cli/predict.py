@@ -21,12 +21,14 @@ import sys
 import warnings
 
 from bayesmix import errors
-from bayesmix.cli._options import add_scale_arguments, scale_from_args
+from bayesmix.cli._options import add_ci_kind_argument, add_scale_arguments, scale_from_args
 from bayesmix.cli._output import (
     TABLE_SUFFIXES,
     add_force_argument,
+    add_json_argument,
     check_output,
     loud_warning,
+    print_json,
     write_table,
 )
 
@@ -53,7 +55,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="write the interval table here (CSV or JSON by extension)",
     )
     p.add_argument(
+        "--ci-prob",
         "--prob",
+        dest="prob",
         type=float,
         default=0.9,
         help="probability mass of the equal-tailed intervals (default 0.9)",
@@ -79,6 +83,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     add_force_argument(p)
     add_scale_arguments(p)
+    add_ci_kind_argument(p)
+    add_json_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -107,6 +113,7 @@ def run(args) -> int:
         table = post.intervals(
             mixtures,
             args.prob,
+            ci_kind=args.ci_kind,
             weights=args.weights,
             kind=args.kind,
             allow_subset=args.weights_subset,
@@ -115,7 +122,7 @@ def run(args) -> int:
             max_extrapolation=args.max_extrapolation,
         )
     loud_warning(post.diagnostics_warning)  # after the input checks: errors stay one line
-    for text in extrapolating:
+    for text in extrapolating + post.mixture_range().notes(mixtures):
         print(f"bayesmix predict: warning: {text}", file=sys.stderr)
     if scale:
         print(f"target scale: {scale['n_params']:.3g} parameters, {scale['tokens']:.3g} tokens")
@@ -124,8 +131,14 @@ def run(args) -> int:
         if args.kind == "predictive"
         else "posterior mean loss"
     )
+    if args.json:
+        print_json(table)
+        if args.output:
+            write_table(table, args.output)
+        return 0
     print(
-        f"{args.prob:.0%} equal-tailed intervals of the {what} (nats per token), "
+        f"{args.prob:.0%} {'equal-tailed' if args.ci_kind == 'eti' else 'highest-density'} "
+        f"intervals of the {what} (nats per token), "
         f"{post.n_samples} draws of {args.posterior}"
     )
     print(format_intervals(table))

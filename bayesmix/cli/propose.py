@@ -60,7 +60,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and proposals")
     p.add_argument(
+        "-o",
+        "--output",
         "--out",
+        dest="out",
         metavar="FILE.csv|FILE.json",
         help="where to write the proposals (default: <ledger>-round<N>.csv)",
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from bayesmix import errors
 from bayesmix.cli._options import (
     add_aggregate_arguments,
+    add_ci_kind_argument,
     add_constraint_arguments,
     add_scale_arguments,
     constraints_from_args,
@@ -48,7 +49,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("posterior", metavar="POSTERIOR.nc", help="a posterior saved by bayesmix fit")
     p.add_argument(
         "-o",
+        "--output",
         "--out",
+        dest="out",
         metavar="FILE.html",
         help="the report (default: the posterior's name with .html)",
     )
@@ -83,7 +86,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         "largest shares of the recommendation)",
     )
     p.add_argument(
+        "--ci-prob",
         "--prob",
+        dest="prob",
         type=float,
         default=DEFAULT_PROB,
         help=f"mass of the intervals (default {DEFAULT_PROB})",
@@ -93,6 +98,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_force_argument(p)
     add_scale_arguments(p)
+    add_ci_kind_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -152,6 +158,7 @@ def run(args) -> int:
             objective=args.objective or "mean",
             baseline=baseline,
             ci_prob=args.prob,
+            ci_kind=args.ci_kind,
             allow_subset=args.weights_subset,
             random_seed=args.seed,
             inputs=scale or None,
@@ -166,6 +173,7 @@ def run(args) -> int:
         ledger=args.ledger,
         ternary=args.ternary,
         ci_prob=args.prob,
+        ci_kind=args.ci_kind,
         title=args.title,
         force=args.force,
         inputs=inputs,

@@ -1,7 +1,8 @@
 """``bayesmix run``: run the active-learning loop: launch proposed runs, ingest, propose again.
 
 For each proposed run the command template is filled in (``{run}``, ``{mixture_json}``,
-``{mixture_file}``, ``{out}``, shell-quoted) and run in ``<workdir>/<run>/`` on this machine
+``{mixture_file}``, ``{out}``, ``{workdir}``, shell-quoted absolute paths) and run from the
+directory ``bayesmix run`` was started in (``--cwd`` to change it) on this machine
 (``--executor local``, ``--parallel`` at a time) or as Ray tasks (``--executor ray``, on
 ``--ray-address`` or a local Ray instance). The job writes its losses to ``{out}`` (a run table
 ``bayesmix ingest`` reads, e.g. a tidy CSV); they are recorded, failures are retried
@@ -29,7 +30,10 @@ _EPILOG = (
 placeholders: """
     + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
     + """ (shell-quoted when filled in).
-Each run's folder <workdir>/<run>/ holds mixture.json, stdout.log, stderr.log and result.csv.
+Commands start in the directory bayesmix run was started from (--cwd DIR to change it); {workdir}
+is the run's folder <workdir>/<run>/, which holds mixture.json, stdout.log, stderr.log and
+result.csv. Setting a run back to proposed by hand (bayesmix status --set RUN=proposed) gives it
+its --retries afresh.
 A run left running by a runner that died is taken back at once when that process is gone from
 this host, otherwise after --stale-after seconds without a heartbeat (default 600).
 Exit status: 0 when every round finished with no run failed, 1 when some run failed after its
@@ -71,6 +75,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="take back a dead runner's runs after S s without heartbeat (600)",
     )
     p.add_argument("--workdir", metavar="DIR", help="runs' folders (default <ledger>-runs)")
+    p.add_argument(
+        "--cwd", metavar="DIR", help="where commands start (default: the current directory)"
+    )
     add_refit_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed of fits and proposals")
     obj = p.add_mutually_exclusive_group()
@@ -129,6 +136,7 @@ def run(args) -> int:
         args.command,
         executor,
         workdir=args.workdir,
+        cwd=args.cwd,
         retries=args.retries,
         batch=args.n,
         strategy=args.strategy,

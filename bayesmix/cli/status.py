@@ -54,7 +54,7 @@ def run(args) -> int:
     from bayesmix.runner import runs_frame
 
     summary = exp.status()
-    runs = exp.runs()
+    runs = exp.runs(losses=False)
     jobs = runs_frame(args.ledger)
     if args.json:
         records = json.loads(runs.to_json(orient="records", double_precision=15))

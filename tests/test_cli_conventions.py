@@ -1,0 +1,55 @@
+"""CLI conventions shared by every subcommand: -o/--output, --ci-prob/--ci-kind."""
+
+from __future__ import annotations
+
+import pytest
+
+from bayesmix.cli import COMMANDS, build_parser
+
+WRITERS = ("fit", "predict", "pipeline", "compare", "backtest", "evaluate", "export")
+WRITERS += ("frontier", "optimize", "report", "init", "propose", "critical_share")
+
+
+def _options(name: str) -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._subparsers._actions if a.dest == "command")  # noqa: SLF001
+    return {
+        s for action in sub.choices[name.replace("_", "-")]._actions for s in action.option_strings
+    }
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_every_command_that_writes_a_result_takes_dash_o_and_output(name):
+    assert name in COMMANDS
+    assert {"-o", "--output"} <= _options(name), name
+
+
+@pytest.mark.parametrize("name", ["predict", "optimize", "report", "evaluate"])
+def test_interval_options_are_named_like_the_python_api(name):
+    opts = _options(name)
+    assert {"--ci-prob", "--prob", "--ci-kind"} <= opts, name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["predict", "optimize", "backtest", "frontier", "critical_share", "evaluate", "validate"],
+)
+def test_commands_that_print_results_take_json(name):
+    assert "--json" in _options(name)
+
+
+@pytest.mark.slow
+def test_predict_and_optimize_print_json(saved_posterior, tmp_path, capsys):
+    import json
+
+    from bayesmix.cli import main
+
+    mixtures = tmp_path / "mix.csv"
+    mixtures.write_text("mixture,Github,Books3,Pile-CC,ArXiv\nm1,0.25,0.25,0.25,0.25\n")
+    assert main(["predict", str(saved_posterior), str(mixtures), "--json", "--ci-kind", "hdi"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["mixture"] for r in rows} == {"m1"} and all(r["lower"] <= r["upper"] for r in rows)
+    assert main(["optimize", str(saved_posterior), "--json", "--seed", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    shares = [row["share"] for row in report["recommendation"]]
+    assert sum(shares) == pytest.approx(1.0)
