@@ -33,7 +33,7 @@ from typing import Protocol
 
 from bayesmix import errors
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "slurm")
 #: Characters of a failed job's stderr kept in the ledger.
 STDERR_TAIL_CHARS = 2000
 #: Seconds between SIGTERM and SIGKILL when a job is stopped.
@@ -332,12 +332,29 @@ def _rearm_sigint() -> None:
         pass
 
 
-def get_executor(name: str, parallel: int = 1, address: str | None = None) -> Executor:
-    """The executor called ``name`` (:data:`EXECUTORS`)."""
+def get_executor(
+    name: str,
+    parallel: int = 1,
+    address: str | None = None,
+    *,
+    slurm: Mapping | None = None,
+    folder: str | os.PathLike | None = None,
+) -> Executor:
+    """The executor called ``name`` (:data:`EXECUTORS`); ``slurm``: submitit's parameters
+    (e.g. ``slurm_partition``, ``timeout_min``; ``cluster``: "slurm" or "local"), ``folder``:
+    submitit's files (:mod:`bayesmix.executor_slurm`)."""
+    if address and name != "ray":
+        raise errors.OptionError("--ray-address needs --executor ray")
     if name == "local":
-        if address:
-            raise errors.OptionError("--ray-address needs --executor ray")
         return LocalExecutor(parallel)
     if name == "ray":
         return RayExecutor(parallel, address)
+    if name == "slurm":
+        from bayesmix.executor_slurm import SlurmExecutor
+
+        params = dict(slurm or {})
+        cluster = params.pop("cluster", None)
+        return SlurmExecutor(
+            parallel, folder=folder or "slurm-jobs", parameters=params, cluster=cluster
+        )
     raise errors.OptionError(f"unknown executor {name!r}: use one of {', '.join(EXECUTORS)}")
