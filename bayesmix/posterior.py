@@ -170,7 +170,7 @@ def _interval_table(da: xr.DataArray, ci_prob: float, ci_kind: str = "eti") -> p
 #: Predictions more than this factor beyond the fitted model sizes / tokens are refused.
 MAX_EXTRAPOLATION = 10.0
 #: Said whenever a joint law (inputs n_params/tokens) predicts beyond its fitted range: it is
-#: retired as a target-scale predictor (README, "From proxies to the target run").
+#: retired as a target-scale predictor (docs/scale.md).
 JOINT_RETIRED = (
     "extrapolating with a joint law, retired for targets beyond the proxies (on 5Mix its 1B "
     "predictions missed by 0.053 nats on average against 0.028 for the nested pipeline, and "
