@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { interp=$$(tools/find-python) && echo "creating $(VENV) with $$interp" && $$interp -m venv $(VENV); }
 	$(PY) -m pip install -qq --upgrade pip
-	$(PY) -m pip install -qq -e '.[dev,ray]'
+	$(PY) -m pip install -qq -e '.[dev,ray,slurm,tracking]'
 	@# headless Chromium for tests/test_report_browser.py: Debian's package when none is found
 	@# (root with apt-get only; failures ignored: the test then skips and says why)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
@@ -45,11 +45,28 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-benchmarks: $(STAMP)
+# every script in benchmarks/, each printing its figures and a last key=value line
+# (docs/performance.md has the current figures); many hours on 2 cores, the last ones longest
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -qq -e '.[dev,ray,bench]'
+	@touch $(BENCH_STAMP)
+
+benchmarks: $(BENCH_STAMP)
 	$(PY) benchmarks/fit_speed.py
+	$(PY) benchmarks/fresh_compile.py
+	$(PY) benchmarks/scale_speed.py
 	$(PY) benchmarks/regmix_accuracy.py --train 512
+	$(PY) benchmarks/optimize_accuracy.py
+	$(PY) benchmarks/guarantees.py
+	$(PY) benchmarks/implicit_aggregation.py
+	$(PY) benchmarks/continual.py
+	$(PY) benchmarks/nested_pipeline.py
+	$(PY) benchmarks/scale_transfer.py --method joint --only-scale
 	$(PY) benchmarks/law_comparison.py
-	$(PY) benchmarks/scale_transfer.py
+	$(PY) benchmarks/sim_replay.py
+	$(PY) benchmarks/pool_replay.py
+	$(PY) benchmarks/gate_defaults.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -35,30 +35,20 @@ STEP = 10000
 
 
 def run(
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 2,
     seed: int = 1,
     model: str = "default",
     data: Path = DEFAULT_DATA,
     prob: float = 0.9,
+    mcmc: dict | None = None,
 ) -> dict:
-    """Fit ``model`` at step 10000 and compute the critical share of Python (see module doc)."""
+    """Fit ``model`` at step 10000 and compute the critical share of Python (see module doc).
+    ``mcmc``: draws, tune, chains to pass to ``fit`` (default: fit's own)."""
     runs = load(Path(data) / "ct" / "70M.txt")
     weights = Path(data) / "pipeline" / "valid_weight.json"
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        post = fit(
-            runs,
-            model,
-            step=STEP,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            random_seed=seed,
-            warn=False,
-        )
+        post = fit(runs, model, step=STEP, random_seed=seed, warn=False, **(mcmc or {}))
     cs = compute_critical_share(
         post, original="Pile", new="Python", runs=runs, weights=str(weights), prob=prob
     )
@@ -81,9 +71,9 @@ def run(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--draws", type=int, default=1000)
-    ap.add_argument("--tune", type=int, default=1000)
-    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--draws", type=int, help="draws per chain (default: fit's)")
+    ap.add_argument("--tune", type=int, help="tuning steps per chain (default: fit's)")
+    ap.add_argument("--chains", type=int, help="chains (default: fit's)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
         "--models",
@@ -105,7 +95,8 @@ def main() -> None:
         flush=True,
     )
     for model in args.models:
-        r = run(args.draws, args.tune, args.chains, args.seed, model, args.data)
+        mcmc = {k: v for k in ("draws", "tune", "chains") if (v := getattr(args, k)) is not None}
+        r = run(args.seed, model, args.data, mcmc=mcmc)
         results.append(r)
         print(
             f"{model:<12} {r['critical_share']:.4f} [{r['lo']:.4f}, {r['hi']:.4f}]"

@@ -97,14 +97,13 @@ def overall_scores(samples: np.ndarray, mean: np.ndarray, observed: np.ndarray) 
 
 
 def run(
-    draws: int = 500,
-    tune: int = 500,
-    chains: int = 2,
     seed: int = 0,
     data: Path | str = DEFAULT_DATA,
     ks=KS,
+    mcmc: dict | None = None,
 ) -> dict:
     """Fit both ways and score the held-out overall losses (see the module docstring).
+    ``mcmc``: draws, tune, chains of every fit (default: fit's own).
 
     Returns a dict with ``implicit_mae``, ``explicit_mae`` (nats per token), ``implicit_k``
     (chosen by LOO), ``coverage90_implicit``, ``coverage90_explicit``, ``wall_s``, and
@@ -119,7 +118,7 @@ def run(
     fit_ids, held = split(list(table.runs))
     fit_runs, test_runs = table.select(fit_ids), table.select(held)
     observed = aggregate_losses(test_runs, weights_file).losses["overall"].to_numpy(float)
-    fit_kw = {"draws": draws, "tune": tune, "chains": chains, "random_seed": seed, "warn": False}
+    fit_kw = {**(mcmc or {}), "random_seed": seed, "warn": False}
 
     log(f"explicit: default (M4) on {fit_runs.n_runs} runs x {len(table.eval_domains)} domains")
     with warnings.catch_warnings():
@@ -183,9 +182,7 @@ def run(
         "held_out": held,
         "observed": observed.tolist(),
         "settings": {
-            "draws": draws,
-            "tune": tune,
-            "chains": chains,
+            **(mcmc or {}),
             "seed": seed,
             "step": STEP,
             "split_seed": SPLIT_SEED,
@@ -195,9 +192,9 @@ def run(
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--draws", type=int, default=500)
-    ap.add_argument("--tune", type=int, default=500)
-    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--draws", type=int, help="draws per chain (default: fit's)")
+    ap.add_argument("--tune", type=int, help="tuning steps per chain (default: fit's)")
+    ap.add_argument("--chains", type=int, help="chains (default: fit's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--data",
@@ -208,7 +205,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if not (args.data / "5Mix" / "70M.txt").is_file():
         sys.exit(f"data not found: {args.data / '5Mix' / '70M.txt'}")
-    res = run(args.draws, args.tune, args.chains, args.seed, args.data)
+    mcmc = {k: v for k in ("draws", "tune", "chains") if (v := getattr(args, k)) is not None}
+    res = run(args.seed, args.data, mcmc=mcmc)
     print(
         f"5Mix 70M, step {STEP}: fit {26 - N_HELD_OUT} runs, held out {N_HELD_OUT} "
         f"({', '.join(res['held_out'])}); overall = Pile token-share weighted loss"

@@ -368,9 +368,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     ap.add_argument("--laws", default=",".join(SPECS), help="comma-separated laws")
-    ap.add_argument("--draws", type=int, default=500)
-    ap.add_argument("--tune", type=int, default=700)
-    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--draws", type=int, help="draws per chain (default: fit's)")
+    ap.add_argument("--tune", type=int, help="tuning steps per chain (default: fit's)")
+    ap.add_argument("--chains", type=int, help="chains (default: fit's)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny fits (smoke run, not figures)")
     ap.add_argument("--skip-512", action="store_true", help="leave out RegMix with 512 runs")
@@ -388,9 +388,10 @@ def main() -> None:
     )
     args = ap.parse_args()
     laws = [x.strip() for x in args.laws.split(",") if x.strip()]
-    kw = {"draws": args.draws, "tune": args.tune, "chains": args.chains, "random_seed": args.seed}
-    if args.quick:
-        kw = {"draws": 60, "tune": 100, "chains": 2, "random_seed": args.seed}
+    kw = {k: v for k in ("draws", "tune", "chains") if (v := getattr(args, k)) is not None}
+    kw["random_seed"] = args.seed
+    if args.quick:  # a smoke run of the script (tiny fits, one attempt each), not figures
+        kw = {"draws": 60, "tune": 100, "chains": 2, "random_seed": args.seed, "max_time": 0}
     only = set(args.only.split(","))
     if args.skip_512:
         only.discard("regmix512")

@@ -42,19 +42,19 @@ PROXY_SIZES = ("70M", "160M", "305M", "410M")
 def run(
     max_step: float = 30000,
     imputations: int = 4,
-    draws: int = 500,
-    tune: int = 500,
-    chains: int = 2,
     seed: int = 1,
     data: Path = DEFAULT_DATA,
     backtest: bool = True,
+    mcmc: dict | None = None,
 ) -> dict:
     """Fit the proxies, predict the 1B runs; returns the figures, a per-run table (run, step,
     observed, mean, lo90, hi90 of the overall loss, coverage of its 22 domains), the gate
     warnings and per-target timings. With ``backtest``, the backtests within the proxies
     (bayesmix.scaling.backtesting, same settings) run first and every target's posterior carries the
     extrapolation error they learned (at that target's distance); ``pairs`` then compares
-    the predicted difference of every two 1B runs at one step with the observed one."""
+    the predicted difference of every two 1B runs at one step with the observed one. ``mcmc``:
+    draws, tune, chains of every stage fit (default: the pipeline's own)."""
+    mcmc = mcmc or {}
     start = time.perf_counter()
     weights_path = data / "pipeline" / "valid_weight.json"
     proxies = load([data / "5Mix" / f"{s}.txt" for s in PROXY_SIZES])
@@ -68,9 +68,7 @@ def run(
             proxies,
             max_step=max_step,
             imputations=imputations,
-            draws=draws,
-            tune=tune,
-            chains=chains,
+            **mcmc,
             random_seed=seed,
             weights=str(weights_path),
         )
@@ -78,9 +76,7 @@ def run(
     step_fit = fit_step_law(
         proxies,
         max_step=max_step,
-        draws=draws,
-        tune=tune,
-        chains=chains,
+        **mcmc,
         random_seed=seed,
         warn=False,
     )
@@ -94,9 +90,7 @@ def run(
             target_n_params=n_params,
             target_steps=step,
             imputations=imputations,
-            draws=draws,
-            tune=tune,
-            chains=chains,
+            **mcmc,
             random_seed=seed,
             max_step=max_step,
             step_fit=step_fit,
@@ -212,9 +206,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-step", type=float, default=30000)
     ap.add_argument("--imputations", type=int, default=4)
-    ap.add_argument("--draws", type=int, default=500)
-    ap.add_argument("--tune", type=int, default=500)
-    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--draws", type=int, help="draws per chain (default: the pipeline's)")
+    ap.add_argument("--tune", type=int, help="tuning steps per chain (default: the pipeline's)")
+    ap.add_argument("--chains", type=int, help="chains per fit (default: the pipeline's)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
         "--data", type=Path, default=DEFAULT_DATA, help="the mixinglaws folder (5Mix/, pipeline/)"
@@ -225,15 +219,14 @@ def main() -> None:
         raise SystemExit(f"Ye et al. data not found in {args.data} (pass --data)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        mcmc = {k: v for k in ("draws", "tune", "chains") if (v := getattr(args, k)) is not None}
         out = run(
             args.max_step,
             args.imputations,
-            args.draws,
-            args.tune,
-            args.chains,
             args.seed,
             args.data,
             backtest=not args.no_backtest,
+            mcmc=mcmc,
         )
     print_run(out)
     print(

@@ -2,7 +2,7 @@
 
 For every seed and size (5 training x 5 validation domains from 32 runs; 17 x 13, the RegMix
 shape, from 64 runs) :func:`bayesmix.model.simulation.simulate` draws a random M4 law and noisy
-proxy runs, the default model is fitted with the real MCMC (small: 2 chains), and
+proxy runs, the default model is fitted with the real MCMC (``fit``'s defaults), and
 :func:`bayesmix.decisions.decision.decide` picks the mixture minimising the posterior expected
 overall loss (equal weights over validation domains) under two constraint sets:
 
@@ -39,8 +39,8 @@ from bayesmix.inference.fitting import fit
 from bayesmix.laws.solvers import solve_exp_sum
 from bayesmix.model.simulation import simulate
 
-#: (training domains, validation domains, proxy runs, MCMC draws = tuning steps per chain)
-SIZES = [(5, 5, 32, 500), (17, 13, 64, 400)]
+#: (training domains, validation domains, proxy runs)
+SIZES = [(5, 5, 32), (17, 13, 64)]
 MAX_EPOCHS, TARGET_TOKENS = 4.0, 1e11
 TIMING_DRAWS = 4000
 
@@ -71,22 +71,21 @@ def caps_for(truth, w, train) -> Constraints:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20, help="problems per size (default 20)")
-    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--chains", type=int, help="chains (default: fit's)")
     ap.add_argument("--sizes", default="5,17", help="training-domain counts to run (5, 17)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")  # the diagnostics gate's warnings; counted below instead
 
     rows = []
     wanted = {int(v) for v in args.sizes.split(",")}
-    for n_train, n_eval, n_runs, n_draws in SIZES:
+    mcmc = {"chains": args.chains} if args.chains else {}
+    for n_train, n_eval, n_runs in SIZES:
         if n_train not in wanted:
             continue
         for seed in range(args.seeds):
             runs, truth = simulate(n_train, n_eval, n_runs=n_runs, random_seed=seed, noise_sd=0.02)
             t0 = time.perf_counter()
-            post = fit(
-                runs, draws=n_draws, tune=n_draws, chains=args.chains, random_seed=seed, warn=False
-            )
+            post = fit(runs, random_seed=seed, warn=False, **mcmc)
             fit_s = time.perf_counter() - t0
             train = list(post.train_domains)
             w = np.full(n_eval, 1.0 / n_eval)

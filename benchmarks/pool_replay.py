@@ -455,6 +455,8 @@ def common_args(ap: argparse.ArgumentParser, model: str, parameterization: str) 
     ap.add_argument(
         "--parameterization", default=parameterization, choices=("centered", "noncentered")
     )
+    # not fit's defaults: a replay refits ~600 times (seeds x strategies x rounds), and at
+    # 4 x 1000 draws with retries towards the gate that takes days on 2 cores
     ap.add_argument("--draws", type=int, default=300)
     ap.add_argument("--tune", type=int, default=300)
     ap.add_argument("--chains", type=int, default=2)

@@ -38,11 +38,12 @@ def main() -> None:
         help="model name or TOML file (default: logshare; RegMix's Dirichlet "
         "mixtures leave many domains at zero share, which plain M4 underfits)",
     )
-    ap.add_argument("--draws", type=int, default=1000)
-    ap.add_argument("--tune", type=int, default=1000)
-    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--draws", type=int, help="draws per chain (default: fit's)")
+    ap.add_argument("--tune", type=int, help="tuning steps per chain (default: fit's)")
+    ap.add_argument("--chains", type=int, help="chains (default: fit's)")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
+    mcmc = {k: v for k in ("draws", "tune", "chains") if (v := getattr(args, k)) is not None}
     if not (args.data / "train_mixture_1m.csv").is_file():
         raise SystemExit(f"RegMix data not found in {args.data} (pass --data)")
 
@@ -52,14 +53,7 @@ def main() -> None:
     train = train.select(train.runs[: args.train])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        post = fit(
-            train,
-            args.model,
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            random_seed=args.seed,
-        )
+        post = fit(train, args.model, random_seed=args.seed, **mcmc)
     d = post.diagnostics
     print(
         f"model {post.spec.name!r} (law {post.spec.law}) fitted on {train.n_runs} runs: "

@@ -1,28 +1,26 @@
-"""Time to a gate-passing posterior at realistic sizes (design.md section 6, "Speed").
+"""Where the time of a fit goes at realistic sizes, at ``fit``'s defaults.
 
 Cases, each in a fresh Python process (``--case a|b|c`` runs one in this process):
 
 * ``a`` RegMix 1M (../shared/data/regmix, or --data): all 512 training runs (17 training x 13
-  validation domains), model ``logshare``; time of ``fit()`` (compilation included) to a
-  posterior that passes the diagnostics gate with min bulk ESS >= 400, and the Spearman rank
-  correlation of the predicted and true Pile-CC loss on the 256 test runs;
-* ``b`` a simulated Olmix-like swarm: 64 training x 16 validation domains, 512 sparse Dirichlet
-  mixtures (each share dropped with probability 0.85, so most shares are exactly zero), losses
-  drawn from the ``logshare`` law (the law that handles zero shares) under priors scaled for 64
-  domains (``SWARM_PRIORS``; the first seed whose largest loss is at most 3.5x the median),
-  fitted with the same specification; time to a gate-passing posterior;
+  validation domains), model ``logshare``; time of ``fit()`` (compilation included, every
+  attempt towards the gate) and whether the gate passed, and the Spearman rank correlation of
+  the predicted and true Pile-CC loss on the 256 test runs;
+* ``b`` a simulated Olmix-like swarm (:func:`swarm_runs`): 64 training x 16 validation
+  domains, 512 sparse Dirichlet mixtures (each share dropped with probability 0.85, so most
+  shares are exactly zero), losses drawn from the ``logshare`` law under priors scaled for 64
+  domains (``SWARM_PRIORS``), fitted with the same specification;
 * ``c`` the fit_speed problem (benchmarks/fit_speed.py: 5 x 5 domains, 40 runs, ``default``)
-  fitted in a fresh process after an earlier process fitted it (whatever a cross-process
+  fitted in a fresh process after an earlier process fitted it (whatever the cross-process
   compile cache holds then): ``fit()`` time in the second process (its import time is printed
-  separately), 4 chains x 1000 draws after 300 tuning (fit_speed's own run tunes 1000). At
-  seeds 1-3 min bulk ESS 1075-1303, R-hat <= 1.0042 (docs/speed.md, Round 5). Fewer draws save
-  little and risk the gate: at 4 x 500 after 500, R-hat 1.017 at ``log_sigma_sigma``; at 200
-  tuning draws one divergence (seed 2).
+  separately).
 
-Each case prints its profile: compile seconds, one logp + gradient evaluation in ms (the
-compiled function called from Python, so a few microseconds of call overhead included), mean
-leapfrog steps per draw, chains x draws. Run: ``.venv/bin/python benchmarks/scale_speed.py``.
-The last line::
+Each case prints its profile: compile and sampling seconds, one logp + gradient evaluation in
+ms (the compiled function called from Python, a few microseconds of call overhead included),
+mean leapfrog steps per draw, the draws of the attempt kept and how many attempts were made.
+``benchmarks/gate_defaults.py`` measures the gate at defaults over seeds and laws; this script
+says where one fit's time goes. Run: ``.venv/bin/python benchmarks/scale_speed.py``. The last
+line::
 
     scale_speed regmix512_s=.. regmix512_gate=passed|failed regmix512_spearman=..
     swarm64_s=.. swarm64_gate=.. fresh_process_s=..
@@ -42,15 +40,6 @@ T_IMPORT = time.perf_counter()
 import numpy as np  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "regmix"
-#: draws per chain after tuning, and tuning draws, per case (chosen so min bulk ESS >= 400)
-SETTINGS = {
-    # 450 tuning draws: at 300 seed 1 failed the gate (R-hat 1.014) in every run since Round 4;
-    # at 450 x 1500 seeds 1-3 pass (min bulk ESS 714/947/694, R-hat <= 1.006); at 450 x 1200
-    # seed 3 fails (R-hat 1.012). docs/speed.md, Round 7.
-    "a": {"chains": 4, "tune": 450, "draws": 1500, "target_accept": 0.85},
-    "b": {"chains": 4, "tune": 300, "draws": 250},
-    "c": {"chains": 4, "tune": 300, "draws": 1000},
-}
 RESULT = "case_result"
 
 
@@ -79,7 +68,8 @@ def profile(post, wall: float) -> str:
         f"fit {wall:.1f} s = compile {s['compile_s']:.1f} s + sampling {s['sample_s']:.1f} s; "
         f"grad eval {grad_ms(post):.3f} ms; steps/draw {steps.mean():.0f} "
         f"(median {np.median(steps):.0f}); {d.chains} x {d.draws} draws after "
-        f"{s['tune']} tuning; min bulk ESS {d.min_ess_bulk:.0f} ({d.worst_ess}), max R-hat "
+        f"{s['tune']} tuning ({len(s['attempts'])} attempt(s)); min bulk ESS "
+        f"{d.min_ess_bulk:.0f} ({d.worst_ess}), max R-hat "
         f"{d.max_rhat:.3f}, divergences {d.divergences}; gate "
         f"{'passed' if d.ok else 'FAILED: ' + '; '.join(d.failed)}"
     )
@@ -101,7 +91,7 @@ def case_a(args) -> dict:
     train = load([args.data / "train_mixture_1m.csv", args.data / "train_pile_loss_1m.csv"])
     test = load([args.data / "test_mixture_1m.csv", args.data / "test_pile_loss_1m.csv"])
     start = time.perf_counter()
-    post = fit(train, "logshare", random_seed=args.seed, warn=False, **SETTINGS["a"])
+    post = fit(train, "logshare", random_seed=args.seed, warn=False)
     wall = time.perf_counter() - start
     print(f"[a] regmix512: {profile(post, wall)}", flush=True)
     pred = post.predict(test.mixtures, random_seed=args.seed)
@@ -127,15 +117,16 @@ SWARM_PRIORS = {
 }
 
 
-def case_b(args) -> dict:
+def swarm_runs(first_seed: int = 1):
+    """The swarm's runs, its specification (``logshare`` with :data:`SWARM_PRIORS`) and the
+    truth's seed: the first seed from ``first_seed`` whose largest loss is at most 3.5x the
+    median (a tame truth, as a real swarm's would be)."""
     from bayesmix import errors
-    from bayesmix.inference.fitting import fit
     from bayesmix.model.simulation import simulate_law
     from bayesmix.model.spec import load_spec
 
     spec = load_spec("logshare").with_priors(**SWARM_PRIORS)
-    runs = None
-    for seed in range(args.seed, args.seed + 100):  # a tame truth, as a real swarm's would be
+    for seed in range(first_seed, first_seed + 100):
         try:
             runs, _ = simulate_law(
                 spec,
@@ -148,14 +139,17 @@ def case_b(args) -> dict:
                 concentration=1.0,
             )
         except errors.BayesmixError:  # a prior draw with absurd losses: next seed
-            runs = None
             continue
         y = runs.losses.to_numpy()
         if np.nanmax(y) <= 3.5 * np.nanmedian(y):
-            break
-        runs = None
-    if runs is None:
-        raise SystemExit("no tame swarm truth in 100 seeds")
+            return runs, spec, seed
+    raise SystemExit("no tame swarm truth in 100 seeds")
+
+
+def case_b(args) -> dict:
+    from bayesmix.inference.fitting import fit
+
+    runs, spec, seed = swarm_runs(args.seed)
     zeros = float((runs.mixtures.to_numpy() == 0).mean())
     print(
         f"[b] swarm (seed {seed}): {runs.n_runs} runs, {len(runs.train_domains)} x "
@@ -163,7 +157,7 @@ def case_b(args) -> dict:
         flush=True,
     )
     start = time.perf_counter()
-    post = fit(runs, spec, random_seed=args.seed, warn=False, **SETTINGS["b"])
+    post = fit(runs, spec, random_seed=args.seed, warn=False)
     wall = time.perf_counter() - start
     print(f"[b] swarm64: {profile(post, wall)}", flush=True)
     return {"swarm64_s": f"{wall:.1f}", "swarm64_gate": gate(post)}
@@ -178,7 +172,7 @@ def case_c_fit(args) -> dict:
     )
     imported = time.perf_counter() - T_IMPORT
     start = time.perf_counter()
-    post = fit(runs, random_seed=1, warn=False, **SETTINGS["c"])
+    post = fit(runs, random_seed=1, warn=False)
     wall = time.perf_counter() - start
     print(
         f"[c] fit_speed problem, fresh process: imports {imported:.1f} s; {profile(post, wall)}",

@@ -2,7 +2,7 @@
 the final losses of its 1B runs, and check the intervals.
 
     .venv/bin/python benchmarks/scale_transfer.py [--method nested|joint] [--max-step 30000]
-        [--draws 300] [--quick] [--only-scale]
+        [--draws N] [--quick] [--only-scale]
 
 Data: ``../shared/data/mixinglaws/5Mix`` (26 mixtures of 5 coarse Pile domains, 22 validation
 domains, checkpoints from 3k steps; one step = 1,048,576 tokens). Two ways from proxies to the
@@ -60,9 +60,10 @@ def load_data(max_step: float | None):
 
 
 def transfer(
-    *, max_step=30000.0, draws=500, tune=500, chains=2, seed=1, progress=False, model="scaling"
+    *, max_step=30000.0, seed=1, progress=False, model="scaling", mcmc: dict | None = None
 ) -> dict:
-    """Fit the proxies, predict the 1B runs; returns the figures and the per-run table."""
+    """Fit the proxies, predict the 1B runs; returns the figures and the per-run table.
+    ``mcmc``: draws, tune, chains for ``fit`` (default: fit's own)."""
     from bayesmix.data.mixtures import domain_weights
     from bayesmix.errors import ExtrapolationWarning
     from bayesmix.inference.fitting import fit
@@ -73,12 +74,10 @@ def transfer(
         proxies,
         model,
         max_step=max_step,
-        draws=draws,
-        tune=tune,
-        chains=chains,
         random_seed=seed,
         progressbar=progress,
         warn=False,
+        **(mcmc or {}),
     )
     fit_s = time.perf_counter() - t0
     w = domain_weights(weights, post.eval_domains)
@@ -131,7 +130,7 @@ def transfer(
 
 
 def transfer_nested(
-    *, max_step=30000.0, draws=500, tune=500, chains=2, seed=1, imputations=4, backtest=True
+    *, max_step=30000.0, seed=1, imputations=4, backtest=True, mcmc: dict | None = None
 ) -> dict:
     """The nested pipeline with its backtests (benchmarks/nested_pipeline.py) in this
     benchmark's terms."""
@@ -139,9 +138,7 @@ def transfer_nested(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = nested_pipeline.run(
-            max_step, imputations, draws, tune, chains, seed, DATA, backtest=backtest
-        )
+        out = nested_pipeline.run(max_step, imputations, seed, DATA, backtest=backtest, mcmc=mcmc)
     nested_pipeline.print_run(out)
     table = out["table"]
     rows = [
@@ -184,8 +181,8 @@ def transfer_nested(
         "stage_gates": "passed" if out["stage_gates_ok"] else "failed",
         "fit_line": (
             f"fit: nested pipeline, stage 1 {out['stage1_s']} s, then stages 2-3 "
-            f"per target step ({imputations} imputations, {draws} draws x "
-            f"{chains} chains)"
+            f"per target step ({imputations} imputations; MCMC "
+            f"{', '.join(f'{k} {v}' for k, v in (mcmc or {}).items()) or 'defaults'})"
         ),
     }
 
@@ -210,9 +207,9 @@ def main(argv=None) -> int:
         default=30000.0,
         help="proxy checkpoints at or below this step (default 30000; 0 = all)",
     )
-    ap.add_argument("--draws", type=int, default=500)
-    ap.add_argument("--tune", type=int, default=500)
-    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--draws", type=int, help="draws per chain (default: each fit's)")
+    ap.add_argument("--tune", type=int, help="tuning steps per chain (default: each fit's)")
+    ap.add_argument("--chains", type=int, help="chains per fit (default: each fit's)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
         "--method",
@@ -239,29 +236,26 @@ def main(argv=None) -> int:
     if not (DATA / "5Mix").is_dir():
         print(f"scale_transfer: data absent ({DATA.relative_to(ROOT.parent)}); nothing to do")
         return 0
-    if args.quick:
-        args.draws, args.tune = 150, 200
+    mcmc = {k: v for k in ("draws", "tune", "chains") if (v := getattr(args, k)) is not None}
+    if args.quick:  # a smoke run of the script, not figures
+        mcmc = {"draws": 150, "tune": 200, **mcmc}
     start = time.perf_counter()
     if args.method == "nested":
         res = transfer_nested(
             max_step=args.max_step or None,
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
             seed=args.seed,
             imputations=args.imputations,
             backtest=not args.no_backtest,
+            mcmc=mcmc,
         )
         print(res["fit_line"])
     else:
         res = transfer(
             max_step=args.max_step or None,
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
             seed=args.seed,
             progress=not args.quick,
             model=args.model,
+            mcmc=mcmc,
         )
         post = res["posterior"]
         if args.save:
@@ -291,12 +285,7 @@ def main(argv=None) -> int:
 
     extra = {"implicit_mae": float("nan"), "explicit_mae": float("nan"), "critical": "nan[nan,nan]"}
     if not args.only_scale:
-        kw = {
-            "draws": 300 if args.quick else args.draws,
-            "tune": 300 if args.quick else args.tune,
-            "chains": args.chains,
-            "seed": args.seed,
-        }
+        kw = {"seed": args.seed, "mcmc": mcmc}
         try:
             import implicit_aggregation
 

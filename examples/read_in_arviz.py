@@ -2,7 +2,7 @@
 
 A saved posterior is one NetCDF DataTree (posterior, sample_stats, log_likelihood,
 observed_data, posterior_predictive, constant_data), so arviz-stats and arviz-plots read it
-without conversion. This script loads a posterior (``--posterior FILE``) or fits a small one to
+without conversion. This script loads a posterior (``--posterior FILE``) or fits one to
 simulated runs, then prints ``arviz_stats.summary`` of a few parameters, PSIS-LOO on the
 ``run_loss`` log-likelihood, and saves an ``arviz_plots`` posterior predictive plot.
 
@@ -38,10 +38,12 @@ ap.add_argument(
     default=None,
     help="a saved posterior (.nc) to read instead of fitting one",
 )
-ap.add_argument("--draws", type=int, default=100)
-ap.add_argument("--tune", type=int, default=150)
-ap.add_argument("--chains", type=int, default=2)
+# MCMC settings: bm.fit's defaults unless given (tests pass small ones to run quickly)
+ap.add_argument("--draws", type=int, help="draws per chain (default: bm.fit's)")
+ap.add_argument("--tune", type=int, help="tuning steps per chain (default: bm.fit's)")
+ap.add_argument("--chains", type=int, help="chains (default: bm.fit's)")
 args = ap.parse_args()
+mcmc = {k: v for k in ("draws", "tune", "chains") if (v := getattr(args, k)) is not None}
 args.out.mkdir(parents=True, exist_ok=True)
 
 # %% a posterior: loaded, or fitted to 20 simulated runs over 3 domains and saved
@@ -50,8 +52,8 @@ if args.posterior is not None:
 else:
     runs, _ = bm.simulate(["web", "code", "books"], n_runs=20, random_seed=0)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # few draws: the diagnostics gate would warn
-        post = bm.fit(runs, draws=args.draws, tune=args.tune, chains=args.chains, random_seed=1)
+        warnings.simplefilter("ignore")  # the summary below shows R-hat and ESS
+        post = bm.fit(runs, random_seed=1, **mcmc)
     path = post.save(args.out / "arviz_posterior.nc")
 post = bm.Posterior.load(path)
 tree = post.tree  # an xarray DataTree: what ArviZ 1.x functions take

@@ -7,7 +7,7 @@ mixtures), the next rounds Thompson sampling on the fitted M4 law; the objective
 held-out loss over the four domains. At the end the recommended mixture is trained too, and
 its measured loss is compared with the best of the random initial runs.
 
-Run: ``.venv/bin/python examples/real_loop.py`` (about 3-5 minutes on 2 cores; ``--rounds``,
+Run: ``.venv/bin/python examples/real_loop.py`` (several minutes on 2 cores; ``--rounds``,
 ``-n``, ``--draws`` change the size). Writes into ``out/real_loop/`` (a fresh ledger each time).
 """
 
@@ -45,11 +45,13 @@ ap.add_argument("--out", type=Path, default=HERE.parent / "out" / "real_loop")
 ap.add_argument("--rounds", type=int, default=3, help="rounds of bayesmix run (3)")
 ap.add_argument("-n", type=int, default=8, help="runs per round (8)")
 ap.add_argument("--parallel", type=int, default=2)
-ap.add_argument("--draws", type=int, default=500)
-ap.add_argument("--tune", type=int, default=500)
-ap.add_argument("--chains", type=int, default=4)
 ap.add_argument("--seed", type=int, default=0)
+# MCMC settings: bm.fit's defaults unless given (tests pass small ones to run quickly)
+ap.add_argument("--draws", type=int, help="draws per chain (default: bm.fit's)")
+ap.add_argument("--tune", type=int, help="tuning steps per chain (default: bm.fit's)")
+ap.add_argument("--chains", type=int, help="chains (default: bm.fit's)")
 args = ap.parse_args()
+mcmc = {k: v for k in ("draws", "tune", "chains") if (v := getattr(args, k)) is not None}
 
 trainer = load_trainer()
 domains = trainer.domains()
@@ -79,7 +81,7 @@ command = (
 cli = [
     sys.executable, "-m", "bayesmix", "run", "--ledger", str(ledger), "--command", command,
     "--rounds", str(args.rounds), "-n", str(args.n), "--parallel", str(args.parallel),
-    "--draws", str(args.draws), "--tune", str(args.tune), "--chains", str(args.chains),
+    *(f for k, v in mcmc.items() for f in (f"--{k}", str(v))),
     "--seed", str(args.seed), "--no-recommend", "--quiet",
 ]  # fmt: skip
 print("$ bayesmix run --ledger exp.db --rounds", args.rounds, "--parallel", args.parallel)
@@ -88,7 +90,7 @@ if done.returncode not in (0, 1):
     sys.exit(f"bayesmix run failed with status {done.returncode}")
 
 # %% the recommendation for the big run, from the posterior of every completed run
-exp = bm.Experiment(ledger, draws=args.draws, tune=args.tune, chains=args.chains)
+exp = bm.Experiment(ledger, **mcmc)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     report = exp.recommend()

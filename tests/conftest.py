@@ -4,6 +4,8 @@ and one small posterior fitted to simulated runs, shared by every model test."""
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,18 @@ os.environ.setdefault("BAYESMIX_MAX_TIME", "0")
 
 #: ``<repository>/../shared/data``, computed from this file so no machine path is written down.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, poll: float = 0.05):
+    """Poll ``condition`` until it returns a true value (returned) or ``timeout`` seconds pass
+    (then None): tests of concurrent outcomes wait for them instead of sleeping a fixed time,
+    so they pass on a busy machine and finish early on an idle one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() >= deadline:
+            return value or None
+        time.sleep(poll)
 
 
 @pytest.fixture(scope="session")

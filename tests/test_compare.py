@@ -120,7 +120,7 @@ def test_log_likelihood_matches_pymc(which, request):
 @pytest.mark.slow
 def test_groups_computed_in_blocks_of_draws_equal_whole_ones(post, monkeypatch):
     """The log-likelihood and posterior-predictive groups are computed over blocks of draws
-    (docs/speed.md, Round 5); one draw per block gives the same numbers as one block for all
+    (docs/performance.md); one draw per block gives the same numbers as one block for all
     (the same operations per draw, and the noise drawn from one stream in the same order)."""
     from bayesmix.posterior import posterior as posterior_module
 

@@ -193,7 +193,7 @@ def test_large_models_update_the_low_rank_mass_matrix_less_often(simulated_fit, 
 
 def test_ordinary_pages_switches_numpy_huge_pages_off_and_restores_them():
     """fit() assembles its posterior with NumPy's huge-page advice off (a speed setting,
-    docs/speed.md Round 5); NumPy's own setting comes back afterwards, also after an error."""
+    docs/performance.md); NumPy's own setting comes back afterwards, also after an error."""
     from numpy._core.multiarray import _set_madvise_hugepage
 
     from bayesmix.inference.fitting import ordinary_pages

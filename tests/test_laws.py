@@ -241,9 +241,9 @@ UNBOUNDED = {"m4", "m4log", "scaling", "implicit"}  # scaling: M4 on the reducib
     ],
 )
 def test_losses_at_zero_shares_stay_bounded(law_name):
-    """design.md: what a zero share can do must be bounded. Corners (one domain only), each
-    domain left out, and sparse mixtures stay below 10 x the uniform-mixture loss for every
-    prior draw."""
+    """What a zero share can do must be bounded (laws predict unseen mixtures). Corners (one
+    domain only), each domain left out, and sparse mixtures stay below 10 x the uniform-mixture
+    loss for every prior draw."""
     law = get_law(law_name)
     m = len(TRAIN)
     rng = np.random.default_rng(5)

@@ -1,6 +1,6 @@
 """The logshare law (m4log) in its sampling parameterisation (whitened Helmert slopes, level at
-the runs' mean loss, centred or non-centred noise by data size; docs/speed.md) recovers a known
-law. The truth is an M4 law (conftest's simulator), which is m4log with every log-share
+the runs' mean loss, centred or non-centred noise by data size; docs/performance.md) recovers a
+known law. The truth is an M4 law (conftest's simulator), which is m4log with every log-share
 coefficient u = 0, so the fit must find t and m and put u near 0."""
 
 from __future__ import annotations

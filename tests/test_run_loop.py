@@ -15,16 +15,17 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_until
 
 from bayesmix import errors
-from bayesmix.loop.executors import Job, LocalExecutor, run_job
+from bayesmix.loop.executors import LocalExecutor
 from bayesmix.loop.experiment import Experiment
+from bayesmix.loop.jobs import Job, run_job
 from bayesmix.loop.ledger import Ledger
 from bayesmix.loop.runner import Runner, RunSummary, check_template, fill_template, runs_frame
 
@@ -168,12 +169,12 @@ def test_a_job_killed_mid_way_leaves_the_run_failed(loop, tmp_path):
     )
 
     def kill_when_started():
-        for _ in range(600):
-            pids = list(piddir.iterdir())
-            if pids:
-                os.kill(int(pids[0].read_text()), signal.SIGKILL)
-                return
-            time.sleep(0.05)
+        def started():  # the fake trainer's pid, once it has written it
+            return [int(t) for p in piddir.iterdir() if (t := p.read_text().strip())]
+
+        pids = wait_until(started, timeout=60)
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
 
     killer = threading.Thread(target=kill_when_started)
     killer.start()
@@ -206,11 +207,8 @@ def test_ctrl_c_leaves_the_ledger_consistent_and_a_restart_resumes(loop, tmp_pat
     args = [sys.executable, "-m", "bayesmix", "run", "--ledger", str(exp.path), "-n", "3",
             "--parallel", "2", "--no-recommend", "--command", command]  # fmt: skip
     proc = subprocess.Popen(_with_default_sigint(args), env=env, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):  # until two jobs run (the third waits for a slot)
-        time.sleep(0.1)
-        if list(statuses(exp).values()).count("running") == 2:
-            break
-    else:
+    # until two jobs run (the third waits for a slot)
+    if not wait_until(lambda: list(statuses(exp).values()).count("running") == 2, timeout=60):
         proc.kill()
         pytest.fail("the runs never started")
     proc.send_signal(signal.SIGINT)
@@ -262,10 +260,13 @@ def test_a_live_runners_runs_are_left_alone(loop):
     r = runner(exp, command, batch=1)
     r.reclaim_stale(summary := RunSummary())
     assert not summary.reclaimed and statuses(exp) == {run: "running"}
-    r.stale_after_s = 1e-3  # its heartbeat is now too old: taken back
-    time.sleep(0.01)
-    r.reclaim_stale(summary)
-    assert summary.reclaimed == [run] and statuses(exp) == {run: "proposed"}
+    r.stale_after_s = 1e-3  # its heartbeat is now too old (once a millisecond passed): taken back
+
+    def taken_back():
+        r.reclaim_stale(summary)
+        return summary.reclaimed
+
+    assert wait_until(taken_back, timeout=10) == [run] and statuses(exp) == {run: "proposed"}
 
 
 def test_cli_errors_are_one_line(loop, tmp_path):
@@ -326,20 +327,22 @@ def test_cancelling_ray_jobs_stops_their_processes(tmp_path):
         job = Job("r1", "sleep 300 & echo $! > child.pid; wait", str(folder),
                   str(folder / "mixture.json"), "{}", str(folder / "result.csv"))  # fmt: skip
         future = executor.submit(job)
-        for _ in range(300):  # until the job's child process runs
-            if (folder / "child.pid").is_file() and (folder / "child.pid").read_text().strip():
-                break
-            time.sleep(0.1)
-        pid = int((folder / "child.pid").read_text())
+        pid_file = folder / "child.pid"
+        text = wait_until(lambda: pid_file.is_file() and pid_file.read_text().strip(), timeout=60)
+        assert text, "the job's child process never started"
+        pid = int(text)
         assert Path(f"/proc/{pid}").exists()
         executor.cancel_all()
-        time.sleep(0.5)
-        # the job's whole process group is gone (or a zombie awaiting its reaper), not orphaned
-        gone = (
-            not Path(f"/proc/{pid}").exists()
-            or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-        )
-        assert gone
+
+        def gone() -> bool:
+            """The child is gone (or a zombie awaiting its reaper), not orphaned."""
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+            except FileNotFoundError:
+                return True
+
+        # the job's whole process group stops: polled, since cancelling is asynchronous
+        assert wait_until(gone, timeout=30), f"process {pid} still runs after cancel_all"
         del future  # its result is a TaskCancelledError; the loop never reads it
     finally:
         executor.shutdown()

@@ -10,13 +10,18 @@ each run's weighted overall loss. ``--json`` prints the same as JSON, ``-o`` wri
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 
 from bayesmix import errors
-from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
-from bayesmix.cli._output import add_force_argument, check_output, loud_warning
+from bayesmix.cli._options import add_ci_kind_argument, add_max_loss_argument, max_loss_from_args
+from bayesmix.cli._output import (
+    add_force_argument,
+    add_json_argument,
+    check_output,
+    loud_warning,
+    print_json,
+)
 from bayesmix.data.loaders import FORMATS, load
 
 
@@ -42,12 +47,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         default=0.9,
         help="probability mass of the intervals (default 0.9)",
     )
-    p.add_argument(
-        "--ci-kind",
-        choices=("eti", "hdi"),
-        default="eti",
-        help="equal-tailed (default) or highest-density intervals",
-    )
+    add_ci_kind_argument(p)
     p.add_argument("--weights", metavar="FILE.json", help="validation-domain weights: overall loss")
     p.add_argument(
         "--weights-subset",
@@ -55,7 +55,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="allow weights for domains the posterior lacks (renormalised over the rest)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed of the predictive draws")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json_argument(p)
     p.add_argument("-o", "--output", metavar="FILE.csv|.json", help="write the scores")
     p.add_argument("--plot", metavar="FILE.png", help="predicted against observed")
     add_max_loss_argument(p)
@@ -95,7 +95,7 @@ def run(args) -> int:
     ev.heldout = ", ".join(args.heldout)
     loud_warning(post.diagnostics_warning)
     if args.json:
-        print(json.dumps({k: v for k, v in ev.to_dict().items() if k != "records"}, indent=2))
+        print_json({k: v for k, v in ev.to_dict().items() if k != "records"})
     else:
         print(ev.to_text())
     if args.output:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from bayesmix import errors
 from bayesmix.loop.runner import DEFAULT_STALE_AFTER_S, PLACEHOLDERS
@@ -78,6 +79,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--cwd", metavar="DIR", help="where commands start (default: the current directory)"
     )
+    slurm = p.add_argument_group("Slurm (--executor slurm, through submitit: the slurm extra)")
+    slurm.add_argument("--slurm-partition", metavar="NAME", help="the partition to submit to")
+    slurm.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit per job")
+    slurm.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per job's node")
+    slurm.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per job")
+    track = p.add_argument_group("tracking (the tracking extra)")
+    track.add_argument(
+        "--mlflow",
+        metavar="URI|DIR",
+        help="log each round to MLflow: a tracking server or a local folder",
+    )
+    track.add_argument(
+        "--mlflow-experiment", default="bayesmix", metavar="NAME", help="(default bayesmix)"
+    )
     add_refit_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed of fits and proposals")
     obj = p.add_mutually_exclusive_group()
@@ -130,7 +145,28 @@ def run(args) -> int:
         progressbar=not args.quiet,
         log=say,
     )
-    executor = get_executor(args.executor, args.parallel, args.ray_address)
+    slurm = {
+        key: value
+        for key, value in (
+            ("slurm_partition", args.slurm_partition),
+            ("timeout_min", args.slurm_time),
+            ("gpus_per_node", args.slurm_gpus),
+            ("cpus_per_task", args.slurm_cpus),
+        )
+        if value is not None
+    }
+    if slurm and args.executor != "slurm":
+        raise errors.OptionError("--slurm-* options need --executor slurm")
+    on_round = None
+    if args.mlflow:
+        from bayesmix.loop.tracking import MLflowTracker
+
+        on_round = MLflowTracker(args.mlflow, experiment=args.mlflow_experiment)
+    ledger = Path(args.ledger)
+    runs_dir = Path(args.workdir) if args.workdir else ledger.with_name(f"{ledger.stem}-runs")
+    executor = get_executor(
+        args.executor, args.parallel, args.ray_address, slurm=slurm, folder=runs_dir / "slurm"
+    )
     runner = Runner(
         exp,
         args.command,
@@ -144,6 +180,7 @@ def run(args) -> int:
         timeout_s=args.timeout,
         stale_after_s=args.stale_after,
         log=say,
+        on_round=on_round,
     )
     old = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
     try:

@@ -186,10 +186,10 @@ def ordinary_pages() -> Iterator[None]:
     arrays (its ``madvise(MADV_HUGEPAGE)``); NumPy's setting is restored on leaving.
 
     Why: where the kernel compacts memory to serve such a fault (THP defrag "madvise", as on
-    the 2-core VM of docs/speed.md), the first touch of a fresh 320 MB array took 1.5-3.2 s
+    a 2-core VM, docs/performance.md), the first touch of a fresh 320 MB array took 1.5-3.2 s
     against 0.2 s with ordinary pages, and a fit's posterior assembly makes several (the
     predictive and log-likelihood groups of RegMix 512 x 6,000 draws: 10.4-10.7 s with huge
-    pages, 4.1 s without; Round 5). A no-op where NumPy lacks the switch.
+    pages, 4.1 s without). A no-op where NumPy lacks the switch.
     """
     try:
         from numpy._core.multiarray import _set_madvise_hugepage

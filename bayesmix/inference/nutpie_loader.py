@@ -2,7 +2,7 @@
 
 nutpie's sampling module runs ``import arviz`` when it is imported, and ArviZ 1.x then imports
 arviz-base, arviz-stats (with ``scipy.stats``) and arviz-plots (with matplotlib): 1.5-2 s of a
-fresh process on the 2-core VM of docs/speed.md, where fitting a small model from the compile
+fresh process on a 2-core VM (docs/performance.md), where fitting a small model from the compile
 cache takes 3-4 s. nutpie only calls arviz-base's converters (``from_dict``,
 ``dict_to_dataset``; ArviZ re-exports the same functions).
 

@@ -3,7 +3,7 @@
 ``g(r_j) = log(r_j + EPS) - log(1/M + EPS)`` is the log share, centred so that it vanishes at the
 uniform mixture (then, as in :mod:`bayesmix.laws.m4`, ``m_i = c_i + k_i`` is the loss there).
 M4 is linear in the shares inside the exponential and so underfits the jump of a domain's loss
-when its share goes to zero (design.md: "zero shares"); the log term captures that jump with one
+when its share goes to zero; the log term captures that jump with one
 coefficient per pair of domains. EPS = 1e-3 is below the smallest share RegMix records (shares
 are rounded to 3 decimals). Measured on RegMix (least squares, 512 runs, Pile-CC): Spearman
 0.964 for M4 and 0.993 with the log term on the 256 held-out runs. Source: bayesmix's own
@@ -259,7 +259,7 @@ class M4Log(m4.M4):
         return mean_loss(inputs["r"], params, xp)
 
     def build(self, ctx):
-        """The law's parameters from a block built for fast sampling (docs/speed.md).
+        """The law's parameters from a block built for fast sampling (docs/performance.md).
 
         Written at the centre ``f0`` of the data's features ``F = [r H, g(r)]``
         (:func:`features`; H an orthonormal zero-sum basis, so ``b = H c`` has zero-sum rows):

@@ -840,6 +840,9 @@ class Experiment:
         workdir: str | os.PathLike | None = None,
         env: Mapping[str, str] | None = None,
         recommend: bool = True,
+        cwd: str | os.PathLike | None = None,
+        slurm: Mapping | None = None,
+        on_round=None,
         **propose_options,
     ):
         """Run the loop: launch the proposed runs with ``command``, ingest, propose again.
@@ -860,8 +863,10 @@ class Experiment:
             Runs per newly proposed batch.
         strategy : str, default "thompson"
             Acquisition strategy of new batches (:meth:`propose`).
-        executor : {"local", "ray"}, default "local"
-            Where jobs run; ``"ray"`` needs the ``ray`` extra.
+        executor : {"local", "ray", "slurm"}, default "local"
+            Where jobs run; ``"ray"`` needs the ``ray`` extra, ``"slurm"`` the ``slurm`` extra
+            (submitit; its parameters in ``slurm``, e.g. ``{"slurm_partition": "gpu",
+            "timeout_min": 600}``, ``"cluster": "local"`` to run them here).
         parallel : int, default 1
             Jobs at a time (local processes, or Ray CPUs of a local instance).
         ray_address : str, optional
@@ -879,6 +884,13 @@ class Experiment:
             Extra environment variables of the jobs.
         recommend : bool, default True
             Fit and recommend at the end (:meth:`recommend`).
+        cwd : path, optional
+            Where commands start (default: the current directory).
+        slurm : mapping, optional
+            submitit parameters of ``executor="slurm"``.
+        on_round : callable, optional
+            Called with a :class:`bayesmix.loop.runner.RoundReport` after each round, e.g.
+            :class:`bayesmix.loop.tracking.MLflowTracker`.
         **propose_options
             Passed to :meth:`propose` (``target``, ``weights``, ``min_distance``, ``pool``...).
 
@@ -897,7 +909,12 @@ class Experiment:
         from bayesmix.loop.executors import get_executor
         from bayesmix.loop.runner import DEFAULT_STALE_AFTER_S, Runner
 
-        runner_exec = get_executor(executor, parallel, ray_address)
+        runs_dir = (
+            Path(workdir) if workdir is not None else self.path.with_name(f"{self.path.stem}-runs")
+        )
+        runner_exec = get_executor(
+            executor, parallel, ray_address, slurm=slurm, folder=runs_dir / "slurm"
+        )
         try:
             loop = Runner(
                 self,
@@ -912,6 +929,8 @@ class Experiment:
                 stale_after_s=DEFAULT_STALE_AFTER_S if stale_after is None else stale_after,
                 env=env,
                 log=self.log,
+                cwd=cwd,
+                on_round=on_round,
             )
         except BaseException:
             runner_exec.shutdown()

@@ -2,7 +2,7 @@
 
 Each round: runs the ledger holds as ``proposed`` are launched (none: a new batch is proposed
 first, an initial design when nothing is completed yet), at most ``parallel`` at a time, through
-an :class:`~bayesmix.loop.executors.Executor`. A launch fills the user's command template
+an :class:`~bayesmix.loop.jobs.Executor`. A launch fills the user's command template
 (:data:`PLACEHOLDERS`, shell-quoted), marks the run ``running`` with a job record in the ledger
 (:meth:`~bayesmix.loop.ledger.Ledger.claim`: owner host and pid, attempt count, heartbeat), runs the
 command (from the directory the runner was started in, or ``cwd``; ``{workdir}`` is the run's
@@ -44,7 +44,7 @@ import pandas as pd
 
 from bayesmix import errors
 from bayesmix.io import atomic_write_text
-from bayesmix.loop.executors import Executor, Job, JobResult
+from bayesmix.loop.jobs import Executor, Job, JobResult
 from bayesmix.loop.ledger import Ledger
 
 #: Placeholders of the command template.
@@ -84,6 +84,23 @@ def fill_template(template: str, values: Mapping[str, str]) -> str:
 
 
 @dataclass
+class RoundReport:
+    """What one round of the loop did, for a per-round hook (``on_round``: tracking,
+    notifications). ``round``: 1, 2, ... in this call; ``runs``: the runs launched;
+    ``completed``/``failed``: those of them that completed / failed for good; ``losses``: every
+    completed run of the ledger so far, one row per run (run, round, mix.*, loss.* at its last
+    checkpoint); ``ledger``: its path; ``elapsed_s``: since the loop started."""
+
+    round: int
+    runs: list[str]
+    completed: list[str]
+    failed: list[str]
+    losses: pd.DataFrame
+    ledger: str
+    elapsed_s: float
+
+
+@dataclass
 class RunSummary:
     """What one call of :meth:`Runner.run` did: rounds done, runs completed and failed (ids),
     launches retried, runs taken back from dead runners, whether it was interrupted, the
@@ -117,7 +134,9 @@ class Runner:
     where commands start (default: the current directory when the Runner is made);
     ``retries``: extra launches of a failing run; ``batch``/``strategy``/``propose_options``:
     what :meth:`Experiment.propose` gets when a round needs new runs; ``timeout_s``: per
-    launch (None: no limit); ``log``: receives one line per event (None: silent).
+    launch (None: no limit); ``log``: receives one line per event (None: silent);
+    ``on_round``: called with a :class:`RoundReport` after each round (its errors are said,
+    not raised).
     """
 
     def __init__(
@@ -136,6 +155,7 @@ class Runner:
         stale_after_s: float = DEFAULT_STALE_AFTER_S,
         env: Mapping[str, str] | None = None,
         log: Callable[[str], None] | None = None,
+        on_round: Callable[[RoundReport], None] | None = None,
     ):
         check_template(command)
         for name, value, low in (("retries", retries, 0), ("batch", batch, 1)):
@@ -158,6 +178,7 @@ class Runner:
         self.timeout_s, self.stale_after_s = timeout_s, stale_after_s
         self.env = dict(env or {})
         self.log = log
+        self.on_round = on_round
         self.parallel = int(getattr(executor, "parallel", 1))
         self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
 
@@ -281,8 +302,16 @@ class Runner:
                     )
                     todo = self._mixtures("proposed")
                 self._say(f"running {len(todo)} run(s): {', '.join(todo)}")
+                done_before, failed_before = len(summary.completed), len(summary.failed)
                 self._round(todo, inflight, summary)
                 summary.rounds = r + 1
+                self._report_round(
+                    r + 1,
+                    list(todo),
+                    summary.completed[done_before:],
+                    summary.failed[failed_before:],
+                    time.perf_counter() - t0,
+                )
         except KeyboardInterrupt:
             summary.interrupted = True
             self._stop(inflight, summary)
@@ -293,6 +322,18 @@ class Runner:
         if recommend and not summary.interrupted and self._completed_now():
             summary.recommendation = self.exp.recommend()
         return summary
+
+    def _report_round(self, n: int, runs, completed, failed, elapsed: float) -> None:
+        """Call the per-round hook; its failure is said, never stops the loop (the ledger
+        already holds the round)."""
+        if self.on_round is None:
+            return
+        frame = self.exp.runs("completed")
+        report = RoundReport(n, runs, completed, failed, frame, str(self.exp.path), elapsed)
+        try:
+            self.on_round(report)
+        except Exception as err:  # a tracking server down must not stop training
+            self._say(f"round {n}: the per-round hook failed: {type(err).__name__}: {err}")
 
     def _round(self, todo: dict, inflight: dict, summary: RunSummary) -> None:
         queue = list(todo)

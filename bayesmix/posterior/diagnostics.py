@@ -211,7 +211,7 @@ def ess_tail(x: np.ndarray, prob: float) -> np.ndarray:
 #: Why blocks: the gate's dozen full-size temporaries (91 MB each at 1,901 scalars x 6,000
 #: draws) cost more to map fresh than to compute; on this VM a fresh 320 MB array took 0.2-3 s
 #: to first touch (transparent huge-page compaction) against 0.04 s to fill once mapped. Block
-#: temporaries are reused from the heap. Measured in docs/speed.md, Round 5.
+#: temporaries are reused from the heap (docs/performance.md).
 BLOCK_ELEMENTS = 400_000
 
 

@@ -170,7 +170,7 @@ def _interval_table(da: xr.DataArray, ci_prob: float, ci_kind: str = "eti") -> p
 #: Predictions more than this factor beyond the fitted model sizes / tokens are refused.
 MAX_EXTRAPOLATION = 10.0
 #: Said whenever a joint law (inputs n_params/tokens) predicts beyond its fitted range: it is
-#: retired as a target-scale predictor (README, "From proxies to the target run").
+#: retired as a target-scale predictor (docs/scale.md).
 JOINT_RETIRED = (
     "extrapolating with a joint law, retired for targets beyond the proxies (on 5Mix its 1B "
     "predictions missed by 0.053 nats on average against 0.028 for the nested pipeline, and "
@@ -1134,7 +1134,7 @@ def _sample_blocks(params: dict[str, np.ndarray], per_sample: int):
     of at most about :data:`~bayesmix.posterior.diagnostics.BLOCK_ELEMENTS`. Why: the predictive and
     log-likelihood groups are (chain, draw, run, eval_domain); computed whole, each of their
     half-dozen temporaries is a fresh array of that size (320 MB on RegMix 512 x 6,000 draws),
-    which cost more to map than to compute (docs/speed.md, Round 5)."""
+    which cost more to map than to compute (docs/performance.md)."""
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in params.items()}
     n = len(next(iter(flat.values())))
     size = max(1, BLOCK_ELEMENTS // max(per_sample, 1))

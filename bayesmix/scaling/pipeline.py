@@ -312,7 +312,7 @@ def _values(d: CurveData) -> dict:
     }
 
 
-def _build_curve_model(d: CurveData) -> pm.Model:
+def build_curve_model(d: CurveData) -> pm.Model:
     """The collapsed curve model of :func:`fit_step_law` / :func:`fit_size_law`."""
     n_groups = len(d.groups)
     label = size_label if d.kind == "step" else (lambda g: f"{g:g}")
@@ -817,7 +817,7 @@ def _run_stage(
     start = time.perf_counter()
     compiled = _COMPILED.get(key)
     if compiled is None:
-        compiled = compile_cache.compile_model(_build_curve_model(data), structure=key)
+        compiled = compile_cache.compile_model(build_curve_model(data), structure=key)
         _COMPILED[key] = compiled
     compiled = compiled.with_data(**_values(data))
     compile_s = time.perf_counter() - start

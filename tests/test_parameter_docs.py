@@ -1,0 +1,57 @@
+"""docs/parameters.md names every variable of every shipped model (what the gate can print)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bayesmix as bm
+from bayesmix.model.model import build_model, prepare_data, select_for_fit
+from bayesmix.model.spec import available_models, load_spec
+from bayesmix.scaling.pipeline import build_curve_model, step_data
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = (ROOT / "docs" / "parameters.md").read_text()
+DOCUMENTED = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:\[[^`]*\])?`", PAGE))
+
+
+def _names(model) -> set[str]:
+    return {v.name for v in [*model.free_RVs, *model.deterministics]}
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_every_variable_of_a_shipped_model_is_documented(name):
+    spec = load_spec(name)
+    if spec.law == "scaling":
+        sys.path.insert(0, str(ROOT / "tests"))
+        from test_scaling import proxy_runs
+
+        runs = proxy_runs()
+    else:
+        runs, _ = bm.simulate(["web", "code", "books"], n_runs=12, random_seed=0)
+    table = select_for_fit(runs, law=spec.law)
+    model = build_model(
+        spec, table.train_domains, table.eval_domains, prepare_data(table, spec.law)
+    )
+    missing = _names(model) - DOCUMENTED
+    assert not missing, f"{name}: add {sorted(missing)} to docs/parameters.md"
+
+
+def test_pipeline_stage_variables_are_documented():
+    from bayesmix.data.schedules import Schedule
+    from bayesmix.model.simulation import simulate
+
+    runs, _ = simulate(
+        ["web", "code"], n_runs=4, random_seed=0, sizes=[2e7, 5e7], steps=[1000, 2000, 4000]
+    )
+    tidy = runs.to_tidy().assign(schedule="cosine", total_steps=4000.0)
+    annealed = bm.RunTable.from_frame(tidy)
+    assert Schedule("cosine", total_steps=4000).decays
+    for table in (runs, annealed):
+        missing = _names(build_curve_model(step_data(table))) - DOCUMENTED
+        assert not missing, sorted(missing)
+    assert np.all(np.isfinite(step_data(annealed).anneal))
