@@ -1,4 +1,4 @@
-"""Deprecated keyword names, kept for one release.
+"""Deprecated keyword names, kept until bayesmix :data:`REMOVAL_VERSION`.
 
 Argument names follow PyMC and ArviZ where they overlap: ``random_seed`` (was ``seed``),
 ``progressbar`` (was ``progress``) and ``ci_prob`` (was ``prob`` for an interval's mass). The old
@@ -19,6 +19,8 @@ from bayesmix import errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The release that deletes this module and the old names (the warnings say so).
+REMOVAL_VERSION = "0.2.0"
 #: The renames of this release: old keyword -> new keyword.
 SEED = {"seed": "random_seed"}
 PROGRESS = {"progress": "progressbar"}
@@ -44,8 +46,8 @@ def rename_kwargs(
                 hint=f"pass only `{new}` (`{old}` is its deprecated name)",
             )
         warnings.warn(
-            f"`{old}` is deprecated, use `{new}` ({where}(); the old name goes in the next "
-            "release)",
+            f"`{old}` is deprecated, use `{new}` ({where}(); the old name goes in bayesmix "
+            f"{REMOVAL_VERSION})",
             FutureWarning,
             stacklevel=stacklevel,
         )

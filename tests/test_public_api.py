@@ -287,4 +287,4 @@ def test_messages_name_the_function():
     with pytest.warns(FutureWarning) as caught:
         bm.simulate(["a", "b"], n_runs=2, seed=0)
     text = str(caught[0].message)
-    assert re.search(r"\(simulate\(\); the old name goes in the next release\)", text)
+    assert re.search(r"\(simulate\(\); the old name goes in bayesmix 0\.2\.0\)", text)
