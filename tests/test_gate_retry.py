@@ -324,3 +324,53 @@ def test_bad_max_time_fails_before_sampling(simulated_fit, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--max-time must be a number of seconds >= 0" in err[0]
     assert not (tmp_path / "p.nc").exists()
+
+
+# ------------------------------------------------------------------------------ lost chains
+def _tree(logp_means, n_draw=50, seed=0):
+    """A sampler-like DataTree: 'x' ~ N(0, 1) per chain and a log density near each mean."""
+    import numpy as np
+    import xarray as xr
+
+    rng = np.random.default_rng(seed)
+    n = len(logp_means)
+    post = xr.Dataset({"x": (("chain", "draw"), rng.normal(size=(n, n_draw)))})
+    logp = np.asarray(logp_means, float)[:, None] + rng.normal(0, 10, (n, n_draw))
+    stats = xr.Dataset({"logp": (("chain", "draw"), logp)})
+    return xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
+
+
+def test_a_chain_far_below_the_others_is_lost_and_dropped():
+    import numpy as np
+
+    from bayesmix.inference.gate_retry import drop_chains, lost_chains
+
+    tree = _tree([910, 912, 908, -1.8e6])
+    logp = tree["sample_stats"]["logp"].values
+    lost, note = lost_chains(logp)
+    assert lost == [3] and "dropped chain(s) 3" in note and "-1.8e+06" in note
+    kept = drop_chains(tree, lost)
+    assert kept["posterior"].sizes["chain"] == 3
+    assert list(kept["posterior"]["chain"].values) == [0, 1, 2]
+    np.testing.assert_array_equal(kept["posterior"]["x"].values, tree["posterior"]["x"].values[:3])
+    # chains of one posterior differ by far less than 20 spreads: nothing is lost
+    assert lost_chains(_tree([910, 905, 915, 900])["sample_stats"]["logp"].values)[0] == []
+    # two chains cannot tell which one is lost; never leave fewer than two
+    assert lost_chains(_tree([910, -1e6])["sample_stats"]["logp"].values)[0] == []
+    assert lost_chains(_tree([910, -1e6, -1e6])["sample_stats"]["logp"].values)[0] == []
+
+
+def test_the_driver_drops_lost_chains_before_the_gate():
+    seen = []
+
+    def sample_once(settings, seed):
+        return _tree([910, 912, -5e4, 908]), None
+
+    def check(tree):
+        seen.append(tree["posterior"].sizes["chain"])
+        return report()
+
+    result = sample_to_gate(sample_once, BASE, max_time=0, seed=1, check=check)
+    assert seen == [3]
+    (rec,) = result.records()
+    assert rec["dropped_chains"].startswith("dropped chain(s) 2")
