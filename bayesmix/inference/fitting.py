@@ -364,22 +364,16 @@ def fit(
             seed=random_seed,
             progress=say_progress if progressbar else None,
         )
-        used, report = result.used, result.diagnostics
+        report = result.diagnostics
         settings = {
-            "draws": used.settings.draws,
-            "tune": used.settings.tune,
-            "chains": used.settings.chains,
-            "seed": used.seed,  # the stored settings keep their key (files of older versions)
+            **result.settings(budget),
             "sampler": sampler,
             "adaptation": adaptation if sampler == "nutpie" else None,
             "mass_matrix_update_freq": result.extra,  # None: nutpie's default
-            "target_accept": used.settings.target_accept,
             "step": step,
             "max_step": max_step,
             "compile_s": round(compile_s, 3),
             "sample_s": round(result.sample_s, 3),  # every attempt's sampling
-            "max_time": budget,
-            "attempts": result.records(),
         }
         post = Posterior.from_fit(result.tree, spec, table, report, settings)
     if warn and not report.ok:

@@ -297,6 +297,20 @@ class GateResult:
     def records(self) -> list[dict]:
         return [a.record() for a in self.attempts]
 
+    def settings(self, max_time: float) -> dict:
+        """The sampler settings a fit stores: the used attempt's draws, tune, chains, seed and
+        target_accept, the budget and every attempt's record."""
+        used = self.used
+        return {
+            "draws": used.settings.draws,
+            "tune": used.settings.tune,
+            "chains": used.settings.chains,
+            "seed": used.seed,  # the stored settings keep their key (files of older versions)
+            "target_accept": used.settings.target_accept,
+            "max_time": max_time,
+            "attempts": self.records(),
+        }
+
 
 #: A chain is lost (never reached the posterior's typical set: a bad start that adaptation did
 #: not escape) when its median log density lies more than this many typical within-chain

@@ -845,18 +845,8 @@ def _run_stage(
         seed=random_seed,
         progress=say_progress if progressbar else None,
     )
-    used, report = result.used, result.diagnostics
-    settings = {
-        "draws": used.settings.draws,
-        "tune": used.settings.tune,
-        "chains": used.settings.chains,
-        "seed": used.seed,
-        "sampler": "nutpie",
-        "adaptation": ADAPTATION,
-        "target_accept": used.settings.target_accept,
-        "max_time": budget,
-        "attempts": result.records(),
-    }
+    report = result.diagnostics
+    settings = {**result.settings(budget), "sampler": "nutpie", "adaptation": ADAPTATION}
     fit = StageFit(
         posterior=result.tree["posterior"].to_dataset(),
         data=data,
