@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || { interp=$$(tools/find-python) && echo "creating $(VENV) with $$interp" && $$interp -m venv $(VENV); }
 	$(PY) -m pip install -qq --upgrade pip
 	$(PY) -m pip install -qq -e '.[dev,ray,slurm,tracking]'
-	@# headless Chromium for tests/test_report_browser.py: Debian's package when none is found
+	@# headless Chromium for tests/reporting/test_report_browser.py: Debian's package when none is found
 	@# (root with apt-get only; failures ignored: the test then skips and says why)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \

@@ -38,3 +38,13 @@ def test_no_module_imports_another_modules_private_names():
         timeout=60,
     )
     assert done.returncode == 0, done.stdout
+
+
+def test_the_tests_mirror_the_package():
+    """Every folder of ``tests/`` is a subpackage of ``bayesmix/`` or ``integration/``, and no
+    two test files share a name (pytest's default import mode needs unique basenames)."""
+    subpackages = {p.name for p in (ROOT / "bayesmix").iterdir() if (p / "__init__.py").exists()}
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name[0] not in "._"}
+    assert folders - subpackages - {"integration"} == set()
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names))

@@ -1021,7 +1021,7 @@ def nested_fit(
 
     The predictive intervals are conservative when the pipeline is right: each mixture's
     imputation error enters stage 3's noise scale along with the run noise (simulated in
-    tests/test_pipeline.py: coverage 1.0 of nominal 0.9, widths 0.17-0.19 nats where the law
+    tests/scaling/test_pipeline.py: coverage 1.0 of nominal 0.9, widths 0.17-0.19 nats where the law
     fitted to the true target-scale runs gives 0.05). Intervals of ``kind="mean"`` are
     narrower.
     """

@@ -14,7 +14,7 @@ from bayesmix.model.model import build_model, prepare_data, select_for_fit
 from bayesmix.model.spec import available_models, load_spec
 from bayesmix.scaling.pipeline import build_curve_model, step_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = (ROOT / "docs" / "parameters.md").read_text()
 DOCUMENTED = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:\[[^`]*\])?`", PAGE))
 
@@ -27,7 +27,7 @@ def _names(model) -> set[str]:
 def test_every_variable_of_a_shipped_model_is_documented(name):
     spec = load_spec(name)
     if spec.law == "scaling":
-        sys.path.insert(0, str(ROOT / "tests"))
+        sys.path.insert(0, str(ROOT / "tests" / "scaling"))
         from test_scaling import proxy_runs
 
         runs = proxy_runs()

@@ -8,7 +8,7 @@ from pathlib import Path
 import bayesmix as bm
 from bayesmix.data.mixtures import read_mixtures
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from bayesmix.model.simulation import simulate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bayesmix(*args) -> subprocess.CompletedProcess:

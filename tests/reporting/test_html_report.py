@@ -12,9 +12,9 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import SIM_DOMAINS
 
 from bayesmix.cli import main
-from tests.conftest import SIM_DOMAINS
 
 pytestmark = pytest.mark.slow  # uses the suite's fitted posterior
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-REGMIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "regmix"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REGMIX = Path(__file__).resolve().parents[3] / "shared" / "data" / "regmix"
 SMALL = ["--draws", "100", "--tune", "100", "--chains", "2"]
 
 pytestmark = pytest.mark.slow

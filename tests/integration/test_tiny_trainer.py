@@ -26,7 +26,7 @@ import pytest
 
 from bayesmix.data.loaders import load
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "tiny_trainer.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "tiny_trainer.py"
 
 
 @pytest.fixture(scope="module")

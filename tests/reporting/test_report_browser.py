@@ -13,8 +13,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
-from tests.test_html_report import ALL_FIGURES, full_report, report_inputs  # noqa: F401
+from test_html_report import ALL_FIGURES, full_report, report_inputs  # noqa: F401
 
 pytestmark = pytest.mark.slow  # uses the suite's fitted posterior
 

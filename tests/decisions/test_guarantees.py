@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import m4_posterior
 
-# the continual-pre-training simulator of tests/test_continual.py (imported, not copied)
+# the continual-pre-training simulator of tests/decisions/test_continual.py (imported, not copied)
 from test_continual import EVALS, TRAIN, TRUE_C, TRUE_K, TRUE_T, TRUE_X, simulate_continual
 
 from bayesmix import errors

@@ -242,7 +242,7 @@ def test_a_fresh_process_fits_without_importing_arviz_stats_or_plots(simulated_f
     import sys
     from pathlib import Path
 
-    tests = Path(__file__).resolve().parent
+    tests = Path(__file__).resolve().parents[1]  # conftest.py lives in tests/
     proc = subprocess.run(
         [sys.executable, "-c", FRESH_FIT, str(tests)], capture_output=True, text=True, timeout=600
     )
