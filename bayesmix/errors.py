@@ -24,6 +24,10 @@ class BayesmixError(ValueError):
         The column name.
     hint : str, optional
         What to do about it.
+    param : str, optional
+        The Python parameter at fault. The message names it as ``param=`` (``max_time=0 must
+        be positive``); the CLI replaces that with the flag it comes from (``--max-time 0 must
+        be positive``), so each message is written once for both.
 
     Returns
     -------
@@ -51,9 +55,10 @@ class BayesmixError(ValueError):
         run: str | None = None,
         column: str | None = None,
         hint: str | None = None,
+        param: str | None = None,
     ):
         self.problem, self.source, self.row, self.run = problem, source, row, run
-        self.column, self.hint = column, hint
+        self.column, self.hint, self.param = column, hint, param
         super().__init__(self._format())
 
     def _format(self) -> str:

@@ -2,7 +2,8 @@
 
 Each subcommand module defines ``register(subparsers) -> argparse.ArgumentParser`` and sets
 ``func`` (``run(args) -> int``) as the parser default. Errors in user input (``BayesmixError``)
-print one line and exit with status 2, never a traceback.
+print one line and exit with status 2, never a traceback. An error about a Python parameter
+(``err.param``, named ``param=`` in the message) is shown with the flag it comes from.
 """
 
 from __future__ import annotations
@@ -50,7 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"bayesmix.cli.{name}")
         p = module.register(sub)
         p.add_argument("--version", action="version", version=f"bayesmix {__version__}")
+        p.set_defaults(flags=option_flags(p))
     return parser
+
+
+def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Python parameter (argparse ``dest``) -> the flag that sets it (``max_time`` ->
+    ``--max-time``): the long form when there is one."""
+    flags = {}
+    for action in parser._actions:  # argparse has no public list of a parser's options
+        if action.option_strings and action.dest not in ("help", "version"):
+            flags[action.dest] = max(action.option_strings, key=len)
+    return flags
+
+
+def error_text(err: BayesmixError, flags: dict[str, str]) -> str:
+    """``err`` as the CLI shows it: its parameter (``param=``) replaced by the flag."""
+    text = str(err)
+    flag = flags.get(err.param or "")
+    if flag:
+        text = text.replace(f"{err.param}=", f"{flag} ")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BayesmixError as err:
-        print(f"bayesmix {args.command}: error: {err}", file=sys.stderr)
+        text = error_text(err, getattr(args, "flags", {}))
+        print(f"bayesmix {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bayesmix {args.command}: interrupted", file=sys.stderr)

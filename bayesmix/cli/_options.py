@@ -89,11 +89,13 @@ def add_max_time_argument(
 
 
 def max_time_from_args(args) -> float | None:
-    """``--max-time`` checked (OptionError unless >= 0), or None (the library's default)."""
-    value = args.max_time
-    if value is not None and not value >= 0:  # NaN too
-        raise errors.OptionError(f"--max-time must be a number of seconds >= 0, got {value:g}")
-    return value
+    """``--max-time``, or None (the library's default), checked by the library's own check
+    before any data is read."""
+    from bayesmix.inference.gate_retry import check_max_time
+
+    if args.max_time is not None:
+        check_max_time(args.max_time)
+    return args.max_time
 
 
 def add_constraint_arguments(p: argparse.ArgumentParser) -> None:

@@ -96,11 +96,13 @@ def check_max_time(max_time: float | None) -> float:
             raise errors.BayesmixError(
                 f"{MAX_TIME_ENV} must be a number of seconds >= 0, got {text!r}"
             ) from None
-    if isinstance(max_time, bool) or not isinstance(max_time, (int, float, np.number)):
-        raise errors.BayesmixError(f"{name} must be a number of seconds >= 0, got {max_time!r}")
+    bad = isinstance(max_time, bool) or not isinstance(max_time, (int, float, np.number))
+    if bad or math.isnan(float(max_time)) or float(max_time) < 0:
+        raise errors.OptionError(
+            f"{name}={max_time!r} is not a number of seconds >= 0",
+            param="max_time" if name == "max_time" else None,
+        )
     value = float(max_time)
-    if math.isnan(value) or value < 0:
-        raise errors.BayesmixError(f"{name} must be a number of seconds >= 0, got {max_time!r}")
     return value
 
 

@@ -53,3 +53,16 @@ def test_predict_and_optimize_print_json(saved_posterior, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     shares = [row["share"] for row in report["recommendation"]]
     assert sum(shares) == pytest.approx(1.0)
+
+
+def test_a_library_error_about_a_parameter_names_the_flag():
+    """The library names the Python parameter (``max_time=``); the CLI shows the flag."""
+    from bayesmix.cli import build_parser, error_text
+    from bayesmix.errors import OptionError
+
+    err = OptionError("max_time=-2.0 is not a number of seconds >= 0", param="max_time")
+    assert str(err).startswith("max_time=-2.0")
+    flags = build_parser().parse_args(["fit", "runs.csv"]).flags
+    assert flags["max_time"] == "--max-time" and flags["output"] == "--output"
+    assert error_text(err, flags) == "--max-time -2.0 is not a number of seconds >= 0"
+    assert error_text(OptionError("x=1 is bad", param="x"), flags) == "x=1 is bad"
