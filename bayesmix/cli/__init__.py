@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "propose the next runs.",
     )
     parser.add_argument("--version", action="version", version=f"bayesmix {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"bayesmix.cli.{name}")
         p = module.register(sub)
@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BayesmixError as err:
         text = error_text(err, getattr(args, "flags", {}))
-        print(f"bayesmix {args.command}: error: {text}", file=sys.stderr)
+        print(f"bayesmix {args.subcommand}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"bayesmix {args.command}: interrupted", file=sys.stderr)
+        print(f"bayesmix {args.subcommand}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # Output piped into e.g. `head` that stopped reading: not an error of ours.

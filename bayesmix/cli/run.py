@@ -115,7 +115,7 @@ def run(args) -> int:
     from bayesmix.cli.propose import banner_warnings
     from bayesmix.loop.executors import get_executor
     from bayesmix.loop.experiment import Experiment
-    from bayesmix.loop.runner import Runner, check_template
+    from bayesmix.loop.runner import Runner, check_template, check_workdir
 
     def say(msg: str) -> None:
         if not args.quiet:
@@ -164,6 +164,7 @@ def run(args) -> int:
         on_round = MLflowTracker(args.mlflow, experiment=args.mlflow_experiment)
     ledger = Path(args.ledger)
     runs_dir = Path(args.workdir) if args.workdir else ledger.with_name(f"{ledger.stem}-runs")
+    check_workdir(runs_dir)  # before an executor (a Ray instance) is started
     executor = get_executor(
         args.executor, args.parallel, args.ray_address, slurm=slurm, folder=runs_dir / "slurm"
     )

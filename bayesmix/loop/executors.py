@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Mapping
@@ -105,6 +106,8 @@ class RayExecutor:
         self._owns = not ray.is_initialized()
         if self._owns:
             kw: dict = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if address:
+                check_reachable(address)
             try:
                 if address:
                     ray.init(address=address, **kw)
@@ -142,6 +145,22 @@ class RayExecutor:
     def shutdown(self) -> None:
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """OptionError at once when nothing listens at a Ray ``address`` (``host:port`` or
+    ``ray://host:port``): Ray itself retries such an address for minutes. ``auto`` and
+    addresses without a port are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise errors.OptionError(
+            f"cannot reach Ray at {address}: {err.strerror or err}",
+            hint="start the cluster (ray start --head) or check the address",
+        ) from None
 
 
 def _ray_job(job: Job) -> JobResult:

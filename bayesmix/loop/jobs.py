@@ -60,6 +60,8 @@ class JobResult:
     result_text: str | None = None
     timed_out: bool = False
     host: str = ""
+    #: Why the result file the job left cannot be used (not UTF-8 text, a folder), or "".
+    result_problem: str = ""
 
     @property
     def ok(self) -> bool:
@@ -86,6 +88,8 @@ class JobResult:
             )
         elif self.returncode != 0:
             what = f"exited with status {self.returncode}"
+        elif self.result_problem:
+            what = f"exited 0 but its result file {self.result_problem}"
         else:
             what = "exited 0 but wrote no result file"
         tail = " | ".join(line for line in self.stderr_tail.strip().splitlines()[-3:] if line)
@@ -104,14 +108,15 @@ class Executor(Protocol):
 
 def run_job(job: Job, on_start=None) -> JobResult:
     """Run ``job`` here and wait for it: write its mixture file, start the command in its own
-    process group (``on_start(popen)`` is called once it runs), stop it at the timeout, read
-    back stderr's tail and the result file. Never raises for a failing command."""
+    process group (``on_start(popen)`` is called once it runs), stop it at the timeout, end
+    whatever it left running in its group, read back stderr's tail and the result file. Never
+    raises for a failing command or a folder it cannot use: the JobResult says what failed."""
     folder = Path(job.folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    Path(job.mixture_file).write_text(job.mixture_json + "\n")
-    out = Path(job.out)
-    if out.exists():  # left over from an attempt that failed after writing it
-        out.unlink()
+    host = socket.gethostname()
+    try:
+        prepare_folder(job)
+    except OSError as err:
+        return JobResult(job.run, None, 0.0, f"its folder cannot be used: {err}", host=host)
     t0 = time.perf_counter()
     timed_out = False
     env = {**os.environ, **job.env}
@@ -131,26 +136,23 @@ def run_job(job: Job, on_start=None) -> JobResult:
                 start_new_session=True,
             )
         except OSError as err:
-            return JobResult(job.run, None, 0.0, f"{err}", host=socket.gethostname())
+            return JobResult(job.run, None, 0.0, f"{err}", host=host)
         if on_start is not None:
             on_start(proc)
-        # polled, not one blocking wait: Ray cancels a task by raising KeyboardInterrupt
-        # between Python bytecodes, which a blocking waitpid would never reach
-        deadline = None if job.timeout_s is None else time.monotonic() + job.timeout_s
-        while proc.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                timed_out = True
-                stop_process(proc)
-                break
-            time.sleep(POLL_S)
+        try:
+            # polled, not one blocking wait: Ray cancels a task by raising KeyboardInterrupt
+            # between Python bytecodes, which a blocking waitpid would never reach
+            deadline = None if job.timeout_s is None else time.monotonic() + job.timeout_s
+            while proc.poll() is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    timed_out = True
+                    break
+                time.sleep(POLL_S)
+        finally:
+            stop_process(proc)  # the command, or what it left behind in its group
     elapsed = time.perf_counter() - t0
     tail = _tail(folder / "stderr.log", start)
-    text = None
-    if out.is_file():
-        if proc.returncode == 0:
-            text = out.read_text()
-        else:  # a failed attempt's result is not a result: keep it aside, never ingested
-            out.replace(out.with_name(out.name + ".failed"))
+    text, problem = read_result(Path(job.out), proc.returncode)
     return JobResult(
         job.run,
         proc.returncode,
@@ -158,24 +160,90 @@ def run_job(job: Job, on_start=None) -> JobResult:
         tail,
         text,
         timed_out=timed_out,
-        host=socket.gethostname(),
+        host=host,
+        result_problem=problem,
     )
 
 
+def prepare_folder(job: Job) -> None:
+    """Create the job's folder, write its mixture file and set aside a result file left by an
+    earlier attempt. OSError when the folder cannot be used (read-only, a file in the way, a
+    result path that is a folder)."""
+    folder = Path(job.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    Path(job.mixture_file).write_text(job.mixture_json + "\n")
+    out = Path(job.out)
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a folder where the result file belongs; remove it")
+    if out.exists():  # left over from an attempt that failed after writing it
+        out.unlink()
+
+
+def read_result(out: Path, returncode: int | None) -> tuple[str | None, str]:
+    """(the result file's text or None, why it cannot be used or ""). A failed attempt's
+    result is not a result: it is set aside as ``<out>.failed``, never ingested; so is a file
+    that is not UTF-8 text."""
+    if out.is_dir():
+        return None, f"{out} is a folder, not a file"
+    if not out.is_file():
+        return None, ""
+    aside = out.with_name(out.name + ".failed")
+    if returncode != 0:
+        out.replace(aside)
+        return None, ""
+    try:
+        return out.read_text(encoding="utf-8"), ""
+    except UnicodeDecodeError:
+        out.replace(aside)
+        return None, f"is not UTF-8 text (kept as {aside.name})"
+    except OSError as err:
+        return None, f"cannot be read: {err.strerror or err}"
+
+
 def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM to the job's process group, SIGKILL after :data:`KILL_GRACE_S`."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
-        if proc.poll() is not None:
-            return
+    """End the job's whole process group: SIGTERM, then SIGKILL after :data:`KILL_GRACE_S` to
+    whatever is left, the command itself or children it left behind (the group outlives a
+    leader that exited, so its members are checked, not only the leader)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not group_alive(proc.pid):
+            break
         try:
             os.killpg(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
-            return
+            break
+        deadline = time.monotonic() + (KILL_GRACE_S if sig == signal.SIGTERM else 1.0)
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, so it does not count as a member
+            if not group_alive(proc.pid):
+                break
+            time.sleep(POLL_S)
+    try:
+        proc.wait(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of group ``pgid`` runs. Zombies (exited, waiting for a parent
+    that may never reap them, as in containers whose first process does not) do not count;
+    on Linux /proc tells them apart, elsewhere any member counts."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
         try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 def _tail(path: Path, start: int = 0) -> str:

@@ -13,6 +13,13 @@ normally a tidy CSV), records the losses: the run becomes ``completed``. A faile
 retried up to ``retries`` times; then it is ``failed``. A run set back to ``proposed`` by hand
 gets its retries afresh. After R rounds the loop stops (and recommends a mixture).
 
+What a job may not do. Its result file holds its own run's rows only (rows of another run fail
+the attempt, never recorded under that run); a result file no launch of the run wrote (left by
+another experiment) is set aside as ``result.csv.stale`` and the run launched; when the command
+exits (or is stopped) every process left in its process group is ended too; a run id that
+cannot name one folder inside the work folder (``../x``) fails without a launch. Nothing the job
+does makes the runner raise: each fault is that attempt's one-line reason in the ledger.
+
 Interruption and restart. Ctrl-C (SIGINT) stops the jobs (SIGTERM to their process groups,
 SIGKILL after 5 s), records the results that had already arrived, and puts the runs in flight
 back to ``proposed`` without counting the attempt; every ledger write is one transaction, and
@@ -27,11 +34,13 @@ attempt counts). Runs set ``running`` by hand (no job record) are left alone.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 import shlex
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -54,6 +63,41 @@ HEARTBEAT_S = 30.0
 #: Default seconds without a heartbeat after which another runner takes a running run back.
 DEFAULT_STALE_AFTER_S = 600.0
 _PLACEHOLDER_RE = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: A run id that can name its folder: one path component, no "..", no separators.
+SAFE_RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def check_workdir(path: str | os.PathLike) -> Path:
+    """The runs' folder, created if missing and checked writable (OptionError naming
+    ``workdir=`` otherwise), before any run is claimed."""
+    folder = Path(path).absolute()
+    if folder.exists() and not folder.is_dir():
+        raise errors.OptionError(
+            f"workdir={str(folder)!r} is a file, not a folder", param="workdir"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bayesmix-write-check-"):
+            pass
+    except OSError as err:
+        raise errors.OptionError(
+            f"workdir={str(folder)!r} cannot hold the runs' folders: {err.strerror or err}",
+            param="workdir",
+        ) from None
+    return folder
+
+
+def result_runs(path: Path) -> set[str]:
+    """The run ids a CSV result file holds rows for (empty when it has no ``run`` column or
+    is not CSV text: ingest then says what is wrong)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "run" not in reader.fieldnames:
+                return set()
+            return {str(row["run"]).strip() for row in reader if row.get("run")}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return set()
 
 
 def check_template(template: str) -> None:
@@ -160,11 +204,17 @@ class Runner:
         check_template(command)
         for name, value, low in (("retries", retries, 0), ("batch", batch, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise errors.OptionError(f"--{name} must be an integer >= {low}, got {value!r}")
+                raise errors.OptionError(
+                    f"{name}={value!r} must be an integer >= {low}", param=name
+                )
         if timeout_s is not None and not timeout_s > 0:
-            raise errors.OptionError(f"--timeout must be > 0 seconds, got {timeout_s}")
+            raise errors.OptionError(
+                f"timeout_s={timeout_s!r} must be > 0 seconds", param="timeout_s"
+            )
         if not stale_after_s > 0:
-            raise errors.OptionError(f"--stale-after must be > 0 seconds, got {stale_after_s}")
+            raise errors.OptionError(
+                f"stale_after_s={stale_after_s!r} must be > 0 seconds", param="stale_after_s"
+            )
         self.exp, self.command, self.executor = experiment, command, executor
         ledger = Path(experiment.path)
         self.workdir = Path(
@@ -172,7 +222,7 @@ class Runner:
         ).absolute()
         self.cwd = Path(cwd if cwd is not None else os.getcwd()).absolute()
         if not self.cwd.is_dir():
-            raise errors.OptionError(f"--cwd {self.cwd} is not a directory")
+            raise errors.OptionError(f"cwd={str(self.cwd)!r} is not a directory", param="cwd")
         self.retries, self.batch, self.strategy = retries, batch, strategy
         self.propose_options = dict(propose_options or {})
         self.timeout_s, self.stale_after_s = timeout_s, stale_after_s
@@ -225,10 +275,19 @@ class Runner:
         }
 
     def _ingest(self, run: str, path: Path) -> str:
-        """Record the results in ``path``; '' when done, else the one-line problem."""
+        """Record the results in ``path``; '' when done, else the one-line problem. A run's
+        result file holds that run's rows only: rows of another run are refused, never
+        recorded as that run's losses."""
+        foreign = sorted(result_runs(path) - {run})
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            return (
+                f"its result file {path} holds rows of other runs ({shown}); a run's result "
+                "file may hold its own rows only"
+            )
         try:
             summary = self.exp.ingest(path)
-        except errors.BayesmixError as err:
+        except (errors.BayesmixError, OSError, UnicodeDecodeError) as err:
             return f"its result file could not be recorded: {err}"
         if run not in summary.completed and run not in self._completed_now():
             return f"its result file {path} holds no results for run {run}"
@@ -284,11 +343,11 @@ class Runner:
         returns the summary with ``interrupted`` set. Then, with ``recommend`` and at least
         one completed run, the recommendation (:meth:`Experiment.recommend`)."""
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-            raise errors.OptionError(f"--rounds must be an integer >= 1, got {rounds!r}")
+            raise errors.OptionError(f"rounds={rounds!r} must be an integer >= 1", param="rounds")
         t0 = time.perf_counter()
         summary = RunSummary()
         Ledger.open(self.exp.path).check_writable()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        check_workdir(self.workdir)
         inflight: dict[Future[JobResult], str] = {}
         try:
             self.reclaim_stale(summary)
@@ -341,15 +400,18 @@ class Runner:
         while queue or inflight:
             while queue and len(inflight) < self.parallel:
                 run = queue.pop(0)
-                out = self._out(run)
-                if out.is_file() and not self._ingest(run, out):  # finished before a restart
-                    self._say(f"{run}: result file already there, recorded")
-                    summary.completed.append(run)
+                if not self._still_proposed(run):
+                    self._say(f"{run}: taken by another runner or changed meanwhile; skipped")
+                    continue
+                if self._earlier_result(run, summary):
                     continue
                 with Ledger.open(self.exp.path) as led:
                     job = led.claim(run, self.owner)
                 if job is None:
                     self._say(f"{run}: taken by another runner or changed meanwhile; skipped")
+                    continue
+                if not SAFE_RUN_ID.fullmatch(run) or run in (".", ".."):
+                    self._refuse(run, summary)
                     continue
                 inflight[self.executor.submit(self._job(run, todo[run]))] = run
                 self._say(f"{run}: launched (attempt {job['attempts']})")
@@ -360,8 +422,50 @@ class Runner:
                 last_beat = time.monotonic()
             for fut in done:
                 run = inflight.pop(fut)
-                if self._finish(run, fut.result(), summary):
+                try:
+                    result = fut.result()
+                except Exception as err:  # an executor's failure is this attempt's failure
+                    result = JobResult(run, None, 0.0, f"{type(err).__name__}: {err}")
+                if self._finish(run, result, summary):
                     queue.append(run)
+
+    def _still_proposed(self, run: str) -> bool:
+        with Ledger.open(self.exp.path) as led:
+            return run in set(map(str, led.runs("proposed")["run"]))
+
+    def _earlier_result(self, run: str, summary: RunSummary) -> bool:
+        """Record a result file an earlier launch of ``run`` wrote before its runner died;
+        True when recorded. A file no launch of this run wrote (older than the run's last
+        launch, or the run was never launched: another experiment's leftovers) is set aside as
+        ``result.csv.stale`` and the run is launched."""
+        out = self._out(run)
+        if not out.exists():
+            return False
+        with Ledger.open(self.exp.path) as led:
+            started = led.jobs().get(run, {}).get("started")
+        written = out.stat().st_mtime if out.is_file() else None
+        ours = (
+            started is not None
+            and written is not None
+            and written >= datetime.fromisoformat(str(started)).timestamp() - 1.0
+        )
+        if ours and not self._ingest(run, out):
+            self._say(f"{run}: result file already there, recorded")
+            summary.completed.append(run)
+            return True
+        if out.is_file():
+            out.replace(out.with_name(out.name + ".stale"))
+            self._say(f"{run}: a result file no launch of this run wrote was set aside")
+        return False
+
+    def _refuse(self, run: str, summary: RunSummary) -> None:
+        """Mark a claimed run failed whose id cannot name a folder inside the work folder
+        (``../x``, ``a/b``: a hand-edited ledger), so nothing is written outside it."""
+        problem = f"run id {run!r} cannot name a folder (letters, digits, '.', '_', '-' only)"
+        with Ledger.open(self.exp.path) as led:
+            led.release(run, "failed", problem)
+        summary.failed.append(run)
+        self._say(f"{run}: {problem}; marked failed")
 
     def _finish(self, run: str, result: JobResult, summary: RunSummary) -> bool:
         """Record one finished launch; True when the run is to be launched again."""
