@@ -24,6 +24,10 @@ from bayesmix import errors
 PathLike = str | os.PathLike
 
 
+#: Longest file or folder name, in bytes, of the common file systems (ext4, XFS, APFS, NTFS).
+NAME_MAX = 255
+
+
 def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
@@ -120,6 +124,13 @@ def check_output_path(
     if str(path) == "" or path.name in ("", ".", ".."):
         raise errors.OutputPathError(
             f"{option} {str(path)!r} is not a file name", hint="give a file name"
+        )
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if too_long:
+        raise errors.OutputPathError(
+            f"{option}: a name in the path is {len(os.fsencode(too_long[0]))} bytes long; "
+            f"file systems allow {NAME_MAX}",
+            hint="choose a shorter name",
         )
     if path.is_dir():
         raise errors.OutputPathError(f"{option} {path} is a directory", hint="give a file name")

@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         # Output piped into e.g. `head` that stopped reading: not an error of ours.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0
+    except OSError as err:  # the file system refused: one line, not a traceback
+        where = f": {err.filename}" if err.filename else ""
+        print(f"bayesmix {args.subcommand}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

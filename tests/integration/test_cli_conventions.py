@@ -12,7 +12,7 @@ WRITERS += ("frontier", "optimize", "report", "init", "propose", "critical_share
 
 def _options(name: str) -> set[str]:
     parser = build_parser()
-    sub = next(a for a in parser._subparsers._actions if a.dest == "command")  # noqa: SLF001
+    sub = next(a for a in parser._subparsers._actions if a.dest == "subcommand")  # noqa: SLF001
     return {
         s for action in sub.choices[name.replace("_", "-")]._actions for s in action.option_strings
     }
@@ -66,3 +66,19 @@ def test_a_library_error_about_a_parameter_names_the_flag():
     assert flags["max_time"] == "--max-time" and flags["output"] == "--output"
     assert error_text(err, flags) == "--max-time -2.0 is not a number of seconds >= 0"
     assert error_text(OptionError("x=1 is bad", param="x"), flags) == "x=1 is bad"
+
+
+def test_names_over_the_file_systems_limit_are_one_line(tmp_path, capsys):
+    """An output or ledger name longer than 255 bytes: one line, exit 2, nothing written."""
+    from bayesmix.cli import main
+
+    long = "x" * 300
+    assert main(["init", "--ledger", str(tmp_path / f"{long}.db"), "--domains", "web,code"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bayesmix init: error: ")
+    runs = tmp_path / "runs.csv"
+    runs.write_text("run,mix.web,mix.code,loss.web\nr1,0.5,0.5,2.0\n")
+    assert main(["report", str(runs), "-o", str(tmp_path / f"{long}.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "255" in err[0] and err[0].startswith("bayesmix report: error: -o")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv"]

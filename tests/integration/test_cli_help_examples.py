@@ -13,7 +13,7 @@ from bayesmix.cli import COMMANDS, build_parser
 def examples() -> list[str]:
     """The ``bayesmix ...`` lines of every epilog, continuation lines joined."""
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
+    sub = next(a for a in parser._actions if a.dest == "subcommand")  # noqa: SLF001
     out = []
     for p in sub.choices.values():
         text = (p.epilog or "").replace("\\\n", " ")
