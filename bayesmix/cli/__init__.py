@@ -57,20 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Python parameter (argparse ``dest``) -> the flag that sets it (``max_time`` ->
-    ``--max-time``): the long form when there is one."""
+    ``--max-time``): the long form when there is one. A flag without a value also maps the
+    setting it makes (``unknown='import'`` -> ``--import-unknown``, ``force=True`` ->
+    ``--force``)."""
     flags = {}
     for action in parser._actions:  # argparse has no public list of a parser's options
         if action.option_strings and action.dest not in ("help", "version"):
-            flags[action.dest] = max(action.option_strings, key=len)
+            flag = max(action.option_strings, key=len)
+            flags[action.dest] = flag
+            if action.nargs == 0 and action.const is not None:
+                flags[f"{action.dest}={action.const!r}"] = flag
     return flags
 
 
 def error_text(err: BayesmixError, flags: dict[str, str]) -> str:
-    """``err`` as the CLI shows it: its parameter (``param=``) replaced by the flag."""
+    """``err`` as the CLI shows it: its parameter's setting (``param=value``) replaced by the
+    flag that makes it, or ``param=`` by the flag that takes the value."""
     text = str(err)
-    flag = flags.get(err.param or "")
-    if flag:
-        text = text.replace(f"{err.param}=", f"{flag} ")
+    if not err.param:
+        return text
+    for setting, flag in flags.items():
+        if setting.startswith(f"{err.param}="):
+            text = text.replace(setting, flag)
+    if err.param in flags:
+        text = text.replace(f"{err.param}=", f"{flags[err.param]} ")
     return text
 
 

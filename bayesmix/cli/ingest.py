@@ -32,12 +32,18 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--import-unknown",
-        action="store_true",
+        dest="unknown",
+        action="store_const",
+        const="import",
+        default="error",
         help="add runs the ledger does not know as external runs (else an error)",
     )
     p.add_argument(
         "--replace",
-        action="store_true",
+        dest="on_conflict",
+        action="store_const",
+        const="replace",
+        default="error",
         help="overwrite stored values that differ (else the whole input is refused)",
     )
     add_max_loss_argument(p)
@@ -56,8 +62,8 @@ def run(args) -> int:
             args.results,
             format=args.format,
             renormalize=args.renormalize,
-            import_unknown=args.import_unknown,
-            replace=args.replace,
+            import_unknown=args.unknown == "import",
+            replace=args.on_conflict == "replace",
             report=report,
             max_loss=max_loss,
         )

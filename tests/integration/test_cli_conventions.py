@@ -82,3 +82,17 @@ def test_names_over_the_file_systems_limit_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "255" in err[0] and err[0].startswith("bayesmix report: error: -o")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv"]
+
+
+def test_a_library_setting_made_by_a_switch_names_the_switch():
+    """A parameter value a flag without a value sets (``unknown='import'``) shows as the flag."""
+    from bayesmix.cli import build_parser, error_text
+    from bayesmix.errors import LedgerError
+
+    flags = build_parser().parse_args(["ingest", "--ledger", "exp.db", "res.csv"]).flags
+    err = LedgerError(
+        "2 run(s) not in the ledger", hint="unknown='import' adds them", param="unknown"
+    )
+    assert error_text(err, flags) == "2 run(s) not in the ledger (--import-unknown adds them)"
+    err = LedgerError("conflict", hint="pass on_conflict='replace'", param="on_conflict")
+    assert error_text(err, flags) == "conflict (pass --replace)"

@@ -781,11 +781,11 @@ def test_ingest_status_set_and_propose_on_a_read_only_ledger(tmp_path, capsys, m
     before = digest(path)
     import sqlite3
 
-    import bayesmix.loop.ledger as ledger_module
+    import bayesmix.loop.ledger_store as ledger_store
 
     # SQLite's mode=ro is what it does for a write-protected file (chmod does not stop root)
     monkeypatch.setattr(
-        ledger_module,
+        ledger_store,
         "_connect",
         lambda p: sqlite3.connect(
             p.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None

@@ -431,16 +431,16 @@ def test_write_proposals(ledger, tmp_path, suffix):
 
 
 # ---------------------------------------------------------------------------------- crash safety
-# Deterministic fault injection: bayesmix.loop.ledger._fault_point is called at named points inside
-# every write transaction; the writer below kills itself (SIGKILL, no cleanup) at a chosen point
-# of its (k+1)-th write, so exactly k writes were committed.
+# Deterministic fault injection: bayesmix.loop.ledger_store._fault_point is called at named points
+# inside every write transaction; the writer below kills itself (SIGKILL, no cleanup) at a chosen
+# point of its (k+1)-th write, so exactly k writes were committed.
 WRITER = textwrap.dedent("""
     import os
     import signal
     import sys
     import numpy as np
     import pandas as pd
-    import bayesmix.loop.ledger as ledger_module
+    import bayesmix.loop.ledger_store as ledger_store
     from bayesmix.data.table import RunTable
     from bayesmix.loop.ledger import Ledger
 
@@ -453,7 +453,7 @@ WRITER = textwrap.dedent("""
             seen["n"] += 1
             if seen["n"] > writes:
                 os.kill(os.getpid(), signal.SIGKILL)
-    ledger_module._fault_point = fault
+    ledger_store._fault_point = fault
     led = Ledger.open(path)
     rng = np.random.default_rng(seed)
     for i in range(writes + 1):
@@ -531,7 +531,7 @@ def test_two_writers_ingesting_overlapping_results(tmp_path, monkeypatch):
     every loss is added exactly once. Deterministic: the hook blocks A on an Event."""
     import threading
 
-    import bayesmix.loop.ledger as ledger_module
+    import bayesmix.loop.ledger_store as ledger_store
     from bayesmix.data.loaders import load
 
     path = tmp_path / "exp.db"
@@ -562,7 +562,7 @@ def test_two_writers_ingesting_overlapping_results(tmp_path, monkeypatch):
             a_inside.set()
             assert release_a.wait(60)
 
-    monkeypatch.setattr(ledger_module, "_fault_point", fault)
+    monkeypatch.setattr(ledger_store, "_fault_point", fault)
     results: dict[str, list] = {"A": [], "B": []}
     failures: list[BaseException] = []
 
