@@ -87,6 +87,8 @@ from bayesmix.loop.ledger_store import (
 )
 from bayesmix.loop.proposals_file import check_proposals_path, write_proposals
 
+# The names the package and its users import from the ledger: defined in the modules above,
+# importable from here as the one place to find them.
 __all__ = [
     "MIXTURE_ATOL",
     "STATUSES",
