@@ -75,14 +75,12 @@ from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import (
     LOSS_PREFIX,
-    MAX_LOSS,
     MIX_PREFIX,
     RunTable,
     check_domain_names,
     check_known_domains,
-    check_loss,
-    check_max_loss,
 )
+from bayesmix.data.validation import MAX_LOSS, check_loss, check_max_loss
 from bayesmix.io import atomic_write_text, same_file
 
 SCHEMA_VERSION = 1

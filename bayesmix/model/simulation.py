@@ -33,8 +33,8 @@ import xarray as xr
 
 from bayesmix import errors
 from bayesmix._compat import SEED, renamed_kwargs
-from bayesmix.data.loaders import TOKENS_PER_STEP, size_label
 from bayesmix.data.table import LOSS_PREFIX, MIX_PREFIX, RunTable
+from bayesmix.data.ye_logs import TOKENS_PER_STEP, size_label
 from bayesmix.laws import Law, m4
 
 #: Defaults of the size/step power law (a_n + a_d < 1 keeps losses positive at any scale).
@@ -500,7 +500,7 @@ def simulate_checkpoints(
                 loss = mean + offset + _noise(rng, mean.shape, truth.sigma, truth.student_t_df)
                 rows.append(
                     {
-                        "run": f"{run_prefix}{_size_label(size)}_{i:0{width}d}",
+                        "run": f"{run_prefix}{size_label(size)}_{i:0{width}d}",
                         "n_params": float(size),
                         "step": float(step),
                         "tokens": tokens,
@@ -514,12 +514,6 @@ def simulate_checkpoints(
             "simulated a non-positive loss", hint="use smaller noise or another seed"
         )
     return RunTable.from_frame(frame, source=f"simulate_checkpoints(random_seed={random_seed})")
-
-
-def _size_label(size: float) -> str:
-    from bayesmix.data.loaders import size_label
-
-    return size_label(size)
 
 
 def _spec_for(law_or_spec):
