@@ -218,6 +218,7 @@ def add_aggregate_arguments(p: argparse.ArgumentParser) -> None:
     agg.add_argument("--target", metavar="DOMAIN", help="optimise one validation domain's loss")
     p.add_argument(
         "--weights-subset",
+        dest="allow_subset",
         action="store_true",
         help="ignore weighted domains the posterior lacks (renormalise the rest)",
     )
