@@ -96,7 +96,7 @@ def check_domain_names(
 ) -> None:
     """The domain-name rule (not empty, no surrounding spaces, no '/', ',' or '=', no two
     names equal up to case and punctuation) for names given outside a run table (e.g.
-    ``bayesmix init --domains``); DomainNameError naming the first offender."""
+    the domains of a new experiment); DomainNameError naming the first offender."""
     prefix = MIX_PREFIX if kind == "training" else LOSS_PREFIX
     _check_domain_names([str(n) for n in names], kind, prefix, source)
 
