@@ -66,11 +66,12 @@ def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def error_text(err: BayesmixError, flags: dict[str, str]) -> str:
-    """``err`` as the CLI shows it: its parameter (``param=``) replaced by the flag."""
+    """``err`` as the CLI shows it: its parameter (``param=``) replaced by the flag; a switch
+    (``renormalize=True``) by the bare flag (``--renormalize``)."""
     text = str(err)
     flag = flags.get(err.param or "")
     if flag:
-        text = text.replace(f"{err.param}=", f"{flag} ")
+        text = text.replace(f"{err.param}=True", flag).replace(f"{err.param}=", f"{flag} ")
     return text
 
 
