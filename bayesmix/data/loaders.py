@@ -349,6 +349,7 @@ def _load_tidy(path: Path, renormalize, tolerance, notes, max_loss) -> RunTable:
 
 
 def _check_expected(table: RunTable, expected) -> None:
+    """Every domain of ``table`` among ``expected_domains`` (see :func:`load`)."""
     if expected is None:
         return
     if isinstance(expected, Mapping):
