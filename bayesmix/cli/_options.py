@@ -9,7 +9,7 @@ from typing import Any
 
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
-from bayesmix.data.table import MAX_LOSS, check_max_loss
+from bayesmix.data.validation import MAX_LOSS, check_max_loss
 
 
 def parse_pairs(values: list[str], option: str, convert=float) -> dict:
@@ -63,7 +63,7 @@ def add_max_loss_argument(p: argparse.ArgumentParser) -> None:
 
 def max_loss_from_args(args) -> float:
     """``--max-loss`` checked (finite, > 0, at most the library's limit)."""
-    return check_max_loss(args.max_loss, "--max-loss")
+    return check_max_loss(args.max_loss)
 
 
 def add_max_time_argument(
@@ -218,6 +218,7 @@ def add_aggregate_arguments(p: argparse.ArgumentParser) -> None:
     agg.add_argument("--target", metavar="DOMAIN", help="optimise one validation domain's loss")
     p.add_argument(
         "--weights-subset",
+        dest="allow_subset",
         action="store_true",
         help="ignore weighted domains the posterior lacks (renormalise the rest)",
     )

@@ -51,6 +51,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="FILE.json", help="validation-domain weights: overall loss")
     p.add_argument(
         "--weights-subset",
+        dest="allow_subset",
         action="store_true",
         help="allow weights for domains the posterior lacks (renormalised over the rest)",
     )
@@ -77,7 +78,7 @@ def run(args) -> int:
     check_distinct_outputs([("--output", args.output), ("--plot", args.plot)])
     if not 0 < args.ci_prob < 1:
         raise errors.OptionError(f"--ci-prob must be between 0 and 1, got {args.ci_prob:g}")
-    if args.weights_subset and not args.weights:
+    if args.allow_subset and not args.weights:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
     post = Posterior.load(args.posterior)
     heldout = load(args.heldout, args.format, max_loss=max_loss_from_args(args))
@@ -89,7 +90,7 @@ def run(args) -> int:
             ci_prob=args.ci_prob,
             ci_kind=args.ci_kind,
             weights=args.weights,
-            allow_subset=args.weights_subset,
+            allow_subset=args.allow_subset,
             random_seed=args.seed,
         )
     ev.heldout = ", ".join(args.heldout)

@@ -27,7 +27,8 @@ from bayesmix.cli._options import (
     max_time_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
-from bayesmix.data.loaders import FORMATS, load, parse_size, size_label
+from bayesmix.data.loaders import FORMATS, load
+from bayesmix.data.ye_logs import parse_size, size_label
 from bayesmix.inference.gate_retry import record_line
 
 

@@ -148,7 +148,7 @@ def run(args) -> int:
             )
     elif args.draws_optima:
         raise errors.OptionError("--draws-optima needs -o FILE.json|FILE.csv")
-    if args.weights_subset and not args.weights:
+    if args.allow_subset and not args.weights:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
     if args.starts is not None and args.starts < 1:
         raise errors.OptionError(f"--starts must be >= 1, got {args.starts}")
@@ -175,7 +175,7 @@ def run(args) -> int:
         baseline=baseline,
         ci_prob=args.prob,
         ci_kind=args.ci_kind,
-        allow_subset=args.weights_subset,
+        allow_subset=args.allow_subset,
         n_starts=args.starts,
         random_seed=args.seed,
         progressbar=not args.quiet,

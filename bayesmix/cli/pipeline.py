@@ -24,7 +24,8 @@ from bayesmix.cli._options import (
 )
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
 from bayesmix.cli.backtest import add_predictor_arguments, with_declared_schedule
-from bayesmix.data.loaders import FORMATS, load, size_label
+from bayesmix.data.loaders import FORMATS, load
+from bayesmix.data.ye_logs import size_label
 from bayesmix.inference.gate_retry import STAGE_MAX_TIME
 
 

@@ -75,6 +75,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--weights-subset",
+        dest="allow_subset",
         action="store_true",
         help="allow weights for domains the posterior lacks (renormalised over the domains it has)",
     )
@@ -100,7 +101,7 @@ def run(args) -> int:
             inputs=(args.posterior, args.mixtures, args.weights),
             force=args.force,
         )
-    if args.weights_subset and not args.weights:
+    if args.allow_subset and not args.weights:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
     if not 0 < args.prob < 1:
         raise errors.OptionError(f"--prob must be between 0 and 1, got {args.prob:g}")
@@ -116,7 +117,7 @@ def run(args) -> int:
             ci_kind=args.ci_kind,
             weights=args.weights,
             kind=args.kind,
-            allow_subset=args.weights_subset,
+            allow_subset=args.allow_subset,
             random_seed=args.seed,
             **scale,
             max_extrapolation=args.max_extrapolation,

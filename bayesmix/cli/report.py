@@ -132,7 +132,7 @@ def run(args) -> int:
             "(--decide, --weights, --target, --objective, --baseline, "
             "constraints) compute one: give one or the other"
         )
-    if args.weights_subset and not args.weights:
+    if args.allow_subset and not args.weights:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
     out_path = args.out or str(Path(args.posterior).with_suffix(".html"))
     inputs = (args.posterior, args.decision, args.ledger, args.weights)
@@ -160,7 +160,7 @@ def run(args) -> int:
             baseline=baseline,
             ci_prob=args.prob,
             ci_kind=args.ci_kind,
-            allow_subset=args.weights_subset,
+            allow_subset=args.allow_subset,
             random_seed=args.seed,
             inputs=scale or None,
             max_extrapolation=args.max_extrapolation,

@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.cli._options import add_max_loss_argument, max_loss_from_args
-from bayesmix.data.loaders import FORMATS, TOKENS_PER_STEP, load, size_label
-from bayesmix.data.table import SUM_TOLERANCE, RunTable, check_tolerance
+from bayesmix.data.loaders import FORMATS, load
+from bayesmix.data.table import RunTable
+from bayesmix.data.validation import SUM_TOLERANCE, check_tolerance
+from bayesmix.data.ye_logs import TOKENS_PER_STEP, size_label
 from bayesmix.errors import BayesmixError
 
 
@@ -62,7 +64,7 @@ MAX_ERRORS = 100
 
 def run(args) -> int:
     notes: list[str] = []
-    tolerance = check_tolerance(args.tolerance, "--tolerance")
+    tolerance = check_tolerance(args.tolerance)
     max_loss = max_loss_from_args(args)
     try:
         table = load(

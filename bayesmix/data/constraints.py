@@ -91,68 +91,14 @@ class Constraints:
         [1.0, 0.1]
         """
         domains = tuple(domains)
-        m = len(domains)
-        lower, upper = np.zeros(m), np.ones(m)
-        idx = {d: i for i, d in enumerate(domains)}
-        why_lo = ["" for _ in domains]
-        why_hi = ["" for _ in domains]
-
-        def _apply(values, kind):
-            if not values:
-                return
-            check_known_domains(values, domains, "training")
-            for d, v in values.items():
-                v = float(v)
-                if not 0.0 <= v <= 1.0:
-                    raise InfeasibleError(f"{kind} share {v:g} for {d!r} is outside [0, 1]")
-                i = idx[d]
-                if kind in ("minimum", "fixed") and v > lower[i]:
-                    lower[i], why_lo[i] = v, f"{kind} share {v:g}"
-                if kind in ("maximum", "fixed", "cap") and v < upper[i]:
-                    upper[i], why_hi[i] = v, f"{kind} share {v:g}"
-
-        _apply(min_share, "minimum")
-        _apply(max_share, "maximum")
-        _apply(fixed, "fixed")
+        box = _Box(domains)
+        box.apply(min_share, "minimum")
+        box.apply(max_share, "maximum")
+        box.apply(fixed, "fixed")
         if tokens_available:
-            # NaN compares False with everything: test for the good case, not the bad one
-            if not (
-                target_tokens is not None and math.isfinite(target_tokens) and target_tokens > 0
-            ):
-                raise InfeasibleError(
-                    "token caps need a positive target_tokens",
-                    hint="give the target run's training tokens",
-                )
-            if not (math.isfinite(max_epochs) and max_epochs > 0):
-                raise InfeasibleError(f"max_epochs must be a finite number > 0, got {max_epochs:g}")
-            caps = {}
-            for d, tok in tokens_available.items():
-                tok = float(tok)
-                if not (math.isfinite(tok) and tok >= 0):
-                    raise InfeasibleError(
-                        f"tokens available for {d!r} must be a finite number >= 0, got {tok:g}"
-                    )
-                caps[d] = min(1.0, tok * max_epochs / target_tokens)
-            _apply(caps, "cap")
-        for i, d in enumerate(domains):
-            if lower[i] > upper[i] + FEASIBILITY_ATOL:
-                raise InfeasibleError(
-                    f"domain {d!r}: {why_lo[i]} exceeds {why_hi[i]}",
-                    hint="relax one of the two constraints",
-                )
-        if lower.sum() > 1 + FEASIBILITY_ATOL:
-            parts = ", ".join(f"{d}>={lower[i]:g}" for i, d in enumerate(domains) if lower[i] > 0)
-            raise InfeasibleError(
-                f"minimum/fixed shares sum to {lower.sum():.4g} > 1 ({parts})",
-                hint="lower some minimum or fixed shares",
-            )
-        if upper.sum() < 1 - FEASIBILITY_ATOL:
-            parts = ", ".join(f"{d}<={upper[i]:.4g}" for i, d in enumerate(domains) if upper[i] < 1)
-            raise InfeasibleError(
-                f"maximum shares and caps sum to {upper.sum():.4g} < 1 ({parts})",
-                hint="raise a maximum, allow more epochs, or add data",
-            )
-        return cls(domains, lower, np.minimum(upper, 1.0))
+            box.apply(_token_caps(tokens_available, max_epochs, target_tokens), "cap")
+        box.check_feasible()
+        return cls(domains, box.lower, np.minimum(box.upper, 1.0))
 
     @classmethod
     def unconstrained(cls, domains: Sequence[str]) -> Constraints:
@@ -205,3 +151,77 @@ class Constraints:
     @classmethod
     def from_json(cls, s: str) -> Constraints:
         return cls.from_dict(json.loads(s))
+
+
+class _Box:
+    """Per-domain share bounds while :meth:`Constraints.build` combines them, each bound with
+    the constraint that set it (named when two conflict)."""
+
+    def __init__(self, domains: tuple[str, ...]):
+        self.domains = domains
+        self.index = {d: i for i, d in enumerate(domains)}
+        self.lower, self.upper = np.zeros(len(domains)), np.ones(len(domains))
+        self.why_lo = ["" for _ in domains]
+        self.why_hi = ["" for _ in domains]
+
+    def apply(self, values: Mapping[str, float] | None, kind: str) -> None:
+        """Tighten the bounds by ``{domain: share}`` of one kind: a "minimum" raises the lower
+        bound, a "maximum" or "cap" lowers the upper one, "fixed" does both."""
+        if not values:
+            return
+        check_known_domains(values, self.domains, "training")
+        for d, v in values.items():
+            v = float(v)
+            if not 0.0 <= v <= 1.0:
+                raise InfeasibleError(f"{kind} share {v:g} for {d!r} is outside [0, 1]")
+            i = self.index[d]
+            if kind in ("minimum", "fixed") and v > self.lower[i]:
+                self.lower[i], self.why_lo[i] = v, f"{kind} share {v:g}"
+            if kind in ("maximum", "fixed", "cap") and v < self.upper[i]:
+                self.upper[i], self.why_hi[i] = v, f"{kind} share {v:g}"
+
+    def check_feasible(self) -> None:
+        """InfeasibleError naming the conflict when no mixture fits the bounds."""
+        lower, upper, domains = self.lower, self.upper, self.domains
+        for i, d in enumerate(domains):
+            if lower[i] > upper[i] + FEASIBILITY_ATOL:
+                raise InfeasibleError(
+                    f"domain {d!r}: {self.why_lo[i]} exceeds {self.why_hi[i]}",
+                    hint="relax one of the two constraints",
+                )
+        if lower.sum() > 1 + FEASIBILITY_ATOL:
+            parts = ", ".join(f"{d}>={lower[i]:g}" for i, d in enumerate(domains) if lower[i] > 0)
+            raise InfeasibleError(
+                f"minimum/fixed shares sum to {lower.sum():.4g} > 1 ({parts})",
+                hint="lower some minimum or fixed shares",
+            )
+        if upper.sum() < 1 - FEASIBILITY_ATOL:
+            parts = ", ".join(f"{d}<={upper[i]:.4g}" for i, d in enumerate(domains) if upper[i] < 1)
+            raise InfeasibleError(
+                f"maximum shares and caps sum to {upper.sum():.4g} < 1 ({parts})",
+                hint="raise a maximum, allow more epochs, or add data",
+            )
+
+
+def _token_caps(
+    tokens_available: Mapping[str, float], max_epochs: float, target_tokens: float | None
+) -> dict[str, float]:
+    """``{domain: share cap}`` from the tokens available: ``tokens * max_epochs /
+    target_tokens``, at most 1."""
+    # NaN compares False with everything: test for the good case, not the bad one
+    if not (target_tokens is not None and math.isfinite(target_tokens) and target_tokens > 0):
+        raise InfeasibleError(
+            "token caps need a positive target_tokens",
+            hint="give the target run's training tokens",
+        )
+    if not (math.isfinite(max_epochs) and max_epochs > 0):
+        raise InfeasibleError(f"max_epochs must be a finite number > 0, got {max_epochs:g}")
+    caps = {}
+    for d, tok in tokens_available.items():
+        tok = float(tok)
+        if not (math.isfinite(tok) and tok >= 0):
+            raise InfeasibleError(
+                f"tokens available for {d!r} must be a finite number >= 0, got {tok:g}"
+            )
+        caps[d] = min(1.0, tok * max_epochs / target_tokens)
+    return caps

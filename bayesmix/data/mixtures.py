@@ -34,48 +34,11 @@ def as_mixtures(
     """Validated mixtures as a DataFrame (index ``mixture``, columns ``train_domains``)."""
     train_domains = list(train_domains)
     if isinstance(obj, pd.DataFrame):
-        df = obj.copy()
-        df.columns = [str(c) for c in df.columns]
-        id_col = next((c for c in ("mixture", "run") if c in df.columns), None)
-        if id_col:
-            df = df.set_index(id_col)
-        df.columns = [c[len(MIX_PREFIX) :] if c.startswith(MIX_PREFIX) else c for c in df.columns]
-        df = df[[c for c in df.columns if not c.startswith("loss.")]]
-        for c in ("n_params", "step", "tokens", "round", "strategy", "status"):
-            if c in df.columns:
-                df = df.drop(columns=c)
+        df = _from_frame(obj)
     elif isinstance(obj, Mapping):
-        rows = {}
-        for name, shares in obj.items():
-            if not isinstance(shares, Mapping):
-                raise errors.FormatError(
-                    f"mixture {name!r} is not an object {{domain: share}}",
-                    source=source,
-                    hint='write {"name": {"domain": share, ...}, ...}',
-                )
-            for key in shares:
-                _check_known_column(str(key), train_domains, source)
-            absent = [d for d in train_domains if d not in shares]
-            if absent:  # like a missing column or an empty cell in the CSV form
-                raise errors.MissingValueError(
-                    f"mixture {str(name)!r} gives no share for training domain {absent[0]!r}",
-                    source=source,
-                    run=str(name),
-                    column=absent[0],
-                    hint="give every training domain a share (0 if unused)",
-                )
-            rows[str(name)] = dict(shares)
-        df = pd.DataFrame.from_dict(rows, orient="index")
+        df = _from_mapping(obj, train_domains, source)
     else:
-        arr = np.atleast_2d(np.asarray(obj, dtype=float))
-        if arr.shape[-1] != len(train_domains):
-            raise errors.FormatError(
-                f"mixtures have {arr.shape[-1]} shares but the posterior has "
-                f"{len(train_domains)} training domains",
-                source=source,
-                hint=f"order: {', '.join(train_domains)}",
-            )
-        df = pd.DataFrame(arr, columns=train_domains, index=[f"mix{i}" for i in range(len(arr))])
+        df = _from_array(obj, train_domains, source)
     if len(df) == 0:
         raise errors.EmptyInputError("no mixtures given", source=source)
     for c in df.columns:
@@ -96,6 +59,67 @@ def as_mixtures(
         raise errors.DuplicateRunError(
             f"mixture {df.index[df.index.duplicated()][0]!r} appears twice", source=source
         )
+    arr = _shares(df, source, tolerance)
+    return pd.DataFrame(arr / arr.sum(axis=1)[:, None], index=df.index, columns=df.columns)
+
+
+def _from_frame(obj: pd.DataFrame) -> pd.DataFrame:
+    """A DataFrame's share columns (``mix.`` prefixes dropped), indexed by its ``mixture`` or
+    ``run`` column; losses and run metadata (size, step, status...) left out."""
+    df = obj.copy()
+    df.columns = [str(c) for c in df.columns]
+    id_col = next((c for c in ("mixture", "run") if c in df.columns), None)
+    if id_col:
+        df = df.set_index(id_col)
+    df.columns = [c[len(MIX_PREFIX) :] if c.startswith(MIX_PREFIX) else c for c in df.columns]
+    df = df[[c for c in df.columns if not c.startswith("loss.")]]
+    for c in ("n_params", "step", "tokens", "round", "strategy", "status"):
+        if c in df.columns:
+            df = df.drop(columns=c)
+    return df
+
+
+def _from_mapping(obj: Mapping, train_domains: list[str], source) -> pd.DataFrame:
+    """``{name: {domain: share}}`` as a DataFrame; every training domain needs a share."""
+    rows = {}
+    for name, shares in obj.items():
+        if not isinstance(shares, Mapping):
+            raise errors.FormatError(
+                f"mixture {name!r} is not an object {{domain: share}}",
+                source=source,
+                hint='write {"name": {"domain": share, ...}, ...}',
+            )
+        for key in shares:
+            _check_known_column(str(key), train_domains, source)
+        absent = [d for d in train_domains if d not in shares]
+        if absent:  # like a missing column or an empty cell in the CSV form
+            raise errors.MissingValueError(
+                f"mixture {str(name)!r} gives no share for training domain {absent[0]!r}",
+                source=source,
+                run=str(name),
+                column=absent[0],
+                hint="give every training domain a share (0 if unused)",
+            )
+        rows[str(name)] = dict(shares)
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _from_array(obj, train_domains: list[str], source) -> pd.DataFrame:
+    """An (n, M) or (M,) array of shares in ``train_domains`` order, rows named ``mix<i>``."""
+    arr = np.atleast_2d(np.asarray(obj, dtype=float))
+    if arr.shape[-1] != len(train_domains):
+        raise errors.FormatError(
+            f"mixtures have {arr.shape[-1]} shares but the posterior has "
+            f"{len(train_domains)} training domains",
+            source=source,
+            hint=f"order: {', '.join(train_domains)}",
+        )
+    return pd.DataFrame(arr, columns=train_domains, index=[f"mix{i}" for i in range(len(arr))])
+
+
+def _shares(df: pd.DataFrame, source, tolerance: float) -> np.ndarray:
+    """The shares as floats (n, M): numbers, present, >= 0, each row summing to 1 within
+    ``tolerance``."""
     values = df.apply(pd.to_numeric, errors="coerce")
     bad = values.isna() & df.notna()
     if bad.to_numpy().any():
@@ -127,7 +151,7 @@ def as_mixtures(
         raise errors.ProportionSumError(
             f"shares sum to {sums[i]:.6g}, not 1", source=source, run=df.index[i]
         )
-    return pd.DataFrame(arr / sums[:, None], index=df.index, columns=df.columns)
+    return arr
 
 
 def _check_known_column(name: str, train_domains: list[str], source: str | None) -> None:
@@ -221,7 +245,8 @@ def domain_weights(
                 source=source,
                 column=str(name),
                 hint=(f"did you mean {close[0]!r}? " if close else "")
-                + "or allow a subset (CLI: --weights-subset)",
+                + "or pass allow_subset=True to weight the domains it has",
+                param="allow_subset",
             )
         out[i] = w
     if not out.max() > 0:

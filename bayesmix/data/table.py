@@ -16,25 +16,18 @@ before fitting a power law in steps or tokens. Optional columns describe each ru
 learning-rate schedule (``schedule``, ``total_steps``, ``warmup_steps``, ``decay_steps``,
 ``min_lr_ratio``; :mod:`bayesmix.data.schedules`).
 
-One plausibility rule for losses, in every loader and in ``validate`` (:func:`check_loss`):
+Losses follow one plausibility rule (missing = empty or nan, kept as NaN; inf, <= 0 or above
+``max_loss`` = error), and records the rules of :mod:`bayesmix.data.validation`; both are
+checked by :meth:`RunTable.from_frame`.
 
-* an empty cell or ``nan`` (any spelling pandas reads as missing: ``NaN``, ``NA``, ``null``...)
-  is a **missing** loss: kept as NaN, left out of the likelihood;
-* ``inf`` / ``-inf`` is an **error** (a diverged or broken evaluation, not an unknown value);
-* a loss must be ``> 0`` (cross-entropy) and ``<= max_loss`` (default :data:`MAX_LOSS`, 100
-  nats per token; raise it with ``max_loss=`` or the CLI's ``--max-loss``, up to
-  :data:`MAX_LOSS_LIMIT`). A uniform guess over a 50k-token vocabulary costs ln(50257) = 10.8
-  nats per token and untrained models start near it, so a loss above 100 is a unit mistake
-  (a sum over tokens, bits times a factor, a perplexity) or a corrupt cell.
-
-Domain names may not be empty, have surrounding spaces, or contain ``/`` (NetCDF), ``,`` or
-``=`` (the CLI's ``--max-share NAME=VALUE,NAME=VALUE`` lists could not name them).
+Domain names (the rule lives here, with the checks of names against known ones) may not be
+empty, have surrounding spaces, or contain ``/`` (NetCDF), ``,`` or ``=`` (``NAME=VALUE,...``
+share lists, e.g. ``max_share``, could not name them).
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -43,116 +36,24 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix import errors
-from bayesmix.data import schedules
+from bayesmix.data import schedules, validation
+from bayesmix.data.validation import (
+    LOSS_PREFIX,
+    MAX_LOSS,
+    MAX_LOSS_LIMIT,
+    META_COLUMNS,
+    MIX_PREFIX,
+    SUM_TOLERANCE,
+    check_max_loss,
+    check_tolerance,
+)
 
-MIX_PREFIX = "mix."
-LOSS_PREFIX = "loss."
-META_COLUMNS = ("n_params", "step", "tokens")
-#: Largest allowed |sum(proportions) - 1| before a record is rejected (RegMix rounds to 3 decimals,
-#: so its rows are off by up to about 0.004). Pass ``renormalize=True`` to accept and rescale.
-SUM_TOLERANCE = 0.01
-#: Default plausibility bound on a loss, nats per token (see the module docstring).
-MAX_LOSS = 100.0
-#: Largest bound a user may set: beyond it the likelihood's arithmetic is no longer sound.
-MAX_LOSS_LIMIT = 1e6
 #: Characters a domain name may not hold, with the reason (named in the error).
 _FORBIDDEN_NAME_CHARS = {
     "/": "NetCDF names cannot hold it",
-    ",": "--max-share NAME=VALUE,NAME=VALUE lists could not name it",
-    "=": "--max-share NAME=VALUE lists could not name it",
+    ",": "NAME=VALUE,NAME=VALUE share lists could not name it",
+    "=": "NAME=VALUE share lists could not name it",
 }
-
-
-def check_max_loss(value, option: str = "max_loss") -> float:
-    """``value`` as a float when it is a usable loss bound (finite, > 0, <= MAX_LOSS_LIMIT)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if not (math.isfinite(v) and 0 < v <= MAX_LOSS_LIMIT):
-        raise errors.OptionError(
-            f"{option} must be a number in (0, {MAX_LOSS_LIMIT:g}] nats per token, got {value!r}",
-            hint=f"the default is {MAX_LOSS:g}",
-        )
-    return v
-
-
-def check_tolerance(value, option: str = "tolerance") -> float:
-    """``value`` as a float when it is a usable proportion-sum tolerance (finite, >= 0)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if not (math.isfinite(v) and v >= 0):
-        raise errors.OptionError(
-            f"{option} must be a finite number >= 0, got {value!r}",
-            hint=f"the default is {SUM_TOLERANCE:g}; a NaN or infinite "
-            "tolerance would switch the check off",
-        )
-    return v
-
-
-def check_loss(
-    value,
-    *,
-    max_loss: float = MAX_LOSS,
-    source: str | None = None,
-    row: int | None = None,
-    run: str | None = None,
-    column: str | None = None,
-) -> float:
-    """One loss cell under the plausibility rule: a float, NaN for a missing loss (None, empty
-    text, NaN); NonFiniteLossError / NonPositiveLossError / ImplausibleLossError otherwise.
-    Text that is not a number is a NonNumericError. Used by loaders and the ledger's ingest."""
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        return math.nan
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise errors.NonNumericError(
-            f"{value!r} is not a number",
-            source=source,
-            row=row,
-            run=run,
-            column=column,
-            hint="write the loss in nats per token, or leave it empty when unknown",
-        ) from None
-    if math.isnan(v):
-        return v
-    _raise_for_loss(v, max_loss, source, row, run, column)
-    return v
-
-
-def _raise_for_loss(v: float, max_loss: float, source, row, run, column) -> None:
-    """Raise the named error for a non-NaN loss ``v`` that breaks the rule."""
-    if math.isinf(v):
-        raise errors.NonFiniteLossError(
-            f"loss {v} is not finite",
-            source=source,
-            row=row,
-            run=run,
-            column=column,
-            hint="leave the cell empty (or nan) if the loss is unknown",
-        )
-    if v <= 0:
-        raise errors.NonPositiveLossError(
-            f"loss {v:g} is not positive",
-            source=source,
-            row=row,
-            run=run,
-            column=column,
-            hint="losses are cross-entropies in nats per token, always > 0",
-        )
-    if v > max_loss:
-        raise errors.ImplausibleLossError(
-            f"loss {v:g} is above the plausible maximum of {max_loss:g} nats per token",
-            source=source,
-            row=row,
-            run=run,
-            column=column,
-            hint="losses are mean nats per token (not sums, bits or perplexities); raise the "
-            "bound with --max-loss if the value is real",
-        )
 
 
 def normalise_name(name: str) -> str:
@@ -195,7 +96,7 @@ def check_domain_names(
 ) -> None:
     """The domain-name rule (not empty, no surrounding spaces, no '/', ',' or '=', no two
     names equal up to case and punctuation) for names given outside a run table (e.g.
-    ``bayesmix init --domains``); DomainNameError naming the first offender."""
+    the domains of a new experiment); DomainNameError naming the first offender."""
     prefix = MIX_PREFIX if kind == "training" else LOSS_PREFIX
     _check_domain_names([str(n) for n in names], kind, prefix, source)
 
@@ -211,6 +112,32 @@ def check_known_domains(
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
             raise errors.DomainNameError(
                 f"unknown {kind} domain {name!r}", source=source, hint=hint
+            )
+
+
+def check_never_together(tidy: pd.DataFrame, source: str, rows: Sequence[int]) -> None:
+    """Two similar validation names never observed in the same record are one domain spelt
+    two ways: DomainNameError at the rarer name's first record (``rows``: each record's row)."""
+    cols = [c for c in tidy.columns if c.startswith(LOSS_PREFIX)]
+    if len(cols) < 2:
+        return
+    seen = tidy[cols].notna().to_numpy()
+    names = [c[len(LOSS_PREFIX) :] for c in cols]
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            ratio = difflib.SequenceMatcher(None, names[a].lower(), names[b].lower()).ratio()
+            if ratio < 0.85 or (seen[:, a] & seen[:, b]).any():
+                continue
+            rare = a if seen[:, a].sum() <= seen[:, b].sum() else b
+            other = b if rare == a else a
+            i = int(np.flatnonzero(seen[:, rare])[0])
+            raise errors.DomainNameError(
+                f"validation domains {names[rare]!r} and {names[other]!r} never appear in the "
+                "same record: probably one domain spelt two ways",
+                source=source,
+                row=int(rows[i]) if i < len(rows) else None,
+                column=LOSS_PREFIX + names[rare],
+                hint=f"spell it {names[other]!r}",
             )
 
 
@@ -312,184 +239,24 @@ class RunTable:
             )
         frame = frame.copy()
         frame.columns = [str(c) for c in frame.columns]
-        if row_numbers is None:
-            row_numbers = list(range(2, len(frame) + 2))
-        rows = list(row_numbers)
+        rows = list(row_numbers) if row_numbers is not None else list(range(2, len(frame) + 2))
 
-        if "run" not in frame.columns:
-            raise errors.FormatError(
-                "no 'run' column",
-                source=source,
-                hint="the tidy layout is run, [n_params], [step], [tokens], mix.<domain>..., "
-                "loss.<domain>...",
-            )
-        mix_cols = [c for c in frame.columns if c.startswith(MIX_PREFIX)]
-        loss_cols = [c for c in frame.columns if c.startswith(LOSS_PREFIX)]
-        known = {"run", *META_COLUMNS, *schedules.SCHEDULE_COLUMNS, *mix_cols, *loss_cols}
-        extra = [c for c in frame.columns if c not in known]
-        if extra:
-            # candidates: known columns, and the name with a corrected prefix (los.x -> loss.x)
-            rest = extra[0].split(".", 1)[-1]
-            candidates = sorted((known - {"run"}) | {MIX_PREFIX + rest, LOSS_PREFIX + rest})
-            close = difflib.get_close_matches(extra[0], candidates, n=1, cutoff=0.6)
-            hint = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else (
-                    "allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>, and "
-                    "the schedule columns " + ", ".join(schedules.SCHEDULE_COLUMNS)
-                )
-            )
-            raise errors.FormatError(
-                f"unknown column {extra[0]!r}", source=source, column=extra[0], hint=hint
-            )
-        if not mix_cols:
-            raise errors.FormatError(
-                "no 'mix.<domain>' proportion columns",
-                source=source,
-                hint="name each proportion column mix.<training domain>",
-            )
-        if not loss_cols:
-            raise errors.FormatError(
-                "no 'loss.<domain>' columns",
-                source=source,
-                hint="name each loss column loss.<validation domain>",
-            )
+        mix_cols, loss_cols = validation.check_columns(frame, source)
         train = [c[len(MIX_PREFIX) :] for c in mix_cols]
         evals = [c[len(LOSS_PREFIX) :] for c in loss_cols]
         _check_domain_names(train, "training", MIX_PREFIX, source)
         _check_domain_names(evals, "validation", LOSS_PREFIX, source)
-
-        # run ids: non-empty strings
-        run_ids = []
-        for k, v in enumerate(frame["run"].tolist()):
-            if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "":
-                raise errors.MissingValueError(
-                    "run id is empty",
-                    source=source,
-                    row=rows[k],
-                    column="run",
-                    hint="give every record a run id",
-                )
-            if isinstance(v, float) and v.is_integer():
-                v = int(v)
-            run_ids.append(str(v).strip())
+        run_ids = validation.run_ids(frame, source, rows)
         frame["run"] = run_ids
-
-        numeric_cols = [c for c in (*META_COLUMNS, *mix_cols, *loss_cols) if c in frame.columns]
-        for col in numeric_cols:
-            frame[col] = _to_numeric(frame[col], col, source, rows, run_ids)
-
-        for col in mix_cols:
-            vals = frame[col].to_numpy()
-            for i in np.flatnonzero(np.isnan(vals)):
-                raise errors.MissingValueError(
-                    "proportion is missing",
-                    source=source,
-                    row=rows[i],
-                    run=run_ids[i],
-                    column=col,
-                    hint="write 0 for a domain the run did not train on",
-                )
-            for i in np.flatnonzero(vals < 0):
-                raise errors.NegativeProportionError(
-                    f"proportion {vals[i]:g} is negative",
-                    source=source,
-                    row=rows[i],
-                    run=run_ids[i],
-                    column=col,
-                    hint="proportions must be >= 0",
-                )
-        mix = frame[mix_cols].to_numpy(dtype=float)
-        sums = mix.sum(axis=1)
-        bad = np.abs(sums - 1.0) > tolerance
-        if renormalize:
-            hopeless = np.flatnonzero(np.abs(sums - 1.0) > 0.5)
-            for i in hopeless:
-                raise errors.ProportionSumError(
-                    f"proportions sum to {sums[i]:.6g}, too far from 1 to renormalise",
-                    source=source,
-                    row=rows[i],
-                    run=run_ids[i],
-                    hint="check that the mix.* columns hold shares, not token counts",
-                )
-            frame[mix_cols] = mix / sums[:, None]
-            if report is not None:
-                dev = np.abs(sums - 1.0)
-                report.append(
-                    f"renormalised {int((dev > 0).sum())} of {len(sums)} records; "
-                    f"largest change in sum {dev.max():.4g}"
-                )
-        else:
-            for i in np.flatnonzero(bad):
-                raise errors.ProportionSumError(
-                    f"proportions sum to {sums[i]:.6g}, not 1 (tolerance {tolerance:g})",
-                    source=source,
-                    row=rows[i],
-                    run=run_ids[i],
-                    hint="fix the shares or pass renormalize=True (CLI: --renormalize)",
-                )
-
-        for col in ("n_params", "tokens", "step"):
-            if col in frame.columns:
-                vals = frame[col].to_numpy()
-                # step/tokens 0 is a run's starting checkpoint (continual pre-training); a model
-                # size must be positive.
-                too_small = vals <= 0 if col == "n_params" else vals < 0
-                kind = "positive" if col == "n_params" else "non-negative"
-                for i in np.flatnonzero((~np.isfinite(vals) & ~np.isnan(vals)) | too_small):
-                    raise errors.NonNumericError(
-                        f"{col} must be a {kind} finite number, got {vals[i]:g}",
-                        source=source,
-                        row=rows[i],
-                        run=run_ids[i],
-                        column=col,
-                    )
-
-        loss = frame[loss_cols].to_numpy(dtype=float)
-        for test in (np.isinf(loss), loss <= 0, loss > max_loss):  # NaN: missing, allowed
-            for i, j in zip(*np.nonzero(test)):
-                _raise_for_loss(
-                    float(loss[i, j]), max_loss, source, rows[i], run_ids[i], loss_cols[j]
-                )
-        for i in np.flatnonzero(np.isnan(loss).all(axis=1)):
-            raise errors.NoLossesError(
-                "record has no loss on any validation domain",
-                source=source,
-                row=rows[i],
-                run=run_ids[i],
-                hint="drop the record or fill in at least one loss",
-            )
-
-        key = ["run", "step"] if "step" in frame.columns else ["run"]
-        dup = frame.duplicated(subset=key, keep="first").to_numpy()
-        for i in np.flatnonzero(dup):
-            what = f"run {run_ids[i]!r}" + (
-                f" at step {frame['step'].iloc[i]:g}" if "step" in frame.columns else ""
-            )
-            raise errors.DuplicateRunError(
-                f"{what} appears twice",
-                source=source,
-                row=rows[i],
-                column=key[-1],
-                hint="give each run a unique id" + (" and step" if len(key) == 2 else ""),
-            )
-        per_run = [c for c in ("n_params", *mix_cols) if c in frame.columns]
-        if len(key) == 2:
-            for col in per_run:
-                spread = frame.groupby("run", sort=False)[col].agg(lambda s: s.max() - s.min())
-                bad_runs = spread[spread > 1e-9]
-                if len(bad_runs):
-                    run = bad_runs.index[0]
-                    first = run_ids.index(run)
-                    raise errors.InconsistentMixtureError(
-                        f"{col} differs between checkpoints of the same run",
-                        source=source,
-                        row=rows[first],
-                        run=run,
-                        column=col,
-                        hint="a run has one mixture and one model size; use another run id",
-                    )
+        at = validation.Places(source, rows, run_ids)
+        numeric = [c for c in (*META_COLUMNS, *mix_cols, *loss_cols) if c in frame.columns]
+        validation.to_numbers(frame, numeric, at)
+        validation.check_proportions(
+            frame, mix_cols, at, tolerance=tolerance, renormalize=renormalize, report=report
+        )
+        validation.check_sizes_and_steps(frame, at)
+        validation.check_losses(frame, loss_cols, max_loss, at)
+        validation.check_records(frame, mix_cols, at)
         frame = schedules.check_columns(frame, source, rows, run_ids)
         meta = [c for c in (*META_COLUMNS, *schedules.SCHEDULE_COLUMNS) if c in frame.columns]
         ordered = ["run", *meta, *mix_cols, *loss_cols]
@@ -690,23 +457,6 @@ class RunTable:
                 "max": float(steps.max()),
             }
         return out
-
-
-def _to_numeric(series: pd.Series, col: str, source, rows, run_ids) -> pd.Series:
-    """Convert a column to float, raising NonNumericError at the first text cell."""
-    out = pd.to_numeric(series, errors="coerce")
-    bad = out.isna() & series.notna() & (series.astype(str).str.strip() != "")
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise errors.NonNumericError(
-            f"{series.iloc[i]!r} is not a number",
-            source=source,
-            row=rows[i],
-            run=run_ids[i],
-            column=col,
-            hint="write numbers with a '.' decimal point, leave unknown cells empty",
-        )
-    return out.astype(float)
 
 
 def as_run_table(runs, name: str = "runs") -> RunTable:

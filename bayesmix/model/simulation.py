@@ -33,9 +33,19 @@ import xarray as xr
 
 from bayesmix import errors
 from bayesmix._compat import SEED, renamed_kwargs
-from bayesmix.data.loaders import TOKENS_PER_STEP, size_label
 from bayesmix.data.table import LOSS_PREFIX, MIX_PREFIX, RunTable
+from bayesmix.data.ye_logs import TOKENS_PER_STEP, size_label
 from bayesmix.laws import Law, m4
+from bayesmix.model.simulation_draws import (
+    add_noise,
+    as_mixture_array,
+    design_mixtures,
+    domain_names,
+    draw_noise,
+    eval_names,
+    noise_scales,
+    sparsify,
+)
 
 #: Defaults of the size/step power law (a_n + a_d < 1 keeps losses positive at any scale).
 SCALE_DEFAULTS = {"a_n": 0.25, "alpha": 0.3, "a_d": 0.3, "beta": 0.35}
@@ -69,25 +79,7 @@ class Truth(dict):
         for the reference scale. Returns (n, K) / (K,) NumPy, or a DataFrame (same index, columns
         ``eval_domains``) for DataFrame input.
         """
-        index = None
-        if isinstance(mixtures, pd.DataFrame):
-            missing = [d for d in self["train_domains"] if d not in mixtures.columns]
-            if missing:
-                raise errors.DomainNameError(
-                    f"no column for training domain {missing[0]!r}",
-                    column=missing[0],
-                    hint="columns must be the training domains",
-                )
-            index = mixtures.index
-            mixtures = mixtures[list(self["train_domains"])]
-        r = np.asarray(mixtures, float)
-        single = r.ndim == 1
-        r = np.atleast_2d(r)
-        if r.shape[-1] != len(self["train_domains"]):
-            raise errors.SimulationError(
-                f"mixtures have {r.shape[-1]} shares, the law has "
-                f"{len(self['train_domains'])} training domains"
-            )
+        r, index, single = as_mixture_array(mixtures, self["train_domains"])
         loss = m4.mean_loss(r, self)
         s = np.asarray(self.scale_factor(n_params, step), float)
         loss = loss * (s[:, None] if s.ndim == 1 else s)
@@ -178,44 +170,13 @@ def simulate(
     (1, 2)
     """
     rng = np.random.default_rng(random_seed)
-    train = _names(train_domains, "d", "training")
-    if eval_domains is None:
-        evals = list(train)
-    elif isinstance(eval_domains, int):
-        if eval_domains < 1:
-            raise errors.SimulationError("eval_domains must be at least 1")
-        evals = list(train[:eval_domains]) + [
-            f"e{j}" for j in range(len(train) + 1, eval_domains + 1)
-        ]
-    else:
-        evals = _names(eval_domains, "e", "validation")
-    n_train, n_eval = len(train), len(evals)
-
-    sigma = _noise_scales(noise_sd, n_eval, student_t_df)
-
-    # the law
-    m = rng.uniform(2.0, 4.0, n_eval)
-    rho = rng.uniform(0.2, 0.4, n_eval)
-    t = rng.normal(0.0, 1.0, (n_eval, n_train))
-    if diag_effect:
-        for i, name in enumerate(evals):
-            if name in train:
-                t[i, train.index(name)] += rng.normal(-2.0, 0.5)
-    t -= t.mean(axis=1, keepdims=True)
+    train = domain_names(train_domains, "d", "training")
+    evals = eval_names(eval_domains, train)
+    sigma = noise_scales(noise_sd, len(evals), student_t_df)
+    m, rho, t = _draw_m4(rng, train, evals, diag_effect)
     c, k, _ = m4.to_ck({"m": m, "rho": rho, "t": t})
-
-    # the design
-    mixtures = _design(design, n_runs, n_train, concentration, corner_fraction, rng)
-
-    sizes_: list[Any] = [float(s) for s in sizes] if sizes is not None else [None]
-    if sizes is not None and (not sizes_ or min(sizes_) <= 0):
-        raise errors.SimulationError("sizes must be positive numbers of parameters")
-    steps_: list[Any] = [int(s) for s in steps] if steps is not None else [None]
-    if steps is not None and (not steps_ or min(steps_) <= 0):
-        raise errors.SimulationError("steps must be positive integers")
-    law = dict(SCALE_DEFAULTS, **(scale or {}))
-    if law["a_n"] + law["a_d"] >= 1:
-        raise errors.SimulationError("scale a_n + a_d must be < 1 to keep losses positive")
+    mixtures = design_mixtures(design, n_runs, len(train), concentration, corner_fraction, rng)
+    sizes_, steps_, law = _scale_settings(sizes, steps, scale)
     truth = Truth(
         m=m,
         rho=rho,
@@ -233,34 +194,79 @@ def simulate(
         **law,
     )
 
-    # the records: every mixture at every size, every step
+    runs, r_all, meta = _records(mixtures, sizes_, steps_, float(tokens_per_step))
+    mean = truth.true_loss(r_all, n_params=meta.get("n_params"), step=meta.get("step"))
+    loss = add_noise(rng, mean, sigma, student_t_df)
+    source = f"simulate(random_seed={random_seed})"
+    return _run_table(runs, meta, r_all, loss, train, evals, source), truth
+
+
+def _records(mixtures: np.ndarray, sizes: list, steps: list, tokens_per_step: float):
+    """Every mixture at every size, recorded at every step: run ids (``<size>_<i>``, or
+    ``r<i>`` without sizes), the mixture of each record (n, M) and the meta columns
+    (n_params, step, tokens; each (n,)) of the sizes and steps given (not ``[None]``)."""
     width = len(str(len(mixtures) - 1))
     rows = []
-    for size in sizes_:
+    for size in sizes:
         for i, r in enumerate(mixtures):
             run = (f"{size_label(size)}_" if size is not None else "r") + f"{i:0{width}d}"
-            for step in steps_:
+            for step in steps:
                 rows.append((run, size, step, r))
-    r_all = np.array([row[3] for row in rows])
-    n_all = np.array([row[1] for row in rows], float) if sizes is not None else None
-    s_all = np.array([row[2] for row in rows], float) if steps is not None else None
-    mean = truth.true_loss(r_all, n_params=n_all, step=s_all)
-    loss = mean + _noise(rng, mean.shape, sigma, student_t_df)
-    while (bad := loss <= 0).any():  # only reachable with very heavy tails
-        loss[bad] = (mean + _noise(rng, mean.shape, sigma, student_t_df))[bad]
+    meta: dict[str, np.ndarray] = {}
+    if sizes != [None]:
+        meta["n_params"] = np.array([row[1] for row in rows], float)
+    if steps != [None]:
+        meta["step"] = np.array([row[2] for row in rows], float)
+        meta["tokens"] = meta["step"] * tokens_per_step
+    return [row[0] for row in rows], np.array([row[3] for row in rows]), meta
 
-    frame: dict[str, Any] = {"run": [row[0] for row in rows]}
-    if sizes is not None:
-        frame["n_params"] = n_all
-    if s_all is not None:
-        frame["step"] = s_all
-        frame["tokens"] = s_all * float(tokens_per_step)
+
+def _draw_m4(rng, train: list[str], evals: list[str], diag_effect: bool):
+    """M4's ``m`` (K,) ~ U(2, 4) nats, ``rho`` (K,) ~ U(0.2, 0.4) and ``t`` (K, M) ~ N(0, 1)
+    plus N(-2, 0.5) where the domains share a name (``diag_effect``), rows centred to sum 0."""
+    m = rng.uniform(2.0, 4.0, len(evals))
+    rho = rng.uniform(0.2, 0.4, len(evals))
+    t = rng.normal(0.0, 1.0, (len(evals), len(train)))
+    if diag_effect:
+        for i, name in enumerate(evals):
+            if name in train:
+                t[i, train.index(name)] += rng.normal(-2.0, 0.5)
+    t -= t.mean(axis=1, keepdims=True)
+    return m, rho, t
+
+
+def _scale_settings(sizes, steps, scale) -> tuple[list[Any], list[Any], dict]:
+    """The sizes (parameters) and steps every mixture is run at (``[None]`` when not given)
+    and the size/step power law (:data:`SCALE_DEFAULTS` overridden by ``scale``), checked."""
+    sizes_: list[Any] = [float(s) for s in sizes] if sizes is not None else [None]
+    if sizes is not None and (not sizes_ or min(sizes_) <= 0):
+        raise errors.SimulationError("sizes must be positive numbers of parameters")
+    steps_: list[Any] = [int(s) for s in steps] if steps is not None else [None]
+    if steps is not None and (not steps_ or min(steps_) <= 0):
+        raise errors.SimulationError("steps must be positive integers")
+    law = dict(SCALE_DEFAULTS, **(scale or {}))
+    if law["a_n"] + law["a_d"] >= 1:
+        raise errors.SimulationError("scale a_n + a_d must be < 1 to keep losses positive")
+    return sizes_, steps_, law
+
+
+def _run_table(
+    runs: list[str],
+    meta: dict[str, np.ndarray],
+    mixtures: np.ndarray,
+    loss: np.ndarray,
+    train: list[str],
+    evals: list[str],
+    source: str,
+) -> RunTable:
+    """The simulated records as a validated RunTable: run ids, meta columns (n_params, step,
+    tokens; one value per record), mixtures (n, M) and losses (n, K)."""
+    frame: dict[str, Any] = {"run": runs, **meta}
     for j, name in enumerate(train):
-        frame[MIX_PREFIX + name] = r_all[:, j]
+        frame[MIX_PREFIX + name] = mixtures[:, j]
     for i, name in enumerate(evals):
         frame[LOSS_PREFIX + name] = loss[:, i]
-    table = RunTable.from_frame(pd.DataFrame(frame), source=f"simulate(random_seed={random_seed})")
-    return table, truth
+    return RunTable.from_frame(pd.DataFrame(frame), source=source)
 
 
 @dataclass(frozen=True)
@@ -288,7 +294,7 @@ class LawTruth:
         columns. ``n_params``/``tokens`` (scalars or (n,)) when the law takes them. Returns
         (n, K) / (K,) NumPy, or a DataFrame (same index, columns ``eval_domains``).
         """
-        r, index, single = _as_mixture_array(mixtures, self.train_domains)
+        r, index, single = as_mixture_array(mixtures, self.train_domains)
         n = r.shape[0]
         extra = {
             k: None if v is None else np.broadcast_to(np.asarray(v, float), (n,))
@@ -354,39 +360,25 @@ def simulate_law(
     instead of drawing a new one (e.g. held-out runs of the same law; its law and domains must
     match). Same ``random_seed``, same output.
     """
-    import pymc as pm
-
     from bayesmix.laws import get_law
-    from bayesmix.model.model import ModelData, build_model
 
     rng = np.random.default_rng(random_seed)
     spec = _spec_for(law_or_spec)
     law = get_law(spec.law)
-    train = _names(train_domains, "d", "training")
-    evals = _eval_names(eval_domains, train)
-    n_train, n_eval = len(train), len(evals)
-    sigma = _noise_scales(noise_sd, n_eval, student_t_df)
+    train = domain_names(train_domains, "d", "training")
+    evals = eval_names(eval_domains, train)
+    sigma = noise_scales(noise_sd, len(evals), student_t_df)
     if not 0 <= zero_fraction < 1:
         raise errors.SimulationError("zero_fraction must be in [0, 1)")
-    level = np.broadcast_to(np.asarray(loss_mean, float), (n_eval,)).copy()
-    spread = np.broadcast_to(np.asarray(loss_scale, float), (n_eval,)).copy()
+    level = np.broadcast_to(np.asarray(loss_mean, float), (len(evals),)).copy()
+    spread = np.broadcast_to(np.asarray(loss_scale, float), (len(evals),)).copy()
     if not (np.all(level > 0) and np.all(spread > 0)):
         raise errors.SimulationError("loss_mean and loss_scale must be positive")
 
-    mixtures = _design(design, n_runs, n_train, concentration, corner_fraction, rng)
+    mixtures = design_mixtures(design, n_runs, len(train), concentration, corner_fraction, rng)
     if isinstance(design, str) and zero_fraction > 0:
-        mixtures = _sparsify(mixtures, zero_fraction, concentration, rng)
-    n = len(mixtures)
-    extra: dict[str, Any] = {}
-    for key, value in (("n_params", n_params), ("tokens", tokens)):
-        if key in law.inputs:
-            if value is None:
-                raise errors.SimulationError(f"law {law.name!r} takes {key}: give {key}=")
-            extra[key] = np.broadcast_to(np.asarray(value, float), (n,)).copy()
-            if not np.all(extra[key] > 0):
-                raise errors.SimulationError(f"{key} must be positive")
-
-    noise = "student_t" if student_t_df is not None else "gaussian"
+        mixtures = sparsify(mixtures, zero_fraction, concentration, rng)
+    extra = _law_inputs(law, len(mixtures), n_params=n_params, tokens=tokens)
     if truth is not None:
         if truth.law.name != law.name or (truth.train_domains, truth.eval_domains) != (
             tuple(train),
@@ -397,47 +389,20 @@ def simulate_law(
                 hint=f"truth: law {truth.law.name!r}, domains "
                 f"{truth.train_domains} -> {truth.eval_domains}",
             )
-        truth = LawTruth(
-            law=law,
-            spec=truth.spec,
-            params=truth.params,
-            sigma=sigma,
-            train_domains=tuple(train),
-            eval_domains=tuple(evals),
-            noise=noise,
-            student_t_df=student_t_df,
-        )
+        spec_name, params = truth.spec, truth.params
     else:
-        # the truth: one prior draw of the law's block (the likelihood's data are placeholders)
-        run_idx, eval_idx = (
-            a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n_eval), indexing="ij")
-        )
-        data = ModelData(
-            runs=tuple(f"r{i}" for i in range(n)),
-            r=mixtures,
-            y=level[eval_idx].copy(),
-            run_idx=run_idx,
-            eval_idx=eval_idx,
-            loss_mean=level,
-            loss_scale=spread,
-            log_sigma_loc=float(np.log(max(float(np.median(sigma)), 1e-6))),
-            **extra,
-        )
-        model = build_model(spec, train, evals, data)
-        draws = pm.draw(
-            [model[p] for p in law.param_names], random_seed=int(rng.integers(2**31 - 1))
-        )
-        params = {p: np.asarray(v, float) for p, v in zip(law.param_names, draws, strict=True)}
-        truth = LawTruth(
-            law=law,
-            spec=spec.name,
-            params=params,
-            sigma=sigma,
-            train_domains=tuple(train),
-            eval_domains=tuple(evals),
-            noise=noise,
-            student_t_df=student_t_df,
-        )
+        prior = _PriorPlaceholders(mixtures, level, spread, sigma, extra)
+        spec_name, params = spec.name, _draw_params(spec, law, train, evals, prior, rng)
+    truth = LawTruth(
+        law=law,
+        spec=spec_name,
+        params=params,
+        sigma=sigma,
+        train_domains=tuple(train),
+        eval_domains=tuple(evals),
+        noise="student_t" if student_t_df is not None else "gaussian",
+        student_t_df=student_t_df,
+    )
 
     mean = truth.true_loss(mixtures, **extra)
     if not (np.all(np.isfinite(mean)) and np.all(mean > 0)):
@@ -445,20 +410,64 @@ def simulate_law(
             f"the drawn {law.name!r} law gives non-positive or non-finite losses",
             hint="try another seed or tighter priors",
         )
-    loss = mean + _noise(rng, mean.shape, sigma, student_t_df)
-    while (bad := loss <= 0).any():
-        loss[bad] = (mean + _noise(rng, mean.shape, sigma, student_t_df))[bad]
+    loss = add_noise(rng, mean, sigma, student_t_df)
+    width = len(str(len(mixtures) - 1))
+    runs = [f"r{i:0{width}d}" for i in range(len(mixtures))]
+    source = f"simulate_law({law.name!r}, random_seed={random_seed})"
+    return _run_table(runs, extra, mixtures, loss, train, evals, source), truth
 
-    width = len(str(n - 1))
-    frame = {"run": [f"r{i:0{width}d}" for i in range(n)], **extra}
-    for j, name in enumerate(train):
-        frame[MIX_PREFIX + name] = mixtures[:, j]
-    for i, name in enumerate(evals):
-        frame[LOSS_PREFIX + name] = loss[:, i]
-    table = RunTable.from_frame(
-        pd.DataFrame(frame), source=f"simulate_law({law.name!r}, random_seed={random_seed})"
+
+def _law_inputs(law: Law, n: int, **given) -> dict[str, np.ndarray]:
+    """The law's inputs beyond the mixture (``n_params``, ``tokens``) as positive (n,) arrays;
+    SimulationError when the law takes one that is not given."""
+    extra: dict[str, np.ndarray] = {}
+    for key, value in given.items():
+        if key in law.inputs:
+            if value is None:
+                raise errors.SimulationError(f"law {law.name!r} takes {key}: give {key}=")
+            extra[key] = np.broadcast_to(np.asarray(value, float), (n,)).copy()
+            if not np.all(extra[key] > 0):
+                raise errors.SimulationError(f"{key} must be positive")
+    return extra
+
+
+@dataclass(frozen=True)
+class _PriorPlaceholders:
+    """What the PyMC model of a prior draw is built on: the runs' mixtures (n, M) and inputs,
+    and in place of observed losses their level and spread (K,) and the noise sd (K,)."""
+
+    mixtures: np.ndarray
+    level: np.ndarray
+    spread: np.ndarray
+    sigma: np.ndarray
+    extra: dict
+
+
+def _draw_params(spec, law: Law, train, evals, prior: _PriorPlaceholders, rng) -> dict:
+    """One draw of the law's parameters from its PyMC block under ``spec``'s priors (the
+    likelihood's data are placeholders), as NumPy arrays with the declared dims."""
+    import pymc as pm
+
+    from bayesmix.model.model import ModelData, build_model
+
+    n = len(prior.mixtures)
+    run_idx, eval_idx = (
+        a.ravel() for a in np.meshgrid(np.arange(n), np.arange(len(evals)), indexing="ij")
     )
-    return table, truth
+    data = ModelData(
+        runs=tuple(f"r{i}" for i in range(n)),
+        r=prior.mixtures,
+        y=prior.level[eval_idx].copy(),
+        run_idx=run_idx,
+        eval_idx=eval_idx,
+        loss_mean=prior.level,
+        loss_scale=prior.spread,
+        log_sigma_loc=float(np.log(max(float(np.median(prior.sigma)), 1e-6))),
+        **prior.extra,
+    )
+    model = build_model(spec, train, evals, data)
+    draws = pm.draw([model[p] for p in law.param_names], random_seed=int(rng.integers(2**31 - 1)))
+    return {p: np.asarray(v, float) for p, v in zip(law.param_names, draws, strict=True)}
 
 
 @renamed_kwargs(**SEED)
@@ -488,7 +497,7 @@ def simulate_checkpoints(
             hint="use the 'scaling' law's truth",
         )
     rng = np.random.default_rng(random_seed)
-    r, _, _ = _as_mixture_array(mixtures, truth.train_domains)
+    r, _, _ = as_mixture_array(mixtures, truth.train_domains)
     rows = []
     width = len(str(len(r) - 1))
     for size in sizes:
@@ -497,10 +506,10 @@ def simulate_checkpoints(
             for step in steps:
                 tokens = float(step) * float(tokens_per_step)
                 mean = truth.true_loss(mix[None, :], n_params=float(size), tokens=tokens)[0]
-                loss = mean + offset + _noise(rng, mean.shape, truth.sigma, truth.student_t_df)
+                loss = mean + offset + draw_noise(rng, mean.shape, truth.sigma, truth.student_t_df)
                 rows.append(
                     {
-                        "run": f"{run_prefix}{_size_label(size)}_{i:0{width}d}",
+                        "run": f"{run_prefix}{size_label(size)}_{i:0{width}d}",
                         "n_params": float(size),
                         "step": float(step),
                         "tokens": tokens,
@@ -514,12 +523,6 @@ def simulate_checkpoints(
             "simulated a non-positive loss", hint="use smaller noise or another seed"
         )
     return RunTable.from_frame(frame, source=f"simulate_checkpoints(random_seed={random_seed})")
-
-
-def _size_label(size: float) -> str:
-    from bayesmix.data.loaders import size_label
-
-    return size_label(size)
 
 
 def _spec_for(law_or_spec):
@@ -549,103 +552,3 @@ def _spec_for(law_or_spec):
         hierarchy={"diagonal": "auto", "parameterization": "centered"},
         priors=priors,
     )
-
-
-def _eval_names(eval_domains, train: list[str]) -> list[str]:
-    if eval_domains is None:
-        return list(train)
-    if isinstance(eval_domains, int):
-        if eval_domains < 1:
-            raise errors.SimulationError("eval_domains must be at least 1")
-        return list(train[:eval_domains]) + [
-            f"e{j}" for j in range(len(train) + 1, eval_domains + 1)
-        ]
-    return _names(eval_domains, "e", "validation")
-
-
-def _sparsify(mix: np.ndarray, zero_fraction: float, concentration: float, rng) -> np.ndarray:
-    """Drop each share with probability ``zero_fraction`` (keeping at least one domain) and
-    redraw the kept ones from the symmetric Dirichlet."""
-    keep = rng.random(mix.shape) >= zero_fraction
-    for i in np.flatnonzero(~keep.any(axis=1)):
-        keep[i, rng.integers(mix.shape[1])] = True
-    g = rng.gamma(float(concentration), 1.0, mix.shape) * keep
-    return g / g.sum(axis=1, keepdims=True)
-
-
-def _as_mixture_array(mixtures, train_domains) -> tuple[np.ndarray, object, bool]:
-    """(n, M) array, the DataFrame index (or None) and whether a single mixture was given."""
-    index = None
-    if isinstance(mixtures, pd.DataFrame):
-        missing = [d for d in train_domains if d not in mixtures.columns]
-        if missing:
-            raise errors.DomainNameError(
-                f"no column for training domain {missing[0]!r}",
-                column=missing[0],
-                hint="columns must be the training domains",
-            )
-        index = mixtures.index
-        mixtures = mixtures[list(train_domains)]
-    r = np.asarray(mixtures, float)
-    single = r.ndim == 1
-    r = np.atleast_2d(r)
-    if r.shape[-1] != len(train_domains):
-        raise errors.SimulationError(
-            f"mixtures have {r.shape[-1]} shares, the law has {len(train_domains)} training domains"
-        )
-    return r, index, single
-
-
-def _names(spec, prefix: str, kind: str) -> list[str]:
-    if isinstance(spec, int):
-        if spec < 2 and kind == "training":
-            raise errors.SimulationError("a mixture needs at least 2 training domains")
-        if spec < 1:
-            raise errors.SimulationError(f"need at least one {kind} domain")
-        return [f"{prefix}{j}" for j in range(1, spec + 1)]
-    names = [str(n) for n in spec]
-    if len(set(names)) != len(names) or not names:
-        raise errors.SimulationError(f"{kind} domain names must be unique and non-empty")
-    if kind == "training" and len(names) < 2:
-        raise errors.SimulationError("a mixture needs at least 2 training domains")
-    return names
-
-
-def _design(design, n_runs, n_train, concentration, corner_fraction, rng) -> np.ndarray:
-    if isinstance(design, str):
-        if design != "dirichlet":
-            raise errors.SimulationError(
-                f"unknown design {design!r}", hint="use 'dirichlet' or pass an (n, M) array"
-            )
-        if n_runs < 1:
-            raise errors.SimulationError("n_runs must be at least 1")
-        if not 0 <= corner_fraction <= 1:
-            raise errors.SimulationError("corner_fraction must be in [0, 1]")
-        mix = rng.dirichlet(np.full(n_train, float(concentration)), n_runs)
-        n_corner = int(round(corner_fraction * n_runs))
-        for i in range(n_corner):  # 95 % on one domain (cycling), 5 % spread at random
-            mix[i] = 0.05 * rng.dirichlet(np.ones(n_train))
-            mix[i, i % n_train] += 0.95
-        return mix
-    mix = np.asarray(design, float)
-    if mix.ndim != 2 or mix.shape[1] != n_train:
-        raise errors.SimulationError(f"design must have shape (n, {n_train}), got {mix.shape}")
-    if (mix < 0).any() or not np.allclose(mix.sum(axis=1), 1.0, atol=1e-9):
-        raise errors.SimulationError("design rows must be non-negative and sum to 1")
-    return mix
-
-
-def _noise_scales(noise_sd, n_eval: int, student_t_df) -> np.ndarray:
-    """Noise sd per validation domain (n_eval,), checked; and a valid Student-t df."""
-    sigma = np.broadcast_to(np.asarray(noise_sd, float), (n_eval,)).copy()
-    if (sigma < 0).any() or not np.isfinite(sigma).all():
-        raise errors.SimulationError("noise_sd must be finite and >= 0")
-    if student_t_df is not None and not student_t_df > 0:
-        raise errors.SimulationError("student_t_df must be > 0")
-    return sigma
-
-
-def _noise(rng, shape, sigma, df) -> np.ndarray:
-    if df is None:
-        return rng.normal(0.0, 1.0, shape) * sigma
-    return rng.standard_t(df, shape) * sigma

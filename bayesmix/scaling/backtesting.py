@@ -29,8 +29,8 @@ import pandas as pd
 
 from bayesmix import errors
 from bayesmix.data import schedules
-from bayesmix.data.loaders import size_label
 from bayesmix.data.table import LOSS_PREFIX, RunTable, as_run_table
+from bayesmix.data.ye_logs import size_label
 from bayesmix.io import json_safe
 from bayesmix.posterior import extrapolation
 from bayesmix.posterior.backtest_summary import Backtest, empty_records

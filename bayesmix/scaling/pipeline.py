@@ -65,9 +65,9 @@ import xarray as xr
 
 from bayesmix import errors
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
-from bayesmix.data.loaders import TOKENS_PER_STEP, size_label
 from bayesmix.data.schedules import Schedule, features, resolve_target
 from bayesmix.data.table import LOSS_PREFIX, MIX_PREFIX, RunTable, as_run_table
+from bayesmix.data.ye_logs import TOKENS_PER_STEP, size_label
 from bayesmix.inference import compile_cache
 from bayesmix.inference.gate_retry import (
     SamplerSettings,

@@ -8,17 +8,10 @@ import pytest
 
 import bayesmix as bm
 from bayesmix import errors
-from bayesmix.data.loaders import (
-    TOKENS_PER_STEP,
-    detect_format,
-    from_dataframe,
-    load,
-    parse_size,
-    regmix_domain,
-    size_label,
-    ye_validation_domain,
-)
-from bayesmix.data.table import SUM_TOLERANCE
+from bayesmix.data.loaders import detect_format, from_dataframe, load
+from bayesmix.data.regmix import regmix_domain
+from bayesmix.data.validation import SUM_TOLERANCE
+from bayesmix.data.ye_logs import TOKENS_PER_STEP, parse_size, size_label, ye_validation_domain
 from bayesmix.model.simulation import simulate
 
 FIVE = ("academic", "prose", "dialogue", "symbolic", "internet")

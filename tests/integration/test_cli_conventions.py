@@ -66,6 +66,8 @@ def test_a_library_error_about_a_parameter_names_the_flag():
     assert flags["max_time"] == "--max-time" and flags["output"] == "--output"
     assert error_text(err, flags) == "--max-time -2.0 is not a number of seconds >= 0"
     assert error_text(OptionError("x=1 is bad", param="x"), flags) == "x=1 is bad"
+    switch = OptionError("sums are off (pass renormalize=True)", param="renormalize")
+    assert error_text(switch, flags) == "sums are off (pass --renormalize)"
 
 
 def test_names_over_the_file_systems_limit_are_one_line(tmp_path, capsys):

@@ -148,7 +148,7 @@ def test_pile_weights_file_applies_to_the_matching_domains(post):
             "(relative to the repository root) is needed for this test"
         )
     shares = json.loads(path.read_text())
-    with pytest.raises(errors.DomainNameError, match="weights-subset"):
+    with pytest.raises(errors.DomainNameError, match="allow_subset="):
         post.intervals(MIXTURES, weights=path)  # 22 Pile domains, the posterior has 4
     table = post.intervals(MIXTURES, 0.9, weights=path, allow_subset=True, random_seed=2)
     w = np.array([shares[d] for d in SIM_DOMAINS])
