@@ -84,7 +84,7 @@ def run(args) -> int:
             json.dumps(
                 {
                     "ok": False,
-                    "errors": [_error_dict(e) for e in found[:MAX_ERRORS]],
+                    "errors": [_error_dict(e, args.flags) for e in found[:MAX_ERRORS]],
                     "truncated": len(found) > MAX_ERRORS,
                 },
                 indent=2,
@@ -131,9 +131,12 @@ def row_errors(files, args, tolerance: float, max_loss: float) -> list[BayesmixE
     return found
 
 
-def _error_dict(err: BayesmixError) -> dict:
+def _error_dict(err: BayesmixError, flags: dict[str, str]) -> dict:
+    """One error as JSON; its message as the CLI prints it (parameters shown as flags)."""
+    from bayesmix.cli import error_text
+
     return {
-        "message": str(err),
+        "message": error_text(err, flags),
         "problem": err.problem,
         "source": err.source,
         "row": err.row,

@@ -23,15 +23,8 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
-from bayesmix.data.table import (
-    LOSS_PREFIX,
-    MAX_LOSS,
-    MIX_PREFIX,
-    RunTable,
-    check_known_domains,
-    check_loss,
-    check_max_loss,
-)
+from bayesmix.data.table import LOSS_PREFIX, MIX_PREFIX, RunTable, check_known_domains
+from bayesmix.data.validation import MAX_LOSS, check_loss, check_max_loss
 from bayesmix.loop.ledger_store import LedgerStore, mix_json, now
 
 #: Largest difference in any share between a proposed mixture and the mixture reported with its
