@@ -132,8 +132,7 @@ class Adapter:
         version = (version or nutpie_version()) if installed else None
         state = cls(version)
         if version is None:
-            why = "nutpie is not installed"
-            state.off.update(dict.fromkeys((NUTPIE, IMPORT, DISK_CACHE, UPDATE_FREQ), why))
+            state.off[NUTPIE] = "nutpie is not installed"
         elif not tested(version):
             why = (
                 f"nutpie {version} is outside the versions bayesmix was tested with "
@@ -160,7 +159,8 @@ class Adapter:
         if why not in self.warned:
             self.warned.add(why)
             paths = [p for p, w in self.off.items() if w == why]
-            fix = f"; {tested_range()} turns it back on" if PAGES not in paths else ""
+            them = "them" if len(paths) > 1 else "it"
+            fix = f"; {tested_range()} turns {them} back on" if PAGES not in paths else ""
             warnings.warn(
                 f"{', '.join(paths)} turned off: {why}. Instead "
                 f"{'; '.join(INSTEAD[p] for p in paths)} (same results, slower){fix}",
