@@ -15,11 +15,7 @@ import argparse
 
 from bayesmix import errors
 from bayesmix.cli._output import TABLE_SUFFIXES, add_force_argument, check_output, write_table
-
-#: Folds of the K-fold run started by high Pareto k when ``--kfold`` is not given.
-AUTO_KFOLD = 5
-#: Probability of the predictive intervals whose coverage K-fold reports.
-COVERAGE_PROB = 0.9
+from bayesmix.inference.compare import AUTO_KFOLD, KFOLD_CI_PROB
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -76,7 +72,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from bayesmix.inference.compare import compare, kfold
+    import bayesmix.inference.compare as library
     from bayesmix.posterior.posterior import Posterior
 
     if args.output:
@@ -90,23 +86,51 @@ def run(args) -> int:
         if path in seen:
             raise errors.OptionError(f"{path} is given twice")
         seen.add(path)
-    if args.kfold is not None and args.kfold != 0 and args.kfold < 2:
-        raise errors.OptionError(f"--kfold must be 0 (never) or at least 2, got {args.kfold}")
-    for name in ("draws", "tune", "chains"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise errors.OptionError(f"--{name} must be >= 1, got {value}")
 
     posts = {path: Posterior.load(path) for path in args.posteriors}
-    table = compare(posts, var_name=args.var)  # refuses posteriors of different data
+    result = library.compare_laws(
+        posts,
+        var_name=args.var,
+        kfold="auto" if args.kfold is None else args.kfold,
+        random_seed=args.seed,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        quiet=args.quiet,
+    )
+    print_loo(result.loo, args.var)
+    if result.kfold is not None:
+        if result.auto:
+            print(
+                f"\nPareto k is high: checking with {result.k}-fold cross-validation by held-out "
+                "runs (--kfold 0 skips it)"
+            )
+        print(
+            f"\n{result.k}-fold cross-validation by held-out runs (folds seeded {args.seed}): "
+            f"MAE (nats per token), Spearman of the mean loss over domains, "
+            f"{KFOLD_CI_PROB:.0%} predictive interval coverage, held-out elpd\n"
+        )
+        print(format_kfold(result.kfold.summary))
+        print("\nper validation domain:\n")
+        print(format_kfold(result.kfold.by_domain))
+    elif result.high_pareto_k:
+        print(f"\nPareto k is high: check with --kfold {library.AUTO_KFOLD}")
+    if args.output:
+        write_table(result.table, args.output)
+        print(f"\nwritten: {args.output}")
+    return 0
+
+
+def print_loo(table, var: str) -> None:
+    """The PSIS-LOO table with what it measures and its warnings."""
     unit = (
         "one run (all its validation losses)"
-        if args.var == "run_loss"
-        else "one (run, validation domain) loss"
+        if var == "run_loss"
+        else ("one (run, validation domain) loss")
     )
     print(
-        f"PSIS-LOO comparison of {len(posts)} posteriors, leaving out {unit} at a time "
-        f"({table.attrs['n_units']} units, log-likelihood variable {args.var!r})"
+        f"PSIS-LOO comparison of {len(table)} posteriors, leaving out {unit} at a time "
+        f"({table.attrs['n_units']} units, log-likelihood variable {var!r})"
     )
     print(
         "elpd_loo: expected log predictive density of held-out losses (log densities of "
@@ -119,44 +143,6 @@ def run(args) -> int:
         print("\nwarnings:")
         for _, row in notes.iterrows():
             print(f"  {row['model']}: {row['warning']}")
-
-    high_k = bool((table["n_high_pareto_k"] > 0).any())
-    k = args.kfold if args.kfold is not None else (AUTO_KFOLD if high_k else 0)
-    out = table
-    if k:
-        if args.kfold is None:
-            print(
-                f"\nPareto k is high: checking with {k}-fold cross-validation by held-out "
-                "runs (--kfold 0 skips it)"
-            )
-        result = kfold(
-            posts,
-            k=k,
-            seed=args.seed,
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            prob=COVERAGE_PROB,
-            quiet=args.quiet,
-        )
-        print(
-            f"\n{k}-fold cross-validation by held-out runs (folds seeded {args.seed}): "
-            f"MAE (nats per token), Spearman of the mean loss over domains, "
-            f"{COVERAGE_PROB:.0%} predictive interval coverage, held-out elpd\n"
-        )
-        print(format_kfold(result.summary))
-        print("\nper validation domain:\n")
-        print(format_kfold(result.by_domain))
-        kf = result.summary.drop(columns=["spec"]).rename(
-            columns=lambda c: c if c == "model" else f"kfold_{c}"
-        )
-        out = table.merge(kf, on="model", how="left")
-    elif high_k:
-        print(f"\nPareto k is high: check with --kfold {AUTO_KFOLD}")
-    if args.output:
-        write_table(out, args.output)
-        print(f"\nwritten: {args.output}")
-    return 0
 
 
 def format_compare(table) -> str:

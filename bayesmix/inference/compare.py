@@ -11,6 +11,9 @@ Two questions, two tools:
 * :func:`kfold` - refit each law on K-1 folds of runs and predict the held-out runs: predictive
   MAE, Spearman rank correlation, interval coverage and held-out log predictive density.
 
+:func:`compare_laws` does both: the PSIS-LOO table, checked by K-fold where a Pareto k is high
+(or always, or never): ``bayesmix compare`` calls it.
+
 Losses are in nats per token; ELPDs are sums of log densities of losses over runs (higher is
 better; differences are meaningful against their standard error ``dse``).
 """
@@ -26,15 +29,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.special import logsumexp
 
 from bayesmix import errors
+from bayesmix._compat import CI_PROB, SEED, rename_kwargs, renamed_kwargs
 from bayesmix.data.table import RunTable
 from bayesmix.model.spec import ModelSpec, load_spec
-from bayesmix.posterior.intervals import credible_interval
+from bayesmix.posterior.intervals import check_prob, credible_interval
 from bayesmix.posterior.posterior import Posterior
 
+#: Folds of the K-fold that :func:`compare_laws` runs where a Pareto k is high (``kfold="auto"``).
+AUTO_KFOLD = 5
+#: Mass of the predictive intervals whose coverage K-fold scores, by default.
+KFOLD_CI_PROB = 0.9
 #: The log-likelihood variables a saved posterior holds (see :mod:`bayesmix.posterior.posterior`).
 VAR_NAMES = ("run_loss", "loss")
 #: Columns of :func:`compare`'s table, in order.
@@ -202,9 +208,9 @@ class KFoldResult:
     error of the posterior mean loss over held-out (run, eval_domain) losses), ``spearman``
     (rank correlation over held-out runs of the mean loss over a run's observed domains,
     predicted vs observed), ``coverage`` (share of held-out losses inside the equal-tailed
-    ``prob`` interval of the posterior predictive), ``elpd_kfold``, ``se`` (sum over held-out
-    runs of the log predictive density of a run's losses, comparable to ``elpd_loo`` of
-    ``run_loss``, and its standard error), ``failed_fits`` (fold fits that failed the
+    ``ci_prob`` interval of the posterior predictive), ``elpd_kfold``, ``se`` (sum over
+    held-out runs of the log predictive density of a run's losses, comparable to ``elpd_loo``
+    of ``run_loss``, and its standard error), ``failed_fits`` (fold fits that failed the
     diagnostics gate).
     ``by_domain``: ``model, eval_domain, n_obs, mae, spearman, coverage, elpd_kfold`` per
     validation domain. ``pointwise``: ``model, fold, run, eval_domain, loss, mean, lower, upper,
@@ -215,32 +221,64 @@ class KFoldResult:
     by_domain: pd.DataFrame
     pointwise: pd.DataFrame
     folds: list[list[str]]
-    prob: float
+    ci_prob: float
+
+    @property
+    def prob(self) -> float:
+        """Deprecated name of :attr:`ci_prob` (FutureWarning; goes in bayesmix
+        :data:`bayesmix._compat.REMOVAL_VERSION`)."""
+        rename_kwargs("KFoldResult", {"prob": self.ci_prob}, CI_PROB)
+        return self.ci_prob
 
 
-def make_folds(run_ids, k: int, seed: int | None = 0) -> list[list[str]]:
-    """Split run ids into ``k`` folds of near-equal size: a permutation drawn with ``seed``,
-    cut in order (same ids, k and seed: same folds). Every run is in exactly one fold."""
+@renamed_kwargs(**SEED)
+def make_folds(run_ids, k: int, random_seed: int | None = 0) -> list[list[str]]:
+    """Split run ids into ``k`` folds of near-equal size: a permutation drawn with
+    ``random_seed``, cut in order (same ids, k and seed: same folds). Every run is in exactly
+    one fold."""
     run_ids = [str(r) for r in run_ids]
     k = int(k)
     if not 2 <= k <= len(run_ids):
         raise errors.OptionError(
-            f"K-fold needs 2 <= K <= number of runs ({len(run_ids)}), got K = {k}"
+            f"k={k} is not a number of folds from 2 to the number of runs ({len(run_ids)})",
+            param="k",
         )
-    perm = np.random.default_rng(seed).permutation(len(run_ids))
+    perm = np.random.default_rng(random_seed).permutation(len(run_ids))
     return [[run_ids[i] for i in part] for part in np.array_split(perm, k)]
 
 
+@dataclass(frozen=True)
+class FoldPlan:
+    """What every law's K-fold shares: the folds, the seed of fold 0's refit (fold ``i`` uses
+    ``random_seed + i``), the interval probability scored and where progress lines go."""
+
+    folds: list[list[str]]
+    random_seed: int | None
+    ci_prob: float
+    say: Callable[[str], None]
+
+
+@dataclass
+class LawScore:
+    """One law's K-fold: its summary row, its rows per validation domain, its held-out
+    losses (columns of :class:`KFoldResult`)."""
+
+    summary: dict
+    by_domain: list[dict]
+    pointwise: pd.DataFrame
+
+
+@renamed_kwargs(**SEED, **CI_PROB)
 def kfold(
     models: Mapping[str, Posterior | ModelSpec | str],
     runs: RunTable | None = None,
     *,
     k: int = 5,
-    seed: int | None = 0,
+    random_seed: int | None = 0,
     draws: int | None = None,
     tune: int | None = None,
     chains: int | None = None,
-    prob: float = 0.9,
+    ci_prob: float = KFOLD_CI_PROB,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> KFoldResult:
@@ -249,105 +287,205 @@ def kfold(
     ``models``: ``{name: Posterior | ModelSpec | spec name or TOML path}``. A posterior
     contributes its specification and, when ``runs`` is not given, its fit data (then all
     posteriors must share it); a specification needs ``runs``. Folds are by run, the same for
-    every model (:func:`make_folds` with ``seed``), so the comparison is paired.
+    every model (:func:`make_folds` with ``random_seed``), so the comparison is paired.
     ``draws``/``tune``/``chains``: per refit; None takes a posterior's own settings (sampler
-    settings too), or :func:`bayesmix.inference.fitting.fit`'s defaults for a specification. The fit
-    of fold ``i`` uses seed ``seed + i``. Refits of one specification share one compiled model.
-    Progress lines go to ``log`` (default: stderr) unless ``quiet``.
+    settings too), or :func:`bayesmix.inference.fitting.fit`'s defaults for a specification.
+    The fit of fold ``i`` uses seed ``random_seed + i``. ``ci_prob``: the mass of the
+    predictive intervals whose coverage is scored. Refits of one specification share one
+    compiled model. Progress lines go to ``log`` (default: stderr) unless ``quiet``.
+    (``seed`` and ``prob`` are the deprecated names of ``random_seed`` and ``ci_prob``.)
     """
-    from bayesmix.inference.fitting import fit
-    from bayesmix.model.model import prepare_data, select_for_fit
-
     if not models:
         raise errors.BayesmixError("kfold needs at least one model")
-    if not 0 < prob < 1:
-        raise errors.BayesmixError(f"interval probability must be in (0, 1), got {prob}")
-    say = (lambda _msg: None) if quiet else (log or _stderr)
-    posts = {n: m for n, m in models.items() if isinstance(m, Posterior)}
-    if runs is None:
-        if len(posts) != len(models):
-            raise errors.BayesmixError(
-                "kfold of a model specification needs the runs", hint="pass runs=RunTable"
-            )
-        runs = check_same_data(posts)
-    folds = make_folds(runs.runs, k, seed)
-
-    summary, by_domain, pointwise = [], [], []
-    for name, model in models.items():
-        if isinstance(model, Posterior):
-            post, spec = model, model.spec
-        else:
-            post, spec = None, load_spec(model)
-        fit_kw = _fit_settings(post, draws=draws, tune=tune, chains=chains)
-        table = select_for_fit(runs, law=spec.law)  # one record per run, as a fit uses
-        inputs = prepare_data(table, spec.law)
-        position = {r: i for i, r in enumerate(table.runs)}
-        rows, run_lpd, failed = [], [], 0
-        for i, held in enumerate(folds):
-            held_set = set(held)
-            train = table.select([r for r in table.runs if r not in held_set])
-            start = time.perf_counter()
-            say(
-                f"kfold {name}: fold {i + 1}/{len(folds)}: fitting {train.n_runs} runs, "
-                f"predicting {len(held)} held out"
-            )
-            refit = fit(
-                train,
-                spec,
-                random_seed=None if seed is None else seed + i,
-                warn=False,
-                **fit_kw,
-            )
-            failed += not refit.diagnostics.ok
-            # Scored on the whole table (the held-out runs alone may lack a domain), then cut.
-            ll = refit.log_likelihood(table)
-            loss_ll = ll["loss"].isel(obs=np.isin(ll["obs_run"].values, held))
-            rows.append(
-                _score_fold(refit, table, held, inputs, position, loss_ll, prob, seed, fold=i)
-            )
-            run_lpd.append(_log_mean_density(ll["run_loss"].sel(run=held), "run"))
-            say(
-                f"kfold {name}: fold {i + 1}/{len(folds)} done in "
-                f"{time.perf_counter() - start:.1f} s"
-            )
-        points = pd.concat(rows, ignore_index=True)
-        points.insert(0, "model", name)
-        pointwise.append(points)
-        lpd = np.concatenate(run_lpd)
-        summary.append(
-            {
-                "model": name,
-                "spec": spec.name,
-                "folds": len(folds),
-                "n_runs": table.n_runs,
-                "n_obs": len(points),
-                **_metrics(points, by_run=True),
-                "elpd_kfold": float(lpd.sum()),
-                "se": float(np.sqrt(lpd.size * np.var(lpd, ddof=1))),
-                "failed_fits": failed,
-            }
-        )
-        for dom in table.eval_domains:
-            sub = points[points["eval_domain"] == dom]
-            by_domain.append(
-                {
-                    "model": name,
-                    "eval_domain": dom,
-                    "n_obs": len(sub),
-                    **_metrics(sub, by_run=False),
-                    "elpd_kfold": float(sub["lpd"].sum()),
-                }
-            )
-    summary = pd.DataFrame(summary)
-    by_domain = pd.DataFrame(by_domain)
+    ci_prob = check_prob(ci_prob)
+    runs = _kfold_runs(models, runs)
+    plan = FoldPlan(
+        make_folds(runs.runs, k, random_seed),
+        random_seed,
+        ci_prob,
+        (lambda _msg: None) if quiet else (log or _stderr),
+    )
+    counts = {"draws": draws, "tune": tune, "chains": chains}
+    scores = [_kfold_law(name, model, runs, plan, counts) for name, model in models.items()]
+    summary = pd.DataFrame([s.summary for s in scores])
+    by_domain = pd.DataFrame([row for s in scores for row in s.by_domain])
     for df in (summary, by_domain):
-        df.attrs["prob"] = prob
+        df.attrs["ci_prob"] = ci_prob
     return KFoldResult(
         summary=summary,
         by_domain=by_domain,
-        pointwise=pd.concat(pointwise, ignore_index=True),
-        folds=folds,
-        prob=prob,
+        pointwise=pd.concat([s.pointwise for s in scores], ignore_index=True),
+        folds=plan.folds,
+        ci_prob=ci_prob,
+    )
+
+
+def _kfold_runs(models: Mapping[str, Any], runs: RunTable | None) -> RunTable:
+    """The runs to split: ``runs``, else the posteriors' shared fit data."""
+    if runs is not None:
+        return runs
+    posts = {n: m for n, m in models.items() if isinstance(m, Posterior)}
+    if len(posts) != len(models):
+        raise errors.BayesmixError(
+            "kfold of a model specification needs the runs", hint="pass runs=RunTable"
+        )
+    return check_same_data(posts)
+
+
+def _kfold_law(name: str, model, runs: RunTable, plan: FoldPlan, counts: dict) -> LawScore:
+    """Refit one law on every fold's training runs and score its held-out predictions."""
+    from bayesmix.model.model import prepare_data, select_for_fit
+
+    post, spec = (model, model.spec) if isinstance(model, Posterior) else (None, load_spec(model))
+    fit_kw = _fit_settings(post, **counts)
+    table = select_for_fit(runs, law=spec.law)  # one record per run, as a fit uses
+    inputs = prepare_data(table, spec.law)
+    frames, run_lpd, failed = [], [], 0
+    for i in range(len(plan.folds)):
+        points, lpd, ok = _fold(name, spec, table, inputs, i, plan, fit_kw)
+        frames.append(points)
+        run_lpd.append(lpd)
+        failed += not ok
+    points = pd.concat(frames, ignore_index=True)
+    points.insert(0, "model", name)
+    lpd = np.concatenate(run_lpd)
+    summary = {
+        "model": name,
+        "spec": spec.name,
+        "folds": len(plan.folds),
+        "n_runs": table.n_runs,
+        "n_obs": len(points),
+        **_metrics(points, by_run=True),
+        "elpd_kfold": float(lpd.sum()),
+        "se": float(np.sqrt(lpd.size * np.var(lpd, ddof=1))),
+        "failed_fits": failed,
+    }
+    by_domain = []
+    for dom in table.eval_domains:
+        sub = points[points["eval_domain"] == dom]
+        by_domain.append(
+            {
+                "model": name,
+                "eval_domain": dom,
+                "n_obs": len(sub),
+                **_metrics(sub, by_run=False),
+                "elpd_kfold": float(sub["lpd"].sum()),
+            }
+        )
+    return LawScore(summary, by_domain, points)
+
+
+def _fold(name, spec, table: RunTable, inputs, i: int, plan: FoldPlan, fit_kw: dict):
+    """Fold ``i`` of one law: (its held-out losses scored, each held-out run's log predictive
+    density, whether the refit passed its gate)."""
+    from bayesmix.inference.fitting import fit
+
+    held = plan.folds[i]
+    held_set = set(held)
+    train = table.select([r for r in table.runs if r not in held_set])
+    start = time.perf_counter()
+    where = f"kfold {name}: fold {i + 1}/{len(plan.folds)}"
+    plan.say(f"{where}: fitting {train.n_runs} runs, predicting {len(held)} held out")
+    seed = None if plan.random_seed is None else plan.random_seed + i
+    refit = fit(train, spec, random_seed=seed, warn=False, **fit_kw)
+    # Scored on the whole table (the held-out runs alone may lack a domain), then cut.
+    ll = refit.log_likelihood(table)
+    loss_ll = ll["loss"].isel(obs=np.isin(ll["obs_run"].values, held))
+    position = {r: j for j, r in enumerate(table.runs)}
+    points = _score_fold(
+        refit, table, held, inputs, position, loss_ll, plan.ci_prob, plan.random_seed, fold=i
+    )
+    lpd = _log_mean_density(ll["run_loss"].sel(run=held), "run")
+    plan.say(f"{where} done in {time.perf_counter() - start:.1f} s")
+    return points, lpd, refit.diagnostics.ok
+
+
+# ---------------------------------------------------------------------------------- both
+@dataclass
+class LawComparison:
+    """What :func:`compare_laws` found: ``loo`` - :func:`compare`'s ELPD table; ``table`` - the
+    same with the K-fold summary's columns (``kfold_mae``, ``kfold_coverage``, ...) when K-fold
+    ran; ``kfold`` - the K-fold result or None; ``k`` - its folds (0: not run);
+    ``high_pareto_k`` - whether some unit's Pareto k is high (PSIS-LOO unreliable); ``auto`` -
+    whether K-fold ran for that reason (``kfold="auto"``)."""
+
+    loo: pd.DataFrame
+    table: pd.DataFrame
+    kfold: KFoldResult | None
+    k: int
+    high_pareto_k: bool
+    auto: bool
+
+
+@renamed_kwargs(**SEED, **CI_PROB)
+def compare_laws(
+    posteriors: Mapping[str, Posterior],
+    var_name: str = "run_loss",
+    *,
+    kfold: int | str = "auto",
+    random_seed: int | None = 0,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    ci_prob: float = KFOLD_CI_PROB,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> LawComparison:
+    """PSIS-LOO's ELPD table (:func:`compare`), checked by K-fold by held-out runs
+    (:func:`kfold`) where PSIS-LOO is unreliable or when asked.
+
+    ``kfold``: ``"auto"`` (:data:`AUTO_KFOLD` folds when some Pareto k is high, else none), 0
+    (never) or K >= 2 folds (always). ``random_seed``, ``draws``, ``tune``, ``chains``,
+    ``ci_prob``, ``quiet`` and ``log`` go to :func:`kfold`. Every setting is checked before any
+    refit.
+    """
+    check_kfold(kfold)
+    for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
+        if value is not None and int(value) < 1:
+            raise errors.OptionError(f"{name}={value} is not >= 1", param=name)
+    check_prob(ci_prob)
+    loo_table = compare(posteriors, var_name)  # refuses posteriors of different data
+    high = bool((loo_table["n_high_pareto_k"] > 0).any())
+    k = (AUTO_KFOLD if high else 0) if kfold == "auto" else int(kfold)
+    if not k:
+        return LawComparison(loo_table, loo_table, None, 0, high, auto=False)
+    say = (lambda _msg: None) if quiet else (log or _stderr)
+    if kfold == "auto":
+        say(f"Pareto k is high: checking with {k}-fold cross-validation by held-out runs")
+    result = _checked(posteriors, k, random_seed, draws, tune, chains, ci_prob, say)
+    kf = result.summary.drop(columns=["spec"]).rename(
+        columns=lambda c: c if c == "model" else f"kfold_{c}"
+    )
+    table = loo_table.merge(kf, on="model", how="left")
+    return LawComparison(loo_table, table, result, k, high, auto=kfold == "auto")
+
+
+def check_kfold(kfold: int | str) -> int | str:
+    """``kfold`` if it is "auto", 0 or a whole number >= 2, else an OptionError."""
+    whole = isinstance(kfold, (int, np.integer)) and not isinstance(kfold, bool)
+    if kfold != "auto" and not (whole and (kfold == 0 or int(kfold) >= 2)):
+        raise errors.OptionError(
+            f"kfold={kfold!r} is not 'auto', 0 (never) or a number of folds >= 2",
+            param="kfold",
+        )
+    return kfold
+
+
+def _checked(posteriors, k, random_seed, draws, tune, chains, ci_prob, say) -> KFoldResult:
+    """:func:`kfold` of ``posteriors`` with ``k`` folds; more folds than runs is an error
+    about ``kfold``."""
+    n_runs = next(iter(posteriors.values())).fit_data().n_runs
+    if k > n_runs:
+        raise errors.OptionError(f"kfold={k} is more folds than runs ({n_runs})", param="kfold")
+    return kfold(
+        posteriors,
+        k=k,
+        random_seed=random_seed,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        ci_prob=ci_prob,
+        log=say,
     )
 
 
@@ -372,7 +510,7 @@ def _score_fold(
     inputs,
     position: dict,
     loss_ll,
-    prob: float,
+    ci_prob: float,
     seed: int | None,
     fold: int,
 ) -> pd.DataFrame:
@@ -393,7 +531,7 @@ def _score_fold(
         .transpose("mixture", "eval_domain", "sample")
         .values
     )
-    lower, upper = credible_interval(draws, prob, axis=-1)
+    lower, upper = credible_interval(draws, ci_prob, axis=-1)
     lpd = _log_mean_density(loss_ll, "obs")
     lpd_of = dict(zip(zip(loss_ll["obs_run"].values, loss_ll["obs_eval_domain"].values), lpd))
     observed = table.select(held).losses.to_numpy(dtype=float)  # (held run, eval_domain)
@@ -420,6 +558,8 @@ def _score_fold(
 def _log_mean_density(loglik, dim: str) -> np.ndarray:
     """log mean_s exp(loglik[s]) over the (chain, draw) samples, per ``dim``: the log
     predictive density of held-out data, computed stably."""
+    from scipy.special import logsumexp
+
     values = loglik.stack(sample=("chain", "draw")).transpose(dim, "sample").values
     return logsumexp(values, axis=-1) - np.log(values.shape[-1])
 
@@ -439,6 +579,8 @@ def _metrics(points: pd.DataFrame, *, by_run: bool) -> dict:
 
 def _spearman(x, y) -> float:
     """Spearman rank correlation; NaN with fewer than 3 pairs or a constant side."""
+    from scipy import stats
+
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")

@@ -5,10 +5,12 @@ graph rewriting ~1.5 s; numba compiling pytensor's logp/gradient and expansion f
 an empty pytensor cache (pytensor then caches them in its own compiledir); numba compiling nutpie's
 C-callback wrappers around them ~9 s in every process (they close over per-compile random names and
 data, so numba's own cache never hits). This module stores the finished machine code of nutpie's two
-C callbacks (logp + gradient, and the expansion to all model variables: numba's object code plus the
-numba environments they reference) with the layout nutpie needs (variable names, shapes,
-shared-variable order), and rebuilds nutpie's compiled model around a freshly built ``pm.Model``
-(initial-point function, data pointers, coordinates) without any numba compilation.
+C callbacks with the layout nutpie needs, and rebuilds nutpie's compiled model around a freshly
+built ``pm.Model`` without any numba compilation. What to store and how to rebuild it reach into
+nutpie and numba, so :mod:`bayesmix.inference.nutpie_adapter` does both (``snapshot``,
+``restore``); this module keys, stores and reads the entries. Where the adapter has that path off
+(nutpie outside its tested versions, an internal missing), models are compiled and nothing is
+stored.
 
 Key: sha256 of the caller's structure string, a fingerprint of the model's logp and
 deterministics graph (ops, constants, variable types: a changed law or prior is a new key),
@@ -25,7 +27,6 @@ entry is a miss. ``BAYESMIX_NO_COMPILE_CACHE=1`` turns the cache off (nothing re
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayesmix.inference.nutpie_loader import import_nutpie
+from bayesmix.inference import nutpie_adapter
 
 ENV_DIR = "BAYESMIX_CACHE_DIR"
 ENV_OFF = "BAYESMIX_NO_COMPILE_CACHE"
@@ -86,11 +87,10 @@ def versions() -> dict[str, str]:
 
         out["bayesmix"] = __version__
     import pytensor
-    from numba.core.registry import cpu_target
 
     out["python"] = sys.version
     out["machine"] = platform.machine()
-    out["target"] = repr(cpu_target.target_context.codegen().magic_tuple())
+    out["target"] = nutpie_adapter.machine_target()
     out["fastmath"] = str(pytensor.config.numba__fastmath)
     return out
 
@@ -170,11 +170,8 @@ def _graph(model):
 def model_key(model, structure: str = "") -> str:
     """The cache key of ``model`` (see the module docstring); ``structure`` is the caller's
     own identity of the model (e.g. :func:`bayesmix.model.model.structure_key`)."""
-    import_nutpie()
-    from nutpie.compile_pymc import _compute_shapes
-
     fingerprint, _ = _graph(model)
-    return _key(structure, fingerprint, _compute_shapes(model))
+    return _key(structure, fingerprint, nutpie_adapter.shapes(model))
 
 
 def _key(structure: str, fingerprint: str, shapes: dict) -> str:
@@ -198,22 +195,18 @@ def _key(structure: str, fingerprint: str, shapes: dict) -> str:
 def compile_model(model, structure: str = "", on_compile=None):
     """nutpie's compiled ``model`` (``nutpie.compile_pymc_model`` with default options): loaded
     from the cache when an entry with this key exists, else compiled and stored. The result
-    holds ``model``'s current data; swap data with ``.with_data(...)`` as usual.
+    holds ``model``'s current data; swap data with ``nutpie_adapter.with_data(...)``.
     ``on_compile()`` is called just before a real compilation (e.g. to say it takes a while)."""
-    nutpie = import_nutpie()
-
-    if not enabled():
+    if not enabled() or not nutpie_adapter.current.usable(nutpie_adapter.DISK_CACHE):
         stats["misses"] += 1
         if on_compile is not None:
             on_compile()
-        return nutpie.compile_pymc_model(model)
-    from nutpie.compile_pymc import _compute_shapes
-
+        return nutpie_adapter.compile_public(model)
     fingerprint, shared = _graph(model)
-    key = _key(structure, fingerprint, _compute_shapes(model))
+    key = _key(structure, fingerprint, nutpie_adapter.shapes(model))
     entry = _LOADED.get(key) or _read(cache_dir() / (key + SUFFIX))
     if entry is not None:
-        compiled = _assemble(entry, model, shared)
+        compiled = nutpie_adapter.restore(entry, model, shared)
         if compiled is not None:
             _LOADED[key] = entry
             stats["hits"] += 1
@@ -221,9 +214,10 @@ def compile_model(model, structure: str = "", on_compile=None):
     stats["misses"] += 1
     if on_compile is not None:
         on_compile()
-    compiled = nutpie.compile_pymc_model(model)
-    entry = _entry(compiled)
+    compiled = nutpie_adapter.compile_public(model)
+    entry = nutpie_adapter.snapshot(compiled)
     if entry is not None:
+        entry["format"] = FORMAT
         _LOADED[key] = entry
         if _write(cache_dir() / (key + SUFFIX), entry):
             stats["stores"] += 1
@@ -232,64 +226,8 @@ def compile_model(model, structure: str = "", on_compile=None):
         # a small logshare fit (simulate_law, then fit, seed 1) drew other chains in the
         # process that compiled than with the cache loaded or off (those two agreed); the
         # initial points were equal. Not reproduced inside the test suite's process.
-        compiled = _assemble(entry, model, shared) or compiled
+        compiled = nutpie_adapter.restore(entry, model, shared) or compiled
     return compiled
-
-
-class _LoadedCFunc:
-    """Stands in for a ``numba.cfunc`` result: nutpie only uses ``.address``."""
-
-    def __init__(self, library, name: str, envs: tuple):
-        for env in envs:  # numba functions read constants through these; keep them alive
-            library.codegen.set_env(env.env_name, env)
-        self._library, self._envs = library, envs
-        self.address = library.get_pointer_to_function(name)
-
-
-def _cfunc_state(cfunc):
-    """(object code, wrapper symbol, environments) of a compiled ``numba.cfunc``; None when
-    numba would not cache it either (dynamic globals)."""
-    from numba.core.environment import lookup_environment
-
-    library = cfunc._library
-    if library.has_dynamic_globals:
-        return None
-    envs = []
-    for gv in library._final_module.global_variables:
-        if gv.name.startswith("_ZN08NumbaEnv"):
-            env = lookup_environment(gv.name)
-            if env is not None and env.can_cache():  # what numba's own cache keeps
-                envs.append(env)
-    return library.serialize_using_object_code(), cfunc.native_name, tuple(envs)
-
-
-def _entry(compiled) -> dict | None:
-    """What to store of a freshly compiled model; None when it cannot be rebuilt later
-    (unnamed or duplicate shared variables, or machine code numba would not cache)."""
-    try:
-        names = [var.name for var in compiled.shared_var_keys]
-        if any(not n for n in names) or len(set(names)) != len(names):
-            return None
-        logp = _cfunc_state(compiled.compiled_logp_func)
-        expand = _cfunc_state(compiled.compiled_expand_func)
-        if logp is None or expand is None:
-            return None
-        return {
-            "format": FORMAT,
-            "logp": logp,
-            "expand": expand,
-            "functions": (compiled.compiled_logp_func, compiled.compiled_expand_func),
-            "n_dim": int(compiled.n_dim),
-            "n_expanded": int(compiled.n_expanded),
-            "shape_info": compiled.shape_info,
-            "reparameterized_names": list(compiled.reparameterized_names or []),
-            "shared": [
-                (var.name, key, var.ndim, str(compiled.shared_data[key].dtype))
-                for var, key in compiled.shared_var_keys.items()
-            ],
-        }
-    except Exception:  # noqa: BLE001 - nutpie or numba internals changed: no caching
-        return None
 
 
 def _write(path: Path, entry: dict) -> bool:
@@ -325,95 +263,6 @@ def _read(path: Path) -> dict | None:
     return entry if isinstance(entry, dict) and entry.get("format") == FORMAT else None
 
 
-def _assemble(entry: dict, model, shared: dict):
-    """nutpie's ``CompiledPyMCModel`` for ``model`` from a stored entry; None if it does not
-    fit ``model`` (then the caller compiles). Called after :func:`compile_model` imported
-    nutpie."""
-    from nutpie import compile_pymc as cp
-    from pymc.initial_point import make_initial_point_fn
-
-    try:
-        keys = {}
-        for name, key, ndim, dtype in entry["shared"]:
-            found = shared.get(name, [])
-            if len(found) != 1 or found[0].ndim != ndim or found[0].dtype != dtype:
-                return None
-            keys[found[0]] = key
-        if "functions" not in entry:
-            from numba.core.registry import cpu_target
-
-            ctx = cpu_target.target_context
-            ctx.refresh()  # installs numba's runtime symbols (NRT_Allocate, ...) if needed
-            entry["functions"] = tuple(
-                _LoadedCFunc(ctx.codegen().unserialize_library(state[0]), state[1], state[2])
-                for state in (entry["logp"], entry["expand"])
-            )
-        logp_fn, expand_fn = entry["functions"]
-        data = {}
-        for var, key in keys.items():
-            value = np.array(var.get_value(), order="C", copy=True)
-            value.flags.writeable = False
-            data[key] = value
-        names, _, shapes = entry["shape_info"]
-        n_free = len(model.free_RVs)
-        # as nutpie.compile_pymc_model does with its default options
-        point_fn = make_initial_point_fn(
-            model=model,
-            overrides=None,
-            default_strategy="support_point",
-            jitter_rvs=set(model.free_RVs),
-            return_transformed=True,
-        )
-        point_fn = cp._rv_dict_to_flat_array_wrapper(
-            cp._wrap_with_lock(point_fn), names=names[:n_free], shapes=shapes[:n_free]
-        )
-        dims, coords = cp._prepare_dims_and_coords(
-            model, entry["shape_info"], entry["reparameterized_names"]
-        )
-        return cp.CompiledPyMCModel(
-            _n_dim=entry["n_dim"],
-            dims=dims,
-            _coords=coords,
-            _shapes={name: tuple(shape) for name, _, shape in zip(*entry["shape_info"])},
-            compiled_logp_func=logp_fn,
-            compiled_expand_func=expand_fn,
-            initial_point_func=point_fn,
-            shared_data=data,
-            shared_var_keys=keys,
-            user_data=cp.make_user_data(keys, data),
-            n_expanded=entry["n_expanded"],
-            shape_info=entry["shape_info"],
-            logp_func=None,
-            expand_func=None,
-            reparameterized_names=entry["reparameterized_names"],
-        )
-    except Exception:  # noqa: BLE001 - an entry that does not load is a miss
-        return None
-
-
-def logp_and_grad(compiled, x) -> tuple[float, np.ndarray]:
-    """Log density and its gradient of a nutpie compiled model at the unconstrained point
-    ``x`` [n_dim], through the same C callback the sampler calls (for checks and tests)."""
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    if x.shape != (compiled.n_dim,):
-        raise ValueError(f"x must have shape ({compiled.n_dim},), got {x.shape}")
-    ptr = ctypes.POINTER(ctypes.c_double)
-    fn = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ptr, ptr, ptr, ctypes.c_void_p)(
-        compiled.compiled_logp_func.address
-    )
-    grad, logp = np.zeros_like(x), np.zeros(())
-    code = fn(
-        len(x),
-        x.ctypes.data_as(ptr),
-        grad.ctypes.data_as(ptr),
-        logp.ctypes.data_as(ptr),
-        compiled.user_data.ctypes.data,
-    )
-    if code not in (0, 3, 4):  # 3, 4: non-finite gradient or density, still returned
-        raise RuntimeError(f"logp function returned error code {code}")
-    return float(logp), grad
-
-
 __all__ = [
     "CompileCacheWarning",
     "cache_dir",
@@ -422,7 +271,6 @@ __all__ = [
     "enabled",
     "entries",
     "forget",
-    "logp_and_grad",
     "model_key",
     "stats",
     "versions",

@@ -4,7 +4,8 @@ NUTS through nutpie by default (PyMC's own sampler selectable). The compiled mod
 model structure (specification, training and validation domains) for the life of the process:
 a refit with new data of the same structure swaps the ``pm.Data`` values and skips compilation.
 Across processes, :mod:`bayesmix.inference.compile_cache` keeps the compiled machine code on disk,
-so a fresh process fitting a known structure loads it instead of compiling.
+so a fresh process fitting a known structure loads it instead of compiling. Every use of nutpie's,
+numba's and NumPy's internals goes through :mod:`bayesmix.inference.nutpie_adapter`.
 Every fit passes through the diagnostics gate; when it fails, the fit samples again with settings
 chosen from what failed, within a time budget (:mod:`bayesmix.inference.gate_retry`); a gate still
 failed warns and is stored with the posterior, with the record of every attempt.
@@ -12,21 +13,19 @@ failed warns and is stored with the posterior, with the record of every attempt.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pymc as pm
 
 from bayesmix import errors
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data.table import RunTable, as_run_table
-from bayesmix.inference import compile_cache
+from bayesmix.inference import compile_cache, nutpie_adapter
 from bayesmix.inference.gate_retry import (
     SamplerSettings,
     attempts_note,
@@ -34,7 +33,6 @@ from bayesmix.inference.gate_retry import (
     sample_to_gate,
     say_progress,
 )
-from bayesmix.inference.nutpie_loader import import_nutpie
 from bayesmix.model.model import build_model, prepare_data, select_for_fit, structure_key
 from bayesmix.model.priors import Prior
 from bayesmix.model.spec import ModelSpec, load_spec
@@ -42,11 +40,6 @@ from bayesmix.posterior.diagnostics import ConvergenceWarning
 from bayesmix.posterior.posterior import Posterior
 
 SAMPLERS = ("nutpie", "pymc")
-
-#: Models with at least this many sampled dimensions update nutpie's low-rank mass matrix every
-#: :data:`LARGE_UPDATE_FREQ` tuning draws instead of nutpie's 20 (:func:`update_freq`).
-LARGE_DIM = 200
-LARGE_UPDATE_FREQ = 60
 
 # structure key -> (pm.Model, nutpie compiled model or None)
 _COMPILED: dict[str, tuple[pm.Model, Any]] = {}  # Any: nutpie's compiled model
@@ -100,107 +93,7 @@ def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progressbar:
         )
     if sampler != "nutpie":
         return model, None
-    used = {var.name for var in compiled.shared_var_keys}  # pm.Data the density reads
-    return model, compiled.with_data(**{k: v for k, v in values.items() if k in used})
-
-
-def update_freq(n_dim: int, adaptation: str) -> int | None:
-    """Tuning draws between two estimates of nutpie's low-rank mass matrix, or None for
-    nutpie's default (20).
-
-    Why: each estimate takes eigendecompositions that grow with the cube of the model's
-    dimension. Measured on RegMix 512 ``logshare`` (509 dimensions, one chain, 300 tuning
-    draws): tuning took 23.1 s at the default and 7.0 s every 60 draws (4.8 s every 100),
-    for the same 15 leapfrog steps per draw; the chains' draws themselves cost the same. At
-    4 chains x 1000 draws, min bulk ESS over seeds 1-3 was 547/557/786 at the default and
-    496/694/495 every 60 draws (every 100: 324, seed 1 before the shear of m4log). Small
-    models keep nutpie's default: there an estimate costs milliseconds."""
-    if adaptation != "low_rank" or n_dim < LARGE_DIM:
-        return None
-    return LARGE_UPDATE_FREQ
-
-
-def _sample_nutpie(compiled, *, adaptation: str, **kwargs):
-    """(tree, update frequency used or None): ``nutpie.sample(compiled, adaptation=...,
-    **kwargs)``, with the low-rank mass matrix updated every :func:`update_freq` tuning draws
-    where that differs from nutpie's default.
-
-    nutpie's ``sample`` does not take that setting, so this builds the sampler the way
-    ``nutpie.sample`` does (settings object, then its background sampler). If the installed
-    nutpie lacks those pieces, it falls back to ``nutpie.sample`` with the default."""
-    nutpie = import_nutpie()
-
-    freq = update_freq(compiled.n_dim, adaptation)
-    started = _low_rank_sampler(compiled, freq, **kwargs) if freq else None
-    if started is None:
-        return nutpie.sample(compiled, adaptation=adaptation, **kwargs), None
-    try:
-        return started.wait(), freq
-    except KeyboardInterrupt:  # as nutpie.sample: keep the draws so far
-        return started.abort(), freq
-    except BaseException:
-        started.cancel()
-        raise
-
-
-def low_rank_settings(seed, freq: int):
-    """nutpie's low-rank NUTS settings with the mass matrix estimated every ``freq`` tuning
-    draws, or None if this nutpie has no way to set it."""
-    try:
-        import_nutpie()
-        from nutpie import _lib
-
-        settings = _lib.PyNutsSettings.LowRank(seed)
-        tree = settings.as_dict()["settings"]
-        if "mass_matrix_update_freq" not in tree["adapt_options"]:
-            return None
-        tree["adapt_options"]["mass_matrix_update_freq"] = int(freq)
-        settings.update_settings(tree)
-    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
-        return None
-    return settings
-
-
-def _low_rank_sampler(compiled, freq, *, draws, tune, chains, seed, target_accept, **kwargs):
-    """A started nutpie background sampler (None if this nutpie cannot be driven so)."""
-    settings = low_rank_settings(seed, freq)
-    if settings is None:
-        return None
-    try:  # nutpie already imported by _sample_nutpie
-        from nutpie.sample import _BackgroundSampler
-    except ImportError:
-        return None
-    settings.update(
-        {"num_tune": tune, "num_draws": draws, "num_chains": chains, "target_accept": target_accept}
-    )
-    # as nutpie.sample: the CPUs this process may use (Python >= 3.13), else all of them
-    available = getattr(os, "process_cpu_count", os.cpu_count)() or 1
-    return _BackgroundSampler(
-        compiled, settings, np.zeros(compiled.n_dim), min(chains, available), **kwargs
-    )
-
-
-@contextlib.contextmanager
-def ordinary_pages() -> Iterator[None]:
-    """Within the block, NumPy does not ask the kernel for transparent huge pages for large
-    arrays (its ``madvise(MADV_HUGEPAGE)``); NumPy's setting is restored on leaving.
-
-    Why: where the kernel compacts memory to serve such a fault (THP defrag "madvise", as on
-    a 2-core VM, docs/performance.md), the first touch of a fresh 320 MB array took 1.5-3.2 s
-    against 0.2 s with ordinary pages, and a fit's posterior assembly makes several (the
-    predictive and log-likelihood groups of RegMix 512 x 6,000 draws: 10.4-10.7 s with huge
-    pages, 4.1 s without). A no-op where NumPy lacks the switch.
-    """
-    try:
-        from numpy._core.multiarray import _set_madvise_hugepage
-    except ImportError:  # another NumPy layout: leave its setting alone
-        yield
-        return
-    before = _set_madvise_hugepage(False)
-    try:
-        yield
-    finally:
-        _set_madvise_hugepage(before)
+    return model, nutpie_adapter.with_data(compiled, values)
 
 
 class _LineProgress:
@@ -265,7 +158,7 @@ def fit(
     random_seed : int, optional
         Seed of the sampler (None: fresh randomness; ``seed`` is its deprecated name).
     sampler : {"nutpie", "pymc"}, default "nutpie"
-        The NUTS implementation.
+        The NUTS implementation (PyMC's, with a warning, where nutpie is not installed).
     progressbar : bool, default False
         Show the sampler's progress (a bar on a terminal, else a line every 10 s; ``progress``
         is its deprecated name).
@@ -303,60 +196,14 @@ def fit(
     >>> post.diagnostics.ok                                                # doctest: +SKIP
     True
     """
-    if sampler not in SAMPLERS:
-        raise errors.BayesmixError(
-            f"unknown sampler {sampler!r}", hint=f"use one of {', '.join(SAMPLERS)}"
-        )
-    for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
-        if int(value) < 1:
-            raise errors.BayesmixError(f"{name} must be >= 1, got {value}")
+    sampler = _check_sampler(sampler, draws=draws, tune=tune, chains=chains)
     budget = check_max_time(max_time)
-    runs = as_run_table(runs)
-    spec = load_spec(model)
-    if priors:
-        spec = spec.with_priors(**priors)
-    table = select_for_fit(runs, step=step, law=spec.law, max_step=max_step)
-    data = prepare_data(table, spec.law)
+    spec, table, data = _fit_inputs(runs, model, priors, step=step, max_step=max_step)
     start = time.perf_counter()
     pm_model, compiled = _model_for(spec, table, data, sampler, progressbar)
     compile_s = time.perf_counter() - start
-    # on a terminal nutpie draws per-chain bars with elapsed and remaining time; when stderr is
-    # not a terminal (logs, CI) its bar is invisible, so print lines instead
-    line_progress = progressbar and not sys.stderr.isatty()
-
-    def sample_once(attempt: SamplerSettings, seed: int | None):
-        """One sampling with ``attempt``'s settings: (tree, nutpie's update frequency used)."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=RuntimeWarning)
-            if compiled is not None:
-                lines = _LineProgress() if line_progress else None
-                return _sample_nutpie(
-                    compiled,
-                    draws=attempt.draws,
-                    tune=attempt.tune,
-                    chains=attempt.chains,
-                    seed=seed,
-                    progress_bar=progressbar and lines is None,
-                    save_warmup=False,
-                    progress_callback=lines,
-                    progress_rate=500,
-                    adaptation=adaptation,
-                    target_accept=attempt.target_accept,
-                )
-            with pm_model:
-                tree = pm.sample(
-                    draws=attempt.draws,
-                    tune=attempt.tune,
-                    chains=attempt.chains,
-                    random_seed=seed,
-                    nuts_sampler="pymc",
-                    progressbar=progressbar,
-                    target_accept=attempt.target_accept,
-                    compute_convergence_checks=False,
-                )
-            return tree, None
-
-    with ordinary_pages():  # the sampler's trace, the gate and the posterior's groups
+    sample_once = Sampling(pm_model, compiled, adaptation, progressbar)
+    with nutpie_adapter.ordinary_pages():  # the sampler's trace, the gate, the posterior's groups
         result = sample_to_gate(
             sample_once,
             SamplerSettings(int(draws), int(tune), float(target_accept), int(chains)),
@@ -364,23 +211,104 @@ def fit(
             seed=random_seed,
             progress=say_progress if progressbar else None,
         )
-        report = result.diagnostics
-        settings = {
-            **result.settings(budget),
-            "sampler": sampler,
-            "adaptation": adaptation if sampler == "nutpie" else None,
-            "mass_matrix_update_freq": result.extra,  # None: nutpie's default
-            "step": step,
-            "max_step": max_step,
-            "compile_s": round(compile_s, 3),
-            "sample_s": round(result.sample_s, 3),  # every attempt's sampling
-        }
-        post = Posterior.from_fit(result.tree, spec, table, report, settings)
-    if warn and not report.ok:
-        # stacklevel 3: past the renamed_kwargs wrapper
-        warnings.warn(
-            f"{report.warning()} ({attempts_note(len(result.attempts), budget)})",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+        settings = _settings(result, budget, sampler, adaptation, compile_s)
+        settings.update(step=step, max_step=max_step)
+        post = Posterior.from_fit(result.tree, spec, table, result.diagnostics, settings)
+    if warn and not result.diagnostics.ok:
+        _warn_gate(result, budget)
     return post
+
+
+def _warn_gate(result, budget: float) -> None:
+    """The ConvergenceWarning of a failed gate: what failed, how many attempts in what budget."""
+    warnings.warn(
+        f"{result.diagnostics.warning()} ({attempts_note(len(result.attempts), budget)})",
+        ConvergenceWarning,
+        stacklevel=4,  # past this helper, fit and the renamed_kwargs wrapper
+    )
+
+
+def _settings(result, budget: float, sampler: str, adaptation: str, compile_s: float) -> dict:
+    """The settings a posterior stores: the used attempt's (``GateResult.settings``), the
+    sampler, nutpie's adaptation and update frequency, compilation and sampling seconds."""
+    return {
+        **result.settings(budget),
+        "sampler": sampler,
+        "adaptation": adaptation if sampler == "nutpie" else None,
+        "mass_matrix_update_freq": result.extra,  # None: nutpie's default
+        "compile_s": round(compile_s, 3),
+        "sample_s": round(result.sample_s, 3),  # every attempt's sampling
+    }
+
+
+def _check_sampler(sampler: str, **counts: int) -> str:
+    """The sampler to use: ``sampler`` checked, PyMC's where nutpie is not installed
+    (:func:`bayesmix.inference.nutpie_adapter.choose_sampler`); ``counts`` (draws, tune,
+    chains) must be >= 1."""
+    if sampler not in SAMPLERS:
+        raise errors.BayesmixError(
+            f"unknown sampler {sampler!r}", hint=f"use one of {', '.join(SAMPLERS)}"
+        )
+    for name, value in counts.items():
+        if int(value) < 1:
+            raise errors.BayesmixError(f"{name} must be >= 1, got {value}")
+    return nutpie_adapter.choose_sampler(sampler)
+
+
+def _fit_inputs(runs, model, priors, *, step, max_step) -> tuple[ModelSpec, RunTable, Any]:
+    """(specification with ``priors``, the fitted records of ``runs``, their model data)."""
+    runs = as_run_table(runs)
+    spec = load_spec(model)
+    if priors:
+        spec = spec.with_priors(**priors)
+    table = select_for_fit(runs, step=step, law=spec.law, max_step=max_step)
+    return spec, table, prepare_data(table, spec.law)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One fresh sampling of a fit's model (the ``sample_once`` of
+    :func:`bayesmix.inference.gate_retry.sample_to_gate`): nutpie's through the adapter when
+    ``compiled`` is a nutpie model, else PyMC's NUTS on ``model``."""
+
+    model: pm.Model
+    compiled: Any  # nutpie's compiled model, or None
+    adaptation: str
+    progressbar: bool
+
+    def __call__(self, attempt: SamplerSettings, seed: int | None) -> tuple[Any, int | None]:
+        """(tree, nutpie's mass-matrix update frequency used or None)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            if self.compiled is not None:
+                return self._nutpie(attempt, seed)
+            with self.model:
+                tree = pm.sample(
+                    draws=attempt.draws,
+                    tune=attempt.tune,
+                    chains=attempt.chains,
+                    random_seed=seed,
+                    nuts_sampler="pymc",
+                    progressbar=self.progressbar,
+                    target_accept=attempt.target_accept,
+                    compute_convergence_checks=False,
+                )
+            return tree, None
+
+    def _nutpie(self, attempt: SamplerSettings, seed: int | None):
+        # on a terminal nutpie draws per-chain bars with elapsed and remaining time; when
+        # stderr is not a terminal (logs, CI) its bar is invisible, so print lines instead
+        lines = _LineProgress() if self.progressbar and not sys.stderr.isatty() else None
+        return nutpie_adapter.sample(
+            self.compiled,
+            draws=attempt.draws,
+            tune=attempt.tune,
+            chains=attempt.chains,
+            seed=seed,
+            progress_bar=self.progressbar and lines is None,
+            save_warmup=False,
+            progress_callback=lines,
+            progress_rate=500,
+            adaptation=self.adaptation,
+            target_accept=attempt.target_accept,
+        )

@@ -432,63 +432,81 @@ def sample_to_gate(
         raise errors.BayesmixError(f"max_attempts must be >= 1, got {max_attempts}")
     start = clock()
     attempts: list[Attempt] = []
-    best: tuple[Any, Any, Diagnostics, Attempt] | None = None
+    best: tuple[Any, Any, Attempt] | None = None
     settings, why = first_settings, "first attempt"
     while True:
         number = len(attempts) + 1
-        this_seed = attempt_seed(seed, number)
-        began = clock()
-        tree, extra = sample_once(settings, this_seed)
-        sample_s = clock() - began
-        logp = _log_density(tree)
-        lost, dropped = lost_chains(logp) if logp is not None else ([], "")
-        if lost:
-            tree = drop_chains(tree, lost)
-            if progress is not None:
-                progress(f"attempt {number}: {dropped}")
-        report = check(tree)
-        attempt = Attempt(number, settings, this_seed, sample_s, report, why, dropped=dropped)
+        tree, extra, attempt = _sample_and_check(
+            sample_once, check, settings, attempt_seed(seed, number), number, why, progress, clock
+        )
         attempts.append(attempt)
-        if best is None or gate_key(report) < gate_key(best[2]):
-            best = (tree, extra, report, attempt)
+        if best is None or gate_key(attempt.diagnostics) < gate_key(best[2].diagnostics):
+            best = (tree, extra, attempt)
         del tree, extra  # only the best attempt's draws are kept
-        if report.ok:
-            attempt.next = "gate passed"
+        step = _next_step(
+            attempt, max_attempts, policy, left=max_time - (clock() - start), max_time=max_time
+        )
+        if step is None:
             break
-        if report.draws < settings.draws:  # nutpie returns the draws so far on Ctrl-C
-            attempt.next = (
-                f"stopped: sampling interrupted ({report.draws} of {settings.draws} draws)"
-            )
-            break
-        if number >= max_attempts:
-            attempt.next = f"stopped: {number} attempts made (at most {max_attempts})"
-            break
-        proposal = policy(report, settings)
-        if proposal is None:
-            attempt.next = "stopped: nothing left to change for these failures"
-            break
-        new, reason = proposal
-        rate = sample_s / max(settings.total_draws, 1)  # seconds per draw, tuning included
-        predicted = rate * new.total_draws
-        left = max_time - (clock() - start)
-        if predicted > left:
-            attempt.next = (
-                f"stopped: the next attempt ({reason}) would take ~{predicted:.0f} s, "
-                f"{max(left, 0.0):.0f} s of max_time {max_time:g} s left"
-            )
-            break
-        attempt.next = f"retry: {reason}"
+        settings, why, line = step
         if progress is not None:
-            progress(
-                f"gate failed on attempt {number} ({'; '.join(report.failed)}); attempt "
-                f"{number + 1}: {reason} (~{predicted:.0f} s predicted, {left:.0f} s of "
-                f"max_time left)"
-            )
-        settings, why = new, reason
+            progress(line)
     assert best is not None  # at least one attempt ran
-    tree, extra, report, chosen = best
+    tree, extra, chosen = best
     chosen.used = True
     if progress is not None and len(attempts) > 1:
-        outcome = "passed" if report.ok else "still failing; keeping the best"
+        outcome = "passed" if chosen.diagnostics.ok else "still failing; keeping the best"
         progress(f"gate {outcome}: attempt {chosen.number} of {len(attempts)} used")
-    return GateResult(tree, extra, report, attempts)
+    return GateResult(tree, extra, chosen.diagnostics, attempts)
+
+
+def _sample_and_check(sample_once, check, settings, seed, number, why, progress, clock):
+    """One attempt: (tree without lost chains, ``sample_once``'s extra, its Attempt record)."""
+    began = clock()
+    tree, extra = sample_once(settings, seed)
+    sample_s = clock() - began
+    logp = _log_density(tree)
+    lost, dropped = lost_chains(logp) if logp is not None else ([], "")
+    if lost:
+        tree = drop_chains(tree, lost)
+        if progress is not None:
+            progress(f"attempt {number}: {dropped}")
+    report = check(tree)
+    return tree, extra, Attempt(number, settings, seed, sample_s, report, why, dropped=dropped)
+
+
+def _next_step(
+    attempt: Attempt, max_attempts: int, policy, *, left: float, max_time: float
+) -> tuple[SamplerSettings, str, str] | None:
+    """After ``attempt``: (next settings, why, a progress line), or None to stop; records in
+    ``attempt.next`` what comes next. ``left``: seconds of ``max_time`` left."""
+    report, settings, number = attempt.diagnostics, attempt.settings, attempt.number
+    if report.ok:
+        attempt.next = "gate passed"
+        return None
+    if report.draws < settings.draws:  # nutpie returns the draws so far on Ctrl-C
+        attempt.next = f"stopped: sampling interrupted ({report.draws} of {settings.draws} draws)"
+        return None
+    if number >= max_attempts:
+        attempt.next = f"stopped: {number} attempts made (at most {max_attempts})"
+        return None
+    proposal = policy(report, settings)
+    if proposal is None:
+        attempt.next = "stopped: nothing left to change for these failures"
+        return None
+    new, reason = proposal
+    rate = attempt.sample_s / max(settings.total_draws, 1)  # seconds per draw, tuning included
+    predicted = rate * new.total_draws
+    if predicted > left:
+        attempt.next = (
+            f"stopped: the next attempt ({reason}) would take ~{predicted:.0f} s, "
+            f"{max(left, 0.0):.0f} s of max_time {max_time:g} s left"
+        )
+        return None
+    attempt.next = f"retry: {reason}"
+    line = (
+        f"gate failed on attempt {number} ({'; '.join(report.failed)}); attempt "
+        f"{number + 1}: {reason} (~{predicted:.0f} s predicted, {left:.0f} s of "
+        f"max_time left)"
+    )
+    return new, reason, line

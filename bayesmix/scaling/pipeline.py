@@ -77,7 +77,7 @@ from bayesmix.inference.gate_retry import (
     say_progress,
     stage_max_time,
 )
-from bayesmix.inference.nutpie_loader import import_nutpie
+from bayesmix.inference.nutpie_adapter import import_nutpie
 from bayesmix.io import json_safe
 from bayesmix.posterior.diagnostics import ConvergenceWarning, Diagnostics
 from bayesmix.posterior.posterior import Posterior

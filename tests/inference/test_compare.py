@@ -22,6 +22,7 @@ from bayesmix.inference.compare import (
     COMPARE_COLUMNS,
     IncomparableError,
     compare,
+    compare_laws,
     data_difference,
     kfold,
     make_folds,
@@ -33,7 +34,7 @@ from bayesmix.posterior.posterior import Posterior
 #: The second law's fit: as small as the brief allows, shared by the module.
 NORMAL_KW = {"draws": 200, "tune": 200, "chains": 2, "random_seed": 12}
 #: K-fold refits: tiny (only finiteness and plumbing are tested).
-KFOLD_KW = {"k": 2, "draws": 100, "tune": 100, "chains": 1, "seed": 1}
+KFOLD_KW = {"k": 2, "draws": 100, "tune": 100, "chains": 1, "random_seed": 1}
 
 
 @pytest.fixture(scope="module")
@@ -250,14 +251,47 @@ def test_compare_refuses_other_data_and_bad_arguments(post, normal):
 # ------------------------------------------------------------------------ K-fold
 def test_folds_are_a_seeded_partition_of_the_runs():
     ids = [f"r{i:02d}" for i in range(11)]
-    folds = make_folds(ids, 3, seed=4)
-    assert folds == make_folds(ids, 3, seed=4)
-    assert folds != make_folds(ids, 3, seed=5)
+    folds = make_folds(ids, 3, random_seed=4)
+    assert folds == make_folds(ids, 3, random_seed=4)
+    assert folds != make_folds(ids, 3, random_seed=5)
     assert sorted(r for f in folds for r in f) == ids
     assert sorted(len(f) for f in folds) == [3, 4, 4]
     for bad in (1, 12):
-        with pytest.raises(errors.OptionError, match="2 <= K"):
+        with pytest.raises(errors.OptionError, match=f"k={bad} is not a number of folds") as info:
             make_folds(ids, bad)
+        assert info.value.param == "k"
+    with pytest.warns(FutureWarning, match="`seed` is deprecated, use `random_seed`"):
+        assert make_folds(ids, 3, seed=4) == folds
+
+
+@pytest.mark.slow
+def test_kfold_settings_are_checked_before_any_refit(post, normal):
+    """compare_laws refuses a bad K, count or interval mass before PSIS-LOO or a refit, naming
+    the Python parameter (the CLI shows its flag instead)."""
+    posts = {"default": post, "normal": normal}
+    for bad in (1, -2, 2.5, "5", True):
+        with pytest.raises(errors.OptionError, match=r"kfold=.* is not 'auto', 0") as info:
+            compare_laws(posts, kfold=bad)
+        assert info.value.param == "kfold"
+    with pytest.raises(errors.OptionError, match="draws=0 is not >= 1") as info:
+        compare_laws(posts, kfold=2, draws=0)
+    assert info.value.param == "draws"
+    with pytest.raises(errors.OptionError, match="kfold=41 is more folds than runs"):
+        compare_laws(posts, kfold=41)
+    with pytest.raises(errors.BayesmixError, match=r"interval probability must be in \(0, 1\)"):
+        kfold(posts, k=2, ci_prob=1.5)
+    with pytest.raises(errors.OptionError, match="both `prob` and `ci_prob`"):
+        kfold(posts, prob=0.9, ci_prob=0.9)
+
+
+@pytest.mark.slow
+def test_compare_laws_without_kfold_is_the_loo_table(post, normal):
+    """kfold=0 never refits; "auto" refits only where a Pareto k is high."""
+    posts = {"default": post, "normal": normal}
+    result = compare_laws(posts, kfold=0)
+    pd.testing.assert_frame_equal(result.table, compare(posts))
+    assert result.kfold is None and result.k == 0 and not result.auto
+    assert result.high_pareto_k == bool((result.loo["n_high_pareto_k"] > 0).any())
 
 
 @pytest.mark.slow
@@ -301,7 +335,7 @@ def test_kfold_gives_finite_metrics_per_law_and_domain(post, normal):
 def test_kfold_of_a_specification_needs_runs(post):
     with pytest.raises(errors.BayesmixError, match="needs the runs"):
         kfold({"default": "default"}, k=2)
-    with pytest.raises(errors.OptionError, match="2 <= K"):
+    with pytest.raises(errors.OptionError, match="k=41 is not a number of folds"):
         kfold({"default": post}, k=41)
 
 
@@ -351,9 +385,9 @@ def test_cli_compare_with_kfold_writes_one_row_per_law(files, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_compare_runs_kfold_where_pareto_k_is_high(files, capsys, monkeypatch):
-    import bayesmix.cli.compare as cli_compare
+    import bayesmix.inference.compare as library
 
-    monkeypatch.setattr(cli_compare, "AUTO_KFOLD", 2)  # keep the automatic K-fold small
+    monkeypatch.setattr(library, "AUTO_KFOLD", 2)  # keep the automatic K-fold small
     code = main(
         [
             "compare",
@@ -390,8 +424,8 @@ def test_cli_compare_runs_kfold_where_pareto_k_is_high(files, capsys, monkeypatc
     [
         (["{default}"], "at least two posterior files"),
         (["{default}", "{default}"], "given twice"),
-        (["{default}", "{normal}", "--kfold", "1"], "--kfold must be 0"),
-        (["{default}", "{normal}", "--draws", "0"], "--draws must be >= 1"),
+        (["{default}", "{normal}", "--kfold", "1"], "--kfold 1 is not 'auto', 0 (never)"),
+        (["{default}", "{normal}", "--draws", "0"], "--draws 0 is not >= 1"),
         (["{default}", "missing.nc"], "missing.nc: file not found"),
         (["{default}", "{normal}", "-o", "table.txt"], "unknown output format"),
     ],

@@ -166,12 +166,12 @@ def test_large_models_update_the_low_rank_mass_matrix_less_often(simulated_fit, 
     installed nutpie must honour the setting, and a fit must sample through that path."""
     import nutpie
 
-    from bayesmix.inference import fitting
+    from bayesmix.inference import nutpie_adapter as adapter
 
-    assert fitting.update_freq(509, "low_rank") == fitting.LARGE_UPDATE_FREQ == 60
-    assert fitting.update_freq(509, "diag") is None  # diag has no low-rank estimates
-    assert fitting.update_freq(fitting.LARGE_DIM - 1, "low_rank") is None
-    settings = fitting.low_rank_settings(1, 60)
+    assert adapter.update_freq(509, "low_rank") == adapter.LARGE_UPDATE_FREQ == 60
+    assert adapter.update_freq(509, "diag") is None  # diag has no low-rank estimates
+    assert adapter.update_freq(adapter.LARGE_DIM - 1, "low_rank") is None
+    settings = adapter.low_rank_settings(1, 60)
     assert settings is not None, "this nutpie cannot set mass_matrix_update_freq"
     assert settings.as_dict()["settings"]["adapt_options"]["mass_matrix_update_freq"] == 60
 
@@ -179,7 +179,7 @@ def test_large_models_update_the_low_rank_mass_matrix_less_often(simulated_fit, 
     def refuse(*args, **kwargs):
         raise AssertionError("nutpie.sample called: the update frequency was not applied")
 
-    monkeypatch.setattr(fitting, "LARGE_DIM", 1)
+    monkeypatch.setattr(adapter, "LARGE_DIM", 1)
     monkeypatch.setattr(nutpie, "sample", refuse)
     runs, _ = simulate_runs()
     post = fit(runs, "default", warn=False, **{**FIT_KW, "draws": 100, "tune": 100})
@@ -191,23 +191,22 @@ def test_large_models_update_the_low_rank_mass_matrix_less_often(simulated_fit, 
     assert simulated_fit.posterior.settings["mass_matrix_update_freq"] is None
 
 
-def test_ordinary_pages_switches_numpy_huge_pages_off_and_restores_them():
-    """fit() assembles its posterior with NumPy's huge-page advice off (a speed setting,
-    docs/performance.md); NumPy's own setting comes back afterwards, also after an error."""
-    from numpy._core.multiarray import _set_madvise_hugepage
+def test_a_large_model_with_the_update_frequency_off_samples_through_nutpie_sample(
+    simulated_fit, monkeypatch
+):
+    """Where the adapter has the update-frequency path off (here: nutpie's settings lack the
+    option), a large model samples through ``nutpie.sample`` with one warning and records
+    nutpie's default."""
+    from bayesmix.inference import nutpie_adapter as adapter
 
-    from bayesmix.inference.fitting import ordinary_pages
-
-    original = _set_madvise_hugepage(True)
-    try:
-        with ordinary_pages():
-            assert _set_madvise_hugepage(False) is False  # off inside the block
-        assert _set_madvise_hugepage(True) is True  # restored on leaving
-        with pytest.raises(RuntimeError), ordinary_pages():
-            raise RuntimeError("boom")
-        assert _set_madvise_hugepage(True) is True  # restored after an error too
-    finally:
-        _set_madvise_hugepage(original)
+    monkeypatch.setattr(adapter, "low_rank_settings", lambda seed, freq: None)
+    monkeypatch.setattr(adapter, "current", adapter.Adapter.detect())
+    monkeypatch.setattr(adapter, "LARGE_DIM", 1)
+    runs, _ = simulate_runs()
+    with pytest.warns(adapter.SamplerFallbackWarning, match="mass_matrix_update_freq is missing"):
+        post = fit(runs, "default", warn=False, **{**FIT_KW, "draws": 60, "tune": 60})
+    assert post.settings["mass_matrix_update_freq"] is None
+    assert post.tree["posterior"].sizes["draw"] == 60
 
 
 #: A fresh interpreter fits the suite's structure (loaded from the session's compile cache) and
