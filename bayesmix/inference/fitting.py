@@ -16,8 +16,8 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pymc as pm
@@ -33,6 +33,7 @@ from bayesmix.inference.gate_retry import (
     sample_to_gate,
     say_progress,
 )
+from bayesmix.laws import get_law
 from bayesmix.model.model import build_model, prepare_data, select_for_fit, structure_key
 from bayesmix.model.priors import Prior
 from bayesmix.model.spec import ModelSpec, load_spec
@@ -200,19 +201,25 @@ def fit(
     budget = check_max_time(max_time)
     spec, table, data = _fit_inputs(runs, model, priors, step=step, max_step=max_step)
     start = time.perf_counter()
-    pm_model, compiled = _model_for(spec, table, data, sampler, progressbar)
+    sample_once = Sampling(
+        lambda form: _model_for(with_form(spec, form), table, data, sampler, progressbar),
+        spec.hierarchy.get("parameterization", "centered"),
+        adaptation,
+        progressbar,
+    )
     compile_s = time.perf_counter() - start
-    sample_once = Sampling(pm_model, compiled, adaptation, progressbar)
+    form = sample_once.form if get_law(spec.law).has_noncentered else ""
     with nutpie_adapter.ordinary_pages():  # the sampler's trace, the gate, the posterior's groups
         result = sample_to_gate(
             sample_once,
-            SamplerSettings(int(draws), int(tune), float(target_accept), int(chains)),
+            SamplerSettings(int(draws), int(tune), float(target_accept), int(chains), form),
             max_time=budget,
             seed=random_seed,
             progress=say_progress if progressbar else None,
         )
         settings = _settings(result, budget, sampler, adaptation, compile_s)
         settings.update(step=step, max_step=max_step)
+        spec = with_form(spec, result.used.settings.parameterization)
         post = Posterior.from_fit(result.tree, spec, table, result.diagnostics, settings)
     if warn and not result.diagnostics.ok:
         _warn_gate(result, budget)
@@ -255,6 +262,13 @@ def _check_sampler(sampler: str, **counts: int) -> str:
     return nutpie_adapter.choose_sampler(sampler)
 
 
+def with_form(spec: ModelSpec, form: str) -> ModelSpec:
+    """``spec`` with its hierarchy in ``form`` ("centered"/"noncentered"; "": unchanged)."""
+    if not form or spec.hierarchy.get("parameterization", "centered") == form:
+        return spec
+    return replace(spec, hierarchy={**spec.hierarchy, "parameterization": form})
+
+
 def _fit_inputs(runs, model, priors, *, step, max_step) -> tuple[ModelSpec, RunTable, Any]:
     """(specification with ``priors``, the fitted records of ``runs``, their model data)."""
     runs = as_run_table(runs)
@@ -265,19 +279,30 @@ def _fit_inputs(runs, model, priors, *, step, max_step) -> tuple[ModelSpec, RunT
     return spec, table, prepare_data(table, spec.law)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Sampling:
     """One fresh sampling of a fit's model (the ``sample_once`` of
     :func:`bayesmix.inference.gate_retry.sample_to_gate`): nutpie's through the adapter when
-    ``compiled`` is a nutpie model, else PyMC's NUTS on ``model``."""
+    the model is compiled for nutpie, else PyMC's NUTS. ``build(form)`` gives (pm.Model,
+    nutpie's compiled model or None) of the hierarchy's form ``form`` ("centered" or
+    "noncentered"); an attempt asking for the other form (divergences of a centred
+    hierarchy, :func:`~bayesmix.inference.gate_retry.next_settings`) is sampled on that one."""
 
-    model: pm.Model
-    compiled: Any  # nutpie's compiled model, or None
+    build: Callable[[str], tuple[pm.Model, Any]]
+    form: str
     adaptation: str
     progressbar: bool
+    model: pm.Model = field(init=False)
+    compiled: Any = field(init=False)  # nutpie's compiled model, or None
+
+    def __post_init__(self):
+        self.model, self.compiled = self.build(self.form)
 
     def __call__(self, attempt: SamplerSettings, seed: int | None) -> tuple[Any, int | None]:
         """(tree, nutpie's mass-matrix update frequency used or None)."""
+        if attempt.parameterization and attempt.parameterization != self.form:
+            self.form = attempt.parameterization
+            self.model, self.compiled = self.build(self.form)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=RuntimeWarning)
             if self.compiled is not None:

@@ -58,14 +58,20 @@ class SamplerSettings:
     tune: int
     target_accept: float
     chains: int
+    #: The hierarchy's form, "centered" or "noncentered", for laws that offer both
+    #: (:attr:`bayesmix.laws.base.Law.has_noncentered`); "" where there is no choice.
+    parameterization: str = ""
 
     def as_dict(self) -> dict:
-        return {
+        out: dict = {
             "draws": self.draws,
             "tune": self.tune,
             "target_accept": self.target_accept,
             "chains": self.chains,
         }
+        if self.parameterization:
+            out["parameterization"] = self.parameterization
+        return out
 
     @property
     def total_draws(self) -> int:
@@ -168,7 +174,9 @@ def next_settings(
     Each failure asks for a change; the largest change of each setting is taken:
 
     * divergences: ``target_accept`` to the next rung of the ladder and tune x1.5 (a smaller
-      step size, adapted over more draws);
+      step size, adapted over more draws); in a centred hierarchy also the noncentred form
+      (the same posterior; divergences of a centred hierarchy are the funnel of a pooled scale
+      that few domains or runs leave free, which the noncentred form removes);
     * maximum tree depth hits or E-BFMI < 0.3: tune x2 (the mass matrix is not adapted yet);
     * R-hat > 1.01 or bulk/tail ESS below 100 per chain: draws x max(1.5, 1.2 x floor / ESS),
       at most x4, and tune x1.5 (ESS grows about linearly with the draws of chains that mix).
@@ -178,12 +186,15 @@ def next_settings(
     causes: list[str] = []
     tune_factor, draws_factor = 1.0, 1.0
     target_accept = settings.target_accept
+    parameterization = settings.parameterization
     if report.divergences:
         causes.append(f"{report.divergences} divergences")
         rung = _next_rung(settings.target_accept)
         if rung is not None:
             target_accept = rung
             tune_factor = max(tune_factor, 1.5)
+        if parameterization == "centered":
+            parameterization = "noncentered"
     if report.treedepth_hits:
         causes.append(f"{report.treedepth_hits} tree-depth hits")
         tune_factor = max(tune_factor, 2.0)
@@ -209,12 +220,15 @@ def next_settings(
         draws=min(MAX_DRAWS, max(settings.draws, _ceil(settings.draws * draws_factor))),
         tune=min(MAX_TUNE, max(settings.tune, _ceil(settings.tune * tune_factor))),
         target_accept=target_accept,
+        parameterization=parameterization,
     )
     changes = [
         f"{name} {getattr(settings, name):g} -> {getattr(new, name):g}"
         for name in ("target_accept", "draws", "tune")
         if getattr(new, name) != getattr(settings, name)
     ]
+    if new.parameterization != settings.parameterization:
+        changes.append(f"hierarchy {settings.parameterization} -> {new.parameterization}")
     if not changes:
         return None
     return new, f"{', '.join(causes) or 'gate failed'}: {', '.join(changes)}"
@@ -309,6 +323,11 @@ class GateResult:
             "chains": used.settings.chains,
             "seed": used.seed,  # the stored settings keep their key (files of older versions)
             "target_accept": used.settings.target_accept,
+            **(
+                {"parameterization": used.settings.parameterization}
+                if used.settings.parameterization
+                else {}
+            ),
             "max_time": max_time,
             "attempts": self.records(),
         }

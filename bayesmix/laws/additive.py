@@ -105,6 +105,7 @@ class Additive(Law):
     }
     convex = True
     min_runs = 4
+    has_noncentered = True  # the curvature's pooling (m4.level_block)
     #: ``m`` is the loss at the uniform mixture (checked by the tests).
     uniform_loss_param = "m"
 

@@ -104,6 +104,10 @@ class Law:
     uniform_loss_param: str | None = None
     #: Fewest runs a fit should have (fewer: the fit warns that the law is barely identified).
     min_runs: int = 2
+    #: True when :meth:`build` honours ``hierarchy.parameterization`` (centred or noncentred
+    #: pooling, :attr:`BuildContext.centered`): the gate driver then answers divergences of a
+    #: centred fit with the noncentred form.
+    has_noncentered: bool = False
 
     def __init__(self):
         self._compiled = None

@@ -187,6 +187,7 @@ class Implicit(Law):
     convex = True
     uniform_loss_param = "m"
     min_runs = 4
+    has_noncentered = True
 
     def mean(self, inputs, params, xp=np):
         return mean_loss(inputs["r"], params, xp)

@@ -138,6 +138,7 @@ class M4(Law):
     convex = True
     uniform_loss_param = "m"  # rows of t sum to zero: t . r = 0 at the uniform mixture
     min_runs = 4
+    has_noncentered = True
 
     def mean(self, inputs, params, xp=np):
         return mean_loss(inputs["r"], params, xp)

@@ -254,6 +254,7 @@ class M4Log(m4.M4):
         "diag_v_mu": {"dist": "Normal", "mu": -0.05, "sigma": 0.1},
     }
     convex = False
+    has_noncentered = False  # whitened slopes of its own; hierarchy.parameterization unused
 
     def mean(self, inputs, params, xp=np):
         return mean_loss(inputs["r"], params, xp)

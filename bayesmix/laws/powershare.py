@@ -186,6 +186,7 @@ class PowerShare(Law):
     }
     convex = True
     min_runs = 4
+    has_noncentered = True
     #: ``m`` is the loss at the uniform mixture (checked by the tests).
     uniform_loss_param = "m"
 

@@ -118,6 +118,7 @@ class Scaling(Law):
     priors = SCALING_PRIORS
     convex = True
     min_runs = 6
+    has_noncentered = True
 
     def mean(self, inputs, params, xp=np):
         return mean_loss(inputs, params, xp)

@@ -376,3 +376,45 @@ def test_the_driver_drops_lost_chains_before_the_gate():
     assert seen == [3]
     (rec,) = result.records()
     assert rec["dropped_chains"].startswith("dropped chain(s) 2")
+
+
+def test_divergences_of_a_centred_hierarchy_switch_it_to_noncentred():
+    """Divergences in a centred hierarchy: the next attempt also takes the noncentred form
+    (the same posterior); a law without the choice ("") or a noncentred fit keeps its form."""
+    centred = SamplerSettings(1000, 1000, 0.95, 4, "centered")
+    new, why = next_settings(report(divergences=1), centred)
+    assert new.parameterization == "noncentered" and new.target_accept > 0.95
+    assert "hierarchy centered -> noncentered" in why
+    assert next_settings(report(divergences=1), BASE)[0].parameterization == ""
+    after, _ = next_settings(report(divergences=1), new)
+    assert after.parameterization == "noncentered"
+    # R-hat alone is not a funnel's sign: the form stays
+    assert next_settings(report(max_rhat=1.05), centred)[0].parameterization == "centered"
+    assert new.as_dict()["parameterization"] == "noncentered" and "parameterization" not in (
+        BASE.as_dict()
+    )
+
+
+def test_an_attempt_in_the_other_form_is_sampled_on_a_model_built_in_it():
+    import pymc as pm
+
+    from bayesmix.inference.fitting import Sampling, with_form
+    from bayesmix.model.spec import load_spec
+
+    built = []
+
+    def build(form):
+        built.append(form)
+        with pm.Model() as model:
+            pm.Normal("x", 0.0, 1.0 if form == "centered" else 2.0)
+        return model, None  # None: PyMC's sampler, no nutpie compile
+
+    sampling = Sampling(build, "centered", "diag", False)
+    tree, _ = sampling(SamplerSettings(5, 5, 0.8, 1, "noncentered"), 1)
+    assert built == ["centered", "noncentered"] and sampling.form == "noncentered"
+    sampling(SamplerSettings(5, 5, 0.8, 1, "noncentered"), 2)
+    assert built == ["centered", "noncentered"]  # the same form is not rebuilt
+    assert tree["posterior"]["x"].shape == (1, 5)
+    spec = load_spec("default")
+    assert with_form(spec, "noncentered").hierarchy["parameterization"] == "noncentered"
+    assert with_form(spec, "") is spec and with_form(spec, "centered") is spec
