@@ -91,6 +91,23 @@ def _connect(path: Path) -> sqlite3.Connection:
     )
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection for a ledger whose file or folder this process cannot write:
+    SQLite's WAL needs to create files beside the ledger, so a plain open fails there.
+    ``immutable`` (no locks, no WAL files) when no WAL file is left, which a cleanly closed
+    ledger never leaves; else a plain read-only open that reads it."""
+    wal = path.with_name(path.name + "-wal")
+    flags = "mode=ro" if wal.exists() and wal.stat().st_size else "mode=ro&immutable=1"
+    return sqlite3.connect(
+        f"{path.resolve().as_uri()}?{flags}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None
+    )
+
+
+def writable_place(path: Path) -> bool:
+    """True when this process may write the ledger file and create files in its folder."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
 # ---------------------------------------------------------------------------------- the file
 def create_file(
     path: Path,
@@ -217,10 +234,13 @@ def open_connection(path: Path) -> sqlite3.Connection:
     if header != b"SQLite format 3\x00":
         raise errors.LedgerError("not a bayesmix ledger (not an SQLite database)", source=str(path))
     try:
-        con = _connect(path)
-        con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=FULL")
+        if writable_place(path):
+            con = _connect(path)
+            con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+        else:  # reading needs no write access (bayesmix status on a read-only share)
+            con = _connect_read_only(path)
         con.execute("PRAGMA foreign_keys=ON")
         has_meta = con.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"

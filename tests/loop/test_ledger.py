@@ -609,3 +609,23 @@ def test_two_writers_ingesting_overlapping_results(tmp_path, monkeypatch):
     con = sqlite3.connect(path)
     assert con.execute("SELECT count(*) FROM results").fetchone()[0] == 120
     con.close()
+
+
+def test_a_ledger_in_a_read_only_folder_is_read_without_write_access(ledger, monkeypatch, capsys):
+    """``bayesmix status`` on a read-only share: opened read-only (SQLite's WAL would need to
+    create files beside it); a write is one line. Root ignores permissions, so the test
+    takes the place as unwritable through ``writable_place``."""
+    from bayesmix.cli import main
+    from bayesmix.loop import ledger_store
+
+    path = ledger.path
+    ledger.add_proposals(np.array([[0.5, 0.3, 0.2]]), "design", 0)
+    ledger.close()
+    monkeypatch.setattr(ledger_store, "writable_place", lambda p: False)
+    assert main(["status", "--ledger", str(path)]) == 0
+    assert "r0001" in capsys.readouterr().out
+    with Ledger.open(path) as led:
+        assert list(led.runs()["run"]) == ["r0001"]
+        with pytest.raises(errors.LedgerError):
+            led.check_writable()
+    assert not path.with_name(path.name + "-wal").exists()  # nothing created beside it
