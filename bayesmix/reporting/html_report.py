@@ -51,8 +51,9 @@ from bayesmix.decisions.scale import proxy_scale
 from bayesmix.io import atomic_write_text, check_output_path
 from bayesmix.loop.ledger import Ledger
 from bayesmix.posterior.extrapolation import stored_backtest
+from bayesmix.posterior.groups import data_groups
 from bayesmix.posterior.intervals import check_ci_kind, check_prob, credible_interval
-from bayesmix.posterior.posterior import Posterior, data_groups
+from bayesmix.posterior.posterior import Posterior
 
 #: At most this many posterior draws enter the curves and the ternary view (thinned evenly).
 CURVE_DRAWS = 400
