@@ -7,6 +7,7 @@ and ``intervals`` call these; losses are in nats per token.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -223,8 +224,9 @@ def scale_messages(
             if factor > max_extrapolation:
                 raise errors.ExtrapolationError(
                     f"{text}: more than {max_extrapolation:g}x outside the fitted range",
-                    hint="fit runs closer to the target, or allow it explicitly "
-                    "(max_extrapolation=, CLI --max-extrapolation)",
+                    hint="fit runs closer to the target, or allow it explicitly with "
+                    f"max_extrapolation={math.ceil(factor)}",
+                    param="max_extrapolation",
                 )
             messages.append(text + ": " + JOINT_RETIRED)
     return list(dict.fromkeys(messages))
