@@ -276,7 +276,8 @@ def test_large_domain_counts_stay_readable(n_train, n_eval):
 
     from matplotlib.image import imread
 
-    from bayesmix.reporting.html_report import ANNOTATE_ONE, build_html
+    from bayesmix.reporting.html_report import build_html
+    from bayesmix.reporting.sections_law import ANNOTATE_ONE
 
     post = _fake_posterior(n_train, n_eval)
     text = build_html(post)
