@@ -178,10 +178,15 @@ def section_simplex(view: View, abc) -> tuple[str, str, str]:
 def ternary_domains(ternary, view: View):
     """The three training domains of the ternary view: ``ternary`` (a sequence or
     ``"a,b,c"``), by default the three largest shares of the starting mixture; None when the
-    posterior has fewer than three training domains."""
+    posterior has fewer than three training domains. Errors name the parameter ``ternary=``."""
     if len(view.train) < 3:
         if ternary:
-            raise errors.OptionError("--ternary needs at least three training domains")
+            given = ternary if isinstance(ternary, str) else ",".join(str(s) for s in ternary)
+            raise errors.OptionError(
+                f"ternary={given!r} asks for a ternary view, which needs at least three "
+                f"training domains (the posterior has {len(view.train)})",
+                param="ternary",
+            )
         return None
     if ternary is None:
         top = np.argsort(-view.mixture, kind="stable")[:3]
@@ -193,8 +198,9 @@ def ternary_domains(ternary, view: View):
     )
     if len(names) != 3 or len(set(names)) != 3:
         raise errors.OptionError(
-            f"--ternary needs three different training domains, got {','.join(names)!r}",
-            hint="e.g. --ternary web,code,books",
+            f"ternary={','.join(names)!r} does not name three different training domains",
+            hint="e.g. ternary=web,code,books",
+            param="ternary",
         )
     check_known_domains(names, view.train, "training")
     return names

@@ -171,7 +171,10 @@ def test_output_checks(report_inputs, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--ternary", "Github,Books3"], "three different training domains"),
+        (
+            ["--ternary", "Github,Books3"],
+            "--ternary 'Github,Books3' does not name three different training domains",
+        ),
         (["--ternary", "Github,Books3,Wiki"], "Wiki"),
         (["--decision", "DECISION", "--max-share", "Github=0.5"], "give one or the other"),
         (["--decision", "POSTERIOR"], "not JSON"),
