@@ -1,17 +1,15 @@
-"""The report's sections on a posterior assembled from given draws (no sampler, seconds): the
-ternary view's domains and their errors (naming ``ternary=``, the CLI's ``--ternary``), and
-the loop's progress from a ledger."""
+"""The law's sections of the report (bayesmix.reporting.sections_law) on a posterior assembled
+from given draws (no sampler, seconds): the ternary view's domains and their errors (naming
+``ternary=``, the CLI's ``--ternary``). ``view`` is shared with test_sections_decision.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SIM_DOMAINS, m4_posterior, simulate_runs
+from conftest import m4_posterior, simulate_runs
 
 from bayesmix import errors
 from bayesmix.cli import error_text
-from bayesmix.reporting.figures import esc
-from bayesmix.reporting.sections_decision import section_ledger
 from bayesmix.reporting.sections_law import ternary_domains
 from bayesmix.reporting.view import View
 
@@ -55,15 +53,3 @@ def test_ternary_errors_name_the_parameter_and_the_cli_its_flag(view, ternary):
 def test_unknown_ternary_domain_suggests_the_closest(view):
     with pytest.raises(errors.DomainNameError, match="did you mean 'ArXiv'"):
         ternary_domains("Github,Books3,Arxiv", view)
-
-
-def test_ledger_section_counts_the_rounds(view, tmp_path):
-    from bayesmix.data.constraints import Constraints
-    from bayesmix.loop.experiment import Experiment
-
-    runs, _ = simulate_runs(n_runs=12)
-    Experiment.create(tmp_path / "exp.db", runs=runs, constraints=Constraints.build(SIM_DOMAINS))
-    key, head, content = section_ledger(view, tmp_path / "exp.db")
-    assert (key, head) == ("ledger", "Active-learning progress")
-    assert f"Ledger {esc('exp.db')}: 12 runs in 1 rounds" in content
-    assert 'data-figure="ledger-progress"' in content and "<table>" in content
