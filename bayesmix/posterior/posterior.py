@@ -29,11 +29,11 @@ from bayesmix.posterior import groups, storage
 from bayesmix.posterior.diagnostics import Diagnostics
 from bayesmix.posterior.extrapolation import ATTR as EXTRAPOLATION_ATTR
 from bayesmix.posterior.extrapolation import Calibration, log_distance
-from bayesmix.posterior.intervals import check_ci_kind
 from bayesmix.posterior.mixture_range import MixtureRange
 from bayesmix.posterior.prediction import (
     MAX_EXTRAPOLATION,
     Prediction,
+    check_interval_options,
     draw_losses,
     mixture_rows,
     mixture_streams,
@@ -445,11 +445,7 @@ class Posterior:
         ):
             # stacklevel 3: past the renamed_kwargs wrapper
             warnings.warn(text, errors.ExtrapolationWarning, stacklevel=3)
-        if not 0 < ci_prob < 1:
-            raise errors.BayesmixError(f"interval probability must be in (0, 1), got {ci_prob}")
-        if kind not in ("predictive", "mean"):
-            raise errors.BayesmixError(f"kind must be 'predictive' or 'mean', got {kind!r}")
-        check_ci_kind(ci_kind)
+        check_interval_options(ci_prob, kind, ci_kind)
         # Chunks of mixtures keep memory bounded (chain x draw x chunk x K floats, a few times);
         # each mixture's noise has its own stream, so the numbers do not depend on the chunking.
         p = self.law_params(flat=False)

@@ -82,11 +82,7 @@ class Prediction:
         pandas.DataFrame
             Columns mixture, eval_domain, mean, median, lower, upper (nats per token).
         """
-        if not 0 < ci_prob < 1:
-            raise errors.BayesmixError(f"interval probability must be in (0, 1), got {ci_prob}")
-        if kind not in ("predictive", "mean"):
-            raise errors.BayesmixError(f"kind must be 'predictive' or 'mean', got {kind!r}")
-        check_ci_kind(ci_kind)
+        check_interval_options(ci_prob, kind, ci_kind)
         da = self.predictive if kind == "predictive" else self.mean
         frames = [_interval_table(da, ci_prob, ci_kind)]
         if weights is not None:
@@ -103,6 +99,16 @@ class Prediction:
             ["mixture", "eval_domain"], kind="stable", key=lambda s: s.map(order[s.name])
         )
         return out.reset_index(drop=True)
+
+
+def check_interval_options(ci_prob: float, kind: str, ci_kind: str) -> None:
+    """Refuse an interval mass outside (0, 1), a ``kind`` other than "predictive" or "mean"
+    and an unknown ``ci_kind`` (BayesmixError)."""
+    if not 0 < ci_prob < 1:
+        raise errors.BayesmixError(f"interval probability must be in (0, 1), got {ci_prob}")
+    if kind not in ("predictive", "mean"):
+        raise errors.BayesmixError(f"kind must be 'predictive' or 'mean', got {kind!r}")
+    check_ci_kind(ci_kind)
 
 
 def _interval_table(da: xr.DataArray, ci_prob: float, ci_kind: str = "eti") -> pd.DataFrame:
@@ -236,6 +242,7 @@ __all__ = [
     "JOINT_RETIRED",
     "MAX_EXTRAPOLATION",
     "Prediction",
+    "check_interval_options",
     "draw_losses",
     "mixture_rows",
     "mixture_streams",

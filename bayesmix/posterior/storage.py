@@ -46,6 +46,8 @@ _VERSIONED = (
 
 
 def package_versions() -> dict[str, str]:
+    """``{package: version}`` of the packages a posterior's numbers depend on (root attribute
+    ``bayesmix_versions``)."""
     out = {}
     for name in _VERSIONED:
         try:
