@@ -20,7 +20,9 @@ TRACE_PARAMS = 4
 WORST_ROWS = 10
 
 
+# ------------------------------------------------------------------------------ 1. the fit
 def section_fit(view: View) -> tuple[str, str, str]:
+    """Law, diagnostics gate, the worst parameters' table and their trace and rank plots."""
     d = view.post.diagnostics
     status = '<span class="ok">passed</span>' if d.ok else '<span class="bad">FAILED</span>'
     gate = pd.DataFrame(
@@ -182,6 +184,8 @@ def ppc_arrays(post):
 
 
 def section_ppc(view: View) -> tuple[str, str, str]:
+    """Each fitted run's measured loss against its replicate's interval, per validation
+    domain, with the coverage table."""
     obs, pred = ppc_arrays(view.post)
     stacked = pred.stack(sample=("chain", "draw")).transpose("sample", "run", "eval_domain")
     lo, hi = credible_interval(stacked.values, view.prob, ci_kind=view.ci_kind)  # (run, K)
@@ -236,6 +240,7 @@ def section_ppc(view: View) -> tuple[str, str, str]:
     return "ppc", "Posterior predictive check", text + fig_html + html_table(pd.DataFrame(table), 3)
 
 
+# ------------------------------------------------------------------------------ backtests
 def section_backtest(view: View) -> tuple[str, str, str] | None:
     """The backtests stored with a target-scale posterior (:mod:`bayesmix.scaling.backtesting`):
     verdict, summary by split and a plot of the held-out errors against the distance."""

@@ -27,7 +27,10 @@ from bayesmix.reporting.figures import (
 from bayesmix.reporting.view import CURVE_DRAWS, View
 
 
+# ------------------------------------------------------------------------------ 5. decision
 def section_decision(view: View) -> tuple[str, str, str]:
+    """The decision report's text and the recommended mixture with the spread of the optimum
+    over draws, the baseline and the allowed ranges."""
     rep = view.decision
     parts = [f"<pre>{esc(rep.to_text(banner=False))}</pre>"]
     rec = rep.recommendation

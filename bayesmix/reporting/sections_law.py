@@ -24,6 +24,7 @@ from bayesmix.reporting.view import View
 ANNOTATE_TWO, ANNOTATE_ONE = 150, 400
 
 
+# ------------------------------------------------------------------------------ 3. heatmap
 def _matrix_param(post) -> str | None:
     """``t`` when the law has it (validation x training), else the first such parameter."""
     ds = post.tree["posterior"]
@@ -34,6 +35,8 @@ def _matrix_param(post) -> str | None:
 
 
 def section_heatmap(view: View) -> tuple[str, str, str]:
+    """The law's validation x training matrix (``t``) as a heatmap of posterior means,
+    annotated while the cells are large enough."""
     name = _matrix_param(view.post)
     if name is None:
         return (
@@ -126,6 +129,8 @@ def _through(r: np.ndarray, j: int, shares: np.ndarray) -> np.ndarray:
 
 
 def section_simplex(view: View, abc) -> tuple[str, str, str]:
+    """The expected aggregate loss along the line from the starting mixture to each training
+    domain's vertex, and the ternary slice through the domains ``abc`` (None: no slice)."""
     r, m = view.mixture, len(view.train)
     xs = np.linspace(0.0, 1.0, 41)
     rows, cols = panel_grid(m, 8)
