@@ -2,8 +2,8 @@
 
 A ``Posterior`` wraps an ``xarray.DataTree`` in the stored layout of
 :mod:`bayesmix.posterior.storage` (the sampler's groups, the data groups and the
-``log_likelihood`` group of :mod:`bayesmix.posterior.groups`, the run table it was fitted to and
-the specification, diagnostics and settings as JSON); its predictions are
+``log_likelihood`` group of :mod:`bayesmix.posterior.data_groups`, the run table it was fitted
+to and the specification, diagnostics and settings as JSON); its predictions are
 :mod:`bayesmix.posterior.prediction`'s. One NetCDF file holds all of it, so ``az.summary``,
 arviz-plots and ``arviz_stats.loo``/``compare`` read a saved posterior directly (``var_name=
 "run_loss"`` for the leave-one-run-out unit), and another process can reload and extend it.
@@ -25,7 +25,7 @@ from bayesmix.data.mixtures import as_mixtures, domain_weights
 from bayesmix.data.table import RunTable
 from bayesmix.laws import get_law
 from bayesmix.model.spec import ModelSpec
-from bayesmix.posterior import groups, storage
+from bayesmix.posterior import data_groups, storage
 from bayesmix.posterior.diagnostics import Diagnostics
 from bayesmix.posterior.extrapolation import ATTR as EXTRAPOLATION_ATTR
 from bayesmix.posterior.extrapolation import Calibration, log_distance
@@ -138,7 +138,7 @@ class Posterior:
 
         ``flat`` merges chain and draw into one leading sample axis S; otherwise (chain, draw).
         """
-        out = groups.law_draws(self.tree["posterior"], self.law)
+        out = data_groups.law_draws(self.tree["posterior"], self.law)
         return {k: v.reshape((-1,) + v.shape[2:]) for k, v in out.items()} if flat else out
 
     def log_likelihood(self, runs: RunTable | None = None) -> xr.Dataset:
@@ -171,7 +171,9 @@ class Posterior:
                 source=table.source,
                 hint=f"training {list(self.train_domains)}, validation {list(self.eval_domains)}",
             )
-        return groups.log_likelihood(self.tree["posterior"], self.law, self.spec.likelihood, table)
+        return data_groups.log_likelihood(
+            self.tree["posterior"], self.law, self.spec.likelihood, table
+        )
 
     def _repr_html_(self) -> str:
         from bayesmix.display import card

@@ -5,7 +5,7 @@ A posterior is an ``xarray.DataTree`` with the groups ``posterior`` and ``sample
 the sampler; variables carry ``units`` and ``description`` attrs), ``observed_data``,
 ``posterior_predictive`` (both ``loss`` (run, eval_domain), so ``arviz_plots.plot_ppc_dist``
 pairs them) and ``constant_data`` (``proportions`` (run, train_domain) [, n_params, tokens]),
-``log_likelihood`` (:mod:`bayesmix.posterior.groups`) and ``fit_data`` (the run table it was
+``log_likelihood`` (:mod:`bayesmix.posterior.data_groups`) and ``fit_data`` (the run table it was
 fitted to); the root attrs hold the model specification, the diagnostics report, the fit
 settings and package versions as JSON strings. Files written before the data groups existed
 load as they are. One NetCDF file holds all of it, so ``az.summary``, arviz-plots and
@@ -29,8 +29,8 @@ from bayesmix.data.table import RunTable
 from bayesmix.io import atomic_path
 from bayesmix.laws import get_law
 from bayesmix.model.spec import ModelSpec
+from bayesmix.posterior.data_groups import data_groups, describe_variables
 from bayesmix.posterior.diagnostics import Diagnostics
-from bayesmix.posterior.groups import data_groups, describe_variables
 
 FORMAT = "bayesmix-posterior/1"
 _VERSIONED = (

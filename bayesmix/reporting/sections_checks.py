@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from bayesmix.posterior.data_groups import data_groups
 from bayesmix.posterior.extrapolation import stored_backtest
-from bayesmix.posterior.groups import data_groups
 from bayesmix.posterior.intervals import credible_interval
 from bayesmix.reporting.figures import embed_figure, esc, html_table, new_figure, panel_grid
 from bayesmix.reporting.view import View

@@ -123,7 +123,7 @@ def test_groups_computed_in_blocks_of_draws_equal_whole_ones(post, monkeypatch):
     """The log-likelihood and posterior-predictive groups are computed over blocks of draws
     (docs/performance.md); one draw per block gives the same numbers as one block for all
     (the same operations per draw, and the noise drawn from one stream in the same order)."""
-    from bayesmix.posterior import groups as groups_module
+    from bayesmix.posterior import data_groups as groups_module
 
     table = post.fit_data()
     groups = {}

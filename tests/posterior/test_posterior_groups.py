@@ -130,7 +130,7 @@ def test_files_without_the_new_groups_still_load(simulated_fit, tmp_path):
 @pytest.mark.parametrize("family", ["normal", "student_t"])
 def test_data_groups_follow_the_likelihood(simulated_fit, family):
     """The replicates' noise follows the likelihood family (heavier tails for Student-t)."""
-    from bayesmix.posterior.groups import data_groups
+    from bayesmix.posterior.data_groups import data_groups
 
     post = simulated_fit.posterior
     lik = {"family": family, "nu": 3.0}
