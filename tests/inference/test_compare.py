@@ -49,11 +49,11 @@ def normal(simulated_fit) -> Posterior:
 
 def with_fit_data(post: Posterior, table) -> Posterior:
     """A copy of ``post`` claiming to be fitted to ``table`` (log-likelihood recomputed)."""
-    from bayesmix.posterior.posterior import _encode_fit_data
+    from bayesmix.posterior.storage import encode_fit_data
 
     tree = post.tree.copy(deep=True)
     del tree["log_likelihood"]
-    tree["fit_data"] = xr.DataTree(_encode_fit_data(table))
+    tree["fit_data"] = xr.DataTree(encode_fit_data(table))
     return Posterior(tree)
 
 
@@ -123,14 +123,14 @@ def test_groups_computed_in_blocks_of_draws_equal_whole_ones(post, monkeypatch):
     """The log-likelihood and posterior-predictive groups are computed over blocks of draws
     (docs/performance.md); one draw per block gives the same numbers as one block for all
     (the same operations per draw, and the noise drawn from one stream in the same order)."""
-    from bayesmix.posterior import posterior as posterior_module
+    from bayesmix.posterior import data_groups as groups_module
 
     table = post.fit_data()
     groups = {}
     for block in (1, 10**9):
-        monkeypatch.setattr(posterior_module, "BLOCK_ELEMENTS", block)
+        monkeypatch.setattr(groups_module, "BLOCK_ELEMENTS", block)
         ll = post.log_likelihood(table)
-        pp = posterior_module.data_groups(
+        pp = groups_module.data_groups(
             post.tree["posterior"].to_dataset(),
             post.law,
             post.spec.likelihood,

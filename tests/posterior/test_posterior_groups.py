@@ -108,7 +108,7 @@ def test_files_without_the_new_groups_still_load(simulated_fit, tmp_path):
     """A file as written before these groups existed (observed_data only, no attrs) loads,
     predicts, and the report computes its predictive check."""
     from bayesmix.posterior.posterior import Posterior
-    from bayesmix.reporting.html_report import _ppc_arrays
+    from bayesmix.reporting.sections_checks import ppc_arrays
 
     tree = simulated_fit.posterior.tree.copy()
     old = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats", "fit_data")}
@@ -123,14 +123,14 @@ def test_files_without_the_new_groups_still_load(simulated_fit, tmp_path):
     assert "posterior_predictive" not in back.tree.children
     pred = back.predict({"u": dict.fromkeys(back.train_domains, 0.25)})
     assert np.isfinite(pred.mean.values).all()
-    obs, rep = _ppc_arrays(back)
+    obs, rep = ppc_arrays(back)
     assert obs.dims == ("run", "eval_domain") and rep.sizes["run"] == obs.sizes["run"]
 
 
 @pytest.mark.parametrize("family", ["normal", "student_t"])
 def test_data_groups_follow_the_likelihood(simulated_fit, family):
     """The replicates' noise follows the likelihood family (heavier tails for Student-t)."""
-    from bayesmix.posterior.posterior import data_groups
+    from bayesmix.posterior.data_groups import data_groups
 
     post = simulated_fit.posterior
     lik = {"family": family, "nu": 3.0}

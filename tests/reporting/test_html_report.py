@@ -171,7 +171,10 @@ def test_output_checks(report_inputs, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--ternary", "Github,Books3"], "three different training domains"),
+        (
+            ["--ternary", "Github,Books3"],
+            "--ternary 'Github,Books3' does not name three different training domains",
+        ),
         (["--ternary", "Github,Books3,Wiki"], "Wiki"),
         (["--decision", "DECISION", "--max-share", "Github=0.5"], "give one or the other"),
         (["--decision", "POSTERIOR"], "not JSON"),
@@ -276,7 +279,8 @@ def test_large_domain_counts_stay_readable(n_train, n_eval):
 
     from matplotlib.image import imread
 
-    from bayesmix.reporting.html_report import ANNOTATE_ONE, build_html
+    from bayesmix.reporting.html_report import build_html
+    from bayesmix.reporting.sections_law import ANNOTATE_ONE
 
     post = _fake_posterior(n_train, n_eval)
     text = build_html(post)
