@@ -101,6 +101,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--other-share",
+        dest="other_shares",
         action="append",
         default=[],
         metavar="DOMAIN=SHARE",
@@ -141,7 +142,7 @@ def _check_outputs(args) -> None:
 
 def run(args) -> int:
     from bayesmix.data.loaders import load
-    from bayesmix.decisions.continual import critical_share
+    from bayesmix.decisions.continual import check_options, critical_share
     from bayesmix.posterior.posterior import Posterior
 
     _check_outputs(args)
@@ -149,11 +150,8 @@ def run(args) -> int:
         raise errors.OptionError("give either --runs or --start-loss, not both")
     if args.format and not args.runs:
         raise errors.OptionError("--format needs --runs RUNS_FILE")
-    if not 0 < args.prob < 1:
-        raise errors.OptionError(f"--prob must be between 0 and 1, got {args.prob:g}")
-    if not args.tolerance >= 0:
-        raise errors.OptionError(f"--tolerance must be >= 0 nats, got {args.tolerance:g}")
-    other = parse_pairs(args.other_share, "--other-share")
+    check_options(args.prob, args.tolerance)  # the library's check, before any work
+    other = parse_pairs(args.other_shares, "--other-share")
     max_loss = max_loss_from_args(args)
     post = Posterior.load(args.posterior)
     post.check_finite()

@@ -193,8 +193,9 @@ def test_boundary_draws_are_reported(ct_sim):
 def test_bad_inputs_name_the_way_out(ct_sim):
     runs, post, _ = ct_sim
     # the fit data holds only step 10000: no start loss without runs or a number
-    with pytest.raises(errors.OptionError, match="--runs RUNS_FILE"):
+    with pytest.raises(errors.OptionError, match="no start loss.*start_loss=X") as info:
         critical_share(post, original="Orig", new="New")
+    assert info.value.param == "start_loss" and "--" not in str(info.value)
     with pytest.raises(errors.DomainNameError, match="did you mean 'New'"):
         critical_share(post, original="Orig", new="Neww", start_loss=2.8)
     with pytest.raises(errors.DomainNameError, match="same"):

@@ -24,12 +24,12 @@ from bayesmix.data.constraints import Constraints
 from bayesmix.decisions.continual import critical_share
 from bayesmix.decisions.decision import decide
 from bayesmix.decisions.draws import LawDraws
+from bayesmix.decisions.frontier import frontier
 from bayesmix.decisions.guarantees import (
     Guarantee,
     GuaranteeError,
     critical_share_at_prob,
     domain_changes,
-    frontier,
     guaranteed_critical_share,
     minimize_guaranteed,
     parse_guarantees,
@@ -103,8 +103,9 @@ def test_guarantee_options_parse_and_refuse_nonsense():
         ("d1=0.01@1.5", "probability must be in"),
         ("d1=0.01@", "not DOMAIN"),
     ):
-        with pytest.raises(errors.OptionError, match=match):
+        with pytest.raises(errors.OptionError, match=match) as info:
             parse_guarantees([bad])
+        assert str(info.value).startswith(f"no_worse={bad!r}") and info.value.param == "no_worse"
     with pytest.raises(errors.OptionError, match="loss bound must be > 0"):
         parse_guarantees(max_loss=["d1=-1@0.9"])
 
