@@ -42,12 +42,9 @@ POLISH_BISECT = 50
 #: Logistic bandwidth of the probability surrogate used to find the best reachable probability
 #: of an infeasible guarantee, as a fraction of the sd of ``X_sj`` over draws.
 PROB_BANDWIDTH = 0.25
-#: Frontier defaults: tolerances 0, TOL/4, ..., 2 TOL.
 
 
 # ------------------------------------------------------------------------------ evaluation
-
-
 class ChanceSet:
     """The guarantees on one posterior: ``X_sj(r)`` (S, J), the smooth quantiles ``q_j(r)``
     with their gradients, and the exact check on the draws."""
@@ -97,6 +94,7 @@ class ChanceSet:
         return bool(np.all(self.shortfall(r) <= EXACT_ATOL))
 
 
+# ------------------------------------------------------------------------------ the solver
 def solve(
     pieces, chance: ChanceSet | None, constraints: Constraints, starts, *, anchor=None
 ) -> tuple[np.ndarray, np.ndarray]:

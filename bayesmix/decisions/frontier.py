@@ -169,14 +169,7 @@ def frontier(
             param="guards",
         )
     sweep, values = _sweep(guards, tolerances, probs)
-    draws = as_law_draws(source)
-    if problem.inputs is not None:
-        draws = dataclasses.replace(draws, inputs=problem.inputs)
-    constraints = check_constraints(problem.constraints, draws.train_domains)
-    w, w_desc = resolve_weights(
-        draws.eval_domains, problem.weights, problem.target, allow_subset=problem.allow_subset
-    )
-    base, _ = resolve_baseline(draws.train_domains, problem.baseline)
+    draws, constraints, w, w_desc, base = _resolve(source, problem)
     law, params, inp = unpack_draws(draws)
     anchor = minimize_objective(draws, constraints, w, "mean", random_seed=random_seed).mixture
     target_values = DomainValues(law, params, inp, w[None, :])
@@ -219,6 +212,20 @@ def frontier(
         interval_prob=problem.ci_prob,
         source=draws.source,
     )
+
+
+def _resolve(source, problem: DecisionProblem):
+    """The draws at the problem's scale, its constraints, weights (K,) with their description
+    and baseline (M,) over the draws' domains."""
+    draws = as_law_draws(source)
+    if problem.inputs is not None:
+        draws = dataclasses.replace(draws, inputs=problem.inputs)
+    constraints = check_constraints(problem.constraints, draws.train_domains)
+    w, w_desc = resolve_weights(
+        draws.eval_domains, problem.weights, problem.target, allow_subset=problem.allow_subset
+    )
+    base, _ = resolve_baseline(draws.train_domains, problem.baseline)
+    return draws, constraints, w, w_desc, base
 
 
 def _sweep(guards, tolerances, probs) -> tuple[str, list[float]]:

@@ -192,7 +192,7 @@ def expand(guarantees, eval_domains: Sequence[str]) -> tuple[list[Guarantee], np
     return out, np.array(rows).reshape(len(out), len(eval_domains))
 
 
-# ------------------------------------------------------------------------------ the solver
+# ------------------------------------------------------------------------------ the result
 @dataclass
 class GuaranteedOptimum:
     """A mixture meeting every guarantee exactly on the draws.

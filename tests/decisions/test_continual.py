@@ -265,7 +265,7 @@ def test_cli_bad_input_is_one_line(ct_sim, capsys):
     assert main([*base, "--new", "Python"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bayesmix critical-share: error: ")
-    assert "new domain 'Python' is not a training domain" in err[0]
+    assert "--new 'Python' is not a training domain" in err[0]  # the library's new=, as a flag
     # never overwrite an input
     before = (d / "runs.csv").read_bytes()
     assert main([*base, "--new", "New", "-o", str(d / "runs.csv")]) == 2
