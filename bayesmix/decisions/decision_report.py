@@ -34,9 +34,9 @@ FRAME_COLUMNS = ["section", "mixture", "domain", "statistic", "value", "text"]
 class DecisionReport:
     """Everything needed to decide, as tidy tables (shares are fractions, losses nats/token).
 
-    Built by :func:`decide` (or read back by :func:`bayesmix.reporting.html_report.load_decision`);
-    ``print(report)`` shows it as text, :meth:`save` writes JSON or CSV, :meth:`to_html` the
-    HTML report.
+    Built by :func:`bayesmix.decide` (or read back by
+    :func:`bayesmix.reporting.html_report.load_decision`); ``print(report)`` shows it as text,
+    :meth:`save` writes JSON or CSV, :meth:`to_html` the HTML report.
 
     Parameters
     ----------
@@ -62,7 +62,7 @@ class DecisionReport:
     weights_description, baseline_label : str
         How validation losses were weighted; which baseline was compared.
     prob : float
-        Mass of every interval (the ``ci_prob`` of :func:`decide`).
+        Mass of every interval (the problem's ``ci_prob``).
     n_samples : int
         Posterior draws used.
     constraints : Constraints
