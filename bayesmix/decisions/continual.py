@@ -32,11 +32,13 @@ import xarray as xr
 from bayesmix import errors
 from bayesmix.data.table import RunTable
 from bayesmix.decisions.continual_inputs import (
+    ContinualProblem,
     law_inputs,
     original_loss_weights,
     original_start,
     share_line,
 )
+from bayesmix.decisions.inputs import problem_from
 from bayesmix.io import atomic_path
 from bayesmix.posterior.intervals import credible_interval
 
@@ -316,45 +318,46 @@ def _interval(da: xr.DataArray, prob: float) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------ the computation
-def check_options(prob: float, tolerance: float) -> None:
-    """OptionError naming the parameter unless ``prob`` is in (0, 1) and ``tolerance`` a number
-    of nats >= 0 (the CLI calls it before reading any data)."""
-    if not 0 < prob < 1:
-        raise errors.OptionError(f"prob={prob!r} is not between 0 and 1", param="prob")
-    if not (np.isfinite(tolerance) and tolerance >= 0):
-        raise errors.OptionError(
-            f"tolerance={tolerance!r} is not a number of nats >= 0", param="tolerance"
-        )
-
-
 def critical_share(
     posterior,
+    problem: ContinualProblem | None = None,
     *,
-    original: str,
-    new: str,
+    original: str | None = None,
+    new: str | None = None,
     start_loss: float | None = None,
     runs: RunTable | None = None,
     weights=None,
-    tolerance: float = 0.0,
-    prob: float = 0.9,
+    tolerance: float | None = None,
+    prob: float | None = None,
     other_shares: Mapping[str, float] | None = None,
 ) -> CriticalShare:
-    """The critical share of ``new`` per posterior draw (see the module docstring).
+    """The critical share of the problem's new domain per posterior draw (see the module
+    docstring).
 
-    ``original``: with ``weights`` ({validation domain: weight} or a JSON file), the training
-    domain whose loss is that weighted aggregate (e.g. ``"Pile"`` with the Pile token shares);
-    without, a validation domain (see :func:`original_loss_weights`). ``start_loss``: the
-    original loss at the start in nats per token; or ``runs``: a run table with the step-0
-    records (e.g. the file the posterior was fitted to); neither: step-0 records in the
-    posterior's fit data, else an error. ``tolerance``: nats the loss may rise above the start.
-    ``other_shares``: shares of the remaining training domains, held fixed (default 0); the
-    new share then runs over [0, 1 - their sum]. Returns a :class:`CriticalShare`.
+    ``critical_share(posterior, problem)`` with a
+    :class:`~bayesmix.decisions.continual_inputs.ContinualProblem`, or its fields as keywords
+    (``original``, ``new``, ``start_loss`` or ``runs``, ``weights``, ``tolerance`` (default 0),
+    ``prob`` (default 0.9), ``other_shares``; documented there). The new share runs over
+    [0, 1 - sum of the other shares]. Returns a :class:`CriticalShare`.
     """
-    check_options(prob, tolerance)
+    fields = {
+        "original": original,
+        "new": new,
+        "start_loss": start_loss,
+        "runs": runs,
+        "weights": weights,
+        "tolerance": tolerance,
+        "prob": prob,
+        "other_shares": other_shares,
+    }
+    problem = problem_from(problem, fields, ContinualProblem)
+    new = str(problem.new)
     train = list(posterior.train_domains)
-    w, giver, name, label = original_loss_weights(posterior, original, new, weights)
-    base, direction, x_max = share_line(train, giver, new, other_shares)
-    start, start_source = original_start(posterior, start_loss, runs, w)
+    w, giver, name, label = original_loss_weights(
+        posterior, str(problem.original), new, problem.weights
+    )
+    base, direction, x_max = share_line(train, giver, new, problem.other_shares)
+    start, start_source = original_start(posterior, problem, w)
     law = posterior.law
     extra = law_inputs(posterior)
     params = posterior.law_params(flat=True)
@@ -366,7 +369,7 @@ def critical_share(
         return law.predict(r, sub, **extra) @ w
 
     n = next(iter(params.values())).shape[0]
-    cross = _crossings(loss, n, base, direction, x_max, start + float(tolerance))
+    cross = _crossings(loss, n, base, direction, x_max, start + float(problem.tolerance))
     share_da, orig_da, curve_da = _draw_arrays(posterior, cross, x_max, new, giver, label)
     fit = posterior.fit_data()
     steps = fit.column("step")
@@ -381,13 +384,13 @@ def critical_share(
         loss_label=label,
         start_loss=start,
         start_source=start_source,
-        tolerance=float(tolerance),
-        prob=prob,
+        tolerance=float(problem.tolerance),
+        prob=problem.prob,
         n_at_max=int(cross.at_max.sum()),
         n_at_zero=int(cross.at_zero.sum()),
         x_max=x_max,
         law=law.name,
-        other_shares={d: float(s) for d, s in (other_shares or {}).items()},
+        other_shares={d: float(s) for d, s in (problem.other_shares or {}).items()},
         fit_step=float(steps.max()) if steps is not None else None,
         diagnostics_warning=posterior.diagnostics_warning,
         source=fit.source,

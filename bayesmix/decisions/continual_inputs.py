@@ -1,5 +1,6 @@
-"""Continual pre-training's inputs: what "the original domain's loss" is, its value at the start,
-and the line of mixtures the critical share moves along.
+"""Continual pre-training's inputs: the question (:class:`ContinualProblem`), what "the original
+domain's loss" is, its value at the start, and the line of mixtures the critical share moves
+along.
 
 The start loss is not in a posterior (a fit keeps one record per run, the fitted checkpoint): it
 comes from a run table's step-0 records or is given as a number. Used by
@@ -11,7 +12,12 @@ parameter at fault (``start_loss=``; the CLI shows its flag).
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +27,61 @@ from bayesmix.data.table import RunTable, normalise_name
 
 #: Largest difference between runs' step-0 losses still read as one starting checkpoint (nats).
 START_AGREEMENT = 1e-6
+
+
+@dataclass(frozen=True)
+class ContinualProblem:
+    """How much of a new domain can continued training add before the original domain's loss
+    rises above its start (plus ``tolerance``)? Checked once, when built; errors name the
+    parameter (``tolerance=-1 ...``; the CLI shows its flag).
+
+    ``original``: with ``weights`` ({validation domain: weight} or a JSON file), the training
+    domain whose loss is that weighted aggregate; without, a validation domain
+    (:func:`original_loss_weights`). ``new``: the training domain continued training adds.
+    ``start_loss``: the original loss at the start (nats per token), or ``runs``: a run table
+    with step-0 records (neither: step-0 records of the posterior's fit data). ``tolerance``:
+    nats the loss may rise above the start; ``prob``: mass of the intervals, and the required
+    probability of the chance-constrained share; ``other_shares``: the remaining training
+    domains' fixed shares (default 0).
+    """
+
+    original: str | None = None
+    new: str | None = None
+    start_loss: float | None = None
+    runs: RunTable | None = None
+    weights: Any = None
+    tolerance: float = 0.0
+    prob: float = 0.9
+    other_shares: Mapping[str, float] | None = None
+
+    def __post_init__(self):
+        for name in ("original", "new"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise errors.OptionError(
+                    f"{name}={getattr(self, name)!r} is not a domain name", param=name
+                )
+        if not (_real(self.prob) and 0 < self.prob < 1):
+            raise errors.OptionError(f"prob={self.prob!r} is not between 0 and 1", param="prob")
+        if not (_real(self.tolerance) and math.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise errors.OptionError(
+                f"tolerance={self.tolerance!r} is not a number of nats >= 0", param="tolerance"
+            )
+        if self.start_loss is None:
+            return
+        if self.runs is not None:
+            raise errors.OptionError(
+                f"start_loss={self.start_loss!r} was given with the runs: give either one",
+                param="start_loss",
+            )
+        if not (_real(self.start_loss) and math.isfinite(self.start_loss) and self.start_loss > 0):
+            raise errors.OptionError(
+                f"start_loss={self.start_loss!r} is not a positive number of nats",
+                param="start_loss",
+            )
+
+
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def original_loss_weights(
@@ -164,22 +225,13 @@ def start_loss_from_runs(runs: RunTable, weights: np.ndarray, eval_domains) -> f
     return float(loss.mean())
 
 
-def original_start(posterior, start_loss, runs, w) -> tuple[float, str]:
-    """The original loss at the start (nats per token) and where it came from: ``start_loss``
-    given, else the step-0 records of ``runs``, else those of the posterior's fit data."""
-    if start_loss is not None and runs is not None:
-        raise errors.OptionError(
-            f"start_loss={start_loss!r} was given with the runs: give either one",
-            param="start_loss",
-        )
-    if start_loss is not None:
-        value = float(start_loss)
-        if not np.isfinite(value) or value <= 0:
-            raise errors.OptionError(
-                f"start_loss={start_loss!r} is not a positive number of nats",
-                param="start_loss",
-            )
-        return value, "given"
+def original_start(posterior, problem: ContinualProblem, w) -> tuple[float, str]:
+    """The original loss at the start (nats per token) and where it came from: the problem's
+    ``start_loss``, else the step-0 records of its ``runs``, else those of the posterior's fit
+    data (``w`` (K,): the original loss's weights over the validation domains)."""
+    if problem.start_loss is not None:
+        return float(problem.start_loss), "given"
+    runs = problem.runs
     if runs is not None:
         value = start_loss_from_runs(runs, w, posterior.eval_domains)
         return value, f"step 0 of {runs.source}" if runs.source else "step 0 of the runs"

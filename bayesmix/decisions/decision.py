@@ -38,7 +38,7 @@ from bayesmix.decisions.decision_report import OVERALL, DecisionReport
 from bayesmix.decisions.draws import LawDraws, as_law_draws
 from bayesmix.decisions.feasible import check_constraints
 from bayesmix.decisions.guarantees import minimize_guaranteed
-from bayesmix.decisions.inputs import resolve_baseline, resolve_weights
+from bayesmix.decisions.inputs import problem_from, resolve_baseline, resolve_weights
 from bayesmix.decisions.objectives import Objective
 from bayesmix.decisions.optimize import (
     Optimum,
@@ -47,7 +47,7 @@ from bayesmix.decisions.optimize import (
     optima_dataarray,
     optimum_spread,
 )
-from bayesmix.decisions.problem import DecisionProblem, problem_from
+from bayesmix.decisions.problem import DecisionProblem
 from bayesmix.decisions.scale import ScaleShift, proxy_scale, scale_shift
 from bayesmix.posterior.extrapolation import stored_backtest
 from bayesmix.posterior.intervals import credible_interval
@@ -149,7 +149,7 @@ def decide(
         "max_extrapolation": max_extrapolation,
         "guarantees": guarantees,
     }
-    problem = problem_from(problem, fields)
+    problem = problem_from(problem, fields, DecisionProblem)
     return _decide(source, problem, per_draw, n_starts, random_seed, _progress(progressbar))
 
 

@@ -28,9 +28,9 @@ from bayesmix.decisions.draws import as_law_draws, unpack_draws
 from bayesmix.decisions.epigraph import DomainValues, worst_piece
 from bayesmix.decisions.feasible import centre, check_constraints
 from bayesmix.decisions.guarantees import Guarantee, expand
-from bayesmix.decisions.inputs import resolve_baseline, resolve_weights
+from bayesmix.decisions.inputs import problem_from, resolve_baseline, resolve_weights
 from bayesmix.decisions.optimize import minimize_objective
-from bayesmix.decisions.problem import DecisionProblem, problem_from
+from bayesmix.decisions.problem import DecisionProblem
 from bayesmix.io import atomic_path
 from bayesmix.posterior.intervals import DEFAULT_PROB, credible_interval
 
@@ -154,7 +154,7 @@ def frontier(
         "inputs": inputs,
         "ci_prob": ci_prob,
     }
-    problem = problem_from(problem, fields)
+    problem = problem_from(problem, fields, DecisionProblem)
     if problem.objective.kind != "mean":
         raise errors.OptionError(
             f"objective={str(problem.objective)!r}: the frontier minimises the expected loss",

@@ -39,6 +39,7 @@ from bayesmix.data.mixtures import domain_weights
 from bayesmix.data.table import check_known_domains
 from bayesmix.decisions.chance import ChanceSet, solve
 from bayesmix.decisions.continual_inputs import (
+    ContinualProblem,
     law_inputs,
     original_loss_weights,
     original_start,
@@ -47,6 +48,7 @@ from bayesmix.decisions.continual_inputs import (
 from bayesmix.decisions.draws import LawDraws, as_law_draws, normalise_weights, unpack_draws
 from bayesmix.decisions.epigraph import excess_pieces, minimax_plain, worst_piece
 from bayesmix.decisions.feasible import centre, check_constraints, feasible_points
+from bayesmix.decisions.inputs import problem_from
 from bayesmix.decisions.objectives import Criterion, DrawValues, Objective, beat_temperature
 from bayesmix.decisions.optimize import minimize_objective
 from bayesmix.posterior.intervals import DEFAULT_PROB, credible_interval
@@ -373,26 +375,41 @@ class GuaranteedShare:
 
 def guaranteed_critical_share(
     posterior,
+    problem: ContinualProblem | None = None,
     *,
-    original: str,
-    new: str,
+    original: str | None = None,
+    new: str | None = None,
     start_loss=None,
     runs=None,
     weights=None,
-    tolerance: float = 0.0,
-    prob: float = DEFAULT_GUARANTEE_PROB,
+    tolerance: float | None = None,
+    prob: float | None = None,
     other_shares: Mapping[str, float] | None = None,
 ) -> GuaranteedShare:
     """Continual pre-training through the guarantee machinery: maximise the new domain's
-    share subject to ``max-loss original=start+tolerance@prob`` (the original loss as in
-    :func:`bayesmix.decisions.continual.critical_share`, other training domains held at
-    ``other_shares``, default 0). Equals the ``1 - prob`` lower order statistic of the per-draw
-    critical shares (:func:`critical_share_at_prob`) when each draw's loss rises along the
-    line."""
+    share subject to ``max-loss original=start+tolerance@prob`` (the question, a
+    :class:`~bayesmix.decisions.continual_inputs.ContinualProblem` or its fields as keywords,
+    as in :func:`bayesmix.decisions.continual.critical_share`). Equals the ``1 - prob`` lower
+    order statistic of the per-draw critical shares (:func:`critical_share_at_prob`) when each
+    draw's loss rises along the line."""
+    fields = {
+        "original": original,
+        "new": new,
+        "start_loss": start_loss,
+        "runs": runs,
+        "weights": weights,
+        "tolerance": tolerance,
+        "prob": prob,
+        "other_shares": other_shares,
+    }
+    problem = problem_from(problem, fields, ContinualProblem)
+    new, tolerance, prob = str(problem.new), float(problem.tolerance), float(problem.prob)
     train = list(posterior.train_domains)
-    w, giver, _, label = original_loss_weights(posterior, original, new, weights)
-    base, direction, x_max = share_line(train, giver, new, other_shares)
-    start, _ = original_start(posterior, start_loss, runs, w)
+    w, giver, _, label = original_loss_weights(
+        posterior, str(problem.original), new, problem.weights
+    )
+    base, direction, x_max = share_line(train, giver, new, problem.other_shares)
+    start, _ = original_start(posterior, problem, w)
     inputs = law_inputs(posterior)
     draws = LawDraws.from_posterior(posterior, inputs=inputs)
     fixed = {d: float(base[i]) for i, d in enumerate(train) if d not in (giver, new)}

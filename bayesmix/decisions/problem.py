@@ -131,24 +131,3 @@ def _named(param: str, value, check: Callable):
         return check(value)
     except errors.BayesmixError as err:
         raise type(err)(f"{param}={value!r}: {err.problem}", hint=err.hint, param=param) from None
-
-
-def problem_from(problem: DecisionProblem | None, fields: Mapping) -> DecisionProblem:
-    """``problem``, or the problem its keyword ``fields`` describe (a function's convenience
-    keywords, None ones left out); both at once is an OptionError."""
-    fields = {k: v for k, v in fields.items() if v is not None}
-    if problem is None:
-        return DecisionProblem(**fields)
-    if not isinstance(problem, DecisionProblem):
-        raise errors.OptionError(
-            f"problem={type(problem).__name__} is not a DecisionProblem",
-            hint="build one with bayesmix.DecisionProblem(...) or pass its fields as keywords",
-            param="problem",
-        )
-    if fields:
-        raise errors.OptionError(
-            f"problem= was given with its fields {', '.join(sorted(fields))}: give one",
-            hint="dataclasses.replace(problem, ...) changes fields of a problem",
-            param="problem",
-        )
-    return problem
