@@ -11,6 +11,7 @@ its domains, constraints over its training domains) is resolved when the decisio
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,13 +98,13 @@ class DecisionProblem:
                 param="constraints",
             )
         keep("objective", _named("objective", self.objective, Objective.parse))
+        if not _real(self.ci_prob):
+            raise errors.OptionError(f"ci_prob={self.ci_prob!r} is not a number", param="ci_prob")
         keep("ci_prob", _named("ci_prob", self.ci_prob, check_prob))
         keep("ci_kind", _named("ci_kind", self.ci_kind, check_ci_kind))
         keep("guarantees", tuple(as_guarantees(self.guarantees, param="guarantees")))
         x = self.max_extrapolation
-        if x is None:
-            pass
-        elif isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0 or x == math.inf:
+        if x is not None and not (_real(x) and 0 < x < math.inf):
             raise errors.OptionError(
                 f"max_extrapolation={x!r} is not a factor > 0", param="max_extrapolation"
             )
@@ -123,6 +124,10 @@ class DecisionProblem:
         """``{"max_extrapolation": x}`` when given, for the posterior's scale checks."""
         x = self.max_extrapolation
         return {} if x is None else {"max_extrapolation": float(x)}
+
+
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _named(param: str, value, check: Callable):

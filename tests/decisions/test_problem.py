@@ -52,10 +52,12 @@ def test_the_problem_normalises_its_fields_and_is_public():
     ("fields", "param", "start"),
     [
         ({"ci_prob": 1.5}, "ci_prob", "ci_prob=1.5: interval probability"),
+        ({"ci_prob": "high"}, "ci_prob", "ci_prob='high' is not a number"),
         ({"ci_kind": "hpd"}, "ci_kind", "ci_kind='hpd': unknown interval kind"),
         ({"objective": "quantile:x"}, "objective", "objective='quantile:x': "),
         ({"guarantees": ["web=0.01"]}, "guarantees", "guarantees= holds 'web=0.01'"),
         ({"max_extrapolation": -1.0}, "max_extrapolation", "max_extrapolation=-1.0 is not"),
+        ({"max_extrapolation": float("nan")}, "max_extrapolation", "max_extrapolation=nan"),
         ({"target": "web", "weights": {"web": 1}}, "target", "target='web' and weights"),
         ({"inputs": 5}, "inputs", "inputs=5 is not a mapping"),
         ({"constraints": [0.5, 0.5]}, "constraints", "constraints=list is not"),
