@@ -6,23 +6,25 @@ MCMC fit (``bayesmix.inference.fitting``) -> posterior (``bayesmix.posterior.pos
 
 The public API, one name per step (imported on first use, so ``import bayesmix`` stays light):
 
-==================  ======================================================================
-``load``            read run results (tidy CSV/Parquet, RegMix, Ye et al. logs) into a RunTable
-``simulate``        draw a run table from a known M4 law (returns the table and the Truth)
-``fit``             fit a mixing law with MCMC -> ``Posterior``
-``Posterior``       predict, intervals, save; ``Posterior.load(path)`` reads a saved one
-``Constraints``     the feasible mixtures (share limits, token availability)
-``decide``          the decision -> ``DecisionReport`` (recommendation, intervals, spread)
-``Experiment``      the active-learning loop over a ledger (create, propose, ingest, ...)
-``propose``         one round of proposals for a ledger (``Experiment(...).propose``)
-``report``          the self-contained HTML report of a posterior [+ decision, ledger]
-``backtest``        refit with the largest size / latest steps held out: how well scaling up works
-``evaluate``        score a posterior on held-out runs: MAE, bias, Spearman, interval coverage
-==================  ======================================================================
+===================  ======================================================================
+``load``             read run results (tidy CSV/Parquet, RegMix, Ye et al. logs) into a RunTable
+``simulate``         draw a run table from a known M4 law (returns the table and the Truth)
+``fit``              fit a mixing law with MCMC -> ``Posterior``
+``Posterior``        predict, intervals, save; ``Posterior.load(path)`` reads a saved one
+``Constraints``      the feasible mixtures (share limits, token availability)
+``DecisionProblem``  the decision to make: constraints, weights or target, objective, guarantees
+``decide``           the decision -> ``DecisionReport`` (recommendation, intervals, spread)
+``Experiment``       the active-learning loop over a ledger (create, propose, ingest, ...)
+``propose``          one round of proposals for a ledger (``Experiment(...).propose``)
+``report``           the self-contained HTML report of a posterior [+ decision, ledger]
+``backtest``         refit with the largest size / latest steps held out: how well scaling up works
+``evaluate``         score a posterior on held-out runs: MAE, bias, Spearman, interval coverage
+===================  ======================================================================
 
 ``report`` is also reachable as ``write_report``, ``Posterior.report()`` and
-``DecisionReport.to_html()``; ``decide`` and ``DecisionReport`` live in
-``bayesmix.decisions.decision``.
+``DecisionReport.to_html()``; ``decide`` lives in ``bayesmix.decisions.decision``,
+``DecisionProblem`` in ``bayesmix.decisions.problem`` and ``DecisionReport`` in
+``bayesmix.decisions.decision_report``.
 
 Argument names follow PyMC and ArviZ: ``random_seed``, ``progressbar``, ``ci_prob`` (interval
 mass) and ``ci_kind`` ("eti" equal-tailed, the default, or "hdi"); the former ``seed``,
@@ -65,7 +67,8 @@ _LAZY = {
     "Posterior": ("bayesmix.posterior.posterior", "Posterior"),
     "Constraints": ("bayesmix.data.constraints", "Constraints"),
     "decide": ("bayesmix.decisions.decision", "decide"),
-    "DecisionReport": ("bayesmix.decisions.decision", "DecisionReport"),
+    "DecisionProblem": ("bayesmix.decisions.problem", "DecisionProblem"),
+    "DecisionReport": ("bayesmix.decisions.decision_report", "DecisionReport"),
     "Experiment": ("bayesmix.loop.experiment", "Experiment"),
     "write_report": ("bayesmix.reporting.html_report", "write_report"),
     "report": ("bayesmix.reporting.html_report", "write_report"),
@@ -76,6 +79,7 @@ _LAZY = {
 __all__ = [
     "BayesmixError",
     "Constraints",
+    "DecisionProblem",
     "DecisionReport",
     "Experiment",
     "Posterior",
@@ -95,7 +99,9 @@ __all__ = [
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from bayesmix.data.constraints import Constraints
     from bayesmix.data.loaders import load
-    from bayesmix.decisions.decision import DecisionReport, decide
+    from bayesmix.decisions.decision import decide
+    from bayesmix.decisions.decision_report import DecisionReport
+    from bayesmix.decisions.problem import DecisionProblem
     from bayesmix.inference.fitting import fit
     from bayesmix.loop.experiment import Experiment
     from bayesmix.model.simulation import simulate

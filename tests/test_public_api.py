@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The main methods of each public class, documented like functions.
 MAIN_METHODS = {
     "Posterior": ["predict", "intervals", "report", "save", "load"],
+    "DecisionProblem": [],
     "DecisionReport": ["to_text", "to_html", "save"],
     "Experiment": ["create", "propose", "ingest", "recommend"],
     "Constraints": ["build", "contains"],

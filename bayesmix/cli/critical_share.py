@@ -101,6 +101,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--other-share",
+        dest="other_shares",
         action="append",
         default=[],
         metavar="DOMAIN=SHARE",
@@ -140,8 +141,11 @@ def _check_outputs(args) -> None:
 
 
 def run(args) -> int:
+    import dataclasses
+
     from bayesmix.data.loaders import load
     from bayesmix.decisions.continual import critical_share
+    from bayesmix.decisions.continual_inputs import ContinualProblem
     from bayesmix.posterior.posterior import Posterior
 
     _check_outputs(args)
@@ -149,26 +153,20 @@ def run(args) -> int:
         raise errors.OptionError("give either --runs or --start-loss, not both")
     if args.format and not args.runs:
         raise errors.OptionError("--format needs --runs RUNS_FILE")
-    if not 0 < args.prob < 1:
-        raise errors.OptionError(f"--prob must be between 0 and 1, got {args.prob:g}")
-    if not args.tolerance >= 0:
-        raise errors.OptionError(f"--tolerance must be >= 0 nats, got {args.tolerance:g}")
-    other = parse_pairs(args.other_share, "--other-share")
+    problem = ContinualProblem(  # checked here, before any work
+        original=args.original,
+        new=args.new,
+        start_loss=args.start_loss,
+        weights=args.weights,
+        tolerance=args.tolerance,
+        prob=args.prob,
+        other_shares=parse_pairs(args.other_shares, "--other-share"),
+    )
     max_loss = max_loss_from_args(args)
     post = Posterior.load(args.posterior)
     post.check_finite()
     runs = load(args.runs, args.format, max_loss=max_loss) if args.runs else None
-    result = critical_share(
-        post,
-        original=args.original,
-        new=args.new,
-        start_loss=args.start_loss,
-        runs=runs,
-        weights=args.weights,
-        tolerance=args.tolerance,
-        prob=args.prob,
-        other_shares=other,
-    )
+    result = critical_share(post, dataclasses.replace(problem, runs=runs))
     loud_warning(post.diagnostics_warning)  # after the input checks: errors stay one line
     if args.json:
         print_json(result.to_frame())

@@ -67,6 +67,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--guard",
+        dest="guards",
         action="append",
         default=[],
         required=True,
@@ -97,7 +98,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--ci-prob",
         "--prob",
-        dest="prob",
+        dest="ci_prob",
         type=float,
         default=DEFAULT_PROB,
         help=f"mass of the target loss intervals (default {DEFAULT_PROB})",
@@ -106,7 +107,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         "-o", "--output", "--out", dest="out", metavar="FILE.csv|FILE.json", help="write the table"
     )
     p.add_argument("--plot", metavar="FIG.png", help="draw the frontier (PNG, PDF or SVG)")
-    p.add_argument("--seed", type=int, default=0, help="seed of random starts (default 0)")
+    p.add_argument(
+        "--seed",
+        dest="random_seed",
+        type=int,
+        default=0,
+        help="seed of random starts (default 0)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_force_argument(p)
     add_scale_arguments(p)
@@ -143,7 +150,11 @@ def parse_sweep(text: str, option: str) -> list[float]:
 
 
 def run(args) -> int:
-    from bayesmix.decisions.guarantees import Guarantee, frontier
+    import dataclasses
+
+    from bayesmix.decisions.frontier import PLOT_SUFFIXES, frontier
+    from bayesmix.decisions.guarantees import Guarantee
+    from bayesmix.decisions.problem import DecisionProblem
     from bayesmix.io import check_distinct_outputs
     from bayesmix.posterior.posterior import Posterior
 
@@ -152,44 +163,42 @@ def run(args) -> int:
     if args.out:  # before any work
         out = check_output(args.out, TABLE_SUFFIXES, "-o", inputs=inputs, force=args.force)
     if args.plot:
-        from bayesmix.decisions.guarantees import PLOT_SUFFIXES
-
         plot = check_output(args.plot, PLOT_SUFFIXES, "--plot", inputs=inputs, force=args.force)
     check_distinct_outputs([("-o", out), ("--plot", plot)])
     guards = []
-    for text in args.guard:
-        guards += Guarantee.parse(text, "no-worse")
+    for text in args.guards:
+        guards += Guarantee.parse(text, "no-worse", param="guards")
     for text in args.max_loss:
-        guards += Guarantee.parse(text, "max-loss")
+        guards += Guarantee.parse(text, "max-loss", param="max_loss")
     tolerances = parse_sweep(args.tolerances, "--tolerances") if args.tolerances else None
     probs = parse_sweep(args.probs, "--probs") if args.probs else None
-    if not 0 < args.prob < 1:
-        raise errors.OptionError(f"--prob must be in (0, 1), got {args.prob:g}")
+    baseline = args.baseline_file
+    if args.baseline is not None:
+        baseline = parse_pairs([args.baseline], "--baseline")
+    problem = DecisionProblem(  # checked here, before any work
+        target=args.target,
+        guarantees=guards,
+        baseline=baseline,
+        ci_prob=args.ci_prob,
+        max_extrapolation=args.max_extrapolation,
+    )
 
     if not args.quiet:
         print(f"[frontier] loading {args.posterior}", file=sys.stderr, flush=True)
     posterior = Posterior.load(args.posterior)
     posterior.check_finite()
     scale = scale_from_args(args, posterior.law)
-    posterior.check_scale(**scale, max_extrapolation=args.max_extrapolation)
-    constraints = constraints_from_args(args, posterior.train_domains)
-    baseline = args.baseline_file
-    if args.baseline is not None:
-        baseline = parse_pairs([args.baseline], "--baseline")
+    posterior.check_scale(**scale, **problem.scale_options)
+    problem = dataclasses.replace(
+        problem,
+        constraints=constraints_from_args(args, posterior.train_domains),
+        inputs=scale or None,
+    )
     loud_warning(posterior.diagnostics_warning)
     if not args.quiet:
         print("[frontier] solving", file=sys.stderr, flush=True)
     front = frontier(
-        posterior,
-        target=args.target,
-        guards=guards,
-        tolerances=tolerances,
-        probs=probs,
-        constraints=constraints,
-        baseline=baseline,
-        inputs=scale or None,
-        ci_prob=args.prob,
-        random_seed=args.seed,
+        posterior, problem, tolerances=tolerances, probs=probs, random_seed=args.random_seed
     )
     front.source = args.posterior
     if args.json:

@@ -89,7 +89,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--ci-prob",
         "--prob",
-        dest="prob",
+        dest="ci_prob",
         type=float,
         default=DEFAULT_PROB,
         help=f"mass of the reported intervals (default {DEFAULT_PROB})",
@@ -109,12 +109,19 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--starts",
+        dest="n_starts",
         type=int,
         default=None,
         help=f"optimiser starts (default {DEFAULT_STARTS}, {NONCONVEX_STARTS} for a "
         "non-convex law)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of random starts (default 0)")
+    p.add_argument(
+        "--seed",
+        dest="random_seed",
+        type=int,
+        default=0,
+        help="seed of random starts (default 0)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_force_argument(p)
     add_scale_arguments(p)
@@ -125,63 +132,35 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    import dataclasses
+
     from bayesmix.decisions.decision import decide
     from bayesmix.posterior.posterior import Posterior
 
-    out = None
-    if args.out:  # before any work: format, folder writable, not an input, --force to replace
-        suffix = Path(args.out).suffix
-        if suffix.lower() not in (".json", ".csv"):
-            raise errors.OptionError(
-                f"-o {args.out!r}: cannot write a report as {suffix or 'a file without suffix'}",
-                hint="use a .json or .csv file name",
-            )
-        out = check_output(
-            args.out,
-            (".json", ".csv"),
-            force=args.force,
-            inputs=(args.posterior, args.weights, args.baseline_file),
-        )
-        if not out.parent.is_dir():
-            raise errors.OptionError(
-                f"-o {args.out!r}: directory {str(out.parent)!r} does not exist"
-            )
-    elif args.draws_optima:
-        raise errors.OptionError("--draws-optima needs -o FILE.json|FILE.csv")
+    out = _check_output(args)
     if args.allow_subset and not args.weights:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
-    if args.starts is not None and args.starts < 1:
-        raise errors.OptionError(f"--starts must be >= 1, got {args.starts}")
-    from bayesmix.decisions.guarantees import parse_guarantees
-
-    guarantees = parse_guarantees(args.no_worse, args.max_loss)  # malformed: fail before work
+    if args.n_starts is not None and args.n_starts < 1:
+        raise errors.OptionError(f"--starts must be >= 1, got {args.n_starts}")
+    problem = problem_from_args(args)  # malformed options fail here, before any work
 
     if not args.quiet:
         print(f"[optimize] loading {args.posterior}", file=sys.stderr, flush=True)
     posterior = Posterior.load(args.posterior)
     posterior.check_finite()  # NaN draws: refused, never silently optimised over
     scale = scale_from_args(args, posterior.law)
-    posterior.check_scale(**scale, max_extrapolation=args.max_extrapolation)  # fail early
-    constraints = constraints_from_args(args, posterior.train_domains)
-    baseline = args.baseline_file
-    if args.baseline is not None:
-        baseline = parse_pairs([args.baseline], "--baseline")
+    posterior.check_scale(**scale, **problem.scale_options)  # fail early
+    problem = dataclasses.replace(
+        problem,
+        constraints=constraints_from_args(args, posterior.train_domains),
+        inputs=scale or None,
+    )
     report = decide(
         posterior,
-        weights=args.weights,
-        target=args.target,
-        constraints=constraints,
-        objective=args.objective,
-        baseline=baseline,
-        ci_prob=args.prob,
-        ci_kind=args.ci_kind,
-        allow_subset=args.allow_subset,
-        n_starts=args.starts,
-        random_seed=args.seed,
+        problem,
+        n_starts=args.n_starts,
+        random_seed=args.random_seed,
         progressbar=not args.quiet,
-        inputs=scale or None,
-        max_extrapolation=args.max_extrapolation,
-        guarantees=guarantees,
     )
     report.source = args.posterior
     if args.json:
@@ -192,3 +171,50 @@ def run(args) -> int:
         report.save(out, include_draw_optima=args.draws_optima)
         print(f"wrote {out}")
     return 0
+
+
+def _check_output(args) -> Path | None:
+    """The -o path checked before any work (format, folder writable, not an input, --force to
+    replace), or None; --draws-optima needs it."""
+    if not args.out:
+        if args.draws_optima:
+            raise errors.OptionError("--draws-optima needs -o FILE.json|FILE.csv")
+        return None
+    suffix = Path(args.out).suffix
+    if suffix.lower() not in (".json", ".csv"):
+        raise errors.OptionError(
+            f"-o {args.out!r}: cannot write a report as {suffix or 'a file without suffix'}",
+            hint="use a .json or .csv file name",
+        )
+    out = check_output(
+        args.out,
+        (".json", ".csv"),
+        force=args.force,
+        inputs=(args.posterior, args.weights, args.baseline_file),
+    )
+    if not out.parent.is_dir():
+        raise errors.OptionError(f"-o {args.out!r}: directory {str(out.parent)!r} does not exist")
+    return out
+
+
+def problem_from_args(args):
+    """The :class:`~bayesmix.decisions.problem.DecisionProblem` of the options that need no
+    posterior (checked by the problem itself); the constraints and the target scale are added
+    once the posterior is read."""
+    from bayesmix.decisions.guarantees import parse_guarantees
+    from bayesmix.decisions.problem import DecisionProblem
+
+    baseline = args.baseline_file
+    if args.baseline is not None:
+        baseline = parse_pairs([args.baseline], "--baseline")
+    return DecisionProblem(
+        weights=args.weights,
+        target=args.target,
+        allow_subset=args.allow_subset,
+        objective=args.objective,
+        baseline=baseline,
+        guarantees=parse_guarantees(args.no_worse, args.max_loss),
+        ci_prob=args.ci_prob,
+        ci_kind=args.ci_kind,
+        max_extrapolation=args.max_extrapolation,
+    )

@@ -13,13 +13,13 @@ line from all-original (x = 0) to all-new, other training domains held fixed. Th
 law's expected loss (no run-to-run noise): the question is where the law crosses the start.
 
 The start loss is not in a posterior: ``bayesmix fit`` keeps one record per run (the fitted
-checkpoint). It comes from the run table with the step-0 records (``runs=``, CLI ``--runs``),
-or is given as a number (``start_loss=``, CLI ``--start-loss``).
+checkpoint). It comes from the run table with the step-0 records (``runs=``), or is given as a
+number (``start_loss=``); :mod:`bayesmix.decisions.continual_inputs` reads it and the other
+inputs.
 """
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,8 +30,15 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix import errors
-from bayesmix.data.mixtures import domain_weights
-from bayesmix.data.table import RunTable, normalise_name
+from bayesmix.data.table import RunTable
+from bayesmix.decisions.continual_inputs import (
+    ContinualProblem,
+    law_inputs,
+    original_loss_weights,
+    original_start,
+    share_line,
+)
+from bayesmix.decisions.inputs import problem_from
 from bayesmix.io import atomic_path
 from bayesmix.posterior.intervals import credible_interval
 
@@ -41,8 +48,6 @@ from bayesmix.posterior.intervals import credible_interval
 GRID_POINTS = 201
 #: Bisection steps from the grid interval: 0.005 / 2^40, far below any posterior spread.
 BISECT_STEPS = 40
-#: Largest difference between runs' step-0 losses still read as one starting checkpoint (nats).
-START_AGREEMENT = 1e-6
 #: Draws evaluated at once on the grid (bounds memory: chunk x grid x validation domains).
 CHUNK = 256
 UNITS = "share of training tokens"
@@ -312,260 +317,107 @@ def _interval(da: xr.DataArray, prob: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-# ------------------------------------------------------------------------------ inputs
-def original_loss_weights(
-    posterior, original: str, new: str, weights=None
-) -> tuple[np.ndarray, str, str, str]:
-    """What "the original domain's loss" means, and which training domain gives up share.
-
-    Returns (weights (K,) over the posterior's validation domains, summing to 1; the original
-    training domain; a short name of the loss; a one-line description of it). With
-    ``weights`` ({domain: weight} or a JSON file, e.g. the Pile token shares) ``original`` must
-    be a training domain and its loss is the weighted aggregate. Without, ``original`` must be
-    a validation domain; the training domain giving up share is the one of the same name, or
-    else the only training domain besides ``new``.
-    """
-    train, evals = list(posterior.train_domains), list(posterior.eval_domains)
-    if new not in train:
-        raise errors.DomainNameError(
-            f"new domain {new!r} is not a training domain of the posterior",
-            hint=_suggest(new, train),
-        )
-    if weights is not None:
-        if original not in train:
-            raise errors.DomainNameError(
-                f"original domain {original!r} is not a training domain of the posterior (with "
-                "weights, the original domain is the training domain whose aggregate loss the "
-                "weights define)",
-                hint=_suggest(original, train),
-            )
-        w = domain_weights(weights, evals)
-        where = f" from {weights}" if isinstance(weights, (str, Path)) else ""
-        n = int((w > 0).sum())
-        name = f"{original} aggregate"
-        label = f"{original} (weighted over {n} validation domains{where})"
-        giver = original
-    else:
-        if original not in evals:
-            if original in train:
-                raise errors.DomainNameError(
-                    f"original domain {original!r} is a training domain without a validation "
-                    "domain of that name",
-                    hint="give the weights of its validation domains "
-                    "(CLI: --weights FILE.json) or name one validation domain",
-                )
-            raise errors.DomainNameError(
-                f"original domain {original!r} is neither a validation nor a training domain "
-                "of the posterior",
-                hint=_suggest(original, evals + train),
-            )
-        w = np.zeros(len(evals))
-        w[evals.index(original)] = 1.0
-        name = label = original
-        same = [d for d in train if normalise_name(d) == normalise_name(original)]
-        others = [d for d in train if d != new]
-        if same:
-            giver = same[0]
-        elif len(others) == 1:
-            giver = others[0]
-        else:
-            raise errors.DomainNameError(
-                f"validation domain {original!r} has no training domain of the same name and "
-                f"there are {len(train)} training domains: which one gives up share is unclear",
-                hint=f"name the training domain and give --weights with all weight on {original!r}",
-            )
-    if giver == new:
-        raise errors.DomainNameError(
-            f"original and new domain are the same ({new!r})",
-            hint="the new domain is the one continued training adds",
-        )
-    return w, giver, name, label
-
-
-def _suggest(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-
-
-def start_loss_from_runs(runs: RunTable, weights: np.ndarray, eval_domains) -> float:
-    """The original loss at the starting checkpoint: the step-0 records of ``runs``, weighted
-    over ``eval_domains`` with ``weights`` (K,). Every run's step-0 record must agree (one
-    checkpoint: within :data:`START_AGREEMENT` nats)."""
-    hint = "give the start loss as a number instead (start_loss=; CLI: --start-loss X)"
-    if not runs.has_steps:
-        raise errors.FormatError(
-            "the runs have no steps, so no step-0 (starting checkpoint) records",
-            source=runs.source,
-            column="step",
-            hint=hint,
-        )
-    tidy = runs.to_tidy()
-    rec = tidy[tidy["step"] == 0]
-    if rec.empty:
-        steps = sorted(tidy["step"].dropna().unique())
-        raise errors.EmptyInputError(
-            f"no step-0 records (the starting checkpoint); the first step is {steps[0]:g}",
-            source=runs.source,
-            column="step",
-            hint=hint,
-        )
-    used = [(d, wi) for d, wi in zip(eval_domains, weights) if wi > 0]
-    for d, _ in used:
-        if d not in runs.eval_domains:
-            raise errors.DomainNameError(
-                f"no loss of validation domain {d!r}",
-                source=runs.source,
-                column=f"loss.{d}",
-                hint="the runs file must be the one the posterior was fitted to",
-            )
-    values = rec[[f"loss.{d}" for d, _ in used]].to_numpy(dtype=float)
-    loss = values @ np.array([wi for _, wi in used])
-    if np.isnan(loss).any():
-        i = int(np.flatnonzero(np.isnan(loss))[0])
-        d = used[int(np.flatnonzero(np.isnan(values[i]))[0])][0]
-        raise errors.MissingValueError(
-            "step-0 loss is missing",
-            source=runs.source,
-            run=str(rec["run"].iloc[i]),
-            column=f"loss.{d}",
-            hint=hint,
-        )
-    spread = float(loss.max() - loss.min())
-    if spread > START_AGREEMENT:
-        raise errors.FormatError(
-            f"step-0 losses differ between runs by {spread:.3g} nats: "
-            "they do not start from one checkpoint",
-            source=runs.source,
-            column="step",
-            hint=hint,
-        )
-    return float(loss.mean())
-
-
-def _start(posterior, start_loss, runs, w) -> tuple[float, str]:
-    if start_loss is not None and runs is not None:
-        raise errors.OptionError(
-            "give either a start loss or the runs with step-0 records, not both"
-        )
-    if start_loss is not None:
-        value = float(start_loss)
-        if not np.isfinite(value) or value <= 0:
-            raise errors.OptionError(
-                f"start loss must be a positive number of nats, got {start_loss!r}"
-            )
-        return value, "given"
-    if runs is not None:
-        value = start_loss_from_runs(runs, w, posterior.eval_domains)
-        return value, f"step 0 of {runs.source}" if runs.source else "step 0 of the runs"
-    fit = posterior.fit_data()
-    steps = fit.column("step")
-    if steps is not None and (steps == 0).any() and (steps > 0).any():
-        return start_loss_from_runs(fit, w, posterior.eval_domains), "step 0 of the fit data"
-    at = f" (step {steps.max():g})" if steps is not None else ""
-    raise errors.OptionError(
-        f"no start loss: the posterior keeps only the records it was fitted to{at}",
-        hint="give the runs file with its step-0 records (runs=; CLI: --runs RUNS_FILE) or the "
-        "start loss (start_loss=; CLI: --start-loss X)",
-    )
-
-
-def _line(train, giver: str, new: str, other_shares) -> tuple[np.ndarray, np.ndarray, float]:
-    """Base mixture and direction: r(x) = base + x * direction, x in [0, x_max]."""
-    other = dict(other_shares or {})
-    for d, s in other.items():
-        if d not in train:
-            raise errors.DomainNameError(
-                f"other share: {d!r} is not a training domain", hint=_suggest(d, train)
-            )
-        if d in (giver, new):
-            raise errors.OptionError(
-                f"other share: {d!r} is the original or the new domain; "
-                "only the remaining training domains are held fixed"
-            )
-        if not (np.isfinite(s) and 0 <= s <= 1):
-            raise errors.OptionError(f"other share of {d!r} must be in [0, 1], got {s!r}")
-    x_max = 1.0 - float(sum(other.values()))
-    if x_max <= 0:
-        raise errors.OptionError(
-            f"other shares sum to {1 - x_max:g}: nothing is left for the "
-            "original and the new domain"
-        )
-    base = np.array([other.get(d, 0.0) for d in train], float)
-    base[train.index(giver)] = x_max
-    direction = np.zeros(len(train))
-    direction[train.index(new)] = 1.0
-    direction[train.index(giver)] = -1.0
-    return base, direction, x_max
-
-
-def _law_inputs(posterior) -> dict:
-    """Model size / tokens of the fitted runs' last checkpoints, for laws that take them (a
-    law over training tokens is fitted to every checkpoint; the critical share is the one at
-    the end of continued training). One value each."""
-    out = {}
-    fit = posterior.fit_data().final()
-    for key in posterior.law.inputs:
-        if key == "r":
-            continue
-        col = fit.column(key)
-        values = None if col is None else np.unique(col.to_numpy(dtype=float))
-        if values is None or len(values) != 1:
-            raise errors.OptionError(
-                f"law {posterior.law.name!r} takes {key} and the fitted "
-                f"runs do not share one value of it",
-                hint="fit one model size at one step",
-            )
-        out[key] = float(values[0])
-    return out
-
-
 # ------------------------------------------------------------------------------ the computation
 def critical_share(
     posterior,
+    problem: ContinualProblem | None = None,
     *,
-    original: str,
-    new: str,
+    original: str | None = None,
+    new: str | None = None,
     start_loss: float | None = None,
     runs: RunTable | None = None,
     weights=None,
-    tolerance: float = 0.0,
-    prob: float = 0.9,
+    tolerance: float | None = None,
+    prob: float | None = None,
     other_shares: Mapping[str, float] | None = None,
 ) -> CriticalShare:
-    """The critical share of ``new`` per posterior draw (see the module docstring).
+    """The critical share of the problem's new domain per posterior draw (see the module
+    docstring).
 
-    ``original``: with ``weights`` ({validation domain: weight} or a JSON file), the training
-    domain whose loss is that weighted aggregate (e.g. ``"Pile"`` with the Pile token shares);
-    without, a validation domain (see :func:`original_loss_weights`). ``start_loss``: the
-    original loss at the start in nats per token; or ``runs``: a run table with the step-0
-    records (e.g. the file the posterior was fitted to); neither: step-0 records in the
-    posterior's fit data, else an error. ``tolerance``: nats the loss may rise above the start.
-    ``other_shares``: shares of the remaining training domains, held fixed (default 0); the
-    new share then runs over [0, 1 - their sum]. Returns a :class:`CriticalShare`.
+    ``critical_share(posterior, problem)`` with a
+    :class:`~bayesmix.decisions.continual_inputs.ContinualProblem`, or its fields as keywords
+    (``original``, ``new``, ``start_loss`` or ``runs``, ``weights``, ``tolerance`` (default 0),
+    ``prob`` (default 0.9), ``other_shares``; documented there). The new share runs over
+    [0, 1 - sum of the other shares]. Returns a :class:`CriticalShare`.
     """
-    if not 0 < prob < 1:
-        raise errors.OptionError(f"prob must be between 0 and 1, got {prob:g}")
-    if not (np.isfinite(tolerance) and tolerance >= 0):
-        raise errors.OptionError(f"tolerance must be a number of nats >= 0, got {tolerance!r}")
+    fields = {
+        "original": original,
+        "new": new,
+        "start_loss": start_loss,
+        "runs": runs,
+        "weights": weights,
+        "tolerance": tolerance,
+        "prob": prob,
+        "other_shares": other_shares,
+    }
+    problem = problem_from(problem, fields, ContinualProblem)
+    new = str(problem.new)
     train = list(posterior.train_domains)
-    w, giver, name, label = original_loss_weights(posterior, original, new, weights)
-    base, direction, x_max = _line(train, giver, new, other_shares)
-    start, start_source = _start(posterior, start_loss, runs, w)
-    limit = start + float(tolerance)
+    w, giver, name, label = original_loss_weights(
+        posterior, str(problem.original), new, problem.weights
+    )
+    base, direction, x_max = share_line(train, giver, new, problem.other_shares)
+    start, start_source = original_start(posterior, problem, w)
     law = posterior.law
-    extra = _law_inputs(posterior)
+    extra = law_inputs(posterior)
     params = posterior.law_params(flat=True)
     params = {k: v for k, v in params.items() if k in law.param_names}
-    n = next(iter(params.values())).shape[0]
 
     def loss(r, idx):
         """Original loss (len(idx), n) at mixtures r ((n, M) or (len(idx), n, M))."""
         sub = {k: v[idx] for k, v in params.items()}
         return law.predict(r, sub, **extra) @ w
 
+    n = next(iter(params.values())).shape[0]
+    cross = _crossings(loss, n, base, direction, x_max, start + float(problem.tolerance))
+    share_da, orig_da, curve_da = _draw_arrays(posterior, cross, x_max, new, giver, label)
+    fit = posterior.fit_data()
+    steps = fit.column("step")
+    return CriticalShare(
+        draws=share_da,
+        original_draws=orig_da,
+        curve=curve_da,
+        observed=_observed(fit, train, w, giver, new, base),
+        original=giver,
+        new=new,
+        loss_name=name,
+        loss_label=label,
+        start_loss=start,
+        start_source=start_source,
+        tolerance=float(problem.tolerance),
+        prob=problem.prob,
+        n_at_max=int(cross.at_max.sum()),
+        n_at_zero=int(cross.at_zero.sum()),
+        x_max=x_max,
+        law=law.name,
+        other_shares={d: float(s) for d, s in (problem.other_shares or {}).items()},
+        fit_step=float(steps.max()) if steps is not None else None,
+        diagnostics_warning=posterior.diagnostics_warning,
+        source=fit.source,
+    )
+
+
+@dataclass
+class _Crossings:
+    """Every draw's critical share ``x`` (S,), its loss ``curve`` (S, G) on the ``grid`` (G,) of
+    new shares, and which draws stay within the limit at the largest share (``at_max``) or
+    exceed it at every share (``at_zero``)."""
+
+    x: np.ndarray
+    curve: np.ndarray
+    grid: np.ndarray
+    at_max: np.ndarray
+    at_zero: np.ndarray
+
+
+def _crossings(loss, n: int, base, direction, x_max: float, limit: float) -> _Crossings:
+    """Where each of ``n`` draws' original loss ``loss(r, idx)`` last stays within ``limit``
+    along ``r(x) = base + x direction``: on a grid of :data:`GRID_POINTS` (in blocks of
+    :data:`CHUNK` draws), then :data:`BISECT_STEPS` bisection steps."""
+    giver = int(np.argmin(direction))
     grid = np.linspace(0.0, x_max, GRID_POINTS)
     r_grid = base[None, :] + grid[:, None] * direction[None, :]
-    r_grid[:, train.index(giver)] = np.clip(r_grid[:, train.index(giver)], 0.0, None)
+    r_grid[:, giver] = np.clip(r_grid[:, giver], 0.0, None)
     curve = np.concatenate(
         [loss(r_grid, np.arange(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK)]
     )  # (S, G)
@@ -583,56 +435,38 @@ def critical_share(
             good = loss(np.clip(r_mid, 0.0, None), todo)[:, 0] <= limit
             lo, hi = np.where(good, mid, lo), np.where(good, hi, mid)
         x[todo] = lo
+    return _Crossings(x, curve, grid, at_max, at_zero)
 
+
+def _draw_arrays(posterior, cross: _Crossings, x_max: float, new: str, giver: str, label: str):
+    """The critical shares of the new and the original domain (chain, draw) and the loss
+    curves (chain, draw, new_share) as DataArrays with units."""
     post = posterior.tree["posterior"]
     chains, draws = post["chain"].values, post["draw"].values
     shape = (len(chains), len(draws))
     sample = {"chain": chains, "draw": draws}
     share_da = xr.DataArray(
-        x.reshape(shape),
+        cross.x.reshape(shape),
         sample,
         ("chain", "draw"),
         name="critical_share",
         attrs={"units": UNITS, "train_domain": new},
     )
     orig_da = xr.DataArray(
-        (x_max - x).reshape(shape),
+        (x_max - cross.x).reshape(shape),
         sample,
         ("chain", "draw"),
         name="critical_original_share",
         attrs={"units": UNITS, "train_domain": giver},
     )
     curve_da = xr.DataArray(
-        curve.reshape(shape + (GRID_POINTS,)),
-        {**sample, "new_share": grid},
+        cross.curve.reshape(shape + (GRID_POINTS,)),
+        {**sample, "new_share": cross.grid},
         ("chain", "draw", "new_share"),
         name="original_loss",
         attrs={"units": "nats per token", "original_loss": label},
     )
-    fit = posterior.fit_data()
-    steps = fit.column("step")
-    return CriticalShare(
-        draws=share_da,
-        original_draws=orig_da,
-        curve=curve_da,
-        observed=_observed(fit, train, w, giver, new, base),
-        original=giver,
-        new=new,
-        loss_name=name,
-        loss_label=label,
-        start_loss=start,
-        start_source=start_source,
-        tolerance=float(tolerance),
-        prob=prob,
-        n_at_max=int(at_max.sum()),
-        n_at_zero=int(at_zero.sum()),
-        x_max=x_max,
-        law=law.name,
-        other_shares={d: float(s) for d, s in (other_shares or {}).items()},
-        fit_step=float(steps.max()) if steps is not None else None,
-        diagnostics_warning=posterior.diagnostics_warning,
-        source=fit.source,
-    )
+    return share_da, orig_da, curve_da
 
 
 def _observed(fit: RunTable, train, w, giver, new, base) -> pd.DataFrame:

@@ -1,14 +1,16 @@
-"""The decision report: which mixture to train the big run on, and how sure we are.
+"""The decision: which mixture to train the big run on, and how sure we are.
 
-:func:`decide` runs the whole decision on a fitted posterior (or on :class:`LawDraws`): resolve
-the validation-domain weights, the constraints and the baseline, choose the mixture
-(:func:`bayesmix.decisions.optimize.minimize_objective`), compute every draw's own optimum
-(:func:`bayesmix.decisions.optimize.draw_optima`), and compare recommendation and baseline draw by
-draw. Any mixing law works: losses come from the posterior's law (:meth:`bayesmix.laws.Law.mean`),
-the optimiser from its gradient; the report says whether the optimiser converged and, for a
+:func:`decide` runs a :class:`~bayesmix.decisions.problem.DecisionProblem` on a fitted posterior
+(or on :class:`LawDraws`) in named steps: resolve the problem on the posterior's domains
+(weights, constraints, baseline), compute every draw's own optimum
+(:func:`bayesmix.decisions.optimize.draw_optima`), choose the mixture
+(:func:`bayesmix.decisions.optimize.minimize_objective`, or
+:func:`bayesmix.decisions.guarantees.minimize_guaranteed` with guarantees), compare
+recommendation and baseline draw by draw, and compare with the decision at the proxies' scale.
+Any mixing law works: losses come from the posterior's law (:meth:`bayesmix.laws.Law.mean`), the
+optimiser from its gradient; the report says whether the optimiser converged and, for a
 non-convex law, how many of its starts reached the best value. The result is a
-:class:`DecisionReport` of tidy DataFrames, printable as a table (:meth:`DecisionReport.to_text`)
-and saved as JSON or CSV (:meth:`DecisionReport.save`).
+:class:`~bayesmix.decisions.decision_report.DecisionReport`.
 
 Loss intervals have mass ``ci_prob`` over posterior draws, equal-tailed by default
 (``ci_kind="hdi"``: highest density; :func:`bayesmix.posterior.intervals.credible_interval`).
@@ -20,25 +22,23 @@ run's measured loss.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix import errors
 from bayesmix._compat import CI_PROB, PROGRESS, SEED, renamed_kwargs
 from bayesmix.data.constraints import Constraints
+from bayesmix.decisions.decision_report import OVERALL, DecisionReport
 from bayesmix.decisions.draws import LawDraws, as_law_draws
 from bayesmix.decisions.feasible import check_constraints
 from bayesmix.decisions.guarantees import minimize_guaranteed
-from bayesmix.decisions.inputs import REPORT_FORMAT, resolve_baseline, resolve_weights
+from bayesmix.decisions.inputs import problem_from, resolve_baseline, resolve_weights
 from bayesmix.decisions.objectives import Objective
 from bayesmix.decisions.optimize import (
     Optimum,
@@ -47,519 +47,35 @@ from bayesmix.decisions.optimize import (
     optima_dataarray,
     optimum_spread,
 )
+from bayesmix.decisions.problem import DecisionProblem
 from bayesmix.decisions.scale import ScaleShift, proxy_scale, scale_shift
-from bayesmix.io import atomic_write_text
 from bayesmix.posterior.extrapolation import stored_backtest
-from bayesmix.posterior.intervals import DEFAULT_PROB, check_ci_kind, check_prob, credible_interval
+from bayesmix.posterior.intervals import credible_interval
 
-#: Name of the aggregate row in loss tables (as in ``Prediction.intervals``).
-OVERALL = "overall"
-
-
-# ------------------------------------------------------------------------------ the report
-@dataclass
-class DecisionReport:
-    """Everything needed to decide, as tidy tables (shares are fractions, losses nats/token).
-
-    Built by :func:`decide` (or read back by :func:`bayesmix.reporting.html_report.load_decision`);
-    ``print(report)`` shows it as text, :meth:`save` writes JSON or CSV, :meth:`to_html` the
-    HTML report.
-
-    Parameters
-    ----------
-    recommendation : pandas.DataFrame
-        train_domain, share, baseline, min_allowed, max_allowed.
-    losses : pandas.DataFrame
-        mixture (recommended/baseline), eval_domain (``overall`` = weighted aggregate), weight,
-        mean, median, lower, upper [, pred_lower, pred_upper].
-    comparison : pandas.DataFrame
-        eval_domain, improvement mean/lower/upper (baseline minus recommended: positive means
-        the recommendation is better), p_better (share of draws where it is), p_worse (share
-        of draws where the recommendation's loss is higher).
-    optimum_spread : pandas.DataFrame or None
-        train_domain, mean, median, lower, upper of the per-draw optima.
-    draw_optima : xarray.DataArray or None
-        Every draw's optimum (sample, train_domain), or None when not computed.
-    p_beats_baseline : float
-        Posterior probability that the recommendation's overall loss is lower.
-    objective, objective_description : str
-        The objective (``mean``, ``quantile:0.9``, ...) and its description.
-    objective_value : float
-        The objective at the recommendation.
-    weights_description, baseline_label : str
-        How validation losses were weighted; which baseline was compared.
-    prob : float
-        Mass of every interval (the ``ci_prob`` of :func:`decide`).
-    n_samples : int
-        Posterior draws used.
-    constraints : Constraints
-        The feasible set.
-    diagnostics_warning, source, notes, law, optimizer_status
-        The posterior's failed checks (or None), its file, notes, the mixing law's name and
-        one line on how the optimiser ended (SLSQP converged or not at the winning start, how
-        many starts reached the best).
-    scale_shift, inputs
-        The decision at the proxies' vs the target's scale, and the target scale.
-    guarantees : pandas.DataFrame or None
-        One row per (expanded) chance constraint: guarantee, kind, domain, bound,
-        prob_required, prob_achieved (exact, on the draws), met; ``unguaranteed_value``: the
-        objective without the guarantees (the price of the guarantees is the difference).
-    ci_kind : {"eti", "hdi"}
-        Interval kind of every interval.
-
-    Examples
-    --------
-    >>> import bayesmix as bm
-    >>> rec = bm.decide(post)                     # doctest: +SKIP
-    >>> rec.mixture                               # doctest: +SKIP
-    >>> print(rec)                                # doctest: +SKIP
-    >>> rec.save("decision.json")                 # doctest: +SKIP
-    """
-
-    recommendation: pd.DataFrame
-    losses: pd.DataFrame
-    comparison: pd.DataFrame
-    optimum_spread: pd.DataFrame | None
-    draw_optima: xr.DataArray | None
-    p_beats_baseline: float
-    objective: str
-    objective_description: str
-    objective_value: float
-    weights_description: str
-    baseline_label: str
-    prob: float
-    n_samples: int
-    constraints: Constraints
-    diagnostics_warning: str | None = None
-    source: str | None = None
-    notes: list[str] = field(default_factory=list)
-    law: str = ""
-    optimizer_status: str = ""
-    #  The decision at the proxies' scale vs the target's (:mod:`bayesmix.decisions.scale`), when
-    # the law  takes model size and tokens and a target scale was given.
-    scale_shift: ScaleShift | None = None
-    #: The scale the decision is made at ({"n_params": N, "tokens": D}), or empty.
-    inputs: dict = field(default_factory=dict)
-    #  Chance constraints and their exact probabilities (:mod:`bayesmix.decisions.guarantees`), or
-    # None.
-    guarantees: pd.DataFrame | None = None
-    unguaranteed_value: float | None = None
-    #: Interval kind of every interval in the report: "eti" (equal-tailed) or "hdi".
-    ci_kind: str = "eti"
-
-    @property
-    def mixture(self) -> pd.Series:
-        """The recommended shares, indexed by training domain."""
-        return self.recommendation.set_index("train_domain")["share"]
-
-    # ---------------------------------------------------------------------- text
-    def _repr_html_(self) -> str:
-        import html
-
-        return (
-            f"<div><pre>{html.escape(self.to_text(banner=False))}</pre>"
-            + self.recommendation.to_html(index=False, float_format=lambda v: f"{v:.4f}")
-            + "</div>"
-        )
-
-    def to_text(self, digits: int = 4, *, banner: bool = True) -> str:
-        """The report as readable text; a failed-diagnostics warning comes first and loud.
-
-        Parameters
-        ----------
-        digits : int, default 4
-            Decimals of losses.
-        banner : bool, default True
-            Frame a failed-diagnostics warning in a terminal banner of ``!``; False writes it
-            as one plain line (the HTML report shows it as a styled warning of its own).
-
-        Returns
-        -------
-        str
-            Objective, mixture table, loss table with intervals, guarantees, notes.
-        """
-        pct = f"{self.prob:.0%}" + (" HDI" if self.ci_kind == "hdi" else "")
-        out = []
-        if self.diagnostics_warning and not banner:
-            out += [f"WARNING: {self.diagnostics_warning}", ""]
-        elif self.diagnostics_warning:
-            bar = "!" * 78
-            out += [
-                bar,
-                f"WARNING: {self.diagnostics_warning}",
-                "The intervals and the recommendation below may be wrong; refit (more "
-                "draws, more tuning, or a better model) before relying on them.",
-                bar,
-                "",
-            ]
-        law = f"law {self.law}, " if self.law else ""
-        out.append(f"Decision report ({self.source or 'posterior'}, {law}{self.n_samples} draws)")
-        out.append(
-            f"objective: {self.objective_description} [{self.objective}] = "
-            f"{self.objective_value:.{digits}f}"
-        )
-        if self.optimizer_status:
-            out.append(f"optimiser: {self.optimizer_status}")
-        if self.scale_shift is not None:
-            out.append(self.scale_shift.to_text())
-        out.append(f"aggregate: {self.weights_description}; baseline: {self.baseline_label}")
-        out.append("")
-
-        rec = self.recommendation.copy()
-        cols = {
-            "train_domain": "train_domain",
-            "share": "recommended",
-            "baseline": "baseline",
-            "min_allowed": "min",
-            "max_allowed": "max",
-        }
-        table = rec[list(cols)].rename(columns=cols)
-        if self.optimum_spread is not None:
-            sp = self.optimum_spread.set_index("train_domain")
-            table[f"per-draw optimum median [{pct}]"] = [
-                f"{sp.at[d, 'median']:.3f} [{sp.at[d, 'lower']:.3f}, {sp.at[d, 'upper']:.3f}]"
-                for d in table["train_domain"]
-            ]
-        out.append("Mixture (shares of training tokens)")
-        out.append(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        out.append("")
-
-        out.append(f"Loss (nats/token): posterior mean [{pct} interval of the expected loss]")
-        loss = self.losses.set_index(["mixture", "eval_domain"])
-        cmp = self.comparison.set_index("eval_domain")
-        rows = []
-        for dom in cmp.index:
-            r, b = loss.loc[("recommended", dom)], loss.loc[("baseline", dom)]
-            c = cmp.loc[dom]
-            rows.append(
-                {
-                    "eval_domain": dom,
-                    "weight": r["weight"],
-                    "recommended": _fmt_interval(r, digits),
-                    "baseline": _fmt_interval(b, digits),
-                    "improvement": f"{c['improvement_mean']:+.{digits}f} "
-                    f"[{c['improvement_lower']:+.{digits}f}, "
-                    f"{c['improvement_upper']:+.{digits}f}]",
-                    "P(better)": f"{c['p_better']:.3f}",
-                    "P(worse)": f"{c['p_worse']:.3f}" if "p_worse" in c else "",
-                }
-            )
-        out.append(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        if "pred_lower" in self.losses:
-            o = loss.loc[("recommended", OVERALL)]
-            out.append(
-                f"{pct} predictive interval of one run's measured overall loss with the "
-                f"recommendation: [{o['pred_lower']:.{digits}f}, "
-                f"{o['pred_upper']:.{digits}f}]"
-            )
-        out.append("")
-        if self.guarantees is not None and len(self.guarantees):
-            out.append(
-                "Guarantees (probability over posterior draws, checked exactly; no-worse "
-                "is paired per draw against the baseline)"
-            )
-            g = self.guarantees
-            out.append(
-                pd.DataFrame(
-                    {
-                        "guarantee": g["guarantee"],
-                        "required": g["prob_required"],
-                        "achieved": g["prob_achieved"],
-                        "met": np.where(g["met"], "yes", "NO"),
-                    }
-                ).to_string(index=False, float_format=lambda v: f"{v:.3f}")
-            )
-            if self.unguaranteed_value is not None:
-                out.append(
-                    f"price of the guarantees: objective {self.objective_value:.{digits}f}"
-                    f" vs {self.unguaranteed_value:.{digits}f} without them"
-                )
-            out.append("")
-        out.append(
-            f"P(recommended beats baseline on the overall loss) = {self.p_beats_baseline:.3f}"
-        )
-        for note in self.notes:
-            out.append(f"note: {note}")
-        return "\n".join(out)
-
-    def __str__(self) -> str:
-        return self.to_text()
-
-    # ---------------------------------------------------------------------- JSON / CSV
-    def to_dict(self, include_draw_optima: bool = False) -> dict:
-        """JSON-ready dict: tables as lists of records, NaN as null."""
-        out = {
-            "format": REPORT_FORMAT,
-            "diagnostics_warning": self.diagnostics_warning,
-            "source": self.source,
-            "law": self.law,
-            "objective": self.objective,
-            "objective_description": self.objective_description,
-            "objective_value": self.objective_value,
-            "optimizer_status": self.optimizer_status,
-            "weights": self.weights_description,
-            "baseline": self.baseline_label,
-            "p_beats_baseline": self.p_beats_baseline,
-            "prob": self.prob,
-            "ci_kind": self.ci_kind,
-            "n_samples": self.n_samples,
-            "constraints": self.constraints.to_dict(),
-            "notes": list(self.notes),
-            "inputs": dict(self.inputs),
-            "scale_shift": None if self.scale_shift is None else self.scale_shift.to_dict(),
-            "recommendation": _records(self.recommendation),
-            "losses": _records(self.losses),
-            "comparison": _records(self.comparison),
-            "optimum_spread": (
-                None if self.optimum_spread is None else _records(self.optimum_spread)
-            ),
-            "guarantees": (None if self.guarantees is None else _records(self.guarantees)),
-            "unguaranteed_value": self.unguaranteed_value,
-        }
-        if include_draw_optima and self.draw_optima is not None:
-            out["draw_optima"] = {
-                "train_domains": [str(d) for d in self.draw_optima["train_domain"].values],
-                "shares": self.draw_optima.transpose("sample", "train_domain").values.tolist(),
-            }
-        return out
-
-    def to_json(self, include_draw_optima: bool = False) -> str:
-        return json.dumps(self.to_dict(include_draw_optima), indent=2)
-
-    def to_frame(self, include_draw_optima: bool = False) -> pd.DataFrame:
-        """One long tidy table (the CSV layout): section, mixture, domain, statistic, value, text.
-
-        Numbers are in ``value``; rows of section ``meta`` carry text (objective, weights,
-        diagnostics warning, notes) in ``text``.
-        """
-        parts = []
-
-        def add(section, frame, domain_col, stats, mixture):
-            stats = [s for s in stats if s in frame]
-            long = frame.melt(
-                id_vars=[domain_col] + (["mixture"] if mixture is None else []),
-                value_vars=stats,
-                var_name="statistic",
-                value_name="value",
-            )
-            long = long.rename(columns={domain_col: "domain"})
-            if mixture is not None:
-                long["mixture"] = mixture
-            long["section"] = section
-            parts.append(long)
-
-        rec = self.recommendation
-        add("mixture", rec, "train_domain", ["share"], "recommended")
-        add(
-            "mixture",
-            rec.rename(columns={"baseline": "share", "share": "_"}),
-            "train_domain",
-            ["share"],
-            "baseline",
-        )
-        add("mixture", rec, "train_domain", ["min_allowed", "max_allowed"], "constraint")
-        add(
-            "loss",
-            self.losses,
-            "eval_domain",
-            ["weight", "mean", "median", "lower", "upper", "pred_lower", "pred_upper"],
-            None,
-        )
-        add(
-            "comparison",
-            self.comparison,
-            "eval_domain",
-            ["improvement_mean", "improvement_lower", "improvement_upper", "p_better", "p_worse"],
-            "recommended vs baseline",
-        )
-        if self.guarantees is not None and len(self.guarantees):
-            g = self.guarantees.assign(met=self.guarantees["met"].astype(float))
-            long = g.melt(
-                id_vars=["guarantee", "domain"],
-                value_vars=["bound", "prob_required", "prob_achieved", "met"],
-                var_name="statistic",
-                value_name="value",
-            )
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "section": "guarantee",
-                        "mixture": "recommended",
-                        "domain": long["domain"],
-                        "statistic": long["statistic"],
-                        "value": long["value"],
-                        "text": long["guarantee"],
-                    }
-                )
-            )
-        if self.optimum_spread is not None:
-            add(
-                "optimum_spread",
-                self.optimum_spread,
-                "train_domain",
-                ["mean", "median", "lower", "upper"],
-                "per-draw optimum",
-            )
-        if include_draw_optima and self.draw_optima is not None:
-            da = self.draw_optima
-            frame = da.to_dataframe().reset_index()
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "section": "draw_optimum",
-                        "mixture": "draw " + frame["sample"].astype(str),
-                        "domain": frame["train_domain"],
-                        "statistic": "share",
-                        "value": frame[da.name],
-                    }
-                )
-            )
-        meta = [
-            ("objective_value", self.objective_value, self.objective),
-            ("p_beats_baseline", self.p_beats_baseline, self.baseline_label),
-            ("prob", self.prob, ""),
-            ("n_samples", float(self.n_samples), ""),
-            ("objective", math.nan, self.objective_description),
-            ("weights", math.nan, self.weights_description),
-            ("law", math.nan, self.law),
-            ("optimizer", math.nan, self.optimizer_status),
-        ]
-        if self.diagnostics_warning:
-            meta.append(("diagnostics_warning", math.nan, self.diagnostics_warning))
-        meta += [("note", math.nan, n) for n in self.notes]
-        parts.append(
-            pd.DataFrame(
-                {
-                    "section": "meta",
-                    "mixture": "",
-                    "domain": "",
-                    "statistic": [m[0] for m in meta],
-                    "value": [m[1] for m in meta],
-                    "text": [m[2] for m in meta],
-                }
-            )
-        )
-        out = pd.concat(parts, ignore_index=True)
-        out["text"] = out["text"].fillna("") if "text" in out else ""
-        return out[["section", "mixture", "domain", "statistic", "value", "text"]]
-
-    def to_html(
-        self,
-        posterior,
-        path: str | Path | None = None,
-        *,
-        ledger=None,
-        ternary=None,
-        force: bool = False,
-    ):
-        """The HTML report of ``posterior`` with this decision (:func:`bayesmix.report`).
-
-        Parameters
-        ----------
-        posterior : Posterior or path
-            The posterior (or its file) this decision came from.
-        path : str or path, optional
-            Where to write the page (an existing file only with ``force``).
-        ledger : path, optional
-            An experiment ledger for the progress section.
-        ternary : sequence of str or str, optional
-            Three training domains for the ternary view.
-        force : bool, default False
-            Replace an existing file.
-
-        Returns
-        -------
-        str or pathlib.Path
-            The page as text without ``path``, else the path written.
-        """
-        import bayesmix  # the public API: reporting sits above the decisions (ARCHITECTURE.md)
-
-        return bayesmix.report(
-            path,
-            posterior,
-            decision=self,
-            ledger=ledger,
-            ternary=ternary,
-            ci_prob=self.prob,
-            ci_kind=self.ci_kind,
-            force=force,
-        )
-
-    def save(self, path: str | Path, include_draw_optima: bool = False) -> Path:
-        """Write the report as JSON or CSV (by suffix), atomically.
-
-        Parameters
-        ----------
-        path : str or path
-            A ``.json`` file (:meth:`to_json`) or ``.csv`` file (:meth:`to_frame`'s table).
-        include_draw_optima : bool, default False
-            Also write every draw's optimum.
-
-        Returns
-        -------
-        pathlib.Path
-            ``path``.
-        """
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            text = self.to_json(include_draw_optima)
-        elif suffix == ".csv":
-            text = self.to_frame(include_draw_optima).to_csv(index=False)
-        else:
-            raise errors.FormatError(
-                f"cannot write a report as {suffix or 'no suffix'!r}",
-                source=str(path),
-                hint="use a .json or .csv file name",
-            )
-        _atomic_write(path, text)
-        return path
-
-
-def _fmt_interval(row, digits):
-    return f"{row['mean']:.{digits}f} [{row['lower']:.{digits}f}, {row['upper']:.{digits}f}]"
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    recs = frame.to_dict(orient="records")
-    return [
-        {
-            k: (
-                None
-                if isinstance(v, float) and not math.isfinite(v)
-                else (v.item() if hasattr(v, "item") else v)
-            )
-            for k, v in r.items()
-        }
-        for r in recs
-    ]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """The one atomic writer (mode 0666 & ~umask; WriteError on failure)."""
-    atomic_write_text(path, text)
+__all__ = ["DecisionProblem", "DecisionReport", "decide"]
 
 
 # ------------------------------------------------------------------------------ deciding
 @renamed_kwargs(**CI_PROB, **SEED, **PROGRESS)
 def decide(
     source,
+    problem: DecisionProblem | None = None,
     *,
     weights=None,
     target: str | None = None,
     constraints: Constraints | None = None,
-    objective: Objective | str = "mean",
+    objective: Objective | str | None = None,
     baseline=None,
-    ci_prob: float = DEFAULT_PROB,
-    ci_kind: str = "eti",
-    allow_subset: bool = False,
+    ci_prob: float | None = None,
+    ci_kind: str | None = None,
+    allow_subset: bool | None = None,
     per_draw: bool = True,
     n_starts: int | None = None,
     random_seed: int = 0,
     progressbar: bool = False,
     inputs: Mapping | None = None,
     proxy_inputs: Mapping | None = None,
-    max_extrapolation: float = 10.0,
+    max_extrapolation: float | None = None,
     guarantees=None,
 ) -> DecisionReport:
     """Choose the mixture to train on and report how sure the choice is.
@@ -569,24 +85,17 @@ def decide(
     source : Posterior or LawDraws
         A fitted posterior (any law) or draws of a law
         (:class:`bayesmix.decisions.draws.LawDraws`).
-    weights : mapping, path or array_like, optional
-        How validation losses aggregate: ``{domain: weight}``, a JSON file of that, or an
-        array (K,) (see :func:`resolve_weights`); default equal weights.
-    target : str, optional
-        One validation domain gets all the weight (instead of ``weights``).
-    constraints : Constraints, optional
-        Feasible mixtures over the training domains (default: the plain simplex).
-    objective : str or Objective, default "mean"
-        ``mean``, ``quantile:Q``, ``cvar:Q``, ``beat-baseline`` or ``minimax`` (the worst
-        domain's expected change vs the baseline).
-    baseline : mapping, array_like or path, optional
-        The comparison mixture (default uniform, see :func:`resolve_baseline`).
-    ci_prob : float, default 0.9
-        Mass of every interval in the report (``prob`` is its deprecated name).
-    ci_kind : {"eti", "hdi"}, default "eti"
-        Equal-tailed or highest density intervals.
-    allow_subset : bool, default False
-        Allow ``weights`` naming only some validation domains.
+    problem : DecisionProblem, optional
+        The decision to make: constraints, weights or target, objective, baseline,
+        guarantees, intervals, target scale. Default: the problem its fields below describe.
+    weights, target, constraints, objective, baseline, ci_prob, ci_kind : optional
+        Fields of :class:`~bayesmix.decisions.problem.DecisionProblem` (documented there, with
+        their defaults), as a convenience instead of ``problem`` (not with it); ``prob`` is
+        ``ci_prob``'s deprecated name.
+    allow_subset, inputs, proxy_inputs, max_extrapolation, guarantees : optional
+        Fields of the problem too: weights naming some validation domains, the scale
+        ``{"n_params": N, "tokens": D}`` the mixture is for and the proxies' scale to compare
+        with, the largest extrapolation factor, chance constraints per validation domain.
     per_draw : bool, default True
         Also compute every draw's optimum (the spread of the optimum).
     n_starts : int, optional
@@ -597,20 +106,6 @@ def decide(
         deprecated name).
     progressbar : bool, default False
         Print progress lines to stderr (``progress`` is its deprecated name).
-    inputs : mapping, optional
-        ``{"n_params": N, "tokens": D}`` of the run the mixture is for, when the law takes
-        them; the report then also says whether the recommendation moves between the proxies'
-        scale (``proxy_inputs``, default :func:`bayesmix.decisions.scale.proxy_scale`) and that
-        target.
-    proxy_inputs : mapping, optional
-        The proxies' scale for that comparison.
-    max_extrapolation : float, default 10
-        A target more than this factor outside the fitted range is refused (less is noted).
-    guarantees : sequence, optional
-        Chance constraints per validation domain (:class:`bayesmix.decisions.guarantees.Guarantee`
-        or strings ``"no-worse:DOMAIN=TOL@PROB"``, ``"max-loss:DOMAIN=VALUE@PROB"``; ``all`` for
-        every domain), met exactly on the draws, else
-        :class:`bayesmix.decisions.guarantees.GuaranteeError` names the binding one.
 
     Returns
     -------
@@ -632,7 +127,7 @@ def decide(
     ...           for k in ("m", "rho", "t")}
     >>> draws = LawDraws(params, runs.train_domains, runs.eval_domains)
     >>> cons = bm.Constraints.build(runs.train_domains, max_share={"code": 0.3})
-    >>> rec = bm.decide(draws, constraints=cons, random_seed=0)
+    >>> rec = bm.decide(draws, bm.DecisionProblem(constraints=cons), random_seed=0)
     >>> bool(cons.contains(rec.mixture.to_numpy()))
     True
     >>> round(float(rec.mixture.sum()), 6)
@@ -640,158 +135,256 @@ def decide(
     >>> rec.losses.columns.tolist()
     ['mixture', 'eval_domain', 'weight', 'mean', 'median', 'lower', 'upper']
     """
+    fields = {
+        "weights": weights,
+        "target": target,
+        "constraints": constraints,
+        "objective": objective,
+        "baseline": baseline,
+        "ci_prob": ci_prob,
+        "ci_kind": ci_kind,
+        "allow_subset": allow_subset,
+        "inputs": inputs,
+        "proxy_inputs": proxy_inputs,
+        "max_extrapolation": max_extrapolation,
+        "guarantees": guarantees,
+    }
+    problem = problem_from(problem, fields, DecisionProblem)
+    return _decide(source, problem, per_draw, n_starts, random_seed, _progress(progressbar))
 
-    def say(msg):
+
+def _decide(source, problem: DecisionProblem, per_draw, n_starts, seed, say) -> DecisionReport:
+    """The decision's named steps, then the report."""
+    setting = _resolve(source, problem)
+    spread = _optimum_spread(setting, problem, per_draw, seed, say)
+    say(f"optimising the {problem.objective} objective")
+    choice = _choose(setting, problem, spread.starts, n_starts, seed)
+    setting.notes += _choice_notes(choice.best, setting)
+    losses, comparison, p_beat = _compare(setting, problem, choice.best.mixture, seed)
+    shift = _scale_shift(setting, problem, seed, say)
+    say("done")
+    draws = setting.draws
+    return DecisionReport(
+        scale_shift=shift,
+        inputs=dict(draws.inputs),
+        recommendation=_recommendation(setting, choice.best.mixture),
+        losses=losses,
+        comparison=comparison,
+        optimum_spread=spread.table,
+        draw_optima=spread.draw_optima,
+        p_beats_baseline=p_beat,
+        objective=str(problem.objective),
+        objective_description=problem.objective.describe(),
+        objective_value=choice.best.value,
+        weights_description=setting.weights_description,
+        baseline_label=setting.baseline_label,
+        prob=problem.ci_prob,
+        n_samples=draws.n_samples,
+        constraints=setting.constraints,
+        diagnostics_warning=draws.diagnostics_warning,
+        source=draws.source,
+        notes=setting.notes,
+        law=draws.law.name,
+        optimizer_status=choice.status,
+        guarantees=choice.guarantees,
+        unguaranteed_value=choice.unguaranteed_value,
+        ci_kind=problem.ci_kind,
+    )
+
+
+def _progress(progressbar: bool) -> Callable[[str], None]:
+    """A function printing ``[optimize] message`` lines to stderr, or doing nothing."""
+
+    def say(msg: str) -> None:
         if progressbar:
             print(f"[optimize] {msg}", file=sys.stderr, flush=True)
 
-    prob = check_prob(ci_prob)
-    check_ci_kind(ci_kind)
-    objective = Objective.parse(objective)
+    return say
+
+
+# ------------------------------------------------------------------------------ the steps
+@dataclass
+class _Setting:
+    """The problem resolved on one posterior's domains, and the notes gathered so far."""
+
+    draws: LawDraws
+    posterior: Any  # the Posterior, or None for plain draws
+    constraints: Constraints
+    weights: np.ndarray  # (K,) normalised, over the validation domains
+    weights_description: str
+    baseline: np.ndarray  # (M,) over the training domains
+    baseline_label: str
+    notes: list[str]
+
+
+@dataclass
+class _Spread:
+    """Every draw's optimum (sample, train_domain), its summary table, and the mean optimum as
+    an extra start of the optimiser (1, M); all None without per-draw optima."""
+
+    draw_optima: xr.DataArray | None = None
+    table: pd.DataFrame | None = None
+    starts: np.ndarray | None = None
+
+
+@dataclass
+class _Choice:
+    """The chosen mixture, one line on how the optimiser ended, and the guarantees' table with
+    the objective's value without them (None without guarantees)."""
+
+    best: Optimum
+    status: str
+    guarantees: pd.DataFrame | None = None
+    unguaranteed_value: float | None = None
+
+
+def _resolve(source, problem: DecisionProblem) -> _Setting:
+    """Draws at the problem's scale; weights, baseline and constraints over the posterior's
+    domains; notes on zero weights, the baseline, the scale and stored backtests."""
     draws = as_law_draws(source)
-    if inputs is not None:
-        draws = dataclasses.replace(draws, inputs=inputs)
+    if problem.inputs is not None:
+        draws = dataclasses.replace(draws, inputs=problem.inputs)
     posterior = None if isinstance(source, LawDraws) else source
-    constraints = check_constraints(constraints, draws.train_domains)
-    w, w_desc = resolve_weights(draws.eval_domains, weights, target, allow_subset=allow_subset)
-    base, base_label = resolve_baseline(draws.train_domains, baseline)
+    constraints = check_constraints(problem.constraints, draws.train_domains)
+    w, w_desc = resolve_weights(
+        draws.eval_domains, problem.weights, problem.target, allow_subset=problem.allow_subset
+    )
+    base, base_label = resolve_baseline(draws.train_domains, problem.baseline)
     notes = []
     zero = [d for d, v in zip(draws.eval_domains, w) if v == 0]
-    if zero and target is None:
+    if zero and problem.target is None:
         notes.append(f"weight 0 (not in the weights) for: {', '.join(zero)}")
     if not constraints.contains(base):
         notes.append("the baseline mixture is outside the constraints")
     if posterior is not None and draws.inputs:
-        notes += posterior.check_scale(**draws.inputs, max_extrapolation=max_extrapolation)
+        notes += posterior.check_scale(**draws.inputs, **problem.scale_options)
     if posterior is not None:
         notes += _backtest_notes(posterior)
+    return _Setting(draws, posterior, constraints, w, w_desc, base, base_label, notes)
 
-    optima_da, spread, starts = None, None, None
-    if per_draw:
-        say(f"per-draw optima of {draws.n_samples} draws")
-        t0 = time.perf_counter()
-        optima, ok = draw_optima(draws, constraints, w, random_seed=random_seed)
-        say(f"per-draw optima done in {time.perf_counter() - t0:.2f} s")
-        if not ok.all():
-            notes.append(
-                f"{int((~ok).sum())} of {len(ok)} per-draw optima did not converge "
-                "(kept, feasible, possibly slightly off; the optimum spread may be "
-                "a little wide)"
-            )
-        optima_da = optima_dataarray(optima, draws.train_domains)
-        spread = optimum_spread(optima_da, ci_prob=prob, ci_kind=ci_kind)
-        starts = optima.mean(axis=0)[None, :]
-    say(f"optimising the {objective} objective")
-    g_table, free_value = None, None
-    if guarantees:
-        say("with guarantees (chance constraints, checked exactly on the draws)")
-        got = minimize_guaranteed(
-            draws,
-            constraints,
-            w,
-            objective,
-            guarantees=guarantees,
-            baseline=base,
-            extra_starts=starts,
-            random_seed=random_seed,
-            n_starts=n_starts or 4,
+
+def _optimum_spread(
+    setting: _Setting, problem: DecisionProblem, per_draw: bool, seed, say
+) -> _Spread:
+    """Every draw's own optimum and its spread (a note when some did not converge)."""
+    if not per_draw:
+        return _Spread()
+    draws = setting.draws
+    say(f"per-draw optima of {draws.n_samples} draws")
+    t0 = time.perf_counter()
+    optima, ok = draw_optima(draws, setting.constraints, setting.weights, random_seed=seed)
+    say(f"per-draw optima done in {time.perf_counter() - t0:.2f} s")
+    if not ok.all():
+        setting.notes.append(
+            f"{int((~ok).sum())} of {len(ok)} per-draw optima did not converge "
+            "(kept, feasible, possibly slightly off; the optimum spread may be "
+            "a little wide)"
         )
-        g_table, free_value = got.table(), got.unguaranteed_value
-        best = Optimum(
-            mixture=got.mixture,
-            value=got.value,
-            objective=objective,
-            train_domains=tuple(draws.train_domains),
-            starts=[got.value],
-            convex=bool(draws.law.convex),
-        )
-        status = (
-            f"SLSQP with {len(got.guarantees)} chance constraint(s) (Harrell-Davis "
-            f"quantiles) from {got.n_starts} starts; every guarantee checked exactly on "
-            f"the {draws.n_samples} draws"
-        )
-    else:
+    da = optima_dataarray(optima, draws.train_domains)
+    table = optimum_spread(da, ci_prob=problem.ci_prob, ci_kind=problem.ci_kind)
+    return _Spread(da, table, optima.mean(axis=0)[None, :])
+
+
+def _choose(setting: _Setting, problem: DecisionProblem, starts, n_starts, seed) -> _Choice:
+    """The mixture optimising the objective, under the guarantees when there are any."""
+    draws, objective = setting.draws, problem.objective
+    if not problem.guarantees:
         best = minimize_objective(
             draws,
-            constraints,
-            w,
+            setting.constraints,
+            setting.weights,
             objective,
-            baseline=base if objective.uses_baseline else None,
+            baseline=setting.baseline if objective.uses_baseline else None,
             n_starts=n_starts,
             extra_starts=starts,
-            random_seed=random_seed,
+            random_seed=seed,
         )
         status = (
             best.status()
             if objective.kind != "minimax"
             else "SLSQP on the epigraph form (exact max over validation domains)"
         )
+        return _Choice(best, status)
+    got = minimize_guaranteed(
+        draws,
+        setting.constraints,
+        setting.weights,
+        objective,
+        guarantees=problem.guarantees,
+        baseline=setting.baseline,
+        extra_starts=starts,
+        random_seed=seed,
+        n_starts=n_starts or 4,
+    )
+    best = Optimum(
+        mixture=got.mixture,
+        value=got.value,
+        objective=objective,
+        train_domains=tuple(draws.train_domains),
+        starts=[got.value],
+        convex=bool(draws.law.convex),
+    )
+    status = (
+        f"SLSQP with {len(got.guarantees)} chance constraint(s) (Harrell-Davis "
+        f"quantiles) from {got.n_starts} starts; every guarantee checked exactly on "
+        f"the {draws.n_samples} draws"
+    )
+    return _Choice(best, status, got.table(), got.unguaranteed_value)
+
+
+def _choice_notes(best: Optimum, setting: _Setting) -> list[str]:
+    """Notes on how the optimiser ended and where the recommendation lies."""
+    notes = []
     if not best.converged:
         notes.append(f"the optimiser reported: {best.message} (best feasible start kept)")
     if best.fragile:
         notes.append(
-            f"law {draws.law.name!r} is not convex and only {best.n_agree} of "
+            f"law {setting.draws.law.name!r} is not convex and only {best.n_agree} of "
             f"{best.n_starts} optimiser starts reached the best value (the others "
             "stopped at local optima): the recommendation may be fragile; rerun with "
-            "more starts (--starts) and a few seeds to check it"
+            "more optimiser starts and a few seeds to check it"
         )
+    if setting.posterior is not None:
+        rec = pd.DataFrame(
+            [best.mixture], index=["recommended"], columns=setting.draws.train_domains
+        )
+        notes += setting.posterior.mixture_range().notes(rec, "the recommended mixture")
+    return notes
 
-    if posterior is not None:
-        rec_mix = pd.DataFrame([best.mixture], index=["recommended"], columns=draws.train_domains)
-        notes += posterior.mixture_range().notes(rec_mix, "the recommended mixture")
-    recommendation = pd.DataFrame(
+
+def _recommendation(setting: _Setting, mixture: np.ndarray) -> pd.DataFrame:
+    """train_domain, share, baseline, min_allowed, max_allowed."""
+    return pd.DataFrame(
         {
-            "train_domain": list(draws.train_domains),
-            "share": best.mixture,
-            "baseline": base,
-            "min_allowed": constraints.lower,
-            "max_allowed": constraints.upper,
+            "train_domain": list(setting.draws.train_domains),
+            "share": mixture,
+            "baseline": setting.baseline,
+            "min_allowed": setting.constraints.lower,
+            "max_allowed": setting.constraints.upper,
         }
     )
-    losses, comparison, p_beat = _compare(
-        draws, w, best.mixture, base, prob, ci_kind, posterior, random_seed, max_extrapolation
-    )
-    shift = None
-    if draws.inputs and {"n_params", "tokens"} <= set(draws.law.inputs):
-        if proxy_inputs is None and posterior is not None:
-            proxy_inputs = proxy_scale(posterior)
-        if proxy_inputs is not None:
-            say("comparing with the decision at the proxies' scale")
-            shift = scale_shift(
-                draws,
-                constraints,
-                w,
-                target=draws.inputs,
-                proxy=proxy_inputs,
-                ci_prob=prob,
-                random_seed=random_seed,
-            )
-    say("done")
-    return DecisionReport(
-        scale_shift=shift,
-        inputs=dict(draws.inputs),
-        recommendation=recommendation,
-        losses=losses,
-        comparison=comparison,
-        optimum_spread=spread,
-        draw_optima=optima_da,
-        p_beats_baseline=p_beat,
-        objective=str(objective),
-        objective_description=objective.describe(),
-        objective_value=best.value,
-        weights_description=w_desc,
-        baseline_label=base_label,
-        prob=prob,
-        n_samples=draws.n_samples,
-        constraints=constraints,
-        diagnostics_warning=draws.diagnostics_warning,
-        source=draws.source,
-        notes=notes,
-        law=draws.law.name,
-        optimizer_status=status,
-        guarantees=g_table,
-        unguaranteed_value=free_value,
-        ci_kind=ci_kind,
+
+
+def _scale_shift(setting: _Setting, problem: DecisionProblem, seed, say) -> ScaleShift | None:
+    """The decision at the proxies' scale vs the target's, for a law over model size and
+    tokens with a target scale (None otherwise, or when the proxies' scale is unknown)."""
+    draws = setting.draws
+    if not draws.inputs or not {"n_params", "tokens"} <= set(draws.law.inputs):
+        return None
+    proxy = problem.proxy_inputs
+    if proxy is None and setting.posterior is not None:
+        proxy = proxy_scale(setting.posterior)
+    if proxy is None:
+        return None
+    say("comparing with the decision at the proxies' scale")
+    return scale_shift(
+        draws,
+        setting.constraints,
+        setting.weights,
+        target=draws.inputs,
+        proxy=proxy,
+        ci_prob=problem.ci_prob,
+        random_seed=seed,
     )
 
 
@@ -815,9 +408,12 @@ def _backtest_notes(posterior) -> list[str]:
     return out
 
 
-def _compare(draws: LawDraws, w, rec, base, prob, ci_kind, posterior, seed, max_extrapolation=10.0):
-    """Loss intervals of both mixtures per domain and overall, and their paired comparison."""
-    mixes = np.vstack([rec, base])
+def _compare(setting: _Setting, problem: DecisionProblem, rec: np.ndarray, seed):
+    """Loss intervals of both mixtures per domain and overall, and their paired comparison:
+    (losses, comparison, P(recommended beats the baseline overall))."""
+    draws, w, posterior = setting.draws, setting.weights, setting.posterior
+    prob, ci_kind = problem.ci_prob, problem.ci_kind
+    mixes = np.vstack([rec, setting.baseline])
 
     def with_overall(da) -> np.ndarray:  # (S, 2, K + 1): per domain, then the weighted sum
         v = da.stack(sample=("chain", "draw")).transpose("sample", "mixture", "eval_domain")
@@ -831,7 +427,7 @@ def _compare(draws: LawDraws, w, rec, base, prob, ci_kind, posterior, seed, max_
             ),
             random_seed=seed,
             warn=False,
-            max_extrapolation=max_extrapolation,
+            **problem.scale_options,
             **draws.inputs,
         )  # decide() notes extrapolation
     if pred is not None and posterior.extrapolation is not None:

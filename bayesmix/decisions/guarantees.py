@@ -1,32 +1,23 @@
-"""Decisions with guarantees: per-domain chance constraints, the minimax objective, the
-trade-off frontier, and continual pre-training's critical share as a special case.
+"""Decisions with guarantees: per-domain chance constraints, the minimax objective, and
+continual pre-training's critical share as a special case.
 
-A guarantee j is a chance constraint on one validation domain's loss ``L_d`` (or, from Python, on
+A guarantee is a chance constraint on one validation domain's loss ``L_d`` (or, from Python, on
 a weighted aggregate of validation losses), over the posterior draws s:
 
 * ``no-worse d=TOL@PROB``: ``P_s(L_sd(r) - L_sd(b) <= TOL) >= PROB``, b the baseline mixture,
   paired draw by draw (the same draw's law at both mixtures);
 * ``max-loss d=VALUE@PROB``: ``P_s(L_sd(r) <= VALUE) >= PROB`` (absolute, nats per token).
 
-With ``X_sj(r) = L_sd(r) - ref_sj`` (``ref = L_sd(b) + TOL`` or ``VALUE``) a guarantee holds on
-the draws when at least ``ceil(PROB S)`` of the S draws have ``X_sj <= 0``. That count is a step
-function of r (no gradient), so the optimiser uses a smooth stand-in: the Harrell-Davis
-PROB-quantile ``q_j(r)`` of ``X_sj(r)`` over draws (the L-statistic the ``quantile`` objective of
-:mod:`bayesmix.decisions.optimize` uses, gradient from :meth:`Law.value_grad`), as the SLSQP
-inequality ``q_j(r) + margin_j <= 0``. The solution is then checked exactly on the draws; where it
-fails, the margin of the failing guarantee grows by the shortfall (its ``ceil(PROB S)``-th smallest
-``X_sj``) and SLSQP runs again. Finally the best exactly-feasible point is polished along the
-segments towards the unguaranteed optimum and the margin-free solution (grid, then bisection on the
-exact check), so the answer sits on the exact boundary when a guarantee binds. Every returned
-mixture meets every guarantee exactly on the draws and every share constraint.
-
-When no mixture meets the guarantees, :class:`GuaranteeError` names the binding one (largest
-probability shortfall at the mixture minimising the largest smooth quantile ``max_j q_j``) and the
-highest probability of it reachable while the others hold (or on its own when they cannot hold).
+:class:`Guarantee` is one such request (parsed from ``DOMAIN=BOUND@PROB``);
+:func:`minimize_guaranteed` optimises an objective with every guarantee met exactly on the draws
+(the solver: :mod:`bayesmix.decisions.chance`); every returned mixture meets every guarantee
+exactly on the draws and every share constraint. When none does, :class:`GuaranteeError` names the
+binding guarantee and the highest probability of it reachable.
 
 ``minimax`` minimises the worst validation domain's expected excess over the baseline,
 ``max_d (E_s L_sd(r) - E_s L_sd(b))`` over the domains with positive weight, exactly, by SLSQP on
 the epigraph form (minimise u subject to u >= each domain's excess): no smoothing temperature.
+The trade-off frontier of a guarantee is :mod:`bayesmix.decisions.frontier`.
 
 Everything works for any law through :meth:`Law.value_grad` / :meth:`Law.mean` and at the draws'
 fixed extra inputs (``n_params``, ``tokens``: a target scale).
@@ -37,45 +28,29 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from bayesmix import errors
 from bayesmix._compat import CI_PROB, SEED, renamed_kwargs
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.mixtures import domain_weights
 from bayesmix.data.table import check_known_domains
-from bayesmix.decisions import continual
-from bayesmix.decisions.draws import (
-    LawDraws,
-    as_law_draws,
-    normalise_weights,
-    unpack_draws,
+from bayesmix.decisions.chance import ChanceSet, solve
+from bayesmix.decisions.continual_inputs import (
+    ContinualProblem,
+    law_inputs,
+    original_loss_weights,
+    original_start,
+    share_line,
 )
-from bayesmix.decisions.epigraph import (
-    DomainValues,
-    excess_pieces,
-    minimax_plain,
-    minimise_max,
-    minimise_max_from,
-    worst_piece,
-)
-from bayesmix.decisions.feasible import centre, check_constraints, ensure_feasible, feasible_points
-from bayesmix.decisions.inputs import resolve_baseline, resolve_weights
-from bayesmix.decisions.objectives import (
-    Criterion,
-    DrawValues,
-    Objective,
-    beat_temperature,
-    order_weights,
-)
+from bayesmix.decisions.draws import LawDraws, as_law_draws, normalise_weights, unpack_draws
+from bayesmix.decisions.epigraph import excess_pieces, minimax_plain, worst_piece
+from bayesmix.decisions.feasible import centre, check_constraints, feasible_points
+from bayesmix.decisions.inputs import problem_from
+from bayesmix.decisions.objectives import Criterion, DrawValues, Objective, beat_temperature
 from bayesmix.decisions.optimize import minimize_objective
-from bayesmix.io import atomic_path
-from bayesmix.laws.solvers import project
 from bayesmix.posterior.intervals import DEFAULT_PROB, credible_interval
 
 #: Guarantee kinds: relative to the baseline (paired per draw) or absolute.
@@ -84,20 +59,6 @@ KINDS = ("no-worse", "max-loss")
 ALL = "all"
 #: Probability of a guarantee given without ``@PROB``.
 DEFAULT_GUARANTEE_PROB = 0.9
-#: Slack of the exact check (nats): ``X_sj <= EXACT_ATOL`` counts as met, so the baseline itself
-#: meets ``no-worse d=0`` although its two loss evaluations may differ by rounding (~1e-15).
-EXACT_ATOL = 1e-10
-#: Rounds of margin tightening after SLSQP when the exact check on the draws fails.
-MARGIN_ROUNDS = 8
-#: Polishing along a segment: grid points, then bisection steps on the exact check.
-POLISH_GRID = 33
-POLISH_BISECT = 50
-#: Logistic bandwidth of the probability surrogate used to find the best reachable probability
-#: of an infeasible guarantee, as a fraction of the sd of ``X_sj`` over draws.
-PROB_BANDWIDTH = 0.25
-#: Frontier defaults: tolerances 0, TOL/4, ..., 2 TOL.
-FRONTIER_STEPS = 9
-PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 GuaranteeError = errors.GuaranteeError  # re-exported: bayesmix.decisions.guarantees.GuaranteeError
@@ -149,49 +110,55 @@ class Guarantee:
         )
 
     @classmethod
-    def parse(cls, text: str, kind: str) -> list[Guarantee]:
+    def parse(cls, text: str, kind: str, *, param: str | None = None) -> list[Guarantee]:
         """``"Github=0.01@0.9"`` (or comma-separated several; ``@PROB`` optional, default
-        :data:`DEFAULT_GUARANTEE_PROB`) as guarantees of ``kind``."""
-        option = f"--{kind}"
+        :data:`DEFAULT_GUARANTEE_PROB`) as guarantees of ``kind``. ``param``: the Python
+        parameter the text came from, named in errors (``no_worse='x' is not ...``)."""
         out = []
         for item in str(text).split(","):
+            item = item.strip()
+            where = f"{param}={item!r}" if param else f"{kind} guarantee {item!r}"
             name, sep, rest = item.partition("=")
             name, rest = name.strip(), rest.strip()
             value, at, prob = rest.partition("@")
             if not sep or not name or not value.strip() or (at and not prob.strip()):
                 raise errors.OptionError(
-                    f"{option} {item.strip()!r} is not DOMAIN=BOUND@PROB",
-                    hint=f"e.g. {option} all=0.01@0.9",
+                    f"{where} is not DOMAIN=BOUND@PROB", hint="e.g. all=0.01@0.9", param=param
                 )
             try:
                 bound = float(value)
                 p = float(prob) if at else DEFAULT_GUARANTEE_PROB
             except ValueError:
                 raise errors.OptionError(
-                    f"{option} {item.strip()!r}: bound and probability must be numbers",
-                    hint=f"e.g. {option} all=0.01@0.9",
+                    f"{where}: bound and probability must be numbers",
+                    hint="e.g. all=0.01@0.9",
+                    param=param,
                 ) from None
             try:
                 out.append(cls(kind, name, bound, p))
             except errors.OptionError as err:
                 raise errors.OptionError(
-                    f"{option} {item.strip()!r}: {err.problem}", hint=err.hint
+                    f"{where}: {err.problem}", hint=err.hint, param=param
                 ) from None
         return out
 
 
 def parse_guarantees(no_worse: Sequence[str] = (), max_loss: Sequence[str] = ()) -> list[Guarantee]:
-    """The guarantees of repeated ``--no-worse`` and ``--max-loss`` option values."""
+    """The guarantees of ``no_worse`` and ``max_loss`` texts (``DOMAIN=BOUND@PROB``, several
+    comma-separated), e.g. the values of the CLI's repeated options; errors name the parameter."""
     out = []
     for text in no_worse or ():
-        out += Guarantee.parse(text, "no-worse")
+        out += Guarantee.parse(text, "no-worse", param="no_worse")
     for text in max_loss or ():
-        out += Guarantee.parse(text, "max-loss")
+        out += Guarantee.parse(text, "max-loss", param="max_loss")
     return out
 
 
-def as_guarantees(guarantees) -> list[Guarantee]:
-    """Accept Guarantee objects or strings ``"no-worse:Github=0.01@0.9"``."""
+def as_guarantees(guarantees, *, param: str = "guarantees") -> list[Guarantee]:
+    """Accept Guarantee objects or strings ``"no-worse:Github=0.01@0.9"``; errors name
+    ``param``, the Python parameter they came from."""
+    if isinstance(guarantees, (str, Guarantee)):
+        guarantees = [guarantees]
     out = []
     for g in guarantees or ():
         if isinstance(g, Guarantee):
@@ -200,8 +167,9 @@ def as_guarantees(guarantees) -> list[Guarantee]:
             kind, sep, rest = str(g).partition(":")
             if not sep:
                 raise errors.OptionError(
-                    f"guarantee {g!r} is not KIND:DOMAIN=BOUND@PROB",
+                    f"{param}= holds {g!r}, which is not KIND:DOMAIN=BOUND@PROB",
                     hint="e.g. no-worse:all=0.01@0.9",
+                    param=param,
                 )
             out += Guarantee.parse(rest, kind.strip().lower())
     return out
@@ -226,59 +194,7 @@ def expand(guarantees, eval_domains: Sequence[str]) -> tuple[list[Guarantee], np
     return out, np.array(rows).reshape(len(out), len(eval_domains))
 
 
-# ------------------------------------------------------------------------------ evaluation
-
-
-class _ChanceSet:
-    """The guarantees on one posterior: ``X_sj(r)`` (S, J), the smooth quantiles ``q_j(r)``
-    with their gradients, and the exact check on the draws."""
-
-    def __init__(self, law, params, inputs, guarantees, weights, baseline):
-        self.guarantees = list(guarantees)
-        self.values = DomainValues(law, params, inputs, weights)
-        base = self.values.at(np.asarray(baseline, float))[:, 0, :]  # (S, J)
-        bound = np.array([g.bound for g in self.guarantees], float)
-        relative = np.array([g.kind == "no-worse" for g in self.guarantees])
-        self.ref = np.where(relative, base + bound, bound)  # (S, J)
-        self.level = np.array([g.prob for g in self.guarantees], float)
-        s = self.ref.shape[0]
-        self.n_draws = s
-        self.order_w = np.stack([order_weights("quantile", p, s) for p in self.level])
-        #: draws that must satisfy X <= 0, per guarantee
-        self.need = np.ceil(self.level * s - 1e-9).astype(int)
-        self.margin = np.zeros(len(self.guarantees))
-
-    def __len__(self):
-        return len(self.guarantees)
-
-    def x(self, r):
-        f, g = self.values(r)
-        return f - self.ref, g
-
-    def smooth(self, r):
-        """Harrell-Davis quantiles q (J,) and gradients (J, M)."""
-        x, g = self.x(r)
-        order = np.argsort(x, axis=0, kind="stable")  # (S, J)
-        xs = np.take_along_axis(x, order, axis=0)
-        gs = np.take_along_axis(g, order[:, :, None], axis=0)
-        q = np.einsum("js,sj->j", self.order_w, xs)
-        dq = np.einsum("js,sjm->jm", self.order_w, gs)
-        return q, dq
-
-    def probs(self, r) -> np.ndarray:
-        """Exact fraction of draws meeting each guarantee (J,)."""
-        return (self.x(r)[0] <= EXACT_ATOL).mean(axis=0)
-
-    def shortfall(self, r) -> np.ndarray:
-        """The ``need_j``-th smallest X_sj: <= 0 exactly when guarantee j holds (J,)."""
-        xs = np.sort(self.x(r)[0], axis=0)
-        return xs[self.need - 1, np.arange(len(self.need))]
-
-    def ok(self, r) -> bool:
-        return bool(np.all(self.shortfall(r) <= EXACT_ATOL))
-
-
-# ------------------------------------------------------------------------------ the solver
+# ------------------------------------------------------------------------------ the result
 @dataclass
 class GuaranteedOptimum:
     """A mixture meeting every guarantee exactly on the draws.
@@ -351,191 +267,6 @@ def _criterion_pieces(
     return crit_pieces, crit.value
 
 
-def solve(
-    pieces, chance: _ChanceSet | None, constraints: Constraints, starts, *, anchor=None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Minimise ``max pieces`` over the share constraints with every guarantee of ``chance``
-    exactly met on the draws. ``starts`` (n, M): SLSQP starts; ``anchor``: the optimum without
-    guarantees (polishing target). Returns (mixture (M,), margins (J,)); raises
-    :class:`GuaranteeError` when nothing feasible is found."""
-    if chance is None or len(chance) == 0:
-        return minimise_max_from(pieces, constraints, starts), np.zeros(0)
-    starts = [project(np.asarray(s, float), constraints.lower, constraints.upper) for s in starts]
-    feasible = [s for s in starts if chance.ok(s)]
-    if not feasible:
-        feasible = [_phase_one(chance, constraints, starts)]
-    candidates = list(feasible)
-    smooth_points = []
-    margins = np.zeros(len(chance))
-    for x0 in _dedupe(feasible[:1] + starts):
-        chance.margin = np.zeros(len(chance))
-        x = x0
-        for round_ in range(MARGIN_ROUNDS):
-            x = minimise_max(pieces, x, constraints, ineq=_ineq(chance))
-            if round_ == 0:
-                smooth_points.append(x)
-            short = chance.shortfall(x)
-            if np.all(short <= EXACT_ATOL):
-                candidates.append(x)
-                margins = np.maximum(margins, chance.margin)
-                break
-            bad = short > 0
-            chance.margin[bad] += short[bad] + 1e-9
-    chance.margin = np.zeros(len(chance))
-    best = min(candidates, key=lambda r: worst_piece(pieces, r))
-    targets = smooth_points + ([anchor] if anchor is not None else [])
-    for target in targets:
-        best = _polish(pieces, chance, best, np.asarray(target, float))
-    best = ensure_feasible(best, constraints)
-    if not chance.ok(best):  # projection rounding only; fall back to a checked candidate
-        best = min((c for c in candidates if chance.ok(c)), key=lambda r: worst_piece(pieces, r))
-    return best, margins
-
-
-def _ineq(chance: _ChanceSet):
-    def fn(r):
-        q, dq = chance.smooth(r)
-        return -(q + chance.margin), -dq
-
-    return fn
-
-
-def _dedupe(points):
-    out = []
-    for p in points:
-        if not any(np.abs(p - q).max() < 1e-9 for q in out):
-            out.append(p)
-    return out
-
-
-def _polish(pieces, chance, r0, r1):
-    """The best exactly-feasible point on the segment r0 -> r1 (r0 feasible): a grid, then
-    bisection between the best feasible grid point and its infeasible neighbour."""
-    if np.abs(r1 - r0).max() < 1e-12:
-        return r0
-    ts = np.linspace(0.0, 1.0, POLISH_GRID)
-    best_t, best_v = 0.0, worst_piece(pieces, r0)
-    feas = np.zeros(POLISH_GRID, bool)
-    feas[0] = True
-    for i, t in enumerate(ts[1:], 1):
-        r = r0 + t * (r1 - r0)
-        feas[i] = chance.ok(r)
-        if feas[i]:
-            v = worst_piece(pieces, r)
-            if v < best_v:
-                best_t, best_v = t, v
-    i = int(round(best_t * (POLISH_GRID - 1)))
-    if i + 1 < POLISH_GRID and not feas[i + 1]:
-        lo, hi = ts[i], ts[i + 1]
-        for _ in range(POLISH_BISECT):
-            mid = 0.5 * (lo + hi)
-            r = r0 + mid * (r1 - r0)
-            if chance.ok(r) and worst_piece(pieces, r) <= best_v:
-                lo, best_t, best_v = mid, mid, worst_piece(pieces, r)
-            else:
-                hi = mid
-    return r0 + best_t * (r1 - r0)
-
-
-def _phase_one(chance: _ChanceSet, constraints: Constraints, starts) -> np.ndarray:
-    """A mixture meeting every guarantee exactly, or GuaranteeError naming the binding one.
-
-    Minimises the largest smooth quantile ``max_j q_j`` (epigraph SLSQP) from every start, with
-    the margin tightening of :func:`solve`; then, if still infeasible, maximises the binding
-    guarantee's probability while the others hold."""
-
-    def pieces(r):
-        return chance.smooth(r)
-
-    def tightened(r):
-        q, dq = chance.smooth(r)
-        return q + chance.margin, dq
-
-    best, best_v = None, np.inf
-    for x0 in starts:
-        x = x0
-        chance.margin = np.zeros(len(chance))
-        for _ in range(MARGIN_ROUNDS):
-            x = minimise_max(tightened, x, constraints)
-            if chance.ok(x):
-                chance.margin = np.zeros(len(chance))
-                return x
-            short = chance.shortfall(x)
-            bad = short > 0
-            if not np.any(short[bad] > 1e-12):
-                break
-            chance.margin[bad] += short[bad] + 1e-9
-        v = worst_piece(pieces, x)
-        if v < best_v:
-            best, best_v = x, v
-    chance.margin = np.zeros(len(chance))
-    probs = chance.probs(best)
-    gap = chance.level - probs
-    j = int(np.argmax(gap))
-    others = [i for i in range(len(chance)) if i != j]
-    prob, where, with_others = _best_probability(chance, j, others, constraints, [best, *starts])
-    if prob >= chance.level[j] - 1e-12 and where is not None and chance.ok(where):
-        return where
-    g = chance.guarantees[j]
-    hint = "lower its probability, raise its bound, or relax the share constraints"
-    if not others:
-        problem = (
-            f"guarantee {g.label()} cannot be met: the highest probability reachable "
-            f"is {prob:.3f} (required {g.prob:g})"
-        )
-    elif with_others:
-        problem = (
-            f"guarantee {g.label()} cannot be met while the other guarantees hold: the "
-            f"highest probability reachable is {prob:.3f} (required {g.prob:g})"
-        )
-    else:
-        problem = (
-            f"the guarantees cannot all hold: {g.label()} falls short most (probability "
-            f"{probs[j]:.3f} where they come closest, at most {prob:.3f} on its own; "
-            f"required {g.prob:g})"
-        )
-        hint = "drop or loosen some guarantees"
-    raise GuaranteeError(problem, guarantee=g, best_prob=prob, mixture=where, hint=hint)
-
-
-def _best_probability(chance: _ChanceSet, j: int, others: list[int], constraints, starts):
-    """(highest exact probability of guarantee j found, the mixture, whether the other
-    guarantees held there). Maximises the logistic surrogate ``mean_s expit(-X_sj / tau)``
-    (tau = :data:`PROB_BANDWIDTH` x the sd of X_sj) subject to the others' smooth quantiles,
-    then without them when they cannot hold."""
-    x_start = chance.x(starts[0])[0][:, j]
-    tau = max(PROB_BANDWIDTH * float(np.std(x_start)), 1e-9)
-
-    def pieces(r):
-        x, g = chance.x(r)
-        p = special.expit(-x[:, j] / tau)
-        dp = p * (1 - p) / tau
-        return np.array([-p.mean()]), (dp[:, None] * g[:, j, :]).mean(axis=0)[None, :]
-
-    def held(r, idx):
-        if not idx:
-            return True
-        return bool(np.all(chance.shortfall(r)[idx] <= EXACT_ATOL))
-
-    for idx in [others, []] if others else [[]]:
-        sub = None
-        if idx:
-
-            def sub(r, idx=idx):
-                q, dq = chance.smooth(r)
-                return -q[idx], -dq[idx]
-
-        found = []
-        for x0 in starts:
-            for x in (x0, minimise_max(pieces, x0, constraints, ineq=sub)):
-                if held(x, idx):
-                    found.append((float(chance.probs(x)[j]), x))
-        if found:
-            p, x = max(found, key=lambda t: t[0])
-            return p, x, bool(idx)
-    return float(chance.probs(starts[0])[j]), starts[0], False
-
-
 # ------------------------------------------------------------------------------ one decision
 @renamed_kwargs(**SEED)
 def minimize_guaranteed(
@@ -591,7 +322,7 @@ def minimize_guaranteed(
     if len(starts) < n_starts:
         starts += list(feasible_points(constraints, n_starts - len(starts), seed))
     expanded, wg = expand(guarantees, draws.eval_domains)
-    chance = _ChanceSet(law, params, inputs, expanded, wg, base) if expanded else None
+    chance = ChanceSet(law, params, inputs, expanded, wg, base) if expanded else None
     if chance is None:
         return GuaranteedOptimum(
             anchor, value(anchor), [], np.zeros(0), np.zeros(0), anchor, value(anchor), len(starts)
@@ -644,27 +375,42 @@ class GuaranteedShare:
 
 def guaranteed_critical_share(
     posterior,
+    problem: ContinualProblem | None = None,
     *,
-    original: str,
-    new: str,
+    original: str | None = None,
+    new: str | None = None,
     start_loss=None,
     runs=None,
     weights=None,
-    tolerance: float = 0.0,
-    prob: float = DEFAULT_GUARANTEE_PROB,
+    tolerance: float | None = None,
+    prob: float | None = None,
     other_shares: Mapping[str, float] | None = None,
 ) -> GuaranteedShare:
     """Continual pre-training through the guarantee machinery: maximise the new domain's
-    share subject to ``max-loss original=start+tolerance@prob`` (the original loss as in
-    :func:`bayesmix.decisions.continual.critical_share`, other training domains held at
-    ``other_shares``, default 0). Equals the ``1 - prob`` lower order statistic of the per-draw
-    critical shares (:func:`critical_share_at_prob`) when each draw's loss rises along the
-    line."""
+    share subject to ``max-loss original=start+tolerance@prob`` (the question, a
+    :class:`~bayesmix.decisions.continual_inputs.ContinualProblem` or its fields as keywords,
+    as in :func:`bayesmix.decisions.continual.critical_share`). Equals the ``1 - prob`` lower
+    order statistic of the per-draw critical shares (:func:`critical_share_at_prob`) when each
+    draw's loss rises along the line."""
+    fields = {
+        "original": original,
+        "new": new,
+        "start_loss": start_loss,
+        "runs": runs,
+        "weights": weights,
+        "tolerance": tolerance,
+        "prob": prob,
+        "other_shares": other_shares,
+    }
+    problem = problem_from(problem, fields, ContinualProblem)
+    new, tolerance, prob = str(problem.new), float(problem.tolerance), float(problem.prob)
     train = list(posterior.train_domains)
-    w, giver, _, label = continual.original_loss_weights(posterior, original, new, weights)
-    base, direction, x_max = continual._line(train, giver, new, other_shares)
-    start, _ = continual._start(posterior, start_loss, runs, w)
-    inputs = continual._law_inputs(posterior)
+    w, giver, _, label = original_loss_weights(
+        posterior, str(problem.original), new, problem.weights
+    )
+    base, direction, x_max = share_line(train, giver, new, problem.other_shares)
+    start, _ = original_start(posterior, problem, w)
+    inputs = law_inputs(posterior)
     draws = LawDraws.from_posterior(posterior, inputs=inputs)
     fixed = {d: float(base[i]) for i, d in enumerate(train) if d not in (giver, new)}
     c = Constraints.build(train, fixed=fixed)
@@ -677,7 +423,7 @@ def guaranteed_critical_share(
     )
     expanded, wg = expand([g], draws.eval_domains)
     law, params, inp = unpack_draws(draws)
-    chance = _ChanceSet(law, params, inp, expanded, wg, base)
+    chance = ChanceSet(law, params, inp, expanded, wg, base)
     j = train.index(new)
 
     def pieces(r):
@@ -705,230 +451,7 @@ def guaranteed_critical_share(
 def critical_share_at_prob(cs, prob: float) -> float:
     """From per-draw critical shares (:class:`bayesmix.decisions.continual.CriticalShare`): the
     largest share x with at least ``ceil(prob S)`` draws' critical share >= x (the
-    chance-constrained
-    answer when every draw's original loss rises along the line)."""
+    chance-constrained answer when every draw's original loss rises along the line)."""
     x = np.sort(np.asarray(cs.draws.values, float).reshape(-1))
     need = int(np.ceil(prob * x.size - 1e-9))
     return float(x[x.size - need])
-
-
-# ------------------------------------------------------------------------------ frontier
-@dataclass
-class Frontier:
-    """Best target-domain loss along a sweep of guarantee tolerances or probabilities.
-
-    ``table``: one row per swept value: sweep value (``tolerance`` or ``prob``), ``feasible``,
-    ``target_loss`` (posterior mean, nats/token) with ``target_lower``/``target_upper``
-    (equal-tailed, mass ``interval_prob``), ``price`` (target loss minus the unguaranteed
-    optimum's), ``gain`` (drop of target loss from the previous, tighter row), the tightest
-    guarantee and its exact probability, ``share.<domain>`` columns. Target loss never rises
-    as the guarantee loosens (each point starts from the tighter one's mixture, which stays
-    feasible, and keeps it when the optimiser finds nothing better).
-    """
-
-    table: pd.DataFrame
-    target: str
-    sweep: str
-    guards: list
-    unguaranteed_loss: float
-    interval_prob: float = DEFAULT_PROB
-    source: str | None = None
-
-    def to_text(self) -> str:
-        cols = [
-            self.sweep,
-            "feasible",
-            "target_loss",
-            "target_lower",
-            "target_upper",
-            "price",
-            "gain",
-            "tightest",
-            "tightest_prob",
-        ]
-        shares = [c for c in self.table if c.startswith("share.")]
-        out = [
-            f"Frontier of {self.target}'s expected loss ({self.source or 'posterior'}): "
-            f"guards {', '.join(g.label() for g in self.guards)}, sweeping {self.sweep}; "
-            f"without guarantees {self.unguaranteed_loss:.4f} nats/token"
-        ]
-        out.append(
-            self.table[cols + shares].to_string(index=False, float_format=lambda v: f"{v:.4f}")
-        )
-        return "\n".join(out)
-
-    def plot(self, path) -> Path:
-        """Target loss (mean and interval) against the swept value (PNG/PDF/SVG, atomic)."""
-        from matplotlib.figure import Figure
-
-        path = Path(path)
-        if path.suffix.lower() not in PLOT_SUFFIXES:
-            raise errors.OptionError(
-                f"{path}: unknown figure format {path.suffix!r}",
-                hint=f"use a file ending in {' or '.join(PLOT_SUFFIXES)}",
-            )
-        t = self.table[self.table["feasible"]]
-        fig = Figure(figsize=(6.4, 4.4))
-        ax = fig.add_subplot()
-        ax.fill_between(
-            t[self.sweep],
-            t["target_lower"],
-            t["target_upper"],
-            alpha=0.25,
-            color="tab:blue",
-            label=f"{self.interval_prob:.0%} interval",
-        )
-        ax.plot(t[self.sweep], t["target_loss"], "o-", color="tab:blue", label="posterior mean")
-        ax.axhline(self.unguaranteed_loss, color="black", ls="--", lw=1, label="without guarantees")
-        ax.set_xlabel(
-            "tolerance (nats per token above the baseline)"
-            if self.sweep == "tolerance"
-            else "required probability"
-        )
-        ax.set_ylabel(f"{self.target} expected loss (nats per token)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_path(path, suffix=True) as tmp:
-            fig.savefig(tmp)
-        return path
-
-
-@renamed_kwargs(**CI_PROB, **SEED)
-def frontier(
-    source,
-    *,
-    target: str,
-    guards,
-    tolerances=None,
-    probs=None,
-    constraints: Constraints | None = None,
-    baseline=None,
-    inputs: Mapping | None = None,
-    ci_prob: float = DEFAULT_PROB,
-    random_seed: int = 0,
-) -> Frontier:
-    """The trade-off frontier: minimise ``target``'s posterior expected loss subject to
-    ``guards`` with their tolerance set to each of ``tolerances`` (no-worse guards; max-loss
-    guards stay fixed), or their probability set to each of ``probs``. Default: tolerances
-    ``0, TOL/4, ..., 2 TOL`` (TOL the largest no-worse bound). Points are solved from the
-    tightest to the loosest (tolerance up, probability down), each warm-started from the
-    previous mixture, which stays feasible, so the target loss never rises. Target-loss
-    intervals have mass ``ci_prob`` (equal-tailed); ``random_seed`` draws the random starts."""
-    import dataclasses
-
-    draws = as_law_draws(source)
-    if inputs is not None:
-        draws = dataclasses.replace(draws, inputs=inputs)
-    constraints = check_constraints(constraints, draws.train_domains)
-    guards = as_guarantees(guards)
-    if not guards:
-        raise errors.OptionError(
-            "the frontier needs at least one guard", hint="e.g. --guard all=0.01@0.9"
-        )
-    if tolerances is not None and probs is not None:
-        raise errors.OptionError("sweep tolerances or probabilities, not both")
-    w, _ = resolve_weights(draws.eval_domains, None, target)
-    base, _ = resolve_baseline(draws.train_domains, baseline)
-    if probs is not None:
-        sweep, values = "prob", sorted({float(p) for p in probs}, reverse=True)
-        for p in values:
-            if not 0 < p < 1:
-                raise errors.OptionError(f"probabilities must be in (0, 1), got {p:g}")
-    else:
-        tols = [g.bound for g in guards if g.kind == "no-worse"]
-        if not tols:
-            raise errors.OptionError(
-                "a tolerance sweep needs a no-worse guard",
-                hint="add --guard DOMAIN=TOL@PROB or sweep --probs",
-            )
-        if tolerances is None:
-            top = max(tols) if max(tols) > 0 else 0.01
-            tolerances = np.linspace(0.0, 2 * top, FRONTIER_STEPS)
-        sweep, values = "tolerance", sorted({float(t) for t in tolerances})
-        for t in values:
-            if not math.isfinite(t):
-                raise errors.OptionError("tolerances must be finite numbers")
-    law, params, inp = unpack_draws(draws)
-    anchor = minimize_objective(draws, constraints, w, "mean", random_seed=random_seed).mixture
-    tdv = DomainValues(law, params, inp, w[None, :])
-    free_loss = float(tdv.at(anchor)[:, 0, 0].mean())
-
-    def pieces(r):
-        f, g = tdv(r)
-        return np.array([f[:, 0].mean()]), g[:, 0, :].mean(axis=0)[None, :]
-
-    rows, prev, prev_v = [], None, np.inf
-    for v in values:
-        gs = [
-            g.replace(bound=v)
-            if sweep == "tolerance" and g.kind == "no-worse"
-            else (g.replace(prob=v) if sweep == "prob" else g)
-            for g in guards
-        ]
-        expanded, wg = expand(gs, draws.eval_domains)
-        chance = _ChanceSet(law, params, inp, expanded, wg, base)
-        starts = ([prev] if prev is not None else []) + [anchor, base, centre(constraints)]
-        try:
-            x, _ = solve(pieces, chance, constraints, starts, anchor=anchor)
-        except GuaranteeError:
-            x = None
-        if (
-            x is not None
-            and prev is not None
-            and chance.ok(prev)
-            and worst_piece(pieces, x) > prev_v
-        ):
-            x = prev  # monotone: the tighter point's mixture is feasible here and better
-        row: dict[str, Any] = {sweep: v, "feasible": x is not None}
-        if x is None:
-            rows.append(row)
-            continue
-        target_loss = tdv.at(x)[:, 0, 0]
-        lo, hi = credible_interval(target_loss, ci_prob)
-        probs_x = chance.probs(x)
-        slack = probs_x - chance.level
-        k = int(np.argmin(slack))
-        mean_loss = float(target_loss.mean())
-        row.update(
-            {
-                "target_loss": mean_loss,
-                "target_lower": float(lo),
-                "target_upper": float(hi),
-                "price": mean_loss - free_loss,
-                "gain": (prev_v - mean_loss) if prev is not None else np.nan,
-                "tightest": expanded[k].label(),
-                "tightest_prob": float(probs_x[k]),
-            }
-        )
-        row.update({f"share.{d}": float(s) for d, s in zip(draws.train_domains, x)})
-        rows.append(row)
-        prev, prev_v = x, mean_loss
-    table = pd.DataFrame(rows)
-    for col in (
-        "target_loss",
-        "target_lower",
-        "target_upper",
-        "price",
-        "gain",
-        "tightest",
-        "tightest_prob",
-        *[f"share.{d}" for d in draws.train_domains],
-    ):
-        if col not in table:
-            table[col] = np.nan
-    feas = table[table["feasible"]]["target_loss"].to_numpy()
-    if np.any(np.diff(feas) > 1e-12):  # by construction this cannot happen
-        raise errors.InfeasibleError(
-            "frontier is not monotone (internal error)",
-            hint="report this with the posterior and guards",
-        )
-    table = table.sort_values(sweep, kind="stable").reset_index(drop=True)
-    return Frontier(
-        table=table,
-        target=target,
-        sweep=sweep,
-        guards=guards,
-        unguaranteed_loss=free_loss,
-        interval_prob=ci_prob,
-        source=draws.source,
-    )

@@ -1,4 +1,5 @@
-"""A decision's inputs from what the user gives: validation-domain weights and the baseline mixture.
+"""A decision's inputs from what the user gives: validation-domain weights, the baseline mixture,
+and a problem object or its fields given as keywords (:func:`problem_from`).
 
 Names match up to case and punctuation (:mod:`bayesmix.data.mixtures`); a baseline may be read
 from a JSON file of shares or from a saved decision report (:data:`REPORT_FORMAT`).
@@ -104,3 +105,26 @@ def _read_baseline_file(path: Path) -> Mapping:
             source=str(path),
         )
     return obj
+
+
+def problem_from(problem, fields: Mapping, kind: type):
+    """``problem`` (an instance of ``kind``, e.g. a
+    :class:`~bayesmix.decisions.problem.DecisionProblem`), or the ``kind`` its keyword
+    ``fields`` describe (a function's convenience keywords; None ones left out). Both at once,
+    or a ``problem`` of another type, is an OptionError naming ``problem=``."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if problem is None:
+        return kind(**fields)
+    if not isinstance(problem, kind):
+        raise errors.OptionError(
+            f"problem={type(problem).__name__} is not a {kind.__name__}",
+            hint=f"build one with {kind.__name__}(...) or pass its fields as keywords",
+            param="problem",
+        )
+    if fields:
+        raise errors.OptionError(
+            f"problem= was given with its fields {', '.join(sorted(fields))}: give one",
+            hint="dataclasses.replace(problem, ...) changes fields of a problem",
+            param="problem",
+        )
+    return problem

@@ -221,46 +221,26 @@ def minimize_objective(
         )
     if objective.needs_baseline and baseline is None:
         raise errors.ObjectiveError(
-            "objective beat-baseline needs a baseline mixture", hint="give --baseline or baseline="
+            "baseline=None: objective beat-baseline needs a baseline mixture", param="baseline"
         )
-    if n_starts is None:
-        n_starts = DEFAULT_STARTS if law.convex else NONCONVEX_STARTS
-    lo, hi = constraints.lower, constraints.upper
-    if objective.kind == "minimax":  # exact epigraph SLSQP (bayesmix.decisions.guarantees)
+    seed = random_seed
+    if objective.kind == "minimax":  # exact epigraph SLSQP (bayesmix.decisions.epigraph)
         return _minimax_optimum(
-            law, params, inputs, w, constraints, baseline, extra_starts, random_seed, objective
+            law, params, inputs, w, constraints, baseline, extra_starts, seed, objective
         )
     values = DrawValues(law, params, w, inputs)
-
-    mean_opt = _exact_mean_optimum(law, params, w, lo, hi)
-    starts = [] if mean_opt is None else [mean_opt]
-    starts.append(centre(constraints))
-    if baseline is not None:
-        starts.append(project(np.asarray(baseline, float), lo, hi))
-    if extra_starts is not None:
-        starts.extend(project(np.atleast_2d(extra_starts), lo, hi))
-    n_random = max(0, n_starts - len(starts))
-    screen = SCREEN if not law.convex else 1
-    pool = feasible_points(constraints, screen * n_random, random_seed)  # (screen * n_random, M)
-    starts.extend(pool[:n_random])
-    if mean_opt is None and objective.kind != "mean":
-        # No exact mean optimum: approximate it by SLSQP from the start with the lowest
-        # posterior mean (a good start for risk objectives, and beat-baseline's reference).
-        mean_crit = Criterion(Objective("mean"), values)
-        first = min(starts, key=lambda x: mean_crit(x)[0])
-        mean_opt = ensure_feasible(
-            _slsqp(mean_crit, np.asarray(first, float), constraints)[0], constraints
-        )
-        starts.insert(0, mean_opt)
-
+    starts, pool, mean_opt = _starts(
+        law, params, w, values, objective, constraints, baseline, extra_starts, n_starts, seed
+    )
+    n_random = len(pool) // (1 if law.convex else SCREEN)  # the last n_random starts
     temperature = None
     if objective.kind == "beat-baseline":
         reference = mean_opt if mean_opt is not None else starts[0]
         temperature = objective.temperature or beat_temperature(
-            values, baseline, reference, constraints, random_seed
+            values, baseline, reference, constraints, seed
         )
     crit = Criterion(objective, values, baseline, temperature)
-    if screen > 1 and n_random:
+    if not law.convex and n_random:
         # a non-convex objective: the random starts are the best of SCREEN x as many points
         score = np.array([crit(x)[0] for x in pool])
         starts[len(starts) - n_random :] = pool[np.argsort(score, kind="stable")[:n_random]]
@@ -292,6 +272,36 @@ def minimize_objective(
         n_agree=int(n_agree),
         convex=bool(law.convex),
     )
+
+
+def _starts(law, params, w, values, objective, constraints, baseline, extra_starts, n_starts, seed):
+    """The SLSQP starts of :func:`minimize_objective` (see there), the random feasible points
+    the last of them come from (:data:`SCREEN` times as many as taken for a non-convex law, to
+    be screened by the objective) and the posterior-mean optimum (or None)."""
+    if n_starts is None:
+        n_starts = DEFAULT_STARTS if law.convex else NONCONVEX_STARTS
+    lo, hi = constraints.lower, constraints.upper
+    mean_opt = _exact_mean_optimum(law, params, w, lo, hi)
+    starts = [] if mean_opt is None else [mean_opt]
+    starts.append(centre(constraints))
+    if baseline is not None:
+        starts.append(project(np.asarray(baseline, float), lo, hi))
+    if extra_starts is not None:
+        starts.extend(project(np.atleast_2d(extra_starts), lo, hi))
+    n_random = max(0, n_starts - len(starts))
+    screen = SCREEN if not law.convex else 1
+    pool = feasible_points(constraints, screen * n_random, seed)  # (screen * n_random, M)
+    starts.extend(pool[:n_random])
+    if mean_opt is None and objective.kind != "mean":
+        # No exact mean optimum: approximate it by SLSQP from the start with the lowest
+        # posterior mean (a good start for risk objectives, and beat-baseline's reference).
+        mean_crit = Criterion(Objective("mean"), values)
+        first = min(starts, key=lambda x: mean_crit(x)[0])
+        mean_opt = ensure_feasible(
+            _slsqp(mean_crit, np.asarray(first, float), constraints)[0], constraints
+        )
+        starts.insert(0, mean_opt)
+    return starts, pool, mean_opt
 
 
 def _minimax_optimum(

@@ -22,6 +22,7 @@ from bayesmix import errors
 from bayesmix.cli import main
 from bayesmix.data.table import RunTable
 from bayesmix.decisions.continual import critical_share
+from bayesmix.decisions.continual_inputs import ContinualProblem
 from bayesmix.laws import m4
 
 TRAIN = ("Orig", "New")
@@ -189,18 +190,45 @@ def test_boundary_draws_are_reported(ct_sim):
     assert "600 exceed it at every share" in str(low)
 
 
+@pytest.mark.parametrize(
+    ("fields", "param", "start"),
+    [
+        ({"new": "New"}, "original", "original=None is not a domain name"),
+        ({"original": "Orig", "new": "New", "prob": 1.0}, "prob", "prob=1.0 is not between"),
+        ({"original": "Orig", "new": "New", "tolerance": -0.1}, "tolerance", "tolerance=-0.1"),
+        ({"original": "Orig", "new": "New", "start_loss": 0}, "start_loss", "start_loss=0 is"),
+        ({"original": "Orig", "new": "New", "prob": "0.9"}, "prob", "prob='0.9' is not"),
+    ],
+)
+def test_the_continual_problem_names_the_parameter_at_fault(fields, param, start):
+    """Checked when built, before any posterior is read; no message names a CLI flag."""
+    with pytest.raises(errors.OptionError) as info:
+        ContinualProblem(**fields)
+    assert info.value.param == param and str(info.value).startswith(start)
+    assert "--" not in str(info.value)
+    problem = ContinualProblem("Orig", "New", start_loss=2.8)
+    with pytest.raises(errors.OptionError, match="problem= was given with its fields new"):
+        critical_share(None, problem, new="Side")
+
+
 @pytest.mark.slow
 def test_bad_inputs_name_the_way_out(ct_sim):
     runs, post, _ = ct_sim
     # the fit data holds only step 10000: no start loss without runs or a number
-    with pytest.raises(errors.OptionError, match="--runs RUNS_FILE"):
+    with pytest.raises(errors.OptionError, match="no start loss.*start_loss=X") as info:
         critical_share(post, original="Orig", new="New")
+    assert info.value.param == "start_loss" and "--" not in str(info.value)
     with pytest.raises(errors.DomainNameError, match="did you mean 'New'"):
         critical_share(post, original="Orig", new="Neww", start_loss=2.8)
     with pytest.raises(errors.DomainNameError, match="same"):
         critical_share(post, original="New", new="New", start_loss=2.8)
     with pytest.raises(errors.OptionError, match="either"):
         critical_share(post, original="Orig", new="New", start_loss=2.8, runs=runs)
+    # the problem object gives the same answer as its fields
+    problem = ContinualProblem("Orig", "New", start_loss=2.8, tolerance=0.01)
+    by_problem = critical_share(post, problem)
+    by_fields = critical_share(post, original="Orig", new="New", start_loss=2.8, tolerance=0.01)
+    np.testing.assert_array_equal(by_problem.draws.values, by_fields.draws.values)
     # step-0 records that disagree are not one starting checkpoint
     tidy = runs.to_tidy()
     tidy.loc[(tidy["run"] == "ct2") & (tidy["step"] == 0), "loss.Orig"] += 0.01
@@ -264,7 +292,7 @@ def test_cli_bad_input_is_one_line(ct_sim, capsys):
     assert main([*base, "--new", "Python"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bayesmix critical-share: error: ")
-    assert "new domain 'Python' is not a training domain" in err[0]
+    assert "--new 'Python' is not a training domain" in err[0]  # the library's new=, as a flag
     # never overwrite an input
     before = (d / "runs.csv").read_bytes()
     assert main([*base, "--new", "New", "-o", str(d / "runs.csv")]) == 2

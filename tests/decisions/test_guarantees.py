@@ -1,5 +1,5 @@
 """Decisions with guarantees (bayesmix.decisions.guarantees): chance constraints per validation
-domain, minimax, the frontier, continual pre-training as a special case, and the CLI.
+domain, minimax, continual pre-training as a special case, and the CLI.
 
 No MCMC: posterior draws are built from known parameters with a little jitter (LawDraws), and
 the CLI reads a Posterior assembled from such draws (:meth:`Posterior.from_fit`), so every
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import m4_posterior
 
@@ -29,7 +28,6 @@ from bayesmix.decisions.guarantees import (
     GuaranteeError,
     critical_share_at_prob,
     domain_changes,
-    frontier,
     guaranteed_critical_share,
     minimize_guaranteed,
     parse_guarantees,
@@ -55,12 +53,16 @@ def jittered(m, rho, t, n=S, seed=0, sd=(0.01, 0.02, 0.1)):
     }
 
 
-@pytest.fixture(scope="module")
-def five():
+def five_draws() -> LawDraws:
     """Draws around a simulated 5 x 5 M4 law (the truth of simulate(seed=1))."""
     _, truth = simulate(5, 5, n_runs=10, random_seed=1)
     p = jittered(truth["m"], truth["rho"], truth["t"])
     return LawDraws(p, truth["train_domains"], truth["eval_domains"], source="five")
+
+
+@pytest.fixture(scope="module")
+def five():
+    return five_draws()
 
 
 def fake_posterior(params: dict, runs, train, evals, chains=2):
@@ -103,8 +105,9 @@ def test_guarantee_options_parse_and_refuse_nonsense():
         ("d1=0.01@1.5", "probability must be in"),
         ("d1=0.01@", "not DOMAIN"),
     ):
-        with pytest.raises(errors.OptionError, match=match):
+        with pytest.raises(errors.OptionError, match=match) as info:
             parse_guarantees([bad])
+        assert str(info.value).startswith(f"no_worse={bad!r}") and info.value.param == "no_worse"
     with pytest.raises(errors.OptionError, match="loss bound must be > 0"):
         parse_guarantees(max_loss=["d1=-1@0.9"])
 
@@ -231,32 +234,6 @@ def test_minimax_balances_the_worst_domains(five):
     assert set(rep.comparison.columns) >= {"p_better", "p_worse", "improvement_lower"}
 
 
-# ------------------------------------------------------------------------------ frontier
-def test_frontier_is_monotone(five):
-    c = Constraints.build(five.train_domains)
-    front = frontier(
-        five,
-        target="d1",
-        guards=["no-worse:all=0.01@0.9"],
-        constraints=c,
-        tolerances=np.linspace(0, 0.03, 7),
-    )
-    t = front.table
-    assert list(t["tolerance"]) == pytest.approx(list(np.linspace(0, 0.03, 7)))
-    assert t["feasible"].all()  # tolerance 0: the baseline itself is feasible
-    assert np.all(np.diff(t["target_loss"]) <= 1e-12)
-    assert t["target_loss"].iloc[-1] < t["target_loss"].iloc[0] - 0.01  # tolerance buys loss
-    assert (t["price"] >= -1e-12).all() and (t["tightest_prob"] >= 0.9).all()
-    shares = t[[f"share.{d}" for d in five.train_domains]].to_numpy()
-    np.testing.assert_allclose(shares.sum(axis=1), 1.0)
-    # the probability sweep: more certainty never lowers the loss
-    byp = frontier(
-        five, target="d1", guards=["no-worse:all=0.01@0.9"], probs=[0.5, 0.7, 0.9, 0.97]
-    ).table
-    assert list(byp["prob"]) == [0.5, 0.7, 0.9, 0.97]
-    assert np.all(np.diff(byp["target_loss"]) >= -1e-12)
-
-
 # ------------------------------------------------------------------------------ continual
 def test_critical_share_from_both_routes_agrees():
     runs = simulate_continual()
@@ -282,12 +259,17 @@ def test_critical_share_from_both_routes_agrees():
 
 
 # ------------------------------------------------------------------------------ CLI
-@pytest.fixture(scope="module")
-def posterior_file(tmp_path_factory):
+def saved_posterior(folder):
+    """A Posterior of draws around a simulated 4 x 4 M4 law, saved in ``folder``."""
     runs, truth = simulate(["web", "code", "books", "math"], n_runs=12, random_seed=5)
     p = jittered(truth["m"], truth["rho"], truth["t"], n=300, seed=5)
     post = fake_posterior(p, runs, truth["train_domains"], truth["eval_domains"])
-    return post.save(tmp_path_factory.mktemp("guarantees") / "post.nc")
+    return post.save(folder / "post.nc")
+
+
+@pytest.fixture(scope="module")
+def posterior_file(tmp_path_factory):
+    return saved_posterior(tmp_path_factory.mktemp("guarantees"))
 
 
 def cli(capsys, *argv):
@@ -344,54 +326,3 @@ def test_cli_optimize_no_worse_end_to_end(posterior_file, tmp_path, capsys):
     assert code == 2 and "--no-worse 'web0.01' is not DOMAIN=BOUND@PROB" in err
     code, out, err = cli(capsys, "optimize", posterior_file, "--no-worse", "Web=0.01", "--quiet")
     assert code == 2 and "unknown validation domain 'Web'" in err
-
-
-def test_cli_frontier_end_to_end(posterior_file, tmp_path, capsys):
-    table, fig = tmp_path / "front.csv", tmp_path / "front.png"
-    args = [
-        "frontier",
-        posterior_file,
-        "--target",
-        "code",
-        "--guard",
-        "all=0.01@0.9",
-        "--tolerances",
-        "0:0.02:0.005",
-        "-o",
-        table,
-        "--plot",
-        fig,
-        "--quiet",
-    ]
-    code, out, err = cli(capsys, *args)
-    assert code == 0, err
-    front = pd.read_csv(table)
-    assert list(front["tolerance"]) == pytest.approx([0, 0.005, 0.01, 0.015, 0.02])
-    assert np.all(np.diff(front["target_loss"]) <= 1e-12)
-    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Frontier of code's expected loss" in out
-    # never overwrite without --force; JSON by extension
-    before = table.read_bytes()
-    code, _, err = cli(capsys, *args)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and table.read_bytes() == before
-    code, _, err = cli(capsys, *args, "--force")
-    assert code == 0, err
-    js = tmp_path / "front.json"
-    code, _, err = cli(
-        capsys,
-        "frontier",
-        posterior_file,
-        "--target",
-        "code",
-        "--guard",
-        "all=0.01",
-        "--probs",
-        "0.6,0.9",
-        "-o",
-        js,
-        "--quiet",
-    )
-    assert code == 0, err
-    rows = json.loads(js.read_text())
-    assert [r["prob"] for r in rows] == [0.6, 0.9]
-    assert rows[0]["target_loss"] <= rows[1]["target_loss"] + 1e-12
