@@ -12,6 +12,7 @@ data are refused.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bayesmix import errors
 from bayesmix.cli._output import TABLE_SUFFIXES, add_force_argument, check_output, write_table
@@ -81,11 +82,12 @@ def run(args) -> int:
         raise errors.OptionError(
             "compare needs at least two posterior files", hint="bayesmix compare A.nc B.nc"
         )
-    seen = set()
+    seen: dict = {}
     for path in args.posteriors:
-        if path in seen:
-            raise errors.OptionError(f"{path} is given twice")
-        seen.add(path)
+        key = Path(path).resolve()  # ./A.nc and A.nc are one file
+        if key in seen:
+            raise errors.OptionError(f"{path} is given twice (as {seen[key]} too)")
+        seen[key] = path
 
     posts = {path: Posterior.load(path) for path in args.posteriors}
     result = library.compare_laws(

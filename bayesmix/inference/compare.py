@@ -147,6 +147,13 @@ def compare(
     _check_var_name(var_name)
     check_same_data(posteriors)
     elpds = {name: loo(post, var_name) for name, post in posteriors.items()}
+    for name, res in elpds.items():
+        if not np.isfinite(float(res.elpd)):
+            raise errors.BayesmixError(
+                f"posterior {name}: its PSIS-LOO elpd is not finite (its draws hold NaN or "
+                "infinite log densities), so it cannot be ranked",
+                hint="refit it, or leave it out",
+            )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         table = arviz_stats.compare(elpds, method=method, round_to="none")

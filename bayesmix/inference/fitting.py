@@ -167,8 +167,7 @@ def fit(
         nutpie's mass-matrix adaptation ("low_rank": about 15 leapfrog steps per draw on the
         5 x 5 synthetic case, several times fewer than "diag").
     target_accept : float, default 0.95
-        At 0.9 a few draws per thousand diverged in the tail of the noise-scale hierarchy
-        (measured on 5 seeds); at 0.95 none did, for about 30% more steps.
+        At 0.9 a few draws per thousand diverged in the noise-scale hierarchy (5 seeds).
     priors : mapping, optional
         Priors of the specification to override, by name.
     warn : bool, default True
@@ -208,7 +207,7 @@ def fit(
         progressbar,
     )
     compile_s = time.perf_counter() - start
-    form = sample_once.form if get_law(spec.law).has_noncentered else ""
+    form = sample_once.form if get_law(spec.law).has_noncentered else ""  # "": no choice
     with nutpie_adapter.ordinary_pages():  # the sampler's trace, the gate, the posterior's groups
         result = sample_to_gate(
             sample_once,
