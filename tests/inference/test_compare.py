@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -424,6 +425,7 @@ def test_cli_compare_runs_kfold_where_pareto_k_is_high(files, capsys, monkeypatc
     [
         (["{default}"], "at least two posterior files"),
         (["{default}", "{default}"], "given twice"),
+        (["{default}", "{default_dotted}"], "given twice"),  # one file spelled two ways
         (["{default}", "{normal}", "--kfold", "1"], "--kfold 1 is not 'auto', 0 (never)"),
         (["{default}", "{normal}", "--draws", "0"], "--draws 0 is not >= 1"),
         (["{default}", "missing.nc"], "missing.nc: file not found"),
@@ -431,7 +433,9 @@ def test_cli_compare_runs_kfold_where_pareto_k_is_high(files, capsys, monkeypatc
     ],
 )
 def test_cli_compare_bad_input_is_one_line(files, args, message, capsys):
-    argv = ["compare", *[a.format(**{k: str(v) for k, v in files.items()}) for a in args]]
+    names = {k: str(v) for k, v in files.items()}
+    names["default_dotted"] = str(Path(files["default"]).parent / "." / Path(files["default"]).name)
+    argv = ["compare", *[a.format(**names) for a in args]]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bayesmix compare: error:") and message in err[0]
@@ -459,3 +463,14 @@ def test_cli_refuses_posteriors_of_different_data(files):
     assert str(files["default"]) in lines[0] and str(files["other"]) in lines[0]
     assert "different data" in lines[0]
     assert done.stdout == ""
+
+
+@pytest.mark.slow
+def test_compare_refuses_a_posterior_whose_elpd_is_not_finite(post, normal):
+    broken = post.tree.copy(deep=True)
+    ll = broken["log_likelihood"]["run_loss"]
+    broken["log_likelihood"]["run_loss"] = ll.where(ll["run"] != ll["run"][0])  # NaN for one run
+    with pytest.raises(
+        errors.BayesmixError, match="posterior nan: its PSIS-LOO elpd is not finite"
+    ):
+        compare({"nan": Posterior(broken), "normal": normal})
