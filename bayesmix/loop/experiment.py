@@ -287,7 +287,7 @@ class Experiment:
             mixtures = design.initial_design(
                 cons,
                 initial_design,
-                seed=options.get("random_seed", 0),
+                random_seed=options.get("random_seed", 0),
                 method=design_method,
                 alpha=design_alpha,
                 min_distance=design_min_distance,

@@ -558,7 +558,7 @@ def test_cost_weighted_random_selection():
     for power in (1.0, 0.0):
         strat = acquire.get_strategy("random", cost_power=power)
         cheap = [
-            strat.propose(belief, pool, 1, seed=s, min_distance=0.0).index[0] < 20
+            strat.propose(belief, pool, 1, random_seed=s, min_distance=0.0).index[0] < 20
             for s in range(2000)
         ]
         picks[power] = float(np.mean(cheap))
