@@ -268,3 +268,17 @@ def test_ledger_stores_the_fit_record_with_the_proposals(tmp_path):
             ledger.add_proposals(np.array([[0.2, 0.8]]), "thompson", 2, fit={"x": object()})
         assert ledger.fit_records() == {1: record}
         assert len(ledger.runs()) == 1  # the failed call wrote nothing
+
+
+def test_a_strategy_accepts_the_old_seed_name_with_a_warning():
+    """Strategy.propose is the one interface of every strategy: random_seed, seed deprecated."""
+    pool = acquire.Candidates.pool(
+        np.random.default_rng(5).dirichlet(np.ones(3), size=30), ["a", "b", "c"]
+    )
+    strat = acquire.get_strategy("random")
+    with pytest.warns(FutureWarning, match=r"Strategy.propose\(\)"):
+        old = strat.propose(None, pool, 4, seed=2, min_distance=0.0)
+    new = strat.propose(None, pool, 4, random_seed=2, min_distance=0.0)
+    np.testing.assert_array_equal(old.index, new.index)
+    np.testing.assert_array_equal(new.mixtures, pool.mixtures[new.index])  # pool rows
+    assert new.strategy == "random" and len(set(new.ids)) == 4

@@ -157,3 +157,25 @@ def test_select_random_from_a_pool():
         select_random(pool, 31, random_seed=1, exclude=range(20))
     with pytest.raises(DesignError, match="outside the pool"):
         select_random(pool, 1, random_seed=1, exclude=[50])
+
+
+def test_the_old_seed_name_warns_and_gives_the_same_design():
+    c = Constraints.unconstrained(["a", "b", "c"])
+    with pytest.warns(FutureWarning, match="`seed` is deprecated, use `random_seed`"):
+        old = initial_design(c, 8, seed=3)
+    np.testing.assert_array_equal(old, initial_design(c, 8, random_seed=3))
+    pool = np.random.default_rng(0).dirichlet(np.ones(3), size=20)
+    with pytest.warns(FutureWarning, match="select_random"):
+        picked = select_random(pool, 4, seed=1)
+    np.testing.assert_array_equal(picked, select_random(pool, 4, random_seed=1))
+
+
+def test_too_few_mixtures_names_min_distance_for_the_cli():
+    """The library names the parameter; bayesmix init and propose show their flag."""
+    from bayesmix.cli import build_parser, error_text
+
+    with pytest.raises(DesignError) as info:
+        initial_design(Constraints.unconstrained(["a", "b"]), 50, random_seed=0, min_distance=0.1)
+    assert info.value.param == "min_distance" and "lower min_distance=0.1" in str(info.value)
+    flags = build_parser().parse_args(["init", "--ledger", "x.db", "--domains", "a,b"]).flags
+    assert "lower --min-distance 0.1, or relax" in error_text(info.value, flags)

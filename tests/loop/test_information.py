@@ -59,3 +59,10 @@ def test_group_information_is_not_swamped_by_absurd_draws():
     wild[[0, 50]] = 1e120  # one absurd draw in each group: no information about the group
     score = group_information(np.column_stack([informative, wild]), groups, noise=1e-4)
     assert score[0] > 0.5 > score[1]
+
+
+def test_kmeans_old_seed_name_warns_and_gives_the_same_labels():
+    points = np.random.default_rng(3).dirichlet(np.ones(3), size=60)
+    with pytest.warns(FutureWarning, match="`seed` is deprecated, use `random_seed`"):
+        old = kmeans(points, 4, seed=7)
+    np.testing.assert_array_equal(old, kmeans(points, 4, random_seed=7))
