@@ -275,7 +275,7 @@ def replay(
                 q,
                 existing=x[used],
                 min_distance=args.min_distance,
-                seed=seed * 1000 + rnd,
+                random_seed=seed * 1000 + rnd,
             )
             picked = [int(i) for i in batch.ids]
             row["bad_scores"] = (
@@ -543,7 +543,7 @@ def main() -> None:
     rows, finished = resume(args, settings)
     first_fit: dict = {}
     for seed in seeds:
-        start = select_random(x, args.start, seed=seed)
+        start = select_random(x, args.start, random_seed=seed)
         for strategy in strategies:
             if (seed, strategy) in finished:
                 continue

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from bayesmix import errors
 from bayesmix.cli._output import TABLE_SUFFIXES, check_output
-from bayesmix.loop.experiment import results_digest, shown_path  # noqa: F401 - re-exported
+from bayesmix.loop.refit import results_digest, shown_path  # noqa: F401 - re-exported
 
 _EPILOG = """strategies:
   thompson      posterior sampling: each run is the optimum of one posterior draw (default)

@@ -26,10 +26,12 @@ than ``min_distance`` (Euclidean, in shares) to a kept or an ``existing`` mixtur
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from bayesmix._compat import SEED, renamed_kwargs
 from bayesmix.data.constraints import FEASIBILITY_ATOL, Constraints
 from bayesmix.errors import DesignError
 
@@ -46,11 +48,12 @@ STALL_BATCHES = 8
 MIN_ACCEPTANCE = 0.01
 
 
+@renamed_kwargs(**SEED)
 def initial_design(
     constraints: Constraints,
     n: int,
     *,
-    seed: int | None,
+    random_seed: int | None,
     method: str = "sobol",
     alpha: float | Iterable[float] = 1.0,
     min_distance: float | None = None,
@@ -61,17 +64,109 @@ def initial_design(
 
     Every row sums to 1 and lies in the box; no two rows, and no row and a row of ``existing``
     (k, M), are closer than ``min_distance`` (default :data:`DEFAULT_MIN_DISTANCE`). The same
-    ``seed`` gives the same design. ``alpha`` is the Dirichlet concentration, a number or one per
-    domain. Raises DesignError when the feasible set cannot hold ``n`` such mixtures within
-    ``max_candidates`` draws (default ``max(100_000, 200 n)``) or when
+    ``random_seed`` gives the same design. ``alpha`` is the Dirichlet concentration, a number or
+    one per domain. Raises DesignError when the feasible set cannot hold ``n`` such mixtures
+    within ``max_candidates`` draws (default ``max(100_000, 200 n)``) or when
     :data:`STALL_BATCHES` batches in a row add nothing.
     """
-    lower, upper = np.asarray(constraints.lower, float), np.asarray(constraints.upper, float)
     m = len(constraints.domains)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise DesignError(f"the number of design mixtures must be a positive integer, got {n!r}")
     if method not in METHODS:
         raise DesignError(f"unknown design method {method!r}", hint=f"use one of {METHODS}")
+    conc = _concentration(alpha, m)
+    dist = DEFAULT_MIN_DISTANCE if min_distance is None else float(min_distance)
+    if not np.isfinite(dist) or dist < 0:
+        raise DesignError(f"min_distance={min_distance!r} must be >= 0", param="min_distance")
+    taken = _existing(existing, m)
+    budget = max(100_000, 200 * n) if max_candidates is None else int(max_candidates)
+    rng = np.random.default_rng(random_seed)
+    lower, upper = np.asarray(constraints.lower, float), np.asarray(constraints.upper, float)
+    free = np.flatnonzero(upper - lower > FEASIBILITY_ATOL)
+    mass = 1.0 - lower.sum()
+    if free.size <= 1 or mass <= FEASIBILITY_ATOL:
+        return _single_mixture(constraints, free, mass, taken, dist, n)
+    box = _Box(lower, free, np.minimum(upper[free] - lower[free], mass), mass, conc[free])
+    kept, drawn = _sample(box, method, rng, taken, dist, n, budget)
+    if len(kept) < n:
+        raise DesignError(
+            f"found only {len(kept)} of {n} mixtures at least {dist:g} apart"
+            + (f" and from {len(taken)} existing runs" if len(taken) else "")
+            + f" in the feasible set after {drawn} candidates",
+            hint=f"ask for fewer mixtures, lower min_distance={dist:g}, or relax the constraints",
+            param="min_distance",
+        )
+    return kept
+
+
+@dataclass(frozen=True)
+class _Box:
+    """The part of the feasible set a design samples: ``lower`` (M,) minimum shares, ``free``
+    the indices of domains with room, ``head`` their room above the minimum (capped at
+    ``mass``), ``mass`` the share left after the minimums, ``alpha`` their concentrations."""
+
+    lower: np.ndarray
+    free: np.ndarray
+    head: np.ndarray
+    mass: float
+    alpha: np.ndarray
+
+
+def _sample(box: _Box, method, rng, taken, dist, n, budget) -> tuple[np.ndarray, int]:
+    """Up to ``n`` spread mixtures (k, M) in ``box`` and the number of candidates drawn:
+    batches of :data:`BATCH` by rejection, or by bounded stick-breaking once fewer than
+    :data:`MIN_ACCEPTANCE` land inside; stops after ``budget`` candidates or
+    :data:`STALL_BATCHES` batches in a row that add nothing."""
+    from scipy.stats import qmc  # imported here: scipy.stats costs most of the CLI start-up time
+
+    k = box.free.size
+    sampler = qmc.Sobol(d=k - 1, scramble=True, rng=rng) if method == "sobol" else None
+    kept = np.empty((0, len(box.lower)))
+    drawn = inside = stalled = 0
+    bounded = False
+    while len(kept) < n and drawn < budget and stalled < STALL_BATCHES:
+        size = min(BATCH, budget - drawn)
+        u = sampler.random(BATCH)[:size] if sampler is not None else rng.random((size, k - 1))
+        if bounded:
+            x = _bounded_stick_breaking(u, box.head, box.mass, box.alpha, rng)
+        else:
+            unit = _stick_breaking(u, box.alpha) if sampler is not None else None
+            x = (unit if unit is not None else rng.dirichlet(box.alpha, size)) * box.mass
+            ok = np.all(x <= box.head, axis=1)
+            x = x[ok]
+            inside += int(ok.sum())
+        drawn += size
+        r = np.tile(box.lower, (len(x), 1))
+        r[:, box.free] += x
+        new = _spread(r, np.vstack([taken, kept]), dist, n - len(kept))
+        stalled = 0 if len(new) else stalled + 1
+        kept = np.vstack([kept, new])
+        if not bounded and inside < MIN_ACCEPTANCE * drawn:
+            bounded = True
+    return kept, drawn
+
+
+def _single_mixture(constraints, free, mass, taken, dist, n) -> np.ndarray:
+    """The design when the box pins every share (all fixed, or one free domain takes the
+    rest): the one feasible mixture, if ``n`` is 1 and it is not too close to ``taken``."""
+    point = np.asarray(constraints.lower, float).copy()
+    if free.size == 1:
+        point[free] += mass
+    point /= point.sum()
+    kept = _spread(point[None], taken, dist, n)
+    if len(kept) < n:
+        raise DesignError(
+            f"the constraints leave a single feasible mixture ({_fmt(point, constraints)}); "
+            f"cannot place {n} distinct ones"
+            + (" (and it is within min_distance of an existing run)" if not len(kept) else ""),
+            hint="relax the minimum/fixed shares or caps",
+        )
+    return kept
+
+
+def _concentration(alpha, m: int) -> np.ndarray:
+    """The Dirichlet concentration (M,) from a number or one per domain; DesignError unless
+    positive and finite."""
     given: Any = alpha  # a number, or any iterable of one per domain
     conc: np.ndarray = (
         np.broadcast_to(np.asarray(given, float), (m,))
@@ -83,88 +178,31 @@ def initial_design(
             f"alpha must be a positive number or {m} positive numbers (one per "
             f"training domain), got {conc.tolist()}"
         )
-    dist = DEFAULT_MIN_DISTANCE if min_distance is None else float(min_distance)
-    if not np.isfinite(dist) or dist < 0:
-        raise DesignError(f"min_distance must be >= 0, got {min_distance!r}")
-    existing = np.empty((0, m)) if existing is None else np.asarray(existing, float)
-    if existing.size == 0:
-        existing = np.empty((0, m))
-    if existing.ndim != 2 or existing.shape[1] != m or not np.all(np.isfinite(existing)):
+    return conc
+
+
+def _existing(existing, m: int) -> np.ndarray:
+    """Existing mixtures as a finite array (k, M) (k = 0 when None or empty)."""
+    taken = np.empty((0, m)) if existing is None else np.asarray(existing, float)
+    if taken.size == 0:
+        taken = np.empty((0, m))
+    if taken.ndim != 2 or taken.shape[1] != m or not np.all(np.isfinite(taken)):
         raise DesignError(
             f"existing mixtures must be a finite array (k, {m}), one column per "
-            f"training domain, got shape {existing.shape}"
+            f"training domain, got shape {taken.shape}"
         )
-    budget = max(100_000, 200 * n) if max_candidates is None else int(max_candidates)
-
-    from scipy.stats import qmc  # imported here: scipy.stats costs most of the CLI start-up time
-
-    rng = np.random.default_rng(seed)
-    free = np.flatnonzero(upper - lower > FEASIBILITY_ATOL)
-    mass = 1.0 - lower.sum()
-    if free.size <= 1 or mass <= FEASIBILITY_ATOL:
-        # The box pins every share (all fixed, or one free domain takes the rest).
-        point = lower.copy()
-        if free.size == 1:
-            point[free] += mass
-        point /= point.sum()
-        kept = _spread(point[None], existing, dist, n)
-        if len(kept) < n:
-            raise DesignError(
-                f"the constraints leave a single feasible mixture ({_fmt(point, constraints)}); "
-                f"cannot place {n} distinct ones"
-                + (" (and it is within min_distance of an existing run)" if not len(kept) else ""),
-                hint="relax the minimum/fixed shares or caps",
-            )
-        return kept
-
-    head = np.minimum(upper[free] - lower[free], mass)  # room above the minimum, per domain
-    a = conc[free]
-    k = free.size
-    sampler = qmc.Sobol(d=k - 1, scramble=True, rng=rng) if method == "sobol" else None
-    kept = np.empty((0, m))
-    drawn = inside = 0
-    bounded = False
-    stalled = 0
-    while len(kept) < n and drawn < budget and stalled < STALL_BATCHES:
-        size = min(BATCH, budget - drawn)
-        if sampler is not None:
-            u = sampler.random(BATCH)[:size]
-        else:
-            u = rng.random((size, k - 1))
-        if bounded:
-            x = _bounded_stick_breaking(u, head, mass, a, rng)
-        else:
-            x = (_stick_breaking(u, a) if sampler is not None else rng.dirichlet(a, size)) * mass
-            ok = np.all(x <= head, axis=1)
-            x = x[ok]
-            inside += int(ok.sum())
-        drawn += size
-        r = np.tile(lower, (len(x), 1))
-        r[:, free] += x
-        new = _spread(r, np.vstack([existing, kept]), dist, n - len(kept))
-        stalled = 0 if len(new) else stalled + 1
-        kept = np.vstack([kept, new])
-        if not bounded and inside < MIN_ACCEPTANCE * drawn:
-            bounded = True
-    if len(kept) < n:
-        raise DesignError(
-            f"found only {len(kept)} of {n} mixtures at least {dist:g} apart"
-            + (f" and from {len(existing)} existing runs" if len(existing) else "")
-            + f" in the feasible set after {drawn} candidates",
-            hint="ask for fewer mixtures, lower min_distance (CLI: --min-distance), or relax the "
-            "constraints",
-        )
-    return kept
+    return taken
 
 
+@renamed_kwargs(**SEED)
 def select_random(
-    pool: np.ndarray, q: int, *, seed: int | None, exclude: Iterable[int] | None = None
+    pool: np.ndarray, q: int, *, random_seed: int | None, exclude: Iterable[int] | None = None
 ) -> np.ndarray:
     """Indices of ``q`` rows of ``pool`` (N, M) chosen uniformly without replacement.
 
     The random baseline of pool-based evaluation: rows listed in ``exclude`` (already run) are
-    never chosen. Returns an int array (q,) in the order drawn; the same ``seed`` gives the same
-    choice. Raises DesignError if fewer than ``q`` rows are left.
+    never chosen. Returns an int array (q,) in the order drawn; the same ``random_seed`` gives
+    the same choice. Raises DesignError if fewer than ``q`` rows are left.
     """
     n_pool = len(pool)
     if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or q < 0:
@@ -178,7 +216,7 @@ def select_random(
             f"cannot select {q} runs: only {left.size} of {n_pool} pool rows are not excluded",
             hint="select fewer runs or use a larger pool",
         )
-    return np.random.default_rng(seed).choice(left, size=q, replace=False)
+    return np.random.default_rng(random_seed).choice(left, size=q, replace=False)
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -12,28 +12,16 @@ processes (or threads, each with its own Experiment) may work on one experiment:
     exp.propose(8, strategy="thompson", out=True)   # fits, then round 1
     exp.recommend()                   # DecisionReport from the current posterior
 
-The posterior. :meth:`Experiment.posterior` refits the model only when the completed results
-(their digest), the model or the MCMC settings changed since the last fit; otherwise it reuses
-the saved file (checked by its SHA-256). A fit is saved next to the ledger as
-``<ledger>.posterior-round<N>.nc`` (N: the round it is for; ``-2``, ``-3``... when the name is
-taken, never overwritten) and its record is stored in the ledger at once. A posterior that
-failed its diagnostics gate is announced with a
-:class:`bayesmix.posterior.diagnostics.ConvergenceWarning` each time it is used.
-
-Proposals. :meth:`Experiment.propose` reads the pending and completed runs, chooses a batch and
-records it in one transaction that allocates the round and re-checks the minimum distance
-against every run recorded by then. When another proposer recorded runs too close to the batch
-in the meantime, the batch is chosen again with those runs pending (no refit), up to
-:data:`PROPOSE_ATTEMPTS` times. The hand-off file (CSV/JSON) is checked before any fit and
-written after the runs are recorded; any round's file can be written again from the ledger
-(:meth:`Experiment.export`), and a round whose file was never written is reported.
+The steps live in their own modules: creating a ledger (:mod:`bayesmix.loop.creation`), the
+posterior refitted only when the completed results, the model or the MCMC settings changed
+(:mod:`bayesmix.loop.refit`), and a proposal from request to hand-off file
+(:mod:`bayesmix.loop.proposing`); the closed loop of :meth:`Experiment.run` is
+:mod:`bayesmix.loop.runner`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -42,61 +30,13 @@ import pandas as pd
 
 from bayesmix import errors
 from bayesmix._compat import PROGRESS, SEED, rename_kwargs, renamed_kwargs
-from bayesmix.data.table import LOSS_PREFIX, MAX_LOSS, MIX_PREFIX, RunTable, check_known_domains
-from bayesmix.decisions.inputs import resolve_weights
-from bayesmix.loop.ledger import (
-    IngestSummary,
-    Ledger,
-    ProposalConflictError,
-    check_proposals_path,
-    file_hash,
-    write_proposals,
-)
-from bayesmix.posterior.diagnostics import ConvergenceWarning
-
-#: How many times a batch is chosen again when a concurrent proposer recorded runs too close to
-#: it while it was being chosen.
-PROPOSE_ATTEMPTS = 3
-#: Fit settings that must match for a saved posterior to be reused.
-FIT_SETTINGS = ("model", "draws", "tune", "chains")
-
-
-def best_trained_run(table: RunTable, *, weights=None, target: str | None = None) -> dict | None:
-    """The recorded run with the lowest weighted loss (last checkpoint of each run), as
-    ``{"run", "loss", "mixture"}`` (mixture: {train_domain: share}); runs missing a loss of a
-    weighted domain are skipped; None when no run is left. Weights as :func:`bayesmix.decide`
-    resolves them (equal when neither ``weights`` nor ``target`` is given)."""
-    final = table.final()
-    w, _ = resolve_weights(final.eval_domains, weights, target)
-    losses = final.losses[list(final.eval_domains)].to_numpy(float)
-    used = w > 0
-    ok = ~np.isnan(losses[:, used]).any(axis=1)
-    if not ok.any():
-        return None
-    score = np.where(ok, np.nan_to_num(losses) @ w, np.inf)
-    i = int(np.argmin(score))
-    mix = final.mixtures.iloc[i]
-    return {
-        "run": str(final.runs[i]),
-        "loss": float(score[i]),
-        "mixture": {str(d): float(v) for d, v in mix.items()},
-    }
-
-
-def results_digest(table: RunTable) -> str:
-    """``sha256:<hex>`` of a run table's tidy CSV: changes whenever a result is added."""
-    text = table.to_tidy().to_csv(index=False, float_format="%.17g")
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def shown_path(path: str | os.PathLike) -> str:
-    """A path for messages: relative to the working directory when inside it, else absolute."""
-    full = os.path.abspath(path)
-    try:
-        rel = os.path.relpath(full)
-    except ValueError:
-        return full
-    return full if rel.startswith("..") else rel
+from bayesmix.data.table import LOSS_PREFIX, MAX_LOSS, RunTable
+from bayesmix.loop import creation
+from bayesmix.loop.candidates import DEFAULT_CANDIDATES
+from bayesmix.loop.ledger import IngestSummary, Ledger, check_proposals_path, write_proposals
+from bayesmix.loop.proposing import Proposer, ProposeRequest
+from bayesmix.loop.recommending import Recommendation
+from bayesmix.loop.refit import FitSettings, PosteriorStore, check_domains
 
 
 class Experiment:
@@ -148,7 +88,7 @@ class Experiment:
 
         for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise errors.OptionError(f"{name} must be an integer >= 1, got {value!r}")
+                raise errors.OptionError(f"{name}={value!r} must be an integer >= 1", param=name)
         load_spec(model)  # an unknown model or law, bad priors: now, not after MCMC
         self.path = Path(ledger_path)
         self.model, self.draws, self.tune, self.chains = model, int(draws), int(tune), int(chains)
@@ -158,7 +98,7 @@ class Experiment:
         self.last_proposals: pd.DataFrame | None = None
         #: What the last :meth:`ingest` (or the import of :meth:`create`) changed.
         self.last_ingest: IngestSummary | None = None
-        self._cache: tuple[str, str, object] | None = None  # (path, hash, Posterior)
+        self._posteriors = PosteriorStore(self._say)
 
     def __repr__(self) -> str:
         return f"Experiment({str(self.path)!r}, model={self.model!r})"
@@ -174,7 +114,6 @@ class Experiment:
         ]
         return card("Experiment", facts, self.runs())
 
-    # ------------------------------------------------------------------ create
     @classmethod
     def create(
         cls,
@@ -230,103 +169,38 @@ class Experiment:
         --------
         >>> exp = Experiment.create("exp.db", ["web", "code"], initial_design=4)  # doctest: +SKIP
         """
-        from bayesmix.loop import design
         from bayesmix.model.spec import load_spec
 
         options = rename_kwargs("Experiment.create", options, {**SEED, **PROGRESS})
-
         path = Path(ledger_path)
-        if path.exists():
-            raise errors.LedgerError(
-                "a file already exists here; refusing to overwrite it",
-                source=str(path),
-                hint="choose a new path, or open it with Experiment(path)",
-            )
+        creation.check_free(path)
         load_spec(options.get("model", "default"))
-        if runs is not None:
-            if train_domains is not None or eval_domains is not None:
-                raise errors.OptionError(
-                    "give the domains or the runs, not both", hint="the runs define the domains"
-                )
-            train, evals = list(runs.train_domains), list(runs.eval_domains)
-        else:
-            if not train_domains:
-                raise errors.DomainNameError("no training domains given", source=str(path))
-            train = [str(d) for d in train_domains]
-            evals = [str(d) for d in eval_domains] if eval_domains else list(train)
+        train, evals = creation.ledger_domains(path, runs, train_domains, eval_domains)
         settings = dict(settings or {})
         if target:
-            weights = {str(k): float(v) for k, v in target.items()}
-            check_known_domains(weights, evals, "validation")
-            if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
-                raise errors.OptionError("target weights must be >= 0 and not all 0")
-            settings["target_weights"] = weights
-        out_path = None
-        if initial_design is None:
-            if out:
-                raise errors.OptionError(
-                    "an output file needs an initial design",
-                    hint="pass initial_design=N (--initial-design N)",
-                )
-        else:
-            out_path = (
-                path.with_name(f"{path.stem}-round0.csv")
-                if out is True
-                else Path(out)
-                if out
-                else None
-            )
-            if out_path is not None:
-                check_proposals_path(out_path, inputs=[path])
-        mixtures = None
+            settings["target_weights"] = creation.target_weights(target, evals)
+        out_path = creation.round0_out(path, out, initial_design)
+        round0 = None
         if initial_design is not None:
-            from bayesmix.data.constraints import Constraints
-
-            cons = constraints if constraints is not None else Constraints.unconstrained(train)
-            existing = runs.mixtures[list(cons.domains)].to_numpy() if runs is not None else None
-            mixtures = design.initial_design(
-                cons,
+            round0 = creation.design_round0(
+                constraints,
+                train,
+                runs,
                 initial_design,
-                seed=options.get("random_seed", 0),
                 method=design_method,
                 alpha=design_alpha,
                 min_distance=design_min_distance,
-                existing=existing,
+                random_seed=options.get("random_seed", 0),
+                out=out_path,
             )
-            mixtures = pd.DataFrame(mixtures, columns=list(cons.domains))
-            settings["initial_design"] = {
-                "n": initial_design,
-                "seed": options.get("random_seed", 0),
-                "method": design_method,
-                "alpha": design_alpha,
-                "min_distance": design_min_distance,
-            }
-        with Ledger.create(path, train, evals, constraints, settings) as led:
-            summary = led.import_runs(runs) if runs is not None else None
-            ids = None
-            if mixtures is not None:
-                ids = led.add_proposals(mixtures, f"initial-{design_method}", 0, handoff=out_path)
+            settings["initial_design"] = round0.settings
+        summary, ids = creation.write_ledger(
+            path, train, evals, constraints, settings, runs, round0
+        )
         exp = cls(path, **options)
         exp.last_ingest = summary
-        if ids is not None:
-            with exp._open() as led:
-                frame = led.handoff_frame(0)
-                frame = frame[frame["run"].isin(ids)].reset_index(drop=True)
-                if out_path is not None:
-                    write_proposals(frame, out_path)
-                    led.mark_handoff_written(0)
-            exp.last_proposals = _proposal_frame(
-                frame,
-                None,
-                {
-                    "round": 0,
-                    "strategy": f"initial-{design_method}",
-                    "path": out_path,
-                    "posterior": None,
-                    "notes": [],
-                    "fit": None,
-                },
-            )
+        if round0 is not None and ids is not None:
+            exp.last_proposals = creation.hand_off_round0(path, ids, round0)
         return exp
 
     # ------------------------------------------------------------------ plumbing
@@ -337,8 +211,10 @@ class Experiment:
         if self.log is not None:
             self.log(msg)
 
-    def _settings(self) -> dict:
-        return {"model": self.model, "draws": self.draws, "tune": self.tune, "chains": self.chains}
+    def _fit_settings(self) -> FitSettings:
+        return FitSettings(
+            self.model, self.draws, self.tune, self.chains, self.random_seed, self.progressbar
+        )
 
     def _default_handoff(self, round_no: int) -> Path:
         return self.path.with_name(f"{self.path.stem}-round{round_no}.csv")
@@ -471,77 +347,15 @@ class Experiment:
     def posterior(self, *, refit: bool = False):
         """The posterior of the completed results: the saved one when nothing changed since
         the last fit (same results, model and MCMC settings, file unchanged), else a new fit
-        saved next to the ledger. ConvergenceWarning when it failed its diagnostics."""
+        saved next to the ledger as ``<ledger>.posterior-round<N>.nc``
+        (:mod:`bayesmix.loop.refit`). ConvergenceWarning when it failed its diagnostics."""
         with self._open() as led:
             post, _, _ = self._posterior(led, refit=refit, round_no=led.next_round())
         return post
 
     def _posterior(self, led: Ledger, *, refit: bool, round_no: int):
-        """(posterior, path, record) for proposals of round ``round_no``; record is the fit
-        record (posterior path relative to the ledger's folder) with ``reused`` set."""
-        table = led.run_table()
-        digest = results_digest(table)
-        settings = self._settings()
-        last = led.last_fit()
-        if (
-            last is not None
-            and not refit
-            and last.get("results_digest") == digest
-            and all(last.get(k) == v for k, v in settings.items())
-        ):
-            path = led.resolve_path(last.get("posterior"), last.get("posterior_hash"))
-            if path is not None:
-                self._say(f"no new results since the last fit: reusing {shown_path(path)}")
-                post = self._load(path, last["posterior_hash"])
-                record = {**last, "posterior": led.relative_path(path), "reused": True}
-                self._warn(post)
-                return post, path, record
-        from bayesmix.inference.fitting import fit
-
-        self._say(
-            f"fitting {self.model!r} to {table.n_runs} completed runs "
-            f"({self.chains} chains x {self.draws} draws after {self.tune} tuning)"
-        )
-        post = fit(
-            table,
-            self.model,
-            draws=self.draws,
-            tune=self.tune,
-            chains=self.chains,
-            random_seed=self.random_seed,
-            progressbar=self.progressbar,
-            warn=False,
-        )
-        path = _save_new(post, led.folder, f"{Path(led.path).stem}.posterior-round{round_no}")
-        self._say(f"posterior saved to {shown_path(path)}")
-        record = {
-            "posterior": led.relative_path(path),
-            "posterior_hash": file_hash(path),
-            "results_digest": digest,
-            "n_runs": table.n_runs,
-            "reused": False,
-            "diagnostics_ok": post.diagnostics.ok,
-            "diagnostics_warning": post.diagnostics_warning,
-            **settings,
-        }
-        led.record_fit(record)
-        self._cache = (str(path), record["posterior_hash"], post)
-        self._warn(post)
-        return post, path, record
-
-    def _load(self, path: Path, digest: str):
-        from bayesmix.posterior.posterior import Posterior
-
-        if self._cache is not None and self._cache[:2] == (str(path), digest):
-            return self._cache[2]
-        post = Posterior.load(path)
-        self._cache = (str(path), digest, post)
-        return post
-
-    @staticmethod
-    def _warn(post) -> None:
-        if post.diagnostics_warning:
-            warnings.warn(post.diagnostics_warning, ConvergenceWarning, stacklevel=4)
+        """(posterior, path, fit record) for proposals of round ``round_no``."""
+        return self._posteriors.current(led, self._fit_settings(), refit=refit, round_no=round_no)
 
     # ------------------------------------------------------------------ decide
     def recommend(self, *, weights=None, target: str | None = None, refit: bool = False, **options):
@@ -571,25 +385,11 @@ class Experiment:
         --------
         >>> print(exp.recommend())  # doctest: +SKIP
         """
-        from bayesmix.decisions.decision import decide
-
         with self._open() as led:
             post, path, _ = self._posterior(led, refit=refit, round_no=led.next_round())
-            _check_domains(post, led, path)
-            constraints = led.constraints
-            if weights is None and target is None:
-                weights = led.settings.get("target_weights") or None
-            best = None
-            if "baseline" not in options:
-                best = best_trained_run(led.run_table(), weights=weights, target=target)
-                if best is not None:
-                    options["baseline"] = best["mixture"]
-        report = decide(post, weights=weights, target=target, constraints=constraints, **options)
-        if best is not None:
-            report.baseline_label = (
-                f"best trained run {best['run']} (recorded loss {best['loss']:.4f})"
-            )
-        return report
+            check_domains(post, led, path)
+            recommendation = Recommendation.from_ledger(led, weights, target, options)
+        return recommendation.decide(post)
 
     # ------------------------------------------------------------------ propose
     @renamed_kwargs(**SEED)
@@ -652,177 +452,31 @@ class Experiment:
         --------
         >>> exp.propose(8, strategy="thompson", out=True)  # doctest: +SKIP
         """
-        from bayesmix.loop import acquire, design
-
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise errors.OptionError(f"-n must be >= 1, got {n}")
-        if min_distance is not None and not min_distance >= 0:
-            raise errors.OptionError(f"--min-distance must be >= 0, got {min_distance}")
-        if not cost_power >= 0:
-            raise errors.OptionError(f"--cost-power must be >= 0, got {cost_power}")
-        n_cand = acquire.DEFAULT_CANDIDATES if candidates is None else int(candidates)
-        if n_cand < 1:
-            raise errors.OptionError(f"--candidates must be >= 1, got {n_cand}")
-        acquire.get_strategy(strategy)
-        seed = self.random_seed if random_seed is None else random_seed
-        pool_path = pool if isinstance(pool, (str, os.PathLike)) else None
-
-        with self._open() as led:
-            notes = [
-                f"round {r}'s runs are recorded but their file {p} was never written "
-                f"(interrupted?): recreate it with `bayesmix export --ledger {self.path} "
-                f"--round {r}`"
-                for r, p in led.missing_handoffs().items()
-            ]
-            led.check_writable()  # a read-only or locked ledger: now, not after a fit
-            planned = led.next_round()
-            explicit = None if out is None or isinstance(out, bool) else out
-            if out is True or explicit is not None:
-                first = Path(explicit) if explicit is not None else self._default_handoff(planned)
-                check_proposals_path(first, overwrite=force, inputs=[self.path, pool_path])
-            cands = None
-            if pool is not None:
-                cands = pool if isinstance(pool, acquire.Candidates) else _read_pool(pool, led)
-                notes += list(cands.notes)
-            post = post_path = record = belief = None
-            if led.summary()["by_status"]["completed"]:
-                post, post_path, record = self._posterior(led, refit=refit, round_no=planned)
-                _check_domains(post, led, post_path)
-                if target:
-                    w, t = None, target
-                elif weights is not None:
-                    w, t = weights, None
-                else:
-                    w, t = led.settings.get("target_weights") or None, None
-                belief = acquire.Belief.from_posterior(post, weights=w, target=t)
-            dist = (
-                min_distance
-                if min_distance is not None
-                else (
-                    design.DEFAULT_MIN_DISTANCE if belief is None else acquire.DEFAULT_MIN_DISTANCE
-                )
-            )
-            handoff: Path | Callable[[int], Path] | None = None
-            if explicit is not None:
-                handoff = Path(explicit)
-            elif out is True:
-                handoff = self._default_handoff
-
-            for attempt in range(PROPOSE_ATTEMPTS):
-                pending = led.pending().to_numpy(float)
-                completed = led.runs("completed")
-                done = completed[[MIX_PREFIX + d for d in led.train_domains]].to_numpy(float)
-                if belief is None:
-                    self._say("no completed runs yet: proposing an initial design")
-                    batch = acquire.initial_batch(
-                        led.constraints,
-                        n,
-                        pool=cands,
-                        pending=pending,
-                        existing=done,
-                        min_distance=min_distance,
-                        random_seed=seed,
-                        cost_power=cost_power,
-                    )
-                    round_record = None
-                else:
-                    self._say(
-                        f"choosing {n} runs by {strategy} ({belief.n_samples} draws; "
-                        f"objective: {belief.weights_description}; {len(pending)} "
-                        f"pending, {len(done)} completed)"
-                    )
-                    batch = acquire.propose(
-                        belief,
-                        n,
-                        strategy=strategy,
-                        constraints=led.constraints,
-                        pool=cands,
-                        pending=pending,
-                        existing=done,
-                        min_distance=min_distance,
-                        n_candidates=n_cand,
-                        random_seed=seed,
-                        cost_power=cost_power,
-                    )
-                    round_record = {
-                        **(record or {}),
-                        "strategy": batch.strategy,
-                        "seed": seed,
-                        "objective": belief.weights_description,
-                    }
-                    if batch.ids is not None:
-                        round_record["pool"] = str(pool_path) if pool_path else "candidates"
-                        round_record["pool_rows"] = [str(i) for i in batch.ids]
-                try:
-                    ids = led.add_proposals(
-                        batch.mixtures,
-                        batch.strategy,
-                        None,
-                        posterior=post_path,
-                        n_params=batch.planned("n_params"),
-                        steps=batch.planned("steps"),
-                        tokens=batch.planned("tokens"),
-                        fit=round_record,
-                        min_distance=dist,
-                        handoff=handoff,
-                    )
-                    break
-                except ProposalConflictError as err:
-                    if attempt == PROPOSE_ATTEMPTS - 1:
-                        raise
-                    self._say(
-                        f"{err.problem}: another proposer recorded runs meanwhile; "
-                        "choosing again with them pending"
-                    )
-            notes += [note for note in batch.notes if note not in notes]
-            if post is not None:
-                check = post.mixture_range().check(batch.mixtures)
-                if not check["inside"].all():
-                    notes.append(
-                        f"{int((~check['inside']).sum())} of {len(check)} proposals lie outside "
-                        "the fitted runs' mixtures (exploration: their predictions rest on the "
-                        "law's form)"
-                    )
-            runs = led.runs()
-            mine = runs[runs["run"].isin(ids)].reset_index(drop=True)
-            round_no = int(mine["round"].iloc[0])
-            if round_no != planned:
-                notes.append(
-                    f"another proposer recorded round {planned} meanwhile: these runs "
-                    f"are round {round_no}"
-                )
-            written = None
-            if handoff is not None:
-                written = handoff(round_no) if callable(handoff) else handoff
-                try:
-                    if explicit is None and round_no != planned and written.exists() and not force:
-                        raise errors.OptionError("a file already exists here", source=str(written))
-                    write_proposals(mine, written)
-                except (OSError, errors.BayesmixError) as err:
-                    raise errors.LedgerError(
-                        f"runs {ids[0]} to {ids[-1]} are recorded as round {round_no} but "
-                        f"their file {written} could not be written: {err}",
-                        source=str(self.path),
-                        hint=f"write it with `bayesmix export --ledger {self.path} --round "
-                        f"{round_no} -o FILE.csv`",
-                    ) from None
-                led.mark_handoff_written(round_no)
-        frame = _proposal_frame(
-            mine,
-            batch,
-            {
-                "round": round_no,
-                "strategy": batch.strategy,
-                "path": written,
-                "posterior": post_path,
-                "notes": notes,
-                "fit": round_record,
-            },
+        request = ProposeRequest(
+            n,
+            strategy,
+            pool=pool,
+            out=out,
+            force=force,
+            target=target,
+            weights=weights,
+            min_distance=min_distance,
+            n_candidates=DEFAULT_CANDIDATES if candidates is None else int(candidates),
+            cost_power=cost_power,
+            refit=refit,
+            random_seed=self.random_seed if random_seed is None else random_seed,
         )
-        self.last_proposals = frame
-        return frame
+        proposer = Proposer(
+            self.path,
+            posterior=lambda led, refit, round_no: self._posterior(
+                led, refit=refit, round_no=round_no
+            ),
+            say=self._say,
+            default_handoff=self._default_handoff,
+        )
+        self.last_proposals = proposer.run(request)
+        return self.last_proposals
 
-    # ---------------------------------------------------------------------------------- helpers
     # ------------------------------------------------------------------ run
     def run(
         self,
@@ -857,37 +511,25 @@ class Experiment:
         command : str
             Shell command template with ``{run}``, ``{mixture_json}``, ``{mixture_file}`` and
             ``{out}`` (the result file the job writes: a run table ``ingest`` reads).
-        rounds : int, default 1
-            Rounds to run.
-        n : int, default 8
-            Runs per newly proposed batch.
-        strategy : str, default "thompson"
-            Acquisition strategy of new batches (:meth:`propose`).
-        executor : {"local", "ray", "slurm"}, default "local"
-            Where jobs run; ``"ray"`` needs the ``ray`` extra, ``"slurm"`` the ``slurm`` extra
-            (submitit; its parameters in ``slurm``, e.g. ``{"slurm_partition": "gpu",
-            "timeout_min": 600}``, ``"cluster": "local"`` to run them here).
-        parallel : int, default 1
-            Jobs at a time (local processes, or Ray CPUs of a local instance).
-        ray_address : str, optional
-            An existing Ray cluster (default: a local instance on 127.0.0.1).
-        retries : int, default 1
-            Extra launches of a failing run before it is marked failed.
-        timeout : float, optional
-            Seconds per launch (default: no limit).
-        stale_after : float, optional
-            Seconds without heartbeat after which a dead runner's running runs are taken
-            back (default :data:`bayesmix.loop.runner.DEFAULT_STALE_AFTER_S`).
-        workdir : path, optional
-            The runs' folders (default ``<ledger stem>-runs`` next to the ledger).
-        env : mapping, optional
-            Extra environment variables of the jobs.
+        rounds, n, strategy : optional
+            Rounds to run (default 1); runs per newly proposed batch (default 8) and their
+            acquisition strategy (default "thompson", :meth:`propose`).
+        executor, parallel, ray_address, slurm : optional
+            Where jobs run: ``"local"`` (default), ``"ray"`` (the ``ray`` extra; a local
+            instance on 127.0.0.1 unless ``ray_address`` names a cluster) or ``"slurm"`` (the
+            ``slurm`` extra: submitit parameters in ``slurm``, e.g. ``{"slurm_partition":
+            "gpu", "timeout_min": 600}``, ``"cluster": "local"`` to run them here);
+            ``parallel`` (default 1) jobs at a time (local processes, or Ray CPUs).
+        retries, timeout, stale_after : optional
+            Extra launches of a failing run before it is marked failed (default 1); seconds
+            per launch (default: no limit); seconds without heartbeat after which a dead
+            runner's running runs are taken back (default
+            :data:`bayesmix.loop.runner.DEFAULT_STALE_AFTER_S`).
+        workdir, cwd, env : optional
+            The runs' folders (default ``<ledger stem>-runs`` next to the ledger); where
+            commands start (default: the current directory); extra environment variables.
         recommend : bool, default True
             Fit and recommend at the end (:meth:`recommend`).
-        cwd : path, optional
-            Where commands start (default: the current directory).
-        slurm : mapping, optional
-            submitit parameters of ``executor="slurm"``.
         on_round : callable, optional
             Called with a :class:`bayesmix.loop.runner.RoundReport` after each round, e.g.
             :class:`bayesmix.loop.tracking.MLflowTracker`.
@@ -909,12 +551,9 @@ class Experiment:
         from bayesmix.loop.executors import get_executor
         from bayesmix.loop.runner import DEFAULT_STALE_AFTER_S, Runner
 
-        runs_dir = (
-            Path(workdir) if workdir is not None else self.path.with_name(f"{self.path.stem}-runs")
-        )
-        runner_exec = get_executor(
-            executor, parallel, ray_address, slurm=slurm, folder=runs_dir / "slurm"
-        )
+        runs_dir = self.path.with_name(f"{self.path.stem}-runs") if workdir is None else workdir
+        folder = Path(runs_dir) / "slurm"
+        runner_exec = get_executor(executor, parallel, ray_address, slurm=slurm, folder=folder)
         try:
             loop = Runner(
                 self,
@@ -936,94 +575,3 @@ class Experiment:
             runner_exec.shutdown()
             raise
         return loop.run(rounds, recommend=recommend)
-
-
-def _proposal_frame(runs: pd.DataFrame, batch, attrs: dict) -> pd.DataFrame:
-    """run, round, strategy + the batch's own columns (score, cost, sizes, mix.*)."""
-    if batch is None:
-        extra = [c for c in ("n_params", "steps", "tokens") if runs[c].notna().any()]
-        frame = runs[
-            [
-                "run",
-                "round",
-                "strategy",
-                *extra,
-                *[c for c in runs.columns if str(c).startswith(MIX_PREFIX)],
-            ]
-        ].copy()
-    else:
-        frame = batch.frame()
-        frame.insert(0, "strategy", runs["strategy"].to_numpy())
-        frame.insert(0, "round", runs["round"].to_numpy())
-        frame.insert(0, "run", runs["run"].to_numpy())
-    frame = frame.reset_index(drop=True)
-    frame.attrs.update(attrs)
-    return frame
-
-
-def _check_domains(post, led: Ledger, path) -> None:
-    if tuple(post.train_domains) != tuple(led.train_domains):
-        raise errors.DomainNameError(
-            "the posterior's training domains differ from the ledger's", source=str(path)
-        )
-
-
-def _read_pool(pool, led: Ledger):
-    """Candidates from a pool file (CSV, JSON, Parquet) or DataFrame, checked against the
-    ledger's domains and constraints."""
-    from bayesmix.loop.acquire import Candidates
-
-    if isinstance(pool, pd.DataFrame):
-        frame, source = pool, "pool"
-    else:
-        p = Path(pool)
-        source = str(p)
-        try:
-            if p.suffix.lower() == ".json":
-                frame = pd.read_json(p)
-            elif p.suffix.lower() in (".parquet", ".pq"):
-                frame = pd.read_parquet(p)
-            else:
-                frame = pd.read_csv(p)
-        except FileNotFoundError:
-            raise errors.UnreadableFileError("file not found", source=str(p)) from None
-        except (OSError, ValueError) as err:
-            raise errors.UnreadableFileError(
-                f"cannot read the pool: {err}".splitlines()[0], source=str(p)
-            ) from None
-    if "tokens" not in frame.columns and "steps" not in frame.columns and "step" in frame:
-        frame = frame.rename(columns={"step": "steps"})
-    return Candidates.pool(frame, led.train_domains, constraints=led.constraints, source=source)
-
-
-def _save_new(post, folder: Path, stem: str) -> Path:
-    """Save ``post`` as ``<folder>/<stem>.nc`` (or ``<stem>-2.nc``, ``-3``... when taken):
-    the name is reserved with an exclusive create, so two processes never write one file and
-    no posterior another proposal refers to is overwritten; :meth:`Posterior.save` then
-    replaces the empty file atomically (bayesmix.io's writer, mode 0666 & ~umask). A folder
-    that cannot be written is a one-line WriteError."""
-    k = 1
-    while True:
-        path = folder / (f"{stem}.nc" if k == 1 else f"{stem}-{k}.nc")
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
-            k += 1
-            continue
-        except OSError as err:
-            raise errors.WriteError(
-                f"cannot save the posterior ({err.strerror or err})",
-                source=str(path),
-                hint="the ledger's folder must be writable",
-            ) from None
-        os.close(fd)
-        break
-    try:
-        post.save(path)
-    except BaseException:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        raise
-    return path

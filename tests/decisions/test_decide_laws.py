@@ -407,12 +407,12 @@ def test_propose_works_for_a_non_m4_law(m4log_belief, strategy, mode):
     pool = None
     if mode == "pool":
         pool = acquire.Candidates.pool(
-            initial_design(c, 150, seed=2), belief.train_domains, constraints=c
+            initial_design(c, 150, random_seed=2), belief.train_domains, constraints=c
         )
         pending = pool.mixtures[:5]
     else:
-        pending = initial_design(c, 5, seed=3)
-    existing = initial_design(c, 6, seed=4)
+        pending = initial_design(c, 5, random_seed=3)
+    existing = initial_design(c, 6, random_seed=4)
     dist = 0.06
     batch = acquire.propose(
         belief,

@@ -44,7 +44,7 @@ def constraints(belief):
 def pool_frame(constraints):
     """A candidate pool: 120 feasible mixtures and 60 unconstrained Dirichlet ones (most of
     which break some constraint)."""
-    feasible = initial_design(constraints, 120, seed=3)
+    feasible = initial_design(constraints, 120, random_seed=3)
     rng = np.random.default_rng(4)
     free = rng.dirichlet(np.ones(4), 60)
     mix = np.vstack([feasible, free])
@@ -120,7 +120,7 @@ def test_batches_have_no_near_duplicates_and_avoid_pending(
         pool = acquire.Candidates.pool(pool_frame, belief.train_domains, constraints=constraints)
         pending = pool.mixtures[:10]  # pending runs are pool rows: never proposed again
     else:
-        pending = initial_design(constraints, 10, seed=9)
+        pending = initial_design(constraints, 10, random_seed=9)
     existing = simulated_fit.runs.mixtures.to_numpy()
     dist = 0.08
     batch = acquire.propose(
@@ -140,22 +140,6 @@ def test_batches_have_no_near_duplicates_and_avoid_pending(
     assert _min_to(batch.mixtures, existing) >= dist - 1e-12
 
 
-def test_ensemble_update_is_the_gaussian_posterior_covariance():
-    """After observing column j with noise n, the ensemble covariance must equal the Gaussian
-    posterior C - c c' / (C_jj + n) (exact for the square-root update, up to rounding)."""
-    rng = np.random.default_rng(0)
-    values = rng.standard_normal((400, 5)) @ rng.standard_normal((5, 5))
-    ens = acquire.Ensemble(values, noise=0.3)
-    a = ens.anom[..., 0]
-    c = a.T @ a / len(a)
-    expected = c - np.outer(c[:, 2], c[:, 2]) / (c[2, 2] + 0.3)
-    mean_before = ens.mean.copy()
-    ens.condition(2)
-    a = ens.anom[..., 0]
-    np.testing.assert_allclose(a.T @ a / len(a), expected, atol=1e-10)
-    np.testing.assert_array_equal(ens.mean, mean_before)  # the believer keeps the mean
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["bald", "optimum-info"])
 def test_pending_runs_lower_the_information_near_them(belief, strategy):
@@ -167,8 +151,8 @@ def test_pending_runs_lower_the_information_near_them(belief, strategy):
     cons = Constraints.unconstrained(belief.train_domains)
     near, far = np.array([0.9, 0.05, 0.03, 0.02]), np.array([0.1, 0.1, 0.1, 0.7])
     cands = acquire.Candidates(np.vstack([near, far]), belief.train_domains, constraints=cons)
-    before = strat.scores(belief, cands, seed=0)
-    after = strat.scores(belief, cands, pending=near[None], seed=0)
+    before = strat.scores(belief, cands, random_seed=0)
+    after = strat.scores(belief, cands, pending=near[None], random_seed=0)
     assert before.min() > 0
     drop = 1 - after / before
     assert drop[0] > 0.1, drop
@@ -177,32 +161,6 @@ def test_pending_runs_lower_the_information_near_them(belief, strategy):
         # exact Gaussian value: variance v -> v n / (v + n) at the observed mixture
         v, n = belief.domain_loss(near)[:, 0].var(axis=0), belief.noise_var()
         assert after[0] == pytest.approx(np.sum(0.5 * np.log1p(v / (v + n))), rel=1e-9)
-
-
-def test_group_information_estimator():
-    """Tells groups apart where their predictions differ; 0 where they do not; never above the
-    entropy of the grouping (here log 2 for two equal groups)."""
-    rng = np.random.default_rng(1)
-    groups = np.repeat([0, 1], 200)
-    separating = np.where(groups == 0, 0.0, 1.0) + 0.05 * rng.standard_normal(400)
-    blind = rng.standard_normal(400)
-    shifted = np.where(groups == 0, 0.0, 0.1) + 0.05 * rng.standard_normal(400)
-    info = acquire.group_information(
-        np.column_stack([separating, blind, shifted]), groups, noise=0.01
-    )
-    assert info[0] == pytest.approx(np.log(2), rel=1e-6)  # capped at H(g)
-    assert info[1] < 0.01
-    assert 0.05 < info[2] < info[0]
-
-
-def test_kmeans_recovers_separated_groups():
-    rng = np.random.default_rng(2)
-    centres = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
-    points = np.repeat(centres, 30, axis=0) + 0.01 * rng.standard_normal((90, 3))
-    labels = acquire.kmeans(points, 3, seed=0)
-    truth = np.repeat([0, 1, 2], 30)
-    # same partition up to renaming of the labels
-    assert len(set(zip(labels, truth))) == 3 and len(set(labels)) == 3
 
 
 # --------------------------------------------------------------------------------- costs
@@ -268,7 +226,7 @@ def test_thompson_concentrates_near_the_optimum_with_a_sharp_posterior():
     assert d_ts.max() < 0.06, d_ts
     assert d_rnd.mean() > 4 * d_ts.mean()
     # in a finite pool, the first Thompson pick is the pool's truly best row
-    pool_mix = initial_design(cons, 200, seed=8)
+    pool_mix = initial_design(cons, 200, random_seed=8)
     pool = acquire.Candidates.pool(pool_mix, truth["train_domains"], constraints=cons)
     pick = acquire.propose(belief, 1, strategy="thompson", constraints=cons, pool=pool)
     true_loss = truth.true_loss(pool.mixtures).mean(axis=1)
@@ -278,7 +236,7 @@ def test_thompson_concentrates_near_the_optimum_with_a_sharp_posterior():
 # ------------------------------------------------------------------------- entry points
 @pytest.mark.slow
 def test_initial_batch_continuous_and_pool(constraints, pool_frame, belief):
-    pending = initial_design(constraints, 4, seed=11)
+    pending = initial_design(constraints, 4, random_seed=11)
     batch = acquire.initial_batch(constraints, 8, pending=pending, random_seed=1)
     assert batch.strategy == "initial-sobol" and constraints.contains(batch.mixtures).all()
     assert _min_to(batch.mixtures, pending) >= 0.01
@@ -312,15 +270,15 @@ def test_ledger_stores_the_fit_record_with_the_proposals(tmp_path):
         assert len(ledger.runs()) == 1  # the failed call wrote nothing
 
 
-def test_group_information_is_not_swamped_by_absurd_draws():
-    """A wild posterior (a few draws predicting 1e120 nats) must not turn optimum-information
-    into maximum variance: the tie-breaker grows only logarithmically with the variance."""
-    from bayesmix.loop.acquire import group_information
-
-    rng = np.random.default_rng(0)
-    groups = np.repeat([0, 1], 50)
-    informative = np.where(groups == 0, 0.0, 1.0) + 0.01 * rng.standard_normal(100)
-    wild = 0.01 * rng.standard_normal(100)
-    wild[[0, 50]] = 1e120  # one absurd draw in each group: no information about the group
-    score = group_information(np.column_stack([informative, wild]), groups, noise=1e-4)
-    assert score[0] > 0.5 > score[1]
+def test_a_strategy_accepts_the_old_seed_name_with_a_warning():
+    """Strategy.propose is the one interface of every strategy: random_seed, seed deprecated."""
+    pool = acquire.Candidates.pool(
+        np.random.default_rng(5).dirichlet(np.ones(3), size=30), ["a", "b", "c"]
+    )
+    strat = acquire.get_strategy("random")
+    with pytest.warns(FutureWarning, match=r"Strategy.propose\(\)"):
+        old = strat.propose(None, pool, 4, seed=2, min_distance=0.0)
+    new = strat.propose(None, pool, 4, random_seed=2, min_distance=0.0)
+    np.testing.assert_array_equal(old.index, new.index)
+    np.testing.assert_array_equal(new.mixtures, pool.mixtures[new.index])  # pool rows
+    assert new.strategy == "random" and len(set(new.ids)) == 4

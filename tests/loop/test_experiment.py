@@ -153,33 +153,6 @@ def test_experiment_cycle_without_the_cli(fitted, tmp_path, no_fit):
     assert status["missing_handoffs"] == {}
 
 
-def test_best_trained_run_under_the_weights():
-    """The baseline Experiment.recommend compares with: the lowest weighted recorded loss,
-    last checkpoint of each run, skipping runs without a loss the weights need."""
-    from bayesmix.data.table import RunTable
-    from bayesmix.loop.experiment import best_trained_run
-
-    frame = pd.DataFrame(
-        {
-            "run": ["a", "b", "c", "c"],
-            "step": [100, 100, 50, 100],
-            "mix.web": [0.5, 0.2, 0.9, 0.9],
-            "mix.code": [0.5, 0.8, 0.1, 0.1],
-            "loss.web": [3.0, 3.4, 2.0, 2.9],  # c's first checkpoint is not its last
-            "loss.code": [2.0, 1.0, 9.0, np.nan],
-        }
-    )
-    table = RunTable.from_frame(frame)
-    # equal weights: a 2.5, b 2.2, c missing code -> b
-    assert best_trained_run(table)["run"] == "b"
-    only_web = best_trained_run(table, target="web")
-    assert only_web["run"] == "c" and only_web["loss"] == pytest.approx(2.9)
-    assert only_web["mixture"] == {"web": 0.9, "code": 0.1}
-    assert best_trained_run(table, weights={"web": 3, "code": 1})["run"] == "a"  # 2.75 < 2.8
-    gone = RunTable.from_frame(frame.assign(**{"loss.code": np.nan}))
-    assert best_trained_run(gone) is None
-
-
 @pytest.mark.slow
 def test_new_results_trigger_a_refit_and_only_then(fitted, tmp_path, monkeypatch):
     """Ingesting a result changes the digest: the next posterior() fits (counted, not run)."""
@@ -341,12 +314,13 @@ def test_ledger_refuses_a_batch_too_close_to_runs_recorded_meanwhile(tmp_path):
 # --------------------------------------------------------------------------- hand-off files
 KILLED = textwrap.dedent("""
     import os, signal, sys
-    import bayesmix.loop.experiment as ex
+    import bayesmix.loop.proposing as proposing
+    from bayesmix.loop.experiment import Experiment
 
     def die(*args, **kwargs):            # the window between the ledger write and the file
         os.kill(os.getpid(), signal.SIGKILL)
-    ex.write_proposals = die
-    ex.Experiment(sys.argv[1]).propose(5, out=True, random_seed=2)
+    proposing.write_proposals = die
+    Experiment(sys.argv[1]).propose(5, out=True, random_seed=2)
 """)
 
 
@@ -444,18 +418,18 @@ def test_output_is_checked_before_any_work(tmp_path):
 
 
 def test_a_failed_write_after_recording_names_the_way_back(tmp_path, monkeypatch):
-    import bayesmix.loop.experiment as ex
+    import bayesmix.loop.proposing as proposing
 
     exp = Experiment.create(tmp_path / "exp.db", ["web", "code"], ["web"])
 
     def fail(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(ex, "write_proposals", fail)
+    monkeypatch.setattr(proposing, "write_proposals", fail)
     with pytest.raises(
         errors.LedgerError,
         match=r"r0001 to r0002 are recorded as round 0 "
-        r"but.*bayesmix export --ledger .* --round 0",
+        r"but.*Experiment.export\(0\) \(the export command\)",
     ):
         exp.propose(2, out=True)
     assert exp.status()["missing_handoffs"] == {"0": "exp-round0.csv"}
@@ -558,7 +532,7 @@ def test_cost_weighted_random_selection():
     for power in (1.0, 0.0):
         strat = acquire.get_strategy("random", cost_power=power)
         cheap = [
-            strat.propose(belief, pool, 1, seed=s, min_distance=0.0).index[0] < 20
+            strat.propose(belief, pool, 1, random_seed=s, min_distance=0.0).index[0] < 20
             for s in range(2000)
         ]
         picks[power] = float(np.mean(cheap))
