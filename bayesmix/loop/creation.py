@@ -57,6 +57,13 @@ def ledger_domains(
                 "give the domains or the runs, not both", hint="the runs define the domains"
             )
         return list(runs.train_domains), list(runs.eval_domains)
+    for name, given in (("train_domains", train_domains), ("eval_domains", eval_domains)):
+        if isinstance(given, (str, bytes)):  # "abc" would be the domains a, b and c
+            raise errors.OptionError(
+                f"{name}={given!r} is one string, not a list of domain names",
+                hint=f"write {name}=[{given!r}], or split a comma-separated list",
+                param=name,
+            )
     if not train_domains:
         raise errors.DomainNameError("no training domains given", source=str(path))
     train = [str(d) for d in train_domains]

@@ -167,15 +167,10 @@ class Proposer:
 
     # ------------------------------------------------------------------------------- steps
     def gather(self, led: Ledger, req: ProposeRequest) -> RoundState:
-        """Rounds whose file is missing (as notes), a writable ledger, the planned round and
-        the hand-off file, checked before any fit."""
-        notes = [
-            f"round {r}'s runs are recorded but their file {p} was never written "
-            f"(interrupted?): write it again from the ledger with Experiment.export({r}) "
-            "(the export command)"
-            for r, p in led.missing_handoffs().items()
-        ]
+        """A writable ledger, hand-off files an interrupted propose never wrote (written now,
+        as notes), the planned round and the hand-off file, checked before any fit."""
         led.check_writable()  # a read-only or locked ledger: now, not after a fit
+        notes = recover_handoffs(led)
         planned = led.next_round()
         explicit = req.explicit_out
         handoff: Path | Callable[[int], Path] | None = None
@@ -333,6 +328,32 @@ class Proposer:
             ) from None
         led.mark_handoff_written(rec.round_no)
         return written
+
+
+def recover_handoffs(led: Ledger) -> list[str]:
+    """Write the hand-off file of every round whose runs were recorded but whose file was not
+    (a propose killed in between), from the ledger, so no proposed run is in no file; one
+    note per round. A file already at the recorded path (written, then killed before it was
+    marked) is kept. LedgerError naming the way back when a file cannot be written."""
+    notes = []
+    for r, stored in led.missing_handoffs().items():
+        path = led.folder / stored
+        try:
+            if not path.exists():
+                write_proposals(led.handoff_frame(r), path)
+        except (OSError, errors.BayesmixError) as err:
+            raise errors.LedgerError(
+                f"round {r}'s runs are recorded but their file {path} was never written, and "
+                f"writing it now failed: {err}",
+                source=str(led.path),
+                hint=f"write it elsewhere with Experiment.export({r}, path)",
+            ) from None
+        led.mark_handoff_written(r, path)
+        notes.append(
+            f"round {r}'s runs were recorded but their file was never written (interrupted): "
+            f"written now from the ledger to {path}"
+        )
+    return notes
 
 
 def proposal_frame(runs: pd.DataFrame, batch: Batch | None, attrs: dict) -> pd.DataFrame:

@@ -352,17 +352,9 @@ def test_killed_before_the_handoff_file_then_export(tmp_path):
     runs = exp.runs()
     assert runs["run"].tolist() == [f"r{i:04d}" for i in range(1, 6)]
 
-    # the next proposal says so; status too
-    nxt = exp.propose(3, out=True, random_seed=4)
-    assert nxt.attrs["round"] == 1
-    assert any(
-        "round 0's runs are recorded but their file exp-round0.csv was never written" in n
-        for n in nxt.attrs["notes"]
-    )
+    # status says so; export writes it again from the ledger, in propose's format
     done = bayesmix("status", "--ledger", "exp.db", cwd=tmp_path)
     assert "round 0: proposals file exp-round0.csv was never written" in done.stdout
-
-    # export writes it again from the ledger, in propose's format
     done = bayesmix("export", "--ledger", "exp.db", "--round", 0, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "round 0: wrote 5 runs (r0001 to r0005) to exp-round0.csv" in done.stdout
@@ -374,6 +366,8 @@ def test_killed_before_the_handoff_file_then_export(tmp_path):
         runs[["mix.web", "mix.code", "mix.books"]].to_numpy(),
     )
     assert exp.status()["missing_handoffs"] == {}
+    nxt = exp.propose(3, out=True, random_seed=4)  # nothing left to recover
+    assert nxt.attrs["round"] == 1 and not any("never written" in n for n in nxt.attrs["notes"])
     # a file propose wrote and its export are the same bytes
     done = bayesmix("export", "--ledger", "exp.db", "--round", 1, "-o", "again.csv", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -547,3 +541,32 @@ def test_cost_weighted_random_selection():
         for s in range(300)
     ]
     assert np.mean(first) > 0.7
+
+
+def test_the_next_propose_writes_a_handoff_file_a_killed_propose_never_wrote(tmp_path):
+    """Killed between recording its runs and writing their file: the next propose writes the
+    file from the ledger before going on, so no proposed run is in no file (issue 30)."""
+    Experiment.create(tmp_path / "exp.db", ["web", "code", "books"], ["web", "code"])
+    (tmp_path / "killed.py").write_text(KILLED)
+    proc = subprocess.run(
+        [sys.executable, "killed.py", "exp.db"], cwd=tmp_path, capture_output=True, timeout=300
+    )
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "exp-round0.csv").exists()
+    exp = Experiment(tmp_path / "exp.db")
+    nxt = exp.propose(3, out=True, random_seed=4)
+    assert nxt.attrs["round"] == 1
+    assert any(
+        "round 0's runs were recorded but their file was never written" in n
+        for n in nxt.attrs["notes"]
+    )
+    back = pd.read_csv(tmp_path / "exp-round0.csv")
+    assert back["run"].tolist() == [f"r{i:04d}" for i in range(1, 6)]
+    assert exp.status()["missing_handoffs"] == {}
+    assert (tmp_path / "exp-round1.csv").is_file()
+
+
+def test_domains_given_as_one_string_are_refused(tmp_path):
+    for kw in ({"train_domains": "abc"}, {"train_domains": ["web"], "eval_domains": "web"}):
+        with pytest.raises(errors.OptionError, match="is one string, not a list"):
+            Experiment.create(tmp_path / "exp.db", **kw)
+    assert not (tmp_path / "exp.db").exists()
