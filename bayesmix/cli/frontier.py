@@ -123,27 +123,29 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def parse_sweep(text: str, option: str) -> list[float]:
-    """``"0,0.005,0.01"`` or ``"START:STOP:STEP"`` (STOP included) as floats."""
+    """``"0,0.005,0.01"`` or ``"START:STOP:STEP"`` (STOP included) as floats; the points of a
+    range are counted before they are made (``0:1:1e-12`` is refused at once)."""
     text = text.strip()
     try:
         if ":" in text:
             start, stop, step = (float(v) for v in text.split(":"))
-            if not step > 0 or stop < start:
+            if not step > 0 or not stop >= start:
                 raise ValueError
-            n = int(np.floor((stop - start) / step + 1e-9)) + 1
-            values = [start + i * step for i in range(n)]
+            n = int(np.floor((stop - start) / step + 1e-9)) + 1  # OverflowError: inf
+            values = [start + i * step for i in range(min(n, MAX_POINTS + 1))]
         else:
             values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
+            n = len(values)
+    except (ValueError, OverflowError):
         raise errors.OptionError(
             f"{option} {text!r} is not a list of numbers or START:STOP:STEP with STEP > 0",
             hint=f"e.g. {option} 0:0.03:0.005",
         ) from None
     if not values or not np.all(np.isfinite(values)):
         raise errors.OptionError(f"{option} {text!r}: give finite numbers")
-    if len(values) > MAX_POINTS:
+    if n > MAX_POINTS:
         raise errors.OptionError(
-            f"{option} {text!r} has {len(values)} points (at most {MAX_POINTS})",
+            f"{option} {text!r} has {n} points (at most {MAX_POINTS})",
             hint="use a larger step",
         )
     return values

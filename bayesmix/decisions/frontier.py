@@ -187,8 +187,8 @@ def frontier(
         starts = ([prev] if prev is not None else []) + [anchor, base, centre(constraints)]
         try:
             x, _ = solve(pieces, chance, constraints, starts, anchor=anchor)
-        except errors.GuaranteeError:
-            x = None
+        except errors.GuaranteeError as err:
+            x, last_error = None, err
         if (
             x is not None
             and prev is not None
@@ -203,6 +203,11 @@ def frontier(
             row.update({f"share.{d}": float(s) for d, s in zip(draws.train_domains, x)})
             prev, prev_v = x, row["target_loss"]
         rows.append(row)
+    if prev is None:  # no point feasible: say which guarantee fails, not a table of NaN
+        raise errors.InfeasibleError(
+            f"no point of the frontier meets every guarantee; at the loosest ({sweep} "
+            f"{values[-1]:g}): {last_error}"
+        )
     return Frontier(
         table=_table(rows, sweep, draws.train_domains),
         target=problem.target or w_desc,

@@ -104,3 +104,27 @@ def test_cli_frontier_end_to_end(posterior_file, tmp_path, capsys):
     rows = json.loads(js.read_text())
     assert [r["prob"] for r in rows] == [0.6, 0.9]
     assert rows[0]["target_loss"] <= rows[1]["target_loss"] + 1e-12
+
+
+def test_a_frontier_with_no_feasible_point_names_the_guarantee(posterior_file, capsys):
+    """A max-loss guard no mixture meets: one line naming it, exit 2 (not a table of NaN)."""
+    args = ["frontier", posterior_file, "--target", "code", "--guard", "all=0.01@0.9"]
+    code, _, err = cli(capsys, *args, "--max-loss", "web=0.5@0.99", "--quiet")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "no point of the frontier meets every guarantee" in lines[0] and "web" in lines[0]
+
+
+def test_a_sweep_is_counted_before_it_is_built(posterior_file, capsys):
+    code, _, err = cli(
+        capsys,
+        "frontier",
+        posterior_file,
+        "--target",
+        "code",
+        "--guard",
+        "all=0.01@0.9",
+        "--tolerances",
+        "0:1:1e-12",
+    )
+    assert code == 2 and "has 1000000000001 points (at most 200)" in err
