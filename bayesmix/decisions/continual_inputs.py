@@ -233,6 +233,15 @@ def original_start(posterior, problem: ContinualProblem, w) -> tuple[float, str]
         return float(problem.start_loss), "given"
     runs = problem.runs
     if runs is not None:
+        if set(runs.train_domains) != set(posterior.train_domains):
+            raise errors.DomainNameError(
+                f"runs= trains on {', '.join(runs.train_domains)}, the posterior on "
+                f"{', '.join(posterior.train_domains)}: another experiment's runs cannot give "
+                "this one's start loss",
+                source=runs.source,
+                hint="give the runs this posterior was fitted to, or start_loss=X",
+                param="runs",
+            )
         value = start_loss_from_runs(runs, w, posterior.eval_domains)
         return value, f"step 0 of {runs.source}" if runs.source else "step 0 of the runs"
     fit = posterior.fit_data()

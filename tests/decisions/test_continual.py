@@ -237,6 +237,13 @@ def test_bad_inputs_name_the_way_out(ct_sim):
         critical_share(post, original="Orig", new="New", runs=bad)
     with pytest.raises(errors.EmptyInputError, match="no step-0 records"):
         critical_share(post, original="Orig", new="New", runs=runs.final())
+    # another experiment's runs (other training domains) cannot give this one's start loss
+    other = tidy.rename(columns={"mix.New": "mix.Other"})
+    other.loc[(other["run"] == "ct2") & (other["step"] == 0), "loss.Orig"] -= 0.01
+    foreign = RunTable.from_frame(other, source="other.csv")
+    with pytest.raises(errors.DomainNameError, match="another experiment's runs") as info:
+        critical_share(post, original="Orig", new="New", runs=foreign)
+    assert info.value.param == "runs"
 
 
 # ------------------------------------------------------------------------------ (c) the CLI
