@@ -91,6 +91,33 @@ def read_csv_table(path: Path, id_column: str) -> tuple[pd.DataFrame, np.ndarray
     return frame.loc[~blank].reset_index(drop=True), lines[~blank]
 
 
+#: Cell texts pandas reads as missing that are not an empty cell: a loss written so is more
+#: likely a run that diverged than one never measured, so loading says where they are.
+WRITTEN_MISSING = frozenset({"nan", "na", "n/a", "null", "none", "-nan", "<na>", "#n/a"})
+
+
+def written_missing(path: Path, prefix: str = "loss.") -> list[str]:
+    """One note per column of ``prefix`` whose cells are written as missing (``nan``, ``NA``,
+    ...) rather than left empty, naming the file, the column and the rows (header = row 1)."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        cols = [i for i, name in enumerate(header) if name.startswith(prefix)]
+        found: dict[str, list[int]] = {}
+        for fields in reader:
+            for i in cols:
+                if i < len(fields) and fields[i].strip().lower() in WRITTEN_MISSING:
+                    found.setdefault(header[i], []).append(reader.line_num)
+    notes = []
+    for column, rows in found.items():
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        notes.append(
+            f"{path}: column {column!r} is written as missing (e.g. 'nan') on row(s) {shown}: "
+            "read as not measured; if those runs diverged, they are left out of the fit"
+        )
+    return notes
+
+
 def read_parquet(path: Path) -> pd.DataFrame:
     """A Parquet file as a DataFrame; UnreadableFileError naming the file otherwise."""
     try:

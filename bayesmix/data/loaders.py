@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
-from bayesmix.data.file_reading import is_parquet, read_csv_table, read_parquet
+from bayesmix.data.file_reading import is_parquet, read_csv_table, read_parquet, written_missing
 from bayesmix.data.regmix import load_regmix_pair, pair_regmix
 from bayesmix.data.table import RunTable, check_known_domains, check_never_together
 from bayesmix.data.validation import (
@@ -328,6 +328,7 @@ def _load_tidy(path: Path, renormalize, tolerance, notes, max_loss) -> RunTable:
     else:
         frame, lines = read_csv_table(path, "run")
         rows = [int(x) for x in lines]
+        notes.extend(written_missing(path))
     if "run" not in frame.columns:
         raise errors.FormatError(
             "no 'run' column",

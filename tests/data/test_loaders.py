@@ -284,3 +284,19 @@ def test_load_and_fit_take_a_tidy_dataframe():
         bm.load(3)
     with pytest.raises(TypeError, match="RunTable or a pandas DataFrame"):
         bm.fit([[0.5, 0.5]])
+
+
+def test_a_loss_written_nan_is_said_per_row(tmp_path):
+    """A cell written 'nan' reads as missing like an empty one, but loading says where: a
+    diverged run should not pass for one never measured."""
+    path = tmp_path / "runs.csv"
+    path.write_text(
+        "run,mix.web,mix.code,loss.web,loss.code\n"
+        "r1,0.5,0.5,2.0,1.0\nr2,0.2,0.8,nan,1.1\nr3,0.8,0.2,,1.2\nr4,0.3,0.7,NA,1.3\nr5,0.4,0.6,2.1,NaN\n"
+    )
+    report: list[str] = []
+    table = bm.load(path, report=report)
+    assert table.losses["web"].isna().sum() == 3  # nan, empty and NA: all missing
+    web = next(n for n in report if "'loss.web'" in n)
+    assert "row(s) 3, 5" in web and str(path) in web  # row 4 (empty) is not named
+    assert any("'loss.code'" in n and "row(s) 6" in n for n in report)
