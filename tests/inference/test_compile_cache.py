@@ -185,3 +185,34 @@ def test_fit_from_a_cached_model_is_the_fit_from_a_compiled_one(simulated_fit, m
     for name in ("m", "rho", "t"):
         np.testing.assert_allclose(after[name].values, before[name].values, rtol=1e-10)
     assert post.diagnostics.divergences == simulated_fit.posterior.diagnostics.divergences
+
+
+#: A fresh interpreter fits the suite's runs with the suite's settings (the model loaded from
+#: the session's compile cache) and saves the draws of ``b``.
+SAME_SEED = """
+import sys, warnings
+import numpy as np
+warnings.simplefilter("ignore")
+sys.path.insert(0, sys.argv[1])
+from conftest import FIT_KW, simulate_runs
+from bayesmix.inference.fitting import fit
+post = fit(simulate_runs()[0], "default", warn=False, **FIT_KW)
+np.save(sys.argv[2], post.tree["posterior"]["b"].values)
+"""
+
+
+@pytest.mark.slow
+def test_a_seed_gives_the_same_draws_compiled_loaded_or_loaded_concurrently(
+    simulated_fit, tmp_path
+):
+    """Two processes loading the stored model at once draw exactly what the session's fit
+    (which compiled it) drew with the same seed: the cache changes speed, never draws."""
+    tests = Path(__file__).resolve().parents[1]
+    outs = [tmp_path / f"b{i}.npy" for i in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", SAME_SEED, str(tests), str(out)]) for out in outs
+    ]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    expected = simulated_fit.posterior.tree["posterior"]["b"].values
+    for out in outs:
+        np.testing.assert_array_equal(np.load(out), expected)
