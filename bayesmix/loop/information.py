@@ -33,6 +33,8 @@ best :data:`REFINE_TOP` of them.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from bayesmix import errors
@@ -234,28 +236,17 @@ def group_information(values: np.ndarray, groups: np.ndarray, noise: float) -> n
 
 @renamed_kwargs(**SEED)
 def kmeans(points: np.ndarray, k: int, *, random_seed=0, iters: int = 25) -> np.ndarray:
-    """Group labels (n,) of ``points`` (n, M) by k-means with k-means++ seeding (at most as
-    many groups as distinct points). Deterministic for a given ``random_seed``."""
+    """Group labels (n,) of ``points`` (n, M) by k-means with k-means++ seeding (SciPy's
+    ``kmeans2``; at most as many groups as distinct points), numbered 0.. with no gaps.
+    Deterministic for a given ``random_seed``."""
+    from scipy.cluster.vq import kmeans2
+
     x = np.asarray(points, float)
     distinct = np.unique(x.round(12), axis=0)
     k = int(min(k, len(distinct)))
     if k <= 1:
         return np.zeros(len(x), int)
-    rng = np.random.default_rng(random_seed)
-    centres = [x[rng.integers(len(x))]]
-    for _ in range(k - 1):
-        d2 = np.min(((x[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
-        if d2.sum() <= 0:
-            break
-        centres.append(x[rng.choice(len(x), p=d2 / d2.sum())])
-    c = np.asarray(centres)
-    labels = np.zeros(len(x), int)
-    for _ in range(iters):
-        labels_new = np.argmin(((x[:, None, :] - c[None]) ** 2).sum(-1), axis=1)
-        if np.array_equal(labels_new, labels) and _ > 0:
-            break
-        labels = labels_new
-        for g in range(len(c)):
-            if np.any(labels == g):
-                c[g] = x[labels == g].mean(axis=0)
+    with warnings.catch_warnings():  # "One of the clusters is empty": the labels still hold
+        warnings.simplefilter("ignore", UserWarning)
+        _, labels = kmeans2(x, k, iter=iters, minit="++", seed=np.random.default_rng(random_seed))
     return np.unique(labels, return_inverse=True)[1]
