@@ -147,8 +147,9 @@ def fit(
     ----------
     runs : RunTable
         The proxy runs (:func:`bayesmix.load`). One record per run enters the fit (the last
-        checkpoint, or ``step``), except for laws over training tokens (``"scaling"``), which
-        take every checkpoint up to ``max_step`` (:func:`bayesmix.model.model.select_for_fit`).
+        checkpoint, or ``step``), except for laws over training tokens (``"tokens"`` in
+        :attr:`Law.inputs`), which take every checkpoint up to ``max_step``
+        (:func:`bayesmix.model.model.select_for_fit`).
     model : str or ModelSpec, default "default"
         A shipped specification name (``default``, ``additive``, ...), a TOML path or a
         ModelSpec.

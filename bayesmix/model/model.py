@@ -379,23 +379,3 @@ def _run_effect(ctx: BuildContext, data: ModelData, log_sigma_loc):
     run_sigma = pm.Deterministic("run_sigma", pt.exp(mu + sd * z_dom), dims="eval_domain")
     z = pm.Normal("run_z", 0.0, 1.0, dims=("run", "eval_domain"))
     return pm.Deterministic("run_effect", z * run_sigma, dims=("run", "eval_domain"))
-
-
-def build_naive_model(train_domains, eval_domains, data: ModelData) -> pm.Model:
-    """The plain, unconstrained M4 model (independent c, k, t; Normal noise).
-
-    Only for benchmarks: it shows what the identifiable, hierarchical parameterisation buys.
-    """
-    coords = {"train_domain": list(train_domains), "eval_domain": list(eval_domains)}
-    with pm.Model(coords=coords) as model:
-        r = pm.Data("r", data.r)
-        y = pm.Data("y", data.y)
-        c = pm.HalfNormal("c", sigma=2.0 * data.loss_mean, dims="eval_domain")
-        k = pm.HalfNormal("k", sigma=data.loss_mean, dims="eval_domain")
-        t = pm.Normal("t", 0.0, 2.0, dims=("eval_domain", "train_domain"))
-        sigma = pm.HalfNormal("sigma", sigma=data.loss_scale, dims="eval_domain")
-        mean = c[None, :] + k[None, :] * pt.exp(r @ t.T)
-        pm.Normal(
-            "loss", mu=mean[data.run_idx, data.eval_idx], sigma=sigma[data.eval_idx], observed=y
-        )
-    return model

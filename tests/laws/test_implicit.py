@@ -307,7 +307,10 @@ def test_shipped_specs_and_latent_key():
         ('law = "implicit"\n[hierarchy]\nlatent = 0\n', "whole number from 1 to 20, got 0"),
         ('law = "implicit"\n[hierarchy]\nlatent = "3"\n', "whole number from 1 to 20, got '3'"),
         ('law = "implicit"\n[hierarchy]\nlatent = true\n', "whole number from 1 to 20, got True"),
-        ('law = "m4"\n[hierarchy]\nlatent = 2\n', "applies only to laws with latent domains"),
+        (
+            'law = "m4"\n[hierarchy]\nlatent = 2\n',
+            "applies only to laws with a 'latent' dim (implicit)",
+        ),
     ],
 )
 def test_bad_latent_key_is_one_line(tmp_path, text, words):
