@@ -34,7 +34,14 @@ from bayesmix.inference.gate_retry import (
     say_progress,
 )
 from bayesmix.laws import get_law
-from bayesmix.model.model import build_model, prepare_data, select_for_fit, structure_key
+from bayesmix.model.model import (
+    build_model,
+    check_enough_runs,
+    prepare_data,
+    select_for_fit,
+    select_size,
+    structure_key,
+)
 from bayesmix.model.priors import Prior
 from bayesmix.model.spec import ModelSpec, load_spec
 from bayesmix.posterior.diagnostics import ConvergenceWarning
@@ -129,6 +136,7 @@ def fit(
     *,
     step: float | None = None,
     max_step: float | None = None,
+    size=None,
     draws: int = 1000,
     tune: int = 1000,
     chains: int = 4,
@@ -155,6 +163,10 @@ def fit(
         ModelSpec.
     step, max_step : float, optional
         The checkpoint to fit, or the last checkpoint for laws over tokens.
+    size : float, str or sequence, optional
+        The model size(s) to fit when the runs hold several: parameters or labels (``7e7``,
+        ``"70M"``, ``"1.4B"``; several, as a list or ``"70M,160M"``, for a law over model size).
+        None: every run (a law without a model-size input then needs one size).
     draws, tune, chains : int
         MCMC draws per chain after ``tune`` tuning steps, and the number of chains.
     random_seed : int, optional
@@ -189,6 +201,11 @@ def fit(
     Posterior
         The fitted law with its data and diagnostics report.
 
+    Raises
+    ------
+    TooFewRunsError
+        Fewer runs enter the fit than the law needs (:attr:`bayesmix.laws.Law.min_runs`).
+
     Examples
     --------
     >>> import bayesmix as bm
@@ -199,7 +216,8 @@ def fit(
     """
     sampler = _check_sampler(sampler, draws=draws, tune=tune, chains=chains)
     budget = check_max_time(max_time)
-    spec, table, data = _fit_inputs(runs, model, priors, step=step, max_step=max_step)
+    spec, table = fit_table(runs, model, priors=priors, size=size, step=step, max_step=max_step)
+    data = prepare_data(table, spec.law)
     start = time.perf_counter()
     sample_once = Sampling(
         lambda form: _model_for(with_form(spec, form), table, data, sampler, progressbar),
@@ -269,14 +287,22 @@ def with_form(spec: ModelSpec, form: str) -> ModelSpec:
     return replace(spec, hierarchy={**spec.hierarchy, "parameterization": form})
 
 
-def _fit_inputs(runs, model, priors, *, step, max_step) -> tuple[ModelSpec, RunTable, Any]:
-    """(specification with ``priors``, the fitted records of ``runs``, their model data)."""
+def fit_table(
+    runs, model, *, priors=None, size=None, step=None, max_step=None
+) -> tuple[ModelSpec, RunTable]:
+    """(specification with ``priors``, records to fit) of :func:`fit`'s arguments: the runs of
+    ``size``, the records :func:`bayesmix.model.model.select_for_fit` takes, at least the law's
+    ``min_runs`` runs (else TooFewRunsError). Every check that can fail does so here, before
+    the MCMC."""
     runs = as_run_table(runs)
     spec = load_spec(model)
     if priors:
         spec = spec.with_priors(**priors)
+    if size is not None:
+        runs = select_size(runs, size)
     table = select_for_fit(runs, step=step, law=spec.law, max_step=max_step)
-    return spec, table, prepare_data(table, spec.law)
+    check_enough_runs(table, spec.law)
+    return spec, table
 
 
 @dataclass

@@ -9,6 +9,7 @@ observations: the likelihood runs over the observed (run, eval_domain) pairs onl
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ import pytensor.tensor as pt
 
 from bayesmix import errors
 from bayesmix.data.table import RunTable, normalise_name
-from bayesmix.laws import BuildContext, get_law
+from bayesmix.data.ye_logs import parse_size, size_label
+from bayesmix.laws import BuildContext, get_law, model_with
 from bayesmix.model.spec import ModelSpec
 
 
@@ -137,7 +139,8 @@ def select_for_fit(
                     + (f" at or below step {max_step:g}" if max_step is not None else ""),
                     source=runs.source,
                     column="tokens",
-                    hint="check --max-step",
+                    hint="check max_step=",
+                    param="max_step",
                 )
             table = runs._subset(runs._records[keep])
     else:
@@ -150,10 +153,76 @@ def select_for_fit(
             f"runs of several model sizes ({values}) cannot share one mixing law",
             source=runs.source,
             column="n_params",
-            hint="fit one size at a time (CLI: --size N), or use a law over model size "
-            "and tokens (--model scaling)",
+            hint="fit one size at a time (size=), or a law over model size and tokens "
+            f"(model={model_with(takes='n_params')!r})",
+            param="size",
         )
     return table
+
+
+def size_values(size, param: str = "size") -> list[float]:
+    """Model sizes in parameters from ``size``: a number, a label (``"70M"``, ``"1.4B"``,
+    ``"7e7"``), a comma-separated string or a sequence of those. OptionError naming ``param``
+    for anything else."""
+    items = size.split(",") if isinstance(size, str) else np.atleast_1d(np.asarray(size, object))
+    out = []
+    for item in items:
+        text = str(item).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            if not re.fullmatch(r"\d+(\.\d+)?[KMBT]", text, flags=re.I):
+                raise errors.OptionError(
+                    f"{param}={text!r} is not a model size",
+                    hint="write e.g. 70M, 1.4B or 7e7",
+                    param=param,
+                ) from None
+            value = parse_size(text)
+        if not value > 0:
+            raise errors.OptionError(f"{param}={text!r} is not a positive size", param=param)
+        out.append(value)
+    return out
+
+
+def select_size(runs: RunTable, size) -> RunTable:
+    """The runs of ``runs`` whose model size is one of ``size`` (see :func:`size_values`;
+    relative tolerance 1e-6): the choice of one size (or, for a law over model size, several)
+    among runs of several."""
+    wanted = size_values(size)
+    sizes = runs.column("n_params")
+    if sizes is None:
+        raise errors.FormatError(
+            f"size={size!r} given but the runs have no model size (n_params)",
+            source=runs.source,
+            param="size",
+        )
+    values = sizes.to_numpy(dtype=float)
+    match = np.zeros(len(values), bool)
+    for one in wanted:
+        hit = np.isclose(values, one, rtol=1e-6)
+        if not hit.any():
+            known = ", ".join(size_label(v) for v in sorted(sizes.dropna().unique()))
+            raise errors.FormatError(
+                f"no runs of size {size_label(one)}",
+                source=runs.source,
+                column="n_params",
+                hint=f"sizes present: {known}",
+            )
+        match |= hit
+    return runs.select(dict.fromkeys(runs.to_tidy()["run"][match]))
+
+
+def check_enough_runs(table: RunTable, law) -> None:
+    """Refuse (TooFewRunsError) a table with fewer runs than the law needs
+    (:attr:`bayesmix.laws.Law.min_runs`): below it the law is barely identified."""
+    law = get_law(law)
+    if table.n_runs < law.min_runs:
+        raise errors.TooFewRunsError(
+            f"law {law.name!r} needs at least {law.min_runs} runs to be fitted; "
+            f"{table.n_runs} given",
+            source=table.source,
+            hint="add runs, or fit a law that needs fewer",
+        )
 
 
 def prepare_data(runs: RunTable, law=None) -> ModelData:
