@@ -38,6 +38,7 @@ from bayesmix.model.model import (
     build_model,
     check_enough_runs,
     prepare_data,
+    sampler_owners,
     select_for_fit,
     select_size,
     structure_key,
@@ -45,6 +46,7 @@ from bayesmix.model.model import (
 from bayesmix.model.priors import Prior
 from bayesmix.model.spec import ModelSpec, load_spec
 from bayesmix.posterior.diagnostics import ConvergenceWarning
+from bayesmix.posterior.groups import split_groups
 from bayesmix.posterior.posterior import Posterior
 
 SAMPLERS = ("nutpie", "pymc")
@@ -224,6 +226,7 @@ def fit(
         spec.hierarchy.get("parameterization", "centered"),
         adaptation,
         progressbar,
+        get_law(spec.law),
     )
     compile_s = time.perf_counter() - start
     form = sample_once.form if get_law(spec.law).has_noncentered else ""  # "": no choice
@@ -312,12 +315,15 @@ class Sampling:
     the model is compiled for nutpie, else PyMC's NUTS. ``build(form)`` gives (pm.Model,
     nutpie's compiled model or None) of the hierarchy's form ``form`` ("centered" or
     "noncentered"); an attempt asking for the other form (divergences of a centred
-    hierarchy, :func:`~bayesmix.inference.gate_retry.next_settings`) is sampled on that one."""
+    hierarchy, :func:`~bayesmix.inference.gate_retry.next_settings`) is sampled on that one.
+    With ``law``, the sampler's own variables go to their group, labelled with the law's
+    parameters they feed (:func:`bayesmix.posterior.groups.split_groups`), before the gate."""
 
     build: Callable[[str], tuple[pm.Model, Any]]
     form: str
     adaptation: str
     progressbar: bool
+    law: Any = None  # a Law, or None to keep the sampler's tree as it is
     model: pm.Model = field(init=False)
     compiled: Any = field(init=False)  # nutpie's compiled model, or None
 
@@ -329,6 +335,12 @@ class Sampling:
         if attempt.parameterization and attempt.parameterization != self.form:
             self.form = attempt.parameterization
             self.model, self.compiled = self.build(self.form)
+        tree, extra = self._sample(attempt, seed)
+        if self.law is not None:
+            tree = split_groups(tree, self.law, sampler_owners(self.model, self.law))
+        return tree, extra
+
+    def _sample(self, attempt: SamplerSettings, seed: int | None) -> tuple[Any, int | None]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=RuntimeWarning)
             if self.compiled is not None:

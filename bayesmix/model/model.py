@@ -82,6 +82,14 @@ class ModelData:
         return out
 
 
+#: The noise model's named variables (units, meaning): stored in the posterior group with the
+#: law's parameters (:mod:`bayesmix.posterior.groups`); ``run_*`` only for laws over tokens.
+NOISE_VARIABLES = {
+    "sigma": ("nats per token", "noise sd of one measured loss, per validation domain"),
+    "run_sigma": ("nats per token", "sd of a run's shared offset across its checkpoints"),
+    "run_effect": ("nats per token", "offset of each fitted run's losses (all checkpoints)"),
+}
+
 #: Name of the ``pm.Data`` weight [eval_domain] of the noise scales' centring (see
 #: :func:`noise_centering`).
 NOISE_CENTERING = "noise_centering"
@@ -425,6 +433,31 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
         else:
             pm.Normal("loss", mu=mu, sigma=sigma[eval_idx], observed=y, dims="obs")
     return model
+
+
+def sampler_owners(model: pm.Model, law) -> dict[str, tuple[str, ...]]:
+    """For every sampler variable of ``model`` (neither one the law shows nor a noise variable,
+    :data:`NOISE_VARIABLES`), the law's parameters (role "law") and noise variables computed
+    from it (e.g. M4's ``b_raw`` -> ``("t",)``, ``log_sigma_raw`` -> ``("sigma",)``), or else
+    those it is computed from: what a poorly mixing sampler variable means for the law, read
+    off the model's graph. Variables related to none are left out."""
+    from pytensor.graph.traversal import ancestors
+
+    law = get_law(law)
+    named = {v: n for n, v in model.named_vars.items()}
+    stored = {n for n in law.shown_names} | set(NOISE_VARIABLES)
+    sampler = {v.name for v in (*model.free_RVs, *model.deterministics)} - stored
+    kept = [n for n in (*law.param_names, *NOISE_VARIABLES) if n in model.named_vars]
+    owners: dict[str, list[str]] = {}
+    for name in kept:
+        for v in ancestors([model.named_vars[name]]):
+            other = named.get(v, "")
+            if other in sampler and name not in owners.get(other, []):
+                owners.setdefault(other, []).append(name)
+    for name in sorted(sampler - set(owners)):  # computed from the parameters instead
+        found = {named.get(v) for v in ancestors([model.named_vars[name]])}
+        owners[name] = [n for n in kept if n in found]
+    return {k: tuple(v) for k, v in owners.items() if v}
 
 
 def run_effect_on(spec: ModelSpec) -> bool:
