@@ -151,7 +151,7 @@ def test_az_summary_of_a_saved_file_lists_only_the_laws_and_noise_parameters(sav
     rows = az.summary(tree, round_to="none").index
     names = {row.split("[")[0] for row in rows}
     assert names == {"m", "rho", "t", "c", "k", "sigma"}
-    assert len(rows) == 4 * 5 + 4 * 4 + 4  # 4 x 4 domains: m, rho, c, k, sigma; t (K, M)
+    assert len(rows) == 4 * 5 + 4 * 4  # 4 x 4 domains: m, rho, c, k, sigma (K); t (K, M)
     sampler = tree["sampler_variables"]
     assert {"b_raw", "rho_logit", "log_sigma_raw", "diag_mu"} <= set(sampler.data_vars)
     assert sampler["b_raw"].attrs["sampler_variable_of"] == "t"
