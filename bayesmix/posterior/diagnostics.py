@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import xarray as xr
 
-from bayesmix.posterior.groups import checked_draws, owner_note
+from bayesmix.posterior.groups import all_draws, owner_note
 
 #: Thresholds of the gate. R-hat as recommended by Vehtari et al. (2021); ESS of 100 per chain.
 RHAT_MAX = 1.01
@@ -303,10 +303,10 @@ def diagnose(
     bfmi_min: float = BFMI_MIN,
 ) -> Diagnostics:
     """Run the gate on a fitted DataTree (groups ``posterior`` and ``sample_stats``, and the
-    sampler variables when the tree has them: :func:`bayesmix.posterior.groups.checked_draws`)."""
+    sampler variables when the tree has them: :func:`bayesmix.posterior.groups.all_draws`)."""
     from arviz_base import rcParams
 
-    post = checked_draws(tree)
+    post = all_draws(tree)
     stats = tree["sample_stats"].to_dataset()
     chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])
     post = post[[v for v in post.data_vars if post[v].dtype.kind == "f"]]

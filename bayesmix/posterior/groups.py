@@ -66,9 +66,10 @@ def owner_note(attrs: Mapping) -> str:
     return f" (sampler variable of {owner})" if owner else ""
 
 
-def checked_draws(tree: xr.DataTree) -> xr.Dataset:
-    """The draws the diagnostics gate checks: the ``posterior`` group and, when the tree has
-    it, :data:`SAMPLER_GROUP` (every variable the sampler moved)."""
+def all_draws(tree: xr.DataTree) -> xr.Dataset:
+    """Every variable of the model: the ``posterior`` group and, when the tree has it,
+    :data:`SAMPLER_GROUP`. What the diagnostics gate checks, and what PyMC's functions of a
+    model's draws need (e.g. ``pm.compute_log_likelihood`` reads every free variable)."""
     post = tree["posterior"].to_dataset()
     if SAMPLER_GROUP in tree.children:
         post = xr.merge([post, tree[SAMPLER_GROUP].to_dataset()], combine_attrs="override")

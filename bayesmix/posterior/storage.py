@@ -31,8 +31,8 @@ from bayesmix.io import atomic_path
 from bayesmix.laws import get_law
 from bayesmix.model.spec import ModelSpec
 from bayesmix.posterior.data_groups import data_groups, describe_variables
-from bayesmix.posterior.groups import SAMPLER_GROUP, split_groups
 from bayesmix.posterior.diagnostics import Diagnostics
+from bayesmix.posterior.groups import SAMPLER_GROUP, split_groups
 
 FORMAT = "bayesmix-posterior/1"
 _VERSIONED = (
