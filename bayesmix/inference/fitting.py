@@ -157,18 +157,16 @@ def fit(
     ----------
     runs : RunTable
         The proxy runs (:func:`bayesmix.load`). One record per run enters the fit (the last
-        checkpoint, or ``step``), except for laws over training tokens (``"tokens"`` in
-        :attr:`Law.inputs`), which take every checkpoint up to ``max_step``
-        (:func:`bayesmix.model.model.select_for_fit`).
+        checkpoint, or ``step``), except for laws over training tokens (:attr:`Law.inputs`),
+        which take every checkpoint up to ``max_step`` (:func:`fit_table`).
     model : str or ModelSpec, default "default"
         A shipped specification name (``default``, ``additive``, ...), a TOML path or a
         ModelSpec.
     step, max_step : float, optional
         The checkpoint to fit, or the last checkpoint for laws over tokens.
     size : float, str or sequence, optional
-        The model size(s) to fit when the runs hold several: parameters or labels (``7e7``,
-        ``"70M"``, ``"1.4B"``; several, as a list or ``"70M,160M"``, for a law over model size).
-        None: every run (a law without a model-size input then needs one size).
+        The model size(s) to fit among several (:func:`fit_table`; fewer runs than the law's
+        ``min_runs`` are a TooFewRunsError).
     draws, tune, chains : int
         MCMC draws per chain after ``tune`` tuning steps, and the number of chains.
     random_seed : int, optional
@@ -203,11 +201,6 @@ def fit(
     Posterior
         The fitted law with its data and diagnostics report.
 
-    Raises
-    ------
-    TooFewRunsError
-        Fewer runs enter the fit than the law needs (:attr:`bayesmix.laws.Law.min_runs`).
-
     Examples
     --------
     >>> import bayesmix as bm
@@ -219,15 +212,8 @@ def fit(
     sampler = _check_sampler(sampler, draws=draws, tune=tune, chains=chains)
     budget = check_max_time(max_time)
     spec, table = fit_table(runs, model, priors=priors, size=size, step=step, max_step=max_step)
-    data = prepare_data(table, spec.law)
     start = time.perf_counter()
-    sample_once = Sampling(
-        lambda form: _model_for(with_form(spec, form), table, data, sampler, progressbar),
-        spec.hierarchy.get("parameterization", "centered"),
-        adaptation,
-        progressbar,
-        get_law(spec.law),
-    )
+    sample_once = _sampling(spec, table, sampler, adaptation, progressbar)
     compile_s = time.perf_counter() - start
     form = sample_once.form if get_law(spec.law).has_noncentered else ""  # "": no choice
     with nutpie_adapter.ordinary_pages():  # the sampler's trace, the gate, the posterior's groups
@@ -294,9 +280,10 @@ def fit_table(
     runs, model, *, priors=None, size=None, step=None, max_step=None
 ) -> tuple[ModelSpec, RunTable]:
     """(specification with ``priors``, records to fit) of :func:`fit`'s arguments: the runs of
-    ``size``, the records :func:`bayesmix.model.model.select_for_fit` takes, at least the law's
-    ``min_runs`` runs (else TooFewRunsError). Every check that can fail does so here, before
-    the MCMC."""
+    ``size`` (a number of parameters or a label, ``7e7``, ``"70M"``, ``"1.4B"``; several, as a
+    list or ``"70M,160M"``, for a law over model size; None: every run), the records
+    :func:`bayesmix.model.model.select_for_fit` takes, at least the law's ``min_runs`` runs
+    (else TooFewRunsError). Every check that can fail does so here, before the MCMC."""
     runs = as_run_table(runs)
     spec = load_spec(model)
     if priors:
@@ -306,6 +293,20 @@ def fit_table(
     table = select_for_fit(runs, step=step, law=spec.law, max_step=max_step)
     check_enough_runs(table, spec.law)
     return spec, table
+
+
+def _sampling(spec: ModelSpec, table: RunTable, sampler: str, adaptation: str, progressbar):
+    """The :class:`Sampling` of a fit: its model data, the model in the specification's
+    hierarchy form (compiled, or loaded compiled), the law whose sampler variables it sets
+    apart."""
+    data = prepare_data(table, spec.law)
+    return Sampling(
+        lambda form: _model_for(with_form(spec, form), table, data, sampler, progressbar),
+        spec.hierarchy.get("parameterization", "centered"),
+        adaptation,
+        progressbar,
+        get_law(spec.law),
+    )
 
 
 @dataclass

@@ -355,10 +355,8 @@ def backtest(
         raise errors.OptionError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not 0 < ci_prob < 1:
         raise errors.OptionError(f"ci_prob must be in (0, 1), got {ci_prob}")
-    if model is not None:
-        spec = model
-    else:  # joint: the shipped law over tokens; nested: stage 3's default
-        spec = model_with(takes="tokens") if method == "joint" else "default"
+    default = model_with(takes="tokens") if method == "joint" else "default"  # law over tokens
+    spec = model if model is not None else default
     start = time.perf_counter()
     splits, notes = plan_splits(
         runs, max_step=max_step, step_ratio=step_ratio, size_splits=size_splits
