@@ -23,7 +23,8 @@ import numpy as np
 import pymc as pm
 
 from bayesmix.inference.fitting import fit
-from bayesmix.model.model import build_naive_model, prepare_data
+from bayesmix.laws.m4 import build_naive_model
+from bayesmix.model.model import prepare_data
 from bayesmix.model.simulation import simulate
 
 DOMAINS = ["web", "code", "books", "papers", "wiki"]

@@ -1,8 +1,9 @@
 """``bayesmix diagnose POSTERIOR.nc``: the convergence report of a saved posterior.
 
 Prints the diagnostics gate stored at fit time (divergences, tree depth, E-BFMI, R-hat, ESS) and
-a summary of the law's parameters (m, rho, t, sigma, c, k: mean, sd, 90 % equal-tailed interval,
-ESS, R-hat, MCSE; from arviz-stats). ``--json`` prints one JSON object instead.
+a summary of the parameters the law shows (e.g. M4's m, rho, t, c, k) and the noise scales
+(mean, sd, 90 % equal-tailed interval, ESS, R-hat, MCSE; from arviz-stats). ``--json`` prints
+one JSON object instead.
 
 Exit status: 0 when the posterior passed the gate, 1 when it failed or holds NaN/inf draws (a
 damaged file; so scripts can stop), 2 for bad input (missing, damaged or non-bayesmix file).
@@ -19,8 +20,8 @@ import numpy as np
 
 from bayesmix.cli._output import json_safe, loud_warning
 
-#: Parameters summarised, in this order, when the posterior has them.
-MAIN_PARAMS = ("m", "rho", "t", "sigma", "c", "k")
+#: Noise scales summarised after the law's parameters, when the posterior has them.
+NOISE_SCALES = ("sigma", "run_sigma")
 CI_PROB = 0.9
 
 
@@ -88,10 +89,12 @@ def run(args) -> int:
 
 
 def parameter_summary(post):
-    """``arviz_stats.summary`` of the main parameters, raw numbers (a DataFrame)."""
+    """``arviz_stats.summary`` of the parameters the law shows (:attr:`Law.shown`) and the noise
+    scales, raw numbers (a DataFrame)."""
     import arviz_stats
 
-    names = [n for n in MAIN_PARAMS if n in post.tree["posterior"].data_vars]
+    stored = post.tree["posterior"].data_vars
+    names = [n for n in (*post.law.shown_names, *NOISE_SCALES) if n in stored]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # R-hat/ESS warnings: the gate already reports them
         return arviz_stats.summary(

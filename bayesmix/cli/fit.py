@@ -15,7 +15,6 @@ describe the specifications.
 from __future__ import annotations
 
 import argparse
-import re
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from bayesmix.cli._options import (
 )
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
 from bayesmix.data.loaders import FORMATS, load
-from bayesmix.data.ye_logs import parse_size, size_label
+from bayesmix.data.ye_logs import size_label
 from bayesmix.inference.gate_retry import record_line
 
 
@@ -139,8 +138,6 @@ def run(args) -> int:
     spec = load_spec(args.model)  # a bad specification fails before the data is read
     table = load(args.runs, args.format, renormalize=args.renormalize, max_loss=max_loss)
     n_loaded = table.n_runs
-    if args.size is not None:
-        table = select_size(table, [parse_size_option(v) for v in args.size.split(",")])
     if args.max_step is not None and args.step is not None:
         raise errors.OptionError(
             "--step and --max-step exclude each other",
@@ -148,15 +145,14 @@ def run(args) -> int:
             "the checkpoints a law over tokens takes",
         )
 
-    check_enough_runs(table, spec, step=args.step, max_step=args.max_step)
-
     from bayesmix.inference.fitting import fit
 
-    post = fit(
+    post = fit(  # refuses too few runs (the law's min_runs) and a bad --size before MCMC
         table,
         spec,
         step=args.step,
         max_step=args.max_step,
+        size=args.size,
         draws=args.draws,
         tune=args.tune,
         chains=args.chains,
@@ -172,65 +168,6 @@ def run(args) -> int:
         post.diagnostics_warning, f"the posterior was saved to {out} with this report stored in it."
     )
     return 0
-
-
-def check_enough_runs(table, spec, *, step=None, max_step=None) -> None:
-    """Refuse a fit with fewer runs than the law needs (:attr:`Law.min_runs`), before MCMC."""
-    from bayesmix.laws import get_law
-    from bayesmix.model.model import select_for_fit
-
-    law = get_law(spec.law)
-    used = select_for_fit(table, step=step, law=spec.law, max_step=max_step)
-    if used.n_runs < law.min_runs:
-        raise errors.TooFewRunsError(
-            f"law {law.name!r} needs at least {law.min_runs} runs to be fitted; "
-            f"{used.n_runs} given",
-            source=table.source,
-            hint="add runs, or choose a law that needs fewer (bayesmix fit --list-models)",
-        )
-
-
-def parse_size_option(text: str) -> float:
-    """``--size``: ``70M``, ``1.4B``, ``350K`` or a plain number of parameters."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        if not re.fullmatch(r"\d+(\.\d+)?[KMBT]", text, flags=re.I):
-            raise errors.OptionError(
-                f"--size {text!r} is not a model size", hint="write e.g. 70M, 1.4B or 7e7"
-            ) from None
-        value = parse_size(text)
-    if not value > 0:
-        raise errors.OptionError(f"--size must be positive, got {text!r}")
-    return value
-
-
-def select_size(table, size):
-    """The runs of ``table`` whose model size is ``size`` (a number or a list of numbers;
-    relative tolerance 1e-6)."""
-    sizes = table.column("n_params")
-    if sizes is None:
-        raise errors.FormatError(
-            "--size given but the runs have no model size (n_params)",
-            source=table.source,
-            hint="drop --size",
-        )
-    values = sizes.to_numpy(dtype=float)
-    match = np.zeros(len(values), bool)
-    for one in np.atleast_1d(np.asarray(size, float)):
-        hit = np.isclose(values, one, rtol=1e-6)
-        if not hit.any():
-            known = ", ".join(size_label(v) for v in sorted(sizes.dropna().unique()))
-            raise errors.FormatError(
-                f"no runs of size {size_label(one)}",
-                source=table.source,
-                column="n_params",
-                hint=f"sizes present: {known}",
-            )
-        match |= hit
-    runs = table.to_tidy()["run"][match]
-    return table.select(dict.fromkeys(runs))
 
 
 def summary(post, n_loaded: int, path) -> str:

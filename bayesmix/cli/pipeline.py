@@ -118,13 +118,13 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from bayesmix.cli.fit import parse_size_option
+    from bayesmix.model.model import size_values
     from bayesmix.model.spec import load_spec
 
     out = check_output(args.output, inputs=args.runs, force=args.force)
     max_loss = max_loss_from_args(args)
     max_time = max_time_from_args(args)
-    n_params = parse_size_option(args.n_params)
+    n_params = size_values([args.n_params], param="n_params")[0]
     if not args.steps > 0:
         raise errors.OptionError(f"--steps must be positive, got {args.steps:g}")
     if args.imputations < 1:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bayesmix import errors
-from bayesmix.laws import INPUTS, Law, get_law, m4
+from bayesmix.laws import DEFAULT_LAW, INPUTS, Law, get_law, m4
 
 
 def _law_label(law: Law) -> str:
@@ -24,21 +24,22 @@ def _law_label(law: Law) -> str:
 
 
 def _expected_shape(param) -> str:
-    letters = {"eval_domain": "K", "latent": "L", "train_domain": "M"}
-    return "(" + ", ".join(["S", *(letters[d] for d in param.dims)]) + ")"
+    letters = {"eval_domain": "K", "train_domain": "M"}
+    return "(" + ", ".join(["S", *(letters.get(d, d) for d in param.dims)]) + ")"
 
 
 def check_draws(
     draws: Mapping[str, np.ndarray], law: Law | str | None = None
 ) -> dict[str, np.ndarray]:
-    """Validate draws of ``law``'s parameters (default M4) and return float64 copies.
+    """Validate draws of ``law``'s parameters (default :data:`~bayesmix.laws.DEFAULT_LAW`) and
+    return float64 copies.
 
     Every parameter of :attr:`Law.params` must be present with a leading sample axis S > 0 and
     then its declared dims: (S, K) for ``eval_domain``, (S, M) for ``train_domain``, (S, K, M)
     for both (one S, K and M across parameters), all values finite. Other keys (e.g. ``sigma``)
     are ignored. M4: m, rho (S, K), t (S, K, M).
     """
-    law = get_law("m4" if law is None else law)
+    law = get_law(DEFAULT_LAW if law is None else law)
     names = law.param_names
     missing = [p for p in names if p not in draws]
     if missing:
@@ -47,12 +48,7 @@ def check_draws(
             hint=f"law {law.name!r} needs draws of {', '.join(names)}",
         )
     out = {p: np.asarray(draws[p], dtype=float) for p in names}
-    sizes: dict[str, set] = {
-        "sample": set(),
-        "eval_domain": set(),
-        "latent": set(),
-        "train_domain": set(),
-    }
+    sizes: dict[str, set] = {dim: set() for dim in ("sample", *law.dims)}
     ranks_ok = all(out[p.name].ndim == 1 + len(p.dims) for p in law.params)
     if ranks_ok:
         for p in law.params:
@@ -115,7 +111,8 @@ class LawDraws:
     """Posterior draws of a law with the names of their axes.
 
     ``params``: the law's parameters, leading sample axis S (M4: m, rho (S, K), t (S, K, M));
-    ``law``: a :class:`Law` or its name (default M4, for draws built from a plain dict);
+    ``law``: a :class:`Law` or its name (default :data:`~bayesmix.laws.DEFAULT_LAW`, for draws
+    built from a plain dict);
     ``inputs``: fixed values of the law's extra inputs (``n_params``, ``tokens``) at which
     mixtures are compared, for laws that take them.
     """
@@ -125,23 +122,20 @@ class LawDraws:
     eval_domains: tuple[str, ...]
     diagnostics_warning: str | None = None
     source: str | None = None
-    #: a Law, its name or None (M4) when built; always the Law after ``__post_init__``
+    #: a Law, its name or None (DEFAULT_LAW) when built; always the Law after ``__post_init__``
     law: Any = None
     inputs: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
-        law = get_law("m4" if self.law is None else self.law)
+        law = get_law(DEFAULT_LAW if self.law is None else self.law)
         p = check_draws(self.params, law)
         object.__setattr__(self, "law", law)
         object.__setattr__(self, "params", p)
         object.__setattr__(self, "train_domains", tuple(self.train_domains))
         object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
         object.__setattr__(self, "inputs", _check_inputs(law, self.inputs))
-        names = {
-            "eval_domain": len(self.eval_domains),
-            "train_domain": len(self.train_domains),
-            "latent": dim_size(law, p, "latent"),
-        }  # latent domains: as many as drawn
+        names = {d: dim_size(law, p, d) for d in law.extra_dims}  # as many as drawn
+        names.update(eval_domain=len(self.eval_domains), train_domain=len(self.train_domains))
         for par in law.params:
             shape = p[par.name].shape[1:]
             want = tuple(names[d] for d in par.dims)
@@ -179,7 +173,7 @@ class LawDraws:
         """Draws of a fitted :class:`bayesmix.posterior.posterior.Posterior`, whatever its law."""
         law = getattr(posterior, "law", None)
         if law is None:
-            law = get_law(getattr(getattr(posterior, "spec", None), "law", "m4"))
+            law = get_law(getattr(getattr(posterior, "spec", None), "law", DEFAULT_LAW))
         params = posterior.law_params()
         return cls(
             {p: params[p] for p in law.param_names if p in params},
@@ -206,7 +200,8 @@ def as_law_draws(source, law: Law | str | None = None) -> LawDraws:
 
 def unpack_draws(draws, law: Law | str | None = None) -> tuple[Law, dict, dict]:
     """(law, params, inputs) of a LawDraws or Posterior, or of a plain draws dict under
-    ``law`` (default M4). Checks that the law's extra inputs are given."""
+    ``law`` (default :data:`~bayesmix.laws.DEFAULT_LAW`). Checks that the law's extra inputs
+    are given."""
     if isinstance(draws, LawDraws) or hasattr(draws, "law_params"):
         draws = as_law_draws(draws)
         if law is not None and get_law(law) is not draws.law:
@@ -215,7 +210,7 @@ def unpack_draws(draws, law: Law | str | None = None) -> tuple[Law, dict, dict]:
             )
         the_law, params, inputs = draws.law, draws.params, dict(draws.inputs)
     else:
-        the_law = get_law("m4" if law is None else law)
+        the_law = get_law(DEFAULT_LAW if law is None else law)
         params, inputs = check_draws(draws, the_law), {}
     _require_inputs(the_law, inputs)
     return the_law, params, inputs
@@ -257,7 +252,7 @@ def exp_terms(draws: Mapping[str, np.ndarray], weights) -> tuple[np.ndarray, ...
     ``a = w k`` and ``const = w . c`` from the paper's coefficients of :func:`m4.to_ck`.
     """
     params = draws.params if isinstance(draws, LawDraws) else draws
-    c, k, t = m4.to_ck(check_draws(params, "m4"))
+    c, k, t = m4.to_ck(check_draws(params, m4.M4()))
     w = np.asarray(weights, float)
     return c @ w, k * w, t
 

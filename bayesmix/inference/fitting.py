@@ -34,10 +34,19 @@ from bayesmix.inference.gate_retry import (
     say_progress,
 )
 from bayesmix.laws import get_law
-from bayesmix.model.model import build_model, prepare_data, select_for_fit, structure_key
+from bayesmix.model.model import (
+    build_model,
+    check_enough_runs,
+    prepare_data,
+    sampler_owners,
+    select_for_fit,
+    select_size,
+    structure_key,
+)
 from bayesmix.model.priors import Prior
 from bayesmix.model.spec import ModelSpec, load_spec
 from bayesmix.posterior.diagnostics import ConvergenceWarning
+from bayesmix.posterior.groups import split_groups
 from bayesmix.posterior.posterior import Posterior
 
 SAMPLERS = ("nutpie", "pymc")
@@ -129,6 +138,7 @@ def fit(
     *,
     step: float | None = None,
     max_step: float | None = None,
+    size=None,
     draws: int = 1000,
     tune: int = 1000,
     chains: int = 4,
@@ -147,13 +157,16 @@ def fit(
     ----------
     runs : RunTable
         The proxy runs (:func:`bayesmix.load`). One record per run enters the fit (the last
-        checkpoint, or ``step``), except for laws over training tokens (``"scaling"``), which
-        take every checkpoint up to ``max_step`` (:func:`bayesmix.model.model.select_for_fit`).
+        checkpoint, or ``step``), except for laws over training tokens (:attr:`Law.inputs`),
+        which take every checkpoint up to ``max_step`` (:func:`fit_table`).
     model : str or ModelSpec, default "default"
         A shipped specification name (``default``, ``additive``, ...), a TOML path or a
         ModelSpec.
     step, max_step : float, optional
         The checkpoint to fit, or the last checkpoint for laws over tokens.
+    size : float, str or sequence, optional
+        The model size(s) to fit among several (:func:`fit_table`; fewer runs than the law's
+        ``min_runs`` are a TooFewRunsError).
     draws, tune, chains : int
         MCMC draws per chain after ``tune`` tuning steps, and the number of chains.
     random_seed : int, optional
@@ -198,14 +211,9 @@ def fit(
     """
     sampler = _check_sampler(sampler, draws=draws, tune=tune, chains=chains)
     budget = check_max_time(max_time)
-    spec, table, data = _fit_inputs(runs, model, priors, step=step, max_step=max_step)
+    spec, table = fit_table(runs, model, priors=priors, size=size, step=step, max_step=max_step)
     start = time.perf_counter()
-    sample_once = Sampling(
-        lambda form: _model_for(with_form(spec, form), table, data, sampler, progressbar),
-        spec.hierarchy.get("parameterization", "centered"),
-        adaptation,
-        progressbar,
-    )
+    sample_once = _sampling(spec, table, sampler, adaptation, progressbar)
     compile_s = time.perf_counter() - start
     form = sample_once.form if get_law(spec.law).has_noncentered else ""  # "": no choice
     with nutpie_adapter.ordinary_pages():  # the sampler's trace, the gate, the posterior's groups
@@ -268,14 +276,37 @@ def with_form(spec: ModelSpec, form: str) -> ModelSpec:
     return replace(spec, hierarchy={**spec.hierarchy, "parameterization": form})
 
 
-def _fit_inputs(runs, model, priors, *, step, max_step) -> tuple[ModelSpec, RunTable, Any]:
-    """(specification with ``priors``, the fitted records of ``runs``, their model data)."""
+def fit_table(
+    runs, model, *, priors=None, size=None, step=None, max_step=None
+) -> tuple[ModelSpec, RunTable]:
+    """(specification with ``priors``, records to fit) of :func:`fit`'s arguments: the runs of
+    ``size`` (a number of parameters or a label, ``7e7``, ``"70M"``, ``"1.4B"``; several, as a
+    list or ``"70M,160M"``, for a law over model size; None: every run), the records
+    :func:`bayesmix.model.model.select_for_fit` takes, at least the law's ``min_runs`` runs
+    (else TooFewRunsError). Every check that can fail does so here, before the MCMC."""
     runs = as_run_table(runs)
     spec = load_spec(model)
     if priors:
         spec = spec.with_priors(**priors)
+    if size is not None:
+        runs = select_size(runs, size)
     table = select_for_fit(runs, step=step, law=spec.law, max_step=max_step)
-    return spec, table, prepare_data(table, spec.law)
+    check_enough_runs(table, spec.law)
+    return spec, table
+
+
+def _sampling(spec: ModelSpec, table: RunTable, sampler: str, adaptation: str, progressbar):
+    """The :class:`Sampling` of a fit: its model data, the model in the specification's
+    hierarchy form (compiled, or loaded compiled), the law whose sampler variables it sets
+    apart."""
+    data = prepare_data(table, spec.law)
+    return Sampling(
+        lambda form: _model_for(with_form(spec, form), table, data, sampler, progressbar),
+        spec.hierarchy.get("parameterization", "centered"),
+        adaptation,
+        progressbar,
+        get_law(spec.law),
+    )
 
 
 @dataclass
@@ -285,12 +316,15 @@ class Sampling:
     the model is compiled for nutpie, else PyMC's NUTS. ``build(form)`` gives (pm.Model,
     nutpie's compiled model or None) of the hierarchy's form ``form`` ("centered" or
     "noncentered"); an attempt asking for the other form (divergences of a centred
-    hierarchy, :func:`~bayesmix.inference.gate_retry.next_settings`) is sampled on that one."""
+    hierarchy, :func:`~bayesmix.inference.gate_retry.next_settings`) is sampled on that one.
+    With ``law``, the sampler's own variables go to their group, labelled with the law's
+    parameters they feed (:func:`bayesmix.posterior.groups.split_groups`), before the gate."""
 
     build: Callable[[str], tuple[pm.Model, Any]]
     form: str
     adaptation: str
     progressbar: bool
+    law: Any = None  # a Law, or None to keep the sampler's tree as it is
     model: pm.Model = field(init=False)
     compiled: Any = field(init=False)  # nutpie's compiled model, or None
 
@@ -302,6 +336,12 @@ class Sampling:
         if attempt.parameterization and attempt.parameterization != self.form:
             self.form = attempt.parameterization
             self.model, self.compiled = self.build(self.form)
+        tree, extra = self._sample(attempt, seed)
+        if self.law is not None:
+            tree = split_groups(tree, self.law, sampler_owners(self.model, self.law))
+        return tree, extra
+
+    def _sample(self, attempt: SamplerSettings, seed: int | None) -> tuple[Any, int | None]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=RuntimeWarning)
             if self.compiled is not None:

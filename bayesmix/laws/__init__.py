@@ -9,11 +9,25 @@ a specification as ``law = "package.module:ClassName"``).
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 from bayesmix.laws.base import INPUTS, BuildContext, Law, Param
 
-__all__ = ["INPUTS", "BuildContext", "Law", "Param", "available_laws", "get_law", "register"]
+__all__ = [
+    "DEFAULT_LAW",
+    "INPUTS",
+    "BuildContext",
+    "Law",
+    "Param",
+    "available_laws",
+    "get_law",
+    "model_with",
+    "register",
+]
+
+#: The law of a specification that names none, and of draws given as a plain dict without one.
+DEFAULT_LAW = "m4"
 
 _REGISTRY: dict[str, Law] = {}
 _DISCOVERED = False
@@ -56,7 +70,7 @@ def _discover() -> None:
             if (
                 isinstance(obj, type)
                 and issubclass(obj, Law)
-                and obj is not Law
+                and not inspect.isabstract(obj)
                 and obj.__module__ == module.__name__
                 and obj.name
                 and obj.name not in _REGISTRY
@@ -95,3 +109,18 @@ def get_law(name: str | Law) -> Law:
         hint=f"known laws: {', '.join(sorted(_REGISTRY))}; a law defined elsewhere "
         "is registered with bayesmix.laws.register or named 'module:Class'",
     )
+
+
+def model_with(*, dim: str | None = None, takes: str | None = None) -> str:
+    """The shipped specification (:attr:`Law.model`) of the first law of this package, by
+    name, that has the extra dim ``dim`` and takes the input ``takes`` (e.g. ``dim="latent"``:
+    the law of latent domains; ``takes="tokens"``: the joint law over size and tokens)."""
+    from bayesmix.errors import SpecError
+
+    _discover()
+    for name in sorted(_REGISTRY):
+        law = _REGISTRY[name]
+        shipped = type(law).__module__.startswith(f"{__name__}.") and law.model
+        if shipped and (dim is None or dim in law.extra_dims) and (takes in (None, *law.inputs)):
+            return law.model
+    raise SpecError(f"no shipped law has {f'dim {dim!r}' if dim else f'input {takes!r}'}")

@@ -103,6 +103,16 @@ class Additive(Law):
         # gamma_j = sigmoid(gamma_logit_j): median 0.5, 95 % of the prior within 0.12-0.88.
         "gamma_logit": {"dist": "Normal", "mu": 0.0, "sigma": 1.0},
     }
+    derived = (
+        Param(
+            "c",
+            ("eval_domain",),
+            "nats/token",
+            "irreducible part m (1 - rho) (Shukor et al.'s E)",
+            role="derived",
+        ),
+    )
+    model = "additive"
     convex = True
     min_runs = 4
     has_noncentered = True  # the curvature's pooling (m4.level_block)

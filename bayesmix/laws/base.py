@@ -4,11 +4,18 @@ A law is a subclass of :class:`Law` in one file under ``bayesmix/laws/`` (or any
 :func:`bayesmix.laws.register`). It declares
 
 * ``name`` (what a specification's ``law = "..."`` says) and a one-line ``description``;
-* ``params``: its parameters with their dims (``eval_domain``, ``train_domain``), units and
-  meaning - the names under which the posterior stores them;
+* ``params``: its parameters (role ``"law"``: what :meth:`Law.mean` takes) with their dims
+  (``eval_domain``, its own :attr:`Law.extra_dims`, ``train_domain``), units and meaning - the
+  names under which the posterior stores them, and what the report and ``bayesmix diagnose``
+  show; ``derived``: documented functions of them it also stores and shows (role
+  ``"derived"``, e.g. M4's ``c`` and ``k``). Every other variable its PyMC block creates is a
+  sampler variable (hyperparameters, reparameterisations), stored apart;
+* ``extra_dims``: dims of its own between ``eval_domain`` and ``train_domain`` (e.g.
+  ``implicit``'s ``latent``), each sized by the specification's ``hierarchy`` key of that name;
 * ``inputs``: what a loss depends on: the mixture ``"r"`` always, and optionally the model size
   ``"n_params"`` (parameters) and the training amount ``"tokens"``;
 * ``priors``: its default priors (a specification may override any of them by name);
+  ``min_runs``: the fewest runs :func:`bayesmix.fit` accepts for it;
 * :meth:`Law.build`: its parameter block in the PyMC model (hierarchy, reparameterisation);
 * :meth:`Law.mean`: the mean loss, written once with ``xp`` = ``numpy`` or ``pytensor.tensor``;
 * optionally :meth:`Law.value_grad` (the weighted loss and its gradient in r; the default
@@ -24,35 +31,50 @@ never names a law. Shapes: ``r`` (..., n, M); a parameter with dims (eval_domain
 
 from __future__ import annotations
 
+import abc
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import numpy as np
 
 #: Inputs a law may declare. ``r`` is always required.
 INPUTS = ("r", "n_params", "tokens")
-#: Dims a parameter may have (in this order).
-PARAM_DIMS = ("eval_domain", "latent", "train_domain")
+#: What each input is, for messages.
+INPUT_MEANING = {
+    "r": "the mixture's shares",
+    "n_params": "the model size in parameters",
+    "tokens": "the training tokens",
+}
+#: The dims every law's parameters may have: a law's :attr:`Law.extra_dims` go between them.
+DOMAIN_DIMS = ("eval_domain", "train_domain")
+#: What a parameter is to its law: ``"law"`` (an argument of :meth:`Law.mean`) or ``"derived"``
+#: (a documented function of those). Both are stored in the posterior and shown by the report
+#: and ``bayesmix diagnose``; every other variable of the law's block is a sampler variable.
+Role = Literal["law", "derived"]
+ROLES: tuple[Role, ...] = ("law", "derived")
 
 
 @dataclass(frozen=True)
 class Param:
-    """A law parameter: its name in the posterior, dims, units and meaning."""
+    """A law parameter: its name in the posterior, dims, units, meaning and role.
+
+    ``signed``: its values take both signs around a meaningful 0 (e.g. M4's slopes ``t``: < 0
+    helps), so plots centre their colour scale there."""
 
     name: str
     dims: tuple[str, ...] = ("eval_domain",)
     units: str = ""
     description: str = ""
+    role: Role = "law"
+    signed: bool = False
 
     def __post_init__(self):
-        if any(d not in PARAM_DIMS for d in self.dims) or list(self.dims) != sorted(
-            self.dims, key=PARAM_DIMS.index
-        ):
-            raise ValueError(
-                f"parameter {self.name!r}: dims must be a subsequence of "
-                f"{PARAM_DIMS}, got {self.dims}"
-            )
+        if self.role not in ROLES:
+            raise ValueError(f"parameter {self.name!r}: role must be one of {ROLES}")
+        if len(set(self.dims)) < len(self.dims):
+            raise ValueError(f"parameter {self.name!r}: dims repeat, got {self.dims}")
 
 
 @dataclass
@@ -85,57 +107,124 @@ class BuildContext:
         return self.priors[name].create(name, dims=dims, data=data or None)
 
 
-class Law:
+class Law(abc.ABC):
     """Base class of a mixing law (see the module docstring). Subclasses set the class
     attributes and implement :meth:`mean` and :meth:`build`."""
 
-    name: str = ""
-    description: str = ""
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
     #: What the loss depends on (a subset of :data:`INPUTS`, always with ``"r"``).
-    inputs: tuple[str, ...] = ("r",)
-    #: Parameters stored in the posterior and passed to :meth:`mean`.
-    params: tuple[Param, ...] = ()
+    inputs: ClassVar[tuple[str, ...]] = ("r",)
+    #: Parameters stored in the posterior and passed to :meth:`mean` (role ``"law"``).
+    params: ClassVar[tuple[Param, ...]] = ()
+    #: Documented functions of the parameters, stored and shown with them (role ``"derived"``).
+    derived: ClassVar[tuple[Param, ...]] = ()
+    #: Dims of the law's own between ``eval_domain`` and ``train_domain`` (e.g. ``"latent"``),
+    #: each sized by the specification's hierarchy key of the same name.
+    extra_dims: ClassVar[tuple[str, ...]] = ()
+    #: Size of each extra dim when the specification's hierarchy does not set it.
+    extra_dim_defaults: ClassVar[Mapping[str, int]] = {}
     #: Default priors: name -> ``{"dist": ..., <parameters>}`` (see :mod:`bayesmix.model.priors`).
-    priors: Mapping[str, Mapping] = {}
+    priors: ClassVar[Mapping[str, Mapping]] = {}
+    #: The shipped specification (``models/<model>.toml``) that fits this law by default.
+    model: ClassVar[str] = ""
     #: True when ``sum_i w_i L_i(r)`` is convex in r for every draw (w >= 0).
-    convex: bool = False
+    convex: ClassVar[bool] = False
     #: Name of a parameter that equals the mean loss at the uniform mixture (e.g. M4's ``m``),
     #: or None when the law has none; tests check the promise for every law that makes it.
-    uniform_loss_param: str | None = None
-    #: Fewest runs a fit should have (fewer: the fit warns that the law is barely identified).
-    min_runs: int = 2
+    uniform_loss_param: ClassVar[str | None] = None
+    #: Fewest runs :func:`bayesmix.fit` accepts (fewer: ``TooFewRunsError``): below it the law
+    #: is barely identified.
+    min_runs: ClassVar[int] = 2
     #: True when :meth:`build` honours ``hierarchy.parameterization`` (centred or noncentred
     #: pooling, :attr:`BuildContext.centered`): the gate driver then answers divergences of a
     #: centred fit with the noncentred form.
-    has_noncentered: bool = False
+    has_noncentered: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.check_declaration()
 
     def __init__(self):
         self._compiled = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def check_declaration(cls) -> None:
+        """Refuse (ValueError) parameters whose dims or role do not fit the declaration: dims
+        a subsequence of :attr:`dims`, ``params`` of role "law", ``derived`` of role
+        "derived", no name twice."""
+        order = cls.dims_of_law()
+        for role, group in (("law", cls.params), ("derived", cls.derived)):
+            for p in group:
+                if p.role != role:
+                    raise ValueError(
+                        f"law {cls.name!r}: parameter {p.name!r} must have role {role!r}"
+                    )
+                known = [d for d in p.dims if d in order]
+                if len(known) < len(p.dims) or known != sorted(known, key=order.index):
+                    raise ValueError(
+                        f"law {cls.name!r}: parameter {p.name!r} dims must be a subsequence of "
+                        f"{order}, got {p.dims}"
+                    )
+        names = [p.name for p in (*cls.params, *cls.derived)]
+        if len(set(names)) < len(names):
+            raise ValueError(f"law {cls.name!r}: a parameter name repeats in {names}")
+
+    @classmethod
+    def dims_of_law(cls) -> tuple[str, ...]:
+        """Every dim the law's parameters may have, in array order."""
+        return (DOMAIN_DIMS[0], *cls.extra_dims, DOMAIN_DIMS[1])
+
     # ------------------------------------------------------------------ to implement
+    @abc.abstractmethod
     def mean(self, inputs: Mapping, params: Mapping, xp=np):
         """Mean loss (..., n, K) of ``inputs`` (``r`` (..., n, M), ...) under ``params``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def build(self, ctx: BuildContext) -> dict:
         """Create the law's parameters in the current PyMC model; return them by name.
 
-        Every name in :attr:`params` must be a model variable (free or ``pm.Deterministic``)
-        with the dims it declares, so the posterior stores it.
+        Every name in :attr:`params` and :attr:`derived` must be a model variable (free or
+        ``pm.Deterministic``) with the dims it declares, so the posterior stores it.
         """
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ derived
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """``("eval_domain", *extra_dims, "train_domain")``: the order of a parameter's axes."""
+        return self.dims_of_law()
+
     @property
     def param_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
 
+    @property
+    def shown(self) -> tuple[Param, ...]:
+        """The parameters the posterior stores and the report and ``diagnose`` show:
+        :attr:`params`, then :attr:`derived`."""
+        return (*self.params, *self.derived)
+
+    @property
+    def shown_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.shown)
+
     def param(self, name: str) -> Param:
-        for p in self.params:
+        for p in self.shown:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+    def effect_matrix(self) -> Param | None:
+        """The first (eval_domain, train_domain) parameter: how training domain j moves
+        validation loss i (M4's slopes ``t``, powershare's weights ``w``), or None."""
+        return next((p for p in self.params if p.dims == DOMAIN_DIMS), None)
+
+    def dim_sizes(self, hierarchy: Mapping) -> dict[str, int]:
+        """Size of each extra dim under a specification's ``hierarchy`` table."""
+        return {
+            d: int(hierarchy.get(d, self.extra_dim_defaults.get(d, 1))) for d in self.extra_dims
+        }
 
     def predict(self, r, params, *, n_params=None, tokens=None, xp=np):
         """:meth:`mean` with the inputs given separately (NumPy by default)."""
@@ -152,8 +241,9 @@ class Law:
                 continue
             if given[key] is None:
                 raise OptionError(
-                    f"law {self.name!r} needs {key} to predict a loss",
-                    hint=f"give {key}= (CLI: --{key.replace('_', '-')})",
+                    f"law {self.name!r} needs {key}= to predict a loss",
+                    hint=INPUT_MEANING[key],
+                    param=key,
                 )
             out[key] = given[key]
         return out

@@ -67,11 +67,6 @@ DEFAULT_LATENT = 5
 S_LOGIT_SD = 1.0
 
 
-def latent_count(hierarchy) -> int:
-    """K of a specification's hierarchy table (``latent``, default :data:`DEFAULT_LATENT`)."""
-    return int(hierarchy.get("latent", DEFAULT_LATENT))
-
-
 class SortedRows(Transform):
     """Many-to-one "transform": a (..., K, F) value with its K rows sorted by column 0, largest
     first. ``backward`` sorts, ``forward`` is the identity (a sorted value is one of its own
@@ -181,9 +176,14 @@ class Implicit(Law):
             ("eval_domain", "latent", "train_domain"),
             "per unit share",
             "effect of training share j on latent domain k (rows sum to 0; < 0 helps)",
+            signed=True,
         ),
     )
+    derived = m4.PAPER_COEFFICIENTS
+    extra_dims = ("latent",)
+    extra_dim_defaults = {"latent": DEFAULT_LATENT}
     priors = IMPLICIT_PRIORS
+    model = "implicit"
     convex = True
     uniform_loss_param = "m"
     min_runs = 4
@@ -205,7 +205,7 @@ class Implicit(Law):
                 "prior b_mu must be a ZeroSumNormal (rows of t sum to zero for identifiability)",
                 hint='keep dist = "ZeroSumNormal"',
             )
-        k = latent_count(ctx.hierarchy)
+        k = self.dim_sizes(ctx.hierarchy)["latent"]
         model = pm.modelcontext(None)
         model.add_coord("latent", list(range(k)))
         n_eval = len(ctx.eval_domains)

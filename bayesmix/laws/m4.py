@@ -21,8 +21,11 @@ convex in r, so every draw's optimum is one convex problem (solved exactly by
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pymc as pm
+import pytensor.tensor as pt
 
 from bayesmix.laws.base import Law, Param
 from bayesmix.laws.solvers import solve_exp_sum
@@ -60,6 +63,14 @@ def from_ck(c, k, t):
     t = t - a[..., None]
     m = c + k
     return {"m": m, "rho": k / m, "t": t}
+
+
+#: Ye et al.'s coefficients ``c = m (1 - rho)`` and ``k = m rho``, stored by every law built
+#: on :func:`level_block` that also stores ``k``.
+PAPER_COEFFICIENTS = (
+    Param("c", ("eval_domain",), "nats/token", "irreducible part m (1 - rho)", role="derived"),
+    Param("k", ("eval_domain",), "nats/token", "reducible part m rho", role="derived"),
+)
 
 
 #: Priors of the M4 block (a specification overrides any of them by name).
@@ -124,7 +135,7 @@ class M4(Law):
 
     name = "m4"
     description = "M4 (Ye et al.): L_i = c_i + k_i exp(t_i . r), zero-sum rows of t"
-    params: tuple[Param, ...] = (
+    params: ClassVar[tuple[Param, ...]] = (
         Param("m", ("eval_domain",), "nats/token", "loss at the uniform mixture (c + k)"),
         Param("rho", ("eval_domain",), "", "reducible fraction k / m, in (0, 1)"),
         Param(
@@ -132,9 +143,12 @@ class M4(Law):
             ("eval_domain", "train_domain"),
             "per unit share",
             "effect of training share j on validation loss i (rows sum to 0; < 0 helps)",
+            signed=True,
         ),
     )
+    derived = PAPER_COEFFICIENTS
     priors = M4_PRIORS
+    model = "default"
     convex = True
     uniform_loss_param = "m"  # rows of t sum to zero: t . r = 0 at the uniform mixture
     min_runs = 4
@@ -179,3 +193,24 @@ class M4(Law):
         (:func:`bayesmix.laws.solvers.solve_exp_sum`)."""
         _, k, t = to_ck(params)
         return solve_exp_sum(k * np.asarray(weights, float), t, lower, upper, x0=x0)
+
+
+def build_naive_model(train_domains, eval_domains, data) -> pm.Model:
+    """The plain, unconstrained M4 model (independent c, k, t; Normal noise) of ``data`` (a
+    :class:`bayesmix.model.model.ModelData`: r, y, run_idx, eval_idx, loss_mean, loss_scale).
+
+    Only for benchmarks: it shows what the identifiable, hierarchical parameterisation buys.
+    """
+    coords = {"train_domain": list(train_domains), "eval_domain": list(eval_domains)}
+    with pm.Model(coords=coords) as model:
+        r = pm.Data("r", data.r)
+        y = pm.Data("y", data.y)
+        c = pm.HalfNormal("c", sigma=2.0 * data.loss_mean, dims="eval_domain")
+        k = pm.HalfNormal("k", sigma=data.loss_mean, dims="eval_domain")
+        t = pm.Normal("t", 0.0, 2.0, dims=("eval_domain", "train_domain"))
+        sigma = pm.HalfNormal("sigma", sigma=data.loss_scale, dims="eval_domain")
+        mean = c[None, :] + k[None, :] * pt.exp(r @ t.T)
+        pm.Normal(
+            "loss", mu=mean[data.run_idx, data.eval_idx], sigma=sigma[data.eval_idx], observed=y
+        )
+    return model

@@ -244,8 +244,10 @@ class M4Log(m4.M4):
             ("eval_domain", "train_domain"),
             "per unit log share",
             "effect of the log share of training domain j on validation loss i",
+            signed=True,
         ),
     )
+    model = "logshare"
     priors = {
         **m4.M4_PRIORS,
         # v_ij = rho_i u_ij ~ Normal(v_mu_j + diag_v_mu [i matches j], v_sigma)

@@ -184,6 +184,7 @@ class PowerShare(Law):
         "alpha_logit_mu": {"dist": "Normal", "mu": -1.5, "sigma": 1.0},
         "alpha_logit_sigma": {"dist": "Gamma", "alpha": 3.0, "beta": 6.0},
     }
+    model = "powershare"
     convex = True
     min_runs = 4
     has_noncentered = True

@@ -111,11 +111,29 @@ class Scaling(Law):
             ("eval_domain", "train_domain"),
             "per unit share",
             "effect of training share j on the reducible loss of domain i (rows sum to 0)",
+            signed=True,
         ),
         Param("n_ref", (), "parameters", "reference model size (geometric mean of the fit's)"),
         Param("d_ref", (), "tokens", "reference training tokens (geometric mean of the fit's)"),
     )
+    derived = (
+        Param(
+            "m",
+            ("eval_domain",),
+            "nats/token",
+            "loss at the uniform mixture and the reference scale",
+            role="derived",
+        ),
+        Param(
+            "rho",
+            ("eval_domain",),
+            "",
+            "reducible fraction at the reference scale, 1 - E / m",
+            role="derived",
+        ),
+    )
     priors = SCALING_PRIORS
+    model = "scaling"
     convex = True
     min_runs = 6
     has_noncentered = True

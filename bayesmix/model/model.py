@@ -9,6 +9,7 @@ observations: the likelihood runs over the observed (run, eval_domain) pairs onl
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ import pytensor.tensor as pt
 
 from bayesmix import errors
 from bayesmix.data.table import RunTable, normalise_name
-from bayesmix.laws import BuildContext, get_law
+from bayesmix.data.ye_logs import parse_size, size_label
+from bayesmix.laws import BuildContext, get_law, model_with
 from bayesmix.model.spec import ModelSpec
 
 
@@ -80,6 +82,14 @@ class ModelData:
         return out
 
 
+#: The noise model's named variables (units, meaning): stored in the posterior group with the
+#: law's parameters (:mod:`bayesmix.posterior.groups`); ``run_*`` only for laws over tokens.
+NOISE_VARIABLES = {
+    "sigma": ("nats per token", "noise sd of one measured loss, per validation domain"),
+    "run_sigma": ("nats per token", "sd of a run's shared offset across its checkpoints"),
+    "run_effect": ("nats per token", "offset of each fitted run's losses (all checkpoints)"),
+}
+
 #: Name of the ``pm.Data`` weight [eval_domain] of the noise scales' centring (see
 #: :func:`noise_centering`).
 NOISE_CENTERING = "noise_centering"
@@ -137,7 +147,8 @@ def select_for_fit(
                     + (f" at or below step {max_step:g}" if max_step is not None else ""),
                     source=runs.source,
                     column="tokens",
-                    hint="check --max-step",
+                    hint="check max_step=",
+                    param="max_step",
                 )
             table = runs._subset(runs._records[keep])
     else:
@@ -150,10 +161,76 @@ def select_for_fit(
             f"runs of several model sizes ({values}) cannot share one mixing law",
             source=runs.source,
             column="n_params",
-            hint="fit one size at a time (CLI: --size N), or use a law over model size "
-            "and tokens (--model scaling)",
+            hint="fit one size at a time (size=), or a law over model size and tokens "
+            f"(model={model_with(takes='n_params')!r})",
+            param="size",
         )
     return table
+
+
+def size_values(size, param: str = "size") -> list[float]:
+    """Model sizes in parameters from ``size``: a number, a label (``"70M"``, ``"1.4B"``,
+    ``"7e7"``), a comma-separated string or a sequence of those. OptionError naming ``param``
+    for anything else."""
+    items = size.split(",") if isinstance(size, str) else np.atleast_1d(np.asarray(size, object))
+    out = []
+    for item in items:
+        text = str(item).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            if not re.fullmatch(r"\d+(\.\d+)?[KMBT]", text, flags=re.I):
+                raise errors.OptionError(
+                    f"{param}={text!r} is not a model size",
+                    hint="write e.g. 70M, 1.4B or 7e7",
+                    param=param,
+                ) from None
+            value = parse_size(text)
+        if not value > 0:
+            raise errors.OptionError(f"{param}={text!r} is not a positive size", param=param)
+        out.append(value)
+    return out
+
+
+def select_size(runs: RunTable, size) -> RunTable:
+    """The runs of ``runs`` whose model size is one of ``size`` (see :func:`size_values`;
+    relative tolerance 1e-6): the choice of one size (or, for a law over model size, several)
+    among runs of several."""
+    wanted = size_values(size)
+    sizes = runs.column("n_params")
+    if sizes is None:
+        raise errors.FormatError(
+            f"size={size!r} given but the runs have no model size (n_params)",
+            source=runs.source,
+            param="size",
+        )
+    values = sizes.to_numpy(dtype=float)
+    match = np.zeros(len(values), bool)
+    for one in wanted:
+        hit = np.isclose(values, one, rtol=1e-6)
+        if not hit.any():
+            known = ", ".join(size_label(v) for v in sorted(sizes.dropna().unique()))
+            raise errors.FormatError(
+                f"no runs of size {size_label(one)}",
+                source=runs.source,
+                column="n_params",
+                hint=f"sizes present: {known}",
+            )
+        match |= hit
+    return runs.select(dict.fromkeys(runs.to_tidy()["run"][match]))
+
+
+def check_enough_runs(table: RunTable, law) -> None:
+    """Refuse (TooFewRunsError) a table with fewer runs than the law needs
+    (:attr:`bayesmix.laws.Law.min_runs`): below it the law is barely identified."""
+    law = get_law(law)
+    if table.n_runs < law.min_runs:
+        raise errors.TooFewRunsError(
+            f"law {law.name!r} needs at least {law.min_runs} runs to be fitted; "
+            f"{table.n_runs} given",
+            source=table.source,
+            hint="add runs, or fit a law that needs fewer",
+        )
 
 
 def prepare_data(runs: RunTable, law=None) -> ModelData:
@@ -358,6 +435,31 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
     return model
 
 
+def sampler_owners(model: pm.Model, law) -> dict[str, tuple[str, ...]]:
+    """For every sampler variable of ``model`` (neither one the law shows nor a noise variable,
+    :data:`NOISE_VARIABLES`), the law's parameters (role "law") and noise variables computed
+    from it (e.g. M4's ``b_raw`` -> ``("t",)``, ``log_sigma_raw`` -> ``("sigma",)``), or else
+    those it is computed from: what a poorly mixing sampler variable means for the law, read
+    off the model's graph. Variables related to none are left out."""
+    from pytensor.graph.traversal import ancestors
+
+    law = get_law(law)
+    named = {v: n for n, v in model.named_vars.items()}
+    stored = {n for n in law.shown_names} | set(NOISE_VARIABLES)
+    sampler = {v.name for v in (*model.free_RVs, *model.deterministics)} - stored
+    kept = [n for n in (*law.param_names, *NOISE_VARIABLES) if n in model.named_vars]
+    owners: dict[str, list[str]] = {}
+    for name in kept:
+        for v in ancestors([model.named_vars[name]]):
+            other = named.get(v, "")
+            if other in sampler and name not in owners.get(other, []):
+                owners.setdefault(other, []).append(name)
+    for name in sorted(sampler - set(owners)):  # computed from the parameters instead
+        found = {named.get(v) for v in ancestors([model.named_vars[name]])}
+        owners[name] = [n for n in kept if n in found]
+    return {k: tuple(v) for k, v in owners.items() if v}
+
+
 def run_effect_on(spec: ModelSpec) -> bool:
     """Whether checkpoints of one run share a run effect (hierarchy ``run_effect``, default on)."""
     return spec.hierarchy.get("run_effect", "on") == "on"
@@ -379,23 +481,3 @@ def _run_effect(ctx: BuildContext, data: ModelData, log_sigma_loc):
     run_sigma = pm.Deterministic("run_sigma", pt.exp(mu + sd * z_dom), dims="eval_domain")
     z = pm.Normal("run_z", 0.0, 1.0, dims=("run", "eval_domain"))
     return pm.Deterministic("run_effect", z * run_sigma, dims=("run", "eval_domain"))
-
-
-def build_naive_model(train_domains, eval_domains, data: ModelData) -> pm.Model:
-    """The plain, unconstrained M4 model (independent c, k, t; Normal noise).
-
-    Only for benchmarks: it shows what the identifiable, hierarchical parameterisation buys.
-    """
-    coords = {"train_domain": list(train_domains), "eval_domain": list(eval_domains)}
-    with pm.Model(coords=coords) as model:
-        r = pm.Data("r", data.r)
-        y = pm.Data("y", data.y)
-        c = pm.HalfNormal("c", sigma=2.0 * data.loss_mean, dims="eval_domain")
-        k = pm.HalfNormal("k", sigma=data.loss_mean, dims="eval_domain")
-        t = pm.Normal("t", 0.0, 2.0, dims=("eval_domain", "train_domain"))
-        sigma = pm.HalfNormal("sigma", sigma=data.loss_scale, dims="eval_domain")
-        mean = c[None, :] + k[None, :] * pt.exp(r @ t.T)
-        pm.Normal(
-            "loss", mu=mean[data.run_idx, data.eval_idx], sigma=sigma[data.eval_idx], observed=y
-        )
-    return model

@@ -482,9 +482,9 @@ def simulate_checkpoints(
     tokens_per_step: float = TOKENS_PER_STEP,
     run_prefix: str = "",
 ) -> RunTable:
-    """Learning curves of a law over model size and tokens (e.g. ``simulate_law("scaling")``'s
-    truth): every mixture trained at every size in ``sizes`` (parameters) and recorded at every
-    step in ``steps`` (tokens = step x ``tokens_per_step``).
+    """Learning curves of a law over model size and tokens (e.g. the truth :func:`simulate_law`
+    draws for such a law): every mixture trained at every size in ``sizes`` (parameters) and
+    recorded at every step in ``steps`` (tokens = step x ``tokens_per_step``).
 
     Each run (mixture x size) gets one offset per validation domain, Normal(0, ``run_sd``),
     shared by all its checkpoints (runs are luckier or unluckier than the law, all along), plus

@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bayesmix.errors import SpecError
+from bayesmix.laws import DEFAULT_LAW
 from bayesmix.model.priors import Prior
 
 _TOP_KEYS = {"name", "description", "law", "extends", "likelihood", "hierarchy", "priors"}
 _LIKELIHOOD_KEYS = {"family", "nu"}
-_HIERARCHY_KEYS = {"diagonal", "parameterization", "run_effect", "latent"}
-#: Most latent domains a law with a ``latent`` dim may have (``hierarchy.latent``).
-MAX_LATENT = 20
+#: Hierarchy keys of every law; a law's extra dims (:attr:`bayesmix.laws.Law.extra_dims`, e.g.
+#: ``latent``) add one key each, the size of that dim.
+_HIERARCHY_KEYS = {"diagonal", "parameterization", "run_effect"}
+#: Largest size of a law's extra dim (``hierarchy.<dim>``, e.g. the number of latent domains).
+MAX_DIM_SIZE = 20
 FAMILIES = ("normal", "student_t")
 #: Priors of the noise model, shared by every law: sigma_i = exp(log_sigma_mu + log_sigma_sigma
 #: z_i), log_sigma_mu centred on log(0.25 x the typical spread of the losses) (data-scaled).
@@ -191,25 +194,33 @@ def load_spec(name_or_path: str | Path | ModelSpec = "default") -> ModelSpec:
     return _resolve(raw, source)
 
 
-def _check_latent(hier: dict, law: str, source: str) -> None:
-    """``hierarchy.latent``: the number of latent domains of a law with a ``latent`` dim (e.g.
-    ``implicit``), a whole number from 1 to MAX_LATENT; refused for other laws."""
-    if "latent" not in hier:
-        return
-    from bayesmix.laws import get_law
+def _check_hierarchy_keys(hier: dict, law: str, source: str) -> None:
+    """Every hierarchy key is a shared one or an extra dim of the law (whose size it gives, a
+    whole number from 1 to MAX_DIM_SIZE); a dim of another law is refused naming its laws."""
+    from bayesmix.laws import available_laws, get_law
 
-    if not any("latent" in p.dims for p in get_law(law).params):
-        raise SpecError(
-            f"hierarchy latent applies only to laws with latent domains, not {law}",
-            source=source,
-            hint='remove it, or use law = "implicit"',
-        )
-    k = hier["latent"]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_LATENT:
-        raise SpecError(
-            f"hierarchy latent must be a whole number from 1 to {MAX_LATENT}, got {k!r}",
-            source=source,
-        )
+    own = get_law(law).extra_dims
+    for key in sorted(set(hier) - _HIERARCHY_KEYS):
+        if key not in own:
+            owners = sorted(n for n, other in available_laws().items() if key in other.extra_dims)
+            if owners:
+                raise SpecError(
+                    f"hierarchy {key} applies only to laws with a {key!r} dim "
+                    f"({', '.join(owners)}), not {law}",
+                    source=source,
+                    hint="remove it, or use one of those laws",
+                )
+            raise SpecError(
+                f"unknown hierarchy key {key!r}",
+                source=source,
+                hint="allowed: " + ", ".join(sorted(_HIERARCHY_KEYS | set(own))),
+            )
+        k = hier[key]
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_DIM_SIZE:
+            raise SpecError(
+                f"hierarchy {key} must be a whole number from 1 to {MAX_DIM_SIZE}, got {k!r}",
+                source=source,
+            )
 
 
 def _resolve(raw: dict, source: str) -> ModelSpec:
@@ -220,7 +231,7 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
             source=source,
             hint=f"allowed: {', '.join(sorted(_TOP_KEYS - {'extends'}))}",
         )
-    law = str(raw.get("law", "m4"))
+    law = str(raw.get("law", DEFAULT_LAW))
     try:
         needed = default_priors(law)
     except SpecError as err:
@@ -244,12 +255,7 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
         if not isinstance(nu, (int, float)) or nu <= 0:
             raise SpecError(f"likelihood nu must be a positive number, got {nu!r}", source=source)
     hier = dict(raw.get("hierarchy", {}))
-    if set(hier) - _HIERARCHY_KEYS:
-        raise SpecError(
-            f"unknown hierarchy key {sorted(set(hier) - _HIERARCHY_KEYS)[0]!r}",
-            source=source,
-            hint="allowed: " + ", ".join(sorted(_HIERARCHY_KEYS)),
-        )
+    _check_hierarchy_keys(hier, law, source)
     hier.setdefault("diagonal", "auto")
     hier.setdefault("parameterization", "centered")
     if hier["parameterization"] not in ("centered", "noncentered"):
@@ -262,7 +268,6 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
         raise SpecError(
             f"hierarchy diagonal must be auto, on or off, got {hier['diagonal']!r}", source=source
         )
-    _check_latent(hier, law, source)
     if hier.get("run_effect", "on") not in ("on", "off"):
         raise SpecError(
             f"hierarchy run_effect must be on or off, got {hier['run_effect']!r}", source=source

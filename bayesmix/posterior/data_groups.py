@@ -30,22 +30,15 @@ from scipy import special
 
 from bayesmix._compat import SEED, renamed_kwargs
 from bayesmix.data.table import RunTable
-from bayesmix.model.model import ModelData, prepare_data
+from bayesmix.model.model import NOISE_VARIABLES, ModelData, prepare_data
 from bayesmix.posterior.diagnostics import BLOCK_ELEMENTS
-
-#: Units and meaning of the variables every posterior has besides the law's parameters.
-_NOISE_ATTRS = {
-    "sigma": ("nats per token", "noise sd of one measured loss, per validation domain"),
-    "run_sigma": ("nats per token", "sd of a run's shared offset across its checkpoints"),
-    "run_effect": ("nats per token", "offset of each fitted run's losses (all checkpoints)"),
-}
 
 
 def describe_variables(ds: xr.Dataset, law) -> xr.Dataset:
     """``ds`` (a ``posterior`` group) with ``units`` and ``description`` attrs on the law's
-    parameters (from :attr:`Law.params`) and the noise scales; attrs already set are kept."""
-    info = {p.name: (p.units, p.description) for p in law.params}
-    info.update({k: v for k, v in _NOISE_ATTRS.items() if k not in info})
+    parameters (from :attr:`Law.shown`) and the noise scales; attrs already set are kept."""
+    info = {p.name: (p.units, p.description) for p in law.shown}
+    info.update({k: v for k, v in NOISE_VARIABLES.items() if k not in info})
     ds = ds.copy()
     for name, (units, description) in info.items():
         if name in ds.data_vars:
@@ -58,15 +51,13 @@ def describe_variables(ds: xr.Dataset, law) -> xr.Dataset:
 
 def law_draws(post, law) -> dict[str, np.ndarray]:
     """The law's parameters and the noise scales (``sigma`` [, ``run_sigma``]) of ``post`` (the
-    ``posterior`` group, Dataset or DataTree node) as arrays (chain, draw, [eval_domain, latent,
-    train_domain]): the layout :meth:`Law.predict` takes."""
+    ``posterior`` group, Dataset or DataTree node) as arrays (chain, draw, [the law's dims,
+    :attr:`Law.dims`]): the layout :meth:`Law.predict` takes."""
     extra = ("sigma", "run_sigma") if "run_sigma" in post.data_vars else ("sigma",)
     out = {}
     for name in (*law.param_names, *extra):
         da = post[name]
-        order = ["chain", "draw"] + [
-            d for d in ("eval_domain", "latent", "train_domain") if d in da.dims
-        ]
+        order = ["chain", "draw"] + [d for d in law.dims if d in da.dims]
         out[name] = da.transpose(*order).values
     return out
 

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import xarray as xr
 
+from bayesmix.posterior.groups import all_draws, owner_note
+
 #: Thresholds of the gate. R-hat as recommended by Vehtari et al. (2021); ESS of 100 per chain.
 RHAT_MAX = 1.01
 ESS_PER_CHAIN = 100
@@ -269,12 +271,13 @@ def scalar_checks(
 
 
 def _label(where: list[tuple[str, xr.DataArray, int]], row: int) -> str:
-    """``name[coord, ...]`` (as in ArviZ summaries) of row ``row`` of :func:`_stack`."""
+    """``name[coord, ...]`` (as in ArviZ summaries) of row ``row`` of :func:`_stack`, with the
+    parameters a sampler variable belongs to (``b_raw[web, code] (sampler variable of t)``)."""
     name, da, offset = next(w for w in reversed(where) if w[2] <= row)
     other = da.dims[2:]
     idx = np.unravel_index(row - offset, da.shape[2:]) if other else ()
     parts = [str(da[d].values[i]) if d in da.coords else str(i) for d, i in zip(other, idx)]
-    return name + (f"[{', '.join(parts)}]" if parts else "")
+    return name + (f"[{', '.join(parts)}]" if parts else "") + owner_note(da.attrs)
 
 
 def _extreme(values: np.ndarray, where, pick) -> tuple[float, str]:
@@ -299,10 +302,11 @@ def diagnose(
     ess_per_chain: float = ESS_PER_CHAIN,
     bfmi_min: float = BFMI_MIN,
 ) -> Diagnostics:
-    """Run the gate on a fitted DataTree (groups ``posterior`` and ``sample_stats``)."""
+    """Run the gate on a fitted DataTree (groups ``posterior`` and ``sample_stats``, and the
+    sampler variables when the tree has them: :func:`bayesmix.posterior.groups.all_draws`)."""
     from arviz_base import rcParams
 
-    post = tree["posterior"].to_dataset()
+    post = all_draws(tree)
     stats = tree["sample_stats"].to_dataset()
     chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])
     post = post[[v for v in post.data_vars if post[v].dtype.kind == "f"]]

@@ -1,8 +1,9 @@
 """The posterior's file: its layout, the checks a tree in that layout passes, and one NetCDF
 file written and read (``Posterior.save`` and ``Posterior.load``).
 
-A posterior is an ``xarray.DataTree`` with the groups ``posterior`` and ``sample_stats`` (from
-the sampler; variables carry ``units`` and ``description`` attrs), ``observed_data``,
+A posterior is an ``xarray.DataTree`` with the groups ``posterior`` (the law's parameters and
+the noise model's; variables carry ``units`` and ``description`` attrs), ``sample_stats``,
+``sampler_variables`` (the sampler's own, :mod:`bayesmix.posterior.groups`), ``observed_data``,
 ``posterior_predictive`` (both ``loss`` (run, eval_domain), so ``arviz_plots.plot_ppc_dist``
 pairs them) and ``constant_data`` (``proportions`` (run, train_domain) [, n_params, tokens]),
 ``log_likelihood`` (:mod:`bayesmix.posterior.data_groups`) and ``fit_data`` (the run table it was
@@ -31,6 +32,7 @@ from bayesmix.laws import get_law
 from bayesmix.model.spec import ModelSpec
 from bayesmix.posterior.data_groups import data_groups, describe_variables
 from bayesmix.posterior.diagnostics import Diagnostics
+from bayesmix.posterior.groups import SAMPLER_GROUP, split_groups
 
 FORMAT = "bayesmix-posterior/1"
 _VERSIONED = (
@@ -181,10 +183,15 @@ def assemble(
     """The stored layout from a sampler's DataTree and the fit's inputs (without the
     ``log_likelihood`` group: ``Posterior`` adds it, from the stored ``fit_data``, so a fresh
     posterior and a reloaded one compute it from exactly the same numbers)."""
-    keep = {name: tree[name].to_dataset() for name in ("posterior", "sample_stats")}
+    law = get_law(spec.law)
+    tree = split_groups(tree, law)  # the law's parameters; the sampler's apart
+    keep = {
+        name: tree[name].to_dataset()
+        for name in ("posterior", "sample_stats", SAMPLER_GROUP)
+        if name in tree.children
+    }
     stats = keep["sample_stats"]
     keep["sample_stats"] = stats[[v for v in stats.data_vars if stats[v].dtype != object]]
-    law = get_law(spec.law)
     keep["posterior"] = describe_variables(keep["posterior"], law)
     # observed_data, constant_data, posterior_predictive: ArviZ's layout, one row per run
     keep.update(

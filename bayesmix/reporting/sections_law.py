@@ -25,29 +25,20 @@ ANNOTATE_TWO, ANNOTATE_ONE = 150, 400
 
 
 # ------------------------------------------------------------------------------ 3. heatmap
-def _matrix_param(post) -> str | None:
-    """``t`` when the law has it (validation x training), else the first such parameter."""
-    ds = post.tree["posterior"]
-    names = [p.name for p in post.law.params if set(p.dims) == {"eval_domain", "train_domain"}]
-    if "t" in names:
-        return "t"
-    return next((n for n in names if n in ds.data_vars), None)
-
-
 def section_heatmap(view: View) -> tuple[str, str, str]:
     """The law's validation x training matrix (``t``) as a heatmap of posterior means,
     annotated while the cells are large enough."""
-    name = _matrix_param(view.post)
-    if name is None:
+    param = view.post.law.effect_matrix()  # validation x training, e.g. M4's t
+    if param is None:
         return (
             "slopes",
             "Slope matrix",
             f"<p>Law {esc(view.post.law.name)} has no validation x training matrix.</p>",
         )
+    name, signed = param.name, param.signed
     da = view.post.tree["posterior"][name].transpose("chain", "draw", "eval_domain", "train_domain")
     draws = da.values.reshape((-1,) + da.shape[2:])
     mean, sd = draws.mean(0), draws.std(0)
-    signed = name == "t"
     p_neg = (draws < 0).mean(0)
     k, m = mean.shape
     cell = min(0.75, max(0.2, 11.0 / max(m, 1)))

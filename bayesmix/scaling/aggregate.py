@@ -23,6 +23,7 @@ import pandas as pd
 from bayesmix import errors
 from bayesmix.data.mixtures import domain_weights
 from bayesmix.data.table import LOSS_PREFIX, RunTable
+from bayesmix.laws import model_with
 from bayesmix.model.spec import ModelSpec, load_spec
 
 #: What :func:`aggregate_losses` does with a record that lacks a weighted domain's loss.
@@ -97,10 +98,10 @@ def aggregate_losses(
     return RunTable.from_frame(frame.reset_index(drop=True), source=runs.source)
 
 
-def latent_spec(k: int, model: str | ModelSpec = "implicit") -> ModelSpec:
-    """``model`` (a specification of a law with latent domains) with ``hierarchy.latent = k``,
-    named ``<model>-K<k>``."""
-    base = load_spec(model)
+def latent_spec(k: int, model: str | ModelSpec | None = None) -> ModelSpec:
+    """``model`` (a specification of a law with latent domains; None: the shipped one of the
+    law with a ``latent`` dim) with ``hierarchy.latent = k``, named ``<model>-K<k>``."""
+    base = load_spec(model if model is not None else model_with(dim="latent"))
     d = base.to_dict()
     d["hierarchy"]["latent"] = k
     d["name"] = f"{base.name}-K{k}"
@@ -126,7 +127,7 @@ def choose_latent(
     runs: RunTable,
     ks: Sequence[int] = (1, 2, 3, 5),
     *,
-    model: str | ModelSpec = "implicit",
+    model: str | ModelSpec | None = None,
     tolerance_se: float = 1.0,
     var_name: str = "run_loss",
     **fit_kw,

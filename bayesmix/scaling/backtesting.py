@@ -32,6 +32,7 @@ from bayesmix.data import schedules
 from bayesmix.data.table import LOSS_PREFIX, RunTable, as_run_table
 from bayesmix.data.ye_logs import size_label
 from bayesmix.io import json_safe
+from bayesmix.laws import model_with
 from bayesmix.posterior import extrapolation
 from bayesmix.posterior.backtest_summary import Backtest, empty_records
 from bayesmix.posterior.extrapolation import BACKTEST_ATTR
@@ -310,7 +311,7 @@ def backtest(
         The predictor: the nested pipeline, or one law over size and tokens.
     model : str or ModelSpec, optional
         Mixing-law specification (nested: stage 3, default ``"default"``; joint: the law,
-        default ``"scaling"``).
+        default: the shipped law over size and tokens, ``models/scaling.toml``).
     max_step, step_ratio, size_splits
         Proxy checkpoints at or below ``max_step``; the steps split fits up to
         ``S_max / step_ratio``; at most ``size_splits`` size splits (:func:`plan_splits`).
@@ -354,7 +355,8 @@ def backtest(
         raise errors.OptionError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not 0 < ci_prob < 1:
         raise errors.OptionError(f"ci_prob must be in (0, 1), got {ci_prob}")
-    spec = model if model is not None else ("scaling" if method == "joint" else "default")
+    default = model_with(takes="tokens") if method == "joint" else "default"  # law over tokens
+    spec = model if model is not None else default
     start = time.perf_counter()
     splits, notes = plan_splits(
         runs, max_step=max_step, step_ratio=step_ratio, size_splits=size_splits

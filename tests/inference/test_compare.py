@@ -30,6 +30,7 @@ from bayesmix.inference.compare import (
 )
 from bayesmix.inference.fitting import fit
 from bayesmix.model.model import build_model, prepare_data
+from bayesmix.posterior.groups import all_draws
 from bayesmix.posterior.posterior import Posterior
 
 #: The second law's fit: as small as the brief allows, shared by the module.
@@ -108,7 +109,7 @@ def test_log_likelihood_matches_pymc(which, request):
     model = build_model(
         p.spec, table.train_domains, table.eval_domains, prepare_data(table, p.spec.law)
     )
-    tree = xr.DataTree.from_dict({"posterior": p.tree["posterior"].to_dataset()})
+    tree = xr.DataTree.from_dict({"posterior": all_draws(p.tree)})  # PyMC needs every variable
     ref = pm.compute_log_likelihood(
         tree, model=model, var_names=["loss"], extend_inferencedata=False, progressbar=False
     )["loss"]

@@ -156,8 +156,30 @@ def test_bad_settings_and_several_sizes_are_refused(simulated_fit):
     with pytest.raises(errors.BayesmixError, match="draws must be >= 1"):
         fit(simulated_fit.runs, draws=0)
     sized, _ = simulate(list(SIM_DOMAINS), n_runs=6, random_seed=1, sizes=[7e7, 1.6e8])
-    with pytest.raises(errors.FormatError, match=r"several model sizes.*--size"):
+    with pytest.raises(errors.FormatError, match=r"several model sizes.*size=") as err:
         fit(sized)
+    assert err.value.param == "size"
+
+
+def test_fit_chooses_the_model_size_and_refuses_too_few_runs():
+    """``size=`` selects runs of one size (or several, for a law over model size); fewer runs
+    than the law's ``min_runs`` are refused; all before any MCMC."""
+    from bayesmix.inference.fitting import fit_table
+
+    sized, _ = simulate(list(SIM_DOMAINS), n_runs=6, random_seed=1, sizes=[7e7, 1.6e8])
+    for size in ("70M", 7e7, [7e7], "7e7"):
+        _, table = fit_table(sized, "default", size=size)
+        assert set(table.column("n_params")) == {7e7} and table.n_runs == sized.n_runs // 2
+    _, both = fit_table(sized, "scaling", size="70M,160M")
+    assert set(both.column("n_params")) == {7e7, 1.6e8}
+    with pytest.raises(errors.FormatError, match=r"no runs of size 1B \(sizes present: 70M, 160M"):
+        fit(sized, size="1B")
+    with pytest.raises(errors.OptionError, match="size='huge' is not a model size") as err:
+        fit(sized, size="huge")
+    assert err.value.param == "size"
+    few, _ = simulate_runs(n_runs=3)
+    with pytest.raises(errors.TooFewRunsError, match="law 'm4' needs at least 4 runs.*3 given"):
+        fit(few, draws=5, tune=5)
 
 
 def test_large_models_update_the_low_rank_mass_matrix_less_often(simulated_fit, monkeypatch):

@@ -1,4 +1,5 @@
-"""docs/parameters.md names every variable of every shipped model (what the gate can print)."""
+"""docs/parameters.md names every variable of every shipped model (what the gate can print), and
+its table of the ``posterior`` group names exactly what each law's saved posterior holds there."""
 
 from __future__ import annotations
 
@@ -10,13 +11,28 @@ import numpy as np
 import pytest
 
 import bayesmix as bm
+from bayesmix.laws import get_law
 from bayesmix.model.model import build_model, prepare_data, select_for_fit
 from bayesmix.model.spec import available_models, load_spec
+from bayesmix.posterior.groups import kept_names
 from bayesmix.scaling.pipeline import build_curve_model, step_data
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = (ROOT / "docs" / "parameters.md").read_text()
 DOCUMENTED = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:\[[^`]*\])?`", PAGE))
+NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+
+
+def posterior_group_table() -> dict[str, set[str]]:
+    """Law -> the names the page's table of the ``posterior`` group gives it (every column)."""
+    section = PAGE[PAGE.index("## What a saved posterior") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    out = {}
+    for row in rows:
+        cells = row.strip("|").split("|")
+        out[NAME.findall(cells[0])[0]] = {n for cell in cells[1:] for n in NAME.findall(cell)}
+    return out
 
 
 def _names(model) -> set[str]:
@@ -39,6 +55,14 @@ def test_every_variable_of_a_shipped_model_is_documented(name):
     )
     missing = _names(model) - DOCUMENTED
     assert not missing, f"{name}: add {sorted(missing)} to docs/parameters.md"
+    # what the posterior group stores (Posterior.from_fit keeps these of the model's variables)
+    stored = {n for n in kept_names(get_law(spec.law)) if n in _names(model)}
+    assert posterior_group_table()[spec.law] == stored, f"{name}: the posterior group table"
+
+
+def test_the_posterior_group_table_covers_every_shipped_law():
+    shipped = {load_spec(name).law for name in available_models()}
+    assert set(posterior_group_table()) == shipped
 
 
 def test_pipeline_stage_variables_are_documented():

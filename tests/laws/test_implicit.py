@@ -115,7 +115,7 @@ def test_latent_domains_are_ordered_by_weight_in_every_draw(fitted):
     assert np.all(np.diff(s, axis=-1) <= 0)  # the ordering, every draw
     np.testing.assert_allclose(s.sum(-1), 1.0, rtol=1e-12)
     # the raw rows the sampler moved are stored sorted too (by their weight logit)
-    raw = post.tree["posterior"]["latent_z"].sel(latent_coef="s_logit").values
+    raw = post.tree["sampler_variables"]["latent_z"].sel(latent_coef="s_logit").values
     assert np.all(np.diff(raw, axis=-1) <= 0)
     # the chains agree: same latent domain first. Truth: s = (0.64, 0.36) (from_paper of the
     # simulated law); measured chain means 0.62-0.63 (seeds 5, 6)
@@ -307,7 +307,10 @@ def test_shipped_specs_and_latent_key():
         ('law = "implicit"\n[hierarchy]\nlatent = 0\n', "whole number from 1 to 20, got 0"),
         ('law = "implicit"\n[hierarchy]\nlatent = "3"\n', "whole number from 1 to 20, got '3'"),
         ('law = "implicit"\n[hierarchy]\nlatent = true\n', "whole number from 1 to 20, got True"),
-        ('law = "m4"\n[hierarchy]\nlatent = 2\n', "applies only to laws with latent domains"),
+        (
+            'law = "m4"\n[hierarchy]\nlatent = 2\n',
+            "applies only to laws with a 'latent' dim (implicit)",
+        ),
     ],
 )
 def test_bad_latent_key_is_one_line(tmp_path, text, words):

@@ -17,7 +17,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from bayesmix.laws import available_laws, get_law
+from bayesmix.laws import DEFAULT_LAW, Law, Param, available_laws, get_law, model_with
 from bayesmix.model.model import build_model, prepare_data
 from bayesmix.model.simulation import simulate
 from bayesmix.model.spec import available_models, load_spec
@@ -113,9 +113,52 @@ def test_declarations_are_consistent(law_name):
     law = get_law(law_name)
     assert law.description and "r" in law.inputs
     assert len(set(law.param_names)) == len(law.param_names)
-    assert "sigma" not in law.param_names  # the noise scale's name in every posterior
-    for p in law.params:
+    assert "sigma" not in law.shown_names  # the noise scale's name in every posterior
+    for p in law.shown:
         assert p.description, p.name
+    assert [p.role for p in law.params] == ["law"] * len(law.params)
+    assert [p.role for p in law.derived] == ["derived"] * len(law.derived)
+    if law.model:  # the shipped specification that fits it by default
+        assert load_spec(law.model).law == law_name
+
+
+def test_the_law_base_is_abstract_and_checks_its_declaration():
+    class NoBlock(Law):
+        name = "no-block-test"
+        params = (Param("m"),)
+
+        def mean(self, inputs, params, xp=np):
+            return params["m"][..., None, :]
+
+    with pytest.raises(TypeError, match="build"):
+        NoBlock()
+    with pytest.raises(ValueError, match="dims must be a subsequence"):
+
+        class Undeclared(NoBlock):  # a dim of its own, not declared in extra_dims
+            params = (Param("s", ("eval_domain", "latent")),)
+
+    with pytest.raises(ValueError, match="must have role 'derived'"):
+
+        class Mislabelled(NoBlock):
+            derived = (Param("c"),)
+
+    class Declared(NoBlock):
+        extra_dims = ("latent",)
+        params = (Param("s", ("eval_domain", "latent")),)
+
+    assert Declared.dims_of_law() == ("eval_domain", "latent", "train_domain")
+    assert Declared.extra_dim_defaults == {}
+
+
+def test_registry_defaults_name_laws_by_what_they_declare():
+    assert get_law(DEFAULT_LAW).name == DEFAULT_LAW
+    latent = load_spec(model_with(dim="latent"))
+    assert "latent" in get_law(latent.law).extra_dims
+    joint = load_spec(model_with(takes="tokens"))
+    assert {"n_params", "tokens"} <= set(get_law(joint.law).inputs)
+    assert get_law("m4").effect_matrix().name == "t" and get_law("m4").effect_matrix().signed
+    assert not get_law("powershare").effect_matrix().signed
+    assert get_law("implicit").effect_matrix() is None  # its t has a latent dim
 
 
 # ---------------------------------------------------------------------------------- the model
@@ -123,15 +166,14 @@ def test_declarations_are_consistent(law_name):
 def test_model_builds_with_the_declared_dims(law_name):
     law = get_law(law_name)
     _, runs, model = built(law_name)
-    sizes = {
-        "eval_domain": len(runs.eval_domains),
-        "train_domain": len(runs.train_domains),
-        "latent": len(model.coords.get("latent", ())),
-    }
+    sizes = {d: len(model.coords[d]) for d in law.extra_dims}
+    sizes.update(eval_domain=len(runs.eval_domains), train_domain=len(runs.train_domains))
     params = some_params(law_name, 1)
     for p in law.params:
         assert model.named_vars_to_dims.get(p.name, ()) == p.dims, p.name  # scalars: no dims
         assert params[p.name].shape[1:] == tuple(sizes[d] for d in p.dims), p.name
+    for p in law.derived:
+        assert model.named_vars_to_dims.get(p.name, ()) == p.dims, p.name
 
 
 # ---------------------------------------------------------------------------------- the mean

@@ -1,6 +1,7 @@
 """ArviZ-complete posterior files: observed_data, posterior_predictive and constant_data on the
 same (run, eval_domain) dims, variable attrs with units and descriptions, sample coords taken
-from the sampler's data, and older files (without these groups) still loading."""
+from the sampler's data, the law's parameters alone in ``posterior`` (the sampler's in
+``sampler_variables``), and older files (without these groups) still loading."""
 
 from __future__ import annotations
 
@@ -139,3 +140,65 @@ def test_data_groups_follow_the_likelihood(simulated_fit, family):
     )
     pred = groups["posterior_predictive"]["loss"].values
     assert np.isfinite(pred).all() and pred.shape[2:] == (40, 4)
+
+
+def test_az_summary_of_a_saved_file_lists_only_the_laws_and_noise_parameters(saved_posterior):
+    """ArviZ's default summary reads the ``posterior`` group: the law's parameters (m, rho, t),
+    its documented derived ones (c, k) and the noise scales; no sampler variable."""
+    import arviz as az
+
+    tree = xr.open_datatree(saved_posterior, engine="h5netcdf")
+    rows = az.summary(tree, round_to="none").index
+    names = {row.split("[")[0] for row in rows}
+    assert names == {"m", "rho", "t", "c", "k", "sigma"}
+    assert len(rows) == 4 * 5 + 4 * 4  # 4 x 4 domains: m, rho, c, k, sigma (K); t (K, M)
+    sampler = tree["sampler_variables"]
+    assert {"b_raw", "rho_logit", "log_sigma_raw", "diag_mu"} <= set(sampler.data_vars)
+    assert sampler["b_raw"].attrs["sampler_variable_of"] == "t"
+    assert sampler["log_sigma_raw"].attrs["sampler_variable_of"] == "sigma"
+
+
+def test_the_sampler_group_is_saved_loaded_and_gated(simulated_fit, saved_posterior):
+    """The sampler's variables come back from the file; the gate checks them too and names a
+    failure there by the parameter it belongs to."""
+    from bayesmix.posterior.diagnostics import diagnose
+    from bayesmix.posterior.posterior import Posterior
+
+    back = Posterior.load(saved_posterior)
+    xr.testing.assert_identical(
+        back.tree["sampler_variables"].to_dataset(),
+        simulated_fit.posterior.tree["sampler_variables"].to_dataset(),
+    )
+    tree = back.tree.copy()
+    stuck = tree["sampler_variables"].to_dataset()
+    stuck["b_raw"] = stuck["b_raw"] + xr.DataArray([0.0, 5.0], dims="chain")  # chains disagree
+    tree["sampler_variables"] = xr.DataTree(stuck)
+    report = diagnose(tree)
+    assert report.worst_rhat.startswith("b_raw[") and report.worst_rhat.endswith(
+        "(sampler variable of t)"
+    )
+    assert any("(sampler variable of t)" in f for f in report.failed)
+
+
+def test_files_with_sampler_variables_in_the_posterior_group_still_load(simulated_fit, tmp_path):
+    """A file written before the split (every variable in ``posterior``, no sampler group)
+    loads and predicts as it is."""
+    from bayesmix.posterior.posterior import Posterior
+
+    tree = simulated_fit.posterior.tree.copy()
+    merged = xr.merge(
+        [tree["posterior"].to_dataset(), tree["sampler_variables"].to_dataset()],
+        combine_attrs="override",
+    )
+    old = {name: tree[name].to_dataset() for name in tree.children if name != "sampler_variables"}
+    old["posterior"] = merged
+    legacy = xr.DataTree.from_dict(old)
+    legacy.attrs.update(tree.attrs)
+    path = tmp_path / "unsplit.nc"
+    legacy.to_netcdf(path, engine="h5netcdf")
+    back = Posterior.load(path)
+    assert "sampler_variables" not in back.tree.children and "b_raw" in back.tree["posterior"]
+    mix = {"u": dict.fromkeys(back.train_domains, 0.25)}
+    np.testing.assert_allclose(
+        back.predict(mix).mean.values, simulated_fit.posterior.predict(mix).mean.values
+    )
