@@ -30,10 +30,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: Inputs a law may declare. ``r`` is always required.
+#: Inputs a mixing law may declare. ``r`` is always required.
 INPUTS = ("r", "n_params", "tokens")
-#: Dims a parameter may have (in this order).
-PARAM_DIMS = ("eval_domain", "latent", "train_domain")
+#: Inputs a curve law of the nested pipeline (:mod:`bayesmix.laws.curve`) declares instead:
+#: ``log_ratio`` (log of its reference step or size over the point's) and, for the step law,
+#: ``anneal`` (the point's annealing area S2 over the reference).
+CURVE_INPUTS = ("log_ratio", "anneal")
+#: Dims a parameter may have (in this order); ``curve`` and ``group`` are the curve laws'.
+PARAM_DIMS = ("curve", "group", "eval_domain", "latent", "train_domain")
 
 
 @dataclass(frozen=True)
