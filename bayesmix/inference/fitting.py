@@ -58,6 +58,21 @@ def compiled_count() -> int:
     return sum(1 for _, c in _COMPILED.values() if c is not None)
 
 
+def compiled_model(key: str, build: Callable[[], pm.Model]):
+    """The nutpie compiled model of structure ``key``: from this process's cache, else
+    ``build()`` compiled (or loaded from :mod:`bayesmix.inference.compile_cache`) and kept.
+
+    For models :func:`fit` does not build (the nested pipeline's curve models); the cache is
+    the one of :func:`fit`, so :func:`clear_cache` and :func:`compiled_count` cover them too.
+    ``key`` must name everything of the model that is not ``pm.Data``."""
+    model, compiled = _COMPILED.get(key, (None, None))
+    if compiled is None:
+        model = build() if model is None else model
+        compiled = compile_cache.compile_model(model, structure=key)
+        _COMPILED[key] = (model, compiled)
+    return compiled
+
+
 def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progressbar: bool = False):
     """(pm.Model, nutpie compiled model with ``data`` or None): from this process's cache,
     else built and compiled (or loaded from :mod:`bayesmix.inference.compile_cache`)."""
