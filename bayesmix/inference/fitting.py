@@ -58,6 +58,14 @@ def compiled_count() -> int:
     return sum(1 for _, c in _COMPILED.values() if c is not None)
 
 
+def check_counts(draws, tune, chains) -> None:
+    """Raise BayesmixError unless the sampler's ``draws``, ``tune`` and ``chains`` are >= 1
+    (before any compiling or sampling)."""
+    for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
+        if int(value) < 1:
+            raise errors.BayesmixError(f"{name} must be >= 1, got {value}")
+
+
 def compiled_model(key: str, build: Callable[[], pm.Model]):
     """The nutpie compiled model of structure ``key``: from this process's cache, else
     ``build()`` compiled (or loaded from :mod:`bayesmix.inference.compile_cache`) and kept.

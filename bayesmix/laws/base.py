@@ -7,7 +7,8 @@ A law is a subclass of :class:`Law` in one file under ``bayesmix/laws/`` (or any
 * ``params``: its parameters with their dims (``eval_domain``, ``train_domain``), units and
   meaning - the names under which the posterior stores them;
 * ``inputs``: what a loss depends on: the mixture ``"r"`` always, and optionally the model size
-  ``"n_params"`` (parameters) and the training amount ``"tokens"``;
+  ``"n_params"`` (parameters) and the training amount ``"tokens"`` (the nested pipeline's curve
+  laws, :mod:`bayesmix.laws.curve`, declare :data:`CURVE_INPUTS` instead of a mixture);
 * ``priors``: its default priors (a specification may override any of them by name);
 * :meth:`Law.build`: its parameter block in the PyMC model (hierarchy, reparameterisation);
 * :meth:`Law.mean`: the mean loss, written once with ``xp`` = ``numpy`` or ``pytensor.tensor``;

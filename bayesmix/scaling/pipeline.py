@@ -50,6 +50,7 @@ from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data.schedules import Schedule, resolve_target
 from bayesmix.data.table import RunTable
 from bayesmix.data.ye_logs import size_label
+from bayesmix.inference.fitting import check_counts
 from bayesmix.inference.fitting import fit as fit_mixing_law
 from bayesmix.inference.gate_retry import stage_max_time
 from bayesmix.laws.curve import CHINCHILLA
@@ -159,13 +160,7 @@ def nested_fit(
     mean_table = target_table(
         imputed.mean("imputation"), proxies.design.mixtures, n_star, s_star, tps, None, []
     )
-    target = {
-        "n_params": n_star,
-        "steps": s_star,
-        "tokens": s_star * tps,
-        "tokens_per_step": tps,
-        "schedule": None if target_sched is None else target_sched.describe(),
-    }
+    target = (n_star, s_star, tps, target_sched)
     record = _record(proxies, target, ss, random_seed, spec, step_fit, size_fits, posts)
     record["stage1"]["reused"] = step_fit_given
     record["timings"]["wall_s"] = round(time.perf_counter() - wall, 3)
@@ -190,16 +185,15 @@ class _Proxies:
 
 
 def _check_counts(imputations, draws, tune, chains) -> None:
-    """J and the sampler's counts are whole numbers >= 1 (before any sampling)."""
+    """J and the sampler's counts are whole numbers >= 1 (before any sampling): the counts by
+    :func:`~bayesmix.inference.fitting.check_counts`, as every stage fit checks them."""
     if (
         isinstance(imputations, bool)
         or not isinstance(imputations, (int, np.integer))
         or imputations < 1
     ):
         raise PipelineError(f"imputations must be a whole number >= 1, got {imputations!r}")
-    for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
-        if int(value) < 1:
-            raise PipelineError(f"{name} must be >= 1, got {value}")
+    check_counts(draws, tune, chains)
 
 
 def _proxies(runs: RunTable, max_step: float | None, s_star: float) -> _Proxies:
@@ -340,7 +334,7 @@ def _stage3(
 
 def _record(
     proxies: _Proxies,
-    target: dict,
+    target: tuple[float, float, float, Schedule | None],
     ss: np.random.SeedSequence,
     random_seed: int | None,
     spec: ModelSpec,
@@ -348,11 +342,18 @@ def _record(
     size_fits: list[StageFit],
     posts: list[Posterior],
 ) -> dict:
-    """The pipeline's record (``bayesmix_pipeline``): target, J, proxies, each stage's
-    settings, timings and gate report, notes."""
+    """The pipeline's record (``bayesmix_pipeline``): the target (N*, S*, tokens per step,
+    schedule), J, proxies, each stage's settings, timings and gate report, notes."""
     design = proxies.design
+    n_star, s_star, tps, schedule = target
     record = {
-        "target": target,
+        "target": {
+            "n_params": n_star,
+            "steps": s_star,
+            "tokens": s_star * tps,
+            "tokens_per_step": tps,
+            "schedule": None if schedule is None else schedule.describe(),
+        },
         "imputations": len(posts),
         "seed": random_seed,
         "entropy": str(ss.entropy),

@@ -18,7 +18,7 @@ import xarray as xr
 
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data.table import RunTable
-from bayesmix.inference.fitting import compiled_model
+from bayesmix.inference.fitting import check_counts, compiled_model
 from bayesmix.inference.gate_retry import (
     SamplerSettings,
     attempts_note,
@@ -31,7 +31,7 @@ from bayesmix.laws.curve import PowerCurve
 from bayesmix.posterior.diagnostics import ConvergenceWarning, Diagnostics
 from bayesmix.scaling.curve_model import build_curve_model, curve_law, structure_key
 from bayesmix.scaling.curves import CurveData, curve_values, size_data, step_data
-from bayesmix.scaling.design import Design, PipelineError, proxy_records
+from bayesmix.scaling.design import Design, proxy_records
 
 #: Sampler settings of stages 1 and 2 (stage 3 uses bayesmix.inference.fitting's own).
 TARGET_ACCEPT = 0.9
@@ -183,9 +183,7 @@ def run_stage(
     ``max_time``: the sampling budget (:func:`~bayesmix.inference.gate_retry.check_max_time`);
     ``warn``: a ConvergenceWarning naming the stage when the gate still fails."""
     nutpie = import_nutpie()
-    for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
-        if int(value) < 1:
-            raise PipelineError(f"{name} must be >= 1, got {value}")
+    check_counts(draws, tune, chains)
     budget = check_max_time(max_time)
     start = time.perf_counter()
     compiled = compiled_model(

@@ -260,3 +260,15 @@ def test_pooling_fits_of_unequal_length_keeps_equal_draws(simulated_fit):
     np.testing.assert_array_equal(m_pool[0], m_long[0])
     np.testing.assert_array_equal(m_pool[-1], m_long[-1])
     np.testing.assert_array_equal(m_pool, m_long[np.linspace(0, 299, 100).round().astype(int)])
+
+
+def test_no_checkpoint_below_max_step_names_the_parameter(sim):
+    """A library error names the Python parameter (``max_step=``), which the CLI replaces by
+    its flag; a non-positive max_step is refused the same way."""
+    from bayesmix.scaling.design import PipelineError, proxy_records
+
+    runs, _ = sim
+    for bad, fragment in ((10.0, "steps <= max_step=10"), (-1.0, "max_step=-1 is not positive")):
+        with pytest.raises(PipelineError, match=fragment) as err:
+            proxy_records(runs, bad)
+        assert err.value.param == "max_step" and "--" not in str(err.value)
