@@ -279,9 +279,7 @@ def _check_sampler(sampler: str, **counts: int) -> str:
         raise errors.BayesmixError(
             f"unknown sampler {sampler!r}", hint=f"use one of {', '.join(SAMPLERS)}"
         )
-    for name, value in counts.items():
-        if int(value) < 1:
-            raise errors.BayesmixError(f"{name} must be >= 1, got {value}")
+    check_counts(**counts)
     return nutpie_adapter.choose_sampler(sampler)
 
 

@@ -18,6 +18,7 @@ import xarray as xr
 
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data.table import RunTable
+from bayesmix.inference import nutpie_adapter
 from bayesmix.inference.fitting import check_counts, compiled_model
 from bayesmix.inference.gate_retry import (
     SamplerSettings,
@@ -186,9 +187,10 @@ def run_stage(
     check_counts(draws, tune, chains)
     budget = check_max_time(max_time)
     start = time.perf_counter()
-    compiled = compiled_model(
-        f"curves:{structure_key(data)}", lambda: build_curve_model(data)
-    ).with_data(**curve_values(data))
+    compiled = nutpie_adapter.with_data(
+        compiled_model(f"curves:{structure_key(data)}", lambda: build_curve_model(data)),
+        curve_values(data),
+    )
     compile_s = time.perf_counter() - start
 
     def sample_once(attempt: SamplerSettings, seed: int | None):
