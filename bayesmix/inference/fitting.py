@@ -67,6 +67,29 @@ def compiled_count() -> int:
     return sum(1 for _, c in _COMPILED.values() if c is not None)
 
 
+def check_counts(draws, tune, chains) -> None:
+    """Raise BayesmixError unless the sampler's ``draws``, ``tune`` and ``chains`` are >= 1
+    (before any compiling or sampling)."""
+    for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
+        if int(value) < 1:
+            raise errors.BayesmixError(f"{name} must be >= 1, got {value}")
+
+
+def compiled_model(key: str, build: Callable[[], pm.Model]):
+    """The nutpie compiled model of structure ``key``: from this process's cache, else
+    ``build()`` compiled (or loaded from :mod:`bayesmix.inference.compile_cache`) and kept.
+
+    For models :func:`fit` does not build (the nested pipeline's curve models); the cache is
+    the one of :func:`fit`, so :func:`clear_cache` and :func:`compiled_count` cover them too.
+    ``key`` must name everything of the model that is not ``pm.Data``."""
+    model, compiled = _COMPILED.get(key, (None, None))
+    if compiled is None:
+        model = build() if model is None else model
+        compiled = compile_cache.compile_model(model, structure=key)
+        _COMPILED[key] = (model, compiled)
+    return compiled
+
+
 def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progressbar: bool = False):
     """(pm.Model, nutpie compiled model with ``data`` or None): from this process's cache,
     else built and compiled (or loaded from :mod:`bayesmix.inference.compile_cache`)."""
@@ -263,9 +286,7 @@ def _check_sampler(sampler: str, **counts: int) -> str:
         raise errors.BayesmixError(
             f"unknown sampler {sampler!r}", hint=f"use one of {', '.join(SAMPLERS)}"
         )
-    for name, value in counts.items():
-        if int(value) < 1:
-            raise errors.BayesmixError(f"{name} must be >= 1, got {value}")
+    check_counts(**counts)
     return nutpie_adapter.choose_sampler(sampler)
 
 

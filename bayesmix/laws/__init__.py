@@ -73,6 +73,7 @@ def _discover() -> None:
                 and not inspect.isabstract(obj)
                 and obj.__module__ == module.__name__
                 and obj.name
+                and "r" in obj.inputs  # mixing laws; the pipeline's curve laws are not
                 and obj.name not in _REGISTRY
             ):
                 _REGISTRY[obj.name] = obj()

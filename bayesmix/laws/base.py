@@ -13,7 +13,8 @@ A law is a subclass of :class:`Law` in one file under ``bayesmix/laws/`` (or any
 * ``extra_dims``: dims of its own between ``eval_domain`` and ``train_domain`` (e.g.
   ``implicit``'s ``latent``), each sized by the specification's ``hierarchy`` key of that name;
 * ``inputs``: what a loss depends on: the mixture ``"r"`` always, and optionally the model size
-  ``"n_params"`` (parameters) and the training amount ``"tokens"``;
+  ``"n_params"`` (parameters) and the training amount ``"tokens"`` (the nested pipeline's curve
+  laws, :mod:`bayesmix.laws.curve`, declare :data:`CURVE_INPUTS` instead of a mixture);
 * ``priors``: its default priors (a specification may override any of them by name);
   ``min_runs``: the fewest runs :func:`bayesmix.fit` accepts for it;
 * :meth:`Law.build`: its parameter block in the PyMC model (hierarchy, reparameterisation);
@@ -39,7 +40,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-#: Inputs a law may declare. ``r`` is always required.
+#: Inputs a mixing law may declare. ``r`` is always required.
 INPUTS = ("r", "n_params", "tokens")
 #: What each input is, for messages.
 INPUT_MEANING = {
@@ -54,6 +55,10 @@ DOMAIN_DIMS = ("eval_domain", "train_domain")
 #: and ``bayesmix diagnose``; every other variable of the law's block is a sampler variable.
 Role = Literal["law", "derived"]
 ROLES: tuple[Role, ...] = ("law", "derived")
+#: Inputs a curve law of the nested pipeline (:mod:`bayesmix.laws.curve`) declares instead of a
+#: mixture: ``log_ratio`` (log of its reference step or size over the point's) and, for the
+#: step law, ``anneal`` (the point's annealing area S2 over the reference).
+CURVE_INPUTS = ("log_ratio", "anneal")
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,9 @@ class Law(abc.ABC):
     #: Dims of the law's own between ``eval_domain`` and ``train_domain`` (e.g. ``"latent"``),
     #: each sized by the specification's hierarchy key of the same name.
     extra_dims: ClassVar[tuple[str, ...]] = ()
+    #: Dims before ``eval_domain`` (the pipeline's curve laws: ``curve``, ``group``); none for a
+    #: mixing law.
+    lead_dims: ClassVar[tuple[str, ...]] = ()
     #: Size of each extra dim when the specification's hierarchy does not set it.
     extra_dim_defaults: ClassVar[Mapping[str, int]] = {}
     #: Default priors: name -> ``{"dist": ..., <parameters>}`` (see :mod:`bayesmix.model.priors`).
@@ -174,7 +182,7 @@ class Law(abc.ABC):
     @classmethod
     def dims_of_law(cls) -> tuple[str, ...]:
         """Every dim the law's parameters may have, in array order."""
-        return (DOMAIN_DIMS[0], *cls.extra_dims, DOMAIN_DIMS[1])
+        return (*cls.lead_dims, DOMAIN_DIMS[0], *cls.extra_dims, DOMAIN_DIMS[1])
 
     # ------------------------------------------------------------------ to implement
     @abc.abstractmethod

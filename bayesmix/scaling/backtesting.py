@@ -29,8 +29,10 @@ import pandas as pd
 
 from bayesmix import errors
 from bayesmix.data import schedules
+from bayesmix.data.mixtures import domain_weights
 from bayesmix.data.table import LOSS_PREFIX, RunTable, as_run_table
 from bayesmix.data.ye_logs import size_label
+from bayesmix.inference.gate_retry import stage_max_time
 from bayesmix.io import json_safe
 from bayesmix.laws import model_with
 from bayesmix.posterior import extrapolation
@@ -283,6 +285,53 @@ def _split_frames(split: Split, held: pd.DataFrame, draws_: np.ndarray, domains,
     return frame, overall
 
 
+def _backtest_split(
+    split: Split,
+    method: str,
+    spec,
+    fit_kw: dict,
+    nested: tuple[int, int | None],
+    w,
+    ci_prob: float,
+    progressbar: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
+    """One split refitted and scored: its records, overall losses (None without weights) and
+    summary (sizes, ranges, seconds, gate). ``nested``: (imputations, random_seed)."""
+    t0 = time.perf_counter()
+    if progressbar:
+        import sys
+
+        print(f"backtest: {split.name} ...", file=sys.stderr, flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        draws_, reports = _predict_split(split, method, spec, fit_kw, *nested)
+    held = split.heldout.to_tidy().reset_index(drop=True)
+    q = ((1 - ci_prob) / 2, (1 + ci_prob) / 2)
+    frame, agg = _split_frames(split, held, draws_, split.heldout.eval_domains, w, q)
+    info = {
+        "kind": split.kind,
+        "name": split.name,
+        "fitted_records": len(split.fitted),
+        "heldout_runs": len(held),
+        "fitted_ranges": split.ranges,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "gate_ok": all(ok for _, ok, _ in reports),
+        "failed": [f"{where}: {f}" for where, ok, fl in reports for f in fl],
+    }
+    return frame, agg, info
+
+
+def _check_options(method: str, model, ci_prob: float):
+    """The mixing-law specification of a backtest (``model``, else the method's default),
+    after checking ``method`` and ``ci_prob``."""
+    if method not in METHODS:
+        raise errors.OptionError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not 0 < ci_prob < 1:
+        raise errors.OptionError(f"ci_prob must be in (0, 1), got {ci_prob}")
+    default = model_with(takes="tokens") if method == "joint" else "default"  # law over tokens
+    return model if model is not None else default
+
+
 def backtest(
     runs: RunTable,
     *,
@@ -349,56 +398,25 @@ def backtest(
     >>> print(bt.verdict())                                          # doctest: +SKIP
     >>> bt.calibration.describe()                                    # doctest: +SKIP
     """
-    from bayesmix.data.mixtures import domain_weights
-
-    if method not in METHODS:
-        raise errors.OptionError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if not 0 < ci_prob < 1:
-        raise errors.OptionError(f"ci_prob must be in (0, 1), got {ci_prob}")
-    default = model_with(takes="tokens") if method == "joint" else "default"  # law over tokens
-    spec = model if model is not None else default
+    spec = _check_options(method, model, ci_prob)
     start = time.perf_counter()
     splits, notes = plan_splits(
         runs, max_step=max_step, step_ratio=step_ratio, size_splits=size_splits
     )
     w = None if weights is None else domain_weights(weights, runs.eval_domains, allow_subset=True)
-    from bayesmix.inference.gate_retry import stage_max_time
-
     fit_kw = {"draws": draws, "tune": tune, "chains": chains, "max_time": stage_max_time(max_time)}
-    lo_q, hi_q = (1 - ci_prob) / 2, (1 + ci_prob) / 2
     frames, overall, infos = [], [], []
     for split in splits:
-        t0 = time.perf_counter()
-        if progressbar:
-            import sys
-
-            print(f"backtest: {split.name} ...", file=sys.stderr, flush=True)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                draws_, reports = _predict_split(
-                    split, method, spec, fit_kw, imputations, random_seed
-                )
+            frame, agg, info = _backtest_split(
+                split, method, spec, fit_kw, (imputations, random_seed), w, ci_prob, progressbar
+            )
         except errors.BayesmixError as err:
             notes.append(f"{split.kind} backtest skipped: {err.problem}")
             continue
-        held = split.heldout.to_tidy().reset_index(drop=True)
-        frame, agg = _split_frames(split, held, draws_, runs.eval_domains, w, (lo_q, hi_q))
         frames.append(frame)
-        if agg is not None:
-            overall.append(agg)
-        infos.append(
-            {
-                "kind": split.kind,
-                "name": split.name,
-                "fitted_records": len(split.fitted),
-                "heldout_runs": len(held),
-                "fitted_ranges": split.ranges,
-                "seconds": round(time.perf_counter() - t0, 3),
-                "gate_ok": all(ok for _, ok, _ in reports),
-                "failed": [f"{where}: {f}" for where, ok, fl in reports for f in fl],
-            }
-        )
+        overall += [] if agg is None else [agg]
+        infos.append(info)
     records = pd.concat(frames, ignore_index=True) if frames else empty_records()
     cal = extrapolation.learn(records) if len(records) else None
     return Backtest(

@@ -4,7 +4,8 @@ Parameters come from prior draws of each law's own PyMC block (built by
 :func:`bayesmix.model.model.build_model` from a shipped specification of that law), so every law is
 tested at parameter values its priors consider plausible. Domains: 4 training, 3 validation
 (K != M catches transposed parameters), two of the validation names match training domains so
-the diagonal effect is on.
+the diagonal effect is on. The nested pipeline's curve laws (step, size) take no mixture, so the
+registry leaves them out; tests/laws/test_curve.py checks them.
 """
 
 from __future__ import annotations

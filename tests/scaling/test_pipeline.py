@@ -211,11 +211,11 @@ def test_one_model_size_is_refused(sim):
 
 
 def test_mixture_at_one_size_is_dropped_with_a_note(sim):
-    from bayesmix.scaling.pipeline import _proxy_records, mixture_design
+    from bayesmix.scaling.design import mixture_design, proxy_records
 
     runs, _ = sim
     keep = [r for r in runs.runs if not (r.endswith("_13") and not r.startswith("20M"))]
-    design = mixture_design(_proxy_records(runs.select(keep), None)[0])
+    design = mixture_design(proxy_records(runs.select(keep), None)[0])
     assert design.dropped == ("13",)
     assert "13" not in design.mixtures.index and len(design.mixtures) == 13
 
@@ -226,7 +226,7 @@ def test_pooling_fits_of_unequal_length_keeps_equal_draws(simulated_fit):
     keeps the fewest, evenly spaced, from each (no NaN padding, equal weight per imputation)."""
     import xarray as xr
 
-    from bayesmix.scaling.pipeline import _pool
+    from bayesmix.scaling.pooling import pool
 
     long = simulated_fit.posterior  # 2 chains x 300 draws
     groups = {n: long.tree[n].to_dataset() for n in ("posterior", "sample_stats")}
@@ -248,7 +248,7 @@ def test_pooling_fits_of_unequal_length_keeps_equal_draws(simulated_fit):
         "imputations": 2,
         "target": {"n_params": 1e9, "steps": 1e4, "tokens": 1e10},
     }
-    pooled = _pool([long, short], long.spec, runs, imputed, record)
+    pooled = pool([long, short], long.spec, runs, imputed, record)
     post = pooled.tree["posterior"]
     assert dict(post.sizes)["chain"] == 4 and dict(post.sizes)["draw"] == 100
     assert pooled.diagnostics.draws == 100 and pooled.settings["draws"] == 100
@@ -260,3 +260,15 @@ def test_pooling_fits_of_unequal_length_keeps_equal_draws(simulated_fit):
     np.testing.assert_array_equal(m_pool[0], m_long[0])
     np.testing.assert_array_equal(m_pool[-1], m_long[-1])
     np.testing.assert_array_equal(m_pool, m_long[np.linspace(0, 299, 100).round().astype(int)])
+
+
+def test_no_checkpoint_below_max_step_names_the_parameter(sim):
+    """A library error names the Python parameter (``max_step=``), which the CLI replaces by
+    its flag; a non-positive max_step is refused the same way."""
+    from bayesmix.scaling.design import PipelineError, proxy_records
+
+    runs, _ = sim
+    for bad, fragment in ((10.0, "steps <= max_step=10"), (-1.0, "max_step=-1 is not positive")):
+        with pytest.raises(PipelineError, match=fragment) as err:
+            proxy_records(runs, bad)
+        assert err.value.param == "max_step" and "--" not in str(err.value)
