@@ -13,6 +13,7 @@ loud warning on stderr (the posterior is still saved, with every report stored i
 from __future__ import annotations
 
 import argparse
+import math
 import warnings
 
 from bayesmix import errors
@@ -125,8 +126,8 @@ def run(args) -> int:
     max_loss = max_loss_from_args(args)
     max_time = max_time_from_args(args)
     n_params = size_values([args.n_params], param="n_params")[0]
-    if not args.steps > 0:
-        raise errors.OptionError(f"--steps must be positive, got {args.steps:g}")
+    if not (math.isfinite(args.steps) and args.steps > 0):
+        raise errors.OptionError(f"--steps must be a positive finite number, got {args.steps:g}")
     if args.imputations < 1:
         raise errors.OptionError(f"--imputations must be >= 1, got {args.imputations}")
     load_spec(args.model)  # a bad specification fails before the data is read

@@ -255,8 +255,10 @@ class RunTable:
             frame, mix_cols, at, tolerance=tolerance, renormalize=renormalize, report=report
         )
         validation.check_sizes_and_steps(frame, at)
+        validation.check_step_cells(frame, at)
         validation.check_losses(frame, loss_cols, max_loss, at)
         validation.check_records(frame, mix_cols, at)
+        validation.check_tokens_follow_steps(frame, at)
         frame = schedules.check_columns(frame, source, rows, run_ids)
         meta = [c for c in (*META_COLUMNS, *schedules.SCHEDULE_COLUMNS) if c in frame.columns]
         ordered = ["run", *meta, *mix_cols, *loss_cols]

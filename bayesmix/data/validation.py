@@ -319,6 +319,51 @@ def check_sizes_and_steps(frame: pd.DataFrame, at: Places) -> None:
                 )
 
 
+def check_step_cells(frame: pd.DataFrame, at: Places) -> None:
+    """No record without a step in a run whose other records have steps: such a checkpoint
+    cannot be placed on its learning curve, and dropping it silently would hide a lost cell."""
+    if "step" not in frame.columns:
+        return
+    missing = frame["step"].isna().to_numpy()
+    if not missing.any():
+        return
+    with_steps = set(frame.loc[~missing, "run"])
+    for i in np.flatnonzero(missing):
+        if frame["run"].iloc[i] in with_steps:
+            raise errors.MissingValueError(
+                "step is empty while this run's other records have steps",
+                source=at.source,
+                row=at.rows[i],
+                run=at.runs[i],
+                column="step",
+                hint="fill in the checkpoint's step, or drop the record",
+            )
+
+
+def check_tokens_follow_steps(frame: pd.DataFrame, at: Places) -> None:
+    """Within a run, training tokens rise with the step where both are given: a record whose
+    tokens fall between those of other steps belongs to another run or holds a typo."""
+    if "step" not in frame.columns or "tokens" not in frame.columns:
+        return
+    work = frame.reset_index(drop=True)  # index = position, for the rows of errors
+    both = work["step"].notna() & work["tokens"].notna()
+    for _, part in work[both].groupby("run", sort=False):
+        ordered = part.sort_values("step", kind="stable")
+        tokens = ordered["tokens"].to_numpy()
+        bad = np.flatnonzero(np.diff(tokens) <= 0)
+        if bad.size:
+            pos = int(ordered.index[bad[0] + 1])
+            raise errors.FormatError(
+                f"tokens {tokens[bad[0] + 1]:g} at step {ordered['step'].iloc[bad[0] + 1]:g} "
+                f"do not rise from {tokens[bad[0]]:g} at step {ordered['step'].iloc[bad[0]]:g}",
+                source=at.source,
+                row=at.rows[pos],
+                run=at.runs[pos],
+                column="tokens",
+                hint="a run's tokens grow with its steps; check this record",
+            )
+
+
 def check_losses(
     frame: pd.DataFrame, loss_cols: Sequence[str], max_loss: float, at: Places
 ) -> None:

@@ -129,10 +129,12 @@ def mixture_design(table: RunTable) -> Design:
 
 
 def check_target(name: str, value) -> float:
+    """``value`` as a float when it is a positive finite number; PipelineError naming the
+    parameter (``name=``) otherwise."""
     try:
-        value = float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise PipelineError(f"{name} must be a number, got {value!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise PipelineError(f"{name} must be a positive number, got {value:g}")
-    return value
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise PipelineError(f"{name}={value!r} is not a positive finite number", param=name)
+    return number

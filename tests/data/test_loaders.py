@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -300,3 +302,35 @@ def test_a_loss_written_nan_is_said_per_row(tmp_path):
     web = next(n for n in report if "'loss.web'" in n)
     assert "row(s) 3, 5" in web and str(path) in web  # row 4 (empty) is not named
     assert any("'loss.code'" in n and "row(s) 6" in n for n in report)
+
+
+@pytest.mark.parametrize(
+    "rows, error, message",
+    [
+        # an empty step cell among a run's checkpoints: refused, not silently dropped
+        (
+            ["r1,7e7,1000,,3.0", "r1,7e7,,,2.9", "r1,7e7,3000,,2.8"],
+            "MissingValueError",
+            "row 3, run 'r1', column 'step': step is empty while this run's other records",
+        ),
+        # tokens that do not rise with the step: another run's record or a typo
+        (
+            ["r1,7e7,1000,2e9,3.0", "r1,7e7,2000,1e9,2.9", "r1,7e7,3000,6e9,2.8"],
+            "FormatError",
+            "row 3, run 'r1', column 'tokens': tokens 1e+09 at step 2000 do not rise",
+        ),
+    ],
+)
+def test_checkpoints_that_cannot_sit_on_a_learning_curve_are_refused(
+    tmp_path, rows, error, message
+):
+    path = tmp_path / "runs.csv"
+    body = "\n".join(
+        r.replace(",3.0", ",0.5,0.5,3.0")
+        .replace(",2.9", ",0.5,0.5,2.9")
+        .replace(",2.8", ",0.5,0.5,2.8")
+        for r in rows
+    )
+    path.write_text("run,n_params,step,tokens,mix.web,mix.code,loss.web\n" + body + "\n")
+    with pytest.raises(getattr(bm.errors, error), match=re.escape(message)):
+        bm.load(path)

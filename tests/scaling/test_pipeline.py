@@ -272,3 +272,19 @@ def test_no_checkpoint_below_max_step_names_the_parameter(sim):
         with pytest.raises(PipelineError, match=fragment) as err:
             proxy_records(runs, bad)
         assert err.value.param == "max_step" and "--" not in str(err.value)
+
+
+def test_a_target_that_is_not_a_positive_finite_number_is_one_line(tmp_path, capsys):
+    from bayesmix.cli import main
+    from bayesmix.scaling.design import PipelineError, check_target
+
+    with pytest.raises(PipelineError, match=r"target_steps=inf is not a positive finite number"):
+        check_target("target_steps", float("inf"))
+    runs = tmp_path / "runs.csv"
+    runs.write_text("run,mix.web,mix.code,loss.web\nr1,0.5,0.5,2.0\n")
+    args = ["pipeline", str(runs), "-o", str(tmp_path / "t.nc"), "--n-params", "1B"]
+    assert main([*args, "--steps", "inf"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["bayesmix pipeline: error: --steps must be a positive finite number, got inf"]
+    assert main([*args[:-1], "1.5Q", "--steps", "1000"]) == 2
+    assert "--n-params '1.5Q' is not a model size" in capsys.readouterr().err
