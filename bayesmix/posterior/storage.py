@@ -246,7 +246,7 @@ def save(tree: xr.DataTree, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         try:
-            tree.to_netcdf(tmp, engine="h5netcdf")
+            tree.to_netcdf(tmp, engine="h5netcdf", encoding=checksummed(tree))
         except OSError as err:
             raise errors.WriteError(
                 f"cannot write the posterior ({err.strerror or err})",
@@ -254,6 +254,22 @@ def save(tree: xr.DataTree, path: str | Path) -> Path:
                 hint="check the folder's permissions and free space; nothing was replaced",
             ) from None
     return path
+
+
+def checksummed(tree: xr.DataTree) -> dict[str, dict]:
+    """The NetCDF encoding that stores every numeric array of ``tree`` with HDF5's fletcher32
+    checksum (one chunk per array), so a file whose draws were damaged on disk is refused when
+    read instead of used silently; scalars and text are stored as they are."""
+    encoding = {}
+    for node in tree.subtree:
+        arrays = {
+            name: {"fletcher32": True, "chunksizes": var.shape}
+            for name, var in node.dataset.data_vars.items()
+            if var.ndim and var.dtype.kind in "fiub" and var.size
+        }
+        if arrays:
+            encoding[node.path] = arrays
+    return encoding
 
 
 class _Loaded(Protocol):
@@ -293,8 +309,11 @@ def load[P: _Loaded](path: str | Path, make: Callable[[xr.DataTree], P]) -> P:
     try:
         tree = xr.open_datatree(path, engine="h5netcdf").load()
     except Exception as err:  # h5py/netCDF raise many types for a damaged file
+        checksum = "filter returned failure" in str(err)  # fletcher32 found changed bytes
         raise errors.PosteriorFileError(
-            f"the file is damaged: cannot read NetCDF ({type(err).__name__})",
+            "the file is damaged: "
+            + ("its checksums do not match" if checksum else "cannot read NetCDF")
+            + f" ({type(err).__name__})",
             source=str(path),
             hint="refit it with 'bayesmix fit', or restore a copy",
         ) from None

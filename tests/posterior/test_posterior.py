@@ -257,3 +257,20 @@ def test_damaged_or_foreign_files_are_posterior_file_errors(saved_posterior, tmp
         with pytest.raises(errors.PosteriorFileError, match=message) as err:
             Posterior.load(path)
         assert str(path) in str(err.value)
+
+
+def test_flipped_bytes_in_the_draws_are_refused_by_their_checksums(simulated_fit, tmp_path):
+    """Every numeric array is stored with HDF5's fletcher32 checksum: 200 flipped bytes inside
+    the draws make the file refused, not used (a silent change of the posterior)."""
+    path = simulated_fit.posterior.save(tmp_path / "post.nc")
+    data = bytearray(path.read_bytes())
+    first = simulated_fit.posterior.tree["posterior"]["m"].values.ravel()[0]
+    at = bytes(data).find(np.float64(first).tobytes())
+    assert at > 0  # the draws are stored as they are (no compression), so they are found
+    for i in range(at + 8, at + 208):
+        data[i] ^= 0xFF
+    bad = tmp_path / "flipped.nc"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(errors.PosteriorFileError, match="its checksums do not match"):
+        Posterior.load(bad)
+    assert Posterior.load(path).tree["posterior"]["m"].shape  # the intact file still loads
