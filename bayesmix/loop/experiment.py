@@ -31,12 +31,14 @@ import pandas as pd
 from bayesmix import errors
 from bayesmix._compat import PROGRESS, SEED, rename_kwargs, renamed_kwargs
 from bayesmix.data.table import LOSS_PREFIX, MAX_LOSS, RunTable
+from bayesmix.laws import get_law
 from bayesmix.loop import creation
 from bayesmix.loop.candidates import DEFAULT_CANDIDATES
 from bayesmix.loop.ledger import IngestSummary, Ledger, check_proposals_path, write_proposals
 from bayesmix.loop.proposing import Proposer, ProposeRequest
 from bayesmix.loop.recommending import Recommendation
 from bayesmix.loop.refit import FitSettings, PosteriorStore, check_domains
+from bayesmix.model.spec import load_spec
 
 
 class Experiment:
@@ -473,6 +475,7 @@ class Experiment:
             ),
             say=self._say,
             default_handoff=self._default_handoff,
+            min_runs=get_law(load_spec(self.model).law).min_runs,
         )
         self.last_proposals = proposer.run(request)
         return self.last_proposals

@@ -135,11 +135,13 @@ class Proposer:
         posterior: Callable[[Ledger, bool, int], tuple],
         say: Callable[[str], None],
         default_handoff: Callable[[int], Path],
+        min_runs: int = 1,
     ):
         self.path = Path(ledger_path)
         self.posterior = posterior
         self.say = say
         self.default_handoff = default_handoff
+        self.min_runs = min_runs
 
     def run(self, req: ProposeRequest) -> pd.DataFrame:
         """Choose ``req.n`` runs, record them, write their hand-off file; the proposal frame
@@ -195,8 +197,12 @@ class Proposer:
     def fit(self, led: Ledger, req: ProposeRequest, planned: int) -> FitState:
         """The posterior of the completed runs (reused or refitted) and its Belief under the
         objective: ``target``, else ``weights``, else the ledger's target weights, else equal
-        weights. Empty before any completed run."""
-        if not led.summary()["by_status"]["completed"]:
+        weights. Empty while fewer runs are completed than the law needs (``min_runs``): the
+        batch then extends the initial design."""
+        done = led.summary()["by_status"]["completed"]
+        if done < self.min_runs:
+            if done:
+                self.say(f"{done} completed run(s), the law needs {self.min_runs}: no fit yet")
             return FitState()
         post, path, record = self.posterior(led, req.refit, planned)
         check_domains(post, led, path)
@@ -260,7 +266,7 @@ class Proposer:
         }
         belief = fit.belief
         if belief is None:
-            self.say("no completed runs yet: proposing an initial design")
+            self.say("too few completed runs to fit: proposing an initial design")
             return acquire.initial_batch(led.constraints, req.n, **options), None
         self.say(
             f"choosing {req.n} runs by {req.strategy} ({belief.n_samples} draws; "

@@ -379,7 +379,10 @@ class Runner:
         summary.elapsed_s = time.perf_counter() - t0
         self._say(summary.describe())
         if recommend and not summary.interrupted and self._completed_now():
-            summary.recommendation = self.exp.recommend()
+            try:
+                summary.recommendation = self.exp.recommend()
+            except errors.TooFewRunsError as err:  # the runs are recorded; a later run fits
+                self._say(f"no recommendation yet: {err.problem}")
         return summary
 
     def _report_round(self, n: int, runs, completed, failed, elapsed: float) -> None:

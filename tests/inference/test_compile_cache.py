@@ -188,7 +188,7 @@ def test_fit_from_a_cached_model_is_the_fit_from_a_compiled_one(simulated_fit, m
 
 
 #: A fresh interpreter fits the suite's runs with the suite's settings (the model loaded from
-#: the session's compile cache) and saves the draws of ``b``.
+#: the session's compile cache) and saves the draws of ``t``.
 SAME_SEED = """
 import sys, warnings
 import numpy as np
@@ -197,7 +197,7 @@ sys.path.insert(0, sys.argv[1])
 from conftest import FIT_KW, simulate_runs
 from bayesmix.inference.fitting import fit
 post = fit(simulate_runs()[0], "default", warn=False, **FIT_KW)
-np.save(sys.argv[2], post.tree["posterior"]["b"].values)
+np.save(sys.argv[2], post.tree["posterior"]["t"].values)
 """
 
 
@@ -213,6 +213,6 @@ def test_a_seed_gives_the_same_draws_compiled_loaded_or_loaded_concurrently(
         subprocess.Popen([sys.executable, "-c", SAME_SEED, str(tests), str(out)]) for out in outs
     ]
     assert [p.wait(timeout=600) for p in procs] == [0, 0]
-    expected = simulated_fit.posterior.tree["posterior"]["b"].values
+    expected = simulated_fit.posterior.tree["posterior"]["t"].values
     for out in outs:
         np.testing.assert_array_equal(np.load(out), expected)
