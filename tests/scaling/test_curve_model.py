@@ -100,7 +100,7 @@ def test_step_law_recovers_the_simulated_exponent():
         steps=[500, 1000, 2000, 4000, 8000, 16000],
         noise_sd=0.005,
     )
-    fit = fit_step_law(runs, draws=300, tune=300, chains=2, random_seed=4, max_time=0)
+    fit = fit_step_law(runs, draws=300, tune=300, chains=2, random_seed=4, max_time=0, warn=False)
     exponent = fit.flat("exponent")  # (sample, group, domain)
     median = np.median(exponent, axis=0)
     assert np.all(np.abs(median - SCALE_DEFAULTS["beta"]) < 0.01), median
