@@ -171,7 +171,8 @@ def geomean(x) -> float:
 
 
 def curve_values(d: CurveData) -> dict:
-    """What changes between refits of one structure (``pm.Data``)."""
+    """What changes between refits of one structure, per observation and per curve (the
+    curve model's ``pm.Data`` come from it: :func:`~bayesmix.scaling.curve_model.model_values`)."""
     sums = {} if d.annealed else {"curve_sy": d.curve_sy, "curve_syy": d.curve_syy}
     return {
         "y_centred": d.y - d.curve_offset[d.obs_curve],

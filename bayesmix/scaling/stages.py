@@ -30,8 +30,13 @@ from bayesmix.inference.gate_retry import (
 from bayesmix.inference.nutpie_adapter import import_nutpie
 from bayesmix.laws.curve import PowerCurve
 from bayesmix.posterior.diagnostics import ConvergenceWarning, Diagnostics
-from bayesmix.scaling.curve_model import build_curve_model, curve_law, structure_key
-from bayesmix.scaling.curves import CurveData, curve_values, size_data, step_data
+from bayesmix.scaling.curve_model import (
+    build_curve_model,
+    curve_law,
+    model_values,
+    structure_key,
+)
+from bayesmix.scaling.curves import CurveData, size_data, step_data
 from bayesmix.scaling.design import Design, proxy_records
 
 #: Sampler settings of stages 1 and 2 (stage 3 uses bayesmix.inference.fitting's own).
@@ -189,7 +194,7 @@ def run_stage(
     start = time.perf_counter()
     compiled = nutpie_adapter.with_data(
         compiled_model(f"curves:{structure_key(data)}", lambda: build_curve_model(data)),
-        curve_values(data),
+        model_values(data),
     )
     compile_s = time.perf_counter() - start
 
