@@ -120,3 +120,16 @@ def test_prediction_and_decide_use_the_term(jump_fit):
     result = bm.decide(post, weights={"code": 1.0}, per_draw=False)
     assert result.mixture["code"] > 0  # not the face where code is absent
     assert result.mixture.sum() == pytest.approx(1.0)
+
+
+def test_a_saved_posterior_reads_back_with_its_wrapped_law(jump_fit, tmp_path):
+    import bayesmix as bm
+
+    runs, post = jump_fit
+    back = bm.Posterior.load(post.save(tmp_path / "absent.nc"))
+    assert back.law is post.law and back.spec.law == "m4+absent"
+    mixes = runs.mixtures.iloc[:3]
+    np.testing.assert_allclose(
+        back.predict(mixes, random_seed=0).mean.values,
+        post.predict(mixes, random_seed=0).mean.values,
+    )
