@@ -57,6 +57,12 @@ from bayesmix.loop import acquire
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 #: law -> shipped specification fitted for it
 SPECS = {"m4": "default", "m4log": "logshare", "powershare": "powershare", "additive": "additive"}
+#: laws with the exact-absence term (bayesmix.laws.absence), run when named in --laws
+ABSENT_SPECS = {
+    "m4+absent": "absent",
+    "m4log+absent": "logshare_absent",
+    "additive+absent": "additive_absent",
+}
 
 
 def log(msg: str) -> None:
@@ -124,7 +130,7 @@ def fitted(runs, law, kw):
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        post = fit(runs, SPECS[law], warn=False, **kw)
+        post = fit(runs, {**SPECS, **ABSENT_SPECS}[law], warn=False, **kw)
     return post, time.perf_counter() - start
 
 

@@ -36,6 +36,7 @@ COMMANDS = [
     "evaluate",
     "frontier",
     "report",
+    "remap",
 ]
 
 

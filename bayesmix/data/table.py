@@ -372,6 +372,14 @@ class RunTable:
             tidy, source=other.source or self.source, max_loss=MAX_LOSS_LIMIT
         )
 
+    def remap(self, domain_map, report: list[str] | None = None) -> RunTable:
+        """These runs with their shares in another training-domain set: ``domain_map`` a
+        :class:`bayesmix.data.domain_maps.DomainMap`, a TOML file of one or its dict (merge,
+        split, add, drop, rename; see docs/domain_changes.md). Losses are unchanged."""
+        from bayesmix.data.domain_maps import as_domain_map
+
+        return as_domain_map(domain_map).apply(self, report=report)
+
     # ------------------------------------------------------------------ views
     def to_tidy(self) -> pd.DataFrame:
         """The documented tidy layout (a copy): round-trips exactly through from_frame."""

@@ -12,6 +12,7 @@ import importlib
 import inspect
 import pkgutil
 
+from bayesmix.laws import absence
 from bayesmix.laws.base import INPUTS, BuildContext, Law, Param
 
 __all__ = [
@@ -86,13 +87,17 @@ def available_laws() -> dict[str, Law]:
 
 
 def get_law(name: str | Law) -> Law:
-    """The law called ``name`` (e.g. ``"m4"``), or ``"module:Class"`` imported on demand."""
+    """The law called ``name`` (e.g. ``"m4"``), ``"module:Class"`` imported on demand, or
+    ``"<law>+absent"``: that law plus the exact-absence term (:mod:`bayesmix.laws.absence`)."""
     from bayesmix.errors import SpecError
 
     if isinstance(name, Law):
         return name
     _discover()
     if name in _REGISTRY:
+        return _REGISTRY[name]
+    if str(name).endswith(absence.SUFFIX):  # any law plus the exact-absence term
+        _REGISTRY[name] = absence.with_absence(get_law(str(name)[: -len(absence.SUFFIX)]))
         return _REGISTRY[name]
     if ":" in str(name):
         module_name, _, attr = str(name).partition(":")

@@ -84,3 +84,19 @@ def test_read_in_arviz(tmp_path):
         str(tmp_path / "arviz_posterior.nc"),
     )
     assert "elpd_loo" in again and (tmp_path / "again" / "arviz_ppc.png").is_file()
+
+
+def test_domain_change(tmp_path):
+    out = run_example("domain_change.py", "--out", str(tmp_path), *SMALL)
+    if not (REGMIX.parent / "mixinglaws" / "3Mix" / "410M.txt").is_file():
+        assert "skipping" in out
+        return
+    assert "earlier swarm: 6 runs over Books3, Pile-CC" in out
+    assert "fitted: 19 runs (6 remapped); held out: 13" in out
+    assert (tmp_path / "add_github.toml").is_file()
+    assert "absence of GitHub adds (nats/token)" in out and "held-out MAE: " in out
+
+
+def test_domain_change_without_data(tmp_path):
+    out = run_example("domain_change.py", "--out", str(tmp_path), "--data", str(tmp_path / "no"))
+    assert "not found" in out and "skipping" in out
