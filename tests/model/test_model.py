@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytest
-from scipy import stats
 from conftest import FIT_KW, SIM_DOMAINS, simulate_runs
 
 from bayesmix import errors
