@@ -67,6 +67,7 @@ benchmarks: $(BENCH_STAMP)
 	$(PY) benchmarks/sim_replay.py
 	$(PY) benchmarks/pool_replay.py
 	$(PY) benchmarks/gate_defaults.py
+	$(PY) benchmarks/small_data_gate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

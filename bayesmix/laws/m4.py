@@ -91,13 +91,34 @@ M4_PRIORS: dict[str, dict] = {
 }
 
 
+#: With fewer validation domains than this, a spread pooled over validation domains (the
+#: curvature's ``rho_logit_sigma``, powershare's ``alpha_logit_sigma``) is fixed at its prior's
+#: mean instead of learned (:func:`pooling_scale`).
+MIN_DOMAINS_TO_LEARN_SPREAD = 4
+
+
+def pooling_scale(ctx, name: str):
+    """The spread ``name`` of a quantity pooled over validation domains: sampled from its
+    prior, or, with fewer than :data:`MIN_DOMAINS_TO_LEARN_SPREAD` validation domains, the
+    prior's mean (a number; no model variable).
+
+    Why: 3 values say almost nothing about their spread, and when the data pin them close
+    together the posterior of a learned spread is a funnel towards 0 that a centred pooling
+    diverges in (README's 24 runs over 3 domains, M4: divergences at seeds 1, 4, 5, 7-10 of 10
+    at ``rho_logit_sigma`` near 0.03 against a median of 0.3) while the non-centred one mixes
+    the spread slowly (bulk ESS 122-486 / 4000)."""
+    if len(ctx.eval_domains) < MIN_DOMAINS_TO_LEARN_SPREAD:
+        return ctx.priors[name].mean()
+    return ctx.prior(name)
+
+
 def level_block(ctx):
     """``m`` (loss at the uniform mixture) and ``rho`` (reducible fraction), pooled on the logit
     scale: shared by every law written as ``m_i (1 - rho_i + rho_i h_i(r))`` with h = 1 at the
     uniform mixture."""
     m = ctx.prior("m", dims="eval_domain", mu=ctx.loss_mean, sigma=ctx.loss_scale)
     mu = ctx.prior("rho_logit_mu")
-    sd = ctx.prior("rho_logit_sigma")
+    sd = pooling_scale(ctx, "rho_logit_sigma")
     if ctx.centered:
         rho_logit = pm.Normal("rho_logit", mu, sd, dims="eval_domain")
     else:
@@ -108,22 +129,73 @@ def level_block(ctx):
     return m, rho
 
 
-def pooled_matrix(ctx, name: str, loc, scale, *, centered: bool):
-    """A (eval_domain, train_domain) matrix ``name`` ~ Normal(loc, scale), centred or not."""
+def pooled_matrix(ctx, name: str, loc, scale, *, centered: bool, weight=None):
+    """A (eval_domain, train_domain) matrix ``name`` ~ Normal(loc, scale): centred, non-centred
+    (``name_z``), or, given ``weight`` w (same shape, in [0, 1]), partially centred: ``name``
+    ~ Normal(w loc, scale^w) and the matrix is ``loc + scale^(1 - w) (name - w loc)``, the same
+    Normal(loc, scale) for every w (w = 1 centred, 0 non-centred)."""
     dims = ("eval_domain", "train_domain")
+    if centered and weight is not None:
+        raw = pm.Normal(name, weight * loc, scale**weight, dims=dims)
+        return loc + scale ** (1.0 - weight) * (raw - weight * loc)
     if centered:
         return pm.Normal(name, loc, scale, dims=dims)
     z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=dims)
     return pm.Deterministic(name, loc + scale * z, dims=dims)
 
 
+#: ``pm.Data`` name of the slopes' centring weight [eval_domain, train_domain]
+#: (:func:`slope_centering`).
+SLOPE_CENTERING = "slope_centering"
+
+
+def slope_centering(r, losses, loss_mean) -> np.ndarray:
+    """Centring weight w (K, M) of M4's pooled relative slopes, from a least-squares fit of each
+    domain's losses on the shares: w = s^2 / (s^2 + se^2), s the slopes' spread across entries
+    beyond their standard errors, se an entry's standard error (both relative to the domain's
+    mean loss). Near 1 where the data pin a slope (the centred form mixes well), near 0 where
+    the prior does (the non-centred form), as for the noise scales
+    (:func:`bayesmix.model.model.noise_centering`); zeros when the runs cannot separate the
+    slopes (fewer runs than training domains + 2).
+
+    Why: on RegMix's first 64 runs (17 sparse shares) the centred slopes made the pooled
+    spread ``b_sigma`` carry the energy (E-BFMI 0.18, R-hat 1.02, bulk ESS 211 at seed 1) and
+    the non-centred ones had E-BFMI 0.6; on the README's 24 runs over 3 domains the centred
+    slopes mix well and the non-centred ones do not (bulk ESS 163-331 at ``b_sigma``)."""
+    r, losses = np.asarray(r, float), np.asarray(losses, float)
+    n_train = r.shape[1]
+    out = np.zeros((losses.shape[1], n_train))
+    for i in range(losses.shape[1]):
+        seen = np.isfinite(losses[:, i])
+        x, y = r[seen], losses[seen, i] / loss_mean[i]
+        if len(y) < n_train + 2 or np.linalg.matrix_rank(x) < n_train:
+            continue
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)  # shares sum to 1: no intercept
+        resid = y - x @ coef
+        noise = resid @ resid / (len(y) - n_train)
+        se2 = noise * np.diag(np.linalg.inv(x.T @ x))  # (M,)
+        slopes = coef - coef.mean()
+        spread2 = max(slopes @ slopes / max(n_train - 1, 1) - se2.mean(), 1e-12)
+        out[i] = spread2 / (spread2 + se2)
+    return out
+
+
 def slope_block(ctx, rho):
     """M4's zero-sum relative slopes ``b`` (pooled per training domain, diagonal effect) and
-    ``t = b / rho``: shared by every law whose mixture term is M4's ``exp(t_i . r)``."""
+    ``t = b / rho``: shared by every law whose mixture term is M4's ``exp(t_i . r)``. Their
+    pooling is partially centred by :data:`SLOPE_CENTERING` when the law provides it
+    (:func:`slope_centering`), else centred or not as the specification says."""
     loc = ctx.prior("b_mu", dims="train_domain")[None, :]
     if ctx.diagonal is not None:
         loc = loc + ctx.prior("diag_mu") * ctx.diagonal
-    b_raw = pooled_matrix(ctx, "b_raw", loc, ctx.prior("b_sigma"), centered=ctx.centered)
+    b_raw = pooled_matrix(
+        ctx,
+        "b_raw",
+        loc,
+        ctx.prior("b_sigma"),
+        centered=ctx.centered,
+        weight=ctx.inputs.get(SLOPE_CENTERING),
+    )
     b = pm.Deterministic(
         "b", b_raw - b_raw.mean(axis=1, keepdims=True), dims=("eval_domain", "train_domain")
     )
@@ -178,6 +250,10 @@ class M4(Law):
         pm.Deterministic("k", m * rho, dims="eval_domain")
         t = slope_block(ctx, rho)
         return {"m": m, "rho": rho, "t": t}
+
+    def data_arrays(self, r, losses, loss_mean, loss_scale) -> dict:
+        """The slopes' centring weight (:func:`slope_centering`), refreshed with every refit."""
+        return {SLOPE_CENTERING: slope_centering(r, losses, loss_mean)}
 
     def value_grad(self, r, params, weights, *, n_params=None, tokens=None):
         """Analytic: ``f = sum_i w_i L_i``, ``df/dr_j = sum_i w_i m_i rho_i e^{t_i . r} t_ij``."""

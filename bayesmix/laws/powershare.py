@@ -138,10 +138,11 @@ def simplex_weights(ctx):
 
 def pooled_fraction(ctx, name: str, upper: float = 1.0):
     """``name`` (eval_domain,) in (0, upper): ``upper * sigmoid(logit_i)``, the logits pooled
-    over validation domains, ``Normal(<name>_logit_mu, <name>_logit_sigma)``, centred or not
+    over validation domains, ``Normal(<name>_logit_mu, <name>_logit_sigma)`` (the spread fixed
+    for few validation domains, :func:`bayesmix.laws.m4.pooling_scale`), centred or not
     as the specification's hierarchy says (as rho in :func:`bayesmix.laws.m4.level_block`)."""
     mu = ctx.prior(f"{name}_logit_mu")
-    sd = ctx.prior(f"{name}_logit_sigma")
+    sd = m4.pooling_scale(ctx, f"{name}_logit_sigma")
     if ctx.centered:
         logit = pm.Normal(f"{name}_logit", mu, sd, dims="eval_domain")
     else:

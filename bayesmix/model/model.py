@@ -22,6 +22,7 @@ from bayesmix import errors
 from bayesmix.data.table import RunTable, normalise_name
 from bayesmix.data.ye_logs import parse_size, size_label
 from bayesmix.laws import BuildContext, get_law, model_with
+from bayesmix.laws.m4 import pooling_scale
 from bayesmix.model.spec import ModelSpec
 
 
@@ -405,7 +406,7 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
             )
 
         ls_mu = ctx.prior("log_sigma_mu", mu=log_sigma_loc)
-        ls_sigma = ctx.prior("log_sigma_sigma")
+        ls_sigma = pooling_scale(ctx, "log_sigma_sigma")  # fixed for 3 or fewer domains
         # Partially centred pooling, weight w [eval_domain] from the data (noise_centering):
         # raw ~ Normal(w mu, sigma^w), log sigma = mu + sigma^(1-w) (raw - w mu), so that
         # log sigma ~ Normal(mu, sigma) for every w; w = 1 is the centred form, w = 0 the

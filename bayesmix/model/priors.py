@@ -7,6 +7,7 @@ builder (priors scaled to the data by default).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -69,6 +70,25 @@ class Prior:
 
     def uses_data(self) -> bool:
         return any(v == DATA for v in self.params.values())
+
+    def mean(self) -> float:
+        """The distribution's mean, for the positive scale priors a law may fix a scale at
+        (:func:`bayesmix.laws.m4.pooling_scale`); SpecError for another distribution or a
+        data-scaled parameter."""
+        p = self.params
+        if not self.uses_data():
+            if self.dist == "Gamma":
+                return float(p["alpha"]) / float(p["beta"])
+            if self.dist == "HalfNormal":
+                return float(p.get("sigma", 1.0)) * (2.0 / math.pi) ** 0.5
+            if self.dist == "Exponential":
+                return 1.0 / float(p["lam"])
+            if self.dist == "LogNormal":
+                return math.exp(float(p.get("mu", 0.0)) + float(p.get("sigma", 1.0)) ** 2 / 2)
+        raise SpecError(
+            f"{self} has no mean a scale can be fixed at",
+            hint="use a Gamma, HalfNormal, Exponential or LogNormal prior with numbers",
+        )
 
     def create(self, name: str, *, dims=None, data: Mapping | None = None, **kwargs):
         """Create the PyMC variable ``name`` in the current model context.

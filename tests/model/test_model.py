@@ -270,3 +270,27 @@ def test_extending_file_replaces_a_prior_whole(tmp_path):
     spec = load_spec(tmp_path / "child.toml")
     assert spec.priors["b_sigma"] == Prior("Gamma", {"alpha": 2.0, "beta": 4.0})
     assert spec.priors["m"] == load_spec("default").priors["m"]
+
+
+@pytest.mark.parametrize(
+    "prior, mean",
+    [
+        (Prior("Gamma", {"alpha": 3.0, "beta": 6.0}), 0.5),
+        (Prior("HalfNormal", {"sigma": 0.5}), 0.5 * np.sqrt(2 / np.pi)),
+        (Prior("Exponential", {"lam": 4.0}), 0.25),
+        (Prior("LogNormal", {"mu": 0.0, "sigma": 1.0}), np.exp(0.5)),
+    ],
+)
+def test_prior_means_of_scale_priors(prior, mean):
+    """The mean a spread over few validation domains is fixed at (laws.m4.pooling_scale)."""
+    with pm.Model():
+        draws = pm.draw(prior.create("x"), draws=20000, random_seed=0)
+    # 20000 draws: sd of their mean is sd / 141; these priors' sd / mean is at most 1.3
+    assert draws.mean() == pytest.approx(mean, rel=0.03)
+
+
+def test_a_prior_without_a_usable_mean_is_refused():
+    with pytest.raises(errors.SpecError, match="no mean"):
+        Prior("Normal", {"mu": "data", "sigma": 1.0}).mean()
+    with pytest.raises(errors.SpecError, match="no mean"):
+        Prior("HalfStudentT", {"nu": 3.0, "sigma": 1.0}).mean()

@@ -1,0 +1,66 @@
+"""The geometry of the pooled blocks (no MCMC): partially centred slopes keep their density,
+their centring weight follows what the data pin, and a spread over 3 validation domains is
+fixed at its prior's mean instead of learned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytest
+from scipy import stats
+
+from bayesmix.laws import m4
+from bayesmix.model.model import build_model, prepare_data
+from bayesmix.model.simulation import simulate
+from bayesmix.model.spec import load_spec
+
+
+def test_partially_centred_slopes_have_the_same_density():
+    """raw ~ Normal(w loc, s^w), b = loc + s^(1-w) (raw - w loc): log p(raw) minus the log
+    Jacobian log s^(1-w) equals the log Normal(loc, s) density of b, for every w."""
+    rng = np.random.default_rng(0)
+    loc, scale = rng.normal(size=(3, 4)), 0.37
+    weight = rng.uniform(size=(3, 4))
+    weight[0] = [0.0, 1.0, 0.0, 1.0]  # the two pure forms too
+    ctx = type("Ctx", (), {})()
+    with pm.Model(coords={"eval_domain": range(3), "train_domain": range(4)}) as model:
+        b = m4.pooled_matrix(ctx, "b_raw", loc, scale, centered=True, weight=weight)
+    raw = rng.normal(size=(3, 4))
+    logp = model.compile_logp(sum=False)({"b_raw": raw})[0]
+    b_value = b.eval({model["b_raw"]: raw})
+    jacobian = (1.0 - weight) * np.log(scale)
+    np.testing.assert_allclose(logp - jacobian, stats.norm.logpdf(b_value, loc, scale), atol=1e-9)
+
+
+def test_slope_centering_follows_what_the_data_pin():
+    """Weights near 1 where many runs pin the slopes with little noise, lower with much noise,
+    and 0 when the runs cannot separate the slopes (fewer than training domains + 2)."""
+    rng = np.random.default_rng(1)
+    r = rng.dirichlet(np.ones(4), size=60)
+    slopes = np.array([[0.3, -0.2, 0.1, -0.2], [-0.1, 0.2, 0.1, -0.2]])
+    clean = 3.0 * (1.0 + r @ slopes.T)  # (60, 2) losses, relative slopes as above
+    pinned = m4.slope_centering(r, clean + rng.normal(0, 0.005, clean.shape), clean.mean(0))
+    noisy = m4.slope_centering(r, clean + rng.normal(0, 0.5, clean.shape), clean.mean(0))
+    # se of a slope: 0.005 / 3 / sd(r_j) / sqrt(60) ~ 1e-3 against a spread of 0.2: w > 0.99;
+    # at noise 0.5 the se (~0.1) is of the order of the spread
+    assert pinned.min() > 0.99
+    assert noisy.mean() < 0.9
+    assert (m4.slope_centering(r[:5], clean[:5], clean.mean(0)) == 0).all()
+    losses = clean.copy()
+    losses[:57, 1] = np.nan  # 3 observed losses in domain 1: its slopes are not resolved
+    w = m4.slope_centering(r, losses, clean.mean(0))
+    assert w[0].min() > 0.99 and (w[1] == 0).all()
+
+
+@pytest.mark.parametrize("n_eval, learned", [(3, False), (4, True)])
+def test_a_spread_over_few_domains_is_fixed_at_its_prior_mean(n_eval, learned):
+    """With 3 validation domains the curvature's and the noise scales' spreads are numbers
+    (their priors' means), not model variables; with 4 they are sampled."""
+    names = ["web", "code", "books", "wiki"][:n_eval]
+    runs, _ = simulate(names, n_runs=12, random_seed=0)
+    spec = load_spec("default")
+    model = build_model(spec, runs.train_domains, runs.eval_domains, prepare_data(runs, "m4"))
+    for name in ("rho_logit_sigma", "log_sigma_sigma"):
+        assert (name in model.named_vars) == learned
+    assert "slope_centering" in model.named_vars
+    assert spec.priors["rho_logit_sigma"].mean() == pytest.approx(0.5)  # Gamma(3, 6)
