@@ -342,8 +342,9 @@ def snapshot(compiled) -> dict | None:
     """What to store of a freshly compiled model to rebuild it in another process (machine
     code of self-contained copies of nutpie's two C callbacks, logp + gradient and the
     expansion to all variables, with numba's environments, and the layout: names, shapes,
-    shared-variable order); the key ``"functions"`` holds the live copies and is not stored. None when it cannot be rebuilt
-    (unnamed or duplicate shared variables, machine code numba would not cache)."""
+    shared-variable order); the key ``"functions"`` holds the live copies and is not stored.
+    None when it cannot be rebuilt (unnamed or duplicate shared variables, machine code numba
+    would not cache)."""
     try:
         names = [var.name for var in compiled.shared_var_keys]
         if any(not n for n in names) or len(set(names)) != len(names):
