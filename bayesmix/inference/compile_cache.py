@@ -23,6 +23,10 @@ Storage: one file ``<key>.nbm`` (pickle) per entry in :func:`cache_dir` (``BAYES
 else the user cache dir of platformdirs), written to a temporary file and renamed, so processes
 racing on one key both succeed (the last rename wins; both wrote the same thing). An unreadable
 entry is a miss. ``BAYESMIX_NO_COMPILE_CACHE=1`` turns the cache off (nothing read or written).
+
+Same draws: the model returned runs the same machine code in the process that compiled it, in
+one that loaded it and with the cache off (self-contained copies of nutpie's callbacks,
+:func:`bayesmix.inference.nutpie_adapter.snapshot`), so one seed draws the same chains in all.
 """
 
 from __future__ import annotations
