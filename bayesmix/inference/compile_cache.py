@@ -212,10 +212,8 @@ def compile_model(model, structure: str = "", on_compile=None):
         return nutpie_adapter.compile_public(model)
     fingerprint, shared = _graph(model)
     key = _key(structure, fingerprint, nutpie_adapter.shapes(model)) if enabled() else None
-    entry = None
-    if key is not None:
-        entry = _LOADED.get(key) or _read(cache_dir() / (key + SUFFIX))
-    if entry is not None:
+    entry = None if key is None else _LOADED.get(key) or _read(cache_dir() / (key + SUFFIX))
+    if key is not None and entry is not None:
         compiled = nutpie_adapter.restore(entry, model, shared)
         if compiled is not None:
             _LOADED[key] = entry

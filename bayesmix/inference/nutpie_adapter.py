@@ -306,7 +306,7 @@ def _self_contained(cfunc):
     chains with one seed that part after a few draws. The copy is the callback's optimised
     module with every function made internal and the entry point renamed, turned into machine
     code without further optimisation; every process (compiling, loading, cache off) runs it."""
-    import llvmlite.binding as ll
+    import llvmlite.binding as ll  # type: ignore[import-untyped]
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.environment import lookup_environment
     from numba.core.registry import cpu_target
