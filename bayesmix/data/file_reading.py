@@ -19,12 +19,13 @@ import pandas as pd
 from bayesmix import errors
 
 
-def read_csv_table(path: Path, id_column: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """A CSV as strings-for-ids DataFrame plus the line number of each row (header = line 1)."""
+def read_text(path: Path) -> str:
+    """The whole text of the CSV file ``path`` (UTF-8, a byte-order mark dropped);
+    UnreadableFileError naming the file when it is missing, not UTF-8 or unreadable."""
     source = str(path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            text = fh.read()
+            return fh.read()
     except FileNotFoundError:
         raise errors.UnreadableFileError(
             "file not found", source=source, hint="check the path"
@@ -39,6 +40,15 @@ def read_csv_table(path: Path, id_column: str) -> tuple[pd.DataFrame, np.ndarray
             source=source,
             hint="check its permissions",
         ) from None
+
+
+def read_csv_table(
+    path: Path, id_column: str, text: str | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """A CSV as strings-for-ids DataFrame plus the line number of each row (header = line 1).
+    ``text``: the file's text when the caller has read it already (:func:`read_text`)."""
+    source = str(path)
+    text = read_text(path) if text is None else text
     if not text.strip():
         raise errors.EmptyInputError(
             "file is empty", source=source, hint="export the run results into it again"
@@ -96,18 +106,18 @@ def read_csv_table(path: Path, id_column: str) -> tuple[pd.DataFrame, np.ndarray
 WRITTEN_MISSING = frozenset({"nan", "na", "n/a", "null", "none", "-nan", "<na>", "#n/a"})
 
 
-def written_missing(path: Path, prefix: str = "loss.") -> list[str]:
+def written_missing(text: str, path: Path, prefix: str = "loss.") -> list[str]:
     """One note per column of ``prefix`` whose cells are written as missing (``nan``, ``NA``,
-    ...) rather than left empty, naming the file, the column and the rows (header = row 1)."""
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, [])
-        cols = [i for i, name in enumerate(header) if name.startswith(prefix)]
-        found: dict[str, list[int]] = {}
-        for fields in reader:
-            for i in cols:
-                if i < len(fields) and fields[i].strip().lower() in WRITTEN_MISSING:
-                    found.setdefault(header[i], []).append(reader.line_num)
+    ...) rather than left empty, naming the file, the column and the rows (header = row 1).
+    ``text``: the CSV's text as :func:`read_text` read it (the file is not read again)."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    cols = [i for i, name in enumerate(header) if name.startswith(prefix)]
+    found: dict[str, list[int]] = {}
+    for fields in reader:
+        for i in cols:
+            if i < len(fields) and fields[i].strip().lower() in WRITTEN_MISSING:
+                found.setdefault(header[i], []).append(reader.line_num)
     notes = []
     for column, rows in found.items():
         shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")

@@ -31,7 +31,13 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
-from bayesmix.data.file_reading import is_parquet, read_csv_table, read_parquet, written_missing
+from bayesmix.data.file_reading import (
+    is_parquet,
+    read_csv_table,
+    read_parquet,
+    read_text,
+    written_missing,
+)
 from bayesmix.data.regmix import load_regmix_pair, pair_regmix
 from bayesmix.data.table import RunTable, check_known_domains, check_never_together
 from bayesmix.data.validation import (
@@ -326,9 +332,10 @@ def _load_tidy(path: Path, renormalize, tolerance, notes, max_loss) -> RunTable:
         frame = read_parquet(path)
         rows = list(range(1, len(frame) + 1))
     else:
-        frame, lines = read_csv_table(path, "run")
+        text = read_text(path)
+        frame, lines = read_csv_table(path, "run", text)
         rows = [int(x) for x in lines]
-        notes.extend(written_missing(path))
+        notes.extend(written_missing(text, path))
     if "run" not in frame.columns:
         raise errors.FormatError(
             "no 'run' column",

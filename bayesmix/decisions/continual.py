@@ -33,12 +33,12 @@ from bayesmix import errors
 from bayesmix.data.table import RunTable
 from bayesmix.decisions.continual_inputs import (
     ContinualProblem,
+    continual_problem,
     law_inputs,
     original_loss_weights,
     original_start,
     share_line,
 )
-from bayesmix.decisions.inputs import problem_from
 from bayesmix.io import atomic_path
 from bayesmix.posterior.intervals import credible_interval
 
@@ -340,17 +340,7 @@ def critical_share(
     ``prob`` (default 0.9), ``other_shares``; documented there). The new share runs over
     [0, 1 - sum of the other shares]. Returns a :class:`CriticalShare`.
     """
-    fields = {
-        "original": original,
-        "new": new,
-        "start_loss": start_loss,
-        "runs": runs,
-        "weights": weights,
-        "tolerance": tolerance,
-        "prob": prob,
-        "other_shares": other_shares,
-    }
-    problem = problem_from(problem, fields, ContinualProblem)
+    problem = continual_problem(problem, locals())
     new = str(problem.new)
     train = list(posterior.train_domains)
     w, giver, name, label = original_loss_weights(

@@ -15,7 +15,7 @@ import difflib
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 from bayesmix import errors
 from bayesmix.data.mixtures import domain_weights
 from bayesmix.data.table import RunTable, normalise_name
+from bayesmix.decisions.inputs import problem_from
 
 #: Largest difference between runs' step-0 losses still read as one starting checkpoint (nats).
 START_AGREEMENT = 1e-6
@@ -223,6 +224,14 @@ def start_loss_from_runs(runs: RunTable, weights: np.ndarray, eval_domains) -> f
             param="start_loss",
         )
     return float(loss.mean())
+
+
+def continual_problem(problem: ContinualProblem | None, given: Mapping) -> ContinualProblem:
+    """``problem``, or the :class:`ContinualProblem` whose fields a function took as keywords:
+    ``given`` is that function's ``locals()`` on entry, read by the problem's field names (None
+    ones left out; the problem and its fields at once: OptionError naming ``problem=``)."""
+    values = {f.name: given[f.name] for f in fields(ContinualProblem)}
+    return problem_from(problem, values, ContinualProblem)
 
 
 def original_start(posterior, problem: ContinualProblem, w) -> tuple[float, str]:

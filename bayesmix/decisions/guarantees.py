@@ -40,6 +40,7 @@ from bayesmix.data.table import check_known_domains
 from bayesmix.decisions.chance import ChanceSet, solve
 from bayesmix.decisions.continual_inputs import (
     ContinualProblem,
+    continual_problem,
     law_inputs,
     original_loss_weights,
     original_start,
@@ -48,7 +49,6 @@ from bayesmix.decisions.continual_inputs import (
 from bayesmix.decisions.draws import LawDraws, as_law_draws, normalise_weights, unpack_draws
 from bayesmix.decisions.epigraph import excess_pieces, minimax_plain, worst_piece
 from bayesmix.decisions.feasible import centre, check_constraints, feasible_points
-from bayesmix.decisions.inputs import problem_from
 from bayesmix.decisions.objectives import Criterion, DrawValues, Objective, beat_temperature
 from bayesmix.decisions.optimize import minimize_objective
 from bayesmix.posterior.intervals import DEFAULT_PROB, credible_interval
@@ -392,17 +392,7 @@ def guaranteed_critical_share(
     as in :func:`bayesmix.decisions.continual.critical_share`). Equals the ``1 - prob`` lower
     order statistic of the per-draw critical shares (:func:`critical_share_at_prob`) when each
     draw's loss rises along the line."""
-    fields = {
-        "original": original,
-        "new": new,
-        "start_loss": start_loss,
-        "runs": runs,
-        "weights": weights,
-        "tolerance": tolerance,
-        "prob": prob,
-        "other_shares": other_shares,
-    }
-    problem = problem_from(problem, fields, ContinualProblem)
+    problem = continual_problem(problem, locals())
     new, tolerance, prob = str(problem.new), float(problem.tolerance), float(problem.prob)
     train = list(posterior.train_domains)
     w, giver, _, label = original_loss_weights(

@@ -23,6 +23,10 @@ Storage: one file ``<key>.nbm`` (pickle) per entry in :func:`cache_dir` (``BAYES
 else the user cache dir of platformdirs), written to a temporary file and renamed, so processes
 racing on one key both succeed (the last rename wins; both wrote the same thing). An unreadable
 entry is a miss. ``BAYESMIX_NO_COMPILE_CACHE=1`` turns the cache off (nothing read or written).
+
+Same draws: the model returned runs the same machine code in the process that compiled it, in
+one that loaded it and with the cache off (self-contained copies of nutpie's callbacks,
+:func:`bayesmix.inference.nutpie_adapter.snapshot`), so one seed draws the same chains in all.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from bayesmix.inference import nutpie_adapter
 ENV_DIR = "BAYESMIX_CACHE_DIR"
 ENV_OFF = "BAYESMIX_NO_COMPILE_CACHE"
 #: Bump when the entry layout changes.
-FORMAT = 1
+FORMAT = 2
 SUFFIX = ".nbm"
 _PACKAGES = ("bayesmix", "pymc", "pytensor", "nutpie", "numba", "llvmlite", "numpy")
 
@@ -196,16 +200,20 @@ def compile_model(model, structure: str = "", on_compile=None):
     """nutpie's compiled ``model`` (``nutpie.compile_pymc_model`` with default options): loaded
     from the cache when an entry with this key exists, else compiled and stored. The result
     holds ``model``'s current data; swap data with ``nutpie_adapter.with_data(...)``.
-    ``on_compile()`` is called just before a real compilation (e.g. to say it takes a while)."""
-    if not enabled() or not nutpie_adapter.current.usable(nutpie_adapter.DISK_CACHE):
+    ``on_compile()`` is called just before a real compilation (e.g. to say it takes a while).
+
+    Whether compiled here, loaded, or compiled with the cache off, the model runs the same
+    machine code (:func:`nutpie_adapter.snapshot` makes it self-contained), so one seed draws
+    the same chains in every process."""
+    if not nutpie_adapter.current.usable(nutpie_adapter.DISK_CACHE):
         stats["misses"] += 1
         if on_compile is not None:
             on_compile()
         return nutpie_adapter.compile_public(model)
     fingerprint, shared = _graph(model)
-    key = _key(structure, fingerprint, nutpie_adapter.shapes(model))
-    entry = _LOADED.get(key) or _read(cache_dir() / (key + SUFFIX))
-    if entry is not None:
+    key = _key(structure, fingerprint, nutpie_adapter.shapes(model)) if enabled() else None
+    entry = None if key is None else _LOADED.get(key) or _read(cache_dir() / (key + SUFFIX))
+    if key is not None and entry is not None:
         compiled = nutpie_adapter.restore(entry, model, shared)
         if compiled is not None:
             _LOADED[key] = entry
@@ -216,18 +224,15 @@ def compile_model(model, structure: str = "", on_compile=None):
         on_compile()
     compiled = nutpie_adapter.compile_public(model)
     entry = nutpie_adapter.snapshot(compiled)
-    if entry is not None:
-        entry["format"] = FORMAT
+    if entry is None:
+        return compiled
+    entry["format"] = FORMAT
+    if key is not None:
         _LOADED[key] = entry
         if _write(cache_dir() / (key + SUFFIX), entry):
             stats["stores"] += 1
-        # Returned as a later hit assembles it, so that a seed draws the same chains whether
-        # this process compiled the model or loaded it. With nutpie's own object it did not:
-        # a small logshare fit (simulate_law, then fit, seed 1) drew other chains in the
-        # process that compiled than with the cache loaded or off (those two agreed); the
-        # initial points were equal. Not reproduced inside the test suite's process.
-        compiled = nutpie_adapter.restore(entry, model, shared) or compiled
-    return compiled
+    # rebuilt as a later hit rebuilds it: the same machine code, the same initial points
+    return nutpie_adapter.restore(entry, model, shared) or compiled
 
 
 def _write(path: Path, entry: dict) -> bool:

@@ -400,10 +400,11 @@ class Runner:
     def _round(self, todo: dict, inflight: dict, summary: RunSummary) -> None:
         queue = list(todo)
         last_beat = time.monotonic()
+        proposed = self._proposed()  # once per round; claim and _earlier_result check again
         while queue or inflight:
             while queue and len(inflight) < self.parallel:
                 run = queue.pop(0)
-                if not self._still_proposed(run):
+                if run not in proposed:
                     self._say(f"{run}: taken by another runner or changed meanwhile; skipped")
                     continue
                 if self._earlier_result(run, summary):
@@ -432,19 +433,24 @@ class Runner:
                 if self._finish(run, result, summary):
                     queue.append(run)
 
-    def _still_proposed(self, run: str) -> bool:
+    def _proposed(self) -> set[str]:
+        """The runs the ledger holds as proposed (read once per round)."""
         with Ledger.open(self.exp.path) as led:
-            return run in set(map(str, led.runs("proposed")["run"]))
+            return set(map(str, led.runs("proposed")["run"]))
 
     def _earlier_result(self, run: str, summary: RunSummary) -> bool:
         """Record a result file an earlier launch of ``run`` wrote before its runner died;
-        True when recorded. A file no launch of this run wrote (older than the run's last
-        launch, or the run was never launched: another experiment's leftovers) is set aside as
-        ``result.csv.stale`` and the run is launched."""
+        True when recorded, or when ``run`` is no longer proposed (another runner took it since
+        the round began: its file is that runner's, left alone). A file no launch of this run
+        wrote (older than the run's last launch, or the run was never launched: another
+        experiment's leftovers) is set aside as ``result.csv.stale`` and the run is launched."""
         out = self._out(run)
         if not out.exists():
             return False
         with Ledger.open(self.exp.path) as led:
+            if run not in set(map(str, led.runs("proposed")["run"])):
+                self._say(f"{run}: taken by another runner or changed meanwhile; skipped")
+                return True
             started = led.jobs().get(run, {}).get("started")
         written = out.stat().st_mtime if out.is_file() else None
         ours = (

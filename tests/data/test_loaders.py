@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -302,6 +303,31 @@ def test_a_loss_written_nan_is_said_per_row(tmp_path):
     web = next(n for n in report if "'loss.web'" in n)
     assert "row(s) 3, 5" in web and str(path) in web  # row 4 (empty) is not named
     assert any("'loss.code'" in n and "row(s) 6" in n for n in report)
+
+
+def test_written_missing_reads_the_text_it_is_given(tmp_path, monkeypatch):
+    """The notes come from the text the loader read once: ``written_missing`` opens no file
+    (its path only names the file), and loading a tidy CSV reads its text once."""
+    from bayesmix.data import file_reading
+
+    text = "run,mix.a,mix.b,loss.a,loss.b\nr1,0.5,0.5,nan,2.0\nr2,0.4,0.6,1.0,2.1\n"
+    absent = tmp_path / "never-written.csv"
+    (note,) = file_reading.written_missing(text, absent)
+    assert str(absent) in note and "'loss.a'" in note and "row(s) 2" in note
+    path = tmp_path / "runs.csv"
+    path.write_text(text)
+    opened: list[str] = []
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if Path(file) == path and "b" not in mode:
+            opened.append(mode)
+        return open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(file_reading, "open", counting_open, raising=False)
+    report: list[str] = []
+    bm.load(path, report=report)
+    assert opened == ["r"]  # read_text; read_csv_table and written_missing take its text
+    assert any("'loss.a'" in n and "row(s) 2" in n for n in report)
 
 
 @pytest.mark.parametrize(

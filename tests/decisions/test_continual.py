@@ -211,6 +211,25 @@ def test_the_continual_problem_names_the_parameter_at_fault(fields, param, start
         critical_share(None, problem, new="Side")
 
 
+def test_both_continual_entry_points_take_the_problems_fields_from_one_place():
+    """critical_share and guaranteed_critical_share take exactly the ContinualProblem's fields
+    as keywords, and one helper (continual_problem) turns them into the problem."""
+    import inspect
+
+    from bayesmix.decisions.continual_inputs import continual_problem
+    from bayesmix.decisions.guarantees import guaranteed_critical_share
+
+    names = [f.name for f in dataclasses.fields(ContinualProblem)]
+    for fn in (critical_share, guaranteed_critical_share):
+        assert list(inspect.signature(fn).parameters) == ["posterior", "problem", *names]
+    given = dict.fromkeys(["posterior", *names]) | {"original": "Orig", "new": "New", "prob": 0.8}
+    assert continual_problem(None, given) == ContinualProblem("Orig", "New", prob=0.8)
+    problem = ContinualProblem("Orig", "New", start_loss=2.8)
+    assert continual_problem(problem, dict.fromkeys(names)) is problem
+    with pytest.raises(errors.OptionError, match="problem= was given with its fields new"):
+        guaranteed_critical_share(None, problem, new="Side")
+
+
 @pytest.mark.slow
 def test_bad_inputs_name_the_way_out(ct_sim):
     runs, post, _ = ct_sim

@@ -216,3 +216,75 @@ def test_a_seed_gives_the_same_draws_compiled_loaded_or_loaded_concurrently(
     expected = simulated_fit.posterior.tree["posterior"]["t"].values
     for out in outs:
         np.testing.assert_array_equal(np.load(out), expected)
+
+
+#: A fresh interpreter fits three structures in the order given (argv[3], comma-separated) and
+#: saves every posterior array of each to argv[2] (.npz): "curves", the nested pipeline's stage-1
+#: curve model on 3 domains x 6 runs x 3 sizes; "implicit", the implicit law (extra dim
+#: ``latent``); "refit", the default model fitted on one table and then refitted on another of
+#: another size (argv[4] == "1": only the refit, as a process that never saw the first table).
+#: max_time=0: one sampling each, so no clock decides which attempt's draws are kept.
+THREE = """
+import json, sys, warnings
+import numpy as np
+warnings.simplefilter("ignore")
+sys.path.insert(0, sys.argv[1])
+from conftest import simulate_runs
+from bayesmix.inference import compile_cache
+from bayesmix.inference.fitting import fit
+from bayesmix.model.simulation import simulate
+from bayesmix.scaling.stages import fit_step_law
+kw = {"draws": 30, "tune": 40, "chains": 2, "random_seed": 3, "warn": False, "max_time": 0}
+out = {}
+for case in sys.argv[3].split(","):
+    if case == "curves":
+        runs, _ = simulate(["Github", "Books3", "Pile-CC"], n_runs=6, random_seed=5,
+                           sizes=[2e7, 5e7, 1.25e8], steps=[1000, 2000, 4000, 8000])
+        tree = fit_step_law(runs, **kw).posterior
+    elif case == "implicit":
+        tree = fit(simulate_runs(n_runs=30)[0], "implicit", **kw).tree["posterior"]
+    else:
+        if sys.argv[4] != "1":
+            fit(simulate_runs(seed=8, n_runs=24)[0], "default", **kw)
+        tree = fit(simulate_runs(seed=9, n_runs=33)[0], "default", **kw).tree["posterior"]
+    out.update({f"{case}/{k}": np.asarray(v.values) for k, v in tree.data_vars.items()})
+np.savez(sys.argv[2], **out)
+print(json.dumps(compile_cache.stats))
+"""
+
+
+@pytest.mark.slow
+def test_curve_implicit_and_refitted_models_draw_the_same_compiled_or_loaded(tmp_path):
+    """The nested pipeline's curve model, the implicit law and a model whose data were swapped
+    before the refit draw exactly the same chains with one seed in the process that compiled
+    (and stored) them and in two fresh processes loading them at once, one in reverse order (so
+    what else a process has loaded does not matter). Before the cached callbacks were made
+    self-contained, the curve model's loaders drew other chains (1 ulp of its log density
+    differed at a few points)."""
+    tests = Path(__file__).resolve().parents[1]
+    cache = tmp_path / "cache"
+
+    def start(name: str, order: str, only_refit: str) -> subprocess.Popen:
+        argv = [sys.executable, "-c", THREE, str(tests), str(tmp_path / name), order, only_refit]
+        return subprocess.Popen(argv, env=_env(cache), stdout=subprocess.PIPE, text=True)
+
+    def stats(proc: subprocess.Popen) -> dict:
+        out, _ = proc.communicate(timeout=1200)
+        assert proc.returncode == 0
+        return json.loads(out.strip().splitlines()[-1])
+
+    compiled = stats(start("compiled.npz", "curves,implicit,refit", "0"))
+    assert (compiled["misses"], compiled["stores"]) == (3, 3)
+    loaders = [
+        start("a.npz", "curves,implicit,refit", "1"),
+        start("b.npz", "refit,implicit,curves", "1"),
+    ]
+    assert [(s["hits"], s["misses"]) for s in map(stats, loaders)] == [(3, 0), (3, 0)]
+    expected = np.load(tmp_path / "compiled.npz")
+    assert {k.split("/")[0] for k in expected.files} == {"curves", "implicit", "refit"}
+    assert any(expected[k].ndim == 4 for k in expected.files if k.startswith("implicit/"))
+    for name in ("a.npz", "b.npz"):
+        loaded = np.load(tmp_path / name)
+        assert sorted(loaded.files) == sorted(expected.files)
+        for k in expected.files:
+            np.testing.assert_array_equal(loaded[k], expected[k], err_msg=f"{name} {k}")

@@ -245,6 +245,53 @@ def test_two_runners_on_one_ledger_count_each_run_once(tmp_path):
     assert set(statuses(exp).values()) == {"completed"}
 
 
+def test_the_proposed_runs_are_read_once_per_round_not_per_launch(tmp_path, monkeypatch):
+    """A round reads the ledger's proposed runs as often with 5 runs as with 2."""
+    reads = []
+    real = Ledger.runs
+
+    def counting(self, status=None):
+        reads.append(status)
+        return real(self, status)
+
+    monkeypatch.setattr(Ledger, "runs", counting)
+    counts = []
+    for n in (2, 5):
+        (tmp_path / str(n)).mkdir()
+        exp, command = make_loop(tmp_path / str(n), GOOD, n_runs=n)
+        reads.clear()
+        summary = run_loop(exp, command, batch=n)
+        assert len(summary.completed) == n
+        counts.append(reads.count("proposed"))
+    assert counts[0] == counts[1]
+
+
+def test_a_run_another_runner_took_during_the_round_is_left_to_it(tmp_path, monkeypatch):
+    """The round's list of proposed runs may be stale: a run another runner claimed since (its
+    job's result file already written) is neither launched nor recorded by this runner."""
+    exp, command = make_loop(tmp_path, GOOD, n_runs=2)
+    taken, other = sorted(statuses(exp))
+    folder = Path(exp.path).with_name("exp-runs") / taken
+    real = Runner._proposed
+
+    def then_taken(self):
+        proposed = real(self)
+        with Ledger.open(exp.path) as led:
+            led.claim(taken, {"host": "another-machine", "pid": 1})
+        folder.mkdir(parents=True)
+        head = "run,mix.web,mix.code,mix.books,loss.web,loss.code,loss.books\n"
+        (folder / "result.csv").write_text(head + f"{taken},0.2,0.3,0.5,9.0,9.0,9.0\n")
+        return proposed
+
+    monkeypatch.setattr(Runner, "_proposed", then_taken)
+    summary = run_loop(exp, command)
+    assert summary.completed == [other]
+    assert statuses(exp)[taken] == "running"  # still the other runner's
+    assert (folder / "result.csv").is_file()  # neither recorded nor set aside
+    with Ledger.open(exp.path) as led:
+        assert led.jobs()[taken]["attempts"] == 1  # the other runner's launch only
+
+
 def test_stop_process_ends_the_whole_group(tmp_path, monkeypatch):
     monkeypatch.setattr(jobs, "KILL_GRACE_S", 0.5)
     script = "import subprocess, sys, time; "
