@@ -3,8 +3,14 @@ and one small posterior fitted to simulated runs, shared by every model test."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
+import sys
 import time
+import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +48,58 @@ def shared_data() -> Path:
             "(relative to the repository root) are needed for this test"
         )
     return SHARED_DATA
+
+
+# ----------------------------------------------------------------------------- the CLI in-process
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Print a warning as a fresh interpreter does: to the current ``sys.stderr``."""
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def run_cli(*args, cwd: Path | str | None = None) -> subprocess.CompletedProcess:
+    """``bayesmix ARGS`` run in this process by :func:`bayesmix.cli.main`, in ``cwd``, with
+    what a subprocess would give: exit code, stdout and stderr as text (an uncaught exception:
+    its traceback on stderr and code 1; argparse's exits: their code).
+
+    For CLI tests where the subprocess itself is not what is tested: it saves each call the
+    import of the package (seconds) and reuses the session's compiled models. Warnings go to
+    stderr under a fresh interpreter's filters, not pytest's. Tests of what only a real
+    process shows (a new process compiling, the entry point, signals) use ``subprocess``.
+    """
+    from bayesmix.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            warnings.catch_warnings(),
+        ):
+            warnings.resetwarnings()
+            for category in (
+                DeprecationWarning,
+                PendingDeprecationWarning,
+                ImportWarning,
+                ResourceWarning,
+            ):
+                warnings.simplefilter("ignore", category)
+            warnings.showwarning = _show_warning
+            try:
+                code = main(argv)
+            except SystemExit as stop:  # argparse: --help (0), bad usage (2)
+                if isinstance(stop.code, str):
+                    print(stop.code, file=sys.stderr)
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            except Exception:  # as the interpreter: the traceback, exit code 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(["bayesmix", *argv], code, out.getvalue(), err.getvalue())
 
 
 # ---------------------------------------------------------------------------------- one fitted law
@@ -189,3 +247,17 @@ def m4_posterior(m, rho, t, runs, *, sigma: float, train=None, evals=None):
     return Posterior.from_fit(
         tree, load_spec("default"), runs, diag, {"draws": draws, "chains": chains}
     )
+
+
+# ---------------------------------------------------------------------------------- suite cost
+def pytest_terminal_summary(terminalreporter):
+    """One line after the run: the real compilations (cache misses) and compile-cache loads
+    of the pytest process (subprocesses not counted), the suite's main cost after sampling;
+    with ``--durations`` it tells where a suite that grows slow spends its time."""
+    cache = sys.modules.get("bayesmix.inference.compile_cache")
+    if cache is not None:
+        s = cache.stats
+        terminalreporter.write_line(
+            f"nutpie compilations in this process: {s['misses']} (compile-cache loads: "
+            f"{s['hits']}, entries stored: {s['stores']})"
+        )

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from bayesmix.posterior.data_groups import data_groups
 from bayesmix.posterior.extrapolation import stored_backtest
@@ -128,39 +129,62 @@ def _worst_parameters(post) -> pd.DataFrame | None:
 
 
 def _trace_rank_figure(post, worst: pd.DataFrame) -> str:
+    """Trace (left) and rank (right) plots of the ``worst`` scalar parameters, one row each,
+    drawn by arviz-plots (``plot_trace`` and ``plot_rank`` side by side)."""
+    import arviz_plots
+    import matplotlib.pyplot as plt
+
     ds = post.tree["posterior"]
-    n = len(worst)
-    fig = new_figure(10, 1.9 * n + 0.4)
-    axes = fig.subplots(n, 2, squeeze=False)
-    for row, (_, w) in enumerate(worst.iterrows()):
+    scalars = {}
+    for _, w in worst.iterrows():
         da = ds[w["variable"]]
         other = [x for x in da.dims if x not in ("chain", "draw")]
         values = da.transpose("chain", "draw", *other).values
-        x = values.reshape(values.shape[:2] + (-1,))[..., int(w["index"])]  # (chain, draw)
-        ax_t, ax_r = axes[row]
-        for c in range(x.shape[0]):
-            ax_t.plot(x[c], lw=0.6, alpha=0.8, label=f"chain {c}")
+        scalars[w["parameter"]] = (
+            ("chain", "draw"),
+            values.reshape(values.shape[:2] + (-1,))[..., int(w["index"])],
+        )
+    chains, draws = next(iter(scalars.values()))[1].shape
+    data = xr.Dataset(scalars, coords={"chain": np.arange(chains), "draw": np.arange(draws)})
+    pc = arviz_plots.combine_plots(
+        xr.DataTree.from_dict({"posterior": data}),
+        plots=[(arviz_plots.plot_trace, {}), (arviz_plots.plot_rank, {})],
+        plot_names=["trace", "rank"],
+        backend="matplotlib",
+        aes={"color": ["chain"], "overlay": ["chain"]},
+        figure_kwargs={"figsize": (10, 1.9 * len(worst) + 0.4), "layout": "constrained"},
+    )
+    fig = pc.viz["figure"].item()
+    for _, w in worst.iterrows():
+        ax_t, ax_r = (
+            pc.viz["plot"][w["parameter"]].sel(column=c).item() for c in ("trace", "rank")
+        )
         ax_t.set_title(
             f"{w['parameter']}: trace (R-hat {w['r_hat']:.3f}, bulk ESS {w['ess_bulk']:.0f})",
             fontsize=9,
         )
-        ax_t.set_xlabel("draw", fontsize=8)
-        ranks = pd.Series(x.ravel()).rank().to_numpy().reshape(x.shape)
-        bins = np.linspace(0.5, x.size + 0.5, 21)
-        for c in range(x.shape[0]):
-            counts, _ = np.histogram(ranks[c], bins)
-            ax_r.stairs(counts, bins, lw=1.0)
-        ax_r.axhline(x.shape[1] / 20, color="k", ls="--", lw=0.8)
-        ax_r.set_title(f"{w['parameter']}: rank plot (flat = well mixed)", fontsize=9)
-        ax_r.set_xlabel("rank over all chains", fontsize=8)
+        ax_r.set_title(f"{w['parameter']}: rank ECDF difference (flat = well mixed)", fontsize=9)
+        # combine_plots places plot_rank's p-value text and y-range at the largest rank
+        # deviation of all rows: each row is rescaled to its own lines, the text put in its corner
+        for text in ax_r.texts:
+            text.set_transform(ax_r.transAxes)
+            text.set_position((0.01, 0.95))
+            text.set_verticalalignment("top")
+            text.set_fontsize(7)
+        ax_r.relim()
+        ax_r.autoscale_view()
         for ax in (ax_t, ax_r):
             ax.tick_params(labelsize=7)
-    return embed_figure(
+    html = embed_figure(
         fig,
         "trace-rank",
-        "Trace (left) and rank histograms per chain (right) of the worst "
-        "parameters; the dashed line is the count expected if the chains mix.",
+        "Trace (left) and rank plots per chain (right) of the worst parameters: the "
+        "difference between each chain's ECDF of its draws' ranks over all chains and the "
+        "uniform one; black points are where a chain departs from uniform (the p-value tests "
+        "that the chains mix).",
     )
+    plt.close(fig)  # arviz-plots draws through pyplot: free its figure once embedded
+    return html
 
 
 # ------------------------------------------------------------------------------ 2. PPC

@@ -1,4 +1,6 @@
-"""`bayesmix init`, `ingest`, `status` end to end, as a user runs them (subprocesses)."""
+"""`bayesmix init`, `ingest`, `status` end to end, as a user runs them: in-process through the
+CLI's ``main`` (conftest.run_cli: exit code, stdout, stderr as a subprocess gives them), and one
+refused command in a real subprocess (exit 2, one line, no traceback)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,16 @@ import sys
 
 import numpy as np
 import pandas as pd
+from conftest import run_cli
 
 from bayesmix.loop.ledger import Ledger
 
 
 def bayesmix(*args, cwd) -> subprocess.CompletedProcess:
+    return run_cli(*args, cwd=cwd)
+
+
+def bayesmix_process(*args, cwd) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bayesmix", *map(str, args)],
         cwd=cwd,
@@ -191,7 +198,7 @@ def test_help(tmp_path):
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
-    proc = bayesmix("status", "--ledger", "missing.db", cwd=tmp_path)
+    proc = bayesmix_process("status", "--ledger", "missing.db", cwd=tmp_path)
     assert_one_line_error(proc, "status", "missing.db", "no ledger file", "bayesmix init")
     proc = bayesmix("ingest", "--ledger", "missing.db", "res.csv", cwd=tmp_path)
     assert_one_line_error(proc, "ingest", "no ledger file")

@@ -1,8 +1,9 @@
-"""``bayesmix fit / predict / diagnose`` end to end, through the real command in subprocesses.
+"""``bayesmix fit / predict / diagnose`` end to end.
 
-A CLI fit runs in a new process and compiles the model again, so the suite has exactly one
-(``cli_fit``); the other ``fit`` options are exercised in-process through ``main``, where the
-session's compiled model is reused.
+One CLI fit runs in a real subprocess (``cli_fit``: the entry point, a new process loading the
+compiled model); predict, diagnose and bad input run in-process through the CLI's ``main``
+(conftest.run_cli: exit code, stdout, stderr as a subprocess gives them), and the other
+``fit`` options through ``main`` too, where the session's compiled model is reused.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SIM_DOMAINS
+from conftest import SIM_DOMAINS, run_cli
 
 from bayesmix.cli import main
 from bayesmix.inference.fitting import compiled_count
@@ -27,7 +28,11 @@ from bayesmix.posterior.posterior import Posterior
 pytestmark = pytest.mark.slow
 
 
-def bayesmix(*args, timeout=600) -> subprocess.CompletedProcess:
+def bayesmix(*args) -> subprocess.CompletedProcess:
+    return run_cli(*args)
+
+
+def bayesmix_process(*args, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bayesmix", *map(str, args)],
         capture_output=True,
@@ -73,7 +78,7 @@ def files(simulated_fit, tmp_path_factory):
 def cli_fit(files):
     """The suite's one CLI fit: 2 x 100 draws, which cannot pass the gate (ESS floor 200)."""
     out = files / "posterior.nc"
-    done = bayesmix(
+    done = bayesmix_process(
         "fit",
         files / "runs.csv",
         "-o",

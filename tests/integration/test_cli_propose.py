@@ -1,6 +1,8 @@
-"""``bayesmix propose`` end to end, as a user runs it (subprocesses).
+"""``bayesmix propose`` end to end, as a user runs it: in-process through the CLI's ``main``
+(conftest.run_cli: exit code, stdout, stderr as a subprocess gives them; the fit reuses the
+session's compiled model). test_cli_model.py runs a fit in a real subprocess.
 
-One full cycle fits (a new process compiles the model again, so the suite has exactly one):
+One full cycle fits:
 init -> propose (initial design) -> simulated training -> ingest -> propose (fit) -> propose
 again without new results (the posterior is reused, nothing is fitted). The other tests never
 fit: pool mode before any result, and bad input.
@@ -10,12 +12,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SIM_DOMAINS, train_simulated
+from conftest import SIM_DOMAINS, run_cli, train_simulated
 
 from bayesmix.data.constraints import Constraints
 from bayesmix.loop.ledger import Ledger, file_hash
@@ -24,14 +25,8 @@ from bayesmix.posterior.posterior import Posterior
 MIX = [f"mix.{d}" for d in SIM_DOMAINS]
 
 
-def bayesmix(*args, cwd, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bayesmix", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def bayesmix(*args, cwd) -> subprocess.CompletedProcess:
+    return run_cli(*args, cwd=cwd)
 
 
 train = train_simulated

@@ -1,4 +1,5 @@
-"""``bayesmix validate`` end to end in a subprocess: exit 0 with a summary, 2 with one line."""
+"""``bayesmix validate`` end to end: exit 0 with a summary, 2 with one line. In-process through
+the CLI's ``main`` (conftest.run_cli), the first refused input in a real subprocess."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from bayesmix.model.simulation import simulate
 
@@ -15,6 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def bayesmix(*args) -> subprocess.CompletedProcess:
+    return run_cli(*args, cwd=ROOT)
+
+
+def bayesmix_process(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bayesmix", *map(str, args)],
         cwd=ROOT,
@@ -74,7 +80,7 @@ def test_simulated_tidy_file(tmp_path):
 def test_renormalize_flag(tmp_path):
     path = tmp_path / "runs.csv"
     path.write_text("run,mix.a,mix.b,loss.a\nr1,0.55,0.5,2.0\n")
-    assert_one_line_error(bayesmix("validate", path), "runs.csv", "row 2", "--renormalize")
+    assert_one_line_error(bayesmix_process("validate", path), "runs.csv", "row 2", "--renormalize")
     proc = bayesmix("validate", "--renormalize", path)
     assert proc.returncode == 0, proc.stderr
     assert "note: renormalised 1 of 1 records" in proc.stdout

@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SIM_DOMAINS, simulate_runs, train_simulated
+from conftest import SIM_DOMAINS, run_cli, simulate_runs, train_simulated
 
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
@@ -325,13 +325,8 @@ KILLED = textwrap.dedent("""
 
 
 def bayesmix(*args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bayesmix", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """The command in-process (conftest.run_cli); the killed writer above is a real process."""
+    return run_cli(*args, cwd=cwd)
 
 
 def test_killed_before_the_handoff_file_then_export(tmp_path):
