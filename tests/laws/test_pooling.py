@@ -106,6 +106,9 @@ def test_m4_recovers_a_law_fitted_far_from_the_uniform_mixture():
     runs, truth = _skewed_runs(3, n_runs=60)
     post = fit(runs, "default", draws=300, tune=300, chains=2, random_seed=1, warn=False)
     mean = {n: post.tree["posterior"][n].mean(("chain", "draw")).values for n in ("t", "m")}
+    # measured (truth seed 3, mean shares (0.61, 0.16, 0.15, 0.08), fit seed 1): corr(t)
+    # 0.998, |m error| <= 0.020 nats at the uniform mixture; bounds with 5x room for other
+    # machines' draws
     assert np.corrcoef(mean["t"].ravel(), truth["t"].ravel())[0, 1] > 0.9
     assert np.abs(mean["m"] - truth["m"]).max() < 0.1
     assert post.diagnostics.divergences == 0
