@@ -272,11 +272,11 @@ class M4(Law):
         t = slope_block(ctx, rho_mean)
         # the same law from the uniform mixture: k exp(t . r) = k_mean exp(t . (r - r_bar))
         c = pm.Deterministic("c", m_mean * (1.0 - rho_mean), dims="eval_domain")
-        k = pm.Deterministic(
-            "k",
-            m_mean * rho_mean * pt.exp(-pt.dot(t, ctx.inputs[SHARE_CENTER])),
-            dims="eval_domain",
-        )
+        # (without the runs' mean shares, e.g. data prepared for no law: the uniform mixture,
+        # where t . r_bar = 0)
+        center = ctx.inputs.get(SHARE_CENTER)
+        scale = 1.0 if center is None else pt.exp(-pt.dot(t, center))
+        k = pm.Deterministic("k", m_mean * rho_mean * scale, dims="eval_domain")
         m = pm.Deterministic("m", c + k, dims="eval_domain")
         rho = pm.Deterministic("rho", k / m, dims="eval_domain")
         return {"m": m, "rho": rho, "t": t}
