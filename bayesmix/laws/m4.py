@@ -17,6 +17,10 @@ So ``L_i(r) = m_i * (1 - rho_i + rho_i * exp(t_i . r))``, with ``c = m (1 - rho)
 convex in r, so every draw's optimum is one convex problem (solved exactly by
 :func:`bayesmix.laws.solvers.solve_exp_sum`). Use it when every run has some of every domain
 (lattices, Ye et al.'s designs); with many zero shares prefer ``m4log`` or ``powershare``.
+
+The model samples the same law from the runs' mean shares ``r_bar`` instead of the uniform
+mixture (:meth:`M4.build`): ``L_i(r) = m_mean_i (1 - rho_mean_i + rho_mean_i exp(t_i . (r -
+r_bar)))``; ``m``, ``rho``, ``c``, ``k`` above are derived from it.
 """
 
 from __future__ import annotations
@@ -75,7 +79,8 @@ PAPER_COEFFICIENTS = (
 
 #: Priors of the M4 block (a specification overrides any of them by name).
 M4_PRIORS: dict[str, dict] = {
-    # m_i ~ Normal(mean loss of domain i, 2 x its spread across runs)
+    # m_i ~ Normal(mean loss of domain i, 2 x its spread across runs); M4 puts it on the loss
+    # at the runs' mean shares (``m_mean``), where that mean loss is
     "m": {"dist": "Normal", "mu": "data", "sigma": "data"},
     # logit(rho_i) ~ Normal(rho_logit_mu, rho_logit_sigma): partial pooling of the reducible
     # fraction. Gamma(3, 6) for the scale: mean 0.5, little mass near 0. Learned from a handful
@@ -112,19 +117,23 @@ def pooling_scale(ctx, name: str):
     return ctx.prior(name)
 
 
+def curvature_logit(ctx):
+    """``rho_logit`` (K,): the reducible fraction on the logit scale, pooled over validation
+    domains (centred or not as the specification says)."""
+    mu = ctx.prior("rho_logit_mu")
+    sd = pooling_scale(ctx, "rho_logit_sigma")
+    if ctx.centered:
+        return pm.Normal("rho_logit", mu, sd, dims="eval_domain")
+    rho_z = pm.Normal("rho_z", 0.0, 1.0, dims="eval_domain")
+    return pm.Deterministic("rho_logit", mu + sd * rho_z, dims="eval_domain")
+
+
 def level_block(ctx):
     """``m`` (loss at the uniform mixture) and ``rho`` (reducible fraction), pooled on the logit
     scale: shared by every law written as ``m_i (1 - rho_i + rho_i h_i(r))`` with h = 1 at the
     uniform mixture."""
     m = ctx.prior("m", dims="eval_domain", mu=ctx.loss_mean, sigma=ctx.loss_scale)
-    mu = ctx.prior("rho_logit_mu")
-    sd = pooling_scale(ctx, "rho_logit_sigma")
-    if ctx.centered:
-        rho_logit = pm.Normal("rho_logit", mu, sd, dims="eval_domain")
-    else:
-        rho_z = pm.Normal("rho_z", 0.0, 1.0, dims="eval_domain")
-        rho_logit = pm.Deterministic("rho_logit", mu + sd * rho_z, dims="eval_domain")
-    rho = pm.Deterministic("rho", pm.math.sigmoid(rho_logit), dims="eval_domain")
+    rho = pm.Deterministic("rho", pm.math.sigmoid(curvature_logit(ctx)), dims="eval_domain")
     pm.Deterministic("c", m * (1.0 - rho), dims="eval_domain")
     return m, rho
 
@@ -147,6 +156,8 @@ def pooled_matrix(ctx, name: str, loc, scale, *, centered: bool, weight=None):
 #: ``pm.Data`` name of the slopes' centring weight [eval_domain, train_domain]
 #: (:func:`slope_centering`).
 SLOPE_CENTERING = "slope_centering"
+#: ``pm.Data`` name of the runs' mean shares [train_domain], where M4 is parameterised.
+SHARE_CENTER = "m4_share_center"
 
 
 def slope_centering(r, losses, loss_mean) -> np.ndarray:
@@ -230,13 +241,20 @@ class M4(Law):
         return mean_loss(inputs["r"], params, xp)
 
     def build(self, ctx):
-        """m, rho (:func:`level_block`); relative slopes b pooled per training domain with a
-        diagonal effect, rows centred, and t = b / rho.
+        """The law at the runs' mean shares r_bar (:data:`SHARE_CENTER`): the level
+        ``m_mean`` (the ``m`` prior), the reducible fraction ``rho_mean`` there (pooled on the
+        logit scale, :func:`curvature_logit`) and relative slopes b (:func:`slope_block`: pooled
+        per training domain with a diagonal effect, rows centred, t = b / rho_mean); ``m``,
+        ``rho``, ``c``, ``k`` at the uniform mixture derived.
 
-        b is the relative slope of the loss at the uniform mixture (dL_i/dr_j = m_i b_ij
-        there), which the data pin even when the curvature rho is uncertain: sampling
-        (rho, t) directly made a curved ridge. The diagonal effect shifts the prior mean of
-        matching entries and shares b_sigma (a separately learned diagonal scale funnelled).
+        b is the relative slope of the loss at r_bar (dL_i/dr_j = m_mean_i b_ij there), which
+        the data pin even when the curvature is uncertain: sampling (rho, t) directly made a
+        curved ridge. Why r_bar and not the uniform mixture: where the runs' shares lie far from
+        uniform (5Mix's designs, the pipeline's stage 3) the level and curvature at the uniform
+        mixture are an extrapolation, and a slope there moves with the curvature by
+        exp(t . r_bar); the level, slopes and curvature at r_bar are what the data see
+        (docs/performance.md). The diagonal effect shifts the prior mean of matching entries and
+        shares b_sigma (a separately learned diagonal scale funnelled).
         """
         pr = ctx.priors
         if pr["b_mu"].dist != "ZeroSumNormal":
@@ -246,14 +264,30 @@ class M4(Law):
                 "prior b_mu must be a ZeroSumNormal (rows of t sum to zero for identifiability)",
                 hint='keep dist = "ZeroSumNormal"',
             )
-        m, rho = level_block(ctx)
-        pm.Deterministic("k", m * rho, dims="eval_domain")
-        t = slope_block(ctx, rho)
+        # level, reducible fraction and relative slopes at the runs' mean shares r_bar
+        m_mean = pr["m"].create(
+            "m_mean", dims="eval_domain", data={"mu": ctx.loss_mean, "sigma": ctx.loss_scale}
+        )
+        rho_mean = pm.math.sigmoid(curvature_logit(ctx))
+        t = slope_block(ctx, rho_mean)
+        # the same law from the uniform mixture: k exp(t . r) = k_mean exp(t . (r - r_bar))
+        c = pm.Deterministic("c", m_mean * (1.0 - rho_mean), dims="eval_domain")
+        # (without the runs' mean shares, e.g. data prepared for no law: the uniform mixture,
+        # where t . r_bar = 0)
+        center = ctx.inputs.get(SHARE_CENTER)
+        scale = 1.0 if center is None else pt.exp(-pt.dot(t, center))
+        k = pm.Deterministic("k", m_mean * rho_mean * scale, dims="eval_domain")
+        m = pm.Deterministic("m", c + k, dims="eval_domain")
+        rho = pm.Deterministic("rho", k / m, dims="eval_domain")
         return {"m": m, "rho": rho, "t": t}
 
     def data_arrays(self, r, losses, loss_mean, loss_scale) -> dict:
-        """The slopes' centring weight (:func:`slope_centering`), refreshed with every refit."""
-        return {SLOPE_CENTERING: slope_centering(r, losses, loss_mean)}
+        """The slopes' centring weight (:func:`slope_centering`) and the runs' mean shares
+        (:data:`SHARE_CENTER`), refreshed with every refit."""
+        return {
+            SLOPE_CENTERING: slope_centering(r, losses, loss_mean),
+            SHARE_CENTER: np.asarray(r, float).mean(axis=0),
+        }
 
     def value_grad(self, r, params, weights, *, n_params=None, tokens=None):
         """Analytic: ``f = sum_i w_i L_i``, ``df/dr_j = sum_i w_i m_i rho_i e^{t_i . r} t_ij``."""

@@ -64,3 +64,51 @@ def test_a_spread_over_few_domains_is_fixed_at_its_prior_mean(n_eval, learned):
         assert (name in model.named_vars) == learned
     assert "slope_centering" in model.named_vars
     assert spec.priors["rho_logit_sigma"].mean() == pytest.approx(0.5)  # Gamma(3, 6)
+
+
+def _skewed_runs(seed: int, n_runs: int = 40):
+    """Runs whose mean shares are far from the uniform mixture (as 5Mix's: one domain at
+    ~0.5, one at ~0.07), from a known M4 law over 4 training and 4 validation domains."""
+    rng = np.random.default_rng(seed)
+    shares = rng.dirichlet(2.0 * np.array([4.0, 1.0, 1.0, 0.5]), size=n_runs)
+    return simulate(
+        ["web", "code", "books", "wiki"], n_runs=n_runs, design=shares, random_seed=seed
+    )
+
+
+def test_m4_is_sampled_at_the_runs_mean_shares():
+    """The sampled level ``m_mean`` and ``rho_logit`` are the law's loss and logit reducible
+    fraction at the runs' mean shares r_bar, and ``m``, ``rho``, ``t`` are the same law from the
+    uniform mixture: checked on prior draws of a model whose r_bar is far from uniform."""
+    runs, _ = _skewed_runs(0)
+    model = build_model(
+        load_spec("default"), runs.train_domains, runs.eval_domains, prepare_data(runs, "m4")
+    )
+    names = ["m_mean", "rho_logit", "m", "rho", "t", "c", "k"]
+    draws = dict(zip(names, pm.draw([model[n] for n in names], draws=20, random_seed=1)))
+    center = runs.mixtures.to_numpy().mean(axis=0)
+    assert np.abs(center - 0.25).max() > 0.2  # the test needs an off-centre design
+    params = {n: draws[n] for n in ("m", "rho", "t")}
+    at_center = m4.mean_loss(center[None, :], params)[:, 0, :]  # (draws, K)
+    np.testing.assert_allclose(at_center, draws["m_mean"], rtol=1e-9)
+    reducible = draws["k"] * np.exp(np.einsum("skj,j->sk", draws["t"], center))
+    np.testing.assert_allclose(reducible / at_center, 1 / (1 + np.exp(-draws["rho_logit"])))
+    np.testing.assert_allclose(draws["c"] + draws["k"], draws["m"])
+    np.testing.assert_allclose(draws["t"].sum(-1), 0.0, atol=1e-9)  # rows still sum to zero
+
+
+@pytest.mark.slow
+def test_m4_recovers_a_law_fitted_far_from_the_uniform_mixture():
+    """Fitted on runs whose shares average far from uniform, the default M4 finds the true
+    slopes and the level at the uniform mixture (an extrapolation for these runs)."""
+    from bayesmix.inference.fitting import fit
+
+    runs, truth = _skewed_runs(3, n_runs=60)
+    post = fit(runs, "default", draws=300, tune=300, chains=2, random_seed=1, warn=False)
+    mean = {n: post.tree["posterior"][n].mean(("chain", "draw")).values for n in ("t", "m")}
+    # measured (truth seed 3, mean shares (0.61, 0.16, 0.15, 0.08), fit seed 1): corr(t)
+    # 0.998, |m error| <= 0.020 nats at the uniform mixture; bounds with 5x room for other
+    # machines' draws
+    assert np.corrcoef(mean["t"].ravel(), truth["t"].ravel())[0, 1] > 0.9
+    assert np.abs(mean["m"] - truth["m"]).max() < 0.1
+    assert post.diagnostics.divergences == 0
