@@ -21,7 +21,7 @@ cannot name one folder inside the work folder (``../x``) fails without a launch.
 does makes the runner raise: each fault is that attempt's one-line reason in the ledger.
 
 Interruption and restart. Ctrl-C (SIGINT) stops the jobs (SIGTERM to their process groups,
-SIGKILL after 5 s), records the results that had already arrived, and puts the runs in flight
+SIGKILL after 5 s), records the results that had already arrived, and puts every run it had claimed
 back to ``proposed`` without counting the attempt; every ledger write is one transaction, and
 jobs write their result files atomically, so nothing is half-written. A restarted ``run``
 first takes back runs left ``running`` by a runner that died (kill -9, lost machine): at once
@@ -520,6 +520,18 @@ class Runner:
             with Ledger.open(self.exp.path) as led:
                 led.release(run, "proposed", "interrupted by the user", refund=True)
         inflight.clear()
+        # A run claimed just before the interrupt may not have reached ``inflight`` yet (the
+        # signal landed between the claim and the launch): the ledger says which runs are ours.
+        for run in self._owned_running():
+            with Ledger.open(self.exp.path) as led:
+                led.release(run, "proposed", "interrupted by the user", refund=True)
+
+    def _owned_running(self) -> list[str]:
+        """The runs the ledger holds as running for this runner (its host and pid)."""
+        with Ledger.open(self.exp.path) as led:
+            running = set(map(str, led.runs("running")["run"]))
+            jobs = led.jobs()
+        return sorted(r for r in running if jobs.get(r, {}).get("owner") == self.owner)
 
 
 def _alive(pid: int) -> bool:

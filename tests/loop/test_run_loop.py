@@ -361,3 +361,29 @@ def test_experiment_run_is_the_same_loop_from_python(loop, tmp_path):
     assert any("launched" in line for line in lines) and "3 run(s) completed" in lines[-1]
     with pytest.raises(errors.OptionError, match="must contain"):
         exp.run("train --run {run}")
+
+
+class _InterruptedLaunch(LocalExecutor):
+    """A local executor whose second launch is interrupted by Ctrl-C after its run was
+    claimed and before the job exists: the narrowest window of an interrupt."""
+
+    def __init__(self):
+        super().__init__(parallel=2)
+        self.launches = 0
+
+    def submit(self, job):
+        self.launches += 1
+        if self.launches == 2:
+            raise KeyboardInterrupt
+        return super().submit(job)
+
+
+def test_an_interrupt_between_claim_and_launch_releases_the_claimed_run(loop):
+    exp, command = loop
+    exp.propose(3)
+    r = Runner(exp, command, _InterruptedLaunch(), env={"FAKE_SLEEP": "30"}, batch=3)
+    summary = r.run(1, recommend=False)
+    assert summary.interrupted
+    # the claimed-but-not-launched run and the launched one are both proposed again, unpaid
+    assert set(statuses(exp).values()) == {"proposed"}
+    assert (runs_frame(exp.path)["attempts"] == 0).all()
