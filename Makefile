@@ -31,8 +31,10 @@ real-loop: $(STAMP)
 # the layer contract (import-linter: layers of ARCHITECTURE.md, no import cycles; contracts in
 # pyproject.toml) and no module importing another's private names (tools/check_imports.py);
 # `$(VENV)/bin/ruff format bayesmix tests examples benchmarks` fixes what the format check finds
+# two workers (pytest-xdist), one test file each at a time so a file's fitted fixtures are made
+# once; they share one compile cache, so each model structure compiles once
 test: $(STAMP) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check bayesmix tests examples benchmarks

@@ -172,10 +172,16 @@ def check_objective_gradients(values, label: str = "") -> None:
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache_dir(tmp_path_factory):
     """Every test (and every subprocess it starts) uses a temporary compile cache, never the
-    user's cache directory: ``BAYESMIX_CACHE_DIR`` points into pytest's tmp dir."""
+    user's cache directory: ``BAYESMIX_CACHE_DIR`` points into pytest's tmp dir (shared by the
+    workers of ``pytest -n``, whose entries are written atomically)."""
     import os
 
-    path = tmp_path_factory.mktemp("compile-cache")
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one cache for all workers: each model compiles once
+        path = base.parent / "compile-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("compile-cache")
     old = os.environ.get("BAYESMIX_CACHE_DIR")
     os.environ["BAYESMIX_CACHE_DIR"] = str(path)
     yield path
