@@ -256,6 +256,7 @@ class Proposer:
         pending = led.pending().to_numpy(float)
         completed = led.runs("completed")
         done = completed[[MIX_PREFIX + d for d in led.train_domains]].to_numpy(float)
+        done = done[~np.isnan(done).any(axis=1)]  # runs of an earlier domain set a map left out
         options = {
             "pool": cands,
             "pending": pending,
