@@ -88,29 +88,24 @@ def current_shares(
     ``drop_runs = "exclude"``). Also the maps' notes (one line per step that changed runs)."""
     out = np.full((len(rows), len(store.train_domains)), np.nan)
     notes: list[str] = []
-    by_version: dict[int, list[int]] = {}
-    for i, (_, version, _) in enumerate(rows):
-        by_version.setdefault(int(version), []).append(i)
-    for version, idx in sorted(by_version.items()):
-        shares = pd.DataFrame(
-            [store.mixture(rows[i][0], rows[i][2], version) for i in idx],
-            index=[rows[i][0] for i in idx],
-            columns=list(store.domains_of(version)),
-        )
-        keep = np.ones(len(idx), bool)
-        for later in store.domain_sets[version:]:
-            assert later.map is not None  # only version 1 has no map
-            shares, kept, note = later.map.convert(shares)
-            keep &= kept
+    carried = pd.DataFrame(columns=list(store.domains_of(1)), dtype=float)
+    for ds in store.domain_sets:
+        if ds.map is not None:  # the runs so far, carried into this version's set
+            carried, kept, note = ds.map.convert(carried)
+            carried = carried[kept]
             if note:
-                notes.append(f"{_from(store, later.version)} -> {later.name}: {note}")
-        rows_ok = np.asarray(idx)[keep]
-        out[rows_ok] = shares[list(store.train_domains)].to_numpy(float)[keep]
+                notes.append(f"{store.domain_sets[ds.version - 2].name} -> {ds.name}: {note}")
+        idx = [i for i, row in enumerate(rows) if int(row[1]) == ds.version]
+        mine = pd.DataFrame(
+            [store.mixture(rows[i][0], rows[i][2], ds.version) for i in idx],
+            index=pd.Index(idx, dtype=int),
+            columns=list(ds.train_domains),
+            dtype=float,
+        )
+        carried = mine if carried.empty else pd.concat([carried, mine[carried.columns]])
+    if len(carried):
+        out[carried.index.to_numpy(int)] = carried[list(store.train_domains)].to_numpy(float)
     return out, notes
-
-
-def _from(store: LedgerStore, version: int) -> str:
-    return store.domain_sets[version - 2].name
 
 
 # ---------------------------------------------------------------------------------- changing
