@@ -249,7 +249,9 @@ def test_pending_remap_moves_proposed_runs_or_abandons_them(ledger):
     assert frame.loc["r0005", "status"] == "abandoned" and frame.loc["r0005", "domain_set"] == "v1"
     assert ledger.domain_sets[1].note["remapped"] == {"r0004": [0.3, 0.3, 0.4]}
     # the remapped run takes results in the new set
-    got = ledger.record_results(table(["r0004"], ["web", "code", "lit"], [[0.3, 0.3, 0.4]], [[3, 2]]))
+    got = ledger.record_results(
+        table(["r0004"], ["web", "code", "lit"], [[0.3, 0.3, 0.4]], [[3, 2]])
+    )
     assert got.completed == ["r0004"]
 
 
