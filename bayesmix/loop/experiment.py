@@ -237,7 +237,8 @@ class Experiment:
         ``losses=False``."""
         with self._open() as led:
             frame = led.runs(status)
-            if not losses or not (frame["status"] == "completed").any():
+            fitted = frame.filter(like="mix.").notna().all(axis=1)  # a map may leave runs out
+            if not losses or not (fitted & (frame["status"] == "completed")).any():
                 return frame
             final = led.run_table("completed").final().to_tidy()
         cols = [c for c in final.columns if c.startswith(LOSS_PREFIX)]

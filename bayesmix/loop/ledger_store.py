@@ -43,6 +43,7 @@ from bayesmix.loop.ledger_versions import (
     RUNS_COLUMN,
     SCHEMA_VERSION,
     DomainSet,
+    check_current,
     read_domain_sets,
     upgrade,
     version_name,
@@ -382,10 +383,7 @@ class LedgerStore:
             )
         return cons
 
-    @property
-    def version(self) -> int:
-        """The current domain-set version (the last of :attr:`domain_sets`)."""
-        return self.domain_sets[-1].version
+    version = property(lambda self: self.domain_sets[-1].version, doc="The current version.")
 
     def domains_of(self, version: int | None) -> tuple[str, ...]:
         """The training domains of domain-set ``version`` (None: the current one)."""
@@ -455,13 +453,15 @@ class LedgerStore:
     def write(self, operation: str = "write") -> Iterator[sqlite3.Connection]:
         """One write transaction: takes the write lock up front (waits up to the busy
         timeout), commits on success, rolls back on any exception. SQLite's errors (read-only
-        file, lock timeout, disk full) become one-line LedgerErrors; nothing is changed.
+        file, lock timeout, disk full) become one-line LedgerErrors; nothing is changed; so is
+        a domain set changed by another process since this store was opened (``check_current``).
         Calls :func:`_fault_point` with ``"<operation>:begin"`` and ``"<operation>:commit"``."""
         try:
             self.con.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as err:
             raise self._write_failed(err) from None
         try:
+            check_current(self.con, self.domain_sets[-1], str(self.path))
             _fault_point(f"{operation}:begin")
             yield self.con
             _fault_point(f"{operation}:commit")

@@ -129,6 +129,20 @@ def _upgrade_from_1(con: sqlite3.Connection, fault: Callable[[str], None]) -> No
     con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
+def check_current(con: sqlite3.Connection, current: DomainSet, path: str) -> None:
+    """Inside a write transaction: LedgerError (the transaction rolls back) when another process
+    changed the domain set since ``current`` was read, so nothing is written in a stale set."""
+    row = con.execute("SELECT max(version), count(*) FROM domain_sets").fetchone()
+    if row != (current.version, current.version):
+        (name,) = con.execute("SELECT name FROM domain_sets ORDER BY version DESC").fetchone()
+        raise errors.LedgerError(
+            f"the experiment's domain set changed from {current.name!r} to {name!r} since this "
+            "ledger was opened: nothing was changed",
+            source=path,
+            hint="open the ledger again (run the command again) to work in the new set",
+        )
+
+
 def read_domain_sets(con: sqlite3.Connection, damaged: Damaged) -> tuple[DomainSet, ...]:
     """Every version in order, each checked (``damaged(table, row, column, problem)`` builds
     the error for a cell edited by hand or damaged)."""

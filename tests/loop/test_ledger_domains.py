@@ -317,3 +317,31 @@ def test_a_change_killed_before_commit_changes_nothing(ledger, monkeypatch):
     assert raw(ledger.path, "SELECT * FROM runs ORDER BY seq") == before
     with Ledger.open(ledger.path) as again:
         assert again.domain_set == "v1" and again.train_domains == tuple(TRAIN)
+
+
+def test_a_ledger_opened_before_a_change_elsewhere_writes_nothing(ledger):
+    other = Ledger.open(ledger.path)  # another process, opened while the set was v1
+    try:
+        ledger.change_domains(MERGE_ADD)
+        before = raw(ledger.path, "SELECT * FROM runs ORDER BY seq")
+        stale = "domain set changed from 'v1' to 'v2' since this ledger was opened"
+        with pytest.raises(errors.LedgerError, match=stale):
+            other.add_proposals(np.array([[0.3, 0.5, 0.2]]), "thompson")  # chosen in v1
+        with pytest.raises(errors.LedgerError, match=stale):
+            other.change_domains({"add": ["forum"]})  # would build on v1, not v2
+        assert raw(ledger.path, "SELECT * FROM runs ORDER BY seq") == before
+        assert raw(ledger.path, "SELECT count(*) FROM domain_sets") == [(2,)]
+    finally:
+        other.close()
+
+
+def test_with_every_old_run_left_out_the_loop_starts_a_design_in_the_new_set(ledger):
+    from bayesmix.loop.experiment import Experiment
+
+    ledger.change_domains({"drop": ["books"]})  # every completed run had books: none fits
+    exp = Experiment(ledger.path)
+    assert exp.runs()["status"].tolist().count("completed") == 3  # listed, not fitted
+    batch = exp.propose(3, random_seed=0)  # no fit: an initial design in (web, code)
+    assert batch.attrs["posterior"] is None and batch.attrs["strategy"].startswith("initial")
+    assert [c for c in batch.columns if c.startswith("mix.")] == ["mix.web", "mix.code"]
+    assert set(exp.runs("proposed")["domain_set"]) == {"v2"}
