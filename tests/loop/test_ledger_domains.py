@@ -345,3 +345,17 @@ def test_with_every_old_run_left_out_the_loop_starts_a_design_in_the_new_set(led
     assert batch.attrs["posterior"] is None and batch.attrs["strategy"].startswith("initial")
     assert [c for c in batch.columns if c.startswith("mix.")] == ["mix.web", "mix.code"]
     assert set(exp.runs("proposed")["domain_set"]) == {"v2"}
+
+
+def test_a_round_of_an_earlier_set_is_exported_as_it_was_handed_off(ledger):
+    ledger.change_domains(MERGE_ADD)
+    frame = ledger.handoff_frame(0)  # every run of round 0 is of v1
+    assert [c for c in frame.columns if c.startswith("mix.")] == [
+        "mix.web",
+        "mix.code",
+        "mix.books",
+    ]
+    assert frame["mix.books"].tolist() == [0.2, 0.6, 0.5, 0.4, 0.4]
+    new = ledger.add_proposals(np.array([[0.2, 0.3, 0.5]]), "thompson")
+    assert ledger.handoff_frame(1)["run"].tolist() == new
+    assert "mix.forum" in ledger.handoff_frame(1).columns
