@@ -137,6 +137,13 @@ def change_domains(
             source=domain_map.source,
             hint=f"a map from {current.name!r} ({', '.join(old)})",
         )
+    if name is not None and domain_map.version_to and name != domain_map.version_to:
+        raise errors.OptionError(
+            f"name={name!r} differs from the map's field 'to' ({domain_map.version_to!r})",
+            source=domain_map.source,
+            param="name",
+            hint="give one of them, or the same name in both",
+        )
     new = domain_map.new_domains(old)
     _check_new_domains(new, domain_map)
     new_name = _new_name(store, name or domain_map.version_to or version_name(current.version + 1))

@@ -87,12 +87,13 @@ def test_change_domains_then_status_shows_runs_per_version(experiment):
 
 def test_pending_runs_remapped_with_new_constraints_as_json(experiment):
     folder, props = experiment
+    (folder / "unlabelled.toml").write_text('add = ["forum"]\n[merge]\ntext = ["web", "books"]\n')
     proc = run_cli(
         "change-domains",
         "--ledger",
         "exp.db",
         "--map",
-        "v2.toml",
+        "unlabelled.toml",
         "--pending",
         "remap",
         "--max-share",
@@ -116,6 +117,10 @@ def test_pending_runs_remapped_with_new_constraints_as_json(experiment):
     [
         (["--map", "bad.toml"], "field 'merge.text'"),
         (["--map", "v2.toml", "--name", "v1"], "--name"),
+        (
+            ["--map", "v2.toml", "--name", "swarm2"],
+            "--name 'swarm2' differs from the map's field 'to'",
+        ),
         (["--map", "v2.toml", "--max-share", "nope=0.2"], "nope"),
         (["--map", "missing.toml"], "missing.toml"),
     ],
