@@ -37,6 +37,7 @@ COMMANDS = [
     "frontier",
     "report",
     "remap",
+    "change_domains",
 ]
 
 

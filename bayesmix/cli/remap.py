@@ -4,7 +4,8 @@ Reads run files (any format ``validate`` reads), applies a domain map (TOML: ``r
 ``merge``, ``split``, ``add``, ``drop``; docs/domain_changes.md) to their training shares and
 writes the tidy table (CSV, or JSON records) atomically; losses are unchanged. The output is
 validated like any run table before it is written. ``--with NEW.csv``: append runs already in
-the new domain set (validation domains are the union), so one file holds every version.
+the new domain set (validation domains are the union), so one file holds every version. For a
+live experiment, ``bayesmix change-domains`` records the change in its ledger instead.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """``bayesmix status``: show an experiment ledger (or change run statuses with ``--set``).
 
-Shows the domains, the constraints, the settings, counts of runs by status and by round, and the
-runs table. ``--set RUN=STATUS`` marks runs running, failed, abandoned or proposed (retry) first;
-``--json`` prints everything as one JSON object instead. Several ``--set`` are all or nothing:
-every change is checked before any is written.
+Shows the domains, the constraints, the settings, counts of runs by status and by round, the
+domain-set versions once the set has changed (runs per version, how many a fit in the current
+set uses), and the runs table (shares in the current set). ``--set RUN=STATUS`` marks runs
+running, failed, abandoned or proposed (retry) first; ``--json`` prints everything as one JSON
+object instead. Several ``--set`` are all or nothing: every change is checked before any is
+written.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def render(summary: dict, runs: pd.DataFrame, jobs: pd.DataFrame | None = None) 
         f"validation domains ({len(summary['eval_domains'])}): "
         + ", ".join(summary["eval_domains"]),
     ]
+    lines += domain_set_lines(summary)
     bounds = []
     for d, b in summary["constraints"].items():
         if b["min"] == b["max"]:
@@ -105,12 +108,17 @@ def render(summary: dict, runs: pd.DataFrame, jobs: pd.DataFrame | None = None) 
         by_round.insert(0, "round", by_round.index)
         lines += ["", "runs by round:", by_round.to_string(index=False)]
         mix_cols = [c for c in runs.columns if c.startswith(MIX_PREFIX)]
-        table = runs[["run", "round", "strategy", "status", "checkpoints"]].copy()
+        shown = ["run", "round", "strategy", "status", "checkpoints"]
+        if len(summary.get("domain_sets", [])) > 1:
+            shown.append("domain_set")
+        table = runs[shown].copy()
         for col in ("n_params", "steps", "tokens"):
             if runs[col].notna().any():
                 table[col] = runs[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
         for col in mix_cols:
-            table[col.removeprefix(MIX_PREFIX)] = runs[col].map(lambda v: f"{v:.3f}")
+            table[col.removeprefix(MIX_PREFIX)] = runs[col].map(
+                lambda v: "-" if pd.isna(v) else f"{v:.3f}"
+            )
         lines += ["", "runs:", table.to_string(index=False)]
     if jobs is not None and len(jobs):
         trouble = jobs[(jobs["attempts"] > 1) | (jobs["status"] == "failed")].copy()
@@ -121,3 +129,19 @@ def render(summary: dict, runs: pd.DataFrame, jobs: pd.DataFrame | None = None) 
             trouble["last_note"] = trouble["last_note"].str.slice(0, 110)
             lines += [trouble.to_string(index=False)]
     return "\n".join(lines)
+
+
+def domain_set_lines(summary: dict) -> list[str]:
+    """One line per domain-set version once the set has changed: its domains, runs by status
+    and the completed runs a fit in the current set uses (older ones remapped)."""
+    sets = summary.get("domain_sets", [])
+    if len(sets) < 2:
+        return []
+    lines = [f"domain sets ({len(sets)}; current {summary['domain_set']}):"]
+    for ds in sets:
+        counts = ", ".join(f"{n} {s}" for s, n in ds["by_status"].items()) or "no runs"
+        lines.append(
+            f"  {ds['name']} ({', '.join(ds['train_domains'])}): {ds['runs']} runs ({counts}); "
+            f"{ds['in_fit']} in the fit"
+        )
+    return lines

@@ -228,6 +228,25 @@ class DomainMap:
                 cols[d] = mix[inverse.get(d, d)]
         return pd.DataFrame(cols, index=mix.index)
 
+    def convert(self, old: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, str | None]:
+        """Old shares (run, old domain) -> (new shares (run, new domain), kept (bool per row),
+        note or None): the one rule for dropped domains. A row with a share of a dropped domain
+        is not kept (``drop_runs = "exclude"``) or has its other shares rescaled to sum to 1
+        (``"renormalize"``); the note says how many rows it changed."""
+        new = self.shares(old)
+        gone = old[list(self.drop)].sum(axis=1).to_numpy() if self.drop else np.zeros(len(old))
+        keep = np.ones(len(old), bool)
+        note = None
+        if (gone > 0).any():
+            n = int(pd.Series(old.index[gone > 0]).nunique())
+            if self.drop_runs == "exclude":
+                keep = gone <= 0
+                note = f"left out {n} runs with a share of a dropped domain"
+            else:
+                new = new.div(new.sum(axis=1).where(lambda s: s > 0), axis=0)
+                note = f"rescaled {n} runs' shares after dropping {', '.join(self.drop)}"
+        return new, keep, note
+
     def apply(self, runs, report: list[str] | None = None):
         """``runs`` (a RunTable of the old set) with its shares in the new set, losses and other
         columns unchanged; re-validated. ``report`` receives a line per change it made to runs
@@ -236,17 +255,11 @@ class DomainMap:
         mix_cols = [MIX_PREFIX + d for d in runs.train_domains]
         old = tidy[mix_cols].astype(float)
         old.columns = list(runs.train_domains)
-        new = self.shares(old)
-        gone = old[list(self.drop)].sum(axis=1).to_numpy() if self.drop else np.zeros(len(old))
-        keep = np.ones(len(tidy), bool)
-        if (gone > 0).any():
-            n = int(pd.Series(tidy["run"][gone > 0]).nunique())
-            if self.drop_runs == "exclude":
-                keep = gone <= 0
-                _note(report, f"left out {n} runs with a share of a dropped domain")
-            else:
-                new = new.div(new.sum(axis=1).where(lambda s: s > 0), axis=0)
-                _note(report, f"rescaled {n} runs' shares after dropping {', '.join(self.drop)}")
+        old.index = pd.Index(tidy["run"].to_numpy())
+        new, keep, note = self.convert(old)
+        new.index = tidy.index
+        if note:
+            _note(report, note)
         if not keep.any():
             raise errors.EmptyInputError(
                 "every run has a share of a dropped domain",
@@ -258,6 +271,29 @@ class DomainMap:
         new.columns = [MIX_PREFIX + d for d in new.columns]
         frame = pd.concat([tidy[rest], new, tidy[losses]], axis=1)[keep]
         return type(runs).from_frame(frame.reset_index(drop=True), source=runs.source)
+
+    # ------------------------------------------------------------------ storing
+    def to_dict(self) -> dict:
+        """The map as the tables :meth:`from_dict` reads (a split's ``tokens`` are its
+        fractions): what a ledger stores with a domain-set version."""
+        out: dict = {"drop_runs": self.drop_runs}
+        if self.version_from:
+            out["from"] = self.version_from
+        if self.version_to:
+            out["to"] = self.version_to
+        for key, value in (("add", self.add), ("drop", self.drop), ("domains", self.domains)):
+            if value:
+                out[key] = list(value)
+        if self.rename:
+            out["rename"] = dict(self.rename)
+        if self.merge:
+            out["merge"] = {k: list(v) for k, v in self.merge.items()}
+        if self.split:
+            out["split"] = {
+                k: {"into": list(s.parts), "tokens": list(s.fractions)}
+                for k, s in self.split.items()
+            }
+        return out
 
 
 def as_domain_map(value) -> DomainMap:

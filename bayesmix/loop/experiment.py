@@ -35,6 +35,7 @@ from bayesmix.laws import get_law
 from bayesmix.loop import creation
 from bayesmix.loop.candidates import DEFAULT_CANDIDATES
 from bayesmix.loop.ledger import IngestSummary, Ledger, check_proposals_path, write_proposals
+from bayesmix.loop.ledger_domains import DomainChange
 from bayesmix.loop.proposing import Proposer, ProposeRequest
 from bayesmix.loop.recommending import Recommendation
 from bayesmix.loop.refit import FitSettings, PosteriorStore, check_domains
@@ -236,7 +237,8 @@ class Experiment:
         ``losses=False``."""
         with self._open() as led:
             frame = led.runs(status)
-            if not losses or not (frame["status"] == "completed").any():
+            fitted = frame.filter(like="mix.").notna().all(axis=1)  # a map may leave runs out
+            if not losses or not (fitted & (frame["status"] == "completed")).any():
                 return frame
             final = led.run_table("completed").final().to_tidy()
         cols = [c for c in final.columns if c.startswith(LOSS_PREFIX)]
@@ -271,6 +273,22 @@ class Experiment:
             write_proposals(frame, out)
             led.mark_handoff_written(int(round), out)
         return out
+
+    def change_domains(
+        self, domain_map, *, name=None, constraints=None, pending: str = "abandon"
+    ) -> DomainChange:
+        """Change the experiment's training-domain set (``bayesmix change-domains``): a new
+        version made by ``domain_map`` (DomainMap, TOML path or dict) is recorded; proposed runs
+        of the old set are ``pending="abandon"``-ed or ``"remap"``-ped; later fits, proposals
+        and recommendations use every completed run, older ones remapped through the stored
+        maps. Arguments as :meth:`bayesmix.loop.ledger.Ledger.change_domains`."""
+        with self._open() as led:
+            change = led.change_domains(
+                domain_map, name=name, constraints=constraints, pending=pending
+            )
+        for line in change.describe().splitlines():
+            self._say(line)
+        return change
 
     # ------------------------------------------------------------------ results
     def ingest(

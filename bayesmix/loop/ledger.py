@@ -9,8 +9,16 @@ each run's status, and its results (losses per validation domain per step).
 connection, the one write transaction, damage checks: :mod:`bayesmix.loop.ledger_store`) is
 shared by its operations, each in a module of its own: proposals (``ledger_proposals``), fits and
 hand-off files per round (``ledger_rounds``), statuses and job records (``ledger_status``),
-results (``ledger_results``) and read-only views (``ledger_views``); the proposals file for the
-training jobs is :mod:`bayesmix.loop.proposals_file`.
+results (``ledger_results``), domain-set versions (``ledger_versions``: the table and the
+upgrade of older ledgers; ``ledger_domains``: a change of the set, runs read in the current set)
+and read-only views (``ledger_views``); the proposals file for the training jobs is
+:mod:`bayesmix.loop.proposals_file`.
+
+Domain-set versions. The ledger records every version of the training-domain set (name,
+domains, constraints, the map from the version before) and, with every run, the version it was
+proposed under; a run's stored mixture is never rewritten. :meth:`Ledger.change_domains` adds a
+version; :meth:`Ledger.run_table` and :meth:`Ledger.runs` then give every run in the current set,
+older runs remapped through the stored maps (chained), so a fit after a change uses all of them.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction on a WAL-mode database with a busy timeout, so
 a process killed mid-write leaves the ledger as it was before that write, and concurrent writers
@@ -68,12 +76,14 @@ from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import MAX_LOSS, RunTable
 from bayesmix.loop import (
+    ledger_domains,
     ledger_proposals,
     ledger_results,
     ledger_rounds,
     ledger_status,
     ledger_views,
 )
+from bayesmix.loop.ledger_domains import DomainChange
 from bayesmix.loop.ledger_proposals import PerRun
 from bayesmix.loop.ledger_results import MIXTURE_ATOL, VALUE_RTOL, IngestSummary
 from bayesmix.loop.ledger_rounds import Handoff
@@ -85,6 +95,7 @@ from bayesmix.loop.ledger_store import (
     file_hash,
     open_connection,
 )
+from bayesmix.loop.ledger_versions import DomainSet
 from bayesmix.loop.proposals_file import check_proposals_path, write_proposals
 
 # The names the package and its users import from the ledger: defined in the modules above,
@@ -95,6 +106,8 @@ __all__ = [
     "TRANSITIONS",
     "VALUE_RTOL",
     "DamagedLedgerError",
+    "DomainChange",
+    "DomainSet",
     "IngestSummary",
     "Ledger",
     "ProposalConflictError",
@@ -133,6 +146,16 @@ class Ledger:
     def constraints(self) -> Constraints:
         """The feasible set every proposal must lie in."""
         return self._store.constraints
+
+    @property
+    def domain_sets(self) -> tuple[DomainSet, ...]:
+        """Every version of the training-domain set, in order; the last is the current one."""
+        return self._store.domain_sets
+
+    @property
+    def domain_set(self) -> str:
+        """The name of the current domain-set version (``v1`` until the set changes)."""
+        return self._store.domain_sets[-1].name
 
     @property
     def settings(self) -> dict:
@@ -203,6 +226,32 @@ class Ledger:
         to the working directory of the time). With ``file_hash_`` the first candidate with
         that content wins. None when no candidate exists (or matches)."""
         return self._store.resolve_path(stored, file_hash_)
+
+    # ------------------------------------------------------------------ domain sets
+    def change_domains(
+        self,
+        domain_map,
+        *,
+        name: str | None = None,
+        constraints: Constraints | None = None,
+        pending: str = "abandon",
+    ) -> DomainChange:
+        """Record a new version of the training-domain set, made from the current one by
+        ``domain_map`` (a :class:`~bayesmix.data.domain_maps.DomainMap`, TOML path or dict), in
+        one transaction; this ledger then works in the new set.
+
+        ``name``: the new version's name (default: the map's ``to``, else ``v<N>``).
+        ``constraints``: over the new domains (default: kept and renamed domains keep their
+        bounds, the others are 0 to 1). ``pending``: the old version's proposed runs are
+        ``"abandon"``-ed, or ``"remap"``-ped to the new set (abandoned when the map leaves them
+        out or the new constraints exclude them). Refused while runs are running. Nothing is
+        written on any error (:mod:`bayesmix.loop.ledger_domains`).
+        """
+        change = ledger_domains.change_domains(
+            self._store, domain_map, name=name, constraints=constraints, pending=pending
+        )
+        self._store = LedgerStore(self._store.con, self._store.path)
+        return change
 
     # ------------------------------------------------------------------ proposals
     def add_proposals(
@@ -383,26 +432,39 @@ class Ledger:
         )
 
     # ------------------------------------------------------------------ views
-    def runs(self, status: str | Iterable[str] | None = None) -> pd.DataFrame:
+    def runs(
+        self, status: str | Iterable[str] | None = None, *, domain_set: int | str | None = None
+    ) -> pd.DataFrame:
         """Runs in the order they were added, one row each: run, round, strategy, status,
         external, n_params, steps, tokens, posterior (absolute path, found from the ledger's
         folder), posterior_hash, created, updated, checkpoints (records with results),
-        mix.<train domain>..."""
-        return ledger_views.runs_frame(self._store, status)
+        domain_set (the version's name), mix.<train domain>... in the current set (runs of
+        earlier versions remapped; NaN for runs a map leaves out). ``domain_set`` (a version's
+        number or name): that version's runs only, as stored, in its own domains."""
+        return ledger_views.runs_frame(self._store, status, domain_set)
 
     def pending(self) -> pd.DataFrame:
         """Mixtures of proposed and running runs: DataFrame (index ``run``, columns training
         domains), e.g. to condition the next batch on runs still in flight."""
         return ledger_views.pending(self._store)
 
-    def run_table(self, status: str | Iterable[str] | None = "completed") -> RunTable:
+    def run_table(
+        self,
+        status: str | Iterable[str] | None = "completed",
+        *,
+        domain_set: int | str | None = None,
+        report: list[str] | None = None,
+    ) -> RunTable:
         """Recorded results as a validated :class:`RunTable` (the tidy layout of data/table.py).
 
         One record per (run, step); columns run, [n_params], [step], [tokens], mix.*, loss.*
         for every domain of the ledger (missing losses stay empty). Only completed runs have
-        results. LedgerError when nothing has been recorded.
+        results. Runs of earlier domain-set versions are in the current set, remapped through
+        the stored maps (runs a map leaves out are not in it; ``report`` receives the maps'
+        notes); ``domain_set`` (a version's number or name): that version's runs only, in its
+        own domains. LedgerError when nothing has been recorded.
         """
-        return ledger_views.run_table(self._store, status)
+        return ledger_views.run_table(self._store, status, domain_set, report)
 
     def current_round(self) -> int:
         """The highest round of any run (0 for an empty ledger)."""

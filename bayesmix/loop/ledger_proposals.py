@@ -21,6 +21,7 @@ import pandas as pd
 
 from bayesmix import errors
 from bayesmix.data.table import MIX_PREFIX, check_known_domains
+from bayesmix.loop.ledger_domains import current_shares
 from bayesmix.loop.ledger_rounds import Handoff, json_record, next_round, put_round_records
 from bayesmix.loop.ledger_store import LedgerStore, file_hash, mix_json, now
 
@@ -167,12 +168,15 @@ def _check_distances(
     running or completed run as the ledger is now; ProposalConflictError otherwise."""
     marks = ", ".join("?" * len(OCCUPIED))
     rows = con.execute(
-        f"SELECT run, round, status, mixture FROM runs WHERE status IN ({marks}) ORDER BY seq",
+        f"SELECT run, round, status, mixture, domain_set FROM runs WHERE status IN ({marks}) "
+        "ORDER BY seq",
         OCCUPIED,
     ).fetchall()
+    taken, _ = current_shares(store, [(r[0], r[4], r[3]) for r in rows])
+    inside = ~np.isnan(taken).any(axis=1)  # runs of an earlier domain set a map left out
+    rows, taken = [r for r, ok in zip(rows, inside) if ok], taken[inside]
     if not rows:
         return
-    taken = np.array([store.mixture(r[0], r[3]) for r in rows], float)
     d = np.sqrt(((mix[:, None, :] - taken[None]) ** 2).sum(axis=2))  # (n, k)
     i, k = np.unravel_index(int(np.argmin(d)), d.shape)
     if d[i, k] < dist - 1e-9:
@@ -203,8 +207,8 @@ def _insert_runs(
         ids.append(run)
         con.execute(
             "INSERT INTO runs (run, round, strategy, status, external, mixture, n_params,"
-            " steps, tokens, posterior_path, posterior_hash, created, updated) "
-            "VALUES (?, ?, ?, 'proposed', 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " steps, tokens, posterior_path, posterior_hash, created, updated, domain_set) "
+            "VALUES (?, ?, ?, 'proposed', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run,
                 round,
@@ -217,6 +221,7 @@ def _insert_runs(
                 batch.posterior_hash,
                 stamp,
                 stamp,
+                store.version,
             ),
         )
     store.fault("add_proposals:inserted")

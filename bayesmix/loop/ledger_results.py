@@ -96,7 +96,8 @@ def ingest(
     with store.write("ingest") as con:
         rec.settle_steps(con)
         known = {
-            row[0]: row for row in con.execute("SELECT run, status, mixture, n_params FROM runs")
+            row[0]: row
+            for row in con.execute("SELECT run, status, mixture, n_params, domain_set FROM runs")
         }
         new_runs = _new_runs(table, known, unknown)
         for run in table.runs:
@@ -116,6 +117,7 @@ def _check_table(store: LedgerStore, table: RunTable, tidy: pd.DataFrame, max_lo
     """The table's domains are the ledger's (every training domain, known validation domains)
     and every loss is one the ledger may store, before anything is written."""
     source = table.source or "results"
+    _check_not_older_set(store, table, source)
     check_known_domains(table.train_domains, store.train_domains, "training", source)
     missing = [d for d in store.train_domains if d not in table.train_domains]
     if missing:
@@ -135,6 +137,21 @@ def _check_table(store: LedgerStore, table: RunTable, tidy: pd.DataFrame, max_lo
                 source=source,
                 run=str(rec["run"]),
                 column=LOSS_PREFIX + dom,
+            )
+
+
+def _check_not_older_set(store: LedgerStore, table: RunTable, source: str) -> None:
+    """A table in an earlier domain set than the ledger's current one: refused, saying so."""
+    if set(table.train_domains) == set(store.train_domains):
+        return
+    for older in store.domain_sets[:-1]:
+        if set(table.train_domains) == set(older.train_domains):
+            raise errors.DomainNameError(
+                f"the results are in domain set {older.name!r} but the ledger's domain set is "
+                f"now {store.domain_sets[-1].name!r} ({', '.join(store.train_domains)})",
+                source=source,
+                hint="results are recorded for runs of the current domain set only; runs of "
+                "earlier sets already recorded are used in every fit, remapped",
             )
 
 
@@ -210,8 +227,18 @@ class _Recording:
 
     def match_run(self, con: sqlite3.Connection, run: str, row: tuple) -> None:
         """A run the ledger knows (``row``: run, status, mixture, n_params): not failed or
-        abandoned, trained on its proposed mixture; its model size stored when new."""
-        _, status, mix_text, old_np = row
+        abandoned, of the current domain set, trained on its proposed mixture; its model size
+        stored when new."""
+        _, status, mix_text, old_np, version = row
+        if version != self.store.version:
+            raise errors.LedgerError(
+                f"run is of domain set {self.store.domain_sets[version - 1].name!r}; the "
+                f"ledger's domain set is now {self.store.domain_sets[-1].name!r}",
+                source=self.source,
+                run=run,
+                hint="results are recorded for runs of the current domain set only; give a "
+                "run of another mixture a new run id",
+            )
         if status in ("failed", "abandoned"):
             raise errors.LedgerError(
                 f"run is marked {status}; results cannot be recorded for it",
@@ -252,7 +279,7 @@ class _Recording:
             np_value = None if self.n_params is None else self.n_params.get(run)
             con.execute(
                 "INSERT INTO runs (run, round, strategy, status, external, mixture, n_params,"
-                " created, updated) VALUES (?, ?, ?, 'completed', 1, ?, ?, ?, ?)",
+                " created, updated, domain_set) VALUES (?, ?, ?, 'completed', 1, ?, ?, ?, ?, ?)",
                 (
                     run,
                     round_new,
@@ -261,6 +288,7 @@ class _Recording:
                     _none_if_nan(np_value),
                     self.now,
                     self.now,
+                    self.store.version,
                 ),
             )
             self.summary.added_runs.append(run)

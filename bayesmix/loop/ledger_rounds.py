@@ -141,6 +141,11 @@ def handoff_frame(store: LedgerStore, round: int) -> pd.DataFrame:
     from outside left out). LedgerError when the round has none."""
     runs = runs_frame(store)
     frame = runs[(runs["round"] == int(round)) & ~runs["external"]]
+    versions = set(frame["domain_set"])
+    if len(versions) == 1 and versions != {store.domain_sets[-1].name}:
+        # a round of an earlier domain set: its runs as proposed, in that set's domains
+        runs = runs_frame(store, domain_set=versions.pop())
+        frame = runs[(runs["round"] == int(round)) & ~runs["external"]]
     if frame.empty:
         rounds = sorted(set(runs.loc[~runs["external"], "round"].tolist()))
         raise errors.LedgerError(

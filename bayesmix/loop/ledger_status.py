@@ -56,6 +56,7 @@ def set_statuses(store: LedgerStore, changes: Mapping[str, str]) -> list[str]:
             for run, status in changes.items()
             if _allowed_change(store, con, run, current.get(run), status)
         ]
+        _refuse_older_set(store, con, [r for r in changed if changes[r] == "proposed"])
         stamp = now()
         for i, run in enumerate(changed):
             if i:
@@ -100,6 +101,20 @@ def _allowed_change(
             + "; nothing was changed",
         )
     return True
+
+
+def _refuse_older_set(store: LedgerStore, con: sqlite3.Connection, runs: list[str]) -> None:
+    """A run of an earlier domain set cannot be proposed again (its mixture is in the old set)."""
+    for run in runs:
+        (version,) = con.execute("SELECT domain_set FROM runs WHERE run = ?", (run,)).fetchone()
+        if version != store.version:
+            raise errors.LedgerError(
+                f"run is of domain set {store.domain_sets[version - 1].name!r}, not the current "
+                f"{store.domain_sets[-1].name!r}: it cannot be proposed again",
+                run=run,
+                source=str(store.path),
+                hint="propose a new run in the current domain set; nothing was changed",
+            )
 
 
 def _reset_attempts(store: LedgerStore, con: sqlite3.Connection, run: str, stamp: str) -> None:

@@ -1,11 +1,13 @@
 """The ledger's storage: the SQLite file, its schema, the connection and its one transaction.
 
 :class:`LedgerStore` is what every ledger operation (``ledger_proposals``, ``ledger_rounds``,
-``ledger_status``, ``ledger_results``, ``ledger_views``) works on: the open connection, the
-domains, constraints and settings read from the ``meta`` table, the write transaction
-(:meth:`LedgerStore.write`) and the read snapshot (:meth:`LedgerStore.read`), the conversion of a
-``runs.mixture`` cell to shares and back, the checks that a cell was not damaged, and the file
-paths stored relative to the ledger's folder. No operation opens a connection of its own.
+``ledger_status``, ``ledger_results``, ``ledger_domains``, ``ledger_views``) works on: the open
+connection, the domains, constraints and settings read from the ``meta`` table, the domain-set
+versions (:mod:`bayesmix.loop.ledger_versions`; an older ledger is upgraded when opened), the
+write transaction (:meth:`LedgerStore.write`) and the read snapshot (:meth:`LedgerStore.read`),
+the conversion of a ``runs.mixture`` cell (in its run's version's domains) to shares and back,
+the checks that a cell was not damaged, and the file paths stored relative to the ledger's
+folder. No operation opens a connection of its own.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction on a WAL-mode database with a busy timeout
 (:data:`BUSY_TIMEOUT_S`), so a process killed mid-write leaves the ledger as it was before that
@@ -36,8 +38,17 @@ import numpy as np
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import check_domain_names
+from bayesmix.loop.ledger_versions import (
+    DOMAIN_SETS_TABLE,
+    RUNS_COLUMN,
+    SCHEMA_VERSION,
+    DomainSet,
+    check_current,
+    read_domain_sets,
+    upgrade,
+    version_name,
+)
 
-SCHEMA_VERSION = 1
 APPLICATION = "bayesmix-ledger"
 STATUSES = ("proposed", "running", "completed", "failed", "abandoned")
 #: Seconds a writer waits for another writer's transaction before giving up.
@@ -59,7 +70,8 @@ CREATE TABLE runs (
     posterior_path TEXT,
     posterior_hash TEXT,
     created TEXT NOT NULL,
-    updated TEXT NOT NULL
+    updated TEXT NOT NULL,
+    {RUNS_COLUMN}
 );
 CREATE TABLE results (
     run TEXT NOT NULL REFERENCES runs (run),
@@ -71,6 +83,7 @@ CREATE TABLE results (
     recorded TEXT NOT NULL
 );
 CREATE UNIQUE INDEX results_key ON results (run, ifnull(step, -1), eval_domain);
+{DOMAIN_SETS_TABLE}
 """
 
 
@@ -145,7 +158,8 @@ def create_file(
         "settings": settings_json,
         "next_run_number": "1",
     }
-    _write_new_file(path, meta)
+    first = (1, version_name(1), meta["train_domains"], meta["constraints"], meta["created"])
+    _write_new_file(path, meta, first)
 
 
 def _check_domains(train: list[str], evals: list[str], source: str) -> None:
@@ -182,11 +196,12 @@ def _align_constraints(
     )
 
 
-def _write_new_file(path: Path, meta: dict[str, str]) -> None:
-    """The schema and ``meta`` rows in a file built under a temporary name, then linked into
-    place: the ledger appears complete or not at all, and ``os.link`` fails instead of
-    overwriting a concurrent create. (Mode 0666 & ~umask like bayesmix.io's writer; linked, not
-    replaced, so not ``atomic_path``.)"""
+def _write_new_file(path: Path, meta: dict[str, str], first_set: tuple) -> None:
+    """The schema, ``meta`` rows and domain-set version 1 (``first_set``: version, name,
+    domains JSON, constraints JSON, created) in a file built under a temporary name, then
+    linked into place: the ledger appears complete or not at all, and ``os.link`` fails instead
+    of overwriting a concurrent create. (Mode 0666 & ~umask like bayesmix.io's writer; linked,
+    not replaced, so not ``atomic_path``.)"""
     tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"))
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -202,6 +217,11 @@ def _write_new_file(path: Path, meta: dict[str, str]) -> None:
             con.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
             con.execute("BEGIN")
             con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+            con.execute(
+                "INSERT INTO domain_sets (version, name, train_domains, constraints, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                first_set,
+            )
             con.execute("COMMIT")
             con.execute("PRAGMA journal_mode=WAL")
         finally:
@@ -222,7 +242,9 @@ def _write_new_file(path: Path, meta: dict[str, str]) -> None:
 
 def open_connection(path: Path) -> sqlite3.Connection:
     """The connection to an existing ledger (WAL, busy timeout, full sync, foreign keys);
-    LedgerError if the file is missing, not a ledger, or of another schema version."""
+    LedgerError if the file is missing, not a ledger, or of another schema version. A ledger of
+    an older schema is upgraded first, in one transaction keeping every row
+    (:func:`bayesmix.loop.ledger_versions.upgrade`)."""
     if not path.is_file():
         raise errors.LedgerError(
             "no ledger file here",
@@ -234,7 +256,8 @@ def open_connection(path: Path) -> sqlite3.Connection:
     if header != b"SQLite format 3\x00":
         raise errors.LedgerError("not a bayesmix ledger (not an SQLite database)", source=str(path))
     try:
-        if writable_place(path):
+        writable = writable_place(path)
+        if writable:
             con = _connect(path)
             con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             con.execute("PRAGMA journal_mode=WAL")
@@ -253,14 +276,11 @@ def open_connection(path: Path) -> sqlite3.Connection:
         raise errors.LedgerError(
             "not a bayesmix ledger (an SQLite file without its tables)", source=str(path)
         )
-    if meta.get("schema_version") != str(SCHEMA_VERSION):
+    try:
+        upgrade(con, str(path), _fault_point, writable)
+    except BaseException:
         con.close()
-        raise errors.LedgerError(
-            f"ledger schema version {meta.get('schema_version')} is not the version "
-            f"{SCHEMA_VERSION} this bayesmix reads",
-            source=str(path),
-            hint="use the bayesmix version that wrote it",
-        )
+        raise
     return con
 
 
@@ -273,7 +293,17 @@ class LedgerStore:
         self.con = connection
         self.path = path
         meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+        #: Every version of the training-domain set, in order; the last is the current one.
+        self.domain_sets: tuple[DomainSet, ...] = read_domain_sets(connection, self.damaged)
         self.train_domains: tuple[str, ...] = self._meta_domains(meta, "train_domains")
+        if self.train_domains != self.domain_sets[-1].train_domains:
+            raise self.damaged(
+                "meta",
+                "key 'train_domains'",
+                "value",
+                f"not the training domains of the current domain set "
+                f"{self.domain_sets[-1].name!r} (table domain_sets)",
+            )
         self.eval_domains: tuple[str, ...] = self._meta_domains(meta, "eval_domains")
         self.constraints = self._meta_constraints(meta)
         self.settings: dict = self.meta_json(meta, "settings", dict, "an object")
@@ -353,13 +383,23 @@ class LedgerStore:
             )
         return cons
 
-    def mixture(self, run: str, text) -> list[float]:
-        """A ``runs.mixture`` cell: a JSON list of one finite share per training domain."""
+    version = property(lambda self: self.domain_sets[-1].version, doc="The current version.")
+
+    def domains_of(self, version: int | None) -> tuple[str, ...]:
+        """The training domains of domain-set ``version`` (None: the current one)."""
+        return (
+            self.train_domains if version is None else self.domain_sets[version - 1].train_domains
+        )
+
+    def mixture(self, run: str, text, version: int | None = None) -> list[float]:
+        """A ``runs.mixture`` cell: a JSON list of one finite share per training domain of the
+        run's domain-set ``version`` (None: the current one)."""
         try:
             mix = json.loads(text)
         except (ValueError, TypeError) as err:
             raise self.damaged("runs", f"run {run!r}", "mixture", f"not JSON ({err})") from None
-        m = len(self.train_domains)
+        domains = self.domains_of(version)
+        m = len(domains)
         if not (
             isinstance(mix, list)
             and all(
@@ -375,8 +415,8 @@ class LedgerStore:
                 "runs",
                 f"run {run!r}",
                 "mixture",
-                f"{len(mix)} shares but the ledger has {m} training domains "
-                f"({', '.join(self.train_domains)})",
+                f"{len(mix)} shares but its domain set has {m} training domains "
+                f"({', '.join(domains)})",
             )
         return [float(v) for v in mix]
 
@@ -384,12 +424,20 @@ class LedgerStore:
         """Every run's mixture readable and as long as the domain list; every result for a
         known validation domain (DamagedLedgerError otherwise)."""
         with self.read() as con:
-            rows = con.execute("SELECT run, mixture FROM runs ORDER BY seq").fetchall()
+            rows = con.execute("SELECT run, mixture, domain_set FROM runs ORDER BY seq").fetchall()
             doms = con.execute(
                 "SELECT run, eval_domain FROM results GROUP BY eval_domain"
             ).fetchall()
-        for run, text in rows:
-            self.mixture(run, text)
+        for run, text, version in rows:
+            if not isinstance(version, int) or not 1 <= version <= len(self.domain_sets):
+                raise self.damaged(
+                    "runs",
+                    f"run {run!r}",
+                    "domain_set",
+                    f"{version!r} is not a version of table domain_sets "
+                    f"(1 to {len(self.domain_sets)})",
+                )
+            self.mixture(run, text, version)
         for run, dom in doms:
             if dom not in self.eval_domains:
                 raise self.damaged(
@@ -405,13 +453,15 @@ class LedgerStore:
     def write(self, operation: str = "write") -> Iterator[sqlite3.Connection]:
         """One write transaction: takes the write lock up front (waits up to the busy
         timeout), commits on success, rolls back on any exception. SQLite's errors (read-only
-        file, lock timeout, disk full) become one-line LedgerErrors; nothing is changed.
+        file, lock timeout, disk full) become one-line LedgerErrors; nothing is changed; so is
+        a domain set changed by another process since this store was opened (``check_current``).
         Calls :func:`_fault_point` with ``"<operation>:begin"`` and ``"<operation>:commit"``."""
         try:
             self.con.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as err:
             raise self._write_failed(err) from None
         try:
+            check_current(self.con, self.domain_sets[-1], str(self.path))
             _fault_point(f"{operation}:begin")
             yield self.con
             _fault_point(f"{operation}:commit")

@@ -198,8 +198,9 @@ class Proposer:
         """The posterior of the completed runs (reused or refitted) and its Belief under the
         objective: ``target``, else ``weights``, else the ledger's target weights, else equal
         weights. Empty while fewer runs are completed than the law needs (``min_runs``): the
-        batch then extends the initial design."""
-        done = led.summary()["by_status"]["completed"]
+        batch then extends the initial design. Runs of earlier domain sets count when their
+        maps keep them (the fit reads them in the current set)."""
+        done = sum(ds["in_fit"] for ds in led.summary()["domain_sets"])
         if done < self.min_runs:
             if done:
                 self.say(f"{done} completed run(s), the law needs {self.min_runs}: no fit yet")
@@ -256,6 +257,7 @@ class Proposer:
         pending = led.pending().to_numpy(float)
         completed = led.runs("completed")
         done = completed[[MIX_PREFIX + d for d in led.train_domains]].to_numpy(float)
+        done = done[~np.isnan(done).any(axis=1)]  # runs of an earlier domain set a map left out
         options = {
             "pool": cands,
             "pending": pending,

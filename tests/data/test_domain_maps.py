@@ -122,3 +122,34 @@ def test_runs_of_two_versions_join_with_the_union_of_validation_domains():
     assert both.mixtures.loc["n1", "code"] == 0.5
     with pytest.raises(errors.DomainNameError, match="remap the older runs first"):
         concat_versions([old_runs(), new])
+
+
+def test_a_map_stored_as_its_tables_reads_back_the_same():
+    """What a ledger stores with a domain-set version (to_dict) gives the same map back: the
+    split's fractions (3:1 -> 0.75, 0.25) are exact in binary, so equality is exact."""
+    m = DomainMap.from_dict(
+        {
+            "from": "v1",
+            "to": "v2",
+            "rename": {"wiki": "wikipedia"},
+            "merge": {"academic": ["arxiv", "pubmed"]},
+            "split": {"books": {"into": ["b3", "pg19"], "tokens": [300.0, 100.0]}},
+            "add": ["forum"],
+            "drop": ["dedup"],
+            "drop_runs": "renormalize",
+        },
+        source="m",
+    )
+    back = DomainMap.from_dict(m.to_dict(), source="m")
+    assert back == m
+    assert back.split["books"].fractions == (0.75, 0.25)
+    old = pd.DataFrame(
+        [[0.2, 0.2, 0.1, 0.3, 0.2], [0.5, 0.1, 0.1, 0.3, 0.0]],
+        columns=["wiki", "arxiv", "pubmed", "books", "dedup"],
+        index=["a", "b"],
+    )
+    new, keep, note = m.convert(old)
+    assert keep.tolist() == [True, True] and note.startswith("rescaled 1 runs")
+    assert new.loc["a"].to_dict() == pytest.approx(
+        {"wikipedia": 0.25, "academic": 0.375, "b3": 0.28125, "pg19": 0.09375, "forum": 0.0}
+    )

@@ -387,3 +387,58 @@ def test_an_interrupt_between_claim_and_launch_releases_the_claimed_run(loop):
     # the claimed-but-not-launched run and the launched one are both proposed again, unpaid
     assert set(statuses(exp).values()) == {"proposed"}
     assert (runs_frame(exp.path)["attempts"] == 0).all()
+
+
+# ---------------------------------------------------------------- a domain change mid-loop (slow)
+#: The fake trainer after web and books are merged into "text": training domains text, code;
+#: the same validation domains (web, code, books); the law's slopes in the new set.
+FAKE_MERGED = textwrap.dedent(
+    """
+    import argparse, json, math
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run"); ap.add_argument("--mixture-file"); ap.add_argument("--out")
+    a = ap.parse_args()
+    mix = json.load(open(a.mixture_file))
+    C, K, T = %s, %s, %s
+    r = [mix["text"], mix["code"]]
+    loss = [C[i] + K[i] * math.exp(T[i][0] * r[0] + T[i][1] * r[1]) for i in range(3)]
+    head = ["run", "mix.text", "mix.code", "loss.web", "loss.code", "loss.books"]
+    row = [a.run] + [repr(x) for x in r] + [repr(x) for x in loss]
+    open(a.out, "w").write(",".join(head) + "\\n" + ",".join(row) + "\\n")
+    """
+) % (C.tolist(), K.tolist(), T[:, :2].tolist())
+
+
+@pytest.mark.slow
+def test_the_loop_continues_after_a_domain_change_with_every_run(loop, tmp_path):
+    exp, command = loop
+    assert runner(exp, command, batch=6).run(1, recommend=False).completed  # round 0, no fit
+    change = exp.change_domains({"merge": {"text": ["web", "books"]}})
+    assert change.new == ("text", "code") and change.abandoned == []
+    script = tmp_path / "fake_merged.py"
+    script.write_text(FAKE_MERGED)
+    merged = (
+        f"{sys.executable} {script} --run {{run}} --mixture-file {{mixture_file}} --out {{out}}"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = runner(exp, merged, batch=4).run(1)
+    assert len(summary.completed) == 4 and not summary.failed
+    frame = exp.runs()
+    new = frame[frame["round"] == frame["round"].max()]
+    assert len(new) == 4 and set(new["domain_set"]) == {"v2"}
+    assert set(new["strategy"]) == {"thompson"}  # proposed from a fit, not a fresh design
+    with Ledger.open(exp.path) as led:
+        # the fit behind round 1 used all 6 runs of v1, remapped into (text, code)
+        assert led.fit_records()[int(new["round"].iloc[0])]["n_runs"] == 6
+        fitted = led.run_table()
+    assert fitted.n_runs == 10 and fitted.train_domains == ("text", "code")
+    old = frame[frame["domain_set"] == "v1"]
+    with Ledger.open(exp.path) as led:
+        stored = led.runs(domain_set="v1").set_index("run")
+    np.testing.assert_allclose(
+        old.set_index("run")["mix.text"], stored["mix.web"] + stored["mix.books"], atol=1e-12
+    )
+    assert [s["in_fit"] for s in exp.status()["domain_sets"]] == [6, 4]
+    rec = summary.recommendation.recommendation.set_index("train_domain")["share"]
+    assert list(rec.index) == ["text", "code"] and abs(rec.sum() - 1) < 1e-6
