@@ -47,7 +47,7 @@ import pymc as pm
 
 from bayesmix.laws.base import BuildContext, Law, Param
 
-#: Suffix of a law name that evaluates the law on effective shares (``"m4+repeat"``).
+#: Suffix of a law name that adds the repetition component (``"m4+repeat"``).
 SUFFIX = "+repeat"
 #: Muennighoff et al. (2023)'s fitted decay constant of repeated data, in repetitions.
 PUBLISHED_R_STAR = 15.4
@@ -133,8 +133,8 @@ def _as_array(x, xp):
 
 def data_cost(kept, tokens, data_term, data_exponent, xp=np):
     """Loss (..., n) of training on ``s D`` effective tokens instead of ``D``: Chinchilla's data
-    term ``B D^-beta`` at ``s D`` minus at ``D``, with ``B D^-beta = data_term (D /``
-    :data:`REFERENCE_TOKENS` ``)^-beta``; 0 where ``s = 1``. ``kept`` s (..., n), ``tokens`` D
+    term ``B D^-beta`` at ``s D`` minus at ``D``, where ``B D^-beta = data_term (D / 1e11)^-beta``
+    (:data:`REFERENCE_TOKENS`); exactly 0 where ``s = 1``. ``kept`` s (..., n), ``tokens`` D
     (..., n) or a number, ``data_term`` and ``data_exponent`` (...)."""
     beta = data_exponent[..., None]
     at_budget = data_term[..., None] * (_as_array(tokens, xp) / REFERENCE_TOKENS) ** (-beta)
