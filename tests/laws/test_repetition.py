@@ -14,6 +14,7 @@ import pytest
 import bayesmix as bm
 from bayesmix import errors
 from bayesmix.decisions.draws import LawDraws
+from bayesmix.decisions.scale import proxy_scale
 from bayesmix.laws import get_law
 from bayesmix.laws.repetition import RepeatLaw, effective_mixture, effective_shares
 from bayesmix.model.model import prepare_data
@@ -230,6 +231,11 @@ def test_decide_on_a_fitted_posterior_at_a_budget_stops_at_sensible_epochs(proxy
     # error, a few hundredths of a share at 24 runs with noise 0.01; measured: 39)
     assert epochs["wiki"] < 80
     assert not any("outside the fitted range" in n for n in aware.notes)
+    # the HTML report shows the epochs; without a decision it draws at the proxies' budget
+    # (runs with tokens but no model size)
+    assert proxy_scale(proxy_fit) == pytest.approx({"tokens": 1e9})
+    html = aware.to_html(proxy_fit, tmp_path / "report.html").read_text()
+    assert "baseline epochs" in html
     back = bm.Posterior.load(proxy_fit.save(tmp_path / "repeat.nc"))
     assert back.law is proxy_fit.law and back.spec.law == "m4+repeat"
     mix = pd.DataFrame([[0.4, 0.4, 0.2]], columns=list(DOMAINS))  # inside the fitted runs
