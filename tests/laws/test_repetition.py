@@ -155,6 +155,19 @@ def test_a_run_table_carries_unique_tokens_through_its_views():
     assert len(data.runs) == 6 and data.tokens is not None
 
 
+def test_runs_with_checkpoints_enter_once_at_their_last_budget():
+    from bayesmix.model.model import select_for_fit
+
+    early, late = frame(), frame()
+    early["step"], early["tokens"] = 500, 5e8
+    late["step"] = 1000
+    runs = bm.RunTable.from_frame(pd.concat([early, late], ignore_index=True))
+    table = select_for_fit(runs, law="m4+repeat")  # tokens are a budget: no checkpoint fit
+    data = prepare_data(table, "m4+repeat")
+    assert len(data.runs) == 6 and data.record_run is None
+    np.testing.assert_array_equal(data.tokens, 1e9)
+
+
 @pytest.mark.parametrize(
     ("change", "error", "words"),
     [
