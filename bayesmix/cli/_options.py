@@ -168,7 +168,11 @@ def add_scale_arguments(p: argparse.ArgumentParser) -> None:
         help="model size of the target run in parameters (e.g. 1e9)",
     )
     g.add_argument(
-        "--tokens", type=float, metavar="D", help="training tokens of the target run (e.g. 1e11)"
+        "--tokens",
+        type=float,
+        metavar="D",
+        help="training tokens of the target run (e.g. 1e11; for a <law>+repeat, the budget that "
+        "fixes each domain's epochs)",
     )
     g.add_argument(
         "--max-extrapolation",
@@ -195,6 +199,11 @@ def scale_from_args(args, law) -> dict[str, Any]:
         if value is not None and not (math.isfinite(value) and value > 0):
             raise errors.OptionError(f"{flag} must be a positive number, got {value:g}")
     missing = [k for k in takes if given[k] is None]
+    if missing and set(missing) <= set(law.budget_inputs):
+        raise errors.OptionError(
+            f"law {law.name!r} counts repeated data at the target's token budget: give --tokens",
+            hint="e.g. --tokens 2e11",
+        )
     if missing:
         flags = " and ".join("--" + k.replace("_", "-") for k in missing)
         raise errors.OptionError(

@@ -266,7 +266,13 @@ class DomainMap:
                 source=self.source,
                 hint='set drop_runs = "renormalize" to keep them',
             )
-        rest = [c for c in tidy.columns if c not in mix_cols and not c.startswith("loss.")]
+        # unique tokens are the old domains': the new set's are not known (give them again)
+        unique = [c for c in tidy.columns if c.startswith("unique.")]
+        if unique:
+            _note(report, "dropped the old domains' unique.<domain> columns")
+        rest = [
+            c for c in tidy.columns if c not in mix_cols and not c.startswith(("loss.", "unique."))
+        ]
         losses = [c for c in tidy.columns if c.startswith("loss.")]
         new.columns = [MIX_PREFIX + d for d in new.columns]
         frame = pd.concat([tidy[rest], new, tidy[losses]], axis=1)[keep]

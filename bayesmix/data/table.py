@@ -249,8 +249,10 @@ class RunTable:
         run_ids = validation.run_ids(frame, source, rows)
         frame["run"] = run_ids
         at = validation.Places(source, rows, run_ids)
+        unique_cols = [c for c in frame.columns if c.startswith(validation.UNIQUE_PREFIX)]
         numeric = [c for c in (*META_COLUMNS, *mix_cols, *loss_cols) if c in frame.columns]
-        validation.to_numbers(frame, numeric, at)
+        validation.to_numbers(frame, numeric + unique_cols, at)
+        unique_cols = validation.check_unique_tokens(frame, train, at)
         validation.check_proportions(
             frame, mix_cols, at, tolerance=tolerance, renormalize=renormalize, report=report
         )
@@ -261,7 +263,7 @@ class RunTable:
         validation.check_tokens_follow_steps(frame, at)
         frame = schedules.check_columns(frame, source, rows, run_ids)
         meta = [c for c in (*META_COLUMNS, *schedules.SCHEDULE_COLUMNS) if c in frame.columns]
-        ordered = ["run", *meta, *mix_cols, *loss_cols]
+        ordered = ["run", *meta, *mix_cols, *unique_cols, *loss_cols]
         return cls(frame[ordered], train, evals, source=source)
 
     # ------------------------------------------------------------------ basic facts
@@ -323,6 +325,17 @@ class RunTable:
     def column(self, name: str) -> pd.Series | None:
         """A meta column (``n_params``, ``step``, ``tokens``) per record, or None if absent."""
         return self._records[name] if name in self._records.columns else None
+
+    def unique_tokens(self) -> dict[str, float] | None:
+        """``{training domain: unique tokens available}`` from the ``unique.<domain>``
+        columns (the domains that have one), or None when the table has none."""
+        prefix = validation.UNIQUE_PREFIX
+        found = {
+            d: float(self._records[prefix + d].iloc[0])
+            for d in self.train_domains
+            if prefix + d in self._records.columns
+        }
+        return found or None
 
     # ------------------------------------------------------------------ selections
     def final(self) -> RunTable:

@@ -35,6 +35,9 @@ from bayesmix.data import schedules
 
 MIX_PREFIX = "mix."
 LOSS_PREFIX = "loss."
+#: Prefix of the optional columns of each training domain's unique tokens available (the same
+#: number in every row), read by the repetition component (:mod:`bayesmix.laws.repetition`).
+UNIQUE_PREFIX = "unique."
 META_COLUMNS = ("n_params", "step", "tokens")
 #: Largest allowed |sum(proportions) - 1| before a record is rejected (RegMix rounds to 3 decimals,
 #: so its rows are off by up to about 0.004). Pass ``renormalize=True`` to accept and rescale.
@@ -167,7 +170,9 @@ def check_columns(frame: pd.DataFrame, source: str | None) -> tuple[list[str], l
         )
     mix_cols = [c for c in frame.columns if c.startswith(MIX_PREFIX)]
     loss_cols = [c for c in frame.columns if c.startswith(LOSS_PREFIX)]
+    unique_cols = [c for c in frame.columns if c.startswith(UNIQUE_PREFIX)]
     known = {"run", *META_COLUMNS, *schedules.SCHEDULE_COLUMNS, *mix_cols, *loss_cols}
+    known |= set(unique_cols)
     extra = [c for c in frame.columns if c not in known]
     if extra:
         # candidates: known columns, and the name with a corrected prefix (los.x -> loss.x)
@@ -178,7 +183,8 @@ def check_columns(frame: pd.DataFrame, source: str | None) -> tuple[list[str], l
             f"did you mean {close[0]!r}?"
             if close
             else (
-                "allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>, and "
+                "allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>, "
+                "unique.<domain>, and "
                 "the schedule columns " + ", ".join(schedules.SCHEDULE_COLUMNS)
             )
         )
@@ -237,6 +243,43 @@ def to_numbers(frame: pd.DataFrame, columns: Sequence[str], at: Places) -> None:
                 hint="write numbers with a '.' decimal point, leave unknown cells empty",
             )
         frame[col] = out.astype(float)
+
+
+def check_unique_tokens(frame: pd.DataFrame, train: Sequence[str], at: Places) -> list[str]:
+    """The ``unique.<domain>`` columns (already numbers): each names a training domain and
+    holds one finite number > 0 of tokens, the same in every row (FormatError /
+    NonNumericError at the first bad cell). Returns their names in training-domain order."""
+    cols = [c for c in frame.columns if c.startswith(UNIQUE_PREFIX)]
+    for col in cols:
+        if col[len(UNIQUE_PREFIX) :] not in train:
+            raise errors.FormatError(
+                f"column {col!r} names no training domain",
+                source=at.source,
+                column=col,
+                hint=f"unique tokens go in unique.<domain> for a domain with a mix.<domain> "
+                f"column ({', '.join(train)})",
+            )
+        vals = frame[col].to_numpy(dtype=float)
+        for i in np.flatnonzero(~(np.isfinite(vals) & (vals > 0))):
+            raise errors.NonNumericError(
+                f"unique tokens must be a finite number > 0, got {vals[i]:g}",
+                source=at.source,
+                row=at.rows[i],
+                run=at.runs[i],
+                column=col,
+                hint="give the domain's unique tokens available, the same in every row (a "
+                "domain with none is kept out by max_share=0)",
+            )
+        for i in np.flatnonzero(vals != vals[0]):
+            raise errors.FormatError(
+                f"unique tokens {vals[i]:g} differ from {vals[0]:g} in the first row",
+                source=at.source,
+                row=at.rows[i],
+                run=at.runs[i],
+                column=col,
+                hint="a domain's unique tokens are one number: the same in every row",
+            )
+    return [UNIQUE_PREFIX + d for d in train if UNIQUE_PREFIX + d in cols]
 
 
 def check_proportions(

@@ -353,16 +353,23 @@ def _choice_notes(best: Optimum, setting: _Setting) -> list[str]:
 
 
 def _recommendation(setting: _Setting, mixture: np.ndarray) -> pd.DataFrame:
-    """train_domain, share, baseline, min_allowed, max_allowed."""
-    return pd.DataFrame(
+    """train_domain, share, baseline, min_allowed, max_allowed; with a law that counts repeated
+    data (:meth:`bayesmix.laws.Law.epochs`) and a token budget, also ``epochs`` and
+    ``baseline_epochs`` (passes over each domain's unique data at the target budget)."""
+    draws = setting.draws
+    table = pd.DataFrame(
         {
-            "train_domain": list(setting.draws.train_domains),
+            "train_domain": list(draws.train_domains),
             "share": mixture,
             "baseline": setting.baseline,
             "min_allowed": setting.constraints.lower,
             "max_allowed": setting.constraints.upper,
         }
     )
+    passes = draws.law.epochs(np.vstack([mixture, setting.baseline]), draws.params, draws.inputs)
+    if passes is not None:
+        table["epochs"], table["baseline_epochs"] = passes[0], passes[1]
+    return table
 
 
 def _scale_shift(setting: _Setting, problem: DecisionProblem, seed, say) -> ScaleShift | None:

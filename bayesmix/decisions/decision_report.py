@@ -41,7 +41,9 @@ class DecisionReport:
     Parameters
     ----------
     recommendation : pandas.DataFrame
-        train_domain, share, baseline, min_allowed, max_allowed.
+        train_domain, share, baseline, min_allowed, max_allowed [, epochs, baseline_epochs:
+        passes over each domain's unique data at the target token budget, for a law that
+        counts repeated data (``<law>+repeat``)].
     losses : pandas.DataFrame
         mixture (recommended/baseline), eval_domain (``overall`` = weighted aggregate), weight,
         mean, median, lower, upper [, pred_lower, pred_upper].
@@ -203,6 +205,8 @@ class DecisionReport:
             "min_allowed": "min",
             "max_allowed": "max",
         }
+        if "epochs" in self.recommendation:  # a law that counts repeated data, at a budget
+            cols.update(epochs="epochs", baseline_epochs="baseline epochs")
         table = self.recommendation[list(cols)].rename(columns=cols)
         if self.optimum_spread is not None:
             sp = self.optimum_spread.set_index("train_domain")
@@ -337,6 +341,20 @@ class DecisionReport:
                 "baseline",
             ),
             _long("mixture", rec, "train_domain", ["min_allowed", "max_allowed"], "constraint"),
+            *(
+                [
+                    _long("epochs", rec, "train_domain", ["epochs"], "recommended"),
+                    _long(
+                        "epochs",
+                        rec.rename(columns={"baseline_epochs": "epochs", "epochs": "_"}),
+                        "train_domain",
+                        ["epochs"],
+                        "baseline",
+                    ),
+                ]
+                if "epochs" in rec
+                else []
+            ),
             _long(
                 "loss",
                 self.losses,

@@ -98,14 +98,16 @@ class ScaleShift:
 
 def proxy_scale(posterior) -> dict[str, float]:
     """The proxies' scale: the geometric means of the fitted model sizes and tokens (where the
-    fitted law is pinned best)."""
+    fitted law is pinned best), of those the fitted runs record (a law that reads only tokens,
+    e.g. as the budget of the repetition component, has runs without model sizes)."""
     table = posterior.fit_data()
     out = {}
     for key in ("n_params", "tokens"):
         col = table.column(key)
-        values = col.to_numpy(dtype=float)
+        values = np.array([]) if col is None else col.to_numpy(dtype=float)
         values = values[np.isfinite(values) & (values > 0)]
-        out[key] = float(np.exp(np.mean(np.log(values))))
+        if values.size:
+            out[key] = float(np.exp(np.mean(np.log(values))))
     return out
 
 

@@ -12,7 +12,7 @@ import importlib
 import inspect
 import pkgutil
 
-from bayesmix.laws import absence
+from bayesmix.laws import absence, repetition
 from bayesmix.laws.base import INPUTS, BuildContext, Law, Param
 
 __all__ = [
@@ -88,7 +88,9 @@ def available_laws() -> dict[str, Law]:
 
 def get_law(name: str | Law) -> Law:
     """The law called ``name`` (e.g. ``"m4"``), ``"module:Class"`` imported on demand, or
-    ``"<law>+absent"``: that law plus the exact-absence term (:mod:`bayesmix.laws.absence`)."""
+    ``"<law>+absent"``: that law plus the exact-absence term (:mod:`bayesmix.laws.absence`), or
+    ``"<law>+repeat"``: that law on effective shares under repetition
+    (:mod:`bayesmix.laws.repetition`)."""
     from bayesmix.errors import SpecError
 
     if isinstance(name, Law):
@@ -98,6 +100,10 @@ def get_law(name: str | Law) -> Law:
         return _REGISTRY[name]
     if str(name).endswith(absence.SUFFIX):  # any law plus the exact-absence term
         _REGISTRY[name] = absence.with_absence(get_law(str(name)[: -len(absence.SUFFIX)]))
+        return _REGISTRY[name]
+    if str(name).endswith(repetition.SUFFIX):  # any law on effective shares under repetition
+        base = get_law(str(name)[: -len(repetition.SUFFIX)])
+        _REGISTRY[name] = repetition.with_repetition(base)
         return _REGISTRY[name]
     if ":" in str(name):
         module_name, _, attr = str(name).partition(":")

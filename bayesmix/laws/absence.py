@@ -90,6 +90,12 @@ class AbsentLaw(Law):
     def data_arrays(self, r, losses, loss_mean, loss_scale):
         return self.base.data_arrays(r, losses, loss_mean, loss_scale)
 
+    def table_arrays(self, runs):
+        return self.base.table_arrays(runs)
+
+    def epochs(self, r, params, inputs):
+        return self.base.epochs(r, params, inputs)
+
     def value_grad(self, r, params, weights, *, n_params=None, tokens=None):
         """The base law's weighted loss and gradient, plus the absence term's value (its
         gradient is zero wherever it exists)."""
@@ -143,6 +149,7 @@ def with_absence(base: Law) -> AbsentLaw:
         "name": base.name + SUFFIX,
         "description": f"{base.description}; plus an effect of exact absence per domain pair",
         "inputs": base.inputs,
+        "budget_inputs": base.budget_inputs,
         "params": (*base.params, ABSENCE_PARAM),
         "derived": base.derived,
         "extra_dims": base.extra_dims,

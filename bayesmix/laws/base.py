@@ -141,6 +141,11 @@ class Law(abc.ABC):
     #: Name of a parameter that equals the mean loss at the uniform mixture (e.g. M4's ``m``),
     #: or None when the law has none; tests check the promise for every law that makes it.
     uniform_loss_param: ClassVar[str | None] = None
+    #: Inputs the law reads only as the run's budget, not as a scale it extrapolates in (e.g.
+    #: ``tokens`` of a law on effective shares under repetition, :mod:`bayesmix.laws.repetition`):
+    #: such a law is fitted to one record per run, and a target beyond the fitted range of these
+    #: inputs is not an extrapolation.
+    budget_inputs: ClassVar[tuple[str, ...]] = ()
     #: Fewest runs :func:`bayesmix.fit` accepts (fewer: ``TooFewRunsError``): below it the law
     #: is barely identified.
     min_runs: ClassVar[int] = 2
@@ -310,6 +315,18 @@ class Law(abc.ABC):
         missing, ``loss_mean`` and ``loss_scale`` (eval_domain). E.g. m4log's whitening matrix
         and chains' start."""
         return {}
+
+    def table_arrays(self, runs) -> Mapping[str, np.ndarray]:
+        """Arrays the law reads from the run table (a :class:`bayesmix.RunTable`) beyond its
+        inputs, by ``pm.Data`` name (default none), e.g. the repetition component's unique
+        tokens per training domain; a missing column is a FormatError naming it."""
+        return {}
+
+    def epochs(self, r, params: Mapping, inputs: Mapping) -> np.ndarray | None:
+        """Passes over each training domain's unique data (n, M) of mixtures ``r`` (n, M) at
+        the fixed ``inputs``, for a law that knows them (the repetition component); None
+        otherwise."""
+        return None
 
     def draw_optima(self, params, weights, lower, upper, x0=None, **inputs):
         """Exact per-draw optima (r (S, M), converged (S,)) or None when the law has no fast

@@ -119,8 +119,12 @@ def law_arrays(law, r, losses, loss_mean, loss_scale) -> dict:
 
 
 def uses_checkpoints(law) -> bool:
-    """A law with a training-tokens input is fitted to every checkpoint of every run."""
-    return law is not None and "tokens" in get_law(law).inputs
+    """A law with a training-tokens input is fitted to every checkpoint of every run, unless
+    it reads the tokens only as the run's budget (:attr:`bayesmix.laws.Law.budget_inputs`)."""
+    if law is None:
+        return False
+    law = get_law(law)
+    return "tokens" in law.inputs and "tokens" not in law.budget_inputs
 
 
 def select_for_fit(
@@ -296,7 +300,10 @@ def prepare_data(runs: RunTable, law=None) -> ModelData:
         loss_mean=mean,
         loss_scale=2.0 * spread,
         log_sigma_loc=float(np.log(0.25 * np.median(spread))),
-        law_data=law_arrays(law, r, losses, mean, 2.0 * spread),
+        law_data={
+            **law_arrays(law, r, losses, mean, 2.0 * spread),
+            **({} if law is None else get_law(law).table_arrays(runs)),
+        },
         **extra,
     )
 

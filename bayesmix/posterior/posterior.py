@@ -198,11 +198,12 @@ class Posterior:
 
     # ------------------------------------------------------------------ prediction
     def scale_range(self) -> dict[str, tuple[float, float]]:
-        """Fitted range ``{input: (min, max)}`` of the law's extra inputs (n_params, tokens)."""
+        """Fitted range ``{input: (min, max)}`` of the law's extra inputs (n_params, tokens),
+        except those it reads only as a budget (:attr:`bayesmix.laws.Law.budget_inputs`)."""
         table = self.fit_data()
         out = {}
-        for key in self.law.inputs:
-            col = None if key == "r" else table.column(key)
+        for key in self.law.inputs:  # a budget (the runs' tokens under repetition) is no scale
+            col = None if key in ("r", *self.law.budget_inputs) else table.column(key)
             if col is not None:
                 values = col.to_numpy(dtype=float)
                 values = values[np.isfinite(values) & (values > 0)]

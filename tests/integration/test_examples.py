@@ -100,3 +100,13 @@ def test_domain_change(tmp_path):
 def test_domain_change_without_data(tmp_path):
     out = run_example("domain_change.py", "--out", str(tmp_path), "--data", str(tmp_path / "no"))
     assert "not found" in out and "skipping" in out
+
+
+def test_repetition(tmp_path):
+    out = run_example("repetition.py", "--out", str(tmp_path), *SMALL)
+    assert "24 proxy runs of 1e+09 tokens" in out
+    line = out.split("largest epochs: ")[1].splitlines()[0]  # "m4+repeat 38, m4 alone 122"
+    aware, alone = (float(part.split()[-1]) for part in line.split(", "))
+    # the known law's optimum at 2e11 tokens repeats wiki about 40 times; M4 alone asks ~120
+    assert aware < 80 < alone
+    assert (tmp_path / "repetition_decision.json").is_file()

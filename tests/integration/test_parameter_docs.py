@@ -20,7 +20,7 @@ from bayesmix.scaling.pipeline import build_curve_model, step_data
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = (ROOT / "docs" / "parameters.md").read_text()
 DOCUMENTED = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:\[[^`]*\])?`", PAGE))
-NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*(?:\+absent)?)`")
+NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*(?:\+absent|\+repeat)?)`")
 
 
 def posterior_group_table() -> dict[str, set[str]]:
@@ -49,6 +49,11 @@ def test_every_variable_of_a_shipped_model_is_documented(name):
         runs = proxy_runs()
     else:
         runs, _ = bm.simulate(["web", "code", "books"], n_runs=12, random_seed=0)
+    if "tokens" in get_law(spec.law).budget_inputs:  # the repetition component's inputs
+        tidy = runs.to_tidy().assign(tokens=1e9)
+        runs = bm.RunTable.from_frame(
+            tidy.assign(**{f"unique.{d}": 1e10 for d in runs.train_domains})
+        )
     table = select_for_fit(runs, law=spec.law)
     model = build_model(
         spec, table.train_domains, table.eval_domains, prepare_data(table, spec.law)
