@@ -98,7 +98,7 @@ def add_predictor_arguments(p: argparse.ArgumentParser, *, method: bool = True) 
             "--imputations", type=int, default=4, metavar="J", help="nested: J (default 4)"
         )
         p.add_argument("--draws", type=int, default=500, help="draws per chain (default 500)")
-        p.add_argument("--tune", type=int, default=500, help="tuning steps (default 500)")
+        p.add_argument("--tune", type=int, default=1000, help="tuning steps (default 1000)")
         p.add_argument("--chains", type=int, default=2, help="chains per fit (default 2)")
     p.add_argument(
         "--schedule",

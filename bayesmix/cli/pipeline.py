@@ -89,7 +89,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--draws", type=int, default=500, help="draws per chain, every stage (default 500)"
     )
-    p.add_argument("--tune", type=int, default=500, help="tuning steps per chain (default 500)")
+    p.add_argument("--tune", type=int, default=1000, help="tuning steps per chain (default 1000)")
     p.add_argument(
         "--chains",
         type=int,

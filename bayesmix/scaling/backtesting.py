@@ -342,7 +342,7 @@ def backtest(
     size_splits: int = 2,
     imputations: int = 4,
     draws: int = 500,
-    tune: int = 500,
+    tune: int = 1000,
     chains: int = 2,
     random_seed: int | None = 1,
     ci_prob: float = 0.9,

@@ -86,7 +86,7 @@ def nested_fit(
     imputations: int = 4,
     spec="default",
     draws: int = 500,
-    tune: int = 500,
+    tune: int = 1000,
     chains: int = 2,
     random_seed: int | None = None,
     progressbar: bool = False,

@@ -99,10 +99,13 @@ def test_low_ess_scales_the_draws_by_the_shortfall():
     assert new.draws == 2400
 
 
-def test_rhat_alone_asks_for_half_as_many_draws_again():
-    new, why = next_settings(report(max_rhat=1.03), BASE)
-    assert new == replace(BASE, draws=1500, tune=1500)
-    assert "R-hat 1.030" in why
+def test_rhat_alone_asks_for_draws_by_how_far_it_is_from_its_bound():
+    # R-hat - 1 shrinks about as 1 / draws: 1.012 -> x1.5 (the least), 1.02 -> 1.2 x 2 = x2.4,
+    # 1.03 -> 1.2 x 3 = x3.6, 1.05 -> capped at x4
+    for rhat, draws in ((1.012, 1500), (1.02, 2400), (1.03, 3600), (1.05, 4000)):
+        new, why = next_settings(report(max_rhat=rhat), BASE)
+        assert new == replace(BASE, draws=draws, tune=1500), rhat
+        assert f"R-hat {rhat:.3f}" in why
 
 
 def test_several_failures_take_the_largest_change_of_each_setting():
