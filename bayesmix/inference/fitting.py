@@ -215,7 +215,7 @@ def fit(
         with settings chosen from what failed (:func:`bayesmix.inference.gate_retry.next_settings`:
         higher ``target_accept``, longer tuning, more draws) and a seed derived from
         ``random_seed``, while the next attempt is predicted to fit in the time left (at most
-        4 attempts). 0: one attempt, as before. The passing attempt (else the best) is kept;
+        6 attempts). 0: one attempt, as before. The passing attempt (else the best) is kept;
         ``settings`` describe it, ``settings["attempts"]`` records every attempt and
         ``settings["sample_s"]`` is the sampling time of all of them.
 
