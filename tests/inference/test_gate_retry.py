@@ -212,12 +212,13 @@ def test_driver_keeps_the_best_attempt_when_none_pass():
             report(max_rhat=1.02),  # 1 failure, lowest R-hat: the best
             report(divergences=1, max_rhat=1.015),  # 2 failures
         ]
+        + [report(divergences=2, max_rhat=1.04)] * (MAX_ATTEMPTS - 4)  # 2 failures each
     )
     result = drive(fake)
-    assert len(result.attempts) == 4
+    assert len(result.attempts) == MAX_ATTEMPTS
     assert result.tree == 2 and result.extra == "extra 2"
     assert result.used.number == 3 and result.diagnostics.max_rhat == 1.02
-    assert [a.used for a in result.attempts] == [False, False, True, False]
+    assert [a.used for a in result.attempts] == [False, False, True] + [False] * (MAX_ATTEMPTS - 3)
 
 
 def test_seeds_are_distinct_deterministic_and_none_stays_none():
