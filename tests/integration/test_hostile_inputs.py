@@ -856,7 +856,7 @@ def _damage(path: Path, sql: str) -> None:
         ),
         (
             "UPDATE meta SET value = '[\"web\", \"code\"]' WHERE key = 'train_domains'",
-            ["table meta", "key 'constraints'", "train_domains"],
+            ["table meta", "key 'train_domains'", "domain set 'v1'"],
         ),
         (
             "UPDATE results SET eval_domain = 'wbe' WHERE eval_domain = 'web'",
