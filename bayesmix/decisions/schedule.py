@@ -131,13 +131,20 @@ def decide_schedule(
     def proj(x):
         return _project_schedule(x, lo, hi, frac, whole)
 
+    start = proj(np.full((n_p, n_m), 1.0 / n_m))
+    if whole is not None and not whole.contains((frac @ start)[None], atol=1e-6)[0]:
+        raise errors.InfeasibleError(
+            "no schedule meets the per-phase and whole-run constraints together",
+            hint="loosen a per-phase bound or the whole-run bound",
+        )
+
     def value_grad(x):
         r_eff = effective_mixture(frac[None], x[None], params["late_emphasis"])  # (S, 1, M)
         f, g = law.base.value_grad(r_eff, params, w)  # (S, 1), (S, 1, M)
         wk = phase_weights(frac[None], params["late_emphasis"])[:, 0]  # (S, P)
         return f[:, 0].mean(), np.einsum("sp,sm->pm", wk, g[:, 0]) / len(wk)
 
-    x = _descend(value_grad, proj, proj(np.full((n_p, n_m), 1.0 / n_m)), max_iter)
+    x = _descend(value_grad, proj, start, max_iter)
     # the best static mixture: one r in every phase's box and the whole-run bounds
     s_lo, s_hi = lo.max(axis=0), hi.min(axis=0)
     if whole is not None:
