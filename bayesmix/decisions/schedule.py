@@ -102,17 +102,7 @@ def decide_schedule(
         evals = tuple(posterior.eval_domains)
     else:
         law = _phases_law(posterior)
-        effect = law.effect_matrix()
-        k, m = np.asarray(params[effect.name]).shape[-2:] if effect else (1, 0)
-        first: Constraints | None
-        if isinstance(constraints, Constraints):
-            first = constraints
-        elif constraints:
-            first = constraints[0]
-        else:
-            first = whole
-        train = tuple(first.domains) if first is not None else tuple(f"d{j}" for j in range(m))
-        evals = tuple(f"e{i}" for i in range(k))
+        train, evals = _domains(law, params, constraints, whole)
     law = _phases_law(law)
     params = _thin({p: np.asarray(v, float) for p, v in params.items()})
     frac = np.asarray(fractions, float)
@@ -129,7 +119,7 @@ def decide_schedule(
     hi = np.stack([b.upper for b in boxes])
 
     def proj(x):
-        return _project_schedule(x, lo, hi, frac, whole)
+        return project_schedule(x, lo, hi, frac, whole)
 
     start = proj(np.full((n_p, n_m), 1.0 / n_m))
     if whole is not None and not whole.contains((frac @ start)[None], atol=1e-6)[0]:
@@ -145,19 +135,7 @@ def decide_schedule(
         return f[:, 0].mean(), np.einsum("sp,sm->pm", wk, g[:, 0]) / len(wk)
 
     x = _descend(value_grad, proj, start, max_iter)
-    # the best static mixture: one r in every phase's box and the whole-run bounds
-    s_lo, s_hi = lo.max(axis=0), hi.min(axis=0)
-    if whole is not None:
-        s_lo, s_hi = np.maximum(s_lo, whole.lower), np.minimum(s_hi, whole.upper)
-    if s_lo.sum() > 1 + 1e-9 or s_hi.sum() < 1 - 1e-9 or (s_lo > s_hi + 1e-12).any():
-        static, static_loss = np.full(n_m, np.nan), np.nan
-    else:
-
-        def proj_static(y):
-            return np.broadcast_to(project(y[0], s_lo, s_hi), (n_p, n_m)).copy()
-
-        xs = _descend(value_grad, proj_static, proj_static(np.full((n_p, n_m), 1 / n_m)), max_iter)
-        static, static_loss = xs[0], float(value_grad(xs)[0])
+    static, static_loss = _best_static(value_grad, lo, hi, whole, max_iter)
     for k, box in enumerate(boxes):
         if not box.contains(x[k][None])[0]:
             raise errors.InfeasibleError(f"phase {k + 1}'s mixture left its constraints")
@@ -179,6 +157,39 @@ def decide_schedule(
         static=pd.Series(static, index=cols),
         static_loss=float(static_loss),
     )
+
+
+def _domains(law, params, constraints, whole) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Training and validation domain names for draws given without a posterior: from the
+    constraints, else ``d0..``; ``e0..`` for validation domains."""
+    effect = law.effect_matrix()
+    k, m = np.asarray(params[effect.name]).shape[-2:] if effect else (1, 0)
+    first: Constraints | None
+    if isinstance(constraints, Constraints):
+        first = constraints
+    elif constraints:
+        first = constraints[0]
+    else:
+        first = whole
+    train = tuple(first.domains) if first is not None else tuple(f"d{j}" for j in range(m))
+    return train, tuple(f"e{i}" for i in range(k))
+
+
+def _best_static(value_grad, lo, hi, whole, max_iter) -> tuple[np.ndarray, float]:
+    """The best single mixture (M,) feasible in every phase's box and the whole-run bounds,
+    and its expected loss; NaNs when no single mixture is feasible."""
+    n_p, n_m = lo.shape
+    s_lo, s_hi = lo.max(axis=0), hi.min(axis=0)
+    if whole is not None:
+        s_lo, s_hi = np.maximum(s_lo, whole.lower), np.minimum(s_hi, whole.upper)
+    if s_lo.sum() > 1 + 1e-9 or s_hi.sum() < 1 - 1e-9 or (s_lo > s_hi + 1e-12).any():
+        return np.full(n_m, np.nan), np.nan
+
+    def proj_static(y):
+        return np.broadcast_to(project(y[0], s_lo, s_hi), (n_p, n_m)).copy()
+
+    xs = _descend(value_grad, proj_static, proj_static(np.full((n_p, n_m), 1 / n_m)), max_iter)
+    return xs[0], float(value_grad(xs)[0])
 
 
 def _phases_law(law) -> PhasesLaw:
@@ -234,7 +245,7 @@ def _weights(weights, evals) -> np.ndarray:
     return w / w.sum()
 
 
-def _project_schedule(x, lo, hi, frac, whole: Constraints | None, n_iter: int = 2000):
+def project_schedule(x, lo, hi, frac, whole: Constraints | None, n_iter: int = 2000):
     """Projection of a schedule ``x`` (P, M) onto the per-phase boxes and the whole-run bounds:
     Dykstra's algorithm between the two convex sets, stopped when their iterates agree within
     1e-10 (exact per-phase projection when there are no whole-run bounds). Returns the iterate

@@ -10,8 +10,8 @@ import pytest
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.decisions.schedule import (
-    _project_schedule,
     decide_schedule,
+    project_schedule,
     schedule_loss,
 )
 
@@ -58,7 +58,7 @@ def test_a_whole_run_token_bound_makes_the_annealing_phase_worth_it():
     w = np.full(3, 1 / 3)
     best = schedule_loss("m4+phases", draws(), FRACTIONS, mix, w)[0]
     for _ in range(200):
-        x = _project_schedule(rng.dirichlet(np.ones(3), 2), lo, hi, np.array(FRACTIONS), whole)
+        x = project_schedule(rng.dirichlet(np.ones(3), 2), lo, hi, np.array(FRACTIONS), whole)
         assert schedule_loss("m4+phases", draws(), FRACTIONS, x, w)[0] >= best - 1e-7
 
 
