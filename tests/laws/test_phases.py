@@ -100,3 +100,18 @@ def test_the_posterior_predictive_of_phased_runs_uses_their_phases(fitted):
     assert np.abs(pred - obs).mean() < 0.02
     static = get_law("m4").mean({"r": runs.mixtures.to_numpy()}, truth())
     assert np.abs(static - obs).mean() > 2 * np.abs(pred - obs).mean()
+
+
+@pytest.mark.slow
+def test_a_phases_posterior_saves_loads_and_decides_static_mixtures_and_schedules(fitted, tmp_path):
+    from bayesmix.decisions.schedule import decide_schedule
+
+    _, post = fitted
+    path = tmp_path / "post.nc"
+    post.save(path)
+    back = bm.Posterior.load(path)
+    assert back.law is get_law("m4+phases")
+    rec = bm.decide(back, per_draw=False, random_seed=0)  # one static mixture: the base law's
+    static = decide_schedule(back, [0.8, 0.2])  # no binding constraints: no gain
+    np.testing.assert_allclose(rec.mixture.to_numpy(), static.static.to_numpy(), atol=0.02)
+    assert abs(static.gain) < 1e-5
