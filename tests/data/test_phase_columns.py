@@ -90,3 +90,20 @@ def test_phases_must_agree_between_checkpoints_of_one_run():
     with pytest.raises(errors.FormatError, match="phases differ between checkpoints") as err:
         bm.RunTable.from_frame(two)
     assert "row 3" in str(err.value)
+
+
+def test_a_domain_map_rewrites_each_phase_and_keeps_the_whole_run_consistent():
+    three = frame().assign(**{"mix.x": [0.0, 0.0], "mix1.x": [0.0, None], "mix2.x": [0.0, None]})
+    # run a: phase 2 moves 0.1 of web to x (whole run: web 0.5, x 0.02)
+    three.loc[0, ["mix2.web", "mix2.x", "mix.web", "mix.x"]] = [0.1, 0.1, 0.5, 0.02]
+    table = bm.RunTable.from_frame(three)
+    merged = table.remap({"rename": {"web": "webtext"}, "merge": {"other": ["code", "x"]}})
+    assert merged.train_domains == ("webtext", "other")
+    frac, mixes = merged.phases()
+    np.testing.assert_allclose(mixes[0], [[0.6, 0.4], [0.1, 0.9]])
+    np.testing.assert_allclose(mixes[1], [[0.7, 0.3], [0.7, 0.3]])  # static stays static
+    # dropping x and rescaling: each phase rescaled, the whole run = the phase-weighted mixture
+    dropped = table.remap({"drop": ["x"], "drop_runs": "renormalize"})
+    frac, mixes = dropped.phases()
+    np.testing.assert_allclose(mixes[0, 1], [1 / 9, 8 / 9])
+    np.testing.assert_allclose(dropped.mixtures.loc["a"].to_numpy(), frac[0] @ mixes[0])
