@@ -61,6 +61,7 @@ benchmarks: $(BENCH_STAMP)
 	$(PY) benchmarks/regmix_accuracy.py --train 512
 	$(PY) benchmarks/optimize_accuracy.py
 	$(PY) benchmarks/repetition.py
+	$(PY) benchmarks/phases.py
 	$(PY) benchmarks/guarantees.py
 	$(PY) benchmarks/implicit_aggregation.py
 	$(PY) benchmarks/continual.py

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
+from bayesmix.data import phases
 
 MIX_PREFIX = "mix."
 #: What ``drop_runs`` may say: old runs with a share of a dropped domain are left out, or keep
@@ -271,12 +272,40 @@ class DomainMap:
         if unique:
             _note(report, "dropped the old domains' unique.<domain> columns")
         rest = [
-            c for c in tidy.columns if c not in mix_cols and not c.startswith(("loss.", "unique."))
+            c
+            for c in tidy.columns
+            if c not in mix_cols
+            and not c.startswith(("loss.", "unique."))
+            and not phases.is_phase_column(c)
         ]
         losses = [c for c in tidy.columns if c.startswith("loss.")]
+        phase_frame = self._phase_columns(tidy, runs.train_domains, new)
         new.columns = [MIX_PREFIX + d for d in new.columns]
-        frame = pd.concat([tidy[rest], new, tidy[losses]], axis=1)[keep]
+        frame = pd.concat([tidy[rest], new, phase_frame, tidy[losses]], axis=1)[keep]
         return type(runs).from_frame(frame.reset_index(drop=True), source=runs.source)
+
+    def _phase_columns(self, tidy: pd.DataFrame, train, new: pd.DataFrame) -> pd.DataFrame:
+        """A phased table's phase columns in the new domains (each phase's shares converted
+        like the run's, :meth:`convert`); ``new`` (the whole runs' new shares) is set in place
+        to the phase-weighted mixture of phased rows, so the two stay consistent when dropped
+        shares are rescaled. Empty when the table has no phases."""
+        p = phases.n_phases(list(tidy.columns))
+        if p == 0:
+            return pd.DataFrame(index=tidy.index)
+        fracs = tidy[phases.frac_columns(p)]
+        phased = fracs.notna().all(axis=1).to_numpy()
+        out = [fracs]
+        weighted = np.zeros(new.shape)
+        for k, cols in enumerate(phases.mix_columns(p, train)):
+            old = tidy[cols].astype(float)
+            old.columns = list(train)
+            conv = self.convert(old.fillna(0.0))[0].fillna(0.0)
+            weighted += fracs.iloc[:, k].fillna(0.0).to_numpy()[:, None] * conv.to_numpy()
+            conv.columns = [f"mix{k + 1}.{d}" for d in conv.columns]
+            conv.index = tidy.index
+            out.append(conv.where(np.broadcast_to(phased[:, None], conv.shape)))
+        new.loc[phased] = weighted[phased]
+        return pd.concat(out, axis=1)
 
     # ------------------------------------------------------------------ storing
     def to_dict(self) -> dict:

@@ -14,7 +14,8 @@ cells may be empty (missing losses stay missing, they are never filled in). ``st
 ``tokens`` may be 0: the checkpoint a run starts from (continual pre-training); drop such records
 before fitting a power law in steps or tokens. Optional columns describe each run's
 learning-rate schedule (``schedule``, ``total_steps``, ``warmup_steps``, ``decay_steps``,
-``min_lr_ratio``; :mod:`bayesmix.data.schedules`).
+``min_lr_ratio``; :mod:`bayesmix.data.schedules`), and a run trained in phases of different
+mixtures (``phase_frac.<k>``, ``mix<k>.<domain>``; :mod:`bayesmix.data.phases`).
 
 Losses follow one plausibility rule (missing = empty or nan, kept as NaN; inf, <= 0 or above
 ``max_loss`` = error), and records the rules of :mod:`bayesmix.data.validation`; both are
@@ -36,7 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix import errors
-from bayesmix.data import schedules, validation
+from bayesmix.data import phases, schedules, validation
 from bayesmix.data.validation import (
     LOSS_PREFIX,
     MAX_LOSS,
@@ -262,8 +263,9 @@ class RunTable:
         validation.check_records(frame, mix_cols, at)
         validation.check_tokens_follow_steps(frame, at)
         frame = schedules.check_columns(frame, source, rows, run_ids)
+        phase_cols = phases.check_columns(frame, train, at)
         meta = [c for c in (*META_COLUMNS, *schedules.SCHEDULE_COLUMNS) if c in frame.columns]
-        ordered = ["run", *meta, *mix_cols, *unique_cols, *loss_cols]
+        ordered = ["run", *meta, *mix_cols, *phase_cols, *unique_cols, *loss_cols]
         return cls(frame[ordered], train, evals, source=source)
 
     # ------------------------------------------------------------------ basic facts
@@ -336,6 +338,12 @@ class RunTable:
             if prefix + d in self._records.columns
         }
         return found or None
+
+    def phases(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each record's phase shares (record, P) and phase mixtures (record, P, M) from the
+        phase columns (:mod:`bayesmix.data.phases`; a static run as one phase), in record
+        order, or None when the table has none."""
+        return phases.phase_arrays(self._records, self.train_domains)
 
     # ------------------------------------------------------------------ selections
     def final(self) -> RunTable:

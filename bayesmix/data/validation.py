@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
-from bayesmix.data import schedules
+from bayesmix.data import phases, schedules
 
 MIX_PREFIX = "mix."
 LOSS_PREFIX = "loss."
@@ -172,7 +172,7 @@ def check_columns(frame: pd.DataFrame, source: str | None) -> tuple[list[str], l
     loss_cols = [c for c in frame.columns if c.startswith(LOSS_PREFIX)]
     unique_cols = [c for c in frame.columns if c.startswith(UNIQUE_PREFIX)]
     known = {"run", *META_COLUMNS, *schedules.SCHEDULE_COLUMNS, *mix_cols, *loss_cols}
-    known |= set(unique_cols)
+    known |= set(unique_cols) | {c for c in frame.columns if phases.is_phase_column(c)}
     extra = [c for c in frame.columns if c not in known]
     if extra:
         # candidates: known columns, and the name with a corrected prefix (los.x -> loss.x)
@@ -184,7 +184,7 @@ def check_columns(frame: pd.DataFrame, source: str | None) -> tuple[list[str], l
             if close
             else (
                 "allowed: run, n_params, step, tokens, mix.<domain>, loss.<domain>, "
-                "unique.<domain>, and "
+                "unique.<domain>, the phase columns phase_frac.<k> and mix<k>.<domain>, and "
                 "the schedule columns " + ", ".join(schedules.SCHEDULE_COLUMNS)
             )
         )

@@ -12,7 +12,7 @@ import importlib
 import inspect
 import pkgutil
 
-from bayesmix.laws import absence, repetition
+from bayesmix.laws import absence, phases, repetition
 from bayesmix.laws.base import INPUTS, BuildContext, Law, Param
 
 __all__ = [
@@ -90,7 +90,8 @@ def get_law(name: str | Law) -> Law:
     """The law called ``name`` (e.g. ``"m4"``), ``"module:Class"`` imported on demand, or
     ``"<law>+absent"``: that law plus the exact-absence term (:mod:`bayesmix.laws.absence`), or
     ``"<law>+repeat"``: that law on effective shares under repetition
-    (:mod:`bayesmix.laws.repetition`)."""
+    (:mod:`bayesmix.laws.repetition`), or ``"<law>+phases"``: that law at the effective mixture
+    of phased runs (:mod:`bayesmix.laws.phases`)."""
     from bayesmix.errors import SpecError
 
     if isinstance(name, Law):
@@ -104,6 +105,9 @@ def get_law(name: str | Law) -> Law:
     if str(name).endswith(repetition.SUFFIX):  # any law on effective shares under repetition
         base = get_law(str(name)[: -len(repetition.SUFFIX)])
         _REGISTRY[name] = repetition.with_repetition(base)
+        return _REGISTRY[name]
+    if str(name).endswith(phases.SUFFIX):  # any law at the effective mixture of phased runs
+        _REGISTRY[name] = phases.with_phases(get_law(str(name)[: -len(phases.SUFFIX)]))
         return _REGISTRY[name]
     if ":" in str(name):
         module_name, _, attr = str(name).partition(":")

@@ -100,6 +100,13 @@ def _log_density(y, mu, sigma, likelihood: dict) -> np.ndarray:
     return out
 
 
+def _law_inputs(law, data: ModelData) -> dict:
+    """The inputs of :meth:`Law.mean` for the fitted records: the mixtures (and sizes, tokens)
+    plus the arrays the law read from the run table (e.g. phased runs' phases), as in the fit."""
+    inputs = law.make_inputs(data.r, n_params=data.n_params, tokens=data.tokens)
+    return {**(data.law_data or {}), **inputs}
+
+
 @renamed_kwargs(**SEED)
 def data_groups(
     post: xr.Dataset, law, likelihood: dict, runs: RunTable, *, random_seed: int | None = 0
@@ -126,8 +133,9 @@ def data_groups(
     n_chain, n_draw = p["sigma"].shape[:2]
     rng = np.random.default_rng(random_seed)
     pred = np.empty((n_chain * n_draw, len(run_ids), len(table.eval_domains)))
+    inputs = _law_inputs(law, data)
     for block, pb in _sample_blocks(p, pred[0].size):
-        mean = law.predict(data.r, pb, n_params=data.n_params, tokens=data.tokens)  # (B, run, K)
+        mean = law.mean(inputs, pb)  # (B, run, K)
         if likelihood.get("family") == "student_t":
             noise = rng.standard_t(float(likelihood["nu"]), size=mean.shape)
         else:
@@ -274,8 +282,9 @@ def _pointwise(
         p["run_effect"] = post["run_effect"].transpose("chain", "draw", "run", "eval_domain").values
     n_chain, n_draw = p["sigma"].shape[:2]
     loglik = np.empty((n_chain * n_draw, len(data.y)))
+    inputs = _law_inputs(law, data)
     for block, pb in _sample_blocks(p, max(n_rec * n_dom, len(data.y))):
-        mean = law.predict(data.r, pb, n_params=data.n_params, tokens=data.tokens)  # (B, record, K)
+        mean = law.mean(inputs, pb)  # (B, record, K)
         if y_grid is not None:
             dens = _log_density(y_grid, mean, pb["sigma"][:, None, :], likelihood)
             loglik[block] = dens.reshape(len(dens), -1)

@@ -20,7 +20,7 @@ from bayesmix.scaling.pipeline import build_curve_model, step_data
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = (ROOT / "docs" / "parameters.md").read_text()
 DOCUMENTED = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:\[[^`]*\])?`", PAGE))
-NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*(?:\+absent|\+repeat)?)`")
+NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*(?:\+absent|\+repeat|\+phases)?)`")
 
 
 def posterior_group_table() -> dict[str, set[str]]:
