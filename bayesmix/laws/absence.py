@@ -35,7 +35,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from bayesmix.laws.base import DOMAIN_DIMS, BuildContext, Law, Param
+from bayesmix.laws.base import DOMAIN_DIMS, BuildContext, Law, Param, component_law
 
 #: Suffix of a law name that adds the absence term (``"m4log+absent"``).
 SUFFIX = "+absent"
@@ -134,7 +134,6 @@ class AbsentLaw(Law):
 
 
 #: Wrapped laws made so far, by name: one instance per base law (unpickling finds it again).
-_MADE: dict[str, AbsentLaw] = {}
 
 
 def with_absence(base: Law) -> AbsentLaw:
@@ -142,27 +141,12 @@ def with_absence(base: Law) -> AbsentLaw:
     parameters, inputs and dims, plus ``a`` (eval_domain, train_domain) and its priors."""
     if isinstance(base, AbsentLaw):
         return base
-    made = _MADE.get(base.name + SUFFIX)
-    if made is not None and type(made.base) is type(base):
-        return made
-    attrs = {
-        "name": base.name + SUFFIX,
-        "description": f"{base.description}; plus an effect of exact absence per domain pair",
-        "inputs": base.inputs,
-        "budget_inputs": base.budget_inputs,
-        "params": (*base.params, ABSENCE_PARAM),
-        "derived": base.derived,
-        "extra_dims": base.extra_dims,
-        "extra_dim_defaults": base.extra_dim_defaults,
-        "priors": {**base.priors, **ABSENCE_PRIORS},
-        "model": "",
-        "convex": False,
-        "uniform_loss_param": base.uniform_loss_param,
-        "min_runs": base.min_runs,
-        "has_noncentered": base.has_noncentered,
-    }
-    cls = type(f"{type(base).__name__}Absent", (AbsentLaw,), attrs)
-    law = cls()
-    law.base = base
-    _MADE[law.name] = law
-    return law
+    return component_law(
+        AbsentLaw,
+        base,
+        SUFFIX,
+        description=f"{base.description}; plus an effect of exact absence per domain pair",
+        params=(*base.params, ABSENCE_PARAM),
+        priors={**base.priors, **ABSENCE_PRIORS},
+        convex=False,
+    )

@@ -357,3 +357,38 @@ class Law(abc.ABC):
 def _n_draws(law: Law, params: Mapping) -> int:
     first = np.asarray(params[law.param_names[0]])
     return first.shape[0]
+
+
+#: Laws made by :func:`component_law`, by name, so a component of one base is made once.
+_COMPONENT_LAWS: dict[str, Law] = {}
+
+
+def component_law[C: Law](kind: type[C], base: Law, suffix: str, **changes) -> C:
+    """``base`` with a law component (``+absent``, ``+repeat``, ``+phases``): an instance of a
+    subclass of ``kind`` named ``base.name + suffix``, which has the base's attributes (inputs,
+    parameters, dims, priors, ``min_runs``, form) except ``changes`` and no model file of its
+    own, and holds ``base`` as ``.base``. Made once per (name, base type)."""
+    name = base.name + suffix
+    made = _COMPONENT_LAWS.get(name)
+    if isinstance(made, kind) and type(getattr(made, "base", None)) is type(base):
+        return made
+    attrs = {
+        "name": name,
+        "inputs": base.inputs,
+        "budget_inputs": base.budget_inputs,
+        "params": base.params,
+        "derived": base.derived,
+        "extra_dims": base.extra_dims,
+        "extra_dim_defaults": base.extra_dim_defaults,
+        "priors": base.priors,
+        "model": "",
+        "convex": base.convex,
+        "uniform_loss_param": base.uniform_loss_param,
+        "min_runs": base.min_runs,
+        "has_noncentered": base.has_noncentered,
+        **changes,
+    }
+    law = type(f"{type(base).__name__}{kind.__name__.removesuffix('Law')}", (kind,), attrs)()
+    law.base = base  # type: ignore[attr-defined]
+    _COMPONENT_LAWS[name] = law
+    return law

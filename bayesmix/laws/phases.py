@@ -37,7 +37,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bayesmix.laws.base import BuildContext, Law, Param
+from bayesmix.laws.base import BuildContext, Law, Param, component_law
 
 #: Suffix of a law name that reads phased runs (``"m4+phases"``).
 SUFFIX = "+phases"
@@ -125,7 +125,6 @@ class PhasesLaw(Law):
 
 
 #: Wrapped laws made so far, by name (unpickling finds them again).
-_MADE: dict[str, PhasesLaw] = {}
 
 
 def with_phases(base: Law) -> PhasesLaw:
@@ -134,27 +133,11 @@ def with_phases(base: Law) -> PhasesLaw:
     mixture (its decisions of one mixture are the base law's)."""
     if isinstance(base, PhasesLaw):
         return base
-    made = _MADE.get(base.name + SUFFIX)
-    if made is not None and type(made.base) is type(base):
-        return made
-    attrs = {
-        "name": base.name + SUFFIX,
-        "description": f"{base.description}; on phased runs (late-phase emphasis)",
-        "inputs": base.inputs,
-        "budget_inputs": base.budget_inputs,
-        "params": (*base.params, *PHASE_PARAMS),
-        "derived": base.derived,
-        "extra_dims": base.extra_dims,
-        "extra_dim_defaults": base.extra_dim_defaults,
-        "priors": {**base.priors, **PHASE_PRIORS},
-        "model": "",
-        "convex": base.convex,
-        "uniform_loss_param": base.uniform_loss_param,
-        "min_runs": base.min_runs,
-        "has_noncentered": base.has_noncentered,
-    }
-    cls = type(f"{type(base).__name__}Phases", (PhasesLaw,), attrs)
-    law = cls()
-    law.base = base
-    _MADE[law.name] = law
-    return law
+    return component_law(
+        PhasesLaw,
+        base,
+        SUFFIX,
+        description=f"{base.description}; on phased runs (late-phase emphasis)",
+        params=(*base.params, *PHASE_PARAMS),
+        priors={**base.priors, **PHASE_PRIORS},
+    )

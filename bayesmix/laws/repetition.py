@@ -45,7 +45,7 @@ from collections.abc import Mapping
 import numpy as np
 import pymc as pm
 
-from bayesmix.laws.base import BuildContext, Law, Param
+from bayesmix.laws.base import BuildContext, Law, Param, component_law
 
 #: Suffix of a law name that adds the repetition component (``"m4+repeat"``).
 SUFFIX = "+repeat"
@@ -205,7 +205,6 @@ class RepeatLaw(Law):
 
 
 #: Wrapped laws made so far, by name: one instance per base law (unpickling finds it again).
-_MADE: dict[str, RepeatLaw] = {}
 
 
 def with_repetition(base: Law) -> RepeatLaw:
@@ -216,28 +215,16 @@ def with_repetition(base: Law) -> RepeatLaw:
     gradient PyTensor derives from :meth:`RepeatLaw.mean`)."""
     if isinstance(base, RepeatLaw):
         return base
-    made = _MADE.get(base.name + SUFFIX)
-    if made is not None and type(made.base) is type(base):
-        return made
     takes_tokens = "tokens" in base.inputs
-    attrs = {
-        "name": base.name + SUFFIX,
-        "description": f"{base.description}; plus the cost of repeated data",
-        "inputs": base.inputs if takes_tokens else (*base.inputs, "tokens"),
-        "budget_inputs": base.budget_inputs if takes_tokens else (*base.budget_inputs, "tokens"),
-        "params": (*base.params, *REPEAT_PARAMS, *(() if takes_tokens else DATA_PARAMS)),
-        "derived": base.derived,
-        "extra_dims": base.extra_dims,
-        "extra_dim_defaults": base.extra_dim_defaults,
-        "priors": {**base.priors, **REPEAT_PRIORS, **({} if takes_tokens else DATA_PRIORS)},
-        "model": "",
-        "convex": False,
-        "uniform_loss_param": None,
-        "min_runs": base.min_runs,
-        "has_noncentered": base.has_noncentered,
-    }
-    cls = type(f"{type(base).__name__}Repeat", (RepeatLaw,), attrs)
-    law = cls()
-    law.base = base
-    _MADE[law.name] = law
-    return law
+    return component_law(
+        RepeatLaw,
+        base,
+        SUFFIX,
+        description=f"{base.description}; plus the cost of repeated data",
+        inputs=base.inputs if takes_tokens else (*base.inputs, "tokens"),
+        budget_inputs=base.budget_inputs if takes_tokens else (*base.budget_inputs, "tokens"),
+        params=(*base.params, *REPEAT_PARAMS, *(() if takes_tokens else DATA_PARAMS)),
+        priors={**base.priors, **REPEAT_PRIORS, **({} if takes_tokens else DATA_PRIORS)},
+        convex=False,
+        uniform_loss_param=None,
+    )
