@@ -149,3 +149,18 @@ def test_errors_name_what_is_wrong(case):
     elsewhere = LatentSplits(splits.groups, splits.shares.set_axis([f"x{i}" for i in range(48)]))
     with pytest.raises(errors.OptionError, match="lists none of the fitted runs"):
         with_latent_splits(data, elsewhere, both.train_domains)
+
+
+def test_fractions_survive_save_and_load(latent_fit, tmp_path):
+    """The fractions are part of the saved DataTree, with their dim and description; the
+    sampler's own Dirichlet coordinates stay out of the ``posterior`` group."""
+    path = latent_fit.save(tmp_path / "post.nc")
+    back = bm.Posterior.load(path).tree["posterior"]
+    np.testing.assert_allclose(
+        back["split_fraction"].values, latent_fit.tree["posterior"]["split_fraction"].values
+    )
+    assert back["split_fraction"].attrs["description"].startswith("latent fraction")
+    assert "split_f_books" not in back.data_vars
+    assert "split_f_books" in latent_fit.tree["sampler_variables"].data_vars
+    pred = latent_fit.predict(np.array([[0.25, 0.25, 0.25, 0.25]]), warn=False)
+    assert np.isfinite(np.asarray(pred.mean)).all()
