@@ -8,10 +8,13 @@ only through their coarse shares. They are remapped to the full set with a domai
 (:mod:`bayesmix.data.domain_maps`) whose splits divide each group's share among its parts in
 proportion to their token shares (the Pile validation-domain weights of
 ``mixinglaws/pipeline/valid_weight.json`` when present, else the new runs' mean shares), and
-fitted together with the first N new runs (full set). The fresh fits see only the first N new
-runs, for N in ``--fresh`` (default 16, 32, 64). All fits at ``bm.fit``'s defaults (the law of
-``--model``, default ``additive``). Score: the 256 RegMix test runs, Spearman across runs per
-validation domain (mean over the 13 domains) and 90% predictive coverage of all held-out losses.
+fitted together with the first N new runs (full set); with ``--latent shared|per_run`` the fit
+infers the old runs' split fractions (:mod:`bayesmix.data.latent_splits`, Dirichlet of total
+``--concentration`` around the token fractions) instead of fixing them. The fresh fits see
+only the first N new runs, for N in ``--fresh`` (default 16, 32, 64). All fits at ``bm.fit``'s
+defaults (the law of ``--model``, default ``additive``). Score: the 256 RegMix test runs,
+Spearman across runs per validation domain (mean over the 13 domains) and 90% predictive
+coverage of all held-out losses.
 
 ``runs_saved`` = 1 - N / N_fresh, where N_fresh is the number of new runs a fresh fit needs to
 reach the reuse fit's Spearman (linear interpolation in log N between the fresh fits; the largest
@@ -37,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from bayesmix.data.domain_maps import DomainMap, concat_versions
+from bayesmix.data.latent_splits import latent_splits
 from bayesmix.data.loaders import load
 from bayesmix.data.table import normalise_name
 from bayesmix.inference.fitting import fit
@@ -93,7 +97,9 @@ def scores(post, test) -> dict:
     }
 
 
-def fitted(runs, test, model: str, name: str, results: dict, save: Path | None) -> dict:
+def fitted(
+    runs, test, model: str, name: str, results: dict, save: Path | None, splits=None
+) -> dict:
     if save and save.is_file():  # another process may have saved it meanwhile
         results.update({k: v for k, v in json.loads(save.read_text()).items() if k not in results})
     if name in results:
@@ -102,7 +108,7 @@ def fitted(runs, test, model: str, name: str, results: dict, save: Path | None) 
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        post = fit(runs, model, warn=False, random_seed=1)
+        post = fit(runs, model, warn=False, random_seed=1, latent_splits=splits)
     out = scores(post, test) | {"fit_s": time.perf_counter() - start, "runs": runs.n_runs}
     if not out["gate"]:
         out["why"] = post.diagnostics_warning or ""
@@ -133,6 +139,15 @@ def main() -> None:
     ap.add_argument("--fresh", default="16,32,64", help="new runs of the fresh fits")
     ap.add_argument("--old", type=int, default=256, help="earlier (coarse) runs reused")
     ap.add_argument("--save", type=Path, metavar="FILE.json", help="keep results; resume")
+    ap.add_argument(
+        "--latent",
+        choices=("off", "shared", "per_run"),
+        default="off",
+        help="infer the split fractions of the old runs (one vector per group, or per run)",
+    )
+    ap.add_argument(
+        "--concentration", type=float, default=20.0, help="Dirichlet total of the fractions"
+    )
     args = ap.parse_args()
     folder = args.data / "regmix"
     if not folder.is_dir():
@@ -172,7 +187,13 @@ def main() -> None:
         fresh[n] = m["spearman"]
         print(f"fresh  N={n:<4} " + " ".join(f"{k}={v}" for k, v in m.items()), flush=True)
     both = concat_versions([train.select(train.runs[: args.new]), reused])
-    m = fitted(both, test, args.model, f"reuse{args.new}", results, args.save)
+    splits, name = None, f"reuse{args.new}"
+    if args.latent != "off":
+        splits = latent_splits(
+            back, earlier, concentration=args.concentration, per_run=args.latent == "per_run"
+        )
+        name += f"_{args.latent}{args.concentration:g}"
+    m = fitted(both, test, args.model, name, results, args.save, splits)
     save()
     print(f"reuse  N={args.new:<4} " + " ".join(f"{k}={v}" for k, v in m.items()), flush=True)
     saved = runs_saved(args.new, m["spearman"], fresh)

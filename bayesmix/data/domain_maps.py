@@ -22,11 +22,12 @@ the new set; their losses are unchanged (they are what those runs measured). The
 
 Old domains the map does not name are kept under their name. A split divides an old run's share
 among the parts in proportion to ``tokens``: the within-domain fractions of old runs are fixed at
-the token shares, not inferred (a run whose source was trained at its natural composition has
-exactly these fractions; one that was not gets them wrong by as much as its composition
-differed). Domains added by the map are exactly absent from the old runs: fit them with a law
-that has the absence term (``law = "<law>+absent"``, :mod:`bayesmix.laws.absence`) so that the
-old runs' zero shares are not read as the law's smooth share-0 limit.
+the token shares (a run whose source was trained at its natural composition has exactly these
+fractions; one that was not gets them wrong by as much as its composition differed); a fit infers
+them instead with :mod:`bayesmix.data.latent_splits`. Domains added by the map are exactly
+absent from the old runs: fit them with a law that has the absence term (``law =
+"<law>+absent"``, :mod:`bayesmix.laws.absence`) so that the old runs' zero shares are not
+read as the law's smooth share-0 limit.
 """
 
 from __future__ import annotations

@@ -41,7 +41,9 @@ from bayesmix.model.model import (
     sampler_owners,
     select_for_fit,
     select_size,
+    split_key,
     structure_key,
+    with_latent_splits,
 )
 from bayesmix.model.priors import Prior
 from bayesmix.model.spec import ModelSpec, load_spec
@@ -94,7 +96,9 @@ def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progressbar:
     """(pm.Model, nutpie compiled model with ``data`` or None): from this process's cache,
     else built and compiled (or loaded from :mod:`bayesmix.inference.compile_cache`)."""
     n_runs = len(data.run_ids) if data.multi_record and data.run_ids is not None else None
-    key = structure_key(spec, runs.train_domains, runs.eval_domains, data.multi_record, n_runs)
+    key = structure_key(
+        spec, runs.train_domains, runs.eval_domains, data.multi_record, n_runs, split_key(data)
+    )
     model, compiled = _COMPILED.get(key, (None, None))
     if model is None:
         model = build_model(spec, runs.train_domains, runs.eval_domains, data)
@@ -173,6 +177,7 @@ def fit(
     priors: Mapping[str, Prior | Mapping] | None = None,
     warn: bool = True,
     max_time: float | None = None,
+    latent_splits=None,
 ) -> Posterior:
     """Fit a mixing law to a run table with MCMC (NUTS) and check the fit.
 
@@ -218,6 +223,12 @@ def fit(
         6 attempts). 0: one attempt, as before. The passing attempt (else the best) is kept;
         ``settings`` describe it, ``settings["attempts"]`` records every attempt and
         ``settings["sample_s"]`` is the sampling time of all of them.
+    latent_splits : LatentSplits, optional
+        Split fractions of remapped old runs to infer rather than fix
+        (:func:`bayesmix.data.latent_splits.latent_splits`): those runs' shares of a split
+        group's parts are ``share x f`` with ``f`` Dirichlet around the token fractions; the
+        posterior group gets ``split_fraction`` (dim ``split_part``). None: every share as in
+        the table (the model is then exactly the one without this option).
 
     Returns
     -------
@@ -236,7 +247,7 @@ def fit(
     budget = check_max_time(max_time)
     spec, table = fit_table(runs, model, priors=priors, size=size, step=step, max_step=max_step)
     start = time.perf_counter()
-    sample_once = _sampling(spec, table, sampler, adaptation, progressbar)
+    sample_once = _sampling(spec, table, sampler, adaptation, progressbar, latent_splits)
     compile_s = time.perf_counter() - start
     form = sample_once.form if get_law(spec.law).has_noncentered else ""  # "": no choice
     with nutpie_adapter.ordinary_pages():  # the sampler's trace, the gate, the posterior's groups
@@ -316,11 +327,13 @@ def fit_table(
     return spec, table
 
 
-def _sampling(spec: ModelSpec, table: RunTable, sampler: str, adaptation: str, progressbar):
-    """The :class:`Sampling` of a fit: its model data, the model in the specification's
-    hierarchy form (compiled, or loaded compiled), the law whose sampler variables it sets
-    apart."""
-    data = prepare_data(table, spec.law)
+def _sampling(
+    spec: ModelSpec, table: RunTable, sampler: str, adaptation: str, progressbar, splits=None
+):
+    """The :class:`Sampling` of a fit: its model data (with latent ``splits`` when given), the
+    model in the specification's hierarchy form (compiled, or loaded compiled), the law whose
+    sampler variables it sets apart."""
+    data = with_latent_splits(prepare_data(table, spec.law), splits, table.train_domains)
     return Sampling(
         lambda form: _model_for(with_form(spec, form), table, data, sampler, progressbar),
         spec.hierarchy.get("parameterization", "centered"),

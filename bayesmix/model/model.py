@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from bayesmix.data.ye_logs import parse_size, size_label
 from bayesmix.laws import BuildContext, get_law, model_with
 from bayesmix.laws.m4 import pooling_scale
 from bayesmix.model.spec import ModelSpec
+from bayesmix.model.splits import latent_r
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class ModelData:
     run of each record (checkpoints of one run share a run effect, see :func:`build_model`).
     ``law_data``: arrays the law derives from the data (:func:`law_arrays`, e.g. m4log's
     whitening matrix), by ``pm.Data`` name; None = derive them when the model is built.
+    ``splits``: latent split fractions (:class:`bayesmix.data.latent_splits.LatentSplits`,
+    :mod:`bayesmix.model.splits`), set by :func:`with_latent_splits`: then ``r`` has the latent
+    parts of old runs at 0, ``split_share`` [record, split_group] their groups' shares and
+    ``split_alpha`` [split_part] the Dirichlet parameters.
     """
 
     runs: tuple[str, ...]
@@ -55,6 +61,9 @@ class ModelData:
     run_ids: tuple[str, ...] | None = None
     record_run: np.ndarray | None = None
     law_data: dict | None = None
+    splits: Any = None
+    split_share: np.ndarray | None = None
+    split_alpha: np.ndarray | None = None
 
     @property
     def multi_record(self) -> bool:
@@ -75,7 +84,7 @@ class ModelData:
             "loss_scale": self.loss_scale,
             "log_sigma_loc": np.asarray(self.log_sigma_loc),
         }
-        for key in ("n_params", "tokens", "record_run"):
+        for key in ("n_params", "tokens", "record_run", "split_share", "split_alpha"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         out[NOISE_CENTERING] = noise_centering(self.eval_idx, len(self.loss_mean))
@@ -308,6 +317,33 @@ def prepare_data(runs: RunTable, law=None) -> ModelData:
     )
 
 
+def with_latent_splits(data: ModelData, splits, train_domains) -> ModelData:
+    """``data`` with latent split fractions (:mod:`bayesmix.model.splits`): the latent parts of
+    the runs ``splits`` lists set to 0 in ``r`` and their groups' shares in ``split_share``.
+    ``splits``: a :class:`bayesmix.data.latent_splits.LatentSplits`, or None (``data`` as it
+    is). The law's data arrays stay those of the fixed-fraction shares (centring constants)."""
+    if splits is None:
+        return data
+    runs = data.runs
+    if data.record_run is not None and data.run_ids is not None:  # a run's checkpoints
+        runs = tuple(data.run_ids[i] for i in data.record_run)
+    r, share = splits.for_records(runs, data.r, train_domains)
+    if not share.any():
+        raise errors.OptionError(
+            "latent_splits lists none of the fitted runs (or only zero shares of its groups)",
+            hint="build them from the old runs the table was remapped from",
+            param="latent_splits",
+        )
+    return replace(data, r=r, splits=splits, split_share=share, split_alpha=splits.alpha())
+
+
+def split_key(data: ModelData) -> str:
+    """The latent splits' part of :func:`structure_key` ("" without latent splits)."""
+    if data.splits is None:
+        return ""
+    return data.splits.key() + (f"|records={len(data.runs)}" if data.splits.per_run else "")
+
+
 def diagonal_pairs(spec: ModelSpec, train_domains, eval_domains) -> list[tuple[int, int]]:
     """(eval index, train index) of domains whose names match, when the diagonal is on."""
     mode = spec.hierarchy.get("diagonal", "auto")
@@ -333,12 +369,15 @@ def structure_key(
     eval_domains,
     multi_record: bool = False,
     n_runs: int | None = None,
+    splits: str = "",
 ) -> str:
     """Identifies a model structure: equal keys can share one compiled model.
 
     ``n_runs``: for laws fitted to every checkpoint, the number of runs, which sizes the run
     effects (a free variable of dims (run, eval_domain)): a compiled model of another number
-    of runs would read and write past its arrays."""
+    of runs would read and write past its arrays. ``splits``: the latent splits' structure
+    (:meth:`bayesmix.data.latent_splits.LatentSplits.key`, with the number of records when
+    fractions are per run); "" for none (the key is then what it always was)."""
     text = "|".join(
         [
             spec.to_json(),
@@ -346,6 +385,7 @@ def structure_key(
             ",".join(eval_domains),
             "records" if multi_record else "runs",
             *([f"n_runs={int(n_runs)}"] if multi_record and n_runs is not None else []),
+            *([splits] if splits else []),
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -377,8 +417,22 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
         for i, j in pairs:
             mask[i, j] = 1.0
 
+    if data.splits is not None:
+        coords["split_part"] = list(data.splits.parts)
+        coords["split_group"] = [g.name for g in data.splits.groups]
+
     with pm.Model(coords=coords) as model:
         inputs = {"r": pm.Data("r", data.r, dims=(rec, "train_domain"))}
+        if data.splits is not None:
+            inputs["r"] = latent_r(
+                inputs["r"],
+                pm.Data("split_share", data.split_share, dims=(rec, "split_group")),
+                pm.Data("split_alpha", data.split_alpha, dims="split_part"),
+                data.splits.layout(train_domains),
+                len(train_domains),
+                rec,
+                len(data.runs) if data.splits.per_run else None,
+            )
         for key in law.inputs:
             if key != "r":
                 inputs[key] = pm.Data(key, getattr(data, key), dims=rec)

@@ -31,6 +31,7 @@ from scipy import special
 from bayesmix._compat import SEED, renamed_kwargs
 from bayesmix.data.table import RunTable
 from bayesmix.model.model import NOISE_VARIABLES, ModelData, prepare_data
+from bayesmix.model.splits import SPLIT_VARIABLE
 from bayesmix.posterior.diagnostics import BLOCK_ELEMENTS
 
 
@@ -38,7 +39,7 @@ def describe_variables(ds: xr.Dataset, law) -> xr.Dataset:
     """``ds`` (a ``posterior`` group) with ``units`` and ``description`` attrs on the law's
     parameters (from :attr:`Law.shown`) and the noise scales; attrs already set are kept."""
     info = {p.name: (p.units, p.description) for p in law.shown}
-    info.update({k: v for k, v in NOISE_VARIABLES.items() if k not in info})
+    info.update({k: v for k, v in {**NOISE_VARIABLES, **SPLIT_VARIABLE}.items() if k not in info})
     ds = ds.copy()
     for name, (units, description) in info.items():
         if name in ds.data_vars:

@@ -29,8 +29,9 @@ def kept_names(law) -> tuple[str, ...]:
     """Names the ``posterior`` group holds (when the fit has them): the law's shown parameters,
     then the noise variables."""
     from bayesmix.model.model import NOISE_VARIABLES  # PyMC: not needed by the gate's readers
+    from bayesmix.model.splits import SPLIT_VARIABLE
 
-    return (*law.shown_names, *NOISE_VARIABLES)
+    return (*law.shown_names, *NOISE_VARIABLES, *SPLIT_VARIABLE)
 
 
 def split_groups(
