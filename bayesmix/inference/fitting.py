@@ -205,8 +205,7 @@ def fit(
         Show the sampler's progress (a bar on a terminal, else a line every 10 s; ``progress``
         is its deprecated name).
     adaptation : {"low_rank", "diag"}, default "low_rank"
-        nutpie's mass-matrix adaptation ("low_rank": about 15 leapfrog steps per draw on the
-        5 x 5 synthetic case, several times fewer than "diag").
+        nutpie's mass-matrix adaptation (low rank: several times fewer leapfrog steps).
     target_accept : float, default 0.95
         At 0.9 a few draws per thousand diverged in the noise-scale hierarchy (5 seeds).
     priors : mapping, optional
@@ -215,20 +214,14 @@ def fit(
         Warn (``ConvergenceWarning``, listing what failed) when the diagnostics gate fails;
         the report is stored with the posterior either way.
     max_time : float, optional
-        Seconds the fit may spend sampling towards the gate (compilation excluded; None:
-        ``BAYESMIX_MAX_TIME`` if set, else 600). When the gate fails, the fit samples again
-        with settings chosen from what failed (:func:`bayesmix.inference.gate_retry.next_settings`:
-        higher ``target_accept``, longer tuning, more draws) and a seed derived from
-        ``random_seed``, while the next attempt is predicted to fit in the time left (at most
-        6 attempts). 0: one attempt, as before. The passing attempt (else the best) is kept;
-        ``settings`` describe it, ``settings["attempts"]`` records every attempt and
-        ``settings["sample_s"]`` is the sampling time of all of them.
+        Seconds of sampling towards the gate (None: ``BAYESMIX_MAX_TIME``, else 600; 0: one
+        attempt): a failed gate samples again with settings chosen from what failed
+        (:mod:`bayesmix.inference.gate_retry`) while the next attempt fits the time left. The
+        passing attempt (else the best) is kept; ``settings["attempts"]`` records them all.
     latent_splits : LatentSplits, optional
-        Split fractions of remapped old runs to infer rather than fix
-        (:func:`bayesmix.data.latent_splits.latent_splits`): those runs' shares of a split
-        group's parts are ``share x f`` with ``f`` Dirichlet around the token fractions; the
-        posterior group gets ``split_fraction`` (dim ``split_part``). None: every share as in
-        the table (the model is then exactly the one without this option).
+        Split fractions of remapped old runs to infer, not fix
+        (:func:`bayesmix.data.latent_splits.latent_splits`; posterior ``split_fraction``, dim
+        ``split_part``). None: every share as in the table (exactly the model without it).
 
     Returns
     -------

@@ -391,6 +391,24 @@ def structure_key(
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _mixture_input(data: ModelData, train_domains: list[str]):
+    """The shares ``r`` (record, train_domain) as ``pm.Data``, or with latent split fractions
+    (:func:`bayesmix.model.splits.latent_r`) where the data carry splits."""
+    rec = data.record_dim
+    r = pm.Data("r", data.r, dims=(rec, "train_domain"))
+    if data.splits is None:
+        return r
+    return latent_r(
+        r,
+        pm.Data("split_share", data.split_share, dims=(rec, "split_group")),
+        pm.Data("split_alpha", data.split_alpha, dims="split_part"),
+        data.splits.layout(train_domains),
+        len(train_domains),
+        rec,
+        len(data.runs) if data.splits.per_run else None,
+    )
+
+
 def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -> pm.Model:
     """The PyMC model of ``spec``: the law's parameter block, the noise model, the likelihood.
 
@@ -422,17 +440,7 @@ def build_model(spec: ModelSpec, train_domains, eval_domains, data: ModelData) -
         coords["split_group"] = [g.name for g in data.splits.groups]
 
     with pm.Model(coords=coords) as model:
-        inputs = {"r": pm.Data("r", data.r, dims=(rec, "train_domain"))}
-        if data.splits is not None:
-            inputs["r"] = latent_r(
-                inputs["r"],
-                pm.Data("split_share", data.split_share, dims=(rec, "split_group")),
-                pm.Data("split_alpha", data.split_alpha, dims="split_part"),
-                data.splits.layout(train_domains),
-                len(train_domains),
-                rec,
-                len(data.runs) if data.splits.per_run else None,
-            )
+        inputs = {"r": _mixture_input(data, train_domains)}
         for key in law.inputs:
             if key != "r":
                 inputs[key] = pm.Data(key, getattr(data, key), dims=rec)
