@@ -88,7 +88,7 @@ def add_predictor_arguments(p: argparse.ArgumentParser, *, method: bool = True) 
         p.add_argument(
             "--model",
             metavar="NAME|FILE.toml",
-            help="mixing-law specification (nested: stage 3, default 'default'; joint: "
+            help="mixing-law specification (nested: stage 3, default 'target'; joint: "
             "default 'scaling')",
         )
         p.add_argument(

@@ -75,9 +75,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        default="default",
+        default="target",
         metavar="NAME|FILE.toml",
-        help="mixing-law specification of stage 3 (default: default)",
+        help="mixing-law specification of stage 3 (default: target, M4 plus exact absence)",
     )
     p.add_argument(
         "--max-step",

@@ -23,7 +23,7 @@ _TOP_KEYS = {"name", "description", "law", "extends", "likelihood", "hierarchy",
 _LIKELIHOOD_KEYS = {"family", "nu"}
 #: Hierarchy keys of every law; a law's extra dims (:attr:`bayesmix.laws.Law.extra_dims`, e.g.
 #: ``latent``) add one key each, the size of that dim.
-_HIERARCHY_KEYS = {"diagonal", "parameterization", "run_effect"}
+_HIERARCHY_KEYS = {"curvature", "diagonal", "parameterization", "run_effect"}
 #: Largest size of a law's extra dim (``hierarchy.<dim>``, e.g. the number of latent domains).
 MAX_DIM_SIZE = 20
 FAMILIES = ("normal", "student_t")
@@ -262,6 +262,12 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
         raise SpecError(
             "hierarchy parameterization must be centered or noncentered, got "
             f"{hier['parameterization']!r}",
+            source=source,
+        )
+    if hier.get("curvature", "centered") not in ("centered", "noncentered"):
+        raise SpecError(
+            "hierarchy curvature must be centered or noncentered, got "
+            f"{hier['curvature']!r}",
             source=source,
         )
     if hier["diagonal"] not in ("auto", "on", "off"):

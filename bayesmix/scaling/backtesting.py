@@ -328,7 +328,7 @@ def _check_options(method: str, model, ci_prob: float):
         raise errors.OptionError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not 0 < ci_prob < 1:
         raise errors.OptionError(f"ci_prob must be in (0, 1), got {ci_prob}")
-    default = model_with(takes="tokens") if method == "joint" else "default"  # law over tokens
+    default = model_with(takes="tokens") if method == "joint" else "target"  # law over tokens
     return model if model is not None else default
 
 
@@ -359,7 +359,7 @@ def backtest(
     method : {"nested", "joint"}
         The predictor: the nested pipeline, or one law over size and tokens.
     model : str or ModelSpec, optional
-        Mixing-law specification (nested: stage 3, default ``"default"``; joint: the law,
+        Mixing-law specification (nested: stage 3, default ``"target"``; joint: the law,
         default: the shipped law over size and tokens, ``models/scaling.toml``).
     max_step, step_ratio, size_splits
         Proxy checkpoints at or below ``max_step``; the steps split fits up to

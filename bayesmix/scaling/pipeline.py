@@ -11,7 +11,8 @@ each stage reaches the next as posterior draws (multiple imputation):
    fitted to one draw of the stage-1 output): ``L(N) = E + (A / N)^alpha``. Output: draws of
    each mixture's loss at the target size ``N*`` (and step ``S*``).
 3. **Mixing law**: the repository's :func:`bayesmix.inference.fitting.fit` (any specification,
-   default ``"default"``) on a run table of the stage-2 draws at (N*, S*), one record per mixture.
+   default ``"target"``: M4 plus exact absence, ``models/target.toml``) on a run table of the
+   stage-2 draws at (N*, S*), one record per mixture.
 
 :func:`nested_fit` takes J draws of the stage-1 output, fits stage 2 once per draw (one compiled
 model, data swapped), takes one stage-2 posterior draw per fit to make J stage-3 data sets, fits
@@ -84,7 +85,7 @@ def nested_fit(
     target_n_params: float,
     target_steps: float,
     imputations: int = 4,
-    spec="default",
+    spec="target",
     draws: int = 500,
     tune: int = 1000,
     chains: int = 2,

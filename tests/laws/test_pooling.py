@@ -112,3 +112,40 @@ def test_m4_recovers_a_law_fitted_far_from_the_uniform_mixture():
     assert np.corrcoef(mean["t"].ravel(), truth["t"].ravel())[0, 1] > 0.9
     assert np.abs(mean["m"] - truth["m"]).max() < 0.1
     assert post.diagnostics.divergences == 0
+
+
+def _curvature_model(curvature: str | None):
+    """The target specification (M4 + absence) with ``hierarchy.curvature`` set, built on 12
+    simulated runs over 4 validation domains (the curvature's spread is learned there)."""
+    runs, _ = simulate(["web", "code", "books", "wiki"], n_runs=12, random_seed=0)
+    spec = load_spec("target")
+    if curvature is not None:
+        spec.hierarchy["curvature"] = curvature
+    return build_model(spec, runs.train_domains, runs.eval_domains, prepare_data(runs, "m4"))
+
+
+def test_the_curvature_form_follows_its_own_key():
+    """``curvature = "noncentered"`` samples ``rho_z`` while the slopes keep their partial
+    centring; ``"centered"`` samples ``rho_logit`` itself."""
+    nc = _curvature_model(None)  # the shipped target specification: non-centred
+    assert "rho_z" in nc.named_vars and "slope_centering" in nc.named_vars
+    assert nc["rho_logit"] not in nc.free_RVs
+    c = _curvature_model("centered")
+    assert "rho_z" not in c.named_vars and c["rho_logit"] in c.free_RVs
+
+
+def test_noncentred_curvature_has_the_same_density():
+    """rho_logit = mu + s z with z ~ Normal(0, 1): log p(z) - log s is the Normal(mu, s)
+    log density of rho_logit, the centred form's (the Jacobian of z -> rho_logit is s)."""
+    model = _curvature_model(None)
+    point = model.initial_point(random_seed=3)
+    rng = np.random.default_rng(3)
+    point["rho_z"] = rng.normal(size=point["rho_z"].shape)
+    logps = dict(zip([v.name for v in model.free_RVs], model.compile_logp(sum=False)(point)))
+    mu = point["rho_logit_mu"]
+    sd = np.exp(point["rho_logit_sigma_log__"])
+    rho_logit = model["rho_logit"].eval(
+        {model["rho_z"]: point["rho_z"], model["rho_logit_mu"]: mu, model["rho_logit_sigma"]: sd}
+    )
+    expected = stats.norm.logpdf(rho_logit, mu, sd)  # per validation domain
+    np.testing.assert_allclose(logps["rho_z"] - np.log(sd), expected, atol=1e-9)

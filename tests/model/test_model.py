@@ -109,6 +109,10 @@ def test_user_priors_override_defaults_and_reach_the_model():
             'extends = "default"\n[hierarchy]\ndiagonal = "yes"\n',
             "diagonal must be auto, on or off",
         ),
+        (
+            'extends = "default"\n[hierarchy]\ncurvature = "partial"\n',
+            "curvature must be centered or noncentered",
+        ),
         ('law = "m7"\n', "unknown law 'm7'"),
     ],
 )
