@@ -4,11 +4,12 @@ Each validation domain is a task (an evaluation such as ``mmlu_anatomy:rc::olmes
 one task is M4 (:mod:`bayesmix.laws.m4`), ``L_i(r) = m_i (1 - rho_i + rho_i exp(t_i . r))``;
 what changes is how the relative slopes ``b`` (``t = b / rho``) share strength:
 
-    b_raw_ij ~ Normal(b_mu_j + B_{g(i) j}, b_sigma),   B_gj ~ Normal(0, b_family_sigma)
+    b_raw_ij ~ Normal(b_mu_j + B_{g(i) j}, b_sigma_i),   B_gj ~ Normal(0, b_family_sigma),
+    log b_sigma_i ~ Normal(log b_sigma, b_sigma_spread)
 
 ``b_mu_j`` is what training domain j does to every task, ``B_gj`` what it does to the tasks of
-family g (``mmlu``, ``minerva_math``, ...) beyond that, and ``b_sigma`` a task's own departure
-from its family. With 57 MMLU subjects a family's slopes are pinned by all of them, so a subject
+family g (``mmlu``, ``minerva_math``, ...) beyond that, and ``b_sigma_i`` how far task i departs
+from its family (tasks differ in how much the mixture moves them at all). With 57 MMLU subjects a family's slopes are pinned by all of them, so a subject
 with a noisy metric borrows its family's effect instead of the global one. Families come from
 the names (:func:`task_families`) or the specification's ``[hierarchy.families]`` table
 (task name or glob -> family).
@@ -44,6 +45,10 @@ TASKS_PRIORS: dict[str, dict] = {
     # B_gj ~ Normal(0, b_family_sigma): a family's shared departure from the global slopes,
     # as wide as a task's own (b_sigma's prior) so neither level is favoured a priori
     "b_family_sigma": {"dist": "HalfNormal", "sigma": 0.3},
+    # log b_sigma_i ~ Normal(log b_sigma, b_sigma_spread): how far a task departs from its
+    # family varies by task (Olmix: code tasks move 25% of their loss with the mixture,
+    # winogrande 2%); 0.5 lets tasks differ by a factor of e over +-2 sd
+    "b_sigma_spread": {"dist": "HalfNormal", "sigma": 0.5},
 }
 
 
@@ -97,8 +102,8 @@ class Tasks(M4):
 
     def build(self, ctx):
         """M4's block (:meth:`M4.build`) with the slopes' prior mean shifted by the task's
-        family: ``b_mu_j + B_{g(i) j}`` (``B`` non-centred, dims ``task_family`` x
-        ``train_domain``)."""
+        family, ``b_mu_j + B_{g(i) j}`` (``B`` non-centred, dims ``task_family`` x
+        ``train_domain``), and a spread per task (``b_sigma_z`` non-centred)."""
         pr = ctx.priors
         m_mean = pr["m"].create(
             "m_mean", dims="eval_domain", data={"mu": ctx.loss_mean, "sigma": ctx.loss_scale}
@@ -123,11 +128,14 @@ class Tasks(M4):
         fam_z = pm.Normal("b_family_z", 0.0, 1.0, dims=(FAMILY_DIM, "train_domain"))
         fam = ctx.prior("b_family_sigma") * fam_z
         loc = loc + fam[pt.as_tensor(idx)]
+        spread = ctx.prior("b_sigma_spread")
+        scale_z = pm.Normal("b_sigma_z", 0.0, 1.0, dims="eval_domain")
+        scale = ctx.prior("b_sigma") * pt.exp(spread * scale_z)[:, None]
         b_raw = pooled_matrix(
             ctx,
             "b_raw",
             loc,
-            ctx.prior("b_sigma"),
+            scale,
             centered=ctx.centered,
             weight=ctx.inputs.get(SLOPE_CENTERING),
         )
