@@ -9,14 +9,12 @@ what changes is how the relative slopes ``b`` (``t = b / rho``) share strength:
 
 ``b_mu_j`` is what training domain j does to every task, ``B_gj`` what it does to the tasks of
 family g (``mmlu``, ``minerva_math``, ...) beyond that, and ``b_sigma_i`` how far task i departs
-from its family (tasks differ in how much the mixture moves them at all). With 57 MMLU subjects a family's slopes are pinned by all of them, so a subject
-with a noisy metric borrows its family's effect instead of the global one. Families come from
-the names (:func:`task_families`) or the specification's ``[hierarchy.families]`` table
-(task name or glob -> family).
-
-Why this and not a low-rank slope matrix: on Olmix's swarm (110 tasks, 24 topics, 96 runs) the
-family term fits in the same time as plain M4 and keeps every task's 24 slopes (a task's own
-departure is what its held-out ranks need); see docs/downstream.md for the figures.
+from its family (tasks differ in how much the mixture moves them at all). With 57 MMLU
+subjects a family's slopes are pinned by all of them, so a subject with a noisy metric borrows
+its family's effect instead of the global one. Families come from the names
+(:func:`task_families`) or the specification's ``[hierarchy.families]`` table (task name or
+glob -> family). Every task keeps its own 24 slopes (no low-rank constraint): the figures on
+Olmix's swarm are in docs/downstream.md.
 """
 
 from __future__ import annotations
