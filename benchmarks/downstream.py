@@ -25,6 +25,7 @@ from scipy.optimize import least_squares
 from scipy.stats import spearmanr
 
 from bayesmix.data.downstream import load_tasks
+from bayesmix.decisions.task_groups import TaskGroups, worst_group
 from bayesmix.inference.fitting import fit
 from bayesmix.laws.tasks import family_index
 
@@ -61,6 +62,23 @@ def scores(pred, truth, lo=None, hi=None) -> dict:
     if lo is not None:
         out["coverage"] = ((truth >= lo) & (truth <= hi)).mean(axis=0)
     return out
+
+
+def decisions(post) -> None:
+    """The worst-family mixture against the uniform one, and what it buys per family."""
+    t0 = time.perf_counter()
+    groups = TaskGroups.build(post.eval_domains)
+    dec = worst_group(post, groups)
+    fam = dec.changes[dec.changes["kind"] == "group"]
+    tasks = dec.changes[dec.changes["kind"] == "task"]
+    top = sorted(dec.mixture.items(), key=lambda kv: -kv[1])[:4]
+    print(
+        f"worst-family mixture ({time.perf_counter() - t0:.1f} s): "
+        + ", ".join(f"{d} {v:.2f}" for d, v in top)
+        + f"; worst family change {dec.worst:+.4f} vs uniform; families improved "
+        f"{int((fam['change'] < 0).sum())}/{len(fam)}, tasks improved with P > 0.9 "
+        f"{int((tasks['p_better'] > 0.9).sum())}/{len(tasks)}"
+    )
 
 
 def main() -> None:
@@ -136,6 +154,7 @@ def main() -> None:
         f"olmix log-linear (Huber, per task, {olmix_s:.1f} s): mean_spearman="
         f"{olmix['spearman'].mean():.3f} mean_mae={olmix['mae'].mean():.4f}"
     )
+    decisions(post)
     print(f"uptime: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     print(
         f"downstream tasks={len(names)} mean_spearman={ours['spearman'].mean():.3f} "
