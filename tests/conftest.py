@@ -207,8 +207,9 @@ def train_simulated(proposals, runs, seed: int):
     return out
 
 
-def m4_posterior(m, rho, t, runs, *, sigma: float, train=None, evals=None):
-    """A default-model (M4) Posterior holding the given draws, no sampler: ``m``, ``rho``
+def m4_posterior(m, rho, t, runs, *, sigma: float, train=None, evals=None, model="default"):
+    """A default-model (M4; or ``model``, a specification of a law with M4's parameters)
+    Posterior holding the given draws, no sampler: ``m``, ``rho``
     (chains, draws, K), ``t`` (chains, draws, K, M), the noise sd ``sigma``, ``runs`` as fit
     data (``train``/``evals``: the domain order of the draws, default the runs'); diagnostics
     that pass the gate."""
@@ -251,7 +252,7 @@ def m4_posterior(m, rho, t, runs, *, sigma: float, train=None, evals=None):
         min_ess_tail=500.0,
     )
     return Posterior.from_fit(
-        tree, load_spec("default"), runs, diag, {"draws": draws, "chains": chains}
+        tree, load_spec(model), runs, diag, {"draws": draws, "chains": chains}
     )
 
 

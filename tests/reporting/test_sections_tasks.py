@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bayesmix.reporting.html_report import build_html, figure_names
+from tests.conftest import family_runs, m4_posterior
 
 
-@pytest.mark.slow
-def test_a_tasks_report_shows_per_task_changes_and_family_tradeoffs(tasks_fit):
-    post, _ = tasks_fit
+def test_a_tasks_report_shows_per_task_changes_and_family_tradeoffs():
+    runs, truth = family_runs()
+    rng = np.random.default_rng(0)
+    shape = (2, 30)  # chains x draws around the truth, no sampler
+    post = m4_posterior(
+        np.broadcast_to(truth["m"], shape + truth["m"].shape).copy(),
+        np.broadcast_to(truth["rho"], shape + truth["rho"].shape).copy(),
+        truth["t"] + 0.05 * rng.standard_normal(shape + truth["t"].shape),
+        runs,
+        sigma=0.01,
+        model="tasks",
+    )
     page = build_html(post)
     assert '<section id="tasks">' in page
     assert {"task_changes", "task_tradeoffs"} <= set(figure_names(page))
