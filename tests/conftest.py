@@ -207,8 +207,9 @@ def train_simulated(proposals, runs, seed: int):
     return out
 
 
-def m4_posterior(m, rho, t, runs, *, sigma: float, train=None, evals=None):
-    """A default-model (M4) Posterior holding the given draws, no sampler: ``m``, ``rho``
+def m4_posterior(m, rho, t, runs, *, sigma: float, train=None, evals=None, model="default"):
+    """A default-model (M4; or ``model``, a specification of a law with M4's parameters)
+    Posterior holding the given draws, no sampler: ``m``, ``rho``
     (chains, draws, K), ``t`` (chains, draws, K, M), the noise sd ``sigma``, ``runs`` as fit
     data (``train``/``evals``: the domain order of the draws, default the runs'); diagnostics
     that pass the gate."""
@@ -251,11 +252,51 @@ def m4_posterior(m, rho, t, runs, *, sigma: float, train=None, evals=None):
         min_ess_tail=500.0,
     )
     return Posterior.from_fit(
-        tree, load_spec("default"), runs, diag, {"draws": draws, "chains": chains}
+        tree, load_spec(model), runs, diag, {"draws": draws, "chains": chains}
     )
 
 
 # ---------------------------------------------------------------------------------- suite cost
+def family_runs(n_runs=40, seed=0):
+    """Two families of three tasks over three training domains: family ``a`` is helped by
+    domain 0, family ``b`` by domain 2 (slopes -1.5 vs +0.75 on the others), tasks of one
+    family differ by 0.1 in their slopes, noise sd 0.01."""
+    import numpy as np
+    import pandas as pd
+
+    from bayesmix.data.table import RunTable
+    from bayesmix.laws.m4 import from_ck
+
+    rng = np.random.default_rng(seed)
+    r = rng.dirichlet(np.ones(3), size=n_runs)
+    base = {"a": np.array([-1.5, 0.75, 0.75]), "b": np.array([0.75, 0.75, -1.5])}
+    names, t = [], []
+    for fam in ("a", "b"):
+        for i in range(3):
+            names.append(f"{fam}_task{i}")
+            t.append(base[fam] + 0.1 * rng.standard_normal(3))
+    params = from_ck(np.full(6, 1.0), np.full(6, 1.0), np.array(t))
+    mean = params["m"] * (1 - params["rho"] + params["rho"] * np.exp(r @ params["t"].T))
+    y = mean + 0.01 * rng.standard_normal(mean.shape)
+    frame = pd.DataFrame({"run": [f"r{i}" for i in range(n_runs)]})
+    for j, dom in enumerate(("d0", "d1", "d2")):
+        frame[f"mix.{dom}"] = r[:, j]
+    for i, name in enumerate(names):
+        frame[f"loss.{name}"] = y[:, i]
+    return RunTable.from_frame(frame), params
+
+
+@pytest.fixture(scope="session")
+def tasks_fit():
+    """A ``tasks`` posterior of :func:`family_runs` (small: 2 chains x 200 draws) and the
+    truth's M4 parameters."""
+    from bayesmix.inference.fitting import fit
+
+    runs, truth = family_runs()
+    post = fit(runs, "tasks", draws=200, tune=300, chains=2, random_seed=3, warn=False)
+    return post, truth
+
+
 def pytest_terminal_summary(terminalreporter):
     """One line after the run: the real compilations (cache misses) and compile-cache loads
     of the pytest process (subprocesses not counted), the suite's main cost after sampling;

@@ -130,6 +130,9 @@ class Law(abc.ABC):
     #: Dims before ``eval_domain`` (the pipeline's curve laws: ``curve``, ``group``); none for a
     #: mixing law.
     lead_dims: ClassVar[tuple[str, ...]] = ()
+    #: Hierarchy keys of the law's own that hold a table of names (e.g. ``tasks``' families),
+    #: checked by the specification as name -> name.
+    hierarchy_keys: ClassVar[tuple[str, ...]] = ()
     #: Size of each extra dim when the specification's hierarchy does not set it.
     extra_dim_defaults: ClassVar[Mapping[str, int]] = {}
     #: Default priors: name -> ``{"dist": ..., <parameters>}`` (see :mod:`bayesmix.model.priors`).

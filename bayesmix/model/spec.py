@@ -101,10 +101,20 @@ class ModelSpec:
             d["priors"][k] = p.to_dict() if isinstance(p, Prior) else dict(p)
         return _resolve(d, source="with_priors")
 
+    def with_hierarchy(self, **options) -> ModelSpec:
+        """A copy with some hierarchy options replaced (e.g. ``families={"mmlu_*": "mmlu"}``
+        for the ``tasks`` law), checked as a file's would be."""
+        d = self.to_dict()
+        d["hierarchy"].update(options)
+        return _resolve(d, source="with_hierarchy")
+
     def to_toml(self) -> str:
         """The resolved specification as a complete TOML file (every prior written out)."""
 
         def value(v):
+            if isinstance(v, Mapping):  # an inline table, e.g. hierarchy.families
+                inner = ", ".join(f"{json.dumps(a)} = {value(b)}" for a, b in v.items())
+                return "{ " + inner + " }"
             return json.dumps(v) if isinstance(v, str) else repr(v)
 
         lines = [
@@ -200,7 +210,11 @@ def _check_hierarchy_keys(hier: dict, law: str, source: str) -> None:
     from bayesmix.laws import available_laws, get_law
 
     own = get_law(law).extra_dims
+    tables = get_law(law).hierarchy_keys
     for key in sorted(set(hier) - _HIERARCHY_KEYS):
+        if key in tables:
+            _check_name_table(hier[key], key, source)
+            continue
         if key not in own:
             owners = sorted(n for n, other in available_laws().items() if key in other.extra_dims)
             if owners:
@@ -213,7 +227,7 @@ def _check_hierarchy_keys(hier: dict, law: str, source: str) -> None:
             raise SpecError(
                 f"unknown hierarchy key {key!r}",
                 source=source,
-                hint="allowed: " + ", ".join(sorted(_HIERARCHY_KEYS | set(own))),
+                hint="allowed: " + ", ".join(sorted(_HIERARCHY_KEYS | set(own) | set(tables))),
             )
         k = hier[key]
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_DIM_SIZE:
@@ -221,6 +235,18 @@ def _check_hierarchy_keys(hier: dict, law: str, source: str) -> None:
                 f"hierarchy {key} must be a whole number from 1 to {MAX_DIM_SIZE}, got {k!r}",
                 source=source,
             )
+
+
+def _check_name_table(table, key: str, source: str) -> None:
+    """A law's name-table hierarchy key (e.g. ``families``): names or globs -> names."""
+    if not isinstance(table, Mapping) or not all(
+        isinstance(a, str) and isinstance(b, str) and a and b for a, b in table.items()
+    ):
+        raise SpecError(
+            f"hierarchy {key} must be a table of names to names, got {table!r}",
+            source=source,
+            hint=f'e.g. [hierarchy.{key}] "mmlu_*" = "knowledge"',
+        )
 
 
 def _resolve(raw: dict, source: str) -> ModelSpec:

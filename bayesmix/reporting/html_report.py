@@ -20,7 +20,9 @@ anywhere without network access. Sections:
 6. the loop's progress per round (when a ledger is given): best observed loss, the
    recommendation of each round's posterior and its interval;
 
-and, after 4, the backtests stored with a target-scale posterior. This module assembles the
+and, after 4, the downstream tasks of a ``tasks`` posterior (per-task changes and the trade-offs
+between task families, :mod:`~bayesmix.reporting.sections_tasks`) and the backtests stored
+with a target-scale posterior. This module assembles the
 page; :mod:`~bayesmix.reporting.sections_checks` (1, 2, backtests),
 :mod:`~bayesmix.reporting.sections_law` (3, 4) and :mod:`~bayesmix.reporting.sections_decision`
 (5, 6) build the sections from one :class:`~bayesmix.reporting.view.View`, with the HTML pieces
@@ -53,6 +55,7 @@ from bayesmix.reporting.figures import esc
 from bayesmix.reporting.sections_checks import section_backtest, section_fit, section_ppc
 from bayesmix.reporting.sections_decision import section_decision, section_ledger
 from bayesmix.reporting.sections_law import section_heatmap, section_simplex, ternary_domains
+from bayesmix.reporting.sections_tasks import section_tasks
 from bayesmix.reporting.view import View
 
 
@@ -181,9 +184,9 @@ def build_html(
         section_heatmap(view),
         section_simplex(view, abc),
     ]
-    backtest = section_backtest(view)
-    if backtest is not None:
-        sections.append(backtest)
+    for extra in (section_tasks(view), section_backtest(view)):
+        if extra is not None:
+            sections.append(extra)
     if decision is not None:
         sections.append(section_decision(view))
     if ledger is not None:

@@ -1,0 +1,69 @@
+"""Decisions over groups of tasks on known M4 draws (no MCMC): group weights, the worst group
+and per-task trade-offs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bayesmix import errors
+from bayesmix.decisions.draws import LawDraws
+from bayesmix.decisions.task_groups import TaskGroups, task_changes, worst_group
+from bayesmix.laws.m4 import from_ck
+
+TASKS = ("mmlu_a", "mmlu_b", "mmlu_c", "code_x", "code_y")
+TRAIN = ("web", "code", "junk")
+
+
+def _draws(n_draws=50, seed=0):
+    """MMLU tasks improve with web, code tasks with code (slope 2 per unit share), junk helps
+    none; three MMLU tasks against two code tasks."""
+    rng = np.random.default_rng(seed)
+    t = np.array([[-2.0, 0.0, 0.0]] * 3 + [[0.0, -2.0, 0.0]] * 2)
+    params = from_ck(np.full(5, 1.0), np.full(5, 1.0), t)
+    draws = {
+        "m": params["m"] * (1 + 0.01 * rng.standard_normal((n_draws, 5))),
+        "rho": np.broadcast_to(params["rho"], (n_draws, 5)).copy(),
+        "t": params["t"] + 0.05 * rng.standard_normal((n_draws, 5, 3)),
+    }
+    return LawDraws(draws, TRAIN, TASKS, law="m4")
+
+
+def test_groups_default_to_families_with_equal_task_weights():
+    groups = TaskGroups.build(TASKS)
+    assert groups.names == ("mmlu", "code")
+    np.testing.assert_allclose(groups.matrix[0], [1 / 3] * 3 + [0, 0])
+    w = groups.weights()  # equal weight per group: each code task weighs 1/4, mmlu 1/6
+    assert w["code_x"] == pytest.approx(0.25) and w["mmlu_a"] == pytest.approx(1 / 6)
+    assert TaskGroups.build(TASKS, {"all": "*"}).matrix.shape == (1, 5)
+
+
+def test_a_group_with_no_task_is_named():
+    with pytest.raises(errors.ObjectiveError, match="group 'math' holds no task"):
+        TaskGroups.build(TASKS, {"math": ["minerva_*"]})
+
+
+def test_worst_group_balances_the_two_families():
+    dec = worst_group(_draws())
+    # symmetric groups (same slopes and levels up to 1% draw noise): against the uniform
+    # baseline the worst-group optimum drops junk and splits web and code evenly, where both
+    # groups gain alike (the draws' noise moves the split by a few hundredths at most)
+    assert dec.mixture["junk"] == pytest.approx(0.0, abs=1e-6)
+    assert dec.mixture["web"] == pytest.approx(0.5, abs=0.05)
+    groups = dec.changes[dec.changes["kind"] == "group"].set_index("name")
+    assert dec.worst == pytest.approx(groups["change"].max(), rel=1e-3)
+    assert dec.worst < 0 and groups["change"].min() == pytest.approx(dec.worst, rel=0.1)
+    # from a baseline where only junk can be given up, the optimum is the baseline itself
+    # (any move between web and code hurts one group)
+    dec = worst_group(_draws(), baseline={"web": 0.5, "code": 0.5, "junk": 0.0})
+    assert dec.worst == pytest.approx(0.0, abs=1e-4)
+
+
+def test_task_changes_show_what_a_mixture_buys_at_whose_cost():
+    ch = task_changes(_draws(), {"web": 1.0, "code": 0.0, "junk": 0.0})
+    tasks = ch[ch["kind"] == "task"].set_index("name")
+    # all-web helps every MMLU task for sure and hurts every code task for sure
+    assert (tasks.loc[["mmlu_a", "mmlu_b", "mmlu_c"], "p_better"] == 1.0).all()
+    assert (tasks.loc[["code_x", "code_y"], "p_better"] == 0.0).all()
+    assert (tasks["lower"] <= tasks["change"]).all() and (tasks["change"] <= tasks["upper"]).all()
+    assert list(ch["kind"].unique()) == ["task", "group"]
