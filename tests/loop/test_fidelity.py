@@ -149,3 +149,16 @@ def test_bald_robust_score_is_not_led_by_three_absurd_draws():
     assert plain[0] > plain[1]
     assert robust[1] > 100 * robust[0]
     assert BALD().robust and not BALD(robust=False).robust
+
+
+def test_acquire_front_door_takes_target_info_with_a_menu():
+    from bayesmix.loop import acquire
+
+    belief = scaling_belief()
+    cons = Constraints.build(DOMAINS)
+    mix = Candidates.continuous(cons, 32, random_seed=1)
+    cands = acquire.menu_candidates(mix, acquire.Menu.build([1e7, 1e8], [1000], cost=[1, 9]))
+    batch = acquire.propose(belief, 2, strategy="target-info", pool=cands, random_seed=3)
+    frame = batch.frame()
+    assert {"information", "cost", "n_params", "steps"} <= set(frame.columns)
+    assert "target-info" not in acquire.STRATEGIES  # the single-scale list stays as it was
