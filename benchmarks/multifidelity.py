@@ -157,7 +157,11 @@ def run_arm(truth: Truth, menu: Menu, arm: str, start: np.ndarray, spec, args, s
     sub = arm_menu(menu, arm)
     # the start: each size's full-step entry (its largest step count), in turn
     full = [
-        int(np.flatnonzero((sub.n_params == n) & (sub.steps == sub.steps[sub.n_params == n].max()))[0])
+        int(
+            np.flatnonzero((sub.n_params == n) & (sub.steps == sub.steps[sub.n_params == n].max()))[
+                0
+            ]
+        )
         for n in np.unique(sub.n_params)
     ]
     arm_runs = Arm(truth, menu, unit=float(menu.cost.max()))
@@ -217,9 +221,7 @@ def run_arm(truth: Truth, menu: Menu, arm: str, start: np.ndarray, spec, args, s
             random_seed=seed * 1000 + rnd,
         )
         idx = batch.index
-        arm_runs.train(
-            batch.mixtures, cands.n_params[idx], cands.tokens[idx], cands.costs[idx]
-        )
+        arm_runs.train(batch.mixtures, cands.n_params[idx], cands.tokens[idx], cands.costs[idx])
     return rows
 
 
@@ -235,14 +237,14 @@ def cost_to(frame: pd.DataFrame) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--domains", type=int, default=3)
     ap.add_argument("--sizes", default="2e7,6e7,2e8", help="proxy sizes (parameters)")
     ap.add_argument("--target-factor", type=float, default=10.0, help="target / largest proxy")
     ap.add_argument("--noise", type=float, default=0.01)
-    ap.add_argument("--start", type=int, default=6)
+    ap.add_argument("--start", type=int, default=9)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--budget", type=float, default=16.0, help="compute, largest-proxy runs")
     ap.add_argument("--candidates", type=int, default=512)
     ap.add_argument("--min-distance", type=float, default=0.05)
@@ -253,7 +255,11 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--csv", help="write every round's figures here")
     ap.add_argument("--progress", action="store_true", help="the sampler's progress lines")
+    ap.add_argument("--summarize", help="print the figures of a --csv file and stop")
     args = ap.parse_args()
+    if args.summarize:
+        summarize(pd.read_csv(args.summarize), float("nan"))
+        return
     t_start = time.perf_counter()
     sizes = [float(v) for v in args.sizes.split(",")]
     tokens_per_param = np.array([10.0, 20.0])
@@ -269,30 +275,40 @@ def main() -> None:
     rows = []
     for seed in range(args.seeds):
         truth = Truth(seed, args.domains, sizes, args.target_factor * max(sizes), args.noise)
-        shift = truth.regret(
-            optimum_at(truth, max(sizes))
+        shift = truth.regret(optimum_at(truth, max(sizes)))
+        print(
+            f"seed {seed}: target optimum {np.round(truth.optimum, 3)}; the largest proxy's "
+            f"own optimum has target regret {shift:.4f}",
+            flush=True,
         )
-        print(f"seed {seed}: target optimum {np.round(truth.optimum, 3)}; the largest proxy's "
-              f"own optimum has target regret {shift:.4f}", flush=True)
-        start = design.initial_design(
-            truth.simplex, args.start, random_seed=seed, method="sobol"
-        )
+        start = design.initial_design(truth.simplex, args.start, random_seed=seed, method="sobol")
         for arm in args.arms.split(","):
-            rows += run_arm(truth, menu, arm, start, spec, args, seed, lambda s: print(s, flush=True))
+            rows += run_arm(
+                truth, menu, arm, start, spec, args, seed, lambda s: print(s, flush=True)
+            )
             if args.csv:
                 pd.DataFrame(rows).to_csv(args.csv, index=False)
-    frame = pd.DataFrame(rows)
-    costs = {a: [] for a in ARMS}
+    summarize(pd.DataFrame(rows), time.perf_counter() - t_start)
+
+
+def summarize(frame: pd.DataFrame, wall: float) -> None:
+    """Per-seed costs to 0.1 %, the sampler's worst diagnostics and the last line."""
+    costs: dict[str, list[float]] = {a: [] for a in ARMS}
     final = []
-    for (seed, arm), g in frame.groupby(["seed", "arm"]):
-        costs[arm].append(cost_to(g.sort_values("round")))
+    for (_, arm), g in frame.groupby(["seed", "arm"]):
+        g = g.sort_values("round")
+        costs[arm].append(cost_to(g))
         if arm == "mf":
-            final.append(float(g.sort_values("round")["regret"].iloc[-1]))
+            final.append(float(g["regret"].iloc[-1]))
     for arm in ARMS:
         if costs[arm]:
-            print(f"{arm:>8}: cost to 0.1% per seed {costs[arm]} (median {np.median(costs[arm]):g})")
-    print(f"wall {time.perf_counter() - t_start:.0f} s; divergences max "
-          f"{frame['divergences'].max()}, R-hat max {frame['max_rhat'].max():.3f}")
+            print(
+                f"{arm:>8}: cost to 0.1% per seed {costs[arm]} (median {np.median(costs[arm]):g})"
+            )
+    print(
+        f"wall {wall:.0f} s; divergences max {frame['divergences'].max()}, "
+        f"R-hat max {frame['max_rhat'].max():.3f}"
+    )
     med = {a: float(np.median(costs[a])) if costs[a] else float("nan") for a in ARMS}
     print(
         f"multifidelity cost_mf={med['mf']:.3g} cost_largest={med['largest']:.3g} "

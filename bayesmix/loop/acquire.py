@@ -76,8 +76,8 @@ MULTIFIDELITY_STRATEGIES = ("target-info",)
 
 
 def get_strategy(name: str | Strategy, **options) -> Strategy:
-    """A strategy by name (:data:`STRATEGIES`, :data:`MULTIFIDELITY_STRATEGIES`); ``options`` go to its constructor (e.g.
-    ``cost_power``, ``n_groups``)."""
+    """A strategy by name (:data:`STRATEGIES`, :data:`MULTIFIDELITY_STRATEGIES`); ``options``
+    go to its constructor (e.g. ``cost_power``, ``n_groups``)."""
     if isinstance(name, Strategy):
         return name
     key = str(name).strip().lower().replace("_", "-")

@@ -138,7 +138,9 @@ def fill_template(template: str, values: Mapping[str, str]) -> str:
     """``template`` with each known placeholder replaced by its shell-quoted value; a known
     placeholder without a value (``{n_params}``, ``{steps}`` of a run without a planned size)
     is an OptionError."""
-    missing = sorted({m for m in _PLACEHOLDER_RE.findall(template) if m in PLACEHOLDERS} - set(values))
+    missing = sorted(
+        {m for m in _PLACEHOLDER_RE.findall(template) if m in PLACEHOLDERS} - set(values)
+    )
     if missing:
         raise errors.OptionError(
             f"--command uses {{{missing[0]}}} but run {values.get('run', '?')} has no planned "

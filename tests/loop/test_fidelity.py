@@ -62,7 +62,9 @@ def test_menu_errors_name_the_row_and_field():
 
 def test_menu_candidates_cross_every_mixture_with_every_entry():
     menu = Menu.build([1e7, 1e8], [100], grid=True, cost=[1.0, 4.0])
-    mix = Candidates(np.array([[0.2, 0.8], [0.6, 0.4]]), DOMAINS, constraints=Constraints.build(DOMAINS))
+    mix = Candidates(
+        np.array([[0.2, 0.8], [0.6, 0.4]]), DOMAINS, constraints=Constraints.build(DOMAINS)
+    )
     cands = menu_candidates(mix, menu)
     assert len(cands) == 4
     np.testing.assert_array_equal(cands.n_params, [1e7, 1e8, 1e7, 1e8])
