@@ -153,10 +153,10 @@ def menu_candidates(mixtures: Candidates, menu: Menu) -> Candidates:
 def check_scale_law(belief: Belief) -> None:
     """OptionError unless the belief's law takes the model size and tokens as inputs and the
     belief is fixed at a target scale."""
-    missing = [k for k in SCALE_INPUTS if k not in belief.law.inputs]
+    missing = [k for k in SCALE_INPUTS if k not in belief.draws.law.inputs]
     if missing:
         raise errors.OptionError(
-            f"law {belief.law.name!r} has no input {missing[0]!r}: multi-fidelity acquisition "
+            f"law {belief.draws.law.name!r} has no input {missing[0]!r}: multi-fidelity acquisition "
             "needs a law over mixture, model size and tokens",
             hint="fit a law such as 'scaling' to runs of several sizes",
         )
@@ -176,7 +176,7 @@ def scaled_objective(belief: Belief, mixtures, n_params, tokens) -> np.ndarray:
         "tokens": np.broadcast_to(np.asarray(tokens, float), shape),
     }
     with np.errstate(over="ignore", invalid="ignore"):
-        loss = belief.law.predict(r, belief.params, **inputs)
+        loss = belief.draws.law.predict(r, belief.params, **inputs)
     return loss @ belief.weights
 
 
