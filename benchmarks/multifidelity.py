@@ -29,7 +29,7 @@ compute spent when the recommendation is within 0.1 % and stays there to the end
 
 Last line: ``multifidelity cost_mf=.. cost_largest=.. cost_smallest=.. regret_mf_at_budget=..``
 (medians over seeds; regret at the end of the mf arm). Run:
-``PYTHONPATH=. .venv/bin/python benchmarks/multifidelity.py`` (``--seeds 1 --rounds 4`` quick).
+``PYTHONPATH=. .venv/bin/python benchmarks/multifidelity.py`` (defaults: 1 seed, 2 rounds after the start; ``--seeds 3 --rounds 5`` for more).
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.01)
     ap.add_argument("--start", type=int, default=9)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--budget", type=float, default=16.0, help="compute, largest-proxy runs")
     ap.add_argument("--candidates", type=int, default=512)
     ap.add_argument("--min-distance", type=float, default=0.05)
