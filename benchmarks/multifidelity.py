@@ -29,7 +29,8 @@ compute spent when the recommendation is within 0.1 % and stays there to the end
 
 Last line: ``multifidelity cost_mf=.. cost_largest=.. cost_smallest=.. regret_mf_at_budget=..``
 (medians over seeds; regret at the end of the mf arm). Run:
-``PYTHONPATH=. .venv/bin/python benchmarks/multifidelity.py`` (defaults: 1 seed, 2 rounds after the start; ``--seeds 3 --rounds 5`` for more).
+``PYTHONPATH=. .venv/bin/python benchmarks/multifidelity.py`` (defaults: 1 seed, 1 round after
+the start; ``--seeds 3 --rounds 5`` for more).
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def arm_menu(menu: Menu, arm: str) -> Menu:
     return Menu(menu.n_params[keep], menu.steps[keep], menu.tokens[keep], menu.cost[keep])
 
 
-def run_arm(truth: Truth, menu: Menu, arm: str, start: np.ndarray, spec, args, seed, say):
+def run_arm(truth: Truth, menu: Menu, arm: str, start: np.ndarray, spec, args, seed, say, rows):
+    """One arm, one seed: its rounds' figures appended to ``rows`` (and to ``--csv``)."""
     sub = arm_menu(menu, arm)
     # the start: each size's full-step entry (its largest step count), in turn
     full = [
@@ -167,7 +169,6 @@ def run_arm(truth: Truth, menu: Menu, arm: str, start: np.ndarray, spec, args, s
     arm_runs = Arm(truth, menu, unit=float(menu.cost.max()))
     pick = np.resize(full, len(start))
     arm_runs.train(start, sub.n_params[pick], sub.tokens[pick], sub.cost[pick])
-    rows = []
     for rnd in range(args.rounds + 1):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
@@ -200,6 +201,8 @@ def run_arm(truth: Truth, menu: Menu, arm: str, start: np.ndarray, spec, args, s
                 "seconds": time.perf_counter() - t0,
             }
         )
+        if args.csv:
+            pd.DataFrame(rows).to_csv(args.csv, index=False)
         say(
             f"seed {seed} {arm:>8} round {rnd}: {len(arm_runs.r)} runs, cost "
             f"{arm_runs.cost:.3f}, regret {regret:.5f}, div {post.diagnostics.divergences}, "
@@ -222,7 +225,6 @@ def run_arm(truth: Truth, menu: Menu, arm: str, start: np.ndarray, spec, args, s
         )
         idx = batch.index
         arm_runs.train(batch.mixtures, cands.n_params[idx], cands.tokens[idx], cands.costs[idx])
-    return rows
 
 
 def cost_to(frame: pd.DataFrame) -> float:
@@ -244,7 +246,7 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.01)
     ap.add_argument("--start", type=int, default=9)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--budget", type=float, default=16.0, help="compute, largest-proxy runs")
     ap.add_argument("--candidates", type=int, default=512)
     ap.add_argument("--min-distance", type=float, default=0.05)
@@ -283,11 +285,7 @@ def main() -> None:
         )
         start = design.initial_design(truth.simplex, args.start, random_seed=seed, method="sobol")
         for arm in args.arms.split(","):
-            rows += run_arm(
-                truth, menu, arm, start, spec, args, seed, lambda s: print(s, flush=True)
-            )
-            if args.csv:
-                pd.DataFrame(rows).to_csv(args.csv, index=False)
+            run_arm(truth, menu, arm, start, spec, args, seed, lambda s: print(s, flush=True), rows)
     summarize(pd.DataFrame(rows), time.perf_counter() - t_start)
 
 
