@@ -52,7 +52,7 @@ from bayesmix.laws import scaling
 from bayesmix.loop import design
 from bayesmix.loop.belief import Belief
 from bayesmix.loop.candidates import Candidates
-from bayesmix.loop.fidelity import Menu, TargetInfo, menu_candidates
+from bayesmix.loop.fidelity import Menu, TargetInfo, full_runs, menu_candidates
 from bayesmix.model.spec import load_spec
 
 TOL = 1e-3
@@ -158,14 +158,7 @@ def run_arm(truth: Truth, menu: Menu, arm: str, start: np.ndarray, spec, args, s
     """One arm, one seed: its rounds' figures appended to ``rows`` (and to ``--csv``)."""
     sub = arm_menu(menu, arm)
     # the start: each size's full-step entry (its largest step count), in turn
-    full = [
-        int(
-            np.flatnonzero((sub.n_params == n) & (sub.steps == sub.steps[sub.n_params == n].max()))[
-                0
-            ]
-        )
-        for n in np.unique(sub.n_params)
-    ]
+    full = full_runs(sub)
     arm_runs = Arm(truth, menu, unit=float(menu.cost.max()))
     pick = np.resize(full, len(start))
     arm_runs.train(start, sub.n_params[pick], sub.tokens[pick], sub.cost[pick])

@@ -34,6 +34,7 @@ import pandas as pd
 
 from bayesmix import errors
 from bayesmix.data.ye_logs import TOKENS_PER_STEP
+from bayesmix.loop.batch import Batch
 from bayesmix.loop.belief import Belief
 from bayesmix.loop.candidates import Candidates
 from bayesmix.loop.information import Ensemble, OptimumInfo, group_information, kmeans
@@ -53,7 +54,7 @@ class Menu:
     cost: np.ndarray
 
     def __post_init__(self):
-        arrays = {k: np.asarray(getattr(self, k), float).reshape(-1) for k in self._fields()}
+        arrays = {k: np.asarray(getattr(self, k), float).reshape(-1) for k in self.fields()}
         n = len(arrays["n_params"])
         for name, values in arrays.items():
             if len(values) != n or n == 0:
@@ -68,7 +69,7 @@ class Menu:
             object.__setattr__(self, name, values)
 
     @staticmethod
-    def _fields() -> tuple[str, ...]:
+    def fields() -> tuple[str, ...]:
         return ("n_params", "steps", "tokens", "cost")
 
     def __len__(self) -> int:
@@ -129,7 +130,7 @@ class Menu:
 
     def frame(self) -> pd.DataFrame:
         """The menu as a table: n_params, steps, tokens, cost."""
-        return pd.DataFrame({k: getattr(self, k) for k in self._fields()})
+        return pd.DataFrame({k: getattr(self, k) for k in self.fields()})
 
 
 def menu_candidates(mixtures: Candidates, menu: Menu) -> Candidates:
@@ -150,14 +151,46 @@ def menu_candidates(mixtures: Candidates, menu: Menu) -> Candidates:
     )
 
 
+def full_runs(menu: Menu) -> np.ndarray:
+    """Index of each size's longest entry, sizes ascending."""
+    return np.array(
+        [
+            int(
+                np.flatnonzero(
+                    (menu.n_params == n) & (menu.steps == menu.steps[menu.n_params == n].max())
+                )[0]
+            )
+            for n in np.unique(menu.n_params)
+        ]
+    )
+
+
+def spread_over_menu(batch: Batch, menu: Menu) -> Batch:
+    """An initial design's batch with planned sizes: proposal i at the longest entry of size
+    ``i mod (number of sizes)`` (sizes ascending), so the first fit sees every size."""
+    pick = np.resize(full_runs(menu), len(batch))
+    cands = Candidates(
+        batch.mixtures,
+        batch.candidates.train_domains,
+        n_params=menu.n_params[pick],
+        steps=menu.steps[pick],
+        tokens=menu.tokens[pick],
+        constraints=batch.candidates.constraints,
+        costs=menu.cost[pick],
+    )
+    out = Batch(batch.strategy, batch.mixtures, np.arange(len(batch)), batch.score, cands)
+    out.cost, out.notes = cands.cost, list(batch.notes)
+    return out
+
+
 def check_scale_law(belief: Belief) -> None:
     """OptionError unless the belief's law takes the model size and tokens as inputs and the
     belief is fixed at a target scale."""
     missing = [k for k in SCALE_INPUTS if k not in belief.draws.law.inputs]
     if missing:
         raise errors.OptionError(
-            f"law {belief.draws.law.name!r} has no input {missing[0]!r}: multi-fidelity acquisition "
-            "needs a law over mixture, model size and tokens",
+            f"law {belief.draws.law.name!r} has no input {missing[0]!r}: multi-fidelity "
+            "acquisition needs a law over mixture, model size and tokens",
             hint="fit a law such as 'scaling' to runs of several sizes",
         )
     if any(k not in belief.inputs for k in SCALE_INPUTS):
