@@ -18,6 +18,11 @@
   noise variance n_i carries about a Gaussian mean), summed over domains as if they were
   independent.
 
+Robust scores (``robust=True``, the default). Both read the draws' predictions Winsorised per
+candidate at their :data:`ROBUST_TAIL` and ``1 - ROBUST_TAIL`` quantiles
+(:func:`robust_values`): with few runs a posterior can hold a few draws predicting absurd losses
+at extreme mixtures (1e125 nats where the data are silent), and a raw variance is led by them.
+
 Pending runs and the batch. Both condition on the runs in flight and on the runs already chosen
 for the batch, greedily, one run at a time: the draws' predictions over all candidates form an
 :class:`Ensemble`, and observing a run at column j is applied as a linear-Gaussian
