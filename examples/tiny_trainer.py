@@ -15,6 +15,11 @@ their sizes): ``python`` (source of the stdlib's top-level modules, docstrings r
 layout of UnicodeData.txt, written from the ``unicodedata`` module). Each domain's documents are
 split into train and held-out documents by a hash of their names (about 1 in 10 held out).
 
+Model size and training length for multi-fidelity loops: ``--n-params N`` is the model size as
+the loop names it (``{n_params}`` of ``bayesmix run``'s template), the n-gram order (1-8; the
+result gets an ``n_params`` column); ``--steps S`` trains on S chunks of :data:`CHUNK`
+characters (``{steps}``; sets ``--tokens``).
+
 Training: ``--tokens`` characters are sampled from the domains' train text in proportion to the
 mixture, in chunks of :data:`CHUNK` characters (deterministic given ``--seed``), and an
 interpolated Kneser-Ney character n-gram model of ``--order`` is counted on them. Result: the
@@ -420,17 +425,38 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
 
 
 # ---------------------------------------------------------------------------------- the job
-def write_result(path: Path, run: str, tokens: int, shares: Mapping[str, float], losses) -> None:
-    """One row of the tidy run table, written to a temporary file next to ``path`` and moved
-    into place, so ``path`` is either absent or complete."""
+def write_result(
+    path: Path,
+    run: str,
+    tokens: int,
+    shares: Mapping[str, float],
+    losses,
+    n_params: int | None = None,
+) -> None:
+    """One row of the tidy run table (with an ``n_params`` column when given), written to a
+    temporary file next to ``path`` and moved into place, so ``path`` is either absent or
+    complete."""
     mixed = [d for d in DOMAINS if d in shares]
+    size = [] if n_params is None else [n_params]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["run", "tokens", *(f"mix.{d}" for d in mixed), *(f"loss.{d}" for d in DOMAINS)]
+        [
+            "run",
+            *(["n_params"] if size else []),
+            "tokens",
+            *(f"mix.{d}" for d in mixed),
+            *(f"loss.{d}" for d in DOMAINS),
+        ]
     )
     writer.writerow(
-        [run, tokens, *(repr(shares[d]) for d in mixed), *(repr(losses[d]) for d in DOMAINS)]
+        [
+            run,
+            *size,
+            tokens,
+            *(repr(shares[d]) for d in mixed),
+            *(repr(losses[d]) for d in DOMAINS),
+        ]
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -519,6 +545,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--order", type=int, default=DEFAULT_ORDER, help=f"n-gram order (default {DEFAULT_ORDER})"
     )
+    parser.add_argument(
+        "--n-params",
+        type=int,
+        help="the model size as the loop names it ({n_params} of bayesmix run's template): the "
+        "n-gram order (sets --order); the result gets an n_params column",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help=f"training steps of {CHUNK} characters ({{steps}} of the template; sets --tokens)",
+    )
     parser.add_argument("--list-domains", action="store_true", help="print the domain names")
     return parser
 
@@ -539,6 +576,12 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise TrainerError(f"missing {', '.join(missing)}")
         shares = _read_mixture(args)
+        if args.n_params is not None:
+            _check_int("--n-params", args.n_params, 1, MAX_ORDER)
+            args.order = args.n_params
+        if args.steps is not None:
+            _check_int("--steps", args.steps, 1, MAX_TOKENS // CHUNK)
+            args.tokens = args.steps * CHUNK
         _check_int("--tokens", args.tokens, 1, MAX_TOKENS)
         _check_int("--order", args.order, 1, MAX_ORDER)
         _check_int("--seed", args.seed, 0, MAX_SEED)
@@ -549,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tiny_trainer: error: {err}", file=sys.stderr)
         return 2
     try:
-        write_result(Path(args.out), args.run, args.tokens, shares, losses)
+        write_result(Path(args.out), args.run, args.tokens, shares, losses, args.n_params)
     except OSError as err:
         print(f"tiny_trainer: error: cannot write --out {args.out} ({err})", file=sys.stderr)
         return 1

@@ -14,7 +14,9 @@ No Gaussian process: every quantity is computed from the draws. This module is t
   (no proposal within ``min_distance`` of a pending, completed or already chosen run);
 * :mod:`bayesmix.loop.strategies` - the strategy interface, ``random`` and ``thompson``;
 * :mod:`bayesmix.loop.information` - ``optimum-info`` and ``bald``, which condition on pending
-  runs and the batch so far.
+  runs and the batch so far;
+* :mod:`bayesmix.loop.fidelity` - ``target-info`` and the proxy menu: (mixture, size, steps)
+  candidates with costs, chosen for what they tell about the target-scale optimum per cost.
 
 Every proposal is checked with :meth:`bayesmix.data.constraints.Constraints.contains`.
 """
@@ -31,6 +33,7 @@ from bayesmix.loop import design
 from bayesmix.loop.batch import DEFAULT_MIN_DISTANCE, Batch, RunsSoFar, check_batch_size
 from bayesmix.loop.belief import DEFAULT_MAX_DRAWS, Belief
 from bayesmix.loop.candidates import DEFAULT_CANDIDATES, Candidates
+from bayesmix.loop.fidelity import Menu, TargetInfo, menu_candidates
 from bayesmix.loop.information import BALD, DEFAULT_GROUPS, OptimumInfo
 from bayesmix.loop.strategies import RandomSelection, Strategy, ThompsonSampling
 
@@ -39,17 +42,21 @@ __all__ = [
     "DEFAULT_GROUPS",
     "DEFAULT_MAX_DRAWS",
     "DEFAULT_MIN_DISTANCE",
+    "MULTIFIDELITY_STRATEGIES",
     "STRATEGIES",
     "BALD",
     "Batch",
     "Belief",
     "Candidates",
+    "Menu",
     "OptimumInfo",
     "RandomSelection",
     "Strategy",
+    "TargetInfo",
     "ThompsonSampling",
     "get_strategy",
     "initial_batch",
+    "menu_candidates",
     "propose",
 ]
 
@@ -59,20 +66,24 @@ STRATEGY_CLASSES: dict[str, type[Strategy]] = {
     "optimum-info": OptimumInfo,
     "bald": BALD,
     "random": RandomSelection,
+    "target-info": TargetInfo,
 }
-#: Strategy names accepted by :func:`get_strategy`.
-STRATEGIES = tuple(STRATEGY_CLASSES)
+#: The single-scale strategies (any law, any candidates).
+STRATEGIES = tuple(k for k in STRATEGY_CLASSES if k != "target-info")
+#: Strategies that need (mixture, size, steps) candidates and a law over scale
+#: (:mod:`bayesmix.loop.fidelity`).
+MULTIFIDELITY_STRATEGIES = ("target-info",)
 
 
 def get_strategy(name: str | Strategy, **options) -> Strategy:
-    """A strategy by name (:data:`STRATEGIES`); ``options`` go to its constructor (e.g.
-    ``cost_power``, ``n_groups``)."""
+    """A strategy by name (:data:`STRATEGIES`, :data:`MULTIFIDELITY_STRATEGIES`); ``options``
+    go to its constructor (e.g. ``cost_power``, ``n_groups``)."""
     if isinstance(name, Strategy):
         return name
     key = str(name).strip().lower().replace("_", "-")
     if key not in STRATEGY_CLASSES:
         raise errors.OptionError(
-            f"unknown strategy {name!r}", hint=f"use one of {', '.join(STRATEGIES)}"
+            f"unknown strategy {name!r}", hint=f"use one of {', '.join(STRATEGY_CLASSES)}"
         )
     return STRATEGY_CLASSES[key](**options)
 

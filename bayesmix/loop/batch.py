@@ -29,7 +29,12 @@ if TYPE_CHECKING:
 #: averages out), so the information strategies would otherwise stack a batch on one spot.
 DEFAULT_MIN_DISTANCE = 0.05
 #: Name of the score column of :meth:`Batch.frame` per strategy.
-SCORE_NAMES = {"thompson": "draw_objective", "optimum-info": "information", "bald": "information"}
+SCORE_NAMES = {
+    "thompson": "draw_objective",
+    "optimum-info": "information",
+    "bald": "information",
+    "target-info": "information",
+}
 
 
 @dataclass

@@ -47,7 +47,8 @@ class Candidates:
 
     ``ids``: pool row ids (None for a generated cloud); ``n_params``, ``steps``, ``tokens``:
     per-candidate planned size and training amount (None when not given); ``constraints``: the
-    feasible set of a continuous cloud (local refinement stays inside it; None for a pool).
+    feasible set of a continuous cloud (local refinement stays inside it; None for a pool);
+    ``costs``: per-candidate costs set by the user (any positive unit; None: n_params x tokens).
     """
 
     mixtures: np.ndarray
@@ -58,6 +59,7 @@ class Candidates:
     tokens: np.ndarray | None = None
     constraints: Constraints | None = None
     notes: tuple[str, ...] = ()
+    costs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.mixtures)
@@ -68,8 +70,11 @@ class Candidates:
 
     @property
     def cost(self) -> np.ndarray | None:
-        """Relative cost per candidate (cheapest = 1): n_params x tokens (or steps); None when
-        no candidate has a size or training amount."""
+        """Relative cost per candidate (cheapest = 1): the ``costs`` given, else n_params x
+        tokens (or steps); None when no candidate has a cost, size or training amount."""
+        if self.costs is not None:
+            costs = np.asarray(self.costs, float)
+            return costs / costs.min()
         amount = self.tokens if self.tokens is not None else self.steps
         parts = [np.asarray(p, float) for p in (self.n_params, amount) if p is not None]
         if not parts:
@@ -205,6 +210,7 @@ class Candidates:
             pick(self.tokens),
             self.constraints,
             self.notes,
+            pick(self.costs),
         )
 
     def extended(self, mixtures: np.ndarray) -> Candidates:

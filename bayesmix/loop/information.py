@@ -18,6 +18,11 @@
   noise variance n_i carries about a Gaussian mean), summed over domains as if they were
   independent.
 
+Robust scores (``robust=True``, the default). Both read the draws' predictions Winsorised per
+candidate at their :data:`ROBUST_TAIL` and ``1 - ROBUST_TAIL`` quantiles
+(:func:`robust_values`): with few runs a posterior can hold a few draws predicting absurd losses
+at extreme mixtures (1e125 nats where the data are silent), and a raw variance is led by them.
+
 Pending runs and the batch. Both condition on the runs in flight and on the runs already chosen
 for the batch, greedily, one run at a time: the draws' predictions over all candidates form an
 :class:`Ensemble`, and observing a run at column j is applied as a linear-Gaussian
@@ -50,6 +55,9 @@ DEFAULT_GROUPS = 8
 #: (drawn at :data:`bayesmix.loop.candidates.REFINE_RADII`).
 REFINE_TOP = 16
 REFINE_POINTS = 16
+#: Winsorising of the score strategies (``robust=True``): each candidate's draws are clipped to
+#: their 5 % and 95 % quantiles before the information is computed.
+ROBUST_TAIL = 0.05
 
 
 class Ensemble:
@@ -57,10 +65,12 @@ class Ensemble:
     mean (N, D) + anomalies (S, N, D), with the square-root Gaussian update of the module
     docstring for an observation at one column. ``noise`` (D,): observation noise variances."""
 
-    def __init__(self, values: np.ndarray, noise: np.ndarray):
+    def __init__(self, values: np.ndarray, noise: np.ndarray, robust: bool = False):
         values = np.asarray(values, float)
         if values.ndim == 2:
             values = values[..., None]
+        if robust:
+            values = robust_values(values)
         self.mean = values.mean(axis=0)
         self.anom = values - self.mean
         self.noise = np.broadcast_to(np.asarray(noise, float), (values.shape[2],)).copy()
@@ -88,9 +98,10 @@ class ScoreStrategy(Strategy):
     ``score / cost ** cost_power`` and condition on it. Continuous candidates are refined
     locally around the best :data:`REFINE_TOP` before the batch is chosen."""
 
-    def __init__(self, cost_power: float = 1.0, refine: bool = True):
+    def __init__(self, cost_power: float = 1.0, refine: bool = True, robust: bool = True):
         super().__init__(cost_power)
         self.refine = refine
+        self.robust = bool(robust)
 
     # subclasses: build the state for columns X (candidates then pending) and score it
     def _prepare(self, belief: Belief, candidates: Candidates, existing: np.ndarray, random_seed):
@@ -171,7 +182,9 @@ class BALD(ScoreStrategy):
     name = "bald"
 
     def _ensemble(self, belief, x):
-        return Ensemble(belief.domain_loss(x), belief.noise_var())
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = belief.domain_loss(x)
+        return Ensemble(values, belief.noise_var(), robust=self.robust)
 
     def _score(self, ens):
         return 0.5 * np.log1p(ens.variance / ens.noise).sum(axis=1)
@@ -184,9 +197,13 @@ class OptimumInfo(ScoreStrategy):
     name = "optimum-info"
 
     def __init__(
-        self, n_groups: int = DEFAULT_GROUPS, cost_power: float = 1.0, refine: bool = True
+        self,
+        n_groups: int = DEFAULT_GROUPS,
+        cost_power: float = 1.0,
+        refine: bool = True,
+        robust: bool = True,
     ):
-        super().__init__(cost_power, refine)
+        super().__init__(cost_power, refine, robust)
         if isinstance(n_groups, bool) or int(n_groups) < 2:
             raise errors.OptionError(f"n_groups={n_groups!r} must be >= 2", param="n_groups")
         self.n_groups = int(n_groups)
@@ -202,10 +219,27 @@ class OptimumInfo(ScoreStrategy):
         self.groups = kmeans(optima, self.n_groups, random_seed=random_seed)
 
     def _ensemble(self, belief, x):
-        return Ensemble(belief.loss(x), belief.objective_noise_var())
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = belief.loss(x)
+        return Ensemble(values, belief.objective_noise_var(), robust=self.robust)
 
     def _score(self, ens):
         return group_information(ens.anom[..., 0], self.groups, float(ens.noise[0]))
+
+
+def robust_values(values: np.ndarray, tail: float = ROBUST_TAIL) -> np.ndarray:
+    """``values`` (S, N[, D]) Winsorised per column: every draw clipped to the column's
+    ``tail`` and ``1 - tail`` quantiles over the draws (non-finite draws count as beyond the
+    upper one). A few draws predicting absurd losses (1e100 nats where the data are silent)
+    then weigh as much as the plausible extreme draws, no more: the variance and the group
+    contrasts the scores read come from the central ``1 - 2 tail`` of the predictive
+    distribution."""
+    values = np.asarray(values, float)
+    finite = np.where(np.isfinite(values), values, np.nan)
+    lo, hi = np.nanquantile(finite, [tail, 1.0 - tail], axis=0)
+    hi = np.where(np.isfinite(hi), hi, np.nanmax(np.where(np.isfinite(finite), finite, -np.inf)))
+    lo = np.where(np.isfinite(lo), lo, hi)
+    return np.clip(np.where(np.isnan(finite), hi, finite), lo, hi)
 
 
 def group_information(values: np.ndarray, groups: np.ndarray, noise: float) -> np.ndarray:

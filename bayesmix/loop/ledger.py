@@ -77,6 +77,7 @@ from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import MAX_LOSS, RunTable
 from bayesmix.loop import (
     ledger_domains,
+    ledger_fidelity,
     ledger_proposals,
     ledger_results,
     ledger_rounds,
@@ -301,6 +302,16 @@ class Ledger:
         )
 
     # ------------------------------------------------------------------ fits and hand-offs
+    def set_menu(self, menu, target: Mapping) -> None:
+        """Record the proxy menu (:class:`bayesmix.loop.fidelity.Menu`) and the target run's
+        scale (``{"n_params": N, "tokens": D}``) of a multi-fidelity loop; replaces any before."""
+        ledger_fidelity.set_fidelity(self._store, menu, target)
+
+    def fidelity(self):
+        """The recorded menu and target scale (:class:`~bayesmix.loop.ledger_fidelity.Fidelity`),
+        or None."""
+        return ledger_fidelity.fidelity(self._store)
+
     def record_fit(self, record: Mapping) -> None:
         """Store the record of the most recent fit (JSON-serialisable mapping: posterior path
         relative to the ledger's folder, its hash, the results digest, settings, diagnostics)."""

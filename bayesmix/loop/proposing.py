@@ -26,6 +26,7 @@ from bayesmix.data.table import MIX_PREFIX
 from bayesmix.loop import acquire, design
 from bayesmix.loop.batch import Batch
 from bayesmix.loop.candidates import DEFAULT_CANDIDATES, Candidates
+from bayesmix.loop.fidelity import SCALE_INPUTS, spread_over_menu
 from bayesmix.loop.ledger import (
     Ledger,
     ProposalConflictError,
@@ -213,7 +214,11 @@ class Proposer:
             w, t = req.weights, None
         else:
             w, t = led.settings.get("target_weights") or None, None
-        belief = acquire.Belief.from_posterior(post, weights=w, target=t)
+        fid = led.fidelity()
+        inputs = None
+        if fid is not None and all(k in post.law.inputs for k in SCALE_INPUTS):
+            inputs = fid.target  # the belief at the target run's scale
+        belief = acquire.Belief.from_posterior(post, weights=w, target=t, inputs=inputs)
         return FitState(post, path, record, belief)
 
     def choose_and_record(self, led, req, fit: FitState, cands, handoff) -> Recorded:
@@ -267,9 +272,22 @@ class Proposer:
             "cost_power": req.cost_power,
         }
         belief = fit.belief
+        fid = led.fidelity()
         if belief is None:
             self.say("too few completed runs to fit: proposing an initial design")
-            return acquire.initial_batch(led.constraints, req.n, **options), None
+            batch = acquire.initial_batch(led.constraints, req.n, **options)
+            return (batch if fid is None else spread_over_menu(batch, fid.menu)), None
+        if req.strategy in acquire.MULTIFIDELITY_STRATEGIES:
+            if fid is None:
+                raise errors.OptionError(
+                    f"{req.strategy} needs the ledger's proxy menu and target scale",
+                    hint="Ledger.set_menu(Menu.build(...), {'n_params': N, 'tokens': D})",
+                )
+            if cands is None:
+                cands = acquire.Candidates.continuous(
+                    led.constraints, req.n_candidates, belief=belief, random_seed=req.random_seed
+                )
+            options["pool"] = acquire.menu_candidates(cands, fid.menu)
         self.say(
             f"choosing {req.n} runs by {req.strategy} ({belief.n_samples} draws; "
             f"objective: {belief.weights_description}; {len(pending)} "

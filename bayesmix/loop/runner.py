@@ -57,7 +57,7 @@ from bayesmix.loop.jobs import Executor, Job, JobResult
 from bayesmix.loop.ledger import Ledger
 
 #: Placeholders of the command template.
-PLACEHOLDERS = ("run", "mixture_json", "mixture_file", "out", "workdir")
+PLACEHOLDERS = ("run", "mixture_json", "mixture_file", "out", "workdir", "n_params", "steps")
 #: Seconds between heartbeats of a live runner (its running runs' job records).
 HEARTBEAT_S = 30.0
 #: Default seconds without a heartbeat after which another runner takes a running run back.
@@ -119,8 +119,34 @@ def check_template(template: str) -> None:
         )
 
 
+def planned_scale(frame) -> dict[str, dict[str, str]]:
+    """Each run's planned ``n_params`` and ``steps`` as template values (whole numbers without a
+    decimal point); a run without a planned value gets none, and a template naming it fails."""
+    out: dict[str, dict[str, str]] = {}
+    for _, row in frame.iterrows():
+        values = {}
+        for name in ("n_params", "steps"):
+            v = row.get(name)
+            if v is not None and v == v:  # not NaN
+                v = float(v)
+                values[name] = str(int(v)) if v.is_integer() else repr(v)
+        out[str(row["run"])] = values
+    return out
+
+
 def fill_template(template: str, values: Mapping[str, str]) -> str:
-    """``template`` with each known placeholder replaced by its shell-quoted value."""
+    """``template`` with each known placeholder replaced by its shell-quoted value; a known
+    placeholder without a value (``{n_params}``, ``{steps}`` of a run without a planned size)
+    is an OptionError."""
+    missing = sorted(
+        {m for m in _PLACEHOLDER_RE.findall(template) if m in PLACEHOLDERS} - set(values)
+    )
+    if missing:
+        raise errors.OptionError(
+            f"--command uses {{{missing[0]}}} but run {values.get('run', '?')} has no planned "
+            f"{missing[0]}",
+            hint="propose runs with planned sizes (a pool or menu with n_params and steps)",
+        )
     return _PLACEHOLDER_RE.sub(
         lambda m: shlex.quote(str(values[m.group(1)])) if m.group(1) in values else m.group(0),
         template,
@@ -216,6 +242,7 @@ class Runner:
                 f"stale_after_s={stale_after_s!r} must be > 0 seconds", param="stale_after_s"
             )
         self.exp, self.command, self.executor = experiment, command, executor
+        self._planned: dict[str, dict[str, str]] = {}
         ledger = Path(experiment.path)
         self.workdir = Path(
             workdir if workdir is not None else ledger.with_name(f"{ledger.stem}-runs")
@@ -252,6 +279,7 @@ class Runner:
             "mixture_file": str(folder / "mixture.json"),
             "out": str(self._out(run)),
             "workdir": str(folder),
+            **self._planned.get(run, {}),
         }
         return Job(
             run=run,
@@ -269,6 +297,10 @@ class Runner:
         with Ledger.open(self.exp.path) as led:
             frame = led.runs(status)
             domains = list(led.train_domains)
+        planned = planned_scale(frame)
+        for run, values in planned.items():
+            fill_template(self.command, {p: "" for p in PLACEHOLDERS[:5]} | {"run": run} | values)
+        self._planned.update(planned)
         return {
             str(row["run"]): {d: float(row[f"mix.{d}"]) for d in domains}
             for _, row in frame.iterrows()

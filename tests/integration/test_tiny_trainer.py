@@ -155,6 +155,23 @@ def test_cli_writes_a_run_table_row(tt, tmp_path):
         assert tidy[f"loss.{domain}"].iloc[0] == pytest.approx(loss, rel=1e-12)
 
 
+def test_cli_takes_the_loops_size_and_steps(tt, tmp_path):
+    """--n-params is the n-gram order and is written as the n_params column; --steps trains on
+    that many chunks: the same losses as the order and tokens given directly."""
+    mixture = {"python": 0.5, "manual": 0.5}
+    out = tmp_path / "result.csv"
+    args = ["--run", "r1", "--mixture", json.dumps(mixture), "--out", str(out)]
+    proc = run_trainer(*args, "--n-params", "3", "--steps", "100")
+    assert proc.returncode == 0, proc.stderr
+    tidy = load(out).to_tidy()
+    assert tidy["n_params"].iloc[0] == 3
+    assert tidy["tokens"].iloc[0] == 100 * tt.CHUNK
+    expected = tt.train(mixture, 100 * tt.CHUNK, seed=0, order=3)
+    assert tidy["loss.python"].iloc[0] == pytest.approx(expected["python"], rel=1e-12)
+    bad = run_trainer(*args, "--n-params", "9")
+    assert bad.returncode == 2 and "--n-params" in bad.stderr
+
+
 @pytest.mark.parametrize(
     ("mixture", "message"),
     [

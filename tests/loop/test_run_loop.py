@@ -27,7 +27,14 @@ from bayesmix.loop.executors import LocalExecutor
 from bayesmix.loop.experiment import Experiment
 from bayesmix.loop.jobs import Job, run_job
 from bayesmix.loop.ledger import Ledger
-from bayesmix.loop.runner import Runner, RunSummary, check_template, fill_template, runs_frame
+from bayesmix.loop.runner import (
+    Runner,
+    RunSummary,
+    check_template,
+    fill_template,
+    planned_scale,
+    runs_frame,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::bayesmix.posterior.diagnostics.ConvergenceWarning")
 DOMAINS = ["web", "code", "books"]
@@ -108,6 +115,22 @@ def test_template_placeholders_are_checked_and_quoted():
         text=True,
     ).stdout.splitlines()
     assert out == [mix, "a b.txt"]
+
+
+def test_size_placeholders_come_from_the_runs_planned_size_and_steps():
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"run": ["r1", "r2"], "n_params": [2e7, np.nan], "steps": [1000.0, np.nan]}
+    )
+    planned = planned_scale(frame)
+    assert planned == {"r1": {"n_params": "20000000", "steps": "1000"}, "r2": {}}
+    template = "train --size {n_params} --steps {steps} --out {out}"
+    check_template(template)
+    cmd = fill_template(template, {"run": "r1", "out": "o.csv", **planned["r1"]})
+    assert cmd == "train --size 20000000 --steps 1000 --out o.csv"
+    with pytest.raises(errors.OptionError, match="run r2 has no planned n_params"):
+        fill_template(template, {"run": "r2", "out": "o.csv", **planned["r2"]})
 
 
 # ---------------------------------------------------------------- local loop

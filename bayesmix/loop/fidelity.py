@@ -1,0 +1,258 @@
+"""Multi-fidelity acquisition: which mixture to train next, at which proxy size and for how long.
+
+A :class:`Menu` lists the proxy configurations one can train: model size ``n_params``, planned
+``steps`` and the tokens they give, and each entry's cost (default proportional to parameters x
+tokens, the compute of a dense transformer's training run; any positive cost the user sets
+instead). :func:`menu_candidates` crosses mixtures with the menu: every candidate is a
+(mixture, size, steps) triple with its cost (:class:`bayesmix.loop.candidates.Candidates`).
+
+The question is the best mixture for the TARGET run (size and tokens larger than any proxy), so
+the belief is the posterior of a law over mixture, size and tokens (any law whose inputs include
+``n_params`` and ``tokens``, e.g. ``scaling``) evaluated at the target's scale
+(``Belief.from_posterior(post, inputs={"n_params": N_target, "tokens": D_target})``); results of
+runs at any size and step feed the same posterior.
+
+:class:`TargetInfo` (``target-info``) scores a candidate by the mutual information between the
+objective it would measure AT ITS OWN SIZE AND STEPS and the group of the target-scale optimum
+(k-means groups of every draw's optimum at the target scale;
+:func:`bayesmix.loop.information.group_information`), per unit of cost (``cost ** cost_power``).
+A small proxy is cheap but tells less about the target's optimum where the law says its loss
+moves differently with scale; a large one tells more at a higher price. Batches are greedy with
+the ensemble update of :mod:`bayesmix.loop.information` (a chosen run lowers the information of
+the candidates its result would predict, at every size), so one batch mixes sizes. The draws'
+predictions are Winsorised per candidate (:func:`bayesmix.loop.information.robust_values`), so
+a few absurd draws do not decide. Law-generic: it uses only the law's mean and per-draw optima.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from bayesmix import errors
+from bayesmix.data.ye_logs import TOKENS_PER_STEP
+from bayesmix.loop.batch import Batch
+from bayesmix.loop.belief import Belief
+from bayesmix.loop.candidates import Candidates
+from bayesmix.loop.information import Ensemble, OptimumInfo, group_information, kmeans
+
+#: Inputs a law must take for multi-fidelity acquisition.
+SCALE_INPUTS = ("n_params", "tokens")
+
+
+@dataclass(frozen=True)
+class Menu:
+    """Proxy configurations one can train: ``n_params``, ``steps``, ``tokens`` and ``cost``
+    (each (E,), positive; cost relative, any unit)."""
+
+    n_params: np.ndarray
+    steps: np.ndarray
+    tokens: np.ndarray
+    cost: np.ndarray
+
+    def __post_init__(self):
+        arrays = {k: np.asarray(getattr(self, k), float).reshape(-1) for k in self.fields()}
+        n = len(arrays["n_params"])
+        for name, values in arrays.items():
+            if len(values) != n or n == 0:
+                raise errors.OptionError(
+                    f"menu {name}: {len(values)} values for {n} entries", param=name
+                )
+            if not np.all(np.isfinite(values) & (values > 0)):
+                row = int(np.flatnonzero(~(np.isfinite(values) & (values > 0)))[0])
+                raise errors.OptionError(
+                    f"menu entry {row + 1}: {name} must be a positive number", param=name
+                )
+            object.__setattr__(self, name, values)
+
+    @staticmethod
+    def fields() -> tuple[str, ...]:
+        return ("n_params", "steps", "tokens", "cost")
+
+    def __len__(self) -> int:
+        return len(self.n_params)
+
+    @classmethod
+    def build(
+        cls,
+        n_params: Sequence[float],
+        steps: Sequence[float],
+        *,
+        cost: Sequence[float] | None = None,
+        tokens_per_step: float = TOKENS_PER_STEP,
+        grid: bool = True,
+    ) -> Menu:
+        """Every size at every step count (``grid``), or size i at step count i (``grid=False``,
+        equal lengths). ``cost``: one per entry (default n_params x tokens)."""
+        n = np.asarray(n_params, float).reshape(-1)
+        s = np.asarray(steps, float).reshape(-1)
+        if grid:
+            n, s = np.repeat(n, len(s)), np.tile(s, len(n))
+        elif len(n) != len(s):
+            raise errors.OptionError(
+                f"{len(n)} sizes and {len(s)} step counts: give one step count per size",
+                param="steps",
+            )
+        tokens = s * float(tokens_per_step)
+        return cls(n, s, tokens, n * tokens if cost is None else np.asarray(cost, float))
+
+    @classmethod
+    def from_frame(
+        cls, frame: pd.DataFrame, *, tokens_per_step: float = TOKENS_PER_STEP, source=None
+    ) -> Menu:
+        """A menu from a table with columns ``n_params``, ``steps``, optional ``tokens`` (default
+        steps x ``tokens_per_step``) and ``cost`` (default n_params x tokens)."""
+        missing = [c for c in ("n_params", "steps") if c not in frame.columns]
+        if missing:
+            raise errors.FormatError(
+                f"a proxy menu needs a column {missing[0]!r}", source=source, column=missing[0]
+            )
+        cols = {}
+        for col in ("n_params", "steps", "tokens", "cost"):
+            if col not in frame.columns:
+                continue
+            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(float)
+            bad = ~(np.isfinite(values) & (values > 0))
+            if bad.any():
+                raise errors.NonNumericError(
+                    f"{col} must be a positive number",
+                    source=source,
+                    row=int(np.flatnonzero(bad)[0]) + 2,
+                    column=col,
+                )
+            cols[col] = values
+        tokens = cols.get("tokens", cols["steps"] * float(tokens_per_step))
+        cost = cols.get("cost", cols["n_params"] * tokens)
+        return cls(cols["n_params"], cols["steps"], tokens, cost)
+
+    def frame(self) -> pd.DataFrame:
+        """The menu as a table: n_params, steps, tokens, cost."""
+        return pd.DataFrame({k: getattr(self, k) for k in self.fields()})
+
+
+def menu_candidates(mixtures: Candidates, menu: Menu) -> Candidates:
+    """Every mixture of ``mixtures`` at every menu entry: (mixture, size, steps) candidates,
+    mixture-major, with the entries' sizes, steps, tokens and costs."""
+    n, e = len(mixtures), len(menu)
+    ids = None
+    if mixtures.ids is not None:
+        ids = tuple(f"{i}@{k}" for i in mixtures.ids for k in range(e))
+    return replace(
+        mixtures,
+        mixtures=np.repeat(mixtures.mixtures, e, axis=0),
+        ids=ids,
+        n_params=np.tile(menu.n_params, n),
+        steps=np.tile(menu.steps, n),
+        tokens=np.tile(menu.tokens, n),
+        costs=np.tile(menu.cost, n),
+    )
+
+
+def full_runs(menu: Menu) -> np.ndarray:
+    """Index of each size's longest entry, sizes ascending."""
+    return np.array(
+        [
+            int(
+                np.flatnonzero(
+                    (menu.n_params == n) & (menu.steps == menu.steps[menu.n_params == n].max())
+                )[0]
+            )
+            for n in np.unique(menu.n_params)
+        ]
+    )
+
+
+def spread_over_menu(batch: Batch, menu: Menu) -> Batch:
+    """An initial design's batch with planned sizes: proposal i at the longest entry of size
+    ``i mod (number of sizes)`` (sizes ascending), so the first fit sees every size."""
+    pick = np.resize(full_runs(menu), len(batch))
+    cands = Candidates(
+        batch.mixtures,
+        batch.candidates.train_domains,
+        n_params=menu.n_params[pick],
+        steps=menu.steps[pick],
+        tokens=menu.tokens[pick],
+        constraints=batch.candidates.constraints,
+        costs=menu.cost[pick],
+    )
+    out = Batch(batch.strategy, batch.mixtures, np.arange(len(batch)), batch.score, cands)
+    out.cost, out.notes = cands.cost, list(batch.notes)
+    return out
+
+
+def check_scale_law(belief: Belief) -> None:
+    """OptionError unless the belief's law takes the model size and tokens as inputs and the
+    belief is fixed at a target scale."""
+    missing = [k for k in SCALE_INPUTS if k not in belief.draws.law.inputs]
+    if missing:
+        raise errors.OptionError(
+            f"law {belief.draws.law.name!r} has no input {missing[0]!r}: multi-fidelity "
+            "acquisition needs a law over mixture, model size and tokens",
+            hint="fit a law such as 'scaling' to runs of several sizes",
+        )
+    if any(k not in belief.inputs for k in SCALE_INPUTS):
+        raise errors.OptionError(
+            "the belief has no target scale",
+            hint="Belief.from_posterior(post, inputs={'n_params': N, 'tokens': D})",
+        )
+
+
+def scaled_objective(belief: Belief, mixtures, n_params, tokens) -> np.ndarray:
+    """The objective per draw (S, n) of mixtures (n, M) trained at sizes and tokens (n,)."""
+    r = np.atleast_2d(np.asarray(mixtures, float))
+    shape = r.shape[:-1]
+    inputs = {
+        "n_params": np.broadcast_to(np.asarray(n_params, float), shape),
+        "tokens": np.broadcast_to(np.asarray(tokens, float), shape),
+    }
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = belief.draws.law.predict(r, belief.params, **inputs)
+    return loss @ belief.weights
+
+
+class TargetInfo(OptimumInfo):
+    """Information about the target-scale optimum per unit of cost (module docstring).
+    Candidates must carry sizes and tokens (:func:`menu_candidates`); pending runs are taken
+    at ``pending_scale`` ((k, 2): n_params, tokens per pending run; default the candidates'
+    largest size and tokens)."""
+
+    name = "target-info"
+
+    def __init__(self, n_groups: int = 8, cost_power: float = 1.0, refine: bool = False):
+        super().__init__(n_groups, cost_power, refine)
+        self.pending_scale: np.ndarray | None = None
+        self._scale: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _prepare(self, belief, candidates, existing, random_seed):
+        check_scale_law(belief)
+        if candidates.n_params is None or candidates.tokens is None:
+            raise errors.OptionError(
+                "target-info needs candidates with n_params and tokens",
+                hint="cross the mixtures with a Menu (menu_candidates)",
+            )
+        if candidates.is_pool:
+            points = np.vstack([candidates.mixtures, existing])
+            optima = points[np.argmin(belief.loss(points), axis=1)]
+        else:
+            optima = belief.optima(candidates.constraints)
+        self.groups = kmeans(optima, self.n_groups, random_seed=random_seed)
+        self._scale = (np.asarray(candidates.n_params), np.asarray(candidates.tokens))
+
+    def _ensemble(self, belief, x):
+        assert self._scale is not None  # set by _prepare
+        n_cand = len(self._scale[0])
+        n_pend = len(x) - n_cand
+        if self.pending_scale is not None and len(self.pending_scale) == n_pend:
+            pend = np.asarray(self.pending_scale, float).reshape(n_pend, 2)
+        else:
+            pend = np.tile([self._scale[0].max(), self._scale[1].max()], (n_pend, 1))
+        n_params = np.concatenate([self._scale[0], pend[:, 0]])
+        tokens = np.concatenate([self._scale[1], pend[:, 1]])
+        values = scaled_objective(belief, x, n_params, tokens)
+        return Ensemble(values, belief.objective_noise_var(), robust=True)
+
+    def _score(self, ens):
+        return group_information(ens.anom[..., 0], self.groups, float(ens.noise[0]))
