@@ -292,8 +292,7 @@ def _resolve(raw: dict, source: str) -> ModelSpec:
         )
     if hier.get("curvature", "centered") not in ("centered", "noncentered"):
         raise SpecError(
-            "hierarchy curvature must be centered or noncentered, got "
-            f"{hier['curvature']!r}",
+            f"hierarchy curvature must be centered or noncentered, got {hier['curvature']!r}",
             source=source,
         )
     if hier["diagonal"] not in ("auto", "on", "off"):
