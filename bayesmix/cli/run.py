@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from bayesmix import errors
-from bayesmix.loop.runner import DEFAULT_STALE_AFTER_S, PLACEHOLDERS
+from bayesmix.loop.command_template import PLACEHOLDERS
+from bayesmix.loop.runner import DEFAULT_STALE_AFTER_S
 
 _EPILOG = (
     """examples:
@@ -115,7 +116,8 @@ def run(args) -> int:
     from bayesmix.cli.propose import banner_warnings
     from bayesmix.loop.executors import get_executor
     from bayesmix.loop.experiment import Experiment
-    from bayesmix.loop.runner import Runner, check_template, check_workdir
+    from bayesmix.loop.command_template import check_template
+    from bayesmix.loop.runner import Runner, check_workdir
 
     def say(msg: str) -> None:
         if not args.quiet:

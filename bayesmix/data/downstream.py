@@ -166,8 +166,10 @@ def load_tasks(
             values = ceilings[task] - values
         columns[LOSS_PREFIX + task] = values
     tidy = pd.DataFrame(columns)
-    kwargs = {} if max_loss is None else {"max_loss": max_loss}
-    table = RunTable.from_frame(tidy, source=met_src, renormalize=True, **kwargs)
+    if max_loss is None:
+        table = RunTable.from_frame(tidy, source=met_src, renormalize=True)
+    else:
+        table = RunTable.from_frame(tidy, source=met_src, renormalize=True, max_loss=max_loss)
     order = {}
     if "index" in mix.columns:
         order = dict(zip(runs, mix["index"].to_numpy(float), strict=True))

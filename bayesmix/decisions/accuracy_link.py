@@ -62,7 +62,7 @@ def fit_link(loss, accuracy, *, floor: float | None = None, task: str = "task") 
     if y.min() < 0 or y.max() > 1:
         raise errors.OptionError(f"{task}: accuracies must be in [0, 1]", hint="divide by 100")
     free_floor = floor is None
-    lo0 = float(min(y.min(), 0.25)) if free_floor else float(floor)
+    lo0 = float(min(y.min(), 0.25)) if floor is None else float(floor)
     hi0 = float(min(1.0, y.max() + 0.05))
     x0 = [np.log((hi0 - lo0) / max(1e-3, 1.0 - hi0)), np.median(x), np.log(x.std() + 1e-6)]
     if free_floor:
