@@ -114,9 +114,9 @@ def _interrupt(signum, frame):
 
 def run(args) -> int:
     from bayesmix.cli.propose import banner_warnings
+    from bayesmix.loop.command_template import check_template
     from bayesmix.loop.executors import get_executor
     from bayesmix.loop.experiment import Experiment
-    from bayesmix.loop.command_template import check_template
     from bayesmix.loop.runner import Runner, check_workdir
 
     def say(msg: str) -> None:

@@ -23,11 +23,11 @@ import pytest
 from conftest import wait_until
 
 from bayesmix import errors
+from bayesmix.loop.command_template import check_template, fill_template, planned_scale
 from bayesmix.loop.executors import LocalExecutor
 from bayesmix.loop.experiment import Experiment
 from bayesmix.loop.jobs import Job, run_job
 from bayesmix.loop.ledger import Ledger
-from bayesmix.loop.command_template import check_template, fill_template, planned_scale
 from bayesmix.loop.runner import Runner, RunSummary, runs_frame
 
 pytestmark = pytest.mark.filterwarnings("ignore::bayesmix.posterior.diagnostics.ConvergenceWarning")
