@@ -221,6 +221,26 @@ def slope_block(ctx, rho):
     return pm.Deterministic("t", b / rho[:, None], dims=("eval_domain", "train_domain"))
 
 
+def centred_block(ctx, slopes) -> dict:
+    """M4's parameters sampled at the runs' mean shares r_bar: level ``m_mean``, reducible
+    fraction and relative slopes there (``slopes(ctx, rho_mean)`` -> t, (K, M)), then ``c``,
+    ``k``, ``m``, ``rho`` at the uniform mixture (the same law: k exp(t . r) = k_mean
+    exp(t . (r - r_bar))). Shared by M4 and the laws that only change its slopes' pooling."""
+    m_mean = ctx.priors["m"].create(
+        "m_mean", dims="eval_domain", data={"mu": ctx.loss_mean, "sigma": ctx.loss_scale}
+    )
+    rho_mean = pm.math.sigmoid(curvature_logit(ctx))
+    t = slopes(ctx, rho_mean)
+    c = pm.Deterministic("c", m_mean * (1.0 - rho_mean), dims="eval_domain")
+    # without the runs' mean shares (data prepared for no law): the uniform mixture, t . r_bar = 0
+    center = ctx.inputs.get(SHARE_CENTER)
+    scale = 1.0 if center is None else pt.exp(-pt.dot(t, center))
+    k = pm.Deterministic("k", m_mean * rho_mean * scale, dims="eval_domain")
+    m = pm.Deterministic("m", c + k, dims="eval_domain")
+    rho = pm.Deterministic("rho", k / m, dims="eval_domain")
+    return {"m": m, "rho": rho, "t": t}
+
+
 class M4(Law):
     """Ye et al.'s M4 (see the module docstring)."""
 
@@ -272,22 +292,7 @@ class M4(Law):
                 "prior b_mu must be a ZeroSumNormal (rows of t sum to zero for identifiability)",
                 hint='keep dist = "ZeroSumNormal"',
             )
-        # level, reducible fraction and relative slopes at the runs' mean shares r_bar
-        m_mean = pr["m"].create(
-            "m_mean", dims="eval_domain", data={"mu": ctx.loss_mean, "sigma": ctx.loss_scale}
-        )
-        rho_mean = pm.math.sigmoid(curvature_logit(ctx))
-        t = slope_block(ctx, rho_mean)
-        # the same law from the uniform mixture: k exp(t . r) = k_mean exp(t . (r - r_bar))
-        c = pm.Deterministic("c", m_mean * (1.0 - rho_mean), dims="eval_domain")
-        # (without the runs' mean shares, e.g. data prepared for no law: the uniform mixture,
-        # where t . r_bar = 0)
-        center = ctx.inputs.get(SHARE_CENTER)
-        scale = 1.0 if center is None else pt.exp(-pt.dot(t, center))
-        k = pm.Deterministic("k", m_mean * rho_mean * scale, dims="eval_domain")
-        m = pm.Deterministic("m", c + k, dims="eval_domain")
-        rho = pm.Deterministic("rho", k / m, dims="eval_domain")
-        return {"m": m, "rho": rho, "t": t}
+        return centred_block(ctx, slope_block)
 
     def data_arrays(self, r, losses, loss_mean, loss_scale) -> dict:
         """The slopes' centring weight (:func:`slope_centering`) and the runs' mean shares

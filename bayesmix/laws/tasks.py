@@ -29,9 +29,8 @@ import pytensor.tensor as pt
 from bayesmix.laws.m4 import (
     M4,
     M4_PRIORS,
-    SHARE_CENTER,
     SLOPE_CENTERING,
-    curvature_logit,
+    centred_block,
     pooled_matrix,
 )
 
@@ -102,19 +101,7 @@ class Tasks(M4):
         """M4's block (:meth:`M4.build`) with the slopes' prior mean shifted by the task's
         family, ``b_mu_j + B_{g(i) j}`` (``B`` non-centred, dims ``task_family`` x
         ``train_domain``), and a spread per task (``b_sigma_z`` non-centred)."""
-        pr = ctx.priors
-        m_mean = pr["m"].create(
-            "m_mean", dims="eval_domain", data={"mu": ctx.loss_mean, "sigma": ctx.loss_scale}
-        )
-        rho_mean = pm.math.sigmoid(curvature_logit(ctx))
-        t = self._slopes(ctx, rho_mean)
-        c = pm.Deterministic("c", m_mean * (1.0 - rho_mean), dims="eval_domain")
-        center = ctx.inputs.get(SHARE_CENTER)
-        scale = 1.0 if center is None else pt.exp(-pt.dot(t, center))
-        k = pm.Deterministic("k", m_mean * rho_mean * scale, dims="eval_domain")
-        m = pm.Deterministic("m", c + k, dims="eval_domain")
-        rho = pm.Deterministic("rho", k / m, dims="eval_domain")
-        return {"m": m, "rho": rho, "t": t}
+        return centred_block(ctx, self._slopes)
 
     @staticmethod
     def _slopes(ctx, rho):

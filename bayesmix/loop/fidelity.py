@@ -37,7 +37,7 @@ from bayesmix.data.ye_logs import TOKENS_PER_STEP
 from bayesmix.loop.batch import Batch
 from bayesmix.loop.belief import Belief
 from bayesmix.loop.candidates import Candidates
-from bayesmix.loop.information import Ensemble, OptimumInfo, group_information, kmeans
+from bayesmix.loop.information import Ensemble, OptimumInfo, group_information
 
 #: Inputs a law must take for multi-fidelity acquisition.
 SCALE_INPUTS = ("n_params", "tokens")
@@ -233,12 +233,7 @@ class TargetInfo(OptimumInfo):
                 "target-info needs candidates with n_params and tokens",
                 hint="cross the mixtures with a Menu (menu_candidates)",
             )
-        if candidates.is_pool:
-            points = np.vstack([candidates.mixtures, existing])
-            optima = points[np.argmin(belief.loss(points), axis=1)]
-        else:
-            optima = belief.optima(candidates.constraints)
-        self.groups = kmeans(optima, self.n_groups, random_seed=random_seed)
+        super()._prepare(belief, candidates, existing, random_seed)  # the optimum's groups
         self._scale = (np.asarray(candidates.n_params), np.asarray(candidates.tokens))
 
     def _ensemble(self, belief, x):
