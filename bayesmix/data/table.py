@@ -480,8 +480,8 @@ class RunTable:
         }
         if "n_params" in rec.columns:
             out["sizes"] = sorted(float(v) for v in rec["n_params"].dropna().unique())
-        if self.has_steps:
-            steps = np.sort(rec["step"].dropna().unique())
+        steps = np.sort(rec["step"].dropna().unique()) if self.has_steps else np.array([])
+        if steps.size:  # a step column with every cell empty says nothing about steps
             out["steps"] = {
                 "count": len(steps),
                 "min": float(steps.min()),

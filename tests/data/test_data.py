@@ -88,6 +88,16 @@ def test_summary_is_json_ready(table):
     assert s["sizes"] == [7e7]
 
 
+def test_summary_of_a_step_column_with_every_cell_empty_has_no_steps():
+    """A ``step`` header whose cells are all empty (found by the hostile-input fuzzing:
+    ``bayesmix validate`` crashed taking the minimum of no steps) gives no steps entry."""
+    one = pd.DataFrame(
+        {"run": ["r0"], "step": [np.nan], "mix.a": [0.0], "mix.b": [1.0], "loss.x": [1.0]}
+    )
+    s = RunTable.from_frame(one).summary()
+    assert "steps" not in s and s["runs"] == 1
+
+
 def test_round_trip_through_tidy(table):
     again = RunTable.from_frame(table.to_tidy())
     pd.testing.assert_frame_equal(again.to_tidy(), table.to_tidy())
