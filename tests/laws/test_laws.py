@@ -268,7 +268,8 @@ def test_convex_laws_are_midpoint_convex(law_name):
 #: Laws whose prior draws are known to break the bound (reported, not fixed here): M4's
 #: t = b / rho is unbounded as rho -> 0, so exp(t . r) at a corner reaches 1e10 (m4) and, with
 #: the log-share term, 1e41 (m4log) for a few prior draws; about half the draws exceed 10 x.
-UNBOUNDED = {"m4", "m4log", "scaling", "implicit", "tasks"}  # scaling: M4 on the reducible loss; tasks: M4 per task
+#: scaling: M4 on the reducible loss; tasks: M4 per downstream task.
+UNBOUNDED = {"m4", "m4log", "scaling", "implicit", "tasks"}
 
 
 @pytest.mark.parametrize(
