@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 #  One sampling per fit in the suite (no retries towards the gate, bayesmix.inference.gate_retry):
@@ -25,6 +26,20 @@ os.environ.setdefault("BAYESMIX_MAX_TIME", "0")
 
 #: ``<repository>/../shared/data``, computed from this file so no machine path is written down.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def phased_m4_draws(gamma: float = 1.5) -> dict:
+    """One draw (leading axis 1) of an ``m4+phases`` law over web, code, hq where hq helps
+    every validation domain; ``gamma`` the late-phase emphasis."""
+    t = np.eye(3) * -3.0
+    t[:, 2] += -1.5
+    t = t - t.mean(axis=1, keepdims=True)
+    return {
+        "m": np.array([[3.0, 2.0, 2.6]]),
+        "rho": np.full((1, 3), 0.15),
+        "t": t[None],
+        "late_emphasis": np.array([gamma]),
+    }
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30.0, poll: float = 0.05):

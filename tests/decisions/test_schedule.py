@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import phased_m4_draws
 
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
@@ -19,21 +20,10 @@ DOMAINS = ("web", "code", "hq")
 FRACTIONS = (0.8, 0.2)
 
 
-def draws(gamma: float = 1.5) -> dict:
-    """One draw (leading axis 1) of an M4 law where hq helps every validation domain."""
-    t = np.eye(3) * -3.0
-    t[:, 2] += -1.5
-    t = t - t.mean(axis=1, keepdims=True)
-    return {
-        "m": np.array([[3.0, 2.0, 2.6]]),
-        "rho": np.full((1, 3), 0.15),
-        "t": t[None],
-        "late_emphasis": np.array([gamma]),
-    }
-
-
 def decide(**kw):
-    return decide_schedule("m4+phases", FRACTIONS, params=draws(kw.pop("gamma", 1.5)), **kw)
+    return decide_schedule(
+        "m4+phases", FRACTIONS, params=phased_m4_draws(kw.pop("gamma", 1.5)), **kw
+    )
 
 
 def test_without_binding_constraints_a_schedule_gains_nothing_over_one_mixture():
@@ -56,10 +46,10 @@ def test_a_whole_run_token_bound_makes_the_annealing_phase_worth_it():
     rng = np.random.default_rng(0)
     lo, hi = np.zeros((2, 3)), np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.3]])
     w = np.full(3, 1 / 3)
-    best = schedule_loss("m4+phases", draws(), FRACTIONS, mix, w)[0]
+    best = schedule_loss("m4+phases", phased_m4_draws(), FRACTIONS, mix, w)[0]
     for _ in range(200):
         x = project_schedule(rng.dirichlet(np.ones(3), 2), lo, hi, np.array(FRACTIONS), whole)
-        assert schedule_loss("m4+phases", draws(), FRACTIONS, x, w)[0] >= best - 1e-7
+        assert schedule_loss("m4+phases", phased_m4_draws(), FRACTIONS, x, w)[0] >= best - 1e-7
 
 
 def test_without_late_emphasis_the_order_of_phases_does_not_matter():
@@ -70,9 +60,9 @@ def test_without_late_emphasis_the_order_of_phases_does_not_matter():
 
 def test_bad_requests_are_named_errors():
     with pytest.raises(errors.OptionError, match="phase fractions"):
-        decide_schedule("m4+phases", (0.5, 0.6), params=draws())
+        decide_schedule("m4+phases", (0.5, 0.6), params=phased_m4_draws())
     with pytest.raises(errors.OptionError, match="m4\\+phases"):
-        decide_schedule("m4", FRACTIONS, params=draws())
+        decide_schedule("m4", FRACTIONS, params=phased_m4_draws())
     with pytest.raises(errors.OptionError, match="3 phase constraints for 2 phases"):
         decide(constraints=[Constraints.build(DOMAINS)] * 3)
     need = [Constraints.build(DOMAINS, min_share={"hq": 0.5})] * 2

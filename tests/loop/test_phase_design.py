@@ -5,6 +5,7 @@ chosen schedule."""
 from __future__ import annotations
 
 import numpy as np
+from conftest import phased_m4_draws
 
 import bayesmix as bm
 from bayesmix.data.constraints import Constraints
@@ -14,24 +15,11 @@ from bayesmix.loop.phase_design import design_phase_runs
 DOMAINS = ("web", "code", "hq")
 
 
-def draws() -> dict:
-    """One draw of an M4 law of phased runs where hq helps every validation domain."""
-    t = np.eye(3) * -3.0
-    t[:, 2] += -1.5
-    t = t - t.mean(axis=1, keepdims=True)
-    return {
-        "m": np.array([[3.0, 2.0, 2.6]]),
-        "rho": np.full((1, 3), 0.15),
-        "t": t[None],
-        "late_emphasis": np.array([1.5]),
-    }
-
-
 def test_designed_phase_runs_pair_a_schedule_with_its_static_twin_within_the_bounds():
     whole = Constraints.build(DOMAINS, max_share={"hq": 0.06})
     phases = [Constraints.build(DOMAINS), Constraints.build(DOMAINS, max_share={"hq": 0.3})]
     chosen = decide_schedule(
-        "m4+phases", (0.8, 0.2), constraints=phases, whole=whole, params=draws()
+        "m4+phases", (0.8, 0.2), constraints=phases, whole=whole, params=phased_m4_draws()
     )
     design = design_phase_runs(chosen, 8, constraints=phases, whole=whole, random_seed=1)
     # valid run-table rows once losses are measured
