@@ -22,7 +22,7 @@ from bayesmix.cli._options import (
 )
 from bayesmix.cli._output import add_force_argument, add_json_argument, check_output, print_json
 from bayesmix.data.loaders import FORMATS, load
-from bayesmix.inference.gate_retry import STAGE_MAX_TIME
+from bayesmix.inference.gate_retry import PIPELINE_DRAWS, PIPELINE_TUNE, STAGE_MAX_TIME
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -97,8 +97,18 @@ def add_predictor_arguments(p: argparse.ArgumentParser, *, method: bool = True) 
         p.add_argument(
             "--imputations", type=int, default=4, metavar="J", help="nested: J (default 4)"
         )
-        p.add_argument("--draws", type=int, default=500, help="draws per chain (default 500)")
-        p.add_argument("--tune", type=int, default=1000, help="tuning steps (default 1000)")
+        p.add_argument(
+            "--draws",
+            type=int,
+            default=PIPELINE_DRAWS,
+            help=f"draws per chain (default {PIPELINE_DRAWS})",
+        )
+        p.add_argument(
+            "--tune",
+            type=int,
+            default=PIPELINE_TUNE,
+            help=f"tuning steps (default {PIPELINE_TUNE})",
+        )
         p.add_argument("--chains", type=int, default=2, help="chains per fit (default 2)")
     p.add_argument(
         "--schedule",

@@ -27,7 +27,7 @@ from bayesmix.cli._output import add_force_argument, check_output, loud_warning
 from bayesmix.cli.backtest import add_predictor_arguments, with_declared_schedule
 from bayesmix.data.loaders import FORMATS, load
 from bayesmix.data.ye_logs import size_label
-from bayesmix.inference.gate_retry import STAGE_MAX_TIME
+from bayesmix.inference.gate_retry import PIPELINE_DRAWS, PIPELINE_TUNE, STAGE_MAX_TIME
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -87,9 +87,17 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=FORMATS, help="input format (detected when omitted)")
     p.add_argument(
-        "--draws", type=int, default=500, help="draws per chain, every stage (default 500)"
+        "--draws",
+        type=int,
+        default=PIPELINE_DRAWS,
+        help=f"draws per chain, every stage (default {PIPELINE_DRAWS})",
     )
-    p.add_argument("--tune", type=int, default=1000, help="tuning steps per chain (default 1000)")
+    p.add_argument(
+        "--tune",
+        type=int,
+        default=PIPELINE_TUNE,
+        help=f"tuning steps per chain (default {PIPELINE_TUNE})",
+    )
     p.add_argument(
         "--chains",
         type=int,

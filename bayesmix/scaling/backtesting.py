@@ -32,7 +32,7 @@ from bayesmix.data import schedules
 from bayesmix.data.mixtures import domain_weights
 from bayesmix.data.table import LOSS_PREFIX, RunTable, as_run_table
 from bayesmix.data.ye_logs import size_label
-from bayesmix.inference.gate_retry import stage_max_time
+from bayesmix.inference.gate_retry import PIPELINE_DRAWS, PIPELINE_TUNE, stage_max_time
 from bayesmix.io import json_safe
 from bayesmix.laws import model_with
 from bayesmix.posterior import extrapolation
@@ -341,8 +341,8 @@ def backtest(
     step_ratio: float = 3.0,
     size_splits: int = 2,
     imputations: int = 4,
-    draws: int = 500,
-    tune: int = 1000,
+    draws: int = PIPELINE_DRAWS,
+    tune: int = PIPELINE_TUNE,
     chains: int = 2,
     random_seed: int | None = 1,
     ci_prob: float = 0.9,

@@ -53,7 +53,7 @@ from bayesmix.data.table import RunTable
 from bayesmix.data.ye_logs import size_label
 from bayesmix.inference.fitting import check_counts
 from bayesmix.inference.fitting import fit as fit_mixing_law
-from bayesmix.inference.gate_retry import stage_max_time
+from bayesmix.inference.gate_retry import PIPELINE_DRAWS, PIPELINE_TUNE, stage_max_time
 from bayesmix.laws.curve import CHINCHILLA
 from bayesmix.model.spec import ModelSpec, load_spec
 from bayesmix.posterior.diagnostics import ConvergenceWarning
@@ -86,8 +86,8 @@ def nested_fit(
     target_steps: float,
     imputations: int = 4,
     spec="target",
-    draws: int = 500,
-    tune: int = 1000,
+    draws: int = PIPELINE_DRAWS,
+    tune: int = PIPELINE_TUNE,
     chains: int = 2,
     random_seed: int | None = None,
     progressbar: bool = False,

@@ -21,6 +21,8 @@ from bayesmix.data.table import RunTable
 from bayesmix.inference import nutpie_adapter
 from bayesmix.inference.fitting import check_counts, compiled_model
 from bayesmix.inference.gate_retry import (
+    PIPELINE_DRAWS,
+    PIPELINE_TUNE,
     SamplerSettings,
     attempts_note,
     check_max_time,
@@ -90,8 +92,8 @@ def fit_step_law(
     runs: RunTable,
     *,
     max_step: float | None = None,
-    draws: int = 500,
-    tune: int = 1000,
+    draws: int = PIPELINE_DRAWS,
+    tune: int = PIPELINE_TUNE,
     chains: int = 2,
     random_seed: int | None = None,
     progressbar: bool = False,
@@ -152,8 +154,8 @@ def fit_size_law(
     losses: xr.DataArray,
     design: Design,
     *,
-    draws: int = 500,
-    tune: int = 1000,
+    draws: int = PIPELINE_DRAWS,
+    tune: int = PIPELINE_TUNE,
     chains: int = 2,
     random_seed: int | None = None,
     progressbar: bool = False,
