@@ -16,7 +16,11 @@ group). Then
   no worse than the baseline by more than 0.01, each with probability 0.9);
 * **trade-offs**: :func:`task_changes` gives each task's and group's change against a baseline
   per draw summarised (mean, interval, probability of improving): what a mixture buys at the
-  cost of which tasks.
+  cost of which tasks;
+* **in benchmark points**: :func:`accuracy_changes` states a mixture's (or a decision's) effect
+  on the tasks that have a fitted loss-to-accuracy link
+  (:mod:`bayesmix.decisions.accuracy_link`) in accuracy: each draw's expected loss through the
+  link, so the interval is the loss posterior's, the link taken as known.
 
 Directions: tasks where higher is better enter the run table as ``ceiling - value``
 (:func:`bayesmix.data.downstream.load_tasks`), so "lower" is "better" here for every task.
@@ -102,6 +106,8 @@ class WorstGroupDecision:
 def _baseline(baseline, train_domains) -> np.ndarray:
     if baseline is None:
         return np.full(len(train_domains), 1.0 / len(train_domains))
+    if isinstance(baseline, pd.Series):
+        baseline = baseline.to_dict()
     if isinstance(baseline, Mapping):
         return np.array([float(baseline.get(d, 0.0)) for d in train_domains])
     return np.asarray(baseline, float)
@@ -179,6 +185,63 @@ def task_changes(
         )
         frames.append(frame.sort_values("change", kind="stable"))
     return pd.concat(frames, ignore_index=True)
+
+
+def accuracy_changes(
+    source,
+    mixture,
+    links: Mapping,
+    *,
+    baseline=None,
+    ci_prob: float = 0.9,
+) -> pd.DataFrame:
+    """A mixture's effect in benchmark points on the tasks with a loss-to-accuracy link.
+
+    ``mixture``: shares (mapping, Series or array in the source's training-domain order) or a
+    :class:`~bayesmix.decisions.decision_report.DecisionReport`, whose recommended mixture and
+    baseline are taken (``baseline`` then must be None); ``links``: task name ->
+    :class:`~bayesmix.decisions.accuracy_link.AccuracyLink`; ``baseline``: default uniform.
+    Per draw, each task's expected loss at both mixtures goes through its link. Columns: task,
+    accuracy_baseline, accuracy (posterior means, the link's units), change (points; > 0
+    better), lower, upper (``ci_prob``, equal-tailed), p_better, link_rmse (the link's own
+    error, not propagated); sorted from most improved. An unknown task is an OptionError."""
+    train, evals = _names(source)
+    if hasattr(mixture, "recommendation"):  # a DecisionReport: its mixture and its baseline
+        if baseline is not None:
+            raise errors.OptionError("give baseline=None with a decision report: it has its own")
+        shares = mixture.recommendation.set_index("train_domain")
+        mixture, baseline = shares["share"], shares["baseline"]
+    unknown = [t for t in links if t not in evals]
+    if unknown:
+        raise errors.OptionError(
+            f"links name tasks the posterior does not have: {', '.join(map(str, unknown))}",
+            hint=f"tasks: {', '.join(evals[:5])}{', ...' if len(evals) > 5 else ''}",
+        )
+    if not links:
+        raise errors.OptionError("links is empty: give at least one task's AccuracyLink")
+    law, params, inputs = unpack_draws(source)
+    r = np.stack([_baseline(mixture, train), _baseline(baseline, train)])
+    losses = predict_draws(law, params, r, inputs)  # (S, 2, K)
+    q = [(1 - ci_prob) / 2, (1 + ci_prob) / 2]
+    rows = []
+    for task, link in links.items():
+        k = evals.index(task)
+        new, old = link(losses[:, 0, k]), link(losses[:, 1, k])
+        lo, hi = np.quantile(new - old, q)
+        rows.append(
+            {
+                "task": task,
+                "accuracy_baseline": float(old.mean()),
+                "accuracy": float(new.mean()),
+                "change": float((new - old).mean()),
+                "lower": float(lo),
+                "upper": float(hi),
+                "p_better": float((new > old).mean()),
+                "link_rmse": float(link.rmse),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("change", ascending=False, kind="stable", ignore_index=True)
 
 
 def _names(source) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -1,14 +1,22 @@
 """Decisions over groups of tasks on known M4 draws (no MCMC): group weights, the worst group
-and per-task trade-offs."""
+and per-task trade-offs, also in benchmark points."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
+import bayesmix as bm
 from bayesmix import errors
+from bayesmix.decisions.accuracy_link import AccuracyLink
 from bayesmix.decisions.draws import LawDraws
-from bayesmix.decisions.task_groups import TaskGroups, task_changes, worst_group
+from bayesmix.decisions.task_groups import (
+    TaskGroups,
+    accuracy_changes,
+    task_changes,
+    worst_group,
+)
 from bayesmix.laws.m4 import from_ck
 
 TASKS = ("mmlu_a", "mmlu_b", "mmlu_c", "code_x", "code_y")
@@ -67,3 +75,41 @@ def test_task_changes_show_what_a_mixture_buys_at_whose_cost():
     assert (tasks.loc[["code_x", "code_y"], "p_better"] == 0.0).all()
     assert (tasks["lower"] <= tasks["change"]).all() and (tasks["change"] <= tasks["upper"]).all()
     assert list(ch["kind"].unique()) == ["task", "group"]
+
+
+def test_accuracy_changes_state_a_decision_in_benchmark_points():
+    draws = _draws()
+    # a nearly linear link (width 2 nats against loss changes of about 0.4): the change in
+    # points must be -slope x the change in loss, slope = (ceiling - floor) / (4 width)
+    link = AccuracyLink(floor=0.25, ceiling=0.85, midpoint=1.3, width=2.0, rmse=0.01)
+    web = {"web": 1.0, "code": 0.0, "junk": 0.0}
+    pts = accuracy_changes(draws, web, {"mmlu_a": link, "code_x": link}).set_index("task")
+    loss = task_changes(draws, web).set_index("name")
+    slope = 0.6 / 8.0
+    for task in ("mmlu_a", "code_x"):
+        # first-order Taylor of the sigmoid: the cubic term is below 1% of the linear one here
+        assert pts.loc[task, "change"] == pytest.approx(-slope * loss.loc[task, "change"], rel=0.02)
+    assert pts.loc["mmlu_a", "p_better"] == 1.0 and pts.loc["code_x", "p_better"] == 0.0
+    assert list(pts.index) == ["mmlu_a", "code_x"]  # most improved first
+    assert (pts["lower"] <= pts["change"]).all() and (pts["change"] <= pts["upper"]).all()
+    assert (pts["link_rmse"] == 0.01).all()
+    # a decision report: its recommendation against its own baseline
+    report = bm.decide(draws, weights={"code_x": 1.0}, allow_subset=True, per_draw=False)
+    from_report = accuracy_changes(draws, report, {"code_x": link})
+    by_hand = accuracy_changes(
+        draws,
+        report.mixture,
+        {"code_x": link},
+        baseline=report.recommendation.set_index("train_domain")["baseline"],
+    )
+    pd.testing.assert_frame_equal(from_report, by_hand)
+    assert from_report.loc[0, "change"] > 0  # the mixture chosen for code_x gains points there
+
+
+def test_accuracy_changes_refuse_unknown_tasks_and_a_second_baseline():
+    link = AccuracyLink(0.25, 0.85, 1.3, 0.2)
+    with pytest.raises(errors.OptionError, match="tasks the posterior does not have: mmlu_z"):
+        accuracy_changes(_draws(), None, {"mmlu_z": link})
+    report = bm.decide(_draws(), per_draw=False)
+    with pytest.raises(errors.OptionError, match="baseline=None with a decision report"):
+        accuracy_changes(_draws(), report, {"mmlu_a": link}, baseline={"web": 1.0})
