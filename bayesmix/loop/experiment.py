@@ -445,6 +445,9 @@ class Experiment:
         cost_power: float = 1.0,
         refit: bool = False,
         random_seed: int | None = None,
+        menu=None,
+        target_scale=None,
+        tokens_per_step: float | None = None,
     ) -> pd.DataFrame:
         """Choose ``n`` runs, record them in the ledger and return them.
 
@@ -455,8 +458,8 @@ class Experiment:
         ----------
         n : int, default 8
             Runs to propose.
-        strategy : {"thompson", "optimum-info", "bald", "random"}, default "thompson"
-            Acquisition strategy (:mod:`bayesmix.loop.acquire`).
+        strategy : {"thompson", "optimum-info", "bald", "random", "target-info"}
+            Acquisition strategy (:mod:`bayesmix.loop.acquire`; default thompson).
         pool : path, DataFrame or Candidates, optional
             Candidate runs to choose from; their costs (n_params x tokens) weigh in with
             ``cost_power``.
@@ -476,6 +479,8 @@ class Experiment:
             Fit even when the results did not change.
         random_seed : int, optional
             Seed of the proposal (default: the experiment's; ``seed`` is its deprecated name).
+        menu, target_scale, tokens_per_step : optional
+            As in :meth:`set_menu`: recorded after every check and before any fit.
 
         Returns
         -------
@@ -502,6 +507,9 @@ class Experiment:
             cost_power=cost_power,
             refit=refit,
             random_seed=self.random_seed if random_seed is None else random_seed,
+            menu=None
+            if menu is None and target_scale is None and tokens_per_step is None
+            else {"menu": menu, "target_scale": target_scale, "tokens_per_step": tokens_per_step},
         )
         proposer = Proposer(
             self.path,
@@ -510,7 +518,7 @@ class Experiment:
             ),
             say=self._say,
             default_handoff=self._default_handoff,
-            min_runs=get_law(load_spec(self.model).law).min_runs,
+            law=get_law(load_spec(self.model).law),
         )
         self.last_proposals = proposer.run(request)
         return self.last_proposals

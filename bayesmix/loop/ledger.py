@@ -85,7 +85,7 @@ from bayesmix.loop import (
     ledger_views,
 )
 from bayesmix.loop.ledger_domains import DomainChange
-from bayesmix.loop.ledger_fidelity import Fidelity, resolve_fidelity
+from bayesmix.loop.ledger_fidelity import Fidelity, describe_fidelity, resolve_fidelity
 from bayesmix.loop.ledger_proposals import PerRun
 from bayesmix.loop.ledger_results import MIXTURE_ATOL, VALUE_RTOL, IngestSummary
 from bayesmix.loop.ledger_rounds import Handoff
@@ -115,6 +115,7 @@ __all__ = [
     "Ledger",
     "ProposalConflictError",
     "check_proposals_path",
+    "describe_fidelity",
     "file_hash",
     "resolve_fidelity",
     "write_proposals",

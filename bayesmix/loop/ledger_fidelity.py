@@ -61,13 +61,19 @@ class Fidelity:
 
     def describe(self) -> str:
         """One line: the menu's entries with relative costs and the target scale."""
-        tps = self.tokens_per_step
-        per = f"; {tps:g} tokens per step" if tps is not None else ""
-        t = self.target
-        return (
-            f"proxy menu (SIZE@STEPS=relative cost{per}): {menu_text(self.menu)}; target "
-            f"{size_label(t['n_params'])} parameters, {t['tokens']:.4g} tokens"
-        )
+        return describe_fidelity(self.record())
+
+
+def describe_fidelity(record: Mapping) -> str:
+    """One line from :meth:`Fidelity.record` (as ``Experiment.status()["fidelity"]`` holds
+    it): the menu's entries with relative costs, tokens per step, the target scale."""
+    tps = record.get("tokens_per_step")
+    per = f"; {tps:g} tokens per step" if tps is not None else ""
+    t = record["target"]
+    return (
+        f"proxy menu (SIZE@STEPS=relative cost{per}): {record['text']}; target "
+        f"{size_label(t['n_params'])} parameters, {t['tokens']:.4g} tokens"
+    )
 
 
 def check_target(target: Mapping) -> dict[str, float]:
