@@ -35,14 +35,15 @@ from bayesmix.loop.proposing import proposal_frame
 class Round0:
     """An initial design to record as round 0: ``mixtures`` (n, M) over the constraints'
     domains, the ``strategy`` name, the ``settings`` stored with the ledger, the hand-off
-    file ``out`` (None: not written) and the runs' ``planned`` n_params, steps and tokens
-    (empty without a menu)."""
+    file ``out`` (None: not written), the runs' ``planned`` n_params, steps and tokens and
+    their ``cost`` relative to the cheapest (empty and None without a menu)."""
 
     mixtures: pd.DataFrame
     strategy: str
     settings: dict
     out: Path | None
     planned: dict[str, np.ndarray]
+    cost: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -204,10 +205,12 @@ def design_round0(
     }
     frame = pd.DataFrame(mixtures, columns=list(cons.domains))
     planned: dict[str, np.ndarray] = {}
+    cost = None
     if fidelity is not None:
         pick = np.resize(full_runs(fidelity.menu), n)
         planned = {k: getattr(fidelity.menu, k)[pick] for k in ("n_params", "steps", "tokens")}
-    return Round0(frame, f"initial-{method}", settings, out, planned)
+        cost = fidelity.menu.cost[pick] / fidelity.menu.cost[pick].min()
+    return Round0(frame, f"initial-{method}", settings, out, planned, cost)
 
 
 def write_ledger(
@@ -222,8 +225,15 @@ def write_ledger(
             led.set_menu(plan.fidelity.menu, plan.fidelity.target)
         ids = None
         if round0 is not None:
+            planned = round0.planned
             ids = led.add_proposals(
-                round0.mixtures, round0.strategy, 0, handoff=round0.out, **round0.planned
+                round0.mixtures,
+                round0.strategy,
+                0,
+                handoff=round0.out,
+                n_params=planned.get("n_params"),
+                steps=planned.get("steps"),
+                tokens=planned.get("tokens"),
             )
     return summary, ids
 
@@ -244,4 +254,7 @@ def hand_off_round0(path: Path, ids: list[str], round0: Round0) -> pd.DataFrame:
         "notes": [],
         "fit": None,
     }
-    return proposal_frame(frame, None, attrs)
+    shown = proposal_frame(frame, None, attrs)
+    if round0.cost is not None:
+        shown.insert(3, "cost", round0.cost)
+    return shown

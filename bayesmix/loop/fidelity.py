@@ -229,8 +229,8 @@ def parse_menu(text: str, *, tokens_per_step: float = TOKENS_PER_STEP, param: st
             "entry or for none (default n_params x tokens)",
             param=param,
         )
-    n_params, steps = (np.array([e[k] for e in entries]) for k in (0, 1))
-    cost = None if costs[0] is None else np.array(costs, float)
+    n_params, steps = [e[0] for e in entries], [e[1] for e in entries]
+    cost = None if costs[0] is None else [float(c) for c in costs if c is not None]
     return Menu.build(n_params, steps, cost=cost, tokens_per_step=tps, grid=False)
 
 

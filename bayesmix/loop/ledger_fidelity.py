@@ -105,17 +105,19 @@ def resolve_fidelity(
     given. Text is read at ``tokens_per_step``, else the current menu's, else
     :data:`~bayesmix.data.ye_logs.TOKENS_PER_STEP`. OptionError naming the parameter when
     neither is given, or one is missing with nothing recorded."""
-    if menu is None and target_scale is None:
-        raise errors.OptionError(
-            "menu=None and target_scale=None: give the proxy menu, the target scale or both",
-            param="menu",
-        )
     if tokens_per_step is not None:
         tps = check_tokens_per_step(tokens_per_step)
     elif current is not None and current.tokens_per_step is not None:
         tps = current.tokens_per_step
     else:
         tps = float(TOKENS_PER_STEP)
+    if menu is None and target_scale is None:
+        given = "" if tokens_per_step is None else f" to read at tokens_per_step={tps:g}"
+        raise errors.OptionError(
+            f"no menu and no target scale given{given}",
+            hint="give the proxy menu, the target run's scale or both",
+            param="tokens_per_step" if tokens_per_step is not None else None,
+        )
     if isinstance(menu, str):
         menu = parse_menu(menu, tokens_per_step=tps)
     if isinstance(target_scale, str):
