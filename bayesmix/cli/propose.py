@@ -39,7 +39,7 @@ examples:
   bayesmix propose --ledger exp.db -n 8 --strategy optimum-info --out round2.json
   bayesmix propose --ledger exp.db -n 4 --pool candidates.csv --strategy bald
   bayesmix propose --ledger exp.db -n 8 --draws 500 --tune 500 --chains 2 --seed 3
-  bayesmix propose --ledger exp.db -n 4 --model scaling --strategy target-info \
+  bayesmix propose --ledger exp.db -n 4 --model scaling --strategy target-info \\
       --menu 70M@10000,160M@10000,410M@20000 --target-scale 1B@100000
 
 A pool file lists candidate runs: mix.<domain> (or bare domain) columns, optional run,
