@@ -36,7 +36,7 @@ class Round0:
     """An initial design to record as round 0: ``mixtures`` (n, M) over the constraints'
     domains, the ``strategy`` name, the ``settings`` stored with the ledger, the hand-off
     file ``out`` (None: not written), the runs' ``planned`` n_params, steps and tokens and
-    their ``cost`` relative to the cheapest (empty and None without a menu)."""
+    their ``cost`` relative to the menu's cheapest entry (empty and None without a menu)."""
 
     mixtures: pd.DataFrame
     strategy: str
@@ -209,7 +209,7 @@ def design_round0(
     if fidelity is not None:
         pick = np.resize(full_runs(fidelity.menu), n)
         planned = {k: getattr(fidelity.menu, k)[pick] for k in ("n_params", "steps", "tokens")}
-        cost = fidelity.menu.cost[pick] / fidelity.menu.cost[pick].min()
+        cost = fidelity.menu.cost[pick] / fidelity.menu.cost.min()
     return Round0(frame, f"initial-{method}", settings, out, planned, cost)
 
 

@@ -287,7 +287,8 @@ def full_runs(menu: Menu) -> np.ndarray:
 
 def spread_over_menu(batch: Batch, menu: Menu) -> Batch:
     """An initial design's batch with planned sizes: proposal i at the longest entry of size
-    ``i mod (number of sizes)`` (sizes ascending), so the first fit sees every size."""
+    ``i mod (number of sizes)`` (sizes ascending), so the first fit sees every size; costs
+    relative to the menu's cheapest entry."""
     pick = np.resize(full_runs(menu), len(batch))
     cands = Candidates(
         batch.mixtures,
@@ -299,7 +300,7 @@ def spread_over_menu(batch: Batch, menu: Menu) -> Batch:
         costs=menu.cost[pick],
     )
     out = Batch(batch.strategy, batch.mixtures, np.arange(len(batch)), batch.score, cands)
-    out.cost, out.notes = cands.cost, list(batch.notes)
+    out.cost, out.notes = menu.cost[pick] / menu.cost.min(), list(batch.notes)
     return out
 
 

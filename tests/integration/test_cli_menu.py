@@ -50,7 +50,7 @@ def test_menu_from_init_and_propose(tmp_path):
     assert done.returncode == 0, done.stderr
     table = done.stdout.splitlines()[-4:]
     assert table[0].split()[:5] == ["run", "size", "steps", "tokens", "cost"]
-    # each size's longest entry in turn; cost relative to the cheapest run proposed
+    # each size's longest entry in turn; cost relative to the menu's cheapest entry
     assert [line.split()[1:5] for line in table[1:]] == [
         ["2", "200", "5.12e+04", "1"],
         ["3", "200", "5.12e+04", "1.5"],

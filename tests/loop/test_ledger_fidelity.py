@@ -128,7 +128,8 @@ def test_creation_with_a_menu_spreads_round_0_over_the_sizes(tmp_path):
     assert list(runs["steps"]) == [200, 200, 400, 200, 200]
     assert list(runs["tokens"]) == [200 * 256, 200 * 256, 400 * 256, 200 * 256, 200 * 256]
     shown = exp.last_proposals
-    np.testing.assert_allclose(shown["cost"], [1, 1.5, 4, 1, 1.5])  # 2 x 200 = 1
+    # relative to the menu's cheapest entry, 2 x 100 (as status shows the menu)
+    np.testing.assert_allclose(shown["cost"], [2, 3, 8, 2, 3])
     assert exp.status()["fidelity"]["target"] == {"n_params": 5.0, "tokens": 4000 * 256.0}
 
 
