@@ -215,6 +215,48 @@ def scale_from_args(args, law) -> dict[str, Any]:
     return {k: float(given[k]) for k in takes}
 
 
+def add_menu_arguments(p: argparse.ArgumentParser) -> None:
+    """--menu, --target-scale, --tokens-per-step: the proxy menu and target scale of a
+    multi-fidelity loop, recorded in the ledger (``bayesmix init``, ``bayesmix propose``)."""
+    from bayesmix.data.ye_logs import TOKENS_PER_STEP
+    from bayesmix.loop.fidelity import ENTRY_FORM
+
+    g = p.add_argument_group(
+        "multi-fidelity (which proxy size and steps to train; --strategy target-info)"
+    )
+    g.add_argument(
+        "--menu",
+        metavar="SIZE@STEPS[=COST],...",
+        help="the proxy runs one can train, recorded in the ledger (replacing any before): "
+        f"entries {ENTRY_FORM}; costs relative, for every entry or none (default n_params x "
+        "tokens)",
+    )
+    g.add_argument(
+        "--target-scale",
+        metavar="SIZE@STEPS",
+        help="the target run's model size and steps, e.g. 1B@100000 (kept from the ledger "
+        "when not given)",
+    )
+    g.add_argument(
+        "--tokens-per-step",
+        type=float,
+        metavar="T",
+        help="tokens per training step for --menu and --target-scale (default: the ledger "
+        f"menu's, else {TOKENS_PER_STEP})",
+    )
+
+
+def menu_from_args(args) -> dict[str, Any] | None:
+    """The keywords of ``Experiment.set_menu``/``create`` from :func:`add_menu_arguments`'
+    options, or None when none is given (the library reads and checks the text)."""
+    given = {
+        "menu": args.menu,
+        "target_scale": args.target_scale,
+        "tokens_per_step": args.tokens_per_step,
+    }
+    return None if all(v is None for v in given.values()) else given
+
+
 def add_aggregate_arguments(p: argparse.ArgumentParser) -> None:
     """``--weights FILE.json`` | ``--target DOMAIN`` and ``--weights-subset``: how validation
     losses aggregate into the loss a decision minimises (optimize, report)."""

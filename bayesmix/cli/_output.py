@@ -20,6 +20,30 @@ from bayesmix.io import atomic_write_text, check_output_path, json_safe
 TABLE_SUFFIXES = (".csv", ".json")
 
 
+def proposals_table(frame: pd.DataFrame) -> str:
+    """A proposal frame as the loop commands print it: run, [score], [size, steps, tokens,
+    cost], then the shares (``mix.`` dropped); sizes as 70M, steps whole, costs relative."""
+    from bayesmix.data.ye_logs import size_label
+
+    shown = frame.drop(columns=[c for c in ("round", "strategy") if c in frame.columns])
+    fmt: dict = {}
+    if "n_params" in shown.columns:
+        shown = shown.rename(columns={"n_params": "size"})
+        fmt["size"] = lambda v: "-" if pd.isna(v) else size_label(float(v))
+    if "steps" in shown.columns:
+        fmt["steps"] = lambda v: "-" if pd.isna(v) else f"{v:.0f}"
+    for col in ("tokens", "cost"):
+        if col in shown.columns:
+            fmt[col] = lambda v: "-" if pd.isna(v) else f"{v:.4g}"
+    order = [c for c in ("size", "steps", "tokens", "cost") if c in shown.columns]
+    rest = [c for c in shown.columns if c not in order]
+    first = [c for c in rest if not str(c).startswith("mix.")]
+    mixes = [c for c in rest if str(c).startswith("mix.")]
+    shown = shown[first + order + mixes]
+    shown.columns = [str(c).removeprefix("mix.") for c in shown.columns]
+    return shown.to_string(index=False, formatters=fmt, float_format=lambda v: f"{v:.4f}")
+
+
 def add_force_argument(p: argparse.ArgumentParser) -> None:
     """``--force``: replace an existing output file (never an input)."""
     p.add_argument(

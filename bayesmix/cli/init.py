@@ -4,7 +4,9 @@ The ledger's domains come from ``--domains``/``--eval-domains`` or from existing
 (``--runs``, imported as completed runs). Constraints (minimum, maximum, fixed shares, token caps)
 are checked for feasibility before anything is written. ``--initial-design N`` records N proposed
 runs spread over the feasible set (round 0) and writes them to a CSV or JSON file for the
-training jobs.
+training jobs. ``--menu`` and ``--target-scale`` record the proxy sizes and step counts one can
+train and the target run's scale (a multi-fidelity loop); the initial design's runs then get
+planned sizes, each size's longest entry in turn.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ import argparse
 from pathlib import Path
 
 from bayesmix import errors
-from bayesmix.cli._options import add_constraint_arguments, constraints_from_args, parse_pairs
-from bayesmix.cli._output import add_force_argument
+from bayesmix.cli._options import (
+    add_constraint_arguments,
+    add_menu_arguments,
+    constraints_from_args,
+    menu_from_args,
+    parse_pairs,
+)
+from bayesmix.cli._output import add_force_argument, proposals_table
 from bayesmix.data.loaders import FORMATS, load
 from bayesmix.data.table import check_domain_names, check_known_domains
 from bayesmix.loop import design
-from bayesmix.loop.ledger import check_proposals_path
+from bayesmix.loop.ledger import check_proposals_path, describe_fidelity
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -29,7 +37,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  bayesmix init --ledger exp.db --domains web,code,books --max-share code=0.3 "
         "--initial-design 16 --seed 1\n"
-        "  bayesmix init --ledger exp.db --runs past_runs.csv --initial-design 8",
+        "  bayesmix init --ledger exp.db --runs past_runs.csv --initial-design 8\n"
+        "  bayesmix init --ledger exp.db --domains web,code,books --initial-design 9 \\\n"
+        "      --menu 70M@10000,160M@10000,410M@20000 --target-scale 1B@100000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--ledger", required=True, metavar="EXP.db", help="ledger file to create")
@@ -88,6 +98,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         metavar="FILE.csv|FILE.json",
         help="where to write the proposals (default: <ledger>-round0.csv)",
     )
+    add_menu_arguments(p)
     add_force_argument(p)
     p.set_defaults(func=run)
     return p
@@ -177,14 +188,20 @@ def run(args) -> int:
         design_min_distance=args.min_distance,
         out=out,
         random_seed=args.seed,
+        **(menu_from_args(args) or {}),
     )
     print(
         f"created {ledger_path}: {len(train)} training domains ({', '.join(train)}), "
         f"{len(evals)} validation domains"
     )
+    fidelity = exp.status()["fidelity"]
+    if fidelity is not None:
+        print(describe_fidelity(fidelity))
     if exp.last_ingest is not None:
         print(f"imported: {exp.last_ingest.describe()}")
     if exp.last_proposals is not None:
         ids = exp.last_proposals["run"].tolist()
         print(f"proposed {len(ids)} runs ({ids[0]} to {ids[-1]}), written to {out}")
+        if fidelity is not None:  # the planned sizes of each run
+            print(proposals_table(exp.last_proposals))
     return 0

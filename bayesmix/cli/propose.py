@@ -7,8 +7,10 @@ one), chooses ``-n`` runs with the chosen strategy, accounting for runs still pe
 them in the ledger (one transaction that allocates the round and re-checks the distances, with
 the posterior's path and hash) and writes them as CSV or JSON for the training jobs (the file
 is checked before any fit; ``bayesmix export`` writes any round's file again). A posterior that
-failed its diagnostics is reported loudly and recorded with the proposals. The work is done by
-:meth:`bayesmix.loop.experiment.Experiment.propose`.
+failed its diagnostics is reported loudly and recorded with the proposals. ``--menu`` and
+``--target-scale`` record (or change) the proxy sizes and step counts one can train and the
+target run's scale first; ``--strategy target-info`` then chooses (mixture, size, steps) runs.
+The work is done by :meth:`bayesmix.loop.experiment.Experiment.propose`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import warnings
 from contextlib import contextmanager
 
 from bayesmix import errors
-from bayesmix.cli._output import TABLE_SUFFIXES, check_output
+from bayesmix.cli._options import menu_from_args
+from bayesmix.cli._output import TABLE_SUFFIXES, check_output, proposals_table
 from bayesmix.loop.refit import results_digest, shown_path  # noqa: F401 - re-exported
 
 _EPILOG = """strategies:
@@ -27,12 +30,17 @@ _EPILOG = """strategies:
   optimum-info  runs that best tell apart where the optimum is (groups of per-draw optima)
   bald          runs that most reduce uncertainty about the law's parameters (early rounds)
   random        RegMix's design: Dirichlet mixtures / random pool rows (baseline)
+  target-info   (mixture, size, steps) runs that tell most about the optimum at the target
+                scale per unit of cost (needs --menu/--target-scale and a law over size and
+                tokens, e.g. --model scaling)
 
 examples:
   bayesmix propose --ledger exp.db -n 8
   bayesmix propose --ledger exp.db -n 8 --strategy optimum-info --out round2.json
   bayesmix propose --ledger exp.db -n 4 --pool candidates.csv --strategy bald
   bayesmix propose --ledger exp.db -n 8 --draws 500 --tune 500 --chains 2 --seed 3
+  bayesmix propose --ledger exp.db -n 4 --model scaling --strategy target-info \\
+      --menu 70M@10000,160M@10000,410M@20000 --target-scale 1B@100000
 
 A pool file lists candidate runs: mix.<domain> (or bare domain) columns, optional run,
 n_params and steps/tokens (then every strategy weighs the cost n_params x tokens: information
@@ -40,8 +48,13 @@ n_params and steps/tokens (then every strategy weighs the cost n_params x tokens
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from bayesmix.cli._options import add_refit_arguments
-    from bayesmix.loop.acquire import DEFAULT_CANDIDATES, DEFAULT_MIN_DISTANCE, STRATEGIES
+    from bayesmix.cli._options import add_menu_arguments, add_refit_arguments
+    from bayesmix.loop.acquire import (
+        DEFAULT_CANDIDATES,
+        DEFAULT_MIN_DISTANCE,
+        MULTIFIDELITY_STRATEGIES,
+        STRATEGIES,
+    )
 
     p = subparsers.add_parser(
         "propose",
@@ -55,7 +68,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--strategy",
         default="thompson",
-        metavar="|".join(STRATEGIES),
+        metavar="|".join(STRATEGIES + MULTIFIDELITY_STRATEGIES),
         help="acquisition strategy (default thompson)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and proposals")
@@ -114,6 +127,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="weight of cost (n_params x tokens) for pools with sizes, every "
         "strategy; 0 ignores cost (default 1)",
     )
+    add_menu_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
     return p
@@ -210,13 +224,12 @@ def run(args) -> int:
             cost_power=args.cost_power,
             refit=args.refit,
             random_seed=args.seed,
+            **(menu_from_args(args) or {}),
         )
     info = frame.attrs
     for note in info["notes"]:
         print(f"note: {note}")
     ids = frame["run"].tolist()
-    shown = frame.drop(columns=["round", "strategy"])
-    shown.columns = [str(c).removeprefix("mix.") for c in shown.columns]
     print(
         f"round {info['round']}: proposed {len(ids)} runs by {info['strategy']} ({ids[0]} to "
         f"{ids[-1]}), written to {info['path']}"
@@ -227,5 +240,5 @@ def run(args) -> int:
             f"posterior: {shown_path(info['posterior'])}"
             + (" (FAILED diagnostics)" if failed else "")
         )
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(proposals_table(frame))
     return 0

@@ -28,6 +28,8 @@ _EPILOG = (
       --command 'python train.py --run {run} --mixture-file {mixture_file} --out {out}'
   bayesmix run --ledger exp.db --executor ray --ray-address 10.0.0.5:6379 --parallel 16 \\
       --command 'python train.py --mix {mixture_json} --out {out}'
+  bayesmix run --ledger exp.db --model scaling --strategy target-info -n 4 --command \\
+      'python train.py --size {n_params} --steps {steps} --mixture-file {mixture_file} --out {out}'
 
 placeholders: """
     + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
@@ -45,7 +47,7 @@ retries, 2 for bad input, 130 when interrupted."""
 
 def register(subparsers) -> argparse.ArgumentParser:
     from bayesmix.cli._options import add_refit_arguments
-    from bayesmix.loop.acquire import STRATEGIES
+    from bayesmix.loop.acquire import MULTIFIDELITY_STRATEGIES, STRATEGIES
     from bayesmix.loop.executors import EXECUTORS
 
     p = subparsers.add_parser(
@@ -66,7 +68,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=1, metavar="K", help="relaunches (1)")
     p.add_argument("-n", type=int, default=8, metavar="N", help="runs per new batch (8)")
     p.add_argument(
-        "--strategy", default="thompson", metavar="|".join(STRATEGIES), help="default thompson"
+        "--strategy",
+        default="thompson",
+        metavar="|".join(STRATEGIES + MULTIFIDELITY_STRATEGIES),
+        help="default thompson",
     )
     p.add_argument("--timeout", type=float, metavar="S", help="seconds per launch (no limit)")
     p.add_argument(

@@ -1,6 +1,7 @@
 """``bayesmix status``: show an experiment ledger (or change run statuses with ``--set``).
 
-Shows the domains, the constraints, the settings, counts of runs by status and by round, the
+Shows the domains, the constraints, the settings, the proxy menu and target scale of a
+multi-fidelity loop, counts of runs by status and by round, the
 domain-set versions once the set has changed (runs per version, how many a fit in the current
 set uses), and the runs table (shares in the current set). ``--set RUN=STATUS`` marks runs
 running, failed, abandoned or proposed (retry) first; ``--json`` prints everything as one JSON
@@ -17,7 +18,7 @@ import pandas as pd
 
 from bayesmix.cli._options import parse_pairs
 from bayesmix.data.table import MIX_PREFIX
-from bayesmix.loop.ledger import STATUSES
+from bayesmix.loop.ledger import STATUSES, describe_fidelity
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -91,6 +92,8 @@ def render(summary: dict, runs: pd.DataFrame, jobs: pd.DataFrame | None = None) 
     lines.append("constraints: " + (", ".join(bounds) if bounds else "none (whole simplex)"))
     if summary["settings"]:
         lines.append("settings: " + json.dumps(summary["settings"], sort_keys=True))
+    if summary.get("fidelity"):
+        lines.append(describe_fidelity(summary["fidelity"]))
     counts = ", ".join(f"{n} {s}" for s, n in summary["by_status"].items() if n) or "none yet"
     lines.append(
         f"runs: {summary['runs']} ({counts}); {summary['external_runs']} external; "

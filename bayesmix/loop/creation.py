@@ -1,8 +1,9 @@
 """A new experiment ledger, the steps of :meth:`Experiment.create
 <bayesmix.loop.experiment.Experiment.create>`: everything is checked before the file exists
-(a free path, the domains, the target weights, the hand-off path, the initial design), then the
-ledger is created with its past runs and round 0 in one go, and round 0's hand-off file is
-written from the ledger.
+(a free path, the domains, the target weights, the proxy menu and target scale, the hand-off
+path, the initial design), then the ledger is created with its past runs, its menu and round 0
+in one go, and round 0's hand-off file is written from the ledger. With a menu, round 0's runs
+get planned sizes in turn (each size's longest entry), as ``propose``'s initial design does.
 """
 
 from __future__ import annotations
@@ -11,26 +12,98 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import RunTable, check_known_domains
 from bayesmix.loop import design
-from bayesmix.loop.ledger import IngestSummary, Ledger, check_proposals_path, write_proposals
+from bayesmix.loop.fidelity import full_runs
+from bayesmix.loop.ledger import (
+    Fidelity,
+    IngestSummary,
+    Ledger,
+    check_proposals_path,
+    resolve_fidelity,
+    write_proposals,
+)
 from bayesmix.loop.proposing import proposal_frame
 
 
 @dataclass(frozen=True)
 class Round0:
     """An initial design to record as round 0: ``mixtures`` (n, M) over the constraints'
-    domains, the ``strategy`` name, the ``settings`` stored with the ledger and the hand-off
-    file ``out`` (None: not written)."""
+    domains, the ``strategy`` name, the ``settings`` stored with the ledger, the hand-off
+    file ``out`` (None: not written), the runs' ``planned`` n_params, steps and tokens and
+    their ``cost`` relative to the menu's cheapest entry (empty and None without a menu)."""
 
     mixtures: pd.DataFrame
     strategy: str
     settings: dict
     out: Path | None
+    planned: dict[str, np.ndarray]
+    cost: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A ledger to create, checked: its ``path``, domains, ``settings``, ``round0`` (None: no
+    initial design) and ``fidelity`` (None: a single-scale loop)."""
+
+    path: Path
+    train: list[str]
+    evals: list[str]
+    settings: dict
+    round0: Round0 | None
+    fidelity: Fidelity | None
+
+
+def plan(
+    path: Path,
+    train_domains,
+    eval_domains,
+    constraints: Constraints | None,
+    *,
+    runs: RunTable | None,
+    target: Mapping[str, float] | None,
+    settings: Mapping | None,
+    initial_design: int | None,
+    design: dict,
+    design_min_distance: float | None,
+    out,
+    fidelity: tuple,
+    options: dict,
+) -> Plan:
+    """Everything :meth:`Experiment.create` writes, checked before the file exists: a free
+    path, the model, the domains, the target weights, the menu and target scale
+    (``fidelity``: menu, target_scale, tokens_per_step; all None for none), round 0's
+    hand-off path and design."""
+    from bayesmix.model.spec import load_spec
+
+    check_free(path)
+    load_spec(options.get("model", "default"))
+    train, evals = ledger_domains(path, runs, train_domains, eval_domains)
+    settings = dict(settings or {})
+    if target:
+        settings["target_weights"] = target_weights(target, evals)
+    out_path = round0_out(path, out, initial_design)
+    fid = None if all(v is None for v in fidelity) else resolve_fidelity(None, *fidelity)
+    round0 = None
+    if initial_design is not None:
+        round0 = design_round0(
+            constraints,
+            train,
+            runs,
+            initial_design,
+            **design,
+            min_distance=design_min_distance,
+            random_seed=options.get("random_seed", 0),
+            out=out_path,
+            fidelity=fid,
+        )
+        settings["initial_design"] = round0.settings
+    return Plan(path, train, evals, settings, round0, fid)
 
 
 def check_free(path: Path) -> None:
@@ -107,9 +180,11 @@ def design_round0(
     min_distance: float | None,
     random_seed: int | None,
     out: Path | None,
+    fidelity: Fidelity | None = None,
 ) -> Round0:
     """``n`` space-filling mixtures (:func:`bayesmix.loop.design.initial_design`) in the
-    feasible set (the simplex when ``constraints`` is None), away from the past ``runs``."""
+    feasible set (the simplex when ``constraints`` is None), away from the past ``runs``; with
+    a menu, run i at the longest entry of the i-th size in turn (sizes ascending)."""
     cons = constraints if constraints is not None else Constraints.unconstrained(train)
     existing = runs.mixtures[list(cons.domains)].to_numpy() if runs is not None else None
     mixtures = design.initial_design(
@@ -129,24 +204,37 @@ def design_round0(
         "min_distance": min_distance,
     }
     frame = pd.DataFrame(mixtures, columns=list(cons.domains))
-    return Round0(frame, f"initial-{method}", settings, out)
+    planned: dict[str, np.ndarray] = {}
+    cost = None
+    if fidelity is not None:
+        pick = np.resize(full_runs(fidelity.menu), n)
+        planned = {k: getattr(fidelity.menu, k)[pick] for k in ("n_params", "steps", "tokens")}
+        cost = fidelity.menu.cost[pick] / fidelity.menu.cost.min()
+    return Round0(frame, f"initial-{method}", settings, out, planned, cost)
 
 
 def write_ledger(
-    path: Path,
-    train: list[str],
-    evals: list[str],
-    constraints: Constraints | None,
-    settings: dict,
-    runs: RunTable | None,
-    round0: Round0 | None,
+    plan: Plan, constraints: Constraints | None, runs: RunTable | None
 ) -> tuple[IngestSummary | None, list[str] | None]:
-    """Create the ledger with its past runs and round 0: (import summary, round 0's run ids)."""
-    with Ledger.create(path, train, evals, constraints, settings) as led:
+    """Create the planned ledger with its past runs, its menu and round 0: (import summary,
+    round 0's run ids)."""
+    round0 = plan.round0
+    with Ledger.create(plan.path, plan.train, plan.evals, constraints, plan.settings) as led:
         summary = led.import_runs(runs) if runs is not None else None
+        if plan.fidelity is not None:
+            led.set_menu(plan.fidelity.menu, plan.fidelity.target)
         ids = None
         if round0 is not None:
-            ids = led.add_proposals(round0.mixtures, round0.strategy, 0, handoff=round0.out)
+            planned = round0.planned
+            ids = led.add_proposals(
+                round0.mixtures,
+                round0.strategy,
+                0,
+                handoff=round0.out,
+                n_params=planned.get("n_params"),
+                steps=planned.get("steps"),
+                tokens=planned.get("tokens"),
+            )
     return summary, ids
 
 
@@ -166,4 +254,7 @@ def hand_off_round0(path: Path, ids: list[str], round0: Round0) -> pd.DataFrame:
         "notes": [],
         "fit": None,
     }
-    return proposal_frame(frame, None, attrs)
+    shown = proposal_frame(frame, None, attrs)
+    if round0.cost is not None:
+        shown.insert(3, "cost", round0.cost)
+    return shown

@@ -34,7 +34,14 @@ from bayesmix.data.table import LOSS_PREFIX, MAX_LOSS, RunTable
 from bayesmix.laws import get_law
 from bayesmix.loop import creation
 from bayesmix.loop.candidates import DEFAULT_CANDIDATES
-from bayesmix.loop.ledger import IngestSummary, Ledger, check_proposals_path, write_proposals
+from bayesmix.loop.ledger import (
+    Fidelity,
+    IngestSummary,
+    Ledger,
+    check_proposals_path,
+    resolve_fidelity,
+    write_proposals,
+)
 from bayesmix.loop.ledger_domains import DomainChange
 from bayesmix.loop.proposing import Proposer, ProposeRequest
 from bayesmix.loop.recommending import Recommendation
@@ -133,6 +140,9 @@ class Experiment:
         design_alpha: float = 1.0,
         design_min_distance: float | None = None,
         out: str | os.PathLike | bool | None = None,
+        menu=None,
+        target_scale=None,
+        tokens_per_step: float | None = None,
         **options,
     ) -> Experiment:
         """Create the ledger (never overwriting a file) and return its Experiment.
@@ -159,6 +169,9 @@ class Experiment:
         out : str, path or bool, optional
             Also write the initial design for the training jobs (a path, or True for
             ``<ledger>-round0.csv``).
+        menu, target_scale, tokens_per_step : optional
+            The proxy menu and the target run's scale of a multi-fidelity loop, as in
+            :meth:`set_menu` (both or neither); round 0 then spreads over the menu's sizes.
         **options
             Passed to :class:`Experiment` (model, draws, tune, chains, random_seed,
             progressbar, log).
@@ -172,34 +185,24 @@ class Experiment:
         --------
         >>> exp = Experiment.create("exp.db", ["web", "code"], initial_design=4)  # doctest: +SKIP
         """
-        from bayesmix.model.spec import load_spec
-
         options = rename_kwargs("Experiment.create", options, {**SEED, **PROGRESS})
-        path = Path(ledger_path)
-        creation.check_free(path)
-        load_spec(options.get("model", "default"))
-        train, evals = creation.ledger_domains(path, runs, train_domains, eval_domains)
-        settings = dict(settings or {})
-        if target:
-            settings["target_weights"] = creation.target_weights(target, evals)
-        out_path = creation.round0_out(path, out, initial_design)
-        round0 = None
-        if initial_design is not None:
-            round0 = creation.design_round0(
-                constraints,
-                train,
-                runs,
-                initial_design,
-                method=design_method,
-                alpha=design_alpha,
-                min_distance=design_min_distance,
-                random_seed=options.get("random_seed", 0),
-                out=out_path,
-            )
-            settings["initial_design"] = round0.settings
-        summary, ids = creation.write_ledger(
-            path, train, evals, constraints, settings, runs, round0
+        plan = creation.plan(
+            Path(ledger_path),
+            train_domains,
+            eval_domains,
+            constraints,
+            runs=runs,
+            target=target,
+            settings=settings,
+            initial_design=initial_design,
+            design={"method": design_method, "alpha": design_alpha},
+            design_min_distance=design_min_distance,
+            out=out,
+            fidelity=(menu, target_scale, tokens_per_step),
+            options=options,
         )
+        summary, ids = creation.write_ledger(plan, constraints, runs)
+        path, round0 = plan.path, plan.round0
         exp = cls(path, **options)
         exp.last_ingest = summary
         if round0 is not None and ids is not None:
@@ -229,7 +232,21 @@ class Experiment:
         with self._open() as led:
             summary = led.summary()
             summary["missing_handoffs"] = {str(r): p for r, p in led.missing_handoffs().items()}
+            fid = led.fidelity()
+        summary["fidelity"] = None if fid is None else fid.record()
         return summary
+
+    def set_menu(self, menu=None, target_scale=None, *, tokens_per_step=None) -> Fidelity:
+        """Record the proxy menu and the target run's scale (``target-info`` and the initial
+        design's sizes read them): ``menu`` a :class:`~bayesmix.loop.fidelity.Menu` or text
+        ``"70M@10000,160M@10000,410M@20000"`` (``SIZE@STEPS[=COST]``, default cost n_params x
+        tokens), ``target_scale`` ``{"n_params": N, "tokens": D}`` or ``"1B@100000"``; either
+        kept from the ledger when None; text read at ``tokens_per_step`` (default the ledger
+        menu's, else ``TOKENS_PER_STEP``). Everything is checked before it is written."""
+        with self._open() as led:
+            fid = resolve_fidelity(led.fidelity(), menu, target_scale, tokens_per_step)
+            led.set_menu(fid.menu, fid.target)
+        return fid
 
     def runs(self, status=None, *, losses: bool = True) -> pd.DataFrame:
         """Runs of the ledger (:meth:`bayesmix.loop.ledger.Ledger.runs`), with each completed run's
@@ -428,6 +445,9 @@ class Experiment:
         cost_power: float = 1.0,
         refit: bool = False,
         random_seed: int | None = None,
+        menu=None,
+        target_scale=None,
+        tokens_per_step: float | None = None,
     ) -> pd.DataFrame:
         """Choose ``n`` runs, record them in the ledger and return them.
 
@@ -438,8 +458,8 @@ class Experiment:
         ----------
         n : int, default 8
             Runs to propose.
-        strategy : {"thompson", "optimum-info", "bald", "random"}, default "thompson"
-            Acquisition strategy (:mod:`bayesmix.loop.acquire`).
+        strategy : {"thompson", "optimum-info", "bald", "random", "target-info"}
+            Acquisition strategy (:mod:`bayesmix.loop.acquire`; default thompson).
         pool : path, DataFrame or Candidates, optional
             Candidate runs to choose from; their costs (n_params x tokens) weigh in with
             ``cost_power``.
@@ -459,6 +479,8 @@ class Experiment:
             Fit even when the results did not change.
         random_seed : int, optional
             Seed of the proposal (default: the experiment's; ``seed`` is its deprecated name).
+        menu, target_scale, tokens_per_step : optional
+            As in :meth:`set_menu`: recorded after every check and before any fit.
 
         Returns
         -------
@@ -485,6 +507,9 @@ class Experiment:
             cost_power=cost_power,
             refit=refit,
             random_seed=self.random_seed if random_seed is None else random_seed,
+            menu=None
+            if menu is None and target_scale is None and tokens_per_step is None
+            else {"menu": menu, "target_scale": target_scale, "tokens_per_step": tokens_per_step},
         )
         proposer = Proposer(
             self.path,
@@ -493,7 +518,7 @@ class Experiment:
             ),
             say=self._say,
             default_handoff=self._default_handoff,
-            min_runs=get_law(load_spec(self.model).law).min_runs,
+            law=get_law(load_spec(self.model).law),
         )
         self.last_proposals = proposer.run(request)
         return self.last_proposals

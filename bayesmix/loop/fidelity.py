@@ -22,10 +22,17 @@ the ensemble update of :mod:`bayesmix.loop.information` (a chosen run lowers the
 the candidates its result would predict, at every size), so one batch mixes sizes. The draws'
 predictions are Winsorised per candidate (:func:`bayesmix.loop.information.robust_values`), so
 a few absurd draws do not decide. Law-generic: it uses only the law's mean and per-draw optima.
+
+Menus as text (the ``--menu`` of ``bayesmix init``/``propose``): :func:`parse_menu` reads
+comma-separated ``SIZE@STEPS[=COST]`` entries (``70M@10000,160M@10000,410M@20000=12``; sizes and
+steps as numbers or with K, M, B, T), :func:`parse_scale` the target's ``SIZE@STEPS``, and
+:func:`menu_text` writes a menu back in that form.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -33,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix import errors
-from bayesmix.data.ye_logs import TOKENS_PER_STEP
+from bayesmix.data.ye_logs import TOKENS_PER_STEP, parse_size, size_label
 from bayesmix.loop.batch import Batch
 from bayesmix.loop.belief import Belief
 from bayesmix.loop.candidates import Candidates
@@ -41,6 +48,9 @@ from bayesmix.loop.information import Ensemble, OptimumInfo, group_information
 
 #: Inputs a law must take for multi-fidelity acquisition.
 SCALE_INPUTS = ("n_params", "tokens")
+#: The text form of one menu entry.
+ENTRY_FORM = "SIZE@STEPS[=COST], e.g. 70M@10000 or 160M@10000=2.5"
+_AMOUNT_RE = re.compile(r"\d+(\.\d+)?[KMBT]", flags=re.I)
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,116 @@ class Menu:
         return pd.DataFrame({k: getattr(self, k) for k in self.fields()})
 
 
+def parse_amount(text: str) -> float | None:
+    """``"70M"`` -> 7e7, ``"1e4"`` -> 1e4, ``"300"`` -> 300; None unless a positive finite
+    number (plain, or with K, M, B or T)."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = parse_size(text) if _AMOUNT_RE.fullmatch(text) else math.nan
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def check_tokens_per_step(tokens_per_step, param: str = "tokens_per_step") -> float:
+    """``tokens_per_step`` as a positive finite float; OptionError naming ``param``."""
+    try:
+        value = float(tokens_per_step)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise errors.OptionError(
+            f"{param}={tokens_per_step!r} must be a positive number of tokens", param=param
+        )
+    return value
+
+
+def _entry(item: str, param: str, with_cost: bool) -> tuple[float, float, float | None]:
+    """(n_params, steps, cost or None) of one ``SIZE@STEPS[=COST]`` entry; OptionError naming
+    ``param`` and the entry."""
+    body, has_cost, cost_text = item.partition("=")
+    size_text, at, steps_text = body.partition("@")
+    form = ENTRY_FORM if with_cost else "SIZE@STEPS, e.g. 1B@100000"
+
+    def bad(problem: str) -> errors.OptionError:
+        return errors.OptionError(f"{param}={item!r}: {problem}", hint=form, param=param)
+
+    if not at or not size_text.strip() or not steps_text.strip():
+        raise bad("not SIZE@STEPS")
+    if has_cost and not with_cost:
+        raise bad("the target has no cost")
+    size, steps = parse_amount(size_text), parse_amount(steps_text)
+    if size is None:
+        raise bad(f"size {size_text.strip()!r} is not a positive number (or one with K, M, B, T)")
+    if steps is None or not float(steps).is_integer():
+        raise bad(f"steps {steps_text.strip()!r} is not a positive whole number")
+    cost = None
+    if has_cost:
+        try:
+            cost = float(cost_text)
+        except ValueError:
+            cost = math.nan
+        if not (math.isfinite(cost) and cost > 0):
+            raise bad(f"cost {cost_text.strip()!r} is not a positive number")
+    return size, steps, cost
+
+
+def parse_menu(text: str, *, tokens_per_step: float = TOKENS_PER_STEP, param: str = "menu") -> Menu:
+    """A :class:`Menu` from ``"70M@10000,160M@10000,410M@20000"``: comma-separated
+    ``SIZE@STEPS[=COST]`` entries (tokens = steps x ``tokens_per_step``; costs for every entry
+    or none, default n_params x tokens). OptionError naming ``param`` and the first bad entry:
+    malformed, not positive, a repeated (size, steps) pair, costs on some entries only."""
+    tps = check_tokens_per_step(tokens_per_step)
+    items = [item.strip() for item in str(text).split(",")]
+    if not any(items):
+        raise errors.OptionError(f"{param}={text!r} lists no entry", hint=ENTRY_FORM, param=param)
+    entries, seen = [], set()
+    for item in items:
+        if not item:
+            raise errors.OptionError(
+                f"{param}={text!r} has an empty entry", hint=ENTRY_FORM, param=param
+            )
+        entry = _entry(item, param, with_cost=True)
+        if entry[:2] in seen:
+            raise errors.OptionError(
+                f"{param}={item!r}: size {size_label(entry[0])} at {entry[1]:g} steps is listed "
+                "twice",
+                param=param,
+            )
+        seen.add(entry[:2])
+        entries.append(entry)
+    costs = [c for _, _, c in entries]
+    if any(c is None for c in costs) and not all(c is None for c in costs):
+        item = items[[c is None for c in costs].index(True)]
+        raise errors.OptionError(
+            f"{param}={item!r} has no cost while other entries have one: give a cost for every "
+            "entry or for none (default n_params x tokens)",
+            param=param,
+        )
+    n_params, steps = [e[0] for e in entries], [e[1] for e in entries]
+    cost = None if costs[0] is None else [float(c) for c in costs if c is not None]
+    return Menu.build(n_params, steps, cost=cost, tokens_per_step=tps, grid=False)
+
+
+def parse_scale(
+    text: str, *, tokens_per_step: float = TOKENS_PER_STEP, param: str = "target_scale"
+) -> dict[str, float]:
+    """The target run's scale from ``"1B@100000"`` (``SIZE@STEPS``): ``{"n_params": 1e9,
+    "tokens": 100000 x tokens_per_step}``; OptionError naming ``param``."""
+    tps = check_tokens_per_step(tokens_per_step)
+    size, steps, _ = _entry(str(text).strip(), param, with_cost=False)
+    return {"n_params": size, "tokens": steps * tps}
+
+
+def menu_text(menu: Menu) -> str:
+    """The menu as ``--menu`` text: ``SIZE@STEPS=COST`` entries, costs relative to the
+    cheapest entry."""
+    rel = menu.cost / menu.cost.min()
+    return ",".join(
+        f"{size_label(n)}@{s:g}={c:.4g}" for n, s, c in zip(menu.n_params, menu.steps, rel)
+    )
+
+
 def menu_candidates(mixtures: Candidates, menu: Menu) -> Candidates:
     """Every mixture of ``mixtures`` at every menu entry: (mixture, size, steps) candidates,
     mixture-major, with the entries' sizes, steps, tokens and costs."""
@@ -167,7 +287,8 @@ def full_runs(menu: Menu) -> np.ndarray:
 
 def spread_over_menu(batch: Batch, menu: Menu) -> Batch:
     """An initial design's batch with planned sizes: proposal i at the longest entry of size
-    ``i mod (number of sizes)`` (sizes ascending), so the first fit sees every size."""
+    ``i mod (number of sizes)`` (sizes ascending), so the first fit sees every size; costs
+    relative to the menu's cheapest entry."""
     pick = np.resize(full_runs(menu), len(batch))
     cands = Candidates(
         batch.mixtures,
@@ -179,7 +300,7 @@ def spread_over_menu(batch: Batch, menu: Menu) -> Batch:
         costs=menu.cost[pick],
     )
     out = Batch(batch.strategy, batch.mixtures, np.arange(len(batch)), batch.score, cands)
-    out.cost, out.notes = cands.cost, list(batch.notes)
+    out.cost, out.notes = menu.cost[pick] / menu.cost.min(), list(batch.notes)
     return out
 
 

@@ -85,6 +85,7 @@ from bayesmix.loop import (
     ledger_views,
 )
 from bayesmix.loop.ledger_domains import DomainChange
+from bayesmix.loop.ledger_fidelity import Fidelity, describe_fidelity, resolve_fidelity
 from bayesmix.loop.ledger_proposals import PerRun
 from bayesmix.loop.ledger_results import MIXTURE_ATOL, VALUE_RTOL, IngestSummary
 from bayesmix.loop.ledger_rounds import Handoff
@@ -109,11 +110,14 @@ __all__ = [
     "DamagedLedgerError",
     "DomainChange",
     "DomainSet",
+    "Fidelity",
     "IngestSummary",
     "Ledger",
     "ProposalConflictError",
     "check_proposals_path",
+    "describe_fidelity",
     "file_hash",
+    "resolve_fidelity",
     "write_proposals",
 ]
 

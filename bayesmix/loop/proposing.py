@@ -13,7 +13,7 @@ in the notes and can be written again from the ledger (``Experiment.export``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,9 +28,11 @@ from bayesmix.loop.batch import Batch
 from bayesmix.loop.candidates import DEFAULT_CANDIDATES, Candidates
 from bayesmix.loop.fidelity import SCALE_INPUTS, spread_over_menu
 from bayesmix.loop.ledger import (
+    Fidelity,
     Ledger,
     ProposalConflictError,
     check_proposals_path,
+    resolve_fidelity,
     write_proposals,
 )
 from bayesmix.loop.refit import check_domains
@@ -47,7 +49,8 @@ PROPOSE_ATTEMPTS = 3
 class ProposeRequest:
     """The options of one proposal, checked when built (parameters of
     :meth:`Experiment.propose <bayesmix.loop.experiment.Experiment.propose>`;
-    ``n_candidates`` is its ``candidates``, ``random_seed`` already defaulted)."""
+    ``n_candidates`` is its ``candidates``, ``random_seed`` already defaulted; ``menu``: the
+    keywords of :meth:`Experiment.set_menu` to record first, or None)."""
 
     n: int
     strategy: str
@@ -61,6 +64,7 @@ class ProposeRequest:
     cost_power: float = 1.0
     refit: bool = False
     random_seed: int | None = 0
+    menu: Mapping | None = None
 
     def __post_init__(self):
         n = self.n
@@ -127,7 +131,8 @@ class Recorded:
 class Proposer:
     """The proposals of one experiment ledger. ``posterior(led, refit, round_no)`` returns
     (posterior, path, fit record) for the completed results; ``say`` receives one line per
-    step; ``default_handoff(round)`` is the hand-off file of ``out=True``."""
+    step; ``default_handoff(round)`` is the hand-off file of ``out=True``; ``law``: the law
+    the posterior is fitted with (its ``min_runs``; its inputs for ``target-info``)."""
 
     def __init__(
         self,
@@ -136,13 +141,14 @@ class Proposer:
         posterior: Callable[[Ledger, bool, int], tuple],
         say: Callable[[str], None],
         default_handoff: Callable[[int], Path],
-        min_runs: int = 1,
+        law=None,
     ):
         self.path = Path(ledger_path)
         self.posterior = posterior
         self.say = say
         self.default_handoff = default_handoff
-        self.min_runs = min_runs
+        self.law = law
+        self.min_runs = 1 if law is None else law.min_runs
 
     def run(self, req: ProposeRequest) -> pd.DataFrame:
         """Choose ``req.n`` runs, record them, write their hand-off file; the proposal frame
@@ -170,9 +176,13 @@ class Proposer:
 
     # ------------------------------------------------------------------------------- steps
     def gather(self, led: Ledger, req: ProposeRequest) -> RoundState:
-        """A writable ledger, hand-off files an interrupted propose never wrote (written now,
-        as notes), the planned round and the hand-off file, checked before any fit."""
+        """A writable ledger, the menu to record and the strategy's needs, hand-off files an
+        interrupted propose never wrote (written now, as notes), the planned round and the
+        hand-off file, checked before any fit; then the menu recorded (a note)."""
         led.check_writable()  # a read-only or locked ledger: now, not after a fit
+        fid = led.fidelity()
+        new = None if req.menu is None else resolve_fidelity(fid, **req.menu)
+        self.check_multifidelity(req, new or fid)
         notes = recover_handoffs(led)
         planned = led.next_round()
         explicit = req.explicit_out
@@ -184,7 +194,32 @@ class Proposer:
         if handoff is not None:
             first = handoff(planned) if callable(handoff) else handoff
             check_proposals_path(first, overwrite=req.force, inputs=[self.path, req.pool_path])
+        if new is not None:
+            led.set_menu(new.menu, new.target)
+            notes.append(f"recorded: {new.describe()}")
         return RoundState(planned, notes, handoff)
+
+    def check_multifidelity(self, req: ProposeRequest, fid: Fidelity | None) -> None:
+        """Before any fit: a multi-fidelity strategy needs a menu and target scale (``fid``)
+        and a law over model size and tokens (OptionError naming the strategy)."""
+        name = acquire.get_strategy(req.strategy).name
+        if name not in acquire.MULTIFIDELITY_STRATEGIES:
+            return
+        if fid is None:
+            raise errors.OptionError(
+                f"strategy={req.strategy!r} needs the ledger's proxy menu and target scale",
+                hint="record them with --menu SIZE@STEPS,... --target-scale SIZE@STEPS "
+                "(Experiment.set_menu)",
+                param="strategy",
+            )
+        missing = [k for k in SCALE_INPUTS if self.law is not None and k not in self.law.inputs]
+        if missing:
+            raise errors.OptionError(
+                f"strategy={req.strategy!r} needs a law over model size and tokens: law "
+                f"{self.law.name!r} has no input {missing[0]!r}",
+                hint="fit a law over scale, e.g. --model scaling",
+                param="strategy",
+            )
 
     def candidates(self, led: Ledger, req: ProposeRequest, notes: list[str]):
         """The candidate pool (None: the feasible set); its notes are added to ``notes``."""
@@ -277,12 +312,9 @@ class Proposer:
             self.say("too few completed runs to fit: proposing an initial design")
             batch = acquire.initial_batch(led.constraints, req.n, **options)
             return (batch if fid is None else spread_over_menu(batch, fid.menu)), None
-        if req.strategy in acquire.MULTIFIDELITY_STRATEGIES:
-            if fid is None:
-                raise errors.OptionError(
-                    f"{req.strategy} needs the ledger's proxy menu and target scale",
-                    hint="Ledger.set_menu(Menu.build(...), {'n_params': N, 'tokens': D})",
-                )
+        if fid is not None and acquire.get_strategy(req.strategy).name in (
+            acquire.MULTIFIDELITY_STRATEGIES
+        ):  # checked in gather: a menu is recorded
             if cands is None:
                 cands = acquire.Candidates.continuous(
                     led.constraints, req.n_candidates, belief=belief, random_seed=req.random_seed

@@ -1,7 +1,8 @@
 """An experiment's recommendation: :func:`bayesmix.decide` on its current posterior under the
 ledger's constraints and target weights, compared by default with the best run trained so far
 (:func:`best_trained_run`), so the report says whether the recommendation is expected to beat
-a run one already has.
+a run one already has. In a multi-fidelity loop (a menu and target scale recorded) a law over
+model size and tokens decides at the ledger's target scale.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ def best_trained_run(table: RunTable, *, weights=None, target: str | None = None
 class Recommendation:
     """What a recommendation needs from the ledger: the objective's ``weights`` (or
     ``target``), the ``constraints``, the options of :func:`bayesmix.decide` and the best
-    trained run they use as the baseline (None when a baseline was given or none is usable)."""
+    trained run they use as the baseline (None when a baseline was given or none is usable),
+    the ledger's target ``scale`` (None: a single-scale loop)."""
 
     weights: object
     target: str | None
     constraints: Constraints
     options: dict
     best: dict | None = None
+    scale: dict | None = None
 
     @classmethod
     def from_ledger(cls, led: Ledger, weights, target: str | None, options: dict):
@@ -62,18 +65,23 @@ class Recommendation:
             best = best_trained_run(led.run_table(), weights=weights, target=target)
             if best is not None:
                 options["baseline"] = best["mixture"]
-        return cls(weights, target, led.constraints, options, best)
+        fid = led.fidelity()
+        scale = None if fid is None else dict(fid.target)
+        return cls(weights, target, led.constraints, options, best, scale)
 
     def decide(self, post):
         """The DecisionReport of ``post``, its baseline labelled when it is the best run."""
         from bayesmix.decisions.decision import decide
 
+        options = dict(self.options)
+        if self.scale and "inputs" not in options and set(self.scale) <= set(post.law.inputs):
+            options["inputs"] = self.scale  # the mixture for the target run
         report = decide(
             post,
             weights=self.weights,
             target=self.target,
             constraints=self.constraints,
-            **self.options,
+            **options,
         )
         if self.best is not None:
             report.baseline_label = (

@@ -11,7 +11,15 @@ from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.loop.belief import Belief
 from bayesmix.loop.candidates import Candidates
-from bayesmix.loop.fidelity import Menu, TargetInfo, menu_candidates, scaled_objective
+from bayesmix.loop.fidelity import (
+    Menu,
+    TargetInfo,
+    menu_candidates,
+    menu_text,
+    parse_menu,
+    parse_scale,
+    scaled_objective,
+)
 from bayesmix.loop.information import BALD, Ensemble, robust_values
 
 DOMAINS = ("a", "b")
@@ -58,6 +66,58 @@ def test_menu_errors_name_the_row_and_field():
     assert "3" in str(info.value)  # the file's line of the bad row (header = line 1)
     with pytest.raises(errors.FormatError, match="steps"):
         Menu.from_frame(pd.DataFrame({"n_params": [1e7]}))
+
+
+def test_menu_text_gives_sizes_steps_tokens_and_costs():
+    menu = parse_menu("70M@10000, 160M@10000,410M@20K", tokens_per_step=1000)
+    np.testing.assert_array_equal(menu.n_params, [7e7, 1.6e8, 4.1e8])
+    np.testing.assert_array_equal(menu.steps, [1e4, 1e4, 2e4])
+    np.testing.assert_array_equal(menu.tokens, [1e7, 1e7, 2e7])
+    np.testing.assert_allclose(menu.cost, menu.n_params * menu.tokens)  # the default cost
+    own = parse_menu("2@200=1,3@200=1.5,4@400=4")
+    np.testing.assert_array_equal(own.cost, [1.0, 1.5, 4.0])
+    assert own.tokens[0] == 200 * 1_048_576  # the library's default tokens per step
+    # written back in the same form (costs relative to the cheapest), read back the same
+    assert menu_text(own) == "2@200=1,3@200=1.5,4@400=4"
+    again = parse_menu(menu_text(menu), tokens_per_step=1000)
+    # costs are written with 4 significant digits
+    np.testing.assert_allclose(again.cost / again.cost[0], menu.cost / menu.cost[0], rtol=1e-3)
+    assert parse_scale("1.4B@1e5", tokens_per_step=10) == {"n_params": 1.4e9, "tokens": 1e6}
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("70X@100", "menu='70X@100': size '70X' is not a positive number"),
+        ("70M", "menu='70M': not SIZE@STEPS"),
+        ("70M@", "menu='70M@': not SIZE@STEPS"),
+        ("70M@1.5", "menu='70M@1.5': steps '1.5' is not a positive whole number"),
+        ("70M@0", "menu='70M@0': steps '0'"),
+        ("-7@10", "menu='-7@10': size '-7'"),
+        ("70M@10=free", "menu='70M@10=free': cost 'free' is not a positive number"),
+        ("70M@10=-1", "menu='70M@10=-1': cost '-1'"),
+        ("70M@10,160M@10,70M@10", "menu='70M@10': size 70M at 10 steps is listed twice"),
+        ("70M@10=1,160M@10", "menu='160M@10' has no cost while other entries have one"),
+        ("70M@10,,160M@10", "has an empty entry"),
+        ("", "lists no entry"),
+    ],
+)
+def test_bad_menu_text_names_the_entry(text, fragment):
+    with pytest.raises(errors.OptionError) as info:
+        parse_menu(text)
+    message = str(info.value)
+    assert fragment in message and "\n" not in message
+    assert info.value.param == "menu"  # the CLI shows it as --menu
+
+
+def test_bad_target_scale_and_tokens_per_step():
+    with pytest.raises(errors.OptionError, match="target_scale='1B@10=5': the target has no cost"):
+        parse_scale("1B@10=5")
+    with pytest.raises(errors.OptionError, match="target_scale='1B': not SIZE@STEPS"):
+        parse_scale("1B")
+    with pytest.raises(errors.OptionError, match="tokens_per_step=0 must be a positive") as info:
+        parse_menu("1B@10", tokens_per_step=0)
+    assert info.value.param == "tokens_per_step"
 
 
 def test_menu_candidates_cross_every_mixture_with_every_entry():

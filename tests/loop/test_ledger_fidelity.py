@@ -13,7 +13,7 @@ import pytest
 from bayesmix import errors
 from bayesmix.loop.experiment import Experiment
 from bayesmix.loop.fidelity import Menu
-from bayesmix.loop.ledger import Ledger
+from bayesmix.loop.ledger import Ledger, resolve_fidelity
 
 SCHEMA1 = Path(__file__).resolve().parent / "ledger_schema1.db"
 TARGET = {"n_params": 2e9, "tokens": 4e10}
@@ -71,3 +71,74 @@ def test_the_initial_design_spreads_over_the_menus_sizes(tmp_path):
     assert list(runs["n_params"]) == [1e7, 1e8, 1e9] * 2
     assert set(runs["steps"]) == {200.0}
     assert list(frame["n_params"]) == [1e7, 1e8, 1e9] * 2
+
+
+def test_what_is_not_given_is_kept_from_the_ledger(tmp_path):
+    """A new menu keeps the recorded target and the recorded menu's tokens per step; a new
+    target keeps the menu; with nothing recorded both are needed."""
+    exp = Experiment.create(
+        tmp_path / "exp.db",
+        ["a", "b"],
+        menu="2@200,3@400",
+        target_scale="5@4000",
+        tokens_per_step=256,
+    )
+    fid = exp.set_menu("2@100=1,4@100=3")
+    assert fid.target == {"n_params": 5.0, "tokens": 4000 * 256.0}
+    np.testing.assert_array_equal(fid.menu.tokens, [100 * 256, 100 * 256])
+    np.testing.assert_array_equal(fid.menu.cost, [1.0, 3.0])
+    fid = exp.set_menu(target_scale="6@8000")
+    np.testing.assert_array_equal(fid.menu.n_params, [2.0, 4.0])  # the menu kept
+    assert fid.target["tokens"] == 8000 * 256.0
+    status = exp.status()["fidelity"]
+    assert status["text"] == "2@100=1,4@100=3" and status["tokens_per_step"] == 256.0
+    with pytest.raises(errors.OptionError, match="no target scale") as info:
+        resolve_fidelity(None, "2@200")
+    assert info.value.param == "target_scale"
+    with pytest.raises(errors.OptionError, match="no proxy menu"):
+        resolve_fidelity(None, target_scale="5@100")
+
+
+def test_bad_menu_text_changes_nothing(tmp_path):
+    exp = Experiment.create(tmp_path / "exp.db", ["a", "b"], menu="2@200", target_scale="5@4000")
+    before = exp.status()["fidelity"]
+    with pytest.raises(errors.OptionError, match="menu='3@x'"):
+        exp.set_menu("2@100,3@x")
+    with pytest.raises(errors.OptionError, match="menu='3@x'"):
+        exp.propose(2, menu="3@x")
+    assert exp.status()["fidelity"] == before and exp.runs().empty
+    # a bad menu at creation: no ledger file at all
+    with pytest.raises(errors.OptionError, match="menu='1@'"):
+        Experiment.create(tmp_path / "new.db", ["a", "b"], menu="1@", target_scale="5@4000")
+    assert not (tmp_path / "new.db").exists()
+
+
+def test_creation_with_a_menu_spreads_round_0_over_the_sizes(tmp_path):
+    exp = Experiment.create(
+        tmp_path / "exp.db",
+        ["a", "b", "c"],
+        initial_design=5,
+        menu="2@100,2@200,3@200,4@400",
+        target_scale="5@4000",
+        tokens_per_step=256,
+    )
+    runs = exp.runs()
+    # each size's longest entry in turn, sizes ascending
+    assert list(runs["n_params"]) == [2, 3, 4, 2, 3]
+    assert list(runs["steps"]) == [200, 200, 400, 200, 200]
+    assert list(runs["tokens"]) == [200 * 256, 200 * 256, 400 * 256, 200 * 256, 200 * 256]
+    shown = exp.last_proposals
+    # relative to the menu's cheapest entry, 2 x 100 (as status shows the menu)
+    np.testing.assert_allclose(shown["cost"], [2, 3, 8, 2, 3])
+    assert exp.status()["fidelity"]["target"] == {"n_params": 5.0, "tokens": 4000 * 256.0}
+
+
+def test_target_info_needs_a_menu_and_a_law_over_scale_before_any_fit(tmp_path):
+    exp = Experiment.create(tmp_path / "exp.db", ["a", "b"])
+    with pytest.raises(errors.OptionError, match="needs the ledger's proxy menu") as info:
+        exp.propose(2, "target-info")
+    assert info.value.param == "strategy"
+    # the default law (M4) takes no size: refused before any fit, the menu not recorded
+    with pytest.raises(errors.OptionError, match="law 'm4' has no input 'n_params'"):
+        exp.propose(2, "target-info", menu="2@100", target_scale="5@1000")
+    assert exp.status()["fidelity"] is None and exp.runs().empty
