@@ -145,16 +145,15 @@ class Experiment:
         tokens_per_step: float | None = None,
         **options,
     ) -> Experiment:
-        """Create the ledger (never overwriting a file) and return its Experiment.
+        """Create the ledger (never overwriting a file) and return its Experiment
+        (``last_proposals``: the initial design, if any).
 
         Everything is checked before the file is created.
 
         Parameters
         ----------
-        ledger_path : str or path
-            The ledger to create.
-        train_domains, eval_domains : sequence of str, optional
-            Domain names (validation defaults to training); or give ``runs``.
+        ledger_path, train_domains, eval_domains : path, sequences of str
+            The ledger to create; domain names (validation defaults to training) or ``runs``.
         constraints : Constraints, optional
             Feasible mixtures over the training domains (default: the simplex).
         runs : RunTable, optional
@@ -175,15 +174,6 @@ class Experiment:
         **options
             Passed to :class:`Experiment` (model, draws, tune, chains, random_seed,
             progressbar, log).
-
-        Returns
-        -------
-        Experiment
-            The new experiment (``last_proposals``: the initial design, if any).
-
-        Examples
-        --------
-        >>> exp = Experiment.create("exp.db", ["web", "code"], initial_design=4)  # doctest: +SKIP
         """
         options = rename_kwargs("Experiment.create", options, {**SEED, **PROGRESS})
         plan = creation.plan(
@@ -400,12 +390,9 @@ class Experiment:
 
         Parameters
         ----------
-        weights : mapping or path, optional
-            Validation-domain weights (default: the ledger's target weights).
-        target : str, optional
-            One validation domain gets all the weight.
-        refit : bool, default False
-            Fit even when the results did not change.
+        weights, target, refit : optional
+            Validation-domain weights (default: the ledger's target weights), or one validation
+            domain with all the weight; fit even when the results did not change.
         **options
             Passed to :func:`bayesmix.decide` (objective, baseline, ci_prob, random_seed, ...).
             Without ``baseline`` the baseline is the best run trained so far (lowest recorded
@@ -417,10 +404,6 @@ class Experiment:
         -------
         DecisionReport
             :func:`bayesmix.decide` under the ledger's constraints.
-
-        Examples
-        --------
-        >>> print(exp.recommend())  # doctest: +SKIP
         """
         with self._open() as led:
             post, path, _ = self._posterior(led, refit=refit, round_no=led.next_round())
@@ -456,10 +439,9 @@ class Experiment:
 
         Parameters
         ----------
-        n : int, default 8
-            Runs to propose.
-        strategy : {"thompson", "optimum-info", "bald", "random", "target-info"}
-            Acquisition strategy (:mod:`bayesmix.loop.acquire`; default thompson).
+        n, strategy : optional
+            Runs to propose (default 8); acquisition strategy: thompson (default),
+            optimum-info, bald, random, target-info (:mod:`bayesmix.loop.acquire`).
         pool : path, DataFrame or Candidates, optional
             Candidate runs to choose from; their costs (n_params x tokens) weigh in with
             ``cost_power``.
@@ -473,12 +455,9 @@ class Experiment:
         min_distance : float, optional
             Least distance to pending and completed runs (default 0.05; 0.01 for initial
             designs).
-        candidates : int, optional
-            Size of the continuous candidate cloud.
-        refit : bool, default False
-            Fit even when the results did not change.
-        random_seed : int, optional
-            Seed of the proposal (default: the experiment's; ``seed`` is its deprecated name).
+        candidates, refit, random_seed : optional
+            Size of the continuous candidate cloud; fit even when the results did not change;
+            seed of the proposal (default: the experiment's; ``seed`` is its deprecated name).
         menu, target_scale, tokens_per_step : optional
             As in :meth:`set_menu`: recorded after every check and before any fit.
 
@@ -490,9 +469,6 @@ class Experiment:
             path (hand-off file or None), posterior (path or None), notes and fit (the record
             stored with the round).
 
-        Examples
-        --------
-        >>> exp.propose(8, strategy="thompson", out=True)  # doctest: +SKIP
         """
         request = ProposeRequest(
             n,
@@ -574,11 +550,9 @@ class Experiment:
         workdir, cwd, env : optional
             The runs' folders (default ``<ledger stem>-runs`` next to the ledger); where
             commands start (default: the current directory); extra environment variables.
-        recommend : bool, default True
-            Fit and recommend at the end (:meth:`recommend`).
-        on_round : callable, optional
-            Called with a :class:`bayesmix.loop.runner.RoundReport` after each round, e.g.
-            :class:`bayesmix.loop.tracking.MLflowTracker`.
+        recommend, on_round : optional
+            Fit and recommend at the end (default True, :meth:`recommend`); called with a
+            :class:`bayesmix.loop.runner.RoundReport` after each round (e.g. an MLflowTracker).
         **propose_options
             Passed to :meth:`propose` (``target``, ``weights``, ``min_distance``, ``pool``...).
 
