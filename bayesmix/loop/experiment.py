@@ -145,8 +145,7 @@ class Experiment:
         tokens_per_step: float | None = None,
         **options,
     ) -> Experiment:
-        """Create the ledger (never overwriting a file) and return its Experiment
-        (``last_proposals``: the initial design, if any).
+        """Create the ledger (never overwriting a file) and return its Experiment.
 
         Everything is checked before the file is created.
 
@@ -174,6 +173,11 @@ class Experiment:
         **options
             Passed to :class:`Experiment` (model, draws, tune, chains, random_seed,
             progressbar, log).
+
+        Returns
+        -------
+        Experiment
+            The new experiment (``last_proposals``: the initial design, if any).
         """
         options = rename_kwargs("Experiment.create", options, {**SEED, **PROGRESS})
         plan = creation.plan(
@@ -561,12 +565,6 @@ class Experiment:
         bayesmix.loop.runner.RunSummary
             Rounds done, runs completed and failed, retries, ``interrupted``, and the
             ``recommendation`` (a DecisionReport, or None).
-
-        Examples
-        --------
-        >>> summary = exp.run("python train.py --mixture-file {mixture_file} --out {out}",
-        ...                   rounds=3, n=8, parallel=2)  # doctest: +SKIP
-        >>> print(summary.describe())  # doctest: +SKIP
         """
         from bayesmix.loop.executors import get_executor
         from bayesmix.loop.runner import DEFAULT_STALE_AFTER_S, Runner
