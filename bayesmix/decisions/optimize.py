@@ -232,7 +232,9 @@ def minimize_objective(
     starts, pool, mean_opt = _starts(
         law, params, w, values, objective, constraints, baseline, extra_starts, n_starts, seed
     )
-    n_random = len(pool) // (1 if law.convex else SCREEN)  # the last n_random starts
+    # a quantile or beat-baseline objective is not convex even for a convex law
+    screened = not (law.convex and objective.kind == "mean")
+    n_random = len(pool) // (SCREEN if screened else 1)  # the last n_random starts
     temperature = None
     if objective.kind == "beat-baseline":
         reference = mean_opt if mean_opt is not None else starts[0]
@@ -240,7 +242,7 @@ def minimize_objective(
             values, baseline, reference, constraints, seed
         )
     crit = Criterion(objective, values, baseline, temperature)
-    if not law.convex and n_random:
+    if screened and n_random:
         # a non-convex objective: the random starts are the best of SCREEN x as many points
         score = np.array([crit(x)[0] for x in pool])
         starts[len(starts) - n_random :] = pool[np.argsort(score, kind="stable")[:n_random]]
@@ -276,8 +278,9 @@ def minimize_objective(
 
 def _starts(law, params, w, values, objective, constraints, baseline, extra_starts, n_starts, seed):
     """The SLSQP starts of :func:`minimize_objective` (see there), the random feasible points
-    the last of them come from (:data:`SCREEN` times as many as taken for a non-convex law, to
-    be screened by the objective) and the posterior-mean optimum (or None)."""
+    the last of them come from (:data:`SCREEN` times as many as taken for a non-convex law or
+    an objective other than the mean, to be screened by the objective) and the posterior-mean
+    optimum (or None)."""
     if n_starts is None:
         n_starts = DEFAULT_STARTS if law.convex else NONCONVEX_STARTS
     lo, hi = constraints.lower, constraints.upper
@@ -289,7 +292,7 @@ def _starts(law, params, w, values, objective, constraints, baseline, extra_star
     if extra_starts is not None:
         starts.extend(project(np.atleast_2d(extra_starts), lo, hi))
     n_random = max(0, n_starts - len(starts))
-    screen = SCREEN if not law.convex else 1
+    screen = 1 if law.convex and objective.kind == "mean" else SCREEN
     pool = feasible_points(constraints, screen * n_random, seed)  # (screen * n_random, M)
     starts.extend(pool[:n_random])
     if mean_opt is None and objective.kind != "mean":
