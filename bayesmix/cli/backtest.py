@@ -76,6 +76,24 @@ def with_declared_schedule(table, text: str | None):
     return RunTable.from_frame(tidy, source=table.source, max_loss=MAX_LOSS_LIMIT)
 
 
+def add_stage_sampler_arguments(p: argparse.ArgumentParser, chains_note: str = "") -> None:
+    """``--draws``/``--tune``/``--chains`` of every pipeline stage fit, at the pipeline's
+    defaults (shared with ``bayesmix pipeline``)."""
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=PIPELINE_DRAWS,
+        help=f"draws per chain, every stage fit (default {PIPELINE_DRAWS})",
+    )
+    p.add_argument(
+        "--tune",
+        type=int,
+        default=PIPELINE_TUNE,
+        help=f"tuning steps per chain (default {PIPELINE_TUNE})",
+    )
+    p.add_argument("--chains", type=int, default=2, help=f"chains per fit (default 2{chains_note})")
+
+
 def add_predictor_arguments(p: argparse.ArgumentParser, *, method: bool = True) -> None:
     """Options of the backtest's refits (shared with ``bayesmix pipeline``)."""
     if method:
@@ -97,19 +115,7 @@ def add_predictor_arguments(p: argparse.ArgumentParser, *, method: bool = True) 
         p.add_argument(
             "--imputations", type=int, default=4, metavar="J", help="nested: J (default 4)"
         )
-        p.add_argument(
-            "--draws",
-            type=int,
-            default=PIPELINE_DRAWS,
-            help=f"draws per chain (default {PIPELINE_DRAWS})",
-        )
-        p.add_argument(
-            "--tune",
-            type=int,
-            default=PIPELINE_TUNE,
-            help=f"tuning steps (default {PIPELINE_TUNE})",
-        )
-        p.add_argument("--chains", type=int, default=2, help="chains per fit (default 2)")
+        add_stage_sampler_arguments(p)
     p.add_argument(
         "--schedule",
         metavar="KIND[,total=N][,warmup=N][,decay=N][,min_lr=X]",

@@ -24,10 +24,14 @@ from bayesmix.cli._options import (
     max_time_from_args,
 )
 from bayesmix.cli._output import add_force_argument, check_output, loud_warning
-from bayesmix.cli.backtest import add_predictor_arguments, with_declared_schedule
+from bayesmix.cli.backtest import (
+    add_predictor_arguments,
+    add_stage_sampler_arguments,
+    with_declared_schedule,
+)
 from bayesmix.data.loaders import FORMATS, load
 from bayesmix.data.ye_logs import size_label
-from bayesmix.inference.gate_retry import PIPELINE_DRAWS, PIPELINE_TUNE, STAGE_MAX_TIME
+from bayesmix.inference.gate_retry import STAGE_MAX_TIME
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -86,24 +90,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="fit only checkpoints up to this step (default: all)",
     )
     p.add_argument("--format", choices=FORMATS, help="input format (detected when omitted)")
-    p.add_argument(
-        "--draws",
-        type=int,
-        default=PIPELINE_DRAWS,
-        help=f"draws per chain, every stage (default {PIPELINE_DRAWS})",
-    )
-    p.add_argument(
-        "--tune",
-        type=int,
-        default=PIPELINE_TUNE,
-        help=f"tuning steps per chain (default {PIPELINE_TUNE})",
-    )
-    p.add_argument(
-        "--chains",
-        type=int,
-        default=2,
-        help="chains per fit (default 2; the saved posterior has J x chains)",
-    )
+    add_stage_sampler_arguments(p, "; the saved posterior has J x chains")
     p.add_argument("--seed", type=int, help="random seed (default: fresh randomness)")
     p.add_argument(
         "--no-backtest",
