@@ -232,8 +232,7 @@ def minimize_objective(
     starts, pool, mean_opt = _starts(
         law, params, w, values, objective, constraints, baseline, extra_starts, n_starts, seed
     )
-    # a quantile or beat-baseline objective is not convex even for a convex law
-    screened = not (law.convex and objective.kind == "mean")
+    screened = _screened(law, objective)
     n_random = len(pool) // (SCREEN if screened else 1)  # the last n_random starts
     temperature = None
     if objective.kind == "beat-baseline":
@@ -276,6 +275,13 @@ def minimize_objective(
     )
 
 
+def _screened(law, objective) -> bool:
+    """Whether the random starts are the best of :data:`SCREEN` x as many feasible points: for a
+    non-convex law, and for any objective but the mean (a quantile or beat-baseline objective is
+    not convex even when the law is)."""
+    return not (law.convex and objective.kind == "mean")
+
+
 def _starts(law, params, w, values, objective, constraints, baseline, extra_starts, n_starts, seed):
     """The SLSQP starts of :func:`minimize_objective` (see there), the random feasible points
     the last of them come from (:data:`SCREEN` times as many as taken for a non-convex law or
@@ -292,7 +298,7 @@ def _starts(law, params, w, values, objective, constraints, baseline, extra_star
     if extra_starts is not None:
         starts.extend(project(np.atleast_2d(extra_starts), lo, hi))
     n_random = max(0, n_starts - len(starts))
-    screen = 1 if law.convex and objective.kind == "mean" else SCREEN
+    screen = SCREEN if _screened(law, objective) else 1
     pool = feasible_points(constraints, screen * n_random, seed)  # (screen * n_random, M)
     starts.extend(pool[:n_random])
     if mean_opt is None and objective.kind != "mean":
