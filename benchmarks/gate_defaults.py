@@ -234,7 +234,7 @@ def fit_pipeline(runs, seed: int, kw: dict, progress: bool) -> Result:
     assert rec is not None
     stages = [("stage 1", rec["stage1"])]
     stages += [(f"stage 2.{j + 1}", r) for j, r in enumerate(rec["stage2"])]
-    stages += [(f"stage 3.{j + 1}", r) for j, r in enumerate(rec["stage3"])]
+    stages.append(("stage 3", rec["stage3"]))
     diags = [r["diagnostics"] for _, r in stages]
 
     def num(x) -> float:

@@ -4,8 +4,9 @@ target model size and step, fitted through the nested scaling pipeline.
 Fits every learning curve of the proxy runs with a step law, extrapolates each run to
 ``--steps``, fits a size law per mixture across the proxy sizes and extrapolates to
 ``--n-params``, then fits the mixing law (``--model``) to the predicted target-scale losses;
-uncertainty passes between stages as ``--imputations`` posterior draws, and the J mixing-law
-posteriors are pooled into one file that ``bayesmix predict``/``optimize`` read like any fit.
+uncertainty passes between stages as ``--imputations`` posterior draws, and the mixing-law
+posterior (whose predictions add the J imputations' shared shifts) is one file that
+``bayesmix predict``/``optimize`` read like any fit.
 Prints each stage's timings and diagnostics; a stage that fails its diagnostics gate gets a
 loud warning on stderr (the posterior is still saved, with every report stored in it).
 """
@@ -75,7 +76,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         type=int,
         default=4,
         metavar="J",
-        help="draws passed between stages (J stage-2 and stage-3 fits; default 4)",
+        help="draws passed between stages (J stage-2 fits; default 4)",
     )
     p.add_argument(
         "--model",
@@ -223,7 +224,7 @@ def _status(report: dict, settings: dict | None = None) -> str:
 
 
 def summary(post, rec: dict, path) -> str:
-    """Target, proxies, per-stage timings and diagnostics, the pooled report."""
+    """Target, proxies, per-stage timings and diagnostics, stage 3's report."""
     t, p = rec["target"], rec["proxies"]
     s1 = rec["stage1"]
     lines = [
@@ -238,23 +239,27 @@ def summary(post, rec: dict, path) -> str:
         f"stage 1 (step law):   compile {s1['compile_s']:.1f} s, sampling "
         f"{s1['sample_s']:.1f} s; {_status(s1['diagnostics'], s1['settings'])}",
     ]
-    for name, key in (("stage 2 (size law)", "stage2"), ("stage 3 (mixing law)", "stage3")):
-        reports = rec[key]
-        compile_s = sum(r["compile_s"] or 0.0 for r in reports)
-        sample_s = sum(r["sample_s"] or 0.0 for r in reports)
-        lines.append(
-            f"{name + ':':<22}{len(reports)} fits, compile {compile_s:.1f} s, "
-            f"sampling {sample_s:.1f} s"
-        )
-        lines += [
-            f"  imputation {j + 1}: {_status(r['diagnostics'], r['settings'])}"
-            for j, r in enumerate(reports)
-        ]
+    reports = rec["stage2"]
+    compile_s = sum(r["compile_s"] or 0.0 for r in reports)
+    sample_s = sum(r["sample_s"] or 0.0 for r in reports)
+    lines.append(
+        f"stage 2 (size law):   {len(reports)} fits, compile {compile_s:.1f} s, "
+        f"sampling {sample_s:.1f} s"
+    )
+    lines += [
+        f"  imputation {j + 1}: {_status(r['diagnostics'], r['settings'])}"
+        for j, r in enumerate(reports)
+    ]
+    s3 = rec["stage3"]
+    lines.append(
+        f"stage 3 (mixing law): 1 fit, compile {s3['compile_s'] or 0.0:.1f} s, sampling "
+        f"{s3['sample_s'] or 0.0:.1f} s; {_status(s3['diagnostics'], s3['settings'])}"
+    )
     lines.append(f"total:       {rec['timings']['wall_s']:.1f} s")
     lines += [f"note:        {n}" for n in rec["notes"]]
     lines += [
         "",
-        "pooled stage-3 posterior (worst of the imputations):",
+        "stage-3 posterior (predictions add the imputations' shared shifts):",
         post.diagnostics.table(),
         "",
         f"saved:       {path}",

@@ -32,6 +32,7 @@ from bayesmix.posterior.extrapolation import Calibration, log_distance
 from bayesmix.posterior.mixture_range import MixtureRange
 from bayesmix.posterior.prediction import (
     MAX_EXTRAPOLATION,
+    SHIFT_GROUP,
     Prediction,
     check_interval_options,
     draw_losses,
@@ -318,7 +319,8 @@ class Posterior:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mean and predictive loss (chain, draw, n, K) of mixtures ``r`` (n, M):
         :func:`~bayesmix.posterior.prediction.draw_losses` with this posterior's law,
-        likelihood and learned extrapolation error (:attr:`extrapolation`)."""
+        likelihood, imputation shifts (:attr:`imputation_shift`) and learned extrapolation
+        error (:attr:`extrapolation`)."""
         cal = self.extrapolation
         return draw_losses(
             self.law,
@@ -331,7 +333,18 @@ class Posterior:
             calibration=cal,
             distance=None if cal is None else self.extrapolation_distance(n_params, tokens),
             with_noise=with_noise,
+            shift=self.imputation_shift,
         )
+
+    @property
+    def imputation_shift(self) -> np.ndarray | None:
+        """Shifts (J, K) in nats per token that predictions add, one per posterior draw in
+        turn (the nested pipeline's stages 1-2 uncertainty: :mod:`bayesmix.scaling.pooling`),
+        or None."""
+        if SHIFT_GROUP not in self.tree.children:
+            return None
+        shift = self.tree[SHIFT_GROUP]["shift"].sel(eval_domain=list(self.eval_domains))
+        return shift.transpose("imputation", "eval_domain").values.astype(float)
 
     # ------------------------------------------------------------------ extrapolation error
     @property

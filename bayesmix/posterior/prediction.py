@@ -166,6 +166,22 @@ def mixture_rows(value, start: int, stop: int, n: int):
     return arr[start:stop] if arr.ndim >= 1 and arr.shape[0] == n and n > 1 else value
 
 
+#: Group of a posterior holding shifts every prediction adds (variable ``shift``, dims
+#: ``imputation``, ``eval_domain``; nats per token): the nested pipeline's imputation shifts
+#: (:mod:`bayesmix.scaling.pooling`). Posterior draw j takes shift j modulo their number.
+SHIFT_GROUP = "imputation_shift"
+
+
+def add_shift(mean: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    """``mean`` (chain, draw, n, K) plus ``shift[j % J]`` (J, K) for posterior draw j
+    (counted chain by chain); ``mean`` itself when there is no shift."""
+    if shift is None:
+        return mean
+    chains, draws = mean.shape[:2]
+    idx = np.arange(chains * draws) % len(shift)
+    return mean + shift[idx].reshape(chains, draws, 1, shift.shape[-1])
+
+
 def draw_losses(
     law,
     likelihood: dict,
@@ -178,13 +194,16 @@ def draw_losses(
     calibration: Calibration | None = None,
     distance=None,
     with_noise: bool = True,
+    shift: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and predictive loss (chain, draw, n, K) of mixtures ``r`` (n, M) under the law's
     draws ``p`` (chain, draw, ...) and the specification's ``likelihood``; mixture i's noise
     comes from ``streams[i]`` alone, so a chunk of mixtures gets the same numbers as the whole
-    set. ``with_noise=False``: the mean only (returned twice, no noise drawn). With a learned
-    extrapolation error (``calibration``, at log-distance ``distance``) both include it."""
+    set. ``with_noise=False``: the mean only (returned twice, no noise drawn). A ``shift``
+    (J, K) per posterior draw (:func:`add_shift`) and a learned extrapolation error
+    (``calibration``, at log-distance ``distance``) enter both."""
     mean = law.predict(r, p, n_params=n_params, tokens=tokens)  # (chain, draw, n, K)
+    mean = add_shift(mean, shift)
     cal = calibration
     if not with_noise:
         if cal is not None:
@@ -243,6 +262,8 @@ __all__ = [
     "MAX_EXTRAPOLATION",
     "Prediction",
     "check_interval_options",
+    "SHIFT_GROUP",
+    "add_shift",
     "draw_losses",
     "mixture_rows",
     "mixture_streams",

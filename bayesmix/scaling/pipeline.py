@@ -15,25 +15,26 @@ each stage reaches the next as posterior draws (multiple imputation):
    stage-2 draws at (N*, S*), one record per mixture.
 
 :func:`nested_fit` takes J draws of the stage-1 output, fits stage 2 once per draw (one compiled
-model, data swapped), takes one stage-2 posterior draw per fit to make J stage-3 data sets, fits
-stage 3 on each (compiled once by bayesmix.inference.fitting) and pools the J stage-3 posteriors by
-concatenating their chains into one :class:`~bayesmix.posterior.posterior.Posterior`: an ordinary
-mixing-law posterior at the target scale, so ``predict``/``intervals``/``optimize``/``decide``
-work on it unchanged. The imputations are posterior *predictive* draws (fitted noise included):
-they stand for the losses the proxy mixtures would have if run at the target scale, so the
-stage-3 noise scale learns the run-to-run and checkpoint scatter a target run has (and each
-mixture's imputation error, which makes predictive intervals conservative), and errors shared
-by all mixtures (an exponent, a level) show up as differences between imputations.
-Pooling draws of J posteriors treats the between-imputation spread with J samples only (no
-Rubin (1 + 1/J) inflation): J = 4 is cheap, larger J describes the tails of the extrapolation
-better.
+model, data swapped) and takes one stage-2 posterior *predictive* draw per fit (fitted noise
+included): J imputations of the losses the proxy mixtures would have if run at the target
+scale. Their differences are a shift shared by every mixture of a validation domain (a draw of
+an exponent or a level moves them all) and each mixture's own scatter. Stage 3 fits the mixing
+law once, to one imputation's scatter around the imputations' mean level, so its noise scale
+learns the scatter a target run has (and each mixture's imputation error, which makes
+predictive intervals conservative); the J shared shifts go with the posterior and every
+prediction adds one of them per posterior draw (:mod:`bayesmix.scaling.pooling`). The result
+is an ordinary mixing-law :class:`~bayesmix.posterior.posterior.Posterior` at the target scale,
+so ``predict``/``intervals``/``optimize``/``decide`` work on it unchanged, and differences
+between mixtures are untouched by the shifts. One stage-3 fit instead of J: a stage-3 fit costs
+about 8 size-law fits (5Mix), and J of them failed the gate about J times as often by chance.
 
 The step and size laws are :class:`~bayesmix.laws.step.StepLaw` and
 :class:`~bayesmix.laws.size.SizeLaw` (their form, parameters and priors:
 :mod:`bayesmix.laws.curve`); the stages live in :mod:`bayesmix.scaling.stages`, the hand-off of
-draws between them in :mod:`bayesmix.scaling.imputation`, the pooling in
-:mod:`bayesmix.scaling.pooling`. This module runs them in order (:func:`nested_fit`, one named
-step per stage) and is the pipeline's entry point: its ``__all__`` names the public pieces.
+draws between them in :mod:`bayesmix.scaling.imputation`, stage 3's data and the target
+posterior in :mod:`bayesmix.scaling.pooling`. This module runs them in order
+(:func:`nested_fit`, one named step per stage) and is the pipeline's entry point: its
+``__all__`` names the public pieces.
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ from bayesmix.scaling.imputation import curve_draws, predict_curves, shock_sd
 from bayesmix.scaling.pooling import (
     gate_warnings,
     pipeline_record,
-    pool,
+    stage3_data,
+    target_posterior,
     target_table,
-    union_diagnostics,
 )
 from bayesmix.scaling.stages import StageFit, fit_size_law, fit_step_law, run_stage
 
@@ -119,18 +120,18 @@ def nested_fit(
     :class:`PipelineError`; a mixture present at fewer than 2 sizes is dropped from stages 2-3
     (its runs still inform stage 1's pooled exponents) and named in the notes.
 
-    Returns one :class:`Posterior` with J x ``chains`` chains (coordinate ``imputation`` along
-    ``chain``); its diagnostics are the union of the J stage-3 reports (worst figures, every
-    failure prefixed with its imputation). ``tree.attrs["bayesmix_pipeline"]`` (JSON) holds the
-    target, J, notes and each stage's settings, timings and gate report; stage-1/2 failures
-    are warned about (``ConvergenceWarning``) there. ``fit_data``/``observed_data`` hold the
-    mean of the J imputed target-scale tables (and ``log_likelihood`` scores it); group
+    Returns one :class:`Posterior` of stage 3 (``chains`` chains) whose predictions add the
+    imputations' shared shifts (group ``imputation_shift``, one per posterior draw in turn).
+    ``tree.attrs["bayesmix_pipeline"]`` (JSON) holds the target, J, notes and each stage's
+    settings, timings and gate report; stage-1/2 failures are warned about
+    (``ConvergenceWarning``) there. ``fit_data``/``observed_data`` hold stage 3's table (one
+    imputation at the imputations' mean level) and ``log_likelihood`` scores it; group
     ``imputed_data`` holds every imputation.
 
     The predictive intervals are conservative when the pipeline is right: each mixture's
     imputation error enters stage 3's noise scale along with the run noise (simulated in
-    tests/scaling/test_pipeline.py: coverage 1.0 of nominal 0.9, widths 0.17-0.19 nats where the law
-    fitted to the true target-scale runs gives 0.05). Intervals of ``kind="mean"`` are
+    tests/scaling/test_pipeline.py: coverage 0.99-1.0 of nominal 0.9, widths 0.15-0.22 nats
+    where the law fitted to the true target-scale runs gives 0.05). Intervals of ``kind="mean"`` are
     narrower.
     """
     wall = time.perf_counter()
@@ -157,15 +158,15 @@ def nested_fit(
     )
     size_fits, imputed = _stage2(proxies, stage1, n_star, seeds, rng, kw)
     tps = step_fit.data.tokens_per_step
-    posts = _stage3(proxies, imputed, (n_star, s_star, tps), spec, seeds, kw)
-    mean_table = target_table(
-        imputed.mean("imputation"), proxies.design.mixtures, n_star, s_star, tps, None, []
+    table = target_table(
+        stage3_data(imputed), proxies.design.mixtures, n_star, s_star, tps, proxies.notes
     )
+    post = _stage3(table, spec, next(seeds), kw)
     target = (n_star, s_star, tps, target_sched)
-    record = _record(proxies, target, ss, random_seed, spec, step_fit, size_fits, posts)
+    record = _record(proxies, target, ss, random_seed, spec, step_fit, size_fits, post)
     record["stage1"]["reused"] = step_fit_given
     record["timings"]["wall_s"] = round(time.perf_counter() - wall, 3)
-    post = pool(posts, spec, mean_table, imputed, record)
+    post = target_posterior(post, imputed, record)
     if warn:
         for line in gate_warnings(post):
             # stacklevel 3: past the renamed_kwargs wrapper
@@ -267,7 +268,8 @@ def _impute_step(
     rng: np.random.Generator,
 ) -> tuple[Schedule | None, xr.DataArray]:
     """The target run's schedule and J draws of every run's losses at the target step
-    (draw, run, eval_domain): stage 2's data."""
+    (draw, run, eval_domain): stage 2's data, with coordinate ``noise_floor`` (draw,
+    eval_domain): the noise sd each draw carries (its stage-1 ``sigma``)."""
     try:
         target_sched, sched_notes = resolve_target(
             target_schedule, proxies.table.to_tidy(), s_star, learned=step_fit.data.annealed
@@ -276,7 +278,10 @@ def _impute_step(
         raise PipelineError(str(err)) from None
     proxies.notes += sched_notes
     picks = _pick(step_fit.n_samples, imputations, rng)
-    return target_sched, predict_curves(step_fit, s_star, picks, rng, schedule=target_sched)
+    stage1 = predict_curves(step_fit, s_star, picks, rng, schedule=target_sched)
+    # each imputation's noise scales (draw, eval_domain): stage 2's noise floor
+    floor = xr.DataArray(step_fit.flat("sigma")[picks], dims=("draw", "eval_domain"))
+    return target_sched, stage1.assign_coords(noise_floor=floor)
 
 
 def _stage2(
@@ -291,8 +296,14 @@ def _stage2(
     predictive draws at the target size: the imputed losses (imputation, mixture, domain)."""
     size_fits, target_losses = [], []
     for j in range(stage1.sizes["draw"]):
+        losses = stage1.isel(draw=j)
         sf = fit_size_law(
-            stage1.isel(draw=j), proxies.design, random_seed=next(seeds), warn=False, **kw
+            losses.drop_vars("noise_floor"),
+            proxies.design,
+            noise_floor=losses["noise_floor"].values,
+            random_seed=next(seeds),
+            warn=False,
+            **kw,
         )
         size_fits.append(sf)
         pick = _pick(sf.n_samples, 1, rng)
@@ -303,34 +314,20 @@ def _stage2(
     return size_fits, imputed
 
 
-def _stage3(
-    proxies: _Proxies,
-    imputed: xr.DataArray,
-    target: tuple[float, float, float],
-    spec: ModelSpec,
-    seeds,
-    kw: dict,
-) -> list[Posterior]:
-    """Stage 3: the mixing law fitted to each imputed table at the target ``(N*, S*, tokens
-    per step)``."""
-    tables = [
-        target_table(imputed.isel(imputation=j), proxies.design.mixtures, *target, j, proxies.notes)
-        for j in range(imputed.sizes["imputation"])
-    ]
-    return [
-        fit_mixing_law(
-            tab,
-            spec,
-            draws=kw["draws"],
-            tune=kw["tune"],
-            chains=kw["chains"],
-            random_seed=next(seeds),
-            progressbar=kw["progressbar"],
-            warn=False,
-            max_time=kw["max_time"],
-        )
-        for tab in tables
-    ]
+def _stage3(table: RunTable, spec: ModelSpec, seed: int, kw: dict) -> Posterior:
+    """Stage 3: the mixing law fitted once to the imputed table at the target ``(N*, S*,
+    tokens per step)`` (:func:`~bayesmix.scaling.pooling.stage3_data`)."""
+    return fit_mixing_law(
+        table,
+        spec,
+        draws=kw["draws"],
+        tune=kw["tune"],
+        chains=kw["chains"],
+        random_seed=seed,
+        progressbar=kw["progressbar"],
+        warn=False,
+        max_time=kw["max_time"],
+    )
 
 
 def _record(
@@ -341,7 +338,7 @@ def _record(
     spec: ModelSpec,
     step_fit: StageFit,
     size_fits: list[StageFit],
-    posts: list[Posterior],
+    post: Posterior,
 ) -> dict:
     """The pipeline's record (``bayesmix_pipeline``): the target (N*, S*, tokens per step,
     schedule), J, proxies, each stage's settings, timings and gate report, notes."""
@@ -355,7 +352,7 @@ def _record(
             "tokens_per_step": tps,
             "schedule": None if schedule is None else schedule.describe(),
         },
-        "imputations": len(posts),
+        "imputations": len(size_fits),
         "seed": random_seed,
         "entropy": str(ss.entropy),
         "spec": spec.name,
@@ -372,26 +369,23 @@ def _record(
         },
         "stage1": step_fit.report(),
         "stage2": [sf.report() for sf in size_fits],
-        "stage3": [
-            {
-                "settings": p.settings,
-                "compile_s": p.settings.get("compile_s"),
-                "sample_s": p.settings.get("sample_s"),
-                "diagnostics": json.loads(p.diagnostics.to_json()),
-            }
-            for p in posts
-        ],
+        "stage3": {
+            "settings": post.settings,
+            "compile_s": post.settings.get("compile_s"),
+            "sample_s": post.settings.get("sample_s"),
+            "diagnostics": json.loads(post.diagnostics.to_json()),
+        },
         "notes": proxies.notes,
     }
     record["timings"] = {
         "stage1_s": round(step_fit.compile_s + step_fit.sample_s, 3),
         "stage2_s": round(sum(sf.compile_s + sf.sample_s for sf in size_fits), 3),
-        "stage3_s": round(sum(p.settings["compile_s"] + p.settings["sample_s"] for p in posts), 3),
+        "stage3_s": round(post.settings["compile_s"] + post.settings["sample_s"], 3),
     }
     record["gate"] = {
         "stage1_ok": step_fit.diagnostics.ok,
         "stage2_ok": [sf.diagnostics.ok for sf in size_fits],
-        "stage3_ok": [p.diagnostics.ok for p in posts],
+        "stage3_ok": post.diagnostics.ok,
     }
     return record
 
@@ -419,5 +413,4 @@ __all__ = [
     "shock_sd",
     "size_data",
     "step_data",
-    "union_diagnostics",
 ]

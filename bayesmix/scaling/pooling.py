@@ -1,18 +1,21 @@
-"""The end of the nested pipeline: stage 3's data tables and the pooled posterior.
+"""The end of the nested pipeline: stage 3's data table and the target-scale posterior.
 
-:func:`target_table` turns one imputation of the mixtures' losses at the target size and step
-into a run table for the mixing law; :func:`pool` concatenates the J stage-3 posteriors into
-one :class:`~bayesmix.posterior.posterior.Posterior` (chains renumbered, coordinate
-``imputation``), with the union of their gate reports and the pipeline's record
+Stage 2 gives J imputations of every mixture's losses at the target size and step. Their
+differences are of two kinds: a shift every mixture of a validation domain shares (a draw of
+an exponent or a level moves them all) and each mixture's own scatter. Stage 3 fits the mixing
+law once, to one imputation's own scatter around the imputations' mean level
+(:func:`stage3_data`): its noise scale learns the scatter a target run has. The shared shifts
+(:func:`shared_shifts`, (imputation, eval_domain)) go with the posterior (group
+``imputation_shift``); every prediction adds the shift of one imputation per posterior draw
+(:meth:`~bayesmix.posterior.posterior.Posterior.predict`), so target-scale intervals carry
+stages 1-2's uncertainty, and differences between mixtures are untouched by it.
+:func:`target_posterior` assembles that posterior with the pipeline's record
 (:func:`pipeline_record`, :func:`gate_warnings`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,8 +23,22 @@ import xarray as xr
 
 from bayesmix.data.table import LOSS_PREFIX, MIX_PREFIX, RunTable
 from bayesmix.io import json_safe
-from bayesmix.posterior.diagnostics import Diagnostics
-from bayesmix.posterior.posterior import Posterior
+from bayesmix.posterior.posterior import SHIFT_GROUP, Posterior
+
+
+def shared_shifts(imputed: xr.DataArray) -> xr.DataArray:
+    """Each imputation's level per validation domain relative to the imputations' mean level
+    (imputation, eval_domain), nats per token: the mean over mixtures of an imputation minus
+    the mean over imputations and mixtures. Zero-mean over imputations."""
+    level = imputed.mean("mixture")
+    return (level - level.mean("imputation")).transpose("imputation", "eval_domain")
+
+
+def stage3_data(imputed: xr.DataArray, base: int = 0) -> xr.DataArray:
+    """Stage 3's losses (mixture, eval_domain): imputation ``base`` moved to the imputations'
+    mean level, ``imputed[base] - shift[base]``. One imputation, not their mean: its
+    mixtures keep the scatter of a single run, which stage 3's noise scale must learn."""
+    return imputed.isel(imputation=base) - shared_shifts(imputed).isel(imputation=base)
 
 
 def target_table(
@@ -30,17 +47,13 @@ def target_table(
     n_star: float,
     s_star: float,
     tps: float,
-    j: int | None,
     notes: list[str],
 ) -> RunTable:
     """A run table of one record per mixture at (n_star, s_star) with the given losses."""
     vals = losses.sel(mixture=list(mixtures.index)).transpose("mixture", "eval_domain").values
     bad = vals <= 0
     if bad.any():  # a non-positive loss is not a loss; cannot happen with sane fits
-        notes.append(
-            f"imputation {j + 1 if j is not None else '?'}: {int(bad.sum())} imputed "
-            "losses <= 0 raised to 1e-3"
-        )
+        notes.append(f"{int(bad.sum())} imputed losses <= 0 raised to 1e-3")
         vals = np.where(bad, 1e-3, vals)
     frame = {
         "run": list(mixtures.index),
@@ -52,39 +65,17 @@ def target_table(
         frame[MIX_PREFIX + d] = mixtures[d].to_numpy(dtype=float)
     for i, d in enumerate(losses["eval_domain"].values):
         frame[LOSS_PREFIX + str(d)] = vals[:, i]
-    source = (
-        "nested pipeline, imputation mean" if j is None else f"nested pipeline, imputation {j + 1}"
-    )
-    return RunTable.from_frame(pd.DataFrame(frame), source=source)
+    return RunTable.from_frame(pd.DataFrame(frame), source="nested pipeline, stage 3")
 
 
-def pool(
-    posts: list[Posterior], spec, mean_table: RunTable, imputed: xr.DataArray, record: dict
-) -> Posterior:
-    """One Posterior from the J stage-3 posteriors: chains concatenated and renumbered. Fits
-    that retried towards their gate (:mod:`bayesmix.inference.gate_retry`) may hold more draws: each
-    imputation keeps the fewest number of draws, evenly spaced, so that all weigh the same."""
-    n_chain = posts[0].tree["posterior"].sizes["chain"]
-    n_draw = min(p.tree["posterior"].sizes["draw"] for p in posts)
-    groups = {}
-    for name in ("posterior", "sample_stats"):
-        parts = [thin(p.tree[name].to_dataset(), n_draw) for p in posts]
-        ds = xr.concat(parts, dim="chain", combine_attrs="drop_conflicts")
-        n = ds.sizes["chain"]
-        groups[name] = ds.assign_coords(
-            chain=np.arange(n),
-            imputation=("chain", np.repeat(np.arange(1, len(posts) + 1), n_chain)),
-        )
-    diag = dataclasses.replace(union_diagnostics([p.diagnostics for p in posts]), draws=n_draw)
-    settings = dict(posts[0].settings)
-    settings.pop("attempts", None)  # each imputation's attempts: in the record's stage3
+def target_posterior(post: Posterior, imputed: xr.DataArray, record: dict) -> Posterior:
+    """The stage-3 posterior made the pipeline's: the imputations (group ``imputed_data``),
+    their shared shifts (group ``imputation_shift``, added by every prediction), the target
+    and the pipeline's record in its settings and attributes."""
+    settings = post.settings
     settings.update(
         {
-            "chains": int(groups["posterior"].sizes["chain"]),
-            "draws": n_draw,
             "seed": record["seed"],
-            "compile_s": round(sum(p.settings["compile_s"] for p in posts), 3),
-            "sample_s": round(sum(p.settings["sample_s"] for p in posts), 3),
             "pipeline": "nested",
             "imputations": record["imputations"],
             "target_n_params": record["target"]["n_params"],
@@ -92,52 +83,26 @@ def pool(
             "target_tokens": record["target"]["tokens"],
         }
     )
-    post = Posterior.from_fit(xr.DataTree.from_dict(groups), spec, mean_table, diag, settings)
+    post.tree.attrs["bayesmix_settings"] = json.dumps(json_safe(settings), sort_keys=True)
     post.tree["imputed_data"] = xr.DataTree(
         xr.Dataset(
             {
                 "loss": imputed.rename(mixture="run").assign_attrs(
                     units="nats per token",
-                    description="stage-3 data of each imputation: stage-2 predictive draws at the "
-                    "target size and step",
+                    description="stage-2 predictive draws at the target size and step, one "
+                    "table per imputation",
                 )
             }
         )
     )
+    shift = shared_shifts(imputed).assign_attrs(
+        units="nats per token",
+        description="each imputation's level per validation domain minus their mean: added to "
+        "the predictions of one posterior draw in J (draw index modulo J)",
+    )
+    post.tree[SHIFT_GROUP] = xr.DataTree(xr.Dataset({"shift": shift}))
     post.tree.attrs["bayesmix_pipeline"] = json.dumps(json_safe(record), sort_keys=True)
     return post
-
-
-def thin(ds: xr.Dataset, n_draw: int) -> xr.Dataset:
-    """``n_draw`` evenly spaced draws of ``ds`` (all when it has that many), renumbered 0..n-1
-    so that datasets of several fits align along ``draw``."""
-    keep = np.linspace(0, ds.sizes["draw"] - 1, n_draw).round().astype(int)
-    return ds.isel(draw=keep).assign_coords(draw=np.arange(n_draw))
-
-
-def union_diagnostics(reports: Sequence[Diagnostics]) -> Diagnostics:
-    """The worst figures of several fits' gate reports and all their failures (prefixed with
-    ``imputation j``); chains add up."""
-
-    def key_max(r):
-        return r.max_rhat if math.isfinite(r.max_rhat) else -math.inf
-
-    jr = max(range(len(reports)), key=lambda j: key_max(reports[j]))
-    je = min(range(len(reports)), key=lambda j: reports[j].min_ess_bulk)
-    bfmi = [r.min_bfmi for r in reports if math.isfinite(r.min_bfmi)]
-    return Diagnostics(
-        chains=sum(r.chains for r in reports),
-        draws=reports[0].draws,
-        divergences=sum(r.divergences for r in reports),
-        treedepth_hits=sum(r.treedepth_hits for r in reports),
-        min_bfmi=min(bfmi) if bfmi else float("nan"),
-        max_rhat=reports[jr].max_rhat,
-        min_ess_bulk=reports[je].min_ess_bulk,
-        min_ess_tail=min(r.min_ess_tail for r in reports),
-        worst_rhat=f"imputation {jr + 1}: {reports[jr].worst_rhat}",
-        worst_ess=f"imputation {je + 1}: {reports[je].worst_ess}",
-        failed=[f"imputation {j + 1}: {f}" for j, r in enumerate(reports) for f in r.failed],
-    )
 
 
 def pipeline_record(post: Posterior) -> dict | None:
@@ -159,16 +124,18 @@ def gate_warnings(post: Posterior) -> list[str]:
             "nested pipeline stage 1 (step law) did not pass its diagnostics: "
             + "; ".join(s1["failed"])
         )
-    for name, reports in (("2 (size law)", rec["stage2"]), ("3 (mixing law)", rec["stage3"])):
-        bad = [
-            (j, r["diagnostics"]["failed"])
-            for j, r in enumerate(reports)
-            if r["diagnostics"]["failed"]
-        ]
-        if bad:
-            lines.append(
-                f"nested pipeline stage {name} did not pass its diagnostics in "
-                f"{len(bad)} of {len(reports)} imputations: "
-                + "; ".join(f"imputation {j + 1}: {f[0]}" for j, f in bad)
-            )
+    bad = [(j, r["diagnostics"]["failed"]) for j, r in enumerate(rec["stage2"])]
+    bad = [(j, f) for j, f in bad if f]
+    if bad:
+        lines.append(
+            f"nested pipeline stage 2 (size law) did not pass its diagnostics in {len(bad)} of "
+            f"{len(rec['stage2'])} imputations: "
+            + "; ".join(f"imputation {j + 1}: {f[0]}" for j, f in bad)
+        )
+    s3 = rec["stage3"]["diagnostics"]
+    if s3["failed"]:
+        lines.append(
+            "nested pipeline stage 3 (mixing law) did not pass its diagnostics: "
+            + "; ".join(s3["failed"])
+        )
     return lines
