@@ -69,6 +69,7 @@ def build_curve_model(d: CurveData) -> pm.Model:
             "log_ratio": data["slot_x"][:, None, :],  # (G, 1, U)
             "log_reducible_loc": pm.Data("log_reducible_loc", v["log_reducible_loc"]),
             "log_exponent_loc": pm.Data("log_exponent_loc", v["log_exponent_loc"]),
+            "noise_floor": data["noise_floor"],
         }
         if d.annealed:
             inputs["anneal"] = data["slot_a"]
@@ -133,6 +134,7 @@ _MODEL_DATA = {
     "curve_saa": "curve",
     "level_mean": "curve",
     "level_sd": "curve",
+    "noise_floor": "eval_domain",
 }
 
 
@@ -154,8 +156,9 @@ def slots(d: CurveData) -> tuple[np.ndarray, np.ndarray]:
 def model_values(d: CurveData) -> dict:
     """The model's ``pm.Data`` (:data:`_MODEL_DATA`): per (curve, slot) the number of points
     ``slot_n``, the sum of centred losses ``slot_y`` and of S2 ``slot_a``; per curve the sums
-    of y, y^2 and (annealed) S2, S2 y, S2^2; each curve's level prior; the prior centres. Sums
-    over slots with these weights equal sums over the curve's observations."""
+    of y, y^2 and (annealed) S2, S2 y, S2^2; each curve's level prior; the prior centres; the
+    noise floor per domain. Sums over slots with these weights equal sums over the curve's
+    observations."""
     v = curve_values(d)
     slot_x, slot = slots(d)
     shape = (len(d.curve_n), slot_x.shape[1])
@@ -170,6 +173,11 @@ def model_values(d: CurveData) -> dict:
         "level_sd": v["level_sd"],
         "log_reducible_loc": v["log_reducible_loc"],
         "log_exponent_loc": v["log_exponent_loc"],
+        "noise_floor": (
+            np.zeros(len(d.eval_domains))
+            if d.noise_floor is None
+            else np.asarray(d.noise_floor, float)
+        ),
     }
     if d.anneal is not None:
         n_curve = len(d.curve_n)

@@ -41,7 +41,8 @@ class CurveData:
     squares of centred losses). Per observation: ``y`` (nats per token), ``obs_curve``,
     ``log_ratio``, ``record_idx`` (the proxy checkpoint / run it belongs to: one record shares
     a shock across domains). ``observed`` (series, K). ``series_size`` (series,): model size of
-    each run (stage 1) or NaN.
+    each run (stage 1) or NaN. ``noise_floor`` (K,): the least noise sd a point has, nats per
+    token (stage 2: the noise stage 1 put into its imputed losses; None: 0).
     """
 
     kind: str
@@ -70,6 +71,7 @@ class CurveData:
     tokens_per_step: float = float(TOKENS_PER_STEP)
     anneal: np.ndarray | None = None
     notes: tuple[str, ...] = ()
+    noise_floor: np.ndarray | None = None
 
     @property
     def point_range(self) -> tuple[float, float]:

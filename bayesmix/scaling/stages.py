@@ -8,6 +8,7 @@ passes or the time budget ends (:func:`bayesmix.inference.gate_retry.sample_to_g
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -154,6 +155,7 @@ def fit_size_law(
     losses: xr.DataArray,
     design: Design,
     *,
+    noise_floor: np.ndarray | None = None,
     draws: int = PIPELINE_DRAWS,
     tune: int = PIPELINE_TUNE,
     chains: int = 2,
@@ -170,10 +172,15 @@ def fit_size_law(
     tell mixtures' exponents apart), ``R[m,k] ~ Normal(Rm_k, cv_k Rm_k)``, level and R
     integrated out. The run-level shock shared by the domains of one proxy run enters the
     predictive the same way. Compiled once per structure (mixtures, sizes, domains, missing
-    pattern); refits swap the data. ``max_time`` as in :func:`fit_step_law`.
+    pattern); refits swap the data. ``max_time`` as in :func:`fit_step_law`. ``noise_floor``
+    (K,): the noise sd stage 1 put into ``losses`` (its draw's ``sigma``), nats per token: the
+    size law's noise never goes below it (:class:`~bayesmix.laws.curve.PowerCurve`).
     """
+    data = size_data(losses, design)
+    if noise_floor is not None:
+        data = dataclasses.replace(data, noise_floor=np.asarray(noise_floor, float))
     return run_stage(
-        size_data(losses, design),
+        data,
         draws=draws,
         tune=tune,
         chains=chains,

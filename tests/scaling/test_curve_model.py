@@ -84,6 +84,36 @@ def test_slot_sums_give_the_per_observation_likelihood(annealed):
         assert np.isclose(float(loss), expected, rtol=1e-10, atol=1e-8)
 
 
+def test_noise_floor_bounds_the_noise_and_zero_changes_nothing():
+    """A noise floor f (stage 2: the noise stage 1 put into its imputations) makes the noise
+    sqrt(f^2 + exp(log_sigma)^2) at every point of the sampler's space; f = 0 (stage 1) is the
+    plain exp(log_sigma), with the same log density."""
+    import dataclasses
+
+    d = step_data(_runs(False))
+    floor = np.array([0.03, 0.05])
+    plain, floored = (
+        build_curve_model(d),
+        build_curve_model(dataclasses.replace(d, noise_floor=floor)),
+    )
+    rng = np.random.default_rng(2)
+    point = {k: v + rng.normal(0.0, 0.5, np.shape(v)) for k, v in plain.initial_point().items()}
+    own = np.exp(point["log_sigma"])
+
+    def sigma(model):
+        (out,) = model.replace_rvs_by_values([model["sigma"]])
+        return model.compile_fn(out, inputs=model.value_vars, on_unused_input="ignore")(point)
+
+    sigma_plain, sigma_floor = sigma(plain), sigma(floored)
+    np.testing.assert_allclose(sigma_plain, own, rtol=1e-12)
+    np.testing.assert_allclose(sigma_floor, np.sqrt(floor**2 + own**2), rtol=1e-12)
+    assert np.all(sigma_floor >= floor)
+    # the same density at f = 0 as a model built without any floor value
+    zero = build_curve_model(dataclasses.replace(d, noise_floor=np.zeros(2)))
+    assert np.isclose(zero.compile_logp()(point), plain.compile_logp()(point), rtol=1e-12)
+    assert not np.isclose(floored.compile_logp()(point), plain.compile_logp()(point))
+
+
 def test_step_law_recovers_the_simulated_exponent():
     """Stage 1 in the slot form on simulated learning curves whose loss is a power law in the
     tokens with exponent beta = 0.35 (bayesmix.model.simulation's scale law): every (size,
