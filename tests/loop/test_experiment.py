@@ -154,6 +154,45 @@ def test_experiment_cycle_without_the_cli(fitted, tmp_path, no_fit):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["thompson", "random"])
+def test_single_scale_strategies_plan_runs_at_the_menus_largest_entry(
+    fitted, tmp_path, no_fit, strategy
+):
+    """With a proxy menu in the ledger, a strategy that chooses mixtures only plans every run
+    at the menu's largest entry (the largest size, at its most steps: not the entry with the
+    most steps, nor the dearest), says so in a note the CLI prints, and lists the size, steps,
+    tokens and cost; the ledger and the hand-off file hold them for {n_params} and {steps}."""
+    path = copy_experiment(fitted["folder"], tmp_path / "copy")
+    menu = ["--menu", "2@200,3@300,3@400,1@900", "--target-scale", "5@4000"]
+    argv = ["propose", "--ledger", "exp.db", "-n", 3, "--strategy", strategy, "--quiet"]
+    fit = ["--draws", FIT["draws"], "--tune", FIT["tune"], "--chains", FIT["chains"]]
+    done = run_cli(*argv, *fit, *menu, "--tokens-per-step", 256, cwd=path.parent)
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"note: {strategy} chooses mixtures, not sizes: every run is planned at the menu's "
+        "largest entry 3@400 (target-info chooses among the entries)"
+    ) in done.stdout
+    table = done.stdout.splitlines()[-4:]
+    header = table[0].split()
+    assert header[0] == "run" and header.index("size") + 1 == header.index("steps")
+    at = header.index("size")
+    # cost relative to the cheapest entry: 3 x 400 / (2 x 200) = 3
+    rows = [line.split()[at : at + 4] for line in table[1:]]
+    assert rows == [["3", "400", "1.024e+05", "3"]] * 3, table
+    with Ledger.open(path) as led:
+        runs = led.runs()
+        record = led.fit_records()[2]
+    assert record["reused"] is True and record["strategy"] == strategy
+    new = runs[runs["round"] == 2]
+    assert len(new) == 3 and (new["strategy"] == strategy).all()
+    assert new[["n_params", "steps", "tokens"]].drop_duplicates().values.tolist() == [
+        [3, 400, 400 * 256]
+    ]
+    handoff = pd.read_csv(path.parent / "exp-round2.csv")
+    assert handoff["n_params"].tolist() == [3] * 3 and handoff["steps"].tolist() == [400] * 3
+
+
+@pytest.mark.slow
 def test_new_results_trigger_a_refit_and_only_then(fitted, tmp_path, monkeypatch):
     """Ingesting a result changes the digest: the next posterior() fits (counted, not run)."""
     fit_module = importlib.import_module("bayesmix.inference.fitting")
