@@ -321,11 +321,11 @@ def entry_text(menu: Menu, entry: int) -> str:
     return f"{size_label(menu.n_params[entry])}@{menu.steps[entry]:g}"
 
 
-def at_menu_entry(batch: Batch, menu: Menu, entry: int | None = None) -> Batch:
-    """A batch chosen without sizes (a single-scale strategy) planned at one menu entry
-    (default :func:`largest_entry`): every candidate gets its size, steps, tokens and cost,
-    the chosen runs its cost relative to the menu's cheapest entry, and a note says so."""
-    e = largest_entry(menu) if entry is None else int(entry)
+def at_menu_entry(batch: Batch, menu: Menu) -> Batch:
+    """A batch chosen without sizes (a single-scale strategy) planned at the menu's
+    :func:`largest_entry`: every candidate gets its size, steps, tokens and cost, the chosen
+    runs its cost relative to the menu's cheapest entry, and a note says so."""
+    e = largest_entry(menu)
     n = len(batch.candidates)
     cands = replace(
         batch.candidates,
