@@ -192,6 +192,54 @@ def test_single_scale_strategies_plan_runs_at_the_menus_largest_entry(
     assert handoff["n_params"].tolist() == [3] * 3 and handoff["steps"].tolist() == [400] * 3
 
 
+SIZED_TRAINER = textwrap.dedent(
+    """
+    import json, sys
+    run, mixture_file, out, n_params, steps, log = sys.argv[1:]
+    mix = json.load(open(mixture_file))
+    open(log, "a").write(f"{run} {n_params} {steps}\\n")
+    names = sorted(mix)
+    head = ["run"] + ["mix." + d for d in names] + ["loss." + d for d in names]
+    row = [run] + [repr(mix[d]) for d in names] + [repr(2.0 + mix[d]) for d in names]
+    open(out, "w").write(",".join(head) + "\\n" + ",".join(map(str, row)) + "\\n")
+    """
+)
+
+
+@pytest.mark.slow
+def test_run_launches_a_single_scale_batch_at_the_menus_largest_entry(fitted, tmp_path, no_fit):
+    """bayesmix run with a menu and thompson: the batch it proposes (posterior reused) is
+    planned at the menu's largest entry, the note is said, and the command gets {n_params}
+    and {steps}."""
+    path = copy_experiment(fitted["folder"], tmp_path / "copy")
+    exp = Experiment(path, **FIT)
+    waiting = exp.runs("proposed")["run"].tolist()
+    exp.set_statuses(dict.fromkeys(waiting, "abandoned"))  # run proposes a new batch
+    (tmp_path / "trainer.py").write_text(SIZED_TRAINER)
+    log = tmp_path / "launched.txt"
+    command = (
+        f"{sys.executable} {tmp_path / 'trainer.py'} {{run}} {{mixture_file}} {{out}} "
+        f"{{n_params}} {{steps}} {log}"
+    )
+    menu = ["--menu", "2@200,3@300,3@400,1@900", "--target-scale", "5@4000"]
+    fit = ["--draws", FIT["draws"], "--tune", FIT["tune"], "--chains", FIT["chains"]]
+    done = run_cli(
+        "run", "--ledger", "exp.db", "--command", command, "-n", 2, "--no-recommend",
+        *fit, *menu, cwd=path.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        "note: thompson chooses mixtures, not sizes: every run is planned at the menu's "
+        "largest entry 3@400"
+    ) in done.stderr
+    launched = sorted(line.split() for line in log.read_text().splitlines())
+    new = exp.runs()
+    new = new[new["round"] == 2]
+    assert launched == [[r, "3", "400"] for r in sorted(new["run"])]
+    assert (new["status"] == "completed").all() and len(new) == 2
+    assert new["n_params"].tolist() == [3, 3] and new["steps"].tolist() == [400, 400]
+
+
 @pytest.mark.slow
 def test_new_results_trigger_a_refit_and_only_then(fitted, tmp_path, monkeypatch):
     """Ingesting a result changes the digest: the next posterior() fits (counted, not run)."""
