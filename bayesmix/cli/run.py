@@ -121,20 +121,10 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run(args) -> int:
-    from bayesmix.cli._options import menu_from_args
-    from bayesmix.cli.propose import banner_warnings
-    from bayesmix.laws import get_law
+def _propose_options(args) -> dict:
+    """The template and numbers checked; what each round's propose gets besides -n and
+    --strategy (the menu is recorded once, before the first launch)."""
     from bayesmix.loop.command_template import check_template
-    from bayesmix.loop.executors import get_executor
-    from bayesmix.loop.experiment import Experiment
-    from bayesmix.loop.proposing import menu_to_record
-    from bayesmix.loop.runner import Runner, check_workdir
-    from bayesmix.model.spec import load_spec
-
-    def say(msg: str) -> None:
-        if not args.quiet:
-            print(f"[run] {msg}", file=sys.stderr, flush=True)
 
     check_template(args.command)
     for name in ("parallel", "rounds", "n", "draws", "tune", "chains"):
@@ -150,6 +140,41 @@ def run(args) -> int:
         opts["weights"] = args.weights  # a JSON file; read and checked by propose
     if args.min_distance is not None:
         opts["min_distance"] = args.min_distance
+    return opts
+
+
+def _slurm_options(args) -> dict:
+    """submitit's parameters from the --slurm-* options (only with --executor slurm)."""
+    slurm = {
+        key: value
+        for key, value in (
+            ("slurm_partition", args.slurm_partition),
+            ("timeout_min", args.slurm_time),
+            ("gpus_per_node", args.slurm_gpus),
+            ("cpus_per_task", args.slurm_cpus),
+        )
+        if value is not None
+    }
+    if slurm and args.executor != "slurm":
+        raise errors.OptionError("--slurm-* options need --executor slurm")
+    return slurm
+
+
+def run(args) -> int:
+    from bayesmix.cli._options import menu_from_args
+    from bayesmix.cli.propose import banner_warnings
+    from bayesmix.laws import get_law
+    from bayesmix.loop.executors import get_executor
+    from bayesmix.loop.experiment import Experiment
+    from bayesmix.loop.proposing import menu_to_record
+    from bayesmix.loop.runner import Runner, check_workdir
+    from bayesmix.model.spec import load_spec
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"[run] {msg}", file=sys.stderr, flush=True)
+
+    opts = _propose_options(args)
     exp = Experiment(
         args.ledger,
         model=args.model,
@@ -163,18 +188,7 @@ def run(args) -> int:
     law = get_law(load_spec(args.model).law)
     # the menu read and the strategy's needs checked now; recorded before the first launch
     fidelity = menu_to_record(args.ledger, args.strategy, law, menu_from_args(args))
-    slurm = {
-        key: value
-        for key, value in (
-            ("slurm_partition", args.slurm_partition),
-            ("timeout_min", args.slurm_time),
-            ("gpus_per_node", args.slurm_gpus),
-            ("cpus_per_task", args.slurm_cpus),
-        )
-        if value is not None
-    }
-    if slurm and args.executor != "slurm":
-        raise errors.OptionError("--slurm-* options need --executor slurm")
+    slurm = _slurm_options(args)
     on_round = None
     if args.mlflow:
         from bayesmix.loop.tracking import MLflowTracker

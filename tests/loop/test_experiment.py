@@ -1,7 +1,8 @@
 """The Experiment API (bayesmix.loop.experiment): the whole active-learning loop without the shell,
 concurrent proposers, a proposer killed between the ledger write and the hand-off file, output
-checks, posterior paths relative to the ledger, acquisition on other laws, and cost-aware
-Thompson sampling / random selection.
+checks, posterior paths relative to the ledger, acquisition on other laws, cost-aware
+Thompson sampling / random selection, and single-scale strategies with a proxy menu (planned at
+its largest entry, launched by bayesmix run with that size and steps).
 
 One session fixture fits (default model, 2 x 100 draws) inside an experiment; tests that need
 a posterior work on copies of its folder (the posterior path is stored relative to the ledger,
