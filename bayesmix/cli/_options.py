@@ -217,7 +217,8 @@ def scale_from_args(args, law) -> dict[str, Any]:
 
 def add_menu_arguments(p: argparse.ArgumentParser) -> None:
     """--menu, --target-scale, --tokens-per-step: the proxy menu and target scale of a
-    multi-fidelity loop, recorded in the ledger (``bayesmix init``, ``bayesmix propose``)."""
+    multi-fidelity loop, recorded in the ledger (``bayesmix init``, ``propose``, ``run``: one
+    definition, one meaning)."""
     from bayesmix.data.ye_logs import TOKENS_PER_STEP
     from bayesmix.loop.fidelity import ENTRY_FORM
 

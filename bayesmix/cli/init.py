@@ -6,7 +6,8 @@ are checked for feasibility before anything is written. ``--initial-design N`` r
 runs spread over the feasible set (round 0) and writes them to a CSV or JSON file for the
 training jobs. ``--menu`` and ``--target-scale`` record the proxy sizes and step counts one can
 train and the target run's scale (a multi-fidelity loop); the initial design's runs then get
-planned sizes, each size's longest entry in turn.
+planned sizes, each size's longest entry in turn. ``--target-tokens`` given with
+``--target-scale`` must be its steps x ``--tokens-per-step``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bayesmix.cli._output import add_force_argument, proposals_table
 from bayesmix.data.loaders import FORMATS, load
 from bayesmix.data.table import check_domain_names, check_known_domains
 from bayesmix.loop import design
+from bayesmix.loop.fidelity import check_target_tokens
 from bayesmix.loop.ledger import check_proposals_path, describe_fidelity
 
 
@@ -125,6 +127,13 @@ def run(args) -> int:
                 hint="e.g. --domains web,code,books",
             )
         check_domain_names(names, "training", source="--domains")
+    if args.target_tokens is not None and args.target_scale is not None:
+        check_target_tokens(
+            args.target_tokens,
+            args.target_scale,
+            args.tokens_per_step,
+            names=("--target-tokens", "--target-scale"),
+        )
     if ledger_path.exists():
         raise errors.LedgerError(
             "a file already exists here; refusing to overwrite it",

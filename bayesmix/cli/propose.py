@@ -33,6 +33,8 @@ _EPILOG = """strategies:
   target-info   (mixture, size, steps) runs that tell most about the optimum at the target
                 scale per unit of cost (needs --menu/--target-scale and a law over size and
                 tokens, e.g. --model scaling)
+With a menu in the ledger the other strategies choose mixtures only: their runs are planned
+at the menu's largest entry (the largest size at its most steps), and a note says so.
 
 examples:
   bayesmix propose --ledger exp.db -n 8

@@ -7,8 +7,10 @@ directory ``bayesmix run`` was started in (``--cwd`` to change it) on this machi
 ``--ray-address`` or a local Ray instance). The job writes its losses to ``{out}`` (a run table
 ``bayesmix ingest`` reads, e.g. a tidy CSV); they are recorded, failures are retried
 ``--retries`` times, then the next batch is proposed, for ``--rounds`` rounds. Ctrl-C stops the
-jobs and leaves the ledger consistent; running the same command again resumes. The work is done
-by :class:`bayesmix.loop.runner.Runner`.
+jobs and leaves the ledger consistent; running the same command again resumes. ``--menu``,
+``--target-scale`` and ``--tokens-per-step`` mean what they mean for ``bayesmix propose``: checked
+with every other option and recorded in the ledger before the first launch (what is not given is
+kept). The work is done by :class:`bayesmix.loop.runner.Runner`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ _EPILOG = (
       --command 'python train.py --run {run} --mixture-file {mixture_file} --out {out}'
   bayesmix run --ledger exp.db --executor ray --ray-address 10.0.0.5:6379 --parallel 16 \\
       --command 'python train.py --mix {mixture_json} --out {out}'
-  bayesmix run --ledger exp.db --model scaling --strategy target-info -n 4 --command \\
+  bayesmix run --ledger exp.db --model scaling --strategy target-info -n 4 \\
+      --menu 70M@10000,160M@10000,410M@20000 --target-scale 1B@100000 --command \\
       'python train.py --size {n_params} --steps {steps} --mixture-file {mixture_file} --out {out}'
 
 placeholders: """
@@ -46,7 +49,7 @@ retries, 2 for bad input, 130 when interrupted."""
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from bayesmix.cli._options import add_refit_arguments
+    from bayesmix.cli._options import add_menu_arguments, add_refit_arguments
     from bayesmix.loop.acquire import MULTIFIDELITY_STRATEGIES, STRATEGIES
     from bayesmix.loop.executors import EXECUTORS
 
@@ -108,6 +111,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--no-recommend", action="store_true", help="do not fit and recommend at the end"
     )
+    add_menu_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
     return p
@@ -117,16 +121,10 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run(args) -> int:
-    from bayesmix.cli.propose import banner_warnings
+def _propose_options(args) -> dict:
+    """The template and numbers checked; what each round's propose gets besides -n and
+    --strategy (the menu is recorded once, before the first launch)."""
     from bayesmix.loop.command_template import check_template
-    from bayesmix.loop.executors import get_executor
-    from bayesmix.loop.experiment import Experiment
-    from bayesmix.loop.runner import Runner, check_workdir
-
-    def say(msg: str) -> None:
-        if not args.quiet:
-            print(f"[run] {msg}", file=sys.stderr, flush=True)
 
     check_template(args.command)
     for name in ("parallel", "rounds", "n", "draws", "tune", "chains"):
@@ -142,16 +140,11 @@ def run(args) -> int:
         opts["weights"] = args.weights  # a JSON file; read and checked by propose
     if args.min_distance is not None:
         opts["min_distance"] = args.min_distance
-    exp = Experiment(
-        args.ledger,
-        model=args.model,
-        draws=args.draws,
-        tune=args.tune,
-        chains=args.chains,
-        random_seed=args.seed,
-        progressbar=not args.quiet,
-        log=say,
-    )
+    return opts
+
+
+def _slurm_options(args) -> dict:
+    """submitit's parameters from the --slurm-* options (only with --executor slurm)."""
     slurm = {
         key: value
         for key, value in (
@@ -164,6 +157,38 @@ def run(args) -> int:
     }
     if slurm and args.executor != "slurm":
         raise errors.OptionError("--slurm-* options need --executor slurm")
+    return slurm
+
+
+def run(args) -> int:
+    from bayesmix.cli._options import menu_from_args
+    from bayesmix.cli.propose import banner_warnings
+    from bayesmix.laws import get_law
+    from bayesmix.loop.executors import get_executor
+    from bayesmix.loop.experiment import Experiment
+    from bayesmix.loop.proposing import menu_to_record
+    from bayesmix.loop.runner import Runner, check_workdir
+    from bayesmix.model.spec import load_spec
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"[run] {msg}", file=sys.stderr, flush=True)
+
+    opts = _propose_options(args)
+    exp = Experiment(
+        args.ledger,
+        model=args.model,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        random_seed=args.seed,
+        progressbar=not args.quiet,
+        log=say,
+    )
+    law = get_law(load_spec(args.model).law)
+    # the menu read and the strategy's needs checked now; recorded before the first launch
+    fidelity = menu_to_record(args.ledger, args.strategy, law, menu_from_args(args))
+    slurm = _slurm_options(args)
     on_round = None
     if args.mlflow:
         from bayesmix.loop.tracking import MLflowTracker
@@ -190,6 +215,13 @@ def run(args) -> int:
         log=say,
         on_round=on_round,
     )
+    if fidelity is not None:  # every option checked: recorded before the first launch
+        try:
+            exp.set_menu(fidelity.menu, fidelity.target)
+        except BaseException:
+            executor.shutdown()
+            raise
+        print(f"note: recorded: {fidelity.describe()}", flush=True)
     old = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
     try:
         with banner_warnings():

@@ -23,10 +23,16 @@ the candidates its result would predict, at every size), so one batch mixes size
 predictions are Winsorised per candidate (:func:`bayesmix.loop.information.robust_values`), so
 a few absurd draws do not decide. Law-generic: it uses only the law's mean and per-draw optima.
 
-Menus as text (the ``--menu`` of ``bayesmix init``/``propose``): :func:`parse_menu` reads
+A single-scale strategy (thompson, optimum-info, bald, random) chooses mixtures only; with a
+menu its runs are planned at the menu's largest entry (:func:`at_menu_entry`,
+:func:`largest_entry`: the largest size at its most steps, the proxy nearest the target), so
+every proposal has a size and steps to train at.
+
+Menus as text (the ``--menu`` of ``bayesmix init``/``propose``/``run``): :func:`parse_menu` reads
 comma-separated ``SIZE@STEPS[=COST]`` entries (``70M@10000,160M@10000,410M@20000=12``; sizes and
-steps as numbers or with K, M, B, T), :func:`parse_scale` the target's ``SIZE@STEPS``, and
-:func:`menu_text` writes a menu back in that form.
+steps as numbers or with K, M, B, T), :func:`parse_scale` the target's ``SIZE@STEPS``,
+:func:`menu_text` writes a menu back in that form, and :func:`check_target_tokens` refuses a
+target token count that is not the target scale's steps x tokens per step.
 """
 
 from __future__ import annotations
@@ -302,6 +308,57 @@ def spread_over_menu(batch: Batch, menu: Menu) -> Batch:
     out = Batch(batch.strategy, batch.mixtures, np.arange(len(batch)), batch.score, cands)
     out.cost, out.notes = menu.cost[pick] / menu.cost.min(), list(batch.notes)
     return out
+
+
+def largest_entry(menu: Menu) -> int:
+    """Index of the menu's largest entry: the largest size, at its most steps (the proxy
+    nearest the target run)."""
+    return int(full_runs(menu)[-1])
+
+
+def entry_text(menu: Menu, entry: int) -> str:
+    """One entry as ``SIZE@STEPS`` text (``410M@20000``)."""
+    return f"{size_label(menu.n_params[entry])}@{menu.steps[entry]:g}"
+
+
+def at_menu_entry(batch: Batch, menu: Menu) -> Batch:
+    """A batch chosen without sizes (a single-scale strategy) planned at the menu's
+    :func:`largest_entry`: every candidate gets its size, steps, tokens and cost, the chosen
+    runs its cost relative to the menu's cheapest entry, and a note says so."""
+    e = largest_entry(menu)
+    n = len(batch.candidates)
+    cands = replace(
+        batch.candidates,
+        n_params=np.full(n, menu.n_params[e]),
+        steps=np.full(n, menu.steps[e]),
+        tokens=np.full(n, menu.tokens[e]),
+        costs=np.full(n, menu.cost[e]),
+    )
+    note = (
+        f"{batch.strategy} chooses mixtures, not sizes: every run is planned at the menu's "
+        f"largest entry {entry_text(menu, e)} (target-info chooses among the entries)"
+    )
+    rel = np.full(len(batch), menu.cost[e] / menu.cost.min())
+    return replace(batch, candidates=cands, cost=rel, notes=[*batch.notes, note])
+
+
+def check_target_tokens(
+    target_tokens: float,
+    target_scale: str,
+    tokens_per_step: float | None = None,
+    names: tuple[str, str] = ("target_tokens", "target_scale"),
+) -> None:
+    """OptionError naming both ``names`` unless ``target_tokens`` equals the tokens of
+    ``target_scale`` (``SIZE@STEPS`` text: steps x ``tokens_per_step``, default
+    :data:`~bayesmix.data.ye_logs.TOKENS_PER_STEP`; relative tolerance 1e-9)."""
+    tps = float(TOKENS_PER_STEP) if tokens_per_step is None else tokens_per_step
+    tokens = parse_scale(target_scale, tokens_per_step=tps)["tokens"]
+    if not math.isclose(float(target_tokens), tokens, rel_tol=1e-9):
+        raise errors.OptionError(
+            f"{names[0]} {float(target_tokens):.10g} disagrees with {names[1]} {target_scale}: "
+            f"{tokens / tps:.10g} steps x {tps:.10g} tokens per step = {tokens:.10g} tokens",
+            hint=f"make them agree, e.g. {names[0]} {tokens:.10g}",
+        )
 
 
 def check_scale_law(belief: Belief) -> None:

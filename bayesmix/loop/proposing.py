@@ -26,7 +26,7 @@ from bayesmix.data.table import MIX_PREFIX
 from bayesmix.loop import acquire, design
 from bayesmix.loop.batch import Batch
 from bayesmix.loop.candidates import DEFAULT_CANDIDATES, Candidates
-from bayesmix.loop.fidelity import SCALE_INPUTS, spread_over_menu
+from bayesmix.loop.fidelity import SCALE_INPUTS, at_menu_entry, spread_over_menu
 from bayesmix.loop.ledger import (
     Fidelity,
     Ledger,
@@ -182,7 +182,7 @@ class Proposer:
         led.check_writable()  # a read-only or locked ledger: now, not after a fit
         fid = led.fidelity()
         new = None if req.menu is None else resolve_fidelity(fid, **req.menu)
-        self.check_multifidelity(req, new or fid)
+        check_strategy(req.strategy, new or fid, self.law)
         notes = recover_handoffs(led)
         planned = led.next_round()
         explicit = req.explicit_out
@@ -198,28 +198,6 @@ class Proposer:
             led.set_menu(new.menu, new.target)
             notes.append(f"recorded: {new.describe()}")
         return RoundState(planned, notes, handoff)
-
-    def check_multifidelity(self, req: ProposeRequest, fid: Fidelity | None) -> None:
-        """Before any fit: a multi-fidelity strategy needs a menu and target scale (``fid``)
-        and a law over model size and tokens (OptionError naming the strategy)."""
-        name = acquire.get_strategy(req.strategy).name
-        if name not in acquire.MULTIFIDELITY_STRATEGIES:
-            return
-        if fid is None:
-            raise errors.OptionError(
-                f"strategy={req.strategy!r} needs the ledger's proxy menu and target scale",
-                hint="record them with --menu SIZE@STEPS,... --target-scale SIZE@STEPS "
-                "(Experiment.set_menu)",
-                param="strategy",
-            )
-        missing = [k for k in SCALE_INPUTS if self.law is not None and k not in self.law.inputs]
-        if missing:
-            raise errors.OptionError(
-                f"strategy={req.strategy!r} needs a law over model size and tokens: law "
-                f"{self.law.name!r} has no input {missing[0]!r}",
-                hint="fit a law over scale, e.g. --model scaling",
-                param="strategy",
-            )
 
     def candidates(self, led: Ledger, req: ProposeRequest, notes: list[str]):
         """The candidate pool (None: the feasible set); its notes are added to ``notes``."""
@@ -333,6 +311,8 @@ class Proposer:
             n_candidates=req.n_candidates,
             **options,
         )
+        if fid is not None and all(batch.planned(k) is None for k in ("n_params", "steps")):
+            batch = at_menu_entry(batch, fid.menu)  # a single-scale strategy: one entry
         round_record = {
             **(fit.record or {}),
             "strategy": batch.strategy,
@@ -386,6 +366,45 @@ class Proposer:
             ) from None
         led.mark_handoff_written(rec.round_no)
         return written
+
+
+def check_strategy(strategy: str, fid: Fidelity | None, law=None) -> None:
+    """Before any fit or launch: a multi-fidelity strategy needs a menu and target scale
+    (``fid``) and a law over model size and tokens (``law``; None: not checked); OptionError
+    naming the strategy. A single-scale strategy needs neither."""
+    name = acquire.get_strategy(strategy).name
+    if name not in acquire.MULTIFIDELITY_STRATEGIES:
+        return
+    if fid is None:
+        raise errors.OptionError(
+            f"strategy={strategy!r} needs the ledger's proxy menu and target scale",
+            hint="record them with --menu SIZE@STEPS,... --target-scale SIZE@STEPS "
+            "(Experiment.set_menu)",
+            param="strategy",
+        )
+    missing = [k for k in SCALE_INPUTS if law is not None and k not in law.inputs]
+    if missing:
+        raise errors.OptionError(
+            f"strategy={strategy!r} needs a law over model size and tokens: law "
+            f"{law.name!r} has no input {missing[0]!r}",
+            hint="fit a law over scale, e.g. --model scaling",
+            param="strategy",
+        )
+
+
+def menu_to_record(
+    path: str | os.PathLike, strategy: str, law=None, menu: Mapping | None = None
+) -> Fidelity | None:
+    """The menu and target scale a call records (``menu``: the keywords of
+    :meth:`Experiment.set_menu`; None: nothing to record, returns None), resolved against the
+    ledger's (what is not given is kept) and checked with the strategy's needs
+    (:func:`check_strategy`); nothing is written. ``bayesmix run`` records it before its
+    first launch."""
+    with Ledger.open(path) as led:
+        current = led.fidelity()
+    new = None if menu is None else resolve_fidelity(current, **menu)
+    check_strategy(strategy, new or current, law)
+    return new
 
 
 def recover_handoffs(led: Ledger) -> list[str]:

@@ -340,6 +340,8 @@ class Runner:
                         f"round {frame.attrs.get('round')}: proposed {len(frame)} run(s) "
                         f"({frame.attrs.get('strategy', self.strategy)})"
                     )
+                    for note in frame.attrs.get("notes", []):
+                        self._say(f"note: {note}")
                     todo = self._mixtures("proposed")
                 self._say(f"running {len(todo)} run(s): {', '.join(todo)}")
                 done_before, failed_before = len(summary.completed), len(summary.failed)

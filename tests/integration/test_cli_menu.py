@@ -163,3 +163,97 @@ def test_loop_across_sizes_from_the_command_line(tmp_path, monkeypatch):
     post = Posterior.load(tmp_path / fits[2]["posterior"])
     fitted = post.fit_data()
     assert fitted.n_runs == 9 and set(fitted.column("n_params")) == {2, 3, 4}
+
+
+def tiny_command() -> str:
+    """The tiny trainer at each run's planned size and steps."""
+    return (
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(TRAINER))} --run {{run}} "
+        "--mixture-file {mixture_file} --out {out} --n-params {n_params} --steps {steps}"
+    )
+
+
+def test_run_records_the_menu_and_launches_at_its_sizes(tmp_path):
+    """run takes propose's --menu/--target-scale/--tokens-per-step: recorded before the first
+    launch, the initial design launched at the menu's sizes (the trainer trains at them); a
+    later run giving only --target-scale keeps the menu and its tokens per step."""
+    done = bayesmix("init", "--ledger", "exp.db", "--domains", TINY_DOMAINS, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = ["run", "--ledger", "exp.db", "--command", tiny_command(), "--parallel", 2]
+    run += ["--quiet", "--no-recommend"]
+    done = bayesmix(*run, "-n", 3, *TINY_MENU, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        "note: recorded: proxy menu (SIZE@STEPS=relative cost; 256 tokens per step): "
+        "2@200=1,3@200=1.5,4@400=4; target 5 parameters, 1.024e+06 tokens"
+    )
+    fid = fidelity(tmp_path / "exp.db")
+    np.testing.assert_array_equal(fid.menu.n_params, [2, 3, 4])
+    np.testing.assert_array_equal(fid.menu.tokens, [200 * 256, 200 * 256, 400 * 256])
+    with Ledger.open(tmp_path / "exp.db") as led:
+        runs = led.runs().set_index("run")
+        final = led.run_table().final()
+    assert (runs["status"] == "completed").all() and len(runs) == 3
+    assert list(zip(runs["n_params"], runs["steps"])) == [(2, 200), (3, 200), (4, 400)]
+    trained = dict(zip(map(str, final.runs), np.asarray(final.column("n_params"), float)))
+    assert [trained[r] for r in runs.index] == [2, 3, 4]  # trained at the planned sizes
+
+    done = bayesmix(*run, "-n", 1, "--target-scale", "6@8000", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    fid = fidelity(tmp_path / "exp.db")
+    assert fid.target == {"n_params": 6.0, "tokens": 8000 * 256.0}  # read at the kept 256
+    np.testing.assert_array_equal(fid.menu.n_params, [2, 3, 4])
+    np.testing.assert_array_equal(fid.menu.steps, [200, 200, 400])
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--menu", "2@200,3@x"], "--menu '3@x': steps 'x' is not a positive whole number"),
+        (["--target-scale", "5"], "--target-scale '5': not SIZE@STEPS"),
+        (["--tokens-per-step", "0"], "--tokens-per-step 0.0 must be a positive number"),
+        (["--strategy", "target-info"], "--strategy 'target-info' needs the ledger's proxy menu"),
+        (
+            ["--strategy", "target-info", "--menu", "2@200", "--target-scale", "5@4000"],
+            "--strategy 'target-info' needs a law over model size and tokens: law 'm4' has",
+        ),
+        (
+            ["--menu", "2@200", "--target-scale", "5@4000", "--slurm-partition", "gpu"],
+            "--slurm-* options need --executor slurm",
+        ),
+    ],
+)
+def test_bad_run_menu_is_one_line_exit_2_and_changes_nothing(tmp_path, args, fragment):
+    """Every option of run is checked before the menu is recorded or anything launched."""
+    done = bayesmix("init", "--ledger", "exp.db", "--domains", "a,b", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    command = "echo {n_params} {steps} > {out}"
+    done = bayesmix("run", "--ledger", "exp.db", "--command", command, *args, cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("bayesmix run: error: ") and fragment in lines[0], lines[0]
+    assert fidelity(tmp_path / "exp.db") is None
+    with Ledger.open(tmp_path / "exp.db") as led:
+        assert led.runs().empty
+
+
+def test_init_target_tokens_must_agree_with_the_target_scale(tmp_path):
+    """--target-tokens (the token caps' budget) is the target run's tokens: given with
+    --target-scale it must be its steps x tokens per step; then the caps use it."""
+    init = ["init", "--ledger", "exp.db", "--domains", "a,b", "--menu", "2@200"]
+    scale = ["--target-scale", "5@4000", "--tokens-per-step", 256]
+    done = bayesmix(*init, *scale, "--target-tokens", "1e6", cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0] == (
+        "bayesmix init: error: --target-tokens 1000000 disagrees with --target-scale 5@4000: "
+        "4000 steps x 256 tokens per step = 1024000 tokens (make them agree, e.g. "
+        "--target-tokens 1024000)"
+    )
+    assert not (tmp_path / "exp.db").exists()
+    caps = ["--tokens-available", "a=102400", "--target-tokens", "1024000"]
+    done = bayesmix(*init, *scale, *caps, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with Ledger.open(tmp_path / "exp.db") as led:
+        assert led.fidelity().target["tokens"] == 1024000
+        np.testing.assert_allclose(led.constraints.upper, [0.1, 1.0])  # 102400 / 1024000

@@ -1,7 +1,8 @@
 """The Experiment API (bayesmix.loop.experiment): the whole active-learning loop without the shell,
 concurrent proposers, a proposer killed between the ledger write and the hand-off file, output
-checks, posterior paths relative to the ledger, acquisition on other laws, and cost-aware
-Thompson sampling / random selection.
+checks, posterior paths relative to the ledger, acquisition on other laws, cost-aware
+Thompson sampling / random selection, and single-scale strategies with a proxy menu (planned at
+its largest entry, launched by bayesmix run with that size and steps).
 
 One session fixture fits (default model, 2 x 100 draws) inside an experiment; tests that need
 a posterior work on copies of its folder (the posterior path is stored relative to the ledger,
@@ -151,6 +152,93 @@ def test_experiment_cycle_without_the_cli(fitted, tmp_path, no_fit):
     status = exp.status()
     assert status["by_status"]["completed"] == 10 and status["by_status"]["proposed"] == 9
     assert status["missing_handoffs"] == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["thompson", "random"])
+def test_single_scale_strategies_plan_runs_at_the_menus_largest_entry(
+    fitted, tmp_path, no_fit, strategy
+):
+    """With a proxy menu in the ledger, a strategy that chooses mixtures only plans every run
+    at the menu's largest entry (the largest size, at its most steps: not the entry with the
+    most steps, nor the dearest), says so in a note the CLI prints, and lists the size, steps,
+    tokens and cost; the ledger and the hand-off file hold them for {n_params} and {steps}."""
+    path = copy_experiment(fitted["folder"], tmp_path / "copy")
+    menu = ["--menu", "2@200,3@300,3@400,1@900", "--target-scale", "5@4000"]
+    argv = ["propose", "--ledger", "exp.db", "-n", 3, "--strategy", strategy, "--quiet"]
+    fit = ["--draws", FIT["draws"], "--tune", FIT["tune"], "--chains", FIT["chains"]]
+    done = run_cli(*argv, *fit, *menu, "--tokens-per-step", 256, cwd=path.parent)
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"note: {strategy} chooses mixtures, not sizes: every run is planned at the menu's "
+        "largest entry 3@400 (target-info chooses among the entries)"
+    ) in done.stdout
+    table = done.stdout.splitlines()[-4:]
+    header = table[0].split()
+    assert header[0] == "run" and header.index("size") + 1 == header.index("steps")
+    at = header.index("size")
+    # cost relative to the cheapest entry: 3 x 400 / (2 x 200) = 3
+    rows = [line.split()[at : at + 4] for line in table[1:]]
+    assert rows == [["3", "400", "1.024e+05", "3"]] * 3, table
+    with Ledger.open(path) as led:
+        runs = led.runs()
+        record = led.fit_records()[2]
+    assert record["reused"] is True and record["strategy"] == strategy
+    new = runs[runs["round"] == 2]
+    assert len(new) == 3 and (new["strategy"] == strategy).all()
+    assert new[["n_params", "steps", "tokens"]].drop_duplicates().values.tolist() == [
+        [3, 400, 400 * 256]
+    ]
+    handoff = pd.read_csv(path.parent / "exp-round2.csv")
+    assert handoff["n_params"].tolist() == [3] * 3 and handoff["steps"].tolist() == [400] * 3
+
+
+SIZED_TRAINER = textwrap.dedent(
+    """
+    import json, sys
+    run, mixture_file, out, n_params, steps, log = sys.argv[1:]
+    mix = json.load(open(mixture_file))
+    open(log, "a").write(f"{run} {n_params} {steps}\\n")
+    names = sorted(mix)
+    head = ["run"] + ["mix." + d for d in names] + ["loss." + d for d in names]
+    row = [run] + [repr(mix[d]) for d in names] + [repr(2.0 + mix[d]) for d in names]
+    open(out, "w").write(",".join(head) + "\\n" + ",".join(map(str, row)) + "\\n")
+    """
+)
+
+
+@pytest.mark.slow
+def test_run_launches_a_single_scale_batch_at_the_menus_largest_entry(fitted, tmp_path, no_fit):
+    """bayesmix run with a menu and thompson: the batch it proposes (posterior reused) is
+    planned at the menu's largest entry, the note is said, and the command gets {n_params}
+    and {steps}."""
+    path = copy_experiment(fitted["folder"], tmp_path / "copy")
+    exp = Experiment(path, **FIT)
+    waiting = exp.runs("proposed")["run"].tolist()
+    exp.set_statuses(dict.fromkeys(waiting, "abandoned"))  # run proposes a new batch
+    (tmp_path / "trainer.py").write_text(SIZED_TRAINER)
+    log = tmp_path / "launched.txt"
+    command = (
+        f"{sys.executable} {tmp_path / 'trainer.py'} {{run}} {{mixture_file}} {{out}} "
+        f"{{n_params}} {{steps}} {log}"
+    )
+    menu = ["--menu", "2@200,3@300,3@400,1@900", "--target-scale", "5@4000"]
+    fit = ["--draws", FIT["draws"], "--tune", FIT["tune"], "--chains", FIT["chains"]]
+    done = run_cli(
+        "run", "--ledger", "exp.db", "--command", command, "-n", 2, "--no-recommend",
+        *fit, *menu, cwd=path.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        "note: thompson chooses mixtures, not sizes: every run is planned at the menu's "
+        "largest entry 3@400"
+    ) in done.stderr
+    launched = sorted(line.split() for line in log.read_text().splitlines())
+    new = exp.runs()
+    new = new[new["round"] == 2]
+    assert launched == [[r, "3", "400"] for r in sorted(new["run"])]
+    assert (new["status"] == "completed").all() and len(new) == 2
+    assert new["n_params"].tolist() == [3, 3] and new["steps"].tolist() == [400, 400]
 
 
 @pytest.mark.slow

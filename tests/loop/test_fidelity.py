@@ -9,11 +9,15 @@ import pytest
 
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
+from bayesmix.loop.batch import Batch
 from bayesmix.loop.belief import Belief
 from bayesmix.loop.candidates import Candidates
 from bayesmix.loop.fidelity import (
     Menu,
     TargetInfo,
+    at_menu_entry,
+    check_target_tokens,
+    largest_entry,
     menu_candidates,
     menu_text,
     parse_menu,
@@ -118,6 +122,44 @@ def test_bad_target_scale_and_tokens_per_step():
     with pytest.raises(errors.OptionError, match="tokens_per_step=0 must be a positive") as info:
         parse_menu("1B@10", tokens_per_step=0)
     assert info.value.param == "tokens_per_step"
+
+
+def test_a_batch_without_sizes_is_planned_at_the_largest_entry():
+    """The largest size at its most steps: not the entry with the most steps (1@900), nor
+    another entry of that size (3@300); pool ids and scores kept, a note names the entry."""
+    menu = parse_menu("2@200,3@300,3@400,1@900", tokens_per_step=10)
+    assert largest_entry(menu) == 2
+    cands = Candidates(
+        np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5]]),
+        DOMAINS,
+        ids=("p0", "p1", "p2"),
+        constraints=Constraints.build(DOMAINS),
+    )
+    batch = Batch("thompson", cands.mixtures[[2, 0]], np.array([2, 0]), np.array([1.5, 1.7]), cands)
+    planned = at_menu_entry(batch, menu)
+    assert planned.ids == ["p2", "p0"] and planned.score.tolist() == [1.5, 1.7]
+    frame = planned.frame()
+    assert frame[["n_params", "steps", "tokens"]].values.tolist() == [[3, 400, 4000]] * 2
+    np.testing.assert_allclose(frame["cost"], 3 * 400 / (2 * 200))  # relative to the cheapest
+    assert planned.notes == [
+        "thompson chooses mixtures, not sizes: every run is planned at the menu's largest "
+        "entry 3@400 (target-info chooses among the entries)"
+    ]
+    assert batch.planned("n_params") is None and batch.notes == []  # the input is unchanged
+
+
+def test_target_tokens_must_be_the_target_scales_steps_times_tokens_per_step():
+    check_target_tokens(4000 * 256, "5@4000", 256)  # they agree: accepted
+    check_target_tokens(1e5 * 1_048_576, "1B@100K")  # the library's default tokens per step
+    with pytest.raises(errors.OptionError) as info:
+        check_target_tokens(1e11, "1B@100000", names=("--target-tokens", "--target-scale"))
+    assert str(info.value) == (
+        "--target-tokens 1e+11 disagrees with --target-scale 1B@100000: 100000 steps x "
+        "1048576 tokens per step = 1.048576e+11 tokens (make them agree, e.g. "
+        "--target-tokens 1.048576e+11)"
+    )
+    with pytest.raises(errors.OptionError, match="target_scale='1B': not SIZE@STEPS"):
+        check_target_tokens(1e11, "1B")  # bad text: the scale's own error
 
 
 def test_menu_candidates_cross_every_mixture_with_every_entry():
