@@ -13,17 +13,30 @@ accuracy) values of one task by least squares (the runs of a swarm that report b
 loss (a task's loss at a mixture, a change against a baseline) becomes one in points.
 The link is a point estimate: its own uncertainty is not propagated (:attr:`AccuracyLink.rmse`
 says how far the fitted accuracies were from the measured ones).
+
+:func:`read_links` fits one link per task from a CSV of paired values (``bayesmix optimize
+--accuracy-links``): columns ``task``, ``loss``, ``accuracy`` and optionally ``floor``, one row
+per (run, task); every problem is one line naming the file, row and column.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import least_squares
 from scipy.special import expit
 
 from bayesmix import errors
+from bayesmix.data.file_reading import read_csv_table
+
+#: Columns of a links file (:func:`read_links`); ``floor`` is optional.
+LINK_COLUMNS = ("task", "loss", "accuracy")
+#: Fewest (loss, accuracy) pairs :func:`fit_link` fits a link to.
+MIN_PAIRS = 5
 
 
 @dataclass(frozen=True)
@@ -57,8 +70,10 @@ def fit_link(loss, accuracy, *, floor: float | None = None, task: str = "task") 
     x, y = np.asarray(loss, float), np.asarray(accuracy, float)
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
-    if len(x) < 5:
-        raise errors.OptionError(f"{task}: {len(x)} (loss, accuracy) pairs; the link needs 5")
+    if len(x) < MIN_PAIRS:
+        raise errors.OptionError(
+            f"{task}: {len(x)} (loss, accuracy) pairs; the link needs {MIN_PAIRS}"
+        )
     if y.min() < 0 or y.max() > 1:
         raise errors.OptionError(f"{task}: accuracies must be in [0, 1]", hint="divide by 100")
     free_floor = floor is None
@@ -81,3 +96,111 @@ def fit_link(loss, accuracy, *, floor: float | None = None, task: str = "task") 
     lo, hi, mid, width = unpack(sol.x)
     rmse = float(np.sqrt(np.mean(resid(sol.x) ** 2)))
     return AccuracyLink(lo, hi, float(mid), width, rmse)
+
+
+def read_links(path: str | Path, *, tasks: Sequence[str] | None = None) -> dict[str, AccuracyLink]:
+    """One :class:`AccuracyLink` per task, fitted (:func:`fit_link`) to the paired values of a
+    CSV file: columns ``task``, ``loss`` (in the posterior's units for that task),
+    ``accuracy`` (in [0, 1]) and optionally ``floor`` (chance accuracy, one value per task;
+    empty: fitted). Rows with an empty loss or accuracy are skipped. ``tasks``: the tasks a
+    posterior has; a task outside them is refused. Every problem (missing file or column, a
+    cell that is not a number, an accuracy outside [0, 1], a task with fewer than
+    :data:`MIN_PAIRS` pairs) is one line naming the file, row and column."""
+    source = str(path)
+    frame, lines = read_csv_table(Path(path), "task")
+    for col in LINK_COLUMNS:
+        if col not in frame.columns:
+            raise errors.FormatError(
+                f"no column {col!r}",
+                source=source,
+                row=1,
+                hint="a links file has columns task, loss, accuracy [, floor]: one row "
+                "per run and task",
+            )
+    if frame.empty:
+        raise errors.EmptyInputError("no rows", source=source, hint="add (task, loss, accuracy)")
+    names = frame["task"].astype("string").str.strip()
+    empty = names.isna() | (names == "")
+    if empty.any():
+        i = int(np.flatnonzero(empty.to_numpy())[0])
+        raise errors.MissingValueError(
+            "empty task name", source=source, row=int(lines[i]), column="task"
+        )
+    values = {c: _numbers(frame, c, lines, source) for c in ("loss", "accuracy", "floor")}
+    bad = np.flatnonzero((values["accuracy"] < 0) | (values["accuracy"] > 1))
+    if len(bad):
+        raise errors.OptionError(
+            f"accuracy {values['accuracy'][bad[0]]:g} is outside [0, 1]",
+            source=source,
+            row=int(lines[bad[0]]),
+            column="accuracy",
+            hint="give accuracies as fractions: divide percentages by 100",
+        )
+    bad = np.flatnonzero((values["floor"] < 0) | (values["floor"] >= 1))
+    if len(bad):
+        raise errors.OptionError(
+            f"floor {values['floor'][bad[0]]:g} is outside [0, 1)",
+            source=source,
+            row=int(lines[bad[0]]),
+            column="floor",
+            hint="the floor is chance accuracy, 1 / number of choices",
+        )
+    links = {}
+    for task in dict.fromkeys(names):
+        rows = np.flatnonzero((names == task).to_numpy())
+        first = int(lines[rows[0]])
+        if tasks is not None and task not in tasks:
+            raise errors.OptionError(
+                f"task {task!r} is not in the posterior",
+                source=source,
+                row=first,
+                column="task",
+                hint=f"its tasks: {', '.join(tasks[:5])}{', ...' if len(tasks) > 5 else ''}",
+            )
+        links[task] = _fit_rows(task, rows, values, lines, source)
+    return links
+
+
+def _numbers(frame: pd.DataFrame, column: str, lines, source: str) -> np.ndarray:
+    """Column ``column`` as floats (NaN where empty or absent); text is a NonNumericError
+    naming its row."""
+    if column not in frame.columns:
+        return np.full(len(frame), np.nan)
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(np.isnan(values) & raw.notna().to_numpy())
+    if len(bad):
+        raise errors.NonNumericError(
+            f"{str(raw.iloc[bad[0]])!r} is not a number",
+            source=source,
+            row=int(lines[bad[0]]),
+            column=column,
+        )
+    return values
+
+
+def _fit_rows(task: str, rows, values: dict, lines, source: str) -> AccuracyLink:
+    """The link of one task's rows; a floor that differs between rows, or too few pairs, is
+    an error naming the task's first row."""
+    floors = values["floor"][rows]
+    given = np.unique(floors[np.isfinite(floors)])
+    if len(given) > 1:
+        raise errors.OptionError(
+            f"task {task!r} has {len(given)} different floors",
+            source=source,
+            row=int(lines[rows[0]]),
+            column="floor",
+            hint="give one chance accuracy per task, or leave the column empty to fit it",
+        )
+    loss, acc = values["loss"][rows], values["accuracy"][rows]
+    n = int((np.isfinite(loss) & np.isfinite(acc)).sum())
+    if n < MIN_PAIRS:
+        raise errors.OptionError(
+            f"task {task!r} has {n} (loss, accuracy) pairs; a link needs {MIN_PAIRS}",
+            source=source,
+            row=int(lines[rows[0]]),
+            column="task",
+            hint="add runs that report both, or drop the task's rows",
+        )
+    floor = float(given[0]) if len(given) else None
+    return fit_link(loss, acc, floor=floor, task=task)

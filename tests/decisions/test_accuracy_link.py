@@ -4,10 +4,11 @@ sigmoid (the swarm has no accuracies)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bayesmix import errors
-from bayesmix.decisions.accuracy_link import AccuracyLink, fit_link
+from bayesmix.decisions.accuracy_link import AccuracyLink, fit_link, read_links
 
 TRUE = AccuracyLink(floor=0.25, ceiling=0.85, midpoint=1.6, width=0.12)
 
@@ -44,3 +45,65 @@ def test_too_few_pairs_or_percentages_are_refused():
         fit_link([1, 2, 3], [0.3, 0.4, 0.5], task="mmlu")
     with pytest.raises(errors.OptionError, match="accuracies must be in \\[0, 1\\]"):
         fit_link(np.arange(6.0), np.full(6, 50.0))
+
+
+def _links_file(tmp_path, rows, name="links.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_a_links_file_fits_one_link_per_task(tmp_path):
+    loss, acc = _pairs(n=40)
+    rows = [{"task": "mmlu", "loss": x, "accuracy": y, "floor": 0.25} for x, y in zip(loss, acc)]
+    loss2, acc2 = _pairs(n=30, seed=1)
+    rows += [{"task": "arc", "loss": x, "accuracy": y, "floor": None} for x, y in zip(loss2, acc2)]
+    rows.append({"task": "arc", "loss": 1.5, "accuracy": None, "floor": None})  # skipped
+    links = read_links(_links_file(tmp_path, rows), tasks=["arc", "mmlu", "hellaswag"])
+    assert list(links) == ["mmlu", "arc"]  # file order
+    # the file's pairs give the same links as fit_link on the same arrays (floor per task)
+    assert links["mmlu"] == fit_link(loss, acc, floor=0.25)
+    assert links["arc"] == fit_link(loss2, acc2)
+    assert links["mmlu"].floor == 0.25 and links["arc"].floor != 0.25
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda f: f.drop(columns="accuracy"), "links.csv, row 1: no column 'accuracy'"),
+        (
+            lambda f: f.assign(loss=f["loss"].astype(object).where(f.index != 3, "n/a?")),
+            "links.csv, row 5, column 'loss': 'n/a?' is not a number",
+        ),
+        (
+            lambda f: f.assign(accuracy=f["accuracy"].where(f.index != 2, 62.0)),
+            "links.csv, row 4, column 'accuracy': accuracy 62 is outside [0, 1]",
+        ),
+        (
+            lambda f: f.assign(task=f["task"].where(f.index < 6, "mmlu_z")),
+            "links.csv, row 8, column 'task': task 'mmlu_z' is not in the posterior",
+        ),
+        (
+            lambda f: f.assign(task=f["task"].where(f.index < 8, "arc")),
+            "links.csv, row 10, column 'task': task 'arc' has 4 (loss, accuracy) pairs; "
+            "a link needs 5",
+        ),
+        (
+            lambda f: f.assign(floor=np.where(f.index == 1, 0.2, 0.25)),
+            "links.csv, row 2, column 'floor': task 'mmlu' has 2 different floors",
+        ),
+    ],
+)
+def test_bad_links_files_name_the_row_and_column(tmp_path, edit, message):
+    loss, acc = _pairs(n=12)
+    frame = pd.DataFrame({"task": "mmlu", "loss": loss, "accuracy": acc})
+    path = _links_file(tmp_path, edit(frame))
+    with pytest.raises(errors.BayesmixError) as err:
+        read_links(path, tasks=["mmlu", "arc"])
+    assert str(err.value).startswith(f"{tmp_path / message}")
+    assert "\n" not in str(err.value)
+
+
+def test_a_missing_links_file_is_named(tmp_path):
+    with pytest.raises(errors.UnreadableFileError, match="nope.csv: file not found"):
+        read_links(tmp_path / "nope.csv")
