@@ -1,5 +1,6 @@
 """The decision report: the recommended mixture, its loss intervals next to the baseline's,
-their paired comparison, the spread of the optimum, the guarantees and notes.
+their paired comparison, the spread of the optimum, the guarantees, the decision in benchmark
+points (when accuracy links were given) and notes.
 
 :class:`DecisionReport` is what :func:`bayesmix.decisions.decision.decide` returns: tidy
 DataFrames (shares are fractions of training tokens, losses nats per token), shown as text
@@ -22,6 +23,7 @@ from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.decisions.inputs import REPORT_FORMAT
 from bayesmix.decisions.scale import ScaleShift
+from bayesmix.decisions.task_groups import accuracy_text
 from bayesmix.io import atomic_write_text
 
 #: Name of the aggregate row in loss tables (as in ``Prediction.intervals``).
@@ -81,6 +83,10 @@ class DecisionReport:
         objective without the guarantees (the price of the guarantees is the difference).
     ci_kind : {"eti", "hdi"}
         Interval kind of every interval.
+    accuracy_changes : pandas.DataFrame or None
+        The decision in benchmark points (:func:`~bayesmix.decisions.task_groups.accuracy_changes`
+        of this report: task, accuracy_baseline, accuracy, change, lower, upper, p_better,
+        link_rmse; fractions), or None.
 
     Examples
     --------
@@ -121,6 +127,7 @@ class DecisionReport:
     unguaranteed_value: float | None = None
     #: Interval kind of every interval in the report: "eti" (equal-tailed) or "hdi".
     ci_kind: str = "eti"
+    accuracy_changes: pd.DataFrame | None = None
 
     @property
     def mixture(self) -> pd.Series:
@@ -159,6 +166,8 @@ class DecisionReport:
         out += self._text_mixture(pct)
         out += self._text_losses(pct, digits)
         out += self._text_guarantees(digits)
+        if self.accuracy_changes is not None and len(self.accuracy_changes):
+            out += accuracy_text(self.accuracy_changes, self.prob)
         out.append(
             f"P(recommended beats baseline on the overall loss) = {self.p_beats_baseline:.3f}"
         )
@@ -313,6 +322,9 @@ class DecisionReport:
             ),
             "guarantees": (None if self.guarantees is None else _records(self.guarantees)),
             "unguaranteed_value": self.unguaranteed_value,
+            "accuracy_changes": (
+                None if self.accuracy_changes is None else _records(self.accuracy_changes)
+            ),
         }
         if include_draw_optima and self.draw_optima is not None:
             out["draw_optima"] = {
@@ -373,6 +385,17 @@ class DecisionReport:
         ]
         if self.guarantees is not None and len(self.guarantees):
             parts.append(_guarantee_rows(self.guarantees))
+        if self.accuracy_changes is not None and len(self.accuracy_changes):
+            stats = ["accuracy_baseline", "accuracy", "change", "lower", "upper", "p_better"]
+            parts.append(
+                _long(
+                    "accuracy",
+                    self.accuracy_changes,
+                    "task",
+                    [*stats, "link_rmse"],
+                    "recommended vs baseline",
+                )
+            )
         if self.optimum_spread is not None:
             stats = ["mean", "median", "lower", "upper"]
             parts.append(

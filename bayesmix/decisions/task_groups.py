@@ -244,6 +244,30 @@ def accuracy_changes(
     return frame.sort_values("change", ascending=False, kind="stable", ignore_index=True)
 
 
+def accuracy_text(changes: pd.DataFrame, ci_prob: float) -> list[str]:
+    """A table of :func:`accuracy_changes` as text lines in percentage points (accuracy x
+    100): task, the baseline's and the mixture's accuracy, the change with its interval,
+    P(better), the link's rmse."""
+    rows = [
+        {
+            "task": r.task,
+            "baseline": f"{100 * r.accuracy_baseline:.2f}",
+            "recommended": f"{100 * r.accuracy:.2f}",
+            f"change [{ci_prob:.0%} interval]": f"{100 * r.change:+.2f} "
+            f"[{100 * r.lower:+.2f}, {100 * r.upper:+.2f}]",
+            "P(better)": f"{r.p_better:.3f}",
+            "link rmse": f"{100 * r.link_rmse:.2f}",
+        }
+        for r in changes.itertuples()
+    ]
+    return [
+        "Accuracy in percentage points (each task's expected loss through its fitted link; "
+        f"{ci_prob:.0%} equal-tailed intervals; the link's rmse not propagated)",
+        pd.DataFrame(rows).to_string(index=False),
+        "",
+    ]
+
+
 def _names(source) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(source.train_domains), tuple(source.eval_domains)
 

@@ -113,3 +113,26 @@ def test_accuracy_changes_refuse_unknown_tasks_and_a_second_baseline():
     report = bm.decide(_draws(), per_draw=False)
     with pytest.raises(errors.OptionError, match="baseline=None with a decision report"):
         accuracy_changes(_draws(), report, {"mmlu_a": link}, baseline={"web": 1.0})
+
+
+def test_a_decision_report_carries_its_accuracy_changes_in_text_json_and_csv():
+    draws = _draws()
+    link = AccuracyLink(floor=0.25, ceiling=0.85, midpoint=1.3, width=2.0, rmse=0.01)
+    report = bm.decide(draws, weights={"code_x": 1.0}, allow_subset=True, per_draw=False)
+    assert "Accuracy in percentage points" not in report.to_text()  # none without links
+    report.accuracy_changes = accuracy_changes(draws, report, {"code_x": link, "mmlu_a": link})
+    row = report.accuracy_changes.set_index("task").loc["code_x"]
+    text = report.to_text()
+    assert "Accuracy in percentage points" in text and "90% equal-tailed" in text
+    # the text shows accuracies and changes x 100, with the interval and P(better)
+    section = text[text.index("Accuracy in percentage points") :].splitlines()
+    line = next(s for s in section if s.strip().startswith("code_x"))
+    assert f"{100 * row['accuracy']:.2f}" in line and f"{100 * row['change']:+.2f}" in line
+    assert f"[{100 * row['lower']:+.2f}, {100 * row['upper']:+.2f}]" in line
+    records = report.to_dict()["accuracy_changes"]
+    assert [r["task"] for r in records] == list(report.accuracy_changes["task"])
+    assert records[0]["change"] == pytest.approx(report.accuracy_changes["change"].iloc[0])
+    frame = report.to_frame()
+    acc = frame[frame["section"] == "accuracy"].set_index(["domain", "statistic"])["value"]
+    assert acc[("code_x", "change")] == pytest.approx(row["change"])
+    assert acc[("mmlu_a", "link_rmse")] == 0.01
