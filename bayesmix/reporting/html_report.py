@@ -243,11 +243,16 @@ def load_decision(path):
             law=obj.get("law") or "",
             optimizer_status=obj.get("optimizer_status") or "",
             inputs=dict(obj.get("inputs") or {}),
+            accuracy_changes=_frame_or_none(obj.get("accuracy_changes")),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise errors.FormatError(
             f"damaged decision report ({type(err).__name__}: {err})", source=str(path)
         ) from None
+
+
+def _frame_or_none(records) -> pd.DataFrame | None:
+    return None if records is None else pd.DataFrame(records)
 
 
 def _check_same_domains(decision, post) -> None:

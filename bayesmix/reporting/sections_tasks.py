@@ -7,11 +7,16 @@ predictions at the starting mixture against the uniform mixture, and the task tr
 * **Trade-offs between families**: for each family, the mixture best for that family's mean
   loss; a heatmap of what that mixture does to every family's mean (change against the uniform
   mixture). Read a row as "favouring this family costs (red) or also helps (blue) these".
+* **In benchmark points**: when the decision carries accuracy changes (``bayesmix optimize
+  --accuracy-links``, or ``DecisionReport.accuracy_changes`` set in Python), each linked task's
+  accuracy change from the decision's baseline to its recommendation, in percentage points with
+  its interval, as a plot and a table; shown for any law.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from bayesmix.decisions.optimize import minimize_objective
 from bayesmix.decisions.task_groups import TaskGroups, task_changes
@@ -20,18 +25,31 @@ from bayesmix.reporting.view import View
 
 #: Shown when the posterior's law is one of these.
 TASK_LAWS = ("tasks",)
+#: Columns of an accuracy-changes table shown in percentage points (accuracy x 100).
+POINT_COLUMNS = ("accuracy_baseline", "accuracy", "change", "lower", "upper", "link_rmse")
 
 
 def section_tasks(view: View) -> tuple[str, str, str] | None:
-    """Per-task changes and the family trade-off heatmap, or None for other laws."""
-    if view.post.law.name not in TASK_LAWS:
+    """Per-task changes and the family trade-off heatmap of a ``tasks`` posterior, and the
+    decision's accuracy changes when it has them; None when there is neither."""
+    accuracy = None if view.decision is None else view.decision.accuracy_changes
+    has_accuracy = accuracy is not None and len(accuracy) > 0
+    is_tasks = view.post.law.name in TASK_LAWS
+    if not (is_tasks or has_accuracy):
         return None
+    parts = _task_parts(view) if is_tasks else []
+    if has_accuracy:
+        parts += _accuracy_parts(accuracy, view.decision.prob)
+    return ("tasks", "Downstream tasks", "\n".join(parts))
+
+
+def _task_parts(view: View) -> list[str]:
     groups = TaskGroups.build(view.eval)
     uniform = np.full(len(view.train), 1.0 / len(view.train))
     changes = task_changes(
         view.draws, view.mixture, baseline=uniform, groups=groups, ci_prob=view.prob
     )
-    parts = [
+    return [
         f"<p>Change of each task's expected loss from the uniform mixture to the "
         f"{esc(view.label)} ({view.prob:.0%} intervals); below 0 the mixture helps the task. "
         f"{len(view.eval)} tasks in {len(groups.names)} families.</p>",
@@ -42,7 +60,42 @@ def section_tasks(view: View) -> tuple[str, str, str] | None:
         "the uniform mixture.</p>",
         _tradeoff_figure(view, groups, uniform),
     ]
-    return ("tasks", "Downstream tasks", "\n".join(parts))
+
+
+def _accuracy_parts(accuracy: pd.DataFrame, prob: float) -> list[str]:
+    """The decision in benchmark points: a plot of each task's change with its interval and
+    the table, both in percentage points (accuracy x 100)."""
+    points = accuracy.assign(
+        **{c: 100 * accuracy[c] for c in POINT_COLUMNS if c in accuracy.columns}
+    )
+    k = len(points)
+    fig = new_figure(7.5, max(2.0, 0.2 * k + 1.0))
+    ax = fig.subplots()
+    y = np.arange(k)
+    colours = np.where(points["lower"] > 0, "C0", np.where(points["upper"] < 0, "C3", "0.4"))
+    ax.errorbar(
+        points["change"],
+        y,
+        xerr=[points["change"] - points["lower"], points["upper"] - points["change"]],
+        fmt="none",
+        ecolor=colours,
+        lw=1.0,
+    )
+    ax.scatter(points["change"], y, c=colours, s=14, zorder=3)
+    ax.axvline(0.0, color="black", lw=0.6)
+    ax.set_yticks(y, points["task"], fontsize=tick_fontsize(k))
+    ax.set_ylim(k - 0.5, -0.5)  # most improved on top
+    ax.set_xlabel("accuracy change, percentage points (recommended vs baseline)")
+    table = points.rename(columns={"accuracy_baseline": "baseline", "accuracy": "recommended"})
+    return [
+        f"<p>The decision in benchmark points: each linked task's accuracy (its expected loss "
+        f"through the task's fitted loss-to-accuracy link) at the decision's baseline and at "
+        f"the recommendation, and the change in percentage points with its {prob:.0%} "
+        "equal-tailed interval; above 0 the recommendation gains points. The link is taken "
+        "as known: its own error (link_rmse, points) is not in the intervals.</p>",
+        embed_figure(fig, "accuracy_changes", "accuracy change per task, percentage points"),
+        html_table(table, digits=2),
+    ]
 
 
 def _per_task_figure(changes, groups: TaskGroups) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bayesmix.decisions.accuracy_link import AccuracyLink
+from bayesmix.decisions.decision import decide
+from bayesmix.decisions.task_groups import accuracy_changes
 from bayesmix.reporting.html_report import build_html, figure_names
 from tests.conftest import family_runs, m4_posterior
 
@@ -32,3 +35,32 @@ def test_a_tasks_report_shows_per_task_changes_and_family_tradeoffs():
 @pytest.mark.slow
 def test_other_laws_have_no_tasks_section(simulated_fit):
     assert '<section id="tasks">' not in build_html(simulated_fit.posterior)
+
+
+def test_a_decision_in_benchmark_points_is_shown_for_any_law():
+    runs, truth = family_runs()
+    rng = np.random.default_rng(1)
+    shape = (2, 30)
+    post = m4_posterior(  # the plain M4 law: no per-task section of its own
+        np.broadcast_to(truth["m"], shape + truth["m"].shape).copy(),
+        np.broadcast_to(truth["rho"], shape + truth["rho"].shape).copy(),
+        truth["t"] + 0.05 * rng.standard_normal(shape + truth["t"].shape),
+        runs,
+        sigma=0.01,
+    )
+    decision = decide(post, per_draw=False)
+    assert '<section id="tasks">' not in build_html(post, decision=decision)
+    link = AccuracyLink(floor=0.25, ceiling=0.85, midpoint=2.0, width=0.3, rmse=0.004)
+    decision.accuracy_changes = accuracy_changes(post, decision, {"b_task1": link})
+    page = build_html(post, decision=decision)
+    section = page[
+        page.index('<section id="tasks">') : page.index(
+            "</section>", page.index('<section id="tasks">')
+        )
+    ]
+    assert figure_names(section) == ["accuracy_changes"]
+    row = decision.accuracy_changes.iloc[0]
+    # the table in percentage points: baseline, recommended, change, interval, P, rmse x 100
+    cells = [row["accuracy_baseline"], row["accuracy"], row["change"], row["lower"], row["upper"]]
+    expected = "".join(f"<td>{100 * v:.2f}</td>" for v in cells)
+    assert f"<td>b_task1</td>{expected}<td>{row['p_better']:.2f}</td><td>0.40</td>" in section
