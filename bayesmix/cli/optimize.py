@@ -14,6 +14,10 @@ domain's loss be at most TOL nats above the baseline's with probability PROB (pa
 ``--max-loss DOMAIN=VALUE@PROB`` that it be at most VALUE nats per token. When no mixture meets
 them, one line names the binding guarantee and the best probability reachable (exit status 2).
 ``--objective minimax`` minimises the worst validation domain's expected change vs the baseline.
+In benchmark points: ``--accuracy-links FILE.csv`` (columns task, loss, accuracy [, floor]: paired
+values of runs that report a task's loss and accuracy) fits each task's loss-to-accuracy link
+and adds the decision's accuracy change per task (percentage points, interval, P(better)) to the
+report and to the -o file.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ _EPILOG = """examples:
       --max-epochs 4 --target-tokens 1e11 --objective beat-baseline --baseline web=0.6,code=0.4
   bayesmix optimize post.nc --target Github --no-worse all=0.01@0.9 --baseline-file today.json
   bayesmix optimize post.nc --objective minimax --max-loss ArXiv=2.1@0.95
+  bayesmix optimize tasks.nc --objective minimax --accuracy-links pairs.csv -o decision.json
 
 objectives: mean (posterior expected loss), quantile:Q (Q-quantile over draws), cvar:Q (mean of
 the worst 1-Q of draws), beat-baseline (maximise P(loss < baseline's loss)), minimax (minimise
@@ -103,6 +108,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="also write the report",
     )
     p.add_argument(
+        "--accuracy-links",
+        metavar="FILE.csv",
+        help="state the decision in benchmark points: per task (loss, accuracy) pairs, "
+        "columns task, loss, accuracy [, floor: chance accuracy]; a sigmoid link is fitted "
+        "per task (at least 5 pairs each)",
+    )
+    p.add_argument(
         "--draws-optima",
         action="store_true",
         help="include every draw's optimal mixture in the -o file",
@@ -150,6 +162,11 @@ def run(args) -> int:
     posterior.check_finite()  # NaN draws: refused, never silently optimised over
     scale = scale_from_args(args, posterior.law)
     posterior.check_scale(**scale, **problem.scale_options)  # fail early
+    links = None
+    if args.accuracy_links:
+        from bayesmix.decisions.accuracy_link import read_links
+
+        links = read_links(args.accuracy_links, tasks=posterior.eval_domains)
     problem = dataclasses.replace(
         problem,
         constraints=constraints_from_args(args, posterior.train_domains),
@@ -163,6 +180,12 @@ def run(args) -> int:
         progressbar=not args.quiet,
     )
     report.source = args.posterior
+    if links:
+        from bayesmix.decisions.draws import LawDraws
+        from bayesmix.decisions.task_groups import accuracy_changes
+
+        draws = LawDraws.from_posterior(posterior, inputs=report.inputs)  # at the target scale
+        report.accuracy_changes = accuracy_changes(draws, report, links, ci_prob=report.prob)
     if args.json:
         print_json(report.to_dict())
     else:
@@ -190,7 +213,7 @@ def _check_output(args) -> Path | None:
         args.out,
         (".json", ".csv"),
         force=args.force,
-        inputs=(args.posterior, args.weights, args.baseline_file),
+        inputs=(args.posterior, args.weights, args.baseline_file, args.accuracy_links),
     )
     if not out.parent.is_dir():
         raise errors.OptionError(f"-o {args.out!r}: directory {str(out.parent)!r} does not exist")

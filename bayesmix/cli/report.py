@@ -5,7 +5,9 @@ predictive check per validation domain, the slope matrix as a heatmap, the loss 
 through the simplex and a ternary slice through three training domains; with a decision
 (``--decision FILE.json`` from ``bayesmix optimize -o``, or computed here when ``--decide``,
 ``--weights``, ``--target``, ``--objective`` or a constraint is given) the decision report with
-the spread of the optimum; with ``--ledger`` the active-learning loop's progress per round.
+the spread of the optimum; with ``--ledger`` the active-learning loop's progress per round;
+with ``--accuracy-links FILE.csv`` (as ``bayesmix optimize`` reads it) the decision's accuracy
+change per linked task in percentage points, in the downstream-tasks section.
 Figures are embedded PNGs: the file opens in any browser without network access. The output is
 checked before any work (never an input; an existing file only with ``--force``) and written
 atomically. Bad input: one line on stderr, exit status 2.
@@ -35,6 +37,7 @@ _EPILOG = """examples:
   bayesmix report post.nc -o report.html
   bayesmix report post.nc --decision decision.json --ledger exp.db -o report.html
   bayesmix report post.nc --max-share web=0.5 --min-share wiki=0.05 --ternary web,code,books
+  bayesmix report tasks.nc --decision decision.json --accuracy-links pairs.csv -o report.html
 
 Without -o the report goes next to the posterior, as POSTERIOR.html."""
 
@@ -79,6 +82,12 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="baseline mixture to compare with (default: uniform)",
     )
     add_constraint_arguments(p)
+    p.add_argument(
+        "--accuracy-links",
+        metavar="FILE.csv",
+        help="show the decision in benchmark points: per task (loss, accuracy) pairs, columns "
+        "task, loss, accuracy [, floor] (a decision is computed when none is given)",
+    )
     p.add_argument("--ledger", metavar="EXP.db", help="an experiment ledger: progress per round")
     p.add_argument(
         "--ternary",
@@ -125,7 +134,7 @@ def run(args) -> int:
         if not args.quiet:
             print(f"[report] {msg}", file=sys.stderr, flush=True)
 
-    decide_here = _wants_decision(args)
+    decide_here = _wants_decision(args) or bool(args.accuracy_links and not args.decision)
     if args.decision and decide_here:
         raise errors.OptionError(
             "--decision FILE.json reads a decision; the decision options "
@@ -135,7 +144,7 @@ def run(args) -> int:
     if args.allow_subset and not args.weights:
         raise errors.OptionError("--weights-subset needs --weights FILE.json")
     out_path = args.out or str(Path(args.posterior).with_suffix(".html"))
-    inputs = (args.posterior, args.decision, args.ledger, args.weights)
+    inputs = (args.posterior, args.decision, args.ledger, args.weights, args.accuracy_links)
     out = check_output(out_path, (".html", ".htm"), force=args.force, inputs=inputs)
     if args.ledger is not None and not Path(args.ledger).is_file():
         raise errors.LedgerError("file not found", source=args.ledger)
@@ -144,6 +153,11 @@ def run(args) -> int:
     say(f"loading {args.posterior}")
     posterior = Posterior.load(args.posterior)
     posterior.check_finite()
+    links = None
+    if args.accuracy_links:
+        from bayesmix.decisions.accuracy_link import read_links
+
+        links = read_links(args.accuracy_links, tasks=posterior.eval_domains)
     if decide_here:
         from bayesmix.decisions.decision import decide
 
@@ -166,6 +180,12 @@ def run(args) -> int:
             max_extrapolation=args.max_extrapolation,
         )
         decision.source = args.posterior
+    if links and decision is not None:  # a decision is computed when none was given
+        from bayesmix.decisions.draws import LawDraws
+        from bayesmix.decisions.task_groups import accuracy_changes
+
+        draws = LawDraws.from_posterior(posterior, inputs=decision.inputs)
+        decision.accuracy_changes = accuracy_changes(draws, decision, links, ci_prob=decision.prob)
     say("drawing the figures")
     path = write_report(
         out,
