@@ -79,6 +79,17 @@ def test_optimize_states_the_decision_in_benchmark_points(files, tmp_path, capsy
     frame = pd.read_csv(out_csv)
     acc = frame[frame["section"] == "accuracy"].set_index(["domain", "statistic"])["value"]
     assert acc[(LINKED[0], "change")] == pytest.approx(row["change"])
+    # --json prints the same table; the links file is an input, never an output
+    code, out, _ = cli(capsys, "optimize", post, "--accuracy-links", pairs, "--json", "--quiet")
+    assert (
+        code == 0
+        and json.loads(out)["accuracy_changes"]
+        == json.loads(out_json.read_text())["accuracy_changes"]
+    )
+    copy = tmp_path / "pairs.json"
+    copy.write_text(pairs.read_text())
+    code, _, err = cli(capsys, "optimize", post, "--accuracy-links", copy, "-o", copy, "--force")
+    assert code == 2 and "would overwrite input" in err
 
 
 def _bad(frame: pd.DataFrame, case: str) -> pd.DataFrame:
