@@ -126,6 +126,11 @@ def test_bad_links_are_one_line_exit_2_and_nothing_written(
     assert not out.exists()
 
 
+def _tasks_section(page: str) -> str:
+    start = page.index('<section id="tasks">')
+    return page[start : page.index("</section>", start)]
+
+
 def test_the_report_shows_the_accuracy_changes(files, tmp_path, capsys):
     post, pairs = files
     decision = tmp_path / "decision.json"
@@ -134,10 +139,18 @@ def test_the_report_shows_the_accuracy_changes(files, tmp_path, capsys):
     assert cli(capsys, "report", post, "--decision", decision, "-o", html, "--quiet")[0] == 0
     page = html.read_text()
     assert "accuracy_changes" in figure_names(page)
-    section = page[page.index('<section id="tasks">') :]
+    section = _tasks_section(page)
     saved = json.loads(decision.read_text())["accuracy_changes"]
     for rec in saved:  # each linked task's row, in percentage points
         assert f"<td>{rec['task']}</td><td>{100 * rec['accuracy_baseline']:.2f}</td>" in section
+    # links given with a saved decision replace its table: here one task's links only
+    one = tmp_path / "one.csv"
+    pd.read_csv(pairs).query(f"task == '{LINKED[1]}'").to_csv(one, index=False)
+    relinked = tmp_path / "relinked.html"
+    argv = ("report", post, "--decision", decision, "--accuracy-links", one, "-o", relinked)
+    assert cli(capsys, *argv, "--quiet")[0] == 0
+    section = _tasks_section(relinked.read_text())
+    assert f"<td>{LINKED[1]}</td>" in section and f"<td>{LINKED[0]}</td>" not in section
     # links given to the report: the decision is computed there and stated in points too
     here = tmp_path / "here.html"
     code, _, err = cli(capsys, "report", post, "--accuracy-links", pairs, "-o", here, "--quiet")
