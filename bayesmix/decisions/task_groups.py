@@ -204,7 +204,9 @@ def accuracy_changes(
     Per draw, each task's expected loss at both mixtures goes through its link. Columns: task,
     accuracy_baseline, accuracy (posterior means, the link's units), change (points; > 0
     better), lower, upper (``ci_prob``, equal-tailed), p_better, link_rmse (the link's own
-    error, not propagated); sorted from most improved. An unknown task is an OptionError."""
+    error, not propagated); sorted from most improved. A nested-pipeline posterior's
+    imputation shifts are added draw by draw, as its predictions add them. An unknown task is
+    an OptionError."""
     train, evals = _names(source)
     if hasattr(mixture, "recommendation"):  # a DecisionReport: its mixture and its baseline
         if baseline is not None:
@@ -222,6 +224,10 @@ def accuracy_changes(
     law, params, inputs = unpack_draws(source)
     r = np.stack([_baseline(mixture, train), _baseline(baseline, train)])
     losses = predict_draws(law, params, r, inputs)  # (S, 2, K)
+    shift = getattr(source, "imputation_shift", None)  # a pipeline posterior's, per draw
+    if shift is not None and len(losses) == source.n_samples:
+        # the link is not linear: absolute losses matter, so the shift of each draw enters
+        losses = losses + shift[np.arange(len(losses)) % len(shift)][:, None, :]
     q = [(1 - ci_prob) / 2, (1 + ci_prob) / 2]
     rows = []
     for task, link in links.items():

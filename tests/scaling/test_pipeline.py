@@ -124,6 +124,24 @@ def test_predictions_add_one_shift_per_draw(nested):
     np.testing.assert_allclose(diff, b.mean.isel(mixture=0) - b.mean.isel(mixture=1), atol=1e-12)
 
 
+def test_accuracy_changes_read_the_shifted_losses(nested):
+    """Accuracy is not linear in the loss: a pipeline posterior's accuracies come from its
+    shifted losses, draw by draw, as its predictions."""
+    from bayesmix.decisions.accuracy_link import AccuracyLink
+    from bayesmix.decisions.task_groups import accuracy_changes
+
+    link = AccuracyLink(floor=0.25, ceiling=0.9, midpoint=2.0, width=0.05)
+    mix = {"Github": 0.2, "Books3": 0.3, "Pile-CC": 0.5}
+    plain = Posterior(nested.tree.copy())
+    del plain.tree["imputation_shift"]
+    a = accuracy_changes(nested, mix, {"Books3": link}).iloc[0]
+    b = accuracy_changes(plain, mix, {"Books3": link}).iloc[0]
+    k = list(nested.eval_domains).index("Books3")
+    loss = nested.predict([list(mix.values())]).mean.isel(mixture=0, eval_domain=k)
+    np.testing.assert_allclose(a["accuracy"], float(link(loss.values).mean()), rtol=1e-10)
+    assert not np.isclose(a["accuracy"], b["accuracy"], rtol=1e-6)
+
+
 def test_target_posterior_saves_and_loads(nested, tmp_path):
     post = nested
     # saved and reloaded, it predicts exactly the same
