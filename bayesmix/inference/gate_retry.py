@@ -14,7 +14,8 @@ attempt (:meth:`Attempt.record`), which :func:`bayesmix.inference.fitting.fit` a
 pipeline store with their results.
 
 Every retry is a fresh sampling: nutpie cannot resume a finished sampler's adaptation, so
-"continue tuning" means tuning again, longer, and a stuck chain is not restarted alone.
+"continue tuning" means tuning again, longer, and a stuck chain is not restarted alone; a retry
+for R-hat or ESS is also judged with the previous attempt's chains (:func:`poolable`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bayesmix import errors
+from bayesmix.inference.chain_pooling import pool_chains
 from bayesmix.posterior.diagnostics import BFMI_MIN, ESS_PER_CHAIN, RHAT_MAX, Diagnostics, diagnose
 
 #: Seconds one fit may spend sampling and re-sampling towards the gate (every attempt, the
@@ -90,8 +92,8 @@ class SamplerSettings:
 
 # ---------------------------------------------------------------------------------- budget
 #: Default seconds each stage fit of :func:`bayesmix.scaling.pipeline.nested_fit` may spend sampling
-#: again towards its gate: a target makes 1 + 2 J stage fits (9 at J = 4) and the backtests
-#: three times as many, so the single fit's 600 s would let one pipeline run for hours.
+#: again towards its gate: a target makes 2 + J stage fits (6 at J = 4) and the backtests
+#: three times as many, so the single fit's 600 s would let one pipeline run for an hour.
 STAGE_MAX_TIME = 120.0
 #: Draws and tuning steps per chain of every pipeline stage fit (2 chains). Why more draws than
 #: tuning: with 2 x 500 draws the gate's R-hat (<= 1.01, max over every quantity) failed by chance
@@ -271,6 +273,7 @@ class Attempt:
     next: str = ""
     used: bool = False
     dropped: str = ""
+    pooled: str = ""  # what was pooled (:func:`poolable`); ``diagnostics`` is then pooled
 
     def record(self) -> dict:
         """JSON-friendly summary (non-finite figures as None)."""
@@ -292,6 +295,7 @@ class Attempt:
             "next": self.next,
             "used": self.used,
             "dropped_chains": self.dropped,
+            "pooled": self.pooled,
         }
 
 
@@ -308,6 +312,7 @@ def record_line(record: dict) -> str:
         f"{record['divergences']} divergent, max R-hat {rhat}, min bulk ESS {ess}; "
         + ("passed" if not failed else f"failed {len(failed)} check(s)")
         + (f"; {record['dropped_chains']}" if record.get("dropped_chains") else "")
+        + (f"; {record['pooled']}" if record.get("pooled") else "")
         + f"; then: {record['next']}"
     )
 
@@ -338,10 +343,11 @@ class GateResult:
         """The sampler settings a fit stores: the used attempt's draws, tune, chains, seed and
         target_accept, the budget and every attempt's record."""
         used = self.used
+        pooled = bool(used.pooled)  # the draws and chains of two samplings
         return {
-            "draws": used.settings.draws,
+            "draws": used.diagnostics.draws if pooled else used.settings.draws,
             "tune": used.settings.tune,
-            "chains": used.settings.chains,
+            "chains": used.diagnostics.chains if pooled else used.settings.chains,
             "seed": used.seed,  # the stored settings keep their key (files of older versions)
             "target_accept": used.settings.target_accept,
             **(
@@ -433,6 +439,7 @@ def sample_to_gate(
     ] = next_settings,
     progress: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    pool: Callable[[Any, Any], Any] | None = pool_chains,
 ) -> GateResult:
     """Sample until the diagnostics gate passes or the budget is spent.
 
@@ -449,7 +456,7 @@ def sample_to_gate(
         tuning included, times its draws) fits in what is left. 0: one attempt.
     seed : int or None
         The user's seed: attempt 1 uses it, later ones :func:`attempt_seed`.
-    max_attempts : int, default 4
+    max_attempts : int, default MAX_ATTEMPTS
         At most this many samplings.
     check, policy : callable
         The gate (:func:`bayesmix.posterior.diagnostics.diagnose`) and the policy
@@ -458,6 +465,9 @@ def sample_to_gate(
         Called with one line when a retry starts (and why) and when the driver gives up.
     clock : callable
         Seconds, monotonic (tests pass a fake clock).
+    pool : callable or None
+        ``pool(previous tree, tree)``: both attempts' chains in one tree, judged when
+        :func:`poolable` (default :func:`~bayesmix.inference.chain_pooling.pool_chains`).
 
     Returns
     -------
@@ -473,6 +483,7 @@ def sample_to_gate(
     start = clock()
     attempts: list[Attempt] = []
     best: tuple[Any, Any, Attempt] | None = None
+    previous: tuple[Any, Attempt] | None = None
     settings, why = first_settings, "first attempt"
     while True:
         number = len(attempts) + 1
@@ -480,9 +491,13 @@ def sample_to_gate(
             sample_once, check, settings, attempt_seed(seed, number), number, why, progress, clock
         )
         attempts.append(attempt)
+        own = tree
+        if pool is not None and previous is not None and poolable(previous[1], attempt):
+            tree = _pooled(pool, check, previous, tree, attempt)
         if best is None or gate_key(attempt.diagnostics) < gate_key(best[2].diagnostics):
             best = (tree, extra, attempt)
-        del tree, extra  # only the best attempt's draws are kept
+        previous = (own, attempt)
+        del tree, extra, own  # the best attempt's draws and the last attempt's are kept
         step = _next_step(
             attempt, max_attempts, policy, left=max_time - (clock() - start), max_time=max_time
         )
@@ -498,6 +513,38 @@ def sample_to_gate(
         outcome = "passed" if chosen.diagnostics.ok else "still failing; keeping the best"
         progress(f"gate {outcome}: attempt {chosen.number} of {len(attempts)} used")
     return GateResult(tree, extra, chosen.diagnostics, attempts)
+
+
+def poolable(before: Attempt, after: Attempt) -> bool:
+    """Whether two attempts sampled the same posterior and may be judged together: the later
+    failed, both had the same model form, chains and ``target_accept`` (a retry for R-hat or
+    ESS changes only draws and tuning), no divergences and no dropped chains."""
+    a, b = before.settings, after.settings
+    return (
+        not after.diagnostics.ok
+        and (a.chains, a.target_accept, a.parameterization)
+        == (b.chains, b.target_accept, b.parameterization)
+        and before.diagnostics.divergences == 0
+        and after.diagnostics.divergences == 0
+        and not before.dropped
+        and not after.dropped
+    )
+
+
+def _pooled(pool, check, previous: tuple[Any, Attempt], tree, attempt: Attempt):
+    """``tree`` or, when the gate likes it better, the pool of the previous attempt's chains
+    and ``tree``'s; ``attempt`` then carries the pooled report and says what was pooled."""
+    merged = pool(previous[0], tree)
+    report = check(merged)
+    if gate_key(report) >= gate_key(attempt.diagnostics):
+        return tree
+    attempt.pooled = (
+        f"chains of attempts {previous[1].number}-{attempt.number} pooled "
+        f"({report.chains} x {report.draws} draws): "
+        + ("passed" if report.ok else f"max R-hat {report.max_rhat:.3f}")
+    )
+    attempt.diagnostics = report
+    return merged
 
 
 def _sample_and_check(sample_once, check, settings, seed, number, why, progress, clock):

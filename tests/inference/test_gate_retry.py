@@ -9,6 +9,7 @@ import warnings
 from dataclasses import replace
 
 import pytest
+import xarray as xr
 from conftest import FIT_KW, simulate_runs
 
 from bayesmix import errors
@@ -147,9 +148,79 @@ class FakeSampler:
 
 
 def drive(fake: FakeSampler, first=BASE, **kw):
+    """The driver on a fake sampler; attempts are not pooled unless ``pool`` is given (the
+    fake's trees are numbers)."""
     kw.setdefault("max_time", 1e9)
     kw.setdefault("seed", 5)
+    kw.setdefault("pool", None)
     return sample_to_gate(fake, first, check=fake.check, clock=fake.clock, **kw)
+
+
+class PoolingFake(FakeSampler):
+    """A fake whose pooled trees ("pool", i, j) get ``pooled`` as their report."""
+
+    def __init__(self, reports, pooled: Diagnostics):
+        super().__init__(reports)
+        self.pooled, self.pools = pooled, []
+
+    def pool(self, a, b):
+        self.pools.append((a, b))
+        return ("pool", a, b)
+
+    def check(self, tree) -> Diagnostics:
+        return self.pooled if isinstance(tree, tuple) else super().check(tree)
+
+
+def test_a_retry_for_rhat_is_judged_with_the_previous_attempts_chains():
+    # both attempts fail on R-hat alone; their 8 chains together pass: attempt 2 is used with
+    # the pooled tree, and the fit's settings say 8 chains of the shorter attempt's draws
+    fake = PoolingFake(
+        [report(max_rhat=1.015), report(max_rhat=1.0104)] + [report()] * 4,
+        pooled=replace(report(), chains=8, draws=1000),
+    )
+    result = drive(fake, pool=fake.pool)
+    assert len(fake.calls) == 2 and fake.pools == [(0, 1)]
+    assert result.tree == ("pool", 0, 1) and result.diagnostics.ok
+    assert result.used.number == 2 and "chains of attempts 1-2 pooled" in result.used.pooled
+    settings = result.settings(60.0)
+    assert (settings["chains"], settings["draws"]) == (8, 1000)
+    assert "attempts 1-2 pooled (8 x 1000 draws): passed" in record_line(result.records()[1])
+
+
+def test_attempts_that_sampled_differently_are_not_pooled():
+    # divergences: the retry raises target_accept, another posterior geometry; no pooling
+    fake = PoolingFake([report(divergences=2), report(max_rhat=1.02), report()], report())
+    result = drive(fake, pool=fake.pool)
+    assert fake.pools == [] and result.used.number == 3 and not result.used.pooled
+    # a pooled report no better than the attempt's own: the attempt's own tree is kept
+    fake = PoolingFake(
+        [report(max_rhat=1.015), report(max_rhat=1.012), report()],
+        pooled=report(max_rhat=1.02),
+    )
+    result = drive(fake, pool=fake.pool)
+    assert fake.pools == [(0, 1)] and result.tree == 2  # attempt 3 passed on its own
+
+
+def test_pool_chains_keeps_the_fewer_draws_evenly_spaced():
+    import numpy as np
+
+    from bayesmix.inference.chain_pooling import pool_chains
+
+    def tree(draws, offset):
+        x = np.arange(2 * draws, dtype=float).reshape(2, draws) + offset
+        post = xr.Dataset({"x": (("chain", "draw"), x)})
+        stats = xr.Dataset({"logp": (("chain", "draw"), -x)})
+        return xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
+
+    short, long = tree(5, 0.0), tree(9, 100.0)
+    both = pool_chains(short, long)
+    x = both["posterior"]["x"]
+    assert dict(x.sizes) == {"chain": 4, "draw": 5}
+    assert list(x["chain"].values) == [0, 1, 2, 3] and list(x["draw"].values) == list(range(5))
+    np.testing.assert_array_equal(x.values[:2], short["posterior"]["x"].values)
+    # the longer sampling's draws 0, 2, 4, 6, 8 (first and last kept)
+    np.testing.assert_array_equal(x.values[2:], long["posterior"]["x"].values[:, ::2])
+    np.testing.assert_array_equal(both["sample_stats"]["logp"].values, -x.values)
 
 
 def test_driver_stops_at_the_first_pass():
