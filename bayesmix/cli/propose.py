@@ -135,6 +135,23 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def open_experiment(args, log):
+    """The ledger's Experiment with the refit options of ``propose`` and ``run``
+    (``add_refit_arguments``: model, draws, tune, chains, seed, quiet) and ``log``."""
+    from bayesmix.loop.experiment import Experiment
+
+    return Experiment(
+        args.ledger,
+        model=args.model,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        random_seed=args.seed,
+        progressbar=not args.quiet,
+        log=log,
+    )
+
+
 def _say(args, msg: str) -> None:
     if not args.quiet:
         print(f"[propose] {msg}", file=sys.stderr, flush=True)
@@ -191,7 +208,6 @@ def banner_warnings():
 
 
 def run(args) -> int:
-    from bayesmix.loop.experiment import Experiment
 
     _check_options(args)
     if args.out:  # before any fit: not an input, not an existing file without --force
@@ -202,16 +218,7 @@ def run(args) -> int:
             force=args.force,
             inputs=[args.ledger, args.pool, args.weights],
         )
-    exp = Experiment(
-        args.ledger,
-        model=args.model,
-        draws=args.draws,
-        tune=args.tune,
-        chains=args.chains,
-        random_seed=args.seed,
-        progressbar=not args.quiet,
-        log=lambda msg: _say(args, msg),
-    )
+    exp = open_experiment(args, lambda msg: _say(args, msg))
     with banner_warnings():
         frame = exp.propose(
             args.n,

@@ -162,10 +162,9 @@ def _slurm_options(args) -> dict:
 
 def run(args) -> int:
     from bayesmix.cli._options import menu_from_args
-    from bayesmix.cli.propose import banner_warnings
+    from bayesmix.cli.propose import banner_warnings, open_experiment
     from bayesmix.laws import get_law
     from bayesmix.loop.executors import get_executor
-    from bayesmix.loop.experiment import Experiment
     from bayesmix.loop.proposing import menu_to_record
     from bayesmix.loop.runner import Runner, check_workdir
     from bayesmix.model.spec import load_spec
@@ -175,16 +174,7 @@ def run(args) -> int:
             print(f"[run] {msg}", file=sys.stderr, flush=True)
 
     opts = _propose_options(args)
-    exp = Experiment(
-        args.ledger,
-        model=args.model,
-        draws=args.draws,
-        tune=args.tune,
-        chains=args.chains,
-        random_seed=args.seed,
-        progressbar=not args.quiet,
-        log=say,
-    )
+    exp = open_experiment(args, say)
     law = get_law(load_spec(args.model).law)
     # the menu read and the strategy's needs checked now; recorded before the first launch
     fidelity = menu_to_record(args.ledger, args.strategy, law, menu_from_args(args))

@@ -127,24 +127,29 @@ def read_links(path: str | Path, *, tasks: Sequence[str] | None = None) -> dict[
             "empty task name", source=source, row=int(lines[i]), column="task"
         )
     values = {c: _numbers(frame, c, lines, source) for c in ("loss", "accuracy", "floor")}
-    bad = np.flatnonzero((values["accuracy"] < 0) | (values["accuracy"] > 1))
-    if len(bad):
-        raise errors.OptionError(
-            f"accuracy {values['accuracy'][bad[0]]:g} is outside [0, 1]",
-            source=source,
-            row=int(lines[bad[0]]),
-            column="accuracy",
-            hint="give accuracies as fractions: divide percentages by 100",
-        )
-    bad = np.flatnonzero((values["floor"] < 0) | (values["floor"] >= 1))
-    if len(bad):
-        raise errors.OptionError(
-            f"floor {values['floor'][bad[0]]:g} is outside [0, 1)",
-            source=source,
-            row=int(lines[bad[0]]),
-            column="floor",
-            hint="the floor is chance accuracy, 1 / number of choices",
-        )
+    for column, out_of_range, bounds, hint in (
+        (
+            "accuracy",
+            (values["accuracy"] < 0) | (values["accuracy"] > 1),
+            "[0, 1]",
+            "give accuracies as fractions: divide percentages by 100",
+        ),
+        (
+            "floor",
+            (values["floor"] < 0) | (values["floor"] >= 1),
+            "[0, 1)",
+            "the floor is chance accuracy, 1 / number of choices",
+        ),
+    ):
+        bad = np.flatnonzero(out_of_range)
+        if len(bad):
+            raise errors.OptionError(
+                f"{column} {values[column][bad[0]]:g} is outside {bounds}",
+                source=source,
+                row=int(lines[bad[0]]),
+                column=column,
+                hint=hint,
+            )
     links = {}
     for task in dict.fromkeys(names):
         rows = np.flatnonzero((names == task).to_numpy())

@@ -68,24 +68,14 @@ def _accuracy_parts(accuracy: pd.DataFrame, prob: float) -> list[str]:
     points = accuracy.assign(
         **{c: 100 * accuracy[c] for c in POINT_COLUMNS if c in accuracy.columns}
     )
-    k = len(points)
-    fig = new_figure(7.5, max(2.0, 0.2 * k + 1.0))
-    ax = fig.subplots()
-    y = np.arange(k)
     colours = np.where(points["lower"] > 0, "C0", np.where(points["upper"] < 0, "C3", "0.4"))
-    ax.errorbar(
-        points["change"],
-        y,
-        xerr=[points["change"] - points["lower"], points["upper"] - points["change"]],
-        fmt="none",
-        ecolor=colours,
-        lw=1.0,
+    figure = _change_figure(
+        points.rename(columns={"task": "name"}),
+        colours,
+        "accuracy change, percentage points (recommended vs baseline)",
+        ("accuracy_changes", "accuracy change per task, percentage points"),
+        size=(0.2, 2.0, 1.0, 14),
     )
-    ax.scatter(points["change"], y, c=colours, s=14, zorder=3)
-    ax.axvline(0.0, color="black", lw=0.6)
-    ax.set_yticks(y, points["task"], fontsize=tick_fontsize(k))
-    ax.set_ylim(k - 0.5, -0.5)  # most improved on top
-    ax.set_xlabel("accuracy change, percentage points (recommended vs baseline)")
     table = points.rename(columns={"accuracy_baseline": "baseline", "accuracy": "recommended"})
     return [
         f"<p>The decision in benchmark points: each linked task's accuracy (its expected loss "
@@ -93,7 +83,7 @@ def _accuracy_parts(accuracy: pd.DataFrame, prob: float) -> list[str]:
         f"the recommendation, and the change in percentage points with its {prob:.0%} "
         "equal-tailed interval; above 0 the recommendation gains points. The link is taken "
         "as known: its own error (link_rmse, points) is not in the intervals.</p>",
-        embed_figure(fig, "accuracy_changes", "accuracy change per task, percentage points"),
+        figure,
         html_table(table, digits=2),
     ]
 
@@ -105,25 +95,37 @@ def _per_task_figure(changes, groups: TaskGroups) -> str:
         for i, t in enumerate(groups.eval_domains)
     }
     colours = {g: f"C{i % 10}" for i, g in enumerate(groups.names)}
-    k = len(tasks)
-    fig = new_figure(7.5, max(2.5, 0.12 * k + 1.0))
+    return _change_figure(
+        tasks,
+        [colours[family[t]] for t in tasks["name"]],
+        "change of expected loss vs the uniform mixture",
+        ("task_changes", "per-task change of expected loss, by family"),
+        size=(0.12, 2.5, 0.8, 8),
+    )
+
+
+def _change_figure(frame, colours, xlabel: str, name: tuple[str, str], size) -> str:
+    """Each row's ``change`` with its interval (``lower``, ``upper``), labelled by ``name``,
+    first row on top; ``size``: (inches per row, least height, line width, marker size)."""
+    per_row, least, lw, marker = size
+    k = len(frame)
+    fig = new_figure(7.5, max(least, per_row * k + 1.0))
     ax = fig.subplots()
     y = np.arange(k)
-    c = [colours[family[t]] for t in tasks["name"]]
     ax.errorbar(
-        tasks["change"],
+        frame["change"],
         y,
-        xerr=[tasks["change"] - tasks["lower"], tasks["upper"] - tasks["change"]],
+        xerr=[frame["change"] - frame["lower"], frame["upper"] - frame["change"]],
         fmt="none",
-        ecolor=c,
-        lw=0.8,
+        ecolor=colours,
+        lw=lw,
     )
-    ax.scatter(tasks["change"], y, c=c, s=8, zorder=3)
+    ax.scatter(frame["change"], y, c=colours, s=marker, zorder=3)
     ax.axvline(0.0, color="black", lw=0.6)
-    ax.set_yticks(y, tasks["name"], fontsize=tick_fontsize(k))
-    ax.invert_yaxis()
-    ax.set_xlabel("change of expected loss vs the uniform mixture")
-    return embed_figure(fig, "task_changes", "per-task change of expected loss, by family")
+    ax.set_yticks(y, frame["name"], fontsize=tick_fontsize(k))
+    ax.set_ylim(k - 0.5, -0.5)
+    ax.set_xlabel(xlabel)
+    return embed_figure(fig, *name)
 
 
 def _tradeoff_figure(view: View, groups: TaskGroups, uniform) -> str:
