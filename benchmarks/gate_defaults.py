@@ -186,7 +186,7 @@ class Result:
     ess: float
     attempts: int
     note: str = ""
-    stages: int = 1  # stage fits (the pipeline's 1 + 2 J), else 1
+    stages: int = 1  # stage fits (the pipeline's 2 + J), else 1
     stages_passed: int = 0
 
     def line(self) -> str:

@@ -532,16 +532,16 @@ def poolable(before: Attempt, after: Attempt) -> bool:
 
 
 def _pooled(pool, check, previous: tuple[Any, Attempt], tree, attempt: Attempt):
-    """``tree`` or, when the gate likes it better, the pool of the previous attempt's chains
-    and ``tree``'s; ``attempt`` then carries the pooled report and says what was pooled."""
+    """The pool of the previous attempt's chains and ``tree``'s when it passes the gate
+    (``attempt`` then carries the pooled report and says what was pooled), else ``tree``: a
+    failing pool is not what the policy plans the next attempt from."""
     merged = pool(previous[0], tree)
     report = check(merged)
-    if gate_key(report) >= gate_key(attempt.diagnostics):
+    if not report.ok:
         return tree
     attempt.pooled = (
         f"chains of attempts {previous[1].number}-{attempt.number} pooled "
-        f"({report.chains} x {report.draws} draws): "
-        + ("passed" if report.ok else f"max R-hat {report.max_rhat:.3f}")
+        f"({report.chains} x {report.draws} draws): passed"
     )
     attempt.diagnostics = report
     return merged

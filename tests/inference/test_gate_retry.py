@@ -192,13 +192,19 @@ def test_attempts_that_sampled_differently_are_not_pooled():
     fake = PoolingFake([report(divergences=2), report(max_rhat=1.02), report()], report())
     result = drive(fake, pool=fake.pool)
     assert fake.pools == [] and result.used.number == 3 and not result.used.pooled
-    # a pooled report no better than the attempt's own: the attempt's own tree is kept
+    # a pool that fails the gate (even with a better R-hat) is not kept: the policy plans the
+    # next attempt from the attempt's own report, whose draws are what it asked for (a pool
+    # of fewer draws once read as an interrupted sampling and stopped the retries)
     fake = PoolingFake(
-        [report(max_rhat=1.015), report(max_rhat=1.012), report()],
-        pooled=report(max_rhat=1.02),
+        [report(max_rhat=1.015), report(max_rhat=1.02), report()],
+        pooled=replace(report(max_rhat=1.012), draws=1000),
     )
     result = drive(fake, pool=fake.pool)
-    assert fake.pools == [(0, 1)] and result.tree == 2  # attempt 3 passed on its own
+    assert fake.calls[1][0].draws > 1000  # attempt 2 asked for more draws than the pool has
+    assert fake.pools == [(0, 1)] and len(fake.calls) == 3
+    assert result.tree == 2 and not result.attempts[1].pooled  # attempt 3 passed on its own
+    assert result.attempts[1].diagnostics.max_rhat == 1.02
+    assert result.attempts[1].next.startswith("retry: R-hat 1.020")
 
 
 def test_pool_chains_keeps_the_fewer_draws_evenly_spaced():
