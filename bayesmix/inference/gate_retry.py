@@ -15,7 +15,9 @@ pipeline store with their results.
 
 Every retry is a fresh sampling: nutpie cannot resume a finished sampler's adaptation, so
 "continue tuning" means tuning again, longer, and a stuck chain is not restarted alone; a retry
-for R-hat or ESS is also judged with the previous attempt's chains (:func:`poolable`).
+for R-hat or ESS is also judged with the previous attempt's chains (:func:`poolable`). When
+the policy's retry for R-hat or ESS would overrun the budget, an attempt of the previous one's
+own size is run instead if it fits: pooled, the two give twice the chains for the time of one.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bayesmix import errors
-from bayesmix.inference.chain_pooling import pool_chains
+from bayesmix.inference.chains import drop_chains, log_density, lost_chains, pool_chains
 from bayesmix.posterior.diagnostics import BFMI_MIN, ESS_PER_CHAIN, RHAT_MAX, Diagnostics, diagnose
 
 #: Seconds one fit may spend sampling and re-sampling towards the gate (every attempt, the
@@ -91,10 +93,14 @@ class SamplerSettings:
 
 
 # ---------------------------------------------------------------------------------- budget
-#: Default seconds each stage fit of :func:`bayesmix.scaling.pipeline.nested_fit` may spend sampling
-#: again towards its gate: a target makes 2 + J stage fits (6 at J = 4) and the backtests
-#: three times as many, so the single fit's 600 s would let one pipeline run for an hour.
+#: Default seconds each stage fit of :func:`bayesmix.scaling.pipeline.nested_fit` may spend
+#: sampling again towards its gate: a target makes J + 1 stage fits after the shared stage 1
+#: (5 at J = 4) and the backtests three times as many, so the single fit's 600 s would let one
+#: pipeline run for an hour.
 STAGE_MAX_TIME = 120.0
+#: Said by a retry of the previous attempt's own size, run when the policy's retry would
+#: overrun the budget: both attempts' chains are judged together (:func:`poolable`).
+SAME_SIZE = "a same-size attempt"
 #: Draws and tuning steps per chain of every pipeline stage fit (2 chains). Why more draws than
 #: tuning: with 2 x 500 draws the gate's R-hat (<= 1.01, max over every quantity) failed by chance
 #: while the bulk ESS was 1,100-2,700 (5Mix, seed 1: stage 1 and all four stage-2 fits needed a
@@ -360,64 +366,6 @@ class GateResult:
         }
 
 
-#: A chain is lost (never reached the posterior's typical set: a bad start that adaptation did
-#: not escape) when its median log density lies more than this many typical within-chain
-#: spreads, and more than :data:`LOST_MIN_NATS`, below the best chain's. Chains that sample
-#: one posterior differ in median log density by a fraction of one spread; the measured case,
-#: a 5Mix stage-3 fit, had one chain at -1.8e6 against 910 for the other three.
-LOST_SPREADS = 20.0
-LOST_MIN_NATS = 100.0
-
-
-def lost_chains(logp: np.ndarray) -> tuple[list[int], str]:
-    """Indices of lost chains in a (chain, draw) array of log densities, and a note; none
-    unless at least 3 chains and 2 would be left."""
-    logp = np.asarray(logp, float)
-    if logp.ndim != 2 or logp.shape[0] < 3:
-        return [], ""
-    med = np.median(logp, axis=1)
-    best = float(np.nanmax(med))
-    spread = float(np.nanmedian(np.std(logp, axis=1)))
-    cut = best - max(LOST_SPREADS * spread, LOST_MIN_NATS)
-    lost = [i for i, m in enumerate(med) if not m >= cut]  # NaN is lost too
-    if not lost or logp.shape[0] - len(lost) < 2:
-        return [], ""
-    values = ", ".join(f"{med[i]:.4g}" for i in lost)
-    note = (
-        f"dropped chain(s) {', '.join(str(i) for i in lost)}: median log density {values} "
-        f"against {best:.4g} for the best chain (spread {spread:.3g}): stuck away from the "
-        "posterior"
-    )
-    return lost, note
-
-
-def drop_chains(tree, lost: list[int]):
-    """``tree`` without the chains ``lost`` (every group with a chain dim), chains renumbered
-    0..n-1."""
-    post = tree["posterior"]
-    keep = [i for i in range(post.sizes["chain"]) if i not in set(lost)]
-
-    def select(ds):
-        if "chain" not in ds.dims:
-            return ds
-        ds = ds.isel(chain=keep)
-        return ds.assign_coords(chain=np.arange(len(keep)))
-
-    return tree.map_over_datasets(select)
-
-
-def _log_density(tree) -> np.ndarray | None:
-    """The (chain, draw) log density of a sampler's DataTree (nutpie ``logp``, PyMC ``lp``),
-    or None when it has none."""
-    if "sample_stats" not in getattr(tree, "children", {}):
-        return None
-    stats = tree["sample_stats"]
-    for name in ("logp", "lp"):
-        if name in stats:
-            return stats[name].transpose("chain", "draw").values
-    return None
-
-
 def gate_key(report: Diagnostics) -> tuple[int, float, float]:
     """Sort key of reports, best first: fewest failed checks, then lowest max R-hat, then
     highest min bulk ESS (NaN figures last)."""
@@ -467,7 +415,7 @@ def sample_to_gate(
         Seconds, monotonic (tests pass a fake clock).
     pool : callable or None
         ``pool(previous tree, tree)``: both attempts' chains in one tree, judged when
-        :func:`poolable` (default :func:`~bayesmix.inference.chain_pooling.pool_chains`).
+        :func:`poolable` (default :func:`~bayesmix.inference.chains.pool_chains`).
 
     Returns
     -------
@@ -499,7 +447,12 @@ def sample_to_gate(
         previous = (own, attempt)
         del tree, extra, own  # the best attempt's draws and the last attempt's are kept
         step = _next_step(
-            attempt, max_attempts, policy, left=max_time - (clock() - start), max_time=max_time
+            attempt,
+            max_attempts,
+            policy,
+            left=max_time - (clock() - start),
+            max_time=max_time,
+            pool_retry=pool is not None,
         )
         if step is None:
             break
@@ -552,7 +505,7 @@ def _sample_and_check(sample_once, check, settings, seed, number, why, progress,
     began = clock()
     tree, extra = sample_once(settings, seed)
     sample_s = clock() - began
-    logp = _log_density(tree)
+    logp = log_density(tree)
     lost, dropped = lost_chains(logp) if logp is not None else ([], "")
     if lost:
         tree = drop_chains(tree, lost)
@@ -562,11 +515,33 @@ def _sample_and_check(sample_once, check, settings, seed, number, why, progress,
     return tree, extra, Attempt(number, settings, seed, sample_s, report, why, dropped=dropped)
 
 
+def _same_size_poolable(attempt: Attempt) -> bool:
+    """Whether a same-size attempt after ``attempt`` could pass pooled with it: the gate
+    failed on R-hat or ESS alone (no divergences, every chain kept), and ``attempt`` was not
+    itself such a retry (its own pool already failed)."""
+    d = attempt.diagnostics
+    return (
+        d.divergences == 0
+        and not d.treedepth_hits
+        and not (np.isfinite(d.min_bfmi) and d.min_bfmi < BFMI_MIN)
+        and not attempt.dropped
+        and SAME_SIZE not in attempt.why
+    )
+
+
 def _next_step(
-    attempt: Attempt, max_attempts: int, policy, *, left: float, max_time: float
+    attempt: Attempt,
+    max_attempts: int,
+    policy,
+    *,
+    left: float,
+    max_time: float,
+    pool_retry: bool = False,
 ) -> tuple[SamplerSettings, str, str] | None:
     """After ``attempt``: (next settings, why, a progress line), or None to stop; records in
-    ``attempt.next`` what comes next. ``left``: seconds of ``max_time`` left."""
+    ``attempt.next`` what comes next. ``left``: seconds of ``max_time`` left. ``pool_retry``:
+    when the policy's retry would overrun ``left`` but an attempt of ``attempt``'s own size
+    fits, run that one (the driver judges it pooled with ``attempt``: twice the chains)."""
     report, settings, number = attempt.diagnostics, attempt.settings, attempt.number
     if report.ok:
         attempt.next = "gate passed"
@@ -584,6 +559,14 @@ def _next_step(
     new, reason = proposal
     rate = attempt.sample_s / max(settings.total_draws, 1)  # seconds per draw, tuning included
     predicted = rate * new.total_draws
+    if predicted > left and pool_retry and _same_size_poolable(attempt):
+        same = rate * settings.total_draws  # a same-size attempt, judged pooled with this one
+        if same <= left:
+            reason = (
+                f"{reason.split(':')[0]}: the planned retry would take ~{predicted:.0f} s; "
+                f"{SAME_SIZE} to pool with attempt {number}"
+            )
+            new, predicted = settings, same
     if predicted > left:
         attempt.next = (
             f"stopped: the next attempt ({reason}) would take ~{predicted:.0f} s, "

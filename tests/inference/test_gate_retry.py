@@ -207,10 +207,46 @@ def test_attempts_that_sampled_differently_are_not_pooled():
     assert result.attempts[1].next.startswith("retry: R-hat 1.020")
 
 
+def test_a_retry_that_would_overrun_becomes_a_same_size_attempt_to_pool():
+    # Attempt 1: 4 x 2000 draws x 0.01 s = 80 s, R-hat 1.015. The policy's retry (draws x1.8,
+    # tune x1.5: 4 x 3300 draws) would take 132 s; 100 s are left, so attempt 2 repeats
+    # attempt 1's settings (80 s) and passes pooled with it.
+    reports = [report(max_rhat=1.015), report(max_rhat=1.012)]
+    fake = PoolingFake(reports, pooled=replace(report(), chains=8, draws=1000))
+    result = drive(fake, pool=fake.pool, max_time=180.0)
+    assert [c[0] for c in fake.calls] == [BASE, BASE] and fake.pools == [(0, 1)]
+    assert result.diagnostics.ok and result.tree == ("pool", 0, 1)
+    first = result.attempts[0].next
+    assert "would take ~132 s" in first and "a same-size attempt to pool with attempt 1" in first
+    # its pool failing too, attempt 2 is not repeated again: with a budget of 200 s and
+    # attempt 2 sampling at 0.007 s per draw (56 s), 64 s are left; the policy's retry (92 s)
+    # does not fit, a third same-size attempt (56 s) would, but it would pool only with
+    # attempt 2, whose pool with attempt 1 already failed: the driver stops
+    fake = PoolingFake(reports + [report(max_rhat=1.012)], pooled=report(max_rhat=1.011))
+    rates = iter([0.01, 0.007, 0.007])
+
+    def sample(settings, seed):
+        fake.rate = next(rates)
+        return PoolingFake.__call__(fake, settings, seed)
+
+    result = sample_to_gate(
+        sample, BASE, max_time=200.0, seed=5, check=fake.check, clock=fake.clock, pool=fake.pool
+    )
+    assert [c[0] for c in fake.calls] == [BASE, BASE]
+    assert result.attempts[1].next.startswith("stopped: the next attempt (R-hat 1.012")
+    # divergences ask for another geometry (a higher target_accept): never pooled, no repeat
+    fake = PoolingFake([report(divergences=1)] * 2, pooled=report())
+    result = drive(fake, pool=fake.pool, max_time=100.0)
+    assert len(fake.calls) == 1 and "would take" in result.attempts[0].next
+    # without pooling (pool=None) the overrunning retry stops the driver, as before
+    fake = FakeSampler(reports)
+    assert len(drive(fake, max_time=180.0).attempts) == 1
+
+
 def test_pool_chains_keeps_the_fewer_draws_evenly_spaced():
     import numpy as np
 
-    from bayesmix.inference.chain_pooling import pool_chains
+    from bayesmix.inference.chains import pool_chains
 
     def tree(draws, offset):
         x = np.arange(2 * draws, dtype=float).reshape(2, draws) + offset
@@ -426,7 +462,7 @@ def _tree(logp_means, n_draw=50, seed=0):
 def test_a_chain_far_below_the_others_is_lost_and_dropped():
     import numpy as np
 
-    from bayesmix.inference.gate_retry import drop_chains, lost_chains
+    from bayesmix.inference.chains import drop_chains, lost_chains
 
     tree = _tree([910, 912, 908, -1.8e6])
     logp = tree["sample_stats"]["logp"].values
