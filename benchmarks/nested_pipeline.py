@@ -31,7 +31,7 @@ from scipy.stats import spearmanr
 
 from bayesmix.data.loaders import load
 from bayesmix.data.mixtures import domain_weights
-from bayesmix.scaling.backtesting import attach, target_distance
+from bayesmix.scaling.backtesting import attach, target_axes
 from bayesmix.scaling.backtesting import backtest as run_backtest
 from bayesmix.scaling.pipeline import fit_step_law, gate_warnings, nested_fit, pipeline_record
 
@@ -103,9 +103,7 @@ def run(
             attach(
                 post,
                 bt,
-                target_distance=target_distance(
-                    proxies, n_params=n_params, steps=step, max_step=max_step
-                ),
+                target_axes=target_axes(proxies, n_params=n_params, steps=step, max_step=max_step),
             )
         posts[step] = post
         runs = list(group.index)

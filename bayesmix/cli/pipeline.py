@@ -158,7 +158,7 @@ def run(args) -> int:
         )
     bt = None
     if not args.no_backtest:
-        from bayesmix.scaling.backtesting import attach, backtest, target_distance
+        from bayesmix.scaling.backtesting import attach, backtest, target_axes
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -177,10 +177,8 @@ def run(args) -> int:
                 progressbar=not args.quiet,
                 max_time=max_time,
             )
-        distance = target_distance(
-            table, n_params=n_params, steps=args.steps, max_step=args.max_step
-        )
-        attach(post, bt, target_distance=distance)
+        axes = target_axes(table, n_params=n_params, steps=args.steps, max_step=args.max_step)
+        attach(post, bt, target_axes=axes)
     post.save(out)
     record = pipeline_record(post)
     assert record is not None  # nested_fit records it
@@ -192,7 +190,9 @@ def run(args) -> int:
         target = (stored(post) or {}).get("target")
         if target:
             print(
-                f"target:      at log-distance {target['distance']:.2f} beyond the proxies; "
+                f"target:      at log-distance {target['distance']:.2f} beyond the proxies "
+                f"(size {target.get('size_distance', 0):.2f}, tokens "
+                f"{target.get('token_distance', 0):.2f}); "
                 f"the learned extrapolation error is {100 * target['extrapolation_share']:.0f}% "
                 "of the predictive variance (median over the fitted mixtures and domains)"
             )

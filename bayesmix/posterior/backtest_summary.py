@@ -160,11 +160,17 @@ def calibrated_inside(records: pd.DataFrame, ci_prob: float, n: int = 400) -> np
         cal = extrapolation.learn(train)
         g = records[mask]
         pick = rng.integers(len(cal.kappa), size=n)
-        k, t, m = cal.kappa[pick], cal.tau[pick], cal.tau_mix[pick]
+        k, m = cal.kappa[pick], cal.tau_mix[pick]
         s = g["sd"].to_numpy(float)[:, None]
         u = g["distance"].to_numpy(float)[:, None]
-        z = rng.standard_normal((3, len(g), n))
-        draws = k * s * z[0] + t * u * z[1] + m * u * z[2]
+        if {"distance_size", "distance_tokens"} <= set(g.columns):
+            u_n = g["distance_size"].to_numpy(float)[:, None]
+            u_d = g["distance_tokens"].to_numpy(float)[:, None]
+        else:  # one distance: both taus are one (Calibration.learned_axes ["joint"])
+            u_n, u_d = u, 0.0 * u
+        z = rng.standard_normal((4, len(g), n))
+        shared = cal.tau_size[pick] * u_n * z[1] + cal.tau_tokens[pick] * u_d * z[3]
+        draws = k * s * z[0] + shared + m * u * z[2]
         lo, hi = np.quantile(draws, [(1 - ci_prob) / 2, (1 + ci_prob) / 2], axis=1)
         e = g["error"].to_numpy(float)
         out[mask] = (lo <= e) & (e <= hi)

@@ -28,7 +28,7 @@ from bayesmix.model.spec import ModelSpec
 from bayesmix.posterior import data_groups, storage
 from bayesmix.posterior.diagnostics import Diagnostics
 from bayesmix.posterior.extrapolation import ATTR as EXTRAPOLATION_ATTR
-from bayesmix.posterior.extrapolation import Calibration, log_distance
+from bayesmix.posterior.extrapolation import Calibration, axis_distances
 from bayesmix.posterior.mixture_range import MixtureRange
 from bayesmix.posterior.prediction import (
     MAX_EXTRAPOLATION,
@@ -363,14 +363,15 @@ class Posterior:
             self.tree.attrs[EXTRAPOLATION_ATTR] = calibration.to_json()
         return self
 
-    def extrapolation_distance(self, n_params=None, tokens=None):
-        """Log-distance of a prediction beyond the fitted scale (0 inside it): the
-        calibration's own target for a posterior fitted at a target scale (nested pipeline),
-        else computed from ``n_params``/``tokens`` against :meth:`scale_range`."""
+    def extrapolation_distance(self, n_params=None, tokens=None) -> np.ndarray:
+        """Log-distances (size, tokens) of a prediction beyond the fitted scale, shape (2,) or
+        (n, 2) (0 inside it): the calibration's own target for a posterior fitted at a target
+        scale (nested pipeline), else computed from ``n_params``/``tokens`` against
+        :meth:`scale_range`."""
         cal = self.extrapolation
-        if cal is not None and cal.target_distance is not None:
-            return cal.target_distance
-        return log_distance(n_params, tokens, self.scale_range())
+        if cal is not None and cal.target_axes is not None:
+            return np.asarray(cal.target_axes, float)
+        return axis_distances(n_params, tokens, self.scale_range())
 
     def nonfinite_draws(self) -> dict[str, int]:
         """``{variable: count}`` of NaN or inf values in the law's parameters and noise scales

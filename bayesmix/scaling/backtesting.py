@@ -240,7 +240,8 @@ def _split_frames(split: Split, held: pd.DataFrame, draws_: np.ndarray, domains,
     observed = held[[LOSS_PREFIX + d for d in domains]].to_numpy(float)
     n_params = held["n_params"].to_numpy(float)
     tokens = _tokens(held)
-    dist = extrapolation.log_distance(n_params, tokens, split.ranges)
+    axes = extrapolation.axis_distances(n_params, tokens, split.ranges)
+    dist = np.hypot(axes[:, 0], axes[:, 1])
     lo, hi = np.nanquantile(draws_, q, axis=0)
     k = len(domains)
     frame = pd.DataFrame(
@@ -254,6 +255,8 @@ def _split_frames(split: Split, held: pd.DataFrame, draws_: np.ndarray, domains,
             "size_ratio": np.repeat(n_params / split.ranges["n_params"][1], k),
             "token_ratio": np.repeat(tokens / split.ranges["tokens"][1], k),
             "distance": np.repeat(dist, k),
+            "distance_size": np.repeat(axes[:, 0], k),
+            "distance_tokens": np.repeat(axes[:, 1], k),
             "observed": observed.ravel(),
             "mean": draws_.mean(0).ravel(),
             "sd": draws_.std(0).ravel(),
@@ -431,11 +434,12 @@ def backtest(
     )
 
 
-def target_distance(
+def target_axes(
     runs: RunTable, *, n_params: float, steps: float, max_step: float | None = None
-) -> float:
-    """Log-distance (:func:`bayesmix.posterior.extrapolation.log_distance`) of a target (parameters,
-    optimiser steps) beyond the proxies' checkpoints at or below ``max_step``."""
+) -> np.ndarray:
+    """Log-distances (size, tokens) (:func:`bayesmix.posterior.extrapolation.axis_distances`)
+    of a target (parameters, optimiser steps) beyond the proxies' checkpoints at or below
+    ``max_step``, shape (2,)."""
     tidy = runs.to_tidy()
     step = tidy["step"].to_numpy(dtype=float)
     keep = (step > 0) & (step <= (max_step if max_step is not None else np.inf))
@@ -445,21 +449,32 @@ def target_distance(
         if "tokens" in tidy.columns
         else 1.0
     )
-    return float(extrapolation.log_distance(n_params, steps * per_step, _ranges(tidy)))
+    return extrapolation.axis_distances(n_params, steps * per_step, _ranges(tidy))
 
 
-def attach(post, bt: Backtest, *, target_distance: float | None = None):
+def target_distance(
+    runs: RunTable, *, n_params: float, steps: float, max_step: float | None = None
+) -> float:
+    """Log-distance sqrt(u_N^2 + u_D^2) of a target (:func:`target_axes`)."""
+    return float(np.hypot(*target_axes(runs, n_params=n_params, steps=steps, max_step=max_step)))
+
+
+def attach(post, bt: Backtest, *, target_axes=None):
     """Store the backtest's summary and calibration on a posterior (returns it): predictions
-    then include the learned extrapolation error; ``target_distance`` fixes the distance of a
-    posterior fitted at one target scale (nested pipeline). The stored record's ``target``
-    says how much of the predictive variance at the fitted mixtures is extrapolation error."""
+    then include the learned extrapolation error; ``target_axes`` (size, tokens) fixes the
+    log-distances of a posterior fitted at one target scale (nested pipeline). The stored
+    record's ``target`` says how much of the predictive variance at the fitted mixtures is
+    extrapolation error."""
     record = bt.to_dict(records=True)
     if bt.calibration is not None:
         cal = bt.calibration
-        if target_distance is not None:
-            cal = cal.with_target(target_distance)
+        if target_axes is not None:
+            cal = cal.with_target(target_axes)
+            u_n, u_d = cal.target_axes
             record["target"] = {
-                "distance": float(target_distance),
+                "distance": cal.target_distance,
+                "size_distance": u_n,
+                "token_distance": u_d,
                 "extrapolation_share": extrapolation_share(post, cal),
             }
         post.with_extrapolation(cal)
@@ -470,14 +485,14 @@ def attach(post, bt: Backtest, *, target_distance: float | None = None):
 def extrapolation_share(post, cal: extrapolation.Calibration) -> float:
     """Median share, over the posterior's fitted mixtures and validation domains, of the
     calibrated predictive variance that is extrapolation error (discrepancy), at the
-    calibration's target distance."""
+    calibration's target."""
     from bayesmix.posterior.posterior import Posterior
 
     plain = Posterior(post.tree.copy()).with_extrapolation(None)
     pred = plain.predict(post.fit_data().mixtures, warn=False)
     own = pred.predictive.std(("chain", "draw")).values
-    distance = cal.target_distance or 0.0
-    return float(np.median(extrapolation.width_share(cal, own, distance)))
+    axes = cal.target_axes if cal.target_axes is not None else (0.0, 0.0)
+    return float(np.median(extrapolation.width_share(cal, own, axes)))
 
 
 __all__ = [
@@ -488,5 +503,6 @@ __all__ = [
     "backtest",
     "extrapolation_share",
     "plan_splits",
+    "target_axes",
     "target_distance",
 ]

@@ -8,6 +8,8 @@ fixture from conftest.py.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -69,10 +71,10 @@ def test_learn_recovers_a_known_spread_factor_and_discrepancy():
     # should in about 0.81), and the means are within 25% of it (within 13% at every seed)
     lo, hi = cal.interval("kappa")
     assert lo <= true_kappa <= hi
-    lo, hi = cal.interval("tau")
+    lo, hi = cal.interval("tau_size")
     assert lo <= true_tau <= hi
     assert cal.kappa_mean == pytest.approx(true_kappa, rel=0.25)
-    assert cal.tau_mean == pytest.approx(true_tau, rel=0.25)
+    assert cal.tau_mean("size") == pytest.approx(true_tau, rel=0.25)
     assert cal.n_splits == 16 and cal.n_residuals == 16 * 6 * 12
 
 
@@ -82,7 +84,7 @@ def test_no_discrepancy_in_the_residuals_gives_a_small_one():
     # the 95th percentiles are a few thousandths: a shared error of 0.005 nats at distance 1
     # would already show in 192 split-domain means of sd ~0.02 / sqrt(6), a per-mixture one
     # of 0.01 against own errors of sd ~0.02 in 1,152 residuals at varied distances
-    assert np.quantile(cal.tau, 0.95) < 0.006
+    assert np.quantile(cal.tau_size, 0.95) < 0.006
     assert np.quantile(cal.tau_mix, 0.95) < 0.012
 
 
@@ -102,7 +104,7 @@ def test_many_runs_of_one_refit_do_not_pin_the_discrepancy():
     posterior of tau stays wide however many runs each has."""
     few = extrapolation.learn(residuals(1.0, 0.04, splits=2, runs=3, seed=3))
     many = extrapolation.learn(residuals(1.0, 0.04, splits=2, runs=60, seed=3))
-    width = lambda c: np.subtract(*c.interval("tau")[::-1])  # noqa: E731
+    width = lambda c: np.subtract(*c.interval("tau_size")[::-1])  # noqa: E731
     # 20x the runs: as independent residuals the width would fall by sqrt(20) (to 0.22x);
     # shared by the refit it falls only by what the runs' own noise added (measured 0.46x)
     assert width(many) > 0.35 * width(few)
@@ -114,6 +116,59 @@ def test_correlation_across_domains_is_estimated():
     # the estimate lies between, well above the independent case
     assert cal.rho > 0.3
     assert extrapolation.learn(residuals(1.0, 0.05, splits=12, rho=0.0, seed=4)).rho < 0.15
+
+
+def by_axis(frame: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """``frame`` with per-axis distance columns: every split extrapolates along ``axis``."""
+    u = frame["distance"]
+    size = axis == "size"
+    return frame.assign(
+        distance_size=u if size else 0.0 * u, distance_tokens=0.0 * u if size else u
+    )
+
+
+def test_size_and_token_extrapolation_errors_are_learned_apart():
+    # size splits with a small shared error, token splits with a large one (a step law that
+    # misses the schedule's annealing): each tau's 90% interval holds its own truth (seeds
+    # 0-9: both held in 9) and they do not mix (the token one is 4x the size one)
+    size = by_axis(residuals(0.8, 0.01, splits=12, seed=11), "size")
+    tokens = by_axis(residuals(0.8, 0.06, splits=12, seed=12), "tokens")
+    tokens["split"] = "t" + tokens["split"]
+    cal = extrapolation.learn(pd.concat([size, tokens], ignore_index=True))
+    assert cal.learned_axes == ["size", "tokens"]
+    lo, hi = cal.interval("tau_size")
+    assert lo <= 0.01 <= hi and hi < 0.03
+    lo, hi = cal.interval("tau_tokens")
+    assert lo <= 0.06 <= hi and lo > 0.03
+    assert "log-size ratio" in cal.describe() and "log-token ratio" in cal.describe()
+    # an axis no split moved along keeps its prior, and says so
+    only = extrapolation.learn(size)
+    assert only.learned_axes == ["size"] and "prior only" in only.describe()
+    prior_mean = extrapolation.TAU_SCALE * np.sqrt(2 / np.pi)  # HalfNormal(0.05): 0.040
+    assert only.tau_mean("tokens") == pytest.approx(prior_mean, rel=0.1)  # 1,000 draws
+
+
+def test_each_axis_error_grows_with_its_own_distance():
+    rng = np.random.default_rng(0)
+    mean = np.full((4, 500, 3, 1), 2.5)
+    cal = fixed(1.0, 0.0)
+    cal.tau_size, cal.tau_tokens = np.full_like(cal.kappa, 0.01), np.full_like(cal.kappa, 0.05)
+    pred = mean + 0.0 * rng.standard_normal(mean.shape)
+    axes = [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
+    m, _ = extrapolation.apply_calibration(mean, pred, cal, axes)
+    sd = (m - mean).reshape(-1, 3).std(0)
+    # 2,000 draws: sds within 6% of 0.01, 0.05 and sqrt(0.01^2 + 0.05^2)
+    np.testing.assert_allclose(sd, [0.01, 0.05, np.hypot(0.01, 0.05)], rtol=0.06)
+    share = extrapolation.width_share(cal, 0.02, (0.0, 1.0))
+    assert share == pytest.approx(0.05**2 / (0.02**2 + 0.05**2))
+    # a calibration stored with one tau reads as equal taus, its distance on the size axis
+    old = json.loads(cal.to_json())
+    old["tau"] = old.pop("tau_size")
+    del old["tau_tokens"], old["target_axes"], old["learned_axes"]
+    old["target_distance"] = 1.2
+    back = extrapolation.Calibration.from_json(json.dumps(old))
+    np.testing.assert_array_equal(back.tau_tokens, back.tau_size)
+    assert back.target_axes == [1.2, 0.0] and back.learned_axes == ["joint"]
 
 
 def test_bad_residuals_are_refused_in_one_line():
@@ -129,13 +184,14 @@ def fixed(kappa, tau, rho=0.0, distance=None, tau_mix=0.0) -> extrapolation.Cali
     n = extrapolation.N_SAMPLES
     return extrapolation.Calibration(
         kappa=np.full(n, kappa),
-        tau=np.full(n, tau),
+        tau_size=np.full(n, tau),
+        tau_tokens=np.full(n, tau),
         tau_mix=np.full(n, tau_mix),
         rho=rho,
         n_residuals=1,
         n_splits=1,
         max_distance=1.0,
-        target_distance=distance,
+        target_axes=None if distance is None else [distance, 0.0],
     )
 
 
@@ -143,10 +199,12 @@ def test_apply_scales_the_own_spread_and_adds_a_shared_discrepancy():
     rng = np.random.default_rng(0)
     mean = np.full((4, 500, 3, 2), 2.5)
     pred = mean + 0.02 * rng.standard_normal(mean.shape)
-    m0, p0 = extrapolation.apply_calibration(mean, pred, fixed(1.0, 0.0), 2.0)
+    m0, p0 = extrapolation.apply_calibration(mean, pred, fixed(1.0, 0.0), (2.0, 0.0))
     np.testing.assert_array_equal(m0, mean)
     np.testing.assert_array_equal(p0, pred)
-    m1, p1 = extrapolation.apply_calibration(mean, pred, fixed(0.5, 0.03, rho=0.7), [0.0, 1.0, 2.0])
+    m1, p1 = extrapolation.apply_calibration(
+        mean, pred, fixed(0.5, 0.03, rho=0.7), [(0.0, 0.0), (1.0, 0.0), (2.0, 0.0)]
+    )
     # mixture 0 at distance 0: only the spread factor acts
     np.testing.assert_allclose(p1[:, :, 0] - mean[:, :, 0], 0.5 * (pred - mean)[:, :, 0])
     # the discrepancy's sd is tau * u (2,000 draws: sd within 6%), correlated rho across the
@@ -158,7 +216,7 @@ def test_apply_scales_the_own_spread_and_adds_a_shared_discrepancy():
     # the same draw's discrepancy enters mean and predictive alike, and again on a new call
     np.testing.assert_allclose(p1 - m1, 0.5 * (pred - mean))
     again, _ = extrapolation.apply_calibration(
-        mean, pred, fixed(0.5, 0.03, rho=0.7), [0.0, 1.0, 2.0]
+        mean, pred, fixed(0.5, 0.03, rho=0.7), [(0.0, 0.0), (1.0, 0.0), (2.0, 0.0)]
     )
     np.testing.assert_array_equal(again, m1)
     # a per-mixture error comes from each mixture's own stream: it does not cancel between
@@ -166,21 +224,22 @@ def test_apply_scales_the_own_spread_and_adds_a_shared_discrepancy():
     # mixtures gets the same numbers as the whole set
     cal = fixed(1.0, 0.0, tau_mix=0.04)
     whole, _ = extrapolation.apply_calibration(
-        mean, pred, cal, 1.0, [np.random.default_rng(i) for i in range(3)]
+        mean, pred, cal, (1.0, 0.0), [np.random.default_rng(i) for i in range(3)]
     )
     diff = (whole[:, :, 0] - whole[:, :, 1]).ravel()
     assert diff.std() == pytest.approx(np.sqrt(2) * 0.04, rel=0.06)
     part, _ = extrapolation.apply_calibration(
-        mean[:, :, 1:], pred[:, :, 1:], cal, 1.0, [np.random.default_rng(i) for i in (1, 2)]
+        mean[:, :, 1:], pred[:, :, 1:], cal, (1.0, 0.0), [np.random.default_rng(i) for i in (1, 2)]
     )
     np.testing.assert_array_equal(part, whole[:, :, 1:])
 
 
 def test_calibration_round_trips_as_json():
-    cal = extrapolation.learn(residuals(0.8, 0.03, splits=6, seed=5)).with_target(1.4)
+    cal = extrapolation.learn(residuals(0.8, 0.03, splits=6, seed=5)).with_target((1.4, 0.0))
     back = extrapolation.Calibration.from_json(cal.to_json())
     np.testing.assert_allclose(back.kappa, cal.kappa, atol=1e-6)
-    np.testing.assert_allclose(back.tau, cal.tau, atol=1e-6)
+    np.testing.assert_allclose(back.tau_size, cal.tau_size, atol=1e-6)
+    np.testing.assert_array_equal(back.tau_tokens, back.tau_size)  # one tau: no axis columns
     np.testing.assert_allclose(back.tau_mix, cal.tau_mix, atol=1e-6)
     assert back.rho == cal.rho and back.target_distance == 1.4
     text = back.describe()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bayesmix.cli import main
@@ -114,7 +115,10 @@ def test_cli_backtest_refits_both_splits_and_learns_the_error(cli_backtest, caps
         assert bt["summary"]["coverage"][summary[split]] >= 0.6
     cal = extrapolation.Calibration.from_json(json.dumps(bt["calibration"]))
     assert cal.n_splits == 2 and cal.n_residuals == 60
-    assert 0.1 < cal.kappa_mean < 5 and cal.tau_mean >= 0
+    assert 0.1 < cal.kappa_mean < 5 and cal.learned_axes == ["size", "tokens"]
+    # the size split moved only the size, the steps split only the tokens
+    moved = pd.DataFrame(rec).groupby("split")[["distance_size", "distance_tokens"]].max()
+    assert moved.loc["size", "distance_tokens"] == 0 and moved.loc["steps", "distance_size"] == 0
     assert bt["verdict"].startswith("backtests (nested): 90% intervals covered")
     assert len(bt["splits"]) == 2 and all(s["seconds"] > 0 for s in bt["splits"])
 

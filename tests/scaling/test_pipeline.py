@@ -196,9 +196,10 @@ def test_cli_end_to_end(sim, tmp_path, capsys):
     assert "no steps backtest" in text
     cal = post.extrapolation
     assert cal is not None and cal.n_splits == 1
-    assert cal.target_distance == pytest.approx(
-        np.hypot(np.log(TARGET_N / SIZES[-1]), np.log(TARGET_S / STEPS[-1]))
+    np.testing.assert_allclose(
+        cal.target_axes, [np.log(TARGET_N / SIZES[-1]), np.log(TARGET_S / STEPS[-1])]
     )
+    assert "(size 1.16, tokens 0.69)" in text  # log(4e8 / 1.25e8), log(16000 / 8000)
     assert "of the predictive variance" in text
     plain = Posterior.load(out).with_extrapolation(None)
     mix = [[0.2, 0.3, 0.5]]
