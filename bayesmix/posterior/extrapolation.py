@@ -117,7 +117,10 @@ class Calibration:
     @property
     def target_distance(self) -> float | None:
         """The target's log-distance sqrt(u_N^2 + u_D^2), or None."""
-        return None if self.target_axes is None else float(np.hypot(*self.target_axes))
+        if self.target_axes is None:
+            return None
+        u_n, u_d = self.target_axes
+        return math.hypot(u_n, u_d)
 
     def interval(self, name: str, prob: float = 0.9) -> tuple[float, float]:
         """Equal-tailed interval of ``kappa``, ``tau_size``, ``tau_tokens`` or ``tau_mix``."""
@@ -353,7 +356,10 @@ def learn(frame: pd.DataFrame, *, random_seed: int | None = 0) -> Calibration:
     moved = frame.groupby("axis")["distance"].max()
     learned = [a for a in ("joint", *AXES) if moved.get(a, 0.0) > 0]
     return Calibration(
-        **draws,
+        kappa=draws["kappa"],
+        tau_size=draws["tau_size"],
+        tau_tokens=draws["tau_tokens"],
+        tau_mix=draws["tau_mix"],
         rho=rho,
         rho_mix=rho_mix,
         n_residuals=int(len(frame)),

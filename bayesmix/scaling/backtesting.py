@@ -470,7 +470,7 @@ def attach(post, bt: Backtest, *, target_axes=None):
         cal = bt.calibration
         if target_axes is not None:
             cal = cal.with_target(target_axes)
-            u_n, u_d = cal.target_axes
+            u_n, u_d = (float(v) for v in np.asarray(target_axes, float).reshape(2))
             record["target"] = {
                 "distance": cal.target_distance,
                 "size_distance": u_n,
