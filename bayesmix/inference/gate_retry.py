@@ -96,8 +96,9 @@ class SamplerSettings:
 #: Default seconds each stage fit of :func:`bayesmix.scaling.pipeline.nested_fit` may spend
 #: sampling again towards its gate: a target makes J + 1 stage fits after the shared stage 1
 #: (5 at J = 4) and the backtests three times as many, so the single fit's 600 s would let one
-#: pipeline run for an hour.
-STAGE_MAX_TIME = 120.0
+#: pipeline run for an hour. Why 180 s: a stage-3 fit's first attempt takes 25-100 s on 2 cores
+#: (5Mix, load 0-4); at 120 s a same-size retry to pool with it often did not fit.
+STAGE_MAX_TIME = 180.0
 #: Said by a retry of the previous attempt's own size, run when the policy's retry would
 #: overrun the budget: both attempts' chains are judged together (:func:`poolable`).
 SAME_SIZE = "a same-size attempt"
