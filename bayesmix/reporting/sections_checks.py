@@ -283,7 +283,8 @@ def section_backtest(view: View) -> tuple[str, str, str] | None:
     if target:
         parts.append(
             f"<p>This posterior's target lies at log-distance {target['distance']:.2f} beyond "
-            f"the proxies: the learned extrapolation error is "
+            f"the proxies (size {target.get('size_distance', 0.0):.2f}, tokens "
+            f"{target.get('token_distance', 0.0):.2f}): the learned extrapolation error is "
             f"{100 * target['extrapolation_share']:.0f}% of its predictive variance.</p>"
         )
     if bt.get("notes"):

@@ -216,6 +216,9 @@ def test_cli_end_to_end(sim, tmp_path, capsys):
     page = build_html(post)
     assert "Backtests: extrapolation within the proxies" in page
     assert "backtest" in figure_names(page)
+    assert "(size 1.16, tokens 0.69)" in page  # the target's two distances
+    # one size split: the token axis keeps its prior, and the description says so
+    assert cal.learned_axes == ["size"] and "prior only" in cal.describe()
 
 
 @pytest.mark.slow
