@@ -145,6 +145,28 @@ def simulate_runs(seed: int = SIM_SEED, n_runs: int = 40):
     return simulate(list(SIM_DOMAINS), n_runs=n_runs, random_seed=seed)
 
 
+#: The nested pipeline's proxies (tests/scaling): domains, model sizes and checkpoint steps.
+NESTED_DOMAINS = ("Github", "Books3", "Pile-CC")
+NESTED_SIZES = (2e7, 5e7, 1.25e8)
+NESTED_STEPS = (1000, 2000, 4000, 8000)
+
+
+def nested_runs():
+    """14 mixtures x 3 sizes x 4 steps from a known M4 law with power laws in N and D, and the
+    truth: the one table of the pipeline's and the backtests' fits, so their refits of one
+    geometry (e.g. the size backtest's stages 1-2) share compiled curve models."""
+    from bayesmix.model.simulation import simulate
+
+    return simulate(
+        list(NESTED_DOMAINS),
+        n_runs=14,
+        random_seed=5,
+        sizes=list(NESTED_SIZES),
+        steps=list(NESTED_STEPS),
+        noise_sd=0.01,
+    )
+
+
 @pytest.fixture(scope="session")
 def simulated_fit() -> SimulatedFit:
     """The suite's one fitted posterior (default model; compiled once per session)."""

@@ -13,14 +13,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import NESTED_DOMAINS, NESTED_SIZES, NESTED_STEPS, nested_runs
 
 from bayesmix.cli import main
-from bayesmix.model.simulation import simulate
 from bayesmix.posterior.posterior import Posterior
 
-DOMAINS = ["Github", "Books3", "Pile-CC"]
-SIZES = [2e7, 5e7, 1.25e8]
-STEPS = [1000, 2000, 4000, 8000]
+DOMAINS, SIZES, STEPS = list(NESTED_DOMAINS), list(NESTED_SIZES), list(NESTED_STEPS)
 #: Held out on both axes: 3.2 x the largest proxy size, 2 x the longest proxy step.
 TARGET_N, TARGET_S = 4e8, 16000
 #: Small MCMC, one compile per structure; J = 4 imputations, 2 chains.
@@ -30,7 +28,7 @@ KW = {"imputations": 4, "draws": 250, "tune": 300, "chains": 2, "random_seed": 3
 @pytest.fixture(scope="session")
 def sim():
     """14 mixtures x 3 sizes x 4 steps from a known M4 law with power laws in N and D."""
-    return simulate(DOMAINS, n_runs=14, random_seed=5, sizes=SIZES, steps=STEPS, noise_sd=0.01)
+    return nested_runs()
 
 
 @pytest.fixture(scope="session")
