@@ -323,6 +323,26 @@ def family_runs(n_runs=40, seed=0):
     return RunTable.from_frame(frame), params
 
 
+def family_posterior(seed=0, model="tasks"):
+    """(runs, truth, posterior) for :func:`family_runs`: 2 chains x 30 draws around the truth
+    (slopes jittered by sd 0.05 with ``seed``), no sampler; ``model`` as in
+    :func:`m4_posterior`."""
+    import numpy as np
+
+    runs, truth = family_runs()
+    rng = np.random.default_rng(seed)
+    shape = (2, 30)
+    post = m4_posterior(
+        np.broadcast_to(truth["m"], shape + truth["m"].shape).copy(),
+        np.broadcast_to(truth["rho"], shape + truth["rho"].shape).copy(),
+        truth["t"] + 0.05 * rng.standard_normal(shape + truth["t"].shape),
+        runs,
+        sigma=0.01,
+        model=model,
+    )
+    return runs, truth, post
+
+
 @pytest.fixture(scope="session")
 def tasks_fit():
     """A ``tasks`` posterior of :func:`family_runs` (small: 2 chains x 200 draws) and the

@@ -15,7 +15,7 @@ from bayesmix.decisions.accuracy_link import AccuracyLink, read_links
 from bayesmix.decisions.task_groups import accuracy_changes
 from bayesmix.posterior.posterior import Posterior
 from bayesmix.reporting.html_report import figure_names, load_decision
-from tests.conftest import family_runs, m4_posterior
+from tests.conftest import family_posterior
 
 #: The link the pairs are drawn from: its transition spans the fixture's losses (1.3 to 3.4).
 TRUE = AccuracyLink(floor=0.25, ceiling=0.85, midpoint=2.0, width=0.3)
@@ -26,17 +26,8 @@ LINKED = ("a_task0", "b_task1")
 def files(tmp_path_factory):
     """The saved posterior and a links file: each linked task's 40 run losses, with accuracies
     from :data:`TRUE` plus noise 0.005."""
-    runs, truth = family_runs()
-    rng = np.random.default_rng(0)
-    shape = (2, 30)
-    post = m4_posterior(
-        np.broadcast_to(truth["m"], shape + truth["m"].shape).copy(),
-        np.broadcast_to(truth["rho"], shape + truth["rho"].shape).copy(),
-        truth["t"] + 0.05 * rng.standard_normal(shape + truth["t"].shape),
-        runs,
-        sigma=0.01,
-        model="tasks",
-    )
+    runs, _, post = family_posterior(seed=0)
+    rng = np.random.default_rng(0)  # the accuracies' noise
     folder = tmp_path_factory.mktemp("accuracy")
     losses = runs.losses
     rows = [

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from bayesmix.decisions.accuracy_link import AccuracyLink
 from bayesmix.decisions.decision import decide
 from bayesmix.decisions.task_groups import accuracy_changes
 from bayesmix.reporting.html_report import build_html, figure_names
-from tests.conftest import family_runs, m4_posterior
+from tests.conftest import family_posterior
 
 
 def test_a_tasks_report_shows_per_task_changes_and_family_tradeoffs():
-    runs, truth = family_runs()
-    rng = np.random.default_rng(0)
-    shape = (2, 30)  # chains x draws around the truth, no sampler
-    post = m4_posterior(
-        np.broadcast_to(truth["m"], shape + truth["m"].shape).copy(),
-        np.broadcast_to(truth["rho"], shape + truth["rho"].shape).copy(),
-        truth["t"] + 0.05 * rng.standard_normal(shape + truth["t"].shape),
-        runs,
-        sigma=0.01,
-        model="tasks",
-    )
+    _, _, post = family_posterior(seed=0)  # draws around the truth, no sampler
     page = build_html(post)
     assert '<section id="tasks">' in page
     assert {"task_changes", "task_tradeoffs"} <= set(figure_names(page))
@@ -38,16 +27,8 @@ def test_other_laws_have_no_tasks_section(simulated_fit):
 
 
 def test_a_decision_in_benchmark_points_is_shown_for_any_law():
-    runs, truth = family_runs()
-    rng = np.random.default_rng(1)
-    shape = (2, 30)
-    post = m4_posterior(  # the plain M4 law: no per-task section of its own
-        np.broadcast_to(truth["m"], shape + truth["m"].shape).copy(),
-        np.broadcast_to(truth["rho"], shape + truth["rho"].shape).copy(),
-        truth["t"] + 0.05 * rng.standard_normal(shape + truth["t"].shape),
-        runs,
-        sigma=0.01,
-    )
+    # the plain M4 law: no per-task section of its own
+    _, _, post = family_posterior(seed=1, model="default")
     decision = decide(post, per_draw=False)
     assert '<section id="tasks">' not in build_html(post, decision=decision)
     link = AccuracyLink(floor=0.25, ceiling=0.85, midpoint=2.0, width=0.3, rmse=0.004)
