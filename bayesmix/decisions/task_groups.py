@@ -41,6 +41,7 @@ from bayesmix.decisions.draws import predict_draws, unpack_draws
 from bayesmix.decisions.epigraph import DomainValues, minimise_max_from, worst_piece
 from bayesmix.decisions.feasible import centre, feasible_points
 from bayesmix.laws.tasks import task_families
+from bayesmix.posterior.prediction import add_shift
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ def accuracy_changes(
     shift = getattr(source, "imputation_shift", None)  # a pipeline posterior's, per draw
     if shift is not None and len(losses) == source.n_samples:
         # the link is not linear: absolute losses matter, so the shift of each draw enters
-        losses = losses + shift[np.arange(len(losses)) % len(shift)][:, None, :]
+        losses = add_shift(losses, shift)
     q = [(1 - ci_prob) / 2, (1 + ci_prob) / 2]
     rows = []
     for task, link in links.items():

@@ -173,13 +173,13 @@ SHIFT_GROUP = "imputation_shift"
 
 
 def add_shift(mean: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
-    """``mean`` (chain, draw, n, K) plus ``shift[j % J]`` (J, K) for posterior draw j
-    (counted chain by chain); ``mean`` itself when there is no shift."""
+    """``mean`` (*samples, n, K), samples (chain, draw) or flattened chain by chain, plus
+    ``shift[j % J]`` (J, K) for posterior draw j; ``mean`` itself when there is no shift."""
     if shift is None:
         return mean
-    chains, draws = mean.shape[:2]
-    idx = np.arange(chains * draws) % len(shift)
-    return mean + shift[idx].reshape(chains, draws, 1, shift.shape[-1])
+    samples = mean.shape[:-2]
+    idx = np.arange(int(np.prod(samples))) % len(shift)
+    return mean + shift[idx].reshape(*samples, 1, shift.shape[-1])
 
 
 def draw_losses(
