@@ -181,11 +181,10 @@ def run(args) -> int:
     )
     report.source = args.posterior
     if links:
-        from bayesmix.decisions.draws import LawDraws
         from bayesmix.decisions.task_groups import accuracy_changes
 
-        draws = LawDraws.from_posterior(posterior, inputs=report.inputs)  # at the target scale
-        report.accuracy_changes = accuracy_changes(draws, report, links, ci_prob=report.prob)
+        # the posterior itself (a pipeline posterior's shifts), at the report's target scale
+        report.accuracy_changes = accuracy_changes(posterior, report, links, ci_prob=report.prob)
     if args.json:
         print_json(report.to_dict())
     else:

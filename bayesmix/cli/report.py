@@ -181,11 +181,12 @@ def run(args) -> int:
         )
         decision.source = args.posterior
     if links and decision is not None:  # a decision is computed when none was given
-        from bayesmix.decisions.draws import LawDraws
         from bayesmix.decisions.task_groups import accuracy_changes
 
-        draws = LawDraws.from_posterior(posterior, inputs=decision.inputs)
-        decision.accuracy_changes = accuracy_changes(draws, decision, links, ci_prob=decision.prob)
+        # the posterior itself (a pipeline posterior's shifts), at the decision's target scale
+        decision.accuracy_changes = accuracy_changes(
+            posterior, decision, links, ci_prob=decision.prob
+        )
     say("drawing the figures")
     path = write_report(
         out,

@@ -437,9 +437,12 @@ def _compare(setting: _Setting, problem: DecisionProblem, rec: np.ndarray, seed)
             **problem.scale_options,
             **draws.inputs,
         )  # decide() notes extrapolation
-    if pred is not None and posterior.extrapolation is not None:
-        # a learned extrapolation error: the expected losses carry it (the per-mixture part
-        # widens the improvement; the part shared by both mixtures cancels in it)
+    if pred is not None and (
+        posterior.extrapolation is not None or posterior.imputation_shift is not None
+    ):
+        # a learned extrapolation error or a nested pipeline's imputation shifts: the expected
+        # losses carry them (a per-mixture error widens the improvement; what both mixtures
+        # share cancels in it)
         values = with_overall(pred.mean)
     else:
         per_domain = draws.mean_loss(mixes)  # (S, 2, K), from the law's mean

@@ -205,13 +205,16 @@ def accuracy_changes(
     Per draw, each task's expected loss at both mixtures goes through its link. Columns: task,
     accuracy_baseline, accuracy (posterior means, the link's units), change (points; > 0
     better), lower, upper (``ci_prob``, equal-tailed), p_better, link_rmse (the link's own
-    error, not propagated); sorted from most improved. A nested-pipeline posterior's
-    imputation shifts are added draw by draw, as its predictions add them. An unknown task is
-    an OptionError."""
+    error, not propagated); sorted from most improved. A decision report's inputs (its target
+    scale) are used. A nested-pipeline posterior's imputation shifts are added draw by draw, as
+    its predictions add them (pass the Posterior, not its LawDraws). An unknown task is an
+    OptionError."""
     train, evals = _names(source)
+    report_inputs: dict = {}
     if hasattr(mixture, "recommendation"):  # a DecisionReport: its mixture and its baseline
         if baseline is not None:
             raise errors.OptionError("give baseline=None with a decision report: it has its own")
+        report_inputs = dict(getattr(mixture, "inputs", None) or {})  # its target scale
         shares = mixture.recommendation.set_index("train_domain")
         mixture, baseline = shares["share"], shares["baseline"]
     unknown = [t for t in links if t not in evals]
@@ -223,6 +226,7 @@ def accuracy_changes(
     if not links:
         raise errors.OptionError("links is empty: give at least one task's AccuracyLink")
     law, params, inputs = unpack_draws(source)
+    inputs = {**inputs, **report_inputs}
     r = np.stack([_baseline(mixture, train), _baseline(baseline, train)])
     losses = predict_draws(law, params, r, inputs)  # (S, 2, K)
     shift = getattr(source, "imputation_shift", None)  # a pipeline posterior's, per draw

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import NESTED_DOMAINS, NESTED_SIZES, NESTED_STEPS, nested_runs
 
@@ -120,6 +121,38 @@ def test_predictions_add_one_shift_per_draw(nested):
     np.testing.assert_allclose(a.predictive.values, b.predictive.values + moved, atol=1e-12)
     diff = a.mean.isel(mixture=0) - a.mean.isel(mixture=1)
     np.testing.assert_allclose(diff, b.mean.isel(mixture=0) - b.mean.isel(mixture=1), atol=1e-12)
+
+
+def test_decisions_carry_the_shifts_in_losses_not_in_the_improvement(nested):
+    """decide on a pipeline posterior (no learned extrapolation error): the expected-loss
+    intervals carry the imputation shifts, the paired improvement does not (both mixtures of
+    a draw share its shift), and accuracy changes read from the report use them too."""
+    from bayesmix.decisions.accuracy_link import AccuracyLink
+    from bayesmix.decisions.decision import decide
+    from bayesmix.decisions.task_groups import accuracy_changes
+
+    plain = Posterior(nested.tree.copy())
+    del plain.tree["imputation_shift"]
+    assert nested.extrapolation is None
+    a, b = (
+        decide(nested, random_seed=0, per_draw=False),
+        decide(plain, random_seed=0, per_draw=False),
+    )
+    pd.testing.assert_frame_equal(a.recommendation, b.recommendation)
+    key = ["mixture", "eval_domain"]
+    la, lb = a.losses.set_index(key), b.losses.set_index(key)
+    # the shifts are zero-mean over imputations and the draws take them in turn: means agree
+    np.testing.assert_allclose(la["mean"], lb["mean"], atol=0.02)
+    assert not np.allclose(la["lower"], lb["lower"])  # the shifts widen absolute intervals
+    ca, cb = a.comparison.set_index("eval_domain"), b.comparison.set_index("eval_domain")
+    np.testing.assert_allclose(ca["improvement_lower"], cb["improvement_lower"], atol=1e-12)
+    link = AccuracyLink(floor=0.25, ceiling=0.9, midpoint=2.0, width=0.05)
+    shares = a.recommendation.set_index("train_domain")
+    by_report = accuracy_changes(nested, a, {"Books3": link}).iloc[0]
+    by_hand = accuracy_changes(
+        nested, shares["share"], {"Books3": link}, baseline=shares["baseline"]
+    ).iloc[0]
+    assert by_report["accuracy"] == pytest.approx(by_hand["accuracy"], rel=1e-12)
 
 
 def test_accuracy_changes_read_the_shifted_losses(nested):
