@@ -27,6 +27,7 @@ from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data.table import RunTable, as_run_table
 from bayesmix.inference import compile_cache, nutpie_adapter
 from bayesmix.inference.gate_retry import (
+    GateResult,
     SamplerSettings,
     attempts_note,
     check_max_time,
@@ -81,8 +82,8 @@ def compiled_model(key: str, build: Callable[[], pm.Model]):
     """The nutpie compiled model of structure ``key``: from this process's cache, else
     ``build()`` compiled (or loaded from :mod:`bayesmix.inference.compile_cache`) and kept.
 
-    For models :func:`fit` does not build (the nested pipeline's curve models); the cache is
-    the one of :func:`fit`, so :func:`clear_cache` and :func:`compiled_count` cover them too.
+    The cache of every fit (:func:`fit`, :func:`fit_compiled`), so :func:`clear_cache` and
+    :func:`compiled_count` cover the pipeline's curve models too.
     ``key`` must name everything of the model that is not ``pm.Data``."""
     model, compiled = _COMPILED.get(key, (None, None))
     if compiled is None:
@@ -244,20 +245,77 @@ def fit(
     compile_s = time.perf_counter() - start
     form = sample_once.form if get_law(spec.law).has_noncentered else ""  # "": no choice
     with nutpie_adapter.ordinary_pages():  # the sampler's trace, the gate, the posterior's groups
-        result = sample_to_gate(
+        result, settings = _sample_to_gate(
             sample_once,
             SamplerSettings(int(draws), int(tune), float(target_accept), int(chains), form),
-            max_time=budget,
-            seed=random_seed,
-            progress=say_progress if progressbar else None,
+            budget,
+            random_seed,
+            compile_s,
         )
-        settings = _settings(result, budget, sampler, adaptation, compile_s)
         settings.update(step=step, max_step=max_step)
         spec = with_form(spec, result.used.settings.parameterization)
         post = Posterior.from_fit(result.tree, spec, table, result.diagnostics, settings)
     if warn and not result.diagnostics.ok:
         _warn_gate(result, budget)
     return post
+
+
+def fit_compiled(
+    key: str,
+    build: Callable[[], pm.Model],
+    values: Mapping[str, Any],
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    target_accept: float,
+    adaptation: str = "low_rank",
+    random_seed: int | None = None,
+    progressbar: bool = False,
+    max_time: float | None = None,
+) -> tuple[GateResult, dict]:
+    """Fit a law's model that :func:`fit` does not build from a run table (the nested
+    pipeline's step and size laws) along :func:`fit`'s own path: compiled once per structure
+    ``key`` (:func:`compiled_model`), its ``pm.Data`` set to ``values``, sampled with nutpie
+    by :class:`Sampling` towards the gate within ``max_time`` (seconds, as in :func:`fit`).
+
+    Returns (the gate driver's result: tree, diagnostics, attempts; the settings a fit
+    stores, as :func:`fit`'s posterior stores them). Warns nothing: the caller names the law.
+    """
+    check_counts(draws, tune, chains)
+    budget = check_max_time(max_time)
+    start = time.perf_counter()
+    compiled = nutpie_adapter.with_data(compiled_model(key, build), values)
+    compile_s = time.perf_counter() - start
+    sample_once = Sampling(lambda form: (_COMPILED[key][0], compiled), "", adaptation, progressbar)
+    with nutpie_adapter.ordinary_pages():
+        return _sample_to_gate(
+            sample_once,
+            SamplerSettings(int(draws), int(tune), float(target_accept), int(chains)),
+            budget,
+            random_seed,
+            compile_s,
+        )
+
+
+def _sample_to_gate(
+    sample_once: Sampling,
+    start: SamplerSettings,
+    budget: float,
+    random_seed: int | None,
+    compile_s: float,
+) -> tuple[GateResult, dict]:
+    """Every fit's sampling: ``sample_once`` towards the gate from ``start`` within
+    ``budget`` seconds; (result, the settings stored with it)."""
+    result = sample_to_gate(
+        sample_once,
+        start,
+        max_time=budget,
+        seed=random_seed,
+        progress=say_progress if sample_once.progressbar else None,
+    )
+    sampler = "nutpie" if sample_once.compiled is not None else "pymc"
+    return result, _settings(result, budget, sampler, sample_once.adaptation, compile_s)
 
 
 def _warn_gate(result, budget: float) -> None:

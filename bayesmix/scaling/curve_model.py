@@ -12,7 +12,7 @@ steps) instead of 29,678, and one density-and-gradient evaluation takes a third 
 of the per-observation form.
 Everything that changes between refits of one structure is ``pm.Data``
 (:func:`model_values`); :func:`structure_key` names the rest, so
-:func:`bayesmix.inference.fitting.compiled_model` compiles each structure once.
+:func:`bayesmix.inference.fitting.fit_compiled` compiles each structure once.
 """
 
 from __future__ import annotations

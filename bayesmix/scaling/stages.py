@@ -1,16 +1,15 @@
 """Stages 1 and 2 of the nested pipeline: the step law and the size law fitted with MCMC.
 
-Each stage fit builds the curve model of its law (:mod:`bayesmix.scaling.curve_model`), takes
-it compiled from the process's compile cache of :mod:`bayesmix.inference.fitting` (once per
-structure; refits swap the ``pm.Data``) and samples it with nutpie until the diagnostics gate
-passes or the time budget ends (:func:`bayesmix.inference.gate_retry.sample_to_gate`).
+Each stage fit builds the curve model of its law (:mod:`bayesmix.scaling.curve_model`) and
+fits it along :func:`bayesmix.fit`'s path (:func:`bayesmix.inference.fitting.fit_compiled`):
+compiled once per structure in the compile cache (refits swap the ``pm.Data``), sampled with
+nutpie until the diagnostics gate passes or the time budget ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -19,17 +18,8 @@ import xarray as xr
 
 from bayesmix._compat import PROGRESS, SEED, renamed_kwargs
 from bayesmix.data.table import RunTable
-from bayesmix.inference import nutpie_adapter
-from bayesmix.inference.fitting import check_counts, compiled_model
-from bayesmix.inference.gate_retry import (
-    PIPELINE_DRAWS,
-    PIPELINE_TUNE,
-    SamplerSettings,
-    attempts_note,
-    check_max_time,
-    sample_to_gate,
-    say_progress,
-)
+from bayesmix.inference.fitting import fit_compiled
+from bayesmix.inference.gate_retry import PIPELINE_DRAWS, PIPELINE_TUNE, attempts_note
 from bayesmix.inference.nutpie_adapter import import_nutpie
 from bayesmix.laws.curve import PowerCurve
 from bayesmix.posterior.diagnostics import ConvergenceWarning, Diagnostics
@@ -194,55 +184,37 @@ def fit_size_law(
 def run_stage(
     data: CurveData, *, draws, tune, chains, random_seed, progressbar, warn, max_time=None
 ) -> StageFit:
-    """The curve law of ``data`` fitted with nutpie towards the gate: a :class:`StageFit`.
-    ``max_time``: the sampling budget (:func:`~bayesmix.inference.gate_retry.check_max_time`);
-    ``warn``: a ConvergenceWarning naming the stage when the gate still fails."""
-    nutpie = import_nutpie()
-    check_counts(draws, tune, chains)
-    budget = check_max_time(max_time)
-    start = time.perf_counter()
-    compiled = nutpie_adapter.with_data(
-        compiled_model(f"curves:{structure_key(data)}", lambda: build_curve_model(data)),
+    """The curve law of ``data`` fitted towards the gate along :func:`bayesmix.fit`'s path
+    (:func:`bayesmix.inference.fitting.fit_compiled`: the compile cache, nutpie through the
+    adapter, the gate driver): a :class:`StageFit`. ``max_time``: the sampling budget
+    (:func:`~bayesmix.inference.gate_retry.check_max_time`); ``warn``: a ConvergenceWarning
+    naming the stage when the gate still fails."""
+    import_nutpie()  # the curve models are sampled with nutpie only
+    result, settings = fit_compiled(
+        f"curves:{structure_key(data)}",
+        lambda: build_curve_model(data),
         model_values(data),
-    )
-    compile_s = time.perf_counter() - start
-
-    def sample_once(attempt: SamplerSettings, seed: int | None):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=RuntimeWarning)
-            tree = nutpie.sample(
-                compiled,
-                draws=attempt.draws,
-                tune=attempt.tune,
-                chains=attempt.chains,
-                seed=seed,
-                progress_bar=progressbar,
-                save_warmup=False,
-                adaptation=ADAPTATION,
-                target_accept=attempt.target_accept,
-            )
-        return tree, None
-
-    result = sample_to_gate(
-        sample_once,
-        SamplerSettings(int(draws), int(tune), TARGET_ACCEPT, int(chains)),
-        max_time=budget,
-        seed=random_seed,
-        progress=say_progress if progressbar else None,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        target_accept=TARGET_ACCEPT,
+        adaptation=ADAPTATION,
+        random_seed=random_seed,
+        progressbar=progressbar,
+        max_time=max_time,
     )
     report = result.diagnostics
-    settings = {**result.settings(budget), "sampler": "nutpie", "adaptation": ADAPTATION}
     fit = StageFit(
         posterior=result.tree["posterior"].to_dataset(),
         data=data,
         diagnostics=report,
         settings=settings,
-        compile_s=compile_s,
-        sample_s=result.sample_s,
+        compile_s=settings.pop("compile_s"),
+        sample_s=settings.pop("sample_s"),
     )
     if warn and not report.ok:
         stage = "stage 1 (step law)" if data.kind == "step" else "stage 2 (size law)"
-        note = attempts_note(len(result.attempts), budget)
+        note = attempts_note(len(result.attempts), settings["max_time"])
         # stacklevel 4: past fit_step_law/fit_size_law and their renamed_kwargs wrapper
         warnings.warn(f"{stage}: {report.warning()} ({note})", ConvergenceWarning, stacklevel=4)
     return fit

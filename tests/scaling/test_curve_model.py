@@ -114,13 +114,26 @@ def test_noise_floor_bounds_the_noise_and_zero_changes_nothing():
     assert not np.isclose(floored.compile_logp()(point), plain.compile_logp()(point))
 
 
-def test_step_law_recovers_the_simulated_exponent():
+def test_step_law_recovers_the_simulated_exponent(monkeypatch):
     """Stage 1 in the slot form on simulated learning curves whose loss is a power law in the
     tokens with exponent beta = 0.35 (bayesmix.model.simulation's scale law): every (size,
     domain) exponent's posterior median is within 0.01 of it (its 90% intervals are about 0.01
-    wide at this noise; seed 4 gives medians within 0.005), with no divergences."""
+    wide at this noise; seed 4 gives medians within 0.005), with no divergences. The stage is
+    fitted along fit's path: fit's compile cache and its gate driver, at the stage's
+    settings."""
+    from bayesmix.inference import fitting
     from bayesmix.model.simulation import SCALE_DEFAULTS
-    from bayesmix.scaling.stages import fit_step_law
+    from bayesmix.scaling.stages import TARGET_ACCEPT, fit_step_law
+
+    starts = []
+
+    def recorded(sample_once, start, **kw):
+        starts.append(start)
+        return real(sample_once, start, **kw)
+
+    real = fitting.sample_to_gate
+    monkeypatch.setattr(fitting, "sample_to_gate", recorded)
+    compiled_before = fitting.compiled_count()
 
     runs, _ = simulate(
         ["web", "code", "books"],
@@ -137,3 +150,9 @@ def test_step_law_recovers_the_simulated_exponent():
     # no divergences: the collapsed model has no funnel to fall into (R-hat and ESS at 300
     # draws are left to the benchmarks)
     assert fit.diagnostics.divergences == 0
+    assert [(a.draws, a.tune, a.chains, a.target_accept) for a in starts] == [
+        (300, 300, 2, TARGET_ACCEPT)
+    ]
+    assert fitting.compiled_count() == compiled_before + 1
+    assert fit.settings["sampler"] == "nutpie" and len(fit.settings["attempts"]) == 1
+    assert fit.compile_s > 0 and fit.sample_s > 0
