@@ -24,8 +24,10 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from bayesmix import errors
 from bayesmix.loop.jobs import (
@@ -118,20 +120,31 @@ class RayExecutor:
                 raise errors.OptionError(f"cannot start Ray on {where}: {err}") from None
         self._task = ray.remote(num_cpus=1, max_retries=0)(_ray_job)
         self._refs: dict[str, object] = {}
+        self._flag: Any = None  # the CancelFlag actor (a Ray handle), started with the first job
 
     def __repr__(self) -> str:
         return f"RayExecutor(parallel={self.parallel}, address={self.address!r})"
 
     def submit(self, job: Job) -> Future[JobResult]:
-        ref = self._task.remote(job)
+        if self._flag is None:
+            self._flag = self._ray.remote(num_cpus=0)(CancelFlag).remote()
+        ref = self._task.remote(job, self._flag)
         self._refs[job.run] = ref
         future: Future[JobResult] = ref.future()  # type: ignore[attr-defined]
         return future
 
     def cancel_all(self) -> None:
-        """Ask every task to stop (KeyboardInterrupt in the task, which stops its job's
-        process group) and wait for them up to :data:`KILL_GRACE_S` + 5 s."""
+        """Stop every job and wait for them up to :data:`KILL_GRACE_S` + 5 s: running tasks
+        see the :class:`CancelFlag` set and stop their job's process group; tasks not yet
+        started are cancelled by Ray. (Ray's own interrupt of a running task, a
+        KeyboardInterrupt, is not relied on: it can miss a task that is sleeping between
+        polls, ray-project/ray#32954, and the job then outlived ``cancel_all``.)"""
         refs = list(self._refs.values())
+        if self._flag is not None:
+            try:
+                self._ray.get(self._flag.set.remote(), timeout=10.0)
+            except Exception:
+                pass
         for ref in refs:
             try:
                 self._ray.cancel(ref, force=False)
@@ -163,15 +176,55 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def _ray_job(job: Job) -> JobResult:
-    """:func:`run_job` inside a Ray task: when the task is cancelled (a KeyboardInterrupt
-    raised in it), the job's process group is stopped too instead of outliving the task.
-    Ray raises that interrupt through SIGINT, which a worker ignores when the driver was
-    started with SIGINT ignored (``bayesmix run ... &`` from a script), so it is re-armed."""
+class CancelFlag:
+    """A Ray actor the driver sets when it cancels every job; the tasks read it."""
+
+    def __init__(self):
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+#: Seconds between two reads of the CancelFlag by a running task.
+FLAG_POLL_S = 0.5
+
+
+def _flag_reader(flag):
+    """``cancelled()`` for :func:`run_job`: the flag actor's state, read at most every
+    :data:`FLAG_POLL_S` (an unreachable flag reads as not set: the task keeps running)."""
+    import ray
+
+    state = {"next": 0.0, "set": False}
+
+    def cancelled() -> bool:
+        now = time.monotonic()
+        if not state["set"] and now >= state["next"]:
+            state["next"] = now + FLAG_POLL_S
+            try:
+                state["set"] = bool(ray.get(flag.is_set.remote(), timeout=5.0))
+            except Exception:
+                pass
+        return state["set"]
+
+    return cancelled
+
+
+def _ray_job(job: Job, flag=None) -> JobResult:
+    """:func:`run_job` inside a Ray task: it stops its job's process group when the
+    executor's :class:`CancelFlag` is set, or when the task is cancelled by Ray (a
+    KeyboardInterrupt raised in it) instead of outliving the task. Ray raises that interrupt
+    through SIGINT, which a worker ignores when the driver was started with SIGINT ignored
+    (``bayesmix run ... &`` from a script), so it is re-armed."""
     _rearm_sigint()
     procs: list[subprocess.Popen] = []
     try:
-        return run_job(job, on_start=procs.append)
+        return run_job(
+            job, on_start=procs.append, cancelled=None if flag is None else _flag_reader(flag)
+        )
     except BaseException:
         for proc in procs:
             stop_process(proc)

@@ -106,11 +106,12 @@ class Executor(Protocol):
     def shutdown(self) -> None: ...
 
 
-def run_job(job: Job, on_start=None) -> JobResult:
+def run_job(job: Job, on_start=None, cancelled=None) -> JobResult:
     """Run ``job`` here and wait for it: write its mixture file, start the command in its own
-    process group (``on_start(popen)`` is called once it runs), stop it at the timeout, end
-    whatever it left running in its group, read back stderr's tail and the result file. Never
-    raises for a failing command or a folder it cannot use: the JobResult says what failed."""
+    process group (``on_start(popen)`` is called once it runs), stop it at the timeout or as
+    soon as ``cancelled()`` is true (checked every :data:`POLL_S`), end whatever it left
+    running in its group, read back stderr's tail and the result file. Never raises for a
+    failing command or a folder it cannot use: the JobResult says what failed."""
     folder = Path(job.folder)
     host = socket.gethostname()
     try:
@@ -147,10 +148,14 @@ def run_job(job: Job, on_start=None) -> JobResult:
                 if deadline is not None and time.monotonic() > deadline:
                     timed_out = True
                     break
+                if cancelled is not None and cancelled():
+                    break
                 time.sleep(POLL_S)
         finally:
             stop_process(proc)  # the command, or what it left behind in its group
     elapsed = time.perf_counter() - t0
+    if cancelled is not None and not timed_out and cancelled():
+        return JobResult(job.run, proc.returncode, elapsed, "cancelled", host=host)
     tail = _tail(folder / "stderr.log", start)
     text, problem = read_result(Path(job.out), proc.returncode)
     return JobResult(

@@ -334,6 +334,37 @@ def test_the_loop_on_a_local_ray_instance(loop, tmp_path):
     assert set(statuses(exp).values()) == {"completed"}
 
 
+def test_a_cancelled_job_stops_its_whole_process_group(tmp_path):
+    """run_job stops as soon as ``cancelled()`` is true: the command's group (here a child it
+    left in the background) is gone and the result says "cancelled" (how the Ray executor's
+    tasks stop, without Ray's interrupt)."""
+    folder = tmp_path / "r1"
+    job = Job("r1", "sleep 300 & echo $! > child.pid; wait", str(folder),
+              str(folder / "mixture.json"), "{}", str(folder / "result.csv"))  # fmt: skip
+    flag = threading.Event()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(run_job(job, cancelled=flag.is_set)))
+    worker.start()
+    pid_file = folder / "child.pid"
+    text = wait_until(lambda: pid_file.is_file() and pid_file.read_text().strip(), timeout=60)
+    assert text, "the job's child process never started"
+    pid = int(text)
+    assert worker.is_alive()  # cancelled() is false: the job runs on
+    flag.set()
+    worker.join(timeout=60)
+    assert not worker.is_alive() and results[0].stderr_tail == "cancelled"
+    assert results[0].result_text is None and not results[0].ok
+    assert wait_until(lambda: _gone(pid), timeout=30), f"process {pid} still runs"
+
+
+def _gone(pid: int) -> bool:
+    """Process ``pid`` is gone (or a zombie awaiting its reaper), not orphaned."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_cancelling_ray_jobs_stops_their_processes(tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional extra bayesmix[ray]")
     from bayesmix.loop.executors import RayExecutor
@@ -350,16 +381,8 @@ def test_cancelling_ray_jobs_stops_their_processes(tmp_path):
         pid = int(text)
         assert Path(f"/proc/{pid}").exists()
         executor.cancel_all()
-
-        def gone() -> bool:
-            """The child is gone (or a zombie awaiting its reaper), not orphaned."""
-            try:
-                return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-            except FileNotFoundError:
-                return True
-
         # the job's whole process group stops: polled, since cancelling is asynchronous
-        assert wait_until(gone, timeout=30), f"process {pid} still runs after cancel_all"
+        assert wait_until(lambda: _gone(pid), timeout=30), f"process {pid} still runs"
         del future  # its result is a TaskCancelledError; the loop never reads it
     finally:
         executor.shutdown()
