@@ -41,7 +41,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--initial-design 16 --seed 1\n"
         "  bayesmix init --ledger exp.db --runs past_runs.csv --initial-design 8\n"
         "  bayesmix init --ledger exp.db --domains web,code,books --initial-design 9 \\\n"
-        "      --menu 70M@10000,160M@10000,410M@20000 --target-scale 1B@100000",
+        "      --model scaling --menu 70M@10000,160M@10000,410M@20000 --target-scale 1B@100000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--ledger", required=True, metavar="EXP.db", help="ledger file to create")
@@ -101,6 +101,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="where to write the proposals (default: <ledger>-round0.csv)",
     )
     add_menu_arguments(p)
+    p.add_argument(
+        "--model",
+        default="default",
+        help="the law the loop fits (model name or TOML file; default m4): with --menu, a law "
+        "over model size and tokens (e.g. scaling) spreads the initial design over the menu's "
+        "sizes, a law of one size plans it at the largest entry",
+    )
     add_force_argument(p)
     p.set_defaults(func=run)
     return p
@@ -116,7 +123,11 @@ def split_names(text: str, option: str) -> list[str]:
 
 
 def run(args) -> int:
+    from bayesmix.laws import get_law
     from bayesmix.loop.experiment import Experiment
+    from bayesmix.loop.fidelity import SCALE_INPUTS, one_size_note
+    from bayesmix.loop.ledger import Ledger
+    from bayesmix.model.spec import load_spec
 
     ledger_path = Path(args.ledger)
     if args.domains is not None:  # names checked before any file is read or written
@@ -197,6 +208,7 @@ def run(args) -> int:
         design_min_distance=args.min_distance,
         out=out,
         random_seed=args.seed,
+        model=args.model,
         **(menu_from_args(args) or {}),
     )
     print(
@@ -213,4 +225,8 @@ def run(args) -> int:
         print(f"proposed {len(ids)} runs ({ids[0]} to {ids[-1]}), written to {out}")
         if fidelity is not None:  # the planned sizes of each run
             print(proposals_table(exp.last_proposals))
+            law = get_law(load_spec(args.model).law)
+            if not all(k in law.inputs for k in SCALE_INPUTS):
+                with Ledger.open(ledger_path) as led:
+                    print(f"note: {one_size_note(law, led.fidelity().menu)}")
     return 0

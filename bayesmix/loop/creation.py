@@ -18,8 +18,9 @@ import pandas as pd
 from bayesmix import errors
 from bayesmix.data.constraints import Constraints
 from bayesmix.data.table import RunTable, check_known_domains
+from bayesmix.laws import get_law
 from bayesmix.loop import design
-from bayesmix.loop.fidelity import full_runs
+from bayesmix.loop.fidelity import initial_entries
 from bayesmix.loop.ledger import (
     Fidelity,
     IngestSummary,
@@ -82,7 +83,7 @@ def plan(
     from bayesmix.model.spec import load_spec
 
     check_free(path)
-    load_spec(options.get("model", "default"))
+    law = get_law(load_spec(options.get("model", "default")).law)
     train, evals = ledger_domains(path, runs, train_domains, eval_domains)
     settings = dict(settings or {})
     if target:
@@ -101,6 +102,7 @@ def plan(
             random_seed=options.get("random_seed", 0),
             out=out_path,
             fidelity=fid,
+            law=law,
         )
         settings["initial_design"] = round0.settings
     return Plan(path, train, evals, settings, round0, fid)
@@ -181,10 +183,11 @@ def design_round0(
     random_seed: int | None,
     out: Path | None,
     fidelity: Fidelity | None = None,
+    law=None,
 ) -> Round0:
     """``n`` space-filling mixtures (:func:`bayesmix.loop.design.initial_design`) in the
     feasible set (the simplex when ``constraints`` is None), away from the past ``runs``; with
-    a menu, run i at the longest entry of the i-th size in turn (sizes ascending)."""
+    a menu, at the entries :func:`~bayesmix.loop.fidelity.initial_entries` gives ``law``."""
     cons = constraints if constraints is not None else Constraints.unconstrained(train)
     existing = runs.mixtures[list(cons.domains)].to_numpy() if runs is not None else None
     mixtures = design.initial_design(
@@ -207,7 +210,7 @@ def design_round0(
     planned: dict[str, np.ndarray] = {}
     cost = None
     if fidelity is not None:
-        pick = np.resize(full_runs(fidelity.menu), n)
+        pick = initial_entries(fidelity.menu, n, law)
         planned = {k: getattr(fidelity.menu, k)[pick] for k in ("n_params", "steps", "tokens")}
         cost = fidelity.menu.cost[pick] / fidelity.menu.cost.min()
     return Round0(frame, f"initial-{method}", settings, out, planned, cost)

@@ -291,11 +291,29 @@ def full_runs(menu: Menu) -> np.ndarray:
     )
 
 
-def spread_over_menu(batch: Batch, menu: Menu) -> Batch:
-    """An initial design's batch with planned sizes: proposal i at the longest entry of size
-    ``i mod (number of sizes)`` (sizes ascending), so the first fit sees every size; costs
-    relative to the menu's cheapest entry."""
-    pick = np.resize(full_runs(menu), len(batch))
+def initial_entries(menu: Menu, n: int, law=None) -> np.ndarray:
+    """Menu entries of an initial design's ``n`` runs. For a law over model size and tokens
+    (or ``law`` None): run i at the longest entry of size ``i mod (number of sizes)`` (sizes
+    ascending), so the first fit sees every size. For a law of one model size (e.g. the
+    default m4, which fits the runs of one size only): every run at :func:`largest_entry`."""
+    if law is None or all(k in law.inputs for k in SCALE_INPUTS):
+        return np.resize(full_runs(menu), n)
+    return np.full(n, largest_entry(menu))
+
+
+def one_size_note(law, menu: Menu) -> str:
+    """Why an initial design of a law of one model size sits at one menu entry."""
+    return (
+        f"law {law.name!r} fits one model size: the initial design is planned at the menu's "
+        f"largest entry {entry_text(menu, largest_entry(menu))} (a law over model size and "
+        "tokens, e.g. model 'scaling', spreads it over the sizes)"
+    )
+
+
+def spread_over_menu(batch: Batch, menu: Menu, law=None) -> Batch:
+    """An initial design's batch with planned sizes (:func:`initial_entries` for ``law``, and a
+    note when they are one entry); costs relative to the menu's cheapest entry."""
+    pick = initial_entries(menu, len(batch), law)
     cands = Candidates(
         batch.mixtures,
         batch.candidates.train_domains,
@@ -307,6 +325,8 @@ def spread_over_menu(batch: Batch, menu: Menu) -> Batch:
     )
     out = Batch(batch.strategy, batch.mixtures, np.arange(len(batch)), batch.score, cands)
     out.cost, out.notes = menu.cost[pick] / menu.cost.min(), list(batch.notes)
+    if law is not None and not all(k in law.inputs for k in SCALE_INPUTS):
+        out.notes.append(one_size_note(law, menu))
     return out
 
 

@@ -289,7 +289,7 @@ class Proposer:
         if belief is None:
             self.say("too few completed runs to fit: proposing an initial design")
             batch = acquire.initial_batch(led.constraints, req.n, **options)
-            return (batch if fid is None else spread_over_menu(batch, fid.menu)), None
+            return (batch if fid is None else spread_over_menu(batch, fid.menu, self.law)), None
         if fid is not None and acquire.get_strategy(req.strategy).name in (
             acquire.MULTIFIDELITY_STRATEGIES
         ):  # checked in gather: a menu is recorded

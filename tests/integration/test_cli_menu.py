@@ -46,7 +46,7 @@ def test_menu_from_init_and_propose(tmp_path):
     assert "proxy menu (SIZE@STEPS=relative cost; 256 tokens per step): 2@200=1,3@200=1.5," in (
         done.stdout
     )
-    done = bayesmix("propose", "--ledger", "exp.db", "-n", 3, cwd=tmp_path)
+    done = bayesmix("propose", "--ledger", "exp.db", "-n", 3, "--model", "scaling", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     table = done.stdout.splitlines()[-4:]
     assert table[0].split()[:5] == ["run", "size", "steps", "tokens", "cost"]
@@ -58,6 +58,14 @@ def test_menu_from_init_and_propose(tmp_path):
     ]
     handoff = pd.read_csv(tmp_path / "exp-round0.csv")
     assert list(handoff["n_params"]) == [2, 3, 4] and list(handoff["steps"]) == [200, 200, 400]
+    # init's initial design for the default law (m4, one size): the largest entry, a note why
+    argv = ["init", "--ledger", "m4.db", "--domains", "a,b,c", "--initial-design", 2]
+    done = bayesmix(*argv, *TINY_MENU, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "note: law 'm4' fits one model size: the initial design is planned at the menu's " in (
+        done.stdout
+    )
+    assert list(pd.read_csv(tmp_path / "m4-round0.csv")["n_params"]) == [4, 4]
 
     done = bayesmix("propose", "--ledger", "exp.db", "-n", 2, "--menu", "2@100,8@100", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -121,7 +129,8 @@ def test_loop_across_sizes_from_the_command_line(tmp_path, monkeypatch):
     )
     run = ["run", "--ledger", "exp.db", "--command", command, "--parallel", 2, "--quiet"]
     steps = [
-        ["init", "--ledger", "exp.db", "--domains", TINY_DOMAINS, "--initial-design", 6],
+        ["init", "--ledger", "exp.db", "--domains", TINY_DOMAINS, "--initial-design", 6,
+         "--model", "scaling"],
         [*run, "--no-recommend"],
         ["propose", "--ledger", "exp.db", "-n", 3, "--strategy", "target-info",
          "--model", "scaling", *MCMC, "--quiet"],
@@ -175,13 +184,14 @@ def tiny_command() -> str:
 
 def test_run_records_the_menu_and_launches_at_its_sizes(tmp_path):
     """run takes propose's --menu/--target-scale/--tokens-per-step: recorded before the first
-    launch, the initial design launched at the menu's sizes (the trainer trains at them); a
+    launch, the initial design of a law over scale launched at the menu's sizes (the trainer
+    trains at them); a
     later run giving only --target-scale keeps the menu and its tokens per step."""
     done = bayesmix("init", "--ledger", "exp.db", "--domains", TINY_DOMAINS, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run = ["run", "--ledger", "exp.db", "--command", tiny_command(), "--parallel", 2]
     run += ["--quiet", "--no-recommend"]
-    done = bayesmix(*run, "-n", 3, *TINY_MENU, cwd=tmp_path)
+    done = bayesmix(*run, "-n", 3, "--model", "scaling", *TINY_MENU, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(
         "note: recorded: proxy menu (SIZE@STEPS=relative cost; 256 tokens per step): "

@@ -58,19 +58,24 @@ def test_a_schema1_ledger_has_no_menu_and_takes_one(tmp_path):
         assert led.fidelity().target == TARGET
 
 
-def test_the_initial_design_spreads_over_the_menus_sizes(tmp_path):
-    """Before any result the design's runs get planned sizes in turn, each size's longest
-    entry, so the first fit sees every size; the ledger stores them for bayesmix run."""
-    exp = Experiment.create(tmp_path / "exp.db", ["a", "b", "c"], ["a"])
+@pytest.mark.parametrize("model", ["scaling", "default"])
+def test_the_initial_design_spreads_over_the_menus_sizes_for_a_law_over_scale(tmp_path, model):
+    """Before any result, for a law over model size and tokens, the design's runs get planned
+    sizes in turn, each size's longest entry, so the first fit sees every size; the ledger
+    stores them for bayesmix run. A law of one size (the default m4) could not fit runs of
+    several sizes: all its runs are planned at the largest entry, and a note says why."""
+    exp = Experiment.create(tmp_path / "exp.db", ["a", "b", "c"], ["a"], model=model)
     menu = Menu.build([1e7, 1e8, 1e9], [100, 200], tokens_per_step=1e6)
     with Ledger.open(exp.path) as led:
         led.set_menu(menu, TARGET)
     frame = exp.propose(6)
     with Ledger.open(exp.path) as led:
         runs = led.runs()
-    assert list(runs["n_params"]) == [1e7, 1e8, 1e9] * 2
+    sizes = [1e7, 1e8, 1e9] * 2 if model == "scaling" else [1e9] * 6
+    assert list(runs["n_params"]) == sizes and list(frame["n_params"]) == sizes
     assert set(runs["steps"]) == {200.0}
-    assert list(frame["n_params"]) == [1e7, 1e8, 1e9] * 2
+    one_size = [n for n in frame.attrs["notes"] if "fits one model size" in n]
+    assert len(one_size) == (model == "default")
 
 
 def test_what_is_not_given_is_kept_from_the_ledger(tmp_path):
@@ -114,13 +119,9 @@ def test_bad_menu_text_changes_nothing(tmp_path):
 
 
 def test_creation_with_a_menu_spreads_round_0_over_the_sizes(tmp_path):
+    menu = {"menu": "2@100,2@200,3@200,4@400", "target_scale": "5@4000", "tokens_per_step": 256}
     exp = Experiment.create(
-        tmp_path / "exp.db",
-        ["a", "b", "c"],
-        initial_design=5,
-        menu="2@100,2@200,3@200,4@400",
-        target_scale="5@4000",
-        tokens_per_step=256,
+        tmp_path / "exp.db", ["a", "b", "c"], initial_design=5, model="scaling", **menu
     )
     runs = exp.runs()
     # each size's longest entry in turn, sizes ascending
@@ -131,6 +132,9 @@ def test_creation_with_a_menu_spreads_round_0_over_the_sizes(tmp_path):
     # relative to the menu's cheapest entry, 2 x 100 (as status shows the menu)
     np.testing.assert_allclose(shown["cost"], [2, 3, 8, 2, 3])
     assert exp.status()["fidelity"]["target"] == {"n_params": 5.0, "tokens": 4000 * 256.0}
+    # the default law (m4) fits one size: its round 0 sits at the largest entry
+    exp = Experiment.create(tmp_path / "m4.db", ["a", "b", "c"], initial_design=3, **menu)
+    assert list(exp.runs()["n_params"]) == [4] * 3 and list(exp.runs()["steps"]) == [400] * 3
 
 
 def test_target_info_needs_a_menu_and_a_law_over_scale_before_any_fit(tmp_path):
