@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo real-loop test test-fast lint venv benchmarks clean
+.PHONY: demo real-loop test test-fast lint lint-quick venv benchmarks clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { interp=$$(tools/find-python) && echo "creating $(VENV) with $$interp" && $$interp -m venv $(VENV); }
@@ -27,19 +27,26 @@ demo: $(STAMP)
 real-loop: $(STAMP)
 	$(PY) examples/real_loop.py
 
-# lint first: ruff (formatting, style, bugs) on all Python code, mypy (types) on the package,
-# the layer contract (import-linter: layers of ARCHITECTURE.md, no import cycles; contracts in
-# pyproject.toml) and no module importing another's private names (tools/check_imports.py);
-# `$(VENV)/bin/ruff format bayesmix tests examples benchmarks` fixes what the format check finds
-# two workers (pytest-xdist), one test file each at a time so a file's fitted fixtures are made
-# once; they share one compile cache, so each model structure compiles once
-test: $(STAMP) lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+# lint: ruff (formatting, style, bugs) on all Python code, the layer contract (import-linter:
+# layers of ARCHITECTURE.md, no import cycles; contracts in pyproject.toml), no module importing
+# another's private names (tools/check_imports.py) and mypy (types) on the package;
+# `$(VENV)/bin/ruff format bayesmix tests examples benchmarks` fixes what the format check finds.
+# `make test` runs the quick checks first and mypy (about 30 s on one core) beside the tests;
+# either failing fails it. The tests: two workers (pytest-xdist), one test file each at a time
+# so a file's fitted fixtures are made once; they share one compile cache, so each model
+# structure compiles once
+test: $(STAMP) lint-quick
+	@$(VENV)/bin/mypy > $(VENV)/mypy.log 2>&1 & types=$$!; \
+	$(PY) -m pytest -q -n 2 --dist loadfile; tests=$$?; \
+	wait $$types; typed=$$?; cat $(VENV)/mypy.log; \
+	test $$tests -eq 0 && test $$typed -eq 0
 
-lint: $(STAMP)
+lint: lint-quick
+	$(VENV)/bin/mypy
+
+lint-quick: $(STAMP)
 	$(VENV)/bin/ruff format --check bayesmix tests examples benchmarks
 	$(VENV)/bin/ruff check bayesmix tests examples benchmarks
-	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) tools/check_imports.py
 
