@@ -204,8 +204,10 @@ def accuracy_changes(
     :class:`~bayesmix.decisions.accuracy_link.AccuracyLink`; ``baseline``: default uniform.
     Per draw, each task's expected loss at both mixtures goes through its link. Columns: task,
     accuracy_baseline, accuracy (posterior means, the link's units), change (points; > 0
-    better), lower, upper (``ci_prob``, equal-tailed), p_better, link_rmse (the link's own
-    error, not propagated); sorted from most improved. A decision report's inputs (its target
+    better), lower, upper (``ci_prob``, equal-tailed; the link's bootstrap uncertainty
+    included, :meth:`~bayesmix.decisions.accuracy_link.AccuracyLink.draw_accuracy`),
+    p_better, link_rmse (the scatter of single evaluations around the link); sorted from most
+    improved. A decision report's inputs (its target
     scale) are used. A nested-pipeline posterior's imputation shifts are added draw by draw, as
     its predictions add them (pass the Posterior, not its LawDraws). An unknown task is an
     OptionError."""
@@ -237,7 +239,7 @@ def accuracy_changes(
     rows = []
     for task, link in links.items():
         k = evals.index(task)
-        new, old = link(losses[:, 0, k]), link(losses[:, 1, k])
+        new, old = (link.draw_accuracy(losses[:, j, k]) for j in (0, 1))
         lo, hi = np.quantile(new - old, q)
         rows.append(
             {
