@@ -83,10 +83,12 @@ def main(argv=None) -> None:
     ap.add_argument("--noise", type=float, default=0.01)
     ap.add_argument("--gamma", type=float, default=1.5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--draws", type=int, default=500)
-    ap.add_argument("--tune", type=int, default=500)
-    ap.add_argument("--chains", type=int, default=2)
+    # the sampler: fit's defaults unless given
+    ap.add_argument("--draws", type=int, help="draws per chain (default: fit's)")
+    ap.add_argument("--tune", type=int, help="tuning steps per chain (default: fit's)")
+    ap.add_argument("--chains", type=int, help="chains (default: fit's)")
     args = ap.parse_args(argv)
+    mcmc = {k: v for k in ("draws", "tune", "chains") if (v := getattr(args, k)) is not None}
     t0 = time.perf_counter()
     params = truth(args.gamma)
     per_phase, whole = constraints()
@@ -112,10 +114,7 @@ def main(argv=None) -> None:
             noise_sd=args.noise, random_seed=seed,
         )  # fmt: skip
         log(f"rep {rep}: fitting phases to {runs.n_runs} runs")
-        post = bm.fit(
-            runs, "phases", draws=args.draws, tune=args.tune, chains=args.chains,
-            random_seed=seed, warn=False,
-        )  # fmt: skip
+        post = bm.fit(runs, "phases", random_seed=seed, warn=False, **mcmc)
         chosen = decide_schedule(post, FRACTIONS, constraints=per_phase, whole=whole)
         regrets.append(true_loss(params, chosen.mixtures.to_numpy()) - f_opt)
         fit_static = np.broadcast_to(chosen.static.to_numpy(), static.shape)

@@ -116,10 +116,12 @@ def main(argv=None) -> None:
     ap.add_argument("--r-star", type=float, default=15.4)
     ap.add_argument("--data-term", type=float, default=0.34)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--draws", type=int, default=500)
-    ap.add_argument("--tune", type=int, default=500)
-    ap.add_argument("--chains", type=int, default=2)
+    # the sampler: fit's defaults unless given
+    ap.add_argument("--draws", type=int, help="draws per chain (default: fit's)")
+    ap.add_argument("--tune", type=int, help="tuning steps per chain (default: fit's)")
+    ap.add_argument("--chains", type=int, help="chains (default: fit's)")
     args = ap.parse_args(argv)
+    mcmc = {k: v for k in ("draws", "tune", "chains") if (v := getattr(args, k)) is not None}
     t0 = time.perf_counter()
     params = truth(args.r_star, args.data_term)
     runs = simulate_runs(params, args.runs, args.repeat_runs, args.noise, args.seed)
@@ -129,15 +131,7 @@ def main(argv=None) -> None:
     fits = {}
     for name, spec in (("aware", "repeat"), ("naive", "default")):
         log(f"fitting {spec} to {runs.n_runs} runs")
-        fits[name] = bm.fit(
-            runs,
-            spec,
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            random_seed=args.seed,
-            warn=False,
-        )
+        fits[name] = bm.fit(runs, spec, random_seed=args.seed, warn=False, **mcmc)
     rec = {
         "aware": bm.decide(
             fits["aware"], inputs={"tokens": TARGET_TOKENS}, per_draw=False, random_seed=0
