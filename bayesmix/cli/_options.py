@@ -247,6 +247,17 @@ def add_menu_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_size_argument(p: argparse.ArgumentParser) -> None:
+    """``--size``: plan the proposal at one model size of the ledger's menu."""
+    p.add_argument(
+        "--size",
+        metavar="SIZE[@STEPS]",
+        help="only the menu's entries of this model size (e.g. 160M; 160M@10000: one entry): "
+        "the runs of mixture-only strategies and initial designs are planned at its longest "
+        "entry, target-info chooses among its entries (default: the whole menu)",
+    )
+
+
 def menu_from_args(args) -> dict[str, Any] | None:
     """The keywords of ``Experiment.set_menu``/``create`` from :func:`add_menu_arguments`'
     options, or None when none is given (the library reads and checks the text)."""

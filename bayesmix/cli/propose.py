@@ -50,7 +50,11 @@ n_params and steps/tokens (then every strategy weighs the cost n_params x tokens
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from bayesmix.cli._options import add_menu_arguments, add_refit_arguments
+    from bayesmix.cli._options import (
+        add_menu_arguments,
+        add_refit_arguments,
+        add_size_argument,
+    )
     from bayesmix.loop.acquire import (
         DEFAULT_CANDIDATES,
         DEFAULT_MIN_DISTANCE,
@@ -130,6 +134,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "strategy; 0 ignores cost (default 1)",
     )
     add_menu_arguments(p)
+    add_size_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
     return p
@@ -233,6 +238,7 @@ def run(args) -> int:
             cost_power=args.cost_power,
             refit=args.refit,
             random_seed=args.seed,
+            size=args.size,
             **(menu_from_args(args) or {}),
         )
     info = frame.attrs

@@ -49,7 +49,11 @@ retries, 2 for bad input, 130 when interrupted."""
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from bayesmix.cli._options import add_menu_arguments, add_refit_arguments
+    from bayesmix.cli._options import (
+        add_menu_arguments,
+        add_refit_arguments,
+        add_size_argument,
+    )
     from bayesmix.loop.acquire import MULTIFIDELITY_STRATEGIES, STRATEGIES
     from bayesmix.loop.executors import EXECUTORS
 
@@ -112,6 +116,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--no-recommend", action="store_true", help="do not fit and recommend at the end"
     )
     add_menu_arguments(p)
+    add_size_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
     return p
@@ -140,6 +145,8 @@ def _propose_options(args) -> dict:
         opts["weights"] = args.weights  # a JSON file; read and checked by propose
     if args.min_distance is not None:
         opts["min_distance"] = args.min_distance
+    if args.size is not None:
+        opts["size"] = args.size
     return opts
 
 

@@ -212,7 +212,7 @@ def design_round0(
     if fidelity is not None:
         pick = initial_entries(fidelity.menu, n, law)
         planned = {k: getattr(fidelity.menu, k)[pick] for k in ("n_params", "steps", "tokens")}
-        cost = fidelity.menu.cost[pick] / fidelity.menu.cost.min()
+        cost = fidelity.menu.cost[pick] / fidelity.menu.unit
     return Round0(frame, f"initial-{method}", settings, out, planned, cost)
 
 

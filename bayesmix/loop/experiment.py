@@ -435,6 +435,7 @@ class Experiment:
         menu=None,
         target_scale=None,
         tokens_per_step: float | None = None,
+        size: str | None = None,
     ) -> pd.DataFrame:
         """Choose ``n`` runs, record them in the ledger and return them.
 
@@ -464,6 +465,8 @@ class Experiment:
             seed of the proposal (default: the experiment's; ``seed`` is its deprecated name).
         menu, target_scale, tokens_per_step : optional
             As in :meth:`set_menu`: recorded after every check and before any fit.
+        size : str, optional
+            Only the menu's entries of this size ("160M"; "160M@10000": one entry).
 
         Returns
         -------
@@ -490,6 +493,7 @@ class Experiment:
             menu=None
             if menu is None and target_scale is None and tokens_per_step is None
             else {"menu": menu, "target_scale": target_scale, "tokens_per_step": tokens_per_step},
+            size=size,
         )
         proposer = Proposer(
             self.path,

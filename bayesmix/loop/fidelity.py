@@ -68,6 +68,9 @@ class Menu:
     steps: np.ndarray
     tokens: np.ndarray
     cost: np.ndarray
+    #: The cost relative costs are stated against (None: this menu's cheapest entry; a
+    #: :meth:`restrict`-ed menu keeps its whole menu's).
+    reference_cost: float | None = None
 
     def __post_init__(self):
         arrays = {k: np.asarray(getattr(self, k), float).reshape(-1) for k in self.fields()}
@@ -90,6 +93,39 @@ class Menu:
 
     def __len__(self) -> int:
         return len(self.n_params)
+
+    @property
+    def unit(self) -> float:
+        """The cost of one unit of relative cost: :attr:`reference_cost`, else the cheapest."""
+        return float(self.cost.min() if self.reference_cost is None else self.reference_cost)
+
+    def restrict(self, size: str, param: str = "size") -> Menu:
+        """The entries at ``size``: ``"160M"`` every step count of that model size,
+        ``"160M@10000"`` that one entry; the planned runs' relative costs are still stated
+        against this menu's :attr:`unit`. OptionError naming ``param`` when no entry
+        matches."""
+        text = str(size).strip()
+        steps: float | None = None
+        if "@" in text:
+            n, steps, _ = _entry(text, param, with_cost=False)
+        elif (amount := parse_amount(text)) is not None:
+            n = amount
+        else:
+            raise errors.OptionError(
+                f"{param}={size!r} is not a model size (e.g. 160M) or SIZE@STEPS", param=param
+            )
+        keep = np.isclose(self.n_params, n, rtol=1e-6)
+        if steps is not None:
+            keep &= np.isclose(self.steps, steps, rtol=1e-9)
+        if not keep.any():
+            entries = ", ".join(entry_text(self, e) for e in range(len(self)))
+            raise errors.OptionError(
+                f"{param}={size!r} is not in the ledger's menu",
+                hint=f"entries: {entries}",
+                param=param,
+            )
+        kept = self.n_params[keep], self.steps[keep], self.tokens[keep], self.cost[keep]
+        return Menu(*kept, reference_cost=self.unit)
 
     @classmethod
     def build(
@@ -253,7 +289,7 @@ def parse_scale(
 def menu_text(menu: Menu) -> str:
     """The menu as ``--menu`` text: ``SIZE@STEPS=COST`` entries, costs relative to the
     cheapest entry."""
-    rel = menu.cost / menu.cost.min()
+    rel = menu.cost / menu.unit
     return ",".join(
         f"{size_label(n)}@{s:g}={c:.4g}" for n, s, c in zip(menu.n_params, menu.steps, rel)
     )
@@ -324,7 +360,7 @@ def spread_over_menu(batch: Batch, menu: Menu, law=None) -> Batch:
         costs=menu.cost[pick],
     )
     out = Batch(batch.strategy, batch.mixtures, np.arange(len(batch)), batch.score, cands)
-    out.cost, out.notes = menu.cost[pick] / menu.cost.min(), list(batch.notes)
+    out.cost, out.notes = menu.cost[pick] / menu.unit, list(batch.notes)
     if law is not None and not all(k in law.inputs for k in SCALE_INPUTS):
         out.notes.append(one_size_note(law, menu))
     return out
@@ -358,7 +394,7 @@ def at_menu_entry(batch: Batch, menu: Menu) -> Batch:
         f"{batch.strategy} chooses mixtures, not sizes: every run is planned at the menu's "
         f"largest entry {entry_text(menu, e)} (target-info chooses among the entries)"
     )
-    rel = np.full(len(batch), menu.cost[e] / menu.cost.min())
+    rel = np.full(len(batch), menu.cost[e] / menu.unit)
     return replace(batch, candidates=cands, cost=rel, notes=[*batch.notes, note])
 
 

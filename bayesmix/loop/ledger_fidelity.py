@@ -166,7 +166,10 @@ def fidelity(store: LedgerStore) -> Fidelity | None:
     record = store.meta_record(FIDELITY_KEY, row[0])
     try:
         rows = record["menu"]
-        menu = Menu(*(np.array([r[k] for r in rows], float) for k in Menu.fields()))
+        n_params, steps, tokens, cost = (
+            np.array([r[k] for r in rows], float) for k in Menu.fields()
+        )
+        menu = Menu(n_params, steps, tokens, cost)
         target = check_target(record["target"])
     except (KeyError, TypeError, ValueError, errors.BayesmixError) as err:
         raise store.damaged(

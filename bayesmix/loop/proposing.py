@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +65,7 @@ class ProposeRequest:
     refit: bool = False
     random_seed: int | None = 0
     menu: Mapping | None = None
+    size: str | None = None
 
     def __post_init__(self):
         n = self.n
@@ -183,6 +184,7 @@ class Proposer:
         fid = led.fidelity()
         new = None if req.menu is None else resolve_fidelity(fid, **req.menu)
         check_strategy(req.strategy, new or fid, self.law)
+        sized(new or fid, req.size)  # a size not in the menu: now, before any fit
         notes = recover_handoffs(led)
         planned = led.next_round()
         explicit = req.explicit_out
@@ -227,7 +229,7 @@ class Proposer:
             w, t = req.weights, None
         else:
             w, t = led.settings.get("target_weights") or None, None
-        fid = led.fidelity()
+        fid = sized(led.fidelity(), req.size)
         inputs = None
         if fid is not None and all(k in post.law.inputs for k in SCALE_INPUTS):
             inputs = fid.target  # the belief at the target run's scale
@@ -285,7 +287,7 @@ class Proposer:
             "cost_power": req.cost_power,
         }
         belief = fit.belief
-        fid = led.fidelity()
+        fid = sized(led.fidelity(), req.size)
         if belief is None:
             self.say("too few completed runs to fit: proposing an initial design")
             batch = acquire.initial_batch(led.constraints, req.n, **options)
@@ -366,6 +368,21 @@ class Proposer:
             ) from None
         led.mark_handoff_written(rec.round_no)
         return written
+
+
+def sized(fid: Fidelity | None, size: str | None) -> Fidelity | None:
+    """The ledger's menu and target for a proposal of ``size`` (None: the whole menu): the
+    menu's entries of that size (:meth:`~bayesmix.loop.fidelity.Menu.restrict`); an
+    OptionError naming ``size`` when the ledger has no menu or none of its entries match."""
+    if size is None:
+        return fid
+    if fid is None:
+        raise errors.OptionError(
+            f"size={size!r} needs the ledger's proxy menu",
+            hint="record it with --menu SIZE@STEPS,... --target-scale SIZE@STEPS",
+            param="size",
+        )
+    return replace(fid, menu=fid.menu.restrict(size))
 
 
 def check_strategy(strategy: str, fid: Fidelity | None, law=None) -> None:

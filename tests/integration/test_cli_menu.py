@@ -94,6 +94,7 @@ def test_menu_from_init_and_propose(tmp_path):
         ("propose", ["--menu", "2@200,3@200.5"], "--menu '3@200.5': steps '200.5' is not a"),
         ("propose", ["--menu", "2@200=1,3@200"], "--menu '3@200' has no cost while other"),
         ("propose", ["--strategy", "target-info"], "law 'm4' has no input 'n_params'"),
+        ("propose", ["--size", "9"], "--size '9' is not in the ledger's menu (entries: 2@200,"),
     ],
 )
 def test_bad_menu_is_one_line_exit_2_and_changes_nothing(tmp_path, command, args, fragment):

@@ -146,3 +146,28 @@ def test_target_info_needs_a_menu_and_a_law_over_scale_before_any_fit(tmp_path):
     with pytest.raises(errors.OptionError, match="law 'm4' has no input 'n_params'"):
         exp.propose(2, "target-info", menu="2@100", target_scale="5@1000")
     assert exp.status()["fidelity"] is None and exp.runs().empty
+
+
+def test_a_proposal_at_one_size_of_the_menu(tmp_path):
+    """size= plans a proposal at the menu's entries of one size: an initial design at its
+    longest entry, costs still relative to the whole menu's cheapest entry; a size not in the
+    menu, or no menu, is an OptionError naming size before anything is recorded."""
+    menu = {"menu": "2@100,2@200,3@200,4@400", "target_scale": "5@4000", "tokens_per_step": 256}
+    exp = Experiment.create(tmp_path / "exp.db", ["a", "b", "c"], model="scaling", **menu)
+    frame = exp.propose(3, size="3")
+    assert list(frame["n_params"]) == [3] * 3 and list(frame["steps"]) == [200] * 3
+    np.testing.assert_allclose(frame["cost"], 3.0)  # 3 x 200 against 2 x 100
+    frame = exp.propose(2, size="2@100")
+    assert list(zip(frame["n_params"], frame["steps"])) == [(2, 100)] * 2
+    for size, match in (("9", "size='9' is not in the ledger's menu"), ("big", "not a model")):
+        with pytest.raises(errors.OptionError, match=match) as info:
+            exp.propose(2, size=size)
+        assert info.value.param == "size"
+    assert len(exp.runs()) == 5  # the refused proposals recorded nothing
+    bare = Experiment.create(tmp_path / "bare.db", ["a", "b"])
+    with pytest.raises(errors.OptionError, match="needs the ledger's proxy menu"):
+        bare.propose(2, size="3")
+    whole = Menu.build([2, 3], [100, 200])
+    entries = whole.restrict("3")
+    assert list(entries.n_params) == [3, 3] and list(entries.steps) == [100, 200]
+    assert entries.unit == whole.cost.min() < entries.cost.min()  # the whole menu's cheapest
