@@ -186,8 +186,8 @@ def tiny_command() -> str:
 def test_run_records_the_menu_and_launches_at_its_sizes(tmp_path):
     """run takes propose's --menu/--target-scale/--tokens-per-step: recorded before the first
     launch, the initial design of a law over scale launched at the menu's sizes (the trainer
-    trains at them); a
-    later run giving only --target-scale keeps the menu and its tokens per step."""
+    trains at them); a later run giving only --target-scale keeps the menu and its tokens per
+    step, and its --size plans its run at that size."""
     done = bayesmix("init", "--ledger", "exp.db", "--domains", TINY_DOMAINS, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run = ["run", "--ledger", "exp.db", "--command", tiny_command(), "--parallel", 2]
@@ -209,8 +209,11 @@ def test_run_records_the_menu_and_launches_at_its_sizes(tmp_path):
     trained = dict(zip(map(str, final.runs), np.asarray(final.column("n_params"), float)))
     assert [trained[r] for r in runs.index] == [2, 3, 4]  # trained at the planned sizes
 
-    done = bayesmix(*run, "-n", 1, "--target-scale", "6@8000", cwd=tmp_path)
+    done = bayesmix(*run, "-n", 1, "--target-scale", "6@8000", "--size", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    with Ledger.open(tmp_path / "exp.db") as led:
+        last = led.runs().iloc[-1]
+    assert (last["n_params"], last["steps"]) == (2, 200)  # --size reached each round's propose
     fid = fidelity(tmp_path / "exp.db")
     assert fid.target == {"n_params": 6.0, "tokens": 8000 * 256.0}  # read at the kept 256
     np.testing.assert_array_equal(fid.menu.n_params, [2, 3, 4])
