@@ -146,12 +146,28 @@ def resolve_fidelity(
     return Fidelity(menu, check_target(target_scale))
 
 
+def check_caps_target(settings: Mapping, target: Mapping) -> None:
+    """OptionError naming ``target_scale`` when the ledger's token caps (``--tokens-available``
+    at creation: shares capped at tokens x max_epochs / target tokens, stored as share bounds)
+    were computed for other target tokens than ``target``'s: the caps would be stale."""
+    caps = settings.get("token_caps") or {}
+    planned = caps.get("target_tokens")
+    tokens = float(target["tokens"])
+    if planned is not None and not np.isclose(tokens, float(planned), rtol=1e-9):
+        raise errors.OptionError(
+            f"target_scale={tokens:.4g} tokens differs from the {float(planned):.4g} target "
+            "tokens the ledger's token caps were set for: its share caps would be stale",
+            hint="keep the target's tokens, or create a new ledger with --tokens-available "
+            "and --target-tokens for the new target",
+            param="target_scale",
+        )
+
+
 def set_fidelity(store: LedgerStore, menu: Menu, target: Mapping) -> None:
-    """Record (or replace) the menu and the target scale."""
-    record = {
-        "menu": menu.frame().to_dict(orient="records"),
-        "target": check_target(target),
-    }
+    """Record (or replace) the menu and the target scale (:func:`check_caps_target` first)."""
+    target = check_target(target)
+    check_caps_target(store.settings, target)
+    record = {"menu": menu.frame().to_dict(orient="records"), "target": target}
     text = json_record(store, record, "proxy menu")
     with store.write("set_fidelity") as con:
         con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (FIDELITY_KEY, text))

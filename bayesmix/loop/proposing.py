@@ -35,6 +35,7 @@ from bayesmix.loop.ledger import (
     resolve_fidelity,
     write_proposals,
 )
+from bayesmix.loop.ledger_fidelity import check_caps_target
 from bayesmix.loop.refit import check_domains
 
 if TYPE_CHECKING:
@@ -184,6 +185,8 @@ class Proposer:
         fid = led.fidelity()
         new = None if req.menu is None else resolve_fidelity(fid, **req.menu)
         check_strategy(req.strategy, new or fid, self.law)
+        if new is not None:
+            check_caps_target(led.settings, new.target)  # before the hand-off files
         sized(new or fid, req.size)  # a size not in the menu: now, before any fit
         notes = recover_handoffs(led)
         planned = led.next_round()
@@ -418,9 +421,11 @@ def menu_to_record(
     (:func:`check_strategy`); nothing is written. ``bayesmix run`` records it before its
     first launch."""
     with Ledger.open(path) as led:
-        current = led.fidelity()
+        current, settings = led.fidelity(), led.settings
     new = None if menu is None else resolve_fidelity(current, **menu)
     check_strategy(strategy, new or current, law)
+    if new is not None:
+        check_caps_target(settings, new.target)
     return new
 
 

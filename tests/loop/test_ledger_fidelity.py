@@ -171,3 +171,30 @@ def test_a_proposal_at_one_size_of_the_menu(tmp_path):
     entries = whole.restrict("3")
     assert list(entries.n_params) == [3, 3] and list(entries.steps) == [100, 200]
     assert entries.unit == whole.cost.min() < entries.cost.min()  # the whole menu's cheapest
+
+
+def test_a_target_scale_that_would_stale_the_token_caps_is_refused(tmp_path):
+    """Token caps are stored as share bounds computed for one target token count: a later
+    target scale with other tokens is an OptionError naming target_scale, at set_menu and at
+    propose, and nothing changes; the same tokens (another size) are accepted."""
+    caps = {"tokens_available": {"a": 1e9}, "max_epochs": 1.0, "target_tokens": 5.12e9}
+    exp = Experiment.create(
+        tmp_path / "exp.db",
+        ["a", "b", "c"],
+        settings={"token_caps": caps},
+        menu="2@200,3@200",
+        target_scale="5@2e7",
+        tokens_per_step=256,
+    )
+    for call in (
+        lambda: exp.set_menu(target_scale="5@4e7"),
+        lambda: exp.propose(2, target_scale="5@4e7"),
+    ):
+        with pytest.raises(
+            errors.OptionError, match="differs from the 5.12e\\+09 target tokens"
+        ) as info:
+            call()
+        assert info.value.param == "target_scale"
+    assert exp.status()["fidelity"]["target"] == {"n_params": 5.0, "tokens": 5.12e9}
+    assert exp.runs().empty
+    assert exp.set_menu(target_scale="6@2e7").target == {"n_params": 6.0, "tokens": 5.12e9}
