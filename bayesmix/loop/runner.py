@@ -61,6 +61,9 @@ from bayesmix.loop.command_template import (
 from bayesmix.loop.jobs import Executor, Job, JobResult
 from bayesmix.loop.ledger import Ledger
 
+#: The propose options that record a proxy menu (:meth:`Runner.record_menu`: once per run).
+MENU_OPTIONS = ("menu", "target_scale", "tokens_per_step")
+
 #: Seconds between heartbeats of a live runner (its running runs' job records).
 HEARTBEAT_S = 30.0
 #: Default seconds without a heartbeat after which another runner takes a running run back.
@@ -319,6 +322,23 @@ class Runner:
                 summary.failed.append(run)
 
     # ------------------------------------------------------------------ the loop
+    def record_menu(self) -> None:
+        """A menu, target scale or tokens per step among the propose options is checked
+        (:func:`~bayesmix.loop.proposing.menu_to_record`) and recorded once, before the first
+        launch, not again by every round's propose."""
+        from bayesmix.laws import get_law
+        from bayesmix.loop.proposing import menu_to_record
+        from bayesmix.model.spec import load_spec
+
+        given = {k: self.propose_options.pop(k, None) for k in MENU_OPTIONS}
+        if all(v is None for v in given.values()):
+            return
+        law = get_law(load_spec(self.exp.model).law)
+        fid = menu_to_record(self.exp.path, self.strategy, law, given)
+        if fid is not None:
+            self.exp.set_menu(fid.menu, fid.target)
+            self._say(f"note: recorded: {fid.describe()}")
+
     def run(self, rounds: int = 1, *, recommend: bool = True) -> RunSummary:
         """Run ``rounds`` rounds (module docstring); KeyboardInterrupt stops cleanly and
         returns the summary with ``interrupted`` set. Then, with ``recommend`` and at least
@@ -329,6 +349,7 @@ class Runner:
         summary = RunSummary()
         Ledger.open(self.exp.path).check_writable()
         check_workdir(self.workdir)
+        self.record_menu()
         inflight: dict[Future[JobResult], str] = {}
         try:
             self.reclaim_stale(summary)

@@ -147,6 +147,23 @@ def test_one_round_from_an_empty_ledger(loop):
     }
 
 
+def test_a_menu_given_to_run_is_recorded_once_before_the_first_launch(loop):
+    """Experiment.run(menu=..., target_scale=...) records the menu once, before its first
+    launch (not again by each round's propose); the default law's runs are planned at the
+    menu's largest entry."""
+    exp, command = loop
+    said: list[str] = []
+    exp.log = said.append
+    menu = {"menu": "2@200,3@200", "target_scale": "5@4000", "tokens_per_step": 256}
+    summary = exp.run(command, rounds=2, n=1, recommend=False, **menu)
+    assert len(summary.completed) == 2
+    recorded = [i for i, m in enumerate(said) if "recorded: proxy menu" in m]
+    first_launch = next(i for i, m in enumerate(said) if m.startswith("running "))
+    assert len(recorded) == 1 and recorded[0] < first_launch, said
+    assert exp.status()["fidelity"]["target"] == {"n_params": 5.0, "tokens": 4000 * 256.0}
+    assert set(exp.runs()["n_params"]) == {3.0}
+
+
 def test_a_job_that_fails_once_is_retried(loop, tmp_path):
     exp, command = loop
     (tmp_path / "once").mkdir()
