@@ -26,9 +26,11 @@ from bayesmix.cli._options import (
 from bayesmix.cli._output import add_force_argument, proposals_table
 from bayesmix.data.loaders import FORMATS, load
 from bayesmix.data.table import check_domain_names, check_known_domains
+from bayesmix.laws import get_law
 from bayesmix.loop import design
-from bayesmix.loop.fidelity import check_target_tokens
-from bayesmix.loop.ledger import check_proposals_path, describe_fidelity
+from bayesmix.loop.fidelity import SCALE_INPUTS, check_target_tokens, one_size_note
+from bayesmix.loop.ledger import Ledger, check_proposals_path, describe_fidelity
+from bayesmix.model.spec import load_spec
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -123,11 +125,7 @@ def split_names(text: str, option: str) -> list[str]:
 
 
 def run(args) -> int:
-    from bayesmix.laws import get_law
     from bayesmix.loop.experiment import Experiment
-    from bayesmix.loop.fidelity import SCALE_INPUTS, one_size_note
-    from bayesmix.loop.ledger import Ledger
-    from bayesmix.model.spec import load_spec
 
     ledger_path = Path(args.ledger)
     if args.domains is not None:  # names checked before any file is read or written
@@ -215,18 +213,25 @@ def run(args) -> int:
         f"created {ledger_path}: {len(train)} training domains ({', '.join(train)}), "
         f"{len(evals)} validation domains"
     )
+    _print_created(exp, out)
+    return 0
+
+
+def _print_created(exp, out) -> None:
+    """What ``init`` created besides the ledger: the menu, imported runs, round 0 (with each
+    run's planned size, and why they share one entry for a law of one size)."""
     fidelity = exp.status()["fidelity"]
     if fidelity is not None:
         print(describe_fidelity(fidelity))
     if exp.last_ingest is not None:
         print(f"imported: {exp.last_ingest.describe()}")
-    if exp.last_proposals is not None:
-        ids = exp.last_proposals["run"].tolist()
-        print(f"proposed {len(ids)} runs ({ids[0]} to {ids[-1]}), written to {out}")
-        if fidelity is not None:  # the planned sizes of each run
-            print(proposals_table(exp.last_proposals))
-            law = get_law(load_spec(args.model).law)
-            if not all(k in law.inputs for k in SCALE_INPUTS):
-                with Ledger.open(ledger_path) as led:
-                    print(f"note: {one_size_note(law, led.fidelity().menu)}")
-    return 0
+    if exp.last_proposals is None:
+        return
+    ids = exp.last_proposals["run"].tolist()
+    print(f"proposed {len(ids)} runs ({ids[0]} to {ids[-1]}), written to {out}")
+    if fidelity is not None:  # the planned sizes of each run
+        print(proposals_table(exp.last_proposals))
+        law = get_law(load_spec(exp.model).law)
+        if not all(k in law.inputs for k in SCALE_INPUTS):
+            with Ledger.open(exp.path) as led:
+                print(f"note: {one_size_note(law, led.fidelity().menu)}")
