@@ -184,7 +184,7 @@ def run(args) -> int:
     exp = open_experiment(args, say)
     law = get_law(load_spec(args.model).law)
     # the menu read and the strategy's needs checked now; recorded before the first launch
-    fidelity = menu_to_record(args.ledger, args.strategy, law, menu_from_args(args))
+    fidelity = menu_to_record(args.ledger, args.strategy, law, menu_from_args(args), args.size)
     slurm = _slurm_options(args)
     on_round = None
     if args.mlflow:

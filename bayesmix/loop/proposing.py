@@ -413,12 +413,17 @@ def check_strategy(strategy: str, fid: Fidelity | None, law=None) -> None:
 
 
 def menu_to_record(
-    path: str | os.PathLike, strategy: str, law=None, menu: Mapping | None = None
+    path: str | os.PathLike,
+    strategy: str,
+    law=None,
+    menu: Mapping | None = None,
+    size: str | None = None,
 ) -> Fidelity | None:
     """The menu and target scale a call records (``menu``: the keywords of
     :meth:`Experiment.set_menu`; None: nothing to record, returns None), resolved against the
     ledger's (what is not given is kept) and checked with the strategy's needs
-    (:func:`check_strategy`); nothing is written. ``bayesmix run`` records it before its
+    (:func:`check_strategy`), the token caps (:func:`check_caps_target`) and a proposal
+    ``size`` (:func:`sized`); nothing is written. ``bayesmix run`` records it before its
     first launch."""
     with Ledger.open(path) as led:
         current, settings = led.fidelity(), led.settings
@@ -426,6 +431,7 @@ def menu_to_record(
     check_strategy(strategy, new or current, law)
     if new is not None:
         check_caps_target(settings, new.target)
+    sized(new or current, size)
     return new
 
 

@@ -324,17 +324,19 @@ class Runner:
     # ------------------------------------------------------------------ the loop
     def record_menu(self) -> None:
         """A menu, target scale or tokens per step among the propose options is checked
-        (:func:`~bayesmix.loop.proposing.menu_to_record`) and recorded once, before the first
-        launch, not again by every round's propose."""
+        (:func:`~bayesmix.loop.proposing.menu_to_record`, with the proposals' ``size``) and
+        recorded once, before the first launch, not again by every round's propose."""
         from bayesmix.laws import get_law
         from bayesmix.loop.proposing import menu_to_record
         from bayesmix.model.spec import load_spec
 
         given = {k: self.propose_options.pop(k, None) for k in MENU_OPTIONS}
-        if all(v is None for v in given.values()):
+        size = self.propose_options.get("size")
+        if all(v is None for v in given.values()) and size is None:
             return
         law = get_law(load_spec(self.exp.model).law)
-        fid = menu_to_record(self.exp.path, self.strategy, law, given)
+        menu = None if all(v is None for v in given.values()) else given
+        fid = menu_to_record(self.exp.path, self.strategy, law, menu, size)
         if fid is not None:
             self.exp.set_menu(fid.menu, fid.target)
             self._say(f"note: recorded: {fid.describe()}")

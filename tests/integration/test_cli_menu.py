@@ -235,6 +235,11 @@ def test_run_records_the_menu_and_launches_at_its_sizes(tmp_path):
             ["--menu", "2@200", "--target-scale", "5@4000", "--slurm-partition", "gpu"],
             "--slurm-* options need --executor slurm",
         ),
+        (["--size", "3"], "--size '3' needs the ledger's proxy menu"),
+        (
+            ["--menu", "2@200", "--target-scale", "5@4000", "--size", "3"],
+            "--size '3' is not in the ledger's menu (entries: 2@200)",
+        ),
     ],
 )
 def test_bad_run_menu_is_one_line_exit_2_and_changes_nothing(tmp_path, args, fragment):
