@@ -75,6 +75,9 @@ benchmarks: $(BENCH_STAMP)
 	$(PY) benchmarks/nested_pipeline.py
 	$(PY) benchmarks/scale_transfer.py --method joint --only-scale
 	$(PY) benchmarks/law_comparison.py
+	$(PY) benchmarks/domain_change.py
+	$(PY) benchmarks/downstream.py
+	$(PY) benchmarks/multifidelity.py
 	$(PY) benchmarks/sim_replay.py
 	$(PY) benchmarks/pool_replay.py
 	$(PY) benchmarks/gate_defaults.py
