@@ -48,3 +48,13 @@ def test_the_tests_mirror_the_package():
     assert folders - subpackages - {"integration"} == set()
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     assert len(names) == len(set(names))
+
+
+def test_every_benchmark_is_run_by_make_benchmarks():
+    """Each script in benchmarks/ is a line of the Makefile's ``benchmarks`` target (a
+    benchmark nothing runs goes stale)."""
+    makefile = (ROOT / "Makefile").read_text()
+    target = makefile.split("\nbenchmarks:", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"benchmarks/(\w+\.py)", target))
+    scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py")}
+    assert scripts - listed == set(), "benchmarks not in `make benchmarks`"
