@@ -15,9 +15,10 @@ domain's loss be at most TOL nats above the baseline's with probability PROB (pa
 them, one line names the binding guarantee and the best probability reachable (exit status 2).
 ``--objective minimax`` minimises the worst validation domain's expected change vs the baseline.
 In benchmark points: ``--accuracy-links FILE.csv`` (columns task, loss, accuracy [, floor]: paired
-values of runs that report a task's loss and accuracy) fits each task's loss-to-accuracy link
-and adds the decision's accuracy change per task (percentage points, interval, P(better)) to the
-report and to the -o file.
+values of runs that report a task's loss and accuracy; or task, floor, ceiling, midpoint, width:
+links fitted elsewhere) gives each task's loss-to-accuracy link and adds the decision's
+accuracy change per task (percentage points, interval, P(better)) to the report and to the -o
+file.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         metavar="FILE.csv",
         help="state the decision in benchmark points: per task (loss, accuracy) pairs, "
         "columns task, loss, accuracy [, floor: chance accuracy]; a sigmoid link is fitted "
-        "per task (at least 5 pairs each)",
+        "per task (at least 5 pairs each); or fitted links, one row per task: columns task, "
+        "floor, ceiling, midpoint, width [, rmse]",
     )
     p.add_argument(
         "--draws-optima",

@@ -36,8 +36,10 @@ from scipy.special import expit
 from bayesmix import errors
 from bayesmix.data.file_reading import read_csv_table
 
-#: Columns of a links file (:func:`read_links`); ``floor`` is optional.
+#: Columns of a links file of paired values (:func:`read_links`); ``floor`` is optional.
 LINK_COLUMNS = ("task", "loss", "accuracy")
+#: Columns of a links file of fitted links (:func:`read_links`): one row per task.
+FITTED_COLUMNS = ("task", "floor", "ceiling", "midpoint", "width")
 #: Fewest (loss, accuracy) pairs :func:`fit_link` fits a link to.
 MIN_PAIRS = 5
 #: Bootstrap refits of a link (:func:`fit_link`): enough for a 90% interval's ends to move
@@ -136,15 +138,20 @@ def fit_link(
 
 
 def read_links(path: str | Path, *, tasks: Sequence[str] | None = None) -> dict[str, AccuracyLink]:
-    """One :class:`AccuracyLink` per task, fitted (:func:`fit_link`) to the paired values of a
-    CSV file: columns ``task``, ``loss`` (in the posterior's units for that task),
+    """One :class:`AccuracyLink` per task from a CSV file: fitted (:func:`fit_link`) to
+    paired values, columns ``task``, ``loss`` (in the posterior's units for that task),
     ``accuracy`` (in [0, 1]) and optionally ``floor`` (chance accuracy, one value per task;
-    empty: fitted). Rows with an empty loss or accuracy are skipped. ``tasks``: the tasks a
+    empty: fitted), rows with an empty loss or accuracy skipped; or links fitted elsewhere,
+    columns ``task``, ``floor``, ``ceiling``, ``midpoint``, ``width`` [, ``rmse``], one row
+    per task (fixed links: their uncertainty is not known). ``tasks``: the tasks a
     posterior has; a task outside them is refused. Every problem (missing file or column, a
     cell that is not a number, an accuracy outside [0, 1], a task with fewer than
-    :data:`MIN_PAIRS` pairs) is one line naming the file, row and column."""
+    :data:`MIN_PAIRS` pairs, a link that is not a falling sigmoid in [0, 1]) is one line
+    naming the file, row and column."""
     source = str(path)
     frame, lines = read_csv_table(Path(path), "task")
+    if "loss" not in frame.columns and all(c in frame.columns for c in FITTED_COLUMNS):
+        return _fitted_links(frame, lines, source, tasks)
     for col in LINK_COLUMNS:
         if col not in frame.columns:
             raise errors.FormatError(
@@ -190,17 +197,57 @@ def read_links(path: str | Path, *, tasks: Sequence[str] | None = None) -> dict[
     links = {}
     for task in dict.fromkeys(names):
         rows = np.flatnonzero((names == task).to_numpy())
-        first = int(lines[rows[0]])
-        if tasks is not None and task not in tasks:
-            raise errors.OptionError(
-                f"task {task!r} is not in the posterior",
-                source=source,
-                row=first,
-                column="task",
-                hint=f"its tasks: {', '.join(tasks[:5])}{', ...' if len(tasks) > 5 else ''}",
-            )
+        _check_task(task, int(lines[rows[0]]), tasks, source)
         links[task] = _fit_rows(task, rows, values, lines, source)
     return links
+
+
+def _check_task(task: str, row: int, tasks, source: str) -> None:
+    """OptionError naming the row when ``task`` is not among the posterior's ``tasks``."""
+    if tasks is not None and task not in tasks:
+        raise errors.OptionError(
+            f"task {task!r} is not in the posterior",
+            source=source,
+            row=row,
+            column="task",
+            hint=f"its tasks: {', '.join(tasks[:5])}{', ...' if len(tasks) > 5 else ''}",
+        )
+
+
+def _fitted_links(frame: pd.DataFrame, lines, source: str, tasks) -> dict[str, AccuracyLink]:
+    """Links fitted elsewhere (:data:`FITTED_COLUMNS`, optional ``rmse``), one row per task,
+    each checked: 0 <= floor < ceiling <= 1, width > 0, every value a finite number."""
+    cols = [*FITTED_COLUMNS[1:], "rmse"]
+    values = {c: _numbers(frame, c, lines, source) for c in cols}
+    links: dict[str, AccuracyLink] = {}
+    for i, task in enumerate(frame["task"].astype("string").str.strip()):
+        row = int(lines[i])
+        floor, ceiling, mid, width, rmse = (values[c][i] for c in cols)
+        problem = _link_problem(task, links, floor, ceiling, mid, width)
+        if problem is not None:
+            raise errors.OptionError(problem[1], source=source, row=row, column=problem[0])
+        _check_task(str(task), row, tasks, source)
+        links[str(task)] = AccuracyLink(floor, ceiling, mid, width, rmse)
+    if not links:
+        raise errors.EmptyInputError("no rows", source=source, hint="one row per task")
+    return links
+
+
+def _link_problem(task, links, floor, ceiling, mid, width) -> tuple[str, str] | None:
+    """(column, what is wrong) of one row of fitted links, or None."""
+    if pd.isna(task) or task == "":
+        return "task", "empty task name"
+    if task in links:
+        return "task", f"task {task!r} is listed twice"
+    if not np.isfinite(mid):
+        return "midpoint", "midpoint must be a number"
+    if not width > 0:
+        return "width", "width must be a positive number"
+    if not 0 <= floor < 1:
+        return "floor", "floor must be in [0, 1)"
+    if not floor < ceiling <= 1:
+        return "ceiling", "ceiling must be in (floor, 1]"
+    return None
 
 
 def _numbers(frame: pd.DataFrame, column: str, lines, source: str) -> np.ndarray:

@@ -126,6 +126,41 @@ def test_bad_links_files_name_the_row_and_column(tmp_path, edit, message):
     assert "\n" not in str(err.value)
 
 
+FITTED = {"task": ["mmlu", "arc"], "floor": [0.25, 0.0], "ceiling": [0.85, 0.9],
+          "midpoint": [1.6, 2.0], "width": [0.12, 0.3]}  # fmt: skip
+
+
+def test_a_file_of_fitted_links_gives_fixed_links(tmp_path):
+    """Links fitted elsewhere (one row per task: floor, ceiling, midpoint, width [, rmse])
+    are read as they are: fixed links, whose accuracies are the formula's."""
+    links = read_links(_links_file(tmp_path, FITTED), tasks=["arc", "mmlu"])
+    mmlu = links["mmlu"]
+    assert list(links) == ["mmlu", "arc"]
+    assert (mmlu.floor, mmlu.ceiling, mmlu.midpoint, mmlu.width) == (0.25, 0.85, 1.6, 0.12)
+    assert links["mmlu"].draws is None and np.isnan(links["mmlu"].rmse)
+    np.testing.assert_allclose(links["arc"](2.0), 0.45)  # the midpoint: halfway up
+    with_rmse = read_links(_links_file(tmp_path, {**FITTED, "rmse": [0.01, 0.02]}))
+    assert with_rmse["arc"].rmse == 0.02
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"width": [0.12, -0.3]}, "row 3, column 'width': width must be a positive number"),
+        ({"ceiling": [0.85, 0.0]}, "row 3, column 'ceiling': ceiling must be in (floor, 1]"),
+        ({"floor": [1.0, 0.0]}, "row 2, column 'floor': floor must be in [0, 1)"),
+        ({"midpoint": [1.6, None]}, "row 3, column 'midpoint': midpoint must be a number"),
+        ({"task": ["mmlu", "mmlu"]}, "row 3, column 'task': task 'mmlu' is listed twice"),
+        ({"task": ["mmlu", "hella"]}, "row 3, column 'task': task 'hella' is not in the posterior"),
+    ],
+)
+def test_bad_fitted_links_name_the_row_and_column(tmp_path, change, message):
+    path = _links_file(tmp_path, {**FITTED, **change})
+    with pytest.raises(errors.BayesmixError) as err:
+        read_links(path, tasks=["mmlu", "arc"])
+    assert str(err.value).startswith(f"{path}, {message}"), str(err.value)
+
+
 def test_a_missing_links_file_is_named(tmp_path):
     with pytest.raises(errors.UnreadableFileError, match="nope.csv: file not found"):
         read_links(tmp_path / "nope.csv")
