@@ -23,6 +23,7 @@ COMMANDS = [
     "ingest",
     "status",
     "optimize",
+    "schedule",
     "fit",
     "predict",
     "diagnose",
