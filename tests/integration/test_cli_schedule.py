@@ -26,7 +26,7 @@ TRUTH = {
 def phases_posterior(tmp_path_factory):
     runs = simulate_phases("m4+phases", TRUTH, DOMAINS, DOMAINS, n_runs=30, random_seed=1)
     post = bm.fit(
-        runs, "phases", draws=200, tune=300, chains=2, random_seed=1, warn=False, max_time=0
+        runs, "phases", draws=100, tune=200, chains=2, random_seed=1, warn=False, max_time=0
     )  # small MCMC: the schedule's arithmetic is tested here, not the gate
     return post, post.save(tmp_path_factory.mktemp("phases") / "phases.nc")
 
