@@ -97,6 +97,39 @@ def test_the_curvature_shear_changes_the_sampling_variables_not_the_model():
     assert abs(sheared - unsheared) < 1e-8 * max(1.0, abs(unsheared))
 
 
+def test_the_whitened_slopes_have_normal_contrasts_and_student_t_log_share_slopes():
+    """``slopes_white`` gamma's log density is that of beta = gamma W' (beta's contrasts
+    Normal(mu, b_sigma), its log-share slopes Student-t(V_NU, mu, v_sigma)) plus log |det W|,
+    checked against scipy on random values, and prior draws have the Student-t's heavy tails
+    in the log-share slopes only."""
+    from scipy import stats
+
+    from bayesmix.laws import m4log
+
+    rng = np.random.default_rng(5)
+    n_train = 4
+    p = 2 * n_train - 1
+    heavy = np.r_[np.zeros(n_train - 1), np.ones(n_train)]
+    w = np.linalg.cholesky(np.cov(rng.normal(size=(p, 3 * p)))).T  # any invertible W
+    mu, sd = rng.normal(size=p), np.r_[np.full(n_train - 1, 0.3), np.full(n_train, 0.05)]
+    gamma = rng.normal(size=(3, p))
+    got = m4log._white_logp(gamma, mu, sd, w, heavy).eval()
+    beta = gamma @ w.T
+    expected = (
+        stats.norm.logpdf(beta[:, : n_train - 1], mu[: n_train - 1], sd[: n_train - 1]).sum(-1)
+        + stats.t.logpdf(
+            beta[:, n_train - 1 :], m4log.V_NU, mu[n_train - 1 :], sd[n_train - 1 :]
+        ).sum(-1)
+        + np.log(abs(np.linalg.det(w)))
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    draws = m4log._white_random(mu, sd, w, heavy, rng=rng, size=(20000,)) @ w.T
+    z = (draws - mu) / sd
+    kurt = stats.kurtosis(z, axis=0)
+    # excess kurtosis: 0 for the Normal, infinite for t(4) (sample values 3-10 at 20000 draws)
+    assert np.abs(kurt[: n_train - 1]).max() < 0.3 and kurt[n_train - 1 :].min() > 1.5
+
+
 def test_hyper_start_finds_the_curvature_of_noise_free_losses_and_the_model_starts_there():
     """m4log.hyper_start: on losses computed exactly from the block's form (level from the mean
     loss, curvature rho at the features' centre, slopes beta, no shear) the grid search returns
