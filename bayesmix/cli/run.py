@@ -183,8 +183,11 @@ def run(args) -> int:
     opts = _propose_options(args)
     exp = open_experiment(args, say)
     law = get_law(load_spec(args.model).law)
-    # the menu read and the strategy's needs checked now; recorded before the first launch
+    # the menu read and the strategy's needs checked before an executor is started; the
+    # runner records it before the first launch (Runner.record_menu)
     fidelity = menu_to_record(args.ledger, args.strategy, law, menu_from_args(args), args.size)
+    if fidelity is not None:
+        opts.update(menu=fidelity.menu, target_scale=fidelity.target)
     slurm = _slurm_options(args)
     on_round = None
     if args.mlflow:
@@ -212,13 +215,13 @@ def run(args) -> int:
         log=say,
         on_round=on_round,
     )
-    if fidelity is not None:  # every option checked: recorded before the first launch
-        try:
-            exp.set_menu(fidelity.menu, fidelity.target)
-        except BaseException:
-            executor.shutdown()
-            raise
-        print(f"note: recorded: {fidelity.describe()}", flush=True)
+    try:  # every option checked: the menu recorded before the first launch
+        recorded = runner.record_menu()
+    except BaseException:
+        executor.shutdown()
+        raise
+    if recorded is not None:
+        print(f"note: recorded: {recorded.describe()}", flush=True)
     old = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
     try:
         with banner_warnings():

@@ -193,24 +193,24 @@ class CancelFlag:
 FLAG_POLL_S = 0.5
 
 
-def _flag_reader(flag):
-    """``cancelled()`` for :func:`run_job`: the flag actor's state, read at most every
+class FlagReader:
+    """``cancelled()`` for :func:`run_job`: the CancelFlag actor's state, read at most every
     :data:`FLAG_POLL_S` (an unreachable flag reads as not set: the task keeps running)."""
-    import ray
 
-    state = {"next": 0.0, "set": False}
+    def __init__(self, flag):
+        self.flag, self.next_read, self.set = flag, 0.0, False
 
-    def cancelled() -> bool:
+    def __call__(self) -> bool:
+        import ray
+
         now = time.monotonic()
-        if not state["set"] and now >= state["next"]:
-            state["next"] = now + FLAG_POLL_S
+        if not self.set and now >= self.next_read:
+            self.next_read = now + FLAG_POLL_S
             try:
-                state["set"] = bool(ray.get(flag.is_set.remote(), timeout=5.0))
+                self.set = bool(ray.get(self.flag.is_set.remote(), timeout=5.0))
             except Exception:
                 pass
-        return state["set"]
-
-    return cancelled
+        return self.set
 
 
 def _ray_job(job: Job, flag=None) -> JobResult:
@@ -223,7 +223,7 @@ def _ray_job(job: Job, flag=None) -> JobResult:
     procs: list[subprocess.Popen] = []
     try:
         return run_job(
-            job, on_start=procs.append, cancelled=None if flag is None else _flag_reader(flag)
+            job, on_start=procs.append, cancelled=None if flag is None else FlagReader(flag)
         )
     except BaseException:
         for proc in procs:

@@ -322,10 +322,11 @@ class Runner:
                 summary.failed.append(run)
 
     # ------------------------------------------------------------------ the loop
-    def record_menu(self) -> None:
+    def record_menu(self):
         """A menu, target scale or tokens per step among the propose options is checked
         (:func:`~bayesmix.loop.proposing.menu_to_record`, with the proposals' ``size``) and
-        recorded once, before the first launch, not again by every round's propose."""
+        recorded once, before the first launch, not again by every round's propose. Returns
+        the Fidelity recorded, or None (nothing given, or already recorded)."""
         from bayesmix.laws import get_law
         from bayesmix.loop.proposing import menu_to_record
         from bayesmix.model.spec import load_spec
@@ -333,13 +334,13 @@ class Runner:
         given = {k: self.propose_options.pop(k, None) for k in MENU_OPTIONS}
         size = self.propose_options.get("size")
         if all(v is None for v in given.values()) and size is None:
-            return
+            return None
         law = get_law(load_spec(self.exp.model).law)
         menu = None if all(v is None for v in given.values()) else given
         fid = menu_to_record(self.exp.path, self.strategy, law, menu, size)
         if fid is not None:
             self.exp.set_menu(fid.menu, fid.target)
-            self._say(f"note: recorded: {fid.describe()}")
+        return fid
 
     def run(self, rounds: int = 1, *, recommend: bool = True) -> RunSummary:
         """Run ``rounds`` rounds (module docstring); KeyboardInterrupt stops cleanly and
@@ -351,7 +352,9 @@ class Runner:
         summary = RunSummary()
         Ledger.open(self.exp.path).check_writable()
         check_workdir(self.workdir)
-        self.record_menu()
+        recorded = self.record_menu()
+        if recorded is not None:
+            self._say(f"note: recorded: {recorded.describe()}")
         inflight: dict[Future[JobResult], str] = {}
         try:
             self.reclaim_stale(summary)
