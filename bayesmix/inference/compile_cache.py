@@ -12,12 +12,15 @@ nutpie and numba, so :mod:`bayesmix.inference.nutpie_adapter` does both (``snaps
 (nutpie outside its tested versions, an internal missing), models are compiled and nothing is
 stored.
 
-Key: sha256 of the caller's structure string, a fingerprint of the model's logp and
-deterministics graph (ops, constants, variable types: a changed law or prior is a new key),
-the shapes of every sampled and derived variable, the CPU target, pytensor's fastmath flag and
-the versions of bayesmix, pymc, pytensor, nutpie, numba, llvmlite, numpy and Python. Data
-*sizes* (number of runs, observations) are not in the key: the compiled functions read them
-at run time, like the in-process cache in :mod:`bayesmix.inference.fitting` relies on.
+Key: sha256 of a fingerprint of the model's logp and deterministics graph (ops, constants,
+variable names and types: a changed law or prior is a new key), the shapes of every sampled and
+derived variable, the CPU target, numba's optimisation level, pytensor's fastmath flag and the
+versions of bayesmix, pymc, pytensor, nutpie, numba, llvmlite, numpy and Python: what decides
+the machine code. Coordinate labels (domain names) and data values are not in it: a fit of one
+law on other domains of the same counts loads the entry (the rebuilt model takes its dims and
+coords from the new ``pm.Model``), and data *sizes* (number of runs, observations) are read by
+the compiled functions at run time, like the in-process cache in
+:mod:`bayesmix.inference.fitting` relies on.
 
 Storage: one file ``<key>.nbm`` (pickle) per entry in :func:`cache_dir` (``BAYESMIX_CACHE_DIR``,
 else the user cache dir of platformdirs), written to a temporary file and renamed, so processes
@@ -79,7 +82,8 @@ def cache_dir() -> Path:
 
 
 def versions() -> dict[str, str]:
-    """Versions that invalidate an entry: the packages, Python, the CPU target of numba."""
+    """Versions that invalidate an entry: the packages, Python, the CPU target of numba and its
+    optimisation level (``NUMBA_OPT``: other machine code)."""
     out = {}
     for name in _PACKAGES:
         try:
@@ -96,6 +100,7 @@ def versions() -> dict[str, str]:
     out["machine"] = platform.machine()
     out["target"] = nutpie_adapter.machine_target()
     out["fastmath"] = str(pytensor.config.numba__fastmath)
+    out["numba_opt"] = nutpie_adapter.optimisation_level()
     return out
 
 
@@ -171,18 +176,16 @@ def _graph(model):
     return h.hexdigest(), shared
 
 
-def model_key(model, structure: str = "") -> str:
-    """The cache key of ``model`` (see the module docstring); ``structure`` is the caller's
-    own identity of the model (e.g. :func:`bayesmix.model.model.structure_key`)."""
+def model_key(model) -> str:
+    """The cache key of ``model`` (see the module docstring)."""
     fingerprint, _ = _graph(model)
-    return _key(structure, fingerprint, nutpie_adapter.shapes(model))
+    return _key(fingerprint, nutpie_adapter.shapes(model))
 
 
-def _key(structure: str, fingerprint: str, shapes: dict) -> str:
+def _key(fingerprint: str, shapes: dict) -> str:
     text = json.dumps(
         {
             "format": FORMAT,
-            "structure": structure,
             "graph": fingerprint,
             "shapes": {
                 k: [int(n) for n in np.atleast_1d(v)] if np.ndim(v) else []
@@ -196,7 +199,7 @@ def _key(structure: str, fingerprint: str, shapes: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------- compile
-def compile_model(model, structure: str = "", on_compile=None):
+def compile_model(model, on_compile=None):
     """nutpie's compiled ``model`` (``nutpie.compile_pymc_model`` with default options): loaded
     from the cache when an entry with this key exists, else compiled and stored. The result
     holds ``model``'s current data; swap data with ``nutpie_adapter.with_data(...)``.
@@ -211,7 +214,7 @@ def compile_model(model, structure: str = "", on_compile=None):
             on_compile()
         return nutpie_adapter.compile_public(model)
     fingerprint, shared = _graph(model)
-    key = _key(structure, fingerprint, nutpie_adapter.shapes(model)) if enabled() else None
+    key = _key(fingerprint, nutpie_adapter.shapes(model)) if enabled() else None
     entry = None if key is None else _LOADED.get(key) or _read(cache_dir() / (key + SUFFIX))
     if key is not None and entry is not None:
         compiled = nutpie_adapter.restore(entry, model, shared)

@@ -88,7 +88,7 @@ def compiled_model(key: str, build: Callable[[], pm.Model]):
     model, compiled = _COMPILED.get(key, (None, None))
     if compiled is None:
         model = build() if model is None else model
-        compiled = compile_cache.compile_model(model, structure=key)
+        compiled = compile_cache.compile_model(model)
         _COMPILED[key] = (model, compiled)
     return compiled
 
@@ -113,9 +113,7 @@ def _model_for(spec: ModelSpec, runs: RunTable, data, sampler: str, progressbar:
                 flush=True,
             )
 
-        compiled = compile_cache.compile_model(
-            model, structure=key, on_compile=announce if progressbar else None
-        )
+        compiled = compile_cache.compile_model(model, on_compile=announce if progressbar else None)
     _COMPILED[key] = (model, compiled)
     values = data.as_dict()
     # The model's pm.Data: PyMC's sampler reads them, and so does nutpie's start of the chains

@@ -272,6 +272,13 @@ def machine_target() -> str:
         return "unknown"
 
 
+def optimisation_level() -> str:
+    """numba's LLVM optimisation level (``NUMBA_OPT``; another level is other machine code)."""
+    import numba
+
+    return str(getattr(numba.config, "OPT", "unknown"))
+
+
 def with_data(compiled, values: Mapping[str, Any]):
     """``compiled`` reading ``values`` (name -> array); names the density does not read (only
     the initial point does) are left out, since nutpie refuses them."""

@@ -1,6 +1,6 @@
 """The compile cache across processes (bayesmix.inference.compile_cache): a reloaded compilation
-computes what a fresh one does, keys change with versions / model / structure, racing processes both
-succeed, and a fit from a loaded model is the fit from a compiled one.
+computes what a fresh one does, keys change with versions and model (not its labels), racing
+processes both succeed, and a fit from a loaded model is the fit from a compiled one.
 
 Subprocesses build the tiny model below (imported from this file) in their own interpreter, so
 "fresh process" means a real one. The conftest points ``BAYESMIX_CACHE_DIR`` at a tmp dir.
@@ -33,18 +33,18 @@ import numpy as np
 from bayesmix.inference import compile_cache
 from bayesmix.inference.nutpie_adapter import logp_and_grad
 from test_compile_cache import tiny_model
-compiled = compile_cache.compile_model(tiny_model(int(sys.argv[2])), structure="tiny")
+compiled = compile_cache.compile_model(tiny_model(int(sys.argv[2])))
 logp, grad = logp_and_grad(compiled, np.linspace(-0.3, 0.4, compiled.n_dim))
 print(json.dumps({**compile_cache.stats, "logp": logp, "grad": grad.tolist()}))
 """
 
 
-def tiny_model(n_obs: int = 6, prior_sd: float = 1.0):
+def tiny_model(n_obs: int = 6, prior_sd: float = 1.0, labels=("a", "b")):
     """A two-coefficient regression with a noise scale and one deterministic (n_dim 3)."""
     import pymc as pm
 
     rng = np.random.default_rng(n_obs)
-    with pm.Model(coords={"coef": ["a", "b"]}) as model:
+    with pm.Model(coords={"coef": list(labels)}) as model:
         x = pm.Data("x", rng.normal(size=n_obs))
         y = pm.Data("y", rng.normal(size=n_obs))
         b = pm.Normal("b", 0.0, prior_sd, dims="coef")
@@ -98,7 +98,7 @@ def test_racing_compilers_store_one_entry_that_a_fresh_process_reloads(tmp_path,
     # the same model compiled from scratch here, cache off (and nothing written)
     monkeypatch.setenv("BAYESMIX_CACHE_DIR", str(tmp_path / "unused"))
     monkeypatch.setenv("BAYESMIX_NO_COMPILE_CACHE", "1")
-    fresh = compile_cache.compile_model(tiny_model(9), structure="tiny")
+    fresh = compile_cache.compile_model(tiny_model(9))
     assert not (tmp_path / "unused").exists()
     x = np.linspace(-0.3, 0.4, fresh.n_dim)
     logp, grad = logp_and_grad(fresh, x)
@@ -111,7 +111,7 @@ def test_racing_compilers_store_one_entry_that_a_fresh_process_reloads(tmp_path,
     monkeypatch.setenv("BAYESMIX_CACHE_DIR", str(cache))
     monkeypatch.setattr(compile_cache, "_LOADED", {})
     hits = compile_cache.stats["hits"]
-    loaded = compile_cache.compile_model(tiny_model(6), structure="tiny")
+    loaded = compile_cache.compile_model(tiny_model(6))
     assert compile_cache.stats["hits"] == hits + 1
     assert logp_and_grad(loaded, x)[0] == racing[0]["logp"]
     data = tiny_model(9)
@@ -119,15 +119,46 @@ def test_racing_compilers_store_one_entry_that_a_fresh_process_reloads(tmp_path,
     np.testing.assert_allclose(logp_and_grad(loaded, x)[0], logp, rtol=1e-12)
 
 
-def test_key_changes_with_versions_model_and_structure(monkeypatch):
-    key = compile_cache.model_key(tiny_model(6), "tiny")
-    assert compile_cache.model_key(tiny_model(6), "tiny") == key  # rebuilt: same key
-    assert compile_cache.model_key(tiny_model(9), "tiny") == key  # data size is not in it
-    assert compile_cache.model_key(tiny_model(6, prior_sd=2.0), "tiny") != key  # new prior
-    assert compile_cache.model_key(tiny_model(6), "other structure") != key
+def test_key_changes_with_versions_and_model_not_labels(monkeypatch):
+    key = compile_cache.model_key(tiny_model(6))
+    assert compile_cache.model_key(tiny_model(6)) == key  # rebuilt: same key
+    assert compile_cache.model_key(tiny_model(9)) == key  # data size is not in it
+    # other coordinate labels (domain names): the same machine code, so one entry serves both
+    assert compile_cache.model_key(tiny_model(6, labels=("web", "code"))) == key
+    assert compile_cache.model_key(tiny_model(6, prior_sd=2.0)) != key  # new prior
     real = compile_cache.versions()
     monkeypatch.setattr(compile_cache, "versions", lambda: {**real, "pymc": "0.0.1"})
-    assert compile_cache.model_key(tiny_model(6), "tiny") != key
+    assert compile_cache.model_key(tiny_model(6)) != key
+    monkeypatch.undo()
+    import numba
+
+    assert real["numba_opt"] == str(numba.config.OPT)  # another level is other machine code
+    monkeypatch.setattr(numba.config, "OPT", numba.config.OPT + 1)
+    assert compile_cache.model_key(tiny_model(6)) != key
+
+
+@pytest.mark.slow
+def test_a_law_on_other_domain_names_loads_the_entry_with_its_own_labels(simulated_fit):
+    """A fit of the fixture's law on the same counts of differently named domains loads the
+    fixture's entry instead of compiling, and its posterior carries the new names."""
+    from conftest import FIT_KW
+
+    from bayesmix.data.table import RunTable
+    from bayesmix.inference.fitting import fit
+
+    runs = simulated_fit.runs
+    names = {d: f"renamed_{i}" for i, d in enumerate(runs.train_domains)}
+    frame = runs.to_tidy().rename(
+        columns=lambda c: (
+            ".".join([c.split(".", 1)[0], names.get(c.split(".", 1)[1], "")])
+            if c.startswith(("mix.", "loss.")) and c.split(".", 1)[1] in names
+            else c
+        )
+    )
+    before = dict(compile_cache.stats)
+    post = fit(RunTable.from_frame(frame), "default", warn=False, **FIT_KW)
+    assert compile_cache.stats["misses"] == before["misses"]
+    assert list(post.tree["posterior"]["t"].coords["train_domain"].values) == list(names.values())
 
 
 @pytest.mark.slow
@@ -135,7 +166,7 @@ def test_shipped_specifications_have_stable_keys(simulated_fit):
     """Two builds of each shipped model give one key (no memory addresses in the graph
     fingerprint), so a fresh process finds its entry."""
     from bayesmix.laws import get_law
-    from bayesmix.model.model import build_model, prepare_data, structure_key
+    from bayesmix.model.model import build_model, prepare_data
     from bayesmix.model.spec import available_models, load_spec
 
     runs = simulated_fit.runs
@@ -145,11 +176,8 @@ def test_shipped_specifications_have_stable_keys(simulated_fit):
         if get_law(spec.law).inputs != ("r",):
             continue  # laws over model size / tokens need other run tables
         data = prepare_data(runs, spec.law)
-        structure = structure_key(spec, runs.train_domains, runs.eval_domains)
         keys = {
-            compile_cache.model_key(
-                build_model(spec, runs.train_domains, runs.eval_domains, data), structure
-            )
+            compile_cache.model_key(build_model(spec, runs.train_domains, runs.eval_domains, data))
             for _ in range(2)
         }
         assert len(keys) == 1, name
@@ -210,71 +238,64 @@ def test_a_seed_gives_the_same_draws_compiled_loaded_or_loaded_concurrently(
         np.testing.assert_array_equal(np.load(out), expected)
 
 
-#: A fresh interpreter fits three structures in the order given (argv[3], comma-separated) and
-#: saves every posterior array of each to argv[2] (.npz): "curves", the nested pipeline's stage-1
-#: curve model on 3 domains x 6 runs x 3 sizes; "implicit", the implicit law (extra dim
-#: ``latent``); "refit", the implicit law fitted on one table and then refitted on another of
-#: another size (argv[4] == "1": only the refit, as a process that never saw the first table;
-#: the implicit law again, so the compiling process compiles two structures, not three).
-#: max_time=0: one sampling each, so no clock decides which attempt's draws are kept.
-THREE = """
+#: A fresh interpreter fits the cases given (argv[2], comma-separated) and saves every posterior
+#: array of each to argv[1] (.npz): "curves", the nested pipeline's stage-1 curve model on 3
+#: domains x 6 runs x 3 sizes x 4 steps; "refit", that structure fitted on another table and then
+#: refitted on a third (argv[3] == "1": only the refit, as a process that never saw the other
+#: table), so the refit swaps data into a compiled or a loaded model. One structure: one
+#: compilation. max_time=0: one sampling each, so no clock decides which attempt's draws are kept.
+CURVES = """
 import json, sys, warnings
 import numpy as np
 warnings.simplefilter("ignore")
-sys.path.insert(0, sys.argv[1])
-from conftest import simulate_runs
 from bayesmix.inference import compile_cache
-from bayesmix.inference.fitting import fit
 from bayesmix.model.simulation import simulate
 from bayesmix.scaling.stages import fit_step_law
 kw = {"draws": 30, "tune": 40, "chains": 2, "random_seed": 3, "warn": False, "max_time": 0}
+def runs(seed):
+    return simulate(["Github", "Books3", "Pile-CC"], n_runs=6, random_seed=seed,
+                    sizes=[2e7, 5e7, 1.25e8], steps=[1000, 2000, 4000, 8000])[0]
 out = {}
-for case in sys.argv[3].split(","):
+for case in sys.argv[2].split(","):
     if case == "curves":
-        runs, _ = simulate(["Github", "Books3", "Pile-CC"], n_runs=6, random_seed=5,
-                           sizes=[2e7, 5e7, 1.25e8], steps=[1000, 2000, 4000, 8000])
-        tree = fit_step_law(runs, **kw).posterior
-    elif case == "implicit":
-        tree = fit(simulate_runs(n_runs=30)[0], "implicit", **kw).tree["posterior"]
+        tree = fit_step_law(runs(5), **kw).posterior
     else:
-        if sys.argv[4] != "1":
-            fit(simulate_runs(seed=8, n_runs=24)[0], "implicit", **kw)
-        tree = fit(simulate_runs(seed=9, n_runs=33)[0], "implicit", **kw).tree["posterior"]
+        if sys.argv[3] != "1":
+            fit_step_law(runs(8), **kw)
+        tree = fit_step_law(runs(9), **kw).posterior
     out.update({f"{case}/{k}": np.asarray(v.values) for k, v in tree.data_vars.items()})
-np.savez(sys.argv[2], **out)
+np.savez(sys.argv[1], **out)
 print(json.dumps(compile_cache.stats))
 """
 
 
 @pytest.mark.slow
-def test_curve_implicit_and_refitted_models_draw_the_same_compiled_or_loaded(tmp_path):
-    """The nested pipeline's curve model, the implicit law and the implicit law with its data
-    swapped before the refit draw exactly the same chains with one seed in the process that compiled
-    (and stored) them and in a fresh process loading them in reverse order (so what else a
-    process has loaded, and in which order, does not matter; loading at once from several
+def test_curve_and_refitted_models_draw_the_same_compiled_or_loaded(tmp_path):
+    """The nested pipeline's curve model, and the same structure with its data swapped before a
+    refit, draw exactly the same chains with one seed in the process that compiled (and stored)
+    it and in a fresh process loading it for the refit first (loading at once from several
     processes is test_a_seed_gives_the_same_draws_compiled_loaded_or_loaded_concurrently's).
     Before the cached callbacks were made self-contained, the curve model's loaders drew other
     chains (1 ulp of its log density differed at a few points)."""
-    tests = Path(__file__).resolve().parents[1]
     cache = tmp_path / "cache"
 
-    def start(name: str, order: str, only_refit: str) -> subprocess.Popen:
-        argv = [sys.executable, "-c", THREE, str(tests), str(tmp_path / name), order, only_refit]
-        return subprocess.Popen(argv, env=_env(cache), stdout=subprocess.PIPE, text=True)
+    def run(name: str, order: str, only_refit: str) -> dict:
+        argv = [sys.executable, "-c", CURVES, str(tmp_path / name), order, only_refit]
+        proc = subprocess.run(argv, env=_env(cache), capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    def stats(proc: subprocess.Popen) -> dict:
-        out, _ = proc.communicate(timeout=1200)
-        assert proc.returncode == 0
-        return json.loads(out.strip().splitlines()[-1])
-
-    compiled = stats(start("compiled.npz", "curves,implicit,refit", "0"))
-    assert (compiled["misses"], compiled["stores"]) == (2, 2)  # curves; implicit, refitted
-    loader = stats(start("loaded.npz", "refit,implicit,curves", "1"))
-    assert (loader["hits"], loader["misses"]) == (2, 0)
+    compiled = run("compiled.npz", "curves,refit", "0")
+    assert (compiled["misses"], compiled["stores"]) == (1, 1)  # the refits reuse it in-process
+    loader = run("loaded.npz", "refit,curves", "1")
+    assert (loader["hits"], loader["misses"]) == (1, 0)
     expected = np.load(tmp_path / "compiled.npz")
-    assert {k.split("/")[0] for k in expected.files} == {"curves", "implicit", "refit"}
-    assert any(expected[k].ndim == 4 for k in expected.files if k.startswith("implicit/"))
+    assert {k.split("/")[0] for k in expected.files} == {"curves", "refit"}
+    assert any(expected[k].ndim == 4 for k in expected.files)  # (chain, draw, group, domain)
     loaded = np.load(tmp_path / "loaded.npz")
     assert sorted(loaded.files) == sorted(expected.files)
     for k in expected.files:
         np.testing.assert_array_equal(loaded[k], expected[k], err_msg=k)
+    # the refit's draws are of its own data, not the first table's
+    assert not np.array_equal(expected["refit/" + expected.files[0].split("/")[1]],
+                              expected[expected.files[0]])  # fmt: skip

@@ -92,7 +92,7 @@ def test_with_the_disk_cache_off_a_model_is_compiled_and_nothing_is_stored(tmp_p
     monkeypatch.setattr(adapter, "current", Adapter.detect("0.99.1"))
     misses = compile_cache.stats["misses"]
     with pytest.warns(SamplerFallbackWarning, match=DISK_CACHE):
-        compiled = compile_cache.compile_model(tiny_model(6), structure="tiny")
+        compiled = compile_cache.compile_model(tiny_model(6))
     assert compile_cache.stats["misses"] == misses + 1
     assert not compile_cache.entries()
     logp, grad = adapter.logp_and_grad(compiled, np.zeros(compiled.n_dim))

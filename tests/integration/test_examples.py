@@ -1,13 +1,21 @@
-"""The scripts in examples/ run end to end (as a user runs them) and print what they promise.
+"""The scripts in examples/ run end to end and print what they promise.
 
-Each runs as a subprocess with small MCMC settings and ``--out`` in the test's temporary folder;
+Each runs as ``__main__`` in this process (as ``python examples/NAME.py ARGS`` runs it, without
+a new interpreter's seconds of imports, and with the session's compiled models), with small MCMC
+settings and ``--out`` in the test's temporary folder; one runs as a real subprocess.
 plan_regmix.py reads ../shared/data/regmix when present and otherwise says it skips.
+tests/integration/test_run_example.py runs examples/real_loop.py as a subprocess too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import runpy
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,7 +28,26 @@ pytestmark = pytest.mark.slow
 
 
 def run_example(name: str, *args: str) -> str:
-    """Run examples/<name> with ``args``; fail with its output unless it exits 0."""
+    """Run examples/<name> with ``args`` as ``__main__`` in this process; its stdout, or a failure
+    with its output and traceback unless it ends normally or with exit code 0."""
+    out = io.StringIO()
+    argv = sys.argv
+    sys.argv = [str(EXAMPLES / name), *args]
+    try:
+        with contextlib.redirect_stdout(out), warnings.catch_warnings():
+            runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    except SystemExit as stop:
+        assert stop.code in (0, None), f"{name} exited {stop.code}:\n{out.getvalue()}"
+    except Exception:
+        pytest.fail(f"{name} raised:\n{out.getvalue()}\n{traceback.format_exc()}")
+    finally:
+        sys.argv = argv
+    return out.getvalue()
+
+
+def run_example_process(name: str, *args: str) -> str:
+    """Run examples/<name> with ``args`` in a new interpreter; fail with its output unless it
+    exits 0."""
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=600
     )
@@ -45,7 +72,7 @@ def test_plan_regmix(tmp_path):
 
 
 def test_plan_regmix_without_data(tmp_path):
-    out = run_example(
+    out = run_example_process(
         "plan_regmix.py", "--out", str(tmp_path), "--data", str(tmp_path / "no_such_folder")
     )
     assert "RegMix data not found" in out and "skipping" in out
