@@ -171,7 +171,7 @@ def fit(
     random_seed: int | None = None,
     sampler: str = "nutpie",
     progressbar: bool = False,
-    adaptation: str = "low_rank",
+    adaptation: str | None = None,
     target_accept: float = 0.95,
     priors: Mapping[str, Prior | Mapping] | None = None,
     warn: bool = True,
@@ -203,8 +203,9 @@ def fit(
     progressbar : bool, default False
         Show the sampler's progress (a bar on a terminal, else a line every 10 s; ``progress``
         is its deprecated name).
-    adaptation : {"low_rank", "diag"}, default "low_rank"
-        nutpie's mass-matrix adaptation (low rank: several times fewer leapfrog steps).
+    adaptation : {"low_rank", "diag"}, optional
+        nutpie's mass-matrix adaptation; None: the law's (:attr:`Law.adaptation`: low rank,
+        several times fewer leapfrog steps where the posterior is correlated; ``m4log`` diag).
     target_accept : float, default 0.95
         At 0.9 a few draws per thousand diverged in the noise-scale hierarchy (5 seeds).
     priors : mapping, optional
@@ -239,6 +240,8 @@ def fit(
     budget = check_max_time(max_time)
     spec, table = fit_table(runs, model, priors=priors, size=size, step=step, max_step=max_step)
     start = time.perf_counter()
+    if adaptation is None:
+        adaptation = get_law(spec.law).adaptation
     sample_once = _sampling(spec, table, sampler, adaptation, progressbar, latent_splits)
     compile_s = time.perf_counter() - start
     form = sample_once.form if get_law(spec.law).has_noncentered else ""  # "": no choice

@@ -156,6 +156,10 @@ class Law(abc.ABC):
     #: pooling, :attr:`BuildContext.centered`): the gate driver then answers divergences of a
     #: centred fit with the noncentred form.
     has_noncentered: ClassVar[bool] = False
+    #: nutpie's mass-matrix adaptation :func:`bayesmix.fit` uses for this law unless told
+    #: ("low_rank" or "diag"): a law whose sampled block is already whitened gains no steps
+    #: from the low-rank estimate and pays its tuning cost.
+    adaptation: ClassVar[str] = "low_rank"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

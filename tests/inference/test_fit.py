@@ -14,6 +14,7 @@ from conftest import FIT_KW, SIM_DOMAINS, simulate_runs
 
 from bayesmix import errors
 from bayesmix.inference.fitting import compiled_count, fit
+from bayesmix.laws import get_law
 from bayesmix.model.simulation import simulate
 from bayesmix.posterior.diagnostics import ConvergenceWarning
 from bayesmix.posterior.posterior import Posterior
@@ -211,6 +212,9 @@ def test_large_models_update_the_low_rank_mass_matrix_less_often(simulated_fit, 
     assert np.isfinite(posterior["m"].values).all()
     # and the default path for small models records nutpie's default
     assert simulated_fit.posterior.settings["mass_matrix_update_freq"] is None
+    # without an adaptation given, a fit takes its law's (M4: low rank; m4log's: diag, its
+    # recovery test)
+    assert simulated_fit.posterior.settings["adaptation"] == "low_rank" == get_law("m4").adaptation
 
 
 def test_a_large_model_with_the_update_frequency_off_samples_through_nutpie_sample(

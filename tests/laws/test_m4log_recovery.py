@@ -36,6 +36,8 @@ def test_logshare_recovers_the_slopes_level_and_zero_log_share_terms(logshare_fi
     assert np.abs(_mean(post, "m") - truth["m"]).max() < 0.04
     assert np.abs(_mean(post, "u")).max() < 0.05
     assert post.diagnostics.divergences == 0
+    # its whitened slopes are sampled with a diagonal mass matrix (the law's adaptation)
+    assert post.settings["adaptation"] == "diag"
 
 
 @pytest.mark.slow
