@@ -240,8 +240,7 @@ def fit(
     budget = check_max_time(max_time)
     spec, table = fit_table(runs, model, priors=priors, size=size, step=step, max_step=max_step)
     start = time.perf_counter()
-    if adaptation is None:
-        adaptation = get_law(spec.law).adaptation
+    adaptation = adaptation or get_law(spec.law).adaptation
     sample_once = _sampling(spec, table, sampler, adaptation, progressbar, latent_splits)
     compile_s = time.perf_counter() - start
     form = sample_once.form if get_law(spec.law).has_noncentered else ""  # "": no choice
