@@ -327,12 +327,18 @@ def full_runs(menu: Menu) -> np.ndarray:
     )
 
 
+def spans_sizes(law) -> bool:
+    """True when ``law`` reads model size and tokens (:data:`SCALE_INPUTS`), so its fits use
+    runs of every menu entry."""
+    return all(k in law.inputs for k in SCALE_INPUTS)
+
+
 def initial_entries(menu: Menu, n: int, law=None) -> np.ndarray:
     """Menu entries of an initial design's ``n`` runs. For a law over model size and tokens
     (or ``law`` None): run i at the longest entry of size ``i mod (number of sizes)`` (sizes
     ascending), so the first fit sees every size. For a law of one model size (e.g. the
     default m4, which fits the runs of one size only): every run at :func:`largest_entry`."""
-    if law is None or all(k in law.inputs for k in SCALE_INPUTS):
+    if law is None or spans_sizes(law):
         return np.resize(full_runs(menu), n)
     return np.full(n, largest_entry(menu))
 
@@ -361,7 +367,7 @@ def spread_over_menu(batch: Batch, menu: Menu, law=None) -> Batch:
     )
     out = Batch(batch.strategy, batch.mixtures, np.arange(len(batch)), batch.score, cands)
     out.cost, out.notes = menu.cost[pick] / menu.unit, list(batch.notes)
-    if law is not None and not all(k in law.inputs for k in SCALE_INPUTS):
+    if law is not None and not spans_sizes(law):
         out.notes.append(one_size_note(law, menu))
     return out
 

@@ -26,7 +26,7 @@ from bayesmix.data.table import MIX_PREFIX
 from bayesmix.loop import acquire, design
 from bayesmix.loop.batch import Batch
 from bayesmix.loop.candidates import DEFAULT_CANDIDATES, Candidates
-from bayesmix.loop.fidelity import SCALE_INPUTS, at_menu_entry, spread_over_menu
+from bayesmix.loop.fidelity import SCALE_INPUTS, at_menu_entry, spans_sizes, spread_over_menu
 from bayesmix.loop.ledger import (
     Fidelity,
     Ledger,
@@ -234,7 +234,7 @@ class Proposer:
             w, t = led.settings.get("target_weights") or None, None
         fid = sized(led.fidelity(), req.size)
         inputs = None
-        if fid is not None and all(k in post.law.inputs for k in SCALE_INPUTS):
+        if fid is not None and spans_sizes(post.law):
             inputs = fid.target  # the belief at the target run's scale
         belief = acquire.Belief.from_posterior(post, weights=w, target=t, inputs=inputs)
         return FitState(post, path, record, belief)
